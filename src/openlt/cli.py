@@ -1,0 +1,183 @@
+"""The `openlt` command: split, train, eval, predict. Thin: parse arguments, call the engine, print.
+
+Errors the user can fix (OpenLTError) print one line and exit with status 2, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from openlt import __version__
+from openlt.errors import OpenLTError
+
+
+def _split(args: argparse.Namespace) -> int:
+    from openlt.config import SplitConfig, _apply, parse_overrides
+    from openlt.data.datasets import fashion_mnist_pool, image_folder_pool
+    from openlt.data.splits import MANIFEST, make_split, write_split
+    from openlt.errors import ConfigError
+
+    out = Path(args.out)
+    if (out / MANIFEST).exists() and not args.force:
+        raise ConfigError(f"{out} already holds a split; pass --force to overwrite it")
+    cfg = SplitConfig()
+    values = {"profile": args.profile, "n_max": args.n_max, "n_min": args.n_min, "imbalance_factor": args.imbalance_factor,
+              "alpha": args.alpha, "val_per_class": args.val_per_class, "test_per_class": args.test_per_class,
+              "order": args.order, "seed": args.seed}
+    if args.open_classes is not None:
+        values["open_classes"] = parse_overrides([f"x={args.open_classes}"])["x"]
+    _apply(cfg, {k: v for k, v in values.items() if v is not None})
+    if args.dataset == "fashion-mnist":
+        pool = fashion_mnist_pool(args.root)
+    else:
+        if args.root is None:
+            raise ConfigError("--root is required with --dataset image-folder")
+        pool = image_folder_pool(args.root)
+    manifest = write_split(make_split(pool, cfg), out, pool, cfg)
+    counts = manifest["train_counts"]
+    print(f"wrote {out}: {len(counts)} known classes, {sum(counts)} training images "
+          f"({max(counts)} .. {min(counts)} per class), open classes: {', '.join(manifest['open_class_names']) or 'none'}")
+    for name, info in manifest["files"].items():
+        print(f"  {name:5s} {info['lines']:6d} lines  {info['file']}")
+    return 0
+
+
+def _train(args: argparse.Namespace) -> int:
+    from openlt.config import build_config
+    from openlt.engine.evaluate import evaluate_run, format_table
+    from openlt.engine.run import open_run
+    from openlt.engine.train import train
+
+    if args.resume:
+        run = open_run(args.resume)
+        cfg = run.config()
+        if args.config or args.overrides:
+            print("note: --resume continues with the run's saved config; the config and overrides given are ignored")
+        run = train(cfg, run=run, resume=True, quiet=args.quiet)
+    else:
+        if args.config is None:
+            raise OpenLTError("give a config file (e.g. configs/fmnist_lt/plain.yaml) or --resume RUN")
+        cfg = build_config(args.config, args.overrides)
+        run = train(cfg, name=args.name, quiet=args.quiet)
+    if not args.no_eval:
+        metrics = evaluate_run(run, "best", quiet=args.quiet)
+        print(format_table(metrics))
+        print(f"run directory: {run.path}\nmetrics: {run.metrics_file}\nreport: {run.report_file}")
+    return 0
+
+
+def _eval(args: argparse.Namespace) -> int:
+    from openlt.config import _apply, parse_overrides
+    from openlt.engine.evaluate import evaluate_run, format_table
+    from openlt.engine.run import open_run
+
+    run = open_run(args.run)
+    overrides = parse_overrides(args.overrides)
+    if args.threshold is not None:
+        overrides.setdefault("eval", {})["open_threshold"] = args.threshold
+    metrics = evaluate_run(run, args.checkpoint, overrides=lambda cfg: _apply(cfg, overrides), quiet=args.quiet,
+                           device=args.device)
+    if args.json:
+        print(json.dumps({k: metrics[k] for k in ("closed", "open", "calibration") if k in metrics}, indent=2))
+    else:
+        print(format_table(metrics))
+        print(f"metrics: {run.metrics_file}\nreport: {run.report_file}")
+    return 0
+
+
+def _predict(args: argparse.Namespace) -> int:
+    from openlt.engine.predict import predict_images
+    from openlt.engine.run import open_run
+
+    results = predict_images(open_run(args.run), args.images, args.checkpoint, args.threshold, args.device)
+    if args.json:
+        print(json.dumps(results, indent=2))
+    else:
+        for r in results:
+            flag = f"unknown (best guess {r['top_class']})" if r["unknown"] else r["label"]
+            print(f"{r['image']}\t{flag}\t{r['confidence']:.3f}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="openlt", description="Open long-tailed recognition: split, train, evaluate, predict.")
+    parser.add_argument("--version", action="version", version=f"openlt {__version__}")
+    parser.add_argument("--debug", action="store_true", help="show full tracebacks")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("split", help="build long-tailed + open-set split files from a labelled data set")
+    p.add_argument("--dataset", choices=["fashion-mnist", "image-folder"], default="fashion-mnist")
+    p.add_argument("--root", help="image folder root (root/<class>/<image>), or the Fashion-MNIST IDX folder")
+    p.add_argument("--out", required=True, help="output folder for train/val/test/open.txt and manifest.json")
+    p.add_argument("--profile", choices=["exp", "pareto", "none"])
+    p.add_argument("--n-max", type=int)
+    p.add_argument("--n-min", type=int)
+    p.add_argument("--imbalance-factor", type=float, help="exp profile: n_max / n_min (overrides --n-min)")
+    p.add_argument("--alpha", type=float, help="pareto shape (ImageNet-LT: 6)")
+    p.add_argument("--open-classes", help="a number of held-out classes (chosen with the seed) or a list: 8,9 or 'bag,sandal'")
+    p.add_argument("--val-per-class", type=int)
+    p.add_argument("--test-per-class", type=int)
+    p.add_argument("--order", choices=["random", "label"], help="which known class gets n_max")
+    p.add_argument("--seed", type=int)
+    p.add_argument("--force", action="store_true", help="overwrite an existing split folder")
+    p.set_defaults(func=_split)
+
+    p = sub.add_parser("train", help="train a model from a YAML config; evaluates the best checkpoint at the end")
+    p.add_argument("config", nargs="?", help="YAML config file")
+    p.add_argument("overrides", nargs="*", help="dotted overrides, e.g. train.epochs=2 data.root=/data")
+    p.add_argument("--resume", metavar="RUN", help="continue an interrupted run from its last checkpoint")
+    p.add_argument("--name", help="run name prefix (default: the config's name)")
+    p.add_argument("--no-eval", action="store_true", help="skip the final evaluation")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(func=_train)
+
+    p = sub.add_parser("eval", help="evaluate a run: shot bands, open-set F-measure, AUROC; writes metrics.json")
+    p.add_argument("run")
+    p.add_argument("overrides", nargs="*", help="dotted overrides of eval settings, e.g. eval.few_below=10")
+    p.add_argument("--checkpoint", default="best", choices=["best", "last"])
+    p.add_argument("--threshold", type=float, help="fixed max-softmax rejection threshold (default: chosen on val)")
+    p.add_argument("--device")
+    p.add_argument("--json", action="store_true", help="print the metrics as JSON")
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=_eval)
+
+    p = sub.add_parser("predict", help="label images with a trained run; 'unknown' when rejected")
+    p.add_argument("run")
+    p.add_argument("images", nargs="+")
+    p.add_argument("--checkpoint", default="best", choices=["best", "last"])
+    p.add_argument("--threshold", type=float)
+    p.add_argument("--device")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=_predict)
+    return parser
+
+
+def _message(exc: BaseException) -> str:
+    text = str(exc)
+    # An error raised inside a DataLoader worker comes back with the worker's traceback in its text.
+    if "Original Traceback" in text:
+        text = [line for line in text.strip().splitlines() if line.strip()][-1]
+        text = text.split(": ", 1)[1] if text.startswith(("openlt.", "DataError", "OpenLTError")) else text
+    return text
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args)
+    except OpenLTError as exc:
+        if args.debug:
+            raise
+        print(f"openlt {args.command}: error: {_message(exc)}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,221 @@
+"""Configuration: defaults live in dataclasses, a YAML file says only what differs, `key=value` overrides last.
+
+Every key is checked: an unknown one is an error naming it (with the closest valid key), so a typo in a
+config never silently trains the wrong model.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Union, get_args, get_origin, get_type_hints
+
+import yaml
+
+from openlt.errors import ConfigError
+
+
+@dataclass
+class SplitConfig:
+    """How to build long-tailed + open-set splits when `data.split_dir` is not given (see `openlt split`)."""
+
+    profile: str = "exp"  # exp | pareto | none (keep the natural counts)
+    n_max: int = 1280
+    n_min: int = 5
+    imbalance_factor: float | None = None  # exp: n_max / n_min; overrides n_min when set
+    alpha: float = 6.0  # pareto shape (ImageNet-LT: 6)
+    open_classes: Any = 2  # a number (chosen with the seed) or a list of class names / ids
+    val_per_class: int = 20
+    test_per_class: int | None = None  # None: every test image (embedded data) / 20 (image folder)
+    order: str = "random"  # which known class gets n_max: random (with the seed) | label
+    seed: int = 0
+
+
+@dataclass
+class DataConfig:
+    dataset: str = "fashion-mnist"  # fashion-mnist | image-folder | split-file
+    root: str | None = None  # image root; for fashion-mnist the folder of the IDX files (found if None)
+    split_dir: str | None = None  # folder of split files (+ manifest.json); None: build them into the run
+    train_split: str = "train.txt"
+    val_split: str | None = "val.txt"
+    test_split: str = "test.txt"
+    open_split: str | None = "open.txt"
+    class_names: str | None = None  # optional file with one class name per line (label order)
+    transform: str = "auto"  # auto | small | imagenet
+    image_size: int | None = None  # None: 28 for fashion-mnist, 224 for imagenet-style
+    in_chans: int | None = None  # None: 1 for fashion-mnist, 3 otherwise
+    workers: int = 0
+    split: SplitConfig = field(default_factory=SplitConfig)
+
+
+@dataclass
+class ModelConfig:
+    backbone: str = "resnet18"
+    small_input: bool | None = None  # None: True when the images are at most 64 px
+    pretrained: str | None = None  # local weights file (torchvision .pth or .safetensors)
+    classifier: str = "linear"
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = 30
+    batch_size: int = 128
+    lr: float = 0.1
+    momentum: float = 0.9
+    nesterov: bool = False
+    weight_decay: float = 5e-4
+    warmup_epochs: float = 1.0
+    min_lr: float = 0.0
+    sampler: str = "instance"
+    loss: str = "ce"
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    eval_every: int = 1
+
+
+@dataclass
+class EvalConfig:
+    many_above: int = 100
+    few_below: int = 20
+    inclusive_bands: bool = False  # True: many >= many_above, few <= few_below (current OLTR code)
+    open_threshold: Any = "auto"  # "auto": keep `keep_known` of the known val images; or a number
+    keep_known: float = 0.95
+    batch_size: int = 256
+
+
+@dataclass
+class Config:
+    name: str = "plain"
+    seed: int = 0
+    out_dir: str = "runs"
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+
+
+def to_dict(cfg: Any) -> dict:
+    return dataclasses.asdict(cfg)
+
+
+def _coerce(value: Any, hint: Any, key: str) -> Any:
+    """Check (and gently convert) a value against a field's type hint; raise ConfigError when it cannot be."""
+    if hint is Any:
+        return value
+    origin = get_origin(hint)
+    if origin is Union or str(origin) == "types.UnionType":
+        options = get_args(hint)
+        if value is None and type(None) in options:
+            return None
+        errors = []
+        for option in options:
+            if option is type(None):
+                continue
+            try:
+                return _coerce(value, option, key)
+            except ConfigError as exc:
+                errors.append(str(exc))
+        raise ConfigError(f"config key {key!r}: {value!r} is not a valid value ({hint})")
+    if hint is bool:
+        if isinstance(value, bool):
+            return value
+        raise ConfigError(f"config key {key!r} must be true or false, got {value!r}")
+    if hint is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+        raise ConfigError(f"config key {key!r} must be an integer, got {value!r}")
+    if hint is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        raise ConfigError(f"config key {key!r} must be a number, got {value!r}")
+    if hint is str:
+        if isinstance(value, str):
+            return value
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return str(value)
+        raise ConfigError(f"config key {key!r} must be a string, got {value!r}")
+    return value
+
+
+def _apply(obj: Any, updates: dict, prefix: str = "") -> None:
+    hints = get_type_hints(type(obj))
+    names = [f.name for f in dataclasses.fields(obj)]
+    for key, value in updates.items():
+        full = f"{prefix}{key}"
+        if key not in names:
+            close = difflib.get_close_matches(str(key), names, n=1)
+            hint = f" (did you mean {prefix}{close[0]!r}?)" if close else ""
+            raise ConfigError(f"unknown config key {full!r}{hint}; valid keys here: {', '.join(names)}")
+        current = getattr(obj, key)
+        if dataclasses.is_dataclass(current):
+            if not isinstance(value, dict):
+                raise ConfigError(f"config key {full!r} is a section; give its keys, e.g. {full}.<key>=...")
+            _apply(current, value, prefix=f"{full}.")
+        else:
+            setattr(obj, key, _coerce(value, hints[key], full))
+
+
+def parse_overrides(overrides: list[str]) -> dict:
+    """Turn ["train.epochs=2", "data.root=/x"] into a nested dict; values are parsed as YAML scalars."""
+    nested: dict = {}
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"override {item!r} is not of the form key=value (e.g. train.epochs=2)")
+        key, raw = item.split("=", 1)
+        try:
+            value = yaml.safe_load(raw) if raw != "" else None
+        except yaml.YAMLError:
+            value = raw
+        node = nested
+        parts = key.strip().split(".")
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"override {item!r} conflicts with another override of {part!r}")
+        node[parts[-1]] = value
+    return nested
+
+
+def load_yaml(path: str | Path) -> dict:
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file not found: {path}")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"config file {path} is not valid YAML: {exc}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file {path} must hold a mapping of keys, not {type(data).__name__}")
+    base = data.pop("base", None)
+    if base is not None:  # a config may build on another one, relative to itself
+        merged = load_yaml(path.parent / base)
+        _deep_merge(merged, data)
+        return merged
+    return data
+
+
+def _deep_merge(into: dict, update: dict) -> None:
+    for key, value in update.items():
+        if isinstance(value, dict) and isinstance(into.get(key), dict):
+            _deep_merge(into[key], value)
+        else:
+            into[key] = value
+
+
+def build_config(path: str | Path | None = None, overrides: list[str] | None = None, base: dict | None = None) -> Config:
+    """Defaults <- `base` (e.g. a saved run config) <- YAML file <- `key=value` overrides."""
+    cfg = Config()
+    if base:
+        _apply(cfg, base)
+    if path is not None:
+        _apply(cfg, load_yaml(path))
+    if overrides:
+        _apply(cfg, parse_overrides(overrides))
+    return cfg
+
+
+def dump_yaml(cfg: Config) -> str:
+    return yaml.safe_dump(to_dict(cfg), sort_keys=False)

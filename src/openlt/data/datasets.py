@@ -1,0 +1,122 @@
+"""Datasets: split files over an image root (ImageNet-LT, Places-LT, iNaturalist 2018, own data),
+image folders, and the embedded Fashion-MNIST arrays. All yield (image tensor, label)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+from PIL import Image, UnidentifiedImageError
+from torch.utils.data import Dataset
+from torchvision import tv_tensors
+
+from openlt.data import fashion_mnist
+from openlt.data.splitfile import SplitEntries
+from openlt.data.splits import LabelledPool
+from openlt.errors import DataError
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".ppm", ".pgm")
+
+
+def fashion_mnist_pool(root: str | None = None) -> LabelledPool:
+    parts = fashion_mnist.load(root)
+    train, test = parts["train"], parts["test"]
+    return LabelledPool(
+        dataset="fashion-mnist",
+        class_names=list(fashion_mnist.CLASS_NAMES),
+        items=[f"train/{i}" for i in range(len(train.labels))],
+        labels=train.labels.numpy(),
+        test_items=[f"test/{i}" for i in range(len(test.labels))],
+        test_labels=test.labels.numpy(),
+        root=str(fashion_mnist.locate(root)),
+    )
+
+
+def image_folder_pool(root: str | os.PathLike) -> LabelledPool:
+    """`root/<class name>/<image>`: one sub-folder per class, classes in sorted order (as torchvision)."""
+    root = Path(root)
+    if not root.is_dir():
+        raise DataError(f"image folder root does not exist or is not a folder: {root}")
+    classes = sorted(d.name for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))
+    if not classes:
+        raise DataError(f"image folder {root} has no class sub-folders (expected root/<class>/<image>)")
+    items, labels = [], []
+    for label, name in enumerate(classes):
+        files = sorted(
+            p.relative_to(root).as_posix()
+            for p in (root / name).rglob("*")
+            if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS
+        )
+        if not files:
+            raise DataError(f"class folder {root / name} has no images ({', '.join(IMAGE_EXTENSIONS)})")
+        items += files
+        labels += [label] * len(files)
+    return LabelledPool("image-folder", classes, items, np.asarray(labels), root=str(root))
+
+
+class FileImageLoader:
+    """Open `root/item` with PIL in the wanted mode; a corrupt or missing file is a DataError naming it."""
+
+    def __init__(self, root: str | os.PathLike, mode: str = "RGB") -> None:
+        self.root = Path(root)
+        self.mode = mode
+        if not self.root.is_dir():
+            raise DataError(f"data root does not exist or is not a folder: {self.root}")
+
+    def check(self, entries: SplitEntries) -> None:
+        """Fail early, naming the split file and line, when a listed image is absent."""
+        for item, line in zip(entries.items, entries.lines):
+            if not (self.root / item).is_file():
+                raise DataError(f"{entries.path}, line {line}: image {item!r} not found under {self.root}")
+
+    def __call__(self, item: str):
+        path = self.root / item
+        try:
+            with Image.open(path) as img:
+                img.load()
+                return img.convert(self.mode)
+        except FileNotFoundError:
+            raise DataError(f"image not found: {path}") from None
+        except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
+            raise DataError(f"corrupt or unreadable image {path}: {exc}") from None
+
+
+class ArrayImageLoader:
+    """Items `part/index` into uint8 arrays (N, H, W): the embedded data set, no image files."""
+
+    def __init__(self, parts: dict[str, fashion_mnist.ArrayPart]) -> None:
+        self.parts = parts
+
+    def check(self, entries: SplitEntries) -> None:
+        for item, line in zip(entries.items, entries.lines):
+            part, _, index = item.partition("/")
+            if part not in self.parts or not index.isdigit() or int(index) >= len(self.parts[part].labels):
+                raise DataError(f"{entries.path}, line {line}: {item!r} is not an image of the embedded data set "
+                                f"(expected one of {', '.join(self.parts)}/<index>)")
+
+    def __call__(self, item: str):
+        part, _, index = item.partition("/")
+        return tv_tensors.Image(self.parts[part].images[int(index)].unsqueeze(0))
+
+
+class SplitDataset(Dataset):
+    """The images of one split file, loaded by `loader` and passed through `transform`."""
+
+    def __init__(self, entries: SplitEntries, loader: Callable, transform: Callable | None = None) -> None:
+        loader.check(entries)
+        self.entries = entries
+        self.loader = loader
+        self.transform = transform
+        self.targets = torch.as_tensor(entries.labels, dtype=torch.long)
+
+    def __len__(self) -> int:
+        return len(self.entries)
+
+    def __getitem__(self, index: int):
+        image = self.loader(self.entries.items[index])
+        if self.transform is not None:
+            image = self.transform(image)
+        return image, int(self.targets[index])

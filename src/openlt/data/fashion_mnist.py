@@ -1,0 +1,117 @@
+"""The embedded benchmark's raw data: Fashion-MNIST read from its IDX files straight into tensors.
+
+Looked for in `root` (when given), $OPENLT_FASHION_MNIST, Debian's `dataset-fashion-mnist` package and
+openlt's cache; where none has it, torchvision's downloader fills the cache (needs the internet).
+"""
+
+from __future__ import annotations
+
+import gzip
+import os
+import struct
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from openlt.errors import DataError
+
+CLASS_NAMES = (
+    "t-shirt/top", "trouser", "pullover", "dress", "coat",
+    "sandal", "shirt", "sneaker", "bag", "ankle boot",
+)
+DEBIAN_DIR = Path("/usr/share/datasets/fashion-mnist")
+FILES = {
+    "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
+    "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
+}
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("OPENLT_CACHE", Path.home() / ".cache" / "openlt")) / "fashion-mnist"
+
+
+def _find_file(folder: Path, stem: str) -> Path | None:
+    for candidate in (folder / stem, folder / f"{stem}.gz", folder / "FashionMNIST" / "raw" / stem,
+                      folder / "FashionMNIST" / "raw" / f"{stem}.gz"):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def _has_all(folder: Path) -> bool:
+    return all(_find_file(folder, stem) for pair in FILES.values() for stem in pair)
+
+
+def locate(root: str | os.PathLike | None = None, download: bool = True) -> Path:
+    """Return a folder holding the four IDX files, downloading into the cache as a last resort."""
+    if root is not None:
+        folder = Path(root)
+        if not folder.exists():
+            raise DataError(f"Fashion-MNIST root does not exist: {folder}")
+        if not _has_all(folder):
+            raise DataError(f"Fashion-MNIST root {folder} lacks the IDX files ({', '.join(FILES['train'] + FILES['test'])}[.gz])")
+        return folder
+    candidates = [Path(p) for p in [os.environ.get("OPENLT_FASHION_MNIST")] if p] + [DEBIAN_DIR, cache_dir()]
+    for folder in candidates:
+        if _has_all(folder):
+            return folder
+    if download:
+        try:
+            from torchvision.datasets import FashionMNIST
+
+            for train in (True, False):
+                FashionMNIST(str(cache_dir()), train=train, download=True)
+        except Exception as exc:  # offline, or the mirror is down
+            raise DataError(
+                "Fashion-MNIST not found (looked in $OPENLT_FASHION_MNIST, "
+                f"{DEBIAN_DIR}, {cache_dir()}) and the download failed ({exc.__class__.__name__}: {exc}). "
+                "Install Debian's package: apt-get install dataset-fashion-mnist"
+            ) from None
+        if _has_all(cache_dir()):
+            return cache_dir()
+    raise DataError(f"Fashion-MNIST not found in {', '.join(map(str, candidates))}")
+
+
+def _read_idx(path: Path) -> np.ndarray:
+    opener = gzip.open if path.suffix == ".gz" else open
+    try:
+        with opener(path, "rb") as fh:
+            data = fh.read()
+        zero, dtype_code, ndim = struct.unpack(">HBB", data[:4])
+        if zero != 0 or dtype_code != 0x08:
+            raise ValueError("not an unsigned-byte IDX file")
+        shape = struct.unpack(f">{ndim}I", data[4 : 4 + 4 * ndim])
+        array = np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * ndim)
+        if array.size != int(np.prod(shape)):
+            raise ValueError(f"expected {int(np.prod(shape))} values, found {array.size}")
+        return array.reshape(shape)
+    except (OSError, ValueError, EOFError, struct.error) as exc:
+        raise DataError(f"cannot read IDX file {path}: {exc}") from None
+
+
+@dataclass
+class ArrayPart:
+    """One part (train or test) of an array dataset: uint8 images (N, H, W) and int labels (N,)."""
+
+    images: torch.Tensor
+    labels: torch.Tensor
+
+
+_CACHE: dict[Path, dict[str, ArrayPart]] = {}
+
+
+def load(root: str | os.PathLike | None = None) -> dict[str, ArrayPart]:
+    """Load both parts once per process (about 60 MB as uint8)."""
+    folder = locate(root).resolve()
+    if folder not in _CACHE:
+        parts = {}
+        for part, (images_stem, labels_stem) in FILES.items():
+            images = _read_idx(_find_file(folder, images_stem))
+            labels = _read_idx(_find_file(folder, labels_stem))
+            if len(images) != len(labels):
+                raise DataError(f"Fashion-MNIST {part}: {len(images)} images but {len(labels)} labels in {folder}")
+            parts[part] = ArrayPart(torch.from_numpy(images.copy()), torch.from_numpy(labels.astype(np.int64)))
+        _CACHE[folder] = parts
+    return _CACHE[folder]

@@ -1,0 +1,217 @@
+"""Long-tailed + open-set splits from any labelled pool of images (the embedded data, an image folder).
+
+The known classes get training counts from a profile (exponential or Pareto), some classes are held out
+entirely as the open set, and validation / test stay class-balanced. The same seed gives the same split
+bit for bit. The result is written as ImageNet-LT-style split files plus a JSON manifest.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from openlt.config import SplitConfig
+from openlt.data.splitfile import write_split_file
+from openlt.errors import ConfigError, DataError
+from openlt.io import sha256_file, write_json
+
+SPLIT_NAMES = ("train", "val", "test", "open")
+MANIFEST = "manifest.json"
+
+
+@dataclass
+class LabelledPool:
+    """Items (relative paths or `part/index`) with their original class ids, and optional separate test items."""
+
+    dataset: str
+    class_names: list[str]
+    items: list[str]
+    labels: np.ndarray
+    test_items: list[str] | None = None  # an official test set (embedded data); None: test comes from `items`
+    test_labels: np.ndarray | None = None
+    root: str | None = None
+
+
+@dataclass
+class Split:
+    class_names: list[str]  # known classes, in label order 0..K-1
+    open_class_names: list[str]
+    original_ids: list[int]  # original class id of each known label
+    entries: dict[str, tuple[list[str], list[int]]] = field(default_factory=dict)
+
+    def train_counts(self) -> list[int]:
+        labels = self.entries["train"][1]
+        return np.bincount(np.asarray(labels, dtype=np.int64), minlength=len(self.class_names)).tolist()
+
+
+def profile_counts(profile: str, num_classes: int, n_max: int, n_min: int, alpha: float = 6.0) -> list[int]:
+    """Training images per class, largest first.
+
+    exp:    n_i = n_max * (n_min / n_max)^(i / (C - 1))            (CIFAR-LT; IF = n_max / n_min)
+    pareto: the sorted class sizes follow the Pareto pdf x^-(alpha+1) over evenly spaced x, scaled so
+            that they span n_max .. n_min (ImageNet-LT: alpha = 6); more classes sit in the middle band
+            than with the exponential profile.
+    """
+    if num_classes < 1:
+        raise ConfigError("a split needs at least one known class")
+    if not 1 <= n_min <= n_max:
+        raise ConfigError(f"split counts need 1 <= n_min <= n_max, got n_min={n_min}, n_max={n_max}")
+    if num_classes == 1:
+        return [n_max]
+    ranks = np.arange(num_classes) / (num_classes - 1)
+    if profile == "exp":
+        counts = n_max * (n_min / n_max) ** ranks
+    elif profile == "pareto":
+        if alpha <= 0:
+            raise ConfigError(f"pareto alpha must be positive, got {alpha}")
+        x_end = (n_max / n_min) ** (1.0 / (alpha + 1))  # pdf(1) / pdf(x_end) = n_max / n_min
+        counts = n_max * (1 + ranks * (x_end - 1)) ** -(alpha + 1)
+    else:
+        raise ConfigError(f"unknown split profile {profile!r}; known: exp, pareto, none")
+    # Floor like the CIFAR-LT code, but never below n_min (floating error at the last class).
+    return [max(n_min, int(math.floor(c + 1e-9))) for c in counts]
+
+
+def _resolve_open_classes(spec, class_names: list[str], rng: np.random.Generator) -> list[int]:
+    n = len(class_names)
+    if spec is None or spec == 0 or spec == []:
+        return []
+    if isinstance(spec, int) and not isinstance(spec, bool):
+        if not 0 <= spec < n:
+            raise ConfigError(f"open_classes={spec}: need fewer open classes than the {n} classes")
+        return sorted(rng.choice(n, size=spec, replace=False).tolist())
+    if isinstance(spec, str):
+        spec = [s.strip() for s in spec.split(",") if s.strip()]
+    chosen = []
+    for value in spec:
+        if isinstance(value, int) or (isinstance(value, str) and value.lstrip("-").isdigit() and value not in class_names):
+            idx = int(value)
+            if not 0 <= idx < n:
+                raise ConfigError(f"open class id {idx} out of range 0..{n - 1}")
+        elif value in class_names:
+            idx = class_names.index(value)
+        else:
+            raise ConfigError(f"open class {value!r} is not a class of this dataset; classes: {', '.join(class_names)}")
+        chosen.append(idx)
+    if len(set(chosen)) == n:
+        raise ConfigError("every class is held out as open; keep at least one known class")
+    return sorted(set(chosen))
+
+
+def make_split(pool: LabelledPool, cfg: SplitConfig) -> Split:
+    """Draw train / val / test / open from the pool following `cfg`; deterministic in `cfg.seed`."""
+    rng = np.random.default_rng(cfg.seed)
+    n_classes = len(pool.class_names)
+    open_ids = _resolve_open_classes(cfg.open_classes, pool.class_names, rng)
+    known_ids = [c for c in range(n_classes) if c not in open_ids]
+    labels = np.asarray(pool.labels)
+    by_class = {c: np.flatnonzero(labels == c) for c in range(n_classes)}
+    separate_test = pool.test_items is not None
+    test_by_class = (
+        {c: np.flatnonzero(np.asarray(pool.test_labels) == c) for c in range(n_classes)} if separate_test else by_class
+    )
+    test_per_class = cfg.test_per_class if cfg.test_per_class is not None else (None if separate_test else 20)
+
+    # Which known class gets which profile rank.
+    ranked = list(known_ids) if cfg.order == "label" else rng.permutation(known_ids).tolist()
+    if cfg.order not in ("label", "random"):
+        raise ConfigError(f"split order must be 'random' or 'label', got {cfg.order!r}")
+    if cfg.profile == "none":
+        wanted = {c: None for c in known_ids}
+    else:
+        n_min = cfg.n_min
+        if cfg.imbalance_factor is not None:
+            if cfg.imbalance_factor < 1:
+                raise ConfigError(f"imbalance_factor must be >= 1, got {cfg.imbalance_factor}")
+            n_min = max(1, int(cfg.n_max / cfg.imbalance_factor))
+        counts = profile_counts(cfg.profile, len(ranked), cfg.n_max, n_min, cfg.alpha)
+        wanted = dict(zip(ranked, counts))
+
+    label_of = {c: i for i, c in enumerate(known_ids)}
+    out: dict[str, tuple[list[str], list[int]]] = {name: ([], []) for name in SPLIT_NAMES}
+
+    def take(split: str, items: list[str], idx: np.ndarray, label: int) -> None:
+        out[split][0].extend(items[i] for i in idx)
+        out[split][1].extend([label] * len(idx))
+
+    test_items = pool.test_items if separate_test else pool.items
+    for c in range(n_classes):
+        name = pool.class_names[c]
+        pool_idx = rng.permutation(by_class[c])
+        if c in label_of:
+            used = 0
+            if not separate_test:
+                n_test = min(test_per_class, len(pool_idx))
+                take("test", pool.items, np.sort(pool_idx[:n_test]), label_of[c])
+                used = n_test
+            n_val = min(cfg.val_per_class, max(0, len(pool_idx) - used - 1))
+            take("val", pool.items, np.sort(pool_idx[used : used + n_val]), label_of[c])
+            used += n_val
+            rest = pool_idx[used:]
+            n_train = len(rest) if wanted[c] is None else min(wanted[c], len(rest))
+            if n_train == 0:
+                raise DataError(f"class {name!r} has no image left for training ({len(pool_idx)} in all)")
+            take("train", pool.items, np.sort(rest[:n_train]), label_of[c])
+            if separate_test:
+                t_idx = test_by_class[c] if test_per_class is None else rng.permutation(test_by_class[c])[:test_per_class]
+                take("test", test_items, np.sort(t_idx), label_of[c])
+        else:
+            source = test_by_class[c] if separate_test else pool_idx
+            o_idx = source if test_per_class is None else rng.permutation(source)[:test_per_class]
+            take("open", test_items, np.sort(o_idx), -1)
+    return Split(
+        class_names=[pool.class_names[c] for c in known_ids],
+        open_class_names=[pool.class_names[c] for c in open_ids],
+        original_ids=known_ids,
+        entries=out,
+    )
+
+
+def write_split(split: Split, out_dir: str | Path, pool: LabelledPool, cfg: SplitConfig, bands=None) -> dict:
+    """Write `train.txt`, `val.txt`, `test.txt`, `open.txt` and `manifest.json`; return the manifest."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for name in SPLIT_NAMES:
+        items, labels = split.entries[name]
+        if items:
+            write_split_file(out_dir / f"{name}.txt", items, labels)
+        else:
+            (out_dir / f"{name}.txt").unlink(missing_ok=True)
+    files = {name: out_dir / f"{name}.txt" for name in SPLIT_NAMES if split.entries[name][0]}
+    manifest = describe_split(files, split.class_names, split.train_counts(), bands=bands)
+    manifest.update(
+        dataset=pool.dataset,
+        root=pool.root,
+        open_class_names=split.open_class_names,
+        original_class_ids=split.original_ids,
+        split_config=asdict(cfg),
+        seed=cfg.seed,
+    )
+    write_json(out_dir / MANIFEST, manifest)
+    return manifest
+
+
+def describe_split(files: dict[str, Path], class_names: list[str], train_counts: list[int], bands=None) -> dict:
+    """The manifest of a set of split files: classes, training counts, shot band per class, file hashes."""
+    from openlt.metrics import ShotBands
+
+    bands = bands or ShotBands()
+    return {
+        "format": "openlt-split/1",
+        "class_names": list(class_names),
+        "num_classes": len(class_names),
+        "train_counts": [int(c) for c in train_counts],
+        "bands": {"rule": bands.describe(), "per_class": bands.bands_of(train_counts)},
+        "files": {
+            name: {"file": str(path), "sha256": sha256_file(path), "lines": _count_lines(path)}
+            for name, path in files.items()
+        },
+    }
+
+
+def _count_lines(path: Path) -> int:
+    with open(path, encoding="utf-8") as fh:
+        return sum(1 for line in fh if line.strip() and not line.startswith("#"))

@@ -1,0 +1,40 @@
+"""Transforms per dataset family: ImageNet-style (random-resized crop, flip, colour jitter as the OLTR
+code) and small-image (pad-and-crop, flip) for 28-32 px images. Inputs may be PIL images or tensors."""
+
+from __future__ import annotations
+
+import torch
+from torchvision.transforms import v2
+
+from openlt.errors import ConfigError
+
+IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+STATS = {"fashion-mnist": ((0.2860,), (0.3530,))}
+
+
+def normalisation(dataset: str, in_chans: int) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    if dataset in STATS and len(STATS[dataset][0]) == in_chans:
+        return STATS[dataset]
+    if in_chans == 3:
+        return IMAGENET_MEAN, IMAGENET_STD
+    return (0.5,) * in_chans, (0.5,) * in_chans
+
+
+def build_transform(family: str, train: bool, image_size: int, mean, std) -> v2.Compose:
+    to_float = [v2.ToImage(), v2.ToDtype(torch.float32, scale=True)]
+    norm = [v2.Normalize(mean, std)]
+    if family == "small":
+        if train:
+            ops = [v2.ToImage(), v2.Resize(image_size, antialias=True), v2.CenterCrop(image_size),
+                   v2.RandomCrop(image_size, padding=max(2, image_size // 8)), v2.RandomHorizontalFlip()]
+        else:
+            ops = [v2.ToImage(), v2.Resize(image_size, antialias=True), v2.CenterCrop(image_size)]
+        return v2.Compose(ops + to_float[1:] + norm)
+    if family == "imagenet":
+        if train:
+            ops = [v2.ToImage(), v2.RandomResizedCrop(image_size, antialias=True), v2.RandomHorizontalFlip(),
+                   v2.ColorJitter(brightness=0.4, contrast=0.4, saturation=0.4)]
+        else:
+            ops = [v2.ToImage(), v2.Resize(int(round(image_size * 256 / 224)), antialias=True), v2.CenterCrop(image_size)]
+        return v2.Compose(ops + to_float[1:] + norm)
+    raise ConfigError(f"unknown transform family {family!r}; known: small, imagenet")

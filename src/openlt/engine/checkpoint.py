@@ -1,0 +1,94 @@
+"""Checkpoints as one safetensors file: model and optimizer tensors, the rest as JSON in its metadata.
+
+Loading runs no pickle code, so a checkpoint from elsewhere cannot execute anything; writes are atomic.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import save_file
+from torch import nn
+
+from openlt.errors import RunDirError
+from openlt.io import atomic_path
+
+FORMAT = "openlt-checkpoint/1"
+
+
+def _optimizer_tensors(optimizer: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict]:
+    state = optimizer.state_dict()
+    tensors, scalars = {}, {}
+    for idx, slots in state["state"].items():
+        for key, value in slots.items():
+            if torch.is_tensor(value):
+                tensors[f"optim.{idx}.{key}"] = value
+            else:
+                scalars[f"{idx}.{key}"] = value
+    return tensors, {"param_groups": state["param_groups"], "scalars": scalars}
+
+
+def save_checkpoint(path: str | Path, model: nn.Module, optimizer: torch.optim.Optimizer | None = None,
+                    state: dict[str, Any] | None = None) -> None:
+    tensors = {f"model.{k}": v for k, v in model.state_dict().items()}
+    meta: dict[str, Any] = {"format": FORMAT, "state": state or {}}
+    if optimizer is not None:
+        optim_tensors, meta["optimizer"] = _optimizer_tensors(optimizer)
+        tensors.update(optim_tensors)
+    # safetensors refuses shared or non-contiguous storage: give it plain CPU copies.
+    tensors = {k: v.detach().to("cpu", copy=True).contiguous() for k, v in tensors.items()}
+    with atomic_path(path) as tmp:
+        save_file(tensors, str(tmp), metadata={"openlt": json.dumps(meta)})
+
+
+def read_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], dict]:
+    """Return (tensors, metadata); a missing, corrupt or foreign file is a RunDirError naming it."""
+    path = Path(path)
+    if not path.is_file():
+        raise RunDirError(f"checkpoint not found: {path}")
+    try:
+        with safe_open(str(path), framework="pt", device="cpu") as fh:
+            metadata = fh.metadata() or {}
+            tensors = {key: fh.get_tensor(key) for key in fh.keys()}
+    except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
+        raise RunDirError(f"checkpoint {path} is corrupt or not a safetensors file ({exc})") from None
+    try:
+        meta = json.loads(metadata["openlt"])
+        assert meta.get("format") == FORMAT
+    except (KeyError, json.JSONDecodeError, AssertionError):
+        raise RunDirError(f"checkpoint {path} was not written by openlt (no {FORMAT} metadata)") from None
+    return tensors, meta
+
+
+def load_checkpoint(path: str | Path, model: nn.Module, optimizer: torch.optim.Optimizer | None = None) -> dict:
+    """Load weights (strictly: a checkpoint of another architecture is an error) and optimizer state."""
+    tensors, meta = read_checkpoint(path)
+    weights = {k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")}
+    expected = model.state_dict()
+    missing = sorted(set(expected) - set(weights))
+    unexpected = sorted(set(weights) - set(expected))
+    wrong = sorted(k for k in set(expected) & set(weights) if expected[k].shape != weights[k].shape)
+    if missing or unexpected or wrong:
+        parts = []
+        for label, keys in (("missing", missing), ("unexpected", unexpected), ("shape mismatch", wrong)):
+            if keys:
+                parts.append(f"{label}: {', '.join(keys[:5])}{' ...' if len(keys) > 5 else ''}")
+        raise RunDirError(f"checkpoint {path} does not match the model of this config ({'; '.join(parts)})")
+    model.load_state_dict(weights)
+    if optimizer is not None:
+        if "optimizer" not in meta:
+            raise RunDirError(f"checkpoint {path} has no optimizer state to resume from")
+        state: dict = {}
+        for key, value in tensors.items():
+            if key.startswith("optim."):
+                _, idx, slot = key.split(".", 2)
+                state.setdefault(int(idx), {})[slot] = value
+        for key, value in meta["optimizer"]["scalars"].items():
+            idx, slot = key.split(".", 1)
+            state.setdefault(int(idx), {})[slot] = value
+        optimizer.load_state_dict({"state": state, "param_groups": meta["optimizer"]["param_groups"]})
+    return meta["state"]

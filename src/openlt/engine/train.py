@@ -1,0 +1,131 @@
+"""The training recipe, top to bottom: data, model, SGD with warm-up + cosine, epochs, checkpoints, resume."""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+import time
+from typing import Callable
+
+import torch
+from tqdm import tqdm
+
+from openlt.config import Config
+from openlt.data.build import prepare_data, shot_bands
+from openlt.data.samplers import build_sampler
+from openlt.engine.checkpoint import load_checkpoint, save_checkpoint
+from openlt.engine.evaluate import closed_metrics, collect_outputs, make_loader, resolve_device
+from openlt.engine.run import Run, new_run
+from openlt.errors import TrainingError
+from openlt.io import append_jsonl, write_text
+from openlt.losses import build_loss
+from openlt.models.model import build_model
+
+
+def lr_at(step: int, total_steps: int, warmup_steps: int, base_lr: float, min_lr: float) -> float:
+    """Linear warm-up to `base_lr`, then cosine decay to `min_lr`, per iteration."""
+    if warmup_steps > 0 and step < warmup_steps:
+        return base_lr * (step + 1) / warmup_steps
+    progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
+    return min_lr + 0.5 * (base_lr - min_lr) * (1 + math.cos(math.pi * min(1.0, progress)))
+
+
+def _epoch_seed(seed: int, epoch: int) -> int:
+    return (seed * 1_000_003 + epoch * 7919) % (2**63)
+
+
+def train(cfg: Config, *, run: Run | None = None, name: str | None = None, resume: bool = False,
+          quiet: bool = False, log: Callable[[str], None] = print) -> Run:
+    """Train per `cfg` into a new run directory (or continue `run` when `resume`); return the run."""
+    device = resolve_device(cfg.train.device)
+    torch.manual_seed(cfg.seed)
+    if run is None:
+        run = new_run(cfg, name)
+        log(f"run directory: {run.path}")
+    data = prepare_data(cfg, run.path)
+    if not resume:
+        run.write_config(cfg)
+    run.write_manifest(data.manifest)
+
+    model = build_model(cfg, data.num_classes, data.in_chans, data.image_size).to(device)
+    train_set = data.dataset("train", train=True)
+    sampler = build_sampler(cfg.train.sampler, train_set.targets, epochs=cfg.train.epochs, seed=cfg.seed)
+    loader = make_loader(train_set, cfg.train.batch_size, cfg.data.workers, device, sampler=sampler)
+    val_loader = (make_loader(data.dataset("val"), cfg.eval.batch_size, cfg.data.workers, device)
+                  if data.has("val") else None)
+    criterion = build_loss(cfg.train.loss, data.train_counts)
+    optimizer = torch.optim.SGD(model.parameters(), lr=cfg.train.lr, momentum=cfg.train.momentum,
+                                nesterov=cfg.train.nesterov, weight_decay=cfg.train.weight_decay)
+    steps_per_epoch = len(loader)
+    total_steps = steps_per_epoch * cfg.train.epochs
+    warmup_steps = int(round(cfg.train.warmup_epochs * steps_per_epoch))
+    bands = shot_bands(cfg)
+
+    start_epoch, best = 0, None
+    if resume:
+        state = load_checkpoint(run.checkpoint("last"), model, optimizer)
+        start_epoch, best = state["epoch"] + 1, state.get("best_val")
+        _truncate_log(run, state["epoch"])
+        log(f"resuming {run.path} after epoch {state['epoch'] + 1}/{cfg.train.epochs}")
+    if start_epoch >= cfg.train.epochs:
+        log("training already finished")
+        return run
+
+    log(f"{len(train_set)} training images, {data.num_classes} classes ({bands.describe()}), "
+        f"{cfg.model.backbone} on {device}, {cfg.train.epochs} epochs of {steps_per_epoch} steps")
+    started = time.time()
+    for epoch in range(start_epoch, cfg.train.epochs):
+        epoch_start = time.time()
+        torch.manual_seed(_epoch_seed(cfg.seed, epoch))  # augmentation draws depend on (seed, epoch) only
+        sampler.set_epoch(epoch)
+        model.train()
+        loss_sum, correct, seen = 0.0, 0, 0
+        bar = tqdm(loader, desc=f"epoch {epoch + 1}/{cfg.train.epochs}", leave=False,
+                   disable=True if quiet else None, file=sys.stderr)
+        for i, (images, targets) in enumerate(bar):
+            step = epoch * steps_per_epoch + i
+            lr = lr_at(step, total_steps, warmup_steps, cfg.train.lr, cfg.train.min_lr)
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+            images, targets = images.to(device, non_blocking=True), targets.to(device, non_blocking=True)
+            out = model(images)
+            loss = criterion(out["logits"], targets)
+            if not torch.isfinite(loss):
+                raise TrainingError(f"loss became {loss.item()} at epoch {epoch + 1}, step {i + 1}; "
+                                    f"the last good checkpoint is {run.checkpoint('last')} (try a lower train.lr)")
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            loss_sum += loss.item() * len(targets)
+            correct += int((out["logits"].argmax(1) == targets).sum())
+            seen += len(targets)
+            bar.set_postfix(loss=f"{loss_sum / seen:.3f}", lr=f"{lr:.4f}")
+        record = {"epoch": epoch + 1, "train_loss": loss_sum / seen, "train_acc": correct / seen, "lr": lr}
+        if val_loader is not None and ((epoch + 1) % cfg.train.eval_every == 0 or epoch + 1 == cfg.train.epochs):
+            record["val"] = closed_metrics(*collect_outputs(model, val_loader, device, "val", quiet), data.train_counts, bands)
+        record["time_s"] = round(time.time() - epoch_start, 2)
+        score = record.get("val", {}).get("overall")
+        improved = score is not None and (best is None or score > best)
+        if improved or (val_loader is None):
+            best = score if improved else best
+            save_checkpoint(run.checkpoint("best"), model, None, {"epoch": epoch, "val_overall": score})
+        save_checkpoint(run.checkpoint("last"), model, optimizer, {"epoch": epoch, "best_val": best})
+        append_jsonl(run.log_file, record)
+        done = epoch + 1 - start_epoch
+        eta = (time.time() - started) / done * (cfg.train.epochs - epoch - 1)
+        val_text = "" if "val" not in record else "  val " + " ".join(
+            f"{b} {_pct(record['val'][b])}" for b in ("many", "medium", "few", "overall"))
+        log(f"epoch {epoch + 1:3d}/{cfg.train.epochs}  loss {record['train_loss']:.3f}  train acc {100 * record['train_acc']:.1f}"
+            f"{val_text}  ({record['time_s']:.0f}s, eta {eta / 60:.1f} min){'  *best' if improved else ''}")
+    return run
+
+
+def _pct(value: float | None) -> str:
+    return "–" if value is None else f"{100 * value:.1f}"
+
+
+def _truncate_log(run: Run, last_epoch: int) -> None:
+    """Drop metric lines written after the checkpoint we resume from (a crash between the two writes)."""
+    kept = [r for r in run.epochs_logged() if r["epoch"] <= last_epoch + 1]
+    write_text(run.log_file, "".join(json.dumps(r) + "\n" for r in kept))

@@ -1,0 +1,269 @@
+"""Closed-set metrics: per-class accuracy, many/medium/few-shot accuracy, confusion matrix, top-1.
+
+Conventions shared with :mod:`openlt.metrics.openset`:
+
+* ``labels`` are integer class ids in ``[0, num_classes)``; ``-1`` marks an open-set (unknown)
+  test sample. Closed-set metrics ignore open samples entirely.
+* ``preds`` are integer class ids in ``[0, num_classes)``; ``-1`` marks a rejected sample (the
+  model said "unknown"). For a known sample a rejection is simply a wrong answer.
+
+Inputs may be numpy arrays, torch tensors (CPU or GPU) or plain lists; they are converted with
+:func:`numpy.asarray` after moving tensors to the CPU.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, Literal, Sequence
+
+import numpy as np
+from sklearn.metrics import confusion_matrix
+
+__all__ = [
+    "BAND_NAMES",
+    "OPEN_LABEL",
+    "REJECTED",
+    "ShotBands",
+    "confusion",
+    "per_class_accuracy",
+    "shot_accuracy",
+    "top1",
+]
+
+#: Label of an open-set (unknown) test sample.
+OPEN_LABEL: int = -1
+#: Prediction of a rejected sample.
+REJECTED: int = -1
+#: The shot bands, from most to least training data.
+BAND_NAMES: tuple[str, str, str] = ("many", "medium", "few")
+
+Band = Literal["many", "medium", "few"]
+
+
+# --------------------------------------------------------------------------- input helpers
+
+
+def _to_numpy(x: Any) -> np.ndarray:
+    """Return ``x`` as a numpy array; torch tensors are detached and moved to the CPU first."""
+    if hasattr(x, "detach") and hasattr(x, "cpu"):  # torch.Tensor, without importing torch
+        x = x.detach().cpu().numpy()
+    return np.asarray(x)
+
+
+def _as_int_vector(x: Any, name: str) -> np.ndarray:
+    """Convert ``x`` to a 1-D int64 array, refusing non-integral values."""
+    arr = _to_numpy(x)
+    if arr.ndim != 1:
+        raise ValueError(f"{name} must be 1-D, got shape {arr.shape}")
+    if arr.size == 0:
+        return arr.astype(np.int64)
+    if arr.dtype.kind == "b" or arr.dtype.kind not in "iuf":
+        raise ValueError(f"{name} must hold integer class ids, got dtype {arr.dtype}")
+    if arr.dtype.kind == "f":
+        if not np.all(np.isfinite(arr)) or not np.all(arr == np.round(arr)):
+            raise ValueError(f"{name} must hold integer class ids, got non-integral values")
+    return arr.astype(np.int64)
+
+
+def _check_preds_labels(
+    preds: Any, labels: Any, num_classes: int | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Validate and convert a (preds, labels) pair; ids must be -1 or in ``[0, num_classes)``."""
+    p = _as_int_vector(preds, "preds")
+    y = _as_int_vector(labels, "labels")
+    if p.shape != y.shape:
+        raise ValueError(f"preds and labels differ in length: {p.shape[0]} vs {y.shape[0]}")
+    if p.size and p.min() < REJECTED:
+        raise ValueError(f"preds must be class ids or {REJECTED} (rejected), got {int(p.min())}")
+    if y.size and y.min() < OPEN_LABEL:
+        raise ValueError(f"labels must be class ids or {OPEN_LABEL} (open), got {int(y.min())}")
+    if num_classes is not None:
+        if num_classes < 1:
+            raise ValueError(f"num_classes must be >= 1, got {num_classes}")
+        if p.size and p.max() >= num_classes:
+            raise ValueError(f"a prediction {int(p.max())} is >= num_classes={num_classes}")
+        if y.size and y.max() >= num_classes:
+            raise ValueError(f"a label {int(y.max())} is >= num_classes={num_classes}")
+    return p, y
+
+
+# --------------------------------------------------------------------------- shot bands
+
+
+@dataclass(frozen=True)
+class ShotBands:
+    """Many/medium/few-shot bands, by the number of *training* images of a class.
+
+    Long-tailed benchmarks (ImageNet-LT, Places-LT; Liu et al., "Large-Scale Long-Tailed
+    Recognition in an Open World", CVPR 2019) report accuracy separately on frequent and rare
+    classes, because overall accuracy is dominated by the head and hides tail performance.
+
+    * ``inclusive=False`` (default, the paper's definition)::
+
+          many   : n >  many_above          (n > 100)
+          few    : n <  few_below           (n < 20)
+          medium : few_below <= n <= many_above
+
+    * ``inclusive=True`` (the OLTR public code's ``shot_acc``, ``>=`` / ``<=``)::
+
+          many   : n >= many_above          (n >= 100)
+          few    : n <= few_below           (n <= 20)
+          medium : few_below < n < many_above
+
+    The two only disagree for classes with exactly ``many_above`` or ``few_below`` images.
+    """
+
+    many_above: int = 100
+    few_below: int = 20
+    inclusive: bool = False
+
+    def __post_init__(self) -> None:
+        if self.few_below < 0 or self.many_above < 0:
+            raise ValueError(f"shot thresholds must be >= 0, got {self.few_below}, {self.many_above}")
+        if self.inclusive and self.few_below >= self.many_above:
+            raise ValueError(
+                f"inclusive bands need few_below < many_above, got {self.few_below} >= {self.many_above}"
+            )
+        if not self.inclusive and self.few_below > self.many_above:
+            raise ValueError(
+                f"bands need few_below <= many_above, got {self.few_below} > {self.many_above}"
+            )
+
+    def band(self, count: int) -> Band:
+        """Return the band (``"many"``, ``"medium"`` or ``"few"``) of a class with ``count`` training images."""
+        if self.inclusive:
+            if count >= self.many_above:
+                return "many"
+            if count <= self.few_below:
+                return "few"
+            return "medium"
+        if count > self.many_above:
+            return "many"
+        if count < self.few_below:
+            return "few"
+        return "medium"
+
+    def bands_of(self, train_counts: Sequence[int] | np.ndarray | Any) -> list[str]:
+        """Return the band of every class, given its number of training images (index = class id)."""
+        counts = _as_int_vector(train_counts, "train_counts")
+        return [self.band(int(c)) for c in counts]
+
+    def describe(self) -> str:
+        """Human-readable band edges, e.g. ``"many > 100, medium 20-100, few < 20"``."""
+        if self.inclusive:
+            return (
+                f"many >= {self.many_above}, medium {self.few_below + 1}-{self.many_above - 1}, "
+                f"few <= {self.few_below}"
+            )
+        return (
+            f"many > {self.many_above}, medium {self.few_below}-{self.many_above}, "
+            f"few < {self.few_below}"
+        )
+
+
+# --------------------------------------------------------------------------- accuracies
+
+
+def per_class_accuracy(preds: Any, labels: Any, num_classes: int) -> np.ndarray:
+    """Accuracy of each class: ``acc[c] = #{i : y_i = c, p_i = c} / #{i : y_i = c}``.
+
+    Open samples (label ``-1``) are ignored; a rejected prediction (``-1``) counts as wrong.
+    A class with no test sample gets ``nan`` (its accuracy is undefined, not zero), so that
+    callers averaging over classes can skip it with :func:`numpy.nanmean`.
+
+    Returns a float64 array of length ``num_classes``.
+    """
+    p, y = _check_preds_labels(preds, labels, num_classes)
+    known = y >= 0
+    p, y = p[known], y[known]
+    totals = np.bincount(y, minlength=num_classes).astype(np.float64)
+    correct = np.bincount(y[p == y], minlength=num_classes).astype(np.float64)
+    acc = np.full(num_classes, np.nan, dtype=np.float64)
+    has = totals > 0
+    acc[has] = correct[has] / totals[has]
+    return acc
+
+
+def top1(preds: Any, labels: Any) -> float:
+    """Plain sample accuracy over known samples: ``#{i : y_i >= 0, p_i = y_i} / #{i : y_i >= 0}``.
+
+    Rejected known samples count as wrong, open samples are ignored. Returns ``nan`` when there
+    is no known sample.
+    """
+    p, y = _check_preds_labels(preds, labels)
+    known = y >= 0
+    n = int(known.sum())
+    if n == 0:
+        return float("nan")
+    return float((p[known] == y[known]).sum() / n)
+
+
+def shot_accuracy(
+    preds: Any,
+    labels: Any,
+    train_counts: Sequence[int] | np.ndarray | Any,
+    bands: ShotBands = ShotBands(),
+) -> dict[str, Any]:
+    """Many/medium/few-shot and overall accuracy.
+
+    A band's accuracy is the *mean of per-class accuracies* of the band's classes that have
+    test samples (the OLTR public code's ``shot_acc`` convention)::
+
+        acc_band = mean_{c in band, n_test(c) > 0} acc[c]
+
+    which weights every class equally whatever its test-set size. ``"overall"`` is instead the
+    plain sample accuracy over known samples (:func:`top1`); on a class-balanced test set the two
+    kinds of average coincide.
+
+    ``train_counts[c]`` is the number of training images of class ``c``; its length is the
+    number of classes.
+
+    Returns::
+
+        {"many": float | None, "medium": float | None, "few": float | None,
+         "overall": float | None,
+         "n_classes": {"many": k, "medium": k, "few": k},          # classes in each band
+         "n_classes_tested": {"many": k, "medium": k, "few": k}}   # of those, with test samples
+
+    A band (or ``"overall"``) is ``None`` when it has no class with a test sample (no known
+    sample).
+    """
+    counts = _as_int_vector(train_counts, "train_counts")
+    if counts.size == 0:
+        raise ValueError("train_counts is empty")
+    num_classes = int(counts.size)
+    acc = per_class_accuracy(preds, labels, num_classes)
+    band_of = bands.bands_of(counts)
+
+    out: dict[str, Any] = {}
+    n_classes: dict[str, int] = {}
+    n_tested: dict[str, int] = {}
+    for name in BAND_NAMES:
+        members = np.array([b == name for b in band_of], dtype=bool)
+        vals = acc[members]
+        vals = vals[~np.isnan(vals)]
+        n_classes[name] = int(members.sum())
+        n_tested[name] = int(vals.size)
+        out[name] = float(vals.mean()) if vals.size else None
+    overall = top1(preds, labels)
+    out["overall"] = None if math.isnan(overall) else overall
+    out["n_classes"] = n_classes
+    out["n_classes_tested"] = n_tested
+    return out
+
+
+def confusion(preds: Any, labels: Any, num_classes: int) -> np.ndarray:
+    """Confusion matrix ``C[true, pred]`` (``num_classes x num_classes``, int64) over known samples.
+
+    Open samples (label ``-1``) and rejected predictions (``-1``) are dropped, so a row sums to
+    the number of *non-rejected* test samples of that class. Computed with
+    :func:`sklearn.metrics.confusion_matrix` with ``labels=range(num_classes)`` so absent classes
+    still get a row and a column.
+    """
+    p, y = _check_preds_labels(preds, labels, num_classes)
+    keep = (y >= 0) & (p >= 0)
+    if not keep.any():
+        return np.zeros((num_classes, num_classes), dtype=np.int64)
+    cm = confusion_matrix(y[keep], p[keep], labels=np.arange(num_classes))
+    return cm.astype(np.int64)

@@ -1,0 +1,191 @@
+"""Open-set metrics: rejection, the OLTR open-set F-measure, AUROC, AUPR-IN/OUT and FPR@TPR.
+
+Conventions:
+
+* ``labels``: class id in ``[0, C)`` for a known sample, ``-1`` for an open (unknown) sample.
+* ``preds``: class id, or ``-1`` for a sample the model rejected as unknown.
+* ``scores``: "higher = more known", e.g. the maximum softmax probability. For the
+  threshold-free metrics the *known* samples are the positive class unless said otherwise.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+from sklearn.metrics import average_precision_score, roc_auc_score
+
+from .closed import REJECTED, _check_preds_labels, _to_numpy
+
+__all__ = [
+    "aupr_in",
+    "aupr_out",
+    "auroc",
+    "fpr_at_tpr",
+    "open_set_f_measure",
+    "open_set_metrics",
+    "reject",
+    "threshold_at_tpr",
+]
+
+
+def _as_score_vector(x: Any, name: str) -> np.ndarray:
+    """Convert ``x`` to a 1-D float64 array of finite scores."""
+    arr = _to_numpy(x)
+    if arr.ndim != 1:
+        raise ValueError(f"{name} must be 1-D, got shape {arr.shape}")
+    arr = arr.astype(np.float64)
+    if not np.all(np.isfinite(arr)):
+        raise ValueError(f"{name} contains nan or inf")
+    return arr
+
+
+def _known_open(known_scores: Any, open_scores: Any) -> tuple[np.ndarray, np.ndarray]:
+    k = _as_score_vector(known_scores, "known_scores")
+    o = _as_score_vector(open_scores, "open_scores")
+    if k.size == 0:
+        raise ValueError("known_scores is empty: open-set metrics need at least one known sample")
+    if o.size == 0:
+        raise ValueError("open_scores is empty: open-set metrics need at least one open sample")
+    return k, o
+
+
+# --------------------------------------------------------------------------- thresholded
+
+
+def reject(preds: Any, scores: Any, threshold: float) -> np.ndarray:
+    """Replace by ``-1`` (rejected) every prediction whose score is below ``threshold``.
+
+    ``out_i = -1 if score_i < threshold else preds_i``: a score exactly at the threshold is
+    kept, matching :func:`threshold_at_tpr`, whose threshold keeps the known scores ``>= t``.
+    Returns an int64 array (a new one; the input is not modified).
+    """
+    p = _to_numpy(preds)
+    if p.ndim != 1:
+        raise ValueError(f"preds must be 1-D, got shape {p.shape}")
+    s = _to_numpy(scores).astype(np.float64)
+    if s.shape != p.shape:
+        raise ValueError(f"preds and scores differ in shape: {p.shape} vs {s.shape}")
+    out = p.astype(np.int64, copy=True)
+    out[~(s >= threshold)] = REJECTED  # a nan score is rejected too
+    return out
+
+
+def open_set_f_measure(preds: Any, labels: Any) -> dict[str, float | int]:
+    """Open-set F-measure of OLTR (Liu et al., CVPR 2019), as fixed by the authors in January 2020.
+
+    Counting over all test samples:
+
+    * TP: known sample (``label >= 0``) predicted as its own class;
+    * FP: known sample predicted wrongly, *including* a known sample rejected (``pred == -1``);
+    * FN: open sample (``label == -1``) predicted as any known class;
+    * an open sample rejected is a true negative and is not counted.
+
+    Then ``P = TP / (TP + FP)``, ``R = TP / (TP + FN)``, ``F = 2PR / (P + R)``, each defined as 0
+    when its denominator is 0. Note that ``TP + FP`` is the number of known samples, so ``P`` is
+    the closed-set accuracy with rejections counted wrong, and ``R`` penalises open samples
+    accepted as known.
+
+    Returns ``{"f_measure", "precision", "recall", "tp", "fp", "fn"}``.
+    """
+    p, y = _check_preds_labels(preds, labels)
+    known = y >= 0
+    tp = int(np.sum(known & (p == y)))
+    fp = int(np.sum(known & (p != y)))
+    fn = int(np.sum(~known & (p >= 0)))
+    precision = tp / (tp + fp) if tp + fp > 0 else 0.0
+    recall = tp / (tp + fn) if tp + fn > 0 else 0.0
+    f = 2 * precision * recall / (precision + recall) if precision + recall > 0 else 0.0
+    return {
+        "f_measure": float(f),
+        "precision": float(precision),
+        "recall": float(recall),
+        "tp": tp,
+        "fp": fp,
+        "fn": fn,
+    }
+
+
+# --------------------------------------------------------------------------- threshold-free
+
+
+def auroc(known_scores: Any, open_scores: Any) -> float:
+    """Area under the ROC curve for telling known (positive) from open (negative) samples.
+
+    Equals ``P(s_known > s_open) + 0.5 P(s_known = s_open)`` for a random pair: 1 for perfect
+    separation, 0.5 for chance. Symmetric in which class is called positive (once the scores are
+    negated), so there is no IN/OUT variant. Uses :func:`sklearn.metrics.roc_auc_score`.
+    """
+    k, o = _known_open(known_scores, open_scores)
+    y = np.concatenate([np.ones(k.size), np.zeros(o.size)])
+    return float(roc_auc_score(y, np.concatenate([k, o])))
+
+
+def aupr_in(known_scores: Any, open_scores: Any) -> float:
+    """Area under the precision-recall curve with *known* samples as the positive class.
+
+    Average precision ``AP = sum_n (R_n - R_{n-1}) P_n`` over thresholds on the scores
+    (:func:`sklearn.metrics.average_precision_score`). Unlike AUROC it depends on the class
+    ratio: its chance level is the fraction of known samples.
+    """
+    k, o = _known_open(known_scores, open_scores)
+    y = np.concatenate([np.ones(k.size), np.zeros(o.size)])
+    return float(average_precision_score(y, np.concatenate([k, o])))
+
+
+def aupr_out(known_scores: Any, open_scores: Any) -> float:
+    """Area under the precision-recall curve with *open* samples as the positive class.
+
+    The scores are negated (``-s``, "higher = more open") before computing the average
+    precision. Its chance level is the fraction of open samples.
+    """
+    k, o = _known_open(known_scores, open_scores)
+    y = np.concatenate([np.zeros(k.size), np.ones(o.size)])
+    return float(average_precision_score(y, -np.concatenate([k, o])))
+
+
+def threshold_at_tpr(known_scores: Any, tpr: float = 0.95) -> float:
+    """Largest threshold ``t`` with ``#{known scores >= t} / n >= tpr``.
+
+    Used to pick a rejection threshold from the known *validation* images alone (no open data
+    is needed): keeping samples with ``score >= t`` then accepts at least a fraction ``tpr`` of
+    known samples. With the scores sorted in decreasing order ``s_(1) >= ... >= s_(n)``, the
+    answer is ``s_(k)`` with ``k = ceil(tpr * n)`` (any larger ``t`` keeps at most ``k - 1``).
+    E.g. scores 0.1, 0.2, ..., 1.0 and ``tpr = 0.9`` give ``k = 9`` and ``t = 0.2``.
+    """
+    if not 0.0 < tpr <= 1.0:
+        raise ValueError(f"tpr must be in (0, 1], got {tpr}")
+    k = _as_score_vector(known_scores, "known_scores")
+    if k.size == 0:
+        raise ValueError("known_scores is empty: cannot choose a threshold")
+    n = k.size
+    # the tolerance keeps e.g. 0.28 * 25 = 7.000000000000001 from rounding up to 8
+    rank = min(max(math.ceil(tpr * n - 1e-9), 1), n)
+    return float(np.sort(k)[::-1][rank - 1])
+
+
+def fpr_at_tpr(known_scores: Any, open_scores: Any, tpr: float = 0.95) -> float:
+    """False-positive rate at a given true-positive rate (FPR@95TPR for ``tpr = 0.95``).
+
+    ``t = threshold_at_tpr(known_scores, tpr)``; returns ``#{open scores >= t} / #open``, the
+    fraction of open samples still accepted as known when a fraction ``tpr`` of known samples
+    is accepted. Lower is better.
+    """
+    k, o = _known_open(known_scores, open_scores)
+    t = threshold_at_tpr(k, tpr)
+    return float(np.mean(o >= t))
+
+
+def open_set_metrics(known_scores: Any, open_scores: Any) -> dict[str, float]:
+    """The threshold-free open-set metrics at once: ``{"auroc", "aupr_in", "aupr_out", "fpr95"}``.
+
+    ``fpr95`` is :func:`fpr_at_tpr` at ``tpr = 0.95``.
+    """
+    k, o = _known_open(known_scores, open_scores)
+    return {
+        "auroc": auroc(k, o),
+        "aupr_in": aupr_in(k, o),
+        "aupr_out": aupr_out(k, o),
+        "fpr95": fpr_at_tpr(k, o, 0.95),
+    }

@@ -1,0 +1,235 @@
+"""Backbone contract, stems, local pretrained loading and error paths (CPU, small inputs)."""
+
+from __future__ import annotations
+
+import sys
+import warnings
+
+import pytest
+import torch
+from torch import nn
+from torchvision.models import resnet as tv_resnet
+
+from openlt.errors import ConfigError
+from openlt.models import BACKBONES, Backbone, LinearClassifier, build_backbone
+from openlt.models.classifier import CLASSIFIERS, build_classifier
+
+OUT_DIM = {
+    "resnet10": 512,
+    "resnet18": 512,
+    "resnet34": 512,
+    "resnet50": 2048,
+    "resnet101": 2048,
+    "resnet152": 2048,
+    "resnext50_32x4d": 2048,
+}
+FORWARD_ONLY = {"resnet101", "resnet152"}  # deep: the backward check on the others covers the code path
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    # Tiny batches gain nothing from intra-op threads, and on a busy 2-core machine OpenMP contention makes
+    # the deep models several times slower; restore the setting for the rest of the session.
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)
+
+
+@pytest.fixture(autouse=True)
+def _seed():
+    torch.manual_seed(0)
+
+
+def test_registry_has_the_documented_names():
+    assert set(BACKBONES.names()) == set(OUT_DIM)
+
+
+@pytest.mark.parametrize("name", sorted(OUT_DIM))
+def test_backbone_contract(name):
+    bb = build_backbone(name)
+    assert isinstance(bb, Backbone) and bb.name == name and bb.out_dim == OUT_DIM[name]
+    size = 64 if bb.out_dim == 512 else 32  # keep the 2048-d models cheap on a small CPU
+    x = torch.randn(2, 3, size, size)
+    if name in FORWARD_ONLY:
+        bb.eval()
+        with torch.no_grad():
+            fmap, pooled = bb(x)
+    else:
+        bb.train()
+        fmap, pooled = bb(x)
+    assert fmap.shape == (2, bb.out_dim, size // 32, size // 32)
+    assert pooled.shape == (2, bb.out_dim)
+    assert torch.equal(pooled, fmap.mean((2, 3)))
+    if name not in FORWARD_ONLY:
+        (fmap.square().mean() + pooled.sum()).backward()
+        no_grad = [n for n, p in bb.named_parameters() if p.grad is None or not torch.isfinite(p.grad).all()]
+        assert not no_grad
+
+
+def test_small_input_grayscale_resnet10():
+    bb = build_backbone("resnet10", small_input=True, in_chans=1).eval()
+    assert bb.conv1.in_channels == 1 and bb.conv1.kernel_size == (3, 3) and bb.conv1.stride == (1, 1)
+    assert isinstance(bb.maxpool, nn.Identity)
+    with torch.no_grad():
+        fmap, pooled = bb(torch.randn(2, 1, 28, 28))
+    assert fmap.shape == (2, 512, 4, 4)  # 28 -> 28 -> 14 -> 7 -> 4
+    assert pooled.shape == (2, 512)
+
+
+def test_in_chans_with_imagenet_stem():
+    bb = build_backbone("resnet18", in_chans=1).eval()
+    assert bb.conv1.in_channels == 1 and bb.conv1.kernel_size == (7, 7) and bb.conv1.stride == (2, 2)
+    with torch.no_grad():
+        fmap, _ = bb(torch.randn(1, 1, 64, 64))
+    assert fmap.shape == (1, 512, 2, 2)
+
+
+def test_resnet10_layout():
+    bb = build_backbone("resnet10")
+    for i in range(1, 5):
+        layer = getattr(bb, f"layer{i}")
+        assert len(layer) == 1 and isinstance(layer[0], tv_resnet.BasicBlock)
+    assert not hasattr(bb, "fc") and not hasattr(bb, "avgpool")
+
+
+def test_channels_last_matches():
+    bb = build_backbone("resnet10", small_input=True).eval()
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        ref = bb(x)[1]
+        out = bb.to(memory_format=torch.channels_last)(x.to(memory_format=torch.channels_last))[1]
+    torch.testing.assert_close(out, ref, rtol=1e-4, atol=1e-5)
+
+
+def _trained_resnet10(**kw):
+    src = build_backbone("resnet10", **kw)
+    src.train()
+    with torch.no_grad():  # move BN running statistics off their defaults
+        src(torch.randn(4, src.conv1.in_channels, 32, 32))
+    return src.eval()
+
+
+def test_pretrained_roundtrip_is_exact(tmp_path):
+    src = _trained_resnet10()
+    path = tmp_path / "r10.pth"
+    torch.save(src.state_dict(), path)
+    torch.manual_seed(123)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        dst = build_backbone("resnet10", pretrained=str(path)).eval()
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        a, b = src(x), dst(x)
+    assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])
+
+
+def test_pretrained_strips_dataparallel_prefix(tmp_path):
+    src = _trained_resnet10()
+    path = tmp_path / "dp.pt"
+    torch.save({f"module.{k}": v for k, v in src.state_dict().items()}, path)
+    dst = build_backbone("resnet10", pretrained=path)
+    assert torch.equal(dst.layer4[0].conv2.weight, src.layer4[0].conv2.weight)
+
+
+def test_pretrained_safetensors(tmp_path):
+    safetensors_torch = pytest.importorskip("safetensors.torch")
+    src = _trained_resnet10(small_input=True)
+    path = tmp_path / "r10.safetensors"
+    safetensors_torch.save_file({k: v.contiguous() for k, v in src.state_dict().items()}, str(path))
+    dst = build_backbone("resnet10", small_input=True, pretrained=path).eval()
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        assert torch.equal(src(x)[1], dst(x)[1])
+
+
+def test_torchvision_state_dict_drops_fc_silently(tmp_path):
+    net = tv_resnet.resnet18(weights=None)
+    path = tmp_path / "tv_r18.pth"
+    torch.save(net.state_dict(), path)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        bb = build_backbone("resnet18", pretrained=path)
+    assert torch.equal(bb.conv1.weight, net.conv1.weight)
+    assert torch.equal(bb.layer4[1].conv2.weight, net.layer4[1].conv2.weight)
+
+
+def test_mismatched_conv1_is_skipped_with_warning(tmp_path):
+    src = _trained_resnet10()  # 3-channel stem
+    path = tmp_path / "r10_rgb.pth"
+    torch.save(src.state_dict(), path)
+    with pytest.warns(UserWarning, match=r"conv1\.weight") as rec:
+        dst = build_backbone("resnet10", in_chans=1, pretrained=path)
+    assert len(rec) == 1
+    assert "layer1.0.conv1.weight" not in str(rec[0].message)
+    assert dst.conv1.weight.shape == (64, 1, 7, 7)
+    for key, value in dst.state_dict().items():
+        if key != "conv1.weight":
+            assert torch.equal(value, src.state_dict()[key]), key
+
+
+def test_missing_file(tmp_path):
+    path = tmp_path / "nope.pth"
+    with pytest.raises(ConfigError, match="nope.pth"):
+        build_backbone("resnet10", pretrained=path)
+
+
+@pytest.mark.parametrize("fname", ["garbage.pth", "garbage.safetensors"])
+def test_garbage_file(tmp_path, fname):
+    path = tmp_path / fname
+    path.write_bytes(b"\x00\x01this is not a checkpoint\xff" * 10)
+    with pytest.raises(ConfigError, match=fname) as info:
+        build_backbone("resnet10", pretrained=path)
+    assert info.value.__cause__ is None and info.value.__suppress_context__
+
+
+def test_foreign_state_dict(tmp_path):
+    path = tmp_path / "other.pth"
+    torch.save({"encoder.weight": torch.zeros(3)}, path)
+    with pytest.raises(ConfigError, match="no tensor matches"):
+        build_backbone("resnet10", pretrained=path)
+
+
+def test_unknown_name_suggests_close_match():
+    with pytest.raises(ConfigError, match="resnet18") as info:
+        build_backbone("resnt18")
+    assert "Did you mean" in str(info.value) and "timm/" in str(info.value)
+
+
+def test_bad_in_chans():
+    with pytest.raises(ConfigError):
+        build_backbone("resnet10", in_chans=0)
+
+
+def test_timm_missing_raises(monkeypatch):
+    monkeypatch.setitem(sys.modules, "timm", None)  # import timm -> ImportError
+    with pytest.raises(ConfigError, match=r"openlt\[timm\]"):
+        build_backbone("timm/resnet18")
+
+
+def test_timm_small_input_unsupported():
+    with pytest.raises(ConfigError, match="small_input"):
+        build_backbone("timm/resnet18", small_input=True)
+
+
+def test_timm_backbone():
+    pytest.importorskip("timm")
+    bb = build_backbone("timm/resnet18", in_chans=1).eval()
+    assert bb.out_dim == 512 and bb.name == "timm/resnet18"
+    with torch.no_grad():
+        fmap, pooled = bb(torch.randn(2, 1, 64, 64))
+    assert fmap.shape == (2, 512, 2, 2) and pooled.shape == (2, 512)
+    torch.testing.assert_close(pooled, fmap.mean((2, 3)))
+    with pytest.raises(ConfigError):
+        build_backbone("timm/definitely_not_a_model")
+
+
+def test_linear_classifier():
+    head = build_classifier("linear", 512, 10)
+    assert isinstance(head, LinearClassifier) and "linear" in CLASSIFIERS
+    assert head(torch.randn(3, 512)).shape == (3, 10)
+    assert LinearClassifier(8, 4, bias=False).fc.bias is None
+    with pytest.raises(ConfigError):
+        build_classifier("linear", 8, 4, scale=16.0)
+    with pytest.raises(ConfigError, match="Known"):
+        build_classifier("cosinee", 8, 4)
