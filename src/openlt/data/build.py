@@ -35,6 +35,7 @@ class DataBundle:
     family: str
     image_size: int
     in_chans: int
+    open_loader: object = None  # when the open split's paths live under another root
 
     @property
     def class_names(self) -> list[str]:
@@ -65,7 +66,8 @@ class DataBundle:
         if path is None or not path.is_file():
             raise DataError(f"the {split} split file is missing: {path}")
         entries = read_split_file(path, allow_open=(split == "open"), num_classes=self.num_classes)
-        return SplitDataset(entries, self.loader, self.transform(train))
+        loader = self.open_loader if split == "open" and self.open_loader is not None else self.loader
+        return SplitDataset(entries, loader, self.transform(train))
 
 
 def _image_loader(cfg: Config, root: str | None, in_chans: int):
@@ -160,4 +162,6 @@ def prepare_data(cfg: Config, run_dir: Path | None = None) -> DataBundle:
     family = cfg.data.transform
     if family == "auto":
         family = "small" if image_size <= 64 else "imagenet"
-    return DataBundle(cfg, split_dir, manifest, _image_loader(cfg, root, in_chans), family, image_size, in_chans)
+    open_loader = _image_loader(cfg, cfg.data.open_root, in_chans) if cfg.data.open_root else None
+    return DataBundle(cfg, split_dir, manifest, _image_loader(cfg, root, in_chans), family, image_size, in_chans,
+                      open_loader)

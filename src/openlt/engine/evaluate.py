@@ -31,6 +31,16 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
+def to_device(model: torch.nn.Module, device: torch.device, channels_last: bool) -> torch.nn.Module:
+    model.to(device)
+    return model.to(memory_format=torch.channels_last) if channels_last else model
+
+
+def batch_to(images: torch.Tensor, device: torch.device, channels_last: bool) -> torch.Tensor:
+    images = images.to(device, non_blocking=True)
+    return images.contiguous(memory_format=torch.channels_last) if channels_last and images.dim() == 4 else images
+
+
 def make_loader(dataset, batch_size: int, workers: int, device: torch.device, sampler=None, shuffle=False) -> DataLoader:
     return DataLoader(dataset, batch_size=batch_size, sampler=sampler, shuffle=shuffle, num_workers=workers,
                       pin_memory=device.type == "cuda", persistent_workers=workers > 0, drop_last=False)
@@ -38,12 +48,12 @@ def make_loader(dataset, batch_size: int, workers: int, device: torch.device, sa
 
 @torch.no_grad()
 def collect_outputs(model: OpenLTModel, loader: DataLoader, device: torch.device, desc: str = "eval",
-                    quiet: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+                    quiet: bool = False, channels_last: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
     """Logits and labels of every image the loader yields (eval mode, no augmentation)."""
     model.eval()
     logits, labels = [], []
     for images, targets in tqdm(loader, desc=desc, leave=False, disable=True if quiet else None, file=sys.stderr):
-        out = model(images.to(device, non_blocking=True))
+        out = model(batch_to(images, device, channels_last))
         logits.append(out["logits"].float().cpu())
         labels.append(targets)
     return torch.cat(logits), torch.cat(labels)
@@ -154,7 +164,7 @@ def load_run_model(run: Run, checkpoint: str = "best", device: torch.device | No
     data = prepare_data(cfg, run.path)
     model = build_model(cfg, data.num_classes, data.in_chans, data.image_size)
     state = load_checkpoint(run.checkpoint(checkpoint), model)
-    model.to(device or torch.device("cpu"))
+    to_device(model, device or torch.device("cpu"), cfg.train.channels_last)
     return cfg, data, model, state
 
 
@@ -170,7 +180,7 @@ def evaluate_run(run: Run, checkpoint: str = "best", overrides: Callable[[Config
     for split in ("val", "test", "open"):
         if split == "test" or data.has(split):
             loader = make_loader(data.dataset(split), cfg.eval.batch_size, cfg.data.workers, dev)
-            outputs[split] = collect_outputs(model, loader, dev, desc=split, quiet=quiet)
+            outputs[split] = collect_outputs(model, loader, dev, split, quiet, cfg.train.channels_last)
     metrics = compute_metrics(cfg, outputs, data.train_counts, data.class_names)
     metrics = {"run": str(run.path), "checkpoint": checkpoint, "epoch": state.get("epoch"), **metrics}
     write_json(run.calibration_file, metrics["calibration"])

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import torch
 
-from openlt.engine.evaluate import choose_threshold, collect_outputs, load_run_model, make_loader, resolve_device
+from openlt.engine.evaluate import batch_to, choose_threshold, collect_outputs, load_run_model, make_loader, resolve_device
 from openlt.engine.run import Run
 from openlt.errors import DataError
 from openlt.io import write_json
@@ -35,7 +35,7 @@ def predict_images(run: Run, images: list[str], checkpoint: str = "best", thresh
             val = None
             if data.has("val"):
                 loader = make_loader(data.dataset("val"), cfg.eval.batch_size, cfg.data.workers, dev)
-                val = collect_outputs(model, loader, dev, "val", quiet=True)
+                val = collect_outputs(model, loader, dev, "val", True, cfg.train.channels_last)
             calibration = choose_threshold(cfg, val)
             write_json(run.calibration_file, calibration)
         threshold = float(calibration["threshold"])
@@ -46,7 +46,7 @@ def predict_images(run: Run, images: list[str], checkpoint: str = "best", thresh
     model.eval()
     with torch.no_grad():
         for start in range(0, len(tensors), batch_size):
-            batch = torch.stack(tensors[start : start + batch_size]).to(dev)
+            batch = batch_to(torch.stack(tensors[start : start + batch_size]), dev, cfg.train.channels_last)
             probs = torch.softmax(model(batch)["logits"].float(), dim=1).cpu()
             conf, pred = probs.max(dim=1)
             for path, c, p in zip(images[start : start + batch_size], conf.tolist(), pred.tolist()):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
 import sys
 import time
 from typing import Callable
@@ -11,24 +12,43 @@ from typing import Callable
 import torch
 from tqdm import tqdm
 
-from openlt.config import Config
+from openlt.config import Config, TrainConfig
 from openlt.data.build import prepare_data, shot_bands
 from openlt.data.samplers import build_sampler
 from openlt.engine.checkpoint import load_checkpoint, save_checkpoint
-from openlt.engine.evaluate import closed_metrics, collect_outputs, make_loader, resolve_device
+from openlt.engine.evaluate import (batch_to, closed_metrics, collect_outputs, make_loader, resolve_device,
+                                   to_device)
 from openlt.engine.run import Run, new_run
-from openlt.errors import TrainingError
+from openlt.errors import ConfigError, TrainingError
 from openlt.io import append_jsonl, write_text
 from openlt.losses import build_loss
 from openlt.models.model import build_model
 
 
-def lr_at(step: int, total_steps: int, warmup_steps: int, base_lr: float, min_lr: float) -> float:
-    """Linear warm-up to `base_lr`, then cosine decay to `min_lr`, per iteration."""
+def lr_factor(step: int, steps_per_epoch: int, cfg: TrainConfig) -> float:
+    """The learning rate as a fraction of its base value at an iteration: linear warm-up, then cosine
+    decay to `min_lr` / `lr` or steps of `step_gamma` every `step_epochs` epochs."""
+    total_steps = steps_per_epoch * cfg.epochs
+    warmup_steps = int(round(cfg.warmup_epochs * steps_per_epoch))
     if warmup_steps > 0 and step < warmup_steps:
-        return base_lr * (step + 1) / warmup_steps
-    progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
-    return min_lr + 0.5 * (base_lr - min_lr) * (1 + math.cos(math.pi * min(1.0, progress)))
+        return (step + 1) / warmup_steps
+    if cfg.schedule == "cosine":
+        progress = min(1.0, (step - warmup_steps) / max(1, total_steps - warmup_steps))
+        floor = cfg.min_lr / cfg.lr if cfg.lr > 0 else 0.0
+        return floor + 0.5 * (1 - floor) * (1 + math.cos(math.pi * progress))
+    if cfg.schedule == "step":
+        return cfg.step_gamma ** ((step // steps_per_epoch) // max(1, cfg.step_epochs))
+    raise ConfigError(f"unknown train.schedule {cfg.schedule!r}; known: cosine, step")
+
+
+def param_groups(model: torch.nn.Module, cfg: TrainConfig) -> list[dict]:
+    """Backbone and head as separate groups, so that a pretrained backbone can learn more slowly."""
+    backbone = list(model.backbone.parameters())
+    ids = {id(p) for p in backbone}
+    rest = [p for p in model.parameters() if id(p) not in ids]
+    backbone_lr = cfg.lr if cfg.backbone_lr is None else cfg.backbone_lr
+    return [{"params": backbone, "base_lr": backbone_lr, "name": "backbone"},
+            {"params": rest, "base_lr": cfg.lr, "name": "head"}]
 
 
 def _epoch_seed(seed: int, epoch: int) -> int:
@@ -36,30 +56,40 @@ def _epoch_seed(seed: int, epoch: int) -> int:
 
 
 def train(cfg: Config, *, run: Run | None = None, name: str | None = None, resume: bool = False,
-          quiet: bool = False, log: Callable[[str], None] = print) -> Run:
+          quiet: bool = False, log: Callable[[str], None] | None = None) -> Run:
     """Train per `cfg` into a new run directory (or continue `run` when `resume`); return the run."""
+    log = log or (lambda line: print(line, flush=True))
     device = resolve_device(cfg.train.device)
     torch.manual_seed(cfg.seed)
-    if run is None:
-        run = new_run(cfg, name)
-        log(f"run directory: {run.path}")
+    if run is not None:
+        return _train(cfg, run, resume, quiet, log, device)
+    run = new_run(cfg, name)
+    log(f"run directory: {run.path}")
+    try:
+        return _train(cfg, run, resume, quiet, log, device)
+    except BaseException:
+        if not run.checkpoint("last").exists():  # failed before the first epoch ended: leave nothing behind
+            shutil.rmtree(run.path, ignore_errors=True)
+        raise
+
+
+def _train(cfg: Config, run: Run, resume: bool, quiet: bool, log: Callable[[str], None], device: torch.device) -> Run:
     data = prepare_data(cfg, run.path)
     if not resume:
         run.write_config(cfg)
     run.write_manifest(data.manifest)
 
-    model = build_model(cfg, data.num_classes, data.in_chans, data.image_size).to(device)
+    channels_last = cfg.train.channels_last
+    model = to_device(build_model(cfg, data.num_classes, data.in_chans, data.image_size), device, channels_last)
     train_set = data.dataset("train", train=True)
     sampler = build_sampler(cfg.train.sampler, train_set.targets, epochs=cfg.train.epochs, seed=cfg.seed)
     loader = make_loader(train_set, cfg.train.batch_size, cfg.data.workers, device, sampler=sampler)
     val_loader = (make_loader(data.dataset("val"), cfg.eval.batch_size, cfg.data.workers, device)
                   if data.has("val") else None)
-    criterion = build_loss(cfg.train.loss, data.train_counts)
-    optimizer = torch.optim.SGD(model.parameters(), lr=cfg.train.lr, momentum=cfg.train.momentum,
+    criterion = build_loss(cfg.train.loss, data.train_counts, model.backbone.out_dim).to(device)
+    optimizer = torch.optim.SGD(param_groups(model, cfg.train), lr=cfg.train.lr, momentum=cfg.train.momentum,
                                 nesterov=cfg.train.nesterov, weight_decay=cfg.train.weight_decay)
     steps_per_epoch = len(loader)
-    total_steps = steps_per_epoch * cfg.train.epochs
-    warmup_steps = int(round(cfg.train.warmup_epochs * steps_per_epoch))
     bands = shot_bands(cfg)
 
     start_epoch, best = 0, None
@@ -85,12 +115,13 @@ def train(cfg: Config, *, run: Run | None = None, name: str | None = None, resum
                    disable=True if quiet else None, file=sys.stderr)
         for i, (images, targets) in enumerate(bar):
             step = epoch * steps_per_epoch + i
-            lr = lr_at(step, total_steps, warmup_steps, cfg.train.lr, cfg.train.min_lr)
+            factor = lr_factor(step, steps_per_epoch, cfg.train)
             for group in optimizer.param_groups:
-                group["lr"] = lr
-            images, targets = images.to(device, non_blocking=True), targets.to(device, non_blocking=True)
+                group["lr"] = group["base_lr"] * factor
+            lr = cfg.train.lr * factor
+            images, targets = batch_to(images, device, channels_last), targets.to(device, non_blocking=True)
             out = model(images)
-            loss = criterion(out["logits"], targets)
+            loss = criterion(out, targets)
             if not torch.isfinite(loss):
                 raise TrainingError(f"loss became {loss.item()} at epoch {epoch + 1}, step {i + 1}; "
                                     f"the last good checkpoint is {run.checkpoint('last')} (try a lower train.lr)")
@@ -103,7 +134,7 @@ def train(cfg: Config, *, run: Run | None = None, name: str | None = None, resum
             bar.set_postfix(loss=f"{loss_sum / seen:.3f}", lr=f"{lr:.4f}")
         record = {"epoch": epoch + 1, "train_loss": loss_sum / seen, "train_acc": correct / seen, "lr": lr}
         if val_loader is not None and ((epoch + 1) % cfg.train.eval_every == 0 or epoch + 1 == cfg.train.epochs):
-            record["val"] = closed_metrics(*collect_outputs(model, val_loader, device, "val", quiet), data.train_counts, bands)
+            record["val"] = closed_metrics(*collect_outputs(model, val_loader, device, "val", quiet, channels_last), data.train_counts, bands)
         record["time_s"] = round(time.time() - epoch_start, 2)
         score = record.get("val", {}).get("overall")
         improved = score is not None and (best is None or score > best)
