@@ -102,6 +102,17 @@ def _predict(args: argparse.Namespace) -> int:
     return 0
 
 
+def _summary(args: argparse.Namespace) -> int:
+    from openlt.report import load_metrics, summarize
+
+    groups: dict[str, list[dict]] = {}
+    for run in args.runs:
+        label, _, path = run.rpartition("=") if "=" in run else (args.label, "", run)
+        groups.setdefault(label or args.label, []).append(load_metrics(path))
+    print(summarize(groups))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="openlt", description="Open long-tailed recognition: split, train, evaluate, predict.")
     parser.add_argument("--version", action="version", version=f"openlt {__version__}")
@@ -152,6 +163,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=_predict)
+
+    p = sub.add_parser("summary", help="mean ± std table over evaluated runs (e.g. seeds); LABEL=RUN groups runs")
+    p.add_argument("runs", nargs="+", help="run directories, optionally as LABEL=RUN to group them in rows")
+    p.add_argument("--label", default="runs", help="row label for runs given without LABEL=")
+    p.set_defaults(func=_summary)
     return parser
 
 

@@ -52,11 +52,26 @@ class DataConfig:
 
 
 @dataclass
+class HeadConfig:
+    """Options of the cosine and meta-embedding heads (OLTR); ignored by the linear head."""
+
+    scale: float = 16.0  # cosine classifier scale (the public code's 16)
+    squash: bool = True  # ||x|| / (1 + ||x||) factor of the public code's cosine classifier
+    reach_scale: float = 10.0  # reachability = reach_scale / min distance to a centroid
+    use_memory: bool = True  # ablations of the paper: memory feature,
+    use_selector: bool = True  # concept selector,
+    use_reachability: bool = True  # reachability
+
+
+@dataclass
 class ModelConfig:
     backbone: str = "resnet18"
     small_input: bool | None = None  # None: True when the images are at most 64 px
     pretrained: str | None = None  # local weights file (torchvision .pth or .safetensors)
-    classifier: str = "linear"
+    classifier: str = "linear"  # linear | cosine | meta_embedding
+    attention: bool = False  # OLTR's modulated attention on the last feature map
+    feature_fc: bool = False  # an extra d -> d fc + ReLU after pooling (OLTR stage 2 on ImageNet-LT)
+    head: HeadConfig = field(default_factory=HeadConfig)
 
 
 @dataclass
@@ -75,6 +90,10 @@ class TrainConfig:
     backbone_lr: float | None = None  # None: train.lr; e.g. 0.001 for a pretrained backbone (Places-LT)
     sampler: str = "instance"
     loss: str = "ce"
+    loss_args: dict = field(default_factory=dict)  # keyword arguments of the loss, e.g. {weight: 0.01}
+    init_from: str | None = None  # stage 2: a stage-1 run directory whose best weights start this run
+    freeze_backbone: bool = False  # stage 2: keep the backbone fixed (attention / fc / head still learn)
+    centroid_lr: float | None = None  # OLTR centroids' learning rate (None: train.lr)
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     channels_last: bool = True  # NHWC memory format: about 15 % faster convolutions on CPU and GPU
     eval_every: int = 1
@@ -137,6 +156,10 @@ def _coerce(value: Any, hint: Any, key: str) -> Any:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             return float(value)
         raise ConfigError(f"config key {key!r} must be a number, got {value!r}")
+    if hint is dict:
+        if isinstance(value, dict):
+            return value
+        raise ConfigError(f"config key {key!r} must be a mapping, got {value!r}")
     if hint is str:
         if isinstance(value, str):
             return value

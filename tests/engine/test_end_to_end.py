@@ -70,6 +70,8 @@ def test_eval_and_predict_from_the_run_directory(trained_run, image_folder, caps
     assert result["calibration"]["source"].startswith("validation")
     code, out, _ = cli(capsys, "eval", run, "--threshold", "1.01", "--json", "--quiet")
     assert json.loads(out)["open"]["known_rejected"] == 1.0  # nothing reaches a threshold above 1
+    code, out, _ = cli(capsys, "summary", f"tiny={run}", f"tiny={run}")
+    assert code == 0 and "| tiny | 2 |" in out
     images = sorted((image_folder / "ant").glob("*.png"))[:2] + sorted((image_folder / "eel").glob("*.png"))[:1]
     code, out, err = cli(capsys, "predict", run, *images, "--json")
     assert code == 0, err
@@ -105,3 +107,21 @@ def test_resume_after_an_interruption_matches_an_uninterrupted_run(image_folder,
 def test_python_dash_m_works():
     result = subprocess.run([sys.executable, "-m", "openlt", "--version"], capture_output=True, text=True)
     assert result.returncode == 0 and "openlt" in result.stdout
+
+
+def test_oltr_stage1_to_stage2_through_the_cli(trained_run, image_folder, tmp_path, capsys):
+    stage1, _ = trained_run
+    config = Path(__file__).parents[2] / "configs" / "fmnist_lt" / "oltr_stage2.yaml"
+    code, out, err = cli(capsys, "train", config, f"data.root={image_folder}", f"out_dir={tmp_path / 'runs2'}",
+                         *TINY, f"data.split_dir={stage1 / 'splits'}", f"train.init_from={stage1}", "train.freeze_backbone=true", "--quiet")
+    assert code == 0, err
+    assert "initialised from" in out and "centroids <- class means" in out
+    run = next((tmp_path / "runs2").iterdir())
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert 0.0 <= metrics["closed"]["overall"] <= 1.0 and "f_measure" in metrics["open"]
+    from safetensors.torch import load_file
+
+    s1, s2 = load_file(stage1 / "checkpoints/best.safetensors"), load_file(run / "checkpoints/best.safetensors")
+    assert "model.classifier.centroids" in s2 and any(k.startswith("model.attention.") for k in s2)
+    backbone = [k for k in s1 if k.startswith("model.backbone.")]
+    assert backbone and all(torch.equal(s1[k], s2[k]) for k in backbone)  # frozen: loaded exactly, unchanged

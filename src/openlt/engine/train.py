@@ -19,6 +19,7 @@ from openlt.engine.checkpoint import load_checkpoint, save_checkpoint
 from openlt.engine.evaluate import (batch_to, closed_metrics, collect_outputs, make_loader, resolve_device,
                                    to_device)
 from openlt.engine.run import Run, new_run
+from openlt.engine.stage2 import init_from_run
 from openlt.errors import ConfigError, TrainingError
 from openlt.io import append_jsonl, write_text
 from openlt.losses import build_loss
@@ -42,13 +43,17 @@ def lr_factor(step: int, steps_per_epoch: int, cfg: TrainConfig) -> float:
 
 
 def param_groups(model: torch.nn.Module, cfg: TrainConfig) -> list[dict]:
-    """Backbone and head as separate groups, so that a pretrained backbone can learn more slowly."""
-    backbone = list(model.backbone.parameters())
-    ids = {id(p) for p in backbone}
-    rest = [p for p in model.parameters() if id(p) not in ids]
-    backbone_lr = cfg.lr if cfg.backbone_lr is None else cfg.backbone_lr
-    return [{"params": backbone, "base_lr": backbone_lr, "name": "backbone"},
-            {"params": rest, "base_lr": cfg.lr, "name": "head"}]
+    """Backbone, head and OLTR centroids as separate groups with their own learning rates; a frozen
+    backbone is left out."""
+    groups = {"backbone": [], "head": [], "centroids": []}
+    for name, param in model.named_parameters():
+        if not param.requires_grad:
+            continue
+        key = "backbone" if name.startswith("backbone.") else "centroids" if name.endswith("centroids") else "head"
+        groups[key].append(param)
+    lrs = {"backbone": cfg.lr if cfg.backbone_lr is None else cfg.backbone_lr, "head": cfg.lr,
+           "centroids": cfg.lr if cfg.centroid_lr is None else cfg.centroid_lr}
+    return [{"params": params, "base_lr": lrs[key], "name": key} for key, params in groups.items() if params]
 
 
 def _epoch_seed(seed: int, epoch: int) -> int:
@@ -81,12 +86,16 @@ def _train(cfg: Config, run: Run, resume: bool, quiet: bool, log: Callable[[str]
 
     channels_last = cfg.train.channels_last
     model = to_device(build_model(cfg, data.num_classes, data.in_chans, data.image_size), device, channels_last)
+    if cfg.train.init_from and not resume:
+        init_from_run(model, cfg.train.init_from, data, device, cfg.eval.batch_size, cfg.data.workers, channels_last, log)
+    if cfg.train.freeze_backbone:
+        model.backbone.requires_grad_(False)
     train_set = data.dataset("train", train=True)
     sampler = build_sampler(cfg.train.sampler, train_set.targets, epochs=cfg.train.epochs, seed=cfg.seed)
     loader = make_loader(train_set, cfg.train.batch_size, cfg.data.workers, device, sampler=sampler)
     val_loader = (make_loader(data.dataset("val"), cfg.eval.batch_size, cfg.data.workers, device)
                   if data.has("val") else None)
-    criterion = build_loss(cfg.train.loss, data.train_counts, model.backbone.out_dim).to(device)
+    criterion = build_loss(cfg.train.loss, data.train_counts, model.backbone.out_dim, **cfg.train.loss_args).to(device)
     optimizer = torch.optim.SGD(param_groups(model, cfg.train), lr=cfg.train.lr, momentum=cfg.train.momentum,
                                 nesterov=cfg.train.nesterov, weight_decay=cfg.train.weight_decay)
     steps_per_epoch = len(loader)
@@ -110,6 +119,8 @@ def _train(cfg: Config, run: Run, resume: bool, quiet: bool, log: Callable[[str]
         torch.manual_seed(_epoch_seed(cfg.seed, epoch))  # augmentation draws depend on (seed, epoch) only
         sampler.set_epoch(epoch)
         model.train()
+        if cfg.train.freeze_backbone:
+            model.backbone.eval()  # a frozen backbone keeps its batch-norm statistics too
         loss_sum, correct, seen = 0.0, 0, 0
         bar = tqdm(loader, desc=f"epoch {epoch + 1}/{cfg.train.epochs}", leave=False,
                    disable=True if quiet else None, file=sys.stderr)
