@@ -26,6 +26,17 @@ def make_image_folder(root: Path, counts: dict[str, int], size: int = 16, seed: 
     return root
 
 
+@pytest.fixture(scope="module")
+def single_thread():
+    """One torch thread for a module of many tiny ops: less thread overhead, steadier when the CPU is shared."""
+    import torch
+
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)
+
+
 @pytest.fixture
 def image_folder(tmp_path: Path) -> Path:
     return make_image_folder(tmp_path / "images", {"ant": 60, "bee": 40, "cat": 30, "dog": 25, "eel": 25})

@@ -133,14 +133,13 @@ def _coerce(value: Any, hint: Any, key: str) -> Any:
         options = get_args(hint)
         if value is None and type(None) in options:
             return None
-        errors = []
         for option in options:
             if option is type(None):
                 continue
             try:
                 return _coerce(value, option, key)
-            except ConfigError as exc:
-                errors.append(str(exc))
+            except ConfigError:
+                continue
         raise ConfigError(f"config key {key!r}: {value!r} is not a valid value ({hint})")
     if hint is bool:
         if isinstance(value, bool):

@@ -11,12 +11,7 @@ from openlt.models.attention import ModulatedAttention
 SIZES = [(4, 4), (7, 7), (2, 3), (1, 1)]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 
 @pytest.fixture(autouse=True)

@@ -26,14 +26,7 @@ OUT_DIM = {
 FORWARD_ONLY = {"resnet101", "resnet152"}  # deep: the backward check on the others covers the code path
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # Tiny batches gain nothing from intra-op threads, and on a busy 2-core machine OpenMP contention makes
-    # the deep models several times slower; restore the setting for the rest of the session.
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 
 @pytest.fixture(autouse=True)

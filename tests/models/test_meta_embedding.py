@@ -16,12 +16,7 @@ from openlt.models.meta_embedding import CosineClassifier, MetaEmbeddingHead, he
 D, K = 6, 4
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 
 @pytest.fixture(autouse=True)
