@@ -104,6 +104,7 @@ class EvalConfig:
     many_above: int = 100
     few_below: int = 20
     inclusive_bands: bool = False  # True: many >= many_above, few <= few_below (current OLTR code)
+    open_score: str = "msp"  # msp | max_logit | energy | reachability (higher = more known)
     open_threshold: Any = "auto"  # "auto": keep `keep_known` of the known val images; or a number
     keep_known: float = 0.95
     batch_size: int = 256

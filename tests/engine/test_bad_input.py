@@ -55,14 +55,16 @@ def test_listed_image_absent_names_file_and_line(capsys, config, tmp_path, image
     assert_clean_failure(code, text, "train.txt, line 4", "bee/missing.png", runs=tmp_path / "runs")
 
 
-def test_corrupt_image_is_named(capsys, config, tmp_path, image_folder):
+@pytest.mark.parametrize("workers", [0, 2])
+def test_corrupt_image_is_named(capsys, config, tmp_path, image_folder, workers):
     broken = tmp_path / "imgs"
     shutil.copytree(image_folder, broken)
     (broken / "bee" / "000.png").write_bytes(b"not a png at all")
     lines = [f"ant/{i:03d}.png 0" for i in range(3)] + [f"bee/{i:03d}.png 1" for i in range(3)]
     split = write_split_dir(tmp_path / "split", broken, lines)
     code, text = run_cli(capsys, "train", config, "data.dataset=split-file", f"data.root={broken}",
-                         f"data.split_dir={split}", "data.open_split=null", f"out_dir={tmp_path / 'runs'}", *BASE)
+                         f"data.split_dir={split}", "data.open_split=null", f"out_dir={tmp_path / 'runs'}", *BASE,
+                         f"data.workers={workers}")  # 2: the error comes back from a loader worker process
     assert_clean_failure(code, text, "corrupt or unreadable image", "bee/000.png", runs=tmp_path / "runs")
 
 

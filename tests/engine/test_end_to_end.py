@@ -79,6 +79,7 @@ def test_eval_and_predict_from_the_run_directory(trained_run, image_folder, caps
     assert len(preds) == 3
     for p in preds:
         assert p["label"] in {"ant", "bee", "cat", "dog", "unknown"} and 0 < p["confidence"] <= 1
+        assert p["score"] == "msp" and p["score_value"] == pytest.approx(p["confidence"])
         assert p["unknown"] == (p["confidence"] < p["threshold"])
 
 
@@ -122,6 +123,9 @@ def test_oltr_stage1_to_stage2_through_the_cli(trained_run, image_folder, tmp_pa
     from safetensors.torch import load_file
 
     s1, s2 = load_file(stage1 / "checkpoints/best.safetensors"), load_file(run / "checkpoints/best.safetensors")
+    code, out, err = cli(capsys, "eval", run, "eval.open_score=reachability", "--json", "--quiet")
+    assert code == 0, err
+    assert json.loads(out)["calibration"]["score"] == "reachability"
     assert "model.classifier.centroids" in s2 and any(k.startswith("model.attention.") for k in s2)
     backbone = [k for k in s1 if k.startswith("model.backbone.")]
     assert backbone and all(torch.equal(s1[k], s2[k]) for k in backbone)  # frozen: loaded exactly, unchanged

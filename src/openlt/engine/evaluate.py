@@ -21,6 +21,7 @@ from openlt.io import write_json, write_text
 from openlt.metrics import (ShotBands, confusion, open_set_f_measure, open_set_metrics, per_class_accuracy,
                             reject, shot_accuracy, threshold_at_tpr)
 from openlt.models.model import OpenLTModel, build_model
+from openlt.openset import open_score
 
 
 def resolve_device(name: str) -> torch.device:
@@ -46,24 +47,26 @@ def make_loader(dataset, batch_size: int, workers: int, device: torch.device, sa
                       pin_memory=device.type == "cuda", persistent_workers=workers > 0, drop_last=False)
 
 
+KEPT_OUTPUTS = ("logits", "reachability")  # what evaluation and the open-set scores read
+
+
 @torch.no_grad()
 def collect_outputs(model: OpenLTModel, loader: DataLoader, device: torch.device, desc: str = "eval",
-                    quiet: bool = False, channels_last: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
-    """Logits and labels of every image the loader yields (eval mode, no augmentation)."""
+                    quiet: bool = False, channels_last: bool = False) -> dict[str, torch.Tensor]:
+    """Logits (and reachability, where the head gives it) and labels of every image (eval mode, no augmentation)."""
     model.eval()
-    logits, labels = [], []
+    kept: dict[str, list[torch.Tensor]] = {}
     for images, targets in tqdm(loader, desc=desc, leave=False, disable=True if quiet else None, file=sys.stderr):
         out = model(batch_to(images, device, channels_last))
-        logits.append(out["logits"].float().cpu())
-        labels.append(targets)
-    return torch.cat(logits), torch.cat(labels)
+        for key in KEPT_OUTPUTS:
+            if key in out:
+                kept.setdefault(key, []).append(out[key].float().cpu())
+        kept.setdefault("labels", []).append(targets)
+    return {key: torch.cat(values) for key, values in kept.items()}
 
 
-def msp(logits: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
-    """Max-softmax probability (higher = more known) and the arg-max prediction."""
-    probs = torch.softmax(logits.float(), dim=1)
-    conf, pred = probs.max(dim=1)
-    return conf.numpy(), pred.numpy()
+def predictions(outputs: dict[str, torch.Tensor]) -> np.ndarray:
+    return outputs["logits"].argmax(dim=1).numpy()
 
 
 def _clean(value):
@@ -79,33 +82,33 @@ def _clean(value):
     return value
 
 
-def closed_metrics(logits: torch.Tensor, labels: torch.Tensor, train_counts: list[int], bands: ShotBands) -> dict:
-    _, pred = msp(logits)
-    return _clean(shot_accuracy(pred, labels.numpy(), train_counts, bands))
+def closed_metrics(outputs: dict[str, torch.Tensor], train_counts: list[int], bands: ShotBands) -> dict:
+    return _clean(shot_accuracy(predictions(outputs), outputs["labels"].numpy(), train_counts, bands))
 
 
-def choose_threshold(cfg: Config, val: tuple[torch.Tensor, torch.Tensor] | None) -> dict:
-    """The rejection threshold on max-softmax: a fixed number, or (auto) the score that keeps
+def choose_threshold(cfg: Config, val: dict[str, torch.Tensor] | None) -> dict:
+    """The rejection threshold on the open-set score: a fixed number, or (auto) the score that keeps
     `eval.keep_known` of the known validation images. Never chosen with open or test data."""
     spec = cfg.eval.open_threshold
+    score = cfg.eval.open_score
     if isinstance(spec, (int, float)) and not isinstance(spec, bool):
-        return {"score": "max_softmax", "threshold": float(spec), "source": "fixed (eval.open_threshold)"}
+        return {"score": score, "threshold": float(spec), "source": "fixed (eval.open_threshold)"}
     if spec != "auto":
         raise ConfigError(f"eval.open_threshold must be 'auto' or a number, got {spec!r}")
     if val is None:
         raise ConfigError("eval.open_threshold=auto needs a validation split; give data.val_split or a number")
-    conf, _ = msp(val[0])
-    return {"score": "max_softmax", "threshold": threshold_at_tpr(conf, cfg.eval.keep_known),
+    known = open_score(score, val).numpy()
+    return {"score": score, "threshold": threshold_at_tpr(known, cfg.eval.keep_known),
             "source": f"validation: keeps {cfg.eval.keep_known:.0%} of the known validation images"}
 
 
-def compute_metrics(cfg: Config, outputs: dict[str, tuple[torch.Tensor, torch.Tensor]], train_counts: list[int],
+def compute_metrics(cfg: Config, outputs: dict[str, dict[str, torch.Tensor]], train_counts: list[int],
                     class_names: list[str]) -> dict:
-    """All reported numbers from the logits of val / test / open."""
+    """All reported numbers from the outputs of val / test / open."""
     bands = shot_bands(cfg)
-    logits, labels = outputs["test"]
-    conf, pred = msp(logits)
-    y = labels.numpy()
+    test = outputs["test"]
+    conf, pred = open_score(cfg.eval.open_score, test).numpy(), predictions(test)
+    y = test["labels"].numpy()
     k = len(class_names)
     calibration = choose_threshold(cfg, outputs.get("val"))
     metrics: dict = {
@@ -118,9 +121,9 @@ def compute_metrics(cfg: Config, outputs: dict[str, tuple[torch.Tensor, torch.Te
         "calibration": calibration,
     }
     if "val" in outputs:
-        metrics["val"] = closed_metrics(*outputs["val"], train_counts, bands)
+        metrics["val"] = closed_metrics(outputs["val"], train_counts, bands)
     if "open" in outputs:
-        open_conf, open_pred = msp(outputs["open"][0])
+        open_conf, open_pred = open_score(cfg.eval.open_score, outputs["open"]).numpy(), predictions(outputs["open"])
         t = calibration["threshold"]
         all_pred = reject(np.concatenate([pred, open_pred]), np.concatenate([conf, open_conf]), t)
         all_labels = np.concatenate([y, -np.ones(len(open_pred), dtype=y.dtype)])
@@ -153,7 +156,7 @@ def format_table(metrics: dict) -> str:
         rej = op["bands_with_rejection"]
         lines.append("open-set top-1     " + "  ".join(_fmt(rej[b]) for b in ("many", "medium", "few")) + f"   {_fmt(rej['overall'])}")
         lines.append(f"open-set F-measure {op['f_measure']:.3f}   AUROC {op['auroc']:.3f}   FPR@95 {op['fpr95']:.3f}   "
-                     f"(max-softmax < {op['threshold']:.3f} -> unknown; {metrics['calibration']['source']})")
+                     f"({metrics['calibration']['score']} < {op['threshold']:.3f} -> unknown; {metrics['calibration']['source']})")
     return "\n".join(lines)
 
 

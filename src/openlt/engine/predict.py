@@ -6,10 +6,11 @@ from pathlib import Path
 
 import torch
 
-from openlt.engine.evaluate import batch_to, choose_threshold, collect_outputs, load_run_model, make_loader, resolve_device
+from openlt.engine.evaluate import KEPT_OUTPUTS, batch_to, choose_threshold, collect_outputs, load_run_model, make_loader, resolve_device
 from openlt.engine.run import Run
 from openlt.errors import DataError
 from openlt.io import write_json
+from openlt.openset import open_score
 
 
 def _open_image(path: Path, mode: str):
@@ -29,16 +30,16 @@ def predict_images(run: Run, images: list[str], checkpoint: str = "best", thresh
                    device: str | None = None, batch_size: int = 64) -> list[dict]:
     dev = resolve_device(device or "auto")
     cfg, data, model, _ = load_run_model(run, checkpoint, dev)
-    if threshold is None:
-        calibration = run.calibration()
-        if "threshold" not in calibration:  # not evaluated yet: choose it on validation now, as `eval` would
-            val = None
-            if data.has("val"):
-                loader = make_loader(data.dataset("val"), cfg.eval.batch_size, cfg.data.workers, dev)
-                val = collect_outputs(model, loader, dev, "val", True, cfg.train.channels_last)
-            calibration = choose_threshold(cfg, val)
-            write_json(run.calibration_file, calibration)
-        threshold = float(calibration["threshold"])
+    calibration = run.calibration()
+    if "threshold" not in calibration:  # not evaluated yet: choose it on validation now, as `eval` would
+        val = None
+        if data.has("val"):
+            loader = make_loader(data.dataset("val"), cfg.eval.batch_size, cfg.data.workers, dev)
+            val = collect_outputs(model, loader, dev, "val", True, cfg.train.channels_last)
+        calibration = choose_threshold(cfg, val)
+        write_json(run.calibration_file, calibration)
+    score_name = calibration.get("score", cfg.eval.open_score)
+    threshold = float(calibration["threshold"]) if threshold is None else threshold
     mode = "L" if data.in_chans == 1 else "RGB"
     transform = data.transform(train=False)
     tensors = [transform(_open_image(Path(p), mode)) for p in images]  # all read first: fail before any output
@@ -47,11 +48,13 @@ def predict_images(run: Run, images: list[str], checkpoint: str = "best", thresh
     with torch.no_grad():
         for start in range(0, len(tensors), batch_size):
             batch = batch_to(torch.stack(tensors[start : start + batch_size]), dev, cfg.train.channels_last)
-            probs = torch.softmax(model(batch)["logits"].float(), dim=1).cpu()
-            conf, pred = probs.max(dim=1)
-            for path, c, p in zip(images[start : start + batch_size], conf.tolist(), pred.tolist()):
-                known = c >= threshold
+            out = {k: v.float().cpu() for k, v in model(batch).items() if k in KEPT_OUTPUTS}
+            conf, pred = torch.softmax(out["logits"], dim=1).max(dim=1)
+            scores = open_score(score_name, out)
+            for path, c, p, s in zip(images[start : start + batch_size], conf.tolist(), pred.tolist(), scores.tolist()):
+                known = s >= threshold
                 results.append({"image": path, "label": data.class_names[p] if known else "unknown",
                                 "class_id": p if known else -1, "top_class": data.class_names[p],
-                                "confidence": c, "threshold": threshold, "unknown": not known})
+                                "confidence": c, "score": score_name, "score_value": s, "threshold": threshold,
+                                "unknown": not known})
     return results

@@ -145,7 +145,7 @@ def _train(cfg: Config, run: Run, resume: bool, quiet: bool, log: Callable[[str]
             bar.set_postfix(loss=f"{loss_sum / seen:.3f}", lr=f"{lr:.4f}")
         record = {"epoch": epoch + 1, "train_loss": loss_sum / seen, "train_acc": correct / seen, "lr": lr}
         if val_loader is not None and ((epoch + 1) % cfg.train.eval_every == 0 or epoch + 1 == cfg.train.epochs):
-            record["val"] = closed_metrics(*collect_outputs(model, val_loader, device, "val", quiet, channels_last), data.train_counts, bands)
+            record["val"] = closed_metrics(collect_outputs(model, val_loader, device, "val", quiet, channels_last), data.train_counts, bands)
         record["time_s"] = round(time.time() - epoch_start, 2)
         score = record.get("val", {}).get("overall")
         improved = score is not None and (best is None or score > best)
