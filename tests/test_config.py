@@ -54,3 +54,22 @@ def test_every_shipped_config_loads():
     assert configs, "no configs found"
     for path in configs:
         build_config(path)
+
+
+def test_paper_configs_carry_the_public_codes_hyperparameters():
+    from pathlib import Path
+
+    root = Path(__file__).parent.parent / "configs"
+    s1 = build_config(root / "imagenet_lt" / "plain_resnet10.yaml")
+    assert (s1.model.backbone, s1.train.batch_size, s1.train.epochs, s1.train.lr, s1.train.weight_decay) == \
+        ("resnet10", 128, 30, 0.1, 5e-4)
+    assert (s1.train.schedule, s1.train.step_epochs, s1.eval.open_threshold) == ("step", 10, 0.1)
+    s2 = build_config(root / "imagenet_lt" / "oltr_stage2_resnet10.yaml")
+    assert (s2.train.epochs, s2.train.step_epochs, s2.train.lr, s2.train.backbone_lr, s2.train.centroid_lr) == \
+        (60, 20, 0.1, 0.01, 0.01)
+    assert (s2.model.attention, s2.model.feature_fc, s2.model.classifier, s2.train.sampler, s2.train.loss) == \
+        (True, True, "meta_embedding", "class_aware", "oltr")
+    assert s2.train.loss_args == {"weight": 0.01} and s2.model.head.scale == 16.0
+    p2 = build_config(root / "places_lt" / "oltr_stage2_resnet152.yaml")
+    assert (p2.model.backbone, p2.train.freeze_backbone, p2.train.backbone_lr, p2.train.lr, p2.train.epochs) == \
+        ("resnet152", True, 1e-4, 0.01, 30)

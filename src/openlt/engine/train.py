@@ -43,13 +43,15 @@ def lr_factor(step: int, steps_per_epoch: int, cfg: TrainConfig) -> float:
 
 
 def param_groups(model: torch.nn.Module, cfg: TrainConfig) -> list[dict]:
-    """Backbone, head and OLTR centroids as separate groups with their own learning rates; a frozen
-    backbone is left out."""
+    """Feature model (backbone, attention, extra fc), head and OLTR centroids as groups with their own
+    learning rates (`backbone_lr`, `lr`, `centroid_lr`); frozen parameters are left out."""
     groups = {"backbone": [], "head": [], "centroids": []}
     for name, param in model.named_parameters():
         if not param.requires_grad:
             continue
-        key = "backbone" if name.startswith("backbone.") else "centroids" if name.endswith("centroids") else "head"
+        # attention and the extra fc belong to the feature model, as in the public OLTR code's lr groups
+        key = ("backbone" if name.startswith(("backbone.", "attention.", "feature_fc.")) else
+               "centroids" if name.endswith("centroids") else "head")
         groups[key].append(param)
     lrs = {"backbone": cfg.lr if cfg.backbone_lr is None else cfg.backbone_lr, "head": cfg.lr,
            "centroids": cfg.lr if cfg.centroid_lr is None else cfg.centroid_lr}
