@@ -19,7 +19,7 @@ def test_exp_profile_follows_the_formula():
 
 def test_exp_profile_populates_all_three_bands():
     counts = profile_counts("exp", 8, 1280, 5)
-    assert sum(c > 100 for c in counts) == 4  # 1280, 578, 261, 118
+    assert sum(c > 100 for c in counts) == 4  # 1280, 579, 262, 118
     assert sum(20 <= c <= 100 for c in counts) == 2
     assert sum(c < 20 for c in counts) == 2
 
