@@ -9,7 +9,8 @@ SPLITS=${SPLITS:-splits/fmnist_lt}
 OUT=${OUT:-runs/table}
 SEEDS=("${@:-0 1 2}")
 [ -f "$SPLITS/manifest.json" ] || $OPENLT split --dataset fashion-mnist --out "$SPLITS"
-finished() { ls -d "$OUT"/"$1"-* 2>/dev/null | while read -r d; do [ -f "$d/metrics.json" ] && echo "$d"; done | head -1; }
+# the first finished (evaluated) run of a name, or nothing
+finished() { for d in "$OUT"/"$1"-*; do if [ -f "$d/metrics.json" ]; then echo "$d"; return; fi; done; }
 rows=()
 for seed in ${SEEDS[@]}; do
   stage1=$(finished "plain-s$seed")
