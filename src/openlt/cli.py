@@ -78,13 +78,15 @@ def _eval(args: argparse.Namespace) -> int:
     overrides = parse_overrides(args.overrides)
     if args.threshold is not None:
         overrides.setdefault("eval", {})["open_threshold"] = args.threshold
+    if args.tag is not None and (not args.tag.replace("-", "").replace("_", "").isalnum()):
+        raise OpenLTError(f"--tag {args.tag!r}: use letters, digits, '-' or '_'")
     metrics = evaluate_run(run, args.checkpoint, overrides=lambda cfg: _apply(cfg, overrides), quiet=args.quiet,
-                           device=args.device)
+                           device=args.device, tag=args.tag)
     if args.json:
         print(json.dumps({k: metrics[k] for k in ("closed", "open", "calibration") if k in metrics}, indent=2))
     else:
         print(format_table(metrics))
-        print(f"metrics: {run.metrics_file}\nreport: {run.report_file}")
+        print(f"metrics: {run.metrics_path(args.tag)}\nreport: {run.report_path(args.tag)}")
     return 0
 
 
@@ -152,6 +154,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threshold", type=float, help="fixed max-softmax rejection threshold (default: chosen on val)")
     p.add_argument("--device")
     p.add_argument("--json", action="store_true", help="print the metrics as JSON")
+    p.add_argument("--tag", help="write metrics-TAG.json / report-TAG.md and keep the run's own results "
+                   "(e.g. --tag reach with eval.open_score=reachability)")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=_eval)
 
@@ -165,7 +169,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_predict)
 
     p = sub.add_parser("summary", help="mean ± std table over evaluated runs (e.g. seeds); LABEL=RUN groups runs")
-    p.add_argument("runs", nargs="+", help="run directories, optionally as LABEL=RUN to group them in rows")
+    p.add_argument("runs", nargs="+", help="run directories (or their metrics-TAG.json files), optionally as "
+                   "LABEL=RUN to group them in rows")
     p.add_argument("--label", default="runs", help="row label for runs given without LABEL=")
     p.set_defaults(func=_summary)
     return parser

@@ -27,7 +27,8 @@ def _get(metrics: dict, path: tuple[str, ...]):
 
 
 def load_metrics(run: str | Path) -> dict:
-    path = Path(run) / "metrics.json"
+    """The metrics of a run directory, or a metrics JSON file given directly (e.g. metrics-TAG.json)."""
+    path = Path(run) if str(run).endswith(".json") else Path(run) / "metrics.json"
     if not path.is_file():
         raise RunDirError(f"{run} has no metrics.json (evaluate it with `openlt eval {run}`)")
     return json.loads(path.read_text(encoding="utf-8"))

@@ -123,9 +123,14 @@ def test_oltr_stage1_to_stage2_through_the_cli(trained_run, image_folder, tmp_pa
     from safetensors.torch import load_file
 
     s1, s2 = load_file(stage1 / "checkpoints/best.safetensors"), load_file(run / "checkpoints/best.safetensors")
-    code, out, err = cli(capsys, "eval", run, "eval.open_score=reachability", "--json", "--quiet")
+    before = (run / "metrics.json").read_text()
+    code, out, err = cli(capsys, "eval", run, "eval.open_score=reachability", "--tag", "reach", "--json", "--quiet")
     assert code == 0, err
     assert json.loads(out)["calibration"]["score"] == "reachability"
+    assert json.loads((run / "metrics-reach.json").read_text())["calibration"]["score"] == "reachability"
+    assert (run / "metrics.json").read_text() == before  # the run's own results are kept
+    code, out, _ = cli(capsys, "summary", f"msp={run}", f"reach={run / 'metrics-reach.json'}")
+    assert code == 0 and "| reach | 1 |" in out
     assert "model.classifier.centroids" in s2 and any(k.startswith("model.attention.") for k in s2)
     backbone = [k for k in s1 if k.startswith("model.backbone.")]
     assert backbone and all(torch.equal(s1[k], s2[k]) for k in backbone)  # frozen: loaded exactly, unchanged

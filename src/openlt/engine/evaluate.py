@@ -172,8 +172,11 @@ def load_run_model(run: Run, checkpoint: str = "best", device: torch.device | No
 
 
 def evaluate_run(run: Run, checkpoint: str = "best", overrides: Callable[[Config], None] | None = None,
-                 quiet: bool = False, device: str | None = None) -> dict:
-    """Evaluate a run's checkpoint on val / test / open; write metrics.json and report.md."""
+                 quiet: bool = False, device: str | None = None, tag: str | None = None) -> dict:
+    """Evaluate a run's checkpoint on val / test / open; write metrics.json, report.md, calibration.json.
+
+    With a `tag` (e.g. another open-set score), the results go to metrics-TAG.json and report-TAG.md and
+    the run's own metrics and calibration stay as they were."""
     cfg = run.config()
     if overrides:
         overrides(cfg)
@@ -186,9 +189,10 @@ def evaluate_run(run: Run, checkpoint: str = "best", overrides: Callable[[Config
             outputs[split] = collect_outputs(model, loader, dev, split, quiet, cfg.train.channels_last)
     metrics = compute_metrics(cfg, outputs, data.train_counts, data.class_names)
     metrics = {"run": str(run.path), "checkpoint": checkpoint, "epoch": state.get("epoch"), **metrics}
-    write_json(run.calibration_file, metrics["calibration"])
-    write_json(run.metrics_file, metrics)
-    write_text(run.report_file, report_markdown(run, metrics))
+    if tag is None:
+        write_json(run.calibration_file, metrics["calibration"])
+    write_json(run.metrics_path(tag), metrics)
+    write_text(run.report_path(tag), report_markdown(run, metrics))
     return metrics
 
 

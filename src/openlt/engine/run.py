@@ -45,6 +45,12 @@ class Run:
     def report_file(self) -> Path:
         return self.path / "report.md"
 
+    def metrics_path(self, tag: str | None = None) -> Path:
+        return self.metrics_file if tag is None else self.path / f"metrics-{tag}.json"
+
+    def report_path(self, tag: str | None = None) -> Path:
+        return self.report_file if tag is None else self.path / f"report-{tag}.md"
+
     def checkpoint(self, name: str) -> Path:
         return self.path / "checkpoints" / f"{name}.safetensors"
 
