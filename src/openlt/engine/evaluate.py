@@ -154,7 +154,7 @@ def format_table(metrics: dict) -> str:
     if "open" in metrics:
         op = metrics["open"]
         rej = op["bands_with_rejection"]
-        lines.append("open-set top-1     " + "  ".join(_fmt(rej[b]) for b in ("many", "medium", "few")) + f"   {_fmt(rej['overall'])}")
+        lines.append("open-set top-1      " + "  ".join(_fmt(rej[b]) for b in ("many", "medium", "few")) + f"   {_fmt(rej['overall'])}")
         lines.append(f"open-set F-measure {op['f_measure']:.3f}   AUROC {op['auroc']:.3f}   FPR@95 {op['fpr95']:.3f}   "
                      f"({metrics['calibration']['score']} < {op['threshold']:.3f} -> unknown; {metrics['calibration']['source']})")
     return "\n".join(lines)
