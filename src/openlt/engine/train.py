@@ -120,6 +120,8 @@ def _train(cfg: Config, run: Run, resume: bool, quiet: bool, log: Callable[[str]
         epoch_start = time.time()
         torch.manual_seed(_epoch_seed(cfg.seed, epoch))  # augmentation draws depend on (seed, epoch) only
         sampler.set_epoch(epoch)
+        if hasattr(criterion, "set_epoch"):  # losses with a schedule (LDAM's deferred re-weighting)
+            criterion.set_epoch(epoch)
         model.train()
         if cfg.train.freeze_backbone:
             model.backbone.eval()  # a frozen backbone keeps its batch-norm statistics too

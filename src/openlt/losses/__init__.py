@@ -47,4 +47,4 @@ def build_loss(name: str, train_counts: list[int] | None = None, feature_dim: in
 
 __all__ = ["LOSSES", "CrossEntropy", "build_loss"]
 
-from openlt.losses import centroid, focal, metric  # noqa: E402,F401  (their registrations run on import)
+from openlt.losses import centroid, focal, metric, rebalance  # noqa: E402,F401  (their registrations run on import)

@@ -1,0 +1,405 @@
+"""Re-balanced classifiers on a frozen representation (Kang et al., ICLR 2020, "Decoupling Representation and
+Classifier for Long-Tailed Recognition"), as pure-tensor building blocks on cached features.
+
+* :class:`NCMClassifier`: nearest class mean, cosine similarity or (negative) Euclidean distance.
+* :func:`tau_normalize`, :class:`TauNormClassifier`, :func:`search_tau`: w_i / ||w_i||^tau, bias dropped,
+  tau chosen on a validation set (top-1, ties to the smaller tau), with the many/medium/few curve.
+* :class:`LWSClassifier`: learnable per-class scale f on a frozen linear classifier, logits = f * (W x + b).
+* :func:`train_on_features`: a small SGD loop (cosine lr to 0) over cached features with an
+  :mod:`openlt.data.samplers` sampler, for cRT (a fresh :class:`torch.nn.Linear`, see :func:`new_linear`) and LWS.
+
+Nothing here loads images or runs a backbone: callers extract features once (backbone frozen, eval mode) and
+pass tensors of shape (N, D) and labels of shape (N,).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from openlt.data.samplers import build_sampler
+from openlt.errors import ConfigError, DataError, OpenLTError, TrainingError
+from openlt.metrics import ShotBands, shot_accuracy
+
+__all__ = [
+    "DEFAULT_TAUS",
+    "LWSClassifier",
+    "NCMClassifier",
+    "NotFittedError",
+    "TauNormClassifier",
+    "new_linear",
+    "search_tau",
+    "tau_normalize",
+    "train_on_features",
+]
+
+#: The public decoupling script's sweep, torch.linspace(0, 2, 21), as exact decimals 0.0, 0.1, ..., 2.0.
+DEFAULT_TAUS: tuple[float, ...] = tuple(i / 10 for i in range(21))
+
+
+class NotFittedError(OpenLTError):
+    """A classifier was asked for logits before `fit` was called."""
+
+
+# ----------------------------------------------------------------------------------------------- helpers
+
+
+def _features(x: Any, name: str = "features") -> Tensor:
+    """(N, D) floating tensor, half/bfloat16 upcast to float32; DataError on a wrong shape or non-finite values."""
+    t = torch.as_tensor(x)
+    if t.dim() != 2:
+        raise DataError(f"{name} must be a 2-D tensor (N, D), got shape {tuple(t.shape)}")
+    if not t.is_floating_point():
+        t = t.float()
+    elif t.dtype not in (torch.float32, torch.float64):
+        t = t.float()
+    if t.numel() and not bool(torch.isfinite(t).all()):
+        raise DataError(f"{name} contain non-finite values")
+    return t
+
+
+def _labels(y: Any, n: int, name: str = "labels") -> Tensor:
+    """(N,) LongTensor of class ids >= 0 matching N features; DataError otherwise."""
+    t = torch.as_tensor(y)
+    if t.dim() != 1:
+        raise DataError(f"{name} must be one-dimensional, got shape {tuple(t.shape)}")
+    if len(t) != n:
+        raise DataError(f"{n} features but {len(t)} {name}")
+    if t.is_floating_point():
+        if not torch.equal(t, t.round()):
+            raise DataError(f"{name} must be integer class ids, got non-integral values")
+    elif t.dtype == torch.bool or t.is_complex():
+        raise DataError(f"{name} must be integer class ids, got dtype {t.dtype}")
+    t = t.long()
+    if t.numel() and int(t.min()) < 0:
+        raise DataError(f"{name} must be >= 0 (known classes only), got {int(t.min())}")
+    return t
+
+
+def _weight(w: Any) -> Tensor:
+    t = torch.as_tensor(w)
+    if t.dim() != 2 or not t.is_floating_point():
+        raise ConfigError(f"classifier weight must be a floating (num_classes, D) tensor, got "
+                          f"shape {tuple(t.shape)}, dtype {t.dtype}")
+    return t.detach()
+
+
+def _check_dim(x: Tensor, d: int, what: str) -> None:
+    if x.shape[1] != d:
+        raise DataError(f"features have dimension {x.shape[1]} but the {what} expects {d}")
+
+
+# ----------------------------------------------------------------------------------------------- NCM
+
+
+class NCMClassifier:
+    """Nearest class mean (Kang et al. 2020, Sec. 4.2): the mean feature of every class on the training set,
+    then nearest neighbour by cosine similarity or Euclidean distance.
+
+    * ``normalize=True`` L2-normalises every feature (training and query) before anything else, so the means
+      are means of unit vectors (the public code's ``l2n`` features; ``center=True`` first subtracts the
+      training mean of all features, its ``cl2n``).
+    * ``metric="cosine"``: logits = cos(x, mu_c) (both sides normalised; the public code's ``cos`` instead
+      takes raw dot products / D, which ranks identically only when the means have equal norms).
+    * ``metric="euclidean"``: logits = -||x - mu_c||_2 (the public code returns the negative *squared*
+      distance, which has the same argmax).
+
+    ``fit(features, labels, num_classes=None)``: ``num_classes`` defaults to max(label) + 1; every class in
+    ``[0, num_classes)`` needs at least one sample (otherwise DataError naming the empty classes).
+    Fitted attributes: ``means_`` (C, D), ``num_classes_``, ``feature_mean_`` (when ``center``).
+    """
+
+    def __init__(self, metric: str = "cosine", normalize: bool = True, center: bool = False) -> None:
+        if metric not in ("cosine", "euclidean"):
+            raise ConfigError(f"NCM metric must be 'cosine' or 'euclidean', got {metric!r}")
+        self.metric = metric
+        self.normalize = bool(normalize)
+        self.center = bool(center)
+        self.means_: Tensor | None = None
+        self.feature_mean_: Tensor | None = None
+        self.num_classes_: int | None = None
+
+    def _transform(self, x: Tensor) -> Tensor:
+        if self.center:
+            assert self.feature_mean_ is not None
+            x = x - self.feature_mean_.to(x)
+        if self.normalize:
+            x = F.normalize(x, dim=1)
+        return x
+
+    def fit(self, features: Any, labels: Any, num_classes: int | None = None) -> "NCMClassifier":
+        x = _features(features)
+        y = _labels(labels, len(x))
+        if len(x) == 0:
+            raise DataError("NCM needs at least one training feature")
+        top = int(y.max()) + 1
+        if num_classes is None:
+            num_classes = top
+        elif int(num_classes) != num_classes or num_classes < 1:
+            raise ConfigError(f"num_classes must be a positive integer, got {num_classes!r}")
+        elif top > num_classes:
+            raise DataError(f"label {top - 1} out of range for num_classes={num_classes}")
+        num_classes = int(num_classes)
+        x64 = x.double()
+        self.feature_mean_ = x64.mean(0).to(x.dtype) if self.center else None
+        z = self._transform(x64)
+        counts = torch.bincount(y, minlength=num_classes)
+        empty = torch.nonzero(counts == 0).flatten().tolist()
+        if empty:
+            shown = ", ".join(map(str, empty[:10])) + (" ..." if len(empty) > 10 else "")
+            raise DataError(f"NCM: {len(empty)} class(es) have no training sample, so no mean: {shown}")
+        sums = torch.zeros(num_classes, x.shape[1], dtype=torch.float64, device=x.device)
+        sums.index_add_(0, y.to(x.device), z)
+        self.means_ = (sums / counts.to(sums).unsqueeze(1)).to(x.dtype)
+        self.num_classes_ = num_classes
+        return self
+
+    def logits(self, features: Any) -> Tensor:
+        if self.means_ is None:
+            raise NotFittedError("NCMClassifier: call fit(features, labels) before logits()")
+        x = _features(features)
+        _check_dim(x, self.means_.shape[1], "NCM classifier")
+        z = self._transform(x)
+        mu = self.means_.to(z)
+        if self.metric == "cosine":
+            return F.normalize(z, dim=1) @ F.normalize(mu, dim=1).t()
+        return -torch.cdist(z, mu)
+
+    def predict(self, features: Any) -> Tensor:
+        return self.logits(features).argmax(1)
+
+
+# ----------------------------------------------------------------------------------------------- tau-norm
+
+
+def tau_normalize(weight: Tensor, bias: Tensor | None = None, tau: float = 1.0) -> tuple[Tensor, None]:
+    """(w_i / ||w_i||_2^tau for every row i, None): the tau-normalised classifier, bias dropped.
+
+    tau = 0 is the joint classifier without its bias, tau = 1 gives unit-norm rows. A zero row stays zero
+    (instead of 0 / 0). The bias argument is accepted so that ``tau_normalize(fc.weight, fc.bias, tau)`` reads
+    as in the paper, and is always dropped (Kang et al. 2020, Sec. 4.2; the public code's ``pnorm``).
+    """
+    w = _weight(weight)
+    tau = float(tau)
+    if not math.isfinite(tau):
+        raise ConfigError(f"tau must be finite, got {tau}")
+    norm = w.norm(dim=1, keepdim=True)
+    norm = torch.where(norm > 0, norm, torch.ones_like(norm))
+    return w / norm.pow(tau), None
+
+
+def _tau_logits(w_tilde: Tensor, x: Tensor) -> Tensor:
+    return x @ w_tilde.to(x).t()
+
+
+def search_tau(weight: Tensor, val_features: Any, val_labels: Any, train_counts: Sequence[int] | Tensor,
+               taus: Iterable[float] | Tensor | None = None,
+               bands: ShotBands = ShotBands()) -> tuple[float, list[dict[str, Any]]]:
+    """Choose tau by validation top-1 (overall sample accuracy); ties go to the smaller tau.
+
+    ``taus`` defaults to :data:`DEFAULT_TAUS` (0, 0.1, ..., 2, the public script's ``linspace(0, 2, 21)``).
+    Returns ``(best_tau, curve)`` where ``curve`` has one dict per tau, in the order given:
+    ``{"tau", "many", "medium", "few", "overall"}`` from :func:`openlt.metrics.shot_accuracy` (a band with
+    no validation sample is None). Validation labels of -1 (open-set samples) are ignored.
+    """
+    w = _weight(weight)
+    x = _features(val_features, "val_features")
+    _check_dim(x, w.shape[1], "classifier weight")
+    y = torch.as_tensor(val_labels)
+    if y.dim() != 1 or len(y) != len(x):
+        raise DataError(f"val_labels must be one label per feature ({len(x)}), got shape {tuple(y.shape)}")
+    counts = torch.as_tensor(train_counts)
+    if counts.dim() != 1 or len(counts) != w.shape[0]:
+        raise ConfigError(f"train_counts must have one count per class ({w.shape[0]}), got shape "
+                          f"{tuple(counts.shape)}")
+    grid = [float(t) for t in (DEFAULT_TAUS if taus is None else
+                               (taus.flatten().tolist() if isinstance(taus, Tensor) else taus))]
+    if not grid:
+        raise ConfigError("search_tau needs at least one tau")
+    curve: list[dict[str, Any]] = []
+    best: tuple[float, float] | None = None  # (overall, tau)
+    for tau in grid:
+        w_t, _ = tau_normalize(w, None, tau)
+        preds = _tau_logits(w_t, x).argmax(1)
+        acc = shot_accuracy(preds, y, counts, bands)
+        if acc["overall"] is None:
+            raise DataError("search_tau: the validation set has no known (label >= 0) sample")
+        curve.append({"tau": tau, "many": acc["many"], "medium": acc["medium"], "few": acc["few"],
+                      "overall": acc["overall"]})
+        if best is None or acc["overall"] > best[0] or (acc["overall"] == best[0] and tau < best[1]):
+            best = (acc["overall"], tau)
+    assert best is not None
+    return best[1], curve
+
+
+class TauNormClassifier:
+    """logits = x @ tau_normalize(W, tau)^T, no bias.
+
+    With ``tau=None`` call ``fit(val_features, val_labels, train_counts, taus=..., bands=...)`` to choose tau
+    on a validation set (:func:`search_tau`); the chosen value is ``tau`` and the sweep ``curve_``. With a
+    given tau the classifier is ready at once (``fit`` may still re-choose it).
+    """
+
+    def __init__(self, weight: Tensor, tau: float | None = 1.0) -> None:
+        self.weight = _weight(weight)
+        self.tau: float | None = None if tau is None else float(tau)
+        self.curve_: list[dict[str, Any]] | None = None
+        self._w: Tensor | None = None if tau is None else tau_normalize(self.weight, None, tau)[0]
+
+    def fit(self, val_features: Any, val_labels: Any, train_counts: Sequence[int] | Tensor,
+            taus: Iterable[float] | Tensor | None = None, bands: ShotBands = ShotBands()) -> "TauNormClassifier":
+        self.tau, self.curve_ = search_tau(self.weight, val_features, val_labels, train_counts, taus, bands)
+        self._w = tau_normalize(self.weight, None, self.tau)[0]
+        return self
+
+    @property
+    def normalized_weight(self) -> Tensor:
+        if self._w is None:
+            raise NotFittedError("TauNormClassifier(tau=None): call fit(val_features, val_labels, train_counts)")
+        return self._w
+
+    def logits(self, features: Any) -> Tensor:
+        w = self.normalized_weight
+        x = _features(features)
+        _check_dim(x, w.shape[1], "tau-normalised classifier")
+        return _tau_logits(w, x)
+
+    def predict(self, features: Any) -> Tensor:
+        return self.logits(features).argmax(1)
+
+
+# ----------------------------------------------------------------------------------------------- LWS
+
+
+class LWSClassifier(nn.Module):
+    """Learnable weight scaling: logits = f * (x W^T + b) with W, b frozen (buffers) and f (``scales``, one per
+    class, initialised to 1) the only parameter. The bias is scaled too, as in the classifier-balancing code.
+    Unit scales reproduce the original classifier exactly.
+    """
+
+    bias: Tensor | None
+
+    def __init__(self, weight: Tensor, bias: Tensor | None = None) -> None:
+        super().__init__()
+        w = _weight(weight).clone()
+        self.register_buffer("weight", w)
+        if bias is None:
+            self.register_buffer("bias", None)
+        else:
+            b = torch.as_tensor(bias).detach().clone().to(w.dtype)
+            if b.shape != (w.shape[0],):
+                raise ConfigError(f"bias must have shape ({w.shape[0]},), got {tuple(b.shape)}")
+            self.register_buffer("bias", b)
+        self.scales = nn.Parameter(torch.ones(w.shape[0], dtype=w.dtype, device=w.device))
+
+    @classmethod
+    def from_linear(cls, fc: nn.Linear) -> "LWSClassifier":
+        return cls(fc.weight, fc.bias)
+
+    @property
+    def num_classes(self) -> int:
+        return self.weight.shape[0]
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.scales * F.linear(x, self.weight, self.bias)
+
+    def logits(self, features: Any) -> Tensor:
+        x = _features(features)
+        _check_dim(x, self.weight.shape[1], "LWS classifier")
+        return self(x.to(self.weight))
+
+    @torch.no_grad()
+    def to_linear(self) -> nn.Linear:
+        """An equivalent plain nn.Linear with the scales folded in: W' = diag(f) W, b' = f * b."""
+        fc = nn.Linear(self.weight.shape[1], self.weight.shape[0], bias=self.bias is not None,
+                       device=self.weight.device, dtype=self.weight.dtype)
+        fc.weight.copy_(self.scales.unsqueeze(1) * self.weight)
+        if self.bias is not None:
+            fc.bias.copy_(self.scales * self.bias)
+        return fc
+
+    def extra_repr(self) -> str:
+        return f"in_features={self.weight.shape[1]}, num_classes={self.weight.shape[0]}, bias={self.bias is not None}"
+
+
+# ----------------------------------------------------------------------------------------------- training
+
+
+def new_linear(in_dim: int, num_classes: int, *, bias: bool = True, seed: int = 0) -> nn.Linear:
+    """A freshly initialised nn.Linear (PyTorch's default init) whose values depend on ``seed`` only, for cRT;
+    the global RNG state is left untouched."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return nn.Linear(in_dim, num_classes, bias=bias)
+
+
+def train_on_features(module: nn.Module, features: Any, labels: Any, *, epochs: int, batch_size: int, lr: float,
+                      momentum: float = 0.9, weight_decay: float = 5e-4, sampler: str = "class_balanced",
+                      seed: int = 0, sampler_args: dict[str, Any] | None = None) -> nn.Module:
+    """Train ``module`` (features -> logits, or a dict with "logits") with softmax cross-entropy on cached
+    features; returns the same module, trained in place.
+
+    SGD(momentum, weight_decay) over the module's parameters that require grad; the learning rate follows a
+    cosine from ``lr`` to 0 over all steps, set per step: lr_s = lr * (1 + cos(pi * s / S)) / 2. Each epoch's
+    order comes from ``openlt.data.samplers.build_sampler(sampler, labels, epochs=epochs, seed=seed,
+    **sampler_args)`` after ``set_epoch(epoch)``, cut into consecutive batches (the last may be smaller).
+    The only randomness is the sampler's, so the result is a function of (initial module, data, seed).
+    The module is left in the train/eval mode it had.
+    """
+    if int(epochs) != epochs or epochs < 1:
+        raise ConfigError(f"epochs must be a positive integer, got {epochs!r}")
+    if int(batch_size) != batch_size or batch_size < 1:
+        raise ConfigError(f"batch_size must be a positive integer, got {batch_size!r}")
+    for name, v in (("lr", lr), ("momentum", momentum), ("weight_decay", weight_decay)):
+        if not math.isfinite(float(v)) or float(v) < 0:
+            raise ConfigError(f"{name} must be a finite number >= 0, got {v!r}")
+    x = _features(features)
+    y = _labels(labels, len(x))
+    if len(x) == 0:
+        raise DataError("train_on_features needs at least one feature")
+    params = [p for p in module.parameters() if p.requires_grad]
+    if not params:
+        raise ConfigError(f"{type(module).__name__} has no trainable parameter")
+    ref = params[0]
+    x = x.to(device=ref.device, dtype=ref.dtype if ref.is_floating_point() else x.dtype)
+    y_dev = y.to(ref.device)
+
+    def forward(batch: Tensor) -> Tensor:
+        out = module(batch)
+        return out["logits"] if isinstance(out, dict) else out
+
+    smp = build_sampler(sampler, y, epochs=int(epochs), seed=seed, **(sampler_args or {}))
+    steps_per_epoch = math.ceil(len(smp) / batch_size)
+    total = int(epochs) * steps_per_epoch
+    opt = torch.optim.SGD(params, lr=lr, momentum=momentum, weight_decay=weight_decay)
+    was_training = module.training
+    module.train()
+    step = 0
+    try:
+        for epoch in range(int(epochs)):
+            smp.set_epoch(epoch)
+            order = torch.as_tensor(list(smp), dtype=torch.long, device=ref.device)
+            for start in range(0, len(order), batch_size):
+                idx = order[start:start + batch_size]
+                for group in opt.param_groups:
+                    group["lr"] = lr * 0.5 * (1.0 + math.cos(math.pi * step / total))
+                logits = forward(x[idx])
+                if step == 0 and int(y.max()) >= logits.shape[-1]:
+                    raise DataError(f"label {int(y.max())} out of range for a classifier with "
+                                    f"{logits.shape[-1]} outputs")
+                loss = F.cross_entropy(logits, y_dev[idx])
+                if not torch.isfinite(loss):
+                    raise TrainingError(f"loss became {loss.item()} at epoch {epoch + 1}, step {step + 1} "
+                                        f"(try a lower lr)")
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                step += 1
+    finally:
+        module.train(was_training)
+    return module
