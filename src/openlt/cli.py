@@ -23,25 +23,40 @@ def _split(args: argparse.Namespace) -> int:
     out = Path(args.out)
     if (out / MANIFEST).exists() and not args.force:
         raise ConfigError(f"{out} already holds a split; pass --force to overwrite it")
-    cfg = SplitConfig()
+    cifar = args.dataset in ("cifar10", "cifar100")
+    if args.open_root and not cifar:
+        raise ConfigError("--open-root is for --dataset cifar10 | cifar100 (an image folder as the open set)")
+    if cifar:  # CIFAR-LT starts from the literature's split (n_max 5000 / 500, IF 100, label order)
+        from openlt.data.cifar_lt import default_split_config, write_cifar_lt_split
+
+        cfg = default_split_config(args.dataset)
+    else:
+        cfg = SplitConfig()
     values = {"profile": args.profile, "n_max": args.n_max, "n_min": args.n_min, "imbalance_factor": args.imbalance_factor,
               "alpha": args.alpha, "val_per_class": args.val_per_class, "test_per_class": args.test_per_class,
               "order": args.order, "seed": args.seed}
     if args.open_classes is not None:
         values["open_classes"] = parse_overrides([f"x={args.open_classes}"])["x"]
     _apply(cfg, {k: v for k, v in values.items() if v is not None})
-    if args.dataset == "fashion-mnist":
-        pool = fashion_mnist_pool(args.root)
+    if cifar:
+        manifest = write_cifar_lt_split(args.dataset, args.root, cfg, out, args.open_root)
     else:
-        if args.root is None:
-            raise ConfigError("--root is required with --dataset image-folder")
-        pool = image_folder_pool(args.root)
-    manifest = write_split(make_split(pool, cfg), out, pool, cfg)
+        if args.dataset == "fashion-mnist":
+            pool = fashion_mnist_pool(args.root)
+        else:
+            if args.root is None:
+                raise ConfigError("--root is required with --dataset image-folder")
+            pool = image_folder_pool(args.root)
+        manifest = write_split(make_split(pool, cfg), out, pool, cfg)
     counts = manifest["train_counts"]
     print(f"wrote {out}: {len(counts)} known classes, {sum(counts)} training images "
           f"({max(counts)} .. {min(counts)} per class), open classes: {', '.join(manifest['open_class_names']) or 'none'}")
     for name, info in manifest["files"].items():
         print(f"  {name:5s} {info['lines']:6d} lines  {info['file']}")
+    if manifest.get("val_short_classes"):
+        short = manifest["val_short_classes"]
+        print(f"  note: {len(short)} class(es) train on all their images and have fewer than {cfg.val_per_class} "
+              f"validation images: " + ", ".join(f"{k} ({v})" for k, v in list(short.items())[:5]))
     return 0
 
 
@@ -65,7 +80,8 @@ def _train(args: argparse.Namespace) -> int:
     if not args.no_eval:
         metrics = evaluate_run(run, "best", quiet=args.quiet)
         print(format_table(metrics))
-        print(f"run directory: {run.path}\nmetrics: {run.metrics_file}\nreport: {run.report_file}")
+        print(f"run directory: {run.path}\nmetrics: {run.metrics_file}\nreport: {run.report_file} "
+              f"(figures: {run.report_file.with_suffix('.html')})")
     return 0
 
 
@@ -86,7 +102,8 @@ def _eval(args: argparse.Namespace) -> int:
         print(json.dumps({k: metrics[k] for k in ("closed", "open", "calibration") if k in metrics}, indent=2))
     else:
         print(format_table(metrics))
-        print(f"metrics: {run.metrics_path(args.tag)}\nreport: {run.report_path(args.tag)}")
+        print(f"metrics: {run.metrics_path(args.tag)}\nreport: {run.report_path(args.tag)} "
+              f"(figures: {run.report_path(args.tag).with_suffix('.html')})")
     return 0
 
 
@@ -104,6 +121,17 @@ def _predict(args: argparse.Namespace) -> int:
     return 0
 
 
+def _features(args: argparse.Namespace) -> int:
+    from openlt.engine.features import load_features
+    from openlt.engine.run import open_run
+
+    run = open_run(args.run)
+    load_features(run, tuple(args.splits), checkpoint=args.checkpoint, dtype=args.dtype, device=args.device,
+                  force=args.force, quiet=args.quiet)
+    print(f"feature cache: {run.path / 'features'}")
+    return 0
+
+
 def _summary(args: argparse.Namespace) -> int:
     from openlt.report import load_metrics, summarize
 
@@ -115,6 +143,16 @@ def _summary(args: argparse.Namespace) -> int:
     return 0
 
 
+def _report(args: argparse.Namespace) -> int:
+    from openlt.engine.evaluate import rebuild_reports
+    from openlt.engine.run import open_run
+
+    if args.tag is not None and (not args.tag.replace("-", "").replace("_", "").isalnum()):
+        raise OpenLTError(f"--tag {args.tag!r}: use letters, digits, '-' or '_'")
+    print(f"report: {rebuild_reports(open_run(args.run), args.tag)}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="openlt", description="Open long-tailed recognition: split, train, evaluate, predict.")
     parser.add_argument("--version", action="version", version=f"openlt {__version__}")
@@ -122,15 +160,20 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("split", help="build long-tailed + open-set split files from a labelled data set")
-    p.add_argument("--dataset", choices=["fashion-mnist", "image-folder"], default="fashion-mnist")
-    p.add_argument("--root", help="image folder root (root/<class>/<image>), or the Fashion-MNIST IDX folder")
+    p.add_argument("--dataset", choices=["fashion-mnist", "image-folder", "cifar10", "cifar100"],
+                   default="fashion-mnist")
+    p.add_argument("--root", help="image folder root (root/<class>/<image>), the Fashion-MNIST IDX folder, or the "
+                   "folder holding cifar-10-batches-py/ or cifar-100-python/")
+    p.add_argument("--open-root", help="cifar: every image under this folder becomes the open set (instead of "
+                   "--open-classes)")
     p.add_argument("--out", required=True, help="output folder for train/val/test/open.txt and manifest.json")
     p.add_argument("--profile", choices=["exp", "pareto", "none"])
     p.add_argument("--n-max", type=int)
     p.add_argument("--n-min", type=int)
     p.add_argument("--imbalance-factor", type=float, help="exp profile: n_max / n_min (overrides --n-min)")
     p.add_argument("--alpha", type=float, help="pareto shape (ImageNet-LT: 6)")
-    p.add_argument("--open-classes", help="a number of held-out classes (chosen with the seed) or a list: 8,9 or 'bag,sandal'")
+    p.add_argument("--open-classes", help="a number of held-out classes (chosen with the seed; cifar: the last N) "
+                   "or a list: 8,9 or 'bag,sandal'")
     p.add_argument("--val-per-class", type=int)
     p.add_argument("--test-per-class", type=int)
     p.add_argument("--order", choices=["random", "label"], help="which known class gets n_max")
@@ -168,11 +211,29 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=_predict)
 
+    p = sub.add_parser("features", help="cache a run's pooled features of train/val/test/open (frozen network, "
+                       "no augmentation) for decoupled stage-2 classifiers; reused while fresh")
+    p.add_argument("run")
+    p.add_argument("--splits", nargs="+", default=["train", "val", "test", "open"],
+                   choices=["train", "val", "test", "open"])
+    p.add_argument("--checkpoint", default="best", choices=["best", "last"])
+    p.add_argument("--dtype", default="float32", choices=["float32", "float16"], help="storage type of the cache")
+    p.add_argument("--device")
+    p.add_argument("--force", action="store_true", help="re-extract even when the cache is fresh")
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=_features)
+
     p = sub.add_parser("summary", help="mean ± std table over evaluated runs (e.g. seeds); LABEL=RUN groups runs")
     p.add_argument("runs", nargs="+", help="run directories (or their metrics-TAG.json files), optionally as "
                    "LABEL=RUN to group them in rows")
     p.add_argument("--label", default="runs", help="row label for runs given without LABEL=")
     p.set_defaults(func=_summary)
+
+    p = sub.add_parser("report", help="redraw an evaluated run's report.html / report.md from its metrics.json "
+                       "and predictions.npz (no model needed)")
+    p.add_argument("run")
+    p.add_argument("--tag", help="redraw report-TAG.html from metrics-TAG.json and predictions-TAG.npz")
+    p.set_defaults(func=_report)
     return parser
 
 

@@ -35,9 +35,10 @@ class SplitConfig:
 
 @dataclass
 class DataConfig:
-    dataset: str = "fashion-mnist"  # fashion-mnist | image-folder | split-file
+    dataset: str = "fashion-mnist"  # fashion-mnist | image-folder | split-file | cifar10 | cifar100
     root: str | None = None  # image root; for fashion-mnist the folder of the IDX files (found if None)
-    open_root: str | None = None  # root of the open split's paths when it differs (None: data.root)
+    open_root: str | None = None  # root of the open split's paths when it differs (None: data.root);
+    #                               cifar10 / cifar100: every image under it becomes the open set of a new split
     split_dir: str | None = None  # folder of split files (+ manifest.json); None: build them into the run
     train_split: str = "train.txt"
     val_split: str | None = "val.txt"
@@ -45,7 +46,7 @@ class DataConfig:
     open_split: str | None = "open.txt"
     class_names: str | None = None  # optional file with one class name per line (label order)
     transform: str = "auto"  # auto | small | imagenet
-    image_size: int | None = None  # None: 28 for fashion-mnist, 224 for imagenet-style
+    image_size: int | None = None  # None: 28 for fashion-mnist, 32 for cifar, 224 for imagenet-style
     in_chans: int | None = None  # None: 1 for fashion-mnist, 3 otherwise
     workers: int = 0
     split: SplitConfig = field(default_factory=SplitConfig)
@@ -53,7 +54,7 @@ class DataConfig:
 
 @dataclass
 class HeadConfig:
-    """Options of the cosine and meta-embedding heads (OLTR); ignored by the linear head."""
+    """Options of the cosine and meta-embedding heads (OLTR) and the NCM head; ignored by the linear head."""
 
     scale: float = 16.0  # cosine classifier scale (the public code's 16)
     squash: bool = True  # ||x|| / (1 + ||x||) factor of the public code's cosine classifier
@@ -61,6 +62,7 @@ class HeadConfig:
     use_memory: bool = True  # ablations of the paper: memory feature,
     use_selector: bool = True  # concept selector,
     use_reachability: bool = True  # reachability
+    ncm_metric: str = "cosine"  # NCM head (decouple.method=ncm): cosine | euclidean; logits = scale * (cos | -dist)
 
 
 @dataclass
@@ -68,7 +70,7 @@ class ModelConfig:
     backbone: str = "resnet18"
     small_input: bool | None = None  # None: True when the images are at most 64 px
     pretrained: str | None = None  # local weights file (torchvision .pth or .safetensors)
-    classifier: str = "linear"  # linear | cosine | meta_embedding
+    classifier: str = "linear"  # linear | normed_linear | cosine | meta_embedding
     attention: bool = False  # OLTR's modulated attention on the last feature map
     feature_fc: bool = False  # an extra d -> d fc + ReLU after pooling (OLTR stage 2 on ImageNet-LT)
     head: HeadConfig = field(default_factory=HeadConfig)
@@ -86,6 +88,7 @@ class TrainConfig:
     schedule: str = "cosine"  # cosine (to min_lr) | step (x step_gamma every step_epochs, the OLTR code's)
     step_epochs: int = 10
     step_gamma: float = 0.1
+    milestones: list = field(default_factory=list)  # step: x step_gamma at these 0-based epochs; []: every step_epochs
     min_lr: float = 0.0
     backbone_lr: float | None = None  # None: train.lr; e.g. 0.001 for a pretrained backbone (Places-LT)
     sampler: str = "instance"
@@ -104,10 +107,28 @@ class EvalConfig:
     many_above: int = 100
     few_below: int = 20
     inclusive_bands: bool = False  # True: many >= many_above, few <= few_below (current OLTR code)
-    open_score: str = "msp"  # msp | max_logit | energy | reachability (higher = more known)
+    open_score: str = "msp"  # msp | max_logit | energy | reachability | openmax (higher = more known)
     open_threshold: Any = "auto"  # "auto": keep `keep_known` of the known val images; or a number
     keep_known: float = 0.95
     batch_size: int = 256
+    openmax_tail: int = 20  # OpenMax: largest training distances per class in its Weibull fit
+    openmax_alpha: int | None = None  # OpenMax: top classes revised; None: min(10, number of classes)
+    openmax_distance: str = "eucos"  # OpenMax: eucos (euclidean / 200 + cosine) | euclidean | cosine
+
+
+@dataclass
+class DecoupleConfig:
+    """Stage 2 of Kang et al. (2020): a new classifier on the frozen representation of `train.init_from`.
+
+    `openlt train` with `decouple.method` set trains no backbone: it reads (or builds) the stage-1 run's
+    feature cache and fits the classifier; train.epochs / lr / batch_size / sampler / weight_decay apply to
+    cRT and LWS. The result is an ordinary run (backbone + new linear head) for eval, predict and bench."""
+
+    method: str = "none"  # none | crt | ncm | tau_norm | lws (NCM's metric: model.head.ncm_metric)
+    features: str = "cache"  # cache | augmented (cRT / LWS through the frozen backbone with train augmentation)
+    cache_dtype: str = "float32"  # float32 | float16 (half the disk, same accuracy to ~1e-3)
+    taus: list = field(default_factory=lambda: [i / 10 for i in range(21)])  # tau grid searched on val
+    lws_bias: bool = True  # LWS scales W x + b (the public code keeps the bias)
 
 
 @dataclass
@@ -119,6 +140,7 @@ class Config:
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+    decouple: DecoupleConfig = field(default_factory=DecoupleConfig)
 
 
 def to_dict(cfg: Any) -> dict:
@@ -156,6 +178,10 @@ def _coerce(value: Any, hint: Any, key: str) -> Any:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             return float(value)
         raise ConfigError(f"config key {key!r} must be a number, got {value!r}")
+    if hint is list:
+        if isinstance(value, (list, tuple)):
+            return list(value)
+        raise ConfigError(f"config key {key!r} must be a list, got {value!r}")
     if hint is dict:
         if isinstance(value, dict):
             return value

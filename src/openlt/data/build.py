@@ -7,7 +7,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from openlt.config import Config
-from openlt.data import fashion_mnist
+from openlt.data import cifar, fashion_mnist
+from openlt.data.cifar_lt import write_cifar_lt_split
 from openlt.data.datasets import (ArrayImageLoader, FileImageLoader, SplitDataset, fashion_mnist_pool,
                                   image_folder_pool)
 from openlt.data.splitfile import read_split_file
@@ -17,7 +18,8 @@ from openlt.errors import ConfigError, DataError
 from openlt.io import sha256_file
 from openlt.metrics import ShotBands
 
-DATASET_KINDS = ("fashion-mnist", "image-folder", "split-file")
+DATASET_KINDS = ("fashion-mnist", "image-folder", "split-file", "cifar10", "cifar100")
+CIFAR_KINDS = ("cifar10", "cifar100")
 
 
 def shot_bands(cfg: Config) -> ShotBands:
@@ -73,12 +75,18 @@ class DataBundle:
 def _image_loader(cfg: Config, root: str | None, in_chans: int):
     if cfg.data.dataset == "fashion-mnist":
         return ArrayImageLoader(fashion_mnist.load(root))
+    if cfg.data.dataset in CIFAR_KINDS:
+        return ArrayImageLoader(cifar.load(cfg.data.dataset, root))
     if root is None:
         raise ConfigError(f"data.root is required for data.dataset={cfg.data.dataset!r} (the folder the split file's paths are relative to)")
     return FileImageLoader(root, mode="L" if in_chans == 1 else "RGB")
 
 
 def _build_splits(cfg: Config, out_dir: Path) -> None:
+    if cfg.data.dataset in CIFAR_KINDS:  # the literature's own LT rule, not make_split's
+        write_cifar_lt_split(cfg.data.dataset, cfg.data.root, cfg.data.split, out_dir, cfg.data.open_root,
+                             bands=shot_bands(cfg))
+        return
     if cfg.data.dataset == "fashion-mnist":
         pool = fashion_mnist_pool(cfg.data.root)
     elif cfg.data.dataset == "image-folder":
@@ -158,10 +166,14 @@ def prepare_data(cfg: Config, run_dir: Path | None = None) -> DataBundle:
     root = cfg.data.root or (manifest.get("root") if cfg.data.dataset != "fashion-mnist" else None)
     is_fmnist = cfg.data.dataset == "fashion-mnist"
     in_chans = cfg.data.in_chans or (1 if is_fmnist else 3)
-    image_size = cfg.data.image_size or (28 if is_fmnist else 224)
+    is_cifar = cfg.data.dataset in CIFAR_KINDS
+    image_size = cfg.data.image_size or (28 if is_fmnist else 32 if is_cifar else 224)
     family = cfg.data.transform
     if family == "auto":
         family = "small" if image_size <= 64 else "imagenet"
-    open_loader = _image_loader(cfg, cfg.data.open_root, in_chans) if cfg.data.open_root else None
+    if is_cifar and (cfg.data.open_root or manifest.get("open_root")):  # an open set of image files
+        open_loader = FileImageLoader(cfg.data.open_root or manifest["open_root"], mode="RGB")
+    else:
+        open_loader = _image_loader(cfg, cfg.data.open_root, in_chans) if cfg.data.open_root else None
     return DataBundle(cfg, split_dir, manifest, _image_loader(cfg, root, in_chans), family, image_size, in_chans,
                       open_loader)

@@ -85,7 +85,7 @@ class FileImageLoader:
 
 
 class ArrayImageLoader:
-    """Items `part/index` into uint8 arrays (N, H, W): the embedded data set, no image files."""
+    """Items `part/index` into uint8 arrays (N, H, W) or (N, C, H, W): the embedded data set and CIFAR."""
 
     def __init__(self, parts: dict[str, fashion_mnist.ArrayPart]) -> None:
         self.parts = parts
@@ -99,7 +99,8 @@ class ArrayImageLoader:
 
     def __call__(self, item: str):
         part, _, index = item.partition("/")
-        return tv_tensors.Image(self.parts[part].images[int(index)].unsqueeze(0))
+        image = self.parts[part].images[int(index)]
+        return tv_tensors.Image(image.unsqueeze(0) if image.ndim == 2 else image)
 
 
 class SplitDataset(Dataset):

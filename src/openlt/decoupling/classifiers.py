@@ -15,7 +15,7 @@ pass tensors of shape (N, D) and labels of shape (N,).
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import torch
@@ -340,7 +340,9 @@ def new_linear(in_dim: int, num_classes: int, *, bias: bool = True, seed: int = 
 
 def train_on_features(module: nn.Module, features: Any, labels: Any, *, epochs: int, batch_size: int, lr: float,
                       momentum: float = 0.9, weight_decay: float = 5e-4, sampler: str = "class_balanced",
-                      seed: int = 0, sampler_args: dict[str, Any] | None = None) -> nn.Module:
+                      seed: int = 0, sampler_args: dict[str, Any] | None = None,
+                      epoch_features: Callable[[int], Tensor] | None = None,
+                      on_epoch: Callable[[int, float, float], None] | None = None) -> nn.Module:
     """Train ``module`` (features -> logits, or a dict with "logits") with softmax cross-entropy on cached
     features; returns the same module, trained in place.
 
@@ -350,6 +352,10 @@ def train_on_features(module: nn.Module, features: Any, labels: Any, *, epochs: 
     **sampler_args)`` after ``set_epoch(epoch)``, cut into consecutive batches (the last may be smaller).
     The only randomness is the sampler's, so the result is a function of (initial module, data, seed).
     The module is left in the train/eval mode it had.
+
+    ``epoch_features(epoch)``, when given, replaces ``features`` at the start of every epoch (same samples, same
+    order: e.g. freshly augmented images through a frozen backbone, the paper's cRT). ``on_epoch(epoch,
+    mean_loss, last_lr)`` is called after every epoch (logging, progress).
     """
     if int(epochs) != epochs or epochs < 1:
         raise ConfigError(f"epochs must be a positive integer, got {epochs!r}")
@@ -383,6 +389,12 @@ def train_on_features(module: nn.Module, features: Any, labels: Any, *, epochs: 
     try:
         for epoch in range(int(epochs)):
             smp.set_epoch(epoch)
+            if epoch_features is not None:
+                fresh = _features(epoch_features(epoch))
+                if fresh.shape != x.shape:
+                    raise DataError(f"epoch_features({epoch}) gave shape {tuple(fresh.shape)}, expected {tuple(x.shape)}")
+                x = fresh.to(device=x.device, dtype=x.dtype)
+            losses = []
             order = torch.as_tensor(list(smp), dtype=torch.long, device=ref.device)
             for start in range(0, len(order), batch_size):
                 idx = order[start:start + batch_size]
@@ -399,7 +411,10 @@ def train_on_features(module: nn.Module, features: Any, labels: Any, *, epochs: 
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()
+                losses.append(loss.item())
                 step += 1
+            if on_epoch is not None:
+                on_epoch(epoch, sum(losses) / len(losses), opt.param_groups[0]["lr"])
     finally:
         module.train(was_training)
     return module

@@ -3,8 +3,10 @@ band accuracies with rejection (the OLTR paper's "open-set setting" columns)."""
 
 from __future__ import annotations
 
+import json
 import math
 import sys
+from pathlib import Path
 from typing import Callable
 
 import numpy as np
@@ -16,12 +18,13 @@ from openlt.config import Config
 from openlt.data.build import DataBundle, prepare_data, shot_bands
 from openlt.engine.checkpoint import load_checkpoint
 from openlt.engine.run import Run
-from openlt.errors import ConfigError
+from openlt.errors import ConfigError, RunDirError
 from openlt.io import write_json, write_text
-from openlt.metrics import (ShotBands, confusion, open_set_f_measure, open_set_metrics, per_class_accuracy,
-                            reject, shot_accuracy, threshold_at_tpr)
+from openlt.metrics import (ShotBands, confusion, ece_by_band, open_set_f_measure, open_set_metrics,
+                            per_class_accuracy, reject, shot_accuracy, threshold_at_tpr)
 from openlt.models.model import OpenLTModel, build_model
-from openlt.openset import open_score
+from openlt.openset import NotFittedError, OpenSetScore, build_score, load_score, save_score
+from openlt.reporting import load_samples, sample_table, save_samples
 
 
 def resolve_device(name: str) -> torch.device:
@@ -86,7 +89,17 @@ def closed_metrics(outputs: dict[str, torch.Tensor], train_counts: list[int], ba
     return _clean(shot_accuracy(predictions(outputs), outputs["labels"].numpy(), train_counts, bands))
 
 
-def choose_threshold(cfg: Config, val: dict[str, torch.Tensor] | None) -> dict:
+def unfitted_score(cfg: Config) -> OpenSetScore:
+    """`eval.open_score` built from the config; one that must learn from training outputs (OpenMax) is refused
+    here, since only `evaluate_run` collects those."""
+    scorer = build_score(cfg.eval.open_score, cfg.eval)
+    if scorer.requires_fit:
+        raise NotFittedError(f"eval.open_score={cfg.eval.open_score} is fitted on the training split: evaluate the "
+                             f"run with `openlt eval RUN eval.open_score={cfg.eval.open_score}` first")
+    return scorer
+
+
+def choose_threshold(cfg: Config, val: dict[str, torch.Tensor] | None, scorer: OpenSetScore | None = None) -> dict:
     """The rejection threshold on the open-set score: a fixed number, or (auto) the score that keeps
     `eval.keep_known` of the known validation images. Never chosen with open or test data."""
     spec = cfg.eval.open_threshold
@@ -97,33 +110,40 @@ def choose_threshold(cfg: Config, val: dict[str, torch.Tensor] | None) -> dict:
         raise ConfigError(f"eval.open_threshold must be 'auto' or a number, got {spec!r}")
     if val is None:
         raise ConfigError("eval.open_threshold=auto needs a validation split; give data.val_split or a number")
-    known = open_score(score, val).numpy()
+    known = (scorer or unfitted_score(cfg)).score(val).numpy()
     return {"score": score, "threshold": threshold_at_tpr(known, cfg.eval.keep_known),
             "source": f"validation: keeps {cfg.eval.keep_known:.0%} of the known validation images"}
 
 
 def compute_metrics(cfg: Config, outputs: dict[str, dict[str, torch.Tensor]], train_counts: list[int],
-                    class_names: list[str]) -> dict:
-    """All reported numbers from the outputs of val / test / open."""
+                    class_names: list[str], scorer: OpenSetScore | None = None) -> dict:
+    """All reported numbers from the outputs of val / test / open; `scorer` is `eval.open_score`, already
+    fitted where it needs to be (default: built from the config)."""
     bands = shot_bands(cfg)
+    scorer = scorer or unfitted_score(cfg)
     test = outputs["test"]
-    conf, pred = open_score(cfg.eval.open_score, test).numpy(), predictions(test)
+    conf, pred = scorer.score(test).numpy(), predictions(test)
     y = test["labels"].numpy()
     k = len(class_names)
-    calibration = choose_threshold(cfg, outputs.get("val"))
+    calibration = choose_threshold(cfg, outputs.get("val"), scorer)
+    band_of_class = bands.bands_of(train_counts)
     metrics: dict = {
-        "bands": {"rule": bands.describe(), "per_class": bands.bands_of(train_counts)},
+        "bands": {"rule": bands.describe(), "per_class": band_of_class, "many_above": bands.many_above,
+                  "few_below": bands.few_below, "inclusive": bands.inclusive},
         "class_names": class_names,
         "train_counts": train_counts,
         "closed": shot_accuracy(pred, y, train_counts, bands),
         "per_class_accuracy": per_class_accuracy(pred, y, k).tolist(),
         "confusion_matrix": confusion(pred, y, k).tolist(),
         "calibration": calibration,
+        "open_score": scorer.summary(),
+        "ece": ece_by_band(torch.softmax(test["logits"].float(), dim=1).max(dim=1).values.numpy(), pred == y, y,
+                           band_of_class),
     }
     if "val" in outputs:
         metrics["val"] = closed_metrics(outputs["val"], train_counts, bands)
     if "open" in outputs:
-        open_conf, open_pred = open_score(cfg.eval.open_score, outputs["open"]).numpy(), predictions(outputs["open"])
+        open_conf, open_pred = scorer.score(outputs["open"]).numpy(), predictions(outputs["open"])
         t = calibration["threshold"]
         all_pred = reject(np.concatenate([pred, open_pred]), np.concatenate([conf, open_conf]), t)
         all_labels = np.concatenate([y, -np.ones(len(open_pred), dtype=y.dtype)])
@@ -173,33 +193,87 @@ def load_run_model(run: Run, checkpoint: str = "best", device: torch.device | No
 
 def evaluate_run(run: Run, checkpoint: str = "best", overrides: Callable[[Config], None] | None = None,
                  quiet: bool = False, device: str | None = None, tag: str | None = None) -> dict:
-    """Evaluate a run's checkpoint on val / test / open; write metrics.json, report.md, calibration.json.
+    """Evaluate a run's checkpoint on val / test / open; write metrics.json, calibration.json, the per-sample
+    predictions.npz and report.md / report.html. A score that learns from training data (OpenMax) is first
+    fitted on the train split's outputs (eval transform) and saved as open-score.safetensors.
 
-    With a `tag` (e.g. another open-set score), the results go to metrics-TAG.json and report-TAG.md and
-    the run's own metrics and calibration stay as they were."""
+    With a `tag` (e.g. another open-set score), the results go to metrics-TAG.json, predictions-TAG.npz,
+    report-TAG.md / .html (open-score-TAG.safetensors) and the run's own metrics and calibration stay as
+    they were."""
     cfg = run.config()
     if overrides:
         overrides(cfg)
+    scorer = build_score(cfg.eval.open_score, cfg.eval)  # a bad score name or option fails before any work
     dev = resolve_device(device or cfg.train.device)
     cfg, data, model, state = load_run_model(run, checkpoint, dev, cfg)
     outputs = {}
-    for split in ("val", "test", "open"):
+    for split in ("train", "val", "test", "open") if scorer.requires_fit else ("val", "test", "open"):
         if split == "test" or data.has(split):
             loader = make_loader(data.dataset(split), cfg.eval.batch_size, cfg.data.workers, dev)
             outputs[split] = collect_outputs(model, loader, dev, split, quiet, cfg.train.channels_last)
-    metrics = compute_metrics(cfg, outputs, data.train_counts, data.class_names)
+    if scorer.requires_fit:
+        scorer.fit(outputs.pop("train"))
+        save_score(sidecar_path(run, "open-score", ".safetensors", tag), scorer)
+    metrics = compute_metrics(cfg, outputs, data.train_counts, data.class_names, scorer)
     metrics = {"run": str(run.path), "checkpoint": checkpoint, "epoch": state.get("epoch"), **metrics}
     if tag is None:
         write_json(run.calibration_file, metrics["calibration"])
     write_json(run.metrics_path(tag), metrics)
-    write_text(run.report_path(tag), report_markdown(run, metrics))
+    samples = sample_table(outputs, {split: scorer.score(outputs[split]) for split in ("test", "open") if split in outputs})
+    save_samples(sidecar_path(run, "predictions", ".npz", tag), samples)
+    write_reports(run, metrics, samples, tag, shot_bands(cfg))
     return metrics
 
 
-def report_markdown(run: Run, metrics: dict) -> str:
+def sidecar_path(run: Run, stem: str, suffix: str, tag: str | None = None) -> Path:
+    """A run file beside metrics.json, tagged like metrics-TAG.json: predictions(-TAG).npz, report(-TAG).html, ..."""
+    return run.path / f"{stem}{'' if tag is None else f'-{tag}'}{suffix}"
+
+
+def run_score(run: Run, name: str, cfg: Config) -> OpenSetScore:
+    """The open-set score `name` for a run's model: built from the config, or for a fitted one (OpenMax) read
+    from the open-score.safetensors its evaluation saved."""
+    scorer = build_score(name, cfg.eval)
+    if scorer.requires_fit:
+        path = sidecar_path(run, "open-score", ".safetensors")
+        if not path.is_file():
+            raise NotFittedError(f"open-set score {name!r} is fitted on the training split, and {path} is missing: "
+                                 f"evaluate the run with `openlt eval {run.path} eval.open_score={name}` first")
+        scorer = load_score(path)
+    return scorer
+
+
+def write_reports(run: Run, metrics: dict, samples: dict, tag: str | None = None, bands: ShotBands | None = None) -> None:
+    """report(-TAG).md and the self-contained report(-TAG).html, drawn from metrics and per-sample results."""
+    from openlt.reporting.html import run_report  # matplotlib is imported only to draw a report
+
+    info = metrics["bands"]
+    if bands is None:
+        bands = (ShotBands(info["many_above"], info["few_below"], info["inclusive"]) if "many_above" in info
+                 else shot_bands(run.config()))
+    write_text(run.report_path(tag), report_markdown(run, metrics, tag))
+    title = f"openlt report: {run.path.name}" + ("" if tag is None else f" ({tag})")
+    write_text(sidecar_path(run, "report", ".html", tag), run_report(metrics, samples, bands, run.epochs_logged(), title))
+
+
+def rebuild_reports(run: Run, tag: str | None = None) -> Path:
+    """Redraw a run's reports from metrics(-TAG).json and predictions(-TAG).npz alone (no model, no images)."""
+    path = run.metrics_path(tag)
+    if not path.is_file():
+        raise RunDirError(f"{path} not found: evaluate the run first (`openlt eval {run.path}`)")
+    try:
+        metrics = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise RunDirError(f"{path} is not readable JSON ({exc})") from None
+    write_reports(run, metrics, load_samples(sidecar_path(run, "predictions", ".npz", tag)), tag)
+    return sidecar_path(run, "report", ".html", tag)
+
+
+def report_markdown(run: Run, metrics: dict, tag: str | None = None) -> str:
     rows = ["| class | train images | band | test top-1 (%) |", "|---|---:|---|---:|"]
     for name, n, band, acc in zip(metrics["class_names"], metrics["train_counts"], metrics["bands"]["per_class"],
                                   metrics["per_class_accuracy"]):
         rows.append(f"| {name} | {n} | {band} | {'–' if acc is None else f'{100 * acc:.1f}'} |")
-    return (f"# openlt report: {run.path.name}\n\ncheckpoint: {metrics['checkpoint']} (epoch {metrics['epoch']})\n\n"
+    return (f"# openlt report: {run.path.name}\n\ncheckpoint: {metrics['checkpoint']} (epoch {metrics['epoch']}); "
+            f"figures, calibration and score histograms: {sidecar_path(run, 'report', '.html', tag).name}\n\n"
             f"```\n{format_table(metrics)}\n```\n\n## Per class\n\n" + "\n".join(rows) + "\n")

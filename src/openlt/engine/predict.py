@@ -6,11 +6,11 @@ from pathlib import Path
 
 import torch
 
-from openlt.engine.evaluate import KEPT_OUTPUTS, batch_to, choose_threshold, collect_outputs, load_run_model, make_loader, resolve_device
+from openlt.engine.evaluate import (KEPT_OUTPUTS, batch_to, choose_threshold, collect_outputs, load_run_model, make_loader,
+                                   resolve_device, run_score)
 from openlt.engine.run import Run
 from openlt.errors import DataError
 from openlt.io import write_json
-from openlt.openset import open_score
 
 
 def _open_image(path: Path, mode: str):
@@ -39,6 +39,7 @@ def predict_images(run: Run, images: list[str], checkpoint: str = "best", thresh
         calibration = choose_threshold(cfg, val)
         write_json(run.calibration_file, calibration)
     score_name = calibration.get("score", cfg.eval.open_score)
+    scorer = run_score(run, score_name, cfg)  # a fitted score (OpenMax) is read from the run directory
     threshold = float(calibration["threshold"]) if threshold is None else threshold
     mode = "L" if data.in_chans == 1 else "RGB"
     transform = data.transform(train=False)
@@ -50,7 +51,7 @@ def predict_images(run: Run, images: list[str], checkpoint: str = "best", thresh
             batch = batch_to(torch.stack(tensors[start : start + batch_size]), dev, cfg.train.channels_last)
             out = {k: v.float().cpu() for k, v in model(batch).items() if k in KEPT_OUTPUTS}
             conf, pred = torch.softmax(out["logits"], dim=1).max(dim=1)
-            scores = open_score(score_name, out)
+            scores = scorer.score(out)
             for path, c, p, s in zip(images[start : start + batch_size], conf.tolist(), pred.tolist(), scores.tolist()):
                 known = s >= threshold
                 results.append({"image": path, "label": data.class_names[p] if known else "unknown",

@@ -20,15 +20,16 @@ from openlt.engine.evaluate import (batch_to, closed_metrics, collect_outputs, m
                                    to_device)
 from openlt.engine.run import Run, new_run
 from openlt.engine.stage2 import init_from_run
+from openlt.engine.tracking import EpochLog
 from openlt.errors import ConfigError, TrainingError
-from openlt.io import append_jsonl, write_text
+from openlt.io import write_text
 from openlt.losses import build_loss
 from openlt.models.model import build_model
 
 
 def lr_factor(step: int, steps_per_epoch: int, cfg: TrainConfig) -> float:
     """The learning rate as a fraction of its base value at an iteration: linear warm-up, then cosine
-    decay to `min_lr` / `lr` or steps of `step_gamma` every `step_epochs` epochs."""
+    decay to `min_lr` / `lr` or steps of `step_gamma` every `step_epochs` epochs (or at each `milestones` epoch)."""
     total_steps = steps_per_epoch * cfg.epochs
     warmup_steps = int(round(cfg.warmup_epochs * steps_per_epoch))
     if warmup_steps > 0 and step < warmup_steps:
@@ -38,7 +39,12 @@ def lr_factor(step: int, steps_per_epoch: int, cfg: TrainConfig) -> float:
         floor = cfg.min_lr / cfg.lr if cfg.lr > 0 else 0.0
         return floor + 0.5 * (1 - floor) * (1 + math.cos(math.pi * progress))
     if cfg.schedule == "step":
-        return cfg.step_gamma ** ((step // steps_per_epoch) // max(1, cfg.step_epochs))
+        epoch = step // steps_per_epoch
+        if cfg.milestones:  # x step_gamma at each milestone passed (CIFAR-LT: 160, 180)
+            if not all(isinstance(m, (int, float)) and not isinstance(m, bool) for m in cfg.milestones):
+                raise ConfigError(f"train.milestones must be a list of epochs, got {cfg.milestones!r}")
+            return cfg.step_gamma ** sum(epoch >= m for m in cfg.milestones)
+        return cfg.step_gamma ** (epoch // max(1, cfg.step_epochs))
     raise ConfigError(f"unknown train.schedule {cfg.schedule!r}; known: cosine, step")
 
 
@@ -68,12 +74,18 @@ def train(cfg: Config, *, run: Run | None = None, name: str | None = None, resum
     log = log or (lambda line: print(line, flush=True))
     device = resolve_device(cfg.train.device)
     torch.manual_seed(cfg.seed)
+    if cfg.decouple.method != "none":  # stage 2 on a frozen representation: re-fitted from the cache, even on resume
+        from openlt.engine.decouple import train_decoupled
+
+        body = lambda cfg, run, resume, quiet, log, device: train_decoupled(cfg, run, quiet, log, device)  # noqa: E731
+    else:
+        body = _train
     if run is not None:
-        return _train(cfg, run, resume, quiet, log, device)
+        return body(cfg, run, resume, quiet, log, device)
     run = new_run(cfg, name)
     log(f"run directory: {run.path}")
     try:
-        return _train(cfg, run, resume, quiet, log, device)
+        return body(cfg, run, resume, quiet, log, device)
     except BaseException:
         if not run.checkpoint("last").exists():  # failed before the first epoch ended: leave nothing behind
             shutil.rmtree(run.path, ignore_errors=True)
@@ -116,6 +128,7 @@ def _train(cfg: Config, run: Run, resume: bool, quiet: bool, log: Callable[[str]
     log(f"{len(train_set)} training images, {data.num_classes} classes ({bands.describe()}), "
         f"{cfg.model.backbone} on {device}, {cfg.train.epochs} epochs of {steps_per_epoch} steps")
     started = time.time()
+    epoch_log = EpochLog(run, start_epoch)  # metrics.jsonl, and TensorBoard when it is installed
     for epoch in range(start_epoch, cfg.train.epochs):
         epoch_start = time.time()
         torch.manual_seed(_epoch_seed(cfg.seed, epoch))  # augmentation draws depend on (seed, epoch) only
@@ -157,13 +170,14 @@ def _train(cfg: Config, run: Run, resume: bool, quiet: bool, log: Callable[[str]
             best = score if improved else best
             save_checkpoint(run.checkpoint("best"), model, None, {"epoch": epoch, "val_overall": score})
         save_checkpoint(run.checkpoint("last"), model, optimizer, {"epoch": epoch, "best_val": best})
-        append_jsonl(run.log_file, record)
+        epoch_log.write(record)
         done = epoch + 1 - start_epoch
         eta = (time.time() - started) / done * (cfg.train.epochs - epoch - 1)
         val_text = "" if "val" not in record else "  val " + " ".join(
             f"{b} {_pct(record['val'][b])}" for b in ("many", "medium", "few", "overall"))
         log(f"epoch {epoch + 1:3d}/{cfg.train.epochs}  loss {record['train_loss']:.3f}  train acc {100 * record['train_acc']:.1f}"
             f"{val_text}  ({record['time_s']:.0f}s, eta {eta / 60:.1f} min){'  *best' if improved else ''}")
+    epoch_log.close()
     return run
 
 

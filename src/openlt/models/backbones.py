@@ -223,3 +223,6 @@ def build_backbone(
     if pretrained is not None:
         load_pretrained(backbone, pretrained)
     return backbone
+
+
+from openlt.models import cifar_resnet  # noqa: E402,F401  (registers resnet20/32/44/56/110 for 32 px images)

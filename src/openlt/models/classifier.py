@@ -5,12 +5,14 @@ from __future__ import annotations
 import inspect
 from typing import Any, Callable
 
+import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from openlt.errors import ConfigError
 from openlt.registry import Registry
 
-__all__ = ["CLASSIFIERS", "LinearClassifier", "build_classifier"]
+__all__ = ["CLASSIFIERS", "LinearClassifier", "NCMHead", "NormedLinear", "build_classifier"]
 
 CLASSIFIERS: Registry[Callable[..., nn.Module]] = Registry("classifier")
 
@@ -27,6 +29,50 @@ class LinearClassifier(nn.Module):
 
     def forward(self, feature: Tensor) -> Tensor:
         return self.fc(feature)
+
+
+@CLASSIFIERS.register("normed_linear")
+class NormedLinear(nn.Module):
+    """LDAM-DRW's head (Cao et al. 2019): logits = cos(x, w_c), the normalised feature times the normalised
+    class columns of ``weight`` (in_dim x num_classes), in [-1, 1] and without a scale, because the LDAM loss
+    multiplies by s = 30. Initialised as there: uniform(-1, 1), every column rescaled to unit norm."""
+
+    def __init__(self, in_dim: int, num_classes: int) -> None:
+        super().__init__()
+        self.in_dim, self.num_classes = in_dim, num_classes
+        self.weight = nn.Parameter(torch.empty(in_dim, num_classes))
+        with torch.no_grad():
+            self.weight.uniform_(-1, 1).renorm_(2, 1, 1e-5).mul_(1e5)
+
+    def forward(self, feature: Tensor) -> Tensor:
+        return F.normalize(feature, dim=1) @ F.normalize(self.weight, dim=0)
+
+    def extra_repr(self) -> str:
+        return f"in_dim={self.in_dim}, num_classes={self.num_classes}"
+
+
+@CLASSIFIERS.register("ncm")
+class NCMHead(nn.Module):
+    """Nearest class mean as a head (Kang et al. 2020): features are L2-normalised, ``means`` (a buffer, set
+    by :func:`openlt.engine.decouple` from the training features) are the class means of the normalised
+    features; logits = scale * cos(x, mu_c) or -scale * ||x - mu_c||. Nothing here is trained: the head is a
+    module only so that an NCM run saves, evaluates and predicts like any other run."""
+
+    def __init__(self, in_dim: int, num_classes: int, scale: float = 16.0, ncm_metric: str = "cosine") -> None:
+        super().__init__()
+        if ncm_metric not in ("cosine", "euclidean"):
+            raise ConfigError(f"model.head.ncm_metric must be 'cosine' or 'euclidean', got {ncm_metric!r}")
+        self.in_dim, self.num_classes, self.scale, self.metric = in_dim, num_classes, float(scale), ncm_metric
+        self.register_buffer("means", torch.zeros(num_classes, in_dim))
+
+    def forward(self, feature: Tensor) -> Tensor:
+        z = F.normalize(feature.float(), dim=1)
+        if self.metric == "cosine":
+            return self.scale * z @ F.normalize(self.means, dim=1).t()
+        return -self.scale * torch.cdist(z, self.means)
+
+    def extra_repr(self) -> str:
+        return f"in_dim={self.in_dim}, num_classes={self.num_classes}, metric={self.metric}, scale={self.scale}"
 
 
 def build_classifier(name: str, in_dim: int, num_classes: int, **kwargs: Any) -> nn.Module:

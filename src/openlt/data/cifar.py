@@ -1,0 +1,188 @@
+"""CIFAR-10 / CIFAR-100 read from the official python-pickle batches straight into uint8 tensors.
+
+`root` may be the folder that holds `cifar-10-batches-py/` / `cifar-100-python/` (torchvision's root) or that
+folder itself. Without a root, openlt's cache is used, and torchvision's downloader fills it (needs the
+internet). The pickles are read with a restricted unpickler that only builds dicts, lists, bytes and numpy
+arrays, so a tampered file cannot run code; torchvision's classes are not used because they refuse any file
+whose md5 differs from the official one (and so every small test file).
+"""
+
+from __future__ import annotations
+
+import codecs
+import importlib
+import os
+import pickle
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from openlt.data.fashion_mnist import ArrayPart
+from openlt.errors import ConfigError, DataError
+
+IMAGE_SHAPE = (3, 32, 32)
+
+
+@dataclass(frozen=True)
+class CifarFormat:
+    """Where one CIFAR version keeps its batches and under which keys."""
+
+    folder: str
+    train: tuple[str, ...]
+    test: tuple[str, ...]
+    meta: str
+    labels_key: bytes
+    names_key: bytes
+    num_classes: int
+    archive: str  # the official archive the folder comes from
+    download_class: str  # torchvision.datasets class that downloads it
+
+
+FORMATS = {
+    "cifar10": CifarFormat("cifar-10-batches-py", tuple(f"data_batch_{i}" for i in range(1, 6)), ("test_batch",),
+                           "batches.meta", b"labels", b"label_names", 10, "cifar-10-python.tar.gz", "CIFAR10"),
+    "cifar100": CifarFormat("cifar-100-python", ("train",), ("test",), "meta", b"fine_labels", b"fine_label_names",
+                            100, "cifar-100-python.tar.gz", "CIFAR100"),
+}
+
+
+def _format(name: str) -> CifarFormat:
+    if name not in FORMATS:
+        raise ConfigError(f"unknown CIFAR version {name!r}; known: {', '.join(FORMATS)}")
+    return FORMATS[name]
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("OPENLT_CACHE", Path.home() / ".cache" / "openlt")) / "cifar"
+
+
+# --- safe unpickling -------------------------------------------------------------------------------------
+
+def _numpy_attr(modules: tuple[str, ...], name: str):
+    for module in modules:  # numpy >= 2 moved numpy.core to numpy._core; old pickles name numpy.core
+        try:
+            return getattr(importlib.import_module(module), name)
+        except (ImportError, AttributeError):
+            continue
+    return None
+
+
+_RECONSTRUCT = _numpy_attr(("numpy._core.multiarray", "numpy.core.multiarray"), "_reconstruct")
+_FROMBUFFER = _numpy_attr(("numpy._core.numeric", "numpy.core.numeric"), "_frombuffer")
+_ALLOWED = {
+    ("numpy", "ndarray"): np.ndarray,
+    ("numpy", "dtype"): np.dtype,
+    ("numpy.core.multiarray", "_reconstruct"): _RECONSTRUCT,
+    ("numpy._core.multiarray", "_reconstruct"): _RECONSTRUCT,
+    ("numpy.core.numeric", "_frombuffer"): _FROMBUFFER,
+    ("numpy._core.numeric", "_frombuffer"): _FROMBUFFER,
+    ("_codecs", "encode"): codecs.encode,  # how protocol-2 pickles written by Python 3 store bytes
+}
+
+
+class _SafeUnpickler(pickle.Unpickler):
+    """Builds only plain containers and numpy arrays; any other global (os.system, ...) is refused."""
+
+    def find_class(self, module: str, name: str):
+        found = _ALLOWED.get((module, name))
+        if found is None:
+            raise pickle.UnpicklingError(f"refusing to load {module}.{name} (not part of a CIFAR batch)")
+        return found
+
+
+def read_batch(path: Path) -> dict[bytes, object]:
+    """One pickled batch as a dict with bytes keys (as the CIFAR page's `pickle.load(fo, encoding='bytes')`)."""
+    try:
+        with open(path, "rb") as fh:
+            batch = _SafeUnpickler(fh, encoding="bytes").load()
+    except FileNotFoundError:
+        raise DataError(f"CIFAR batch not found: {path}") from None
+    except Exception as exc:  # truncated, not a pickle, or a forbidden global: all mean a corrupt file
+        raise DataError(f"cannot read CIFAR batch {path}: {exc.__class__.__name__}: {exc}") from None
+    if not isinstance(batch, dict):
+        raise DataError(f"CIFAR batch {path} is not a pickled dict (found {type(batch).__name__})")
+    # Python-3 written pickles may use str keys; the official files use bytes
+    return {k.encode() if isinstance(k, str) else k: v for k, v in batch.items()}
+
+
+# --- locating and loading ----------------------------------------------------------------------------------
+
+def _missing(folder: Path, fmt: CifarFormat) -> list[str]:
+    return [f for f in (*fmt.train, *fmt.test, fmt.meta) if not (folder / f).is_file()]
+
+
+def locate(name: str, root: str | os.PathLike | None = None, download: bool = True) -> Path:
+    """The folder that holds the batches of `name` (cifar10 | cifar100); downloads only when no root is given."""
+    fmt = _format(name)
+    if root is not None:
+        given = Path(root)
+        if not given.exists():
+            raise DataError(f"{name} root does not exist: {given}")
+        for folder in (given / fmt.folder, given):
+            if folder.is_dir() and not _missing(folder, fmt):
+                return folder
+        folder = given / fmt.folder if (given / fmt.folder).is_dir() else given
+        raise DataError(f"{name} root {given} lacks the python batches: missing {', '.join(_missing(folder, fmt))} "
+                        f"in {folder} (expected {given}/{fmt.folder}/ as extracted from {fmt.archive})")
+    folder = cache_dir() / fmt.folder
+    if not _missing(folder, fmt):
+        return folder
+    if download:
+        try:
+            import torchvision.datasets as tvd
+
+            for train in (True, False):
+                getattr(tvd, fmt.download_class)(str(cache_dir()), train=train, download=True)
+        except Exception as exc:  # offline, or the server is down
+            raise DataError(f"{name} not found in {folder} and the download failed ({exc.__class__.__name__}: {exc}); "
+                            f"give data.root (or --root) = the folder holding {fmt.folder}/") from None
+        if not _missing(folder, fmt):
+            return folder
+    raise DataError(f"{name} not found in {folder}; give data.root (or --root) = the folder holding {fmt.folder}/")
+
+
+def _read_part(folder: Path, files: tuple[str, ...], fmt: CifarFormat) -> ArrayPart:
+    images, labels = [], []
+    for file in files:
+        path = folder / file
+        batch = read_batch(path)
+        data, targets = batch.get(b"data"), batch.get(fmt.labels_key)
+        if not isinstance(data, np.ndarray) or targets is None:
+            raise DataError(f"CIFAR batch {path} lacks b'data' (uint8 array) or {fmt.labels_key!r}")
+        if data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != int(np.prod(IMAGE_SHAPE)):
+            raise DataError(f"CIFAR batch {path}: b'data' must be uint8 of shape (N, 3072), found "
+                            f"{data.dtype} {data.shape}")
+        targets = np.asarray(targets)
+        if targets.ndim != 1 or len(targets) != len(data) or not np.issubdtype(targets.dtype, np.integer):
+            raise DataError(f"CIFAR batch {path}: {len(data)} images but labels of shape {targets.shape}, "
+                            f"type {targets.dtype}")
+        if len(targets) and (targets.min() < 0 or targets.max() >= fmt.num_classes):
+            raise DataError(f"CIFAR batch {path}: labels must lie in 0..{fmt.num_classes - 1}, found "
+                            f"{targets.min()}..{targets.max()}")
+        images.append(data.reshape(-1, *IMAGE_SHAPE))  # rows are 1024 R, then G, then B values
+        labels.append(targets.astype(np.int64))
+    return ArrayPart(torch.from_numpy(np.concatenate(images)), torch.from_numpy(np.concatenate(labels)))
+
+
+def class_names(name: str, root: str | os.PathLike | None = None) -> list[str]:
+    fmt = _format(name)
+    path = locate(name, root) / fmt.meta
+    names = read_batch(path).get(fmt.names_key)
+    if not isinstance(names, list) or len(names) != fmt.num_classes:
+        raise DataError(f"CIFAR meta file {path} must list {fmt.num_classes} names under {fmt.names_key!r}")
+    return [n.decode("utf-8") if isinstance(n, bytes) else str(n) for n in names]
+
+
+_CACHE: dict[tuple[str, Path], dict[str, ArrayPart]] = {}
+
+
+def load(name: str, root: str | os.PathLike | None = None) -> dict[str, ArrayPart]:
+    """Both parts as uint8 (N, 3, 32, 32) images and int64 labels, in file order; read once per process."""
+    fmt = _format(name)
+    folder = locate(name, root).resolve()
+    if (name, folder) not in _CACHE:
+        _CACHE[(name, folder)] = {part: _read_part(folder, files, fmt)
+                                  for part, files in (("train", fmt.train), ("test", fmt.test))}
+    return _CACHE[(name, folder)]

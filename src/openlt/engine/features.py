@@ -1,0 +1,113 @@
+"""Feature cache: the pooled features (what the classifier head sees) and labels of every split, extracted once
+with a run's frozen network (eval mode, no augmentation), so that stage-2 classifiers (cRT, NCM, tau-norm,
+LWS) train in seconds without touching the backbone.
+
+One safetensors file per split under RUN/features/, with the key it was made from in its metadata: the
+checkpoint's and the split file's sha256 and the dtype. A file whose key no longer matches (the run was
+trained further, the split changed) is stale and is recomputed; a matching one is reused.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import save_file
+from tqdm import tqdm
+
+from openlt.config import Config
+from openlt.data.build import DataBundle, prepare_data
+from openlt.engine.evaluate import batch_to, load_run_model, make_loader, resolve_device
+from openlt.engine.run import Run
+from openlt.errors import ConfigError
+from openlt.io import atomic_path, sha256_file
+from openlt.models.model import OpenLTModel
+
+SPLITS = ("train", "val", "test", "open")
+DTYPES = {"float32": torch.float32, "float16": torch.float16}
+FORMAT = "openlt-features/1"
+
+
+def cache_file(run: Run, split: str) -> Path:
+    return run.path / "features" / f"{split}.safetensors"
+
+
+def cache_key(run: Run, data: DataBundle, split: str, checkpoint: str, dtype: str) -> dict:
+    """What a cached file must have been made from to be reused."""
+    return {"format": FORMAT, "checkpoint": checkpoint, "checkpoint_sha256": sha256_file(run.checkpoint(checkpoint)),
+            "split_file": str(data.split_path(split)), "split_sha256": sha256_file(data.split_path(split)),
+            "dtype": dtype}
+
+
+def _read(path: Path) -> tuple[dict, dict[str, torch.Tensor]] | None:
+    """(key, tensors) of a cache file, or None when it is absent or unreadable (then it is rebuilt)."""
+    if not path.is_file():
+        return None
+    try:
+        with safe_open(str(path), framework="pt", device="cpu") as fh:
+            key = json.loads((fh.metadata() or {}).get("openlt", "{}"))
+            tensors = {name: fh.get_tensor(name) for name in fh.keys()}
+    except (SafetensorError, OSError, ValueError, RuntimeError):
+        return None
+    if set(tensors) != {"features", "labels"}:
+        return None
+    return key, tensors
+
+
+@torch.no_grad()
+def extract_features(model: OpenLTModel, loader, device: torch.device, desc: str = "features", quiet: bool = False,
+                     channels_last: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    """(N, D) float32 features (the head's input) and (N,) labels, in the loader's order, in eval mode."""
+    model.eval()
+    feats, labels = [], []
+    for images, targets in tqdm(loader, desc=desc, leave=False, disable=True if quiet else None, file=sys.stderr):
+        feats.append(model.features(batch_to(images, device, channels_last))[1].float().cpu())
+        labels.append(targets)
+    return torch.cat(feats), torch.cat(labels).long()
+
+
+def load_features(run: Run, splits: tuple[str, ...] = SPLITS, checkpoint: str = "best", dtype: str = "float32",
+                  device: str | None = None, force: bool = False, quiet: bool = False,
+                  cfg: Config | None = None) -> dict[str, dict[str, torch.Tensor]]:
+    """{split: {"features": (N, D) float32, "labels": (N,)}} for each split the run has, from the cache when
+    it is fresh, else extracted (and cached). Splits the run's data lacks (no val / open) are left out."""
+    if dtype not in DTYPES:
+        raise ConfigError(f"feature cache dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
+    cfg = cfg or run.config()
+    dev = resolve_device(device or cfg.train.device)
+    for split in splits:
+        if split not in SPLITS:
+            raise ConfigError(f"unknown split {split!r}; choose from {', '.join(SPLITS)}")
+    data = prepare_data(cfg, run.path)
+    model = None  # loaded only when a split must be (re-)extracted
+    result: dict[str, dict[str, torch.Tensor]] = {}
+    for split in splits:
+        if not data.has(split):
+            if split in ("train", "test"):
+                raise ConfigError(f"run {run.path} has no {split} split file ({data.split_path(split)})")
+            continue
+        path = cache_file(run, split)
+        key = cache_key(run, data, split, checkpoint, dtype)
+        existed = path.is_file()
+        cached = None if force else _read(path)
+        if cached is not None and cached[0] == key:
+            feats, labels = cached[1]["features"], cached[1]["labels"]
+            status = "reused"
+        else:
+            if model is None:
+                cfg, data, model, _ = load_run_model(run, checkpoint, dev, cfg)
+            loader = make_loader(data.dataset(split, train=False), cfg.eval.batch_size, cfg.data.workers, dev)
+            feats, labels = extract_features(model, loader, dev, f"features {split}", quiet, cfg.train.channels_last)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            with atomic_path(path) as tmp:
+                save_file({"features": feats.to(DTYPES[dtype]).contiguous(), "labels": labels.contiguous()}, str(tmp),
+                          metadata={"openlt": json.dumps(key)})
+            status = ("stale, rebuilt" if cached is not None else
+                      "unreadable, rebuilt" if existed and not force else "extracted")
+        if not quiet:
+            print(f"features {split:5s} {tuple(feats.shape)} {dtype}: {status} ({path})")
+        result[split] = {"features": feats.float(), "labels": labels}
+    return result

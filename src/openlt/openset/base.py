@@ -1,0 +1,119 @@
+"""The one interface of open-set scores: `fit(outputs)` where a score learns from training data, then
+`score(outputs)` on any batch. Scores are registered by name (`eval.open_score`) and run "higher = more known".
+
+`outputs` is the dict the evaluator collects from a model: "logits" (N x K), "labels" (N, known classes
+only, needed to fit), and "reachability" from the meta-embedding head. Working on these tensors, never on
+the model, lets every score run on cached outputs and with every trained model.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, ClassVar, Mapping
+
+import torch
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import save_file
+
+from openlt.errors import ConfigError, OpenLTError, RunDirError
+from openlt.io import atomic_path
+from openlt.registry import Registry
+
+Outputs = Mapping[str, torch.Tensor]
+FORMAT = "openlt-open-score/1"
+
+
+class NotFittedError(OpenLTError):
+    """A score that learns from training outputs (OpenMax) was asked to score before `fit`."""
+
+
+class OpenSetScore:
+    """Base class: a score is "higher = more known". Stateless scores only implement `score`."""
+
+    name: ClassVar[str] = ""
+    requires_fit: ClassVar[bool] = False  # True: call fit(train outputs) before score()
+
+    @classmethod
+    def from_config(cls, eval_cfg: Any) -> "OpenSetScore":
+        """Build from the `eval` config section (scores with options read their `eval.*` keys)."""
+        return cls()
+
+    def fit(self, outputs: Outputs) -> "OpenSetScore":
+        """Learn what the score needs from training outputs ("logits", "labels"); returns self."""
+        return self
+
+    def score(self, outputs: Outputs) -> torch.Tensor:
+        raise NotImplementedError
+
+    def __call__(self, outputs: Outputs) -> torch.Tensor:
+        return self.score(outputs)
+
+    def options(self) -> dict:
+        """The constructor's keyword arguments (saved beside a fitted state)."""
+        return {}
+
+    def summary(self) -> dict:
+        """What the metrics record about this score: its name, options and (once fitted) what it learnt."""
+        return {"name": self.name, **self.options()}
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        return {}
+
+    def load_state_dict(self, state: Mapping[str, torch.Tensor]) -> "OpenSetScore":
+        return self
+
+
+SCORES: Registry[type[OpenSetScore]] = Registry("open-set score")
+
+
+def build_score(name: str, eval_cfg: Any = None) -> OpenSetScore:
+    """The score registered as `name`, with its options from the `eval` config section when given."""
+    cls = SCORES.get(name)
+    return cls() if eval_cfg is None else cls.from_config(eval_cfg)
+
+
+def open_score(name: str, outputs: Outputs) -> torch.Tensor:
+    """Score a batch with a score that needs no fitting (msp, max_logit, energy, reachability)."""
+    scorer = build_score(name)
+    if scorer.requires_fit:
+        raise NotFittedError(f"open-set score {name!r} must be fitted on the training outputs first: "
+                             f"build_score({name!r}, cfg.eval).fit(train_outputs).score(outputs)")
+    return scorer.score(outputs)
+
+
+def logits_of(outputs: Outputs) -> torch.Tensor:
+    """The (N, K) float logits of an outputs dict, with a clear error when they are missing or malformed."""
+    if "logits" not in outputs:
+        raise ValueError(f"open-set scores need outputs['logits']; got keys {sorted(outputs)}")
+    logits = outputs["logits"]
+    if logits.dim() != 2:
+        raise ValueError(f"outputs['logits'] must be (N, K), got shape {tuple(logits.shape)}")
+    return logits.float()
+
+
+def save_score(path: str | Path, scorer: OpenSetScore) -> None:
+    """A fitted score as one safetensors file (tensors + name and options as metadata); atomic."""
+    tensors = {k: v.detach().cpu().contiguous() for k, v in scorer.state_dict().items()}
+    meta = {"format": FORMAT, "name": scorer.name, "options": scorer.options()}
+    with atomic_path(path) as tmp:
+        save_file(tensors, str(tmp), metadata={"openlt": json.dumps(meta)})
+
+
+def load_score(path: str | Path) -> OpenSetScore:
+    """The fitted score saved by `save_score`; a missing or corrupt file is a RunDirError naming it."""
+    path = Path(path)
+    if not path.is_file():
+        raise RunDirError(f"fitted open-set score not found: {path}")
+    try:
+        with safe_open(str(path), framework="pt", device="cpu") as fh:
+            meta = json.loads((fh.metadata() or {})["openlt"])
+            tensors = {key: fh.get_tensor(key) for key in fh.keys()}
+        if meta.get("format") != FORMAT:
+            raise KeyError("format")
+    except (SafetensorError, OSError, ValueError, KeyError, RuntimeError) as exc:
+        raise RunDirError(f"{path} is not a fitted open-set score file ({exc})") from None
+    try:
+        return SCORES.get(meta["name"])(**meta["options"]).load_state_dict(tensors)
+    except (ConfigError, TypeError, KeyError) as exc:
+        raise RunDirError(f"{path} holds a score this version cannot read ({exc})") from None

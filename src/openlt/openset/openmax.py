@@ -1,0 +1,207 @@
+"""OpenMax (Bendale & Boult, "Towards Open Set Deep Networks", CVPR 2016), on logits as activation vectors.
+
+Fit, per known class c, on the training outputs:
+  * the mean activation vector μ_c (MAV): the mean logit vector of the correctly classified training
+    images of c (all images of c when none is correct);
+  * a Weibull distribution W_c fitted to the `tail_size` largest distances d(v, μ_c) of those images, as
+    libMR's FitHigh does it (the reference code's): the tail is shifted so that its smallest distance sits
+    at 10000, and scipy's `weibull_min` is fitted with loc 0. The CDF is then ~0 below the tail and ~1 past
+    the farthest training image: the probability that an image lies outside the class.
+Score an image with logits v:
+  * rank the classes by v; the class at rank r = 0 .. α-1 gets the weight ω_c = (α - r) / α · W_c(d(v, μ_c))
+    (the reference code's (α + 1 - i) / α with i = r + 1; every other class ω_c = 0);
+  * revised activations v̂_c = v_c (1 - ω_c), the unknown activation v̂_0 = Σ_c (v_c - v̂_c);
+  * softmax over the K + 1 activations [v̂_1 .. v̂_K, v̂_0].
+The open-set score (higher = more known) is the largest *known* OpenMax probability max_c P(c | v): it is low
+both when the unknown class wins and when the mass is spread, as in the paper's rule "unknown when the
+top class is the unknown one or its probability is below ε". `probabilities` gives all K + 1 columns
+(unknown last). Closed-set predictions stay the argmax of the logits, so that every score is compared on
+the same closed-set decisions.
+
+Distances: eucos = ||v - μ|| / 200 + (1 - cos(v, μ)) (the reference code's default, scaled for ImageNet
+logits), euclidean, or cosine (1 - cos).
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from typing import Any, Mapping
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from openlt.errors import ConfigError, DataError
+from openlt.openset.base import SCORES, NotFittedError, OpenSetScore, Outputs, logits_of
+
+DISTANCES = ("eucos", "euclidean", "cosine")
+DEFAULT_ALPHA = 10  # the paper's α for ImageNet; capped at the number of classes
+TRANSLATE = 10000.0  # libMR's translate_amount: where the tail's smallest distance is put before the fit
+STEP_SHAPE = 100.0  # Weibull shape standing in for a step at the tail's largest distance (degenerate tails)
+_CHUNK = 4096  # rows scored at once: bounds the (rows, α, K) distance tensor
+
+
+def distances(v: torch.Tensor, means: torch.Tensor, kind: str) -> torch.Tensor:
+    """Distance of each row of `v` (..., K) to the matching row of `means` (..., K), per `kind`."""
+    if kind not in DISTANCES:
+        raise ConfigError(f"unknown OpenMax distance {kind!r}; known: {', '.join(DISTANCES)}")
+    if kind == "euclidean":
+        return (v - means).norm(dim=-1)
+    cosine = 1.0 - F.cosine_similarity(v, means, dim=-1, eps=1e-12)
+    return cosine if kind == "cosine" else (v - means).norm(dim=-1) / 200.0 + cosine
+
+
+def fit_weibull(tail: np.ndarray) -> tuple[float, float, float, bool]:
+    """(shape, scale, shift, degenerate): W(d) = 1 - exp(-((d + shift) / scale) ** shape), fitted libMR-style
+    on the tail distances (shift = TRANSLATE - smallest tail distance, loc 0).
+
+    A tail that cannot be fitted (fewer than two distinct distances, or a fit that does not rise across the
+    tail) becomes a steep step at its largest distance: farther than any training image of the class is
+    outside it."""
+    tail = np.asarray(tail, dtype=np.float64)
+    if tail.size >= 2 and np.ptp(tail) > 0:
+        from scipy.stats import weibull_min
+
+        shift = TRANSLATE - tail.min()
+        try:
+            with warnings.catch_warnings(), np.errstate(all="ignore"):
+                warnings.simplefilter("ignore")  # optimiser warnings on small tails; the result is checked below
+                shape, _, scale = weibull_min.fit(tail + shift, floc=0)
+        except (RuntimeError, ValueError, FloatingPointError):  # scipy's FitError is a RuntimeError
+            shape = scale = float("nan")
+        if math.isfinite(shape) and math.isfinite(scale) and shape > 0 and scale > 0:
+            low, high = weibull_cdf(torch.tensor([tail.min(), tail.max()], dtype=torch.float64), torch.tensor(shape),
+                                    torch.tensor(scale), torch.tensor(shift)).tolist()
+            if high > 0.5 > low:  # rises across the tail, as a fit of it must
+                return float(shape), float(scale), float(shift), False
+    return STEP_SHAPE, float(max(tail.max(initial=0.0), 1e-12)), 0.0, True
+
+
+def weibull_cdf(d: torch.Tensor, shape: torch.Tensor, scale: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
+    """W(d) = 1 - exp(-((d + shift) / scale) ** shape) (libMR's w_score), in float64: with the shift of 10000
+    the tail's spread lives in the fifth decimal of (d + shift) / scale."""
+    x = (d.double() + shift.double()).clamp_min(0) / scale.double()
+    return -torch.expm1(-torch.exp(shape.double() * torch.log(x)))
+
+
+@SCORES.register("openmax")
+class OpenMax(OpenSetScore):
+    """OpenMax on the logits; score = the largest known-class OpenMax probability (see the module doc)."""
+
+    name = "openmax"
+    requires_fit = True
+
+    def __init__(self, tail_size: int = 20, alpha: int | None = None, distance: str = "eucos") -> None:
+        if isinstance(tail_size, bool) or not isinstance(tail_size, int) or tail_size < 2:
+            raise ConfigError(f"eval.openmax_tail must be an integer >= 2 (distances in each class's "
+                              f"Weibull tail), got {tail_size!r}")
+        if alpha is not None and (isinstance(alpha, bool) or not isinstance(alpha, int) or alpha < 1):
+            raise ConfigError(f"eval.openmax_alpha must be an integer >= 1 (top classes revised) or null "
+                              f"for min({DEFAULT_ALPHA}, number of classes), got {alpha!r}")
+        if distance not in DISTANCES:
+            raise ConfigError(f"eval.openmax_distance must be one of {', '.join(DISTANCES)}, got {distance!r}")
+        self.tail_size, self.alpha, self.distance = tail_size, alpha, distance
+        self.means: torch.Tensor | None = None  # (K, K) MAVs
+        self.shape: torch.Tensor | None = None  # (K,) Weibull shapes (float64, as scale and shift)
+        self.scale: torch.Tensor | None = None  # (K,) Weibull scales
+        self.shift: torch.Tensor | None = None  # (K,) distance shifts (TRANSLATE - smallest tail distance)
+        self.fallback = torch.zeros(0, dtype=torch.bool)  # (K,) MAV from all images: none was correct
+        self.degenerate = torch.zeros(0, dtype=torch.bool)  # (K,) tail replaced by a step
+
+    @classmethod
+    def from_config(cls, eval_cfg: Any) -> "OpenMax":
+        return cls(eval_cfg.openmax_tail, eval_cfg.openmax_alpha, eval_cfg.openmax_distance)
+
+    def options(self) -> dict:
+        return {"tail_size": self.tail_size, "alpha": self.alpha, "distance": self.distance}
+
+    @property
+    def num_classes(self) -> int:
+        if self.means is None:
+            raise NotFittedError("OpenMax is not fitted: call fit(train_outputs) with 'logits' and 'labels'")
+        return self.means.shape[0]
+
+    def alpha_for(self, num_classes: int) -> int:
+        alpha = min(DEFAULT_ALPHA, num_classes) if self.alpha is None else self.alpha
+        if alpha > num_classes:
+            raise ConfigError(f"eval.openmax_alpha={alpha} is more than the {num_classes} known classes")
+        return alpha
+
+    def fit(self, outputs: Outputs) -> "OpenMax":
+        logits = logits_of(outputs)
+        if "labels" not in outputs:
+            raise ValueError("OpenMax.fit needs outputs['labels'] (the training labels)")
+        labels = torch.as_tensor(outputs["labels"]).long()
+        n, k = logits.shape
+        if labels.shape != (n,):
+            raise ValueError(f"labels must be ({n},) to match the logits, got {tuple(labels.shape)}")
+        if n and (labels.min() < 0 or labels.max() >= k):
+            raise DataError(f"OpenMax.fit: training labels must be in [0, {k}), got {int(labels.min())} .. {int(labels.max())}")
+        self.alpha_for(k)  # refuse a too-large alpha now, not at scoring time
+        correct = logits.argmax(dim=1) == labels
+        means = torch.zeros(k, k)
+        shapes, scales, shifts = (torch.zeros(k, dtype=torch.float64) for _ in range(3))
+        fallback, degenerate = torch.zeros(k, dtype=torch.bool), torch.zeros(k, dtype=torch.bool)
+        for c in range(k):
+            members = labels == c
+            if not members.any():
+                raise DataError(f"OpenMax.fit: class {c} has no training image")
+            chosen = members & correct
+            if not chosen.any():
+                chosen, fallback[c] = members, True
+            v = logits[chosen]
+            means[c] = v.mean(dim=0)
+            d = distances(v, means[c].expand_as(v), self.distance)
+            tail = d.sort().values[-self.tail_size:].double().numpy()
+            shapes[c], scales[c], shifts[c], degenerate[c] = fit_weibull(tail)
+        self.means, self.shape, self.scale, self.shift = means, shapes, scales, shifts
+        self.fallback, self.degenerate = fallback, degenerate
+        return self
+
+    def probabilities(self, outputs: Outputs) -> torch.Tensor:
+        """(N, K + 1) OpenMax probabilities; the last column is the unknown class."""
+        logits = logits_of(outputs)
+        k = self.num_classes
+        if logits.shape[1] != k:
+            raise ValueError(f"OpenMax was fitted on {k} classes, the logits have {logits.shape[1]}")
+        alpha = self.alpha_for(k)
+        rank_weight = torch.arange(alpha, 0, -1, dtype=torch.float64) / alpha  # (α - r) / α, r = 0 .. α-1
+        rows = []
+        for v in logits.split(_CHUNK):
+            top = v.topk(alpha, dim=1).indices  # (n, α), best first
+            d = distances(v.unsqueeze(1), self.means[top], self.distance)  # (n, α)
+            w = rank_weight * weibull_cdf(d, self.shape[top], self.scale[top], self.shift[top])
+            omega = torch.zeros_like(v).scatter_(1, top, w.float())
+            revised = v * (1 - omega)
+            unknown = (v - revised).sum(dim=1, keepdim=True)
+            rows.append(torch.softmax(torch.cat([revised, unknown], dim=1), dim=1))
+        return torch.cat(rows) if rows else torch.zeros(0, k + 1)
+
+    def score(self, outputs: Outputs) -> torch.Tensor:
+        return self.probabilities(outputs)[:, :-1].max(dim=1).values
+
+    def unknown_probability(self, outputs: Outputs) -> torch.Tensor:
+        return self.probabilities(outputs)[:, -1]
+
+    def summary(self) -> dict:
+        out = {"name": self.name, **self.options(), "score": "max known-class OpenMax probability"}
+        if self.means is not None:
+            k = self.num_classes
+            out.update({"alpha": self.alpha_for(k), "num_classes": k,
+                        "weibull": "libMR FitHigh (tail shifted to 10000, weibull_min loc 0)",
+                        "classes_without_correct_train_images": self.fallback.nonzero().flatten().tolist(),
+                        "classes_with_step_tail": self.degenerate.nonzero().flatten().tolist()})
+        return out
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        if self.means is None:
+            raise NotFittedError("OpenMax is not fitted: nothing to save")
+        return {"means": self.means, "weibull_shape": self.shape, "weibull_scale": self.scale,
+                "weibull_shift": self.shift, "fallback": self.fallback, "degenerate": self.degenerate}
+
+    def load_state_dict(self, state: Mapping[str, torch.Tensor]) -> "OpenMax":
+        self.means = state["means"].float()
+        self.shape, self.scale, self.shift = (state[f"weibull_{k}"].double() for k in ("shape", "scale", "shift"))
+        self.fallback, self.degenerate = state["fallback"].bool(), state["degenerate"].bool()
+        return self

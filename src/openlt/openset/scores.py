@@ -1,0 +1,76 @@
+"""The scores that need no fitting, each a pure formula of the outputs (kept as plain functions too, so
+that a caller can use the one-liner directly)."""
+
+from __future__ import annotations
+
+import torch
+
+from openlt.errors import ConfigError
+from openlt.openset.base import SCORES, OpenSetScore, Outputs, logits_of
+
+
+def max_softmax(outputs: Outputs) -> torch.Tensor:
+    """Maximum softmax probability (Hendrycks & Gimpel 2017); the OLTR code's rejection rule."""
+    return torch.softmax(logits_of(outputs), dim=1).max(dim=1).values
+
+
+def max_logit(outputs: Outputs) -> torch.Tensor:
+    """The largest logit (Hendrycks et al. 2022): unlike MSP it keeps the logits' magnitude."""
+    return logits_of(outputs).max(dim=1).values
+
+
+def negative_energy(outputs: Outputs, temperature: float = 1.0) -> torch.Tensor:
+    """-E(x) = T · logsumexp(logits / T) (Liu et al. 2020): the negated energy, so higher = more known."""
+    return temperature * torch.logsumexp(logits_of(outputs) / temperature, dim=1)
+
+
+def reachability(outputs: Outputs) -> torch.Tensor:
+    """OLTR's reachability, reach_scale / distance to the nearest centroid (meta-embedding head only)."""
+    if "reachability" not in outputs:
+        raise ConfigError("eval.open_score=reachability needs a model with the meta-embedding head "
+                          "(model.classifier=meta_embedding)")
+    return outputs["reachability"].float()
+
+
+@SCORES.register("msp")
+class MaxSoftmax(OpenSetScore):
+    __doc__ = max_softmax.__doc__
+    name = "msp"
+
+    def score(self, outputs: Outputs) -> torch.Tensor:
+        return max_softmax(outputs)
+
+
+@SCORES.register("max_logit")
+class MaxLogit(OpenSetScore):
+    __doc__ = max_logit.__doc__
+    name = "max_logit"
+
+    def score(self, outputs: Outputs) -> torch.Tensor:
+        return max_logit(outputs)
+
+
+@SCORES.register("energy")
+class Energy(OpenSetScore):
+    __doc__ = negative_energy.__doc__
+    name = "energy"
+
+    def __init__(self, temperature: float = 1.0) -> None:
+        if not temperature > 0:
+            raise ConfigError(f"energy temperature must be > 0, got {temperature}")
+        self.temperature = float(temperature)
+
+    def options(self) -> dict:
+        return {"temperature": self.temperature}
+
+    def score(self, outputs: Outputs) -> torch.Tensor:
+        return negative_energy(outputs, self.temperature)
+
+
+@SCORES.register("reachability")
+class Reachability(OpenSetScore):
+    __doc__ = reachability.__doc__
+    name = "reachability"
+
+    def score(self, outputs: Outputs) -> torch.Tensor:
+        return reachability(outputs)

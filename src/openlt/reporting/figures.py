@@ -1,0 +1,214 @@
+"""The report's figures, each a function of plain arrays returning a matplotlib Figure, so that a run's
+report and a benchmark's report draw the same pictures. Figures are built without pyplot (no global state,
+no display backend) with constrained layout; `to_png` renders one to PNG bytes with Agg.
+"""
+
+from __future__ import annotations
+
+import io
+from typing import Mapping, Sequence
+
+import numpy as np
+from matplotlib.figure import Figure
+from matplotlib.ticker import PercentFormatter
+
+from openlt.metrics import BAND_NAMES, ShotBands, reliability_bins
+
+BAND_COLORS = {"many": "#1f77b4", "medium": "#ff7f0e", "few": "#d62728"}
+KNOWN_COLOR, OPEN_COLOR = "#2ca02c", "#9467bd"
+MAX_LABELLED_CLASSES = 40  # class names on the axes up to this many classes; ids only beyond
+MAX_ANNOTATED_CELLS = 12  # numbers written in the confusion matrix's cells up to this many classes
+
+
+def to_png(fig: Figure, dpi: int = 110) -> bytes:
+    """The figure as PNG bytes (rendered with Agg, whatever matplotlib's configured backend)."""
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=dpi)  # the figures use constrained layout: no second, "tight" pass
+    return buf.getvalue()
+
+
+def _band_spans(bands: ShotBands, lo: float, hi: float) -> dict[str, tuple[float, float]]:
+    """x-ranges (in training images) of the bands on a log axis from lo to hi; a band edge at n images is drawn
+    half an image off n so that a class exactly at the edge sits inside its own band."""
+    few_edge = bands.few_below + (0.5 if bands.inclusive else -0.5)
+    many_edge = bands.many_above + (-0.5 if bands.inclusive else 0.5)
+    return {"few": (lo, max(few_edge, lo)), "medium": (max(few_edge, lo), min(many_edge, hi)),
+            "many": (min(many_edge, hi), hi)}
+
+
+def accuracy_vs_train_count(train_counts: Sequence[int], accuracy: Sequence[float | None], bands: ShotBands,
+                            class_names: Sequence[str] | None = None,
+                            accuracy_with_rejection: Sequence[float | None] | None = None) -> Figure:
+    """Per-class test accuracy against training images (log x), the many / medium / few bands shaded."""
+    counts = np.asarray(train_counts, dtype=np.float64)
+    acc = np.array([np.nan if a is None else a for a in accuracy], dtype=np.float64)
+    band_of = bands.bands_of(counts.astype(np.int64))
+    fig = Figure(figsize=(7.5, 4.2), layout="constrained")
+    ax = fig.add_subplot()
+    lo, hi = max(counts.min() / 1.6, 0.5), counts.max() * 1.6
+    for band, (a, b) in _band_spans(bands, lo, hi).items():
+        if b > a:
+            ax.axvspan(a, b, color=BAND_COLORS[band], alpha=0.08, lw=0)
+            ax.text(np.sqrt(a * b), 1.02, band, ha="center", va="bottom", color=BAND_COLORS[band],
+                    transform=ax.get_xaxis_transform(), fontsize=9)
+    colors = [BAND_COLORS[b] for b in band_of]
+    ax.scatter(counts, acc, c=colors, s=28, zorder=3)
+    if accuracy_with_rejection is not None:
+        rej = np.array([np.nan if a is None else a for a in accuracy_with_rejection], dtype=np.float64)
+        ax.scatter(counts, rej, facecolors="none", edgecolors=colors, s=34, zorder=3)
+        # legend entries in grey: the colours stand for the bands, the fill for the setting
+        ax.scatter([], [], c="#666", s=28, label="closed set")
+        ax.scatter([], [], facecolors="none", edgecolors="#666", s=34, label="with rejection")
+        ax.legend(loc="lower right", fontsize=8)
+    for band in BAND_NAMES:  # the band's mean of per-class accuracies, the number the tables report
+        members = np.array([b == band for b in band_of]) & ~np.isnan(acc)
+        if members.any():
+            ax.hlines(acc[members].mean(), counts[members].min() / 1.15, counts[members].max() * 1.15,
+                      colors=BAND_COLORS[band], linestyles="--", lw=1, zorder=2)
+    if class_names is not None and len(class_names) <= 20:
+        for x, y, name in zip(counts, acc, class_names):
+            if not np.isnan(y):
+                ax.annotate(name, (x, y), xytext=(4, 3), textcoords="offset points", fontsize=7, color="#444")
+    ax.set_xscale("log")
+    ax.set_xlim(lo, hi)
+    ax.set_ylim(-0.03, 1.03)
+    ax.yaxis.set_major_formatter(PercentFormatter(1.0))
+    ax.set_xlabel("training images of the class (log scale)")
+    ax.set_ylabel("test top-1 accuracy")
+    ax.grid(alpha=0.3, which="both", lw=0.5)
+    return fig
+
+
+def confusion_matrix(matrix: Sequence[Sequence[int]], class_names: Sequence[str], normalize: bool = True) -> Figure:
+    """The confusion matrix, rows = true class, normalised per row (the fraction of each class's images)."""
+    m = np.asarray(matrix, dtype=np.float64)
+    k = m.shape[0]
+    if normalize:
+        with np.errstate(invalid="ignore", divide="ignore"):
+            m = np.nan_to_num(m / m.sum(axis=1, keepdims=True))
+    side = float(np.clip(3 + 0.35 * k, 5.5, 10))
+    fig = Figure(figsize=(side + 1.2, side), layout="constrained")
+    ax = fig.add_subplot()
+    image = ax.imshow(m, cmap="Blues", vmin=0, vmax=1 if normalize else None, interpolation="nearest")
+    fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04, label="fraction of the true class" if normalize else "images")
+    if k <= MAX_LABELLED_CLASSES:
+        ax.set_xticks(range(k), labels=class_names, rotation=60, ha="right", rotation_mode="anchor", fontsize=8)
+        ax.set_yticks(range(k), labels=class_names, fontsize=8)
+    if k <= MAX_ANNOTATED_CELLS:
+        for i in range(k):
+            for j in range(k):
+                if m[i, j] > 0.005:
+                    ax.text(j, i, f"{m[i, j]:.2f}" if normalize else f"{int(m[i, j])}", ha="center", va="center",
+                            fontsize=7, color="white" if m[i, j] > 0.6 * (m.max() or 1) else "black")
+    ax.set_xlabel("predicted class")
+    ax.set_ylabel("true class")
+    return fig
+
+
+def score_histograms(known_scores: Sequence[float], open_scores: Sequence[float] | None, threshold: float | None,
+                     score_name: str) -> Figure:
+    """Histograms of the open-set score of known and unknown test images, with the rejection threshold."""
+    known = np.asarray(known_scores, dtype=np.float64)
+    unknown = np.asarray(open_scores, dtype=np.float64) if open_scores is not None else np.zeros(0)
+    pooled = np.concatenate([known, unknown])
+    lo, hi = (pooled.min(), pooled.max()) if pooled.size else (0.0, 1.0)
+    edges = np.linspace(lo, hi if hi > lo else lo + 1.0, 41)
+    fig = Figure(figsize=(7.5, 4.0), layout="constrained")
+    ax = fig.add_subplot()
+    ax.hist(known, bins=edges, density=True, alpha=0.55, color=KNOWN_COLOR, label=f"known test ({known.size})")
+    if unknown.size:
+        ax.hist(unknown, bins=edges, density=True, alpha=0.55, color=OPEN_COLOR, label=f"unknown / open ({unknown.size})")
+    if threshold is not None:
+        ax.axvline(threshold, color="black", ls="--", lw=1.2, label=f"threshold {threshold:.3g}")
+    ax.set_xlabel(f"open-set score: {score_name} (higher = more known)")
+    ax.set_ylabel("density")
+    ax.legend(fontsize=8, loc="upper left")
+    ax.grid(alpha=0.3, lw=0.5)
+    return fig
+
+
+def threshold_curves(curves: Mapping[str, np.ndarray], threshold: float | None, score_name: str) -> Figure:
+    """Known accuracy with rejection, F-measure, kept known and rejected open images against the threshold
+    (the arrays of :func:`openlt.metrics.rejection_curves`)."""
+    t = curves["thresholds"]
+    fig = Figure(figsize=(7.5, 4.0), layout="constrained")
+    ax = fig.add_subplot()
+    ax.plot(t, curves["known_accuracy"], color=KNOWN_COLOR, lw=2, label="known accuracy with rejection")
+    ax.plot(t, curves["known_kept"], color=KNOWN_COLOR, lw=1, ls=":", label="known images kept")
+    if "f_measure" in curves:
+        ax.plot(t, curves["f_measure"], color="black", lw=2, label="open-set F-measure")
+        ax.plot(t, curves["open_rejected"], color=OPEN_COLOR, lw=1, ls=":", label="open images rejected")
+    if threshold is not None:
+        ax.axvline(threshold, color="black", ls="--", lw=1, alpha=0.7, label=f"threshold {threshold:.3g}")
+    ax.set_ylim(-0.02, 1.02)
+    ax.yaxis.set_major_formatter(PercentFormatter(1.0))
+    ax.set_xlabel(f"rejection threshold on {score_name} (reject when the score is below it)")
+    ax.legend(fontsize=8, loc="lower left")
+    ax.grid(alpha=0.3, lw=0.5)
+    return fig
+
+
+def reliability_diagram(confidences: Sequence[float], correct: Sequence[bool], sample_bands: Sequence[str],
+                        ece: Mapping[str, float | None], n_bins: int = 15) -> Figure:
+    """Accuracy against confidence (max softmax) in equal-width bins: all known test images as bars, each
+    shot band as a line; the expected calibration error (ECE) of each in the legend."""
+    conf, hit, band_of = np.asarray(confidences), np.asarray(correct, dtype=bool), np.asarray(sample_bands)
+    fig = Figure(figsize=(7.5, 4.6), layout="constrained")
+    ax = fig.add_subplot()
+    ax.plot([0, 1], [0, 1], color="#888", ls="--", lw=1, label="perfect calibration")
+    bins = reliability_bins(conf, hit, n_bins)
+    centers, width = (bins["edges"][:-1] + bins["edges"][1:]) / 2, 1.0 / n_bins
+    used = bins["count"] > 0
+    ece_text = lambda name: "–" if ece.get(name) is None else f"{100 * ece[name]:.1f}%"  # noqa: E731
+    ax.bar(centers[used], bins["accuracy"][used], width=width * 0.92, color="#bbb", edgecolor="#888",
+           label=f"all known (ECE {ece_text('overall')})")
+    for band in BAND_NAMES:
+        keep = band_of == band
+        if keep.any():
+            b = reliability_bins(conf[keep], hit[keep], n_bins)
+            ok = b["count"] > 0
+            ax.plot(b["confidence"][ok], b["accuracy"][ok], marker="o", ms=4, lw=1.3, color=BAND_COLORS[band],
+                    label=f"{band} (ECE {ece_text(band)})")
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1.02)
+    ax.set_xlabel("confidence (max softmax probability)")
+    ax.set_ylabel("accuracy")
+    ax.legend(fontsize=8, loc="upper left")
+    ax.grid(alpha=0.3, lw=0.5)
+    return fig
+
+
+def training_loss(history: Sequence[Mapping]) -> Figure:
+    """Training loss and learning rate per epoch (from metrics.jsonl)."""
+    epochs = [r["epoch"] for r in history]
+    fig = Figure(figsize=(7.5, 4.0), layout="constrained")
+    ax = fig.add_subplot()
+    ax.plot(epochs, [r.get("train_loss") for r in history], color="black", marker=".", label="train loss")
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("train loss")
+    ax.grid(alpha=0.3, lw=0.5)
+    lr_ax = ax.twinx()
+    lr_ax.plot(epochs, [r.get("lr") for r in history], color="#888", ls=":", label="learning rate")
+    lr_ax.set_ylabel("learning rate (dotted)", color="#666")
+    return fig
+
+
+def validation_accuracy(history: Sequence[Mapping]) -> Figure:
+    """Validation accuracy per shot band and overall, and the running training accuracy, per epoch."""
+    fig = Figure(figsize=(7.5, 4.0), layout="constrained")
+    ax = fig.add_subplot()
+    ax.plot([r["epoch"] for r in history], [r.get("train_acc") for r in history], color="#888", ls=":",
+            label="train (running)")
+    with_val = [r for r in history if isinstance(r.get("val"), Mapping)]
+    for key, color in (*BAND_COLORS.items(), ("overall", "black")):
+        values = [r["val"].get(key) for r in with_val]
+        if any(v is not None for v in values):
+            ax.plot([r["epoch"] for r in with_val], [np.nan if v is None else v for v in values], marker=".",
+                    color=color, lw=2 if key == "overall" else 1.2, label=f"val {key}")
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("accuracy")
+    ax.set_ylim(-0.02, 1.02)
+    ax.yaxis.set_major_formatter(PercentFormatter(1.0))
+    ax.legend(fontsize=8, loc="center left", bbox_to_anchor=(1.01, 0.5))  # outside: never over the curves
+    ax.grid(alpha=0.3, lw=0.5)
+    return fig

@@ -1,0 +1,165 @@
+"""Self-contained HTML reports: tables and matplotlib figures embedded as base64 PNG, so a report is one
+file that opens anywhere (no network, no side files). `page`, `table` and `figure` are the reusable pieces;
+`run_report` lays out the report of one evaluated run.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+from typing import Iterable, Mapping, Sequence
+
+import numpy as np
+from matplotlib.figure import Figure
+
+from openlt.metrics import (BAND_NAMES, ShotBands, ece_by_band, per_class_accuracy, reject, rejection_curves,
+                            threshold_grid)
+from openlt.reporting import figures
+
+CSS = """
+body { font: 14px/1.45 system-ui, -apple-system, "Segoe UI", Roboto, sans-serif; color: #222; margin: 0; background: #fafafa; }
+main { max-width: 1180px; margin: 0 auto; padding: 24px 28px 48px; background: #fff; }
+h1 { font-size: 22px; margin: 0 0 4px; }
+h2 { font-size: 17px; margin: 28px 0 8px; border-bottom: 1px solid #ddd; padding-bottom: 4px; }
+.meta { color: #555; font-size: 13px; } .meta code { background: #f2f2f2; padding: 0 3px; border-radius: 3px; }
+table { border-collapse: collapse; margin: 8px 0; font-size: 13px; }
+th, td { padding: 4px 10px; border-bottom: 1px solid #e5e5e5; text-align: left; } th { background: #f4f4f4; }
+td.num, th.num { text-align: right; font-variant-numeric: tabular-nums; }
+.grid { display: grid; grid-template-columns: repeat(auto-fit, minmax(520px, 1fr)); gap: 18px; align-items: start; }
+figure { margin: 0; } figure img { width: 100%; height: auto; border: 1px solid #eee; }
+figure.wide { grid-column: 1 / -1; justify-self: center; max-width: 720px; }
+figcaption { color: #555; font-size: 12.5px; margin-top: 4px; }
+tr.band-many td:nth-child(3) { color: #1f77b4; } tr.band-medium td:nth-child(3) { color: #ff7f0e; }
+tr.band-few td:nth-child(3) { color: #d62728; }
+"""
+
+
+def esc(value: object) -> str:
+    return html.escape(str(value), quote=True)
+
+
+def figure(fig: Figure, caption: str, alt: str | None = None, dpi: int = 110, wide: bool = False) -> str:
+    """A <figure> with the matplotlib figure inlined as a base64 PNG; `wide` takes a grid row of its own."""
+    data = base64.b64encode(figures.to_png(fig, dpi)).decode("ascii")
+    cls = ' class="wide"' if wide else ""
+    return (f'<figure{cls}><img alt="{esc(alt or caption)}" src="data:image/png;base64,{data}">'
+            f"<figcaption>{caption}</figcaption></figure>")
+
+
+def table(header: Sequence[str], rows: Iterable[Sequence[object]], numeric: Sequence[bool] | None = None,
+          row_class: Sequence[str] | None = None) -> str:
+    """An HTML table; cells are escaped; `numeric[i]` right-aligns column i."""
+    numeric = numeric or [False] * len(header)
+    cls = lambda i: ' class="num"' if numeric[i] else ""  # noqa: E731
+    head = "".join(f"<th{cls(i)}>{esc(h)}</th>" for i, h in enumerate(header))
+    body = []
+    for r, row in enumerate(rows):
+        tr = f' class="{esc(row_class[r])}"' if row_class else ""
+        body.append(f"<tr{tr}>" + "".join(f"<td{cls(i)}>{esc(c)}</td>" for i, c in enumerate(row)) + "</tr>")
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
+
+
+def page(title: str, body: str) -> str:
+    return (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><meta name="viewport" '
+            f'content="width=device-width, initial-scale=1"><title>{esc(title)}</title><style>{CSS}</style></head>'
+            f"<body><main>{body}</main></body></html>\n")
+
+
+def pct(value: float | None) -> str:
+    return "–" if value is None or (isinstance(value, float) and np.isnan(value)) else f"{100 * value:.1f}"
+
+
+def num(value: float | None, digits: int = 3) -> str:
+    return "–" if value is None else f"{value:.{digits}f}"
+
+
+def _results_table(metrics: Mapping, ece: Mapping[str, float | None]) -> str:
+    closed = metrics["closed"]
+    rows = [["closed-set top-1 (%)", *(pct(closed.get(b)) for b in (*BAND_NAMES, "overall"))]]
+    if "open" in metrics:
+        rej = metrics["open"]["bands_with_rejection"]
+        rows.append(["open-set top-1, with rejection (%)", *(pct(rej.get(b)) for b in (*BAND_NAMES, "overall"))])
+    rows.append(["ECE, max softmax (%)", *(pct(ece.get(b)) for b in (*BAND_NAMES, "overall"))])
+    n = closed.get("n_classes", {})
+    header = ["", *(f"{b} ({n.get(b, '?')} classes)" for b in BAND_NAMES), "overall"]
+    out = table(header, rows, [False, True, True, True, True])
+    if "open" in metrics:
+        op = metrics["open"]
+        out += table(["open-set F-measure", "precision", "recall", "AUROC", "AUPR-IN", "AUPR-OUT", "FPR@95",
+                      "open rejected", "known rejected"],
+                     [[num(op.get("f_measure")), num(op.get("precision")), num(op.get("recall")), num(op.get("auroc")),
+                       num(op.get("aupr_in")), num(op.get("aupr_out")), num(op.get("fpr95")),
+                       f"{pct(op.get('open_rejected'))}%", f"{pct(op.get('known_rejected'))}%"]], [True] * 9)
+    return out
+
+
+def _meta(metrics: Mapping) -> str:
+    cal = metrics.get("calibration", {})
+    score = metrics.get("open_score", {"name": cal.get("score", "?")})
+    options = ", ".join(f"{k} {v}" for k, v in score.items() if k != "name" and not isinstance(v, (list, dict)))
+    lines = [f"run <code>{esc(metrics.get('run', ''))}</code>, checkpoint {esc(metrics.get('checkpoint', '?'))} "
+             f"(epoch {esc(metrics.get('epoch'))})",
+             f"shot bands by training images: {esc(metrics['bands']['rule'])}",
+             f"open-set score <b>{esc(score.get('name'))}</b>{f' ({esc(options)})' if options else ''}; "
+             f"an image is unknown when its score &lt; {num(cal.get('threshold'), 4)} "
+             f"({esc(cal.get('source', ''))})"]
+    return "".join(f'<p class="meta">{line}</p>' for line in lines)
+
+
+def run_report(metrics: Mapping, samples: Mapping[str, np.ndarray], bands: ShotBands,
+               history: Sequence[Mapping] | None = None, title: str | None = None) -> str:
+    """The HTML report of one evaluated run, from its metrics, its per-sample results (predictions.npz) and,
+    when given, its training log (metrics.jsonl)."""
+    names, counts = list(metrics["class_names"]), list(metrics["train_counts"])
+    k = len(names)
+    band_of = metrics["bands"]["per_class"]
+    y, pred = samples["test_labels"], samples["test_preds"]
+    score, conf = samples["test_score"], samples["test_max_prob"]
+    open_score = samples.get("open_score")
+    threshold = metrics.get("calibration", {}).get("threshold")
+    correct = pred == y
+    ece = metrics.get("ece") or ece_by_band(conf, correct, y, band_of)
+    with_rejection = per_class_accuracy(reject(pred, score, threshold), y, k) if threshold is not None else None
+    score_name = metrics.get("calibration", {}).get("score", "score")
+
+    title = title or f"openlt report: {metrics.get('run', '').rstrip('/').split('/')[-1]}"
+    body = [f"<h1>{esc(title)}</h1>", _meta(metrics), "<h2>Results</h2>", _results_table(metrics, ece)]
+    plots = [figure(figures.accuracy_vs_train_count(counts, metrics["per_class_accuracy"], bands, names,
+                                                    None if "open" not in metrics else with_rejection.tolist()),
+                    "Per-class test accuracy against training images; dashed lines: each band's mean (the table's "
+                    "number); hollow: with open-set rejection.", "per-class accuracy against training images")]
+    grid = threshold_grid(score) if open_score is None else threshold_grid(score, open_score)
+    curves = rejection_curves(score, pred, y, open_score, grid)
+    plots.append(figure(figures.score_histograms(score, open_score, threshold, score_name),
+                        "Open-set score of the known test images and of the unknown (open) images; images left of "
+                        "the dashed threshold are rejected as unknown.", "open-set score histograms"))
+    plots.append(figure(figures.threshold_curves(curves, threshold, score_name),
+                        "Known accuracy with rejection (= the F-measure's precision) and the open-set F-measure as "
+                        "the rejection threshold moves.", "accuracy and F-measure against the threshold"))
+    plots.append(figure(figures.reliability_diagram(conf, correct, [band_of[c] for c in y], ece),
+                        "Reliability of the max-softmax confidence on the known test images, per shot band "
+                        "(closed-set predictions).", "reliability diagram"))
+    if history:
+        plots.append(figure(figures.training_loss(history), "Training loss and learning rate per epoch.", "training loss"))
+        plots.append(figure(figures.validation_accuracy(history), "Validation accuracy per band (mean of per-class "
+                            "accuracies) per epoch.", "validation accuracy"))
+    plots.append(figure(figures.confusion_matrix(metrics["confusion_matrix"], names),
+                        "Confusion matrix of the known test images (rows: true class, normalised per row; "
+                        "closed-set predictions, before rejection).", "confusion matrix", wide=True))
+    body += ["<h2>Figures</h2>", f'<div class="grid">{"".join(plots)}</div>']
+
+    rows, classes = [], []
+    for c in range(k):
+        acc = metrics["per_class_accuracy"][c]
+        row = [names[c], counts[c], band_of[c], int(np.sum(y == c)), pct(acc)]
+        if with_rejection is not None and "open" in metrics:
+            row.append(pct(float(with_rejection[c])))
+        rows.append(row)
+        classes.append(f"band-{band_of[c]}")
+    header = ["class", "train images", "band", "test images", "top-1 (%)"]
+    if with_rejection is not None and "open" in metrics:
+        header.append("with rejection (%)")
+    body += ["<h2>Per class</h2>", table(header, rows, [False, True, False, True, True, True], classes)]
+    body.append('<p class="meta">Rebuild this page from the run directory with <code>openlt report RUN</code> '
+                "(it reads metrics.json and predictions.npz; no model needed).</p>")
+    return page(title, "\n".join(body))

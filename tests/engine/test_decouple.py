@@ -1,0 +1,183 @@
+"""Decoupled stage 2 end to end on a tiny generated image folder: stage 1 -> feature cache -> cRT / NCM /
+tau-norm / LWS runs through the CLI; the cache is reused while fresh and rebuilt when stale."""
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from images import make_image_folder
+from openlt.cli import main
+from openlt.engine.features import cache_file, load_features
+from openlt.engine.run import open_run
+
+CONFIGS = Path(__file__).parents[2] / "configs" / "fmnist_lt"
+TINY = ["data.dataset=image-folder", "data.image_size=16", "model.backbone=resnet10", "train.epochs=2",
+        "train.batch_size=16", "train.lr=0.05", "eval.batch_size=64", "eval.many_above=30", "eval.few_below=15",
+        "data.split.n_max=40", "data.split.n_min=8", "data.split.open_classes=[eel]", "data.split.val_per_class=4",
+        "data.split.test_per_class=6", "data.split.order=label", "train.device=cpu"]
+
+
+def cli(*args):
+    return main([str(a) for a in args])
+
+
+@pytest.fixture(scope="module")
+def stage1(tmp_path_factory, single_thread):
+    tmp = tmp_path_factory.mktemp("decouple")
+    images = make_image_folder(tmp / "images", {"ant": 60, "bee": 40, "cat": 30, "dog": 25, "eel": 25})
+    config = tmp / "tiny.yaml"
+    config.write_text("name: tiny\n")
+    assert cli("train", config, f"data.root={images}", f"out_dir={tmp / 'runs'}", *TINY, "--quiet") == 0
+    return next((tmp / "runs").iterdir())
+
+
+def stage2(stage1, method, tmp, *extra):
+    out = tmp / f"s2-{method}"
+    code = cli("train", CONFIGS / f"decouple_{method}.yaml", f"train.init_from={stage1}", f"out_dir={out}",
+               "train.epochs=2", "train.batch_size=16", "train.device=cpu", *extra, "--quiet")
+    assert code == 0
+    return next(out.iterdir())
+
+
+def test_features_command_caches_every_split_and_reuses_it(stage1, capsys):
+    assert cli("features", stage1, "--dtype", "float16") == 0
+    out = capsys.readouterr().out
+    assert out.count("extracted") == 4 or "stale, rebuilt" in out  # train/val/test/open
+    files = {s: cache_file(open_run(stage1), s) for s in ("train", "val", "test", "open")}
+    assert all(f.is_file() for f in files.values())
+    stamps = {s: f.stat().st_mtime_ns for s, f in files.items()}
+    tensors = load_file(files["train"])
+    assert tensors["features"].dtype == torch.float16 and tensors["features"].shape[1] == 512
+    assert cli("features", stage1, "--dtype", "float16") == 0
+    assert capsys.readouterr().out.count("reused") == 4
+    assert {s: f.stat().st_mtime_ns for s, f in files.items()} == stamps  # not rewritten
+
+
+def test_cache_matches_the_network_and_is_rebuilt_when_stale(stage1, capsys):
+    run = open_run(stage1)
+    feats = load_features(run, ("train", "val"), quiet=True)
+    # the cached features are exactly what the frozen network computes (eval mode, no augmentation)
+    from openlt.engine.evaluate import load_run_model
+
+    _, data, model, _ = load_run_model(run)
+    model.eval()
+    images = torch.stack([data.dataset("val")[i][0] for i in range(3)])
+    with torch.no_grad():
+        direct = model.features(images)[1]
+    assert torch.allclose(feats["val"]["features"][:3], direct, atol=1e-5)
+    # a changed checkpoint makes the cache stale
+    path = cache_file(run, "val")
+    ckpt = run.checkpoint("best")
+    saved = ckpt.read_bytes()
+    try:
+        tensors = load_file(ckpt)
+        from safetensors import safe_open
+        from safetensors.torch import save_file
+
+        with safe_open(str(ckpt), "pt") as fh:
+            meta = fh.metadata()
+        key = next(k for k in tensors if k.endswith("classifier.fc.bias"))
+        tensors[key] = tensors[key] + 1.0
+        save_file(tensors, str(ckpt), metadata=meta)
+        load_features(run, ("val",), quiet=False)
+        assert "stale, rebuilt" in capsys.readouterr().out
+    finally:
+        ckpt.write_bytes(saved)
+    # a corrupt cache file is rebuilt, not trusted
+    path.write_bytes(b"not a safetensors file")
+    load_features(run, ("val",), quiet=False)
+    assert "unreadable, rebuilt" in capsys.readouterr().out
+    assert load_file(path)["features"].shape[0] == len(feats["val"]["labels"])
+
+
+def test_tau_norm_run_chooses_tau_on_validation_and_keeps_the_backbone(stage1, tmp_path):
+    run = stage2(stage1, "tau_norm", tmp_path)
+    details = json.loads((run / "decouple.json").read_text())
+    assert details["method"] == "tau_norm" and len(details["tau_curve"]) == 21
+    best = max(p["overall"] for p in details["tau_curve"])
+    chosen = next(p for p in details["tau_curve"] if p["tau"] == details["tau"])
+    assert chosen["overall"] == best  # chosen on validation
+    assert (run / "tau_curve.png").stat().st_size > 1000
+    s1, s2 = load_file(stage1 / "checkpoints/best.safetensors"), load_file(run / "checkpoints/best.safetensors")
+    body = [k for k in s1 if not k.startswith("model.classifier.")]
+    assert body and all(torch.equal(s1[k], s2[k]) for k in body)
+    w1, w2 = s1["model.classifier.fc.weight"], s2["model.classifier.fc.weight"]
+    expected = w1 / w1.norm(dim=1, keepdim=True) ** details["tau"]
+    assert torch.allclose(w2, expected, atol=1e-6) and torch.all(s2["model.classifier.fc.bias"] == 0)
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert 0 <= metrics["closed"]["overall"] <= 1 and "f_measure" in metrics["open"]
+
+
+def test_tau_zero_run_equals_the_joint_classifier_without_bias(stage1, tmp_path):
+    run = stage2(stage1, "tau_norm", tmp_path, "decouple.taus=[0.0]")
+    s1, s2 = load_file(stage1 / "checkpoints/best.safetensors"), load_file(run / "checkpoints/best.safetensors")
+    assert torch.equal(s1["model.classifier.fc.weight"], s2["model.classifier.fc.weight"])
+
+
+@pytest.mark.parametrize("method", ["crt", "lws", "ncm"])
+def test_each_method_is_an_ordinary_run(stage1, tmp_path, method, capsys):
+    run = stage2(stage1, method, tmp_path)
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert 0 <= metrics["closed"]["overall"] <= 1 and metrics["open"]["n_open"] > 0
+    log = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert log and ("val" in log[-1])
+    if method in ("crt", "lws"):
+        assert len(log) == 2 and all("train_loss" in r for r in log)  # one record per epoch
+    # the stage-2 run evaluates and predicts from its own directory like any run
+    capsys.readouterr()
+    assert cli("eval", run, "--json", "--quiet") == 0
+    assert json.loads(capsys.readouterr().out)["closed"]["overall"] == metrics["closed"]["overall"]
+    image = next((stage1.parent.parent / "images" / "ant").iterdir())
+    assert cli("predict", run, image) == 0
+
+
+def test_lws_with_one_epoch_at_zero_lr_is_the_joint_classifier(stage1, tmp_path):
+    run = stage2(stage1, "lws", tmp_path, "train.lr=0", "train.weight_decay=0")
+    s1, s2 = load_file(stage1 / "checkpoints/best.safetensors"), load_file(run / "checkpoints/best.safetensors")
+    assert torch.allclose(s1["model.classifier.fc.weight"], s2["model.classifier.fc.weight"])
+    assert torch.allclose(s1["model.classifier.fc.bias"], s2["model.classifier.fc.bias"])
+
+
+def test_ncm_head_equals_the_ncm_classifier(stage1, tmp_path):
+    from openlt.decoupling.classifiers import NCMClassifier
+    from openlt.engine.evaluate import load_run_model
+
+    run = stage2(stage1, "ncm", tmp_path, "model.head.ncm_metric=euclidean")
+    feats = load_features(open_run(stage1), ("train", "val"), quiet=True)
+    ncm = NCMClassifier("euclidean").fit(feats["train"]["features"], feats["train"]["labels"])
+    _, _, model, _ = load_run_model(open_run(run))
+    x = feats["val"]["features"]
+    assert torch.allclose(model.classifier(x), 16.0 * ncm.logits(x), atol=1e-4)
+
+
+def test_crt_augmented_features_option_runs(stage1, tmp_path):
+    run = stage2(stage1, "crt", tmp_path, "decouple.features=augmented", "train.epochs=1")
+    assert json.loads((run / "decouple.json").read_text())["features"] == "augmented"
+
+
+def test_stage2_errors_are_clear(stage1, tmp_path, capsys):
+    code = cli("train", CONFIGS / "decouple_crt.yaml", f"out_dir={tmp_path}", "--quiet")
+    assert code == 2 and "needs train.init_from" in capsys.readouterr().err
+    code = cli("train", CONFIGS / "decouple_crt.yaml", f"out_dir={tmp_path}", "decouple.method=bogus",
+               f"train.init_from={stage1}", "--quiet")
+    assert code == 2 and "unknown decouple.method" in capsys.readouterr().err
+    tau_run = stage2(stage1, "tau_norm", tmp_path)
+    code = cli("train", CONFIGS / "decouple_crt.yaml", f"out_dir={tmp_path / 'x'}", f"train.init_from={tau_run}", "--quiet")
+    assert code == 2 and "itself a decoupled run" in capsys.readouterr().err
+    assert not (tmp_path / "x").exists() or not os.listdir(tmp_path / "x")  # nothing half-written
+
+
+def test_post_hoc_logit_adjustment_shifts_only_the_bias(stage1, tmp_path):
+    from openlt.losses.rebalance import log_priors
+
+    run = stage2(stage1, "logit_adjust", tmp_path)
+    tau = json.loads((run / "decouple.json").read_text())["tau"]
+    s1, s2 = load_file(stage1 / "checkpoints/best.safetensors"), load_file(run / "checkpoints/best.safetensors")
+    counts = json.loads((stage1 / "split_manifest.json").read_text())["train_counts"]
+    assert torch.equal(s1["model.classifier.fc.weight"], s2["model.classifier.fc.weight"])
+    expected = s1["model.classifier.fc.bias"] - tau * log_priors(counts).float()
+    assert torch.allclose(s2["model.classifier.fc.bias"], expected, atol=1e-6)

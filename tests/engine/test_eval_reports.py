@@ -1,0 +1,76 @@
+"""evaluate_run on a tiny trained run: per-sample file, HTML report, `openlt report`, and OpenMax fitted on
+the train split (metrics, saved state, and `predict` with it)."""
+
+import json
+import re
+
+import numpy as np
+import pytest
+
+from images import make_image_folder
+from openlt.cli import main
+from openlt.config import build_config
+from openlt.engine.evaluate import evaluate_run
+from openlt.engine.train import train
+
+TINY = ["data.dataset=image-folder", "data.image_size=16", "model.backbone=resnet10", "train.epochs=1",
+        "train.batch_size=16", "train.lr=0.05", "eval.batch_size=64", "eval.many_above=30", "eval.few_below=15",
+        "data.split.n_max=40", "data.split.n_min=8", "data.split.open_classes=[eel]", "data.split.val_per_class=4",
+        "data.split.test_per_class=6", "data.split.order=label"]
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory, single_thread):
+    root = tmp_path_factory.mktemp("reports")
+    images = make_image_folder(root / "images", {"ant": 60, "bee": 40, "cat": 30, "dog": 25, "eel": 25})
+    cfg = build_config(None, [f"data.root={images}", f"out_dir={root / 'runs'}", *TINY])
+    run = train(cfg, quiet=True, log=lambda line: None)
+    evaluate_run(run, quiet=True)
+    return run
+
+
+def test_evaluation_writes_the_per_sample_file_and_a_self_contained_html_report(run):
+    samples = np.load(run.path / "predictions.npz")
+    assert samples["test_labels"].shape == (24,) and samples["open_score"].shape == (6,)
+    metrics = json.loads(run.metrics_file.read_text())
+    threshold = metrics["open"]["threshold"]
+    rejected = np.concatenate([samples["test_score"], samples["open_score"]]) < threshold
+    assert metrics["open"]["open_rejected"] == pytest.approx(rejected[24:].mean())  # the same scores as the metrics
+    page = (run.path / "report.html").read_text()
+    assert len(re.findall(r'<img alt="[^"]+" src="data:image/png;base64,', page)) == 7
+    assert "report.html" in run.report_file.read_text()
+
+
+def test_openlt_report_rebuilds_the_page_from_the_run_directory(run, capsys):
+    (run.path / "report.html").unlink()
+    assert main(["report", str(run.path)]) == 0
+    assert (run.path / "report.html").is_file() and "report.html" in capsys.readouterr().out
+    assert main(["report", str(run.path), "--tag", "nope"]) == 2
+    assert "metrics-nope.json not found" in capsys.readouterr().err
+
+
+def test_openmax_is_fitted_on_the_train_split_and_used_by_predict(run, capsys):
+    before = run.metrics_file.read_text()
+    code = main(["eval", str(run.path), "eval.open_score=openmax", "eval.openmax_tail=5", "--tag", "om", "--quiet", "--json"])
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    metrics = json.loads((run.path / "metrics-om.json").read_text())
+    summary = metrics["open_score"]
+    assert summary["name"] == "openmax" and summary["tail_size"] == 5 and summary["alpha"] == 4  # min(10, 4 classes)
+    assert summary["distance"] == "eucos" and 0.0 <= metrics["open"]["auroc"] <= 1.0
+    assert (run.path / "open-score-om.safetensors").is_file() and (run.path / "report-om.html").is_file()
+    assert run.metrics_file.read_text() == before  # tagged: the run's own results stay
+    # untagged: calibration.json names openmax and predict scores with the saved fit
+    assert main(["eval", str(run.path), "eval.open_score=openmax", "--quiet"]) == 0
+    capsys.readouterr()
+    images = sorted((run.path.parent.parent / "images" / "ant").glob("*.png"))[:2]
+    assert main(["predict", str(run.path), *map(str, images), "--json"]) == 0
+    preds = json.loads(capsys.readouterr().out)
+    assert all(p["score"] == "openmax" and 0.0 <= p["score_value"] <= 1.0 for p in preds)
+
+
+def test_openmax_options_are_checked_before_any_work(run, capsys):
+    assert main(["eval", str(run.path), "eval.open_score=openmax", "eval.openmax_distance=l1", "--tag", "x"]) == 2
+    assert "eval.openmax_distance must be one of eucos, euclidean, cosine" in capsys.readouterr().err
+    assert main(["eval", str(run.path), "eval.open_score=openmax", "eval.openmax_alpha=9", "--tag", "x"]) == 2
+    assert "more than the 4 known classes" in capsys.readouterr().err

@@ -1,0 +1,73 @@
+"""Each figure draws from plain arrays, has its data on the axes, and renders to a PNG."""
+
+import numpy as np
+import pytest
+from matplotlib.figure import Figure
+
+from openlt.metrics import ShotBands, rejection_curves, threshold_grid
+from openlt.reporting import figures
+
+PNG = b"\x89PNG"
+
+
+def drawn(fig: Figure) -> Figure:
+    assert isinstance(fig, Figure) and fig.axes
+    assert figures.to_png(fig, dpi=40).startswith(PNG)
+    return fig
+
+
+def test_accuracy_vs_train_count_shades_the_three_bands_on_a_log_axis():
+    counts = [500, 120, 60, 25, 10, 3]
+    fig = drawn(figures.accuracy_vs_train_count(counts, [0.9, 0.8, None, 0.5, 0.2, 0.0], ShotBands(),
+                                                [f"c{i}" for i in range(6)], [0.85, 0.7, None, 0.4, 0.1, 0.0]))
+    ax = fig.axes[0]
+    assert ax.get_xscale() == "log"
+    assert len(ax.patches) == 3  # many / medium / few spans
+    assert {t.get_text() for t in ax.texts} >= {"many", "medium", "few", "c0"}
+
+
+def test_confusion_matrix_labels_small_and_hides_names_of_large_class_sets():
+    small = drawn(figures.confusion_matrix(np.eye(3, dtype=int) * 5, ["a", "b", "c"]))
+    assert [t.get_text() for t in small.axes[0].get_xticklabels()] == ["a", "b", "c"]
+    large = drawn(figures.confusion_matrix(np.eye(60, dtype=int), [str(i) for i in range(60)]))
+    assert not large.axes[0].texts  # no per-cell numbers on a 60 x 60 matrix
+
+
+def test_score_histograms_and_threshold_curves_with_and_without_open_images():
+    rng = np.random.default_rng(0)
+    known, unknown = rng.random(300), rng.random(100) * 0.5
+    fig = drawn(figures.score_histograms(known, unknown, 0.3, "msp"))
+    assert any("threshold" in t.get_text() for t in fig.axes[0].get_legend().get_texts())
+    drawn(figures.score_histograms(known, None, None, "energy"))
+    preds, labels = rng.integers(0, 3, 300), rng.integers(0, 3, 300)
+    curves = rejection_curves(known, preds, labels, unknown, threshold_grid(known, unknown))
+    fig = drawn(figures.threshold_curves(curves, 0.3, "msp"))
+    assert len(fig.axes[0].lines) == 5  # 4 curves + the threshold
+    drawn(figures.threshold_curves(rejection_curves(known, preds, labels, None, threshold_grid(known)), None, "msp"))
+
+
+def test_reliability_diagram_names_each_band_ece():
+    rng = np.random.default_rng(1)
+    conf = rng.random(200)
+    fig = drawn(figures.reliability_diagram(conf, rng.random(200) < conf, np.array(["many", "few"] * 100),
+                                            {"overall": 0.05, "many": 0.02, "medium": None, "few": 0.1}))
+    legend = " ".join(t.get_text() for t in fig.axes[0].get_legend().get_texts())
+    assert "many (ECE 2.0%)" in legend and "few (ECE 10.0%)" in legend and "medium" not in legend
+
+
+def test_training_curves_from_the_metrics_log():
+    history = [{"epoch": e, "train_loss": 1 / e, "train_acc": 0.5, "lr": 0.1,
+                "val": {"many": 0.5, "medium": 0.4, "few": None, "overall": 0.45}} for e in (1, 2, 3)]
+    history.append({"epoch": 4, "train_loss": 0.2, "lr": 0.0})  # an epoch without validation
+    assert len(drawn(figures.training_loss(history)).axes) == 2  # loss and its learning-rate twin
+    labels = [t.get_text() for t in drawn(figures.validation_accuracy(history)).axes[0].get_legend().get_texts()]
+    assert labels == ["train (running)", "val many", "val medium", "val overall"]  # no few: never measured
+
+
+@pytest.mark.parametrize("inclusive", [False, True])
+def test_a_class_exactly_at_a_band_edge_is_drawn_inside_its_band(inclusive):
+    bands = ShotBands(100, 20, inclusive)
+    spans = figures._band_spans(bands, 1, 1000)
+    for count in (20, 100):
+        a, b = spans[bands.band(count)]
+        assert a < count < b

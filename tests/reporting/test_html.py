@@ -1,0 +1,70 @@
+"""The run report: one self-contained HTML page with every figure, from metrics and per-sample results."""
+
+import re
+
+import numpy as np
+import torch
+
+from openlt.config import build_config
+from openlt.engine.evaluate import compute_metrics
+from openlt.metrics import ShotBands
+from openlt.reporting import load_samples, sample_table, save_samples
+from openlt.reporting.html import run_report
+
+NAMES = ["ant", "bee", "cat<&>", "dog"]  # a name that needs escaping
+COUNTS = [150, 60, 12, 5]
+
+
+def fake_outputs(seed: int = 0) -> dict:
+    g = torch.Generator().manual_seed(seed)
+
+    def split(n, known=True):
+        labels = torch.arange(n) % 4 if known else torch.full((n,), -1)
+        logits = torch.randn(n, 4, generator=g) + (3 * torch.eye(4)[labels.clamp_min(0)] if known else 0)
+        return {"logits": logits, "labels": labels}
+
+    return {"val": split(40), "test": split(80), "open": split(30, known=False)}
+
+
+def test_the_report_has_every_figure_and_table_and_needs_nothing_else(tmp_path):
+    cfg = build_config(None, ["eval.many_above=100", "eval.few_below=20"])
+    outputs = fake_outputs()
+    metrics = compute_metrics(cfg, outputs, COUNTS, NAMES)
+    assert set(metrics["ece"]) == {"many", "medium", "few", "overall"}
+    samples = sample_table(outputs, {s: outputs[s]["logits"].softmax(1).max(1).values for s in ("test", "open")})
+    save_samples(tmp_path / "predictions.npz", samples)
+    samples = load_samples(tmp_path / "predictions.npz")
+    assert set(samples) == {"test_labels", "test_preds", "test_score", "test_max_prob", "open_preds", "open_score",
+                            "open_max_prob"}
+    history = [{"epoch": 1, "train_loss": 1.0, "train_acc": 0.4, "lr": 0.1, "val": metrics["val"]}]
+    page = run_report({"run": "runs/x", "checkpoint": "best", "epoch": 0, **metrics}, samples, ShotBands(), history)
+    images = re.findall(r'<img alt="([^"]+)" src="data:image/png;base64,([A-Za-z0-9+/=]+)"', page)
+    assert [alt for alt, _ in images] == ["per-class accuracy against training images", "open-set score histograms",
+                                          "accuracy and F-measure against the threshold", "reliability diagram",
+                                          "training loss", "validation accuracy", "confusion matrix"]
+    assert all(len(data) > 1000 for _, data in images)
+    assert "cat&lt;&amp;&gt;" in page and "cat<&>" not in page
+    assert "http" not in page.replace("http-equiv", "")  # self-contained: nothing to fetch
+    assert "open-set F-measure" in page and "with rejection" in page
+
+
+def test_a_run_without_open_images_still_gets_its_report():
+    cfg = build_config(None, [])
+    outputs = fake_outputs()
+    del outputs["open"]
+    metrics = compute_metrics(cfg, outputs, COUNTS, NAMES)
+    samples = sample_table(outputs, {"test": outputs["test"]["logits"].max(1).values})
+    page = run_report({"run": "r", **metrics}, samples, ShotBands())
+    assert page.count("<img") == 5 and "AUROC" not in page
+
+
+def test_samples_file_is_checked(tmp_path):
+    import pytest
+
+    from openlt.errors import RunDirError
+
+    with pytest.raises(RunDirError, match="re-evaluate"):
+        load_samples(tmp_path / "missing.npz")
+    np.savez(tmp_path / "other.npz", x=np.zeros(3))
+    with pytest.raises(RunDirError, match="not an openlt predictions file"):
+        load_samples(tmp_path / "other.npz")
