@@ -132,6 +132,22 @@ def _features(args: argparse.Namespace) -> int:
     return 0
 
 
+def _bench(args: argparse.Namespace) -> int:
+    from openlt.bench import load_bench, run_bench
+    from openlt.reporting.bench_report import write_bench_results
+
+    spec = load_bench(args.spec, args.overrides)
+    if args.out_dir:
+        spec.out_dir = Path(args.out_dir)
+    if args.seeds:
+        spec.seeds = args.seeds
+    files = run_bench(spec, quiet=args.quiet)
+    paths = write_bench_results(spec, files)
+    print(paths["markdown"].read_text(encoding="utf-8"))
+    print("\n".join(f"{kind}: {path}" for kind, path in paths.items()))
+    return 0
+
+
 def _summary(args: argparse.Namespace) -> int:
     from openlt.report import load_metrics, summarize
 
@@ -222,6 +238,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--force", action="store_true", help="re-extract even when the cache is fresh")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=_features)
+
+    p = sub.add_parser("bench", help="run methods x seeds from a bench spec (skipping finished runs) and write "
+                       "the comparison table (markdown, CSV) and an HTML report")
+    p.add_argument("spec", help="bench YAML, e.g. configs/bench/fmnist_lt.yaml")
+    p.add_argument("overrides", nargs="*", help="dotted overrides for every method, e.g. train.epochs=2")
+    p.add_argument("--seeds", type=int, nargs="+", help="replace the spec's seeds")
+    p.add_argument("--out-dir", help="replace the spec's out_dir")
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=_bench)
 
     p = sub.add_parser("summary", help="mean ± std table over evaluated runs (e.g. seeds); LABEL=RUN groups runs")
     p.add_argument("runs", nargs="+", help="run directories (or their metrics-TAG.json files), optionally as "

@@ -34,19 +34,31 @@ def load_metrics(run: str | Path) -> dict:
     return json.loads(path.read_text(encoding="utf-8"))
 
 
+def aggregate(groups: dict[str, list[dict]]) -> list[dict]:
+    """Per group: {"label", "runs", "cells": {column: (mean, std, n) in display units, or None}}."""
+    rows = []
+    for label, runs in groups.items():
+        cells = {}
+        for name, path, scale in COLUMNS:
+            values = [v for v in (_get(m, path) for m in runs) if v is not None]
+            cells[name] = (float(np.mean(values)) * scale, float(np.std(values)) * scale, len(values)) if values else None
+        rows.append({"label": label, "runs": len(runs), "cells": cells})
+    return rows
+
+
+def format_cell(cell: tuple[float, float, int] | None, column: str) -> str:
+    if cell is None:
+        return "–"
+    mean, std, n = cell
+    digits = 1 if dict((c, s) for c, _, s in COLUMNS)[column] == 100 else 3
+    return f"{mean:.{digits}f} ± {std:.{digits}f}" if n > 1 else f"{mean:.{digits}f}"
+
+
 def summarize(groups: dict[str, list[dict]]) -> str:
     """A markdown table, one row per group of runs (mean ± std over the group's runs)."""
     header = "| method | runs | " + " | ".join(name for name, _, _ in COLUMNS) + " |"
     rows = [header, "|---|---:|" + "---:|" * len(COLUMNS)]
-    for label, runs in groups.items():
-        cells = []
-        for _, path, scale in COLUMNS:
-            values = [v for v in (_get(m, path) for m in runs) if v is not None]
-            if not values:
-                cells.append("–")
-                continue
-            mean, std = float(np.mean(values)) * scale, float(np.std(values)) * scale
-            digits = 1 if scale == 100 else 3
-            cells.append(f"{mean:.{digits}f} ± {std:.{digits}f}" if len(values) > 1 else f"{mean:.{digits}f}")
-        rows.append(f"| {label} | {len(runs)} | " + " | ".join(cells) + " |")
+    for row in aggregate(groups):
+        cells = [format_cell(row["cells"][name], name) for name, _, _ in COLUMNS]
+        rows.append(f"| {row['label']} | {row['runs']} | " + " | ".join(cells) + " |")
     return "\n".join(rows)

@@ -1,0 +1,191 @@
+"""`openlt bench SPEC`: methods x seeds on one benchmark, run one after another, each finished run reused (an
+interrupted bench resumes: a run with a `last` checkpoint is continued, one without is started again), and one
+comparison table (mean ± std) with the papers' numbers beside it, as markdown, CSV and an HTML report.
+
+A bench spec is YAML:
+
+    name: fmnist_lt
+    out_dir: runs/bench/fmnist_lt           # relative to the working directory
+    seeds: [0, 1, 2]
+    paper: null                             # imagenet_lt | places_lt | imagenet_lt_decoupling | cifar10_lt | ...
+    overrides: [data.split_dir=splits/fmnist_lt]      # for every method
+    methods:
+      - {name: plain, config: ../fmnist_lt/plain.yaml}                       # paths relative to the spec
+      - {name: oltr, config: ../fmnist_lt/oltr_stage2.yaml, init_from: plain}  # stage 2 of that seed's plain run
+      - {name: plain+energy, eval_of: plain, overrides: [eval.open_score=energy]}  # another score, same run
+
+`init_from: M` starts from method M's run of the same seed; `eval_of: M` re-evaluates M's run with other
+eval settings (written as metrics-<name>.json in that run); `paper_row` names the published row to show.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import yaml
+
+from openlt.config import build_config, parse_overrides
+from openlt.errors import ConfigError
+from openlt.paper_numbers import PAPERS
+
+NAME = re.compile(r"^[A-Za-z0-9_.+-]+$")
+SPEC_KEYS = {"name", "out_dir", "seeds", "paper", "overrides", "methods"}
+METHOD_KEYS = {"name", "config", "init_from", "eval_of", "overrides", "paper_row"}
+
+
+@dataclass
+class BenchMethod:
+    name: str
+    config: Path | None = None
+    init_from: str | None = None
+    eval_of: str | None = None
+    overrides: list[str] = field(default_factory=list)
+    paper_row: str | None = None
+
+    @property
+    def tag(self) -> str:  # the metrics-TAG.json of an eval_of method
+        return self.name.replace("+", "-").replace(".", "-")
+
+
+@dataclass
+class BenchSpec:
+    name: str
+    out_dir: Path
+    seeds: list[int]
+    methods: list[BenchMethod]
+    overrides: list[str] = field(default_factory=list)
+    paper: str | None = None
+    path: Path | None = None
+
+
+def _strings(value, what: str) -> list[str]:
+    if value is None:
+        return []
+    if not isinstance(value, list) or not all(isinstance(v, str) and "=" in v for v in value):
+        raise ConfigError(f"{what} must be a list of key=value strings, got {value!r}")
+    return list(value)
+
+
+def load_bench(path: str | Path, extra_overrides: list[str] | None = None) -> BenchSpec:
+    """Read and check a bench spec: unknown keys, names, references and configs are errors before any run."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"bench spec not found: {path}")
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"bench spec {path} is not valid YAML: {exc}") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"bench spec {path} must be a mapping")
+    unknown = set(raw) - SPEC_KEYS
+    if unknown:
+        raise ConfigError(f"bench spec {path}: unknown key(s) {sorted(unknown)}; valid: {sorted(SPEC_KEYS)}")
+    seeds = raw.get("seeds", [0])
+    if not isinstance(seeds, list) or not seeds or not all(isinstance(s, int) and not isinstance(s, bool) for s in seeds):
+        raise ConfigError(f"bench spec {path}: seeds must be a non-empty list of integers, got {seeds!r}")
+    paper = raw.get("paper")
+    if paper is not None and paper not in PAPERS:
+        raise ConfigError(f"bench spec {path}: unknown paper {paper!r}; known: {', '.join(PAPERS)}")
+    methods: list[BenchMethod] = []
+    for i, entry in enumerate(raw.get("methods") or []):
+        if not isinstance(entry, dict) or "name" not in entry:
+            raise ConfigError(f"bench spec {path}: methods[{i}] must be a mapping with a name")
+        bad = set(entry) - METHOD_KEYS
+        if bad:
+            raise ConfigError(f"bench spec {path}: method {entry['name']!r} has unknown key(s) {sorted(bad)}; "
+                              f"valid: {sorted(METHOD_KEYS)}")
+        name = str(entry["name"])
+        if not NAME.match(name) or name in {m.name for m in methods}:
+            raise ConfigError(f"bench spec {path}: method name {name!r} must be unique and use letters, digits, _ . + -")
+        known = {m.name: m for m in methods}
+        for ref in ("init_from", "eval_of"):
+            target = entry.get(ref)
+            if target is not None and (target not in known or known[target].eval_of):
+                raise ConfigError(f"bench spec {path}: method {name!r}: {ref}={target!r} must name a trained method "
+                                  f"listed before it")
+        if bool(entry.get("config")) == bool(entry.get("eval_of")):
+            raise ConfigError(f"bench spec {path}: method {name!r} needs exactly one of config or eval_of")
+        config = None
+        if entry.get("config"):
+            config = (path.parent / entry["config"]).resolve()
+            if not config.is_file():
+                raise ConfigError(f"bench spec {path}: method {name!r}: config not found: {config}")
+        methods.append(BenchMethod(name, config, entry.get("init_from"), entry.get("eval_of"),
+                                   _strings(entry.get("overrides"), f"method {name!r} overrides"), entry.get("paper_row")))
+    if not methods:
+        raise ConfigError(f"bench spec {path} lists no methods")
+    spec = BenchSpec(str(raw.get("name", path.stem)), Path(raw.get("out_dir", f"runs/bench/{path.stem}")), seeds,
+                     methods, _strings(raw.get("overrides"), "overrides") + list(extra_overrides or []), paper, path)
+    for m in spec.methods:  # every config with its overrides must build before hours of training start
+        if m.config is not None:
+            build_config(m.config, spec.overrides + m.overrides)
+        else:
+            parse_overrides(m.overrides)
+    return spec
+
+
+def _runs_of(out_dir: Path, name: str) -> list[Path]:
+    return sorted(p for p in out_dir.glob(f"{name}-*") if p.is_dir() and re.fullmatch(
+        re.escape(name) + r"-\d{8}-\d{6}(-\d+)?", p.name))
+
+
+def run_bench(spec: BenchSpec, quiet: bool = False, log: Callable[[str], None] | None = None) -> dict[str, list[Path]]:
+    """Train and evaluate every (method, seed) that is not finished; return {method: [metrics files]}."""
+    from openlt.config import _apply
+    from openlt.engine.evaluate import evaluate_run
+    from openlt.engine.run import open_run
+    from openlt.engine.train import train
+
+    log = log or (lambda line: print(line, flush=True))
+    spec.out_dir.mkdir(parents=True, exist_ok=True)
+    results: dict[str, list[Path]] = {m.name: [] for m in spec.methods}
+    total = len(spec.methods) * len(spec.seeds)
+    done = 0
+    started = time.time()
+    for seed in spec.seeds:
+        runs: dict[str, Path] = {}
+        for m in spec.methods:
+            done += 1
+            prefix = f"[{done}/{total}] {m.name} seed {seed}"
+            if m.eval_of:
+                base = runs[m.eval_of]
+                metrics = base / f"metrics-{m.tag}.json"
+                if metrics.is_file():
+                    log(f"{prefix}: done ({metrics})")
+                else:
+                    log(f"{prefix}: evaluating {base.name} with {' '.join(m.overrides) or 'its own settings'}")
+                    overrides = parse_overrides(m.overrides)
+                    evaluate_run(open_run(base), overrides=lambda cfg: _apply(cfg, overrides), quiet=quiet, tag=m.tag)
+                results[m.name].append(metrics)
+                continue
+            name = f"{m.name}-s{seed}"
+            finished = [p for p in _runs_of(spec.out_dir, name) if (p / "metrics.json").is_file()]
+            if finished:
+                run_dir = finished[0]
+                log(f"{prefix}: done ({run_dir})")
+            else:
+                run_dir = _train_or_resume(spec, m, seed, name, runs, quiet, log, prefix, train, open_run)
+                evaluate_run(open_run(run_dir), quiet=quiet)
+            runs[m.name] = run_dir
+            results[m.name].append(run_dir / "metrics.json")
+        log(f"seed {seed} finished ({(time.time() - started) / 60:.1f} min so far)")
+    return results
+
+
+def _train_or_resume(spec, m, seed, name, runs, quiet, log, prefix, train, open_run) -> Path:
+    for partial in _runs_of(spec.out_dir, name):
+        if (partial / "checkpoints" / "last.safetensors").is_file():
+            log(f"{prefix}: resuming the interrupted run {partial}")
+            run = open_run(partial)
+            return train(run.config(), run=run, resume=True, quiet=quiet, log=log).path
+        shutil.rmtree(partial)  # killed before its first checkpoint: nothing to keep
+    overrides = [*spec.overrides, *m.overrides, f"seed={seed}", f"out_dir={spec.out_dir}"]
+    if m.init_from:
+        overrides.append(f"train.init_from={runs[m.init_from]}")
+    log(f"{prefix}: training {m.config.name}")
+    return train(build_config(m.config, overrides), name=name, quiet=quiet, log=log).path

@@ -1,0 +1,127 @@
+"""The results of a bench: one comparison table (mean ± std over seeds) as markdown and CSV, the papers'
+numbers beside it, and a self-contained HTML page with a bar chart per band and links to every run's report."""
+
+from __future__ import annotations
+
+import csv
+import io
+import os
+from pathlib import Path
+
+import numpy as np
+from matplotlib.figure import Figure
+
+from openlt.io import write_text
+from openlt.paper_numbers import PAPERS
+from openlt.report import COLUMNS, aggregate, format_cell, load_metrics
+from openlt.reporting.html import esc, figure, page, table
+
+BAND_COLUMNS = ("many", "medium", "few", "overall")
+OPEN_COLUMNS = ("F", "AUROC")
+
+
+def _paper_rows(spec, names: list[str]) -> list[tuple[str, dict]]:
+    if spec.paper is None:
+        return []
+    rows = PAPERS[spec.paper]["rows"]
+    out = []
+    for m in spec.methods:
+        key = m.paper_row or m.name
+        if key in rows and m.name in names:
+            out.append((f"{m.name} ({key})", rows[key]))
+    return out
+
+
+def markdown(spec, groups: dict[str, list[dict]]) -> str:
+    names = [c for c, _, _ in COLUMNS]
+    lines = [f"# bench {spec.name}: {len(spec.seeds)} seed(s) {spec.seeds}", "",
+             "Top-1 in %, F / AUROC / FPR@95 in [0, 1]; mean ± std over seeds.", "",
+             "| method | runs | " + " | ".join(names) + " |", "|---|---:|" + "---:|" * len(names)]
+    for row in aggregate(groups):
+        lines.append(f"| {row['label']} | {row['runs']} | " + " | ".join(format_cell(row["cells"][c], c) for c in names) + " |")
+    paper = _paper_rows(spec, list(groups))
+    if paper:
+        lines += ["", f"Published: {PAPERS[spec.paper]['source']}", "",
+                  "| method (paper row) | " + " | ".join(names) + " |", "|---|" + "---:|" * len(names)]
+        for label, values in paper:
+            lines.append(f"| {label} | " + " | ".join(_paper_cell(values.get(c), c) for c in names) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def _paper_cell(value, column: str) -> str:
+    if value is None:
+        return "–"
+    return f"{value:.3f}" if column in ("F", "AUROC", "FPR@95") else f"{value:.1f}"
+
+
+def csv_text(groups: dict[str, list[dict]]) -> str:
+    buf = io.StringIO()
+    writer = csv.writer(buf)
+    names = [c for c, _, _ in COLUMNS]
+    writer.writerow(["method", "runs"] + [f"{c} {s}" for c in names for s in ("mean", "std")])
+    for row in aggregate(groups):
+        cells = []
+        for c in names:
+            cell = row["cells"][c]
+            cells += ["", ""] if cell is None else [f"{cell[0]:.4f}", f"{cell[1]:.4f}"]
+        writer.writerow([row["label"], row["runs"]] + cells)
+    return buf.getvalue()
+
+
+def bars(groups: dict[str, list[dict]], columns: tuple[str, ...], ylabel: str, title: str) -> Figure:
+    """Grouped bars: one group per column (band), one bar per method, error bars = std over seeds."""
+    rows = aggregate(groups)
+    fig = Figure(figsize=(7.5, 3.6), layout="constrained")
+    ax = fig.subplots()
+    width = 0.8 / max(1, len(rows))
+    x = np.arange(len(columns))
+    for i, row in enumerate(rows):
+        means = [row["cells"][c][0] if row["cells"][c] else np.nan for c in columns]
+        stds = [row["cells"][c][1] if row["cells"][c] else 0.0 for c in columns]
+        ax.bar(x + (i - (len(rows) - 1) / 2) * width, means, width, yerr=stds, capsize=2, label=row["label"])
+    ax.set_xticks(x, columns)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title, fontsize=11)
+    ax.grid(axis="y", alpha=0.3)
+    ax.legend(fontsize=8, ncol=max(1, min(4, len(rows))), loc="upper center", bbox_to_anchor=(0.5, -0.1), frameon=False)
+    return fig
+
+
+def html_page(spec, groups: dict[str, list[dict]], files: dict[str, list[Path]], out_dir: Path) -> str:
+    names = [c for c, _, _ in COLUMNS]
+    rows = [[r["label"], r["runs"]] + [format_cell(r["cells"][c], c) for c in names] for r in aggregate(groups)]
+    body = [f"<h1>bench {esc(spec.name)}</h1>",
+            f'<p class="meta">{len(spec.seeds)} seed(s) {esc(spec.seeds)}; top-1 in %, F / AUROC / FPR@95 in [0, 1]; '
+            f"mean ± std over seeds. Spec: <code>{esc(spec.path)}</code></p>",
+            table(["method", "runs"] + names, rows, [False] + [True] * (len(names) + 1))]
+    paper = _paper_rows(spec, list(groups))
+    if paper:
+        body += [f"<h2>Published numbers</h2><p class='meta'>{esc(PAPERS[spec.paper]['source'])}</p>",
+                 table(["method (paper row)"] + names, [[label] + [_paper_cell(v.get(c), c) for c in names]
+                                                         for label, v in paper], [False] + [True] * len(names))]
+    body.append('<h2>Per band and open set</h2><div class="grid">')
+    body.append(figure(bars(groups, BAND_COLUMNS, "top-1 (%)", "closed-set top-1 per shot band"),
+                       "Closed-set top-1 per shot band (bars: mean over seeds, whiskers: std)."))
+    body.append(figure(bars(groups, OPEN_COLUMNS, "score", "open-set F-measure and AUROC"),
+                       "Open-set F-measure (threshold chosen on validation) and AUROC of the rejection score."))
+    body.append("</div><h2>Runs</h2><ul>")
+    for method, paths in files.items():
+        links = []
+        for p in paths:
+            report = p.parent / (p.name.replace("metrics", "report").replace(".json", ".html"))
+            href = os.path.relpath(report.resolve(), out_dir.resolve())
+            links.append(f'<a href="{esc(href)}">{esc(p.parent.name)}</a>' if report.is_file() else esc(p.parent.name))
+        body.append(f"<li><b>{esc(method)}</b>: {', '.join(links)}</li>")
+    body.append("</ul>")
+    return page(f"openlt bench {spec.name}", "\n".join(body))
+
+
+def write_bench_results(spec, files: dict[str, list[Path]]) -> dict[str, Path]:
+    """results.md, results.csv and report.html in the bench's out_dir; returns their paths."""
+    groups = {method: [load_metrics(p) for p in paths] for method, paths in files.items() if paths}
+    out = spec.out_dir
+    paths = {"markdown": out / "results.md", "csv": out / "results.csv", "html": out / "report.html"}
+    write_text(paths["markdown"], markdown(spec, groups))
+    write_text(paths["csv"], csv_text(groups))
+    write_text(paths["html"], html_page(spec, groups, files, out))
+    return paths

@@ -1,0 +1,98 @@
+"""`openlt bench`: a tiny spec end to end, resume-and-skip, and spec errors before any run."""
+
+import json
+from pathlib import Path
+
+import pytest
+
+from images import make_image_folder
+from openlt.bench import load_bench, run_bench
+from openlt.cli import main
+from openlt.errors import ConfigError
+
+CONFIGS = Path(__file__).parents[1] / "configs" / "fmnist_lt"
+TINY = ["data.dataset=image-folder", "data.image_size=16", "model.backbone=resnet10", "train.epochs=1",
+        "train.batch_size=16", "train.lr=0.05", "eval.batch_size=64", "eval.many_above=30", "eval.few_below=15",
+        "data.split.n_max=40", "data.split.n_min=8", "data.split.open_classes=[eel]", "data.split.val_per_class=4",
+        "data.split.test_per_class=6", "data.split.order=label", "train.device=cpu"]
+
+
+def write_spec(tmp: Path, images: Path) -> Path:
+    (tmp / "tiny.yaml").write_text("name: tiny\n")
+    spec = {
+        "name": "tiny", "out_dir": str(tmp / "bench"), "seeds": [0],
+        "overrides": [f"data.root={images}", *TINY],
+        "methods": [
+            {"name": "plain", "config": "tiny.yaml"},
+            {"name": "plain+energy", "eval_of": "plain", "overrides": ["eval.open_score=energy"]},
+            {"name": "tau_norm", "config": str(CONFIGS / "decouple_tau_norm.yaml"), "init_from": "plain",
+             "overrides": ["train.epochs=1"]},
+        ],
+    }
+    path = tmp / "bench.yaml"
+    path.write_text(json.dumps(spec))  # JSON is YAML
+    return path
+
+
+@pytest.fixture
+def spec_path(tmp_path, single_thread):
+    images = make_image_folder(tmp_path / "images", {"ant": 40, "bee": 30, "cat": 20, "dog": 10, "eel": 10})
+    return write_spec(tmp_path, images)
+
+
+def test_bench_runs_skips_and_resumes(spec_path, tmp_path, capsys):
+    assert main(["bench", str(spec_path), "--quiet"]) == 0
+    out = capsys.readouterr().out
+    bench = tmp_path / "bench"
+    for name in ("results.md", "results.csv", "report.html"):
+        assert (bench / name).is_file()
+    md = (bench / "results.md").read_text()
+    assert "| plain | 1 |" in md and "| plain+energy | 1 |" in md and "| tau_norm | 1 |" in md
+    html = (bench / "report.html").read_text()
+    assert html.count("data:image/png;base64,") == 2 and "plain-s0-" in html
+    plain = next(bench.glob("plain-s0-*"))
+    assert json.loads((plain / "metrics-plain-energy.json").read_text())["calibration"]["score"] == "energy"
+    assert "training" in out
+
+    # a second bench trains nothing
+    lines = []
+    run_bench(load_bench(spec_path), quiet=True, log=lines.append)
+    assert all("done" in line for line in lines if line.startswith("["))
+    assert len(list(bench.glob("plain-s0-*"))) == 1
+
+    # an interrupted run with a checkpoint is continued, one without is started again
+    tau = next(bench.glob("tau_norm-s0-*"))
+    (tau / "metrics.json").unlink()
+    broken = bench / "tau_norm-s0-20000101-000000"  # killed before its first checkpoint
+    (broken / "checkpoints").mkdir(parents=True)
+    lines = []
+    spec = load_bench(spec_path)
+    spec.seeds = [0]
+    run_bench(spec, quiet=True, log=lines.append)
+    assert any("resuming the interrupted run" in line and "tau_norm" in line for line in lines)
+    assert (tau / "metrics.json").is_file()
+    assert not broken.exists()
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"methods": []}, "lists no methods"),
+    ({"seeds": "0"}, "seeds must be"),
+    ({"paper": "mnist"}, "unknown paper"),
+    ({"bogus": 1}, "unknown key"),
+    ({"methods": [{"name": "a", "config": "nope.yaml"}]}, "config not found"),
+    ({"methods": [{"name": "a", "eval_of": "b"}]}, "must name a trained method"),
+    ({"methods": [{"name": "a b", "config": "tiny.yaml"}]}, "must be unique"),
+    ({"methods": [{"name": "a", "config": "tiny.yaml", "overrides": ["train.epochz=1"]}]}, "train.epochz"),
+])
+def test_bench_spec_errors_come_before_any_run(tmp_path, change, message):
+    (tmp_path / "tiny.yaml").write_text("name: tiny\n")
+    spec = {"name": "x", "seeds": [0], "methods": [{"name": "a", "config": "tiny.yaml"}], **change}
+    path = tmp_path / "bench.yaml"
+    path.write_text(json.dumps(spec))
+    with pytest.raises(ConfigError, match=message):
+        load_bench(path)
+
+
+def test_shipped_bench_specs_load():
+    for path in sorted((Path(__file__).parents[1] / "configs" / "bench").glob("*.yaml")):
+        assert load_bench(path, ["data.root=/data", "data.split_dir=/splits"]).methods
