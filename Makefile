@@ -30,7 +30,7 @@ data:
 demo: setup data
 	$(PY) -m openlt split --dataset fashion-mnist --out $(DEMO_SPLITS) --force
 	$(PY) -m openlt train configs/fmnist_lt/plain.yaml data.split_dir=$(DEMO_SPLITS) out_dir=$(DEMO_RUNS) --name demo-plain
-	@echo "The run directory and report are listed above (runs/demo-plain-*/metrics.json, report.md)."
+	@echo "The run directory and report are listed above (runs/demo-plain-*/metrics.json, report.md, report.html)."
 
 test: setup data
 	$(PY) -m pytest -q tests
