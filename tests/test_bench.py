@@ -44,7 +44,7 @@ def test_bench_runs_skips_and_resumes(spec_path, tmp_path, capsys):
     assert main(["bench", str(spec_path), "--quiet"]) == 0
     out = capsys.readouterr().out
     bench = tmp_path / "bench"
-    for name in ("results.md", "results.csv", "report.html"):
+    for name in ("results.md", "results.csv", "report.html", "bands.png", "openset.png"):
         assert (bench / name).is_file()
     md = (bench / "results.md").read_text()
     assert "| plain | 1 |" in md and "| plain+energy | 1 |" in md and "| tau_norm | 1 |" in md

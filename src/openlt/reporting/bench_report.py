@@ -11,9 +11,10 @@ from pathlib import Path
 import numpy as np
 from matplotlib.figure import Figure
 
-from openlt.io import write_text
+from openlt.io import atomic_path, write_text
 from openlt.paper_numbers import PAPERS
 from openlt.report import COLUMNS, aggregate, format_cell, load_metrics
+from openlt.reporting.figures import to_png
 from openlt.reporting.html import esc, figure, page, table
 
 BAND_COLUMNS = ("many", "medium", "few", "overall")
@@ -120,8 +121,14 @@ def write_bench_results(spec, files: dict[str, list[Path]]) -> dict[str, Path]:
     """results.md, results.csv and report.html in the bench's out_dir; returns their paths."""
     groups = {method: [load_metrics(p) for p in paths] for method, paths in files.items() if paths}
     out = spec.out_dir
-    paths = {"markdown": out / "results.md", "csv": out / "results.csv", "html": out / "report.html"}
+    paths = {"markdown": out / "results.md", "csv": out / "results.csv", "html": out / "report.html",
+             "bands figure": out / "bands.png", "open-set figure": out / "openset.png"}
     write_text(paths["markdown"], markdown(spec, groups))
     write_text(paths["csv"], csv_text(groups))
     write_text(paths["html"], html_page(spec, groups, files, out))
+    # the two charts also as files, for slides and papers
+    for key, fig in (("bands figure", bars(groups, BAND_COLUMNS, "top-1 (%)", "closed-set top-1 per shot band")),
+                     ("open-set figure", bars(groups, OPEN_COLUMNS, "score", "open-set F-measure and AUROC"))):
+        with atomic_path(paths[key]) as tmp:
+            tmp.write_bytes(to_png(fig, 130))
     return paths
