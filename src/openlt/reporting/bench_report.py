@@ -8,6 +8,7 @@ import io
 import os
 from pathlib import Path
 
+import matplotlib
 import numpy as np
 from matplotlib.figure import Figure
 
@@ -76,10 +77,12 @@ def bars(groups: dict[str, list[dict]], columns: tuple[str, ...], ylabel: str, t
     ax = fig.subplots()
     width = 0.8 / max(1, len(rows))
     x = np.arange(len(columns))
+    colours = matplotlib.colormaps["tab20" if len(rows) > 10 else "tab10"]  # distinct colours for up to 20 methods
     for i, row in enumerate(rows):
         means = [row["cells"][c][0] if row["cells"][c] else np.nan for c in columns]
         stds = [row["cells"][c][1] if row["cells"][c] else 0.0 for c in columns]
-        ax.bar(x + (i - (len(rows) - 1) / 2) * width, means, width, yerr=stds, capsize=2, label=row["label"])
+        ax.bar(x + (i - (len(rows) - 1) / 2) * width, means, width, yerr=stds, capsize=2, label=row["label"],
+               color=colours(i % colours.N))
     ax.set_xticks(x, columns)
     ax.set_ylabel(ylabel)
     ax.set_title(title, fontsize=11)

@@ -24,7 +24,7 @@ h2 { font-size: 17px; margin: 28px 0 8px; border-bottom: 1px solid #ddd; padding
 .meta { color: #555; font-size: 13px; } .meta code { background: #f2f2f2; padding: 0 3px; border-radius: 3px; }
 table { border-collapse: collapse; margin: 8px 0; font-size: 13px; }
 th, td { padding: 4px 10px; border-bottom: 1px solid #e5e5e5; text-align: left; } th { background: #f4f4f4; }
-td.num, th.num { text-align: right; font-variant-numeric: tabular-nums; }
+td.num, th.num { text-align: right; font-variant-numeric: tabular-nums; } td.num { white-space: nowrap; }
 .grid { display: grid; grid-template-columns: repeat(auto-fit, minmax(520px, 1fr)); gap: 18px; align-items: start; }
 figure { margin: 0; } figure img { width: 100%; height: auto; border: 1px solid #eee; }
 figure.wide { grid-column: 1 / -1; justify-self: center; max-width: 720px; }
