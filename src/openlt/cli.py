@@ -78,10 +78,13 @@ def _train(args: argparse.Namespace) -> int:
         cfg = build_config(args.config, args.overrides)
         run = train(cfg, name=args.name, quiet=args.quiet)
     if not args.no_eval:
-        metrics = evaluate_run(run, "best", quiet=args.quiet)
-        print(format_table(metrics))
-        print(f"run directory: {run.path}\nmetrics: {run.metrics_file}\nreport: {run.report_file} "
-              f"(figures: {run.report_file.with_suffix('.html')})")
+        from openlt.engine.distributed import is_main
+
+        metrics = evaluate_run(run, "best", quiet=args.quiet)  # under torchrun: every process evaluates a share
+        if is_main():
+            print(format_table(metrics))
+            print(f"run directory: {run.path}\nmetrics: {run.metrics_file}\nreport: {run.report_file} "
+                  f"(figures: {run.report_file.with_suffix('.html')})")
     return 0
 
 
@@ -98,6 +101,10 @@ def _eval(args: argparse.Namespace) -> int:
         raise OpenLTError(f"--tag {args.tag!r}: use letters, digits, '-' or '_'")
     metrics = evaluate_run(run, args.checkpoint, overrides=lambda cfg: _apply(cfg, overrides), quiet=args.quiet,
                            device=args.device, tag=args.tag)
+    from openlt.engine.distributed import is_main
+
+    if not is_main():  # under torchrun every process evaluated a share; rank 0 speaks
+        return 0
     if args.json:
         print(json.dumps({k: metrics[k] for k in ("closed", "open", "calibration") if k in metrics}, indent=2))
     else:
@@ -268,7 +275,8 @@ def _message(exc: BaseException) -> str:
     if "Original Traceback" in text:
         text = [line for line in text.strip().splitlines() if line.strip()][-1]
         text = text.split(": ", 1)[1] if text.startswith(("openlt.", "DataError", "OpenLTError")) else text
-    return text
+    # One line, always: a message that quotes a multi-line text (a library's error) is joined up.
+    return "; ".join(line.strip() for line in text.strip().splitlines() if line.strip()) or type(exc).__name__
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -284,7 +292,7 @@ def main(argv: list[str] | None = None) -> int:
         args.overrides = [*args.overrides, *overrides]
     try:
         return args.func(args)
-    except OpenLTError as exc:
+    except (OpenLTError, OSError) as exc:  # OSError: the machine's, not a bug (no permission, disk full)
         if args.debug:
             raise
         print(f"openlt {args.command}: error: {_message(exc)}", file=sys.stderr)

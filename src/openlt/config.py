@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Union, get_args, get_origin, get_type_hints
@@ -48,7 +49,8 @@ class DataConfig:
     transform: str = "auto"  # auto | small | imagenet
     image_size: int | None = None  # None: 28 for fashion-mnist, 32 for cifar, 224 for imagenet-style
     in_chans: int | None = None  # None: 1 for fashion-mnist, 3 otherwise
-    workers: int = 0
+    workers: int = 0  # DataLoader worker processes per training process (0: load in the main process)
+    pin_memory: bool | None = None  # page-locked batches for faster host-to-GPU copies; None: on with CUDA only
     split: SplitConfig = field(default_factory=SplitConfig)
 
 
@@ -99,6 +101,8 @@ class TrainConfig:
     centroid_lr: float | None = None  # OLTR centroids' learning rate (None: train.lr)
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     channels_last: bool = True  # NHWC memory format: about 15 % faster convolutions on CPU and GPU
+    amp: str = "none"  # mixed precision: none | bf16 (CPU or GPU) | fp16 (GPU, with a grad scaler); see docs/scale.md
+    sync_bn: bool = False  # under torchrun on GPUs: batch-norm statistics over the global batch (default: per process)
     eval_every: int = 1
 
 
@@ -177,6 +181,13 @@ def _coerce(value: Any, hint: Any, key: str) -> Any:
     if hint is float:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             return float(value)
+        if isinstance(value, str):  # YAML 1.1 reads 1e-4 (no dot) as a string; a finite number is meant
+            try:
+                number = float(value)
+            except ValueError:
+                number = math.nan
+            if math.isfinite(number):
+                return number
         raise ConfigError(f"config key {key!r} must be a number, got {value!r}")
     if hint is list:
         if isinstance(value, (list, tuple)):
@@ -202,7 +213,7 @@ def _apply(obj: Any, updates: dict, prefix: str = "") -> None:
         full = f"{prefix}{key}"
         if key not in names:
             close = difflib.get_close_matches(str(key), names, n=1)
-            hint = f" (did you mean {prefix}{close[0]!r}?)" if close else ""
+            hint = f" (did you mean {prefix + close[0]!r}?)" if close else ""
             raise ConfigError(f"unknown config key {full!r}{hint}; valid keys here: {', '.join(names)}")
         current = getattr(obj, key)
         if dataclasses.is_dataclass(current):
@@ -234,6 +245,14 @@ def parse_overrides(overrides: list[str]) -> dict:
     return nested
 
 
+def yaml_error_text(exc: yaml.YAMLError) -> str:
+    """A YAML parse error on one line: 'line 4, column 2: expected <block end>, but found ...'."""
+    mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
+    problem = getattr(exc, "problem", None) or getattr(exc, "context", None) or str(exc).strip().splitlines()[0]
+    where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""
+    return f"{where}{problem}"
+
+
 def load_yaml(path: str | Path) -> dict:
     path = Path(path)
     if not path.is_file():
@@ -241,7 +260,7 @@ def load_yaml(path: str | Path) -> dict:
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
     except yaml.YAMLError as exc:
-        raise ConfigError(f"config file {path} is not valid YAML: {exc}") from None
+        raise ConfigError(f"config file {path} is not valid YAML ({yaml_error_text(exc)})") from None
     if not isinstance(data, dict):
         raise ConfigError(f"config file {path} must hold a mapping of keys, not {type(data).__name__}")
     base = data.pop("base", None)

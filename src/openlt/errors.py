@@ -19,3 +19,8 @@ class RunDirError(OpenLTError):
 
 class TrainingError(OpenLTError):
     """Training cannot go on (for instance a non-finite loss)."""
+
+
+class WriteError(OpenLTError):
+    """An output file could not be written (disk full, no permission, read-only folder); the previous
+    version of the file, if any, is kept (writes are atomic)."""

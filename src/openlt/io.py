@@ -10,24 +10,75 @@ import tempfile
 from pathlib import Path
 from typing import Any, Iterator
 
+from openlt.errors import WriteError
+
+TEMP_SUFFIX = ".tmp"
+
+
+def _write_errors() -> tuple[type[BaseException], ...]:
+    """Exceptions that mean "the bytes could not be written": OSError (disk full, permissions) and the error
+    safetensors raises for the same I/O failures."""
+    try:
+        from safetensors import SafetensorError
+    except ImportError:  # pragma: no cover - safetensors is a dependency
+        return (OSError,)
+    return (OSError, SafetensorError)
+
+
+def _write_error(path: Path, exc: BaseException) -> WriteError:
+    text = str(exc).strip()
+    reason = getattr(exc, "strerror", None) or (text.splitlines()[0] if text else type(exc).__name__)
+    return WriteError(f"cannot write {path}: {reason} (the previous version, if any, is kept)")
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+_FILE_MODE = 0o666 & ~_umask()
+
 
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path beside `path`; on success it replaces `path`, on failure it is removed.
 
     Readers never see a half-written file, and a crash leaves the previous version in place.
+    A failure to write (disk full, no permission) is a WriteError naming `path`.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=TEMP_SUFFIX, dir=path.parent)
+        os.close(fd)
+    except OSError as exc:
+        raise _write_error(path, exc) from exc
     try:
         yield Path(tmp)
+        os.chmod(tmp, _FILE_MODE)  # mkstemp makes 0600; runs are meant to be read by others (as open() would)
         os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
+    except BaseException as exc:
+        with contextlib.suppress(OSError):
             os.unlink(tmp)
+        if isinstance(exc, _write_errors()):
+            raise _write_error(path, exc) from exc
         raise
+
+
+def remove_stale_temp(folder: str | os.PathLike) -> list[Path]:
+    """Delete the temporary files of writes that never finished (a process killed mid-write) under `folder`.
+
+    Only names of the form `atomic_path` uses (`.NAME.XXXX.tmp`) are touched. Call it only when no other
+    process writes into `folder` (e.g. when resuming a run); returns the files removed.
+    """
+    removed = []
+    for tmp in Path(folder).rglob(f".*{TEMP_SUFFIX}"):
+        if tmp.is_file():
+            with contextlib.suppress(OSError):
+                tmp.unlink()
+                removed.append(tmp)
+    return removed
 
 
 def write_text(path: str | os.PathLike, text: str) -> None:
@@ -41,10 +92,13 @@ def write_json(path: str | os.PathLike, obj: Any) -> None:
 
 def append_jsonl(path: str | os.PathLike, obj: Any) -> None:
     """Append one JSON line and flush it to disk (metrics logs survive a crash up to the last line)."""
-    with open(path, "a", encoding="utf-8") as fh:
-        fh.write(json.dumps(obj) + "\n")
-        fh.flush()
-        os.fsync(fh.fileno())
+    try:
+        with open(path, "a", encoding="utf-8") as fh:
+            fh.write(json.dumps(obj) + "\n")
+            fh.flush()
+            os.fsync(fh.fileno())
+    except OSError as exc:
+        raise _write_error(Path(path), exc) from exc
 
 
 def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:

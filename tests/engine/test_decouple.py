@@ -181,3 +181,17 @@ def test_post_hoc_logit_adjustment_shifts_only_the_bias(stage1, tmp_path):
     assert torch.equal(s1["model.classifier.fc.weight"], s2["model.classifier.fc.weight"])
     expected = s1["model.classifier.fc.bias"] - tau * log_priors(counts).float()
     assert torch.allclose(s2["model.classifier.fc.bias"], expected, atol=1e-6)
+
+
+def test_decoupled_evaluation_from_the_cache_equals_the_network(stage1, tmp_path):
+    from openlt.engine.evaluate import collect_outputs, load_run_model, make_loader
+    from openlt.engine.features import cached_head_outputs
+
+    run = open_run(stage2(stage1, "crt", tmp_path))
+    cfg, data, model, _ = load_run_model(run)
+    device = torch.device("cpu")
+    cached = cached_head_outputs(cfg, model, ["test", "open"], device, quiet=True)
+    for split in ("test", "open"):
+        live = collect_outputs(model, make_loader(data.dataset(split), 64, 0, device), device, split, quiet=True)
+        assert torch.equal(cached[split]["labels"], live["labels"])
+        assert torch.allclose(cached[split]["logits"], live["logits"], atol=1e-4)

@@ -57,6 +57,44 @@ def image_folder_pool(root: str | os.PathLike) -> LabelledPool:
     return LabelledPool("image-folder", classes, items, np.asarray(labels), root=str(root))
 
 
+HIGH_BIT_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I", "F")
+
+
+def convert_image(img: Image.Image, mode: str) -> Image.Image:
+    """Convert any PIL image to `mode` ("RGB" or "L"). Palette, CMYK, RGBA (alpha dropped), LA, 1-bit convert as
+    PIL does; 16-bit and 32-bit integer images are scaled to 8 bits (PIL alone would clip them to white), and
+    float images in [0, 1] are scaled by 255 (others clipped to 0..255)."""
+    if img.mode in HIGH_BIT_MODES:
+        arr = np.asarray(img).astype(np.float64)
+        top = float(arr.max()) if arr.size else 0.0
+        if img.mode == "F":
+            arr = arr * 255.0 if arr.size and arr.min() >= 0.0 and top <= 1.0 else arr
+        elif img.mode.startswith("I;16") or 255 < top <= 65535:
+            arr = arr / 257.0  # 0..65535 -> 0..255
+        elif top > 65535:
+            arr = (arr - arr.min()) / max(1.0, top - arr.min()) * 255.0
+        img = Image.fromarray(np.clip(np.rint(arr), 0, 255).astype(np.uint8), mode="L")
+    elif img.mode == "P" and "transparency" in img.info:
+        img = img.convert("RGBA")  # what PIL asks for, without its warning
+    return img if img.mode == mode else img.convert(mode)
+
+
+def open_image(path: str | os.PathLike, mode: str = "RGB") -> Image.Image:
+    """Read an image file as `mode`; a missing, empty, truncated or non-image file is a DataError naming it."""
+    path = Path(path)
+    try:
+        with Image.open(path) as img:
+            img.load()
+            return convert_image(img, mode)
+    except FileNotFoundError:
+        raise DataError(f"image not found: {path}") from None
+    except IsADirectoryError:
+        raise DataError(f"not an image file but a folder: {path}") from None
+    except (UnidentifiedImageError, Image.DecompressionBombError, OSError, ValueError, SyntaxError,
+            EOFError) as exc:
+        raise DataError(f"corrupt or unreadable image {path}: {exc}") from None
+
+
 class FileImageLoader:
     """Open `root/item` with PIL in the wanted mode; a corrupt or missing file is a DataError naming it."""
 
@@ -73,15 +111,7 @@ class FileImageLoader:
                 raise DataError(f"{entries.path}, line {line}: image {item!r} not found under {self.root}")
 
     def __call__(self, item: str):
-        path = self.root / item
-        try:
-            with Image.open(path) as img:
-                img.load()
-                return img.convert(self.mode)
-        except FileNotFoundError:
-            raise DataError(f"image not found: {path}") from None
-        except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
-            raise DataError(f"corrupt or unreadable image {path}: {exc}") from None
+        return open_image(self.root / item, self.mode)
 
 
 class ArrayImageLoader:

@@ -8,6 +8,7 @@ bit for bit. The result is written as ImageNet-LT-style split files plus a JSON 
 from __future__ import annotations
 
 import math
+import shutil
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -15,7 +16,7 @@ import numpy as np
 
 from openlt.config import SplitConfig
 from openlt.data.splitfile import write_split_file
-from openlt.errors import ConfigError, DataError
+from openlt.errors import ConfigError, DataError, WriteError
 from openlt.io import sha256_file, write_json
 
 SPLIT_NAMES = ("train", "val", "test", "open")
@@ -173,24 +174,33 @@ def make_split(pool: LabelledPool, cfg: SplitConfig) -> Split:
 def write_split(split: Split, out_dir: str | Path, pool: LabelledPool, cfg: SplitConfig, bands=None) -> dict:
     """Write `train.txt`, `val.txt`, `test.txt`, `open.txt` and `manifest.json`; return the manifest."""
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    for name in SPLIT_NAMES:
-        items, labels = split.entries[name]
-        if items:
-            write_split_file(out_dir / f"{name}.txt", items, labels)
-        else:
-            (out_dir / f"{name}.txt").unlink(missing_ok=True)
-    files = {name: out_dir / f"{name}.txt" for name in SPLIT_NAMES if split.entries[name][0]}
-    manifest = describe_split(files, split.class_names, split.train_counts(), bands=bands)
-    manifest.update(
-        dataset=pool.dataset,
-        root=pool.root,
-        open_class_names=split.open_class_names,
-        original_class_ids=split.original_ids,
-        split_config=asdict(cfg),
-        seed=cfg.seed,
-    )
-    write_json(out_dir / MANIFEST, manifest)
+    created = not out_dir.exists()
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        (out_dir / MANIFEST).unlink(missing_ok=True)  # the manifest comes last: a folder without one is incomplete
+        for name in SPLIT_NAMES:
+            items, labels = split.entries[name]
+            if items:
+                write_split_file(out_dir / f"{name}.txt", items, labels)
+            else:
+                (out_dir / f"{name}.txt").unlink(missing_ok=True)
+        files = {name: out_dir / f"{name}.txt" for name in SPLIT_NAMES if split.entries[name][0]}
+        manifest = describe_split(files, split.class_names, split.train_counts(), bands=bands)
+        manifest.update(
+            dataset=pool.dataset,
+            root=pool.root,
+            open_class_names=split.open_class_names,
+            original_class_ids=split.original_ids,
+            split_config=asdict(cfg),
+            seed=cfg.seed,
+        )
+        write_json(out_dir / MANIFEST, manifest)
+    except BaseException as exc:
+        if created:  # no half-written split folder is left behind
+            shutil.rmtree(out_dir, ignore_errors=True)
+        if isinstance(exc, OSError):
+            raise WriteError(f"cannot write the split folder {out_dir}: {exc.strerror or exc}") from None
+        raise
     return manifest
 
 

@@ -45,11 +45,27 @@ def save_checkpoint(path: str | Path, model: nn.Module, optimizer: torch.optim.O
         save_file(tensors, str(tmp), metadata={"openlt": json.dumps(meta)})
 
 
+def _looks_like_pickle(path: Path) -> bool:
+    """torch.save writes a zip archive (PK..) or, in its legacy format, a raw pickle (protocol 2+: 0x80 n).
+    A safetensors file starts with an 8-byte header length and then its JSON header ('{')."""
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(9)
+    except OSError:
+        return False
+    if head[8:9] == b"{":
+        return False
+    return head.startswith(b"PK\x03\x04") or (len(head) >= 2 and head[0] == 0x80 and 2 <= head[1] <= 5)
+
+
 def read_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], dict]:
     """Return (tensors, metadata); a missing, corrupt or foreign file is a RunDirError naming it."""
     path = Path(path)
     if not path.is_file():
         raise RunDirError(f"checkpoint not found: {path}")
+    if _looks_like_pickle(path):
+        raise RunDirError(f"checkpoint {path} is a torch.save / pickle file, not an openlt safetensors checkpoint "
+                          "(pickles are never loaded: they can run code)")
     try:
         with safe_open(str(path), framework="pt", device="cpu") as fh:
             metadata = fh.metadata() or {}
@@ -58,7 +74,7 @@ def read_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], dict]:
         raise RunDirError(f"checkpoint {path} is corrupt or not a safetensors file ({exc})") from None
     try:
         meta = json.loads(metadata["openlt"])
-        assert meta.get("format") == FORMAT
+        assert isinstance(meta, dict) and meta.get("format") == FORMAT and isinstance(meta.get("state"), dict)
     except (KeyError, json.JSONDecodeError, AssertionError):
         raise RunDirError(f"checkpoint {path} was not written by openlt (no {FORMAT} metadata)") from None
     return tensors, meta

@@ -16,7 +16,9 @@ from tqdm import tqdm
 
 from openlt.config import Config
 from openlt.data.build import DataBundle, prepare_data, shot_bands
+from openlt.engine import distributed
 from openlt.engine.checkpoint import load_checkpoint
+from openlt.engine.precision import autocast, inference_amp
 from openlt.engine.run import Run
 from openlt.errors import ConfigError, RunDirError
 from openlt.io import write_json, write_text
@@ -45,9 +47,15 @@ def batch_to(images: torch.Tensor, device: torch.device, channels_last: bool) ->
     return images.contiguous(memory_format=torch.channels_last) if channels_last and images.dim() == 4 else images
 
 
-def make_loader(dataset, batch_size: int, workers: int, device: torch.device, sampler=None, shuffle=False) -> DataLoader:
+def make_loader(dataset, batch_size: int, workers: int, device: torch.device, sampler=None, shuffle=False,
+                pin_memory: bool | None = None, shard: bool = False) -> DataLoader:
+    """A DataLoader; `pin_memory` None pins with CUDA only. `shard`: under torchrun each process takes its
+    share of the images (`distributed.ShardSampler`) and `collect_outputs` gathers them back in order."""
+    if shard and sampler is None and distributed.is_distributed():
+        sampler = distributed.ShardSampler(len(dataset))
+    pin = device.type == "cuda" if pin_memory is None else bool(pin_memory) and torch.cuda.is_available()
     return DataLoader(dataset, batch_size=batch_size, sampler=sampler, shuffle=shuffle, num_workers=workers,
-                      pin_memory=device.type == "cuda", persistent_workers=workers > 0, drop_last=False)
+                      pin_memory=pin, persistent_workers=workers > 0, drop_last=False)
 
 
 KEPT_OUTPUTS = ("logits", "reachability")  # what evaluation and the open-set scores read
@@ -55,17 +63,23 @@ KEPT_OUTPUTS = ("logits", "reachability")  # what evaluation and the open-set sc
 
 @torch.no_grad()
 def collect_outputs(model: OpenLTModel, loader: DataLoader, device: torch.device, desc: str = "eval",
-                    quiet: bool = False, channels_last: bool = False) -> dict[str, torch.Tensor]:
-    """Logits (and reachability, where the head gives it) and labels of every image (eval mode, no augmentation)."""
+                    quiet: bool = False, channels_last: bool = False, amp: str = "none") -> dict[str, torch.Tensor]:
+    """Logits (and reachability, where the head gives it) and labels of every image (eval mode, no augmentation).
+    A loader sharded over processes (`make_loader(..., shard=True)` under torchrun) gives every process all of them."""
     model.eval()
     kept: dict[str, list[torch.Tensor]] = {}
+    quiet = quiet or not distributed.is_main()
     for images, targets in tqdm(loader, desc=desc, leave=False, disable=True if quiet else None, file=sys.stderr):
-        out = model(batch_to(images, device, channels_last))
+        with autocast(amp, device):
+            out = model(batch_to(images, device, channels_last))
         for key in KEPT_OUTPUTS:
             if key in out:
                 kept.setdefault(key, []).append(out[key].float().cpu())
         kept.setdefault("labels", []).append(targets)
-    return {key: torch.cat(values) for key, values in kept.items()}
+    outputs = {key: torch.cat(values) for key, values in kept.items()}
+    if isinstance(loader.sampler, distributed.ShardSampler):
+        outputs = {key: distributed.gather_shards(value, len(loader.dataset)) for key, value in outputs.items()}
+    return outputs
 
 
 def predictions(outputs: dict[str, torch.Tensor]) -> np.ndarray:
@@ -204,24 +218,34 @@ def evaluate_run(run: Run, checkpoint: str = "best", overrides: Callable[[Config
     if overrides:
         overrides(cfg)
     scorer = build_score(cfg.eval.open_score, cfg.eval)  # a bad score name or option fails before any work
-    dev = resolve_device(device or cfg.train.device)
+    dev = distributed.setup(resolve_device(device or cfg.train.device))  # under torchrun: shard, gather, rank 0 writes
+    amp = inference_amp(cfg.train.amp, dev)
     cfg, data, model, state = load_run_model(run, checkpoint, dev, cfg)
+    splits = [s for s in (("train",) if scorer.requires_fit else ()) + ("val", "test", "open") if s == "test" or data.has(s)]
     outputs = {}
-    for split in ("train", "val", "test", "open") if scorer.requires_fit else ("val", "test", "open"):
-        if split == "test" or data.has(split):
-            loader = make_loader(data.dataset(split), cfg.eval.batch_size, cfg.data.workers, dev)
-            outputs[split] = collect_outputs(model, loader, dev, split, quiet, cfg.train.channels_last)
+    if cfg.decouple.method != "none":  # a decoupled run's body is its stage-1 run's: read that run's feature cache
+        from openlt.engine.features import cached_head_outputs
+
+        outputs = cached_head_outputs(cfg, model, splits, dev, quiet)
+    for split in splits:
+        if split not in outputs:
+            loader = make_loader(data.dataset(split), cfg.eval.batch_size, cfg.data.workers, dev,
+                                 pin_memory=cfg.data.pin_memory, shard=True)
+            outputs[split] = collect_outputs(model, loader, dev, split, quiet, cfg.train.channels_last, amp)
     if scorer.requires_fit:
         scorer.fit(outputs.pop("train"))
-        save_score(sidecar_path(run, "open-score", ".safetensors", tag), scorer)
+        if distributed.is_main():
+            save_score(sidecar_path(run, "open-score", ".safetensors", tag), scorer)
     metrics = compute_metrics(cfg, outputs, data.train_counts, data.class_names, scorer)
     metrics = {"run": str(run.path), "checkpoint": checkpoint, "epoch": state.get("epoch"), **metrics}
-    if tag is None:
-        write_json(run.calibration_file, metrics["calibration"])
-    write_json(run.metrics_path(tag), metrics)
-    samples = sample_table(outputs, {split: scorer.score(outputs[split]) for split in ("test", "open") if split in outputs})
-    save_samples(sidecar_path(run, "predictions", ".npz", tag), samples)
-    write_reports(run, metrics, samples, tag, shot_bands(cfg))
+    if distributed.is_main():
+        if tag is None:
+            write_json(run.calibration_file, metrics["calibration"])
+        write_json(run.metrics_path(tag), metrics)
+        samples = sample_table(outputs, {split: scorer.score(outputs[split]) for split in ("test", "open") if split in outputs})
+        save_samples(sidecar_path(run, "predictions", ".npz", tag), samples)
+        write_reports(run, metrics, samples, tag, shot_bands(cfg))
+    distributed.barrier()
     return metrics
 
 

@@ -21,6 +21,7 @@ from tqdm import tqdm
 from openlt.config import Config
 from openlt.data.build import DataBundle, prepare_data
 from openlt.engine.evaluate import batch_to, load_run_model, make_loader, resolve_device
+from openlt.engine.precision import autocast, inference_amp
 from openlt.engine.run import Run
 from openlt.errors import ConfigError
 from openlt.io import atomic_path, sha256_file
@@ -35,11 +36,12 @@ def cache_file(run: Run, split: str) -> Path:
     return run.path / "features" / f"{split}.safetensors"
 
 
-def cache_key(run: Run, data: DataBundle, split: str, checkpoint: str, dtype: str) -> dict:
-    """What a cached file must have been made from to be reused."""
-    return {"format": FORMAT, "checkpoint": checkpoint, "checkpoint_sha256": sha256_file(run.checkpoint(checkpoint)),
-            "split_file": str(data.split_path(split)), "split_sha256": sha256_file(data.split_path(split)),
-            "dtype": dtype}
+def cache_key(run: Run, data: DataBundle, split: str, checkpoint: str, dtype: str, amp: str = "none") -> dict:
+    """What a cached file must have been made from to be reused (the autocast precision only when not float32)."""
+    key = {"format": FORMAT, "checkpoint": checkpoint, "checkpoint_sha256": sha256_file(run.checkpoint(checkpoint)),
+           "split_file": str(data.split_path(split)), "split_sha256": sha256_file(data.split_path(split)),
+           "dtype": dtype}
+    return key if amp == "none" else {**key, "amp": amp}
 
 
 def _read(path: Path) -> tuple[dict, dict[str, torch.Tensor]] | None:
@@ -59,12 +61,15 @@ def _read(path: Path) -> tuple[dict, dict[str, torch.Tensor]] | None:
 
 @torch.no_grad()
 def extract_features(model: OpenLTModel, loader, device: torch.device, desc: str = "features", quiet: bool = False,
-                     channels_last: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
-    """(N, D) float32 features (the head's input) and (N,) labels, in the loader's order, in eval mode."""
+                     channels_last: bool = False, amp: str = "none") -> tuple[torch.Tensor, torch.Tensor]:
+    """(N, D) float32 features (the head's input) and (N,) labels, in the loader's order, in eval mode
+    (under `amp` autocast: the run's train.amp where the device runs it)."""
     model.eval()
     feats, labels = [], []
     for images, targets in tqdm(loader, desc=desc, leave=False, disable=True if quiet else None, file=sys.stderr):
-        feats.append(model.features(batch_to(images, device, channels_last))[1].float().cpu())
+        with autocast(amp, device):
+            feature = model.features(batch_to(images, device, channels_last))[1]
+        feats.append(feature.float().cpu())
         labels.append(targets)
     return torch.cat(feats), torch.cat(labels).long()
 
@@ -90,7 +95,7 @@ def load_features(run: Run, splits: tuple[str, ...] = SPLITS, checkpoint: str = 
                 raise ConfigError(f"run {run.path} has no {split} split file ({data.split_path(split)})")
             continue
         path = cache_file(run, split)
-        key = cache_key(run, data, split, checkpoint, dtype)
+        key = cache_key(run, data, split, checkpoint, dtype, inference_amp(cfg.train.amp, dev))
         existed = path.is_file()
         cached = None if force else _read(path)
         if cached is not None and cached[0] == key:
@@ -100,7 +105,8 @@ def load_features(run: Run, splits: tuple[str, ...] = SPLITS, checkpoint: str = 
             if model is None:
                 cfg, data, model, _ = load_run_model(run, checkpoint, dev, cfg)
             loader = make_loader(data.dataset(split, train=False), cfg.eval.batch_size, cfg.data.workers, dev)
-            feats, labels = extract_features(model, loader, dev, f"features {split}", quiet, cfg.train.channels_last)
+            feats, labels = extract_features(model, loader, dev, f"features {split}", quiet, cfg.train.channels_last,
+                                             inference_amp(cfg.train.amp, dev))
             path.parent.mkdir(parents=True, exist_ok=True)
             with atomic_path(path) as tmp:
                 save_file({"features": feats.to(DTYPES[dtype]).contiguous(), "labels": labels.contiguous()}, str(tmp),
@@ -111,3 +117,27 @@ def load_features(run: Run, splits: tuple[str, ...] = SPLITS, checkpoint: str = 
             print(f"features {split:5s} {tuple(feats.shape)} {dtype}: {status} ({path})")
         result[split] = {"features": feats.float(), "labels": labels}
     return result
+
+
+@torch.no_grad()
+def cached_head_outputs(cfg: Config, model: OpenLTModel, splits: list[str], device: torch.device,
+                        quiet: bool = False) -> dict[str, dict[str, torch.Tensor]]:
+    """The outputs of a decoupled run (stage-1 body + new head) computed from its stage-1 run's feature cache:
+    the head applied to the cached features, so evaluation passes no image through the backbone. Returns {}
+    when the stage-1 run is gone (the caller then evaluates through the network)."""
+    from openlt.engine.run import open_run
+    from openlt.errors import RunDirError
+    from openlt.models.meta_embedding import head_outputs
+
+    try:
+        source = open_run(cfg.train.init_from)
+    except (RunDirError, TypeError):
+        return {}
+    feats = load_features(source, tuple(splits), dtype=cfg.decouple.cache_dtype, device=str(device), quiet=quiet)
+    model.eval()
+    outputs = {}
+    for split, cached in feats.items():
+        out = head_outputs(model.classifier, cached["features"].to(device))
+        outputs[split] = {k: out[k].float().cpu() for k in ("logits", "reachability") if k in out}
+        outputs[split]["labels"] = cached["labels"]
+    return outputs

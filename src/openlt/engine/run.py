@@ -12,8 +12,8 @@ from pathlib import Path
 
 import yaml
 
-from openlt.config import Config, build_config, dump_yaml
-from openlt.errors import OpenLTError, RunDirError
+from openlt.config import Config, build_config, dump_yaml, yaml_error_text
+from openlt.errors import OpenLTError, RunDirError, WriteError
 from openlt.io import write_json, write_text
 
 
@@ -57,8 +57,12 @@ class Run:
     def config(self) -> Config:
         try:
             saved = yaml.safe_load(self.config_file.read_text(encoding="utf-8"))
-        except (OSError, yaml.YAMLError) as exc:
+        except (OSError, UnicodeDecodeError) as exc:
             raise RunDirError(f"cannot read the config of run {self.path}: {exc}") from None
+        except yaml.YAMLError as exc:
+            raise RunDirError(f"{self.config_file} is not valid YAML ({yaml_error_text(exc)})") from None
+        if not isinstance(saved, dict):
+            raise RunDirError(f"{self.config_file} must hold a mapping of config keys, not {type(saved).__name__}")
         try:
             return build_config(base=saved)
         except OpenLTError as exc:
@@ -88,7 +92,10 @@ def new_run(cfg: Config, name: str | None = None) -> Run:
     while path.exists():
         n += 1
         path = base.with_name(f"{base.name}-{n}")
-    (path / "checkpoints").mkdir(parents=True)
+    try:
+        (path / "checkpoints").mkdir(parents=True)
+    except OSError as exc:
+        raise WriteError(f"cannot create the run directory {path}: {exc.strerror or exc}") from None
     return Run(path)
 
 

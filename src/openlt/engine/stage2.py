@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from openlt.data.build import DataBundle
+from openlt.engine import distributed
 from openlt.engine.checkpoint import read_checkpoint
 from openlt.engine.evaluate import batch_to, make_loader
 from openlt.engine.run import open_run
@@ -24,9 +25,10 @@ from openlt.models.model import OpenLTModel
 @torch.no_grad()
 def class_means(model: OpenLTModel, data: DataBundle, device: torch.device, batch_size: int, workers: int,
                 channels_last: bool) -> torch.Tensor:
-    """Per-class mean of the features the head sees, over the training split (eval mode, test transform)."""
+    """Per-class mean of the features the head sees, over the training split (eval mode, test transform).
+    Under torchrun each process sums its share of the images; sums and counts are then added over processes."""
     model.eval()
-    loader = make_loader(data.dataset("train", train=False), batch_size, workers, device)
+    loader = make_loader(data.dataset("train", train=False), batch_size, workers, device, shard=True)
     sums, counts = None, torch.zeros(data.num_classes, dtype=torch.float64)
     for images, targets in loader:
         _, feature = model.features(batch_to(images, device, channels_last))
@@ -35,6 +37,7 @@ def class_means(model: OpenLTModel, data: DataBundle, device: torch.device, batc
             sums = torch.zeros(data.num_classes, feature.shape[1], dtype=torch.float64)
         sums.index_add_(0, targets, feature)
         counts += torch.bincount(targets, minlength=data.num_classes).double()
+    sums, counts = distributed.all_reduce_sum(sums), distributed.all_reduce_sum(counts)
     return (sums / counts.clamp(min=1).unsqueeze(1)).float()
 
 

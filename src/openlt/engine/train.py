@@ -1,4 +1,10 @@
-"""The training recipe, top to bottom: data, model, SGD with warm-up + cosine, epochs, checkpoints, resume."""
+"""The training recipe, top to bottom: data, model, SGD with warm-up + cosine, epochs, checkpoints, resume.
+
+Under `torchrun` the same recipe runs data-parallel (engine/distributed.py): `train.batch_size` is the global
+batch, split evenly over the processes; the model is wrapped in DistributedDataParallel (gradients averaged, so
+one step equals one step of a single process on the whole batch, up to per-process batch-norm statistics);
+rank 0 alone writes the run directory. Mixed precision (`train.amp`) comes from engine/precision.py.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +13,7 @@ import math
 import shutil
 import sys
 import time
+from pathlib import Path
 from typing import Callable
 
 import torch
@@ -15,14 +22,16 @@ from tqdm import tqdm
 from openlt.config import Config, TrainConfig
 from openlt.data.build import prepare_data, shot_bands
 from openlt.data.samplers import build_sampler
+from openlt.engine import distributed
 from openlt.engine.checkpoint import load_checkpoint, save_checkpoint
 from openlt.engine.evaluate import (batch_to, closed_metrics, collect_outputs, make_loader, resolve_device,
                                    to_device)
+from openlt.engine.precision import autocast, check_amp, grad_scaler
 from openlt.engine.run import Run, new_run
 from openlt.engine.stage2 import init_from_run
 from openlt.engine.tracking import EpochLog
 from openlt.errors import ConfigError, TrainingError
-from openlt.io import write_text
+from openlt.io import remove_stale_temp, write_text
 from openlt.losses import build_loss
 from openlt.models.model import build_model
 
@@ -64,54 +73,85 @@ def param_groups(model: torch.nn.Module, cfg: TrainConfig) -> list[dict]:
     return [{"params": params, "base_lr": lrs[key], "name": key} for key, params in groups.items() if params]
 
 
-def _epoch_seed(seed: int, epoch: int) -> int:
-    return (seed * 1_000_003 + epoch * 7919) % (2**63)
+def _epoch_seed(seed: int, epoch: int, rank: int = 0) -> int:
+    """The seed of an epoch's augmentation draws; each process of a distributed run draws its own
+    (rank 0 the same as a single process)."""
+    return (seed * 1_000_003 + epoch * 7919 + rank * 104_729) % (2**63)
+
+
+def per_process_batch(batch_size: int, world_size: int) -> int:
+    """`train.batch_size` is the global batch: each of `world_size` processes takes an equal share of it."""
+    if batch_size < 1 or batch_size % world_size:
+        raise ConfigError(f"train.batch_size={batch_size} is the global batch and must split evenly over the "
+                          f"{world_size} processes (batch_size / WORLD_SIZE images each); "
+                          f"use a multiple of {world_size}")
+    return batch_size // world_size
 
 
 def train(cfg: Config, *, run: Run | None = None, name: str | None = None, resume: bool = False,
           quiet: bool = False, log: Callable[[str], None] | None = None) -> Run:
     """Train per `cfg` into a new run directory (or continue `run` when `resume`); return the run."""
     log = log or (lambda line: print(line, flush=True))
-    device = resolve_device(cfg.train.device)
+    device = distributed.setup(resolve_device(cfg.train.device))  # joins the process group under torchrun
+    check_amp(cfg.train.amp, device)
+    per_process_batch(cfg.train.batch_size, distributed.world_size())
+    if cfg.train.sync_bn and distributed.is_distributed() and device.type != "cuda":
+        raise ConfigError("train.sync_bn needs CUDA devices (PyTorch's SyncBatchNorm has no CPU kernel); "
+                          "leave it off for per-process batch-norm statistics")
+    if not distributed.is_main():  # one voice: rank 0 logs and shows progress
+        log, quiet = (lambda line: None), True
     torch.manual_seed(cfg.seed)
     if cfg.decouple.method != "none":  # stage 2 on a frozen representation: re-fitted from the cache, even on resume
         from openlt.engine.decouple import train_decoupled
 
-        body = lambda cfg, run, resume, quiet, log, device: train_decoupled(cfg, run, quiet, log, device)  # noqa: E731
+        def body(cfg, run, resume, quiet, log, device):  # cheap (cached features): rank 0 alone, the others wait
+            if distributed.is_main():
+                train_decoupled(cfg, run, quiet, log, device)
+            distributed.barrier()
+            return run
     else:
         body = _train
     if run is not None:
+        if resume and distributed.is_main():  # temporary files of writes a killed process never finished
+            remove_stale_temp(run.path)
         return body(cfg, run, resume, quiet, log, device)
-    run = new_run(cfg, name)
+    run = Run(Path(distributed.broadcast_object(str(new_run(cfg, name).path) if distributed.is_main() else None)))
     log(f"run directory: {run.path}")
     try:
         return body(cfg, run, resume, quiet, log, device)
     except BaseException:
-        if not run.checkpoint("last").exists():  # failed before the first epoch ended: leave nothing behind
-            shutil.rmtree(run.path, ignore_errors=True)
+        if distributed.is_main() and not run.checkpoint("last").exists():  # failed before the first epoch ended:
+            shutil.rmtree(run.path, ignore_errors=True)                  # leave nothing behind
         raise
 
 
 def _train(cfg: Config, run: Run, resume: bool, quiet: bool, log: Callable[[str], None], device: torch.device) -> Run:
-    data = prepare_data(cfg, run.path)
-    if not resume:
-        run.write_config(cfg)
-    run.write_manifest(data.manifest)
+    main, rank, world = distributed.is_main(), distributed.rank(), distributed.world_size()
+    data = distributed.main_first(lambda: prepare_data(cfg, run.path))  # rank 0 may build the split files
+    if main:
+        if not resume:
+            run.write_config(cfg)
+        run.write_manifest(data.manifest)
 
-    channels_last = cfg.train.channels_last
+    channels_last, amp = cfg.train.channels_last, cfg.train.amp
     model = to_device(build_model(cfg, data.num_classes, data.in_chans, data.image_size), device, channels_last)
     if cfg.train.init_from and not resume:
         init_from_run(model, cfg.train.init_from, data, device, cfg.eval.batch_size, cfg.data.workers, channels_last, log)
     if cfg.train.freeze_backbone:
         model.backbone.requires_grad_(False)
+    if cfg.train.sync_bn and world > 1:
+        model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
     train_set = data.dataset("train", train=True)
-    sampler = build_sampler(cfg.train.sampler, train_set.targets, epochs=cfg.train.epochs, seed=cfg.seed)
-    loader = make_loader(train_set, cfg.train.batch_size, cfg.data.workers, device, sampler=sampler)
-    val_loader = (make_loader(data.dataset("val"), cfg.eval.batch_size, cfg.data.workers, device)
-                  if data.has("val") else None)
+    sampler = build_sampler(cfg.train.sampler, train_set.targets, epochs=cfg.train.epochs, seed=cfg.seed,
+                            rank=rank, world_size=world)  # every rank draws the same global order, takes its share
+    loader = make_loader(train_set, per_process_batch(cfg.train.batch_size, world), cfg.data.workers, device,
+                         sampler=sampler, pin_memory=cfg.data.pin_memory)
+    val_loader = (make_loader(data.dataset("val"), cfg.eval.batch_size, cfg.data.workers, device,
+                              pin_memory=cfg.data.pin_memory, shard=True) if data.has("val") else None)
     criterion = build_loss(cfg.train.loss, data.train_counts, model.backbone.out_dim, **cfg.train.loss_args).to(device)
     optimizer = torch.optim.SGD(param_groups(model, cfg.train), lr=cfg.train.lr, momentum=cfg.train.momentum,
                                 nesterov=cfg.train.nesterov, weight_decay=cfg.train.weight_decay)
+    scaler = grad_scaler(amp, device)
     steps_per_epoch = len(loader)
     bands = shot_bands(cfg)
 
@@ -119,23 +159,31 @@ def _train(cfg: Config, run: Run, resume: bool, quiet: bool, log: Callable[[str]
     if resume:
         state = load_checkpoint(run.checkpoint("last"), model, optimizer)
         start_epoch, best = state["epoch"] + 1, state.get("best_val")
-        _truncate_log(run, state["epoch"])
+        if scaler is not None and state.get("grad_scaler"):
+            scaler.load_state_dict(state["grad_scaler"])
+        if main:
+            _truncate_log(run, state["epoch"])
         log(f"resuming {run.path} after epoch {state['epoch'] + 1}/{cfg.train.epochs}")
     if start_epoch >= cfg.train.epochs:
         log("training already finished")
         return run
+    # the loss inside the (DDP-wrapped, under torchrun) module, so that DDP sees which parameters the loss used:
+    # the centroids (a tensor of the model's output) get a gradient only from a loss with a centroid term
+    unused = hasattr(model.classifier, "centroids") and not getattr(criterion, "uses_centroids", False)
+    net = distributed.data_parallel(_WithLoss(model, criterion), device, find_unused_parameters=unused)
 
     log(f"{len(train_set)} training images, {data.num_classes} classes ({bands.describe()}), "
-        f"{cfg.model.backbone} on {device}, {cfg.train.epochs} epochs of {steps_per_epoch} steps")
+        f"{cfg.model.backbone} on {device}" + (f" x {world} processes" if world > 1 else "") +
+        f", {cfg.train.epochs} epochs of {steps_per_epoch} steps" + (f", amp {amp}" if amp != "none" else ""))
     started = time.time()
-    epoch_log = EpochLog(run, start_epoch)  # metrics.jsonl, and TensorBoard when it is installed
+    epoch_log = EpochLog(run, start_epoch) if main else None  # metrics.jsonl, and TensorBoard when it is installed
     for epoch in range(start_epoch, cfg.train.epochs):
         epoch_start = time.time()
-        torch.manual_seed(_epoch_seed(cfg.seed, epoch))  # augmentation draws depend on (seed, epoch) only
+        torch.manual_seed(_epoch_seed(cfg.seed, epoch, rank))  # augmentation draws depend on (seed, epoch, rank) only
         sampler.set_epoch(epoch)
         if hasattr(criterion, "set_epoch"):  # losses with a schedule (LDAM's deferred re-weighting)
             criterion.set_epoch(epoch)
-        model.train()
+        net.train()
         if cfg.train.freeze_backbone:
             model.backbone.eval()  # a frozen backbone keeps its batch-norm statistics too
         loss_sum, correct, seen = 0.0, 0, 0
@@ -148,37 +196,74 @@ def _train(cfg: Config, run: Run, resume: bool, quiet: bool, log: Callable[[str]
                 group["lr"] = group["base_lr"] * factor
             lr = cfg.train.lr * factor
             images, targets = batch_to(images, device, channels_last), targets.to(device, non_blocking=True)
-            out = model(images)
-            loss = criterion(out, targets)
+            with autocast(amp, device):
+                loss, logits = net(images, targets)
             if not torch.isfinite(loss):
-                raise TrainingError(f"loss became {loss.item()} at epoch {epoch + 1}, step {i + 1}; "
-                                    f"the last good checkpoint is {run.checkpoint('last')} (try a lower train.lr)")
+                raise TrainingError(_non_finite_message(loss.item(), epoch, i, run))
             optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
+            if scaler is None:
+                loss.backward()
+                optimizer.step()
+            else:  # fp16: scaled loss, unscaled gradients checked for inf / NaN before the step
+                scaler.scale(loss).backward()
+                scaler.step(optimizer)
+                scaler.update()
             loss_sum += loss.item() * len(targets)
-            correct += int((out["logits"].argmax(1) == targets).sum())
+            correct += int((logits.argmax(1) == targets).sum())
             seen += len(targets)
             bar.set_postfix(loss=f"{loss_sum / seen:.3f}", lr=f"{lr:.4f}")
+        if world > 1:  # the epoch's loss and accuracy over every process's images
+            totals = distributed.all_reduce_sum(torch.tensor([loss_sum, correct, seen], dtype=torch.float64))
+            loss_sum, correct, seen = float(totals[0]), int(totals[1]), int(totals[2])
         record = {"epoch": epoch + 1, "train_loss": loss_sum / seen, "train_acc": correct / seen, "lr": lr}
         if val_loader is not None and ((epoch + 1) % cfg.train.eval_every == 0 or epoch + 1 == cfg.train.epochs):
-            record["val"] = closed_metrics(collect_outputs(model, val_loader, device, "val", quiet, channels_last), data.train_counts, bands)
+            distributed.broadcast_buffers(model)  # every rank evaluates with rank 0's (the checkpoint's) BN statistics
+            record["val"] = closed_metrics(collect_outputs(model, val_loader, device, "val", quiet, channels_last, amp),
+                                           data.train_counts, bands)
         record["time_s"] = round(time.time() - epoch_start, 2)
         score = record.get("val", {}).get("overall")
         improved = score is not None and (best is None or score > best)
         if improved or (val_loader is None):
             best = score if improved else best
-            save_checkpoint(run.checkpoint("best"), model, None, {"epoch": epoch, "val_overall": score})
-        save_checkpoint(run.checkpoint("last"), model, optimizer, {"epoch": epoch, "best_val": best})
-        epoch_log.write(record)
+            if main:
+                save_checkpoint(run.checkpoint("best"), model, None, {"epoch": epoch, "val_overall": score})
+        state = {"epoch": epoch, "best_val": best}
+        if scaler is not None:
+            state["grad_scaler"] = scaler.state_dict()  # the loss scale continues where it was on resume
+        if main:
+            save_checkpoint(run.checkpoint("last"), model, optimizer, state)
+            epoch_log.write(record)
         done = epoch + 1 - start_epoch
         eta = (time.time() - started) / done * (cfg.train.epochs - epoch - 1)
         val_text = "" if "val" not in record else "  val " + " ".join(
             f"{b} {_pct(record['val'][b])}" for b in ("many", "medium", "few", "overall"))
         log(f"epoch {epoch + 1:3d}/{cfg.train.epochs}  loss {record['train_loss']:.3f}  train acc {100 * record['train_acc']:.1f}"
             f"{val_text}  ({record['time_s']:.0f}s, eta {eta / 60:.1f} min){'  *best' if improved else ''}")
-    epoch_log.close()
+    if epoch_log is not None:
+        epoch_log.close()
+    distributed.barrier()  # the other ranks go on (e.g. to evaluation) once rank 0 has written the checkpoints
     return run
+
+
+def _non_finite_message(value: float, epoch: int, step: int, run: Run) -> str:
+    """Why training stopped, and what is left: the checkpoint of the last finished epoch, or nothing."""
+    text = f"loss became {value} at epoch {epoch + 1}, step {step + 1} (try a lower train.lr); "
+    if run.checkpoint("last").exists():
+        return text + (f"the last good checkpoint (epoch {epoch}) is kept: {run.checkpoint('last')}; "
+                       f"`openlt train --resume {run.path}` continues from it with the run's config.yaml")
+    return text + "no epoch had finished, so no checkpoint was written and the run directory is removed"
+
+
+class _WithLoss(torch.nn.Module):
+    """model + loss as one module: forward(images, targets) -> (loss, logits)."""
+
+    def __init__(self, model: torch.nn.Module, criterion: torch.nn.Module) -> None:
+        super().__init__()
+        self.model, self.criterion = model, criterion
+
+    def forward(self, images: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        out = self.model(images)
+        return self.criterion(out, targets), out["logits"]
 
 
 def _pct(value: float | None) -> str:

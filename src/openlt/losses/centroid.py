@@ -24,6 +24,10 @@ than by ignoring the incoming gradient, so loss scaling (AMP) and gradient accum
 Set it to False for the textbook gradient (the attract centroid gradient scaled by `weight` like the rest).
 
 The loss owns no parameters: the centroids live in the model head and arrive as `outputs["centroids"]`.
+
+Data-parallel training (torchrun): n_k is counted over the global batch (the per-process counts are summed over
+the processes in the forward pass), so that after DDP averages the gradients the centroids move exactly as
+with one process on the whole batch. The repel term's clamp acts on each process's share of the batch.
 """
 
 from __future__ import annotations
@@ -32,6 +36,7 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
+import torch.distributed as dist
 from torch import nn
 from torch.autograd.function import FunctionCtx, once_differentiable
 
@@ -47,40 +52,53 @@ def _loss_dtype(a: torch.Tensor, b: torch.Tensor) -> torch.dtype:
     return dtype if dtype in (torch.float32, torch.float64) else torch.float32
 
 
+def batch_class_counts(labels: torch.Tensor, num_classes: int) -> torch.Tensor:
+    """Images per class in the batch; under data-parallel training, in the global batch (summed over processes)."""
+    counts = torch.bincount(labels.long(), minlength=num_classes)
+    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+        dist.all_reduce(counts)  # labels live on the training device, which is the backend's (gloo: CPU, NCCL: CUDA)
+    return counts
+
+
 class _AttractFunction(torch.autograd.Function):
     """sum ||f_i - c_{y_i}||^2 / 2 / B, with the centroid gradient divided by (1 + class count in the batch)
-    and multiplied by `centroid_grad_scale`; the feature gradient is the plain one."""
+    and multiplied by `centroid_grad_scale`; the feature gradient is the plain one. `counts` (per class, default:
+    this batch's) may be the global batch's under data-parallel training."""
 
     @staticmethod
     def forward(ctx: FunctionCtx, features: torch.Tensor, labels: torch.Tensor, centroids: torch.Tensor,
-                centroid_grad_scale: float = 1.0) -> torch.Tensor:
+                centroid_grad_scale: float = 1.0, counts: torch.Tensor | None = None) -> torch.Tensor:
         labels = labels.long()
         dtype = _loss_dtype(features, centroids)
         diff = features.to(dtype) - centroids.to(dtype).index_select(0, labels)      # (B,d)
         batch = max(features.shape[0], 1)
-        ctx.save_for_backward(diff, labels)
+        if counts is None:
+            counts = torch.bincount(labels, minlength=centroids.shape[0])
+        ctx.save_for_backward(diff, labels, counts)
         ctx.batch, ctx.num_classes, ctx.scale = batch, centroids.shape[0], float(centroid_grad_scale)
         ctx.f_dtype, ctx.c_dtype = features.dtype, centroids.dtype
         return diff.pow(2).sum() / 2.0 / batch
 
     @staticmethod
     @once_differentiable
-    def backward(ctx: Any, grad_output: torch.Tensor) -> tuple[torch.Tensor | None, None, torch.Tensor | None, None]:
-        diff, labels = ctx.saved_tensors
+    def backward(ctx: Any, grad_output: torch.Tensor) -> tuple[torch.Tensor | None, None, torch.Tensor | None, None, None]:
+        diff, labels, counts = ctx.saved_tensors
         grad_f = grad_c = None
         if ctx.needs_input_grad[0]:
             grad_f = (grad_output * diff / ctx.batch).to(ctx.f_dtype)
         if ctx.needs_input_grad[2]:
-            counts = 1.0 + torch.bincount(labels, minlength=ctx.num_classes).to(diff.dtype)
+            counts = 1.0 + counts.to(diff.dtype)
             summed = diff.new_zeros(ctx.num_classes, diff.shape[1]).index_add_(0, labels, diff)
             grad_c = (-grad_output * ctx.scale * summed / counts.unsqueeze(1) / ctx.batch).to(ctx.c_dtype)
-        return grad_f, None, grad_c, None
+        return grad_f, None, grad_c, None, None
 
 
 def attract_loss(features: torch.Tensor, targets: torch.Tensor, centroids: torch.Tensor,
                  centroid_grad_scale: float = 1.0) -> torch.Tensor:
-    """The attract term with the public code's per-class division of the centroid gradient."""
-    return _AttractFunction.apply(features, targets, centroids, centroid_grad_scale)
+    """The attract term with the public code's per-class division of the centroid gradient (by the class counts
+    of the global batch under data-parallel training)."""
+    counts = batch_class_counts(targets, centroids.shape[0]) if centroids.requires_grad else None
+    return _AttractFunction.apply(features, targets, centroids, centroid_grad_scale, counts)
 
 
 def repel_loss(features: torch.Tensor, targets: torch.Tensor, centroids: torch.Tensor,
@@ -139,6 +157,11 @@ class OLTRLoss(nn.Module):
         self.public_code_centroid_grad = bool(public_code_centroid_grad)
         self.centroid_loss = DiscriminativeCentroidLoss(margin_repel, repel_weight)
 
+    @property
+    def uses_centroids(self) -> bool:
+        """Whether the loss gives the model's centroids a gradient (data-parallel training needs to know)."""
+        return self.weight != 0
+
     def forward(self, outputs: dict[str, torch.Tensor], targets: torch.Tensor) -> torch.Tensor:
         centroids = outputs.get("centroids")
         if centroids is None:
@@ -163,4 +186,5 @@ def oltr(train_counts: list[int] | None = None, feature_dim: int | None = None, 
                     public_code_centroid_grad=public_code_centroid_grad)
 
 
-__all__ = ["DiscriminativeCentroidLoss", "MISSING_CENTROIDS", "OLTRLoss", "attract_loss", "repel_loss"]
+__all__ = ["DiscriminativeCentroidLoss", "MISSING_CENTROIDS", "OLTRLoss", "attract_loss", "batch_class_counts",
+           "repel_loss"]

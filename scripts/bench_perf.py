@@ -1,0 +1,329 @@
+#!/usr/bin/env python
+"""Training performance on the embedded benchmark's model (ResNet-10, 28 px, batch 128), measured in one run.
+
+Prints four ratios with their targets, each the median of --steps timed steps after warm-up, every
+configuration in a fresh process (so that its peak memory is its own):
+
+* OLTR step / plain step        one training step (forward, loss, backward, SGD) of the OLTR stage-2 model
+                                (modulated attention, meta-embedding head, CE + centroid loss; the model of
+                                configs/fmnist_lt/oltr_stage2.yaml) over the plain one (plain.yaml), timed
+                                alternately in one process so that a shared machine's load hits both alike.
+                                Target <= 1.10.
+* loader / model                images per second of the embedded-benchmark train loader alone (sampler, decode,
+                                augmentation, batching; data.workers of the config and --workers) over images per
+                                second of the plain training step alone. Target >= 1: the loader is never the
+                                bottleneck.
+* DDP 2 processes / 1 process   images per second of DistributedDataParallel over 2 processes (gloo on the CPU,
+                                NCCL on GPUs) against 1 process with the same global batch and the same CPU
+                                threads in all (1 thread per process against 2 threads in one), in --rounds
+                                rounds of alternating order. Target >= 1.6.
+* AMP / fp32 (GPU only)         the plain and OLTR steps under bf16 and fp16 autocast against float32.
+
+and the peak memory of every configuration (CPU: the process's peak resident set size, of which ~0.3-0.5 GB is
+the Python + torch runtime itself; GPU: torch.cuda.max_memory_allocated). Synthetic batches for the model steps.
+
+    .venv/bin/python scripts/bench_perf.py [--steps 10] [--threads N] [--workers 2] [--rounds 2] [--device auto]
+"""
+
+from __future__ import annotations
+
+import argparse
+import multiprocessing as mp
+import os
+import resource
+import socket
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+CONFIGS = Path(__file__).parents[1] / "configs" / "fmnist_lt"
+MODELS = {"plain": CONFIGS / "plain.yaml", "oltr": CONFIGS / "oltr_stage2.yaml"}
+
+
+def _peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
+
+
+def _setup(threads: int):
+    import torch
+
+    torch.set_num_threads(threads)
+    return torch
+
+
+def _training_step(kind: str, device_name: str, amp: str, batch: int, rank: int = 0, world: int = 1):
+    """A closure running one training step of the `kind` model on a fixed synthetic batch, as engine/train.py."""
+    import torch
+
+    from openlt.config import build_config
+    from openlt.engine import distributed
+    from openlt.engine.evaluate import batch_to, to_device
+    from openlt.engine.precision import autocast, grad_scaler
+    from openlt.engine.train import _WithLoss, param_groups
+    from openlt.losses import build_loss
+    from openlt.models.model import build_model
+
+    cfg = build_config(MODELS[kind], [f"train.device={device_name}", f"train.amp={amp}"])
+    device = torch.device(device_name)
+    torch.manual_seed(0)
+    classes, counts = 8, [1280, 640, 320, 160, 80, 40, 20, 5]  # the embedded benchmark's shape
+    model = to_device(build_model(cfg, classes, 1, 28), device, cfg.train.channels_last)
+    if hasattr(model.classifier, "init_centroids"):
+        model.classifier.init_centroids(torch.randn(classes, model.backbone.out_dim, device=device))
+    criterion = build_loss(cfg.train.loss, counts, model.backbone.out_dim, **cfg.train.loss_args).to(device)
+    optimizer = torch.optim.SGD(param_groups(model, cfg.train), lr=0.01, momentum=0.9, weight_decay=5e-4)
+    for group in optimizer.param_groups:
+        group["lr"] = group["base_lr"] * 0.1
+    unused = hasattr(model.classifier, "centroids") and not getattr(criterion, "uses_centroids", False)
+    net = distributed.data_parallel(_WithLoss(model, criterion), device, find_unused_parameters=unused)
+    net.train()
+    scaler = grad_scaler(amp, device)
+    g = torch.Generator().manual_seed(rank)
+    images = batch_to(torch.randn(batch, 1, 28, 28, generator=g), device, cfg.train.channels_last)
+    targets = torch.randint(0, classes, (batch,), generator=g).to(device)
+
+    def step() -> None:
+        with autocast(amp, device):
+            loss, _ = net(images, targets)
+        optimizer.zero_grad(set_to_none=True)
+        if scaler is None:
+            loss.backward()
+            optimizer.step()
+        else:
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+
+    return step
+
+
+def _timed(fn, steps: int, warmup: int = 3) -> float:
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(steps):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def measure_step(kind: str, device: str, amp: str, batch: int, steps: int, threads: int) -> dict:
+    torch = _setup(threads)
+    if device == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+    base = _peak_rss_mb()
+    seconds = _timed(_training_step(kind, device, amp, batch), steps)
+    out = {"step_s": seconds, "images_per_s": batch / seconds, "rss_base_mb": base, "rss_peak_mb": _peak_rss_mb()}
+    if device == "cuda":
+        out["cuda_peak_mb"] = torch.cuda.max_memory_allocated() / 2**20
+    return out
+
+
+def measure_pair(device: str, amp: str, batch: int, steps: int, threads: int) -> dict:
+    """Plain and OLTR steps timed alternately in one process, so that a shared machine's load changes hit both
+    alike; the ratio printed comes from here."""
+    _setup(threads)
+    plain = _training_step("plain", device, amp, batch)
+    oltr = _training_step("oltr", device, amp, batch)
+    for fn in (plain, oltr) * 3:
+        fn()
+    times: dict[str, list[float]] = {"plain": [], "oltr": []}
+    for _ in range(steps):
+        for kind, fn in (("plain", plain), ("oltr", oltr)):
+            start = time.perf_counter()
+            fn()
+            times[kind].append(time.perf_counter() - start)
+    return {kind: statistics.median(values) for kind, values in times.items()}
+
+
+def measure_loader(workers: int, batch: int, steps: int, threads: int, splits: str | None) -> dict:
+    """Images per second of the embedded-benchmark train loader alone (instance sampler, train transform)."""
+    torch = _setup(threads)
+    from openlt.config import build_config
+    from openlt.data.build import prepare_data
+    from openlt.data.samplers import build_sampler
+    from openlt.engine.evaluate import make_loader
+
+    base = _peak_rss_mb()
+    with tempfile.TemporaryDirectory() as tmp:
+        cfg = build_config(MODELS["plain"], [f"data.split_dir={splits}"] if splits else [])
+        data = prepare_data(cfg, Path(tmp))
+        train_set = data.dataset("train", train=True)
+        sampler = build_sampler("instance", train_set.targets, epochs=1, seed=0)
+        loader = make_loader(train_set, batch, workers, torch.device("cpu"), sampler=sampler)
+        n = 0
+        it = iter(loader)
+        next(it)  # warm-up: workers started, first batch decoded
+        start = time.perf_counter()
+        for images, _ in it:
+            n += len(images)
+            if n >= steps * batch * 3:
+                break
+        seconds = time.perf_counter() - start
+        size = len(train_set)
+    return {"images_per_s": n / seconds, "train_images": size, "rss_base_mb": base, "rss_peak_mb": _peak_rss_mb()}
+
+
+def _ddp_rank(rank: int, world: int, port: int, device: str, batch: int, steps: int, threads: int, conn) -> None:
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world),
+                      LOCAL_RANK=str(rank))
+    torch = _setup(threads)
+    import torch.distributed as dist
+
+    from openlt.engine import distributed
+
+    dev = distributed.setup(torch.device(device))
+    base = _peak_rss_mb()
+    step = _training_step("plain", str(dev), "none", batch // world, rank, world)
+    seconds = _timed(step, steps)
+    worst = torch.tensor([seconds], device=dev if dev.type == "cuda" else "cpu")
+    dist.all_reduce(worst, op=dist.ReduceOp.MAX)  # a step ends when the slowest rank's does
+    result = {"step_s": float(worst), "images_per_s": batch / float(worst), "rss_base_mb": base,
+              "rss_peak_mb": _peak_rss_mb()}
+    if dev.type == "cuda":
+        result["cuda_peak_mb"] = torch.cuda.max_memory_allocated() / 2**20
+    conn.send(result)
+    dist.destroy_process_group()
+
+
+def measure_ddp(world: int, device: str, batch: int, steps: int, threads: int) -> dict:
+    ctx = mp.get_context("spawn")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    pipes = [ctx.Pipe(duplex=False) for _ in range(world)]
+    procs = [ctx.Process(target=_ddp_rank, args=(r, world, port, device, batch, steps, threads, pipes[r][1]))
+             for r in range(world)]
+    for p in procs:
+        p.start()
+    results = [recv.recv() for recv, _ in pipes]
+    for p in procs:
+        p.join()
+    out = dict(results[0])
+    out["rss_peak_mb"] = max(r["rss_peak_mb"] for r in results)  # per process
+    return out
+
+
+def _child(fn, args, conn) -> None:
+    try:
+        conn.send(("ok", fn(*args)))
+    except BaseException as exc:  # report, don't hang the parent
+        conn.send(("error", f"{type(exc).__name__}: {exc}"))
+
+
+def in_fresh_process(fn, *args) -> dict:
+    """Run `fn(*args)` in a new interpreter (its own peak memory, its own thread pool) and return its dict."""
+    ctx = mp.get_context("spawn")
+    recv, send = ctx.Pipe(duplex=False)
+    proc = ctx.Process(target=_child, args=(fn, args, send))
+    proc.start()
+    status, value = recv.recv()
+    proc.join()
+    if status != "ok":
+        raise RuntimeError(value)
+    return value
+
+
+def _mem(r: dict) -> str:
+    text = f"peak RSS {r['rss_peak_mb']:7.0f} MB (runtime {r['rss_base_mb']:.0f} MB)"
+    return text + (f", CUDA peak {r['cuda_peak_mb']:.0f} MB" if "cuda_peak_mb" in r else "")
+
+
+def _verdict(ratio: float, target: float, higher: bool) -> str:
+    ok = ratio >= target if higher else ratio <= target
+    return f"{ratio:5.2f}  (target {'>=' if higher else '<='} {target:g}: {'met' if ok else 'NOT met'})"
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--steps", type=int, default=10, help="timed steps per configuration (median reported)")
+    parser.add_argument("--batch-size", type=int, default=128, help="global batch")
+    parser.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="CPU threads of a single process")
+    parser.add_argument("--workers", type=int, default=2, help="loader worker processes to measure besides 0")
+    parser.add_argument("--splits", help="a split folder of the embedded benchmark (default: built in a temp dir)")
+    parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    parser.add_argument("--rounds", type=int, default=2, help="CPU DDP comparison: rounds of (1 process, 2 processes)")
+    args = parser.parse_args()
+
+    import torch
+
+    device = ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
+    batch, steps, threads = args.batch_size, args.steps, args.threads
+    gpus = torch.cuda.device_count() if device == "cuda" else 0
+    print(f"openlt training performance: ResNet-10, 28 px, global batch {batch}, median of {steps} steps, "
+          f"device {device}" + (f" ({torch.cuda.get_device_name(0)}, {gpus} GPU(s))" if device == "cuda" else
+                                f" ({os.cpu_count()} cores, {threads} threads for one process)") +
+          f", torch {torch.__version__}", flush=True)
+
+    rows = {}
+    for kind in ("plain", "oltr"):
+        rows[kind] = in_fresh_process(measure_step, kind, device, "none", batch, steps, threads)
+        r = rows[kind]
+        print(f"  {kind:5s} step          {1000 * r['step_s']:8.1f} ms  {r['images_per_s']:8.0f} img/s  {_mem(r)}",
+              flush=True)
+    for n in sorted({threads, 1}, reverse=True) if device == "cpu" else [threads]:
+        # on the CPU also with 1 thread: on a small shared machine, a thread pool waiting for a busy core makes
+        # every small element-wise op slow, and the OLTR head and attention are many small ops
+        pair = in_fresh_process(measure_pair, device, "none", batch, steps, n)
+        print(f"  alternating in one process, {n} thread(s): plain {1000 * pair['plain']:.1f} ms, "
+              f"OLTR {1000 * pair['oltr']:.1f} ms")
+        print(f"OLTR step / plain step ({n} thread(s))   {_verdict(pair['oltr'] / pair['plain'], 1.10, False)}",
+              flush=True)
+
+    loaders = {}
+    for workers in sorted({0, args.workers}):
+        loaders[workers] = in_fresh_process(measure_loader, workers, batch, steps, threads, args.splits)
+        r = loaders[workers]
+        print(f"  loader, {workers} workers   {r['images_per_s']:8.0f} img/s  ({r['train_images']} training images)  "
+              f"{_mem(r)}", flush=True)
+    model_rate = rows["plain"]["images_per_s"]
+    for workers, r in loaders.items():
+        print(f"loader ({workers} workers) / model step   {_verdict(r['images_per_s'] / model_rate, 1.0, True)}")
+
+    if device == "cpu":
+        per_process = max(1, threads // 2)
+        runs: dict[str, list[dict]] = {"single": [], "single1": [], "ddp": []}
+        for rnd in range(args.rounds):  # A B C, then C B A: a load that drifts during the run hits all alike
+            order = ["single", "single1", "ddp"] if rnd % 2 == 0 else ["ddp", "single1", "single"]
+            for name in order:
+                runs[name].append(in_fresh_process(measure_ddp, 2, "cpu", batch, steps, per_process) if name == "ddp"
+                                  else in_fresh_process(measure_step, "plain", device, "none", batch, steps,
+                                                        2 * per_process if name == "single" else per_process))
+        rate = {name: statistics.mean(r["images_per_s"] for r in rs) for name, rs in runs.items()}
+        single, single1, ddp = runs["single"][-1], runs["single1"][-1], runs["ddp"][-1]
+        print(f"  1 process,  {2 * per_process} threads     {rate['single']:8.0f} img/s  {_mem(single)}")
+        print(f"  1 process,  {per_process} thread(s)   {rate['single1']:8.0f} img/s  {_mem(single1)}")
+        print(f"  2 processes x {per_process} thread(s) {rate['ddp']:8.0f} img/s  {_mem(ddp)} per process "
+              f"(gloo, batch {batch // 2} each)   [means of {args.rounds} rounds]")
+        print(f"DDP 2 processes / 1 process (same threads)   {_verdict(rate['ddp'] / rate['single'], 1.6, True)}")
+        print(f"DDP 2 processes / 1 process ({per_process} thread each)   {rate['ddp'] / rate['single1']:5.2f}  "
+              f"(scaling per process: 2.0 is ideal)")
+    elif gpus >= 2:
+        single = rows["plain"]
+        ddp = in_fresh_process(measure_ddp, 2, "cuda", batch, steps, threads)
+        print(f"  2 GPUs (NCCL)       {ddp['images_per_s']:8.0f} img/s  {_mem(ddp)} per process")
+        print(f"DDP 2 GPUs / 1 GPU                {_verdict(ddp['images_per_s'] / single['images_per_s'], 1.6, True)}")
+    else:
+        print("DDP 2 / 1: skipped (one GPU; run with --device cpu for the CPU measurement)")
+
+    if device == "cuda":
+        for kind in ("plain", "oltr"):
+            for amp in ("bf16", "fp16"):
+                if amp == "bf16" and not torch.cuda.is_bf16_supported():
+                    continue
+                r = in_fresh_process(measure_step, kind, device, amp, batch, steps, threads)
+                print(f"  {kind:5s} step, {amp}    {1000 * r['step_s']:8.1f} ms  {r['images_per_s']:8.0f} img/s  {_mem(r)}")
+                print(f"{kind} {amp} / fp32 step time       {r['step_s'] / rows[kind]['step_s']:5.2f}  "
+                      f"(memory {r['cuda_peak_mb'] / rows[kind]['cuda_peak_mb']:.2f} x)")
+    else:
+        print("AMP / fp32: skipped (no CUDA device; bf16 on the CPU is a correctness option, not a speed-up)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,102 @@
+"""Mixed precision (`train.amp`): bf16 trains on the CPU, fp16 on the CPU is a clear error, and the grad
+scaler's state goes into the checkpoint and comes back on resume."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from safetensors import safe_open
+
+from openlt.config import build_config
+from openlt.engine import train as training
+from openlt.engine.evaluate import evaluate_run
+from openlt.engine.precision import autocast, check_amp, grad_scaler, inference_amp
+from openlt.engine.run import open_run
+from openlt.errors import ConfigError
+
+TINY = ["data.dataset=image-folder", "data.image_size=16", "model.backbone=resnet20", "train.epochs=2",
+        "train.batch_size=32", "train.lr=0.05", "eval.batch_size=64", "eval.many_above=30", "eval.few_below=15",
+        "data.split.n_max=40", "data.split.n_min=8", "data.split.open_classes=[eel]", "data.split.val_per_class=4",
+        "data.split.test_per_class=6", "data.split.order=label", "train.device=cpu"]
+
+
+def quiet(line: str) -> None:
+    pass
+
+
+def checkpoint_state(path) -> dict:
+    with safe_open(str(path), framework="pt") as fh:
+        return json.loads(fh.metadata()["openlt"])["state"]
+
+
+def test_check_amp_names_the_choices_and_refuses_fp16_on_the_cpu():
+    cpu = torch.device("cpu")
+    assert check_amp("none", cpu) == "none" and check_amp("bf16", cpu) == "bf16"
+    with pytest.raises(ConfigError, match="none, bf16, fp16"):
+        check_amp("fp32", cpu)
+    with pytest.raises(ConfigError, match="fp16 needs a CUDA device.*bf16"):
+        check_amp("fp16", cpu)
+    assert inference_amp("fp16", cpu) == "none"  # a GPU-trained fp16 run still evaluates on the CPU
+    assert grad_scaler("bf16", cpu) is None and grad_scaler("none", cpu) is None
+
+
+def test_bf16_autocast_on_the_cpu():
+    layer = torch.nn.Linear(4, 3)
+    with autocast("bf16", torch.device("cpu")):
+        assert layer(torch.randn(2, 4)).dtype == torch.bfloat16
+    with autocast("none", torch.device("cpu")):
+        assert layer(torch.randn(2, 4)).dtype == torch.float32
+
+
+def test_fp16_on_the_cpu_fails_before_any_run_directory(image_folder, tmp_path):
+    cfg = build_config(None, [f"data.root={image_folder}", f"out_dir={tmp_path / 'runs'}", *TINY, "train.amp=fp16"])
+    with pytest.raises(ConfigError, match="train.amp=fp16 needs a CUDA device"):
+        training.train(cfg, quiet=True, log=quiet)
+    assert not (tmp_path / "runs").exists() or not list((tmp_path / "runs").iterdir())
+
+
+def test_bf16_training_on_the_cpu_gives_finite_losses_and_evaluates(image_folder, tmp_path):
+    cfg = build_config(None, [f"data.root={image_folder}", f"out_dir={tmp_path / 'runs'}", *TINY, "train.amp=bf16",
+                              "train.epochs=1"])  # bf16 convolutions are slow on CPUs without bf16 units
+    run = training.train(cfg, quiet=True, log=quiet)
+    epochs = run.epochs_logged()
+    assert [e["epoch"] for e in epochs] == [1]
+    assert all(torch.isfinite(torch.tensor(e["train_loss"])) for e in epochs)
+    assert "grad_scaler" not in checkpoint_state(run.checkpoint("last"))  # bf16 needs no loss scaling
+    metrics = evaluate_run(run, quiet=True)  # evaluation runs in bf16 too (the run's train.amp)
+    assert 0.0 <= metrics["closed"]["overall"] <= 1.0
+
+
+def test_grad_scaler_state_is_checkpointed_and_resumed(image_folder, tmp_path, monkeypatch):
+    """The fp16 path (scaled backward, scaler.step / update) run on the CPU with a CPU GradScaler: the scale is
+    saved with every checkpoint, and a resumed run matches an uninterrupted one bit for bit."""
+    made = []
+
+    def cpu_scaler(amp, device):
+        made.append(torch.amp.GradScaler("cpu", init_scale=2.0**10, growth_interval=2))
+        return made[-1]
+
+    monkeypatch.setattr(training, "grad_scaler", cpu_scaler)
+    cfg = build_config(None, [f"data.root={image_folder}", f"out_dir={tmp_path / 'runs'}", *TINY])
+    full = training.train(cfg, name="full", quiet=True, log=quiet)
+    saved = checkpoint_state(full.checkpoint("last"))["grad_scaler"]
+    assert saved["scale"] == made[-1].get_scale() and saved["scale"] > 2.0**10  # it grew every 2 finite steps
+
+    def stop_after_first_epoch(line):
+        if line.startswith("epoch   1/2"):
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        training.train(cfg, name="cut", quiet=True, log=stop_after_first_epoch)
+    cut = open_run(next((tmp_path / "runs").glob("cut-*")))
+    after_one = checkpoint_state(cut.checkpoint("last"))["grad_scaler"]
+    training.train(cut.config(), run=cut, resume=True, quiet=True, log=quiet)
+    assert made[-1].get_scale() >= after_one["scale"]  # continued from the saved scale, not from 2^10
+    from safetensors.torch import load_file
+
+    a, b = load_file(full.checkpoint("last")), load_file(cut.checkpoint("last"))
+    for key in a:
+        assert torch.equal(a[key], b[key]), key
+    assert checkpoint_state(cut.checkpoint("last"))["grad_scaler"] == saved
