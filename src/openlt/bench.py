@@ -27,9 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-import yaml
-
-from openlt.config import build_config, parse_overrides
+from openlt.config import build_config, parse_overrides, read_yaml_mapping
 from openlt.errors import ConfigError
 from openlt.paper_numbers import PAPERS
 
@@ -74,14 +72,7 @@ def _strings(value, what: str) -> list[str]:
 def load_bench(path: str | Path, extra_overrides: list[str] | None = None) -> BenchSpec:
     """Read and check a bench spec: unknown keys, names, references and configs are errors before any run."""
     path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"bench spec not found: {path}")
-    try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"bench spec {path} is not valid YAML: {exc}") from None
-    if not isinstance(raw, dict):
-        raise ConfigError(f"bench spec {path} must be a mapping")
+    raw = read_yaml_mapping(path, "bench spec")
     unknown = set(raw) - SPEC_KEYS
     if unknown:
         raise ConfigError(f"bench spec {path}: unknown key(s) {sorted(unknown)}; valid: {sorted(SPEC_KEYS)}")

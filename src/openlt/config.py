@@ -253,16 +253,23 @@ def yaml_error_text(exc: yaml.YAMLError) -> str:
     return f"{where}{problem}"
 
 
-def load_yaml(path: str | Path) -> dict:
+def read_yaml_mapping(path: str | Path, what: str = "config file") -> dict:
+    """A YAML file that must hold a mapping; a missing file, bad YAML or another type is one ConfigError line."""
     path = Path(path)
     if not path.is_file():
-        raise ConfigError(f"config file not found: {path}")
+        raise ConfigError(f"{what} not found: {path}")
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
     except yaml.YAMLError as exc:
-        raise ConfigError(f"config file {path} is not valid YAML ({yaml_error_text(exc)})") from None
+        raise ConfigError(f"{what} {path} is not valid YAML ({yaml_error_text(exc)})") from None
     if not isinstance(data, dict):
-        raise ConfigError(f"config file {path} must hold a mapping of keys, not {type(data).__name__}")
+        raise ConfigError(f"{what} {path} must hold a mapping of keys, not {type(data).__name__}")
+    return data
+
+
+def load_yaml(path: str | Path) -> dict:
+    path = Path(path)
+    data = read_yaml_mapping(path)
     base = data.pop("base", None)
     if base is not None:  # a config may build on another one, relative to itself
         merged = load_yaml(path.parent / base)
