@@ -221,19 +221,28 @@ def search_tau(weight: Tensor, val_features: Any, val_labels: Any, train_counts:
                                (taus.flatten().tolist() if isinstance(taus, Tensor) else taus))]
     if not grid:
         raise ConfigError("search_tau needs at least one tau")
+    return search_grid(lambda tau: _tau_logits(tau_normalize(w, None, tau)[0], x), y, counts, grid, bands,
+                       "search_tau")
+
+
+def search_grid(logits_for: Callable[[float], Tensor], val_labels: Tensor, train_counts: Sequence[int] | Tensor,
+                grid: Sequence[float], bands: ShotBands = ShotBands(), what: str = "search") -> tuple[float, list[dict]]:
+    """The value of a one-parameter post-hoc adjustment (tau-norm, logit adjustment) with the best validation
+    top-1, ties to the smaller value; `logits_for(v)` gives the validation logits at v. Returns (best, curve),
+    the curve one {"tau", "many", "medium", "few", "overall"} per value, in the order given."""
     curve: list[dict[str, Any]] = []
     best: tuple[float, float] | None = None  # (overall, tau)
     for tau in grid:
-        w_t, _ = tau_normalize(w, None, tau)
-        preds = _tau_logits(w_t, x).argmax(1)
-        acc = shot_accuracy(preds, y, counts, bands)
+        tau = float(tau)
+        acc = shot_accuracy(logits_for(tau).argmax(1), val_labels, train_counts, bands)
         if acc["overall"] is None:
-            raise DataError("search_tau: the validation set has no known (label >= 0) sample")
+            raise DataError(f"{what}: the validation set has no known (label >= 0) sample")
         curve.append({"tau": tau, "many": acc["many"], "medium": acc["medium"], "few": acc["few"],
                       "overall": acc["overall"]})
         if best is None or acc["overall"] > best[0] or (acc["overall"] == best[0] and tau < best[1]):
             best = (acc["overall"], tau)
-    assert best is not None
+    if best is None:
+        raise ConfigError(f"{what} needs at least one value to try")
     return best[1], curve
 
 

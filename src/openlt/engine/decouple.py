@@ -28,8 +28,8 @@ from torch import nn
 
 from openlt.config import Config
 from openlt.data.build import DataBundle, prepare_data, shot_bands
-from openlt.decoupling.classifiers import (LWSClassifier, NCMClassifier, new_linear, search_tau, tau_normalize,
-                                           train_on_features)
+from openlt.decoupling.classifiers import (LWSClassifier, NCMClassifier, new_linear, search_grid, search_tau,
+                                           tau_normalize, train_on_features)
 from openlt.engine.checkpoint import read_checkpoint, save_checkpoint
 from openlt.engine.evaluate import closed_metrics, make_loader, to_device
 from openlt.engine.features import extract_features, load_features
@@ -201,18 +201,9 @@ def train_decoupled(cfg: Config, run: Run, quiet: bool, log: Callable[[str], Non
 def search_logit_adjust_tau(weight: torch.Tensor, bias: torch.Tensor, val_x: torch.Tensor, val_y: torch.Tensor,
                             train_counts: list[int], taus: list[float], bands) -> tuple[float, list[dict]]:
     """tau of post-hoc logit adjustment by validation top-1 (ties to the smaller tau), with the per-band curve."""
-    from openlt.metrics import shot_accuracy
-
     base = val_x @ weight.t() + bias
-    curve, best = [], None
-    for tau in taus:
-        acc = shot_accuracy(logit_adjust(base, train_counts, tau).argmax(1), val_y, train_counts, bands)
-        curve.append({"tau": float(tau), **{b: acc[b] for b in ("many", "medium", "few", "overall")}})
-        if best is None or acc["overall"] > best[0] or (acc["overall"] == best[0] and tau < best[1]):
-            best = (acc["overall"], float(tau))
-    if best is None:
-        raise ConfigError("decouple.taus is empty")
-    return best[1], curve
+    return search_grid(lambda tau: logit_adjust(base, train_counts, tau), val_y, train_counts, taus, bands,
+                       "decouple.method=logit_adjust")
 
 
 def _pct(value: float | None) -> str:

@@ -36,9 +36,10 @@ def cache_file(run: Run, split: str) -> Path:
     return run.path / "features" / f"{split}.safetensors"
 
 
-def cache_key(run: Run, data: DataBundle, split: str, checkpoint: str, dtype: str, amp: str = "none") -> dict:
+def cache_key(checkpoint: str, checkpoint_sha256: str, data: DataBundle, split: str, dtype: str,
+              amp: str = "none") -> dict:
     """What a cached file must have been made from to be reused (the autocast precision only when not float32)."""
-    key = {"format": FORMAT, "checkpoint": checkpoint, "checkpoint_sha256": sha256_file(run.checkpoint(checkpoint)),
+    key = {"format": FORMAT, "checkpoint": checkpoint, "checkpoint_sha256": checkpoint_sha256,
            "split_file": str(data.split_path(split)), "split_sha256": sha256_file(data.split_path(split)),
            "dtype": dtype}
     return key if amp == "none" else {**key, "amp": amp}
@@ -88,6 +89,7 @@ def load_features(run: Run, splits: tuple[str, ...] = SPLITS, checkpoint: str = 
             raise ConfigError(f"unknown split {split!r}; choose from {', '.join(SPLITS)}")
     data = prepare_data(cfg, run.path)
     model = None  # loaded only when a split must be (re-)extracted
+    checkpoint_sha256 = sha256_file(run.checkpoint(checkpoint))  # once, not per split: checkpoints are large
     result: dict[str, dict[str, torch.Tensor]] = {}
     for split in splits:
         if not data.has(split):
@@ -95,7 +97,7 @@ def load_features(run: Run, splits: tuple[str, ...] = SPLITS, checkpoint: str = 
                 raise ConfigError(f"run {run.path} has no {split} split file ({data.split_path(split)})")
             continue
         path = cache_file(run, split)
-        key = cache_key(run, data, split, checkpoint, dtype, inference_amp(cfg.train.amp, dev))
+        key = cache_key(checkpoint, checkpoint_sha256, data, split, dtype, inference_amp(cfg.train.amp, dev))
         existed = path.is_file()
         cached = None if force else _read(path)
         if cached is not None and cached[0] == key:
