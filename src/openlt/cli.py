@@ -134,8 +134,11 @@ def _features(args: argparse.Namespace) -> int:
 
     run = open_run(args.run)
     load_features(run, tuple(args.splits), checkpoint=args.checkpoint, dtype=args.dtype, device=args.device,
-                  force=args.force, quiet=args.quiet)
-    print(f"feature cache: {run.path / 'features'}")
+                  force=args.force, quiet=args.quiet)  # under torchrun: every process extracts a share
+    from openlt.engine.distributed import is_main
+
+    if is_main():
+        print(f"feature cache: {run.path / 'features'}")
     return 0
 
 

@@ -56,7 +56,10 @@ def ddp(tmp_path_factory):
     spec = {"config": str(config), "overrides": [f"data.root={images}", *TINY],
             "stage2_config": str(ROOT / "configs" / "fmnist_lt" / "oltr_stage2.yaml"),
             "stage2_overrides": [f"data.root={images}", "data.dataset=image-folder", "data.image_size=16", *STAGE2],
-            "cli_out": str(tmp / "cli"), "strict_out": str(tmp / "strict"), "cut_out": str(tmp / "cut")}
+            "cli_out": str(tmp / "cli"), "strict_out": str(tmp / "strict"), "cut_out": str(tmp / "cut"),
+            "decouple_config": str(ROOT / "configs" / "fmnist_lt" / "decouple_crt.yaml"),
+            "decouple_overrides": ["train.epochs=2", "train.batch_size=16", "train.device=cpu"],
+            "decouple_out": str(tmp / "decouple")}
     (tmp / "spec.json").write_text(json.dumps(spec))
     env = {**os.environ, "OMP_NUM_THREADS": "1", "OPENLT_TENSORBOARD": "0"}
     result = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
@@ -74,7 +77,7 @@ def test_one_run_directory_written_by_rank_0_only(ddp):
     for name in ("config.yaml", "metrics.jsonl", "metrics.json", "report.md", "checkpoints/last.safetensors"):
         assert (run / name).is_file(), name
     assert [e["epoch"] for e in open_run(run).epochs_logged()] == [1, 2]
-    assert stdout.count("closed-set top-1") == 1  # one voice: rank 0 prints, rank 1 is silent
+    assert stdout.count("closed-set top-1") == 2  # one voice: rank 0 prints (CLI runs 1 and 4), rank 1 is silent
     assert not list(run.rglob(".*.tmp"))
 
 
@@ -126,3 +129,28 @@ def test_resume_under_ddp_is_bit_exact(ddp):
     assert a.keys() == b.keys()
     for key in a:
         assert torch.equal(a[key], b[key]), key
+
+
+def test_feature_cache_under_ddp_equals_one_process(ddp):
+    """Decoupled stage 2 under torchrun: both processes extract a share of every split into the stage-1 run's
+    cache (rank 0 writes it), the features equal one process's extraction, and rank 0 alone fits cRT."""
+    from openlt.engine.evaluate import load_run_model, make_loader
+    from openlt.engine.features import cache_file, extract_features
+
+    spec, stdout = ddp
+    stage1 = open_run(next(Path(spec["cli_out"]).iterdir()))
+    cfg, data, model, _ = load_run_model(stage1, "best")
+    for split in ("train", "val", "test", "open"):
+        cached = load_file(cache_file(stage1, split))
+        loader = make_loader(data.dataset(split, train=False), 7, 0, torch.device("cpu"))  # other batches: same rows
+        feats, labels = extract_features(model, loader, torch.device("cpu"), quiet=True,
+                                         channels_last=cfg.train.channels_last)
+        assert torch.equal(cached["labels"], labels), split
+        assert torch.allclose(cached["features"], feats, rtol=0, atol=1e-5), split
+        shares = [dict(json.loads(Path(spec["decouple_out"], f"shares-rank{r}.json").read_text()))[f"features {split}"]
+                  for r in (0, 1)]
+        assert sum(shares) == len(labels) and max(shares) < len(labels), (split, shares)  # each process a share
+    runs = [p for p in Path(spec["decouple_out"]).iterdir() if p.is_dir()]
+    assert len(runs) == 1 and (runs[0] / "metrics.json").is_file() and (runs[0] / "decouple.json").is_file()
+    assert stdout.count("decoupled stage 2: crt") == 1  # one voice
+    assert not list(stage1.path.rglob(".*.tmp"))

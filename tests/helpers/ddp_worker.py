@@ -8,7 +8,9 @@ SPEC.json holds the config file, the overrides and the output folders. Every pro
    into spec["cli_out"];
 2. OLTR stage 2 from that run with the backbone frozen and no augmentation (the training transform replaced by
    the evaluation one) into spec["strict_out"]: the run that must match one process closely;
-3. the run of step 1 again into spec["cut_out"], interrupted on every rank at the start of epoch 2, then resumed.
+3. the run of step 1 again into spec["cut_out"], interrupted on every rank at the start of epoch 2, then resumed;
+4. `openlt train` of decoupled cRT from the run of step 1 into spec["decouple_out"]: the stage-1 feature cache
+   of every split is extracted by both processes (a share each), then rank 0 alone fits the classifier.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from pathlib import Path
 from openlt.cli import main
 from openlt.config import build_config
 from openlt.data.build import DataBundle
-from openlt.engine import distributed
+from openlt.engine import distributed, features
 from openlt.engine import train as training
 from openlt.engine.run import open_run
 
@@ -69,6 +71,19 @@ def run(spec: dict) -> None:
     distributed.barrier()
     cut = open_run(next(Path(spec["cut_out"]).glob("cut-*")))
     training.train(cut.config(), run=cut, resume=True, quiet=True, log=quiet_log)
+
+    extract, shares = features.extract_features, []
+
+    def recording_extract(model, loader, *args, **kwargs):  # how many images this process extracts, per split
+        shares.append([kwargs.get("desc", args[1] if len(args) > 1 else ""), len(loader.sampler)])
+        return extract(model, loader, *args, **kwargs)
+
+    features.extract_features = recording_extract
+    code = main(["train", spec["decouple_config"], *spec["decouple_overrides"], f"train.init_from={stage1}",
+                 f"out_dir={spec['decouple_out']}", "--quiet"])
+    if code != 0:
+        raise SystemExit(code)
+    Path(spec["decouple_out"], f"shares-rank{distributed.rank()}.json").write_text(json.dumps(shares))
 
 
 if __name__ == "__main__":

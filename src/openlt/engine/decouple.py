@@ -86,7 +86,9 @@ def build_stage2_model(cfg: Config, data: DataBundle, tensors: dict[str, torch.T
     return model
 
 
-def train_decoupled(cfg: Config, run: Run, quiet: bool, log: Callable[[str], None], device: torch.device) -> Run:
+def stage1_features(cfg: Config, device: torch.device, quiet: bool) -> dict[str, dict[str, torch.Tensor]]:
+    """The checked decoupling settings' stage-1 training and validation features (from its cache, or extracted
+    into it). Under torchrun every process calls this (the extraction is sharded), then rank 0 alone trains."""
     method, mode = cfg.decouple.method, cfg.decouple.features
     if method not in METHODS:
         raise ConfigError(f"unknown decouple.method {method!r}; known: none, {', '.join(METHODS)}")
@@ -94,14 +96,24 @@ def train_decoupled(cfg: Config, run: Run, quiet: bool, log: Callable[[str], Non
         raise ConfigError(f"unknown decouple.features {mode!r}; known: {', '.join(FEATURE_MODES)}")
     if not cfg.train.init_from:
         raise ConfigError(f"decouple.method={method} needs train.init_from=STAGE1_RUN (the representation to keep)")
+    return load_features(open_run(cfg.train.init_from), ("train", "val"), dtype=cfg.decouple.cache_dtype,
+                         device=str(device), quiet=quiet)
+
+
+def train_decoupled(cfg: Config, run: Run, quiet: bool, log: Callable[[str], None], device: torch.device,
+                    feats: dict[str, dict[str, torch.Tensor]] | None = None) -> Run:
+    """Stage 2 on the frozen stage-1 representation (`feats`: `stage1_features(cfg, ...)`, computed when None).
+    Uses no collective: under torchrun rank 0 alone runs it."""
+    started = time.time()
+    if feats is None:
+        feats = stage1_features(cfg, device, quiet)
+    method, mode = cfg.decouple.method, cfg.decouple.features
     source = open_run(cfg.train.init_from)
     adopt_representation(cfg, source, log)
     data = prepare_data(cfg, run.path)
     run.write_config(cfg)
     run.write_manifest(data.manifest)
 
-    started = time.time()
-    feats = load_features(source, ("train", "val"), dtype=cfg.decouple.cache_dtype, device=str(device), quiet=quiet)
     train_x, train_y = feats["train"]["features"], feats["train"]["labels"]
     val = feats.get("val")
     tensors, _ = read_checkpoint(source.checkpoint("best"))

@@ -5,6 +5,9 @@ LWS) train in seconds without touching the backbone.
 One safetensors file per split under RUN/features/, with the key it was made from in its metadata: the
 checkpoint's and the split file's sha256 and the dtype. A file whose key no longer matches (the run was
 trained further, the split changed) is stale and is recomputed; a matching one is reused.
+
+Under torchrun every process extracts a share of the images (`ShardSampler`) and all get the whole split back
+(`gather_shards`), as evaluation does; rank 0 alone decides whether a file is fresh and alone writes it.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from tqdm import tqdm
 
 from openlt.config import Config
 from openlt.data.build import DataBundle, prepare_data
+from openlt.engine import distributed
 from openlt.engine.evaluate import batch_to, load_run_model, make_loader, resolve_device
 from openlt.engine.precision import autocast, inference_amp
 from openlt.engine.run import Run
@@ -64,15 +68,20 @@ def _read(path: Path) -> tuple[dict, dict[str, torch.Tensor]] | None:
 def extract_features(model: OpenLTModel, loader, device: torch.device, desc: str = "features", quiet: bool = False,
                      channels_last: bool = False, amp: str = "none") -> tuple[torch.Tensor, torch.Tensor]:
     """(N, D) float32 features (the head's input) and (N,) labels, in the loader's order, in eval mode
-    (under `amp` autocast: the run's train.amp where the device runs it)."""
+    (under `amp` autocast: the run's train.amp where the device runs it). A loader sharded over processes
+    (`make_loader(..., shard=True)` under torchrun) gives every process all of them."""
     model.eval()
     feats, labels = [], []
+    quiet = quiet or not distributed.is_main()
     for images, targets in tqdm(loader, desc=desc, leave=False, disable=True if quiet else None, file=sys.stderr):
         with autocast(amp, device):
             feature = model.features(batch_to(images, device, channels_last))[1]
         feats.append(feature.float().cpu())
         labels.append(targets)
-    return torch.cat(feats), torch.cat(labels).long()
+    features, targets = torch.cat(feats), torch.cat(labels).long()
+    if isinstance(loader.sampler, distributed.ShardSampler):
+        features, targets = (distributed.gather_shards(t, len(loader.dataset)) for t in (features, targets))
+    return features, targets
 
 
 def load_features(run: Run, splits: tuple[str, ...] = SPLITS, checkpoint: str = "best", dtype: str = "float32",
@@ -83,13 +92,15 @@ def load_features(run: Run, splits: tuple[str, ...] = SPLITS, checkpoint: str = 
     if dtype not in DTYPES:
         raise ConfigError(f"feature cache dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
     cfg = cfg or run.config()
-    dev = resolve_device(device or cfg.train.device)
+    dev = distributed.setup(resolve_device(device or cfg.train.device))
     for split in splits:
         if split not in SPLITS:
             raise ConfigError(f"unknown split {split!r}; choose from {', '.join(SPLITS)}")
     data = prepare_data(cfg, run.path)
     model = None  # loaded only when a split must be (re-)extracted
-    checkpoint_sha256 = sha256_file(run.checkpoint(checkpoint))  # once, not per split: checkpoints are large
+    main = distributed.is_main()
+    # once, not per split and not per process: checkpoints are large
+    checkpoint_sha256 = distributed.broadcast_object(sha256_file(run.checkpoint(checkpoint)) if main else None)
     result: dict[str, dict[str, torch.Tensor]] = {}
     for split in splits:
         if not data.has(split):
@@ -100,22 +111,29 @@ def load_features(run: Run, splits: tuple[str, ...] = SPLITS, checkpoint: str = 
         key = cache_key(checkpoint, checkpoint_sha256, data, split, dtype, inference_amp(cfg.train.amp, dev))
         existed = path.is_file()
         cached = None if force else _read(path)
-        if cached is not None and cached[0] == key:
+        fresh = distributed.broadcast_object(cached is not None and cached[0] == key)  # rank 0's view decides
+        if fresh:
+            if cached is None or cached[0] != key:  # rank 0 read a fresh file that this process cannot
+                raise ConfigError(f"feature cache {path} differs between processes; the run directory must be on "
+                                  "a file system every process sees")
             feats, labels = cached[1]["features"], cached[1]["labels"]
             status = "reused"
-        else:
+        else:  # every process extracts its share of the split; rank 0 writes the whole
             if model is None:
                 cfg, data, model, _ = load_run_model(run, checkpoint, dev, cfg)
-            loader = make_loader(data.dataset(split, train=False), cfg.eval.batch_size, cfg.data.workers, dev)
+            loader = make_loader(data.dataset(split, train=False), cfg.eval.batch_size, cfg.data.workers, dev,
+                                 pin_memory=cfg.data.pin_memory, shard=True)
             feats, labels = extract_features(model, loader, dev, f"features {split}", quiet, cfg.train.channels_last,
                                              inference_amp(cfg.train.amp, dev))
-            path.parent.mkdir(parents=True, exist_ok=True)
-            with atomic_path(path) as tmp:
-                save_file({"features": feats.to(DTYPES[dtype]).contiguous(), "labels": labels.contiguous()}, str(tmp),
-                          metadata={"openlt": json.dumps(key)})
+            if main:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                with atomic_path(path) as tmp:
+                    save_file({"features": feats.to(DTYPES[dtype]).contiguous(), "labels": labels.contiguous()},
+                              str(tmp), metadata={"openlt": json.dumps(key)})
+            distributed.barrier()  # the file is complete before any process goes on
             status = ("stale, rebuilt" if cached is not None else
                       "unreadable, rebuilt" if existed and not force else "extracted")
-        if not quiet:
+        if not quiet and main:
             print(f"features {split:5s} {tuple(feats.shape)} {dtype}: {status} ({path})")
         result[split] = {"features": feats.float(), "labels": labels}
     return result

@@ -102,11 +102,12 @@ def train(cfg: Config, *, run: Run | None = None, name: str | None = None, resum
         log, quiet = (lambda line: None), True
     torch.manual_seed(cfg.seed)
     if cfg.decouple.method != "none":  # stage 2 on a frozen representation: re-fitted from the cache, even on resume
-        from openlt.engine.decouple import train_decoupled
+        from openlt.engine.decouple import stage1_features, train_decoupled
 
-        def body(cfg, run, resume, quiet, log, device):  # cheap (cached features): rank 0 alone, the others wait
-            if distributed.is_main():
-                train_decoupled(cfg, run, quiet, log, device)
+        def body(cfg, run, resume, quiet, log, device):
+            feats = stage1_features(cfg, device, quiet)  # every process extracts a share when the cache is stale
+            if distributed.is_main():  # the rest is cheap (cached features): rank 0 alone, the others wait
+                train_decoupled(cfg, run, quiet, log, device, feats)
             distributed.barrier()
             return run
     else:
