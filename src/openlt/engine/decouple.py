@@ -127,11 +127,13 @@ def train_decoupled(cfg: Config, run: Run, quiet: bool, log: Callable[[str], Non
         if val is None:
             return None
         with torch.no_grad():
-            logits = head(val["features"])
+            logits = head(val["features"].to(_device_of(head))).float().cpu()
         return closed_metrics({"logits": logits, "labels": val["labels"]}, data.train_counts, bands)
 
-    def fit(module: nn.Module) -> None:
-        """cRT / LWS: SGD over the cached (or freshly augmented) features with the configured sampler."""
+    def fit(module: nn.Module) -> nn.Module:
+        """cRT / LWS: SGD over the cached (or freshly augmented) features with the configured sampler, on the
+        run's device (a GPU fits iNaturalist's 8,142-class head in seconds, a CPU in hours); returned on the CPU."""
+        module.to(device)
         epoch_features = None
         if mode == "augmented":
             aug_model = to_device(build_stage2_model(cfg, data, tensors), device, cfg.train.channels_last)
@@ -154,19 +156,20 @@ def train_decoupled(cfg: Config, run: Run, quiet: bool, log: Callable[[str], Non
         train_on_features(module, train_x, train_y, epochs=t.epochs, batch_size=t.batch_size, lr=t.lr,
                           momentum=t.momentum, weight_decay=t.weight_decay, sampler=t.sampler, seed=cfg.seed,
                           epoch_features=epoch_features, on_epoch=on_epoch)
+        return module.cpu()
 
     log(f"decoupled stage 2: {method} on the {tuple(train_x.shape)} training features of {source.path}")
     with torch.no_grad():
         if method == "crt":
             new = new_linear(train_x.shape[1], data.num_classes, seed=cfg.seed)
             with torch.enable_grad():
-                fit(new)
+                new = fit(new)
             fc.weight.copy_(new.weight), fc.bias.copy_(new.bias)
         elif method == "lws":
             weight, bias = _source_linear(tensors, source, method)
             lws = LWSClassifier(weight, bias if cfg.decouple.lws_bias else None)
             with torch.enable_grad():
-                fit(lws)
+                lws = fit(lws)
             fitted = lws.to_linear()
             fc.weight.copy_(fitted.weight)
             fc.bias.copy_(fitted.bias if fitted.bias is not None else torch.zeros_like(fc.bias))
@@ -216,6 +219,13 @@ def search_logit_adjust_tau(weight: torch.Tensor, bias: torch.Tensor, val_x: tor
     base = val_x @ weight.t() + bias
     return search_grid(lambda tau: logit_adjust(base, train_counts, tau), val_y, train_counts, taus, bands,
                        "decouple.method=logit_adjust")
+
+
+def _device_of(module: nn.Module) -> torch.device:
+    """Where a head's parameters (or, for NCM, its buffers) live."""
+    for tensor in (*module.parameters(), *module.buffers()):
+        return tensor.device
+    return torch.device("cpu")
 
 
 def _pct(value: float | None) -> str:
