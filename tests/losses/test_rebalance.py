@@ -80,6 +80,19 @@ def test_class_balanced_focal_by_hand():
         ClassBalancedLoss([100, 10], base="hinge")
 
 
+def test_class_balanced_sigmoid_focal_by_hand():
+    """Cui et al.'s CB-focal: a binary focal term per class on sigmoid outputs, summed over classes."""
+    logits = t([[0.0, math.log(3)]])  # sigmoid: 1/2 and 3/4
+    y = torch.tensor([1])
+    # class 1 is the target: p^t = 3/4; class 0 is not: p^t = 1 - 1/2 = 1/2
+    per_class = [(1 - 0.5) ** 2 * -math.log(0.5), (1 - 0.75) ** 2 * -math.log(0.75)]
+    got = ClassBalancedLoss([100, 10], beta=0.9, base="sigmoid_focal", gamma=2.0)({"logits": logits}, y)
+    assert got.item() == pytest.approx(W_100_10[1] * sum(per_class), rel=1e-6)
+    # gamma = 0: weighted binary cross-entropy summed over the classes
+    got = ClassBalancedLoss([100, 10], beta=0.9, base="sigmoid_focal", gamma=0.0)({"logits": logits}, y)
+    assert got.item() == pytest.approx(W_100_10[1] * (math.log(2) + math.log(4 / 3)), rel=1e-6)
+
+
 def test_class_balanced_default_beta():
     loss = build_loss("class_balanced", train_counts=[5000, 50])
     assert loss.beta == 0.9999

@@ -118,14 +118,22 @@ def logit_adjust(logits: Tensor, train_counts: Counts, tau: float = 1.0) -> Tens
 
 
 class ClassBalancedLoss(nn.Module):
-    """mean_i w_{y_i} * L_i with L = softmax CE or softmax focal loss, w the effective-number weights."""
+    """mean_i w_{y_i} * L_i, w the effective-number weights, L one of:
+
+    * ``ce``: softmax cross-entropy;
+    * ``focal``: softmax focal loss ``-(1 - p_y)^gamma log p_y`` (the LDAM-DRW code's re-weighted focal);
+    * ``sigmoid_focal``: Cui et al.'s own CB-focal, one binary focal term per class on sigmoid outputs,
+      ``-sum_c (1 - p_c^t)^gamma log p_c^t`` with ``p_c^t = sigmoid(z_c)`` for the target class and
+      ``1 - sigmoid(z_c)`` for the others (their code divides the weighted sum by the batch size, as here).
+    """
 
     weight: Tensor
+    BASES = ("ce", "focal", "sigmoid_focal")
 
     def __init__(self, train_counts: Counts, beta: float = 0.9999, base: str = "ce", gamma: float = 2.0) -> None:
         super().__init__()
-        if base not in ("ce", "focal"):
-            raise ConfigError(f"class_balanced: base must be 'ce' or 'focal', got {base!r}")
+        if base not in self.BASES:
+            raise ConfigError(f"class_balanced: base must be one of {', '.join(self.BASES)}, got {base!r}")
         gamma = float(gamma)
         if not math.isfinite(gamma) or gamma < 0:
             raise ConfigError(f"class_balanced: gamma must be >= 0, got {gamma}")
@@ -136,14 +144,20 @@ class ClassBalancedLoss(nn.Module):
         logits = _upcast(outputs["logits"])
         _check_classes("class_balanced", self.weight, logits)
         t = targets.long()
-        log_p_t = F.log_softmax(logits, dim=1).gather(1, t.unsqueeze(1)).squeeze(1)
-        loss = -log_p_t
-        if self.base == "focal" and self.gamma != 0:
-            loss = (-torch.expm1(log_p_t)).clamp_min(1e-12).pow(self.gamma) * loss
+        if self.base == "sigmoid_focal":
+            from torchvision.ops import sigmoid_focal_loss
+
+            onehot = F.one_hot(t, logits.shape[1]).to(logits.dtype)
+            loss = sigmoid_focal_loss(logits, onehot, alpha=-1, gamma=self.gamma, reduction="none").sum(dim=1)
+        else:
+            log_p_t = F.log_softmax(logits, dim=1).gather(1, t.unsqueeze(1)).squeeze(1)
+            loss = -log_p_t
+            if self.base == "focal" and self.gamma != 0:
+                loss = (-torch.expm1(log_p_t)).clamp_min(1e-12).pow(self.gamma) * loss
         return (self.weight.to(loss)[t] * loss).mean()
 
     def extra_repr(self) -> str:
-        return f"beta={self.beta}, base={self.base!r}" + (f", gamma={self.gamma}" if self.base == "focal" else "")
+        return f"beta={self.beta}, base={self.base!r}" + (f", gamma={self.gamma}" if self.base != "ce" else "")
 
 
 class LDAMLoss(nn.Module):
