@@ -20,6 +20,34 @@ from openlt.reporting.html import esc, figure, page, table
 
 BAND_COLUMNS = ("many", "medium", "few", "overall")
 OPEN_COLUMNS = ("F", "AUROC")
+# what a reader picks a method for: (question, column); FPR@95 is the one where lower is better
+CRITERIA = (("few-shot classes", "few"), ("all known classes", "overall"),
+            ("known vs unknown with a threshold", "F"), ("ranking unknowns below knowns", "AUROC"))
+LOWER_IS_BETTER = {"FPR@95"}
+
+
+def leaders(groups: dict[str, list[dict]]) -> list[dict]:
+    """Per criterion: the method with the best mean, and the others within one standard deviation of it (over
+    seeds; not separable from the best with these seeds). Methods without the column are left out."""
+    rows = aggregate(groups)
+    out = []
+    for question, column in CRITERIA:
+        scored = [(r["label"], r["cells"][column]) for r in rows if r["cells"][column] is not None]
+        if not scored:
+            continue
+        sign = -1.0 if column in LOWER_IS_BETTER else 1.0
+        best_label, best = max(scored, key=lambda item: sign * item[1][0])
+        tied = [label for label, cell in scored if label != best_label and sign * (best[0] - cell[0]) <= best[1]]
+        out.append({"question": question, "column": column, "best": best_label, "cell": best, "tied": tied})
+    return out
+
+
+def _leader_lines(groups: dict[str, list[dict]], bold=lambda text: f"**{text}**", text=lambda t: t) -> list[str]:
+    """One line per criterion of `leaders` (markdown by default; `bold` and `text` make it HTML)."""
+    return [text(f"{item['question']} ({item['column']}): ") + bold(text(item["best"]))
+            + text(f" {format_cell(item['cell'], item['column'])}"
+                   + (f"; within one std: {', '.join(item['tied'])}" if item["tied"] else ""))
+            for item in leaders(groups)]
 
 
 def _paper_rows(spec, names: list[str]) -> list[tuple[str, dict]]:
@@ -41,6 +69,10 @@ def markdown(spec, groups: dict[str, list[dict]]) -> str:
              "| method | runs | " + " | ".join(names) + " |", "|---|---:|" + "---:|" * len(names)]
     for row in aggregate(groups):
         lines.append(f"| {row['label']} | {row['runs']} | " + " | ".join(format_cell(row["cells"][c], c) for c in names) + " |")
+    best = _leader_lines(groups)
+    if best:
+        lines += ["", "Which method for what (best mean; others within one std of it cannot be told apart with these seeds):",
+                  ""] + [f"- {line}" for line in best]
     paper = _paper_rows(spec, list(groups))
     if paper:
         lines += ["", f"Published: {PAPERS[spec.paper]['source']}", "",
@@ -98,6 +130,11 @@ def html_page(spec, groups: dict[str, list[dict]], files: dict[str, list[Path]],
             f'<p class="meta">{len(spec.seeds)} seed(s) {esc(spec.seeds)}; top-1 in %, F / AUROC / FPR@95 in [0, 1]; '
             f"mean ± std over seeds. Spec: <code>{esc(spec.path)}</code></p>",
             table(["method", "runs"] + names, rows, [False] + [True] * (len(names) + 1))]
+    best = _leader_lines(groups, bold=lambda t: f"<b>{t}</b>", text=esc)
+    if best:
+        items = "".join(f"<li>{line}</li>" for line in best)
+        body.append("<h2>Which method for what</h2><p class='meta'>Best mean over seeds; the methods within one "
+                    f"standard deviation of it cannot be told apart with these seeds.</p><ul>{items}</ul>")
     paper = _paper_rows(spec, list(groups))
     if paper:
         body += [f"<h2>Published numbers</h2><p class='meta'>{esc(PAPERS[spec.paper]['source'])}</p>",
