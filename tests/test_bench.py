@@ -73,6 +73,19 @@ def test_bench_runs_skips_and_resumes(spec_path, tmp_path, capsys):
     assert (tau / "metrics.json").is_file()
     assert not broken.exists()
 
+    # --report-only trains and evaluates nothing: a run that is not finished is reported missing, with what
+    # depends on it, and the table holds the rest
+    (tau / "metrics.json").rename(tau / "metrics.json.bak")
+    plain = next(bench.glob("plain-s0-*"))
+    (plain / "metrics-plain-energy.json").rename(plain / "energy.bak")
+    capsys.readouterr()
+    assert main(["bench", str(spec_path), "--report-only", "--quiet"]) == 0
+    out = capsys.readouterr().out
+    assert "tau_norm seed 0: missing" in out and "plain+energy seed 0: missing" in out and "training" not in out
+    md = (bench / "results.md").read_text()
+    assert "| plain | 1 |" in md and "tau_norm" not in md.split("Which method")[0]
+    assert not (tau / "metrics.json").exists() and not (plain / "metrics-plain-energy.json").exists()
+
 
 @pytest.mark.parametrize("change, message", [
     ({"methods": []}, "lists no methods"),

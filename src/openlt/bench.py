@@ -125,8 +125,11 @@ def _runs_of(out_dir: Path, name: str) -> list[Path]:
         re.escape(name) + r"-\d{8}-\d{6}(-\d+)?", p.name))
 
 
-def run_bench(spec: BenchSpec, quiet: bool = False, log: Callable[[str], None] | None = None) -> dict[str, list[Path]]:
-    """Train and evaluate every (method, seed) that is not finished; return {method: [metrics files]}."""
+def run_bench(spec: BenchSpec, quiet: bool = False, log: Callable[[str], None] | None = None,
+              report_only: bool = False) -> dict[str, list[Path]]:
+    """Train and evaluate every (method, seed) that is not finished; return {method: [metrics files]}.
+    `report_only`: train and evaluate nothing, collect what is finished (e.g. while another process runs the
+    bench), and say what is missing."""
     from openlt.config import _apply
     from openlt.engine.evaluate import evaluate_run
     from openlt.engine.run import open_run
@@ -144,10 +147,13 @@ def run_bench(spec: BenchSpec, quiet: bool = False, log: Callable[[str], None] |
             done += 1
             prefix = f"[{done}/{total}] {m.name} seed {seed}"
             if m.eval_of:
-                base = runs[m.eval_of]
-                metrics = base / f"metrics-{m.tag}.json"
-                if metrics.is_file():
+                base = runs.get(m.eval_of)
+                metrics = base / f"metrics-{m.tag}.json" if base else None
+                if metrics is not None and metrics.is_file():
                     log(f"{prefix}: done ({metrics})")
+                elif report_only:  # (the base run is then missing too, or not yet evaluated this way)
+                    log(f"{prefix}: missing")
+                    continue
                 else:
                     log(f"{prefix}: evaluating {base.name} with {' '.join(m.overrides) or 'its own settings'}")
                     overrides = parse_overrides(m.overrides)
@@ -159,6 +165,9 @@ def run_bench(spec: BenchSpec, quiet: bool = False, log: Callable[[str], None] |
             if finished:
                 run_dir = finished[0]
                 log(f"{prefix}: done ({run_dir})")
+            elif report_only:
+                log(f"{prefix}: missing")
+                continue
             else:
                 run_dir = _train_or_resume(spec, m, seed, name, runs, quiet, log, prefix, train, open_run)
                 evaluate_run(open_run(run_dir), quiet=quiet)

@@ -151,7 +151,7 @@ def _bench(args: argparse.Namespace) -> int:
         spec.out_dir = Path(args.out_dir)
     if args.seeds:
         spec.seeds = args.seeds
-    files = run_bench(spec, quiet=args.quiet)
+    files = run_bench(spec, quiet=args.quiet, report_only=args.report_only)
     paths = write_bench_results(spec, files)
     print(paths["markdown"].read_text(encoding="utf-8"))
     print("\n".join(f"{kind}: {path}" for kind, path in paths.items()))
@@ -255,6 +255,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("overrides", nargs="*", help="dotted overrides for every method, e.g. train.epochs=2")
     p.add_argument("--seeds", type=int, nargs="+", help="replace the spec's seeds")
     p.add_argument("--out-dir", help="replace the spec's out_dir")
+    p.add_argument("--report-only", action="store_true",
+                   help="train nothing: write the table and report from the runs already finished, list the missing")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=_bench)
 
