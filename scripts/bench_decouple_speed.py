@@ -17,10 +17,8 @@ Prints the times and the ratios backbone / cache (target: at least 50) and joint
 from __future__ import annotations
 
 import argparse
-import statistics
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import torch
@@ -34,17 +32,9 @@ from openlt.engine.evaluate import batch_to, make_loader
 from openlt.engine.features import extract_features
 from openlt.models.model import build_model
 
+from bench_perf import median_time  # this folder is on sys.path when a script here runs
+
 CONFIG = Path(__file__).parents[1] / "configs" / "fmnist_lt" / "plain.yaml"
-
-
-def timed(fn, repeats: int) -> float:
-    fn()  # warm-up (allocator, thread pools, first-call overheads)
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
 
 
 def main() -> int:
@@ -89,9 +79,9 @@ def main() -> int:
             loss.backward()
             opt.step()
 
-    t_cache = timed(cache_epoch, args.repeats)
-    t_backbone = timed(backbone_epoch, args.repeats)
-    t_joint = timed(joint_epoch, max(1, args.repeats // 2))
+    t_cache = median_time(cache_epoch, args.repeats, warmup=1)
+    t_backbone = median_time(backbone_epoch, args.repeats, warmup=1)
+    t_joint = median_time(joint_epoch, max(1, args.repeats // 2), warmup=1)
     print(f"cache epoch     {t_cache * 1000:9.1f} ms")
     print(f"backbone epoch  {t_backbone * 1000:9.1f} ms   (frozen backbone, augmented images)")
     print(f"joint epoch     {t_joint * 1000:9.1f} ms   (stage 1, forward + backward)")

@@ -101,7 +101,9 @@ def _training_step(kind: str, device_name: str, amp: str, batch: int, rank: int 
     return step
 
 
-def _timed(fn, steps: int, warmup: int = 3) -> float:
+def median_time(fn, steps: int, warmup: int = 3) -> float:
+    """Median wall time of `steps` calls of `fn` after `warmup` untimed ones (allocator, thread pools, first
+    calls). Also used by scripts/bench_decouple_speed.py."""
     for _ in range(warmup):
         fn()
     times = []
@@ -117,7 +119,7 @@ def measure_step(kind: str, device: str, amp: str, batch: int, steps: int, threa
     if device == "cuda":
         torch.cuda.reset_peak_memory_stats()
     base = _peak_rss_mb()
-    seconds = _timed(_training_step(kind, device, amp, batch), steps)
+    seconds = median_time(_training_step(kind, device, amp, batch), steps)
     out = {"step_s": seconds, "images_per_s": batch / seconds, "rss_base_mb": base, "rss_peak_mb": _peak_rss_mb()}
     if device == "cuda":
         out["cuda_peak_mb"] = torch.cuda.max_memory_allocated() / 2**20
@@ -180,7 +182,7 @@ def _ddp_rank(rank: int, world: int, port: int, device: str, batch: int, steps: 
     dev = distributed.setup(torch.device(device))
     base = _peak_rss_mb()
     step = _training_step("plain", str(dev), "none", batch // world, rank, world)
-    seconds = _timed(step, steps)
+    seconds = median_time(step, steps)
     worst = torch.tensor([seconds], device=dev if dev.type == "cuda" else "cpu")
     dist.all_reduce(worst, op=dist.ReduceOp.MAX)  # a step ends when the slowest rank's does
     result = {"step_s": float(worst), "images_per_s": batch / float(worst), "rss_base_mb": base,
