@@ -100,3 +100,48 @@ def test_grad_scaler_state_is_checkpointed_and_resumed(image_folder, tmp_path, m
     for key in a:
         assert torch.equal(a[key], b[key]), key
     assert checkpoint_state(cut.checkpoint("last"))["grad_scaler"] == saved
+
+
+# one recipe per head and loss family (focal, class-balanced, balanced softmax: cross-entropy on linear logits,
+# which autocast computes in float32 anyway)
+FP16_RECIPES = ["plain", "oltr_stage2", "stage2_range", "stage2_lifted", "loss_ldam_drw"]
+
+
+@pytest.mark.parametrize("recipe", FP16_RECIPES)
+@pytest.mark.parametrize("amp", ["fp16", "bf16"])
+def test_every_recipe_keeps_logits_and_loss_float32_and_finite_under_autocast(recipe, amp):
+    """What a GPU run with train.amp=fp16/bf16 computes, run on the CPU (PyTorch has float16 autocast there too):
+    heads whose logits are scaled cosines (cosine classifier, meta-embedding, LDAM's normed linear) and the
+    losses leave autocast, where half precision would round (logits at +-scale) or overflow (squared centroid
+    distances), so their logits and every loss come out float32, and every gradient is finite."""
+    from openlt.losses import build_loss
+    from openlt.models.model import build_model
+
+    torch.manual_seed(0)
+    cfg = build_config(f"configs/fmnist_lt/{recipe}.yaml", ["data.split_dir=unused"])
+    counts = [300, 120, 60, 25, 12, 6, 4, 3]
+    model = build_model(cfg, len(counts), in_chans=1, image_size=28)
+    if hasattr(model.classifier, "init_centroids"):  # OLTR stage 2 starts from class means
+        model.classifier.init_centroids(torch.randn(len(counts), model.backbone.out_dim) * 3)
+    criterion = build_loss(cfg.train.loss, counts, model.backbone.out_dim, **cfg.train.loss_args)
+    images, targets = torch.randn(8, 1, 8, 8), torch.arange(8)  # small images: half-precision convolutions are
+    with autocast(amp, torch.device("cpu")):                       # slow on CPUs without half-precision units
+        out = model(images)
+        loss = criterion(out, targets)
+    if cfg.model.classifier != "linear":
+        assert out["logits"].dtype == torch.float32, cfg.model.classifier
+    assert loss.dtype == torch.float32 and torch.isfinite(loss), (recipe, loss)
+    loss.backward()  # unscaled: the grad scaler's inf/NaN checks handle overflow of the scaled loss
+    grads = [p.grad for p in model.parameters() if p.grad is not None]
+    assert grads and all(torch.isfinite(g).all() for g in grads), recipe
+
+
+def test_ncm_head_gives_float32_logits_under_autocast():
+    from openlt.models.classifier import NCMHead
+
+    for metric in ("cosine", "euclidean"):
+        head = NCMHead(6, 3, ncm_metric=metric)
+        head.means.copy_(torch.randn(3, 6))
+        with autocast("bf16", torch.device("cpu")):
+            logits = head(torch.randn(4, 6).bfloat16())
+        assert logits.dtype == torch.float32, metric

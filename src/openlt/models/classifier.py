@@ -45,7 +45,10 @@ class NormedLinear(nn.Module):
             self.weight.uniform_(-1, 1).renorm_(2, 1, 1e-5).mul_(1e5)
 
     def forward(self, feature: Tensor) -> Tensor:
-        return F.normalize(feature, dim=1) @ F.normalize(self.weight, dim=0)
+        # float32 even under autocast: LDAM multiplies these cosines by s = 30, where half precision's rounding
+        # of the cosine (bf16: ~0.004) becomes a logit error of ~0.1
+        with torch.autocast(device_type=feature.device.type, enabled=False):
+            return F.normalize(feature.float(), dim=1) @ F.normalize(self.weight.float(), dim=0)
 
     def extra_repr(self) -> str:
         return f"in_dim={self.in_dim}, num_classes={self.num_classes}"
@@ -66,10 +69,11 @@ class NCMHead(nn.Module):
         self.register_buffer("means", torch.zeros(num_classes, in_dim))
 
     def forward(self, feature: Tensor) -> Tensor:
-        z = F.normalize(feature.float(), dim=1)
-        if self.metric == "cosine":
-            return self.scale * z @ F.normalize(self.means, dim=1).t()
-        return -self.scale * torch.cdist(z, self.means)
+        with torch.autocast(device_type=feature.device.type, enabled=False):  # float32, like the cosine classifier
+            z = F.normalize(feature.float(), dim=1)
+            if self.metric == "cosine":
+                return self.scale * z @ F.normalize(self.means, dim=1).t()
+            return -self.scale * torch.cdist(z, self.means)
 
     def extra_repr(self) -> str:
         return f"in_dim={self.in_dim}, num_classes={self.num_classes}, metric={self.metric}, scale={self.scale}"
