@@ -14,7 +14,7 @@ rows=()
 for seed in ${SEEDS[@]}; do
   stage1=$(run "plain-s$seed" configs/fmnist_lt/plain.yaml seed="$seed")
   rows+=("joint=$stage1")
-  for method in ncm crt tau_norm lws logit_adjust; do
+  for method in ncm ncm_cl2n crt tau_norm lws logit_adjust; do
     rows+=("$method=$(run "decouple_$method-s$seed" configs/fmnist_lt/decouple_$method.yaml seed="$seed" train.init_from="$stage1")")
   done
   if [ "${SAMPLERS:-0}" = 1 ]; then

@@ -65,6 +65,7 @@ class HeadConfig:
     use_selector: bool = True  # concept selector,
     use_reachability: bool = True  # reachability
     ncm_metric: str = "cosine"  # NCM head (decouple.method=ncm): cosine | euclidean; logits = scale * (cos | -dist)
+    ncm_center: bool = False  # NCM: subtract the training features' mean before L2-normalising (public code's cl2n)
 
 
 @dataclass

@@ -142,16 +142,20 @@ def test_lws_with_one_epoch_at_zero_lr_is_the_joint_classifier(stage1, tmp_path)
     assert torch.allclose(s1["model.classifier.fc.bias"], s2["model.classifier.fc.bias"])
 
 
-def test_ncm_head_equals_the_ncm_classifier(stage1, tmp_path):
+@pytest.mark.parametrize("metric,center", [("euclidean", False), ("cosine", True)])
+def test_ncm_head_equals_the_ncm_classifier(stage1, tmp_path, metric, center):
     from openlt.decoupling.classifiers import NCMClassifier
     from openlt.engine.evaluate import load_run_model
 
-    run = stage2(stage1, "ncm", tmp_path, "model.head.ncm_metric=euclidean")
+    run = stage2(stage1, "ncm", tmp_path, f"model.head.ncm_metric={metric}", f"model.head.ncm_center={center}")
     feats = load_features(open_run(stage1), ("train", "val"), quiet=True)
-    ncm = NCMClassifier("euclidean").fit(feats["train"]["features"], feats["train"]["labels"])
-    _, _, model, _ = load_run_model(open_run(run))
+    ncm = NCMClassifier(metric, center=center).fit(feats["train"]["features"], feats["train"]["labels"])
+    _, _, model, _ = load_run_model(open_run(run))  # the saved head (with its feature mean when centred)
     x = feats["val"]["features"]
     assert torch.allclose(model.classifier(x), 16.0 * ncm.logits(x), atol=1e-4)
+    if center:  # centring changes the logits: the option reaches the head
+        plain = NCMClassifier(metric).fit(feats["train"]["features"], feats["train"]["labels"])
+        assert not torch.allclose(model.classifier(x), 16.0 * plain.logits(x), atol=1e-3)
 
 
 def test_crt_augmented_features_option_runs(stage1, tmp_path):

@@ -8,7 +8,8 @@ stage-1 representation (backbone, attention, extra fc: copied exactly) and repla
             `decouple.features=augmented` re-extracts augmented features every epoch, as the paper does;
 * lws       per-class scales f on the stage-1 classifier (logits = f * (W x + b)), trained the same way;
 * tau_norm  W / ||W||^tau without bias, tau chosen on the *validation* features (curve saved and plotted);
-* ncm       class means of the L2-normalised training features, cosine or Euclidean (`model.head.ncm_metric`);
+* ncm       class means of the L2-normalised training features, cosine or Euclidean (`model.head.ncm_metric`),
+            optionally centred first (`model.head.ncm_center`, the public code's cl2n);
 * logit_adjust  post-hoc logit adjustment (Menon et al. 2021): b - tau * log(prior), the stage-1 weights kept,
             tau chosen on the validation features from the same grid as tau_norm.
 
@@ -60,7 +61,7 @@ def adopt_representation(cfg: Config, source: Run, log: Callable[[str], None]) -
     cfg.eval.inclusive_bands = src.eval.inclusive_bands
     head = cfg.model.head
     cfg.model = copy.deepcopy(src.model)
-    cfg.model.head.ncm_metric, cfg.model.head.scale = head.ncm_metric, head.scale
+    cfg.model.head.ncm_metric, cfg.model.head.ncm_center, cfg.model.head.scale = head.ncm_metric, head.ncm_center, head.scale
     cfg.model.classifier = "ncm" if cfg.decouple.method == "ncm" else "linear"
     return src
 
@@ -198,8 +199,11 @@ def train_decoupled(cfg: Config, run: Run, quiet: bool, log: Callable[[str], Non
             details.update(tau=tau, tau_curve=curve)
             log(f"logit adjustment tau = {tau:g} (best validation top-1 over {len(curve)} values)")
         else:  # ncm
-            ncm = NCMClassifier(metric=cfg.model.head.ncm_metric).fit(train_x, train_y, data.num_classes)
+            ncm = NCMClassifier(metric=cfg.model.head.ncm_metric, center=cfg.model.head.ncm_center)
+            ncm.fit(train_x, train_y, data.num_classes)
             model.classifier.means.copy_(ncm.means_)
+            if ncm.feature_mean_ is not None:
+                model.classifier.feature_mean.copy_(ncm.feature_mean_)
     final_val = val_accuracy(model.classifier)
     if method in ("tau_norm", "ncm", "logit_adjust"):  # nothing trained epoch by epoch: one record for the log
         append_jsonl(run.log_file, {"epoch": 1, **({"val": final_val} if final_val else {})})

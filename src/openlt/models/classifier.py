@@ -56,27 +56,36 @@ class NormedLinear(nn.Module):
 
 @CLASSIFIERS.register("ncm")
 class NCMHead(nn.Module):
-    """Nearest class mean as a head (Kang et al. 2020): features are L2-normalised, ``means`` (a buffer, set
-    by :func:`openlt.engine.decouple` from the training features) are the class means of the normalised
-    features; logits = scale * cos(x, mu_c) or -scale * ||x - mu_c||. Nothing here is trained: the head is a
-    module only so that an NCM run saves, evaluates and predicts like any other run."""
+    """Nearest class mean as a head (Kang et al. 2020): features are L2-normalised (after subtracting
+    ``feature_mean``, the training features' mean, with ``ncm_center``: the public code's ``cl2n``), ``means``
+    (buffers, set by :func:`openlt.engine.decouple` from the training features) are the class means of the
+    normalised features; logits = scale * cos(x, mu_c) or -scale * ||x - mu_c||. Nothing here is trained: the
+    head is a module only so that an NCM run saves, evaluates and predicts like any other run."""
 
-    def __init__(self, in_dim: int, num_classes: int, scale: float = 16.0, ncm_metric: str = "cosine") -> None:
+    def __init__(self, in_dim: int, num_classes: int, scale: float = 16.0, ncm_metric: str = "cosine",
+                 ncm_center: bool = False) -> None:
         super().__init__()
         if ncm_metric not in ("cosine", "euclidean"):
             raise ConfigError(f"model.head.ncm_metric must be 'cosine' or 'euclidean', got {ncm_metric!r}")
         self.in_dim, self.num_classes, self.scale, self.metric = in_dim, num_classes, float(scale), ncm_metric
+        self.center = bool(ncm_center)
         self.register_buffer("means", torch.zeros(num_classes, in_dim))
+        # only with centring, so that the checkpoints of uncentred NCM runs keep their keys
+        self.register_buffer("feature_mean", torch.zeros(in_dim) if self.center else None)
 
     def forward(self, feature: Tensor) -> Tensor:
         with torch.autocast(device_type=feature.device.type, enabled=False):  # float32, like the cosine classifier
-            z = F.normalize(feature.float(), dim=1)
+            x = feature.float()
+            if self.feature_mean is not None:
+                x = x - self.feature_mean
+            z = F.normalize(x, dim=1)
             if self.metric == "cosine":
                 return self.scale * z @ F.normalize(self.means, dim=1).t()
             return -self.scale * torch.cdist(z, self.means)
 
     def extra_repr(self) -> str:
-        return f"in_dim={self.in_dim}, num_classes={self.num_classes}, metric={self.metric}, scale={self.scale}"
+        return (f"in_dim={self.in_dim}, num_classes={self.num_classes}, metric={self.metric}, scale={self.scale}, "
+                f"center={self.center}")
 
 
 def build_classifier(name: str, in_dim: int, num_classes: int, **kwargs: Any) -> nn.Module:

@@ -10,7 +10,7 @@ from openlt.models.backbones import build_backbone
 from openlt.models.classifier import build_classifier
 from openlt.models.meta_embedding import head_outputs
 
-HEAD_OPTIONS = {"linear": (), "normed_linear": (), "cosine": ("scale", "squash"), "ncm": ("scale", "ncm_metric"),
+HEAD_OPTIONS = {"linear": (), "normed_linear": (), "cosine": ("scale", "squash"), "ncm": ("scale", "ncm_metric", "ncm_center"),
                 "meta_embedding": ("scale", "squash", "reach_scale", "use_memory", "use_selector", "use_reachability")}
 
 
