@@ -134,6 +134,7 @@ class DecoupleConfig:
     cache_dtype: str = "float32"  # float32 | float16 (half the disk, same accuracy to ~1e-3)
     taus: list = field(default_factory=lambda: [i / 10 for i in range(21)])  # tau grid searched on val
     lws_bias: bool = True  # LWS scales W x + b (the public code keeps the bias)
+    keep: str = "last"  # cRT / LWS: the last epoch's head, or "best": the epoch of best validation top-1 (public code)
 
 
 @dataclass

@@ -163,12 +163,35 @@ def test_crt_augmented_features_option_runs(stage1, tmp_path):
     assert json.loads((run / "decouple.json").read_text())["features"] == "augmented"
 
 
+def test_keep_best_keeps_the_epoch_of_best_validation_accuracy(stage1, tmp_path):
+    """decouple.keep=best (the public code's choice): the saved head is the one of the first epoch with the
+    highest validation top-1, which decouple.json names; the default keeps the last epoch."""
+    from openlt.engine.evaluate import load_run_model
+
+    run = stage2(stage1, "crt", tmp_path, "decouple.keep=best", "train.epochs=5", "train.lr=1.0")
+    log = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    accs = [r["val"]["overall"] for r in log]
+    kept = json.loads((run / "decouple.json").read_text())["kept_epoch"]
+    assert kept == accs.index(max(accs)) + 1
+    feats = load_features(open_run(stage1), ("val",), quiet=True)["val"]
+    _, _, model, _ = load_run_model(open_run(run))
+    known = feats["labels"] >= 0  # "overall" is the sample accuracy over the known validation images
+    with torch.no_grad():
+        pred = model.classifier(feats["features"][known]).argmax(1)
+    assert float((pred == feats["labels"][known]).float().mean()) == pytest.approx(accs[kept - 1])
+    last = stage2(stage1, "crt", tmp_path / "last")
+    assert "kept_epoch" not in json.loads((last / "decouple.json").read_text())
+
+
 def test_stage2_errors_are_clear(stage1, tmp_path, capsys):
     code = cli("train", CONFIGS / "decouple_crt.yaml", f"out_dir={tmp_path}", "--quiet")
     assert code == 2 and "needs train.init_from" in capsys.readouterr().err
     code = cli("train", CONFIGS / "decouple_crt.yaml", f"out_dir={tmp_path}", "decouple.method=bogus",
                f"train.init_from={stage1}", "--quiet")
     assert code == 2 and "unknown decouple.method" in capsys.readouterr().err
+    code = cli("train", CONFIGS / "decouple_crt.yaml", f"out_dir={tmp_path}", "decouple.keep=first",
+               f"train.init_from={stage1}", "--quiet")
+    assert code == 2 and "unknown decouple.keep 'first'; known: last, best" in capsys.readouterr().err
     tau_run = stage2(stage1, "tau_norm", tmp_path)
     code = cli("train", CONFIGS / "decouple_crt.yaml", f"out_dir={tmp_path / 'x'}", f"train.init_from={tau_run}", "--quiet")
     assert code == 2 and "itself a decoupled run" in capsys.readouterr().err

@@ -7,6 +7,7 @@ stage-1 representation (backbone, attention, extra fc: copied exactly) and repla
             `train.sampler` (class-balanced in the paper's configs), `train.epochs`, `lr`, `batch_size`;
             `decouple.features=augmented` re-extracts augmented features every epoch, as the paper does;
 * lws       per-class scales f on the stage-1 classifier (logits = f * (W x + b)), trained the same way;
+            both keep the last epoch, or with `decouple.keep=best` the epoch of best validation top-1;
 * tau_norm  W / ||W||^tau without bias, tau chosen on the *validation* features (curve saved and plotted);
 * ncm       class means of the L2-normalised training features, cosine or Euclidean (`model.head.ncm_metric`),
             optionally centred first (`model.head.ncm_center`, the public code's cl2n);
@@ -42,6 +43,7 @@ from openlt.models.model import OpenLTModel, build_model
 
 METHODS = ("crt", "ncm", "tau_norm", "lws", "logit_adjust")
 FEATURE_MODES = ("cache", "augmented")
+KEEP = ("last", "best")
 HEAD_PREFIX = "classifier."
 
 
@@ -97,6 +99,8 @@ def stage1_features(cfg: Config, device: torch.device, quiet: bool) -> dict[str,
         raise ConfigError(f"unknown decouple.features {mode!r}; known: {', '.join(FEATURE_MODES)}")
     if not cfg.train.init_from:
         raise ConfigError(f"decouple.method={method} needs train.init_from=STAGE1_RUN (the representation to keep)")
+    if cfg.decouple.keep not in KEEP:
+        raise ConfigError(f"unknown decouple.keep {cfg.decouple.keep!r}; known: {', '.join(KEEP)}")
     return load_features(open_run(cfg.train.init_from), ("train", "val"), dtype=cfg.decouple.cache_dtype,
                          device=str(device), quiet=quiet)
 
@@ -124,6 +128,10 @@ def train_decoupled(cfg: Config, run: Run, quiet: bool, log: Callable[[str], Non
     details: dict = {"method": method, "source_run": str(source.path), "features": mode,
                      "cache_dtype": cfg.decouple.cache_dtype, "train_features": list(train_x.shape)}
 
+    if cfg.decouple.keep == "best" and method in ("crt", "lws") and val is None:
+        raise ConfigError("decouple.keep=best chooses the stage-2 epoch on the validation split, and this run has "
+                          "none (data.val_split); use decouple.keep=last")
+
     def val_accuracy(head: nn.Module) -> dict | None:
         if val is None:
             return None
@@ -145,10 +153,14 @@ def train_decoupled(cfg: Config, run: Run, quiet: bool, log: Callable[[str], Non
                 return extract_features(aug_model, loader, device, f"augmented features {epoch + 1}", quiet,
                                         cfg.train.channels_last)[0]
 
+        best: dict = {}  # decouple.keep=best: the head's state at the best validation top-1 so far
+
         def on_epoch(epoch: int, loss: float, lr: float) -> None:
             record = {"epoch": epoch + 1, "train_loss": loss, "lr": lr}
             if (acc := val_accuracy(module)) is not None:
                 record["val"] = acc
+                if cfg.decouple.keep == "best" and ("overall" not in best or acc["overall"] > best["overall"]):
+                    best.update(overall=acc["overall"], epoch=epoch, state=copy.deepcopy(module.state_dict()))
             append_jsonl(run.log_file, record)
             log(f"epoch {epoch + 1:3d}/{cfg.train.epochs}  loss {loss:.3f}" +
                 ("" if acc is None else "  val " + " ".join(f"{b} {_pct(acc[b])}" for b in ("many", "medium", "few", "overall"))))
@@ -157,6 +169,10 @@ def train_decoupled(cfg: Config, run: Run, quiet: bool, log: Callable[[str], Non
         train_on_features(module, train_x, train_y, epochs=t.epochs, batch_size=t.batch_size, lr=t.lr,
                           momentum=t.momentum, weight_decay=t.weight_decay, sampler=t.sampler, seed=cfg.seed,
                           epoch_features=epoch_features, on_epoch=on_epoch)
+        if best:  # ties go to the earlier epoch, as in the public code (a strict >)
+            module.load_state_dict(best["state"])
+            details["kept_epoch"] = best["epoch"] + 1
+            log(f"keeping epoch {best['epoch'] + 1} (best validation top-1 {100 * best['overall']:.1f})")
         return module.cpu()
 
     log(f"decoupled stage 2: {method} on the {tuple(train_x.shape)} training features of {source.path}")
@@ -209,7 +225,7 @@ def train_decoupled(cfg: Config, run: Run, quiet: bool, log: Callable[[str], Non
         append_jsonl(run.log_file, {"epoch": 1, **({"val": final_val} if final_val else {})})
     details["seconds"] = round(time.time() - started, 2)
     write_json(run.path / "decouple.json", details)
-    state = {"epoch": max(0, cfg.train.epochs - 1) if method in ("crt", "lws") else 0,
+    state = {"epoch": details.get("kept_epoch", cfg.train.epochs) - 1 if method in ("crt", "lws") else 0,
              "val_overall": None if final_val is None else final_val["overall"]}
     save_checkpoint(run.checkpoint("best"), model, None, state)
     save_checkpoint(run.checkpoint("last"), model, None, state)
