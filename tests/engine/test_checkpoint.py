@@ -57,3 +57,39 @@ def test_checkpoint_of_another_architecture_is_refused(tmp_path):
     other = nn.Sequential(nn.Linear(4, 8), nn.BatchNorm1d(8), nn.Linear(8, 5))
     with pytest.raises(RunDirError, match="does not match"):
         load_checkpoint(tmp_path / "c.safetensors", other)
+
+
+def test_a_sync_bn_checkpoint_loads_into_the_plain_model_and_back(tmp_path):
+    """train.sync_bn (GPUs under torchrun) converts batch norms to SyncBatchNorm before the optimizer is built;
+    its checkpoints must resume into a converted model (weights and optimizer state) and load into the plain
+    model that evaluation and predict build. SyncBatchNorm has no CPU kernel, so only the conversion runs here."""
+    from openlt.config import build_config
+    from openlt.models.model import build_model
+
+    cfg = build_config("configs/fmnist_lt/oltr_stage2.yaml", ["data.split_dir=unused"])
+    torch.manual_seed(0)
+    plain = build_model(cfg, 8, in_chans=1, image_size=28)
+    synced = nn.SyncBatchNorm.convert_sync_batchnorm(build_model(cfg, 8, in_chans=1, image_size=28))
+    assert any(isinstance(m, nn.SyncBatchNorm) for m in synced.modules())
+    with torch.no_grad():
+        for p in synced.parameters():
+            p.add_(torch.randn_like(p))
+        for name, b in synced.named_buffers():
+            if b.is_floating_point():
+                b.add_(1.0)
+    optimizer = torch.optim.SGD(synced.parameters(), lr=0.1, momentum=0.9)
+    for p in synced.parameters():
+        p.grad = torch.randn_like(p)
+    optimizer.step()
+    save_checkpoint(tmp_path / "last.safetensors", synced, optimizer, {"epoch": 3})
+
+    load_checkpoint(tmp_path / "last.safetensors", plain)  # evaluation's model
+    for (name, a), (_, b) in zip(plain.state_dict().items(), synced.state_dict().items()):
+        assert torch.equal(a, b), name
+    again = nn.SyncBatchNorm.convert_sync_batchnorm(build_model(cfg, 8, in_chans=1, image_size=28))
+    resumed = torch.optim.SGD(again.parameters(), lr=0.1, momentum=0.9)
+    assert load_checkpoint(tmp_path / "last.safetensors", again, resumed) == {"epoch": 3}
+    saved, loaded = optimizer.state_dict()["state"], resumed.state_dict()["state"]
+    assert saved.keys() == loaded.keys()
+    for idx in saved:
+        assert torch.equal(saved[idx]["momentum_buffer"], loaded[idx]["momentum_buffer"]), idx
