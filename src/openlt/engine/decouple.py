@@ -63,7 +63,8 @@ def adopt_representation(cfg: Config, source: Run, log: Callable[[str], None]) -
     cfg.eval.inclusive_bands = src.eval.inclusive_bands
     head = cfg.model.head
     cfg.model = copy.deepcopy(src.model)
-    cfg.model.head.ncm_metric, cfg.model.head.ncm_center, cfg.model.head.scale = head.ncm_metric, head.ncm_center, head.scale
+    for option in ("ncm_metric", "ncm_center", "scale"):  # the stage-2 head's own options stay the stage-2 config's
+        setattr(cfg.model.head, option, getattr(head, option))
     cfg.model.classifier = "ncm" if cfg.decouple.method == "ncm" else "linear"
     return src
 
