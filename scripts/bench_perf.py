@@ -25,6 +25,7 @@ and the peak memory of every configuration (CPU: the process's peak resident set
 the Python + torch runtime itself; GPU: torch.cuda.max_memory_allocated). Synthetic batches for the model steps.
 
     .venv/bin/python scripts/bench_perf.py [--steps 10] [--threads N] [--workers 2] [--rounds 2] [--device auto] [--cpu-amp]
+        [--only oltr,loader,ddp,amp]
 """
 
 from __future__ import annotations
@@ -248,35 +249,7 @@ def _verdict(ratio: float, target: float, higher: bool) -> str:
     return f"{ratio:5.2f}  (target {'>=' if higher else '<='} {target:g}: {'met' if ok else 'NOT met'})"
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--steps", type=int, default=10, help="timed steps per configuration (median reported)")
-    parser.add_argument("--batch-size", type=int, default=128, help="global batch")
-    parser.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="CPU threads of a single process")
-    parser.add_argument("--workers", type=int, default=2, help="loader worker processes to measure besides 0")
-    parser.add_argument("--splits", help="a split folder of the embedded benchmark (default: built in a temp dir)")
-    parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
-    parser.add_argument("--rounds", type=int, default=2, help="CPU DDP comparison: rounds of (1 process, 2 processes)")
-    parser.add_argument("--cpu-amp", action="store_true",
-                        help="on the CPU, also time bf16 and fp16 autocast steps against float32 (on a GPU: always)")
-    args = parser.parse_args()
-
-    import torch
-
-    device = ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
-    batch, steps, threads = args.batch_size, args.steps, args.threads
-    gpus = torch.cuda.device_count() if device == "cuda" else 0
-    print(f"openlt training performance: ResNet-10, 28 px, global batch {batch}, median of {steps} steps, "
-          f"device {device}" + (f" ({torch.cuda.get_device_name(0)}, {gpus} GPU(s))" if device == "cuda" else
-                                f" ({os.cpu_count()} cores, {threads} threads for one process)") +
-          f", torch {torch.__version__}", flush=True)
-
-    rows = {}
-    for kind in ("plain", "oltr"):
-        rows[kind] = in_fresh_process(measure_step, kind, device, "none", batch, steps, threads)
-        r = rows[kind]
-        print(f"  {kind:5s} step          {1000 * r['step_s']:8.1f} ms  {r['images_per_s']:8.0f} img/s  {_mem(r)}",
-              flush=True)
+def oltr_over_plain(device: str, batch: int, steps: int, threads: int, rows: dict) -> None:
     for n in sorted({threads, 1}, reverse=True) if device == "cpu" else [threads]:
         # on the CPU also with 1 thread: on a small shared machine, a thread pool waiting for a busy core makes
         # every small element-wise op slow, and the OLTR head and attention are many small ops
@@ -286,6 +259,8 @@ def main() -> int:
         print(f"OLTR step / plain step ({n} thread(s))   {_verdict(pair['oltr'] / pair['plain'], 1.10, False)}",
               flush=True)
 
+
+def loader_over_model(args, batch: int, steps: int, threads: int, rows: dict) -> None:
     loaders = {}
     for workers in sorted({0, args.workers}):
         loaders[workers] = in_fresh_process(measure_loader, workers, batch, steps, threads, args.splits)
@@ -296,6 +271,8 @@ def main() -> int:
     for workers, r in loaders.items():
         print(f"loader ({workers} workers) / model step   {_verdict(r['images_per_s'] / model_rate, 1.0, True)}")
 
+
+def ddp_over_single(args, device: str, gpus: int, batch: int, steps: int, threads: int, rows: dict) -> None:
     if device == "cpu":
         per_process = max(1, threads // 2)
         runs: dict[str, list[dict]] = {"single": [], "single1": [], "ddp": []}
@@ -322,17 +299,68 @@ def main() -> int:
     else:
         print("DDP 2 / 1: skipped (one GPU; run with --device cpu for the CPU measurement)")
 
-    amp_modes = ([m for m in ("bf16", "fp16") if m != "bf16" or torch.cuda.is_bf16_supported()] if device == "cuda"
-                 else ["bf16", "fp16"] if args.cpu_amp else [])
-    for kind in ("plain", "oltr") if amp_modes else ():
-        for amp in amp_modes:
+
+def amp_over_fp32(args, device: str, batch: int, steps: int, threads: int, rows: dict) -> None:
+    import torch
+
+    modes = ([m for m in ("bf16", "fp16") if m != "bf16" or torch.cuda.is_bf16_supported()] if device == "cuda"
+             else ["bf16", "fp16"] if args.cpu_amp else [])
+    if not modes:
+        print("AMP / fp32: skipped (no CUDA device; --cpu-amp measures bf16 and fp16 on the CPU, where they check "
+              "correctness rather than speed things up)")
+    for kind in ("plain", "oltr") if modes else ():
+        for amp in modes:
             r = in_fresh_process(measure_step, kind, device, amp, batch, steps, threads)
             print(f"  {kind:5s} step, {amp}    {1000 * r['step_s']:8.1f} ms  {r['images_per_s']:8.0f} img/s  {_mem(r)}")
             print(f"{kind} {amp} / fp32 step time       {r['step_s'] / rows[kind]['step_s']:5.2f}  "
                   f"(memory {_model_memory(r) / _model_memory(rows[kind]):.2f} x)", flush=True)
-    if not amp_modes:
-        print("AMP / fp32: skipped (no CUDA device; --cpu-amp measures bf16 and fp16 on the CPU, where they check "
-              "correctness rather than speed things up)")
+
+
+SECTIONS = ("oltr", "loader", "ddp", "amp")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--steps", type=int, default=10, help="timed steps per configuration (median reported)")
+    parser.add_argument("--batch-size", type=int, default=128, help="global batch")
+    parser.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="CPU threads of a single process")
+    parser.add_argument("--workers", type=int, default=2, help="loader worker processes to measure besides 0")
+    parser.add_argument("--splits", help="a split folder of the embedded benchmark (default: built in a temp dir)")
+    parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    parser.add_argument("--rounds", type=int, default=2, help="CPU DDP comparison: rounds of (1 process, 2 processes)")
+    parser.add_argument("--cpu-amp", action="store_true",
+                        help="on the CPU, also time bf16 and fp16 autocast steps against float32 (on a GPU: always)")
+    parser.add_argument("--only", default=",".join(SECTIONS),
+                        help=f"comma-separated ratios to measure, of {', '.join(SECTIONS)} (default: all)")
+    args = parser.parse_args()
+    only = [name.strip() for name in args.only.split(",") if name.strip()]
+    if unknown := sorted(set(only) - set(SECTIONS)):
+        parser.error(f"--only: unknown {', '.join(unknown)}; choose from {', '.join(SECTIONS)}")
+
+    import torch
+
+    device = ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
+    batch, steps, threads = args.batch_size, args.steps, args.threads
+    gpus = torch.cuda.device_count() if device == "cuda" else 0
+    print(f"openlt training performance: ResNet-10, 28 px, global batch {batch}, median of {steps} steps, "
+          f"device {device}" + (f" ({torch.cuda.get_device_name(0)}, {gpus} GPU(s))" if device == "cuda" else
+                                f" ({os.cpu_count()} cores, {threads} threads for one process)") +
+          f", torch {torch.__version__}", flush=True)
+
+    rows = {}  # the float32 steps every ratio but OLTR / plain is measured against
+    for kind in ("plain", "oltr"):
+        rows[kind] = in_fresh_process(measure_step, kind, device, "none", batch, steps, threads)
+        r = rows[kind]
+        print(f"  {kind:5s} step          {1000 * r['step_s']:8.1f} ms  {r['images_per_s']:8.0f} img/s  {_mem(r)}",
+              flush=True)
+    if "oltr" in only:
+        oltr_over_plain(device, batch, steps, threads, rows)
+    if "loader" in only:
+        loader_over_model(args, batch, steps, threads, rows)
+    if "ddp" in only:
+        ddp_over_single(args, device, gpus, batch, steps, threads, rows)
+    if "amp" in only:
+        amp_over_fp32(args, device, batch, steps, threads, rows)
     return 0
 
 
