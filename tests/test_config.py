@@ -74,3 +74,38 @@ def test_paper_configs_carry_the_public_codes_hyperparameters():
     p2 = build_config(root / "places_lt" / "oltr_stage2_resnet152.yaml")
     assert (p2.model.backbone, p2.train.freeze_backbone, p2.train.backbone_lr, p2.train.lr, p2.train.epochs) == \
         ("resnet152", True, 1e-4, 0.01, 30)
+
+
+def test_config_command_prints_the_resolved_config_and_it_rebuilds_the_same(tmp_path, capsys):
+    from openlt.cli import main
+    from openlt.config import Config, dump_yaml
+
+    assert main(["config", "configs/fmnist_lt/decouple_ncm_cl2n.yaml", "seed=3"]) == 0
+    printed = capsys.readouterr().out
+    saved = tmp_path / "resolved.yaml"
+    saved.write_text(printed)
+    cfg = build_config(saved)
+    assert cfg.seed == 3 and cfg.model.head.ncm_center is True and cfg.decouple.method == "ncm"
+    assert dump_yaml(cfg) == printed  # what it prints is a complete config
+    assert main(["config", "configs/fmnist_lt/plain.yaml", "train.epoch=3"]) == 2
+    assert "did you mean 'train.epochs'" in capsys.readouterr().err
+    assert main(["config"]) == 0 and build_config(None) == Config()
+
+
+def test_the_option_reference_covers_every_key_and_docs_config_md_is_current(capsys):
+    """docs/config.md is `openlt config --reference`: regenerate it with that command when an option changes."""
+    from pathlib import Path
+
+    from openlt.cli import main
+    from openlt.config_docs import option_rows
+
+    assert main(["config", "--reference"]) == 0
+    reference = capsys.readouterr().out
+    rows = option_rows()
+    keys = [key for key, _, _ in rows]
+    assert len(keys) == len(set(keys)) and {"train.epochs", "model.head.ncm_center", "decouple.keep"} <= set(keys)
+    for key, _, text in rows:
+        assert f"| `{key}` |" in reference
+        assert text, f"{key} has no comment in src/openlt/config.py"  # every option says what it does
+    assert "`meta_embedding`" in reference and "`progressive`" in reference  # registry names listed
+    assert Path("docs/config.md").read_text() == reference, "regenerate: openlt config --reference > docs/config.md"

@@ -1,4 +1,4 @@
-"""The `openlt` command: split, train, eval, predict. Thin: parse arguments, call the engine, print.
+"""The `openlt` command: split, train, eval, predict, config, ... Thin: parse arguments, call the engine, print.
 
 Errors the user can fix (OpenLTError) print one line and exit with status 2, never a traceback.
 """
@@ -169,6 +169,20 @@ def _summary(args: argparse.Namespace) -> int:
     return 0
 
 
+def _config(args: argparse.Namespace) -> int:
+    if args.reference:
+        from openlt.config_docs import reference_markdown
+
+        if args.config or args.overrides:
+            raise OpenLTError("--reference lists every option with its default; it takes no config or overrides")
+        print(reference_markdown(), end="")
+        return 0
+    from openlt.config import build_config, dump_yaml
+
+    print(dump_yaml(build_config(args.config, args.overrides)), end="")
+    return 0
+
+
 def _report(args: argparse.Namespace) -> int:
     from openlt.engine.evaluate import rebuild_reports
     from openlt.engine.run import open_run
@@ -265,6 +279,13 @@ def build_parser() -> argparse.ArgumentParser:
                    "LABEL=RUN to group them in rows")
     p.add_argument("--label", default="runs", help="row label for runs given without LABEL=")
     p.set_defaults(func=_summary)
+
+    p = sub.add_parser("config", help="print the config a run would use (defaults <- YAML <- overrides), or with "
+                       "--reference every option, its default and meaning")
+    p.add_argument("config", nargs="?", help="YAML config file (none: the defaults)")
+    p.add_argument("overrides", nargs="*", help="dotted overrides, e.g. train.epochs=2")
+    p.add_argument("--reference", action="store_true", help="the option reference as markdown (docs/config.md)")
+    p.set_defaults(func=_config)
 
     p = sub.add_parser("report", help="redraw an evaluated run's report.html / report.md from its metrics.json "
                        "and predictions.npz (no model needed)")

@@ -23,15 +23,15 @@ class SplitConfig:
     """How to build long-tailed + open-set splits when `data.split_dir` is not given (see `openlt split`)."""
 
     profile: str = "exp"  # exp | pareto | none (keep the natural counts)
-    n_max: int = 1280
-    n_min: int = 5
+    n_max: int = 1280  # training images of the largest known class
+    n_min: int = 5  # training images of the smallest known class
     imbalance_factor: float | None = None  # exp: n_max / n_min; overrides n_min when set
     alpha: float = 6.0  # pareto shape (ImageNet-LT: 6)
     open_classes: Any = 2  # a number (chosen with the seed) or a list of class names / ids
-    val_per_class: int = 20
+    val_per_class: int = 20  # validation images per known class (taken before the long tail is cut)
     test_per_class: int | None = None  # None: every test image (embedded data) / 20 (image folder)
     order: str = "random"  # which known class gets n_max: random (with the seed) | label
-    seed: int = 0
+    seed: int = 0  # which images and which open classes
 
 
 @dataclass
@@ -41,10 +41,10 @@ class DataConfig:
     open_root: str | None = None  # root of the open split's paths when it differs (None: data.root);
     #                               cifar10 / cifar100: every image under it becomes the open set of a new split
     split_dir: str | None = None  # folder of split files (+ manifest.json); None: build them into the run
-    train_split: str = "train.txt"
-    val_split: str | None = "val.txt"
-    test_split: str = "test.txt"
-    open_split: str | None = "open.txt"
+    train_split: str = "train.txt"  # split file names inside split_dir: "relative/path.jpg label" per line
+    val_split: str | None = "val.txt"  # None: no validation (best = last epoch, fixed rejection threshold)
+    test_split: str = "test.txt"  # the known classes' test images
+    open_split: str | None = "open.txt"  # images of classes never seen in training (label -1); None: closed set
     class_names: str | None = None  # optional file with one class name per line (label order)
     transform: str = "auto"  # auto | small | imagenet
     image_size: int | None = None  # None: 28 for fashion-mnist, 32 for cifar, 224 for imagenet-style
@@ -61,19 +61,19 @@ class HeadConfig:
     scale: float = 16.0  # cosine classifier scale (the public code's 16)
     squash: bool = True  # ||x|| / (1 + ||x||) factor of the public code's cosine classifier
     reach_scale: float = 10.0  # reachability = reach_scale / min distance to a centroid
-    use_memory: bool = True  # ablations of the paper: memory feature,
-    use_selector: bool = True  # concept selector,
-    use_reachability: bool = True  # reachability
+    use_memory: bool = True  # OLTR ablation switch: the memory feature of the meta-embedding
+    use_selector: bool = True  # OLTR ablation switch: the concept selector
+    use_reachability: bool = True  # OLTR ablation switch: scaling by the reachability
     ncm_metric: str = "cosine"  # NCM head (decouple.method=ncm): cosine | euclidean; logits = scale * (cos | -dist)
     ncm_center: bool = False  # NCM: subtract the training features' mean before L2-normalising (public code's cl2n)
 
 
 @dataclass
 class ModelConfig:
-    backbone: str = "resnet18"
+    backbone: str = "resnet18"  # torchvision ResNet / ResNeXt, CIFAR ResNet (resnet20-110), or timm/NAME (openlt[timm])
     small_input: bool | None = None  # None: True when the images are at most 64 px
     pretrained: str | None = None  # local weights file (torchvision .pth or .safetensors)
-    classifier: str = "linear"  # linear | normed_linear | cosine | meta_embedding
+    classifier: str = "linear"  # the head: meta_embedding is OLTR's, normed_linear LDAM's, ncm is set by decoupling
     attention: bool = False  # OLTR's modulated attention on the last feature map
     feature_fc: bool = False  # an extra d -> d fc + ReLU after pooling (OLTR stage 2 on ImageNet-LT)
     head: HeadConfig = field(default_factory=HeadConfig)
@@ -81,21 +81,21 @@ class ModelConfig:
 
 @dataclass
 class TrainConfig:
-    epochs: int = 30
-    batch_size: int = 128
-    lr: float = 0.1
-    momentum: float = 0.9
-    nesterov: bool = False
-    weight_decay: float = 5e-4
-    warmup_epochs: float = 1.0
+    epochs: int = 30  # training epochs (stage 2: cRT / LWS epochs on the cached features)
+    batch_size: int = 128  # the global batch: split over the processes under torchrun
+    lr: float = 0.1  # peak learning rate of SGD (after the warm-up)
+    momentum: float = 0.9  # SGD momentum
+    nesterov: bool = False  # Nesterov momentum
+    weight_decay: float = 5e-4  # SGD weight decay on every trained parameter (as the public codes)
+    warmup_epochs: float = 1.0  # linear warm-up from 0, in epochs (fractions allowed)
     schedule: str = "cosine"  # cosine (to min_lr) | step (x step_gamma every step_epochs, the OLTR code's)
-    step_epochs: int = 10
-    step_gamma: float = 0.1
+    step_epochs: int = 10  # step schedule: epochs between decays
+    step_gamma: float = 0.1  # step schedule: decay factor
     milestones: list = field(default_factory=list)  # step: x step_gamma at these 0-based epochs; []: every step_epochs
-    min_lr: float = 0.0
+    min_lr: float = 0.0  # cosine schedule: the final learning rate
     backbone_lr: float | None = None  # None: train.lr; e.g. 0.001 for a pretrained backbone (Places-LT)
-    sampler: str = "instance"
-    loss: str = "ce"
+    sampler: str = "instance"  # how training batches are drawn
+    loss: str = "ce"  # the training loss (its options: loss_args)
     loss_args: dict = field(default_factory=dict)  # keyword arguments of the loss, e.g. {weight: 0.01}
     init_from: str | None = None  # stage 2: a stage-1 run directory whose best weights start this run
     freeze_backbone: bool = False  # stage 2: keep the backbone fixed (attention / fc / head still learn)
@@ -104,18 +104,18 @@ class TrainConfig:
     channels_last: bool = True  # NHWC memory format: about 15 % faster convolutions on CPU and GPU
     amp: str = "none"  # mixed precision: none | bf16 (CPU or GPU) | fp16 (GPU, with a grad scaler); see docs/scale.md
     sync_bn: bool = False  # under torchrun on GPUs: batch-norm statistics over the global batch (default: per process)
-    eval_every: int = 1
+    eval_every: int = 1  # validate every N epochs (the best checkpoint is chosen among those)
 
 
 @dataclass
 class EvalConfig:
-    many_above: int = 100
-    few_below: int = 20
+    many_above: int = 100  # many-shot band: classes with more than this many training images
+    few_below: int = 20  # few-shot band: fewer than this many; medium: the rest
     inclusive_bands: bool = False  # True: many >= many_above, few <= few_below (current OLTR code)
-    open_score: str = "msp"  # msp | max_logit | energy | reachability | openmax (higher = more known)
+    open_score: str = "msp"  # how known an image looks (higher = more known); rejection thresholds it
     open_threshold: Any = "auto"  # "auto": keep `keep_known` of the known val images; or a number
-    keep_known: float = 0.95
-    batch_size: int = 256
+    keep_known: float = 0.95  # the automatic threshold keeps this fraction of the known validation images
+    batch_size: int = 256  # evaluation and feature-extraction batch
     openmax_tail: int = 20  # OpenMax: largest training distances per class in its Weibull fit
     openmax_alpha: int | None = None  # OpenMax: top classes revised; None: min(10, number of classes)
     openmax_distance: str = "eucos"  # OpenMax: eucos (euclidean / 200 + cosine) | euclidean | cosine
@@ -129,7 +129,7 @@ class DecoupleConfig:
     feature cache and fits the classifier; train.epochs / lr / batch_size / sampler / weight_decay apply to
     cRT and LWS. The result is an ordinary run (backbone + new linear head) for eval, predict and bench."""
 
-    method: str = "none"  # none | crt | ncm | tau_norm | lws (NCM's metric: model.head.ncm_metric)
+    method: str = "none"  # none | crt | ncm | tau_norm | lws | logit_adjust (NCM's metric: model.head.ncm_metric)
     features: str = "cache"  # cache | augmented (cRT / LWS through the frozen backbone with train augmentation)
     cache_dtype: str = "float32"  # float32 | float16 (half the disk, same accuracy to ~1e-3)
     taus: list = field(default_factory=lambda: [i / 10 for i in range(21)])  # tau grid searched on val
@@ -139,9 +139,9 @@ class DecoupleConfig:
 
 @dataclass
 class Config:
-    name: str = "plain"
-    seed: int = 0
-    out_dir: str = "runs"
+    name: str = "plain"  # run name prefix: runs are OUT_DIR/NAME-sSEED-TIMESTAMP
+    seed: int = 0  # model init, sampling and augmentation draws (not the split: data.split.seed)
+    out_dir: str = "runs"  # where run directories are created
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
