@@ -17,7 +17,7 @@ declare -A SHORT_CRT=([instance]=decouple_crt [class_balanced]=crt_class_balance
 rows=()
 for seed in ${SEEDS[@]}; do
   for sampler in instance class_balanced; do
-    [ -n "${ONLY:-}" ] && [ "$ONLY" != "$sampler" ] && continue
+    if [ -n "${ONLY:-}" ] && [ "$ONLY" != "$sampler" ]; then continue; fi
     joint=$(run "${CONFIG[$sampler]}_e$EPOCHS-s$seed" "configs/fmnist_lt/${CONFIG[$sampler]}.yaml" seed="$seed" \
       train.epochs="$EPOCHS")
     crt=$(run "crt_${sampler}_e$EPOCHS-s$seed" configs/fmnist_lt/decouple_crt.yaml seed="$seed" train.init_from="$joint")
@@ -28,4 +28,4 @@ for seed in ${SEEDS[@]}; do
     [ -n "$short" ] && rows+=("${sampler}_e12+crt=$short")
   done
 done
-[ -z "${ONLY:-}" ] && $OPENLT summary "${rows[@]}"
+if [ -z "${ONLY:-}" ]; then $OPENLT summary "${rows[@]}"; fi
