@@ -28,7 +28,7 @@ from openlt.config import build_config
 from openlt.data.build import prepare_data
 from openlt.data.samplers import build_sampler
 from openlt.decoupling.classifiers import new_linear, train_on_features
-from openlt.engine.evaluate import batch_to, make_loader
+from openlt.engine.runtime import batch_to, make_loader
 from openlt.engine.features import extract_features
 from openlt.models.model import build_model
 

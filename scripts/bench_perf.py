@@ -62,7 +62,7 @@ def _training_step(kind: str, device_name: str, amp: str, batch: int, rank: int 
 
     from openlt.config import build_config
     from openlt.engine import distributed
-    from openlt.engine.evaluate import batch_to, to_device
+    from openlt.engine.runtime import batch_to, to_device
     from openlt.engine.precision import autocast, grad_scaler
     from openlt.engine.train import _WithLoss, param_groups
     from openlt.losses import build_loss
@@ -152,7 +152,7 @@ def measure_loader(workers: int, batch: int, steps: int, threads: int, splits: s
     from openlt.config import build_config
     from openlt.data.build import prepare_data
     from openlt.data.samplers import build_sampler
-    from openlt.engine.evaluate import make_loader
+    from openlt.engine.runtime import make_loader
 
     base = _peak_rss_mb()
     with tempfile.TemporaryDirectory() as tmp:

@@ -61,7 +61,7 @@ def test_cache_matches_the_network_and_is_rebuilt_when_stale(stage1, capsys):
     run = open_run(stage1)
     feats = load_features(run, ("train", "val"), quiet=True)
     # the cached features are exactly what the frozen network computes (eval mode, no augmentation)
-    from openlt.engine.evaluate import load_run_model
+    from openlt.engine.runtime import load_run_model
 
     _, data, model, _ = load_run_model(run)
     model.eval()
@@ -145,7 +145,7 @@ def test_lws_with_one_epoch_at_zero_lr_is_the_joint_classifier(stage1, tmp_path)
 @pytest.mark.parametrize("metric,center", [("euclidean", False), ("cosine", True)])
 def test_ncm_head_equals_the_ncm_classifier(stage1, tmp_path, metric, center):
     from openlt.decoupling.classifiers import NCMClassifier
-    from openlt.engine.evaluate import load_run_model
+    from openlt.engine.runtime import load_run_model
 
     run = stage2(stage1, "ncm", tmp_path, f"model.head.ncm_metric={metric}", f"model.head.ncm_center={center}")
     feats = load_features(open_run(stage1), ("train", "val"), quiet=True)
@@ -166,7 +166,7 @@ def test_crt_augmented_features_option_runs(stage1, tmp_path):
 def test_keep_best_keeps_the_epoch_of_best_validation_accuracy(stage1, tmp_path):
     """decouple.keep=best (the public code's choice): the saved head is the one of the first epoch with the
     highest validation top-1, which decouple.json names; the default keeps the last epoch."""
-    from openlt.engine.evaluate import load_run_model
+    from openlt.engine.runtime import load_run_model
 
     run = stage2(stage1, "crt", tmp_path, "decouple.keep=best", "train.epochs=5", "train.lr=1.0")
     log = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
@@ -211,7 +211,7 @@ def test_post_hoc_logit_adjustment_shifts_only_the_bias(stage1, tmp_path):
 
 
 def test_decoupled_evaluation_from_the_cache_equals_the_network(stage1, tmp_path):
-    from openlt.engine.evaluate import collect_outputs, load_run_model, make_loader
+    from openlt.engine.runtime import collect_outputs, load_run_model, make_loader
     from openlt.engine.features import cached_head_outputs
 
     run = open_run(stage2(stage1, "crt", tmp_path))

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from openlt.engine import distributed
-from openlt.engine.evaluate import make_loader
+from openlt.engine.runtime import make_loader
 from openlt.engine.train import per_process_batch
 from openlt.errors import ConfigError
 

@@ -33,7 +33,8 @@ from openlt.data.build import DataBundle, prepare_data, shot_bands
 from openlt.decoupling.classifiers import (LWSClassifier, NCMClassifier, new_linear, search_grid, search_tau,
                                            tau_normalize, train_on_features)
 from openlt.engine.checkpoint import read_checkpoint, save_checkpoint
-from openlt.engine.evaluate import closed_metrics, make_loader, to_device
+from openlt.engine.evaluate import closed_metrics
+from openlt.engine.runtime import make_loader, to_device
 from openlt.engine.features import extract_features, load_features
 from openlt.engine.run import Run, open_run
 from openlt.errors import ConfigError

@@ -5,81 +5,25 @@ from __future__ import annotations
 
 import json
 import math
-import sys
 from pathlib import Path
 from typing import Callable
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader
-from tqdm import tqdm
 
 from openlt.config import Config
-from openlt.data.build import DataBundle, prepare_data, shot_bands
+from openlt.data.build import shot_bands
 from openlt.engine import distributed
-from openlt.engine.checkpoint import load_checkpoint
-from openlt.engine.precision import autocast, inference_amp
+from openlt.engine.precision import inference_amp
+from openlt.engine.features import cached_head_outputs
 from openlt.engine.run import Run
+from openlt.engine.runtime import collect_outputs, load_run_model, make_loader, resolve_device
 from openlt.errors import ConfigError, RunDirError
 from openlt.io import write_json, write_text
 from openlt.metrics import (ShotBands, confusion, ece_by_band, open_set_f_measure, open_set_metrics,
                             per_class_accuracy, reject, shot_accuracy, threshold_at_tpr)
-from openlt.models.model import OpenLTModel, build_model
 from openlt.openset import NotFittedError, OpenSetScore, build_score, load_score, save_score
 from openlt.reporting import load_samples, sample_table, save_samples
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise ConfigError(f"train.device={name!r} but no CUDA device is available; use train.device=cpu or auto")
-    return torch.device(name)
-
-
-def to_device(model: torch.nn.Module, device: torch.device, channels_last: bool) -> torch.nn.Module:
-    model.to(device)
-    return model.to(memory_format=torch.channels_last) if channels_last else model
-
-
-def batch_to(images: torch.Tensor, device: torch.device, channels_last: bool) -> torch.Tensor:
-    images = images.to(device, non_blocking=True)
-    return images.contiguous(memory_format=torch.channels_last) if channels_last and images.dim() == 4 else images
-
-
-def make_loader(dataset, batch_size: int, workers: int, device: torch.device, sampler=None, shuffle=False,
-                pin_memory: bool | None = None, shard: bool = False) -> DataLoader:
-    """A DataLoader; `pin_memory` None pins with CUDA only. `shard`: under torchrun each process takes its
-    share of the images (`distributed.ShardSampler`) and `collect_outputs` gathers them back in order."""
-    if shard and sampler is None and distributed.is_distributed():
-        sampler = distributed.ShardSampler(len(dataset))
-    pin = device.type == "cuda" if pin_memory is None else bool(pin_memory) and torch.cuda.is_available()
-    return DataLoader(dataset, batch_size=batch_size, sampler=sampler, shuffle=shuffle, num_workers=workers,
-                      pin_memory=pin, persistent_workers=workers > 0, drop_last=False)
-
-
-KEPT_OUTPUTS = ("logits", "reachability")  # what evaluation and the open-set scores read
-
-
-@torch.no_grad()
-def collect_outputs(model: OpenLTModel, loader: DataLoader, device: torch.device, desc: str = "eval",
-                    quiet: bool = False, channels_last: bool = False, amp: str = "none") -> dict[str, torch.Tensor]:
-    """Logits (and reachability, where the head gives it) and labels of every image (eval mode, no augmentation).
-    A loader sharded over processes (`make_loader(..., shard=True)` under torchrun) gives every process all of them."""
-    model.eval()
-    kept: dict[str, list[torch.Tensor]] = {}
-    quiet = quiet or not distributed.is_main()
-    for images, targets in tqdm(loader, desc=desc, leave=False, disable=True if quiet else None, file=sys.stderr):
-        with autocast(amp, device):
-            out = model(batch_to(images, device, channels_last))
-        for key in KEPT_OUTPUTS:
-            if key in out:
-                kept.setdefault(key, []).append(out[key].float().cpu())
-        kept.setdefault("labels", []).append(targets)
-    outputs = {key: torch.cat(values) for key, values in kept.items()}
-    if isinstance(loader.sampler, distributed.ShardSampler):
-        outputs = {key: distributed.gather_shards(value, len(loader.dataset)) for key, value in outputs.items()}
-    return outputs
 
 
 def predictions(outputs: dict[str, torch.Tensor]) -> np.ndarray:
@@ -194,17 +138,6 @@ def format_table(metrics: dict) -> str:
     return "\n".join(lines)
 
 
-def load_run_model(run: Run, checkpoint: str = "best", device: torch.device | None = None,
-                   cfg: Config | None = None) -> tuple[Config, DataBundle, OpenLTModel, dict]:
-    """Rebuild a run's data description and model, and load one of its checkpoints."""
-    cfg = cfg or run.config()
-    data = prepare_data(cfg, run.path)
-    model = build_model(cfg, data.num_classes, data.in_chans, data.image_size)
-    state = load_checkpoint(run.checkpoint(checkpoint), model)
-    to_device(model, device or torch.device("cpu"), cfg.train.channels_last)
-    return cfg, data, model, state
-
-
 def evaluate_run(run: Run, checkpoint: str = "best", overrides: Callable[[Config], None] | None = None,
                  quiet: bool = False, device: str | None = None, tag: str | None = None) -> dict:
     """Evaluate a run's checkpoint on val / test / open; write metrics.json, calibration.json, the per-sample
@@ -224,8 +157,6 @@ def evaluate_run(run: Run, checkpoint: str = "best", overrides: Callable[[Config
     splits = [s for s in (("train",) if scorer.requires_fit else ()) + ("val", "test", "open") if s == "test" or data.has(s)]
     outputs = {}
     if cfg.decouple.method != "none":  # a decoupled run's body is its stage-1 run's: read that run's feature cache
-        from openlt.engine.features import cached_head_outputs
-
         outputs = cached_head_outputs(cfg, model, splits, dev, quiet)
     for split in splits:
         if split not in outputs:

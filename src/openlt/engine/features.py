@@ -24,7 +24,7 @@ from tqdm import tqdm
 from openlt.config import Config
 from openlt.data.build import DataBundle, prepare_data
 from openlt.engine import distributed
-from openlt.engine.evaluate import batch_to, load_run_model, make_loader, resolve_device
+from openlt.engine.runtime import batch_to, load_run_model, make_loader, resolve_device
 from openlt.engine.precision import autocast, inference_amp
 from openlt.engine.run import Run
 from openlt.errors import ConfigError

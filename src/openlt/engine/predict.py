@@ -7,8 +7,8 @@ from pathlib import Path
 import torch
 
 from openlt.data.datasets import open_image
-from openlt.engine.evaluate import (KEPT_OUTPUTS, batch_to, choose_threshold, collect_outputs, load_run_model, make_loader,
-                                   resolve_device, run_score)
+from openlt.engine.evaluate import choose_threshold, run_score
+from openlt.engine.runtime import KEPT_OUTPUTS, batch_to, collect_outputs, load_run_model, make_loader, resolve_device
 from openlt.engine.precision import autocast, inference_amp
 from openlt.engine.run import Run
 from openlt.errors import DataError

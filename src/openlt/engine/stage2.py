@@ -16,7 +16,7 @@ from torch import nn
 from openlt.data.build import DataBundle
 from openlt.engine import distributed
 from openlt.engine.checkpoint import read_checkpoint
-from openlt.engine.evaluate import batch_to, make_loader
+from openlt.engine.runtime import batch_to, make_loader
 from openlt.engine.run import open_run
 from openlt.errors import RunDirError
 from openlt.models.model import OpenLTModel

@@ -24,8 +24,8 @@ from openlt.data.build import prepare_data, shot_bands
 from openlt.data.samplers import build_sampler
 from openlt.engine import distributed
 from openlt.engine.checkpoint import load_checkpoint, save_checkpoint
-from openlt.engine.evaluate import (batch_to, closed_metrics, collect_outputs, make_loader, resolve_device,
-                                   to_device)
+from openlt.engine.evaluate import closed_metrics
+from openlt.engine.runtime import batch_to, collect_outputs, make_loader, resolve_device, to_device
 from openlt.engine.precision import autocast, check_amp, grad_scaler
 from openlt.engine.run import Run, new_run
 from openlt.engine.stage2 import init_from_run
