@@ -84,7 +84,7 @@ def _train(args: argparse.Namespace) -> int:
         if is_main():
             print(format_table(metrics))
             print(f"run directory: {run.path}\nmetrics: {run.metrics_file}\nreport: {run.report_file} "
-                  f"(figures: {run.report_file.with_suffix('.html')})")
+                  f"(figures: {run.report_html_path()})")
     return 0
 
 
@@ -110,7 +110,7 @@ def _eval(args: argparse.Namespace) -> int:
     else:
         print(format_table(metrics))
         print(f"metrics: {run.metrics_path(args.tag)}\nreport: {run.report_path(args.tag)} "
-              f"(figures: {run.report_path(args.tag).with_suffix('.html')})")
+              f"(figures: {run.report_html_path(args.tag)})")
     return 0
 
 
@@ -138,7 +138,7 @@ def _features(args: argparse.Namespace) -> int:
     from openlt.engine.distributed import is_main
 
     if is_main():
-        print(f"feature cache: {run.path / 'features'}")
+        print(f"feature cache: {run.features_dir}")
     return 0
 
 

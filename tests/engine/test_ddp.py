@@ -135,13 +135,13 @@ def test_feature_cache_under_ddp_equals_one_process(ddp):
     """Decoupled stage 2 under torchrun: both processes extract a share of every split into the stage-1 run's
     cache (rank 0 writes it), the features equal one process's extraction, and rank 0 alone fits cRT."""
     from openlt.engine.runtime import load_run_model, make_loader
-    from openlt.engine.features import cache_file, extract_features
+    from openlt.engine.features import extract_features
 
     spec, stdout = ddp
     stage1 = open_run(next(Path(spec["cli_out"]).iterdir()))
     cfg, data, model, _ = load_run_model(stage1, "best")
     for split in ("train", "val", "test", "open"):
-        cached = load_file(cache_file(stage1, split))
+        cached = load_file(stage1.feature_cache(split))
         loader = make_loader(data.dataset(split, train=False), 7, 0, torch.device("cpu"))  # other batches: same rows
         feats, labels = extract_features(model, loader, torch.device("cpu"), quiet=True,
                                          channels_last=cfg.train.channels_last)

@@ -11,7 +11,7 @@ from safetensors.torch import load_file
 
 from images import make_image_folder
 from openlt.cli import main
-from openlt.engine.features import cache_file, load_features
+from openlt.engine.features import load_features
 from openlt.engine.run import open_run
 
 CONFIGS = Path(__file__).parents[2] / "configs" / "fmnist_lt"
@@ -47,7 +47,7 @@ def test_features_command_caches_every_split_and_reuses_it(stage1, capsys):
     assert cli("features", stage1, "--dtype", "float16") == 0
     out = capsys.readouterr().out
     assert out.count("extracted") == 4 or "stale, rebuilt" in out  # train/val/test/open
-    files = {s: cache_file(open_run(stage1), s) for s in ("train", "val", "test", "open")}
+    files = {s: open_run(stage1).feature_cache(s) for s in ("train", "val", "test", "open")}
     assert all(f.is_file() for f in files.values())
     stamps = {s: f.stat().st_mtime_ns for s, f in files.items()}
     tensors = load_file(files["train"])
@@ -70,7 +70,7 @@ def test_cache_matches_the_network_and_is_rebuilt_when_stale(stage1, capsys):
         direct = model.features(images)[1]
     assert torch.allclose(feats["val"]["features"][:3], direct, atol=1e-5)
     # a changed checkpoint makes the cache stale
-    path = cache_file(run, "val")
+    path = run.feature_cache("val")
     ckpt = run.checkpoint("best")
     saved = ckpt.read_bytes()
     try:

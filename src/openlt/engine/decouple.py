@@ -56,7 +56,7 @@ def adopt_representation(cfg: Config, source: Run, log: Callable[[str], None]) -
         raise ConfigError(f"train.init_from must be a jointly trained (stage-1) run; {source.path} is itself a "
                           f"decoupled run (decouple.method={src.decouple.method})")
     if src.data.split_dir is None:  # the stage-1 run built its splits into its own directory
-        src.data.split_dir = str(source.path / "splits")
+        src.data.split_dir = str(source.splits_dir)
     if cfg.data != src.data:
         log(f"note: data and model settings are taken from the stage-1 run {source.path}")
     cfg.data = copy.deepcopy(src.data)
@@ -202,7 +202,7 @@ def train_decoupled(cfg: Config, run: Run, quiet: bool, log: Callable[[str], Non
             fc.weight.copy_(tau_normalize(weight, None, tau)[0])
             fc.bias.zero_()
             details.update(tau=tau, tau_curve=curve)
-            log(f"tau = {tau:g} (best validation top-1 over {len(curve)} values; curve in {run.path / 'tau_curve.png'})")
+            log(f"tau = {tau:g} (best validation top-1 over {len(curve)} values; curve in {run.tau_curve_file})")
             _plot_tau_curve(curve, tau, run, log)
         elif method == "logit_adjust":
             if val is None:
@@ -226,7 +226,7 @@ def train_decoupled(cfg: Config, run: Run, quiet: bool, log: Callable[[str], Non
     if method in ("tau_norm", "ncm", "logit_adjust"):  # nothing trained epoch by epoch: one record for the log
         append_jsonl(run.log_file, {"epoch": 1, **({"val": final_val} if final_val else {})})
     details["seconds"] = round(time.time() - started, 2)
-    write_json(run.path / "decouple.json", details)
+    write_json(run.decouple_file, details)
     state = {"epoch": details.get("kept_epoch", cfg.train.epochs) - 1 if method in ("crt", "lws") else 0,
              "val_overall": None if final_val is None else final_val["overall"]}
     save_checkpoint(run.checkpoint("best"), model, None, state)
@@ -276,5 +276,5 @@ def _plot_tau_curve(curve: list[dict], tau: float, run: Run, log: Callable[[str]
     ax.legend(fontsize=8)
     ax.grid(alpha=0.3)
     fig.tight_layout()
-    fig.savefig(run.path / "tau_curve.png")
+    fig.savefig(run.tau_curve_file)
     plt.close(fig)

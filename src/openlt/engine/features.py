@@ -36,10 +36,6 @@ DTYPES = {"float32": torch.float32, "float16": torch.float16}
 FORMAT = "openlt-features/1"
 
 
-def cache_file(run: Run, split: str) -> Path:
-    return run.path / "features" / f"{split}.safetensors"
-
-
 def cache_key(checkpoint: str, checkpoint_sha256: str, data: DataBundle, split: str, dtype: str,
               amp: str = "none") -> dict:
     """What a cached file must have been made from to be reused (the autocast precision only when not float32)."""
@@ -107,7 +103,7 @@ def load_features(run: Run, splits: tuple[str, ...] = SPLITS, checkpoint: str = 
             if split in ("train", "test"):
                 raise ConfigError(f"run {run.path} has no {split} split file ({data.split_path(split)})")
             continue
-        path = cache_file(run, split)
+        path = run.feature_cache(split)
         key = cache_key(checkpoint, checkpoint_sha256, data, split, dtype, inference_amp(cfg.train.amp, dev))
         existed = path.is_file()
         cached = None if force else _read(path)

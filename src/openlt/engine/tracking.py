@@ -44,7 +44,7 @@ class EpochLog:
 
     def __init__(self, run: Run, start_epoch: int = 0) -> None:
         self.path = run.log_file
-        self.writer = tensorboard_writer(run.path / "tensorboard", purge_step=start_epoch + 1 if start_epoch else None)
+        self.writer = tensorboard_writer(run.tensorboard_dir, purge_step=start_epoch + 1 if start_epoch else None)
 
     def write(self, record: Mapping[str, Any]) -> None:
         append_jsonl(self.path, record)
