@@ -24,3 +24,8 @@ class TrainingError(OpenLTError):
 class WriteError(OpenLTError):
     """An output file could not be written (disk full, no permission, read-only folder); the previous
     version of the file, if any, is kept (writes are atomic)."""
+
+
+class NotFittedError(OpenLTError):
+    """Something that learns from data first (an NCM or tau-norm classifier, the OpenMax score) was used
+    before its `fit`."""

@@ -16,16 +16,12 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
-from openlt.errors import ConfigError, OpenLTError, RunDirError
+from openlt.errors import ConfigError, NotFittedError, RunDirError
 from openlt.io import atomic_path
 from openlt.registry import Registry
 
 Outputs = Mapping[str, torch.Tensor]
 FORMAT = "openlt-open-score/1"
-
-
-class NotFittedError(OpenLTError):
-    """A score that learns from training outputs (OpenMax) was asked to score before `fit`."""
 
 
 class OpenSetScore:
