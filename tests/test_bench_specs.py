@@ -1,0 +1,62 @@
+"""Every bench spec under configs/bench/ loads (keys, names, references, each config with its overrides), specs
+that share an out_dir mean the same run by the same method name, and the README's reproduce lines name
+specs that exist. Nothing is trained: `load_bench` only reads and builds configs."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+try:
+    from openlt.bench import load_bench
+except ImportError:  # the bench module may move under engine/ (issue 13)
+    from openlt.engine.bench import load_bench
+
+ROOT = Path(__file__).parents[1]
+SPECS = sorted((ROOT / "configs" / "bench").glob("*.yaml"))
+
+
+def test_there_are_specs():
+    assert {"fmnist_lt.yaml", "seed_check.yaml"} <= {p.name for p in SPECS}
+
+
+@pytest.mark.parametrize("path", SPECS, ids=lambda p: p.name)
+def test_spec_loads(path):
+    spec = load_bench(path)
+    assert spec.methods and spec.seeds
+
+
+def _identity(spec, method) -> tuple:
+    """What a run named METHOD-sSEED in the spec's out_dir is: its config, stage-1 source and overrides."""
+    return (method.config, method.init_from, method.eval_of, tuple(spec.overrides), tuple(method.overrides))
+
+
+def test_shared_out_dirs_agree_on_method_names():
+    # a finished run is reused by name (METHOD-sSEED): two specs writing into one out_dir must not give the same
+    # name to different runs, or one table would silently show the other's
+    seen: dict[tuple, tuple[str, tuple]] = {}
+    for path in SPECS:
+        spec = load_bench(path)
+        for m in spec.methods:
+            key = (spec.out_dir, m.name)
+            identity = _identity(spec, m)
+            if key in seen:
+                other, other_identity = seen[key]
+                assert identity == other_identity, (f"{path.name} and {other} both write {m.name!r} into "
+                                                    f"{spec.out_dir} but mean different runs")
+            else:
+                seen[key] = (path.name, identity)
+
+
+def test_readme_reproduce_lines_name_existing_specs():
+    docs = [ROOT / "README.md", ROOT / "NOTES.md", *sorted((ROOT / "docs").glob("*.md"))]
+    named = {m for doc in docs for m in re.findall(r"configs/bench/([\w.-]+\.yaml)", doc.read_text())}
+    assert named, "the README names no bench spec"
+    missing = named - {p.name for p in SPECS}
+    assert not missing, f"docs name bench specs that do not exist: {sorted(missing)}"
+    readme = (ROOT / "README.md").read_text()
+    for path in SPECS:
+        if path.name.startswith("fmnist_lt_"):  # the per-table specs: each reproduces something in the README
+            assert f"configs/bench/{path.name}" in readme, f"{path.name} is not referenced in the README"
