@@ -4,14 +4,18 @@ Every score is an :class:`OpenSetScore`: ``fit(train_outputs)`` where it learns 
 (OpenMax), then ``score(outputs)`` on a batch of model outputs ("logits", "reachability"). The stateless
 ones are also plain functions (:func:`max_softmax`, :func:`max_logit`, :func:`negative_energy`,
 :func:`reachability`), and :func:`open_score` scores with them by name.
+
+The decision on a score (a threshold, calibrated on the known validation images or fixed; saved as a run's
+calibration.json) is a :class:`Rejector`.
 """
 
 from openlt.openset.base import (SCORES, NotFittedError, OpenSetScore, build_score, load_score, open_score,
                                  save_score)
 from openlt.openset.openmax import OpenMax
+from openlt.openset.rejector import Rejector, check_rejection_config, parse_threshold
 from openlt.openset.scores import (Energy, MaxLogit, MaxSoftmax, Reachability, max_logit, max_softmax, negative_energy,
                                    reachability)
 
 __all__ = ["SCORES", "Energy", "MaxLogit", "MaxSoftmax", "NotFittedError", "OpenMax", "OpenSetScore", "Reachability",
-           "build_score", "load_score", "max_logit", "max_softmax", "negative_energy", "open_score", "reachability",
-           "save_score"]
+           "Rejector", "build_score", "check_rejection_config", "load_score", "max_logit", "max_softmax",
+           "negative_energy", "open_score", "parse_threshold", "reachability", "save_score"]

@@ -1,0 +1,139 @@
+"""The open-set decision: one threshold on one open-set score, "higher score = more known".
+
+A :class:`Rejector` holds the score's name (``eval.open_score``), the threshold ``t`` and where ``t`` came
+from. An image whose score is ``>= t`` keeps its predicted class; one below ``t`` (or with a NaN score) is
+rejected as unknown, prediction ``-1`` (the OLTR paper's open-set rule, Liu et al. CVPR 2019, Sec. 4).
+
+``t`` is either fixed (``eval.open_threshold`` a number, ``openlt eval|predict --threshold``) or calibrated
+on the known *validation* images alone: the largest ``t`` that keeps ``eval.keep_known`` of them
+(:func:`openlt.metrics.threshold_at_tpr`). Neither open nor test data ever choose it.
+
+A run's decision is saved as ``calibration.json``: ``{"score": str, "threshold": float, "source": str}``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from openlt.errors import ConfigError, RunDirError
+from openlt.io import write_json
+from openlt.metrics import reject, threshold_at_tpr
+from openlt.openset.base import OpenSetScore, Outputs
+
+__all__ = ["AUTO", "Rejector", "check_rejection_config", "parse_threshold"]
+
+AUTO = "auto"  # eval.open_threshold: calibrate on the known validation images
+FIXED_SOURCE = "fixed (eval.open_threshold)"
+
+
+def parse_threshold(spec: Any) -> float | None:
+    """`eval.open_threshold` read: a finite number as a float, or None for 'auto'.
+
+    A string holding a finite number ("1e-05": YAML 1.1 reads a float without a dot as a string) is that
+    number. Raises ConfigError naming the key for anything else (another string, a bool, NaN, +-inf)."""
+    if isinstance(spec, str) and spec == AUTO:
+        return None
+    value = math.nan
+    if isinstance(spec, (int, float)) and not isinstance(spec, bool):
+        value = float(spec)
+    elif isinstance(spec, str):
+        try:
+            value = float(spec)
+        except ValueError:
+            pass
+    if not math.isfinite(value):
+        raise ConfigError(f"eval.open_threshold must be 'auto' or a finite number, got {spec!r}")
+    return value
+
+
+def check_rejection_config(eval_cfg: Any, has_val: bool = True) -> None:
+    """Refuse a bad `eval.open_threshold` before any work: neither 'auto' nor a finite number, or 'auto' with a
+    `keep_known` outside (0, 1] or (`has_val` False) no validation split to calibrate on. `eval_cfg` is the
+    config's `eval` section. Raises ConfigError naming the key."""
+    if parse_threshold(eval_cfg.open_threshold) is not None:
+        return
+    keep = eval_cfg.keep_known
+    if isinstance(keep, bool) or not isinstance(keep, (int, float)) or not 0.0 < keep <= 1.0:
+        raise ConfigError(f"eval.keep_known must be in (0, 1] (the fraction of known validation images kept), "
+                          f"got {keep!r}")
+    if not has_val:
+        raise ConfigError("eval.open_threshold=auto needs a validation split; give data.val_split or a number")
+
+
+@dataclass(frozen=True)
+class Rejector:
+    """The open-set decision on one score: keep a prediction when ``score >= threshold``, else reject it.
+
+    Attributes: ``score`` the open-set score's registered name (``eval.open_score``, "higher = more known"),
+    ``threshold`` the float threshold in that score's units, ``source`` a one-line account of where the
+    threshold came from (as reports print it)."""
+
+    score: str
+    threshold: float
+    source: str
+
+    @classmethod
+    def calibrate(cls, score_name: str, known_val_scores: Any, keep_known: float) -> "Rejector":
+        """The largest threshold that keeps a fraction `keep_known` in (0, 1] of the known validation images.
+
+        `known_val_scores`: (N,) scores of the known validation images (array or tensor, any float dtype; read
+        as float64). Raises ValueError when they are empty, non-finite or `keep_known` is outside (0, 1]."""
+        threshold = threshold_at_tpr(known_val_scores, keep_known)
+        return cls(score_name, threshold, f"validation: keeps {keep_known:.0%} of the known validation images")
+
+    @classmethod
+    def fixed(cls, score_name: str, threshold: float, source: str = FIXED_SOURCE) -> "Rejector":
+        """A threshold given by the user; it must be a finite number (ConfigError otherwise)."""
+        value = parse_threshold(threshold)
+        if value is None:
+            raise ConfigError(f"a fixed threshold must be a finite number, got {threshold!r}")
+        return cls(score_name, value, source)
+
+    @classmethod
+    def from_config(cls, eval_cfg: Any, scorer: OpenSetScore, val: Outputs | None) -> "Rejector":
+        """The decision `eval.open_threshold` asks for: a fixed number, or ('auto') calibrated with `scorer`
+        (the `eval.open_score`, fitted where it needs to be) on the validation outputs `val` ("logits" (N, K),
+        ...). Raises ConfigError for a bad setting, or for 'auto' without a validation split."""
+        check_rejection_config(eval_cfg, has_val=val is not None)
+        threshold = parse_threshold(eval_cfg.open_threshold)
+        if threshold is not None:
+            return cls.fixed(eval_cfg.open_score, threshold)
+        return cls.calibrate(eval_cfg.open_score, scorer.score(val).numpy(), eval_cfg.keep_known)
+
+    def decide(self, predictions: Any, scores: Any) -> np.ndarray:
+        """`predictions` (N,) integer class ids with -1 where the image's score is below the threshold.
+
+        `scores`: (N,) this rejector's open-set score of the same images (a NaN score is rejected). Returns a
+        new int64 array (:func:`openlt.metrics.reject`); raises ValueError for mismatched shapes."""
+        return reject(predictions, scores, self.threshold)
+
+    def to_dict(self) -> dict:
+        """``{"score", "threshold", "source"}``: the content of calibration.json and of metrics' "calibration"."""
+        return asdict(self)
+
+    def save(self, path: str | Path) -> None:
+        """Write calibration.json atomically (WriteError when it cannot be written)."""
+        write_json(path, self.to_dict())
+
+    @classmethod
+    def load(cls, path: str | Path) -> "Rejector":
+        """Read a calibration.json; a missing, unreadable or malformed file is a RunDirError naming it."""
+        path = Path(path)
+        if not path.is_file():
+            raise RunDirError(f"calibration file not found: {path} (evaluate the run with `openlt eval`)")
+        try:
+            raw = json.loads(path.read_text(encoding="utf-8"))
+            score, threshold, source = raw["score"], raw["threshold"], raw["source"]
+            if not isinstance(score, str) or not isinstance(source, str):
+                raise TypeError("score and source must be strings")
+            if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not math.isfinite(threshold):
+                raise TypeError(f"threshold must be a finite number, got {threshold!r}")
+        except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError) as exc:
+            raise RunDirError(f"{path} is not a calibration file ({type(exc).__name__}: {exc})") from None
+        return cls(score, float(threshold), source)
