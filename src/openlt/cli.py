@@ -62,9 +62,10 @@ def _split(args: argparse.Namespace) -> int:
 
 def _train(args: argparse.Namespace) -> int:
     from openlt.config import build_config
-    from openlt.engine.evaluate import evaluate_run, format_table
+    from openlt.engine.evaluate import evaluate_run
     from openlt.engine.run import open_run
     from openlt.engine.train import train
+    from openlt.reporting.run_report import format_table
 
     if args.resume:
         run = open_run(args.resume)
@@ -90,8 +91,9 @@ def _train(args: argparse.Namespace) -> int:
 
 def _eval(args: argparse.Namespace) -> int:
     from openlt.config import _apply, parse_overrides
-    from openlt.engine.evaluate import evaluate_run, format_table
+    from openlt.engine.evaluate import evaluate_run
     from openlt.engine.run import open_run
+    from openlt.reporting.run_report import format_table
 
     run = open_run(args.run)
     overrides = parse_overrides(args.overrides)
@@ -143,7 +145,7 @@ def _features(args: argparse.Namespace) -> int:
 
 
 def _bench(args: argparse.Namespace) -> int:
-    from openlt.bench import load_bench, run_bench
+    from openlt.engine.bench import load_bench, run_bench
     from openlt.reporting.bench_report import write_bench_results
 
     spec = load_bench(args.spec, args.overrides)
@@ -159,7 +161,7 @@ def _bench(args: argparse.Namespace) -> int:
 
 
 def _summary(args: argparse.Namespace) -> int:
-    from openlt.report import load_metrics, summarize
+    from openlt.reporting.summary import load_metrics, summarize
 
     groups: dict[str, list[dict]] = {}
     for run in args.runs:
@@ -184,8 +186,8 @@ def _config(args: argparse.Namespace) -> int:
 
 
 def _report(args: argparse.Namespace) -> int:
-    from openlt.engine.evaluate import rebuild_reports
     from openlt.engine.run import open_run
+    from openlt.reporting.run_report import rebuild_reports
 
     if args.tag is not None and (not args.tag.replace("-", "").replace("_", "").isalnum()):
         raise OpenLTError(f"--tag {args.tag!r}: use letters, digits, '-' or '_'")

@@ -42,10 +42,8 @@ def _choices() -> dict[str, list[str]]:
     """Keys whose values are registry names: the reference lists what is registered now."""
     from openlt.data.samplers import SAMPLERS
     from openlt.losses import LOSSES
-    from openlt.models.backbones import BACKBONES
-    from openlt.models.classifier import CLASSIFIERS
-    from openlt.models.model import build_model  # noqa: F401  (registers the cosine and meta-embedding heads)
-    from openlt.openset.base import SCORES
+    from openlt.models import BACKBONES, CLASSIFIERS  # the package import registers every backbone and head
+    from openlt.openset import SCORES
 
     return {"model.backbone": BACKBONES.names(), "model.classifier": CLASSIFIERS.names(),
             "train.sampler": SAMPLERS.names(), "train.loss": LOSSES.names(), "eval.open_score": SCORES.names()}

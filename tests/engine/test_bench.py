@@ -6,11 +6,11 @@ from pathlib import Path
 import pytest
 
 from images import make_image_folder
-from openlt.bench import load_bench, run_bench
+from openlt.engine.bench import load_bench, run_bench
 from openlt.cli import main
 from openlt.errors import ConfigError
 
-CONFIGS = Path(__file__).parents[1] / "configs" / "fmnist_lt"
+CONFIGS = Path(__file__).parents[2] / "configs" / "fmnist_lt"
 TINY = ["data.dataset=image-folder", "data.image_size=16", "model.backbone=resnet10", "train.epochs=1",
         "train.batch_size=16", "train.lr=0.05", "eval.batch_size=64", "eval.many_above=30", "eval.few_below=15",
         "data.split.n_max=40", "data.split.n_min=8", "data.split.open_classes=[eel]", "data.split.val_per_class=4",
@@ -107,5 +107,5 @@ def test_bench_spec_errors_come_before_any_run(tmp_path, change, message):
 
 
 def test_shipped_bench_specs_load():
-    for path in sorted((Path(__file__).parents[1] / "configs" / "bench").glob("*.yaml")):
+    for path in sorted((Path(__file__).parents[2] / "configs" / "bench").glob("*.yaml")):
         assert load_bench(path, ["data.root=/data", "data.split_dir=/splits"]).methods

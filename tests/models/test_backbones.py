@@ -11,8 +11,7 @@ from torch import nn
 from torchvision.models import resnet as tv_resnet
 
 from openlt.errors import ConfigError
-from openlt.models import BACKBONES, Backbone, LinearClassifier, build_backbone
-from openlt.models.classifier import CLASSIFIERS, build_classifier
+from openlt.models import BACKBONES, CLASSIFIERS, Backbone, LinearClassifier, build_backbone, build_classifier
 
 OUT_DIM = {
     "resnet10": 512,

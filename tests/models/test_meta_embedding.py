@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from openlt.errors import ConfigError
-from openlt.models.classifier import CLASSIFIERS, LinearClassifier, build_classifier
+from openlt.models import CLASSIFIERS, LinearClassifier, build_classifier
 from openlt.models.meta_embedding import CosineClassifier, MetaEmbeddingHead, head_outputs
 
 D, K = 6, 4

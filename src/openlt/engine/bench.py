@@ -28,6 +28,9 @@ from pathlib import Path
 from typing import Callable
 
 from openlt.config import build_config, parse_overrides, read_yaml_mapping
+from openlt.engine.evaluate import evaluate_run
+from openlt.engine.run import Run, open_run
+from openlt.engine.train import train
 from openlt.errors import ConfigError
 from openlt.paper_numbers import PAPERS
 
@@ -120,9 +123,10 @@ def load_bench(path: str | Path, extra_overrides: list[str] | None = None) -> Be
     return spec
 
 
-def _runs_of(out_dir: Path, name: str) -> list[Path]:
-    return sorted(p for p in out_dir.glob(f"{name}-*") if p.is_dir() and re.fullmatch(
-        re.escape(name) + r"-\d{8}-\d{6}(-\d+)?", p.name))
+def _runs_of(out_dir: Path, name: str) -> list[Run]:
+    """The run directories new_run made for `name` (NAME-YYYYmmdd-HHMMSS, -2, ...), oldest first."""
+    return [Run(p) for p in sorted(p for p in out_dir.glob(f"{name}-*") if p.is_dir() and re.fullmatch(
+        re.escape(name) + r"-\d{8}-\d{6}(-\d+)?", p.name))]
 
 
 def run_bench(spec: BenchSpec, quiet: bool = False, log: Callable[[str], None] | None = None,
@@ -130,11 +134,6 @@ def run_bench(spec: BenchSpec, quiet: bool = False, log: Callable[[str], None] |
     """Train and evaluate every (method, seed) that is not finished; return {method: [metrics files]}.
     `report_only`: train and evaluate nothing, collect what is finished (e.g. while another process runs the
     bench), and say what is missing."""
-    from openlt.config import _apply
-    from openlt.engine.evaluate import evaluate_run
-    from openlt.engine.run import open_run
-    from openlt.engine.train import train
-
     log = log or (lambda line: print(line, flush=True))
     spec.out_dir.mkdir(parents=True, exist_ok=True)
     results: dict[str, list[Path]] = {m.name: [] for m in spec.methods}
@@ -142,50 +141,65 @@ def run_bench(spec: BenchSpec, quiet: bool = False, log: Callable[[str], None] |
     done = 0
     started = time.time()
     for seed in spec.seeds:
-        runs: dict[str, Path] = {}
+        runs: dict[str, Run] = {}  # this seed's run of every trained method
         for m in spec.methods:
             done += 1
             prefix = f"[{done}/{total}] {m.name} seed {seed}"
             if m.eval_of:
-                base = runs.get(m.eval_of)
-                metrics = base / f"metrics-{m.tag}.json" if base else None
-                if metrics is not None and metrics.is_file():
-                    log(f"{prefix}: done ({metrics})")
-                elif report_only:  # (the base run is then missing too, or not yet evaluated this way)
-                    log(f"{prefix}: missing")
-                    continue
-                else:
-                    log(f"{prefix}: evaluating {base.name} with {' '.join(m.overrides) or 'its own settings'}")
-                    overrides = parse_overrides(m.overrides)
-                    evaluate_run(open_run(base), overrides=lambda cfg: _apply(cfg, overrides), quiet=quiet, tag=m.tag)
-                results[m.name].append(metrics)
-                continue
-            name = f"{m.name}-s{seed}"
-            finished = [p for p in _runs_of(spec.out_dir, name) if (p / "metrics.json").is_file()]
-            if finished:
-                run_dir = finished[0]
-                log(f"{prefix}: done ({run_dir})")
-            elif report_only:
-                log(f"{prefix}: missing")
-                continue
+                metrics = _evaluated_again(m, runs.get(m.eval_of), quiet, log, prefix, report_only)
             else:
-                run_dir = _train_or_resume(spec, m, seed, name, runs, quiet, log, prefix, train, open_run)
-                evaluate_run(open_run(run_dir), quiet=quiet)
-            runs[m.name] = run_dir
-            results[m.name].append(run_dir / "metrics.json")
+                run = _trained(spec, m, seed, runs, quiet, log, prefix, report_only)
+                metrics = None if run is None else run.metrics_file
+                if run is not None:
+                    runs[m.name] = run
+            if metrics is not None:
+                results[m.name].append(metrics)
         log(f"seed {seed} finished ({(time.time() - started) / 60:.1f} min so far)")
     return results
 
 
-def _train_or_resume(spec, m, seed, name, runs, quiet, log, prefix, train, open_run) -> Path:
+def _evaluated_again(m: BenchMethod, base: Run | None, quiet: bool, log: Callable[[str], None], prefix: str,
+                     report_only: bool) -> Path | None:
+    """The metrics-TAG.json of an `eval_of` method in its base run, evaluated now unless it exists."""
+    metrics = base.metrics_path(m.tag) if base else None
+    if metrics is not None and metrics.is_file():
+        log(f"{prefix}: done ({metrics})")
+    elif report_only:  # (the base run is then missing too, or not yet evaluated this way)
+        log(f"{prefix}: missing")
+        return None
+    else:
+        log(f"{prefix}: evaluating {base.path.name} with {' '.join(m.overrides) or 'its own settings'}")
+        evaluate_run(base, overrides=m.overrides, quiet=quiet, tag=m.tag)
+    return metrics
+
+
+def _trained(spec: BenchSpec, m: BenchMethod, seed: int, runs: dict[str, Run], quiet: bool,
+             log: Callable[[str], None], prefix: str, report_only: bool) -> Run | None:
+    """The finished (evaluated) run of a method and seed: an existing one, else trained (or resumed) and
+    evaluated now; None when missing under `report_only`."""
+    name = f"{m.name}-s{seed}"
+    finished = [run for run in _runs_of(spec.out_dir, name) if run.metrics_file.is_file()]
+    if finished:
+        log(f"{prefix}: done ({finished[0].path})")
+        return finished[0]
+    if report_only:
+        log(f"{prefix}: missing")
+        return None
+    run = _train_or_resume(spec, m, seed, name, runs, quiet, log, prefix)
+    evaluate_run(run, quiet=quiet)
+    return run
+
+
+def _train_or_resume(spec: BenchSpec, m: BenchMethod, seed: int, name: str, runs: dict[str, Run], quiet: bool,
+                     log: Callable[[str], None], prefix: str) -> Run:
     for partial in _runs_of(spec.out_dir, name):
-        if (partial / "checkpoints" / "last.safetensors").is_file():
-            log(f"{prefix}: resuming the interrupted run {partial}")
-            run = open_run(partial)
-            return train(run.config(), run=run, resume=True, quiet=quiet, log=log).path
-        shutil.rmtree(partial)  # killed before its first checkpoint: nothing to keep
+        if partial.checkpoint("last").is_file():
+            log(f"{prefix}: resuming the interrupted run {partial.path}")
+            run = open_run(partial.path)
+            return train(run.config(), run=run, resume=True, quiet=quiet, log=log)
+        shutil.rmtree(partial.path)  # killed before its first checkpoint: nothing to keep
     overrides = [*spec.overrides, *m.overrides, f"seed={seed}", f"out_dir={spec.out_dir}"]
     if m.init_from:
-        overrides.append(f"train.init_from={runs[m.init_from]}")
+        overrides.append(f"train.init_from={runs[m.init_from].path}")
     log(f"{prefix}: training {m.config.name}")
-    return train(build_config(m.config, overrides), name=name, quiet=quiet, log=log).path
+    return train(build_config(m.config, overrides), name=name, quiet=quiet, log=log)

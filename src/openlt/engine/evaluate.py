@@ -3,27 +3,25 @@ band accuracies with rejection (the OLTR paper's "open-set setting" columns)."""
 
 from __future__ import annotations
 
-import json
 import math
-from pathlib import Path
 from typing import Callable
 
 import numpy as np
 import torch
 
 from openlt.config import Config
-from openlt.data.build import shot_bands
 from openlt.engine import distributed
 from openlt.engine.precision import inference_amp
 from openlt.engine.features import cached_head_outputs
 from openlt.engine.run import Run
 from openlt.engine.runtime import collect_outputs, load_run_model, make_loader, resolve_device
-from openlt.errors import ConfigError, RunDirError
-from openlt.io import write_json, write_text
+from openlt.errors import ConfigError
+from openlt.io import write_json
 from openlt.metrics import (ShotBands, confusion, ece_by_band, open_set_f_measure, open_set_metrics,
                             per_class_accuracy, reject, shot_accuracy, threshold_at_tpr)
 from openlt.openset import NotFittedError, OpenSetScore, build_score, load_score, save_score
-from openlt.reporting import load_samples, sample_table, save_samples
+from openlt.reporting import sample_table, save_samples
+from openlt.reporting.run_report import write_reports
 
 
 def predictions(outputs: dict[str, torch.Tensor]) -> np.ndarray:
@@ -77,7 +75,7 @@ def compute_metrics(cfg: Config, outputs: dict[str, dict[str, torch.Tensor]], tr
                     class_names: list[str], scorer: OpenSetScore | None = None) -> dict:
     """All reported numbers from the outputs of val / test / open; `scorer` is `eval.open_score`, already
     fitted where it needs to be (default: built from the config)."""
-    bands = shot_bands(cfg)
+    bands = ShotBands.from_config(cfg.eval)
     scorer = scorer or unfitted_score(cfg)
     test = outputs["test"]
     conf, pred = scorer.score(test).numpy(), predictions(test)
@@ -118,26 +116,6 @@ def compute_metrics(cfg: Config, outputs: dict[str, dict[str, torch.Tensor]], tr
     return _clean(metrics)
 
 
-def _fmt(value) -> str:
-    return "  –  " if value is None else f"{100 * value:5.1f}"
-
-
-def format_table(metrics: dict) -> str:
-    """The result table as the field reports it (top-1 in %, F-measure in [0, 1])."""
-    closed = metrics["closed"]
-    lines = [f"shot bands: {metrics['bands']['rule']}  (classes: "
-             + ", ".join(f"{b} {closed['n_classes'][b]}" for b in ("many", "medium", "few")) + ")",
-             "                      many  medium    few  overall",
-             "closed-set top-1    " + "  ".join(_fmt(closed[b]) for b in ("many", "medium", "few")) + f"   {_fmt(closed['overall'])}"]
-    if "open" in metrics:
-        op = metrics["open"]
-        rej = op["bands_with_rejection"]
-        lines.append("open-set top-1      " + "  ".join(_fmt(rej[b]) for b in ("many", "medium", "few")) + f"   {_fmt(rej['overall'])}")
-        lines.append(f"open-set F-measure {op['f_measure']:.3f}   AUROC {op['auroc']:.3f}   FPR@95 {op['fpr95']:.3f}   "
-                     f"({metrics['calibration']['score']} < {op['threshold']:.3f} -> unknown; {metrics['calibration']['source']})")
-    return "\n".join(lines)
-
-
 def evaluate_run(run: Run, checkpoint: str = "best", overrides: Callable[[Config], None] | None = None,
                  quiet: bool = False, device: str | None = None, tag: str | None = None) -> dict:
     """Evaluate a run's checkpoint on val / test / open; write metrics.json, calibration.json, the per-sample
@@ -166,7 +144,7 @@ def evaluate_run(run: Run, checkpoint: str = "best", overrides: Callable[[Config
     if scorer.requires_fit:
         scorer.fit(outputs.pop("train"))
         if distributed.is_main():
-            save_score(sidecar_path(run, "open-score", ".safetensors", tag), scorer)
+            save_score(run.open_score_path(tag), scorer)
     metrics = compute_metrics(cfg, outputs, data.train_counts, data.class_names, scorer)
     metrics = {"run": str(run.path), "checkpoint": checkpoint, "epoch": state.get("epoch"), **metrics}
     if distributed.is_main():
@@ -174,15 +152,10 @@ def evaluate_run(run: Run, checkpoint: str = "best", overrides: Callable[[Config
             write_json(run.calibration_file, metrics["calibration"])
         write_json(run.metrics_path(tag), metrics)
         samples = sample_table(outputs, {split: scorer.score(outputs[split]) for split in ("test", "open") if split in outputs})
-        save_samples(sidecar_path(run, "predictions", ".npz", tag), samples)
-        write_reports(run, metrics, samples, tag, shot_bands(cfg))
+        save_samples(run.predictions_path(tag), samples)
+        write_reports(run, metrics, samples, tag, ShotBands.from_config(cfg.eval))
     distributed.barrier()
     return metrics
-
-
-def sidecar_path(run: Run, stem: str, suffix: str, tag: str | None = None) -> Path:
-    """A run file beside metrics.json, tagged like metrics-TAG.json: predictions(-TAG).npz, report(-TAG).html, ..."""
-    return run.path / f"{stem}{'' if tag is None else f'-{tag}'}{suffix}"
 
 
 def run_score(run: Run, name: str, cfg: Config) -> OpenSetScore:
@@ -190,45 +163,9 @@ def run_score(run: Run, name: str, cfg: Config) -> OpenSetScore:
     from the open-score.safetensors its evaluation saved."""
     scorer = build_score(name, cfg.eval)
     if scorer.requires_fit:
-        path = sidecar_path(run, "open-score", ".safetensors")
+        path = run.open_score_path()
         if not path.is_file():
             raise NotFittedError(f"open-set score {name!r} is fitted on the training split, and {path} is missing: "
                                  f"evaluate the run with `openlt eval {run.path} eval.open_score={name}` first")
         scorer = load_score(path)
     return scorer
-
-
-def write_reports(run: Run, metrics: dict, samples: dict, tag: str | None = None, bands: ShotBands | None = None) -> None:
-    """report(-TAG).md and the self-contained report(-TAG).html, drawn from metrics and per-sample results."""
-    from openlt.reporting.html import run_report  # matplotlib is imported only to draw a report
-
-    info = metrics["bands"]
-    if bands is None:
-        bands = (ShotBands(info["many_above"], info["few_below"], info["inclusive"]) if "many_above" in info
-                 else shot_bands(run.config()))
-    write_text(run.report_path(tag), report_markdown(run, metrics, tag))
-    title = f"openlt report: {run.path.name}" + ("" if tag is None else f" ({tag})")
-    write_text(sidecar_path(run, "report", ".html", tag), run_report(metrics, samples, bands, run.epochs_logged(), title))
-
-
-def rebuild_reports(run: Run, tag: str | None = None) -> Path:
-    """Redraw a run's reports from metrics(-TAG).json and predictions(-TAG).npz alone (no model, no images)."""
-    path = run.metrics_path(tag)
-    if not path.is_file():
-        raise RunDirError(f"{path} not found: evaluate the run first (`openlt eval {run.path}`)")
-    try:
-        metrics = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise RunDirError(f"{path} is not readable JSON ({exc})") from None
-    write_reports(run, metrics, load_samples(sidecar_path(run, "predictions", ".npz", tag)), tag)
-    return sidecar_path(run, "report", ".html", tag)
-
-
-def report_markdown(run: Run, metrics: dict, tag: str | None = None) -> str:
-    rows = ["| class | train images | band | test top-1 (%) |", "|---|---:|---|---:|"]
-    for name, n, band, acc in zip(metrics["class_names"], metrics["train_counts"], metrics["bands"]["per_class"],
-                                  metrics["per_class_accuracy"]):
-        rows.append(f"| {name} | {n} | {band} | {'–' if acc is None else f'{100 * acc:.1f}'} |")
-    return (f"# openlt report: {run.path.name}\n\ncheckpoint: {metrics['checkpoint']} (epoch {metrics['epoch']}); "
-            f"figures, calibration and score histograms: {sidecar_path(run, 'report', '.html', tag).name}\n\n"
-            f"```\n{format_table(metrics)}\n```\n\n## Per class\n\n" + "\n".join(rows) + "\n")

@@ -41,7 +41,7 @@ from torch import nn
 from torch.autograd.function import FunctionCtx, once_differentiable
 
 from openlt.errors import ConfigError
-from openlt.losses import LOSSES
+from openlt.losses._registry import LOSSES
 
 MISSING_CENTROIDS = "the 'oltr' loss needs a model head with centroids (model.classifier=meta_embedding)"
 

@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from openlt.errors import ConfigError
-from openlt.losses import LOSSES
+from openlt.losses._registry import LOSSES
 
 # (1 - p_t) is clamped to this before the power, so that 0 < gamma < 1 keeps a finite gradient at p_t = 1.
 _TINY = 1e-12

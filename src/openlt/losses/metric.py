@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from openlt.errors import ConfigError
-from openlt.losses import LOSSES
+from openlt.losses._registry import LOSSES
 
 DIST_EPS = 1e-12
 

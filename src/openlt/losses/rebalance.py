@@ -32,7 +32,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from openlt.errors import ConfigError
-from openlt.losses import LOSSES
+from openlt.losses._registry import LOSSES
 
 __all__ = [
     "BalancedSoftmaxLoss",

@@ -130,6 +130,12 @@ class ShotBands:
                 f"bands need few_below <= many_above, got {self.few_below} > {self.many_above}"
             )
 
+    @classmethod
+    def from_config(cls, eval_cfg: Any) -> "ShotBands":
+        """The bands of the `eval` config section, read duck-typed: ``many_above``, ``few_below`` and
+        ``inclusive_bands``. ValueError for thresholds the bands cannot have (see ``__post_init__``)."""
+        return cls(eval_cfg.many_above, eval_cfg.few_below, eval_cfg.inclusive_bands)
+
     def band(self, count: int) -> Band:
         """Return the band (``"many"``, ``"medium"`` or ``"few"``) of a class with ``count`` training images."""
         if self.inclusive:

@@ -20,9 +20,9 @@ from torch import Tensor, nn
 from torchvision.models import resnet as tv_resnet
 
 from openlt.errors import ConfigError
-from openlt.registry import Registry
+from openlt.models._registry import BACKBONES
 
-__all__ = ["BACKBONES", "Backbone", "ResNetBackbone", "TimmBackbone", "build_backbone", "load_pretrained"]
+__all__ = ["Backbone", "ResNetBackbone", "TimmBackbone", "build_backbone", "load_pretrained"]
 
 TIMM_PREFIX = "timm/"
 
@@ -92,10 +92,6 @@ class TimmBackbone(Backbone):
 
     def pool(self, feature_map: Tensor) -> Tensor:
         return self.model.forward_head(feature_map, pre_logits=True)
-
-
-BuildFn = Callable[..., Backbone]
-BACKBONES: Registry[BuildFn] = Registry("backbone")
 
 
 def _register_resnet(name: str, make: Callable[[], tv_resnet.ResNet]) -> None:
@@ -224,5 +220,3 @@ def build_backbone(
         load_pretrained(backbone, pretrained)
     return backbone
 
-
-from openlt.models import cifar_resnet  # noqa: E402,F401  (registers resnet20/32/44/56/110 for 32 px images)

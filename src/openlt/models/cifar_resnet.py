@@ -13,7 +13,8 @@ from __future__ import annotations
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from openlt.models.backbones import BACKBONES, Backbone
+from openlt.models._registry import BACKBONES
+from openlt.models.backbones import Backbone
 
 __all__ = ["CifarResNet", "PadShortcut"]
 

@@ -1,24 +1,23 @@
-"""Classifier heads: feature vector -> logits. ``CLASSIFIERS`` maps config names to head classes."""
+"""Classifier heads: feature vector -> logits, registered in ``openlt.models._registry.CLASSIFIERS`` by their
+config name (``model.classifier``) and built by :func:`build_classifier`."""
 
 from __future__ import annotations
 
 import inspect
-from typing import Any, Callable
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from openlt.errors import ConfigError
-from openlt.registry import Registry
+from openlt.models._registry import CLASSIFIERS, HeadFromConfig
 
-__all__ = ["CLASSIFIERS", "LinearClassifier", "NCMHead", "NormedLinear", "build_classifier"]
-
-CLASSIFIERS: Registry[Callable[..., nn.Module]] = Registry("classifier")
+__all__ = ["LinearClassifier", "NCMHead", "NormedLinear", "build_classifier"]
 
 
 @CLASSIFIERS.register("linear")
-class LinearClassifier(nn.Module):
+class LinearClassifier(HeadFromConfig, nn.Module):
     """A plain linear head: ``logits = W f + b``."""
 
     def __init__(self, in_dim: int, num_classes: int, bias: bool = True) -> None:
@@ -32,7 +31,7 @@ class LinearClassifier(nn.Module):
 
 
 @CLASSIFIERS.register("normed_linear")
-class NormedLinear(nn.Module):
+class NormedLinear(HeadFromConfig, nn.Module):
     """LDAM-DRW's head (Cao et al. 2019): logits = cos(x, w_c), the normalised feature times the normalised
     class columns of ``weight`` (in_dim x num_classes), in [-1, 1] and without a scale, because the LDAM loss
     multiplies by s = 30. Initialised as there: uniform(-1, 1), every column rescaled to unit norm."""
@@ -55,12 +54,14 @@ class NormedLinear(nn.Module):
 
 
 @CLASSIFIERS.register("ncm")
-class NCMHead(nn.Module):
+class NCMHead(HeadFromConfig, nn.Module):
     """Nearest class mean as a head (Kang et al. 2020): features are L2-normalised (after subtracting
     ``feature_mean``, the training features' mean, with ``ncm_center``: the public code's ``cl2n``), ``means``
     (buffers, set by :func:`openlt.engine.decouple` from the training features) are the class means of the
     normalised features; logits = scale * cos(x, mu_c) or -scale * ||x - mu_c||. Nothing here is trained: the
     head is a module only so that an NCM run saves, evaluates and predicts like any other run."""
+
+    config_keys = ("scale", "ncm_metric", "ncm_center")
 
     def __init__(self, in_dim: int, num_classes: int, scale: float = 16.0, ncm_metric: str = "cosine",
                  ncm_center: bool = False) -> None:
@@ -88,9 +89,15 @@ class NCMHead(nn.Module):
                 f"center={self.center}")
 
 
-def build_classifier(name: str, in_dim: int, num_classes: int, **kwargs: Any) -> nn.Module:
-    """Build the head registered as ``name``; unknown names or options raise ConfigError."""
+def build_classifier(name: str, in_dim: int, num_classes: int, head_cfg: Any = None, **kwargs: Any) -> nn.Module:
+    """The head registered as ``name``, mapping ``(B, in_dim)`` features to ``(B, num_classes)`` logits: built by
+    its ``from_config`` from the ``model.head`` section ``head_cfg`` (the options that head takes), or else from
+    the keyword options given. ConfigError for an unknown name or option, or an invalid option value."""
     cls = CLASSIFIERS.get(name)
+    if head_cfg is not None:
+        if kwargs:
+            raise TypeError("build_classifier takes head_cfg or keyword options, not both")
+        return cls.from_config(in_dim, num_classes, head_cfg)
     try:
         inspect.signature(cls).bind(in_dim, num_classes, **kwargs)
     except TypeError as e:

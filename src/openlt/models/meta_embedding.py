@@ -24,7 +24,7 @@ model wrapper can treat the linear head and this one alike.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import torch
@@ -32,7 +32,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from openlt.errors import ConfigError
-from openlt.models.classifier import CLASSIFIERS
+from openlt.models._registry import CLASSIFIERS, HeadFromConfig
 
 __all__ = ["CosineClassifier", "MetaEmbeddingHead", "head_outputs"]
 
@@ -50,7 +50,7 @@ def _check_positive(name: str, value: object) -> float:
 
 
 @CLASSIFIERS.register("cosine")
-class CosineClassifier(nn.Module):
+class CosineClassifier(HeadFromConfig, nn.Module):
     """Cosine-normalised linear head without bias (the public code's ``CosNorm_Classifier``).
 
     ``squash=True`` (the public code): ``logits = scale * (||x|| / (1 + ||x||)) * (x / ||x||) . (w_k / ||w_k||)``.
@@ -61,6 +61,8 @@ class CosineClassifier(nn.Module):
     also under autocast.
     Weights: ``(num_classes, in_dim)`` drawn from ``U(-1/sqrt(in_dim), 1/sqrt(in_dim))`` as in the public code.
     """
+
+    config_keys = ("scale", "squash")
 
     def __init__(self, in_dim: int, num_classes: int, scale: float = 16.0, squash: bool = True) -> None:
         super().__init__()
@@ -95,7 +97,7 @@ class CosineClassifier(nn.Module):
 
 
 @CLASSIFIERS.register("meta_embedding")
-class MetaEmbeddingHead(nn.Module):
+class MetaEmbeddingHead(HeadFromConfig, nn.Module):
     """OLTR's dynamic meta-embedding followed by a :class:`CosineClassifier`.
 
     ``forward(x)`` returns a dict: ``logits`` (B, K); ``direct`` (the input x); ``reachability`` (B,);
@@ -104,8 +106,11 @@ class MetaEmbeddingHead(nn.Module):
     not detached, for the centroid loss). See the module docstring for the formulas and the gradient rule.
 
     Centroids start at zero: call :meth:`init_centroids` with the per-class means of stage-1 features, and
-    :meth:`init_hallucinator_from` with the stage-1 linear classifier, before stage 2.
+    :meth:`init_hallucinator_from` with the stage-1 linear classifier, before stage 2 (:meth:`init_from_stage1`
+    does both, for the trainer). The centroids train at a learning rate of their own (:meth:`param_groups`).
     """
+
+    config_keys = ("scale", "squash", "reach_scale", "use_memory", "use_selector", "use_reachability")
 
     def __init__(
         self,
@@ -166,6 +171,33 @@ class MetaEmbeddingHead(nn.Module):
             self.hallucinator.bias.copy_(fc.bias)
         else:
             self.hallucinator.bias.zero_()
+
+    def init_from_stage1(self, weights: Mapping[str, Tensor], class_means: Callable[[], Tensor]) -> list[str]:
+        """OLTR stage 2's start, as the public code: the hallucinator from the stage-1 linear classifier
+        (``weights["fc.weight"]`` (num_classes, in_dim) and ``["fc.bias"]``: the stage-1 head's tensors, named
+        within the head) when its shape matches, and the centroids from ``class_means()``, the (num_classes,
+        in_dim) float32 per-class means of the training features. Returns what was initialised, for the log.
+        Raises ValueError for class means of the wrong shape or with NaN / inf (a class without features)."""
+        done = []
+        if "fc.weight" in weights:
+            w = weights["fc.weight"]
+            # an nn.Linear, as the public code hands over, even where the shapes then differ: the draws of its
+            # default init are part of the random stream every later draw of the run follows
+            linear = nn.Linear(w.shape[1], w.shape[0], bias="fc.bias" in weights)
+            linear.weight.data.copy_(w)
+            if linear.bias is not None:
+                linear.bias.data.copy_(weights["fc.bias"])
+            if self.hallucinator is not None and linear.weight.shape == self.hallucinator.weight.shape:
+                self.init_hallucinator_from(linear)
+                done.append("hallucinator <- stage-1 classifier")
+        self.init_centroids(class_means().to(self.centroids.device))
+        done.append("centroids <- class means of training features")
+        return done
+
+    def param_groups(self) -> dict[str, list[nn.Parameter]]:
+        """Parameters with a learning rate of their own (``train.centroid_lr``): the centroids, which only the
+        centroid loss trains (the classification loss sees them detached)."""
+        return {"centroids": [self.centroids]}
 
     # -- forward ----------------------------------------------------------------------------------------------
     def nearest_distance(self, x: Tensor, centroids: Tensor) -> Tensor:

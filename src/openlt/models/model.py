@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
+
 from torch import Tensor, nn
 
 from openlt.config import Config
@@ -10,13 +12,19 @@ from openlt.models.backbones import build_backbone
 from openlt.models.classifier import build_classifier
 from openlt.models.meta_embedding import head_outputs
 
-HEAD_OPTIONS = {"linear": (), "normed_linear": (), "cosine": ("scale", "squash"), "ncm": ("scale", "ncm_metric", "ncm_center"),
-                "meta_embedding": ("scale", "squash", "reach_scale", "use_memory", "use_selector", "use_reachability")}
+
+FEATURE_MODULES = ("backbone", "attention", "feature_fc")  # the representation; the head is "classifier"
+HEAD_PREFIX = "classifier."  # the head's tensors in the model's state_dict
 
 
 class OpenLTModel(nn.Module):
     """forward(x) -> dict with "logits", "feature" (what the head sees), "feature_map", plus whatever the
-    head adds (the meta-embedding head: "direct", "reachability", "centroids", ...)."""
+    head adds (the meta-embedding head: "direct", "reachability", "centroids", ...).
+
+    Two optional hooks let a head speak for itself to the trainer (no name probes there): ``param_groups()``
+    -> {group name: [parameters]} for head parameters with a learning rate of their own, and
+    ``init_from_stage1(weights, class_means)`` -> [what was initialised] for a head that starts from a
+    stage-1 run (:class:`~openlt.models.meta_embedding.MetaEmbeddingHead` has both)."""
 
     def __init__(self, backbone: nn.Module, classifier: nn.Module, attention: nn.Module | None = None,
                  feature_fc: nn.Module | None = None) -> None:
@@ -41,14 +49,42 @@ class OpenLTModel(nn.Module):
         out["feature"], out["feature_map"] = feature, feature_map
         return out
 
+    def param_groups(self) -> dict[str, list[nn.Parameter]]:
+        """Trainable parameters (requires_grad) by learning-rate group, each in ``named_parameters`` order:
+        "backbone" (backbone, modulated attention and extra fc: the feature model, as in the public OLTR code's
+        lr groups), "head", then the groups the head declares in its ``param_groups()`` (the meta-embedding
+        head: "centroids"), whose parameters leave "head". Groups may be empty; the order is the optimizer's."""
+        declared = getattr(self.classifier, "param_groups", None)
+        own = declared() if declared is not None else {}
+        group_of = {id(p): name for name, params in own.items() for p in params}
+        groups: dict[str, list[nn.Parameter]] = {"backbone": [], "head": [], **{name: [] for name in own}}
+        for name, param in self.named_parameters():
+            if param.requires_grad:
+                key = "backbone" if name.split(".", 1)[0] in FEATURE_MODULES else group_of.get(id(param), "head")
+                groups[key].append(param)
+        return groups
+
+    def init_head_from_stage1(self, weights: Mapping[str, Tensor], class_means: Callable[[], Tensor]) -> list[str]:
+        """Let the head initialise itself from a stage-1 run (its ``init_from_stage1`` hook; heads without one
+        keep what the state-dict copy gave them). ``weights``: the stage-1 model's tensors by state-dict name;
+        the head sees those under ``classifier.``, without that prefix. ``class_means()``: the (num_classes, D)
+        float32 per-class means of the training features, computed only when the head asks. Returns what was
+        initialised (for the log)."""
+        hook = getattr(self.classifier, "init_from_stage1", None)
+        if hook is None:
+            return []
+        head = {k[len(HEAD_PREFIX):]: v for k, v in weights.items() if k.startswith(HEAD_PREFIX)}
+        return hook(head, class_means)
+
 
 def build_model(cfg: Config, num_classes: int, in_chans: int, image_size: int) -> OpenLTModel:
+    """The network of `cfg.model` for `num_classes` classes and `in_chans`-channel images of `image_size` px
+    (the stem is the small-input one at 64 px or less unless model.small_input says otherwise)."""
     m = cfg.model
     small_input = m.small_input if m.small_input is not None else image_size <= 64
     backbone = build_backbone(m.backbone, small_input=small_input, in_chans=in_chans, pretrained=m.pretrained)
     dim = backbone.out_dim
     attention = ModulatedAttention(dim) if m.attention else None
     feature_fc = nn.Sequential(nn.Linear(dim, dim), nn.ReLU(inplace=True)) if m.feature_fc else None
-    options = {key: getattr(m.head, key) for key in HEAD_OPTIONS.get(m.classifier, ())}
-    classifier = build_classifier(m.classifier, dim, num_classes, **options)
+    classifier = build_classifier(m.classifier, dim, num_classes, m.head)  # each head reads its own model.head keys
     return OpenLTModel(backbone, classifier, attention, feature_fc)

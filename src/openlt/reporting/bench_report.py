@@ -14,7 +14,7 @@ from matplotlib.figure import Figure
 
 from openlt.io import atomic_path, write_text
 from openlt.paper_numbers import PAPERS
-from openlt.report import COLUMNS, aggregate, format_cell, load_metrics
+from openlt.reporting.summary import COLUMNS, aggregate, format_cell, load_metrics
 from openlt.reporting.figures import to_png
 from openlt.reporting.html import esc, figure, page, table
 

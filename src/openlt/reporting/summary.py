@@ -1,4 +1,5 @@
-"""Tables over several runs (e.g. seeds): mean ± std of the band accuracies and open-set metrics."""
+"""The summary table over several runs (e.g. seeds of one method): mean ± std of the band accuracies and the
+open-set metrics, per group of runs (`openlt summary`, and the tables of `openlt bench`)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import numpy as np
 
 from openlt.errors import RunDirError
 
+# (column, path of keys in metrics.json, scale to display units: 100 for a percentage, 1 for a [0, 1] number)
 COLUMNS = (
     ("many", ("closed", "many"), 100), ("medium", ("closed", "medium"), 100), ("few", ("closed", "few"), 100),
     ("overall", ("closed", "overall"), 100), ("open many", ("open", "bands_with_rejection", "many"), 100),
@@ -47,6 +49,8 @@ def aggregate(groups: dict[str, list[dict]]) -> list[dict]:
 
 
 def format_cell(cell: tuple[float, float, int] | None, column: str) -> str:
+    """"mean ± std" of an aggregated cell (the mean alone for one run; "–" for none), 1 decimal for a percentage
+    column, 3 for a [0, 1] one."""
     if cell is None:
         return "–"
     mean, std, n = cell
