@@ -90,19 +90,18 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def _eval(args: argparse.Namespace) -> int:
-    from openlt.config import _apply, parse_overrides
     from openlt.engine.evaluate import evaluate_run
     from openlt.engine.run import open_run
     from openlt.reporting.run_report import format_table
 
     run = open_run(args.run)
-    overrides = parse_overrides(args.overrides)
-    if args.threshold is not None:
-        overrides.setdefault("eval", {})["open_threshold"] = args.threshold
+    overrides = list(args.overrides)  # "key=value" strings; evaluate_run checks them before loading the model
+    if args.threshold is not None:  # after the positional overrides: --threshold wins
+        overrides.append(f"eval.open_threshold={args.threshold}")
     if args.tag is not None and (not args.tag.replace("-", "").replace("_", "").isalnum()):
         raise OpenLTError(f"--tag {args.tag!r}: use letters, digits, '-' or '_'")
-    metrics = evaluate_run(run, args.checkpoint, overrides=lambda cfg: _apply(cfg, overrides), quiet=args.quiet,
-                           device=args.device, tag=args.tag)
+    metrics = evaluate_run(run, args.checkpoint, overrides=overrides, quiet=args.quiet, device=args.device,
+                           tag=args.tag)
     from openlt.engine.distributed import is_main
 
     if not is_main():  # under torchrun every process evaluated a share; rank 0 speaks
@@ -236,7 +235,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("run")
     p.add_argument("overrides", nargs="*", help="dotted overrides of eval settings, e.g. eval.few_below=10")
     p.add_argument("--checkpoint", default="best", choices=["best", "last"])
-    p.add_argument("--threshold", type=float, help="fixed max-softmax rejection threshold (default: chosen on val)")
+    p.add_argument("--threshold", type=float, help="fixed rejection threshold on eval.open_score (same as "
+                   "eval.open_threshold=T; default: the run's setting, usually chosen on val)")
     p.add_argument("--device")
     p.add_argument("--json", action="store_true", help="print the metrics as JSON")
     p.add_argument("--tag", help="write metrics-TAG.json / report-TAG.md and keep the run's own results "
@@ -248,7 +248,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("run")
     p.add_argument("images", nargs="+")
     p.add_argument("--checkpoint", default="best", choices=["best", "last"])
-    p.add_argument("--threshold", type=float)
+    p.add_argument("--threshold", type=float, help="fixed rejection threshold on the run's open-set score "
+                   "(default: the run's calibration.json, which is then not needed)")
     p.add_argument("--device")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=_predict)

@@ -3,6 +3,7 @@ the train split (metrics, saved state, and `predict` with it)."""
 
 import json
 import re
+import shutil
 
 import numpy as np
 import pytest
@@ -10,6 +11,7 @@ import pytest
 from images import make_image_folder
 from openlt.cli import main
 from openlt.config import build_config
+from openlt.engine import predict
 from openlt.engine.evaluate import evaluate_run
 from openlt.engine.train import train
 
@@ -74,3 +76,29 @@ def test_openmax_options_are_checked_before_any_work(run, capsys):
     assert "eval.openmax_distance must be one of eucos, euclidean, cosine" in capsys.readouterr().err
     assert main(["eval", str(run.path), "eval.open_score=openmax", "eval.openmax_alpha=9", "--tag", "x"]) == 2
     assert "more than the 4 known classes" in capsys.readouterr().err
+
+
+def test_predict_with_a_threshold_needs_no_calibration_file(run, tmp_path, monkeypatch, capsys):
+    copy = tmp_path / run.path.name
+    shutil.copytree(run.path, copy)
+    (copy / "calibration.json").unlink()
+    images = [str(p) for p in sorted((run.path.parent.parent / "images" / "ant").glob("*.png"))[:3]]
+
+    def never(*args, **kwargs):
+        raise AssertionError("a fixed threshold needs no validation outputs")
+
+    monkeypatch.setattr(predict, "collect_outputs", never)
+    assert main(["predict", str(copy), *images, "--threshold", "0.5", "--json"]) == 0
+    preds = json.loads(capsys.readouterr().out)
+    assert [p["image"] for p in preds] == images and not (copy / "calibration.json").exists()
+    for p in preds:
+        assert p["score"] == "msp" and p["threshold"] == 0.5 and p["unknown"] == (p["score_value"] < 0.5)
+        assert p["class_id"] == (-1 if p["unknown"] else ["ant", "bee", "cat", "dog"].index(p["top_class"]))
+    monkeypatch.undo()  # without a threshold, a run never evaluated is calibrated on validation now (and saved)
+    assert main(["predict", str(copy), *images, "--json"]) == 0
+    saved = json.loads((copy / "calibration.json").read_text())
+    assert saved["source"].startswith("validation")
+    assert json.loads(capsys.readouterr().out)[0]["threshold"] == saved["threshold"]
+    (copy / "calibration.json").write_text("{broken")
+    assert main(["predict", str(copy), *images]) == 2
+    assert "calibration.json is not a calibration file" in capsys.readouterr().err

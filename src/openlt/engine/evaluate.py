@@ -4,22 +4,21 @@ band accuracies with rejection (the OLTR paper's "open-set setting" columns)."""
 from __future__ import annotations
 
 import math
-from typing import Callable
 
 import numpy as np
 import torch
 
-from openlt.config import Config
+from openlt.config import Config, build_config, to_dict
 from openlt.engine import distributed
 from openlt.engine.precision import inference_amp
 from openlt.engine.features import cached_head_outputs
 from openlt.engine.run import Run
 from openlt.engine.runtime import collect_outputs, load_run_model, make_loader, resolve_device
-from openlt.errors import ConfigError
 from openlt.io import write_json
 from openlt.metrics import (ShotBands, confusion, ece_by_band, open_set_f_measure, open_set_metrics,
-                            per_class_accuracy, reject, shot_accuracy, threshold_at_tpr)
-from openlt.openset import NotFittedError, OpenSetScore, build_score, load_score, save_score
+                            per_class_accuracy, shot_accuracy)
+from openlt.openset import (NotFittedError, OpenSetScore, Rejector, build_score, check_rejection_config, load_score,
+                            save_score)
 from openlt.reporting import sample_table, save_samples
 from openlt.reporting.run_report import write_reports
 
@@ -55,34 +54,50 @@ def unfitted_score(cfg: Config) -> OpenSetScore:
     return scorer
 
 
-def choose_threshold(cfg: Config, val: dict[str, torch.Tensor] | None, scorer: OpenSetScore | None = None) -> dict:
-    """The rejection threshold on the open-set score: a fixed number, or (auto) the score that keeps
-    `eval.keep_known` of the known validation images. Never chosen with open or test data."""
-    spec = cfg.eval.open_threshold
-    score = cfg.eval.open_score
-    if isinstance(spec, (int, float)) and not isinstance(spec, bool):
-        return {"score": score, "threshold": float(spec), "source": "fixed (eval.open_threshold)"}
-    if spec != "auto":
-        raise ConfigError(f"eval.open_threshold must be 'auto' or a number, got {spec!r}")
-    if val is None:
-        raise ConfigError("eval.open_threshold=auto needs a validation split; give data.val_split or a number")
-    known = (scorer or unfitted_score(cfg)).score(val).numpy()
-    return {"score": score, "threshold": threshold_at_tpr(known, cfg.eval.keep_known),
-            "source": f"validation: keeps {cfg.eval.keep_known:.0%} of the known validation images"}
+def choose_rejector(cfg: Config, val: dict[str, torch.Tensor] | None, scorer: OpenSetScore | None = None) -> Rejector:
+    """The open-set decision `eval.open_threshold` asks for: a fixed number, or (auto) the threshold that keeps
+    `eval.keep_known` of the known validation images, scored by `scorer` (default: `eval.open_score` built
+    from the config). `val`: the validation outputs ("logits" (N, K) float, ...) or None. Never chosen with
+    open or test data. Raises ConfigError for a bad setting or 'auto' without a validation split."""
+    return Rejector.from_config(cfg.eval, scorer or unfitted_score(cfg), val)
+
+
+def _open_metrics(rejector: Rejector, known: tuple[np.ndarray, np.ndarray, np.ndarray],
+                  unknown: tuple[np.ndarray, np.ndarray], train_counts: list[int], bands: ShotBands) -> dict:
+    """metrics["open"]: `known` = (predictions, open scores, labels) of the test images, `unknown` =
+    (predictions, open scores) of the open images, each (N,); the rejector turns predictions into -1s."""
+    pred, open_score, y = known
+    open_pred, open_score_unknown = unknown
+    all_pred = rejector.decide(np.concatenate([pred, open_pred]), np.concatenate([open_score, open_score_unknown]))
+    all_labels = np.concatenate([y, -np.ones(len(open_pred), dtype=y.dtype)])
+    known_pred = all_pred[: len(y)]
+    return {
+        "threshold": rejector.threshold,
+        **open_set_f_measure(all_pred, all_labels),
+        **open_set_metrics(open_score, open_score_unknown),
+        "bands_with_rejection": shot_accuracy(known_pred, y, train_counts, bands),
+        "open_rejected": float(np.mean(all_pred[len(y):] == -1)),
+        "known_rejected": float(np.mean(known_pred == -1)),
+        "n_open": int(len(open_pred)),
+    }
 
 
 def compute_metrics(cfg: Config, outputs: dict[str, dict[str, torch.Tensor]], train_counts: list[int],
-                    class_names: list[str], scorer: OpenSetScore | None = None) -> dict:
-    """All reported numbers from the outputs of val / test / open; `scorer` is `eval.open_score`, already
-    fitted where it needs to be (default: built from the config)."""
+                    class_names: list[str], scorer: OpenSetScore | None = None,
+                    rejector: Rejector | None = None) -> dict:
+    """All reported numbers from the outputs of val / test / open ("logits" (N, K) float, "labels" (N,) int64,
+    ...); `scorer` is `eval.open_score`, already fitted where it needs to be (default: built from the config),
+    and `rejector` the open-set decision on it (default: chosen from the config and the validation outputs)."""
     bands = ShotBands.from_config(cfg.eval)
     scorer = scorer or unfitted_score(cfg)
     test = outputs["test"]
-    conf, pred = scorer.score(test).numpy(), predictions(test)
+    open_score, pred = scorer.score(test).numpy(), predictions(test)
     y = test["labels"].numpy()
     k = len(class_names)
-    calibration = choose_threshold(cfg, outputs.get("val"), scorer)
+    if rejector is None:
+        rejector = choose_rejector(cfg, outputs.get("val"), scorer)
     band_of_class = bands.bands_of(train_counts)
+    confidence = torch.softmax(test["logits"].float(), dim=1).max(dim=1).values.numpy()  # ECE is on the softmax
     metrics: dict = {
         "bands": {"rule": bands.describe(), "per_class": band_of_class, "many_above": bands.many_above,
                   "few_below": bands.few_below, "inclusive": bands.inclusive},
@@ -91,47 +106,46 @@ def compute_metrics(cfg: Config, outputs: dict[str, dict[str, torch.Tensor]], tr
         "closed": shot_accuracy(pred, y, train_counts, bands),
         "per_class_accuracy": per_class_accuracy(pred, y, k).tolist(),
         "confusion_matrix": confusion(pred, y, k).tolist(),
-        "calibration": calibration,
+        "calibration": rejector.to_dict(),
         "open_score": scorer.summary(),
-        "ece": ece_by_band(torch.softmax(test["logits"].float(), dim=1).max(dim=1).values.numpy(), pred == y, y,
-                           band_of_class),
+        "ece": ece_by_band(confidence, pred == y, y, band_of_class),
     }
     if "val" in outputs:
         metrics["val"] = closed_metrics(outputs["val"], train_counts, bands)
     if "open" in outputs:
-        open_conf, open_pred = scorer.score(outputs["open"]).numpy(), predictions(outputs["open"])
-        t = calibration["threshold"]
-        all_pred = reject(np.concatenate([pred, open_pred]), np.concatenate([conf, open_conf]), t)
-        all_labels = np.concatenate([y, -np.ones(len(open_pred), dtype=y.dtype)])
-        known_pred = all_pred[: len(y)]
-        metrics["open"] = {
-            "threshold": t,
-            **open_set_f_measure(all_pred, all_labels),
-            **open_set_metrics(conf, open_conf),
-            "bands_with_rejection": shot_accuracy(known_pred, y, train_counts, bands),
-            "open_rejected": float(np.mean(all_pred[len(y):] == -1)),
-            "known_rejected": float(np.mean(known_pred == -1)),
-            "n_open": int(len(open_pred)),
-        }
+        unknown = (predictions(outputs["open"]), scorer.score(outputs["open"]).numpy())
+        metrics["open"] = _open_metrics(rejector, (pred, open_score, y), unknown, train_counts, bands)
     return _clean(metrics)
 
 
-def evaluate_run(run: Run, checkpoint: str = "best", overrides: Callable[[Config], None] | None = None,
+def eval_setup(run: Run, overrides: list[str] | None = None) -> tuple[Config, OpenSetScore]:
+    """The run's saved config with `overrides` ("key=value" strings, e.g. "eval.open_score=energy") applied, and
+    its (unfitted) `eval.open_score`. Checked before anything is loaded: a bad key or value, an unknown score or
+    score option, an `eval.open_threshold` neither 'auto' nor a finite number are ConfigErrors."""
+    cfg = run.config()
+    if overrides:
+        cfg = build_config(base=to_dict(cfg), overrides=overrides)
+    scorer = build_score(cfg.eval.open_score, cfg.eval)
+    check_rejection_config(cfg.eval)
+    return cfg, scorer
+
+
+def evaluate_run(run: Run, checkpoint: str = "best", overrides: list[str] | None = None,
                  quiet: bool = False, device: str | None = None, tag: str | None = None) -> dict:
     """Evaluate a run's checkpoint on val / test / open; write metrics.json, calibration.json, the per-sample
     predictions.npz and report.md / report.html. A score that learns from training data (OpenMax) is first
     fitted on the train split's outputs (eval transform) and saved as open-score.safetensors.
 
+    `overrides`: "key=value" strings applied to the run's config for this evaluation only; they are checked
+    (`eval_setup`) before the model is loaded, and 'auto' without a validation split before any inference.
     With a `tag` (e.g. another open-set score), the results go to metrics-TAG.json, predictions-TAG.npz,
     report-TAG.md / .html (open-score-TAG.safetensors) and the run's own metrics and calibration stay as
     they were."""
-    cfg = run.config()
-    if overrides:
-        overrides(cfg)
-    scorer = build_score(cfg.eval.open_score, cfg.eval)  # a bad score name or option fails before any work
+    cfg, scorer = eval_setup(run, overrides)
     dev = distributed.setup(resolve_device(device or cfg.train.device))  # under torchrun: shard, gather, rank 0 writes
     amp = inference_amp(cfg.train.amp, dev)
     cfg, data, model, state = load_run_model(run, checkpoint, dev, cfg)
+    check_rejection_config(cfg.eval, has_val=data.has("val"))
     splits = [s for s in (("train",) if scorer.requires_fit else ()) + ("val", "test", "open") if s == "test" or data.has(s)]
     outputs = {}
     if cfg.decouple.method != "none":  # a decoupled run's body is its stage-1 run's: read that run's feature cache
@@ -145,11 +159,12 @@ def evaluate_run(run: Run, checkpoint: str = "best", overrides: Callable[[Config
         scorer.fit(outputs.pop("train"))
         if distributed.is_main():
             save_score(run.open_score_path(tag), scorer)
-    metrics = compute_metrics(cfg, outputs, data.train_counts, data.class_names, scorer)
+    rejector = choose_rejector(cfg, outputs.get("val"), scorer)
+    metrics = compute_metrics(cfg, outputs, data.train_counts, data.class_names, scorer, rejector)
     metrics = {"run": str(run.path), "checkpoint": checkpoint, "epoch": state.get("epoch"), **metrics}
     if distributed.is_main():
         if tag is None:
-            write_json(run.calibration_file, metrics["calibration"])
+            rejector.save(run.calibration_file)
         write_json(run.metrics_path(tag), metrics)
         samples = sample_table(outputs, {split: scorer.score(outputs[split]) for split in ("test", "open") if split in outputs})
         save_samples(run.predictions_path(tag), samples)
