@@ -47,7 +47,7 @@ def main() -> int:
     tmp = tempfile.TemporaryDirectory()
     overrides = ["train.device=cpu"] + ([f"data.split_dir={args.splits}"] if args.splits else [])
     cfg = build_config(CONFIG, overrides)
-    data = prepare_data(cfg, Path(tmp.name))
+    data = prepare_data(cfg, default_split_dir=Path(tmp.name) / "splits")
     device = torch.device("cpu")
     model = build_model(cfg, data.num_classes, data.in_chans, data.image_size).to(device)
     model.eval()

@@ -157,7 +157,7 @@ def measure_loader(workers: int, batch: int, steps: int, threads: int, splits: s
     base = _peak_rss_mb()
     with tempfile.TemporaryDirectory() as tmp:
         cfg = build_config(MODELS["plain"], [f"data.split_dir={splits}"] if splits else [])
-        data = prepare_data(cfg, Path(tmp))
+        data = prepare_data(cfg, default_split_dir=Path(tmp) / "splits")
         train_set = data.dataset("train", train=True)
         sampler = build_sampler("instance", train_set.targets, epochs=1, seed=0)
         loader = make_loader(train_set, batch, workers, torch.device("cpu"), sampler=sampler)

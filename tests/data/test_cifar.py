@@ -208,7 +208,7 @@ def test_an_image_folder_as_the_open_set(c10, tmp_path):
         Image.new("RGB", (40, 48), (i * 40, 0, 0)).save(ood / sub / f"{i}.png")
     cfg = build_config(CONFIGS / "cifar10_lt" / "ce.yaml",
                        [f"data.root={c10}", f"data.open_root={ood}", "data.split.n_max=100"])
-    data = prepare_data(cfg, tmp_path / "run")
+    data = prepare_data(cfg, default_split_dir=tmp_path / "run" / "splits")
     assert data.image_size == 32 and data.in_chans == 3 and data.family == "small"
     assert data.manifest["open_root"] == str(ood.resolve())
     opened = data.dataset("open")

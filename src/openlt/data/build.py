@@ -22,10 +22,6 @@ DATASET_KINDS = ("fashion-mnist", "image-folder", "split-file", "cifar10", "cifa
 CIFAR_KINDS = ("cifar10", "cifar100")
 
 
-def shot_bands(cfg: Config) -> ShotBands:
-    return ShotBands(cfg.eval.many_above, cfg.eval.few_below, cfg.eval.inclusive_bands)
-
-
 @dataclass
 class DataBundle:
     """Everything training and evaluation need to know about the data of one run."""
@@ -85,7 +81,7 @@ def _image_loader(cfg: Config, root: str | None, in_chans: int):
 def _build_splits(cfg: Config, out_dir: Path) -> None:
     if cfg.data.dataset in CIFAR_KINDS:  # the literature's own LT rule, not make_split's
         write_cifar_lt_split(cfg.data.dataset, cfg.data.root, cfg.data.split, out_dir, cfg.data.open_root,
-                             bands=shot_bands(cfg))
+                             bands=ShotBands.from_config(cfg.eval))
         return
     if cfg.data.dataset == "fashion-mnist":
         pool = fashion_mnist_pool(cfg.data.root)
@@ -95,7 +91,7 @@ def _build_splits(cfg: Config, out_dir: Path) -> None:
         pool = image_folder_pool(cfg.data.root)
     else:
         raise ConfigError("data.split_dir is required for data.dataset='split-file' (the folder of the split files)")
-    write_split(make_split(pool, cfg.data.split), out_dir, pool, cfg.data.split, bands=shot_bands(cfg))
+    write_split(make_split(pool, cfg.data.split), out_dir, pool, cfg.data.split, bands=ShotBands.from_config(cfg.eval))
 
 
 def _class_names(cfg: Config, split_dir: Path, num_classes: int) -> list[str]:
@@ -114,7 +110,7 @@ def _class_names(cfg: Config, split_dir: Path, num_classes: int) -> list[str]:
 
 def _load_manifest(cfg: Config, split_dir: Path, files: dict[str, Path]) -> dict:
     """Reuse a split folder's manifest when its hashes still match, else describe the files afresh."""
-    bands = shot_bands(cfg)
+    bands = ShotBands.from_config(cfg.eval)
     saved = split_dir / MANIFEST
     if saved.is_file():
         try:
@@ -134,8 +130,11 @@ def _load_manifest(cfg: Config, split_dir: Path, files: dict[str, Path]) -> dict
     return describe_split(files, _class_names(cfg, split_dir, num_classes), counts, bands=bands)
 
 
-def prepare_data(cfg: Config, run_dir: Path | None = None) -> DataBundle:
-    """Find or build the split files, describe them, and check the training split covers every class."""
+def prepare_data(cfg: Config, *, default_split_dir: Path | None = None) -> DataBundle:
+    """Find or build the split files, describe them, and check the training split covers every class.
+
+    The split files are data.split_dir's; without one they are built in `default_split_dir` (a run's
+    ``Run.splits_dir``) unless it already holds them. ConfigError / DataError for a missing or bad split."""
     if cfg.data.dataset not in DATASET_KINDS:
         raise ConfigError(f"unknown data.dataset {cfg.data.dataset!r}; known: {', '.join(DATASET_KINDS)}")
     if cfg.data.split_dir is not None:
@@ -143,9 +142,9 @@ def prepare_data(cfg: Config, run_dir: Path | None = None) -> DataBundle:
         if not split_dir.is_dir():
             raise DataError(f"split folder not found: {split_dir}")
     else:
-        if run_dir is None:
+        if default_split_dir is None:
             raise ConfigError("data.split_dir is not set and there is no run folder to build the splits into")
-        split_dir = Path(run_dir) / "splits"
+        split_dir = Path(default_split_dir)
         if not (split_dir / MANIFEST).is_file():
             _build_splits(cfg, split_dir)
     files = {}

@@ -29,7 +29,7 @@ import torch
 from torch import nn
 
 from openlt.config import Config
-from openlt.data.build import DataBundle, prepare_data, shot_bands
+from openlt.data.build import DataBundle, prepare_data
 from openlt.decoupling.classifiers import (LWSClassifier, NCMClassifier, new_linear, search_grid, search_tau,
                                            tau_normalize, train_on_features)
 from openlt.engine.checkpoint import read_checkpoint, save_checkpoint
@@ -40,6 +40,7 @@ from openlt.engine.run import Run, open_run
 from openlt.errors import ConfigError
 from openlt.io import append_jsonl, write_json
 from openlt.losses.rebalance import logit_adjust
+from openlt.metrics import ShotBands
 from openlt.models.model import OpenLTModel, build_model
 
 METHODS = ("crt", "ncm", "tau_norm", "lws", "logit_adjust")
@@ -117,7 +118,7 @@ def train_decoupled(cfg: Config, run: Run, quiet: bool, log: Callable[[str], Non
     method, mode = cfg.decouple.method, cfg.decouple.features
     source = open_run(cfg.train.init_from)
     adopt_representation(cfg, source, log)
-    data = prepare_data(cfg, run.path)
+    data = prepare_data(cfg, default_split_dir=run.splits_dir)
     run.write_config(cfg)
     run.write_manifest(data.manifest)
 
@@ -126,7 +127,7 @@ def train_decoupled(cfg: Config, run: Run, quiet: bool, log: Callable[[str], Non
     tensors, _ = read_checkpoint(source.checkpoint("best"))
     model = build_stage2_model(cfg, data, tensors)
     fc = model.classifier.fc if method != "ncm" else None
-    bands = shot_bands(cfg)
+    bands = ShotBands.from_config(cfg.eval)
     details: dict = {"method": method, "source_run": str(source.path), "features": mode,
                      "cache_dtype": cfg.decouple.cache_dtype, "train_features": list(train_x.shape)}
 

@@ -92,7 +92,7 @@ def load_features(run: Run, splits: tuple[str, ...] = SPLITS, checkpoint: str = 
     for split in splits:
         if split not in SPLITS:
             raise ConfigError(f"unknown split {split!r}; choose from {', '.join(SPLITS)}")
-    data = prepare_data(cfg, run.path)
+    data = prepare_data(cfg, default_split_dir=run.splits_dir)
     model = None  # loaded only when a split must be (re-)extracted
     main = distributed.is_main()
     # once, not per split and not per process: checkpoints are large

@@ -77,7 +77,7 @@ def load_run_model(run: Run, checkpoint: str = "best", device: torch.device | No
                    cfg: Config | None = None) -> tuple[Config, DataBundle, OpenLTModel, dict]:
     """Rebuild a run's data description and model, and load one of its checkpoints."""
     cfg = cfg or run.config()
-    data = prepare_data(cfg, run.path)
+    data = prepare_data(cfg, default_split_dir=run.splits_dir)
     model = build_model(cfg, data.num_classes, data.in_chans, data.image_size)
     state = load_checkpoint(run.checkpoint(checkpoint), model)
     to_device(model, device or torch.device("cpu"), cfg.train.channels_last)

@@ -20,7 +20,7 @@ import torch
 from tqdm import tqdm
 
 from openlt.config import Config, TrainConfig
-from openlt.data.build import prepare_data, shot_bands
+from openlt.data.build import prepare_data
 from openlt.data.samplers import build_sampler
 from openlt.engine import distributed
 from openlt.engine.checkpoint import load_checkpoint, save_checkpoint
@@ -33,6 +33,7 @@ from openlt.engine.tracking import EpochLog
 from openlt.errors import ConfigError, TrainingError
 from openlt.io import remove_stale_temp, write_text
 from openlt.losses import build_loss
+from openlt.metrics import ShotBands
 from openlt.models.model import build_model
 
 
@@ -128,7 +129,7 @@ def train(cfg: Config, *, run: Run | None = None, name: str | None = None, resum
 
 def _train(cfg: Config, run: Run, resume: bool, quiet: bool, log: Callable[[str], None], device: torch.device) -> Run:
     main, rank, world = distributed.is_main(), distributed.rank(), distributed.world_size()
-    data = distributed.main_first(lambda: prepare_data(cfg, run.path))  # rank 0 may build the split files
+    data = distributed.main_first(lambda: prepare_data(cfg, default_split_dir=run.splits_dir))  # rank 0 may build the split files
     if main:
         if not resume:
             run.write_config(cfg)
@@ -154,7 +155,7 @@ def _train(cfg: Config, run: Run, resume: bool, quiet: bool, log: Callable[[str]
                                 nesterov=cfg.train.nesterov, weight_decay=cfg.train.weight_decay)
     scaler = grad_scaler(amp, device)
     steps_per_epoch = len(loader)
-    bands = shot_bands(cfg)
+    bands = ShotBands.from_config(cfg.eval)
 
     start_epoch, best = 0, None
     if resume:
