@@ -1,0 +1,96 @@
+"""reporting.run_report: the result table as printed, and reports written and rebuilt for any run-like object
+(reporting never imports the engine)."""
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from openlt.errors import RunDirError
+from openlt.reporting.run_report import format_table, rebuild_reports, report_markdown
+
+METRICS = {
+    "bands": {"rule": "many > 30, few < 15"},
+    "closed": {"many": 0.5, "medium": None, "few": 0.25, "overall": 0.4, "n_classes": {"many": 2, "medium": 0, "few": 1}},
+    "open": {"bands_with_rejection": {"many": 0.45, "medium": None, "few": 0.125, "overall": 0.3333},
+             "f_measure": 0.61234, "auroc": 0.8, "fpr95": 0.55, "threshold": 0.4321},
+    "calibration": {"score": "msp", "source": "validation: keeps 95% of the known validation images"},
+}
+
+
+@dataclass
+class FakeRun:
+    """Only the paths the reports use: what reporting needs of a run, without the engine."""
+
+    path: Path
+
+    def metrics_path(self, tag=None):
+        return self.path / f"metrics{'' if tag is None else '-' + tag}.json"
+
+    def report_path(self, tag=None):
+        return self.path / f"r{'' if tag is None else '-' + tag}.md"
+
+    def report_html_path(self, tag=None):
+        return self.path / f"r{'' if tag is None else '-' + tag}.html"
+
+    def predictions_path(self, tag=None):
+        return self.path / f"p{'' if tag is None else '-' + tag}.npz"
+
+    def epochs_logged(self):
+        return []
+
+
+def test_the_table_as_the_field_prints_it():
+    assert format_table(METRICS).splitlines() == [
+        "shot bands: many > 30, few < 15  (classes: many 2, medium 0, few 1)",
+        "                      many  medium    few  overall",
+        "closed-set top-1     50.0    –     25.0    40.0",
+        "open-set top-1       45.0    –     12.5    33.3",
+        "open-set F-measure 0.612   AUROC 0.800   FPR@95 0.550   (msp < 0.432 -> unknown; validation: keeps 95% of "
+        "the known validation images)",
+    ]
+    closed_only = {k: v for k, v in METRICS.items() if k != "open"}
+    assert len(format_table(closed_only).splitlines()) == 3
+
+
+def test_the_markdown_report_names_the_html_report_of_its_tag(tmp_path):
+    metrics = {**METRICS, "class_names": ["a", "b", "c"], "train_counts": [40, 35, 10], "checkpoint": "best",
+               "epoch": 3, "per_class_accuracy": [0.5, 0.5, None]}
+    metrics["bands"] = {**metrics["bands"], "per_class": ["many", "many", "few"]}
+    text = report_markdown(FakeRun(tmp_path / "run-1"), metrics, "energy")
+    assert text.startswith("# openlt report: run-1\n") and "r-energy.html" in text
+    assert "| c | 10 | few | – |" in text and format_table(metrics) in text
+
+
+def test_rebuilding_needs_the_metrics_file(tmp_path):
+    run = FakeRun(tmp_path)
+    with pytest.raises(RunDirError, match="metrics-x.json not found"):
+        rebuild_reports(run, "x")
+    run.metrics_path().write_text("{not json")
+    with pytest.raises(RunDirError, match="not readable JSON"):
+        rebuild_reports(run)
+
+
+def test_rebuilding_from_the_files_of_a_run_like_object(tmp_path):
+    import torch
+
+    from openlt.config import build_config
+    from openlt.engine.evaluate import compute_metrics
+    from openlt.openset import build_score
+    from openlt.reporting import sample_table, save_samples
+
+    g = torch.Generator().manual_seed(0)
+    labels = {"val": torch.arange(20) % 3, "test": torch.arange(30) % 3, "open": torch.full((10,), -1)}
+    outputs = {s: {"logits": torch.randn(len(y), 3, generator=g) + 3 * torch.eye(3)[y.clamp_min(0)] * (y >= 0)[:, None],
+                   "labels": y} for s, y in labels.items()}
+    cfg = build_config(None, ["eval.many_above=100", "eval.few_below=20"])
+    metrics = compute_metrics(cfg, outputs, [150, 60, 5], ["a", "b", "c"])
+    metrics = {"run": str(tmp_path), "checkpoint": "best", "epoch": 1, **metrics}
+    run = FakeRun(tmp_path)
+    run.metrics_path().write_text(json.dumps(metrics))
+    scorer = build_score("msp")
+    save_samples(run.predictions_path(), sample_table(outputs, {s: scorer.score(outputs[s]) for s in ("test", "open")}))
+    assert rebuild_reports(run) == run.report_html_path()
+    assert run.report_html_path().read_text().startswith("<!DOCTYPE html>")
+    assert format_table(metrics) in run.report_path().read_text()
