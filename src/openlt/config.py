@@ -1,7 +1,9 @@
 """Configuration: defaults live in dataclasses, a YAML file says only what differs, `key=value` overrides last.
 
-Every key is checked: an unknown one is an error naming it (with the closest valid key), so a typo in a
-config never silently trains the wrong model.
+Every key is checked where it enters: an unknown one is an error naming it (with the closest valid key), and
+each field declares beside itself what its values may be (`opt(default, ge=..., choices=...)`); relations
+between fields are declared after their section. `build_config` collects every problem of a config, each
+naming the key (and the file and line it came from), so a bad config never starts a run.
 """
 
 from __future__ import annotations
@@ -9,47 +11,221 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import math
+import re
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Union, get_args, get_origin, get_type_hints
+from typing import Any, Callable, Union, get_args, get_origin, get_type_hints
 
 import yaml
 
 from openlt.errors import ConfigError
+
+DATASET_KINDS = ("fashion-mnist", "image-folder", "split-file", "cifar10", "cifar100")
+
+
+class ConfigWarning(UserWarning):
+    """A config that is valid but probably not what was meant (e.g. LDAM's re-weighting that never starts)."""
+
+
+def _one_line_warning(message, category, filename, lineno, line=None, _default=warnings.formatwarning) -> str:
+    """ConfigWarning prints as one line, 'openlt: warning: ...', not with the source line of the caller."""
+    if isinstance(category, type) and issubclass(category, ConfigWarning):
+        return f"openlt: warning: {message}\n"
+    return _default(message, category, filename, lineno, line)
+
+
+warnings.formatwarning = _one_line_warning
+
+
+@dataclass(frozen=True)
+class Rule:
+    """What a field's value may be: bounds (numbers, or every item of a list), choices, a registry of names, or
+    a check of its own. `None` passes (whether a field may be None is its type's business)."""
+
+    ge: float | None = None
+    gt: float | None = None
+    le: float | None = None
+    lt: float | None = None
+    choices: Any = ()  # allowed values (a string: space-separated names)
+    items: type | None = None  # list fields: the type of every item (bounds then apply to the items)
+    nonempty: bool = False
+    registry: str = ""  # the kind of registered name (backbone, loss, ...): checked against the registries
+    check: Callable[[Any], str | None] | None = None  # value -> a problem ("must be ...") or None
+    convert: Callable[[Any], Any] | None = None  # value -> the value kept; raises ConfigError(problem)
+
+    def allowed(self) -> tuple:
+        return tuple(self.choices.split()) if isinstance(self.choices, str) else tuple(self.choices)
+
+    def bounds(self) -> str:
+        """'> 0', '>= 0 and < 1', ... ('' when unbounded)."""
+        parts = [f"{op} {_number(v)}" for op, v in ((">=", self.ge), (">", self.gt), ("<=", self.le), ("<", self.lt))
+                 if v is not None]
+        return " and ".join(parts)
+
+    def describe(self) -> str:
+        """The rule in a few words, for the option reference (docs/config.md)."""
+        parts = []
+        if self.allowed():
+            parts.append("one of " + ", ".join(str(c) for c in self.allowed()))
+        if self.bounds():
+            parts.append(("each item " if self.items else "") + self.bounds())
+        if self.nonempty:
+            parts.append("not empty")
+        if self.registry:
+            parts.append(f"a registered {self.registry} name")
+        for fn in (self.check, self.convert):
+            parts += [fn.says] if hasattr(fn, "says") else []
+        return "; ".join(parts)
+
+    def problem(self, value: Any) -> str | None:
+        """What is wrong with `value` ("must be > 0, got -1.0"), or None."""
+        if value is None:
+            return None
+        if self.nonempty and len(value) == 0:
+            return "must not be empty"
+        if self.allowed() and value not in self.allowed():
+            return f"must be one of {', '.join(str(c) for c in self.allowed())}, got {value!r}"
+        for item in value if self.items else [value]:
+            if self.bounds() and not self._within(item):
+                return f"must be {self.bounds()}, got {value!r}" if not self.items else \
+                    f"items must be {self.bounds()}, got {item!r}"
+        return self.check(value) if self.check else None
+
+    def _within(self, x: float) -> bool:
+        return ((self.ge is None or x >= self.ge) and (self.gt is None or x > self.gt)
+                and (self.le is None or x <= self.le) and (self.lt is None or x < self.lt))
+
+
+def opt(default: Any, **rule: Any) -> Any:
+    """A field's default with its rule beside it: `lr: float = opt(0.1, gt=0)  # meaning`."""
+    meta = {"rule": Rule(**rule)}
+    if isinstance(default, (list, dict)):
+        return field(default_factory=lambda: type(default)(default), metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+def says(text: str) -> Callable:
+    """Attach to a check function the words the option reference shows for it."""
+    def mark(fn: Callable) -> Callable:
+        fn.says = text  # type: ignore[attr-defined]
+        return fn
+    return mark
+
+
+def _number(x: float) -> str:
+    return str(int(x)) if float(x).is_integer() else str(x)
+
+
+@says("an integer >= 0, or class names / ids")
+def _open_classes_problem(value: Any) -> str | None:
+    """data.split.open_classes: a whole number of classes >= 0, or class names / ids (a list or 'a,b')."""
+    if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
+        return f"must be a whole number of classes or a list of class names / ids, got {value!r}"
+    if isinstance(value, (int, float)):
+        return None if value >= 0 else f"must be >= 0 (a number of classes), got {value!r}"
+    if isinstance(value, str):
+        return None
+    if isinstance(value, (list, tuple)) and all(isinstance(v, (str, int)) and not isinstance(v, bool) for v in value):
+        return None
+    return f"must be a number of classes or a list of class names / ids, got {value!r}"
+
+
+@says("a relative file name")
+def _file_name_problem(value: Any) -> str | None:
+    """A split file name inside data.split_dir: a relative path that stays inside it."""
+    parts = Path(str(value)).parts
+    if not str(value).strip() or Path(str(value)).is_absolute() or ".." in parts:
+        return f"must be a file name inside data.split_dir, got {value!r}"
+    return None
+
+
+_DEVICE = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
+
+
+@says("auto, cpu, cuda, cuda:N, mps")
+def _device_problem(value: Any) -> str | None:
+    return None if _DEVICE.match(str(value)) else f"must be auto, cpu, cuda, cuda:N or mps, got {value!r}"
+
+
+@says("a plain name (no /)")
+def run_name_problem(value: Any) -> str | None:
+    """A run name prefix: one path component (no '/', '\\', NUL), not '.' or '..', not empty."""
+    text = str(value)
+    if not text.strip() or text in (".", "..") or any(c in text for c in "/\\\0") or text != text.strip():
+        return f"must be a plain name (no '/', '\\', surrounding spaces, not '.' or '..'), got {value!r}"
+    return None
+
+
+@says("auto or a finite number")
+def _threshold(value: Any) -> Any:
+    """eval.open_threshold: 'auto', or a finite number (a string that parses as one becomes that number)."""
+    if value == "auto":
+        return value
+    number = math.nan
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        number = float(value)
+    elif isinstance(value, str):
+        try:
+            number = float(value)
+        except ValueError:
+            pass
+    if not math.isfinite(number):
+        raise ConfigError(f"must be 'auto' or a finite number, got {value!r}")
+    return number
 
 
 @dataclass
 class SplitConfig:
     """How to build long-tailed + open-set splits when `data.split_dir` is not given (see `openlt split`)."""
 
-    profile: str = "exp"  # exp | pareto | none (keep the natural counts)
-    n_max: int = 1280  # training images of the largest known class
-    n_min: int = 5  # training images of the smallest known class
-    imbalance_factor: float | None = None  # exp: n_max / n_min; overrides n_min when set
-    alpha: float = 6.0  # pareto shape (ImageNet-LT: 6)
-    open_classes: Any = 2  # a number (chosen with the seed) or a list of class names / ids
-    val_per_class: int = 20  # validation images per known class (taken before the long tail is cut)
-    test_per_class: int | None = None  # None: every test image (embedded data) / 20 (image folder)
-    order: str = "random"  # which known class gets n_max: random (with the seed) | label
-    seed: int = 0  # which images and which open classes
+    profile: str = opt("exp", choices="exp pareto none")  # exp | pareto | none (keep the natural counts)
+    n_max: int = opt(1280, ge=1)  # training images of the largest known class
+    n_min: int = opt(5, ge=1)  # training images of the smallest known class
+    imbalance_factor: float | None = opt(None, ge=1)  # exp: n_max / n_min; overrides n_min when set
+    alpha: float = opt(6.0, gt=0)  # pareto shape (ImageNet-LT: 6)
+    open_classes: Any = opt(2, check=_open_classes_problem)  # a number (chosen with the seed) or a list of class names / ids
+    val_per_class: int = opt(20, ge=0)  # validation images per known class (taken before the long tail is cut)
+    test_per_class: int | None = opt(None, ge=1)  # None: every test image (embedded data) / 20 (image folder)
+    order: str = opt("random", choices="random label")  # which known class gets n_max: random (with the seed) | label
+    seed: int = opt(0, ge=0)  # which images and which open classes
+
+
+RELATIONS: dict[type, list[tuple[tuple[str, ...], Callable[[Any], str | None]]]] = {}
+
+
+def relation(section: type, *keys: str) -> Callable:
+    """Register a check between fields of `section` (`keys`: the fields it reads, the one it names first); it
+    returns a problem ("must be <= n_max (20), got 40") or None, and is skipped when one of `keys` is invalid."""
+    def add(fn: Callable[[Any], str | None]) -> Callable[[Any], str | None]:
+        RELATIONS.setdefault(section, []).append((keys, fn))
+        return fn
+    return add
+
+
+@relation(SplitConfig, "n_min", "n_max", "profile", "imbalance_factor")
+def _n_min_below_n_max(s: SplitConfig) -> str | None:
+    if s.profile != "none" and s.imbalance_factor is None and s.n_min > s.n_max:
+        return f"must be <= n_max ({s.n_max}), got {s.n_min}"
+    return None
 
 
 @dataclass
 class DataConfig:
-    dataset: str = "fashion-mnist"  # fashion-mnist | image-folder | split-file | cifar10 | cifar100
+    dataset: str = opt("fashion-mnist", choices=DATASET_KINDS)  # fashion-mnist | image-folder | split-file | cifar10 | cifar100
     root: str | None = None  # image root; for fashion-mnist the folder of the IDX files (found if None)
     open_root: str | None = None  # root of the open split's paths when it differs (None: data.root);
     #                               cifar10 / cifar100: every image under it becomes the open set of a new split
     split_dir: str | None = None  # folder of split files (+ manifest.json); None: build them into the run
-    train_split: str = "train.txt"  # split file names inside split_dir: "relative/path.jpg label" per line
-    val_split: str | None = "val.txt"  # None: no validation (best = last epoch, fixed rejection threshold)
-    test_split: str = "test.txt"  # the known classes' test images
-    open_split: str | None = "open.txt"  # images of classes never seen in training (label -1); None: closed set
+    train_split: str = opt("train.txt", check=_file_name_problem)  # split file names inside split_dir: "relative/path.jpg label" per line
+    val_split: str | None = opt("val.txt", check=_file_name_problem)  # None: no validation (best = last epoch, fixed rejection threshold)
+    test_split: str = opt("test.txt", check=_file_name_problem)  # the known classes' test images
+    open_split: str | None = opt("open.txt", check=_file_name_problem)  # images of classes never seen in training (label -1); None: closed set
     class_names: str | None = None  # optional file with one class name per line (label order)
-    transform: str = "auto"  # auto | small | imagenet
-    image_size: int | None = None  # None: 28 for fashion-mnist, 32 for cifar, 224 for imagenet-style
-    in_chans: int | None = None  # None: 1 for fashion-mnist, 3 otherwise
-    workers: int = 0  # DataLoader worker processes per training process (0: load in the main process)
+    transform: str = opt("auto", choices="auto small imagenet")  # auto | small | imagenet
+    image_size: int | None = opt(None, ge=1)  # None: 28 for fashion-mnist, 32 for cifar, 224 for imagenet-style
+    in_chans: int | None = opt(None, choices=(1, 3))  # None: 1 for fashion-mnist, 3 otherwise
+    workers: int = opt(0, ge=0)  # DataLoader worker processes per training process (0: load in the main process)
     pin_memory: bool | None = None  # page-locked batches for faster host-to-GPU copies; None: on with CUDA only
     split: SplitConfig = field(default_factory=SplitConfig)
 
@@ -58,22 +234,22 @@ class DataConfig:
 class HeadConfig:
     """Options of the cosine and meta-embedding heads (OLTR) and the NCM head; ignored by the linear head."""
 
-    scale: float = 16.0  # cosine classifier scale (the public code's 16)
+    scale: float = opt(16.0, gt=0)  # cosine classifier scale (the public code's 16)
     squash: bool = True  # ||x|| / (1 + ||x||) factor of the public code's cosine classifier
-    reach_scale: float = 10.0  # reachability = reach_scale / min distance to a centroid
+    reach_scale: float = opt(10.0, gt=0)  # reachability = reach_scale / min distance to a centroid
     use_memory: bool = True  # OLTR ablation switch: the memory feature of the meta-embedding
     use_selector: bool = True  # OLTR ablation switch: the concept selector
     use_reachability: bool = True  # OLTR ablation switch: scaling by the reachability
-    ncm_metric: str = "cosine"  # NCM head (decouple.method=ncm): cosine | euclidean; logits = scale * (cos | -dist)
+    ncm_metric: str = opt("cosine", choices="cosine euclidean")  # NCM head (decouple.method=ncm): cosine | euclidean; logits = scale * (cos | -dist)
     ncm_center: bool = False  # NCM: subtract the training features' mean before L2-normalising (public code's cl2n)
 
 
 @dataclass
 class ModelConfig:
-    backbone: str = "resnet18"  # torchvision ResNet / ResNeXt, CIFAR ResNet (resnet20-110), or timm/NAME (openlt[timm])
+    backbone: str = opt("resnet18", registry="backbone")  # torchvision ResNet / ResNeXt, CIFAR ResNet (resnet20-110), or timm/NAME (openlt[timm])
     small_input: bool | None = None  # None: True when the images are at most 64 px
     pretrained: str | None = None  # local weights file (torchvision .pth or .safetensors)
-    classifier: str = "linear"  # the head: meta_embedding is OLTR's, normed_linear LDAM's, ncm is set by decoupling
+    classifier: str = opt("linear", registry="classifier")  # the head: meta_embedding is OLTR's, normed_linear LDAM's, ncm is set by decoupling
     attention: bool = False  # OLTR's modulated attention on the last feature map
     feature_fc: bool = False  # an extra d -> d fc + ReLU after pooling (OLTR stage 2 on ImageNet-LT)
     head: HeadConfig = field(default_factory=HeadConfig)
@@ -81,44 +257,72 @@ class ModelConfig:
 
 @dataclass
 class TrainConfig:
-    epochs: int = 30  # training epochs (stage 2: cRT / LWS epochs on the cached features)
-    batch_size: int = 128  # the global batch: split over the processes under torchrun
-    lr: float = 0.1  # peak learning rate of SGD (after the warm-up)
-    momentum: float = 0.9  # SGD momentum
+    epochs: int = opt(30, ge=1)  # training epochs (stage 2: cRT / LWS epochs on the cached features)
+    batch_size: int = opt(128, ge=1)  # the global batch: split over the processes under torchrun
+    lr: float = opt(0.1, gt=0)  # peak learning rate of SGD (after the warm-up)
+    momentum: float = opt(0.9, ge=0, lt=1)  # SGD momentum
     nesterov: bool = False  # Nesterov momentum
-    weight_decay: float = 5e-4  # SGD weight decay on every trained parameter (as the public codes)
-    warmup_epochs: float = 1.0  # linear warm-up from 0, in epochs (fractions allowed)
-    schedule: str = "cosine"  # cosine (to min_lr) | step (x step_gamma every step_epochs, the OLTR code's)
-    step_epochs: int = 10  # step schedule: epochs between decays
-    step_gamma: float = 0.1  # step schedule: decay factor
-    milestones: list = field(default_factory=list)  # step: x step_gamma at these 0-based epochs; []: every step_epochs
-    min_lr: float = 0.0  # cosine schedule: the final learning rate
-    backbone_lr: float | None = None  # None: train.lr; e.g. 0.001 for a pretrained backbone (Places-LT)
-    sampler: str = "instance"  # how training batches are drawn
-    loss: str = "ce"  # the training loss (its options: loss_args)
+    weight_decay: float = opt(5e-4, ge=0)  # SGD weight decay on every trained parameter (as the public codes)
+    warmup_epochs: float = opt(1.0, ge=0)  # linear warm-up from 0, in epochs (fractions allowed)
+    schedule: str = opt("cosine", choices="cosine step")  # cosine (to min_lr) | step (x step_gamma every step_epochs, the OLTR code's)
+    step_epochs: int = opt(10, ge=1)  # step schedule: epochs between decays
+    step_gamma: float = opt(0.1, gt=0, le=1)  # step schedule: decay factor
+    milestones: list = opt([], items=float, ge=0)  # step: x step_gamma at these 0-based epochs; []: every step_epochs
+    min_lr: float = opt(0.0, ge=0)  # cosine schedule: the final learning rate
+    backbone_lr: float | None = opt(None, ge=0)  # None: train.lr; e.g. 0.001 for a pretrained backbone (Places-LT)
+    sampler: str = opt("instance", registry="sampler")  # how training batches are drawn
+    loss: str = opt("ce", registry="loss")  # the training loss (its options: loss_args)
     loss_args: dict = field(default_factory=dict)  # keyword arguments of the loss, e.g. {weight: 0.01}
     init_from: str | None = None  # stage 2: a stage-1 run directory whose best weights start this run
     freeze_backbone: bool = False  # stage 2: keep the backbone fixed (attention / fc / head still learn)
-    centroid_lr: float | None = None  # OLTR centroids' learning rate (None: train.lr)
-    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    centroid_lr: float | None = opt(None, ge=0)  # OLTR centroids' learning rate (None: train.lr)
+    device: str = opt("auto", check=_device_problem)  # auto | cpu | cuda | cuda:N
     channels_last: bool = True  # NHWC memory format: about 15 % faster convolutions on CPU and GPU
-    amp: str = "none"  # mixed precision: none | bf16 (CPU or GPU) | fp16 (GPU, with a grad scaler); see docs/scale.md
+    amp: str = opt("none", choices="none bf16 fp16")  # mixed precision: none | bf16 (CPU or GPU) | fp16 (GPU, with a grad scaler); see docs/scale.md
     sync_bn: bool = False  # under torchrun on GPUs: batch-norm statistics over the global batch (default: per process)
-    eval_every: int = 1  # validate every N epochs (the best checkpoint is chosen among those)
+    eval_every: int = opt(1, ge=1)  # validate every N epochs (the best checkpoint is chosen among those)
+
+
+@relation(TrainConfig, "nesterov", "momentum")
+def _nesterov_needs_momentum(t: TrainConfig) -> str | None:
+    return "needs train.momentum > 0 (Nesterov without momentum is undefined)" if t.nesterov and not t.momentum else None
+
+
+@relation(TrainConfig, "min_lr", "lr", "schedule")
+def _min_lr_below_lr(t: TrainConfig) -> str | None:
+    if t.schedule == "cosine" and t.min_lr > t.lr:
+        return f"must be <= train.lr ({t.lr}) for the cosine schedule to decay, got {t.min_lr}"
+    return None
+
+
+@relation(TrainConfig, "loss_args")
+def _label_smoothing(t: TrainConfig) -> str | None:
+    smoothing = t.loss_args.get("label_smoothing")
+    if smoothing is not None and (isinstance(smoothing, bool) or not isinstance(smoothing, (int, float))
+                                  or not 0 <= smoothing < 1):
+        return f"label_smoothing must be >= 0 and < 1, got {smoothing!r}"
+    return None
 
 
 @dataclass
 class EvalConfig:
-    many_above: int = 100  # many-shot band: classes with more than this many training images
-    few_below: int = 20  # few-shot band: fewer than this many; medium: the rest
+    many_above: int = opt(100, ge=0)  # many-shot band: classes with more than this many training images
+    few_below: int = opt(20, ge=0)  # few-shot band: fewer than this many; medium: the rest
     inclusive_bands: bool = False  # True: many >= many_above, few <= few_below (current OLTR code)
-    open_score: str = "msp"  # how known an image looks (higher = more known); rejection thresholds it
-    open_threshold: Any = "auto"  # "auto": keep `keep_known` of the known val images; or a number
-    keep_known: float = 0.95  # the automatic threshold keeps this fraction of the known validation images
-    batch_size: int = 256  # evaluation and feature-extraction batch
-    openmax_tail: int = 20  # OpenMax: largest training distances per class in its Weibull fit
-    openmax_alpha: int | None = None  # OpenMax: top classes revised; None: min(10, number of classes)
-    openmax_distance: str = "eucos"  # OpenMax: eucos (euclidean / 200 + cosine) | euclidean | cosine
+    open_score: str = opt("msp", registry="open-set score")  # how known an image looks (higher = more known); rejection thresholds it
+    open_threshold: Any = opt("auto", convert=_threshold)  # "auto": keep `keep_known` of the known val images; or a number
+    keep_known: float = opt(0.95, gt=0, le=1)  # the automatic threshold keeps this fraction of the known validation images
+    batch_size: int = opt(256, ge=1)  # evaluation and feature-extraction batch
+    openmax_tail: int = opt(20, ge=1)  # OpenMax: largest training distances per class in its Weibull fit
+    openmax_alpha: int | None = opt(None, ge=1)  # OpenMax: top classes revised; None: min(10, number of classes)
+    openmax_distance: str = opt("eucos", choices="eucos euclidean cosine")  # OpenMax: eucos (euclidean / 200 + cosine) | euclidean | cosine
+
+
+@relation(EvalConfig, "few_below", "many_above")
+def _bands_in_order(e: EvalConfig) -> str | None:
+    if e.few_below > e.many_above:
+        return f"must be <= eval.many_above ({e.many_above}): the few- and many-shot bands overlap; got {e.few_below}"
+    return None
 
 
 @dataclass
@@ -130,18 +334,18 @@ class DecoupleConfig:
     cRT and LWS. The result is an ordinary run (backbone + new linear head) for eval, predict and bench."""
 
     method: str = "none"  # none | crt | ncm | tau_norm | lws | logit_adjust (NCM's metric: model.head.ncm_metric)
-    features: str = "cache"  # cache | augmented (cRT / LWS through the frozen backbone with train augmentation)
-    cache_dtype: str = "float32"  # float32 | float16 (half the disk, same accuracy to ~1e-3)
-    taus: list = field(default_factory=lambda: [i / 10 for i in range(21)])  # tau grid searched on val
+    features: str = opt("cache", choices="cache augmented")  # cache | augmented (cRT / LWS through the frozen backbone with train augmentation)
+    cache_dtype: str = opt("float32", choices="float32 float16")  # float32 | float16 (half the disk, same accuracy to ~1e-3)
+    taus: list = opt([i / 10 for i in range(21)], items=float, ge=0, nonempty=True)  # tau grid searched on val
     lws_bias: bool = True  # LWS scales W x + b (the public code keeps the bias)
-    keep: str = "last"  # cRT / LWS: the last epoch's head, or "best": the epoch of best validation top-1 (public code)
+    keep: str = opt("last", choices="last best")  # cRT / LWS: the last epoch's head, or "best": the epoch of best validation top-1 (public code)
 
 
 @dataclass
 class Config:
-    name: str = "plain"  # run name prefix: runs are OUT_DIR/NAME-sSEED-TIMESTAMP
-    seed: int = 0  # model init, sampling and augmentation draws (not the split: data.split.seed)
-    out_dir: str = "runs"  # where run directories are created
+    name: str = opt("plain", check=run_name_problem)  # run name prefix: runs are OUT_DIR/NAME-sSEED-TIMESTAMP
+    seed: int = opt(0, ge=0)  # model init, sampling and augmentation draws (not the split: data.split.seed)
+    out_dir: str = opt("runs", nonempty=True)  # where run directories are created
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
@@ -153,8 +357,21 @@ def to_dict(cfg: Any) -> dict:
     return dataclasses.asdict(cfg)
 
 
-def _coerce(value: Any, hint: Any, key: str) -> Any:
-    """Check (and gently convert) a value against a field's type hint; raise ConfigError when it cannot be."""
+def config_warnings(cfg: Config) -> list[str]:
+    """Valid but probably unintended settings, one line each (shown by `build_config` as ConfigWarning)."""
+    found = []
+    if cfg.train.loss == "ldam" and cfg.decouple.method == "none":
+        drw = cfg.train.loss_args.get("drw_epoch", 160)  # LDAMLoss's default
+        if isinstance(drw, (int, float)) and not isinstance(drw, bool) and drw >= cfg.train.epochs:
+            found.append(f"train.loss=ldam re-weights from (0-based) epoch train.loss_args.drw_epoch={drw}, but "
+                         f"train.epochs={cfg.train.epochs}: this run trains LDAM without the deferred re-weighting "
+                         f"(DRW); set drw_epoch below train.epochs, or drw_epoch: null to mean it")
+    return found
+
+
+# ------------------------------------------------------------------------------------------ reading values
+def _coerce(value: Any, hint: Any) -> Any:
+    """Check (and gently convert) a value against a field's type hint; raise ConfigError("must be ...")."""
     if hint is Any:
         return value
     origin = get_origin(hint)
@@ -162,68 +379,209 @@ def _coerce(value: Any, hint: Any, key: str) -> Any:
         options = get_args(hint)
         if value is None and type(None) in options:
             return None
+        problems = []
         for option in options:
             if option is type(None):
                 continue
             try:
-                return _coerce(value, option, key)
-            except ConfigError:
-                continue
-        raise ConfigError(f"config key {key!r}: {value!r} is not a valid value ({hint})")
+                return _coerce(value, option)
+            except ConfigError as exc:
+                problems.append(str(exc))
+        raise ConfigError(problems[0] + (" (or null)" if type(None) in options else ""))
     if hint is bool:
         if isinstance(value, bool):
             return value
-        raise ConfigError(f"config key {key!r} must be true or false, got {value!r}")
+        raise ConfigError(f"must be true or false, got {value!r}")
     if hint is int:
         if isinstance(value, int) and not isinstance(value, bool):
             return value
         if isinstance(value, float) and value.is_integer():
             return int(value)
-        raise ConfigError(f"config key {key!r} must be an integer, got {value!r}")
+        raise ConfigError(f"must be an integer, got {value!r}")
     if hint is float:
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
-        if isinstance(value, str):  # YAML 1.1 reads 1e-4 (no dot) as a string; a finite number is meant
-            try:
-                number = float(value)
-            except ValueError:
-                number = math.nan
-            if math.isfinite(number):
-                return number
-        raise ConfigError(f"config key {key!r} must be a number, got {value!r}")
+        return _finite_number(value)
     if hint is list:
         if isinstance(value, (list, tuple)):
             return list(value)
-        raise ConfigError(f"config key {key!r} must be a list, got {value!r}")
+        raise ConfigError(f"must be a list, got {value!r}")
     if hint is dict:
         if isinstance(value, dict):
             return value
-        raise ConfigError(f"config key {key!r} must be a mapping, got {value!r}")
+        raise ConfigError(f"must be a mapping, got {value!r}")
     if hint is str:
         if isinstance(value, str):
             return value
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
             return str(value)
-        raise ConfigError(f"config key {key!r} must be a string, got {value!r}")
+        raise ConfigError(f"must be a string, got {value!r}")
     return value
 
 
-def _apply(obj: Any, updates: dict, prefix: str = "") -> None:
+def _finite_number(value: Any) -> float:
+    """A finite float; YAML 1.1 reads 1e-4 (no dot) as a string, so a string holding a finite number is one."""
+    number = math.nan
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        number = float(value)
+    elif isinstance(value, str):
+        try:
+            number = float(value)
+        except ValueError:
+            raise ConfigError(f"must be a number, got {value!r}") from None
+    else:
+        raise ConfigError(f"must be a number, got {value!r}")
+    if not math.isfinite(number):
+        raise ConfigError(f"must be a finite number, got {value!r}")
+    return number
+
+
+def _convert_items(value: Any, rule: Rule | None) -> Any:
+    """A list field's items converted to the rule's item type (each a finite number, for floats)."""
+    if rule is None or rule.items is None or not isinstance(value, list):
+        return value
+    out = []
+    for i, item in enumerate(value):
+        try:
+            out.append(_coerce(item, rule.items))
+        except ConfigError as exc:
+            raise ConfigError(f"item {i}: {exc}") from None
+    return out
+
+
+def _hostile_text(value: Any) -> str | None:
+    """A problem found anywhere inside a value (lists, mappings): a NUL byte or a non-finite number."""
+    if isinstance(value, str) and "\0" in value:
+        return f"must not contain a NUL byte, got {value!r}"
+    if isinstance(value, float) and not math.isfinite(value):
+        return f"must hold finite numbers, got {value!r}"
+    if isinstance(value, dict):
+        value = [*value.keys(), *value.values()]
+    if isinstance(value, (list, tuple)):
+        for item in value:
+            problem = _hostile_text(item)
+            if problem:
+                return problem
+    return None
+
+
+class _Problems:
+    """The problems of one config, each a line naming the key (and the file and line it came from)."""
+
+    def __init__(self, origins: dict[str, str] | None = None, names: dict[str, str] | None = None) -> None:
+        self.origins = origins or {}  # dotted key -> "FILE, line N"
+        self.names = names or {}  # dotted key -> how the user wrote it (e.g. an option: "--seed")
+        self.lines: list[str] = []
+        self.keys: set[str] = set()
+
+    def label(self, key: str) -> str:
+        return self.names.get(key) or f"config key {key!r}"
+
+    def add(self, key: str, problem: str, *, whole: bool = False) -> None:
+        """`problem` follows the key's label ("must be > 0, got -1"), or is the `whole` text."""
+        where = self.origins.get(key)
+        text = problem if whole else f"{self.label(key)} {problem}"
+        self.lines.append(f"{where}: {text}" if where else text)
+        self.keys.add(key)
+
+    def raise_if_any(self) -> None:
+        if self.lines:  # one line each (the CLI prints them on one line, separated by '; ')
+            raise ConfigError("\n".join(dict.fromkeys(self.lines)))
+
+
+def _assign(obj: Any, updates: dict, prefix: str, problems: _Problems) -> None:
+    """Set `updates` on the dataclass `obj`, converted to each field's type; problems are collected."""
     hints = get_type_hints(type(obj))
-    names = [f.name for f in dataclasses.fields(obj)]
+    fields = {f.name: f for f in dataclasses.fields(obj)}
     for key, value in updates.items():
         full = f"{prefix}{key}"
-        if key not in names:
-            close = difflib.get_close_matches(str(key), names, n=1)
+        if key not in fields:
+            close = difflib.get_close_matches(str(key), list(fields), n=1)
             hint = f" (did you mean {prefix + close[0]!r}?)" if close else ""
-            raise ConfigError(f"unknown config key {full!r}{hint}; valid keys here: {', '.join(names)}")
+            problems.add(full, f"unknown {problems.label(full)}{hint}; valid keys here: {', '.join(fields)}", whole=True)
+            continue
         current = getattr(obj, key)
         if dataclasses.is_dataclass(current):
-            if not isinstance(value, dict):
-                raise ConfigError(f"config key {full!r} is a section; give its keys, e.g. {full}.<key>=...")
-            _apply(current, value, prefix=f"{full}.")
-        else:
-            setattr(obj, key, _coerce(value, hints[key], full))
+            if isinstance(value, dict):
+                _assign(current, value, f"{full}.", problems)
+            else:
+                problems.add(full, f"is a section; give its keys, e.g. {full}.<key>=...")
+            continue
+        rule = fields[key].metadata.get("rule")
+        try:
+            value = _convert_items(_coerce(value, hints[key]), rule)
+            if rule is not None and rule.convert is not None and value is not None:
+                value = rule.convert(value)
+        except ConfigError as exc:
+            problems.add(full, str(exc))
+            continue
+        setattr(obj, key, value)
+
+
+def _check(obj: Any, prefix: str, problems: _Problems) -> None:
+    """Every field's rule, then the relations of each section (skipping keys that already have a problem)."""
+    for f in dataclasses.fields(obj):
+        value, full = getattr(obj, f.name), f"{prefix}{f.name}"
+        if dataclasses.is_dataclass(value):
+            _check(value, f"{full}.", problems)
+            continue
+        if full in problems.keys:
+            continue
+        rule = f.metadata.get("rule")
+        problem = _hostile_text(value)
+        if problem is None and rule is not None:
+            choice = rule.allowed() and value is not None and value not in rule.allowed()
+            if choice and all(isinstance(c, str) for c in rule.allowed()):
+                problems.add(full, _unknown_name(f"{problems.names.get(full) or full}", value, rule.allowed()),
+                             whole=True)
+                continue
+            problem = rule.problem(value)
+            if problem is None and rule.registry:
+                known = _registered(rule.registry, value)
+                if known is not None:
+                    problems.add(full, _unknown_name(rule.registry, value, known, full), whole=True)
+                    continue
+        if problem:
+            problems.add(full, problem)
+    for keys, check in RELATIONS.get(type(obj), []):
+        if not any(f"{prefix}{key}" in problems.keys for key in keys):
+            problem = check(obj)
+            if problem:
+                problems.add(f"{prefix}{keys[0]}", problem)
+
+
+def _unknown_name(kind: str, value: Any, known: tuple | list, key: str | None = None) -> str:
+    """'unknown backbone 'resnt18' for model.backbone (did you mean 'resnet18'?); known: ...'."""
+    close = difflib.get_close_matches(str(value), [str(k) for k in known], n=1)
+    hint = f" (did you mean {close[0]!r}?)" if close else ""
+    return (f"unknown {kind} {value!r}" + (f" for {key}" if key else "") + f"{hint}; known: {', '.join(known)}"
+            + ("; or timm/NAME for a timm model" if kind == "backbone" else ""))
+
+
+def _registered(kind: str, name: Any) -> list[str] | None:
+    """None when `name` is registered as a `kind` (backbone, loss, ...; timm/NAME backbones pass), else the
+    registered names."""
+    from openlt.config_docs import registered_names
+
+    if kind == "backbone" and isinstance(name, str) and name.startswith("timm/"):
+        return None
+    known = registered_names(kind)
+    return None if name in known else known
+
+
+def _apply(obj: Any, updates: dict, prefix: str = "", names: dict[str, str] | None = None) -> None:
+    """Set `updates` on a config section and check the whole section; raise one ConfigError with every problem.
+
+    `names` says how the user wrote a key when it was not a config key (e.g. {"seed": "--seed"})."""
+    problems = _Problems(names=names)
+    _assign(obj, updates, prefix, problems)
+    _check(obj, prefix, problems)
+    problems.raise_if_any()
+
+
+def check_config(cfg: Any) -> None:
+    """Check a config built in code (every rule and relation); raise one ConfigError with every problem."""
+    problems = _Problems()
+    _check(cfg, "", problems)
+    problems.raise_if_any()
 
 
 def parse_overrides(overrides: list[str]) -> dict:
@@ -234,7 +592,7 @@ def parse_overrides(overrides: list[str]) -> dict:
             raise ConfigError(f"override {item!r} is not of the form key=value (e.g. train.epochs=2)")
         key, raw = item.split("=", 1)
         try:
-            value = yaml.safe_load(raw) if raw != "" else None
+            value = _parse_yaml(raw, f"override {item!r}")[0] if raw != "" else None
         except yaml.YAMLError:
             value = raw
         node = nested
@@ -247,6 +605,67 @@ def parse_overrides(overrides: list[str]) -> dict:
     return nested
 
 
+# ------------------------------------------------------------------------------------------ reading YAML
+class _CheckedLoader(yaml.SafeLoader):
+    """PyYAML's SafeLoader without anchors and aliases: a "billion laughs" file is refused, not expanded."""
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        event = self.peek_event()
+        if isinstance(event, yaml.AliasEvent) or getattr(event, "anchor", None):
+            raise _Refused(event.start_mark, "YAML anchors and aliases (&name, *name) are not supported")
+        return super().compose_node(parent, index)
+
+
+class _Refused(Exception):
+    """YAML that parses but that openlt refuses (aliases, merge keys, duplicate keys); names the line."""
+
+    def __init__(self, mark: Any, problem: str) -> None:
+        super().__init__(problem)
+        self.line, self.problem = mark.line + 1, problem
+
+
+def _walk(loader: _CheckedLoader, node: Any, prefix: str, lines: dict[str, int]) -> None:
+    """Record the line of every mapping key (dotted) and refuse duplicate keys and merge keys (<<)."""
+    if isinstance(node, yaml.SequenceNode):
+        for i, item in enumerate(node.value):
+            _walk(loader, item, f"{prefix}{i}.", lines)
+        return
+    if not isinstance(node, yaml.MappingNode):
+        return
+    seen: dict[Any, int] = {}
+    for key_node, value_node in node.value:
+        if key_node.tag == "tag:yaml.org,2002:merge":
+            raise _Refused(key_node.start_mark, "YAML merge keys (<<) are not supported")
+        key = loader.construct_object(key_node, deep=True)
+        try:
+            first = seen.get(key)
+        except TypeError:
+            raise _Refused(key_node.start_mark, "a mapping key must be a plain value") from None
+        if first is not None:
+            raise _Refused(key_node.start_mark, f"key {prefix + str(key)!r} appears twice (first on line {first}); "
+                                                "YAML would silently keep only the last")
+        seen[key] = lines[f"{prefix}{key}"] = key_node.start_mark.line + 1
+        _walk(loader, value_node, f"{prefix}{key}.", lines)
+
+
+def _parse_yaml(text: str, name: str) -> tuple[Any, dict[str, int]]:
+    """YAML text -> (data, {dotted key: line}). Raises yaml.YAMLError (syntax) or ConfigError (refused)."""
+    loader = _CheckedLoader(text)
+    try:
+        node = loader.get_single_node()
+        if node is None:
+            return None, {}
+        lines: dict[str, int] = {}
+        _walk(loader, node, "", lines)
+        return loader.construct_document(node), lines
+    except _Refused as exc:
+        raise ConfigError(f"{name}, line {exc.line}: {exc.problem}") from None
+    except RecursionError:
+        raise ConfigError(f"{name}: nested too deeply to be a config") from None
+    finally:
+        loader.dispose()
+
+
 def yaml_error_text(exc: yaml.YAMLError) -> str:
     """A YAML parse error on one line: 'line 4, column 2: expected <block end>, but found ...'."""
     mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
@@ -255,29 +674,68 @@ def yaml_error_text(exc: yaml.YAMLError) -> str:
     return f"{where}{problem}"
 
 
-def read_yaml_mapping(path: str | Path, what: str = "config file") -> dict:
-    """A YAML file that must hold a mapping; a missing file, bad YAML or another type is one ConfigError line."""
+def read_utf8(path: str | Path, what: str, error: type[Exception] = ConfigError) -> str:
+    """A text file a user edits, as UTF-8 (a byte-order mark is dropped); anything else is one `error` line."""
     path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"{what} not found: {path}")
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise error(f"cannot read {what} {path}: {exc.strerror or exc}") from None
+    try:
+        return raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = raw[: exc.start].count(b"\n") + 1
+        raise error(f"{what} {path} is not UTF-8 text (line {line}: byte 0x{raw[exc.start]:02x}); "
+                    f"save it as UTF-8") from None
+
+
+def _read_yaml(path: Path, what: str) -> tuple[dict, dict[str, int]]:
+    """A YAML file that must hold a mapping -> (data, {dotted key: line}); every problem is one ConfigError."""
+    if not path.is_file():
+        raise ConfigError(f"{what} not found: {path}" if not path.exists() else f"{what} {path} is not a file")
+    try:
+        data, lines = _parse_yaml(read_utf8(path, what), str(path))
     except yaml.YAMLError as exc:
         raise ConfigError(f"{what} {path} is not valid YAML ({yaml_error_text(exc)})") from None
+    if data is None:
+        return {}, {}
     if not isinstance(data, dict):
         raise ConfigError(f"{what} {path} must hold a mapping of keys, not {type(data).__name__}")
-    return data
+    return data, lines
+
+
+def read_yaml_mapping(path: str | Path, what: str = "config file") -> dict:
+    """A YAML file that must hold a mapping: UTF-8, no duplicate keys, no anchors / aliases; every problem
+    (missing file, bad YAML, another type) is one ConfigError line naming the file (and line)."""
+    return _read_yaml(Path(path), what)[0]
+
+
+def _load_yaml(path: Path, chain: tuple[Path, ...] = ()) -> tuple[dict, dict[str, str]]:
+    """A config file merged onto its `base:` chain -> (data, {dotted key: "FILE, line N"})."""
+    data, lines = _read_yaml(path, "config file" if not chain else f"base config of {chain[-1]}")
+    origins = {key: f"{path}, line {line}" for key, line in lines.items()}
+    if "base" not in data:
+        return data, origins
+    base = data.pop("base")
+    where = origins.pop("base")
+    if not isinstance(base, str) or not base.strip() or "\0" in base:
+        raise ConfigError(f"{where}: base: must name a config file (relative to this one), got {base!r}")
+    target = path.parent / base
+    if target.resolve() in [p.resolve() for p in (*chain, path)]:
+        cycle = " -> ".join(str(p) for p in (*chain, path, target))
+        raise ConfigError(f"{where}: base: {base!r} makes a cycle: {cycle}")
+    if not target.is_file():
+        raise ConfigError(f"{where}: base: {base!r} is not a config file ({target} "
+                          f"{'is not a file' if target.exists() else 'not found'})")
+    merged, merged_origins = _load_yaml(target, (*chain, path))
+    _deep_merge(merged, data)
+    merged_origins.update(origins)
+    return merged, merged_origins
 
 
 def load_yaml(path: str | Path) -> dict:
-    path = Path(path)
-    data = read_yaml_mapping(path)
-    base = data.pop("base", None)
-    if base is not None:  # a config may build on another one, relative to itself
-        merged = load_yaml(path.parent / base)
-        _deep_merge(merged, data)
-        return merged
-    return data
+    """A config file merged onto its `base:` chain (each base relative to the file that names it)."""
+    return _load_yaml(Path(path))[0]
 
 
 def _deep_merge(into: dict, update: dict) -> None:
@@ -288,15 +746,35 @@ def _deep_merge(into: dict, update: dict) -> None:
             into[key] = value
 
 
+def _dotted(tree: dict, prefix: str = "") -> list[str]:
+    keys = []
+    for key, value in tree.items():
+        keys.append(f"{prefix}{key}")
+        if isinstance(value, dict):
+            keys += _dotted(value, f"{prefix}{key}.")
+    return keys
+
+
 def build_config(path: str | Path | None = None, overrides: list[str] | None = None, base: dict | None = None) -> Config:
-    """Defaults <- `base` (e.g. a saved run config) <- YAML file <- `key=value` overrides."""
+    """Defaults <- `base` (e.g. a saved run config) <- YAML file <- `key=value` overrides, then every rule and
+    relation is checked: one ConfigError lists every problem, each naming the key (and its file and line)."""
     cfg = Config()
+    problems = _Problems()
     if base:
-        _apply(cfg, base)
+        _assign(cfg, base, "", problems)
     if path is not None:
-        _apply(cfg, load_yaml(path))
+        data, problems.origins = _load_yaml(Path(path))
+        _assign(cfg, data, "", problems)
     if overrides:
-        _apply(cfg, parse_overrides(overrides))
+        layer = parse_overrides(overrides)
+        for key in _dotted(layer):  # these keys come from the command line now, not from the file
+            problems.origins = {k: v for k, v in problems.origins.items() if k != key and not k.startswith(f"{key}.")}
+        _assign(cfg, layer, "", problems)
+    _check(cfg, "", problems)
+    problems.raise_if_any()
+    if base is None:  # a new config (a saved run's config was seen when the run began)
+        for text in config_warnings(cfg):
+            warnings.warn(text, ConfigWarning, stacklevel=2)
     return cfg
 
 
