@@ -144,7 +144,7 @@ def _features(args: argparse.Namespace) -> int:
 
 
 def _bench(args: argparse.Namespace) -> int:
-    from openlt.engine.bench import load_bench, run_bench
+    from openlt.engine.bench import load_bench, run_bench, run_reports
     from openlt.reporting.bench_report import write_bench_results
 
     spec = load_bench(args.spec, args.overrides)
@@ -153,19 +153,21 @@ def _bench(args: argparse.Namespace) -> int:
     if args.seeds:
         spec.seeds = args.seeds
     files = run_bench(spec, quiet=args.quiet, report_only=args.report_only)
-    paths = write_bench_results(spec, files)
+    paths = write_bench_results(spec, files, run_reports(spec, files))
     print(paths["markdown"].read_text(encoding="utf-8"))
     print("\n".join(f"{kind}: {path}" for kind, path in paths.items()))
     return 0
 
 
 def _summary(args: argparse.Namespace) -> int:
+    from openlt.engine.run import Run
     from openlt.reporting.summary import load_metrics, summarize
 
     groups: dict[str, list[dict]] = {}
     for run in args.runs:
         label, _, path = run.rpartition("=") if "=" in run else (args.label, "", run)
-        groups.setdefault(label or args.label, []).append(load_metrics(path))
+        file = Path(path) if path.endswith(".json") else Run(Path(path)).metrics_file  # a run or one of its metrics files
+        groups.setdefault(label or args.label, []).append(load_metrics(file))
     print(summarize(groups))
     return 0
 

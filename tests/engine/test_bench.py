@@ -50,6 +50,7 @@ def test_bench_runs_skips_and_resumes(spec_path, tmp_path, capsys):
     assert "| plain | 1 |" in md and "| plain+energy | 1 |" in md and "| tau_norm | 1 |" in md
     html = (bench / "report.html").read_text()
     assert html.count("data:image/png;base64,") == 2 and "plain-s0-" in html
+    assert '/report.html"' in html and '/report-plain-energy.html"' in html  # every run's own report is linked
     plain = next(bench.glob("plain-s0-*"))
     assert json.loads((plain / "metrics-plain-energy.json").read_text())["calibration"]["score"] == "energy"
     assert "training" in out

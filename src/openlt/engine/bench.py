@@ -158,6 +158,13 @@ def run_bench(spec: BenchSpec, quiet: bool = False, log: Callable[[str], None] |
     return results
 
 
+def run_reports(spec: BenchSpec, files: dict[str, list[Path]]) -> dict[Path, Path]:
+    """The HTML report beside each metrics file `run_bench` returned: report.html of a trained method's run,
+    report-TAG.html of an `eval_of` method's metrics-TAG.json."""
+    tags = {m.name: m.tag if m.eval_of else None for m in spec.methods}
+    return {path: Run(path.parent).report_html_path(tags[name]) for name, paths in files.items() for path in paths}
+
+
 def _evaluated_again(m: BenchMethod, base: Run | None, quiet: bool, log: Callable[[str], None], prefix: str,
                      report_only: bool) -> Path | None:
     """The metrics-TAG.json of an `eval_of` method in its base run, evaluated now unless it exists."""

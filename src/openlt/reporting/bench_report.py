@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import io
 import os
+from collections.abc import Mapping
 from pathlib import Path
 
 import matplotlib
@@ -130,7 +131,11 @@ def _closed_set_groups(spec, groups: dict[str, list[dict]]) -> dict[str, list[di
     return {name: runs for name, runs in groups.items() if name not in variants}
 
 
-def html_page(spec, groups: dict[str, list[dict]], files: dict[str, list[Path]], out_dir: Path) -> str:
+def html_page(spec, groups: dict[str, list[dict]], files: dict[str, list[Path]], out_dir: Path,
+              reports: Mapping[Path, Path] | None = None) -> str:
+    """The bench page: the table, the leaders, the papers' rows, the two charts and a link to every run's HTML
+    report (`reports`: metrics file -> its report, linked where the report exists)."""
+    reports = reports or {}
     names = [c for c, _, _ in COLUMNS]
     rows = [[r["label"], r["runs"]] + [format_cell(r["cells"][c], c) for c in names] for r in aggregate(groups)]
     body = [f"<h1>bench {esc(spec.name)}</h1>",
@@ -157,23 +162,27 @@ def html_page(spec, groups: dict[str, list[dict]], files: dict[str, list[Path]],
     for method, paths in files.items():
         links = []
         for p in paths:
-            report = p.parent / (p.name.replace("metrics", "report").replace(".json", ".html"))
-            href = os.path.relpath(report.resolve(), out_dir.resolve())
-            links.append(f'<a href="{esc(href)}">{esc(p.parent.name)}</a>' if report.is_file() else esc(p.parent.name))
+            report = reports.get(p)
+            if report is not None and report.is_file():
+                href = os.path.relpath(report.resolve(), out_dir.resolve())
+                links.append(f'<a href="{esc(href)}">{esc(p.parent.name)}</a>')
+            else:
+                links.append(esc(p.parent.name))
         body.append(f"<li><b>{esc(method)}</b>: {', '.join(links)}</li>")
     body.append("</ul>")
     return page(f"openlt bench {spec.name}", "\n".join(body))
 
 
-def write_bench_results(spec, files: dict[str, list[Path]]) -> dict[str, Path]:
-    """results.md, results.csv and report.html in the bench's out_dir; returns their paths."""
+def write_bench_results(spec, files: dict[str, list[Path]], reports: Mapping[Path, Path] | None = None) -> dict[str, Path]:
+    """results.md, results.csv and report.html in the bench's out_dir; returns their paths. `files`: each
+    method's metrics files; `reports`: the HTML run report of a metrics file, linked from the bench page."""
     groups = {method: [load_metrics(p) for p in paths] for method, paths in files.items() if paths}
     out = spec.out_dir
     paths = {"markdown": out / "results.md", "csv": out / "results.csv", "html": out / "report.html",
              "bands figure": out / "bands.png", "open-set figure": out / "openset.png"}
     write_text(paths["markdown"], markdown(spec, groups))
     write_text(paths["csv"], csv_text(groups))
-    write_text(paths["html"], html_page(spec, groups, files, out))
+    write_text(paths["html"], html_page(spec, groups, files, out, reports or {}))
     # the two charts also as files, for slides and papers
     for key, fig in (("bands figure", bars(_closed_set_groups(spec, groups), BAND_COLUMNS, "top-1 (%)",
                                             "closed-set top-1 per shot band")),

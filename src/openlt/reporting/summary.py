@@ -28,12 +28,16 @@ def _get(metrics: dict, path: tuple[str, ...]):
     return metrics
 
 
-def load_metrics(run: str | Path) -> dict:
-    """The metrics of a run directory, or a metrics JSON file given directly (e.g. metrics-TAG.json)."""
-    path = Path(run) if str(run).endswith(".json") else Path(run) / "metrics.json"
+def load_metrics(path: str | Path) -> dict:
+    """A metrics JSON file of a run (metrics.json, metrics-TAG.json: the engine's ``Run.metrics_path``) as a
+    dict; RunDirError naming the file when it is missing or not JSON."""
+    path = Path(path)
     if not path.is_file():
-        raise RunDirError(f"{run} has no metrics.json (evaluate it with `openlt eval {run}`)")
-    return json.loads(path.read_text(encoding="utf-8"))
+        raise RunDirError(f"{path} not found (evaluate the run with `openlt eval {path.parent}`)")
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise RunDirError(f"{path} is not readable JSON ({exc})") from None
 
 
 def aggregate(groups: dict[str, list[dict]]) -> list[dict]:
