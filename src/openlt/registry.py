@@ -18,6 +18,7 @@ class Registry(Generic[T]):
         self._items: dict[str, T] = {}
 
     def register(self, name: str | None = None) -> Callable[[T], T]:
+        """Decorator adding a builder under `name` (default: its __name__); ValueError when the name is taken."""
         def add(fn: T) -> T:
             key = name or fn.__name__
             if key in self._items:
@@ -28,6 +29,7 @@ class Registry(Generic[T]):
         return add
 
     def get(self, name: str) -> T:
+        """The builder registered as `name`; ConfigError listing the known names (and the closest) otherwise."""
         if name not in self._items:
             close = difflib.get_close_matches(name, self._items, n=1)
             hint = f" Did you mean {close[0]!r}?" if close else ""
@@ -35,6 +37,7 @@ class Registry(Generic[T]):
         return self._items[name]
 
     def names(self) -> list[str]:
+        """The registered names, sorted."""
         return sorted(self._items)
 
     def __contains__(self, name: object) -> bool:

@@ -41,6 +41,9 @@ METHOD_KEYS = {"name", "config", "init_from", "eval_of", "overrides", "paper_row
 
 @dataclass
 class BenchMethod:
+    """One method of a bench spec: a config to train (maybe from `init_from`'s run), or `eval_of` a trained
+    method's run evaluated again with `overrides`."""
+
     name: str
     config: Path | None = None
     init_from: str | None = None
@@ -49,12 +52,15 @@ class BenchMethod:
     paper_row: str | None = None
 
     @property
-    def tag(self) -> str:  # the metrics-TAG.json of an eval_of method
+    def tag(self) -> str:
+        """The tag of an eval_of method's files in its base run (metrics-TAG.json): the name without + or ."""
         return self.name.replace("+", "-").replace(".", "-")
 
 
 @dataclass
 class BenchSpec:
+    """A bench spec as `load_bench` read and checked it: methods x seeds, run into `out_dir`."""
+
     name: str
     out_dir: Path
     seeds: list[int]

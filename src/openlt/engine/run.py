@@ -30,10 +30,12 @@ class Run:
 
     @property
     def config_file(self) -> Path:
+        """The resolved config the run was trained with."""
         return self.path / "config.yaml"
 
     @property
     def manifest_file(self) -> Path:
+        """The description of the run's split files (hashes, classes, counts)."""
         return self.path / "split_manifest.json"
 
     @property
@@ -48,14 +50,17 @@ class Run:
 
     @property
     def calibration_file(self) -> Path:
+        """The open-set decision chosen by the run's evaluation (score, threshold, source)."""
         return self.path / "calibration.json"
 
     @property
     def metrics_file(self) -> Path:
+        """The evaluation's numbers, metrics.json."""
         return self.metrics_path()
 
     @property
     def report_file(self) -> Path:
+        """The markdown report, report.md."""
         return self.report_path()
 
     @property
@@ -65,6 +70,7 @@ class Run:
 
     @property
     def checkpoints_dir(self) -> Path:
+        """checkpoints/ with best.safetensors and last.safetensors."""
         return self.path / "checkpoints"
 
     @property
@@ -83,6 +89,7 @@ class Run:
         return self.path / "tau_curve.png"
 
     def metrics_path(self, tag: str | None = None) -> Path:
+        """The evaluation's numbers, metrics(-TAG).json."""
         return self._tagged("metrics", ".json", tag)
 
     def report_path(self, tag: str | None = None) -> Path:
