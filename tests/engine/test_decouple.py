@@ -144,7 +144,7 @@ def test_lws_with_one_epoch_at_zero_lr_is_the_joint_classifier(stage1, tmp_path)
 
 @pytest.mark.parametrize("metric,center", [("euclidean", False), ("cosine", True)])
 def test_ncm_head_equals_the_ncm_classifier(stage1, tmp_path, metric, center):
-    from openlt.decoupling.classifiers import NCMClassifier
+    from openlt.decoupling import NCMClassifier
     from openlt.engine.runtime import load_run_model
 
     run = stage2(stage1, "ncm", tmp_path, f"model.head.ncm_metric={metric}", f"model.head.ncm_center={center}")
@@ -222,3 +222,51 @@ def test_decoupled_evaluation_from_the_cache_equals_the_network(stage1, tmp_path
         live = collect_outputs(model, make_loader(data.dataset(split), 64, 0, device), device, split, quiet=True)
         assert torch.equal(cached[split]["labels"], live["labels"])
         assert torch.allclose(cached[split]["logits"], live["logits"], atol=1e-4)
+
+
+class FakeWriter:
+    """Records what a TensorBoard SummaryWriter would be given."""
+
+    def __init__(self, log_dir):
+        self.log_dir, self.scalars, self.closed = log_dir, [], False
+
+    def add_scalar(self, tag, value, global_step):
+        self.scalars.append((tag, value, global_step))
+
+    def flush(self):
+        pass
+
+    def close(self):
+        self.closed = True
+
+
+@pytest.mark.parametrize("method", ["crt", "tau_norm"])
+def test_stage2_epochs_reach_tensorboard_through_the_epoch_log(stage1, tmp_path, monkeypatch, method):
+    """Stage 2 logs through EpochLog: every metrics.jsonl record is also given to TensorBoard (step = epoch)."""
+    from openlt.engine import tracking
+
+    writers = []
+    monkeypatch.setattr(tracking, "tensorboard_writer",
+                        lambda log_dir, purge_step=None: writers.append(FakeWriter(log_dir)) or writers[-1])
+    run = stage2(stage1, method, tmp_path)
+    log = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    writer = writers[0]
+    assert writer.log_dir == run / "tensorboard" and writer.closed
+    assert writer.scalars == [(tag, value, r["epoch"]) for r in log for tag, value in tracking.scalars(r)]
+    assert ("val/overall", log[-1]["val"]["overall"], log[-1]["epoch"]) in writer.scalars
+    if method == "crt":  # one record per trained epoch
+        assert [step for tag, _, step in writer.scalars if tag == "train/loss"] == [1, 2]
+    else:  # tau_norm trains nothing: one record, the chosen head's validation accuracy
+        assert len(log) == 1 and {step for _, _, step in writer.scalars} == {1}
+
+
+def test_stage2_writes_tensorboard_event_files(stage1, tmp_path, monkeypatch):
+    pytest.importorskip("tensorboard")
+    monkeypatch.delenv("OPENLT_TENSORBOARD", raising=False)
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    run = stage2(stage1, "lws", tmp_path)
+    events = EventAccumulator(str(run / "tensorboard"))
+    events.Reload()
+    assert {"train/loss", "train/lr", "val/overall"} <= set(events.Tags()["scalars"])
+    assert [e.step for e in events.Scalars("train/loss")] == [1, 2]

@@ -1,7 +1,7 @@
 """Re-balanced classifiers on a frozen representation (Kang et al., ICLR 2020, "Decoupling Representation and
-Classifier for Long-Tailed Recognition"), as pure-tensor building blocks on cached features.
+Classifier for Long-Tailed Recognition"), as pure-tensor building blocks on cached features (nearest class
+mean: :mod:`openlt.decoupling.ncm`).
 
-* :class:`NCMClassifier`: nearest class mean, cosine similarity or (negative) Euclidean distance.
 * :func:`tau_normalize`, :class:`TauNormClassifier`, :func:`search_tau`: w_i / ||w_i||^tau, bias dropped,
   tau chosen on a validation set (top-1, ties to the smaller tau), with the many/medium/few curve.
 * :class:`LWSClassifier`: learnable per-class scale f on a frozen linear classifier, logits = f * (W x + b).
@@ -23,14 +23,13 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from openlt.data.samplers import build_sampler
-from openlt.errors import ConfigError, DataError, OpenLTError, TrainingError
+from openlt.decoupling._validate import _check_dim, _features, _labels, _weight
+from openlt.errors import ConfigError, DataError, NotFittedError, TrainingError
 from openlt.metrics import ShotBands, shot_accuracy
 
 __all__ = [
     "DEFAULT_TAUS",
     "LWSClassifier",
-    "NCMClassifier",
-    "NotFittedError",
     "TauNormClassifier",
     "new_linear",
     "search_tau",
@@ -40,138 +39,6 @@ __all__ = [
 
 #: The public decoupling script's sweep, torch.linspace(0, 2, 21), as exact decimals 0.0, 0.1, ..., 2.0.
 DEFAULT_TAUS: tuple[float, ...] = tuple(i / 10 for i in range(21))
-
-
-class NotFittedError(OpenLTError):
-    """A classifier was asked for logits before `fit` was called."""
-
-
-# ----------------------------------------------------------------------------------------------- helpers
-
-
-def _features(x: Any, name: str = "features") -> Tensor:
-    """(N, D) floating tensor, half/bfloat16 upcast to float32; DataError on a wrong shape or non-finite values."""
-    t = torch.as_tensor(x)
-    if t.dim() != 2:
-        raise DataError(f"{name} must be a 2-D tensor (N, D), got shape {tuple(t.shape)}")
-    if not t.is_floating_point():
-        t = t.float()
-    elif t.dtype not in (torch.float32, torch.float64):
-        t = t.float()
-    if t.numel() and not bool(torch.isfinite(t).all()):
-        raise DataError(f"{name} contain non-finite values")
-    return t
-
-
-def _labels(y: Any, n: int, name: str = "labels") -> Tensor:
-    """(N,) LongTensor of class ids >= 0 matching N features; DataError otherwise."""
-    t = torch.as_tensor(y)
-    if t.dim() != 1:
-        raise DataError(f"{name} must be one-dimensional, got shape {tuple(t.shape)}")
-    if len(t) != n:
-        raise DataError(f"{n} features but {len(t)} {name}")
-    if t.is_floating_point():
-        if not torch.equal(t, t.round()):
-            raise DataError(f"{name} must be integer class ids, got non-integral values")
-    elif t.dtype == torch.bool or t.is_complex():
-        raise DataError(f"{name} must be integer class ids, got dtype {t.dtype}")
-    t = t.long()
-    if t.numel() and int(t.min()) < 0:
-        raise DataError(f"{name} must be >= 0 (known classes only), got {int(t.min())}")
-    return t
-
-
-def _weight(w: Any) -> Tensor:
-    t = torch.as_tensor(w)
-    if t.dim() != 2 or not t.is_floating_point():
-        raise ConfigError(f"classifier weight must be a floating (num_classes, D) tensor, got "
-                          f"shape {tuple(t.shape)}, dtype {t.dtype}")
-    return t.detach()
-
-
-def _check_dim(x: Tensor, d: int, what: str) -> None:
-    if x.shape[1] != d:
-        raise DataError(f"features have dimension {x.shape[1]} but the {what} expects {d}")
-
-
-# ----------------------------------------------------------------------------------------------- NCM
-
-
-class NCMClassifier:
-    """Nearest class mean (Kang et al. 2020, Sec. 4.2): the mean feature of every class on the training set,
-    then nearest neighbour by cosine similarity or Euclidean distance.
-
-    * ``normalize=True`` L2-normalises every feature (training and query) before anything else, so the means
-      are means of unit vectors (the public code's ``l2n`` features; ``center=True`` first subtracts the
-      training mean of all features, its ``cl2n``).
-    * ``metric="cosine"``: logits = cos(x, mu_c) (both sides normalised; the public code's ``cos`` instead
-      takes raw dot products / D, which ranks identically only when the means have equal norms).
-    * ``metric="euclidean"``: logits = -||x - mu_c||_2 (the public code returns the negative *squared*
-      distance, which has the same argmax).
-
-    ``fit(features, labels, num_classes=None)``: ``num_classes`` defaults to max(label) + 1; every class in
-    ``[0, num_classes)`` needs at least one sample (otherwise DataError naming the empty classes).
-    Fitted attributes: ``means_`` (C, D), ``num_classes_``, ``feature_mean_`` (when ``center``).
-    """
-
-    def __init__(self, metric: str = "cosine", normalize: bool = True, center: bool = False) -> None:
-        if metric not in ("cosine", "euclidean"):
-            raise ConfigError(f"NCM metric must be 'cosine' or 'euclidean', got {metric!r}")
-        self.metric = metric
-        self.normalize = bool(normalize)
-        self.center = bool(center)
-        self.means_: Tensor | None = None
-        self.feature_mean_: Tensor | None = None
-        self.num_classes_: int | None = None
-
-    def _transform(self, x: Tensor) -> Tensor:
-        if self.center:
-            assert self.feature_mean_ is not None
-            x = x - self.feature_mean_.to(x)
-        if self.normalize:
-            x = F.normalize(x, dim=1)
-        return x
-
-    def fit(self, features: Any, labels: Any, num_classes: int | None = None) -> "NCMClassifier":
-        x = _features(features)
-        y = _labels(labels, len(x))
-        if len(x) == 0:
-            raise DataError("NCM needs at least one training feature")
-        top = int(y.max()) + 1
-        if num_classes is None:
-            num_classes = top
-        elif int(num_classes) != num_classes or num_classes < 1:
-            raise ConfigError(f"num_classes must be a positive integer, got {num_classes!r}")
-        elif top > num_classes:
-            raise DataError(f"label {top - 1} out of range for num_classes={num_classes}")
-        num_classes = int(num_classes)
-        x64 = x.double()
-        self.feature_mean_ = x64.mean(0).to(x.dtype) if self.center else None
-        z = self._transform(x64)
-        counts = torch.bincount(y, minlength=num_classes)
-        empty = torch.nonzero(counts == 0).flatten().tolist()
-        if empty:
-            shown = ", ".join(map(str, empty[:10])) + (" ..." if len(empty) > 10 else "")
-            raise DataError(f"NCM: {len(empty)} class(es) have no training sample, so no mean: {shown}")
-        sums = torch.zeros(num_classes, x.shape[1], dtype=torch.float64, device=x.device)
-        sums.index_add_(0, y.to(x.device), z)
-        self.means_ = (sums / counts.to(sums).unsqueeze(1)).to(x.dtype)
-        self.num_classes_ = num_classes
-        return self
-
-    def logits(self, features: Any) -> Tensor:
-        if self.means_ is None:
-            raise NotFittedError("NCMClassifier: call fit(features, labels) before logits()")
-        x = _features(features)
-        _check_dim(x, self.means_.shape[1], "NCM classifier")
-        z = self._transform(x)
-        mu = self.means_.to(z)
-        if self.metric == "cosine":
-            return F.normalize(z, dim=1) @ F.normalize(mu, dim=1).t()
-        return -torch.cdist(z, mu)
-
-    def predict(self, features: Any) -> Tensor:
-        return self.logits(features).argmax(1)
 
 
 # ----------------------------------------------------------------------------------------------- tau-norm

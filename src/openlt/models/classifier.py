@@ -10,6 +10,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from openlt.decoupling.ncm import METRICS as NCM_METRICS
+from openlt.decoupling.ncm import ncm_logits, ncm_transform
 from openlt.errors import ConfigError
 from openlt.models._registry import CLASSIFIERS, HeadFromConfig
 
@@ -55,18 +57,20 @@ class NormedLinear(HeadFromConfig, nn.Module):
 
 @CLASSIFIERS.register("ncm")
 class NCMHead(HeadFromConfig, nn.Module):
-    """Nearest class mean as a head (Kang et al. 2020): features are L2-normalised (after subtracting
-    ``feature_mean``, the training features' mean, with ``ncm_center``: the public code's ``cl2n``), ``means``
-    (buffers, set by :func:`openlt.engine.decouple` from the training features) are the class means of the
-    normalised features; logits = scale * cos(x, mu_c) or -scale * ||x - mu_c||. Nothing here is trained: the
-    head is a module only so that an NCM run saves, evaluates and predicts like any other run."""
+    """Nearest class mean as a head (Kang et al. 2020): features (N, in_dim) are L2-normalised (after
+    subtracting ``feature_mean``, the training features' mean, with ``ncm_center``: the public code's ``cl2n``),
+    ``means`` (num_classes, in_dim) float32 buffers are the class means of the normalised training features;
+    logits (N, num_classes) float32 = scale * cos(x, mu_c) or -scale * ||x - mu_c||. The arithmetic is
+    :mod:`openlt.decoupling.ncm`'s, shared with :class:`openlt.decoupling.NCMClassifier`, whose
+    ``head_state()`` fills the buffers (``head.load_state_dict(ncm.head_state())``). Nothing here is trained:
+    the head is a module only so that an NCM run saves, evaluates and predicts like any other run."""
 
     config_keys = ("scale", "ncm_metric", "ncm_center")
 
     def __init__(self, in_dim: int, num_classes: int, scale: float = 16.0, ncm_metric: str = "cosine",
                  ncm_center: bool = False) -> None:
         super().__init__()
-        if ncm_metric not in ("cosine", "euclidean"):
+        if ncm_metric not in NCM_METRICS:
             raise ConfigError(f"model.head.ncm_metric must be 'cosine' or 'euclidean', got {ncm_metric!r}")
         self.in_dim, self.num_classes, self.scale, self.metric = in_dim, num_classes, float(scale), ncm_metric
         self.center = bool(ncm_center)
@@ -76,13 +80,8 @@ class NCMHead(HeadFromConfig, nn.Module):
 
     def forward(self, feature: Tensor) -> Tensor:
         with torch.autocast(device_type=feature.device.type, enabled=False):  # float32, like the cosine classifier
-            x = feature.float()
-            if self.feature_mean is not None:
-                x = x - self.feature_mean
-            z = F.normalize(x, dim=1)
-            if self.metric == "cosine":
-                return self.scale * z @ F.normalize(self.means, dim=1).t()
-            return -self.scale * torch.cdist(z, self.means)
+            z = ncm_transform(feature.float(), self.feature_mean)
+            return ncm_logits(z, self.means, self.metric, self.scale)
 
     def extra_repr(self) -> str:
         return (f"in_dim={self.in_dim}, num_classes={self.num_classes}, metric={self.metric}, scale={self.scale}, "

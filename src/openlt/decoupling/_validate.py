@@ -1,0 +1,56 @@
+"""Input checks shared by the decoupling classifiers: cached features, labels and classifier weights as the
+tensors they must be, with a DataError / ConfigError naming what is wrong."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from openlt.errors import ConfigError, DataError
+
+
+def _features(x: Any, name: str = "features") -> Tensor:
+    """(N, D) floating tensor, half/bfloat16 upcast to float32; DataError on a wrong shape or non-finite values."""
+    t = torch.as_tensor(x)
+    if t.dim() != 2:
+        raise DataError(f"{name} must be a 2-D tensor (N, D), got shape {tuple(t.shape)}")
+    if not t.is_floating_point():
+        t = t.float()
+    elif t.dtype not in (torch.float32, torch.float64):
+        t = t.float()
+    if t.numel() and not bool(torch.isfinite(t).all()):
+        raise DataError(f"{name} contain non-finite values")
+    return t
+
+
+def _labels(y: Any, n: int, name: str = "labels") -> Tensor:
+    """(N,) LongTensor of class ids >= 0 matching N features; DataError otherwise."""
+    t = torch.as_tensor(y)
+    if t.dim() != 1:
+        raise DataError(f"{name} must be one-dimensional, got shape {tuple(t.shape)}")
+    if len(t) != n:
+        raise DataError(f"{n} features but {len(t)} {name}")
+    if t.is_floating_point():
+        if not torch.equal(t, t.round()):
+            raise DataError(f"{name} must be integer class ids, got non-integral values")
+    elif t.dtype == torch.bool or t.is_complex():
+        raise DataError(f"{name} must be integer class ids, got dtype {t.dtype}")
+    t = t.long()
+    if t.numel() and int(t.min()) < 0:
+        raise DataError(f"{name} must be >= 0 (known classes only), got {int(t.min())}")
+    return t
+
+
+def _weight(w: Any) -> Tensor:
+    t = torch.as_tensor(w)
+    if t.dim() != 2 or not t.is_floating_point():
+        raise ConfigError(f"classifier weight must be a floating (num_classes, D) tensor, got "
+                          f"shape {tuple(t.shape)}, dtype {t.dtype}")
+    return t.detach()
+
+
+def _check_dim(x: Tensor, d: int, what: str) -> None:
+    if x.shape[1] != d:
+        raise DataError(f"features have dimension {x.shape[1]} but the {what} expects {d}")

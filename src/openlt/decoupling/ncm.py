@@ -1,0 +1,139 @@
+"""Nearest class mean (Kang et al., ICLR 2020, "Decoupling Representation and Classifier for Long-Tailed
+Recognition", Sec. 4.2), in one place.
+
+The three steps, as pure functions on tensors:
+
+    z      = normalize(x - m)                       (:func:`ncm_transform`; m: the training features' mean with
+                                                     centring, the public code's ``cl2n``, else nothing: ``l2n``)
+    mu_c   = mean of z over the training samples of class c          (:func:`class_means`)
+    logits = scale * z . normalize(mu_c)  or  -scale * ||z - mu_c||_2  (:func:`ncm_logits`)
+
+They serve both faces of NCM: :class:`NCMClassifier`, an estimator fitted on cached features (``fit`` /
+``logits`` / ``predict``), and the model head :class:`openlt.models.classifier.NCMHead`, which holds the fitted
+means as buffers (filled from :meth:`NCMClassifier.head_state`) so that an NCM run saves, evaluates and
+predicts like any other run.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from openlt.decoupling._validate import _check_dim, _features, _labels
+from openlt.errors import ConfigError, DataError, NotFittedError
+
+__all__ = ["METRICS", "NCMClassifier", "class_means", "ncm_logits", "ncm_transform"]
+
+METRICS = ("cosine", "euclidean")
+
+
+def ncm_transform(x: Tensor, feature_mean: Tensor | None = None, normalize: bool = True) -> Tensor:
+    """(N, D) features -> (N, D) NCM space, in x's dtype: ``x - feature_mean`` when a (D,) mean is given (the
+    public code's cl2n centring), then every row L2-normalised when ``normalize`` (its l2n)."""
+    if feature_mean is not None:
+        x = x - feature_mean.to(x)
+    return F.normalize(x, dim=1) if normalize else x
+
+
+def ncm_logits(z: Tensor, means: Tensor, metric: str, scale: float = 1.0) -> Tensor:
+    """(N, C) logits of queries ``z`` (N, D, already in NCM space, see :func:`ncm_transform`) against class means
+    (C, D) of the same dtype and device: ``scale * z . mu_c / ||mu_c||`` ("cosine"; z is taken as unit rows) or
+    ``-scale * ||z - mu_c||_2`` ("euclidean"). Higher = nearer."""
+    if metric == "cosine":
+        return scale * z @ F.normalize(means, dim=1).t()
+    return -scale * torch.cdist(z, means)
+
+
+def class_means(z: Tensor, labels: Tensor, num_classes: int) -> Tensor:
+    """(C, D) float64 mean of the rows of ``z`` (N, D) per class, from (N,) int64 ``labels`` in [0, C);
+    DataError naming the classes without a sample. Sums in float64, so the order of samples does not matter."""
+    counts = torch.bincount(labels, minlength=num_classes)
+    empty = torch.nonzero(counts == 0).flatten().tolist()
+    if empty:
+        shown = ", ".join(map(str, empty[:10])) + (" ..." if len(empty) > 10 else "")
+        raise DataError(f"NCM: {len(empty)} class(es) have no training sample, so no mean: {shown}")
+    sums = torch.zeros(num_classes, z.shape[1], dtype=torch.float64, device=z.device)
+    sums.index_add_(0, labels.to(z.device), z.double())
+    return sums / counts.to(sums).unsqueeze(1)
+
+
+def _num_classes(labels: Tensor, num_classes: int | None) -> int:
+    """The class count: max(label) + 1 by default; ConfigError / DataError for a bad or too small value."""
+    top = int(labels.max()) + 1
+    if num_classes is None:
+        return top
+    if int(num_classes) != num_classes or num_classes < 1:
+        raise ConfigError(f"num_classes must be a positive integer, got {num_classes!r}")
+    if top > num_classes:
+        raise DataError(f"label {top - 1} out of range for num_classes={num_classes}")
+    return int(num_classes)
+
+
+class NCMClassifier:
+    """Nearest class mean (Kang et al. 2020, Sec. 4.2): the mean feature of every class on the training set,
+    then nearest neighbour by cosine similarity or Euclidean distance.
+
+    * ``normalize=True`` L2-normalises every feature (training and query) before anything else, so the means
+      are means of unit vectors (the public code's ``l2n`` features; ``center=True`` first subtracts the
+      training mean of all features, its ``cl2n``).
+    * ``metric="cosine"``: logits = cos(x, mu_c) (both sides normalised; the public code's ``cos`` instead
+      takes raw dot products / D, which ranks identically only when the means have equal norms).
+    * ``metric="euclidean"``: logits = -||x - mu_c||_2 (the public code returns the negative *squared*
+      distance, which has the same argmax).
+
+    ``fit(features, labels, num_classes=None)``: features (N, D) float (half precision upcast to float32),
+    labels (N,) class ids; ``num_classes`` defaults to max(label) + 1; every class in ``[0, num_classes)`` needs
+    at least one sample (otherwise DataError naming the empty classes). Fitted attributes: ``means_`` (C, D) in
+    the features' dtype, ``num_classes_``, ``feature_mean_`` (D,) (when ``center``). ``logits`` before ``fit``
+    raises :class:`openlt.errors.NotFittedError`.
+    """
+
+    def __init__(self, metric: str = "cosine", normalize: bool = True, center: bool = False) -> None:
+        if metric not in METRICS:
+            raise ConfigError(f"NCM metric must be 'cosine' or 'euclidean', got {metric!r}")
+        self.metric = metric
+        self.normalize = bool(normalize)
+        self.center = bool(center)
+        self.means_: Tensor | None = None
+        self.feature_mean_: Tensor | None = None
+        self.num_classes_: int | None = None
+
+    def fit(self, features: Any, labels: Any, num_classes: int | None = None) -> "NCMClassifier":
+        x = _features(features)
+        y = _labels(labels, len(x))
+        if len(x) == 0:
+            raise DataError("NCM needs at least one training feature")
+        num_classes = _num_classes(y, num_classes)
+        x64 = x.double()  # means of many unit vectors: accumulate in float64
+        self.feature_mean_ = x64.mean(0).to(x.dtype) if self.center else None
+        self.means_ = class_means(ncm_transform(x64, self.feature_mean_, self.normalize), y, num_classes).to(x.dtype)
+        self.num_classes_ = num_classes
+        return self
+
+    def logits(self, features: Any) -> Tensor:
+        """(N, C) logits of (N, D) features: cosine similarities in [-1, 1] or negative Euclidean distances."""
+        if self.means_ is None:
+            raise NotFittedError("NCMClassifier: call fit(features, labels) before logits()")
+        x = _features(features)
+        _check_dim(x, self.means_.shape[1], "NCM classifier")
+        z = ncm_transform(x, self.feature_mean_, self.normalize)
+        if self.metric == "cosine":  # the query as a unit vector also when normalize=False
+            z = F.normalize(z, dim=1)
+        return ncm_logits(z, self.means_.to(z), self.metric)
+
+    def predict(self, features: Any) -> Tensor:
+        """(N,) int64 index of the nearest class mean."""
+        return self.logits(features).argmax(1)
+
+    def head_state(self) -> dict[str, Tensor]:
+        """The fitted means as entries of :class:`openlt.models.classifier.NCMHead`'s state dict: ``means``
+        (C, D) and, when centred, ``feature_mean`` (D,)."""
+        if self.means_ is None:
+            raise NotFittedError("NCMClassifier: call fit(features, labels) before head_state()")
+        state = {"means": self.means_}
+        if self.feature_mean_ is not None:
+            state["feature_mean"] = self.feature_mean_
+        return state
