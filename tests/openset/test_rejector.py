@@ -103,9 +103,9 @@ def test_a_malformed_calibration_file_is_a_run_dir_error_naming_it(tmp_path, con
 @pytest.mark.parametrize("overrides, message", [
     (["eval.open_scor=energy"], "unknown config key 'eval.open_scor'"),
     (["eval.open_score=nope"], "nope"),
-    (["eval.open_threshold=high"], "eval.open_threshold must be 'auto' or a finite number"),
-    (["eval.open_threshold=.nan"], "eval.open_threshold must be 'auto' or a finite number"),
-    (["eval.keep_known=2"], "eval.keep_known must be in"),
+    (["eval.open_threshold=high"], "eval.open_threshold'? must be 'auto' or a finite number"),
+    (["eval.open_threshold=.nan"], "eval.open_threshold'? must be 'auto' or a finite number"),
+    (["eval.keep_known=2"], "eval.keep_known'? must be"),
 ])
 def test_an_eval_override_error_comes_before_the_model_is_loaded(tmp_path, monkeypatch, overrides, message):
     (tmp_path / "config.yaml").write_text(dump_yaml(Config()))

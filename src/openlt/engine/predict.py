@@ -59,9 +59,9 @@ def _label(model: OpenLTModel, batch: torch.Tensor, names: list[str], scorer: Op
     confidence, top = torch.softmax(out["logits"], dim=1).max(dim=1)
     open_score = scorer.score(out)
     decided = rejector.decide(top.numpy(), open_score.numpy()).tolist()
-    return [{"label": names[c] if c >= 0 else "unknown", "class_id": c, "top_class": names[p], "confidence": conf,
-             "score": rejector.score, "score_value": s, "threshold": rejector.threshold, "unknown": c < 0}
-            for c, p, conf, s in zip(decided, top.tolist(), confidence.tolist(), open_score.tolist())]
+    return [{"label": names[c] if c >= 0 else "unknown", "class_id": c, "top_class": names[t], "confidence": prob,
+             "score": rejector.score, "score_value": value, "threshold": rejector.threshold, "unknown": c < 0}
+            for c, t, prob, value in zip(decided, top.tolist(), confidence.tolist(), open_score.tolist())]
 
 
 def predict_images(run: Run, images: list[str], checkpoint: str = "best", threshold: float | None = None,
