@@ -17,12 +17,9 @@ from openlt.errors import OpenLTError
 def _split(args: argparse.Namespace) -> int:
     from openlt.config import SplitConfig, _apply, parse_overrides
     from openlt.data.datasets import fashion_mnist_pool, image_folder_pool
-    from openlt.data.splits import MANIFEST, make_split, write_split
+    from openlt.data.splits import SPLIT_FILES, check_split_folder, make_split, write_split
     from openlt.errors import ConfigError
 
-    out = Path(args.out)
-    if (out / MANIFEST).exists() and not args.force:
-        raise ConfigError(f"{out} already holds a split; pass --force to overwrite it")
     cifar = args.dataset in ("cifar10", "cifar100")
     if args.open_root and not cifar:
         raise ConfigError("--open-root is for --dataset cifar10 | cifar100 (an image folder as the open set)")
@@ -37,7 +34,13 @@ def _split(args: argparse.Namespace) -> int:
               "order": args.order, "seed": args.seed}
     if args.open_classes is not None:
         values["open_classes"] = parse_overrides([f"x={args.open_classes}"])["x"]
-    _apply(cfg, {k: v for k, v in values.items() if v is not None})
+    # every option checked against data.split's rules, each error naming the option as it was typed
+    _apply(cfg, {k: v for k, v in values.items() if v is not None},
+           names={key: "--" + key.replace("_", "-") for key in values})
+    out = Path(args.out)
+    check_split_folder(out)  # a folder of other files is never replaced
+    if out.is_dir() and any((out / name).exists() for name in SPLIT_FILES) and not args.force:
+        raise ConfigError(f"{out} already holds a split (or part of one); pass --force to replace it")
     if cifar:
         manifest = write_cifar_lt_split(args.dataset, args.root, cfg, out, args.open_root)
     else:

@@ -118,17 +118,18 @@ def _number(x: float) -> str:
 
 
 @says("an integer >= 0, or class names / ids")
-def _open_classes_problem(value: Any) -> str | None:
-    """data.split.open_classes: a whole number of classes >= 0, or class names / ids (a list or 'a,b')."""
-    if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
-        return f"must be a whole number of classes or a list of class names / ids, got {value!r}"
-    if isinstance(value, (int, float)):
-        return None if value >= 0 else f"must be >= 0 (a number of classes), got {value!r}"
-    if isinstance(value, str):
-        return None
-    if isinstance(value, (list, tuple)) and all(isinstance(v, (str, int)) and not isinstance(v, bool) for v in value):
-        return None
-    return f"must be a number of classes or a list of class names / ids, got {value!r}"
+def _open_classes(value: Any) -> Any:
+    """data.split.open_classes: a whole number of classes >= 0 (2.0 is 2), or class names / ids (a list, 'a,b')."""
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    if isinstance(value, int) and not isinstance(value, bool):
+        if value < 0:
+            raise ConfigError(f"must be >= 0 (a number of classes), got {value!r}")
+        return value
+    if isinstance(value, str) or (isinstance(value, (list, tuple)) and all(
+            isinstance(v, (str, int)) and not isinstance(v, bool) for v in value)):
+        return value
+    raise ConfigError(f"must be a whole number of classes or a list of class names / ids, got {value!r}")
 
 
 @says("a relative file name")
@@ -184,7 +185,7 @@ class SplitConfig:
     n_min: int = opt(5, ge=1)  # training images of the smallest known class
     imbalance_factor: float | None = opt(None, ge=1)  # exp: n_max / n_min; overrides n_min when set
     alpha: float = opt(6.0, gt=0)  # pareto shape (ImageNet-LT: 6)
-    open_classes: Any = opt(2, check=_open_classes_problem)  # a number (chosen with the seed) or a list of class names / ids
+    open_classes: Any = opt(2, convert=_open_classes)  # a number (chosen with the seed) or a list of class names / ids
     val_per_class: int = opt(20, ge=0)  # validation images per known class (taken before the long tail is cut)
     test_per_class: int | None = opt(None, ge=1)  # None: every test image (embedded data) / 20 (image folder)
     order: str = opt("random", choices="random label")  # which known class gets n_max: random (with the seed) | label
@@ -685,7 +686,7 @@ def read_utf8(path: str | Path, what: str, error: type[Exception] = ConfigError)
         return raw.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
         line = raw[: exc.start].count(b"\n") + 1
-        raise error(f"{what} {path} is not UTF-8 text (line {line}: byte 0x{raw[exc.start]:02x}); "
+        raise error(f"cannot read {what} {path}: not UTF-8 text (line {line}: byte 0x{raw[exc.start]:02x}); "
                     f"save it as UTF-8") from None
 
 

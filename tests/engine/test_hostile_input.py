@@ -34,6 +34,7 @@ BASE = ["data.image_size=16", "model.backbone=resnet20", "train.epochs=1", "trai
         "eval.batch_size=64", "--quiet"]
 GOOD_TRAIN = [f"ant/{i:03d}.png 0" for i in range(4)] + [f"bee/{i:03d}.png 1" for i in range(4)]
 GOOD_EVAL = ["ant/010.png 0", "bee/010.png 1"]
+GOOD_TEST = ["ant/011.png 0", "bee/011.png 1"]  # no image in two splits (a leak: refused)
 SMALL_SPLIT = ["data.split.val_per_class=2", "data.split.test_per_class=2", "data.split.open_classes=0"]
 ENOSPC = OSError(errno.ENOSPC, "No space left on device")
 
@@ -58,7 +59,7 @@ class Env:
         folder = self.tmp / "split"
         folder.mkdir()
         for name, lines in (("train", train), ("val", val), ("test", test)):
-            lines = {"train": GOOD_TRAIN, "val": GOOD_EVAL, "test": GOOD_EVAL}[name] if lines is None else lines
+            lines = {"train": GOOD_TRAIN, "val": GOOD_EVAL, "test": GOOD_TEST}[name] if lines is None else lines
             (folder / f"{name}.txt").write_text("".join(f"{line}\n" for line in lines))
         return folder
 
@@ -188,7 +189,8 @@ def split_cmd(*extra: str, root: Callable[[Env], Path] | None = None) -> Callabl
     def build(env: Env) -> list[str]:
         folder = root(env) if root else env.images
         return ["split", "--dataset", "image-folder", "--root", str(folder), "--out", str(env.tmp / "out"),
-                "--val-per-class", "2", "--test-per-class", "2", "--open-classes", "0", *extra]
+                "--val-per-class", "2", "--test-per-class", "2", "--open-classes", "0", "--n-max", "8", "--n-min", "2",
+                *extra]
     return build
 
 
@@ -382,7 +384,7 @@ def shared(tmp_path_factory):
     split.mkdir()
     (split / "train.txt").write_text("".join(f"{line}\n" for line in GOOD_TRAIN))
     (split / "val.txt").write_text("".join(f"{line}\n" for line in GOOD_EVAL))
-    (split / "test.txt").write_text("".join(f"{line}\n" for line in GOOD_EVAL))
+    (split / "test.txt").write_text("".join(f"{line}\n" for line in GOOD_TEST))
     (root / "c.yaml").write_text("name: bad\n")
     code = main(["train", str(root / "c.yaml"), "data.dataset=split-file", f"data.root={images}",
                  f"data.split_dir={split}", "data.open_split=null", f"out_dir={root / 'runs'}", *BASE, "--no-eval"])
@@ -483,7 +485,7 @@ def test_unusual_image_modes_are_converted_not_refused(shared, tmp_path, capsys)
     split.mkdir()
     lines = [f"{name} {0 if name.startswith('ant') else 1}" for name in names]
     (split / "train.txt").write_text("\n".join(lines) + "\n")
-    (split / "test.txt").write_text("\n".join(lines[:2]) + "\n")
+    (split / "test.txt").write_text("\n".join(GOOD_TEST) + "\n")
     code = main(["train", str(config), "data.dataset=split-file", f"data.root={root}", f"data.split_dir={split}",
                  "data.val_split=null", "data.open_split=null", "eval.open_threshold=0.5", f"out_dir={tmp_path / 'runs'}",
                  *BASE, "--no-eval"])

@@ -3,22 +3,22 @@
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from collections import Counter
+from dataclasses import dataclass, field
 from pathlib import Path
 
-from openlt.config import Config
+from openlt.config import DATASET_KINDS, Config, read_utf8
 from openlt.data import cifar, fashion_mnist
 from openlt.data.cifar_lt import write_cifar_lt_split
 from openlt.data.datasets import (ArrayImageLoader, FileImageLoader, SplitDataset, fashion_mnist_pool,
                                   image_folder_pool)
-from openlt.data.splitfile import read_split_file
+from openlt.data.splitfile import SplitEntries, read_split_file
 from openlt.data.splits import MANIFEST, describe_split, make_split, write_split
 from openlt.data.transforms import build_transform, normalisation
 from openlt.errors import ConfigError, DataError
 from openlt.io import sha256_file
 from openlt.metrics import ShotBands
 
-DATASET_KINDS = ("fashion-mnist", "image-folder", "split-file", "cifar10", "cifar100")
 CIFAR_KINDS = ("cifar10", "cifar100")
 
 
@@ -34,6 +34,7 @@ class DataBundle:
     image_size: int
     in_chans: int
     open_loader: object = None  # when the open split's paths live under another root
+    entries: dict[str, SplitEntries] = field(default_factory=dict)  # every split file present, parsed and checked
 
     @property
     def class_names(self) -> list[str]:
@@ -59,13 +60,13 @@ class DataBundle:
         mean, std = normalisation(self.cfg.data.dataset, self.in_chans)
         return build_transform(self.family, train, self.image_size, mean, std)
 
+    def loader_of(self, split: str):
+        return self.open_loader if split == "open" and self.open_loader is not None else self.loader
+
     def dataset(self, split: str, train: bool = False) -> SplitDataset:
-        path = self.split_path(split)
-        if path is None or not path.is_file():
-            raise DataError(f"the {split} split file is missing: {path}")
-        entries = read_split_file(path, allow_open=(split == "open"), num_classes=self.num_classes)
-        loader = self.open_loader if split == "open" and self.open_loader is not None else self.loader
-        return SplitDataset(entries, loader, self.transform(train))
+        if split not in self.entries:
+            raise DataError(f"the {split} split file is missing: {self.split_path(split)}")
+        return SplitDataset(self.entries[split], self.loader_of(split), self.transform(train), checked=True)
 
 
 def _image_loader(cfg: Config, root: str | None, in_chans: int):
@@ -101,33 +102,93 @@ def _class_names(cfg: Config, split_dir: Path, num_classes: int) -> list[str]:
             path = split_dir / path
         if not path.is_file():
             raise DataError(f"class-name file not found: {cfg.data.class_names}")
-        names = [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+        names, first = [], {}
+        for lineno, line in enumerate(read_utf8(path, "class-name file", DataError).split("\n"), start=1):
+            name = line.strip()
+            if not name:
+                continue
+            if "\0" in name:
+                raise DataError(f"{path}, line {lineno}: class name {name!r} contains a NUL byte")
+            if name in first:
+                raise DataError(f"{path}, line {lineno}: class name {name!r} is given twice (first on line "
+                                f"{first[name]})")
+            first[name] = lineno
+            names.append(name)
         if len(names) != num_classes:
             raise DataError(f"class-name file {path} has {len(names)} names but the training split has {num_classes} classes")
         return names
     return [f"class_{i}" for i in range(num_classes)]
 
 
+def _read_manifest(path: Path) -> dict:
+    """A split folder's manifest.json: a mapping with class names, training counts and file hashes."""
+    try:
+        manifest = json.loads(read_utf8(path, "split manifest", DataError))
+    except json.JSONDecodeError as exc:
+        raise DataError(f"split manifest {path} is unreadable: {exc}") from None
+    names = manifest.get("class_names") if isinstance(manifest, dict) else None
+    counts = manifest.get("train_counts") if isinstance(manifest, dict) else None
+    files = manifest.get("files") if isinstance(manifest, dict) else None
+    if not (isinstance(names, list) and all(isinstance(n, str) for n in names) and isinstance(counts, list)
+            and len(counts) == len(names) and all(type(c) is int and c >= 0 for c in counts)
+            and isinstance(files, dict) and all(isinstance(f, dict) for f in files.values())):
+        raise DataError(f"split manifest {path} is malformed (class_names, train_counts and files do not fit "
+                        f"together); rerun `openlt split` for this folder")
+    return manifest
+
+
+def _num_classes(train: SplitEntries) -> int:
+    """Classes of a training split without a manifest: labels 0..K-1, each with an image, so K <= its lines."""
+    top = max(train.labels)
+    if top >= len(train):
+        line = train.lines[train.labels.index(top)]
+        raise DataError(f"{train.path}, line {line}: label {top} is out of range: {len(train)} training images "
+                        f"cannot cover {top + 1} classes (labels 0..K-1, each with a training image)")
+    return top + 1
+
+
 def _load_manifest(cfg: Config, split_dir: Path, files: dict[str, Path]) -> dict:
-    """Reuse a split folder's manifest when its hashes still match, else describe the files afresh."""
+    """Reuse a split folder's manifest when its hashes still match, else describe the files afresh.
+
+    A folder of `openlt split` (every data set but split-file) must have its manifest: without one it is
+    incomplete (an interrupted split of an older openlt) or not openlt's."""
     bands = ShotBands.from_config(cfg.eval)
     saved = split_dir / MANIFEST
     if saved.is_file():
-        try:
-            manifest = json.loads(saved.read_text(encoding="utf-8"))
-        except (OSError, json.JSONDecodeError) as exc:
-            raise DataError(f"split manifest {saved} is unreadable: {exc}") from None
-        recorded = manifest.get("files", {})
+        manifest = _read_manifest(saved)
+        recorded = manifest["files"]
         fresh = all(name in recorded and recorded[name].get("sha256") == sha256_file(path) for name, path in files.items())
         if fresh:
             manifest["bands"] = {"rule": bands.describe(), "per_class": bands.bands_of(manifest["train_counts"])}
             return manifest
+    elif cfg.data.dataset != "split-file":
+        raise DataError(f"split folder {split_dir} has no {MANIFEST}: it is incomplete (an interrupted "
+                        f"`openlt split`?) or not made by `openlt split`; run `openlt split` again, or use "
+                        f"data.dataset=split-file for split files of your own")
     train = read_split_file(files["train"])
-    num_classes = max(train.labels) + 1
+    num_classes = _num_classes(train)
     counts = [0] * num_classes
-    for label in train.labels:
-        counts[label] += 1
+    for label, n in Counter(train.labels).items():
+        counts[label] = n
     return describe_split(files, _class_names(cfg, split_dir, num_classes), counts, bands=bands)
+
+
+def _check_splits(data: DataBundle, files: dict[str, Path]) -> None:
+    """Parse every split file and check it before any work: labels in range, every image present, and no image
+    in two of train / val / test / open (skipped for an open split under its own root)."""
+    first: dict[str, tuple[str, Path, int]] = {}
+    for split, path in files.items():
+        entries = read_split_file(path, allow_open=(split == "open"), num_classes=data.num_classes)
+        data.loader_of(split).check(entries)
+        data.entries[split] = entries
+        if split == "open" and data.open_loader is not None:
+            continue
+        for item, line in zip(entries.items, entries.lines):
+            if item in first:
+                other, other_path, other_line = first[item]
+                raise DataError(f"{path}, line {line}: {item!r} is also in the {other} split ({other_path}, line "
+                                f"{other_line}); an image belongs to one of train / val / test / open")
+            first[item] = (split, path, line)
 
 
 def prepare_data(cfg: Config, *, default_split_dir: Path | None = None) -> DataBundle:
@@ -174,5 +235,7 @@ def prepare_data(cfg: Config, *, default_split_dir: Path | None = None) -> DataB
         open_loader = FileImageLoader(cfg.data.open_root or manifest["open_root"], mode="RGB")
     else:
         open_loader = _image_loader(cfg, cfg.data.open_root, in_chans) if cfg.data.open_root else None
-    return DataBundle(cfg, split_dir, manifest, _image_loader(cfg, root, in_chans), family, image_size, in_chans,
+    data = DataBundle(cfg, split_dir, manifest, _image_loader(cfg, root, in_chans), family, image_size, in_chans,
                       open_loader)
+    _check_splits(data, files)
+    return data

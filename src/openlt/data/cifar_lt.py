@@ -24,10 +24,9 @@ import numpy as np
 
 from openlt.config import SplitConfig
 from openlt.data import cifar
-from openlt.data.datasets import IMAGE_EXTENSIONS
-from openlt.data.splits import MANIFEST, SPLIT_NAMES, LabelledPool, Split, _resolve_open_classes, write_split
+from openlt.data.datasets import IMAGE_EXTENSIONS, image_files
+from openlt.data.splits import SPLIT_NAMES, LabelledPool, Split, _resolve_open_classes, write_split
 from openlt.errors import ConfigError, DataError
-from openlt.io import write_json
 
 # `openlt split --dataset cifar10|cifar100` starts from these; the configs under configs/cifar*_lt/ say the same.
 DEFAULTS = {
@@ -84,8 +83,7 @@ def open_folder_items(open_root: str | Path) -> list[str]:
     root = Path(open_root)
     if not root.is_dir():
         raise DataError(f"open-set image folder does not exist or is not a folder: {root}")
-    items = sorted(p.relative_to(root).as_posix() for p in root.rglob("*")
-                   if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS and not p.name.startswith("."))
+    items = image_files(root, root)  # hidden entries (.ipynb_checkpoints/, ._x.png) skipped
     if not items:
         raise DataError(f"open-set image folder {root} holds no images ({', '.join(IMAGE_EXTENSIONS)})")
     return items
@@ -98,10 +96,6 @@ def make_cifar_lt_split(pool: LabelledPool, cfg: SplitConfig, open_items: list[s
     if cfg.imbalance_factor is None:
         raise ConfigError(f"{pool.dataset}: set data.split.imbalance_factor (10, 50, 100 or 200 in the literature); "
                           f"configs/{pool.dataset}_lt/ce.yaml holds the whole CIFAR-LT split section")
-    if cfg.order not in ("label", "random"):
-        raise ConfigError(f"split order must be 'label' (the literature's) or 'random', got {cfg.order!r}")
-    if cfg.val_per_class < 0 or (cfg.test_per_class is not None and cfg.test_per_class < 1):
-        raise ConfigError("val_per_class must be >= 0 and test_per_class >= 1 (or unset for the whole test set)")
     labels, test_labels = np.asarray(pool.labels), np.asarray(pool.test_labels)
     n_classes = len(pool.class_names)
     sizes = np.bincount(labels, minlength=n_classes)
@@ -154,12 +148,10 @@ def write_cifar_lt_split(dataset: str, root: str | Path | None, cfg: SplitConfig
     pool = cifar_pool(dataset, root)
     open_items = open_folder_items(open_root) if open_root else None
     split = make_cifar_lt_split(pool, cfg, open_items)
-    manifest = write_split(split, out_dir, pool, cfg, bands=bands)
     val_counts = np.bincount(np.asarray(split.entries["val"][1], dtype=np.int64), minlength=len(split.class_names))
     short = {name: int(n) for name, n in zip(split.class_names, val_counts) if n < cfg.val_per_class}
     # Recorded so that training finds the open images without data.open_root, and so that a user sees
     # which classes could not give a full validation share (the head class, which trains on all its images).
-    manifest.update(open_root=str(Path(open_root).resolve()) if open_root else None, val_short_classes=short,
-                    profile_rule="int(n_max * (1/IF)^(i/(C-1))), LDAM-DRW selection (seeded shuffle per class)")
-    write_json(Path(out_dir) / MANIFEST, manifest)
-    return manifest
+    extra = dict(open_root=str(Path(open_root).resolve()) if open_root else None, val_short_classes=short,
+                 profile_rule="int(n_max * (1/IF)^(i/(C-1))), LDAM-DRW selection (seeded shuffle per class)")
+    return write_split(split, out_dir, pool, cfg, bands=bands, extra=extra)

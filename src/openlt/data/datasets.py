@@ -14,7 +14,7 @@ from torch.utils.data import Dataset
 from torchvision import tv_tensors
 
 from openlt.data import fashion_mnist
-from openlt.data.splitfile import SplitEntries
+from openlt.data.splitfile import SplitEntries, item_problem
 from openlt.data.splits import LabelledPool
 from openlt.errors import DataError
 
@@ -35,21 +35,41 @@ def fashion_mnist_pool(root: str | None = None) -> LabelledPool:
     )
 
 
+def _hidden(name: str) -> bool:
+    """Entries an image folder holds that are not images of a class: dotfiles and dot-folders
+    (`.ipynb_checkpoints/`, `.DS_Store`, macOS `._001.png`) and `__MACOSX/` from unpacked zip files."""
+    return name.startswith(".") or name == "__MACOSX"
+
+
+def image_files(folder: Path, root: Path) -> list[str]:
+    """The image files under `folder` (any depth), as sorted paths relative to `root`; hidden entries (see
+    `_hidden`) are skipped, and a path that a split file cannot hold is a DataError naming it."""
+    files = []
+    for path in folder.rglob("*"):
+        relative = path.relative_to(folder)
+        if any(_hidden(part) for part in relative.parts) or not path.is_file():
+            continue
+        if path.suffix.lower() in IMAGE_EXTENSIONS:
+            item = path.relative_to(root).as_posix()
+            problem = item_problem(item)
+            if problem:
+                raise DataError(f"cannot list {path!r}: {problem}; rename it")
+            files.append(item)
+    return sorted(files)
+
+
 def image_folder_pool(root: str | os.PathLike) -> LabelledPool:
-    """`root/<class name>/<image>`: one sub-folder per class, classes in sorted order (as torchvision)."""
+    """`root/<class name>/<image>`: one sub-folder per class, classes in sorted order (as torchvision); hidden
+    entries are skipped (see `_hidden`)."""
     root = Path(root)
     if not root.is_dir():
         raise DataError(f"image folder root does not exist or is not a folder: {root}")
-    classes = sorted(d.name for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))
+    classes = sorted(d.name for d in root.iterdir() if d.is_dir() and not _hidden(d.name))
     if not classes:
         raise DataError(f"image folder {root} has no class sub-folders (expected root/<class>/<image>)")
     items, labels = [], []
     for label, name in enumerate(classes):
-        files = sorted(
-            p.relative_to(root).as_posix()
-            for p in (root / name).rglob("*")
-            if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS
-        )
+        files = image_files(root / name, root)
         if not files:
             raise DataError(f"class folder {root / name} has no images ({', '.join(IMAGE_EXTENSIONS)})")
         items += files
@@ -121,9 +141,12 @@ class ArrayImageLoader:
         self.parts = parts
 
     def check(self, entries: SplitEntries) -> None:
+        """Every item is `part/index` with an index in range, written canonically (ASCII digits, no leading
+        zero: one image has one name, so that duplicates and overlaps between splits are seen)."""
         for item, line in zip(entries.items, entries.lines):
             part, _, index = item.partition("/")
-            if part not in self.parts or not index.isdigit() or int(index) >= len(self.parts[part].labels):
+            canonical = index.isascii() and index.isdigit() and str(int(index)) == index
+            if part not in self.parts or not canonical or int(index) >= len(self.parts[part].labels):
                 raise DataError(f"{entries.path}, line {line}: {item!r} is not an image of the embedded data set "
                                 f"(expected one of {', '.join(self.parts)}/<index>)")
 
@@ -136,8 +159,10 @@ class ArrayImageLoader:
 class SplitDataset(Dataset):
     """The images of one split file, loaded by `loader` and passed through `transform`."""
 
-    def __init__(self, entries: SplitEntries, loader: Callable, transform: Callable | None = None) -> None:
-        loader.check(entries)
+    def __init__(self, entries: SplitEntries, loader: Callable, transform: Callable | None = None,
+                 checked: bool = False) -> None:
+        if not checked:  # `checked`: the loader already checked these entries (prepare_data checks every split)
+            loader.check(entries)
         self.entries = entries
         self.loader = loader
         self.transform = transform

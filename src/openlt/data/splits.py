@@ -8,7 +8,9 @@ bit for bit. The result is written as ImageNet-LT-style split files plus a JSON 
 from __future__ import annotations
 
 import math
+import os
 import shutil
+import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -102,6 +104,29 @@ def _resolve_open_classes(spec, class_names: list[str], rng: np.random.Generator
     return sorted(set(chosen))
 
 
+def _check_available(pool: LabelledPool, cfg: SplitConfig, wanted: dict[int, int | None],
+                     by_class: dict[int, np.ndarray], test_per_class: int) -> None:
+    """Refuse a split the pool cannot give: a known class with no image left for training after its test and
+    validation images, or fewer than its profile count (the profile would be silently cut, e.g. [9, 4, 1, 1]
+    for n_min 2). Names the classes and what they have."""
+    short = []
+    for c, want in wanted.items():
+        n = len(by_class[c])
+        n_test = min(test_per_class, n)
+        left = n - n_test - min(cfg.val_per_class, max(0, n - n_test - 1))
+        if left == 0:
+            raise DataError(f"class {pool.class_names[c]!r} has no image left for training ({n} in all)")
+        if want is not None and want > left:
+            short.append(f"{pool.class_names[c]!r} has {left} of {want}")
+    if short:
+        largest = max(len(idx) for idx in by_class.values())
+        raise DataError(f"the {cfg.profile} profile (n_max {cfg.n_max}) asks more training images than "
+                        f"{len(short)} class(es) have left after their validation and test images: "
+                        f"{', '.join(short[:5])}{', ...' if len(short) > 5 else ''}; lower data.split.n_max "
+                        f"(--n-max; the largest class has {largest} images in all), or keep the natural counts "
+                        f"with profile none")
+
+
 def make_split(pool: LabelledPool, cfg: SplitConfig) -> Split:
     """Draw train / val / test / open from the pool following `cfg`; deterministic in `cfg.seed`."""
     rng = np.random.default_rng(cfg.seed)
@@ -118,19 +143,16 @@ def make_split(pool: LabelledPool, cfg: SplitConfig) -> Split:
 
     # Which known class gets which profile rank.
     ranked = list(known_ids) if cfg.order == "label" else rng.permutation(known_ids).tolist()
-    if cfg.order not in ("label", "random"):
-        raise ConfigError(f"split order must be 'random' or 'label', got {cfg.order!r}")
     if cfg.profile == "none":
         wanted = {c: None for c in known_ids}
     else:
         n_min = cfg.n_min
         if cfg.imbalance_factor is not None:
-            if cfg.imbalance_factor < 1:
-                raise ConfigError(f"imbalance_factor must be >= 1, got {cfg.imbalance_factor}")
             n_min = max(1, int(cfg.n_max / cfg.imbalance_factor))
         counts = profile_counts(cfg.profile, len(ranked), cfg.n_max, n_min, cfg.alpha)
         wanted = dict(zip(ranked, counts))
 
+    _check_available(pool, cfg, wanted, by_class, 0 if separate_test else test_per_class)
     label_of = {c: i for i, c in enumerate(known_ids)}
     out: dict[str, tuple[list[str], list[int]]] = {name: ([], []) for name in SPLIT_NAMES}
 
@@ -140,7 +162,6 @@ def make_split(pool: LabelledPool, cfg: SplitConfig) -> Split:
 
     test_items = pool.test_items if separate_test else pool.items
     for c in range(n_classes):
-        name = pool.class_names[c]
         pool_idx = rng.permutation(by_class[c])
         if c in label_of:
             used = 0
@@ -152,9 +173,7 @@ def make_split(pool: LabelledPool, cfg: SplitConfig) -> Split:
             take("val", pool.items, np.sort(pool_idx[used : used + n_val]), label_of[c])
             used += n_val
             rest = pool_idx[used:]
-            n_train = len(rest) if wanted[c] is None else min(wanted[c], len(rest))
-            if n_train == 0:
-                raise DataError(f"class {name!r} has no image left for training ({len(pool_idx)} in all)")
+            n_train = len(rest) if wanted[c] is None else wanted[c]  # _check_available: enough are left
             take("train", pool.items, np.sort(rest[:n_train]), label_of[c])
             if separate_test:
                 t_idx = test_by_class[c] if test_per_class is None else rng.permutation(test_by_class[c])[:test_per_class]
@@ -171,41 +190,83 @@ def make_split(pool: LabelledPool, cfg: SplitConfig) -> Split:
     )
 
 
-def write_split(split: Split, out_dir: str | Path, pool: LabelledPool, cfg: SplitConfig, bands=None) -> dict:
-    """Write `train.txt`, `val.txt`, `test.txt`, `open.txt` and `manifest.json`; return the manifest."""
+def write_split(split: Split, out_dir: str | Path, pool: LabelledPool, cfg: SplitConfig, bands=None,
+                extra: dict | None = None) -> dict:
+    """Write `train.txt`, `val.txt`, `test.txt`, `open.txt` and `manifest.json` (plus `extra` keys); return the
+    manifest. Atomic: everything is written into a temporary sibling folder that then replaces `out_dir`, so an
+    interrupted write leaves the previous split (or none), never a mix of old and new files."""
     out_dir = Path(out_dir)
-    created = not out_dir.exists()
+    check_split_folder(out_dir)
     try:
-        out_dir.mkdir(parents=True, exist_ok=True)
-        (out_dir / MANIFEST).unlink(missing_ok=True)  # the manifest comes last: a folder without one is incomplete
+        out_dir.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".tmp", dir=out_dir.parent))
+    except OSError as exc:
+        raise WriteError(f"cannot write the split folder {out_dir}: {exc.strerror or exc}") from None
+    try:
+        os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes 0700; a split folder is meant to be read by others
+        files = {}
         for name in SPLIT_NAMES:
             items, labels = split.entries[name]
             if items:
-                write_split_file(out_dir / f"{name}.txt", items, labels)
-            else:
-                (out_dir / f"{name}.txt").unlink(missing_ok=True)
-        files = {name: out_dir / f"{name}.txt" for name in SPLIT_NAMES if split.entries[name][0]}
-        manifest = describe_split(files, split.class_names, split.train_counts(), bands=bands)
-        manifest.update(
-            dataset=pool.dataset,
-            root=pool.root,
-            open_class_names=split.open_class_names,
-            original_class_ids=split.original_ids,
-            split_config=asdict(cfg),
-            seed=cfg.seed,
-        )
-        write_json(out_dir / MANIFEST, manifest)
+                files[name] = tmp / f"{name}.txt"
+                write_split_file(files[name], items, labels)
+        manifest = describe_split(files, split.class_names, split.train_counts(), bands=bands,
+                                  shown={name: out_dir / path.name for name, path in files.items()})
+        manifest.update(dataset=pool.dataset, root=pool.root, open_class_names=split.open_class_names,
+                        original_class_ids=split.original_ids, split_config=asdict(cfg), seed=cfg.seed)
+        manifest.update(extra or {})
+        write_json(tmp / MANIFEST, manifest)
+        _replace_folder(tmp, out_dir)
     except BaseException as exc:
-        if created:  # no half-written split folder is left behind
-            shutil.rmtree(out_dir, ignore_errors=True)
-        if isinstance(exc, OSError):
-            raise WriteError(f"cannot write the split folder {out_dir}: {exc.strerror or exc}") from None
+        shutil.rmtree(tmp, ignore_errors=True)  # nothing half-written is left behind
+        cause = exc.__cause__ if isinstance(exc, WriteError) else exc  # atomic_path's, naming the temporary file
+        if isinstance(cause, OSError):
+            raise WriteError(f"cannot write the split folder {out_dir}: {cause.strerror or cause}") from None
         raise
     return manifest
 
 
-def describe_split(files: dict[str, Path], class_names: list[str], train_counts: list[int], bands=None) -> dict:
-    """The manifest of a set of split files: classes, training counts, shot band per class, file hashes."""
+SPLIT_FILES = (*(f"{name}.txt" for name in SPLIT_NAMES), MANIFEST)
+
+
+def check_split_folder(out_dir: Path) -> None:
+    """`out_dir` may receive a split: absent, empty, or holding only split files (which a new split replaces)."""
+    if out_dir.exists() and not out_dir.is_dir():
+        raise DataError(f"{out_dir} is not a folder; give a new or empty folder for the split")
+    if out_dir.is_dir():
+        other = sorted(p.name for p in out_dir.iterdir() if p.name not in SPLIT_FILES)
+        if other:
+            raise DataError(f"{out_dir} holds files that are not a split's ({', '.join(other[:5])}"
+                            f"{', ...' if len(other) > 5 else ''}); give a new or empty folder for the split")
+
+
+def _replace_folder(new: Path, target: Path) -> None:
+    """Put the folder `new` in the place of `target` by renames: readers see the old folder or the new one."""
+    if not target.exists():
+        os.rename(new, target)
+        return
+    old = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".old", dir=target.parent))
+    os.rename(target, old / target.name)
+    try:
+        os.rename(new, target)
+    except OSError:
+        os.rename(old / target.name, target)  # the previous split stays
+        raise
+    finally:
+        if target.exists():
+            shutil.rmtree(old, ignore_errors=True)
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def describe_split(files: dict[str, Path], class_names: list[str], train_counts: list[int], bands=None,
+                   shown: dict[str, Path] | None = None) -> dict:
+    """The manifest of a set of split files: classes, training counts, shot band per class, file hashes
+    (`shown`: the path recorded for a file when it differs from where it is now)."""
     from openlt.metrics import ShotBands
 
     bands = bands or ShotBands()
@@ -216,7 +277,7 @@ def describe_split(files: dict[str, Path], class_names: list[str], train_counts:
         "train_counts": [int(c) for c in train_counts],
         "bands": {"rule": bands.describe(), "per_class": bands.bands_of(train_counts)},
         "files": {
-            name: {"file": str(path), "sha256": sha256_file(path), "lines": _count_lines(path)}
+            name: {"file": str((shown or {}).get(name, path)), "sha256": sha256_file(path), "lines": _count_lines(path)}
             for name, path in files.items()
         },
     }
