@@ -65,9 +65,11 @@ class TrainedOnFeatures(Stage2Method):
                               "has none (data.val_split); use decouple.keep=last")
 
     def initial_module(self, data: Stage2Data) -> nn.Module:
+        """The module to train: (B, D) features -> (B, C) logits, its trainable tensors as parameters."""
         raise NotImplementedError
 
     def fitted(self, module: nn.Module, details: dict[str, Any]) -> FittedHead:
+        """The head's state from the trained module (on the CPU), ``details`` completed."""
         raise NotImplementedError
 
     def fit(self, data: Stage2Data, hooks: Stage2Hooks | None = None) -> FittedHead:
