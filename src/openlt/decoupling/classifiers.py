@@ -21,11 +21,13 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.optim.lr_scheduler import LambdaLR
 
 from openlt.data.samplers import build_sampler
 from openlt.decoupling._validate import _check_dim, _features, _labels, _weight
 from openlt.errors import ConfigError, DataError, NotFittedError, TrainingError
 from openlt.metrics import ShotBands, shot_accuracy
+from openlt.optim import Cosine, build_scheduler, optimizer_step
 
 __all__ = [
     "DEFAULT_TAUS",
@@ -223,7 +225,8 @@ def train_on_features(module: nn.Module, features: Any, labels: Any, *, epochs: 
     features; returns the same module, trained in place.
 
     SGD(momentum, weight_decay) over the module's parameters that require grad; the learning rate follows a
-    cosine from ``lr`` to 0 over all steps, set per step: lr_s = lr * (1 + cos(pi * s / S)) / 2. Each epoch's
+    cosine from ``lr`` to 0 over all steps, set per step (:class:`openlt.optim.Cosine`): lr_s = lr * (1 +
+    cos(pi * s / S)) / 2; each step is :func:`openlt.optim.optimizer_step`, the trainer's. Each epoch's
     order comes from ``openlt.data.samplers.build_sampler(sampler, labels, epochs=epochs, seed=seed,
     **sampler_args)`` after ``set_epoch(epoch)``, cut into consecutive batches (the last may be smaller).
     The only randomness is the sampler's, so the result is a function of (initial module, data, seed).
@@ -233,13 +236,7 @@ def train_on_features(module: nn.Module, features: Any, labels: Any, *, epochs: 
     order: e.g. freshly augmented images through a frozen backbone, the paper's cRT). ``on_epoch(epoch,
     mean_loss, last_lr)`` is called after every epoch (logging, progress).
     """
-    if int(epochs) != epochs or epochs < 1:
-        raise ConfigError(f"epochs must be a positive integer, got {epochs!r}")
-    if int(batch_size) != batch_size or batch_size < 1:
-        raise ConfigError(f"batch_size must be a positive integer, got {batch_size!r}")
-    for name, v in (("lr", lr), ("momentum", momentum), ("weight_decay", weight_decay)):
-        if not math.isfinite(float(v)) or float(v) < 0:
-            raise ConfigError(f"{name} must be a finite number >= 0, got {v!r}")
+    _check_training_options(epochs, batch_size, lr, momentum, weight_decay)
     x = _features(features)
     y = _labels(labels, len(x))
     if len(x) == 0:
@@ -250,18 +247,11 @@ def train_on_features(module: nn.Module, features: Any, labels: Any, *, epochs: 
     ref = params[0]
     x = x.to(device=ref.device, dtype=ref.dtype if ref.is_floating_point() else x.dtype)
     y_dev = y.to(ref.device)
-
-    def forward(batch: Tensor) -> Tensor:
-        out = module(batch)
-        return out["logits"] if isinstance(out, dict) else out
-
     smp = build_sampler(sampler, y, epochs=int(epochs), seed=seed, **(sampler_args or {}))
-    steps_per_epoch = math.ceil(len(smp) / batch_size)
-    total = int(epochs) * steps_per_epoch
     opt = torch.optim.SGD(params, lr=lr, momentum=momentum, weight_decay=weight_decay)
+    scheduler = build_scheduler(opt, Cosine(int(epochs) * math.ceil(len(smp) / batch_size)))
     was_training = module.training
     module.train()
-    step = 0
     try:
         for epoch in range(int(epochs)):
             smp.set_epoch(epoch)
@@ -270,27 +260,40 @@ def train_on_features(module: nn.Module, features: Any, labels: Any, *, epochs: 
                 if fresh.shape != x.shape:
                     raise DataError(f"epoch_features({epoch}) gave shape {tuple(fresh.shape)}, expected {tuple(x.shape)}")
                 x = fresh.to(device=x.device, dtype=x.dtype)
-            losses = []
             order = torch.as_tensor(list(smp), dtype=torch.long, device=ref.device)
-            for start in range(0, len(order), batch_size):
-                idx = order[start:start + batch_size]
-                for group in opt.param_groups:
-                    group["lr"] = lr * 0.5 * (1.0 + math.cos(math.pi * step / total))
-                logits = forward(x[idx])
-                if step == 0 and int(y.max()) >= logits.shape[-1]:
-                    raise DataError(f"label {int(y.max())} out of range for a classifier with "
-                                    f"{logits.shape[-1]} outputs")
-                loss = F.cross_entropy(logits, y_dev[idx])
-                if not torch.isfinite(loss):
-                    raise TrainingError(f"loss became {loss.item()} at epoch {epoch + 1}, step {step + 1} "
-                                        f"(try a lower lr)")
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
-                losses.append(loss.item())
-                step += 1
+            losses, last_lr = _features_epoch(module, x, y, y_dev, order, batch_size, opt, scheduler, epoch)
             if on_epoch is not None:
-                on_epoch(epoch, sum(losses) / len(losses), opt.param_groups[0]["lr"])
+                on_epoch(epoch, sum(losses) / len(losses), last_lr)
     finally:
         module.train(was_training)
     return module
+
+
+def _check_training_options(epochs: Any, batch_size: Any, lr: Any, momentum: Any, weight_decay: Any) -> None:
+    if int(epochs) != epochs or epochs < 1:
+        raise ConfigError(f"epochs must be a positive integer, got {epochs!r}")
+    if int(batch_size) != batch_size or batch_size < 1:
+        raise ConfigError(f"batch_size must be a positive integer, got {batch_size!r}")
+    for name, v in (("lr", lr), ("momentum", momentum), ("weight_decay", weight_decay)):
+        if not math.isfinite(float(v)) or float(v) < 0:
+            raise ConfigError(f"{name} must be a finite number >= 0, got {v!r}")
+
+
+def _features_epoch(module: nn.Module, x: Tensor, y: Tensor, y_dev: Tensor, order: Tensor, batch_size: int,
+                    opt: torch.optim.Optimizer, scheduler: LambdaLR, epoch: int) -> tuple[list[float], float]:
+    """One epoch of :func:`train_on_features` over ``order`` (sample indices) in consecutive batches; returns
+    the batch losses and the lr of the last step."""
+    losses, lr = [], 0.0
+    for start in range(0, len(order), batch_size):
+        idx = order[start:start + batch_size]
+        step, lr = scheduler.last_epoch, opt.param_groups[0]["lr"]
+        out = module(x[idx])
+        logits = out["logits"] if isinstance(out, dict) else out
+        if step == 0 and int(y.max()) >= logits.shape[-1]:
+            raise DataError(f"label {int(y.max())} out of range for a classifier with {logits.shape[-1]} outputs")
+        loss = F.cross_entropy(logits, y_dev[idx])
+        if not torch.isfinite(loss):
+            raise TrainingError(f"loss became {loss.item()} at epoch {epoch + 1}, step {step + 1} (try a lower lr)")
+        optimizer_step(loss, opt, scheduler)
+        losses.append(loss.item())
+    return losses, lr

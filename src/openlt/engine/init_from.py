@@ -1,32 +1,38 @@
-"""Stage 2 of OLTR (and of decoupled training): start from a stage-1 run's best weights.
+"""Initialise a model from a stage-1 run (`train.init_from`): OLTR's stage 2 and the stage-2 baselines start
+from a stage-1 run's best weights, and decoupled stage 2 (engine/decouple.py) keeps its representation.
 
-The backbone must match exactly; other modules take every tensor whose name and shape match. A
-meta-embedding head gets its hallucinator from the stage-1 linear classifier (as the public code) and its
+The backbone must match exactly; other modules take every tensor whose name and shape match. The head then
+initialises itself through its `init_from_stage1` hook (see `OpenLTModel.init_head_from_stage1`): the
+meta-embedding head takes its hallucinator from the stage-1 linear classifier (as the public code) and its
 centroids as the per-class means of the features over the training split (one pass, eval mode, no
 augmentation, no re-sampling).
 """
 
 from __future__ import annotations
 
+import json
+from collections.abc import Mapping
 from typing import Callable
 
 import torch
-from torch import nn
 
 from openlt.data.build import DataBundle
 from openlt.engine import distributed
 from openlt.engine.checkpoint import read_checkpoint
-from openlt.engine.runtime import batch_to, make_loader
 from openlt.engine.run import open_run
-from openlt.errors import RunDirError
-from openlt.models.model import OpenLTModel
+from openlt.engine.runtime import batch_to, make_loader
+from openlt.errors import ConfigError, RunDirError
+from openlt.models.model import HEAD_PREFIX, OpenLTModel
+
+CHECKPOINT_PREFIX = "model."  # a checkpoint's model tensors are "model.<state-dict name>"
 
 
 @torch.no_grad()
 def class_means(model: OpenLTModel, data: DataBundle, device: torch.device, batch_size: int, workers: int,
                 channels_last: bool) -> torch.Tensor:
-    """Per-class mean of the features the head sees, over the training split (eval mode, test transform).
-    Under torchrun each process sums its share of the images; sums and counts are then added over processes."""
+    """Per-class mean of the features the head sees, over the training split (eval mode, test transform):
+    (num_classes, D) float32 on the CPU; a class without images gets zeros. Under torchrun each process sums
+    its share of the images; sums and counts are then added over processes."""
     model.eval()
     loader = make_loader(data.dataset("train", train=False), batch_size, workers, device, shard=True)
     sums, counts = None, torch.zeros(data.num_classes, dtype=torch.float64)
@@ -41,39 +47,61 @@ def class_means(model: OpenLTModel, data: DataBundle, device: torch.device, batc
     return (sums / counts.clamp(min=1).unsqueeze(1)).float()
 
 
-def init_from_run(model: OpenLTModel, run_path: str, data: DataBundle, device: torch.device, batch_size: int,
-                  workers: int, channels_last: bool, log: Callable[[str], None]) -> None:
-    source = open_run(run_path)
-    manifest = source.manifest_file
-    if manifest.is_file():
-        import json
+def model_weights(tensors: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """A checkpoint's model tensors (`read_checkpoint`'s "model.<name>" keys) by state-dict name; the optimizer's
+    are left out."""
+    return {k[len(CHECKPOINT_PREFIX):]: v for k, v in tensors.items() if k.startswith(CHECKPOINT_PREFIX)}
 
-        theirs = json.loads(manifest.read_text(encoding="utf-8")).get("files", {}).get("train", {}).get("sha256")
-        ours = data.manifest.get("files", {}).get("train", {}).get("sha256")
-        if theirs and ours and theirs != ours:
-            raise RunDirError(f"train.init_from={run_path} was trained on another training split than this run")
-    tensors, _ = read_checkpoint(source.checkpoint("best"))
-    weights = {k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")}
+
+def load_stage1_weights(model: OpenLTModel, weights: Mapping[str, torch.Tensor], source: str, *,
+                        head: bool = True) -> list[str]:
+    """Load a stage-1 run's model tensors (`weights`: :func:`model_weights` of its checkpoint) into `model`;
+    returns the state-dict names copied besides the backbone's.
+
+    `head=True` (init-from): the backbone exactly, then every other tensor (attention, extra fc, head) whose
+    name and shape match; the rest of `model` keeps its initialisation. `head=False` (decoupled stage 2, whose
+    model is the stage-1 architecture with a new head): everything but the head exactly, the head untouched.
+    Raises RunDirError naming `source` when the backbone differs, ConfigError when (head=False) anything else
+    outside the head is missing or left over.
+    """
+    if not head:
+        weights = {k: v for k, v in weights.items() if not k.startswith(HEAD_PREFIX)}
     backbone = {k[len("backbone."):]: v for k, v in weights.items() if k.startswith("backbone.")}
     try:
         model.backbone.load_state_dict(backbone)
     except RuntimeError as exc:
         first = str(exc).splitlines()[0]
-        raise RunDirError(f"the backbone of {run_path} does not match this config's ({first})") from None
+        raise RunDirError(f"the backbone of {source} does not match this config's ({first})") from None
     own = model.state_dict()
     copied = [k for k, v in weights.items() if not k.startswith("backbone.") and k in own and own[k].shape == v.shape]
     model.load_state_dict({k: weights[k] for k in copied}, strict=False)
-    head = model.classifier
-    if hasattr(head, "init_hallucinator_from") and "classifier.fc.weight" in weights:
-        w = weights["classifier.fc.weight"]
-        linear = nn.Linear(w.shape[1], w.shape[0], bias="classifier.fc.bias" in weights)
-        linear.weight.data.copy_(w)
-        if linear.bias is not None:
-            linear.bias.data.copy_(weights["classifier.fc.bias"])
-        if head.hallucinator is not None and linear.weight.shape == head.hallucinator.weight.shape:
-            head.init_hallucinator_from(linear)
-            copied.append("hallucinator <- stage-1 classifier")
-    if hasattr(head, "init_centroids"):
-        head.init_centroids(class_means(model, data, device, batch_size, workers, channels_last).to(device))
-        copied.append("centroids <- class means of training features")
+    if not head:
+        missing = [k for k in own if not k.startswith(("backbone.", HEAD_PREFIX)) and k not in weights]
+        unexpected = [k for k in weights if not k.startswith("backbone.") and k not in copied]
+        if missing or unexpected:
+            raise ConfigError(f"the stage-1 checkpoint of {source} does not match the model: missing "
+                              f"{missing[:5]}, unexpected {unexpected[:5]}")
+    return copied
+
+
+def init_from_run(model: OpenLTModel, run_path: str, data: DataBundle, device: torch.device, batch_size: int,
+                  workers: int, channels_last: bool, log: Callable[[str], None]) -> None:
+    """`train.init_from=run_path`: the run's best weights into `model` (:func:`load_stage1_weights`), then the
+    head's own stage-1 initialisation, with the class means of `data`'s training split computed with
+    `batch_size` / `workers` where the head asks for them. RunDirError: the run was trained on another training
+    split (manifest checksums differ), or its backbone does not match."""
+    source = open_run(run_path)
+    _check_same_train_split(source.manifest_file, data, run_path)
+    weights = model_weights(read_checkpoint(source.checkpoint("best"))[0])
+    copied = load_stage1_weights(model, weights, run_path)
+    copied += model.init_head_from_stage1(
+        weights, lambda: class_means(model, data, device, batch_size, workers, channels_last))
     log(f"initialised from {source.path}: backbone" + (f", {', '.join(copied)}" if copied else ""))
+
+
+def _check_same_train_split(manifest, data: DataBundle, run_path: str) -> None:
+    if manifest.is_file():
+        theirs = json.loads(manifest.read_text(encoding="utf-8")).get("files", {}).get("train", {}).get("sha256")
+        ours = data.manifest.get("files", {}).get("train", {}).get("sha256")
+        if theirs and ours and theirs != ours:
+            raise RunDirError(f"train.init_from={run_path} was trained on another training split than this run")
