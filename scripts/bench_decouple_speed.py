@@ -31,6 +31,7 @@ from openlt.decoupling.classifiers import new_linear, train_on_features
 from openlt.engine.runtime import batch_to, make_loader
 from openlt.engine.features import extract_features
 from openlt.models.model import build_model
+from openlt.optim import optimizer_step
 
 from bench_perf import median_time  # this folder is on sys.path when a script here runs
 
@@ -75,9 +76,7 @@ def main() -> int:
         opt = torch.optim.SGD(net.parameters(), lr=0.1, momentum=0.9)
         for images, targets in loader:
             loss = F.cross_entropy(net(batch_to(images, device, False))["logits"], targets)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
+            optimizer_step(loss, opt)  # the library's step, as in training
 
     t_cache = median_time(cache_epoch, args.repeats, warmup=1)
     t_backbone = median_time(backbone_epoch, args.repeats, warmup=1)

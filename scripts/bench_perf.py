@@ -57,30 +57,29 @@ def _setup(threads: int):
 
 
 def _training_step(kind: str, device_name: str, amp: str, batch: int, rank: int = 0, world: int = 1):
-    """A closure running one training step of the `kind` model on a fixed synthetic batch, as engine/train.py."""
+    """A closure running one training step of the `kind` model on a fixed synthetic batch: the library's own
+    (engine/train.py's model-with-loss under autocast, then openlt.optim.optimizer_step with the run's schedule)."""
     import torch
 
     from openlt.config import build_config
-    from openlt.engine import distributed
-    from openlt.engine.runtime import batch_to, to_device
     from openlt.engine.precision import autocast, grad_scaler
-    from openlt.engine.train import _WithLoss, param_groups
+    from openlt.engine.runtime import batch_to, to_device
+    from openlt.engine.train import wrap_for_training
     from openlt.losses import build_loss
     from openlt.models.model import build_model
+    from openlt.optim import build_optimizer, build_scheduler, lr_schedule, optimizer_step
 
     cfg = build_config(MODELS[kind], [f"train.device={device_name}", f"train.amp={amp}"])
     device = torch.device(device_name)
     torch.manual_seed(0)
     classes, counts = 8, [1280, 640, 320, 160, 80, 40, 20, 5]  # the embedded benchmark's shape
     model = to_device(build_model(cfg, classes, 1, 28), device, cfg.train.channels_last)
-    if hasattr(model.classifier, "init_centroids"):
-        model.classifier.init_centroids(torch.randn(classes, model.backbone.out_dim, device=device))
+    # OLTR stage 2 starts from class means (random ones here); other heads have nothing to initialise
+    model.init_head_from_stage1({}, lambda: torch.randn(classes, model.backbone.out_dim, device=device))
     criterion = build_loss(cfg.train.loss, counts, model.backbone.out_dim, **cfg.train.loss_args).to(device)
-    optimizer = torch.optim.SGD(param_groups(model, cfg.train), lr=0.01, momentum=0.9, weight_decay=5e-4)
-    for group in optimizer.param_groups:
-        group["lr"] = group["base_lr"] * 0.1
-    unused = hasattr(model.classifier, "centroids") and not getattr(criterion, "uses_centroids", False)
-    net = distributed.data_parallel(_WithLoss(model, criterion), device, find_unused_parameters=unused)
+    optimizer = build_optimizer(model.param_groups(), cfg.train)
+    scheduler = build_scheduler(optimizer, lr_schedule(cfg.train, steps_per_epoch=1000))
+    net = wrap_for_training(model, criterion, device)
     net.train()
     scaler = grad_scaler(amp, device)
     g = torch.Generator().manual_seed(rank)
@@ -90,14 +89,7 @@ def _training_step(kind: str, device_name: str, amp: str, batch: int, rank: int 
     def step() -> None:
         with autocast(amp, device):
             loss, _ = net(images, targets)
-        optimizer.zero_grad(set_to_none=True)
-        if scaler is None:
-            loss.backward()
-            optimizer.step()
-        else:
-            scaler.scale(loss).backward()
-            scaler.step(optimizer)
-            scaler.update()
+        optimizer_step(loss, optimizer, scheduler, scaler)
         if device.type == "cuda":
             torch.cuda.synchronize(device)
 

@@ -97,6 +97,7 @@ def test_resume_after_an_interruption_matches_an_uninterrupted_run(image_folder,
     assert len(cut.epochs_logged()) == 1
     train(cut.config(), run=cut, resume=True, quiet=True, log=lambda s: None)
     assert [e["epoch"] for e in cut.epochs_logged()] == [1, 2]
+    assert [e["lr"] for e in cut.epochs_logged()] == [e["lr"] for e in full.epochs_logged()]  # the same schedule
     from safetensors.torch import load_file
 
     a, b = load_file(full.checkpoint("last")), load_file(cut.checkpoint("last"))
@@ -117,6 +118,7 @@ def test_oltr_stage1_to_stage2_through_the_cli(trained_run, image_folder, tmp_pa
                          *TINY, f"data.split_dir={stage1 / 'splits'}", f"train.init_from={stage1}", "train.freeze_backbone=true", "--quiet")
     assert code == 0, err
     assert "initialised from" in out and "centroids <- class means" in out
+    assert "hallucinator <- stage-1 classifier" in out  # the head's own stage-1 hook
     run = next((tmp_path / "runs2").iterdir())
     metrics = json.loads((run / "metrics.json").read_text())
     assert 0.0 <= metrics["closed"]["overall"] <= 1.0 and "f_measure" in metrics["open"]
