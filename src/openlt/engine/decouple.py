@@ -39,7 +39,6 @@ from openlt.models.model import OpenLTModel, build_model
 
 FEATURE_MODES = ("cache", "augmented")
 KEEP = ("last", "best")
-HEAD_PREFIX = "classifier."
 
 
 def adopt_representation(cfg: Config, source: Run, log: Callable[[str], None]) -> Config:
