@@ -171,6 +171,11 @@ class ModulatedAttention(nn.Module):
         return x + ma * sa, {"spatial": ma, "self": attn, "context": sa}
 
     def forward(self, x: Tensor) -> Tensor:
+        """``f + MA(f) * SA(f)``: (B, C, H, W) -> (B, C, H, W).
+
+        With ``record_maps`` the maps of this call are kept, detached, in ``last_spatial_attention`` (B, 1, H, W) and
+        ``last_self_attention`` (B, H*W, H*W). Raises ValueError for an input that is not (B, C, H, W).
+        """
         out, maps = self.forward_with_maps(x)
         if self.record_maps:
             self.last_spatial_attention = maps["spatial"].detach()
@@ -178,6 +183,7 @@ class ModulatedAttention(nn.Module):
         return out
 
     def extra_repr(self) -> str:
+        """The channel counts and options shown by ``repr(module)``."""
         return (
             f"channels={self.channels}, inter_channels={self.inter_channels}, "
             f"hidden_channels={self.hidden_channels}, spatial_size={self.spatial_size}"

@@ -36,16 +36,23 @@ class Backbone(nn.Module):
         self.out_dim = out_dim
 
     def forward_map(self, x: Tensor) -> Tensor:
+        """The last stage's feature map of images ``x`` (B, in_chans, H, W): (B, out_dim, H', W') for CNNs.
+
+        Subclasses implement it; the base raises NotImplementedError.
+        """
         raise NotImplementedError
 
     def pool(self, feature_map: Tensor) -> Tensor:
+        """Global average pooling: (B, C, H, W) feature map -> (B, C) feature vector."""
         return feature_map.mean(dim=(2, 3))
 
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """Images (B, in_chans, H, W) -> ``(feature_map, pooled)``: (B, out_dim, H', W') and (B, out_dim)."""
         feature_map = self.forward_map(x)
         return feature_map, self.pool(feature_map)
 
     def extra_repr(self) -> str:
+        """The name and feature width shown by ``repr(module)``."""
         return f"name={self.name!r}, out_dim={self.out_dim}"
 
 
@@ -72,6 +79,7 @@ class ResNetBackbone(Backbone):
         self.layer4 = net.layer4
 
     def forward_map(self, x: Tensor) -> Tensor:
+        """Stem and the four stages: (B, in_chans, H, W) -> (B, out_dim, H/32, W/32) (H/8, W/8 with ``small_input``)."""
         x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
         return self.layer4(self.layer3(self.layer2(self.layer1(x))))
 
@@ -88,9 +96,11 @@ class TimmBackbone(Backbone):
         self.model = model
 
     def forward_map(self, x: Tensor) -> Tensor:
+        """timm's ``forward_features``: (B, C, H', W') for CNNs, the token sequence for transformers."""
         return self.model.forward_features(x)
 
     def pool(self, feature_map: Tensor) -> Tensor:
+        """timm's ``forward_head(..., pre_logits=True)``: the model's own pooling -> (B, out_dim)."""
         return self.model.forward_head(feature_map, pre_logits=True)
 
 

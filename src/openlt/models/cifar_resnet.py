@@ -27,10 +27,16 @@ class PadShortcut(nn.Module):
         self.before, self.after = extra_channels // 2, extra_channels - extra_channels // 2
 
     def forward(self, x: Tensor) -> Tensor:
+        """(B, C, H, W) -> (B, C + extra_channels, ceil(H/2), ceil(W/2)): stride-2 subsampling, zero channels."""
         return F.pad(x[:, :, ::2, ::2], (0, 0, 0, 0, self.before, self.after))
 
 
 class BasicBlock(nn.Module):
+    """Two 3x3 conv-BN layers with a ReLU between them and an option-A shortcut: ``relu(F(x) + shortcut(x))``.
+
+    (B, in_planes, H, W) -> (B, planes, H/stride, W/stride); the shortcut pads channels (no parameter) when the
+    block changes the map's size or width.
+    """
     def __init__(self, in_planes: int, planes: int, stride: int = 1) -> None:
         super().__init__()
         self.conv1 = nn.Conv2d(in_planes, planes, 3, stride=stride, padding=1, bias=False)
@@ -40,6 +46,7 @@ class BasicBlock(nn.Module):
         self.shortcut = PadShortcut(planes - in_planes) if stride != 1 or in_planes != planes else nn.Identity()
 
     def forward(self, x: Tensor) -> Tensor:
+        """(B, in_planes, H, W) -> (B, planes, H/stride, W/stride)."""
         out = F.relu(self.bn1(self.conv1(x)))
         out = self.bn2(self.conv2(out))
         return F.relu(out + self.shortcut(x))
@@ -64,6 +71,7 @@ class CifarResNet(Backbone):
                 nn.init.kaiming_normal_(m.weight)
 
     def forward_map(self, x: Tensor) -> Tensor:
+        """Stem and the three stages: (B, in_chans, 32, 32) -> (B, 64, 8, 8) (any H, W: H/4, W/4 rounded up)."""
         x = F.relu(self.bn1(self.conv1(x)))
         return self.layer3(self.layer2(self.layer1(x)))
 

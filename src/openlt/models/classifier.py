@@ -29,6 +29,7 @@ class LinearClassifier(HeadFromConfig, nn.Module):
         self.fc = nn.Linear(in_dim, num_classes, bias=bias)
 
     def forward(self, feature: Tensor) -> Tensor:
+        """(B, in_dim) features -> (B, num_classes) logits ``W f + b``."""
         return self.fc(feature)
 
 
@@ -46,12 +47,14 @@ class NormedLinear(HeadFromConfig, nn.Module):
             self.weight.uniform_(-1, 1).renorm_(2, 1, 1e-5).mul_(1e5)
 
     def forward(self, feature: Tensor) -> Tensor:
+        """(B, in_dim) features -> (B, num_classes) float32 cosines in [-1, 1] (float32 also under autocast)."""
         # float32 even under autocast: LDAM multiplies these cosines by s = 30, where half precision's rounding
         # of the cosine (bf16: ~0.004) becomes a logit error of ~0.1
         with torch.autocast(device_type=feature.device.type, enabled=False):
             return F.normalize(feature.float(), dim=1) @ F.normalize(self.weight.float(), dim=0)
 
     def extra_repr(self) -> str:
+        """The sizes shown by ``repr(module)``."""
         return f"in_dim={self.in_dim}, num_classes={self.num_classes}"
 
 
@@ -79,11 +82,13 @@ class NCMHead(HeadFromConfig, nn.Module):
         self.register_buffer("feature_mean", torch.zeros(in_dim) if self.center else None)
 
     def forward(self, feature: Tensor) -> Tensor:
+        """(B, in_dim) features -> (B, num_classes) float32 logits (also under autocast); see the class docstring."""
         with torch.autocast(device_type=feature.device.type, enabled=False):  # float32, like the cosine classifier
             z = ncm_transform(feature.float(), self.feature_mean)
             return ncm_logits(z, self.means, self.metric, self.scale)
 
     def extra_repr(self) -> str:
+        """The sizes and options shown by ``repr(module)``."""
         return (f"in_dim={self.in_dim}, num_classes={self.num_classes}, metric={self.metric}, scale={self.scale}, "
                 f"center={self.center}")
 

@@ -75,6 +75,7 @@ class CosineClassifier(HeadFromConfig, nn.Module):
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
+        """Redraw ``weight`` (num_classes, in_dim) from ``U(-1/sqrt(in_dim), 1/sqrt(in_dim))``, as the public code."""
         stdv = 1.0 / math.sqrt(self.in_dim)
         nn.init.uniform_(self.weight, -stdv, stdv)
 
@@ -87,12 +88,14 @@ class CosineClassifier(HeadFromConfig, nn.Module):
         return F.normalize(x, dim=1)
 
     def forward(self, feature: Tensor) -> Tensor:
+        """(B, in_dim) features of any float dtype -> (B, num_classes) float32 logits (see the class docstring)."""
         # float32 even under autocast: the logits reach +-scale, where bf16 would round them to ~0.06
         with torch.autocast(device_type=feature.device.type, enabled=False):
             w = F.normalize(self.weight.float(), dim=1)
             return F.linear(self.scale * self.normalize_input(feature), w)
 
     def extra_repr(self) -> str:
+        """The sizes and options shown by ``repr(module)``."""
         return f"in_dim={self.in_dim}, num_classes={self.num_classes}, scale={self.scale}, squash={self.squash}"
 
 
@@ -214,6 +217,10 @@ class MetaEmbeddingHead(HeadFromConfig, nn.Module):
         return dist.clamp_min(self.min_distance)
 
     def forward(self, feature: Tensor) -> dict[str, Tensor]:
+        """(B, in_dim) features -> the output dict described in the class docstring (``logits`` (B, K) float32).
+
+        Raises ValueError for features that are not (B, in_dim).
+        """
         if feature.dim() != 2 or feature.shape[1] != self.in_dim:
             raise ValueError(f"MetaEmbeddingHead expects (B, {self.in_dim}) features, got {tuple(feature.shape)}")
         x = feature
@@ -244,6 +251,7 @@ class MetaEmbeddingHead(HeadFromConfig, nn.Module):
         }
 
     def extra_repr(self) -> str:
+        """The sizes and ablation switches shown by ``repr(module)``."""
         return (
             f"in_dim={self.in_dim}, num_classes={self.num_classes}, reach_scale={self.reach_scale}, "
             f"use_memory={self.use_memory}, use_selector={self.use_selector}, "

@@ -35,6 +35,12 @@ class OpenLTModel(nn.Module):
         self.classifier = classifier
 
     def features(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """Images (B, in_chans, H, W) -> ``(feature_map, feature)``.
+
+        ``feature_map``: the backbone's last map (B, C, H', W'), after modulated attention when the model has it;
+        ``feature``: its pooled vector (B, C), through ``feature_fc`` (Linear + ReLU, same width) when present -- what
+        the head sees.
+        """
         feature_map = self.backbone.forward_map(x)
         if self.attention is not None:
             feature_map = self.attention(feature_map)
@@ -44,6 +50,9 @@ class OpenLTModel(nn.Module):
         return feature_map, feature
 
     def forward(self, x: Tensor) -> dict[str, Tensor]:
+        """Images (B, in_chans, H, W) -> the head's output dict (``"logits"`` (B, num_classes) at least), plus
+        ``"feature"`` (B, C) and ``"feature_map"`` (B, C, H', W') (see :meth:`features`).
+        """
         feature_map, feature = self.features(x)
         out = head_outputs(self.classifier, feature)
         out["feature"], out["feature_map"] = feature, feature_map
