@@ -747,12 +747,11 @@ def _deep_merge(into: dict, update: dict) -> None:
             into[key] = value
 
 
-def _dotted(tree: dict, prefix: str = "") -> list[str]:
+def _leaves(tree: dict, prefix: str = "") -> list[str]:
+    """The dotted keys of a nested mapping's values (not of its sub-mappings)."""
     keys = []
     for key, value in tree.items():
-        keys.append(f"{prefix}{key}")
-        if isinstance(value, dict):
-            keys += _dotted(value, f"{prefix}{key}.")
+        keys += _leaves(value, f"{prefix}{key}.") if isinstance(value, dict) and value else [f"{prefix}{key}"]
     return keys
 
 
@@ -768,7 +767,7 @@ def build_config(path: str | Path | None = None, overrides: list[str] | None = N
         _assign(cfg, data, "", problems)
     if overrides:
         layer = parse_overrides(overrides)
-        for key in _dotted(layer):  # these keys come from the command line now, not from the file
+        for key in _leaves(layer):  # these keys come from the command line now, not from the file
             problems.origins = {k: v for k, v in problems.origins.items() if k != key and not k.startswith(f"{key}.")}
         _assign(cfg, layer, "", problems)
     _check(cfg, "", problems)

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from openlt.config import SplitConfig
+from openlt.config import SplitConfig, read_utf8
 from openlt.data.splitfile import write_split_file
 from openlt.errors import ConfigError, DataError, WriteError
 from openlt.io import sha256_file, write_json
@@ -284,5 +284,5 @@ def describe_split(files: dict[str, Path], class_names: list[str], train_counts:
 
 
 def _count_lines(path: Path) -> int:
-    with open(path, encoding="utf-8") as fh:
-        return sum(1 for line in fh if line.strip() and not line.startswith("#"))
+    text = read_utf8(path, "split file", DataError)
+    return sum(1 for line in text.splitlines(keepends=True) if line.strip() and not line.startswith("#"))

@@ -1,0 +1,321 @@
+"""Hostile split input, in tables: `openlt split` options and image folders, and the split files a run reads.
+Each bad input goes through the CLI and must give exit status 2, ONE line on stderr naming the culprit (the
+option, the class and its count, the split file and line), no traceback, no split folder left half-written
+and no run directory (every split file is checked before any training).
+
+Add a case by adding a row: SPLIT_CASES (options of `openlt split` on a small image folder) or FILE_CASES
+(a change to a good split folder that `openlt train` then reads). docs/robustness.md counts the kinds.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import pytest
+
+from openlt.cli import main
+from openlt.data.splitfile import read_split_file
+
+TRAIN = [f"ant/{i:03d}.png 0" for i in range(6)] + [f"bee/{i:03d}.png 1" for i in range(6)]
+VAL = ["ant/006.png 0", "bee/006.png 1"]
+TEST = ["ant/007.png 0", "bee/007.png 1"]
+OPEN = ["cat/000.png -1", "cat/001.png -1"]
+FAST = ["data.image_size=16", "model.backbone=resnet20", "train.epochs=1", "train.batch_size=4", "train.device=cpu",
+        "eval.batch_size=64", "eval.open_threshold=0.5", "--quiet", "--no-eval"]
+
+
+@pytest.fixture(scope="module")
+def images(tmp_path_factory) -> Path:
+    from images import make_image_folder  # tests/helpers, on the path through conftest
+
+    return make_image_folder(tmp_path_factory.mktemp("split-boundary") / "images",
+                             {"ant": 12, "bee": 9, "cat": 5, "dog": 4}, size=16)
+
+
+def run_cli(args: list[str], capsys) -> str:
+    """Run `openlt ARGS`; check exit 2, one stderr line, no traceback; return that line."""
+    capsys.readouterr()
+    code = main([str(a) for a in args])
+    out, err = capsys.readouterr()
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert code == 2, f"exit {code}\nstdout: {out[-2000:]}\nstderr: {err}"
+    assert len(lines) == 1, f"expected one line on stderr, got:\n{err}"
+    assert lines[0].startswith(f"openlt {args[0]}: error: ") and "Traceback" not in out + err, lines[0]
+    return lines[0]
+
+
+def split_args(root: Path, out: Path, *extra: str) -> list[str]:
+    return ["split", "--dataset", "image-folder", "--root", str(root), "--out", str(out), "--val-per-class", "1",
+            "--test-per-class", "1", "--open-classes", "0", "--profile", "none", *extra]
+
+
+# ------------------------------------------------------------------------------------------ openlt split
+@dataclass
+class SplitCase:
+    kind: str
+    id: str
+    options: tuple[str, ...]
+    needles: tuple[str, ...]
+
+
+def S(kind: str, id: str, options: tuple[str, ...], *needles: str) -> SplitCase:
+    return SplitCase(kind, id, options, needles)
+
+
+SPLIT_CASES = [
+    S("option", "test-per-class-negative", ("--test-per-class", "-1"), "--test-per-class must be >= 1", "-1"),
+    S("option", "val-per-class-negative", ("--val-per-class", "-1"), "--val-per-class must be >= 0", "-1"),
+    S("option", "seed-negative", ("--seed", "-5"), "--seed must be >= 0", "-5"),
+    S("option", "imbalance-factor-nan", ("--profile", "exp", "--imbalance-factor", "nan"), "--imbalance-factor",
+      "finite"),
+    S("option", "imbalance-factor-inf", ("--profile", "exp", "--imbalance-factor", "inf"), "--imbalance-factor",
+      "finite"),
+    S("option", "imbalance-factor-below-1", ("--profile", "exp", "--imbalance-factor", "0.5"), "--imbalance-factor",
+      ">= 1"),
+    S("option", "open-classes-fraction", ("--open-classes", "1.5"), "--open-classes", "whole number", "1.5"),
+    S("option", "open-classes-negative", ("--open-classes", "-1"), "--open-classes", ">= 0"),
+    S("option", "n-max-zero", ("--profile", "exp", "--n-max", "0"), "--n-max must be >= 1"),
+    S("option", "n-min-negative", ("--profile", "exp", "--n-min", "-3"), "--n-min must be >= 1"),
+    S("option", "n-min-above-n-max", ("--profile", "exp", "--n-max", "5", "--n-min", "8"), "--n-min", "n_max (5)"),
+    S("option", "alpha-zero", ("--profile", "pareto", "--alpha", "0"), "--alpha must be > 0"),
+    S("option", "alpha-nan", ("--profile", "pareto", "--alpha", "nan"), "--alpha", "finite"),
+    S("profile", "exp-too-big", ("--profile", "exp", "--n-max", "20", "--n-min", "2", "--order", "label"),
+      "exp profile (n_max 20)", "'ant' has 10 of 20", "'bee' has 7 of 9", "'cat' has 3 of 4"),
+    S("profile", "exp-tail-too-big", ("--profile", "exp", "--n-max", "10", "--n-min", "5", "--order", "label"),
+      "'dog' has 2 of 5", "'cat' has 3 of 6"),
+    S("profile", "pareto-too-big", ("--profile", "pareto", "--n-max", "30", "--n-min", "2"), "pareto profile",
+      "of 30"),
+    S("profile", "imbalance-factor-too-big", ("--profile", "exp", "--n-max", "12", "--imbalance-factor", "2",
+                                               "--order", "label"), "'ant' has 10 of 12"),
+    S("profile", "more-test-than-images", ("--profile", "exp", "--n-max", "4", "--n-min", "2", "--test-per-class",
+                                            "8"), "has no image left for training"),
+]
+
+
+@pytest.mark.parametrize("case", SPLIT_CASES, ids=[f"{c.kind}/{c.id}" for c in SPLIT_CASES])
+def test_split_refuses_hostile_options(case: SplitCase, images, tmp_path, capsys):
+    line = run_cli(split_args(images, tmp_path / "out", *case.options), capsys)
+    for needle in case.needles:
+        assert needle in line, f"{needle!r} not in: {line}"
+    assert not (tmp_path / "out").exists() and not list(tmp_path.iterdir()), "split output left behind"
+
+
+def test_a_profile_that_fits_is_written(images, tmp_path, capsys):
+    assert main(split_args(images, tmp_path / "out", "--profile", "exp", "--n-max", "10", "--n-min", "2",
+                           "--order", "label")) == 0
+    manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
+    assert sorted(manifest["train_counts"], reverse=True) == [10, 5, 3, 2]  # exactly the profile, none cut
+
+
+# ------------------------------------------------------------------------------------------ image folders
+def test_hidden_entries_inside_class_folders_are_not_images(images, tmp_path, capsys):
+    root = tmp_path / "images"
+    shutil.copytree(images, root)
+    png = (root / "ant" / "000.png").read_bytes()
+    for hidden in ("ant/.ipynb_checkpoints/000-checkpoint.png", "ant/._000.png", "bee/.thumbs/x.png",
+                   "bee/.DS_Store", "cat/deep/.cache/y.jpg", "__MACOSX/ant/._001.png", ".trash/z.png"):
+        (root / hidden).parent.mkdir(parents=True, exist_ok=True)
+        (root / hidden).write_bytes(png)
+    (root / "cat" / "deep" / "visible.png").write_bytes(png)
+    assert main(split_args(root, tmp_path / "out")) == 0
+    listed = "".join((tmp_path / "out" / f"{s}.txt").read_text() for s in ("train", "val", "test"))
+    assert "/." not in listed and "__MACOSX" not in listed and "cat/deep/visible.png" in listed
+    manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
+    assert manifest["class_names"] == ["ant", "bee", "cat", "dog"]
+
+
+def test_a_class_folder_starting_with_hash_keeps_its_images(images, tmp_path, capsys):
+    root = tmp_path / "images"
+    shutil.copytree(images, root)
+    (root / "cat").rename(root / "#cat")
+    assert main(split_args(root, tmp_path / "out")) == 0
+    manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
+    label = manifest["class_names"].index("#cat")
+    train = read_split_file(tmp_path / "out" / "train.txt")
+    assert train.labels.count(label) == manifest["train_counts"][label] == 3  # 5 images - 1 val - 1 test
+    assert all(item.startswith("#cat/") for item, lab in zip(train.items, train.labels) if lab == label)
+    assert "./#cat/" in (tmp_path / "out" / "train.txt").read_text()  # written so, not read back as a comment
+
+
+@pytest.mark.parametrize("name, needle", [("ant/bad\nname.png", "line break"), (" ant", "surrounding spaces")])
+def test_a_path_a_split_file_cannot_hold_is_refused(images, tmp_path, capsys, name, needle):
+    root = tmp_path / "images"
+    shutil.copytree(images, root)
+    target = root / name
+    if target.suffix:
+        target.write_bytes((root / "ant" / "000.png").read_bytes())
+    else:
+        shutil.copytree(root / "ant", target)
+    line = run_cli(split_args(root, tmp_path / "out"), capsys)
+    assert needle in line and "rename it" in line
+    assert not (tmp_path / "out").exists()
+
+
+# ------------------------------------------------------------------------------------------ the output folder
+def test_split_output_is_atomic_and_never_replaces_other_files(images, tmp_path, capsys, monkeypatch):
+    out = tmp_path / "out"
+    assert main(split_args(images, out)) == 0
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    assert "already holds a split" in run_cli(split_args(images, out, "--seed", "1"), capsys)
+
+    import openlt.data.splits as splits
+
+    def disk_full(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(splits, "write_json", disk_full)  # the manifest, written last, fails
+    line = run_cli(split_args(images, out, "--seed", "1", "--force"), capsys)
+    assert "cannot write the split folder" in line and "No space left" in line
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before, "the previous split must stay whole"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"], "temporary folder left behind"
+    monkeypatch.undo()
+
+    assert main(split_args(images, out, "--seed", "1", "--force")) == 0
+    assert (out / "train.txt").read_bytes() != before["train.txt"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
+
+    (out / "notes.md").write_text("mine")
+    line = run_cli(split_args(images, out, "--force"), capsys)
+    assert "notes.md" in line and "new or empty folder" in line
+    assert (out / "notes.md").read_text() == "mine"
+    (out / "notes.md").unlink()
+    assert "is not a folder" in run_cli(split_args(images, out / "train.txt"), capsys)
+
+
+def test_same_arguments_give_the_same_split_files_byte_for_byte(images, tmp_path):
+    for name in ("a", "b"):
+        assert main(split_args(images, tmp_path / "x", "--profile", "exp", "--n-max", "8", "--n-min", "2",
+                               "--order", "label", "--seed", "3", *(["--force"] if name == "b" else []))) == 0
+        shutil.copytree(tmp_path / "x", tmp_path / name)
+    for path in (tmp_path / "a").iterdir():
+        assert path.read_bytes() == (tmp_path / "b" / path.name).read_bytes()
+
+
+# ------------------------------------------------------------------------------------------ split files
+@dataclass
+class FileCase:
+    kind: str
+    id: str
+    change: Callable[[Path], None]  # damages the good split folder
+    needles: tuple[str, ...]
+    dataset: str = "split-file"
+
+
+def lines(name: str, new: list[str]) -> Callable[[Path], None]:
+    return lambda folder: (folder / f"{name}.txt").write_text("".join(f"{line}\n" for line in new))
+
+
+def add(name: str, line: str) -> Callable[[Path], None]:
+    base = {"train": TRAIN, "val": VAL, "test": TEST, "open": OPEN}[name]
+    return lines(name, base + [line])
+
+
+def raw(name: str, data: bytes) -> Callable[[Path], None]:
+    return lambda folder: (folder / f"{name}.txt").write_bytes(data)
+
+
+def no_manifest(folder: Path) -> None:
+    (folder / "manifest.json").unlink(missing_ok=True)
+
+
+def manifest(text: str) -> Callable[[Path], None]:
+    return lambda folder: (folder / "manifest.json").write_text(text)
+
+
+def class_names(data: bytes) -> Callable[[Path], None]:
+    return lambda folder: (folder / "names.txt").write_bytes(data)
+
+
+def F(kind: str, id: str, change: Callable[[Path], None], *needles: str, dataset: str = "split-file") -> FileCase:
+    return FileCase(kind, id, change, needles, dataset)
+
+
+FILE_CASES = [
+    F("missing-image", "in-test", add("test", "bee/missing.png 1"), "test.txt, line 3", "bee/missing.png"),
+    F("missing-image", "in-open", add("open", "cat/missing.png -1"), "open.txt, line 3", "cat/missing.png"),
+    F("missing-image", "in-val", add("val", "ant/missing.png 0"), "val.txt, line 3", "ant/missing.png"),
+    F("missing-image", "a-folder", add("test", "ant 0"), "test.txt, line 3", "'ant' not found"),
+    F("label", "out-of-range-in-test", add("test", "ant/008.png 2"), "test.txt, line 3", "label 2 is out of range"),
+    F("label", "huge-in-test", add("test", "ant/008.png 1000000000000"), "test.txt, line 3", "out of range"),
+    F("label", "huge-in-train", add("train", "ant/008.png 1000000000000"), "train.txt, line 13", "out of range"),
+    F("label", "very-long-in-train", add("train", "ant/008.png " + "9" * 5000), "train.txt, line 13", "out of range"),
+    F("label", "fullwidth-digit", add("test", "ant/008.png １"), "test.txt, line 3", "not an integer"),
+    F("label", "underscore", add("train", "ant/008.png 1_0"), "train.txt, line 13", "not an integer"),
+    F("label", "plus-sign", add("test", "ant/008.png +1"), "test.txt, line 3", "not an integer"),
+    F("label", "hex", add("test", "ant/008.png 0x1"), "test.txt, line 3", "not an integer"),
+    F("label", "float", add("test", "ant/008.png 1.0"), "test.txt, line 3", "not an integer"),
+    F("label", "known-label-in-open-below-minus-1", add("open", "cat/002.png -2"), "open.txt, line 3",
+      "label -2 is negative"),
+    F("duplicate", "double-slash", add("train", "ant//000.png 0"), "train.txt, line 13", "'ant/000.png'",
+      "listed twice (first on line 1)"),
+    F("duplicate", "dot-slash", add("train", "./ant/001.png 0"), "train.txt, line 13", "listed twice (first on line 2)"),
+    F("duplicate", "inner-dot", add("test", "ant/./007.png 0"), "test.txt, line 3", "listed twice (first on line 1)"),
+    F("overlap", "train-and-test", add("test", "ant/000.png 0"), "test.txt, line 3", "also in the train split",
+      "train.txt, line 1"),
+    F("overlap", "val-and-test", lines("test", VAL), "test.txt, line 1", "also in the val split"),
+    F("overlap", "train-and-open", add("open", "ant/001.png -1"), "open.txt, line 3", "also in the train split"),
+    F("overlap", "train-and-val-normalised", add("val", "./bee//000.png 1"), "val.txt, line 3",
+      "also in the train split"),
+    F("encoding", "test-latin-1", raw("test", "ant/007.png 0\nbée/1.png 1\n".encode("latin-1")), "test.txt",
+      "not UTF-8", "line 2"),
+    F("encoding", "open-utf-16", raw("open", "cat/000.png -1\n".encode("utf-16")), "open.txt", "not UTF-8"),
+    F("encoding", "nul-in-path", add("test", "ant/00\0.png 0"), "test.txt, line 3", "NUL byte"),
+    F("encoding", "class-names-latin-1", class_names("ant\nbée\n".encode("latin-1")), "names.txt", "not UTF-8"),
+    F("encoding", "class-names-twice", class_names(b"ant\nant\n"), "names.txt, line 2", "'ant' is given twice"),
+    F("manifest", "image-folder-split-without-manifest", no_manifest, "has no manifest.json", "incomplete",
+      dataset="image-folder"),
+    F("manifest", "not-json", manifest("{torn"), "manifest.json", "unreadable", dataset="image-folder"),
+    F("manifest", "a-list", manifest("[1, 2]"), "manifest.json", "malformed", dataset="image-folder"),
+    F("manifest", "counts-do-not-fit", manifest('{"class_names": ["a", "b"], "train_counts": [3], "files": {}}'),
+      "manifest.json", "malformed", dataset="image-folder"),
+    F("manifest", "negative-count", manifest('{"class_names": ["a"], "train_counts": [-1], "files": {}}'),
+      "manifest.json", "malformed", dataset="image-folder"),
+]
+
+
+def good_split(folder: Path) -> Path:
+    folder.mkdir()
+    for name, content in (("train", TRAIN), ("val", VAL), ("test", TEST), ("open", OPEN)):
+        (folder / f"{name}.txt").write_text("".join(f"{line}\n" for line in content))
+    return folder
+
+
+def test_the_tables_cover_every_kind_with_several_instances():
+    for table in (SPLIT_CASES, FILE_CASES):
+        ids = [f"{c.kind}/{c.id}" for c in table]
+        assert len(ids) == len(set(ids))
+        for kind in {c.kind for c in table}:
+            assert sum(c.kind == kind for c in table) >= 3, kind
+
+
+@pytest.mark.parametrize("case", FILE_CASES, ids=[f"{c.kind}/{c.id}" for c in FILE_CASES])
+def test_every_split_file_is_checked_before_the_run_exists(case: FileCase, images, tmp_path, capsys):
+    split = good_split(tmp_path / "split")
+    case.change(split)
+    config = tmp_path / "c.yaml"
+    config.write_text("name: boundary\n")
+    names = ["data.class_names=names.txt"] if (split / "names.txt").exists() else []
+    line = run_cli(["train", config, f"data.dataset={case.dataset}", f"data.root={images}", f"data.split_dir={split}",
+                    f"out_dir={tmp_path / 'runs'}", *names, *FAST], capsys)
+    for needle in case.needles:
+        assert needle in line, f"{needle!r} not in: {line}"
+    runs = tmp_path / "runs"
+    assert not runs.exists() or not any(runs.iterdir()), "a run directory was left for a refused split"
+
+
+def test_a_good_split_folder_reads_with_bom_crlf_and_normalised_paths(images, tmp_path):
+    from openlt.config import build_config
+    from openlt.data.build import prepare_data
+
+    split = good_split(tmp_path / "split")
+    (split / "train.txt").write_bytes(b"\xef\xbb\xbf" + "".join(f"./{line}\r\n" for line in TRAIN).encode())
+    (split / "test.txt").write_text("# a comment\n\n" + "".join(f"{line}\n" for line in TEST))
+    cfg = build_config(None, ["data.dataset=split-file", f"data.root={images}", f"data.split_dir={split}"])
+    data = prepare_data(cfg)
+    assert data.num_classes == 2 and data.train_counts == [6, 6]
+    assert data.entries["train"].items[0] == "ant/000.png" and data.entries["test"].lines == [3, 4]
+    assert len(data.dataset("open")) == 2 and data.dataset("train")[0][1] == 0

@@ -1,0 +1,272 @@
+"""Hostile configs, in one table: every bad value, relation, YAML file or `base:` chain goes through the CLI
+(`openlt config` and `openlt train`) and must give exit status 2 and ONE line on stderr naming the culprit
+(the config key, and the file and line when it came from a file), no traceback, and no run directory.
+
+Add a case by adding a row to a table below: CLI overrides (OVERRIDES) or a YAML file's text (FILES), and
+the texts the error line must contain. docs/robustness.md lists the kinds and how many rows each has.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from openlt.cli import main
+from openlt.config import Config, build_config
+from openlt.errors import ConfigError
+
+
+@dataclass
+class Case:
+    kind: str
+    id: str
+    given: tuple[str, ...] | str  # overrides (key=value ...) or the text of a YAML file (FILES)
+    needles: tuple[str, ...]  # what the one error line must contain
+
+
+def O(kind: str, id: str, overrides: str | tuple[str, ...], *needles: str) -> Case:  # noqa: E743
+    return Case(kind, id, (overrides,) if isinstance(overrides, str) else overrides, needles)
+
+
+OVERRIDES = [
+    # --- numbers that are not finite (YAML .inf / .nan, or text that parses as one)
+    O("non-finite", "lr-inf", "train.lr=.inf", "'train.lr'", "finite", "inf"),
+    O("non-finite", "lr-nan", "train.lr=.nan", "'train.lr'", "finite"),
+    O("non-finite", "lr-inf-text", "train.lr=inf", "'train.lr'", "finite"),
+    O("non-finite", "momentum-minus-inf", "train.momentum=-.inf", "'train.momentum'", "finite"),
+    O("non-finite", "threshold-nan", "eval.open_threshold=.nan", "'eval.open_threshold'", "'auto' or a finite number"),
+    O("non-finite", "imbalance-factor-inf", "data.split.imbalance_factor=.inf", "'data.split.imbalance_factor'", "finite"),
+    O("non-finite", "loss-arg-nan", "train.loss_args={weight: .nan}", "'train.loss_args'", "finite"),
+    O("non-finite", "tau-inf", "decouple.taus=[1.0, .inf]", "'decouple.taus'", "finite", "item 1"),
+    O("non-finite", "milestone-nan", "train.milestones=[.nan]", "'train.milestones'", "finite"),
+    O("non-finite", "head-scale-inf", "model.head.scale=.inf", "'model.head.scale'", "finite"),
+    # --- negative or zero where it means nothing
+    O("out-of-range", "lr-negative", "train.lr=-1", "'train.lr'", "> 0", "-1"),
+    O("out-of-range", "lr-zero", "train.lr=0", "'train.lr'", "> 0"),
+    O("out-of-range", "workers-negative", "data.workers=-1", "'data.workers'", ">= 0"),
+    O("out-of-range", "eval-batch-zero", "eval.batch_size=0", "'eval.batch_size'", ">= 1"),
+    O("out-of-range", "train-batch-zero", "train.batch_size=0", "'train.batch_size'", ">= 1"),
+    O("out-of-range", "keep-known-2", "eval.keep_known=2", "'eval.keep_known'", "<= 1"),
+    O("out-of-range", "keep-known-0", "eval.keep_known=0", "'eval.keep_known'", "> 0"),
+    O("out-of-range", "image-size-negative", "data.image_size=-8", "'data.image_size'", ">= 1", "-8"),
+    O("out-of-range", "epochs-zero", "train.epochs=0", "'train.epochs'", ">= 1"),
+    O("out-of-range", "eval-every-zero", "train.eval_every=0", "'train.eval_every'", ">= 1"),
+    O("out-of-range", "weight-decay-negative", "train.weight_decay=-1e-4", "'train.weight_decay'", ">= 0"),
+    O("out-of-range", "warmup-negative", "train.warmup_epochs=-1", "'train.warmup_epochs'", ">= 0"),
+    O("out-of-range", "momentum-above-1", "train.momentum=1.5", "'train.momentum'", "< 1"),
+    O("out-of-range", "step-gamma-zero", "train.step_gamma=0", "'train.step_gamma'", "> 0"),
+    O("out-of-range", "seed-negative", "seed=-1", "'seed'", ">= 0"),
+    O("out-of-range", "split-seed-negative", "data.split.seed=-5", "'data.split.seed'", ">= 0"),
+    O("out-of-range", "val-per-class-negative", "data.split.val_per_class=-1", "'data.split.val_per_class'", ">= 0"),
+    O("out-of-range", "test-per-class-zero", "data.split.test_per_class=0", "'data.split.test_per_class'", ">= 1"),
+    O("out-of-range", "n-max-zero", "data.split.n_max=0", "'data.split.n_max'", ">= 1"),
+    O("out-of-range", "openmax-tail-zero", "eval.openmax_tail=0", "'eval.openmax_tail'", ">= 1"),
+    O("out-of-range", "milestone-negative", "train.milestones=[-3]", "'train.milestones'", ">= 0"),
+    O("out-of-range", "taus-empty", "decouple.taus=[]", "'decouple.taus'", "not be empty"),
+    # --- values that contradict each other
+    O("relation", "few-below-above-many", "eval.few_below=200", "'eval.few_below'", "eval.many_above (100)"),
+    O("relation", "bands-crossed", ("eval.many_above=10", "eval.few_below=30"), "'eval.few_below'", "overlap"),
+    O("relation", "nesterov-without-momentum", ("train.nesterov=true", "train.momentum=0"), "'train.nesterov'",
+      "momentum > 0"),
+    O("relation", "in-chans-2", "data.in_chans=2", "'data.in_chans'", "1, 3", "got 2"),
+    O("relation", "in-chans-0", "data.in_chans=0", "'data.in_chans'", "1, 3"),
+    O("relation", "label-smoothing-5", "train.loss_args={label_smoothing: 5}", "'train.loss_args'", "label_smoothing",
+      "< 1"),
+    O("relation", "label-smoothing-1", "train.loss_args={label_smoothing: 1.0}", "label_smoothing", "< 1"),
+    O("relation", "label-smoothing-negative", "train.loss_args={label_smoothing: -0.1}", "label_smoothing", ">= 0"),
+    O("relation", "n-min-above-n-max", ("data.split.n_min=50", "data.split.n_max=10"), "'data.split.n_min'",
+      "n_max (10)"),
+    O("relation", "min-lr-above-lr", "train.min_lr=1", "'train.min_lr'", "train.lr (0.1)"),
+    # --- names that are not one of the choices or registered
+    O("unknown-name", "dataset", "data.dataset=imagenet", "unknown data.dataset 'imagenet'", "image-folder"),
+    O("unknown-name", "transform", "data.transform=big", "unknown data.transform 'big'", "imagenet"),
+    O("unknown-name", "schedule", "train.schedule=linear", "unknown train.schedule 'linear'", "cosine"),
+    O("unknown-name", "amp", "train.amp=fp8", "unknown train.amp 'fp8'", "bf16"),
+    O("unknown-name", "profile", "data.split.profile=zipf", "unknown data.split.profile 'zipf'", "pareto"),
+    O("unknown-name", "backbone", "model.backbone=resnet11", "unknown backbone 'resnet11'", "model.backbone"),
+    O("unknown-name", "classifier", "model.classifier=mlp", "unknown classifier 'mlp'", "model.classifier"),
+    O("unknown-name", "loss", "train.loss=cross_entropy", "unknown loss 'cross_entropy'", "train.loss"),
+    O("unknown-name", "sampler", "train.sampler=balanced", "unknown sampler 'balanced'", "class_balanced"),
+    O("unknown-name", "open-score", "eval.open_score=energyy", "unknown open-set score 'energyy'", "eval.open_score"),
+    O("unknown-name", "device", "train.device=bogus", "'train.device'", "cuda:N", "'bogus'"),
+    O("unknown-name", "unknown-key", "train.epoch=3", "unknown config key 'train.epoch'", "did you mean 'train.epochs'"),
+    # --- values of the wrong type
+    O("wrong-type", "epochs-text", "train.epochs=abc", "'train.epochs'", "integer", "'abc'"),
+    O("wrong-type", "epochs-fraction", "train.epochs=2.5", "'train.epochs'", "integer"),
+    O("wrong-type", "bool-number", "train.nesterov=3", "'train.nesterov'", "true or false"),
+    O("wrong-type", "section-value", "train=3", "'train' is a section"),
+    O("wrong-type", "open-classes-fraction", "data.split.open_classes=1.5", "'data.split.open_classes'", "whole number"),
+    O("wrong-type", "open-classes-negative", "data.split.open_classes=-2", "'data.split.open_classes'", ">= 0"),
+    O("wrong-type", "threshold-text", "eval.open_threshold=abc", "'eval.open_threshold'", "'auto' or a finite number"),
+    O("wrong-type", "threshold-bool", "eval.open_threshold=true", "'eval.open_threshold'", "'auto' or a finite number"),
+    O("wrong-type", "milestones-text", "train.milestones=[a]", "'train.milestones'", "item 0", "number"),
+    O("wrong-type", "loss-args-number", "train.loss_args=3", "'train.loss_args'", "mapping"),
+    # --- names and file names that would leave their folder
+    O("bad-name", "run-name-parent", "name=../../x", "'name'", "plain name", "'../../x'"),
+    O("bad-name", "run-name-absolute", "name=/abs/x", "'name'", "plain name"),
+    O("bad-name", "run-name-slash", "name=a/b", "'name'", "plain name"),
+    O("bad-name", "run-name-dot", "name=.", "'name'", "plain name"),
+    O("bad-name", "split-file-parent", "data.train_split=../x.txt", "'data.train_split'", "inside data.split_dir"),
+    O("bad-name", "split-file-absolute", "data.test_split=/etc/passwd", "'data.test_split'", "inside data.split_dir"),
+    O("bad-name", "nul-in-root", 'data.root="/data/a\\0b"', "'data.root'", "NUL byte"),
+]
+
+DUP = "name: a\ntrain:\n  lr: 0.1\nname: b\n"
+LAUGHS = "".join([
+    'a: &a ["lol","lol","lol","lol","lol","lol","lol","lol","lol"]\n',
+    *(f"{c}: &{c} [{', '.join([f'*{p}'] * 9)}]\n" for p, c in zip("abcdefgh", "bcdefghi")),
+])
+
+
+def F(kind: str, id: str, text: str | bytes, *needles: str) -> Case:  # noqa: E743
+    return Case(kind, id, text, needles)  # type: ignore[arg-type]
+
+
+FILES = [
+    F("yaml", "duplicate-top-key", DUP, "c.yaml, line 4", "'name' appears twice", "first on line 1"),
+    F("yaml", "duplicate-nested-key", "train:\n  lr: 0.1\n  epochs: 2\n  lr: 0.2\n", "line 4", "'train.lr' appears twice"),
+    F("yaml", "duplicate-in-flow-mapping", "train:\n  loss_args: {weight: 1, weight: 2}\n", "line 2",
+      "'train.loss_args.weight' appears twice"),
+    F("yaml", "duplicate-section", "train:\n  lr: 0.1\ntrain:\n  epochs: 2\n", "line 3", "'train' appears twice"),
+    F("yaml", "billion-laughs", LAUGHS, "c.yaml, line 1", "anchors and aliases"),
+    F("yaml", "alias", "train:\n  lr: &lr 0.1\n  min_lr: *lr\n", "line 2", "anchors and aliases"),
+    F("yaml", "merge-key", "train:\n  lr: 0.1\n  <<: {epochs: 2}\n", "line 3", "merge keys"),
+    F("yaml", "latin-1", "name: café\n".encode("latin-1"), "c.yaml", "not UTF-8", "line 1", "0xe9"),
+    F("yaml", "utf-16", "name: x\n".encode("utf-16"), "c.yaml", "not UTF-8"),
+    F("yaml", "nested-too-deeply", "a: " + "[" * 3000 + "]" * 3000 + "\n", "c.yaml", "nested too deeply"),
+    F("yaml", "syntax-error", "name: x\ntrain:\n  epochs: 2\n lr: [0.1\n", "c.yaml", "not valid YAML", "line 4"),
+    F("yaml", "not-a-mapping", "- a\n- b\n", "c.yaml", "must hold a mapping"),
+    F("yaml", "nul-in-value", 'name: "a\\0b"\n', "c.yaml, line 1", "'name'"),
+    F("yaml", "value-names-its-line", "name: x\ntrain:\n  epochs: 3\n  lr: -0.5\n", "c.yaml, line 4", "'train.lr'", "> 0"),
+    F("base", "cycle-self", "base: c.yaml\n", "c.yaml, line 1", "cycle"),
+    F("base", "cycle-two-files", "base: other.yaml\n", "other.yaml, line 1", "cycle", "c.yaml -> "),
+    F("base", "number", "base: 3\n", "c.yaml, line 1", "must name a config file", "3"),
+    F("base", "list", "base: [a.yaml]\n", "c.yaml, line 1", "must name a config file"),
+    F("base", "null", "base:\n", "c.yaml, line 1", "must name a config file", "None"),
+    F("base", "empty-text", "base: ''\n", "c.yaml, line 1", "must name a config file"),
+    F("base", "missing-file", "base: nope.yaml\n", "c.yaml, line 1", "'nope.yaml'", "not found"),
+    F("base", "a-folder", "base: .\n", "c.yaml, line 1", "is not a file"),
+]
+CASES = OVERRIDES + FILES
+
+
+def _arguments(case: Case, tmp: Path, command: str) -> list[str]:
+    config = tmp / "c.yaml"
+    if isinstance(case.given, tuple):
+        config.write_text("name: ok\n")
+        overrides = list(case.given)
+    else:
+        (tmp / "other.yaml").write_text("base: c.yaml\n")  # for the two-file cycle
+        data = case.given if isinstance(case.given, bytes) else case.given.encode("utf-8")
+        config.write_bytes(data)
+        overrides = []
+    extra = [f"out_dir={tmp / 'runs'}", "--quiet"] if command == "train" else []
+    return [command, str(config), *overrides, *extra]
+
+
+def test_the_tables_cover_every_kind_with_several_instances():
+    ids = [f"{c.kind}/{c.id}" for c in CASES]
+    assert len(ids) == len(set(ids))
+    kinds = {c.kind for c in CASES}
+    assert kinds == {"non-finite", "out-of-range", "relation", "unknown-name", "wrong-type", "bad-name", "yaml", "base"}
+    for kind in kinds:
+        assert sum(c.kind == kind for c in CASES) >= 5, kind
+
+
+@pytest.mark.parametrize("command", ["config", "train"])
+@pytest.mark.parametrize("case", CASES, ids=[f"{c.kind}/{c.id}" for c in CASES])
+def test_a_hostile_config_is_one_line_naming_the_culprit(case: Case, command: str, tmp_path, capsys):
+    args = _arguments(case, tmp_path, command)
+    capsys.readouterr()
+    code = main(args)
+    out, err = capsys.readouterr()
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert code == 2, f"exit {code}\nstdout: {out[-2000:]}\nstderr: {err}"
+    assert len(lines) == 1, f"expected one line on stderr, got:\n{err}"
+    assert lines[0].startswith(f"openlt {command}: error: "), lines[0]
+    assert "Traceback" not in out + err
+    for needle in case.needles:
+        assert needle in lines[0], f"{needle!r} not in: {lines[0]}"
+    assert not (tmp_path / "runs").exists(), "a run directory was created for a config refused before training"
+
+
+def test_billion_laughs_is_refused_at_once(tmp_path):
+    import time
+
+    path = tmp_path / "c.yaml"
+    path.write_text(LAUGHS)
+    start = time.perf_counter()
+    with pytest.raises(ConfigError, match="anchors and aliases"):
+        build_config(path)
+    assert time.perf_counter() - start < 1.0
+
+
+def test_every_problem_is_reported_at_once_each_naming_its_key_and_line(tmp_path):
+    (tmp_path / "base.yaml").write_text("train:\n  epochs: 0\n  lr: 0.1\n")
+    (tmp_path / "c.yaml").write_text("base: base.yaml\ndata:\n  workers: -1\neval:\n  batch_size: 0\n")
+    with pytest.raises(ConfigError) as info:
+        build_config(tmp_path / "c.yaml", ["train.lr=.inf", "eval.keep_known=2", "model.backbone=resnet11"])
+    lines = str(info.value).splitlines()
+    assert len(lines) == 6, lines
+    by_key = {key: line for line in lines for key in ("data.workers", "eval.batch_size", "train.epochs",
+                                                       "train.lr", "eval.keep_known", "model.backbone") if key in line}
+    assert by_key["data.workers"].startswith(f"{tmp_path / 'c.yaml'}, line 3: ")
+    assert by_key["eval.batch_size"].startswith(f"{tmp_path / 'c.yaml'}, line 5: ")
+    assert by_key["train.epochs"].startswith(f"{tmp_path / 'base.yaml'}, line 2: ")  # the base file's line
+    assert by_key["train.lr"].startswith("config key 'train.lr'")  # an override: no file to name
+    assert "unknown backbone 'resnet11'" in by_key["model.backbone"]
+
+
+def test_a_value_fixed_by_an_override_is_not_a_problem(tmp_path):
+    (tmp_path / "c.yaml").write_text("train:\n  lr: -1\n")
+    assert build_config(tmp_path / "c.yaml", ["train.lr=0.05"]).train.lr == 0.05
+
+
+def test_valid_unusual_input_is_accepted(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_bytes(b"\xef\xbb\xbfname: bom\r\ntrain:\r\n  lr: 1e-4\r\n  loss_args: {label_smoothing: 0.1}\r\n")
+    cfg = build_config(path, ["eval.open_threshold=1e-3", "data.split.open_classes=2.0", "train.device=cuda:1",
+                              "model.backbone=timm/vit_tiny_patch16_224"])
+    assert (cfg.name, cfg.train.lr, cfg.eval.open_threshold, cfg.data.split.open_classes) == ("bom", 1e-4, 1e-3, 2)
+    assert build_config(None, ["eval.open_threshold=auto", "data.split.open_classes=[bag, 3]"]).eval.open_threshold == "auto"
+    empty = tmp_path / "empty.yaml"
+    empty.write_text("# nothing but a comment\n")
+    assert build_config(empty) == Config()
+
+
+def test_ldam_without_its_reweighting_is_a_one_line_warning():
+    config = Path(__file__).parent.parent / "configs" / "fmnist_lt" / "loss_ldam_drw.yaml"  # drw_epoch 10
+    with pytest.warns(UserWarning, match=r"drw_epoch=10, but train.epochs=5: this run trains LDAM without"):
+        build_config(config, ["train.epochs=5"])
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        build_config(config, ["train.epochs=11"])  # re-weights from epoch 11 of 11: no warning
+        build_config(config, ["train.epochs=5", "train.loss_args.drw_epoch=null"])  # said on purpose
+        build_config(base={"train": {"loss": "ldam", "epochs": 2}})  # a saved run's config: said when it began
+    # what a user sees (pytest records warnings itself, so the command runs in its own process)
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-m", "openlt", "config", str(config), "train.epochs=3"],
+                          capture_output=True, text=True, timeout=300)
+    err = [line for line in done.stderr.splitlines() if line.strip()]
+    assert done.returncode == 0 and len(err) == 1 and err[0].startswith("openlt: warning: train.loss=ldam"), err
+
+
+def test_overrides_refuse_aliases_and_duplicates_too():
+    with pytest.raises(ConfigError, match="anchors and aliases"):
+        build_config(None, ["train.milestones=[&a 1, *a]"])
+    with pytest.raises(ConfigError, match="appears twice"):
+        build_config(None, ["train.loss_args={weight: 1, weight: 2}"])
+
+
+def test_the_reference_shows_what_each_key_allows():
+    from openlt.config_docs import allowed_values
+
+    allowed = allowed_values()
+    assert allowed["train.lr"] == "> 0" and allowed["eval.keep_known"] == "> 0 and <= 1"
+    assert allowed["data.in_chans"] == "one of 1, 3" and allowed["model.backbone"] == "a registered name"
