@@ -68,6 +68,10 @@ class _AttractFunction(torch.autograd.Function):
     @staticmethod
     def forward(ctx: FunctionCtx, features: torch.Tensor, labels: torch.Tensor, centroids: torch.Tensor,
                 centroid_grad_scale: float = 1.0, counts: torch.Tensor | None = None) -> torch.Tensor:
+        """The attract term: features (B, d) and centroids (K, d) float, labels (B,) int -> a 0-d tensor in at
+        least float32 (the promoted dtype of features and centroids). ``counts`` (K,): images per class (default:
+        this batch's).
+        """
         labels = labels.long()
         dtype = _loss_dtype(features, centroids)
         diff = features.to(dtype) - centroids.to(dtype).index_select(0, labels)      # (B,d)
@@ -82,6 +86,9 @@ class _AttractFunction(torch.autograd.Function):
     @staticmethod
     @once_differentiable
     def backward(ctx: Any, grad_output: torch.Tensor) -> tuple[torch.Tensor | None, None, torch.Tensor | None, None, None]:
+        """Gradients for (features, labels, centroids, centroid_grad_scale, counts): the plain one for the
+        features, the count-divided and ``centroid_grad_scale``-scaled one for the centroids, None for the rest.
+        """
         diff, labels, counts = ctx.saved_tensors
         grad_f = grad_c = None
         if ctx.needs_input_grad[0]:
@@ -134,10 +141,15 @@ class DiscriminativeCentroidLoss(nn.Module):
 
     def forward(self, features: torch.Tensor, targets: torch.Tensor, centroids: torch.Tensor,
                 centroid_grad_scale: float = 1.0) -> torch.Tensor:
+        """attract + repel_weight * repel: features (B, d) (flattened from (B, ...)), targets (B,) int,
+        centroids (K, d) -> a 0-d float tensor (at least float32). ``centroid_grad_scale`` scales the attract
+        term's centroid gradient (see the module docstring). Raises ConfigError for centroids that are not (K, d).
+        """
         attract, repel = self.terms(features, targets, centroids, centroid_grad_scale)
         return attract + self.repel_weight * repel
 
     def extra_repr(self) -> str:
+        """The margin and weight shown by ``repr(module)``."""
         return f"margin_repel={self.margin_repel}, repel_weight={self.repel_weight}"
 
 
@@ -163,6 +175,11 @@ class OLTRLoss(nn.Module):
         return self.weight != 0
 
     def forward(self, outputs: dict[str, torch.Tensor], targets: torch.Tensor) -> torch.Tensor:
+        """CE + weight * centroid loss on the model's output dict and targets (B,) int64 -> a 0-d float tensor.
+
+        Reads ``outputs["logits"]`` (B, K), ``outputs["direct"]`` (or ``"feature"``) (B, d) and
+        ``outputs["centroids"]`` (K, d); raises ConfigError when the model gives no centroids.
+        """
         centroids = outputs.get("centroids")
         if centroids is None:
             raise ConfigError(MISSING_CENTROIDS)
@@ -174,6 +191,7 @@ class OLTRLoss(nn.Module):
         return ce + self.weight * self.centroid_loss(features, targets, centroids, centroid_grad_scale=scale)
 
     def extra_repr(self) -> str:
+        """The loss weight and the centroid-gradient rule shown by ``repr(module)``."""
         return f"weight={self.weight}, public_code_centroid_grad={self.public_code_centroid_grad}"
 
 

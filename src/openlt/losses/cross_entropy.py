@@ -21,6 +21,7 @@ class CrossEntropy(nn.Module):
         self.label_smoothing = label_smoothing
 
     def forward(self, outputs: dict[str, torch.Tensor], targets: torch.Tensor) -> torch.Tensor:
+        """Mean cross-entropy of ``outputs["logits"]`` (B, K) against ``targets`` (B,) int64: a 0-d tensor."""
         return nn.functional.cross_entropy(outputs["logits"], targets, label_smoothing=self.label_smoothing)
 
 

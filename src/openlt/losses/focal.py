@@ -49,6 +49,9 @@ class FocalLoss(nn.Module):
             self.register_buffer("alpha", a, persistent=False)
 
     def forward(self, outputs: dict[str, torch.Tensor], targets: torch.Tensor) -> torch.Tensor:
+        """Mean focal loss of ``outputs["logits"]`` (B, K) against ``targets`` (B,) int -> a 0-d tensor, float32 at
+        least (half-precision logits are upcast). Raises ConfigError when ``alpha`` does not have K weights.
+        """
         logits = _upcast(outputs["logits"])
         log_p_t = F.log_softmax(logits, dim=1).gather(1, targets.long().unsqueeze(1)).squeeze(1)
         loss = -log_p_t
@@ -64,6 +67,7 @@ class FocalLoss(nn.Module):
         return loss.mean()
 
     def extra_repr(self) -> str:
+        """gamma and the shape of alpha, shown by ``repr(module)``."""
         return f"gamma={self.gamma}, alpha={'None' if self.alpha is None else list(self.alpha.shape)}"
 
 

@@ -105,10 +105,14 @@ class RangeLoss(nn.Module):
         return intra, inter
 
     def forward(self, features: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """alpha * intra + beta * inter: features (B, d) (flattened from (B, ...)), targets (B,) int -> a 0-d
+        tensor, float32 at least.
+        """
         intra, inter = self.terms(features, targets)
         return self.alpha * intra + self.beta * inter
 
     def extra_repr(self) -> str:
+        """k, margin, alpha and beta, shown by ``repr(module)``."""
         return f"k={self.k}, margin={self.margin}, alpha={self.alpha}, beta={self.beta}"
 
 
@@ -129,6 +133,9 @@ class LiftedStructureLoss(nn.Module):
         self.margin = float(margin)
 
     def forward(self, features: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """The lifted structured loss of features (B, d) (flattened from (B, ...)) with targets (B,) int -> a 0-d
+        tensor, float32 at least; 0 (connected to the graph) without a positive pair or a negative.
+        """
         x = _upcast(features).flatten(1)
         y = targets.long()
         n = x.shape[0]
@@ -147,6 +154,7 @@ class LiftedStructureLoss(nn.Module):
         return F.relu(J).pow(2).sum() / (2 * i.numel())
 
     def extra_repr(self) -> str:
+        """The margin shown by ``repr(module)``."""
         return f"margin={self.margin}"
 
 
@@ -162,6 +170,9 @@ class CEWithFeatureLoss(nn.Module):
         self.feature_key = feature_key
 
     def forward(self, outputs: dict[str, torch.Tensor], targets: torch.Tensor) -> torch.Tensor:
+        """CE on ``outputs["logits"]`` (B, K) + weight * metric on ``outputs[feature_key]`` (B, d), against
+        ``targets`` (B,) int64 -> a 0-d tensor. Raises ConfigError when the model gives no ``feature_key`` output.
+        """
         if self.feature_key not in outputs:
             raise ConfigError(f"this loss needs the model output {self.feature_key!r}; the model gives "
                               f"{sorted(outputs)}")
@@ -171,6 +182,7 @@ class CEWithFeatureLoss(nn.Module):
         return ce + self.weight * self.metric(outputs[self.feature_key], targets)
 
     def extra_repr(self) -> str:
+        """The weight and the feature key shown by ``repr(module)``."""
         return f"weight={self.weight}, feature_key={self.feature_key!r}"
 
 

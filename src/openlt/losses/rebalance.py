@@ -141,6 +141,9 @@ class ClassBalancedLoss(nn.Module):
         self.register_buffer("weight", effective_number_weights(train_counts, beta).float(), persistent=False)
 
     def forward(self, outputs: dict[str, Tensor], targets: Tensor) -> Tensor:
+        """Class-balanced loss of ``outputs["logits"]`` (B, K) against ``targets`` (B,) int -> a 0-d tensor, float32
+        at least (Cui et al. CVPR 2019). Raises ConfigError when the logits do not have one column per training class.
+        """
         logits = _upcast(outputs["logits"])
         _check_classes("class_balanced", self.weight, logits)
         t = targets.long()
@@ -157,6 +160,7 @@ class ClassBalancedLoss(nn.Module):
         return (self.weight.to(loss)[t] * loss).mean()
 
     def extra_repr(self) -> str:
+        """beta, the base loss and (for focal bases) gamma, shown by ``repr(module)``."""
         return f"beta={self.beta}, base={self.base!r}" + (f", gamma={self.gamma}" if self.base != "ce" else "")
 
 
@@ -183,6 +187,10 @@ class LDAMLoss(nn.Module):
         self.epoch = 0
 
     def set_epoch(self, epoch: int) -> None:
+        """Set the current epoch (0-based, the trainer's), which decides whether DRW re-weighting is on.
+
+        Raises ValueError for a negative or non-integer epoch.
+        """
         if int(epoch) != epoch or epoch < 0:
             raise ValueError(f"epoch must be a non-negative integer, got {epoch!r}")
         self.epoch = int(epoch)
@@ -193,6 +201,10 @@ class LDAMLoss(nn.Module):
         return self.drw_epoch is not None and self.epoch >= self.drw_epoch
 
     def forward(self, outputs: dict[str, Tensor], targets: Tensor) -> Tensor:
+        """LDAM loss of ``outputs["logits"]`` (B, K) (cosines in [-1, 1] for the default ``s``) against ``targets``
+        (B,) int -> a 0-d tensor, float32 at least: CE of ``s * (logits - Delta_y at the true class)``, class-weighted
+        from ``drw_epoch`` on (Cao et al. NeurIPS 2019). Raises ConfigError when the logits do not have K columns.
+        """
         logits = _upcast(outputs["logits"])
         _check_classes("ldam", self.margins, logits)
         t = targets.long()
@@ -201,6 +213,7 @@ class LDAMLoss(nn.Module):
         return F.cross_entropy(self.s * (logits - margin), t, weight=weight)
 
     def extra_repr(self) -> str:
+        """The margin, scale, DRW settings and current epoch, shown by ``repr(module)``."""
         return (f"max_m={self.max_m}, s={self.s}, drw_epoch={self.drw_epoch}, drw_beta={self.drw_beta}, "
                 f"epoch={self.epoch}")
 
@@ -219,11 +232,15 @@ class LogitAdjustedLoss(nn.Module):
         self.register_buffer("offset", (tau * log_priors(train_counts)).float(), persistent=False)
 
     def forward(self, outputs: dict[str, Tensor], targets: Tensor) -> Tensor:
+        """CE of ``outputs["logits"] + offset`` ((B, K) + (K,)) against ``targets`` (B,) int -> a 0-d tensor,
+        float32 at least. Raises ConfigError when the logits do not have one column per training class.
+        """
         logits = _upcast(outputs["logits"])
         _check_classes(type(self).__name__, self.offset, logits)
         return F.cross_entropy(logits + self.offset.to(logits), targets.long())
 
     def extra_repr(self) -> str:
+        """tau, shown by ``repr(module)``."""
         return f"tau={self.tau}"
 
 
@@ -237,6 +254,7 @@ class BalancedSoftmaxLoss(LogitAdjustedLoss):
                              persistent=False)
 
     def extra_repr(self) -> str:
+        """Nothing: the loss has no option."""
         return ""
 
 
