@@ -40,6 +40,10 @@ class OpenSetScore:
         return self
 
     def score(self, outputs: Outputs) -> torch.Tensor:
+        """(N,) float score of a batch of outputs (``"logits"`` (N, K), ...), higher = more known.
+
+        Subclasses implement it. Fitted scores raise :class:`~openlt.errors.NotFittedError` before ``fit``.
+        """
         raise NotImplementedError
 
     def __call__(self, outputs: Outputs) -> torch.Tensor:
@@ -54,9 +58,11 @@ class OpenSetScore:
         return {"name": self.name, **self.options()}
 
     def state_dict(self) -> dict[str, torch.Tensor]:
+        """What a fitted score learnt, as named tensors (for :func:`save_score`); empty for stateless scores."""
         return {}
 
     def load_state_dict(self, state: Mapping[str, torch.Tensor]) -> "OpenSetScore":
+        """Restore what :meth:`state_dict` gave (nothing for stateless scores); returns self."""
         return self
 
 

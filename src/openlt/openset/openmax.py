@@ -111,24 +111,37 @@ class OpenMax(OpenSetScore):
 
     @classmethod
     def from_config(cls, eval_cfg: Any) -> "OpenMax":
+        """Build from the ``eval`` section: ``openmax_tail``, ``openmax_alpha``, ``openmax_distance``."""
         return cls(eval_cfg.openmax_tail, eval_cfg.openmax_alpha, eval_cfg.openmax_distance)
 
     def options(self) -> dict:
+        """The constructor's keyword arguments (``tail_size``, ``alpha``, ``distance``), saved beside the fit."""
         return {"tail_size": self.tail_size, "alpha": self.alpha, "distance": self.distance}
 
     @property
     def num_classes(self) -> int:
+        """K, the number of known classes fitted; :class:`~openlt.errors.NotFittedError` before :meth:`fit`."""
         if self.means is None:
             raise NotFittedError("OpenMax is not fitted: call fit(train_outputs) with 'logits' and 'labels'")
         return self.means.shape[0]
 
     def alpha_for(self, num_classes: int) -> int:
+        """The number of top classes revised for ``num_classes`` known classes: ``alpha``, or min(10, K) when None.
+
+        Raises ConfigError when ``alpha`` exceeds ``num_classes``.
+        """
         alpha = min(DEFAULT_ALPHA, num_classes) if self.alpha is None else self.alpha
         if alpha > num_classes:
             raise ConfigError(f"eval.openmax_alpha={alpha} is more than the {num_classes} known classes")
         return alpha
 
     def fit(self, outputs: Outputs) -> "OpenMax":
+        """Fit the K MAVs and Weibull tails on training outputs: ``"logits"`` (N, K) float and ``"labels"`` (N,) int
+        in [0, K). Returns self.
+
+        Raises ValueError for missing or mis-shaped logits / labels, DataError for a label out of range or a class
+        without a training image, ConfigError for an ``alpha`` above K.
+        """
         logits = logits_of(outputs)
         if "labels" not in outputs:
             raise ValueError("OpenMax.fit needs outputs['labels'] (the training labels)")
@@ -179,12 +192,18 @@ class OpenMax(OpenSetScore):
         return torch.cat(rows) if rows else torch.zeros(0, k + 1)
 
     def score(self, outputs: Outputs) -> torch.Tensor:
+        """(N,) float32 largest known-class OpenMax probability of ``outputs["logits"]`` (N, K), in (0, 1].
+
+        Raises NotFittedError before :meth:`fit`, ValueError for logits of another class count.
+        """
         return self.probabilities(outputs)[:, :-1].max(dim=1).values
 
     def unknown_probability(self, outputs: Outputs) -> torch.Tensor:
+        """(N,) float32 OpenMax probability of the unknown class (the last column of :meth:`probabilities`)."""
         return self.probabilities(outputs)[:, -1]
 
     def summary(self) -> dict:
+        """Name, options and, once fitted, alpha, K and the classes with a fallback MAV or a step tail (metrics)."""
         out = {"name": self.name, **self.options(), "score": "max known-class OpenMax probability"}
         if self.means is not None:
             k = self.num_classes
@@ -195,12 +214,16 @@ class OpenMax(OpenSetScore):
         return out
 
     def state_dict(self) -> dict[str, torch.Tensor]:
+        """The fit as tensors: ``means`` (K, K) float32, ``weibull_shape`` / ``_scale`` / ``_shift`` (K,) float64,
+        ``fallback`` and ``degenerate`` (K,) bool. Raises NotFittedError before :meth:`fit`.
+        """
         if self.means is None:
             raise NotFittedError("OpenMax is not fitted: nothing to save")
         return {"means": self.means, "weibull_shape": self.shape, "weibull_scale": self.scale,
                 "weibull_shift": self.shift, "fallback": self.fallback, "degenerate": self.degenerate}
 
     def load_state_dict(self, state: Mapping[str, torch.Tensor]) -> "OpenMax":
+        """Restore the tensors of :meth:`state_dict` (KeyError for a missing one); returns self."""
         self.means = state["means"].float()
         self.shape, self.scale, self.shift = (state[f"weibull_{k}"].double() for k in ("shape", "scale", "shift"))
         self.fallback, self.degenerate = state["fallback"].bool(), state["degenerate"].bool()

@@ -34,25 +34,30 @@ def reachability(outputs: Outputs) -> torch.Tensor:
 
 @SCORES.register("msp")
 class MaxSoftmax(OpenSetScore):
-    __doc__ = max_softmax.__doc__
+    """``msp``: maximum softmax probability (Hendrycks & Gimpel ICLR 2017), (N,) float32 in [1/K, 1]; stateless."""
     name = "msp"
 
     def score(self, outputs: Outputs) -> torch.Tensor:
+        """(N,) float32 maximum softmax probability of ``outputs["logits"]`` (N, K)."""
         return max_softmax(outputs)
 
 
 @SCORES.register("max_logit")
 class MaxLogit(OpenSetScore):
-    __doc__ = max_logit.__doc__
+    """``max_logit``: the largest logit (Hendrycks et al. 2022), (N,) float32; stateless."""
     name = "max_logit"
 
     def score(self, outputs: Outputs) -> torch.Tensor:
+        """(N,) float32 largest logit of ``outputs["logits"]`` (N, K)."""
         return max_logit(outputs)
 
 
 @SCORES.register("energy")
 class Energy(OpenSetScore):
-    __doc__ = negative_energy.__doc__
+    """``energy``: the negated free energy ``T * logsumexp(logits / T)`` (Liu et al. NeurIPS 2020), (N,) float32.
+
+    ``temperature`` T > 0, ConfigError otherwise; a config-built score has T = 1 (no ``eval`` key sets it).
+    """
     name = "energy"
 
     def __init__(self, temperature: float = 1.0) -> None:
@@ -61,16 +66,19 @@ class Energy(OpenSetScore):
         self.temperature = float(temperature)
 
     def options(self) -> dict:
+        """``{"temperature": T}``, saved beside the score's name."""
         return {"temperature": self.temperature}
 
     def score(self, outputs: Outputs) -> torch.Tensor:
+        """(N,) float32 ``T * logsumexp(logits / T)`` of ``outputs["logits"]`` (N, K)."""
         return negative_energy(outputs, self.temperature)
 
 
 @SCORES.register("reachability")
 class Reachability(OpenSetScore):
-    __doc__ = reachability.__doc__
+    """``reachability``: OLTR's reachability (Liu et al. CVPR 2019), (N,) float32; meta-embedding head only."""
     name = "reachability"
 
     def score(self, outputs: Outputs) -> torch.Tensor:
+        """(N,) float32 ``outputs["reachability"]``; ConfigError when the model gives none."""
         return reachability(outputs)
