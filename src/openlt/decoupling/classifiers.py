@@ -131,23 +131,38 @@ class TauNormClassifier:
 
     def fit(self, val_features: Any, val_labels: Any, train_counts: Sequence[int] | Tensor,
             taus: Iterable[float] | Tensor | None = None, bands: ShotBands = ShotBands()) -> "TauNormClassifier":
+        """Choose tau on validation features (M, D) and labels (M,) (-1: open-set, ignored) by top-1 over ``taus``
+        (default :data:`DEFAULT_TAUS`), ties to the smaller tau (:func:`search_tau`); ``train_counts`` (C,) set the
+        many / medium / few bands of the curve. Sets ``tau`` and ``curve_``; returns self.
+
+        Raises DataError for malformed features / labels or no known validation sample, ConfigError for
+        ``train_counts`` of the wrong length or an empty grid.
+        """
         self.tau, self.curve_ = search_tau(self.weight, val_features, val_labels, train_counts, taus, bands)
         self._w = tau_normalize(self.weight, None, self.tau)[0]
         return self
 
     @property
     def normalized_weight(self) -> Tensor:
+        """The (C, D) tau-normalised weight ``w_i / ||w_i||^tau``, in the weight's dtype; NotFittedError while
+        ``tau`` is None and :meth:`fit` has not run.
+        """
         if self._w is None:
             raise NotFittedError("TauNormClassifier(tau=None): call fit(val_features, val_labels, train_counts)")
         return self._w
 
     def logits(self, features: Any) -> Tensor:
+        """(N, C) logits ``x @ normalized_weight^T`` of (N, D) features (half precision upcast to float32).
+
+        Raises NotFittedError before :meth:`fit` (with ``tau=None``), DataError for features that are not (N, D) finite.
+        """
         w = self.normalized_weight
         x = _features(features)
         _check_dim(x, w.shape[1], "tau-normalised classifier")
         return _tau_logits(w, x)
 
     def predict(self, features: Any) -> Tensor:
+        """(N,) int64 class ids: the argmax of :meth:`logits`."""
         return self.logits(features).argmax(1)
 
 
@@ -177,16 +192,22 @@ class LWSClassifier(nn.Module):
 
     @classmethod
     def from_linear(cls, fc: nn.Linear) -> "LWSClassifier":
+        """LWS on a stage-1 ``nn.Linear``: its (C, D) weight and (C,) bias (or none), unit scales."""
         return cls(fc.weight, fc.bias)
 
     @property
     def num_classes(self) -> int:
+        """C, the number of classes (rows of the frozen weight)."""
         return self.weight.shape[0]
 
     def forward(self, x: Tensor) -> Tensor:
+        """(B, D) features, in the weight's dtype and device -> (B, C) logits ``scales * (x W^T + b)``."""
         return self.scales * F.linear(x, self.weight, self.bias)
 
     def logits(self, features: Any) -> Tensor:
+        """(N, C) logits of (N, D) features of any float dtype (cast to the weight's); DataError for features that
+        are not (N, D) finite or of another D.
+        """
         x = _features(features)
         _check_dim(x, self.weight.shape[1], "LWS classifier")
         return self(x.to(self.weight))
@@ -202,6 +223,7 @@ class LWSClassifier(nn.Module):
         return fc
 
     def extra_repr(self) -> str:
+        """The sizes and whether there is a bias, shown by ``repr(module)``."""
         return f"in_features={self.weight.shape[1]}, num_classes={self.weight.shape[0]}, bias={self.bias is not None}"
 
 

@@ -57,9 +57,13 @@ class TrainedOnFeatures(Stage2Method):
 
     @classmethod
     def from_config(cls, cfg: Config) -> "TrainedOnFeatures":
+        """The method with the ``train.*`` options, ``seed`` and ``decouple.keep`` of the run's config."""
         return cls(**cls.training_options(cfg))
 
     def check(self, has_val: bool) -> None:
+        """ConfigError, before any work, for ``decouple.keep=best`` on a run without a validation split (``has_val``
+        False).
+        """
         if self.keep == "best" and not has_val:
             raise ConfigError("decouple.keep=best chooses the stage-2 epoch on the validation split, and this run "
                               "has none (data.val_split); use decouple.keep=last")
@@ -105,9 +109,11 @@ class ClassifierRetraining(TrainedOnFeatures):
     name = "crt"
 
     def initial_module(self, data: Stage2Data) -> nn.Module:
+        """A fresh ``nn.Linear(D, C)`` drawn from ``seed`` alone (:func:`new_linear`)."""
         return new_linear(data.train_x.shape[1], data.num_classes, seed=self.seed)
 
     def fitted(self, module: nn.Module, details: dict[str, Any]) -> FittedHead:
+        """The trained Linear's (C, D) weight and (C,) bias as the linear head's state."""
         return FittedHead(linear_state(module.weight, module.bias), details)
 
 
@@ -125,13 +131,21 @@ class LearnableWeightScaling(TrainedOnFeatures):
 
     @classmethod
     def from_config(cls, cfg: Config) -> "LearnableWeightScaling":
+        """As :meth:`TrainedOnFeatures.from_config`, plus ``decouple.lws_bias`` (scale the stage-1 bias or drop it)."""
         return cls(use_bias=cfg.decouple.lws_bias, **cls.training_options(cfg))
 
     def initial_module(self, data: Stage2Data) -> nn.Module:
+        """An :class:`LWSClassifier` on the stage-1 weight (C, D) and bias (C,) (None with ``use_bias=False``).
+
+        Raises ConfigError when no stage-1 classifier was given.
+        """
         weight, bias = self.stage1_linear(data)
         return LWSClassifier(weight, bias if self.use_bias else None)
 
     def fitted(self, module: nn.Module, details: dict[str, Any]) -> FittedHead:
+        """The scales folded into a linear head (diag(f) W, f * b; a zero bias without one); ``details["scales"]``
+        the C learnt scales.
+        """
         fc = module.to_linear()
         bias = fc.bias if fc.bias is not None else torch.zeros(fc.out_features, dtype=fc.weight.dtype)
         details["scales"] = module.scales.detach().tolist()
@@ -150,6 +164,7 @@ class _TauSearch(Stage2Method):
 
     @classmethod
     def from_config(cls, cfg: Config) -> "_TauSearch":
+        """The method with the tau grid ``decouple.taus``."""
         return cls(cfg.decouple.taus)
 
 
@@ -163,6 +178,12 @@ class TauNormalization(_TauSearch):
 
     @torch.no_grad()
     def fit(self, data: Stage2Data, hooks: Stage2Hooks | None = None) -> FittedHead:
+        """Choose tau on the validation features and return the head ``w_i / ||w_i||^tau`` (C, D) with a zero bias;
+        ``details``: ``tau`` and ``tau_curve`` (one {"tau", "many", "medium", "few", "overall"} per grid value).
+
+        Raises ConfigError without a validation split or a stage-1 classifier, DataError when the validation split
+        has no known sample.
+        """
         self.check(data.val_x is not None)
         weight, _ = self.stage1_linear(data)
         tau_norm = TauNormClassifier(weight, tau=None).fit(data.val_x, data.val_y, data.train_counts, self.taus,
@@ -180,6 +201,12 @@ class LogitAdjustment(_TauSearch):
 
     @torch.no_grad()
     def fit(self, data: Stage2Data, hooks: Stage2Hooks | None = None) -> FittedHead:
+        """Choose tau on the validation features and return the stage-1 weight (C, D) with the bias
+        ``b - tau * log(n_c / N)`` (C,); ``details``: ``tau`` and ``tau_curve``.
+
+        Raises ConfigError without a validation split or a stage-1 classifier, DataError when the validation split
+        has no known sample.
+        """
         hooks = hooks or Stage2Hooks()
         self.check(data.val_x is not None)
         weight, bias = self.stage1_linear(data)
@@ -213,9 +240,15 @@ class NearestClassMean(Stage2Method):
 
     @classmethod
     def from_config(cls, cfg: Config) -> "NearestClassMean":
+        """The method with ``model.head.ncm_metric`` and ``model.head.ncm_center``."""
         return cls(cfg.model.head.ncm_metric, cfg.model.head.ncm_center)
 
     @torch.no_grad()
     def fit(self, data: Stage2Data, hooks: Stage2Hooks | None = None) -> FittedHead:
+        """Class means of the training features as the NCM head's state: ``means`` (C, D) and, with ``center``,
+        ``feature_mean`` (D,), in the features' dtype (float32 for cached features); no details.
+
+        Raises ConfigError for an unknown metric, DataError for a class without a training feature.
+        """
         ncm = NCMClassifier(metric=self.metric, center=self.center).fit(data.train_x, data.train_y, data.num_classes)
         return FittedHead(ncm.head_state())

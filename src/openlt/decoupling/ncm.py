@@ -102,6 +102,11 @@ class NCMClassifier:
         self.num_classes_: int | None = None
 
     def fit(self, features: Any, labels: Any, num_classes: int | None = None) -> "NCMClassifier":
+        """Fit the class means on features (N, D) float and labels (N,) class ids; returns self.
+
+        ``num_classes`` defaults to max(label) + 1. Raises DataError for malformed or non-finite features, bad labels,
+        a label >= ``num_classes`` or a class without a sample; ConfigError for a non-positive ``num_classes``.
+        """
         x = _features(features)
         y = _labels(labels, len(x))
         if len(x) == 0:
