@@ -64,6 +64,12 @@ def _paper_rows(spec, names: list[str]) -> list[tuple[str, dict]]:
 
 
 def markdown(spec, groups: dict[str, list[dict]]) -> str:
+    """The bench's report.md: the comparison table (top-1 in %, F / AUROC / FPR@95 in [0, 1], mean ± std over
+    seeds), which method leads on what, and the published rows of ``spec.paper`` when set.
+
+    ``spec``: the bench spec (``name``, ``seeds``, ``paper``, ``methods``: read duck-typed); ``groups``: method label
+    -> the metrics dicts (metrics.json) of its runs, one per seed.
+    """
     names = [c for c, _, _ in COLUMNS]
     lines = [f"# bench {spec.name}: {len(spec.seeds)} seed(s) {spec.seeds}", "",
              "Top-1 in %, F / AUROC / FPR@95 in [0, 1]; mean ± std over seeds.", "",
@@ -90,6 +96,10 @@ def _paper_cell(value, column: str) -> str:
 
 
 def csv_text(groups: dict[str, list[dict]]) -> str:
+    """The comparison table as CSV: ``method, runs``, then ``<column> mean`` and ``<column> std`` for every column
+    (top-1 in %, F / AUROC / FPR@95 in [0, 1], 4 decimals; empty cells where no run has the number).
+    ``groups``: method label -> the metrics dicts of its runs.
+    """
     buf = io.StringIO()
     writer = csv.writer(buf)
     names = [c for c, _, _ in COLUMNS]

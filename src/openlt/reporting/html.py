@@ -35,6 +35,7 @@ tr.band-few td:nth-child(3) { color: #d62728; }
 
 
 def esc(value: object) -> str:
+    """``str(value)`` escaped for HTML text and attribute values (``&``, ``<``, ``>``, quotes)."""
     return html.escape(str(value), quote=True)
 
 
@@ -60,16 +61,19 @@ def table(header: Sequence[str], rows: Iterable[Sequence[object]], numeric: Sequ
 
 
 def page(title: str, body: str) -> str:
+    """A complete HTML document titled ``title`` (escaped) with the report's CSS; ``body`` is inserted as is (HTML)."""
     return (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><meta name="viewport" '
             f'content="width=device-width, initial-scale=1"><title>{esc(title)}</title><style>{CSS}</style></head>'
             f"<body><main>{body}</main></body></html>\n")
 
 
 def pct(value: float | None) -> str:
+    """A fraction as a percentage with one decimal (``0.523`` -> ``"52.3"``); ``"–"`` for None or NaN."""
     return "–" if value is None or (isinstance(value, float) and np.isnan(value)) else f"{100 * value:.1f}"
 
 
 def num(value: float | None, digits: int = 3) -> str:
+    """A number with ``digits`` decimals; ``"–"`` for None."""
     return "–" if value is None else f"{value:.{digits}f}"
 
 

@@ -23,17 +23,23 @@ class RunFiles(Protocol):
 
     path: Path
 
-    def metrics_path(self, tag: str | None = None) -> Path: ...
+    def metrics_path(self, tag: str | None = None) -> Path:
+        """metrics.json (metrics-TAG.json with a tag): the evaluation's numbers."""
 
-    def report_path(self, tag: str | None = None) -> Path: ...
+    def report_path(self, tag: str | None = None) -> Path:
+        """report.md (report-TAG.md)."""
 
-    def report_html_path(self, tag: str | None = None) -> Path: ...
+    def report_html_path(self, tag: str | None = None) -> Path:
+        """report.html (report-TAG.html)."""
 
-    def predictions_path(self, tag: str | None = None) -> Path: ...
+    def predictions_path(self, tag: str | None = None) -> Path:
+        """predictions.npz (predictions-TAG.npz): the per-sample results (:mod:`openlt.reporting.samples`)."""
 
-    def epochs_logged(self) -> list[dict]: ...
+    def epochs_logged(self) -> list[dict]:
+        """The records of the per-epoch log (metrics.jsonl), in order; empty when there is none."""
 
-    def config(self) -> Any: ...
+    def config(self) -> Any:
+        """The run's resolved config (its ``eval`` section gives the band rule of older metrics files)."""
 
 
 def _fmt(value: float | None) -> str:

@@ -46,6 +46,10 @@ def save_samples(path: str | Path, table: Mapping[str, np.ndarray]) -> None:
 
 
 def load_samples(path: str | Path) -> dict[str, np.ndarray]:
+    """The per-sample arrays saved by :func:`save_samples` (see the module docstring), by name.
+
+    Raises RunDirError for a missing or unreadable file, or one that is not an openlt predictions file.
+    """
     path = Path(path)
     if not path.is_file():
         raise RunDirError(f"{path} not found: re-evaluate the run (`openlt eval RUN`) to save the per-sample results")
