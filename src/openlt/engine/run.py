@@ -10,9 +10,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-import yaml
-
-from openlt.config import Config, build_config, dump_yaml, yaml_error_text
+from openlt.config import Config, build_config, dump_yaml, read_yaml_mapping
 from openlt.errors import OpenLTError, RunDirError, WriteError
 from openlt.io import write_json, write_text
 
@@ -118,14 +116,10 @@ class Run:
 
     def config(self) -> Config:
         """The run's saved config; RunDirError when it is missing, not YAML, or not readable by this version."""
-        try:
-            saved = yaml.safe_load(self.config_file.read_text(encoding="utf-8"))
-        except (OSError, UnicodeDecodeError) as exc:
-            raise RunDirError(f"cannot read the config of run {self.path}: {exc}") from None
-        except yaml.YAMLError as exc:
-            raise RunDirError(f"{self.config_file} is not valid YAML ({yaml_error_text(exc)})") from None
-        if not isinstance(saved, dict):
-            raise RunDirError(f"{self.config_file} must hold a mapping of config keys, not {type(saved).__name__}")
+        try:  # the checked reader: UTF-8, no duplicate keys (an edit that adds one), no aliases
+            saved = read_yaml_mapping(self.config_file, "run config")
+        except OpenLTError as exc:
+            raise RunDirError(str(exc)) from None
         try:
             return build_config(base=saved)
         except OpenLTError as exc:
