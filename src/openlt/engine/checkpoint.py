@@ -34,6 +34,12 @@ def _optimizer_tensors(optimizer: torch.optim.Optimizer) -> tuple[dict[str, torc
 
 def save_checkpoint(path: str | Path, model: nn.Module, optimizer: torch.optim.Optimizer | None = None,
                     state: dict[str, Any] | None = None) -> None:
+    """Write ``model``'s state dict (keys prefixed ``model.``), and ``optimizer``'s state when given, as one
+    safetensors file at ``path``; ``state`` (JSON-ready: epoch, best metric, ...) goes into its metadata.
+
+    Tensors are stored as contiguous CPU copies; the write is atomic (WriteError when the file cannot be
+    written, the previous one kept).
+    """
     tensors = {f"model.{k}": v for k, v in model.state_dict().items()}
     meta: dict[str, Any] = {"format": FORMAT, "state": state or {}}
     if optimizer is not None:

@@ -46,18 +46,22 @@ def env_world() -> tuple[int, int, int]:
 
 
 def is_distributed() -> bool:
+    """True when a process group of more than one process is initialised (under torchrun)."""
     return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
 
 
 def rank() -> int:
+    """This process's rank in the process group; 0 with one process."""
     return dist.get_rank() if is_distributed() else 0
 
 
 def world_size() -> int:
+    """The number of processes in the process group; 1 with one process."""
     return dist.get_world_size() if is_distributed() else 1
 
 
 def is_main() -> bool:
+    """True on rank 0, the process that writes files; always True with one process."""
     return rank() == 0
 
 
@@ -88,6 +92,7 @@ def shutdown() -> None:
 
 
 def barrier() -> None:
+    """Wait until every process gets here; a no-op with one process."""
     if is_distributed():
         dist.barrier()
 

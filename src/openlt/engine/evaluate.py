@@ -1,5 +1,10 @@
-"""Evaluation: closed-set top-1 overall and per shot band, open-set F-measure / AUROC / FPR95, and the
-band accuracies with rejection (the OLTR paper's "open-set setting" columns)."""
+"""Evaluation of a run: closed-set top-1 overall and per shot band, open-set F-measure / AUROC / FPR95, and the
+band accuracies with rejection (the OLTR paper's "open-set setting" columns).
+
+:func:`evaluate_run` collects the model's outputs on val / test / open (from the feature cache for a decoupled
+run), fits the open-set score where it learns from training outputs (OpenMax), takes the open-set decision
+(:class:`~openlt.openset.Rejector`), and writes metrics.json, calibration.json, predictions.npz and the
+reports; :func:`compute_metrics` is the arithmetic alone, on outputs already collected."""
 
 from __future__ import annotations
 
@@ -24,6 +29,7 @@ from openlt.reporting.run_report import write_reports
 
 
 def predictions(outputs: dict[str, torch.Tensor]) -> np.ndarray:
+    """(N,) int64 numpy array of closed-set predictions: the argmax of ``outputs["logits"]`` (N, K)."""
     return outputs["logits"].argmax(dim=1).numpy()
 
 
@@ -41,6 +47,10 @@ def _clean(value):
 
 
 def closed_metrics(outputs: dict[str, torch.Tensor], train_counts: list[int], bands: ShotBands) -> dict:
+    """:func:`openlt.metrics.shot_accuracy` of outputs ``"logits"`` (N, K) and ``"labels"`` (N,) int64, JSON-safe:
+    ``"overall"`` the sample top-1 and ``"many"`` / ``"medium"`` / ``"few"`` the mean per-class top-1 of the band,
+    fractions in [0, 1] (None without a tested class), plus the band sizes; bands from the K ``train_counts``.
+    """
     return _clean(shot_accuracy(predictions(outputs), outputs["labels"].numpy(), train_counts, bands))
 
 

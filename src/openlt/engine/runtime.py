@@ -21,6 +21,9 @@ from openlt.models.model import OpenLTModel, build_model
 
 
 def resolve_device(name: str) -> torch.device:
+    """The torch device of ``train.device``: ``"auto"`` is CUDA when available, else the CPU; any other name as
+    given (``"cpu"``, ``"cuda:1"``, ...). Raises ConfigError for a CUDA device on a machine without CUDA.
+    """
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name.startswith("cuda") and not torch.cuda.is_available():
@@ -29,11 +32,15 @@ def resolve_device(name: str) -> torch.device:
 
 
 def to_device(model: torch.nn.Module, device: torch.device, channels_last: bool) -> torch.nn.Module:
+    """Move ``model`` to ``device`` in place, in channels-last memory format when asked; returns it."""
     model.to(device)
     return model.to(memory_format=torch.channels_last) if channels_last else model
 
 
 def batch_to(images: torch.Tensor, device: torch.device, channels_last: bool) -> torch.Tensor:
+    """A batch of images (B, C, H, W) on ``device`` (asynchronously from pinned memory), channels-last when asked
+    (4-D inputs only); dtype unchanged.
+    """
     images = images.to(device, non_blocking=True)
     return images.contiguous(memory_format=torch.channels_last) if channels_last and images.dim() == 4 else images
 

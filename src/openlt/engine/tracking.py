@@ -47,6 +47,9 @@ class EpochLog:
         self.writer = tensorboard_writer(run.tensorboard_dir, purge_step=start_epoch + 1 if start_epoch else None)
 
     def write(self, record: Mapping[str, Any]) -> None:
+        """Append one epoch's record (a JSON-ready mapping with an ``"epoch"`` key, 1-based) to metrics.jsonl, and
+        its numbers to TensorBoard at step ``record["epoch"]``, flushed at once.
+        """
         append_jsonl(self.path, record)
         if self.writer is not None:
             for tag, value in scalars(record):
@@ -54,6 +57,7 @@ class EpochLog:
             self.writer.flush()  # a crash loses no epoch that metrics.jsonl has
 
     def close(self) -> None:
+        """Close the TensorBoard writer (if any); metrics.jsonl needs no closing. Safe to call twice."""
         if self.writer is not None:
             self.writer.close()
             self.writer = None

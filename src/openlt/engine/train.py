@@ -189,6 +189,7 @@ class ModelWithLoss(torch.nn.Module):
         self.model, self.criterion = model, criterion
 
     def forward(self, images: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(loss, logits) of a batch: see the class docstring."""
         out = self.model(images)
         return self.criterion(out, targets), out["logits"]
 
