@@ -82,11 +82,17 @@ def remove_stale_temp(folder: str | os.PathLike) -> list[Path]:
 
 
 def write_text(path: str | os.PathLike, text: str) -> None:
+    """Write ``text`` as UTF-8 to ``path`` atomically (:func:`atomic_path`); WriteError when it cannot be written."""
     with atomic_path(path) as tmp:
         tmp.write_text(text, encoding="utf-8")
 
 
 def write_json(path: str | os.PathLike, obj: Any) -> None:
+    """Write ``obj`` as indented JSON (2 spaces, key order kept, final newline) to ``path`` atomically.
+
+    WriteError when it cannot be written. Non-finite floats are written as ``NaN`` / ``Infinity`` (json's
+    default, not strict JSON): callers that need strict JSON replace them first.
+    """
     write_text(path, json.dumps(obj, indent=2, sort_keys=False) + "\n")
 
 
@@ -102,6 +108,8 @@ def append_jsonl(path: str | os.PathLike, obj: Any) -> None:
 
 
 def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
+    """The SHA-256 of a file's bytes as 64 lowercase hex digits, read in ``chunk``-byte blocks (default 1 MiB);
+    OSError (not wrapped) when the file cannot be read."""
     h = hashlib.sha256()
     with open(path, "rb") as fh:
         while block := fh.read(chunk):
