@@ -110,7 +110,7 @@ def _check_available(pool: LabelledPool, cfg: SplitConfig, wanted: dict[int, int
     validation images, or fewer than its profile count (the profile would be silently cut, e.g. [9, 4, 1, 1]
     for n_min 2). Names the classes and what they have."""
     short = []
-    for c, want in wanted.items():
+    for c, want in sorted(wanted.items()):  # class order: the same message whatever the ranks
         n = len(by_class[c])
         n_test = min(test_per_class, n)
         left = n - n_test - min(cfg.val_per_class, max(0, n - n_test - 1))
@@ -125,6 +125,14 @@ def _check_available(pool: LabelledPool, cfg: SplitConfig, wanted: dict[int, int
                         f"{', '.join(short[:5])}{', ...' if len(short) > 5 else ''}; lower data.split.n_max "
                         f"(--n-max; the largest class has {largest} images in all), or keep the natural counts "
                         f"with profile none")
+
+
+def _profile_wanted(cfg: SplitConfig, ranked: list[int]) -> dict[int, int | None]:
+    """Class id -> its training count under the profile, in rank order (None: profile none, keep them all)."""
+    if cfg.profile == "none":
+        return {c: None for c in ranked}
+    n_min = cfg.n_min if cfg.imbalance_factor is None else max(1, int(cfg.n_max / cfg.imbalance_factor))
+    return dict(zip(ranked, profile_counts(cfg.profile, len(ranked), cfg.n_max, n_min, cfg.alpha)))
 
 
 def make_split(pool: LabelledPool, cfg: SplitConfig) -> Split:
@@ -143,15 +151,7 @@ def make_split(pool: LabelledPool, cfg: SplitConfig) -> Split:
 
     # Which known class gets which profile rank.
     ranked = list(known_ids) if cfg.order == "label" else rng.permutation(known_ids).tolist()
-    if cfg.profile == "none":
-        wanted = {c: None for c in known_ids}
-    else:
-        n_min = cfg.n_min
-        if cfg.imbalance_factor is not None:
-            n_min = max(1, int(cfg.n_max / cfg.imbalance_factor))
-        counts = profile_counts(cfg.profile, len(ranked), cfg.n_max, n_min, cfg.alpha)
-        wanted = dict(zip(ranked, counts))
-
+    wanted = _profile_wanted(cfg, ranked)
     _check_available(pool, cfg, wanted, by_class, 0 if separate_test else test_per_class)
     label_of = {c: i for i, c in enumerate(known_ids)}
     out: dict[str, tuple[list[str], list[int]]] = {name: ([], []) for name in SPLIT_NAMES}
