@@ -10,22 +10,35 @@ from openlt.openset.base import SCORES, OpenSetScore, Outputs, logits_of
 
 
 def max_softmax(outputs: Outputs) -> torch.Tensor:
-    """Maximum softmax probability (Hendrycks & Gimpel 2017); the OLTR code's rejection rule."""
+    """Maximum softmax probability (Hendrycks & Gimpel, ICLR 2017); the OLTR code's rejection rule.
+
+    ``outputs["logits"]`` (N, K) float -> (N,) float32 in [1/K, 1]. ValueError when the logits are missing or
+    not 2-D."""
     return torch.softmax(logits_of(outputs), dim=1).max(dim=1).values
 
 
 def max_logit(outputs: Outputs) -> torch.Tensor:
-    """The largest logit (Hendrycks et al. 2022): unlike MSP it keeps the logits' magnitude."""
+    """The largest logit (Hendrycks et al., ICML 2022, "Scaling Out-of-Distribution Detection for Real-World
+    Settings"): unlike MSP it keeps the logits' magnitude.
+
+    ``outputs["logits"]`` (N, K) float -> (N,) float32, in logit units. ValueError as :func:`max_softmax`."""
     return logits_of(outputs).max(dim=1).values
 
 
 def negative_energy(outputs: Outputs, temperature: float = 1.0) -> torch.Tensor:
-    """-E(x) = T · logsumexp(logits / T) (Liu et al. 2020): the negated energy, so higher = more known."""
+    """-E(x) = T · logsumexp(logits / T) (Liu et al., NeurIPS 2020, "Energy-based Out-of-distribution
+    Detection"): the negated energy, so higher = more known.
+
+    ``outputs["logits"]`` (N, K) float and a temperature T > 0 (not checked here: :class:`Energy` checks it)
+    -> (N,) float32. ValueError as :func:`max_softmax`."""
     return temperature * torch.logsumexp(logits_of(outputs) / temperature, dim=1)
 
 
 def reachability(outputs: Outputs) -> torch.Tensor:
-    """OLTR's reachability, reach_scale / distance to the nearest centroid (meta-embedding head only)."""
+    """OLTR's reachability (Liu et al., CVPR 2019), reach_scale / distance to the nearest centroid
+    (meta-embedding head only): ``outputs["reachability"]`` (N,) -> (N,) float32, positive.
+
+    Raises ConfigError when the outputs have no reachability (the model's head is not the meta-embedding)."""
     if "reachability" not in outputs:
         raise ConfigError("eval.open_score=reachability needs a model with the meta-embedding head "
                           "(model.classifier=meta_embedding)")
