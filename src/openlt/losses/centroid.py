@@ -53,7 +53,8 @@ def _loss_dtype(a: torch.Tensor, b: torch.Tensor) -> torch.dtype:
 
 
 def batch_class_counts(labels: torch.Tensor, num_classes: int) -> torch.Tensor:
-    """Images per class in the batch; under data-parallel training, in the global batch (summed over processes)."""
+    """Images per class in the batch: ``labels`` (B,) int -> (num_classes,) int64 counts, on the labels' device;
+    under data-parallel training, in the global batch (summed over processes)."""
     counts = torch.bincount(labels.long(), minlength=num_classes)
     if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
         dist.all_reduce(counts)  # labels live on the training device, which is the backend's (gloo: CPU, NCCL: CUDA)
@@ -103,7 +104,8 @@ class _AttractFunction(torch.autograd.Function):
 def attract_loss(features: torch.Tensor, targets: torch.Tensor, centroids: torch.Tensor,
                  centroid_grad_scale: float = 1.0) -> torch.Tensor:
     """The attract term with the public code's per-class division of the centroid gradient (by the class counts
-    of the global batch under data-parallel training)."""
+    of the global batch under data-parallel training): features (B, d), targets (B,) int, centroids (K, d) ->
+    a 0-d tensor, float32 at least."""
     counts = batch_class_counts(targets, centroids.shape[0]) if centroids.requires_grad else None
     return _AttractFunction.apply(features, targets, centroids, centroid_grad_scale, counts)
 
@@ -131,7 +133,8 @@ class DiscriminativeCentroidLoss(nn.Module):
 
     def terms(self, features: torch.Tensor, targets: torch.Tensor, centroids: torch.Tensor,
               centroid_grad_scale: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
-        """(attract, repel), before repel_weight."""
+        """(attract, repel), two 0-d tensors, before repel_weight: features (B, d) (flattened from (B, ...)),
+        targets (B,) int, centroids (K, d). ConfigError for centroids that are not (K, d)."""
         features = features.flatten(1)
         if centroids.dim() != 2 or centroids.shape[1] != features.shape[1]:
             raise ConfigError(f"centroid loss: centroids of shape {tuple(centroids.shape)} do not match "

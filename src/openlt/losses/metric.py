@@ -68,7 +68,8 @@ class RangeLoss(nn.Module):
         self.k, self.margin, self.alpha, self.beta = int(k), float(margin), float(alpha), float(beta)
 
     def terms(self, features: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(intra, inter) for one batch, before alpha and beta."""
+        """(intra, inter), two 0-d tensors, before alpha and beta: features (B, d) (flattened from (B, ...)),
+        targets (B,) int."""
         x = _upcast(features).flatten(1)
         y = targets.long()
         classes, inverse, counts = torch.unique(y, return_inverse=True, return_counts=True)

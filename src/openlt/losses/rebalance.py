@@ -90,7 +90,8 @@ def effective_number_weights(train_counts: Counts, beta: float = 0.9999) -> Tens
 
 
 def ldam_margins(train_counts: Counts, max_m: float = 0.5) -> Tensor:
-    """Cao et al.'s margins Delta_c = C / n_c^{1/4} with C such that max_c Delta_c = max_m (float64)."""
+    """Cao et al.'s margins Delta_c = C / n_c^{1/4} with C such that max_c Delta_c = max_m: a (K,) float64
+    tensor, in logit units (before LDAM's scale s). ConfigError for a bad ``max_m`` or count."""
     max_m = float(max_m)
     if not math.isfinite(max_m) or max_m < 0:
         raise ConfigError(f"max_m must be a finite number >= 0, got {max_m}")
@@ -100,13 +101,17 @@ def ldam_margins(train_counts: Counts, max_m: float = 0.5) -> Tensor:
 
 
 def log_priors(train_counts: Counts) -> Tensor:
-    """log pi_c = log(n_c / sum n) (float64)."""
+    """log pi_c = log(n_c / sum n) of the K training counts: a (K,) float64 tensor (ConfigError for a count
+    <= 0 or not whole)."""
     n = _counts(train_counts, "log priors")
     return torch.log(n) - math.log(float(n.sum()))
 
 
 def logit_adjust(logits: Tensor, train_counts: Counts, tau: float = 1.0) -> Tensor:
-    """Post-hoc logit adjustment (Menon et al. 2021, eq. 9): logits - tau * log pi_c, same dtype and device."""
+    """Post-hoc logit adjustment (Menon et al., ICLR 2021, eq. 9): logits - tau * log pi_c.
+
+    ``logits`` (..., K) float -> the same shape, dtype and device; ConfigError for a non-finite tau, bad counts,
+    or counts for another number of classes."""
     tau = float(tau)
     if not math.isfinite(tau):
         raise ConfigError(f"tau must be finite, got {tau}")
