@@ -166,7 +166,9 @@ class ShardSampler(Sampler[int]):
 
 
 def gather_shards(tensor: torch.Tensor, total: int) -> torch.Tensor:
-    """Every rank's rows of a `ShardSampler`-sharded pass, in dataset order (`total` rows), on every rank."""
+    """Every rank's rows of a `ShardSampler`-sharded pass, in dataset order, on every rank: this rank's
+    (ceil or floor of total / world, ...) tensor -> (total, ...) on its device, same dtype. The tensor itself
+    with one process."""
     if not is_distributed():
         return tensor
     world = world_size()

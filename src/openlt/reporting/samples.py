@@ -24,7 +24,10 @@ SPLITS = ("test", "open")
 
 
 def sample_table(outputs: Mapping[str, Mapping[str, torch.Tensor]], scores: Mapping[str, torch.Tensor]) -> dict[str, np.ndarray]:
-    """Compact per-sample arrays of the test and open splits from the collected outputs and open-set scores."""
+    """Compact per-sample arrays of the test and open splits (names and meaning in the module docstring).
+
+    ``outputs[split]``: ``"logits"`` (N, K) float and, for test, ``"labels"`` (N,) int64; ``scores[split]``: the
+    (N,) open-set scores. Gives int64 labels / predictions, float32 scores and maximum softmax probabilities."""
     table: dict[str, np.ndarray] = {}
     for split in SPLITS:
         if split not in outputs:
