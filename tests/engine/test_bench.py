@@ -36,7 +36,8 @@ def write_spec(tmp: Path, images: Path) -> Path:
 
 @pytest.fixture
 def spec_path(tmp_path, single_thread):
-    images = make_image_folder(tmp_path / "images", {"ant": 40, "bee": 30, "cat": 20, "dog": 10, "eel": 10})
+    # each known class holds its profile count (n_max 40 .. n_min 8, label order) + 4 val + 6 test images
+    images = make_image_folder(tmp_path / "images", {"ant": 50, "bee": 33, "cat": 23, "dog": 18, "eel": 10})
     return write_spec(tmp_path, images)
 
 
