@@ -193,7 +193,6 @@ def long_functions() -> list[str]:
     return found
 
 
-@pytest.mark.xfail(strict=False, reason="issue 13: the god functions are being split by other items of the issue")
 def test_every_function_is_under_60_lines():
     found = long_functions()
     assert not found, f"functions of {MAX_FUNCTION_LINES} lines or more:\n" + "\n".join(found)

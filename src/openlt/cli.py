@@ -200,11 +200,20 @@ def _report(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The command line: one subcommand per task (split, train, eval, predict, features, bench, summary, config,
+    report)."""
     parser = argparse.ArgumentParser(prog="openlt", description="Open long-tailed recognition: split, train, evaluate, predict.")
     parser.add_argument("--version", action="version", version=f"openlt {__version__}")
     parser.add_argument("--debug", action="store_true", help="show full tracebacks")
     sub = parser.add_subparsers(dest="command", required=True)
+    for add in (_add_split_command, _add_train_command, _add_eval_command, _add_predict_command, _add_features_command,
+                _add_bench_command, _add_summary_command, _add_config_command, _add_report_command):
+        add(sub)
+    return parser
 
+
+def _add_split_command(sub: argparse._SubParsersAction) -> None:
+    """The `openlt split` subcommand and its options."""
     p = sub.add_parser("split", help="build long-tailed + open-set split files from a labelled data set")
     p.add_argument("--dataset", choices=["fashion-mnist", "image-folder", "cifar10", "cifar100"],
                    default="fashion-mnist")
@@ -227,6 +236,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--force", action="store_true", help="overwrite an existing split folder")
     p.set_defaults(func=_split)
 
+
+def _add_train_command(sub: argparse._SubParsersAction) -> None:
+    """The `openlt train` subcommand and its options."""
     p = sub.add_parser("train", help="train a model from a YAML config; evaluates the best checkpoint at the end")
     p.add_argument("config", nargs="?", help="YAML config file")
     p.add_argument("overrides", nargs="*", help="dotted overrides, e.g. train.epochs=2 data.root=/data")
@@ -236,6 +248,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=_train)
 
+
+def _add_eval_command(sub: argparse._SubParsersAction) -> None:
+    """The `openlt eval` subcommand and its options."""
     p = sub.add_parser("eval", help="evaluate a run: shot bands, open-set F-measure, AUROC; writes metrics.json")
     p.add_argument("run")
     p.add_argument("overrides", nargs="*", help="dotted overrides of eval settings, e.g. eval.few_below=10")
@@ -249,6 +264,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=_eval)
 
+
+def _add_predict_command(sub: argparse._SubParsersAction) -> None:
+    """The `openlt predict` subcommand and its options."""
     p = sub.add_parser("predict", help="label images with a trained run; 'unknown' when rejected")
     p.add_argument("run")
     p.add_argument("images", nargs="+")
@@ -259,6 +277,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=_predict)
 
+
+def _add_features_command(sub: argparse._SubParsersAction) -> None:
+    """The `openlt features` subcommand and its options."""
     p = sub.add_parser("features", help="cache a run's pooled features of train/val/test/open (frozen network, "
                        "no augmentation) for decoupled stage-2 classifiers; reused while fresh")
     p.add_argument("run")
@@ -271,6 +292,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=_features)
 
+
+def _add_bench_command(sub: argparse._SubParsersAction) -> None:
+    """The `openlt bench` subcommand and its options."""
     p = sub.add_parser("bench", help="run methods x seeds from a bench spec (skipping finished runs) and write "
                        "the comparison table (markdown, CSV) and an HTML report")
     p.add_argument("spec", help="bench YAML, e.g. configs/bench/fmnist_lt.yaml")
@@ -282,12 +306,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=_bench)
 
+
+def _add_summary_command(sub: argparse._SubParsersAction) -> None:
+    """The `openlt summary` subcommand and its options."""
     p = sub.add_parser("summary", help="mean ± std table over evaluated runs (e.g. seeds); LABEL=RUN groups runs")
     p.add_argument("runs", nargs="+", help="run directories (or their metrics-TAG.json files), optionally as "
                    "LABEL=RUN to group them in rows")
     p.add_argument("--label", default="runs", help="row label for runs given without LABEL=")
     p.set_defaults(func=_summary)
 
+
+def _add_config_command(sub: argparse._SubParsersAction) -> None:
+    """The `openlt config` subcommand and its options."""
     p = sub.add_parser("config", help="print the config a run would use (defaults <- YAML <- overrides), or with "
                        "--reference every option, its default and meaning")
     p.add_argument("config", nargs="?", help="YAML config file (none: the defaults)")
@@ -295,12 +325,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--reference", action="store_true", help="the option reference as markdown (docs/config.md)")
     p.set_defaults(func=_config)
 
+
+def _add_report_command(sub: argparse._SubParsersAction) -> None:
+    """The `openlt report` subcommand and its options."""
     p = sub.add_parser("report", help="redraw an evaluated run's report.html / report.md from its metrics.json "
                        "and predictions.npz (no model needed)")
     p.add_argument("run")
     p.add_argument("--tag", help="redraw report-TAG.html from metrics-TAG.json and predictions-TAG.npz")
     p.set_defaults(func=_report)
-    return parser
 
 
 def _message(exc: BaseException) -> str:
@@ -311,6 +343,16 @@ def _message(exc: BaseException) -> str:
         text = text.split(": ", 1)[1] if text.startswith(("openlt.", "DataError", "OpenLTError")) else text
     # One line, always: a message that quotes a multi-line text (a library's error) is joined up.
     return "; ".join(line.strip() for line in text.strip().splitlines() if line.strip()) or type(exc).__name__
+
+
+def load_registries() -> None:
+    """Import every package that registers pluggable pieces, so that a config built from the command line has
+    each name (backbone, head, loss, sampler, open-set score, decoupling method) checked before any work."""
+    import openlt.data.samplers  # noqa: F401
+    import openlt.decoupling  # noqa: F401
+    import openlt.losses  # noqa: F401
+    import openlt.models  # noqa: F401
+    import openlt.openset  # noqa: F401
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -325,6 +367,7 @@ def main(argv: list[str] | None = None) -> int:
     if overrides:
         args.overrides = [*args.overrides, *overrides]
     try:
+        load_registries()
         return args.func(args)
     except (OpenLTError, OSError) as exc:  # OSError: the machine's, not a bug (no permission, disk full)
         if args.debug:

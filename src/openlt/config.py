@@ -20,6 +20,7 @@ from typing import Any, Callable, Union, get_args, get_origin, get_type_hints
 import yaml
 
 from openlt.errors import ConfigError
+from openlt.registry import registered_names
 
 DATASET_KINDS = ("fashion-mnist", "image-folder", "split-file", "cifar10", "cifar100")
 
@@ -334,7 +335,7 @@ class DecoupleConfig:
     feature cache and fits the classifier; train.epochs / lr / batch_size / sampler / weight_decay apply to
     cRT and LWS. The result is an ordinary run (backbone + new linear head) for eval, predict and bench."""
 
-    method: str = "none"  # none | crt | ncm | tau_norm | lws | logit_adjust (NCM's metric: model.head.ncm_metric)
+    method: str = opt("none", registry="decouple.method")  # none | crt | ncm | tau_norm | lws | logit_adjust (NCM's metric: model.head.ncm_metric)
     features: str = opt("cache", choices="cache augmented")  # cache | augmented (cRT / LWS through the frozen backbone with train augmentation)
     cache_dtype: str = opt("float32", choices="float32 float16")  # float32 | float16 (half the disk, same accuracy to ~1e-3)
     taus: list = opt([i / 10 for i in range(21)], items=float, ge=0, nonempty=True)  # tau grid searched on val
@@ -558,14 +559,15 @@ def _unknown_name(kind: str, value: Any, known: tuple | list, key: str | None = 
 
 
 def _registered(kind: str, name: Any) -> list[str] | None:
-    """None when `name` is registered as a `kind` (backbone, loss, ...; timm/NAME backbones pass), else the
-    registered names."""
-    from openlt.config_docs import registered_names
-
+    """None when `name` is registered as a `kind` (backbone, loss, ...; timm/NAME backbones and decouple.method
+    none pass) or when that registry's package has not been imported (the registry itself refuses the name when
+    the piece is built), else the registered names."""
     if kind == "backbone" and isinstance(name, str) and name.startswith("timm/"):
         return None
+    if kind == "decouple.method" and name == "none":
+        return None
     known = registered_names(kind)
-    return None if name in known else known
+    return None if known is None or name in known else (["none", *known] if kind == "decouple.method" else known)
 
 
 def _apply(obj: Any, updates: dict, prefix: str = "", names: dict[str, str] | None = None) -> None:

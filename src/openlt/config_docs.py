@@ -41,12 +41,14 @@ def _default(f: dataclasses.Field) -> Any:
 def _choices() -> dict[str, list[str]]:
     """Keys whose values are registry names: the reference lists what is registered now."""
     from openlt.data.samplers import SAMPLERS
+    from openlt.decoupling import STAGE2_METHODS
     from openlt.losses import LOSSES
     from openlt.models import BACKBONES, CLASSIFIERS  # the package import registers every backbone and head
     from openlt.openset import SCORES
 
     return {"model.backbone": BACKBONES.names(), "model.classifier": CLASSIFIERS.names(),
-            "train.sampler": SAMPLERS.names(), "train.loss": LOSSES.names(), "eval.open_score": SCORES.names()}
+            "train.sampler": SAMPLERS.names(), "train.loss": LOSSES.names(), "eval.open_score": SCORES.names(),
+            "decouple.method": ["none", *STAGE2_METHODS.names()]}
 
 
 def option_rows(cls: type = Config, prefix: str = "") -> list[tuple[str, str, str]]:
@@ -96,11 +98,3 @@ def reference_markdown() -> str:
         lines.append(f"| `{key}` | `{cell}` | {allowed.get(key, '')} | {meaning} |")
     return "\n".join(lines).replace("\n\n\n", "\n\n") + "\n"
 
-
-REGISTRY_KEYS = {"backbone": "model.backbone", "classifier": "model.classifier", "sampler": "train.sampler",
-                 "loss": "train.loss", "open-set score": "eval.open_score"}
-
-
-def registered_names(kind: str) -> list[str]:
-    """The names registered now for a kind of pluggable piece (a key of REGISTRY_KEYS): config checks use them."""
-    return _choices()[REGISTRY_KEYS[kind]]

@@ -9,6 +9,17 @@ from openlt.errors import ConfigError
 
 T = TypeVar("T", bound=Callable)
 
+# Every registry by kind, so that the config (a foundation module) can check a name against what the packages
+# registered without importing them (they sit a layer above it).
+_BY_KIND: dict[str, "Registry"] = {}
+
+
+def registered_names(kind: str) -> list[str] | None:
+    """The sorted names registered as `kind` ("backbone", "loss", ...), or None when no registry of that kind
+    exists yet (its package has not been imported, so nothing can be checked)."""
+    registry = _BY_KIND.get(kind)
+    return None if registry is None else registry.names()
+
 
 class Registry(Generic[T]):
     """A named table of builders. `register` is a decorator; `get` fails with the valid names listed."""
@@ -16,6 +27,7 @@ class Registry(Generic[T]):
     def __init__(self, kind: str) -> None:
         self.kind = kind
         self._items: dict[str, T] = {}
+        _BY_KIND[kind] = self
 
     def register(self, name: str | None = None) -> Callable[[T], T]:
         """Decorator adding a builder under `name` (default: its __name__); ValueError when the name is taken."""
