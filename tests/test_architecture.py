@@ -17,8 +17,6 @@ import ast
 from collections import defaultdict
 from pathlib import Path
 
-import pytest
-
 SRC = Path(__file__).resolve().parents[1] / "src"
 PACKAGE = "openlt"
 MAX_FUNCTION_LINES = 60  # a function must be shorter than this

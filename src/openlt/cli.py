@@ -356,6 +356,14 @@ def load_registries() -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run one `openlt` subcommand: the console script's entry point (also `python -m openlt`).
+
+    `argv` is the argument list without the program name (None: ``sys.argv[1:]``); `key=value` overrides may
+    also follow the options. Returns the exit status: 0 on success, 2 when an OpenLTError (ConfigError,
+    DataError, RunDirError, ...) or an OSError stops the command -- printed as one line
+    ``openlt CMD: error: ...`` on stderr, no traceback (``--debug`` re-raises it instead) -- and 130 on
+    Ctrl-C. Arguments argparse does not know exit through ``parser.error`` (SystemExit with status 2).
+    """
     parser = build_parser()
     # Overrides may come after options (`train c.yaml --quiet train.epochs=2`): argparse leaves those as
     # unknown arguments, so collect the key=value ones and refuse anything else.

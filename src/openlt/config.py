@@ -56,6 +56,7 @@ class Rule:
     convert: Callable[[Any], Any] | None = None  # value -> the value kept; raises ConfigError(problem)
 
     def allowed(self) -> tuple:
+        """The allowed values as a tuple (a string of choices split on spaces); () when any value may do."""
         return tuple(self.choices.split()) if isinstance(self.choices, str) else tuple(self.choices)
 
     def bounds(self) -> str:
@@ -214,6 +215,8 @@ def _n_min_below_n_max(s: SplitConfig) -> str | None:
 
 @dataclass
 class DataConfig:
+    """The `data` section: which data set, where its images and split files are, and how images are loaded."""
+
     dataset: str = opt("fashion-mnist", choices=DATASET_KINDS)  # fashion-mnist | image-folder | split-file | cifar10 | cifar100
     root: str | None = None  # image root; for fashion-mnist the folder of the IDX files (found if None)
     open_root: str | None = None  # root of the open split's paths when it differs (None: data.root);
@@ -248,6 +251,8 @@ class HeadConfig:
 
 @dataclass
 class ModelConfig:
+    """The `model` section: the backbone, the classifier head and OLTR's optional parts (attention, feature fc)."""
+
     backbone: str = opt("resnet18", registry="backbone")  # torchvision ResNet / ResNeXt, CIFAR ResNet (resnet20-110), or timm/NAME (openlt[timm])
     small_input: bool | None = None  # None: True when the images are at most 64 px
     pretrained: str | None = None  # local weights file (torchvision .pth or .safetensors)
@@ -259,6 +264,8 @@ class ModelConfig:
 
 @dataclass
 class TrainConfig:
+    """The `train` section: SGD and its learning-rate schedule, the sampler, the loss, devices and precision."""
+
     epochs: int = opt(30, ge=1)  # training epochs (stage 2: cRT / LWS epochs on the cached features)
     batch_size: int = opt(128, ge=1)  # the global batch: split over the processes under torchrun
     lr: float = opt(0.1, gt=0)  # peak learning rate of SGD (after the warm-up)
@@ -308,6 +315,8 @@ def _label_smoothing(t: TrainConfig) -> str | None:
 
 @dataclass
 class EvalConfig:
+    """The `eval` section: the many / medium / few-shot bands, the open-set score and its rejection threshold."""
+
     many_above: int = opt(100, ge=0)  # many-shot band: classes with more than this many training images
     few_below: int = opt(20, ge=0)  # few-shot band: fewer than this many; medium: the rest
     inclusive_bands: bool = False  # True: many >= many_above, few <= few_below (current OLTR code)
@@ -345,6 +354,11 @@ class DecoupleConfig:
 
 @dataclass
 class Config:
+    """A whole run's configuration: the top-level keys and the data, model, train, eval and decouple sections.
+
+    Build it with `build_config` (defaults, YAML, overrides, every rule checked); one built in code is
+    checked by `check_config`."""
+
     name: str = opt("plain", check=run_name_problem)  # run name prefix: runs are OUT_DIR/NAME-sSEED-TIMESTAMP
     seed: int = opt(0, ge=0)  # model init, sampling and augmentation draws (not the split: data.split.seed)
     out_dir: str = opt("runs", nonempty=True)  # where run directories are created
@@ -356,6 +370,7 @@ class Config:
 
 
 def to_dict(cfg: Any) -> dict:
+    """A config (or one of its sections) as a nested dict of plain values, a deep copy (`dataclasses.asdict`)."""
     return dataclasses.asdict(cfg)
 
 
@@ -475,6 +490,7 @@ class _Problems:
         self.keys: set[str] = set()
 
     def label(self, key: str) -> str:
+        """How a problem names dotted `key`: as the user wrote it (e.g. "--seed"), else "config key 'KEY'"."""
         return self.names.get(key) or f"config key {key!r}"
 
     def add(self, key: str, problem: str, *, whole: bool = False) -> None:
@@ -485,6 +501,7 @@ class _Problems:
         self.keys.add(key)
 
     def raise_if_any(self) -> None:
+        """Raise one ConfigError holding every problem, one per line (repeats dropped); nothing when none."""
         if self.lines:  # one line each (the CLI prints them on one line, separated by '; ')
             raise ConfigError("\n".join(dict.fromkeys(self.lines)))
 
@@ -613,6 +630,7 @@ class _CheckedLoader(yaml.SafeLoader):
     """PyYAML's SafeLoader without anchors and aliases: a "billion laughs" file is refused, not expanded."""
 
     def compose_node(self, parent: Any, index: Any) -> Any:
+        """PyYAML's node composer, raising _Refused (with the line) at an anchor or an alias."""
         event = self.peek_event()
         if isinstance(event, yaml.AliasEvent) or getattr(event, "anchor", None):
             raise _Refused(event.start_mark, "YAML anchors and aliases (&name, *name) are not supported")
@@ -781,4 +799,5 @@ def build_config(path: str | Path | None = None, overrides: list[str] | None = N
 
 
 def dump_yaml(cfg: Config) -> str:
+    """The config as YAML text, keys in declaration order: what `openlt config` prints and a run saves."""
     return yaml.safe_dump(to_dict(cfg), sort_keys=False)

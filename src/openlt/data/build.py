@@ -38,32 +38,44 @@ class DataBundle:
 
     @property
     def class_names(self) -> list[str]:
+        """The known classes' names in label order 0..K-1 (from the manifest)."""
         return self.manifest["class_names"]
 
     @property
     def num_classes(self) -> int:
+        """K, the number of known classes (open-set images carry label -1 and are not counted)."""
         return len(self.manifest["class_names"])
 
     @property
     def train_counts(self) -> list[int]:
+        """Training images per known class, in label order (length K; from the manifest)."""
         return self.manifest["train_counts"]
 
     def split_path(self, split: str) -> Path | None:
+        """Where the split file of `split` (train | val | test | open) is, whether or not it exists; None when the
+        config turns that split off (e.g. data.open_split: null)."""
         name = getattr(self.cfg.data, f"{split}_split")
         return None if name is None else self.split_dir / name
 
     def has(self, split: str) -> bool:
+        """Whether the config names a file for `split` and that file exists in the split folder."""
         path = self.split_path(split)
         return path is not None and path.is_file()
 
     def transform(self, train: bool):
+        """The image transform of this data: the family's augmentation when `train`, else the evaluation one;
+        it returns a float32 (C, image_size, image_size) tensor normalised with the data set's statistics."""
         mean, std = normalisation(self.cfg.data.dataset, self.in_chans)
         return build_transform(self.family, train, self.image_size, mean, std)
 
     def loader_of(self, split: str):
+        """The image loader for `split`: the open set's own one (images under data.open_root, or the
+        manifest's open_root of a CIFAR split) for "open" when there is one, else the data's loader."""
         return self.open_loader if split == "open" and self.open_loader is not None else self.loader
 
     def dataset(self, split: str, train: bool = False) -> SplitDataset:
+        """The checked images of `split` as a SplitDataset yielding (float32 (C, H, W) image, int label), with
+        training augmentation when `train`. DataError when that split file is missing."""
         if split not in self.entries:
             raise DataError(f"the {split} split file is missing: {self.split_path(split)}")
         return SplitDataset(self.entries[split], self.loader_of(split), self.transform(train), checked=True)

@@ -55,6 +55,7 @@ def _format(name: str) -> CifarFormat:
 
 
 def cache_dir() -> Path:
+    """openlt's CIFAR cache, $OPENLT_CACHE/cifar (default ~/.cache/openlt/cifar): where the download goes."""
     return Path(os.environ.get("OPENLT_CACHE", Path.home() / ".cache" / "openlt")) / "cifar"
 
 
@@ -86,6 +87,8 @@ class _SafeUnpickler(pickle.Unpickler):
     """Builds only plain containers and numpy arrays; any other global (os.system, ...) is refused."""
 
     def find_class(self, module: str, name: str):
+        """The global `module.name` if it is one a CIFAR batch needs (numpy array rebuilding, codecs.encode);
+        anything else raises pickle.UnpicklingError (read_batch reports it as a DataError)."""
         found = _ALLOWED.get((module, name))
         if found is None:
             raise pickle.UnpicklingError(f"refusing to load {module}.{name} (not part of a CIFAR batch)")
@@ -167,6 +170,11 @@ def _read_part(folder: Path, files: tuple[str, ...], fmt: CifarFormat) -> ArrayP
 
 
 def class_names(name: str, root: str | os.PathLike | None = None) -> list[str]:
+    """The class names of `name` (cifar10 | cifar100; CIFAR-100: the 100 fine labels) in label order, read
+    from the meta file of the batches `locate` finds (downloaded when `root` is None and they are not cached).
+
+    ConfigError for another `name`; DataError when the batches are missing or the meta file does not list
+    exactly 10 / 100 names."""
     fmt = _format(name)
     path = locate(name, root) / fmt.meta
     names = read_batch(path).get(fmt.names_key)

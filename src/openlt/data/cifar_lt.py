@@ -38,6 +38,13 @@ DEFAULTS = {
 
 
 def default_split_config(dataset: str) -> SplitConfig:
+    """The literature's CIFAR-LT split of `dataset` (cifar10 | cifar100) as a SplitConfig (`DEFAULTS`).
+
+    Exponential profile at imbalance factor 100 from n_max 5000 (CIFAR-10) / 500 (CIFAR-100), classes in
+    label order, seed 0 (Cui et al., "Class-Balanced Loss Based on Effective Number of Samples", CVPR 2019;
+    Cao et al., "Learning Imbalanced Datasets with Label-Distribution-Aware Margin Loss", NeurIPS 2019), no
+    open classes, the whole test set, and openlt's validation share (50 / 20 per class). ConfigError for
+    another `dataset`."""
     if dataset not in DEFAULTS:
         raise ConfigError(f"unknown CIFAR version {dataset!r}; known: {', '.join(DEFAULTS)}")
     return SplitConfig(**DEFAULTS[dataset])
@@ -56,6 +63,10 @@ def cifar_lt_counts(n_max: int, num_classes: int, imbalance_factor: float) -> li
 
 
 def cifar_pool(dataset: str, root: str | Path | None = None) -> LabelledPool:
+    """The official CIFAR `dataset` (cifar10 | cifar100) as a LabelledPool: items "train/i" of the training
+    batches and "test/i" of the test batch (i: position in file order), int64 label arrays (N,), root the
+    batch folder. ConfigError for another `dataset`, DataError when the batches are missing or corrupt
+    (see `cifar.locate`: with `root` None the cache is used, and filled by a download if needed)."""
     parts = cifar.load(dataset, root)
     train, test = parts["train"], parts["test"]
     return LabelledPool(

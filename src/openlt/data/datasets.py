@@ -22,6 +22,11 @@ IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", "
 
 
 def fashion_mnist_pool(root: str | None = None) -> LabelledPool:
+    """Fashion-MNIST as a LabelledPool: items "train/i" and "test/i" (i: the position in the IDX file; 60,000
+    and 10,000 in the official files), int64 label arrays (N,), the ten class names, root the folder found.
+
+    DataError when the IDX files are not found (see `fashion_mnist.locate`: `root`, else $OPENLT_FASHION_MNIST,
+    Debian's package, the cache, a download) or cannot be read."""
     parts = fashion_mnist.load(root)
     train, test = parts["train"], parts["test"]
     return LabelledPool(

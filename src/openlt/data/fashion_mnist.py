@@ -29,6 +29,7 @@ FILES = {
 
 
 def cache_dir() -> Path:
+    """openlt's Fashion-MNIST cache, $OPENLT_CACHE/fashion-mnist (default ~/.cache/openlt/fashion-mnist)."""
     return Path(os.environ.get("OPENLT_CACHE", Path.home() / ".cache" / "openlt")) / "fashion-mnist"
 
 

@@ -135,6 +135,7 @@ class LongTailSampler(Sampler[int]):
 
     @property
     def num_classes(self) -> int:
+        """The largest label + 1 (classes without images below it included)."""
         return len(self.counts)
 
     def set_epoch(self, epoch: int) -> None:
@@ -182,6 +183,7 @@ class PowerSampler(LongTailSampler):
         self.p = class_probabilities(self.counts, self.q)
 
     def current_class_probabilities(self) -> torch.Tensor:
+        """n_j^q / sum_i n_i^q, the same every epoch (a copy: DoubleTensor of length num_classes)."""
         return self.p.clone()
 
     def _draw(self, generator: torch.Generator) -> torch.Tensor:
@@ -233,6 +235,7 @@ class ProgressivelyBalancedSampler(LongTailSampler):
         return min(self.epoch / max(self.total_epochs - 1, 1), 1.0)
 
     def current_class_probabilities(self) -> torch.Tensor:
+        """(1 - t/T) p_IB + (t/T) p_CB for the current epoch t (DoubleTensor of length num_classes)."""
         a = self.mixing_weight()
         return (1.0 - a) * self.p_instance + a * self.p_class
 
@@ -273,6 +276,7 @@ class ClassAwareSampler(LongTailSampler):
         self._per_class = list(torch.split(order, self.counts.tolist()))
 
     def current_class_probabilities(self) -> torch.Tensor:
+        """Uniform over the classes with images, 0 for empty ones (DoubleTensor of length num_classes)."""
         return class_probabilities(self.counts, 0.0)
 
     def _draw(self, generator: torch.Generator) -> torch.Tensor:

@@ -40,23 +40,31 @@ class LabelledPool:
 
 @dataclass
 class Split:
+    """A drawn split before it is written: the known and open classes and, per split name (train, val, test,
+    open), its items and labels (known labels 0..K-1; open images -1)."""
+
     class_names: list[str]  # known classes, in label order 0..K-1
     open_class_names: list[str]
     original_ids: list[int]  # original class id of each known label
     entries: dict[str, tuple[list[str], list[int]]] = field(default_factory=dict)
 
     def train_counts(self) -> list[int]:
+        """Training images per known class, in label order (length K, zeros included)."""
         labels = self.entries["train"][1]
         return np.bincount(np.asarray(labels, dtype=np.int64), minlength=len(self.class_names)).tolist()
 
 
 def profile_counts(profile: str, num_classes: int, n_max: int, n_min: int, alpha: float = 6.0) -> list[int]:
-    """Training images per class, largest first.
+    """Training images per class, largest first (`num_classes` ints, each floored, none below n_min).
 
     exp:    n_i = n_max * (n_min / n_max)^(i / (C - 1))            (CIFAR-LT; IF = n_max / n_min)
     pareto: the sorted class sizes follow the Pareto pdf x^-(alpha+1) over evenly spaced x, scaled so
             that they span n_max .. n_min (ImageNet-LT: alpha = 6); more classes sit in the middle band
             than with the exponential profile.
+
+    The exponential profile is CIFAR-LT's (Cui et al., CVPR 2019; Cao et al., NeurIPS 2019), the Pareto one
+    ImageNet-LT's (Liu et al., "Large-Scale Long-Tailed Recognition in an Open World", CVPR 2019).
+    ConfigError for another profile, num_classes < 1, n_min outside 1..n_max or alpha <= 0.
     """
     if num_classes < 1:
         raise ConfigError("a split needs at least one known class")

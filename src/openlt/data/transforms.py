@@ -16,6 +16,9 @@ STATS = {"fashion-mnist": ((0.2860,), (0.3530,)), "cifar10": CIFAR_STATS, "cifar
 
 
 def normalisation(dataset: str, in_chans: int) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """Per-channel (mean, std), `in_chans` floats each, on the [0, 1] scale: the data set's own statistics when
+    they have `in_chans` channels (Fashion-MNIST; CIFAR: the LDAM-DRW code's), else ImageNet's for 3 channels,
+    else 0.5 / 0.5."""
     if dataset in STATS and len(STATS[dataset][0]) == in_chans:
         return STATS[dataset]
     if in_chans == 3:
@@ -24,6 +27,13 @@ def normalisation(dataset: str, in_chans: int) -> tuple[tuple[float, ...], tuple
 
 
 def build_transform(family: str, train: bool, image_size: int, mean, std) -> v2.Compose:
+    """The transform of `family`: a PIL image or uint8 (C, H, W) tensor -> float32 (C, image_size, image_size),
+    scaled to [0, 1] and normalised with `mean` / `std` (sequences of C floats).
+
+    small (28-32 px data): resize the short side to image_size and centre-crop, then for training a random
+    crop with zero padding max(2, image_size // 8) and a horizontal flip. imagenet: for training
+    RandomResizedCrop, horizontal flip and colour jitter 0.4 (as the OLTR code, Liu et al., CVPR 2019); for
+    evaluation resize to image_size * 256/224 and centre-crop. ConfigError for another family."""
     to_float = [v2.ToImage(), v2.ToDtype(torch.float32, scale=True)]
     norm = [v2.Normalize(mean, std)]
     if family == "small":
