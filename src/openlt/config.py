@@ -165,17 +165,10 @@ def _threshold(value: Any) -> Any:
     """eval.open_threshold: 'auto', or a finite number (a string that parses as one becomes that number)."""
     if value == "auto":
         return value
-    number = math.nan
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
-        number = float(value)
-    elif isinstance(value, str):
-        try:
-            number = float(value)
-        except ValueError:
-            pass
-    if not math.isfinite(number):
-        raise ConfigError(f"must be 'auto' or a finite number, got {value!r}")
-    return number
+    try:
+        return finite_number(value)
+    except ConfigError:
+        raise ConfigError(f"must be 'auto' or a finite number, got {value!r}") from None
 
 
 @dataclass
@@ -416,7 +409,7 @@ def _coerce(value: Any, hint: Any) -> Any:
             return int(value)
         raise ConfigError(f"must be an integer, got {value!r}")
     if hint is float:
-        return _finite_number(value)
+        return finite_number(value)
     if hint is list:
         if isinstance(value, (list, tuple)):
             return list(value)
@@ -434,8 +427,9 @@ def _coerce(value: Any, hint: Any) -> Any:
     return value
 
 
-def _finite_number(value: Any) -> float:
-    """A finite float; YAML 1.1 reads 1e-4 (no dot) as a string, so a string holding a finite number is one."""
+def finite_number(value: Any) -> float:
+    """A finite float; YAML 1.1 reads 1e-4 (no dot) as a string, so a string holding a finite number is one.
+    Raises ConfigError (without the key: the caller adds it) for a bool, another string, NaN or +-inf."""
     number = math.nan
     if isinstance(value, (int, float)) and not isinstance(value, bool):
         number = float(value)

@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 
 from openlt.errors import ConfigError, RunDirError
+from openlt.config import finite_number
 from openlt.io import write_json
 from openlt.metrics import reject, threshold_at_tpr
 from openlt.openset.base import OpenSetScore, Outputs
@@ -39,17 +40,10 @@ def parse_threshold(spec: Any) -> float | None:
     number. Raises ConfigError naming the key for anything else (another string, a bool, NaN, +-inf)."""
     if isinstance(spec, str) and spec == AUTO:
         return None
-    value = math.nan
-    if isinstance(spec, (int, float)) and not isinstance(spec, bool):
-        value = float(spec)
-    elif isinstance(spec, str):
-        try:
-            value = float(spec)
-        except ValueError:
-            pass
-    if not math.isfinite(value):
-        raise ConfigError(f"eval.open_threshold must be 'auto' or a finite number, got {spec!r}")
-    return value
+    try:
+        return finite_number(spec)
+    except ConfigError:
+        raise ConfigError(f"eval.open_threshold must be 'auto' or a finite number, got {spec!r}") from None
 
 
 def check_rejection_config(eval_cfg: Any, has_val: bool = True) -> None:
