@@ -5,6 +5,9 @@
   FPR@TPR.
 * :mod:`openlt.metrics.curves`: accuracy and F-measure as functions of the rejection threshold.
 * :mod:`openlt.metrics.calibration`: reliability bins and expected calibration error (ECE), per band.
+* :mod:`openlt.metrics.identification`: face identification by feature matching (enrolment, chunked
+  cosine top-k against templates + distractors, rank-1 per identity band, open-set TPIR / rejection at
+  FPIR) and 1:1 verification (TAR at FAR).
 
 Label ``-1`` marks an open (unknown) sample, prediction ``-1`` a rejected one; open-set scores
 are "higher = more known".
@@ -22,6 +25,16 @@ from .closed import (
     top1,
 )
 from .curves import rejection_curves, threshold_grid
+from .identification import (
+    IDENTITY_BANDS,
+    IdentityBands,
+    cosine_topk,
+    enrol,
+    match,
+    open_set_identification,
+    rank1_by_band,
+    tar_at_far,
+)
 from .openset import (
     aupr_in,
     aupr_out,
@@ -35,6 +48,8 @@ from .openset import (
 
 __all__ = [
     "BAND_NAMES",
+    "IDENTITY_BANDS",
+    "IdentityBands",
     "OPEN_LABEL",
     "REJECTED",
     "ShotBands",
@@ -42,16 +57,22 @@ __all__ = [
     "aupr_out",
     "auroc",
     "confusion",
+    "cosine_topk",
     "ece_by_band",
+    "enrol",
     "expected_calibration_error",
     "fpr_at_tpr",
+    "match",
     "open_set_f_measure",
+    "open_set_identification",
     "open_set_metrics",
     "per_class_accuracy",
+    "rank1_by_band",
     "reject",
     "rejection_curves",
     "reliability_bins",
     "shot_accuracy",
+    "tar_at_far",
     "threshold_at_tpr",
     "threshold_grid",
     "top1",
