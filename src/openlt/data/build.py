@@ -65,7 +65,7 @@ class DataBundle:
     def transform(self, train: bool):
         """The image transform of this data: the family's augmentation when `train`, else the evaluation one;
         it returns a float32 (C, image_size, image_size) tensor normalised with the data set's statistics."""
-        mean, std = normalisation(self.cfg.data.dataset, self.in_chans)
+        mean, std = normalisation(self.cfg.data.dataset, self.in_chans, self.family)
         return build_transform(self.family, train, self.image_size, mean, std)
 
     def loader_of(self, split: str):

@@ -1,5 +1,6 @@
 """Transforms per dataset family: ImageNet-style (random-resized crop, flip, colour jitter as the OLTR
-code) and small-image (pad-and-crop, flip) for 28-32 px images. Inputs may be PIL images or tensors."""
+code), small-image (pad-and-crop, flip) for 28-32 px images, and face (aligned crops: flip only).
+Inputs may be PIL images or tensors."""
 
 from __future__ import annotations
 
@@ -15,10 +16,13 @@ CIFAR_STATS = ((0.4914, 0.4822, 0.4465), (0.2023, 0.1994, 0.2010))
 STATS = {"fashion-mnist": ((0.2860,), (0.3530,)), "cifar10": CIFAR_STATS, "cifar100": CIFAR_STATS}
 
 
-def normalisation(dataset: str, in_chans: int) -> tuple[tuple[float, ...], tuple[float, ...]]:
-    """Per-channel (mean, std), `in_chans` floats each, on the [0, 1] scale: the data set's own statistics when
-    they have `in_chans` channels (Fashion-MNIST; CIFAR: the LDAM-DRW code's), else ImageNet's for 3 channels,
+def normalisation(dataset: str, in_chans: int, family: str | None = None) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """Per-channel (mean, std), `in_chans` floats each, on the [0, 1] scale: 0.5 / 0.5 for the face family
+    (pixels to [-1, 1], as ArcFace / insightface train on MS1M), else the data set's own statistics when they
+    have `in_chans` channels (Fashion-MNIST; CIFAR: the LDAM-DRW code's), else ImageNet's for 3 channels,
     else 0.5 / 0.5."""
+    if family == "face":
+        return (0.5,) * in_chans, (0.5,) * in_chans
     if dataset in STATS and len(STATS[dataset][0]) == in_chans:
         return STATS[dataset]
     if in_chans == 3:
@@ -33,7 +37,9 @@ def build_transform(family: str, train: bool, image_size: int, mean, std) -> v2.
     small (28-32 px data): resize the short side to image_size and centre-crop, then for training a random
     crop with zero padding max(2, image_size // 8) and a horizontal flip. imagenet: for training
     RandomResizedCrop, horizontal flip and colour jitter 0.4 (as the OLTR code, Liu et al., CVPR 2019); for
-    evaluation resize to image_size * 256/224 and centre-crop. ConfigError for another family."""
+    evaluation resize to image_size * 256/224 and centre-crop. face (112 x 112 aligned crops, MS1M-ArcFace):
+    resize to image_size x image_size (a no-op at the crops' own size) and, for training, a horizontal flip
+    only. ConfigError for another family."""
     to_float = [v2.ToImage(), v2.ToDtype(torch.float32, scale=True)]
     norm = [v2.Normalize(mean, std)]
     if family == "small":
@@ -50,4 +56,7 @@ def build_transform(family: str, train: bool, image_size: int, mean, std) -> v2.
         else:
             ops = [v2.ToImage(), v2.Resize(int(round(image_size * 256 / 224)), antialias=True), v2.CenterCrop(image_size)]
         return v2.Compose(ops + to_float[1:] + norm)
-    raise ConfigError(f"unknown transform family {family!r}; known: small, imagenet")
+    if family == "face":  # aligned crops: no crop or colour change would keep the alignment; resize only if needed
+        ops = [v2.ToImage(), v2.Resize((image_size, image_size), antialias=True)]
+        return v2.Compose(ops + ([v2.RandomHorizontalFlip()] if train else []) + to_float[1:] + norm)
+    raise ConfigError(f"unknown transform family {family!r}; known: small, imagenet, face")
