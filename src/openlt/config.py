@@ -251,6 +251,7 @@ class ModelConfig:
     pretrained: str | None = None  # local weights file (torchvision .pth or .safetensors)
     classifier: str = opt("linear", registry="classifier")  # the head: meta_embedding is OLTR's, normed_linear LDAM's, ncm is set by decoupling
     attention: bool = False  # OLTR's modulated attention on the last feature map
+    attention_spatial: str = opt("conv", choices="conv fc")  # its spatial attention: conv (1x1 conv, any map size) | fc (the public code's Linear over the whole flattened map, size fixed by data.image_size)
     feature_fc: bool = False  # an extra d -> d fc + ReLU after pooling (OLTR stage 2 on ImageNet-LT)
     head: HeadConfig = field(default_factory=HeadConfig)
 

@@ -146,3 +146,96 @@ def test_bad_arguments():
     att = ModulatedAttention(8)
     with pytest.raises(ValueError, match="expects"):
         att(torch.randn(2, 4, 3, 3))
+
+
+# -- model.attention_spatial: the public code's fc layer beside the 1x1 conv ----------------------------------
+
+
+def _fc_attention(channels=4, map_size=(2, 3)):
+    att = ModulatedAttention(channels, spatial="fc", map_size=map_size)
+    _randomize_out(att)
+    return att
+
+
+def test_fc_spatial_attention_shape_softmax_and_formula():
+    att = _fc_attention()
+    assert att.fc_spatial.weight.shape == (6, 4 * 6) and att.spatial is None
+    x = torch.randn(3, 4, 2, 3)
+    y, maps = att.forward_with_maps(x)
+    assert y.shape == x.shape and maps["spatial"].shape == (3, 1, 2, 3)
+    torch.testing.assert_close(maps["spatial"].sum(dim=(1, 2, 3)), torch.ones(3))
+    # the public code: softmax(fc_spatial(x.view(-1, H * W * C))) reshaped to the map, channel-major flattening
+    expected = torch.softmax(x.view(3, -1) @ att.fc_spatial.weight.t() + att.fc_spatial.bias, dim=1)
+    torch.testing.assert_close(maps["spatial"], expected.view(3, 1, 2, 3))
+    torch.testing.assert_close(y, x + maps["spatial"] * maps["context"])
+    torch.testing.assert_close(att(x.to(memory_format=torch.channels_last)), y)
+    y.pow(2).sum().backward()
+    assert att.fc_spatial.weight.grad.abs().sum() > 0 and att.fc_spatial.bias.grad.abs().sum() > 0
+
+
+def test_fc_spatial_attention_refuses_another_map_size():
+    att = _fc_attention(map_size=7)
+    assert att(torch.randn(1, 4, 7, 7)).shape == (1, 4, 7, 7)
+    with pytest.raises(ConfigError, match=r"built for 7x7 feature maps.*got 4x4 maps.*attention_spatial=conv"):
+        att(torch.randn(1, 4, 4, 4))
+
+
+def test_fc_can_make_one_positions_attention_depend_on_another_positions_input():
+    x = torch.randn(1, 4, 2, 3)
+    moved = x.clone()
+    moved[0, :, 1, 2] += 3.0  # change only the input at position q = 5
+
+    def ratio(att, inp):  # attention at p = 0 relative to p = 1: the softmax's normalisation cancels
+        ma = att.spatial_attention(inp).flatten()
+        return (ma[0] / ma[1]).item()
+
+    conv = ModulatedAttention(4)
+    assert ratio(conv, x) == pytest.approx(ratio(conv, moved), rel=1e-5)  # a 1x1 conv cannot: logit_p sees f_p only
+    fc = _fc_attention()
+    with torch.no_grad():
+        fc.fc_spatial.weight.zero_()
+        fc.fc_spatial.bias.zero_()
+        fc.fc_spatial.weight[0, 2 * 6 + 5] = 1.0  # logit at position 0 = channel 2 of position 5
+    assert ratio(fc, moved) == pytest.approx(ratio(fc, x) * torch.exp(torch.tensor(3.0)).item(), rel=1e-5)
+
+
+def test_conv_spatial_is_the_default_bit_for_bit():
+    torch.manual_seed(3)
+    default = ModulatedAttention(8, spatial_size=3)
+    after_default = torch.rand(1)
+    torch.manual_seed(3)
+    conv = ModulatedAttention(8, spatial_size=3, spatial="conv", map_size=(5, 5))  # map_size: unused by conv
+    assert torch.equal(torch.rand(1), after_default)  # the same random draws at build
+    assert list(conv.state_dict()) == list(default.state_dict())
+    assert all(torch.equal(conv.state_dict()[k], v) for k, v in default.state_dict().items())
+    _randomize_out(default)
+    conv.load_state_dict(default.state_dict())
+    x = torch.randn(2, 8, 4, 4)
+    assert torch.equal(conv(x), default(x))
+
+
+def test_fc_spatial_bad_arguments():
+    with pytest.raises(ConfigError, match="attention_spatial must be one of conv, fc"):
+        ModulatedAttention(8, spatial="linear")
+    with pytest.raises(ConfigError, match="map_size"):
+        ModulatedAttention(8, spatial="fc")
+    with pytest.raises(ConfigError, match="hidden_channels"):
+        ModulatedAttention(8, spatial="fc", map_size=2, hidden_channels=4)
+    with pytest.raises(ConfigError, match="spatial_size"):
+        ModulatedAttention(8, 3, spatial="fc", map_size=2)
+    with pytest.raises(ConfigError, match="map_size"):
+        ModulatedAttention(8, spatial="fc", map_size=(2, 0))
+
+
+def test_build_model_sizes_fc_from_the_image_size():
+    from openlt.config import Config
+    from openlt.models.model import build_model
+
+    cfg = Config()
+    cfg.model.backbone, cfg.model.attention, cfg.model.attention_spatial = "resnet10", True, "fc"
+    model = build_model(cfg, num_classes=3, in_chans=1, image_size=16)  # small-input stem: 16 px -> 2x2 maps
+    assert model.attention.map_size == (2, 2) and model.attention.fc_spatial.in_features == 512 * 4
+    assert not any(m.training is False for m in model.modules())  # the size probe left train mode on
+    assert model(torch.randn(2, 1, 16, 16))["logits"].shape == (2, 3)
+    with pytest.raises(ConfigError, match="built for 2x2"):
+        model(torch.randn(2, 1, 32, 32))

@@ -26,6 +26,12 @@ maps of different sizes at train and test time. What the restriction drops, and 
   ``spatial_size=S`` (or ``(H, W)``) adds a learned ``S x S`` logit bias, zero-initialised, resized
   bilinearly to the input's ``H x W`` when the sizes differ -- so even then no size is hard-coded.
 
+``spatial="fc"`` is the public code's layer itself: ``nn.Linear(C * H * W, H * W)`` on the map flattened
+channel-major (``x.view(B, -1)``, as there), so each position's logit can depend on the features at every
+position, with a bias per position. Its size is fixed when the module is built (``map_size``: the backbone's
+map at the configured image size, 7x7 for a ResNet at 224 px) and an input of another size is refused with a
+ConfigError. ``spatial="conv"`` (the default) is the 1x1 conv above.
+
 The 1x1 convs are ``nn.Conv2d`` modules (the usual parameter shapes and init) applied as matrix products on
 the flattened map. The last 1x1 conv of MA has no bias: a bias shared by all positions cancels in the
 softmax (it would only ever get round-off gradient).
@@ -43,7 +49,9 @@ from torch import Tensor, nn
 
 from openlt.errors import ConfigError
 
-__all__ = ["ModulatedAttention"]
+__all__ = ["SPATIAL_MODES", "ModulatedAttention"]
+
+SPATIAL_MODES = ("conv", "fc")  # model.attention_spatial
 
 
 def _pointwise(conv: nn.Conv2d, flat: Tensor) -> Tensor:
@@ -63,6 +71,14 @@ def _positive_int(name: str, value: object) -> int:
     return value
 
 
+def _size(name: str, value: object) -> tuple[int, int]:
+    """An int S or a pair (H, W) of positive ints as (H, W); ConfigError naming ``name`` otherwise."""
+    size = (value, value) if isinstance(value, int) else tuple(value) if isinstance(value, (tuple, list)) else ()
+    if len(size) != 2:
+        raise ConfigError(f"{name} must be an int or (H, W), got {value!r}")
+    return _positive_int(name, size[0]), _positive_int(name, size[1])
+
+
 class ModulatedAttention(nn.Module):
     """``forward(f) = f + MA(f) * SA(f)`` on a ``(B, C, H, W)`` map; output has the input's shape.
 
@@ -73,6 +89,10 @@ class ModulatedAttention(nn.Module):
         reduction: the non-local block's channel reduction (``C // reduction`` inner channels; 2 as in the paper).
         hidden_channels: optional hidden width of the spatial-attention head (``None``: a single 1x1 conv).
         record_maps: keep the last forward's attention maps (detached) as attributes for inspection.
+        spatial: ``"conv"`` (the size-agnostic 1x1 conv, default) or ``"fc"`` (the public OLTR code's
+            ``Linear(C * H * W, H * W)`` over the flattened map; ``model.attention_spatial``).
+        map_size: ``S`` or ``(H, W)``, the feature map size the ``fc`` layer is built for (required with ``fc``,
+            ignored with ``conv``); a map of another size at forward raises ConfigError.
     """
 
     def __init__(
@@ -83,6 +103,8 @@ class ModulatedAttention(nn.Module):
         reduction: int = 2,
         hidden_channels: int | None = None,
         record_maps: bool = True,
+        spatial: str = "conv",
+        map_size: int | tuple[int, int] | None = None,
     ) -> None:
         super().__init__()
         self.channels = _positive_int("channels", channels)
@@ -97,29 +119,48 @@ class ModulatedAttention(nn.Module):
         self.out = nn.Conv2d(self.inter_channels, channels, kernel_size=1, bias=False)
 
         # conditional spatial attention
-        self.hidden_channels = None if hidden_channels is None else _positive_int("hidden_channels", hidden_channels)
-        if self.hidden_channels is None:
-            self.spatial = nn.Conv2d(channels, 1, kernel_size=1, bias=False)
-            self.spatial_context: nn.Linear | None = None
-            self.spatial_hidden: nn.Conv2d | None = None
-        else:
-            self.spatial_hidden = nn.Conv2d(channels, self.hidden_channels, kernel_size=1)
-            self.spatial_context = nn.Linear(channels, self.hidden_channels, bias=False)
-            self.spatial = nn.Conv2d(self.hidden_channels, 1, kernel_size=1, bias=False)
-
+        self._build_spatial(spatial, hidden_channels, map_size)
         if spatial_size is None:
             self.spatial_size: tuple[int, int] | None = None
             self.position_bias: nn.Parameter | None = None
         else:
-            size = (spatial_size, spatial_size) if isinstance(spatial_size, int) else tuple(spatial_size)
-            if len(size) != 2:
-                raise ConfigError(f"spatial_size must be an int or (H, W), got {spatial_size!r}")
-            self.spatial_size = (_positive_int("spatial_size", size[0]), _positive_int("spatial_size", size[1]))
+            if self.fc_spatial is not None:
+                raise ConfigError("spatial_size (a position bias) applies to spatial='conv'; the fc layer has its own")
+            self.spatial_size = _size("spatial_size", spatial_size)
             self.position_bias = nn.Parameter(torch.zeros(1, 1, *self.spatial_size))
 
         self.last_spatial_attention: Tensor | None = None
         self.last_self_attention: Tensor | None = None
         self.reset_parameters()
+
+    def _build_spatial(self, mode: str, hidden_channels: int | None, map_size: int | tuple[int, int] | None) -> None:
+        """The spatial-attention head: ``spatial`` (1x1 conv, after ``spatial_hidden`` / ``spatial_context`` with
+        ``hidden_channels``) for ``mode="conv"``, or ``fc_spatial`` = Linear(C * H * W, H * W) for ``mode="fc"``
+        with ``map_size`` = (H, W). ConfigError for an unknown mode, or fc without a map size or with hidden
+        channels."""
+        if mode not in SPATIAL_MODES:
+            raise ConfigError(f"model.attention_spatial must be one of {', '.join(SPATIAL_MODES)}, got {mode!r}")
+        self.spatial_mode = mode
+        self.hidden_channels = None if hidden_channels is None else _positive_int("hidden_channels", hidden_channels)
+        self.spatial: nn.Conv2d | None = None
+        self.spatial_context: nn.Linear | None = None
+        self.spatial_hidden: nn.Conv2d | None = None
+        self.fc_spatial: nn.Linear | None = None
+        self.map_size: tuple[int, int] | None = None
+        if mode == "fc":
+            if map_size is None:
+                raise ConfigError("model.attention_spatial=fc needs the feature map's size (map_size), fixed at build")
+            if self.hidden_channels is not None:
+                raise ConfigError("hidden_channels applies to spatial='conv' only")
+            self.map_size = _size("map_size", map_size)
+            positions = self.map_size[0] * self.map_size[1]
+            self.fc_spatial = nn.Linear(self.channels * positions, positions)
+        elif self.hidden_channels is None:
+            self.spatial = nn.Conv2d(self.channels, 1, kernel_size=1, bias=False)
+        else:
+            self.spatial_hidden = nn.Conv2d(self.channels, self.hidden_channels, kernel_size=1)
+            self.spatial_context = nn.Linear(self.channels, self.hidden_channels, bias=False)
+            self.spatial = nn.Conv2d(self.hidden_channels, 1, kernel_size=1, bias=False)
 
     def reset_parameters(self) -> None:
         """As the public code: He-normal theta/phi/g with zero bias, and a zero output conv (identity block)."""
@@ -143,7 +184,10 @@ class ModulatedAttention(nn.Module):
     def spatial_attention(self, x: Tensor) -> Tensor:
         """``MA(x)``: ``(B, 1, H, W)``, non-negative, summing to 1 over the ``H*W`` positions of each sample."""
         b, _, h, w = x.shape
+        if self.fc_spatial is not None:
+            return self._fc_spatial_attention(x)
         flat = x.flatten(2)  # (B, C, HW)
+        assert self.spatial is not None
         if self.spatial_hidden is None:
             logits = _pointwise(self.spatial, flat)
         else:
@@ -156,6 +200,22 @@ class ModulatedAttention(nn.Module):
             if bias.shape[-2:] != (h, w):
                 bias = F.interpolate(bias, size=(h, w), mode="bilinear", align_corners=False)
             logits = logits + bias.reshape(1, h * w).to(logits.dtype)
+        probs = torch.softmax(logits.float(), dim=1)
+        return probs.reshape(b, 1, h, w).to(x.dtype)
+
+    def _fc_spatial_attention(self, x: Tensor) -> Tensor:
+        """``MA(x)`` of ``spatial="fc"``: softmax over positions of ``fc_spatial`` on the map flattened channel-major
+        (index ``c * H * W + p``, the public code's ``x.view(-1, 7 * 7 * C)``): (B, C, H, W) -> (B, 1, H, W).
+
+        Raises ConfigError when (H, W) is not the ``map_size`` the layer was built for.
+        """
+        b, _, h, w = x.shape
+        if (h, w) != self.map_size:
+            mh, mw = self.map_size
+            raise ConfigError(f"model.attention_spatial=fc was built for {mh}x{mw} feature maps (from data.image_size), "
+                              f"but got {h}x{w} maps: feed images of the configured size, or use "
+                              "model.attention_spatial=conv, which takes any size")
+        logits = self.fc_spatial(x.reshape(b, -1))  # reshape: channels_last inputs keep the logical order
         probs = torch.softmax(logits.float(), dim=1)
         return probs.reshape(b, 1, h, w).to(x.dtype)
 
@@ -186,5 +246,6 @@ class ModulatedAttention(nn.Module):
         """The channel counts and options shown by ``repr(module)``."""
         return (
             f"channels={self.channels}, inter_channels={self.inter_channels}, "
-            f"hidden_channels={self.hidden_channels}, spatial_size={self.spatial_size}"
+            f"hidden_channels={self.hidden_channels}, spatial_size={self.spatial_size}, spatial={self.spatial_mode}"
+            + ("" if self.map_size is None else f", map_size={self.map_size}")
         )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 
+import torch
 from torch import Tensor, nn
 
 from openlt.config import Config
@@ -86,14 +87,32 @@ class OpenLTModel(nn.Module):
         return hook(head, class_means)
 
 
+@torch.no_grad()
+def feature_map_size(backbone: nn.Module, in_chans: int, image_size: int) -> tuple[int, int]:
+    """(H', W') of the backbone's last map for one ``image_size`` x ``image_size`` image: one forward of zeros in
+    eval mode (no batch-norm statistic moves, no random draw), the train / eval mode restored. Fixes the size of
+    ``model.attention_spatial=fc``."""
+    was_training = backbone.training
+    backbone.eval()
+    try:
+        feature_map = backbone.forward_map(torch.zeros(1, in_chans, image_size, image_size))
+    finally:
+        backbone.train(was_training)
+    return int(feature_map.shape[-2]), int(feature_map.shape[-1])
+
+
 def build_model(cfg: Config, num_classes: int, in_chans: int, image_size: int) -> OpenLTModel:
     """The network of `cfg.model` for `num_classes` classes and `in_chans`-channel images of `image_size` px
-    (the stem is the small-input one at 64 px or less unless model.small_input says otherwise)."""
+    (the stem is the small-input one at 64 px or less unless model.small_input says otherwise). With
+    model.attention_spatial=fc the attention's layer is sized for the backbone's map at `image_size`."""
     m = cfg.model
     small_input = m.small_input if m.small_input is not None else image_size <= 64
     backbone = build_backbone(m.backbone, small_input=small_input, in_chans=in_chans, pretrained=m.pretrained)
     dim = backbone.out_dim
-    attention = ModulatedAttention(dim) if m.attention else None
+    attention = None
+    if m.attention:
+        map_size = feature_map_size(backbone, in_chans, image_size) if m.attention_spatial == "fc" else None
+        attention = ModulatedAttention(dim, spatial=m.attention_spatial, map_size=map_size)
     feature_fc = nn.Sequential(nn.Linear(dim, dim), nn.ReLU(inplace=True)) if m.feature_fc else None
     classifier = build_classifier(m.classifier, dim, num_classes, m.head)  # each head reads its own model.head keys
     return OpenLTModel(backbone, classifier, attention, feature_fc)
