@@ -78,7 +78,8 @@ def _train(args: argparse.Namespace) -> int:
         run = train(cfg, run=run, resume=True, quiet=args.quiet)
     else:
         if args.config is None:
-            raise OpenLTError("give a config file (e.g. configs/fmnist_lt/plain.yaml) or --resume RUN")
+            raise OpenLTError("give a config file or a packaged config's name (e.g. fmnist_lt/plain; `openlt "
+                              "configs` lists them) or --resume RUN")
         cfg = build_config(args.config, args.overrides)
         run = train(cfg, name=args.name, quiet=args.quiet)
     if not args.no_eval:
@@ -189,6 +190,20 @@ def _config(args: argparse.Namespace) -> int:
     return 0
 
 
+def _configs(args: argparse.Namespace) -> int:
+    from openlt.config import PACKAGED_CONFIGS, first_comment, packaged_configs
+
+    shown = {name: path for name, path in packaged_configs().items() if args.filter in name}
+    if not shown:
+        raise OpenLTError(f"no packaged config name contains {args.filter!r}; `openlt configs` lists them all")
+    width = max(len(name) for name in shown)
+    print(f"{len(shown)} packaged configs in {PACKAGED_CONFIGS} (give the name to openlt train / config; "
+          f"bench/...: openlt bench NAME)")
+    for name, path in shown.items():
+        print(f"  {name:{width}s}  {first_comment(path)}")
+    return 0
+
+
 def _report(args: argparse.Namespace) -> int:
     from openlt.engine.run import open_run
     from openlt.reporting.run_report import rebuild_reports
@@ -207,7 +222,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--debug", action="store_true", help="show full tracebacks")
     sub = parser.add_subparsers(dest="command", required=True)
     for add in (_add_split_command, _add_train_command, _add_eval_command, _add_predict_command, _add_features_command,
-                _add_bench_command, _add_summary_command, _add_config_command, _add_report_command):
+                _add_bench_command, _add_summary_command, _add_config_command, _add_configs_command,
+                _add_report_command):
         add(sub)
     return parser
 
@@ -240,7 +256,8 @@ def _add_split_command(sub: argparse._SubParsersAction) -> None:
 def _add_train_command(sub: argparse._SubParsersAction) -> None:
     """The `openlt train` subcommand and its options."""
     p = sub.add_parser("train", help="train a model from a YAML config; evaluates the best checkpoint at the end")
-    p.add_argument("config", nargs="?", help="YAML config file")
+    p.add_argument("config", nargs="?", help="YAML config file, or a packaged config's name (fmnist_lt/plain; "
+                   "`openlt configs` lists them)")
     p.add_argument("overrides", nargs="*", help="dotted overrides, e.g. train.epochs=2 data.root=/data")
     p.add_argument("--resume", metavar="RUN", help="continue an interrupted run from its last checkpoint")
     p.add_argument("--name", help="run name prefix (default: the config's name)")
@@ -324,6 +341,14 @@ def _add_config_command(sub: argparse._SubParsersAction) -> None:
     p.add_argument("overrides", nargs="*", help="dotted overrides, e.g. train.epochs=2")
     p.add_argument("--reference", action="store_true", help="the option reference as markdown (docs/config.md)")
     p.set_defaults(func=_config)
+
+
+def _add_configs_command(sub: argparse._SubParsersAction) -> None:
+    """The `openlt configs` subcommand: the packaged configs by name, each with its first comment line."""
+    p = sub.add_parser("configs", help="list the configs that ship with openlt (name and what it is); a name works "
+                       "wherever a config file does: openlt train fmnist_lt/plain")
+    p.add_argument("filter", nargs="?", default="", help="show only names containing this text, e.g. fmnist_lt/")
+    p.set_defaults(func=_configs)
 
 
 def _add_report_command(sub: argparse._SubParsersAction) -> None:

@@ -750,8 +750,61 @@ def _load_yaml(path: Path, chain: tuple[Path, ...] = ()) -> tuple[dict, dict[str
 
 
 def load_yaml(path: str | Path) -> dict:
-    """A config file merged onto its `base:` chain (each base relative to the file that names it)."""
-    return _load_yaml(Path(path))[0]
+    """A config file (or a packaged config's name, see `resolve_config`) merged onto its `base:` chain (each
+    base relative to the file that names it)."""
+    return _load_yaml(resolve_config(path))[0]
+
+
+# The configs that ship inside the package (src/openlt/configs; the repository's top-level configs/ links here).
+PACKAGED_CONFIGS = Path(__file__).resolve().parent / "configs"
+
+
+def packaged_configs() -> dict[str, Path]:
+    """Every packaged config by name -> its file, sorted by name: the path under the package's configs folder
+    without ``.yaml`` (``fmnist_lt/plain``, ``bench/fmnist_lt``); empty when the folder is absent."""
+    if not PACKAGED_CONFIGS.is_dir():
+        return {}
+    files = sorted(PACKAGED_CONFIGS.rglob("*.yaml"))
+    return {f.relative_to(PACKAGED_CONFIGS).with_suffix("").as_posix(): f for f in files}
+
+
+def first_comment(path: Path) -> str:
+    """The first ``#`` comment line of a config file, without the ``#`` (what the config is); "" when none."""
+    for line in read_utf8(path, "config file").splitlines():
+        if line.lstrip().startswith("#"):
+            return line.lstrip().lstrip("#").strip()
+    return ""
+
+
+def config_name(value: str | Path) -> str:
+    """The packaged-config name a value may mean: '/' separators, without a leading ``configs/`` (a README path
+    typed outside the repository) and without the ``.yaml`` / ``.yml`` suffix (``configs/fmnist_lt/plain.yaml``
+    -> ``fmnist_lt/plain``)."""
+    name = str(value).replace("\\", "/").strip()
+    while name.startswith("./"):
+        name = name[2:]
+    name = name.removeprefix("configs/")
+    for suffix in (".yaml", ".yml"):
+        name = name.removesuffix(suffix)
+    return name
+
+
+def resolve_config(value: str | Path, relative_to: Path | None = None, what: str = "config file") -> Path:
+    """The file a config argument names: `value` as a path (relative to `relative_to` when given, e.g. a bench
+    spec's folder) when anything exists there, else the packaged config of that name (``fmnist_lt/plain``;
+    see `config_name`). ConfigError naming the value and the closest packaged names when it is neither."""
+    path = Path(value) if relative_to is None else relative_to / value
+    if path.exists():
+        return path
+    known = packaged_configs()
+    name = config_name(value)
+    if name in known:
+        return known[name]
+    close = difflib.get_close_matches(name, list(known), n=3, cutoff=0.6)
+    close += [n for n in known if n.rsplit("/", 1)[-1] == name.rsplit("/", 1)[-1] and n not in close][:3]
+    hint = f"; closest: {', '.join(close)}" if close else ""
+    raise ConfigError(f"{what} not found: {path} (nor a packaged config of that name{hint}; `openlt configs` "
+                      f"lists them)")
 
 
 def _deep_merge(into: dict, update: dict) -> None:
@@ -778,7 +831,7 @@ def build_config(path: str | Path | None = None, overrides: list[str] | None = N
     if base:
         _assign(cfg, base, "", problems)
     if path is not None:
-        data, problems.origins = _load_yaml(Path(path))
+        data, problems.origins = _load_yaml(resolve_config(path))
         _assign(cfg, data, "", problems)
     if overrides:
         layer = parse_overrides(overrides)

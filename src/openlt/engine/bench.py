@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from openlt.config import build_config, parse_overrides, read_yaml_mapping
+from openlt.config import build_config, parse_overrides, read_yaml_mapping, resolve_config
 from openlt.engine.evaluate import evaluate_run
 from openlt.engine.run import Run, open_run
 from openlt.engine.train import train
@@ -80,7 +80,7 @@ def _strings(value, what: str) -> list[str]:
 
 def load_bench(path: str | Path, extra_overrides: list[str] | None = None) -> BenchSpec:
     """Read and check a bench spec: unknown keys, names, references and configs are errors before any run."""
-    path = Path(path)
+    path = resolve_config(path, what="bench spec")  # a file, or a packaged spec's name (bench/fmnist_lt)
     raw = read_yaml_mapping(path, "bench spec")
     unknown = set(raw) - SPEC_KEYS
     if unknown:
@@ -112,7 +112,8 @@ def load_bench(path: str | Path, extra_overrides: list[str] | None = None) -> Be
             raise ConfigError(f"bench spec {path}: method {name!r} needs exactly one of config or eval_of")
         config = None
         if entry.get("config"):
-            config = (path.parent / entry["config"]).resolve()
+            config = resolve_config(str(entry["config"]), path.parent,  # a packaged name when no such file
+                                    f"bench spec {path}: method {name!r}: config").resolve()
             if not config.is_file():
                 raise ConfigError(f"bench spec {path}: method {name!r}: config not found: {config}")
         methods.append(BenchMethod(name, config, entry.get("init_from"), entry.get("eval_of"),

@@ -29,6 +29,7 @@ from openlt.engine.checkpoint import read_checkpoint, save_checkpoint
 from openlt.engine.evaluate import closed_metrics
 from openlt.engine.features import extract_features, load_features
 from openlt.engine.init_from import load_stage1_weights, model_weights
+from openlt.engine.manifest import check_open_decision, verify_manifest
 from openlt.engine.run import Run, open_run
 from openlt.engine.runtime import make_loader, to_device
 from openlt.engine.tracking import EpochLog
@@ -80,8 +81,10 @@ def build_stage2_model(cfg: Config, data: DataBundle, tensors: dict[str, torch.T
 
 def stage1_features(cfg: Config, device: torch.device, quiet: bool) -> dict[str, dict[str, torch.Tensor]]:
     """The checked decoupling settings' stage-1 training and validation features (from its cache, or extracted
-    into it). Under torchrun every process calls this (the extraction is sharded), then rank 0 alone trains;
-    what the method needs (a validation split) is checked here, on every process, before any training."""
+    into it). Under torchrun every process calls this (the extraction is sharded), then rank 0 alone trains.
+    Checked here, on every process, before any feature is extracted: the stage-1 run's split files and classes
+    are still the ones it was trained on (its split_manifest.json), the method has what it needs (a validation
+    split), and an open split with eval.open_threshold=auto has a validation split to calibrate on."""
     method, mode = build_method(cfg), cfg.decouple.features
     if mode not in FEATURE_MODES:
         raise ConfigError(f"unknown decouple.features {mode!r}; known: {', '.join(FEATURE_MODES)}")
@@ -89,10 +92,14 @@ def stage1_features(cfg: Config, device: torch.device, quiet: bool) -> dict[str,
         raise ConfigError(f"decouple.method={method.name} needs train.init_from=STAGE1_RUN (the representation to keep)")
     if cfg.decouple.keep not in KEEP:
         raise ConfigError(f"unknown decouple.keep {cfg.decouple.keep!r}; known: {', '.join(KEEP)}")
-    feats = load_features(open_run(cfg.train.init_from), ("train", "val"), dtype=cfg.decouple.cache_dtype,
-                          device=str(device), quiet=quiet)
-    method.check(has_val="val" in feats)
-    return feats
+    source = open_run(cfg.train.init_from)
+    adopted = copy.deepcopy(cfg)
+    adopt_representation(adopted, source, lambda line: None)
+    data = prepare_data(adopted, default_split_dir=source.splits_dir)
+    verify_manifest(source, data, "init_from", source=f"train.init_from={cfg.train.init_from}")
+    method.check(has_val=data.has("val"))
+    check_open_decision(adopted.eval, data)
+    return load_features(source, ("train", "val"), dtype=cfg.decouple.cache_dtype, device=str(device), quiet=quiet)
 
 
 def train_decoupled(cfg: Config, run: Run, quiet: bool, log: Callable[[str], None], device: torch.device,
@@ -108,8 +115,11 @@ def train_decoupled(cfg: Config, run: Run, quiet: bool, log: Callable[[str], Non
     source = open_run(cfg.train.init_from)
     adopt_representation(cfg, source, log)
     data = prepare_data(cfg, default_split_dir=run.splits_dir)
+    if run.manifest_file.exists():  # --resume: the run's split files must still be the ones it was fitted on
+        verify_manifest(run, data, "resume")
+    else:
+        run.write_manifest(data.manifest)
     run.write_config(cfg)
-    run.write_manifest(data.manifest)
     tensors, _ = read_checkpoint(source.checkpoint("best"))
     model = build_stage2_model(cfg, data, tensors)
     inputs = stage2_data(cfg, data, feats, tensors, source, method)
@@ -128,7 +138,9 @@ def train_decoupled(cfg: Config, run: Run, quiet: bool, log: Callable[[str], Non
         epoch_log.close()
     details = {"method": method.name, "source_run": str(source.path), "features": cfg.decouple.features,
                "cache_dtype": cfg.decouple.cache_dtype, "train_features": list(inputs.train_x.shape), **fitted.details}
-    if method.plots_tau_curve:
+    if method.plots_tau_curve and not details["tau_curve"]:
+        log(f"tau = {details['tau']:g} (fixed: decouple.taus has one value and there is no validation split)")
+    elif method.plots_tau_curve:
         log(f"tau = {details['tau']:g} (best validation top-1 over {len(details['tau_curve'])} values; "
             f"curve in {run.tau_curve_file})")
         _plot_tau_curve(details["tau_curve"], details["tau"], run, log)
