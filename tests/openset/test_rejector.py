@@ -113,7 +113,7 @@ def test_an_eval_override_error_comes_before_the_model_is_loaded(tmp_path, monke
     def never(*args, **kwargs):
         raise AssertionError("the model was loaded before the overrides were checked")
 
-    monkeypatch.setattr(evaluate, "load_run_model", never)
+    monkeypatch.setattr(evaluate, "prepare_data", never)
     monkeypatch.setattr(evaluate, "collect_outputs", never)
     with pytest.raises(ConfigError, match=message):
         evaluate.evaluate_run(Run(tmp_path), overrides=overrides, quiet=True)

@@ -170,7 +170,8 @@ def _load_manifest(cfg: Config, split_dir: Path, files: dict[str, Path]) -> dict
         manifest = _read_manifest(saved)
         recorded = manifest["files"]
         fresh = all(name in recorded and recorded[name].get("sha256") == sha256_file(path) for name, path in files.items())
-        if fresh:
+        if fresh:  # the run's manifest records the files it reads (not a split the config turns off)
+            manifest["files"] = {name: recorded[name] for name in files}
             manifest["bands"] = {"rule": bands.describe(), "per_class": bands.bands_of(manifest["train_counts"])}
             return manifest
     elif cfg.data.dataset != "split-file":

@@ -167,6 +167,17 @@ class _TauSearch(Stage2Method):
         """The method with the tau grid ``decouple.taus``."""
         return cls(cfg.decouple.taus)
 
+    def check(self, has_val: bool) -> None:
+        """ConfigError, before any work, for a grid of several taus on a run without a validation split; a grid of
+        one value (``decouple.taus=[1.0]``, e.g. iNaturalist) needs none: that tau is used as it is."""
+        if len(self.taus) != 1:
+            super().check(has_val)
+
+    def fixed_tau(self, data: Stage2Data) -> float | None:
+        """The one tau of a one-value grid on a run without validation features, else None (tau is searched)."""
+        self.check(data.val_x is not None)
+        return float(self.taus[0]) if data.val_x is None else None
+
 
 @register_method
 class TauNormalization(_TauSearch):
@@ -179,17 +190,19 @@ class TauNormalization(_TauSearch):
     @torch.no_grad()
     def fit(self, data: Stage2Data, hooks: Stage2Hooks | None = None) -> FittedHead:
         """Choose tau on the validation features and return the head ``w_i / ||w_i||^tau`` (C, D) with a zero bias;
-        ``details``: ``tau`` and ``tau_curve`` (one {"tau", "many", "medium", "few", "overall"} per grid value).
+        ``details``: ``tau`` and ``tau_curve`` (one {"tau", "many", "medium", "few", "overall"} per grid value;
+        empty for a one-value grid without validation features, whose tau is used as it is).
 
-        Raises ConfigError without a validation split or a stage-1 classifier, DataError when the validation split
-        has no known sample.
+        Raises ConfigError without a validation split (and more than one tau) or a stage-1 classifier, DataError
+        when the validation split has no known sample.
         """
-        self.check(data.val_x is not None)
+        tau = self.fixed_tau(data)
         weight, _ = self.stage1_linear(data)
-        tau_norm = TauNormClassifier(weight, tau=None).fit(data.val_x, data.val_y, data.train_counts, self.taus,
-                                                           data.bands)
+        tau_norm = TauNormClassifier(weight, tau=tau)
+        if tau is None:
+            tau_norm.fit(data.val_x, data.val_y, data.train_counts, self.taus, data.bands)
         return FittedHead(linear_state(tau_norm.normalized_weight, torch.zeros(weight.shape[0])),
-                          {"tau": tau_norm.tau, "tau_curve": tau_norm.curve_})
+                          {"tau": tau_norm.tau, "tau_curve": tau_norm.curve_ or []})
 
 
 @register_method
@@ -202,18 +215,21 @@ class LogitAdjustment(_TauSearch):
     @torch.no_grad()
     def fit(self, data: Stage2Data, hooks: Stage2Hooks | None = None) -> FittedHead:
         """Choose tau on the validation features and return the stage-1 weight (C, D) with the bias
-        ``b - tau * log(n_c / N)`` (C,); ``details``: ``tau`` and ``tau_curve``.
+        ``b - tau * log(n_c / N)`` (C,); ``details``: ``tau`` and ``tau_curve`` (empty for a one-value grid without
+        validation features, whose tau is used as it is).
 
-        Raises ConfigError without a validation split or a stage-1 classifier, DataError when the validation split
-        has no known sample.
+        Raises ConfigError without a validation split (and more than one tau) or a stage-1 classifier, DataError
+        when the validation split has no known sample.
         """
         hooks = hooks or Stage2Hooks()
-        self.check(data.val_x is not None)
+        tau, curve = self.fixed_tau(data), []
         weight, bias = self.stage1_linear(data)
         bias = torch.zeros(weight.shape[0]) if bias is None else bias.float()
-        tau, curve = search_logit_adjust_tau(weight, bias, data.val_x, data.val_y, data.train_counts, self.taus,
-                                             data.bands)
-        hooks.log(f"logit adjustment tau = {tau:g} (best validation top-1 over {len(curve)} values)")
+        if tau is None:
+            tau, curve = search_logit_adjust_tau(weight, bias, data.val_x, data.val_y, data.train_counts, self.taus,
+                                                 data.bands)
+        hooks.log(f"logit adjustment tau = {tau:g} " + (f"(best validation top-1 over {len(curve)} values)" if curve
+                                                        else "(fixed: one value, no validation split)"))
         return FittedHead(linear_state(weight, logit_adjust(bias.unsqueeze(0), data.train_counts, tau)[0]),
                           {"tau": tau, "tau_curve": curve})
 

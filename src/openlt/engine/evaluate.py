@@ -14,16 +14,20 @@ import numpy as np
 import torch
 
 from openlt.config import Config, build_config, to_dict
+from openlt.data.build import DataBundle, prepare_data
 from openlt.engine import distributed
 from openlt.engine.precision import inference_amp
 from openlt.engine.features import cached_head_outputs
+from openlt.engine.checkpoint import load_checkpoint
+from openlt.engine.manifest import check_open_decision, verify_manifest
 from openlt.engine.run import Run
-from openlt.engine.runtime import collect_outputs, load_run_model, make_loader, resolve_device
+from openlt.engine.runtime import collect_outputs, make_loader, resolve_device, to_device
 from openlt.io import write_json
 from openlt.metrics import (ShotBands, confusion, ece_by_band, open_set_f_measure, open_set_metrics,
                             per_class_accuracy, shot_accuracy)
+from openlt.models.model import OpenLTModel, build_model
 from openlt.openset import (NotFittedError, OpenSetScore, Rejector, build_score, check_rejection_config, load_score,
-                            save_score)
+                            parse_threshold, save_score)
 from openlt.reporting import sample_table, save_samples
 from openlt.reporting.run_report import write_reports
 
@@ -72,6 +76,16 @@ def choose_rejector(cfg: Config, val: dict[str, torch.Tensor] | None, scorer: Op
     return Rejector.from_config(cfg.eval, scorer or unfitted_score(cfg), val)
 
 
+def run_decision(cfg: Config, outputs: dict[str, dict[str, torch.Tensor]], scorer: OpenSetScore) -> Rejector | None:
+    """The evaluation's open-set decision (:func:`choose_rejector` on ``outputs["val"]``), or None for a
+    closed-set evaluation (no open split) without validation images under `eval.open_threshold=auto`: nothing
+    is rejected there, so no threshold is needed (an iNaturalist run). ConfigError for 'auto' with an open split
+    and no validation split (refused before training by `check_open_decision`)."""
+    if "open" not in outputs and "val" not in outputs and parse_threshold(cfg.eval.open_threshold) is None:
+        return None
+    return choose_rejector(cfg, outputs.get("val"), scorer)
+
+
 def _open_metrics(rejector: Rejector, known: tuple[np.ndarray, np.ndarray, np.ndarray],
                   unknown: tuple[np.ndarray, np.ndarray], train_counts: list[int], bands: ShotBands) -> dict:
     """metrics["open"]: `known` = (predictions, open scores, labels) of the test images, `unknown` =
@@ -97,7 +111,8 @@ def compute_metrics(cfg: Config, outputs: dict[str, dict[str, torch.Tensor]], tr
                     rejector: Rejector | None = None) -> dict:
     """All reported numbers from the outputs of val / test / open ("logits" (N, K) float, "labels" (N,) int64,
     ...); `scorer` is `eval.open_score`, already fitted where it needs to be (default: built from the config),
-    and `rejector` the open-set decision on it (default: chosen from the config and the validation outputs)."""
+    and `rejector` the open-set decision on it (default: :func:`run_decision`; "calibration" is left out when
+    there is none)."""
     bands = ShotBands.from_config(cfg.eval)
     scorer = scorer or unfitted_score(cfg)
     test = outputs["test"]
@@ -105,7 +120,7 @@ def compute_metrics(cfg: Config, outputs: dict[str, dict[str, torch.Tensor]], tr
     y = test["labels"].numpy()
     k = len(class_names)
     if rejector is None:
-        rejector = choose_rejector(cfg, outputs.get("val"), scorer)
+        rejector = run_decision(cfg, outputs, scorer)
     band_of_class = bands.bands_of(train_counts)
     confidence = torch.softmax(test["logits"].float(), dim=1).max(dim=1).values.numpy()  # ECE is on the softmax
     metrics: dict = {
@@ -116,7 +131,8 @@ def compute_metrics(cfg: Config, outputs: dict[str, dict[str, torch.Tensor]], tr
         "closed": shot_accuracy(pred, y, train_counts, bands),
         "per_class_accuracy": per_class_accuracy(pred, y, k).tolist(),
         "confusion_matrix": confusion(pred, y, k).tolist(),
-        "calibration": rejector.to_dict(),
+        # none for a closed-set run without validation images: nothing to reject
+        **({} if rejector is None else {"calibration": rejector.to_dict()}),
         "open_score": scorer.summary(),
         "ece": ece_by_band(confidence, pred == y, y, band_of_class),
     }
@@ -154,8 +170,10 @@ def evaluate_run(run: Run, checkpoint: str = "best", overrides: list[str] | None
     cfg, scorer = eval_setup(run, overrides)
     dev = distributed.setup(resolve_device(device or cfg.train.device))  # under torchrun: shard, gather, rank 0 writes
     amp = inference_amp(cfg.train.amp, dev)
-    cfg, data, model, state = load_run_model(run, checkpoint, dev, cfg)
-    check_rejection_config(cfg.eval, has_val=data.has("val"))
+    data = prepare_data(cfg, default_split_dir=run.splits_dir)
+    verify_manifest(run, data, "eval")  # the split files and classes the run was trained on, before any work
+    check_open_decision(cfg.eval, data)
+    model, state = _load_model(run, checkpoint, dev, cfg, data)
     splits = [s for s in (("train",) if scorer.requires_fit else ()) + ("val", "test", "open") if s == "test" or data.has(s)]
     outputs = {}
     if cfg.decouple.method != "none":  # a decoupled run's body is its stage-1 run's: read that run's feature cache
@@ -169,11 +187,12 @@ def evaluate_run(run: Run, checkpoint: str = "best", overrides: list[str] | None
         scorer.fit(outputs.pop("train"))
         if distributed.is_main():
             save_score(run.open_score_path(tag), scorer)
-    rejector = choose_rejector(cfg, outputs.get("val"), scorer)
+    rejector = run_decision(cfg, outputs, scorer)
     metrics = compute_metrics(cfg, outputs, data.train_counts, data.class_names, scorer, rejector)
-    metrics = {"run": str(run.path), "checkpoint": checkpoint, "epoch": state.get("epoch"), **metrics}
+    metrics = {"run": str(run.path), "checkpoint": checkpoint, "epoch": state.get("epoch"), **metrics,
+               "split_files": {split: data.manifest["files"][split]["sha256"] for split in data.entries}}
     if distributed.is_main():
-        if tag is None:
+        if tag is None and rejector is not None:
             rejector.save(run.calibration_file)
         write_json(run.metrics_path(tag), metrics)
         samples = sample_table(outputs, {split: scorer.score(outputs[split]) for split in ("test", "open") if split in outputs})
@@ -181,6 +200,14 @@ def evaluate_run(run: Run, checkpoint: str = "best", overrides: list[str] | None
         write_reports(run, metrics, samples, tag, ShotBands.from_config(cfg.eval))
     distributed.barrier()
     return metrics
+
+
+def _load_model(run: Run, checkpoint: str, device: torch.device, cfg: Config, data: DataBundle) -> tuple[OpenLTModel, dict]:
+    """The run's network for `data` (already checked against the run's manifest) with `checkpoint` loaded, on
+    `device`; returns (model, the checkpoint's state). RunDirError for a missing, corrupt or foreign checkpoint."""
+    model = build_model(cfg, data.num_classes, data.in_chans, data.image_size)
+    state = load_checkpoint(run.checkpoint(checkpoint), model)
+    return to_device(model, device, cfg.train.channels_last), state
 
 
 def run_score(run: Run, name: str, cfg: Config) -> OpenSetScore:

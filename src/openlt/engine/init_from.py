@@ -10,7 +10,6 @@ augmentation, no re-sampling).
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from typing import Callable
 
@@ -19,6 +18,7 @@ import torch
 from openlt.data.build import DataBundle
 from openlt.engine import distributed
 from openlt.engine.checkpoint import read_checkpoint
+from openlt.engine.manifest import verify_manifest
 from openlt.engine.run import open_run
 from openlt.engine.runtime import batch_to, make_loader
 from openlt.errors import ConfigError, RunDirError
@@ -89,19 +89,13 @@ def init_from_run(model: OpenLTModel, run_path: str, data: DataBundle, device: t
     """`train.init_from=run_path`: the run's best weights into `model` (:func:`load_stage1_weights`), then the
     head's own stage-1 initialisation, with the class means of `data`'s training split computed with
     `batch_size` / `workers` where the head asks for them. RunDirError: the run was trained on another training
-    split (manifest checksums differ), or its backbone does not match."""
+    split or class list than `data`'s (its split_manifest.json, :func:`verify_manifest`), or its backbone does
+    not match."""
     source = open_run(run_path)
-    _check_same_train_split(source.manifest_file, data, run_path)
+    verify_manifest(source, data, "init_from", splits=("train",), source=f"train.init_from={run_path}")
     weights = model_weights(read_checkpoint(source.checkpoint("best"))[0])
     copied = load_stage1_weights(model, weights, run_path)
     copied += model.init_head_from_stage1(
         weights, lambda: class_means(model, data, device, batch_size, workers, channels_last))
     log(f"initialised from {source.path}: backbone" + (f", {', '.join(copied)}" if copied else ""))
 
-
-def _check_same_train_split(manifest, data: DataBundle, run_path: str) -> None:
-    if manifest.is_file():
-        theirs = json.loads(manifest.read_text(encoding="utf-8")).get("files", {}).get("train", {}).get("sha256")
-        ours = data.manifest.get("files", {}).get("train", {}).get("sha256")
-        if theirs and ours and theirs != ours:
-            raise RunDirError(f"train.init_from={run_path} was trained on another training split than this run")

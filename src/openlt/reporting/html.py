@@ -101,12 +101,12 @@ def _meta(metrics: Mapping) -> str:
     cal = metrics.get("calibration", {})
     score = metrics.get("open_score", {"name": cal.get("score", "?")})
     options = ", ".join(f"{k} {v}" for k, v in score.items() if k != "name" and not isinstance(v, (list, dict)))
+    decision = (f"an image is unknown when its score &lt; {num(cal.get('threshold'), 4)} ({esc(cal.get('source', ''))})"
+                if cal else "closed-set evaluation without a validation split: no rejection threshold")
     lines = [f"run <code>{esc(metrics.get('run', ''))}</code>, checkpoint {esc(metrics.get('checkpoint', '?'))} "
              f"(epoch {esc(metrics.get('epoch'))})",
              f"shot bands by training images: {esc(metrics['bands']['rule'])}",
-             f"open-set score <b>{esc(score.get('name'))}</b>{f' ({esc(options)})' if options else ''}; "
-             f"an image is unknown when its score &lt; {num(cal.get('threshold'), 4)} "
-             f"({esc(cal.get('source', ''))})"]
+             f"open-set score <b>{esc(score.get('name'))}</b>{f' ({esc(options)})' if options else ''}; {decision}"]
     return "".join(f'<p class="meta">{line}</p>' for line in lines)
 
 

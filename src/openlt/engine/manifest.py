@@ -1,0 +1,153 @@
+"""A run's split manifest (split_manifest.json) as the proof that the run still sees the data it was trained on.
+
+`train` writes the manifest once, when the run starts: the sha256 of every split file it reads (train, val,
+test, open) and the class list (label order). Whatever uses the run's weights on its data again checks it with
+:func:`verify_manifest` before any work: `openlt eval`, `openlt train --resume`, and `train.init_from` (OLTR
+stage 2, decoupled stage 2 from a stage-1 run). After `openlt split --force` on the run's split folder, an edit
+of a split file, or an edit of the run's config.yaml to other data, they refuse with one line naming the file
+that changed, instead of evaluating with remapped classes or resuming on other images. Prediction reads no
+split file and is not checked here.
+
+:func:`check_open_decision` is the other check a run's data needs before training: an open split with
+``eval.open_threshold=auto`` needs a validation split to choose the threshold on.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from openlt.config import read_utf8
+from openlt.data.build import DataBundle
+from openlt.engine.run import Run
+from openlt.errors import ConfigError, RunDirError
+from openlt.openset import check_rejection_config, parse_threshold
+
+SPLITS = ("train", "val", "test", "open")
+
+# what to do, by the command that found the change
+REMEDY = {
+    "eval": "evaluate with the split files the run was trained on (restore them, or point data.split_dir at a copy "
+            "of them), or train a new run on the new ones",
+    "resume": "`--resume` continues only on the data the run started with: restore the split files (or undo the "
+              "edit of the run's config.yaml), or start a new run",
+    "init_from": "start from a stage-1 run trained on these split files, or restore the ones it was trained on",
+}
+
+
+def read_run_manifest(run: Run) -> dict:
+    """The run's split_manifest.json: ``{"class_names": [str, ...], "files": {split: {"sha256": str, "file": str,
+    ...}}, ...}``. RunDirError naming the file when it is missing, not UTF-8 JSON, or not that shape."""
+    path = run.manifest_file
+    if not path.is_file():
+        raise RunDirError(f"{path} is missing: the run directory is incomplete, so nothing shows which split files "
+                          f"{run.path} was trained on")
+    try:
+        raw = json.loads(read_utf8(path, "split manifest", RunDirError), parse_constant=_no_constant)
+    except ValueError as exc:
+        raise RunDirError(f"{path} is not readable JSON ({exc})") from None
+    problem = _manifest_problem(raw)
+    if problem:
+        raise RunDirError(f"{path} is not a split manifest written by openlt ({problem})")
+    return raw
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON number")
+
+
+def _manifest_problem(raw: Any) -> str | None:
+    """What is wrong with a parsed split manifest, or None."""
+    if not isinstance(raw, dict):
+        return f"a JSON {type(raw).__name__}, not an object"
+    names, files = raw.get("class_names"), raw.get("files")
+    if not isinstance(names, list) or not names or not all(isinstance(n, str) for n in names):
+        return "class_names must be a non-empty list of strings"
+    if not isinstance(files, dict) or "train" not in files:
+        return "files must map each split (train, val, test, open) to its file and sha256"
+    for split, info in files.items():
+        if split not in SPLITS or not isinstance(info, dict) or not isinstance(info.get("sha256"), str):
+            return f"files.{split} must be a split name with a sha256"
+    return None
+
+
+def verify_manifest(run: Run, data: DataBundle, use: str = "eval", *, splits: tuple[str, ...] = SPLITS,
+                    source: str | None = None) -> None:
+    """Check that `data` (the split files as they are now, parsed by `prepare_data`) is what `run` was trained
+    on: each of `splits` read now with the sha256 the run's split_manifest.json records, none the run had gone,
+    and the same class list. `use` ("eval", "resume", "init_from") chooses what the message advises; `source`
+    names the run as the user gave it (e.g. ``train.init_from=RUN``). A stage 2 started from `run` checks
+    ``splits=("train",)``: its stage-1 weights depend on the training split and the classes, not on the others.
+
+    Raises RunDirError (one line: the file that changed, what to do) on the first difference, and for a missing
+    or malformed split_manifest.json. Reads nothing but that file (the hashes come with `data`)."""
+    recorded = read_run_manifest(run)
+    who = source or str(run.path)
+    now = {split: data.manifest["files"][split] for split in SPLITS if split in data.entries}
+    for split in splits:
+        problem = _file_change(split, recorded["files"].get(split), now.get(split), data)
+        if problem:
+            raise RunDirError(f"{who}: {problem}; {REMEDY[use]}")
+    if recorded["class_names"] != data.class_names:
+        change = _class_change(recorded["class_names"], data.class_names)
+        raise RunDirError(f"{who}: the class list changed since the run was trained ({change}, from "
+                          f"{_class_source(data)}); {REMEDY[use]}")
+
+
+def _file_change(split: str, then: dict | None, now: dict | None, data: DataBundle) -> str | None:
+    """How one split differs between the run's manifest (`then`) and the files now (`now`), or None."""
+    if then is None and now is None:
+        return None
+    if then is None:
+        return (f"{data.split_path(split)} ({split} split) is not in the run's split manifest: the run was trained "
+                f"without a {split} split")
+    if now is None:
+        path = data.split_path(split)
+        where = "the config names none" if path is None else f"{path} is not there"
+        return f"the run was trained with the {split} split {then.get('file', '?')}, and {where}"
+    if then["sha256"] == now["sha256"]:
+        return None
+    changed = (f"{now['file']} changed since the run was trained" if then.get("file") == now["file"] else
+               f"{now['file']} is not the {split} split the run was trained on ({then.get('file', '?')})")
+    return f"{changed} (sha256 {then['sha256'][:12]} then, {now['sha256'][:12]} now)"
+
+
+def _class_change(then: list[str], now: list[str]) -> str:
+    if len(then) != len(now):
+        return f"{len(then)} classes then, {len(now)} now"
+    i = next(i for i, (a, b) in enumerate(zip(then, now)) if a != b)
+    return f"label {i} was {then[i]!r}, now {now[i]!r}"
+
+
+def _class_source(data: DataBundle) -> str:
+    """Where the class names come from: the class-name file, the split folder's manifest, or the train split."""
+    if data.cfg.data.class_names:
+        return f"the class-name file {data.cfg.data.class_names}"
+    folder_manifest = Path(data.split_dir) / "manifest.json"
+    return str(folder_manifest) if folder_manifest.is_file() else str(data.split_path("train"))
+
+
+def check_open_decision(eval_cfg: Any, data: DataBundle) -> None:
+    """Refuse, before any training or inference, an open-set run that cannot choose its rejection threshold: an
+    open split with ``eval.open_threshold=auto`` and no validation split. A closed-set run (no open split) needs
+    no threshold. Also checks the threshold settings themselves (`check_rejection_config`). ConfigError naming
+    the keys to set."""
+    if data.has("open") and not data.has("val") and parse_threshold(eval_cfg.open_threshold) is None:
+        val = data.split_path("val")
+        missing = "data.val_split is null" if val is None else f"{val} does not exist"
+        raise ConfigError(f"{data.split_path('open')} is an open split, and eval.open_threshold=auto chooses the "
+                          f"rejection threshold on a validation split, but {missing}: set eval.open_threshold=NUMBER "
+                          f"(a fixed threshold on eval.open_score), or data.val_split=FILE, or data.open_split=null "
+                          f"for a closed-set run")
+    check_rejection_config(eval_cfg, has_val=True)
+
+
+def check_training_data(cfg: Any, data: DataBundle, run: Run | None, resume: bool) -> None:
+    """What `train` checks of its data before the first step: on `resume`, that the split files and classes are
+    still the ones the run started on (:func:`verify_manifest`; the manifest is then kept, never rewritten),
+    and that an open split can get its rejection threshold (:func:`check_open_decision`). `run` may be None for a
+    run not created yet (then `resume` is False). RunDirError / ConfigError, one line."""
+    if resume and run is not None:
+        verify_manifest(run, data, "resume")
+    check_open_decision(cfg.eval, data)
