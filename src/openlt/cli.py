@@ -204,6 +204,24 @@ def _configs(args: argparse.Namespace) -> int:
     return 0
 
 
+def _identify(args: argparse.Namespace) -> int:
+    from openlt.engine.identify import format_identification, identify_run
+    from openlt.engine.run import open_run
+
+    if args.tag is not None and (not args.tag.replace("-", "").replace("_", "").isalnum()):
+        raise OpenLTError(f"--tag {args.tag!r}: use letters, digits, '-' or '_'")
+    run = open_run(args.run)
+    result = identify_run(run, args.probe, args.gallery, args.distractors, args.pairs, root=args.root,
+                          distractor_root=args.distractor_root, checkpoint=args.checkpoint, device=args.device,
+                          many_above=args.many_above, chunk_size=args.chunk_size, tag=args.tag, quiet=args.quiet)
+    if args.json:
+        print(json.dumps(result, indent=2))
+    else:
+        print(format_identification(result))
+        print(f"identification: {run.identification_path(args.tag)}")
+    return 0
+
+
 def _report(args: argparse.Namespace) -> int:
     from openlt.engine.run import open_run
     from openlt.reporting.run_report import rebuild_reports
@@ -223,7 +241,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     for add in (_add_split_command, _add_train_command, _add_eval_command, _add_predict_command, _add_features_command,
                 _add_bench_command, _add_summary_command, _add_config_command, _add_configs_command,
-                _add_report_command):
+                _add_report_command, _add_identify_command):
         add(sub)
     return parser
 
@@ -349,6 +367,30 @@ def _add_configs_command(sub: argparse._SubParsersAction) -> None:
                        "wherever a config file does: openlt train fmnist_lt/plain")
     p.add_argument("filter", nargs="?", default="", help="show only names containing this text, e.g. fmnist_lt/")
     p.set_defaults(func=_configs)
+
+
+def _add_identify_command(sub: argparse._SubParsersAction) -> None:
+    """The `openlt identify` subcommand and its options (face identification, MS1M-LT / MegaFace-style)."""
+    p = sub.add_parser("identify", help="face identification by feature matching: rank-1 per band of training "
+                       "images (probes against templates + distractors), open-set TPIR at FPIR, and TAR at FAR "
+                       "from a pairs file; writes identification.json")
+    p.add_argument("run")
+    p.add_argument("--probe", help="probe list: 'path identity' lines, identity -1 = unknown (should be rejected)")
+    p.add_argument("--gallery", help="gallery list: these images enrol the identities they name (zero-shot "
+                   "identities included); the others are enrolled from their training images")
+    p.add_argument("--distractors", help="distractor list: 'path -1' lines, one gallery entry per image")
+    p.add_argument("--pairs", help="verification pairs: 'path1 path2 same' lines (same: 1 or 0)")
+    p.add_argument("--root", help="folder the lists' paths are relative to (default: the run's data.root)")
+    p.add_argument("--distractor-root", help="folder of the distractors' paths (default: --root)")
+    p.add_argument("--checkpoint", default="best", choices=["best", "last"])
+    p.add_argument("--many-above", type=int, default=20, help="many-shot identities have more training images "
+                   "than this; few-shot 2..N, one-shot 1, zero-shot 0 (default 20)")
+    p.add_argument("--chunk-size", type=int, default=65536, help="gallery rows matched at a time (memory bound)")
+    p.add_argument("--device")
+    p.add_argument("--tag", help="write identification-TAG.json (e.g. one per probe set)")
+    p.add_argument("--json", action="store_true", help="print the result as JSON")
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=_identify)
 
 
 def _add_report_command(sub: argparse._SubParsersAction) -> None:

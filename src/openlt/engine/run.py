@@ -106,6 +106,10 @@ class Run:
         """A fitted open-set score (OpenMax), open-score(-TAG).safetensors."""
         return self._tagged("open-score", ".safetensors", tag)
 
+    def identification_path(self, tag: str | None = None) -> Path:
+        """Face identification / verification numbers (`openlt identify`), identification(-TAG).json."""
+        return self._tagged("identification", ".json", tag)
+
     def checkpoint(self, name: str) -> Path:
         """checkpoints/NAME.safetensors (`best`, `last`)."""
         return self.checkpoints_dir / f"{name}.safetensors"

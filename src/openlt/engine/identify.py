@@ -1,0 +1,237 @@
+"""Face identification of a run (`openlt identify`): the OLTR paper's MS1M-LT benchmark, MegaFace-style.
+
+The run's frozen network (eval mode, no augmentation) gives the pooled feature of every image of the given
+lists; :mod:`openlt.metrics.identification` does the rest:
+
+* gallery: one template per identity -- from the run's training images (features from the run's feature
+  cache, `openlt features`), replaced by the gallery list's images for every identity that list names
+  (identities with no training image, listed only there, are the zero-shot ones);
+* probes matched against the templates + the distractors (chunked: memory bounded by the chunk), rank-1 per
+  band of training images per identity (many / few / one / zero), open-set TPIR and rejection at FPIR
+  (probes labelled -1, or with an identity nowhere enrolled, should be rejected);
+* 1:1 verification from a pairs file: TAR at FAR = 1e-3 and 1e-4.
+
+Lists are split files (``relative/path label``: probe -1 = unknown identity; gallery labels >= 0; the label
+of a distractor is ignored). A pairs file holds ``path1 path2 same`` lines (same: 1 same identity, 0 not).
+Identities are the run's integer labels (the training split's classes 0..K-1), new ones >= K. Everything is
+checked (files, lines, images) before the model is loaded; the result goes to RUN/identification.json.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+
+from openlt.config import Config, read_utf8
+from openlt.data.build import DataBundle, prepare_data
+from openlt.data.datasets import FileImageLoader, SplitDataset
+from openlt.data.splitfile import SplitEntries, normalise_item, read_split_file
+from openlt.engine.features import extract_features, load_features
+from openlt.engine.precision import inference_amp
+from openlt.engine.run import Run
+from openlt.engine.runtime import load_run_model, make_loader, resolve_device
+from openlt.errors import ConfigError, DataError
+from openlt.io import write_json
+from openlt.metrics.identification import (DEFAULT_CHUNK, IDENTITY_BANDS, IdentityBands, enrol, match,
+                                           open_set_identification, pair_scores, rank1_by_band, tar_at_far)
+
+LISTS = ("probe", "gallery", "distractors")
+PROTOCOL = ("templates = mean of L2-normalised features per identity (training images, or the gallery list's "
+            "for the identities it names); probes matched by cosine similarity against templates + distractors; "
+            "rank-1 over mated probes (identity enrolled); open set: non-mated probes (label -1 or not enrolled) "
+            "should score at most the threshold chosen at each FPIR; verification: TAR at FAR over the pairs")
+
+
+@dataclass
+class PairList:
+    """The parsed lines of a pairs file: two image paths and same (1) / different (0) identity per line."""
+
+    path: Path
+    first: list[str]
+    second: list[str]
+    same: list[int]
+    lines: list[int]
+
+    def images(self) -> SplitEntries:
+        """Every image the pairs name, once each (label 0), as split entries for a loader; lines of first use."""
+        seen: dict[str, int] = {}
+        for a, b, line in zip(self.first, self.second, self.lines):
+            seen.setdefault(a, line)
+            seen.setdefault(b, line)
+        return SplitEntries(self.path, list(seen), [0] * len(seen), list(seen.values()))
+
+
+def read_pairs_file(path: str | Path) -> PairList:
+    """Parse a pairs file: ``path1 path2 same`` per line (UTF-8; blank lines and '#' comments skipped), same 0
+    or 1, paths relative to the image root. DataError naming the file and line for anything else, and for a
+    file that is missing, lists no pair, or lacks genuine (1) or impostor (0) pairs."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"pairs file not found: {path}")
+    pairs = PairList(path, [], [], [], [])
+    for lineno, line in enumerate(read_utf8(path, "pairs file", DataError).split("\n"), start=1):
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        where = f"{path}, line {lineno}"
+        parts = line.split()
+        if len(parts) != 3:
+            raise DataError(f"{where}: expected 'path1 path2 same' (same: 0 or 1), got {line!r}")
+        if parts[2] not in ("0", "1"):
+            raise DataError(f"{where}: same must be 0 (different identities) or 1 (same identity), got {parts[2]!r}")
+        pairs.first.append(normalise_item(parts[0], where))
+        pairs.second.append(normalise_item(parts[1], where))
+        pairs.same.append(int(parts[2]))
+        pairs.lines.append(lineno)
+    if not pairs.same:
+        raise DataError(f"pairs file {path} lists no pairs")
+    if len(set(pairs.same)) < 2:
+        raise DataError(f"pairs file {path} needs genuine (1) and impostor (0) pairs; it has only "
+                        f"{'genuine' if pairs.same[0] else 'impostor'} ones")
+    return pairs
+
+
+def read_list(kind: str, path: str | Path) -> SplitEntries:
+    """A probe / gallery / distractor list (split-file format; -1 allowed but in the gallery). DataError naming
+    the file (and line) when it is missing or bad."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{kind} list not found: {path}")
+    entries = read_split_file(path, allow_open=True)
+    if kind == "gallery" and -1 in entries.labels:
+        line = entries.lines[entries.labels.index(-1)]
+        raise DataError(f"{path}, line {line}: a gallery image needs its identity (a label >= 0), got -1")
+    return entries
+
+
+def _loaders(data: DataBundle, root: str | None, distractor_root: str | None) -> dict[str, Any]:
+    """The image loader of each list: --root's files (else the run's own images), distractors under
+    --distractor-root when given."""
+    mode = "L" if data.in_chans == 1 else "RGB"
+    main = FileImageLoader(root, mode) if root is not None else data.loader
+    other = FileImageLoader(distractor_root, mode) if distractor_root is not None else main
+    return {"probe": main, "gallery": main, "pairs": main, "distractors": other}
+
+
+def _extract(model, cfg: Config, data: DataBundle, entries: SplitEntries, loader, device: torch.device,
+             desc: str, quiet: bool) -> np.ndarray:
+    """(N, D) float32 features of the listed images, in list order (eval transform, no augmentation)."""
+    dataset = SplitDataset(entries, loader, data.transform(False), checked=True)
+    batches = make_loader(dataset, cfg.eval.batch_size, cfg.data.workers, device, pin_memory=cfg.data.pin_memory)
+    feats, _ = extract_features(model, batches, device, desc, quiet, cfg.train.channels_last,
+                                inference_amp(cfg.train.amp, device))
+    return feats.numpy()
+
+
+def _gallery(train: dict[str, torch.Tensor], gallery: tuple[np.ndarray, list[int]] | None
+             ) -> tuple[np.ndarray, np.ndarray, dict[str, int]]:
+    """Templates (K, D), their identities (K,) and how many came from the training images / the gallery list."""
+    templates, ids = enrol(train["features"].numpy(), train["labels"].numpy())
+    if gallery is None:
+        return templates, ids, {"identities": int(ids.size), "from_train": int(ids.size), "from_gallery_list": 0}
+    g_templates, g_ids = enrol(gallery[0], gallery[1])
+    keep = ~np.isin(ids, g_ids)  # the gallery list's images replace an identity's training images
+    templates, ids = np.vstack([templates[keep], g_templates]), np.concatenate([ids[keep], g_ids])
+    return templates, ids, {"identities": int(ids.size), "from_train": int(keep.sum()),
+                            "from_gallery_list": int(g_ids.size)}
+
+
+def _identification(train, feats: dict[str, np.ndarray], lists: dict[str, SplitEntries], counts: list[int],
+                    bands: IdentityBands, fpirs: Sequence[float], chunk_size: int) -> dict[str, Any]:
+    """The gallery description, rank-1 by band and the open-set numbers of the probes."""
+    gallery = (feats["gallery"], lists["gallery"].labels) if "gallery" in lists else None
+    templates, ids, described = _gallery(train, gallery)
+    distractors = feats.get("distractors")
+    described["distractors"] = 0 if distractors is None else int(distractors.shape[0])
+    labels = np.asarray(lists["probe"].labels)
+    scores, found = match(feats["probe"], templates, ids, distractors, k=1, chunk_size=chunk_size)
+    result: dict[str, Any] = {"gallery": described, "identification": rank1_by_band(found, labels, ids, counts, bands)}
+    mated = np.isin(labels, ids) & (labels >= 0)
+    if mated.any() and not mated.all():
+        result["open_set"] = open_set_identification(scores, found, labels, ids, fpirs)
+    else:
+        result["open_set"] = {"n_mated": int(mated.sum()), "n_non_mated": int((~mated).sum()), "at_fpir": None,
+                              "note": "needs probes of enrolled and of unenrolled identities (label -1)"}
+    return result
+
+
+def _check_request(probe, gallery, distractors, pairs, many_above: int, chunk_size: int) -> IdentityBands:
+    if probe is None and pairs is None:
+        raise ConfigError("give a probe list (--probe) and/or a pairs file (--pairs)")
+    if probe is None and (gallery is not None or distractors is not None):
+        raise ConfigError("--gallery and --distractors need a probe list (--probe)")
+    if chunk_size < 1:
+        raise ConfigError(f"--chunk-size must be >= 1, got {chunk_size}")
+    try:
+        return IdentityBands(many_above)
+    except ValueError as exc:
+        raise ConfigError(f"--many-above: {exc}") from None
+
+
+def identify_run(run: Run, probe: str | None = None, gallery: str | None = None, distractors: str | None = None,
+                 pairs: str | None = None, *, root: str | None = None, distractor_root: str | None = None,
+                 checkpoint: str = "best", device: str | None = None, many_above: int = 20,
+                 fpirs: Sequence[float] = (0.1, 0.01), fars: Sequence[float] = (1e-3, 1e-4),
+                 chunk_size: int = DEFAULT_CHUNK, tag: str | None = None, quiet: bool = False) -> dict[str, Any]:
+    """Identification and / or verification numbers of a run's features; written to identification(-TAG).json.
+
+    ``probe`` / ``gallery`` / ``distractors``: list files (see the module docstring); ``pairs``: a pairs file;
+    paths in them are relative to ``root`` (default: the run's image root), distractors' to
+    ``distractor_root`` (default: ``root``). Returns ``{"protocol", "run", "checkpoint", "files", "gallery",
+    "identification", "open_set"}`` (with a probe list) and ``"verification"`` (with pairs). ConfigError /
+    DataError for a bad request, file, line or image, before the model is loaded."""
+    bands = _check_request(probe, gallery, distractors, pairs, many_above, chunk_size)
+    paths = {"probe": probe, "gallery": gallery, "distractors": distractors}
+    lists = {kind: read_list(kind, path) for kind, path in paths.items() if path is not None}
+    pair_list = read_pairs_file(pairs) if pairs is not None else None
+    cfg = run.config()
+    data = prepare_data(cfg, default_split_dir=run.splits_dir)
+    loaders = _loaders(data, root, distractor_root)
+    for kind, entries in lists.items():
+        loaders[kind].check(entries)
+    if pair_list is not None:
+        lists["pairs"] = pair_list.images()
+        loaders["pairs"].check(lists["pairs"])
+    dev = resolve_device(device or cfg.train.device)
+    train = load_features(run, ("train",), checkpoint, device=str(dev), quiet=quiet, cfg=cfg)["train"] if probe else None
+    _, data, model, _ = load_run_model(run, checkpoint, dev, cfg)
+    feats = {kind: _extract(model, cfg, data, entries, loaders[kind], dev, kind, quiet)
+             for kind, entries in lists.items()}
+    result: dict[str, Any] = {"protocol": PROTOCOL, "run": str(run.path), "checkpoint": checkpoint,
+                              "files": {k: str(v) for k, v in {**paths, "pairs": pairs}.items() if v is not None}}
+    if probe is not None:
+        result.update(_identification(train, feats, lists, data.train_counts, bands, fpirs, chunk_size))
+    if pair_list is not None:
+        index = {item: i for i, item in enumerate(lists["pairs"].items)}
+        first = feats["pairs"][[index[p] for p in pair_list.first]]
+        second = feats["pairs"][[index[p] for p in pair_list.second]]
+        result["verification"] = tar_at_far(pair_scores(first, second), pair_list.same, fars)
+    write_json(run.identification_path(tag), result)
+    return result
+
+
+def format_identification(result: dict[str, Any]) -> str:
+    """A few lines for the terminal: rank-1 per band, open-set TPIR / rejection per FPIR, TAR per FAR."""
+    out = []
+    if "identification" in result:
+        ident, g = result["identification"], result["gallery"]
+        out.append(f"gallery: {g['identities']} identities ({g['from_train']} from training images, "
+                   f"{g['from_gallery_list']} from the gallery list) + {g['distractors']} distractors")
+        cells = [f"{name} {_pct(ident['rank1'][name])} ({ident['n_probes'][name]})"
+                 for name in (*IDENTITY_BANDS, "overall")]
+        out.append(f"rank-1 % (probes), bands {ident['bands']}: " + ", ".join(cells))
+        for fpir, at in (result["open_set"].get("at_fpir") or {}).items():
+            out.append(f"open set at FPIR {fpir}: TPIR {_pct(at['tpir'])}, unenrolled rejected "
+                       f"{_pct(at['rejection_rate'])}" + ("" if at["reliable"] else " (too few unenrolled probes)"))
+    for far, at in (result.get("verification", {}).get("at_far") or {}).items():
+        out.append(f"verification TAR at FAR {far}: {_pct(at['tar'])}" +
+                   ("" if at["reliable"] else " (too few impostor pairs)"))
+    return "\n".join(out)
+
+
+def _pct(value: float | None) -> str:
+    return "-" if value is None else f"{100 * value:.1f}"

@@ -1,0 +1,203 @@
+"""`openlt identify` end to end on tiny synthetic faces: a run of configs/ms1m_lt/plain_resnet18.yaml trained one
+epoch on 16 px coloured blobs, then probe / gallery / distractor lists and a pairs file through the CLI."""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from openlt.cli import main
+from openlt.config import build_config
+from openlt.data.build import prepare_data
+from openlt.engine.identify import read_pairs_file
+from openlt.engine.run import Run
+from openlt.engine.runtime import load_run_model
+from openlt.metrics.identification import enrol, match, pair_scores, rank1_by_band, tar_at_far
+
+CONFIG = Path(__file__).parents[2] / "configs" / "ms1m_lt" / "plain_resnet18.yaml"
+TINY = ["data.image_size=16", "model.backbone=resnet10", "train.epochs=1", "train.batch_size=16", "train.lr=0.05",
+        "train.milestones=[]", "data.workers=0", "eval.batch_size=64", "train.device=cpu", "train.channels_last=false"]
+TRAIN_COUNTS = {0: 24, 1: 8, 2: 3, 3: 1}  # with --many-above 6: many, many, few, one-shot
+
+
+def face(identity: int, rng: np.random.Generator, size: int = 16) -> Image.Image:
+    """A 'face': an identity's own colour and blob position, plus noise."""
+    colour = np.array([(identity * 67) % 256, (identity * 151) % 256, (identity * 29 + 80) % 256], np.float32)
+    yy, xx = np.mgrid[:size, :size]
+    cy, cx = 4 + (identity * 5) % 8, 4 + (identity * 3) % 8
+    blob = np.exp(-((yy - cy) ** 2 + (xx - cx) ** 2) / 8.0)[..., None]
+    img = 60 + 0.4 * blob * colour + rng.normal(0, 50, (size, size, 3))  # noisy: rank-1 is not a given
+    return Image.fromarray(np.clip(img, 0, 255).astype(np.uint8))
+
+
+def write_list(path: Path, rows) -> Path:
+    path.write_text("".join(f"{item} {label}\n" for item, label in rows), encoding="utf-8")
+    return path
+
+
+@pytest.fixture(scope="module")
+def faces(tmp_path_factory, single_thread):
+    """Images of identities 0-9 under root/<id>/<i>.png; split files; probe / gallery / distractor lists; pairs;
+    and a run trained one epoch on identities 0-3 (identity 4: zero-shot; 5, 6: never enrolled; 7-9: distractors)."""
+    tmp = tmp_path_factory.mktemp("faces")
+    rng = np.random.default_rng(0)
+    images: dict[int, list[str]] = {}
+    for identity in range(10):
+        (tmp / "root" / str(identity)).mkdir(parents=True)
+        n = TRAIN_COUNTS.get(identity, 0) + 8
+        for i in range(n):
+            face(identity, rng).save(tmp / "root" / str(identity) / f"{i}.png")
+        images[identity] = [f"{identity}/{i}.png" for i in range(n)]
+    splits = tmp / "splits"
+    splits.mkdir()
+    write_list(splits / "MS1M_LT_train.txt", [(p, c) for c, n in TRAIN_COUNTS.items() for p in images[c][:n]])
+    write_list(splits / "MS1M_LT_test.txt", [(p, c) for c, n in TRAIN_COUNTS.items() for p in images[c][n:n + 2]])
+    rest = {c: images[c][TRAIN_COUNTS.get(c, 0) + 2:] for c in range(10)}  # 6 unused images each
+    lists = {
+        "probe": write_list(tmp / "probe.txt", [(p, c) for c in range(5) for p in rest[c][:3]] +
+                            [(p, -1) for p in rest[5][:3]] + [(p, 6) for p in rest[6][:2]]),
+        "gallery": write_list(tmp / "gallery.txt", [(p, c) for c in (1, 4) for p in rest[c][3:5]]),
+        "distractors": write_list(tmp / "distractors.txt", [(p, -1) for c in (7, 8, 9) for p in rest[c]]),
+    }
+    genuine = [(rest[c][0], rest[c][1], 1) for c in range(10)] + [(rest[c][1], rest[c][2], 1) for c in range(10)]
+    impostor = [(rest[a][0], rest[b][2], 0) for a in range(10) for b in range(10) if a != b]
+    (tmp / "pairs.txt").write_text("".join(f"{a} {b} {s}\n" for a, b, s in genuine + impostor), encoding="utf-8")
+    assert main(["train", str(CONFIG), f"data.root={tmp / 'root'}", f"data.split_dir={splits}",
+                 f"out_dir={tmp / 'runs'}", *TINY, "--quiet", "--no-eval"]) == 0
+    return {"tmp": tmp, "run": next((tmp / "runs").iterdir()), "pairs": tmp / "pairs.txt", **lists,
+            "n_pairs": (len(genuine), len(impostor))}
+
+
+def features_of(faces, items: list[str]) -> np.ndarray:
+    """The run's features of these images, computed here image by image (not through `openlt identify`)."""
+    _, data, model, _ = load_run_model(Run(faces["run"]), "best", torch.device("cpu"))
+    transform = data.transform(False)
+    with torch.no_grad():
+        images = torch.stack([transform(Image.open(faces["tmp"] / "root" / item).convert("RGB")) for item in items])
+        return model.eval().features(images)[1].numpy()
+
+
+def read_rows(path: Path) -> tuple[list[str], list[int]]:
+    rows = [line.rsplit(maxsplit=1) for line in path.read_text().splitlines()]
+    return [r[0] for r in rows], [int(r[1]) for r in rows]
+
+
+def identify(capsys, faces, *extra):
+    code = main(["identify", str(faces["run"]), *map(str, extra), "--quiet"])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_identify_writes_identification_json(faces, capsys):
+    code, out, err = identify(capsys, faces, "--probe", faces["probe"], "--gallery", faces["gallery"],
+                              "--distractors", faces["distractors"], "--pairs", faces["pairs"], "--many-above", 6,
+                              "--chunk-size", 7)
+    assert code == 0, err
+    result = json.loads(Run(faces["run"]).identification_path().read_text())
+    assert {"protocol", "run", "checkpoint", "files", "gallery", "identification", "open_set",
+            "verification"} <= set(result)
+    # identities 0, 2, 3 from their training images; 1 and 4 from the gallery list; 18 distractors
+    assert result["gallery"] == {"identities": 5, "from_train": 3, "from_gallery_list": 2, "distractors": 18}
+    ident = result["identification"]
+    assert ident["bands"] == "many > 6, few 2-6, one 1, zero 0"
+    assert ident["n_probes"] == {"many": 6, "few": 3, "one": 3, "zero": 3, "overall": 15}
+    assert ident["n_identities"] == {"many": 2, "few": 1, "one": 1, "zero": 1}
+    assert all(0.0 <= v <= 1.0 for v in ident["rank1"].values())
+    open_set = result["open_set"]
+    assert open_set["n_mated"] == 15 and open_set["n_non_mated"] == 5  # 3 unknown (-1) + 2 of identity 6
+    assert set(open_set["at_fpir"]) == {"0.1", "0.01"}
+    at = open_set["at_fpir"]["0.1"]
+    assert at["rejection_rate"] == pytest.approx(1 - at["fpir"]) and 0.0 <= at["tpir"] <= 1.0
+    verification = result["verification"]
+    assert (verification["n_genuine"], verification["n_impostor"]) == faces["n_pairs"]
+    assert set(verification["at_far"]) == {"0.001", "0.0001"}
+    assert not verification["at_far"]["0.001"]["reliable"]  # 90 impostor pairs cannot measure 1e-3
+    assert "rank-1 %" in out and "verification TAR at FAR 0.001" in out and "identification.json" in out
+
+
+def test_identification_without_gallery_or_distractors_and_a_tag(faces, capsys):
+    code, out, err = identify(capsys, faces, "--probe", faces["probe"], "--tag", "nogallery", "--json")
+    assert code == 0, err
+    result = json.loads(out)
+    assert result["gallery"] == {"identities": 4, "from_train": 4, "from_gallery_list": 0, "distractors": 0}
+    # identity 4 has no template now: its probes are non-mated, like identity 6's and the unknown ones
+    assert result["identification"]["n_probes"]["zero"] == 0 and result["open_set"]["n_non_mated"] == 8
+    assert "verification" not in result
+    assert Run(faces["run"]).identification_path("nogallery").is_file()
+    # the same numbers from features computed here: templates from the training images, probes matched
+    train_items, train_ids = read_rows(faces["tmp"] / "splits" / "MS1M_LT_train.txt")
+    probe_items, probe_ids = read_rows(faces["probe"])
+    templates, ids = enrol(features_of(faces, train_items), train_ids)
+    scores, found = match(features_of(faces, probe_items), templates, ids)
+    want = rank1_by_band(found, probe_ids, ids, list(TRAIN_COUNTS.values()))
+    assert result["identification"]["rank1"] == pytest.approx(want["rank1"])
+    assert result["identification"]["n_probes"] == want["n_probes"]
+
+
+def test_verification_alone_matches_the_pair_scores(faces, capsys):
+    code, out, err = identify(capsys, faces, "--pairs", faces["pairs"], "--json", "--tag", "pairs")
+    assert code == 0, err
+    result = json.loads(out)
+    assert "identification" not in result and result["verification"]["n_genuine"] == faces["n_pairs"][0]
+    rows = [line.split() for line in faces["pairs"].read_text().splitlines()]
+    first, second = features_of(faces, [r[0] for r in rows]), features_of(faces, [r[1] for r in rows])
+    want = tar_at_far(pair_scores(first, second), [int(r[2]) for r in rows])
+    for far, at in want["at_far"].items():
+        assert result["verification"]["at_far"][far]["tar"] == pytest.approx(at["tar"])
+        assert result["verification"]["at_far"][far]["threshold"] == pytest.approx(at["threshold"], abs=1e-5)
+
+
+def test_missing_list_file_is_one_line_exit_2(faces, capsys):
+    code, out, err = identify(capsys, faces, "--probe", faces["tmp"] / "nope.txt")
+    assert code == 2 and err.count("\n") == 1
+    assert "probe list not found" in err and "nope.txt" in err
+
+
+@pytest.mark.parametrize("content,message", [
+    ("a.png b.png 2\n", "line 1: same must be 0"),
+    ("a.png b.png\n", "line 1: expected 'path1 path2 same'"),
+    ("../a.png b.png 1\n", "must stay inside the data root"),
+    ("0/0.png 0/1.png 1\n", "needs genuine (1) and impostor (0) pairs"),
+])
+def test_bad_pairs_file(faces, capsys, content, message):
+    bad = faces["tmp"] / "bad_pairs.txt"
+    bad.write_text(content, encoding="utf-8")
+    code, _, err = identify(capsys, faces, "--pairs", bad)
+    assert code == 2 and err.count("\n") == 1 and message in err and "bad_pairs.txt" in err
+
+
+def test_bad_lists_are_refused_before_the_model(faces, capsys):
+    gallery = write_list(faces["tmp"] / "bad_gallery.txt", [("0/0.png", 0), ("0/1.png", -1)])
+    code, _, err = identify(capsys, faces, "--probe", faces["probe"], "--gallery", gallery)
+    assert code == 2 and "bad_gallery.txt, line 2: a gallery image needs its identity" in err
+    probe = write_list(faces["tmp"] / "missing_image.txt", [("0/0.png", 0), ("0/999.png", 0)])
+    code, _, err = identify(capsys, faces, "--probe", probe)
+    assert code == 2 and "missing_image.txt, line 2: image '0/999.png' not found" in err
+    code, _, err = identify(capsys, faces, "--distractors", faces["distractors"])
+    assert code == 2 and "give a probe list" in err
+
+
+def test_face_transform_normalises_to_minus_one_one(faces):
+    cfg = build_config(CONFIG, [f"data.root={faces['tmp'] / 'root'}", f"data.split_dir={faces['tmp'] / 'splits'}",
+                                "data.image_size=16"])
+    data = prepare_data(cfg)
+    assert data.family == "face"
+    white, black = Image.new("RGB", (16, 16), (255, 255, 255)), Image.new("RGB", (16, 16), (0, 0, 0))
+    for train in (False, True):
+        t = data.transform(train)
+        assert t(white).shape == (3, 16, 16) and float(t(white).min()) == 1.0 and float(t(black).max()) == -1.0
+    half = np.zeros((16, 16, 3), np.uint8)
+    half[:, :8] = 255  # left half white: a training flip may move it, the evaluation transform never does
+    out = data.transform(False)(Image.fromarray(half))
+    assert float(out[0, 0, 0]) == 1.0 and float(out[0, 0, 15]) == -1.0
+
+
+def test_read_pairs_file_lists_each_image_once(tmp_path):
+    path = tmp_path / "p.txt"
+    path.write_text("# a comment\na.png b.png 1\n\nb.png ./c.png 0\n", encoding="utf-8")
+    pairs = read_pairs_file(path)
+    assert pairs.first == ["a.png", "b.png"] and pairs.second == ["b.png", "c.png"] and pairs.same == [1, 0]
+    assert pairs.lines == [2, 4] and pairs.images().items == ["a.png", "b.png", "c.png"]
