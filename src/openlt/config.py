@@ -221,7 +221,7 @@ class DataConfig:
     open_split: str | None = opt("open.txt", check=_file_name_problem)  # images of classes never seen in training (label -1); None: closed set
     class_names: str | None = None  # optional file with one class name per line (label order)
     transform: str = opt("auto", choices="auto small imagenet face")  # auto | small | imagenet | face (aligned face crops: flip only, mean = std = 0.5)
-    image_size: int | None = opt(None, ge=1)  # None: 28 for fashion-mnist, 32 for cifar, 224 for imagenet-style
+    image_size: int | None = opt(None, ge=1)  # None: 28 for fashion-mnist, 32 for cifar; an image folder / split file: the images' own size when they are at most 64 px (small transform and stem), else 224
     in_chans: int | None = opt(None, choices=(1, 3))  # None: 1 for fashion-mnist, 3 otherwise
     workers: int = opt(0, ge=0)  # DataLoader worker processes per training process (0: load in the main process)
     pin_memory: bool | None = None  # page-locked batches for faster host-to-GPU copies; None: on with CUDA only

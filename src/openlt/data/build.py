@@ -7,6 +7,8 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from PIL import Image
+
 from openlt.config import DATASET_KINDS, Config, read_utf8
 from openlt.data import cifar, fashion_mnist
 from openlt.data.cifar_lt import write_cifar_lt_split
@@ -34,6 +36,7 @@ class DataBundle:
     image_size: int
     in_chans: int
     open_loader: object = None  # when the open split's paths live under another root
+    input_note: str = ""  # what input size, transform and stem were chosen, and why (the run's first log line)
     entries: dict[str, SplitEntries] = field(default_factory=dict)  # every split file present, parsed and checked
 
     @property
@@ -237,18 +240,59 @@ def prepare_data(cfg: Config, *, default_split_dir: Path | None = None) -> DataB
         raise DataError(f"{len(empty)} class(es) have no training image in {files['train']}: {', '.join(empty[:10])}")
 
     root = cfg.data.root or (manifest.get("root") if cfg.data.dataset != "fashion-mnist" else None)
-    is_fmnist = cfg.data.dataset == "fashion-mnist"
-    in_chans = cfg.data.in_chans or (1 if is_fmnist else 3)
-    is_cifar = cfg.data.dataset in CIFAR_KINDS
-    image_size = cfg.data.image_size or (28 if is_fmnist else 32 if is_cifar else 224)
-    family = cfg.data.transform
-    if family == "auto":
-        family = "small" if image_size <= 64 else "imagenet"
-    if is_cifar and (cfg.data.open_root or manifest.get("open_root")):  # an open set of image files
+    in_chans = cfg.data.in_chans or (1 if cfg.data.dataset == "fashion-mnist" else 3)
+    if cfg.data.dataset in CIFAR_KINDS and (cfg.data.open_root or manifest.get("open_root")):  # open set of files
         open_loader = FileImageLoader(cfg.data.open_root or manifest["open_root"], mode="RGB")
     else:
         open_loader = _image_loader(cfg, cfg.data.open_root, in_chans) if cfg.data.open_root else None
-    data = DataBundle(cfg, split_dir, manifest, _image_loader(cfg, root, in_chans), family, image_size, in_chans,
-                      open_loader)
+    data = DataBundle(cfg, split_dir, manifest, _image_loader(cfg, root, in_chans), "", 0, in_chans, open_loader)
     _check_splits(data, files)
+    _choose_input(data)
     return data
+
+
+SMALL_IMAGES = 64  # px: images at most this large train at their own size, small-image transform and stem
+PROBED_IMAGES = 64  # training images whose size is read (evenly spaced over the training split)
+
+
+def native_image_size(loader: FileImageLoader, entries: SplitEntries, count: int = PROBED_IMAGES) -> tuple[int, int]:
+    """(largest side, largest shorter side) in px over `count` images of `entries`, evenly spaced over the split
+    (always the same ones) and read from their headers only (PIL, no decoding); an unreadable image is skipped
+    (training names it). (0, 0) when none could be read."""
+    step = max(1, len(entries) / count)
+    picked = sorted({int(i * step) for i in range(min(count, len(entries)))})
+    longest = shortest = 0
+    for index in picked:
+        try:
+            with Image.open(loader.root / entries.items[index]) as img:
+                width, height = img.size
+        except (OSError, ValueError, SyntaxError, Image.DecompressionBombError):
+            continue
+        longest, shortest = max(longest, width, height), max(shortest, min(width, height))
+    return longest, shortest
+
+
+def _choose_input(data: DataBundle) -> None:
+    """Set `data.image_size`, `data.family` and `data.input_note` (what was chosen and why).
+
+    data.image_size wins; else Fashion-MNIST 28 px, CIFAR 32 px; an image folder or split file of images at most
+    SMALL_IMAGES px (every probed one) trains at their native size (the largest shorter side); else 224 px. The
+    size found is written into the config (data.image_size), so a run's saved config holds it. The transform
+    family is data.transform, or for auto: small at 64 px or less, else imagenet."""
+    cfg = data.cfg.data
+    size, why = cfg.image_size, "data.image_size"
+    if size is None:
+        size = {"fashion-mnist": 28, "cifar10": 32, "cifar100": 32}.get(cfg.dataset, 224)
+        why = f"{cfg.dataset}'s size" if size != 224 else "the default"
+    if cfg.image_size is None and cfg.dataset in ("image-folder", "split-file") and cfg.transform in ("auto", "small"):
+        longest, shortest = native_image_size(data.loader, data.entries["train"])
+        if 0 < longest <= SMALL_IMAGES:
+            size, why = shortest, f"the training images' own size: they are at most {SMALL_IMAGES} px"
+            cfg.image_size = size  # the run's config.yaml records what was chosen
+        elif longest:
+            why = f"the training images are larger than {SMALL_IMAGES} px"
+    data.image_size = size
+    data.family = cfg.transform if cfg.transform != "auto" else ("small" if size <= SMALL_IMAGES else "imagenet")
+    stem = data.cfg.model.small_input if data.cfg.model.small_input is not None else size <= SMALL_IMAGES
+    data.input_note = (f"input {size} px ({why}), {data.family} transform, "
+                       f"{'small-input' if stem else 'ImageNet'} stem")

@@ -293,7 +293,7 @@ def _start_line(cfg: Config, data: DataBundle, bands: ShotBands, device: torch.d
     world, amp = distributed.world_size(), cfg.train.amp
     return (f"{images} training images, {data.num_classes} classes ({bands.describe()}), {cfg.model.backbone} on "
             f"{device}" + (f" x {world} processes" if world > 1 else "") + f", {cfg.train.epochs} epochs of {steps} "
-            f"steps" + (f", amp {amp}" if amp != "none" else ""))
+            f"steps" + (f", amp {amp}" if amp != "none" else "") + (f"; {data.input_note}" if data.input_note else ""))
 
 
 def _epoch_line(record: dict, epochs: int, eta_s: float, improved: bool) -> str:
