@@ -7,7 +7,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import signal
 import sys
+import threading
 from pathlib import Path
 
 from openlt import __version__
@@ -422,14 +425,72 @@ def load_registries() -> None:
     import openlt.openset  # noqa: F401
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (what schedulers, `kill` and `docker stop` send), raised in the main thread as Ctrl-C raises
+    KeyboardInterrupt: the same clean-up and the same one-line message (a run names its `--resume` command),
+    then exit status 143 (128 + 15; Ctrl-C: 130)."""
+
+
+def _raise_terminated(pid: int):
+    """The SIGTERM handler of process `pid`; a forked child (a DataLoader worker) just terminates."""
+
+    def handler(signum, frame):
+        if os.getpid() != pid:
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
+            os.kill(os.getpid(), signal.SIGTERM)
+            return
+        raise Terminated()
+
+    return handler
+
+
+def _check_options(args: argparse.Namespace) -> None:
+    """The options every command shares, checked before any work: --device, and train's --name."""
+    from openlt.config import _device_problem, run_name_problem
+    from openlt.errors import ConfigError
+
+    device = getattr(args, "device", None)
+    if device is not None and _device_problem(device):
+        raise ConfigError(f"--device {_device_problem(device)}")
+    name = getattr(args, "name", None)
+    if name is not None and run_name_problem(name):
+        raise ConfigError(f"--name {run_name_problem(name)}")
+
+
+def _run(args: argparse.Namespace) -> int:
+    """`args.func(args)` with every way it can fail turned into one line on stderr and an exit status."""
+    try:
+        _check_options(args)
+        load_registries()
+        return args.func(args)
+    except (OpenLTError, OSError) as exc:  # OSError: the machine's, not a bug (no permission, disk full)
+        if args.debug:
+            raise
+        print(f"openlt {args.command}: error: {_message(exc)}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt as exc:
+        how = "SIGTERM" if isinstance(exc, Terminated) else "Ctrl-C"
+        print(f"openlt {args.command}: interrupted ({how})" + (f": {_message(exc)}" if exc.args else ""),
+              file=sys.stderr)
+        return 128 + signal.SIGTERM if isinstance(exc, Terminated) else 130
+    except Exception as exc:  # a bug: still one line, the traceback on request
+        if args.debug:
+            raise
+        print(f"openlt {args.command}: internal error: {type(exc).__name__}: {_message(exc)} (run with --debug "
+              f"for the traceback)", file=sys.stderr)
+        return 1
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run one `openlt` subcommand: the console script's entry point (also `python -m openlt`).
 
     `argv` is the argument list without the program name (None: ``sys.argv[1:]``); `key=value` overrides may
-    also follow the options. Returns the exit status: 0 on success, 2 when an OpenLTError (ConfigError,
+    also follow the options. Returns the exit status: 0 on success; 2 when an OpenLTError (ConfigError,
     DataError, RunDirError, ...) or an OSError stops the command -- printed as one line
-    ``openlt CMD: error: ...`` on stderr, no traceback (``--debug`` re-raises it instead) -- and 130 on
-    Ctrl-C. Arguments argparse does not know exit through ``parser.error`` (SystemExit with status 2).
+    ``openlt CMD: error: ...`` on stderr, no traceback (``--debug`` re-raises it instead); 130 on Ctrl-C and
+    143 on SIGTERM (one line ``openlt CMD: interrupted (...)``, naming the run to resume); 1 for any other
+    exception (a bug: one line ``openlt CMD: internal error: ...``). Arguments argparse does not know exit
+    through ``parser.error`` (SystemExit with status 2).
     """
     parser = build_parser()
     # Overrides may come after options (`train c.yaml --quiet train.epochs=2`): argparse leaves those as
@@ -441,17 +502,13 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"unrecognized arguments: {' '.join(unknown or overrides)}")
     if overrides:
         args.overrides = [*args.overrides, *overrides]
+    in_main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _raise_terminated(os.getpid())) if in_main_thread else None
     try:
-        load_registries()
-        return args.func(args)
-    except (OpenLTError, OSError) as exc:  # OSError: the machine's, not a bug (no permission, disk full)
-        if args.debug:
-            raise
-        print(f"openlt {args.command}: error: {_message(exc)}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
+        return _run(args)
+    finally:
+        if in_main_thread:  # (None: a handler not set from Python; the default is the closest)
+            signal.signal(signal.SIGTERM, signal.SIG_DFL if previous is None else previous)
 
 
 if __name__ == "__main__":

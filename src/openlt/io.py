@@ -107,6 +107,35 @@ def append_jsonl(path: str | os.PathLike, obj: Any) -> None:
         raise _write_error(Path(path), exc) from exc
 
 
+def read_jsonl(path: str | os.PathLike, what: str, error: type[Exception]) -> tuple[list[dict], str | None]:
+    """The JSON objects of a JSON-lines file, one a line (blank lines skipped), and a note, or None.
+
+    A last line that is not complete JSON (a crash while it was appended: cut short, or not UTF-8) is dropped,
+    and the note says so; any other line that is not a UTF-8 JSON object raises `error` naming `what`, the
+    file and the line. Nothing is rewritten. OSError (not wrapped) when the file cannot be read."""
+    path = Path(path)
+    lines = [(n, raw) for n, raw in enumerate(path.read_bytes().split(b"\n"), start=1) if raw.strip()]
+    records: list[dict] = []
+    for i, (lineno, raw) in enumerate(lines):
+        try:
+            record = json.loads(raw.decode("utf-8"))
+        except (UnicodeDecodeError, ValueError) as exc:
+            if i == len(lines) - 1:
+                return records, (f"{path}, line {lineno}: dropped a torn last line of the {what} (a crash while "
+                                 f"it was written)")
+            raise error(f"{path}, line {lineno}: not a line of the {what} ({_first_line(exc)})") from None
+        if not isinstance(record, dict):
+            raise error(f"{path}, line {lineno}: not a line of the {what} (a JSON {type(record).__name__}, "
+                        f"not an object)")
+        records.append(record)
+    return records, None
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
 def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
     """The SHA-256 of a file's bytes as 64 lowercase hex digits, read in ``chunk``-byte blocks (default 1 MiB);
     OSError (not wrapped) when the file cannot be read."""

@@ -6,6 +6,7 @@ Loading runs no pickle code, so a checkpoint from elsewhere cannot execute anyth
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -64,26 +65,84 @@ def _looks_like_pickle(path: Path) -> bool:
     return head.startswith(b"PK\x03\x04") or (len(head) >= 2 and head[0] == 0x80 and 2 <= head[1] <= 5)
 
 
-def read_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], dict]:
-    """Return (tensors, metadata); a missing, corrupt or foreign file is a RunDirError naming it."""
-    path = Path(path)
+def _open_checked(path: Path) -> None:
+    """RunDirError for a missing checkpoint or a pickle under a checkpoint's name."""
     if not path.is_file():
         raise RunDirError(f"checkpoint not found: {path}")
     if _looks_like_pickle(path):
         raise RunDirError(f"checkpoint {path} is a torch.save / pickle file, not an openlt safetensors checkpoint "
                           "(pickles are never loaded: they can run code)")
+
+
+def read_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], dict]:
+    """Return (tensors, metadata); a missing, corrupt or foreign file, or one whose openlt metadata is missing or
+    malformed (:func:`metadata_problem`), is a RunDirError naming it."""
+    path = Path(path)
+    _open_checked(path)
     try:
         with safe_open(str(path), framework="pt", device="cpu") as fh:
             metadata = fh.metadata() or {}
             tensors = {key: fh.get_tensor(key) for key in fh.keys()}
     except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
         raise RunDirError(f"checkpoint {path} is corrupt or not a safetensors file ({exc})") from None
+    return tensors, _parse_metadata(path, metadata, tensors)
+
+
+def checkpoint_state(path: str | Path) -> dict:
+    """The `state` a checkpoint was saved with (epoch, best score, the epoch's log record, ...), read from its
+    header alone (no tensor is loaded); RunDirError as :func:`read_checkpoint`."""
+    path = Path(path)
+    _open_checked(path)
+    try:
+        with safe_open(str(path), framework="pt", device="cpu") as fh:
+            metadata = fh.metadata() or {}
+            keys = list(fh.keys())
+    except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
+        raise RunDirError(f"checkpoint {path} is corrupt or not a safetensors file ({exc})") from None
+    return _parse_metadata(path, metadata, dict.fromkeys(keys))["state"]
+
+
+def _parse_metadata(path: Path, metadata: dict, tensors: dict) -> dict:
     try:
         meta = json.loads(metadata["openlt"])
         assert isinstance(meta, dict) and meta.get("format") == FORMAT and isinstance(meta.get("state"), dict)
     except (KeyError, json.JSONDecodeError, AssertionError):
         raise RunDirError(f"checkpoint {path} was not written by openlt (no {FORMAT} metadata)") from None
-    return tensors, meta
+    problem = metadata_problem(meta, tensors)
+    if problem:
+        raise RunDirError(f"checkpoint {path} has malformed openlt metadata: {problem}")
+    return meta
+
+
+def metadata_problem(meta: dict, tensors: dict) -> str | None:
+    """What is wrong with a checkpoint's parsed openlt metadata (`tensors`: its tensor names), or None.
+
+    state: epoch an integer >= 0, best_val / val_overall null or a number, grad_scaler and record objects (a
+    record with the 1-based epoch after `epoch`); optimizer: param_groups a list of objects, scalars keyed
+    "INDEX.SLOT"; tensor names model.* or optim.INDEX.SLOT."""
+    state = meta["state"]
+    epoch = state.get("epoch", 0)
+    if type(epoch) is not int or epoch < 0:
+        return f"state.epoch must be an integer >= 0, got {epoch!r}"
+    for key in ("best_val", "val_overall"):
+        value = state.get(key)
+        if value is not None and (type(value) not in (int, float)):
+            return f"state.{key} must be null or a number, got {value!r}"
+    for key in ("grad_scaler", "record"):
+        if key in state and not isinstance(state[key], dict):
+            return f"state.{key} must be an object"
+    if "record" in state and state["record"].get("epoch") != epoch + 1:
+        return f"state.record is of epoch {state['record'].get('epoch')!r}, not {epoch + 1}"
+    optim_keys = [k for k in tensors if not k.startswith("model.")]
+    if "optimizer" in meta:
+        opt = meta["optimizer"]
+        if not (isinstance(opt, dict) and isinstance(opt.get("param_groups"), list)
+                and all(isinstance(g, dict) and isinstance(g.get("params"), list) for g in opt["param_groups"])
+                and isinstance(opt.get("scalars"), dict)):
+            return "optimizer must hold param_groups (a list of objects with params) and scalars (an object)"
+        optim_keys += [f"optim.{k}" for k in opt["scalars"]]
+    bad = [k for k in optim_keys if not re.fullmatch(r"optim\.\d+\.\w+", k)]
+    return f"unexpected entry {bad[0]!r} (model.* or optim.INDEX.SLOT)" if bad else None
 
 
 def load_checkpoint(path: str | Path, model: nn.Module, optimizer: torch.optim.Optimizer | None = None) -> dict:
@@ -112,5 +171,14 @@ def load_checkpoint(path: str | Path, model: nn.Module, optimizer: torch.optim.O
         for key, value in meta["optimizer"]["scalars"].items():
             idx, slot = key.split(".", 1)
             state.setdefault(int(idx), {})[slot] = value
-        optimizer.load_state_dict({"state": state, "param_groups": meta["optimizer"]["param_groups"]})
+        try:
+            optimizer.load_state_dict({"state": state, "param_groups": meta["optimizer"]["param_groups"]})
+        except (ValueError, KeyError, TypeError, RuntimeError) as exc:
+            raise RunDirError(f"checkpoint {path} has optimizer state that does not fit this config's optimizer "
+                              f"({_first_line(exc)})") from None
     return meta["state"]
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__

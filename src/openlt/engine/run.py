@@ -5,14 +5,28 @@ A run can be resumed, re-evaluated and used for prediction from its directory al
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
+import os
+import shutil
+import socket
+import tempfile
+import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from openlt.config import Config, build_config, dump_yaml, read_yaml_mapping
-from openlt.errors import OpenLTError, RunDirError, WriteError
-from openlt.io import write_json, write_text
+from openlt.config import Config, build_config, dump_yaml, read_yaml_mapping, run_name_problem
+from openlt.errors import ConfigError, OpenLTError, RunDirError, WriteError
+from openlt.io import read_jsonl, write_json, write_text
+
+try:
+    import fcntl
+except ImportError:  # pragma: no cover - not POSIX: runs are not locked
+    fcntl = None
+
+STAGE_SUFFIX = ".new-run"  # OUT_DIR/.NAME-STAMP.XXXXXXXX.new-run: a run being prepared, renamed when complete
 
 
 @dataclass
@@ -40,6 +54,11 @@ class Run:
     def log_file(self) -> Path:
         """The per-epoch log, one JSON object a line."""
         return self.path / "metrics.jsonl"
+
+    @property
+    def lock_file(self) -> Path:
+        """train.lock: held (flock) by the one process training the run; holds its PID and host."""
+        return self.path / "train.lock"
 
     @property
     def tensorboard_dir(self) -> Path:
@@ -144,26 +163,136 @@ class Run:
         return json.loads(self.calibration_file.read_text(encoding="utf-8"))
 
     def epochs_logged(self) -> list[dict]:
-        """The per-epoch records of metrics.jsonl, oldest first ([] before the first epoch)."""
+        """The per-epoch records of metrics.jsonl, oldest first ([] before the first epoch); a torn last line (a
+        crash while it was written) is left out. RunDirError naming the file and line for any other bad line."""
+        return self.read_log()[0]
+
+    def read_log(self) -> tuple[list[dict], str | None]:
+        """(the records of metrics.jsonl, a note when a torn last line was dropped, else None). Each record is a
+        JSON object with a positive integer ``epoch``; RunDirError naming the file and line otherwise."""
         if not self.log_file.is_file():
-            return []
-        return [json.loads(line) for line in self.log_file.read_text(encoding="utf-8").splitlines() if line.strip()]
+            return [], None
+        try:
+            records, note = read_jsonl(self.log_file, "per-epoch log", RunDirError)
+        except OSError as exc:
+            raise RunDirError(f"cannot read {self.log_file}: {exc.strerror or exc}") from None
+        for n, record in enumerate(records, start=1):
+            epoch = record.get("epoch")
+            if type(epoch) is not int or epoch < 1:
+                raise RunDirError(f"{self.log_file}: record {n} has no positive integer 'epoch' (got {epoch!r})")
+        return records, note
+
+    @contextlib.contextmanager
+    def lock(self) -> Iterator[None]:
+        """Hold the run's exclusive lock (flock on train.lock) while training it: one process at a time.
+
+        RunDirError naming the process (PID and host) that holds it. The lock goes with the process: it is
+        released on exit, also a killed one's, and stays with the directory when it is renamed."""
+        if fcntl is None:  # pragma: no cover
+            yield
+            return
+        try:
+            fh = open(self.lock_file, "a+", encoding="utf-8")
+        except OSError as exc:
+            raise WriteError(f"cannot create {self.lock_file}: {exc.strerror or exc}") from None
+        with fh:
+            try:
+                fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                fh.seek(0)
+                holder = fh.read().strip() or "(unknown)"
+                raise RunDirError(f"{self.path} is being trained by process {holder} (another `openlt train` or "
+                                  f"`--resume` of this run); wait for it to end, or stop it first") from None
+            fh.seek(0)
+            fh.truncate()
+            fh.write(f"{os.getpid()} on {socket.gethostname()}\n")
+            fh.flush()
+            yield  # closing the file releases the lock
+
+
+def run_prefix(cfg: Config, name: str | None = None) -> str:
+    """The name a run directory starts with: `name` when given (``--name``), else the config's `name`.
+    ConfigError unless it is one plain path component (no '/', NUL, '..'; not empty)."""
+    prefix = cfg.name if name is None else name
+    problem = run_name_problem(prefix)
+    if problem:
+        raise ConfigError(f"run name {problem}")
+    return prefix
+
+
+def _free_names(out_dir: Path, prefix: str) -> Iterator[Path]:
+    """OUT_DIR/PREFIX-YYYYmmdd-HHMMSS, then -2, -3, ...: the names not taken yet."""
+    base = out_dir / f"{prefix}-{dt.datetime.now().strftime('%Y%m%d-%H%M%S')}"
+    n = 1
+    while True:
+        path = base if n == 1 else base.with_name(f"{base.name}-{n}")
+        if not path.exists():
+            yield path
+        n += 1
 
 
 def new_run(cfg: Config, name: str | None = None) -> Run:
     """A new run directory OUT_DIR/NAME-YYYYmmdd-HHMMSS (-2, -3, ... when taken) with its checkpoints folder;
-    WriteError when it cannot be created."""
-    stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
-    base = Path(cfg.out_dir) / f"{name or cfg.name}-{stamp}"
-    path, n = base, 1
-    while path.exists():
-        n += 1
-        path = base.with_name(f"{base.name}-{n}")
+    ConfigError for a name that is not a plain name, WriteError when it cannot be created."""
+    path = next(_free_names(Path(cfg.out_dir), run_prefix(cfg, name)))
     try:
         Run(path).checkpoints_dir.mkdir(parents=True)
     except OSError as exc:
         raise WriteError(f"cannot create the run directory {path}: {exc.strerror or exc}") from None
     return Run(path)
+
+
+def staged_run(cfg: Config, name: str | None = None) -> Run:
+    """A hidden directory OUT_DIR/.NAME-STAMP.XXXXXXXX.new-run (with checkpoints/) to prepare a new run in;
+    :func:`publish_run` gives it its name once it holds what `--resume` needs. ConfigError for a bad name,
+    WriteError when it cannot be created."""
+    out_dir, prefix = Path(cfg.out_dir), run_prefix(cfg, name)
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        path = Path(tempfile.mkdtemp(prefix=f".{prefix}-", suffix=STAGE_SUFFIX, dir=out_dir))
+        os.chmod(path, 0o777 & ~_umask())  # mkdtemp makes 0700; a run is meant to be read by others
+        Run(path).checkpoints_dir.mkdir()
+    except OSError as exc:
+        raise WriteError(f"cannot create a run directory in {out_dir}: {exc.strerror or exc}") from None
+    return Run(path)
+
+
+def publish_run(stage: Run, cfg: Config, name: str | None = None) -> Run:
+    """Rename the staged run to OUT_DIR/NAME-YYYYmmdd-HHMMSS (-2, ... when taken, also by a run published at the
+    same moment) in one step; return it. WriteError when it cannot be renamed."""
+    for path in _free_names(Path(cfg.out_dir), run_prefix(cfg, name)):
+        try:
+            os.rename(stage.path, path)
+            return Run(path)
+        except OSError as exc:
+            if not path.exists():  # not a name taken meanwhile: a real failure
+                raise WriteError(f"cannot create the run directory {path}: {exc.strerror or exc}") from None
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+def remove_stale_stages(out_dir: str | Path, min_age_s: float = 60.0) -> list[Path]:
+    """Delete the staged runs (:func:`staged_run`) of processes that died before publishing them: those older
+    than `min_age_s` whose lock is free (a live process takes it at once and holds it). Returns what was removed."""
+    removed = []
+    for path in Path(out_dir).glob(f".*{STAGE_SUFFIX}"):
+        try:
+            if not path.is_dir() or time.time() - path.stat().st_mtime < min_age_s:
+                continue
+        except OSError:  # removed meanwhile
+            continue
+        try:
+            with Run(path).lock():
+                shutil.rmtree(path, ignore_errors=True)
+        except OpenLTError:  # a live process is preparing it
+            continue
+        removed.append(path)
+    return removed
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def open_run(path: str | Path) -> Run:

@@ -18,6 +18,7 @@ import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import replace
 from pathlib import Path
 from typing import Callable
 
@@ -28,17 +29,19 @@ from tqdm import tqdm
 from openlt.config import Config
 from openlt.data.build import DataBundle, prepare_data
 from openlt.data.samplers import build_sampler
+from openlt.data.splits import MANIFEST
 from openlt.engine import distributed
-from openlt.engine.checkpoint import load_checkpoint, save_checkpoint
+from openlt.engine.checkpoint import checkpoint_state, load_checkpoint, save_checkpoint
 from openlt.engine.decouple import stage1_features, train_decoupled
 from openlt.engine.evaluate import closed_metrics
 from openlt.engine.init_from import init_from_run
+from openlt.engine.manifest import check_training_data
 from openlt.engine.precision import autocast, check_amp, grad_scaler
-from openlt.engine.run import Run, new_run
+from openlt.engine.run import Run, new_run, publish_run, remove_stale_stages, staged_run
 from openlt.engine.runtime import batch_to, collect_outputs, make_loader, resolve_device, to_device
 from openlt.engine.tracking import EpochLog
-from openlt.errors import ConfigError, TrainingError
-from openlt.io import remove_stale_temp, write_text
+from openlt.errors import ConfigError, OpenLTError, RunDirError, TrainingError
+from openlt.io import remove_stale_temp, write_json, write_text
 from openlt.losses import build_loss
 from openlt.metrics import ShotBands
 from openlt.models.model import OpenLTModel, build_model
@@ -51,30 +54,31 @@ def train(cfg: Config, *, run: Run | None = None, name: str | None = None, resum
           quiet: bool = False, log: Log | None = None) -> Run:
     """Train per `cfg` into a new run directory (or continue `run` when `resume`); return the run.
 
-    A new run directory is removed again when training fails before its first epoch ends. Raises ConfigError
-    for invalid options (device, precision, batch split, schedule), TrainingError when the loss stops being
-    finite, RunDirError for an unusable run or checkpoint.
+    Every split file is parsed and checked before the run directory exists; it appears (OUT_DIR/NAME-STAMP) with
+    config.yaml, split_manifest.json and its split files, so that from then on `--resume` works, also after a
+    SIGKILL in epoch 1 (it starts again from epoch 1). A new run is removed again when training fails (not when
+    it is interrupted) before its first epoch ends. One process trains a run at a time (``Run.lock``). An
+    interrupt (KeyboardInterrupt; the CLI raises one on SIGTERM too) comes out with a message naming the run, its
+    last checkpoint and the `--resume` command. Raises ConfigError for invalid options (device, precision, batch
+    split, schedule, run name), TrainingError when the loss stops being finite, RunDirError for an unusable run,
+    checkpoint or metrics.jsonl, or a run another process is training.
     """
     device = _setup(cfg)
-    main, rank, world = distributed.is_main(), distributed.rank(), distributed.world_size()
+    main, rank = distributed.is_main(), distributed.rank()
     log = (log or _print) if main else _silent  # one voice: rank 0 logs and shows progress
     quiet = quiet or not main
     torch.manual_seed(cfg.seed)
-    with _run_directory(cfg, run, name, resume, log) as run:
-        if cfg.decouple.method != "none":  # stage 2 on a frozen representation: re-fitted from the cache, even on resume
-            return _train_decoupled(cfg, run, quiet, log, device)
-        data = distributed.main_first(lambda: prepare_data(cfg, default_split_dir=run.splits_dir))  # rank 0 may build the split files
-        if main:
-            if not resume:
-                run.write_config(cfg)
-            run.write_manifest(data.manifest)
-        model = _build_model(cfg, data, device, resume, log)
+    if cfg.decouple.method != "none":  # stage 2 on a frozen representation: re-fitted from the cache, even on resume
+        return _train_decoupled(cfg, run, name, quiet, log, device)
+    with _prepared_run(cfg, run, name, resume, log) as (run, data):
+        state = _resume_state(run, cfg, log) if resume else None  # None: start at epoch 1
+        model = _build_model(cfg, data, device, state is not None, log)
         sampler, loader, val_loader = _loaders(cfg, data, device)
         criterion = build_loss(cfg.train.loss, data.train_counts, model.backbone.out_dim, **cfg.train.loss_args).to(device)
         optimizer = build_optimizer(model.param_groups(), cfg.train)
         schedule = lr_schedule(cfg.train, len(loader))  # the config checked here, once
         scaler = grad_scaler(cfg.train.amp, device)
-        start_epoch, best = _resume(run, model, optimizer, scaler, cfg, log) if resume else (0, None)
+        start_epoch, best = _load_last(run, state, model, optimizer, scaler)
         if start_epoch >= cfg.train.epochs:
             log("training already finished")
             return run
@@ -155,15 +159,16 @@ def save_epoch(run: Run, model: OpenLTModel, optimizer: torch.optim.Optimizer,
                scaler: torch.amp.GradScaler | None, epoch: int, record: dict, best: float | None, *,
                has_val: bool, epoch_log: EpochLog | None) -> tuple[float | None, bool]:
     """After epoch `epoch` (0-based): the best checkpoint when validation accuracy improved (every epoch when
-    there is no validation split), the last one with the optimizer and grad-scaler state (what `--resume`
-    continues from), then the epoch's metrics line. Rank 0 writes; returns (best accuracy so far, improved)."""
+    there is no validation split), the last one with the optimizer and grad-scaler state and the epoch's record
+    (what `--resume` continues from), then the epoch's metrics line (a kill before it: `--resume` writes it from
+    the checkpoint). Rank 0 writes; returns (best accuracy so far, improved)."""
     score = record.get("val", {}).get("overall")
     improved = score is not None and (best is None or score > best)
     best = score if improved else best
     main = distributed.is_main()
     if main and (improved or not has_val):
         save_checkpoint(run.checkpoint("best"), model, None, {"epoch": epoch, "val_overall": score})
-    state = {"epoch": epoch, "best_val": best}
+    state = {"epoch": epoch, "best_val": best, "record": record}  # the record too: the log line is repaired from it
     if scaler is not None:
         state["grad_scaler"] = scaler.state_dict()  # the loss scale continues where it was on resume
     if main:
@@ -218,38 +223,143 @@ def _setup(cfg: Config) -> torch.device:
 
 
 @contextmanager
-def _run_directory(cfg: Config, run: Run | None, name: str | None, resume: bool, log: Log) -> Iterator[Run]:
-    """The run to train into: `run` as given, or a new directory (rank 0 creates it, the others learn its
-    path) that is removed again if training fails before its first epoch ends."""
-    if run is not None:
+def _prepared_run(cfg: Config, run: Run | None, name: str | None, resume: bool,
+                  log: Log) -> Iterator[tuple[Run, DataBundle]]:
+    """(the run to train into, its checked data): `run` as given (locked, its split files checked again), or a
+    new run made by :func:`_new_run`. An interrupt leaves with a message naming the run and `--resume`."""
+    if run is None:
+        with _new_run(cfg, name, log) as (run, data):
+            yield run, data
+        return
+    with _locked(run):
         if resume and distributed.is_main():  # temporary files of writes a killed process never finished
             remove_stale_temp(run.path)
-        yield run
+        data = distributed.main_first(lambda: prepare_data(cfg, default_split_dir=run.splits_dir))
+        check_training_data(cfg, data, run, resume)  # resume: the split files it started on; open set: a threshold
+        with _interrupt_note(run):
+            yield run, data
+
+
+@contextmanager
+def _new_run(cfg: Config, name: str | None, log: Log) -> Iterator[tuple[Run, DataBundle]]:
+    """A new run, made by rank 0 only once its data passed every check: the split files of data.split_dir are
+    checked before anything is created; split files of its own are built and checked in a hidden staged directory
+    (``run.staged_run``). With config.yaml and split_manifest.json written, the staged directory is renamed to
+    OUT_DIR/NAME-STAMP, locked. It is removed again when training fails before the first checkpoint."""
+    if not distributed.is_main():  # the others learn its path and read the split files rank 0 checked
+        run = Run(Path(distributed.broadcast_object(None)))
+        yield run, prepare_data(cfg, default_split_dir=run.splits_dir)
         return
-    run = Run(Path(distributed.broadcast_object(str(new_run(cfg, name).path) if distributed.is_main() else None)))
-    log(f"run directory: {run.path}")
+    if Path(cfg.out_dir).is_dir():
+        remove_stale_stages(cfg.out_dir)  # left by processes killed while they prepared a run
+    data = prepare_data(cfg) if cfg.data.split_dir is not None else None
+    if data is not None:
+        check_training_data(cfg, data, None, False)
+    stage, run = staged_run(cfg, name), None
     try:
-        yield run
-    except BaseException:
-        if distributed.is_main() and not run.checkpoint("last").exists():  # failed before the first epoch ended:
-            shutil.rmtree(run.path, ignore_errors=True)                  # leave nothing behind
+        with _locked(stage):
+            if data is None:  # the run's own split files, built and checked in the staged directory
+                data = prepare_data(cfg, default_split_dir=stage.splits_dir)
+                check_training_data(cfg, data, stage, False)
+            stage.write_config(cfg)
+            stage.write_manifest(data.manifest)
+            run = publish_run(stage, cfg, name)
+            _adopt_splits(run, stage, data)
+            distributed.broadcast_object(str(run.path))
+            log(f"run directory: {run.path}")
+            with _interrupt_note(run):
+                yield run, data
+    except BaseException as exc:
+        _remove_unfinished(run or stage, exc, staged=run is None)
         raise
 
 
-def _train_decoupled(cfg: Config, run: Run, quiet: bool, log: Log, device: torch.device) -> Run:
+def _remove_unfinished(run: Run, exc: BaseException, staged: bool) -> None:
+    """After `exc`: remove a staged run, and a new run without a checkpoint unless it was interrupted (it is
+    resumable from epoch 1 then, as after a SIGKILL); an error message then says it is removed."""
+    if not staged and (isinstance(exc, KeyboardInterrupt) or run.checkpoint("last").exists()):
+        return
+    shutil.rmtree(run.path, ignore_errors=True)
+    if not staged and isinstance(exc, OpenLTError):
+        exc.args = (f"{str(exc).rstrip()}; the run directory {run.path} is removed",)
+
+
+@contextmanager
+def _locked(run: Run) -> Iterator[None]:
+    """Rank 0 holds the run's lock (``Run.lock``) inside the block; the other processes follow rank 0."""
+    if not distributed.is_main():
+        yield
+        return
+    with run.lock():
+        yield
+
+
+@contextmanager
+def _interrupt_note(run: Run) -> Iterator[None]:
+    """A KeyboardInterrupt (Ctrl-C; SIGTERM through the CLI) leaving the block gets a one-line message: the run,
+    the last checkpoint it keeps, and the command that continues it."""
+    try:
+        yield
+    except KeyboardInterrupt as exc:
+        exc.args = (_resume_hint(run),)
+        raise
+
+
+def _resume_hint(run: Run) -> str:
+    last = run.checkpoint("last")
+    try:
+        kept = f"keeps the checkpoint of epoch {checkpoint_state(last)['epoch'] + 1} ({last})"
+    except OpenLTError:  # no epoch had finished (or the checkpoint is unreadable)
+        kept = "has no finished epoch yet (it starts again from epoch 1)"
+    return f"the run {run.path} {kept}; continue with `openlt train --resume {run.path}`"
+
+
+def _adopt_splits(run: Run, stage: Run, data: DataBundle) -> None:
+    """Split files built in the staged directory: the data and both manifests name them where they are now."""
+    if data.split_dir != stage.splits_dir:
+        return
+    old, new = str(stage.path), str(run.path)
+
+    def moved(files: dict) -> dict:
+        return {k: {**info, "file": new + info["file"][len(old):] if info["file"].startswith(old) else info["file"]}
+                for k, info in files.items()}
+
+    data.split_dir = run.splits_dir
+    data.entries = {k: replace(e, path=run.splits_dir / e.path.name) for k, e in data.entries.items()}
+    data.manifest["files"] = moved(data.manifest["files"])
+    folder_manifest = run.splits_dir / MANIFEST
+    saved = json.loads(folder_manifest.read_text(encoding="utf-8"))  # written by this process a moment ago
+    write_json(folder_manifest, {**saved, "files": moved(saved["files"])})
+    run.write_manifest(data.manifest)
+
+
+def _train_decoupled(cfg: Config, run: Run | None, name: str | None, quiet: bool, log: Log,
+                     device: torch.device) -> Run:
+    """Decoupled stage 2: the features first (every check of the stage-1 run, its cache and the method), then
+    the run directory (rank 0 creates it, the others learn its path), removed again if the fit fails."""
     feats = stage1_features(cfg, device, quiet)  # every process extracts a share when the cache is stale
-    if distributed.is_main():  # the rest is cheap (cached features): rank 0 alone, the others wait
-        train_decoupled(cfg, run, quiet, log, device, feats)
+    fresh = run is None
+    if fresh:
+        run = Run(Path(distributed.broadcast_object(str(new_run(cfg, name).path) if distributed.is_main() else None)))
+        log(f"run directory: {run.path}")
+    try:
+        with _locked(run):
+            if distributed.is_main():  # the rest is cheap (cached features): rank 0 alone, the others wait
+                train_decoupled(cfg, run, quiet, log, device, feats)
+    except BaseException as exc:
+        if fresh and distributed.is_main() and not run.checkpoint("last").exists():
+            _remove_unfinished(run, exc, staged=True)  # also when interrupted: nothing to resume in a stage 2
+        raise
     distributed.barrier()
     return run
 
 
-def _build_model(cfg: Config, data: DataBundle, device: torch.device, resume: bool, log: Log) -> OpenLTModel:
-    """The network on `device`, initialised from `train.init_from` (not on resume: the checkpoint has it),
+def _build_model(cfg: Config, data: DataBundle, device: torch.device, from_checkpoint: bool, log: Log) -> OpenLTModel:
+    """The network on `device`, initialised from `train.init_from` (not when a checkpoint is loaded into it next),
     backbone frozen (`train.freeze_backbone`) and batch norm synchronised (`train.sync_bn`) as configured."""
     channels_last = cfg.train.channels_last
     model = to_device(build_model(cfg, data.num_classes, data.in_chans, data.image_size), device, channels_last)
-    if cfg.train.init_from and not resume:
+    if cfg.train.init_from and not from_checkpoint:
         init_from_run(model, cfg.train.init_from, data, device, cfg.eval.batch_size, cfg.data.workers, channels_last, log)
     if cfg.train.freeze_backbone:
         model.backbone.requires_grad_(False)
@@ -271,15 +381,44 @@ def _loaders(cfg: Config, data: DataBundle, device: torch.device):
     return sampler, loader, val_loader
 
 
-def _resume(run: Run, model: OpenLTModel, optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler | None,
-            cfg: Config, log: Log) -> tuple[int, float | None]:
-    """Load the last checkpoint (weights, optimizer, loss scale); return (first epoch to train, best accuracy)."""
-    state = load_checkpoint(run.checkpoint("last"), model, optimizer)
+def _resume_state(run: Run, cfg: Config, log: Log) -> dict | None:
+    """The state of the run's last checkpoint (None when no epoch had finished: a run killed in epoch 1 starts
+    again), with metrics.jsonl made to match it (rank 0): a torn last line dropped, lines written after the
+    checkpoint dropped, the checkpoint's epoch line restored when a kill came between the two writes. RunDirError
+    for a malformed log line or checkpoint, or a log without the checkpoint it was written with; nothing is
+    rewritten before these checks."""
+    records, note = run.read_log()
+    last = run.checkpoint("last")
+    if not last.exists():
+        if records:
+            raise RunDirError(f"checkpoint not found: {last}, but {run.log_file} has {len(records)} finished "
+                              f"epoch(s); restore the checkpoint, or start a new run")
+        state, kept = None, []
+    else:
+        state = checkpoint_state(last)
+        done = state["epoch"] + 1
+        kept = [r for r in records if r["epoch"] <= done]
+        if (not kept or kept[-1]["epoch"] != done) and "record" in state:
+            kept.append(state["record"])  # the kill came after the checkpoint, before the line
+            log(f"note: epoch {done}'s line of {run.log_file} restored from {last}")
+    if note:
+        log(f"note: {note}")
+    if distributed.is_main() and (kept != records or note):
+        write_text(run.log_file, "".join(json.dumps(r) + "\n" for r in kept))
+    log(f"resuming {run.path} " + (f"after epoch {state['epoch'] + 1}/{cfg.train.epochs}" if state else
+                                   "from epoch 1 (no epoch had finished)"))
+    return state
+
+
+def _load_last(run: Run, state: dict | None, model: OpenLTModel, optimizer: torch.optim.Optimizer,
+               scaler: torch.amp.GradScaler | None) -> tuple[int, float | None]:
+    """Load the last checkpoint (weights, optimizer, loss scale) when `state` says there is one; return (first
+    epoch to train, 0-based; best validation accuracy so far)."""
+    if state is None:
+        return 0, None
+    load_checkpoint(run.checkpoint("last"), model, optimizer)
     if scaler is not None and state.get("grad_scaler"):
         scaler.load_state_dict(state["grad_scaler"])
-    if distributed.is_main():
-        _truncate_log(run, state["epoch"])
-    log(f"resuming {run.path} after epoch {state['epoch'] + 1}/{cfg.train.epochs}")
     return state["epoch"] + 1, state.get("best_val")
 
 
@@ -310,7 +449,7 @@ def _non_finite_message(value: float, epoch: int, step: int, run: Run) -> str:
     if run.checkpoint("last").exists():
         return text + (f"the last good checkpoint (epoch {epoch}) is kept: {run.checkpoint('last')}; "
                        f"`openlt train --resume {run.path}` continues from it with the run's config.yaml")
-    return text + "no epoch had finished, so no checkpoint was written and the run directory is removed"
+    return text + "no epoch had finished, so no checkpoint was written"
 
 
 def _pct(value: float | None) -> str:
@@ -323,9 +462,3 @@ def _print(line: str) -> None:
 
 def _silent(line: str) -> None:
     pass
-
-
-def _truncate_log(run: Run, last_epoch: int) -> None:
-    """Drop metric lines written after the checkpoint we resume from (a crash between the two writes)."""
-    kept = [r for r in run.epochs_logged() if r["epoch"] <= last_epoch + 1]
-    write_text(run.log_file, "".join(json.dumps(r) + "\n" for r in kept))
