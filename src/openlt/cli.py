@@ -123,17 +123,40 @@ def _eval(args: argparse.Namespace) -> int:
 
 
 def _predict(args: argparse.Namespace) -> int:
-    from openlt.engine.predict import predict_images
+    from openlt.engine.predict import Predictor, output_format, predict_files, write_records
     from openlt.engine.run import open_run
+    from openlt.errors import ConfigError, DataError
 
-    results = predict_images(open_run(args.run), args.images, args.checkpoint, args.threshold, args.device)
+    if args.output is not None:
+        output_format(args.output)  # a bad file name fails before the model is loaded
+    if args.topk < 1 or args.batch_size < 1:
+        raise ConfigError(f"--topk and --batch-size must be at least 1 (got {args.topk}, {args.batch_size})")
+    predictor = Predictor.load(open_run(args.run), args.checkpoint, args.threshold, args.device)
+    records = []
+    for record in predict_files(predictor, args.images, args.batch_size, args.topk):
+        records.append(record)
+        if not args.json:
+            print(_prediction_line(record, args.topk), flush=True)
     if args.json:
-        print(json.dumps(results, indent=2))
-    else:
-        for r in results:
-            flag = f"unknown (best guess {r['top_class']})" if r["unknown"] else r["label"]
-            print(f"{r['image']}\t{flag}\t{r['confidence']:.3f}")
+        print(json.dumps(records, indent=2))
+    if args.output is not None:
+        write_records(records, args.output)
+        if not args.json:
+            print(f"{len(records)} predictions: {args.output}")
+    failed = [r for r in records if r["error"] is not None]
+    if failed:  # every other image was labelled (and saved); the exit status says that some were not
+        raise DataError(f"{len(failed)} of {len(records)} images could not be labelled (see their lines); "
+                        f"first: {failed[0]['error']}")
     return 0
+
+
+def _prediction_line(r: dict, topk: int) -> str:
+    """One tab-separated line of `openlt predict`: path, label (or the error), confidence, top-k when asked."""
+    if r["error"] is not None:
+        return f"{r['path']}\terror: {r['error']}"
+    label = f"unknown (best guess {r['top_class']})" if r["rejected"] else r["class_name"]
+    top = "" if topk < 2 else "\t" + ", ".join(f"{t['class_name']} {t['probability']:.3f}" for t in r["topk"])
+    return f"{r['path']}\t{label}\t{r['confidence']:.3f}{top}"
 
 
 def _features(args: argparse.Namespace) -> int:
@@ -305,14 +328,20 @@ def _add_eval_command(sub: argparse._SubParsersAction) -> None:
 
 def _add_predict_command(sub: argparse._SubParsersAction) -> None:
     """The `openlt predict` subcommand and its options."""
-    p = sub.add_parser("predict", help="label images with a trained run; 'unknown' when rejected")
+    p = sub.add_parser("predict", help="label images with a trained run (its directory alone); 'unknown' when "
+                       "rejected")
     p.add_argument("run")
-    p.add_argument("images", nargs="+")
+    p.add_argument("images", nargs="+", help="image files, folders (their image files, recursively) or glob "
+                   "patterns ('photos/**/*.jpg')")
     p.add_argument("--checkpoint", default="best", choices=["best", "last"])
     p.add_argument("--threshold", type=float, help="fixed rejection threshold on the run's open-set score "
                    "(default: the run's calibration.json, which is then not needed)")
+    p.add_argument("--output", metavar="FILE", help="also write the predictions to FILE.csv or FILE.jsonl (path, "
+                   "label, class_name, confidence, open_score, rejected, topk, ...)")
+    p.add_argument("--topk", type=int, default=1, help="the K most probable classes per image (default 1)")
+    p.add_argument("--batch-size", type=int, default=64, help="images per forward pass (default 64)")
     p.add_argument("--device")
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--json", action="store_true", help="print the predictions as one JSON list")
     p.set_defaults(func=_predict)
 
 

@@ -78,9 +78,9 @@ def test_eval_and_predict_from_the_run_directory(trained_run, image_folder, caps
     preds = json.loads(out)
     assert len(preds) == 3
     for p in preds:
-        assert p["label"] in {"ant", "bee", "cat", "dog", "unknown"} and 0 < p["confidence"] <= 1
-        assert p["score"] == "msp" and p["score_value"] == pytest.approx(p["confidence"])
-        assert p["unknown"] == (p["confidence"] < p["threshold"])
+        assert p["class_name"] in {"ant", "bee", "cat", "dog", "unknown"} and 0 < p["confidence"] <= 1
+        assert p["score"] == "msp" and p["open_score"] == pytest.approx(p["confidence"])
+        assert p["rejected"] == (p["confidence"] < p["threshold"])
 
 
 def test_resume_after_an_interruption_matches_an_uninterrupted_run(image_folder, tmp_path):

@@ -68,7 +68,7 @@ def test_openmax_is_fitted_on_the_train_split_and_used_by_predict(run, capsys):
     images = sorted((run.path.parent.parent / "images" / "ant").glob("*.png"))[:2]
     assert main(["predict", str(run.path), *map(str, images), "--json"]) == 0
     preds = json.loads(capsys.readouterr().out)
-    assert all(p["score"] == "openmax" and 0.0 <= p["score_value"] <= 1.0 for p in preds)
+    assert all(p["score"] == "openmax" and 0.0 <= p["open_score"] <= 1.0 for p in preds)
 
 
 def test_openmax_options_are_checked_before_any_work(run, capsys):
@@ -91,10 +91,10 @@ def test_predict_with_a_threshold_needs_no_calibration_file(run, tmp_path, monke
     monkeypatch.setattr(predict, "collect_outputs", never)
     assert main(["predict", str(copy), *images, "--threshold", "0.5", "--json"]) == 0
     preds = json.loads(capsys.readouterr().out)
-    assert [p["image"] for p in preds] == images and not (copy / "calibration.json").exists()
+    assert [p["path"] for p in preds] == images and not (copy / "calibration.json").exists()
     for p in preds:
-        assert p["score"] == "msp" and p["threshold"] == 0.5 and p["unknown"] == (p["score_value"] < 0.5)
-        assert p["class_id"] == (-1 if p["unknown"] else ["ant", "bee", "cat", "dog"].index(p["top_class"]))
+        assert p["score"] == "msp" and p["threshold"] == 0.5 and p["rejected"] == (p["open_score"] < 0.5)
+        assert p["label"] == (-1 if p["rejected"] else ["ant", "bee", "cat", "dog"].index(p["top_class"]))
     monkeypatch.undo()  # without a threshold, a run never evaluated is calibrated on validation now (and saved)
     assert main(["predict", str(copy), *images, "--json"]) == 0
     saved = json.loads((copy / "calibration.json").read_text())

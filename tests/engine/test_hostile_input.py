@@ -289,6 +289,13 @@ def on_run(*args: str, image: Callable[[Env], Path] | None = None) -> Callable[[
     return build
 
 
+def folder_without_images(env: Env) -> Path:
+    path = env.tmp / "no-images"  # a folder is read for its image files (recursively): this one has none
+    (path / "sub").mkdir(parents=True)
+    (path / "sub" / "notes.txt").write_text("no images here")
+    return path
+
+
 def not_an_image(env: Env) -> Path:
     path = env.tmp / "notes.txt"
     path.write_text("this is not an image\n")
@@ -369,7 +376,7 @@ CASES = [
     Case("eval-unknown-override", on_run("eval", "eval.bogus=1", "--quiet"), ("unknown config key 'eval.bogus'",)),
     Case("predict-non-image-file", on_run("predict", image=not_an_image), ("corrupt or unreadable image", "notes.txt")),
     Case("predict-missing-image", on_run("predict", image=lambda env: env.tmp / "gone.png"), ("image not found", "gone.png")),
-    Case("predict-folder-as-image", on_run("predict", image=lambda env: env.images), ("not an image file", "images")),
+    Case("predict-folder-without-images", on_run("predict", image=folder_without_images), ("no image files", "no-images")),
 ]
 
 

@@ -40,23 +40,51 @@ def build_transform(family: str, train: bool, image_size: int, mean, std) -> v2.
     evaluation resize to image_size * 256/224 and centre-crop. face (112 x 112 aligned crops, MS1M-ArcFace):
     resize to image_size x image_size (a no-op at the crops' own size) and, for training, a horizontal flip
     only. ConfigError for another family."""
-    to_float = [v2.ToImage(), v2.ToDtype(torch.float32, scale=True)]
-    norm = [v2.Normalize(mean, std)]
+    if not train:  # one description of the evaluation transform: what a run saves, and what rebuilds it
+        return eval_transform(eval_transform_spec(family, image_size, mean, std))
+    to_float = [v2.ToDtype(torch.float32, scale=True), v2.Normalize(mean, std)]
     if family == "small":
-        if train:
-            ops = [v2.ToImage(), v2.Resize(image_size, antialias=True), v2.CenterCrop(image_size),
-                   v2.RandomCrop(image_size, padding=max(2, image_size // 8)), v2.RandomHorizontalFlip()]
-        else:
-            ops = [v2.ToImage(), v2.Resize(image_size, antialias=True), v2.CenterCrop(image_size)]
-        return v2.Compose(ops + to_float[1:] + norm)
+        ops = [v2.ToImage(), v2.Resize(image_size, antialias=True), v2.CenterCrop(image_size),
+               v2.RandomCrop(image_size, padding=max(2, image_size // 8)), v2.RandomHorizontalFlip()]
+        return v2.Compose(ops + to_float)
     if family == "imagenet":
-        if train:
-            ops = [v2.ToImage(), v2.RandomResizedCrop(image_size, antialias=True), v2.RandomHorizontalFlip(),
-                   v2.ColorJitter(brightness=0.4, contrast=0.4, saturation=0.4)]
-        else:
-            ops = [v2.ToImage(), v2.Resize(int(round(image_size * 256 / 224)), antialias=True), v2.CenterCrop(image_size)]
-        return v2.Compose(ops + to_float[1:] + norm)
+        ops = [v2.ToImage(), v2.RandomResizedCrop(image_size, antialias=True), v2.RandomHorizontalFlip(),
+               v2.ColorJitter(brightness=0.4, contrast=0.4, saturation=0.4)]
+        return v2.Compose(ops + to_float)
     if family == "face":  # aligned crops: no crop or colour change would keep the alignment; resize only if needed
-        ops = [v2.ToImage(), v2.Resize((image_size, image_size), antialias=True)]
-        return v2.Compose(ops + ([v2.RandomHorizontalFlip()] if train else []) + to_float[1:] + norm)
-    raise ConfigError(f"unknown transform family {family!r}; known: small, imagenet, face")
+        ops = [v2.ToImage(), v2.Resize((image_size, image_size), antialias=True), v2.RandomHorizontalFlip()]
+        return v2.Compose(ops + to_float)
+    raise ConfigError(f"unknown transform family {family!r}; known: {', '.join(FAMILIES)}")
+
+
+FAMILIES = ("small", "imagenet", "face")
+
+
+def eval_transform_spec(family: str, image_size: int, mean, std) -> dict:
+    """The evaluation transform of `family` as JSON-ready data, enough to rebuild it without openlt: a PIL image
+    converted to ``mode`` ("L" for 1 channel, else "RGB"); ``resize``: an int resizes the shorter side to it
+    (aspect kept), [H, W] to exactly that size (bilinear, antialiased); ``crop``: [H, W] centre crop or None;
+    pixels scaled to [0, 1] (uint8 / 255), then ``(x - mean) / std`` per channel; the result a float32
+    (channels, size[0], size[1]) tensor. `mean` / `std`: sequences of C floats. ConfigError for an unknown
+    family.
+
+    small: resize the short side to image_size, centre-crop image_size; imagenet: resize to
+    round(image_size * 256 / 224), centre-crop image_size; face: resize to image_size x image_size."""
+    if family not in FAMILIES:
+        raise ConfigError(f"unknown transform family {family!r}; known: {', '.join(FAMILIES)}")
+    resize: int | list[int] = {"small": image_size, "imagenet": int(round(image_size * 256 / 224)),
+                               "face": [image_size, image_size]}[family]
+    return {"family": family, "mode": "L" if len(mean) == 1 else "RGB", "channels": len(mean), "resize": resize,
+            "crop": None if family == "face" else [image_size, image_size], "size": [image_size, image_size],
+            "interpolation": "bilinear", "antialias": True, "scale": 1 / 255,
+            "mean": [float(m) for m in mean], "std": [float(s) for s in std]}
+
+
+def eval_transform(spec: dict) -> v2.Compose:
+    """The transform an :func:`eval_transform_spec` describes: a PIL image or uint8 (C, H, W) tensor -> float32
+    (C, H, W) normalised tensor. `spec` is trusted (checked where it is read)."""
+    resize = spec["resize"] if isinstance(spec["resize"], int) else tuple(spec["resize"])
+    ops = [v2.ToImage(), v2.Resize(resize, antialias=True)]
+    if spec["crop"] is not None:
+        ops.append(v2.CenterCrop(tuple(spec["crop"])))
+    return v2.Compose(ops + [v2.ToDtype(torch.float32, scale=True), v2.Normalize(spec["mean"], spec["std"])])

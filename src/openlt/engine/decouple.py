@@ -28,6 +28,7 @@ from openlt.decoupling import STAGE2_METHODS, Stage2Data, Stage2Hooks, Stage2Met
 from openlt.engine.checkpoint import read_checkpoint, save_checkpoint
 from openlt.engine.evaluate import closed_metrics
 from openlt.engine.features import extract_features, load_features
+from openlt.engine.inference import write_inference
 from openlt.engine.init_from import load_stage1_weights, model_weights
 from openlt.engine.manifest import check_open_decision, verify_manifest
 from openlt.engine.run import Run, open_run
@@ -120,6 +121,7 @@ def train_decoupled(cfg: Config, run: Run, quiet: bool, log: Callable[[str], Non
     else:
         run.write_manifest(data.manifest)
     run.write_config(cfg)
+    write_inference(run, data)
     tensors, _ = read_checkpoint(source.checkpoint("best"))
     model = build_stage2_model(cfg, data, tensors)
     inputs = stage2_data(cfg, data, feats, tensors, source, method)

@@ -1,28 +1,39 @@
-"""Prediction on image files: label, softmax confidence, and "unknown" when the run's open-set decision (its
-:class:`~openlt.openset.Rejector`) rejects the image."""
+"""Prediction on images with a trained run, from its directory alone (engine/inference.py says which files):
+label, softmax confidence, top-k classes, the open-set score, and "unknown" when the run's open-set decision
+(its :class:`~openlt.openset.Rejector`) rejects the image.
+
+:class:`Predictor` is the loaded run; :func:`expand_inputs` turns files, folders (recursively, image files only)
+and glob patterns into image paths; :func:`predict_files` labels them batch by batch, an unreadable image
+becoming a record with its ``error`` while the others go on; :func:`write_records` saves the records as CSV or
+JSON lines."""
 
 from __future__ import annotations
 
+import csv
+import glob
+import io
+import json
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 
 from openlt.config import Config
-from openlt.data.build import DataBundle
-from openlt.data.datasets import open_image
-from openlt.engine.evaluate import choose_rejector, run_score
+from openlt.data.build import prepare_data
+from openlt.data.datasets import IMAGE_EXTENSIONS, convert_image, open_image
+from openlt.engine.inference import InferenceSpec, build_run_model, inference_spec, saved_score
 from openlt.engine.precision import autocast, inference_amp
 from openlt.engine.run import Run
-from openlt.engine.runtime import KEPT_OUTPUTS, batch_to, collect_outputs, load_run_model, make_loader, resolve_device
-from openlt.errors import DataError
+from openlt.engine.runtime import KEPT_OUTPUTS, batch_to, collect_outputs, make_loader, resolve_device
+from openlt.errors import ConfigError, DataError
+from openlt.io import write_text
 from openlt.models.model import OpenLTModel
 from openlt.openset import OpenSetScore, Rejector, parse_threshold
 
-
-def _open_image(path: Path, mode: str):
-    if not path.is_file():
-        raise DataError(f"image not found: {path}" if not path.exists() else f"not an image file: {path}")
-    return open_image(path, mode)
+COLUMNS = ("path", "label", "class_name", "confidence", "open_score", "rejected", "topk", "top_class", "score",
+           "threshold", "error")
+OUTPUT_FORMATS = (".csv", ".jsonl")
 
 
 def saved_rejector(run: Run, cfg: Config, threshold: float | None = None) -> Rejector | None:
@@ -36,59 +47,191 @@ def saved_rejector(run: Run, cfg: Config, threshold: float | None = None) -> Rej
     return Rejector.fixed(cfg.eval.open_score if saved is None else saved.score, threshold, "fixed (--threshold)")
 
 
-def calibrate_now(run: Run, cfg: Config, data: DataBundle, model: OpenLTModel, dev: torch.device, amp) -> Rejector:
+def calibrate_now(run: Run, cfg: Config, model: OpenLTModel, dev: torch.device, amp: str) -> Rejector | None:
     """A run not evaluated yet: choose its decision as `openlt eval` would (on the validation outputs, computed
-    in the run's inference precision `amp`) and save it as calibration.json."""
+    in the run's inference precision `amp`) and save it as calibration.json. This alone reads the run's data
+    (its split files). None for a closed-set run without validation images under eval.open_threshold=auto
+    (nothing is rejected, as its evaluation decides)."""
+    data = prepare_data(cfg, default_split_dir=run.splits_dir)
+    auto = parse_threshold(cfg.eval.open_threshold) is None
+    if auto and not data.has("val") and not data.has("open"):
+        return None
     val = None
-    if parse_threshold(cfg.eval.open_threshold) is None and data.has("val"):  # a fixed threshold needs no outputs
+    if auto and data.has("val"):  # a fixed threshold needs no outputs
         loader = make_loader(data.dataset("val"), cfg.eval.batch_size, cfg.data.workers, dev)
         val = collect_outputs(model, loader, dev, "val", True, cfg.train.channels_last, amp)
-    rejector = choose_rejector(cfg, val)
+    rejector = Rejector.from_config(cfg.eval, saved_score(run, cfg.eval.open_score, cfg), val)
     rejector.save(run.calibration_file)
     return rejector
 
 
-@torch.no_grad()
-def _label(model: OpenLTModel, batch: torch.Tensor, names: list[str], scorer: OpenSetScore, rejector: Rejector,
-           amp, dev: torch.device) -> list[dict]:
-    """One batch (B, C, H, W) on `dev` -> B result dicts: the top class, its softmax confidence in [0, 1], the
-    open score, and the rejector's decision (class_id -1 and label "unknown" when rejected)."""
-    with autocast(amp, dev):
-        raw = model(batch)
-    out = {k: v.float().cpu() for k, v in raw.items() if k in KEPT_OUTPUTS}
-    confidence, top = torch.softmax(out["logits"], dim=1).max(dim=1)
-    open_score = scorer.score(out)
-    decided = rejector.decide(top.numpy(), open_score.numpy()).tolist()
-    return [{"label": names[c] if c >= 0 else "unknown", "class_id": c, "top_class": names[t], "confidence": prob,
-             "score": rejector.score, "score_value": value, "threshold": rejector.threshold, "unknown": c < 0}
-            for c, t, prob, value in zip(decided, top.tolist(), confidence.tolist(), open_score.tolist())]
+@dataclass
+class Predictor:
+    """A trained run loaded for prediction (:meth:`load`): its config, :class:`InferenceSpec` (classes,
+    transform), network in eval mode on `device`, inference precision `amp`, and open-set decision.
+
+    The decision is the run's calibration.json (or a fixed threshold); for a run never evaluated it is chosen on
+    the validation split at the first batch that needs it (:func:`calibrate_now`) and saved."""
+
+    run: Run
+    cfg: Config
+    spec: InferenceSpec
+    model: OpenLTModel
+    device: torch.device
+    amp: str
+    rejector: Rejector | None = None
+    scorer: OpenSetScore | None = None
+    decided: bool = False
+    transform: object = field(default=None, repr=False)
+
+    @classmethod
+    def load(cls, run: Run, checkpoint: str = "best", threshold: float | None = None,
+             device: str | None = None) -> "Predictor":
+        """Load `run`'s `checkpoint` (best | last) on `device` (None: CUDA when available, else CPU); `threshold`:
+        a fixed rejection threshold instead of calibration.json. Reads config.yaml, inference.json, the
+        checkpoint and calibration.json / open-score.safetensors; no data (a run without inference.json, from an
+        older openlt, is described from its data once). ConfigError / RunDirError / NotFittedError naming what
+        is wrong, before any image is read."""
+        cfg = run.config()
+        rejector = saved_rejector(run, cfg, threshold)  # a bad threshold or calibration file fails before any work
+        scorer = None if rejector is None else saved_score(run, rejector.score, cfg)  # OpenMax: its saved fit
+        dev = resolve_device(device or "auto")
+        spec = inference_spec(run, cfg)
+        model, _ = build_run_model(run, cfg, spec, checkpoint, dev)
+        return cls(run, cfg, spec, model, dev, inference_amp(cfg.train.amp, dev), rejector, scorer,
+                   decided=rejector is not None, transform=spec.image_transform())
+
+    def decision(self) -> tuple[Rejector | None, OpenSetScore]:
+        """(the open-set decision or None when nothing is rejected, the score it thresholds), chosen now when
+        the run has none yet (see the class docstring)."""
+        if not self.decided:
+            self.rejector = calibrate_now(self.run, self.cfg, self.model, self.device, self.amp)
+            name = self.cfg.eval.open_score if self.rejector is None else self.rejector.score
+            self.scorer, self.decided = saved_score(self.run, name, self.cfg), True
+        return self.rejector, self.scorer
+
+    def preprocess(self, pictures: list) -> torch.Tensor:
+        """PIL images (any mode: converted to the run's) -> the (B, C, H, W) float32 batch the network takes."""
+        return torch.stack([self.transform(convert_image(p, self.spec.mode)) for p in pictures])
+
+    @torch.no_grad()
+    def outputs(self, batch: torch.Tensor) -> dict[str, torch.Tensor]:
+        """A preprocessed batch (B, C, H, W) float -> float32 CPU tensors "logits" (B, K), "feature" (B, D) and,
+        from the meta-embedding head, "reachability" (B,); eval mode, in the run's inference precision."""
+        with autocast(self.amp, self.device):
+            raw = self.model(batch_to(batch.float(), self.device, self.cfg.train.channels_last))
+        return {k: v.float().cpu() for k, v in raw.items() if k in KEPT_OUTPUTS + ("feature",)}
+
+    def label(self, batch: torch.Tensor, topk: int = 1) -> list[dict]:
+        """A preprocessed batch (B, C, H, W) -> B records (see :func:`predict_files`, without path and error)."""
+        out = self.outputs(batch)
+        rejector, scorer = self.decision()
+        probs = torch.softmax(out["logits"], dim=1)
+        confidence, top = probs.max(dim=1)
+        open_score = scorer.score(out)
+        decided = top.numpy() if rejector is None else rejector.decide(top.numpy(), open_score.numpy())
+        k = max(1, min(topk, self.spec.num_classes))
+        best_p, best_c = probs.topk(k, dim=1)
+        names = self.spec.classes
+        return [{"label": int(c), "class_name": names[c] if c >= 0 else "unknown", "confidence": prob,
+                 "open_score": value, "rejected": bool(c < 0),
+                 "topk": [{"class_name": names[j], "probability": p} for j, p in zip(cs, ps)],
+                 "top_class": names[t], "score": scorer.name if rejector is None else rejector.score,
+                 "threshold": None if rejector is None else rejector.threshold}
+                for c, t, prob, value, cs, ps in zip(decided.tolist(), top.tolist(), confidence.tolist(),
+                                                     open_score.tolist(), best_c.tolist(), best_p.tolist())]
 
 
-def predict_images(run: Run, images: list[str], checkpoint: str = "best", threshold: float | None = None,
-                   device: str | None = None, batch_size: int = 64) -> list[dict]:
-    """Label image files with a run's model: one dict per image, in order ("image", "label" or "unknown",
-    "class_id" (-1 when rejected), "top_class", "confidence" (softmax maximum), "score" / "score_value" (the
-    open-set score and its value, higher = more known), "threshold", "unknown").
+def _folder_images(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file()
+                  and not any(part.startswith(".") for part in p.relative_to(folder).parts))
 
-    `threshold`: a fixed threshold (calibration.json is then not needed); otherwise the run's calibration.json,
-    chosen on validation now (and saved) when the run has not been evaluated. Raises DataError for a missing or
-    unreadable image (all are read before any output), ConfigError / RunDirError as `saved_rejector`."""
-    cfg = run.config()
-    rejector = saved_rejector(run, cfg, threshold)  # a bad threshold or calibration file fails before any work
-    dev = resolve_device(device or "auto")
-    cfg, data, model, _ = load_run_model(run, checkpoint, dev, cfg)
-    amp = inference_amp(cfg.train.amp, dev)  # the precision `openlt eval` chose the threshold in
-    mode = "L" if data.in_chans == 1 else "RGB"
-    pictures = [_open_image(Path(p), mode) for p in images]  # all read first: a bad file fails before any output
-    if rejector is None:
-        rejector = calibrate_now(run, cfg, data, model, dev, amp)
-    scorer = run_score(run, rejector.score, cfg)  # a fitted score (OpenMax) is read from the run directory
-    transform = data.transform(train=False)
-    tensors = [transform(picture) for picture in pictures]
-    model.eval()
-    results = []
-    for start in range(0, len(tensors), batch_size):
-        batch = batch_to(torch.stack(tensors[start : start + batch_size]), dev, cfg.train.channels_last)
-        labelled = _label(model, batch, data.class_names, scorer, rejector, amp, dev)
-        results += [{"image": path, **r} for path, r in zip(images[start : start + batch_size], labelled)]
-    return results
+
+def expand_inputs(inputs: Iterable[str]) -> list[tuple[str, str | None]]:
+    """Image paths from what the user named, in order: a file as it is, a folder's image files (recursively,
+    extensions of openlt.data.datasets.IMAGE_EXTENSIONS, hidden entries skipped, sorted), a glob pattern's
+    matches (``*``, ``?``, ``[``; ``**`` recursive; sorted). Returns (path, problem) pairs: problem is None, or
+    a one-line reason when the entry names no image (missing path, folder without images, pattern without
+    match), so that the caller reports it on that entry's line and goes on."""
+    found: list[tuple[str, str | None]] = []
+    for entry in inputs:
+        path = Path(entry)
+        if path.is_dir():
+            images = _folder_images(path)
+            found += [(str(p), None) for p in images] or [(entry, f"no image files ({', '.join(IMAGE_EXTENSIONS)}) "
+                                                                  f"in the folder {entry}")]
+        elif path.exists() or not glob.has_magic(entry):
+            found.append((entry, None))  # a missing file is reported when it is read
+        else:
+            matches = sorted(glob.glob(entry, recursive=True))
+            files = [m for m in matches if Path(m).is_file()]
+            found += [(m, None) for m in files] or [(entry, f"no file matches {entry!r}")]
+    return found
+
+
+def _failure(path: str, message: str) -> dict:
+    return {"path": path, **{key: None for key in COLUMNS[1:-1]}, "error": message}
+
+
+def _read(path: str, mode: str):
+    """The image at `path` as a PIL image of `mode`; DataError (its message names the file) when it is not one."""
+    if Path(path).is_dir():
+        raise DataError(f"not an image file but a folder: {path}")
+    return open_image(path, mode)
+
+
+def predict_files(predictor: Predictor, inputs: Iterable[str], batch_size: int = 64,
+                  topk: int = 1) -> Iterator[dict]:
+    """Label the images `inputs` name (:func:`expand_inputs`), `batch_size` at a time, yielding one record per
+    image in order: ``path``; ``label`` the class id (int, -1 when rejected as unknown); ``class_name`` (its
+    name, or "unknown"); ``confidence`` the softmax maximum in [0, 1]; ``open_score`` the value of the run's
+    open-set score (higher = more known); ``rejected`` (bool); ``topk`` the `topk` most probable classes as
+    [{"class_name", "probability"}]; ``top_class`` the best guess even when rejected; ``score`` the score's
+    name; ``threshold`` (None when nothing is rejected); ``error`` None. An entry that names no readable image
+    gives a record with its ``error`` (one line) and every other field None, and prediction goes on."""
+    entries = expand_inputs(inputs)
+    for start in range(0, len(entries), batch_size):
+        chunk = entries[start : start + batch_size]
+        records: list[dict | None] = [None] * len(chunk)
+        pictures, slots = [], []
+        for i, (path, problem) in enumerate(chunk):
+            try:
+                if problem is not None:
+                    raise DataError(problem)
+                pictures.append(_read(path, predictor.spec.mode))
+                slots.append(i)
+            except DataError as exc:
+                records[i] = _failure(path, str(exc))
+        if pictures:
+            for i, record in zip(slots, predictor.label(predictor.preprocess(pictures), topk)):
+                records[i] = {"path": chunk[i][0], **record, "error": None}
+        yield from records
+
+
+def output_format(path: str | Path) -> str:
+    """".csv" or ".jsonl", from the suffix of an --output file; ConfigError for any other (before any work)."""
+    suffix = Path(path).suffix.lower()
+    if suffix not in OUTPUT_FORMATS:
+        raise ConfigError(f"--output {path}: give a .csv or .jsonl file name (got {suffix or 'no suffix'!r})")
+    return suffix
+
+
+def _csv_row(record: dict) -> list:
+    topk = record["topk"]
+    cells = {**record, "topk": None if topk is None else ";".join(f"{t['class_name']}:{t['probability']:.6g}"
+                                                                  for t in topk)}
+    return ["" if cells[key] is None else cells[key] for key in COLUMNS]
+
+
+def write_records(records: list[dict], path: str | Path) -> None:
+    """Save prediction records (:func:`predict_files`) to `path` atomically: CSV (a header of COLUMNS; topk as
+    ``name:probability`` pairs joined by ``;``; empty cells for None) or JSON lines (one record a line, as
+    yielded), by its suffix (:func:`output_format`)."""
+    if output_format(path) == ".jsonl":
+        write_text(path, "".join(json.dumps(r) + "\n" for r in records))
+        return
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(COLUMNS)
+    writer.writerows(_csv_row(r) for r in records)
+    write_text(path, buffer.getvalue())

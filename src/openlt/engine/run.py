@@ -6,6 +6,7 @@ A run can be resumed, re-evaluated and used for prediction from its directory al
 from __future__ import annotations
 
 import contextlib
+import copy
 import datetime as dt
 import json
 import os
@@ -49,6 +50,12 @@ class Run:
     def manifest_file(self) -> Path:
         """The description of the run's split files (hashes, classes, counts)."""
         return self.path / "split_manifest.json"
+
+    @property
+    def inference_file(self) -> Path:
+        """inference.json: what prediction needs besides the weights (classes, input size and channels, the
+        evaluation transform), so that a run labels images without its data (engine/inference.py)."""
+        return self.path / "inference.json"
 
     @property
     def log_file(self) -> Path:
@@ -149,8 +156,8 @@ class Run:
             raise RunDirError(f"run {self.path} has a config this version cannot read: {exc}") from None
 
     def write_config(self, cfg: Config) -> None:
-        """Save the resolved config as config.yaml (atomic)."""
-        write_text(self.config_file, dump_yaml(cfg))
+        """Save the resolved config as config.yaml (atomic), its paths absolute (:func:`absolute_paths`)."""
+        write_text(self.config_file, dump_yaml(absolute_paths(cfg)))
 
     def write_manifest(self, manifest: dict) -> None:
         """Save the description of the run's split files (atomic)."""
@@ -229,6 +236,25 @@ def _free_names(out_dir: Path, prefix: str) -> Iterator[Path]:
         if not path.exists():
             yield path
         n += 1
+
+
+PATH_KEYS = (("data", "root"), ("data", "open_root"), ("data", "split_dir"), ("model", "pretrained"),
+             ("train", "init_from"))
+
+
+def absolute_paths(cfg: Config) -> Config:
+    """A copy of `cfg` with its file and folder settings (data.root, open_root, split_dir, model.pretrained,
+    train.init_from; data.class_names when it names a file from the working directory, not one inside the
+    split folder) made absolute, so that a saved config works from any working directory."""
+    cfg = copy.deepcopy(cfg)
+    for section, key in PATH_KEYS:
+        value = getattr(getattr(cfg, section), key)
+        if value is not None:
+            setattr(getattr(cfg, section), key, os.path.abspath(os.path.expanduser(value)))
+    names = cfg.data.class_names
+    if names is not None and not Path(names).is_absolute() and Path(names).is_file():
+        cfg.data.class_names = os.path.abspath(names)
+    return cfg
 
 
 def new_run(cfg: Config, name: str | None = None) -> Run:

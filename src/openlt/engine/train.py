@@ -34,6 +34,7 @@ from openlt.engine import distributed
 from openlt.engine.checkpoint import checkpoint_state, load_checkpoint, save_checkpoint
 from openlt.engine.decouple import stage1_features, train_decoupled
 from openlt.engine.evaluate import closed_metrics
+from openlt.engine.inference import write_inference
 from openlt.engine.init_from import init_from_run
 from openlt.engine.manifest import check_training_data
 from openlt.engine.precision import autocast, check_amp, grad_scaler
@@ -263,6 +264,7 @@ def _new_run(cfg: Config, name: str | None, log: Log) -> Iterator[tuple[Run, Dat
                 check_training_data(cfg, data, stage, False)
             stage.write_config(cfg)
             stage.write_manifest(data.manifest)
+            write_inference(stage, data)  # classes, input, eval transform: predict needs no data
             run = publish_run(stage, cfg, name)
             _adopt_splits(run, stage, data)
             distributed.broadcast_object(str(run.path))

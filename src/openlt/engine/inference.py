@@ -1,0 +1,187 @@
+"""A run labels images from its own directory: what prediction reads, and nothing else.
+
+* ``config.yaml``: the model (backbone, attention, head and its options);
+* ``inference.json`` (:class:`InferenceSpec`, written by training): the class names, the input channels and
+  size, and the evaluation transform as data (:func:`openlt.data.transforms.eval_transform_spec`);
+* ``checkpoints/best.safetensors``: the weights (OLTR's centroids are weights of the meta-embedding head);
+* ``calibration.json``: the open-set decision (:class:`~openlt.openset.Rejector`: score, threshold and how it was
+  chosen), written by evaluation;
+* ``open-score.safetensors``: a fitted open-set score's state (OpenMax's Weibull fits), written by evaluation.
+
+No split file, image folder or data set is opened. A run trained before inference.json existed is described
+from its data once (:func:`inference_spec` falls back to ``prepare_data``).
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from openlt.config import Config
+from openlt.data.build import DataBundle, prepare_data
+from openlt.data.transforms import FAMILIES, eval_transform, eval_transform_spec, normalisation
+from openlt.engine.checkpoint import load_checkpoint
+from openlt.engine.run import Run
+from openlt.engine.runtime import to_device
+from openlt.errors import NotFittedError, RunDirError
+from openlt.io import write_json
+from openlt.models.model import OpenLTModel, build_model
+from openlt.openset import OpenSetScore, build_score, load_score
+
+FORMAT = "openlt-inference/1"
+
+
+@dataclass(frozen=True)
+class InferenceSpec:
+    """What a trained model expects and what its outputs mean: ``classes`` (the K known class names in label
+    order), ``in_chans`` and ``image_size`` (the network's input: (B, in_chans, image_size, image_size) float32),
+    ``transform`` (the evaluation transform as JSON data: :func:`~openlt.data.transforms.eval_transform_spec`)
+    and ``open_classes`` (the classes held out as the open set, for the record)."""
+
+    classes: tuple[str, ...]
+    in_chans: int
+    image_size: int
+    transform: dict
+    open_classes: tuple[str, ...] = ()
+
+    @property
+    def num_classes(self) -> int:
+        """K, the number of known classes (the logits' width)."""
+        return len(self.classes)
+
+    @property
+    def mode(self) -> str:
+        """The PIL mode images are converted to before the transform: "L" (1 channel) or "RGB"."""
+        return self.transform["mode"]
+
+    def image_transform(self):
+        """The evaluation transform: a PIL image -> float32 (in_chans, image_size, image_size) tensor."""
+        return eval_transform(self.transform)
+
+    def to_dict(self) -> dict:
+        """The content of inference.json (and of an export's openlt.json "classes" / "input" / "transform")."""
+        return {"format": FORMAT, "classes": list(self.classes), "open_classes": list(self.open_classes),
+                "in_chans": self.in_chans, "image_size": self.image_size, "transform": self.transform}
+
+    @classmethod
+    def from_data(cls, data: DataBundle) -> "InferenceSpec":
+        """The description of a run's checked data (what training saw: its transform family, size, channels)."""
+        mean, std = normalisation(data.cfg.data.dataset, data.in_chans, data.family)
+        return cls(tuple(data.class_names), data.in_chans, data.image_size,
+                   eval_transform_spec(data.family, data.image_size, mean, std),
+                   tuple(data.manifest.get("open_class_names") or ()))
+
+    @classmethod
+    def from_dict(cls, raw: object, where: str | Path) -> "InferenceSpec":
+        """Read and check an inference description (`where` names its file in errors): RunDirError naming the
+        first bad key."""
+        problem = _spec_problem(raw)
+        if problem:
+            raise RunDirError(f"{where} is not an inference description written by openlt: {problem}")
+        return cls(tuple(raw["classes"]), raw["in_chans"], raw["image_size"], raw["transform"],
+                   tuple(raw.get("open_classes") or ()))
+
+
+def _positive_int(value: object) -> bool:
+    return type(value) is int and value > 0
+
+
+def _numbers(value: object, n: int, positive: bool = False) -> bool:
+    return (isinstance(value, list) and len(value) == n and all(
+        type(v) in (int, float) and math.isfinite(v) and (v > 0 or not positive) for v in value))
+
+
+def _transform_problem(t: object, in_chans: int, image_size: int) -> str | None:
+    if not isinstance(t, dict):
+        return "transform must be an object"
+    size = [image_size, image_size]
+    checks = (
+        ("family", t.get("family") in FAMILIES, f"one of {', '.join(FAMILIES)}"),
+        ("mode", t.get("mode") == ("L" if in_chans == 1 else "RGB"), "L for 1 channel, else RGB"),
+        ("channels", t.get("channels") == in_chans, f"in_chans ({in_chans})"),
+        ("resize", _positive_int(t.get("resize")) or (isinstance(t.get("resize"), list) and len(t["resize"]) == 2
+                                                     and all(map(_positive_int, t["resize"]))), "a size or [H, W]"),
+        ("crop", t.get("crop") is None or t.get("crop") == size, f"null or {size}"),
+        ("size", t.get("size") == size, f"{size}"),
+        ("mean", _numbers(t.get("mean"), in_chans), f"{in_chans} finite numbers"),
+        ("std", _numbers(t.get("std"), in_chans, positive=True), f"{in_chans} positive numbers"),
+    )
+    for key, ok, expected in checks:
+        if not ok:
+            return f"transform.{key} must be {expected}, got {t.get(key)!r}"
+    return None
+
+
+def _spec_problem(raw: object) -> str | None:
+    """What is wrong with an inference description, or None."""
+    if not isinstance(raw, dict) or raw.get("format") != FORMAT:
+        return f"format must be {FORMAT!r}"
+    classes = raw.get("classes")
+    if not (isinstance(classes, list) and classes and all(isinstance(c, str) and c for c in classes)):
+        return "classes must be a non-empty list of names"
+    if len(set(classes)) != len(classes):
+        return "classes must not repeat a name"
+    if not isinstance(raw.get("open_classes", []), list):
+        return "open_classes must be a list"
+    for key in ("in_chans", "image_size"):
+        if not _positive_int(raw.get(key)):
+            return f"{key} must be a positive integer, got {raw.get(key)!r}"
+    return _transform_problem(raw.get("transform"), raw["in_chans"], raw["image_size"])
+
+
+def write_inference(run: Run, data: DataBundle) -> None:
+    """Save inference.json, the description of `data` that prediction needs (atomic)."""
+    write_json(run.inference_file, InferenceSpec.from_data(data).to_dict())
+
+
+def read_inference(run: Run) -> InferenceSpec | None:
+    """The run's inference.json, or None when it has none (a run of an older openlt); RunDirError naming the
+    file when it is not UTF-8 JSON or not such a description."""
+    path = run.inference_file
+    if not path.is_file():
+        return None
+    try:
+        raw = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        raise RunDirError(f"{path} is not readable JSON ({exc})") from None
+    return InferenceSpec.from_dict(raw, path)
+
+
+def inference_spec(run: Run, cfg: Config) -> InferenceSpec:
+    """The run's inference description: its inference.json, or for a run without one (trained by an older
+    openlt) the description of its data, read once through ``prepare_data`` (its split files must be there)."""
+    spec = read_inference(run)
+    if spec is None:
+        spec = InferenceSpec.from_data(prepare_data(cfg, default_split_dir=run.splits_dir))
+    return spec
+
+
+def build_run_model(run: Run, cfg: Config, spec: InferenceSpec, checkpoint: str = "best",
+                    device: torch.device | None = None) -> tuple[OpenLTModel, dict]:
+    """The run's network (`cfg.model`, sized by `spec`) with checkpoints/CHECKPOINT.safetensors loaded, on
+    `device` (default CPU), in eval mode; returns (model, the checkpoint's state: epoch, ...). model.pretrained
+    is not read again: the checkpoint holds every weight. RunDirError for a missing or mismatched checkpoint."""
+    cfg = copy.deepcopy(cfg)
+    cfg.model.pretrained = None
+    model = build_model(cfg, spec.num_classes, spec.in_chans, spec.image_size)
+    state = load_checkpoint(run.checkpoint(checkpoint), model)
+    to_device(model, device or torch.device("cpu"), cfg.train.channels_last)
+    return model.eval(), state
+
+
+def saved_score(run: Run, name: str, cfg: Config) -> OpenSetScore:
+    """The open-set score `name` of a run: built from the config (`eval` options), or for a fitted one (OpenMax)
+    read from the open-score.safetensors its evaluation saved (NotFittedError when there is none)."""
+    scorer = build_score(name, cfg.eval)
+    if scorer.requires_fit:
+        path = run.open_score_path()
+        if not path.is_file():
+            raise NotFittedError(f"open-set score {name!r} is fitted on the training split, and {path} is missing: "
+                                 f"evaluate the run with `openlt eval {run.path} eval.open_score={name}` first")
+        scorer = load_score(path)
+    return scorer

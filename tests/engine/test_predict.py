@@ -1,0 +1,203 @@
+"""`openlt predict` from the run directory alone: a copied run without its data or split folder, from another
+working directory; files, folders and globs; CSV / JSON lines with top-k; an unreadable image reported on its
+line while the others are labelled; inference.json checked; saved configs with absolute paths (eval from
+anywhere)."""
+
+import csv
+import json
+import os
+import shutil
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from images import make_image_folder
+from openlt.cli import main
+from openlt.config import build_config
+from openlt.data.build import prepare_data
+from openlt.data.transforms import build_transform, eval_transform, eval_transform_spec
+from openlt.engine import inference, predict
+from openlt.engine.evaluate import evaluate_run
+from openlt.engine.predict import expand_inputs
+from openlt.engine.run import open_run
+from openlt.engine.train import train
+
+TINY = ["data.dataset=image-folder", "data.image_size=16", "model.backbone=resnet10", "train.epochs=1",
+        "train.batch_size=16", "train.lr=0.05", "eval.batch_size=64", "eval.many_above=30", "eval.few_below=15",
+        "data.split.n_max=40", "data.split.n_min=8", "data.split.open_classes=[eel]", "data.split.val_per_class=4",
+        "data.split.test_per_class=6", "data.split.order=label", "train.device=cpu"]
+CLASSES = ["ant", "bee", "cat", "dog"]
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory, single_thread):
+    """A tiny evaluated run, trained from `root` with relative data.root and out_dir (as a user types them)."""
+    root = tmp_path_factory.mktemp("predict")
+    make_image_folder(root / "data" / "images", {"ant": 60, "bee": 40, "cat": 30, "dog": 25, "eel": 25})
+    before = os.getcwd()
+    os.chdir(root)
+    try:
+        run = train(build_config(None, ["data.root=data/images", "out_dir=runs", *TINY]), quiet=True,
+                    log=lambda line: None)
+        run = open_run(run.path.resolve())
+        evaluate_run(run, quiet=True)
+    finally:
+        os.chdir(before)
+    return root, run
+
+
+def cli(capsys, *args):
+    code = main([str(a) for a in args])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_saved_config_paths_are_absolute_and_eval_works_from_another_directory(trained, tmp_path, monkeypatch,
+                                                                                capsys):
+    root, run = trained
+    cfg = run.config()
+    assert cfg.data.root == str(root / "data" / "images") and os.path.isabs(cfg.data.root)
+    assert json.loads(run.inference_file.read_text())["classes"] == CLASSES
+    monkeypatch.chdir(tmp_path)  # data.root was relative to `root` when the run was trained
+    code, out, err = cli(capsys, "eval", run.path, "--json", "--quiet", "--tag", "elsewhere")
+    assert code == 0, err
+    assert json.loads(out)["closed"] == json.loads(run.metrics_file.read_text())["closed"]
+
+
+def test_a_copied_run_predicts_without_its_data_from_another_directory(trained, tmp_path, monkeypatch, capsys):
+    root, run = trained
+    pictures = tmp_path / "pictures"
+    shutil.copytree(root / "data" / "images" / "ant", pictures / "ant")
+    (pictures / "ant" / "nested").mkdir()
+    shutil.copy(pictures / "ant" / "000.png", pictures / "ant" / "nested" / "deep.png")
+    (pictures / "ant" / "notes.txt").write_text("not an image")  # skipped: not an image extension
+    shutil.copytree(root / "data" / "images" / "bee", pictures / "bee")
+    copy = tmp_path / "moved" / "run"
+    shutil.copytree(run.path, copy)
+    shutil.rmtree(copy / "splits")  # the split folder goes ...
+    data = root / "data"
+    shutil.move(data, root / "data-away")  # ... and so do the training images
+    try:
+        def no_data(*args, **kwargs):
+            raise AssertionError("predict read the run's data")
+
+        monkeypatch.setattr(inference, "prepare_data", no_data)
+        monkeypatch.setattr(predict, "prepare_data", no_data)
+        work = tmp_path / "elsewhere"
+        work.mkdir()
+        monkeypatch.chdir(work)
+        code, out, err = cli(capsys, "predict", copy, pictures / "ant", str(pictures / "bee" / "00[0-2].png"),
+                             "--output", "preds.csv", "--topk", "2")
+    finally:
+        shutil.move(root / "data-away", data)
+    assert code == 0, err
+    rows = list(csv.DictReader((work / "preds.csv").open()))
+    ant = sorted(str(p) for p in (pictures / "ant").rglob("*.png"))
+    assert [r["path"] for r in rows] == ant + [str(pictures / "bee" / f"00{i}.png") for i in range(3)]
+    assert len(ant) == 61 and str(pictures / "ant" / "nested" / "deep.png") in ant
+    calibration = json.loads((copy / "calibration.json").read_text())
+    for row in rows:
+        assert row["class_name"] in CLASSES + ["unknown"] and row["error"] == ""
+        assert (row["rejected"] == "True") == (float(row["open_score"]) < calibration["threshold"])
+        assert int(row["label"]) == (-1 if row["rejected"] == "True" else CLASSES.index(row["class_name"]))
+        assert len(row["topk"].split(";")) == 2 and row["score"] == calibration["score"] == "msp"
+    assert len(out.strip().splitlines()) == len(rows) + 1 and "predictions: preds.csv" in out
+
+
+def test_predictions_match_the_model_and_carry_topk(trained, tmp_path, capsys):
+    root, run = trained
+    images = sorted((root / "data" / "images" / "cat").glob("*.png"))[:5]
+    code, out, err = cli(capsys, "predict", run.path, *images, "--output", tmp_path / "p.jsonl", "--topk", "3")
+    assert code == 0, err
+    records = [json.loads(line) for line in (tmp_path / "p.jsonl").read_text().splitlines()]
+    assert [r["path"] for r in records] == [str(p) for p in images]
+    cfg = run.config()
+    data = prepare_data(cfg, default_split_dir=run.splits_dir)
+    model, _ = inference.build_run_model(run, cfg, inference.read_inference(run))
+    with torch.no_grad():
+        batch = torch.stack([data.transform(train=False)(Image.open(p).convert("RGB")) for p in images])
+        probs = torch.softmax(model(batch)["logits"], dim=1)
+    for record, p in zip(records, probs):
+        assert [t["class_name"] for t in record["topk"]] == [CLASSES[i] for i in p.topk(3).indices]
+        assert record["confidence"] == pytest.approx(float(p.max()), abs=1e-6)
+        assert record["topk"][0]["probability"] == pytest.approx(record["confidence"])
+        assert record["top_class"] == CLASSES[int(p.argmax())] and record["score"] == "msp"
+        assert record["rejected"] == (record["open_score"] < record["threshold"])
+
+
+def test_an_unreadable_image_is_reported_on_its_line_and_the_others_are_labelled(trained, tmp_path, capsys):
+    root, run = trained
+    good = sorted((root / "data" / "images" / "dog").glob("*.png"))[:2]
+    bad = tmp_path / "broken.png"
+    bad.write_bytes(b"not a png at all")
+    empty = tmp_path / "empty-folder"
+    empty.mkdir()
+    inputs = [good[0], bad, tmp_path / "missing.png", empty, str(tmp_path / "*.jpg"), good[1]]
+    code, out, err = cli(capsys, "predict", run.path, *inputs, "--output", tmp_path / "p.jsonl")
+    assert code == 2
+    assert err.startswith("openlt predict: error: 4 of 6 images could not be labelled (see their lines); first: "
+                          f"corrupt or unreadable image {bad}") and len(err.strip().splitlines()) == 1
+    lines = out.strip().splitlines()[:-1]
+    assert [line.split("\t")[0] for line in lines] == [str(i) for i in inputs]
+    assert "error: image not found" in lines[2] and "error: no image files" in lines[3]
+    assert "error: no file matches" in lines[4] and "error:" not in lines[0] + lines[5]
+    records = [json.loads(line) for line in (tmp_path / "p.jsonl").read_text().splitlines()]
+    assert [r["error"] is None for r in records] == [True, False, False, False, False, True]
+    assert records[1]["label"] is None and records[5]["class_name"] in CLASSES + ["unknown"]
+
+
+def test_expand_inputs_takes_files_folders_and_globs(tmp_path):
+    for name in ("a/1.png", "a/b/2.JPG", "a/b/notes.txt", "a/.hidden/3.png", "c/4.png"):
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_bytes(b"")
+    got = expand_inputs([str(tmp_path / "a"), str(tmp_path / "**" / "4.png"), str(tmp_path / "x.png")])
+    assert got == [(str(tmp_path / "a" / "1.png"), None), (str(tmp_path / "a" / "b" / "2.JPG"), None),
+                   (str(tmp_path / "c" / "4.png"), None), (str(tmp_path / "x.png"), None)]  # missing: read later
+    (tmp_path / "empty").mkdir()
+    [(path, problem)] = expand_inputs([str(tmp_path / "empty")])
+    assert path == str(tmp_path / "empty") and problem.startswith("no image files")
+
+
+def test_options_and_inference_json_are_checked_before_any_work(trained, tmp_path, capsys):
+    root, run = trained
+    image = next((root / "data" / "images" / "ant").iterdir())
+    code, _, err = cli(capsys, "predict", run.path, image, "--output", tmp_path / "p.txt")
+    assert code == 2 and "give a .csv or .jsonl file name" in err
+    copy = tmp_path / "run"
+    shutil.copytree(run.path, copy)
+    spec = json.loads((copy / "inference.json").read_text())
+    spec["transform"]["mean"] = [0.5]
+    (copy / "inference.json").write_text(json.dumps(spec))
+    code, out, err = cli(capsys, "predict", copy, image)
+    assert code == 2 and out == ""
+    assert "inference.json is not an inference description" in err and "transform.mean" in err
+    assert len(err.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("family", ["small", "imagenet", "face"])
+def test_the_saved_transform_rebuilds_the_evaluation_transform(family):
+    mean, std = (0.4, 0.5, 0.6), (0.2, 0.25, 0.3)
+    picture = Image.fromarray(np.random.default_rng(0).integers(0, 256, (37, 29, 3), dtype=np.uint8))
+    spec = json.loads(json.dumps(eval_transform_spec(family, 24, mean, std)))  # through JSON, as saved
+    rebuilt = eval_transform(spec)(picture)
+    assert rebuilt.shape == (3, 24, 24) and rebuilt.dtype == torch.float32
+    assert torch.equal(rebuilt, build_transform(family, False, 24, mean, std)(picture))
+    from torchvision.transforms import v2  # the pipeline as it was written before it was described
+
+    first = {"small": [v2.Resize(24, antialias=True), v2.CenterCrop(24)],
+             "imagenet": [v2.Resize(27, antialias=True), v2.CenterCrop(24)],
+             "face": [v2.Resize((24, 24), antialias=True)]}[family]
+    before = v2.Compose([v2.ToImage(), *first, v2.ToDtype(torch.float32, scale=True), v2.Normalize(mean, std)])
+    assert torch.equal(rebuilt, before(picture))
+
+
+def test_the_saved_transform_is_the_runs_evaluation_transform(trained):
+    root, run = trained
+    data = prepare_data(run.config(), default_split_dir=run.splits_dir)
+    spec = inference.read_inference(run)
+    assert spec == inference.InferenceSpec.from_data(data)
+    assert (spec.in_chans, spec.image_size, spec.transform["family"], spec.open_classes) == (3, 16, "small", ("eel",))
+    picture = Image.open(next((root / "data" / "images" / "eel").iterdir())).convert("RGB")
+    assert torch.equal(spec.image_transform()(picture), data.transform(train=False)(picture))
