@@ -1,6 +1,7 @@
 """reporting.run_report: the result table as printed, and reports written and rebuilt for any run-like object
 (reporting never imports the engine)."""
 
+import html
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -94,3 +95,77 @@ def test_rebuilding_from_the_files_of_a_run_like_object(tmp_path):
     assert rebuild_reports(run) == run.report_html_path()
     assert run.report_html_path().read_text().startswith("<!DOCTYPE html>")
     assert format_table(metrics) in run.report_path().read_text()
+
+
+def _evaluated(tmp_path: Path, names: list[str]) -> tuple[FakeRun, dict]:
+    """A run-like folder with metrics.json and predictions.npz of 3 classes named `names`."""
+    import torch
+
+    from openlt.config import build_config
+    from openlt.engine.evaluate import compute_metrics
+    from openlt.openset import build_score
+    from openlt.reporting import sample_table, save_samples
+
+    g = torch.Generator().manual_seed(0)
+    labels = {"val": torch.arange(12) % 3, "test": torch.arange(15) % 3, "open": torch.full((6,), -1)}
+    outputs = {s: {"logits": torch.randn(len(y), 3, generator=g), "labels": y} for s, y in labels.items()}
+    metrics = compute_metrics(build_config(None, ["eval.many_above=100", "eval.few_below=20"]), outputs,
+                              [150, 60, 5], names)
+    metrics = {"run": str(tmp_path), "checkpoint": "best", "epoch": 1, **metrics}
+    run = FakeRun(tmp_path)
+    run.metrics_path().write_text(json.dumps(metrics))
+    scorer = build_score("msp")
+    save_samples(run.predictions_path(), sample_table(outputs, {s: scorer.score(outputs[s]) for s in ("test", "open")}))
+    return run, metrics
+
+
+@pytest.mark.parametrize("name", [
+    "$x$",            # mathtext: would be typeset as an italic x
+    "$\\foo$",        # mathtext with an unknown command: matplotlib cannot draw it
+    "x^$",            # a lone dollar after a caret
+    "$\\frac{$",      # an unclosed group
+    "a|b",            # a markdown table separator
+    "<b>50%</b> & \\", # HTML, a percent sign, a backslash
+    "ünï ☃",          # non-ASCII
+])
+def test_a_class_name_with_special_characters_is_drawn_as_written(name, tmp_path):
+    run, _ = _evaluated(tmp_path, [name, "plain", "$y$"])
+    rebuild_reports(run)
+    page = run.report_html_path().read_text()
+    assert page.count("data:image/png;base64,") >= 5  # every figure drawn
+    assert html.escape(name, quote=True) in page and (name == html.escape(name) or name not in page)
+    row = next(line for line in run.report_path().read_text().splitlines() if line.startswith("| ") and "150 |" in line)
+    assert row.count(" | ") == 3  # the name stays in its cell: | name | 150 | band | top-1 |
+
+
+def test_figures_keep_class_names_as_written():
+    import numpy as np
+
+    from openlt.metrics import ShotBands
+    from openlt.reporting import figures
+
+    names = ["$x$", "$\\foo$", "a_b^2"]
+    matrix = figures.confusion_matrix(np.eye(3, dtype=int) * 4, names)
+    assert [t.get_text() for t in matrix.axes[0].get_xticklabels()] == names
+    assert figures.to_png(matrix, 30).startswith(b"\x89PNG")
+    scatter = figures.accuracy_vs_train_count([150, 60, 5], [0.5, 0.4, 0.1], ShotBands(), names)
+    assert {"$x$", "$\\foo$"} <= {t.get_text() for t in scatter.axes[0].texts}
+    assert figures.to_png(scatter, 30).startswith(b"\x89PNG")
+
+
+@pytest.mark.parametrize("edit, message", [
+    (lambda m: m.pop("per_class_accuracy"), "per_class_accuracy"),
+    (lambda m: m.update(per_class_accuracy=[0.5, 2.0, None]), "per_class_accuracy"),
+    (lambda m: m.update(confusion_matrix=[[1, 2], [3, 4]]), "3 x 3 counts"),
+    (lambda m: m["bands"].update(per_class=["many"]), "bands.per_class"),
+    (lambda m: m.pop("class_names"), "class_names"),
+    (lambda m: m.update(closed=[]), '"closed" must be an object'),
+])
+def test_rebuilding_from_a_malformed_metrics_file_is_one_line(edit, message, tmp_path):
+    run, metrics = _evaluated(tmp_path, ["a", "b", "c"])
+    edit(metrics)
+    run.metrics_path().write_text(json.dumps(metrics))
+    with pytest.raises(RunDirError, match="metrics.json is not a metrics file") as err:
+        rebuild_reports(run)
+    assert message in str(err.value) and "\n" not in str(err.value)
+    assert not run.report_html_path().exists()

@@ -39,14 +39,16 @@ def leaders(groups: dict[str, list[dict]]) -> list[dict]:
         sign = -1.0 if column in LOWER_IS_BETTER else 1.0
         best_label, best = max(scored, key=lambda item: sign * item[1][0])
         tied = [label for label, cell in scored if label != best_label and sign * (best[0] - cell[0]) <= best[1]]
-        out.append({"question": question, "column": column, "best": best_label, "cell": best, "tied": tied})
+        runs = next(r["runs"] for r in rows if r["label"] == best_label)
+        out.append({"question": question, "column": column, "best": best_label, "cell": best, "tied": tied,
+                    "runs": runs})
     return out
 
 
 def _leader_lines(groups: dict[str, list[dict]], bold=lambda text: f"**{text}**", text=lambda t: t) -> list[str]:
     """One line per criterion of `leaders` (markdown by default; `bold` and `text` make it HTML)."""
     return [text(f"{item['question']} ({item['column']}): ") + bold(text(item["best"]))
-            + text(f" {format_cell(item['cell'], item['column'])}"
+            + text(f" {format_cell(item['cell'], item['column'], item['runs'])}"
                    + (f"; within one std: {', '.join(item['tied'])}" if item["tied"] else ""))
             for item in leaders(groups)]
 
@@ -75,7 +77,8 @@ def markdown(spec, groups: dict[str, list[dict]]) -> str:
              "Top-1 in %, F / AUROC / FPR@95 in [0, 1]; mean ± std over seeds.", "",
              "| method | runs | " + " | ".join(names) + " |", "|---|---:|" + "---:|" * len(names)]
     for row in aggregate(groups):
-        lines.append(f"| {row['label']} | {row['runs']} | " + " | ".join(format_cell(row["cells"][c], c) for c in names) + " |")
+        lines.append(f"| {row['label']} | {row['runs']} | "
+                     + " | ".join(format_cell(row["cells"][c], c, row["runs"]) for c in names) + " |")
     best = _leader_lines(groups)
     if best:
         lines += ["", "Which method for what (best mean; others within one std of it cannot be told apart with these seeds):",
@@ -96,19 +99,20 @@ def _paper_cell(value, column: str) -> str:
 
 
 def csv_text(groups: dict[str, list[dict]]) -> str:
-    """The comparison table as CSV: ``method, runs``, then ``<column> mean`` and ``<column> std`` for every column
-    (top-1 in %, F / AUROC / FPR@95 in [0, 1], 4 decimals; empty cells where no run has the number).
+    """The comparison table as CSV: ``method, runs``, then ``<column> mean``, ``<column> std`` and ``<column> n`` (how
+    many of the row's runs have the number) for every column (top-1 in %, F / AUROC / FPR@95 in [0, 1], 4 decimals;
+    empty mean and std, n 0, where no run has the number).
     ``groups``: method label -> the metrics dicts of its runs.
     """
     buf = io.StringIO()
     writer = csv.writer(buf)
     names = [c for c, _, _ in COLUMNS]
-    writer.writerow(["method", "runs"] + [f"{c} {s}" for c in names for s in ("mean", "std")])
+    writer.writerow(["method", "runs"] + [f"{c} {s}" for c in names for s in ("mean", "std", "n")])
     for row in aggregate(groups):
         cells = []
         for c in names:
             cell = row["cells"][c]
-            cells += ["", ""] if cell is None else [f"{cell[0]:.4f}", f"{cell[1]:.4f}"]
+            cells += ["", "", 0] if cell is None else [f"{cell[0]:.4f}", f"{cell[1]:.4f}", cell[2]]
         writer.writerow([row["label"], row["runs"]] + cells)
     return buf.getvalue()
 
@@ -147,7 +151,7 @@ def html_page(spec, groups: dict[str, list[dict]], files: dict[str, list[Path]],
     report (`reports`: metrics file -> its report, linked where the report exists)."""
     reports = reports or {}
     names = [c for c, _, _ in COLUMNS]
-    rows = [[r["label"], r["runs"]] + [format_cell(r["cells"][c], c) for c in names] for r in aggregate(groups)]
+    rows = [[r["label"], r["runs"]] + [format_cell(r["cells"][c], c, r["runs"]) for c in names] for r in aggregate(groups)]
     body = [f"<h1>bench {esc(spec.name)}</h1>",
             f'<p class="meta">{len(spec.seeds)} seed(s) {esc(spec.seeds)}; top-1 in %, F / AUROC / FPR@95 in [0, 1]; '
             f"mean ± std over seeds. Spec: <code>{esc(spec.path)}</code></p>",
@@ -185,7 +189,9 @@ def html_page(spec, groups: dict[str, list[dict]], files: dict[str, list[Path]],
 
 def write_bench_results(spec, files: dict[str, list[Path]], reports: Mapping[Path, Path] | None = None) -> dict[str, Path]:
     """results.md, results.csv and report.html in the bench's out_dir; returns their paths. `files`: each
-    method's metrics files; `reports`: the HTML run report of a metrics file, linked from the bench page."""
+    method's metrics files; `reports`: the HTML run report of a metrics file, linked from the bench page.
+    RunDirError, before anything is written, for a malformed metrics file or a method whose runs were evaluated
+    under different band rules, class lists or split files (`summary.aggregate`)."""
     groups = {method: [load_metrics(p) for p in paths] for method, paths in files.items() if paths}
     out = spec.out_dir
     paths = {"markdown": out / "results.md", "csv": out / "results.csv", "html": out / "report.html",

@@ -18,6 +18,9 @@ BAND_COLORS = {"many": "#1f77b4", "medium": "#ff7f0e", "few": "#d62728"}
 KNOWN_COLOR, OPEN_COLOR = "#2ca02c", "#9467bd"
 MAX_LABELLED_CLASSES = 40  # class names on the axes up to this many classes; ids only beyond
 MAX_ANNOTATED_CELLS = 12  # numbers written in the confusion matrix's cells up to this many classes
+# text properties for names from the data (class names): drawn as written, never parsed as mathtext ("$x$", a lone
+# "$", "\\" would otherwise be typeset or fail to draw) nor passed to TeX
+AS_WRITTEN = {"parse_math": False, "usetex": False}
 
 
 def to_png(fig: Figure, dpi: int = 110) -> bytes:
@@ -68,7 +71,8 @@ def accuracy_vs_train_count(train_counts: Sequence[int], accuracy: Sequence[floa
     if class_names is not None and len(class_names) <= 20:
         for x, y, name in zip(counts, acc, class_names):
             if not np.isnan(y):
-                ax.annotate(name, (x, y), xytext=(4, 3), textcoords="offset points", fontsize=7, color="#444")
+                ax.annotate(name, (x, y), xytext=(4, 3), textcoords="offset points", fontsize=7, color="#444",
+                            **AS_WRITTEN)
     ax.set_xscale("log")
     ax.set_xlim(lo, hi)
     ax.set_ylim(-0.03, 1.03)
@@ -92,8 +96,9 @@ def confusion_matrix(matrix: Sequence[Sequence[int]], class_names: Sequence[str]
     image = ax.imshow(m, cmap="Blues", vmin=0, vmax=1 if normalize else None, interpolation="nearest")
     fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04, label="fraction of the true class" if normalize else "images")
     if k <= MAX_LABELLED_CLASSES:
-        ax.set_xticks(range(k), labels=class_names, rotation=60, ha="right", rotation_mode="anchor", fontsize=8)
-        ax.set_yticks(range(k), labels=class_names, fontsize=8)
+        ax.set_xticks(range(k), labels=class_names, rotation=60, ha="right", rotation_mode="anchor", fontsize=8,
+                      **AS_WRITTEN)
+        ax.set_yticks(range(k), labels=class_names, fontsize=8, **AS_WRITTEN)
     if k <= MAX_ANNOTATED_CELLS:
         for i in range(k):
             for j in range(k):
@@ -120,7 +125,7 @@ def score_histograms(known_scores: Sequence[float], open_scores: Sequence[float]
         ax.hist(unknown, bins=edges, density=True, alpha=0.55, color=OPEN_COLOR, label=f"unknown / open ({unknown.size})")
     if threshold is not None:
         ax.axvline(threshold, color="black", ls="--", lw=1.2, label=f"threshold {threshold:.3g}")
-    ax.set_xlabel(f"open-set score: {score_name} (higher = more known)")
+    ax.set_xlabel(f"open-set score: {score_name} (higher = more known)", **AS_WRITTEN)
     ax.set_ylabel("density")
     ax.legend(fontsize=8, loc="upper left")
     ax.grid(alpha=0.3, lw=0.5)
@@ -142,7 +147,7 @@ def threshold_curves(curves: Mapping[str, np.ndarray], threshold: float | None, 
         ax.axvline(threshold, color="black", ls="--", lw=1, alpha=0.7, label=f"threshold {threshold:.3g}")
     ax.set_ylim(-0.02, 1.02)
     ax.yaxis.set_major_formatter(PercentFormatter(1.0))
-    ax.set_xlabel(f"rejection threshold on {score_name} (reject when the score is below it)")
+    ax.set_xlabel(f"rejection threshold on {score_name} (reject when the score is below it)", **AS_WRITTEN)
     ax.legend(fontsize=8, loc="lower left")
     ax.grid(alpha=0.3, lw=0.5)
     return fig

@@ -7,7 +7,6 @@ never imports the engine; a report is rebuilt from those files alone (no model, 
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -15,6 +14,7 @@ from openlt.errors import RunDirError
 from openlt.io import write_text
 from openlt.metrics import BAND_NAMES, ShotBands
 from openlt.reporting.samples import load_samples
+from openlt.reporting.summary import load_metrics
 
 
 class RunFiles(Protocol):
@@ -72,6 +72,7 @@ def report_markdown(run: RunFiles, metrics: dict, tag: str | None = None) -> str
     rows = ["| class | train images | band | test top-1 (%) |", "|---|---:|---|---:|"]
     for name, n, band, acc in zip(metrics["class_names"], metrics["train_counts"], metrics["bands"]["per_class"],
                                   metrics["per_class_accuracy"]):
+        name = name.replace("\\", "\\\\").replace("|", "\\|")  # a class name cannot end or split its table cell
         rows.append(f"| {name} | {n} | {band} | {'–' if acc is None else f'{100 * acc:.1f}'} |")
     return (f"# openlt report: {run.path.name}\n\ncheckpoint: {metrics['checkpoint']} (epoch {metrics['epoch']}); "
             f"figures, calibration and score histograms: {run.report_html_path(tag).name}\n\n"
@@ -95,13 +96,36 @@ def write_reports(run: RunFiles, metrics: dict, samples: dict, tag: str | None =
 
 def rebuild_reports(run: RunFiles, tag: str | None = None) -> Path:
     """Redraw a run's reports from metrics(-TAG).json and predictions(-TAG).npz alone (no model, no images);
-    returns the HTML report's path. RunDirError when the metrics file is missing or not JSON."""
+    returns the HTML report's path. RunDirError when the metrics file is missing, not JSON, or lacks what the
+    report draws."""
     path = run.metrics_path(tag)
     if not path.is_file():
         raise RunDirError(f"{path} not found: evaluate the run first (`openlt eval {run.path}`)")
-    try:
-        metrics = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise RunDirError(f"{path} is not readable JSON ({exc})") from None
+    metrics = load_metrics(path)  # checked: one RunDirError line for a torn or hand-edited file
+    problem = _report_problem(metrics)
+    if problem:
+        raise RunDirError(f"{path} is not a metrics file of `openlt eval` ({problem}); evaluate the run again")
     write_reports(run, metrics, load_samples(run.predictions_path(tag)), tag)
     return run.report_html_path(tag)
+
+
+def _report_problem(metrics: dict) -> str | None:
+    """What a report needs of a (shape-checked) metrics dict beyond `summary.metrics_problem`, or None: the
+    per-class lists (one entry per class), the band of each class and a K x K confusion matrix."""
+    k = len(metrics["class_names"])
+    if not isinstance(metrics.get("train_counts"), list):
+        return '"train_counts" is missing'
+    if not isinstance(metrics["bands"].get("per_class"), list) or len(metrics["bands"]["per_class"]) != k:
+        return '"bands.per_class" must name the band of each class'
+    accuracy = metrics.get("per_class_accuracy")
+    if not isinstance(accuracy, list) or len(accuracy) != k or not all(a is None or _fraction(a) for a in accuracy):
+        return '"per_class_accuracy" must hold one fraction (or null) per class'
+    matrix = metrics.get("confusion_matrix")
+    if not isinstance(matrix, list) or len(matrix) != k or not all(
+            isinstance(row, list) and len(row) == k and all(type(c) is int for c in row) for row in matrix):
+        return f'"confusion_matrix" must be {k} x {k} counts'
+    return None
+
+
+def _fraction(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and 0.0 <= value <= 1.0

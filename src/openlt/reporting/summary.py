@@ -1,13 +1,21 @@
 """The summary table over several runs (e.g. seeds of one method): mean ± std of the band accuracies and the
-open-set metrics, per group of runs (`openlt summary`, and the tables of `openlt bench`)."""
+open-set metrics, per group of runs (`openlt summary`, and the tables of `openlt bench`).
+
+Runs are averaged into one row only when they were evaluated alike: the same shot-band rule, the same class
+list and the same split files (the sha256 each metrics.json records); otherwise :func:`aggregate` refuses,
+naming the runs and what differs. A cell that fewer runs have than its row (a metric missing or null in some
+metrics.json) says so: ``71.2 ± 0.3 (2/3)``."""
 
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
+from openlt.config import read_utf8
 from openlt.errors import RunDirError
 
 # (column, path of keys in metrics.json, scale to display units: 100 for a percentage, 1 for a [0, 1] number)
@@ -28,22 +36,107 @@ def _get(metrics: dict, path: tuple[str, ...]):
     return metrics
 
 
+def _number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON number")
+
+
 def load_metrics(path: str | Path) -> dict:
     """A metrics JSON file of a run (metrics.json, metrics-TAG.json: the engine's ``Run.metrics_path``) as a
-    dict; RunDirError naming the file when it is missing or not JSON."""
+    dict. RunDirError naming the file when it is missing, not UTF-8 JSON (NaN / Infinity included), or not the
+    shape `openlt eval` writes (:func:`metrics_problem`)."""
     path = Path(path)
     if not path.is_file():
         raise RunDirError(f"{path} not found (evaluate the run with `openlt eval {path.parent}`)")
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
+        metrics = json.loads(read_utf8(path, "metrics file", RunDirError), parse_constant=_no_constant)
+    except ValueError as exc:
         raise RunDirError(f"{path} is not readable JSON ({exc})") from None
+    problem = metrics_problem(metrics)
+    if problem:
+        raise RunDirError(f"{path} is not a metrics file of `openlt eval` ({problem}); evaluate the run again")
+    return metrics
+
+
+def metrics_problem(metrics: Any) -> str | None:
+    """What makes a parsed metrics.json unusable, or None: it must be an object with "closed" (an object),
+    "bands" (an object with the "rule" text) and "class_names" (strings); every number of :data:`COLUMNS` a
+    finite number or null; "train_counts" (when given) one count per class; "split_files" (when given) split
+    name -> sha256 text."""
+    if not isinstance(metrics, dict):
+        return f"a JSON {type(metrics).__name__}, not an object"
+    if not isinstance(metrics.get("closed"), dict):
+        return '"closed" must be an object'
+    if not isinstance(metrics.get("bands"), dict) or not isinstance(metrics["bands"].get("rule"), str):
+        return '"bands" must be an object with the band "rule"'
+    names = metrics.get("class_names")
+    if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+        return '"class_names" must be a list of strings'
+    if "open" in metrics and not isinstance(metrics["open"], dict):
+        return '"open" must be an object'
+    for _, keys, _ in COLUMNS:
+        value = _get(metrics, keys)
+        if value is not None and not _number(value):
+            return f"{'.'.join(keys)} must be a finite number or null, got {value!r}"
+    counts = metrics.get("train_counts")
+    if counts is not None and not (isinstance(counts, list) and len(counts) == len(names)
+                                   and all(type(c) is int and c >= 0 for c in counts)):
+        return '"train_counts" must hold one count per class'
+    files = metrics.get("split_files")
+    if files is not None and not (isinstance(files, dict) and all(isinstance(v, str) for v in files.values())):
+        return '"split_files" must map each split to its sha256'
+    return None
+
+
+def _run_name(metrics: dict, i: int) -> str:
+    run = metrics.get("run")
+    return Path(run).name if isinstance(run, str) and run else f"run {i + 1}"
+
+
+def _differs(what: str, a: Any, b: Any) -> str:
+    """The first difference of two values of one of :data:`COMPARED`, in a few words."""
+    if what == "split files":
+        split = next(s for s in sorted(set(a) | set(b)) if a.get(s) != b.get(s))
+        show = lambda h: "none" if h is None else h[:12]  # noqa: E731
+        return f"{split}: sha256 {show(a.get(split))} vs {show(b.get(split))}"
+    if what == "class lists":
+        if len(a) != len(b):
+            return f"{len(a)} vs {len(b)} classes"
+        i = next(i for i, (x, y) in enumerate(zip(a, b)) if x != y)
+        return f"label {i}: {a[i]!r} vs {b[i]!r}"
+    return f"{a!r} vs {b!r}"
+
+
+# what must be the same for runs to be averaged: (in words, how to read it from a metrics dict; None: not recorded)
+COMPARED = (("band rules", lambda m: _get(m, ("bands", "rule"))), ("class lists", lambda m: m.get("class_names")),
+            ("split files", lambda m: m.get("split_files")))
+
+
+def check_comparable(label: str, runs: list[dict]) -> None:
+    """Refuse to average `runs` (metrics dicts) into the row `label` when they were evaluated under different
+    band rules, class lists or split files; a run that does not record one of them (an older metrics.json) is
+    not compared on it. RunDirError naming two runs and what differs."""
+    for what, read in COMPARED:
+        seen = [(i, read(m)) for i, m in enumerate(runs) if read(m) is not None]
+        for i, value in seen[1:]:
+            first, other = seen[0]  # every run is compared with the first that records it
+            if value != other:
+                raise RunDirError(f"cannot average {_run_name(runs[first], first)} and {_run_name(runs[i], i)} into "
+                                  f"one row {label!r}: they were evaluated under different {what} "
+                                  f"({_differs(what, other, value)}); give them different labels (LABEL=RUN) or "
+                                  f"evaluate them alike")
 
 
 def aggregate(groups: dict[str, list[dict]]) -> list[dict]:
-    """Per group: {"label", "runs", "cells": {column: (mean, std, n) in display units, or None}}."""
+    """Per group: {"label", "runs", "cells": {column: (mean, std, n) in display units, or None}}; ``n`` is the
+    number of the group's runs that have the number. RunDirError when a group's runs are not comparable
+    (:func:`check_comparable`)."""
     rows = []
     for label, runs in groups.items():
+        check_comparable(label, runs)
         cells = {}
         for name, path, scale in COLUMNS:
             values = [v for v in (_get(m, path) for m in runs) if v is not None]
@@ -52,14 +145,15 @@ def aggregate(groups: dict[str, list[dict]]) -> list[dict]:
     return rows
 
 
-def format_cell(cell: tuple[float, float, int] | None, column: str) -> str:
+def format_cell(cell: tuple[float, float, int] | None, column: str, runs: int | None = None) -> str:
     """"mean ± std" of an aggregated cell (the mean alone for one run; "–" for none), 1 decimal for a percentage
-    column, 3 for a [0, 1] one."""
+    column, 3 for a [0, 1] one; " (n/runs)" follows when fewer than the row's `runs` have the number."""
     if cell is None:
         return "–"
     mean, std, n = cell
     digits = 1 if dict((c, s) for c, _, s in COLUMNS)[column] == 100 else 3
-    return f"{mean:.{digits}f} ± {std:.{digits}f}" if n > 1 else f"{mean:.{digits}f}"
+    text = f"{mean:.{digits}f} ± {std:.{digits}f}" if n > 1 else f"{mean:.{digits}f}"
+    return text + (f" ({n}/{runs})" if runs is not None and n < runs else "")
 
 
 def summarize(groups: dict[str, list[dict]]) -> str:
@@ -67,6 +161,6 @@ def summarize(groups: dict[str, list[dict]]) -> str:
     header = "| method | runs | " + " | ".join(name for name, _, _ in COLUMNS) + " |"
     rows = [header, "|---|---:|" + "---:|" * len(COLUMNS)]
     for row in aggregate(groups):
-        cells = [format_cell(row["cells"][name], name) for name, _, _ in COLUMNS]
+        cells = [format_cell(row["cells"][name], name, row["runs"]) for name, _, _ in COLUMNS]
         rows.append(f"| {row['label']} | {row['runs']} | " + " | ".join(cells) + " |")
     return "\n".join(rows)

@@ -1,0 +1,188 @@
+"""`openlt summary` and the bench tables average runs only when they were evaluated alike, mark cells that fewer
+runs have than the row, and refuse a malformed metrics.json with one line naming it.
+
+Three tables through the CLI (exit 2, one line, no traceback): runs evaluated under different band rules, class
+lists or split files put in one row; malformed metrics files; and (exit 0) rows whose cells some runs lack.
+"""
+
+from __future__ import annotations
+
+import copy
+import csv
+import io
+import json
+from pathlib import Path
+from typing import Callable
+
+import pytest
+
+from openlt.cli import main
+from openlt.errors import RunDirError
+from openlt.reporting.bench_report import csv_text, markdown, write_bench_results
+from openlt.reporting.summary import aggregate, format_cell, summarize
+
+SHA = {"train": "a" * 64, "val": "b" * 64, "test": "c" * 64, "open": "d" * 64}
+
+
+def metrics(run: str, few: float | None = 0.2, auroc: float | None = 0.7) -> dict:
+    """A metrics.json as `openlt eval` writes it (the parts the tables read)."""
+    return {
+        "run": f"runs/{run}", "checkpoint": "best", "epoch": 3,
+        "bands": {"rule": "many > 100, medium 20-100, few < 20", "per_class": ["many", "medium", "few"],
+                  "many_above": 100, "few_below": 20, "inclusive": False},
+        "class_names": ["ant", "bee", "cat"], "train_counts": [120, 50, 10],
+        "closed": {"many": 0.9, "medium": 0.5, "few": few, "overall": 0.6},
+        "open": {"f_measure": 0.5, "auroc": auroc, "fpr95": 0.4,
+                 "bands_with_rejection": {"many": 0.8, "medium": 0.4, "few": 0.1}},
+        "split_files": dict(SHA),
+    }
+
+
+def write(folder: Path, name: str, data) -> Path:
+    path = folder / name / "metrics.json"
+    path.parent.mkdir(parents=True)
+    path.write_text(data if isinstance(data, str) else json.dumps(data))
+    return path
+
+
+def cli(args: list, capsys) -> tuple[int, str, str]:
+    capsys.readouterr()
+    code = main(["summary", *map(str, args)])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def changed(edit: Callable[[dict], None]) -> dict:
+    m = metrics("s1")
+    edit(m)
+    return m
+
+
+# ---------------------------------------------------------------------------- runs that must not share a row
+def _set(path: tuple[str, ...], value) -> Callable[[dict], None]:
+    def edit(m: dict) -> None:
+        for key in path[:-1]:
+            m = m[key]
+        m[path[-1]] = value
+    return edit
+
+
+INCOMPARABLE = {
+    "band-rule-edges": (_set(("bands", "rule"), "many > 50, medium 10-50, few < 10"), ("band rules", "many > 50")),
+    "band-rule-inclusive": (_set(("bands", "rule"), "many >= 100, medium 20-99, few <= 20"), ("band rules", ">=")),
+    "class-list-longer": (lambda m: m.update(class_names=["ant", "bee", "cat", "dog"], train_counts=[120, 50, 10, 5]),
+                          ("class lists", "3 vs 4 classes")),
+    "class-list-remapped": (_set(("class_names",), ["bee", "ant", "cat"]), ("class lists", "label 0: 'ant' vs 'bee'")),
+    "test-split-changed": (_set(("split_files", "test"), "e" * 64), ("split files", "test: sha256 cccccccccccc vs eeeeeeeeeeee")),
+    "train-split-changed": (_set(("split_files", "train"), "f" * 64), ("split files", "train: sha256")),
+    "open-split-missing": (lambda m: m["split_files"].pop("open"), ("split files", "open: sha256 dddddddddddd vs none")),
+}
+
+
+@pytest.mark.parametrize("name", INCOMPARABLE)
+def test_runs_evaluated_differently_are_not_averaged_into_one_row(name, tmp_path, capsys):
+    edit, expected = INCOMPARABLE[name]
+    a, b = write(tmp_path, "s0", metrics("s0")), write(tmp_path, "s1", changed(edit))
+    code, out, err = cli([f"plain={a}", f"plain={b.parent}"], capsys)
+    assert code == 2 and out == "" and len(err.strip().splitlines()) == 1 and "Traceback" not in err, err
+    for text in ("cannot average s0 and s1 into one row 'plain'", "different labels", *expected):
+        assert text in err, (text, err)
+    code, out, err = cli([f"a={a}", f"b={b}"], capsys)  # in rows of their own they are fine
+    assert code == 0 and "| a | 1 |" in out and "| b | 1 |" in out, err
+
+
+def test_the_same_run_twice_and_older_files_without_split_hashes_share_a_row(tmp_path, capsys):
+    a = write(tmp_path, "s0", metrics("s0"))
+    old = metrics("s1")
+    del old["split_files"]  # an older metrics.json: compared on what it records
+    b = write(tmp_path, "s1", old)
+    code, out, err = cli([f"x={a}", f"x={a}", f"x={b}"], capsys)
+    assert code == 0 and "| x | 3 |" in out, err
+
+
+# ---------------------------------------------------------------------------- cells fewer runs have than the row
+def test_a_cell_fewer_runs_have_than_the_row_is_marked(tmp_path, capsys):
+    without_open = metrics("s2")
+    del without_open["open"]
+    paths = [write(tmp_path, "s0", metrics("s0", few=0.2)), write(tmp_path, "s1", metrics("s1", few=None)),
+             write(tmp_path, "s2", without_open)]
+    code, out, err = cli([f"m={p}" for p in paths], capsys)
+    assert code == 0, err
+    row = next(line for line in out.splitlines() if line.startswith("| m |"))
+    cells = [c.strip() for c in row.strip("|").split("|")]
+    assert cells[:6] == ["m", "3", "90.0 ± 0.0", "50.0 ± 0.0", "20.0 ± 0.0 (2/3)", "60.0 ± 0.0"]
+    assert cells[-3:] == ["0.500 ± 0.000 (2/3)", "0.700 ± 0.000 (2/3)", "0.400 ± 0.000 (2/3)"]
+
+
+@pytest.mark.parametrize("cell, column, runs, text", [
+    ((71.25, 0.3, 2), "overall", 3, "71.2 ± 0.3 (2/3)"), ((71.25, 0.3, 3), "overall", 3, "71.2 ± 0.3"),
+    ((50.0, 0.0, 1), "few", 4, "50.0 (1/4)"), ((50.0, 0.0, 1), "few", None, "50.0"),
+    ((0.5, 0.01, 2), "F", 5, "0.500 ± 0.010 (2/5)"), (None, "F", 3, "–"),
+])
+def test_format_cell(cell, column, runs, text):
+    assert format_cell(cell, column, runs) == text
+
+
+# ---------------------------------------------------------------------------- malformed metrics files
+MALFORMED = {
+    "torn-json": ('{"closed": {"many": 0.9', "not readable JSON"),
+    "empty-file": ("", "not readable JSON"),
+    "a-list": ("[1, 2, 3]", "a JSON list, not an object"),
+    "nan-number": (json.dumps(metrics("x")).replace('"few": 0.2', '"few": NaN'), "NaN is not a JSON number"),
+    "infinity": (json.dumps(metrics("x")).replace('"auroc": 0.7', '"auroc": Infinity'), "Infinity"),
+    "closed-not-an-object": (changed(_set(("closed",), "high")), '"closed" must be an object'),
+    "metric-a-string": (changed(_set(("closed", "many"), "90%")), "closed.many must be a finite number or null"),
+    "metric-a-bool": (changed(_set(("open", "f_measure"), True)), "open.f_measure must be a finite number"),
+    "no-bands": (changed(lambda m: m.pop("bands")), '"bands" must be an object'),
+    "class-names-not-a-list": (changed(_set(("class_names",), "ant bee cat")), '"class_names" must be a list'),
+    "train-counts-short": (changed(_set(("train_counts",), [1, 2])), '"train_counts" must hold one count per class'),
+    "split-files-a-list": (changed(_set(("split_files",), ["a"])), '"split_files" must map'),
+}
+
+
+@pytest.mark.parametrize("name", MALFORMED)
+def test_a_malformed_metrics_file_is_one_line_naming_it(name, tmp_path, capsys):
+    content, expected = MALFORMED[name]
+    good = write(tmp_path, "good", metrics("good"))
+    bad = write(tmp_path, "bad", content)
+    code, out, err = cli([good, bad.parent], capsys)
+    assert code == 2 and out == "" and len(err.strip().splitlines()) == 1 and "Traceback" not in err, err
+    assert str(bad) in err and expected in err, err
+
+
+def test_a_metrics_file_that_is_not_utf8_is_one_line(tmp_path, capsys):
+    bad = tmp_path / "bad" / "metrics.json"
+    bad.parent.mkdir()
+    bad.write_bytes(json.dumps({"run": "caf\xe9"}, ensure_ascii=False).encode("latin-1"))
+    code, _, err = cli([bad], capsys)
+    assert code == 2 and "not UTF-8" in err and str(bad) in err
+
+
+def test_the_tables_cover_every_kind():
+    assert len(INCOMPARABLE) >= 6 and len(MALFORMED) >= 10
+
+
+# ---------------------------------------------------------------------------- the bench report: the same rules
+class Spec:
+    name, seeds, paper, methods, path = "toy", [0, 1], None, [], "toy.yaml"
+
+    def __init__(self, out_dir: Path) -> None:
+        self.out_dir = out_dir
+
+
+def test_the_bench_report_marks_short_cells_and_refuses_mixed_rows_before_writing(tmp_path):
+    spec = Spec(tmp_path / "bench")
+    spec.out_dir.mkdir()
+    groups = {"plain": [metrics("s0"), metrics("s1", auroc=None)]}
+    assert "| plain | 2 | 90.0 ± 0.0 |" in markdown(spec, groups) and "0.700 (1/2)" in markdown(spec, groups)
+    row = next(csv.DictReader(io.StringIO(csv_text(groups))))
+    assert row["AUROC n"] == "1" and row["few n"] == "2" and row["AUROC std"] == "0.0000"
+    mixed = copy.deepcopy(groups)
+    mixed["plain"][1]["class_names"] = ["ant", "cat", "bee"]
+    files = {"plain": [write(tmp_path, f"s{i}", m) for i, m in enumerate(mixed["plain"])]}
+    with pytest.raises(RunDirError, match="cannot average s0 and s1 into one row 'plain'.*class lists"):
+        write_bench_results(spec, files)
+    assert not any(spec.out_dir.iterdir())  # nothing written
+    with pytest.raises(RunDirError, match="different band rules"):
+        aggregate({"x": [metrics("a"), changed(_set(("bands", "rule"), "many > 1, medium 1-1, few < 1"))]})
+    assert "| plain | 2 |" in summarize(groups)
