@@ -2,9 +2,10 @@
 
 - no import cycle between openlt's modules (a package's ``__init__`` is a module of its own:
   ``from openlt.models import x`` is an edge to ``openlt.models``, and to ``openlt.models.x`` when x is a module);
-- no import climbs a layer: cli / __main__ / config_docs -> engine -> {models, losses, data, openset,
-  decoupling, reporting} -> metrics, with the foundation (errors, io, registry, config, paper_numbers, optim,
-  the ``openlt`` package itself) importable from anywhere; the middle layer's packages may import each other
+- no import climbs a layer: cli / __main__ / config_docs / the ``openlt`` package itself (the public face:
+  ``openlt.load_run`` comes from the engine) -> engine -> {models, losses, data, openset, decoupling,
+  reporting} -> metrics, with the foundation (errors, io, registry, config, paper_numbers, optim) importable
+  from anywhere; the middle layer's packages may import each other
   where that makes no cycle between them;
 - every function in src/ is under 60 lines.
 
@@ -23,11 +24,11 @@ MAX_FUNCTION_LINES = 60  # a function must be shorter than this
 
 # higher imports lower; equal ranks import each other (acyclically)
 LAYERS = {
-    "top": (4, {"cli", "__main__", "config_docs"}),
+    "top": (4, {"", "cli", "__main__", "config_docs"}),  # "": the package itself, openlt/__init__.py
     "engine": (3, {"engine"}),
     "middle": (2, {"models", "losses", "data", "openset", "decoupling", "reporting"}),
     "metrics": (1, {"metrics"}),
-    "foundation": (0, {"", "errors", "io", "registry", "config", "paper_numbers", "optim"}),
+    "foundation": (0, {"errors", "io", "registry", "config", "paper_numbers", "optim"}),
 }
 
 
@@ -176,7 +177,7 @@ def test_the_checker_sees_cycles_and_climbs():
     rel = next(n for n in ast.walk(ast.parse("from .closed import f")) if isinstance(n, ast.ImportFrom))
     assert _targets(rel, "openlt.metrics", True, {"openlt.metrics.closed"}) == ["openlt.metrics.closed"]
     assert _targets(rel, "openlt.metrics.curves", False, {"openlt.metrics.closed"}) == ["openlt.metrics.closed"]
-    assert layer("openlt.engine.bench") == ("engine", 3) and layer("openlt") == ("foundation", 0)
+    assert layer("openlt.engine.bench") == ("engine", 3) and layer("openlt") == ("top", 4)
 
 
 def long_functions() -> list[str]:

@@ -159,6 +159,19 @@ def _prediction_line(r: dict, topk: int) -> str:
     return f"{r['path']}\t{label}\t{r['confidence']:.3f}{top}"
 
 
+def _export(args: argparse.Namespace) -> int:
+    from openlt.engine.export import export_run
+    from openlt.engine.run import open_run
+
+    bundle = export_run(open_run(args.run), args.out, args.format, args.checkpoint, args.force)
+    for name, check in bundle["checks"].items():
+        diff = ", ".join(f"{k} {v:.1e}" for k, v in check.get("max_abs_diff", {}).items())
+        print(f"{name}: checked with {check['checked_with']} (largest difference: {diff})" if check["checked_with"]
+              else f"{name}: not checked: {check['note']}")
+    print(f"bundle: {args.out} ({', '.join(bundle['files'].values())}, openlt.json)")
+    return 0
+
+
 def _features(args: argparse.Namespace) -> int:
     from openlt.engine.features import load_features
     from openlt.engine.run import open_run
@@ -265,7 +278,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"openlt {__version__}")
     parser.add_argument("--debug", action="store_true", help="show full tracebacks")
     sub = parser.add_subparsers(dest="command", required=True)
-    for add in (_add_split_command, _add_train_command, _add_eval_command, _add_predict_command, _add_features_command,
+    for add in (_add_split_command, _add_train_command, _add_eval_command, _add_predict_command, _add_export_command,
+                _add_features_command,
                 _add_bench_command, _add_summary_command, _add_config_command, _add_configs_command,
                 _add_report_command, _add_identify_command):
         add(sub)
@@ -343,6 +357,21 @@ def _add_predict_command(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--device")
     p.add_argument("--json", action="store_true", help="print the predictions as one JSON list")
     p.set_defaults(func=_predict)
+
+
+def _add_export_command(sub: argparse._SubParsersAction) -> None:
+    """The `openlt export` subcommand and its options."""
+    p = sub.add_parser("export", help="write a deployable bundle of a run: weights (safetensors) and openlt.json "
+                       "(classes, transform, open-set score, threshold); --format adds a TorchScript / ONNX network")
+    p.add_argument("run")
+    p.add_argument("out", help="the bundle's folder (new or empty; --force replaces a bundle there)")
+    p.add_argument("--format", default="safetensors", choices=["safetensors", "torchscript", "onnx"],
+                   help="safetensors: weights and description only; torchscript / onnx: also the traced / exported "
+                   "network, checked against the PyTorch model on a test batch (onnx: with onnxruntime, the "
+                   "export extra)")
+    p.add_argument("--checkpoint", default="best", choices=["best", "last"])
+    p.add_argument("--force", action="store_true", help="replace the files of a bundle already in OUT")
+    p.set_defaults(func=_export)
 
 
 def _add_features_command(sub: argparse._SubParsersAction) -> None:

@@ -1,0 +1,150 @@
+"""The Python API: a trained run as an object, from its directory alone (``openlt.load_run``).
+
+    import openlt
+    run = openlt.load_run("runs/plain-20250101-120000")
+    run.predict(["a.png", "photos/"])     # [{"label": 3, "class_name": "dress", "rejected": False, ...}, ...]
+    run.features(["a.png"])               # torch.Size([1, 512]) float32
+    run.evaluate()                        # the metrics dict, as `openlt eval` (needs the run's data)
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+
+from openlt.engine.evaluate import evaluate_run
+from openlt.engine.inference import saved_score
+from openlt.engine.predict import Predictor, expand_inputs
+from openlt.engine.run import open_run
+from openlt.errors import DataError
+from openlt.openset import Rejector
+from openlt.data.datasets import open_image
+
+Images = Any  # a path, a PIL image, a list of those, or a (N, C, H, W) / (C, H, W) float tensor or array
+
+
+class LoadedRun:
+    """A trained run ready to label images: ``classes`` (the K known class names, label order), ``transform``
+    (the evaluation transform: PIL image -> float32 (C, H, W) tensor), ``model`` (the network, eval mode),
+    ``config`` (the run's Config) and ``path``. Build it with :func:`load_run`.
+
+    Images may be given as a path (str / Path; a folder gives its image files recursively, a glob pattern its
+    matches), a PIL image, a list of those, or an already transformed float tensor / numpy array of shape
+    (N, C, H, W) or (C, H, W) (what ``transform`` gives; used as it is)."""
+
+    def __init__(self, predictor: Predictor, checkpoint: str = "best", threshold: float | None = None) -> None:
+        self._predictor = predictor
+        self._checkpoint = checkpoint
+        self._threshold = threshold
+
+    @property
+    def path(self) -> Path:
+        """The run directory."""
+        return self._predictor.run.path
+
+    @property
+    def classes(self) -> list[str]:
+        """The known class names, in label order (label i is ``classes[i]``)."""
+        return list(self._predictor.spec.classes)
+
+    @property
+    def transform(self):
+        """The evaluation transform: a PIL image -> float32 (C, H, W) normalised tensor."""
+        return self._predictor.transform
+
+    @property
+    def model(self) -> torch.nn.Module:
+        """The network (:class:`~openlt.models.model.OpenLTModel`), in eval mode on the run's device."""
+        return self._predictor.model
+
+    @property
+    def config(self):
+        """The run's config (:class:`~openlt.config.Config`) as saved in config.yaml."""
+        return self._predictor.cfg
+
+    def __repr__(self) -> str:
+        return (f"LoadedRun({str(self.path)!r}, {len(self.classes)} classes, {self._predictor.spec.in_chans}x"
+                f"{self._predictor.spec.image_size}x{self._predictor.spec.image_size} input)")
+
+    def predict(self, images: Images, topk: int = 1, batch_size: int = 64) -> list[dict]:
+        """One record per image, in order: ``label`` (class id, -1 when rejected as unknown), ``class_name``
+        (or "unknown"), ``confidence`` (softmax maximum in [0, 1]), ``open_score`` (the run's open-set score,
+        higher = more known), ``rejected`` (bool), ``topk`` ([{"class_name", "probability"}] of the `topk`
+        most probable classes), ``top_class``, ``score`` (the score's name), ``threshold``, and ``path`` (None
+        for images not given as paths). DataError for an unreadable image or a tensor of the wrong shape."""
+        records = []
+        for paths, batch in self._batches(images, batch_size):
+            records += [{"path": p, **r} for p, r in zip(paths, self._predictor.label(batch, topk))]
+        return records
+
+    def features(self, images: Images, batch_size: int = 64) -> torch.Tensor:
+        """(N, D) float32 CPU tensor: the pooled feature the classifier head sees (after attention and
+        feature_fc where the model has them), one row per image, in order."""
+        rows = [self._predictor.outputs(batch)["feature"] for _, batch in self._batches(images, batch_size)]
+        return torch.cat(rows) if rows else torch.empty(0, 0)
+
+    def evaluate(self, overrides: list[str] | None = None, tag: str | None = None, quiet: bool = True) -> dict:
+        """Evaluate the run as `openlt eval` does (needs its split files and images) and return the metrics dict
+        (closed-set top-1 per band, open-set F-measure / AUROC, calibration, ...); `overrides` are "key=value"
+        strings of eval settings, `tag` keeps the run's own results (metrics-TAG.json). An untagged evaluation
+        re-chooses the run's open-set decision, which later predictions then use."""
+        metrics = evaluate_run(self._predictor.run, self._checkpoint, overrides=overrides, quiet=quiet,
+                               device=str(self._predictor.device), tag=tag)
+        run, cfg = self._predictor.run, self._predictor.cfg
+        if tag is None and self._threshold is None and run.calibration_file.is_file():
+            rejector = Rejector.load(run.calibration_file)
+            self._predictor.rejector, self._predictor.scorer = rejector, saved_score(run, rejector.score, cfg)
+            self._predictor.decided = True
+        return metrics
+
+    def _batches(self, images: Images, batch_size: int) -> Iterator[tuple[list, torch.Tensor]]:
+        """(paths or Nones, preprocessed (B, C, H, W) batch) pairs of at most `batch_size` images."""
+        if isinstance(images, (torch.Tensor, np.ndarray)):
+            tensor = _as_batch(images, self._predictor.spec.in_chans)
+            for start in range(0, len(tensor), batch_size):
+                part = tensor[start : start + batch_size]
+                yield [None] * len(part), part
+            return
+        items = list(images) if isinstance(images, (list, tuple)) else [images]
+        pictures = [p for item in items for p in self._pictures(item)]
+        for start in range(0, len(pictures), batch_size):
+            part = pictures[start : start + batch_size]
+            yield [p for p, _ in part], self._predictor.preprocess([img for _, img in part])
+
+    def _pictures(self, item: Any) -> list[tuple[str | None, Image.Image]]:
+        if isinstance(item, Image.Image):
+            return [(None, item)]
+        if not isinstance(item, (str, os.PathLike)):
+            raise DataError(f"an image must be a path, a PIL image or a float tensor, got {type(item).__name__}")
+        found = []
+        for path, problem in expand_inputs([os.fspath(item)]):
+            if problem is not None:
+                raise DataError(problem)
+            found.append((path, open_image(path, self._predictor.spec.mode)))
+        return found
+
+
+def _as_batch(images: torch.Tensor | np.ndarray, in_chans: int) -> torch.Tensor:
+    """A float (N, C, H, W) tensor from a tensor or array of that shape or (C, H, W); DataError otherwise."""
+    tensor = torch.as_tensor(images)
+    if tensor.dim() == 3:
+        tensor = tensor.unsqueeze(0)
+    if tensor.dim() != 4 or tensor.shape[1] != in_chans or not tensor.is_floating_point():
+        raise DataError(f"a tensor of images must be float (N, {in_chans}, H, W), already transformed (see "
+                        f"LoadedRun.transform); got {tensor.dtype} {tuple(tensor.shape)}")
+    return tensor
+
+
+def load_run(path: str | os.PathLike, checkpoint: str = "best", device: str | None = None,
+             threshold: float | None = None) -> LoadedRun:
+    """A trained run, loaded from its directory alone (config.yaml, inference.json, the checkpoint,
+    calibration.json): `checkpoint` best | last; `device` e.g. "cpu", "cuda" (None: CUDA when available);
+    `threshold` a fixed rejection threshold on the run's open-set score instead of its calibrated one.
+    RunDirError for a missing or damaged run directory, ConfigError for a bad threshold or device."""
+    return LoadedRun(Predictor.load(open_run(path), checkpoint, threshold, device), checkpoint, threshold)

@@ -1,0 +1,206 @@
+"""`openlt export RUN OUT`: a run as a deployable bundle that needs neither the run directory nor its data.
+
+OUT holds ``model.safetensors`` (the network's weights, state-dict names), ``openlt.json`` (classes, input,
+the evaluation transform as data, the model settings to rebuild the network with openlt, the open-set score
+with its options and fitted-state file, the rejection threshold and how it was chosen), ``open-score.safetensors``
+for a fitted score (OpenMax's Weibull fits), and with ``--format torchscript | onnx`` the network traced /
+exported as ``model.torchscript.pt`` / ``model.onnx``: input ``images`` (B, C, H, W) float32 (the transform's
+output), outputs ``logits`` (B, K), ``feature`` (B, D) and, for OLTR's meta-embedding head, ``reachability``
+(B,). The exported network is checked against the PyTorch model on a test batch before the bundle is kept
+(ONNX: with onnxruntime when it is installed, the ``export`` extra).
+"""
+
+from __future__ import annotations
+
+import shutil
+import warnings
+from importlib import metadata
+from pathlib import Path
+
+import torch
+from safetensors.torch import save_file
+from torch import nn
+
+from openlt.config import to_dict
+from openlt.engine.inference import InferenceSpec, build_run_model, inference_spec, saved_score
+from openlt.engine.run import Run
+from openlt.errors import ConfigError, OpenLTError, WriteError
+from openlt.io import atomic_path, write_json
+from openlt.openset import Rejector, save_score
+
+FORMAT = "openlt-export/1"
+FORMATS = ("safetensors", "torchscript", "onnx")
+FILES = {"weights": "model.safetensors", "description": "openlt.json", "open_score": "open-score.safetensors",
+         "torchscript": "model.torchscript.pt", "onnx": "model.onnx"}
+TOLERANCE = {"rtol": 1e-4, "atol": 1e-4}  # the exported network against PyTorch on the test batch
+ONNX_OPSET = 17
+
+
+class ExportNet(nn.Module):
+    """An :class:`~openlt.models.model.OpenLTModel` with tensor outputs only, for tracing and ONNX: images
+    (B, C, H, W) float32 -> the tuple of ``outputs`` ("logits" (B, K), "feature" (B, D), "reachability" (B,)
+    where the head gives it)."""
+
+    def __init__(self, model: nn.Module, outputs: tuple[str, ...]) -> None:
+        super().__init__()
+        self.model, self.outputs = model, outputs
+
+    def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """The model's outputs named in ``self.outputs``, in that order."""
+        out = self.model(images)
+        return tuple(out[name] for name in self.outputs)
+
+
+def output_names(model: nn.Module, spec: InferenceSpec) -> tuple[str, ...]:
+    """("logits", "feature") plus "reachability" when the model's head gives it (OLTR's meta-embedding)."""
+    with torch.no_grad():
+        out = model(torch.zeros(1, spec.in_chans, spec.image_size, spec.image_size))
+    return ("logits", "feature") + (("reachability",) if "reachability" in out else ())
+
+
+def test_batch(spec: InferenceSpec, n: int = 4, seed: int = 0) -> torch.Tensor:
+    """A reproducible (n, C, H, W) float32 batch of standard-normal values (inputs on the transform's scale)."""
+    generator = torch.Generator().manual_seed(seed)
+    return torch.randn(n, spec.in_chans, spec.image_size, spec.image_size, generator=generator)
+
+
+def _max_differences(expected: tuple[torch.Tensor, ...], got, names: tuple[str, ...]) -> dict[str, float]:
+    """{output name: max |expected - got|}; OpenLTError naming the output when one is off by more than TOLERANCE."""
+    diffs = {}
+    for name, want, have in zip(names, expected, got):
+        have = torch.as_tensor(have).float()
+        if have.shape != want.shape or not torch.allclose(have, want, **TOLERANCE):
+            raise OpenLTError(f"the exported network's {name!r} differs from the PyTorch model's on the test batch "
+                              f"(shape {tuple(have.shape)} vs {tuple(want.shape)}); the bundle is not kept")
+        diffs[name] = float((have - want).abs().max()) if want.numel() else 0.0
+    return diffs
+
+
+def _torchscript(net: ExportNet, batch: torch.Tensor, path: Path) -> dict:
+    """Trace `net` on `batch`, save it to `path`, load it back and compare it on another batch."""
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # tracer notes on the shape checks that run in Python
+        traced = torch.jit.trace(net, batch, check_trace=False)
+    with atomic_path(path) as tmp:
+        traced.save(str(tmp))
+    other = batch.flip(0) * 0.5
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # torch.jit.load's note that TorchScript is deprecated
+        got, want = torch.jit.load(str(path))(other), net(other)
+    return {"checked_with": "torch.jit.load", "max_abs_diff": _max_differences(want, got, net.outputs)}
+
+
+def _onnx(net: ExportNet, batch: torch.Tensor, path: Path) -> dict:
+    """Export `net` to ONNX (opset ONNX_OPSET, dynamic batch size) and compare it with onnxruntime when that
+    is installed (else the check is recorded as not done)."""
+    names = net.outputs
+    axes = {"images": {0: "batch"}, **{name: {0: "batch"} for name in names}}
+    with atomic_path(path) as tmp, torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the TorchScript-based exporter's deprecation note, tracer notes
+        torch.onnx.export(net, (batch,), str(tmp), input_names=["images"], output_names=list(names),
+                          dynamic_axes=axes, opset_version=ONNX_OPSET, dynamo=False)
+    try:
+        import onnxruntime
+    except ImportError:
+        return {"checked_with": None, "note": "onnxruntime is not installed (pip install openlt[export])"}
+    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    other = batch.flip(0)[:3] * 0.5  # another batch size than the traced one
+    got = session.run(list(names), {"images": other.numpy()})
+    with torch.no_grad():
+        want = net(other)
+    return {"checked_with": f"onnxruntime {onnxruntime.__version__}", "max_abs_diff": _max_differences(want, got, names)}
+
+
+def _prepare_out(out: Path, force: bool) -> None:
+    """OUT must be new or empty; with `force` a previous bundle's files there are replaced."""
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"export folder {out} is a file")
+    if out.is_dir() and any(out.iterdir()) and not force:
+        raise ConfigError(f"export folder {out} is not empty; pass --force to replace the bundle there")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise WriteError(f"cannot create the export folder {out}: {exc.strerror or exc}") from None
+
+
+def _decision(run: Run) -> Rejector | None:
+    return Rejector.load(run.calibration_file) if run.calibration_file.is_file() else None
+
+
+def _description(run: Run, cfg, spec: InferenceSpec, state: dict, checkpoint: str, names: tuple[str, ...],
+                 scorer, rejector: Rejector | None) -> dict:
+    """The content of openlt.json, without the files and checks (added by :func:`export_run`)."""
+    return {
+        "format": FORMAT, "openlt_version": _version(),
+        "source": {"run": str(run.path), "checkpoint": checkpoint, "epoch": state.get("epoch")},
+        "classes": list(spec.classes), "open_classes": list(spec.open_classes),
+        "input": {"name": "images", "shape": [None, spec.in_chans, spec.image_size, spec.image_size],
+                  "dtype": "float32", "layout": "NCHW", "mode": spec.mode},
+        "transform": spec.transform,
+        "outputs": {name: {"logits": "(B, K) float32", "feature": "(B, D) float32",
+                           "reachability": "(B,) float32"}[name] for name in names},
+        "model": {**to_dict(cfg.model), "pretrained": None, "num_classes": spec.num_classes,
+                  "in_chans": spec.in_chans, "image_size": spec.image_size},
+        "open_score": {"name": scorer.name, "options": scorer.options(), "higher_is_known": True,
+                       "state_file": FILES["open_score"] if scorer.requires_fit else None},
+        "threshold": None if rejector is None else {"value": rejector.threshold, "source": rejector.source,
+                                                    "rule": "rejected (unknown) when open_score < value"},
+    }
+
+
+def export_run(run: Run, out: str | Path, fmt: str = "safetensors", checkpoint: str = "best",
+               force: bool = False) -> dict:
+    """Write the bundle of `run`'s `checkpoint` into the folder `out` (see the module docstring); `fmt`
+    safetensors (weights and description only) | torchscript | onnx. Returns the description written to
+    openlt.json (its "files" name what OUT holds, "checks" the exported network's largest differences from
+    the PyTorch model). ConfigError for an unknown format or a non-empty OUT without `force`; RunDirError /
+    NotFittedError for what the run lacks; OpenLTError when the exported network's outputs differ from the
+    model's (nothing is kept then)."""
+    if fmt not in FORMATS:
+        raise ConfigError(f"unknown export format {fmt!r}; known: {', '.join(FORMATS)}")
+    cfg = run.config()
+    spec = inference_spec(run, cfg)
+    rejector = _decision(run)
+    scorer = saved_score(run, cfg.eval.open_score if rejector is None else rejector.score, cfg)
+    cfg.train.channels_last = False  # the exported graph takes plain contiguous NCHW
+    model, state = build_run_model(run, cfg, spec, checkpoint, torch.device("cpu"))
+    names = output_names(model, spec)
+    out = Path(out)
+    existed = out.exists()
+    _prepare_out(out, force)
+    try:
+        description = _description(run, cfg, spec, state, checkpoint, names, scorer, rejector)
+        description["files"], description["checks"] = _write_files(out, model, names, spec, scorer, fmt)
+        write_json(out / FILES["description"], description)
+    except BaseException:
+        if not existed:  # a folder this export made is removed again; a replaced bundle's folder stays
+            shutil.rmtree(out, ignore_errors=True)
+        raise
+    return description
+
+
+def _version() -> str | None:
+    """The installed openlt's version (None when it runs from a source tree that is not installed)."""
+    try:
+        return metadata.version("openlt")
+    except metadata.PackageNotFoundError:
+        return None
+
+
+def _write_files(out: Path, model: nn.Module, names: tuple[str, ...], spec: InferenceSpec, scorer,
+                 fmt: str) -> tuple[dict, dict]:
+    """The weights, the fitted score's state and the exported network; returns (files, checks)."""
+    files = {"weights": FILES["weights"]}
+    tensors = {k: v.detach().to("cpu", copy=True).contiguous() for k, v in model.state_dict().items()}
+    with atomic_path(out / FILES["weights"]) as tmp:
+        save_file(tensors, str(tmp), metadata={"format": FORMAT})
+    if scorer.requires_fit:
+        save_score(out / FILES["open_score"], scorer)
+        files["open_score"] = FILES["open_score"]
+    checks = {}
+    if fmt != "safetensors":
+        net = ExportNet(model, names).eval()
+        writer = _torchscript if fmt == "torchscript" else _onnx
+        checks[fmt] = writer(net, test_batch(spec), out / FILES[fmt])
+        files[fmt] = FILES[fmt]
+    return files, checks
