@@ -143,7 +143,7 @@ def test_tau_norm_classifier_fit_on_validation():
         clf.logits(x)
     assert issubclass(NotFittedError, OpenLTError)
     assert clf.fit(x, y, COUNTS) is clf
-    assert clf.tau == pytest.approx(0.6) and len(clf.curve_) == 21
+    assert clf.tau_ == pytest.approx(0.6) and clf.tau is None and len(clf.curve_) == 21
     assert clf.predict(x).tolist() == y.tolist()
     expected = x @ tau_normalize(W_HEAD_TAIL, None, 0.6)[0].t()
     assert torch.allclose(clf.logits(x), expected)

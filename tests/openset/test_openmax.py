@@ -25,7 +25,7 @@ def fitted() -> OpenMax:
 
 
 def test_a_point_at_a_class_mean_stays_known_and_a_far_point_goes_unknown(fitted):
-    means = fitted.means
+    means = fitted.means_
     far = torch.tensor([[60.0, 55.0, 50.0, 45.0]])  # much farther from every MAV than any training image
     probs = fitted.probabilities({"logits": torch.cat([means, far])})
     assert probs.shape == (K + 1, K + 1)
@@ -42,14 +42,14 @@ def test_the_mav_is_the_mean_of_correctly_classified_images_only():
     train["logits"][0] = torch.tensor([0.0, 9.0, 0.0, 0.0])  # a class-0 image classified as 1: left out
     om = OpenMax(tail_size=5).fit(train)
     correct = train["logits"][1:60]
-    assert torch.allclose(om.means[0], correct.mean(dim=0), atol=1e-6)
+    assert torch.allclose(om.means_[0], correct.mean(dim=0), atol=1e-6)
 
 
 def test_unknown_activation_is_the_mass_taken_from_the_top_alpha_classes():
     om = OpenMax(tail_size=5, alpha=2, distance="euclidean").fit(toy_train())
     v = torch.tensor([[3.0, 2.0, 1.0, 0.5]])
-    d = distances(v.expand(K, K), om.means, "euclidean")
-    cdf = weibull_cdf(d, om.shape, om.scale, om.shift).float()
+    d = distances(v.expand(K, K), om.means_, "euclidean")
+    cdf = weibull_cdf(d, om.shape_, om.scale_, om.shift_).float()
     omega = torch.tensor([1.0, 0.5, 0.0, 0.0]) * cdf  # ranks 0 and 1 of alpha = 2: weights 2/2 and 1/2
     revised = v[0] * (1 - omega)
     expected = torch.softmax(torch.cat([revised, (v[0] - revised).sum().view(1)]), dim=0)
@@ -64,7 +64,7 @@ def test_alpha_defaults_to_at_most_ten_classes(fitted):
 def test_every_distance_runs_and_separates_a_far_point():
     for kind in ("eucos", "euclidean", "cosine"):
         om = OpenMax(tail_size=10, distance=kind).fit(toy_train())
-        near, far = om.score({"logits": om.means[:1]}), om.score({"logits": torch.tensor([[-20.0, 30.0, -20.0, 30.0]])})
+        near, far = om.score({"logits": om.means_[:1]}), om.score({"logits": torch.tensor([[-20.0, 30.0, -20.0, 30.0]])})
         assert near.item() > far.item(), kind
 
 
@@ -130,5 +130,5 @@ def test_built_from_the_eval_config():
                               "eval.openmax_distance=cosine"])
     om = build_score(cfg.eval.open_score, cfg.eval)
     assert om.options() == {"tail_size": 7, "alpha": 2, "distance": "cosine"}
-    at_a_mean = {"logits": om.fit(toy_train()).means[:1]}
+    at_a_mean = {"logits": om.fit(toy_train()).means_[:1]}
     assert om.score(at_a_mean).item() > 0.9

@@ -7,6 +7,7 @@ from openlt.decoupling._registry import STAGE2_METHODS, build_method, register_m
 from openlt.decoupling.base import FittedHead, Stage2Data, Stage2Hooks, Stage2Method
 from openlt.decoupling.classifiers import (
     DEFAULT_TAUS,
+    LWS,
     LWSClassifier,
     TauNormClassifier,
     new_linear,
@@ -21,6 +22,7 @@ __all__ = [
     "DEFAULT_TAUS",
     "STAGE2_METHODS",
     "FittedHead",
+    "LWS",
     "LWSClassifier",
     "NCMClassifier",
     "NotFittedError",

@@ -4,12 +4,18 @@ mean: :mod:`openlt.decoupling.ncm`).
 
 * :func:`tau_normalize`, :class:`TauNormClassifier`, :func:`search_tau`: w_i / ||w_i||^tau, bias dropped,
   tau chosen on a validation set (top-1, ties to the smaller tau), with the many/medium/few curve.
-* :class:`LWSClassifier`: learnable per-class scale f on a frozen linear classifier, logits = f * (W x + b).
+* :class:`LWSClassifier`: learnable per-class scale f on a frozen linear classifier, logits = f * (W x + b), a
+  torch module; :class:`LWS` fits one on features as a scikit-learn estimator.
 * :func:`train_on_features`: a small SGD loop (cosine lr to 0) over cached features with an
   :mod:`openlt.data.samplers` sampler, for cRT (a fresh :class:`torch.nn.Linear`, see :func:`new_linear`) and LWS.
 
 Nothing here loads images or runs a backbone: callers extract features once (backbone frozen, eval mode) and
-pass tensors of shape (N, D) and labels of shape (N,).
+pass tensors (or numpy arrays) of shape (N, D) and labels of shape (N,).
+
+:class:`TauNormClassifier` and :class:`LWS` (like :class:`openlt.decoupling.NCMClassifier`) follow the
+scikit-learn estimator contract: constructor arguments are parameters (``get_params`` / ``set_params`` /
+``sklearn.base.clone``), ``fit`` returns self, learnt attributes end in ``_``. :class:`LWSClassifier` is an
+``nn.Module`` (its state is its ``state_dict``; copy it with ``copy.deepcopy``), not an estimator.
 """
 
 from __future__ import annotations
@@ -20,6 +26,7 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
+from sklearn.base import BaseEstimator
 from torch import Tensor, nn
 from torch.optim.lr_scheduler import LambdaLR
 
@@ -31,6 +38,7 @@ from openlt.optim import Cosine, build_scheduler, optimizer_step
 
 __all__ = [
     "DEFAULT_TAUS",
+    "LWS",
     "LWSClassifier",
     "TauNormClassifier",
     "new_linear",
@@ -115,41 +123,51 @@ def search_grid(logits_for: Callable[[float], Tensor], val_labels: Tensor, train
     return best[1], curve
 
 
-class TauNormClassifier:
-    """logits = x @ tau_normalize(W, tau)^T, no bias.
+class TauNormClassifier(BaseEstimator):
+    """logits = x @ tau_normalize(W, tau)^T, no bias (Kang et al. 2020, Sec. 4.2).
 
-    With ``tau=None`` call ``fit(val_features, val_labels, train_counts, taus=..., bands=...)`` to choose tau
-    on a validation set (:func:`search_tau`); the chosen value is ``tau`` and the sweep ``curve_``. With a
-    given tau the classifier is ready at once (``fit`` may still re-choose it).
+    ``weight``: the (C, D) floating stage-1 classifier weight (ConfigError otherwise). With ``tau=None`` call
+    ``fit(val_features, val_labels, train_counts, taus=..., bands=...)`` to choose tau on a validation set
+    (:func:`search_tau`); the chosen value is ``tau_`` and the sweep ``curve_``. With a given tau the
+    classifier is ready at once (``fit`` may still choose one: ``tau_`` then wins over ``tau``).
+
+    A scikit-learn estimator: ``weight`` and ``tau`` are its parameters, kept as given (``get_params``,
+    ``set_params``, ``sklearn.base.clone``); ``fit`` returns self.
     """
 
     def __init__(self, weight: Tensor, tau: float | None = 1.0) -> None:
-        self.weight = _weight(weight)
-        self.tau: float | None = None if tau is None else float(tau)
-        self.curve_: list[dict[str, Any]] | None = None
-        self._w: Tensor | None = None if tau is None else tau_normalize(self.weight, None, tau)[0]
+        _weight(weight)  # refused here, once; kept as given
+        self.weight = weight
+        self.tau = tau
+
+    @property
+    def chosen_tau(self) -> float:
+        """The tau in use: ``tau_`` once :meth:`fit` chose one, else the ``tau`` given; NotFittedError when
+        neither (``tau=None`` before :meth:`fit`)."""
+        tau = getattr(self, "tau_", None)
+        tau = self.tau if tau is None else tau
+        if tau is None:
+            raise NotFittedError("TauNormClassifier(tau=None): call fit(val_features, val_labels, train_counts)")
+        return float(tau)
 
     def fit(self, val_features: Any, val_labels: Any, train_counts: Sequence[int] | Tensor,
             taus: Iterable[float] | Tensor | None = None, bands: ShotBands = ShotBands()) -> "TauNormClassifier":
         """Choose tau on validation features (M, D) and labels (M,) (-1: open-set, ignored) by top-1 over ``taus``
         (default :data:`DEFAULT_TAUS`), ties to the smaller tau (:func:`search_tau`); ``train_counts`` (C,) set the
-        many / medium / few bands of the curve. Sets ``tau`` and ``curve_``; returns self.
+        many / medium / few bands of the curve. Sets ``tau_`` and ``curve_``; returns self.
 
         Raises DataError for malformed features / labels or no known validation sample, ConfigError for
         ``train_counts`` of the wrong length or an empty grid.
         """
-        self.tau, self.curve_ = search_tau(self.weight, val_features, val_labels, train_counts, taus, bands)
-        self._w = tau_normalize(self.weight, None, self.tau)[0]
+        self.tau_, self.curve_ = search_tau(self.weight, val_features, val_labels, train_counts, taus, bands)
         return self
 
     @property
     def normalized_weight(self) -> Tensor:
-        """The (C, D) tau-normalised weight ``w_i / ||w_i||^tau``, in the weight's dtype; NotFittedError while
-        ``tau`` is None and :meth:`fit` has not run.
+        """The (C, D) tau-normalised weight ``w_i / ||w_i||^tau`` at :attr:`chosen_tau`, in the weight's dtype;
+        NotFittedError while ``tau`` is None and :meth:`fit` has not run.
         """
-        if self._w is None:
-            raise NotFittedError("TauNormClassifier(tau=None): call fit(val_features, val_labels, train_counts)")
-        return self._w
+        return tau_normalize(self.weight, None, self.chosen_tau)[0]
 
     def logits(self, features: Any) -> Tensor:
         """(N, C) logits ``x @ normalized_weight^T`` of (N, D) features (half precision upcast to float32).
@@ -225,6 +243,54 @@ class LWSClassifier(nn.Module):
     def extra_repr(self) -> str:
         """The sizes and whether there is a bias, shown by ``repr(module)``."""
         return f"in_features={self.weight.shape[1]}, num_classes={self.weight.shape[0]}, bias={self.bias is not None}"
+
+
+class LWS(BaseEstimator):
+    """Learnable weight scaling (Kang et al. 2020, Sec. 4.2) as a scikit-learn estimator: ``fit(features,
+    labels)`` trains the per-class scales f of an :class:`LWSClassifier` on the frozen ``weight`` (C, D) and
+    ``bias`` (C,) (None: no bias) with :func:`train_on_features` (softmax cross-entropy, SGD with cosine lr,
+    ``sampler`` order: class-balanced by default, as the paper; the defaults are the embedded benchmark's
+    configs/fmnist_lt/decouple_lws.yaml), then ``logits = f * (x W^T + b)``.
+
+    Parameters (``get_params`` / ``set_params`` / ``sklearn.base.clone``): ``weight``, ``bias``, ``epochs``,
+    ``batch_size``, ``lr``, ``momentum``, ``weight_decay``, ``sampler``, ``seed``. Learnt: ``module_`` (the
+    trained :class:`LWSClassifier`, on the CPU) and ``scales_`` (C,) in the weight's dtype. The result is a
+    function of the parameters and the data (the sampler's seed is the only randomness).
+    """
+
+    def __init__(self, weight: Tensor, bias: Tensor | None = None, *, epochs: int = 10, batch_size: int = 128,
+                 lr: float = 0.2, momentum: float = 0.9, weight_decay: float = 5e-4,
+                 sampler: str = "class_balanced", seed: int = 0) -> None:
+        _weight(weight)  # refused here, once; every parameter kept as given
+        self.weight, self.bias = weight, bias
+        self.epochs, self.batch_size, self.lr, self.momentum = epochs, batch_size, lr, momentum
+        self.weight_decay, self.sampler, self.seed = weight_decay, sampler, seed
+
+    def fit(self, features: Any, labels: Any) -> "LWS":
+        """Train the scales on features (N, D) and labels (N,) class ids in [0, C); returns self.
+
+        Raises DataError for malformed features or labels, ConfigError for bad training options or a bias of
+        the wrong shape, TrainingError when the loss stops being finite.
+        """
+        module = LWSClassifier(self.weight, self.bias)
+        train_on_features(module, features, labels, epochs=self.epochs, batch_size=self.batch_size, lr=self.lr,
+                          momentum=self.momentum, weight_decay=self.weight_decay, sampler=self.sampler,
+                          seed=self.seed)
+        self.module_ = module.cpu().eval()
+        self.scales_ = module.scales.detach().clone()
+        return self
+
+    @torch.no_grad()
+    def logits(self, features: Any) -> Tensor:
+        """(N, C) logits ``scales_ * (x W^T + b)`` of (N, D) features (cast to the weight's dtype); NotFittedError
+        before :meth:`fit`, DataError for features that are not (N, D) finite."""
+        if not hasattr(self, "module_"):
+            raise NotFittedError("LWS: call fit(features, labels) before logits()")
+        return self.module_.logits(features)
+
+    def predict(self, features: Any) -> Tensor:
+        """(N,) int64 class ids: the argmax of :meth:`logits`."""
+        return self.logits(features).argmax(1)
 
 
 # ----------------------------------------------------------------------------------------------- training

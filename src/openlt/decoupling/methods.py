@@ -202,7 +202,7 @@ class TauNormalization(_TauSearch):
         if tau is None:
             tau_norm.fit(data.val_x, data.val_y, data.train_counts, self.taus, data.bands)
         return FittedHead(linear_state(tau_norm.normalized_weight, torch.zeros(weight.shape[0])),
-                          {"tau": tau_norm.tau, "tau_curve": tau_norm.curve_ or []})
+                          {"tau": tau_norm.chosen_tau, "tau_curve": getattr(tau_norm, "curve_", None) or []})
 
 
 @register_method

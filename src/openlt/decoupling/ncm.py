@@ -20,6 +20,7 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
+from sklearn.base import BaseEstimator
 from torch import Tensor
 
 from openlt.decoupling._validate import _check_dim, _features, _labels
@@ -60,6 +61,12 @@ def class_means(z: Tensor, labels: Tensor, num_classes: int) -> Tensor:
     return sums / counts.to(sums).unsqueeze(1)
 
 
+def _check_metric(metric: Any) -> None:
+    """ConfigError unless `metric` is one of METRICS."""
+    if metric not in METRICS:
+        raise ConfigError(f"NCM metric must be 'cosine' or 'euclidean', got {metric!r}")
+
+
 def _num_classes(labels: Tensor, num_classes: int | None) -> int:
     """The class count: max(label) + 1 by default; ConfigError / DataError for a bad or too small value."""
     top = int(labels.max()) + 1
@@ -72,7 +79,7 @@ def _num_classes(labels: Tensor, num_classes: int | None) -> int:
     return int(num_classes)
 
 
-class NCMClassifier:
+class NCMClassifier(BaseEstimator):
     """Nearest class mean (Kang et al. 2020, Sec. 4.2): the mean feature of every class on the training set,
     then nearest neighbour by cosine similarity or Euclidean distance.
 
@@ -87,19 +94,25 @@ class NCMClassifier:
     ``fit(features, labels, num_classes=None)``: features (N, D) float (half precision upcast to float32),
     labels (N,) class ids; ``num_classes`` defaults to max(label) + 1; every class in ``[0, num_classes)`` needs
     at least one sample (otherwise DataError naming the empty classes). Fitted attributes: ``means_`` (C, D) in
-    the features' dtype, ``num_classes_``, ``feature_mean_`` (D,) (when ``center``). ``logits`` before ``fit``
-    raises :class:`openlt.errors.NotFittedError`.
+    the features' dtype, ``num_classes_``, ``feature_mean_`` (D,) (None without ``center``). ``logits`` before
+    ``fit`` raises :class:`openlt.errors.NotFittedError`. Features may be torch tensors or numpy arrays; the
+    results are torch tensors.
+
+    A scikit-learn estimator: ``metric``, ``normalize`` and ``center`` are its parameters (``get_params``,
+    ``set_params``, ``sklearn.base.clone``); ``fit`` returns self.
     """
 
     def __init__(self, metric: str = "cosine", normalize: bool = True, center: bool = False) -> None:
-        if metric not in METRICS:
-            raise ConfigError(f"NCM metric must be 'cosine' or 'euclidean', got {metric!r}")
-        self.metric = metric
-        self.normalize = bool(normalize)
-        self.center = bool(center)
-        self.means_: Tensor | None = None
-        self.feature_mean_: Tensor | None = None
-        self.num_classes_: int | None = None
+        _check_metric(metric)
+        self.metric = metric  # stored as given (scikit-learn parameters); read with bool() where used
+        self.normalize = normalize
+        self.center = center
+
+    def _fitted(self, what: str) -> Tensor:
+        """The fitted means; NotFittedError naming `what` was called before ``fit``."""
+        if getattr(self, "means_", None) is None:
+            raise NotFittedError(f"NCMClassifier: call fit(features, labels) before {what}()")
+        return self.means_
 
     def fit(self, features: Any, labels: Any, num_classes: int | None = None) -> "NCMClassifier":
         """Fit the class means on features (N, D) float and labels (N,) class ids; returns self.
@@ -107,6 +120,7 @@ class NCMClassifier:
         ``num_classes`` defaults to max(label) + 1. Raises DataError for malformed or non-finite features, bad labels,
         a label >= ``num_classes`` or a class without a sample; ConfigError for a non-positive ``num_classes``.
         """
+        _check_metric(self.metric)  # set_params may have changed it
         x = _features(features)
         y = _labels(labels, len(x))
         if len(x) == 0:
@@ -114,20 +128,20 @@ class NCMClassifier:
         num_classes = _num_classes(y, num_classes)
         x64 = x.double()  # means of many unit vectors: accumulate in float64
         self.feature_mean_ = x64.mean(0).to(x.dtype) if self.center else None
-        self.means_ = class_means(ncm_transform(x64, self.feature_mean_, self.normalize), y, num_classes).to(x.dtype)
+        z = ncm_transform(x64, self.feature_mean_, bool(self.normalize))
+        self.means_ = class_means(z, y, num_classes).to(x.dtype)
         self.num_classes_ = num_classes
         return self
 
     def logits(self, features: Any) -> Tensor:
         """(N, C) logits of (N, D) features: cosine similarities in [-1, 1] or negative Euclidean distances."""
-        if self.means_ is None:
-            raise NotFittedError("NCMClassifier: call fit(features, labels) before logits()")
+        means = self._fitted("logits")
         x = _features(features)
-        _check_dim(x, self.means_.shape[1], "NCM classifier")
-        z = ncm_transform(x, self.feature_mean_, self.normalize)
+        _check_dim(x, means.shape[1], "NCM classifier")
+        z = ncm_transform(x, self.feature_mean_, bool(self.normalize))
         if self.metric == "cosine":  # the query as a unit vector also when normalize=False
             z = F.normalize(z, dim=1)
-        return ncm_logits(z, self.means_.to(z), self.metric)
+        return ncm_logits(z, means.to(z), self.metric)
 
     def predict(self, features: Any) -> Tensor:
         """(N,) int64 index of the nearest class mean."""
@@ -136,9 +150,7 @@ class NCMClassifier:
     def head_state(self) -> dict[str, Tensor]:
         """The fitted means as entries of :class:`openlt.models.classifier.NCMHead`'s state dict: ``means``
         (C, D) and, when centred, ``feature_mean`` (D,)."""
-        if self.means_ is None:
-            raise NotFittedError("NCMClassifier: call fit(features, labels) before head_state()")
-        state = {"means": self.means_}
+        state = {"means": self._fitted("head_state")}
         if self.feature_mean_ is not None:
             state["feature_mean"] = self.feature_mean_
         return state

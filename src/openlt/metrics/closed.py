@@ -8,14 +8,16 @@ Conventions shared with :mod:`openlt.metrics.openset`:
   model said "unknown"). For a known sample a rejection is simply a wrong answer.
 
 Inputs may be numpy arrays, torch tensors (CPU or GPU) or plain lists; they are converted with
-:func:`numpy.asarray` after moving tensors to the CPU.
+:func:`numpy.asarray` after moving tensors to the CPU. Wherever ``preds`` are taken, (N, K) class scores
+(logits or probabilities) or a model's outputs dict (``{"logits": (N, K), ...}``) stand for their argmax
+(ties to the lowest class id); only (N,) class ids can say -1 (rejected).
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any, Literal, Sequence
+from typing import Any, Literal, Mapping, Sequence
 
 import numpy as np
 from sklearn.metrics import confusion_matrix
@@ -66,11 +68,26 @@ def _as_int_vector(x: Any, name: str) -> np.ndarray:
     return arr.astype(np.int64)
 
 
+def _as_predictions(preds: Any) -> np.ndarray:
+    """(N,) int64 class ids from (N,) ids, (N, K) class scores (their argmax) or an outputs dict's "logits"."""
+    if isinstance(preds, Mapping):
+        if "logits" not in preds:
+            raise ValueError(f"preds as an outputs dict need 'logits'; got keys {sorted(preds)}")
+        preds = preds["logits"]
+    arr = _to_numpy(preds)
+    if arr.ndim == 2 and arr.dtype.kind in "iuf":
+        if arr.shape[1] == 0:
+            raise ValueError(f"preds as class scores (N, K) need K >= 1, got shape {arr.shape}")
+        return arr.argmax(axis=1).astype(np.int64)
+    return _as_int_vector(arr, "preds")
+
+
 def _check_preds_labels(
     preds: Any, labels: Any, num_classes: int | None = None
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Validate and convert a (preds, labels) pair; ids must be -1 or in ``[0, num_classes)``."""
-    p = _as_int_vector(preds, "preds")
+    """Validate and convert a (preds, labels) pair; ids must be -1 or in ``[0, num_classes)``. ``preds`` may
+    also be (N, K) class scores or an outputs dict (:func:`_as_predictions`)."""
+    p = _as_predictions(preds)
     y = _as_int_vector(labels, "labels")
     if p.shape != y.shape:
         raise ValueError(f"preds and labels differ in length: {p.shape[0]} vs {y.shape[0]}")

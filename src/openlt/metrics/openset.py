@@ -11,12 +11,12 @@ Conventions:
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, Mapping
 
 import numpy as np
 from sklearn.metrics import average_precision_score, roc_auc_score
 
-from .closed import REJECTED, _check_preds_labels, _to_numpy
+from .closed import REJECTED, _as_predictions, _check_preds_labels, _to_numpy
 
 __all__ = [
     "aupr_in",
@@ -59,9 +59,10 @@ def reject(preds: Any, scores: Any, threshold: float) -> np.ndarray:
 
     ``out_i = -1 if score_i < threshold else preds_i``: a score exactly at the threshold is
     kept, matching :func:`threshold_at_tpr`, whose threshold keeps the known scores ``>= t``.
-    Returns an int64 array (a new one; the input is not modified).
+    Returns an int64 array (a new one; the input is not modified). ``preds`` may also be (N, K) class
+    scores or an outputs dict (their argmax, as in :mod:`openlt.metrics.closed`).
     """
-    p = _to_numpy(preds)
+    p = _as_predictions(preds) if isinstance(preds, Mapping) or _to_numpy(preds).ndim == 2 else _to_numpy(preds)
     if p.ndim != 1:
         raise ValueError(f"preds must be 1-D, got shape {p.shape}")
     s = _to_numpy(scores).astype(np.float64)

@@ -3,7 +3,13 @@
 
 `outputs` is the dict the evaluator collects from a model: "logits" (N x K), "labels" (N, known classes
 only, needed to fit), and "reachability" from the meta-embedding head. Working on these tensors, never on
-the model, lets every score run on cached outputs and with every trained model.
+the model, lets every score run on cached outputs and with every trained model. A numpy array or torch
+tensor of logits (N, K) stands for ``{"logits": ...}`` (:func:`as_outputs`): ``max_softmax(np_logits)``,
+``OpenMax().fit(train_logits, train_labels)``.
+
+Scores follow the scikit-learn estimator contract (:class:`sklearn.base.BaseEstimator`): the constructor
+only stores its options, ``get_params`` / ``set_params`` / ``sklearn.base.clone`` work, ``fit`` returns
+self, and what a fit learns ends in ``_`` (OpenMax's ``means_``, ``shape_``, ...).
 """
 
 from __future__ import annotations
@@ -12,9 +18,11 @@ import json
 from pathlib import Path
 from typing import Any, ClassVar, Mapping
 
+import numpy as np
 import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
+from sklearn.base import BaseEstimator
 
 from openlt.errors import ConfigError, NotFittedError, RunDirError
 from openlt.io import atomic_path
@@ -24,8 +32,28 @@ Outputs = Mapping[str, torch.Tensor]
 FORMAT = "openlt-open-score/1"
 
 
-class OpenSetScore:
-    """Base class: a score is "higher = more known". Stateless scores only implement `score`."""
+def as_outputs(outputs: Any, labels: Any = None) -> dict[str, torch.Tensor]:
+    """An outputs dict of torch tensors from what a caller has: a mapping ({"logits": (N, K), "labels"?: (N,),
+    "reachability"?: (N,)}; numpy values become tensors) or the (N, K) logits themselves as a numpy array or
+    torch tensor. `labels` (N,) class ids, when given, are added as "labels" (for ``fit``). TypeError for
+    anything else."""
+    if isinstance(outputs, Mapping):
+        out = {key: torch.as_tensor(value) for key, value in outputs.items()}
+    elif isinstance(outputs, (torch.Tensor, np.ndarray)):
+        out = {"logits": torch.as_tensor(outputs)}
+    else:
+        raise TypeError(f"open-set scores take an outputs dict or an (N, K) array / tensor of logits, got "
+                        f"{type(outputs).__name__}")
+    if labels is not None:
+        out["labels"] = torch.as_tensor(labels)
+    return out
+
+
+class OpenSetScore(BaseEstimator):
+    """Base class: a score is "higher = more known". Stateless scores only implement `score`.
+
+    A scikit-learn estimator: the constructor's keyword arguments are its parameters (``get_params``,
+    ``set_params``, ``sklearn.base.clone``), ``fit`` returns self, learnt attributes end in ``_``."""
 
     name: ClassVar[str] = ""
     requires_fit: ClassVar[bool] = False  # True: call fit(train outputs) before score()
@@ -35,23 +63,25 @@ class OpenSetScore:
         """Build from the `eval` config section (scores with options read their `eval.*` keys)."""
         return cls()
 
-    def fit(self, outputs: Outputs) -> "OpenSetScore":
-        """Learn what the score needs from training outputs ("logits", "labels"); returns self."""
+    def fit(self, outputs: Outputs | Any, labels: Any = None) -> "OpenSetScore":
+        """Learn what the score needs from training outputs ("logits", "labels"; or (N, K) logits and (N,)
+        `labels`, see :func:`as_outputs`); returns self. Stateless scores learn nothing."""
         return self
 
-    def score(self, outputs: Outputs) -> torch.Tensor:
-        """(N,) float score of a batch of outputs (``"logits"`` (N, K), ...), higher = more known.
+    def score(self, outputs: Outputs | Any) -> torch.Tensor:
+        """(N,) float score of a batch of outputs (``"logits"`` (N, K), ...; or the logits as a numpy array /
+        tensor), higher = more known.
 
         Subclasses implement it. Fitted scores raise :class:`~openlt.errors.NotFittedError` before ``fit``.
         """
         raise NotImplementedError
 
-    def __call__(self, outputs: Outputs) -> torch.Tensor:
+    def __call__(self, outputs: Outputs | Any) -> torch.Tensor:
         return self.score(outputs)
 
     def options(self) -> dict:
-        """The constructor's keyword arguments (saved beside a fitted state)."""
-        return {}
+        """The constructor's keyword arguments (saved beside a fitted state): ``get_params()``."""
+        return self.get_params(deep=False)
 
     def summary(self) -> dict:
         """What the metrics record about this score: its name, options and (once fitted) what it learnt."""
@@ -75,8 +105,9 @@ def build_score(name: str, eval_cfg: Any = None) -> OpenSetScore:
     return cls() if eval_cfg is None else cls.from_config(eval_cfg)
 
 
-def open_score(name: str, outputs: Outputs) -> torch.Tensor:
-    """Score a batch with a score that needs no fitting (msp, max_logit, energy, reachability)."""
+def open_score(name: str, outputs: Outputs | Any) -> torch.Tensor:
+    """Score a batch (an outputs dict or (N, K) logits) with a score that needs no fitting (msp, max_logit,
+    energy, reachability)."""
     scorer = build_score(name)
     if scorer.requires_fit:
         raise NotFittedError(f"open-set score {name!r} must be fitted on the training outputs first: "
@@ -84,8 +115,10 @@ def open_score(name: str, outputs: Outputs) -> torch.Tensor:
     return scorer.score(outputs)
 
 
-def logits_of(outputs: Outputs) -> torch.Tensor:
-    """The (N, K) float logits of an outputs dict, with a clear error when they are missing or malformed."""
+def logits_of(outputs: Outputs | Any) -> torch.Tensor:
+    """The (N, K) float32 logits of an outputs dict, or of (N, K) logits given as a numpy array / torch tensor;
+    ValueError when they are missing or not 2-D, TypeError for another input."""
+    outputs = as_outputs(outputs)
     if "logits" not in outputs:
         raise ValueError(f"open-set scores need outputs['logits']; got keys {sorted(outputs)}")
     logits = outputs["logits"]

@@ -33,7 +33,7 @@ import torch
 import torch.nn.functional as F
 
 from openlt.errors import ConfigError, DataError
-from openlt.openset.base import SCORES, NotFittedError, OpenSetScore, Outputs, logits_of
+from openlt.openset.base import SCORES, NotFittedError, OpenSetScore, Outputs, as_outputs, logits_of
 
 DISTANCES = ("eucos", "euclidean", "cosine")
 DEFAULT_ALPHA = 10  # the paper's α for ImageNet; capped at the number of classes
@@ -87,7 +87,14 @@ def weibull_cdf(d: torch.Tensor, shape: torch.Tensor, scale: torch.Tensor, shift
 
 @SCORES.register("openmax")
 class OpenMax(OpenSetScore):
-    """OpenMax on the logits; score = the largest known-class OpenMax probability (see the module doc)."""
+    """OpenMax on the logits; score = the largest known-class OpenMax probability (see the module doc).
+
+    Parameters (scikit-learn style: ``get_params`` / ``set_params`` / ``clone``): ``tail_size`` (distances in
+    each class's Weibull tail), ``alpha`` (top classes revised; None: min(10, K)), ``distance`` (eucos |
+    euclidean | cosine). Learnt by :meth:`fit`: ``means_`` (K, K) float32 MAVs, ``shape_`` / ``scale_`` /
+    ``shift_`` (K,) float64 Weibull parameters, ``fallback_`` (K,) bool (MAV from all images: none was
+    correct), ``degenerate_`` (K,) bool (tail replaced by a step).
+    """
 
     name = "openmax"
     requires_fit = True
@@ -102,12 +109,6 @@ class OpenMax(OpenSetScore):
         if distance not in DISTANCES:
             raise ConfigError(f"eval.openmax_distance must be one of {', '.join(DISTANCES)}, got {distance!r}")
         self.tail_size, self.alpha, self.distance = tail_size, alpha, distance
-        self.means: torch.Tensor | None = None  # (K, K) MAVs
-        self.shape: torch.Tensor | None = None  # (K,) Weibull shapes (float64, as scale and shift)
-        self.scale: torch.Tensor | None = None  # (K,) Weibull scales
-        self.shift: torch.Tensor | None = None  # (K,) distance shifts (TRANSLATE - smallest tail distance)
-        self.fallback = torch.zeros(0, dtype=torch.bool)  # (K,) MAV from all images: none was correct
-        self.degenerate = torch.zeros(0, dtype=torch.bool)  # (K,) tail replaced by a step
 
     @classmethod
     def from_config(cls, eval_cfg: Any) -> "OpenMax":
@@ -121,9 +122,9 @@ class OpenMax(OpenSetScore):
     @property
     def num_classes(self) -> int:
         """K, the number of known classes fitted; :class:`~openlt.errors.NotFittedError` before :meth:`fit`."""
-        if self.means is None:
+        if not hasattr(self, "means_"):
             raise NotFittedError("OpenMax is not fitted: call fit(train_outputs) with 'logits' and 'labels'")
-        return self.means.shape[0]
+        return self.means_.shape[0]
 
     def alpha_for(self, num_classes: int) -> int:
         """The number of top classes revised for ``num_classes`` known classes: ``alpha``, or min(10, K) when None.
@@ -135,13 +136,14 @@ class OpenMax(OpenSetScore):
             raise ConfigError(f"eval.openmax_alpha={alpha} is more than the {num_classes} known classes")
         return alpha
 
-    def fit(self, outputs: Outputs) -> "OpenMax":
+    def fit(self, outputs: Outputs | Any, labels: Any = None) -> "OpenMax":
         """Fit the K MAVs and Weibull tails on training outputs: ``"logits"`` (N, K) float and ``"labels"`` (N,) int
-        in [0, K). Returns self.
+        in [0, K) -- or the logits as a numpy array / tensor and `labels` beside them. Returns self.
 
         Raises ValueError for missing or mis-shaped logits / labels, DataError for a label out of range or a class
         without a training image, ConfigError for an ``alpha`` above K.
         """
+        outputs = as_outputs(outputs, labels)
         logits = logits_of(outputs)
         if "labels" not in outputs:
             raise ValueError("OpenMax.fit needs outputs['labels'] (the training labels)")
@@ -168,8 +170,8 @@ class OpenMax(OpenSetScore):
             d = distances(v, means[c].expand_as(v), self.distance)
             tail = d.sort().values[-self.tail_size:].double().numpy()
             shapes[c], scales[c], shifts[c], degenerate[c] = fit_weibull(tail)
-        self.means, self.shape, self.scale, self.shift = means, shapes, scales, shifts
-        self.fallback, self.degenerate = fallback, degenerate
+        self.means_, self.shape_, self.scale_, self.shift_ = means, shapes, scales, shifts
+        self.fallback_, self.degenerate_ = fallback, degenerate
         return self
 
     def probabilities(self, outputs: Outputs) -> torch.Tensor:
@@ -183,8 +185,8 @@ class OpenMax(OpenSetScore):
         rows = []
         for v in logits.split(_CHUNK):
             top = v.topk(alpha, dim=1).indices  # (n, α), best first
-            d = distances(v.unsqueeze(1), self.means[top], self.distance)  # (n, α)
-            w = rank_weight * weibull_cdf(d, self.shape[top], self.scale[top], self.shift[top])
+            d = distances(v.unsqueeze(1), self.means_[top], self.distance)  # (n, α)
+            w = rank_weight * weibull_cdf(d, self.shape_[top], self.scale_[top], self.shift_[top])
             omega = torch.zeros_like(v).scatter_(1, top, w.float())
             revised = v * (1 - omega)
             unknown = (v - revised).sum(dim=1, keepdim=True)
@@ -205,26 +207,26 @@ class OpenMax(OpenSetScore):
     def summary(self) -> dict:
         """Name, options and, once fitted, alpha, K and the classes with a fallback MAV or a step tail (metrics)."""
         out = {"name": self.name, **self.options(), "score": "max known-class OpenMax probability"}
-        if self.means is not None:
+        if hasattr(self, "means_"):
             k = self.num_classes
             out.update({"alpha": self.alpha_for(k), "num_classes": k,
                         "weibull": "libMR FitHigh (tail shifted to 10000, weibull_min loc 0)",
-                        "classes_without_correct_train_images": self.fallback.nonzero().flatten().tolist(),
-                        "classes_with_step_tail": self.degenerate.nonzero().flatten().tolist()})
+                        "classes_without_correct_train_images": self.fallback_.nonzero().flatten().tolist(),
+                        "classes_with_step_tail": self.degenerate_.nonzero().flatten().tolist()})
         return out
 
     def state_dict(self) -> dict[str, torch.Tensor]:
         """The fit as tensors: ``means`` (K, K) float32, ``weibull_shape`` / ``_scale`` / ``_shift`` (K,) float64,
         ``fallback`` and ``degenerate`` (K,) bool. Raises NotFittedError before :meth:`fit`.
         """
-        if self.means is None:
+        if not hasattr(self, "means_"):
             raise NotFittedError("OpenMax is not fitted: nothing to save")
-        return {"means": self.means, "weibull_shape": self.shape, "weibull_scale": self.scale,
-                "weibull_shift": self.shift, "fallback": self.fallback, "degenerate": self.degenerate}
+        return {"means": self.means_, "weibull_shape": self.shape_, "weibull_scale": self.scale_,
+                "weibull_shift": self.shift_, "fallback": self.fallback_, "degenerate": self.degenerate_}
 
     def load_state_dict(self, state: Mapping[str, torch.Tensor]) -> "OpenMax":
         """Restore the tensors of :meth:`state_dict` (KeyError for a missing one); returns self."""
-        self.means = state["means"].float()
-        self.shape, self.scale, self.shift = (state[f"weibull_{k}"].double() for k in ("shape", "scale", "shift"))
-        self.fallback, self.degenerate = state["fallback"].bool(), state["degenerate"].bool()
+        self.means_ = state["means"].float()
+        self.shape_, self.scale_, self.shift_ = (state[f"weibull_{k}"].double() for k in ("shape", "scale", "shift"))
+        self.fallback_, self.degenerate_ = state["fallback"].bool(), state["degenerate"].bool()
         return self

@@ -1,12 +1,14 @@
 """The scores that need no fitting, each a pure formula of the outputs (kept as plain functions too, so
-that a caller can use the one-liner directly)."""
+that a caller can use the one-liner directly). Each takes an outputs dict or the (N, K) logits themselves as a
+numpy array or torch tensor (:func:`openlt.openset.base.as_outputs`) and returns a (N,) float32 torch tensor
+(``.numpy()`` for an array)."""
 
 from __future__ import annotations
 
 import torch
 
 from openlt.errors import ConfigError
-from openlt.openset.base import SCORES, OpenSetScore, Outputs, logits_of
+from openlt.openset.base import SCORES, OpenSetScore, Outputs, as_outputs, logits_of
 
 
 def max_softmax(outputs: Outputs) -> torch.Tensor:
@@ -38,7 +40,9 @@ def reachability(outputs: Outputs) -> torch.Tensor:
     """OLTR's reachability (Liu et al., CVPR 2019), reach_scale / distance to the nearest centroid
     (meta-embedding head only): ``outputs["reachability"]`` (N,) -> (N,) float32, positive.
 
-    Raises ConfigError when the outputs have no reachability (the model's head is not the meta-embedding)."""
+    Raises ConfigError when the outputs have no reachability (the model's head is not the meta-embedding; bare
+    logits have none)."""
+    outputs = as_outputs(outputs)
     if "reachability" not in outputs:
         raise ConfigError("eval.open_score=reachability needs a model with the meta-embedding head "
                           "(model.classifier=meta_embedding)")
@@ -76,15 +80,15 @@ class Energy(OpenSetScore):
     def __init__(self, temperature: float = 1.0) -> None:
         if not temperature > 0:
             raise ConfigError(f"energy temperature must be > 0, got {temperature}")
-        self.temperature = float(temperature)
+        self.temperature = temperature  # as given: a scikit-learn parameter (clone checks it is kept)
 
     def options(self) -> dict:
         """``{"temperature": T}``, saved beside the score's name."""
-        return {"temperature": self.temperature}
+        return {"temperature": float(self.temperature)}
 
     def score(self, outputs: Outputs) -> torch.Tensor:
         """(N,) float32 ``T * logsumexp(logits / T)`` of ``outputs["logits"]`` (N, K)."""
-        return negative_energy(outputs, self.temperature)
+        return negative_energy(outputs, float(self.temperature))
 
 
 @SCORES.register("reachability")
