@@ -11,36 +11,11 @@ from safetensors.torch import load_file
 
 from openlt.cli import main
 from openlt.config import build_config
-from openlt.data.transforms import IMAGENET_MEAN, IMAGENET_STD, eval_transform_spec
-from openlt.engine.checkpoint import save_checkpoint
+from openlt.data.transforms import IMAGENET_MEAN
 from openlt.engine.export import export_run
-from openlt.engine.inference import InferenceSpec
-from openlt.engine.run import Run
-from openlt.io import write_json
 from openlt.models.model import build_model
 from openlt.openset import OpenMax, Rejector, load_score, save_score
-
-CLASSES = ("ant", "bee", "cat")
-OLTR = ["model.attention=true", "model.classifier=meta_embedding"]
-
-
-def make_run(path, overrides=(), calibration=True) -> tuple[Run, torch.nn.Module]:
-    """A run directory as training leaves it (config.yaml, inference.json, best checkpoint), random weights;
-    OLTR's centroids are set away from zero so that reachability varies."""
-    cfg = build_config(None, ["model.backbone=resnet10", "train.device=cpu", *overrides])
-    spec = InferenceSpec(CLASSES, 3, 16, eval_transform_spec("small", 16, IMAGENET_MEAN, IMAGENET_STD), ("eel",))
-    run = Run(path)
-    run.checkpoints_dir.mkdir(parents=True)
-    run.write_config(cfg)
-    write_json(run.inference_file, spec.to_dict())
-    torch.manual_seed(0)
-    model = build_model(cfg, len(CLASSES), 3, 16)
-    if "model.classifier=meta_embedding" in overrides:
-        model.classifier.centroids.data.normal_()
-    save_checkpoint(run.checkpoint("best"), model, None, {"epoch": 3})
-    if calibration:
-        Rejector.calibrate("msp", torch.rand(50).numpy(), 0.9).save(run.calibration_file)
-    return run, model.eval()
+from synthetic_run import CLASSES, OLTR, make_run
 
 
 def reference(model, batch) -> dict:

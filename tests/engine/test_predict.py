@@ -23,6 +23,8 @@ from openlt.engine.evaluate import evaluate_run
 from openlt.engine.predict import expand_inputs
 from openlt.engine.run import open_run
 from openlt.engine.train import train
+from openlt.openset import OpenMax, Rejector, save_score
+from synthetic_run import OLTR, make_run
 
 TINY = ["data.dataset=image-folder", "data.image_size=16", "model.backbone=resnet10", "train.epochs=1",
         "train.batch_size=16", "train.lr=0.05", "eval.batch_size=64", "eval.many_above=30", "eval.few_below=15",
@@ -201,3 +203,45 @@ def test_the_saved_transform_is_the_runs_evaluation_transform(trained):
     assert (spec.in_chans, spec.image_size, spec.transform["family"], spec.open_classes) == (3, 16, "small", ("eel",))
     picture = Image.open(next((root / "data" / "images" / "eel").iterdir())).convert("RGB")
     assert torch.equal(spec.image_transform()(picture), data.transform(train=False)(picture))
+
+
+def test_oltr_and_openmax_runs_predict_with_their_saved_state_and_no_data(tmp_path, monkeypatch, capsys):
+    """Runs made directly, so no data exists at all: OLTR's reachability comes from the centroids in the
+    checkpoint, OpenMax's score from the fit evaluation saved (open-score.safetensors)."""
+    def no_data(*args, **kwargs):
+        raise AssertionError("predict read data")
+
+    monkeypatch.setattr(inference, "prepare_data", no_data)
+    monkeypatch.setattr(predict, "prepare_data", no_data)
+    image = tmp_path / "p.png"
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (20, 24, 3), dtype=np.uint8)).save(image)
+    oltr, oltr_model = make_run(tmp_path / "oltr", OLTR)
+    Rejector.fixed("reachability", 1.0, "fixed (eval.open_threshold)").save(oltr.calibration_file)
+    plain, plain_model = make_run(tmp_path / "plain")
+    openmax = OpenMax(tail_size=5).fit({"logits": torch.randn(60, 3) * 3, "labels": torch.arange(60) % 3})
+    save_score(plain.open_score_path(), openmax)
+    Rejector.fixed("openmax", 0.5, "fixed (eval.open_threshold)").save(plain.calibration_file)
+    x = inference.read_inference(plain).image_transform()(Image.open(image))[None]
+    with torch.no_grad():
+        expected = {"reachability": float(oltr_model(x)["reachability"][0]),
+                    "openmax": float(openmax.score({"logits": plain_model(x)["logits"]})[0])}
+    for run, score in ((oltr, "reachability"), (plain, "openmax")):
+        code, out, err = cli(capsys, "predict", run.path, image, "--json")
+        assert code == 0, err
+        [record] = json.loads(out)
+        assert record["score"] == score and record["open_score"] == pytest.approx(expected[score], rel=1e-5)
+        assert record["rejected"] == (expected[score] < record["threshold"])
+
+
+def test_a_run_without_inference_json_is_described_from_its_data_and_eval_adds_it(trained, tmp_path, capsys):
+    root, run = trained
+    copy = tmp_path / "old-run"
+    shutil.copytree(run.path, copy)
+    (copy / "inference.json").unlink()  # as a run of an older openlt
+    image = next((root / "data" / "images" / "bee").iterdir())
+    code, out, err = cli(capsys, "predict", copy, image, "--json")
+    assert code == 0, err
+    assert json.loads(out)[0]["class_name"] in CLASSES + ["unknown"] and not (copy / "inference.json").exists()
+    code, _, err = cli(capsys, "eval", copy, "--tag", "again", "--quiet")
+    assert code == 0, err
+    assert (copy / "inference.json").read_text() == run.inference_file.read_text()

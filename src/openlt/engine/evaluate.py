@@ -18,6 +18,7 @@ from openlt.data.build import DataBundle, prepare_data
 from openlt.engine import distributed
 from openlt.engine.precision import inference_amp
 from openlt.engine.features import cached_head_outputs
+from openlt.engine.inference import write_inference
 from openlt.engine.checkpoint import load_checkpoint
 from openlt.engine.manifest import check_open_decision, verify_manifest
 from openlt.engine.run import Run
@@ -194,6 +195,8 @@ def evaluate_run(run: Run, checkpoint: str = "best", overrides: list[str] | None
     if distributed.is_main():
         if tag is None and rejector is not None:
             rejector.save(run.calibration_file)
+        if not run.inference_file.is_file():  # a run of an older openlt: described now, predict needs no data
+            write_inference(run, data)
         write_json(run.metrics_path(tag), metrics)
         samples = sample_table(outputs, {split: scorer.score(outputs[split]) for split in ("test", "open") if split in outputs})
         save_samples(run.predictions_path(tag), samples)
