@@ -336,14 +336,23 @@ class DecoupleConfig:
 
     `openlt train` with `decouple.method` set trains no backbone: it reads (or builds) the stage-1 run's
     feature cache and fits the classifier; train.epochs / lr / batch_size / sampler / weight_decay apply to
-    cRT and LWS. The result is an ordinary run (backbone + new linear head) for eval, predict and bench."""
+    cRT and LWS (and FSLwF's base classifier). The result is an ordinary run (backbone + new head) for eval,
+    predict and bench."""
 
-    method: str = opt("none", registry="decouple.method")  # none | crt | ncm | tau_norm | lws | logit_adjust (NCM's metric: model.head.ncm_metric)
+    method: str = opt("none", registry="decouple.method")  # none | crt | ncm | tau_norm | lws | logit_adjust | fslwf (NCM's metric: model.head.ncm_metric; FSLwF: Gidaris & Komodakis 2018, options fslwf_*)
     features: str = opt("cache", choices="cache augmented")  # cache | augmented (cRT / LWS through the frozen backbone with train augmentation)
     cache_dtype: str = opt("float32", choices="float32 float16")  # float32 | float16 (half the disk, same accuracy to ~1e-3)
     taus: list = opt([i / 10 for i in range(21)], items=float, ge=0, nonempty=True)  # tau grid searched on val
     lws_bias: bool = True  # LWS scales W x + b (the public code keeps the bias)
     keep: str = opt("last", choices="last best")  # cRT / LWS: the last epoch's head, or "best": the epoch of best validation top-1 (public code)
+    fslwf_novel_classes: int = opt(5, ge=1)  # FSLwF: base (many-shot) classes drawn as fake novel in each generator-training episode (the paper's 5)
+    fslwf_shots: int = opt(5, ge=1)  # FSLwF: features per fake-novel class its weight is generated from in an episode (the paper's 5-shot)
+    fslwf_queries: int = opt(3, ge=1)  # FSLwF: query features per fake-novel class in an episode, plus as many of the other base classes (the paper: 15 + 15 for 5 classes)
+    fslwf_episodes: int = opt(8, ge=1)  # FSLwF: episodes per generator step (the paper's batch of 8)
+    fslwf_epochs: int = opt(60, ge=1)  # FSLwF: generator epochs; lr x1, x0.06, x0.012, x0.0024 after 0, 1/3, 2/3, 5/6 of them (the paper's 60: 20 / 40 / 50)
+    fslwf_steps: int = opt(1000, ge=1)  # FSLwF: generator steps per epoch (the paper's 1000)
+    fslwf_lr: float = opt(0.1, gt=0)  # FSLwF: generator SGD lr (Nesterov, train.momentum, train.weight_decay; the paper's 0.1)
+    fslwf_gamma: float = opt(10.0, gt=0)  # FSLwF: initial value of the learnable attention scale gamma (the paper's 10)
 
 
 @dataclass

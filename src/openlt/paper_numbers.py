@@ -1,9 +1,9 @@
 """Published numbers, to print beside a bench on one of the papers' benchmarks (top-1 in %, F in [0, 1]).
 
 Keys of a row are the bench table's columns; a bench method is matched to a row by its `paper_row` (or its
-name). Sources: Liu et al. 2019 (OLTR) Tables 2 and 3 (F-measures before the authors' 2020 fix, see
-REFERENCE §4); Kang et al. 2020 (decoupling) Table 2 / the classifier-balancing README; CIFAR-LT numbers as
-collected in REFERENCE §6 (overall top-1 only).
+name). Sources: Liu et al. 2019 (OLTR) Tables 2 and 3, with their FSLwF row (Gidaris & Komodakis 2018;
+F-measures before the authors' 2020 fix, see REFERENCE §4); Kang et al. 2020 (decoupling) Table 2 / the
+classifier-balancing README; CIFAR-LT numbers as collected in REFERENCE §6 (overall top-1 only).
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ PAPERS: dict[str, dict] = {
             "focal": (36.4, 29.9, 16.0, 30.5, 35.7, 29.3, 15.6, 0.371),
             "range": (35.8, 30.3, 17.6, 30.7, 34.7, 29.4, 17.2, 0.373),
             "openmax": (None, None, None, None, 35.8, 30.3, 17.6, 0.368),
+            "fslwf": (40.9, 22.1, 15.0, 28.4, 40.8, 21.7, 14.5, 0.347),
             "oltr": (43.2, 35.1, 18.5, 35.6, 41.9, 33.9, 17.4, 0.474),
         }),
     },
@@ -35,6 +36,7 @@ PAPERS: dict[str, dict] = {
             "focal": (41.1, 34.8, 22.4, 34.6, 41.0, 34.8, 22.3, 0.453),
             "range": (41.1, 35.4, 23.2, 35.1, 41.0, 35.3, 23.1, 0.457),
             "openmax": (None, None, None, None, 41.1, 35.4, 23.2, 0.458),
+            "fslwf": (43.9, 29.9, 29.5, 34.9, 38.1, 19.5, 14.8, 0.375),
             "oltr": (44.7, 37.0, 25.3, 35.9, 44.6, 36.8, 25.2, 0.464),
         }),
     },

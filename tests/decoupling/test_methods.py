@@ -40,9 +40,10 @@ def random_data(with_val: bool = True, seed: int = 0) -> Stage2Data:
                       weight=torch.randn(C, D, generator=g), bias=torch.randn(C, generator=g))
 
 
-def test_the_registry_holds_the_five_methods():
-    assert STAGE2_METHODS.names() == sorted(METHODS)
-    with pytest.raises(ConfigError, match="unknown decouple.method 'bogus'; known: none, crt, logit_adjust, lws, ncm, tau_norm"):
+def test_the_registry_holds_the_five_methods_and_fslwf():  # fslwf: tests/decoupling/test_fslwf.py
+    assert STAGE2_METHODS.names() == sorted(METHODS + ["fslwf"])
+    with pytest.raises(ConfigError, match="unknown decouple.method 'bogus'; known: none, crt, fslwf, logit_adjust, lws, "
+                                          "ncm, tau_norm"):
         build_method(config("bogus"))
 
 

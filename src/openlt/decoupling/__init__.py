@@ -3,6 +3,7 @@ tau-normalisation, LWS, cRT's :func:`train_on_features` on a fresh :class:`torch
 methods built on them, registered by ``decouple.method`` name in :data:`STAGE2_METHODS`."""
 
 from openlt.decoupling import methods  # noqa: F401  (registers the stage-2 methods)
+from openlt.decoupling import fslwf  # noqa: F401  (registers FSLwF)
 from openlt.decoupling._registry import STAGE2_METHODS, build_method, register_method
 from openlt.decoupling.base import FittedHead, Stage2Data, Stage2Hooks, Stage2Method
 from openlt.decoupling.classifiers import (

@@ -59,7 +59,7 @@ def adopt_representation(cfg: Config, source: Run, log: Callable[[str], None]) -
     cfg.eval.inclusive_bands = src.eval.inclusive_bands
     head = cfg.model.head
     cfg.model = copy.deepcopy(src.model)
-    for option in ("ncm_metric", "ncm_center", "scale"):  # the stage-2 head's own options stay the stage-2 config's
+    for option in ("ncm_metric", "ncm_center", "scale", "squash"):  # the stage-2 head's own options stay the stage-2 config's
         setattr(cfg.model.head, option, getattr(head, option))
     cfg.model.classifier = STAGE2_METHODS.get(cfg.decouple.method).head
     return src
