@@ -76,19 +76,23 @@ def _train(args: argparse.Namespace) -> int:
     if args.resume:
         run = open_run(args.resume)
         cfg = run.config()
-        if args.config or args.overrides:
-            print("note: --resume continues with the run's saved config; the config and overrides given are ignored")
+        if args.config or args.overrides or args.name is not None:
+            print("note: --resume continues with the run's saved config and name; the config, overrides and "
+                  "--name given are ignored")
+        if args.device is not None:  # where this process trains; the run's config.yaml stays as it is
+            cfg.train.device = args.device
         run = train(cfg, run=run, resume=True, quiet=args.quiet)
     else:
         if args.config is None:
             raise OpenLTError("give a config file or a packaged config's name (e.g. fmnist_lt/plain; `openlt "
                               "configs` lists them) or --resume RUN")
-        cfg = build_config(args.config, args.overrides)
+        device = [] if args.device is None else [f"train.device={args.device}"]
+        cfg = build_config(args.config, [*args.overrides, *device])
         run = train(cfg, name=args.name, quiet=args.quiet)
     if not args.no_eval:
         from openlt.engine.distributed import is_main
 
-        metrics = evaluate_run(run, "best", quiet=args.quiet)  # under torchrun: every process evaluates a share
+        metrics = evaluate_run(run, "best", quiet=args.quiet, device=args.device)  # under torchrun: a share each
         if is_main():
             print(format_table(metrics))
             print(f"run directory: {run.path}\nmetrics: {run.metrics_file}\nreport: {run.report_file} "
@@ -319,6 +323,8 @@ def _add_train_command(sub: argparse._SubParsersAction) -> None:
     p.add_argument("overrides", nargs="*", help="dotted overrides, e.g. train.epochs=2 data.root=/data")
     p.add_argument("--resume", metavar="RUN", help="continue an interrupted run from its last checkpoint")
     p.add_argument("--name", help="run name prefix (default: the config's name)")
+    p.add_argument("--device", help="auto, cpu, cuda, cuda:N or mps (same as train.device=...; with --resume: "
+                   "where this process continues the run)")
     p.add_argument("--no-eval", action="store_true", help="skip the final evaluation")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=_train)

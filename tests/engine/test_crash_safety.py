@@ -1,6 +1,8 @@
-"""Crash-safe runs: a training process killed with SIGKILL (mid-epoch, or in the middle of writing a checkpoint)
-resumes with `openlt train --resume RUN` to exactly the result of an uninterrupted run (CPU, workers=0:
-bit-exact), and a killed write never leaves a half-written checkpoint behind the real name.
+"""Crash-safe runs: a training process killed with SIGKILL (in epoch 1 before any checkpoint, mid-epoch, in the
+middle of writing a checkpoint, between the checkpoint and its metrics.jsonl line) or stopped with SIGTERM resumes
+with `openlt train --resume RUN` to exactly the result of an uninterrupted run (CPU, workers=0: bit-exact; its
+metrics.jsonl but for time_s and its metrics.json line for line), a killed write never leaves a half-written
+checkpoint behind the real name, and a second `--resume` of a run that is training is refused.
 
 Every run is a real `python -m openlt train` process; the reference run starts in the background while the
 first interrupted run trains, so the module stays well under a minute of wall time on two busy cores."""
@@ -9,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -54,6 +57,54 @@ sys.argv[0] = "openlt"
 runpy.run_module("openlt", run_name="__main__", alter_sys=True)
 """
 
+# `python -m openlt` stopped at a chosen point (OPENLT_TEST_MODE), OPENLT_TEST_MARKER created when it gets there:
+#   freeze-in-epoch-N       after step 3 of epoch N, wait (for the signal the test sends)
+#   kill-before-log-line-N  SIGKILL itself after epoch N's checkpoints, before its metrics.jsonl line
+#   wait-holding-the-lock   wait inside the run's lock (before reading the split files) until MARKER.go exists
+HOOKED = """
+import os, runpy, signal, sys, time
+import openlt.engine.tracking as tracking
+import openlt.engine.train as train
+mode, marker = os.environ["OPENLT_TEST_MODE"], os.environ["OPENLT_TEST_MARKER"]
+where = {"epoch": 0, "step": 0}
+
+def stop(kill=False):
+    open(marker, "w").close()
+    if kill:
+        os.kill(os.getpid(), signal.SIGKILL)
+    time.sleep(600)
+
+real_epoch, real_step = train.train_one_epoch, train.optimizer_step
+real_append, real_prepare = tracking.append_jsonl, train.prepare_data
+
+def train_one_epoch(*args, **kwargs):
+    where.update(epoch=args[6] + 1, step=0)
+    return real_epoch(*args, **kwargs)
+
+def optimizer_step(*args, **kwargs):
+    real_step(*args, **kwargs)
+    where["step"] += 1
+    if mode == f"freeze-in-epoch-{where['epoch']}" and where["step"] == 3:
+        stop()
+
+def append_jsonl(path, record):
+    if mode == f"kill-before-log-line-{record['epoch']}":
+        stop(kill=True)
+    return real_append(path, record)
+
+def prepare_data(*args, **kwargs):
+    if mode == "wait-holding-the-lock":
+        open(marker, "w").close()
+        while not os.path.exists(marker + ".go"):
+            time.sleep(0.02)
+    return real_prepare(*args, **kwargs)
+
+train.train_one_epoch, train.optimizer_step, train.prepare_data = train_one_epoch, optimizer_step, prepare_data
+tracking.append_jsonl = append_jsonl
+sys.argv[0] = "openlt"
+runpy.run_module("openlt", run_name="__main__", alter_sys=True)
+"""
+
 
 @pytest.fixture(scope="module")
 def workspace(tmp_path_factory):
@@ -76,9 +127,26 @@ def metrics_of(run: Path, monkeypatch) -> dict:
     import openlt.engine.evaluate as evaluate
     from openlt.engine.run import open_run
 
-    monkeypatch.setattr(evaluate, "write_reports", lambda *args, **kwargs: None)
-    evaluate.evaluate_run(open_run(run), "best", quiet=True)
+    if not (run / "metrics.json").is_file():  # evaluated once (the reference serves every test)
+        monkeypatch.setattr(evaluate, "write_reports", lambda *args, **kwargs: None)
+        evaluate.evaluate_run(open_run(run), "best", quiet=True)
     return json.loads((run / "metrics.json").read_text())
+
+
+def assert_same_as_uninterrupted(run: Path, ref: Path, monkeypatch) -> None:
+    """metrics.jsonl line for line but for time_s, metrics.json line for line (its run path aside), and both
+    checkpoints tensor for tensor."""
+    def log_lines(path: Path) -> list[dict]:
+        return [{k: v for k, v in json.loads(line).items() if k != "time_s"}
+                for line in (path / "metrics.jsonl").read_text().splitlines()]
+
+    assert log_lines(run) == log_lines(ref) and len(log_lines(ref)) == EPOCHS
+    metrics_of(run, monkeypatch), metrics_of(ref, monkeypatch)
+    got, want = ((p / "metrics.json").read_text().replace(str(p), "RUN").splitlines() for p in (run, ref))
+    assert got == want
+    for name in ("last", "best"):
+        assert_same_tensors(run / "checkpoints" / f"{name}.safetensors", ref / "checkpoints" / f"{name}.safetensors")
+    assert not temp_files(run)
 
 
 def start(args: list[str], code: str | None = None, **env) -> subprocess.Popen:
@@ -87,15 +155,20 @@ def start(args: list[str], code: str | None = None, **env) -> subprocess.Popen:
                             env={**ENV, **env})
 
 
-def finish(proc: subprocess.Popen) -> str:
+def finish(proc: subprocess.Popen, code: int = 0) -> str:
+    """stdout of `proc` once it exits with `code` (stderr instead when the code is not 0)."""
     try:
         out, err = proc.communicate(timeout=TIMEOUT)
     except subprocess.TimeoutExpired:
         proc.kill()
         out, err = proc.communicate()
         pytest.fail(f"openlt did not finish within {TIMEOUT}s:\n{out}\n{err}")
-    assert proc.returncode == 0, f"exit {proc.returncode}\n{out}\n{err}"
-    return out
+    assert proc.returncode == code, f"exit {proc.returncode}\n{out}\n{err}"
+    return out if code == 0 else err
+
+
+def hooked(args: list[str], mode: str, marker: Path) -> subprocess.Popen:
+    return start(args, HOOKED, OPENLT_TEST_MODE=mode, OPENLT_TEST_MARKER=str(marker))
 
 
 def wait_for(condition, proc: subprocess.Popen, what: str) -> None:
@@ -179,9 +252,82 @@ def test_sigkill_mid_epoch_then_resume_matches_an_uninterrupted_run(workspace, r
     got, want = metrics_of(run, monkeypatch), metrics_of(ref, monkeypatch)
     assert got["closed"] == want["closed"] and got["open"] == want["open"]
     assert got["per_class_accuracy"] == want["per_class_accuracy"]
-    for name in ("last", "best"):
-        assert_same_tensors(run / "checkpoints" / f"{name}.safetensors", ref / "checkpoints" / f"{name}.safetensors")
-    assert not temp_files(run)
+    assert_same_as_uninterrupted(run, ref, monkeypatch)
+
+
+def test_sigkill_in_epoch_1_before_any_checkpoint_resumes_from_the_start(workspace, reference, monkeypatch):
+    """The run directory appears complete (config.yaml, split_manifest.json, split files) before training starts,
+    so a run killed before its first checkpoint is resumable, from epoch 1, not "checkpoint not found"."""
+    marker = workspace / "in-epoch-1"
+    proc = hooked(train_args(workspace, "killed-in-epoch-1"), "freeze-in-epoch-1", marker)
+    wait_for(marker.exists, proc, "step 3 of epoch 1")
+    kill(proc)
+    run = only_run(workspace / "killed-in-epoch-1")  # one directory, its final name: nothing staged is left
+    assert not run.name.startswith(".")
+    for name in ("config.yaml", "split_manifest.json", "splits/train.txt", "splits/manifest.json", "train.lock"):
+        assert (run / name).is_file(), name
+    assert not (run / "checkpoints" / "last.safetensors").exists() and logged_epochs(run) == []
+    manifest = json.loads((run / "split_manifest.json").read_text())
+    assert all(Path(info["file"]).parent == run / "splits" for info in manifest["files"].values())
+
+    out = finish(start(["train", "--resume", str(run), "--quiet", "--no-eval"]))
+    assert f"resuming {run} from epoch 1 (no epoch had finished)" in out
+    assert_same_as_uninterrupted(run, reference(), monkeypatch)
+
+
+def test_sigterm_mid_epoch_keeps_the_checkpoint_names_the_resume_and_a_second_resume_is_refused(
+        workspace, reference, monkeypatch):
+    """SIGTERM (a scheduler, `docker stop`) ends training as Ctrl-C does: one line naming the run, the checkpoint
+    it keeps and the command to continue, exit 143. A torn last metrics.jsonl line (a crash while it was
+    written) is dropped with a note. While one `--resume` trains the run, a second is refused, naming the first
+    one's PID; the first then ends exactly as an uninterrupted run."""
+    marker = workspace / "in-epoch-2"
+    proc = hooked(train_args(workspace, "terminated"), "freeze-in-epoch-2", marker)
+    wait_for(marker.exists, proc, "step 3 of epoch 2")
+    os.kill(proc.pid, signal.SIGTERM)
+    err = finish(proc, code=128 + signal.SIGTERM).strip().splitlines()
+    run = only_run(workspace / "terminated")
+    last = run / "checkpoints" / "last.safetensors"
+    assert err == [f"openlt train: interrupted (SIGTERM): the run {run} keeps the checkpoint of epoch 1 ({last}); "
+                   f"continue with `openlt train --resume {run}`"]
+    assert read_checkpoint(last)[1]["state"]["epoch"] == 0 and logged_epochs(run) == [1] and not temp_files(run)
+    with open(run / "metrics.jsonl", "a") as fh:
+        fh.write('{"epoch": 2, "train_loss": 0.8')  # torn: no end, no newline
+
+    first = hooked(["train", "--resume", str(run), "--quiet", "--no-eval"], "wait-holding-the-lock", marker)
+    marker.unlink()
+    wait_for(marker.exists, first, "the first --resume to hold the lock")
+    second = subprocess.run([sys.executable, "-m", "openlt", "train", "--resume", str(run), "--quiet", "--no-eval"],
+                            capture_output=True, text=True, env=ENV, timeout=TIMEOUT)
+    lines = second.stderr.strip().splitlines()
+    assert second.returncode == 2 and len(lines) == 1, second.stderr
+    assert lines[0].startswith(f"openlt train: error: {run} is being trained by process {first.pid} on ")
+    Path(f"{marker}.go").touch()
+    out = finish(first)
+    assert f"{run / 'metrics.jsonl'}, line 2: dropped a torn last line" in out
+    assert f"resuming {run} after epoch 1/{EPOCHS}" in out
+    assert_same_as_uninterrupted(run, reference(), monkeypatch)
+    from openlt.engine.run import Run
+
+    with Run(run).lock():  # released when the process ended
+        pass
+
+
+def test_a_kill_between_the_checkpoint_and_its_log_line_loses_no_line(workspace, reference, monkeypatch):
+    """Epoch 2's checkpoint is written, the process dies before metrics.jsonl gets epoch 2's line: `--resume`
+    writes the line from the checkpoint (which keeps the epoch's record) and goes on with epoch 3."""
+    marker = workspace / "before-line-2"
+    proc = hooked(train_args(workspace, "between-writes"), "kill-before-log-line-2", marker)
+    proc.communicate(timeout=TIMEOUT)
+    assert proc.returncode == -signal.SIGKILL and marker.exists()
+    run = only_run(workspace / "between-writes")
+    state = read_checkpoint(run / "checkpoints" / "last.safetensors")[1]["state"]
+    assert state["epoch"] == 1 and state["record"]["epoch"] == 2 and logged_epochs(run) == [1]
+
+    out = finish(start(["train", "--resume", str(run), "--quiet", "--no-eval"]))
+    assert f"note: epoch 2's line of {run / 'metrics.jsonl'} restored from" in out
+    assert f"resuming {run} after epoch 2/{EPOCHS}" in out
+    assert_same_as_uninterrupted(run, reference(), monkeypatch)
 
 
 def test_sigkill_during_a_checkpoint_write_keeps_the_previous_checkpoint(workspace, reference):
@@ -240,3 +386,105 @@ def test_corrupt_checkpoint_through_a_real_openlt_process(workspace, reference, 
     assert len(lines) == 1 and lines[0].startswith("openlt eval: error: checkpoint "), proc.stderr
     assert str(best) in lines[0] and "corrupt" in lines[0]
     assert sorted(p.name for p in run.iterdir()) == before
+
+
+# ---------------------------------------------------------------- checkpoints: valid safetensors, bad openlt metadata
+def _write(path: Path, tensors: dict, meta) -> Path:
+    from safetensors.torch import save_file
+
+    save_file(tensors, str(path), metadata=None if meta is None else {"openlt": meta if isinstance(meta, str) else
+                                                                      json.dumps(meta)})
+    return path
+
+
+GOOD_META = {"format": "openlt-checkpoint/1", "state": {"epoch": 1, "best_val": 0.5},
+             "optimizer": {"param_groups": [{"params": [0], "lr": 0.1}], "scalars": {}}}
+WEIGHTS = {"model.w": torch.zeros(2), "optim.0.momentum_buffer": torch.zeros(2)}
+
+
+def _changed(**parts) -> dict:
+    meta = json.loads(json.dumps(GOOD_META))
+    for dotted, value in parts.items():
+        *path, key = dotted.split("__")
+        target = meta
+        for p in path:
+            target = target[p]
+        target[key] = value
+    return meta
+
+
+@pytest.mark.parametrize("meta, found", [
+    (None, "not written by openlt"),
+    ("{not json", "not written by openlt"),
+    ({"format": "other/1", "state": {}}, "not written by openlt"),
+    ({"format": "openlt-checkpoint/1", "state": []}, "not written by openlt"),
+    (_changed(state__epoch="3"), "state.epoch must be an integer >= 0, got '3'"),
+    (_changed(state__epoch=-1), "state.epoch must be an integer >= 0, got -1"),
+    (_changed(state__epoch=1.5), "state.epoch must be an integer >= 0"),
+    (_changed(state__best_val="high"), "state.best_val must be null or a number"),
+    (_changed(state__grad_scaler=[1]), "state.grad_scaler must be an object"),
+    (_changed(state__record=[1]), "state.record must be an object"),
+    (_changed(state__record={"epoch": 5}), "state.record is of epoch 5, not 2"),
+    (_changed(optimizer=[]), "optimizer must hold param_groups"),
+    (_changed(optimizer__param_groups={"lr": 1}), "optimizer must hold param_groups"),
+    (_changed(optimizer__param_groups=[{"lr": 1}]), "optimizer must hold param_groups"),
+    (_changed(optimizer__scalars=[]), "optimizer must hold param_groups"),
+    (_changed(optimizer__scalars={"x.step": 1}), "unexpected entry 'optim.x.step'"),
+])
+def test_a_checkpoint_with_malformed_openlt_metadata_is_refused_naming_it(tmp_path, meta, found):
+    from openlt.engine.checkpoint import checkpoint_state
+    from openlt.errors import RunDirError
+
+    path = _write(tmp_path / "last.safetensors", WEIGHTS, meta)
+    for read in (read_checkpoint, checkpoint_state):
+        with pytest.raises(RunDirError, match=re.escape(found)) as err:
+            read(path)
+        assert str(path) in str(err.value) and "\n" not in str(err.value)
+
+
+def test_a_stray_tensor_or_optimizer_state_of_another_shape_is_refused_naming_the_checkpoint(tmp_path):
+    from torch import nn
+
+    from openlt.engine.checkpoint import load_checkpoint
+    from openlt.errors import RunDirError
+
+    stray = _write(tmp_path / "stray.safetensors", {**WEIGHTS, "extra": torch.zeros(1)}, GOOD_META)
+    with pytest.raises(RunDirError, match=f"{re.escape(str(stray))} has malformed openlt metadata: unexpected "
+                                          f"entry 'extra'"):
+        read_checkpoint(stray)
+    model = nn.Linear(2, 1, bias=False)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    two_groups = _changed(optimizer__param_groups=[{"params": [0], "lr": 0.1}, {"params": [1], "lr": 0.1}])
+    path = _write(tmp_path / "groups.safetensors", {"model.weight": torch.zeros(1, 2)}, two_groups)
+    with pytest.raises(RunDirError, match=f"{re.escape(str(path))} has optimizer state that does not fit"):
+        load_checkpoint(path, model, optimizer)
+
+
+def test_resume_with_a_malformed_checkpoint_or_log_line_is_one_line_and_rewrites_nothing(workspace, reference,
+                                                                                        tmp_path):
+    """Through the CLI on copies of the finished reference run: exit 2, one line naming the file (and the line of
+    metrics.jsonl), every file as it was."""
+    cases = {
+        "checkpoint": (lambda run: _write(run / "checkpoints" / "last.safetensors", WEIGHTS,
+                                          _changed(state__epoch="2")),
+                       "last.safetensors has malformed openlt metadata: state.epoch"),
+        "log-line": (lambda run: (run / "metrics.jsonl").write_text(
+            '{"epoch": 1}\n{"epoch": 2, "trai\n{"epoch": 3}\n'), "metrics.jsonl, line 2: not a line of the per-epoch log"),
+    }
+    for name, (damage, found) in cases.items():
+        run = tmp_path / name
+        shutil.copytree(reference(), run)
+        damage(run)
+        before = files_of(run)
+        proc = subprocess.run([sys.executable, "-m", "openlt", "train", "--resume", str(run), "--quiet", "--no-eval"],
+                              capture_output=True, text=True, env=ENV, timeout=TIMEOUT)
+        lines = proc.stderr.strip().splitlines()
+        assert proc.returncode == 2 and len(lines) == 1, proc.stderr
+        assert lines[0].startswith("openlt train: error: ") and found in lines[0], lines[0]
+        assert str(run) in lines[0]
+        assert files_of(run) == before
+
+
+def files_of(run: Path) -> dict[Path, bytes]:
+    """Every file's bytes but train.lock's (the lock: the PID of the process that last took it)."""
+    return {p: p.read_bytes() for p in run.rglob("*") if p.is_file() and p.name != "train.lock"}
