@@ -169,8 +169,12 @@ def test_config_options_and_errors():
     none_many = clustered([50, 40, 10])
     with pytest.raises(ConfigError, match="needs many-shot .base. classes"):
         method().fit(none_many)
+    epochs = []
     with pytest.raises(ConfigError, match="fslwf_novel_classes=2 needs more base"):
-        method().fit(clustered([150, 120, 30]))
+        method().fit(clustered([150, 120, 30]), Stage2Hooks(on_epoch=lambda *args: epochs.append(args)))
+    with pytest.raises(ConfigError, match="fewer than decouple.fslwf_shots"):
+        method(shots=100, queries=20).fit(clustered(COUNTS), Stage2Hooks(on_epoch=lambda *args: epochs.append(args)))
+    assert epochs == []  # refused before the base classifier trains
 
 
 # -- end to end: stage 1 -> feature cache -> fslwf stage 2 -> openlt eval ---------------------------------------

@@ -55,8 +55,8 @@ from openlt.decoupling.methods import TrainedOnFeatures
 from openlt.errors import ConfigError, DataError, TrainingError
 from openlt.optim import build_scheduler, optimizer_step
 
-__all__ = ["CosineHead", "EpisodeSampler", "FewShotWithoutForgetting", "WeightGenerator", "class_means",
-           "cosine_logits", "episode_loss", "generator_lr_factor"]
+__all__ = ["CosineHead", "EpisodeSampler", "FewShotWithoutForgetting", "WeightGenerator", "assemble_weight",
+           "check_episodes", "class_means", "cosine_logits", "episode_loss", "generator_lr_factor"]
 
 
 def cosine_logits(x: Tensor, weight: Tensor, scale: float, squash: bool) -> Tensor:
@@ -141,6 +141,19 @@ class Episodes:
     exclude: Tensor
 
 
+def check_episodes(base_counts: Tensor, *, novel: int, shots: int, queries: int) -> None:
+    """ConfigError unless episodes of ``novel`` fake-novel classes with ``shots + queries`` features each can be
+    drawn from base classes of ``base_counts`` (len: the number of base classes) training features: more base
+    classes than ``novel`` (one at least is left to attend to), each with ``shots + queries`` features."""
+    num_base = len(base_counts)
+    if num_base <= novel:
+        raise ConfigError(f"decouple.fslwf_novel_classes={novel} needs more base (many-shot) classes than that; "
+                          f"this run has {num_base} (lower decouple.fslwf_novel_classes or eval.many_above)")
+    if int(base_counts.min()) < shots + queries:
+        raise ConfigError(f"a base class has {int(base_counts.min())} training features, fewer than "
+                          f"decouple.fslwf_shots + fslwf_queries = {shots + queries}")
+
+
 class EpisodeSampler:
     """Draws fake-novel episodes (:class:`Episodes`) from the features of ``num_base`` base classes, ``labels``
     (N,) int64 in [0, num_base): ``novel`` fake-novel classes, each with ``shots`` support and ``queries``
@@ -152,12 +165,7 @@ class EpisodeSampler:
                  generator: torch.Generator) -> None:
         labels = labels.cpu()
         self.counts = torch.bincount(labels, minlength=num_base)
-        if num_base <= novel:
-            raise ConfigError(f"decouple.fslwf_novel_classes={novel} needs more base (many-shot) classes than that; "
-                              f"this run has {num_base} (lower decouple.fslwf_novel_classes or eval.many_above)")
-        if int(self.counts.min()) < shots + queries:
-            raise ConfigError(f"a base class has {int(self.counts.min())} training features, fewer than "
-                              f"decouple.fslwf_shots + fslwf_queries = {shots + queries}")
+        check_episodes(self.counts, novel=novel, shots=shots, queries=queries)
         order = torch.argsort(labels, stable=True)
         starts = torch.cumsum(self.counts, 0) - self.counts
         self.table = torch.full((num_base, int(self.counts.max())), -1, dtype=torch.long)
@@ -285,6 +293,7 @@ class FewShotWithoutForgetting(Stage2Method):
         self.check(data.val_x is not None)
         base, novel = self.split_classes(data)
         counts = torch.bincount(data.train_y.cpu(), minlength=data.num_classes)
+        check_episodes(counts[base], **self.episode)  # before any training
         missing = novel[counts[novel] == 0].tolist()
         if missing:
             raise DataError(f"decouple.method=fslwf: classes {missing} have no training feature to generate from")
