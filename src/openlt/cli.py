@@ -7,11 +7,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import signal
 import sys
 import threading
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterator
 
 from openlt import __version__
 from openlt.errors import OpenLTError
@@ -521,6 +524,40 @@ def _check_options(args: argparse.Namespace) -> None:
         raise ConfigError(f"--name {run_name_problem(name)}")
 
 
+class ConsoleHandler(logging.Handler):
+    """The command's voice for the library's log records: each message as one line on the *current*
+    sys.stdout (as print wrote it; stderr with an ``openlt: warning:`` prefix from WARNING up), flushed."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        """Write one record's message (and a traceback, when the record carries one)."""
+        try:
+            text = self.format(record)
+            stream = sys.stderr if record.levelno >= logging.WARNING else sys.stdout
+            stream.write((f"openlt: warning: {text}" if record.levelno >= logging.WARNING else text) + "\n")
+            stream.flush()
+        except Exception:  # noqa: BLE001  (logging's own contract: a failing handler reports, never raises)
+            self.handleError(record)
+
+
+@contextmanager
+def console_logging(level: int = logging.INFO) -> Iterator[None]:
+    """While a command runs, the ``openlt`` loggers (library code logs through ``logging.getLogger(__name__)``,
+    never print) write through a :class:`ConsoleHandler` at `level`, and not also to the root logger's
+    handlers; afterwards the logger is as it was, so a program that embeds openlt keeps control of its output."""
+    logger = logging.getLogger("openlt")
+    handler = ConsoleHandler()
+    saved = logger.level, logger.propagate
+    logger.addHandler(handler)
+    logger.setLevel(level)
+    logger.propagate = False
+    try:
+        yield
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(saved[0])
+        logger.propagate = saved[1]
+
+
 def _run(args: argparse.Namespace) -> int:
     """`args.func(args)` with every way it can fail turned into one line on stderr and an exit status."""
     try:
@@ -569,7 +606,8 @@ def main(argv: list[str] | None = None) -> int:
     in_main_thread = threading.current_thread() is threading.main_thread()
     previous = signal.signal(signal.SIGTERM, _raise_terminated(os.getpid())) if in_main_thread else None
     try:
-        return _run(args)
+        with console_logging():  # the library's log records become the command's printed lines
+            return _run(args)
     finally:
         if in_main_thread:  # (None: a handler not set from Python; the default is the closest)
             signal.signal(signal.SIGTERM, signal.SIG_DFL if previous is None else previous)

@@ -2,6 +2,7 @@
 tau-norm / LWS runs through the CLI; the cache is reused while fresh and rebuilt when stale."""
 
 import json
+import logging
 import os
 from pathlib import Path
 
@@ -58,7 +59,8 @@ def test_features_command_caches_every_split_and_reuses_it(stage1, capsys):
     assert {s: f.stat().st_mtime_ns for s, f in files.items()} == stamps  # not rewritten
 
 
-def test_cache_matches_the_network_and_is_rebuilt_when_stale(stage1, capsys):
+def test_cache_matches_the_network_and_is_rebuilt_when_stale(stage1, caplog):
+    caplog.set_level(logging.INFO, logger="openlt")  # the library logs; only the CLI prints
     run = open_run(stage1)
     feats = load_features(run, ("train", "val"), quiet=True)
     # the cached features are exactly what the frozen network computes (eval mode, no augmentation)
@@ -85,13 +87,13 @@ def test_cache_matches_the_network_and_is_rebuilt_when_stale(stage1, capsys):
         tensors[key] = tensors[key] + 1.0
         save_file(tensors, str(ckpt), metadata=meta)
         load_features(run, ("val",), quiet=False)
-        assert "stale, rebuilt" in capsys.readouterr().out
+        assert "stale, rebuilt" in caplog.text
     finally:
         ckpt.write_bytes(saved)
     # a corrupt cache file is rebuilt, not trusted
     path.write_bytes(b"not a safetensors file")
     load_features(run, ("val",), quiet=False)
-    assert "unreadable, rebuilt" in capsys.readouterr().out
+    assert "unreadable, rebuilt" in caplog.text
     assert load_file(path)["features"].shape[0] == len(feats["val"]["labels"])
 
 

@@ -20,6 +20,7 @@ eval settings (written as metrics-<name>.json in that run); `paper_row` names th
 
 from __future__ import annotations
 
+import logging
 import re
 import shutil
 import time
@@ -33,6 +34,8 @@ from openlt.engine.run import Run, open_run
 from openlt.engine.train import train
 from openlt.errors import ConfigError
 from openlt.paper_numbers import PAPERS
+
+_LOG = logging.getLogger(__name__)
 
 NAME = re.compile(r"^[A-Za-z0-9_.+-]+$")
 SPEC_KEYS = {"name", "out_dir", "seeds", "paper", "overrides", "methods"}
@@ -141,7 +144,7 @@ def run_bench(spec: BenchSpec, quiet: bool = False, log: Callable[[str], None] |
     """Train and evaluate every (method, seed) that is not finished; return {method: [metrics files]}.
     `report_only`: train and evaluate nothing, collect what is finished (e.g. while another process runs the
     bench), and say what is missing."""
-    log = log or (lambda line: print(line, flush=True))
+    log = log or _LOG.info
     spec.out_dir.mkdir(parents=True, exist_ok=True)
     results: dict[str, list[Path]] = {m.name: [] for m in spec.methods}
     total = len(spec.methods) * len(spec.seeds)

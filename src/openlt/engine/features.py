@@ -13,6 +13,7 @@ Under torchrun every process extracts a share of the images (`ShardSampler`) and
 from __future__ import annotations
 
 import json
+import logging
 import sys
 from pathlib import Path
 
@@ -30,6 +31,8 @@ from openlt.engine.run import Run
 from openlt.errors import ConfigError
 from openlt.io import atomic_path, sha256_file
 from openlt.models.model import OpenLTModel
+
+_LOG = logging.getLogger(__name__)
 
 SPLITS = ("train", "val", "test", "open")
 DTYPES = {"float32": torch.float32, "float16": torch.float16}
@@ -130,7 +133,7 @@ def load_features(run: Run, splits: tuple[str, ...] = SPLITS, checkpoint: str = 
             status = ("stale, rebuilt" if cached is not None else
                       "unreadable, rebuilt" if existed and not force else "extracted")
         if not quiet and main:
-            print(f"features {split:5s} {tuple(feats.shape)} {dtype}: {status} ({path})")
+            _LOG.info(f"features {split:5s} {tuple(feats.shape)} {dtype}: {status} ({path})")
         result[split] = {"features": feats.float(), "labels": labels}
     return result
 

@@ -13,6 +13,7 @@ rank 0 alone writes the run directory. Mixed precision (`train.amp`) comes from 
 from __future__ import annotations
 
 import json
+import logging
 import shutil
 import sys
 import time
@@ -49,6 +50,7 @@ from openlt.models.model import OpenLTModel, build_model
 from openlt.optim import build_optimizer, build_scheduler, lr_schedule, optimizer_step, scheduled_factor
 
 Log = Callable[[str], None]
+_LOG = logging.getLogger(__name__)  # the default voice: `openlt train` prints these records (cli.console_logging)
 
 
 def train(cfg: Config, *, run: Run | None = None, name: str | None = None, resume: bool = False,
@@ -459,7 +461,7 @@ def _pct(value: float | None) -> str:
 
 
 def _print(line: str) -> None:
-    print(line, flush=True)
+    _LOG.info(line)
 
 
 def _silent(line: str) -> None:
