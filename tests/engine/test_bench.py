@@ -108,6 +108,62 @@ def test_bench_spec_errors_come_before_any_run(tmp_path, change, message):
         load_bench(path)
 
 
+TRAINED = {"name": "a", "config": "tiny.yaml"}
+# a bench field of the wrong type, or an eval_of override with a typo: (spec change, texts the one line holds)
+SPEC_TYPES = [
+    ({"seeds": "a"}, ("seeds must be a non-empty list of distinct integers",)),
+    ({"seeds": [0, "1"]}, ("seeds must be",)),
+    ({"seeds": [0, True]}, ("seeds must be",)),
+    ({"seeds": [-1]}, ("seeds must be", ">= 0")),
+    ({"seeds": [1, 1]}, ("seeds must be", "distinct")),
+    ({"seeds": []}, ("seeds must be",)),
+    ({"name": 3}, ("name must be a non-empty text, got 3",)),
+    ({"out_dir": ["runs"]}, ("out_dir must be a non-empty text",)),
+    ({"paper": 5}, ("paper must be a non-empty text",)),
+    ({"overrides": "train.epochs=1"}, ("overrides must be a list of key=value strings", "'train.epochs=1'")),
+    ({"overrides": ["train.epochs"]}, ("overrides must be a list of key=value strings",)),
+    ({"methods": {"name": "a", "config": "tiny.yaml"}}, ("methods must be a list of mappings",)),
+    ({"methods": "a"}, ("methods must be a list",)),
+    ({"methods": ["a"]}, ("methods[0] must be a mapping with a name",)),
+    ({"methods": [{"name": 3, "config": "tiny.yaml"}]}, ("methods[0].name must be a non-empty text",)),
+    ({"methods": [{"name": "a", "config": ["tiny.yaml"]}]}, ("method 'a': config must be a non-empty text",)),
+    ({"methods": [{"name": "a", "config": "tiny.yaml", "overrides": "train.epochs=1"}]},
+     ("method 'a': overrides must be a list of key=value strings",)),
+    ({"methods": [TRAINED, {"name": "b", "eval_of": ["a"]}]}, ("method 'b': eval_of must be a non-empty text",)),
+    ({"methods": [{"name": "a", "config": "tiny.yaml", "paper_row": "joint"}]}, ("paper_row 'joint'", "paper (None)")),
+    ({"paper": "imagenet_lt", "methods": [{"name": "a", "config": "tiny.yaml", "paper_row": "nope"}]},
+     ("paper_row 'nope' is not a row of the spec's paper (imagenet_lt)",)),
+    # eval_of overrides are checked on the base method's config, as `openlt eval` would
+    ({"methods": [TRAINED, {"name": "b", "eval_of": "a", "overrides": ["eval.open_scor=energy"]}]},
+     ("method 'b' (eval_of 'a', overrides)", "unknown config key 'eval.open_scor'", "eval.open_score")),
+    ({"methods": [TRAINED, {"name": "b", "eval_of": "a", "overrides": ["eval.open_score=energi"]}]},
+     ("method 'b' (eval_of 'a', overrides)", "'energi'")),
+    ({"methods": [TRAINED, {"name": "b", "eval_of": "a", "overrides": ["eval.open_threshold=high"]}]},
+     ("method 'b'", "eval.open_threshold")),
+    ({"methods": [TRAINED, {"name": "b", "eval_of": "a", "overrides": ["eval.keep_known=2"]}]},
+     ("method 'b'", "eval.keep_known")),
+    ({"methods": [TRAINED, {"name": "b", "eval_of": "a", "overrides": ["eval.openmax_distance=l1"]}]},
+     ("method 'b'", "eval.openmax_distance")),
+    ({"methods": [{"name": "a", "config": "tiny.yaml", "overrides": ["train.lr=-1"]}]},
+     ("method 'a' (config", "train.lr")),
+]
+
+
+@pytest.mark.parametrize("change, texts", SPEC_TYPES, ids=[str(i) for i in range(len(SPEC_TYPES))])
+def test_a_bad_bench_field_is_one_line_naming_the_spec_and_field_before_any_run(tmp_path, capsys, change, texts):
+    (tmp_path / "tiny.yaml").write_text("name: tiny\n")
+    spec = {"name": "x", "seeds": [0], "out_dir": str(tmp_path / "out"), "methods": [TRAINED], **change}
+    path = tmp_path / "bench.yaml"
+    path.write_text(json.dumps(spec))
+    assert main(["bench", str(path), "--quiet"]) == 2
+    out, err = capsys.readouterr()
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err and out == "", err
+    assert f"bench spec {path}" in err, err
+    for text in texts:
+        assert text in err, (text, err)
+    assert not (tmp_path / "out").exists()  # nothing trained, nothing created
+
+
 def test_shipped_bench_specs_load():
     for path in sorted((Path(__file__).parents[2] / "configs" / "bench").glob("*.yaml")):
         assert load_bench(path, ["data.root=/data", "data.split_dir=/splits"]).methods

@@ -28,8 +28,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from openlt.config import build_config, parse_overrides, read_yaml_mapping, resolve_config
-from openlt.engine.evaluate import evaluate_run
+from openlt.config import build_config, read_yaml_mapping, resolve_config
+from openlt.engine.evaluate import eval_config, evaluate_run
 from openlt.engine.run import Run, open_run
 from openlt.engine.train import train
 from openlt.errors import ConfigError
@@ -73,64 +73,110 @@ class BenchSpec:
     path: Path | None = None
 
 
-def _strings(value, what: str) -> list[str]:
+def _strings(value, where: str, field_name: str) -> list[str]:
+    """A list of key=value override strings (None: none); ConfigError naming the spec and the field."""
     if value is None:
         return []
     if not isinstance(value, list) or not all(isinstance(v, str) and "=" in v for v in value):
-        raise ConfigError(f"{what} must be a list of key=value strings, got {value!r}")
+        raise ConfigError(f"{where}: {field_name} must be a list of key=value strings, got {value!r}")
     return list(value)
 
 
+def _text(raw: dict, key: str, where: str, default: str | None, field_name: str | None = None) -> str | None:
+    """raw[key] as a non-empty string (`default` when absent or null); ConfigError naming the field otherwise."""
+    value = raw.get(key)
+    if value is None:
+        return default
+    if not isinstance(value, str) or not value.strip():
+        raise ConfigError(f"{where}: {field_name or key} must be a non-empty text, got {value!r}")
+    return value
+
+
+def _seeds(value, where: str) -> list[int]:
+    """`seeds`: a non-empty list of distinct integers >= 0 (each becomes the runs' `seed`)."""
+    if (not isinstance(value, list) or not value or not all(isinstance(s, int) and not isinstance(s, bool) and s >= 0
+                                                            for s in value) or len(set(value)) != len(value)):
+        raise ConfigError(f"{where}: seeds must be a non-empty list of distinct integers >= 0, got {value!r}")
+    return list(value)
+
+
+def _method(entry, i: int, before: list[BenchMethod], path: Path, paper: str | None) -> BenchMethod:
+    """methods[i] of the spec at `path`, checked: its fields' types, a unique name, references to trained methods
+    listed before it (`before`), a config that exists, a `paper_row` of the spec's paper."""
+    where = f"bench spec {path}"
+    if not isinstance(entry, dict) or "name" not in entry:
+        raise ConfigError(f"{where}: methods[{i}] must be a mapping with a name, got {entry!r}")
+    name = _text(entry, "name", where, None, f"methods[{i}].name")
+    bad = set(entry) - METHOD_KEYS
+    if bad:
+        raise ConfigError(f"{where}: method {name!r} has unknown key(s) {sorted(bad)}; valid: {sorted(METHOD_KEYS)}")
+    if not NAME.match(name) or name in {m.name for m in before}:
+        raise ConfigError(f"{where}: method name {name!r} must be unique and use letters, digits, _ . + -")
+    fields = {key: _text(entry, key, where, None, f"method {name!r}: {key}")
+              for key in ("config", "init_from", "eval_of", "paper_row")}
+    known = {m.name: m for m in before}
+    for ref in ("init_from", "eval_of"):
+        target = fields[ref]
+        if target is not None and (target not in known or known[target].eval_of):
+            raise ConfigError(f"{where}: method {name!r}: {ref}={target!r} must name a trained method listed before it")
+    if bool(fields["config"]) == bool(fields["eval_of"]):
+        raise ConfigError(f"{where}: method {name!r} needs exactly one of config or eval_of")
+    if fields["paper_row"] is not None and (paper is None or fields["paper_row"] not in PAPERS[paper]["rows"]):
+        known_rows = "" if paper is None else f"; rows of {paper}: {', '.join(PAPERS[paper]['rows'])}"
+        raise ConfigError(f"{where}: method {name!r}: paper_row {fields['paper_row']!r} is not a row of the spec's "
+                          f"paper ({paper}){known_rows}")
+    config = None
+    if fields["config"]:
+        config = resolve_config(fields["config"], path.parent,  # a packaged name when no such file
+                                f"{where}: method {name!r}: config").resolve()
+        if not config.is_file():
+            raise ConfigError(f"{where}: method {name!r}: config not found: {config}")
+    return BenchMethod(name, config, fields["init_from"], fields["eval_of"],
+                       _strings(entry.get("overrides"), where, f"method {name!r}: overrides"), fields["paper_row"])
+
+
 def load_bench(path: str | Path, extra_overrides: list[str] | None = None) -> BenchSpec:
-    """Read and check a bench spec: unknown keys, names, references and configs are errors before any run."""
+    """Read and check a bench spec before any run: unknown keys, fields of the wrong type (each ConfigError names
+    the spec file and the field), names, references, and every method's config with its overrides -- an
+    `eval_of` method's evaluation overrides too (keys, open-set score, threshold), on its base method's config."""
     path = resolve_config(path, what="bench spec")  # a file, or a packaged spec's name (bench/fmnist_lt)
     raw = read_yaml_mapping(path, "bench spec")
+    where = f"bench spec {path}"
     unknown = set(raw) - SPEC_KEYS
     if unknown:
-        raise ConfigError(f"bench spec {path}: unknown key(s) {sorted(unknown)}; valid: {sorted(SPEC_KEYS)}")
-    seeds = raw.get("seeds", [0])
-    if not isinstance(seeds, list) or not seeds or not all(isinstance(s, int) and not isinstance(s, bool) for s in seeds):
-        raise ConfigError(f"bench spec {path}: seeds must be a non-empty list of integers, got {seeds!r}")
-    paper = raw.get("paper")
+        raise ConfigError(f"{where}: unknown key(s) {sorted(unknown)}; valid: {sorted(SPEC_KEYS)}")
+    paper = _text(raw, "paper", where, None)
     if paper is not None and paper not in PAPERS:
-        raise ConfigError(f"bench spec {path}: unknown paper {paper!r}; known: {', '.join(PAPERS)}")
+        raise ConfigError(f"{where}: unknown paper {paper!r}; known: {', '.join(PAPERS)}")
+    entries = raw.get("methods")
+    if entries is not None and not isinstance(entries, list):
+        raise ConfigError(f"{where}: methods must be a list of mappings (name, config | eval_of, ...), got {entries!r}")
     methods: list[BenchMethod] = []
-    for i, entry in enumerate(raw.get("methods") or []):
-        if not isinstance(entry, dict) or "name" not in entry:
-            raise ConfigError(f"bench spec {path}: methods[{i}] must be a mapping with a name")
-        bad = set(entry) - METHOD_KEYS
-        if bad:
-            raise ConfigError(f"bench spec {path}: method {entry['name']!r} has unknown key(s) {sorted(bad)}; "
-                              f"valid: {sorted(METHOD_KEYS)}")
-        name = str(entry["name"])
-        if not NAME.match(name) or name in {m.name for m in methods}:
-            raise ConfigError(f"bench spec {path}: method name {name!r} must be unique and use letters, digits, _ . + -")
-        known = {m.name: m for m in methods}
-        for ref in ("init_from", "eval_of"):
-            target = entry.get(ref)
-            if target is not None and (target not in known or known[target].eval_of):
-                raise ConfigError(f"bench spec {path}: method {name!r}: {ref}={target!r} must name a trained method "
-                                  f"listed before it")
-        if bool(entry.get("config")) == bool(entry.get("eval_of")):
-            raise ConfigError(f"bench spec {path}: method {name!r} needs exactly one of config or eval_of")
-        config = None
-        if entry.get("config"):
-            config = resolve_config(str(entry["config"]), path.parent,  # a packaged name when no such file
-                                    f"bench spec {path}: method {name!r}: config").resolve()
-            if not config.is_file():
-                raise ConfigError(f"bench spec {path}: method {name!r}: config not found: {config}")
-        methods.append(BenchMethod(name, config, entry.get("init_from"), entry.get("eval_of"),
-                                   _strings(entry.get("overrides"), f"method {name!r} overrides"), entry.get("paper_row")))
+    for i, entry in enumerate(entries or []):
+        methods.append(_method(entry, i, methods, path, paper))
     if not methods:
-        raise ConfigError(f"bench spec {path} lists no methods")
-    spec = BenchSpec(str(raw.get("name", path.stem)), Path(raw.get("out_dir", f"runs/bench/{path.stem}")), seeds,
-                     methods, _strings(raw.get("overrides"), "overrides") + list(extra_overrides or []), paper, path)
-    for m in spec.methods:  # every config with its overrides must build before hours of training start
-        if m.config is not None:
-            build_config(m.config, spec.overrides + m.overrides)
-        else:
-            parse_overrides(m.overrides)
+        raise ConfigError(f"{where} lists no methods")
+    spec = BenchSpec(_text(raw, "name", where, path.stem), Path(_text(raw, "out_dir", where, f"runs/bench/{path.stem}")),
+                     _seeds(raw.get("seeds", [0]), where), methods,
+                     _strings(raw.get("overrides"), where, "overrides") + list(extra_overrides or []), paper, path)
+    _check_configs(spec)
     return spec
+
+
+def _check_configs(spec: BenchSpec) -> None:
+    """Every trained method's config with the spec's and its own overrides, and every `eval_of` method's
+    evaluation overrides on its base method's config, built and checked as `openlt train` / `eval` would: a typo
+    fails here, before hours of training. ConfigError naming the spec and the method."""
+    built = {}
+    for m in spec.methods:
+        try:
+            if m.config is not None:
+                built[m.name] = build_config(m.config, [*spec.overrides, *m.overrides, f"seed={spec.seeds[0]}"])
+            else:
+                eval_config(built[m.eval_of], m.overrides)
+        except ConfigError as exc:
+            what = f"eval_of {m.eval_of!r}, overrides" if m.eval_of else f"config {m.config}"
+            raise ConfigError(f"bench spec {spec.path}: method {m.name!r} ({what}): {exc}") from None
 
 
 def _runs_of(out_dir: Path, name: str) -> list[Run]:

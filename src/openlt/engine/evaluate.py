@@ -149,7 +149,13 @@ def eval_setup(run: Run, overrides: list[str] | None = None) -> tuple[Config, Op
     """The run's saved config with `overrides` ("key=value" strings, e.g. "eval.open_score=energy") applied, and
     its (unfitted) `eval.open_score`. Checked before anything is loaded: a bad key or value, an unknown score or
     score option, an `eval.open_threshold` neither 'auto' nor a finite number are ConfigErrors."""
-    cfg = run.config()
+    return eval_config(run.config(), overrides)
+
+
+def eval_config(cfg: Config, overrides: list[str] | None = None) -> tuple[Config, OpenSetScore]:
+    """A run's config `cfg` with evaluation `overrides` ("key=value" strings) applied, and its (unfitted)
+    `eval.open_score`: what `openlt eval` and a bench's `eval_of` method check before any work. ConfigError for a
+    bad key or value, an unknown score or score option, a bad `eval.open_threshold` / `eval.keep_known`."""
     if overrides:
         cfg = build_config(base=to_dict(cfg), overrides=overrides)
     scorer = build_score(cfg.eval.open_score, cfg.eval)
