@@ -321,6 +321,11 @@ class EvalConfig:
     openmax_tail: int = opt(20, ge=1)  # OpenMax: largest training distances per class in its Weibull fit
     openmax_alpha: int | None = opt(None, ge=1)  # OpenMax: top classes revised; None: min(10, number of classes)
     openmax_distance: str = opt("eucos", choices="eucos euclidean cosine")  # OpenMax: eucos (euclidean / 200 + cosine) | euclidean | cosine
+    knn_k: int = opt(50, ge=1)  # KNN (Sun et al. 2022): the neighbour among the normalised training features whose distance is the score (the paper's 50 for CIFAR-10)
+    vim_dim: int | None = opt(None, ge=1)  # ViM (Wang et al. 2022): principal subspace dimension; None: the paper's rule (1000 for features >= 1500 wide, 512 for >= 768, else half)
+    react_percentile: float = opt(0.9, gt=0, le=1)  # ReAct (Sun et al. 2021): clip features at this percentile of the training activations, as a fraction (the paper's 0.9)
+    odin_temperature: float = opt(1000.0, gt=0)  # ODIN (Liang et al. 2018): softmax temperature T (the paper's 1000)
+    odin_eps: float = opt(0.0014, ge=0)  # ODIN: input perturbation step on the [0, 1] pixel scale
 
 
 @relation(EvalConfig, "few_below", "many_above")

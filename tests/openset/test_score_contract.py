@@ -5,21 +5,26 @@ import torch
 
 from openlt.openset import SCORES, OpenSetScore, build_score, load_score, max_logit, negative_energy, save_score
 
-K, N = 5, 40
+K, N = 5, 60  # N above KNN's default k = 50
 
 
 def toy_outputs(n: int = N, seed: int = 0) -> dict:
+    """What the evaluator collects for any score: logits, labels, reachability, the (N, 12) penultimate features
+    (scores that need_features) and the images' score (those that need_model, computed from the network)."""
     g = torch.Generator().manual_seed(seed)
     labels = torch.arange(n) % K
+    feature = torch.relu(torch.randn(n, 12, generator=g)) + 3 * torch.eye(K, 12)[labels]
     logits = 5 * torch.eye(K)[labels] + torch.randn(n, K, generator=g)
-    return {"logits": logits, "labels": labels, "reachability": torch.rand(n, generator=g) + 0.1}
+    return {"logits": logits, "labels": labels, "reachability": torch.rand(n, generator=g) + 0.1,
+            "feature": feature, "model_score": torch.rand(n, generator=g)}
 
 
 @pytest.mark.parametrize("name", SCORES.names())
 def test_every_score_fits_and_scores_a_batch(name, tmp_path):
     scorer = build_score(name)
     assert isinstance(scorer, OpenSetScore) and scorer.name == name
-    assert scorer.fit(toy_outputs()) is scorer
+    linear = (torch.randn(K, 12, generator=torch.Generator().manual_seed(1)), torch.zeros(K))
+    assert scorer.fit(toy_outputs(), **({"head": linear} if scorer.needs_head else {})) is scorer
     scores = scorer.score(toy_outputs(7, seed=1))
     assert scores.shape == (7,) and scores.dtype == torch.float32 and torch.isfinite(scores).all()
     assert scorer.summary()["name"] == name

@@ -140,10 +140,12 @@ def load_features(run: Run, splits: tuple[str, ...] = SPLITS, checkpoint: str = 
 
 @torch.no_grad()
 def cached_head_outputs(cfg: Config, model: OpenLTModel, splits: list[str], device: torch.device,
-                        quiet: bool = False) -> dict[str, dict[str, torch.Tensor]]:
+                        quiet: bool = False, keep: tuple[str, ...] = ("logits", "reachability")
+                        ) -> dict[str, dict[str, torch.Tensor]]:
     """The outputs of a decoupled run (stage-1 body + new head) computed from its stage-1 run's feature cache:
-    the head applied to the cached features, so evaluation passes no image through the backbone. Returns {}
-    when the stage-1 run is gone (the caller then evaluates through the network)."""
+    the head applied to the cached features, so evaluation passes no image through the backbone; `keep` as
+    `runtime.collect_outputs` ("feature": the cached features themselves). Returns {} when the stage-1 run is
+    gone (the caller then evaluates through the network)."""
     from openlt.engine.run import open_run
     from openlt.errors import RunDirError
     from openlt.models.meta_embedding import head_outputs
@@ -156,7 +158,7 @@ def cached_head_outputs(cfg: Config, model: OpenLTModel, splits: list[str], devi
     model.eval()
     outputs = {}
     for split, cached in feats.items():
-        out = head_outputs(model.classifier, cached["features"].to(device))
-        outputs[split] = {k: out[k].float().cpu() for k in ("logits", "reachability") if k in out}
+        out = {**head_outputs(model.classifier, cached["features"].to(device)), "feature": cached["features"]}
+        outputs[split] = {k: out[k].float().cpu() for k in keep if k in out}
         outputs[split]["labels"] = cached["labels"]
     return outputs

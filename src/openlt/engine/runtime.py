@@ -5,6 +5,7 @@ loading a run's model. Every other engine module builds on these; this one impor
 from __future__ import annotations
 
 import sys
+from typing import Callable
 
 import torch
 from torch.utils.data import DataLoader
@@ -17,7 +18,9 @@ from openlt.engine.checkpoint import load_checkpoint
 from openlt.engine.precision import autocast
 from openlt.engine.run import Run
 from openlt.errors import ConfigError
+from openlt.models.classifier import LinearClassifier
 from openlt.models.model import OpenLTModel, build_model
+from openlt.openset.base import MODEL_SCORE, OpenSetScore
 
 
 def resolve_device(name: str) -> torch.device:
@@ -57,22 +60,50 @@ def make_loader(dataset, batch_size: int, workers: int, device: torch.device, sa
 
 
 KEPT_OUTPUTS = ("logits", "reachability")  # what evaluation and the open-set scores read
+WITH_FEATURES = KEPT_OUTPUTS + ("feature",)  # for a score that needs_features (Mahalanobis, KNN, ViM, ReAct)
+BatchScore = Callable[[Callable[[torch.Tensor], torch.Tensor], torch.Tensor], torch.Tensor]
+
+
+def kept_for(scorer: OpenSetScore) -> tuple[str, ...]:
+    """The model outputs `collect_outputs` keeps for `scorer`: the (N, D) penultimate features only when the
+    score declares ``needs_features`` (they are the largest tensors), else logits and reachability."""
+    return WITH_FEATURES if scorer.needs_features else KEPT_OUTPUTS
+
+
+def linear_head(model: OpenLTModel) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """(weight (K, D), bias (K,)) float32 CPU of the model's classifier when it is linear (logits = W f + b:
+    ``model.classifier=linear``, and the cRT / LWS / tau-norm / logit-adjust heads, which are stored as one),
+    for the scores that ``needs_head`` (ViM, ReAct); None for any other head (a missing bias is zeros)."""
+    head = model.classifier
+    if not isinstance(head, LinearClassifier):
+        return None
+    weight = head.fc.weight.detach().float().cpu()
+    bias = head.fc.bias
+    return weight, torch.zeros(weight.shape[0]) if bias is None else bias.detach().float().cpu()
 
 
 @torch.no_grad()
 def collect_outputs(model: OpenLTModel, loader: DataLoader, device: torch.device, desc: str = "eval",
-                    quiet: bool = False, channels_last: bool = False, amp: str = "none") -> dict[str, torch.Tensor]:
-    """Logits (and reachability, where the head gives it) and labels of every image (eval mode, no augmentation).
+                    quiet: bool = False, channels_last: bool = False, amp: str = "none",
+                    keep: tuple[str, ...] = KEPT_OUTPUTS, batch_score: BatchScore | None = None
+                    ) -> dict[str, torch.Tensor]:
+    """Logits (and reachability, where the head gives it) and labels of every image (eval mode, no augmentation);
+    `keep` names the model outputs kept ("feature" too for a score that needs it: :func:`kept_for`).
+    `batch_score` (a score that needs_model, ODIN): called as ``batch_score(logits_of_images, images)`` on each
+    batch, outside autocast and with gradients allowed, its (B,) result kept as "model_score".
     A loader sharded over processes (`make_loader(..., shard=True)` under torchrun) gives every process all of them."""
     model.eval()
     kept: dict[str, list[torch.Tensor]] = {}
     quiet = quiet or not distributed.is_main()
     for images, targets in tqdm(loader, desc=desc, leave=False, disable=True if quiet else None, file=sys.stderr):
+        images = batch_to(images, device, channels_last)
         with autocast(amp, device):
-            out = model(batch_to(images, device, channels_last))
-        for key in KEPT_OUTPUTS:
+            out = model(images)
+        for key in keep:
             if key in out:
                 kept.setdefault(key, []).append(out[key].float().cpu())
+        if batch_score is not None:
+            kept.setdefault(MODEL_SCORE, []).append(batch_score(lambda x: model(x)["logits"], images))
         kept.setdefault("labels", []).append(targets)
     outputs = {key: torch.cat(values) for key, values in kept.items()}
     if isinstance(loader.sampler, distributed.ShardSampler):

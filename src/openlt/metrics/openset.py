@@ -11,17 +11,18 @@ Conventions:
 from __future__ import annotations
 
 import math
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 from sklearn.metrics import average_precision_score, roc_auc_score
 
-from .closed import REJECTED, _as_predictions, _check_preds_labels, _to_numpy
+from .closed import BAND_NAMES, REJECTED, _as_predictions, _check_preds_labels, _to_numpy
 
 __all__ = [
     "aupr_in",
     "aupr_out",
     "auroc",
+    "auroc_per_band",
     "fpr_at_tpr",
     "open_set_f_measure",
     "open_set_metrics",
@@ -121,6 +122,30 @@ def auroc(known_scores: Any, open_scores: Any) -> float:
     k, o = _known_open(known_scores, open_scores)
     y = np.concatenate([np.ones(k.size), np.zeros(o.size)])
     return float(roc_auc_score(y, np.concatenate([k, o])))
+
+
+def auroc_per_band(known_scores: Any, known_labels: Any, open_scores: Any,
+                   band_of_class: Sequence[str]) -> dict[str, float | None]:
+    """AUROC of the known images of each shot band against all the open images (how well the open set is told
+    apart from the head classes and from the tail classes): ``{"many", "medium", "few", "overall"}``, each :func:`auroc` of the known scores
+    whose true class is in that band (``band_of_class[c]``, the band of class ``c``) against ``open_scores``;
+    ``"overall"`` uses every known score. None where a band has no known image.
+
+    ``known_scores`` (N,) and ``known_labels`` (N,) class ids in ``[0, len(band_of_class))``; ValueError for
+    mismatched lengths, a label out of range, or no open image."""
+    k, o = _known_open(known_scores, open_scores)
+    y = _to_numpy(known_labels).astype(np.int64).reshape(-1)
+    if y.shape != k.shape:
+        raise ValueError(f"known_labels must match known_scores: {y.shape} vs {k.shape}")
+    bands = np.asarray(band_of_class)
+    if y.size and (y.min() < 0 or y.max() >= bands.size):
+        raise ValueError(f"known_labels must be in [0, {bands.size}), got {int(y.min())} .. {int(y.max())}")
+    sample_band = bands[y]
+    out: dict[str, float | None] = {}
+    for name in (*BAND_NAMES, "overall"):
+        keep = np.ones(k.size, dtype=bool) if name == "overall" else sample_band == name
+        out[name] = auroc(k[keep], o) if keep.any() else None
+    return out
 
 
 def aupr_in(known_scores: Any, open_scores: Any) -> float:

@@ -1,7 +1,9 @@
 """Open-set scores, "higher = more known", registered by name (`eval.open_score`).
 
 Every score is an :class:`OpenSetScore`: ``fit(train_outputs)`` where it learns from training data
-(OpenMax), then ``score(outputs)`` on a batch of model outputs ("logits", "reachability"). The stateless
+(OpenMax; Mahalanobis, KNN, ViM, ReAct on the penultimate features), then ``score(outputs)`` on a batch of model
+outputs ("logits", "reachability", "feature"); ODIN is computed from the images through the network
+(``needs_model``). The feature-based detectors and ODIN wrap pytorch-ood (the optional extra ``ood``). The stateless
 ones are also plain functions (:func:`max_softmax`, :func:`max_logit`, :func:`negative_energy`,
 :func:`reachability`), and :func:`open_score` scores with them by name.
 
@@ -11,11 +13,14 @@ calibration.json) is a :class:`Rejector`.
 
 from openlt.openset.base import (SCORES, NotFittedError, OpenSetScore, build_score, load_score, open_score,
                                  save_score)
+from openlt.openset.detectors import KNN, Mahalanobis, ReAct, ViM
+from openlt.openset.odin import ODIN
 from openlt.openset.openmax import OpenMax
 from openlt.openset.rejector import Rejector, check_rejection_config, parse_threshold
 from openlt.openset.scores import (Energy, MaxLogit, MaxSoftmax, Reachability, max_logit, max_softmax, negative_energy,
                                    reachability)
 
-__all__ = ["SCORES", "Energy", "MaxLogit", "MaxSoftmax", "NotFittedError", "OpenMax", "OpenSetScore", "Reachability",
+__all__ = ["KNN", "ODIN", "SCORES", "Energy", "Mahalanobis", "MaxLogit", "MaxSoftmax", "NotFittedError", "OpenMax",
+           "OpenSetScore", "ReAct", "Reachability", "ViM",
            "Rejector", "build_score", "check_rejection_config", "load_score", "max_logit", "max_softmax",
            "negative_energy", "open_score", "parse_threshold", "reachability", "save_score"]

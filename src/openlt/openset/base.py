@@ -2,8 +2,14 @@
 `score(outputs)` on any batch. Scores are registered by name (`eval.open_score`) and run "higher = more known".
 
 `outputs` is the dict the evaluator collects from a model: "logits" (N x K), "labels" (N, known classes
-only, needed to fit), and "reachability" from the meta-embedding head. Working on these tensors, never on
-the model, lets every score run on cached outputs and with every trained model. A numpy array or torch
+only, needed to fit), "reachability" from the meta-embedding head, and "feature" (N x D, the penultimate
+features the head sees) only for a score that declares ``needs_features`` (Mahalanobis, KNN, ViM, ReAct), so
+that the other evaluations keep no (N x D) tensor. Working on these tensors, never on the model, lets every
+score run on cached outputs and with every trained model. Two flags tell the evaluator what more a score
+needs: ``needs_head`` (ViM, ReAct): ``fit(..., head=(W, b))`` gets the classifier's linear map, weight (K, D)
+and bias (K,), which the score keeps as learnt state; ``needs_model`` (ODIN, which perturbs the input
+images along a gradient): the evaluator passes every batch of images through :meth:`OpenSetScore.score_images`
+and keeps the result as ``outputs["model_score"]``, which ``score`` then reads. A numpy array or torch
 tensor of logits (N, K) stands for ``{"logits": ...}`` (:func:`as_outputs`): ``max_softmax(np_logits)``,
 ``OpenMax().fit(train_logits, train_labels)``.
 
@@ -16,7 +22,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any, ClassVar, Mapping
+from typing import Any, Callable, ClassVar, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -29,7 +35,9 @@ from openlt.io import atomic_path
 from openlt.registry import Registry
 
 Outputs = Mapping[str, torch.Tensor]
+Head = tuple[torch.Tensor, torch.Tensor]  # a linear classifier's weight (K, D) and bias (K,)
 FORMAT = "openlt-open-score/1"
+MODEL_SCORE = "model_score"  # outputs key of a needs_model score, computed batch by batch from the images
 
 
 def as_outputs(outputs: Any, labels: Any = None) -> dict[str, torch.Tensor]:
@@ -57,16 +65,29 @@ class OpenSetScore(BaseEstimator):
 
     name: ClassVar[str] = ""
     requires_fit: ClassVar[bool] = False  # True: call fit(train outputs) before score()
+    needs_features: ClassVar[bool] = False  # True: outputs carry "feature" (N, D), the head's input
+    needs_head: ClassVar[bool] = False  # True: fit(..., head=(weight (K, D), bias (K,))) of a linear head
+    needs_model: ClassVar[bool] = False  # True: scored from the images (score_images), kept as "model_score"
 
     @classmethod
     def from_config(cls, eval_cfg: Any) -> "OpenSetScore":
         """Build from the `eval` config section (scores with options read their `eval.*` keys)."""
         return cls()
 
-    def fit(self, outputs: Outputs | Any, labels: Any = None) -> "OpenSetScore":
-        """Learn what the score needs from training outputs ("logits", "labels"; or (N, K) logits and (N,)
-        `labels`, see :func:`as_outputs`); returns self. Stateless scores learn nothing."""
+    def fit(self, outputs: Outputs | Any, labels: Any = None, head: Head | None = None) -> "OpenSetScore":
+        """Learn what the score needs from training outputs ("logits", "labels", "feature" where
+        ``needs_features``; or (N, K) logits and (N,) `labels`, see :func:`as_outputs`) and, where
+        ``needs_head``, the classifier's linear map `head` = (weight (K, D), bias (K,)); returns self.
+        Stateless scores learn nothing."""
         return self
+
+    def score_images(self, logits_of_images: Callable[[torch.Tensor], torch.Tensor], images: torch.Tensor,
+                     norm_std: Sequence[float] | None = None) -> torch.Tensor:
+        """(B,) float32 CPU score of a batch of normalised images (B, C, H, W), for a score that ``needs_model``:
+        `logits_of_images` is the network (images -> (B, K) logits, gradients allowed), `norm_std` the
+        per-channel std the images were normalised by (on the [0, 1] pixel scale). The evaluator keeps the
+        result as ``outputs["model_score"]``. NotImplementedError for the scores that work on outputs."""
+        raise NotImplementedError(f"open-set score {self.name!r} works on outputs, not on images")
 
     def score(self, outputs: Outputs | Any) -> torch.Tensor:
         """(N,) float score of a batch of outputs (``"logits"`` (N, K), ...; or the logits as a numpy array /
@@ -125,6 +146,20 @@ def logits_of(outputs: Outputs | Any) -> torch.Tensor:
     if logits.dim() != 2:
         raise ValueError(f"outputs['logits'] must be (N, K), got shape {tuple(logits.shape)}")
     return logits.float()
+
+
+def features_of(outputs: Outputs | Any, name: str) -> torch.Tensor:
+    """The (N, D) float32 penultimate features ``outputs["feature"]`` of a score that ``needs_features``
+    (`name`: the score, for the message). ConfigError when they are missing (bare logits, or outputs collected
+    without features), ValueError when they are not 2-D."""
+    outputs = as_outputs(outputs)
+    if "feature" not in outputs:
+        raise ConfigError(f"open-set score {name!r} works on the penultimate features: the outputs need a "
+                          f"'feature' (N, D) tensor (openlt eval keeps it for this score); got keys {sorted(outputs)}")
+    feature = outputs["feature"]
+    if feature.dim() != 2:
+        raise ValueError(f"outputs['feature'] must be (N, D), got shape {tuple(feature.shape)}")
+    return feature.float()
 
 
 def save_score(path: str | Path, scorer: OpenSetScore) -> None:

@@ -83,6 +83,9 @@ def _results_table(metrics: Mapping, ece: Mapping[str, float | None]) -> str:
     if "open" in metrics:
         rej = metrics["open"]["bands_with_rejection"]
         rows.append(["open-set top-1, with rejection (%)", *(pct(rej.get(b)) for b in (*BAND_NAMES, "overall"))])
+        per_band = metrics["open"].get("auroc_per_band")  # known images of the band against the open set
+        if per_band:
+            rows.append(["AUROC, band vs open", *(num(per_band.get(b)) for b in (*BAND_NAMES, "overall"))])
     rows.append(["ECE, max softmax (%)", *(pct(ece.get(b)) for b in (*BAND_NAMES, "overall"))])
     n = closed.get("n_classes", {})
     header = ["", *(f"{b} ({n.get(b, '?')} classes)" for b in BAND_NAMES), "overall"]

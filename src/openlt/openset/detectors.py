@@ -1,0 +1,341 @@
+"""Feature-based open-set detectors, each a thin wrapper of pytorch-ood's implementation (the optional extra
+``pip install 'openlt[ood]'``; pytorch-ood 0.4 needs only torch, torchvision, scipy, numpy and
+typing-extensions, all openlt's own dependencies), fitted on the training split's penultimate features
+("feature", N x D: what the classifier head sees) and scored "higher = more known" (pytorch-ood's outlier
+scores negated):
+
+* ``mahalanobis`` (Lee et al., NeurIPS 2018): class-conditional Gaussians with one tied covariance; score
+  -1/2 min_k (z - mu_k)^T S^-1 (z - mu_k), with pytorch-ood's S the *sum* of the centred outer products
+  (not divided by N) plus 1e-6 I: the paper's Mahalanobis distance under the covariance S / N, divided by N
+  (the same ranking; the threshold lives in these units).
+* ``knn`` (Sun et al., ICML 2022, "Out-of-Distribution Detection with Deep Nearest Neighbors"): minus the
+  Euclidean distance of the L2-normalised feature to its k-th nearest normalised training feature.
+* ``vim`` (Wang et al., CVPR 2022, "ViM: Out-Of-Distribution with Virtual-logit Matching"): energy of the
+  logits minus the virtual logit alpha ||x^{P perp}||, the norm of the feature (centred at u = -W^+ b) outside
+  its principal subspace of dimension d, alpha = mean max-logit / mean residual norm on the training split.
+* ``react`` (Sun et al., NeurIPS 2021, "ReAct: Out-of-distribution Detection With Rectified Activations"):
+  the features clipped at the p-th percentile of the training activations, the logits recomputed through
+  the linear head, then their energy logsumexp (the paper's ReAct + energy).
+
+ViM and ReAct need the classifier's linear map (``needs_head``: ``fit(..., head=(W, b))``); openlt eval gives
+it for a linear head (plain, cRT, LWS, tau-norm, logit adjustment) and refuses other heads (cosine,
+meta-embedding, NCM, normed linear) with a ConfigError. Each score keeps what it learnt as tensors
+(``state_dict``), so a run's open-score.safetensors restores it without the training data.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+import torch
+
+from openlt.errors import ConfigError, DataError
+from openlt.openset.base import SCORES, Head, NotFittedError, OpenSetScore, Outputs, as_outputs, features_of
+
+
+def ood_detectors(score: str) -> Any:
+    """The ``pytorch_ood.detector`` module; ConfigError naming the optional extra when pytorch-ood is missing."""
+    try:
+        import pytorch_ood.detector as detectors  # optional dependency: the `ood` extra
+    except ImportError as exc:
+        raise ConfigError(f"eval.open_score={score} wraps pytorch-ood, which is not installed here "
+                          f"({exc}): pip install 'openlt[ood]'") from None
+    return detectors
+
+
+def training_features(outputs: Outputs | Any, labels: Any, name: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """(features (N, D) float32, labels (N,) int64) of training outputs; every class 0 .. max label must have an
+    image (DataError otherwise), ValueError for missing labels or mis-matched lengths."""
+    outputs = as_outputs(outputs, labels)
+    feats = features_of(outputs, name)
+    if "labels" not in outputs:
+        raise ValueError(f"{name}.fit needs outputs['labels'] (the training labels)")
+    y = outputs["labels"].long()
+    if y.shape != (feats.shape[0],) or not len(y):
+        raise ValueError(f"{name}.fit: labels must be ({feats.shape[0]},) and not empty, got {tuple(y.shape)}")
+    if int(y.min()) < 0:
+        raise DataError(f"{name}.fit: training labels must be >= 0 (known classes), got {int(y.min())}")
+    missing = sorted(set(range(int(y.max()) + 1)) - set(y.unique().tolist()))
+    if missing:
+        raise DataError(f"{name}.fit: classes {missing[:10]} have no training image")
+    return feats, y
+
+
+def linear_head(head: Head | None, name: str, dim: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(weight (K, D), bias (K,)) float32 of the classifier's linear map; ConfigError when there is none (a head
+    that is not linear), ValueError for shapes that do not match the D-wide features."""
+    if head is None:
+        raise ConfigError(f"eval.open_score={name} needs a linear classifier head (logits = W f + b: "
+                          f"model.classifier=linear, or a cRT / LWS / tau-norm / logit-adjust run); this model has none")
+    weight, bias = (torch.as_tensor(t).detach().float().cpu() for t in head)
+    if weight.dim() != 2 or weight.shape[1] != dim or bias.shape != (weight.shape[0],):
+        raise ValueError(f"{name}: head weight must be (K, {dim}) and bias (K,), got {tuple(weight.shape)} and "
+                         f"{tuple(bias.shape)}")
+    return weight, bias
+
+
+def _fitted(score: OpenSetScore, attribute: str) -> None:
+    if not hasattr(score, attribute):
+        raise NotFittedError(f"open-set score {score.name!r} is not fitted: call fit(train_outputs) with "
+                             f"'feature' and 'labels' first")
+
+
+@SCORES.register("mahalanobis")
+class Mahalanobis(OpenSetScore):
+    """``mahalanobis``: minus half the smallest Mahalanobis distance of the feature to a class mean, with one
+    tied covariance (Lee et al. NeurIPS 2018; pytorch-ood's ``Mahalanobis``, see the module doc for its units).
+
+    No parameters. Learnt by :meth:`fit`: ``means_`` (K, D) float32 class means, ``precision_`` (D, D) float32
+    inverse of the summed within-class scatter."""
+
+    name = "mahalanobis"
+    requires_fit = True
+    needs_features = True
+
+    def __init__(self) -> None:
+        ood_detectors(self.name)
+
+    def _detector(self) -> Any:
+        detector = ood_detectors(self.name).Mahalanobis(None)
+        detector.mu, detector.precision = self.means_, self.precision_
+        return detector
+
+    def fit(self, outputs: Outputs | Any, labels: Any = None, head: Head | None = None) -> "Mahalanobis":
+        """Fit the class means and tied precision on the training ``"feature"`` (N, D) and ``"labels"`` (N,);
+        returns self. DataError for a class without an image, ConfigError without features."""
+        feats, y = training_features(outputs, labels, self.name)
+        detector = ood_detectors(self.name).Mahalanobis(None).fit_features(feats, y)
+        self.means_, self.precision_ = detector.mu.float().cpu(), detector.precision.float().cpu()
+        return self
+
+    def score(self, outputs: Outputs | Any) -> torch.Tensor:
+        """(N,) float32 ``-1/2 min_k (z - mu_k)^T precision (z - mu_k)`` of ``outputs["feature"]`` (N, D), <= 0."""
+        _fitted(self, "means_")
+        return -self._detector().predict_features(features_of(outputs, self.name)).float().cpu()
+
+    def summary(self) -> dict:
+        """Name and, once fitted, the number of classes and the feature width."""
+        out = {"name": self.name, "covariance": "tied (pytorch-ood: summed scatter + 1e-6 I)"}
+        if hasattr(self, "means_"):
+            out.update({"num_classes": int(self.means_.shape[0]), "feature_dim": int(self.means_.shape[1])})
+        return out
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        """``means`` (K, D) and ``precision`` (D, D), float32; NotFittedError before :meth:`fit`."""
+        _fitted(self, "means_")
+        return {"means": self.means_, "precision": self.precision_}
+
+    def load_state_dict(self, state: Mapping[str, torch.Tensor]) -> "Mahalanobis":
+        """Restore :meth:`state_dict`'s tensors (KeyError for a missing one); returns self."""
+        self.means_, self.precision_ = state["means"].float(), state["precision"].float()
+        return self
+
+
+@SCORES.register("knn")
+class KNN(OpenSetScore):
+    """``knn``: minus the distance of the L2-normalised feature to its ``k``-th nearest normalised training feature
+    (Sun et al. ICML 2022; pytorch-ood's ``KNN``, scikit-learn's exact nearest neighbours).
+
+    Parameter ``k`` >= 1 (the paper's 50 for CIFAR-10; at most the number of training images). Learnt by
+    :meth:`fit`: ``train_features_`` (N, D) float32, the training features the neighbours are searched in."""
+
+    name = "knn"
+    requires_fit = True
+    needs_features = True
+
+    def __init__(self, k: int = 50) -> None:
+        if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+            raise ConfigError(f"eval.knn_k must be an integer >= 1 (the neighbour whose distance is the score), got {k!r}")
+        self.k = k
+        ood_detectors(self.name)
+
+    @classmethod
+    def from_config(cls, eval_cfg: Any) -> "KNN":
+        """Build from the ``eval`` section: ``knn_k``."""
+        return cls(eval_cfg.knn_k)
+
+    def _detector(self) -> Any:
+        if not hasattr(self, "detector_"):
+            _fitted(self, "train_features_")
+            n = self.train_features_.shape[0]
+            if self.k > n:
+                raise ConfigError(f"eval.knn_k={self.k} is more than the {n} training images")
+            zeros = torch.zeros(n, dtype=torch.long)  # pytorch-ood only drops labels < 0
+            self.detector_ = ood_detectors(self.name).KNN(None, k=self.k).fit_features(self.train_features_, zeros)
+        return self.detector_
+
+    def fit(self, outputs: Outputs | Any, labels: Any = None, head: Head | None = None) -> "KNN":
+        """Keep the training ``"feature"`` (N, D) (``"labels"`` (N,) checked) and index them; returns self.
+        ConfigError for ``k`` above N or without features."""
+        feats, _ = training_features(outputs, labels, self.name)
+        self.__dict__.pop("detector_", None)
+        self.train_features_ = feats.contiguous()
+        self._detector()
+        return self
+
+    def score(self, outputs: Outputs | Any) -> torch.Tensor:
+        """(N,) float32 minus the k-th nearest-neighbour distance of ``outputs["feature"]`` (N, D), in [-2, 0]."""
+        feats = features_of(outputs, self.name)
+        return -self._detector().predict_features(feats).float().cpu()
+
+    def summary(self) -> dict:
+        """Name, ``k`` and, once fitted, the number of training features searched."""
+        out = {"name": self.name, "k": self.k, "normalised": True}
+        if hasattr(self, "train_features_"):
+            out["n_train"] = int(self.train_features_.shape[0])
+        return out
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        """``train_features`` (N, D) float32; NotFittedError before :meth:`fit`."""
+        _fitted(self, "train_features_")
+        return {"train_features": self.train_features_}
+
+    def load_state_dict(self, state: Mapping[str, torch.Tensor]) -> "KNN":
+        """Restore :meth:`state_dict`'s tensor (KeyError when missing) and index it again; returns self."""
+        self.__dict__.pop("detector_", None)
+        self.train_features_ = state["train_features"].float().contiguous()
+        return self
+
+
+def vim_dim(dim: int | None, width: int) -> int:
+    """The principal-subspace dimension ViM uses for features of `width` D: `dim`, or with None the paper's
+    choice (1000 for D >= 1500, 512 for D >= 768, else D / 2). ConfigError when it is not below D."""
+    d = dim if dim is not None else 1000 if width >= 1500 else 512 if width >= 768 else width // 2
+    if not 1 <= d < width:
+        raise ConfigError(f"eval.vim_dim={d} must be between 1 and the feature width {width} - 1")
+    return d
+
+
+@SCORES.register("vim")
+class ViM(OpenSetScore):
+    """``vim``: energy minus the virtual logit (Wang et al. CVPR 2022; pytorch-ood's ``ViM``): see the module doc.
+
+    Parameter ``dim``: the principal subspace's dimension d (None: the paper's rule, :func:`vim_dim`). Learnt by
+    :meth:`fit` (with the head): ``weight_`` (K, D), ``bias_`` (K,), ``origin_`` (D,) u = -W^+ b,
+    ``null_space_`` (D, D - d) the residual directions, ``alpha_`` the virtual logit's scale."""
+
+    name = "vim"
+    requires_fit = True
+    needs_features = True
+    needs_head = True
+
+    def __init__(self, dim: int | None = None) -> None:
+        if dim is not None and (isinstance(dim, bool) or not isinstance(dim, int) or dim < 1):
+            raise ConfigError(f"eval.vim_dim must be an integer >= 1 (principal subspace) or null for the paper's "
+                              f"rule, got {dim!r}")
+        self.dim = dim
+        ood_detectors(self.name)
+
+    @classmethod
+    def from_config(cls, eval_cfg: Any) -> "ViM":
+        """Build from the ``eval`` section: ``vim_dim``."""
+        return cls(eval_cfg.vim_dim)
+
+    def _detector(self) -> Any:
+        _fitted(self, "weight_")
+        detector = ood_detectors(self.name).ViM(None, self.null_space_.shape[0] - self.null_space_.shape[1],
+                                                self.weight_, self.bias_)
+        detector.u, detector.principal_subspace, detector.alpha = self.origin_, self.null_space_, self.alpha_
+        return detector
+
+    def fit(self, outputs: Outputs | Any, labels: Any = None, head: Head | None = None) -> "ViM":
+        """Fit the principal subspace and alpha on the training ``"feature"`` (N, D), with `head` = the linear
+        classifier (weight (K, D), bias (K,)); returns self. ConfigError without a linear head or a ``dim``
+        not below D."""
+        feats, y = training_features(outputs, labels, self.name)
+        weight, bias = linear_head(head, self.name, feats.shape[1])
+        detector = ood_detectors(self.name).ViM(None, vim_dim(self.dim, feats.shape[1]), weight, bias)
+        detector.fit_features(feats, y)
+        self.weight_, self.bias_, self.origin_ = weight, bias, detector.u.float()
+        self.null_space_, self.alpha_ = detector.principal_subspace.float(), float(detector.alpha)
+        return self
+
+    def score(self, outputs: Outputs | Any) -> torch.Tensor:
+        """(N,) float32 ``logsumexp(W z + b) - alpha ||(z - u) P_perp||`` of ``outputs["feature"]`` (N, D)."""
+        return -self._detector().predict_features(features_of(outputs, self.name)).float().cpu()
+
+    def summary(self) -> dict:
+        """Name, ``dim`` and, once fitted, the dimension used and alpha."""
+        out = {"name": self.name, "dim": self.dim}
+        if hasattr(self, "weight_"):
+            out.update({"dim_used": int(self.null_space_.shape[0] - self.null_space_.shape[1]), "alpha": self.alpha_})
+        return out
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        """``weight``, ``bias``, ``origin``, ``null_space`` float32 and ``alpha`` (float64 scalar)."""
+        _fitted(self, "weight_")
+        return {"weight": self.weight_, "bias": self.bias_, "origin": self.origin_, "null_space": self.null_space_,
+                "alpha": torch.tensor(self.alpha_, dtype=torch.float64)}
+
+    def load_state_dict(self, state: Mapping[str, torch.Tensor]) -> "ViM":
+        """Restore :meth:`state_dict`'s tensors (KeyError for a missing one); returns self."""
+        self.weight_, self.bias_, self.origin_, self.null_space_ = (
+            state[k].float() for k in ("weight", "bias", "origin", "null_space"))
+        self.alpha_ = float(state["alpha"])
+        return self
+
+
+@SCORES.register("react")
+class ReAct(OpenSetScore):
+    """``react``: ReAct + energy (Sun et al. NeurIPS 2021; pytorch-ood's ``ReAct`` with its energy score): the
+    features clipped at the ``percentile`` of the training activations, logits recomputed as W min(z, c) + b,
+    score logsumexp of them.
+
+    Parameter ``percentile`` in (0, 1] (the paper's 0.9: the 90th percentile). Learnt by :meth:`fit` (with the
+    head): ``threshold_`` c, ``weight_`` (K, D), ``bias_`` (K,)."""
+
+    name = "react"
+    requires_fit = True
+    needs_features = True
+    needs_head = True
+
+    def __init__(self, percentile: float = 0.9) -> None:
+        if isinstance(percentile, bool) or not isinstance(percentile, (int, float)) or not 0 < percentile <= 1:
+            raise ConfigError(f"eval.react_percentile must be a fraction in (0, 1] (0.9: clip at the 90th percentile "
+                              f"of the training activations), got {percentile!r}")
+        self.percentile = percentile
+        ood_detectors(self.name)
+
+    @classmethod
+    def from_config(cls, eval_cfg: Any) -> "ReAct":
+        """Build from the ``eval`` section: ``react_percentile``."""
+        return cls(eval_cfg.react_percentile)
+
+    def _detector(self) -> Any:
+        _fitted(self, "threshold_")
+        weight, bias = self.weight_, self.bias_
+        return ood_detectors(self.name).ReAct(torch.nn.Identity(), lambda z: z @ weight.T + bias,
+                                              threshold=self.threshold_, percentile=float(self.percentile))
+
+    def fit(self, outputs: Outputs | Any, labels: Any = None, head: Head | None = None) -> "ReAct":
+        """The clipping threshold from the training ``"feature"`` (N, D) and the linear `head` (weight (K, D),
+        bias (K,)); returns self. ConfigError without a linear head."""
+        feats, y = training_features(outputs, labels, self.name)
+        self.weight_, self.bias_ = linear_head(head, self.name, feats.shape[1])
+        detector = ood_detectors(self.name).ReAct(torch.nn.Identity(), None, percentile=float(self.percentile))
+        self.threshold_ = float(detector.fit_feature_maps(feats, y).threshold)
+        return self
+
+    def score(self, outputs: Outputs | Any) -> torch.Tensor:
+        """(N,) float32 ``logsumexp(W min(z, c) + b)`` of ``outputs["feature"]`` (N, D)."""
+        return -self._detector().predict_feature_maps(features_of(outputs, self.name)).float().cpu()
+
+    def summary(self) -> dict:
+        """Name, ``percentile`` and, once fitted, the clipping threshold."""
+        out = {"name": self.name, "percentile": self.percentile, "then": "energy"}
+        if hasattr(self, "threshold_"):
+            out["threshold"] = self.threshold_
+        return out
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        """``threshold`` (float64 scalar), ``weight`` (K, D) and ``bias`` (K,) float32."""
+        _fitted(self, "threshold_")
+        return {"threshold": torch.tensor(self.threshold_, dtype=torch.float64), "weight": self.weight_,
+                "bias": self.bias_}
+
+    def load_state_dict(self, state: Mapping[str, torch.Tensor]) -> "ReAct":
+        """Restore :meth:`state_dict`'s tensors (KeyError for a missing one); returns self."""
+        self.threshold_ = float(state["threshold"])
+        self.weight_, self.bias_ = state["weight"].float(), state["bias"].float()
+        return self
+
