@@ -326,6 +326,7 @@ class EvalConfig:
     react_percentile: float = opt(0.9, gt=0, le=1)  # ReAct (Sun et al. 2021): clip features at this percentile of the training activations, as a fraction (the paper's 0.9)
     odin_temperature: float = opt(1000.0, gt=0)  # ODIN (Liang et al. 2018): softmax temperature T (the paper's 1000)
     odin_eps: float = opt(0.0014, ge=0)  # ODIN: input perturbation step on the [0, 1] pixel scale
+    save_logits: bool = False  # predictions.npz keeps every test / open image's logits (N x K float32: 0.8 GB at 24k images x 8,142 classes); default: scores and the top-5 classes only
 
 
 @relation(EvalConfig, "few_below", "many_above")

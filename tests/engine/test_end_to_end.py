@@ -53,8 +53,11 @@ def test_train_writes_a_complete_run_directory(trained_run):
     metrics = json.loads((run / "metrics.json").read_text())
     closed = metrics["closed"]
     assert 0.0 <= closed["overall"] <= 1.0 and set(closed) >= {"many", "medium", "few", "overall"}
-    assert len(metrics["per_class_accuracy"]) == 4 and len(metrics["confusion_matrix"]) == 4
-    assert sum(map(sum, metrics["confusion_matrix"])) == 4 * 6  # every test image in the matrix
+    assert len(metrics["per_class_accuracy"]) == 4 and "confusion_matrix" not in metrics  # no K x K in the JSON
+    from openlt.reporting import load_confusion
+    matrix = load_confusion(run / metrics["confusion"]["file"])  # the sparse matrix, in its own file
+    assert matrix.shape == (4, 4) and matrix.sum() == 4 * 6  # every test image in the matrix
+    assert sum(map(sum, metrics["confusion"]["by_band"]["counts"])) == 4 * 6 + 6  # and every test + open decision
     op = metrics["open"]
     assert op["n_open"] == 6 and 0.0 <= op["f_measure"] <= 1.0 and 0.0 <= op["auroc"] <= 1.0
     assert op["tp"] + op["fp"] == 24  # every known test image is a TP or an FP

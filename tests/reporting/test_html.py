@@ -34,14 +34,17 @@ def test_the_report_has_every_figure_and_table_and_needs_nothing_else(tmp_path):
     samples = sample_table(outputs, {s: outputs[s]["logits"].softmax(1).max(1).values for s in ("test", "open")})
     save_samples(tmp_path / "predictions.npz", samples)
     samples = load_samples(tmp_path / "predictions.npz")
-    assert set(samples) == {"test_labels", "test_preds", "test_score", "test_max_prob", "open_preds", "open_score",
-                            "open_max_prob"}
+    assert set(samples) == {f"{split}_{key}" for split in ("test", "open")
+                            for key in ("preds", "score", "max_prob", "top_classes", "top_probs")} | {"test_labels"}
+    assert samples["test_top_classes"].shape == (80, 4)  # top 5 of 4 classes: all 4, most probable first
+    np.testing.assert_array_equal(samples["test_top_classes"][:, 0], samples["test_preds"])
     history = [{"epoch": 1, "train_loss": 1.0, "train_acc": 0.4, "lr": 0.1, "val": metrics["val"]}]
     page = run_report({"run": "runs/x", "checkpoint": "best", "epoch": 0, **metrics}, samples, ShotBands(), history)
     images = re.findall(r'<img alt="([^"]+)" src="data:image/png;base64,([A-Za-z0-9+/=]+)"', page)
     assert [alt for alt, _ in images] == ["per-class accuracy against training images", "open-set score histograms",
                                           "accuracy and F-measure against the threshold", "reliability diagram",
-                                          "training loss", "validation accuracy", "confusion matrix"]
+                                          "training loss", "validation accuracy", "shot band confusion",
+                                          "confusion matrix"]
     assert all(len(data) > 1000 for _, data in images)
     assert "cat&lt;&amp;&gt;" in page and "cat<&>" not in page
     assert "http" not in page.replace("http-equiv", "")  # self-contained: nothing to fetch
@@ -55,7 +58,7 @@ def test_a_run_without_open_images_still_gets_its_report():
     metrics = compute_metrics(cfg, outputs, COUNTS, NAMES)
     samples = sample_table(outputs, {"test": outputs["test"]["logits"].max(1).values})
     page = run_report({"run": "r", **metrics}, samples, ShotBands())
-    assert page.count("<img") == 5 and "AUROC" not in page
+    assert page.count("<img") == 6 and "AUROC" not in page
 
 
 def test_samples_file_is_checked(tmp_path):

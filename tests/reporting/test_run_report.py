@@ -156,7 +156,10 @@ def test_figures_keep_class_names_as_written():
 @pytest.mark.parametrize("edit, message", [
     (lambda m: m.pop("per_class_accuracy"), "per_class_accuracy"),
     (lambda m: m.update(per_class_accuracy=[0.5, 2.0, None]), "per_class_accuracy"),
-    (lambda m: m.update(confusion_matrix=[[1, 2], [3, 4]]), "3 x 3 counts"),
+    (lambda m: m["confusion"]["by_band"].update(counts=[[1, 2], [3, 4]]), "4 x 4 counts"),
+    (lambda m: m["confusion"].update(top=[{"true": 3, "pred": 0, "count": 1}]), "class ids below 3"),
+    (lambda m: m["confusion"].update(top=[{"true": 1, "pred": 0, "count": -1}]), "confusion.top"),
+    (lambda m: m.update(confusion=[]), '"confusion" must be an object'),
     (lambda m: m["bands"].update(per_class=["many"]), "bands.per_class"),
     (lambda m: m.pop("class_names"), "class_names"),
     (lambda m: m.update(closed=[]), '"closed" must be an object'),
@@ -169,3 +172,20 @@ def test_rebuilding_from_a_malformed_metrics_file_is_one_line(edit, message, tmp
         rebuild_reports(run)
     assert message in str(err.value) and "\n" not in str(err.value)
     assert not run.report_html_path().exists()
+
+
+def test_a_metrics_file_of_an_older_openlt_with_a_dense_matrix_still_rebuilds(tmp_path):
+    """metrics.json used to hold a dense K x K "confusion_matrix" and no "confusion" summary: the report draws
+    the band summary and the matrix from predictions.npz instead."""
+    run, metrics = _evaluated(tmp_path, ["a", "b", "c"])
+    summary = metrics.pop("confusion")
+    metrics["confusion_matrix"] = [[1, 0, 0], [0, 1, 0], [0, 0, 1]]
+    run.metrics_path().write_text(json.dumps(metrics))
+    rebuild_reports(run)
+    page = run.report_html_path().read_text()
+    assert 'alt="shot band confusion"' in page and 'alt="confusion matrix"' in page
+    assert "Decisions per shot band" not in run.report_path().read_text()  # markdown: only what metrics.json has
+    metrics["confusion"] = summary
+    run.metrics_path().write_text(json.dumps(metrics))
+    rebuild_reports(run)
+    assert "## Decisions per shot band" in run.report_path().read_text()

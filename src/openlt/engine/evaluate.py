@@ -3,8 +3,13 @@ band accuracies with rejection (the OLTR paper's "open-set setting" columns).
 
 :func:`evaluate_run` collects the model's outputs on val / test / open (from the feature cache for a decoupled
 run), fits the open-set score where it learns from training outputs (OpenMax), takes the open-set decision
-(:class:`~openlt.openset.Rejector`), and writes metrics.json, calibration.json, predictions.npz and the
-reports; :func:`compute_metrics` is the arithmetic alone, on outputs already collected."""
+(:class:`~openlt.openset.Rejector`), and writes metrics.json, calibration.json, predictions.npz, confusion.npz and
+the reports; :func:`compute_metrics` is the arithmetic alone, on outputs already collected.
+
+Nothing here grows with K² or keeps every split's logits: each split's outputs are reduced to per-image arrays
+(prediction, open-set score, top-5 classes and probabilities: :func:`split_record`) as soon as they are
+collected, metrics.json holds per-class and per-band numbers and the top confusions, and the confusion matrix
+is saved sparse in its own file."""
 
 from __future__ import annotations
 
@@ -22,14 +27,18 @@ from openlt.engine.inference import write_inference
 from openlt.engine.checkpoint import load_checkpoint
 from openlt.engine.manifest import check_open_decision, verify_manifest
 from openlt.engine.run import Run
-from openlt.engine.runtime import collect_outputs, make_loader, resolve_device, to_device
+from openlt.engine.runtime import (batch_score_for, collect_outputs, kept_for, make_loader, resolve_device,
+                                   score_fit_args, to_device)
 from openlt.io import write_json
-from openlt.metrics import (ShotBands, confusion, ece_by_band, open_set_f_measure, open_set_metrics,
-                            per_class_accuracy, shot_accuracy)
+from openlt.metrics import (ShotBands, band_confusion, ece_by_band, open_set_f_measure, open_set_metrics,
+                            per_class_accuracy, shot_accuracy, sparse_confusion, top_confusions)
+from openlt.metrics.openset import auroc_per_band
 from openlt.models.model import OpenLTModel, build_model
 from openlt.openset import (NotFittedError, OpenSetScore, Rejector, build_score, check_rejection_config, load_score,
                             parse_threshold, save_score)
-from openlt.reporting import sample_table, save_samples
+
+TOP_CONFUSIONS = 50  # (true, predicted) pairs listed in metrics.json; the whole matrix is confusion.npz
+from openlt.reporting import is_record, sample_table, save_confusion, save_samples, summarize_outputs
 from openlt.reporting.run_report import write_reports
 
 
@@ -77,14 +86,32 @@ def choose_rejector(cfg: Config, val: dict[str, torch.Tensor] | None, scorer: Op
     return Rejector.from_config(cfg.eval, scorer or unfitted_score(cfg), val)
 
 
-def run_decision(cfg: Config, outputs: dict[str, dict[str, torch.Tensor]], scorer: OpenSetScore) -> Rejector | None:
-    """The evaluation's open-set decision (:func:`choose_rejector` on ``outputs["val"]``), or None for a
-    closed-set evaluation (no open split) without validation images under `eval.open_threshold=auto`: nothing
-    is rejected there, so no threshold is needed (an iNaturalist run). ConfigError for 'auto' with an open split
-    and no validation split (refused before training by `check_open_decision`)."""
+def run_decision(cfg: Config, outputs: dict[str, dict], scorer: OpenSetScore) -> Rejector | None:
+    """The evaluation's open-set decision (:func:`choose_rejector` on ``outputs["val"]``: a model's outputs or the
+    record of :func:`split_record`, whose scores are used as they are), or None for a closed-set evaluation (no
+    open split) without validation images under `eval.open_threshold=auto`: nothing is rejected, so no
+    threshold is needed (an iNaturalist run). ConfigError for 'auto' with an open split and no validation split
+    (refused before training by `check_open_decision`)."""
     if "open" not in outputs and "val" not in outputs and parse_threshold(cfg.eval.open_threshold) is None:
         return None
-    return choose_rejector(cfg, outputs.get("val"), scorer)
+    val = outputs.get("val")
+    if val is None or not is_record(val):
+        return choose_rejector(cfg, val, scorer)
+    check_rejection_config(cfg.eval)  # as Rejector.from_config, on the scores already computed
+    threshold = parse_threshold(cfg.eval.open_threshold)
+    if threshold is not None:
+        return Rejector.fixed(cfg.eval.open_score, threshold)
+    return Rejector.calibrate(cfg.eval.open_score, val["score"], cfg.eval.keep_known)
+
+
+def split_record(outputs: dict[str, torch.Tensor], scorer: OpenSetScore, keep_logits: bool = False) -> dict[str, np.ndarray]:
+    """One split's outputs ("logits" (N, K), "labels" (N,), ...) reduced to per-image numpy arrays: ``preds``,
+    ``score`` (`scorer`, fitted where it must be), ``max_prob``, ``top_classes`` / ``top_probs`` (top 5),
+    ``labels`` and, with `keep_logits`, ``logits`` (:func:`openlt.reporting.summarize_outputs`). A record is
+    returned as it is."""
+    if is_record(outputs):
+        return outputs
+    return summarize_outputs(outputs, scorer.score(outputs), keep_logits=keep_logits)
 
 
 def _open_metrics(rejector: Rejector, known: tuple[np.ndarray, np.ndarray, np.ndarray],
@@ -100,6 +127,7 @@ def _open_metrics(rejector: Rejector, known: tuple[np.ndarray, np.ndarray, np.nd
         "threshold": rejector.threshold,
         **open_set_f_measure(all_pred, all_labels),
         **open_set_metrics(open_score, open_score_unknown),
+        "auroc_per_band": auroc_per_band(open_score, y, open_score_unknown, bands.bands_of(train_counts)),
         "bands_with_rejection": shot_accuracy(known_pred, y, train_counts, bands),
         "open_rejected": float(np.mean(all_pred[len(y):] == -1)),
         "known_rejected": float(np.mean(known_pred == -1)),
@@ -107,23 +135,40 @@ def _open_metrics(rejector: Rejector, known: tuple[np.ndarray, np.ndarray, np.nd
     }
 
 
-def compute_metrics(cfg: Config, outputs: dict[str, dict[str, torch.Tensor]], train_counts: list[int],
-                    class_names: list[str], scorer: OpenSetScore | None = None,
-                    rejector: Rejector | None = None) -> dict:
-    """All reported numbers from the outputs of val / test / open ("logits" (N, K) float, "labels" (N,) int64,
-    ...); `scorer` is `eval.open_score`, already fitted where it needs to be (default: built from the config),
-    and `rejector` the open-set decision on it (default: :func:`run_decision`; "calibration" is left out when
-    there is none)."""
+def confusion_summary(records: dict[str, dict[str, np.ndarray]], rejector: Rejector | None, band_of_class: list[str],
+                      top: int = TOP_CONFUSIONS) -> dict:
+    """metrics["confusion"], linear in the classes: the `top` most frequent (true, predicted) pairs of the test
+    images (closed-set predictions) and the shot band x shot band counts of the decisions on the test and open
+    images (after rejection when there is a `rejector`; rows many / medium / few / open, columns many / medium /
+    few / rejected: :func:`openlt.metrics.band_confusion`). `records`: split -> :func:`split_record`."""
+    test = records["test"]
+    pred, y = test["preds"], test["labels"]
+    if "open" in records:
+        pred = np.concatenate([pred, records["open"]["preds"]])
+        y = np.concatenate([y, -np.ones(len(records["open"]["preds"]), dtype=np.int64)])
+    score = np.concatenate([records[s]["score"] for s in ("test", "open") if s in records])
+    decided = pred if rejector is None else rejector.decide(pred, score)
+    return {"top": top_confusions(test["preds"], test["labels"], len(band_of_class), top),
+            "by_band": {**band_confusion(decided, y, band_of_class),
+                        "decisions": "closed-set predictions" if rejector is None else "after rejection"}}
+
+
+def compute_metrics(cfg: Config, outputs: dict[str, dict], train_counts: list[int], class_names: list[str],
+                    scorer: OpenSetScore | None = None, rejector: Rejector | None = None) -> dict:
+    """All reported numbers from the outputs of val / test / open: a model's outputs ("logits" (N, K) float,
+    "labels" (N,) int64, ...) or their records (:func:`split_record`, what `evaluate_run` passes); `scorer` is
+    `eval.open_score`, already fitted where it needs to be (default: built from the config), and `rejector` the
+    open-set decision on it (default: :func:`run_decision`; "calibration" is left out when there is none).
+    Per-class lists and the confusion summary are O(K); no K x K matrix is built."""
     bands = ShotBands.from_config(cfg.eval)
     scorer = scorer or unfitted_score(cfg)
-    test = outputs["test"]
-    open_score, pred = scorer.score(test).numpy(), predictions(test)
-    y = test["labels"].numpy()
+    records = {split: split_record(out, scorer) for split, out in outputs.items() if split in ("val", "test", "open")}
+    test = records["test"]
+    open_score, pred, y = test["score"], test["preds"], test["labels"]
     k = len(class_names)
     if rejector is None:
-        rejector = run_decision(cfg, outputs, scorer)
+        rejector = run_decision(cfg, records, scorer)
     band_of_class = bands.bands_of(train_counts)
-    confidence = torch.softmax(test["logits"].float(), dim=1).max(dim=1).values.numpy()  # ECE is on the softmax
     metrics: dict = {
         "bands": {"rule": bands.describe(), "per_class": band_of_class, "many_above": bands.many_above,
                   "few_below": bands.few_below, "inclusive": bands.inclusive},
@@ -131,16 +176,16 @@ def compute_metrics(cfg: Config, outputs: dict[str, dict[str, torch.Tensor]], tr
         "train_counts": train_counts,
         "closed": shot_accuracy(pred, y, train_counts, bands),
         "per_class_accuracy": per_class_accuracy(pred, y, k).tolist(),
-        "confusion_matrix": confusion(pred, y, k).tolist(),
+        "confusion": confusion_summary(records, rejector, band_of_class),
         # none for a closed-set run without validation images: nothing to reject
         **({} if rejector is None else {"calibration": rejector.to_dict()}),
         "open_score": scorer.summary(),
-        "ece": ece_by_band(confidence, pred == y, y, band_of_class),
+        "ece": ece_by_band(test["max_prob"], pred == y, y, band_of_class),  # ECE is on the softmax
     }
-    if "val" in outputs:
-        metrics["val"] = closed_metrics(outputs["val"], train_counts, bands)
-    if "open" in outputs:
-        unknown = (predictions(outputs["open"]), scorer.score(outputs["open"]).numpy())
+    if "val" in records:
+        metrics["val"] = shot_accuracy(records["val"]["preds"], records["val"]["labels"], train_counts, bands)
+    if "open" in records:
+        unknown = (records["open"]["preds"], records["open"]["score"])
         metrics["open"] = _open_metrics(rejector, (pred, open_score, y), unknown, train_counts, bands)
     return _clean(metrics)
 
@@ -166,36 +211,34 @@ def eval_config(cfg: Config, overrides: list[str] | None = None) -> tuple[Config
 def evaluate_run(run: Run, checkpoint: str = "best", overrides: list[str] | None = None,
                  quiet: bool = False, device: str | None = None, tag: str | None = None) -> dict:
     """Evaluate a run's checkpoint on val / test / open; write metrics.json, calibration.json, the per-sample
-    predictions.npz and report.md / report.html. A score that learns from training data (OpenMax) is first
-    fitted on the train split's outputs (eval transform) and saved as open-score.safetensors.
+    predictions.npz, the sparse confusion.npz and report.md / report.html. A score that learns from training
+    data (OpenMax) is first fitted on the train split's outputs (eval transform) and saved as
+    open-score.safetensors.
 
+    One split's outputs are held at a time: each is reduced to its per-image record (:func:`split_record`) before
+    the next is computed (every logit is kept only with `eval.save_logits`).
     `overrides`: "key=value" strings applied to the run's config for this evaluation only; they are checked
     (`eval_setup`) before the model is loaded, and 'auto' without a validation split before any inference.
     With a `tag` (e.g. another open-set score), the results go to metrics-TAG.json, predictions-TAG.npz,
-    report-TAG.md / .html (open-score-TAG.safetensors) and the run's own metrics and calibration stay as
-    they were."""
+    confusion-TAG.npz, report-TAG.md / .html (open-score-TAG.safetensors) and the run's own metrics and
+    calibration stay as they were."""
     cfg, scorer = eval_setup(run, overrides)
     dev = distributed.setup(resolve_device(device or cfg.train.device))  # under torchrun: shard, gather, rank 0 writes
-    amp = inference_amp(cfg.train.amp, dev)
     data = prepare_data(cfg, default_split_dir=run.splits_dir)
     verify_manifest(run, data, "eval")  # the split files and classes the run was trained on, before any work
     check_open_decision(cfg.eval, data)
     model, state = _load_model(run, checkpoint, dev, cfg, data)
-    splits = [s for s in (("train",) if scorer.requires_fit else ()) + ("val", "test", "open") if s == "test" or data.has(s)]
-    outputs = {}
-    if cfg.decouple.method != "none":  # a decoupled run's body is its stage-1 run's: read that run's feature cache
-        outputs = cached_head_outputs(cfg, model, splits, dev, quiet)
-    for split in splits:
-        if split not in outputs:
-            loader = make_loader(data.dataset(split), cfg.eval.batch_size, cfg.data.workers, dev,
-                                 pin_memory=cfg.data.pin_memory, shard=True)
-            outputs[split] = collect_outputs(model, loader, dev, split, quiet, cfg.train.channels_last, amp)
+    fit_args = score_fit_args(scorer, model)  # ViM / ReAct: the linear head (refused for another, before any work)
+    outputs_of = _split_outputs(cfg, model, data, dev, quiet, scorer)
     if scorer.requires_fit:
-        scorer.fit(outputs.pop("train"))
+        scorer.fit(outputs_of("train"), **fit_args)  # the training outputs are let go once the score is fitted
         if distributed.is_main():
             save_score(run.open_score_path(tag), scorer)
-    rejector = run_decision(cfg, outputs, scorer)
-    metrics = compute_metrics(cfg, outputs, data.train_counts, data.class_names, scorer, rejector)
+    records = {split: split_record(outputs_of(split), scorer, cfg.eval.save_logits)
+               for split in ("val", "test", "open") if split == "test" or data.has(split)}
+    rejector = run_decision(cfg, records, scorer)
+    metrics = compute_metrics(cfg, records, data.train_counts, data.class_names, scorer, rejector)
+    metrics["confusion"]["file"] = run.confusion_path(tag).name
     metrics = {"run": str(run.path), "checkpoint": checkpoint, "epoch": state.get("epoch"), **metrics,
                "split_files": {split: data.manifest["files"][split]["sha256"] for split in data.entries}}
     if distributed.is_main():
@@ -204,11 +247,37 @@ def evaluate_run(run: Run, checkpoint: str = "best", overrides: list[str] | None
         if not run.inference_file.is_file():  # a run of an older openlt: described now, predict needs no data
             write_inference(run, data)
         write_json(run.metrics_path(tag), metrics)
-        samples = sample_table(outputs, {split: scorer.score(outputs[split]) for split in ("test", "open") if split in outputs})
+        save_confusion(run.confusion_path(tag), sparse_confusion(records["test"]["preds"], records["test"]["labels"],
+                                                                 data.num_classes))
+        samples = sample_table(records)
         save_samples(run.predictions_path(tag), samples)
         write_reports(run, metrics, samples, tag, ShotBands.from_config(cfg.eval))
     distributed.barrier()
     return metrics
+
+
+def _split_outputs(cfg: Config, model: OpenLTModel, data: DataBundle, dev: torch.device, quiet: bool,
+                   scorer: OpenSetScore):
+    """A function split -> that split's outputs ("logits", "labels", ...; "feature" when `scorer` needs_features,
+    "model_score" of val / test / open when it needs_model): from the stage-1 run's feature cache for a decoupled
+    run (while that run exists; not for ODIN, which needs the images), else through the network (sharded under
+    torchrun)."""
+    amp = inference_amp(cfg.train.amp, dev)
+    keep, batch_score = kept_for(scorer), batch_score_for(scorer, data)
+    use_cache = [cfg.decouple.method != "none" and batch_score is None]  # a decoupled run's body is its stage-1 run's
+
+    def outputs_of(split: str) -> dict[str, torch.Tensor]:
+        if use_cache[0]:
+            cached = cached_head_outputs(cfg, model, [split], dev, quiet, keep)
+            if split in cached:
+                return cached[split]
+            use_cache[0] = False  # the stage-1 run is gone: through the network from now on
+        loader = make_loader(data.dataset(split), cfg.eval.batch_size, cfg.data.workers, dev,
+                             pin_memory=cfg.data.pin_memory, shard=True)
+        return collect_outputs(model, loader, dev, split, quiet, cfg.train.channels_last, amp, keep,
+                               None if split == "train" else batch_score)
+
+    return outputs_of
 
 
 def _load_model(run: Run, checkpoint: str, device: torch.device, cfg: Config, data: DataBundle) -> tuple[OpenLTModel, dict]:

@@ -128,6 +128,10 @@ class Run:
         """The per-sample results the reports are drawn from, predictions(-TAG).npz."""
         return self._tagged("predictions", ".npz", tag)
 
+    def confusion_path(self, tag: str | None = None) -> Path:
+        """The test images' confusion matrix, sparse (scipy.sparse save_npz, compressed), confusion(-TAG).npz."""
+        return self._tagged("confusion", ".npz", tag)
+
     def open_score_path(self, tag: str | None = None) -> Path:
         """A fitted open-set score (OpenMax), open-score(-TAG).safetensors."""
         return self._tagged("open-score", ".safetensors", tag)

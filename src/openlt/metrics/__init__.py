@@ -1,6 +1,8 @@
 """Metrics for open long-tailed recognition.
 
 * :mod:`openlt.metrics.closed`: per-class, many/medium/few-shot and top-1 accuracy, confusion.
+* :mod:`openlt.metrics.confusion_summary`: confusion summaries linear in the classes (sparse matrix, top confusions,
+  shot band x shot band counts with rejected and open images).
 * :mod:`openlt.metrics.openset`: rejection, the OLTR open-set F-measure, AUROC, AUPR-IN/OUT,
   FPR@TPR.
 * :mod:`openlt.metrics.curves`: accuracy and F-measure as functions of the rejection threshold.
@@ -24,6 +26,7 @@ from .closed import (
     shot_accuracy,
     top1,
 )
+from .confusion_summary import BAND_COLUMNS, BAND_ROWS, band_confusion, sparse_confusion, top_confusions
 from .curves import rejection_curves, threshold_grid
 from .identification import (
     IDENTITY_BANDS,
@@ -47,7 +50,9 @@ from .openset import (
 )
 
 __all__ = [
+    "BAND_COLUMNS",
     "BAND_NAMES",
+    "BAND_ROWS",
     "IDENTITY_BANDS",
     "IdentityBands",
     "OPEN_LABEL",
@@ -56,6 +61,7 @@ __all__ = [
     "aupr_in",
     "aupr_out",
     "auroc",
+    "band_confusion",
     "confusion",
     "cosine_topk",
     "ece_by_band",
@@ -72,8 +78,10 @@ __all__ = [
     "rejection_curves",
     "reliability_bins",
     "shot_accuracy",
+    "sparse_confusion",
     "tar_at_far",
     "threshold_at_tpr",
     "threshold_grid",
     "top1",
+    "top_confusions",
 ]

@@ -18,6 +18,10 @@ BAND_COLORS = {"many": "#1f77b4", "medium": "#ff7f0e", "few": "#d62728"}
 KNOWN_COLOR, OPEN_COLOR = "#2ca02c", "#9467bd"
 MAX_LABELLED_CLASSES = 40  # class names on the axes up to this many classes; ids only beyond
 MAX_ANNOTATED_CELLS = 12  # numbers written in the confusion matrix's cells up to this many classes
+# up to this many classes a report draws every class (a scatter of per-class accuracy, the K x K confusion matrix);
+# beyond it, per-class accuracy ranked by training images with a moving mean and a box per band, and the shot-band
+# confusion summary alone (an 8,142 x 8,142 image would show nothing)
+MAX_CLASSES_DRAWN = 50
 # text properties for names from the data (class names): drawn as written, never parsed as mathtext ("$x$", a lone
 # "$", "\\" would otherwise be typeset or fail to draw) nor passed to TeX
 AS_WRITTEN = {"parse_math": False, "usetex": False}
@@ -107,6 +111,100 @@ def confusion_matrix(matrix: Sequence[Sequence[int]], class_names: Sequence[str]
                             fontsize=7, color="white" if m[i, j] > 0.6 * (m.max() or 1) else "black")
     ax.set_xlabel("predicted class")
     ax.set_ylabel("true class")
+    return fig
+
+
+def _moving_mean(values: np.ndarray, window: int) -> np.ndarray:
+    """Centred mean of the non-NaN values over `window` neighbours (NaN where the window has none): O(K)."""
+    ok = ~np.isnan(values)
+    sums = np.concatenate([[0.0], np.cumsum(np.where(ok, values, 0.0))])
+    counts = np.concatenate([[0], np.cumsum(ok)])
+    lo = np.clip(np.arange(values.size) - window // 2, 0, values.size)
+    hi = np.clip(lo + window, 0, values.size)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return (sums[hi] - sums[lo]) / (counts[hi] - counts[lo])
+
+
+def ranked_class_accuracy(train_counts: Sequence[int], accuracy: Sequence[float | None], bands: ShotBands,
+                          accuracy_with_rejection: Sequence[float | None] | None = None) -> Figure:
+    """Per-class accuracy for many classes (any K; the report uses it beyond :data:`MAX_CLASSES_DRAWN`): left, the
+    classes ranked by training images (most first), each class a faint dot, a moving mean over ~2 % of the
+    classes, the training images on a log axis; right, a box per band of its classes' accuracies (white diamond:
+    the band's mean, the table's number), with rejection beside it when given. O(K) to draw."""
+    counts = np.asarray(train_counts, dtype=np.float64)
+    acc = np.array([np.nan if a is None else a for a in accuracy], dtype=np.float64)
+    order = np.argsort(-counts, kind="stable")
+    band_of = np.asarray(bands.bands_of(counts.astype(np.int64)))
+    fig = Figure(figsize=(9.5, 4.2), layout="constrained")
+    ax, box = fig.subplots(1, 2, width_ratios=[2.6, 1])
+    x = np.arange(counts.size)
+    for band in BAND_NAMES:
+        ranks = x[band_of[order] == band]
+        if ranks.size:
+            ax.axvspan(ranks.min() - 0.5, ranks.max() + 0.5, color=BAND_COLORS[band], alpha=0.08, lw=0)
+            ax.scatter(ranks, acc[order][ranks], s=4, color=BAND_COLORS[band], alpha=0.3, lw=0, label=band)
+    ax.plot(x, _moving_mean(acc[order], max(3, counts.size // 50)), color="black", lw=1.5, label="moving mean")
+    ax.set_xlim(-0.5, counts.size - 0.5)
+    ax.set_ylim(-0.03, 1.03)
+    ax.yaxis.set_major_formatter(PercentFormatter(1.0))
+    ax.set_xlabel(f"class rank by training images ({counts.size} classes, most first)")
+    ax.set_ylabel("test top-1 accuracy")
+    ax.legend(fontsize=8, loc="upper right", markerscale=3)
+    twin = ax.twinx()
+    twin.plot(x, counts[order], color="#888", lw=1, ls=":")
+    twin.set_yscale("log")
+    twin.set_ylabel("training images (dotted, log)", color="#666")
+    _band_boxes(box, acc, band_of, accuracy_with_rejection)
+    return fig
+
+
+def _band_boxes(ax, acc: np.ndarray, band_of: np.ndarray, with_rejection: Sequence[float | None] | None) -> None:
+    """A box per band of per-class accuracies (NaN left out), hollow boxes with rejection beside them."""
+    sets = [("closed set", acc, 0.0)]
+    if with_rejection is not None:
+        rej = np.array([np.nan if a is None else a for a in with_rejection], dtype=np.float64)
+        sets = [("closed set", acc, -0.2), ("with rejection", rej, 0.2)]
+    for label, values, shift in sets:
+        for i, band in enumerate(BAND_NAMES):
+            v = values[(band_of == band) & ~np.isnan(values)]
+            if v.size:
+                filled = label == "closed set"
+                ax.boxplot([v], positions=[i + shift], widths=0.35 if len(sets) > 1 else 0.6, patch_artist=True,
+                           showfliers=False, boxprops={"facecolor": BAND_COLORS[band] if filled else "white",
+                                                       "edgecolor": BAND_COLORS[band], "alpha": 0.7},
+                           medianprops={"color": "black"})
+                ax.scatter([i + shift], [v.mean()], marker="D", s=18, color="white", edgecolor="black", zorder=3)
+    ax.set_xticks(range(len(BAND_NAMES)), BAND_NAMES)
+    ax.set_ylim(-0.03, 1.03)
+    ax.yaxis.set_major_formatter(PercentFormatter(1.0))
+    ax.set_title("per band" + (" (hollow: with rejection)" if len(sets) > 1 else ""), fontsize=9)
+
+
+def band_confusion(summary: Mapping) -> Figure:
+    """The shot band x shot band confusion summary (:func:`openlt.metrics.band_confusion`: rows many / medium /
+    few / open, columns many / medium / few / rejected), each row normalised to its images, counts in the
+    cells; a row without images is left blank. Its size does not depend on the number of classes."""
+    counts = np.asarray(summary["counts"], dtype=np.float64)
+    rows, cols = list(summary["rows"]), list(summary["columns"])
+    totals = counts.sum(axis=1, keepdims=True)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        frac = np.where(totals > 0, counts / totals, np.nan)
+    fig = Figure(figsize=(6.2, 4.0), layout="constrained")
+    ax = fig.add_subplot()
+    image = ax.imshow(np.nan_to_num(frac), cmap="Blues", vmin=0, vmax=1, interpolation="nearest")
+    fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04, label="fraction of the row's images")
+    correct = summary.get("correct", {})
+    for i in range(len(rows)):
+        for j in range(len(cols)):
+            if totals[i, 0] > 0:
+                ax.text(j, i, f"{frac[i, j]:.1%}\n{int(counts[i, j])}", ha="center", va="center", fontsize=8,
+                        color="white" if frac[i, j] > 0.6 else "black")
+    labels = [f"{r} ({int(totals[i, 0])}" + (f", {correct[r]} right)" if r in correct else ")")
+              for i, r in enumerate(rows)]
+    ax.set_xticks(range(len(cols)), labels=cols)
+    ax.set_yticks(range(len(rows)), labels=labels)
+    ax.set_xlabel("decision: band of the predicted class, or rejected")
+    ax.set_ylabel("true band (images)")
     return fig
 
 

@@ -12,8 +12,8 @@ from typing import Iterable, Mapping, Sequence
 import numpy as np
 from matplotlib.figure import Figure
 
-from openlt.metrics import (BAND_NAMES, ShotBands, ece_by_band, per_class_accuracy, reject, rejection_curves,
-                            threshold_grid)
+from openlt.metrics import (BAND_NAMES, ShotBands, band_confusion, confusion, ece_by_band, per_class_accuracy, reject,
+                            rejection_curves, threshold_grid, top_confusions)
 from openlt.reporting import figures
 
 CSS = """
@@ -116,25 +116,47 @@ def _meta(metrics: Mapping) -> str:
 def run_report(metrics: Mapping, samples: Mapping[str, np.ndarray], bands: ShotBands,
                history: Sequence[Mapping] | None = None, title: str | None = None) -> str:
     """The HTML report of one evaluated run, from its metrics, its per-sample results (predictions.npz) and,
-    when given, its training log (metrics.jsonl)."""
-    names, counts = list(metrics["class_names"]), list(metrics["train_counts"])
-    k = len(names)
+    when given, its training log (metrics.jsonl). Every class is drawn up to
+    :data:`~openlt.reporting.figures.MAX_CLASSES_DRAWN` classes (per-class scatter, K x K confusion matrix);
+    beyond, per-class accuracy ranked by training images with a box per band, and the shot-band confusion
+    summary, so the page's figures and time stay O(N + K) (iNaturalist's 8,142 classes)."""
+    names = list(metrics["class_names"])
     band_of = metrics["bands"]["per_class"]
-    y, pred = samples["test_labels"], samples["test_preds"]
-    score, conf = samples["test_score"], samples["test_max_prob"]
+    y, pred, score, conf = samples["test_labels"], samples["test_preds"], samples["test_score"], samples["test_max_prob"]
+    threshold = metrics.get("calibration", {}).get("threshold")
+    ece = metrics.get("ece") or ece_by_band(conf, pred == y, y, band_of)
+    with_rejection = None
+    if threshold is not None and "open" in metrics:
+        with_rejection = per_class_accuracy(reject(pred, score, threshold), y, len(names))
+    title = title or f"openlt report: {metrics.get('run', '').rstrip('/').split('/')[-1]}"
+    body = [f"<h1>{esc(title)}</h1>", _meta(metrics), "<h2>Results</h2>", _results_table(metrics, ece),
+            "<h2>Figures</h2>", f'<div class="grid">{"".join(_figures(metrics, samples, bands, ece, with_rejection, history))}</div>',
+            "<h2>Most frequent confusions</h2>", _confusions_table(metrics, samples),
+            "<h2>Per class</h2>", _class_table(metrics, samples, with_rejection),
+            '<p class="meta">Rebuild this page from the run directory with <code>openlt report RUN</code> '
+            "(it reads metrics.json and predictions.npz; no model needed).</p>"]
+    return page(title, "\n".join(body))
+
+
+def _figures(metrics: Mapping, samples: Mapping[str, np.ndarray], bands: ShotBands, ece: Mapping,
+             with_rejection: np.ndarray | None, history: Sequence[Mapping] | None) -> list[str]:
+    """The report's figures as <figure> elements (see :func:`run_report`)."""
+    names, counts, band_of = list(metrics["class_names"]), list(metrics["train_counts"]), metrics["bands"]["per_class"]
+    y, pred, score, conf = samples["test_labels"], samples["test_preds"], samples["test_score"], samples["test_max_prob"]
     open_score = samples.get("open_score")
     threshold = metrics.get("calibration", {}).get("threshold")
-    correct = pred == y
-    ece = metrics.get("ece") or ece_by_band(conf, correct, y, band_of)
-    with_rejection = per_class_accuracy(reject(pred, score, threshold), y, k) if threshold is not None else None
     score_name = metrics.get("calibration", {}).get("score", "score")
-
-    title = title or f"openlt report: {metrics.get('run', '').rstrip('/').split('/')[-1]}"
-    body = [f"<h1>{esc(title)}</h1>", _meta(metrics), "<h2>Results</h2>", _results_table(metrics, ece)]
-    plots = [figure(figures.accuracy_vs_train_count(counts, metrics["per_class_accuracy"], bands, names,
-                                                    None if "open" not in metrics else with_rejection.tolist()),
-                    "Per-class test accuracy against training images; dashed lines: each band's mean (the table's "
-                    "number); hollow: with open-set rejection.", "per-class accuracy against training images")]
+    rejected = None if with_rejection is None else with_rejection.tolist()
+    small = len(names) <= figures.MAX_CLASSES_DRAWN
+    if small:
+        plots = [figure(figures.accuracy_vs_train_count(counts, metrics["per_class_accuracy"], bands, names, rejected),
+                        "Per-class test accuracy against training images; dashed lines: each band's mean (the table's "
+                        "number); hollow: with open-set rejection.", "per-class accuracy against training images")]
+    else:
+        plots = [figure(figures.ranked_class_accuracy(counts, metrics["per_class_accuracy"], bands, rejected),
+                        f"Per-class test accuracy of the {len(names)} classes ranked by training images (dots: classes, "
+                        "line: moving mean) and per band (boxes; diamond: the band's mean, the table's number).",
+                        "per-class accuracy ranked by training images")]
     grid = threshold_grid(score) if open_score is None else threshold_grid(score, open_score)
     curves = rejection_curves(score, pred, y, open_score, grid)
     plots.append(figure(figures.score_histograms(score, open_score, threshold, score_name),
@@ -143,30 +165,67 @@ def run_report(metrics: Mapping, samples: Mapping[str, np.ndarray], bands: ShotB
     plots.append(figure(figures.threshold_curves(curves, threshold, score_name),
                         "Known accuracy with rejection (= the F-measure's precision) and the open-set F-measure as "
                         "the rejection threshold moves.", "accuracy and F-measure against the threshold"))
-    plots.append(figure(figures.reliability_diagram(conf, correct, [band_of[c] for c in y], ece),
+    plots.append(figure(figures.reliability_diagram(conf, pred == y, np.asarray(band_of)[y], ece),
                         "Reliability of the max-softmax confidence on the known test images, per shot band "
                         "(closed-set predictions).", "reliability diagram"))
     if history:
         plots.append(figure(figures.training_loss(history), "Training loss and learning rate per epoch.", "training loss"))
         plots.append(figure(figures.validation_accuracy(history), "Validation accuracy per band (mean of per-class "
                             "accuracies) per epoch.", "validation accuracy"))
-    plots.append(figure(figures.confusion_matrix(metrics["confusion_matrix"], names),
-                        "Confusion matrix of the known test images (rows: true class, normalised per row; "
-                        "closed-set predictions, before rejection).", "confusion matrix", wide=True))
-    body += ["<h2>Figures</h2>", f'<div class="grid">{"".join(plots)}</div>']
+    plots.append(figure(figures.band_confusion(_band_summary(metrics, samples)),
+                        "Decisions per shot band: rows the true class's band (and the unknown images), columns the "
+                        "predicted class's band or rejected; " + ("after rejection." if threshold is not None else
+                                                                   "closed-set predictions."), "shot band confusion"))
+    if small:
+        plots.append(figure(figures.confusion_matrix(confusion(pred, y, len(names)), names),
+                            "Confusion matrix of the known test images (rows: true class, normalised per row; "
+                            "closed-set predictions, before rejection).", "confusion matrix", wide=True))
+    return plots
 
-    rows, classes = [], []
-    for c in range(k):
-        acc = metrics["per_class_accuracy"][c]
-        row = [names[c], counts[c], band_of[c], int(np.sum(y == c)), pct(acc)]
-        if with_rejection is not None and "open" in metrics:
+
+def _band_summary(metrics: Mapping, samples: Mapping[str, np.ndarray]) -> Mapping:
+    """metrics["confusion"]["by_band"], or (a metrics file of an older openlt) the same from the samples."""
+    summary = metrics.get("confusion", {}).get("by_band")
+    if summary is not None:
+        return summary
+    pred, y, score = samples["test_preds"], samples["test_labels"], samples["test_score"]
+    if "open_preds" in samples:
+        pred, score = np.concatenate([pred, samples["open_preds"]]), np.concatenate([score, samples["open_score"]])
+        y = np.concatenate([y, -np.ones(len(samples["open_preds"]), dtype=np.int64)])
+    threshold = metrics.get("calibration", {}).get("threshold")
+    return band_confusion(pred if threshold is None else reject(pred, score, threshold), y,
+                          metrics["bands"]["per_class"])
+
+
+def _confusions_table(metrics: Mapping, samples: Mapping[str, np.ndarray], shown: int = 20) -> str:
+    """The `shown` most frequent (true, predicted) pairs of the test images, with names and shares."""
+    names = list(metrics["class_names"])
+    y, pred = samples["test_labels"], samples["test_preds"]
+    top = metrics.get("confusion", {}).get("top")
+    if top is None:
+        top = top_confusions(pred, y, len(names), shown)
+    per_class = np.bincount(y[y >= 0], minlength=len(names))
+    rows = [[names[c["true"]], names[c["pred"]], c["count"], pct(c["count"] / max(per_class[c["true"]], 1))]
+            for c in top[:shown]]
+    if not rows:
+        return '<p class="meta">No test image was given another known class.</p>'
+    return ('<p class="meta">Closed-set predictions of the known test images, before rejection; the whole matrix '
+            "is confusion.npz (scipy.sparse.load_npz).</p>"
+            + table(["true class", "predicted class", "images", "% of the true class"], rows, [False, False, True, True]))
+
+
+def _class_table(metrics: Mapping, samples: Mapping[str, np.ndarray], with_rejection: np.ndarray | None) -> str:
+    """The per-class table: training and test images, band, top-1 (and with rejection); O(N + K)."""
+    names, counts, band_of = list(metrics["class_names"]), list(metrics["train_counts"]), metrics["bands"]["per_class"]
+    y = samples["test_labels"]
+    tested = np.bincount(y[y >= 0], minlength=len(names))
+    rows = []
+    for c, name in enumerate(names):
+        row = [name, counts[c], band_of[c], int(tested[c]), pct(metrics["per_class_accuracy"][c])]
+        if with_rejection is not None:
             row.append(pct(float(with_rejection[c])))
         rows.append(row)
-        classes.append(f"band-{band_of[c]}")
     header = ["class", "train images", "band", "test images", "top-1 (%)"]
-    if with_rejection is not None and "open" in metrics:
+    if with_rejection is not None:
         header.append("with rejection (%)")
-    body += ["<h2>Per class</h2>", table(header, rows, [False, True, False, True, True, True], classes)]
-    body.append('<p class="meta">Rebuild this page from the run directory with <code>openlt report RUN</code> '
-                "(it reads metrics.json and predictions.npz; no model needed).</p>")
-    return page(title, "\n".join(body))
+    return table(header, rows, [False, True, False, True, True, True], [f"band-{b}" for b in band_of])

@@ -12,7 +12,7 @@ from typing import Any, Protocol
 
 from openlt.errors import RunDirError
 from openlt.io import write_text
-from openlt.metrics import BAND_NAMES, ShotBands
+from openlt.metrics import BAND_COLUMNS, BAND_NAMES, BAND_ROWS, ShotBands
 from openlt.reporting.samples import load_samples
 from openlt.reporting.summary import load_metrics
 
@@ -67,16 +67,41 @@ def format_table(metrics: dict) -> str:
     return "\n".join(lines)
 
 
+def _md_name(name: str) -> str:
+    """A class name made safe inside a markdown table cell."""
+    return name.replace("\\", "\\\\").replace("|", "\\|")  # a class name cannot end or split its table cell
+
+
+def _confusion_markdown(metrics: dict, shown: int = 20) -> str:
+    """The shot band confusion table and the most frequent confusions, when metrics.json has them ("")."""
+    summary = metrics.get("confusion")
+    if not summary or "by_band" not in summary:
+        return ""
+    by_band, names = summary["by_band"], metrics["class_names"]
+    lines = ["## Decisions per shot band", "", f"{by_band.get('decisions', '')}; rows: the true class's band, "
+             "columns: the predicted class's band or rejected", "",
+             "| true band | " + " | ".join(by_band["columns"]) + " | images | right |",
+             "|---|" + "---:|" * (len(by_band["columns"]) + 2)]
+    for row, counts in zip(by_band["rows"], by_band["counts"]):
+        lines.append(f"| {row} | " + " | ".join(map(str, counts)) + f" | {sum(counts)} | "
+                     f"{by_band.get('correct', {}).get(row, '–')} |")
+    lines += ["", "## Most frequent confusions", "", "closed-set predictions of the test images; the whole matrix: "
+              f"{summary.get('file', 'confusion.npz')}", "", "| true class | predicted class | images |", "|---|---|---:|"]
+    lines += [f"| {_md_name(names[c['true']])} | {_md_name(names[c['pred']])} | {c['count']} |"
+              for c in summary.get("top", [])[:shown]]
+    return "\n".join(lines) + "\n\n"
+
+
 def report_markdown(run: RunFiles, metrics: dict, tag: str | None = None) -> str:
-    """report(-TAG).md: the result table and the per-class table (training images, band, test top-1 in %)."""
+    """report(-TAG).md: the result table, the decisions per shot band and the most frequent confusions, and the
+    per-class table (training images, band, test top-1 in %)."""
     rows = ["| class | train images | band | test top-1 (%) |", "|---|---:|---|---:|"]
     for name, n, band, acc in zip(metrics["class_names"], metrics["train_counts"], metrics["bands"]["per_class"],
                                   metrics["per_class_accuracy"]):
-        name = name.replace("\\", "\\\\").replace("|", "\\|")  # a class name cannot end or split its table cell
-        rows.append(f"| {name} | {n} | {band} | {'–' if acc is None else f'{100 * acc:.1f}'} |")
+        rows.append(f"| {_md_name(name)} | {n} | {band} | {'–' if acc is None else f'{100 * acc:.1f}'} |")
     return (f"# openlt report: {run.path.name}\n\ncheckpoint: {metrics['checkpoint']} (epoch {metrics['epoch']}); "
             f"figures, calibration and score histograms: {run.report_html_path(tag).name}\n\n"
-            f"```\n{format_table(metrics)}\n```\n\n## Per class\n\n" + "\n".join(rows) + "\n")
+            f"```\n{format_table(metrics)}\n```\n\n{_confusion_markdown(metrics)}## Per class\n\n" + "\n".join(rows) + "\n")
 
 
 def write_reports(run: RunFiles, metrics: dict, samples: dict, tag: str | None = None,
@@ -111,7 +136,9 @@ def rebuild_reports(run: RunFiles, tag: str | None = None) -> Path:
 
 def _report_problem(metrics: dict) -> str | None:
     """What a report needs of a (shape-checked) metrics dict beyond `summary.metrics_problem`, or None: the
-    per-class lists (one entry per class), the band of each class and a K x K confusion matrix."""
+    per-class lists (one entry per class), the band of each class and, when given, a well-formed "confusion"
+    summary (a file of an older openlt has a dense "confusion_matrix" instead, which the report does not need:
+    it draws from predictions.npz)."""
     k = len(metrics["class_names"])
     if not isinstance(metrics.get("train_counts"), list):
         return '"train_counts" is missing'
@@ -120,11 +147,31 @@ def _report_problem(metrics: dict) -> str | None:
     accuracy = metrics.get("per_class_accuracy")
     if not isinstance(accuracy, list) or len(accuracy) != k or not all(a is None or _fraction(a) for a in accuracy):
         return '"per_class_accuracy" must hold one fraction (or null) per class'
-    matrix = metrics.get("confusion_matrix")
-    if not isinstance(matrix, list) or len(matrix) != k or not all(
-            isinstance(row, list) and len(row) == k and all(type(c) is int for c in row) for row in matrix):
-        return f'"confusion_matrix" must be {k} x {k} counts'
+    return _confusion_problem(metrics.get("confusion", {}), k)
+
+
+def _confusion_problem(summary, k: int) -> str | None:
+    """What is wrong with metrics["confusion"] ("top": [{"true", "pred", "count"}], "by_band": 4 x 4 counts), or None."""
+    if not isinstance(summary, dict):
+        return '"confusion" must be an object'
+    top = summary.get("top", [])
+    if not isinstance(top, list) or not all(
+            isinstance(c, dict) and all(_count(c.get(key)) for key in ("true", "pred", "count"))
+            and c["true"] < k and c["pred"] < k for c in top):
+        return f'"confusion.top" must list {{"true", "pred", "count"}} with class ids below {k}'
+    by_band = summary.get("by_band")
+    if by_band is not None and not (
+            isinstance(by_band, dict) and list(by_band.get("rows", [])) == list(BAND_ROWS)
+            and list(by_band.get("columns", [])) == list(BAND_COLUMNS) and isinstance(by_band.get("counts"), list)
+            and len(by_band["counts"]) == len(BAND_ROWS) and all(
+                isinstance(row, list) and len(row) == len(BAND_COLUMNS) and all(_count(c) for c in row)
+                for row in by_band["counts"])):
+        return f'"confusion.by_band" must be {len(BAND_ROWS)} x {len(BAND_COLUMNS)} counts (rows {", ".join(BAND_ROWS)})'
     return None
+
+
+def _count(value) -> bool:
+    return type(value) is int and value >= 0
 
 
 def _fraction(value) -> bool:

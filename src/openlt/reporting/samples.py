@@ -1,11 +1,19 @@
 """The per-sample results of an evaluation, saved beside metrics.json as predictions.npz (tagged:
-predictions-TAG.npz), so that reports can be rebuilt and re-plotted without the model or the images.
+predictions-TAG.npz), so that reports can be rebuilt and re-plotted without the model or the images; and the
+sparse confusion matrix, confusion.npz.
 
-Arrays, one entry per image of the split (`open_*` only when the run has an open split):
-  test_labels, test_preds, test_score, test_max_prob, open_preds, open_score, open_max_prob
+Arrays, one row per image of the split (`open_*` only when the run has an open split):
+  test_labels, test_preds, test_score, test_max_prob, test_top_classes, test_top_probs,
+  open_preds, open_score, open_max_prob, open_top_classes, open_top_probs
+  test_logits, open_logits: only with ``eval.save_logits: true``
 `*_preds` are the closed-set predictions (argmax of the logits, before rejection), `*_score` the open-set
 score the evaluation used (higher = more known), `*_max_prob` the maximum softmax probability (the
-confidence of the reliability diagram).
+confidence of the reliability diagram), `*_top_classes` / `*_top_probs` (N, k) the k = 5 most probable classes
+(int64, most probable first) and their softmax probabilities (float32). All logits (N, K) are kept only when
+asked: at 24,426 images and 8,142 classes they are 0.8 GB; the rest is O(N), whatever K.
+
+Evaluation reduces each split's outputs to these arrays (:func:`summarize_outputs`) as soon as it has them,
+so that no more than one split's logits are held at a time.
 """
 
 from __future__ import annotations
@@ -14,6 +22,7 @@ from pathlib import Path
 from typing import Mapping
 
 import numpy as np
+import scipy.sparse
 import torch
 
 from openlt.errors import RunDirError
@@ -21,24 +30,71 @@ from openlt.io import atomic_path
 
 FORMAT = "openlt-predictions/1"
 SPLITS = ("test", "open")
+TOP_K = 5  # classes kept per image
+_CHUNK = 4096  # rows of logits turned into probabilities at once: bounds the softmax's temporary memory
+RECORD_KEYS = ("preds", "score", "max_prob", "top_classes", "top_probs")
 
 
-def sample_table(outputs: Mapping[str, Mapping[str, torch.Tensor]], scores: Mapping[str, torch.Tensor]) -> dict[str, np.ndarray]:
-    """Compact per-sample arrays of the test and open splits (names and meaning in the module docstring).
+def summarize_outputs(outputs: Mapping[str, torch.Tensor], score: torch.Tensor | np.ndarray, top_k: int = TOP_K,
+                      keep_logits: bool = False) -> dict[str, np.ndarray]:
+    """One split's outputs reduced to per-image arrays: ``preds`` (N,) int64 argmax of ``outputs["logits"]``
+    (N, K), ``score`` (N,) float32 (the open-set `score` given), ``max_prob`` (N,) float32 maximum softmax
+    probability, ``top_classes`` (N, min(top_k, K)) int64 and ``top_probs`` float32, ``labels`` (N,) int64 when the
+    outputs have them, and ``logits`` (N, K) float32 with `keep_logits`. The softmax runs over row chunks, so its
+    memory is bounded whatever N; each row's numbers are those of a softmax over all rows.
 
-    ``outputs[split]``: ``"logits"`` (N, K) float and, for test, ``"labels"`` (N,) int64; ``scores[split]``: the
-    (N,) open-set scores. Gives int64 labels / predictions, float32 scores and maximum softmax probabilities."""
+    ValueError for logits that are not (N, K) with K >= 1 or a score of another length."""
+    logits = outputs["logits"]
+    if logits.ndim != 2 or logits.shape[1] < 1:
+        raise ValueError(f"logits must be (N, K) with K >= 1, got shape {tuple(logits.shape)}")
+    score = torch.as_tensor(score).float().numpy()
+    if score.shape != (logits.shape[0],):
+        raise ValueError(f"score must be ({logits.shape[0]},) to match the logits, got {score.shape}")
+    k = min(top_k, logits.shape[1])
+    preds, max_prob, classes, probs = [], [], [], []
+    for chunk in logits.split(_CHUNK):
+        chunk = chunk.float()
+        prob = torch.softmax(chunk, dim=1)
+        max_prob.append(prob.max(dim=1).values)
+        top = prob.topk(k, dim=1)
+        classes.append(top.indices)
+        probs.append(top.values)
+        preds.append(chunk.argmax(dim=1))  # the argmax of the logits (first of equal ones), as the metrics take it
+    record = {"preds": torch.cat(preds).numpy().astype(np.int64), "score": score,  # split() gives >= 1 chunk
+              "max_prob": torch.cat(max_prob).numpy().astype(np.float32),
+              "top_classes": torch.cat(classes).numpy().astype(np.int64),
+              "top_probs": torch.cat(probs).numpy().astype(np.float32)}
+    if "labels" in outputs:
+        record["labels"] = torch.as_tensor(outputs["labels"]).numpy().astype(np.int64)
+    if keep_logits:
+        record["logits"] = logits.float().numpy()
+    return record
+
+
+def is_record(split_outputs: Mapping) -> bool:
+    """True when a split's outputs are already the per-image arrays of :func:`summarize_outputs` (no logits
+    needed), False for a model's outputs dict ("logits" (N, K), ...)."""
+    return all(key in split_outputs for key in RECORD_KEYS)
+
+
+def sample_table(outputs: Mapping[str, Mapping], scores: Mapping[str, torch.Tensor] | None = None) -> dict[str, np.ndarray]:
+    """The arrays of predictions.npz (names and meaning in the module docstring) for the test and open splits.
+
+    ``outputs[split]``: either the per-image record of :func:`summarize_outputs`, or a model's outputs dict
+    (``"logits"`` (N, K) float and, for test, ``"labels"`` (N,) int64) with ``scores[split]`` its (N,) open-set
+    scores; a record's ``logits`` (``eval.save_logits``) are kept."""
     table: dict[str, np.ndarray] = {}
     for split in SPLITS:
         if split not in outputs:
             continue
-        logits = outputs[split]["logits"].float()
-        prob, pred = torch.softmax(logits, dim=1).max(dim=1)
+        record = outputs[split]
+        if not is_record(record):
+            record = summarize_outputs(record, scores[split])
         if split == "test":
-            table["test_labels"] = outputs[split]["labels"].numpy().astype(np.int64)
-        table[f"{split}_preds"] = pred.numpy().astype(np.int64)
-        table[f"{split}_score"] = torch.as_tensor(scores[split]).float().numpy()
-        table[f"{split}_max_prob"] = prob.numpy().astype(np.float32)
+            table["test_labels"] = np.asarray(record["labels"], dtype=np.int64)
+        for key in (*RECORD_KEYS, "logits"):
+            if key in record:
+                table[f"{split}_{key}"] = np.asarray(record[key])
     return table
 
 
@@ -49,7 +105,8 @@ def save_samples(path: str | Path, table: Mapping[str, np.ndarray]) -> None:
 
 
 def load_samples(path: str | Path) -> dict[str, np.ndarray]:
-    """The per-sample arrays saved by :func:`save_samples` (see the module docstring), by name.
+    """The per-sample arrays saved by :func:`save_samples` (see the module docstring), by name; files written
+    before the top-k arrays existed load too (without them).
 
     Raises RunDirError for a missing or unreadable file, or one that is not an openlt predictions file.
     """
@@ -64,3 +121,22 @@ def load_samples(path: str | Path) -> dict[str, np.ndarray]:
     if str(table.pop("format", "")) != FORMAT or "test_labels" not in table:
         raise RunDirError(f"{path} is not an openlt predictions file ({FORMAT})")
     return table
+
+
+def save_confusion(path: str | Path, matrix: scipy.sparse.spmatrix) -> None:
+    """Write a sparse confusion matrix (K × K counts, :func:`openlt.metrics.sparse_confusion`) as scipy's
+    compressed .npz (:func:`scipy.sparse.save_npz`), atomically. Read it back with :func:`load_confusion`."""
+    with atomic_path(path) as tmp, open(tmp, "wb") as fh:  # a file object: save_npz would append ".npz"
+        scipy.sparse.save_npz(fh, scipy.sparse.csr_matrix(matrix), compressed=True)
+
+
+def load_confusion(path: str | Path) -> scipy.sparse.csr_matrix:
+    """The confusion matrix of :func:`save_confusion` as a CSR int64 matrix (rows: true class, columns:
+    predicted). RunDirError naming the file when it is missing or not a sparse matrix file."""
+    path = Path(path)
+    if not path.is_file():
+        raise RunDirError(f"{path} not found: re-evaluate the run (`openlt eval RUN`) to save the confusion matrix")
+    try:
+        return scipy.sparse.csr_matrix(scipy.sparse.load_npz(path), dtype=np.int64)
+    except (OSError, ValueError, KeyError) as exc:
+        raise RunDirError(f"{path} is not a readable sparse confusion matrix ({exc})") from None
