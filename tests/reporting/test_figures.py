@@ -71,3 +71,33 @@ def test_a_class_exactly_at_a_band_edge_is_drawn_inside_its_band(inclusive):
     for count in (20, 100):
         a, b = spans[bands.band(count)]
         assert a < count < b
+
+
+def test_ranked_class_accuracy_draws_many_classes_with_a_box_per_band():
+    rng = np.random.default_rng(2)
+    counts = np.sort((1000 * rng.pareto(2.0, 3000) + 2).astype(int))[::-1]
+    acc = [None if i % 97 == 0 else float(a) for i, a in enumerate(rng.random(3000))]
+    fig = drawn(figures.ranked_class_accuracy(counts, acc, ShotBands(), [a if a is None else a / 2 for a in acc]))
+    curve, boxes = fig.axes[0], fig.axes[1]
+    assert len(curve.collections) == 3 and len(curve.lines) == 1  # a dot cloud per band, the moving mean
+    assert [t.get_text() for t in boxes.get_xticklabels()] == ["many", "medium", "few"]
+    assert "hollow: with rejection" in boxes.get_title()
+    mean = curve.lines[0].get_ydata()
+    assert np.nanmax(np.abs(mean - np.nanmean([np.nan if a is None else a for a in acc]))) < 0.25  # a mean, not noise
+
+
+def test_moving_mean_skips_missing_values():
+    values = np.array([1.0, np.nan, 3.0, 5.0, np.nan])
+    np.testing.assert_allclose(figures._moving_mean(values, 3), [1.0, 2.0, 4.0, 4.0, 5.0])
+    assert np.isnan(figures._moving_mean(np.array([np.nan, np.nan]), 1)).all()
+
+
+def test_band_confusion_figure_annotates_each_row_with_a_share_and_a_count():
+    summary = {"rows": ["many", "medium", "few", "open"], "columns": ["many", "medium", "few", "rejected"],
+               "counts": [[8, 1, 0, 1], [2, 5, 1, 2], [1, 1, 2, 0], [0, 0, 0, 0]],
+               "correct": {"many": 7, "medium": 4, "few": 2}}
+    ax = drawn(figures.band_confusion(summary)).axes[0]
+    cells = [t.get_text() for t in ax.texts]
+    assert len(cells) == 12 and "80.0%\n8" in cells  # no text in the open row: it has no images
+    assert [t.get_text() for t in ax.get_yticklabels()] == ["many (10, 7 right)", "medium (10, 4 right)",
+                                                            "few (4, 2 right)", "open (0)"]

@@ -119,8 +119,8 @@ def _moving_mean(values: np.ndarray, window: int) -> np.ndarray:
     ok = ~np.isnan(values)
     sums = np.concatenate([[0.0], np.cumsum(np.where(ok, values, 0.0))])
     counts = np.concatenate([[0], np.cumsum(ok)])
-    lo = np.clip(np.arange(values.size) - window // 2, 0, values.size)
-    hi = np.clip(lo + window, 0, values.size)
+    start = np.arange(values.size) - window // 2
+    lo, hi = np.clip(start, 0, values.size), np.clip(start + window, 0, values.size)  # cut at the ends
     with np.errstate(invalid="ignore", divide="ignore"):
         return (sums[hi] - sums[lo]) / (counts[hi] - counts[lo])
 
