@@ -158,12 +158,13 @@ class OpenMax(OpenSetScore):
         means = torch.zeros(k, k)
         shapes, scales, shifts = (torch.zeros(k, dtype=torch.float64) for _ in range(3))
         fallback, degenerate = torch.zeros(k, dtype=torch.bool), torch.zeros(k, dtype=torch.bool)
-        for c in range(k):
-            members = labels == c
-            if not members.any():
-                raise DataError(f"OpenMax.fit: class {c} has no training image")
-            chosen = members & correct
-            if not chosen.any():
+        counts = torch.bincount(labels, minlength=k)
+        if (counts == 0).any():
+            raise DataError(f"OpenMax.fit: class {int((counts == 0).nonzero()[0])} has no training image")
+        # each class's rows in their original order, found once (a sort), not by a pass over all N rows per class
+        for c, members in enumerate(torch.argsort(labels, stable=True).split(counts.tolist())):
+            chosen = members[correct[members]]
+            if not len(chosen):
                 chosen, fallback[c] = members, True
             v = logits[chosen]
             means[c] = v.mean(dim=0)
