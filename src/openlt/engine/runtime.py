@@ -13,6 +13,7 @@ from tqdm import tqdm
 
 from openlt.config import Config
 from openlt.data.build import DataBundle, prepare_data
+from openlt.data.transforms import normalisation
 from openlt.engine import distributed
 from openlt.engine.checkpoint import load_checkpoint
 from openlt.engine.precision import autocast
@@ -68,6 +69,29 @@ def kept_for(scorer: OpenSetScore) -> tuple[str, ...]:
     """The model outputs `collect_outputs` keeps for `scorer`: the (N, D) penultimate features only when the
     score declares ``needs_features`` (they are the largest tensors), else logits and reachability."""
     return WITH_FEATURES if scorer.needs_features else KEPT_OUTPUTS
+
+
+def batch_score_for(scorer: OpenSetScore, data: DataBundle) -> BatchScore | None:
+    """`collect_outputs`'s `batch_score` for a score that ``needs_model`` (ODIN): its ``score_images`` with the
+    per-channel normalisation std of `data`'s images (on the [0, 1] pixel scale); None for any other score."""
+    if not scorer.needs_model:
+        return None
+    std = list(normalisation(data.cfg.data.dataset, data.in_chans, data.family)[1])
+    return lambda logits_of_images, images: scorer.score_images(logits_of_images, images, std)
+
+
+def score_fit_args(scorer: OpenSetScore, model: OpenLTModel) -> dict:
+    """The keyword arguments of `scorer.fit` beyond the training outputs: ``{"head": (W, b)}`` for a score that
+    ``needs_head`` (ViM, ReAct), else {}. ConfigError, before any image is read, when the model's classifier is
+    not linear."""
+    if not scorer.needs_head:
+        return {}
+    head = linear_head(model)
+    if head is None:
+        raise ConfigError(f"eval.open_score={scorer.name} needs a linear classifier head (logits = W f + b: "
+                          f"model.classifier=linear, or a cRT / LWS / tau-norm / logit-adjust run); this model's "
+                          f"head is {type(model.classifier).__name__}")
+    return {"head": head}
 
 
 def linear_head(model: OpenLTModel) -> tuple[torch.Tensor, torch.Tensor] | None:
