@@ -39,7 +39,8 @@ DISTANCES = ("eucos", "euclidean", "cosine")
 DEFAULT_ALPHA = 10  # the paper's α for ImageNet; capped at the number of classes
 TRANSLATE = 10000.0  # libMR's translate_amount: where the tail's smallest distance is put before the fit
 STEP_SHAPE = 100.0  # Weibull shape standing in for a step at the tail's largest distance (degenerate tails)
-_CHUNK = 4096  # rows scored at once: bounds the (rows, α, K) distance tensor
+_CHUNK = 4096  # rows scored at once, at most: bounds the (rows, α, K) distance tensor
+_CHUNK_ELEMENTS = 1 << 25  # ... and at most this many of its elements (128 MB of float32; 412 rows at K = 8,142)
 
 
 def distances(v: torch.Tensor, means: torch.Tensor, kind: str) -> torch.Tensor:
@@ -184,7 +185,7 @@ class OpenMax(OpenSetScore):
         alpha = self.alpha_for(k)
         rank_weight = torch.arange(alpha, 0, -1, dtype=torch.float64) / alpha  # (α - r) / α, r = 0 .. α-1
         rows = []
-        for v in logits.split(_CHUNK):
+        for v in logits.split(max(1, min(_CHUNK, _CHUNK_ELEMENTS // (alpha * k)))):  # rows are independent
             top = v.topk(alpha, dim=1).indices  # (n, α), best first
             d = distances(v.unsqueeze(1), self.means_[top], self.distance)  # (n, α)
             w = rank_weight * weibull_cdf(d, self.shape_[top], self.scale_[top], self.shift_[top])
