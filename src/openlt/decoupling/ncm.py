@@ -16,7 +16,7 @@ predicts like any other run.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable
 
 import torch
 import torch.nn.functional as F
@@ -48,16 +48,22 @@ def ncm_logits(z: Tensor, means: Tensor, metric: str, scale: float = 1.0) -> Ten
     return -scale * torch.cdist(z, means)
 
 
-def class_means(z: Tensor, labels: Tensor, num_classes: int) -> Tensor:
-    """(C, D) float64 mean of the rows of ``z`` (N, D) per class, from (N,) int64 ``labels`` in [0, C);
-    DataError naming the classes without a sample. Sums in float64, so the order of samples does not matter."""
+def class_means(z: Tensor, labels: Tensor, num_classes: int,
+                transform: Callable[[Tensor], Tensor] | None = None, chunk: int = 65536) -> Tensor:
+    """(C, D) float64 mean of the rows of ``z`` (N, D) per class, from (N,) int64 ``labels`` in [0, C), each row
+    first passed through ``transform`` (row-wise, e.g. :func:`ncm_transform`) when given; DataError naming the
+    classes without a sample. Sums in float64, ``chunk`` rows at a time (the same sums, in the same order, as all at
+    once), so memory stays O(chunk x D) beyond ``z``: a float64 copy of iNaturalist's 437k x 2048 features is 7 GB."""
     counts = torch.bincount(labels, minlength=num_classes)
     empty = torch.nonzero(counts == 0).flatten().tolist()
     if empty:
         shown = ", ".join(map(str, empty[:10])) + (" ..." if len(empty) > 10 else "")
         raise DataError(f"NCM: {len(empty)} class(es) have no training sample, so no mean: {shown}")
     sums = torch.zeros(num_classes, z.shape[1], dtype=torch.float64, device=z.device)
-    sums.index_add_(0, labels.to(z.device), z.double())
+    labels = labels.to(z.device)
+    for start in range(0, len(z), chunk):
+        rows = z[start:start + chunk].double()
+        sums.index_add_(0, labels[start:start + chunk], rows if transform is None else transform(rows))
     return sums / counts.to(sums).unsqueeze(1)
 
 
@@ -126,10 +132,10 @@ class NCMClassifier(BaseEstimator):
         if len(x) == 0:
             raise DataError("NCM needs at least one training feature")
         num_classes = _num_classes(y, num_classes)
-        x64 = x.double()  # means of many unit vectors: accumulate in float64
-        self.feature_mean_ = x64.mean(0).to(x.dtype) if self.center else None
-        z = ncm_transform(x64, self.feature_mean_, bool(self.normalize))
-        self.means_ = class_means(z, y, num_classes).to(x.dtype)
+        # means of many unit vectors: accumulate in float64, a chunk of rows at a time (class_means)
+        self.feature_mean_ = x.double().mean(0).to(x.dtype) if self.center else None
+        self.means_ = class_means(x, y, num_classes,
+                                  lambda rows: ncm_transform(rows, self.feature_mean_, bool(self.normalize))).to(x.dtype)
         self.num_classes_ = num_classes
         return self
 
