@@ -49,7 +49,7 @@ def ncm_logits(z: Tensor, means: Tensor, metric: str, scale: float = 1.0) -> Ten
 
 
 def class_means(z: Tensor, labels: Tensor, num_classes: int,
-                transform: Callable[[Tensor], Tensor] | None = None, chunk: int = 65536) -> Tensor:
+                transform: Callable[[Tensor], Tensor] | None = None, chunk: int = 8192) -> Tensor:
     """(C, D) float64 mean of the rows of ``z`` (N, D) per class, from (N,) int64 ``labels`` in [0, C), each row
     first passed through ``transform`` (row-wise, e.g. :func:`ncm_transform`) when given; DataError naming the
     classes without a sample. Sums in float64, ``chunk`` rows at a time (the same sums, in the same order, as all at
