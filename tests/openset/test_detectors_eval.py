@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 pytest.importorskip("pytorch_ood", reason="the detectors wrap pytorch-ood (pip install 'openlt[ood]')")
 
@@ -17,6 +18,7 @@ from images import make_image_folder  # noqa: E402
 from openlt.cli import main  # noqa: E402
 from openlt.config import build_config  # noqa: E402
 from openlt.data.transforms import normalisation  # noqa: E402
+from openlt.engine.predict import Predictor  # noqa: E402
 from openlt.engine.run import open_run  # noqa: E402
 from openlt.engine.runtime import load_run_model, score_fit_args  # noqa: E402
 from openlt.errors import ConfigError  # noqa: E402
@@ -102,13 +104,22 @@ def test_odin_is_computed_through_the_network_batch_by_batch(run):
     assert not np.allclose(samples["test_score"], samples["test_max_prob"])  # not the plain softmax
 
 
-def test_predict_scores_with_the_saved_detector(run, capsys):
+def test_predict_scores_with_a_saved_detector_and_with_odin(run, capsys):
     assert cli("eval", run.path, "eval.open_score=mahalanobis", "--quiet") == 0
     capsys.readouterr()
     images = sorted((run.path.parent.parent / "images" / "ant").glob("*.png"))[:2]
     assert cli("predict", run.path, *images, "--json") == 0
     preds = json.loads(capsys.readouterr().out)
     assert all(p["score"] == "mahalanobis" and p["open_score"] <= 0 for p in preds)
+    # ODIN too: predict perturbs each batch through the network, as openlt eval does
+    assert cli("eval", run.path, "eval.open_score=odin", "eval.odin_temperature=10", "--quiet") == 0
+    predictor = Predictor.load(run, device="cpu")
+    batch = predictor.preprocess([Image.open(path) for path in images])
+    records = predictor.label(batch)
+    _, _, std = network_view(run, "test")
+    expected = predictor.scorer.score_images(lambda x: predictor.model(x)["logits"], batch, std)
+    assert [r["score"] for r in records] == ["odin", "odin"]
+    np.testing.assert_allclose([r["open_score"] for r in records], expected.numpy(), rtol=1e-6)
 
 
 def test_a_decoupled_run_gives_the_detectors_its_cached_features(run, tmp_path):

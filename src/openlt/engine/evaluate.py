@@ -30,9 +30,8 @@ from openlt.engine.run import Run
 from openlt.engine.runtime import (batch_score_for, collect_outputs, kept_for, make_loader, resolve_device,
                                    score_fit_args, to_device)
 from openlt.io import write_json
-from openlt.metrics import (ShotBands, band_confusion, ece_by_band, open_set_f_measure, open_set_metrics,
-                            per_class_accuracy, shot_accuracy, sparse_confusion, top_confusions)
-from openlt.metrics.openset import auroc_per_band
+from openlt.metrics import (ShotBands, auroc_per_band, band_confusion, ece_by_band, open_set_f_measure,
+                            open_set_metrics, per_class_accuracy, shot_accuracy, sparse_confusion, top_confusions)
 from openlt.models.model import OpenLTModel, build_model
 from openlt.openset import (NotFittedError, OpenSetScore, Rejector, build_score, check_rejection_config, load_score,
                             parse_threshold, save_score)

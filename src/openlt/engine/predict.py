@@ -25,11 +25,13 @@ from openlt.data.datasets import IMAGE_EXTENSIONS, convert_image, open_image
 from openlt.engine.inference import InferenceSpec, build_run_model, inference_spec, saved_score
 from openlt.engine.precision import autocast, inference_amp
 from openlt.engine.run import Run
-from openlt.engine.runtime import KEPT_OUTPUTS, batch_to, collect_outputs, make_loader, resolve_device
+from openlt.engine.runtime import (KEPT_OUTPUTS, batch_score_for, batch_to, collect_outputs, kept_for, make_loader,
+                                   resolve_device)
 from openlt.errors import ConfigError, DataError
 from openlt.io import write_text
 from openlt.models.model import OpenLTModel
 from openlt.openset import OpenSetScore, Rejector, parse_threshold
+from openlt.openset.base import MODEL_SCORE
 
 COLUMNS = ("path", "label", "class_name", "confidence", "open_score", "rejected", "topk", "top_class", "score",
            "threshold", "error")
@@ -56,11 +58,13 @@ def calibrate_now(run: Run, cfg: Config, model: OpenLTModel, dev: torch.device, 
     auto = parse_threshold(cfg.eval.open_threshold) is None
     if auto and not data.has("val") and not data.has("open"):
         return None
+    scorer = saved_score(run, cfg.eval.open_score, cfg)
     val = None
     if auto and data.has("val"):  # a fixed threshold needs no outputs
         loader = make_loader(data.dataset("val"), cfg.eval.batch_size, cfg.data.workers, dev)
-        val = collect_outputs(model, loader, dev, "val", True, cfg.train.channels_last, amp)
-    rejector = Rejector.from_config(cfg.eval, saved_score(run, cfg.eval.open_score, cfg), val)
+        val = collect_outputs(model, loader, dev, "val", True, cfg.train.channels_last, amp, kept_for(scorer),
+                              batch_score_for(scorer, data))
+    rejector = Rejector.from_config(cfg.eval, scorer, val)
     rejector.save(run.calibration_file)
     return rejector
 
@@ -126,6 +130,9 @@ class Predictor:
         """A preprocessed batch (B, C, H, W) -> B records (see :func:`predict_files`, without path and error)."""
         out = self.outputs(batch)
         rejector, scorer = self.decision()
+        if scorer.needs_model:  # ODIN: the score of the perturbed images, through the network
+            images = batch_to(batch.float(), self.device, self.cfg.train.channels_last)
+            out[MODEL_SCORE] = scorer.score_images(lambda x: self.model(x)["logits"], images, self.spec.transform["std"])
         probs = torch.softmax(out["logits"], dim=1)
         confidence, top = probs.max(dim=1)
         open_score = scorer.score(out)

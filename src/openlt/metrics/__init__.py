@@ -3,8 +3,8 @@
 * :mod:`openlt.metrics.closed`: per-class, many/medium/few-shot and top-1 accuracy, confusion.
 * :mod:`openlt.metrics.confusion_summary`: confusion summaries linear in the classes (sparse matrix, top confusions,
   shot band x shot band counts with rejected and open images).
-* :mod:`openlt.metrics.openset`: rejection, the OLTR open-set F-measure, AUROC, AUPR-IN/OUT,
-  FPR@TPR.
+* :mod:`openlt.metrics.openset`: rejection, the OLTR open-set F-measure, AUROC (also per shot band),
+  AUPR-IN/OUT, FPR@TPR.
 * :mod:`openlt.metrics.curves`: accuracy and F-measure as functions of the rejection threshold.
 * :mod:`openlt.metrics.calibration`: reliability bins and expected calibration error (ECE), per band.
 * :mod:`openlt.metrics.identification`: face identification by feature matching (enrolment, chunked
@@ -42,6 +42,7 @@ from .openset import (
     aupr_in,
     aupr_out,
     auroc,
+    auroc_per_band,
     fpr_at_tpr,
     open_set_f_measure,
     open_set_metrics,
@@ -61,6 +62,7 @@ __all__ = [
     "aupr_in",
     "aupr_out",
     "auroc",
+    "auroc_per_band",
     "band_confusion",
     "confusion",
     "cosine_topk",
