@@ -155,3 +155,49 @@ def test_feature_cache_under_ddp_equals_one_process(ddp):
     assert len(runs) == 1 and (runs[0] / "metrics.json").is_file() and (runs[0] / "decouple.json").is_file()
     assert stdout.count("decoupled stage 2: crt") == 1  # one voice
     assert not list(stage1.path.rglob(".*.tmp"))
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("localhost", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def two_nodes(tmp_path_factory):
+    """`openlt train` of the tiny run across 2 "nodes" x 1 process on this machine: two torchrun agents that meet
+    through the c10d rendezvous on localhost (gloo), as on two machines sharing the output folder."""
+    from images import make_image_folder
+
+    tmp = tmp_path_factory.mktemp("nodes")
+    images = make_image_folder(tmp / "images", {"ant": 60, "bee": 40, "cat": 30, "dog": 25, "eel": 25})
+    config = tmp / "tiny.yaml"
+    config.write_text("name: nodes\n")
+    rdzv = ["--nnodes", "2", "--nproc-per-node", "1", "--rdzv-backend", "c10d", "--rdzv-endpoint",
+            f"localhost:{_free_port()}", "--rdzv-id", "openlt-test"]
+    train = ["-m", "openlt", "train", str(config), f"data.root={images}", *TINY, f"out_dir={tmp / 'runs'}", "--quiet"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "OPENLT_TENSORBOARD": "0"}
+    nodes = [subprocess.Popen([sys.executable, "-m", "torch.distributed.run", *rdzv, *train], stdout=subprocess.PIPE,
+                              stderr=subprocess.STDOUT, text=True, env=env) for _ in range(2)]
+    out = [node.communicate(timeout=600)[0] for node in nodes]
+    assert [node.returncode for node in nodes] == [0, 0], out[0][-3000:] + out[1][-3000:]
+    return tmp, out
+
+
+def test_two_nodes_write_one_run_with_the_metrics_of_one_process(two_nodes):
+    """Across nodes as within one: rank 0 alone writes the run directory, and the evaluation that ends training
+    (sharded over the two nodes, gathered) equals one process evaluating the same checkpoint."""
+    tmp, out = two_nodes
+    runs = list((tmp / "runs").iterdir())
+    assert len(runs) == 1 and not list(runs[0].rglob(".*.tmp"))
+    run = open_run(runs[0])
+    assert [e["epoch"] for e in run.epochs_logged()] == [1, 2]
+    nodes = json.loads(run.metrics_file.read_text())
+    single = evaluate_run(run, "best", quiet=True, tag="single")
+    for key in ("val", "closed", "open", "calibration", "per_class_accuracy", "ece"):
+        assert single[key] == nodes[key], key
+    assert single["confusion"] == {**nodes["confusion"], "file": "confusion-single.npz"}
+    assert nodes["open"]["n_open"] == 5  # shards of 3 and 2 images, one per node
+    assert sum(text.count("closed-set top-1") for text in out) == 1  # one voice: global rank 0's
