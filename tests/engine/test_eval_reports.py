@@ -39,7 +39,8 @@ def test_evaluation_writes_the_per_sample_file_and_a_self_contained_html_report(
     rejected = np.concatenate([samples["test_score"], samples["open_score"]]) < threshold
     assert metrics["open"]["open_rejected"] == pytest.approx(rejected[24:].mean())  # the same scores as the metrics
     page = (run.path / "report.html").read_text()
-    assert len(re.findall(r'<img alt="[^"]+" src="data:image/png;base64,', page)) == 7
+    assert len(re.findall(r'<img alt="[^"]+" src="data:image/png;base64,', page)) == 8  # + the shot band confusion
+    assert (run.path / "confusion.npz").is_file() and "confusion_matrix" not in metrics
     assert "report.html" in run.report_file.read_text()
 
 
