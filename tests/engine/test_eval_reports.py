@@ -44,6 +44,20 @@ def test_evaluation_writes_the_per_sample_file_and_a_self_contained_html_report(
     assert "report.html" in run.report_file.read_text()
 
 
+def test_metrics_name_the_open_classes_and_record_convergence_versions_device_and_time(run):
+    metrics = json.loads(run.metrics_file.read_text())
+    assert metrics["open_class_names"] == ["eel"]
+    assert {k: metrics["convergence"][k] for k in ("best_epoch", "epochs", "still_rising", "warning")} == {
+        "best_epoch": 1, "epochs": 1, "still_rising": False, "warning": None}  # one evaluation: nothing to judge
+    assert set(metrics["environment"]["versions"]) == {"openlt", "torch", "torchvision", "numpy"}
+    assert metrics["environment"]["device"].startswith("cpu") and metrics["training"]["epochs"] == 1
+    assert metrics["training"]["time_s"] >= 0 and metrics["epoch"] == 0  # the checkpoint's own (0-based) counter
+    page, text = (run.path / "report.html").read_text(), run.report_file.read_text()
+    for shown in ("held-out class eel", "versions: openlt", "(epoch 1 of 1)"):
+        assert shown in page and shown in text
+    assert "<details><summary>config.yaml" in page and "Warning" not in page
+
+
 def test_openlt_report_rebuilds_the_page_from_the_run_directory(run, capsys):
     (run.path / "report.html").unlink()
     assert main(["report", str(run.path)]) == 0

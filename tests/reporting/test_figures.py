@@ -61,7 +61,9 @@ def test_training_curves_from_the_metrics_log():
     history.append({"epoch": 4, "train_loss": 0.2, "lr": 0.0})  # an epoch without validation
     assert len(drawn(figures.training_loss(history)).axes) == 2  # loss and its learning-rate twin
     labels = [t.get_text() for t in drawn(figures.validation_accuracy(history)).axes[0].get_legend().get_texts()]
-    assert labels == ["train (running)", "val many", "val medium", "val overall"]  # no few: never measured
+    assert labels == ["train (running)", "val many", "val medium", "val overall", "best epoch 1"]  # no few: never measured
+    ax = drawn(figures.validation_accuracy(history)).axes[0]  # epochs as the console numbers them: whole, from 1
+    assert all(float(t).is_integer() for t in ax.get_xticks() if 1 <= t <= 4) and ax.get_xlabel() == "epoch"
 
 
 @pytest.mark.parametrize("inclusive", [False, True])

@@ -71,3 +71,36 @@ def test_samples_file_is_checked(tmp_path):
     np.savez(tmp_path / "other.npz", x=np.zeros(3))
     with pytest.raises(RunDirError, match="not an openlt predictions file"):
         load_samples(tmp_path / "other.npz")
+
+
+def test_the_confusion_matrix_is_ordered_by_training_images_with_a_rejected_column_and_an_open_row():
+    from openlt.reporting.html import decision_matrix
+
+    metrics = {"class_names": ["few", "many", "mid"], "train_counts": [3, 50, 10], "calibration": {"threshold": 0.5},
+               "open_class_names": ["eel"]}
+    samples = {"test_labels": np.array([0, 1, 1, 2]), "test_preds": np.array([1, 1, 2, 2]),
+               "test_score": np.array([0.9, 0.9, 0.9, 0.1]),  # the last known image rejected
+               "open_preds": np.array([0, 1]), "open_score": np.array([0.2, 0.8])}  # one open image accepted as many
+    matrix, rows, cols = decision_matrix(metrics, samples)
+    assert rows == ["many (50)", "mid (10)", "few (3)", "open: eel"] and cols == ["many (50)", "mid (10)", "few (3)", "rejected"]
+    np.testing.assert_array_equal(matrix, [[1, 1, 0, 0], [0, 0, 0, 1], [1, 0, 0, 0], [1, 0, 0, 1]])
+    closed, _, cols = decision_matrix({**metrics, "calibration": {}}, {k: v for k, v in samples.items() if "open" not in k})
+    assert closed.shape == (3, 3) and "rejected" not in cols  # no threshold, no open split: the K x K matrix
+
+
+def test_the_report_names_the_open_classes_and_shows_config_versions_device_time_and_the_warning():
+    cfg = build_config(None, ["eval.many_above=100", "eval.few_below=20"])
+    outputs = fake_outputs()
+    metrics = compute_metrics(cfg, outputs, COUNTS, NAMES)
+    samples = sample_table(outputs, {s: outputs[s]["logits"].softmax(1).max(1).values for s in ("test", "open")})
+    extra = {"open_class_names": ["eel", "fox"], "training": {"epochs": 12, "time_s": 75.3},
+             "environment": {"versions": {"openlt": "0.1.0", "torch": "2.14.1"}, "device": "cuda:0 (H200)"},
+             "convergence": {"best_epoch": 12, "epochs": 12, "still_rising": True, "warning": "may be <under>-trained"}}
+    page = run_report({"run": "r", "checkpoint": "best", "epoch": 11, **metrics, **extra}, samples, ShotBands(),
+                      config_text="train:\n  epochs: 12  # <b>\n")
+    assert "open set: 30 images of the 2 held-out classes eel, fox" in page
+    assert "versions: openlt 0.1.0, torch 2.14.1; evaluated on cuda:0 (H200)" in page
+    assert "training: 12 epochs in 1 min 15 s" in page and "(epoch 12 of 12)" in page
+    assert '<p class="warning"><b>Warning:</b> may be &lt;under&gt;-trained.</p>' in page
+    assert "<details><summary>config.yaml" in page and "epochs: 12  # &lt;b&gt;" in page
+    assert "Right: the ROC curve" in page

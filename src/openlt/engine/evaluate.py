@@ -38,6 +38,7 @@ from openlt.openset import (NotFittedError, OpenSetScore, Rejector, build_score,
 
 TOP_CONFUSIONS = 50  # (true, predicted) pairs listed in metrics.json; the whole matrix is confusion.npz
 from openlt.reporting import is_record, sample_table, save_confusion, save_samples, summarize_outputs
+from openlt.reporting.convergence import convergence
 from openlt.reporting.run_report import write_reports
 
 
@@ -239,7 +240,8 @@ def evaluate_run(run: Run, checkpoint: str = "best", overrides: list[str] | None
     metrics = compute_metrics(cfg, records, data.train_counts, data.class_names, scorer, rejector)
     metrics["confusion"]["file"] = run.confusion_path(tag).name
     metrics = {"run": str(run.path), "checkpoint": checkpoint, "epoch": state.get("epoch"), **metrics,
-               "split_files": {split: data.manifest["files"][split]["sha256"] for split in data.entries}}
+               "split_files": {split: data.manifest["files"][split]["sha256"] for split in data.entries},
+               **run_context(run, data, dev)}
     if distributed.is_main():
         if tag is None and rejector is not None:
             rejector.save(run.calibration_file)
@@ -253,6 +255,49 @@ def evaluate_run(run: Run, checkpoint: str = "best", overrides: list[str] | None
         write_reports(run, metrics, samples, tag, ShotBands.from_config(cfg.eval))
     distributed.barrier()
     return metrics
+
+
+def run_context(run: Run, data: DataBundle, device: torch.device) -> dict:
+    """What a reader of metrics.json and the report asks beside the numbers: ``"open_class_names"`` (the held-out
+    classes of the open split, when the split folder's manifest names them), ``"convergence"`` (the under-training
+    check of the epoch log: :func:`openlt.reporting.convergence.convergence`), ``"environment"`` (library versions
+    and the evaluation's device) and ``"training"`` (epochs logged and their summed wall time in seconds)."""
+    records = run.epochs_logged()
+    times = [r["time_s"] for r in records if isinstance(r.get("time_s"), (int, float))]
+    context: dict = {}
+    names = data.manifest.get("open_class_names")
+    if data.has("open") and isinstance(names, list) and names and all(isinstance(n, str) for n in names):
+        context["open_class_names"] = list(names)
+    context["convergence"] = convergence(records)
+    context["environment"] = {"versions": library_versions(), "device": device_name(device)}
+    context["training"] = {"epochs": context["convergence"]["epochs"],
+                           "time_s": round(float(sum(times)), 1) if times else None}
+    return context
+
+
+def library_versions() -> dict[str, str]:
+    """The installed versions of openlt, torch, torchvision and numpy ("?" for one not installed as a package,
+    e.g. openlt run from a source tree)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    versions = {}
+    for name in ("openlt", "torch", "torchvision", "numpy"):
+        try:
+            versions[name] = version(name)
+        except PackageNotFoundError:
+            versions[name] = "?"
+    versions["torch"] = torch.__version__  # with its build tag (+cu128, +cpu)
+    return versions
+
+
+def device_name(device: torch.device) -> str:
+    """The device in words: ``cuda:0 (NVIDIA H200)``, ``cpu (2 threads)``, ``mps``."""
+    if device.type == "cuda":
+        return f"{device} ({torch.cuda.get_device_name(device)})"
+    if device.type == "cpu":
+        threads = torch.get_num_threads()
+        return f"cpu ({threads} thread{'s' if threads != 1 else ''})"
+    return str(device)
 
 
 def _split_outputs(cfg: Config, model: OpenLTModel, data: DataBundle, dev: torch.device, quiet: bool,

@@ -48,6 +48,7 @@ from openlt.losses import build_loss
 from openlt.metrics import ShotBands
 from openlt.models.model import OpenLTModel, build_model
 from openlt.optim import build_optimizer, build_scheduler, lr_schedule, optimizer_step, scheduled_factor
+from openlt.reporting.convergence import convergence
 
 Log = Callable[[str], None]
 _LOG = logging.getLogger(__name__)  # the default voice: `openlt train` prints these records (cli.console_logging)
@@ -106,6 +107,9 @@ def train(cfg: Config, *, run: Run | None = None, name: str | None = None, resum
             log(_epoch_line(record, cfg.train.epochs, eta, improved))
         if epoch_log is not None:
             epoch_log.close()
+            warning = convergence(run.epochs_logged())["warning"]  # best epoch late and validation still rising
+            if warning:
+                log(f"note: {warning}")
         distributed.barrier()  # the other ranks go on (e.g. to evaluation) once rank 0 has written the checkpoints
     return run
 

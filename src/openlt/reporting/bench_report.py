@@ -15,7 +15,8 @@ from matplotlib.figure import Figure
 
 from openlt.io import atomic_path, write_text
 from openlt.paper_numbers import PAPERS
-from openlt.reporting.summary import COLUMNS, aggregate, format_cell, load_metrics
+from openlt.reporting.summary import (COLUMNS, aggregate, format_cell, load_metrics, marked_label,
+                                     under_trained_note)
 from openlt.reporting.figures import to_png
 from openlt.reporting.html import esc, figure, page, table
 
@@ -76,9 +77,12 @@ def markdown(spec, groups: dict[str, list[dict]]) -> str:
     lines = [f"# bench {spec.name}: {len(spec.seeds)} seed(s) {spec.seeds}", "",
              "Top-1 in %, F / AUROC / FPR@95 in [0, 1]; mean ± std over seeds.", "",
              "| method | runs | " + " | ".join(names) + " |", "|---|---:|" + "---:|" * len(names)]
-    for row in aggregate(groups):
-        lines.append(f"| {row['label']} | {row['runs']} | "
+    aggregated = aggregate(groups)
+    for row in aggregated:
+        lines.append(f"| {marked_label(row)} | {row['runs']} | "
                      + " | ".join(format_cell(row["cells"][c], c, row["runs"]) for c in names) + " |")
+    if under_trained_note(aggregated):
+        lines += ["", under_trained_note(aggregated)]
     best = _leader_lines(groups)
     if best:
         lines += ["", "Which method for what (best mean; others within one std of it cannot be told apart with these seeds):",
@@ -117,26 +121,44 @@ def csv_text(groups: dict[str, list[dict]]) -> str:
     return buf.getvalue()
 
 
-def bars(groups: dict[str, list[dict]], columns: tuple[str, ...], ylabel: str, title: str) -> Figure:
-    """Grouped bars: one group per column (band), one bar per method, error bars = std over seeds."""
+def method_colors(labels: list[str]) -> dict[str, tuple]:
+    """One colour per method label, in the given order (the bench's methods): every chart of a bench draws a
+    method in its colour, also a chart that leaves some methods out. tab10 up to 10 methods, else 40 colours."""
+    palette = (list(matplotlib.colormaps["tab10"].colors) if len(labels) <= 10 else
+               list(matplotlib.colormaps["tab20"].colors) + list(matplotlib.colormaps["tab20b"].colors))
+    return {label: palette[i % len(palette)] for i, label in enumerate(labels)}
+
+
+def bars(groups: dict[str, list[dict]], columns: tuple[str, ...], ylabel: str, title: str,
+         colors: Mapping[str, tuple] | None = None) -> Figure:
+    """Grouped bars: one group per column (band), one bar per method, error bars = std over seeds; `colors`:
+    method label -> colour (default :func:`method_colors` of these groups)."""
     rows = aggregate(groups)
+    colors = colors or method_colors(list(groups))
     fig = Figure(figsize=(7.5, 3.6), layout="constrained")
     ax = fig.subplots()
     width = 0.8 / max(1, len(rows))
     x = np.arange(len(columns))
-    palette = (list(matplotlib.colormaps["tab10"].colors) if len(rows) <= 10 else  # distinct colours for up to
-               list(matplotlib.colormaps["tab20"].colors) + list(matplotlib.colormaps["tab20b"].colors))  # 40 methods
     for i, row in enumerate(rows):
         means = [row["cells"][c][0] if row["cells"][c] else np.nan for c in columns]
         stds = [row["cells"][c][1] if row["cells"][c] else 0.0 for c in columns]
-        ax.bar(x + (i - (len(rows) - 1) / 2) * width, means, width, yerr=stds, capsize=2, label=row["label"],
-               color=palette[i % len(palette)])
+        ax.bar(x + (i - (len(rows) - 1) / 2) * width, means, width, yerr=stds, capsize=2, label=marked_label(row),
+               color=colors[row["label"]])
     ax.set_xticks(x, columns)
     ax.set_ylabel(ylabel)
     ax.set_title(title, fontsize=11)
     ax.grid(axis="y", alpha=0.3)
     ax.legend(fontsize=8, ncol=max(1, min(4, len(rows))), loc="upper center", bbox_to_anchor=(0.5, -0.1), frameon=False)
     return fig
+
+
+def charts(spec, groups: dict[str, list[dict]]) -> list[tuple[str, Figure]]:
+    """The bench's two charts, ("bands figure", closed-set top-1 per band) and ("open-set figure", F and AUROC),
+    each method in the same colour in both (:func:`method_colors` of all the bench's methods)."""
+    colors = method_colors(list(groups))
+    return [("bands figure", bars(_closed_set_groups(spec, groups), BAND_COLUMNS, "top-1 (%)",
+                                  "closed-set top-1 per shot band", colors)),
+            ("open-set figure", bars(groups, OPEN_COLUMNS, "score", "open-set F-measure and AUROC", colors))]
 
 
 def _closed_set_groups(spec, groups: dict[str, list[dict]]) -> dict[str, list[dict]]:
@@ -151,11 +173,14 @@ def html_page(spec, groups: dict[str, list[dict]], files: dict[str, list[Path]],
     report (`reports`: metrics file -> its report, linked where the report exists)."""
     reports = reports or {}
     names = [c for c, _, _ in COLUMNS]
-    rows = [[r["label"], r["runs"]] + [format_cell(r["cells"][c], c, r["runs"]) for c in names] for r in aggregate(groups)]
+    aggregated = aggregate(groups)
+    rows = [[marked_label(r), r["runs"]] + [format_cell(r["cells"][c], c, r["runs"]) for c in names] for r in aggregated]
     body = [f"<h1>bench {esc(spec.name)}</h1>",
             f'<p class="meta">{len(spec.seeds)} seed(s) {esc(spec.seeds)}; top-1 in %, F / AUROC / FPR@95 in [0, 1]; '
             f"mean ± std over seeds. Spec: <code>{esc(spec.path)}</code></p>",
             table(["method", "runs"] + names, rows, [False] + [True] * (len(names) + 1))]
+    if under_trained_note(aggregated):
+        body.append(f'<p class="warning">{esc(under_trained_note(aggregated))}</p>')
     best = _leader_lines(groups, bold=lambda t: f"<b>{t}</b>", text=esc)
     if best:
         items = "".join(f"<li>{line}</li>" for line in best)
@@ -167,11 +192,10 @@ def html_page(spec, groups: dict[str, list[dict]], files: dict[str, list[Path]],
                  table(["method (paper row)"] + names, [[label] + [_paper_cell(v.get(c), c) for c in names]
                                                          for label, v in paper], [False] + [True] * len(names))]
     body.append('<h2>Per band and open set</h2><div class="grid">')
-    body.append(figure(bars(_closed_set_groups(spec, groups), BAND_COLUMNS, "top-1 (%)", "closed-set top-1 per shot band"),
-                       "Closed-set top-1 per shot band (bars: mean over seeds, whiskers: std; other open-set scores "
-                       "of the same run are left out here)."))
-    body.append(figure(bars(groups, OPEN_COLUMNS, "score", "open-set F-measure and AUROC"),
-                       "Open-set F-measure (threshold chosen on validation) and AUROC of the rejection score."))
+    (_, closed), (_, opened) = charts(spec, groups)
+    body.append(figure(closed, "Closed-set top-1 per shot band (bars: mean over seeds, whiskers: std; other open-set "
+                               "scores of the same run are left out here). Each method keeps its colour in both charts."))
+    body.append(figure(opened, "Open-set F-measure (threshold chosen on validation) and AUROC of the rejection score."))
     body.append("</div><h2>Runs</h2><ul>")
     for method, paths in files.items():
         links = []
@@ -199,10 +223,7 @@ def write_bench_results(spec, files: dict[str, list[Path]], reports: Mapping[Pat
     write_text(paths["markdown"], markdown(spec, groups))
     write_text(paths["csv"], csv_text(groups))
     write_text(paths["html"], html_page(spec, groups, files, out, reports or {}))
-    # the two charts also as files, for slides and papers
-    for key, fig in (("bands figure", bars(_closed_set_groups(spec, groups), BAND_COLUMNS, "top-1 (%)",
-                                            "closed-set top-1 per shot band")),
-                     ("open-set figure", bars(groups, OPEN_COLUMNS, "score", "open-set F-measure and AUROC"))):
+    for key, fig in charts(spec, groups):  # the two charts also as files, for slides and papers
         with atomic_path(paths[key]) as tmp:
             tmp.write_bytes(to_png(fig, 130))
     return paths

@@ -10,9 +10,11 @@ from typing import Mapping, Sequence
 
 import numpy as np
 from matplotlib.figure import Figure
-from matplotlib.ticker import PercentFormatter
+from matplotlib.ticker import MaxNLocator, PercentFormatter
+from sklearn.metrics import auc, roc_curve
 
 from openlt.metrics import BAND_NAMES, ShotBands, reliability_bins
+from openlt.reporting.convergence import convergence
 
 BAND_COLORS = {"many": "#1f77b4", "medium": "#ff7f0e", "few": "#d62728"}
 KNOWN_COLOR, OPEN_COLOR = "#2ca02c", "#9467bd"
@@ -87,30 +89,39 @@ def accuracy_vs_train_count(train_counts: Sequence[int], accuracy: Sequence[floa
     return fig
 
 
-def confusion_matrix(matrix: Sequence[Sequence[int]], class_names: Sequence[str], normalize: bool = True) -> Figure:
-    """The confusion matrix, rows = true class, normalised per row (the fraction of each class's images)."""
+def confusion_matrix(matrix: Sequence[Sequence[int]], class_names: Sequence[str], normalize: bool = True,
+                     column_names: Sequence[str] | None = None, known: int | None = None) -> Figure:
+    """The confusion matrix, rows = true class, normalised per row (the fraction of each row's images). Rows are
+    named by `class_names`, columns by `column_names` (default: the same names): an (R, C) matrix may add an
+    "open" row and a "rejected" column to the K known classes, set apart by lines after the first `known`."""
     m = np.asarray(matrix, dtype=np.float64)
-    k = m.shape[0]
+    rows, cols = m.shape
+    column_names = class_names if column_names is None else column_names
     if normalize:
         with np.errstate(invalid="ignore", divide="ignore"):
             m = np.nan_to_num(m / m.sum(axis=1, keepdims=True))
-    side = float(np.clip(3 + 0.35 * k, 5.5, 10))
+    side = float(np.clip(3 + 0.35 * max(rows, cols), 5.5, 10))
     fig = Figure(figsize=(side + 1.2, side), layout="constrained")
     ax = fig.add_subplot()
     image = ax.imshow(m, cmap="Blues", vmin=0, vmax=1 if normalize else None, interpolation="nearest")
-    fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04, label="fraction of the true class" if normalize else "images")
-    if k <= MAX_LABELLED_CLASSES:
-        ax.set_xticks(range(k), labels=class_names, rotation=60, ha="right", rotation_mode="anchor", fontsize=8,
+    fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04, label="fraction of the row's images" if normalize else "images")
+    if min(rows, cols) <= MAX_LABELLED_CLASSES:  # the known classes: an open row or rejected column adds one
+        ax.set_xticks(range(cols), labels=column_names, rotation=60, ha="right", rotation_mode="anchor", fontsize=8,
                       **AS_WRITTEN)
-        ax.set_yticks(range(k), labels=class_names, fontsize=8, **AS_WRITTEN)
-    if k <= MAX_ANNOTATED_CELLS:
-        for i in range(k):
-            for j in range(k):
+        ax.set_yticks(range(rows), labels=class_names, fontsize=8, **AS_WRITTEN)
+    if min(rows, cols) <= MAX_ANNOTATED_CELLS:
+        for i in range(rows):
+            for j in range(cols):
                 if m[i, j] > 0.005:
                     ax.text(j, i, f"{m[i, j]:.2f}" if normalize else f"{int(m[i, j])}", ha="center", va="center",
                             fontsize=7, color="white" if m[i, j] > 0.6 * (m.max() or 1) else "black")
-    ax.set_xlabel("predicted class")
-    ax.set_ylabel("true class")
+    if known is not None:  # the known block apart from the open row and the rejected column
+        if rows > known:
+            ax.axhline(known - 0.5, color="#444", lw=1)
+        if cols > known:
+            ax.axvline(known - 0.5, color="#444", lw=1)
+    ax.set_xlabel("predicted class" + (" or rejected" if known is not None and cols > known else ""))
+    ax.set_ylabel("true class" + (" (open: the unknown images)" if known is not None and rows > known else ""))
     return fig
 
 
@@ -210,24 +221,48 @@ def band_confusion(summary: Mapping) -> Figure:
 
 def score_histograms(known_scores: Sequence[float], open_scores: Sequence[float] | None, threshold: float | None,
                      score_name: str) -> Figure:
-    """Histograms of the open-set score of known and unknown test images, with the rejection threshold."""
+    """Outlined histograms of the open-set score of known and unknown test images with the rejection threshold
+    and, with unknown images, their ROC curve beside it (known = positive; the threshold's point marked)."""
     known = np.asarray(known_scores, dtype=np.float64)
     unknown = np.asarray(open_scores, dtype=np.float64) if open_scores is not None else np.zeros(0)
     pooled = np.concatenate([known, unknown])
     lo, hi = (pooled.min(), pooled.max()) if pooled.size else (0.0, 1.0)
     edges = np.linspace(lo, hi if hi > lo else lo + 1.0, 41)
-    fig = Figure(figsize=(7.5, 4.0), layout="constrained")
-    ax = fig.add_subplot()
-    ax.hist(known, bins=edges, density=True, alpha=0.55, color=KNOWN_COLOR, label=f"known test ({known.size})")
+    fig = Figure(figsize=(9.0 if unknown.size else 7.5, 4.0), layout="constrained")
+    ax, roc = fig.subplots(1, 2, width_ratios=[1.7, 1]) if unknown.size else (fig.add_subplot(), None)
+    ax.hist(known, bins=edges, density=True, histtype="step", lw=1.8, color=KNOWN_COLOR,
+            label=f"known test ({known.size})")
     if unknown.size:
-        ax.hist(unknown, bins=edges, density=True, alpha=0.55, color=OPEN_COLOR, label=f"unknown / open ({unknown.size})")
+        ax.hist(unknown, bins=edges, density=True, histtype="step", lw=1.8, color=OPEN_COLOR,
+                label=f"unknown / open ({unknown.size})")
     if threshold is not None:
         ax.axvline(threshold, color="black", ls="--", lw=1.2, label=f"threshold {threshold:.3g}")
     ax.set_xlabel(f"open-set score: {score_name} (higher = more known)", **AS_WRITTEN)
     ax.set_ylabel("density")
     ax.legend(fontsize=8, loc="upper left")
     ax.grid(alpha=0.3, lw=0.5)
+    if roc is not None:
+        _roc_panel(roc, known, unknown, threshold)
     return fig
+
+
+def _roc_panel(ax, known: np.ndarray, unknown: np.ndarray, threshold: float | None) -> None:
+    """The ROC curve of the score separating known (positive) from unknown images, with its AUROC, and the
+    operating point of `threshold` (an image is kept as known when its score is at least the threshold)."""
+    truth = np.concatenate([np.ones(known.size), np.zeros(unknown.size)])
+    fpr, tpr, _ = roc_curve(truth, np.concatenate([known, unknown]))
+    ax.plot(fpr, tpr, color="black", lw=1.8, label=f"ROC (AUROC {auc(fpr, tpr):.3f})")
+    ax.plot([0, 1], [0, 1], color="#888", ls=":", lw=1, label="chance")
+    if threshold is not None:
+        ax.plot([np.mean(unknown >= threshold)], [np.mean(known >= threshold)], "o", color="black", mfc="white",
+                ms=6, label="at the threshold")
+    ax.set_xlim(-0.01, 1.01)
+    ax.set_ylim(-0.01, 1.01)
+    ax.set_aspect("equal")
+    ax.set_xlabel("unknown images kept (FPR)")
+    ax.set_ylabel("known images kept (TPR)")
+    ax.legend(fontsize=7.5, loc="lower right")
+    ax.grid(alpha=0.3, lw=0.5)
 
 
 def threshold_curves(curves: Mapping[str, np.ndarray], threshold: float | None, score_name: str) -> Figure:
@@ -254,10 +289,11 @@ def threshold_curves(curves: Mapping[str, np.ndarray], threshold: float | None, 
 def reliability_diagram(confidences: Sequence[float], correct: Sequence[bool], sample_bands: Sequence[str],
                         ece: Mapping[str, float | None], n_bins: int = 15) -> Figure:
     """Accuracy against confidence (max softmax) in equal-width bins: all known test images as bars, each
-    shot band as a line; the expected calibration error (ECE) of each in the legend."""
+    shot band as a line; the expected calibration error (ECE) of each in the legend; below, the images in each
+    bin (a bin of few images says little)."""
     conf, hit, band_of = np.asarray(confidences), np.asarray(correct, dtype=bool), np.asarray(sample_bands)
-    fig = Figure(figsize=(7.5, 4.6), layout="constrained")
-    ax = fig.add_subplot()
+    fig = Figure(figsize=(7.5, 5.4), layout="constrained")
+    ax, counts = fig.subplots(2, 1, sharex=True, height_ratios=[3.2, 1])
     ax.plot([0, 1], [0, 1], color="#888", ls="--", lw=1, label="perfect calibration")
     bins = reliability_bins(conf, hit, n_bins)
     centers, width = (bins["edges"][:-1] + bins["edges"][1:]) / 2, 1.0 / n_bins
@@ -274,20 +310,39 @@ def reliability_diagram(confidences: Sequence[float], correct: Sequence[bool], s
                     label=f"{band} (ECE {ece_text(band)})")
     ax.set_xlim(0, 1)
     ax.set_ylim(0, 1.02)
-    ax.set_xlabel("confidence (max softmax probability)")
     ax.set_ylabel("accuracy")
     ax.legend(fontsize=8, loc="upper left")
     ax.grid(alpha=0.3, lw=0.5)
+    _bin_counts(counts, centers[used], bins["count"][used], width)
     return fig
 
 
+def _bin_counts(ax, centers: np.ndarray, counts: np.ndarray, width: float) -> None:
+    """The images of each non-empty reliability bin as bars, the count written above each."""
+    ax.bar(centers, counts, width=width * 0.92, color="#bbb", edgecolor="#888")
+    for x, n in zip(centers, counts):
+        ax.annotate(f"{int(n)}", (x, n), xytext=(0, 1), textcoords="offset points", ha="center", va="bottom",
+                    fontsize=7, color="#444")
+    ax.set_ylim(0, max(1, counts.max(initial=0)) * 1.35)
+    ax.yaxis.set_major_locator(MaxNLocator(3, integer=True))
+    ax.set_xlabel("confidence (max softmax probability)")
+    ax.set_ylabel("images")
+    ax.grid(alpha=0.3, lw=0.5, axis="y")
+
+
+def _epoch_axis(ax) -> None:
+    """Epochs numbered as the console numbers them (1-based, as metrics.jsonl records them): whole numbers only."""
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set_xlabel("epoch")
+
+
 def training_loss(history: Sequence[Mapping]) -> Figure:
-    """Training loss and learning rate per epoch (from metrics.jsonl)."""
+    """Training loss and learning rate per epoch (from metrics.jsonl; epochs 1-based, as the console numbers them)."""
     epochs = [r["epoch"] for r in history]
     fig = Figure(figsize=(7.5, 4.0), layout="constrained")
     ax = fig.add_subplot()
     ax.plot(epochs, [r.get("train_loss") for r in history], color="black", marker=".", label="train loss")
-    ax.set_xlabel("epoch")
+    _epoch_axis(ax)
     ax.set_ylabel("train loss")
     ax.grid(alpha=0.3, lw=0.5)
     lr_ax = ax.twinx()
@@ -297,7 +352,8 @@ def training_loss(history: Sequence[Mapping]) -> Figure:
 
 
 def validation_accuracy(history: Sequence[Mapping]) -> Figure:
-    """Validation accuracy per shot band and overall, and the running training accuracy, per epoch."""
+    """Validation accuracy per shot band and overall, and the running training accuracy, per epoch (1-based, as
+    the console numbers them); a dotted line marks the best validation epoch (the ``best`` checkpoint)."""
     fig = Figure(figsize=(7.5, 4.0), layout="constrained")
     ax = fig.add_subplot()
     ax.plot([r["epoch"] for r in history], [r.get("train_acc") for r in history], color="#888", ls=":",
@@ -308,7 +364,11 @@ def validation_accuracy(history: Sequence[Mapping]) -> Figure:
         if any(v is not None for v in values):
             ax.plot([r["epoch"] for r in with_val], [np.nan if v is None else v for v in values], marker=".",
                     color=color, lw=2 if key == "overall" else 1.2, label=f"val {key}")
-    ax.set_xlabel("epoch")
+    check = convergence(history)
+    if check["best_epoch"] is not None:
+        ax.axvline(check["best_epoch"], color="black", ls=":", lw=1,
+                   label=f"best epoch {check['best_epoch']}" + (" (still rising)" if check["warning"] else ""))
+    _epoch_axis(ax)
     ax.set_ylabel("accuracy")
     ax.set_ylim(-0.02, 1.02)
     ax.yaxis.set_major_formatter(PercentFormatter(1.0))

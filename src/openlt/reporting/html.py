@@ -12,9 +12,11 @@ from typing import Iterable, Mapping, Sequence
 import numpy as np
 from matplotlib.figure import Figure
 
-from openlt.metrics import (BAND_NAMES, ShotBands, band_confusion, confusion, ece_by_band, per_class_accuracy, reject,
+from openlt.metrics import (BAND_NAMES, ShotBands, band_confusion, ece_by_band, per_class_accuracy, reject,
                             rejection_curves, threshold_grid, top_confusions)
 from openlt.reporting import figures
+from openlt.reporting.convergence import convergence_warning
+from openlt.reporting.describe import checkpoint_epoch, environment_lines, open_set_text
 
 CSS = """
 body { font: 14px/1.45 system-ui, -apple-system, "Segoe UI", Roboto, sans-serif; color: #222; margin: 0; background: #fafafa; }
@@ -31,6 +33,9 @@ figure.wide { grid-column: 1 / -1; justify-self: center; max-width: 720px; }
 figcaption { color: #555; font-size: 12.5px; margin-top: 4px; }
 tr.band-many td:nth-child(3) { color: #1f77b4; } tr.band-medium td:nth-child(3) { color: #ff7f0e; }
 tr.band-few td:nth-child(3) { color: #d62728; }
+.warning { background: #fff4e0; border-left: 4px solid #e8a33d; padding: 6px 12px; margin: 10px 0; font-size: 13.5px; }
+details { margin: 8px 0; font-size: 13px; } summary { cursor: pointer; color: #333; }
+pre { background: #f6f6f6; padding: 8px 12px; overflow-x: auto; font-size: 12px; line-height: 1.35; }
 """
 
 
@@ -107,17 +112,38 @@ def _meta(metrics: Mapping) -> str:
     decision = (f"an image is unknown when its score &lt; {num(cal.get('threshold'), 4)} ({esc(cal.get('source', ''))})"
                 if cal else "closed-set evaluation without a validation split: no rejection threshold")
     lines = [f"run <code>{esc(metrics.get('run', ''))}</code>, checkpoint {esc(metrics.get('checkpoint', '?'))} "
-             f"(epoch {esc(metrics.get('epoch'))})",
+             f"({esc(checkpoint_epoch(metrics))})",
              f"shot bands by training images: {esc(metrics['bands']['rule'])}",
              f"open-set score <b>{esc(score.get('name'))}</b>{f' ({esc(options)})' if options else ''}; {decision}"]
+    open_set = open_set_text(metrics)
+    if open_set:
+        lines.append(esc(open_set))
+    lines += [esc(line) for line in environment_lines(metrics)]
     return "".join(f'<p class="meta">{line}</p>' for line in lines)
 
 
+def _warnings(metrics: Mapping) -> str:
+    """The convergence warning of metrics.json as a highlighted paragraph ("" when there is none)."""
+    warning = convergence_warning(metrics)
+    return f'<p class="warning"><b>Warning:</b> {esc(warning)}.</p>' if warning else ""
+
+
+def _config_block(config_text: str | None) -> str:
+    """config.yaml as a collapsed block ("" when the run has none)."""
+    if not config_text:
+        return ""
+    return ('<details><summary>config.yaml of the run (the evaluation\'s own overrides are in the open-set score '
+            f"line above)</summary><pre>{esc(config_text)}</pre></details>")
+
+
 def run_report(metrics: Mapping, samples: Mapping[str, np.ndarray], bands: ShotBands,
-               history: Sequence[Mapping] | None = None, title: str | None = None) -> str:
+               history: Sequence[Mapping] | None = None, title: str | None = None,
+               config_text: str | None = None) -> str:
     """The HTML report of one evaluated run, from its metrics, its per-sample results (predictions.npz) and,
-    when given, its training log (metrics.jsonl). Every class is drawn up to
-    :data:`~openlt.reporting.figures.MAX_CLASSES_DRAWN` classes (per-class scatter, K x K confusion matrix);
+    when given, its training log (metrics.jsonl) and its config.yaml (`config_text`, shown collapsed). Every
+    class is drawn up to
+    :data:`~openlt.reporting.figures.MAX_CLASSES_DRAWN` classes (per-class scatter, confusion matrix ordered by
+    training images with a rejected column and an open row: :func:`decision_matrix`);
     beyond, per-class accuracy ranked by training images with a box per band, and the shot-band confusion
     summary, so the page's figures and time stay O(N + K) (iNaturalist's 8,142 classes)."""
     names = list(metrics["class_names"])
@@ -129,7 +155,8 @@ def run_report(metrics: Mapping, samples: Mapping[str, np.ndarray], bands: ShotB
     if threshold is not None and "open" in metrics:
         with_rejection = per_class_accuracy(reject(pred, score, threshold), y, len(names))
     title = title or f"openlt report: {metrics.get('run', '').rstrip('/').split('/')[-1]}"
-    body = [f"<h1>{esc(title)}</h1>", _meta(metrics), "<h2>Results</h2>", _results_table(metrics, ece),
+    body = [f"<h1>{esc(title)}</h1>", _meta(metrics), _warnings(metrics), _config_block(config_text),
+            "<h2>Results</h2>", _results_table(metrics, ece),
             "<h2>Figures</h2>", f'<div class="grid">{"".join(_figures(metrics, samples, bands, ece, with_rejection, history))}</div>',
             "<h2>Most frequent confusions</h2>", _confusions_table(metrics, samples),
             "<h2>Per class</h2>", _class_table(metrics, samples, with_rejection),
@@ -161,7 +188,10 @@ def _figures(metrics: Mapping, samples: Mapping[str, np.ndarray], bands: ShotBan
     curves = rejection_curves(score, pred, y, open_score, grid)
     plots.append(figure(figures.score_histograms(score, open_score, threshold, score_name),
                         "Open-set score of the known test images and of the unknown (open) images; images left of "
-                        "the dashed threshold are rejected as unknown.", "open-set score histograms"))
+                        "the dashed threshold are rejected as unknown. Right: the ROC curve of the score (known "
+                        "images kept against unknown images kept as the threshold moves; circle: the threshold)."
+                        if open_score is not None else "Open-set score of the known test images; images left of the "
+                        "dashed threshold are rejected as unknown.", "open-set score histograms"))
     plots.append(figure(figures.threshold_curves(curves, threshold, score_name),
                         "Known accuracy with rejection (= the F-measure's precision) and the open-set F-measure as "
                         "the rejection threshold moves.", "accuracy and F-measure against the threshold"))
@@ -177,10 +207,48 @@ def _figures(metrics: Mapping, samples: Mapping[str, np.ndarray], bands: ShotBan
                         "predicted class's band or rejected; " + ("after rejection." if threshold is not None else
                                                                    "closed-set predictions."), "shot band confusion"))
     if small:
-        plots.append(figure(figures.confusion_matrix(confusion(pred, y, len(names)), names),
-                            "Confusion matrix of the known test images (rows: true class, normalised per row; "
-                            "closed-set predictions, before rejection).", "confusion matrix", wide=True))
+        plots.append(_decision_figure(metrics, samples))
     return plots
+
+
+def decision_matrix(metrics: Mapping, samples: Mapping[str, np.ndarray]) -> tuple[np.ndarray, list[str], list[str]]:
+    """The decisions on the test images as a matrix ordered by training images (most first): rows the true
+    classes and, with an open split, an "open" row; columns the predicted classes and, with a threshold, a
+    "rejected" column (after rejection). Returns (counts (R, C), row names, column names); names carry the
+    class's training images."""
+    names, counts = list(metrics["class_names"]), np.asarray(metrics["train_counts"])
+    k = len(names)
+    order = np.argsort(-counts, kind="stable")
+    rank = np.empty(k, dtype=np.int64)
+    rank[order] = np.arange(k)
+    y, pred, score = samples["test_labels"], samples["test_preds"], samples["test_score"]
+    has_open = "open_preds" in samples
+    if has_open:
+        y = np.concatenate([y, -np.ones(len(samples["open_preds"]), dtype=np.int64)])
+        pred, score = np.concatenate([pred, samples["open_preds"]]), np.concatenate([score, samples["open_score"]])
+    threshold = metrics.get("calibration", {}).get("threshold")
+    decided = pred if threshold is None else reject(pred, score, threshold)
+    rows = np.where(y >= 0, rank[np.clip(y, 0, None)], k)
+    cols = np.where(decided >= 0, rank[np.clip(decided, 0, None)], k)
+    matrix = np.zeros((k + has_open, k + (threshold is not None)), dtype=np.int64)
+    np.add.at(matrix, (rows, cols), 1)
+    labels = [f"{names[c]} ({counts[c]})" for c in order]
+    held_out = metrics.get("open_class_names") or []
+    open_label = f"open: {', '.join(map(str, held_out))}" if 0 < len(held_out) <= 3 else "open"
+    return matrix, labels + [open_label] * has_open, labels + ["rejected"] * (threshold is not None)
+
+
+def _decision_figure(metrics: Mapping, samples: Mapping[str, np.ndarray]) -> str:
+    """The <figure> of :func:`decision_matrix`."""
+    matrix, rows, cols = decision_matrix(metrics, samples)
+    k = len(metrics["class_names"])
+    rejection = len(cols) > k
+    what = ("after rejection: the last column holds the images rejected as unknown" if rejection else
+            "closed-set predictions (no rejection threshold)")
+    open_row = "; the last row: the open images (unknown classes)" if len(rows) > k else ""
+    return figure(figures.confusion_matrix(matrix, rows, column_names=cols, known=k),
+                  f"Confusion matrix of the test images, classes ordered by training images (in brackets), most "
+                  f"first; rows normalised to the row's images; {what}{open_row}.", "confusion matrix", wide=True)
 
 
 def _band_summary(metrics: Mapping, samples: Mapping[str, np.ndarray]) -> Mapping:

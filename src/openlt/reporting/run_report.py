@@ -13,6 +13,8 @@ from typing import Any, Protocol
 from openlt.errors import RunDirError
 from openlt.io import write_text
 from openlt.metrics import BAND_COLUMNS, BAND_NAMES, BAND_ROWS, ShotBands
+from openlt.reporting.convergence import convergence_warning
+from openlt.reporting.describe import checkpoint_epoch, environment_lines, open_set_text
 from openlt.reporting.samples import load_samples
 from openlt.reporting.summary import load_metrics
 
@@ -99,9 +101,12 @@ def report_markdown(run: RunFiles, metrics: dict, tag: str | None = None) -> str
     for name, n, band, acc in zip(metrics["class_names"], metrics["train_counts"], metrics["bands"]["per_class"],
                                   metrics["per_class_accuracy"]):
         rows.append(f"| {_md_name(name)} | {n} | {band} | {'–' if acc is None else f'{100 * acc:.1f}'} |")
-    return (f"# openlt report: {run.path.name}\n\ncheckpoint: {metrics['checkpoint']} (epoch {metrics['epoch']}); "
-            f"figures, calibration and score histograms: {run.report_html_path(tag).name}\n\n"
-            f"```\n{format_table(metrics)}\n```\n\n{_confusion_markdown(metrics)}## Per class\n\n" + "\n".join(rows) + "\n")
+    warning = convergence_warning(metrics)
+    about = [f"checkpoint: {metrics['checkpoint']} ({checkpoint_epoch(metrics)}); figures, calibration and score "
+             f"histograms: {run.report_html_path(tag).name}", open_set_text(metrics), *environment_lines(metrics),
+             f"**Warning:** {warning}." if warning else ""]
+    return (f"# openlt report: {run.path.name}\n\n" + "".join(f"{line}\n\n" for line in about if line)
+            + f"```\n{format_table(metrics)}\n```\n\n{_confusion_markdown(metrics)}## Per class\n\n" + "\n".join(rows) + "\n")
 
 
 def write_reports(run: RunFiles, metrics: dict, samples: dict, tag: str | None = None,
@@ -116,7 +121,17 @@ def write_reports(run: RunFiles, metrics: dict, samples: dict, tag: str | None =
                  else ShotBands.from_config(run.config().eval))
     write_text(run.report_path(tag), report_markdown(run, metrics, tag))
     title = f"openlt report: {run.path.name}" + ("" if tag is None else f" ({tag})")
-    write_text(run.report_html_path(tag), run_report(metrics, samples, bands, run.epochs_logged(), title))
+    write_text(run.report_html_path(tag), run_report(metrics, samples, bands, run.epochs_logged(), title,
+                                                     _config_text(run)))
+
+
+def _config_text(run: RunFiles) -> str | None:
+    """The run's config.yaml as written (None when the run-like object has none)."""
+    path = getattr(run, "config_file", None)
+    try:
+        return Path(path).read_text(encoding="utf-8") if path is not None and Path(path).is_file() else None
+    except (OSError, UnicodeDecodeError):
+        return None
 
 
 def rebuild_reports(run: RunFiles, tag: str | None = None) -> Path:

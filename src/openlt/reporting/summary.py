@@ -17,6 +17,7 @@ import numpy as np
 
 from openlt.config import read_utf8
 from openlt.errors import RunDirError
+from openlt.reporting.convergence import convergence_warning
 
 # (column, path of keys in metrics.json, scale to display units: 100 for a percentage, 1 for a [0, 1] number)
 COLUMNS = (
@@ -131,9 +132,10 @@ def check_comparable(label: str, runs: list[dict]) -> None:
 
 
 def aggregate(groups: dict[str, list[dict]]) -> list[dict]:
-    """Per group: {"label", "runs", "cells": {column: (mean, std, n) in display units, or None}}; ``n`` is the
-    number of the group's runs that have the number. RunDirError when a group's runs are not comparable
-    (:func:`check_comparable`)."""
+    """Per group: {"label", "runs", "cells": {column: (mean, std, n) in display units, or None}, "under_trained"};
+    ``n`` is the number of the group's runs that have the number, ``under_trained`` the number whose metrics.json
+    carries the convergence warning (:mod:`openlt.reporting.convergence`). RunDirError when a group's runs are not
+    comparable (:func:`check_comparable`)."""
     rows = []
     for label, runs in groups.items():
         check_comparable(label, runs)
@@ -141,8 +143,27 @@ def aggregate(groups: dict[str, list[dict]]) -> list[dict]:
         for name, path, scale in COLUMNS:
             values = [v for v in (_get(m, path) for m in runs) if v is not None]
             cells[name] = (float(np.mean(values)) * scale, float(np.std(values)) * scale, len(values)) if values else None
-        rows.append({"label": label, "runs": len(runs), "cells": cells})
+        rows.append({"label": label, "runs": len(runs), "cells": cells,
+                     "under_trained": sum(convergence_warning(m) is not None for m in runs)})
     return rows
+
+
+UNDER_TRAINED_MARK = "†"
+
+
+def marked_label(row: dict) -> str:
+    """A row's label, followed by :data:`UNDER_TRAINED_MARK` when any of its runs may be under-trained."""
+    return f"{row['label']} {UNDER_TRAINED_MARK}" if row.get("under_trained") else row["label"]
+
+
+def under_trained_note(rows: list[dict]) -> str:
+    """The footnote of the rows marked by :func:`marked_label` ("" when none is)."""
+    marked = [f"{row['label']} ({row['under_trained']}/{row['runs']} runs)" for row in rows if row.get("under_trained")]
+    if not marked:
+        return ""
+    return (f"{UNDER_TRAINED_MARK} may be under-trained: {', '.join(marked)}: the best validation epoch is in the last "
+            "10% of the epochs and validation top-1 was still rising (metrics.json \"convergence\"); train longer "
+            "before comparing")
 
 
 def format_cell(cell: tuple[float, float, int] | None, column: str, runs: int | None = None) -> str:
@@ -160,7 +181,9 @@ def summarize(groups: dict[str, list[dict]]) -> str:
     """A markdown table, one row per group of runs (mean ± std over the group's runs)."""
     header = "| method | runs | " + " | ".join(name for name, _, _ in COLUMNS) + " |"
     rows = [header, "|---|---:|" + "---:|" * len(COLUMNS)]
-    for row in aggregate(groups):
+    aggregated = aggregate(groups)
+    for row in aggregated:
         cells = [format_cell(row["cells"][name], name, row["runs"]) for name, _, _ in COLUMNS]
-        rows.append(f"| {row['label']} | {row['runs']} | " + " | ".join(cells) + " |")
-    return "\n".join(rows)
+        rows.append(f"| {marked_label(row)} | {row['runs']} | " + " | ".join(cells) + " |")
+    note = under_trained_note(aggregated)
+    return "\n".join(rows) + (f"\n\n{note}" if note else "")

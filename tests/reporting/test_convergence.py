@@ -1,0 +1,93 @@
+"""The under-training warning: the rule on synthetic metrics.jsonl records, and where it shows (report.md, the
+summary table's footnote, the bench tables)."""
+
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+
+from openlt.reporting.bench_report import charts, markdown, method_colors
+from openlt.reporting.convergence import convergence, convergence_warning
+from openlt.reporting.run_report import report_markdown
+from openlt.reporting.summary import summarize
+
+
+def log(*overall, epochs=None, every=1):
+    """metrics.jsonl records: validation overall top-1 `overall` on every `every`-th epoch of `epochs`."""
+    epochs = epochs or len(overall) * every
+    val = {every * (i + 1): v for i, v in enumerate(overall)}
+    return [{"epoch": e, "train_loss": 1.0 / e, **({"val": {"overall": val[e], "many": None}} if e in val else {})}
+            for e in range(1, epochs + 1)]
+
+
+def test_rising_at_the_end_warns():
+    check = convergence(log(0.30, 0.40, 0.45, 0.50, 0.53, 0.55, 0.58, 0.60, 0.62, 0.64, 0.66, 0.68))
+    assert check["best_epoch"] == 12 and check["epochs"] == 12 and check["still_rising"]
+    assert "under-trained" in check["warning"] and "12 of 12" in check["warning"]
+    # the best epoch one before the last still counts (the last 10 % of 12 epochs: 11 and 12)
+    late = convergence(log(0.30, 0.40, 0.45, 0.50, 0.53, 0.55, 0.58, 0.60, 0.62, 0.64, 0.70, 0.69))
+    assert late["best_epoch"] == 11 and late["warning"]
+
+
+def test_a_plateau_does_not_warn():
+    check = convergence(log(0.30, 0.50, 0.60, 0.62, 0.62, 0.621, 0.62, 0.62, 0.622, 0.62, 0.621, 0.624))
+    assert check["best_epoch"] == 12 and not check["still_rising"] and check["warning"] is None
+
+
+def test_an_early_best_epoch_does_not_warn_even_if_the_last_evaluation_rises():
+    check = convergence(log(0.30, 0.70, 0.60, 0.55, 0.50, 0.50, 0.50, 0.50, 0.50, 0.50, 0.50, 0.60))
+    assert check["best_epoch"] == 2 and check["still_rising"] and check["warning"] is None
+
+
+@pytest.mark.parametrize("records", [log(epochs=5), [], log(0.5)], ids=["no validation", "no log", "one evaluation"])
+def test_no_validation_curve_no_warning(records):
+    check = convergence(records)
+    assert check["warning"] is None and not check["still_rising"]
+    assert check["best_epoch"] == (1 if records and "val" in records[0] else None)
+
+
+def test_validation_every_few_epochs():
+    check = convergence(log(0.3, 0.4, 0.5, 0.6, epochs=20, every=5))  # validated at 5, 10, 15, 20
+    assert check["best_epoch"] == 20 and check["epochs"] == 20 and check["warning"]
+    assert convergence(log(0.3, 0.4, 0.5, 0.6, epochs=25, every=5))["warning"] is None  # best 20 of 25: not in 23-25
+
+
+METRICS = {"run": "runs/r", "checkpoint": "best", "epoch": 11, "class_names": ["a", "b"], "train_counts": [9, 3],
+           "bands": {"rule": "many > 5, few < 4", "per_class": ["many", "few"]},
+           "closed": {"many": 0.5, "medium": None, "few": 0.25, "overall": 0.4,
+                      "n_classes": {"many": 1, "medium": 0, "few": 1}},
+           "per_class_accuracy": [0.5, 0.25]}
+
+
+def warned(metrics=METRICS):
+    return {**metrics, "convergence": convergence(log(*(0.1 + 0.05 * e for e in range(12))))}
+
+
+def test_the_warning_appears_in_report_md():
+    run = SimpleNamespace(path=Path("runs/r"), report_html_path=lambda tag=None: Path("runs/r/report.html"))
+    text = report_markdown(run, warned())
+    assert convergence_warning(warned()) in text and "**Warning:**" in text
+    assert "(epoch 12)" in text  # metrics.json's 0-based checkpoint epoch 11, as the console numbers it
+    assert "under-trained" not in report_markdown(run, METRICS)
+
+
+def test_summary_and_bench_mark_rows_that_may_be_under_trained():
+    table = summarize({"plain": [warned(), METRICS], "crt": [METRICS]})
+    assert "| plain † | 2 |" in table and "| crt | 1 |" in table
+    assert table.splitlines()[-1].startswith("† may be under-trained: plain (1/2 runs)")
+    assert "†" not in summarize({"crt": [METRICS]})
+    spec = SimpleNamespace(name="b", seeds=[0], paper=None, methods=[], path="b.yaml")
+    assert "| plain † |" in markdown(spec, {"plain": [warned()]})
+
+
+def test_each_method_keeps_its_colour_in_every_bench_chart():
+    groups = {"plain": [METRICS], "crt": [METRICS], "plain+energy": [METRICS]}
+    variant = SimpleNamespace(name="plain+energy", eval_of="plain")
+    spec = SimpleNamespace(methods=[SimpleNamespace(name="plain", eval_of=None),
+                                    SimpleNamespace(name="crt", eval_of=None), variant])
+    colors = method_colors(list(groups))
+    assert len(set(colors.values())) == 3
+    for _, fig in charts(spec, groups):  # the bands chart leaves plain+energy out: crt keeps its colour
+        ax = fig.axes[0]
+        for handle, text in zip(*ax.get_legend_handles_labels()):
+            assert tuple(handle.patches[0].get_facecolor()[:3]) == pytest.approx(colors[text][:3])
