@@ -101,7 +101,9 @@ def confusion_matrix(matrix: Sequence[Sequence[int]], class_names: Sequence[str]
         with np.errstate(invalid="ignore", divide="ignore"):
             m = np.nan_to_num(m / m.sum(axis=1, keepdims=True))
     side = float(np.clip(3 + 0.35 * max(rows, cols), 5.5, 10))
-    fig = Figure(figsize=(side + 1.2, side), layout="constrained")
+    # wider for long row names: constrained layout does not move an equal-aspect image right to make room for them
+    longest = max((len(str(n)) for n in class_names), default=0) if min(rows, cols) <= MAX_LABELLED_CLASSES else 0
+    fig = Figure(figsize=(side + 1.2 + 0.07 * max(0, longest - 8), side), layout="constrained")
     ax = fig.add_subplot()
     image = ax.imshow(m, cmap="Blues", vmin=0, vmax=1 if normalize else None, interpolation="nearest")
     fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04, label="fraction of the row's images" if normalize else "images")
@@ -121,7 +123,7 @@ def confusion_matrix(matrix: Sequence[Sequence[int]], class_names: Sequence[str]
         if cols > known:
             ax.axvline(known - 0.5, color="#444", lw=1)
     ax.set_xlabel("predicted class" + (" or rejected" if known is not None and cols > known else ""))
-    ax.set_ylabel("true class" + (" (open: the unknown images)" if known is not None and rows > known else ""))
+    ax.set_ylabel("true class" + (" or open" if known is not None and rows > known else ""))
     return fig
 
 
