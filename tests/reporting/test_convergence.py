@@ -64,10 +64,11 @@ def warned(metrics=METRICS):
 
 
 def test_the_warning_appears_in_report_md():
-    run = SimpleNamespace(path=Path("runs/r"), report_html_path=lambda tag=None: Path("runs/r/report.html"))
+    run = SimpleNamespace(path=Path("runs/r"), report_html_path=lambda tag=None: Path("runs/r/report.html"),
+                          epochs_logged=lambda: [])
     text = report_markdown(run, warned())
     assert convergence_warning(warned()) in text and "**Warning:**" in text
-    assert "(epoch 12)" in text  # metrics.json's 0-based checkpoint epoch 11, as the console numbers it
+    assert "(epoch 12 of 12)" in text  # metrics.json's 0-based checkpoint epoch 11, as the console numbers it
     assert "under-trained" not in report_markdown(run, METRICS)
 
 

@@ -93,11 +93,12 @@ def test_the_report_names_the_open_classes_and_shows_config_versions_device_time
     outputs = fake_outputs()
     metrics = compute_metrics(cfg, outputs, COUNTS, NAMES)
     samples = sample_table(outputs, {s: outputs[s]["logits"].softmax(1).max(1).values for s in ("test", "open")})
-    extra = {"open_class_names": ["eel", "fox"], "training": {"epochs": 12, "time_s": 75.3},
+    extra = {"open_class_names": ["eel", "fox"],
              "environment": {"versions": {"openlt": "0.1.0", "torch": "2.14.1"}, "device": "cuda:0 (H200)"},
              "convergence": {"best_epoch": 12, "epochs": 12, "still_rising": True, "warning": "may be <under>-trained"}}
+    history = [{"epoch": e, "train_loss": 1.0, "lr": 0.1, "time_s": 6.275} for e in range(1, 13)]
     page = run_report({"run": "r", "checkpoint": "best", "epoch": 11, **metrics, **extra}, samples, ShotBands(),
-                      config_text="train:\n  epochs: 12  # <b>\n")
+                      history, config_text="train:\n  epochs: 12  # <b>\n")
     assert "open set: 30 images of the 2 held-out classes eel, fox" in page
     assert "versions: openlt 0.1.0, torch 2.14.1; evaluated on cuda:0 (H200)" in page
     assert "training: 12 epochs in 1 min 15 s" in page and "(epoch 12 of 12)" in page

@@ -260,18 +260,15 @@ def evaluate_run(run: Run, checkpoint: str = "best", overrides: list[str] | None
 def run_context(run: Run, data: DataBundle, device: torch.device) -> dict:
     """What a reader of metrics.json and the report asks beside the numbers: ``"open_class_names"`` (the held-out
     classes of the open split, when the split folder's manifest names them), ``"convergence"`` (the under-training
-    check of the epoch log: :func:`openlt.reporting.convergence.convergence`), ``"environment"`` (library versions
-    and the evaluation's device) and ``"training"`` (epochs logged and their summed wall time in seconds)."""
-    records = run.epochs_logged()
-    times = [r["time_s"] for r in records if isinstance(r.get("time_s"), (int, float))]
+    check of the epoch log: :func:`openlt.reporting.convergence.convergence`) and ``"environment"`` (library
+    versions and the evaluation's device). The training time is the epoch log's (metrics.jsonl ``time_s``): not
+    copied here, so that metrics.json stays the same for the same results."""
     context: dict = {}
     names = data.manifest.get("open_class_names")
     if data.has("open") and isinstance(names, list) and names and all(isinstance(n, str) for n in names):
         context["open_class_names"] = list(names)
-    context["convergence"] = convergence(records)
+    context["convergence"] = convergence(run.epochs_logged())
     context["environment"] = {"versions": library_versions(), "device": device_name(device)}
-    context["training"] = {"epochs": context["convergence"]["epochs"],
-                           "time_s": round(float(sum(times)), 1) if times else None}
     return context
 
 

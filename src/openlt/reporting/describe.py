@@ -4,7 +4,7 @@ library versions, device and training time. No matplotlib here: the CLI imports 
 
 from __future__ import annotations
 
-from typing import Mapping
+from typing import Mapping, Sequence
 
 
 def checkpoint_epoch(metrics: Mapping) -> str:
@@ -13,7 +13,7 @@ def checkpoint_epoch(metrics: Mapping) -> str:
     epoch = metrics.get("epoch")
     if not isinstance(epoch, int) or isinstance(epoch, bool):
         return "epoch ?"
-    epochs = (metrics.get("training") or {}).get("epochs")
+    epochs = (metrics.get("convergence") or {}).get("epochs")  # the last epoch logged
     return f"epoch {epoch + 1}" + (f" of {epochs}" if isinstance(epochs, int) and epochs > epoch else "")
 
 
@@ -29,18 +29,20 @@ def open_set_text(metrics: Mapping) -> str:
     return f"open set: {images} of classes unknown to the model (the split does not name them)"
 
 
-def environment_lines(metrics: Mapping) -> list[str]:
-    """Library versions, the device and the training time that metrics.json records (none for an older file)."""
-    env, training = metrics.get("environment") or {}, metrics.get("training") or {}
+def environment_lines(metrics: Mapping, history: Sequence[Mapping] | None = None) -> list[str]:
+    """The library versions and device that metrics.json records (none for an older file) and the training time
+    of the epoch log `history` (metrics.jsonl: the sum of its epochs' ``time_s``)."""
+    env = metrics.get("environment") or {}
     lines = []
     versions = env.get("versions")
     if isinstance(versions, Mapping) and versions:
         lines.append("versions: " + ", ".join(f"{k} {v}" for k, v in versions.items())
                      + (f"; evaluated on {env['device']}" if env.get("device") else ""))
-    seconds, epochs = training.get("time_s"), training.get("epochs")
-    if isinstance(seconds, (int, float)):
-        lines.append(f"training: {epochs} epoch{'s' if epochs != 1 else ''} in {_duration(seconds)} "
-                     "(summed epoch times of metrics.jsonl)")
+    times = [r["time_s"] for r in history or [] if isinstance(r.get("time_s"), (int, float))]
+    if times:
+        epochs = len(history)
+        lines.append(f"training: {epochs} epoch{'s' if epochs != 1 else ''} in {_duration(sum(times))} "
+                     "(the epoch times of metrics.jsonl)")
     return lines
 
 

@@ -105,7 +105,7 @@ def _results_table(metrics: Mapping, ece: Mapping[str, float | None]) -> str:
     return out
 
 
-def _meta(metrics: Mapping) -> str:
+def _meta(metrics: Mapping, history: Sequence[Mapping] | None = None) -> str:
     cal = metrics.get("calibration", {})
     score = metrics.get("open_score", {"name": cal.get("score", "?")})
     options = ", ".join(f"{k} {v}" for k, v in score.items() if k != "name" and not isinstance(v, (list, dict)))
@@ -118,7 +118,7 @@ def _meta(metrics: Mapping) -> str:
     open_set = open_set_text(metrics)
     if open_set:
         lines.append(esc(open_set))
-    lines += [esc(line) for line in environment_lines(metrics)]
+    lines += [esc(line) for line in environment_lines(metrics, history)]
     return "".join(f'<p class="meta">{line}</p>' for line in lines)
 
 
@@ -155,7 +155,7 @@ def run_report(metrics: Mapping, samples: Mapping[str, np.ndarray], bands: ShotB
     if threshold is not None and "open" in metrics:
         with_rejection = per_class_accuracy(reject(pred, score, threshold), y, len(names))
     title = title or f"openlt report: {metrics.get('run', '').rstrip('/').split('/')[-1]}"
-    body = [f"<h1>{esc(title)}</h1>", _meta(metrics), _warnings(metrics), _config_block(config_text),
+    body = [f"<h1>{esc(title)}</h1>", _meta(metrics, history), _warnings(metrics), _config_block(config_text),
             "<h2>Results</h2>", _results_table(metrics, ece),
             "<h2>Figures</h2>", f'<div class="grid">{"".join(_figures(metrics, samples, bands, ece, with_rejection, history))}</div>',
             "<h2>Most frequent confusions</h2>", _confusions_table(metrics, samples),

@@ -103,7 +103,8 @@ def report_markdown(run: RunFiles, metrics: dict, tag: str | None = None) -> str
         rows.append(f"| {_md_name(name)} | {n} | {band} | {'–' if acc is None else f'{100 * acc:.1f}'} |")
     warning = convergence_warning(metrics)
     about = [f"checkpoint: {metrics['checkpoint']} ({checkpoint_epoch(metrics)}); figures, calibration and score "
-             f"histograms: {run.report_html_path(tag).name}", open_set_text(metrics), *environment_lines(metrics),
+             f"histograms: {run.report_html_path(tag).name}", open_set_text(metrics),
+             *environment_lines(metrics, run.epochs_logged()),
              f"**Warning:** {warning}." if warning else ""]
     return (f"# openlt report: {run.path.name}\n\n" + "".join(f"{line}\n\n" for line in about if line)
             + f"```\n{format_table(metrics)}\n```\n\n{_confusion_markdown(metrics)}## Per class\n\n" + "\n".join(rows) + "\n")
