@@ -51,7 +51,7 @@ def build_transform(family: str, train: bool, image_size: int, mean, std) -> v2.
         ops = [v2.ToImage(), v2.RandomResizedCrop(image_size, antialias=True), v2.RandomHorizontalFlip(),
                v2.ColorJitter(brightness=0.4, contrast=0.4, saturation=0.4)]
         return v2.Compose(ops + to_float)
-    if family == "face":  # aligned crops: no crop or colour change would keep the alignment; resize only if needed
+    if family == "face":  # aligned crops: a crop or colour jitter would undo the alignment; resize only if needed
         ops = [v2.ToImage(), v2.Resize((image_size, image_size), antialias=True), v2.RandomHorizontalFlip()]
         return v2.Compose(ops + to_float)
     raise ConfigError(f"unknown transform family {family!r}; known: {', '.join(FAMILIES)}")
