@@ -20,7 +20,8 @@ def _features(x: Any, name: str = "features") -> Tensor:
         t = t.float()
     elif t.dtype not in (torch.float32, torch.float64):
         t = t.float()
-    if t.numel() and not bool(torch.isfinite(t).all()):
+    # a chunk of rows at a time: isfinite over all (N, D) at once peaks at 1.7x the features (6 GB at iNaturalist)
+    if t.numel() and not all(bool(torch.isfinite(rows).all()) for rows in t.split(8192)):
         raise DataError(f"{name} contain non-finite values")
     return t
 
