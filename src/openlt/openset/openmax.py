@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import math
 import warnings
-from typing import Any, Mapping
+from typing import Any, Callable, Iterator, Mapping
 
 import numpy as np
 import torch
@@ -176,15 +176,17 @@ class OpenMax(OpenSetScore):
         self.fallback_, self.degenerate_ = fallback, degenerate
         return self
 
-    def probabilities(self, outputs: Outputs) -> torch.Tensor:
-        """(N, K + 1) OpenMax probabilities; the last column is the unknown class."""
+    def _probability_chunks(self, outputs: Outputs,
+                            column: Callable[[torch.Tensor], torch.Tensor] | None = None) -> Iterator[torch.Tensor]:
+        """Yield the (n, K + 1) OpenMax probabilities of consecutive row chunks of ``outputs["logits"]`` (each
+        reduced by `column`, e.g. a max over the known classes, when given), so that a caller keeping one number
+        per image never holds all N x (K + 1) of them."""
         logits = logits_of(outputs)
         k = self.num_classes
         if logits.shape[1] != k:
             raise ValueError(f"OpenMax was fitted on {k} classes, the logits have {logits.shape[1]}")
         alpha = self.alpha_for(k)
         rank_weight = torch.arange(alpha, 0, -1, dtype=torch.float64) / alpha  # (α - r) / α, r = 0 .. α-1
-        rows = []
         for v in logits.split(max(1, min(_CHUNK, _CHUNK_ELEMENTS // (alpha * k)))):  # rows are independent
             top = v.topk(alpha, dim=1).indices  # (n, α), best first
             d = distances(v.unsqueeze(1), self.means_[top], self.distance)  # (n, α)
@@ -192,19 +194,27 @@ class OpenMax(OpenSetScore):
             omega = torch.zeros_like(v).scatter_(1, top, w.float())
             revised = v * (1 - omega)
             unknown = (v - revised).sum(dim=1, keepdim=True)
-            rows.append(torch.softmax(torch.cat([revised, unknown], dim=1), dim=1))
-        return torch.cat(rows) if rows else torch.zeros(0, k + 1)
+            prob = torch.softmax(torch.cat([revised, unknown], dim=1), dim=1)
+            yield prob if column is None else column(prob)
+
+    def probabilities(self, outputs: Outputs) -> torch.Tensor:
+        """(N, K + 1) OpenMax probabilities; the last column is the unknown class."""
+        rows = list(self._probability_chunks(outputs))
+        return torch.cat(rows) if rows else torch.zeros(0, self.num_classes + 1)
 
     def score(self, outputs: Outputs) -> torch.Tensor:
-        """(N,) float32 largest known-class OpenMax probability of ``outputs["logits"]`` (N, K), in (0, 1].
+        """(N,) float32 largest known-class OpenMax probability of ``outputs["logits"]`` (N, K), in (0, 1]; computed
+        chunk by chunk (memory O(chunk x K), not N x K).
 
         Raises NotFittedError before :meth:`fit`, ValueError for logits of another class count.
         """
-        return self.probabilities(outputs)[:, :-1].max(dim=1).values
+        rows = list(self._probability_chunks(outputs, lambda prob: prob[:, :-1].max(dim=1).values))
+        return torch.cat(rows) if rows else torch.zeros(0)
 
     def unknown_probability(self, outputs: Outputs) -> torch.Tensor:
         """(N,) float32 OpenMax probability of the unknown class (the last column of :meth:`probabilities`)."""
-        return self.probabilities(outputs)[:, -1]
+        rows = list(self._probability_chunks(outputs, lambda prob: prob[:, -1]))
+        return torch.cat(rows) if rows else torch.zeros(0)
 
     def summary(self) -> dict:
         """Name, options and, once fitted, alpha, K and the classes with a fallback MAV or a step tail (metrics)."""
