@@ -33,7 +33,7 @@ from openlt.io import write_json
 from openlt.metrics import (ShotBands, auroc_per_band, band_confusion, ece_by_band, open_set_f_measure,
                             open_set_metrics, per_class_accuracy, shot_accuracy, sparse_confusion, top_confusions)
 from openlt.models.model import OpenLTModel, build_model
-from openlt.openset import (NotFittedError, OpenSetScore, Rejector, build_score, check_rejection_config, load_score,
+from openlt.openset import (NotFittedError, OpenSetScore, Rejector, build_score, check_rejection_config,
                             parse_threshold, save_score)
 
 TOP_CONFUSIONS = 50  # (true, predicted) pairs listed in metrics.json; the whole matrix is confusion.npz
@@ -327,16 +327,3 @@ def _load_model(run: Run, checkpoint: str, device: torch.device, cfg: Config, da
     model = build_model(cfg, data.num_classes, data.in_chans, data.image_size)
     state = load_checkpoint(run.checkpoint(checkpoint), model)
     return to_device(model, device, cfg.train.channels_last), state
-
-
-def run_score(run: Run, name: str, cfg: Config) -> OpenSetScore:
-    """The open-set score `name` for a run's model: built from the config, or for a fitted one (OpenMax) read
-    from the open-score.safetensors its evaluation saved."""
-    scorer = build_score(name, cfg.eval)
-    if scorer.requires_fit:
-        path = run.open_score_path()
-        if not path.is_file():
-            raise NotFittedError(f"open-set score {name!r} is fitted on the training split, and {path} is missing: "
-                                 f"evaluate the run with `openlt eval {run.path} eval.open_score={name}` first")
-        scorer = load_score(path)
-    return scorer
