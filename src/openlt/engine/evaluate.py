@@ -22,7 +22,7 @@ from openlt.config import Config, build_config, to_dict
 from openlt.data.build import DataBundle, prepare_data
 from openlt.engine import distributed
 from openlt.engine.precision import inference_amp
-from openlt.engine.features import cached_head_outputs
+from openlt.engine.features import head_outputs_on_cache, stage1_cache
 from openlt.engine.inference import write_inference
 from openlt.engine.checkpoint import load_checkpoint
 from openlt.engine.manifest import check_open_decision, verify_manifest
@@ -301,18 +301,19 @@ def _split_outputs(cfg: Config, model: OpenLTModel, data: DataBundle, dev: torch
                    scorer: OpenSetScore):
     """A function split -> that split's outputs ("logits", "labels", ...; "feature" when `scorer` needs_features,
     "model_score" of val / test / open when it needs_model): from the stage-1 run's feature cache for a decoupled
-    run (while that run exists; not for ODIN, which needs the images), else through the network (sharded under
-    torchrun)."""
+    run (while that run exists; not for ODIN, which needs the images), read once for every split and each split's
+    features let go once its outputs are computed; else through the network (sharded under torchrun)."""
     amp = inference_amp(cfg.train.amp, dev)
     keep, batch_score = kept_for(scorer), batch_score_for(scorer, data)
-    use_cache = [cfg.decouple.method != "none" and batch_score is None]  # a decoupled run's body is its stage-1 run's
+    splits = [s for s in ("train",) * scorer.requires_fit + ("val", "test", "open") if s == "test" or data.has(s)]
+    cache: dict = {"use": cfg.decouple.method != "none" and batch_score is None}  # a decoupled run's body is stage 1's
 
     def outputs_of(split: str) -> dict[str, torch.Tensor]:
-        if use_cache[0]:
-            cached = cached_head_outputs(cfg, model, [split], dev, quiet, keep)
-            if split in cached:
-                return cached[split]
-            use_cache[0] = False  # the stage-1 run is gone: through the network from now on
+        if cache["use"] and "features" not in cache:
+            cache["features"] = stage1_cache(cfg, splits, dev, quiet)
+        if cache["use"] and cache["features"] is not None and split in cache["features"]:
+            return head_outputs_on_cache(model, cache["features"].pop(split), dev, keep)
+        cache["use"] = False  # the stage-1 run is gone: through the network
         loader = make_loader(data.dataset(split), cfg.eval.batch_size, cfg.data.workers, dev,
                              pin_memory=cfg.data.pin_memory, shard=True)
         return collect_outputs(model, loader, dev, split, quiet, cfg.train.channels_last, amp, keep,

@@ -138,7 +138,32 @@ def load_features(run: Run, splits: tuple[str, ...] = SPLITS, checkpoint: str = 
     return result
 
 
+def stage1_cache(cfg: Config, splits: list[str], device: torch.device, quiet: bool = False
+                 ) -> dict[str, dict[str, torch.Tensor]] | None:
+    """The feature cache of a decoupled run's stage-1 run (`train.init_from`) for `splits`, read once
+    (:func:`load_features`: {split: {"features", "labels"}}), or None when the stage-1 run is gone."""
+    from openlt.engine.run import open_run
+    from openlt.errors import RunDirError
+
+    try:
+        source = open_run(cfg.train.init_from)
+    except (RunDirError, TypeError):
+        return None
+    return load_features(source, tuple(splits), dtype=cfg.decouple.cache_dtype, device=str(device), quiet=quiet)
+
+
 @torch.no_grad()
+def head_outputs_on_cache(model: OpenLTModel, cached: dict[str, torch.Tensor], device: torch.device,
+                          keep: tuple[str, ...] = ("logits", "reachability")) -> dict[str, torch.Tensor]:
+    """One split's outputs from its cached features ({"features" (N, D), "labels" (N,)}): the model's head on
+    them, `keep` as `runtime.collect_outputs` ("feature": the cached features themselves), and "labels"."""
+    from openlt.models.meta_embedding import head_outputs
+
+    model.eval()
+    out = {**head_outputs(model.classifier, cached["features"].to(device)), "feature": cached["features"]}
+    return {**{k: out[k].float().cpu() for k in keep if k in out}, "labels": cached["labels"]}
+
+
 def cached_head_outputs(cfg: Config, model: OpenLTModel, splits: list[str], device: torch.device,
                         quiet: bool = False, keep: tuple[str, ...] = ("logits", "reachability")
                         ) -> dict[str, dict[str, torch.Tensor]]:
@@ -146,19 +171,7 @@ def cached_head_outputs(cfg: Config, model: OpenLTModel, splits: list[str], devi
     the head applied to the cached features, so evaluation passes no image through the backbone; `keep` as
     `runtime.collect_outputs` ("feature": the cached features themselves). Returns {} when the stage-1 run is
     gone (the caller then evaluates through the network)."""
-    from openlt.engine.run import open_run
-    from openlt.errors import RunDirError
-    from openlt.models.meta_embedding import head_outputs
-
-    try:
-        source = open_run(cfg.train.init_from)
-    except (RunDirError, TypeError):
+    feats = stage1_cache(cfg, splits, device, quiet)
+    if feats is None:
         return {}
-    feats = load_features(source, tuple(splits), dtype=cfg.decouple.cache_dtype, device=str(device), quiet=quiet)
-    model.eval()
-    outputs = {}
-    for split, cached in feats.items():
-        out = {**head_outputs(model.classifier, cached["features"].to(device)), "feature": cached["features"]}
-        outputs[split] = {k: out[k].float().cpu() for k in keep if k in out}
-        outputs[split]["labels"] = cached["labels"]
-    return outputs
+    return {split: head_outputs_on_cache(model, cached, device, keep) for split, cached in feats.items()}
