@@ -9,6 +9,7 @@ naming the key (and the file and line it came from), so a bad config never start
 from __future__ import annotations
 
 import dataclasses
+import json
 import difflib
 import math
 import re
@@ -718,6 +719,19 @@ def read_utf8(path: str | Path, what: str, error: type[Exception] = ConfigError)
         line = raw[: exc.start].count(b"\n") + 1
         raise error(f"cannot read {what} {path}: not UTF-8 text (line {line}: byte 0x{raw[exc.start]:02x}); "
                     f"save it as UTF-8") from None
+
+
+def read_json(path: str | Path, what: str, error: type[Exception] = ConfigError) -> Any:
+    """A JSON file openlt wrote and a crash or an edit may have damaged, parsed strictly: UTF-8 (read_utf8), and
+    NaN / Infinity refused as numbers. Anything unreadable is one `error` line naming the file."""
+    try:
+        return json.loads(read_utf8(path, what, error), parse_constant=_no_json_constant)
+    except ValueError as exc:
+        raise error(f"{path} is not readable JSON ({exc})") from None
+
+
+def _no_json_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON number")
 
 
 def _read_yaml(path: Path, what: str) -> tuple[dict, dict[str, int]]:

@@ -14,11 +14,10 @@ split file and is not checked here.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
-from openlt.config import read_utf8
+from openlt.config import read_json
 from openlt.data.build import DataBundle
 from openlt.engine.run import Run
 from openlt.errors import ConfigError, RunDirError
@@ -43,18 +42,12 @@ def read_run_manifest(run: Run) -> dict:
     if not path.is_file():
         raise RunDirError(f"{path} is missing: the run directory is incomplete, so nothing shows which split files "
                           f"{run.path} was trained on")
-    try:
-        raw = json.loads(read_utf8(path, "split manifest", RunDirError), parse_constant=_no_constant)
-    except ValueError as exc:
-        raise RunDirError(f"{path} is not readable JSON ({exc})") from None
+    raw = read_json(path, "split manifest", RunDirError)
     problem = _manifest_problem(raw)
     if problem:
         raise RunDirError(f"{path} is not a split manifest written by openlt ({problem})")
     return raw
 
-
-def _no_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not a JSON number")
 
 
 def _manifest_problem(raw: Any) -> str | None:

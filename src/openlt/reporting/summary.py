@@ -8,14 +8,13 @@ metrics.json) says so: ``71.2 ± 0.3 (2/3)``."""
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from openlt.config import read_utf8
+from openlt.config import read_json
 from openlt.errors import RunDirError
 from openlt.reporting.convergence import convergence_warning
 
@@ -41,9 +40,6 @@ def _number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
-def _no_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not a JSON number")
-
 
 def load_metrics(path: str | Path) -> dict:
     """A metrics JSON file of a run (metrics.json, metrics-TAG.json: the engine's ``Run.metrics_path``) as a
@@ -52,10 +48,7 @@ def load_metrics(path: str | Path) -> dict:
     path = Path(path)
     if not path.is_file():
         raise RunDirError(f"{path} not found (evaluate the run with `openlt eval {path.parent}`)")
-    try:
-        metrics = json.loads(read_utf8(path, "metrics file", RunDirError), parse_constant=_no_constant)
-    except ValueError as exc:
-        raise RunDirError(f"{path} is not readable JSON ({exc})") from None
+    metrics = read_json(path, "metrics file", RunDirError)
     problem = metrics_problem(metrics)
     if problem:
         raise RunDirError(f"{path} is not a metrics file of `openlt eval` ({problem}); evaluate the run again")
