@@ -401,7 +401,7 @@ def evaluation_stages(st: Stages, cfg, logits: dict, labels: dict, data, out: Pa
     from openlt.metrics import ShotBands, sparse_confusion
     from openlt.openset import build_score
     from openlt.reporting import sample_table, save_confusion, save_samples
-    from openlt.reporting.run_report import write_reports
+    from openlt.reporting.run_report import FolderFiles, write_reports
 
     scorer = build_score("msp", cfg.eval)
     outputs = {s: {"logits": logits[s], "labels": torch.as_tensor(labels[s])} for s in ("val", "test", "open")}
@@ -411,7 +411,7 @@ def evaluation_stages(st: Stages, cfg, logits: dict, labels: dict, data, out: Pa
     metrics = st.run("metrics (compute_metrics on the records)", "E+K",
                      lambda: compute_metrics(cfg, records, data.train_counts, data.class_names, scorer))
     metrics = {"run": str(out), "checkpoint": "best", "epoch": 1, **metrics, "split_files": {}}
-    files = _FolderRun(out)
+    files = FolderFiles(out)
     st.run("metrics.json: write", "K", lambda: write_json(files.metrics_path(), metrics))
     st.run("confusion.npz: write (sparse)", "Nt", lambda: save_confusion(
         out / "confusion.npz", sparse_confusion(records["test"]["preds"], records["test"]["labels"], data.num_classes)))
@@ -420,28 +420,6 @@ def evaluation_stages(st: Stages, cfg, logits: dict, labels: dict, data, out: Pa
     st.run("run report: report.md + report.html (figures)", "Nt+K",
            lambda: write_reports(files, metrics, samples, None, ShotBands.from_config(cfg.eval)))
     return {p.name: p.stat().st_size for p in out.iterdir() if p.is_file()}
-
-
-@dataclass
-class _FolderRun:
-    """The files of an evaluation in a folder (what reporting needs of a run)."""
-
-    path: Path
-
-    def metrics_path(self, tag=None):
-        return self.path / "metrics.json"
-
-    def report_path(self, tag=None):
-        return self.path / "report.md"
-
-    def report_html_path(self, tag=None):
-        return self.path / "report.html"
-
-    def predictions_path(self, tag=None):
-        return self.path / "predictions.npz"
-
-    def epochs_logged(self):
-        return []
 
 
 def summary_stages(st: Stages, metrics_file: Path, root: Path) -> None:

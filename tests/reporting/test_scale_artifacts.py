@@ -6,7 +6,6 @@ metrics.json used to hold would have quadrupled it, and this test says so too.""
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -19,31 +18,9 @@ from openlt.io import write_json
 from openlt.metrics import confusion, sparse_confusion
 from openlt.openset import build_score
 from openlt.reporting import sample_table, save_confusion, save_samples
-from openlt.reporting.run_report import write_reports
+from openlt.reporting.run_report import FolderFiles, write_reports
 
 N_TEST, N_VAL, N_OPEN = 2000, 1000, 500
-
-
-@dataclass
-class Files:
-    """The paths a report writes, for a folder (reporting needs no engine)."""
-
-    path: Path
-
-    def metrics_path(self, tag=None):
-        return self.path / "metrics.json"
-
-    def report_path(self, tag=None):
-        return self.path / "report.md"
-
-    def report_html_path(self, tag=None):
-        return self.path / "report.html"
-
-    def predictions_path(self, tag=None):
-        return self.path / "predictions.npz"
-
-    def epochs_logged(self):
-        return []
 
 
 def outputs_for(k: int, seed: int = 0) -> tuple[dict, list[int]]:
@@ -61,14 +38,14 @@ def outputs_for(k: int, seed: int = 0) -> tuple[dict, list[int]]:
     return {"val": split(N_VAL), "test": split(N_TEST), "open": split(N_OPEN, known=False)}, counts
 
 
-def evaluated(tmp_path: Path, k: int, keep_logits: bool = False) -> tuple[Files, dict, dict]:
+def evaluated(tmp_path: Path, k: int, keep_logits: bool = False) -> tuple[FolderFiles, dict, dict]:
     """The files of an evaluation of K classes, written as evaluate_run writes them."""
     outputs, counts = outputs_for(k)
     scorer = build_score("msp")
     records = {s: split_record(o, scorer, keep_logits) for s, o in outputs.items()}
     metrics = compute_metrics(build_config(None, []), records, counts, [f"class {i:05d}" for i in range(k)], scorer)
     metrics = {"run": str(tmp_path), "checkpoint": "best", "epoch": 1, **metrics}
-    files = Files(tmp_path)
+    files = FolderFiles(tmp_path)
     write_json(files.metrics_path(), metrics)
     save_confusion(tmp_path / "confusion.npz", sparse_confusion(records["test"]["preds"], records["test"]["labels"], k))
     samples = sample_table(records)
@@ -77,7 +54,7 @@ def evaluated(tmp_path: Path, k: int, keep_logits: bool = False) -> tuple[Files,
     return files, metrics, records
 
 
-def sizes(files: Files) -> dict[str, int]:
+def sizes(files: FolderFiles) -> dict[str, int]:
     return {p.name: p.stat().st_size for p in files.path.iterdir()}
 
 

@@ -7,6 +7,7 @@ never imports the engine; a report is rebuilt from those files alone (no model, 
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -43,6 +44,34 @@ class RunFiles(Protocol):
     def config(self) -> Any:
         """The run's resolved config (its ``eval`` section gives the band rule of older metrics files)."""
 
+
+
+@dataclass
+class FolderFiles:
+    """A :class:`RunFiles` for a plain folder (no run directory, no epoch log, no config): reports drawn from
+    metrics and samples alone, as the scale benchmark and tests do."""
+
+    path: Path
+
+    def metrics_path(self, tag: str | None = None) -> Path:
+        """metrics.json in the folder (tags are not used)."""
+        return self.path / "metrics.json"
+
+    def report_path(self, tag: str | None = None) -> Path:
+        """report.md in the folder."""
+        return self.path / "report.md"
+
+    def report_html_path(self, tag: str | None = None) -> Path:
+        """report.html in the folder."""
+        return self.path / "report.html"
+
+    def predictions_path(self, tag: str | None = None) -> Path:
+        """predictions.npz in the folder."""
+        return self.path / "predictions.npz"
+
+    def epochs_logged(self) -> list[dict]:
+        """No epoch log: always empty."""
+        return []
 
 def _fmt(value: float | None) -> str:
     """A fraction as a 5-wide percentage, or a dash for a band without classes."""
