@@ -7,6 +7,8 @@ import pytest
 from openlt.engine import tracking
 from openlt.engine.run import Run
 
+from fake_writer import FakeWriter
+
 RECORD = {"epoch": 1, "train_loss": 0.5, "train_acc": 0.7, "lr": 0.1, "time_s": 2.0,
           "val": {"many": 0.6, "medium": None, "few": 0.2, "overall": 0.4, "n_classes": {"many": 2}}}
 
@@ -14,20 +16,6 @@ RECORD = {"epoch": 1, "train_loss": 0.5, "train_acc": 0.7, "lr": 0.1, "time_s": 
 def test_scalars_flatten_an_epoch_record():
     assert dict(tracking.scalars(RECORD)) == {"train/loss": 0.5, "train/accuracy": 0.7, "train/lr": 0.1,
                                               "time/epoch_s": 2.0, "val/many": 0.6, "val/few": 0.2, "val/overall": 0.4}
-
-
-class FakeWriter:
-    def __init__(self):
-        self.scalars, self.closed = [], False
-
-    def add_scalar(self, tag, value, global_step):
-        self.scalars.append((tag, value, global_step))
-
-    def flush(self):
-        pass
-
-    def close(self):
-        self.closed = True
 
 
 def test_every_epoch_goes_to_jsonl_and_to_the_writer(tmp_path, monkeypatch):
