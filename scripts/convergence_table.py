@@ -1,0 +1,109 @@
+"""The convergence study's tables (issue 18) from a bench folder: `python scripts/convergence_table.py runs/convergence`.
+
+The bench (configs/bench/fmnist_lt_convergence.yaml) names its runs METHOD_eEPOCHS-sSEED-YYYYmmdd-HHMMSS: plain_e12
+is stage 1 trained for 12 epochs, crt_e12 / tau_norm_e12 / lws_e12 / ncm_e12 the stage-2 classifiers on its features.
+Only evaluated runs (with metrics.json) count. Two markdown tables, means +- standard deviation over the seeds found:
+
+1. stage 1 per budget: the training fit (train_acc of the last epoch: running top-1 over the epoch's augmented,
+   instance-sampled batches), the best and the last overall validation top-1, the best epoch, the convergence
+   warning's verdict (openlt.reporting.convergence), and test top-1 per band;
+2. every method per budget: test top-1 per band (many / medium / few) and overall.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import statistics
+import sys
+from collections import defaultdict
+from pathlib import Path
+
+from openlt.reporting.convergence import convergence, validation_curve
+
+RUN_NAME = re.compile(r"(?P<method>.+)_e(?P<epochs>\d+)-s(?P<seed>\d+)-\d{8}-\d{6}(-\d+)?")
+BANDS = ("many", "medium", "few", "overall")
+METHOD_ORDER = ("plain", "crt", "tau_norm", "lws", "ncm")
+
+
+def read_runs(folder: Path) -> dict[tuple[str, int], dict[int, dict]]:
+    """{(method, epochs): {seed: {"test": closed-set metrics, "history": epoch records}}} of the evaluated runs."""
+    runs: dict[tuple[str, int], dict[int, dict]] = defaultdict(dict)
+    for path in sorted(folder.iterdir()):
+        match = RUN_NAME.fullmatch(path.name)
+        if not match or not (path / "metrics.json").is_file():
+            continue
+        metrics = json.loads((path / "metrics.json").read_text(encoding="utf-8"))
+        log = path / "metrics.jsonl"
+        history = [json.loads(line) for line in log.read_text(encoding="utf-8").splitlines() if line.strip()] \
+            if log.is_file() else []
+        key = (match["method"], int(match["epochs"]))
+        runs[key].setdefault(int(match["seed"]), {"test": metrics["closed"], "history": history})
+    return runs
+
+
+def mean_std(values: list[float]) -> str:
+    """'m +- s' in percent (s over the seeds; '' with one seed)."""
+    if not values:
+        return "-"
+    m = 100 * statistics.fmean(values)
+    return f"{m:.1f} ± {100 * statistics.stdev(values):.1f}" if len(values) > 1 else f"{m:.1f}"
+
+
+def stage1_row(epochs: int, seeds: dict[int, dict]) -> str:
+    """One budget's stage-1 row (table 1)."""
+    fit, best, last, best_epoch, warned = [], [], [], [], 0
+    for run in seeds.values():
+        history = run["history"]
+        fits = [r["train_acc"] for r in history if isinstance(r.get("train_acc"), (int, float))]
+        curve = validation_curve(history)
+        if fits:
+            fit.append(fits[-1])
+        if curve:
+            best.append(max(acc for _, acc in curve))
+            last.append(curve[-1][1])
+        check = convergence(history)
+        if check["best_epoch"] is not None:
+            best_epoch.append(check["best_epoch"])
+        warned += check["warning"] is not None
+    test = [mean_std([run["test"][band] for run in seeds.values()]) for band in BANDS]
+    return (f"| {epochs} | {len(seeds)} | {mean_std(fit)} | {mean_std(best)} | {mean_std(last)} | "
+            f"{', '.join(map(str, best_epoch)) or '-'} | {warned} of {len(seeds)} | " + " | ".join(test) + " |")
+
+
+def tables(runs: dict[tuple[str, int], dict[int, dict]]) -> str:
+    """Both markdown tables (module docstring)."""
+    budgets = sorted({epochs for _, epochs in runs})
+    out = ["| stage-1 epochs | seeds | training fit (%) | val best (%) | val last (%) | best epoch | "
+           "under-training warning | test many | test medium | test few | test overall |",
+           "|---:|---:|---:|---:|---:|---|---|---:|---:|---:|---:|"]
+    out += [stage1_row(e, runs[("plain", e)]) for e in budgets if ("plain", e) in runs]
+    out += ["", "| stage-1 epochs | method | seeds | many | medium | few | overall |", "|---:|---|---:|---:|---:|---:|---:|"]
+    methods = sorted({m for m, _ in runs}, key=lambda m: (METHOD_ORDER.index(m) if m in METHOD_ORDER else 99, m))
+    for e in budgets:
+        for m in methods:
+            seeds = runs.get((m, e))
+            if seeds:
+                cells = [mean_std([run["test"][band] for run in seeds.values()]) for band in BANDS]
+                out.append(f"| {e} | {'joint' if m == 'plain' else m} | {len(seeds)} | " + " | ".join(cells) + " |")
+    return "\n".join(out)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("folder", type=Path, help="the bench's out_dir, e.g. runs/convergence")
+    args = parser.parse_args(argv)
+    if not args.folder.is_dir():
+        print(f"convergence_table: error: {args.folder} is not a folder", file=sys.stderr)
+        return 2
+    runs = read_runs(args.folder)
+    if not runs:
+        print(f"convergence_table: error: no evaluated METHOD_eEPOCHS-sSEED run in {args.folder}", file=sys.stderr)
+        return 2
+    print(tables(runs))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

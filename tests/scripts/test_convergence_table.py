@@ -1,0 +1,47 @@
+"""scripts/convergence_table.py: the convergence study's tables from run folders named as the bench names them."""
+
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+
+SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "convergence_table.py"
+
+
+@pytest.fixture(scope="module")
+def table_module():
+    spec = importlib.util.spec_from_file_location("convergence_table", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _run(folder: Path, name: str, overall: float, val: list[float] | None = None, fit: float = 0.9) -> None:
+    path = folder / name
+    path.mkdir()
+    closed = {"many": overall + 0.1, "medium": overall, "few": overall - 0.1, "overall": overall}
+    (path / "metrics.json").write_text(json.dumps({"closed": closed}), encoding="utf-8")
+    if val is not None:
+        lines = [json.dumps({"epoch": i + 1, "train_acc": fit, "val": {"overall": v}}) for i, v in enumerate(val)]
+        (path / "metrics.jsonl").write_text("\n".join(lines) + "\n", encoding="utf-8")
+
+
+def test_tables_average_seeds_per_budget_and_flag_under_training(tmp_path, table_module):
+    _run(tmp_path, "plain_e4-s0-20261129-100000", 0.5, val=[0.2, 0.3, 0.4, 0.6], fit=0.8)  # still rising
+    _run(tmp_path, "plain_e4-s1-20261129-100001", 0.7, val=[0.2, 0.5, 0.5, 0.5], fit=0.9)  # plateau
+    _run(tmp_path, "crt_e4-s0-20261129-100002", 0.6)
+    _run(tmp_path, "crt_e4-s1-20261129-100003", 0.8)
+    (tmp_path / "plain_e8-s0-20261129-100004").mkdir()  # not evaluated: left out
+    text = table_module.tables(table_module.read_runs(tmp_path))
+    lines = text.splitlines()
+    stage1 = next(line for line in lines if line.startswith("| 4 | 2 |"))
+    assert "85.0 ± 7.1" in stage1  # training fit: mean of 0.8 and 0.9
+    assert "1 of 2" in stage1  # only seed 0's validation was still rising at its last epoch
+    assert "| 4 | crt | 2 | 80.0 ± 14.1 | 70.0 ± 14.1 | 60.0 ± 14.1 | 70.0 ± 14.1 |" in lines
+    assert not any(line.startswith("| 8 ") for line in lines)
+
+
+def test_main_refuses_a_folder_without_runs(tmp_path, table_module, capsys):
+    assert table_module.main([str(tmp_path)]) == 2
+    assert "no evaluated" in capsys.readouterr().err
