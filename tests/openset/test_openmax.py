@@ -132,3 +132,48 @@ def test_built_from_the_eval_config():
     assert om.options() == {"tail_size": 7, "alpha": 2, "distance": "cosine"}
     at_a_mean = {"logits": om.fit(toy_train()).means_[:1]}
     assert om.score(at_a_mean).item() > 0.9
+
+
+def _chunked(train: dict, size: int, calls: list):
+    def chunks():
+        calls.append(1)
+        return zip(train["logits"].split(size), train["labels"].split(size))
+    return chunks
+
+
+@pytest.mark.parametrize("distance", ["eucos", "euclidean", "cosine"])
+def test_a_fit_from_chunks_equals_the_fit_on_all_rows_bit_for_bit(distance):
+    train = toy_train(n=50, seed=3)
+    train["logits"][:7] = torch.tensor([0.0, 0.0, 0.0, 9.0])  # class 0 loses 7 images: uneven chunks and classes
+    whole = OpenMax(tail_size=10, distance=distance).fit(train)
+    calls = []
+    parts = OpenMax(tail_size=10, distance=distance).fit_chunks(_chunked(train, 37, calls))
+    assert len(calls) == 2  # the means, then the distances: no pass over the rows per class
+    for name, value in whole.state_dict().items():
+        assert torch.equal(value, parts.state_dict()[name]), name
+    probe = {"logits": torch.randn(30, K, generator=torch.Generator().manual_seed(1)) * 4}
+    assert torch.equal(whole.score(probe), parts.score(probe))
+
+
+def test_a_chunked_fit_takes_a_third_pass_only_for_classes_without_a_correct_image():
+    train = toy_train(n=20)
+    train["logits"][train["labels"] == 2] = torch.tensor([0.0, 9.0, 0.0, 0.0])  # no class-2 image is correct
+    calls = []
+    om = OpenMax(tail_size=5).fit_chunks(_chunked(train, 16, calls))
+    assert len(calls) == 3
+    assert om.fallback_.tolist() == [False, False, True, False]
+    assert torch.allclose(om.means_[2], torch.tensor([0.0, 9.0, 0.0, 0.0]))
+    assert torch.equal(om.means_, OpenMax(tail_size=5).fit(train).means_)
+
+
+def test_a_bad_chunk_is_named():
+    train = toy_train(n=10)
+    bad_labels = train["labels"].clone()
+    bad_labels[-1] = K  # out of range, in the last chunk of 10 rows
+    with pytest.raises(DataError, match=r"chunk 3: training labels must be in \[0, 4\)"):
+        OpenMax(tail_size=5).fit_chunks(lambda: zip(train["logits"].split(10), bad_labels.split(10)))
+    with pytest.raises(ValueError, match="chunk 1: logits have 3 columns, the chunks before 4"):
+        OpenMax(tail_size=5).fit_chunks(lambda: iter([(train["logits"][:5], train["labels"][:5]),
+                                                      (train["logits"][5:9, :3], train["labels"][5:9])]))
+    with pytest.raises(ValueError, match="no training rows"):
+        OpenMax(tail_size=5).fit_chunks(lambda: iter([]))

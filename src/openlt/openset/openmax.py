@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import math
 import warnings
-from typing import Any, Callable, Iterator, Mapping
+from typing import Any, Callable, Iterable, Iterator, Mapping
 
 import numpy as np
 import torch
@@ -142,39 +142,88 @@ class OpenMax(OpenSetScore):
         in [0, K) -- or the logits as a numpy array / tensor and `labels` beside them. Returns self.
 
         Raises ValueError for missing or mis-shaped logits / labels, DataError for a label out of range or a class
-        without a training image, ConfigError for an ``alpha`` above K.
+        without a training image, ConfigError for an ``alpha`` above K. For training sets whose N x K logits do not
+        fit in memory, :meth:`fit_chunks` gives the same fit from chunks of rows.
         """
         outputs = as_outputs(outputs, labels)
         logits = logits_of(outputs)
         if "labels" not in outputs:
             raise ValueError("OpenMax.fit needs outputs['labels'] (the training labels)")
-        labels = torch.as_tensor(outputs["labels"]).long()
-        n, k = logits.shape
-        if labels.shape != (n,):
-            raise ValueError(f"labels must be ({n},) to match the logits, got {tuple(labels.shape)}")
-        if n and (labels.min() < 0 or labels.max() >= k):
-            raise DataError(f"OpenMax.fit: training labels must be in [0, {k}), got {int(labels.min())} .. {int(labels.max())}")
-        self.alpha_for(k)  # refuse a too-large alpha now, not at scoring time
-        correct = logits.argmax(dim=1) == labels
-        means = torch.zeros(k, k)
+        return self.fit_chunks(lambda: iter([(logits, outputs["labels"])]))
+
+    def fit_chunks(self, chunks: Callable[[], Iterable[tuple[torch.Tensor, torch.Tensor]]]) -> "OpenMax":
+        """The fit of :meth:`fit` from the training rows in chunks: `chunks()` returns a fresh iterable of
+        (logits (n, K) float, labels (n,) int) pairs, the same rows in the same order each time; it is called two
+        or three times (class means, the means of classes without a correctly classified image when there are
+        any, then the distances). Memory: the K x K float64 sums and one float per training row, never N x K.
+        Returns self; errors as :meth:`fit`, naming the chunk.
+        """
+        n_rows, k, sums, counts = self._class_sums(chunks)
+        if n_rows == 0:
+            raise ValueError("OpenMax.fit: no training rows")
+        if (counts[0] == 0).any():
+            raise DataError(f"OpenMax.fit: class {int((counts[0] == 0).nonzero()[0])} has no training image")
+        fallback = counts[1] == 0  # no correctly classified image: the MAV of all the class's images
+        if fallback.any():
+            sums[fallback] = self._class_sums(chunks, fallback)[2][fallback]
+        means = (sums / torch.where(fallback, counts[0], counts[1]).unsqueeze(1)).float()
+        distance, label, chosen = self._distances_to_means(chunks, means, fallback)
         shapes, scales, shifts = (torch.zeros(k, dtype=torch.float64) for _ in range(3))
-        fallback, degenerate = torch.zeros(k, dtype=torch.bool), torch.zeros(k, dtype=torch.bool)
-        counts = torch.bincount(labels, minlength=k)
-        if (counts == 0).any():
-            raise DataError(f"OpenMax.fit: class {int((counts == 0).nonzero()[0])} has no training image")
-        # each class's rows in their original order, found once (a sort), not by a pass over all N rows per class
-        for c, members in enumerate(torch.argsort(labels, stable=True).split(counts.tolist())):
-            chosen = members[correct[members]]
-            if not len(chosen):
-                chosen, fallback[c] = members, True
-            v = logits[chosen]
-            means[c] = v.mean(dim=0)
-            d = distances(v, means[c].expand_as(v), self.distance)
-            tail = d.sort().values[-self.tail_size:].double().numpy()
+        degenerate = torch.zeros(k, dtype=torch.bool)
+        # each class's chosen rows in their original order, found once (a sort), not by a pass per class
+        for c, members in enumerate(torch.argsort(label, stable=True).split(counts[0].tolist())):
+            tail = distance[members[chosen[members]]].sort().values[-self.tail_size:].double().numpy()
             shapes[c], scales[c], shifts[c], degenerate[c] = fit_weibull(tail)
         self.means_, self.shape_, self.scale_, self.shift_ = means, shapes, scales, shifts
         self.fallback_, self.degenerate_ = fallback, degenerate
         return self
+
+    def _checked_chunks(self, chunks: Callable[[], Iterable]) -> Iterator[tuple[int, torch.Tensor, torch.Tensor]]:
+        """(chunk number, float32 logits (n, K), int64 labels (n,)) of each chunk, checked: one K throughout,
+        labels (n,) in [0, K)."""
+        k = None
+        for i, (logits, labels) in enumerate(chunks()):
+            logits, labels = logits_of(logits), torch.as_tensor(labels).long()
+            k = logits.shape[1] if k is None else k
+            where = f"OpenMax.fit, chunk {i}"
+            if logits.shape[1] != k:
+                raise ValueError(f"{where}: logits have {logits.shape[1]} columns, the chunks before {k}")
+            if labels.shape != (logits.shape[0],):
+                raise ValueError(f"{where}: labels must be ({logits.shape[0]},) to match the logits, "
+                                 f"got {tuple(labels.shape)}")
+            if len(labels) and (labels.min() < 0 or labels.max() >= k):
+                raise DataError(f"{where}: training labels must be in [0, {k}), got {int(labels.min())} .. "
+                                f"{int(labels.max())}")
+            yield i, logits, labels
+
+    def _class_sums(self, chunks: Callable[[], Iterable], only: torch.Tensor | None = None
+                    ) -> tuple[int, int, torch.Tensor, torch.Tensor]:
+        """One pass: (rows, K, per-class sums (K, K) float64, counts (2, K): all images, correctly classified).
+        The sums are of the correctly classified rows, or with `only` (K,) bool of every row of those classes."""
+        n_rows, k, sums, counts = 0, 0, None, None
+        for _, logits, labels in self._checked_chunks(chunks):
+            if sums is None:
+                k = logits.shape[1]
+                self.alpha_for(k)  # refuse a too-large alpha now, not at scoring time
+                sums, counts = torch.zeros(k, k, dtype=torch.float64), torch.zeros(2, k, dtype=torch.long)
+            correct = logits.argmax(dim=1) == labels
+            rows = only[labels] if only is not None else correct
+            sums.index_add_(0, labels[rows], logits[rows].double())
+            counts[0] += torch.bincount(labels, minlength=k)
+            counts[1] += torch.bincount(labels[correct], minlength=k)
+            n_rows += len(labels)
+        return n_rows, k, sums, counts
+
+    def _distances_to_means(self, chunks: Callable[[], Iterable], means: torch.Tensor, fallback: torch.Tensor
+                            ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """One pass: every row's distance to its class's MAV (N,), its label (N,), and whether it is one of the
+        rows the MAV was taken over (N,) bool (correctly classified, or any row of a fallback class)."""
+        distance, label, chosen = [], [], []
+        for _, logits, labels in self._checked_chunks(chunks):
+            distance.append(distances(logits, means[labels], self.distance))
+            label.append(labels)
+            chosen.append((logits.argmax(dim=1) == labels) | fallback[labels])
+        return torch.cat(distance), torch.cat(label), torch.cat(chosen)
 
     def _probability_chunks(self, outputs: Outputs,
                             column: Callable[[torch.Tensor], torch.Tensor] | None = None) -> Iterator[torch.Tensor]:
