@@ -20,21 +20,40 @@ from openlt import __version__
 from openlt.errors import OpenLTError
 
 
-def _split(args: argparse.Namespace) -> int:
+def _split_config(args: argparse.Namespace):
+    """The SplitConfig of `openlt split`'s options, each checked against data.split's rules and named as typed;
+    an option that would have no effect in its combination is refused (never silently ignored)."""
     from openlt.config import SplitConfig, _apply, parse_overrides
-    from openlt.data.datasets import fashion_mnist_pool, image_folder_pool
-    from openlt.data.splits import SPLIT_FILES, check_split_folder, make_split, write_split
     from openlt.errors import ConfigError
 
     cifar = args.dataset in ("cifar10", "cifar100")
     if args.open_root and not cifar:
         raise ConfigError("--open-root is for --dataset cifar10 | cifar100 (an image folder as the open set)")
+    if args.open_classes is not None and not args.open_classes.replace(",", "").strip():
+        raise ConfigError(f"--open-classes {args.open_classes!r} names nothing: give a number of held-out classes "
+                          f"(0 for none) or class names / ids (8,9 or 'bag,sandal')")
     if cifar:  # CIFAR-LT starts from the literature's split (n_max 5000 / 500, IF 100, label order)
-        from openlt.data.cifar_lt import default_split_config, write_cifar_lt_split
+        from openlt.data.cifar_lt import default_split_config
 
         cfg = default_split_config(args.dataset)
     else:
         cfg = SplitConfig()
+    profile = args.profile or cfg.profile
+    ignored = [f"--{name} has no effect with --profile none (every image of a class is kept); drop it or choose "
+               f"--profile exp | pareto" for name, value in (("n-max", args.n_max), ("n-min", args.n_min),
+                                                            ("imbalance-factor", args.imbalance_factor),
+                                                            ("alpha", args.alpha))
+               if profile == "none" and value is not None]
+    if profile == "exp" and args.alpha is not None:
+        ignored.append("--alpha is the pareto profile's shape; it has no effect with --profile exp")
+    if cifar and args.n_min is not None:
+        ignored.append(f"--n-min does not apply to --dataset {args.dataset}: CIFAR-LT's smallest class is n_max / "
+                       f"--imbalance-factor (default 100); give --imbalance-factor N_MAX/N_MIN instead")
+    elif args.n_min is not None and args.imbalance_factor is not None:
+        ignored.append("--n-min and --imbalance-factor both set the smallest class (n_min = n_max / imbalance "
+                       "factor); give one of them")
+    if ignored:
+        raise ConfigError(ignored[0])
     values = {"profile": args.profile, "n_max": args.n_max, "n_min": args.n_min, "imbalance_factor": args.imbalance_factor,
               "alpha": args.alpha, "val_per_class": args.val_per_class, "test_per_class": args.test_per_class,
               "order": args.order, "seed": args.seed}
@@ -43,11 +62,23 @@ def _split(args: argparse.Namespace) -> int:
     # every option checked against data.split's rules, each error naming the option as it was typed
     _apply(cfg, {k: v for k, v in values.items() if v is not None},
            names={key: "--" + key.replace("_", "-") for key in values})
+    return cfg
+
+
+def _split(args: argparse.Namespace) -> int:
+    from openlt.data.datasets import fashion_mnist_pool, image_folder_pool
+    from openlt.data.splits import SPLIT_FILES, check_split_folder, make_split, write_split
+    from openlt.errors import ConfigError
+
+    cfg = _split_config(args)
+    cifar = args.dataset in ("cifar10", "cifar100")
     out = Path(args.out)
     check_split_folder(out)  # a folder of other files is never replaced
     if out.is_dir() and any((out / name).exists() for name in SPLIT_FILES) and not args.force:
         raise ConfigError(f"{out} already holds a split (or part of one); pass --force to replace it")
     if cifar:
+        from openlt.data.cifar_lt import write_cifar_lt_split
+
         manifest = write_cifar_lt_split(args.dataset, args.root, cfg, out, args.open_root)
     else:
         if args.dataset == "fashion-mnist":
@@ -304,12 +335,13 @@ def _add_split_command(sub: argparse._SubParsersAction) -> None:
                    "--open-classes)")
     p.add_argument("--out", required=True, help="output folder for train/val/test/open.txt and manifest.json")
     p.add_argument("--profile", choices=["exp", "pareto", "none"])
-    p.add_argument("--n-max", type=int)
-    p.add_argument("--n-min", type=int)
-    p.add_argument("--imbalance-factor", type=float, help="exp profile: n_max / n_min (overrides --n-min)")
+    p.add_argument("--n-max", type=int, help="exp / pareto: training images of the largest class")
+    p.add_argument("--n-min", type=int, help="exp / pareto: training images of the smallest class (not for cifar: "
+                   "give --imbalance-factor)")
+    p.add_argument("--imbalance-factor", type=float, help="exp / pareto: n_max / n_min, instead of --n-min")
     p.add_argument("--alpha", type=float, help="pareto shape (ImageNet-LT: 6)")
-    p.add_argument("--open-classes", help="a number of held-out classes (chosen with the seed; cifar: the last N) "
-                   "or a list: 8,9 or 'bag,sandal'")
+    p.add_argument("--open-classes", help="a number of held-out classes (chosen with the seed; cifar: the last N; "
+                   "0: none) or a list: 8,9 or 'bag,sandal'")
     p.add_argument("--val-per-class", type=int)
     p.add_argument("--test-per-class", type=int)
     p.add_argument("--order", choices=["random", "label"], help="which known class gets n_max")

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
+import numpy as np
 import pytest
 
 from openlt.cli import main
@@ -83,6 +84,20 @@ SPLIT_CASES = [
     S("option", "n-min-above-n-max", ("--profile", "exp", "--n-max", "5", "--n-min", "8"), "--n-min", "n_max (5)"),
     S("option", "alpha-zero", ("--profile", "pareto", "--alpha", "0"), "--alpha must be > 0"),
     S("option", "alpha-nan", ("--profile", "pareto", "--alpha", "nan"), "--alpha", "finite"),
+    S("option", "open-classes-empty", ("--open-classes", ""), "--open-classes ''", "names nothing", "0 for none"),
+    S("option", "open-classes-blank", ("--open-classes", " , "), "--open-classes ' , '", "names nothing"),
+    S("no-effect", "n-min-with-imbalance-factor", ("--profile", "exp", "--n-max", "8", "--n-min", "2",
+                                                   "--imbalance-factor", "2"), "--n-min and --imbalance-factor",
+      "give one of them"),
+    S("no-effect", "n-min-on-cifar10", ("--dataset", "cifar10", "--profile", "exp", "--n-max", "100", "--n-min", "50"),
+      "--n-min does not apply to --dataset cifar10", "--imbalance-factor"),
+    S("no-effect", "n-min-on-cifar100", ("--dataset", "cifar100", "--profile", "exp", "--n-min", "5"),
+      "--n-min does not apply to --dataset cifar100"),
+    S("no-effect", "n-max-with-profile-none", ("--n-max", "8"), "--n-max has no effect with --profile none"),
+    S("no-effect", "imbalance-factor-with-profile-none", ("--imbalance-factor", "10"),
+      "--imbalance-factor has no effect with --profile none"),
+    S("no-effect", "alpha-with-profile-exp", ("--profile", "exp", "--n-max", "8", "--n-min", "2", "--alpha", "3"),
+      "--alpha is the pareto profile's shape"),
     S("profile", "exp-too-big", ("--profile", "exp", "--n-max", "20", "--n-min", "2", "--order", "label"),
       "exp profile (n_max 20)", "'ant' has 10 of 20", "'bee' has 7 of 9", "'cat' has 3 of 4"),
     S("profile", "exp-tail-too-big", ("--profile", "exp", "--n-max", "10", "--n-min", "5", "--order", "label"),
@@ -102,6 +117,18 @@ def test_split_refuses_hostile_options(case: SplitCase, images, tmp_path, capsys
     for needle in case.needles:
         assert needle in line, f"{needle!r} not in: {line}"
     assert not (tmp_path / "out").exists() and not list(tmp_path.iterdir()), "split output left behind"
+
+
+@pytest.mark.parametrize("spec", ["", ",", " , "])
+def test_open_classes_naming_nothing_is_refused_in_a_config_too(spec):
+    from openlt.config import SplitConfig
+    from openlt.data.splits import LabelledPool, make_split
+    from openlt.errors import ConfigError
+
+    pool = LabelledPool("image-folder", ["a", "b", "c"], [f"{c}/{i}.png" for c in "abc" for i in range(4)],
+                        np.repeat(np.arange(3), 4))
+    with pytest.raises(ConfigError, match="names no class"):
+        make_split(pool, SplitConfig(open_classes=spec, profile="none", val_per_class=1, test_per_class=1))
 
 
 def test_a_profile_that_fits_is_written(images, tmp_path, capsys):

@@ -96,6 +96,9 @@ def _resolve_open_classes(spec, class_names: list[str], rng: np.random.Generator
         return sorted(rng.choice(n, size=spec, replace=False).tolist())
     if isinstance(spec, str):
         spec = [s.strip() for s in spec.split(",") if s.strip()]
+        if not spec:  # '' or ',' would silently mean "no open class"
+            raise ConfigError("open_classes names no class: give a number of held-out classes (0 for none) or "
+                              "class names / ids ('8,9', 'bag,sandal')")
     chosen = []
     for value in spec:
         if isinstance(value, int) or (isinstance(value, str) and value.lstrip("-").isdigit() and value not in class_names):
