@@ -67,12 +67,14 @@ def _split_config(args: argparse.Namespace):
 
 def _split(args: argparse.Namespace) -> int:
     from openlt.data.datasets import fashion_mnist_pool, image_folder_pool
-    from openlt.data.splits import SPLIT_FILES, check_split_folder, make_split, write_split
+    from openlt.data.splits import SPLIT_FILES, check_outside, check_split_folder, make_split, write_split
     from openlt.errors import ConfigError
 
     cfg = _split_config(args)
     cifar = args.dataset in ("cifar10", "cifar100")
     out = Path(args.out)
+    check_outside(out, args.root if args.dataset == "image-folder" else args.open_root, "--out",
+                  "--root" if args.dataset == "image-folder" else "--open-root")
     check_split_folder(out)  # a folder of other files is never replaced
     if out.is_dir() and any((out / name).exists() for name in SPLIT_FILES) and not args.force:
         raise ConfigError(f"{out} already holds a split (or part of one); pass --force to replace it")

@@ -213,6 +213,40 @@ def test_split_output_is_atomic_and_never_replaces_other_files(images, tmp_path,
     assert "is not a folder" in run_cli(split_args(images, out / "train.txt"), capsys)
 
 
+@pytest.mark.parametrize("where", ["root/splits", "root/ant/splits", "link/splits", "open-root/splits"])
+def test_a_split_folder_inside_the_image_folder_it_lists_is_refused(where, images, tmp_path, capsys):
+    root = tmp_path / "root"
+    shutil.copytree(images, root)
+    (tmp_path / "link").symlink_to(root)  # the same folder under another name
+    out = tmp_path / where
+    if where.startswith("open-root"):
+        from fake_cifar import write_cifar10
+
+        args = ["split", "--dataset", "cifar10", "--root", write_cifar10(tmp_path / "c10", per_class=12,
+                test_per_class=2), "--open-root", tmp_path / "open-root", "--n-max", "10", "--imbalance-factor", "2",
+                "--out", out]
+        shutil.copytree(images / "cat", tmp_path / "open-root")
+        needles = ("--out", "is inside --open-root")
+    else:
+        args, needles = split_args(tmp_path / "root", out), ("--out", "is inside --root", "write it elsewhere")
+    before = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*"))
+    line = run_cli(args, capsys)
+    assert all(needle in line for needle in needles), line
+    assert sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*")) == before, "something was written"
+
+
+def test_a_run_whose_own_split_folder_would_be_inside_data_root_is_refused(images, tmp_path, capsys):
+    root = tmp_path / "root"
+    shutil.copytree(images, root)
+    config = tmp_path / "c.yaml"
+    config.write_text("name: inside\n")
+    line = run_cli(["train", config, "data.dataset=image-folder", f"data.root={root}", f"out_dir={root / 'runs'}",
+                    "data.split.profile=none", "data.split.open_classes=0", "data.split.val_per_class=1",
+                    "data.split.test_per_class=1", *FAST], capsys)
+    assert "the run's split folder (under out_dir)" in line and "is inside data.root" in line, line
+    assert not (root / "runs").exists() or not [p for p in (root / "runs").iterdir() if not p.name.startswith(".")]
+
+
 def test_same_arguments_give_the_same_split_files_byte_for_byte(images, tmp_path):
     for name in ("a", "b"):
         assert main(split_args(images, tmp_path / "x", "--profile", "exp", "--n-max", "8", "--n-min", "2",

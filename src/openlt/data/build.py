@@ -15,7 +15,7 @@ from openlt.data.cifar_lt import write_cifar_lt_split
 from openlt.data.datasets import (ArrayImageLoader, FileImageLoader, SplitDataset, fashion_mnist_pool,
                                   image_folder_pool)
 from openlt.data.splitfile import SplitEntries, read_split_file
-from openlt.data.splits import MANIFEST, describe_split, make_split, write_split
+from openlt.data.splits import MANIFEST, check_outside, describe_split, make_split, write_split
 from openlt.data.transforms import build_transform, normalisation
 from openlt.errors import ConfigError, DataError
 from openlt.io import sha256_file
@@ -95,6 +95,9 @@ def _image_loader(cfg: Config, root: str | None, in_chans: int):
 
 
 def _build_splits(cfg: Config, out_dir: Path) -> None:
+    listed = cfg.data.root if cfg.data.dataset == "image-folder" else cfg.data.open_root
+    check_outside(out_dir, listed, "the run's split folder (under out_dir)",
+                  "data.root" if cfg.data.dataset == "image-folder" else "data.open_root")
     if cfg.data.dataset in CIFAR_KINDS:  # the literature's own LT rule, not make_split's
         write_cifar_lt_split(cfg.data.dataset, cfg.data.root, cfg.data.split, out_dir, cfg.data.open_root,
                              bands=ShotBands.from_config(cfg.eval))

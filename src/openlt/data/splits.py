@@ -251,6 +251,19 @@ def check_split_folder(out_dir: Path) -> None:
                             f"{', ...' if len(other) > 5 else ''}); give a new or empty folder for the split")
 
 
+def check_outside(out_dir: str | Path, folder: str | Path | None, out_name: str, folder_name: str) -> None:
+    """Refuse a split folder `out_dir` inside `folder`, an image folder that a split lists (real paths compared, so
+    a symlink or `..` does not hide it): the next split of that folder would list the split folder as a class
+    (or its files as images). `out_name` / `folder_name` name the two as the user gave them (an option, a key).
+    DataError."""
+    if folder is None:
+        return
+    out, root = Path(out_dir).resolve(), Path(folder).resolve()
+    if out == root or root in out.parents:
+        raise DataError(f"{out_name} {out_dir} is inside {folder_name} {folder}: the split folder would become part "
+                        f"of the image folder it lists (a class of its own in the next split); write it elsewhere")
+
+
 def _replace_folder(new: Path, target: Path) -> None:
     """Put the folder `new` in the place of `target` by renames: readers see the old folder or the new one."""
     if not target.exists():
