@@ -327,6 +327,12 @@ FILE_CASES = [
     F("encoding", "nul-in-path", add("test", "ant/00\0.png 0"), "test.txt, line 3", "NUL byte"),
     F("encoding", "class-names-latin-1", class_names("ant\nbée\n".encode("latin-1")), "names.txt", "not UTF-8"),
     F("encoding", "class-names-twice", class_names(b"ant\nant\n"), "names.txt, line 2", "'ant' is given twice"),
+    F("line-break", "lone-cr-endings", raw("train", "".join(f"{line}\r" for line in TRAIN).encode()), "train.txt, line 1",
+      "line break '\\r'"),
+    F("line-break", "cr-inside-a-path", add("test", "ant/0\r08.png 0"), "test.txt, line 3", "line break '\\r'"),
+    F("line-break", "form-feed", add("val", "ant/008.png 0\fbee/008.png 1"), "val.txt, line 3", "line break '\\x0c'"),
+    F("line-break", "unicode-line-separator", add("open", "cat/002.png -1\u2028cat/003.png -1"), "open.txt, line 3",
+      "line break"),
     F("manifest", "image-folder-split-without-manifest", no_manifest, "has no manifest.json", "incomplete",
       dataset="image-folder"),
     F("manifest", "not-json", manifest("{torn"), "manifest.json", "unreadable", dataset="image-folder"),
@@ -366,6 +372,31 @@ def test_every_split_file_is_checked_before_the_run_exists(case: FileCase, image
         assert needle in line, f"{needle!r} not in: {line}"
     runs = tmp_path / "runs"
     assert not runs.exists() or not any(runs.iterdir()), "a run directory was left for a refused split"
+
+
+@pytest.mark.parametrize("name, accepted", [("ant/extra.gif", True), ("ant/extra.JPG", True), ("ant/extra.PnG", True),
+                                            ("ant/notes.txt", False), ("ant/extra", False), ("ant/extra.png.bak", False)])
+def test_split_files_and_image_folders_take_the_same_image_names(name, accepted, images, tmp_path, capsys):
+    """One list of image extensions (datasets.IMAGE_EXTENSIONS): a file an image folder lists may be named in a split
+    file, and a file it skips may not (a .gif was skipped by the one and accepted by the other)."""
+    from PIL import Image
+
+    root = tmp_path / "images"
+    shutil.copytree(images, root)
+    Image.open(root / "ant" / "000.png").save(root / name, format="GIF" if name.endswith("gif") else "PNG")
+    assert main(split_args(root, tmp_path / "out", "--seed", "1")) == 0
+    listed = "".join((tmp_path / "out" / f"{s}.txt").read_text() for s in ("train", "val", "test"))
+    assert (name in listed) == accepted
+    split = good_split(tmp_path / "split")
+    (split / "train.txt").write_text("".join(f"{line}\n" for line in TRAIN + [f"{name} 0"]))
+    args = ["train", tmp_path / "c.yaml", "data.dataset=split-file", f"data.root={root}", f"data.split_dir={split}",
+            f"out_dir={tmp_path / 'runs'}", *FAST]
+    (tmp_path / "c.yaml").write_text("name: names\n")
+    if accepted:
+        assert main([str(a) for a in args]) == 0
+    else:
+        line = run_cli(args, capsys)
+        assert f"train.txt, line 13: '{name}' is not an image file name" in line and ".gif" in line, line
 
 
 def test_a_good_split_folder_reads_with_bom_crlf_and_normalised_paths(images, tmp_path):

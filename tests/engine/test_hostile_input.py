@@ -323,6 +323,9 @@ CASES = [
     Case("truncated-png", corrupt_image(lambda b: b[: len(b) // 2]), ("bee/001.png", "truncated")),
     Case("truncated-jpeg", truncated_jpeg, ("corrupt or unreadable image", "bee/photo.jpg")),
     Case("empty-image-file", corrupt_image(lambda b: b""), ("corrupt or unreadable image", "bee/001.png")),
+    Case("image-too-large-is-not-corrupt", lambda env: (env.monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 100),
+                                                        env.train())[1],
+         ("image too large", "has 256 pixels, above PIL's limit of 200", "PIL.Image.MAX_IMAGE_PIXELS")),
     # --- data configuration
     Case("data-root-missing", image_folder_train(root="nope"), ("does not exist", "nope")),
     Case("data-root-not-given", image_folder_train(root=None), ("data.root is required",)),

@@ -4,7 +4,8 @@ image folders, and the embedded Fashion-MNIST arrays. All yield (image tensor, l
 from __future__ import annotations
 
 import os
-from pathlib import Path
+import re
+from pathlib import Path, PurePosixPath
 from typing import Callable
 
 import numpy as np
@@ -18,7 +19,9 @@ from openlt.data.splitfile import SplitEntries, item_problem
 from openlt.data.splits import LabelledPool
 from openlt.errors import DataError
 
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".ppm", ".pgm")
+# The one list of image file names (lower-cased suffixes): what an image folder lists, what a split file may name
+# (FileImageLoader.check), what `openlt predict` finds in a folder. GIF: its first frame.
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".gif", ".tif", ".tiff", ".ppm", ".pgm")
 
 
 def fashion_mnist_pool(root: str | None = None) -> LabelledPool:
@@ -115,9 +118,20 @@ def open_image(path: str | os.PathLike, mode: str = "RGB") -> Image.Image:
         raise DataError(f"image not found: {path}") from None
     except IsADirectoryError:
         raise DataError(f"not an image file but a folder: {path}") from None
-    except (UnidentifiedImageError, Image.DecompressionBombError, OSError, ValueError, SyntaxError,
-            EOFError) as exc:
+    except Image.DecompressionBombError as exc:
+        raise DataError(too_large(path, exc)) from None
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError, EOFError) as exc:
         raise DataError(f"corrupt or unreadable image {path}: {exc}") from None
+
+
+def too_large(path: str | os.PathLike, exc: Image.DecompressionBombError) -> str:
+    """The message for an image PIL refuses as a possible decompression bomb: not corrupt, but more pixels than
+    PIL's limit (2 x PIL.Image.MAX_IMAGE_PIXELS; its own text gives both numbers)."""
+    numbers = re.findall(r"\((\d+) pixels\).*?limit of (\d+) pixels", str(exc))
+    size = f"{int(numbers[0][0]):,} pixels, above PIL's limit of {int(numbers[0][1]):,}" if numbers else str(exc)
+    return (f"image too large: {path} has {size} (PIL refuses it as a possible decompression bomb); resize it, or "
+            f"if the file is trusted raise the limit from Python (PIL.Image.MAX_IMAGE_PIXELS; openlt has no "
+            f"option for it)")
 
 
 class FileImageLoader:
@@ -130,10 +144,14 @@ class FileImageLoader:
             raise DataError(f"data root does not exist or is not a folder: {self.root}")
 
     def check(self, entries: SplitEntries) -> None:
-        """Fail early, naming the split file and line, when a listed image is absent."""
+        """Fail early, naming the split file and line, when a listed image is absent or its name is not one of
+        IMAGE_EXTENSIONS (the rule an image folder is listed by: a split file cannot name what a folder skips)."""
         for item, line in zip(entries.items, entries.lines):
             if not (self.root / item).is_file():
                 raise DataError(f"{entries.path}, line {line}: image {item!r} not found under {self.root}")
+            if PurePosixPath(item).suffix.lower() not in IMAGE_EXTENSIONS:
+                raise DataError(f"{entries.path}, line {line}: {item!r} is not an image file name (openlt reads "
+                                f"{', '.join(IMAGE_EXTENSIONS)}, in any case, in split files and image folders alike)")
 
     def __call__(self, item: str):
         return open_image(self.root / item, self.mode)

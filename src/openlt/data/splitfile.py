@@ -73,6 +73,10 @@ def read_split_file(path: str | Path, *, allow_open: bool = False, num_classes: 
         if not line or line.startswith("#"):
             continue
         where = f"{path}, line {lineno}"
+        if len(line.splitlines()) > 1:  # a lone '\r' (old Mac endings), '\f', U+2028 ...: two lines to an editor
+            brk = next(c for c in line if len(f"a{c}a".splitlines()) > 1)
+            raise DataError(f"{where}: the line holds a line break {brk!r} inside it (lines end with '\\n' or "
+                            f"'\\r\\n'; a path cannot hold a line break)")
         parts = line.rsplit(maxsplit=1)
         if len(parts) != 2:
             raise DataError(f"{where}: expected 'relative/path label', got {line!r}")
