@@ -8,6 +8,7 @@ the texts the error line must contain. docs/robustness.md lists the kinds and ho
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -111,6 +112,28 @@ OVERRIDES = [
     O("bad-name", "split-file-parent", "data.train_split=../x.txt", "'data.train_split'", "inside data.split_dir"),
     O("bad-name", "split-file-absolute", "data.test_split=/etc/passwd", "'data.test_split'", "inside data.split_dir"),
     O("bad-name", "nul-in-root", 'data.root="/data/a\\0b"', "'data.root'", "NUL byte"),
+    # --- numbers in YAML 1.1's other forms: refused, naming the override (never 1:30 read as 90)
+    O("number-form", "sexagesimal", "train.epochs=1:30", "override 'train.epochs=1:30'", "sexagesimal", "90"),
+    O("number-form", "sexagesimal-float", "train.lr=1:30.5", "override 'train.lr=1:30.5'", "sexagesimal"),
+    O("number-form", "hex", "train.epochs=0x10", "override 'train.epochs=0x10'", "hexadecimal", "16"),
+    O("number-form", "binary", "seed=0b11", "override 'seed=0b11'", "binary"),
+    O("number-form", "octal-leading-zero", "train.epochs=010", "override 'train.epochs=010'", "octal", "8"),
+    O("number-form", "underscore-int", "train.epochs=1_0", "override 'train.epochs=1_0'", "_ separators"),
+    O("number-form", "underscore-float", "train.lr=1_0.5", "override 'train.lr=1_0.5'", "_ separators"),
+    O("number-form", "in-a-list", "decouple.taus=[1.0, 0x2]", "'decouple.taus=[1.0, 0x2]'", "item 1", "hexadecimal"),
+    O("number-form", "in-loss-args", "train.loss_args={weight: 1_0}", "key 'weight'", "_ separators"),
+    O("number-form", "quoted-underscore", 'train.lr="1_0"', "'train.lr'", "plain decimal number"),
+    O("number-form", "quoted-spaces", 'eval.open_threshold=" 0.5"', "'eval.open_threshold'", "finite number"),
+    # --- integers past their declared upper bound (they crashed inside numpy / torch, or forked hundreds)
+    O("too-large", "seed-1e30", "seed=1000000000000000000000000000000", "'seed'", "< 4294967296"),
+    O("too-large", "seed-2-32", "seed=4294967296", "'seed'", "< 4294967296"),
+    O("too-large", "split-seed", "data.split.seed=4294967296", "'data.split.seed'", "< 4294967296"),
+    O("too-large", "train-batch", "train.batch_size=1000000000000", "'train.batch_size'", "<= 1048576"),
+    O("too-large", "eval-batch", "eval.batch_size=2000000", "'eval.batch_size'", "<= 1048576"),
+    O("too-large", "image-size", "data.image_size=100000", "'data.image_size'", "<= 4096"),
+    O("too-large", "epochs", "train.epochs=1.0e+30", "'train.epochs'", "<= 100000"),
+    O("too-large", "workers", "data.workers=500", "'data.workers'", "<= 64", "fixed cap"),
+    O("too-large", "open-classes", "data.split.open_classes=10000000000", "'data.split.open_classes'", "<= 1000000000"),
 ]
 
 DUP = "name: a\ntrain:\n  lr: 0.1\nname: b\n"
@@ -148,6 +171,12 @@ FILES = [
     F("base", "empty-text", "base: ''\n", "c.yaml, line 1", "must name a config file"),
     F("base", "missing-file", "base: nope.yaml\n", "c.yaml, line 1", "'nope.yaml'", "not found"),
     F("base", "a-folder", "base: .\n", "c.yaml, line 1", "is not a file"),
+    F("base", "packaged-name-misspelt", "base: fmnist_lt/plian\n", "c.yaml, line 1", "closest: fmnist_lt/plain"),
+    F("number-form", "file-sexagesimal", "train:\n  epochs: 1:30\n", "c.yaml, line 2", "key 'train.epochs'",
+      "sexagesimal"),
+    F("number-form", "file-hex-in-list", "train:\n  milestones: [2, 0x4]\n", "c.yaml, line 2",
+      "key 'train.milestones', item 1", "hexadecimal"),
+    F("too-large", "file-knn-k", "eval:\n  knn_k: 10000000000\n", "c.yaml, line 2", "'eval.knn_k'", "<= 1000000000"),
 ]
 CASES = OVERRIDES + FILES
 
@@ -170,7 +199,8 @@ def test_the_tables_cover_every_kind_with_several_instances():
     ids = [f"{c.kind}/{c.id}" for c in CASES]
     assert len(ids) == len(set(ids))
     kinds = {c.kind for c in CASES}
-    assert kinds == {"non-finite", "out-of-range", "relation", "unknown-name", "wrong-type", "bad-name", "yaml", "base"}
+    assert kinds == {"non-finite", "out-of-range", "relation", "unknown-name", "wrong-type", "bad-name", "yaml", "base",
+                     "number-form", "too-large"}
     for kind in kinds:
         assert sum(c.kind == kind for c in CASES) >= 5, kind
 
@@ -215,8 +245,94 @@ def test_every_problem_is_reported_at_once_each_naming_its_key_and_line(tmp_path
     assert by_key["data.workers"].startswith(f"{tmp_path / 'c.yaml'}, line 3: ")
     assert by_key["eval.batch_size"].startswith(f"{tmp_path / 'c.yaml'}, line 5: ")
     assert by_key["train.epochs"].startswith(f"{tmp_path / 'base.yaml'}, line 2: ")  # the base file's line
-    assert by_key["train.lr"].startswith("config key 'train.lr'")  # an override: no file to name
+    assert by_key["train.lr"].startswith("override 'train.lr=.inf': config key 'train.lr'")  # an override, named
     assert "unknown backbone 'resnet11'" in by_key["model.backbone"]
+
+
+def _int_fields(section=None, prefix=""):
+    """(dotted key, field) of every integer-valued key of the config (int, or int | None)."""
+    import dataclasses
+    from typing import get_type_hints
+
+    section = section or Config()
+    hints = get_type_hints(type(section))
+    for f in dataclasses.fields(section):
+        value = getattr(section, f.name)
+        if dataclasses.is_dataclass(value):
+            yield from _int_fields(value, f"{prefix}{f.name}.")
+        elif hints[f.name] in (int, int | None) and "rule" in f.metadata and not f.metadata["rule"].allowed():
+            yield f"{prefix}{f.name}", f
+
+
+INT_KEYS = [key for key, _ in _int_fields()]
+
+
+def test_every_integer_key_declares_an_upper_bound():
+    assert len(INT_KEYS) >= 25 and {"seed", "data.workers", "data.image_size", "train.batch_size"} <= set(INT_KEYS)
+    for key, f in _int_fields():
+        rule = f.metadata["rule"]
+        assert rule.le is not None or rule.lt is not None or rule.check is not None, f"{key} has no upper bound"
+
+
+@pytest.mark.parametrize("key", INT_KEYS)
+def test_a_huge_integer_is_refused_naming_its_key(key):
+    for value in ("10" + "0" * 30, "1.0e+30", "5000000000"):  # 1.0e+30: a float, an integer once whole
+        with pytest.raises(ConfigError, match=re.escape(f"override '{key}={value}': config key '{key}' must be")):
+            build_config(None, [f"{key}={value}"])
+
+
+@pytest.mark.parametrize("key", INT_KEYS)
+def test_an_integer_key_accepts_values_up_to_its_bound(key):
+    import dataclasses
+
+    rule = dict((k, f) for k, f in _int_fields())[key].metadata["rule"]
+    top = 64 if key == "data.workers" else int(rule.le if rule.le is not None else rule.lt - 1)
+    overrides = [f"{key}={top}"]
+    if key in ("eval.few_below", "data.split.n_min"):  # relations: few_below <= many_above, n_min <= n_max
+        overrides.append(f"{'eval.many_above' if key == 'eval.few_below' else 'data.split.n_max'}={top}")
+    cfg = build_config(None, overrides)
+    section = cfg
+    for part in key.split(".")[:-1]:
+        section = getattr(section, part)
+    assert getattr(section, key.rsplit(".", 1)[-1]) == top and dataclasses.is_dataclass(cfg)
+
+
+def test_an_overrides_problem_names_the_override_not_the_files_line(tmp_path):
+    config = tmp_path / "c.yaml"
+    config.write_text("name: x\neval:\n  few_below: 20\ntrain:\n  loss_args: {weight: 1}\n  epochs: 4\n")
+    with pytest.raises(ConfigError) as info:
+        build_config(config, ["eval.many_above=5", "train.loss_args.weight=.nan", "train.epochs=1e30"])
+    lines = sorted(str(info.value).splitlines())
+    assert len(lines) == 3, lines
+    epochs, loss_args, bands = (next(line for line in lines if key in line)
+                                for key in ("'train.epochs'", "'train.loss_args'", "'eval.few_below'"))
+    # the relation: the file's value and the override that made it wrong, both named
+    assert bands.startswith(f"{config}, line 3 and override 'eval.many_above=5': "), bands
+    # a key below a file's mapping, set by an override: the override is named beside the mapping's line
+    assert "override 'train.loss_args.weight=.nan'" in loss_args, loss_args
+    # a key the file sets too: the override alone (the file's line 6 is not the culprit)
+    assert epochs.startswith("override 'train.epochs=1e30': ") and "line 6" not in epochs, epochs
+
+
+def test_plain_number_forms_are_still_numbers():
+    cfg = build_config(None, ["train.epochs=+5", "train.lr=1e-4", "train.momentum=.5", "train.weight_decay=5.0e-4",
+                              "seed=0", "eval.open_threshold=-1.5", "train.warmup_epochs=0.", 'name="0x10"'])
+    assert (cfg.train.epochs, cfg.train.lr, cfg.train.momentum, cfg.eval.open_threshold) == (5, 1e-4, 0.5, -1.5)
+    assert cfg.name == "0x10" and cfg.train.warmup_epochs == 0.0  # quoted: text, as written
+
+
+def test_base_may_name_a_packaged_config(tmp_path):
+    config = tmp_path / "c.yaml"
+    config.write_text("base: fmnist_lt/plain\ntrain:\n  epochs: 3\n")
+    cfg = build_config(config)
+    packaged = build_config("fmnist_lt/plain")
+    assert cfg.train.epochs == 3 and cfg.name == packaged.name and cfg.train.lr == packaged.train.lr
+    (tmp_path / "fmnist_lt").mkdir()  # a file of that name beside the config wins, as on the command line
+    (tmp_path / "fmnist_lt" / "plain").write_text("name: local\n")
+    assert build_config(config).name == "local"
+    (tmp_path / "fmnist_lt" / "plain").write_text("base: ../c.yaml\n")  # and a cycle through it is still one
+    with pytest.raises(ConfigError, match="makes a cycle"):
+        build_config(config)
 
 
 def test_a_value_fixed_by_an_override_is_not_a_problem(tmp_path):

@@ -25,6 +25,16 @@ from openlt.registry import registered_names
 
 DATASET_KINDS = ("fashion-mnist", "image-folder", "split-file", "cifar10", "cifar100")
 
+# Upper bounds of the integer keys, declared beside each field: a value past them is a typo or a paste, and
+# would otherwise pass the checks and fail deep inside numpy / torch (or fork hundreds of processes).
+SEED_END = 2**32  # seeds reach numpy's RandomState, which takes 0 .. 2**32 - 1
+MAX_COUNT = 10**9  # images / classes / steps / band edges: far above any data set, far below int64 trouble
+MAX_EPOCHS = 100_000
+MAX_BATCH = 2**20  # images in one batch
+MAX_IMAGE_SIZE = 4096  # pixels per side
+MAX_WORKERS = 64  # DataLoader worker processes per training process: a fixed cap, not this machine's CPUs,
+#                   so that a run's saved config reads the same on every machine
+
 
 class ConfigWarning(UserWarning):
     """A config that is valid but probably not what was meant (e.g. LDAM's re-weighting that never starts)."""
@@ -126,8 +136,8 @@ def _open_classes(value: Any) -> Any:
     if isinstance(value, float) and value.is_integer():
         value = int(value)
     if isinstance(value, int) and not isinstance(value, bool):
-        if value < 0:
-            raise ConfigError(f"must be >= 0 (a number of classes), got {value!r}")
+        if not 0 <= value <= MAX_COUNT:
+            raise ConfigError(f"must be >= 0 and <= {MAX_COUNT} (a number of classes), got {value!r}")
         return value
     if isinstance(value, str) or (isinstance(value, (list, tuple)) and all(
             isinstance(v, (str, int)) and not isinstance(v, bool) for v in value)):
@@ -161,6 +171,15 @@ def run_name_problem(value: Any) -> str | None:
     return None
 
 
+@says(f"<= {MAX_WORKERS} (a fixed cap)")
+def _workers_problem(value: Any) -> str | None:
+    """data.workers: at most MAX_WORKERS forked loader processes, whatever the machine."""
+    if value > MAX_WORKERS:
+        return (f"must be <= {MAX_WORKERS} (a fixed cap on DataLoader worker processes per training process; "
+                f"4 to 16 are usual), got {value!r}")
+    return None
+
+
 @says("auto or a finite number")
 def _threshold(value: Any) -> Any:
     """eval.open_threshold: 'auto', or a finite number (a string that parses as one becomes that number)."""
@@ -177,15 +196,15 @@ class SplitConfig:
     """How to build long-tailed + open-set splits when `data.split_dir` is not given (see `openlt split`)."""
 
     profile: str = opt("exp", choices="exp pareto none")  # exp | pareto | none (keep the natural counts)
-    n_max: int = opt(1280, ge=1)  # training images of the largest known class
-    n_min: int = opt(5, ge=1)  # training images of the smallest known class
+    n_max: int = opt(1280, ge=1, le=MAX_COUNT)  # training images of the largest known class
+    n_min: int = opt(5, ge=1, le=MAX_COUNT)  # training images of the smallest known class
     imbalance_factor: float | None = opt(None, ge=1)  # exp: n_max / n_min; overrides n_min when set
     alpha: float = opt(6.0, gt=0)  # pareto shape (ImageNet-LT: 6)
     open_classes: Any = opt(2, convert=_open_classes)  # a number (chosen with the seed) or a list of class names / ids
-    val_per_class: int = opt(20, ge=0)  # validation images per known class (taken before the long tail is cut)
-    test_per_class: int | None = opt(None, ge=1)  # None: every test image (embedded data) / 20 (image folder)
+    val_per_class: int = opt(20, ge=0, le=MAX_COUNT)  # validation images per known class (taken before the long tail is cut)
+    test_per_class: int | None = opt(None, ge=1, le=MAX_COUNT)  # None: every test image (embedded data) / 20 (image folder)
     order: str = opt("random", choices="random label")  # which known class gets n_max: random (with the seed) | label
-    seed: int = opt(0, ge=0)  # which images and which open classes
+    seed: int = opt(0, ge=0, lt=SEED_END)  # which images and which open classes
 
 
 RELATIONS: dict[type, list[tuple[tuple[str, ...], Callable[[Any], str | None]]]] = {}
@@ -222,9 +241,9 @@ class DataConfig:
     open_split: str | None = opt("open.txt", check=_file_name_problem)  # images of classes never seen in training (label -1); None: closed set
     class_names: str | None = None  # optional file with one class name per line (label order)
     transform: str = opt("auto", choices="auto small imagenet face")  # auto | small | imagenet | face (aligned face crops: flip only, mean = std = 0.5)
-    image_size: int | None = opt(None, ge=1)  # None: 28 for fashion-mnist, 32 for cifar; an image folder / split file: the images' own size when they are at most 64 px (small transform and stem), else 224
+    image_size: int | None = opt(None, ge=1, le=MAX_IMAGE_SIZE)  # None: 28 for fashion-mnist, 32 for cifar; an image folder / split file: the images' own size when they are at most 64 px (small transform and stem), else 224
     in_chans: int | None = opt(None, choices=(1, 3))  # None: 1 for fashion-mnist, 3 otherwise
-    workers: int = opt(0, ge=0)  # DataLoader worker processes per training process (0: load in the main process)
+    workers: int = opt(0, ge=0, check=_workers_problem)  # DataLoader worker processes per training process (0: load in the main process)
     pin_memory: bool | None = None  # page-locked batches for faster host-to-GPU copies; None: on with CUDA only
     split: SplitConfig = field(default_factory=SplitConfig)
 
@@ -261,15 +280,15 @@ class ModelConfig:
 class TrainConfig:
     """The `train` section: SGD and its learning-rate schedule, the sampler, the loss, devices and precision."""
 
-    epochs: int = opt(30, ge=1)  # training epochs (stage 2: cRT / LWS epochs on the cached features)
-    batch_size: int = opt(128, ge=1)  # the global batch: split over the processes under torchrun
+    epochs: int = opt(30, ge=1, le=MAX_EPOCHS)  # training epochs (stage 2: cRT / LWS epochs on the cached features)
+    batch_size: int = opt(128, ge=1, le=MAX_BATCH)  # the global batch: split over the processes under torchrun
     lr: float = opt(0.1, gt=0)  # peak learning rate of SGD (after the warm-up)
     momentum: float = opt(0.9, ge=0, lt=1)  # SGD momentum
     nesterov: bool = False  # Nesterov momentum
     weight_decay: float = opt(5e-4, ge=0)  # SGD weight decay on every trained parameter (as the public codes)
     warmup_epochs: float = opt(1.0, ge=0)  # linear warm-up from 0, in epochs (fractions allowed)
     schedule: str = opt("cosine", choices="cosine step")  # cosine (to min_lr) | step (x step_gamma every step_epochs, the OLTR code's)
-    step_epochs: int = opt(10, ge=1)  # step schedule: epochs between decays
+    step_epochs: int = opt(10, ge=1, le=MAX_EPOCHS)  # step schedule: epochs between decays
     step_gamma: float = opt(0.1, gt=0, le=1)  # step schedule: decay factor
     milestones: list = opt([], items=float, ge=0)  # step: x step_gamma at these 0-based epochs; []: every step_epochs
     min_lr: float = opt(0.0, ge=0)  # cosine schedule: the final learning rate
@@ -284,7 +303,7 @@ class TrainConfig:
     channels_last: bool = True  # NHWC memory format: about 15 % faster convolutions on CPU and GPU
     amp: str = opt("none", choices="none bf16 fp16")  # mixed precision: none | bf16 (CPU or GPU) | fp16 (GPU, with a grad scaler); see docs/scale.md
     sync_bn: bool = False  # under torchrun on GPUs: batch-norm statistics over the global batch (default: per process)
-    eval_every: int = opt(1, ge=1)  # validate every N epochs (the best checkpoint is chosen among those)
+    eval_every: int = opt(1, ge=1, le=MAX_EPOCHS)  # validate every N epochs (the best checkpoint is chosen among those)
 
 
 @relation(TrainConfig, "nesterov", "momentum")
@@ -312,18 +331,18 @@ def _label_smoothing(t: TrainConfig) -> str | None:
 class EvalConfig:
     """The `eval` section: the many / medium / few-shot bands, the open-set score and its rejection threshold."""
 
-    many_above: int = opt(100, ge=0)  # many-shot band: classes with more than this many training images
-    few_below: int = opt(20, ge=0)  # few-shot band: fewer than this many; medium: the rest
+    many_above: int = opt(100, ge=0, le=MAX_COUNT)  # many-shot band: classes with more than this many training images
+    few_below: int = opt(20, ge=0, le=MAX_COUNT)  # few-shot band: fewer than this many; medium: the rest
     inclusive_bands: bool = False  # True: many >= many_above, few <= few_below (current OLTR code)
     open_score: str = opt("msp", registry="open-set score")  # how known an image looks (higher = more known); rejection thresholds it
     open_threshold: Any = opt("auto", convert=_threshold)  # "auto": keep `keep_known` of the known val images; or a number
     keep_known: float = opt(0.95, gt=0, le=1)  # the automatic threshold keeps this fraction of the known validation images
-    batch_size: int = opt(256, ge=1)  # evaluation and feature-extraction batch
-    openmax_tail: int = opt(20, ge=1)  # OpenMax: largest training distances per class in its Weibull fit
-    openmax_alpha: int | None = opt(None, ge=1)  # OpenMax: top classes revised; None: min(10, number of classes)
+    batch_size: int = opt(256, ge=1, le=MAX_BATCH)  # evaluation and feature-extraction batch
+    openmax_tail: int = opt(20, ge=1, le=MAX_COUNT)  # OpenMax: largest training distances per class in its Weibull fit
+    openmax_alpha: int | None = opt(None, ge=1, le=MAX_COUNT)  # OpenMax: top classes revised; None: min(10, number of classes)
     openmax_distance: str = opt("eucos", choices="eucos euclidean cosine")  # OpenMax: eucos (euclidean / 200 + cosine) | euclidean | cosine
-    knn_k: int = opt(50, ge=1)  # KNN (Sun et al. 2022): the neighbour among the normalised training features whose distance is the score (the paper's 50 for CIFAR-10)
-    vim_dim: int | None = opt(None, ge=1)  # ViM (Wang et al. 2022): principal subspace dimension; None: the paper's rule (1000 for features >= 1500 wide, 512 for >= 768, else half)
+    knn_k: int = opt(50, ge=1, le=MAX_COUNT)  # KNN (Sun et al. 2022): the neighbour among the normalised training features whose distance is the score (the paper's 50 for CIFAR-10)
+    vim_dim: int | None = opt(None, ge=1, le=MAX_COUNT)  # ViM (Wang et al. 2022): principal subspace dimension; None: the paper's rule (1000 for features >= 1500 wide, 512 for >= 768, else half)
     react_percentile: float = opt(0.9, gt=0, le=1)  # ReAct (Sun et al. 2021): clip features at this percentile of the training activations, as a fraction (the paper's 0.9)
     odin_temperature: float = opt(1000.0, gt=0)  # ODIN (Liang et al. 2018): softmax temperature T (the paper's 1000)
     odin_eps: float = opt(0.0014, ge=0)  # ODIN: input perturbation step on the [0, 1] pixel scale
@@ -352,12 +371,12 @@ class DecoupleConfig:
     taus: list = opt([i / 10 for i in range(21)], items=float, ge=0, nonempty=True)  # tau grid searched on val
     lws_bias: bool = True  # LWS scales W x + b (the public code keeps the bias)
     keep: str = opt("last", choices="last best")  # cRT / LWS: the last epoch's head, or "best": the epoch of best validation top-1 (public code)
-    fslwf_novel_classes: int = opt(5, ge=1)  # FSLwF: base (many-shot) classes drawn as fake novel in each generator-training episode (the paper's 5)
-    fslwf_shots: int = opt(5, ge=1)  # FSLwF: features per fake-novel class its weight is generated from in an episode (the paper's 5-shot)
-    fslwf_queries: int = opt(3, ge=1)  # FSLwF: query features per fake-novel class in an episode, plus as many of the other base classes (the paper: 15 + 15 for 5 classes)
-    fslwf_episodes: int = opt(8, ge=1)  # FSLwF: episodes per generator step (the paper's batch of 8)
-    fslwf_epochs: int = opt(60, ge=1)  # FSLwF: generator epochs; lr x1, x0.06, x0.012, x0.0024 after 0, 1/3, 2/3, 5/6 of them (the paper's 60: 20 / 40 / 50)
-    fslwf_steps: int = opt(1000, ge=1)  # FSLwF: generator steps per epoch (the paper's 1000)
+    fslwf_novel_classes: int = opt(5, ge=1, le=MAX_COUNT)  # FSLwF: base (many-shot) classes drawn as fake novel in each generator-training episode (the paper's 5)
+    fslwf_shots: int = opt(5, ge=1, le=MAX_COUNT)  # FSLwF: features per fake-novel class its weight is generated from in an episode (the paper's 5-shot)
+    fslwf_queries: int = opt(3, ge=1, le=MAX_COUNT)  # FSLwF: query features per fake-novel class in an episode, plus as many of the other base classes (the paper: 15 + 15 for 5 classes)
+    fslwf_episodes: int = opt(8, ge=1, le=MAX_COUNT)  # FSLwF: episodes per generator step (the paper's batch of 8)
+    fslwf_epochs: int = opt(60, ge=1, le=MAX_EPOCHS)  # FSLwF: generator epochs; lr x1, x0.06, x0.012, x0.0024 after 0, 1/3, 2/3, 5/6 of them (the paper's 60: 20 / 40 / 50)
+    fslwf_steps: int = opt(1000, ge=1, le=MAX_COUNT)  # FSLwF: generator steps per epoch (the paper's 1000)
     fslwf_lr: float = opt(0.1, gt=0)  # FSLwF: generator SGD lr (Nesterov, train.momentum, train.weight_decay; the paper's 0.1)
     fslwf_gamma: float = opt(10.0, gt=0)  # FSLwF: initial value of the learnable attention scale gamma (the paper's 10)
 
@@ -370,7 +389,7 @@ class Config:
     checked by `check_config`."""
 
     name: str = opt("plain", check=run_name_problem)  # run name prefix: runs are OUT_DIR/NAME-sSEED-TIMESTAMP
-    seed: int = opt(0, ge=0)  # model init, sampling and augmentation draws (not the split: data.split.seed)
+    seed: int = opt(0, ge=0, lt=SEED_END)  # model init, sampling and augmentation draws (not the split: data.split.seed)
     out_dir: str = opt("runs", nonempty=True)  # where run directories are created
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -455,11 +474,17 @@ def finite_number(value: Any) -> float:
             number = float(value)
         except ValueError:
             raise ConfigError(f"must be a number, got {value!r}") from None
+        # Python's float() also takes '1_0', ' 5 ' and 'infinity'; a config number is written plainly
+        if math.isfinite(number) and not _DECIMAL.fullmatch(value):
+            raise ConfigError(f"must be a plain decimal number (e.g. 0.1, 1e-4), got {value!r}")
     else:
         raise ConfigError(f"must be a number, got {value!r}")
     if not math.isfinite(number):
         raise ConfigError(f"must be a finite number, got {value!r}")
     return number
+
+
+_DECIMAL = re.compile(r"[-+]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][-+]?[0-9]+)?")
 
 
 def _convert_items(value: Any, rule: Rule | None) -> Any:
@@ -495,18 +520,28 @@ class _Problems:
     """The problems of one config, each a line naming the key (and the file and line it came from)."""
 
     def __init__(self, origins: dict[str, str] | None = None, names: dict[str, str] | None = None) -> None:
-        self.origins = origins or {}  # dotted key -> "FILE, line N"
+        self.origins = origins or {}  # dotted key -> "FILE, line N", or "override 'KEY=VALUE'"
         self.names = names or {}  # dotted key -> how the user wrote it (e.g. an option: "--seed")
         self.lines: list[str] = []
         self.keys: set[str] = set()
+
+    def where(self, *keys: str) -> str | None:
+        """Where the values of `keys` came from: each one's file and line or override, and the overrides of keys
+        below it (an override of `train.loss_args.weight` is where a problem of `train.loss_args` came from)."""
+        found = [self.origins.get(key) for key in keys]
+        found += [origin for key in keys for k, origin in self.origins.items() if k.startswith(f"{key}.")
+                  and origin.startswith("override ")]
+        found = [w for w in dict.fromkeys(found) if w]
+        return " and ".join(found) or None
 
     def label(self, key: str) -> str:
         """How a problem names dotted `key`: as the user wrote it (e.g. "--seed"), else "config key 'KEY'"."""
         return self.names.get(key) or f"config key {key!r}"
 
-    def add(self, key: str, problem: str, *, whole: bool = False) -> None:
-        """`problem` follows the key's label ("must be > 0, got -1"), or is the `whole` text."""
-        where = self.origins.get(key)
+    def add(self, key: str, problem: str, *also: str, whole: bool = False) -> None:
+        """`problem` follows the key's label ("must be > 0, got -1"), or is the `whole` text; it is placed where
+        `key`'s value (and the values of the keys in `also`, for a relation) came from."""
+        where = self.where(key, *also)
         text = problem if whole else f"{self.label(key)} {problem}"
         self.lines.append(f"{where}: {text}" if where else text)
         self.keys.add(key)
@@ -575,7 +610,7 @@ def _check(obj: Any, prefix: str, problems: _Problems) -> None:
         if not any(f"{prefix}{key}" in problems.keys for key in keys):
             problem = check(obj)
             if problem:
-                problems.add(f"{prefix}{keys[0]}", problem)
+                problems.add(f"{prefix}{keys[0]}", problem, *(f"{prefix}{key}" for key in keys[1:]))
 
 
 def _unknown_name(kind: str, value: Any, known: tuple | list, key: str | None = None) -> str:
@@ -623,7 +658,7 @@ def parse_overrides(overrides: list[str]) -> dict:
             raise ConfigError(f"override {item!r} is not of the form key=value (e.g. train.epochs=2)")
         key, raw = item.split("=", 1)
         try:
-            value = _parse_yaml(raw, f"override {item!r}")[0] if raw != "" else None
+            value = _parse_yaml(raw, f"override {item!r}", lined=False)[0] if raw != "" else None
         except yaml.YAMLError:
             value = raw
         node = nested
@@ -656,11 +691,42 @@ class _Refused(Exception):
         self.line, self.problem = mark.line + 1, problem
 
 
-def _walk(loader: _CheckedLoader, node: Any, prefix: str, lines: dict[str, int]) -> None:
-    """Record the line of every mapping key (dotted) and refuse duplicate keys and merge keys (<<)."""
+_INT_TAG, _FLOAT_TAG = "tag:yaml.org,2002:int", "tag:yaml.org,2002:float"
+# The number forms YAML 1.1 and 1.2 read alike: plain decimal integers (no leading 0) and decimal floats.
+_PLAIN_INT = re.compile(r"[-+]?(0|[1-9][0-9]*)")
+_PLAIN_FLOAT = re.compile(r"[-+]?([0-9]+\.[0-9]*|\.[0-9]+)([eE][-+]?[0-9]+)?|[-+]?\.(inf|Inf|INF)|\.(nan|NaN|NAN)")
+
+
+def number_form_problem(node: Any) -> str | None:
+    """What is wrong with a scalar that PyYAML (YAML 1.1) reads as a number written in a form other than plain
+    decimal: sexagesimal ``1:30`` (= 90), hexadecimal ``0x10``, binary ``0b11``, octal ``010`` (= 8), ``1_0``.
+    A reader (and YAML 1.2) would take most of them for something else, so they are refused, not guessed."""
+    if not isinstance(node, yaml.ScalarNode) or node.tag not in (_INT_TAG, _FLOAT_TAG):
+        return None
+    text = node.value
+    if (_PLAIN_INT if node.tag == _INT_TAG else _PLAIN_FLOAT).fullmatch(text):
+        return None
+    low = text.lower()
+    form = ("a sexagesimal (base-60) number" if ":" in text else "a hexadecimal number" if "0x" in low
+            else "a binary number" if "0b" in low else "a number with _ separators" if "_" in text
+            else "an octal number (leading 0)" if node.tag == _INT_TAG else "a number in a YAML 1.1 form")
+    try:
+        read = yaml.safe_load(text)
+    except yaml.YAMLError:  # (an explicit !!int tag on text that is no number)
+        read = "?"
+    return (f"{text!r} is {form} in YAML 1.1 (it would read as {read!r}); write a plain decimal number, "
+            f"or quote it to mean text")
+
+
+def _walk(loader: _CheckedLoader, node: Any, prefix: str, lines: dict[str, int], name: str = "") -> None:
+    """Record the line of every mapping key (dotted) and refuse duplicate keys, merge keys (<<) and numbers in
+    YAML 1.1's other forms (`number_form_problem`; `name`: what the message calls the node, "key 'a.b'")."""
+    problem = number_form_problem(node)
+    if problem:
+        raise _Refused(node.start_mark, f"{name}: {problem}" if name else problem)
     if isinstance(node, yaml.SequenceNode):
         for i, item in enumerate(node.value):
-            _walk(loader, item, f"{prefix}{i}.", lines)
+            _walk(loader, item, f"{prefix}{i}.", lines, f"{name}, item {i}" if name else f"item {i}")
         return
     if not isinstance(node, yaml.MappingNode):
         return
@@ -677,11 +743,12 @@ def _walk(loader: _CheckedLoader, node: Any, prefix: str, lines: dict[str, int])
             raise _Refused(key_node.start_mark, f"key {prefix + str(key)!r} appears twice (first on line {first}); "
                                                 "YAML would silently keep only the last")
         seen[key] = lines[f"{prefix}{key}"] = key_node.start_mark.line + 1
-        _walk(loader, value_node, f"{prefix}{key}.", lines)
+        _walk(loader, value_node, f"{prefix}{key}.", lines, f"key {prefix + str(key)!r}")
 
 
-def _parse_yaml(text: str, name: str) -> tuple[Any, dict[str, int]]:
-    """YAML text -> (data, {dotted key: line}). Raises yaml.YAMLError (syntax) or ConfigError (refused)."""
+def _parse_yaml(text: str, name: str, lined: bool = True) -> tuple[Any, dict[str, int]]:
+    """YAML text -> (data, {dotted key: line}). Raises yaml.YAMLError (syntax) or ConfigError (refused), which
+    names `name` and, when `lined`, the line (an override's value has one line: it is not named)."""
     loader = _CheckedLoader(text)
     try:
         node = loader.get_single_node()
@@ -691,7 +758,7 @@ def _parse_yaml(text: str, name: str) -> tuple[Any, dict[str, int]]:
         _walk(loader, node, "", lines)
         return loader.construct_document(node), lines
     except _Refused as exc:
-        raise ConfigError(f"{name}, line {exc.line}: {exc.problem}") from None
+        raise ConfigError(f"{name}, line {exc.line}: {exc.problem}" if lined else f"{name}: {exc.problem}") from None
     except RecursionError:
         raise ConfigError(f"{name}: nested too deeply to be a config") from None
     finally:
@@ -764,14 +831,17 @@ def _load_yaml(path: Path, chain: tuple[Path, ...] = ()) -> tuple[dict, dict[str
     base = data.pop("base")
     where = origins.pop("base")
     if not isinstance(base, str) or not base.strip() or "\0" in base:
-        raise ConfigError(f"{where}: base: must name a config file (relative to this one), got {base!r}")
-    target = path.parent / base
+        raise ConfigError(f"{where}: base: must name a config file (relative to this one) or a packaged config, "
+                          f"got {base!r}")
+    try:  # as the command line resolves a config: a file relative to this one, else a packaged config's name
+        target = resolve_config(base, path.parent, "base config")
+    except ConfigError as exc:
+        raise ConfigError(f"{where}: base: {base!r} is not a config file ({exc})") from None
     if target.resolve() in [p.resolve() for p in (*chain, path)]:
         cycle = " -> ".join(str(p) for p in (*chain, path, target))
         raise ConfigError(f"{where}: base: {base!r} makes a cycle: {cycle}")
     if not target.is_file():
-        raise ConfigError(f"{where}: base: {base!r} is not a config file ({target} "
-                          f"{'is not a file' if target.exists() else 'not found'})")
+        raise ConfigError(f"{where}: base: {base!r} is not a config file ({target} is not a file)")
     merged, merged_origins = _load_yaml(target, (*chain, path))
     _deep_merge(merged, data)
     merged_origins.update(origins)
@@ -780,7 +850,7 @@ def _load_yaml(path: Path, chain: tuple[Path, ...] = ()) -> tuple[dict, dict[str
 
 def load_yaml(path: str | Path) -> dict:
     """A config file (or a packaged config's name, see `resolve_config`) merged onto its `base:` chain (each
-    base relative to the file that names it)."""
+    base a file relative to the file that names it, else a packaged config's name, as `resolve_config`)."""
     return _load_yaml(resolve_config(path))[0]
 
 
@@ -866,6 +936,7 @@ def build_config(path: str | Path | None = None, overrides: list[str] | None = N
         layer = parse_overrides(overrides)
         for key in _leaves(layer):  # these keys come from the command line now, not from the file
             problems.origins = {k: v for k, v in problems.origins.items() if k != key and not k.startswith(f"{key}.")}
+        problems.origins.update(_override_origins(overrides, _leaves(layer)))
         _assign(cfg, layer, "", problems)
     _check(cfg, "", problems)
     problems.raise_if_any()
@@ -873,6 +944,17 @@ def build_config(path: str | Path | None = None, overrides: list[str] | None = N
         for text in config_warnings(cfg):
             warnings.warn(text, ConfigWarning, stacklevel=2)
     return cfg
+
+
+def _override_origins(overrides: list[str], leaves: list[str]) -> dict[str, str]:
+    """{dotted key: "override 'KEY=VALUE'"} for every key the overrides set (the last one that sets it)."""
+    origins = {}
+    for item in overrides:
+        key = item.split("=", 1)[0].strip()
+        for leaf in leaves:
+            if leaf == key or leaf.startswith(f"{key}."):
+                origins[leaf] = f"override {item!r}"
+    return origins
 
 
 def dump_yaml(cfg: Config) -> str:
