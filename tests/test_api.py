@@ -16,7 +16,7 @@ from openlt.cli import main
 from openlt.config import build_config
 from openlt.engine.evaluate import evaluate_run
 from openlt.engine.train import train
-from openlt.errors import DataError, RunDirError
+from openlt.errors import ConfigError, DataError, RunDirError
 
 TINY = ["data.dataset=image-folder", "data.image_size=16", "model.backbone=resnet10", "train.epochs=1",
         "train.batch_size=16", "train.lr=0.05", "eval.batch_size=64", "eval.many_above=30", "eval.few_below=15",
@@ -90,6 +90,40 @@ def test_evaluate_gives_the_runs_metrics(trained):
     saved = json.loads(run.metrics_file.read_text())
     assert metrics["closed"] == saved["closed"] and metrics["open"]["auroc"] == saved["open"]["auroc"]
     assert run.metrics_path("api").is_file()
+
+
+def test_evaluate_uses_load_runs_threshold_and_keeps_the_runs_own_files(trained, tmp_path):
+    """load_run(path, threshold=T).evaluate() evaluates at T; untagged, it is not the run's own evaluation, so it
+    returns the metrics and writes nothing (metrics.json, calibration.json stay byte for byte)."""
+    images, run = trained
+    before = {p: p.read_bytes() for p in run.path.rglob("*") if p.is_file()}
+    metrics = openlt.load_run(run.path, threshold=0.5).evaluate()
+    assert metrics["open"]["threshold"] == 0.5 and metrics["calibration"]["source"].startswith("fixed")
+    assert {p: p.read_bytes() for p in run.path.rglob("*") if p.is_file()} == before
+    own = json.loads(run.metrics_file.read_text())
+    assert own["open"]["threshold"] != 0.5 and metrics["closed"] == own["closed"]
+    tagged = openlt.load_run(run.path, threshold=0.5).evaluate(tag="t05")
+    assert json.loads(run.metrics_path("t05").read_text())["open"]["threshold"] == 0.5 == tagged["open"]["threshold"]
+    assert run.metrics_file.read_bytes() == before[run.metrics_file]
+
+
+def test_topk_nan_inputs_and_no_images(trained):
+    images, run = trained
+    loaded = openlt.load_run(run.path)
+    for topk in (0, 5, -1):
+        with pytest.raises(ConfigError, match=rf"topk must be an integer from 1 to 4 \(the run's known classes\), "
+                                              rf"got {topk}"):
+            loaded.predict(images / "dog", topk=topk)
+    with pytest.raises(ConfigError, match="batch_size must be an integer >= 1"):
+        loaded.predict(images / "dog", batch_size=0)
+    batch = torch.zeros(3, 3, 16, 16)
+    batch[1, 0, 0, 0] = float("nan")
+    with pytest.raises(DataError, match=r"^image 1 of those given: the network's outputs for this image are not "
+                                        r"finite \(NaN or infinite values in the input\?\)$"):
+        loaded.predict(batch, topk=2)
+    assert len(loaded.predict(batch[[0, 2]], topk=4)[1]["topk"]) == 4
+    assert loaded.features([]).shape == (0, 512) and loaded.features([]).dtype == torch.float32
+    assert loaded.predict([]) == []
 
 
 def test_bad_inputs_are_one_line_errors(trained, tmp_path):

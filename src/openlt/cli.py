@@ -172,6 +172,7 @@ def _predict(args: argparse.Namespace) -> int:
     if args.topk < 1 or args.batch_size < 1:
         raise ConfigError(f"--topk and --batch-size must be at least 1 (got {args.topk}, {args.batch_size})")
     predictor = Predictor.load(open_run(args.run), args.checkpoint, args.threshold, args.device)
+    predictor.check_topk(args.topk)  # at most the run's classes, before any image is read
     records = []
     for record in predict_files(predictor, args.images, args.batch_size, args.topk):
         records.append(record)
@@ -203,7 +204,7 @@ def _export(args: argparse.Namespace) -> int:
     from openlt.engine.export import export_run
     from openlt.engine.run import open_run
 
-    bundle = export_run(open_run(args.run), args.out, args.format, args.checkpoint, args.force)
+    bundle = export_run(open_run(args.run), args.out, args.format, args.checkpoint, args.force, args.threshold)
     for name, check in bundle["checks"].items():
         diff = ", ".join(f"{k} {v:.1e}" for k, v in check.get("max_abs_diff", {}).items())
         print(f"{name}: checked with {check['checked_with']} (largest difference: {diff})" if check["checked_with"]
@@ -371,7 +372,8 @@ def _add_eval_command(sub: argparse._SubParsersAction) -> None:
     """The `openlt eval` subcommand and its options."""
     p = sub.add_parser("eval", help="evaluate a run: shot bands, open-set F-measure, AUROC; writes metrics.json")
     p.add_argument("run")
-    p.add_argument("overrides", nargs="*", help="dotted overrides of eval settings, e.g. eval.few_below=10")
+    p.add_argument("overrides", nargs="*", help="dotted overrides of eval settings, e.g. eval.few_below=10 (eval.*, "
+                   "and where the data is / how it is loaded: data.root, data.split_dir, data.workers, ...)")
     p.add_argument("--checkpoint", default="best", choices=["best", "last"])
     p.add_argument("--threshold", type=float, help="fixed rejection threshold on eval.open_score (same as "
                    "eval.open_threshold=T; default: the run's setting, usually chosen on val)")
@@ -392,7 +394,8 @@ def _add_predict_command(sub: argparse._SubParsersAction) -> None:
                    "patterns ('photos/**/*.jpg')")
     p.add_argument("--checkpoint", default="best", choices=["best", "last"])
     p.add_argument("--threshold", type=float, help="fixed rejection threshold on the run's open-set score "
-                   "(default: the run's calibration.json, which is then not needed)")
+                   "(default: the run's calibration.json, chosen by `openlt eval` for this checkpoint; a run "
+                   "never evaluated needs --threshold)")
     p.add_argument("--output", metavar="FILE", help="also write the predictions to FILE.csv or FILE.jsonl (path, "
                    "label, class_name, confidence, open_score, rejected, topk, ...)")
     p.add_argument("--topk", type=int, default=1, help="the K most probable classes per image (default 1)")
@@ -413,7 +416,10 @@ def _add_export_command(sub: argparse._SubParsersAction) -> None:
                    "network, checked against the PyTorch model on a test batch (onnx: with onnxruntime, the "
                    "export extra)")
     p.add_argument("--checkpoint", default="best", choices=["best", "last"])
-    p.add_argument("--force", action="store_true", help="replace the files of a bundle already in OUT")
+    p.add_argument("--threshold", type=float, help="fixed rejection threshold on the run's open-set score "
+                   "(default: the run's calibration.json; a run never evaluated needs one)")
+    p.add_argument("--force", action="store_true", help="replace a bundle already in OUT (a folder holding other "
+                   "files is refused)")
     p.set_defaults(func=_export)
 
 

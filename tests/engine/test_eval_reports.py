@@ -11,7 +11,7 @@ import pytest
 from images import make_image_folder
 from openlt.cli import main
 from openlt.config import build_config
-from openlt.engine import predict
+from openlt.engine import inference
 from openlt.engine.evaluate import evaluate_run
 from openlt.engine.train import train
 
@@ -100,20 +100,34 @@ def test_predict_with_a_threshold_needs_no_calibration_file(run, tmp_path, monke
     images = [str(p) for p in sorted((run.path.parent.parent / "images" / "ant").glob("*.png"))[:3]]
 
     def never(*args, **kwargs):
-        raise AssertionError("a fixed threshold needs no validation outputs")
+        raise AssertionError("prediction reads no data")
 
-    monkeypatch.setattr(predict, "collect_outputs", never)
+    monkeypatch.setattr(inference, "prepare_data", never)
     assert main(["predict", str(copy), *images, "--threshold", "0.5", "--json"]) == 0
     preds = json.loads(capsys.readouterr().out)
     assert [p["path"] for p in preds] == images and not (copy / "calibration.json").exists()
     for p in preds:
         assert p["score"] == "msp" and p["threshold"] == 0.5 and p["rejected"] == (p["open_score"] < 0.5)
         assert p["label"] == (-1 if p["rejected"] else ["ant", "bee", "cat", "dog"].index(p["top_class"]))
-    monkeypatch.undo()  # without a threshold, a run never evaluated is calibrated on validation now (and saved)
-    assert main(["predict", str(copy), *images, "--json"]) == 0
-    saved = json.loads((copy / "calibration.json").read_text())
-    assert saved["source"].startswith("validation")
-    assert json.loads(capsys.readouterr().out)[0]["threshold"] == saved["threshold"]
+    # without a threshold, a run that was not evaluated is refused: predict never calibrates by itself
+    assert main(["predict", str(copy), *images, "--json"]) == 2
+    out, err = capsys.readouterr()
+    assert out == "" and f"{copy} has no calibration.json: it was never evaluated" in err
+    assert not (copy / "calibration.json").exists()
     (copy / "calibration.json").write_text("{broken")
     assert main(["predict", str(copy), *images]) == 2
     assert "calibration.json is not a calibration file" in capsys.readouterr().err
+
+
+def test_damaged_predictions_file_is_one_line_naming_it(run, tmp_path, capsys):
+    """`openlt report` reads predictions.npz: a file of pickled objects is refused as damaged, never with numpy's
+    advice to unpickle it (allow_pickle)."""
+    copy = tmp_path / run.path.name
+    shutil.copytree(run.path, copy)
+    with open(copy / "predictions.npz", "wb") as fh:
+        np.savez(fh, format=np.array("openlt-predictions/1"), test_labels=np.array([1, None], dtype=object))
+    assert main(["report", str(copy)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [f"openlt report: error: {copy / 'predictions.npz'} is damaged or not a predictions file written "
+                   "by openlt (not an archive of plain arrays: numpy takes it for pickled Python objects, which openlt "
+                   "never writes nor loads); evaluate the run again (`openlt eval RUN`) to rewrite it"]

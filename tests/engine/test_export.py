@@ -12,7 +12,10 @@ from safetensors.torch import load_file
 from openlt.cli import main
 from openlt.config import build_config
 from openlt.data.transforms import IMAGENET_MEAN
+from openlt.engine.checkpoint import save_checkpoint
 from openlt.engine.export import export_run
+from openlt.engine.inference import checkpoint_identity
+from openlt.errors import RunDirError
 from openlt.models.model import build_model
 from openlt.openset import OpenMax, Rejector, load_score, save_score
 from synthetic_run import CLASSES, OLTR, make_run
@@ -75,15 +78,86 @@ def test_the_bundle_describes_everything_prediction_needs(tmp_path, single_threa
 
 
 def test_openlt_export_on_the_command_line(tmp_path, capsys, single_thread):
-    run, _ = make_run(tmp_path / "run", calibration=False)
+    run, _ = make_run(tmp_path / "run")
     assert main(["export", str(run.path), str(tmp_path / "out"), "--format", "torchscript"]) == 0
     out = capsys.readouterr().out
     assert "torchscript: checked with torch.jit.load" in out and "model.torchscript.pt" in out
-    assert json.loads((tmp_path / "out" / "openlt.json").read_text())["threshold"] is None  # never evaluated
     assert main(["export", str(run.path), str(tmp_path / "out")]) == 2
     err = capsys.readouterr().err.strip()
     assert err == f"openlt export: error: export folder {tmp_path / 'out'} is not empty; pass --force to replace " \
                   "the bundle there"
-    assert main(["export", str(run.path), str(tmp_path / "out"), "--force"]) == 0
     assert main(["export", str(tmp_path / "nope"), str(tmp_path / "out2")]) == 2
     assert "run directory not found" in capsys.readouterr().err and not (tmp_path / "out2").exists()
+
+
+def test_force_replaces_the_whole_bundle_and_nothing_else(tmp_path, capsys, single_thread):
+    """--force: the folder then holds exactly the new bundle (a TorchScript file of the previous one does not stay
+    beside a safetensors-only bundle), no staging folder is left, and a folder holding other files is refused."""
+    run, _ = make_run(tmp_path / "run")
+    out = tmp_path / "out"
+    assert main(["export", str(run.path), str(out), "--format", "torchscript"]) == 0
+    assert main(["export", str(run.path), str(out), "--force"]) == 0
+    assert sorted(p.name for p in out.iterdir()) == ["model.safetensors", "openlt.json"]
+    assert json.loads((out / "openlt.json").read_text())["files"] == {"weights": "model.safetensors"}
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out", "run"]  # no .out.*.tmp / .old left
+    (out / "notes.txt").write_text("mine")
+    capsys.readouterr()
+    assert main(["export", str(run.path), str(out), "--force"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [f"openlt export: error: export folder {out} holds other files than an openlt bundle (notes.txt); "
+                   "--force replaces a bundle only: choose another folder"]
+    assert (out / "notes.txt").read_text() == "mine" and (out / "model.safetensors").is_file()
+
+
+def test_a_run_never_evaluated_needs_a_threshold(tmp_path, capsys, single_thread):
+    run, _ = make_run(tmp_path / "run", calibration=False)
+    assert main(["export", str(run.path), str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [f"openlt export: error: {run.path} has no calibration.json: it was never evaluated, so no "
+                   f"rejection threshold was chosen; choose it on validation with `openlt eval {run.path}`, or give a "
+                   "fixed one (--threshold T)"]
+    assert not (tmp_path / "out").exists()
+    assert main(["export", str(run.path), str(tmp_path / "out"), "--threshold", "0.4"]) == 0
+    threshold = json.loads((tmp_path / "out" / "openlt.json").read_text())["threshold"]
+    assert threshold["value"] == 0.4 and threshold["source"] == "fixed (--threshold)"
+
+
+def test_a_closed_set_run_without_validation_exports_without_a_threshold(tmp_path, single_thread):
+    """Its evaluation rejects nothing (the split manifest records no open and no val split): threshold null."""
+    run, _ = make_run(tmp_path / "run", calibration=False)
+    files = {split: {"file": f"{split}.txt", "sha256": "a" * 64} for split in ("train", "test")}
+    run.manifest_file.write_text(json.dumps({"class_names": list(CLASSES), "files": files}))
+    assert export_run(run, tmp_path / "out")["threshold"] is None
+
+
+def _last_checkpoint(run, model) -> None:
+    """A last.safetensors with other weights than best (as after more epochs)."""
+    torch.manual_seed(5)
+    for p in model.parameters():
+        p.data.normal_()
+    save_checkpoint(run.checkpoint("last"), model, None, {"epoch": 4})
+
+
+def test_a_calibration_or_fitted_score_of_another_checkpoint_is_refused(tmp_path, single_thread):
+    """calibration.json and open-score.safetensors record the checkpoint (sha256) they were fitted on: exporting
+    `last` with best's refuses, naming the eval command; so does best after its file changed."""
+    run, model = make_run(tmp_path / "run")
+    _last_checkpoint(run, model)
+    with pytest.raises(RunDirError) as info:
+        export_run(run, tmp_path / "out", checkpoint="last")
+    assert str(info.value).startswith(f"{run.path}: calibration.json was fitted on checkpoints/best.safetensors "
+                                      "(sha256 ")
+    assert str(info.value).endswith(f"`openlt eval {run.path} --checkpoint last`") and not (tmp_path / "out").exists()
+    assert export_run(run, tmp_path / "out", checkpoint="last", threshold=0.5)["threshold"]["value"] == 0.5
+    openmax = OpenMax(tail_size=5).fit({"logits": torch.randn(60, 3) * 3, "labels": torch.arange(60) % 3})
+    save_score(run.open_score_path(), openmax, fitted_on=checkpoint_identity(run, "best"))
+    calibration = run.calibration_file.read_text()
+    Rejector.fixed("openmax", 0.25).save(run.calibration_file)  # a fixed threshold belongs to no checkpoint ...
+    with pytest.raises(RunDirError, match="open-score.safetensors was fitted on checkpoints/best.safetensors"):
+        export_run(run, tmp_path / "out2", checkpoint="last", threshold=0.5)  # ... but OpenMax's fit does
+    run.calibration_file.write_text(calibration)
+    run.checkpoint("last").replace(run.checkpoint("best"))  # best changed (training went on) after its evaluation
+    with pytest.raises(RunDirError, match=r"checkpoints/best.safetensors changed since calibration.json was fitted "
+                                          r"on it \(sha256 \w{12} then, \w{12} now\); fit it for "
+                                          r"checkpoints/best.safetensors with `openlt eval [^ ]*`$"):
+        export_run(run, tmp_path / "out2")

@@ -229,8 +229,8 @@ def damaged_checkpoint(damage: Callable[[Path], None], command: str = "eval") ->
     def build(env: Env) -> list[str]:
         run = env.run()
         damage(run / "checkpoints" / "best.safetensors")
-        if command == "predict":
-            return ["predict", str(run), str(env.images / "ant" / "000.png")]
+        if command == "predict":  # (a fixed threshold: the run was never evaluated)
+            return ["predict", str(run), str(env.images / "ant" / "000.png"), "--threshold", "0.5"]
         return ["eval", str(run), "--quiet"]
     return build
 
@@ -286,6 +286,28 @@ def on_run(*args: str, image: Callable[[Env], Path] | None = None) -> Callable[[
     def build(env: Env) -> list[str]:
         run = env.run()
         return [args[0], str(run), *([str(image(env))] if image else []), *args[1:]]
+    return build
+
+
+FIXED = ("--threshold", "0.5")  # the shared run was never evaluated: predict needs a threshold
+
+
+def no_bundle(env: Env) -> None:
+    assert not (env.tmp / "bundle").exists() and not list(env.tmp.glob(".bundle.*"))
+
+
+def calibration_of(checkpoint: str) -> Callable[[Env], list[str]]:
+    """predict of best with a calibration.json fitted on `checkpoint` (another file than best's)."""
+    def build(env: Env) -> list[str]:
+        from openlt.engine.inference import checkpoint_identity
+        from openlt.engine.run import Run
+        from openlt.openset import Rejector
+
+        run = env.run()
+        fitted_on = checkpoint_identity(Run(run), checkpoint)
+        Rejector("msp", 0.5, "validation: keeps 95% of the known validation images", fitted_on).save(
+            run / "calibration.json")
+        return ["predict", str(run), str(env.images / "ant" / "000.png")]
     return build
 
 
@@ -377,9 +399,21 @@ CASES = [
          ("best.safetensors", "does not match the model")),
     Case("run-config-broken-yaml", edit_run_config("name: bad", "name: [bad"), ("config.yaml", "not valid YAML")),
     Case("eval-unknown-override", on_run("eval", "eval.bogus=1", "--quiet"), ("unknown config key 'eval.bogus'",)),
-    Case("predict-non-image-file", on_run("predict", image=not_an_image), ("corrupt or unreadable image", "notes.txt")),
-    Case("predict-missing-image", on_run("predict", image=lambda env: env.tmp / "gone.png"), ("image not found", "gone.png")),
-    Case("predict-folder-without-images", on_run("predict", image=folder_without_images), ("no image files", "no-images")),
+    Case("predict-non-image-file", on_run("predict", *FIXED, image=not_an_image), ("corrupt or unreadable image", "notes.txt")),
+    Case("predict-missing-image", on_run("predict", *FIXED, image=lambda env: env.tmp / "gone.png"), ("image not found", "gone.png")),
+    Case("predict-folder-without-images", on_run("predict", *FIXED, image=folder_without_images), ("no image files", "no-images")),
+    # --- what a run's evaluation leaves, and how predict / export / eval use it
+    Case("predict-never-evaluated", on_run("predict", image=lambda env: env.images / "ant" / "000.png"),
+         ("has no calibration.json: it was never evaluated", "`openlt eval ", "(--threshold T)")),
+    Case("export-never-evaluated", lambda env: ["export", str(env.run()), str(env.tmp / "bundle")],
+         ("has no calibration.json", "(--threshold T)"), after=no_bundle),
+    Case("predict-calibration-of-last", calibration_of("last"),
+         ("calibration.json was fitted on checkpoints/last.safetensors", "not on checkpoints/best.safetensors",
+          "with `openlt eval ")),
+    Case("predict-topk-above-the-classes", on_run("predict", *FIXED, "--topk", "4", image=lambda env: env.tmp / "x.png"),
+         ("--topk must be an integer from 1 to 2 (the run's known classes), got 4",)),
+    Case("eval-override-not-an-eval-setting", on_run("eval", "train.lr=5", "--quiet"),
+         ("train.lr is not an evaluation setting",)),
 ]
 
 

@@ -18,7 +18,8 @@ from openlt.cli import main
 from openlt.config import build_config
 from openlt.data.build import prepare_data
 from openlt.data.transforms import build_transform, eval_transform, eval_transform_spec
-from openlt.engine import inference, predict
+from openlt.engine import inference
+from openlt.engine.checkpoint import save_checkpoint
 from openlt.engine.evaluate import evaluate_run
 from openlt.engine.predict import expand_inputs
 from openlt.engine.run import open_run
@@ -86,7 +87,6 @@ def test_a_copied_run_predicts_without_its_data_from_another_directory(trained, 
             raise AssertionError("predict read the run's data")
 
         monkeypatch.setattr(inference, "prepare_data", no_data)
-        monkeypatch.setattr(predict, "prepare_data", no_data)
         work = tmp_path / "elsewhere"
         work.mkdir()
         monkeypatch.chdir(work)
@@ -212,14 +212,13 @@ def test_oltr_and_openmax_runs_predict_with_their_saved_state_and_no_data(tmp_pa
         raise AssertionError("predict read data")
 
     monkeypatch.setattr(inference, "prepare_data", no_data)
-    monkeypatch.setattr(predict, "prepare_data", no_data)
     image = tmp_path / "p.png"
     Image.fromarray(np.random.default_rng(0).integers(0, 256, (20, 24, 3), dtype=np.uint8)).save(image)
     oltr, oltr_model = make_run(tmp_path / "oltr", OLTR)
     Rejector.fixed("reachability", 1.0, "fixed (eval.open_threshold)").save(oltr.calibration_file)
     plain, plain_model = make_run(tmp_path / "plain")
     openmax = OpenMax(tail_size=5).fit({"logits": torch.randn(60, 3) * 3, "labels": torch.arange(60) % 3})
-    save_score(plain.open_score_path(), openmax)
+    save_score(plain.open_score_path(), openmax, fitted_on=inference.checkpoint_identity(plain, "best"))
     Rejector.fixed("openmax", 0.5, "fixed (eval.open_threshold)").save(plain.calibration_file)
     x = inference.read_inference(plain).image_transform()(Image.open(image))[None]
     with torch.no_grad():
@@ -245,3 +244,90 @@ def test_a_run_without_inference_json_is_described_from_its_data_and_eval_adds_i
     code, _, err = cli(capsys, "eval", copy, "--tag", "again", "--quiet")
     assert code == 0, err
     assert (copy / "inference.json").read_text() == run.inference_file.read_text()
+
+
+def _image(tmp_path):
+    image = tmp_path / "p.png"
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (20, 24, 3), dtype=np.uint8)).save(image)
+    return image
+
+
+def test_a_calibration_of_another_checkpoint_is_refused(tmp_path, capsys, single_thread):
+    """calibration.json records the checkpoint it was fitted on: `--checkpoint last` does not reuse best's."""
+    run, model = make_run(tmp_path / "run")
+    torch.manual_seed(5)
+    for p in model.parameters():
+        p.data.normal_()
+    save_checkpoint(run.checkpoint("last"), model, None, {"epoch": 4})
+    image = _image(tmp_path)
+    code, out, err = cli(capsys, "predict", run.path, image, "--checkpoint", "last")
+    assert code == 2 and out == "" and len(err.strip().splitlines()) == 1
+    assert err.startswith(f"openlt predict: error: {run.path}: calibration.json was fitted on "
+                          "checkpoints/best.safetensors (sha256 ")
+    assert err.strip().endswith(f"not on checkpoints/last.safetensors (sha256 "
+                                f"{inference.checkpoint_identity(run, 'last')['sha256'][:12]}); fit it for "
+                                f"checkpoints/last.safetensors with `openlt eval {run.path} --checkpoint last`")
+    code, out, err = cli(capsys, "predict", run.path, image, "--checkpoint", "last", "--threshold", "0.5", "--json")
+    assert code == 0, err
+    assert json.loads(out)[0]["threshold"] == 0.5  # a fixed threshold belongs to no checkpoint
+    assert cli(capsys, "predict", run.path, image)[0] == 0  # best: its own calibration
+
+
+def test_a_run_never_evaluated_is_refused_without_a_threshold_and_nothing_is_written(tmp_path, capsys, monkeypatch,
+                                                                                       single_thread):
+    def no_data(*args, **kwargs):
+        raise AssertionError("predict read data")
+
+    monkeypatch.setattr(inference, "prepare_data", no_data)
+    run, _ = make_run(tmp_path / "run", calibration=False)
+    image = _image(tmp_path)
+    before = sorted(p.name for p in run.path.rglob("*"))
+    code, out, err = cli(capsys, "predict", run.path, image)
+    assert code == 2 and out == ""
+    assert err.strip().splitlines() == [
+        f"openlt predict: error: {run.path} has no calibration.json: it was never evaluated, so no rejection "
+        f"threshold was chosen; choose it on validation with `openlt eval {run.path}`, or give a fixed one "
+        "(--threshold T)"]
+    code, out, err = cli(capsys, "predict", run.path, image, "--threshold", "0.3", "--json")
+    assert code == 0, err
+    assert json.loads(out)[0]["threshold"] == 0.3 and sorted(p.name for p in run.path.rglob("*")) == before
+    # a closed-set run without validation: its evaluation rejects nothing, so neither does predict
+    files = {split: {"file": f"{split}.txt", "sha256": "a" * 64} for split in ("train", "test")}
+    run.manifest_file.write_text(json.dumps({"class_names": ["ant", "bee", "cat"], "files": files}))
+    code, out, err = cli(capsys, "predict", run.path, image, "--json")
+    assert code == 0, err
+    [record] = json.loads(out)
+    assert record["threshold"] is None and record["rejected"] is False and record["score"] == "msp"
+
+
+def test_topk_and_device_are_checked_naming_the_option(tmp_path, capsys, single_thread):
+    run, _ = make_run(tmp_path / "run")
+    code, out, err = cli(capsys, "predict", run.path, tmp_path / "missing.png", "--topk", "4")
+    assert code == 2 and out == ""  # before any image is read
+    assert err.strip() == ("openlt predict: error: --topk must be an integer from 1 to 3 (the run's known classes), "
+                           "got 4")
+    if not torch.cuda.is_available():
+        code, _, err = cli(capsys, "predict", run.path, tmp_path / "missing.png", "--device", "cuda")
+        assert code == 2
+        assert err.strip() == ("openlt predict: error: --device cuda but no CUDA device is available; use --device "
+                               "cpu or auto")
+
+
+def test_an_evaluation_of_last_is_not_used_for_best(trained, tmp_path, capsys):
+    """An untagged `eval --checkpoint last` fits calibration.json on last: predict of best then refuses it (and
+    names the command that fits best again); predict of last uses it."""
+    root, run = trained
+    copy = tmp_path / "run"
+    shutil.copytree(run.path, copy)
+    assert json.loads((copy / "calibration.json").read_text())["fitted_on"]["checkpoint"] == "best"
+    code, _, err = cli(capsys, "eval", copy, "--checkpoint", "last", "--quiet")
+    assert code == 0, err
+    saved = json.loads((copy / "calibration.json").read_text())
+    assert saved["fitted_on"] == inference.checkpoint_identity(open_run(copy), "last")
+    image = next((root / "data" / "images" / "ant").iterdir())
+    code, out, err = cli(capsys, "predict", copy, image)  # (last's file also holds the optimizer: another sha256)
+    assert code == 2 and out == "" and err.strip().endswith(f"with `openlt eval {copy}`")
+    assert "calibration.json was fitted on checkpoints/last.safetensors" in err
+    code, out, err = cli(capsys, "predict", copy, image, "--checkpoint", "last", "--json")
+    assert code == 0, err
+    assert json.loads(out)[0]["threshold"] == saved["threshold"]

@@ -2,6 +2,7 @@
 checks its overrides before loading any model."""
 
 import json
+from dataclasses import replace
 import math
 from types import SimpleNamespace
 
@@ -87,9 +88,22 @@ def test_save_load_round_trip_keeps_todays_json(tmp_path):
     assert Rejector.load(path) == Rejector.fixed("msp", 0.4123)
 
 
+def test_a_calibrated_threshold_keeps_the_checkpoint_it_was_fitted_on(tmp_path):
+    path = tmp_path / "calibration.json"
+    fitted_on = {"checkpoint": "last", "sha256": "0123456789abcdef" * 4}
+    rejector = replace(Rejector.calibrate("msp", np.linspace(0, 1, 11), 0.9), fitted_on=fitted_on)
+    rejector.save(path)
+    assert json.loads(path.read_text())["fitted_on"] == fitted_on and Rejector.load(path) == rejector
+    assert rejector.calibrated and not Rejector.fixed("msp", 0.5).calibrated
+    assert "fitted_on" not in Rejector.fixed("msp", 0.5).to_dict()  # a fixed threshold belongs to no checkpoint
+
+
 @pytest.mark.parametrize("content", ["{not json", "[1, 2]", '{"score": "msp", "threshold": 0.5}',
                                      '{"score": "msp", "threshold": "auto", "source": ""}',
-                                     '{"score": 3, "threshold": 0.5, "source": ""}', "\xff\xfe"])
+                                     '{"score": 3, "threshold": 0.5, "source": ""}', "\xff\xfe",
+                                     '{"score": "msp", "threshold": 0.5, "source": "", "fitted_on": "best"}',
+                                     '{"score": "msp", "threshold": 0.5, "source": "", "fitted_on": '
+                                     '{"checkpoint": "best", "sha256": "abc"}}'])
 def test_a_malformed_calibration_file_is_a_run_dir_error_naming_it(tmp_path, content):
     path = tmp_path / "calibration.json"
     path.write_bytes(content.encode("latin-1"))
@@ -106,6 +120,11 @@ def test_a_malformed_calibration_file_is_a_run_dir_error_naming_it(tmp_path, con
     (["eval.open_threshold=high"], "eval.open_threshold'? must be 'auto' or a finite number"),
     (["eval.open_threshold=.nan"], "eval.open_threshold'? must be 'auto' or a finite number"),
     (["eval.keep_known=2"], "eval.keep_known'? must be"),
+    # keys evaluation does not use: accepted silently, they would change nothing (or the model under its weights)
+    (["train.lr=5"], r"^train.lr is not an evaluation setting: an evaluation may override eval.\* and data.root, "),
+    (["eval.few_below=5", "model.backbone=resnet50"], "^model.backbone is not an evaluation setting"),
+    (["data.image_size=64"], "^data.image_size is not an evaluation setting"),
+    (["data.split.seed=3"], "^data.split.seed is not an evaluation setting"),
 ])
 def test_an_eval_override_error_comes_before_the_model_is_loaded(tmp_path, monkeypatch, overrides, message):
     (tmp_path / "config.yaml").write_text(dump_yaml(Config()))

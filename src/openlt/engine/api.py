@@ -4,7 +4,7 @@
     run = openlt.load_run("runs/plain-20250101-120000")
     run.predict(["a.png", "photos/"])     # [{"label": 3, "class_name": "dress", "rejected": False, ...}, ...]
     run.features(["a.png"])               # torch.Size([1, 512]) float32
-    run.evaluate()                        # the metrics dict, as `openlt eval` (needs the run's data)
+    run.evaluate(tag="api")               # the metrics dict, as `openlt eval` (needs the run's data)
 """
 
 from __future__ import annotations
@@ -19,11 +19,10 @@ import torch
 from PIL import Image
 
 from openlt.engine.evaluate import evaluate_run
-from openlt.engine.inference import saved_score
-from openlt.engine.predict import Predictor, expand_inputs
+from openlt.engine.inference import checkpoint_identity, saved_decision, saved_score
+from openlt.engine.predict import NON_FINITE, Predictor, expand_inputs
 from openlt.engine.run import open_run
-from openlt.errors import DataError
-from openlt.openset import Rejector
+from openlt.errors import ConfigError, DataError
 from openlt.data.datasets import open_image
 
 Images = Any  # a path, a PIL image, a list of those, or a (N, C, H, W) / (C, H, W) float tensor or array
@@ -77,30 +76,52 @@ class LoadedRun:
         (or "unknown"), ``confidence`` (softmax maximum in [0, 1]), ``open_score`` (the run's open-set score,
         higher = more known), ``rejected`` (bool), ``topk`` ([{"class_name", "probability"}] of the `topk`
         most probable classes), ``top_class``, ``score`` (the score's name), ``threshold``, and ``path`` (None
-        for images not given as paths). DataError for an unreadable image or a tensor of the wrong shape."""
+        for images not given as paths). ConfigError for a `topk` outside 1..K or a `batch_size` below 1;
+        DataError for an unreadable image, a tensor of the wrong shape, or an image whose network outputs are
+        not finite (a NaN or infinite value in a given tensor), naming it."""
+        self._predictor.check_topk(topk, "topk")
+        _check_batch_size(batch_size)
         records = []
         for paths, batch in self._batches(images, batch_size):
-            records += [{"path": p, **r} for p, r in zip(paths, self._predictor.label(batch, topk))]
+            for path, record in zip(paths, self._predictor.label(batch, topk)):
+                if record.pop("error") is not None:
+                    where = path or f"image {len(records)} of those given"
+                    raise DataError(f"{where}: {NON_FINITE}")
+                records.append({"path": path, **record})
         return records
 
     def features(self, images: Images, batch_size: int = 64) -> torch.Tensor:
         """(N, D) float32 CPU tensor: the pooled feature the classifier head sees (after attention and
-        feature_fc where the model has them), one row per image, in order."""
+        feature_fc where the model has them), one row per image, in order; (0, D) for no image. ConfigError for a
+        `batch_size` below 1, DataError as :meth:`predict`."""
+        _check_batch_size(batch_size)
         rows = [self._predictor.outputs(batch)["feature"] for _, batch in self._batches(images, batch_size)]
-        return torch.cat(rows) if rows else torch.empty(0, 0)
+        if rows:
+            return torch.cat(rows)
+        spec = self._predictor.spec  # D from one blank image: the model knows it, the config may not say it
+        blank = torch.zeros(1, spec.in_chans, spec.image_size, spec.image_size)
+        return self._predictor.outputs(blank)["feature"][:0]
 
     def evaluate(self, overrides: list[str] | None = None, tag: str | None = None, quiet: bool = True) -> dict:
         """Evaluate the run as `openlt eval` does (needs its split files and images) and return the metrics dict
-        (closed-set top-1 per band, open-set F-measure / AUROC, calibration, ...); `overrides` are "key=value"
-        strings of eval settings, `tag` keeps the run's own results (metrics-TAG.json). An untagged evaluation
-        re-chooses the run's open-set decision, which later predictions then use."""
-        metrics = evaluate_run(self._predictor.run, self._checkpoint, overrides=overrides, quiet=quiet,
-                               device=str(self._predictor.device), tag=tag)
-        run, cfg = self._predictor.run, self._predictor.cfg
-        if tag is None and self._threshold is None and run.calibration_file.is_file():
-            rejector = Rejector.load(run.calibration_file)
-            self._predictor.rejector, self._predictor.scorer = rejector, saved_score(run, rejector.score, cfg)
-            self._predictor.decided = True
+        (closed-set top-1 per band, open-set F-measure / AUROC, calibration, ...) of the loaded checkpoint;
+        `overrides` are "key=value" strings of eval settings (``eval.*``: see `openlt eval`), applied after
+        :func:`load_run`'s `threshold` (so ``eval.open_threshold=...`` there wins).
+
+        Files: with a `tag`, the results are written as metrics-TAG.json, report-TAG.* ... and the run's own stay.
+        Without a tag, an evaluation as the run's own (no `threshold`, no overrides) rewrites the run's
+        metrics.json, calibration.json and reports, and later predictions use the new calibration; one with a
+        `threshold` or overrides is not the run's own and is returned without writing any file."""
+        settings = ([] if self._threshold is None else [f"eval.open_threshold={self._threshold!r}"]) + list(overrides or [])
+        write = tag is not None or not settings
+        metrics = evaluate_run(self._predictor.run, self._checkpoint, overrides=settings, quiet=quiet,
+                               device=str(self._predictor.device), tag=tag, write=write)
+        if tag is None and write:  # the run's own decision was chosen again: predict with it from now on
+            predictor = self._predictor
+            using = checkpoint_identity(predictor.run, self._checkpoint)
+            predictor.rejector = saved_decision(predictor.run, predictor.cfg, using)
+            name = predictor.cfg.eval.open_score if predictor.rejector is None else predictor.rejector.score
+            predictor.scorer = saved_score(predictor.run, name, predictor.cfg, using)
         return metrics
 
     def _batches(self, images: Images, batch_size: int) -> Iterator[tuple[list, torch.Tensor]]:
@@ -130,6 +151,11 @@ class LoadedRun:
         return found
 
 
+def _check_batch_size(batch_size: int) -> None:
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ConfigError(f"batch_size must be an integer >= 1, got {batch_size!r}")
+
+
 def _as_batch(images: torch.Tensor | np.ndarray, in_chans: int) -> torch.Tensor:
     """A float (N, C, H, W) tensor from a tensor or array of that shape or (C, H, W); DataError otherwise."""
     tensor = torch.as_tensor(images)
@@ -146,5 +172,8 @@ def load_run(path: str | os.PathLike, checkpoint: str = "best", device: str | No
     """A trained run, loaded from its directory alone (config.yaml, inference.json, the checkpoint,
     calibration.json): `checkpoint` best | last; `device` e.g. "cpu", "cuda" (None: CUDA when available);
     `threshold` a fixed rejection threshold on the run's open-set score instead of its calibrated one.
-    RunDirError for a missing or damaged run directory, ConfigError for a bad threshold or device."""
-    return LoadedRun(Predictor.load(open_run(path), checkpoint, threshold, device), checkpoint, threshold)
+    RunDirError for a missing or damaged run directory, for a run never evaluated without `threshold`, and for a
+    calibration or fitted score of another checkpoint (the message names the `openlt eval` command that fits it);
+    ConfigError for a bad threshold or device."""
+    predictor = Predictor.load(open_run(path), checkpoint, threshold, device, options=("threshold", "device"))
+    return LoadedRun(predictor, checkpoint, threshold)

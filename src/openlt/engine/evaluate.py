@@ -13,6 +13,7 @@ is saved sparse in its own file."""
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import numpy as np
@@ -23,12 +24,13 @@ from openlt.data.build import DataBundle, prepare_data
 from openlt.engine import distributed
 from openlt.engine.precision import inference_amp
 from openlt.engine.features import head_outputs_on_cache, stage1_cache
-from openlt.engine.inference import write_inference
+from openlt.engine.inference import checkpoint_identity, write_inference
 from openlt.engine.checkpoint import load_checkpoint
 from openlt.engine.manifest import check_open_decision, verify_manifest
 from openlt.engine.run import Run
 from openlt.engine.runtime import (batch_score_for, collect_outputs, kept_for, make_loader, resolve_device,
                                    score_fit_args, to_device)
+from openlt.errors import ConfigError
 from openlt.io import write_json
 from openlt.metrics import (ShotBands, auroc_per_band, band_confusion, ece_by_band, open_set_f_measure,
                             open_set_metrics, per_class_accuracy, shot_accuracy, sparse_confusion, top_confusions)
@@ -197,11 +199,31 @@ def eval_setup(run: Run, overrides: list[str] | None = None) -> tuple[Config, Op
     return eval_config(run.config(), overrides)
 
 
+# what an evaluation may change besides eval.*: where the run's data is now (the split manifest still checks that it
+# is the same data), how it is loaded, and where / in which precision the network runs. Everything else (the model,
+# its training, the split names) describes the trained run: an override of it would be silently meaningless.
+EVAL_KEYS = ("data.root", "data.open_root", "data.split_dir", "data.class_names", "data.workers", "data.pin_memory",
+             "train.device", "train.amp", "train.channels_last")
+
+
+def check_eval_overrides(overrides: list[str]) -> None:
+    """Refuse an override outside what evaluation uses: ``eval`` / ``eval.*`` and :data:`EVAL_KEYS`. ConfigError,
+    one line naming the key. (A malformed item is left to the config's own check.)"""
+    for item in overrides:
+        key = item.split("=", 1)[0].strip()
+        if "=" in item and key != "eval" and not key.startswith("eval.") and key not in EVAL_KEYS:
+            raise ConfigError(f"{key} is not an evaluation setting: an evaluation may override eval.* and "
+                              f"{', '.join(EVAL_KEYS)}; the rest describes the trained run (train a new run to change "
+                              f"it)")
+
+
 def eval_config(cfg: Config, overrides: list[str] | None = None) -> tuple[Config, OpenSetScore]:
     """A run's config `cfg` with evaluation `overrides` ("key=value" strings) applied, and its (unfitted)
     `eval.open_score`: what `openlt eval` and a bench's `eval_of` method check before any work. ConfigError for a
-    bad key or value, an unknown score or score option, a bad `eval.open_threshold` / `eval.keep_known`."""
+    key evaluation does not use (:func:`check_eval_overrides`), a bad key or value, an unknown score or score
+    option, a bad `eval.open_threshold` / `eval.keep_known`."""
     if overrides:
+        check_eval_overrides(overrides)
         cfg = build_config(base=to_dict(cfg), overrides=overrides)
     scorer = build_score(cfg.eval.open_score, cfg.eval)
     check_rejection_config(cfg.eval)
@@ -209,52 +231,63 @@ def eval_config(cfg: Config, overrides: list[str] | None = None) -> tuple[Config
 
 
 def evaluate_run(run: Run, checkpoint: str = "best", overrides: list[str] | None = None,
-                 quiet: bool = False, device: str | None = None, tag: str | None = None) -> dict:
+                 quiet: bool = False, device: str | None = None, tag: str | None = None, write: bool = True) -> dict:
     """Evaluate a run's checkpoint on val / test / open; write metrics.json, calibration.json, the per-sample
-    predictions.npz, the sparse confusion.npz and report.md / report.html. A score that learns from training
-    data (OpenMax) is first fitted on the train split's outputs (eval transform) and saved as
-    open-score.safetensors.
+    predictions.npz, the sparse confusion.npz and report.md / report.html, and return the metrics dict. A score
+    that learns from training data (OpenMax) is first fitted on the train split's outputs (eval transform) and
+    saved as open-score.safetensors. A threshold chosen on validation and a fitted score record the checkpoint
+    (name and sha256, ``fitted_on``) they belong to: predict and export use them only with those weights.
 
     One split's outputs are held at a time: each is reduced to its per-image record (:func:`split_record`) before
     the next is computed (every logit is kept only with `eval.save_logits`).
-    `overrides`: "key=value" strings applied to the run's config for this evaluation only; they are checked
-    (`eval_setup`) before the model is loaded, and 'auto' without a validation split before any inference.
+    `overrides`: "key=value" strings of evaluation settings (:func:`check_eval_overrides`) applied to the run's
+    config for this evaluation only; they are checked (`eval_setup`) before the model is loaded, and 'auto'
+    without a validation split before any inference.
     With a `tag` (e.g. another open-set score), the results go to metrics-TAG.json, predictions-TAG.npz,
     confusion-TAG.npz, report-TAG.md / .html (open-score-TAG.safetensors) and the run's own metrics and
-    calibration stay as they were."""
+    calibration stay as they were. With `write` False nothing is written: the metrics are only returned."""
     cfg, scorer = eval_setup(run, overrides)
-    dev = distributed.setup(resolve_device(device or cfg.train.device))  # under torchrun: shard, gather, rank 0 writes
+    dev = distributed.setup(resolve_device(device or cfg.train.device, "--device" if device else "train.device"))
     data = prepare_data(cfg, default_split_dir=run.splits_dir)
     verify_manifest(run, data, "eval")  # the split files and classes the run was trained on, before any work
     check_open_decision(cfg.eval, data)
     model, state = _load_model(run, checkpoint, dev, cfg, data)
+    using = checkpoint_identity(run, checkpoint)  # the weights the fitted score and a chosen threshold belong to
     fit_args = score_fit_args(scorer, model)  # ViM / ReAct: the linear head (refused for another, before any work)
     outputs_of = _split_outputs(cfg, model, data, dev, quiet, scorer)
     if scorer.requires_fit:
         scorer.fit(outputs_of("train"), **fit_args)  # the training outputs are let go once the score is fitted
-        if distributed.is_main():
-            save_score(run.open_score_path(tag), scorer)
+        if distributed.is_main() and write:
+            save_score(run.open_score_path(tag), scorer, fitted_on=using)
     records = {split: split_record(outputs_of(split), scorer, cfg.eval.save_logits)
                for split in ("val", "test", "open") if split == "test" or data.has(split)}
     rejector = run_decision(cfg, records, scorer)
+    if rejector is not None and rejector.calibrated:  # chosen on these weights' validation scores
+        rejector = dataclasses.replace(rejector, fitted_on=using)
     metrics = compute_metrics(cfg, records, data.train_counts, data.class_names, scorer, rejector)
     metrics["confusion"]["file"] = run.confusion_path(tag).name
     metrics = {"run": str(run.path), "checkpoint": checkpoint, "epoch": state.get("epoch"), **metrics,
                "split_files": {split: data.manifest["files"][split]["sha256"] for split in data.entries},
                **run_context(run, data, dev)}
-    if distributed.is_main():
-        if tag is None and rejector is not None:
-            rejector.save(run.calibration_file)
-        if not run.inference_file.is_file():  # a run of an older openlt: described now, predict needs no data
-            write_inference(run, data)
-        write_json(run.metrics_path(tag), metrics)
-        save_confusion(run.confusion_path(tag), sparse_confusion(records["test"]["preds"], records["test"]["labels"],
-                                                                 data.num_classes))
-        samples = sample_table(records)
-        save_samples(run.predictions_path(tag), samples)
-        write_reports(run, metrics, samples, tag, ShotBands.from_config(cfg.eval))
+    if distributed.is_main() and write:
+        _write_results(run, tag, cfg, data, metrics, records, rejector)
     distributed.barrier()
     return metrics
+
+
+def _write_results(run: Run, tag: str | None, cfg: Config, data: DataBundle, metrics: dict, records: dict,
+                   rejector: Rejector | None) -> None:
+    """The files of an evaluation (see :func:`evaluate_run`); calibration.json only for the run's own (untagged)."""
+    if tag is None and rejector is not None:
+        rejector.save(run.calibration_file)
+    if not run.inference_file.is_file():  # a run of an older openlt: described now, predict needs no data
+        write_inference(run, data)
+    write_json(run.metrics_path(tag), metrics)
+    save_confusion(run.confusion_path(tag), sparse_confusion(records["test"]["preds"], records["test"]["labels"],
+                                                             data.num_classes))
+    samples = sample_table(records)
+    save_samples(run.predictions_path(tag), samples)
+    write_reports(run, metrics, samples, tag, ShotBands.from_config(cfg.eval))
 
 
 def run_context(run: Run, data: DataBundle, device: torch.device) -> dict:

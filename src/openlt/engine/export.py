@@ -12,7 +12,9 @@ output), outputs ``logits`` (B, K), ``feature`` (B, D) and, for OLTR's meta-embe
 
 from __future__ import annotations
 
+import os
 import shutil
+import tempfile
 import warnings
 from importlib import metadata
 from pathlib import Path
@@ -22,7 +24,8 @@ from safetensors.torch import save_file
 from torch import nn
 
 from openlt.config import to_dict
-from openlt.engine.inference import InferenceSpec, build_run_model, inference_spec, saved_score
+from openlt.engine.inference import (InferenceSpec, build_run_model, checkpoint_identity, inference_spec,
+                                    saved_decision, saved_score)
 from openlt.engine.run import Run
 from openlt.errors import ConfigError, OpenLTError, WriteError
 from openlt.io import atomic_path, write_json
@@ -111,20 +114,54 @@ def _onnx(net: ExportNet, batch: torch.Tensor, path: Path) -> dict:
     return {"checked_with": f"onnxruntime {onnxruntime.__version__}", "max_abs_diff": _max_differences(want, got, names)}
 
 
-def _prepare_out(out: Path, force: bool) -> None:
-    """OUT must be new or empty; with `force` a previous bundle's files there are replaced."""
+def _bundle_problem(out: Path, force: bool) -> str | None:
+    """Why OUT cannot take the bundle, or None: it must be new, an empty folder, or (with `force`) a folder that
+    holds nothing but a previous bundle's files (:data:`FILES`), so that --force never deletes anything else."""
     if out.exists() and not out.is_dir():
-        raise ConfigError(f"export folder {out} is a file")
-    if out.is_dir() and any(out.iterdir()) and not force:
-        raise ConfigError(f"export folder {out} is not empty; pass --force to replace the bundle there")
+        return f"export folder {out} is a file"
+    if not out.is_dir() or not any(out.iterdir()):
+        return None
+    if not force:
+        return f"export folder {out} is not empty; pass --force to replace the bundle there"
+    others = sorted(p.name for p in out.iterdir() if p.name not in FILES.values() or not p.is_file())
+    if others:
+        return (f"export folder {out} holds other files than an openlt bundle ({', '.join(others[:3])}"
+                f"{', ...' if len(others) > 3 else ''}); --force replaces a bundle only: choose another folder")
+    return None
+
+
+def _staging(out: Path) -> Path:
+    """A new empty hidden folder beside OUT (``.NAME.XXXX.tmp``) that the bundle is written into."""
     try:
-        out.mkdir(parents=True, exist_ok=True)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        return Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
     except OSError as exc:
         raise WriteError(f"cannot create the export folder {out}: {exc.strerror or exc}") from None
 
 
-def _decision(run: Run) -> Rejector | None:
-    return Rejector.load(run.calibration_file) if run.calibration_file.is_file() else None
+def _publish(stage: Path, out: Path) -> None:
+    """Put the complete bundle `stage` at OUT: renamed into place, the previous bundle (if any) moved aside first
+    and removed after, so that OUT holds exactly the new bundle's files (never a mix of two bundles)."""
+    old = None
+    try:
+        if out.is_dir():
+            old = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".old", dir=out.parent))
+            out.rename(old / "bundle")
+        stage.rename(out)
+    except OSError as exc:
+        if old is not None and not out.exists():
+            (old / "bundle").rename(out)  # put the previous bundle back
+        raise WriteError(f"cannot write the export folder {out}: {exc.strerror or exc}") from None
+    finally:
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+    os.chmod(out, 0o777 & ~_umask())  # mkdtemp made it private; a bundle is shared like any folder
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def _description(run: Run, cfg, spec: InferenceSpec, state: dict, checkpoint: str, names: tuple[str, ...],
@@ -132,7 +169,8 @@ def _description(run: Run, cfg, spec: InferenceSpec, state: dict, checkpoint: st
     """The content of openlt.json, without the files and checks (added by :func:`export_run`)."""
     return {
         "format": FORMAT, "openlt_version": _version(),
-        "source": {"run": str(run.path), "checkpoint": checkpoint, "epoch": state.get("epoch")},
+        "source": {"run": str(run.path), "checkpoint": checkpoint, "sha256": state.get("sha256"),
+                   "epoch": state.get("epoch")},
         "classes": list(spec.classes), "open_classes": list(spec.open_classes),
         "input": {"name": "images", "shape": [None, spec.in_chans, spec.image_size, spec.image_size],
                   "dtype": "float32", "layout": "NCHW", "mode": spec.mode},
@@ -143,39 +181,47 @@ def _description(run: Run, cfg, spec: InferenceSpec, state: dict, checkpoint: st
                   "in_chans": spec.in_chans, "image_size": spec.image_size},
         "open_score": {"name": scorer.name, "options": scorer.options(), "higher_is_known": True,
                        "state_file": FILES["open_score"] if scorer.requires_fit else None},
+        # None: the run's evaluation rejects nothing (a closed-set run without validation)
         "threshold": None if rejector is None else {"value": rejector.threshold, "source": rejector.source,
                                                     "rule": "rejected (unknown) when open_score < value"},
     }
 
 
 def export_run(run: Run, out: str | Path, fmt: str = "safetensors", checkpoint: str = "best",
-               force: bool = False) -> dict:
+               force: bool = False, threshold: float | None = None) -> dict:
     """Write the bundle of `run`'s `checkpoint` into the folder `out` (see the module docstring); `fmt`
-    safetensors (weights and description only) | torchscript | onnx. Returns the description written to
-    openlt.json (its "files" name what OUT holds, "checks" the exported network's largest differences from
-    the PyTorch model). ConfigError for an unknown format or a non-empty OUT without `force`; RunDirError /
-    NotFittedError for what the run lacks; OpenLTError when the exported network's outputs differ from the
-    model's (nothing is kept then)."""
+    safetensors (weights and description only) | torchscript | onnx; `threshold` a fixed rejection threshold
+    instead of the run's calibration.json. The bundle is written into a hidden sibling folder and renamed into
+    place when complete: OUT then holds exactly its files (with `force`, a previous bundle is replaced whole).
+    Returns the description written to openlt.json (its "files" name what OUT holds, "checks" the exported
+    network's largest differences from the PyTorch model).
+
+    ConfigError for an unknown format, a non-empty OUT without `force`, or an OUT holding other files than a
+    bundle; RunDirError / NotFittedError for what the run lacks: a run never evaluated without `threshold` (as
+    `openlt predict`), a calibration or fitted score of another checkpoint; OpenLTError when the exported
+    network's outputs differ from the model's (nothing is kept then)."""
     if fmt not in FORMATS:
         raise ConfigError(f"unknown export format {fmt!r}; known: {', '.join(FORMATS)}")
+    out = Path(out)
+    problem = _bundle_problem(out, force)
+    if problem:
+        raise ConfigError(problem)
     cfg = run.config()
+    using = checkpoint_identity(run, checkpoint)
+    rejector = saved_decision(run, cfg, using, threshold)
+    scorer = saved_score(run, cfg.eval.open_score if rejector is None else rejector.score, cfg, using)
     spec = inference_spec(run, cfg)
-    rejector = _decision(run)
-    scorer = saved_score(run, cfg.eval.open_score if rejector is None else rejector.score, cfg)
     cfg.train.channels_last = False  # the exported graph takes plain contiguous NCHW
     model, state = build_run_model(run, cfg, spec, checkpoint, torch.device("cpu"))
     names = output_names(model, spec)
-    out = Path(out)
-    existed = out.exists()
-    _prepare_out(out, force)
+    stage = _staging(out)
     try:
-        description = _description(run, cfg, spec, state, checkpoint, names, scorer, rejector)
-        description["files"], description["checks"] = _write_files(out, model, names, spec, scorer, fmt)
-        write_json(out / FILES["description"], description)
-    except BaseException:
-        if not existed:  # a folder this export made is removed again; a replaced bundle's folder stays
-            shutil.rmtree(out, ignore_errors=True)
-        raise
+        description = _description(run, cfg, spec, {**state, **using}, checkpoint, names, scorer, rejector)
+        description["files"], description["checks"] = _write_files(stage, model, names, spec, scorer, fmt)
+        write_json(stage / FILES["description"], description)
+        _publish(stage, out)
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)  # gone already once published
     return description
 
 

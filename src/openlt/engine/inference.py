@@ -6,7 +6,14 @@
 * ``checkpoints/best.safetensors``: the weights (OLTR's centroids are weights of the meta-embedding head);
 * ``calibration.json``: the open-set decision (:class:`~openlt.openset.Rejector`: score, threshold and how it was
   chosen), written by evaluation;
-* ``open-score.safetensors``: a fitted open-set score's state (OpenMax's Weibull fits), written by evaluation.
+* ``open-score.safetensors``: a fitted open-set score's state (OpenMax's Weibull fits), written by evaluation;
+* ``split_manifest.json``: only to tell, for a run never evaluated, whether it needs a threshold at all.
+
+A threshold chosen on validation and a fitted score belong to the weights they were computed with: both record
+the checkpoint's name and sha256 (``fitted_on``), and :func:`saved_decision` / :func:`saved_score` refuse them for a
+checkpoint of another sha256 (``--checkpoint last`` after evaluating best, or best after training went on), naming
+the `openlt eval` command that fits them for it. A run never evaluated is refused too, unless a threshold is given
+or its evaluation would reject nothing (no open and no validation split): prediction never calibrates by itself.
 
 No split file, image folder or data set is opened. A run trained before inference.json existed is described
 from its data once (:func:`inference_spec` falls back to ``prepare_data``).
@@ -16,6 +23,7 @@ from __future__ import annotations
 
 import copy
 import json
+import logging
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,14 +34,16 @@ from openlt.config import Config
 from openlt.data.build import DataBundle, prepare_data
 from openlt.data.transforms import FAMILIES, eval_transform, eval_transform_spec, normalisation
 from openlt.engine.checkpoint import load_checkpoint
+from openlt.engine.manifest import read_run_manifest
 from openlt.engine.run import Run
 from openlt.engine.runtime import to_device
 from openlt.errors import NotFittedError, RunDirError
-from openlt.io import write_json
+from openlt.io import sha256_file, write_json
 from openlt.models.model import OpenLTModel, build_model
-from openlt.openset import OpenSetScore, build_score, load_score
+from openlt.openset import OpenSetScore, Rejector, build_score, load_score, parse_threshold, score_fitted_on
 
 FORMAT = "openlt-inference/1"
+_LOG = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -174,14 +184,91 @@ def build_run_model(run: Run, cfg: Config, spec: InferenceSpec, checkpoint: str 
     return model.eval(), state
 
 
-def saved_score(run: Run, name: str, cfg: Config) -> OpenSetScore:
+def checkpoint_identity(run: Run, checkpoint: str) -> dict:
+    """``{"checkpoint": name, "sha256": hex}`` of the run's checkpoints/CHECKPOINT.safetensors: what a calibration
+    or a fitted score records as the weights it was computed with. RunDirError when the file is missing."""
+    path = run.checkpoint(checkpoint)
+    if not path.is_file():
+        raise RunDirError(f"checkpoint not found: {path}")
+    return {"checkpoint": checkpoint, "sha256": sha256_file(path)}
+
+
+def eval_command(run: Run, checkpoint: str) -> str:
+    """The `openlt eval` command line that evaluates (and fits the decision of) `checkpoint`."""
+    return f"`openlt eval {run.path}" + ("`" if checkpoint == "best" else f" --checkpoint {checkpoint}`")
+
+
+def check_fitted_on(run: Run, file: Path, fitted_on: dict | None, using: dict) -> None:
+    """Refuse `file` (calibration.json, open-score.safetensors) when it was fitted on another checkpoint than
+    `using` (:func:`checkpoint_identity`): RunDirError naming both and the `openlt eval` command that refits it.
+    A file that records none (an older openlt's) is used with a warning."""
+    if fitted_on is None:
+        _LOG.warning("%s does not record the checkpoint it was fitted on (written by an older openlt); it is used "
+                     "for checkpoints/%s.safetensors as it is; %s records it", file, using["checkpoint"],
+                     eval_command(run, using["checkpoint"]))
+        return
+    if fitted_on["sha256"] == using["sha256"]:
+        return
+    then, now = fitted_on["sha256"][:12], using["sha256"][:12]
+    ckpt = f"checkpoints/{using['checkpoint']}.safetensors"
+    what = (f"{ckpt} changed since {file.name} was fitted on it (sha256 {then} then, {now} now)"
+            if fitted_on["checkpoint"] == using["checkpoint"] else
+            f"{file.name} was fitted on checkpoints/{fitted_on['checkpoint']}.safetensors (sha256 {then}), not on "
+            f"{ckpt} (sha256 {now})")
+    raise RunDirError(f"{run.path}: {what}; fit it for {ckpt} with {eval_command(run, using['checkpoint'])}")
+
+
+def needs_decision(run: Run) -> bool:
+    """Whether the run's evaluation chooses a rejection threshold under eval.open_threshold=auto: unless its split
+    manifest records neither an open nor a validation split (a closed-set run without validation rejects
+    nothing). A run without a readable manifest is taken to need one."""
+    if not run.manifest_file.is_file():
+        return True
+    files = read_run_manifest(run)["files"]
+    return "open" in files or "val" in files
+
+
+def saved_decision(run: Run, cfg: Config, using: dict, threshold: float | None = None,
+                 option: str = "--threshold") -> Rejector | None:
+    """The open-set decision to apply with the checkpoint `using` (:func:`checkpoint_identity`), without data:
+
+    * `threshold` given: that fixed threshold on calibration.json's score (or `eval.open_score`);
+    * else the run's calibration.json, when it was fitted on `using` (else RunDirError: :func:`check_fitted_on`);
+    * else a number in `eval.open_threshold` (fixed, as evaluation would apply it);
+    * else None when the run's evaluation would reject nothing (:func:`needs_decision`);
+    * else RunDirError: the run was never evaluated; the message names `openlt eval` and `option`.
+
+    ConfigError for a threshold that is not a finite number, RunDirError for a malformed calibration.json."""
+    saved = Rejector.load(run.calibration_file) if run.calibration_file.is_file() else None
+    if threshold is not None:
+        return Rejector.fixed(cfg.eval.open_score if saved is None else saved.score, threshold,
+                              f"fixed ({option})")
+    if saved is not None:
+        if saved.calibrated:
+            check_fitted_on(run, run.calibration_file, saved.fitted_on, using)
+        return saved
+    fixed = parse_threshold(cfg.eval.open_threshold)
+    if fixed is not None:
+        return Rejector.fixed(cfg.eval.open_score, fixed)
+    if not needs_decision(run):
+        return None
+    given = f"{option} T" if option.startswith("--") else f"{option}=T"
+    raise RunDirError(f"{run.path} has no {run.calibration_file.name}: it was never evaluated, so no rejection "
+                      f"threshold was chosen; choose it on validation with {eval_command(run, using['checkpoint'])}, "
+                      f"or give a fixed one ({given})")
+
+
+def saved_score(run: Run, name: str, cfg: Config, using: dict | None = None) -> OpenSetScore:
     """The open-set score `name` of a run: built from the config (`eval` options), or for a fitted one (OpenMax)
-    read from the open-score.safetensors its evaluation saved (NotFittedError when there is none)."""
+    read from the open-score.safetensors its evaluation saved (NotFittedError when there is none). With `using`
+    (:func:`checkpoint_identity`), a fitted score of another checkpoint is a RunDirError (:func:`check_fitted_on`)."""
     scorer = build_score(name, cfg.eval)
     if scorer.requires_fit:
         path = run.open_score_path()
         if not path.is_file():
             raise NotFittedError(f"open-set score {name!r} is fitted on the training split, and {path} is missing: "
                                  f"evaluate the run with `openlt eval {run.path} eval.open_score={name}` first")
+        if using is not None:
+            check_fitted_on(run, path, score_fitted_on(path), using)
         scorer = load_score(path)
     return scorer

@@ -1,6 +1,7 @@
 """Prediction on images with a trained run, from its directory alone (engine/inference.py says which files):
 label, softmax confidence, top-k classes, the open-set score, and "unknown" when the run's open-set decision
-(its :class:`~openlt.openset.Rejector`) rejects the image.
+(its :class:`~openlt.openset.Rejector`) rejects the image. The decision is the one the run's evaluation chose for
+this checkpoint, or a fixed threshold: prediction never chooses one itself (engine/inference.py `saved_decision`).
 
 :class:`Predictor` is the loaded run; :func:`expand_inputs` turns files, folders (recursively, image files only)
 and glob patterns into image paths; :func:`predict_files` labels them batch by batch, an unreadable image
@@ -20,62 +21,29 @@ from pathlib import Path
 import torch
 
 from openlt.config import Config
-from openlt.data.build import prepare_data
 from openlt.data.datasets import IMAGE_EXTENSIONS, convert_image, open_image
-from openlt.engine.inference import InferenceSpec, build_run_model, inference_spec, saved_score
+from openlt.engine.inference import (InferenceSpec, build_run_model, checkpoint_identity, inference_spec,
+                                    saved_decision, saved_score)
 from openlt.engine.precision import autocast, inference_amp
 from openlt.engine.run import Run
-from openlt.engine.runtime import (KEPT_OUTPUTS, batch_score_for, batch_to, collect_outputs, kept_for, make_loader,
-                                   resolve_device)
+from openlt.engine.runtime import KEPT_OUTPUTS, batch_to, resolve_device
 from openlt.errors import ConfigError, DataError
 from openlt.io import write_text
 from openlt.models.model import OpenLTModel
-from openlt.openset import OpenSetScore, Rejector, parse_threshold
+from openlt.openset import OpenSetScore, Rejector
 from openlt.openset.base import MODEL_SCORE
 
 COLUMNS = ("path", "label", "class_name", "confidence", "open_score", "rejected", "topk", "top_class", "score",
            "threshold", "error")
 OUTPUT_FORMATS = (".csv", ".jsonl")
-
-
-def saved_rejector(run: Run, cfg: Config, threshold: float | None = None) -> Rejector | None:
-    """The decision predict applies, read without the model: with `threshold`, that fixed threshold on the score
-    the run was evaluated with (calibration.json's, or `eval.open_score` when there is none); without, the
-    run's calibration.json, or None when the run has not been evaluated. A threshold that is not a finite
-    number is a ConfigError, a malformed calibration.json a RunDirError naming it."""
-    saved = Rejector.load(run.calibration_file) if run.calibration_file.is_file() else None
-    if threshold is None:
-        return saved
-    return Rejector.fixed(cfg.eval.open_score if saved is None else saved.score, threshold, "fixed (--threshold)")
-
-
-def calibrate_now(run: Run, cfg: Config, model: OpenLTModel, dev: torch.device, amp: str) -> Rejector | None:
-    """A run not evaluated yet: choose its decision as `openlt eval` would (on the validation outputs, computed
-    in the run's inference precision `amp`) and save it as calibration.json. This alone reads the run's data
-    (its split files). None for a closed-set run without validation images under eval.open_threshold=auto
-    (nothing is rejected, as its evaluation decides)."""
-    data = prepare_data(cfg, default_split_dir=run.splits_dir)
-    auto = parse_threshold(cfg.eval.open_threshold) is None
-    if auto and not data.has("val") and not data.has("open"):
-        return None
-    scorer = saved_score(run, cfg.eval.open_score, cfg)
-    val = None
-    if auto and data.has("val"):  # a fixed threshold needs no outputs
-        loader = make_loader(data.dataset("val"), cfg.eval.batch_size, cfg.data.workers, dev)
-        val = collect_outputs(model, loader, dev, "val", True, cfg.train.channels_last, amp, kept_for(scorer),
-                              batch_score_for(scorer, data))
-    rejector = Rejector.from_config(cfg.eval, scorer, val)
-    rejector.save(run.calibration_file)
-    return rejector
+NON_FINITE = "the network's outputs for this image are not finite (NaN or infinite values in the input?)"
 
 
 @dataclass
 class Predictor:
     """A trained run loaded for prediction (:meth:`load`): its config, :class:`InferenceSpec` (classes,
-    transform), network in eval mode on `device`, inference precision `amp`, and open-set decision.
-
-    The decision is the run's calibration.json (or a fixed threshold); for a run never evaluated it is chosen on
-    the validation split at the first batch that needs it (:func:`calibrate_now`) and saved."""
+    transform), network in eval mode on `device`, inference precision `amp`, the open-set decision (`rejector`:
+    None when nothing is rejected) and the score it thresholds (`scorer`)."""
 
     run: Run
     cfg: Config
@@ -83,36 +51,38 @@ class Predictor:
     model: OpenLTModel
     device: torch.device
     amp: str
-    rejector: Rejector | None = None
-    scorer: OpenSetScore | None = None
-    decided: bool = False
+    rejector: Rejector | None
+    scorer: OpenSetScore
+    checkpoint: str = "best"
     transform: object = field(default=None, repr=False)
 
     @classmethod
     def load(cls, run: Run, checkpoint: str = "best", threshold: float | None = None,
-             device: str | None = None) -> "Predictor":
+             device: str | None = None, options: tuple[str, str] = ("--threshold", "--device")) -> "Predictor":
         """Load `run`'s `checkpoint` (best | last) on `device` (None: CUDA when available, else CPU); `threshold`:
         a fixed rejection threshold instead of calibration.json. Reads config.yaml, inference.json, the
         checkpoint and calibration.json / open-score.safetensors; no data (a run without inference.json, from an
-        older openlt, is described from its data once). ConfigError / RunDirError / NotFittedError naming what
-        is wrong, before any image is read."""
+        older openlt, is described from its data once). `options` name the threshold and device in messages.
+
+        The decision is :func:`~openlt.engine.inference.saved_decision`: a run never evaluated, or whose
+        calibration or fitted score belongs to another checkpoint, is a RunDirError naming the `openlt eval`
+        command to run (or the threshold option). ConfigError / RunDirError / NotFittedError naming what is
+        wrong, before any image is read."""
         cfg = run.config()
-        rejector = saved_rejector(run, cfg, threshold)  # a bad threshold or calibration file fails before any work
-        scorer = None if rejector is None else saved_score(run, rejector.score, cfg)  # OpenMax: its saved fit
-        dev = resolve_device(device or "auto")
+        using = checkpoint_identity(run, checkpoint)
+        rejector = saved_decision(run, cfg, using, threshold, options[0])  # before any work
+        scorer = saved_score(run, cfg.eval.open_score if rejector is None else rejector.score, cfg, using)
+        dev = resolve_device(device or "auto", options[1])
         spec = inference_spec(run, cfg)
         model, _ = build_run_model(run, cfg, spec, checkpoint, dev)
-        return cls(run, cfg, spec, model, dev, inference_amp(cfg.train.amp, dev), rejector, scorer,
-                   decided=rejector is not None, transform=spec.image_transform())
+        return cls(run, cfg, spec, model, dev, inference_amp(cfg.train.amp, dev), rejector, scorer, checkpoint,
+                   transform=spec.image_transform())
 
-    def decision(self) -> tuple[Rejector | None, OpenSetScore]:
-        """(the open-set decision or None when nothing is rejected, the score it thresholds), chosen now when
-        the run has none yet (see the class docstring)."""
-        if not self.decided:
-            self.rejector = calibrate_now(self.run, self.cfg, self.model, self.device, self.amp)
-            name = self.cfg.eval.open_score if self.rejector is None else self.rejector.score
-            self.scorer, self.decided = saved_score(self.run, name, self.cfg), True
-        return self.rejector, self.scorer
+    def check_topk(self, topk: int, option: str = "--topk") -> None:
+        """ConfigError naming `option` unless 1 <= `topk` <= K (the run's known classes)."""
+        k = self.spec.num_classes
+        if isinstance(topk, bool) or not isinstance(topk, int) or not 1 <= topk <= k:
+            raise ConfigError(f"{option} must be an integer from 1 to {k} (the run's known classes), got {topk!r}")
 
     def preprocess(self, pictures: list) -> torch.Tensor:
         """PIL images (any mode: converted to the run's) -> the (B, C, H, W) float32 batch the network takes."""
@@ -127,26 +97,30 @@ class Predictor:
         return {k: v.float().cpu() for k, v in raw.items() if k in KEPT_OUTPUTS + ("feature",)}
 
     def label(self, batch: torch.Tensor, topk: int = 1) -> list[dict]:
-        """A preprocessed batch (B, C, H, W) -> B records (see :func:`predict_files`, without path and error)."""
+        """A preprocessed batch (B, C, H, W) -> B records (see :func:`predict_files`, without path), `topk` in
+        1..K (:meth:`check_topk`). An image whose logits are not finite (a NaN or infinite value in a tensor given
+        as input) gets a record with every field None and its ``error``: no label is made up for it."""
+        self.check_topk(topk, "topk")
         out = self.outputs(batch)
-        rejector, scorer = self.decision()
+        rejector, scorer = self.rejector, self.scorer
         if scorer.needs_model:  # ODIN: the score of the perturbed images, through the network
             images = batch_to(batch.float(), self.device, self.cfg.train.channels_last)
             out[MODEL_SCORE] = scorer.score_images(lambda x: self.model(x)["logits"], images, self.spec.transform["std"])
+        finite = torch.isfinite(out["logits"]).all(dim=1).tolist()
         probs = torch.softmax(out["logits"], dim=1)
         confidence, top = probs.max(dim=1)
         open_score = scorer.score(out)
         decided = top.numpy() if rejector is None else rejector.decide(top.numpy(), open_score.numpy())
-        k = max(1, min(topk, self.spec.num_classes))
-        best_p, best_c = probs.topk(k, dim=1)
+        best_p, best_c = probs.topk(topk, dim=1)
         names = self.spec.classes
         return [{"label": int(c), "class_name": names[c] if c >= 0 else "unknown", "confidence": prob,
                  "open_score": value, "rejected": bool(c < 0),
                  "topk": [{"class_name": names[j], "probability": p} for j, p in zip(cs, ps)],
                  "top_class": names[t], "score": scorer.name if rejector is None else rejector.score,
-                 "threshold": None if rejector is None else rejector.threshold}
-                for c, t, prob, value, cs, ps in zip(decided.tolist(), top.tolist(), confidence.tolist(),
-                                                     open_score.tolist(), best_c.tolist(), best_p.tolist())]
+                 "threshold": None if rejector is None else rejector.threshold, "error": None} if ok else
+                {**{key: None for key in COLUMNS[1:-1]}, "error": NON_FINITE}
+                for ok, c, t, prob, value, cs, ps in zip(finite, decided.tolist(), top.tolist(), confidence.tolist(),
+                                                         open_score.tolist(), best_c.tolist(), best_p.tolist())]
 
 
 def _folder_images(folder: Path) -> list[Path]:
@@ -195,7 +169,9 @@ def predict_files(predictor: Predictor, inputs: Iterable[str], batch_size: int =
     open-set score (higher = more known); ``rejected`` (bool); ``topk`` the `topk` most probable classes as
     [{"class_name", "probability"}]; ``top_class`` the best guess even when rejected; ``score`` the score's
     name; ``threshold`` (None when nothing is rejected); ``error`` None. An entry that names no readable image
-    gives a record with its ``error`` (one line) and every other field None, and prediction goes on."""
+    gives a record with its ``error`` (one line) and every other field None, and prediction goes on. ConfigError,
+    before any image is read, for a `topk` outside 1..K."""
+    predictor.check_topk(topk)
     entries = expand_inputs(inputs)
     for start in range(0, len(entries), batch_size):
         chunk = entries[start : start + batch_size]
@@ -211,7 +187,7 @@ def predict_files(predictor: Predictor, inputs: Iterable[str], batch_size: int =
                 records[i] = _failure(path, str(exc))
         if pictures:
             for i, record in zip(slots, predictor.label(predictor.preprocess(pictures), topk)):
-                records[i] = {"path": chunk[i][0], **record, "error": None}
+                records[i] = {"path": chunk[i][0], **record}
         yield from records
 
 

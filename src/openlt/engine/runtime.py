@@ -24,14 +24,17 @@ from openlt.models.model import OpenLTModel, build_model
 from openlt.openset.base import MODEL_SCORE, OpenSetScore
 
 
-def resolve_device(name: str) -> torch.device:
+def resolve_device(name: str, option: str = "train.device") -> torch.device:
     """The torch device of ``train.device``: ``"auto"`` is CUDA when available, else the CPU; any other name as
-    given (``"cpu"``, ``"cuda:1"``, ...). Raises ConfigError for a CUDA device on a machine without CUDA.
+    given (``"cpu"``, ``"cuda:1"``, ...). Raises ConfigError for a CUDA device on a machine without CUDA, naming
+    `option`, where the name came from (``train.device``, ``--device``, ``device=``).
     """
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name.startswith("cuda") and not torch.cuda.is_available():
-        raise ConfigError(f"train.device={name!r} but no CUDA device is available; use train.device=cpu or auto")
+        given, fix = ((f"{option} {name}", f"{option} cpu") if option.startswith("--") else
+                      (f"{option}{'' if option.endswith('=') else '='}{name!r}", f"{option.rstrip('=')}=cpu"))
+        raise ConfigError(f"{given} but no CUDA device is available; use {fix} or auto")
     return torch.device(name)
 
 

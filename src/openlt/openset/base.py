@@ -21,6 +21,7 @@ self, and what a fit learns ends in ``_`` (OpenMax's ``means_``, ``shape_``, ...
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any, Callable, ClassVar, Mapping, Sequence
 
@@ -162,10 +163,13 @@ def features_of(outputs: Outputs | Any, name: str) -> torch.Tensor:
     return feature.float()
 
 
-def save_score(path: str | Path, scorer: OpenSetScore) -> None:
-    """A fitted score as one safetensors file (tensors + name and options as metadata); atomic."""
+def save_score(path: str | Path, scorer: OpenSetScore, fitted_on: dict | None = None) -> None:
+    """A fitted score as one safetensors file (tensors + name and options as metadata); atomic. `fitted_on`: the
+    checkpoint whose outputs it was fitted on, ``{"checkpoint": name, "sha256": hex}``, kept in the metadata
+    (:func:`score_fitted_on` reads it back)."""
     tensors = {k: v.detach().cpu().contiguous() for k, v in scorer.state_dict().items()}
-    meta = {"format": FORMAT, "name": scorer.name, "options": scorer.options()}
+    meta = {"format": FORMAT, "name": scorer.name, "options": scorer.options(),
+            **({} if fitted_on is None else {"fitted_on": dict(fitted_on)})}
     with atomic_path(path) as tmp:
         save_file(tensors, str(tmp), metadata={"openlt": json.dumps(meta)})
 
@@ -187,3 +191,26 @@ def load_score(path: str | Path) -> OpenSetScore:
         return SCORES.get(meta["name"])(**meta["options"]).load_state_dict(tensors)
     except (ConfigError, TypeError, KeyError) as exc:
         raise RunDirError(f"{path} holds a score this version cannot read ({exc})") from None
+
+
+def fitted_on_ok(value: Any) -> bool:
+    """Whether `value` is a checkpoint record ``{"checkpoint": non-empty str, "sha256": 64 lowercase hex digits}``
+    (what calibration.json and a fitted score's file say they were fitted on)."""
+    return (isinstance(value, dict) and set(value) == {"checkpoint", "sha256"} and isinstance(value["checkpoint"], str)
+            and bool(value["checkpoint"]) and isinstance(value["sha256"], str)
+            and re.fullmatch(r"[0-9a-f]{64}", value["sha256"]) is not None)
+
+
+def score_fitted_on(path: str | Path) -> dict | None:
+    """The checkpoint record a fitted score's file was saved with (``{"checkpoint", "sha256"}``: see
+    :func:`save_score`), or None for a file that records none (written by an older openlt). RunDirError naming the
+    file when it is not a fitted-score file or the record is malformed."""
+    try:
+        with safe_open(str(Path(path)), framework="pt", device="cpu") as fh:
+            meta = json.loads((fh.metadata() or {})["openlt"])
+    except (SafetensorError, OSError, ValueError, KeyError, RuntimeError) as exc:
+        raise RunDirError(f"{path} is not a fitted open-set score file ({exc})") from None
+    fitted_on = meta.get("fitted_on") if isinstance(meta, dict) else None
+    if fitted_on is not None and not fitted_on_ok(fitted_on):
+        raise RunDirError(f"{path} is not a fitted open-set score file (malformed fitted_on: {fitted_on!r})")
+    return fitted_on

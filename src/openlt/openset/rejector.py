@@ -8,14 +8,17 @@ rejected as unknown, prediction ``-1`` (the OLTR paper's open-set rule, Liu et a
 on the known *validation* images alone: the largest ``t`` that keeps ``eval.keep_known`` of them
 (:func:`openlt.metrics.threshold_at_tpr`). Neither open nor test data ever choose it.
 
-A run's decision is saved as ``calibration.json``: ``{"score": str, "threshold": float, "source": str}``.
+A run's decision is saved as ``calibration.json``: ``{"score": str, "threshold": float, "source": str}`` and, for a
+threshold chosen on validation, ``"fitted_on": {"checkpoint": "best" | "last", "sha256": str}``: the checkpoint whose
+validation scores chose it (a threshold chosen for one set of weights means nothing for another; the engine refuses
+to apply it to a checkpoint of another sha256).
 """
 
 from __future__ import annotations
 
 import json
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +28,7 @@ from openlt.errors import ConfigError, RunDirError
 from openlt.config import finite_number
 from openlt.io import write_json
 from openlt.metrics import reject, threshold_at_tpr
-from openlt.openset.base import OpenSetScore, Outputs
+from openlt.openset.base import OpenSetScore, Outputs, fitted_on_ok
 
 __all__ = ["AUTO", "Rejector", "check_rejection_config", "parse_threshold"]
 
@@ -66,11 +69,19 @@ class Rejector:
 
     Attributes: ``score`` the open-set score's registered name (``eval.open_score``, "higher = more known"),
     ``threshold`` the float threshold in that score's units, ``source`` a one-line account of where the
-    threshold came from (as reports print it)."""
+    threshold came from (as reports print it), ``fitted_on`` None or, for a threshold chosen on validation, the
+    checkpoint it was chosen with: ``{"checkpoint": name, "sha256": 64 hex digits}`` (set by the engine)."""
 
     score: str
     threshold: float
     source: str
+    fitted_on: dict | None = None
+
+    @property
+    def calibrated(self) -> bool:
+        """True when the threshold was chosen on a model's validation scores (it then belongs to those weights),
+        False for a fixed one."""
+        return not self.source.startswith("fixed")
 
     @classmethod
     def calibrate(cls, score_name: str, known_val_scores: Any, keep_known: float) -> "Rejector":
@@ -108,8 +119,10 @@ class Rejector:
         return reject(predictions, scores, self.threshold)
 
     def to_dict(self) -> dict:
-        """``{"score", "threshold", "source"}``: the content of calibration.json and of metrics' "calibration"."""
-        return asdict(self)
+        """``{"score", "threshold", "source"}`` (+ ``"fitted_on"`` when set): the content of calibration.json and of
+        metrics' "calibration"."""
+        out = {"score": self.score, "threshold": self.threshold, "source": self.source}
+        return out if self.fitted_on is None else {**out, "fitted_on": dict(self.fitted_on)}
 
     def save(self, path: str | Path) -> None:
         """Write calibration.json atomically (WriteError when it cannot be written)."""
@@ -128,6 +141,10 @@ class Rejector:
                 raise TypeError("score and source must be strings")
             if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not math.isfinite(threshold):
                 raise TypeError(f"threshold must be a finite number, got {threshold!r}")
-        except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError) as exc:
+            fitted_on = raw.get("fitted_on")
+            if fitted_on is not None and not fitted_on_ok(fitted_on):
+                raise TypeError(f'fitted_on must be {{"checkpoint": NAME, "sha256": 64 hex digits}}, got {fitted_on!r}')
+        except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError, AttributeError) as exc:
             raise RunDirError(f"{path} is not a calibration file ({type(exc).__name__}: {exc})") from None
-        return cls(score, float(threshold), source)
+        return cls(score, float(threshold), source, fitted_on)
+

@@ -18,6 +18,8 @@ so that no more than one split's logits are held at a time.
 
 from __future__ import annotations
 
+import zipfile
+import zlib
 from pathlib import Path
 from typing import Mapping
 
@@ -114,10 +116,13 @@ def load_samples(path: str | Path) -> dict[str, np.ndarray]:
     if not path.is_file():
         raise RunDirError(f"{path} not found: re-evaluate the run (`openlt eval RUN`) to save the per-sample results")
     try:
-        with np.load(path, allow_pickle=False) as data:
+        data = np.load(path, allow_pickle=False)
+        if not isinstance(data, np.lib.npyio.NpzFile):  # a lone .npy array under the name
+            raise ValueError("a single .npy array, not an .npz archive")
+        with data:
             table = {key: data[key] for key in data.files}
-    except (OSError, ValueError) as exc:
-        raise RunDirError(f"{path} is not a readable predictions file ({exc})") from None
+    except _READ_ERRORS as exc:
+        raise _damaged(path, "predictions file", exc) from None
     if str(table.pop("format", "")) != FORMAT or "test_labels" not in table:
         raise RunDirError(f"{path} is not an openlt predictions file ({FORMAT})")
     return table
@@ -138,5 +143,20 @@ def load_confusion(path: str | Path) -> scipy.sparse.csr_matrix:
         raise RunDirError(f"{path} not found: re-evaluate the run (`openlt eval RUN`) to save the confusion matrix")
     try:
         return scipy.sparse.csr_matrix(scipy.sparse.load_npz(path), dtype=np.int64)
-    except (OSError, ValueError, KeyError) as exc:
-        raise RunDirError(f"{path} is not a readable sparse confusion matrix ({exc})") from None
+    except _READ_ERRORS as exc:
+        raise _damaged(path, "sparse confusion matrix", exc) from None
+
+
+# what numpy / scipy raise for a damaged .npz: a cut or altered zip, an empty file, a lone .npy, pickled objects
+_READ_ERRORS = (OSError, ValueError, KeyError, EOFError, TypeError, zipfile.BadZipFile, zlib.error)
+
+
+def _damaged(path: Path, what: str, exc: BaseException) -> RunDirError:
+    """The one-line error for an unreadable .npz. numpy's own text for pickled data advises allow_pickle=True
+    ("if you trust the file"): openlt never writes Python objects, so such a file is damaged or foreign and is
+    never unpickled; its message says that instead."""
+    text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    if "pickle" in text.lower():
+        text = "not an archive of plain arrays: numpy takes it for pickled Python objects, which openlt never writes nor loads"
+    return RunDirError(f"{path} is damaged or not a {what} written by openlt ({text}); evaluate the run again "
+                       f"(`openlt eval RUN`) to rewrite it")
