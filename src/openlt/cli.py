@@ -245,14 +245,30 @@ def _bench(args: argparse.Namespace) -> int:
 
 def _summary(args: argparse.Namespace) -> int:
     from openlt.engine.run import Run
+    from openlt.errors import ConfigError
     from openlt.reporting.summary import load_metrics, summarize
 
+    if not args.label.strip():
+        raise ConfigError("--label must not be empty")
     groups: dict[str, list[dict]] = {}
+    names: dict[str, list[str]] = {}
+    files: dict[str, dict[Path, str]] = {}
     for run in args.runs:
         label, _, path = run.rpartition("=") if "=" in run else (args.label, "", run)
+        if not label.strip() or not path.strip():
+            raise ConfigError(f"{run!r}: give LABEL=RUN with a label and a run directory (or a metrics file)")
         file = Path(path) if path.endswith(".json") else Run(Path(path)).metrics_file  # a run or one of its metrics files
-        groups.setdefault(label or args.label, []).append(load_metrics(file))
-    print(summarize(groups))
+        metrics = load_metrics(file)
+        seen = files.setdefault(label, {})
+        where = file.resolve()  # a run directory's metrics files (metrics.json, metrics-TAG.json) are one run
+        where = where.parent if Run(where.parent).config_file.is_file() else where
+        if where in seen:
+            raise ConfigError(f"{seen[where]} and {path} are the same run ({where}) in the row {label!r}: a row "
+                              f"averages different runs (e.g. seeds); give each evaluation its own label (LABEL=RUN)")
+        seen[where] = path
+        groups.setdefault(label, []).append(metrics)
+        names.setdefault(label, []).append(path)
+    print(summarize(groups, names))
     return 0
 
 

@@ -35,6 +35,9 @@ def metrics(run: str, few: float | None = 0.2, auroc: float | None = 0.7) -> dic
         "open": {"f_measure": 0.5, "auroc": auroc, "fpr95": 0.4,
                  "bands_with_rejection": {"many": 0.8, "medium": 0.4, "few": 0.1}},
         "split_files": dict(SHA),
+        "open_score": {"name": "msp"},
+        "calibration": {"score": "msp", "threshold": 0.61, "source": "validation: keeps 90% of the known validation "
+                        "images"},
     }
 
 
@@ -76,6 +79,13 @@ INCOMPARABLE = {
     "test-split-changed": (_set(("split_files", "test"), "e" * 64), ("split files", "test: sha256 cccccccccccc vs eeeeeeeeeeee")),
     "train-split-changed": (_set(("split_files", "train"), "f" * 64), ("split files", "train: sha256")),
     "open-split-missing": (lambda m: m["split_files"].pop("open"), ("split files", "open: sha256 dddddddddddd vs none")),
+    "open-score-differs": (lambda m: m.update(open_score={"name": "energy"}, calibration={
+        **m["calibration"], "score": "energy", "threshold": 4.2}), ("open-set decisions", "'energy, threshold valid")),
+    "fixed-vs-calibrated": (_set(("calibration", "source"), "fixed (eval.open_threshold)"),
+                            ("open-set decisions", "'msp, threshold fixed at 0.61'")),
+    "keep-known-differs": (_set(("calibration", "source"), "validation: keeps 95% of the known validation images"),
+                           ("open-set decisions", "keeps 95%")),
+    "nothing-rejected": (lambda m: m.pop("calibration"), ("open-set decisions", "'msp, nothing rejected'")),
 }
 
 
@@ -91,13 +101,44 @@ def test_runs_evaluated_differently_are_not_averaged_into_one_row(name, tmp_path
     assert code == 0 and "| a | 1 |" in out and "| b | 1 |" in out, err
 
 
-def test_the_same_run_twice_and_older_files_without_split_hashes_share_a_row(tmp_path, capsys):
+def test_older_files_without_split_hashes_share_a_row_and_thresholds_chosen_on_validation_may_differ(tmp_path, capsys):
     a = write(tmp_path, "s0", metrics("s0"))
     old = metrics("s1")
-    del old["split_files"]  # an older metrics.json: compared on what it records
+    del old["split_files"], old["calibration"], old["open_score"]  # an older metrics.json: compared on what it records
     b = write(tmp_path, "s1", old)
-    code, out, err = cli([f"x={a}", f"x={a}", f"x={b}"], capsys)
+    other = metrics("s2")
+    other["calibration"]["threshold"] = 0.55  # chosen on another seed's validation images: a value of its own
+    c = write(tmp_path, "s2", other)
+    code, out, err = cli([f"x={a}", f"x={b}", f"x={c}"], capsys)
     assert code == 0 and "| x | 3 |" in out, err
+
+
+def test_the_same_run_twice_in_a_row_is_refused_naming_both(tmp_path, capsys):
+    """Given twice, as its directory and its metrics.json, two evaluations of it (metrics-TAG.json), or a copy of
+    it: one run is not two seeds."""
+    a = write(tmp_path, "s0", metrics("s0"))
+    (a.parent / "config.yaml").write_text("{}")  # a run directory
+    (a.parent / "metrics-again.json").write_text(a.read_text())
+    for given in ([a, a], [a.parent, a], [a, a.parent / "metrics-again.json"]):
+        code, out, err = cli([f"x={g}" for g in given], capsys)
+        assert code == 2 and out == "" and len(err.strip().splitlines()) == 1, err
+        assert err.strip() == (f"openlt summary: error: {given[0]} and {given[1]} are the same run ({a.parent}) in the "
+                               "row 'x': a row averages different runs (e.g. seeds); give each evaluation its own "
+                               "label (LABEL=RUN)")
+    copy = write(tmp_path, "copy", metrics("s0"))  # metrics.json of a copied run directory: the same "run"
+    code, out, err = cli([f"x={a}", f"x={copy.parent}"], capsys)
+    assert code == 2 and err.strip() == (f"openlt summary: error: cannot average {a} and {copy.parent} into one row "
+                                         "'x': both are evaluations of the run runs/s0 (a row averages different runs, "
+                                         "e.g. seeds); give each its own label (LABEL=RUN) or leave one out")
+    code, out, err = cli([f"x={a}", f"y={a}"], capsys)  # in rows of their own: fine
+    assert code == 0, err
+
+
+@pytest.mark.parametrize("args", [["=runs/x"], ["x="], ["--label", "", "runs/x"], ["--label", "  ", "runs/x"]])
+def test_an_empty_label_or_run_is_refused(args, tmp_path, capsys):
+    code, out, err = cli(args, capsys)
+    assert code == 2 and out == "" and len(err.strip().splitlines()) == 1
+    assert "--label must not be empty" in err or "give LABEL=RUN with a label and a run directory" in err
 
 
 # ---------------------------------------------------------------------------- cells fewer runs have than the row
@@ -159,7 +200,7 @@ def test_a_metrics_file_that_is_not_utf8_is_one_line(tmp_path, capsys):
 
 
 def test_the_tables_cover_every_kind():
-    assert len(INCOMPARABLE) >= 6 and len(MALFORMED) >= 10
+    assert len(INCOMPARABLE) >= 10 and len(MALFORMED) >= 10
 
 
 # ---------------------------------------------------------------------------- the bench report: the same rules

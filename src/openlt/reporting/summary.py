@@ -1,9 +1,11 @@
 """The summary table over several runs (e.g. seeds of one method): mean ± std of the band accuracies and the
 open-set metrics, per group of runs (`openlt summary`, and the tables of `openlt bench`).
 
-Runs are averaged into one row only when they were evaluated alike: the same shot-band rule, the same class
-list and the same split files (the sha256 each metrics.json records); otherwise :func:`aggregate` refuses,
-naming the runs and what differs. A cell that fewer runs have than its row (a metric missing or null in some
+Runs are averaged into one row only when they are different runs evaluated alike: the same shot-band rule, the
+same class list, the same split files (the sha256 each metrics.json records) and the same open-set decision (the
+score, and a threshold chosen the same way); otherwise :func:`aggregate` refuses, naming two runs and what
+differs. The same run twice in a row (given twice, a copy of it, or two evaluations of one model) is refused too:
+a row's spread is over seeds, not over re-evaluations. A cell that fewer runs have than its row (a metric missing or null in some
 metrics.json) says so: ``71.2 ± 0.3 (2/3)``."""
 
 from __future__ import annotations
@@ -85,9 +87,27 @@ def metrics_problem(metrics: Any) -> str | None:
     return None
 
 
-def _run_name(metrics: dict, i: int) -> str:
+def _run_name(metrics: dict, i: int, names: list[str] | None = None) -> str:
+    if names is not None:
+        return names[i]
     run = metrics.get("run")
     return Path(run).name if isinstance(run, str) and run else f"run {i + 1}"
+
+
+def open_decision(metrics: dict) -> str | None:
+    """The open-set decision an evaluation applied, in words: the score and how its threshold was set (``"msp,
+    threshold validation: keeps 90% of the known validation images"``, ``"energy, threshold fixed at 2.5"``,
+    ``"msp, nothing rejected"``); None for a metrics.json that records neither (not compared). Runs whose
+    decisions differ are not one method's seeds. The threshold's value is compared only when it was fixed: chosen
+    on validation, it differs from seed to seed by design."""
+    calibration = metrics.get("calibration")
+    score = _get(metrics, ("open_score", "name"))
+    if not isinstance(calibration, dict):
+        return None if score is None else f"{score}, nothing rejected"
+    score = calibration.get("score", score)
+    source = str(calibration.get("source", ""))
+    rule = f"fixed at {calibration.get('threshold')!r}" if source.startswith("fixed") else source
+    return f"{score}, threshold {rule}"
 
 
 def _differs(what: str, a: Any, b: Any) -> str:
@@ -106,13 +126,26 @@ def _differs(what: str, a: Any, b: Any) -> str:
 
 # what must be the same for runs to be averaged: (in words, how to read it from a metrics dict; None: not recorded)
 COMPARED = (("band rules", lambda m: _get(m, ("bands", "rule"))), ("class lists", lambda m: m.get("class_names")),
-            ("split files", lambda m: m.get("split_files")))
+            ("split files", lambda m: m.get("split_files")), ("open-set decisions", open_decision))
 
 
-def check_comparable(label: str, runs: list[dict]) -> None:
-    """Refuse to average `runs` (metrics dicts) into the row `label` when they were evaluated under different
-    band rules, class lists or split files; a run that does not record one of them (an older metrics.json) is
-    not compared on it. RunDirError naming two runs and what differs."""
+def check_comparable(label: str, runs: list[dict], names: list[str] | None = None) -> None:
+    """Refuse to average `runs` (metrics dicts) into the row `label` when two are evaluations of the same run
+    (their "run" is the same directory) or when they were evaluated under different band rules, class lists,
+    split files or open-set decisions (:func:`open_decision`); a run that does not record one of them (an older
+    metrics.json) is not compared on it. `names` (one per run, e.g. as the user gave them) name the two
+    evaluations of one run (default: the run directory's name). RunDirError naming two runs and what differs."""
+    seen_runs: dict[str, int] = {}
+    for i, m in enumerate(runs):
+        run = m.get("run")
+        if isinstance(run, str) and run:
+            if run in seen_runs:
+                first = seen_runs[run]
+                raise RunDirError(f"cannot average {_run_name(runs[first], first, names)} and "
+                                  f"{_run_name(m, i, names)} into one row {label!r}: both are evaluations of the run "
+                                  f"{run} (a row averages different runs, e.g. seeds); give each its own label "
+                                  f"(LABEL=RUN) or leave one out")
+            seen_runs[run] = i
     for what, read in COMPARED:
         seen = [(i, read(m)) for i, m in enumerate(runs) if read(m) is not None]
         for i, value in seen[1:]:
@@ -124,14 +157,14 @@ def check_comparable(label: str, runs: list[dict]) -> None:
                                   f"evaluate them alike")
 
 
-def aggregate(groups: dict[str, list[dict]]) -> list[dict]:
+def aggregate(groups: dict[str, list[dict]], names: dict[str, list[str]] | None = None) -> list[dict]:
     """Per group: {"label", "runs", "cells": {column: (mean, std, n) in display units, or None}, "under_trained"};
     ``n`` is the number of the group's runs that have the number, ``under_trained`` the number whose metrics.json
     carries the convergence warning (:mod:`openlt.reporting.convergence`). RunDirError when a group's runs are not
-    comparable (:func:`check_comparable`)."""
+    comparable (:func:`check_comparable`; `names`: label -> a name per run for its message)."""
     rows = []
     for label, runs in groups.items():
-        check_comparable(label, runs)
+        check_comparable(label, runs, None if names is None else names.get(label))
         cells = {}
         for name, path, scale in COLUMNS:
             values = [v for v in (_get(m, path) for m in runs) if v is not None]
@@ -170,11 +203,11 @@ def format_cell(cell: tuple[float, float, int] | None, column: str, runs: int | 
     return text + (f" ({n}/{runs})" if runs is not None and n < runs else "")
 
 
-def summarize(groups: dict[str, list[dict]]) -> str:
-    """A markdown table, one row per group of runs (mean ± std over the group's runs)."""
+def summarize(groups: dict[str, list[dict]], names: dict[str, list[str]] | None = None) -> str:
+    """A markdown table, one row per group of runs (mean ± std over the group's runs; `names` as :func:`aggregate`)."""
     header = "| method | runs | " + " | ".join(name for name, _, _ in COLUMNS) + " |"
     rows = [header, "|---|---:|" + "---:|" * len(COLUMNS)]
-    aggregated = aggregate(groups)
+    aggregated = aggregate(groups, names)
     for row in aggregated:
         cells = [format_cell(row["cells"][name], name, row["runs"]) for name, _, _ in COLUMNS]
         rows.append(f"| {marked_label(row)} | {row['runs']} | " + " | ".join(cells) + " |")
