@@ -258,3 +258,35 @@ def test_stage2_writes_tensorboard_event_files(stage1, tmp_path, monkeypatch):
     events.Reload()
     assert {"train/loss", "train/lr", "val/overall"} <= set(events.Tags()["scalars"])
     assert [e.step for e in events.Scalars("train/loss")] == [1, 2]
+
+
+BANDS = [  # (stage-1 run's eval overrides, stage-2 overrides, bands the stage 2 uses, the note it logs)
+    ("adopted", ["eval.many_above=30", "eval.few_below=15"], [], (30, 15, False), "taken from the stage-1 run"),
+    ("explicit-wins", ["eval.many_above=30", "eval.few_below=15"], ["eval.many_above=50", "eval.few_below=5"],
+     (50, 5, False), "differ from those of the stage-1 run"),
+    ("one-key-set", ["eval.many_above=30", "eval.few_below=15"], ["eval.few_below=10"], (100, 10, False),
+     "differ from those of the stage-1 run"),
+    ("inclusive-set", ["eval.many_above=30", "eval.few_below=15"], ["eval.inclusive_bands=true"], (100, 20, True),
+     "differ"),
+    ("same", ["eval.many_above=30", "eval.few_below=15"], ["eval.many_above=30", "eval.few_below=15"],
+     (30, 15, False), None),
+]
+
+
+@pytest.mark.parametrize("stage1_overrides, stage2_overrides, used, note",
+                         [b[1:] for b in BANDS], ids=[b[0] for b in BANDS])
+def test_decoupled_stage2_keeps_bands_it_sets_and_says_when_they_differ(tmp_path, stage1_overrides,
+                                                                        stage2_overrides, used, note):
+    from openlt.config import build_config
+    from openlt.engine.decouple import adopt_representation
+    from openlt.engine.run import Run
+
+    (tmp_path / "s1").mkdir()
+    source = Run(tmp_path / "s1")
+    source.write_config(build_config(None, ["data.split_dir=/x/splits", *stage1_overrides]))
+    cfg = build_config(CONFIGS / "decouple_crt.yaml", [f"train.init_from={source.path}", *stage2_overrides])
+    lines = []
+    adopt_representation(cfg, source, lines.append)
+    assert (cfg.eval.many_above, cfg.eval.few_below, cfg.eval.inclusive_bands) == used
+    said = [line for line in lines if "shot bands" in line]
+    assert (said == []) if note is None else (len(said) == 1 and note in said[0]), lines

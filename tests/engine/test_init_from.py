@@ -69,3 +69,54 @@ def test_heads_without_a_hook_are_left_alone_and_class_means_are_not_computed(st
     _, tensors = stage1
     target = model_of()
     assert target.init_head_from_stage1(model_weights(tensors), lambda: pytest.fail("computed")) == []
+
+
+def _fake_run(path, overrides):
+    """A run directory holding only its config.yaml: what check_stage1_run reads."""
+    from openlt.config import build_config
+    from openlt.engine.run import Run
+
+    path.mkdir(parents=True)
+    Run(path).write_config(build_config(None, overrides))
+    return path
+
+
+NOT_STAGE1 = [
+    ("decoupled", ["decouple.method=crt", "train.init_from=/x/plain", "model.classifier=linear"],
+     "a decoupled stage-2 run (decouple.method=crt)"),
+    ("oltr", ["train.init_from=/x/plain", "model.classifier=meta_embedding", "model.attention=true"],
+     "itself a stage-2 run (train.init_from=/x/plain, model.classifier=meta_embedding)"),
+    ("stage2-plain", ["train.init_from=/x/plain"], "itself a stage-2 run (train.init_from=/x/plain"),
+]
+
+
+@pytest.mark.parametrize("kind, overrides, says", NOT_STAGE1, ids=[k for k, _, _ in NOT_STAGE1])
+@pytest.mark.parametrize("stage2", ["oltr_stage2", "stage2_plain"])
+def test_a_stage2_refuses_a_run_that_is_not_stage1_before_any_work(tmp_path, capsys, kind, overrides, says, stage2):
+    from pathlib import Path
+
+    from openlt.cli import main
+
+    source = _fake_run(tmp_path / "source", overrides)
+    config = Path(__file__).parents[2] / "configs" / "fmnist_lt" / f"{stage2}.yaml"
+    code = main(["train", str(config), f"train.init_from={source}", f"out_dir={tmp_path / 'runs'}", "--quiet"])
+    err = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert code == 2 and len(err) == 1, err
+    assert f"train.init_from={source} is {says}" in err[0] and "not a stage-1 run" in err[0], err[0]
+    assert not (tmp_path / "runs").exists()
+
+
+def test_oltr_stage2_needs_a_linear_stage1_head(tmp_path):
+    from openlt.config import build_config
+    from openlt.engine.init_from import check_stage1_run
+
+    for head in ("normed_linear", "cosine"):
+        source = _fake_run(tmp_path / head, [f"model.classifier={head}"])
+        oltr = build_config(None, [f"train.init_from={source}", "model.classifier=meta_embedding"])
+        with pytest.raises(ConfigError, match=f"model.classifier={head}: OLTR stage 2 starts its hallucinator"):
+            check_stage1_run(oltr)
+        # without the memory there is no hallucinator to start: any stage-1 head will do
+        check_stage1_run(build_config(None, [f"train.init_from={source}", "model.classifier=meta_embedding",
+                                             "model.head.use_memory=false"]))
+    plain = _fake_run(tmp_path / "plain", [])
+    check_stage1_run(build_config(None, [f"train.init_from={plain}", "model.classifier=meta_embedding"]))

@@ -22,7 +22,7 @@ from typing import Callable
 import torch
 from torch import nn
 
-from openlt.config import Config
+from openlt.config import Config, EvalConfig
 from openlt.data.build import DataBundle, prepare_data
 from openlt.decoupling import STAGE2_METHODS, Stage2Data, Stage2Hooks, Stage2Method, build_method
 from openlt.engine.checkpoint import read_checkpoint, save_checkpoint
@@ -45,7 +45,8 @@ KEEP = ("last", "best")
 
 def adopt_representation(cfg: Config, source: Run, log: Callable[[str], None]) -> Config:
     """The stage-2 config gets the stage-1 run's data and model (the representation is that run's); only the
-    classifier changes, to the head the method fills. Returns the source config."""
+    classifier changes, to the head the method fills. The shot bands are the stage-2 config's own when it sets
+    them, else the stage-1 run's (`_adopt_bands`; a note either way when they differ). Returns the source config."""
     src = source.config()
     if src.decouple.method != "none":
         raise ConfigError(f"train.init_from must be a jointly trained (stage-1) run; {source.path} is itself a "
@@ -55,14 +56,42 @@ def adopt_representation(cfg: Config, source: Run, log: Callable[[str], None]) -
     if cfg.data != src.data:
         log(f"note: data and model settings are taken from the stage-1 run {source.path}")
     cfg.data = copy.deepcopy(src.data)
-    cfg.eval.many_above, cfg.eval.few_below = src.eval.many_above, src.eval.few_below
-    cfg.eval.inclusive_bands = src.eval.inclusive_bands
+    _adopt_bands(cfg, src, source, log)
     head = cfg.model.head
     cfg.model = copy.deepcopy(src.model)
     for option in ("ncm_metric", "ncm_center", "scale", "squash"):  # the stage-2 head's own options stay the stage-2 config's
         setattr(cfg.model.head, option, getattr(head, option))
     cfg.model.classifier = STAGE2_METHODS.get(cfg.decouple.method).head
     return src
+
+
+BAND_KEYS = ("many_above", "few_below", "inclusive_bands")
+
+
+def _adopt_bands(cfg: Config, src: Config, source: Run, log: Callable[[str], None]) -> None:
+    """The shot bands of a decoupled stage 2: the stage-2 config's own when it sets any of eval.many_above /
+    few_below / inclusive_bands (all three kept together, so that they stay a checked rule), else the stage-1
+    run's, as the representation's. Either way a difference from the stage-1 run's bands is said, never silent.
+    (A key set to its default value cannot be told from an unset one: it counts as unset.)"""
+    default, mine, theirs = EvalConfig(), _bands(cfg.eval), _bands(src.eval)
+    if mine == theirs:
+        return
+    if mine != _bands(default):
+        log(f"note: this stage 2's shot bands ({_describe_bands(cfg.eval)}) differ from those of the stage-1 run "
+            f"{source.path} ({_describe_bands(src.eval)}); the two runs' band accuracies are not comparable")
+        return
+    for key in BAND_KEYS:
+        setattr(cfg.eval, key, getattr(src.eval, key))
+    log(f"note: shot bands taken from the stage-1 run {source.path}: {_describe_bands(src.eval)} (set "
+        f"eval.many_above / eval.few_below to use others)")
+
+
+def _bands(e: EvalConfig) -> tuple:
+    return tuple(getattr(e, key) for key in BAND_KEYS)
+
+
+def _describe_bands(e: EvalConfig) -> str:
+    return f"many_above={e.many_above}, few_below={e.few_below}" + (", inclusive" if e.inclusive_bands else "")
 
 
 def _source_linear(tensors: dict[str, torch.Tensor], source: Run, method: str) -> tuple[torch.Tensor, torch.Tensor | None]:

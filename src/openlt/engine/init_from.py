@@ -15,6 +15,7 @@ from typing import Callable
 
 import torch
 
+from openlt.config import Config
 from openlt.data.build import DataBundle
 from openlt.engine import distributed
 from openlt.engine.checkpoint import read_checkpoint
@@ -82,6 +83,27 @@ def load_stage1_weights(model: OpenLTModel, weights: Mapping[str, torch.Tensor],
             raise ConfigError(f"the stage-1 checkpoint of {source} does not match the model: missing "
                               f"{missing[:5]}, unexpected {unexpected[:5]}")
     return copied
+
+
+def check_stage1_run(cfg: Config) -> None:
+    """`train.init_from` of a stage 2 that trains (OLTR, the stage-2 loss baselines) must name a stage-1 run: one
+    trained from scratch, not a decoupled run (its head is a re-fitted classifier) nor another stage 2 (its head
+    is no stage-1 classifier; OLTR would silently skip the hallucinator's initialisation). With OLTR's memory
+    (`model.head.use_memory`) the stage-1 head must be linear: the hallucinator starts as a copy of it.
+    Checked before any work; ConfigError naming the run and what it is, RunDirError when it is no run."""
+    if not cfg.train.init_from or cfg.decouple.method != "none":
+        return
+    source = open_run(cfg.train.init_from)
+    src = source.config()
+    what = (f"a decoupled stage-2 run (decouple.method={src.decouple.method})" if src.decouple.method != "none"
+            else f"itself a stage-2 run (train.init_from={src.train.init_from}, model.classifier="
+                 f"{src.model.classifier})" if src.train.init_from else None)
+    if what:
+        raise ConfigError(f"train.init_from={cfg.train.init_from} is {what}, not a stage-1 run: start this stage 2 "
+                          f"from the stage-1 run (trained without train.init_from and decouple.method)")
+    if cfg.model.classifier == "meta_embedding" and cfg.model.head.use_memory and src.model.classifier != "linear":
+        raise ConfigError(f"train.init_from={cfg.train.init_from} has model.classifier={src.model.classifier}: OLTR "
+                          f"stage 2 starts its hallucinator from a stage-1 linear classifier (model.classifier=linear)")
 
 
 def init_from_run(model: OpenLTModel, run_path: str, data: DataBundle, device: torch.device, batch_size: int,

@@ -36,7 +36,7 @@ from openlt.engine.checkpoint import checkpoint_state, load_checkpoint, save_che
 from openlt.engine.decouple import stage1_features, train_decoupled
 from openlt.engine.evaluate import closed_metrics
 from openlt.engine.inference import write_inference
-from openlt.engine.init_from import init_from_run
+from openlt.engine.init_from import check_stage1_run, init_from_run
 from openlt.engine.manifest import check_training_data
 from openlt.engine.precision import autocast, check_amp, grad_scaler
 from openlt.engine.run import Run, new_run, publish_run, remove_stale_stages, staged_run
@@ -74,6 +74,8 @@ def train(cfg: Config, *, run: Run | None = None, name: str | None = None, resum
     torch.manual_seed(cfg.seed)
     if cfg.decouple.method != "none":  # stage 2 on a frozen representation: re-fitted from the cache, even on resume
         return _train_decoupled(cfg, run, name, quiet, log, device)
+    if not resume:
+        check_stage1_run(cfg)  # before any work: a stage 2 starts from a stage-1 run
     with _prepared_run(cfg, run, name, resume, log) as (run, data):
         state = _resume_state(run, cfg, log) if resume else None  # None: start at epoch 1
         model = _build_model(cfg, data, device, state is not None, log)
