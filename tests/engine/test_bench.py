@@ -1,12 +1,13 @@
 """`openlt bench`: a tiny spec end to end, resume-and-skip, and spec errors before any run."""
 
 import json
+import re
 from pathlib import Path
 
 import pytest
 
 from images import make_image_folder
-from openlt.engine.bench import load_bench, run_bench
+from openlt.engine.bench import BenchMethod, check_out_dir, load_bench, run_bench
 from openlt.cli import main
 from openlt.errors import ConfigError
 
@@ -167,3 +168,81 @@ def test_a_bad_bench_field_is_one_line_naming_the_spec_and_field_before_any_run(
 def test_shipped_bench_specs_load():
     for path in sorted((Path(__file__).parents[2] / "configs" / "bench").glob("*.yaml")):
         assert load_bench(path, ["data.root=/data", "data.split_dir=/splits"]).methods
+
+
+EVAL_OF = {"name": "x", "seeds": [0], "methods": [TRAINED]}
+# eval_of names that differ only by + - . would share one metrics-TAG.json in their base run
+TAG_CLASHES = [("a+energy", "a-energy"), ("a.energy", "a+energy"), ("a-energy", "a.energy"), ("a+b.c", "a.b-c")]
+
+
+@pytest.mark.parametrize("first, second", TAG_CLASHES)
+def test_eval_of_names_that_share_a_file_tag_are_refused_naming_both(tmp_path, first, second):
+    (tmp_path / "tiny.yaml").write_text("name: tiny\n")
+    methods = [TRAINED, {"name": first, "eval_of": "a"}, {"name": second, "eval_of": "a"}]
+    path = tmp_path / "bench.yaml"
+    path.write_text(json.dumps({**EVAL_OF, "out_dir": str(tmp_path / "out"), "methods": methods}))
+    with pytest.raises(ConfigError, match=re.escape(f"methods '{first}' and '{second}' would write the same "
+                                                    f"metrics-{BenchMethod(first).tag}.json")):
+        load_bench(path)
+    # names whose tags differ are fine, and so is a trained method of the same tag
+    path.write_text(json.dumps({**EVAL_OF, "out_dir": str(tmp_path / "out"), "methods": [
+        TRAINED, {"name": first, "eval_of": "a"}, {"name": "a_energy", "eval_of": "a"},
+        {"name": second, "config": "tiny.yaml"}]}))
+    assert [m.tag for m in load_bench(path).methods if m.eval_of] == [BenchMethod(first).tag, "a_energy"]
+
+
+def _out_dir_case(tmp_path, monkeypatch, case):
+    """The out_dir of an out_dir case, made on disk."""
+    if case == "root":
+        return Path("/")
+    if case == "home":
+        monkeypatch.setenv("HOME", str(tmp_path / "home"))
+        (tmp_path / "home").mkdir()
+        return Path("~")
+    out = tmp_path / "out"
+    if case == "a-file":
+        out.write_text("x")
+    elif case == "cwd-of-a-project":
+        monkeypatch.chdir(tmp_path)
+        (tmp_path / "README.md").write_text("x")
+        (tmp_path / "src").mkdir()
+        return Path(".")
+    elif case == "folder-of-other-files":
+        out.mkdir()
+        (out / "notes.txt").write_text("mine")
+        (out / "photos").mkdir()
+    elif case == "bench-of-benches":
+        (out / "convergence" / "plain-s0-20260101-000000").mkdir(parents=True)
+    return out
+
+
+@pytest.mark.parametrize("case, says", [
+    ("root", "is the filesystem root"), ("home", "is your home folder"), ("a-file", "is not a folder"),
+    ("cwd-of-a-project", "holds files that are not a bench's (README.md, bench.yaml, src"),
+    ("folder-of-other-files", "holds files that are not a bench's (notes.txt, photos)"),
+    ("bench-of-benches", "holds files that are not a bench's (convergence)"),
+])
+def test_a_dangerous_out_dir_is_refused_before_any_run(tmp_path, monkeypatch, capsys, case, says):
+    (tmp_path / "tiny.yaml").write_text("name: tiny\n")
+    out = _out_dir_case(tmp_path, monkeypatch, case)
+    path = tmp_path / "bench.yaml"
+    path.write_text(json.dumps({**EVAL_OF, "out_dir": str(out)}))
+    assert main(["bench", str(path), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and f"out_dir {out} {says}" in err, err
+    # --out-dir on the command line is checked alike
+    path.write_text(json.dumps({**EVAL_OF, "out_dir": str(tmp_path / "fine")}))
+    assert main(["bench", str(path), "--out-dir", str(out), "--quiet"]) == 2
+    assert f"out_dir {out} {says}" in capsys.readouterr().err
+    assert not (tmp_path / "fine").exists()
+
+
+def test_a_bench_folder_of_runs_and_results_is_accepted(tmp_path):
+    out = tmp_path / "out"
+    (out / "a-s0-20260101-000000").mkdir(parents=True)
+    (out / "a-s0-20260101-000000" / "config.yaml").write_text("name: a\n")
+    (out / ".a-s1-20260101-000000.x.new-run").mkdir()
+    for name in ("results.md", "results.csv", "report.html", "bands.png", "openset.png", "bench.log"):
+        (out / name).write_text("x")
+    check_out_dir(out, "out_dir")
+    check_out_dir(tmp_path / "new" / "folder", "out_dir")

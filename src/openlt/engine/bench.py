@@ -56,7 +56,8 @@ class BenchMethod:
 
     @property
     def tag(self) -> str:
-        """The tag of an eval_of method's files in its base run (metrics-TAG.json): the name without + or ."""
+        """The tag of an eval_of method's files in its base run (metrics-TAG.json): the name without + or . (two
+        names with one tag are refused by `load_bench`)."""
         return self.name.replace("+", "-").replace(".", "-")
 
 
@@ -112,6 +113,10 @@ def _method(entry, i: int, before: list[BenchMethod], path: Path, paper: str | N
         raise ConfigError(f"{where}: method {name!r} has unknown key(s) {sorted(bad)}; valid: {sorted(METHOD_KEYS)}")
     if not NAME.match(name) or name in {m.name for m in before}:
         raise ConfigError(f"{where}: method name {name!r} must be unique and use letters, digits, _ . + -")
+    clash = next((m.name for m in before if m.eval_of and m.tag == BenchMethod(name).tag), None)
+    if clash and entry.get("eval_of") is not None:  # two evaluations would share one metrics-TAG.json
+        raise ConfigError(f"{where}: methods {clash!r} and {name!r} would write the same metrics-{BenchMethod(name).tag}"
+                          f".json (+ and . become - in file names); rename one of them")
     fields = {key: _text(entry, key, where, None, f"method {name!r}: {key}")
               for key in ("config", "init_from", "eval_of", "paper_row")}
     known = {m.name: m for m in before}
@@ -156,11 +161,44 @@ def load_bench(path: str | Path, extra_overrides: list[str] | None = None) -> Be
         methods.append(_method(entry, i, methods, path, paper))
     if not methods:
         raise ConfigError(f"{where} lists no methods")
-    spec = BenchSpec(_text(raw, "name", where, path.stem), Path(_text(raw, "out_dir", where, f"runs/bench/{path.stem}")),
+    out_dir = Path(_text(raw, "out_dir", where, f"runs/bench/{path.stem}"))
+    check_out_dir(out_dir, f"{where}: out_dir")
+    spec = BenchSpec(_text(raw, "name", where, path.stem), out_dir,
                      _seeds(raw.get("seeds", [0]), where), methods,
                      _strings(raw.get("overrides"), where, "overrides") + list(extra_overrides or []), paper, path)
     _check_configs(spec)
     return spec
+
+
+# What a bench's out_dir may hold besides run directories (each with its config.yaml) and hidden entries (staged
+# runs, temporary files): the results write_bench_results writes, and logs.
+BENCH_FILES = {"results.md", "results.csv", "report.html", "bands.png", "openset.png"}
+
+
+def check_out_dir(out_dir: Path, what: str) -> None:
+    """A bench's out_dir must be a new or empty folder, or one that holds only what a bench writes (run
+    directories, results.md / .csv, report.html, the two charts, *.log, hidden staged entries): never the
+    filesystem root, the home folder or a folder of other files, where results.md and run directories would be
+    written among them. ConfigError naming `what` and a few of the foreign entries."""
+    path = out_dir.expanduser().resolve()
+    if path == path.parent or path == Path.home().resolve():
+        raise ConfigError(f"{what} {out_dir} is {'the filesystem root' if path == path.parent else 'your home folder'}"
+                          f"; give the bench a folder of its own (e.g. runs/bench/NAME)")
+    if path.exists() and not path.is_dir():
+        raise ConfigError(f"{what} {out_dir} is not a folder")
+    foreign = sorted(p.name for p in path.iterdir() if not _bench_entry(p)) if path.is_dir() else []
+    if foreign:
+        shown = ", ".join(foreign[:3]) + (f" and {len(foreign) - 3} more" if len(foreign) > 3 else "")
+        raise ConfigError(f"{what} {out_dir} holds files that are not a bench's ({shown}); give the bench a new or "
+                          f"empty folder of its own (e.g. runs/bench/NAME)")
+
+
+def _bench_entry(p: Path) -> bool:
+    if p.name.startswith("."):
+        return True
+    if p.is_dir():
+        return (p / "config.yaml").is_file()
+    return p.name in BENCH_FILES or p.suffix == ".log"
 
 
 def _check_configs(spec: BenchSpec) -> None:
@@ -191,6 +229,7 @@ def run_bench(spec: BenchSpec, quiet: bool = False, log: Callable[[str], None] |
     `report_only`: train and evaluate nothing, collect what is finished (e.g. while another process runs the
     bench), and say what is missing."""
     log = log or _LOG.info
+    check_out_dir(spec.out_dir, f"bench {spec.name}: out_dir")  # again: `openlt bench --out-dir` may replace it
     spec.out_dir.mkdir(parents=True, exist_ok=True)
     results: dict[str, list[Path]] = {m.name: [] for m in spec.methods}
     total = len(spec.methods) * len(spec.seeds)
