@@ -619,7 +619,11 @@ def _run(args: argparse.Namespace) -> int:
     try:
         _check_options(args)
         load_registries()
-        return args.func(args)
+        code = args.func(args)
+        sys.stdout.flush()  # here, not at exit: a reader gone (`| head -1`) is then the BrokenPipeError below
+        return code
+    except BrokenPipeError:
+        return _stdout_closed()
     except (OpenLTError, OSError) as exc:  # OSError: the machine's, not a bug (no permission, disk full)
         if args.debug:
             raise
@@ -638,6 +642,20 @@ def _run(args: argparse.Namespace) -> int:
         return 1
 
 
+def _stdout_closed() -> int:
+    """The reader of stdout went away (`openlt configs | head -1`): no error line, no traceback. As Python's docs
+    advise ("Note on SIGPIPE"), stdout is pointed at /dev/null so that the interpreter's last flush does not fail
+    again; the exit status is 141 (128 + SIGPIPE), what a shell shows for a command its pipe's reader ended."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):  # (a stdout without a file descriptor, e.g. captured by a test)
+        pass
+    finally:
+        os.close(devnull)
+    return 128 + signal.SIGPIPE
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run one `openlt` subcommand: the console script's entry point (also `python -m openlt`).
 
@@ -646,8 +664,9 @@ def main(argv: list[str] | None = None) -> int:
     DataError, RunDirError, ...) or an OSError stops the command -- printed as one line
     ``openlt CMD: error: ...`` on stderr, no traceback (``--debug`` re-raises it instead); 130 on Ctrl-C and
     143 on SIGTERM (one line ``openlt CMD: interrupted (...)``, naming the run to resume); 1 for any other
-    exception (a bug: one line ``openlt CMD: internal error: ...``). Arguments argparse does not know exit
-    through ``parser.error`` (SystemExit with status 2).
+    exception (a bug: one line ``openlt CMD: internal error: ...``); 141 (silently) when the reader of stdout
+    went away (``openlt configs | head -1``). Arguments argparse does not know exit through ``parser.error``
+    (SystemExit with status 2).
     """
     parser = build_parser()
     # Overrides may come after options (`train c.yaml --quiet train.epochs=2`): argparse leaves those as

@@ -552,3 +552,21 @@ def test_open_image_names_the_file_for_any_unreadable_content(tmp_path):
             open_image(tmp_path / name)
     with pytest.raises(DataError, match="not found"):
         open_image(tmp_path / "absent.png")
+
+
+@pytest.mark.parametrize("argv", [["configs"], ["config", "fmnist_lt/plain"], ["config", "--reference"]])
+def test_a_reader_that_goes_away_ends_the_command_quietly(argv):
+    """`openlt configs | head -1`: the pipe's reader is gone before openlt writes; no traceback, no error line,
+    status 141 (128 + SIGPIPE), as Python's docs advise (stdout pointed at /dev/null for the last flush)."""
+    import os
+    import subprocess
+    import sys
+
+    read_end, write_end = os.pipe()
+    os.close(read_end)  # the reader is gone before the first write: the write fails, deterministically
+    try:
+        done = subprocess.run([sys.executable, "-m", "openlt", *argv], stdout=write_end, stderr=subprocess.PIPE,
+                              text=True, timeout=300)
+    finally:
+        os.close(write_end)
+    assert done.returncode == 141 and done.stderr == "", (done.returncode, done.stderr)
