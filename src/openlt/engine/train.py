@@ -67,15 +67,13 @@ def train(cfg: Config, *, run: Run | None = None, name: str | None = None, resum
     split, schedule, run name), TrainingError when the loss stops being finite, RunDirError for an unusable run,
     checkpoint or metrics.jsonl, or a run another process is training.
     """
-    device = _setup(cfg)
+    device = _setup(cfg, resume)
     main, rank = distributed.is_main(), distributed.rank()
     log = (log or _print) if main else _silent  # one voice: rank 0 logs and shows progress
     quiet = quiet or not main
     torch.manual_seed(cfg.seed)
     if cfg.decouple.method != "none":  # stage 2 on a frozen representation: re-fitted from the cache, even on resume
         return _train_decoupled(cfg, run, name, quiet, log, device)
-    if not resume:
-        check_stage1_run(cfg)  # before any work: a stage 2 starts from a stage-1 run
     with _prepared_run(cfg, run, name, resume, log) as (run, data):
         state = _resume_state(run, cfg, log) if resume else None  # None: start at epoch 1
         model = _build_model(cfg, data, device, state is not None, log)
@@ -220,8 +218,11 @@ def per_process_batch(batch_size: int, world_size: int) -> int:
 # ----------------------------------------------------------------------------------------------- the steps of train()
 
 
-def _setup(cfg: Config) -> torch.device:
-    """The device (joining the process group under torchrun), with the options that depend on it checked."""
+def _setup(cfg: Config, resume: bool = False) -> torch.device:
+    """The device (joining the process group under torchrun), with the options that depend on it checked; for a
+    new stage 2 that trains, that `train.init_from` is a stage-1 run (`check_stage1_run`), before any work."""
+    if not resume:
+        check_stage1_run(cfg)
     device = distributed.setup(resolve_device(cfg.train.device))
     check_amp(cfg.train.amp, device)
     per_process_batch(cfg.train.batch_size, distributed.world_size())
