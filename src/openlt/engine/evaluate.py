@@ -28,6 +28,7 @@ from openlt.engine.inference import checkpoint_identity, write_inference
 from openlt.engine.checkpoint import load_checkpoint
 from openlt.engine.manifest import check_open_decision, verify_manifest
 from openlt.engine.run import Run
+from openlt.engine.score_fit import fit_open_score
 from openlt.engine.runtime import (batch_score_for, collect_outputs, kept_for, make_loader, resolve_device,
                                    score_fit_args, to_device)
 from openlt.errors import ConfigError
@@ -256,7 +257,8 @@ def evaluate_run(run: Run, checkpoint: str = "best", overrides: list[str] | None
     fit_args = score_fit_args(scorer, model)  # ViM / ReAct: the linear head (refused for another, before any work)
     outputs_of = _split_outputs(cfg, model, data, dev, quiet, scorer)
     if scorer.requires_fit:
-        scorer.fit(outputs_of("train"), **fit_args)  # the training outputs are let go once the score is fitted
+        # the training outputs are let go once the score is fitted; OpenMax never holds the N x K logits
+        fit_open_score(scorer, outputs_of, model, dev, inference_amp(cfg.train.amp, dev), fit_args)
         if distributed.is_main() and write:
             save_score(run.open_score_path(tag), scorer, fitted_on=using)
     records = {split: split_record(outputs_of(split), scorer, cfg.eval.save_logits)
@@ -332,7 +334,7 @@ def device_name(device: torch.device) -> str:
 
 def _split_outputs(cfg: Config, model: OpenLTModel, data: DataBundle, dev: torch.device, quiet: bool,
                    scorer: OpenSetScore):
-    """A function split -> that split's outputs ("logits", "labels", ...; "feature" when `scorer` needs_features,
+    """A function (split, kept=None) -> that split's outputs (`kept`, default "logits", "labels", ...; "feature" when `scorer` needs_features,
     "model_score" of val / test / open when it needs_model): from the stage-1 run's feature cache for a decoupled
     run (while that run exists; not for ODIN, which needs the images), read once for every split and each split's
     features let go once its outputs are computed; else through the network (sharded under torchrun)."""
@@ -341,15 +343,18 @@ def _split_outputs(cfg: Config, model: OpenLTModel, data: DataBundle, dev: torch
     splits = [s for s in ("train",) * scorer.requires_fit + ("val", "test", "open") if s == "test" or data.has(s)]
     cache: dict = {"use": cfg.decouple.method != "none" and batch_score is None}  # a decoupled run's body is stage 1's
 
-    def outputs_of(split: str) -> dict[str, torch.Tensor]:
+    def outputs_of(split: str, kept: tuple[str, ...] | None = None) -> dict[str, torch.Tensor]:
         if cache["use"] and "features" not in cache:
             cache["features"] = stage1_cache(cfg, splits, dev, quiet)
         if cache["use"] and cache["features"] is not None and split in cache["features"]:
-            return head_outputs_on_cache(model, cache["features"].pop(split), dev, keep)
+            cached = cache["features"].pop(split)
+            if kept == ("feature",):  # the cached features themselves, not a copy (score_fit)
+                return {"feature": cached["features"], "labels": cached["labels"]}
+            return head_outputs_on_cache(model, cached, dev, kept or keep)
         cache["use"] = False  # the stage-1 run is gone: through the network
         loader = make_loader(data.dataset(split), cfg.eval.batch_size, cfg.data.workers, dev,
                              pin_memory=cfg.data.pin_memory, shard=True)
-        return collect_outputs(model, loader, dev, split, quiet, cfg.train.channels_last, amp, keep,
+        return collect_outputs(model, loader, dev, split, quiet, cfg.train.channels_last, amp, kept or keep,
                                None if split == "train" else batch_score)
 
     return outputs_of

@@ -1,0 +1,65 @@
+"""engine/score_fit.py: OpenMax fitted from the training features in chunks of head logits equals the fit on the
+network's logits of every training image, for a linear and for OLTR's meta-embedding head."""
+
+import pytest
+import torch
+from torch.utils.data import DataLoader, TensorDataset
+
+from openlt.config import build_config
+from openlt.engine import score_fit
+from openlt.engine.runtime import collect_outputs
+from openlt.models.model import build_model
+from openlt.openset import OpenMax
+from openlt.openset.base import OpenSetScore
+
+
+def _model_and_outputs(overrides: tuple[str, ...]):
+    cfg = build_config(None, ["model.backbone=resnet10", "train.device=cpu", *overrides])
+    torch.manual_seed(0)
+    model = build_model(cfg, 4, 3, 16)
+    if "model.classifier=meta_embedding" in overrides:
+        model.classifier.centroids.data.normal_()
+    images = torch.randn(53, 3, 16, 16, generator=torch.Generator().manual_seed(2))
+    labels = torch.arange(53) % 4
+    loader = DataLoader(TensorDataset(images, labels), batch_size=16)
+
+    def outputs_of(split, kept=("logits",)):
+        assert split == "train"
+        return collect_outputs(model, loader, torch.device("cpu"), quiet=True, keep=kept)
+
+    return model, outputs_of
+
+
+@pytest.mark.parametrize("overrides", [(), ("model.attention=true", "model.classifier=meta_embedding")],
+                         ids=["linear", "oltr"])
+def test_openmax_from_feature_chunks_equals_the_fit_on_the_networks_logits(overrides, monkeypatch):
+    model, outputs_of = _model_and_outputs(overrides)
+    whole = OpenMax(tail_size=5).fit(outputs_of("train"))
+    monkeypatch.setattr(score_fit, "FIT_ROWS", 7)  # 8 chunks of the 53 rows
+    seen = []
+    real_outputs_of = outputs_of
+
+    def recording(split, kept=None):
+        seen.append(kept)
+        return real_outputs_of(split, kept or ("logits",))
+
+    chunked = OpenMax(tail_size=5)
+    score_fit.fit_open_score(chunked, recording, model, torch.device("cpu"))
+    assert seen == [("feature",)]  # the features, never the N x K logits
+    for name, value in whole.state_dict().items():
+        assert torch.equal(chunked.state_dict()[name], value), name
+
+
+def test_a_score_without_fit_chunks_gets_the_outputs_and_its_fit_arguments():
+    class Recorder(OpenSetScore):
+        name = "recorder"
+        requires_fit = True
+
+        def fit(self, outputs, head=None):
+            self.fitted_ = (sorted(outputs), head)
+            return self
+
+    scorer = Recorder()
+    score_fit.fit_open_score(scorer, lambda split, kept=None: {"logits": torch.zeros(2, 3), "labels": torch.zeros(2)},
+                             model=None, device=torch.device("cpu"), fit_args={"head": "W"})
+    assert scorer.fitted_ == (["labels", "logits"], "W")
