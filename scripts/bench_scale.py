@@ -17,8 +17,7 @@ and runs each stage in turn, printing its time and its peak memory: the peak res
 start (Linux: VmHWM reset through /proc/self/clear_refs and free memory handed back with malloc_trim before each
 stage, so the number is the stage's own). Every size runs in a fresh process. A stage measured on a part and
 scaled up says so ("extrapolated"): cRT / LWS (a few steps of batch 512, x steps per epoch), tau-norm's search
-(6,000 validation images), OpenMax's fit at iNaturalist size (a subset of the training rows: its K Weibull fits
-as measured, the rest x N / rows), the feature detectors' fits there ("upper bound": the whole fit x N / rows),
+(6,000 validation images), the feature detectors' fits there ("upper bound": the whole fit x N / rows),
 KNN's and Mahalanobis's scores (a subset of the queries), and the image path (64 JPEGs decoded, transformed and
 passed through ResNet-10, x (N + val + test + open)).
 
@@ -312,34 +311,28 @@ def stage2_stages(st: Stages, feats: dict, counts: list[int], k: int) -> None:
 
 
 def openmax_stages(st: Stages, logits: dict, labels: dict, k: int) -> None:
-    """OpenMax fitted on training logits (a subset beyond FIT_ELEMENTS, extrapolated) and scoring test + open."""
+    """OpenMax fitted on every training row as `openlt eval` fits it (engine/score_fit.py: chunks of FIT_ROWS
+    logits in each pass, never N x K; here each chunk's random logits are drawn again in each pass, as the head
+    recomputes them from the features), and scoring test + open."""
+    from openlt.engine.score_fit import FIT_ROWS
     from openlt.openset.openmax import OpenMax
 
-    import openlt.openset.openmax as openmax
+    y = labels["train"]
 
-    n = len(labels["train"])
-    rows = min(n, FIT_ELEMENTS // k)
-    train = _fit_rows(labels["train"], rows, k)
-    train_logits = random_logits(labels["train"][train], k, 7)
-    note = "" if rows == n else (f"extrapolated: {rows:,} of {n:,} training rows; the K Weibull fits as measured, "
-                                 f"the rest x {n / rows:.1f}")
-    spent, fit_weibull = [0.0], openmax.fit_weibull
+    def chunks():
+        for i, start in enumerate(range(0, len(y), FIT_ROWS)):
+            part = y[start:start + FIT_ROWS]
+            yield random_logits(part, k, 7 + i), torch_labels(part)
 
-    def timed(tail):  # the per-class Weibull fits: their number is K, whatever the rows
-        start = time.perf_counter()
-        out = fit_weibull(tail)
-        spent[0] += time.perf_counter() - start
-        return out
-
-    openmax.fit_weibull = timed
-    try:
-        scorer = st.run("OpenMax: fit (MAVs, K Weibull tails)", "N*K",
-                        lambda: OpenMax().fit(train_logits, labels["train"][train]), note=note,
-                        extrapolate=lambda t: spent[0] + (t - spent[0]) * n / rows)
-    finally:
-        openmax.fit_weibull = fit_weibull
-    del train_logits
+    scorer = st.run("OpenMax: fit (MAVs, K Weibull tails; chunks of logits)", "N*K",
+                    lambda: OpenMax().fit_chunks(chunks))
     st.run("OpenMax: score test + open", "(Nt+No)*K", lambda: [scorer.score(logits[s]) for s in ("test", "open")])
+
+
+def torch_labels(labels: np.ndarray) -> "torch.Tensor":
+    import torch
+
+    return torch.as_tensor(labels)
 
 
 def _fit_rows(y: np.ndarray, rows: int, k: int) -> np.ndarray:
