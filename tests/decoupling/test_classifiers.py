@@ -121,10 +121,14 @@ def test_search_tau_ties_go_to_the_smaller_tau():
 
 def test_search_tau_bands_and_open_labels():
     x, y = _val_set(1.6, 1.9)
-    # open-set validation samples (-1) are ignored
-    x_open = torch.cat([x, t([[5.0, 5.0]])])
-    y_open = torch.cat([y, torch.tensor([-1])])
-    assert search_tau(W_HEAD_TAIL, x_open, y_open, COUNTS)[0] == pytest.approx(0.6)
+    assert search_tau(W_HEAD_TAIL, x, y, COUNTS)[0] == pytest.approx(0.6)
+    # an open-set sample (-1) or a class id past the classifier's is refused, not silently left out
+    for bad, says in ((-1, "must be >= 0"), (2, "below the classifier's 2 classes, got 2")):
+        x_bad, y_bad = torch.cat([x, t([[5.0, 5.0]])]), torch.cat([y, torch.tensor([bad])])
+        with pytest.raises(DataError, match=says):
+            search_tau(W_HEAD_TAIL, x_bad, y_bad, COUNTS)
+        with pytest.raises(DataError, match=says):
+            TauNormClassifier(W_HEAD_TAIL, tau=None).fit(x_bad, y_bad, COUNTS)
     # different bands move class 1 to medium
     _, curve = search_tau(W_HEAD_TAIL, x, y, COUNTS, taus=[0.0], bands=ShotBands(many_above=100, few_below=2))
     assert curve[0]["few"] is None and curve[0]["medium"] == pytest.approx(1 / 3)

@@ -133,3 +133,19 @@ def test_input_validation():
         top1([0, 1, 2], [0, 1])
     with pytest.raises(ValueError):
         top1([0, -2], [0, 1])
+
+
+@pytest.mark.parametrize("counts, says", [([100, -3, 5], "got -3 for class 1"), ([-1], "got -1 for class 0"),
+                                          ([5, 2.5], "non-integral")])
+def test_training_counts_must_be_whole_numbers_at_least_zero(counts, says):
+    """A negative count would silently put its class in the few-shot band; it is refused, naming the class."""
+    from openlt.metrics import ShotBands, shot_accuracy
+    from openlt.metrics.identification import rank1_by_band
+
+    labels = np.arange(len(counts))
+    with pytest.raises(ValueError, match=says):
+        shot_accuracy(labels, labels, counts)
+    with pytest.raises(ValueError, match=says):
+        ShotBands().bands_of(counts)
+    with pytest.raises(ValueError, match=says):
+        rank1_by_band(labels, labels, labels, counts)

@@ -209,3 +209,39 @@ def test_what_a_detector_cannot_score_is_refused_in_one_line():
         Mahalanobis().fit({"feature": train["feature"][:3], "labels": torch.tensor([0, 1, 3])})
     with pytest.raises(ConfigError, match="computed by openlt eval"):
         ODIN().score({"logits": train["logits"]})  # cached outputs carry no perturbed-image score
+
+
+def _arrays(n: int = 40, d: int = 8, k: int = 4):
+    rng = np.random.default_rng(0)
+    return (rng.standard_normal((n, d)).astype("float32"), np.arange(n) % k,
+            (rng.standard_normal((k, d)).astype("float32"), np.zeros(k, "float32")))
+
+
+DETECTORS = [("mahalanobis", {}), ("knn", {"k": 3}), ("vim", {"dim": 4}), ("react", {})]
+
+
+@pytest.mark.parametrize("name, params", DETECTORS, ids=[d[0] for d in DETECTORS])
+def test_detectors_take_plain_arrays_and_say_what_shape_they_need(name, params):
+    """fit(X, y) / score(X) on arrays, tensors and lists (as the README says); a score before fit is a
+    NotFittedError; empty, 1-D or wrong-width features are one ValueError naming the shape, never a raw torch /
+    scikit-learn error."""
+    from openlt.errors import NotFittedError
+    from openlt.openset import SCORES
+
+    X, y, head = _arrays()
+    cls = SCORES.get(name)
+    with pytest.raises(NotFittedError, match="not fitted"):
+        cls(**params).score(X)
+    fitted = cls(**params).fit(X, y, head=head)
+    as_dict = cls(**params).fit({"feature": X, "labels": y}, head=head)
+    for given in (X[:5], torch.from_numpy(X[:5]), X[:5].tolist(), {"feature": X[:5]}):
+        assert torch.allclose(fitted.score(given), as_dict.score({"feature": X[:5]}))
+    assert fitted.score(np.zeros((0, 8), "float32")).shape == (0,)
+    for bad, says in ((np.zeros((3, 5), "float32"), r"features must be \(N, 8\).*got shape \(3, 5\)"),
+                      (X[0], r"must be \(N, D\), got shape \(8,\)")):
+        with pytest.raises(ValueError, match=says):
+            fitted.score(bad)
+    for bad_x, bad_y, says in ((np.zeros((0, 8), "float32"), np.zeros(0), r"N >= 1.*got shape \(0, 8\)"),
+                               (X, y[:-1], r"labels must be \(40,\)"), (X, None, "needs the training labels")):
+        with pytest.raises(ValueError, match=says):
+            cls(**params).fit(bad_x, bad_y, head=head)

@@ -82,14 +82,15 @@ def search_tau(weight: Tensor, val_features: Any, val_labels: Any, train_counts:
     ``taus`` defaults to :data:`DEFAULT_TAUS` (0, 0.1, ..., 2, the public script's ``linspace(0, 2, 21)``).
     Returns ``(best_tau, curve)`` where ``curve`` has one dict per tau, in the order given:
     ``{"tau", "many", "medium", "few", "overall"}`` from :func:`openlt.metrics.shot_accuracy` (a band with
-    no validation sample is None). Validation labels of -1 (open-set samples) are ignored.
+    no validation sample is None). ``val_labels`` are class ids in [0, C): DataError for -1 (an open-set image:
+    leave it out) or an id past the classifier's classes.
     """
     w = _weight(weight)
     x = _features(val_features, "val_features")
     _check_dim(x, w.shape[1], "classifier weight")
-    y = torch.as_tensor(val_labels)
-    if y.dim() != 1 or len(y) != len(x):
-        raise DataError(f"val_labels must be one label per feature ({len(x)}), got shape {tuple(y.shape)}")
+    y = _labels(val_labels, len(x), "val_labels")  # known classes only: an open (-1) image has no class to get right
+    if y.numel() and int(y.max()) >= w.shape[0]:
+        raise DataError(f"val_labels must be class ids below the classifier's {w.shape[0]} classes, got {int(y.max())}")
     counts = torch.as_tensor(train_counts)
     if counts.dim() != 1 or len(counts) != w.shape[0]:
         raise ConfigError(f"train_counts must have one count per class ({w.shape[0]}), got shape "
@@ -152,7 +153,7 @@ class TauNormClassifier(BaseEstimator):
 
     def fit(self, val_features: Any, val_labels: Any, train_counts: Sequence[int] | Tensor,
             taus: Iterable[float] | Tensor | None = None, bands: ShotBands = ShotBands()) -> "TauNormClassifier":
-        """Choose tau on validation features (M, D) and labels (M,) (-1: open-set, ignored) by top-1 over ``taus``
+        """Choose tau on validation features (M, D) and labels (M,) (class ids in [0, C)) by top-1 over ``taus``
         (default :data:`DEFAULT_TAUS`), ties to the smaller tau (:func:`search_tau`); ``train_counts`` (C,) set the
         many / medium / few bands of the curve. Sets ``tau_`` and ``curve_``; returns self.
 

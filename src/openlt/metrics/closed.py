@@ -68,6 +68,15 @@ def _as_int_vector(x: Any, name: str) -> np.ndarray:
     return arr.astype(np.int64)
 
 
+def _as_counts(train_counts: Any) -> np.ndarray:
+    """(C,) int64 training images per class: whole numbers >= 0 (ValueError naming the first class below 0)."""
+    counts = _as_int_vector(train_counts, "train_counts")
+    if counts.size and counts.min() < 0:
+        bad = int(np.argmax(counts < 0))
+        raise ValueError(f"train_counts must be >= 0 (training images per class), got {int(counts[bad])} for class {bad}")
+    return counts
+
+
 def _as_predictions(preds: Any) -> np.ndarray:
     """(N,) int64 class ids from (N,) ids, (N, K) class scores (their argmax) or an outputs dict's "logits"."""
     if isinstance(preds, Mapping):
@@ -168,8 +177,9 @@ class ShotBands:
         return "medium"
 
     def bands_of(self, train_counts: Sequence[int] | np.ndarray | Any) -> list[str]:
-        """Return the band of every class, given its number of training images (index = class id)."""
-        counts = _as_int_vector(train_counts, "train_counts")
+        """Return the band of every class, given its number of training images (index = class id). ValueError
+        for a count that is not a whole number >= 0."""
+        counts = _as_counts(train_counts)
         return [self.band(int(c)) for c in counts]
 
     def describe(self) -> str:
@@ -239,8 +249,8 @@ def shot_accuracy(
     plain sample accuracy over known samples (:func:`top1`); on a class-balanced test set the two
     kinds of average coincide.
 
-    ``train_counts[c]`` is the number of training images of class ``c``; its length is the
-    number of classes.
+    ``train_counts[c]`` is the number of training images of class ``c`` (a whole number >= 0;
+    ValueError otherwise); its length is the number of classes.
 
     Returns::
 
@@ -252,7 +262,7 @@ def shot_accuracy(
     A band (or ``"overall"``) is ``None`` when it has no class with a test sample (no known
     sample).
     """
-    counts = _as_int_vector(train_counts, "train_counts")
+    counts = _as_counts(train_counts)
     if counts.size == 0:
         raise ValueError("train_counts is empty")
     num_classes = int(counts.size)

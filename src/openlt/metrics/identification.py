@@ -38,7 +38,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from .closed import _as_int_vector, _to_numpy
+from .closed import _as_counts, _as_int_vector, _to_numpy
 
 __all__ = [
     "IDENTITY_BANDS",
@@ -235,7 +235,7 @@ def rank1_by_band(top_ids: Any, probe_labels: Any, enrolled: Any, train_counts: 
     labels = _as_int_vector(probe_labels, "probe_labels")
     if top.size != labels.size:
         raise ValueError(f"top_ids and probe_labels differ in length: {top.size} vs {labels.size}")
-    counts = _as_int_vector(train_counts, "train_counts")
+    counts = _as_counts(train_counts)
     mated = np.isin(labels, _as_int_vector(enrolled, "enrolled")) & (labels >= 0)
     band_of = np.array([bands.band(_count_of(int(y), counts)) if m else "" for y, m in zip(labels, mated)])
     right = top == labels

@@ -17,6 +17,11 @@ scores negated):
   the features clipped at the p-th percentile of the training activations, the logits recomputed through
   the linear head, then their energy logsumexp (the paper's ReAct + energy).
 
+Each takes the features as an outputs dict (``{"feature": (N, D), "labels": (N,)}``, what openlt eval collects)
+or as they are: ``fit(X, y)`` with X (N, D) and y (N,) class ids (numpy arrays, tensors or lists), ``score(X)``
+with X (M, D) of the training features' width D, giving (M,) float32 (an empty X gives an empty score). A
+score before ``fit`` is a NotFittedError, features of another width a ValueError naming the expected shape.
+
 ViM and ReAct need the classifier's linear map (``needs_head``: ``fit(..., head=(W, b))``); openlt eval gives
 it for a linear head (plain, cRT, LWS, tau-norm, logit adjustment) and refuses other heads (cosine,
 meta-embedding, NCM, normed linear) with a ConfigError. Each score keeps what it learnt as tensors
@@ -25,8 +30,9 @@ meta-embedding, NCM, normed linear) with a ConfigError. Each score keeps what it
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
+import numpy as np
 import torch
 
 from openlt.errors import ConfigError, DataError
@@ -43,16 +49,43 @@ def ood_detectors(score: str) -> Any:
     return detectors
 
 
+def feature_input(outputs: Outputs | Any, name: str, labels: Any = None) -> dict[str, torch.Tensor]:
+    """The outputs dict of a feature-based score: a mapping with ``"feature"`` (N, D) as it is, or the (N, D)
+    features themselves as a numpy array, a tensor or a list of rows (what ``fit(X, y)`` / ``score(X)`` pass);
+    `labels` (N,) are added as ``"labels"``. TypeError for anything else."""
+    if isinstance(outputs, (np.ndarray, torch.Tensor, list, tuple)):
+        outputs = {"feature": torch.as_tensor(np.asarray(outputs) if isinstance(outputs, (list, tuple)) else outputs)}
+    elif not isinstance(outputs, Mapping):
+        raise TypeError(f"open-set score {name!r} takes (N, D) features (an array or tensor) or an outputs dict "
+                        f"with 'feature', got {type(outputs).__name__}")
+    return as_outputs(outputs, labels)
+
+
+def scored_features(score: OpenSetScore, outputs: Outputs | Any, fitted: str, width: Callable[[], int]) -> torch.Tensor:
+    """The (N, D) float32 features `score` is asked to score, once it is fitted (NotFittedError naming `fitted`
+    first), D the width of the training features (`width()`): ValueError naming the expected shape otherwise."""
+    _fitted(score, fitted)
+    feats = features_of(feature_input(outputs, score.name), score.name)
+    if feats.shape[1] != width():
+        raise ValueError(f"{score.name}.score: features must be (N, {width()}), as wide as the training features; "
+                         f"got shape {tuple(feats.shape)}")
+    return feats
+
+
 def training_features(outputs: Outputs | Any, labels: Any, name: str) -> tuple[torch.Tensor, torch.Tensor]:
-    """(features (N, D) float32, labels (N,) int64) of training outputs; every class 0 .. max label must have an
-    image (DataError otherwise), ValueError for missing labels or mis-matched lengths."""
-    outputs = as_outputs(outputs, labels)
+    """(features (N, D) float32, labels (N,) int64) of training outputs (an outputs dict, or the (N, D) features
+    with `labels`); every class 0 .. max label must have an image (DataError otherwise), ValueError for no
+    feature, missing labels or mis-matched lengths."""
+    outputs = feature_input(outputs, name, labels)
     feats = features_of(outputs, name)
+    if not len(feats) or not feats.shape[1]:
+        raise ValueError(f"{name}.fit needs training features (N, D) with N >= 1 and D >= 1, got shape "
+                         f"{tuple(feats.shape)}")
     if "labels" not in outputs:
-        raise ValueError(f"{name}.fit needs outputs['labels'] (the training labels)")
+        raise ValueError(f"{name}.fit needs the training labels: fit(features, labels) or outputs['labels']")
     y = outputs["labels"].long()
-    if y.shape != (feats.shape[0],) or not len(y):
-        raise ValueError(f"{name}.fit: labels must be ({feats.shape[0]},) and not empty, got {tuple(y.shape)}")
+    if y.shape != (feats.shape[0],):
+        raise ValueError(f"{name}.fit: labels must be ({feats.shape[0]},), one per feature, got {tuple(y.shape)}")
     if int(y.min()) < 0:
         raise DataError(f"{name}.fit: training labels must be >= 0 (known classes), got {int(y.min())}")
     missing = sorted(set(range(int(y.max()) + 1)) - set(y.unique().tolist()))
@@ -76,8 +109,8 @@ def linear_head(head: Head | None, name: str, dim: int) -> tuple[torch.Tensor, t
 
 def _fitted(score: OpenSetScore, attribute: str) -> None:
     if not hasattr(score, attribute):
-        raise NotFittedError(f"open-set score {score.name!r} is not fitted: call fit(train_outputs) with "
-                             f"'feature' and 'labels' first")
+        raise NotFittedError(f"open-set score {score.name!r} is not fitted: call fit(features, labels) (or "
+                             f"fit(outputs) with 'feature' and 'labels') first")
 
 
 @SCORES.register("mahalanobis")
@@ -110,8 +143,8 @@ class Mahalanobis(OpenSetScore):
 
     def score(self, outputs: Outputs | Any) -> torch.Tensor:
         """(N,) float32 ``-1/2 min_k (z - mu_k)^T precision (z - mu_k)`` of ``outputs["feature"]`` (N, D), <= 0."""
-        _fitted(self, "means_")
-        return -self._detector().predict_features(features_of(outputs, self.name)).float().cpu()
+        feats = scored_features(self, outputs, "means_", lambda: self.means_.shape[1])
+        return -self._detector().predict_features(feats).float().cpu() if len(feats) else torch.zeros(0)
 
     def summary(self) -> dict:
         """Name and, once fitted, the number of classes and the feature width."""
@@ -175,8 +208,8 @@ class KNN(OpenSetScore):
 
     def score(self, outputs: Outputs | Any) -> torch.Tensor:
         """(N,) float32 minus the k-th nearest-neighbour distance of ``outputs["feature"]`` (N, D), in [-2, 0]."""
-        feats = features_of(outputs, self.name)
-        return -self._detector().predict_features(feats).float().cpu()
+        feats = scored_features(self, outputs, "train_features_", lambda: self.train_features_.shape[1])
+        return -self._detector().predict_features(feats).float().cpu() if len(feats) else torch.zeros(0)
 
     def summary(self) -> dict:
         """Name, ``k`` and, once fitted, the number of training features searched."""
@@ -252,7 +285,8 @@ class ViM(OpenSetScore):
 
     def score(self, outputs: Outputs | Any) -> torch.Tensor:
         """(N,) float32 ``logsumexp(W z + b) - alpha ||(z - u) P_perp||`` of ``outputs["feature"]`` (N, D)."""
-        return -self._detector().predict_features(features_of(outputs, self.name)).float().cpu()
+        feats = scored_features(self, outputs, "weight_", lambda: self.weight_.shape[1])
+        return -self._detector().predict_features(feats).float().cpu() if len(feats) else torch.zeros(0)
 
     def summary(self) -> dict:
         """Name, ``dim`` and, once fitted, the dimension used and alpha."""
@@ -318,7 +352,8 @@ class ReAct(OpenSetScore):
 
     def score(self, outputs: Outputs | Any) -> torch.Tensor:
         """(N,) float32 ``logsumexp(W min(z, c) + b)`` of ``outputs["feature"]`` (N, D)."""
-        return -self._detector().predict_feature_maps(features_of(outputs, self.name)).float().cpu()
+        feats = scored_features(self, outputs, "threshold_", lambda: self.weight_.shape[1])
+        return -self._detector().predict_feature_maps(feats).float().cpu() if len(feats) else torch.zeros(0)
 
     def summary(self) -> dict:
         """Name, ``percentile`` and, once fitted, the clipping threshold."""
