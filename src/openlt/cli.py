@@ -66,7 +66,7 @@ def _split_config(args: argparse.Namespace):
 
 
 def _split(args: argparse.Namespace) -> int:
-    from openlt.data.datasets import fashion_mnist_pool, image_folder_pool
+    from openlt.data.datasets import check_split_images, fashion_mnist_pool, image_folder_pool
     from openlt.data.splits import SPLIT_FILES, check_outside, check_split_folder, make_split, write_split
     from openlt.errors import ConfigError
 
@@ -89,7 +89,9 @@ def _split(args: argparse.Namespace) -> int:
             if args.root is None:
                 raise ConfigError("--root is required with --dataset image-folder")
             pool = image_folder_pool(args.root)
-        manifest = write_split(make_split(pool, cfg), out, pool, cfg)
+        split = make_split(pool, cfg)
+        check_split_images(split, pool)  # every listed image decodes, before anything is written
+        manifest = write_split(split, out, pool, cfg)
     counts = manifest["train_counts"]
     print(f"wrote {out}: {len(counts)} known classes, {sum(counts)} training images "
           f"({max(counts)} .. {min(counts)} per class), open classes: {', '.join(manifest['open_class_names']) or 'none'}")

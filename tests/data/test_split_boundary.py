@@ -291,6 +291,20 @@ def class_names(data: bytes) -> Callable[[Path], None]:
     return lambda folder: (folder / "names.txt").write_bytes(data)
 
 
+def openlt_manifest(*edits: Callable[[Path], None], **keys) -> Callable[[Path], None]:
+    """The manifest `openlt split` writes for the good split folder (an image folder's), with `keys` replaced,
+    after `edits` of its split files (the manifest then describes them as they were)."""
+    def change(folder: Path) -> None:
+        from openlt.data.splits import describe_split
+
+        files = {name: folder / f"{name}.txt" for name in ("train", "val", "test", "open")}
+        saved = {**describe_split(files, ["ant", "bee"], [6, 6]), "dataset": "image-folder", **keys}
+        (folder / "manifest.json").write_text(json.dumps(saved))
+        for edit in edits:
+            edit(folder)
+    return change
+
+
 def F(kind: str, id: str, change: Callable[[Path], None], *needles: str, dataset: str = "split-file") -> FileCase:
     return FileCase(kind, id, change, needles, dataset)
 
@@ -333,6 +347,28 @@ FILE_CASES = [
     F("line-break", "form-feed", add("val", "ant/008.png 0\fbee/008.png 1"), "val.txt, line 3", "line break '\\x0c'"),
     F("line-break", "unicode-line-separator", add("open", "cat/002.png -1\u2028cat/003.png -1"), "open.txt, line 3",
       "line break"),
+    F("manifest-vs-files", "made-up-counts", openlt_manifest(train_counts=[9, 3]), "manifest.json",
+      "gives class 'ant' (label 0) 9 training images", "train.txt has 6", dataset="image-folder"),
+    F("manifest-vs-files", "swapped-names", openlt_manifest(class_names=["bee", "ant"]), "train.txt, line 1",
+      "'ant/000.png' lies in the class folder 'ant', but label 0 is 'bee'", dataset="image-folder"),
+    F("manifest-vs-files", "a-class-without-images", openlt_manifest(class_names=["ant", "bee", "cat"],
+                                                                      train_counts=[6, 6, 4]),
+      "gives class 'cat' (label 2) 4 training images", "has 0", dataset="image-folder"),
+    F("manifest-vs-files", "a-class-without-images-counted-0", openlt_manifest(class_names=["ant", "bee", "cat"],
+                                                                                train_counts=[6, 6, 0]),
+      "no training image", "cat", dataset="image-folder"),
+    F("manifest-vs-files", "train-label-edited-after-split", openlt_manifest(add("train", "ant/008.png 1")),
+      "train.txt, line 13", "'ant/008.png' lies in the class folder 'ant', but label 1 is 'bee'", dataset="image-folder"),
+    F("manifest-vs-files", "test-labels-swapped-after-split", openlt_manifest(lines("test", ["ant/007.png 1",
+                                                                                          "bee/007.png 0"])),
+      "test.txt, line 1", "label 1 is 'bee'", dataset="image-folder"),
+    F("open-known", "label-0-in-open", add("open", "cat/002.png 0"), "open.txt, line 3", "label 0 is the known class",
+      "labelled -1"),
+    F("open-known", "label-1-in-open", add("open", "cat/002.png 1"), "open.txt, line 3", "label 1 is the known class"),
+    F("open-known", "label-in-open-of-an-openlt-split", openlt_manifest(add("open", "cat/002.png 0")), "open.txt, line 3",
+      "label 0 is the known class 'ant'", dataset="image-folder"),
+    F("open-known", "known-image-in-open", openlt_manifest(add("open", "ant/008.png -1")), "open.txt, line 3",
+      "'ant/008.png' is an image of the known class 'ant'", dataset="image-folder"),
     F("manifest", "image-folder-split-without-manifest", no_manifest, "has no manifest.json", "incomplete",
       dataset="image-folder"),
     F("manifest", "not-json", manifest("{torn"), "manifest.json", "unreadable", dataset="image-folder"),
@@ -411,3 +447,143 @@ def test_a_good_split_folder_reads_with_bom_crlf_and_normalised_paths(images, tm
     assert data.num_classes == 2 and data.train_counts == [6, 6]
     assert data.entries["train"].items[0] == "ant/000.png" and data.entries["test"].lines == [3, 4]
     assert len(data.dataset("open")) == 2 and data.dataset("train")[0][1] == 0
+
+
+# ------------------------------------------------------------------------------------------ one file, two names
+def _link_class_folder(root: Path) -> str:
+    (root / "ant2").symlink_to(root / "ant")  # a second class of the same files
+    return "'ant2/000.png' and 'ant/000.png' are the same file"
+
+
+def _link_to_another_class(root: Path) -> str:
+    (root / "bee" / "100.png").symlink_to(root / "ant" / "000.png")
+    return "'bee/100.png' and 'ant/000.png' are the same file"
+
+
+def _hard_link_in_one_class(root: Path) -> str:
+    (root / "ant" / "100.png").hardlink_to(root / "ant" / "000.png")  # would leak into train and test of one class
+    return "'ant/100.png' and 'ant/000.png' are the same file"
+
+
+@pytest.mark.parametrize("link", [_link_class_folder, _link_to_another_class, _hard_link_in_one_class])
+def test_split_refuses_one_file_listed_under_two_names(link, images, tmp_path, capsys):
+    root = tmp_path / "images"
+    shutil.copytree(images, root)
+    needle = link(root)
+    line = run_cli(split_args(root, tmp_path / "out"), capsys)
+    assert needle in line and "symlink or a hard link" in line, line
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("test_line, needle", [
+    ("ant2/000.png 0", "also in the train split"),  # the symlinked folder: ant/000.png is in train
+    ("ant2/007.png 0", "also in line 1 of the same file"),  # the same test image twice under two names
+])
+def test_train_compares_split_files_as_files(test_line, needle, images, tmp_path, capsys):
+    root = tmp_path / "images"
+    shutil.copytree(images, root)
+    (root / "ant2").symlink_to(root / "ant")
+    split = good_split(tmp_path / "split")
+    (split / "test.txt").write_text("".join(f"{line}\n" for line in TEST + [test_line]))
+    (tmp_path / "c.yaml").write_text("name: links\n")
+    line = run_cli(["train", tmp_path / "c.yaml", "data.dataset=split-file", f"data.root={root}",
+                    f"data.split_dir={split}", f"out_dir={tmp_path / 'runs'}", *FAST], capsys)
+    assert "test.txt, line 3" in line and needle in line and "the same file as" in line, line
+
+
+# ------------------------------------------------------------------------------------------ edited split folders
+def test_an_edited_openlt_split_keeps_its_class_names_and_counts_from_train_txt(images, tmp_path, capsys):
+    split = tmp_path / "split"
+    assert main(split_args(images, split)) == 0
+    lines_ = (split / "train.txt").read_text().splitlines(keepends=True)
+    (split / "train.txt").write_text("".join(lines_[1:]))  # drop one training image of 'ant'
+    moved = tmp_path / "elsewhere"
+    split.rename(moved)  # the run must record the folder it read, not where `openlt split` wrote it
+    (tmp_path / "c.yaml").write_text("name: edited\n")
+    capsys.readouterr()
+    assert main([str(a) for a in ["train", tmp_path / "c.yaml", "data.dataset=image-folder", f"data.root={images}",
+                                  f"data.split_dir={moved}", f"out_dir={tmp_path / 'runs'}", *FAST]]) == 0
+    out = capsys.readouterr().out
+    assert f"{moved / 'train.txt'} changed since {moved / 'manifest.json'} was written" in out
+    run = next((tmp_path / "runs").iterdir())
+    recorded = json.loads((run / "split_manifest.json").read_text())
+    saved = json.loads((moved / "manifest.json").read_text())
+    assert recorded["class_names"] == saved["class_names"] == ["ant", "bee", "cat", "dog"]
+    assert recorded["train_counts"] == [saved["train_counts"][0] - 1, *saved["train_counts"][1:]]
+    assert {name: info["file"] for name, info in recorded["files"].items()} == {
+        name: str(moved / f"{name}.txt") for name in ("train", "val", "test")}
+
+
+@pytest.fixture(scope="module")
+def cifar_split(tmp_path_factory) -> Path:
+    from fake_cifar import write_cifar10
+
+    folder = tmp_path_factory.mktemp("cifar-split")
+    root = write_cifar10(folder / "c10", per_class=12, test_per_class=3)
+    assert main(["split", "--dataset", "cifar10", "--root", str(root), "--n-max", "10", "--imbalance-factor", "2",
+                 "--val-per-class", "1", "--open-classes", "2", "--out", str(folder / "split")]) == 0
+    return folder
+
+
+def _swap_first_two(key: str) -> Callable[[Path], None]:
+    def edit(split: Path) -> None:
+        saved = json.loads((split / "manifest.json").read_text())
+        saved[key][0], saved[key][1] = saved[key][1], saved[key][0]
+        (split / "manifest.json").write_text(json.dumps(saved))
+    return edit
+
+
+def _relabel_first_train_line(split: Path) -> None:
+    text = (split / "train.txt").read_text().splitlines(keepends=True)
+    item, label = text[0].split()
+    (split / "train.txt").write_text("".join([f"{item} {int(label) + 1}\n", *text[1:]]))
+
+
+def _known_test_image_in_open(split: Path) -> None:
+    first_test = (split / "test.txt").read_text().splitlines()[0].split()[0]
+    (split / "test.txt").write_text("".join((split / "test.txt").read_text().splitlines(keepends=True)[1:]))
+    (split / "open.txt").write_text((split / "open.txt").read_text() + f"{first_test} -1\n")
+
+
+@pytest.mark.parametrize("edit, needles", [
+    (_swap_first_two("class_names"), ("manifest.json: class 0 is named 'automobile'", "class 0 ('airplane')")),
+    (_swap_first_two("original_class_ids"), ("manifest.json: class 0 is named 'airplane'", "class 1 ('automobile')")),
+    (_relabel_first_train_line, ("train.txt, line 1", "is an image of 'airplane', but its label 1 is 'automobile'")),
+    (_known_test_image_in_open, ("open.txt, line", "is an image of the known class 'airplane'")),
+], ids=["names-swapped", "ids-swapped", "train-label-edited", "known-image-in-open"])
+def test_the_embedded_data_check_names_and_labels_against_each_image(edit, needles, cifar_split, tmp_path, capsys):
+    split = tmp_path / "split"
+    shutil.copytree(cifar_split / "split", split)
+    edit(split)
+    (tmp_path / "c.yaml").write_text("name: cifar\n")
+    line = run_cli(["train", tmp_path / "c.yaml", "data.dataset=cifar10", f"data.root={cifar_split / 'c10'}",
+                    f"data.split_dir={split}", f"out_dir={tmp_path / 'runs'}", *FAST], capsys)
+    assert all(needle in line for needle in needles), line
+    assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())
+
+
+# ------------------------------------------------------------------------------------------ images that cannot be read
+@pytest.mark.parametrize("damage", ["truncated", "not-an-image", "empty"])
+def test_split_refuses_an_image_it_cannot_decode(damage, images, tmp_path, capsys):
+    root = tmp_path / "images"
+    shutil.copytree(images, root)
+    bad = root / "bee" / "003.png"
+    data = bad.read_bytes()
+    bad.write_bytes({"truncated": data[: len(data) // 2], "not-an-image": b"<html>404</html>", "empty": b""}[damage])
+    line = run_cli(split_args(root, tmp_path / "out"), capsys)
+    assert "bee/003.png" in line and "corrupt or unreadable image" in line, line
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("split_name", ["test", "open", "val"])
+def test_train_decodes_every_listed_image_before_the_run_exists(split_name, images, tmp_path, capsys):
+    root = tmp_path / "images"
+    shutil.copytree(images, root)
+    first = {"test": TEST, "open": OPEN, "val": VAL}[split_name][0].split()[0]
+    (root / first).write_bytes((root / first).read_bytes()[:60])  # read only at the end of training, before
+    split = good_split(tmp_path / "split")
+    (tmp_path / "c.yaml").write_text("name: decode\n")
+    line = run_cli(["train", tmp_path / "c.yaml", "data.dataset=split-file", f"data.root={root}",
+                    f"data.split_dir={split}", f"out_dir={tmp_path / 'runs'}", *FAST], capsys)
+    assert f"{split_name}.txt, line 1: corrupt or unreadable image" in line and first in line, line
+    assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())

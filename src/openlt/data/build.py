@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections import Counter
+import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -12,16 +12,18 @@ from PIL import Image
 from openlt.config import DATASET_KINDS, Config, read_utf8
 from openlt.data import cifar, fashion_mnist
 from openlt.data.cifar_lt import write_cifar_lt_split
-from openlt.data.datasets import (ArrayImageLoader, FileImageLoader, SplitDataset, fashion_mnist_pool,
-                                  image_folder_pool)
+from openlt.data.datasets import (ArrayImageLoader, FileImageLoader, SplitDataset, check_split_images,
+                                  fashion_mnist_pool, image_folder_pool)
 from openlt.data.splitfile import SplitEntries, read_split_file
+from openlt.data.splitcheck import (ARRAY_DATASETS, check_array_classes, check_folder_classes, check_label_range,
+                                   check_manifest_counts, check_no_shared_images, check_open_labels, label_counts)
 from openlt.data.splits import MANIFEST, check_outside, describe_split, make_split, write_split
 from openlt.data.transforms import build_transform, normalisation
 from openlt.errors import ConfigError, DataError
-from openlt.io import sha256_file
 from openlt.metrics import ShotBands
 
 CIFAR_KINDS = ("cifar10", "cifar100")
+_LOG = logging.getLogger(__name__)  # `openlt train` prints these records (cli.console_logging)
 
 
 @dataclass
@@ -110,7 +112,9 @@ def _build_splits(cfg: Config, out_dir: Path) -> None:
         pool = image_folder_pool(cfg.data.root)
     else:
         raise ConfigError("data.split_dir is required for data.dataset='split-file' (the folder of the split files)")
-    write_split(make_split(pool, cfg.data.split), out_dir, pool, cfg.data.split, bands=ShotBands.from_config(cfg.eval))
+    split = make_split(pool, cfg.data.split)
+    check_split_images(split, pool)
+    write_split(split, out_dir, pool, cfg.data.split, bands=ShotBands.from_config(cfg.eval))
 
 
 def _class_names(cfg: Config, split_dir: Path, num_classes: int) -> list[str]:
@@ -165,56 +169,76 @@ def _num_classes(train: SplitEntries) -> int:
     return top + 1
 
 
-def _load_manifest(cfg: Config, split_dir: Path, files: dict[str, Path]) -> dict:
-    """Reuse a split folder's manifest when its hashes still match, else describe the files afresh.
+def _load_manifest(cfg: Config, split_dir: Path, files: dict[str, Path],
+                   entries: dict[str, SplitEntries]) -> tuple[dict, Path | None]:
+    """The run's description of its split files (`describe_split`'s keys): the classes, the training counts read
+    from train.txt, the files as read now (path, sha256); a split folder's manifest.json gives the class names
+    (unless data.class_names is set) and its other keys, once checked (`splitcheck`).
 
     A folder of `openlt split` (every data set but split-file) must have its manifest: without one it is
-    incomplete (an interrupted split of an older openlt) or not openlt's."""
-    bands = ShotBands.from_config(cfg.eval)
-    saved = split_dir / MANIFEST
-    if saved.is_file():
-        manifest = _read_manifest(saved)
-        recorded = manifest["files"]
-        fresh = all(name in recorded and recorded[name].get("sha256") == sha256_file(path) for name, path in files.items())
-        if fresh:  # the run's manifest records the files it reads (not a split the config turns off)
-            manifest["files"] = {name: recorded[name] for name in files}
-            manifest["bands"] = {"rule": bands.describe(), "per_class": bands.bands_of(manifest["train_counts"])}
-            return manifest
-    elif cfg.data.dataset != "split-file":
+    incomplete (an interrupted split of an older openlt) or not openlt's. Split files edited since the manifest
+    was written are read as they are now, keeping the class names (checked against the images where the data
+    allow it, in `_check_splits`), with a note. Also returns the manifest.json the class names come from (None:
+    a class-name file, or class_K)."""
+    saved_path = split_dir / MANIFEST
+    saved = _read_manifest(saved_path) if saved_path.is_file() else None
+    if saved is None and cfg.data.dataset != "split-file":
         raise DataError(f"split folder {split_dir} has no {MANIFEST}: it is incomplete (an interrupted "
                         f"`openlt split`?) or not made by `openlt split`; run `openlt split` again, or use "
                         f"data.dataset=split-file for split files of your own")
-    train = read_split_file(files["train"])
-    num_classes = _num_classes(train)
-    counts = [0] * num_classes
-    for label, n in Counter(train.labels).items():
-        counts[label] = n
-    return describe_split(files, _class_names(cfg, split_dir, num_classes), counts, bands=bands)
+    train = entries["train"]
+    num_classes = len(saved["class_names"]) if saved is not None else _num_classes(train)
+    for ent in entries.values():
+        check_label_range(ent, num_classes)
+    counts = label_counts(train, num_classes)
+    if cfg.data.class_names or saved is None:
+        names = _class_names(cfg, split_dir, num_classes)
+    else:
+        names = saved["class_names"]
+    manifest = describe_split(files, names, counts, bands=ShotBands.from_config(cfg.eval))
+    if saved is None:
+        return manifest, None
+    recorded = saved["files"]
+    changed = [name for name in files if recorded.get(name, {}).get("sha256") != manifest["files"][name]["sha256"]]
+    if "train" not in changed:  # the manifest describes this very train.txt: its counts must be that file's
+        check_manifest_counts(saved_path, saved["train_counts"], counts, saved["class_names"], files["train"])
+    elif not cfg.data.class_names:
+        _LOG.info(f"note: {', '.join(str(files[n]) for n in changed)} changed since {saved_path} was written: the "
+                  f"training counts are read from {files['train']}, the class names kept from {MANIFEST}")
+    return {**{k: v for k, v in saved.items() if k not in manifest}, **manifest}, \
+        None if cfg.data.class_names else saved_path
 
 
-def _check_splits(data: DataBundle, files: dict[str, Path]) -> None:
-    """Parse every split file and check it before any work: labels in range, every image present, and no image
-    in two of train / val / test / open (skipped for an open split under its own root)."""
-    first: dict[str, tuple[str, Path, int]] = {}
-    for split, path in files.items():
-        entries = read_split_file(path, allow_open=(split == "open"), num_classes=data.num_classes)
-        data.loader_of(split).check(entries)
-        data.entries[split] = entries
-        if split == "open" and data.open_loader is not None:
-            continue
-        for item, line in zip(entries.items, entries.lines):
-            if item in first:
-                other, other_path, other_line = first[item]
-                raise DataError(f"{path}, line {line}: {item!r} is also in the {other} split ({other_path}, line "
-                                f"{other_line}); an image belongs to one of train / val / test / open")
-            first[item] = (split, path, line)
+def _check_splits(data: DataBundle, names_from: Path | None) -> None:
+    """Check every parsed split file before any work: every image present (and an image file name), the open
+    split's labels -1, no image in two of train / val / test / open (compared as files), and the class names
+    against the images where the manifest's data set tells each image's class (`splitcheck`)."""
+    keys = {split: data.loader_of(split).check(ent) for split, ent in data.entries.items()}
+    if "open" in data.entries:
+        check_open_labels(data.entries["open"], data.class_names)
+    check_no_shared_images(data.entries, keys)
+    if names_from is None:  # names from a class-name file or class_K: nothing to check them against
+        return
+    manifest = data.manifest
+    if manifest.get("dataset") == "image-folder" and isinstance(data.loader, FileImageLoader):
+        check_folder_classes(names_from, data.class_names, data.entries, data.open_loader is None)
+    elif manifest.get("dataset") in ARRAY_DATASETS and isinstance(data.loader, ArrayImageLoader):
+        kind = manifest["dataset"]
+        dataset_names = (list(fashion_mnist.CLASS_NAMES) if kind == "fashion-mnist" else
+                         cifar.class_names(kind, data.cfg.data.root or manifest.get("root")))
+        check_array_classes(manifest, names_from, data.entries, data.loader.parts, dataset_names,
+                            data.open_loader is None)
 
 
-def prepare_data(cfg: Config, *, default_split_dir: Path | None = None) -> DataBundle:
+def prepare_data(cfg: Config, *, default_split_dir: Path | None = None, decode: bool | None = None) -> DataBundle:
     """Find or build the split files, describe them, and check the training split covers every class.
 
     The split files are data.split_dir's; without one they are built in `default_split_dir` (a run's
-    ``Run.splits_dir``) unless it already holds them. ConfigError / DataError for a missing or bad split."""
+    ``Run.splits_dir``) unless it already holds them. ConfigError / DataError for a missing or bad split.
+    `decode`: decode every image file of every split first (`check_decodable`: 1 to 2.5 ms per JPEG, in threads);
+    None decodes when no `default_split_dir` is given, i.e. for the data of a new run on data.split_dir (`train`),
+    not again for a run's own data (eval, --resume: checked when the run started; splits a run builds are
+    decoded when they are drawn)."""
     if cfg.data.dataset not in DATASET_KINDS:
         raise ConfigError(f"unknown data.dataset {cfg.data.dataset!r}; known: {', '.join(DATASET_KINDS)}")
     if cfg.data.split_dir is not None:
@@ -237,7 +261,8 @@ def prepare_data(cfg: Config, *, default_split_dir: Path | None = None) -> DataB
             files[split] = path
         elif split in ("train", "test"):
             raise DataError(f"the {split} split file is missing: {path}")
-    manifest = _load_manifest(cfg, split_dir, files)
+    entries = {split: read_split_file(path, allow_open=(split == "open")) for split, path in files.items()}
+    manifest, names_from = _load_manifest(cfg, split_dir, files, entries)
     empty = [name for name, n in zip(manifest["class_names"], manifest["train_counts"]) if n == 0]
     if empty:
         raise DataError(f"{len(empty)} class(es) have no training image in {files['train']}: {', '.join(empty[:10])}")
@@ -248,8 +273,14 @@ def prepare_data(cfg: Config, *, default_split_dir: Path | None = None) -> DataB
         open_loader = FileImageLoader(cfg.data.open_root or manifest["open_root"], mode="RGB")
     else:
         open_loader = _image_loader(cfg, cfg.data.open_root, in_chans) if cfg.data.open_root else None
-    data = DataBundle(cfg, split_dir, manifest, _image_loader(cfg, root, in_chans), "", 0, in_chans, open_loader)
-    _check_splits(data, files)
+    data = DataBundle(cfg, split_dir, manifest, _image_loader(cfg, root, in_chans), "", 0, in_chans, open_loader,
+                      entries=entries)
+    _check_splits(data, names_from)
+    if decode if decode is not None else default_split_dir is None:
+        for split, ent in entries.items():
+            loader = data.loader_of(split)
+            if isinstance(loader, FileImageLoader):
+                loader.check_decodable(ent)
     _choose_input(data)
     return data
 

@@ -24,7 +24,7 @@ import numpy as np
 
 from openlt.config import SplitConfig
 from openlt.data import cifar
-from openlt.data.datasets import IMAGE_EXTENSIONS, image_files
+from openlt.data.datasets import IMAGE_EXTENSIONS, check_decodable, image_files
 from openlt.data.splits import SPLIT_NAMES, LabelledPool, Split, _resolve_open_classes, write_split
 from openlt.errors import ConfigError, DataError
 
@@ -158,6 +158,8 @@ def write_cifar_lt_split(dataset: str, root: str | Path | None, cfg: SplitConfig
     """Build the split of `dataset` into `out_dir` (split files + manifest); return the manifest."""
     pool = cifar_pool(dataset, root)
     open_items = open_folder_items(open_root) if open_root else None
+    if open_items:
+        check_decodable([Path(open_root) / item for item in open_items])
     split = make_cifar_lt_split(pool, cfg, open_items)
     val_counts = np.bincount(np.asarray(split.entries["val"][1], dtype=np.int64), minlength=len(split.class_names))
     short = {name: int(n) for name, n in zip(split.class_names, val_counts) if n < cfg.val_per_class}
