@@ -41,6 +41,7 @@ TRANSLATE = 10000.0  # libMR's translate_amount: where the tail's smallest dista
 STEP_SHAPE = 100.0  # Weibull shape standing in for a step at the tail's largest distance (degenerate tails)
 _CHUNK = 4096  # rows scored at once, at most: bounds the (rows, α, K) distance tensor
 _CHUNK_ELEMENTS = 1 << 25  # ... and at most this many of its elements (128 MB of float32; 412 rows at K = 8,142)
+_SUM_ROWS = 1024  # rows of a fit's chunk copied (float64 sums, class means per row) at once: 67 MB at K = 8,142
 
 
 def distances(v: torch.Tensor, means: torch.Tensor, kind: str) -> torch.Tensor:
@@ -207,8 +208,9 @@ class OpenMax(OpenSetScore):
                 self.alpha_for(k)  # refuse a too-large alpha now, not at scoring time
                 sums, counts = torch.zeros(k, k, dtype=torch.float64), torch.zeros(2, k, dtype=torch.long)
             correct = logits.argmax(dim=1) == labels
-            rows = only[labels] if only is not None else correct
-            sums.index_add_(0, labels[rows], logits[rows].double())
+            rows = (only[labels] if only is not None else correct).nonzero().flatten()
+            for part in rows.split(_SUM_ROWS):  # float64 copies of a few rows at a time, same order of additions
+                sums.index_add_(0, labels[part], logits[part].double())
             counts[0] += torch.bincount(labels, minlength=k)
             counts[1] += torch.bincount(labels[correct], minlength=k)
             n_rows += len(labels)
@@ -220,7 +222,8 @@ class OpenMax(OpenSetScore):
         rows the MAV was taken over (N,) bool (correctly classified, or any row of a fallback class)."""
         distance, label, chosen = [], [], []
         for _, logits, labels in self._checked_chunks(chunks):
-            distance.append(distances(logits, means[labels], self.distance))
+            distance += [distances(v, means[y], self.distance)  # rows are independent: (rows, K) temporaries
+                         for v, y in zip(logits.split(_SUM_ROWS), labels.split(_SUM_ROWS))]
             label.append(labels)
             chosen.append((logits.argmax(dim=1) == labels) | fallback[labels])
         return torch.cat(distance), torch.cat(label), torch.cat(chosen)
