@@ -170,9 +170,10 @@ def load_bench(path: str | Path, extra_overrides: list[str] | None = None) -> Be
     return spec
 
 
-# What a bench's out_dir may hold besides run directories (each with its config.yaml) and hidden entries (staged
+# What a bench's out_dir may hold besides run directories (named as runs, or with a config.yaml) and hidden entries (staged
 # runs, temporary files): the results write_bench_results writes, and logs.
 BENCH_FILES = {"results.md", "results.csv", "report.html", "bands.png", "openset.png"}
+RUN_DIR = re.compile(r".+-\d{8}-\d{6}(-\d+)?")
 
 
 def check_out_dir(out_dir: Path, what: str) -> None:
@@ -196,8 +197,8 @@ def check_out_dir(out_dir: Path, what: str) -> None:
 def _bench_entry(p: Path) -> bool:
     if p.name.startswith("."):
         return True
-    if p.is_dir():
-        return (p / "config.yaml").is_file()
+    if p.is_dir():  # a run: its config.yaml, or at least a run's name (NAME-YYYYmmdd-HHMMSS[-N])
+        return (p / "config.yaml").is_file() or RUN_DIR.fullmatch(p.name) is not None
     return p.name in BENCH_FILES or p.suffix == ".log"
 
 
