@@ -24,7 +24,7 @@ from openlt.reporting.convergence import convergence, validation_curve
 
 RUN_NAME = re.compile(r"(?P<method>.+)_e(?P<epochs>\d+)-s(?P<seed>\d+)-\d{8}-\d{6}(-\d+)?")
 BANDS = ("many", "medium", "few", "overall")
-METHOD_ORDER = ("plain", "crt", "tau_norm", "lws", "ncm")
+METHOD_ORDER = ("plain", "crt", "tau_norm", "lws", "ncm", "fslwf")
 
 
 def read_runs(folder: Path) -> dict[tuple[str, int], dict[int, dict]]:
