@@ -25,7 +25,8 @@ from tqdm import tqdm
 from openlt.config import Config
 from openlt.data.build import DataBundle, prepare_data
 from openlt.engine import distributed
-from openlt.engine.runtime import batch_to, load_run_model, make_loader, resolve_device
+from openlt.engine.runtime import (batch_to, inference_passes, load_run_model, make_loader, resolve_device,
+                                   trim_heap)
 from openlt.engine.precision import autocast, inference_amp
 from openlt.engine.run import Run
 from openlt.errors import ConfigError
@@ -67,15 +68,17 @@ def _read(path: Path) -> tuple[dict, dict[str, torch.Tensor]] | None:
 def extract_features(model: OpenLTModel, loader, device: torch.device, desc: str = "features", quiet: bool = False,
                      channels_last: bool = False, amp: str = "none") -> tuple[torch.Tensor, torch.Tensor]:
     """(N, D) float32 features (the head's input) and (N,) labels, in the loader's order, in eval mode
-    (under `amp` autocast: the run's train.amp where the device runs it). A loader sharded over processes
-    (`make_loader(..., shard=True)` under torchrun) gives every process all of them."""
+    (under `amp` autocast: the run's train.amp where the device runs it), each batch in `inference_passes`. A
+    loader sharded over processes (`make_loader(..., shard=True)` under torchrun) gives every process all of them."""
     model.eval()
     feats, labels = [], []
     quiet = quiet or not distributed.is_main()
-    for images, targets in tqdm(loader, desc=desc, leave=False, disable=True if quiet else None, file=sys.stderr):
-        with autocast(amp, device):
-            feature = model.features(batch_to(images, device, channels_last))[1]
-        feats.append(feature.float().cpu())
+    trim_heap()  # before the loader forks its workers
+    for batch, targets in tqdm(loader, desc=desc, leave=False, disable=True if quiet else None, file=sys.stderr):
+        for images in inference_passes(batch, device):  # bounded activation memory on the CPU
+            with autocast(amp, device):
+                feature = model.features(batch_to(images, device, channels_last))[1]
+            feats.append(feature.float().cpu())
         labels.append(targets)
     features, targets = torch.cat(feats), torch.cat(labels).long()
     if isinstance(loader.sampler, distributed.ShardSampler):

@@ -4,6 +4,9 @@ loading a run's model. Every other engine module builds on these; this one impor
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
+import functools
 import sys
 from typing import Callable
 
@@ -50,6 +53,40 @@ def batch_to(images: torch.Tensor, device: torch.device, channels_last: bool) ->
     """
     images = images.to(device, non_blocking=True)
     return images.contiguous(memory_format=torch.channels_last) if channels_last and images.dim() == 4 else images
+
+
+@functools.cache
+def _malloc_trim() -> Callable[[int], int] | None:
+    try:
+        return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim
+    except (OSError, AttributeError):  # not glibc (macOS, musl): nothing to hand back this way
+        return None
+
+
+def trim_heap() -> None:
+    """Hand the C heap's free pages back to the system (glibc ``malloc_trim``; a no-op elsewhere). Called before
+    a loader forks its workers: a forked worker shares every page of this process, and every free page that this
+    process writes again afterwards stays behind as the workers' copy, so the free heap left by training steps
+    (hundreds of MB at 224 px) would be held once more by the validation workers for the whole run."""
+    trim = _malloc_trim()
+    if trim is not None:
+        trim(0)
+
+
+CPU_PIXELS_PER_PASS = 16 * 224 * 224  # pixels of the images of one inference forward pass on the CPU
+
+
+def inference_passes(images: torch.Tensor, device: torch.device) -> tuple[torch.Tensor, ...]:
+    """A loader batch (B, C, H, W) cut into the chunks of one inference forward pass each: on the CPU at most
+    ``CPU_PIXELS_PER_PASS`` pixels of images (16 images at 224 px, 1,024 at 28 px, so the small-image benchmarks
+    keep whole batches), so that the activations of evaluation, validation and feature extraction stay those of
+    16 images at 224 px whatever eval.batch_size (ResNet-10: 0.1 GB; 1.1 GB for 160 images), and no slower (the CPU
+    kernels run small batches at least as fast); on a GPU the whole batch. Each image's outputs are the same
+    (inference: no batch statistics): bit for bit for ResNet-10 at 224 px on the development machine (passes of 16
+    against one of 160), up to float rounding in general (tests/engine/test_runtime_memory.py)."""
+    if device.type != "cpu" or images.dim() != 4:
+        return (images,)
+    return images.split(max(1, CPU_PIXELS_PER_PASS // (images.shape[-2] * images.shape[-1])))
 
 
 def make_loader(dataset, batch_size: int, workers: int, device: torch.device, sampler=None, shuffle=False,
@@ -116,21 +153,25 @@ def collect_outputs(model: OpenLTModel, loader: DataLoader, device: torch.device
                     ) -> dict[str, torch.Tensor]:
     """Logits (and reachability, where the head gives it) and labels of every image (eval mode, no augmentation);
     `keep` names the model outputs kept ("feature" too for a score that needs it: :func:`kept_for`).
+    Each loader batch goes through the model in `inference_passes` (chunks of 16 images at 224 px on the CPU).
     `batch_score` (a score that needs_model, ODIN): called as ``batch_score(logits_of_images, images)`` on each
-    batch, outside autocast and with gradients allowed, its (B,) result kept as "model_score".
+    chunk, outside autocast and with gradients allowed, its (B,) result kept as "model_score".
     A loader sharded over processes (`make_loader(..., shard=True)` under torchrun) gives every process all of them."""
     model.eval()
     kept: dict[str, list[torch.Tensor]] = {}
     quiet = quiet or not distributed.is_main()
-    for images, targets in tqdm(loader, desc=desc, leave=False, disable=True if quiet else None, file=sys.stderr):
-        images = batch_to(images, device, channels_last)
-        with autocast(amp, device):
-            out = model(images)
-        for key in keep:
-            if key in out:
-                kept.setdefault(key, []).append(out[key].float().cpu())
-        if batch_score is not None:
-            kept.setdefault(MODEL_SCORE, []).append(batch_score(lambda x: model(x)["logits"], images))
+    trim_heap()  # before the loader forks its workers (once for persistent ones)
+    for batch, targets in tqdm(loader, desc=desc, leave=False, disable=True if quiet else None, file=sys.stderr):
+        for images in inference_passes(batch, device):  # bounded activation memory on the CPU
+            images = batch_to(images, device, channels_last)
+            with autocast(amp, device):
+                out = model(images)
+            for key in keep:
+                if key in out:
+                    kept.setdefault(key, []).append(out[key].float().cpu())
+            del out  # before the next pass or ODIN's own
+            if batch_score is not None:
+                kept.setdefault(MODEL_SCORE, []).append(batch_score(lambda x: model(x)["logits"], images))
         kept.setdefault("labels", []).append(targets)
     outputs = {key: torch.cat(values) for key, values in kept.items()}
     if isinstance(loader.sampler, distributed.ShardSampler):
