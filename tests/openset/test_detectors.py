@@ -160,7 +160,10 @@ def test_each_wrapper_equals_pytorch_ood_on_the_same_inputs():
          .predict_feature_maps(x)),
     ]
     for ours, theirs in pairs:
-        assert torch.equal(ours.score(test), -theirs.float()), ours.name
+        if ours.name == "mahalanobis":  # openlt's own scoring (linear in K), pytorch-ood's fit
+            torch.testing.assert_close(ours.score(test), -theirs.float(), rtol=1e-5, atol=1e-5)
+        else:
+            assert torch.equal(ours.score(test), -theirs.float()), ours.name
     model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(12, 3))
     images = torch.randn(6, 3, 2, 2, generator=torch.Generator().manual_seed(0))
     theirs = ood.ODIN(model, eps=0.002, temperature=100.0, norm_std=[0.5, 0.5, 0.5]).predict(images)
@@ -245,3 +248,20 @@ def test_detectors_take_plain_arrays_and_say_what_shape_they_need(name, params):
                                (X, y[:-1], r"labels must be \(40,\)"), (X, None, "needs the training labels")):
         with pytest.raises(ValueError, match=says):
             cls(**params).fit(bad_x, bad_y, head=head)
+
+
+def test_mahalanobis_scoring_is_exact_in_chunks_and_agrees_with_pytorch_ood_at_many_classes(monkeypatch):
+    from openlt.openset import detectors
+
+    g = torch.Generator().manual_seed(5)
+    k, d = 40, 12
+    y = torch.arange(k).repeat_interleave(6)
+    z = torch.randn(k, d, generator=g)[y] * 3 + torch.randn(len(y), d, generator=g)
+    x = torch.randn(97, d, generator=g) * 3
+    fitted = Mahalanobis().fit(z, y)
+    whole = fitted.score(x)
+    monkeypatch.setattr(detectors, "_ROW_ELEMENTS", 3 * k)  # 3 rows at a time
+    assert torch.equal(fitted.score(x), whole)
+    theirs = ood.Mahalanobis(None).fit_features(z, y).predict_features(x)
+    torch.testing.assert_close(whole, -theirs.float(), rtol=1e-5, atol=1e-5)
+    assert (whole <= 0).all()
