@@ -18,7 +18,7 @@ start (Linux: VmHWM reset through /proc/self/clear_refs and free memory handed b
 stage, so the number is the stage's own). Every size runs in a fresh process. A stage measured on a part and
 scaled up says so ("extrapolated"): cRT / LWS (a few steps of batch 512, x steps per epoch), tau-norm's search
 (6,000 validation images), the feature detectors' fits there ("upper bound": the whole fit x N / rows),
-KNN's and Mahalanobis's scores (a subset of the queries), and the image path (64 JPEGs decoded, transformed and
+KNN's scores (a subset of the queries), and the image path (64 JPEGs decoded, transformed and
 passed through ResNet-10, x (N + val + test + open)).
 
 The table gives, between the last two sizes, the ratio of times against the ratio of the stage's work (its
@@ -380,7 +380,7 @@ def _detector(st: Stages, name: str, feats: dict, k: int) -> None:
            lambda: scorer.fit({"feature": x[part], "labels": y[part]}, **head), len(x) / rows, note)
     queries = {s: feats[s]["features"] for s in ("test", "open")}
     n_queries, scale, note = sum(len(q) for q in queries.values()), 1.0, ""
-    cap = {"knn": KNN_QUERIES, "mahalanobis": max(50, 200_000 // k)}.get(name)  # KNN: N x d, Mahalanobis: K x d^2 each
+    cap = {"knn": KNN_QUERIES}.get(name)  # KNN: N x d each (Mahalanobis: d^2 + K d each, all scored)
     if cap is not None and cap < n_queries:
         queries = {"test": queries["test"][:cap]}
         scale, note = n_queries / cap, f"extrapolated: {cap:,} queries x {n_queries / cap:.0f}"
