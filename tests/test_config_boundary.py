@@ -124,6 +124,9 @@ OVERRIDES = [
     O("number-form", "in-loss-args", "train.loss_args={weight: 1_0}", "key 'weight'", "_ separators"),
     O("number-form", "quoted-underscore", 'train.lr="1_0"', "'train.lr'", "plain decimal number"),
     O("number-form", "quoted-spaces", 'eval.open_threshold=" 0.5"', "'eval.open_threshold'", "finite number"),
+    O("number-form", "bool-yes", "model.attention=yes", "override 'model.attention=yes'", "YAML 1.1", "True"),
+    O("number-form", "bool-off", "train.nesterov=off", "override 'train.nesterov=off'", "YAML 1.1", "False"),
+    O("number-form", "bool-as-name", "name=no", "override 'name=no'", "quote it to mean text"),
     # --- integers past their declared upper bound (they crashed inside numpy / torch, or forked hundreds)
     O("too-large", "seed-1e30", "seed=1000000000000000000000000000000", "'seed'", "< 4294967296"),
     O("too-large", "seed-2-32", "seed=4294967296", "'seed'", "< 4294967296"),
@@ -176,6 +179,8 @@ FILES = [
       "sexagesimal"),
     F("number-form", "file-hex-in-list", "train:\n  milestones: [2, 0x4]\n", "c.yaml, line 2",
       "key 'train.milestones', item 1", "hexadecimal"),
+    F("number-form", "file-bool-on", "model:\n  attention: on\n", "c.yaml, line 2", "key 'model.attention'",
+      "'on' is a boolean in YAML 1.1"),
     F("too-large", "file-knn-k", "eval:\n  knn_k: 10000000000\n", "c.yaml, line 2", "'eval.knn_k'", "<= 1000000000"),
 ]
 CASES = OVERRIDES + FILES
@@ -319,6 +324,7 @@ def test_plain_number_forms_are_still_numbers():
                               "seed=0", "eval.open_threshold=-1.5", "train.warmup_epochs=0.", 'name="0x10"'])
     assert (cfg.train.epochs, cfg.train.lr, cfg.train.momentum, cfg.eval.open_threshold) == (5, 1e-4, 0.5, -1.5)
     assert cfg.name == "0x10" and cfg.train.warmup_epochs == 0.0  # quoted: text, as written
+    assert build_config(None, ["model.attention=True", "train.nesterov=FALSE", "name='no'"]).name == "no"
 
 
 def test_base_may_name_a_packaged_config(tmp_path):

@@ -697,6 +697,20 @@ _PLAIN_INT = re.compile(r"[-+]?(0|[1-9][0-9]*)")
 _PLAIN_FLOAT = re.compile(r"[-+]?([0-9]+\.[0-9]*|\.[0-9]+)([eE][-+]?[0-9]+)?|[-+]?\.(inf|Inf|INF)|\.(nan|NaN|NAN)")
 
 
+_BOOL_TAG = "tag:yaml.org,2002:bool"
+_PLAIN_BOOL = re.compile(r"true|True|TRUE|false|False|FALSE")  # YAML 1.2's booleans
+
+
+def boolean_form_problem(node: Any) -> str | None:
+    """What is wrong with a scalar that PyYAML (YAML 1.1) reads as a boolean but YAML 1.2 and a reader take for
+    text: ``yes`` / ``no`` / ``on`` / ``off`` (e.g. a class or run named ``no`` would become False)."""
+    if not isinstance(node, yaml.ScalarNode) or node.tag != _BOOL_TAG or _PLAIN_BOOL.fullmatch(node.value):
+        return None
+    read = node.value.lower() in ("yes", "on", "y")
+    return (f"{node.value!r} is a boolean in YAML 1.1 (it would read as {read!r}); write true or false, or quote it "
+            f"to mean text")
+
+
 def number_form_problem(node: Any) -> str | None:
     """What is wrong with a scalar that PyYAML (YAML 1.1) reads as a number written in a form other than plain
     decimal: sexagesimal ``1:30`` (= 90), hexadecimal ``0x10``, binary ``0b11``, octal ``010`` (= 8), ``1_0``.
@@ -721,7 +735,7 @@ def number_form_problem(node: Any) -> str | None:
 def _walk(loader: _CheckedLoader, node: Any, prefix: str, lines: dict[str, int], name: str = "") -> None:
     """Record the line of every mapping key (dotted) and refuse duplicate keys, merge keys (<<) and numbers in
     YAML 1.1's other forms (`number_form_problem`; `name`: what the message calls the node, "key 'a.b'")."""
-    problem = number_form_problem(node)
+    problem = number_form_problem(node) or boolean_form_problem(node)
     if problem:
         raise _Refused(node.start_mark, f"{name}: {problem}" if name else problem)
     if isinstance(node, yaml.SequenceNode):
