@@ -45,3 +45,11 @@ def test_outputs_in_passes_equal_one_pass_over_the_batch(monkeypatch):
 def test_trim_heap_is_harmless():
     trim_heap()
     trim_heap()
+
+
+def test_inference_loader_batches_are_one_pass_on_the_cpu():
+    images = list(range(40))
+    assert runtime.inference_loader(images, 256, 0, CPU, 224).batch_size == 16
+    assert runtime.inference_loader(images, 256, 0, CPU, 28).batch_size == 256  # small images: eval.batch_size
+    assert runtime.inference_loader(images, 8, 0, CPU, 224).batch_size == 8
+    assert runtime.inference_loader(images, 256, 0, torch.device("cuda"), 224, pin_memory=False).batch_size == 256

@@ -29,7 +29,7 @@ from openlt.engine.checkpoint import load_checkpoint
 from openlt.engine.manifest import check_open_decision, verify_manifest
 from openlt.engine.run import Run
 from openlt.engine.score_fit import fit_open_score
-from openlt.engine.runtime import (batch_score_for, collect_outputs, kept_for, make_loader, resolve_device,
+from openlt.engine.runtime import (batch_score_for, collect_outputs, inference_loader, kept_for, resolve_device,
                                    score_fit_args, to_device)
 from openlt.errors import ConfigError
 from openlt.io import write_json
@@ -352,8 +352,8 @@ def _split_outputs(cfg: Config, model: OpenLTModel, data: DataBundle, dev: torch
                 return {"feature": cached["features"], "labels": cached["labels"]}
             return head_outputs_on_cache(model, cached, dev, kept or keep)
         cache["use"] = False  # the stage-1 run is gone: through the network
-        loader = make_loader(data.dataset(split), cfg.eval.batch_size, cfg.data.workers, dev,
-                             pin_memory=cfg.data.pin_memory, shard=True)
+        loader = inference_loader(data.dataset(split), cfg.eval.batch_size, cfg.data.workers, dev, data.image_size,
+                                  cfg.data.pin_memory)
         return collect_outputs(model, loader, dev, split, quiet, cfg.train.channels_last, amp, kept or keep,
                                None if split == "train" else batch_score)
 

@@ -25,7 +25,7 @@ from tqdm import tqdm
 from openlt.config import Config
 from openlt.data.build import DataBundle, prepare_data
 from openlt.engine import distributed
-from openlt.engine.runtime import (batch_to, inference_passes, load_run_model, make_loader, resolve_device,
+from openlt.engine.runtime import (batch_to, inference_loader, inference_passes, load_run_model, resolve_device,
                                    trim_heap)
 from openlt.engine.precision import autocast, inference_amp
 from openlt.engine.run import Run
@@ -123,8 +123,8 @@ def load_features(run: Run, splits: tuple[str, ...] = SPLITS, checkpoint: str = 
         else:  # every process extracts its share of the split; rank 0 writes the whole
             if model is None:
                 cfg, data, model, _ = load_run_model(run, checkpoint, dev, cfg)
-            loader = make_loader(data.dataset(split, train=False), cfg.eval.batch_size, cfg.data.workers, dev,
-                                 pin_memory=cfg.data.pin_memory, shard=True)
+            loader = inference_loader(data.dataset(split, train=False), cfg.eval.batch_size, cfg.data.workers, dev,
+                                      data.image_size, cfg.data.pin_memory)
             feats, labels = extract_features(model, loader, dev, f"features {split}", quiet, cfg.train.channels_last,
                                              inference_amp(cfg.train.amp, dev))
             if main:

@@ -100,6 +100,18 @@ def make_loader(dataset, batch_size: int, workers: int, device: torch.device, sa
                       pin_memory=pin, persistent_workers=workers > 0, drop_last=False)
 
 
+def inference_loader(dataset, batch_size: int, workers: int, device: torch.device, image_size: int,
+                     pin_memory: bool | None = None) -> DataLoader:
+    """`make_loader(..., shard=True)` for inference (eval transform, the split's order): on the CPU each batch is
+    one inference pass (`inference_passes`: 16 images at 224 px, whole batches for small images) rather than
+    eval.batch_size images, so that the batches the workers hold ready (workers x prefetch 2) stay small: at
+    256 images of 224 px and 8 workers they were up to 2.4 GB of decoded images in shared memory, on a CPU that
+    runs the model far slower than the workers decode. Outputs are the same (eval mode, in order)."""
+    if device.type == "cpu":
+        batch_size = min(batch_size, max(1, CPU_PIXELS_PER_PASS // (image_size * image_size)))
+    return make_loader(dataset, batch_size, workers, device, pin_memory=pin_memory, shard=True)
+
+
 KEPT_OUTPUTS = ("logits", "reachability")  # what evaluation and the open-set scores read
 WITH_FEATURES = KEPT_OUTPUTS + ("feature",)  # for a score that needs_features (Mahalanobis, KNN, ViM, ReAct)
 BatchScore = Callable[[Callable[[torch.Tensor], torch.Tensor], torch.Tensor], torch.Tensor]

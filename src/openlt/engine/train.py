@@ -40,7 +40,8 @@ from openlt.engine.init_from import check_stage1_run, init_from_run
 from openlt.engine.manifest import check_training_data
 from openlt.engine.precision import autocast, check_amp, grad_scaler
 from openlt.engine.run import Run, new_run, publish_run, remove_stale_stages, staged_run
-from openlt.engine.runtime import batch_to, collect_outputs, make_loader, resolve_device, to_device
+from openlt.engine.runtime import (batch_to, collect_outputs, inference_loader, make_loader, resolve_device,
+                                   to_device)
 from openlt.engine.tracking import EpochLog
 from openlt.errors import ConfigError, OpenLTError, RunDirError, TrainingError
 from openlt.io import remove_stale_temp, write_json, write_text
@@ -387,8 +388,8 @@ def _loaders(cfg: Config, data: DataBundle, device: torch.device):
                             rank=rank, world_size=world)  # every rank draws the same global order, takes its share
     loader = make_loader(train_set, per_process_batch(cfg.train.batch_size, world), cfg.data.workers, device,
                          sampler=sampler, pin_memory=cfg.data.pin_memory)
-    val_loader = (make_loader(data.dataset("val"), cfg.eval.batch_size, cfg.data.workers, device,
-                              pin_memory=cfg.data.pin_memory, shard=True) if data.has("val") else None)
+    val_loader = (inference_loader(data.dataset("val"), cfg.eval.batch_size, cfg.data.workers, device,
+                                   data.image_size, cfg.data.pin_memory) if data.has("val") else None)
     return sampler, loader, val_loader
 
 
