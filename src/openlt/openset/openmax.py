@@ -166,8 +166,9 @@ class OpenMax(OpenSetScore):
             raise DataError(f"OpenMax.fit: class {int((counts[0] == 0).nonzero()[0])} has no training image")
         fallback = counts[1] == 0  # no correctly classified image: the MAV of all the class's images
         if fallback.any():
-            sums[fallback] = self._class_sums(chunks, fallback)[2][fallback]
-        means = (sums / torch.where(fallback, counts[0], counts[1]).unsqueeze(1)).float()
+            sums[fallback] = self._class_sums(chunks, fallback.nonzero().flatten())[2]
+        means = sums.div_(torch.where(fallback, counts[0], counts[1]).unsqueeze(1)).float()  # in place: K x K float64 once
+        del sums
         distance, label, chosen = self._distances_to_means(chunks, means, fallback)
         shapes, scales, shifts = (torch.zeros(k, dtype=torch.float64) for _ in range(3))
         degenerate = torch.zeros(k, dtype=torch.bool)
@@ -197,20 +198,25 @@ class OpenMax(OpenSetScore):
                                 f"{int(labels.max())}")
             yield i, logits, labels
 
-    def _class_sums(self, chunks: Callable[[], Iterable], only: torch.Tensor | None = None
+    def _class_sums(self, chunks: Callable[[], Iterable], classes: torch.Tensor | None = None
                     ) -> tuple[int, int, torch.Tensor, torch.Tensor]:
-        """One pass: (rows, K, per-class sums (K, K) float64, counts (2, K): all images, correctly classified).
-        The sums are of the correctly classified rows, or with `only` (K,) bool of every row of those classes."""
-        n_rows, k, sums, counts = 0, 0, None, None
+        """One pass: (rows, K, sums, counts (2, K): all images, correctly classified). The sums are float64: of the
+        correctly classified rows per class (K, K), or with `classes` (C,) of every row of those classes (C, K)."""
+        n_rows, k, sums, counts, slot_of = 0, 0, None, None, None
         for _, logits, labels in self._checked_chunks(chunks):
             if sums is None:
                 k = logits.shape[1]
                 self.alpha_for(k)  # refuse a too-large alpha now, not at scoring time
-                sums, counts = torch.zeros(k, k, dtype=torch.float64), torch.zeros(2, k, dtype=torch.long)
+                counts = torch.zeros(2, k, dtype=torch.long)
+                slot_of = torch.arange(k)  # the row of `sums` of each class (-1: not summed)
+                if classes is not None:
+                    slot_of = torch.full((k,), -1)
+                    slot_of[classes] = torch.arange(len(classes))
+                sums = torch.zeros(k if classes is None else len(classes), k, dtype=torch.float64)
             correct = logits.argmax(dim=1) == labels
-            rows = (only[labels] if only is not None else correct).nonzero().flatten()
+            rows = (correct if classes is None else slot_of[labels] >= 0).nonzero().flatten()
             for part in rows.split(_SUM_ROWS):  # float64 copies of a few rows at a time, same order of additions
-                sums.index_add_(0, labels[part], logits[part].double())
+                sums.index_add_(0, slot_of[labels[part]], logits[part].double())
             counts[0] += torch.bincount(labels, minlength=k)
             counts[1] += torch.bincount(labels[correct], minlength=k)
             n_rows += len(labels)
