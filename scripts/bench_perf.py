@@ -24,8 +24,15 @@ configuration in a fresh process (so that its peak memory is its own):
 and the peak memory of every configuration (CPU: the process's peak resident set size, of which ~0.3-0.5 GB is
 the Python + torch runtime itself; GPU: torch.cuda.max_memory_allocated). Synthetic batches for the model steps.
 
+* memory (--only memory, or --memory)   the whole-process peak memory of `openlt train` (1 epoch, --no-eval) and
+                                `openlt eval` of configs/imagenet_lt/plain_resnet10.yaml (ResNet-10, batch 32,
+                                its 8 loader workers) on a generated 8-class 224 px JPEG split in ImageNet-LT-style
+                                split files, each in its own process: the largest process's peak RSS (what
+                                `/usr/bin/time -v` prints) and the peak PSS of the process and its loader workers
+                                together (docs/scale.md, "Memory", compares them with the public OLTR code's).
+
     .venv/bin/python scripts/bench_perf.py [--steps 10] [--threads N] [--workers 2] [--rounds 2] [--device auto] [--cpu-amp]
-        [--only oltr,loader,ddp,amp]
+        [--only oltr,loader,ddp,amp,memory] [--memory]
 """
 
 from __future__ import annotations
@@ -308,7 +315,108 @@ def amp_over_fp32(args, device: str, batch: int, steps: int, threads: int, rows:
                   f"(memory {_model_memory(r) / _model_memory(rows[kind]):.2f} x)", flush=True)
 
 
-SECTIONS = ("oltr", "loader", "ddp", "amp")
+MEMORY_CONFIG = CONFIGS.parent / "imagenet_lt" / "plain_resnet10.yaml"
+MEMORY_SPLIT = {"train": [160, 100, 64, 40, 25, 16, 10, 6], "val": 10, "test": 20, "open": (2, 40)}
+
+
+def write_224_split(root: Path, seed: int = 0) -> tuple[Path, Path]:
+    """An 8-class long-tailed split of 224 px JPEG textures (421 train, 10 val and 20 test images per class, 2 open
+    classes of 40) written as ImageNet-LT-style split files; returns (image root, split folder)."""
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    images, splits = root / "images", root / "splits"
+    lines: dict[str, list[str]] = {"train": [], "val": [], "test": [], "open": []}
+
+    def write(part: str, cls: int, i: int, label: int) -> None:
+        coarse = np.kron(rng.normal(0, 40, (28, 28, 3)), np.ones((8, 8, 1)))
+        pixels = coarse + rng.integers(0, 255, 3) + rng.normal(0, 20, (224, 224, 3))
+        rel = f"{part}/c{cls}/{i:04d}.jpg"
+        (images / rel).parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8)).save(images / rel, quality=90)
+        lines[part].append(f"{rel} {label}")
+
+    for cls, n in enumerate(MEMORY_SPLIT["train"]):
+        for part, count in (("train", n), ("val", MEMORY_SPLIT["val"]), ("test", MEMORY_SPLIT["test"])):
+            for i in range(count):
+                write(part, cls, i, cls)
+    classes, per_class = MEMORY_SPLIT["open"]
+    for cls in range(len(MEMORY_SPLIT["train"]), len(MEMORY_SPLIT["train"]) + classes):
+        for i in range(per_class):
+            write("open", cls, i, -1)
+    splits.mkdir(parents=True)
+    for part, rows in lines.items():
+        (splits / f"ImageNet_LT_{part}.txt").write_text("\n".join(rows) + "\n")
+    return images, splits
+
+
+def _tree_pss_kb(pid: int) -> tuple[int, int]:
+    """(sum of the PSS of `pid` and its descendants in KiB, number of processes), from /proc."""
+    todo, pids = [pid], []
+    while todo:
+        p = todo.pop()
+        pids.append(p)
+        for task in Path(f"/proc/{p}/task").glob("*"):
+            try:
+                todo += [int(c) for c in (task / "children").read_text().split()]
+            except OSError:
+                pass
+    pss = 0
+    for p in pids:
+        try:
+            fields = dict(line.split(":", 1) for line in Path(f"/proc/{p}/smaps_rollup").read_text().splitlines()[1:])
+        except (OSError, ValueError):  # ended meanwhile
+            continue
+        pss += int(fields.get("Pss", "0 kB").split()[0])
+    return pss, len(pids)
+
+
+def peak_memory(command: list[str]) -> dict:
+    """Run `command` (its output to /dev/null); its peak memory: ``largest_mb``, the largest single process's peak
+    RSS (ru_maxrss of wait4: what `/usr/bin/time -v` prints as "Maximum resident set size"), and, sampled every
+    50 ms from /proc, ``tree_pss_mb`` (the process and its loader workers together, shared pages counted once)
+    and ``processes``."""
+    import subprocess
+
+    with tempfile.TemporaryFile("w+") as errors:
+        proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=errors)
+        peak = {"tree_pss_mb": 0.0, "processes": 1}
+        while True:
+            pid, status, usage = os.wait4(proc.pid, os.WNOHANG)  # wait4: this child's own rusage
+            if pid:
+                break
+            pss, n = _tree_pss_kb(proc.pid)
+            peak["tree_pss_mb"], peak["processes"] = max(peak["tree_pss_mb"], pss / 1024), max(peak["processes"], n)
+            time.sleep(0.05)
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        if proc.returncode != 0:
+            errors.seek(0)
+            raise RuntimeError(f"{' '.join(command[2:4])} failed: {errors.read()[-2000:]}")
+    peak["largest_mb"] = usage.ru_maxrss / 1024  # KiB on Linux
+    return peak
+
+
+def memory_section(args) -> None:
+    """Peak memory of `openlt train` (1 epoch, --no-eval) and `openlt eval` of configs/imagenet_lt/plain_resnet10.yaml
+    (ResNet-10, batch 32, 224 px, its data.workers) on a generated 224 px split, each in its own process."""
+    env_note = f"OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')}"
+    with tempfile.TemporaryDirectory() as tmp:
+        images, splits = write_224_split(Path(tmp) / "data")
+        openlt = [sys.executable, "-m", "openlt"]
+        train = peak_memory(openlt + ["train", str(MEMORY_CONFIG), f"data.root={images}", f"data.split_dir={splits}",
+                                      "train.epochs=1", "train.batch_size=32", "train.device=cpu",
+                                      f"out_dir={tmp}/runs", "--no-eval", "--quiet"])
+        run = next(Path(tmp, "runs").iterdir())
+        evaluate = peak_memory(openlt + ["eval", str(run), "--device", "cpu", "--quiet"])
+    print(f"  peak memory, {MEMORY_CONFIG.parent.name}/{MEMORY_CONFIG.name} on a generated 8-class 224 px split "
+          f"(421 train / 80 val / 160 test / 80 open JPEGs), batch 32, CPU, {env_note}:")
+    for name, r in (("train, 1 epoch", train), ("eval", evaluate)):
+        print(f"  {name:15s} largest process {r['largest_mb']:6.0f} MB (= /usr/bin/time -v)   whole tree "
+              f"{r['tree_pss_mb']:6.0f} MB PSS ({r['processes']} processes with the loader workers)", flush=True)
+
+
+SECTIONS = ("oltr", "loader", "ddp", "amp", "memory")
 
 
 def main() -> int:
@@ -324,8 +432,9 @@ def main() -> int:
                         help="on the CPU, also time bf16 and fp16 autocast steps against float32 (on a GPU: always)")
     parser.add_argument("--only", default=",".join(SECTIONS),
                         help=f"comma-separated ratios to measure, of {', '.join(SECTIONS)} (default: all)")
+    parser.add_argument("--memory", action="store_true", help="the same as --only memory")
     args = parser.parse_args()
-    only = [name.strip() for name in args.only.split(",") if name.strip()]
+    only = ["memory"] if args.memory else [name.strip() for name in args.only.split(",") if name.strip()]
     if unknown := sorted(set(only) - set(SECTIONS)):
         parser.error(f"--only: unknown {', '.join(unknown)}; choose from {', '.join(SECTIONS)}")
 
@@ -334,13 +443,16 @@ def main() -> int:
     device = ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
     batch, steps, threads = args.batch_size, args.steps, args.threads
     gpus = torch.cuda.device_count() if device == "cuda" else 0
-    print(f"openlt training performance: ResNet-10, 28 px, global batch {batch}, median of {steps} steps, "
+    steps_needed = bool(set(only) - {"memory"})
+    print(f"openlt {'training performance' if steps_needed else 'memory'}: ResNet-10, "
+          f"{f'28 px, global batch {batch}, median of {steps} steps, ' if steps_needed else ''}"
           f"device {device}" + (f" ({torch.cuda.get_device_name(0)}, {gpus} GPU(s))" if device == "cuda" else
-                                f" ({os.cpu_count()} cores, {threads} threads for one process)") +
+                                f" ({os.cpu_count()} cores" +
+                                (f", {threads} threads for one process)" if steps_needed else ")")) +
           f", torch {torch.__version__}", flush=True)
 
     rows = {}  # the float32 steps every ratio but OLTR / plain is measured against
-    for kind in ("plain", "oltr"):
+    for kind in ("plain", "oltr") if steps_needed else ():
         rows[kind] = in_fresh_process(measure_step, kind, device, "none", batch, steps, threads)
         r = rows[kind]
         print(f"  {kind:5s} step          {1000 * r['step_s']:8.1f} ms  {r['images_per_s']:8.0f} img/s  {_mem(r)}",
@@ -353,6 +465,8 @@ def main() -> int:
         ddp_over_single(args, device, gpus, batch, steps, threads, rows)
     if "amp" in only:
         amp_over_fp32(args, device, batch, steps, threads, rows)
+    if "memory" in only:
+        memory_section(args)
     return 0
 
 
