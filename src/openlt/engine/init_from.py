@@ -21,7 +21,7 @@ from openlt.engine import distributed
 from openlt.engine.checkpoint import read_checkpoint
 from openlt.engine.manifest import verify_manifest
 from openlt.engine.run import open_run
-from openlt.engine.runtime import batch_to, make_loader
+from openlt.engine.runtime import batch_to, inference_loader
 from openlt.errors import ConfigError, RunDirError
 from openlt.models.model import HEAD_PREFIX, OpenLTModel
 
@@ -35,9 +35,9 @@ def class_means(model: OpenLTModel, data: DataBundle, device: torch.device, batc
     (num_classes, D) float32 on the CPU; a class without images gets zeros. Under torchrun each process sums
     its share of the images; sums and counts are then added over processes."""
     model.eval()
-    loader = make_loader(data.dataset("train", train=False), batch_size, workers, device, shard=True)
+    loader = inference_loader(data.dataset("train", train=False), batch_size, workers, device, data.image_size)
     sums, counts = None, torch.zeros(data.num_classes, dtype=torch.float64)
-    for images, targets in loader:
+    for images, targets in loader:  # on the CPU one inference pass per batch (runtime.inference_loader)
         _, feature = model.features(batch_to(images, device, channels_last))
         feature = feature.double().cpu()
         if sums is None:
