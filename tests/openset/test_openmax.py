@@ -179,3 +179,16 @@ def test_a_bad_chunk_is_named():
                                                       (train["logits"][5:9, :3], train["labels"][5:9])]))
     with pytest.raises(ValueError, match="no training rows"):
         OpenMax(tail_size=5).fit_chunks(lambda: iter([]))
+
+
+def test_chunks_that_change_between_passes_are_refused():
+    train = toy_train(n=10)
+    calls = []
+
+    def shrinking():
+        calls.append(1)
+        rows = 40 if len(calls) == 1 else 30
+        return iter([(train["logits"][:rows], train["labels"][:rows])])
+
+    with pytest.raises(ValueError, match="gave 30 rows, its first pass 40"):
+        OpenMax(tail_size=5).fit_chunks(shrinking)

@@ -169,7 +169,7 @@ class OpenMax(OpenSetScore):
             sums[fallback] = self._class_sums(chunks, fallback.nonzero().flatten())[2]
         means = sums.div_(torch.where(fallback, counts[0], counts[1]).unsqueeze(1)).float()  # in place: K x K float64 once
         del sums
-        distance, label, chosen = self._distances_to_means(chunks, means, fallback)
+        distance, label, chosen = self._distances_to_means(chunks, means, fallback, n_rows)
         shapes, scales, shifts = (torch.zeros(k, dtype=torch.float64) for _ in range(3))
         degenerate = torch.zeros(k, dtype=torch.bool)
         # each class's chosen rows in their original order, found once (a sort), not by a pass per class
@@ -222,17 +222,27 @@ class OpenMax(OpenSetScore):
             n_rows += len(labels)
         return n_rows, k, sums, counts
 
-    def _distances_to_means(self, chunks: Callable[[], Iterable], means: torch.Tensor, fallback: torch.Tensor
-                            ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def _distances_to_means(self, chunks: Callable[[], Iterable], means: torch.Tensor, fallback: torch.Tensor,
+                            n_rows: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """One pass: every row's distance to its class's MAV (N,), its label (N,), and whether it is one of the
-        rows the MAV was taken over (N,) bool (correctly classified, or any row of a fallback class)."""
-        distance, label, chosen = [], [], []
-        for _, logits, labels in self._checked_chunks(chunks):
-            distance += [distances(v, means[y], self.distance)  # rows are independent: (rows, K) temporaries
-                         for v, y in zip(logits.split(_SUM_ROWS), labels.split(_SUM_ROWS))]
-            label.append(labels)
-            chosen.append((logits.argmax(dim=1) == labels) | fallback[labels])
-        return torch.cat(distance), torch.cat(label), torch.cat(chosen)
+        rows the MAV was taken over (N,) bool (correctly classified, or any row of a fallback class).
+
+        The three are filled in place, allocated before the pass: small tensors kept between the (rows, K)
+        temporaries pin glibc's heap (a 437k-row fit grew to 8 GB that way). ValueError when `chunks()` gives
+        other rows than in the first pass."""
+        distance, label = torch.empty(n_rows), torch.empty(n_rows, dtype=torch.long)
+        chosen, start = torch.empty(n_rows, dtype=torch.bool), 0
+        for i, logits, labels in self._checked_chunks(chunks):
+            if start + len(labels) > n_rows:
+                raise ValueError(f"OpenMax.fit, chunk {i}: chunks() gave more than the {n_rows} rows of its first pass")
+            for v, y in zip(logits.split(_SUM_ROWS), labels.split(_SUM_ROWS)):  # rows are independent
+                distance[start:start + len(y)] = distances(v, means[y], self.distance)
+                label[start:start + len(y)] = y
+                chosen[start:start + len(y)] = (v.argmax(dim=1) == y) | fallback[y]
+                start += len(y)
+        if start != n_rows:
+            raise ValueError(f"OpenMax.fit: chunks() gave {start} rows, its first pass {n_rows}")
+        return distance, label, chosen
 
     def _probability_chunks(self, outputs: Outputs,
                             column: Callable[[torch.Tensor], torch.Tensor] | None = None) -> Iterator[torch.Tensor]:
