@@ -1,20 +1,14 @@
 """scripts/bench_perf.py --memory: the generated 224 px split and the peak-memory measurement of a command."""
 
-import importlib.util
 import sys
-from pathlib import Path
 
 import pytest
-
-SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "bench_perf.py"
+from script_loader import load_script  # tests/helpers
 
 
 @pytest.fixture(scope="module")
 def bench():
-    spec = importlib.util.spec_from_file_location("bench_perf", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("bench_perf")
 
 
 def test_the_split_is_224_px_jpegs_in_imagenet_lt_split_files(tmp_path, bench, monkeypatch):

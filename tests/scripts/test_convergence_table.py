@@ -1,20 +1,15 @@
 """scripts/convergence_table.py: the convergence study's tables from run folders named as the bench names them."""
 
-import importlib.util
 import json
 from pathlib import Path
 
 import pytest
-
-SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "convergence_table.py"
+from script_loader import load_script  # tests/helpers
 
 
 @pytest.fixture(scope="module")
 def table_module():
-    spec = importlib.util.spec_from_file_location("convergence_table", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("convergence_table")
 
 
 def _run(folder: Path, name: str, overall: float, val: list[float] | None = None, fit: float = 0.9) -> None:
