@@ -72,6 +72,8 @@ def _split(args: argparse.Namespace) -> int:
 
     cfg = _split_config(args)
     cifar = args.dataset in ("cifar10", "cifar100")
+    if not args.out.strip():  # Path("") is the current folder
+        raise ConfigError(f"--out is empty ({args.out!r}): give the folder for the split files")
     out = Path(args.out)
     check_outside(out, args.root if args.dataset == "image-folder" else args.open_root, "--out",
                   "--root" if args.dataset == "image-folder" else "--open-root")

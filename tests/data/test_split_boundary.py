@@ -108,6 +108,25 @@ SPLIT_CASES = [
                                                "--order", "label"), "'ant' has 10 of 12"),
     S("profile", "more-test-than-images", ("--profile", "exp", "--n-max", "4", "--n-min", "2", "--test-per-class",
                                             "8"), "has no image left for training"),
+    S("profile", "imbalance-factor-unreachable", ("--profile", "exp", "--n-max", "5", "--imbalance-factor", "100"),
+      "--imbalance-factor) 100 is unreachable", "--n-max) 5", "largest reachable factor is 5"),
+    S("profile", "imbalance-factor-just-unreachable", ("--profile", "exp", "--n-max", "4", "--imbalance-factor",
+                                                       "4.5"), "--imbalance-factor) 4.5 is unreachable",
+      "largest reachable factor is 4", "raise n_max to 5"),
+    S("profile", "imbalance-factor-unreachable-pareto", ("--profile", "pareto", "--n-max", "3", "--imbalance-factor",
+                                                         "10"), "--imbalance-factor) 10 is unreachable"),
+    S("no-training-image", "test-per-class-takes-all", ("--test-per-class", "20"), "class 'ant' has no image left",
+      "(12 in all)", "(--test-per-class) 20", "(--val-per-class) 1"),
+    S("no-training-image", "smallest-class-taken", ("--test-per-class", "4", "--val-per-class", "20"),
+      "class 'dog' has no image left", "(--test-per-class) 4", "(--val-per-class) 20"),
+    S("no-training-image", "with-a-profile", ("--profile", "exp", "--n-max", "2", "--n-min", "1", "--test-per-class",
+                                              "5"), "class 'cat' has no image left", "(--test-per-class) 5"),
+    S("known-classes", "one-left-by-number", ("--open-classes", "3"), "--open-classes) holds out 3 of the 4 classes",
+      "at least 2 known classes", "hold out at most 2"),
+    S("known-classes", "one-left-by-name", ("--open-classes", "ant,bee,dog"), "leaving 1 known class ('cat')"),
+    S("known-classes", "one-left-by-id", ("--open-classes", "1,2,3"), "leaving 1 known class ('ant')"),
+    S("option", "out-empty", ("--out", ""), "--out is empty"),
+    S("option", "out-blank", ("--out", "  "), "--out is empty"),
 ]
 
 
@@ -136,6 +155,41 @@ def test_a_profile_that_fits_is_written(images, tmp_path, capsys):
                            "--order", "label")) == 0
     manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
     assert sorted(manifest["train_counts"], reverse=True) == [10, 5, 3, 2]  # exactly the profile, none cut
+
+
+@pytest.mark.parametrize("options, recorded", [
+    (("--profile", "exp", "--n-max", "8", "--imbalance-factor", "3"), dict(n_max=8, n_min=2, imbalance_factor=4.0,
+                                                                          alpha=None)),
+    (("--profile", "exp", "--n-max", "8", "--n-min", "2"), dict(n_max=8, n_min=2, imbalance_factor=None, alpha=None)),
+    (("--profile", "pareto", "--n-max", "8", "--imbalance-factor", "8"), dict(n_max=8, n_min=1, imbalance_factor=8.0,
+                                                                             alpha=6.0)),
+    (("--profile", "none",), dict(n_max=None, n_min=None, imbalance_factor=None, alpha=None)),
+], ids=["exp-factor-floored", "exp-n-min", "pareto-factor", "none"])
+def test_the_manifest_records_only_the_values_the_split_used(options, recorded, images, tmp_path):
+    """A factor gives n_min = floor(n_max / factor): the manifest records that n_min and the factor it makes (a
+    stale default n_min 5, or alpha for exp, were recorded before); rerun with them, the split is the same."""
+    assert main(split_args(images, tmp_path / "out", "--order", "label", *options)) == 0
+    used = json.loads((tmp_path / "out" / "manifest.json").read_text())["split_config"]
+    assert {key: used[key] for key in recorded} == recorded
+    counts = json.loads((tmp_path / "out" / "manifest.json").read_text())["train_counts"]
+    if used["n_min"] is not None:
+        assert (max(counts), min(counts)) == (used["n_max"], used["n_min"])
+
+
+def test_a_run_on_one_known_class_is_refused(images, tmp_path, capsys):
+    """Also at train: a split a run builds (data.split.open_classes) and a split folder of one class."""
+    (tmp_path / "c.yaml").write_text("name: one\n")
+    line = run_cli(["train", tmp_path / "c.yaml", "data.dataset=image-folder", f"data.root={images}",
+                    f"out_dir={tmp_path / 'runs'}", "data.split.profile=none", "data.split.open_classes=3",
+                    "data.split.val_per_class=1", "data.split.test_per_class=1", *FAST], capsys)
+    assert "leaving 1 known class" in line and "at least 2 known classes" in line, line
+    split = good_split(tmp_path / "split")
+    for name, rows in (("train", TRAIN[:6]), ("val", VAL[:1]), ("test", TEST[:1])):
+        (split / f"{name}.txt").write_text("".join(f"{row}\n" for row in rows))
+    line = run_cli(["train", tmp_path / "c.yaml", "data.dataset=split-file", f"data.root={images}",
+                    f"data.split_dir={split}", f"out_dir={tmp_path / 'runs'}", *FAST], capsys)
+    assert "train.txt has 1 known class" in line and "at least 2" in line, line
+    assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())
 
 
 # ------------------------------------------------------------------------------------------ image folders

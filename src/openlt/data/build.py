@@ -263,6 +263,9 @@ def prepare_data(cfg: Config, *, default_split_dir: Path | None = None, decode: 
             raise DataError(f"the {split} split file is missing: {path}")
     entries = {split: read_split_file(path, allow_open=(split == "open")) for split, path in files.items()}
     manifest, names_from = _load_manifest(cfg, split_dir, files, entries)
+    if len(manifest["class_names"]) < 2:
+        raise DataError(f"{files['train']} has {len(manifest['class_names'])} known class: a run needs at least 2 "
+                        f"(with one, every image is that class and no number means anything)")
     empty = [name for name, n in zip(manifest["class_names"], manifest["train_counts"]) if n == 0]
     if empty:
         raise DataError(f"{len(empty)} class(es) have no training image in {files['train']}: {', '.join(empty[:10])}")

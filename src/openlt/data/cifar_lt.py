@@ -25,7 +25,8 @@ import numpy as np
 from openlt.config import SplitConfig
 from openlt.data import cifar
 from openlt.data.datasets import IMAGE_EXTENSIONS, check_decodable, image_files
-from openlt.data.splits import SPLIT_NAMES, LabelledPool, Split, _resolve_open_classes, write_split
+from openlt.data.splits import (SPLIT_NAMES, LabelledPool, Split, _resolve_open_classes, check_known_classes,
+                                write_split)
 from openlt.errors import ConfigError, DataError
 
 # `openlt split --dataset cifar10|cifar100` starts from these; the configs under configs/cifar*_lt/ say the same.
@@ -111,6 +112,7 @@ def make_cifar_lt_split(pool: LabelledPool, cfg: SplitConfig, open_items: list[s
     n_classes = len(pool.class_names)
     sizes = np.bincount(labels, minlength=n_classes)
     open_ids = _open_class_ids(cfg.open_classes, pool.class_names, cfg.seed)
+    check_known_classes(pool.class_names, open_ids)
     if open_ids and open_items:
         raise ConfigError("give held-out classes (open_classes) or an open image folder (open_root), not both")
     known = [c for c in range(n_classes) if c not in open_ids]

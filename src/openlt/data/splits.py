@@ -115,6 +115,20 @@ def _resolve_open_classes(spec, class_names: list[str], rng: np.random.Generator
     return sorted(set(chosen))
 
 
+def check_known_classes(class_names: list[str], open_ids: list[int]) -> None:
+    """A split keeps at least two known classes: with one, every image is that class (softmax 1.0, any open-set
+    score constant) and the closed- and open-set numbers mean nothing. ConfigError naming the option."""
+    known = [name for c, name in enumerate(class_names) if c not in open_ids]
+    if len(known) >= 2:
+        return
+    names = ", ".join(map(repr, known))
+    if open_ids:
+        raise ConfigError(f"data.split.open_classes (--open-classes) holds out {len(open_ids)} of the "
+                          f"{len(class_names)} classes, leaving 1 known class ({names}); a split needs at least 2 "
+                          f"known classes: hold out at most {len(class_names) - 2}")
+    raise ConfigError(f"the data has 1 class ({names}); a split needs at least 2 known classes")
+
+
 def _check_available(pool: LabelledPool, cfg: SplitConfig, wanted: dict[int, int | None],
                      by_class: dict[int, np.ndarray], test_per_class: int) -> None:
     """Refuse a split the pool cannot give: a known class with no image left for training after its test and
@@ -126,7 +140,10 @@ def _check_available(pool: LabelledPool, cfg: SplitConfig, wanted: dict[int, int
         n_test = min(test_per_class, n)
         left = n - n_test - min(cfg.val_per_class, max(0, n - n_test - 1))
         if left == 0:
-            raise DataError(f"class {pool.class_names[c]!r} has no image left for training ({n} in all)")
+            raise DataError(f"class {pool.class_names[c]!r} has no image left for training ({n} in all): test and "
+                            f"validation images are taken first, data.split.test_per_class (--test-per-class) "
+                            f"{test_per_class} and data.split.val_per_class (--val-per-class) {cfg.val_per_class} "
+                            f"per class; lower them, or add images")
         if want is not None and want > left:
             short.append(f"{pool.class_names[c]!r} has {left} of {want}")
     if short:
@@ -142,8 +159,40 @@ def _profile_wanted(cfg: SplitConfig, ranked: list[int]) -> dict[int, int | None
     """Class id -> its training count under the profile, in rank order (None: profile none, keep them all)."""
     if cfg.profile == "none":
         return {c: None for c in ranked}
-    n_min = cfg.n_min if cfg.imbalance_factor is None else max(1, int(cfg.n_max / cfg.imbalance_factor))
-    return dict(zip(ranked, profile_counts(cfg.profile, len(ranked), cfg.n_max, n_min, cfg.alpha)))
+    return dict(zip(ranked, profile_counts(cfg.profile, len(ranked), cfg.n_max, profile_n_min(cfg), cfg.alpha)))
+
+
+def profile_n_min(cfg: SplitConfig) -> int:
+    """The smallest class's training images under the exp / pareto profile: data.split.n_min, or n_max / imbalance
+    factor (floored) when data.split.imbalance_factor is set. ConfigError for a factor that n_max cannot reach (a
+    smallest class below one image would be raised to one: a lower factor than asked, without a word)."""
+    if cfg.imbalance_factor is None:
+        return cfg.n_min
+    if cfg.n_max / cfg.imbalance_factor < 1:
+        raise ConfigError(f"data.split.imbalance_factor (--imbalance-factor) {cfg.imbalance_factor:g} is unreachable "
+                          f"with data.split.n_max (--n-max) {cfg.n_max}: the smallest class would have n_max / "
+                          f"factor = {cfg.n_max / cfg.imbalance_factor:.3g} images; the largest reachable factor is "
+                          f"{cfg.n_max} (n_min 1), or raise n_max to {math.ceil(cfg.imbalance_factor)} at least")
+    return int(cfg.n_max / cfg.imbalance_factor)
+
+
+def used_split_config(cfg: SplitConfig, cifar: bool = False) -> dict:
+    """`cfg` as the manifest records it: only the values the split used, the others None (profile none: no
+    counts; exp: no alpha; an imbalance factor: the n_min it gave, and n_max / that n_min as the factor, so that
+    the recorded values give the same split; CIFAR-LT: no n_min, its rule has none)."""
+    used = asdict(cfg)
+    if cfg.profile == "none":
+        used.update(n_max=None, n_min=None, imbalance_factor=None, alpha=None)
+        return used
+    if cfg.profile != "pareto":
+        used["alpha"] = None
+    if not cifar:
+        used["n_min"] = profile_n_min(cfg)
+        if cfg.imbalance_factor is not None:  # the factor of the counts drawn (n_min is floored)
+            used["imbalance_factor"] = cfg.n_max / used["n_min"]
+    else:
+        used["n_min"] = None
+    return used
 
 
 def make_split(pool: LabelledPool, cfg: SplitConfig) -> Split:
@@ -152,6 +201,7 @@ def make_split(pool: LabelledPool, cfg: SplitConfig) -> Split:
     n_classes = len(pool.class_names)
     open_ids = _resolve_open_classes(cfg.open_classes, pool.class_names, rng)
     known_ids = [c for c in range(n_classes) if c not in open_ids]
+    check_known_classes(pool.class_names, open_ids)
     labels = np.asarray(pool.labels)
     by_class = {c: np.flatnonzero(labels == c) for c in range(n_classes)}
     separate_test = pool.test_items is not None
@@ -224,7 +274,9 @@ def write_split(split: Split, out_dir: str | Path, pool: LabelledPool, cfg: Spli
         manifest = describe_split(files, split.class_names, split.train_counts(), bands=bands,
                                   shown={name: out_dir / path.name for name, path in files.items()})
         manifest.update(dataset=pool.dataset, root=pool.root, open_class_names=split.open_class_names,
-                        original_class_ids=split.original_ids, split_config=asdict(cfg), seed=cfg.seed)
+                        original_class_ids=split.original_ids,
+                        split_config=used_split_config(cfg, cifar=pool.dataset in ("cifar10", "cifar100")),
+                        seed=cfg.seed)
         manifest.update(extra or {})
         write_json(tmp / MANIFEST, manifest)
         _replace_folder(tmp, out_dir)
