@@ -943,8 +943,11 @@ def build_config(path: str | Path | None = None, overrides: list[str] | None = N
     problems = _Problems()
     if base:
         _assign(cfg, base, "", problems)
+    own_file = None  # "FILE, line ": the origins of the named file's own lines (not of its base: chain)
     if path is not None:
-        data, problems.origins = _load_yaml(resolve_config(path))
+        top = resolve_config(path)
+        own_file = f"{top}, line "
+        data, problems.origins = _load_yaml(top)
         _assign(cfg, data, "", problems)
     if overrides:
         layer = parse_overrides(overrides)
@@ -954,10 +957,20 @@ def build_config(path: str | Path | None = None, overrides: list[str] | None = N
         _assign(cfg, layer, "", problems)
     _check(cfg, "", problems)
     problems.raise_if_any()
+    cfg._explicit = {key: where for key, where in problems.origins.items()  # the named file's lines and overrides
+                     if where.startswith("override ") or (own_file and where.startswith(own_file))}
     if base is None:  # a new config (a saved run's config was seen when the run began)
         for text in config_warnings(cfg):
             warnings.warn(text, ConfigWarning, stacklevel=2)
     return cfg
+
+
+def explicit_keys(cfg: Config) -> dict[str, str]:
+    """The dotted keys a user set explicitly in `build_config`: in the config file named (its own lines, not the
+    values its `base:` chain gives) or by a `key=value` override -> where ("FILE, line N" / "override 'K=V'").
+    Empty for a config built otherwise (a saved run's config.yaml, one made in code). A stage 2 that must take a
+    setting from its stage-1 run refuses an explicit value that differs (engine/decouple.py)."""
+    return dict(getattr(cfg, "_explicit", {}))
 
 
 def _override_origins(overrides: list[str], leaves: list[str]) -> dict[str, str]:

@@ -268,6 +268,8 @@ BANDS = [  # (stage-1 run's eval overrides, stage-2 overrides, bands the stage 2
      "differ from those of the stage-1 run"),
     ("inclusive-set", ["eval.many_above=30", "eval.few_below=15"], ["eval.inclusive_bands=true"], (100, 20, True),
      "differ"),
+    ("explicit-default", ["eval.many_above=30", "eval.few_below=15"], ["eval.many_above=100"], (100, 20, False),
+     "differ"),
     ("same", ["eval.many_above=30", "eval.few_below=15"], ["eval.many_above=30", "eval.few_below=15"],
      (30, 15, False), None),
 ]
@@ -290,3 +292,83 @@ def test_decoupled_stage2_keeps_bands_it_sets_and_says_when_they_differ(tmp_path
     assert (cfg.eval.many_above, cfg.eval.few_below, cfg.eval.inclusive_bands) == used
     said = [line for line in lines if "shot bands" in line]
     assert (said == []) if note is None else (len(said) == 1 and note in said[0]), lines
+
+
+def _stage1_source(tmp_path, *overrides):
+    from openlt.config import build_config
+    from openlt.engine.run import Run
+
+    (tmp_path / "s1").mkdir()
+    source = Run(tmp_path / "s1")
+    source.write_config(build_config(None, ["data.split_dir=/x/splits", "model.backbone=resnet10", *overrides]))
+    return source
+
+
+REFUSED = [  # explicit stage-2 data / model keys that differ from the stage-1 run's: (overrides, key, both values)
+    (["data.split_dir=/y/other"], "data.split_dir", "/y/other", "/x/splits"),
+    (["data.image_size=32"], "data.image_size", "32", "None"),
+    (["model.backbone=resnet18"], "model.backbone", "resnet18", "resnet10"),
+    (["model.attention=true"], "model.attention", "True", "False"),
+    (["model.classifier=cosine"], "model.classifier", "cosine", "linear"),
+]
+
+
+@pytest.mark.parametrize("overrides, key, mine, theirs", REFUSED, ids=[r[1] for r in REFUSED])
+def test_decoupled_stage2_refuses_explicit_data_and_model_keys_that_differ(tmp_path, overrides, key, mine, theirs):
+    from openlt.config import build_config
+    from openlt.engine.decouple import adopt_representation
+    from openlt.errors import ConfigError
+
+    source = _stage1_source(tmp_path)
+    cfg = build_config(CONFIGS / "decouple_crt.yaml", [f"train.init_from={source.path}", *overrides])
+    with pytest.raises(ConfigError) as err:
+        adopt_representation(cfg, source, lambda line: None)
+    text = str(err.value)
+    assert len(text.splitlines()) == 1 and f"{key}={mine}" in text and theirs in text and overrides[0] in text
+
+
+def test_decoupled_stage2_refuses_keys_of_its_own_config_file_and_names_each(tmp_path):
+    from openlt.config import build_config
+    from openlt.engine.decouple import adopt_representation
+    from openlt.errors import ConfigError
+
+    source = _stage1_source(tmp_path)
+    own = tmp_path / "my_crt.yaml"
+    own.write_text(f"base: {CONFIGS / 'decouple_crt.yaml'}\ndata:\n  split_dir: /y/other\n  image_size: 32\n")
+    cfg = build_config(own, [f"train.init_from={source.path}", "model.backbone=resnet18"])
+    with pytest.raises(ConfigError) as err:
+        adopt_representation(cfg, source, lambda line: None)
+    lines = str(err.value).splitlines()
+    assert len(lines) == 3 and f"{own}, line 3" in lines[0] and "data.split_dir=/y/other" in lines[0]
+    assert "data.image_size=32" in lines[1] and "model.backbone=resnet18" in lines[2]
+
+
+def test_decoupled_stage2_takes_inherited_or_equal_settings_and_keeps_loader_settings(tmp_path, monkeypatch):
+    """Values the base: chain gives (fmnist_lt/plain's backbone) are the stage-1 run's, with a note naming them;
+    explicit values equal to the stage-1 run's (a relative path to the same folder) pass; data.workers and the
+    head's options stay the stage-2 config's."""
+    from openlt.config import build_config
+    from openlt.engine.decouple import adopt_representation
+
+    source = _stage1_source(tmp_path, "model.backbone=resnet18", f"data.split_dir={tmp_path / 'splits'}")
+    monkeypatch.chdir(tmp_path)
+    cfg = build_config(CONFIGS / "decouple_ncm.yaml", [f"train.init_from={source.path}", "data.split_dir=splits",
+                                                        "data.workers=3", "model.head.ncm_metric=euclidean"])
+    lines = []
+    adopt_representation(cfg, source, lines.append)
+    assert (cfg.model.backbone, cfg.data.split_dir, cfg.data.workers) == ("resnet18", str(tmp_path / "splits"), 3)
+    assert (cfg.model.classifier, cfg.model.head.ncm_metric) == ("ncm", "euclidean")
+    note = [line for line in lines if "taken from the stage-1 run" in line]
+    assert len(note) == 1 and "model.backbone=resnet18 (this config: resnet10)" in note[0]
+    assert "data.split_dir" not in note[0] and "data.workers" not in note[0]
+
+
+def test_decoupled_stage2_with_another_split_is_refused_before_any_work(stage1, tmp_path, capsys):
+    other = tmp_path / "other"
+    other.mkdir()
+    out = tmp_path / "out"
+    code = cli("train", CONFIGS / "decouple_crt.yaml", f"train.init_from={stage1}", f"out_dir={out}",
+               f"data.split_dir={other}", "data.image_size=32", "train.epochs=1", "--quiet")
+    err = capsys.readouterr().err
+    assert code == 2 and f"data.split_dir={other}" in err and "data.image_size=32" in err and "16" in err
+    assert not out.exists() or not os.listdir(out)

@@ -15,14 +15,15 @@ The result is a run like any other (checkpoint = stage-1 weights + the new head)
 from __future__ import annotations
 
 import copy
+import os
 import time
 from functools import partial
-from typing import Callable
+from typing import Any, Callable
 
 import torch
 from torch import nn
 
-from openlt.config import Config, EvalConfig
+from openlt.config import Config, EvalConfig, explicit_keys, to_dict
 from openlt.data.build import DataBundle, prepare_data
 from openlt.decoupling import STAGE2_METHODS, Stage2Data, Stage2Hooks, Stage2Method, build_method
 from openlt.engine.checkpoint import read_checkpoint, save_checkpoint
@@ -31,7 +32,7 @@ from openlt.engine.features import extract_features, load_features
 from openlt.engine.inference import write_inference
 from openlt.engine.init_from import load_stage1_weights, model_weights
 from openlt.engine.manifest import check_open_decision, verify_manifest
-from openlt.engine.run import Run, open_run
+from openlt.engine.run import PATH_KEYS, Run, open_run
 from openlt.engine.runtime import make_loader, to_device
 from openlt.engine.tracking import EpochLog
 from openlt.errors import ConfigError
@@ -44,25 +45,91 @@ KEEP = ("last", "best")
 
 
 def adopt_representation(cfg: Config, source: Run, log: Callable[[str], None]) -> Config:
-    """The stage-2 config gets the stage-1 run's data and model (the representation is that run's); only the
-    classifier changes, to the head the method fills. The shot bands are the stage-2 config's own when it sets
-    them, else the stage-1 run's (`_adopt_bands`; a note either way when they differ). Returns the source config."""
+    """The stage-2 config gets the stage-1 run's data and model (the representation, and the features it fits
+    on, are that run's); only the classifier changes, to the head the method fills. A data or model key the
+    user set explicitly (`explicit_keys`: the config file named or an override) to another value than the
+    stage-1 run's is refused (ConfigError, a line per key), never silently replaced; a value a `base:` chain
+    gives is replaced with a note naming it. The loader settings (`HONOURED`) and the stage-2 head's options
+    (`HEAD_OPTIONS`) stay the stage-2 config's. The shot bands are the stage-2 config's own when it sets them,
+    else the stage-1 run's (`_adopt_bands`; a note either way when they differ). Returns the source config."""
     src = source.config()
     if src.decouple.method != "none":
         raise ConfigError(f"train.init_from must be a jointly trained (stage-1) run; {source.path} is itself a "
                           f"decoupled run (decouple.method={src.decouple.method})")
     if src.data.split_dir is None:  # the stage-1 run built its splits into its own directory
         src.data.split_dir = str(source.splits_dir)
-    if cfg.data != src.data:
-        log(f"note: data and model settings are taken from the stage-1 run {source.path}")
-    cfg.data = copy.deepcopy(src.data)
+    wanted = copy.deepcopy(src)  # the stage-1 run's data and model, with the head the method fills
+    wanted.model.classifier = STAGE2_METHODS.get(cfg.decouple.method).head
+    differ = _representation_differences(cfg, wanted)
+    _refuse_explicit(cfg, differ, source)
+    differ.pop("model.classifier", None)  # (the method's head: no news)
+    if differ:
+        log(f"note: data and model settings are taken from the stage-1 run {source.path}: "
+            + ", ".join(f"{key}={theirs} (this config: {mine})" for key, (mine, theirs) in differ.items()))
+    kept = {key: _get(cfg, key) for key in (*HONOURED, *HEAD_OPTIONS)}
+    cfg.data, cfg.model = wanted.data, wanted.model
+    for key, value in kept.items():
+        _set(cfg, key, value)
     _adopt_bands(cfg, src, source, log)
-    head = cfg.model.head
-    cfg.model = copy.deepcopy(src.model)
-    for option in ("ncm_metric", "ncm_center", "scale", "squash"):  # the stage-2 head's own options stay the stage-2 config's
-        setattr(cfg.model.head, option, getattr(head, option))
-    cfg.model.classifier = STAGE2_METHODS.get(cfg.decouple.method).head
     return src
+
+
+# What a decoupled stage 2 keeps of its own config among the data and model keys: the loaders' settings and
+# the options of the head the method fills; every other data / model key is the stage-1 run's.
+HONOURED = ("data.workers", "data.pin_memory")
+HEAD_OPTIONS = ("model.head.ncm_metric", "model.head.ncm_center", "model.head.scale", "model.head.squash")
+
+
+def _representation_differences(cfg: Config, src: Config) -> dict[str, tuple]:
+    """{dotted key: (stage-2 value, stage-1 value)} for the data and model keys a decoupled stage 2 takes from
+    the stage-1 run `src` and has otherwise (paths compared absolute, as the run saved them)."""
+    found = {}
+    for key in _leaves("data", to_dict(src.data)) + _leaves("model", to_dict(src.model)):
+        if key in HONOURED or key in HEAD_OPTIONS:
+            continue
+        mine, theirs = _get(cfg, key), _get(src, key)
+        if _comparable(key, mine) != _comparable(key, theirs):
+            found[key] = (mine, theirs)
+    return found
+
+
+def _refuse_explicit(cfg: Config, differ: dict[str, tuple], source: Run) -> None:
+    """ConfigError, one line per key, for the keys of `differ` the user set explicitly."""
+    explicit = explicit_keys(cfg)
+    lines = [f"{explicit[key]}: {key}={mine} differs from the stage-1 run's {key}={theirs} ({source.path}): "
+             f"a decoupled stage 2 fits its classifier on the stage-1 run's features, so its data and model are "
+             f"that run's; drop {key}, or train a stage-1 run with it"
+             if key != "model.classifier" else
+             f"{explicit[key]}: model.classifier={mine}, but decouple.method={cfg.decouple.method} fills a "
+             f"{theirs} head; drop model.classifier"
+             for key, (mine, theirs) in differ.items() if key in explicit]
+    if lines:
+        raise ConfigError("\n".join(lines))
+
+
+def _leaves(prefix: str, tree: dict) -> list[str]:
+    keys = []
+    for key, value in tree.items():
+        keys += _leaves(f"{prefix}.{key}", value) if isinstance(value, dict) else [f"{prefix}.{key}"]
+    return keys
+
+
+def _get(cfg: Any, key: str) -> Any:
+    for part in key.split("."):
+        cfg = getattr(cfg, part)
+    return cfg
+
+
+def _set(cfg: Any, key: str, value: Any) -> None:
+    *path, last = key.split(".")
+    setattr(_get(cfg, ".".join(path)) if path else cfg, last, value)
+
+
+def _comparable(key: str, value: Any) -> Any:
+    """A path setting as the run saves it (absolute, `~` expanded); any other value as it is."""
+    if isinstance(value, str) and tuple(key.split(".")) in PATH_KEYS:
+        return os.path.abspath(os.path.expanduser(value))
+    return value
 
 
 BAND_KEYS = ("many_above", "few_below", "inclusive_bands")
@@ -72,11 +139,11 @@ def _adopt_bands(cfg: Config, src: Config, source: Run, log: Callable[[str], Non
     """The shot bands of a decoupled stage 2: the stage-2 config's own when it sets any of eval.many_above /
     few_below / inclusive_bands (all three kept together, so that they stay a checked rule), else the stage-1
     run's, as the representation's. Either way a difference from the stage-1 run's bands is said, never silent.
-    (A key set to its default value cannot be told from an unset one: it counts as unset.)"""
+    Set: another value than the default, or any value given explicitly (`explicit_keys`), the default's too."""
     default, mine, theirs = EvalConfig(), _bands(cfg.eval), _bands(src.eval)
     if mine == theirs:
         return
-    if mine != _bands(default):
+    if mine != _bands(default) or any(f"eval.{key}" in explicit_keys(cfg) for key in BAND_KEYS):
         log(f"note: this stage 2's shot bands ({_describe_bands(cfg.eval)}) differ from those of the stage-1 run "
             f"{source.path} ({_describe_bands(src.eval)}); the two runs' band accuracies are not comparable")
         return
