@@ -352,7 +352,8 @@ def _add_split_command(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("split", help="build long-tailed + open-set split files from a labelled data set")
     p.add_argument("--dataset", choices=["fashion-mnist", "image-folder", "cifar10", "cifar100"],
                    default="fashion-mnist")
-    p.add_argument("--root", help="image folder root (root/<class>/<image>), the Fashion-MNIST IDX folder, or the "
+    p.add_argument("--root", help="image folder root (root/<class>/<image>; images in sub-folders of a class folder "
+                   "are that class's), the Fashion-MNIST IDX folder, or the "
                    "folder holding cifar-10-batches-py/ or cifar-100-python/")
     p.add_argument("--open-root", help="cifar: every image under this folder becomes the open set (instead of "
                    "--open-classes)")

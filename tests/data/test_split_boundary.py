@@ -236,6 +236,61 @@ def test_a_path_a_split_file_cannot_hold_is_refused(images, tmp_path, capsys, na
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.parametrize("folder, needles", [
+    ("unknown", ("'unknown' (any case)", "openlt predict")),
+    ("Unknown", ("'unknown' (any case)",)),
+    ("a;b", ("';' separates", "top-k field")),
+    ("a:b", ("':' separates",)),
+    ("a\tb", ("control character '\\t'",)),
+    ("a\x1bb", ("control character '\\x1b'",)),
+    ("a\u200eb", ("control character '\\u200e'",)),
+], ids=["unknown", "Unknown", "semicolon", "colon", "tab", "escape", "lrm"])
+def test_a_class_name_the_outputs_cannot_hold_is_refused(folder, needles, images, tmp_path, capsys):
+    """`openlt predict` writes class_name 'unknown' for a rejection, 'name:p;name:p' in its CSV and tab-separated
+    lines on stdout: such a class folder is refused by `openlt split`, naming it (and in a class-name file)."""
+    root = tmp_path / "images"
+    shutil.copytree(images, root)
+    shutil.copytree(root / "cat", root / folder)
+    line = run_cli(split_args(root, tmp_path / "out"), capsys)
+    assert f"class folder {str(root / folder)!r}" in line and "rename it" in line, line
+    assert all(needle in line for needle in needles), line
+    assert not (tmp_path / "out").exists()
+    split = good_split(tmp_path / "split")
+    (split / "names.txt").write_text(f"ant\n{folder}\n")
+    (tmp_path / "c.yaml").write_text("name: names\n")
+    if "\t" not in folder:  # (a tab is stripped with the line's spaces)
+        line = run_cli(["train", tmp_path / "c.yaml", "data.dataset=split-file", f"data.root={images}",
+                        f"data.split_dir={split}", "data.class_names=names.txt", f"out_dir={tmp_path / 'runs'}",
+                        *FAST], capsys)
+        assert "names.txt, line 2" in line and needles[0] in line, line
+
+
+def test_images_in_sub_folders_of_a_class_are_its_own_with_a_note(images, tmp_path, capsys):
+    root = tmp_path / "images"
+    shutil.copytree(images, root)
+    (root / "cat" / "nested").mkdir()
+    shutil.copy(root / "cat" / "000.png", root / "cat" / "nested" / "deep.png")
+    capsys.readouterr()
+    assert main(split_args(root, tmp_path / "out")) == 0
+    out = capsys.readouterr().out
+    assert "1 image(s) in sub-folders of class folders belong to their class folder's class" in out, out
+    assert "cat/nested/deep.png" in out
+    listed = [line for s in ("train", "val", "test") for line in (tmp_path / "out" / f"{s}.txt").read_text().splitlines()]
+    assert "cat/nested/deep.png 2" in listed
+
+
+@pytest.mark.parametrize("link, needle", [("ant/dangle.png", "'ant/dangle.png'"), ("ant/deep/gone.jpg", "gone.jpg"),
+                                          ("zebra", "zebra is a symlink to a missing folder")])
+def test_a_dangling_symlink_is_refused_naming_it(link, needle, images, tmp_path, capsys):
+    root = tmp_path / "images"
+    shutil.copytree(images, root)
+    (root / link).parent.mkdir(parents=True, exist_ok=True)
+    (root / link).symlink_to(tmp_path / "nowhere")
+    line = run_cli(split_args(root, tmp_path / "out"), capsys)
+    assert needle in line and "symlink to a missing" in line and "nowhere" in line, line
+    assert not (tmp_path / "out").exists()
+
+
 # ------------------------------------------------------------------------------------------ the output folder
 def test_split_output_is_atomic_and_never_replaces_other_files(images, tmp_path, capsys, monkeypatch):
     out = tmp_path / "out"

@@ -17,7 +17,8 @@ from openlt.data.datasets import (ArrayImageLoader, FileImageLoader, SplitDatase
 from openlt.data.splitfile import SplitEntries, read_split_file
 from openlt.data.splitcheck import (ARRAY_DATASETS, check_array_classes, check_folder_classes, check_label_range,
                                    check_manifest_counts, check_no_shared_images, check_open_labels, label_counts)
-from openlt.data.splits import MANIFEST, check_outside, describe_split, make_split, write_split
+from openlt.data.splits import (MANIFEST, check_outside, class_name_problem, describe_split, make_split,
+                                 write_split)
 from openlt.data.transforms import build_transform, normalisation
 from openlt.errors import ConfigError, DataError
 from openlt.metrics import ShotBands
@@ -131,6 +132,9 @@ def _class_names(cfg: Config, split_dir: Path, num_classes: int) -> list[str]:
                 continue
             if "\0" in name:
                 raise DataError(f"{path}, line {lineno}: class name {name!r} contains a NUL byte")
+            if class_name_problem(name):
+                raise DataError(f"{path}, line {lineno}: class name {name!r} cannot be used: "
+                                f"{class_name_problem(name)}")
             if name in first:
                 raise DataError(f"{path}, line {lineno}: class name {name!r} is given twice (first on line "
                                 f"{first[name]})")
@@ -156,6 +160,10 @@ def _read_manifest(path: Path) -> dict:
             and isinstance(files, dict) and all(isinstance(f, dict) for f in files.values())):
         raise DataError(f"split manifest {path} is malformed (class_names, train_counts and files do not fit "
                         f"together); rerun `openlt split` for this folder")
+    for name in names:
+        if class_name_problem(name):
+            raise DataError(f"split manifest {path}: class {name!r} cannot be a class name: "
+                            f"{class_name_problem(name)}; rename its folder and rerun `openlt split`")
     return manifest
 
 

@@ -3,6 +3,7 @@ image folders, and the embedded Fashion-MNIST arrays. All yield (image tensor, l
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import sys
@@ -18,11 +19,12 @@ from torchvision import tv_tensors
 
 from openlt.data import fashion_mnist
 from openlt.data.splitfile import SplitEntries, item_problem
-from openlt.data.splits import LabelledPool
+from openlt.data.splits import LabelledPool, class_name_problem
 from openlt.errors import DataError
 
 # The one list of image file names (lower-cased suffixes): what an image folder lists, what a split file may name
 # (FileImageLoader.check), what `openlt predict` finds in a folder. GIF: its first frame.
+_LOG = logging.getLogger(__name__)  # notes the commands print (cli.console_logging)
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".gif", ".tif", ".tiff", ".ppm", ".pgm")
 
 
@@ -57,7 +59,12 @@ def image_files(folder: Path, root: Path) -> list[str]:
     files = []
     for path in folder.rglob("*"):
         relative = path.relative_to(folder)
-        if any(_hidden(part) for part in relative.parts) or not path.is_file():
+        if any(_hidden(part) for part in relative.parts):
+            continue
+        if path.is_symlink() and not path.exists():
+            raise DataError(f"{path.relative_to(root).as_posix()!r} under {root} is a symlink to a missing file "
+                            f"({os.readlink(path)}); remove it or restore its target")
+        if not path.is_file():
             continue
         if path.suffix.lower() in IMAGE_EXTENSIONS:
             item = path.relative_to(root).as_posix()
@@ -70,13 +77,23 @@ def image_files(folder: Path, root: Path) -> list[str]:
 
 def image_folder_pool(root: str | os.PathLike) -> LabelledPool:
     """`root/<class name>/<image>`: one sub-folder per class, classes in sorted order (as torchvision); hidden
-    entries are skipped (see `_hidden`)."""
+    entries are skipped (see `_hidden`). Images in sub-folders of a class folder belong to that class (as in
+    torchvision's ImageFolder), with a note naming one. DataError for a class name the outputs cannot hold
+    (`splits.class_name_problem`) and a dangling symlink (a class folder or an image), naming it."""
     root = Path(root)
     if not root.is_dir():
         raise DataError(f"image folder root does not exist or is not a folder: {root}")
+    for entry in sorted(root.iterdir()):
+        if entry.is_symlink() and not entry.exists() and not _hidden(entry.name):
+            raise DataError(f"{entry} is a symlink to a missing folder ({os.readlink(entry)}); remove it or restore "
+                            f"its target")
     classes = sorted(d.name for d in root.iterdir() if d.is_dir() and not _hidden(d.name))
     if not classes:
         raise DataError(f"image folder {root} has no class sub-folders (expected root/<class>/<image>)")
+    for name in classes:
+        if class_name_problem(name):
+            raise DataError(f"class folder {str(root / name)!r} cannot be a class name: {class_name_problem(name)}; "
+                            f"rename it")
     items, labels = [], []
     for label, name in enumerate(classes):
         files = image_files(root / name, root)
@@ -85,6 +102,10 @@ def image_folder_pool(root: str | os.PathLike) -> LabelledPool:
         items += files
         labels += [label] * len(files)
     _refuse_linked_twice(root, items)
+    nested = [item for item in items if len(PurePosixPath(item).parts) > 2]
+    if nested:
+        _LOG.info(f"note: image folder {root}: {len(nested)} image(s) in sub-folders of class folders belong to "
+                  f"their class folder's class (e.g. {nested[0]})")
     return LabelledPool("image-folder", classes, items, np.asarray(labels), root=str(root))
 
 

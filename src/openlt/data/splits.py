@@ -11,6 +11,7 @@ import math
 import os
 import shutil
 import tempfile
+import unicodedata
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -23,6 +24,22 @@ from openlt.io import sha256_file, write_json
 
 SPLIT_NAMES = ("train", "val", "test", "open")
 MANIFEST = "manifest.json"
+REJECTED_NAME = "unknown"  # the class_name `openlt predict` writes for an image rejected as unknown
+
+
+def class_name_problem(name: str) -> str | None:
+    """Why `name` cannot be a class name (None when it can): the outputs that name classes must stay readable.
+    `unknown` (any case) is the name `openlt predict` gives a rejected image; ';' and ':' separate predict's CSV
+    topk field (`name:p;name:p`); a tab, line break or other control character breaks its tab-separated lines."""
+    if name.strip().casefold() == REJECTED_NAME:
+        return f"{REJECTED_NAME!r} (any case) is the name `openlt predict` gives an image rejected as unknown"
+    odd = next((c for c in name if unicodedata.category(c) in ("Cc", "Cf", "Zl", "Zp")), None)
+    if odd is not None:
+        return f"the control character {odd!r} (a tab, a line break, ...) would break `openlt predict`'s output lines"
+    sep = next((c for c in name if c in ";:"), None)
+    if sep is not None:
+        return f"{sep!r} separates `openlt predict`'s top-k field (name:probability;name:probability)"
+    return None
 
 
 @dataclass
