@@ -684,6 +684,27 @@ def test_split_refuses_an_image_it_cannot_decode(damage, images, tmp_path, capsy
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.parametrize("size", [(20, 20), (40, 10), (30, 15)])
+def test_an_image_above_pil_warning_limit_is_one_note_not_a_raw_warning(size, images, tmp_path, capsys, monkeypatch):
+    """Between PIL's warning limit (MAX_IMAGE_PIXELS) and its error limit (twice that) an image decodes: `openlt
+    split` names it in one note instead of passing on PIL's DecompressionBombWarning (which names no file)."""
+    import warnings
+
+    from PIL import Image
+
+    root = tmp_path / "images"
+    shutil.copytree(images, root)
+    Image.new("RGB", size).save(root / "bee" / "big.png")
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 300)  # the fixture's 16 x 16 = 256 stay below it
+    capsys.readouterr()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert main(split_args(root, tmp_path / "out")) == 0  # profile none: every image is listed, decoded
+    out, err = capsys.readouterr()
+    assert [str(w.message) for w in caught] == [] and err == ""
+    assert f"note: {root / 'bee' / 'big.png'} has {size[0] * size[1]:,} pixels, above PIL's warning limit of 300" in out
+
+
 @pytest.mark.parametrize("split_name", ["test", "open", "val"])
 def test_train_decodes_every_listed_image_before_the_run_exists(split_name, images, tmp_path, capsys):
     root = tmp_path / "images"

@@ -103,3 +103,23 @@ def test_band_confusion_figure_annotates_each_row_with_a_share_and_a_count():
     assert len(cells) == 12 and "80.0%\n8" in cells  # no text in the open row: it has no images
     assert [t.get_text() for t in ax.get_yticklabels()] == ["many (10, 7 right)", "medium (10, 4 right)",
                                                             "few (4, 2 right)", "open (0)"]
+
+
+@pytest.mark.parametrize("name, shown", [
+    ("猫", "\\u732b"),  # a glyph DejaVu Sans lacks: escaped, not a box and a "Glyph ... missing" warning
+    ("x" * 200, "x" * 39 + "…"),  # cut: a 200-character name collapsed constrained layout
+    ("图像-" + "y" * 60, "\\u56fe\\u50cf-" + "y" * 26 + "…"),
+    ("é ü", "é ü"),  # drawable: as written
+], ids=["cjk", "200-chars", "cjk-and-long", "accents"])
+def test_class_names_are_escaped_and_cut_and_draw_without_warnings(name, shown):
+    import warnings
+
+    assert figures.label(name) == shown
+    names = [name, "ant", "bee"]
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        matrix = drawn(figures.confusion_matrix(np.eye(3, dtype=int) * 5, names))
+        scatter = drawn(figures.accuracy_vs_train_count([100, 10, 3], [0.5, 0.4, 0.3], ShotBands(), names))
+    assert [str(w.message) for w in caught] == []
+    assert matrix.axes[0].get_xticklabels()[0].get_text() == shown
+    assert shown in {t.get_text() for t in scatter.axes[0].texts}

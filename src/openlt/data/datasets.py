@@ -7,6 +7,7 @@ import logging
 import os
 import re
 import sys
+import warnings
 from pathlib import Path, PurePosixPath
 from stat import S_ISREG
 from typing import Callable
@@ -144,14 +145,14 @@ def convert_image(img: Image.Image, mode: str) -> Image.Image:
     return img if img.mode == mode else img.convert(mode)
 
 
-def open_image(path: str | os.PathLike, mode: str | None = "RGB") -> Image.Image | None:
+def open_image(path: str | os.PathLike, mode: str | None = "RGB") -> Image.Image | tuple[int, int]:
     """Read an image file as `mode`; a missing, empty, truncated or non-image file is a DataError naming it.
-    `mode` None: decode it only (a check), return None."""
+    `mode` None: decode it only (a check), return its (width, height)."""
     path = Path(path)
     try:
         with Image.open(path) as img:
             img.load()
-            return None if mode is None else convert_image(img, mode)
+            return img.size if mode is None else convert_image(img, mode)
     except FileNotFoundError:
         raise DataError(f"image not found: {path}") from None
     except IsADirectoryError:
@@ -179,26 +180,42 @@ def check_decodable(paths: list[Path], where: list[str] | None = None, desc: str
     """Decode every image of `paths` (PIL, in threads: its decoders release the GIL), so that an image that cannot
     be read stops the command before any work, not at the final evaluation hours later. A progress bar on stderr
     from 1000 images on (a terminal only). DataError for the first bad one in list order, prefixed with its
-    `where` (e.g. "test.txt, line 9") when given. 1.1 to 2.4 ms per 500 x 375 JPEG on one core (docs/robustness.md)."""
+    `where` (e.g. "test.txt, line 9") when given. 1.1 to 2.4 ms per 500 x 375 JPEG on one core (docs/robustness.md).
+    An image between PIL's warning and error limits decodes: instead of PIL's raw DecompressionBombWarning, one
+    note names it (`large_image_note`)."""
     from concurrent.futures import ThreadPoolExecutor
 
     from tqdm import tqdm
 
-    def problem(path: Path) -> str | None:
+    def problem(path: Path) -> str | int:
         try:
-            open_image(path, None)
+            width, height = open_image(path, None)
         except DataError as exc:
             return str(exc)
-        return None
+        return width * height
 
-    with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool, \
+    large = []
+    # the filter is set here, around the threads, not in them: warnings.catch_warnings is not thread-safe
+    with warnings.catch_warnings(), ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool, \
             tqdm(total=len(paths), desc=desc, leave=False, file=sys.stderr,
                  disable=True if len(paths) < 1000 else None) as bar:
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
         for start in range(0, len(paths), DECODE_BATCH):
             for offset, found in enumerate(pool.map(problem, paths[start:start + DECODE_BATCH])):
-                if found is not None:
+                if isinstance(found, str):
                     raise DataError(f"{where[start + offset]}: {found}" if where else found)
+                if Image.MAX_IMAGE_PIXELS and found > Image.MAX_IMAGE_PIXELS:
+                    large.append((paths[start + offset], found))
             bar.update(len(paths[start:start + DECODE_BATCH]))
+    for path, pixels in large:
+        _LOG.info(large_image_note(path, pixels))
+
+
+def large_image_note(path: Path, pixels: int) -> str:
+    """The note for an image above PIL's decompression-bomb warning limit (PIL.Image.MAX_IMAGE_PIXELS) but below
+    its error limit (twice that): it decodes; PIL's own warning would say nothing of which file."""
+    return (f"note: {path} has {pixels:,} pixels, above PIL's warning limit of {Image.MAX_IMAGE_PIXELS:,} "
+            f"(PIL.Image.MAX_IMAGE_PIXELS): it decodes, but each read is slow and memory-hungry; consider resizing it")
 
 
 def check_split_images(split, pool: LabelledPool) -> None:

@@ -6,6 +6,8 @@ no display backend) with constrained layout; `to_png` renders one to PNG bytes w
 from __future__ import annotations
 
 import io
+import warnings
+from functools import lru_cache
 from typing import Mapping, Sequence
 
 import numpy as np
@@ -29,11 +31,46 @@ MAX_CLASSES_DRAWN = 50
 AS_WRITTEN = {"parse_math": False, "usetex": False}
 
 
+MAX_LABEL_CHARS = 40  # a class name on a figure is cut to this many characters (ending in "…")
+# matplotlib's warnings at draw time that a report cannot act on: a glyph the font lacks (labels are escaped first,
+# `label`), a layout that does not fit (long labels are cut first); they reached the user's stderr raw
+DRAW_WARNINGS = (r"Glyph .* missing from", r"constrained_layout not applied", r"Tight layout not applied")
+
+
 def to_png(fig: Figure, dpi: int = 110) -> bytes:
-    """The figure as PNG bytes (rendered with Agg, whatever matplotlib's configured backend)."""
+    """The figure as PNG bytes (rendered with Agg, whatever matplotlib's configured backend); matplotlib's
+    draw-time warnings (`DRAW_WARNINGS`) are not passed on."""
     buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=dpi)  # the figures use constrained layout: no second, "tight" pass
+    with warnings.catch_warnings():
+        for message in DRAW_WARNINGS:
+            warnings.filterwarnings("ignore", message=message, category=UserWarning)
+        fig.savefig(buf, format="png", dpi=dpi)  # the figures use constrained layout: no second, "tight" pass
     return buf.getvalue()
+
+
+@lru_cache(maxsize=1)
+def _drawable() -> frozenset[int] | None:
+    """The code points the fonts of matplotlib's font.family have a glyph for (None: no font could be read, so
+    nothing is escaped)."""
+    from matplotlib import font_manager, ft2font, rcParams
+
+    points: set[int] = set()
+    for family in rcParams["font.family"]:
+        try:
+            path = font_manager.findfont(font_manager.FontProperties(family=[family]))
+            points |= set(ft2font.FT2Font(path).get_charmap())
+        except (OSError, RuntimeError, ValueError):  # a font that cannot be read
+            continue
+    return frozenset(points) or None
+
+
+def label(name: object) -> str:
+    """A class name as a figure shows it: characters the font cannot draw written as escapes (`\\u732b`, not an
+    empty box and a warning), then cut to MAX_LABEL_CHARS (a 200-character name collapsed the layout)."""
+    drawable = _drawable()
+    text = "".join(c if drawable is None or ord(c) in drawable or c == " " else
+                   c.encode("unicode_escape").decode("ascii") for c in str(name))
+    return text if len(text) <= MAX_LABEL_CHARS else text[:MAX_LABEL_CHARS - 1] + "…"
 
 
 def _band_spans(bands: ShotBands, lo: float, hi: float) -> dict[str, tuple[float, float]]:
@@ -77,7 +114,7 @@ def accuracy_vs_train_count(train_counts: Sequence[int], accuracy: Sequence[floa
     if class_names is not None and len(class_names) <= 20:
         for x, y, name in zip(counts, acc, class_names):
             if not np.isnan(y):
-                ax.annotate(name, (x, y), xytext=(4, 3), textcoords="offset points", fontsize=7, color="#444",
+                ax.annotate(label(name), (x, y), xytext=(4, 3), textcoords="offset points", fontsize=7, color="#444",
                             **AS_WRITTEN)
     ax.set_xscale("log")
     ax.set_xlim(lo, hi)
@@ -96,7 +133,8 @@ def confusion_matrix(matrix: Sequence[Sequence[int]], class_names: Sequence[str]
     "open" row and a "rejected" column to the K known classes, set apart by lines after the first `known`."""
     m = np.asarray(matrix, dtype=np.float64)
     rows, cols = m.shape
-    column_names = class_names if column_names is None else column_names
+    column_names = [label(n) for n in (class_names if column_names is None else column_names)]
+    class_names = [label(n) for n in class_names]
     if normalize:
         with np.errstate(invalid="ignore", divide="ignore"):
             m = np.nan_to_num(m / m.sum(axis=1, keepdims=True))
