@@ -430,9 +430,10 @@ def shared(tmp_path_factory):
     (split / "train.txt").write_text("".join(f"{line}\n" for line in GOOD_TRAIN))
     (split / "val.txt").write_text("".join(f"{line}\n" for line in GOOD_EVAL))
     (split / "test.txt").write_text("".join(f"{line}\n" for line in GOOD_TEST))
+    (split / "open.txt").write_text("cat/000.png -1\ncat/001.png -1\n")  # an open split: evaluation chooses a threshold
     (root / "c.yaml").write_text("name: bad\n")
     code = main(["train", str(root / "c.yaml"), "data.dataset=split-file", f"data.root={images}",
-                 f"data.split_dir={split}", "data.open_split=null", f"out_dir={root / 'runs'}", *BASE, "--no-eval"])
+                 f"data.split_dir={split}", f"out_dir={root / 'runs'}", *BASE, "--no-eval"])
     assert code == 0
     return {"images": images, "run": only_run(root / "runs")}
 

@@ -331,3 +331,31 @@ def test_an_evaluation_of_last_is_not_used_for_best(trained, tmp_path, capsys):
     code, out, err = cli(capsys, "predict", copy, image, "--checkpoint", "last", "--json")
     assert code == 0, err
     assert json.loads(out)[0]["threshold"] == saved["threshold"]
+
+
+def test_a_closed_set_run_with_validation_rejects_nothing_unless_a_threshold_is_asked_for(tmp_path, capsys,
+                                                                                           single_thread):
+    """No open split (open_classes=0) but a val split: evaluation chooses no threshold and writes no calibration,
+    predict labels every image; a threshold chosen on validation by an older openlt is not applied; a number
+    (eval.open_threshold, --threshold) is."""
+    make_image_folder(tmp_path / "images", {"ant": 60, "bee": 40, "cat": 30})
+    tiny = [t for t in TINY if not t.startswith("data.split.open_classes")] + ["data.split.open_classes=0"]
+    run = train(build_config(None, [f"data.root={tmp_path / 'images'}", f"out_dir={tmp_path / 'runs'}", *tiny]),
+                quiet=True, log=lambda line: None)
+    metrics = evaluate_run(run, quiet=True)
+    assert "calibration" not in metrics and "open" not in metrics and not run.calibration_file.exists()
+    folder = tmp_path / "images" / "ant"
+
+    def labelled(*extra):
+        code, out, err = cli(capsys, "predict", run.path, folder, "--json", *extra)
+        assert code == 0, err
+        return json.loads(out)
+
+    records = labelled()
+    assert len(records) == 60 and not any(r["rejected"] for r in records) and {r["threshold"] for r in records} == {None}
+    using = inference.checkpoint_identity(run, "best")
+    Rejector("msp", 0.999, "validation: keeps 95% of the known validation images", using).save(run.calibration_file)
+    assert not any(r["rejected"] for r in labelled())  # an older openlt's calibration of a closed-set run
+    assert all(r["rejected"] for r in labelled("--threshold", "1.0"))
+    metrics = evaluate_run(run, overrides=["eval.open_threshold=1.0"], quiet=True)
+    assert metrics["calibration"]["threshold"] == 1.0 and all(r["rejected"] for r in labelled())

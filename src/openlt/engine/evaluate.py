@@ -92,10 +92,10 @@ def choose_rejector(cfg: Config, val: dict[str, torch.Tensor] | None, scorer: Op
 def run_decision(cfg: Config, outputs: dict[str, dict], scorer: OpenSetScore) -> Rejector | None:
     """The evaluation's open-set decision (:func:`choose_rejector` on ``outputs["val"]``: a model's outputs or the
     record of :func:`split_record`, whose scores are used as they are), or None for a closed-set evaluation (no
-    open split) without validation images under `eval.open_threshold=auto`: nothing is rejected, so no
-    threshold is needed (an iNaturalist run). ConfigError for 'auto' with an open split and no validation split
+    open split) under `eval.open_threshold=auto`, with or without validation images: nothing is rejected unless
+    the user asks for a threshold (a number). ConfigError for 'auto' with an open split and no validation split
     (refused before training by `check_open_decision`)."""
-    if "open" not in outputs and "val" not in outputs and parse_threshold(cfg.eval.open_threshold) is None:
+    if "open" not in outputs and parse_threshold(cfg.eval.open_threshold) is None:
         return None
     val = outputs.get("val")
     if val is None or not is_record(val):

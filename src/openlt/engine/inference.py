@@ -219,13 +219,12 @@ def check_fitted_on(run: Run, file: Path, fitted_on: dict | None, using: dict) -
 
 
 def needs_decision(run: Run) -> bool:
-    """Whether the run's evaluation chooses a rejection threshold under eval.open_threshold=auto: unless its split
-    manifest records neither an open nor a validation split (a closed-set run without validation rejects
-    nothing). A run without a readable manifest is taken to need one."""
+    """Whether the run's evaluation chooses a rejection threshold under eval.open_threshold=auto: when its split
+    manifest records an open split (a closed-set run rejects nothing unless asked for a number, with or without
+    validation images). A run without a readable manifest is taken to need one."""
     if not run.manifest_file.is_file():
         return True
-    files = read_run_manifest(run)["files"]
-    return "open" in files or "val" in files
+    return "open" in read_run_manifest(run)["files"]
 
 
 def saved_decision(run: Run, cfg: Config, using: dict, threshold: float | None = None,
@@ -233,13 +232,17 @@ def saved_decision(run: Run, cfg: Config, using: dict, threshold: float | None =
     """The open-set decision to apply with the checkpoint `using` (:func:`checkpoint_identity`), without data:
 
     * `threshold` given: that fixed threshold on calibration.json's score (or `eval.open_score`);
-    * else the run's calibration.json, when it was fitted on `using` (else RunDirError: :func:`check_fitted_on`);
+    * else the run's calibration.json, when it was fitted on `using` (else RunDirError: :func:`check_fitted_on`),
+      but not a threshold chosen on validation for a run without an open split (an older openlt's; its
+      evaluation now rejects nothing: :func:`needs_decision`);
     * else a number in `eval.open_threshold` (fixed, as evaluation would apply it);
     * else None when the run's evaluation would reject nothing (:func:`needs_decision`);
     * else RunDirError: the run was never evaluated; the message names `openlt eval` and `option`.
 
     ConfigError for a threshold that is not a finite number, RunDirError for a malformed calibration.json."""
     saved = Rejector.load(run.calibration_file) if run.calibration_file.is_file() else None
+    if saved is not None and saved.calibrated and not needs_decision(run):
+        saved = None  # a closed-set run: nothing is rejected unless a threshold is asked for
     if threshold is not None:
         return Rejector.fixed(cfg.eval.open_score if saved is None else saved.score, threshold,
                               f"fixed ({option})")
