@@ -359,3 +359,31 @@ def test_a_closed_set_run_with_validation_rejects_nothing_unless_a_threshold_is_
     assert all(r["rejected"] for r in labelled("--threshold", "1.0"))
     metrics = evaluate_run(run, overrides=["eval.open_threshold=1.0"], quiet=True)
     assert metrics["calibration"]["threshold"] == 1.0 and all(r["rejected"] for r in labelled())
+
+
+@pytest.mark.parametrize("command", ["predict", "export"])
+@pytest.mark.parametrize("value, said", [("nan", "must be a finite number, got 'nan'"),
+                                         ("-inf", "must be a finite number, got '-inf'"),
+                                         ("inf", "must be a finite number, got 'inf'"),
+                                         ("high", "must be a number, got 'high'")])
+def test_threshold_option_must_be_a_finite_number_and_is_named_as_given(command, value, said, tmp_path, capsys):
+    """--threshold nan / -inf / inf / a word: refused by the option's own type, naming --threshold (not
+    eval.open_threshold, not argparse's "expected one argument" for '-inf')."""
+    where = [tmp_path / "x.png"] if command == "predict" else [tmp_path / "bundle"]
+    with pytest.raises(SystemExit) as exit_:
+        main([command, str(tmp_path / "run"), *map(str, where), "--threshold", value])
+    err = capsys.readouterr().err
+    assert exit_.value.code == 2 and f"argument --threshold: {said}" in err and "open_threshold" not in err, err
+
+
+@pytest.mark.parametrize("value", ["1.5", "-1", "-1e3"])
+def test_a_threshold_outside_the_scores_range_is_refused_by_predict_and_export(trained, tmp_path, capsys, value):
+    _, run = trained
+    image = next((trained[0] / "data" / "images" / "ant").glob("*.png"))
+    code, out, err = cli(capsys, "predict", run.path, image, "--threshold", value)
+    assert code == 2 and not out and f"--threshold {float(value):g} is outside the range of the open-set score msp " \
+                                     f"([0, 1])" in err, err
+    code, _, err = cli(capsys, "export", run.path, tmp_path / "bundle", "--threshold", value)
+    assert code == 2 and "outside the range of the open-set score msp" in err and not (tmp_path / "bundle").exists()
+    code, out, err = cli(capsys, "predict", run.path, image, "--threshold=0", "--json")  # the range's own end
+    assert code == 0 and json.loads(out)[0]["threshold"] == 0.0, err

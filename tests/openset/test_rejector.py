@@ -136,3 +136,19 @@ def test_an_eval_override_error_comes_before_the_model_is_loaded(tmp_path, monke
     monkeypatch.setattr(evaluate, "collect_outputs", never)
     with pytest.raises(ConfigError, match=message):
         evaluate.evaluate_run(Run(tmp_path), overrides=overrides, quiet=True)
+
+
+def test_a_fixed_threshold_names_the_option_it_came_from_and_ranges_are_declared():
+    from openlt.openset import check_threshold_range
+
+    with pytest.raises(ConfigError, match=r"^--threshold must be a finite number, got nan$"):
+        Rejector.fixed("msp", float("nan"), option="--threshold")
+    assert Rejector.fixed("msp", 1.5).threshold == 1.5  # eval may reject everything on purpose
+    with pytest.raises(ConfigError, match=r"--threshold 1\.5 is outside the range of the open-set score msp \(\[0, 1\]\)"):
+        check_threshold_range("msp", 1.5, "--threshold")
+    for name in ("openmax", "odin"):
+        with pytest.raises(ConfigError, match="outside the range"):
+            check_threshold_range(name, -0.1, "--threshold")
+    check_threshold_range("msp", 0.0, "--threshold")
+    check_threshold_range("energy", -50.0, "--threshold")  # no declared range: any number
+    check_threshold_range("max_logit", 1e6, "--threshold")

@@ -40,7 +40,8 @@ from openlt.engine.runtime import to_device
 from openlt.errors import NotFittedError, RunDirError
 from openlt.io import sha256_file, write_json
 from openlt.models.model import OpenLTModel, build_model
-from openlt.openset import OpenSetScore, Rejector, build_score, load_score, parse_threshold, score_fitted_on
+from openlt.openset import (OpenSetScore, Rejector, build_score, check_threshold_range, load_score, parse_threshold,
+                            score_fitted_on)
 
 FORMAT = "openlt-inference/1"
 _LOG = logging.getLogger(__name__)
@@ -231,7 +232,8 @@ def saved_decision(run: Run, cfg: Config, using: dict, threshold: float | None =
                  option: str = "--threshold") -> Rejector | None:
     """The open-set decision to apply with the checkpoint `using` (:func:`checkpoint_identity`), without data:
 
-    * `threshold` given: that fixed threshold on calibration.json's score (or `eval.open_score`);
+    * `threshold` given: that fixed threshold on calibration.json's score (or `eval.open_score`), refused
+      (ConfigError naming `option`) outside the range the score declares (msp: [0, 1]);
     * else the run's calibration.json, when it was fitted on `using` (else RunDirError: :func:`check_fitted_on`),
       but not a threshold chosen on validation for a run without an open split (an older openlt's; its
       evaluation now rejects nothing: :func:`needs_decision`);
@@ -243,9 +245,11 @@ def saved_decision(run: Run, cfg: Config, using: dict, threshold: float | None =
     saved = Rejector.load(run.calibration_file) if run.calibration_file.is_file() else None
     if saved is not None and saved.calibrated and not needs_decision(run):
         saved = None  # a closed-set run: nothing is rejected unless a threshold is asked for
-    if threshold is not None:
-        return Rejector.fixed(cfg.eval.open_score if saved is None else saved.score, threshold,
-                              f"fixed ({option})")
+    if threshold is not None:  # inside the score's range: past it every image, or none, would be "unknown"
+        rejector = Rejector.fixed(cfg.eval.open_score if saved is None else saved.score, threshold,
+                                  f"fixed ({option})", option)
+        check_threshold_range(rejector.score, rejector.threshold, option)
+        return rejector
     if saved is not None:
         if saved.calibrated:
             check_fitted_on(run, run.calibration_file, saved.fitted_on, using)

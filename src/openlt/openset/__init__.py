@@ -16,11 +16,12 @@ from openlt.openset.base import (SCORES, NotFittedError, OpenSetScore, build_sco
 from openlt.openset.detectors import KNN, Mahalanobis, ReAct, ViM
 from openlt.openset.odin import ODIN
 from openlt.openset.openmax import OpenMax
-from openlt.openset.rejector import Rejector, check_rejection_config, parse_threshold
+from openlt.openset.rejector import Rejector, check_rejection_config, check_threshold_range, parse_threshold
 from openlt.openset.scores import (Energy, MaxLogit, MaxSoftmax, Reachability, max_logit, max_softmax, negative_energy,
                                    reachability)
 
 __all__ = ["KNN", "ODIN", "SCORES", "Energy", "Mahalanobis", "MaxLogit", "MaxSoftmax", "NotFittedError", "OpenMax",
            "OpenSetScore", "ReAct", "Reachability", "ViM",
            "Rejector", "build_score", "check_rejection_config", "fitted_on_ok", "load_score", "max_logit", "max_softmax",
-           "negative_energy", "open_score", "parse_threshold", "reachability", "save_score", "score_fitted_on"]
+           "negative_energy", "open_score", "parse_threshold", "check_threshold_range", "reachability", "save_score",
+           "score_fitted_on"]

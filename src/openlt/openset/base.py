@@ -69,6 +69,7 @@ class OpenSetScore(BaseEstimator):
     needs_features: ClassVar[bool] = False  # True: outputs carry "feature" (N, D), the head's input
     needs_head: ClassVar[bool] = False  # True: fit(..., head=(weight (K, D), bias (K,))) of a linear head
     needs_model: ClassVar[bool] = False  # True: scored from the images (score_images), kept as "model_score"
+    value_range: ClassVar[tuple[float, float] | None] = None  # (low, high) every score lies in, when bounded
 
     @classmethod
     def from_config(cls, eval_cfg: Any) -> "OpenSetScore":

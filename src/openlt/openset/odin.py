@@ -30,6 +30,7 @@ class ODIN(OpenSetScore):
     step on the [0, 1] pixel scale; 0.0014 in pytorch-ood, the paper tunes it in [0, 0.004]). Nothing is fitted."""
 
     name = "odin"
+    value_range = (0.0, 1.0)  # a probability: a threshold outside it is refused (rejector.check_threshold_range)
     needs_model = True
 
     def __init__(self, temperature: float = 1000.0, eps: float = 0.0014) -> None:

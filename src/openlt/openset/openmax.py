@@ -99,6 +99,7 @@ class OpenMax(OpenSetScore):
     """
 
     name = "openmax"
+    value_range = (0.0, 1.0)  # a probability: a threshold outside it is refused (rejector.check_threshold_range)
     requires_fit = True
 
     def __init__(self, tail_size: int = 20, alpha: int | None = None, distance: str = "eucos") -> None:

@@ -28,25 +28,37 @@ from openlt.errors import ConfigError, RunDirError
 from openlt.config import finite_number
 from openlt.io import write_json
 from openlt.metrics import reject, threshold_at_tpr
-from openlt.openset.base import OpenSetScore, Outputs, fitted_on_ok
+from openlt.openset.base import SCORES, OpenSetScore, Outputs, fitted_on_ok
 
-__all__ = ["AUTO", "Rejector", "check_rejection_config", "parse_threshold"]
+__all__ = ["AUTO", "Rejector", "check_rejection_config", "check_threshold_range", "parse_threshold"]
 
 AUTO = "auto"  # eval.open_threshold: calibrate on the known validation images
 FIXED_SOURCE = "fixed (eval.open_threshold)"
 
 
-def parse_threshold(spec: Any) -> float | None:
+def parse_threshold(spec: Any, option: str = "eval.open_threshold") -> float | None:
     """`eval.open_threshold` read: a finite number as a float, or None for 'auto'.
 
     A string holding a finite number ("1e-05": YAML 1.1 reads a float without a dot as a string) is that
-    number. Raises ConfigError naming the key for anything else (another string, a bool, NaN, +-inf)."""
+    number. Raises ConfigError naming `option` for anything else (another string, a bool, NaN, +-inf)."""
     if isinstance(spec, str) and spec == AUTO:
         return None
     try:
         return finite_number(spec)
     except ConfigError:
-        raise ConfigError(f"eval.open_threshold must be 'auto' or a finite number, got {spec!r}") from None
+        raise ConfigError(f"{option} must be 'auto' or a finite number, got {spec!r}") from None
+
+
+def check_threshold_range(score_name: str, threshold: float, option: str = "eval.open_threshold") -> None:
+    """ConfigError naming `option` when a fixed `threshold` lies outside the range the score declares
+    (`OpenSetScore.value_range`: msp, OpenMax and ODIN are probabilities in [0, 1]): above it every image would
+    be rejected, below it none. A score without a declared range (energy, max_logit, ...) takes any number."""
+    bounds = SCORES.get(score_name).value_range if score_name in SCORES else None
+    if bounds is not None and not bounds[0] <= threshold <= bounds[1]:
+        low, high = bounds
+        raise ConfigError(f"{option} {threshold:g} is outside the range of the open-set score {score_name} "
+                          f"([{low:g}, {high:g}]): a threshold above {high:g} rejects every image, one below "
+                          f"{low:g} none")
 
 
 def check_rejection_config(eval_cfg: Any, has_val: bool = True) -> None:
@@ -93,11 +105,15 @@ class Rejector:
         return cls(score_name, threshold, f"validation: keeps {keep_known:.0%} of the known validation images")
 
     @classmethod
-    def fixed(cls, score_name: str, threshold: float, source: str = FIXED_SOURCE) -> "Rejector":
-        """A threshold given by the user; it must be a finite number (ConfigError otherwise)."""
-        value = parse_threshold(threshold)
-        if value is None:
-            raise ConfigError(f"a fixed threshold must be a finite number, got {threshold!r}")
+    def fixed(cls, score_name: str, threshold: float, source: str = FIXED_SOURCE,
+              option: str = "eval.open_threshold") -> "Rejector":
+        """A threshold given by the user (through `option`, as messages name it): a finite number (ConfigError
+        naming `option` otherwise). Any number: `openlt eval` may set one past the score's range to reject every
+        image; prediction checks the range (:func:`check_threshold_range`)."""
+        try:
+            value = finite_number(threshold)
+        except ConfigError as exc:
+            raise ConfigError(f"{option} {exc}") from None
         return cls(score_name, value, source)
 
     @classmethod

@@ -53,6 +53,7 @@ def reachability(outputs: Outputs) -> torch.Tensor:
 class MaxSoftmax(OpenSetScore):
     """``msp``: maximum softmax probability (Hendrycks & Gimpel ICLR 2017), (N,) float32 in [1/K, 1]; stateless."""
     name = "msp"
+    value_range = (0.0, 1.0)  # a probability: a threshold outside it is refused (rejector.check_threshold_range)
 
     def score(self, outputs: Outputs) -> torch.Tensor:
         """(N,) float32 maximum softmax probability of ``outputs["logits"]`` (N, K)."""
