@@ -8,7 +8,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import math
 import os
 import signal
 import sys
@@ -143,15 +142,14 @@ def _train(args: argparse.Namespace) -> int:
 
 def _eval(args: argparse.Namespace) -> int:
     from openlt.engine.evaluate import evaluate_run
-    from openlt.engine.run import open_run
+    from openlt.engine.run import check_tag, open_run
     from openlt.reporting.run_report import format_table
 
+    check_tag(args.tag, "--tag")
     run = open_run(args.run)
     overrides = list(args.overrides)  # "key=value" strings; evaluate_run checks them before loading the model
     if args.threshold is not None:  # after the positional overrides: --threshold wins
         overrides.append(f"eval.open_threshold={args.threshold}")
-    if args.tag is not None and (not args.tag.replace("-", "").replace("_", "").isalnum()):
-        raise OpenLTError(f"--tag {args.tag!r}: use letters, digits, '-' or '_'")
     metrics = evaluate_run(run, args.checkpoint, overrides=overrides, quiet=args.quiet, device=args.device,
                            tag=args.tag)
     from openlt.engine.distributed import is_main
@@ -176,7 +174,9 @@ def _predict(args: argparse.Namespace) -> int:
         output_format(args.output)  # a bad file name fails before the model is loaded
     if args.topk < 1 or args.batch_size < 1:
         raise ConfigError(f"--topk and --batch-size must be at least 1 (got {args.topk}, {args.batch_size})")
-    predictor = Predictor.load(open_run(args.run), args.checkpoint, args.threshold, args.device)
+    run = open_run(args.run)
+    run.check_not_training("label images with")  # its best checkpoint and calibration are still changing
+    predictor = Predictor.load(run, args.checkpoint, args.threshold, args.device)
     predictor.check_topk(args.topk)  # at most the run's classes, before any image is read
     records = []
     for record in predict_files(predictor, args.images, args.batch_size, args.topk):
@@ -209,7 +209,9 @@ def _export(args: argparse.Namespace) -> int:
     from openlt.engine.export import export_run
     from openlt.engine.run import open_run
 
-    bundle = export_run(open_run(args.run), args.out, args.format, args.checkpoint, args.force, args.threshold)
+    run = open_run(args.run)
+    run.check_not_training("export")  # its best checkpoint and calibration are still changing
+    bundle = export_run(run, args.out, args.format, args.checkpoint, args.force, args.threshold)
     for name, check in bundle["checks"].items():
         diff = ", ".join(f"{k} {v:.1e}" for k, v in check.get("max_abs_diff", {}).items())
         print(f"{name}: checked with {check['checked_with']} (largest difference: {diff})" if check["checked_with"]
@@ -307,10 +309,9 @@ def _configs(args: argparse.Namespace) -> int:
 
 def _identify(args: argparse.Namespace) -> int:
     from openlt.engine.identify import format_identification, identify_run
-    from openlt.engine.run import open_run
+    from openlt.engine.run import check_tag, open_run
 
-    if args.tag is not None and (not args.tag.replace("-", "").replace("_", "").isalnum()):
-        raise OpenLTError(f"--tag {args.tag!r}: use letters, digits, '-' or '_'")
+    check_tag(args.tag, "--tag")
     run = open_run(args.run)
     result = identify_run(run, args.probe, args.gallery, args.distractors, args.pairs, root=args.root,
                           distractor_root=args.distractor_root, checkpoint=args.checkpoint, device=args.device,
@@ -324,11 +325,10 @@ def _identify(args: argparse.Namespace) -> int:
 
 
 def _report(args: argparse.Namespace) -> int:
-    from openlt.engine.run import open_run
+    from openlt.engine.run import check_tag, open_run
     from openlt.reporting.run_report import rebuild_reports
 
-    if args.tag is not None and (not args.tag.replace("-", "").replace("_", "").isalnum()):
-        raise OpenLTError(f"--tag {args.tag!r}: use letters, digits, '-' or '_'")
+    check_tag(args.tag, "--tag")
     print(f"report: {rebuild_reports(open_run(args.run), args.tag)}")
     return 0
 
@@ -415,10 +415,9 @@ def _add_predict_command(sub: argparse._SubParsersAction) -> None:
     p.add_argument("images", nargs="+", help="image files, folders (their image files, recursively) or glob "
                    "patterns ('photos/**/*.jpg')")
     p.add_argument("--checkpoint", default="best", choices=["best", "last"])
-    p.add_argument("--threshold", type=threshold_option, help="fixed rejection threshold on the run's open-set "
-                   "score, a finite number inside the score's range (msp: [0, 1]) (default: the run's "
-                   "calibration.json, chosen by `openlt eval` for this checkpoint; a run never evaluated needs "
-                   "--threshold)")
+    p.add_argument("--threshold", type=float, help="fixed rejection threshold on the run's open-set score "
+                   "(default: the run's calibration.json, chosen by `openlt eval` for this checkpoint; a run "
+                   "never evaluated needs --threshold)")
     p.add_argument("--output", metavar="FILE", help="also write the predictions to FILE.csv or FILE.jsonl (path, "
                    "label, class_name, confidence, open_score, rejected, topk, ...)")
     p.add_argument("--topk", type=int, default=1, help="the K most probable classes per image (default 1)")
@@ -426,37 +425,6 @@ def _add_predict_command(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--device")
     p.add_argument("--json", action="store_true", help="print the predictions as one JSON list")
     p.set_defaults(func=_predict)
-
-
-def threshold_option(text: str) -> float:
-    """The value of predict / export --threshold: a finite number (argparse names the option in its error)."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a number, got {text!r}") from None
-    if not math.isfinite(value):
-        raise argparse.ArgumentTypeError(f"must be a finite number, got {text!r}")
-    return value
-
-
-def _join_negative_values(argv: list[str]) -> list[str]:
-    """`--threshold -inf` / `--threshold -1e3` as `--threshold=VALUE`: argparse takes a value that starts with '-'
-    and is no plain negative number ('-1') for an option, and would say "expected one argument"."""
-    out, i = [], 0
-    while i < len(argv):
-        value = argv[i + 1] if argv[i] == "--threshold" and i + 1 < len(argv) else ""
-        joined = value.startswith("-") and _is_number(value)
-        out.append(f"--threshold={value}" if joined else argv[i])
-        i += 2 if joined else 1
-    return out
-
-
-def _is_number(text: str) -> bool:
-    try:
-        float(text)
-    except ValueError:
-        return False
-    return True
 
 
 def _add_export_command(sub: argparse._SubParsersAction) -> None:
@@ -470,9 +438,8 @@ def _add_export_command(sub: argparse._SubParsersAction) -> None:
                    "network, checked against the PyTorch model on a test batch (onnx: with onnxruntime, the "
                    "export extra)")
     p.add_argument("--checkpoint", default="best", choices=["best", "last"])
-    p.add_argument("--threshold", type=threshold_option, help="fixed rejection threshold on the run's open-set "
-                   "score, a finite number inside the score's range (default: the run's calibration.json; a run "
-                   "never evaluated needs one)")
+    p.add_argument("--threshold", type=float, help="fixed rejection threshold on the run's open-set score "
+                   "(default: the run's calibration.json; a run never evaluated needs one)")
     p.add_argument("--force", action="store_true", help="replace a bundle already in OUT (a folder holding other "
                    "files is refused)")
     p.set_defaults(func=_export)
@@ -710,7 +677,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     # Overrides may come after options (`train c.yaml --quiet train.epochs=2`): argparse leaves those as
     # unknown arguments, so collect the key=value ones and refuse anything else.
-    args, extra = parser.parse_known_args(_join_negative_values(sys.argv[1:] if argv is None else argv))
+    args, extra = parser.parse_known_args(argv)
     overrides = [e for e in extra if "=" in e and not e.startswith("-")]
     unknown = [e for e in extra if e not in overrides]
     if unknown or (overrides and not hasattr(args, "overrides")):

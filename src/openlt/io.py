@@ -6,7 +6,9 @@ import contextlib
 import hashlib
 import json
 import os
+import signal
 import tempfile
+import threading
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -57,13 +59,69 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     try:
         yield Path(tmp)
         os.chmod(tmp, _FILE_MODE)  # mkstemp makes 0600; runs are meant to be read by others (as open() would)
-        os.replace(tmp, path)
+        group = getattr(_GROUP, "pending", None)
+        if group is None:
+            os.replace(tmp, path)
+        else:  # renamed with the rest of its group (write_group)
+            group.append((Path(tmp), path))
     except BaseException as exc:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
         if isinstance(exc, _write_errors()):
             raise _write_error(path, exc) from exc
         raise
+
+
+_GROUP = threading.local()  # .pending: [(temporary file, final path)] of the open write_group of this thread
+_DEFERRED = {getattr(signal, name) for name in ("SIGINT", "SIGTERM") if hasattr(signal, name)}
+
+
+@contextlib.contextmanager
+def write_group() -> Iterator[None]:
+    """Write the files of one result as a group: every :func:`atomic_path` write inside the block (write_text,
+    write_json, the npz and safetensors writers) goes to its temporary file, and all of them are renamed into
+    place together when the block ends without an error, with SIGINT / SIGTERM held back (blocked, delivered just
+    after) for those few renames. An error, Ctrl-C or SIGTERM inside the block removes every temporary file and
+    leaves all the previous versions: never a new metrics.json beside an old report.md. A file written in the
+    block reads as its previous version until the block ends. A group inside a group joins the outer one."""
+    if getattr(_GROUP, "pending", None) is not None:
+        yield
+        return
+    _GROUP.pending = pending = []
+    try:
+        yield
+    except BaseException:
+        _GROUP.pending = None
+        for tmp, _ in pending:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+        raise
+    _GROUP.pending = None
+    _commit(pending)
+
+
+def _commit(pending: list[tuple[Path, Path]]) -> None:
+    """Rename every (temporary file, final path) of a group; in the main thread SIGINT / SIGTERM that arrive
+    meanwhile are recorded and raised again once every file is in place (their handlers run then)."""
+    held: list[int] = []
+    previous = {}
+    if threading.current_thread() is threading.main_thread():
+        for sig in _DEFERRED:
+            previous[sig] = signal.signal(sig, lambda signum, frame: held.append(signum))
+    try:
+        for i, (tmp, path) in enumerate(pending):
+            try:
+                os.replace(tmp, path)
+            except OSError as exc:
+                for rest, _ in pending[i:]:
+                    with contextlib.suppress(OSError):
+                        os.unlink(rest)
+                raise _write_error(path, exc) from exc
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, signal.SIG_DFL if handler is None else handler)
+        for sig in dict.fromkeys(held):
+            signal.raise_signal(sig)
 
 
 def remove_stale_temp(folder: str | os.PathLike) -> list[Path]:

@@ -246,3 +246,16 @@ def test_a_bench_folder_of_runs_and_results_is_accepted(tmp_path):
         (out / name).write_text("x")
     check_out_dir(out, "out_dir")
     check_out_dir(tmp_path / "new" / "folder", "out_dir")
+
+
+def test_an_eval_of_name_too_long_for_a_tag_is_refused_by_the_tag_rule_before_any_work(tmp_path):
+    """The rule of `openlt eval --tag` (engine/run.py check_tag), at load time, not after training."""
+    long_name = "e" * 101
+    (tmp_path / "tiny.yaml").write_text("name: tiny\n")
+    path = tmp_path / "bench.yaml"
+    path.write_text(json.dumps({**EVAL_OF, "out_dir": str(tmp_path / "out"),
+                                "methods": [TRAINED, {"name": long_name, "eval_of": "a"}]}))
+    with pytest.raises(ConfigError, match=re.escape(f"method {long_name!r} gives the file tag {long_name!r}: use 1 "
+                                                    "to 100 ASCII letters")):
+        load_bench(path)
+    assert not (tmp_path / "out").exists()

@@ -62,7 +62,8 @@ def test_openlt_report_rebuilds_the_page_from_the_run_directory(run, capsys):
     assert main(["report", str(run.path)]) == 0
     assert (run.path / "report.html").is_file() and "report.html" in capsys.readouterr().out
     assert main(["report", str(run.path), "--tag", "nope"]) == 2
-    assert "metrics-nope.json not found" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "metrics-nope.json not found" in err and f"`openlt eval {run.path} --tag nope`" in err, err
 
 
 def test_openmax_is_fitted_on_the_train_split_and_used_by_predict(run, capsys):

@@ -21,7 +21,7 @@ from PIL import Image
 from openlt.engine.evaluate import evaluate_run
 from openlt.engine.inference import checkpoint_identity, saved_decision, saved_score
 from openlt.engine.predict import NON_FINITE, Predictor, expand_inputs
-from openlt.engine.run import open_run
+from openlt.engine.run import check_tag, open_run
 from openlt.errors import ConfigError, DataError
 from openlt.data.datasets import open_image
 
@@ -108,10 +108,12 @@ class LoadedRun:
         `overrides` are "key=value" strings of eval settings (``eval.*``: see `openlt eval`), applied after
         :func:`load_run`'s `threshold` (so ``eval.open_threshold=...`` there wins).
 
-        Files: with a `tag`, the results are written as metrics-TAG.json, report-TAG.* ... and the run's own stay.
+        Files: with a `tag` (1 to 100 ASCII letters, digits, '-' or '_', as `openlt eval --tag`; ConfigError
+        otherwise), the results are written as metrics-TAG.json, report-TAG.* ... and the run's own stay.
         Without a tag, an evaluation as the run's own (no `threshold`, no overrides) rewrites the run's
         metrics.json, calibration.json and reports, and later predictions use the new calibration; one with a
         `threshold` or overrides is not the run's own and is returned without writing any file."""
+        check_tag(tag)  # as `openlt eval --tag` (evaluate_run checks it again)
         settings = ([] if self._threshold is None else [f"eval.open_threshold={self._threshold!r}"]) + list(overrides or [])
         write = tag is not None or not settings
         metrics = evaluate_run(self._predictor.run, self._checkpoint, overrides=settings, quiet=quiet,
@@ -172,8 +174,11 @@ def load_run(path: str | os.PathLike, checkpoint: str = "best", device: str | No
     """A trained run, loaded from its directory alone (config.yaml, inference.json, the checkpoint,
     calibration.json): `checkpoint` best | last; `device` e.g. "cpu", "cuda" (None: CUDA when available);
     `threshold` a fixed rejection threshold on the run's open-set score instead of its calibrated one.
-    RunDirError for a missing or damaged run directory, for a run never evaluated without `threshold`, and for a
+    RunDirError for a missing or damaged run directory, for a run that another process is training (train.lock),
+    for a run never evaluated without `threshold`, and for a
     calibration or fitted score of another checkpoint (the message names the `openlt eval` command that fits it);
     ConfigError for a bad threshold or device."""
-    predictor = Predictor.load(open_run(path), checkpoint, threshold, device, options=("threshold", "device"))
+    run = open_run(path)
+    run.check_not_training("load")  # its best checkpoint and calibration are still changing
+    predictor = Predictor.load(run, checkpoint, threshold, device, options=("threshold", "device"))
     return LoadedRun(predictor, checkpoint, threshold)

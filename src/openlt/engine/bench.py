@@ -30,7 +30,7 @@ from typing import Callable
 
 from openlt.config import build_config, read_yaml_mapping, resolve_config
 from openlt.engine.evaluate import eval_config, evaluate_run
-from openlt.engine.run import Run, open_run
+from openlt.engine.run import Run, check_tag, open_run
 from openlt.engine.train import train
 from openlt.errors import ConfigError
 from openlt.paper_numbers import PAPERS
@@ -117,6 +117,8 @@ def _method(entry, i: int, before: list[BenchMethod], path: Path, paper: str | N
     if clash and entry.get("eval_of") is not None:  # two evaluations would share one metrics-TAG.json
         raise ConfigError(f"{where}: methods {clash!r} and {name!r} would write the same metrics-{BenchMethod(name).tag}"
                           f".json (+ and . become - in file names); rename one of them")
+    if entry.get("eval_of") is not None:  # its files' tag, by the rule of `openlt eval --tag`, before any work
+        check_tag(BenchMethod(name).tag, f"{where}: method {name!r} gives the file tag")
     fields = {key: _text(entry, key, where, None, f"method {name!r}: {key}")
               for key in ("config", "init_from", "eval_of", "paper_row")}
     known = {m.name: m for m in before}

@@ -27,12 +27,12 @@ from openlt.engine.features import head_outputs_on_cache, stage1_cache
 from openlt.engine.inference import checkpoint_identity, write_inference
 from openlt.engine.checkpoint import load_checkpoint
 from openlt.engine.manifest import check_open_decision, verify_manifest
-from openlt.engine.run import Run
+from openlt.engine.run import Run, check_tag
 from openlt.engine.score_fit import fit_open_score
 from openlt.engine.runtime import (batch_score_for, collect_outputs, inference_loader, kept_for, resolve_device,
                                    score_fit_args, to_device)
 from openlt.errors import ConfigError
-from openlt.io import write_json
+from openlt.io import write_group, write_json
 from openlt.metrics import (ShotBands, auroc_per_band, band_confusion, ece_by_band, open_set_f_measure,
                             open_set_metrics, per_class_accuracy, shot_accuracy, sparse_confusion, top_confusions)
 from openlt.models.model import OpenLTModel, build_model
@@ -247,6 +247,8 @@ def evaluate_run(run: Run, checkpoint: str = "best", overrides: list[str] | None
     With a `tag` (e.g. another open-set score), the results go to metrics-TAG.json, predictions-TAG.npz,
     confusion-TAG.npz, report-TAG.md / .html (open-score-TAG.safetensors) and the run's own metrics and
     calibration stay as they were. With `write` False nothing is written: the metrics are only returned."""
+    check_tag(tag)  # the one rule of the CLI, the API and the bench, before any work
+    run.check_not_training("evaluate")  # its checkpoints are still changing: the results would be stale
     cfg, scorer = eval_setup(run, overrides)
     dev = distributed.setup(resolve_device(device or cfg.train.device, "--device" if device else "train.device"))
     data = prepare_data(cfg, default_split_dir=run.splits_dir)
@@ -259,8 +261,6 @@ def evaluate_run(run: Run, checkpoint: str = "best", overrides: list[str] | None
     if scorer.requires_fit:
         # the training outputs are let go once the score is fitted; OpenMax never holds the N x K logits
         fit_open_score(scorer, outputs_of, model, dev, inference_amp(cfg.train.amp, dev), fit_args)
-        if distributed.is_main() and write:
-            save_score(run.open_score_path(tag), scorer, fitted_on=using)
     records = {split: split_record(outputs_of(split), scorer, cfg.eval.save_logits)
                for split in ("val", "test", "open") if split == "test" or data.has(split)}
     rejector = run_decision(cfg, records, scorer)
@@ -272,14 +272,18 @@ def evaluate_run(run: Run, checkpoint: str = "best", overrides: list[str] | None
                "split_files": {split: data.manifest["files"][split]["sha256"] for split in data.entries},
                **run_context(run, data, dev)}
     if distributed.is_main() and write:
-        _write_results(run, tag, cfg, data, metrics, records, rejector)
+        with write_group():  # all of them or none: an interrupted write phase leaves the previous evaluation's
+            if scorer.requires_fit:
+                save_score(run.open_score_path(tag), scorer, fitted_on=using)
+            _write_results(run, tag, cfg, data, metrics, records, rejector)
     distributed.barrier()
     return metrics
 
 
 def _write_results(run: Run, tag: str | None, cfg: Config, data: DataBundle, metrics: dict, records: dict,
                    rejector: Rejector | None) -> None:
-    """The files of an evaluation (see :func:`evaluate_run`); calibration.json only for the run's own (untagged)."""
+    """The files of an evaluation (see :func:`evaluate_run`); calibration.json only for the run's own (untagged).
+    Called inside one :func:`openlt.io.write_group`: they are renamed into place together."""
     if tag is None and rejector is not None:
         rejector.save(run.calibration_file)
     if not run.inference_file.is_file():  # a run of an older openlt: described now, predict needs no data

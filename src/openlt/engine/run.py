@@ -10,6 +10,7 @@ import copy
 import datetime as dt
 import json
 import os
+import re
 import shutil
 import socket
 import tempfile
@@ -28,6 +29,16 @@ except ImportError:  # pragma: no cover - not POSIX: runs are not locked
     fcntl = None
 
 STAGE_SUFFIX = ".new-run"  # OUT_DIR/.NAME-STAMP.XXXXXXXX.new-run: a run being prepared, renamed when complete
+TAG = re.compile(r"[A-Za-z0-9_-]{1,100}")  # an evaluation's tag: metrics-TAG.json, report-TAG.md, ...
+
+
+def check_tag(tag: str | None, what: str = "tag") -> None:
+    """Refuse a tag that is not 1 to 100 ASCII letters, digits, '-' or '_' (ConfigError naming `what`, e.g.
+    "--tag"): the one rule of `openlt eval / report / identify --tag`, ``LoadedRun.evaluate(tag=...)`` and a
+    bench's ``eval_of`` files, so that a tag never leaves the run directory ('../x'), never gives an odd file name
+    ('x\\n', '') and means the same file everywhere. None (no tag) is fine."""
+    if tag is not None and not (isinstance(tag, str) and TAG.fullmatch(tag)):
+        raise ConfigError(f"{what} {tag!r}: use 1 to 100 ASCII letters, digits, '-' or '_'")
 
 
 @dataclass
@@ -39,6 +50,7 @@ class Run:
     path: Path
 
     def _tagged(self, stem: str, suffix: str, tag: str | None) -> Path:
+        check_tag(tag)
         return self.path / f"{stem}{'' if tag is None else f'-{tag}'}{suffix}"
 
     @property
@@ -219,6 +231,28 @@ class Run:
             fh.write(f"{os.getpid()} on {socket.gethostname()}\n")
             fh.flush()
             yield  # closing the file releases the lock
+
+    def check_not_training(self, command: str) -> None:
+        """Refuse to `command` (e.g. "evaluate") the run while another live process trains it (holds train.lock,
+        :meth:`lock`): RunDirError naming that process (PID and host). Its checkpoints, log and calibration are
+        still changing, so an evaluation now would leave the finished run with stale metrics. The lock is only
+        tested, not held; this process's own lock does not count."""
+        if fcntl is None or not self.lock_file.is_file():  # pragma: no cover - not POSIX
+            return
+        try:
+            fh = open(self.lock_file, encoding="utf-8", errors="replace")
+        except OSError:  # unreadable: taken as free, the checks of the files that follow still apply
+            return
+        with fh:
+            try:
+                fcntl.flock(fh, fcntl.LOCK_SH | fcntl.LOCK_NB)
+                return  # free (closing the file releases this test lock)
+            except OSError:
+                holder = fh.read().strip() or "(unknown)"
+        if holder.split(" ", 1)[0] == str(os.getpid()):
+            return  # held by this process (a caller that trains and then evaluates)
+        raise RunDirError(f"{self.path} is being trained by process {holder}; {command} it once training has "
+                          f"ended (wait for it, or stop it and `openlt train --resume {self.path}` later)")
 
 
 def run_prefix(cfg: Config, name: str | None = None) -> str:

@@ -170,13 +170,24 @@ def rebuild_reports(run: RunFiles, tag: str | None = None) -> Path:
     report draws."""
     path = run.metrics_path(tag)
     if not path.is_file():
-        raise RunDirError(f"{path} not found: evaluate the run first (`openlt eval {run.path}`)")
+        raise RunDirError(f"{path} not found: evaluate the run first ({_eval_hint(run, tag)})")
     metrics = load_metrics(path)  # checked: one RunDirError line for a torn or hand-edited file
     problem = _report_problem(metrics)
     if problem:
         raise RunDirError(f"{path} is not a metrics file of `openlt eval` ({problem}); evaluate the run again")
     write_reports(run, metrics, load_samples(run.predictions_path(tag)), tag)
     return run.report_html_path(tag)
+
+
+def _eval_hint(run: RunFiles, tag: str | None) -> str:
+    """The `openlt eval` command that writes metrics(-TAG).json, in words: with the tag, and for a tag the
+    evaluation settings it stands for (the tag names them only in the user's head), with the run's other tagged
+    evaluations when it has some."""
+    if tag is None:
+        return f"`openlt eval {run.path}`"
+    others = sorted(p.name for p in run.path.glob("metrics-*.json"))
+    return (f"`openlt eval {run.path} --tag {tag}` with the settings this evaluation is for, e.g. "
+            f"eval.open_score=energy" + (f"; this run has {', '.join(others)}" if others else ""))
 
 
 def _report_problem(metrics: dict) -> str | None:

@@ -1,0 +1,148 @@
+"""What an evaluation leaves, on a tiny trained run: no evaluation of a run another process is training, one tag
+rule for the CLI and the API, an interrupted write phase that leaves the previous evaluation whole."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+from images import make_image_folder
+from openlt import io
+from openlt.cli import main
+from openlt.config import build_config
+from openlt.engine import evaluate as evaluate_module
+from openlt.engine.evaluate import evaluate_run
+from openlt.engine.run import Run
+from openlt.engine.train import train
+from openlt.errors import ConfigError
+
+TINY = ["data.dataset=image-folder", "data.image_size=16", "model.backbone=resnet10", "train.epochs=1",
+        "train.batch_size=16", "train.lr=0.05", "eval.batch_size=64", "eval.many_above=30", "eval.few_below=15",
+        "data.split.n_max=40", "data.split.n_min=8", "data.split.open_classes=[eel]", "data.split.val_per_class=4",
+        "data.split.test_per_class=6", "data.split.order=label"]
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory, single_thread):
+    root = tmp_path_factory.mktemp("consistency")
+    images = make_image_folder(root / "images", {"ant": 60, "bee": 40, "cat": 30, "dog": 25, "eel": 25})
+    cfg = build_config(None, [f"data.root={images}", f"out_dir={root / 'runs'}", *TINY])
+    run = train(cfg, quiet=True, log=lambda line: None)
+    evaluate_run(run, quiet=True)
+    return run
+
+
+def cli(args: list, capsys) -> tuple[int, str, str]:
+    capsys.readouterr()
+    code = main([str(a) for a in args])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+# ---------------------------------------------------------------------------- a run that is being trained
+HOLD_LOCK = textwrap.dedent("""
+    import sys, time
+    from pathlib import Path
+    from openlt.engine.run import Run
+    with Run(Path(sys.argv[1])).lock():
+        print("locked", flush=True)
+        time.sleep(120)
+""")
+
+
+def test_eval_predict_export_and_load_run_refuse_a_run_that_another_process_trains(run, tmp_path, capsys):
+    import openlt
+
+    before = run.metrics_file.read_bytes()
+    holder = subprocess.Popen([sys.executable, "-c", HOLD_LOCK, str(run.path)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        for args in (["eval", run.path], ["predict", run.path, tmp_path],
+                     ["export", run.path, tmp_path / "bundle"]):
+            code, out, err = cli(args, capsys)
+            assert code == 2 and len(err.strip().splitlines()) == 1, (args, err)
+            assert f"{run.path} is being trained by process {holder.pid} on " in err, err
+        with pytest.raises(openlt.errors.RunDirError, match=f"process {holder.pid}"):
+            openlt.load_run(run.path, device="cpu")
+        assert run.metrics_file.read_bytes() == before and not (tmp_path / "bundle").exists()
+    finally:
+        holder.kill()
+        holder.wait()
+    run.check_not_training("evaluate")  # the lock went with the process
+
+
+def test_the_lock_of_this_very_process_does_not_stop_its_own_evaluation(run):
+    with run.lock():
+        run.check_not_training("evaluate")
+
+
+# ---------------------------------------------------------------------------- one tag rule
+BAD_TAGS = ["../../x", "x\n", "", "a/b", " x", "é", "x" * 101]
+
+
+@pytest.mark.parametrize("tag", BAD_TAGS)
+def test_a_bad_tag_is_refused_alike_by_the_cli_and_the_api_before_any_work(run, tag, capsys, monkeypatch):
+    import openlt
+
+    def no_work(*args, **kwargs):
+        raise AssertionError("evaluated")
+
+    monkeypatch.setattr(evaluate_module, "eval_setup", no_work)
+    before = sorted(p.name for p in run.path.parent.parent.rglob("*"))
+    loaded = openlt.load_run(run.path, device="cpu")
+    with pytest.raises(ConfigError) as api_error:
+        loaded.evaluate(tag=tag)
+    with pytest.raises(ConfigError):
+        evaluate_run(run, tag=tag)
+    with pytest.raises(ConfigError):
+        run.metrics_path(tag)
+    for command in ("eval", "report"):
+        code, out, err = cli([command, run.path, "--tag", tag], capsys)
+        assert code == 2 and err.strip() == f"openlt {command}: error: --{api_error.value}", err
+    assert sorted(p.name for p in run.path.parent.parent.rglob("*")) == before
+
+
+# ---------------------------------------------------------------------------- an interrupted write phase
+@pytest.mark.parametrize("after, keep", [("save_confusion", 0.8), ("save_samples", 0.7), ("write_reports", 0.6)])
+def test_an_interrupted_write_phase_leaves_the_previous_evaluation_whole(run, after, keep, monkeypatch, capsys):
+    files = ["metrics.json", "calibration.json", "report.md", "report.html", "predictions.npz", "confusion.npz"]
+    before = {name: (run.path / name).read_bytes() for name in files}
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(evaluate_module, after, interrupted)
+    code, out, err = cli(["eval", run.path, f"eval.keep_known={keep}", "--quiet"], capsys)  # another threshold
+    assert code == 130, err
+    assert {name: (run.path / name).read_bytes() for name in files} == before
+    assert not [p for p in run.path.rglob(f"*{io.TEMP_SUFFIX}")]
+
+
+def test_a_signal_while_a_group_is_renamed_is_raised_once_every_file_is_in_place(tmp_path, monkeypatch):
+    replace = os.replace
+    calls = []
+
+    def replace_then_signal(src, dst):
+        replace(src, dst)
+        calls.append(dst)
+        if len(calls) == 1:
+            signal.raise_signal(signal.SIGINT)  # Ctrl-C between the first and the second rename
+
+    monkeypatch.setattr(io.os, "replace", replace_then_signal)
+    with pytest.raises(KeyboardInterrupt):
+        with io.write_group():
+            io.write_text(tmp_path / "a.txt", "a")
+            io.write_text(tmp_path / "b.txt", "b")
+            assert not (tmp_path / "a.txt").exists()  # renamed at the end of the group
+    assert (tmp_path / "a.txt").read_text() == "a" and (tmp_path / "b.txt").read_text() == "b"
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
+def test_report_of_a_missing_tag_names_the_eval_command_with_the_tag(run, capsys):
+    code, out, err = cli(["report", run.path, "--tag", "nonexist"], capsys)
+    assert code == 2 and f"`openlt eval {run.path} --tag nonexist`" in err, err
