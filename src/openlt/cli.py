@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import math
 import os
 import signal
 import sys
@@ -415,9 +416,10 @@ def _add_predict_command(sub: argparse._SubParsersAction) -> None:
     p.add_argument("images", nargs="+", help="image files, folders (their image files, recursively) or glob "
                    "patterns ('photos/**/*.jpg')")
     p.add_argument("--checkpoint", default="best", choices=["best", "last"])
-    p.add_argument("--threshold", type=float, help="fixed rejection threshold on the run's open-set score "
-                   "(default: the run's calibration.json, chosen by `openlt eval` for this checkpoint; a run "
-                   "never evaluated needs --threshold)")
+    p.add_argument("--threshold", type=threshold_option, help="fixed rejection threshold on the run's open-set "
+                   "score, a finite number inside the score's range (msp: [0, 1]) (default: the run's "
+                   "calibration.json, chosen by `openlt eval` for this checkpoint; a run never evaluated needs "
+                   "--threshold)")
     p.add_argument("--output", metavar="FILE", help="also write the predictions to FILE.csv or FILE.jsonl (path, "
                    "label, class_name, confidence, open_score, rejected, topk, ...)")
     p.add_argument("--topk", type=int, default=1, help="the K most probable classes per image (default 1)")
@@ -425,6 +427,37 @@ def _add_predict_command(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--device")
     p.add_argument("--json", action="store_true", help="print the predictions as one JSON list")
     p.set_defaults(func=_predict)
+
+
+def threshold_option(text: str) -> float:
+    """The value of predict / export --threshold: a finite number (argparse names the option in its error)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a number, got {text!r}") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"must be a finite number, got {text!r}")
+    return value
+
+
+def _join_negative_values(argv: list[str]) -> list[str]:
+    """`--threshold -inf` / `--threshold -1e3` as `--threshold=VALUE`: argparse takes a value that starts with '-'
+    and is no plain negative number ('-1') for an option, and would say "expected one argument"."""
+    out, i = [], 0
+    while i < len(argv):
+        value = argv[i + 1] if argv[i] == "--threshold" and i + 1 < len(argv) else ""
+        joined = value.startswith("-") and _is_number(value)
+        out.append(f"--threshold={value}" if joined else argv[i])
+        i += 2 if joined else 1
+    return out
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
 
 
 def _add_export_command(sub: argparse._SubParsersAction) -> None:
@@ -438,8 +471,9 @@ def _add_export_command(sub: argparse._SubParsersAction) -> None:
                    "network, checked against the PyTorch model on a test batch (onnx: with onnxruntime, the "
                    "export extra)")
     p.add_argument("--checkpoint", default="best", choices=["best", "last"])
-    p.add_argument("--threshold", type=float, help="fixed rejection threshold on the run's open-set score "
-                   "(default: the run's calibration.json; a run never evaluated needs one)")
+    p.add_argument("--threshold", type=threshold_option, help="fixed rejection threshold on the run's open-set "
+                   "score, a finite number inside the score's range (default: the run's calibration.json; a run "
+                   "never evaluated needs one)")
     p.add_argument("--force", action="store_true", help="replace a bundle already in OUT (a folder holding other "
                    "files is refused)")
     p.set_defaults(func=_export)
@@ -677,7 +711,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     # Overrides may come after options (`train c.yaml --quiet train.epochs=2`): argparse leaves those as
     # unknown arguments, so collect the key=value ones and refuse anything else.
-    args, extra = parser.parse_known_args(argv)
+    args, extra = parser.parse_known_args(_join_negative_values(sys.argv[1:] if argv is None else argv))
     overrides = [e for e in extra if "=" in e and not e.startswith("-")]
     unknown = [e for e in extra if e not in overrides]
     if unknown or (overrides and not hasattr(args, "overrides")):
