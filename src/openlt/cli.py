@@ -262,9 +262,7 @@ def _summary(args: argparse.Namespace) -> int:
     names: dict[str, list[str]] = {}
     files: dict[str, dict[Path, str]] = {}
     for run in args.runs:
-        label, _, path = run.rpartition("=") if "=" in run else (args.label, "", run)
-        if not label.strip() or not path.strip():
-            raise ConfigError(f"{run!r}: give LABEL=RUN with a label and a run directory (or a metrics file)")
+        label, path = _summary_item(run, args.label)
         file = Path(path) if path.endswith(".json") else Run(Path(path)).metrics_file  # a run or one of its metrics files
         metrics = load_metrics(file)
         seen = files.setdefault(label, {})
@@ -278,6 +276,26 @@ def _summary(args: argparse.Namespace) -> int:
         names.setdefault(label, []).append(path)
     print(summarize(groups, names))
     return 0
+
+
+SUMMARY_ITEM = ("an argument that is an existing file or folder is a run, whatever it holds ('sweep/lr=0.1/run'); "
+                "otherwise it is LABEL=RUN, split at the first '=' that is followed by an existing path (else at the "
+                "first '=')")
+
+
+def _summary_item(item: str, default_label: str) -> tuple[str, str]:
+    """(label, run) of one argument of `openlt summary` (:data:`SUMMARY_ITEM`); ConfigError for an empty label
+    or run."""
+    from openlt.errors import ConfigError
+
+    if "=" not in item or os.path.exists(item):
+        return default_label, item
+    splits = [i for i, c in enumerate(item) if c == "="]
+    at = next((i for i in splits if os.path.exists(item[i + 1:])), splits[0])
+    label, path = item[:at], item[at + 1:]
+    if not label.strip() or not path.strip():
+        raise ConfigError(f"{item!r}: give LABEL=RUN with a label and a run directory (or a metrics file)")
+    return label, path
 
 
 def _config(args: argparse.Namespace) -> int:
@@ -512,7 +530,7 @@ def _add_summary_command(sub: argparse._SubParsersAction) -> None:
     """The `openlt summary` subcommand and its options."""
     p = sub.add_parser("summary", help="mean ± std table over evaluated runs (e.g. seeds); LABEL=RUN groups runs")
     p.add_argument("runs", nargs="+", help="run directories (or their metrics-TAG.json files), optionally as "
-                   "LABEL=RUN to group them in rows")
+                   f"LABEL=RUN to group them in rows: {SUMMARY_ITEM}")
     p.add_argument("--label", default="runs", help="row label for runs given without LABEL=")
     p.set_defaults(func=_summary)
 

@@ -87,7 +87,7 @@ def test_evaluation_under_ddp_equals_one_process(ddp):
     spec, _ = ddp
     run = open_run(next(Path(spec["cli_out"]).iterdir()))
     single = evaluate_run(run, "best", quiet=True, tag="single")
-    logged = run.epochs_logged()[single["epoch"]]["val"]  # validation of the best epoch, during training
+    logged = run.epochs_logged()[single["epoch"] - 1]["val"]  # validation of the best epoch (1-based), during training
     assert single["val"] == logged
     ddp_metrics = json.loads(run.metrics_file.read_text())
     for key in ("val", "closed", "open", "calibration", "per_class_accuracy", "confusion"):

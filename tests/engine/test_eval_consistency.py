@@ -1,15 +1,21 @@
-"""What an evaluation leaves, on a tiny trained run: no evaluation of a run another process is training, one tag
-rule for the CLI and the API, an interrupted write phase that leaves the previous evaluation whole."""
+"""What an evaluation records and leaves, on a tiny trained run: the evaluated model's identity (a copied run is
+the same model in a summary, runs of other weights are not, wherever they were evaluated from), no evaluation of a
+run another process is training, one tag rule for the CLI and the API, an interrupted write phase that leaves the
+previous evaluation whole, and 1-based epochs."""
 
 from __future__ import annotations
 
+import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
 import textwrap
 
 import pytest
+from safetensors import safe_open
+from safetensors.torch import save_file
 
 from images import make_image_folder
 from openlt import io
@@ -20,6 +26,7 @@ from openlt.engine.evaluate import evaluate_run
 from openlt.engine.run import Run
 from openlt.engine.train import train
 from openlt.errors import ConfigError
+from openlt.reporting.describe import checkpoint_epoch
 
 TINY = ["data.dataset=image-folder", "data.image_size=16", "model.backbone=resnet10", "train.epochs=1",
         "train.batch_size=16", "train.lr=0.05", "eval.batch_size=64", "eval.many_above=30", "eval.few_below=15",
@@ -42,6 +49,37 @@ def cli(args: list, capsys) -> tuple[int, str, str]:
     code = main([str(a) for a in args])
     out, err = capsys.readouterr()
     return code, out, err
+
+
+def perturb_weights(checkpoint) -> None:
+    """Other weights in the same file format (one tensor changed, metadata kept)."""
+    with safe_open(str(checkpoint), "pt") as fh:
+        meta = fh.metadata()
+        tensors = {k: fh.get_tensor(k) for k in fh.keys()}
+    name = next(k for k in tensors if k.startswith("model.") and tensors[k].is_floating_point())
+    tensors[name] = tensors[name] + 0.01
+    save_file(tensors, str(checkpoint), metadata=meta)
+
+
+# ---------------------------------------------------------------------------- the model's identity in a summary
+def test_a_copy_evaluated_again_is_the_same_model_and_other_weights_under_one_relative_path_are_not(
+        run, tmp_path, capsys, monkeypatch):
+    for folder in ("a", "b"):
+        shutil.copytree(run.path, tmp_path / folder / "r")
+    perturb_weights(tmp_path / "b" / "r" / "checkpoints" / "best.safetensors")
+    for folder in ("a", "b"):  # each evaluated as "r" from its own working directory
+        monkeypatch.chdir(tmp_path / folder)
+        assert cli(["eval", "r", "--quiet"], capsys)[0] == 0
+    monkeypatch.chdir(tmp_path)
+    recorded = json.loads((tmp_path / "a" / "r" / "metrics.json").read_text())
+    assert recorded["run"] == str(tmp_path / "a" / "r")  # resolved, absolute
+    assert len(recorded["checkpoint_sha256"]) == 64
+
+    code, out, err = cli(["summary", run.path, "a/r"], capsys)  # a copy of the run: its weights, not a second seed
+    assert code == 2 and out == "" and len(err.strip().splitlines()) == 1, (out, err)
+    assert "both are evaluations of the same weights" in err and recorded["checkpoint_sha256"][:12] in err
+    code, out, err = cli(["summary", "a/r", "b/r"], capsys)  # other weights: two runs, wherever evaluated from
+    assert code == 0 and "| runs | 2 |" in out, err
 
 
 # ---------------------------------------------------------------------------- a run that is being trained
@@ -141,6 +179,15 @@ def test_a_signal_while_a_group_is_renamed_is_raised_once_every_file_is_in_place
             assert not (tmp_path / "a.txt").exists()  # renamed at the end of the group
     assert (tmp_path / "a.txt").read_text() == "a" and (tmp_path / "b.txt").read_text() == "b"
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
+# ---------------------------------------------------------------------------- 1-based epochs
+def test_metrics_json_records_the_epoch_1_based_and_older_files_read_alike(run):
+    metrics = json.loads(run.metrics_file.read_text())
+    assert metrics["epoch"] == 1 and metrics["epoch_base"] == 1 and metrics["convergence"]["best_epoch"] == 1
+    assert "(epoch 1 of 1)" in run.report_file.read_text()
+    assert checkpoint_epoch({"epoch": 0, "convergence": {"epochs": 1}}) == "epoch 1 of 1"  # an older metrics.json
+    assert checkpoint_epoch(metrics) == "epoch 1 of 1"
 
 
 def test_report_of_a_missing_tag_names_the_eval_command_with_the_tag(run, capsys):

@@ -50,7 +50,7 @@ def test_metrics_name_the_open_classes_and_record_convergence_versions_device_an
     assert {k: metrics["convergence"][k] for k in ("best_epoch", "epochs", "still_rising", "warning")} == {
         "best_epoch": 1, "epochs": 1, "still_rising": False, "warning": None}  # one evaluation: nothing to judge
     assert set(metrics["environment"]["versions"]) == {"openlt", "torch", "torchvision", "numpy"}
-    assert metrics["environment"]["device"].startswith("cpu") and metrics["epoch"] == 0  # the checkpoint's counter
+    assert metrics["environment"]["device"].startswith("cpu") and metrics["epoch"] == 1  # 1-based, as the log
     page, text = (run.path / "report.html").read_text(), run.report_file.read_text()
     for shown in ("held-out class eel", "versions: openlt", "(epoch 1 of 1)", "training: 1 epoch in "):
         assert shown in page and shown in text

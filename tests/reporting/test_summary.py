@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import csv
+import hashlib
 import io
 import json
 from pathlib import Path
@@ -27,7 +28,8 @@ SHA = {"train": "a" * 64, "val": "b" * 64, "test": "c" * 64, "open": "d" * 64}
 def metrics(run: str, few: float | None = 0.2, auroc: float | None = 0.7) -> dict:
     """A metrics.json as `openlt eval` writes it (the parts the tables read)."""
     return {
-        "run": f"runs/{run}", "checkpoint": "best", "epoch": 3,
+        "run": f"/work/runs/{run}", "checkpoint": "best", "checkpoint_sha256": hashlib.sha256(run.encode()).hexdigest(),
+        "epoch": 4, "epoch_base": 1,
         "bands": {"rule": "many > 100, medium 20-100, few < 20", "per_class": ["many", "medium", "few"],
                   "many_above": 100, "few_below": 20, "inclusive": False},
         "class_names": ["ant", "bee", "cat"], "train_counts": [120, 50, 10],
@@ -125,13 +127,56 @@ def test_the_same_run_twice_in_a_row_is_refused_naming_both(tmp_path, capsys):
         assert err.strip() == (f"openlt summary: error: {given[0]} and {given[1]} are the same run ({a.parent}) in the "
                                "row 'x': a row averages different runs (e.g. seeds); give each evaluation its own "
                                "label (LABEL=RUN)")
-    copy = write(tmp_path, "copy", metrics("s0"))  # metrics.json of a copied run directory: the same "run"
+    copy = write(tmp_path, "copy", metrics("s0"))  # metrics.json of a copied run directory: the same weights
     code, out, err = cli([f"x={a}", f"x={copy.parent}"], capsys)
+    sha = metrics("s0")["checkpoint_sha256"][:12]
     assert code == 2 and err.strip() == (f"openlt summary: error: cannot average {a} and {copy.parent} into one row "
-                                         "'x': both are evaluations of the run runs/s0 (a row averages different runs, "
-                                         "e.g. seeds); give each its own label (LABEL=RUN) or leave one out")
+                                         f"'x': both are evaluations of the same weights (checkpoint sha256 {sha}: one "
+                                         "run, or a copy of it) (a row averages different runs, e.g. seeds); give each "
+                                         "its own label (LABEL=RUN) or leave one out")
     code, out, err = cli([f"x={a}", f"y={a}"], capsys)  # in rows of their own: fine
     assert code == 0, err
+
+
+def test_the_model_is_the_identity_not_the_path_string_evaluate_recorded(tmp_path, capsys):
+    """Two runs evaluated as "runs/x" from two working directories are two runs when their weights differ; a
+    copy evaluated again (its own path, the same weights) is the same model; an older metrics.json (no sha256) is
+    the same run only under the same absolute path."""
+    a, b = metrics("s0"), metrics("s1")
+    a["run"] = b["run"] = "runs/x"
+    code, out, err = cli([f"x={write(tmp_path, 'a', a)}", f"x={write(tmp_path, 'b', b)}"], capsys)
+    assert code == 0 and "| x | 2 |" in out, err
+    moved = metrics("s0")
+    moved["run"] = "/elsewhere/moved/r1"
+    code, out, err = cli([f"x={tmp_path / 'a'}", f"x={write(tmp_path, 'moved', moved)}"], capsys)
+    assert code == 2 and "both are evaluations of the same weights" in err, err
+    old = [metrics(n) for n in ("o0", "o1", "o2", "o3")]
+    for m, run in zip(old, ("runs/x", "runs/x", "/abs/r", "/abs/r")):
+        del m["checkpoint_sha256"]
+        m["run"] = run
+    paths = [write(tmp_path, f"old{i}", m) for i, m in enumerate(old)]
+    code, out, err = cli([f"x={paths[0]}", f"x={paths[1]}"], capsys)  # relative: cannot tell, not refused
+    assert code == 0, err
+    code, out, err = cli([f"x={paths[2]}", f"x={paths[3]}"], capsys)
+    assert code == 2 and "both are evaluations of the run /abs/r" in err, err
+
+
+def test_a_run_path_with_an_equals_sign_is_a_path(tmp_path, capsys, monkeypatch):
+    """Hydra-style sweep folders: an existing path is a run whatever it holds; LABEL=RUN splits at the first '='
+    followed by an existing path."""
+    monkeypatch.chdir(tmp_path)
+    write(tmp_path / "sweep" / "lr=0.1", "run", metrics("s0"))
+    write(tmp_path / "sweep" / "lr=0.2", "run", metrics("s1"))
+    code, out, err = cli(["sweep/lr=0.1/run", "sweep/lr=0.2/run"], capsys)
+    assert code == 0 and "| runs | 2 |" in out, err
+    code, out, err = cli(["a=b=sweep/lr=0.1/run", "lr=0.2=sweep/lr=0.2/run"], capsys)
+    assert code == 0 and "| a=b | 1 |" in out and "| lr=0.2 | 1 |" in out, err
+    code, out, err = cli(["x=sweep/lr=0.3/run"], capsys)  # nothing there: LABEL=RUN at the first '=', not found
+    assert code == 2 and "sweep/lr=0.3/run/metrics.json not found" in err, err
+    capsys.readouterr()
+    with pytest.raises(SystemExit):
+        main(["summary", "--help"])
+    assert "existing file or folder is a run" in " ".join(capsys.readouterr().out.split())
 
 
 @pytest.mark.parametrize("args", [["=runs/x"], ["x="], ["--label", "", "runs/x"], ["--label", "  ", "runs/x"]])

@@ -268,8 +268,8 @@ def evaluate_run(run: Run, checkpoint: str = "best", overrides: list[str] | None
         rejector = dataclasses.replace(rejector, fitted_on=using)
     metrics = compute_metrics(cfg, records, data.train_counts, data.class_names, scorer, rejector)
     metrics["confusion"]["file"] = run.confusion_path(tag).name
-    metrics = {"run": str(run.path), "checkpoint": checkpoint, "epoch": state.get("epoch"), **metrics,
-               "split_files": {split: data.manifest["files"][split]["sha256"] for split in data.entries},
+    metrics = {"run": str(run.path.resolve()), "checkpoint": checkpoint, "checkpoint_sha256": using["sha256"],
+               **checkpoint_epoch_fields(state), **metrics, "split_files": {split: data.manifest["files"][split]["sha256"] for split in data.entries},
                **run_context(run, data, dev)}
     if distributed.is_main() and write:
         with write_group():  # all of them or none: an interrupted write phase leaves the previous evaluation's
@@ -278,6 +278,19 @@ def evaluate_run(run: Run, checkpoint: str = "best", overrides: list[str] | None
             _write_results(run, tag, cfg, data, metrics, records, rejector)
     distributed.barrier()
     return metrics
+
+
+EPOCH_BASE = 1  # metrics.json "epoch" counts from 1 (as the log and the reports); an older file's from 0
+
+
+def checkpoint_epoch_fields(state: dict) -> dict:
+    """metrics.json's ``"epoch"`` of the evaluated checkpoint, 1-based as every epoch the user sees (the
+    checkpoint's own counter counts from 0), and ``"epoch_base": 1`` that tells it from an older file's 0-based
+    one (:func:`openlt.reporting.describe.user_epoch` reads both)."""
+    epoch = state.get("epoch")
+    if not isinstance(epoch, int) or isinstance(epoch, bool):
+        return {"epoch": None, "epoch_base": EPOCH_BASE}
+    return {"epoch": epoch + 1, "epoch_base": EPOCH_BASE}
 
 
 def _write_results(run: Run, tag: str | None, cfg: Config, data: DataBundle, metrics: dict, records: dict,

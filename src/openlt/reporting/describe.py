@@ -7,14 +7,24 @@ from __future__ import annotations
 from typing import Mapping, Sequence
 
 
-def checkpoint_epoch(metrics: Mapping) -> str:
-    """The evaluated checkpoint's epoch as the console numbers it (1-based; metrics.json keeps the checkpoint's
-    0-based counter), with the epochs trained when known: ``"epoch 11 of 12"``."""
+def user_epoch(metrics: Mapping) -> int | None:
+    """The evaluated checkpoint's epoch, 1-based as the training log and the console number it, or None when the
+    metrics dict records none: ``"epoch"`` as it is when ``"epoch_base"`` is 1 (what `openlt eval` writes now),
+    plus one for an older metrics.json (no ``"epoch_base"``), which kept the checkpoint's 0-based counter."""
     epoch = metrics.get("epoch")
     if not isinstance(epoch, int) or isinstance(epoch, bool):
+        return None
+    return epoch if metrics.get("epoch_base") == 1 else epoch + 1
+
+
+def checkpoint_epoch(metrics: Mapping) -> str:
+    """The evaluated checkpoint's epoch (:func:`user_epoch`, 1-based) with the epochs trained when known:
+    ``"epoch 11 of 12"``."""
+    epoch = user_epoch(metrics)
+    if epoch is None:
         return "epoch ?"
     epochs = (metrics.get("convergence") or {}).get("epochs")  # the last epoch logged
-    return f"epoch {epoch + 1}" + (f" of {epochs}" if isinstance(epochs, int) and epochs > epoch else "")
+    return f"epoch {epoch}" + (f" of {epochs}" if isinstance(epochs, int) and epochs >= epoch else "")
 
 
 def open_set_text(metrics: Mapping) -> str:

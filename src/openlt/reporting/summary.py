@@ -4,7 +4,8 @@ open-set metrics, per group of runs (`openlt summary`, and the tables of `openlt
 Runs are averaged into one row only when they are different runs evaluated alike: the same shot-band rule, the
 same class list, the same split files (the sha256 each metrics.json records) and the same open-set decision (the
 score, and a threshold chosen the same way); otherwise :func:`aggregate` refuses, naming two runs and what
-differs. The same run twice in a row (given twice, a copy of it, or two evaluations of one model) is refused too:
+differs. The same model twice in a row (given twice, a copy of its run, or two evaluations of one checkpoint: the
+evaluated checkpoint's sha256 that metrics.json records) is refused too:
 a row's spread is over seeds, not over re-evaluations. A cell that fewer runs have than its row (a metric missing or null in some
 metrics.json) says so: ``71.2 ± 0.3 (2/3)``."""
 
@@ -129,23 +130,42 @@ COMPARED = (("band rules", lambda m: _get(m, ("bands", "rule"))), ("class lists"
             ("split files", lambda m: m.get("split_files")), ("open-set decisions", open_decision))
 
 
+def model_identity(metrics: dict) -> tuple[str, str] | None:
+    """What makes two evaluations evaluations of one model: the evaluated checkpoint's sha256 (``"checkpoint_sha256"``,
+    or the ``"fitted_on"`` of a threshold chosen on validation), else, for an older metrics.json, the run directory
+    it names when that is an absolute path; None when it records neither (a relative path from an older openlt
+    tells nothing: it depends on where `openlt eval` ran). ``("weights", sha256)`` or ``("run", path)``."""
+    sha = metrics.get("checkpoint_sha256") or _get(metrics, ("calibration", "fitted_on", "sha256"))
+    if isinstance(sha, str) and sha:
+        return "weights", sha
+    run = metrics.get("run")
+    if isinstance(run, str) and Path(run).is_absolute():
+        return "run", run
+    return None
+
+
 def check_comparable(label: str, runs: list[dict], names: list[str] | None = None) -> None:
-    """Refuse to average `runs` (metrics dicts) into the row `label` when two are evaluations of the same run
-    (their "run" is the same directory) or when they were evaluated under different band rules, class lists,
-    split files or open-set decisions (:func:`open_decision`); a run that does not record one of them (an older
-    metrics.json) is not compared on it. `names` (one per run, e.g. as the user gave them) name the two
-    evaluations of one run (default: the run directory's name). RunDirError naming two runs and what differs."""
-    seen_runs: dict[str, int] = {}
+    """Refuse to average `runs` (metrics dicts) into the row `label` when two are evaluations of the same model
+    (:func:`model_identity`: the same weights, whatever directory they were copied to; runs of other weights are
+    different runs, wherever and from whichever folder they were evaluated) or when they were evaluated under
+    different band rules, class lists, split files or open-set decisions (:func:`open_decision`); a run that does
+    not record one of them (an older metrics.json) is not compared on it. `names` (one per run, e.g. as the user
+    gave them) name the two evaluations of one model (default: the run directory's name). RunDirError naming two
+    runs and what differs."""
+    seen_models: dict[tuple[str, str], int] = {}
     for i, m in enumerate(runs):
-        run = m.get("run")
-        if isinstance(run, str) and run:
-            if run in seen_runs:
-                first = seen_runs[run]
-                raise RunDirError(f"cannot average {_run_name(runs[first], first, names)} and "
-                                  f"{_run_name(m, i, names)} into one row {label!r}: both are evaluations of the run "
-                                  f"{run} (a row averages different runs, e.g. seeds); give each its own label "
-                                  f"(LABEL=RUN) or leave one out")
-            seen_runs[run] = i
+        identity = model_identity(m)
+        if identity is None:
+            continue
+        if identity in seen_models:
+            first = seen_models[identity]
+            what = (f"the same weights (checkpoint sha256 {identity[1][:12]}: one run, or a copy of it)"
+                    if identity[0] == "weights" else f"the run {identity[1]}")
+            raise RunDirError(f"cannot average {_run_name(runs[first], first, names)} and "
+                              f"{_run_name(m, i, names)} into one row {label!r}: both are evaluations of {what} (a row "
+                              f"averages different runs, e.g. seeds); give each its own label (LABEL=RUN) or leave "
+                              f"one out")
+        seen_models[identity] = i
     for what, read in COMPARED:
         seen = [(i, read(m)) for i, m in enumerate(runs) if read(m) is not None]
         for i, value in seen[1:]:
