@@ -65,7 +65,7 @@ def test_the_bundle_describes_everything_prediction_needs(tmp_path, single_threa
     assert saved["model"]["classifier"] == "meta_embedding" and saved["model"]["num_classes"] == 3
     assert saved["threshold"]["value"] == 0.25 and saved["threshold"]["source"] == "fixed (eval.open_threshold)"
     assert saved["open_score"]["name"] == "openmax" and saved["open_score"]["options"]["tail_size"] == 5
-    assert saved["open_score"]["state_file"] == "open-score.safetensors" and saved["source"]["epoch"] == 3
+    assert saved["open_score"]["state_file"] == "open-score.safetensors" and saved["source"]["epoch"] == 4  # 1-based: the checkpoint's 0-based counter is 3
     assert set(saved["files"]) == {"weights", "open_score"} and saved["checks"] == {}
     logits = torch.randn(7, 3)
     torch.testing.assert_close(load_score(tmp_path / "out" / "open-score.safetensors").score({"logits": logits}),
