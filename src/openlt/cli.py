@@ -111,7 +111,7 @@ def _train(args: argparse.Namespace) -> int:
     from openlt.config import build_config
     from openlt.engine.evaluate import evaluate_run
     from openlt.engine.run import open_run
-    from openlt.engine.train import train
+    from openlt.engine.train import finished_training, train
     from openlt.reporting.run_report import format_table
 
     if args.resume:
@@ -122,7 +122,12 @@ def _train(args: argparse.Namespace) -> int:
                   "--name given are ignored")
         if args.device is not None:  # where this process trains; the run's config.yaml stays as it is
             cfg.train.device = args.device
+        evaluated = finished_training(run, cfg) and run.metrics_file.is_file()  # (refuses a lowered train.epochs)
         run = train(cfg, run=run, resume=True, quiet=args.quiet)
+        if evaluated:  # nothing was trained: its evaluation (perhaps with other eval settings) stays as it is
+            print(f"{run.path} had finished training and was evaluated ({run.metrics_file.name} kept); "
+                  f"`openlt eval {run.path}` evaluates it again")
+            return 0
     else:
         if args.config is None:
             raise OpenLTError("give a config file or a packaged config's name (e.g. fmnist_lt/plain; `openlt "
@@ -400,7 +405,8 @@ def _add_train_command(sub: argparse._SubParsersAction) -> None:
     p.add_argument("config", nargs="?", help="YAML config file, or a packaged config's name (fmnist_lt/plain; "
                    "`openlt configs` lists them)")
     p.add_argument("overrides", nargs="*", help="dotted overrides, e.g. train.epochs=2 data.root=/data")
-    p.add_argument("--resume", metavar="RUN", help="continue an interrupted run from its last checkpoint")
+    p.add_argument("--resume", metavar="RUN", help="continue an interrupted run from its last checkpoint (a "
+                   "finished run that was evaluated is left as it is: `openlt eval RUN` evaluates it again)")
     p.add_argument("--name", help="run name prefix (default: the config's name)")
     p.add_argument("--device", help="auto, cpu, cuda, cuda:N or mps (same as train.device=...; with --resume: "
                    "where this process continues the run)")

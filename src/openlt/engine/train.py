@@ -73,8 +73,8 @@ def train(cfg: Config, *, run: Run | None = None, name: str | None = None, resum
     log = (log or _print) if main else _silent  # one voice: rank 0 logs and shows progress
     quiet = quiet or not main
     torch.manual_seed(cfg.seed)
-    if cfg.decouple.method != "none":  # stage 2 on a frozen representation: re-fitted from the cache, even on resume
-        return _train_decoupled(cfg, run, name, quiet, log, device)
+    if cfg.decouple.method != "none":  # stage 2 on a frozen representation: re-fitted from the cache on resume
+        return _train_decoupled(cfg, run, name, quiet, log, device, resume)
     with _prepared_run(cfg, run, name, resume, log) as (run, data):
         state = _resume_state(run, cfg, log) if resume else None  # None: start at epoch 1
         model = _build_model(cfg, data, device, state is not None, log)
@@ -346,9 +346,13 @@ def _adopt_splits(run: Run, stage: Run, data: DataBundle) -> None:
 
 
 def _train_decoupled(cfg: Config, run: Run | None, name: str | None, quiet: bool, log: Log,
-                     device: torch.device) -> Run:
+                     device: torch.device, resume: bool = False) -> Run:
     """Decoupled stage 2: the features first (every check of the stage-1 run, its cache and the method), then
-    the run directory (rank 0 creates it, the others learn its path), removed again if the fit fails."""
+    the run directory (rank 0 creates it, the others learn its path), removed again if the fit fails. A resumed
+    run whose fit is done (decouple.json) is left as it is."""
+    if resume and run is not None and finished_training(run, cfg):
+        log(f"training already finished (decoupled stage 2: {run.decouple_file.name} is written)")
+        return run
     feats = stage1_features(cfg, device, quiet)  # every process extracts a share when the cache is stale
     fresh = run is None
     if fresh:
@@ -393,6 +397,28 @@ def _loaders(cfg: Config, data: DataBundle, device: torch.device):
     return sampler, loader, val_loader
 
 
+def finished_training(run: Run, cfg: Config) -> bool:
+    """Whether `run` (with its config `cfg`) has nothing left to train: a decoupled stage 2 whose decouple.json is
+    written (its fit is done), or a run whose last checkpoint is of epoch train.epochs. ConfigError when the last
+    checkpoint is past train.epochs (config.yaml edited to fewer epochs: `--resume` cannot train fewer);
+    RunDirError for a malformed checkpoint."""
+    if cfg.decouple.method != "none":
+        return run.decouple_file.is_file()
+    last = run.checkpoint("last")
+    if not last.is_file():
+        return False
+    done = checkpoint_state(last)["epoch"] + 1
+    _check_epochs(run, cfg, done)
+    return done >= cfg.train.epochs
+
+
+def _check_epochs(run: Run, cfg: Config, done: int) -> None:
+    if done > cfg.train.epochs:
+        raise ConfigError(f"{run.path} has trained {done} epochs, but train.epochs={cfg.train.epochs} in its "
+                          f"{run.config_file.name}: --resume cannot train fewer epochs than are done; set train.epochs "
+                          f"to {done} or more there (or start a new run)")
+
+
 def _resume_state(run: Run, cfg: Config, log: Log) -> dict | None:
     """The state of the run's last checkpoint (None when no epoch had finished: a run killed in epoch 1 starts
     again), with metrics.jsonl made to match it (rank 0): a torn last line dropped, lines written after the
@@ -409,6 +435,7 @@ def _resume_state(run: Run, cfg: Config, log: Log) -> dict | None:
     else:
         state = checkpoint_state(last)
         done = state["epoch"] + 1
+        _check_epochs(run, cfg, done)
         kept = [r for r in records if r["epoch"] <= done]
         if (not kept or kept[-1]["epoch"] != done) and "record" in state:
             kept.append(state["record"])  # the kill came after the checkpoint, before the line
