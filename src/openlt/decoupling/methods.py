@@ -199,8 +199,9 @@ class TauNormalization(_TauSearch):
         tau = self.fixed_tau(data)
         weight, _ = self.stage1_linear(data)
         tau_norm = TauNormClassifier(weight, tau=tau)
-        if tau is None:
-            tau_norm.fit(data.val_x, data.val_y, data.train_counts, self.taus, data.bands)
+        if tau is None:  # Stage2Data's open-set validation samples (-1) are ignored; TauNormClassifier refuses them
+            known = data.val_y >= 0
+            tau_norm.fit(data.val_x[known], data.val_y[known], data.train_counts, self.taus, data.bands)
         return FittedHead(linear_state(tau_norm.normalized_weight, torch.zeros(weight.shape[0])),
                           {"tau": tau_norm.chosen_tau, "tau_curve": getattr(tau_norm, "curve_", None) or []})
 
