@@ -1,5 +1,5 @@
-"""engine/score_fit.py: OpenMax fitted from the training features in chunks of head logits equals the fit on the
-network's logits of every training image, for a linear and for OLTR's meta-embedding head."""
+"""engine/score_fit.py: OpenMax fitted from the training features in chunks of head logits equals, to float rounding,
+the fit on the network's logits of every training image, for a linear and for OLTR's meta-embedding head."""
 
 import pytest
 import torch
@@ -46,8 +46,12 @@ def test_openmax_from_feature_chunks_equals_the_fit_on_the_networks_logits(overr
     chunked = OpenMax(tail_size=5)
     score_fit.fit_open_score(chunked, recording, model, torch.device("cpu"))
     assert seen == [("feature",)]  # the features, never the N x K logits
-    for name, value in whole.state_dict().items():
-        assert torch.equal(chunked.state_dict()[name], value), name
+    # the head on 7-row chunks rounds like the network on 16-image batches only on one thread: equal to rounding
+    torch.testing.assert_close(chunked.means_, whole.means_, rtol=0, atol=1e-5)
+    assert torch.equal(chunked.fallback_, whole.fallback_)
+    probe = {"logits": whole.means_.repeat(10, 1) + torch.randn(40, 4, generator=torch.Generator().manual_seed(3))}
+    # libMR's Weibull fit on a tail shifted to 10,000 turns last-bit differences of 5 distances into ~0.005 of score
+    torch.testing.assert_close(chunked.score(probe), whole.score(probe), rtol=0, atol=1e-2)
 
 
 def test_a_score_without_fit_chunks_gets_the_outputs_and_its_fit_arguments():

@@ -4,8 +4,9 @@ OpenMax learns from the logits of every training image; at iNaturalist 2018's si
 classes) those are 14 GB of float32. A score with ``fit_chunks`` (:meth:`openlt.openset.OpenMax.fit_chunks`) is
 fitted instead from the training *features* (N x D: 0.9 GB at D = 512, 3.6 GB at D = 2,048; already in memory for
 a decoupled run's feature cache), its logits recomputed by the model's head :data:`FIT_ROWS` rows at a time in
-each of the fit's passes. The head's logits equal the network's (the model computes them the same way from the
-same features, under the same autocast); the fit is the one of ``fit`` on all the rows."""
+each of the fit's passes. The head computes the logits as the network does (same features, same autocast), on
+other batch sizes: equal to float rounding (bit for bit on one thread), and the fit is the one of ``fit`` on
+those logits. (OpenMax's Weibull shapes are ill-conditioned in the last bits, its scores are not.)"""
 
 from __future__ import annotations
 
