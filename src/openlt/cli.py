@@ -422,7 +422,7 @@ def _add_eval_command(sub: argparse._SubParsersAction) -> None:
     p.add_argument("overrides", nargs="*", help="dotted overrides of eval settings, e.g. eval.few_below=10 (eval.*, "
                    "and where the data is / how it is loaded: data.root, data.split_dir, data.workers, ...)")
     p.add_argument("--checkpoint", default="best", choices=["best", "last"])
-    p.add_argument("--threshold", type=float, help="fixed rejection threshold on eval.open_score (same as "
+    p.add_argument("--threshold", type=threshold_option, help="fixed rejection threshold on eval.open_score (same as "
                    "eval.open_threshold=T; default: the run's setting, usually chosen on val)")
     p.add_argument("--device")
     p.add_argument("--json", action="store_true", help="print the metrics as JSON")
@@ -454,7 +454,7 @@ def _add_predict_command(sub: argparse._SubParsersAction) -> None:
 
 
 def threshold_option(text: str) -> float:
-    """The value of predict / export --threshold: a finite number (argparse names the option in its error)."""
+    """The value of eval / predict / export --threshold: a finite number (argparse names the option in its error)."""
     try:
         value = float(text)
     except ValueError:

@@ -361,7 +361,7 @@ def test_a_closed_set_run_with_validation_rejects_nothing_unless_a_threshold_is_
     assert metrics["calibration"]["threshold"] == 1.0 and all(r["rejected"] for r in labelled())
 
 
-@pytest.mark.parametrize("command", ["predict", "export"])
+@pytest.mark.parametrize("command", ["predict", "export", "eval"])
 @pytest.mark.parametrize("value, said", [("nan", "must be a finite number, got 'nan'"),
                                          ("-inf", "must be a finite number, got '-inf'"),
                                          ("inf", "must be a finite number, got 'inf'"),
@@ -369,7 +369,7 @@ def test_a_closed_set_run_with_validation_rejects_nothing_unless_a_threshold_is_
 def test_threshold_option_must_be_a_finite_number_and_is_named_as_given(command, value, said, tmp_path, capsys):
     """--threshold nan / -inf / inf / a word: refused by the option's own type, naming --threshold (not
     eval.open_threshold, not argparse's "expected one argument" for '-inf')."""
-    where = [tmp_path / "x.png"] if command == "predict" else [tmp_path / "bundle"]
+    where = {"predict": [tmp_path / "x.png"], "export": [tmp_path / "bundle"], "eval": []}[command]
     with pytest.raises(SystemExit) as exit_:
         main([command, str(tmp_path / "run"), *map(str, where), "--threshold", value])
     err = capsys.readouterr().err
