@@ -17,7 +17,7 @@ import pytest
 from safetensors import safe_open
 from safetensors.torch import save_file
 
-from images import make_image_folder
+from tiny_run import tiny_overrides  # tests/helpers
 from openlt import io
 from openlt.cli import main
 from openlt.config import build_config
@@ -28,17 +28,10 @@ from openlt.engine.train import train
 from openlt.errors import ConfigError
 from openlt.reporting.describe import checkpoint_epoch
 
-TINY = ["data.dataset=image-folder", "data.image_size=16", "model.backbone=resnet10", "train.epochs=1",
-        "train.batch_size=16", "train.lr=0.05", "eval.batch_size=64", "eval.many_above=30", "eval.few_below=15",
-        "data.split.n_max=40", "data.split.n_min=8", "data.split.open_classes=[eel]", "data.split.val_per_class=4",
-        "data.split.test_per_class=6", "data.split.order=label"]
-
-
 @pytest.fixture(scope="module")
 def run(tmp_path_factory, single_thread):
     root = tmp_path_factory.mktemp("consistency")
-    images = make_image_folder(root / "images", {"ant": 60, "bee": 40, "cat": 30, "dog": 25, "eel": 25})
-    cfg = build_config(None, [f"data.root={images}", f"out_dir={root / 'runs'}", *TINY])
+    cfg = build_config(None, tiny_overrides(root))
     run = train(cfg, quiet=True, log=lambda line: None)
     evaluate_run(run, quiet=True)
     return run

@@ -9,29 +9,17 @@ from pathlib import Path
 import pytest
 import yaml
 
-from images import make_image_folder
+from tiny_run import cli, tiny_overrides  # tests/helpers
 from openlt.cli import main
 
 CONFIGS = Path(__file__).parents[2] / "configs" / "fmnist_lt"
-TINY = ["data.dataset=image-folder", "data.image_size=16", "model.backbone=resnet10", "train.epochs=2",
-        "train.batch_size=16", "train.lr=0.05", "eval.batch_size=64", "eval.many_above=30", "eval.few_below=15",
-        "data.split.n_max=40", "data.split.n_min=8", "data.split.open_classes=[eel]", "data.split.val_per_class=4",
-        "data.split.test_per_class=6", "data.split.order=label", "train.device=cpu"]
-
-
-def cli(capsys, *args):
-    capsys.readouterr()
-    code = main([str(a) for a in args])
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory, single_thread):
     tmp = tmp_path_factory.mktemp("resume")
-    images = make_image_folder(tmp / "images", {"ant": 60, "bee": 40, "cat": 30, "dog": 25, "eel": 25})
     (tmp / "tiny.yaml").write_text("name: tiny\n")
-    assert main(["train", str(tmp / "tiny.yaml"), f"data.root={images}", f"out_dir={tmp / 'runs'}", *TINY,
+    assert main(["train", str(tmp / "tiny.yaml"), *tiny_overrides(tmp, "train.epochs=2", "train.device=cpu"),
                  "--quiet"]) == 0
     return next((tmp / "runs").iterdir())
 

@@ -1,0 +1,30 @@
+"""The tiny image-folder run several engine tests train once per module: 5 classes of 16 px images (eel held out
+as the open class), ResNet-10, one epoch; and the CLI called as a test calls it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from images import make_image_folder
+
+TINY = ["data.dataset=image-folder", "data.image_size=16", "model.backbone=resnet10", "train.epochs=1",
+        "train.batch_size=16", "train.lr=0.05", "eval.batch_size=64", "eval.many_above=30", "eval.few_below=15",
+        "data.split.n_max=40", "data.split.n_min=8", "data.split.open_classes=[eel]", "data.split.val_per_class=4",
+        "data.split.test_per_class=6", "data.split.order=label"]
+CLASSES = {"ant": 60, "bee": 40, "cat": 30, "dog": 25, "eel": 25}
+
+
+def tiny_overrides(root: Path, *extra: str) -> list[str]:
+    """TINY with a fresh image folder of CLASSES under `root` and out_dir=root/runs, then `extra` (later wins)."""
+    images = make_image_folder(root / "images", CLASSES)
+    return [f"data.root={images}", f"out_dir={root / 'runs'}", *TINY, *extra]
+
+
+def cli(capsys, *args) -> tuple[int, str, str]:
+    """openlt's main on `args` (made strings): (exit status, stdout, stderr) of that call alone."""
+    from openlt.cli import main
+
+    capsys.readouterr()
+    code = main([str(a) for a in args])
+    out, err = capsys.readouterr()
+    return code, out, err
