@@ -248,6 +248,16 @@ def test_detectors_take_plain_arrays_and_say_what_shape_they_need(name, params):
                                (X, y[:-1], r"labels must be \(40,\)"), (X, None, "needs the training labels")):
         with pytest.raises(ValueError, match=says):
             cls(**params).fit(bad_x, bad_y, head=head)
+    # non-finite features and fractional labels: one DataError, not NaN scores or labels truncated to a class
+    nan_x, inf_x = X.copy(), X.copy()
+    nan_x[3, 2], inf_x[0, 0] = np.nan, np.inf
+    for bad_x, bad_y, says in ((nan_x, y, "training features contain NaN or infinite"),
+                               (inf_x, y, "training features contain NaN or infinite"),
+                               (X, y + 0.9, "integer class ids, got non-integral")):
+        with pytest.raises(DataError, match=says):
+            cls(**params).fit(bad_x, bad_y, head=head)
+    with pytest.raises(DataError, match=r"score: the features contain NaN or infinite"):
+        fitted.score(inf_x[:5])
 
 
 def test_mahalanobis_scoring_is_exact_in_chunks_and_agrees_with_pytorch_ood_at_many_classes(monkeypatch):

@@ -67,6 +67,8 @@ def scored_features(score: OpenSetScore, outputs: Outputs | Any, fitted: str, wi
     first), D the width of the training features (`width()`): ValueError naming the expected shape otherwise."""
     _fitted(score, fitted)
     feats = features_of(feature_input(outputs, score.name), score.name)
+    if not torch.isfinite(feats).all():
+        raise DataError(f"{score.name}.score: the features contain NaN or infinite values")
     if feats.shape[1] != width():
         raise ValueError(f"{score.name}.score: features must be (N, {width()}), as wide as the training features; "
                          f"got shape {tuple(feats.shape)}")
@@ -84,7 +86,12 @@ def training_features(outputs: Outputs | Any, labels: Any, name: str) -> tuple[t
                          f"{tuple(feats.shape)}")
     if "labels" not in outputs:
         raise ValueError(f"{name}.fit needs the training labels: fit(features, labels) or outputs['labels']")
-    y = outputs["labels"].long()
+    if not torch.isfinite(feats).all():
+        raise DataError(f"{name}.fit: the training features contain NaN or infinite values")
+    y = outputs["labels"]
+    if y.is_floating_point() and not torch.equal(y, y.round()):  # 0.9 would become class 0
+        raise DataError(f"{name}.fit: training labels must be integer class ids, got non-integral values")
+    y = y.long()
     if y.shape != (feats.shape[0],):
         raise ValueError(f"{name}.fit: labels must be ({feats.shape[0]},), one per feature, got {tuple(y.shape)}")
     if int(y.min()) < 0:
