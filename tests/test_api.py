@@ -129,8 +129,11 @@ def test_topk_nan_inputs_and_no_images(trained):
 def test_bad_inputs_are_one_line_errors(trained, tmp_path):
     images, run = trained
     loaded = openlt.load_run(run.path, threshold=0.5)
-    with pytest.raises(DataError, match=r"float \(N, 3, H, W\)"):
+    with pytest.raises(DataError, match=r"float \(N, 3, 16, 16\)"):
         loaded.predict(torch.zeros(2, 1, 16, 16))
+    for other_size in (torch.rand(1, 3, 300, 300), torch.rand(3, 15, 16)):  # was classified without a word
+        with pytest.raises(DataError, match=r"float \(N, 3, 16, 16\), already transformed as the run was trained"):
+            loaded.predict(other_size)
     with pytest.raises(DataError, match="must be float"):
         loaded.predict(np.zeros((2, 3, 16, 16), dtype=np.uint8))
     (tmp_path / "bad.png").write_text("no")

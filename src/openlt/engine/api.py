@@ -129,7 +129,7 @@ class LoadedRun:
     def _batches(self, images: Images, batch_size: int) -> Iterator[tuple[list, torch.Tensor]]:
         """(paths or Nones, preprocessed (B, C, H, W) batch) pairs of at most `batch_size` images."""
         if isinstance(images, (torch.Tensor, np.ndarray)):
-            tensor = _as_batch(images, self._predictor.spec.in_chans)
+            tensor = _as_batch(images, self._predictor.spec.in_chans, self._predictor.spec.image_size)
             for start in range(0, len(tensor), batch_size):
                 part = tensor[start : start + batch_size]
                 yield [None] * len(part), part
@@ -158,14 +158,17 @@ def _check_batch_size(batch_size: int) -> None:
         raise ConfigError(f"batch_size must be an integer >= 1, got {batch_size!r}")
 
 
-def _as_batch(images: torch.Tensor | np.ndarray, in_chans: int) -> torch.Tensor:
-    """A float (N, C, H, W) tensor from a tensor or array of that shape or (C, H, W); DataError otherwise."""
+def _as_batch(images: torch.Tensor | np.ndarray, in_chans: int, size: int) -> torch.Tensor:
+    """A float (N, C, size, size) tensor from a tensor or array of that shape or (C, size, size), the network's
+    input as the run was trained (inference.json); DataError otherwise (another size would be classified without a
+    word: the network pools whatever it gets)."""
     tensor = torch.as_tensor(images)
     if tensor.dim() == 3:
         tensor = tensor.unsqueeze(0)
-    if tensor.dim() != 4 or tensor.shape[1] != in_chans or not tensor.is_floating_point():
-        raise DataError(f"a tensor of images must be float (N, {in_chans}, H, W), already transformed (see "
-                        f"LoadedRun.transform); got {tensor.dtype} {tuple(tensor.shape)}")
+    if tensor.dim() != 4 or tuple(tensor.shape[1:]) != (in_chans, size, size) or not tensor.is_floating_point():
+        raise DataError(f"a tensor of images must be float (N, {in_chans}, {size}, {size}), already transformed "
+                        f"as the run was trained (see LoadedRun.transform; or give paths / PIL images); got "
+                        f"{tensor.dtype} {tuple(tensor.shape)}")
     return tensor
 
 
