@@ -259,3 +259,40 @@ def test_an_eval_of_name_too_long_for_a_tag_is_refused_by_the_tag_rule_before_an
                                                     "to 100 ASCII letters")):
         load_bench(path)
     assert not (tmp_path / "out").exists()
+
+
+# a finished run made with other settings than the spec builds now: (spec change, texts of the one refusal line)
+EDITED = [
+    ({"overrides": ["train.epochs=2", "data.split_dir=splits"]}, ("train.epochs: run 1, spec 2",)),
+    ({"methods": [{"name": "a", "config": "tiny.yaml", "overrides": ["train.lr=0.5"]}]}, ("train.lr: run 0.05",)),
+    ({"overrides": ["train.epochs=1", "data.split_dir=elsewhere"]}, ("data.split_dir", "elsewhere")),
+    ({}, ()),  # unchanged: reused, paths compared resolved, name and out_dir ignored
+]
+
+
+@pytest.mark.parametrize("change, texts", EDITED, ids=[str(i) for i in range(len(EDITED))])
+def test_a_finished_run_of_an_edited_spec_is_refused_not_reused(tmp_path, monkeypatch, change, texts):
+    from openlt.config import build_config
+    from openlt.engine.run import Run
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "tiny.yaml").write_text("name: tiny\n")
+    spec = {"name": "x", "seeds": [3], "out_dir": "out", "overrides": ["train.epochs=1", "data.split_dir=splits"],
+            "methods": [{"name": "a", "config": "tiny.yaml", "overrides": ["train.lr=0.05"]}]}
+    run = Run(tmp_path / "out" / "a-s3-20260101-000000")
+    run.path.mkdir(parents=True)
+    run.write_config(build_config(tmp_path / "tiny.yaml", ["train.epochs=1", "data.split_dir=splits", "train.lr=0.05",
+                                                          "seed=3", "out_dir=out", "name=a-s3"]))
+    run.metrics_file.write_text("{}")
+    path = tmp_path / "bench.yaml"
+    path.write_text(json.dumps({**spec, **change}))
+    lines = []
+    if not texts:
+        run_bench(load_bench(path), quiet=True, log=lines.append, report_only=True)
+        assert any(": done (" in line for line in lines), lines
+        return
+    with pytest.raises(ConfigError) as info:
+        run_bench(load_bench(path), quiet=True, log=lines.append, report_only=True)
+    message = str(info.value)
+    assert "\n" not in message and run.path.name in message and "delete that run folder" in message, message
+    for text in texts:
+        assert text in message, (text, message)

@@ -28,11 +28,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from openlt.config import build_config, read_yaml_mapping, resolve_config
+from openlt.config import Config, build_config, read_yaml_mapping, resolve_config, to_dict
+from openlt.engine.decouple import adopt_representation
 from openlt.engine.evaluate import eval_config, evaluate_run
-from openlt.engine.run import Run, check_tag, open_run
+from openlt.engine.run import Run, absolute_paths, check_tag, open_run
 from openlt.engine.train import train
-from openlt.errors import ConfigError
+from openlt.errors import ConfigError, OpenLTError
 from openlt.paper_numbers import PAPERS
 
 _LOG = logging.getLogger(__name__)
@@ -285,6 +286,7 @@ def _trained(spec: BenchSpec, m: BenchMethod, seed: int, runs: dict[str, Run], q
     name = f"{m.name}-s{seed}"
     finished = [run for run in _runs_of(spec.out_dir, name) if run.metrics_file.is_file()]
     if finished:
+        _check_same_config(spec, m, seed, finished[0])
         log(f"{prefix}: done ({finished[0].path})")
         return finished[0]
     if report_only:
@@ -299,6 +301,7 @@ def _train_or_resume(spec: BenchSpec, m: BenchMethod, seed: int, name: str, runs
                      log: Callable[[str], None], prefix: str) -> Run:
     for partial in _runs_of(spec.out_dir, name):
         if partial.checkpoint("last").is_file():
+            _check_same_config(spec, m, seed, partial)
             log(f"{prefix}: resuming the interrupted run {partial.path}")
             run = open_run(partial.path)
             return train(run.config(), run=run, resume=True, quiet=quiet, log=log)
@@ -308,3 +311,37 @@ def _train_or_resume(spec: BenchSpec, m: BenchMethod, seed: int, name: str, runs
         overrides.append(f"train.init_from={runs[m.init_from].path}")
     log(f"{prefix}: training {m.config.name}")
     return train(build_config(m.config, overrides), name=name, quiet=quiet, log=log)
+
+
+def _flat(value, prefix: str = "") -> dict:
+    """A nested dict as {dotted.key: value}."""
+    if not isinstance(value, dict):
+        return {prefix: value}
+    out = {}
+    for key, item in value.items():
+        out.update(_flat(item, f"{prefix}.{key}" if prefix else key))
+    return out
+
+
+def _check_same_config(spec: BenchSpec, m: BenchMethod, seed: int, run: Run) -> None:
+    """Refuse to reuse (or resume) `run` when its saved config is not the one the spec builds now for `m` and
+    `seed` (an edited spec or method config): ConfigError naming the run, the first differing keys and the remedy.
+    Compared with paths resolved; name and out_dir, and train.init_from when the bench sets it (this seed's run of
+    the base method), may differ."""
+    expected = build_config(m.config, [*spec.overrides, *m.overrides, f"seed={seed}"])
+    saved: Config = run.config()
+    ignore = {"name", "out_dir"} | ({"train.init_from"} if m.init_from else set())
+    if expected.decouple.method != "none" and saved.train.init_from:  # stage 2 took its stage-1 run's data, model
+        try:
+            adopt_representation(expected, Run(Path(saved.train.init_from)), lambda _: None)
+        except OpenLTError:  # (that run is gone or unreadable: its data and model are not compared)
+            ignore |= {f"{section}." for section in ("data", "model")}
+    want, have = _flat(to_dict(absolute_paths(expected))), _flat(to_dict(absolute_paths(saved)))
+    diffs = [f"{key}: run {have.get(key)!r}, spec {want.get(key)!r}" for key in sorted(want.keys() | have.keys())
+             if key not in ignore and not key.startswith(tuple(k for k in ignore if k.endswith(".")))
+             and want.get(key) != have.get(key)]
+    if diffs:
+        shown = "; ".join(diffs[:3]) + (f"; and {len(diffs) - 3} more" if len(diffs) > 3 else "")
+        raise ConfigError(f"bench spec {spec.path}: method {m.name!r} seed {seed}: the run {run.path} was made with "
+                          f"another config than the spec builds now ({shown}); delete that run folder or give the "
+                          f"bench another out_dir")
