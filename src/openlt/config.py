@@ -32,6 +32,7 @@ MAX_COUNT = 10**9  # images / classes / steps / band edges: far above any data s
 MAX_EPOCHS = 100_000
 MAX_BATCH = 2**20  # images in one batch
 MAX_IMAGE_SIZE = 4096  # pixels per side
+MIN_IMAGE_SIZE = 8  # the small-input networks downsample by 8: 1 px gave NaN losses blamed on the lr
 MAX_WORKERS = 64  # DataLoader worker processes per training process: a fixed cap, not this machine's CPUs,
 #                   so that a run's saved config reads the same on every machine
 
@@ -241,7 +242,7 @@ class DataConfig:
     open_split: str | None = opt("open.txt", check=_file_name_problem)  # images of classes never seen in training (label -1); None: closed set
     class_names: str | None = None  # optional file with one class name per line (label order)
     transform: str = opt("auto", choices="auto small imagenet face")  # auto | small | imagenet | face (aligned face crops: flip only, mean = std = 0.5)
-    image_size: int | None = opt(None, ge=1, le=MAX_IMAGE_SIZE)  # None: 28 for fashion-mnist, 32 for cifar; an image folder / split file: the images' own size when they are at most 64 px (small transform and stem), else 224
+    image_size: int | None = opt(None, ge=MIN_IMAGE_SIZE, le=MAX_IMAGE_SIZE)  # None: 28 for fashion-mnist, 32 for cifar; an image folder / split file: the images' own size when they are at most 64 px (small transform and stem), else 224
     in_chans: int | None = opt(None, choices=(1, 3))  # None: 1 for fashion-mnist, 3 otherwise
     workers: int = opt(0, ge=0, check=_workers_problem)  # DataLoader worker processes per training process (0: load in the main process)
     pin_memory: bool | None = None  # page-locked batches for faster host-to-GPU copies; None: on with CUDA only
