@@ -147,6 +147,10 @@ SPEC_TYPES = [
      ("method 'b'", "eval.openmax_distance")),
     ({"methods": [{"name": "a", "config": "tiny.yaml", "overrides": ["train.lr=-1"]}]},
      ("method 'a' (config", "train.lr")),
+    # a seed in overrides would be replaced by the bench's seed without a word
+    ({"overrides": ["seed=7"]}, ("overrides set 'seed=7'", "seeds come from its `seeds:`")),
+    ({"methods": [{"name": "a", "config": "tiny.yaml", "overrides": [" seed = 7"]}]},
+     ("method 'a': overrides set ' seed = 7'", "seeds come from its `seeds:`")),
 ]
 
 

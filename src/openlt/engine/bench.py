@@ -81,6 +81,10 @@ def _strings(value, where: str, field_name: str) -> list[str]:
         return []
     if not isinstance(value, list) or not all(isinstance(v, str) and "=" in v for v in value):
         raise ConfigError(f"{where}: {field_name} must be a list of key=value strings, got {value!r}")
+    for item in value:  # the bench sets each run's seed last: an override's seed would be silently replaced
+        if item.split("=", 1)[0].strip() == "seed":
+            raise ConfigError(f"{where}: {field_name} set {item!r}; a bench's seeds come from its `seeds:` list "
+                              f"(e.g. seeds: [7])")
     return list(value)
 
 
@@ -168,7 +172,7 @@ def load_bench(path: str | Path, extra_overrides: list[str] | None = None) -> Be
     check_out_dir(out_dir, f"{where}: out_dir")
     spec = BenchSpec(_text(raw, "name", where, path.stem), out_dir,
                      _seeds(raw.get("seeds", [0]), where), methods,
-                     _strings(raw.get("overrides"), where, "overrides") + list(extra_overrides or []), paper, path)
+                     _strings(raw.get("overrides"), where, "overrides") + _strings(extra_overrides, where, "command-line overrides"), paper, path)
     _check_configs(spec)
     return spec
 
