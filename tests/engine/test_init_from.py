@@ -71,13 +71,18 @@ def test_heads_without_a_hook_are_left_alone_and_class_means_are_not_computed(st
     assert target.init_head_from_stage1(model_weights(tensors), lambda: pytest.fail("computed")) == []
 
 
-def _fake_run(path, overrides):
-    """A run directory holding only its config.yaml: what check_stage1_run reads."""
+def _fake_run(path, overrides, done=None):
+    """A run directory holding only its config.yaml and metrics.jsonl (`done` epochs, default all of
+    train.epochs): what check_stage1_run reads."""
     from openlt.config import build_config
     from openlt.engine.run import Run
 
     path.mkdir(parents=True)
-    Run(path).write_config(build_config(None, overrides))
+    cfg = build_config(None, overrides)
+    run = Run(path)
+    run.write_config(cfg)
+    epochs = cfg.train.epochs if done is None else done
+    run.log_file.write_text("".join(f'{{"epoch": {e}}}\n' for e in range(1, epochs + 1)))
     return path
 
 
@@ -120,3 +125,39 @@ def test_oltr_stage2_needs_a_linear_stage1_head(tmp_path):
                                              "model.head.use_memory=false"]))
     plain = _fake_run(tmp_path / "plain", [])
     check_stage1_run(build_config(None, [f"train.init_from={plain}", "model.classifier=meta_embedding"]))
+
+
+def _train(tmp_path, config, *args):
+    from pathlib import Path
+
+    from openlt.cli import main
+
+    path = Path(__file__).parents[2] / "configs" / "fmnist_lt" / f"{config}.yaml"
+    return main(["train", str(path), f"out_dir={tmp_path / 'runs'}", "--quiet", *args])
+
+
+@pytest.mark.parametrize("stage2", ["oltr_stage2", "stage2_plain", "decouple_ncm", "decouple_crt"])
+def test_a_stage2_refuses_an_interrupted_stage1_run_before_any_work(tmp_path, capsys, stage2):
+    source = _fake_run(tmp_path / "source", ["model.backbone=resnet10", "train.epochs=30"], done=7)
+    code = _train(tmp_path, stage2, f"train.init_from={source}")
+    err = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert code == 2 and len(err) == 1, err
+    assert str(source) in err[0] and "after 7 of its 30 epochs" in err[0], err[0]
+    assert f"openlt train --resume {source}" in err[0], err[0]
+    assert not (tmp_path / "runs").exists()
+
+
+def test_oltr_stage2_refuses_another_backbone_than_stage1s_before_any_work(tmp_path, capsys):
+    source = _fake_run(tmp_path / "source", ["model.backbone=resnet10"])
+    code = _train(tmp_path, "oltr_stage2", f"train.init_from={source}", "model.backbone=resnet18")
+    err = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert code == 2 and len(err) == 1, err
+    assert "model.backbone=resnet18 differs from the stage-1 run's model.backbone=resnet10" in err[0], err[0]
+    assert not (tmp_path / "runs").exists()
+
+
+def test_bad_loss_args_are_refused_before_the_run_directory_exists(tmp_path, capsys):
+    code = _train(tmp_path, "plain", "train.loss_args.bogus=3")
+    err = capsys.readouterr().err
+    assert code == 2 and "bad arguments for loss 'ce'" in err and "bogus" in err, err
+    assert not (tmp_path / "runs").exists()

@@ -18,7 +18,7 @@ import torch
 from openlt.config import Config
 from openlt.data.build import DataBundle
 from openlt.engine import distributed
-from openlt.engine.checkpoint import read_checkpoint
+from openlt.engine.checkpoint import checkpoint_state, read_checkpoint
 from openlt.engine.manifest import verify_manifest
 from openlt.engine.run import open_run
 from openlt.engine.runtime import batch_to, inference_loader
@@ -90,11 +90,19 @@ def check_stage1_run(cfg: Config) -> None:
     trained from scratch, not a decoupled run (its head is a re-fitted classifier) nor another stage 2 (its head
     is no stage-1 classifier; OLTR would silently skip the hallucinator's initialisation). With OLTR's memory
     (`model.head.use_memory`) the stage-1 head must be linear: the hallucinator starts as a copy of it.
-    Checked before any work; ConfigError naming the run and what it is, RunDirError when it is no run."""
-    if not cfg.train.init_from or cfg.decouple.method != "none":
+    Checked before any work; ConfigError naming the run and what it is, RunDirError when it is no run.
+
+    For every stage 2 (decoupled ones too) the stage-1 run must have finished training (`check_stage1_finished`);
+    for OLTR and the stage-2 baselines its model keys this stage 2 inherits (`INHERITED_MODEL_KEYS`: the
+    backbone the weights load into) must match this config's."""
+    if not cfg.train.init_from:
         return
     source = open_run(cfg.train.init_from)
     src = source.config()
+    if cfg.decouple.method != "none":
+        if src.decouple.method == "none":  # (a decoupled source is refused by adopt_representation)
+            check_stage1_finished(source, src, cfg.train.init_from)
+        return
     what = (f"a decoupled stage-2 run (decouple.method={src.decouple.method})" if src.decouple.method != "none"
             else f"itself a stage-2 run (train.init_from={src.train.init_from}, model.classifier="
                  f"{src.model.classifier})" if src.train.init_from else None)
@@ -104,6 +112,34 @@ def check_stage1_run(cfg: Config) -> None:
     if cfg.model.classifier == "meta_embedding" and cfg.model.head.use_memory and src.model.classifier != "linear":
         raise ConfigError(f"train.init_from={cfg.train.init_from} has model.classifier={src.model.classifier}: OLTR "
                           f"stage 2 starts its hallucinator from a stage-1 linear classifier (model.classifier=linear)")
+    differ = [f"model.{key}={getattr(cfg.model, key)} differs from the stage-1 run's model.{key}="
+              f"{getattr(src.model, key)}" for key in INHERITED_MODEL_KEYS
+              if getattr(cfg.model, key) is not None and getattr(src.model, key) is not None
+              and getattr(cfg.model, key) != getattr(src.model, key)]
+    if differ:
+        raise ConfigError(f"train.init_from={cfg.train.init_from}: {'; '.join(differ)}: a stage 2 starts from the "
+                          f"stage-1 run's weights, so set {', '.join(d.split('=')[0] for d in differ)} to the "
+                          f"stage-1 run's value, or train a stage-1 run with it")
+    check_stage1_finished(source, src, cfg.train.init_from)
+
+
+# The model keys a stage 2 that trains takes from its stage-1 run as they are (the backbone its weights load into);
+# None (small_input: chosen from the image size) matches any value.
+INHERITED_MODEL_KEYS = ("backbone", "small_input")
+
+
+def check_stage1_finished(source, src: Config, name: str) -> None:
+    """ConfigError, one line naming the run, when the stage-1 run `source` (its config `src`) stopped before its
+    train.epochs: epochs done are the most of its metrics.jsonl and its last checkpoint."""
+    records, _ = source.read_log()
+    done = max((r["epoch"] for r in records), default=0)
+    last = source.checkpoint("last")
+    if last.is_file():
+        done = max(done, checkpoint_state(last)["epoch"] + 1)
+    if done < src.train.epochs:
+        raise ConfigError(f"train.init_from={name}: the stage-1 run {source.path} was interrupted after {done} of "
+                          f"its {src.train.epochs} epochs (train.epochs); finish it first with "
+                          f"`openlt train --resume {source.path}`, then start this stage 2 from it")
 
 
 def init_from_run(model: OpenLTModel, run_path: str, data: DataBundle, device: torch.device, batch_size: int,

@@ -45,7 +45,7 @@ from openlt.engine.runtime import (batch_to, collect_outputs, inference_loader, 
 from openlt.engine.tracking import EpochLog
 from openlt.errors import ConfigError, OpenLTError, RunDirError, TrainingError
 from openlt.io import remove_stale_temp, write_json, write_text
-from openlt.losses import build_loss
+from openlt.losses import build_loss, check_loss_args
 from openlt.metrics import ShotBands
 from openlt.models.model import OpenLTModel, build_model
 from openlt.optim import build_optimizer, build_scheduler, lr_schedule, optimizer_step, scheduled_factor
@@ -221,9 +221,12 @@ def per_process_batch(batch_size: int, world_size: int) -> int:
 
 def _setup(cfg: Config, resume: bool = False) -> torch.device:
     """The device (joining the process group under torchrun), with the options that depend on it checked; for a
-    new stage 2 that trains, that `train.init_from` is a stage-1 run (`check_stage1_run`), before any work."""
+    new stage 2, that `train.init_from` is a finished stage-1 run (`check_stage1_run`), and that the loss takes
+    train.loss_args, before any work (no run directory exists yet)."""
     if not resume:
         check_stage1_run(cfg)
+    if cfg.decouple.method == "none":  # (a decoupled stage 2 trains no loss of train.loss)
+        check_loss_args(cfg.train.loss, cfg.train.loss_args)
     device = distributed.setup(resolve_device(cfg.train.device))
     check_amp(cfg.train.amp, device)
     per_process_batch(cfg.train.batch_size, distributed.world_size())

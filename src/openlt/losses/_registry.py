@@ -29,3 +29,16 @@ def build_loss(name: str, train_counts: list[int] | None = None, feature_dim: in
         return LOSSES.get(name)(train_counts=train_counts, feature_dim=feature_dim, **kwargs)
     except TypeError as exc:
         raise ConfigError(f"bad arguments for loss {name!r}: {exc}") from None
+
+
+def check_loss_args(name: str, loss_args: dict[str, Any]) -> None:
+    """ConfigError ("bad arguments for loss ...", as :func:`build_loss`) when the loss registered as `name` does not
+    take `loss_args`: checked by building it once on two dummy classes, before any run directory exists. Other
+    failures of that dummy build are left to the real one (they may come from the dummy counts)."""
+    builder = LOSSES.get(name)
+    try:
+        builder(train_counts=[2, 1], feature_dim=4, **loss_args)
+    except TypeError as exc:
+        raise ConfigError(f"bad arguments for loss {name!r} (train.loss_args): {exc}") from None
+    except Exception:  # noqa: BLE001 - only the arguments are checked here
+        pass
