@@ -17,24 +17,18 @@ import pytest
 from safetensors import safe_open
 from safetensors.torch import save_file
 
-from tiny_run import tiny_overrides  # tests/helpers
+from tiny_run import train_tiny_run  # tests/helpers
 from openlt import io
 from openlt.cli import main
-from openlt.config import build_config
 from openlt.engine import evaluate as evaluate_module
 from openlt.engine.evaluate import evaluate_run
-from openlt.engine.run import Run
-from openlt.engine.train import train
 from openlt.errors import ConfigError
 from openlt.reporting.describe import checkpoint_epoch
 
+
 @pytest.fixture(scope="module")
 def run(tmp_path_factory, single_thread):
-    root = tmp_path_factory.mktemp("consistency")
-    cfg = build_config(None, tiny_overrides(root))
-    run = train(cfg, quiet=True, log=lambda line: None)
-    evaluate_run(run, quiet=True)
-    return run
+    return train_tiny_run(tmp_path_factory.mktemp("consistency"))
 
 
 def cli(args: list, capsys) -> tuple[int, str, str]:

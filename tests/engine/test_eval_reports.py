@@ -8,20 +8,14 @@ import shutil
 import numpy as np
 import pytest
 
-from tiny_run import tiny_overrides  # tests/helpers
+from tiny_run import train_tiny_run  # tests/helpers
 from openlt.cli import main
-from openlt.config import build_config
 from openlt.engine import inference
-from openlt.engine.evaluate import evaluate_run
-from openlt.engine.train import train
+
 
 @pytest.fixture(scope="module")
 def run(tmp_path_factory, single_thread):
-    root = tmp_path_factory.mktemp("reports")
-    cfg = build_config(None, tiny_overrides(root))
-    run = train(cfg, quiet=True, log=lambda line: None)
-    evaluate_run(run, quiet=True)
-    return run
+    return train_tiny_run(tmp_path_factory.mktemp("reports"))
 
 
 def test_evaluation_writes_the_per_sample_file_and_a_self_contained_html_report(run):

@@ -28,3 +28,14 @@ def cli(capsys, *args) -> tuple[int, str, str]:
     code = main([str(a) for a in args])
     out, err = capsys.readouterr()
     return code, out, err
+
+
+def train_tiny_run(root: Path, *extra: str):
+    """The tiny run trained under `root` (tiny_overrides) and evaluated: its Run."""
+    from openlt.config import build_config
+    from openlt.engine.evaluate import evaluate_run
+    from openlt.engine.train import train
+
+    run = train(build_config(None, tiny_overrides(root, *extra)), quiet=True, log=lambda line: None)
+    evaluate_run(run, quiet=True)
+    return run
