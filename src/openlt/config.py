@@ -929,12 +929,16 @@ def _deep_merge(into: dict, update: dict) -> None:
             into[key] = value
 
 
-def _leaves(tree: dict, prefix: str = "") -> list[str]:
-    """The dotted keys of a nested mapping's values (not of its sub-mappings)."""
-    keys = []
+def flatten(tree: dict, prefix: str = "") -> dict[str, Any]:
+    """A nested mapping as {dotted key: value} of its values (not of its sub-mappings; an empty one is a value),
+    e.g. ``flatten(to_dict(cfg))["train.lr"]``."""
+    flat: dict[str, Any] = {}
     for key, value in tree.items():
-        keys += _leaves(value, f"{prefix}{key}.") if isinstance(value, dict) and value else [f"{prefix}{key}"]
-    return keys
+        if isinstance(value, dict) and value:
+            flat.update(flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
 
 
 def build_config(path: str | Path | None = None, overrides: list[str] | None = None, base: dict | None = None) -> Config:
@@ -952,9 +956,9 @@ def build_config(path: str | Path | None = None, overrides: list[str] | None = N
         _assign(cfg, data, "", problems)
     if overrides:
         layer = parse_overrides(overrides)
-        for key in _leaves(layer):  # these keys come from the command line now, not from the file
+        for key in flatten(layer):  # these keys come from the command line now, not from the file
             problems.origins = {k: v for k, v in problems.origins.items() if k != key and not k.startswith(f"{key}.")}
-        problems.origins.update(_override_origins(overrides, _leaves(layer)))
+        problems.origins.update(_override_origins(overrides, list(flatten(layer))))
         _assign(cfg, layer, "", problems)
     _check(cfg, "", problems)
     problems.raise_if_any()

@@ -132,9 +132,9 @@ def _class_names(cfg: Config, split_dir: Path, num_classes: int) -> list[str]:
                 continue
             if "\0" in name:
                 raise DataError(f"{path}, line {lineno}: class name {name!r} contains a NUL byte")
-            if class_name_problem(name):
-                raise DataError(f"{path}, line {lineno}: class name {name!r} cannot be used: "
-                                f"{class_name_problem(name)}")
+            problem = class_name_problem(name)
+            if problem:
+                raise DataError(f"{path}, line {lineno}: class name {name!r} cannot be used: {problem}")
             if name in first:
                 raise DataError(f"{path}, line {lineno}: class name {name!r} is given twice (first on line "
                                 f"{first[name]})")
@@ -161,9 +161,10 @@ def _read_manifest(path: Path) -> dict:
         raise DataError(f"split manifest {path} is malformed (class_names, train_counts and files do not fit "
                         f"together); rerun `openlt split` for this folder")
     for name in names:
-        if class_name_problem(name):
-            raise DataError(f"split manifest {path}: class {name!r} cannot be a class name: "
-                            f"{class_name_problem(name)}; rename its folder and rerun `openlt split`")
+        problem = class_name_problem(name)
+        if problem:
+            raise DataError(f"split manifest {path}: class {name!r} cannot be a class name: {problem}; rename its "
+                            f"folder and rerun `openlt split`")
     return manifest
 
 

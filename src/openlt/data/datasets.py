@@ -92,9 +92,9 @@ def image_folder_pool(root: str | os.PathLike) -> LabelledPool:
     if not classes:
         raise DataError(f"image folder {root} has no class sub-folders (expected root/<class>/<image>)")
     for name in classes:
-        if class_name_problem(name):
-            raise DataError(f"class folder {str(root / name)!r} cannot be a class name: {class_name_problem(name)}; "
-                            f"rename it")
+        problem = class_name_problem(name)
+        if problem:
+            raise DataError(f"class folder {str(root / name)!r} cannot be a class name: {problem}; rename it")
     items, labels = [], []
     for label, name in enumerate(classes):
         files = image_files(root / name, root)

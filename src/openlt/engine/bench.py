@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from openlt.config import Config, build_config, read_yaml_mapping, resolve_config, to_dict
+from openlt.config import Config, build_config, flatten, read_yaml_mapping, resolve_config, to_dict
 from openlt.engine.decouple import adopt_representation
 from openlt.engine.evaluate import eval_config, evaluate_run
 from openlt.engine.run import Run, absolute_paths, check_tag, open_run
@@ -317,16 +317,6 @@ def _train_or_resume(spec: BenchSpec, m: BenchMethod, seed: int, name: str, runs
     return train(build_config(m.config, overrides), name=name, quiet=quiet, log=log)
 
 
-def _flat(value, prefix: str = "") -> dict:
-    """A nested dict as {dotted.key: value}."""
-    if not isinstance(value, dict):
-        return {prefix: value}
-    out = {}
-    for key, item in value.items():
-        out.update(_flat(item, f"{prefix}.{key}" if prefix else key))
-    return out
-
-
 def _check_same_config(spec: BenchSpec, m: BenchMethod, seed: int, run: Run) -> None:
     """Refuse to reuse (or resume) `run` when its saved config is not the one the spec builds now for `m` and
     `seed` (an edited spec or method config): ConfigError naming the run, the first differing keys and the remedy.
@@ -340,7 +330,7 @@ def _check_same_config(spec: BenchSpec, m: BenchMethod, seed: int, run: Run) -> 
             adopt_representation(expected, Run(Path(saved.train.init_from)), lambda _: None)
         except OpenLTError:  # (that run is gone or unreadable: its data and model are not compared)
             ignore |= {f"{section}." for section in ("data", "model")}
-    want, have = _flat(to_dict(absolute_paths(expected))), _flat(to_dict(absolute_paths(saved)))
+    want, have = flatten(to_dict(absolute_paths(expected))), flatten(to_dict(absolute_paths(saved)))
     diffs = [f"{key}: run {have.get(key)!r}, spec {want.get(key)!r}" for key in sorted(want.keys() | have.keys())
              if key not in ignore and not key.startswith(tuple(k for k in ignore if k.endswith(".")))
              and want.get(key) != have.get(key)]

@@ -102,6 +102,13 @@ def checkpoint_state(path: str | Path) -> dict:
     return _parse_metadata(path, metadata, dict.fromkeys(keys))["state"]
 
 
+def user_epoch(state: dict) -> int | None:
+    """The epoch of a checkpoint's `state` as the user reads it everywhere (the training log, report.md,
+    metrics.json, an export's openlt.json): 1-based; the checkpoint's own counter counts from 0. None without one."""
+    epoch = state.get("epoch")
+    return epoch + 1 if isinstance(epoch, int) and not isinstance(epoch, bool) else None
+
+
 def _parse_metadata(path: Path, metadata: dict, tensors: dict) -> dict:
     try:
         meta = json.loads(metadata["openlt"])

@@ -23,7 +23,7 @@ from typing import Any, Callable
 import torch
 from torch import nn
 
-from openlt.config import Config, EvalConfig, explicit_keys, to_dict
+from openlt.config import Config, EvalConfig, explicit_keys, flatten, to_dict
 from openlt.data.build import DataBundle, prepare_data
 from openlt.decoupling import STAGE2_METHODS, Stage2Data, Stage2Hooks, Stage2Method, build_method
 from openlt.engine.checkpoint import read_checkpoint, save_checkpoint
@@ -84,7 +84,7 @@ def _representation_differences(cfg: Config, src: Config) -> dict[str, tuple]:
     """{dotted key: (stage-2 value, stage-1 value)} for the data and model keys a decoupled stage 2 takes from
     the stage-1 run `src` and has otherwise (paths compared absolute, as the run saved them)."""
     found = {}
-    for key in _leaves("data", to_dict(src.data)) + _leaves("model", to_dict(src.model)):
+    for key in flatten({"data": to_dict(src.data), "model": to_dict(src.model)}):
         if key in HONOURED or key in HEAD_OPTIONS:
             continue
         mine, theirs = _get(cfg, key), _get(src, key)
@@ -105,13 +105,6 @@ def _refuse_explicit(cfg: Config, differ: dict[str, tuple], source: Run) -> None
              for key, (mine, theirs) in differ.items() if key in explicit]
     if lines:
         raise ConfigError("\n".join(lines))
-
-
-def _leaves(prefix: str, tree: dict) -> list[str]:
-    keys = []
-    for key, value in tree.items():
-        keys += _leaves(f"{prefix}.{key}", value) if isinstance(value, dict) else [f"{prefix}.{key}"]
-    return keys
 
 
 def _get(cfg: Any, key: str) -> Any:

@@ -25,7 +25,7 @@ from openlt.engine import distributed
 from openlt.engine.precision import inference_amp
 from openlt.engine.features import head_outputs_on_cache, stage1_cache
 from openlt.engine.inference import checkpoint_identity, write_inference
-from openlt.engine.checkpoint import load_checkpoint
+from openlt.engine.checkpoint import load_checkpoint, user_epoch
 from openlt.engine.manifest import check_open_decision, verify_manifest
 from openlt.engine.run import Run, check_tag
 from openlt.engine.score_fit import fit_open_score
@@ -287,10 +287,7 @@ def checkpoint_epoch_fields(state: dict) -> dict:
     """metrics.json's ``"epoch"`` of the evaluated checkpoint, 1-based as every epoch the user sees (the
     checkpoint's own counter counts from 0), and ``"epoch_base": 1`` that tells it from an older file's 0-based
     one (:func:`openlt.reporting.describe.user_epoch` reads both)."""
-    epoch = state.get("epoch")
-    if not isinstance(epoch, int) or isinstance(epoch, bool):
-        return {"epoch": None, "epoch_base": EPOCH_BASE}
-    return {"epoch": epoch + 1, "epoch_base": EPOCH_BASE}
+    return {"epoch": user_epoch(state), "epoch_base": EPOCH_BASE}
 
 
 def _write_results(run: Run, tag: str | None, cfg: Config, data: DataBundle, metrics: dict, records: dict,

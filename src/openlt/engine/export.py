@@ -24,6 +24,7 @@ from safetensors.torch import save_file
 from torch import nn
 
 from openlt.config import to_dict
+from openlt.engine.checkpoint import user_epoch
 from openlt.engine.inference import (InferenceSpec, build_run_model, checkpoint_identity, inference_spec,
                                     saved_decision, saved_score)
 from openlt.engine.run import Run
@@ -164,20 +165,13 @@ def _umask() -> int:
     return mask
 
 
-def _user_epoch(state: dict) -> int | None:
-    """The checkpoint's epoch as the user reads it everywhere (the training log, report.md, metrics.json): 1-based;
-    the checkpoint's own counter counts from 0."""
-    epoch = state.get("epoch")
-    return epoch + 1 if isinstance(epoch, int) and not isinstance(epoch, bool) else None
-
-
 def _description(run: Run, cfg, spec: InferenceSpec, state: dict, checkpoint: str, names: tuple[str, ...],
                  scorer, rejector: Rejector | None) -> dict:
     """The content of openlt.json, without the files and checks (added by :func:`export_run`)."""
     return {
         "format": FORMAT, "openlt_version": _version(),
         "source": {"run": str(run.path), "checkpoint": checkpoint, "sha256": state.get("sha256"),
-                   "epoch": _user_epoch(state)},
+                   "epoch": user_epoch(state)},
         "classes": list(spec.classes), "open_classes": list(spec.open_classes),
         "input": {"name": "images", "shape": [None, spec.in_chans, spec.image_size, spec.image_size],
                   "dtype": "float32", "layout": "NCHW", "mode": spec.mode},

@@ -76,6 +76,11 @@ def trim_heap() -> None:
 CPU_PIXELS_PER_PASS = 16 * 224 * 224  # pixels of the images of one inference forward pass on the CPU
 
 
+def cpu_images_per_pass(height: int, width: int) -> int:
+    """Images of `height` x `width` pixels in one inference forward pass on the CPU (``CPU_PIXELS_PER_PASS``)."""
+    return max(1, CPU_PIXELS_PER_PASS // (height * width))
+
+
 def inference_passes(images: torch.Tensor, device: torch.device) -> tuple[torch.Tensor, ...]:
     """A loader batch (B, C, H, W) cut into the chunks of one inference forward pass each: on the CPU at most
     ``CPU_PIXELS_PER_PASS`` pixels of images (16 images at 224 px, 1,024 at 28 px, so the small-image benchmarks
@@ -86,7 +91,7 @@ def inference_passes(images: torch.Tensor, device: torch.device) -> tuple[torch.
     against one of 160), up to float rounding in general (tests/engine/test_runtime_memory.py)."""
     if device.type != "cpu" or images.dim() != 4:
         return (images,)
-    return images.split(max(1, CPU_PIXELS_PER_PASS // (images.shape[-2] * images.shape[-1])))
+    return images.split(cpu_images_per_pass(images.shape[-2], images.shape[-1]))
 
 
 def make_loader(dataset, batch_size: int, workers: int, device: torch.device, sampler=None, shuffle=False,
@@ -108,7 +113,7 @@ def inference_loader(dataset, batch_size: int, workers: int, device: torch.devic
     256 images of 224 px and 8 workers they were up to 2.4 GB of decoded images in shared memory, on a CPU that
     runs the model far slower than the workers decode. Outputs are the same (eval mode, in order)."""
     if device.type == "cpu":
-        batch_size = min(batch_size, max(1, CPU_PIXELS_PER_PASS // (image_size * image_size)))
+        batch_size = min(batch_size, cpu_images_per_pass(image_size, image_size))
     return make_loader(dataset, batch_size, workers, device, pin_memory=pin_memory, shard=True)
 
 
