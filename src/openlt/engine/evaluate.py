@@ -248,7 +248,8 @@ def evaluate_run(run: Run, checkpoint: str = "best", overrides: list[str] | None
     confusion-TAG.npz, report-TAG.md / .html (open-score-TAG.safetensors) and the run's own metrics and
     calibration stay as they were. With `write` False nothing is written: the metrics are only returned."""
     check_tag(tag)  # the one rule of the CLI, the API and the bench, before any work
-    run.check_not_training("evaluate")  # its checkpoints are still changing: the results would be stale
+    if distributed.is_main():  # (under torchrun, train's rank 0 holds the lock while the other ranks evaluate)
+        run.check_not_training("evaluate")  # its checkpoints are still changing: the results would be stale
     cfg, scorer = eval_setup(run, overrides)
     dev = distributed.setup(resolve_device(device or cfg.train.device, "--device" if device else "train.device"))
     data = prepare_data(cfg, default_split_dir=run.splits_dir)
