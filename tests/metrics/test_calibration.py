@@ -33,5 +33,5 @@ def test_ece_per_band_uses_the_true_class_band():
 def test_bad_inputs_are_refused():
     with pytest.raises(ValueError, match="probabilities"):
         expected_calibration_error(np.array([1.5]), np.array([True]))
-    with pytest.raises(ValueError, match="one length"):
+    with pytest.raises(ValueError, match="confidences and correct differ in length: 2 vs 1"):
         reliability_bins(np.array([0.5, 0.5]), np.array([True]))

@@ -165,7 +165,7 @@ def test_far_is_never_exceeded_on_ties():
     assert result["at_far"]["0.1"]["far"] == 0.0 and result["at_far"]["0.1"]["tar"] == 1.0
     with pytest.raises(ValueError, match="genuine and impostor"):
         tar_at_far([0.1, 0.2], [1, 1])
-    with pytest.raises(ValueError, match="0 .different identities. or 1"):
+    with pytest.raises(ValueError, match="same must hold booleans or 0 / 1, got 2 at index 1"):
         tar_at_far([0.1, 0.2], [1, 2])
     with pytest.raises(ValueError, match=r"in \(0, 1\)"):
         threshold_at_far([0.1], 1.0)

@@ -22,6 +22,10 @@ from typing import Any, Literal, Mapping, Sequence
 import numpy as np
 from sklearn.metrics import confusion_matrix
 
+from ._checks import int_vector as _as_int_vector
+from ._checks import same_length
+from ._checks import to_numpy as _to_numpy
+
 __all__ = [
     "BAND_NAMES",
     "OPEN_LABEL",
@@ -44,28 +48,6 @@ Band = Literal["many", "medium", "few"]
 
 
 # --------------------------------------------------------------------------- input helpers
-
-
-def _to_numpy(x: Any) -> np.ndarray:
-    """Return ``x`` as a numpy array; torch tensors are detached and moved to the CPU first."""
-    if hasattr(x, "detach") and hasattr(x, "cpu"):  # torch.Tensor, without importing torch
-        x = x.detach().cpu().numpy()
-    return np.asarray(x)
-
-
-def _as_int_vector(x: Any, name: str) -> np.ndarray:
-    """Convert ``x`` to a 1-D int64 array, refusing non-integral values."""
-    arr = _to_numpy(x)
-    if arr.ndim != 1:
-        raise ValueError(f"{name} must be 1-D, got shape {arr.shape}")
-    if arr.size == 0:
-        return arr.astype(np.int64)
-    if arr.dtype.kind == "b" or arr.dtype.kind not in "iuf":
-        raise ValueError(f"{name} must hold integer class ids, got dtype {arr.dtype}")
-    if arr.dtype.kind == "f":
-        if not np.all(np.isfinite(arr)) or not np.all(arr == np.round(arr)):
-            raise ValueError(f"{name} must hold integer class ids, got non-integral values")
-    return arr.astype(np.int64)
 
 
 def _as_counts(train_counts: Any) -> np.ndarray:
@@ -98,8 +80,7 @@ def _check_preds_labels(
     also be (N, K) class scores or an outputs dict (:func:`_as_predictions`)."""
     p = _as_predictions(preds)
     y = _as_int_vector(labels, "labels")
-    if p.shape != y.shape:
-        raise ValueError(f"preds and labels differ in length: {p.shape[0]} vs {y.shape[0]}")
+    same_length(preds=p, labels=y)
     if p.size and p.min() < REJECTED:
         raise ValueError(f"preds must be class ids or {REJECTED} (rejected), got {int(p.min())}")
     if y.size and y.min() < OPEN_LABEL:

@@ -38,6 +38,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from ._checks import binary_vector, finite_vector, same_length
 from .closed import _as_counts, _as_int_vector, _to_numpy
 
 __all__ = [
@@ -233,8 +234,7 @@ def rank1_by_band(top_ids: Any, probe_labels: Any, enrolled: Any, train_counts: 
     (identities with a mated probe; None where a band has no probe) and ``"bands"`` (the edges)."""
     top = _as_int_vector(_best_column(top_ids), "top_ids")
     labels = _as_int_vector(probe_labels, "probe_labels")
-    if top.size != labels.size:
-        raise ValueError(f"top_ids and probe_labels differ in length: {top.size} vs {labels.size}")
+    same_length(top_ids=top, probe_labels=labels)
     counts = _as_counts(train_counts)
     mated = np.isin(labels, _as_int_vector(enrolled, "enrolled")) & (labels >= 0)
     band_of = np.array([bands.band(_count_of(int(y), counts)) if m else "" for y, m in zip(labels, mated)])
@@ -253,12 +253,7 @@ def rank1_by_band(top_ids: Any, probe_labels: Any, enrolled: Any, train_counts: 
 
 
 def _as_scores(x: Any, name: str) -> np.ndarray:
-    arr = np.asarray(_to_numpy(x), dtype=np.float64)
-    if arr.ndim != 1:
-        raise ValueError(f"{name} must be 1-D, got shape {arr.shape}")
-    if not np.all(np.isfinite(arr)):
-        raise ValueError(f"{name} contains nan or inf")
-    return arr
+    return finite_vector(x, name)
 
 
 def threshold_at_far(impostor_scores: Any, far: float) -> float:
@@ -281,12 +276,9 @@ def tar_at_far(scores: Any, same: Any, fars: Sequence[float] = (1e-3, 1e-4)) -> 
     "reliable"}}}``; ``reliable`` is False when the impostor pairs are fewer than 1 / far (the rate then
     rests on no impostor at all). ValueError when a kind of pair is missing or a label is not 0 / 1."""
     s = _as_scores(scores, "scores")
-    y = _as_int_vector(same, "same")
-    if y.size != s.size:
-        raise ValueError(f"scores and same differ in length: {s.size} vs {y.size}")
-    if y.size and not np.isin(y, (0, 1)).all():
-        raise ValueError("same must hold 0 (different identities) or 1 (same identity)")
-    genuine, impostor = s[y == 1], s[y == 0]
+    y = binary_vector(same, "same")  # 1 / True: the same identity
+    same_length(scores=s, same=y)
+    genuine, impostor = s[y], s[~y]
     if genuine.size == 0 or impostor.size == 0:
         raise ValueError(f"verification needs genuine and impostor pairs, got {genuine.size} and {impostor.size}")
     at_far = {}
@@ -311,9 +303,7 @@ def open_set_identification(top_scores: Any, top_ids: Any, probe_labels: Any, en
     best = _as_scores(_best_column(top_scores), "top_scores")
     ids = _as_int_vector(_best_column(top_ids), "top_ids")
     labels = _as_int_vector(probe_labels, "probe_labels")
-    if not best.size == ids.size == labels.size:
-        raise ValueError(f"top_scores, top_ids and probe_labels differ in length: {best.size}, {ids.size}, "
-                         f"{labels.size}")
+    same_length(top_scores=best, top_ids=ids, probe_labels=labels)
     mated = np.isin(labels, _as_int_vector(enrolled, "enrolled")) & (labels >= 0)
     if not mated.any() or mated.all():
         raise ValueError(f"open-set identification needs mated and non-mated probes, got {int(mated.sum())} "

@@ -11,12 +11,13 @@ Conventions:
 from __future__ import annotations
 
 import math
-from typing import Any, Mapping, Sequence
+from typing import Any, Sequence
 
 import numpy as np
 from sklearn.metrics import average_precision_score, roc_auc_score
 
-from .closed import BAND_NAMES, REJECTED, _as_predictions, _check_preds_labels, _to_numpy
+from ._checks import finite_vector, int_vector, same_length, to_numpy
+from .closed import BAND_NAMES, REJECTED, _as_predictions, _check_preds_labels
 
 __all__ = [
     "aupr_in",
@@ -32,17 +33,13 @@ __all__ = [
 
 
 def _as_score_vector(x: Any, name: str) -> np.ndarray:
-    """Convert ``x`` to a 1-D float64 array of finite scores."""
-    arr = _to_numpy(x)
-    if arr.ndim != 1:
-        raise ValueError(f"{name} must be 1-D, got shape {arr.shape}")
-    arr = arr.astype(np.float64)
-    if not np.all(np.isfinite(arr)):
-        raise ValueError(f"{name} contains nan or inf")
-    return arr
+    """Convert ``x`` to a 1-D float64 array of finite scores (:func:`._checks.finite_vector`)."""
+    return finite_vector(x, name)
 
 
 def _known_open(known_scores: Any, open_scores: Any) -> tuple[np.ndarray, np.ndarray]:
+    """Both score sets, finite and 1-D; ValueError when either is empty (AUROC, AUPR and FPR compare the two
+    kinds of sample: with one kind only they are undefined, and sklearn would only warn and return nan)."""
     k = _as_score_vector(known_scores, "known_scores")
     o = _as_score_vector(open_scores, "open_scores")
     if k.size == 0:
@@ -61,14 +58,19 @@ def reject(preds: Any, scores: Any, threshold: float) -> np.ndarray:
     ``out_i = -1 if score_i < threshold else preds_i``: a score exactly at the threshold is
     kept, matching :func:`threshold_at_tpr`, whose threshold keeps the known scores ``>= t``.
     Returns an int64 array (a new one; the input is not modified). ``preds`` may also be (N, K) class
-    scores or an outputs dict (their argmax, as in :mod:`openlt.metrics.closed`).
+    scores or an outputs dict (their argmax, as in :mod:`openlt.metrics.closed`). A nan score is rejected (it is
+    not ``>= threshold``); a nan threshold, scores that are not numbers, or preds and scores of different
+    lengths are a ValueError. An empty input gives an empty array.
     """
-    p = _as_predictions(preds) if isinstance(preds, Mapping) or _to_numpy(preds).ndim == 2 else _to_numpy(preds)
-    if p.ndim != 1:
-        raise ValueError(f"preds must be 1-D, got shape {p.shape}")
-    s = _to_numpy(scores).astype(np.float64)
-    if s.shape != p.shape:
-        raise ValueError(f"preds and scores differ in shape: {p.shape} vs {s.shape}")
+    p = _as_predictions(preds)
+    s = to_numpy(scores)
+    if s.ndim != 1 or (s.size and (s.dtype.kind == "b" or s.dtype.kind not in "iuf")):
+        raise ValueError(f"scores must be 1-D numbers, got shape {s.shape} and dtype {s.dtype}")
+    s = s.astype(np.float64)
+    same_length(preds=p, scores=s)
+    if isinstance(threshold, bool) or not isinstance(threshold, (int, float, np.integer, np.floating)) \
+            or math.isnan(threshold):
+        raise ValueError(f"threshold must be a number (inf: reject everything), got {threshold!r}")
     out = p.astype(np.int64, copy=True)
     out[~(s >= threshold)] = REJECTED  # a nan score is rejected too
     return out
@@ -89,9 +91,14 @@ def open_set_f_measure(preds: Any, labels: Any) -> dict[str, float | int]:
     the closed-set accuracy with rejections counted wrong, and ``R`` penalises open samples
     accepted as known.
 
-    Returns ``{"f_measure", "precision", "recall", "tp", "fp", "fn"}``.
+    Returns ``{"f_measure", "precision", "recall", "tp", "fp", "fn"}``. ValueError for an empty input (no
+    sample: there is nothing to measure, and a silent F = 0 would read as a model that got everything wrong),
+    for preds / labels that are not class ids (or -1), and for different lengths. Open samples only (no known
+    sample) give TP = FP = 0, so P = R = F = 0 by the conventions above.
     """
     p, y = _check_preds_labels(preds, labels)
+    if y.size == 0:
+        raise ValueError("preds and labels are empty: the open-set F-measure needs at least one sample")
     known = y >= 0
     tp = int(np.sum(known & (p == y)))
     fp = int(np.sum(known & (p != y)))
@@ -118,6 +125,9 @@ def auroc(known_scores: Any, open_scores: Any) -> float:
     Equals ``P(s_known > s_open) + 0.5 P(s_known = s_open)`` for a random pair: 1 for perfect
     separation, 0.5 for chance. Symmetric in which class is called positive (once the scores are
     negated), so there is no IN/OUT variant. Uses :func:`sklearn.metrics.roc_auc_score`.
+
+    Both score sets must be 1-D, finite and non-empty: ValueError for no known or no open sample (AUROC of one
+    class is undefined; sklearn would warn and give nan).
     """
     k, o = _known_open(known_scores, open_scores)
     y = np.concatenate([np.ones(k.size), np.zeros(o.size)])
@@ -134,7 +144,7 @@ def auroc_per_band(known_scores: Any, known_labels: Any, open_scores: Any,
     ``known_scores`` (N,) and ``known_labels`` (N,) class ids in ``[0, len(band_of_class))``; ValueError for
     mismatched lengths, a label out of range, or no open image."""
     k, o = _known_open(known_scores, open_scores)
-    y = _to_numpy(known_labels).astype(np.int64).reshape(-1)
+    y = int_vector(known_labels, "known_labels")
     if y.shape != k.shape:
         raise ValueError(f"known_labels must match known_scores: {y.shape} vs {k.shape}")
     bands = np.asarray(band_of_class)
@@ -153,7 +163,7 @@ def aupr_in(known_scores: Any, open_scores: Any) -> float:
 
     Average precision ``AP = sum_n (R_n - R_{n-1}) P_n`` over thresholds on the scores
     (:func:`sklearn.metrics.average_precision_score`). Unlike AUROC it depends on the class
-    ratio: its chance level is the fraction of known samples.
+    ratio: its chance level is the fraction of known samples. ValueError for no known or no open sample.
     """
     k, o = _known_open(known_scores, open_scores)
     y = np.concatenate([np.ones(k.size), np.zeros(o.size)])
@@ -164,7 +174,7 @@ def aupr_out(known_scores: Any, open_scores: Any) -> float:
     """Area under the precision-recall curve with *open* samples as the positive class.
 
     The scores are negated (``-s``, "higher = more open") before computing the average
-    precision. Its chance level is the fraction of open samples.
+    precision. Its chance level is the fraction of open samples. ValueError for no known or no open sample.
     """
     k, o = _known_open(known_scores, open_scores)
     y = np.concatenate([np.zeros(k.size), np.ones(o.size)])
@@ -178,7 +188,8 @@ def threshold_at_tpr(known_scores: Any, tpr: float = 0.95) -> float:
     is needed): keeping samples with ``score >= t`` then accepts at least a fraction ``tpr`` of
     known samples. With the scores sorted in decreasing order ``s_(1) >= ... >= s_(n)``, the
     answer is ``s_(k)`` with ``k = ceil(tpr * n)`` (any larger ``t`` keeps at most ``k - 1``).
-    E.g. scores 0.1, 0.2, ..., 1.0 and ``tpr = 0.9`` give ``k = 9`` and ``t = 0.2``.
+    E.g. scores 0.1, 0.2, ..., 1.0 and ``tpr = 0.9`` give ``k = 9`` and ``t = 0.2``. ValueError for no known
+    score, a nan / inf score, or ``tpr`` outside (0, 1] (nan included).
     """
     if not 0.0 < tpr <= 1.0:
         raise ValueError(f"tpr must be in (0, 1], got {tpr}")
@@ -196,7 +207,7 @@ def fpr_at_tpr(known_scores: Any, open_scores: Any, tpr: float = 0.95) -> float:
 
     ``t = threshold_at_tpr(known_scores, tpr)``; returns ``#{open scores >= t} / #open``, the
     fraction of open samples still accepted as known when a fraction ``tpr`` of known samples
-    is accepted. Lower is better.
+    is accepted. Lower is better. ValueError for no known or no open sample.
     """
     k, o = _known_open(known_scores, open_scores)
     t = threshold_at_tpr(k, tpr)
@@ -206,7 +217,7 @@ def fpr_at_tpr(known_scores: Any, open_scores: Any, tpr: float = 0.95) -> float:
 def open_set_metrics(known_scores: Any, open_scores: Any) -> dict[str, float]:
     """The threshold-free open-set metrics at once: ``{"auroc", "aupr_in", "aupr_out", "fpr95"}``.
 
-    ``fpr95`` is :func:`fpr_at_tpr` at ``tpr = 0.95``.
+    ``fpr95`` is :func:`fpr_at_tpr` at ``tpr = 0.95``. ValueError for no known or no open sample.
     """
     k, o = _known_open(known_scores, open_scores)
     return {
