@@ -6,7 +6,14 @@ same class list, the same split files (the sha256 each metrics.json records) and
 score, and a threshold chosen the same way); otherwise :func:`aggregate` refuses, naming two runs and what
 differs. The same model twice in a row (given twice, a copy of its run, or two evaluations of one checkpoint: the
 evaluated checkpoint's sha256 that metrics.json records) is refused too:
-a row's spread is over seeds, not over re-evaluations. A cell that fewer runs have than its row (a metric missing or null in some
+a row's spread is over seeds, not over re-evaluations. Runs of different recipes are refused as well: each run's
+config.yaml (beside its metrics file) is compared with the row's first run's, every key but those of
+:data:`RECIPE_IGNORED` (the seed, names, paths, devices), and the stage-1 run a stage-2 run started from
+(``train.init_from``) likewise; the refusal names the two runs and the first keys that differ (``train.epochs: 12 vs
+48``). Two runs of one recipe with the same seed are refused too: a repeated seed is not an independent sample.
+Refusing, not splitting the row, because a row is what its label says (the user's LABEL=RUN, a bench method): a
+table whose rows silently became "plain (train.epochs=12)" and "plain (train.epochs=48)" would compare what nobody
+asked for; give such runs labels of their own. A cell that fewer runs have than its row (a metric missing or null in some
 metrics.json) says so: ``71.2 ± 0.3 (2/3)``."""
 
 from __future__ import annotations
@@ -17,8 +24,8 @@ from typing import Any
 
 import numpy as np
 
-from openlt.config import read_json
-from openlt.errors import RunDirError
+from openlt.config import flatten, read_json, read_yaml_mapping
+from openlt.errors import ConfigError, RunDirError
 from openlt.reporting.convergence import convergence_warning
 
 # (column, path of keys in metrics.json, scale to display units: 100 for a percentage, 1 for a [0, 1] number)
@@ -55,7 +62,81 @@ def load_metrics(path: str | Path) -> dict:
     problem = metrics_problem(metrics)
     if problem:
         raise RunDirError(f"{path} is not a metrics file of `openlt eval` ({problem}); evaluate the run again")
+    metrics[SOURCE_KEY] = str(path)
     return metrics
+
+
+# set by load_metrics (never a key of metrics.json): the file a metrics dict was read from, whose folder holds the
+# run's config.yaml (:func:`run_recipe`); a dict built otherwise (tests, older callers) is not compared on recipes
+SOURCE_KEY = "_metrics_file"
+
+# config keys that legitimately differ between seeds of one recipe, left out of the recipe comparison:
+RECIPE_IGNORED = frozenset({
+    "seed",  # what a row averages over (checked on its own: two runs of a row must not share it)
+    "name",  # the run name prefix: a label, not a setting
+    "out_dir",  # where the run directories were created (a run moved or trained elsewhere is the same run)
+    # where the data, split files and class names are read from: their contents are compared through metrics.json
+    # (the split files' sha256, the class list), so a moved dataset or split folder is the same data
+    "data.root", "data.open_root", "data.split_dir", "data.class_names",
+    # the stage-1 run a stage-2 run starts from: the same seed's run, so a different directory for every seed; its
+    # own config.yaml is compared instead (keys "train.init_from:KEY")
+    "train.init_from",
+    # how fast, not what: the device, loader processes, page-locked memory and the memory format change the
+    # numbers only at rounding level (as a rerun on another machine does), not the recipe
+    "train.device", "data.workers", "data.pin_memory", "train.channels_last",
+    # evaluation speed and what predictions.npz keeps, not the numbers
+    "eval.batch_size", "eval.save_logits",
+})  # (resuming, thread counts and other command-line flags / environment are not in config.yaml at all)
+RECIPE_DEPTH = 4  # init_from levels followed (stage 1 <- stage 2 <- ...); a loop of edited configs stops here
+
+
+def run_recipe(metrics: dict) -> dict[str, Any] | None:
+    """The recipe of the run a metrics dict (from :func:`load_metrics`) belongs to: the flattened config.yaml
+    beside its metrics file without :data:`RECIPE_IGNORED`, plus its ``train.init_from`` run's recipe under
+    ``"train.init_from:KEY"`` when that directory still holds a config.yaml; None when the metrics file has no
+    config.yaml beside it (a lone metrics file: not compared). RunDirError naming a config.yaml that is not a
+    YAML mapping."""
+    source = metrics.get(SOURCE_KEY)
+    return None if not isinstance(source, str) else _recipe_of(Path(source).parent, "", 0)
+
+
+def run_seed(metrics: dict) -> Any:
+    """The ``seed`` of the run's config.yaml (:func:`run_recipe`'s file), or None when there is none."""
+    source = metrics.get(SOURCE_KEY)
+    flat = None if not isinstance(source, str) else _run_config(Path(source).parent)
+    return None if flat is None else flat.get("seed")
+
+
+def _run_config(run_dir: Path) -> dict[str, Any] | None:
+    """A run directory's config.yaml as {dotted key: value}, or None when it has none."""
+    config = run_dir / "config.yaml"
+    if not config.is_file():
+        return None
+    try:
+        return flatten(read_yaml_mapping(config, "run config"))
+    except ConfigError as exc:  # the checked reader's one line naming the file
+        raise RunDirError(str(exc)) from None
+
+
+def _recipe_of(run_dir: Path, prefix: str, depth: int) -> dict[str, Any] | None:
+    flat = _run_config(run_dir)
+    if flat is None:
+        return None
+    recipe = {f"{prefix}{key}": value for key, value in flat.items() if key not in RECIPE_IGNORED}
+    parent = flat.get("train.init_from")
+    if isinstance(parent, str) and parent and depth < RECIPE_DEPTH:
+        recipe.update(_recipe_of(Path(parent), f"{prefix}train.init_from:", depth + 1) or {})
+    return recipe
+
+
+def recipe_differences(a: dict[str, Any], b: dict[str, Any]) -> list[str]:
+    """``"KEY: A vs B"`` for each key whose values differ, in `a`'s order; a key one of them lacks (a config of an
+    older openlt) is not compared."""
+    return [f"{key}: {_show(value)} vs {_show(b[key])}" for key, value in a.items() if key in b and b[key] != value]
+
+
+def _show(value: Any) -> str:
+    return "null" if value is None else str(value) if isinstance(value, (int, float, str)) else repr(value)
 
 
 def metrics_problem(metrics: Any) -> str | None:
@@ -149,9 +230,10 @@ def check_comparable(label: str, runs: list[dict], names: list[str] | None = Non
     (:func:`model_identity`: the same weights, whatever directory they were copied to; runs of other weights are
     different runs, wherever and from whichever folder they were evaluated) or when they were evaluated under
     different band rules, class lists, split files or open-set decisions (:func:`open_decision`); a run that does
-    not record one of them (an older metrics.json) is not compared on it. `names` (one per run, e.g. as the user
-    gave them) name the two evaluations of one model (default: the run directory's name). RunDirError naming two
-    runs and what differs."""
+    not record one of them (an older metrics.json) is not compared on it; or when they are runs of different
+    recipes or share a seed (their config.yaml: :func:`run_recipe`, for dicts from :func:`load_metrics`). `names`
+    (one per run, e.g. as the user gave them) name the two evaluations of one model and the two runs of a recipe
+    or seed (default: the run directory's name). RunDirError naming two runs and what differs."""
     seen_models: dict[tuple[str, str], int] = {}
     for i, m in enumerate(runs):
         identity = model_identity(m)
@@ -166,6 +248,7 @@ def check_comparable(label: str, runs: list[dict], names: list[str] | None = Non
                               f"averages different runs, e.g. seeds); give each its own label (LABEL=RUN) or leave "
                               f"one out")
         seen_models[identity] = i
+    _check_recipes(label, runs, names)
     for what, read in COMPARED:
         seen = [(i, read(m)) for i, m in enumerate(runs) if read(m) is not None]
         for i, value in seen[1:]:
@@ -175,6 +258,39 @@ def check_comparable(label: str, runs: list[dict], names: list[str] | None = Non
                                   f"one row {label!r}: they were evaluated under different {what} "
                                   f"({_differs(what, other, value)}); give them different labels (LABEL=RUN) or "
                                   f"evaluate them alike")
+
+
+SHOWN_DIFFERENCES = 3  # differing keys a refusal lists (then "and N more")
+
+
+def _check_recipes(label: str, runs: list[dict], names: list[str] | None) -> None:
+    """RunDirError naming two runs of the row `label` trained with different recipes (:func:`run_recipe`, the
+    first differing keys with both values) or with the same seed; runs without a config.yaml are not compared."""
+    recipes = [(i, run_recipe(m)) for i, m in enumerate(runs)]
+    recipes = [(i, r) for i, r in recipes if r is not None]
+    if not recipes:
+        return
+    first, reference = recipes[0]
+    for i, recipe in recipes[1:]:
+        differs = recipe_differences(reference, recipe)
+        if differs:
+            more = f" and {len(differs) - SHOWN_DIFFERENCES} more" if len(differs) > SHOWN_DIFFERENCES else ""
+            raise RunDirError(f"cannot average {_run_name(runs[first], first, names)} and {_run_name(runs[i], i, names)}"
+                              f" into one row {label!r}: they were trained with different recipes (config.yaml "
+                              f"{', '.join(differs[:SHOWN_DIFFERENCES])}{more}); give them different labels "
+                              f"(LABEL=RUN) or average runs of one recipe")
+    seeds: dict[Any, int] = {}
+    for i, _ in recipes:
+        seed = run_seed(runs[i])
+        if seed is None:
+            continue
+        if seed in seeds:
+            other = seeds[seed]
+            raise RunDirError(f"cannot average {_run_name(runs[other], other, names)} and "
+                              f"{_run_name(runs[i], i, names)} into one row {label!r}: both were trained with seed "
+                              f"{seed} (a repeated seed is not an independent sample: a row's spread is over seeds); "
+                              f"leave one out or give it its own label (LABEL=RUN)")
+        seeds[seed] = i
 
 
 def aggregate(groups: dict[str, list[dict]], names: dict[str, list[str]] | None = None) -> list[dict]:
