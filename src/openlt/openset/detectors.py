@@ -10,7 +10,9 @@ scores negated):
   (the same ranking; the threshold lives in these units). pytorch-ood fits it; the scoring is openlt's own
   (:func:`min_quadratic_distance`), because pytorch-ood's loop over the classes costs O(K N D^2).
 * ``knn`` (Sun et al., ICML 2022, "Out-of-Distribution Detection with Deep Nearest Neighbors"): minus the
-  Euclidean distance of the L2-normalised feature to its k-th nearest normalised training feature.
+  Euclidean distance of the L2-normalised feature to its k-th nearest normalised training feature. The search
+  is openlt's own (:func:`knn_distance`, equal to pytorch-ood's KNN to float32 rounding), in memory bounded by a
+  chunk: pytorch-ood's fit holds three copies of the N x D training features (10 GB at iNaturalist size).
 * ``vim`` (Wang et al., CVPR 2022, "ViM: Out-Of-Distribution with Virtual-logit Matching"): energy of the
   logits minus the virtual logit alpha ||x^{P perp}||, the norm of the feature (centred at u = -W^+ b) outside
   its principal subspace of dimension d, alpha = mean max-logit / mean residual norm on the training split.
@@ -75,18 +77,20 @@ def scored_features(score: OpenSetScore, outputs: Outputs | Any, fitted: str, wi
     return feats
 
 
-def training_features(outputs: Outputs | Any, labels: Any, name: str) -> tuple[torch.Tensor, torch.Tensor]:
+def training_features(outputs: Outputs | Any, labels: Any, name: str,
+                      float32: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
     """(features (N, D) float32, labels (N,) int64) of training outputs (an outputs dict, or the (N, D) features
     with `labels`); every class 0 .. max label must have an image (DataError otherwise), ValueError for no
-    feature, missing labels or mis-matched lengths."""
+    feature, missing labels or mis-matched lengths. ``float32=False``: the features as given (float16 stays
+    float16, a caller's tensor is not copied), for a score that converts them chunk by chunk (:class:`KNN`)."""
     outputs = feature_input(outputs, name, labels)
-    feats = features_of(outputs, name)
+    feats = features_of(outputs, name) if float32 else _raw_features(outputs, name)
     if not len(feats) or not feats.shape[1]:
         raise ValueError(f"{name}.fit needs training features (N, D) with N >= 1 and D >= 1, got shape "
                          f"{tuple(feats.shape)}")
     if "labels" not in outputs:
         raise ValueError(f"{name}.fit needs the training labels: fit(features, labels) or outputs['labels']")
-    if not torch.isfinite(feats).all():
+    if not _all_finite(feats):
         raise DataError(f"{name}.fit: the training features contain NaN or infinite values")
     y = outputs["labels"]
     if y.is_floating_point() and not torch.equal(y, y.round()):  # 0.9 would become class 0
@@ -100,6 +104,22 @@ def training_features(outputs: Outputs | Any, labels: Any, name: str) -> tuple[t
     if missing:
         raise DataError(f"{name}.fit: classes {missing[:10]} have no training image")
     return feats, y
+
+
+def _raw_features(outputs: Mapping[str, torch.Tensor], name: str) -> torch.Tensor:
+    """``outputs["feature"]`` (N, D) in its own dtype (features_of's checks, without its float32 copy)."""
+    if "feature" not in outputs or outputs["feature"].dim() != 2:
+        features_of(outputs, name)  # its ConfigError (no features) / ValueError (not 2-D)
+    return outputs["feature"]
+
+
+def _all_finite(feats: torch.Tensor) -> bool:
+    """No NaN / inf in `feats`, checked a chunk of rows at a time (isfinite's bool copy of N x D is 0.9 GB at
+    iNaturalist's training features); integer features are finite."""
+    if not feats.is_floating_point():
+        return True
+    rows = max(1, _ROW_ELEMENTS // max(1, feats.shape[-1]))
+    return all(bool(torch.isfinite(part).all()) for part in feats.split(rows))
 
 
 def linear_head(head: Head | None, name: str, dim: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -193,10 +213,18 @@ def min_quadratic_distance(z: torch.Tensor, means: torch.Tensor, precision: torc
 @SCORES.register("knn")
 class KNN(OpenSetScore):
     """``knn``: minus the distance of the L2-normalised feature to its ``k``-th nearest normalised training feature
-    (Sun et al. ICML 2022; pytorch-ood's ``KNN``, scikit-learn's exact nearest neighbours).
+    (Sun et al. ICML 2022; pytorch-ood's ``KNN``, equal to its scores to float32 rounding, tests/openset/test_detectors.py).
+
+    openlt's own exact brute-force search, not pytorch-ood's: at iNaturalist size (N = 437,513 x 2,048) pytorch-ood
+    holds three N x D float32 copies while it fits (openlt's float32 conversion, its ``z[known]``, the normalised
+    ``z / |z|`` that scikit-learn keeps: ~10 GB), and scikit-learn searches in float64 chunks. Here :meth:`fit`
+    copies the features once, a chunk of rows at a time, into one float32 buffer normalised in place, and
+    :meth:`score` multiplies chunks of queries by chunks of training rows keeping a running top-k
+    (:func:`knn_distance`): memory is the buffer plus 2^24 similarities, whatever N and the number of queries.
 
     Parameter ``k`` >= 1 (the paper's 50 for CIFAR-10; at most the number of training images). Learnt by
-    :meth:`fit`: ``train_features_`` (N, D) float32, the training features the neighbours are searched in."""
+    :meth:`fit`: ``train_features_`` (N, D) float32, the L2-normalised training features the neighbours are
+    searched in, and ``train_sq_norms_`` (N,) their squared norms (1, or 0 for a zero feature)."""
 
     name = "knn"
     requires_fit = True
@@ -206,36 +234,32 @@ class KNN(OpenSetScore):
         if isinstance(k, bool) or not isinstance(k, int) or k < 1:
             raise ConfigError(f"eval.knn_k must be an integer >= 1 (the neighbour whose distance is the score), got {k!r}")
         self.k = k
-        ood_detectors(self.name)
 
     @classmethod
     def from_config(cls, eval_cfg: Any) -> "KNN":
         """Build from the ``eval`` section: ``knn_k``."""
         return cls(eval_cfg.knn_k)
 
-    def _detector(self) -> Any:
-        if not hasattr(self, "detector_"):
-            _fitted(self, "train_features_")
-            n = self.train_features_.shape[0]
-            if self.k > n:
-                raise ConfigError(f"eval.knn_k={self.k} is more than the {n} training images")
-            zeros = torch.zeros(n, dtype=torch.long)  # pytorch-ood only drops labels < 0
-            self.detector_ = ood_detectors(self.name).KNN(None, k=self.k).fit_features(self.train_features_, zeros)
-        return self.detector_
-
     def fit(self, outputs: Outputs | Any, labels: Any = None, head: Head | None = None) -> "KNN":
-        """Keep the training ``"feature"`` (N, D) (``"labels"`` (N,) checked) and index them; returns self.
-        ConfigError for ``k`` above N or without features."""
-        feats, _ = training_features(outputs, labels, self.name)
-        self.__dict__.pop("detector_", None)
-        self.train_features_ = feats.contiguous()
-        self._detector()
+        """Keep the training ``"feature"`` (N, D) L2-normalised (``"labels"`` (N,) checked); returns self.
+        ConfigError for ``k`` above N or without features. The caller's features are not changed (float16 ones
+        are converted chunk by chunk: no full-size float32 copy besides the kept one)."""
+        feats, _ = training_features(outputs, labels, self.name, float32=False)
+        if self.k > len(feats):
+            raise ConfigError(f"eval.knn_k={self.k} is more than the {len(feats)} training images")
+        self._keep(normalised_rows(feats, copy=True))
         return self
+
+    def _keep(self, normalised: torch.Tensor) -> None:
+        self.train_features_ = normalised
+        self.train_sq_norms_ = torch.cat([(part * part).sum(dim=1) for part in normalised.split(_KNN_ROWS)])
 
     def score(self, outputs: Outputs | Any) -> torch.Tensor:
         """(N,) float32 minus the k-th nearest-neighbour distance of ``outputs["feature"]`` (N, D), in [-2, 0]."""
         feats = scored_features(self, outputs, "train_features_", lambda: self.train_features_.shape[1])
-        return -self._detector().predict_features(feats).float().cpu() if len(feats) else torch.zeros(0)
+        if self.k > len(self.train_features_):
+            raise ConfigError(f"eval.knn_k={self.k} is more than the {len(self.train_features_)} training images")
+        return -knn_distance(feats, self.train_features_, self.k, self.train_sq_norms_)
 
     def summary(self) -> dict:
         """Name, ``k`` and, once fitted, the number of training features searched."""
@@ -245,15 +269,72 @@ class KNN(OpenSetScore):
         return out
 
     def state_dict(self) -> dict[str, torch.Tensor]:
-        """``train_features`` (N, D) float32; NotFittedError before :meth:`fit`."""
+        """``train_features`` (N, D) float32, L2-normalised; NotFittedError before :meth:`fit`."""
         _fitted(self, "train_features_")
         return {"train_features": self.train_features_}
 
     def load_state_dict(self, state: Mapping[str, torch.Tensor]) -> "KNN":
-        """Restore :meth:`state_dict`'s tensor (KeyError when missing) and index it again; returns self."""
-        self.__dict__.pop("detector_", None)
-        self.train_features_ = state["train_features"].float().contiguous()
+        """Restore :meth:`state_dict`'s tensor (KeyError when missing); returns self. Features saved by an older
+        openlt (not normalised) are normalised into a copy; normalised ones are kept as they are."""
+        feats = state["train_features"]
+        unit = feats.dtype == torch.float32 and all(
+            bool(((norms - 1).abs() <= 1e-5).logical_or(norms == 0).all())
+            for norms in (part.norm(dim=1) for part in feats.split(_KNN_ROWS)))
+        self._keep(feats.contiguous() if unit else normalised_rows(feats, copy=True))
         return self
+
+
+_KNN_ROWS = 1 << 12  # rows converted / normalised at a time (4,096 x 2,048 float32: 32 MB)
+_KNN_SIMILARITIES = 1 << 24  # (queries, training rows) similarities held at once: 64 MB float32
+_KNN_QUERY_ROWS = 1 << 10  # queries searched together (their running top-k: 1,024 x k)
+
+
+def normalised_rows(feats: torch.Tensor, copy: bool = True) -> torch.Tensor:
+    """`feats` (N, D) divided by their L2 norms as pytorch-ood's KNN does (``z / |z|.clamp(min=1e-12)``: a zero row
+    stays zero), float32. ``copy=True``: into one new float32 buffer, filled a chunk of rows at a time (a float16
+    input is never converted whole); ``copy=False``: in place when `feats` is already float32."""
+    out = feats if not copy and feats.dtype == torch.float32 else torch.empty(feats.shape, dtype=torch.float32)
+    for start in range(0, len(feats), _KNN_ROWS):
+        part = out[start:start + _KNN_ROWS]
+        if out is not feats:
+            part.copy_(feats[start:start + _KNN_ROWS])
+        part.div_(part.norm(dim=1, keepdim=True).clamp_(min=1e-12))
+    return out
+
+
+def knn_distance(queries: torch.Tensor, train: torch.Tensor, k: int, train_sq_norms: torch.Tensor | None = None,
+                 similarities: int | None = None) -> torch.Tensor:
+    """(M,) float32 Euclidean distance of each L2-normalised row of `queries` (M, D) to its `k`-th nearest row of
+    `train` (N, D; already normalised, :func:`normalised_rows`), exact brute force in bounded memory: queries in
+    chunks of at most 1,024 rows, each multiplied by chunks of training rows (at most `similarities` products at
+    once), the k nearest so far kept per query (``torch.topk`` of 2 q.t - |t|^2 over the running best and the chunk,
+    the ranking of the distance). The k-th neighbour's distance is then computed directly, ``|q - t|`` (no
+    cancellation near 0). `train_sq_norms`: |t|^2 per row (computed when None); `similarities`: default
+    ``_KNN_SIMILARITIES`` (2^24, 64 MB)."""
+    if not len(queries):
+        return torch.zeros(0)
+    if train_sq_norms is None:
+        train_sq_norms = torch.cat([(part * part).sum(dim=1) for part in train.split(_KNN_ROWS)])
+    q_rows = min(len(queries), _KNN_QUERY_ROWS)
+    t_rows = max(k, (similarities or _KNN_SIMILARITIES) // q_rows)
+    out = []
+    for q_start in range(0, len(queries), q_rows):
+        q = normalised_rows(queries[q_start:q_start + q_rows], copy=True)
+        best_v = best_i = None
+        for t_start in range(0, len(train), t_rows):
+            block = train[t_start:t_start + t_rows]
+            closeness = torch.addmm(train_sq_norms[t_start:t_start + t_rows], q, block.T, beta=-1, alpha=2)
+            values, index = closeness.topk(min(k, block.shape[0]), dim=1)
+            index += t_start
+            if best_v is not None:
+                values, index = torch.cat([best_v, values], dim=1), torch.cat([best_i, index], dim=1)
+                values, pick = values.topk(k, dim=1)
+                index = index.gather(1, pick)
+            best_v, best_i = values, index
+            del closeness
+        kth = best_i[:, k - 1]  # topk is sorted: the k-th largest closeness, the k-th nearest row
+        out.append((q - train[kth]).norm(dim=1))
+    return torch.cat(out)
 
 
 def vim_dim(dim: int | None, width: int) -> int:
