@@ -111,7 +111,7 @@ def _train(args: argparse.Namespace) -> int:
     from openlt.config import build_config
     from openlt.engine.evaluate import evaluate_run
     from openlt.engine.run import open_run
-    from openlt.engine.train import finished_training, train
+    from openlt.engine.train import final_evaluation, finished_training, train
     from openlt.reporting.run_report import format_table
 
     if args.resume:
@@ -138,7 +138,8 @@ def _train(args: argparse.Namespace) -> int:
     if not args.no_eval:
         from openlt.engine.distributed import is_main
 
-        metrics = evaluate_run(run, "best", quiet=args.quiet, device=args.device)  # under torchrun: a share each
+        with final_evaluation(run):  # interrupted: the message names the run and the command that finishes it
+            metrics = evaluate_run(run, "best", quiet=args.quiet, device=args.device)  # under torchrun: a share each
         if is_main():
             print(format_table(metrics))
             print(f"run directory: {run.path}\nmetrics: {run.metrics_file}\nreport: {run.report_file} "

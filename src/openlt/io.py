@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import hashlib
 import json
@@ -72,18 +73,28 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         raise
 
 
-_GROUP = threading.local()  # .pending: [(temporary file, final path)] of the open write_group of this thread
+_GROUP = threading.local()  # .pending: [(temporary file or None, final path)] of the open write_group of this thread
 _DEFERRED = {getattr(signal, name) for name in ("SIGINT", "SIGTERM") if hasattr(signal, name)}
+_COMMITTING = threading.Condition()  # .active: the groups being renamed into place now, in any thread
+_COMMITTING.active = 0
 
 
 @contextlib.contextmanager
 def write_group() -> Iterator[None]:
     """Write the files of one result as a group: every :func:`atomic_path` write inside the block (write_text,
     write_json, the npz and safetensors writers) goes to its temporary file, and all of them are renamed into
-    place together when the block ends without an error, with SIGINT / SIGTERM held back (blocked, delivered just
-    after) for those few renames. An error, Ctrl-C or SIGTERM inside the block removes every temporary file and
-    leaves all the previous versions: never a new metrics.json beside an old report.md. A file written in the
-    block reads as its previous version until the block ends. A group inside a group joins the outer one."""
+    place together when the block ends without an error (a :func:`remove_file` inside the block removes its file
+    then too), with SIGINT / SIGTERM held back (blocked, delivered just after) for those few renames. An error,
+    Ctrl-C or SIGTERM inside the block removes every temporary file and leaves all the previous versions: never a
+    new metrics.json beside an old report.md. A file written in the block reads as its previous version until
+    the block ends. A group inside a group joins the outer one.
+
+    In another thread than the main one (where no signal handler can be installed) the renames are protected
+    otherwise: Python runs signal handlers in the main thread only, so the renaming thread is never interrupted
+    by them; and the interpreter's exit (the main thread ended by Ctrl-C or SIGTERM while a daemon thread renames)
+    waits for a group being renamed to be complete (an atexit hook). Each file is whole in every case (one atomic
+    rename each). What no process can hold back (SIGKILL; a SIGTERM that no Python handler catches, which kills
+    at once whatever thread runs) may leave part of a group renamed, in any thread."""
     if getattr(_GROUP, "pending", None) is not None:
         yield
         return
@@ -93,35 +104,77 @@ def write_group() -> Iterator[None]:
     except BaseException:
         _GROUP.pending = None
         for tmp, _ in pending:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
+            if tmp is not None:
+                with contextlib.suppress(OSError):
+                    os.unlink(tmp)
         raise
     _GROUP.pending = None
     _commit(pending)
 
 
-def _commit(pending: list[tuple[Path, Path]]) -> None:
-    """Rename every (temporary file, final path) of a group; in the main thread SIGINT / SIGTERM that arrive
-    meanwhile are recorded and raised again once every file is in place (their handlers run then)."""
+def remove_file(path: str | os.PathLike) -> None:
+    """Remove the file `path` (none there: nothing to do). Inside a :func:`write_group` it is removed with the
+    group's renames, not before (a failed group leaves it); outside one, now. WriteError when it cannot be."""
+    group = getattr(_GROUP, "pending", None)
+    if group is not None:
+        group.append((None, Path(path)))
+        return
+    _remove(Path(path))
+
+
+def _remove(path: Path) -> None:
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
+    except OSError as exc:
+        raise WriteError(f"cannot remove {path}: {exc.strerror or exc}") from exc
+
+
+def _commit(pending: list[tuple[Path | None, Path]]) -> None:
+    """Rename every (temporary file, final path) of a group (remove the final path where there is no temporary
+    file); in the main thread SIGINT / SIGTERM that arrive meanwhile are recorded and raised again once every
+    file is in place (their handlers run then); in any thread the interpreter's exit waits for it
+    (:func:`_wait_for_commits`)."""
     held: list[int] = []
     previous = {}
     if threading.current_thread() is threading.main_thread():
         for sig in _DEFERRED:
             previous[sig] = signal.signal(sig, lambda signum, frame: held.append(signum))
+    with _COMMITTING:
+        _COMMITTING.active += 1
     try:
         for i, (tmp, path) in enumerate(pending):
+            if tmp is None:
+                _remove(path)
+                continue
             try:
                 os.replace(tmp, path)
             except OSError as exc:
                 for rest, _ in pending[i:]:
-                    with contextlib.suppress(OSError):
-                        os.unlink(rest)
+                    if rest is not None:
+                        with contextlib.suppress(OSError):
+                            os.unlink(rest)
                 raise _write_error(path, exc) from exc
     finally:
+        with _COMMITTING:
+            _COMMITTING.active -= 1
+            _COMMITTING.notify_all()
         for sig, handler in previous.items():
             signal.signal(sig, signal.SIG_DFL if handler is None else handler)
         for sig in dict.fromkeys(held):
             signal.raise_signal(sig)
+
+
+COMMIT_WAIT_S = 60.0  # the longest the interpreter's exit waits for groups being renamed (a few renames each)
+
+
+@atexit.register
+def _wait_for_commits() -> None:
+    """At the interpreter's exit (after the non-daemon threads ended, before daemon threads are stopped): wait
+    for the groups other threads are renaming into place, so that an exit never stops one half-way."""
+    with _COMMITTING:
+        _COMMITTING.wait_for(lambda: _COMMITTING.active == 0, timeout=COMMIT_WAIT_S)
 
 
 def remove_stale_temp(folder: str | os.PathLike) -> list[Path]:

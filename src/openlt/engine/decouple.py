@@ -310,26 +310,11 @@ def _pct(value: float | None) -> str:
 
 
 def _plot_tau_curve(curve: list[dict], tau: float, run: Run, log: Callable[[str], None]) -> None:
-    """Validation top-1 per band against tau (the paper's Fig. 3-style trade-off), saved as tau_curve.png."""
+    """Validation top-1 per band against tau (the paper's Fig. 3-style trade-off), saved as tau_curve.png through
+    the report figures' own writer (``figures.save_png``: the same renderer and warning filter, atomic)."""
     try:
-        import matplotlib
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
+        from openlt.reporting.figures import save_png, tau_curve
     except ImportError:
         log("note: matplotlib is not installed; the tau curve is in decouple.json only")
         return
-    taus = [p["tau"] for p in curve]
-    fig, ax = plt.subplots(figsize=(5, 3.5), dpi=120)
-    for band, style in (("many", "-o"), ("medium", "-s"), ("few", "-^"), ("overall", "-k")):
-        values = [None if p[band] is None else 100 * p[band] for p in curve]
-        if any(v is not None for v in values):
-            ax.plot(taus, [float("nan") if v is None else v for v in values], style, label=band, markersize=3)
-    ax.axvline(tau, color="grey", linestyle="--", linewidth=1, label=f"chosen tau = {tau:g}")
-    ax.set_xlabel("tau")
-    ax.set_ylabel("validation top-1 (%)")
-    ax.set_title("tau-normalisation: accuracy per shot band")
-    ax.legend(fontsize=8)
-    ax.grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(run.tau_curve_file)
-    plt.close(fig)
+    save_png(tau_curve(curve, tau), run.tau_curve_file, dpi=120)

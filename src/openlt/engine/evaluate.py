@@ -13,8 +13,10 @@ is saved sparse in its own file."""
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
+from collections.abc import Iterator
 
 import numpy as np
 import torch
@@ -32,7 +34,7 @@ from openlt.engine.score_fit import fit_open_score
 from openlt.engine.runtime import (batch_score_for, collect_outputs, inference_loader, kept_for, resolve_device,
                                    score_fit_args, to_device)
 from openlt.errors import ConfigError
-from openlt.io import write_group, write_json
+from openlt.io import remove_file, write_group, write_json
 from openlt.metrics import (ShotBands, auroc_per_band, band_confusion, ece_by_band, open_set_f_measure,
                             open_set_metrics, per_class_accuracy, shot_accuracy, sparse_confusion, top_confusions)
 from openlt.models.model import OpenLTModel, build_model
@@ -248,8 +250,25 @@ def evaluate_run(run: Run, checkpoint: str = "best", overrides: list[str] | None
     confusion-TAG.npz, report-TAG.md / .html (open-score-TAG.safetensors) and the run's own metrics and
     calibration stay as they were. With `write` False nothing is written: the metrics are only returned."""
     check_tag(tag)  # the one rule of the CLI, the API and the bench, before any work
-    if distributed.is_main():  # (under torchrun, train's rank 0 holds the lock while the other ranks evaluate)
-        run.check_not_training("evaluate")  # its checkpoints are still changing: the results would be stale
+    with _evaluating(run):
+        return _evaluate(run, checkpoint, overrides, quiet, device, tag, write)
+
+
+@contextlib.contextmanager
+def _evaluating(run: Run) -> Iterator[None]:
+    """Rank 0 holds the run's lock (``Run.eval_lock``: refused while another process trains or evaluates it;
+    a `train --resume` started meanwhile is refused) and a handle on its directory (``Run.watched``) for the
+    whole evaluation. Under torchrun only rank 0 takes them (train's rank 0 may still hold train.lock while the
+    other ranks start to evaluate)."""
+    if not distributed.is_main():
+        yield
+        return
+    with run.eval_lock(), run.watched():
+        yield
+
+
+def _evaluate(run: Run, checkpoint: str, overrides: list[str] | None, quiet: bool, device: str | None,
+              tag: str | None, write: bool) -> dict:
     cfg, scorer = eval_setup(run, overrides)
     dev = distributed.setup(resolve_device(device or cfg.train.device, "--device" if device else "train.device"))
     data = prepare_data(cfg, default_split_dir=run.splits_dir)
@@ -273,6 +292,7 @@ def evaluate_run(run: Run, checkpoint: str = "best", overrides: list[str] | None
                **checkpoint_epoch_fields(state), **metrics, "split_files": {split: data.manifest["files"][split]["sha256"] for split in data.entries},
                **run_context(run, data, dev)}
     if distributed.is_main() and write:
+        run.check_in_place("the evaluation's results")  # moved or deleted meanwhile: nothing written, none recreated
         with write_group():  # all of them or none: an interrupted write phase leaves the previous evaluation's
             if scorer.requires_fit:
                 save_score(run.open_score_path(tag), scorer, fitted_on=using)
@@ -293,10 +313,13 @@ def checkpoint_epoch_fields(state: dict) -> dict:
 
 def _write_results(run: Run, tag: str | None, cfg: Config, data: DataBundle, metrics: dict, records: dict,
                    rejector: Rejector | None) -> None:
-    """The files of an evaluation (see :func:`evaluate_run`); calibration.json only for the run's own (untagged).
+    """The files of an evaluation (see :func:`evaluate_run`); calibration.json only for the run's own (untagged),
+    removed when this evaluation takes no open-set decision (an older one's would be stale).
     Called inside one :func:`openlt.io.write_group`: they are renamed into place together."""
     if tag is None and rejector is not None:
         rejector.save(run.calibration_file)
+    elif tag is None:  # a closed-set evaluation: an older evaluation's decision would be stale (predict ignores it)
+        remove_file(run.calibration_file)
     if not run.inference_file.is_file():  # a run of an older openlt: described now, predict needs no data
         write_inference(run, data)
     write_json(run.metrics_path(tag), metrics)

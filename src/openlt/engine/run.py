@@ -209,34 +209,68 @@ class Run:
     def lock(self) -> Iterator[None]:
         """Hold the run's exclusive lock (flock on train.lock) while training it: one process at a time.
 
-        RunDirError naming the process (PID and host) that holds it. The lock goes with the process: it is
-        released on exit, also a killed one's, and stays with the directory when it is renamed."""
+        RunDirError naming the process (PID and host) that holds it (training or evaluating the run). The lock
+        goes with the process: it is released on exit, also a killed one's, and stays with the directory when it
+        is renamed."""
+        with self._held_lock(TRAINING, "train it"):
+            yield
+
+    @contextlib.contextmanager
+    def eval_lock(self) -> Iterator[None]:
+        """Hold the run's lock (the same flock on train.lock as :meth:`lock`) for an evaluation's whole length,
+        so that a `openlt train --resume` started meanwhile is refused (naming this process) instead of changing
+        the checkpoints and the calibration under it. RunDirError naming the process that trains (or evaluates)
+        the run. A lock this process already holds (a caller that trains and then evaluates) is enough."""
+        with self._held_lock(EVALUATING, "evaluate it"):
+            yield
+
+    @contextlib.contextmanager
+    def _held_lock(self, activity: str, command: str) -> Iterator[None]:
         if fcntl is None:  # pragma: no cover
             yield
             return
+        if not self.path.is_dir():  # (open() below would create nothing but fail with a less clear reason)
+            raise RunDirError(f"run directory not found: {self.path} (moved or deleted?)")
         try:
             fh = open(self.lock_file, "a+", encoding="utf-8")
         except OSError as exc:
             raise WriteError(f"cannot create {self.lock_file}: {exc.strerror or exc}") from None
         with fh:
+            info = os.fstat(fh.fileno())
+            key = (info.st_dev, info.st_ino)
+            if activity == EVALUATING and key in _HELD:  # this process holds it already (its own training)
+                yield
+                return
             try:
                 fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except OSError:
                 fh.seek(0)
-                holder = fh.read().strip() or "(unknown)"
+                holder, what = _holder(fh.read())
+                if what == EVALUATING:
+                    raise RunDirError(f"{self.path} is being evaluated by process {holder} (`openlt eval` or the "
+                                      f"final evaluation of `openlt train`); {command} once it has ended") from None
+                if activity == EVALUATING:
+                    raise RunDirError(f"{self.path} is being trained by process {holder}; {command} once training "
+                                      f"has ended (wait for it, or stop it and `openlt train --resume {self.path}` "
+                                      f"later)") from None
                 raise RunDirError(f"{self.path} is being trained by process {holder} (another `openlt train` or "
                                   f"`--resume` of this run); wait for it to end, or stop it first") from None
             fh.seek(0)
             fh.truncate()
-            fh.write(f"{os.getpid()} on {socket.gethostname()}\n")
+            fh.write(f"{os.getpid()} on {socket.gethostname()}\n{activity}\n")
             fh.flush()
-            yield  # closing the file releases the lock
+            _HELD.add(key)
+            try:
+                yield  # closing the file releases the lock
+            finally:
+                _HELD.discard(key)
 
     def check_not_training(self, command: str) -> None:
-        """Refuse to `command` (e.g. "evaluate") the run while another live process trains it (holds train.lock,
-        :meth:`lock`): RunDirError naming that process (PID and host). Its checkpoints, log and calibration are
-        still changing, so an evaluation now would leave the finished run with stale metrics. The lock is only
-        tested, not held; this process's own lock does not count."""
+        """Refuse to `command` (e.g. "label images with") the run while another live process trains it (holds
+        train.lock, :meth:`lock`): RunDirError naming that process (PID and host). Its checkpoints, log and
+        calibration are still changing. The lock is only tested, not held; this process's own lock does not
+        count, nor an evaluation's (:meth:`eval_lock`: it changes neither the weights nor, but in one atomic
+        group, the calibration)."""
         if fcntl is None or not self.lock_file.is_file():  # pragma: no cover - not POSIX
             return
         try:
@@ -244,15 +278,81 @@ class Run:
         except OSError:  # unreadable: taken as free, the checks of the files that follow still apply
             return
         with fh:
+            info = os.fstat(fh.fileno())
+            if (info.st_dev, info.st_ino) in _HELD:
+                return  # held by this process (a caller that trains and then evaluates)
             try:
                 fcntl.flock(fh, fcntl.LOCK_SH | fcntl.LOCK_NB)
                 return  # free (closing the file releases this test lock)
             except OSError:
-                holder = fh.read().strip() or "(unknown)"
-        if holder.split(" ", 1)[0] == str(os.getpid()):
-            return  # held by this process (a caller that trains and then evaluates)
+                holder, what = _holder(fh.read())
+        if holder.split(" ", 1)[0] == str(os.getpid()) or what == EVALUATING:
+            return  # held by this process, or by an evaluation
         raise RunDirError(f"{self.path} is being trained by process {holder}; {command} it once training has "
                           f"ended (wait for it, or stop it and `openlt train --resume {self.path}` later)")
+
+    @contextlib.contextmanager
+    def watched(self) -> Iterator[None]:
+        """Keep the run directory open (a handle on it, not its name) inside the block, so that
+        :meth:`check_in_place` can tell when it was moved or deleted meanwhile (``mv runs/x runs/y``)."""
+        try:
+            fd = os.open(self.path, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+        except OSError as exc:
+            raise RunDirError(f"cannot open the run directory {self.path}: {exc.strerror or exc}") from None
+        self._dir_fd = fd
+        try:
+            yield
+        finally:
+            self._dir_fd = None
+            os.close(fd)
+
+    def check_in_place(self, what: str) -> None:
+        """Inside :meth:`watched`: RunDirError, one line, when the run directory is no longer at its path (moved,
+        deleted, or another directory put there), saying `what` was not written and where it went when the
+        system can tell (Linux: /proc/self/fd); never recreates it. Outside :meth:`watched`: nothing."""
+        fd = getattr(self, "_dir_fd", None)
+        if fd is None:
+            return
+        held = os.fstat(fd)
+        try:
+            now = os.stat(self.path)
+            if (now.st_dev, now.st_ino) == (held.st_dev, held.st_ino):
+                return
+        except OSError:
+            pass
+        where = _current_path(fd) if held.st_nlink else None
+        if where is not None and where != Path(os.path.abspath(self.path)):
+            raise RunMovedError(f"the run directory {self.path} was moved to {where} while it was in use; stopped: "
+                              f"{what} was not written, nothing more was written (continue with `openlt train "
+                              f"--resume {where}`)")
+        raise RunMovedError(f"the run directory {self.path} was moved or deleted while it was in use; stopped: {what} "
+                          f"was not written, nothing more was written and the directory is not recreated")
+
+
+class RunMovedError(RunDirError):
+    """The run directory is no longer where the process that uses it found it (:meth:`Run.check_in_place`)."""
+
+
+TRAINING, EVALUATING = "training", "evaluating"  # the second line of train.lock: what its holder does
+_HELD: set[tuple[int, int]] = set()  # (device, inode) of the run locks this process holds
+
+
+def _holder(text: str) -> tuple[str, str]:
+    """(the "PID on HOST" of train.lock, what it does: TRAINING or EVALUATING; an older file: training)."""
+    lines = text.strip().splitlines()
+    holder = lines[0].strip() if lines and lines[0].strip() else "(unknown)"
+    return holder, EVALUATING if len(lines) > 1 and lines[1].strip() == EVALUATING else TRAINING
+
+
+def _current_path(fd: int) -> Path | None:
+    """Where the directory open as `fd` is now (Linux /proc/self/fd), or None when unknown or deleted."""
+    try:
+        target = os.readlink(f"/proc/self/fd/{fd}")
+    except OSError:
+        return None
+    if target.endswith(" (deleted)") or not os.path.isdir(target):
+        return None
+    return Path(target)
 
 
 def run_prefix(cfg: Config, name: str | None = None) -> str:

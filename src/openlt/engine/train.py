@@ -39,7 +39,7 @@ from openlt.engine.inference import write_inference
 from openlt.engine.init_from import check_stage1_run, init_from_run
 from openlt.engine.manifest import check_training_data
 from openlt.engine.precision import autocast, check_amp, grad_scaler
-from openlt.engine.run import Run, new_run, publish_run, remove_stale_stages, staged_run
+from openlt.engine.run import Run, RunMovedError, new_run, publish_run, remove_stale_stages, staged_run
 from openlt.engine.runtime import (batch_to, collect_outputs, inference_loader, make_loader, resolve_device,
                                    to_device)
 from openlt.engine.tracking import EpochLog
@@ -175,12 +175,15 @@ def save_epoch(run: Run, model: OpenLTModel, optimizer: torch.optim.Optimizer,
     best = score if improved else best
     main = distributed.is_main()
     if main and (improved or not has_val):
+        run.check_in_place(f"the best checkpoint of epoch {epoch + 1}")  # moved or deleted: stop, recreate nothing
         save_checkpoint(run.checkpoint("best"), model, None, {"epoch": epoch, "val_overall": score})
     state = {"epoch": epoch, "best_val": best, "record": record}  # the record too: the log line is repaired from it
     if scaler is not None:
         state["grad_scaler"] = scaler.state_dict()  # the loss scale continues where it was on resume
     if main:
+        run.check_in_place(f"the checkpoint of epoch {epoch + 1}")
         save_checkpoint(run.checkpoint("last"), model, optimizer, state)
+        run.check_in_place(f"epoch {epoch + 1}'s line of {run.log_file.name}")
         epoch_log.write(record)
     return best, improved
 
@@ -250,7 +253,7 @@ def _prepared_run(cfg: Config, run: Run | None, name: str | None, resume: bool,
             remove_stale_temp(run.path)
         data = distributed.main_first(lambda: prepare_data(cfg, default_split_dir=run.splits_dir))
         check_training_data(cfg, data, run, resume)  # resume: the split files it started on; open set: a threshold
-        with _interrupt_note(run):
+        with _interrupt_note(run), _watched(run):
             yield run, data
 
 
@@ -282,7 +285,7 @@ def _new_run(cfg: Config, name: str | None, log: Log) -> Iterator[tuple[Run, Dat
             _adopt_splits(run, stage, data)
             distributed.broadcast_object(str(run.path))
             log(f"run directory: {run.path}")
-            with _interrupt_note(run):
+            with _interrupt_note(run), _watched(run):
                 yield run, data
     except BaseException as exc:
         _remove_unfinished(run or stage, exc, staged=run is None)
@@ -292,8 +295,8 @@ def _new_run(cfg: Config, name: str | None, log: Log) -> Iterator[tuple[Run, Dat
 def _remove_unfinished(run: Run, exc: BaseException, staged: bool) -> None:
     """After `exc`: remove a staged run, and a new run without a checkpoint unless it was interrupted (it is
     resumable from epoch 1 then, as after a SIGKILL); an error message then says it is removed."""
-    if not staged and (isinstance(exc, KeyboardInterrupt) or run.checkpoint("last").exists()):
-        return
+    if not staged and (isinstance(exc, (KeyboardInterrupt, RunMovedError)) or run.checkpoint("last").exists()):
+        return  # (moved: what is at its old path now is not this run's)
     shutil.rmtree(run.path, ignore_errors=True)
     if not staged and isinstance(exc, OpenLTError):
         exc.args = (f"{str(exc).rstrip()}; the run directory {run.path} is removed",)
@@ -310,6 +313,17 @@ def _locked(run: Run) -> Iterator[None]:
 
 
 @contextmanager
+def _watched(run: Run) -> Iterator[None]:
+    """Rank 0 (the writer) keeps a handle on the run directory inside the block (``Run.watched``): a run moved or
+    deleted while it trains stops at its next write (``Run.check_in_place``), never recreating the directory."""
+    if not distributed.is_main():
+        yield
+        return
+    with run.watched():
+        yield
+
+
+@contextmanager
 def _interrupt_note(run: Run) -> Iterator[None]:
     """A KeyboardInterrupt (Ctrl-C; SIGTERM through the CLI) leaving the block gets a one-line message: the run,
     the last checkpoint it keeps, and the command that continues it."""
@@ -318,6 +332,25 @@ def _interrupt_note(run: Run) -> Iterator[None]:
     except KeyboardInterrupt as exc:
         exc.args = (_resume_hint(run),)
         raise
+
+
+@contextmanager
+def final_evaluation(run: Run) -> Iterator[None]:
+    """The evaluation `openlt train` runs after the last epoch: a KeyboardInterrupt (Ctrl-C; SIGTERM through the
+    CLI) leaving the block gets the same kind of one-line message as one during training: the run, and the
+    command that finishes it (`openlt train --resume RUN` evaluates a trained run that has no metrics.json yet;
+    `openlt eval RUN` when one is there, e.g. of an earlier evaluation)."""
+    try:
+        yield
+    except KeyboardInterrupt as exc:
+        exc.args = (_evaluation_hint(run),)
+        raise
+
+
+def _evaluation_hint(run: Run) -> str:
+    command = f"openlt eval {run.path}" if run.metrics_file.is_file() else f"openlt train --resume {run.path}"
+    return (f"the run {run.path} has finished training, its final evaluation was stopped (nothing of it was "
+            f"written, or all of it); finish it with `{command}`")
 
 
 def _resume_hint(run: Run) -> str:

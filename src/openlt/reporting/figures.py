@@ -48,6 +48,16 @@ def to_png(fig: Figure, dpi: int = 110) -> bytes:
     return buf.getvalue()
 
 
+def save_png(fig: Figure, path, dpi: int = 110) -> None:
+    """Write the figure as a PNG file at `path` (:func:`to_png`: the same renderer and warning filter as every
+    report figure), atomically (WriteError when it cannot be written, the previous file kept)."""
+    from openlt.io import atomic_path
+
+    data = to_png(fig, dpi)
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(data)
+
+
 @lru_cache(maxsize=1)
 def _drawable() -> frozenset[int] | None:
     """The code points the fonts of matplotlib's font.family have a glyph for (None: no font could be read, so
@@ -414,4 +424,24 @@ def validation_accuracy(history: Sequence[Mapping]) -> Figure:
     ax.yaxis.set_major_formatter(PercentFormatter(1.0))
     ax.legend(fontsize=8, loc="center left", bbox_to_anchor=(1.01, 0.5))  # outside: never over the curves
     ax.grid(alpha=0.3, lw=0.5)
+    return fig
+
+
+def tau_curve(curve: Sequence[Mapping], tau: float) -> Figure:
+    """Validation top-1 per shot band and overall against tau (tau-normalisation / logit adjustment of a decoupled
+    stage 2, the paper's Fig. 3-style trade-off), the chosen tau dashed. `curve`: one mapping a tau with its
+    ``tau`` and the fractions ``many`` / ``medium`` / ``few`` / ``overall`` (None: no class in that band)."""
+    fig = Figure(figsize=(5, 3.5), layout="constrained")
+    ax = fig.add_subplot()
+    taus = [p["tau"] for p in curve]
+    for band, style in (("many", "-o"), ("medium", "-s"), ("few", "-^"), ("overall", "-k")):
+        values = [None if p[band] is None else 100 * p[band] for p in curve]
+        if any(v is not None for v in values):
+            ax.plot(taus, [float("nan") if v is None else v for v in values], style, label=band, markersize=3)
+    ax.axvline(tau, color="grey", linestyle="--", linewidth=1, label=f"chosen tau = {tau:g}")
+    ax.set_xlabel("tau")
+    ax.set_ylabel("validation top-1 (%)")
+    ax.set_title("tau-normalisation: accuracy per shot band")
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3)
     return fig

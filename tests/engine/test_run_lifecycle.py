@@ -1,0 +1,281 @@
+"""A run's life beyond its epochs, through real `python -m openlt` processes: a run directory moved or deleted while
+it trains stops the process with one line (never a recreated folder), a SIGTERM in train's final evaluation names
+the run and the command that finishes it, and an evaluation holds the run's lock for its whole length (a
+`train --resume` started meanwhile is refused, naming it). In this process: a closed-set re-evaluation removes a
+stale calibration.json inside its write group, and the tau curve goes through the report figures' writer."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import warnings
+from pathlib import Path
+
+import pytest
+
+from openlt.engine.checkpoint import checkpoint_state
+
+pytestmark = pytest.mark.skipif(not hasattr(signal, "SIGKILL"), reason="needs POSIX signals")
+
+EPOCHS = 2
+TINY = ["data.dataset=image-folder", "data.image_size=16", "model.backbone=resnet10", f"train.epochs={EPOCHS}",
+        "train.batch_size=8", "train.lr=0.05", "train.device=cpu", "data.workers=0", "eval.batch_size=64",
+        "eval.many_above=30", "eval.few_below=15", "data.split.n_max=40", "data.split.n_min=8",
+        "data.split.open_classes=[eel]", "data.split.val_per_class=4", "data.split.test_per_class=6",
+        "data.split.order=label"]
+ENV = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "OPENLT_TENSORBOARD": "0",
+       "PYTHONUNBUFFERED": "1"}
+TIMEOUT = 240
+FINISHED: dict[str, Path] = {}  # a finished run a test leaves for the next one
+
+# `python -m openlt` that waits at a chosen point (OPENLT_TEST_MODE) until MARKER.go exists, MARKER created there:
+#   wait-in-epoch-N      after step 3 of epoch N
+#   wait-in-evaluation   when an evaluation starts computing outputs (the run's lock is held then)
+HOOKED = """
+import os, runpy, sys, time
+import openlt.engine.evaluate as evaluate
+import openlt.engine.train as train
+mode, marker = os.environ["OPENLT_TEST_MODE"], os.environ["OPENLT_TEST_MARKER"]
+where = {"epoch": 0, "step": 0}
+
+def wait_here():
+    open(marker, "w").close()
+    deadline = time.monotonic() + 600
+    while not os.path.exists(marker + ".go") and time.monotonic() < deadline:
+        time.sleep(0.02)
+
+real_epoch, real_step, real_outputs = train.train_one_epoch, train.optimizer_step, evaluate._split_outputs
+
+def train_one_epoch(*args, **kwargs):
+    where.update(epoch=args[6] + 1, step=0)
+    return real_epoch(*args, **kwargs)
+
+def optimizer_step(*args, **kwargs):
+    real_step(*args, **kwargs)
+    where["step"] += 1
+    if mode == f"wait-in-epoch-{where['epoch']}" and where["step"] == 3:
+        wait_here()
+
+def split_outputs(*args, **kwargs):
+    if mode == "wait-in-evaluation":
+        wait_here()
+    return real_outputs(*args, **kwargs)
+
+train.train_one_epoch, train.optimizer_step, evaluate._split_outputs = train_one_epoch, optimizer_step, split_outputs
+sys.argv[0] = "openlt"
+runpy.run_module("openlt", run_name="__main__", alter_sys=True)
+"""
+
+
+@pytest.fixture(scope="module")
+def workspace(tmp_path_factory):
+    from images import make_image_folder  # tests/helpers, on the path through conftest
+
+    root = tmp_path_factory.mktemp("lifecycle")
+    make_image_folder(root / "images", {"ant": 60, "bee": 40, "cat": 30, "dog": 25, "eel": 25})
+    (root / "tiny.yaml").write_text("name: tiny\n")
+    return root
+
+
+def train_args(ws: Path, out: str, *extra: str) -> list[str]:
+    return ["train", str(ws / "tiny.yaml"), f"data.root={ws / 'images'}", f"out_dir={ws / out}", *TINY, "--quiet",
+            *extra]
+
+
+def hooked(args: list[str], mode: str, marker: Path) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-c", HOOKED, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, env={**ENV, "OPENLT_TEST_MODE": mode, "OPENLT_TEST_MARKER": str(marker)})
+
+
+def openlt(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "openlt", *args], capture_output=True, text=True, env=ENV,
+                          timeout=TIMEOUT)
+
+
+def finish(proc: subprocess.Popen, code: int) -> tuple[str, list[str]]:
+    """(stdout, the non-empty stderr lines) of `proc` once it exits, which must be with `code`."""
+    try:
+        out, err = proc.communicate(timeout=TIMEOUT)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        out, err = proc.communicate()
+        pytest.fail(f"openlt did not finish within {TIMEOUT}s:\n{out}\n{err}")
+    assert proc.returncode == code, f"exit {proc.returncode}\n{out}\n{err}"
+    return out, [line for line in err.splitlines() if line.strip()]
+
+
+def wait_for(path: Path, proc: subprocess.Popen) -> None:
+    deadline = time.monotonic() + TIMEOUT
+    while not path.exists():
+        if proc.poll() is not None:
+            out, err = proc.communicate()
+            pytest.fail(f"openlt exited ({proc.returncode}) before {path.name}:\n{out}\n{err}")
+        if time.monotonic() > deadline:
+            proc.kill()
+            pytest.fail(f"timed out waiting for {path.name}")
+        time.sleep(0.01)
+
+
+def only_run(folder: Path) -> Path:
+    runs = [p for p in folder.iterdir() if p.is_dir()]
+    assert len(runs) == 1, runs
+    return runs[0]
+
+
+def logged_epochs(run: Path) -> list[int]:
+    return [json.loads(line)["epoch"] for line in (run / "metrics.jsonl").read_text().splitlines() if line.strip()]
+
+
+# ---------------------------------------------------------------------------- a run moved or deleted while it trains
+@pytest.mark.parametrize("how", ["moved", "deleted"])
+def test_a_run_moved_or_deleted_while_it_trains_stops_with_one_line_and_is_not_recreated(workspace, how):
+    marker = workspace / f"in-epoch-2-{how}"
+    proc = hooked(train_args(workspace, f"runs-{how}", "--no-eval"), "wait-in-epoch-2", marker)
+    wait_for(marker, proc)
+    run = only_run(workspace / f"runs-{how}")
+    moved = run.with_name(run.name + "-moved")
+    if how == "moved":
+        os.rename(run, moved)  # `mv runs/x runs/y`
+    else:
+        shutil.rmtree(run)
+    Path(f"{marker}.go").touch()
+    _, err = finish(proc, 2)
+    if how == "moved":
+        assert err == [f"openlt train: error: the run directory {run} was moved to {moved} while it was in use; "
+                       f"stopped: the checkpoint of epoch 2 was not written, nothing more was written (continue "
+                       f"with `openlt train --resume {moved}`)"]
+        assert checkpoint_state(moved / "checkpoints" / "last.safetensors")["epoch"] == 0  # epoch 1's, kept
+        assert logged_epochs(moved) == [1] and not list(moved.rglob("*.tmp"))
+    else:
+        assert err == [f"openlt train: error: the run directory {run} was moved or deleted while it was in use; "
+                       f"stopped: the checkpoint of epoch 2 was not written, nothing more was written and the "
+                       f"directory is not recreated"]
+    assert not run.exists()  # no orphan folder with a lone checkpoint
+    if how == "moved":  # the command the line names continues the run where it is now
+        done = openlt("train", "--resume", str(moved), "--quiet", "--no-eval")
+        assert done.returncode == 0, done.stderr
+        assert f"resuming {moved} after epoch 1/{EPOCHS}" in done.stdout and logged_epochs(moved) == [1, 2]
+        assert not run.exists()
+
+
+# ---------------------------------------------------------------------------- SIGTERM in train's final evaluation
+def test_sigterm_in_the_final_evaluation_names_the_run_and_the_command_that_finishes_it(workspace):
+    marker = workspace / "in-final-evaluation"
+    proc = hooked(train_args(workspace, "runs-final"), "wait-in-evaluation", marker)
+    wait_for(marker, proc)
+    os.kill(proc.pid, signal.SIGTERM)
+    _, err = finish(proc, 128 + signal.SIGTERM)
+    run = only_run(workspace / "runs-final")
+    assert err == [f"openlt train: interrupted (SIGTERM): the run {run} has finished training, its final evaluation "
+                   f"was stopped (nothing of it was written, or all of it); finish it with "
+                   f"`openlt train --resume {run}`"]
+    assert logged_epochs(run) == [1, 2] and not (run / "metrics.json").exists()
+    done = openlt("train", "--resume", str(run), "--quiet")  # the command, as the line gives it
+    assert done.returncode == 0, done.stderr
+    assert json.loads((run / "metrics.json").read_text())["epoch"] in (1, 2)
+    FINISHED["run"] = run  # (the next test evaluates this finished run again)
+
+
+# ---------------------------------------------------------------------------- an evaluation holds the run's lock
+def test_a_resume_started_while_an_evaluation_runs_is_refused_naming_it(workspace):
+    run = FINISHED.get("run")
+    if run is None:  # run alone: a finished, unevaluated run of its own
+        done = openlt(*train_args(workspace, "runs-locked", "--no-eval"))
+        assert done.returncode == 0, done.stderr
+        run = only_run(workspace / "runs-locked")
+    marker = workspace / "in-eval"
+    evaluation = hooked(["eval", str(run), "--quiet"], "wait-in-evaluation", marker)
+    wait_for(marker, evaluation)
+    before = {p: p.read_bytes() for p in (run / "checkpoints").iterdir()}
+    resumed = openlt("train", "--resume", str(run), "--quiet")
+    lines = resumed.stderr.strip().splitlines()
+    assert resumed.returncode == 2 and len(lines) == 1, resumed.stderr
+    assert lines[0].startswith(f"openlt train: error: {run} is being evaluated by process {evaluation.pid} on "), lines
+    assert lines[0].endswith("(`openlt eval` or the final evaluation of `openlt train`); train it once it has ended")
+    second = openlt("eval", str(run), "--quiet")  # one evaluation at a time: its files are one group
+    lines = second.stderr.strip().splitlines()
+    assert second.returncode == 2 and len(lines) == 1 and f"is being evaluated by process {evaluation.pid}" in lines[0]
+    Path(f"{marker}.go").touch()
+    finish(evaluation, 0)
+    assert {p: p.read_bytes() for p in (run / "checkpoints").iterdir()} == before
+    from openlt.engine.run import Run
+
+    with Run(run).lock():  # released when the evaluation ended
+        pass
+
+
+def test_an_evaluation_is_refused_while_the_run_trains_and_its_own_lock_is_enough(tmp_path):
+    from openlt.engine.run import Run
+    from openlt.errors import RunDirError
+
+    run = Run(tmp_path)
+    holder = subprocess.Popen([sys.executable, "-c", "import sys, time\nfrom pathlib import Path\n"
+                               "from openlt.engine.run import Run\nwith Run(Path(sys.argv[1])).lock():\n"
+                               "    print('locked', flush=True)\n    time.sleep(120)\n", str(tmp_path)],
+                              stdout=subprocess.PIPE, text=True, env=ENV)
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        with pytest.raises(RunDirError, match=f"is being trained by process {holder.pid} on .*; evaluate it once "
+                                              f"training has ended"):
+            with run.eval_lock():
+                pass
+    finally:
+        holder.kill()
+        holder.wait()
+    with run.lock(), run.eval_lock():  # this process trains and then evaluates
+        assert run.lock_file.read_text().splitlines()[1] == "training"
+    with run.eval_lock():
+        assert run.lock_file.read_text().splitlines()[1] == "evaluating"
+        run.check_not_training("label images with")  # predict / export may read a run being evaluated
+        with pytest.raises(RunDirError, match=f"is being evaluated by process {os.getpid()} on .*; train it once"):
+            with Run(tmp_path).lock():
+                pass
+
+
+# ---------------------------------------------------------------------------- a stale calibration.json
+def test_a_closed_set_re_evaluation_removes_a_stale_calibration_json_in_its_write_group(tmp_path, monkeypatch):
+    import openlt.engine.evaluate as evaluate
+    from tiny_run import train_tiny_run
+
+    run = train_tiny_run(tmp_path, "data.split.open_classes=0", "train.device=cpu", "data.workers=0")
+    assert not run.calibration_file.exists()  # a closed-set run's evaluation takes no open-set decision
+    stale = json.dumps({"score": "msp", "threshold": 0.5, "source": "auto"})  # as an older openlt wrote one
+    run.calibration_file.write_text(stale)
+    metrics_before = run.metrics_file.read_bytes()
+
+    def broken_reports(*args, **kwargs):
+        raise RuntimeError("disk gone")
+
+    monkeypatch.setattr(evaluate, "write_reports", broken_reports)
+    with pytest.raises(RuntimeError, match="disk gone"):
+        evaluate.evaluate_run(run, quiet=True)
+    assert run.calibration_file.read_text() == stale and run.metrics_file.read_bytes() == metrics_before  # all or none
+    monkeypatch.undo()
+    metrics = evaluate.evaluate_run(run, quiet=True)
+    assert not run.calibration_file.exists() and "calibration" not in metrics
+    assert json.loads(run.metrics_file.read_text())["checkpoint_sha256"] == metrics["checkpoint_sha256"]
+
+
+# ---------------------------------------------------------------------------- the tau curve figure
+def test_the_tau_curve_is_drawn_through_the_report_figures_writer(tmp_path, monkeypatch):
+    import openlt.reporting.figures as figures
+    from openlt.engine.decouple import _plot_tau_curve
+    from openlt.engine.run import Run
+
+    curve = [{"tau": t / 10, "many": 0.9 - t / 50, "medium": 0.5, "few": None if t == 0 else 0.1 + t / 30,
+              "overall": 0.6} for t in range(11)]
+    run = Run(tmp_path)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # nothing reaches the user: no tight-layout or pyplot warning
+        _plot_tau_curve(curve, 0.5, run, lambda line: pytest.fail(line))
+    assert run.tau_curve_file.read_bytes().startswith(b"\x89PNG") and not list(tmp_path.glob(".*.tmp"))
+    assert "matplotlib.pyplot" not in sys.modules or not sys.modules["matplotlib.pyplot"].get_fignums()
+    seen = []
+    monkeypatch.setattr(figures, "to_png", lambda fig, dpi=110: seen.append(dpi) or b"drawn by to_png")
+    _plot_tau_curve(curve, 0.5, run, lambda line: pytest.fail(line))
+    assert seen == [120] and run.tau_curve_file.read_bytes() == b"drawn by to_png"
