@@ -7,6 +7,7 @@ import logging
 import os
 import re
 import sys
+import threading
 import warnings
 from pathlib import Path, PurePosixPath
 from stat import S_ISREG
@@ -147,12 +148,30 @@ def convert_image(img: Image.Image, mode: str) -> Image.Image:
 
 def open_image(path: str | os.PathLike, mode: str | None = "RGB") -> Image.Image | tuple[int, int]:
     """Read an image file as `mode`; a missing, empty, truncated or non-image file is a DataError naming it.
-    `mode` None: decode it only (a check), return its (width, height)."""
+    `mode` None: decode it only (a check), return its (width, height).
+
+    The one decoder of every image openlt reads (the split check, the training / evaluation loaders, predict):
+    an image between PIL's decompression-bomb warning and error limits decodes, and instead of PIL's
+    DecompressionBombWarning (which names no file, once per read) this process logs one note naming it, once
+    (:func:`note_large_image`); above the error limit it is a DataError naming it (:func:`too_large`)."""
+    if threading.current_thread() is threading.main_thread():
+        with warnings.catch_warnings():  # (not thread-safe: other threads' callers set the filter around them)
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            image, pixels = _decode(path, mode)
+    else:
+        image, pixels = _decode(path, mode)
+    note_large_image(path, pixels)
+    return image
+
+
+def _decode(path: str | os.PathLike, mode: str | None) -> tuple[Image.Image | tuple[int, int], int]:
+    """(:func:`open_image`'s result, the image's pixels); DataError as there. PIL's warnings pass through."""
     path = Path(path)
     try:
         with Image.open(path) as img:
             img.load()
-            return img.size if mode is None else convert_image(img, mode)
+            pixels = img.size[0] * img.size[1]
+            return (img.size if mode is None else convert_image(img, mode)), pixels
     except FileNotFoundError:
         raise DataError(f"image not found: {path}") from None
     except IsADirectoryError:
@@ -161,6 +180,20 @@ def open_image(path: str | os.PathLike, mode: str | None = "RGB") -> Image.Image
         raise DataError(too_large(path, exc)) from None
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError, EOFError) as exc:
         raise DataError(f"corrupt or unreadable image {path}: {exc}") from None
+
+
+_NOTED_LARGE: set[str] = set()  # the large images this process has named in a note
+
+
+def note_large_image(path: str | os.PathLike, pixels: int) -> None:
+    """Log :func:`large_image_note` for an image of `pixels` above PIL's warning limit, once per file and
+    process, and not from a DataLoader worker process (its main process, or the split check, names it)."""
+    if not Image.MAX_IMAGE_PIXELS or pixels <= Image.MAX_IMAGE_PIXELS or str(path) in _NOTED_LARGE:
+        return
+    if torch.utils.data.get_worker_info() is not None:
+        return
+    _NOTED_LARGE.add(str(path))
+    _LOG.info(large_image_note(Path(path), pixels))
 
 
 def too_large(path: str | os.PathLike, exc: Image.DecompressionBombError) -> str:
@@ -182,17 +215,16 @@ def check_decodable(paths: list[Path], where: list[str] | None = None, desc: str
     from 1000 images on (a terminal only). DataError for the first bad one in list order, prefixed with its
     `where` (e.g. "test.txt, line 9") when given. 1.1 to 2.4 ms per 500 x 375 JPEG on one core (docs/robustness.md).
     An image between PIL's warning and error limits decodes: instead of PIL's raw DecompressionBombWarning, one
-    note names it (`large_image_note`)."""
+    note names it (`note_large_image`, as every decoding of :func:`open_image`)."""
     from concurrent.futures import ThreadPoolExecutor
 
     from tqdm import tqdm
 
     def problem(path: Path) -> str | int:
         try:
-            width, height = open_image(path, None)
+            return _decode(path, None)[1]  # open_image's decoder; the note is logged below, in list order
         except DataError as exc:
             return str(exc)
-        return width * height
 
     large = []
     # the filter is set here, around the threads, not in them: warnings.catch_warnings is not thread-safe
@@ -208,7 +240,7 @@ def check_decodable(paths: list[Path], where: list[str] | None = None, desc: str
                     large.append((paths[start + offset], found))
             bar.update(len(paths[start:start + DECODE_BATCH]))
     for path, pixels in large:
-        _LOG.info(large_image_note(path, pixels))
+        note_large_image(path, pixels)
 
 
 def large_image_note(path: Path, pixels: int) -> str:
