@@ -105,6 +105,8 @@ OVERRIDES = [
     O("wrong-type", "threshold-bool", "eval.open_threshold=true", "'eval.open_threshold'", "'auto' or a finite number"),
     O("wrong-type", "milestones-text", "train.milestones=[a]", "'train.milestones'", "item 0", "number"),
     O("wrong-type", "loss-args-number", "train.loss_args=3", "'train.loss_args'", "mapping"),
+    O("wrong-type", "optional-int-text", "data.image_size=abc", "'data.image_size'", "integer", "(or null)"),
+    O("wrong-type", "optional-float-text", "train.backbone_lr=abc", "'train.backbone_lr'", "number", "(or null)"),
     # --- names and file names that would leave their folder
     O("bad-name", "run-name-parent", "name=../../x", "'name'", "plain name", "'../../x'"),
     O("bad-name", "run-name-absolute", "name=/abs/x", "'name'", "plain name"),
@@ -138,6 +140,27 @@ OVERRIDES = [
     O("too-large", "epochs", "train.epochs=1.0e+30", "'train.epochs'", "<= 100000"),
     O("too-large", "workers", "data.workers=500", "'data.workers'", "<= 64", "fixed cap"),
     O("too-large", "open-classes", "data.split.open_classes=10000000000", "'data.split.open_classes'", "<= 1000000000"),
+    # --- floats past their declared upper bound (they passed, then training stopped on a non-finite loss)
+    O("too-large", "lr-1e300", "train.lr=1e300", "'train.lr'", "<= 100", "1e+300"),
+    O("too-large", "weight-decay", "train.weight_decay=5", "'train.weight_decay'", "<= 1"),
+    O("too-large", "odin-temperature", "eval.odin_temperature=1e300", "'eval.odin_temperature'", "<= 1000000"),
+    O("too-large", "tau-item", "decouple.taus=[1.0, 1e300]", "'decouple.taus'", "items must be >= 0 and <= 10"),
+    O("too-large", "loss-weight", "train.loss_args={weight: 1e300}", "'train.loss_args'", "weight must be >= 0 and "
+      "<= 1000", "a loss term's weight"),
+    O("too-large", "loss-margin", "train.loss_args={margin_repel: 1e9}", "margin_repel must be >= 0 and <= 1000"),
+    O("too-large", "loss-scale", "train.loss_args={s: 1e300}", "s must be > 0 and <= 1000", "a logit scale"),
+    O("too-large", "loss-temperature", "train.loss_args={tau: 1e300}", "tau must be >= 0 and <= 10"),
+    O("too-large", "loss-other-number", "train.loss_args={alpha: [1, 1e300]}", "alpha[1] must be between -1000000 and "
+      "1000000"),
+    # --- loss options the loss does not take: `openlt config` refuses them as `openlt train` does (one check)
+    O("loss-args", "ce-bogus", "train.loss_args.bogus=3", "bad arguments for loss 'ce' (train.loss_args)", "'bogus'"),
+    O("loss-args", "focal-typo", ("train.loss=focal", "train.loss_args.gama=2"), "bad arguments for loss 'focal'",
+      "'gama'"),
+    O("loss-args", "ldam-margin", ("train.loss=ldam", "train.loss_args.margin=0.5"), "bad arguments for loss 'ldam'",
+      "'margin'"),
+    O("loss-args", "oltr-tau", ("train.loss=oltr", "train.loss_args.tau=1"), "bad arguments for loss 'oltr'", "'tau'"),
+    O("loss-args", "logit-adjusted-taus", ("train.loss=logit_adjusted", "train.loss_args.taus=1"),
+      "bad arguments for loss 'logit_adjusted'", "'taus'"),
 ]
 
 DUP = "name: a\ntrain:\n  lr: 0.1\nname: b\n"
@@ -206,7 +229,7 @@ def test_the_tables_cover_every_kind_with_several_instances():
     assert len(ids) == len(set(ids))
     kinds = {c.kind for c in CASES}
     assert kinds == {"non-finite", "out-of-range", "relation", "unknown-name", "wrong-type", "bad-name", "yaml", "base",
-                     "number-form", "too-large"}
+                     "number-form", "too-large", "loss-args"}
     for kind in kinds:
         assert sum(c.kind == kind for c in CASES) >= 5, kind
 
@@ -391,5 +414,78 @@ def test_the_reference_shows_what_each_key_allows():
     from openlt.config_docs import allowed_values
 
     allowed = allowed_values()
-    assert allowed["train.lr"] == "> 0" and allowed["eval.keep_known"] == "> 0 and <= 1"
+    assert allowed["train.lr"] == "> 0 and <= 100" and allowed["eval.keep_known"] == "> 0 and <= 1"
     assert allowed["data.in_chans"] == "one of 1, 3" and allowed["model.backbone"] == "a registered name"
+
+
+def _float_fields(section=None, prefix=""):
+    """(dotted key, field) of every float-valued key of the config (float, float | None, or a list of floats)."""
+    import dataclasses
+    from typing import get_type_hints
+
+    section = section or Config()
+    hints = get_type_hints(type(section))
+    for f in dataclasses.fields(section):
+        value = getattr(section, f.name)
+        if dataclasses.is_dataclass(value):
+            yield from _float_fields(value, f"{prefix}{f.name}.")
+        elif "rule" in f.metadata and (hints[f.name] in (float, float | None) or f.metadata["rule"].items is float):
+            yield f"{prefix}{f.name}", f
+
+
+FLOAT_KEYS = [key for key, _ in _float_fields()]
+
+
+def test_every_float_key_declares_an_upper_bound():
+    assert len(FLOAT_KEYS) >= 20 and {"train.lr", "train.weight_decay", "train.momentum", "model.head.scale",
+                                      "eval.odin_temperature", "decouple.taus"} <= set(FLOAT_KEYS)
+    for key, f in _float_fields():
+        rule = f.metadata["rule"]
+        assert rule.le is not None or rule.lt is not None, f"{key} has no upper bound"
+
+
+def _float_override(key: str, value: str) -> str:
+    f = dict(_float_fields())[key]
+    return f"{key}=[{value}]" if f.metadata["rule"].items is float else f"{key}={value}"
+
+
+@pytest.mark.parametrize("key", FLOAT_KEYS)
+def test_a_huge_float_is_refused_naming_its_key_and_bound(key):
+    rule = dict(_float_fields())[key].metadata["rule"]
+    for value in ("1e300", "1.0e+30"):
+        with pytest.raises(ConfigError) as info:
+            build_config(None, [_float_override(key, value)])
+        assert f"config key '{key}' " in str(info.value) and rule.bounds() in str(info.value), str(info.value)
+
+
+@pytest.mark.parametrize("key", FLOAT_KEYS)
+def test_a_float_key_accepts_values_up_to_its_bound(key):
+    rule = dict(_float_fields())[key].metadata["rule"]
+    top = rule.le if rule.le is not None else rule.lt * (1 - 1e-9)
+    overrides = [_float_override(key, repr(float(top)))]
+    if key == "train.min_lr":  # relation: min_lr <= lr
+        overrides.append(f"train.lr={top!r}")
+    if key == "data.split.imbalance_factor":  # relation: a profile with n_max
+        overrides.append("data.split.n_max=1000000000")
+    cfg = build_config(None, overrides)
+    section = cfg
+    for part in key.split(".")[:-1]:
+        section = getattr(section, part)
+    value = getattr(section, key.rsplit(".", 1)[-1])
+    assert (value[-1] if isinstance(value, list) else value) == pytest.approx(top)
+
+
+@pytest.mark.parametrize("loss_args", ["{weight: 0.01}", "{weight: 1e-4}", "{max_m: 0.5, s: 30.0, drw_epoch: 160, "
+                                       "drw_beta: 0.9999}", "{gamma: 2.0}", "{tau: 1.0}", "{label_smoothing: 0.1}",
+                                       "{beta: 0.9999, base: ce}", "{weight: 1000, margin_repel: 1000}"])
+def test_loss_args_within_their_bounds_are_accepted(loss_args):
+    assert build_config(None, [f"train.loss_args={loss_args}"]).train.loss_args
+
+
+def test_openlt_config_runs_trains_loss_args_check(tmp_path, capsys):
+    """One check (openlt.losses.check_loss_args through config.check_train_loss) for both commands; a decoupled
+    stage 2 trains no loss of train.loss, so neither checks it there."""
+    (tmp_path / "c.yaml").write_text("name: ok\ntrain:\n  loss: oltr\n  loss_args: {weight: 0.01}\n")
+    assert main(["config", str(tmp_path / "c.yaml")]) == 0
+    assert "weight: 0.01" in capsys.readouterr().out
+    assert main(["config", str(tmp_path / "c.yaml"), "train.loss_args.bogus=1", "decouple.method=crt"]) == 0

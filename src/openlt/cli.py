@@ -312,9 +312,11 @@ def _config(args: argparse.Namespace) -> int:
             raise OpenLTError("--reference lists every option with its default; it takes no config or overrides")
         print(reference_markdown(), end="")
         return 0
-    from openlt.config import build_config, dump_yaml
+    from openlt.config import build_config, check_train_loss, dump_yaml
 
-    print(dump_yaml(build_config(args.config, args.overrides)), end="")
+    cfg = build_config(args.config, args.overrides)
+    check_train_loss(cfg)  # train.loss_args as `openlt train` checks them before any run exists
+    print(dump_yaml(cfg), end="")
     return 0
 
 

@@ -13,10 +13,11 @@ import json
 import difflib
 import math
 import re
+import types
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Union, get_args, get_origin, get_type_hints
+from typing import Any, Callable, Iterator, Union, get_args, get_origin, get_type_hints
 
 import yaml
 
@@ -35,6 +36,17 @@ MAX_IMAGE_SIZE = 4096  # pixels per side
 MIN_IMAGE_SIZE = 8  # the small-input networks downsample by 8: 1 px gave NaN losses blamed on the lr
 MAX_WORKERS = 64  # DataLoader worker processes per training process: a fixed cap, not this machine's CPUs,
 #                   so that a run's saved config reads the same on every machine
+
+# Upper bounds of the float keys, the same way: a huge finite value (`train.lr=1e300`) passed every check and
+# stopped at the first training step with a non-finite loss. Each is far above any published recipe.
+MAX_LR = 100.0  # learning rates (SGD: 0.1 at batch 256; linear scaling to batch 2**18 gives ~100)
+MAX_WEIGHT_DECAY = 1.0  # weight decay (recipes: 1e-4 .. 5e-4); 1 already halves the weights each step at lr 0.5
+MAX_SCALE = 1000.0  # logit scales and temperatures inside a head (cosine scale 16, LDAM's s 30, FSLwF's gamma 10)
+MAX_TEMPERATURE = 1e6  # ODIN's softmax temperature (the paper's 1000)
+MAX_TAU = 10.0  # tau-norm / logit-adjustment exponents (the searched grid is 0 .. 2)
+MAX_SHAPE = 1000.0  # the pareto profile's shape (ImageNet-LT: 6)
+MAX_LOSS_WEIGHT = 1000.0  # weights of a loss's terms (OLTR, range, lifted: 0.01) and its margins (OLTR's 10)
+MAX_LOSS_NUMBER = 1e6  # any other number of train.loss_args (an epoch, a count, a weight the table does not name)
 
 
 class ConfigWarning(UserWarning):
@@ -142,8 +154,32 @@ def _open_classes(value: Any) -> Any:
         return value
     if isinstance(value, str) or (isinstance(value, (list, tuple)) and all(
             isinstance(v, (str, int)) and not isinstance(v, bool) for v in value)):
+        open_class_items(value)  # no empty item, none twice
         return value
     raise ConfigError(f"must be a whole number of classes or a list of class names / ids, got {value!r}")
+
+
+def open_class_items(value: str | list | tuple) -> list:
+    """The items of a list of open classes, `'bag,sandal'` or `[bag, 3]`: spaces around an item are dropped
+    (`'bag, sandal'`). ConfigError (the text follows the key's name) for a text that names nothing (`''`, `','`),
+    an empty item (`'dog,,cat'`, `'dog, ,cat'`) or an item given twice (`'dog,dog'`). An empty list is no class."""
+    if isinstance(value, str):
+        items: list = [item.strip() for item in value.split(",")]
+        if not any(items):  # '' or ',' would silently mean "no open class"
+            raise ConfigError(f"{value!r} names no class: give a number of held-out classes (0 for none) or class "
+                              f"names / ids ('8,9', 'bag,sandal')")
+    else:
+        items = [item.strip() if isinstance(item, str) else item for item in value]
+    empty = [i for i, item in enumerate(items) if item == ""]
+    if empty:
+        raise ConfigError(f"{value!r} has an empty item (item {empty[0] + 1} of {len(items)}): separate class names "
+                          f"/ ids by single commas")
+    seen: set[str] = set()
+    for item in items:
+        if str(item) in seen:
+            raise ConfigError(f"{value!r} names {item!r} twice: give each held-out class once")
+        seen.add(str(item))
+    return items
 
 
 @says("a relative file name")
@@ -199,8 +235,8 @@ class SplitConfig:
     profile: str = opt("exp", choices="exp pareto none")  # exp | pareto | none (keep the natural counts)
     n_max: int = opt(1280, ge=1, le=MAX_COUNT)  # training images of the largest known class
     n_min: int = opt(5, ge=1, le=MAX_COUNT)  # training images of the smallest known class
-    imbalance_factor: float | None = opt(None, ge=1)  # exp: n_max / n_min; overrides n_min when set
-    alpha: float = opt(6.0, gt=0)  # pareto shape (ImageNet-LT: 6)
+    imbalance_factor: float | None = opt(None, ge=1, le=MAX_COUNT)  # exp: n_max / n_min; overrides n_min when set
+    alpha: float = opt(6.0, gt=0, le=MAX_SHAPE)  # pareto shape (ImageNet-LT: 6)
     open_classes: Any = opt(2, convert=_open_classes)  # a number (chosen with the seed) or a list of class names / ids
     val_per_class: int = opt(20, ge=0, le=MAX_COUNT)  # validation images per known class (taken before the long tail is cut)
     test_per_class: int | None = opt(None, ge=1, le=MAX_COUNT)  # None: every test image (embedded data) / 20 (image folder)
@@ -253,9 +289,9 @@ class DataConfig:
 class HeadConfig:
     """Options of the cosine and meta-embedding heads (OLTR) and the NCM head; ignored by the linear head."""
 
-    scale: float = opt(16.0, gt=0)  # cosine classifier scale (the public code's 16)
+    scale: float = opt(16.0, gt=0, le=MAX_SCALE)  # cosine classifier scale (the public code's 16)
     squash: bool = True  # ||x|| / (1 + ||x||) factor of the public code's cosine classifier
-    reach_scale: float = opt(10.0, gt=0)  # reachability = reach_scale / min distance to a centroid
+    reach_scale: float = opt(10.0, gt=0, le=MAX_SCALE)  # reachability = reach_scale / min distance to a centroid
     use_memory: bool = True  # OLTR ablation switch: the memory feature of the meta-embedding
     use_selector: bool = True  # OLTR ablation switch: the concept selector
     use_reachability: bool = True  # OLTR ablation switch: scaling by the reachability
@@ -283,23 +319,23 @@ class TrainConfig:
 
     epochs: int = opt(30, ge=1, le=MAX_EPOCHS)  # training epochs (stage 2: cRT / LWS epochs on the cached features)
     batch_size: int = opt(128, ge=1, le=MAX_BATCH)  # the global batch: split over the processes under torchrun
-    lr: float = opt(0.1, gt=0)  # peak learning rate of SGD (after the warm-up)
+    lr: float = opt(0.1, gt=0, le=MAX_LR)  # peak learning rate of SGD (after the warm-up)
     momentum: float = opt(0.9, ge=0, lt=1)  # SGD momentum
     nesterov: bool = False  # Nesterov momentum
-    weight_decay: float = opt(5e-4, ge=0)  # SGD weight decay on every trained parameter (as the public codes)
-    warmup_epochs: float = opt(1.0, ge=0)  # linear warm-up from 0, in epochs (fractions allowed)
+    weight_decay: float = opt(5e-4, ge=0, le=MAX_WEIGHT_DECAY)  # SGD weight decay on every trained parameter (as the public codes)
+    warmup_epochs: float = opt(1.0, ge=0, le=MAX_EPOCHS)  # linear warm-up from 0, in epochs (fractions allowed)
     schedule: str = opt("cosine", choices="cosine step")  # cosine (to min_lr) | step (x step_gamma every step_epochs, the OLTR code's)
     step_epochs: int = opt(10, ge=1, le=MAX_EPOCHS)  # step schedule: epochs between decays
     step_gamma: float = opt(0.1, gt=0, le=1)  # step schedule: decay factor
-    milestones: list = opt([], items=float, ge=0)  # step: x step_gamma at these 0-based epochs; []: every step_epochs
-    min_lr: float = opt(0.0, ge=0)  # cosine schedule: the final learning rate
-    backbone_lr: float | None = opt(None, ge=0)  # None: train.lr; e.g. 0.001 for a pretrained backbone (Places-LT)
+    milestones: list = opt([], items=float, ge=0, le=MAX_EPOCHS)  # step: x step_gamma at these 0-based epochs; []: every step_epochs
+    min_lr: float = opt(0.0, ge=0, le=MAX_LR)  # cosine schedule: the final learning rate
+    backbone_lr: float | None = opt(None, ge=0, le=MAX_LR)  # None: train.lr; e.g. 0.001 for a pretrained backbone (Places-LT)
     sampler: str = opt("instance", registry="sampler")  # how training batches are drawn
     loss: str = opt("ce", registry="loss")  # the training loss (its options: loss_args)
-    loss_args: dict = field(default_factory=dict)  # keyword arguments of the loss, e.g. {weight: 0.01}
+    loss_args: dict = field(default_factory=dict)  # keyword arguments of the loss, e.g. {weight: 0.01}; weights and margins in [0, 1000], s in (0, 1000], tau in [0, 10], gamma in [0, 1000], label_smoothing and drw_beta in [0, 1), any other number within +-10**6
     init_from: str | None = None  # stage 2: a stage-1 run directory whose best weights start this run
     freeze_backbone: bool = False  # stage 2: keep the backbone fixed (attention / fc / head still learn)
-    centroid_lr: float | None = opt(None, ge=0)  # OLTR centroids' learning rate (None: train.lr)
+    centroid_lr: float | None = opt(None, ge=0, le=MAX_LR)  # OLTR centroids' learning rate (None: train.lr)
     device: str = opt("auto", check=_device_problem)  # auto | cpu | cuda | cuda:N
     channels_last: bool = True  # NHWC memory format: about 15 % faster convolutions on CPU and GPU
     amp: str = opt("none", choices="none bf16 fp16")  # mixed precision: none | bf16 (CPU or GPU) | fp16 (GPU, with a grad scaler); see docs/scale.md
@@ -319,12 +355,56 @@ def _min_lr_below_lr(t: TrainConfig) -> str | None:
     return None
 
 
+# The numbers of train.loss_args whose meaning is the same in every loss that takes them, with their bounds; any
+# other number (an option of one loss, a list item) is only kept below MAX_LOSS_NUMBER in size.
+LOSS_ARG_RULES: dict[str, tuple[Rule, str]] = {
+    "label_smoothing": (Rule(ge=0, lt=1), "a probability mass"),
+    "weight": (Rule(ge=0, le=MAX_LOSS_WEIGHT), "a loss term's weight"),
+    "repel_weight": (Rule(ge=0, le=MAX_LOSS_WEIGHT), "a loss term's weight"),
+    "margin": (Rule(ge=0, le=MAX_LOSS_WEIGHT), "a margin"),
+    "margin_repel": (Rule(ge=0, le=MAX_LOSS_WEIGHT), "a margin"),
+    "max_m": (Rule(ge=0, le=MAX_LOSS_WEIGHT), "LDAM's largest margin"),
+    "s": (Rule(gt=0, le=MAX_SCALE), "a logit scale"),
+    "tau": (Rule(ge=0, le=MAX_TAU), "a logit-adjustment temperature"),
+    "gamma": (Rule(ge=0, le=MAX_SCALE), "a focusing exponent"),
+    "drw_beta": (Rule(ge=0, lt=1), "an effective-number beta"),
+}
+
+
+def _loss_number(value: Any) -> float | None:
+    """`value` as a number (a plain decimal string too: YAML 1.1 reads `1e-4` as text), else None."""
+    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+        return None
+    try:
+        return finite_number(value)
+    except ConfigError:
+        return None
+
+
+def _loss_numbers(value: Any, key: str) -> Iterator[tuple[str, float]]:
+    """(dotted name, number) of every number inside a loss_args value (lists and mappings walked)."""
+    number = _loss_number(value)
+    if number is not None:
+        yield key, number
+    elif isinstance(value, (list, tuple)):
+        for i, item in enumerate(value):
+            yield from _loss_numbers(item, f"{key}[{i}]")
+    elif isinstance(value, dict):
+        for k, item in value.items():
+            yield from _loss_numbers(item, f"{key}.{k}")
+
+
 @relation(TrainConfig, "loss_args")
-def _label_smoothing(t: TrainConfig) -> str | None:
-    smoothing = t.loss_args.get("label_smoothing")
-    if smoothing is not None and (isinstance(smoothing, bool) or not isinstance(smoothing, (int, float))
-                                  or not 0 <= smoothing < 1):
-        return f"label_smoothing must be >= 0 and < 1, got {smoothing!r}"
+def _loss_arg_bounds(t: TrainConfig) -> str | None:
+    for name, value in t.loss_args.items():
+        if name in LOSS_ARG_RULES and value is not None:
+            rule, what = LOSS_ARG_RULES[name]
+            number = _loss_number(value)
+            if number is None or not rule._within(number):
+                return f"{name} must be {rule.bounds()} ({what}), got {value!r}"
+        for where, number in _loss_numbers(value, str(name)):
+            if abs(number) > MAX_LOSS_NUMBER:
+                return f"{where} must be between -{_number(MAX_LOSS_NUMBER)} and {_number(MAX_LOSS_NUMBER)}, got {number!r}"
     return None
 
 
@@ -345,8 +425,8 @@ class EvalConfig:
     knn_k: int = opt(50, ge=1, le=MAX_COUNT)  # KNN (Sun et al. 2022): the neighbour among the normalised training features whose distance is the score (the paper's 50 for CIFAR-10)
     vim_dim: int | None = opt(None, ge=1, le=MAX_COUNT)  # ViM (Wang et al. 2022): principal subspace dimension; None: the paper's rule (1000 for features >= 1500 wide, 512 for >= 768, else half)
     react_percentile: float = opt(0.9, gt=0, le=1)  # ReAct (Sun et al. 2021): clip features at this percentile of the training activations, as a fraction (the paper's 0.9)
-    odin_temperature: float = opt(1000.0, gt=0)  # ODIN (Liang et al. 2018): softmax temperature T (the paper's 1000)
-    odin_eps: float = opt(0.0014, ge=0)  # ODIN: input perturbation step on the [0, 1] pixel scale
+    odin_temperature: float = opt(1000.0, gt=0, le=MAX_TEMPERATURE)  # ODIN (Liang et al. 2018): softmax temperature T (the paper's 1000)
+    odin_eps: float = opt(0.0014, ge=0, le=1)  # ODIN: input perturbation step on the [0, 1] pixel scale
     save_logits: bool = False  # predictions.npz keeps every test / open image's logits (N x K float32: 0.8 GB at 24k images x 8,142 classes); default: scores and the top-5 classes only
 
 
@@ -369,7 +449,7 @@ class DecoupleConfig:
     method: str = opt("none", registry="decouple.method")  # none | crt | ncm | tau_norm | lws | logit_adjust | fslwf (NCM's metric: model.head.ncm_metric; FSLwF: Gidaris & Komodakis 2018, options fslwf_*)
     features: str = opt("cache", choices="cache augmented")  # cache | augmented (cRT / LWS through the frozen backbone with train augmentation)
     cache_dtype: str = opt("float32", choices="float32 float16")  # float32 | float16 (half the disk, same accuracy to ~1e-3)
-    taus: list = opt([i / 10 for i in range(21)], items=float, ge=0, nonempty=True)  # tau grid searched on val
+    taus: list = opt([i / 10 for i in range(21)], items=float, ge=0, le=MAX_TAU, nonempty=True)  # tau grid searched on val
     lws_bias: bool = True  # LWS scales W x + b (the public code keeps the bias)
     keep: str = opt("last", choices="last best")  # cRT / LWS: the last epoch's head, or "best": the epoch of best validation top-1 (public code)
     fslwf_novel_classes: int = opt(5, ge=1, le=MAX_COUNT)  # FSLwF: base (many-shot) classes drawn as fake novel in each generator-training episode (the paper's 5)
@@ -378,8 +458,8 @@ class DecoupleConfig:
     fslwf_episodes: int = opt(8, ge=1, le=MAX_COUNT)  # FSLwF: episodes per generator step (the paper's batch of 8)
     fslwf_epochs: int = opt(60, ge=1, le=MAX_EPOCHS)  # FSLwF: generator epochs; lr x1, x0.06, x0.012, x0.0024 after 0, 1/3, 2/3, 5/6 of them (the paper's 60: 20 / 40 / 50)
     fslwf_steps: int = opt(1000, ge=1, le=MAX_COUNT)  # FSLwF: generator steps per epoch (the paper's 1000)
-    fslwf_lr: float = opt(0.1, gt=0)  # FSLwF: generator SGD lr (Nesterov, train.momentum, train.weight_decay; the paper's 0.1)
-    fslwf_gamma: float = opt(10.0, gt=0)  # FSLwF: initial value of the learnable attention scale gamma (the paper's 10)
+    fslwf_lr: float = opt(0.1, gt=0, le=MAX_LR)  # FSLwF: generator SGD lr (Nesterov, train.momentum, train.weight_decay; the paper's 0.1)
+    fslwf_gamma: float = opt(10.0, gt=0, le=MAX_SCALE)  # FSLwF: initial value of the learnable attention scale gamma (the paper's 10)
 
 
 @dataclass
@@ -422,7 +502,7 @@ def _coerce(value: Any, hint: Any) -> Any:
     if hint is Any:
         return value
     origin = get_origin(hint)
-    if origin is Union or str(origin) == "types.UnionType":
+    if origin is Union or origin is types.UnionType:  # Optional[X] and X | None alike
         options = get_args(hint)
         if value is None and type(None) in options:
             return None
@@ -968,6 +1048,16 @@ def build_config(path: str | Path | None = None, overrides: list[str] | None = N
         for text in config_warnings(cfg):
             warnings.warn(text, ConfigWarning, stacklevel=2)
     return cfg
+
+
+def check_train_loss(cfg: Config) -> None:
+    """ConfigError when the loss of train.loss does not take train.loss_args (`bogus: 3`, a misspelt option):
+    :func:`openlt.losses.check_loss_args`, for a config that trains that loss (a decoupled stage 2 trains none).
+    `openlt config` calls it, so that it refuses what `openlt train` refuses before any run exists."""
+    if cfg.decouple.method == "none":
+        from openlt.losses import check_loss_args  # torch: imported only when a config is checked this far
+
+        check_loss_args(cfg.train.loss, cfg.train.loss_args)
 
 
 def explicit_keys(cfg: Config) -> dict[str, str]:
