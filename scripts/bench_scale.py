@@ -376,8 +376,9 @@ def _detector(st: Stages, name: str, feats: dict, k: int) -> None:
     head = {"head": (torch.randn(k, D, generator=g) * 0.02, torch.zeros(k))} if name in ("vim", "react") else {}
     scorer = build_score(name, Config().eval)
     note = "" if rows == len(x) else f"upper bound: {rows:,} of {len(x):,} rows, the whole fit x {len(x) / rows:.1f}"
+    fit_x, fit_y = (x, y) if rows == len(x) else (x[part], y[part])  # every row (KNN): no N x d copy of the cache
     st.run(f"{name}: fit on the training features", "N",
-           lambda: scorer.fit({"feature": x[part], "labels": y[part]}, **head), len(x) / rows, note)
+           lambda: scorer.fit({"feature": fit_x, "labels": fit_y}, **head), len(x) / rows, note)
     queries = {s: feats[s]["features"] for s in ("test", "open")}
     n_queries, scale, note = sum(len(q) for q in queries.values()), 1.0, ""
     cap = {"knn": KNN_QUERIES}.get(name)  # KNN: N x d each (Mahalanobis: d^2 + K d each, all scored)
