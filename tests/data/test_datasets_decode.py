@@ -14,7 +14,7 @@ import torch
 from PIL import Image
 
 from openlt.data import datasets
-from openlt.data.datasets import FileImageLoader, SplitDataset, check_decodable, open_image
+from openlt.data.datasets import FileImageLoader, SplitDataset, check_decodable, image_header_size, open_image
 from openlt.data.splitfile import SplitEntries
 from openlt.errors import DataError
 
@@ -56,6 +56,7 @@ def test_the_split_check_and_then_predict_name_it_once_in_all(folder, caplog):
     caplog.set_level(logging.INFO, logger=datasets.__name__)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
+        assert image_header_size(folder / "big.png") == (20, 20)  # the input-size probe of prepare_data: no note
         check_decodable([folder / name for name in ("a.png", "big.png", "b.png")])
         assert open_image(folder / "big.png", "RGB").size == (20, 20)  # predict's read of the same file
     assert notes(caplog) == [big_note(folder / "big.png")]
@@ -67,5 +68,5 @@ def test_above_the_error_limit_every_reader_gives_a_data_error_naming_the_file(f
     dataset = SplitDataset(entries, FileImageLoader(folder), None, checked=True)
     for read in (lambda: dataset[1], lambda: open_image(folder / "bomb.png"),
                  lambda: check_decodable([folder / "bomb.png"], ["test.txt, line 2"])):
-        with pytest.raises(DataError, match=f"image too large: .*bomb.png has 625 pixels, above PIL's limit of 600"):
+        with pytest.raises(DataError, match="image too large: .*bomb.png has 625 pixels, above PIL's limit of 600"):
             read()

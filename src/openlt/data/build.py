@@ -7,13 +7,11 @@ import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from PIL import Image
-
 from openlt.config import DATASET_KINDS, Config, read_utf8
 from openlt.data import cifar, fashion_mnist
 from openlt.data.cifar_lt import write_cifar_lt_split
 from openlt.data.datasets import (ArrayImageLoader, FileImageLoader, SplitDataset, check_split_images,
-                                  fashion_mnist_pool, image_folder_pool)
+                                  fashion_mnist_pool, image_folder_pool, image_header_size)
 from openlt.data.splitfile import SplitEntries, read_split_file
 from openlt.data.splitcheck import (ARRAY_DATASETS, check_array_classes, check_folder_classes, check_label_range,
                                    check_manifest_counts, check_no_shared_images, check_open_labels, label_counts)
@@ -309,11 +307,10 @@ def native_image_size(loader: FileImageLoader, entries: SplitEntries, count: int
     picked = sorted({int(i * step) for i in range(min(count, len(entries)))})
     longest = shortest = 0
     for index in picked:
-        try:
-            with Image.open(loader.root / entries.items[index]) as img:
-                width, height = img.size
-        except (OSError, ValueError, SyntaxError, Image.DecompressionBombError):
+        size = image_header_size(loader.root / entries.items[index])  # (its warning handled as every read's)
+        if size is None:
             continue
+        width, height = size
         longest, shortest = max(longest, width, height), max(shortest, min(width, height))
     return longest, shortest
 

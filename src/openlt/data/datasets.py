@@ -3,6 +3,7 @@ image folders, and the embedded Fashion-MNIST arrays. All yield (image tensor, l
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import re
@@ -11,7 +12,7 @@ import threading
 import warnings
 from pathlib import Path, PurePosixPath
 from stat import S_ISREG
-from typing import Callable
+from typing import Callable, Iterator
 
 import numpy as np
 import torch
@@ -154,14 +155,32 @@ def open_image(path: str | os.PathLike, mode: str | None = "RGB") -> Image.Image
     an image between PIL's decompression-bomb warning and error limits decodes, and instead of PIL's
     DecompressionBombWarning (which names no file, once per read) this process logs one note naming it, once
     (:func:`note_large_image`); above the error limit it is a DataError naming it (:func:`too_large`)."""
-    if threading.current_thread() is threading.main_thread():
-        with warnings.catch_warnings():  # (not thread-safe: other threads' callers set the filter around them)
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            image, pixels = _decode(path, mode)
-    else:
+    with _no_bomb_warning():
         image, pixels = _decode(path, mode)
     note_large_image(path, pixels)
     return image
+
+
+@contextlib.contextmanager
+def _no_bomb_warning() -> Iterator[None]:
+    """PIL's DecompressionBombWarning not passed on inside the block, in the main thread (warnings.catch_warnings
+    is not thread-safe: a caller with threads, `check_decodable`, sets the filter around them)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        yield
+
+
+def image_header_size(path: str | os.PathLike) -> tuple[int, int] | None:
+    """(width, height) of an image file from its header alone (no decoding), or None when it cannot be read
+    (the decoders name it); PIL's DecompressionBombWarning is not passed on (:func:`open_image` notes the file)."""
+    try:
+        with _no_bomb_warning(), Image.open(path) as img:
+            return img.size
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError):
+        return None
 
 
 def _decode(path: str | os.PathLike, mode: str | None) -> tuple[Image.Image | tuple[int, int], int]:
