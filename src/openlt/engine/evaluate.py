@@ -250,17 +250,22 @@ def evaluate_run(run: Run, checkpoint: str = "best", overrides: list[str] | None
     confusion-TAG.npz, report-TAG.md / .html (open-score-TAG.safetensors) and the run's own metrics and
     calibration stay as they were. With `write` False nothing is written: the metrics are only returned."""
     check_tag(tag)  # the one rule of the CLI, the API and the bench, before any work
-    with _evaluating(run):
+    with _evaluating(run, write):
         return _evaluate(run, checkpoint, overrides, quiet, device, tag, write)
 
 
 @contextlib.contextmanager
-def _evaluating(run: Run) -> Iterator[None]:
+def _evaluating(run: Run, write: bool) -> Iterator[None]:
     """Rank 0 holds the run's lock (``Run.eval_lock``: refused while another process trains or evaluates it;
     a `train --resume` started meanwhile is refused) and a handle on its directory (``Run.watched``) for the
     whole evaluation. Under torchrun only rank 0 takes them (train's rank 0 may still hold train.lock while the
-    other ranks start to evaluate)."""
+    other ranks start to evaluate). An evaluation that writes nothing (`write` False) only checks that no other
+    process trains the run: it creates no train.lock (the run may be read-only)."""
     if not distributed.is_main():
+        yield
+        return
+    if not write:
+        run.check_not_training("evaluate")
         yield
         return
     with run.eval_lock(), run.watched():
