@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -54,6 +55,8 @@ def test_a_copy_evaluated_again_is_the_same_model_and_other_weights_under_one_re
     for folder in ("a", "b"):
         shutil.copytree(run.path, tmp_path / folder / "r")
     perturb_weights(tmp_path / "b" / "r" / "checkpoints" / "best.safetensors")
+    config = tmp_path / "b" / "r" / "config.yaml"  # another seed: a repeated one is refused (test_summary_recipes.py)
+    config.write_text(re.sub(r"(?m)^seed: \d+$", "seed: 1", config.read_text()))
     for folder in ("a", "b"):  # each evaluated as "r" from its own working directory
         monkeypatch.chdir(tmp_path / folder)
         assert cli(["eval", "r", "--quiet"], capsys)[0] == 0
