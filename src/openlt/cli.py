@@ -98,6 +98,11 @@ def _split(args: argparse.Namespace) -> int:
     counts = manifest["train_counts"]
     print(f"wrote {out}: {len(counts)} known classes, {sum(counts)} training images "
           f"({max(counts)} .. {min(counts)} per class), open classes: {', '.join(manifest['open_class_names']) or 'none'}")
+    imbalance = manifest["imbalance"]
+    asked, drawn = imbalance["requested_factor"], imbalance["drawn_factor"]
+    print(f"  imbalance factor drawn: {drawn:g} ({max(counts)} / {min(counts)})"
+          + (f", asked {asked:g}: a class holds whole images, so n_min = floor(n_max / {asked:g}) = {min(counts)}; "
+             f"manifest.json records both" if asked is not None and not math.isclose(asked, drawn, rel_tol=1e-6) else ""))
     for name, info in manifest["files"].items():
         print(f"  {name:5s} {info['lines']:6d} lines  {info['file']}")
     if manifest.get("val_short_classes"):

@@ -125,6 +125,21 @@ SPLIT_CASES = [
       "at least 2 known classes", "hold out at most 2"),
     S("known-classes", "one-left-by-name", ("--open-classes", "ant,bee,dog"), "leaving 1 known class ('cat')"),
     S("known-classes", "one-left-by-id", ("--open-classes", "1,2,3"), "leaving 1 known class ('ant')"),
+    S("class-list", "open-classes-twice", ("--open-classes", "dog,dog"), "--open-classes 'dog,dog' names 'dog' twice",
+      "each held-out class once"),
+    S("class-list", "open-classes-twice-spaced", ("--open-classes", "dog, dog"), "names 'dog' twice"),
+    S("class-list", "open-classes-id-twice", ("--open-classes", "3,3"), "--open-classes '3,3' names '3' twice"),
+    S("class-list", "open-classes-name-and-id", ("--open-classes", "dog,3"),
+      "data.split.open_classes (--open-classes) names the class 'dog' twice ('dog' and '3')"),
+    S("class-list", "open-classes-yaml-list-twice", ("--open-classes", "[dog, dog]"),
+      "--open-classes ['dog', 'dog'] names 'dog' twice"),
+    S("class-list", "open-classes-empty-item", ("--open-classes", "dog,,cat"),
+      "--open-classes 'dog,,cat' has an empty item (item 2 of 3)"),
+    S("class-list", "open-classes-blank-item", ("--open-classes", "dog, ,cat"), "has an empty item (item 2 of 3)"),
+    S("class-list", "open-classes-trailing-comma", ("--open-classes", "dog,"), "has an empty item (item 2 of 2)"),
+    S("class-list", "open-classes-unknown-name", ("--open-classes", "doog"),
+      "open class 'doog' is not a class of this dataset (did you mean 'dog'?)", "classes: ant, bee, cat, dog"),
+    S("class-list", "open-classes-id-out-of-range", ("--open-classes", "7"), "need fewer open classes than the 4"),
     S("option", "out-empty", ("--out", ""), "--out is empty"),
     S("option", "out-blank", ("--out", "  "), "--out is empty"),
 ]
@@ -174,6 +189,45 @@ def test_the_manifest_records_only_the_values_the_split_used(options, recorded, 
     counts = json.loads((tmp_path / "out" / "manifest.json").read_text())["train_counts"]
     if used["n_min"] is not None:
         assert (max(counts), min(counts)) == (used["n_max"], used["n_min"])
+
+
+def test_spaces_around_open_class_names_are_dropped(images, tmp_path, capsys):
+    assert main(split_args(images, tmp_path / "out", "--open-classes", " dog , cat ")) == 0
+    assert json.loads((tmp_path / "out" / "manifest.json").read_text())["open_class_names"] == ["cat", "dog"]
+
+
+def test_duplicate_open_classes_are_refused_in_a_config_too():
+    from openlt.config import SplitConfig, build_config
+    from openlt.data.splits import LabelledPool, make_split
+    from openlt.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"config key 'data.split.open_classes' \['bag', 'bag'\] names 'bag' twice"):
+        build_config(None, ["data.split.open_classes=[bag, bag]"])
+    pool = LabelledPool("image-folder", ["a", "b", "c"], [f"{c}/{i}.png" for c in "abc" for i in range(4)],
+                        np.repeat(np.arange(3), 4))
+    with pytest.raises(ConfigError, match="names the class 'a' twice"):  # a SplitConfig made in code
+        make_split(pool, SplitConfig(open_classes=["a", 0], profile="none", val_per_class=1, test_per_class=1))
+
+
+@pytest.mark.parametrize("options, asked, drawn, note", [
+    (("--n-max", "8", "--imbalance-factor", "3"), 3.0, 4.0,
+     "imbalance factor drawn: 4 (8 / 2), asked 3: a class holds whole images, so n_min = floor(n_max / 3) = 2"),
+    (("--n-max", "8", "--imbalance-factor", "4"), 4.0, 4.0, "imbalance factor drawn: 4 (8 / 2)\n"),
+    (("--n-max", "8", "--n-min", "2"), None, 4.0, "imbalance factor drawn: 4 (8 / 2)\n"),
+], ids=["not-dividing", "dividing", "by-n-min"])
+def test_split_prints_the_factor_drawn_and_the_manifest_records_both(options, asked, drawn, note, images, tmp_path,
+                                                                      capsys):
+    """n_min = floor(n_max / factor): the split is kept (the smallest class holds whole images), never silently:
+    the command prints the factor drawn (and the one asked when they differ); manifest.json records both."""
+    capsys.readouterr()
+    assert main(split_args(images, tmp_path / "out", "--profile", "exp", "--order", "label", *options)) == 0
+    out = capsys.readouterr().out
+    assert note in out, out
+    assert ("asked" in out) == (asked is not None and asked != drawn)
+    manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
+    assert manifest["imbalance"] == {"requested_factor": asked, "drawn_factor": drawn}
+    counts = manifest["train_counts"]
+    assert max(counts) / min(counts) == drawn
 
 
 def test_a_run_on_one_known_class_is_refused(images, tmp_path, capsys):
@@ -717,3 +771,114 @@ def test_train_decodes_every_listed_image_before_the_run_exists(split_name, imag
                     f"data.split_dir={split}", f"out_dir={tmp_path / 'runs'}", *FAST], capsys)
     assert f"{split_name}.txt, line 1: corrupt or unreadable image" in line and first in line, line
     assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())
+
+
+# ------------------------------------------------------------------------------------------ links that leave the root
+# Symlinks inside an image folder are followed wherever they point (a data set assembled from links is normal); a
+# file reached under two names is still one image (compared by device and inode), a dangling or looping link is
+# refused naming it.
+@pytest.fixture
+def outside(tmp_path) -> Path:
+    """A folder beside (not inside) the image folder: a class 'eel' of 6 images and one loose image."""
+    from images import make_image_folder
+
+    return make_image_folder(tmp_path / "outside", {"eel": 6, "loose": 1}, size=16)
+
+
+def _copy(images: Path, tmp_path: Path) -> Path:
+    root = tmp_path / "images"
+    shutil.copytree(images, root)
+    return root
+
+
+def test_a_class_folder_linked_from_outside_the_root_is_a_class(images, outside, tmp_path, capsys):
+    root = _copy(images, tmp_path)
+    (root / "eel").symlink_to(outside / "eel", target_is_directory=True)
+    assert main(split_args(root, tmp_path / "out")) == 0
+    manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
+    assert manifest["class_names"] == ["ant", "bee", "cat", "dog", "eel"] and manifest["train_counts"][4] == 4
+    listed = (tmp_path / "out" / "train.txt").read_text()
+    assert "eel/" in listed and str(outside) not in listed  # listed under the root, by the link's name
+
+
+def test_an_image_linked_from_outside_the_root_is_an_image(images, outside, tmp_path, capsys):
+    root = _copy(images, tmp_path)
+    (root / "bee" / "100.png").symlink_to(next((outside / "loose").iterdir()))
+    assert main(split_args(root, tmp_path / "out")) == 0
+    listed = "".join((tmp_path / "out" / f"{name}.txt").read_text() for name in ("train", "val", "test"))
+    assert "bee/100.png 1" in listed
+
+
+def test_two_links_to_one_outside_file_are_one_image(images, outside, tmp_path, capsys):
+    root = _copy(images, tmp_path)
+    target = next((outside / "loose").iterdir())
+    (root / "ant" / "100.png").symlink_to(target)
+    (root / "bee" / "100.png").symlink_to(target)
+    line = run_cli(split_args(root, tmp_path / "out"), capsys)
+    assert "'bee/100.png' and 'ant/100.png' are the same file (a symlink or a hard link)" in line, line
+    assert not (tmp_path / "out").exists()
+
+
+def test_train_finds_two_links_to_one_outside_file_in_two_splits(images, outside, tmp_path, capsys):
+    root = _copy(images, tmp_path)
+    target = next((outside / "loose").iterdir())
+    (root / "ant" / "100.png").symlink_to(target)
+    (root / "ant" / "101.png").symlink_to(target)
+    split = good_split(tmp_path / "split")
+    (split / "train.txt").write_text("".join(f"{line}\n" for line in TRAIN + ["ant/100.png 0"]))
+    (split / "test.txt").write_text("".join(f"{line}\n" for line in TEST + ["ant/101.png 0"]))
+    (tmp_path / "c.yaml").write_text("name: links\n")
+    line = run_cli(["train", tmp_path / "c.yaml", "data.dataset=split-file", f"data.root={root}",
+                    f"data.split_dir={split}", f"out_dir={tmp_path / 'runs'}", *FAST], capsys)
+    assert "test.txt, line 3" in line and "the same file as" in line and "train" in line, line
+    assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())
+
+
+def test_a_dangling_link_to_outside_the_root_is_refused_naming_it(images, outside, tmp_path, capsys):
+    root = _copy(images, tmp_path)
+    (root / "bee" / "100.png").symlink_to(outside / "gone.png")
+    line = run_cli(split_args(root, tmp_path / "out"), capsys)
+    assert "'bee/100.png'" in line and "symlink to a missing file" in line and "gone.png" in line, line
+
+
+def test_a_dangling_link_in_a_split_file_is_refused_naming_its_line(images, outside, tmp_path, capsys):
+    root = _copy(images, tmp_path)
+    (root / "ant" / "100.png").symlink_to(outside / "gone.png")
+    split = good_split(tmp_path / "split")
+    (split / "test.txt").write_text("".join(f"{line}\n" for line in TEST + ["ant/100.png 0"]))
+    (tmp_path / "c.yaml").write_text("name: links\n")
+    line = run_cli(["train", tmp_path / "c.yaml", "data.dataset=split-file", f"data.root={root}",
+                    f"data.split_dir={split}", f"out_dir={tmp_path / 'runs'}", *FAST], capsys)
+    assert "test.txt, line 3" in line and "ant/100.png" in line, line
+
+
+@pytest.mark.parametrize("make, needle", [
+    (lambda root: (root / "ant" / "loop.png").symlink_to("loop.png"), "'ant/loop.png'"),  # a link to itself
+    (lambda root: ((root / "yy").symlink_to(root / "zz"), (root / "zz").symlink_to(root / "yy")), "yy"),  # two links
+], ids=["image-to-itself", "class-folders-to-each-other"])
+def test_a_link_loop_is_refused_naming_it(make, needle, images, tmp_path, capsys):
+    root = _copy(images, tmp_path)
+    make(root)
+    line = run_cli(split_args(root, tmp_path / "out"), capsys)
+    assert needle in line and "symlink" in line, line
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_folder_link_back_into_its_class_is_not_followed(images, tmp_path, capsys):
+    """`ant/loop -> ..` (a cycle) is not walked into: each image of ant is listed once, no error, no hang."""
+    root = _copy(images, tmp_path)
+    (root / "ant" / "loop").symlink_to("..", target_is_directory=True)
+    assert main(split_args(root, tmp_path / "out")) == 0
+    listed = "".join((tmp_path / "out" / f"{name}.txt").read_text() for name in ("train", "val", "test"))
+    assert "loop" not in listed and listed.count("ant/") == 12
+
+
+@pytest.mark.xfail(strict=True, reason="data/datasets.py walks a class folder with Path.rglob, which (Python < 3.13) "
+                   "does not enter a symlinked sub-folder: its images are skipped without a word (reported; "
+                   "datasets.py is not this change's file)")
+def test_a_sub_folder_linked_into_a_class_is_listed_or_refused(images, outside, tmp_path, capsys):
+    root = _copy(images, tmp_path)
+    (root / "ant" / "more").symlink_to(outside / "eel", target_is_directory=True)
+    code = main(split_args(root, tmp_path / "out"))
+    listed = (tmp_path / "out" / "train.txt").read_text() if code == 0 else ""
+    assert code == 2 or "ant/more/" in listed

@@ -7,6 +7,7 @@ bit for bit. The result is written as ImageNet-LT-style split files plus a JSON 
 
 from __future__ import annotations
 
+import difflib
 import math
 import os
 import shutil
@@ -17,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from openlt.config import SplitConfig, read_utf8
+from openlt.config import SplitConfig, open_class_items, read_utf8
 from openlt.data.splitfile import write_split_file
 from openlt.errors import ConfigError, DataError, WriteError
 from openlt.io import sha256_file, write_json
@@ -111,13 +112,13 @@ def _resolve_open_classes(spec, class_names: list[str], rng: np.random.Generator
         if not 0 <= spec < n:
             raise ConfigError(f"open_classes={spec}: need fewer open classes than the {n} classes")
         return sorted(rng.choice(n, size=spec, replace=False).tolist())
-    if isinstance(spec, str):
-        spec = [s.strip() for s in spec.split(",") if s.strip()]
-        if not spec:  # '' or ',' would silently mean "no open class"
-            raise ConfigError("open_classes names no class: give a number of held-out classes (0 for none) or "
-                              "class names / ids ('8,9', 'bag,sandal')")
-    chosen = []
-    for value in spec:
+    try:
+        items = open_class_items(spec)  # spaces around an item dropped; no empty item, none twice
+    except ConfigError as exc:
+        raise ConfigError(f"open_classes {exc}") from None
+    chosen: list[int] = []
+    named: dict[int, object] = {}
+    for value in items:
         if isinstance(value, int) or (isinstance(value, str) and value.lstrip("-").isdigit() and value not in class_names):
             idx = int(value)
             if not 0 <= idx < n:
@@ -125,7 +126,14 @@ def _resolve_open_classes(spec, class_names: list[str], rng: np.random.Generator
         elif value in class_names:
             idx = class_names.index(value)
         else:
-            raise ConfigError(f"open class {value!r} is not a class of this dataset; classes: {', '.join(class_names)}")
+            close = difflib.get_close_matches(str(value), class_names, n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            shown = ", ".join(class_names[:20]) + (f", ... ({n} classes)" if n > 20 else "")
+            raise ConfigError(f"open class {value!r} is not a class of this dataset{hint}; classes: {shown}")
+        if idx in named:  # one class by its name and by its id ('dog,3')
+            raise ConfigError(f"data.split.open_classes (--open-classes) names the class {class_names[idx]!r} twice ({named[idx]!r} and "
+                              f"{value!r}): give each held-out class once")
+        named[idx] = value
         chosen.append(idx)
     if len(set(chosen)) == n:
         raise ConfigError("every class is held out as open; keep at least one known class")
@@ -212,6 +220,18 @@ def used_split_config(cfg: SplitConfig, cifar: bool = False) -> dict:
     return used
 
 
+def imbalance_record(cfg: SplitConfig, train_counts: list[int]) -> dict:
+    """The manifest's `imbalance`: the factor asked (`requested_factor`: data.split.imbalance_factor, None when the
+    profile was given by n_min or is none) and the one drawn (`drawn_factor`: largest / smallest training count).
+    They differ when n_max / factor is not a whole number of images: n_min is floored (CIFAR-LT's rule), so
+    `--n-max 8 --imbalance-factor 3` draws n_min 2, factor 4. Such a split is kept, not refused: its smallest class
+    is the whole number of images below the one asked, and `openlt split` prints the factor drawn beside it."""
+    known = [int(c) for c in train_counts if c > 0]
+    drawn = max(known) / min(known) if known else None
+    requested = cfg.imbalance_factor if cfg.profile != "none" else None
+    return {"requested_factor": requested, "drawn_factor": None if drawn is None else round(drawn, 6)}
+
+
 def make_split(pool: LabelledPool, cfg: SplitConfig) -> Split:
     """Draw train / val / test / open from the pool following `cfg`; deterministic in `cfg.seed`."""
     rng = np.random.default_rng(cfg.seed)
@@ -293,7 +313,7 @@ def write_split(split: Split, out_dir: str | Path, pool: LabelledPool, cfg: Spli
         manifest.update(dataset=pool.dataset, root=pool.root, open_class_names=split.open_class_names,
                         original_class_ids=split.original_ids,
                         split_config=used_split_config(cfg, cifar=pool.dataset in ("cifar10", "cifar100")),
-                        seed=cfg.seed)
+                        imbalance=imbalance_record(cfg, split.train_counts()), seed=cfg.seed)
         manifest.update(extra or {})
         write_json(tmp / MANIFEST, manifest)
         _replace_folder(tmp, out_dir)
