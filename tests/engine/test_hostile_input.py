@@ -142,6 +142,13 @@ class NaNFrom(torch.nn.Module):
         return loss * float("nan") if self.epoch >= self.start else loss
 
 
+def nan_in_epoch_1(env: Env) -> list[str]:
+    """A loss NaN from the first epoch on (train.lr=1e30 did this until float keys got upper bounds)."""
+    real = train_module.build_loss
+    env.monkeypatch.setattr(train_module, "build_loss", lambda *a, **k: NaNFrom(real(*a, **k), epoch=0))
+    return env.train("train.epochs=2")
+
+
 def nan_in_epoch_2(env: Env) -> list[str]:
     real = train_module.build_loss
     env.monkeypatch.setattr(train_module, "build_loss", lambda *a, **k: NaNFrom(real(*a, **k), epoch=1))
@@ -367,7 +374,7 @@ CASES = [
     Case("yaml-not-a-mapping", yaml_file("- a\n- b\n"), ("c.yaml", "must hold a mapping")),
     Case("config-file-missing", lambda env: ["train", str(env.tmp / "nope.yaml")], ("config file not found", "nope.yaml")),
     # --- training that cannot go on
-    Case("nan-loss-before-first-checkpoint", lambda env: env.train("train.lr=1e30", "train.epochs=2"),
+    Case("nan-loss-before-first-checkpoint", nan_in_epoch_1,
          ("loss became nan", "epoch 1", "no checkpoint was written")),
     Case("nan-loss-keeps-last-good-checkpoint", nan_in_epoch_2,
          ("loss became nan at epoch 2", "last good checkpoint (epoch 1) is kept", "last.safetensors", "--resume"),
