@@ -190,7 +190,9 @@ CASES = ([(kind, name) for kind in ("eval", "resume", "decoupled") for name in (
 
 
 def snapshot(folder: Path) -> dict:
-    return {str(p.relative_to(folder)): p.read_bytes() for p in folder.rglob("*") if p.is_file()}
+    """Every file of the run but train.lock (it names the last process that held the run: trained or evaluated it)."""
+    return {str(p.relative_to(folder)): p.read_bytes() for p in folder.rglob("*")
+            if p.is_file() and p.name != "train.lock"}
 
 
 @pytest.mark.parametrize("kind, name", CASES, ids=[f"{k}-{n}" for k, n in CASES])
