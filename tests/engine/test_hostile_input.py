@@ -452,9 +452,12 @@ def only_run(folder: Path) -> Path:
 
 
 def snapshot(folder: Path | None) -> dict:
+    """(size, mtime) of every file but train.lock (it names the last process that held the run's lock: an
+    evaluation holds it too, also one refused after taking it)."""
     if folder is None or not folder.exists():
         return {}
-    return {str(p.relative_to(folder)): (p.stat().st_size, p.stat().st_mtime_ns) for p in folder.rglob("*") if p.is_file()}
+    return {str(p.relative_to(folder)): (p.stat().st_size, p.stat().st_mtime_ns) for p in folder.rglob("*")
+            if p.is_file() and p.name != "train.lock"}
 
 
 def test_the_table_covers_enough_cases():
