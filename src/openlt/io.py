@@ -44,15 +44,17 @@ _FILE_MODE = 0o666 & ~_umask()
 
 
 @contextlib.contextmanager
-def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+def atomic_path(path: str | os.PathLike, *, parents: bool = True) -> Iterator[Path]:
     """Yield a temporary path beside `path`; on success it replaces `path`, on failure it is removed.
 
     Readers never see a half-written file, and a crash leaves the previous version in place.
-    A failure to write (disk full, no permission) is a WriteError naming `path`.
+    A failure to write (disk full, no permission) is a WriteError naming `path`. The folder of `path` is created
+    when missing, with its missing parents unless `parents` is False (then only when its parent exists: a
+    run directory moved away meanwhile is not recreated by a write into it).
     """
     path = Path(path)
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
+        path.parent.mkdir(parents=parents, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=TEMP_SUFFIX, dir=path.parent)
         os.close(fd)
     except OSError as exc:

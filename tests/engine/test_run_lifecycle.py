@@ -279,3 +279,27 @@ def test_the_tau_curve_is_drawn_through_the_report_figures_writer(tmp_path, monk
     monkeypatch.setattr(figures, "to_png", lambda fig, dpi=110: seen.append(dpi) or b"drawn by to_png")
     _plot_tau_curve(curve, 0.5, run, lambda line: pytest.fail(line))
     assert seen == [120] and run.tau_curve_file.read_bytes() == b"drawn by to_png"
+
+
+def test_a_move_between_the_check_and_the_write_recreates_nothing(tmp_path):
+    """The window between ``Run.check_in_place`` and the write: the checkpoint's folder is created only inside an
+    existing directory, and the failed write is reported as the move it is."""
+    import torch
+
+    from openlt.engine.checkpoint import save_checkpoint
+    from openlt.engine.run import Run, RunMovedError
+    from openlt.engine.train import _in_place
+
+    (tmp_path / "x" / "checkpoints").mkdir(parents=True)
+    run, moved = Run(tmp_path / "x"), tmp_path / "y"
+    model = torch.nn.Linear(2, 2)
+
+    def moved_then_written():
+        os.rename(run.path, moved)
+        save_checkpoint(run.checkpoint("last"), model, parents=False)
+
+    with run.watched():
+        with pytest.raises(RunMovedError, match=f"^the run directory {run.path} was moved to {moved} while it was in "
+                                                f"use; stopped: the checkpoint of epoch 2 was not written"):
+            _in_place(run, "the checkpoint of epoch 2", moved_then_written)
+    assert not run.path.exists() and sorted(p.name for p in moved.rglob("*")) == ["checkpoints"]

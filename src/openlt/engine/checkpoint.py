@@ -34,12 +34,13 @@ def _optimizer_tensors(optimizer: torch.optim.Optimizer) -> tuple[dict[str, torc
 
 
 def save_checkpoint(path: str | Path, model: nn.Module, optimizer: torch.optim.Optimizer | None = None,
-                    state: dict[str, Any] | None = None) -> None:
+                    state: dict[str, Any] | None = None, *, parents: bool = True) -> None:
     """Write ``model``'s state dict (keys prefixed ``model.``), and ``optimizer``'s state when given, as one
     safetensors file at ``path``; ``state`` (JSON-ready: epoch, best metric, ...) goes into its metadata.
 
     Tensors are stored as contiguous CPU copies; the write is atomic (WriteError when the file cannot be
-    written, the previous one kept).
+    written, the previous one kept). `parents` False: the checkpoint's folder is created only inside an existing
+    directory (:func:`openlt.io.atomic_path`), so a run directory moved away is never recreated.
     """
     tensors = {f"model.{k}": v for k, v in model.state_dict().items()}
     meta: dict[str, Any] = {"format": FORMAT, "state": state or {}}
@@ -48,7 +49,7 @@ def save_checkpoint(path: str | Path, model: nn.Module, optimizer: torch.optim.O
         tensors.update(optim_tensors)
     # safetensors refuses shared or non-contiguous storage: give it plain CPU copies.
     tensors = {k: v.detach().to("cpu", copy=True).contiguous() for k, v in tensors.items()}
-    with atomic_path(path) as tmp:
+    with atomic_path(path, parents=parents) as tmp:
         save_file(tensors, str(tmp), metadata={"openlt": json.dumps(meta)})
 
 

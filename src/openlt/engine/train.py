@@ -43,7 +43,7 @@ from openlt.engine.run import Run, RunMovedError, new_run, publish_run, remove_s
 from openlt.engine.runtime import (batch_to, collect_outputs, inference_loader, make_loader, resolve_device,
                                    to_device)
 from openlt.engine.tracking import EpochLog
-from openlt.errors import ConfigError, OpenLTError, RunDirError, TrainingError
+from openlt.errors import ConfigError, OpenLTError, RunDirError, TrainingError, WriteError
 from openlt.io import remove_stale_temp, write_json, write_text
 from openlt.losses import build_loss, check_loss_args
 from openlt.metrics import ShotBands
@@ -175,17 +175,28 @@ def save_epoch(run: Run, model: OpenLTModel, optimizer: torch.optim.Optimizer,
     best = score if improved else best
     main = distributed.is_main()
     if main and (improved or not has_val):
-        run.check_in_place(f"the best checkpoint of epoch {epoch + 1}")  # moved or deleted: stop, recreate nothing
-        save_checkpoint(run.checkpoint("best"), model, None, {"epoch": epoch, "val_overall": score})
+        _in_place(run, f"the best checkpoint of epoch {epoch + 1}", lambda: save_checkpoint(
+            run.checkpoint("best"), model, None, {"epoch": epoch, "val_overall": score}, parents=False))
     state = {"epoch": epoch, "best_val": best, "record": record}  # the record too: the log line is repaired from it
     if scaler is not None:
         state["grad_scaler"] = scaler.state_dict()  # the loss scale continues where it was on resume
     if main:
-        run.check_in_place(f"the checkpoint of epoch {epoch + 1}")
-        save_checkpoint(run.checkpoint("last"), model, optimizer, state)
-        run.check_in_place(f"epoch {epoch + 1}'s line of {run.log_file.name}")
-        epoch_log.write(record)
+        _in_place(run, f"the checkpoint of epoch {epoch + 1}",
+                  lambda: save_checkpoint(run.checkpoint("last"), model, optimizer, state, parents=False))
+        _in_place(run, f"epoch {epoch + 1}'s line of {run.log_file.name}", lambda: epoch_log.write(record))
     return best, improved
+
+
+def _in_place(run: Run, what: str, write: Callable[[], None]) -> None:
+    """`write` `what` into the run unless its directory was moved or deleted (``Run.check_in_place``: one line,
+    nothing written, the directory never recreated: the writes create no missing parent); a write that fails
+    because it was moved meanwhile is that same error."""
+    run.check_in_place(what)
+    try:
+        write()
+    except WriteError:
+        run.check_in_place(what)
+        raise
 
 
 def wrap_for_training(model: OpenLTModel, criterion: torch.nn.Module, device: torch.device) -> torch.nn.Module:
