@@ -483,7 +483,7 @@ def test_loss_args_within_their_bounds_are_accepted(loss_args):
 
 
 def test_openlt_config_runs_trains_loss_args_check(tmp_path, capsys):
-    """One check (openlt.losses.check_loss_args through config.check_train_loss) for both commands; a decoupled
+    """One check (openlt.losses.check_loss_args through losses.check_train_loss) for both commands; a decoupled
     stage 2 trains no loss of train.loss, so neither checks it there."""
     (tmp_path / "c.yaml").write_text("name: ok\ntrain:\n  loss: oltr\n  loss_args: {weight: 0.01}\n")
     assert main(["config", str(tmp_path / "c.yaml")]) == 0

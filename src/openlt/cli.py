@@ -317,7 +317,8 @@ def _config(args: argparse.Namespace) -> int:
             raise OpenLTError("--reference lists every option with its default; it takes no config or overrides")
         print(reference_markdown(), end="")
         return 0
-    from openlt.config import build_config, check_train_loss, dump_yaml
+    from openlt.config import build_config, dump_yaml
+    from openlt.losses import check_train_loss
 
     cfg = build_config(args.config, args.overrides)
     check_train_loss(cfg)  # train.loss_args as `openlt train` checks them before any run exists

@@ -1050,16 +1050,6 @@ def build_config(path: str | Path | None = None, overrides: list[str] | None = N
     return cfg
 
 
-def check_train_loss(cfg: Config) -> None:
-    """ConfigError when the loss of train.loss does not take train.loss_args (`bogus: 3`, a misspelt option):
-    :func:`openlt.losses.check_loss_args`, for a config that trains that loss (a decoupled stage 2 trains none).
-    `openlt config` calls it, so that it refuses what `openlt train` refuses before any run exists."""
-    if cfg.decouple.method == "none":
-        from openlt.losses import check_loss_args  # torch: imported only when a config is checked this far
-
-        check_loss_args(cfg.train.loss, cfg.train.loss_args)
-
-
 def explicit_keys(cfg: Config) -> dict[str, str]:
     """The dotted keys a user set explicitly in `build_config`: in the config file named (its own lines, not the
     values its `base:` chain gives) or by a `key=value` override -> where ("FILE, line N" / "override 'K=V'").

@@ -45,7 +45,7 @@ from openlt.engine.runtime import (batch_to, collect_outputs, inference_loader, 
 from openlt.engine.tracking import EpochLog
 from openlt.errors import ConfigError, OpenLTError, RunDirError, TrainingError, WriteError
 from openlt.io import remove_stale_temp, write_json, write_text
-from openlt.losses import build_loss, check_loss_args
+from openlt.losses import build_loss, check_train_loss
 from openlt.metrics import ShotBands
 from openlt.models.model import OpenLTModel, build_model
 from openlt.optim import build_optimizer, build_scheduler, lr_schedule, optimizer_step, scheduled_factor
@@ -239,8 +239,7 @@ def _setup(cfg: Config, resume: bool = False) -> torch.device:
     train.loss_args, before any work (no run directory exists yet)."""
     if not resume:
         check_stage1_run(cfg)
-    if cfg.decouple.method == "none":  # (a decoupled stage 2 trains no loss of train.loss)
-        check_loss_args(cfg.train.loss, cfg.train.loss_args)
+    check_train_loss(cfg)
     device = distributed.setup(resolve_device(cfg.train.device))
     check_amp(cfg.train.amp, device)
     per_process_batch(cfg.train.batch_size, distributed.world_size())

@@ -10,7 +10,7 @@ package imports them all (timm's shape).
 """
 
 from openlt.losses import centroid, cross_entropy, focal, metric, rebalance  # noqa: F401  (they register)
-from openlt.losses._registry import LOSSES, build_loss, check_loss_args
+from openlt.losses._registry import LOSSES, build_loss, check_loss_args, check_train_loss
 from openlt.losses.cross_entropy import CrossEntropy
 
-__all__ = ["LOSSES", "CrossEntropy", "build_loss", "check_loss_args"]
+__all__ = ["LOSSES", "CrossEntropy", "build_loss", "check_loss_args", "check_train_loss"]

@@ -42,3 +42,11 @@ def check_loss_args(name: str, loss_args: dict[str, Any]) -> None:
         raise ConfigError(f"bad arguments for loss {name!r} (train.loss_args): {exc}") from None
     except Exception:  # noqa: BLE001 - only the arguments are checked here
         pass
+
+
+def check_train_loss(cfg: Any) -> None:
+    """:func:`check_loss_args` of a config's train.loss / train.loss_args, for a config that trains that loss (a
+    decoupled stage 2 trains none). `openlt config` and `openlt train` both call it, so that `openlt config` refuses
+    what `openlt train` refuses before any run exists."""
+    if cfg.decouple.method == "none":
+        check_loss_args(cfg.train.loss, cfg.train.loss_args)
