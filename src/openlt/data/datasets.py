@@ -4,6 +4,7 @@ image folders, and the embedded Fashion-MNIST arrays. All yield (image tensor, l
 from __future__ import annotations
 
 import contextlib
+import errno
 import logging
 import os
 import re
@@ -56,25 +57,51 @@ def _hidden(name: str) -> bool:
     return name.startswith(".") or name == "__MACOSX"
 
 
+def _broken_link(path: Path, what: str) -> str:
+    """Why a symlink that does not resolve is broken, for a DataError: a loop or a missing target."""
+    try:
+        path.resolve(strict=True)
+    except RuntimeError:  # Python 3.11 raises it for a symlink loop
+        return f"a symlink loop ({os.readlink(path)} leads back to itself); remove it"
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            return f"a symlink loop ({os.readlink(path)} leads back to itself); remove it"
+    return f"a symlink to a missing {what} ({os.readlink(path)}); remove it or restore its target"
+
+
 def image_files(folder: Path, root: Path) -> list[str]:
     """The image files under `folder` (any depth), as sorted paths relative to `root`; hidden entries (see
-    `_hidden`) are skipped, and a path that a split file cannot hold is a DataError naming it."""
+    `_hidden`) are skipped, and a path that a split file cannot hold is a DataError naming it. Symlinked
+    sub-folders are followed (datasets are often assembled with links), except one that points back to a folder
+    above it (a loop: `ant/loop -> ..`), which is skipped; a link to another class's folder lists its images
+    twice, which the duplicate check (`check_unique_files`) then refuses by name."""
     files = []
-    for path in folder.rglob("*"):
-        relative = path.relative_to(folder)
-        if any(_hidden(part) for part in relative.parts):
-            continue
-        if path.is_symlink() and not path.exists():
-            raise DataError(f"{path.relative_to(root).as_posix()!r} under {root} is a symlink to a missing file "
-                            f"({os.readlink(path)}); remove it or restore its target")
-        if not path.is_file():
-            continue
-        if path.suffix.lower() in IMAGE_EXTENSIONS:
-            item = path.relative_to(root).as_posix()
-            problem = item_problem(item)
-            if problem:
-                raise DataError(f"cannot list {path!r}: {problem}; rename it")
-            files.append(item)
+    for directory, subdirs, names in os.walk(folder, followlinks=True):
+        here = Path(directory)
+        real_here = here.resolve()
+        keep = []
+        for name in sorted(subdirs):
+            sub = here / name
+            if _hidden(name):
+                continue
+            if sub.is_symlink() and (real_here == sub.resolve() or real_here.is_relative_to(sub.resolve())):
+                continue  # a link to this folder or one above it: following it would never end
+            keep.append(name)
+        subdirs[:] = keep
+        for name in names:
+            path = here / name
+            if _hidden(name):
+                continue
+            if path.is_symlink() and not path.exists():
+                raise DataError(f"{path.relative_to(root).as_posix()!r} under {root} is {_broken_link(path, 'file')}")
+            if not path.is_file():
+                continue
+            if path.suffix.lower() in IMAGE_EXTENSIONS:
+                item = path.relative_to(root).as_posix()
+                problem = item_problem(item)
+                if problem:
+                    raise DataError(f"cannot list {path!r}: {problem}; rename it")
+                files.append(item)
     return sorted(files)
 
 
@@ -88,8 +115,7 @@ def image_folder_pool(root: str | os.PathLike) -> LabelledPool:
         raise DataError(f"image folder root does not exist or is not a folder: {root}")
     for entry in sorted(root.iterdir()):
         if entry.is_symlink() and not entry.exists() and not _hidden(entry.name):
-            raise DataError(f"{entry} is a symlink to a missing folder ({os.readlink(entry)}); remove it or restore "
-                            f"its target")
+            raise DataError(f"{entry} is {_broken_link(entry, 'folder')}")
     classes = sorted(d.name for d in root.iterdir() if d.is_dir() and not _hidden(d.name))
     if not classes:
         raise DataError(f"image folder {root} has no class sub-folders (expected root/<class>/<image>)")
