@@ -201,3 +201,29 @@ def test_read_pairs_file_lists_each_image_once(tmp_path):
     pairs = read_pairs_file(path)
     assert pairs.first == ["a.png", "b.png"] and pairs.second == ["b.png", "c.png"] and pairs.same == [1, 0]
     assert pairs.lines == [2, 4] and pairs.images().items == ["a.png", "b.png", "c.png"]
+
+
+def test_probes_that_are_training_or_gallery_images_are_refused(faces, capsys):
+    """A probe that is a template's own image would match itself (rank-1 inflated): refused, also under another
+    name (a symlink), with the count and an example; a held-out probe list beside it is accepted."""
+    train = [("0/0.png", 0), ("1/3.png", 1), ("1/4.png", 1)]  # training images of the run (TRAIN_COUNTS)
+    probe = write_list(faces["tmp"] / "leak_train.txt", [("0/30.png", 0), *train])
+    code, _, err = identify(capsys, faces, "--probe", probe)
+    assert code == 2 and err.count("\n") == 1
+    assert "leak_train.txt: 3 of 4 probe image(s) are training images of the run" in err
+    assert "e.g. line 2 '0/0.png' = " in err and "MS1M_LT_train.txt, line 1" in err
+    (faces["tmp"] / "root" / "0" / "alias.png").symlink_to(faces["tmp"] / "root" / "0" / "1.png")
+    try:
+        probe = write_list(faces["tmp"] / "leak_link.txt", [("0/alias.png", 0)])
+        code, _, err = identify(capsys, faces, "--probe", probe)
+        assert code == 2 and "leak_link.txt: 1 of 1 probe image(s) are training images" in err
+        assert "line 1 '0/alias.png' = " in err and "MS1M_LT_train.txt, line 2" in err
+    finally:
+        (faces["tmp"] / "root" / "0" / "alias.png").unlink()
+    gallery_rows = Path(faces["gallery"]).read_text(encoding="utf-8").split()
+    probe = write_list(faces["tmp"] / "leak_gallery.txt", [("0/30.png", 0), (gallery_rows[2], 1)])
+    code, _, err = identify(capsys, faces, "--probe", probe, "--gallery", faces["gallery"])
+    assert code == 2 and err.count("\n") == 1
+    assert "leak_gallery.txt: 1 of 2 probe image(s) are images of the gallery list" in err
+    assert f"e.g. line 2 '{gallery_rows[2]}' = " in err and "gallery.txt, line 2" in err
+    assert not list(faces["run"].glob("identification*leak*"))

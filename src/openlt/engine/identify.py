@@ -14,7 +14,9 @@ lists; :mod:`openlt.metrics.identification` does the rest:
 Lists are split files (``relative/path label``: probe -1 = unknown identity; gallery labels >= 0; the label
 of a distractor is ignored). A pairs file holds ``path1 path2 same`` lines (same: 1 same identity, 0 not).
 Identities are the run's integer labels (the training split's classes 0..K-1), new ones >= K. Everything is
-checked (files, lines, images) before the model is loaded; the result goes to RUN/identification.json.
+checked (files, lines, images) before the model is loaded; a probe that is a training image of the run or an
+image of the gallery list (compared as files, by device and inode) is refused: it would match its own template.
+The result goes to RUN/identification.json.
 """
 
 from __future__ import annotations
@@ -172,6 +174,33 @@ def _check_request(probe, gallery, distractors, pairs, many_above: int, chunk_si
         raise ConfigError(f"--many-above: {exc}") from None
 
 
+def _shared(probe: SplitEntries, probe_keys: list, other: SplitEntries, other_keys: list, what: str) -> None:
+    """DataError when a probe is one of `other`'s images (compared as files: (device, inode), so a symlink or a
+    hard link is the same image), naming the count and the first such probe with both lines."""
+    where = {}
+    for key, line in zip(other_keys, other.lines):
+        where.setdefault(key, line)
+    shared = [(item, line, where[key]) for item, key, line in zip(probe.items, probe_keys, probe.lines)
+              if key in where]
+    if shared:
+        item, line, other_line = shared[0]
+        raise DataError(f"{probe.path}: {len(shared)} of {len(probe.items)} probe image(s) are {what}, e.g. line "
+                        f"{line} {item!r} = {other.path}, line {other_line}: a probe must be held out (e.g. the "
+                        f"test split), or rank-1 matches an image with itself; remove them from the probe list")
+
+
+def check_probes_held_out(lists: dict[str, SplitEntries], keys: dict[str, list], data: DataBundle) -> None:
+    """No probe is a training image (the templates are their means) nor an image of the gallery list (the
+    template of its identity): either would match itself and inflate rank-1. Images are compared as files."""
+    train = data.entries.get("train")
+    if train is not None:
+        _shared(lists["probe"], keys["probe"], train, data.loader_of("train").check(train),
+                "training images of the run (its templates are built from them)")
+    if "gallery" in lists:
+        _shared(lists["probe"], keys["probe"], lists["gallery"], keys["gallery"],
+                "images of the gallery list (the templates of their identities)")
+
+
 def identify_run(run: Run, probe: str | None = None, gallery: str | None = None, distractors: str | None = None,
                  pairs: str | None = None, *, root: str | None = None, distractor_root: str | None = None,
                  checkpoint: str = "best", device: str | None = None, many_above: int = 20,
@@ -191,8 +220,9 @@ def identify_run(run: Run, probe: str | None = None, gallery: str | None = None,
     cfg = run.config()
     data = prepare_data(cfg, default_split_dir=run.splits_dir)
     loaders = _loaders(data, root, distractor_root)
-    for kind, entries in lists.items():
-        loaders[kind].check(entries)
+    keys = {kind: loaders[kind].check(entries) for kind, entries in lists.items()}
+    if "probe" in lists:
+        check_probes_held_out(lists, keys, data)
     if pair_list is not None:
         lists["pairs"] = pair_list.images()
         loaders["pairs"].check(lists["pairs"])

@@ -26,6 +26,10 @@ openlt's protocol (pure numpy; features in, numbers out):
 * **Verification** (:func:`tar_at_far`): 1:1 pairs (same / different identity); the true accept rate at
   the threshold where at most a fraction FAR of the impostor pairs is accepted (FAR = 1e-3, 1e-4).
 
+Probes must be held out from the images the templates are built from (training images, gallery split): a
+probe that is one of them matches (part of) itself and inflates rank-1. These functions get features and
+cannot tell; ``openlt identify`` refuses such probe lists (files compared by device and inode).
+
 Scores are cosine similarities in [-1, 1], higher = more alike; a score must be *strictly above* a
 threshold to be accepted.
 """
