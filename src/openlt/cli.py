@@ -414,8 +414,10 @@ def _add_train_command(sub: argparse._SubParsersAction) -> None:
     p.add_argument("config", nargs="?", help="YAML config file, or a packaged config's name (fmnist_lt/plain; "
                    "`openlt configs` lists them)")
     p.add_argument("overrides", nargs="*", help="dotted overrides, e.g. train.epochs=2 data.root=/data")
-    p.add_argument("--resume", metavar="RUN", help="continue an interrupted run from its last checkpoint (a "
-                   "finished run that was evaluated is left as it is: `openlt eval RUN` evaluates it again)")
+    p.add_argument("--resume", metavar="RUN", help="continue an interrupted run from its last checkpoint with its "
+                   "config.yaml, where train.* (e.g. train.epochs), eval.* and data.workers may be edited, not the data, "
+                   "model or input keys (a finished run that was evaluated is left as it is: `openlt eval RUN` "
+                   "evaluates it again)")
     p.add_argument("--name", help="run name prefix (default: the config's name)")
     p.add_argument("--device", help="auto, cpu, cuda, cuda:N or mps (same as train.device=...; with --resume: "
                    "where this process continues the run)")

@@ -27,7 +27,7 @@ import torch
 from torch.optim.lr_scheduler import LambdaLR
 from tqdm import tqdm
 
-from openlt.config import Config
+from openlt.config import Config, flatten, to_dict
 from openlt.data.build import DataBundle, prepare_data
 from openlt.data.samplers import build_sampler
 from openlt.data.splits import MANIFEST
@@ -35,7 +35,7 @@ from openlt.engine import distributed
 from openlt.engine.checkpoint import checkpoint_state, load_checkpoint, save_checkpoint
 from openlt.engine.decouple import stage1_features, train_decoupled
 from openlt.engine.evaluate import closed_metrics
-from openlt.engine.inference import write_inference
+from openlt.engine.inference import InferenceSpec, read_inference, write_inference
 from openlt.engine.init_from import check_stage1_run, init_from_run
 from openlt.engine.manifest import check_training_data
 from openlt.engine.precision import autocast, check_amp, grad_scaler
@@ -84,6 +84,7 @@ def train(cfg: Config, *, run: Run | None = None, name: str | None = None, resum
         schedule = lr_schedule(cfg.train, len(loader))  # the config checked here, once
         scaler = grad_scaler(cfg.train.amp, device)
         start_epoch, best = _load_last(run, state, model, optimizer, scaler)
+        defining = defining_config(cfg)  # unchanged since the run started (check_resume_config)
         if start_epoch >= cfg.train.epochs:
             log("training already finished")
             return run
@@ -103,7 +104,7 @@ def train(cfg: Config, *, run: Run | None = None, name: str | None = None, resum
                 record["val"] = validate(model, val_loader, device, data.train_counts, bands, cfg, quiet)
             record["time_s"] = round(time.time() - epoch_start, 2)
             best, improved = save_epoch(run, model, optimizer, scaler, epoch, record, best,
-                                        has_val=val_loader is not None, epoch_log=epoch_log)
+                                        has_val=val_loader is not None, epoch_log=epoch_log, defining=defining)
             eta = (time.time() - started) / (epoch + 1 - start_epoch) * (cfg.train.epochs - epoch - 1)
             log(_epoch_line(record, cfg.train.epochs, eta, improved))
         if epoch_log is not None:
@@ -165,11 +166,12 @@ def validate(model: OpenLTModel, loader, device: torch.device, train_counts: lis
 
 def save_epoch(run: Run, model: OpenLTModel, optimizer: torch.optim.Optimizer,
                scaler: torch.amp.GradScaler | None, epoch: int, record: dict, best: float | None, *,
-               has_val: bool, epoch_log: EpochLog | None) -> tuple[float | None, bool]:
+               has_val: bool, epoch_log: EpochLog | None, defining: dict | None = None) -> tuple[float | None, bool]:
     """After epoch `epoch` (0-based): the best checkpoint when validation accuracy improved (every epoch when
     there is no validation split), the last one with the optimizer and grad-scaler state and the epoch's record
     (what `--resume` continues from), then the epoch's metrics line (a kill before it: `--resume` writes it from
-    the checkpoint). Rank 0 writes; returns (best accuracy so far, improved)."""
+    the checkpoint). `defining` (:func:`defining_config` of the config the run started with) goes into the last
+    checkpoint's state as "config". Rank 0 writes; returns (best accuracy so far, improved)."""
     score = record.get("val", {}).get("overall")
     improved = score is not None and (best is None or score > best)
     best = score if improved else best
@@ -178,6 +180,8 @@ def save_epoch(run: Run, model: OpenLTModel, optimizer: torch.optim.Optimizer,
         _in_place(run, f"the best checkpoint of epoch {epoch + 1}", lambda: save_checkpoint(
             run.checkpoint("best"), model, None, {"epoch": epoch, "val_overall": score}, parents=False))
     state = {"epoch": epoch, "best_val": best, "record": record}  # the record too: the log line is repaired from it
+    if defining is not None:  # what --resume must find unchanged in config.yaml (check_resume_config)
+        state["config"] = defining
     if scaler is not None:
         state["grad_scaler"] = scaler.state_dict()  # the loss scale continues where it was on resume
     if main:
@@ -263,6 +267,8 @@ def _prepared_run(cfg: Config, run: Run | None, name: str | None, resume: bool,
             remove_stale_temp(run.path)
         data = distributed.main_first(lambda: prepare_data(cfg, default_split_dir=run.splits_dir))
         check_training_data(cfg, data, run, resume)  # resume: the split files it started on; open set: a threshold
+        if resume:
+            check_resume_config(run, cfg, data)  # and the network and input transform it started with
         with _interrupt_note(run), _watched(run):
             yield run, data
 
@@ -463,6 +469,68 @@ def _check_epochs(run: Run, cfg: Config, done: int) -> None:
         raise ConfigError(f"{run.path} has trained {done} epochs, but train.epochs={cfg.train.epochs} in its "
                           f"{run.config_file.name}: --resume cannot train fewer epochs than are done; set train.epochs "
                           f"to {done} or more there (or start a new run)")
+
+
+# The config keys that define the data a run trains on, its network and the network's input transform: `--resume`
+# refuses a change to any of them in the run's config.yaml (the weights, inference.json - what predict, export and
+# load_run read - and the evaluation would disagree). Every other key may change on resume: the training schedule
+# (train.epochs, train.lr, ...), the evaluation (eval.*), the loader (data.workers, data.pin_memory), and where the
+# data is read from (data.root, data.split_dir, ...: the split files and class list are checked by the run's
+# split_manifest.json instead).
+DEFINING_KEYS = ("data.dataset", "data.transform", "data.image_size", "data.in_chans")
+DEFINING_PREFIXES = ("model.",)
+
+
+def defining_config(cfg: Config) -> dict:
+    """{dotted key: value} of the keys of :data:`DEFINING_KEYS` / :data:`DEFINING_PREFIXES` in `cfg`, as JSON data
+    (what the last checkpoint records as its state's "config")."""
+    flat = flatten(to_dict(cfg))
+    return json.loads(json.dumps({k: v for k, v in flat.items()
+                                  if k in DEFINING_KEYS or k.startswith(DEFINING_PREFIXES)}))
+
+
+_MAY_CHANGE = ("only training-schedule, evaluation and loader keys (train.epochs, train.lr, eval.*, data.workers, "
+               "...) may change on resume")
+
+
+def check_resume_config(run: Run, cfg: Config, data: DataBundle) -> None:
+    """Refuse to resume `run` when its config.yaml (`cfg`, with its checked `data`) changed a key that defines the
+    data, the network or its input transform since the run started: compared with the config the last checkpoint
+    records (state "config", :func:`defining_config`), then with the input the run's inference.json records (size,
+    channels, evaluation transform: written when the run started, never rewritten; this also covers a run with
+    no checkpoint yet, or of an older openlt). ConfigError naming the key, both values and what may change."""
+    last = run.checkpoint("last")
+    recorded = checkpoint_state(last).get("config") if last.is_file() else None
+    if isinstance(recorded, dict):
+        now = defining_config(cfg)
+        for key, then in recorded.items():
+            if key in now and now[key] != then:
+                raise ConfigError(_changed_message(run, key, then, now[key], f"the checkpoint {last}"))
+    spec = read_inference(run)
+    if spec is None:
+        return
+    now_spec = InferenceSpec.from_data(data)
+    for field, key in (("image_size", "data.image_size"), ("in_chans", "data.in_chans")):
+        then, now = getattr(spec, field), getattr(now_spec, field)
+        if then != now:
+            raise ConfigError(_changed_message(run, key, then, now, run.inference_file, resolved=True))
+    if spec.transform != now_spec.transform:
+        field = next(k for k in sorted(set(spec.transform) | set(now_spec.transform))
+                     if spec.transform.get(k) != now_spec.transform.get(k))
+        raise ConfigError(_changed_message(run, f"the input transform's {field} (data.transform, data.dataset)",
+                                           spec.transform.get(field), now_spec.transform.get(field),
+                                           run.inference_file, resolved=True))
+
+
+def _value(value) -> str:
+    return "null" if value is None else json.dumps(value) if isinstance(value, (list, dict, bool)) else str(value)
+
+
+def _changed_message(run: Run, key: str, then, now, where, resolved: bool = False) -> str:
+    what = "resolves to" if resolved else "is"
+    return (f"{run.config_file}: {key} {what} {_value(now)} now, but the run started with {_value(then)} (recorded "
+            f"in {where}); `--resume` continues only with the data, network and input transform the run started "
+            f"with ({_MAY_CHANGE}): set it back, or start a new run")
 
 
 def _resume_state(run: Run, cfg: Config, log: Log) -> dict | None:

@@ -1,0 +1,86 @@
+"""`openlt train --resume` after an edit of the run's config.yaml (engine/train.py `check_resume_config`): a key
+that defines the data, the network or its input transform (data.image_size, model.*, ...) is refused in one line
+naming the key, both values and what may change, nothing written; training-schedule and evaluation keys
+(train.epochs, eval.*) may change. The last checkpoint records the defining keys the run started with; a run
+without that record (no checkpoint yet, or an older openlt) is checked against its inference.json."""
+
+import json
+import shutil
+
+import pytest
+import yaml
+
+from tiny_run import cli, tiny_overrides  # tests/helpers
+from openlt.cli import main
+from openlt.engine.checkpoint import checkpoint_state
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory, single_thread):
+    tmp = tmp_path_factory.mktemp("resume_config")
+    (tmp / "tiny.yaml").write_text("name: tiny\n")
+    assert main(["train", str(tmp / "tiny.yaml"), *tiny_overrides(tmp, "train.epochs=1", "train.device=cpu"),
+                 "--quiet", "--no-eval"]) == 0
+    return next((tmp / "runs").iterdir())
+
+
+def _edited(trained, tmp_path, **edits):
+    """A copy of the trained run whose config.yaml has `edits` ({"section__key": value}) applied."""
+    copy = tmp_path / trained.name
+    shutil.copytree(trained, copy)
+    saved = yaml.safe_load((copy / "config.yaml").read_text())
+    for dotted, value in edits.items():
+        node = saved
+        *parents, last = dotted.split("__")
+        for key in parents:
+            node = node[key]
+        node[last] = value
+    (copy / "config.yaml").write_text(yaml.safe_dump(saved, sort_keys=False))
+    return copy
+
+
+def _files(run):
+    return {p.relative_to(run): p.read_bytes() for p in run.rglob("*") if p.is_file() and p.name != "train.lock"}
+
+
+def test_the_last_checkpoint_records_the_defining_keys(trained):
+    recorded = checkpoint_state(trained / "checkpoints" / "last.safetensors")["config"]
+    assert recorded["data.image_size"] == 16 and recorded["model.backbone"] == "resnet10"
+    assert "model.head.scale" in recorded and "train.epochs" not in recorded and "data.root" not in recorded
+
+
+@pytest.mark.parametrize("edits, key, then, now", [
+    ({"data__image_size": 12, "train__epochs": 2}, "data.image_size", "16", "12"),
+    ({"model__classifier": "cosine", "train__epochs": 2}, "model.classifier", "linear", "cosine"),
+    ({"model__head__scale": 32.0}, "model.head.scale", "16.0", "32.0"),
+])
+def test_resume_refuses_an_edited_defining_key(trained, tmp_path, capsys, edits, key, then, now):
+    run = _edited(trained, tmp_path, **edits)
+    before = _files(run)
+    code, out, err = cli(capsys, "train", "--resume", run, "--quiet")
+    assert code == 2 and len(err.strip().splitlines()) == 1, err
+    assert f"{key} is {now} now, but the run started with {then}" in err
+    assert "last.safetensors" in err and "train.epochs" in err and "may change on resume" in err
+    assert "resuming" not in out
+    assert _files(run) == before  # nothing trained, evaluated or rewritten
+
+
+def test_resume_falls_back_to_inference_json_without_a_recorded_config(trained, tmp_path, capsys):
+    """A run killed in epoch 1 (no checkpoint) edited to another size: inference.json names the size it started
+    with."""
+    run = _edited(trained, tmp_path, data__image_size=24)
+    shutil.rmtree(run / "checkpoints")
+    (run / "metrics.jsonl").unlink()
+    code, out, err = cli(capsys, "train", "--resume", run, "--quiet")
+    assert code == 2 and len(err.strip().splitlines()) == 1, err
+    assert "data.image_size resolves to 24 now, but the run started with 16" in err
+    assert "inference.json" in err and not (run / "checkpoints").exists()
+
+
+def test_resume_with_more_epochs_and_other_eval_settings_trains_on(trained, tmp_path, capsys):
+    run = _edited(trained, tmp_path, train__epochs=2, train__lr=0.01, eval__batch_size=32, data__workers=0)
+    code, out, err = cli(capsys, "train", "--resume", run, "--quiet", "--no-eval")
+    assert code == 0, err
+    assert "resuming" in out and "after epoch 1/2" in out
+    assert checkpoint_state(run / "checkpoints" / "last.safetensors")["epoch"] == 1
+    assert json.loads((run / "inference.json").read_text())["image_size"] == 16
