@@ -546,12 +546,13 @@ def _add_bench_command(sub: argparse._SubParsersAction) -> None:
 def _add_summary_command(sub: argparse._SubParsersAction) -> None:
     """The `openlt summary` subcommand and its options."""
     p = sub.add_parser("summary", help="mean ± std table over evaluated runs (e.g. seeds); LABEL=RUN groups runs",
-                       description="One row per label: mean ± std over its runs, which must be seeds of one recipe "
-                       "evaluated alike. A row of runs whose config.yaml differ (other than seed, name, paths, "
+                       description="One row per label: mean ± std over its runs (the population std, ddof=0), which "
+                       "must be seeds of one recipe evaluated alike (the same checkpoint: best or last). A row of runs "
+                       "whose config.yaml differ (other than seed, name, paths, "
                        "device / workers: summary.RECIPE_IGNORED; a stage-2 run's train.init_from run included), of "
                        "two runs with the same seed, or of runs evaluated differently is refused with one line "
                        "naming two runs and what differs (e.g. train.epochs: 12 vs 48): give each recipe its own "
-                       "LABEL=.")
+                       "LABEL=. Rows on different data (datasets, class lists, split files) get a note.")
     p.add_argument("runs", nargs="+", help="run directories (or their metrics-TAG.json files), optionally as "
                    f"LABEL=RUN to group them in rows: {SUMMARY_ITEM}")
     p.add_argument("--label", default="runs", help="row label for runs given without LABEL=")

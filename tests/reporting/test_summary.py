@@ -88,6 +88,8 @@ INCOMPARABLE = {
     "keep-known-differs": (_set(("calibration", "source"), "validation: keeps 95% of the known validation images"),
                            ("open-set decisions", "keeps 95%")),
     "nothing-rejected": (lambda m: m.pop("calibration"), ("open-set decisions", "'msp, nothing rejected'")),
+    "checkpoint-last": (_set(("checkpoint",), "last"), ("s0 is an evaluation of its checkpoint 'best', s1 of its "
+                                                        "checkpoint 'last'", "`openlt eval RUN --checkpoint best`")),
 }
 
 
@@ -272,3 +274,36 @@ def test_the_bench_report_marks_short_cells_and_refuses_mixed_rows_before_writin
     with pytest.raises(RunDirError, match="different band rules"):
         aggregate({"x": [metrics("a"), changed(_set(("bands", "rule"), "many > 1, medium 1-1, few < 1"))]})
     assert "| plain | 2 |" in summarize(groups)
+
+
+# ---------------------------------------------------------------------------- what the tables say under them
+def test_the_summary_and_bench_tables_say_the_std_is_the_population_one(tmp_path, capsys):
+    a, b = metrics("s0", auroc=0.8333333333333334), metrics("s1", auroc=0.6388888888888888)
+    code, out, err = cli([f"S={write(tmp_path, 's0', a)}", f"S={write(tmp_path, 's1', b)}"], capsys)
+    assert code == 0, err
+    assert "0.736 ± 0.097" in out  # ddof=0; the sample std (ddof=1) would be 0.138
+    assert "± is the population standard deviation over a row's runs (ddof=0: divided by n, not n - 1)" in out
+    spec = Spec(tmp_path / "bench")
+    assert "(ddof=0: divided by n, not n - 1)" in markdown(spec, {"S": [a, b]})
+
+
+def test_rows_on_different_data_get_one_note_naming_them(tmp_path, capsys):
+    same = [f"a={write(tmp_path, 's0', metrics('s0'))}", f"b={write(tmp_path, 's1', metrics('s1'))}"]
+    code, out, err = cli(same, capsys)
+    assert code == 0 and "different data" not in out, err
+    other = metrics("s2")
+    other.update(class_names=["ant", "bee", "cat", "dog"], train_counts=[120, 50, 10, 5])
+    code, out, err = cli([same[0], f"c={write(tmp_path, 's2', other)}"], capsys)
+    assert code == 0, err
+    assert ("note: the rows are on different data (different class lists: a: 3 classes (ant, bee, cat), c: 4 "
+            "classes (ant, bee, cat, ...)): their numbers are not comparable") in out
+    moved = metrics("s3")
+    moved["split_files"]["train"] = "f" * 64
+    code, out, err = cli([same[0], f"d={write(tmp_path, 's3', moved)}"], capsys)
+    assert code == 0 and ("different split files: a: train sha256 aaaaaaaaaaaa, d: train sha256 ffffffffffff"
+                          in out), out
+    for run, dataset in (("s0", "fashion-mnist"), ("s2", "cifar10")):  # run directories: config.yaml names the dataset
+        (tmp_path / run / "config.yaml").write_text(f"data:\n  dataset: {dataset}\n")
+    code, out, err = cli([same[0], f"c={tmp_path / 's2'}"], capsys)
+    assert code == 0 and ("note: the rows are on different data (a: fashion-mnist (3 classes), c: cifar10 (4 "
+                          "classes)): their numbers are not comparable") in out, out

@@ -1,5 +1,5 @@
-"""The results of a bench: one comparison table (mean ± std over seeds) as markdown and CSV, the papers'
-numbers beside it, and a self-contained HTML page with a bar chart per band and links to every run's report."""
+"""The results of a bench: one comparison table (mean ± population std, ddof=0, over seeds) as markdown and CSV,
+the papers' numbers beside it, and a self-contained HTML page with a bar chart per band and links to every run's report."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from matplotlib.figure import Figure
 
 from openlt.io import atomic_path, write_text
 from openlt.paper_numbers import PAPERS
-from openlt.reporting.summary import (COLUMNS, aggregate, format_cell, load_metrics, marked_label,
+from openlt.reporting.summary import (COLUMNS, STD_NOTE, aggregate, format_cell, load_metrics, marked_label,
                                      under_trained_note)
 from openlt.reporting.figures import to_png
 from openlt.reporting.html import esc, figure, page, table
@@ -75,7 +75,7 @@ def markdown(spec, groups: dict[str, list[dict]]) -> str:
     """
     names = [c for c, _, _ in COLUMNS]
     lines = [f"# bench {spec.name}: {len(spec.seeds)} seed(s) {spec.seeds}", "",
-             "Top-1 in %, F / AUROC / FPR@95 in [0, 1]; mean ± std over seeds.", "",
+             "Top-1 in %, F / AUROC / FPR@95 in [0, 1]; mean ± std over seeds (" + STD_NOTE + ").", "",
              "| method | runs | " + " | ".join(names) + " |", "|---|---:|" + "---:|" * len(names)]
     aggregated = aggregate(groups)
     for row in aggregated:
@@ -177,7 +177,7 @@ def html_page(spec, groups: dict[str, list[dict]], files: dict[str, list[Path]],
     rows = [[marked_label(r), r["runs"]] + [format_cell(r["cells"][c], c, r["runs"]) for c in names] for r in aggregated]
     body = [f"<h1>bench {esc(spec.name)}</h1>",
             f'<p class="meta">{len(spec.seeds)} seed(s) {esc(spec.seeds)}; top-1 in %, F / AUROC / FPR@95 in [0, 1]; '
-            f"mean ± std over seeds. Spec: <code>{esc(spec.path)}</code></p>",
+            f"mean ± std over seeds ({esc(STD_NOTE)}). Spec: <code>{esc(spec.path)}</code></p>",
             table(["method", "runs"] + names, rows, [False] + [True] * (len(names) + 1))]
     if under_trained_note(aggregated):
         body.append(f'<p class="warning">{esc(under_trained_note(aggregated))}</p>')

@@ -1,12 +1,14 @@
 """The summary table over several runs (e.g. seeds of one method): mean ± std of the band accuracies and the
-open-set metrics, per group of runs (`openlt summary`, and the tables of `openlt bench`).
+open-set metrics, per group of runs (`openlt summary`, and the tables of `openlt bench`); std is the population
+standard deviation (ddof=0).
 
 Runs are averaged into one row only when they are different runs evaluated alike: the same shot-band rule, the
 same class list, the same split files (the sha256 each metrics.json records) and the same open-set decision (the
 score, and a threshold chosen the same way); otherwise :func:`aggregate` refuses, naming two runs and what
 differs. The same model twice in a row (given twice, a copy of its run, or two evaluations of one checkpoint: the
 evaluated checkpoint's sha256 that metrics.json records) is refused too:
-a row's spread is over seeds, not over re-evaluations. Runs of different recipes are refused as well: each run's
+a row's spread is over seeds, not over re-evaluations. So are evaluations of different checkpoints (metrics.json's
+"checkpoint": ``best`` of one run with ``last`` of another): a row compares one choice of weights. Runs of different recipes are refused as well: each run's
 config.yaml (beside its metrics file) is compared with the row's first run's, every key but those of
 :data:`RECIPE_IGNORED` (the seed, names, paths, devices), and the stage-1 run a stage-2 run started from
 (``train.init_from``) likewise; the refusal names the two runs and the first keys that differ (``train.epochs: 12 vs
@@ -14,7 +16,12 @@ config.yaml (beside its metrics file) is compared with the row's first run's, ev
 Refusing, not splitting the row, because a row is what its label says (the user's LABEL=RUN, a bench method): a
 table whose rows silently became "plain (train.epochs=12)" and "plain (train.epochs=48)" would compare what nobody
 asked for; give such runs labels of their own. A cell that fewer runs have than its row (a metric missing or null in some
-metrics.json) says so: ``71.2 ± 0.3 (2/3)``."""
+metrics.json) says so: ``71.2 ± 0.3 (2/3)``.
+
+The ± is the population standard deviation of a row's runs (numpy's default, ddof=0: divided by n, not n - 1); the
+tables say so (:data:`STD_NOTE`). Rows on different data (another dataset, class list or split files: each row's
+first run) are not refused, since a table may compare data sets on purpose, but their table says so in one line
+(:func:`data_note`): their numbers are not comparable."""
 
 from __future__ import annotations
 
@@ -234,6 +241,7 @@ def check_comparable(label: str, runs: list[dict], names: list[str] | None = Non
     recipes or share a seed (their config.yaml: :func:`run_recipe`, for dicts from :func:`load_metrics`). `names`
     (one per run, e.g. as the user gave them) name the two evaluations of one model and the two runs of a recipe
     or seed (default: the run directory's name). RunDirError naming two runs and what differs."""
+    _check_checkpoints(label, runs)
     seen_models: dict[tuple[str, str], int] = {}
     for i, m in enumerate(runs):
         identity = model_identity(m)
@@ -258,6 +266,20 @@ def check_comparable(label: str, runs: list[dict], names: list[str] | None = Non
                                   f"one row {label!r}: they were evaluated under different {what} "
                                   f"({_differs(what, other, value)}); give them different labels (LABEL=RUN) or "
                                   f"evaluate them alike")
+
+
+def _check_checkpoints(label: str, runs: list[dict]) -> None:
+    """RunDirError naming two runs of the row `label` and their checkpoints when they are evaluations of different
+    checkpoints (metrics.json "checkpoint": best, last); a metrics.json without one is not compared."""
+    seen = [(i, m.get("checkpoint")) for i, m in enumerate(runs) if isinstance(m.get("checkpoint"), str)]
+    for i, checkpoint in seen[1:]:
+        first, other = seen[0]
+        if checkpoint != other:
+            a, b = _run_name(runs[first], first), _run_name(runs[i], i)  # as the other evaluated-alike checks
+            raise RunDirError(f"cannot average {a} and {b} into one row {label!r}: {a} is an evaluation of its "
+                              f"checkpoint {other!r}, {b} of its checkpoint {checkpoint!r} (a row compares one choice "
+                              f"of weights); evaluate them alike (`openlt eval RUN --checkpoint {other}`) or give them "
+                              f"different labels (LABEL=RUN)")
 
 
 SHOWN_DIFFERENCES = 3  # differing keys a refusal lists (then "and N more")
@@ -294,9 +316,10 @@ def _check_recipes(label: str, runs: list[dict], names: list[str] | None) -> Non
 
 
 def aggregate(groups: dict[str, list[dict]], names: dict[str, list[str]] | None = None) -> list[dict]:
-    """Per group: {"label", "runs", "cells": {column: (mean, std, n) in display units, or None}, "under_trained"};
-    ``n`` is the number of the group's runs that have the number, ``under_trained`` the number whose metrics.json
-    carries the convergence warning (:mod:`openlt.reporting.convergence`). RunDirError when a group's runs are not
+    """Per group: {"label", "runs", "cells": {column: (mean, std, n) in display units, or None}, "under_trained",
+    "data"}; std is the population standard deviation (ddof=0), ``n`` the number of the group's runs that have the
+    number, ``under_trained`` the number whose metrics.json carries the convergence warning
+    (:mod:`openlt.reporting.convergence`), ``data`` :func:`data_of` the group's first run. RunDirError when a group's runs are not
     comparable (:func:`check_comparable`; `names`: label -> a name per run for its message)."""
     rows = []
     for label, runs in groups.items():
@@ -306,8 +329,51 @@ def aggregate(groups: dict[str, list[dict]], names: dict[str, list[str]] | None 
             values = [v for v in (_get(m, path) for m in runs) if v is not None]
             cells[name] = (float(np.mean(values)) * scale, float(np.std(values)) * scale, len(values)) if values else None
         rows.append({"label": label, "runs": len(runs), "cells": cells,
-                     "under_trained": sum(convergence_warning(m) is not None for m in runs)})
+                     "under_trained": sum(convergence_warning(m) is not None for m in runs),
+                     "data": data_of(runs[0]) if runs else None})
     return rows
+
+
+# what the ± of every summary and bench table is, said where the tables are printed
+STD_NOTE = "± is the population standard deviation over a row's runs (ddof=0: divided by n, not n - 1)"
+
+
+def data_of(metrics: dict) -> dict:
+    """What data a run was evaluated on: {"dataset": data.dataset of its config.yaml (None when there is none),
+    "classes": its class list, "split_files": split name -> sha256 (None when not recorded)}."""
+    source = metrics.get(SOURCE_KEY)
+    flat = _run_config(Path(source).parent) if isinstance(source, str) else None
+    return {"dataset": None if flat is None else flat.get("data.dataset"),
+            "classes": list(metrics.get("class_names") or []), "split_files": metrics.get("split_files")}
+
+
+def data_note(rows: list[dict]) -> str:
+    """One line when the rows of :func:`aggregate` are on different data (each row's first run: another dataset,
+    class list or split files), naming what differs per row; "" when they are on the same data (or one row)."""
+    data = [(row["label"], row.get("data")) for row in rows if row.get("data")]
+    if len(data) < 2:
+        return ""
+    first = data[0][1]
+    if all(d == first for _, d in data[1:]):
+        return ""
+    datasets = {d["dataset"] for _, d in data}
+    if len(datasets) > 1:
+        what = ", ".join(f"{label}: {d['dataset'] or 'unknown dataset'} ({len(d['classes'])} classes)"
+                         for label, d in data)
+    elif any(d["classes"] != first["classes"] for _, d in data):
+        what = "different class lists: " + ", ".join(
+            f"{label}: {len(d['classes'])} classes ({', '.join(d['classes'][:3])}{', ...' if len(d['classes']) > 3 else ''})"
+            for label, d in data)
+    else:
+        what = "different split files: " + ", ".join(
+            f"{label}: train sha256 {str((d['split_files'] or {}).get('train'))[:12]}" for label, d in data)
+    return f"note: the rows are on different data ({what}): their numbers are not comparable"
+
+
+def table_notes(rows: list[dict]) -> list[str]:
+    """The lines under a table of :func:`aggregate`'s rows: what ± is, the different-data note, the
+    under-trained footnote (the last two only when they apply)."""
+    return [note for note in (STD_NOTE, data_note(rows), under_trained_note(rows)) if note]
 
 
 UNDER_TRAINED_MARK = "†"
@@ -329,8 +395,8 @@ def under_trained_note(rows: list[dict]) -> str:
 
 
 def format_cell(cell: tuple[float, float, int] | None, column: str, runs: int | None = None) -> str:
-    """"mean ± std" of an aggregated cell (the mean alone for one run; "–" for none), 1 decimal for a percentage
-    column, 3 for a [0, 1] one; " (n/runs)" follows when fewer than the row's `runs` have the number."""
+    """"mean ± std" (population std, ddof=0) of an aggregated cell (the mean alone for one run; "–" for none), 1
+    decimal for a percentage column, 3 for a [0, 1] one; " (n/runs)" follows when fewer than the row's `runs` have the number."""
     if cell is None:
         return "–"
     mean, std, n = cell
@@ -340,12 +406,13 @@ def format_cell(cell: tuple[float, float, int] | None, column: str, runs: int | 
 
 
 def summarize(groups: dict[str, list[dict]], names: dict[str, list[str]] | None = None) -> str:
-    """A markdown table, one row per group of runs (mean ± std over the group's runs; `names` as :func:`aggregate`)."""
+    """A markdown table, one row per group of runs (mean ± population std, ddof=0, over the group's runs; `names` as
+    :func:`aggregate`), then :func:`table_notes`: what ± is, a note when the rows are on different data, the
+    under-trained footnote."""
     header = "| method | runs | " + " | ".join(name for name, _, _ in COLUMNS) + " |"
     rows = [header, "|---|---:|" + "---:|" * len(COLUMNS)]
     aggregated = aggregate(groups, names)
     for row in aggregated:
         cells = [format_cell(row["cells"][name], name, row["runs"]) for name, _, _ in COLUMNS]
         rows.append(f"| {marked_label(row)} | {row['runs']} | " + " | ".join(cells) + " |")
-    note = under_trained_note(aggregated)
-    return "\n".join(rows) + (f"\n\n{note}" if note else "")
+    return "\n".join(rows) + "\n\n" + "\n".join(table_notes(aggregated))
