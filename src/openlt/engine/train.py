@@ -355,18 +355,37 @@ def final_evaluation(run: Run) -> Iterator[None]:
     """The evaluation `openlt train` runs after the last epoch: a KeyboardInterrupt (Ctrl-C; SIGTERM through the
     CLI) leaving the block gets the same kind of one-line message as one during training: the run, and the
     command that finishes it (`openlt train --resume RUN` evaluates a trained run that has no metrics.json yet;
-    `openlt eval RUN` when one is there, e.g. of an earlier evaluation)."""
+    `openlt eval RUN` when one is there, e.g. of an earlier evaluation). An error that stops it (an OpenLTError,
+    or an OSError such as a full disk, then a WriteError) gets the same hint after its own message: the run has
+    finished training and is kept, and the command that finishes it once the cause is fixed. A run moved away
+    meanwhile (RunMovedError) keeps its own message, which names where it went."""
     try:
         yield
     except KeyboardInterrupt as exc:
         exc.args = (_evaluation_hint(run),)
         raise
+    except RunMovedError:
+        raise
+    except OpenLTError as exc:
+        exc.args = (f"{str(exc).rstrip()}; {_evaluation_failed_hint(run)}",)
+        raise
+    except OSError as exc:  # not an openlt write: still the machine's (disk full, no permission), one line
+        where = f" ({exc.filename})" if exc.filename else ""
+        raise WriteError(f"{exc.strerror or exc}{where}; {_evaluation_failed_hint(run)}") from exc
+
+
+def _finish_command(run: Run) -> str:
+    return f"openlt eval {run.path}" if run.metrics_file.is_file() else f"openlt train --resume {run.path}"
 
 
 def _evaluation_hint(run: Run) -> str:
-    command = f"openlt eval {run.path}" if run.metrics_file.is_file() else f"openlt train --resume {run.path}"
     return (f"the run {run.path} has finished training, its final evaluation was stopped (nothing of it was "
-            f"written, or all of it); finish it with `{command}`")
+            f"written, or all of it); finish it with `{_finish_command(run)}`")
+
+
+def _evaluation_failed_hint(run: Run) -> str:
+    return (f"the run {run.path} has finished training and is kept (its checkpoints are written); its final "
+            f"evaluation failed, so finish it with `{_finish_command(run)}` once that is fixed")
 
 
 def _resume_hint(run: Run) -> str:
