@@ -411,7 +411,8 @@ def evaluation_stages(st: Stages, cfg, logits: dict, labels: dict, data, out: Pa
     files = FolderFiles(out)
     st.run("metrics.json: write", "K", lambda: write_json(files.metrics_path(), metrics))
     st.run("confusion.npz: write (sparse)", "Nt", lambda: save_confusion(
-        out / "confusion.npz", sparse_confusion(records["test"]["preds"], records["test"]["labels"], data.num_classes)))
+        out / "confusion.npz", sparse_confusion(records["test"]["preds"], labels=records["test"]["labels"],
+                                                  num_classes=data.num_classes)))
     samples = sample_table(records)
     st.run("predictions.npz: write", "Nt+No", lambda: save_samples(files.predictions_path(), samples))
     st.run("run report: report.md + report.html (figures)", "Nt+K",

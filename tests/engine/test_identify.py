@@ -132,7 +132,7 @@ def test_identification_without_gallery_or_distractors_and_a_tag(faces, capsys):
     probe_items, probe_ids = read_rows(faces["probe"])
     templates, ids = enrol(features_of(faces, train_items), train_ids)
     scores, found = match(features_of(faces, probe_items), templates, ids)
-    want = rank1_by_band(found, probe_ids, ids, list(TRAIN_COUNTS.values()))
+    want = rank1_by_band(found, probe_labels=probe_ids, enrolled=ids, train_counts=list(TRAIN_COUNTS.values()))
     assert result["identification"]["rank1"] == pytest.approx(want["rank1"])
     assert result["identification"]["n_probes"] == want["n_probes"]
 

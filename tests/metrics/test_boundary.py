@@ -40,12 +40,12 @@ CASES = [
     ("ece-band-lengths", lambda: ece_by_band([0.5, 0.5], [1, 0], [0], BANDS),
      "confidences, correct and labels differ in length: 2 vs 2 vs 1"),
     # closed-set and open-set ids, scores and thresholds
-    ("top1-lengths", lambda: top1([0, 1], [0]), "preds and labels differ in length: 2 vs 1"),
-    ("top1-label-fraction", lambda: top1([0], [0.5]), "labels must hold integer class ids, got non-integral"),
-    ("top1-label-bool", lambda: top1([0], [True]), "labels must hold integer class ids, got dtype bool"),
-    ("f-measure-empty", lambda: open_set_f_measure([], []), "the open-set F-measure needs at least one sample"),
-    ("f-measure-lengths", lambda: open_set_f_measure([0, -1], [0]), "preds and labels differ in length: 2 vs 1"),
-    ("f-measure-label-below-open", lambda: open_set_f_measure([0], [-2]), "labels must be class ids or -1"),
+    ("top1-lengths", lambda: top1([0, 1], labels=[0]), "preds and labels differ in length: 2 vs 1"),
+    ("top1-label-fraction", lambda: top1([0], labels=[0.5]), "labels must hold integer class ids, got non-integral"),
+    ("top1-label-bool", lambda: top1([0], labels=[True]), "labels must hold integer class ids, got dtype bool"),
+    ("f-measure-empty", lambda: open_set_f_measure([], labels=[]), "the open-set F-measure needs at least one sample"),
+    ("f-measure-lengths", lambda: open_set_f_measure([0, -1], labels=[0]), "preds and labels differ in length: 2 vs 1"),
+    ("f-measure-label-below-open", lambda: open_set_f_measure([0], labels=[-2]), "labels must be class ids or -1"),
     ("auroc-one-class-known-only", lambda: auroc([0.9, 0.8], []), "open_scores is empty"),
     ("auroc-one-class-open-only", lambda: auroc([], [0.1]), "known_scores is empty"),
     ("auroc-nan", lambda: auroc([0.9, float("nan")], [0.1]), "known_scores contains nan or inf"),
@@ -89,9 +89,9 @@ def test_empty_inputs_do_what_each_docstring_says():
     reject of nothing is nothing; the F-measure of nothing is refused (above); open samples only: F = 0."""
     assert math.isnan(expected_calibration_error([], []))
     assert reliability_bins([], [], n_bins=3)["count"].tolist() == [0, 0, 0]
-    assert math.isnan(top1([], []))
+    assert math.isnan(top1([], labels=[]))
     assert reject([], [], 0.5).tolist() == []
-    assert open_set_f_measure([-1, 0], [-1, -1]) == {"f_measure": 0.0, "precision": 0.0, "recall": 0.0,
+    assert open_set_f_measure([-1, 0], labels=[-1, -1]) == {"f_measure": 0.0, "precision": 0.0, "recall": 0.0,
                                                       "tp": 0, "fp": 0, "fn": 1}
     assert ece_by_band([], [], [], BANDS) == {"many": None, "medium": None, "few": None, "overall": None}
 

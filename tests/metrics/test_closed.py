@@ -30,20 +30,20 @@ PREDS = [0, 0, 0, 1, 1, -1, 2, 2, 3, 0, 0, 3, 0, -1]
 
 
 def test_per_class_accuracy_hand_case():
-    acc = per_class_accuracy(PREDS, LABELS, 5)
+    acc = per_class_accuracy(PREDS, labels=LABELS, num_classes=5)
     assert acc.dtype == np.float64
     np.testing.assert_allclose(acc, [0.75, 0.5, 1.0, 1 / 3, 0.0])
 
 
 def test_per_class_accuracy_nan_for_class_without_test_sample():
-    acc = per_class_accuracy([0, 1, 2, 0], [0, 0, 2, -1], 3)
+    acc = per_class_accuracy([0, 1, 2, 0], labels=[0, 0, 2, -1], num_classes=3)
     assert acc[0] == 0.5
     assert math.isnan(acc[1])
     assert acc[2] == 1.0
 
 
 def test_shot_accuracy_hand_case():
-    res = shot_accuracy(PREDS, LABELS, TRAIN_COUNTS)
+    res = shot_accuracy(PREDS, labels=LABELS, train_counts=TRAIN_COUNTS)
     assert res["many"] == pytest.approx(0.625)
     assert res["medium"] == pytest.approx(2 / 3)
     assert res["few"] == pytest.approx(0.0)
@@ -53,14 +53,14 @@ def test_shot_accuracy_hand_case():
 
 
 def test_shot_accuracy_accepts_tensors_and_arrays():
-    res = shot_accuracy(torch.tensor(PREDS), np.array(LABELS), torch.tensor(TRAIN_COUNTS))
+    res = shot_accuracy(torch.tensor(PREDS), labels=np.array(LABELS), train_counts=torch.tensor(TRAIN_COUNTS))
     assert res["overall"] == pytest.approx(7 / 12)
     assert res["medium"] == pytest.approx(2 / 3)
 
 
 def test_shot_accuracy_band_without_tested_class_is_none():
     # class 2 (few) has no test sample; the few band is None, not 0 or nan.
-    res = shot_accuracy([0, 1, 1], [0, 1, 1], [200, 50, 5])
+    res = shot_accuracy([0, 1, 1], labels=[0, 1, 1], train_counts=[200, 50, 5])
     assert res["many"] == 1.0 and res["medium"] == 1.0
     assert res["few"] is None
     assert res["n_classes"]["few"] == 1
@@ -68,7 +68,7 @@ def test_shot_accuracy_band_without_tested_class_is_none():
 
 
 def test_shot_accuracy_only_open_samples_overall_none():
-    res = shot_accuracy([0, -1], [-1, -1], [200, 50, 5])
+    res = shot_accuracy([0, -1], labels=[-1, -1], train_counts=[200, 50, 5])
     assert res["overall"] is None
     assert all(res[b] is None for b in BAND_NAMES)
 
@@ -88,9 +88,9 @@ def test_band_edges_change_shot_accuracy():
     counts = [100, 20, 500, 5]
     labels = [0, 1, 2, 3]
     preds = [0, 1, 0, 0]  # classes 0 and 1 right, 2 and 3 wrong
-    exc = shot_accuracy(preds, labels, counts)  # many={2}, medium={0,1}, few={3}
+    exc = shot_accuracy(preds, labels=labels, train_counts=counts)  # many={2}, medium={0,1}, few={3}
     assert (exc["many"], exc["medium"], exc["few"]) == (0.0, 1.0, 0.0)
-    inc = shot_accuracy(preds, labels, counts, ShotBands(inclusive=True))  # many={0,2}, few={1,3}
+    inc = shot_accuracy(preds, labels=labels, train_counts=counts, bands=ShotBands(inclusive=True))  # many={0,2}, few={1,3}
     assert (inc["many"], inc["medium"], inc["few"]) == (0.5, None, 0.5)
     assert inc["n_classes"] == {"many": 2, "medium": 0, "few": 2}
 
@@ -110,7 +110,7 @@ def test_shot_bands_is_frozen_and_validated():
 def test_confusion_rows_true_cols_pred():
     labels = [0, 0, 1, 2, 2, -1]
     preds = [0, 1, -1, 2, 0, 0]  # the rejected known and the open sample are dropped
-    cm = confusion(preds, labels, 4)
+    cm = confusion(preds, labels=labels, num_classes=4)
     expected = np.zeros((4, 4), dtype=np.int64)
     expected[0, 0] = 1
     expected[0, 1] = 1
@@ -121,18 +121,18 @@ def test_confusion_rows_true_cols_pred():
 
 
 def test_top1():
-    assert top1(PREDS, LABELS) == pytest.approx(7 / 12)
-    assert top1(torch.tensor([1, 2, -1]), torch.tensor([1, 0, 2])) == pytest.approx(1 / 3)
-    assert math.isnan(top1([0], [-1]))
+    assert top1(PREDS, labels=LABELS) == pytest.approx(7 / 12)
+    assert top1(torch.tensor([1, 2, -1]), labels=torch.tensor([1, 0, 2])) == pytest.approx(1 / 3)
+    assert math.isnan(top1([0], labels=[-1]))
 
 
 def test_input_validation():
     with pytest.raises(ValueError, match="num_classes"):
-        per_class_accuracy([0, 1], [0, 5], 3)
+        per_class_accuracy([0, 1], labels=[0, 5], num_classes=3)
     with pytest.raises(ValueError, match="length"):
-        top1([0, 1, 2], [0, 1])
+        top1([0, 1, 2], labels=[0, 1])
     with pytest.raises(ValueError):
-        top1([0, -2], [0, 1])
+        top1([0, -2], labels=[0, 1])
 
 
 @pytest.mark.parametrize("counts, says", [([100, -3, 5], "got -3 for class 1"), ([-1], "got -1 for class 0"),
@@ -144,8 +144,8 @@ def test_training_counts_must_be_whole_numbers_at_least_zero(counts, says):
 
     labels = np.arange(len(counts))
     with pytest.raises(ValueError, match=says):
-        shot_accuracy(labels, labels, counts)
+        shot_accuracy(labels, labels=labels, train_counts=counts)
     with pytest.raises(ValueError, match=says):
         ShotBands().bands_of(counts)
     with pytest.raises(ValueError, match=says):
-        rank1_by_band(labels, labels, labels, counts)
+        rank1_by_band(labels, probe_labels=labels, enrolled=labels, train_counts=counts)

@@ -37,7 +37,7 @@ def test_rank1_hand_computed_on_three_identities():
     assert found[:, 0].tolist() == [0, 1, 1, 2]
     np.testing.assert_allclose(scores[:, 0], [0.9 / np.hypot(0.9, 0.1), 0.9 / np.hypot(0.1, 0.9), 0.8,
                                               1.0 / np.hypot(1.0, 0.2)], rtol=1e-6)
-    result = rank1_by_band(found, PROBE_IDS, ids, COUNTS)
+    result = rank1_by_band(found, probe_labels=PROBE_IDS, enrolled=ids, train_counts=COUNTS)
     assert result["rank1"] == {"many": 0.5, "few": 1.0, "one": 1.0, "zero": None, "overall": 0.75}
     assert result["n_probes"] == {"many": 2, "few": 1, "one": 1, "zero": 0, "overall": 4}
     assert result["n_identities"] == {"many": 1, "few": 1, "one": 1, "zero": 0}
@@ -52,7 +52,7 @@ def test_distractors_take_rank1_from_the_templates():
     assert found[2].tolist() == [-1, 1]  # d1 (0.96), then template +y (0.8) above d2 (0.69)
     np.testing.assert_allclose(scores[2], [0.96, 0.8], rtol=1e-6)
     assert (np.diff(scores, axis=1) <= 0).all()  # best first
-    result = rank1_by_band(found, PROBE_IDS, ids, COUNTS)
+    result = rank1_by_band(found, probe_labels=PROBE_IDS, enrolled=ids, train_counts=COUNTS)
     assert result["rank1"]["many"] == 0.0 and result["rank1"]["overall"] == 0.5
 
 
@@ -62,7 +62,7 @@ def test_zero_shot_and_unenrolled_probes():
     probes = np.vstack([PROBES, [[0.1, -0.9], [0.0, -1.0]]])
     labels = np.append(PROBE_IDS, [3, 7])  # 7: never enrolled -> non-mated, left out of rank-1
     _, found = match(probes, templates, ids)
-    result = rank1_by_band(found, labels, ids, COUNTS)
+    result = rank1_by_band(found, probe_labels=labels, enrolled=ids, train_counts=COUNTS)
     assert result["rank1"]["zero"] == 1.0 and result["n_probes"]["zero"] == 1
     assert result["n_probes"]["overall"] == 5 and result["rank1"]["overall"] == 0.8
 

@@ -33,7 +33,7 @@ def test_open_set_f_measure_hand_case():
     # FN: idx 5, 7, 9 (open accepted as known) -> 3
     # idx 6, 8: open rejected = true negatives, not counted
     # P = 3/5, R = 3/6, F = 2 * 0.6 * 0.5 / 1.1 = 6/11
-    res = open_set_f_measure(preds, labels)
+    res = open_set_f_measure(preds, labels=labels)
     assert (res["tp"], res["fp"], res["fn"]) == (3, 2, 3)
     assert res["precision"] == pytest.approx(0.6)
     assert res["recall"] == pytest.approx(0.5)
@@ -41,7 +41,7 @@ def test_open_set_f_measure_hand_case():
 
 
 def test_open_set_f_measure_zero_denominators():
-    res = open_set_f_measure([-1, -1], [-1, -1])  # only true negatives
+    res = open_set_f_measure([-1, -1], labels=[-1, -1])  # only true negatives
     assert res == {"f_measure": 0.0, "precision": 0.0, "recall": 0.0, "tp": 0, "fp": 0, "fn": 0}
 
 
@@ -49,7 +49,7 @@ def test_open_set_f_measure_with_reject_pipeline():
     labels = torch.tensor([0, 1, -1, -1])
     preds = torch.tensor([0, 1, 0, 1])
     scores = torch.tensor([0.9, 0.3, 0.2, 0.8])
-    res = open_set_f_measure(reject(preds, scores, 0.5), labels)
+    res = open_set_f_measure(reject(preds, scores, 0.5), labels=labels)
     # after rejection preds = [0, -1, -1, 1]: TP 1, FP 1 (known rejected), FN 1 (idx 3)
     assert (res["tp"], res["fp"], res["fn"]) == (1, 1, 1)
     assert res["f_measure"] == pytest.approx(0.5)

@@ -40,10 +40,10 @@ def test_score_histograms_and_threshold_curves_with_and_without_open_images():
     assert any("threshold" in t.get_text() for t in fig.axes[0].get_legend().get_texts())
     drawn(figures.score_histograms(known, None, None, "energy"))
     preds, labels = rng.integers(0, 3, 300), rng.integers(0, 3, 300)
-    curves = rejection_curves(known, preds, labels, unknown, threshold_grid(known, unknown))
+    curves = rejection_curves(known, known_preds=preds, known_labels=labels, open_scores=unknown, thresholds=threshold_grid(known, unknown))
     fig = drawn(figures.threshold_curves(curves, 0.3, "msp"))
     assert len(fig.axes[0].lines) == 5  # 4 curves + the threshold
-    drawn(figures.threshold_curves(rejection_curves(known, preds, labels, None, threshold_grid(known)), None, "msp"))
+    drawn(figures.threshold_curves(rejection_curves(known, known_preds=preds, known_labels=labels, open_scores=None, thresholds=threshold_grid(known)), None, "msp"))
 
 
 def test_reliability_diagram_names_each_band_ece():

@@ -47,7 +47,7 @@ def evaluated(tmp_path: Path, k: int, keep_logits: bool = False) -> tuple[Folder
     metrics = {"run": str(tmp_path), "checkpoint": "best", "epoch": 1, **metrics}
     files = FolderFiles(tmp_path)
     write_json(files.metrics_path(), metrics)
-    save_confusion(tmp_path / "confusion.npz", sparse_confusion(records["test"]["preds"], records["test"]["labels"], k))
+    save_confusion(tmp_path / "confusion.npz", sparse_confusion(records["test"]["preds"], labels=records["test"]["labels"], num_classes=k))
     samples = sample_table(records)
     save_samples(files.predictions_path(), samples)
     write_reports(files, metrics, samples)
@@ -71,8 +71,8 @@ def test_no_artifact_grows_with_the_square_of_the_classes(tmp_path):
     assert b["metrics.json"] < 250 * 400  # bytes per class, everything included
     assert "confusion_matrix" not in large_metrics and len(large_metrics["confusion"]["top"]) == 50
     # the dense matrix that metrics.json used to hold would have made it grow ~4x: the check above can fail
-    dense = lambda m, k, r: len(json.dumps({**m, "confusion_matrix": confusion(r["test"]["preds"], r["test"]["labels"],  # noqa: E731
-                                                                             k).tolist()}, indent=2))
+    dense = lambda m, k, r: len(json.dumps({**m, "confusion_matrix": confusion(r["test"]["preds"], labels=r["test"]["labels"],  # noqa: E731
+                                                                             num_classes=k).tolist()}, indent=2))
     _, _, small_records = evaluated(tmp_path / "k200", 200)
     assert dense(large_metrics, 400, records) / dense(small_metrics, 200, small_records) > 3.0
 

@@ -112,7 +112,7 @@ def search_grid(logits_for: Callable[[float], Tensor], val_labels: Tensor, train
     best: tuple[float, float] | None = None  # (overall, tau)
     for tau in grid:
         tau = float(tau)
-        acc = shot_accuracy(logits_for(tau).argmax(1), val_labels, train_counts, bands)
+        acc = shot_accuracy(logits_for(tau).argmax(1), labels=val_labels, train_counts=train_counts, bands=bands)
         if acc["overall"] is None:
             raise DataError(f"{what}: the validation set has no known (label >= 0) sample")
         curve.append({"tau": tau, "many": acc["many"], "medium": acc["medium"], "few": acc["few"],

@@ -70,7 +70,8 @@ def closed_metrics(outputs: dict[str, torch.Tensor], train_counts: list[int], ba
     ``"overall"`` the sample top-1 and ``"many"`` / ``"medium"`` / ``"few"`` the mean per-class top-1 of the band,
     fractions in [0, 1] (None without a tested class), plus the band sizes; bands from the K ``train_counts``.
     """
-    return _clean(shot_accuracy(predictions(outputs), outputs["labels"].numpy(), train_counts, bands))
+    return _clean(shot_accuracy(predictions(outputs), labels=outputs["labels"].numpy(), train_counts=train_counts,
+                                bands=bands))
 
 
 def unfitted_score(cfg: Config) -> OpenSetScore:
@@ -130,10 +131,10 @@ def _open_metrics(rejector: Rejector, known: tuple[np.ndarray, np.ndarray, np.nd
     known_pred = all_pred[: len(y)]
     return {
         "threshold": rejector.threshold,
-        **open_set_f_measure(all_pred, all_labels),
+        **open_set_f_measure(all_pred, labels=all_labels),
         **open_set_metrics(open_score, open_score_unknown),
         "auroc_per_band": auroc_per_band(open_score, y, open_score_unknown, bands.bands_of(train_counts)),
-        "bands_with_rejection": shot_accuracy(known_pred, y, train_counts, bands),
+        "bands_with_rejection": shot_accuracy(known_pred, labels=y, train_counts=train_counts, bands=bands),
         "open_rejected": float(np.mean(all_pred[len(y):] == -1)),
         "known_rejected": float(np.mean(known_pred == -1)),
         "n_open": int(len(open_pred)),
@@ -153,8 +154,8 @@ def confusion_summary(records: dict[str, dict[str, np.ndarray]], rejector: Rejec
         y = np.concatenate([y, -np.ones(len(records["open"]["preds"]), dtype=np.int64)])
     score = np.concatenate([records[s]["score"] for s in ("test", "open") if s in records])
     decided = pred if rejector is None else rejector.decide(pred, score)
-    return {"top": top_confusions(test["preds"], test["labels"], len(band_of_class), top),
-            "by_band": {**band_confusion(decided, y, band_of_class),
+    return {"top": top_confusions(test["preds"], labels=test["labels"], num_classes=len(band_of_class), n=top),
+            "by_band": {**band_confusion(decided, labels=y, band_of_class=band_of_class),
                         "decisions": "closed-set predictions" if rejector is None else "after rejection"}}
 
 
@@ -179,8 +180,8 @@ def compute_metrics(cfg: Config, outputs: dict[str, dict], train_counts: list[in
                   "few_below": bands.few_below, "inclusive": bands.inclusive},
         "class_names": class_names,
         "train_counts": train_counts,
-        "closed": shot_accuracy(pred, y, train_counts, bands),
-        "per_class_accuracy": per_class_accuracy(pred, y, k).tolist(),
+        "closed": shot_accuracy(pred, labels=y, train_counts=train_counts, bands=bands),
+        "per_class_accuracy": per_class_accuracy(pred, labels=y, num_classes=k).tolist(),
         "confusion": confusion_summary(records, rejector, band_of_class),
         # none for a closed-set run without validation images: nothing to reject
         **({} if rejector is None else {"calibration": rejector.to_dict()}),
@@ -188,7 +189,8 @@ def compute_metrics(cfg: Config, outputs: dict[str, dict], train_counts: list[in
         "ece": ece_by_band(test["max_prob"], pred == y, y, band_of_class),  # ECE is on the softmax
     }
     if "val" in records:
-        metrics["val"] = shot_accuracy(records["val"]["preds"], records["val"]["labels"], train_counts, bands)
+        metrics["val"] = shot_accuracy(records["val"]["preds"], labels=records["val"]["labels"],
+                                       train_counts=train_counts, bands=bands)
     if "open" in records:
         unknown = (records["open"]["preds"], records["open"]["score"])
         metrics["open"] = _open_metrics(rejector, (pred, open_score, y), unknown, train_counts, bands)
@@ -328,8 +330,8 @@ def _write_results(run: Run, tag: str | None, cfg: Config, data: DataBundle, met
     if not run.inference_file.is_file():  # a run of an older openlt: described now, predict needs no data
         write_inference(run, data)
     write_json(run.metrics_path(tag), metrics)
-    save_confusion(run.confusion_path(tag), sparse_confusion(records["test"]["preds"], records["test"]["labels"],
-                                                             data.num_classes))
+    save_confusion(run.confusion_path(tag), sparse_confusion(records["test"]["preds"], labels=records["test"]["labels"],
+                                                             num_classes=data.num_classes))
     samples = sample_table(records)
     save_samples(run.predictions_path(tag), samples)
     write_reports(run, metrics, samples, tag, ShotBands.from_config(cfg.eval))

@@ -151,7 +151,8 @@ def _identification(train, feats: dict[str, np.ndarray], lists: dict[str, SplitE
     described["distractors"] = 0 if distractors is None else int(distractors.shape[0])
     labels = np.asarray(lists["probe"].labels)
     scores, found = match(feats["probe"], templates, ids, distractors, k=1, chunk_size=chunk_size)
-    result: dict[str, Any] = {"gallery": described, "identification": rank1_by_band(found, labels, ids, counts, bands)}
+    result: dict[str, Any] = {"gallery": described, "identification": rank1_by_band(
+        found, probe_labels=labels, enrolled=ids, train_counts=counts, bands=bands)}
     mated = np.isin(labels, ids) & (labels >= 0)
     if mated.any() and not mated.all():
         result["open_set"] = open_set_identification(scores, found, labels, ids, fpirs)

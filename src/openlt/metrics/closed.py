@@ -179,8 +179,14 @@ class ShotBands:
 # --------------------------------------------------------------------------- accuracies
 
 
-def per_class_accuracy(preds: Any, labels: Any, num_classes: int) -> np.ndarray:
+def per_class_accuracy(preds: Any, *, labels: Any, num_classes: int) -> np.ndarray:
     """Accuracy of each class: ``acc[c] = #{i : y_i = c, p_i = c} / #{i : y_i = c}``.
+
+    ``per_class_accuracy(preds, labels=y, num_classes=K)``: predictions first, every other argument by keyword
+    (the reverse of scikit-learn's ``(y_true, y_pred)``:
+    keywords make a swap impossible). ``preds`` (N,) int class ids (-1 = rejected), or (N, K) class scores / an
+    outputs dict with ``"logits"`` (their argmax); ``labels`` (N,) int true class ids (-1 = open); numpy arrays,
+    torch tensors or lists.
 
     Open samples (label ``-1``) are ignored; a rejected prediction (``-1``) counts as wrong.
     A class with no test sample gets ``nan`` (its accuracy is undefined, not zero), so that
@@ -199,8 +205,14 @@ def per_class_accuracy(preds: Any, labels: Any, num_classes: int) -> np.ndarray:
     return acc
 
 
-def top1(preds: Any, labels: Any) -> float:
+def top1(preds: Any, *, labels: Any) -> float:
     """Plain sample accuracy over known samples: ``#{i : y_i >= 0, p_i = y_i} / #{i : y_i >= 0}``.
+
+    ``top1(preds, labels=y)``: predictions first, every other argument by keyword
+    (the reverse of scikit-learn's ``(y_true, y_pred)``:
+    keywords make a swap impossible). ``preds`` (N,) int class ids (-1 = rejected), or (N, K) class scores / an
+    outputs dict with ``"logits"`` (their argmax); ``labels`` (N,) int true class ids (-1 = open); numpy arrays,
+    torch tensors or lists.
 
     Rejected known samples count as wrong, open samples are ignored. Returns ``nan`` when there
     is no known sample.
@@ -215,11 +227,18 @@ def top1(preds: Any, labels: Any) -> float:
 
 def shot_accuracy(
     preds: Any,
+    *,
     labels: Any,
     train_counts: Sequence[int] | np.ndarray | Any,
     bands: ShotBands = ShotBands(),
 ) -> dict[str, Any]:
     """Many/medium/few-shot and overall accuracy.
+
+    ``shot_accuracy(preds, labels=y, train_counts=counts, bands=ShotBands())``: predictions first, every other
+    argument by keyword (the reverse of scikit-learn's ``(y_true, y_pred)``:
+    keywords make a swap impossible). ``preds`` (N,) int class ids (-1 = rejected), or (N, K) class scores / an
+    outputs dict with ``"logits"`` (their argmax); ``labels`` (N,) int true class ids (-1 = open); numpy arrays,
+    torch tensors or lists.
 
     A band's accuracy is the *mean of per-class accuracies* of the band's classes that have
     test samples (the OLTR public code's ``shot_acc`` convention)::
@@ -247,7 +266,7 @@ def shot_accuracy(
     if counts.size == 0:
         raise ValueError("train_counts is empty")
     num_classes = int(counts.size)
-    acc = per_class_accuracy(preds, labels, num_classes)
+    acc = per_class_accuracy(preds, labels=labels, num_classes=num_classes)
     band_of = bands.bands_of(counts)
 
     out: dict[str, Any] = {}
@@ -260,15 +279,21 @@ def shot_accuracy(
         n_classes[name] = int(members.sum())
         n_tested[name] = int(vals.size)
         out[name] = float(vals.mean()) if vals.size else None
-    overall = top1(preds, labels)
+    overall = top1(preds, labels=labels)
     out["overall"] = None if math.isnan(overall) else overall
     out["n_classes"] = n_classes
     out["n_classes_tested"] = n_tested
     return out
 
 
-def confusion(preds: Any, labels: Any, num_classes: int) -> np.ndarray:
+def confusion(preds: Any, *, labels: Any, num_classes: int) -> np.ndarray:
     """Confusion matrix ``C[true, pred]`` (``num_classes x num_classes``, int64) over known samples.
+
+    ``confusion(preds, labels=y, num_classes=K)``: predictions first, every other argument by keyword
+    (the reverse of scikit-learn's ``(y_true, y_pred)``:
+    keywords make a swap impossible). ``preds`` (N,) int class ids (-1 = rejected), or (N, K) class scores / an
+    outputs dict with ``"logits"`` (their argmax); ``labels`` (N,) int true class ids (-1 = open); numpy arrays,
+    torch tensors or lists.
 
     Open samples (label ``-1``) and rejected predictions (``-1``) are dropped, so a row sums to
     the number of *non-rejected* test samples of that class. Computed with

@@ -30,11 +30,13 @@ BAND_ROWS: tuple[str, ...] = (*BAND_NAMES, "open")
 BAND_COLUMNS: tuple[str, ...] = (*BAND_NAMES, "rejected")
 
 
-def sparse_confusion(preds: Any, labels: Any, num_classes: int) -> scipy.sparse.csr_matrix:
+def sparse_confusion(preds: Any, *, labels: Any, num_classes: int) -> scipy.sparse.csr_matrix:
     """The confusion matrix ``C[true, pred]`` (``num_classes`` × ``num_classes``, int64) as a CSR matrix.
 
     Same counts as :func:`openlt.metrics.confusion` (open images and rejected predictions are left out), with
-    at most one stored cell per known, non-rejected image: memory O(N + K). ``preds`` / ``labels``: (N,) ids.
+    at most one stored cell per known, non-rejected image: memory O(N + K). ``sparse_confusion(preds, labels=y,
+    num_classes=K)``: ``preds`` (N,) int predicted ids first, every other argument by keyword; ``labels`` (N,) int
+    true ids.
     ValueError for ids out of range or arrays of different lengths."""
     p, y = _check_preds_labels(preds, labels, num_classes)
     keep = (y >= 0) & (p >= 0)
@@ -45,11 +47,13 @@ def sparse_confusion(preds: Any, labels: Any, num_classes: int) -> scipy.sparse.
     return matrix
 
 
-def top_confusions(preds: Any, labels: Any, num_classes: int, n: int = 50) -> list[dict[str, int]]:
+def top_confusions(preds: Any, *, labels: Any, num_classes: int, n: int = 50) -> list[dict[str, int]]:
     """The ``n`` most frequent confusions: off-diagonal (true, predicted) pairs of known, non-rejected images,
     as ``[{"true": c, "pred": c', "count": m}, ...]``, by count (descending), ties by true then predicted id.
 
-    ``preds`` / ``labels``: (N,) class ids (-1 rejected / open, left out). ValueError for ``n < 0`` or bad ids."""
+    ``top_confusions(preds, labels=y, num_classes=K, n=50)``: ``preds`` (N,) int predicted ids first, every other
+    argument by keyword; ``labels`` (N,) int true ids (-1 rejected / open, left out). ValueError for ``n < 0`` or
+    bad ids."""
     if n < 0:
         raise ValueError(f"n must be >= 0, got {n}")
     p, y = _check_preds_labels(preds, labels, num_classes)
@@ -60,11 +64,12 @@ def top_confusions(preds: Any, labels: Any, num_classes: int, n: int = 50) -> li
             for i in order]
 
 
-def band_confusion(preds: Any, labels: Any, band_of_class: Sequence[str]) -> dict[str, Any]:
+def band_confusion(preds: Any, *, labels: Any, band_of_class: Sequence[str]) -> dict[str, Any]:
     """Shot band × shot band counts of the decisions ``preds`` on the images ``labels``.
 
-    ``band_of_class[c]``: the band ("many" / "medium" / "few") of class c (K entries); ``labels`` (N,): class ids,
-    -1 for an unknown (open) image; ``preds`` (N,): class ids, -1 for a rejected image. Returns::
+    ``band_confusion(preds, labels=y, band_of_class=bands)``: ``preds`` first, every other argument by keyword.
+    ``band_of_class[c]``: the band ("many" / "medium" / "few") of class c (K entries); ``labels`` (N,) int: class
+    ids, -1 for an unknown (open) image; ``preds`` (N,) int: class ids, -1 for a rejected image. Returns::
 
         {"rows": ["many", "medium", "few", "open"],            # the true class's band; unknown images
          "columns": ["many", "medium", "few", "rejected"],     # the predicted class's band; rejected

@@ -31,10 +31,14 @@ def _kept(sorted_scores: np.ndarray, thresholds: np.ndarray) -> np.ndarray:
     return sorted_scores.size - np.searchsorted(sorted_scores, thresholds, side="left")
 
 
-def rejection_curves(known_scores: Any, known_preds: Any, known_labels: Any, open_scores: Any | None,
+def rejection_curves(known_scores: Any, *, known_preds: Any, known_labels: Any, open_scores: Any | None,
                      thresholds: Any) -> dict[str, np.ndarray]:
     """``known_accuracy``, ``known_kept`` and, with open images, ``open_rejected``, ``recall`` and
-    ``f_measure`` at each threshold (arrays aligned with ``thresholds``)."""
+    ``f_measure`` at each threshold (arrays aligned with ``thresholds``).
+
+    ``known_scores`` (N,) float (higher = more known), ``known_preds`` / ``known_labels`` (N,) int class ids of the
+    known images (by keyword, so that predictions and labels cannot be swapped), ``open_scores`` (M,) float or None,
+    ``thresholds`` (T,) float."""
     s = _as_score_vector(known_scores, "known_scores")
     p, y = _check_preds_labels(known_preds, known_labels)
     if not (s.shape == p.shape) or (y < 0).any():

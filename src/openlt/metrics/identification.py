@@ -226,9 +226,12 @@ def _count_of(identity: int, train_counts: np.ndarray) -> int:
     return int(train_counts[identity]) if 0 <= identity < train_counts.size else 0
 
 
-def rank1_by_band(top_ids: Any, probe_labels: Any, enrolled: Any, train_counts: Any,
+def rank1_by_band(top_ids: Any, *, probe_labels: Any, enrolled: Any, train_counts: Any,
                   bands: IdentityBands = IdentityBands()) -> dict[str, Any]:
     """Rank-1 identification accuracy of the mated probes, per band and overall.
+
+    ``rank1_by_band(top_ids, probe_labels=y, enrolled=ids, train_counts=counts)``: the matches first, every
+    other argument by keyword (so that matches and labels cannot be swapped).
 
     ``top_ids`` (N,) or (N, k) int: the identities matched, best first (:func:`match`); ``probe_labels``
     (N,) int (-1 = unknown identity); ``enrolled`` the identities with a template; ``train_counts[i]`` the

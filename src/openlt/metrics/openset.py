@@ -76,8 +76,14 @@ def reject(preds: Any, scores: Any, threshold: float) -> np.ndarray:
     return out
 
 
-def open_set_f_measure(preds: Any, labels: Any) -> dict[str, float | int]:
+def open_set_f_measure(preds: Any, *, labels: Any) -> dict[str, float | int]:
     """Open-set F-measure of OLTR (Liu et al., CVPR 2019), as fixed by the authors in January 2020.
+
+    ``open_set_f_measure(preds, labels=y)``: predictions first, every other argument by keyword
+    (the reverse of scikit-learn's ``(y_true, y_pred)``:
+    keywords make a swap impossible). ``preds`` (N,) int class ids (-1 = rejected), or (N, K) class scores / an
+    outputs dict with ``"logits"`` (their argmax); ``labels`` (N,) int true class ids (-1 = open); numpy arrays,
+    torch tensors or lists.
 
     Counting over all test samples:
 

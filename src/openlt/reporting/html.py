@@ -153,7 +153,7 @@ def run_report(metrics: Mapping, samples: Mapping[str, np.ndarray], bands: ShotB
     ece = metrics.get("ece") or ece_by_band(conf, pred == y, y, band_of)
     with_rejection = None
     if threshold is not None and "open" in metrics:
-        with_rejection = per_class_accuracy(reject(pred, score, threshold), y, len(names))
+        with_rejection = per_class_accuracy(reject(pred, score, threshold), labels=y, num_classes=len(names))
     title = title or f"openlt report: {metrics.get('run', '').rstrip('/').split('/')[-1]}"
     body = [f"<h1>{esc(title)}</h1>", _meta(metrics, history), _warnings(metrics), _config_block(config_text),
             "<h2>Results</h2>", _results_table(metrics, ece),
@@ -185,7 +185,7 @@ def _figures(metrics: Mapping, samples: Mapping[str, np.ndarray], bands: ShotBan
                         "line: moving mean) and per band (boxes; diamond: the band's mean, the table's number).",
                         "per-class accuracy ranked by training images")]
     grid = threshold_grid(score) if open_score is None else threshold_grid(score, open_score)
-    curves = rejection_curves(score, pred, y, open_score, grid)
+    curves = rejection_curves(score, known_preds=pred, known_labels=y, open_scores=open_score, thresholds=grid)
     plots.append(figure(figures.score_histograms(score, open_score, threshold, score_name),
                         "Open-set score of the known test images and of the unknown (open) images; images left of "
                         "the dashed threshold are rejected as unknown. Right: the ROC curve of the score (known "
@@ -261,8 +261,8 @@ def _band_summary(metrics: Mapping, samples: Mapping[str, np.ndarray]) -> Mappin
         pred, score = np.concatenate([pred, samples["open_preds"]]), np.concatenate([score, samples["open_score"]])
         y = np.concatenate([y, -np.ones(len(samples["open_preds"]), dtype=np.int64)])
     threshold = metrics.get("calibration", {}).get("threshold")
-    return band_confusion(pred if threshold is None else reject(pred, score, threshold), y,
-                          metrics["bands"]["per_class"])
+    return band_confusion(pred if threshold is None else reject(pred, score, threshold), labels=y,
+                          band_of_class=metrics["bands"]["per_class"])
 
 
 def _confusions_table(metrics: Mapping, samples: Mapping[str, np.ndarray], shown: int = 20) -> str:
@@ -271,7 +271,7 @@ def _confusions_table(metrics: Mapping, samples: Mapping[str, np.ndarray], shown
     y, pred = samples["test_labels"], samples["test_preds"]
     top = metrics.get("confusion", {}).get("top")
     if top is None:
-        top = top_confusions(pred, y, len(names), shown)
+        top = top_confusions(pred, labels=y, num_classes=len(names), n=shown)
     per_class = np.bincount(y[y >= 0], minlength=len(names))
     rows = [[names[c["true"]], names[c["pred"]], c["count"], pct(c["count"] / max(per_class[c["true"]], 1))]
             for c in top[:shown]]
