@@ -493,6 +493,13 @@ def config_warnings(cfg: Config) -> list[str]:
             found.append(f"train.loss=ldam re-weights from (0-based) epoch train.loss_args.drw_epoch={drw}, but "
                          f"train.epochs={cfg.train.epochs}: this run trains LDAM without the deferred re-weighting "
                          f"(DRW); set drw_epoch below train.epochs, or drw_epoch: null to mean it")
+    warmup, epochs = cfg.train.warmup_epochs, cfg.train.epochs
+    if warmup > 0 and warmup >= epochs:  # a warning, not an error: a 1-epoch smoke run of a config with warm-up
+        peak = min(1.0, epochs / warmup)  # the linear warm-up's factor at the run's last step
+        found.append(f"train.warmup_epochs={warmup:g} >= train.epochs={epochs}: the whole run is the linear "
+                     f"warm-up (the learning rate only rises, to {peak:.2g} x train.lr at the end) and the "
+                     f"{cfg.train.schedule} schedule never starts; lower train.warmup_epochs (e.g. 0) or raise "
+                     f"train.epochs, unless this is a short smoke run")
     return found
 
 
