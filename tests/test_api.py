@@ -165,3 +165,28 @@ metrics = run.evaluate(tag="readme")                     # as `openlt eval` (rea
     exec(compile(example, "README", "exec"), {})
     lines = capsys.readouterr().out.splitlines()
     assert [line.split()[0] for line in lines] == ["shirt.png", "photos/000.png", "photos/001.png"]
+
+
+def test_a_tensor_outside_the_normalised_range_is_refused(trained):
+    """A float tensor is taken as `transform` gives it (pixels in [0, 1], then (x - mean) / std); one in 0..255 was
+    labelled with confidence without a word: refused naming the channel, its min / max and the range expected."""
+    images, run = trained
+    loaded = openlt.load_run(run.path, threshold=0.5)
+    path = sorted((images / "ant").glob("*.png"))[0]
+    pixels = torch.from_numpy(np.asarray(Image.open(path).convert("RGB"))).permute(2, 0, 1)[None].float()
+    low, high = float(pixels[0, 0].min()), float(pixels[0, 0].max())
+    with pytest.raises(DataError, match=rf"^a tensor of images must be normalised as LoadedRun.transform gives "
+                                        rf"\(pixels in \[0, 1\], then \(x - mean\) / std with mean 0.485, std 0.229: "
+                                        rf"channel 0 in \[-2.12, 2.25\]\); channel 0 holds {low:.4g} .. {high:.4g} "
+                                        rf"\(0..255 pixels\? divide by 255 and normalise"):
+        loaded.predict(pixels)
+    with pytest.raises(DataError, match=r"channel 2 in \[-1.8, 2.64\]\); channel 2 holds -9 \.\. -?[0-9.]+; or give paths"):
+        batch = loaded.transform(Image.open(path).convert("RGB"))[None].clone()
+        batch[0, 2, 0, 0] = -9.0
+        loaded.features(batch)
+    with pytest.raises(DataError, match="must be float"):
+        loaded.predict(pixels.to(torch.uint8))
+    normalised = loaded.transform(Image.open(path).convert("RGB"))[None]
+    assert flat(loaded.predict(normalised)[0]) == pytest.approx(flat(loaded.predict([path])[0]))
+    extremes = torch.stack([loaded.transform(Image.new("RGB", (16, 16), v)) for v in ((0, 0, 0), (255, 255, 255))])
+    assert len(loaded.predict(extremes)) == 2  # the ends of the range are accepted

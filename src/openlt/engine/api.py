@@ -35,7 +35,11 @@ class LoadedRun:
 
     Images may be given as a path (str / Path; a folder gives its image files recursively, a glob pattern its
     matches), a PIL image, a list of those, or an already transformed float tensor / numpy array of shape
-    (N, C, H, W) or (C, H, W) (what ``transform`` gives; used as it is)."""
+    (N, C, H, W) or (C, H, W): what ``transform`` gives, used as it is -- pixel values scaled to [0, 1], then
+    normalised per channel, ``(x - mean) / std`` with the run's ``mean`` / ``std`` (inference.json), so each
+    channel lies in ``[-mean / std, (1 - mean) / std]``. A float tensor clearly outside that range (a 0..255
+    image, or [0, 1] values where the run expects normalised ones cannot always be told apart, but 0..255 can)
+    is a DataError naming the minimum / maximum seen and the range expected; a uint8 tensor is refused too."""
 
     def __init__(self, predictor: Predictor, checkpoint: str = "best", threshold: float | None = None) -> None:
         self._predictor = predictor
@@ -129,7 +133,9 @@ class LoadedRun:
     def _batches(self, images: Images, batch_size: int) -> Iterator[tuple[list, torch.Tensor]]:
         """(paths or Nones, preprocessed (B, C, H, W) batch) pairs of at most `batch_size` images."""
         if isinstance(images, (torch.Tensor, np.ndarray)):
-            tensor = _as_batch(images, self._predictor.spec.in_chans, self._predictor.spec.image_size)
+            spec = self._predictor.spec
+            tensor = _as_batch(images, spec.in_chans, spec.image_size)
+            _check_normalised(tensor, spec.transform["mean"], spec.transform["std"])
             for start in range(0, len(tensor), batch_size):
                 part = tensor[start : start + batch_size]
                 yield [None] * len(part), part
@@ -170,6 +176,28 @@ def _as_batch(images: torch.Tensor | np.ndarray, in_chans: int, size: int) -> to
                         f"as the run was trained (see LoadedRun.transform; or give paths / PIL images); got "
                         f"{tensor.dtype} {tuple(tensor.shape)}")
     return tensor
+
+
+RANGE_MARGIN = 0.25  # in units of a channel's [0, 1] range: a resize of float pixels may overshoot a little
+
+
+def _check_normalised(tensor: torch.Tensor, mean: list[float], std: list[float]) -> None:
+    """DataError when a channel of `tensor` (N, C, H, W) holds values clearly outside what the run's transform gives
+    (``[(0 - mean) / std, (1 - mean) / std]``, with a margin of RANGE_MARGIN / std): a 0..255 or unnormalised image
+    would be classified with confidence and without a word. Non-finite values are left to the network's check."""
+    for c, (m, s) in enumerate(zip(mean, std)):
+        values = tensor[:, c]
+        values = values[torch.isfinite(values)]
+        if values.numel() == 0:
+            continue
+        low, high = (0.0 - m) / s, (1.0 - m) / s
+        seen_low, seen_high = float(values.min()), float(values.max())
+        if seen_low < low - RANGE_MARGIN / s or seen_high > high + RANGE_MARGIN / s:
+            raise DataError(f"a tensor of images must be normalised as LoadedRun.transform gives (pixels in [0, 1], "
+                            f"then (x - mean) / std with mean {m:g}, std {s:g}: channel {c} in [{low:.3g}, "
+                            f"{high:.3g}]); channel {c} holds {seen_low:.4g} .. {seen_high:.4g}"
+                            + (" (0..255 pixels? divide by 255 and normalise, or give paths / PIL images)"
+                               if seen_high > 2 * high + 1 else "; or give paths / PIL images"))
 
 
 def load_run(path: str | os.PathLike, checkpoint: str = "best", device: str | None = None,
