@@ -6,10 +6,11 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from openlt.errors import RunDirError
-from openlt.reporting.run_report import format_table, rebuild_reports, report_markdown
+from openlt.reporting.run_report import format_table, rebuild_reports, report_markdown, threshold_text
 
 METRICS = {
     "bands": {"rule": "many > 30, few < 15"},
@@ -48,11 +49,26 @@ def test_the_table_as_the_field_prints_it():
         "                      many  medium    few  overall",
         "closed-set top-1     50.0    –     25.0    40.0",
         "open-set top-1       45.0    –     12.5    33.3",
-        "open-set F-measure 0.612   AUROC 0.800   FPR@95 0.550   (msp < 0.432 -> unknown; validation: keeps 95% of "
+        "open-set F-measure 0.612   AUROC 0.800   FPR@95 0.550   (msp < 0.4321 -> unknown; validation: keeps 95% of "
         "the known validation images)",
     ]
     closed_only = {k: v for k, v in METRICS.items() if k != "open"}
     assert len(format_table(closed_only).splitlines()) == 3
+
+
+@pytest.mark.parametrize("threshold, text", [
+    (0.9999947547912598, "0.99999475"),  # the float32 0.99999475 of a validation score (was "1.000": rejects all)
+    (0.8174992799758911, "0.8174993"),  # a float32: its shortest digits
+    (0.432, "0.432"), (2.5, "2.5"), (-3.25, "-3.25"),  # fixed by the user: as given
+    (0.123456789012, "0.123456789012"),  # not a float32: every digit it needs
+])
+def test_the_printed_threshold_gives_the_same_decisions(threshold, text):
+    assert threshold_text(threshold) == text
+    assert np.float32(float(text)) == np.float32(threshold)  # read back: the same threshold on float32 scores
+    line = format_table({**METRICS, "open": {**METRICS["open"], "threshold": threshold}}).splitlines()[-1]
+    assert f"(msp < {text} -> unknown; " in line
+    scores = np.array([0.99999, 0.99999475, 0.999995, 0.8174992, 0.8174993, 0.8174994, 0.432], dtype=np.float32)
+    assert ((scores < threshold) == (scores < float(text))).all()
 
 
 def test_the_markdown_report_names_the_html_report_of_its_tag(tmp_path):

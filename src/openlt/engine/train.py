@@ -38,6 +38,7 @@ from openlt.engine.evaluate import closed_metrics
 from openlt.engine.inference import InferenceSpec, read_inference, write_inference
 from openlt.engine.init_from import check_stage1_run, init_from_run
 from openlt.engine.manifest import check_training_data
+from openlt.engine.precheck import check_open_score_before_training
 from openlt.engine.precision import autocast, check_amp, grad_scaler
 from openlt.engine.run import Run, RunMovedError, new_run, publish_run, remove_stale_stages, staged_run
 from openlt.engine.runtime import (batch_to, collect_outputs, inference_loader, make_loader, resolve_device,
@@ -244,6 +245,7 @@ def _setup(cfg: Config, resume: bool = False) -> torch.device:
     if not resume:
         check_stage1_run(cfg)
     check_train_loss(cfg)
+    check_open_score_before_training(cfg)  # eval.open_score against the head, width, classes, images
     device = distributed.setup(resolve_device(cfg.train.device))
     check_amp(cfg.train.amp, device)
     per_process_batch(cfg.train.batch_size, distributed.world_size())

@@ -7,9 +7,12 @@ never imports the engine; a report is rebuilt from those files alone (no model, 
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
+
+import numpy as np
 
 from openlt.errors import RunDirError
 from openlt.io import write_text
@@ -94,8 +97,21 @@ def format_table(metrics: dict) -> str:
         op = metrics["open"]
         lines.append(_band_row("open-set top-1      ", op["bands_with_rejection"]))
         lines.append(f"open-set F-measure {op['f_measure']:.3f}   AUROC {op['auroc']:.3f}   FPR@95 {op['fpr95']:.3f}   "
-                     f"({metrics['calibration']['score']} < {op['threshold']:.3f} -> unknown; {metrics['calibration']['source']})")
+                     f"({metrics['calibration']['score']} < {threshold_text(op['threshold'])} -> unknown; "
+                     f"{metrics['calibration']['source']})")
     return "\n".join(lines)
+
+
+def threshold_text(value: float) -> str:
+    """A rejection threshold as printed: the fewest digits that give the same decisions, never a rounded value
+    that crosses a score (``msp < 1.000`` for 0.99999475 would reject every image). A value that is a float32
+    (chosen on validation among the float32 scores): the shortest text that reads back as that float32; any other
+    value (e.g. fixed by the user): the shortest text that reads back as that float (Python's repr)."""
+    value = float(value)
+    as_float32 = np.float32(value)
+    if math.isfinite(value) and float(as_float32) == value:
+        return repr(float(str(as_float32)))  # numpy's shortest float32 digits, as a Python float's text
+    return repr(value)
 
 
 def _md_name(name: str) -> str:
