@@ -31,9 +31,12 @@ from typing import Callable
 from openlt.config import Config, build_config, flatten, read_yaml_mapping, resolve_config, to_dict
 from openlt.engine.decouple import adopt_representation
 from openlt.engine.evaluate import eval_config, evaluate_run
+from openlt.engine.init_from import stage2_kind
+from openlt.engine.precheck import check_open_score, config_setting, split_counts
 from openlt.engine.run import Run, absolute_paths, check_tag, open_run
 from openlt.engine.train import train
 from openlt.errors import ConfigError, OpenLTError
+from openlt.openset import build_score
 from openlt.paper_numbers import PAPERS
 
 _LOG = logging.getLogger(__name__)
@@ -213,16 +216,35 @@ def _check_configs(spec: BenchSpec) -> None:
     """Every trained method's config with the spec's and its own overrides, and every `eval_of` method's
     evaluation overrides on its base method's config, built and checked as `openlt train` / `eval` would: a typo
     fails here, before hours of training. ConfigError naming the spec and the method."""
-    built = {}
+    built, methods = {}, {m.name: m for m in spec.methods}
     for m in spec.methods:
         try:
             if m.config is not None:
-                built[m.name] = build_config(m.config, [*spec.overrides, *m.overrides, f"seed={spec.seeds[0]}"])
+                cfg = built[m.name] = build_config(m.config, [*spec.overrides, *m.overrides, f"seed={spec.seeds[0]}"])
+                scorer, trained = build_score(cfg.eval.open_score, cfg.eval), m
+                _check_stage1_method(m, cfg, methods, built)
             else:
-                eval_config(built[m.eval_of], m.overrides)
+                (cfg, scorer), trained = eval_config(built[m.eval_of], m.overrides), methods[m.eval_of]
+            # eval.open_score against the head, feature width, classes and training images the run will have
+            stage1 = built[trained.init_from] if cfg.decouple.method != "none" and trained.init_from else cfg
+            check_open_score(scorer, config_setting(cfg, lambda: split_counts(stage1), lambda: stage1))
         except ConfigError as exc:
             what = f"eval_of {m.eval_of!r}, overrides" if m.eval_of else f"config {m.config}"
             raise ConfigError(f"bench spec {spec.path}: method {m.name!r} ({what}): {exc}") from None
+
+
+def _check_stage1_method(m: BenchMethod, cfg: Config, methods: dict[str, BenchMethod], built: dict[str, Config]) -> None:
+    """`init_from` must name a method whose runs can start this stage 2 (init_from.stage2_kind, as `openlt train`
+    checks on the run): a decoupled stage 2 starts from no decoupled run, a stage 2 that trains from no stage 2."""
+    if not m.init_from:
+        return
+    source = built[m.init_from]
+    what = stage2_kind(source, methods[m.init_from].init_from or source.train.init_from)
+    if cfg.decouple.method != "none" and source.decouple.method == "none":
+        what = None  # a decoupled stage 2 keeps the representation of any jointly trained run
+    if what:
+        raise ConfigError(f"init_from={m.init_from!r} is {what}, not a stage-1 run: its runs cannot start this stage 2; "
+                          f"start it from a stage-1 method (trained without init_from and decouple.method)")
 
 
 def _runs_of(out_dir: Path, name: str) -> list[Run]:

@@ -29,6 +29,7 @@ from openlt.engine.features import head_outputs_on_cache, stage1_cache
 from openlt.engine.inference import checkpoint_identity, write_inference
 from openlt.engine.checkpoint import load_checkpoint, user_epoch
 from openlt.engine.manifest import check_open_decision, verify_manifest
+from openlt.engine.precheck import check_open_score_on_model
 from openlt.engine.run import Run, check_tag
 from openlt.engine.score_fit import fit_open_score
 from openlt.engine.runtime import (batch_score_for, collect_outputs, inference_loader, kept_for, resolve_device,
@@ -283,6 +284,7 @@ def _evaluate(run: Run, checkpoint: str, overrides: list[str] | None, quiet: boo
     check_open_decision(cfg.eval, data)
     model, state = _load_model(run, checkpoint, dev, cfg, data)
     using = checkpoint_identity(run, checkpoint)  # the weights the fitted score and a chosen threshold belong to
+    check_open_score_on_model(scorer, model, data)  # head, feature width, classes, training images: before any image
     fit_args = score_fit_args(scorer, model)  # ViM / ReAct: the linear head (refused for another, before any work)
     outputs_of = _split_outputs(cfg, model, data, dev, quiet, scorer)
     if scorer.requires_fit:

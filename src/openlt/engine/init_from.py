@@ -103,9 +103,7 @@ def check_stage1_run(cfg: Config) -> None:
         if src.decouple.method == "none":  # (a decoupled source is refused by adopt_representation)
             check_stage1_finished(source, src, cfg.train.init_from)
         return
-    what = (f"a decoupled stage-2 run (decouple.method={src.decouple.method})" if src.decouple.method != "none"
-            else f"itself a stage-2 run (train.init_from={src.train.init_from}, model.classifier="
-                 f"{src.model.classifier})" if src.train.init_from else None)
+    what = stage2_kind(src, src.train.init_from)
     if what:
         raise ConfigError(f"train.init_from={cfg.train.init_from} is {what}, not a stage-1 run: start this stage 2 "
                           f"from the stage-1 run (trained without train.init_from and decouple.method)")
@@ -121,6 +119,17 @@ def check_stage1_run(cfg: Config) -> None:
                           f"stage-1 run's weights, so set {', '.join(d.split('=')[0] for d in differ)} to the "
                           f"stage-1 run's value, or train a stage-1 run with it")
     check_stage1_finished(source, src, cfg.train.init_from)
+
+
+def stage2_kind(src: Config, init_from: str | None) -> str | None:
+    """Why a run of config `src` (started from `init_from`, None for none) cannot be the start of a stage 2 that
+    trains: "a decoupled stage-2 run (...)" or "itself a stage-2 run (...)"; None for a stage-1 run. Used by
+    :func:`check_stage1_run` on a run directory and by a bench's spec check on its methods' configs."""
+    if src.decouple.method != "none":
+        return f"a decoupled stage-2 run (decouple.method={src.decouple.method})"
+    if init_from:
+        return f"itself a stage-2 run (train.init_from={init_from}, model.classifier={src.model.classifier})"
+    return None
 
 
 # The model keys a stage 2 that trains takes from its stage-1 run as they are (the backbone its weights load into);

@@ -11,8 +11,8 @@ The decision on a score (a threshold, calibrated on the known validation images 
 calibration.json) is a :class:`Rejector`.
 """
 
-from openlt.openset.base import (SCORES, NotFittedError, OpenSetScore, build_score, fitted_on_ok, load_score,
-                                 open_score, save_score, score_fitted_on)
+from openlt.openset.base import (SCORES, NotFittedError, OpenSetScore, build_score, check_score_setting, fitted_on_ok,
+                                 load_score, open_score, save_score, score_fitted_on)
 from openlt.openset.detectors import KNN, Mahalanobis, ReAct, ViM
 from openlt.openset.odin import ODIN
 from openlt.openset.openmax import OpenMax
@@ -22,6 +22,7 @@ from openlt.openset.scores import (Energy, MaxLogit, MaxSoftmax, Reachability, m
 
 __all__ = ["KNN", "ODIN", "SCORES", "Energy", "Mahalanobis", "MaxLogit", "MaxSoftmax", "NotFittedError", "OpenMax",
            "OpenSetScore", "ReAct", "Reachability", "ViM",
-           "Rejector", "build_score", "check_rejection_config", "fitted_on_ok", "load_score", "max_logit", "max_softmax",
+           "Rejector", "build_score", "check_score_setting", "check_rejection_config", "fitted_on_ok", "load_score",
+           "max_logit", "max_softmax",
            "negative_energy", "open_score", "parse_threshold", "check_threshold_range", "reachability", "save_score",
            "score_fitted_on"]

@@ -83,6 +83,16 @@ class OpenSetScore(BaseEstimator):
         Stateless scores learn nothing."""
         return self
 
+    def check_setting(self, setting: Mapping[str, Any]) -> None:
+        """Refuse, before any work, a score that cannot work with this model and data. `setting` (see
+        :func:`check_score_setting`) gives what is known: ``"head"`` ("linear", "meta_embedding" or another
+        head's name), ``"feature_dim"`` (D of the penultimate features), ``"num_classes"`` (K) and ``"num_train"``
+        (training images); a missing or None value is not checked. ConfigError naming the key and why. The base
+        class checks the linear head of a score that ``needs_head``; scores with more conditions extend it."""
+        head = setting.get("head")
+        if self.needs_head and head is not None and head != "linear":
+            raise ConfigError(no_linear_head(self.name, f"this model's head is {head}"))
+
     def score_images(self, logits_of_images: Callable[[torch.Tensor], torch.Tensor], images: torch.Tensor,
                      norm_std: Sequence[float] | None = None) -> torch.Tensor:
         """(B,) float32 CPU score of a batch of normalised images (B, C, H, W), for a score that ``needs_model``:
@@ -120,6 +130,22 @@ class OpenSetScore(BaseEstimator):
 
 
 SCORES: Registry[type[OpenSetScore]] = Registry("open-set score")
+
+
+def no_linear_head(name: str, why: str) -> str:
+    """The message of a score that ``needs_head`` (ViM, ReAct) on a model without a linear head (`why`: what the
+    head is)."""
+    return (f"eval.open_score={name} needs a linear classifier head (logits = W f + b: model.classifier=linear, or "
+            f"a cRT / LWS / tau-norm / logit-adjust run); {why}")
+
+
+def check_score_setting(scorer: OpenSetScore, setting: Mapping[str, Any]) -> None:
+    """The one check of an open-set score against the model and data it will score: the head type
+    (``setting["head"]``), the feature width (``"feature_dim"``), the class count (``"num_classes"``) and the
+    training-image count (``"num_train"``), each None when not known yet (:meth:`OpenSetScore.check_setting`).
+    The same conditions as the scores' own `fit` / `score`, which refuse them again on data given directly.
+    ConfigError, one line naming the key and why."""
+    scorer.check_setting(setting)
 
 
 def build_score(name: str, eval_cfg: Any = None) -> OpenSetScore:

@@ -39,7 +39,8 @@ import numpy as np
 import torch
 
 from openlt.errors import ConfigError, DataError
-from openlt.openset.base import SCORES, Head, NotFittedError, OpenSetScore, Outputs, as_outputs, features_of
+from openlt.openset.base import (SCORES, Head, NotFittedError, OpenSetScore, Outputs, as_outputs, features_of,
+                                 no_linear_head)
 
 
 def ood_detectors(score: str) -> Any:
@@ -126,8 +127,7 @@ def linear_head(head: Head | None, name: str, dim: int) -> tuple[torch.Tensor, t
     """(weight (K, D), bias (K,)) float32 of the classifier's linear map; ConfigError when there is none (a head
     that is not linear), ValueError for shapes that do not match the D-wide features."""
     if head is None:
-        raise ConfigError(f"eval.open_score={name} needs a linear classifier head (logits = W f + b: "
-                          f"model.classifier=linear, or a cRT / LWS / tau-norm / logit-adjust run); this model has none")
+        raise ConfigError(no_linear_head(name, "this model has none"))
     weight, bias = (torch.as_tensor(t).detach().float().cpu() for t in head)
     if weight.dim() != 2 or weight.shape[1] != dim or bias.shape != (weight.shape[0],):
         raise ValueError(f"{name}: head weight must be (K, {dim}) and bias (K,), got {tuple(weight.shape)} and "
@@ -245,10 +245,20 @@ class KNN(OpenSetScore):
         ConfigError for ``k`` above N or without features. The caller's features are not changed (float16 ones
         are converted chunk by chunk: no full-size float32 copy besides the kept one)."""
         feats, _ = training_features(outputs, labels, self.name, float32=False)
-        if self.k > len(feats):
-            raise ConfigError(f"eval.knn_k={self.k} is more than the {len(feats)} training images")
+        self.check_k(len(feats))
         self._keep(normalised_rows(feats, copy=True))
         return self
+
+    def check_k(self, num_train: int) -> None:
+        """ConfigError when ``k`` is more than the `num_train` training images (no k-th neighbour)."""
+        if self.k > num_train:
+            raise ConfigError(f"eval.knn_k={self.k} is more than the {num_train} training images")
+
+    def check_setting(self, setting: Mapping[str, Any]) -> None:
+        """`eval.knn_k` against the training images, when their number is known."""
+        super().check_setting(setting)
+        if setting.get("num_train") is not None:
+            self.check_k(setting["num_train"])
 
     def _keep(self, normalised: torch.Tensor) -> None:
         self.train_features_ = normalised
@@ -257,8 +267,7 @@ class KNN(OpenSetScore):
     def score(self, outputs: Outputs | Any) -> torch.Tensor:
         """(N,) float32 minus the k-th nearest-neighbour distance of ``outputs["feature"]`` (N, D), in [-2, 0]."""
         feats = scored_features(self, outputs, "train_features_", lambda: self.train_features_.shape[1])
-        if self.k > len(self.train_features_):
-            raise ConfigError(f"eval.knn_k={self.k} is more than the {len(self.train_features_)} training images")
+        self.check_k(len(self.train_features_))
         return -knn_distance(feats, self.train_features_, self.k, self.train_sq_norms_)
 
     def summary(self) -> dict:
@@ -370,6 +379,12 @@ class ViM(OpenSetScore):
     def from_config(cls, eval_cfg: Any) -> "ViM":
         """Build from the ``eval`` section: ``vim_dim``."""
         return cls(eval_cfg.vim_dim)
+
+    def check_setting(self, setting: Mapping[str, Any]) -> None:
+        """The linear head, and `eval.vim_dim` below the feature width when it is known (:func:`vim_dim`)."""
+        super().check_setting(setting)
+        if setting.get("feature_dim") is not None:
+            vim_dim(self.dim, setting["feature_dim"])
 
     def _detector(self) -> Any:
         _fitted(self, "weight_")

@@ -139,6 +139,11 @@ class OpenMax(OpenSetScore):
             raise ConfigError(f"eval.openmax_alpha={alpha} is more than the {num_classes} known classes")
         return alpha
 
+    def check_setting(self, setting: Mapping[str, Any]) -> None:
+        """`eval.openmax_alpha` against the known classes, when their number is known (:meth:`alpha_for`)."""
+        if setting.get("num_classes") is not None:
+            self.alpha_for(setting["num_classes"])
+
     def fit(self, outputs: Outputs | Any, labels: Any = None) -> "OpenMax":
         """Fit the K MAVs and Weibull tails on training outputs: ``"logits"`` (N, K) float and ``"labels"`` (N,) int
         in [0, K) -- or the logits as a numpy array / tensor and `labels` beside them. Returns self.

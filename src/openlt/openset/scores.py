@@ -5,10 +5,14 @@ numpy array or torch tensor (:func:`openlt.openset.base.as_outputs`) and returns
 
 from __future__ import annotations
 
+from typing import Any, Mapping
+
 import torch
 
 from openlt.errors import ConfigError
 from openlt.openset.base import SCORES, OpenSetScore, Outputs, as_outputs, logits_of
+
+NO_REACHABILITY = "eval.open_score=reachability needs a model with the meta-embedding head (model.classifier=meta_embedding)"
 
 
 def max_softmax(outputs: Outputs) -> torch.Tensor:
@@ -44,8 +48,7 @@ def reachability(outputs: Outputs) -> torch.Tensor:
     logits have none)."""
     outputs = as_outputs(outputs)
     if "reachability" not in outputs:
-        raise ConfigError("eval.open_score=reachability needs a model with the meta-embedding head "
-                          "(model.classifier=meta_embedding)")
+        raise ConfigError(NO_REACHABILITY)
     return outputs["reachability"].float()
 
 
@@ -100,3 +103,9 @@ class Reachability(OpenSetScore):
     def score(self, outputs: Outputs) -> torch.Tensor:
         """(N,) float32 ``outputs["reachability"]``; ConfigError when the model gives none."""
         return reachability(outputs)
+
+    def check_setting(self, setting: Mapping[str, Any]) -> None:
+        """ConfigError when the model's head is known and not the meta-embedding head (no reachability)."""
+        head = setting.get("head")
+        if head is not None and head != "meta_embedding":
+            raise ConfigError(f"{NO_REACHABILITY}; this model's head is {head}")
