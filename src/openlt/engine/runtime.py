@@ -27,18 +27,50 @@ from openlt.models.model import OpenLTModel, build_model
 from openlt.openset.base import MODEL_SCORE, OpenSetScore
 
 
+DEVICE_KINDS = {"cuda": "CUDA", "mps": "MPS (Apple GPU)", "xpu": "XPU (Intel GPU)"}
+
+
+def _device_missing(device: torch.device) -> str | None:
+    """Why `device` cannot be used here (None: it can): its type not built into this PyTorch or not available on
+    this machine, or an index past the devices there are."""
+    if device.type == "cpu":
+        return None
+    kind = DEVICE_KINDS.get(device.type, device.type)
+    if device.type == "mps":
+        backend = getattr(torch.backends, "mps", None)
+        available = backend is not None and backend.is_available()
+        count = 1
+    else:
+        module = getattr(torch, device.type, None)  # torch.cuda, torch.xpu, torch.mtia, ...
+        probe = getattr(module, "is_available", None)
+        available = bool(callable(probe) and probe())
+        count = module.device_count() if available and callable(getattr(module, "device_count", None)) else 1
+    if not available:
+        return f"no {kind} device is available"
+    if device.index is not None and device.index >= count:
+        return f"there is no {kind} device {device.index} (this machine has {count}: 0..{count - 1})"
+    return None
+
+
 def resolve_device(name: str, option: str = "train.device") -> torch.device:
     """The torch device of ``train.device``: ``"auto"`` is CUDA when available, else the CPU; any other name as
-    given (``"cpu"``, ``"cuda:1"``, ...). Raises ConfigError for a CUDA device on a machine without CUDA, naming
-    `option`, where the name came from (``train.device``, ``--device``, ``device=``).
+    given (``"cpu"``, ``"cuda:1"``, ``"mps"``, ...). Raises ConfigError, naming `option` (where the name came from:
+    ``train.device``, ``--device``, ``device=``), for a name that is not a device and for a device this machine
+    (or this PyTorch build) does not have: a CUDA, MPS or XPU device where there is none, an index past the
+    devices there are.
     """
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        given, fix = ((f"{option} {name}", f"{option} cpu") if option.startswith("--") else
-                      (f"{option}{'' if option.endswith('=') else '='}{name!r}", f"{option.rstrip('=')}=cpu"))
-        raise ConfigError(f"{given} but no CUDA device is available; use {fix} or auto")
-    return torch.device(name)
+    given, fix = ((f"{option} {name}", f"{option} cpu") if option.startswith("--") else
+                  (f"{option}{'' if option.endswith('=') else '='}{name!r}", f"{option.rstrip('=')}=cpu"))
+    try:
+        device = torch.device(name)
+    except (RuntimeError, ValueError, TypeError):
+        raise ConfigError(f"{given} is not a device (auto, cpu, cuda, cuda:N, mps); use {fix} or auto") from None
+    missing = _device_missing(device)
+    if missing is not None:
+        raise ConfigError(f"{given} but {missing}; use {fix} or auto")
+    return device
 
 
 def to_device(model: torch.nn.Module, device: torch.device, channels_last: bool) -> torch.nn.Module:
