@@ -161,3 +161,15 @@ def test_a_calibration_or_fitted_score_of_another_checkpoint_is_refused(tmp_path
                                           r"on it \(sha256 \w{12} then, \w{12} now\); fit it for "
                                           r"checkpoints/best.safetensors with `openlt eval [^ ]*`$"):
         export_run(run, tmp_path / "out2")
+
+
+@pytest.mark.parametrize("overrides, stem", [((), True), (("model.small_input=false",), False),
+                                             (("model.small_input=true",), True)])
+def test_openlt_json_records_the_stem_the_network_has(tmp_path, overrides, stem, single_thread):
+    """model.small_input null (16 px images: the small-input stem) is recorded resolved, never null."""
+    run, model = make_run(tmp_path / "run", overrides)
+    assert model.backbone.small_input is stem  # what build_model made of it
+    bundle = export_run(run, tmp_path / "out")
+    saved = json.loads((tmp_path / "out" / "openlt.json").read_text())
+    assert saved["model"]["small_input"] is stem and bundle["model"]["small_input"] is stem
+    assert run.config().model.small_input == (None if not overrides else stem)  # config.yaml itself untouched

@@ -1,7 +1,8 @@
 """`openlt export RUN OUT`: a run as a deployable bundle that needs neither the run directory nor its data.
 
 OUT holds ``model.safetensors`` (the network's weights, state-dict names), ``openlt.json`` (classes, input,
-the evaluation transform as data, the model settings to rebuild the network with openlt, the open-set score
+the evaluation transform as data, the model settings to rebuild the network with openlt (resolved: ``small_input``
+is the stem the network has, never null), the open-set score
 with its options and fitted-state file, the rejection threshold and how it was chosen), ``open-score.safetensors``
 for a fitted score (OpenMax's Weibull fits), and with ``--format torchscript | onnx`` the network traced /
 exported as ``model.torchscript.pt`` / ``model.onnx``: input ``images`` (B, C, H, W) float32 (the transform's
@@ -24,6 +25,7 @@ from safetensors.torch import save_file
 from torch import nn
 
 from openlt.config import to_dict
+from openlt.data.build import SMALL_IMAGES
 from openlt.engine.checkpoint import user_epoch
 from openlt.engine.inference import (InferenceSpec, build_run_model, checkpoint_identity, inference_spec,
                                     saved_decision, saved_score)
@@ -165,6 +167,14 @@ def _umask() -> int:
     return mask
 
 
+def resolved_small_input(cfg, spec: InferenceSpec) -> bool:
+    """Whether the exported network has the small-input stem: model.small_input when set, else what `build_model`
+    resolves null to (images of at most :data:`~openlt.data.build.SMALL_IMAGES` px), never null in openlt.json."""
+    if cfg.model.small_input is not None:
+        return bool(cfg.model.small_input)
+    return spec.image_size <= SMALL_IMAGES
+
+
 def _description(run: Run, cfg, spec: InferenceSpec, state: dict, checkpoint: str, names: tuple[str, ...],
                  scorer, rejector: Rejector | None) -> dict:
     """The content of openlt.json, without the files and checks (added by :func:`export_run`)."""
@@ -178,8 +188,8 @@ def _description(run: Run, cfg, spec: InferenceSpec, state: dict, checkpoint: st
         "transform": spec.transform,
         "outputs": {name: {"logits": "(B, K) float32", "feature": "(B, D) float32",
                            "reachability": "(B,) float32"}[name] for name in names},
-        "model": {**to_dict(cfg.model), "pretrained": None, "num_classes": spec.num_classes,
-                  "in_chans": spec.in_chans, "image_size": spec.image_size},
+        "model": {**to_dict(cfg.model), "pretrained": None, "small_input": resolved_small_input(cfg, spec),
+                  "num_classes": spec.num_classes, "in_chans": spec.in_chans, "image_size": spec.image_size},
         "open_score": {"name": scorer.name, "options": scorer.options(), "higher_is_known": True,
                        "state_file": FILES["open_score"] if scorer.requires_fit else None},
         # None: the run's evaluation rejects nothing (a closed-set run without validation)
