@@ -147,18 +147,71 @@ def test_torchvision_state_dict_drops_fc_silently(tmp_path):
     assert torch.equal(bb.layer4[1].conv2.weight, net.layer4[1].conv2.weight)
 
 
-def test_mismatched_conv1_is_skipped_with_warning(tmp_path):
+def test_mismatched_conv1_is_skipped_with_warning(tmp_path, caplog):
     src = _trained_resnet10()  # 3-channel stem
     path = tmp_path / "r10_rgb.pth"
     torch.save(src.state_dict(), path)
-    with pytest.warns(UserWarning, match=r"conv1\.weight") as rec:
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a logged warning (openlt: warning: on the CLI), not a Python UserWarning
         dst = build_backbone("resnet10", in_chans=1, pretrained=path)
-    assert len(rec) == 1
-    assert "layer1.0.conv1.weight" not in str(rec[0].message)
+        build_backbone("resnet10", in_chans=1, pretrained=path)  # the same file and backbone again: no second line
+    [record] = [r for r in caplog.records if r.levelname == "WARNING"]
+    assert record.getMessage() == (f"pretrained weights {str(path)!r}: loaded 59 tensors, skipped 1: conv1.weight "
+                                   f"(shape (64, 3, 7, 7) vs (64, 1, 7, 7))")
     assert dst.conv1.weight.shape == (64, 1, 7, 7)
     for key, value in dst.state_dict().items():
         if key != "conv1.weight":
             assert torch.equal(value, src.state_dict()[key]), key
+
+
+def test_weights_of_another_architecture_are_refused(tmp_path):
+    """ResNet-34 weights for a resnet18 loaded half-way with a raw UserWarning naming 97 tensors, printed twice."""
+    path = tmp_path / "r34.pth"
+    torch.save(tv_resnet.resnet34(weights=None).state_dict(), path)
+    with pytest.raises(ConfigError) as info:
+        build_backbone("resnet18", pretrained=path)
+    assert str(info.value) == (
+        f"pretrained weights {str(path)!r} do not fit this backbone: 100 of the backbone's 100 tensors fit; 80 of the "
+        f"file's 180 are not in the backbone (e.g. layer1.2.conv1.weight, layer1.2.bn1.weight, layer1.2.bn1.bias, "
+        f"...): weights of another architecture? (model.pretrained must be of model.backbone)")
+    torch.save(tv_resnet.resnet18(weights=None).state_dict(), path)  # resnet18 weights for a resnet34
+    with pytest.raises(ConfigError, match=r"do not fit this backbone: 100 of the backbone's 180 tensors fit; 80 are "
+                                          r"not in the file \(e\.g\. layer1\.2\.conv1\.weight"):
+        build_backbone("resnet34", pretrained=path)
+    state = _trained_resnet10().state_dict()
+    state["layer2.0.conv1.weight"] = torch.zeros(128, 64, 1, 1)  # a shape that differs beyond the stem
+    torch.save(state, path)
+    with pytest.raises(ConfigError, match=r"1 differ in shape \(e\.g\. layer2\.0\.conv1\.weight \(shape "
+                                          r"\(128, 64, 1, 1\) vs \(128, 64, 3, 3\)\)\)"):
+        build_backbone("resnet10", pretrained=path)
+
+
+def test_a_few_missing_tensors_are_one_warning(tmp_path, caplog):
+    state = tv_resnet.resnet18(weights=None).state_dict()
+    del state["layer4.1.bn2.running_var"]
+    path = tmp_path / "r18.pth"
+    torch.save(state, path)
+    bb = build_backbone("resnet18", pretrained=path)
+    assert [r.getMessage() for r in caplog.records if r.levelname == "WARNING"] == [
+        f"pretrained weights {str(path)!r}: loaded 99 tensors, skipped 1: layer4.1.bn2.running_var (not in file)"]
+    assert torch.equal(bb.layer4[1].bn2.weight, state["layer4.1.bn2.weight"])
+
+
+class _Code:
+    def __reduce__(self):
+        return (print, ("ran",))
+
+
+def test_a_pickle_with_code_is_refused_without_torchs_advice(tmp_path, capsys):
+    path = tmp_path / "evil.pth"
+    torch.save({"conv1.weight": _Code()}, path)
+    with pytest.raises(ConfigError) as info:
+        build_backbone("resnet10", pretrained=path)
+    message = str(info.value)
+    assert "\n" not in message and "weights_only" not in message and "trusted" not in message
+    assert message.startswith(f"cannot read pretrained weights {str(path)!r}: it holds Python objects, not only "
+                              f"tensors (") and "openlt reads tensors only and never runs code" in message
+    assert "ran" not in capsys.readouterr().out
 
 
 def test_missing_file(tmp_path):

@@ -9,8 +9,9 @@ torchvision ImageNet state dict loads into them as is (its ``fc.*`` is dropped).
 
 from __future__ import annotations
 
+import logging
 import os
-import warnings
+import pickle
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Callable
@@ -21,6 +22,8 @@ from torchvision.models import resnet as tv_resnet
 
 from openlt.errors import ConfigError
 from openlt.models._registry import BACKBONES
+
+_LOG = logging.getLogger(__name__)
 
 __all__ = ["Backbone", "ResNetBackbone", "TimmBackbone", "build_backbone", "load_pretrained"]
 
@@ -148,8 +151,16 @@ def _read_state_dict(path: Path) -> Mapping[str, Tensor]:
             state = load_file(str(path), device="cpu")
         else:
             state = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:  # objects beyond tensors: torch's advice (weights_only=False) runs their code
+        lines = [line.strip() for line in str(e).splitlines() if line.strip()]
+        what = [line for line in lines if "weights_only" not in line and "eights only" not in line
+                and "documentation" not in line]
+        raise ConfigError(f"cannot read pretrained weights {str(path)!r}: it holds Python objects, not only tensors"
+                          f"{' (' + what[0].rstrip('.') + ')' if what else ''}; openlt reads tensors only and never runs "
+                          f"code from a weights file: save the state dict of tensors alone") from None
     except Exception as e:  # corrupt / foreign file: report it, without the library's traceback
-        raise ConfigError(f"cannot read pretrained weights {str(path)!r}: {type(e).__name__}: {e}") from None
+        text = " ".join(str(e).split())
+        raise ConfigError(f"cannot read pretrained weights {str(path)!r}: {type(e).__name__}: {text}") from None
     if isinstance(state, Mapping) and "state_dict" in state and isinstance(state["state_dict"], Mapping):
         state = state["state_dict"]
     if not isinstance(state, Mapping) or not all(
@@ -159,12 +170,25 @@ def _read_state_dict(path: Path) -> Mapping[str, Tensor]:
     return state
 
 
-def load_pretrained(backbone: nn.Module, path: str | os.PathLike, *, skip_prefixes: tuple[str, ...] = ("fc.",)) -> None:
-    """Load a local state dict (``.pth``/``.pt`` via torch.load, or ``.safetensors``) non-strictly.
+MISFIT_SHARE = 0.1  # more than this share of the backbone's tensors, or of the file's, not loaded: another network
+_WARNED: set[tuple] = set()  # (file, size, mtime, backbone): a model built twice (train, then eval) warns once
 
-    Keys under ``skip_prefixes`` (the classifier) are dropped silently; keys the backbone lacks or whose
-    shape differs are skipped, and so are backbone tensors the file lacks: those are listed in one warning.
-    Raises ConfigError for a missing or unreadable file, or when nothing in it matches the backbone.
+
+def _examples(items: list[str], n: int = 3) -> str:
+    return ", ".join(items[:n]) + (", ..." if len(items) > n else "")
+
+
+def load_pretrained(backbone: nn.Module, path: str | os.PathLike, *, skip_prefixes: tuple[str, ...] = ("fc.",)) -> None:
+    """Load a local state dict (``.pth``/``.pt`` via torch.load of tensors only, or ``.safetensors``).
+
+    Keys under ``skip_prefixes`` (the classifier) are dropped silently. The file must fit the backbone: a
+    ConfigError names the counts and a few examples when more than MISFIT_SHARE of the backbone's tensors are not
+    in it, or more than that share of the file's tensors have no place in the backbone (weights of another
+    architecture, e.g. ResNet-34 for resnet18), or a tensor's shape differs but the stem's first convolution's
+    (3-channel weights for a 1-channel stem, a 7x7 ImageNet stem for the 3x3 small-input one: that tensor is
+    skipped, the stem being made for the data). The few that are skipped otherwise are named in
+    one logged warning (``openlt: warning:`` on the command line), once per process for a file and backbone.
+    ConfigError also for a missing or unreadable file, and when nothing in it matches the backbone.
     """
     p = Path(path).expanduser()
     if not p.is_file():
@@ -175,28 +199,51 @@ def load_pretrained(backbone: nn.Module, path: str | os.PathLike, *, skip_prefix
     for prefix in ("module.", "model."):
         if state and all(k.startswith(prefix) for k in state) and not any(k.startswith(prefix) for k in own):
             state = {k[len(prefix) :]: v for k, v in state.items()}
+    stem = next(iter(own), None)  # the first convolution: its shape follows in_chans and small_input
     to_load: dict[str, Tensor] = {}
-    skipped: list[str] = []
+    unexpected: list[str] = []
+    reshaped: list[str] = []
+    stem_skipped: list[str] = []
+    considered = 0
     for key, value in state.items():
         if key.startswith(skip_prefixes):
             continue
+        counted = not key.endswith("num_batches_tracked")  # a BN counter: loaded where it fits, never counted
+        considered += counted
         if key not in own:
-            skipped.append(f"{key} (not in backbone)")
+            if counted:
+                unexpected.append(key)
         elif own[key].shape != value.shape:
-            skipped.append(f"{key} (shape {tuple(value.shape)} vs {tuple(own[key].shape)})")
+            note = f"{key} (shape {tuple(value.shape)} vs {tuple(own[key].shape)})"
+            (stem_skipped if key == stem else reshaped).append(note)
         else:
             to_load[key] = value
     if not to_load:
         raise ConfigError(f"pretrained weights {str(p)!r}: no tensor matches backbone (is it the right file?)")
+    own_keys = [k for k in own if not k.endswith("num_batches_tracked")]
+    shaped = reshaped + stem_skipped
+    missing = [k for k in own_keys if k not in to_load and not any(n.startswith(k + " ") for n in shaped)]
+    if reshaped or len(missing) > MISFIT_SHARE * len(own_keys) or len(unexpected) > MISFIT_SHARE * max(considered, 1):
+        parts = [f"{sum(k in to_load for k in own_keys)} of the backbone's {len(own_keys)} tensors fit"]
+        if missing:
+            parts.append(f"{len(missing)} are not in the file (e.g. {_examples(missing)})")
+        if unexpected:
+            parts.append(f"{len(unexpected)} of the file's {considered} are not in the backbone (e.g. "
+                         f"{_examples(unexpected)})")
+        if reshaped:
+            parts.append(f"{len(reshaped)} differ in shape (e.g. {_examples(reshaped, 2)})")
+        raise ConfigError(f"pretrained weights {str(p)!r} do not fit this backbone: " + "; ".join(parts)
+                          + ": weights of another architecture? (model.pretrained must be of model.backbone)")
     backbone.load_state_dict(to_load, strict=False)
-    missing = [k for k in own if k not in to_load and not k.endswith("num_batches_tracked")]
-    missing = [k for k in missing if not any(s.startswith(k + " ") for s in skipped)]
-    notes = skipped + [f"{k} (not in file)" for k in missing]
+    notes = stem_skipped + [f"{k} (not in backbone)" for k in unexpected] + [f"{k} (not in file)" for k in missing]
     if notes:
-        warnings.warn(
-            f"pretrained weights {str(p)!r}: loaded {len(to_load)} tensors, skipped {len(notes)}: " + ", ".join(notes),
-            stacklevel=3,
-        )
+        stat = p.stat()
+        key = (str(p.resolve()), stat.st_size, stat.st_mtime_ns, type(backbone).__name__, len(own_keys))
+        if key not in _WARNED:
+            _WARNED.add(key)
+            _LOG.warning(f"pretrained weights {str(p)!r}: loaded {sum(k in to_load for k in own_keys)} tensors, "
+                         f"skipped {len(notes)}: "
+                         + ", ".join(notes))
 
 
 def build_backbone(
