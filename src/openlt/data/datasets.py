@@ -10,6 +10,7 @@ import os
 import re
 import sys
 import threading
+import unicodedata
 import warnings
 from pathlib import Path, PurePosixPath
 from stat import S_ISREG
@@ -123,6 +124,7 @@ def image_folder_pool(root: str | os.PathLike) -> LabelledPool:
         problem = class_name_problem(name)
         if problem:
             raise DataError(f"class folder {str(root / name)!r} cannot be a class name: {problem}; rename it")
+    _refuse_lookalike_classes(root, classes)
     items, labels = [], []
     for label, name in enumerate(classes):
         files = image_files(root / name, root)
@@ -136,6 +138,26 @@ def image_folder_pool(root: str | os.PathLike) -> LabelledPool:
         _LOG.info(f"note: image folder {root}: {len(nested)} image(s) in sub-folders of class folders belong to "
                   f"their class folder's class (e.g. {nested[0]})")
     return LabelledPool("image-folder", classes, items, np.asarray(labels), root=str(root))
+
+
+def _refuse_lookalike_classes(root: Path, classes: list[str]) -> None:
+    """Two class folders whose names differ only by Unicode normalisation (NFC 'café' and NFD 'café') or by case
+    ('Cat' and 'cat') would be two classes that print alike in every report (and one folder on a case-insensitive
+    file system): DataError naming both."""
+    seen: dict[str, str] = {}
+    for name in classes:
+        nfc = unicodedata.normalize("NFC", name)
+        key = unicodedata.normalize("NFC", nfc.casefold())
+        other = seen.setdefault(key, name)
+        if other == name:
+            continue
+        if unicodedata.normalize("NFC", other) == nfc:
+            how = (f"only by Unicode normalisation (code points {ascii(other)} and {ascii(name)}: NFC / NFD forms "
+                   f"of one name)")
+        else:
+            how = "only by case (one folder on a case-insensitive file system: Windows, macOS)"
+        raise DataError(f"image folder {root}: the class folders {other!r} and {name!r} differ {how}: they would be "
+                        f"two classes that look alike; merge them or rename one")
 
 
 def _refuse_linked_twice(root: Path, items: list[str]) -> None:

@@ -104,7 +104,21 @@ def profile_counts(profile: str, num_classes: int, n_max: int, n_min: int, alpha
     return [max(n_min, int(math.floor(c + 1e-9))) for c in counts]
 
 
+def _refuse_ambiguous(value: str, class_names: list[str]) -> None:
+    """A digit text that names a class and is the id of another class ('2' among folders 0..10, sorted 0, 1, 10,
+    2, ...): ConfigError saying how to give ids (numbers in a list) or names (quoted in a list)."""
+    raise ConfigError(f"data.split.open_classes (--open-classes) {value!r} is ambiguous: it names the class "
+                      f"{value!r} (id {class_names.index(value)}) and is the id of the class "
+                      f"{class_names[int(value)]!r} (ids follow the sorted class names); give ids as numbers in a list, --open-classes '[{value}]' "
+                      f"(data.split.open_classes: [{value}]), or names quoted in a list, --open-classes "
+                      f"'[\"{value}\"]' (data.split.open_classes: [\"{value}\"])")
+
+
 def _resolve_open_classes(spec, class_names: list[str], rng: np.random.Generator) -> list[int]:
+    """The held-out class ids of `spec` (data.split.open_classes): a number of classes drawn with `rng`, or items
+    ('a,b' text or a list) that are class names or ids. A number in a list (YAML ``[2, 3]``) is an id, a quoted
+    text in a list (``["2", "3"]``) a name when a class has it; in 'a,b' text an item that is a class name and the id
+    of another class is refused as ambiguous (folders named 0..10: '2' is the folder '2' and id 2, the folder '10')."""
     n = len(class_names)
     if spec is None or spec == 0 or spec == []:
         return []
@@ -119,6 +133,9 @@ def _resolve_open_classes(spec, class_names: list[str], rng: np.random.Generator
     chosen: list[int] = []
     named: dict[int, object] = {}
     for value in items:
+        if isinstance(spec, str) and value in class_names and value.isascii() and value.isdigit() and int(value) < n \
+                and class_names[int(value)] != value:
+            _refuse_ambiguous(value, class_names)
         if isinstance(value, int) or (isinstance(value, str) and value.lstrip("-").isdigit() and value not in class_names):
             idx = int(value)
             if not 0 <= idx < n:
