@@ -223,17 +223,9 @@ def load_pretrained(backbone: nn.Module, path: str | os.PathLike, *, skip_prefix
     own_keys = [k for k in own if not k.endswith("num_batches_tracked")]
     shaped = reshaped + stem_skipped
     missing = [k for k in own_keys if k not in to_load and not any(n.startswith(k + " ") for n in shaped)]
+    fit = sum(k in to_load for k in own_keys)
     if reshaped or len(missing) > MISFIT_SHARE * len(own_keys) or len(unexpected) > MISFIT_SHARE * max(considered, 1):
-        parts = [f"{sum(k in to_load for k in own_keys)} of the backbone's {len(own_keys)} tensors fit"]
-        if missing:
-            parts.append(f"{len(missing)} are not in the file (e.g. {_examples(missing)})")
-        if unexpected:
-            parts.append(f"{len(unexpected)} of the file's {considered} are not in the backbone (e.g. "
-                         f"{_examples(unexpected)})")
-        if reshaped:
-            parts.append(f"{len(reshaped)} differ in shape (e.g. {_examples(reshaped, 2)})")
-        raise ConfigError(f"pretrained weights {str(p)!r} do not fit this backbone: " + "; ".join(parts)
-                          + ": weights of another architecture? (model.pretrained must be of model.backbone)")
+        _refuse_misfit(p, fit, len(own_keys), missing, unexpected, considered, reshaped)
     backbone.load_state_dict(to_load, strict=False)
     notes = stem_skipped + [f"{k} (not in backbone)" for k in unexpected] + [f"{k} (not in file)" for k in missing]
     if notes:
@@ -241,9 +233,23 @@ def load_pretrained(backbone: nn.Module, path: str | os.PathLike, *, skip_prefix
         key = (str(p.resolve()), stat.st_size, stat.st_mtime_ns, type(backbone).__name__, len(own_keys))
         if key not in _WARNED:
             _WARNED.add(key)
-            _LOG.warning(f"pretrained weights {str(p)!r}: loaded {sum(k in to_load for k in own_keys)} tensors, "
-                         f"skipped {len(notes)}: "
+            _LOG.warning(f"pretrained weights {str(p)!r}: loaded {fit} tensors, skipped {len(notes)}: "
                          + ", ".join(notes))
+
+
+def _refuse_misfit(p: Path, fit: int, total: int, missing: list[str], unexpected: list[str], considered: int,
+                   reshaped: list[str]) -> None:
+    """The ConfigError of a weights file that does not fit the backbone: the counts and a few examples."""
+    parts = [f"{fit} of the backbone's {total} tensors fit"]
+    if missing:
+        parts.append(f"{len(missing)} are not in the file (e.g. {_examples(missing)})")
+    if unexpected:
+        parts.append(f"{len(unexpected)} of the file's {considered} are not in the backbone (e.g. "
+                     f"{_examples(unexpected)})")
+    if reshaped:
+        parts.append(f"{len(reshaped)} differ in shape (e.g. {_examples(reshaped, 2)})")
+    raise ConfigError(f"pretrained weights {str(p)!r} do not fit this backbone: " + "; ".join(parts)
+                      + ": weights of another architecture? (model.pretrained must be of model.backbone)")
 
 
 def build_backbone(
