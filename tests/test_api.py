@@ -173,7 +173,7 @@ def test_a_tensor_outside_the_normalised_range_is_refused(trained):
     images, run = trained
     loaded = openlt.load_run(run.path, threshold=0.5)
     path = sorted((images / "ant").glob("*.png"))[0]
-    pixels = torch.from_numpy(np.asarray(Image.open(path).convert("RGB"))).permute(2, 0, 1)[None].float()
+    pixels = torch.from_numpy(np.array(Image.open(path).convert("RGB"))).permute(2, 0, 1)[None].float()
     low, high = float(pixels[0, 0].min()), float(pixels[0, 0].max())
     with pytest.raises(DataError, match=rf"^a tensor of images must be normalised as LoadedRun.transform gives "
                                         rf"\(pixels in \[0, 1\], then \(x - mean\) / std with mean 0.485, std 0.229: "
