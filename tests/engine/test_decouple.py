@@ -305,7 +305,7 @@ def _stage1_source(tmp_path, *overrides):
 
 
 REFUSED = [  # explicit stage-2 data / model keys that differ from the stage-1 run's: (overrides, key, both values)
-    (["data.split_dir=/y/other"], "data.split_dir", "/y/other", "/x/splits"),
+    (["data.dataset=cifar10"], "data.dataset", "cifar10", "fashion-mnist"),
     (["data.image_size=32"], "data.image_size", "32", "None"),
     (["model.backbone=resnet18"], "model.backbone", "resnet18", "resnet10"),
     (["model.attention=true"], "model.attention", "True", "False"),
@@ -334,12 +334,12 @@ def test_decoupled_stage2_refuses_keys_of_its_own_config_file_and_names_each(tmp
 
     source = _stage1_source(tmp_path)
     own = tmp_path / "my_crt.yaml"
-    own.write_text(f"base: {CONFIGS / 'decouple_crt.yaml'}\ndata:\n  split_dir: /y/other\n  image_size: 32\n")
+    own.write_text(f"base: {CONFIGS / 'decouple_crt.yaml'}\ndata:\n  dataset: cifar10\n  image_size: 32\n")
     cfg = build_config(own, [f"train.init_from={source.path}", "model.backbone=resnet18"])
     with pytest.raises(ConfigError) as err:
         adopt_representation(cfg, source, lambda line: None)
     lines = str(err.value).splitlines()
-    assert len(lines) == 3 and f"{own}, line 3" in lines[0] and "data.split_dir=/y/other" in lines[0]
+    assert len(lines) == 3 and f"{own}, line 3" in lines[0] and "data.dataset=cifar10" in lines[0]
     assert "data.image_size=32" in lines[1] and "model.backbone=resnet18" in lines[2]
 
 
@@ -370,5 +370,12 @@ def test_decoupled_stage2_with_another_split_is_refused_before_any_work(stage1, 
     code = cli("train", CONFIGS / "decouple_crt.yaml", f"train.init_from={stage1}", f"out_dir={out}",
                f"data.split_dir={other}", "data.image_size=32", "train.epochs=1", "--quiet")
     err = capsys.readouterr().err
-    assert code == 2 and f"data.split_dir={other}" in err and "data.image_size=32" in err and "16" in err
+    assert code == 2 and "data.image_size=32" in err and "16" in err
+    assert not out.exists() or not os.listdir(out)
+    # another split folder alone is where the stage-1 run's data is now (as for `openlt eval RUN data.split_dir=`):
+    # its files are checked before any work (an empty folder has none)
+    code = cli("train", CONFIGS / "decouple_crt.yaml", f"train.init_from={stage1}", f"out_dir={out}",
+               f"data.split_dir={other}", "train.epochs=1", "--quiet")
+    err = capsys.readouterr().err
+    assert code == 2 and str(other) in err and "train.txt" in err
     assert not out.exists() or not os.listdir(out)

@@ -30,7 +30,8 @@ from openlt.engine.checkpoint import read_checkpoint, save_checkpoint
 from openlt.engine.evaluate import closed_metrics
 from openlt.engine.features import extract_features, load_features
 from openlt.engine.inference import write_inference
-from openlt.engine.init_from import load_stage1_weights, model_weights
+from openlt.engine.init_from import (check_stage1_split_dir, load_stage1_weights, model_weights, relocated_data,
+                                     stage1_config)
 from openlt.engine.manifest import check_open_decision, verify_manifest
 from openlt.engine.run import PATH_KEYS, Run, open_run
 from openlt.engine.runtime import make_loader, to_device
@@ -48,7 +49,9 @@ def adopt_representation(cfg: Config, source: Run, log: Callable[[str], None]) -
     """The stage-2 config gets the stage-1 run's data and model (the representation, and the features it fits
     on, are that run's); only the classifier changes, to the head the method fills. A data or model key the
     user set explicitly (`explicit_keys`: the config file named or an override) to another value than the
-    stage-1 run's is refused (ConfigError, a line per key), never silently replaced; a value a `base:` chain
+    stage-1 run's is refused (ConfigError, a line per key), never silently replaced, except where that data is
+    now (`init_from.RELOCATION_KEYS`: data.root, data.open_root, data.split_dir, kept as set: the split files are
+    checked against the stage-1 run's split_manifest.json by sha256, as `openlt eval` does); a value a `base:` chain
     gives is replaced with a note naming it. The loader settings (`HONOURED`) and the stage-2 head's options
     (`HEAD_OPTIONS`) stay the stage-2 config's. The shot bands are the stage-2 config's own when it sets them,
     else the stage-1 run's (`_adopt_bands`; a note either way when they differ). Returns the source config."""
@@ -61,6 +64,11 @@ def adopt_representation(cfg: Config, source: Run, log: Callable[[str], None]) -
     wanted = copy.deepcopy(src)  # the stage-1 run's data and model, with the head the method fills
     wanted.model.classifier = STAGE2_METHODS.get(cfg.decouple.method).head
     differ = _representation_differences(cfg, wanted)
+    # where the stage-1 run's data is now (its split files are checked by its split manifest)
+    relocated = {key: value for key, value in relocated_data(cfg).items() if key in differ}
+    for key in relocated:
+        log(f"note: {key}={relocated[key]}: the stage-1 run's data as it is now (its {key}={differ.pop(key)[1]}); "
+            f"the split files are checked against {source.manifest_file}")
     _refuse_explicit(cfg, differ, source)
     differ.pop("model.classifier", None)  # (the method's head: no news)
     if differ:
@@ -68,7 +76,7 @@ def adopt_representation(cfg: Config, source: Run, log: Callable[[str], None]) -
             + ", ".join(f"{key}={theirs} (this config: {mine})" for key, (mine, theirs) in differ.items()))
     kept = {key: _get(cfg, key) for key in (*HONOURED, *HEAD_OPTIONS)}
     cfg.data, cfg.model = wanted.data, wanted.model
-    for key, value in kept.items():
+    for key, value in {**kept, **relocated}.items():
         _set(cfg, key, value)
     _adopt_bands(cfg, src, source, log)
     return src
@@ -185,11 +193,13 @@ def stage1_features(cfg: Config, device: torch.device, quiet: bool) -> dict[str,
     source = open_run(cfg.train.init_from)
     adopted = copy.deepcopy(cfg)
     adopt_representation(adopted, source, lambda line: None)
+    check_stage1_split_dir(adopted, source, relocated_data(cfg))  # moved: where the path came from, what to pass
     data = prepare_data(adopted, default_split_dir=source.splits_dir)
     verify_manifest(source, data, "init_from", source=f"train.init_from={cfg.train.init_from}")
     method.check(has_val=data.has("val"))
     check_open_decision(adopted.eval, data)
-    return load_features(source, ("train", "val"), dtype=cfg.decouple.cache_dtype, device=str(device), quiet=quiet)
+    return load_features(source, ("train", "val"), dtype=cfg.decouple.cache_dtype, device=str(device), quiet=quiet,
+                         cfg=stage1_config(source, adopted))
 
 
 def train_decoupled(cfg: Config, run: Run, quiet: bool, log: Callable[[str], None], device: torch.device,

@@ -152,7 +152,10 @@ def stage1_cache(cfg: Config, splits: list[str], device: torch.device, quiet: bo
         source = open_run(cfg.train.init_from)
     except (RunDirError, TypeError):
         return None
-    return load_features(source, tuple(splits), dtype=cfg.decouple.cache_dtype, device=str(device), quiet=quiet)
+    from openlt.engine.init_from import stage1_config  # the stage-1 run's, where this run says its data is now
+
+    return load_features(source, tuple(splits), dtype=cfg.decouple.cache_dtype, device=str(device), quiet=quiet,
+                         cfg=stage1_config(source, cfg))
 
 
 @torch.no_grad()

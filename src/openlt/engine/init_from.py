@@ -10,17 +10,19 @@ augmentation, no re-sampling).
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Mapping
-from typing import Callable
+from pathlib import Path
+from typing import Any, Callable
 
 import torch
 
-from openlt.config import Config
+from openlt.config import Config, explicit_keys
 from openlt.data.build import DataBundle
 from openlt.engine import distributed
 from openlt.engine.checkpoint import checkpoint_state, read_checkpoint
 from openlt.engine.manifest import verify_manifest
-from openlt.engine.run import open_run
+from openlt.engine.run import Run, open_run
 from openlt.engine.runtime import batch_to, inference_loader
 from openlt.errors import ConfigError, RunDirError
 from openlt.models.model import HEAD_PREFIX, OpenLTModel
@@ -118,7 +120,30 @@ def check_stage1_run(cfg: Config) -> None:
         raise ConfigError(f"train.init_from={cfg.train.init_from}: {'; '.join(differ)}: a stage 2 starts from the "
                           f"stage-1 run's weights, so set {', '.join(d.split('=')[0] for d in differ)} to the "
                           f"stage-1 run's value, or train a stage-1 run with it")
+    check_stage1_data(cfg, src, source)
     check_stage1_finished(source, src, cfg.train.init_from)
+
+
+# The data keys that name a stage-1 run's data: a stage 2 that trains (OLTR, the stage-2 baselines) reads its own
+# data.* (unlike a decoupled stage 2, which takes the stage-1 run's) and must name the same training split.
+def check_stage1_data(cfg: Config, src: Config, source: Run) -> None:
+    """A stage 2 that trains reads its own data.* and its training split must be the stage-1 run's (checked by
+    sha256 once the split is read, `verify_manifest`). Refused here, before any work, when it cannot be: another
+    `data.dataset`, or no `data.split_dir` (it would build a new split) while the stage-1 run trained on a split
+    folder. ConfigError naming the stage-1 run's data keys to pass."""
+    mine, theirs = cfg.data, src.data
+    if mine.dataset == theirs.dataset and (mine.split_dir is not None or theirs.split_dir is None):
+        return
+    split_dir = theirs.split_dir or str(source.splits_dir)
+    wanted = {"data.dataset": theirs.dataset, "data.root": theirs.root, "data.split_dir": split_dir,
+              "data.image_size": theirs.image_size}
+    passed = " ".join(f"{key}={value}" for key, value in wanted.items() if value is not None)
+    has = (f"data.dataset={mine.dataset}" + ("" if mine.split_dir is not None else
+                                             ", no data.split_dir: it would build a new split"))
+    raise ConfigError(f"train.init_from={cfg.train.init_from}: a stage 2 that trains (model.classifier="
+                      f"{cfg.model.classifier}) reads its own data.* and must train on the stage-1 run's training "
+                      f"split, but this config has {has}; pass the stage-1 run's data: {passed} "
+                      f"(data.split_dir may be a moved copy: its files are checked by sha256)")
 
 
 def stage2_kind(src: Config, init_from: str | None) -> str | None:
@@ -130,6 +155,42 @@ def stage2_kind(src: Config, init_from: str | None) -> str | None:
     if init_from:
         return f"itself a stage-2 run (train.init_from={init_from}, model.classifier={src.model.classifier})"
     return None
+
+
+# The data keys that say where a stage-1 run's data is now, not what it is (as `openlt eval RUN data.split_dir=NEW`
+# takes them): a decoupled stage 2 keeps the value set explicitly (its split files are then checked against the
+# stage-1 run's split_manifest.json: the same files, by sha256), every other data key is the stage-1 run's.
+RELOCATION_KEYS = ("data.root", "data.open_root", "data.split_dir")
+
+
+def relocated_data(cfg: Config) -> dict[str, Any]:
+    """{dotted key: value} of the :data:`RELOCATION_KEYS` the user set explicitly (config file or override)."""
+    explicit = explicit_keys(cfg)
+    return {key: getattr(cfg.data, key.split(".", 1)[1]) for key in RELOCATION_KEYS if key in explicit}
+
+
+def stage1_config(source: Run, cfg: Config) -> Config:
+    """The stage-1 run's config with the data of `cfg` (a decoupled stage 2's, adopted from it) where it says the
+    data is now (:data:`RELOCATION_KEYS`): what its features are extracted with."""
+    src = copy.deepcopy(source.config())
+    for key in RELOCATION_KEYS:
+        name = key.split(".", 1)[1]
+        setattr(src.data, name, getattr(cfg.data, name))
+    return src
+
+
+def check_stage1_split_dir(cfg: Config, source: Run, relocated: Mapping[str, Any]) -> None:
+    """A decoupled stage 2's split folder, taken from its stage-1 run's config, must still exist: ConfigError
+    saying where the path came from and what to pass when it moved. (One set with data.split_dir is left to the
+    split check: 'split folder not found'.)"""
+    split_dir = cfg.data.split_dir
+    if split_dir is None or "data.split_dir" in relocated or Path(split_dir).expanduser().is_dir():
+        return
+    raise ConfigError(f"train.init_from={cfg.train.init_from}: the stage-1 run's split folder {split_dir} is not found "
+                      f"(data.split_dir of {source.config_file}: a decoupled stage 2 fits on the stage-1 run's data); "
+                      f"if it moved, pass data.split_dir=NEW_FOLDER (its split files must be the ones of "
+                      f"{source.manifest_file}, checked by sha256, as for `openlt eval {source.path} "
+                      f"data.split_dir=NEW_FOLDER`)")
 
 
 # The model keys a stage 2 that trains takes from its stage-1 run as they are (the backbone its weights load into);
