@@ -3,6 +3,7 @@ scaler's state goes into the checkpoint and comes back on resume."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 
 import pytest
@@ -145,3 +146,20 @@ def test_ncm_head_gives_float32_logits_under_autocast():
         with autocast("bf16", torch.device("cpu")):
             logits = head(torch.randn(4, 6).bfloat16())
         assert logits.dtype == torch.float32, metric
+
+
+def test_auto_is_bf16_on_a_gpu_with_bfloat16_and_float32_elsewhere(monkeypatch):
+    """train.amp's default, `auto`, resolved where it is used: the CPU keeps float32 (no autocast, no scaler,
+    the feature cache's key unchanged); a CUDA device that supports bfloat16 gets bf16, one without gets none."""
+    from openlt.config import TrainConfig
+    from openlt.engine.precision import autocast, grad_scaler, inference_amp, resolve_amp
+
+    assert TrainConfig().amp == "auto"
+    cpu, gpu = torch.device("cpu"), torch.device("cuda")
+    assert resolve_amp("auto", cpu) == check_amp("auto", cpu) == inference_amp("auto", cpu) == "none"
+    assert isinstance(autocast("auto", cpu), contextlib.nullcontext) and grad_scaler("auto", cpu) is None
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)
+    assert resolve_amp("auto", gpu) == check_amp("auto", gpu) == "bf16" and grad_scaler("auto", gpu) is None
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: False)
+    assert resolve_amp("auto", gpu) == "none"
+    assert resolve_amp("fp16", gpu) == "fp16" and resolve_amp("none", gpu) == "none"  # explicit values kept

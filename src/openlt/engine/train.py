@@ -39,7 +39,7 @@ from openlt.engine.inference import InferenceSpec, read_inference, write_inferen
 from openlt.engine.init_from import check_stage1_run, init_from_run
 from openlt.engine.manifest import check_training_data
 from openlt.engine.precheck import check_open_score_before_training
-from openlt.engine.precision import autocast, check_amp, grad_scaler
+from openlt.engine.precision import autocast, check_amp, grad_scaler, resolve_amp
 from openlt.engine.run import Run, RunMovedError, new_run, publish_run, remove_stale_stages, staged_run
 from openlt.engine.runtime import (batch_to, collect_outputs, inference_loader, make_loader, resolve_device,
                                    to_device)
@@ -603,7 +603,7 @@ def _epoch_seed(seed: int, epoch: int, rank: int = 0) -> int:
 
 
 def _start_line(cfg: Config, data: DataBundle, bands: ShotBands, device: torch.device, images: int, steps: int) -> str:
-    world, amp = distributed.world_size(), cfg.train.amp
+    world, amp = distributed.world_size(), resolve_amp(cfg.train.amp, device)
     return (f"{images} training images, {data.num_classes} classes ({bands.describe()}), {cfg.model.backbone} on "
             f"{device}" + (f" x {world} processes" if world > 1 else "") + f", {cfg.train.epochs} epochs of {steps} "
             f"steps" + (f", amp {amp}" if amp != "none" else "") + (f"; {data.input_note}" if data.input_note else ""))
