@@ -226,4 +226,10 @@ def test_probes_that_are_training_or_gallery_images_are_refused(faces, capsys):
     assert code == 2 and err.count("\n") == 1
     assert "leak_gallery.txt: 1 of 2 probe image(s) are images of the gallery list" in err
     assert f"e.g. line 2 '{gallery_rows[2]}' = " in err and "gallery.txt, line 2" in err
+    distractor_rows = Path(faces["distractors"]).read_text(encoding="utf-8").split()
+    probe = write_list(faces["tmp"] / "leak_distractor.txt", [("0/30.png", 0), (distractor_rows[0], -1)])
+    code, _, err = identify(capsys, faces, "--probe", probe, "--distractors", faces["distractors"])
+    assert code == 2 and err.count("\n") == 1  # every probe matched itself as a distractor: rank-1 83 -> 0 (trial 5)
+    assert "leak_distractor.txt: 1 of 2 probe image(s) are images of the distractor list" in err
+    assert f"e.g. line 2 '{distractor_rows[0]}' = " in err and "distractors.txt, line 1" in err
     assert not list(faces["run"].glob("identification*leak*"))

@@ -191,8 +191,9 @@ def _shared(probe: SplitEntries, probe_keys: list, other: SplitEntries, other_ke
 
 
 def check_probes_held_out(lists: dict[str, SplitEntries], keys: dict[str, list], data: DataBundle) -> None:
-    """No probe is a training image (the templates are their means) nor an image of the gallery list (the
-    template of its identity): either would match itself and inflate rank-1. Images are compared as files."""
+    """No probe is a training image (the templates are their means), an image of the gallery list (the
+    template of its identity) or a distractor: the first two would match themselves and inflate rank-1, a
+    distractor would match itself and take rank-1 away. Images are compared as files."""
     train = data.entries.get("train")
     if train is not None:
         _shared(lists["probe"], keys["probe"], train, data.loader_of("train").check(train),
@@ -200,6 +201,9 @@ def check_probes_held_out(lists: dict[str, SplitEntries], keys: dict[str, list],
     if "gallery" in lists:
         _shared(lists["probe"], keys["probe"], lists["gallery"], keys["gallery"],
                 "images of the gallery list (the templates of their identities)")
+    if "distractors" in lists:
+        _shared(lists["probe"], keys["probe"], lists["distractors"], keys["distractors"],
+                "images of the distractor list (each would match itself as a distractor)")
 
 
 def identify_run(run: Run, probe: str | None = None, gallery: str | None = None, distractors: str | None = None,
