@@ -107,6 +107,10 @@ OVERRIDES = [
     O("wrong-type", "loss-args-number", "train.loss_args=3", "'train.loss_args'", "mapping"),
     O("wrong-type", "optional-int-text", "data.image_size=abc", "'data.image_size'", "integer", "(or null)"),
     O("wrong-type", "optional-float-text", "train.backbone_lr=abc", "'train.backbone_lr'", "number", "(or null)"),
+    O("wrong-type", "choice-bool", "train.amp=false", "'train.amp'", "must be a string, got False",
+      "one of auto, none, bf16, fp16"),  # the allowed values beside a type error (trial 5)
+    O("wrong-type", "choice-yaml11-bool", "train.amp=off", "'off' is a boolean in YAML 1.1",
+      "for a yes / no key write true or false, else quote it"),
     # --- names and file names that would leave their folder
     O("bad-name", "run-name-parent", "name=../../x", "'name'", "plain name", "'../../x'"),
     O("bad-name", "run-name-absolute", "name=/abs/x", "'name'", "plain name"),

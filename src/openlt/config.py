@@ -664,7 +664,8 @@ def _assign(obj: Any, updates: dict, prefix: str, problems: _Problems) -> None:
             if rule is not None and rule.convert is not None and value is not None:
                 value = rule.convert(value)
         except ConfigError as exc:
-            problems.add(full, str(exc))
+            allowed = rule.allowed() if rule is not None else ()
+            problems.add(full, str(exc) + (f"; one of {', '.join(map(str, allowed))}" if allowed else ""))
             continue
         setattr(obj, key, value)
 
@@ -795,8 +796,8 @@ def boolean_form_problem(node: Any) -> str | None:
     if not isinstance(node, yaml.ScalarNode) or node.tag != _BOOL_TAG or _PLAIN_BOOL.fullmatch(node.value):
         return None
     read = node.value.lower() in ("yes", "on", "y")
-    return (f"{node.value!r} is a boolean in YAML 1.1 (it would read as {read!r}); write true or false, or quote it "
-            f"to mean text")
+    return (f"{node.value!r} is a boolean in YAML 1.1 (it would read as {read!r}); for a yes / no key write true or "
+            f"false, else quote it to mean text")
 
 
 def number_form_problem(node: Any) -> str | None:
