@@ -35,3 +35,21 @@ def test_records_print_only_while_a_command_runs(capsys):
     assert out == "epoch   1/1  loss 0.100\n"  # the line exactly as print wrote it
     assert err == "openlt: warning: disk almost full\n"
     assert (root.level, root.propagate, list(root.handlers)) == before
+
+
+def test_a_closed_pipe_on_stdout_silences_the_console_not_the_command(tmp_path):
+    """`openlt train ... | head -1`: once the reader has gone, the console handler points stdout at /dev/null and
+    the command goes on (it writes its marker), without logging's "--- Logging error ---" report (trial 5)."""
+    import os
+    import subprocess
+    import sys
+
+    mark = tmp_path / "finished"
+    script = ("import logging, sys\nfrom openlt.cli import console_logging\nlog = logging.getLogger('openlt.x')\n"
+              "with console_logging():\n    for i in range(20000):\n        log.info('line %d ' + 'x' * 60, i)\n"
+              "open(sys.argv[1], 'w').write('finished')\n")
+    done = subprocess.run(f'"{sys.executable}" -c "$SCRIPT" "$MARK" | head -1', shell=True, capture_output=True,
+                          text=True, timeout=120, env={**os.environ, "SCRIPT": script, "MARK": str(mark)})
+    assert done.stdout == "line 0 " + "x" * 60 + "\n"
+    assert "Logging error" not in done.stderr and "BrokenPipeError" not in done.stderr, done.stderr[-2000:]
+    assert mark.read_text() == "finished"

@@ -6,6 +6,7 @@ Errors the user can fix (OpenLTError) print one line and exit with status 2, nev
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import math
@@ -15,7 +16,7 @@ import sys
 import threading
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Iterator
 
 from openlt import __version__
 from openlt.errors import OpenLTError
@@ -673,8 +674,19 @@ class ConsoleHandler(logging.Handler):
             stream = sys.stderr if record.levelno >= logging.WARNING else sys.stdout
             stream.write((f"openlt: warning: {text}" if record.levelno >= logging.WARNING else text) + "\n")
             stream.flush()
+        except BrokenPipeError:  # its reader went away (`openlt train ... | head`): the command goes on, unheard
+            _silence(stream)
         except Exception:  # noqa: BLE001  (logging's own contract: a failing handler reports, never raises)
             self.handleError(record)
+
+
+def _silence(stream: Any) -> None:
+    """Point `stream`'s file descriptor at /dev/null (Python's advice for a closed pipe), so that later writes and
+    the flush at exit neither fail nor print logging's error report."""
+    with contextlib.suppress(OSError, ValueError, AttributeError):
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, stream.fileno())
+        os.close(devnull)
 
 
 @contextmanager
