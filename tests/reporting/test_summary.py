@@ -19,6 +19,7 @@ import pytest
 
 from openlt.cli import main
 from openlt.errors import RunDirError
+from summary_files import cli, write  # tests/helpers, on the path through conftest
 from openlt.reporting.bench_report import csv_text, markdown, write_bench_results
 from openlt.reporting.summary import aggregate, format_cell, summarize
 
@@ -43,18 +44,6 @@ def metrics(run: str, few: float | None = 0.2, auroc: float | None = 0.7) -> dic
     }
 
 
-def write(folder: Path, name: str, data) -> Path:
-    path = folder / name / "metrics.json"
-    path.parent.mkdir(parents=True)
-    path.write_text(data if isinstance(data, str) else json.dumps(data))
-    return path
-
-
-def cli(args: list, capsys) -> tuple[int, str, str]:
-    capsys.readouterr()
-    code = main(["summary", *map(str, args)])
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def changed(edit: Callable[[dict], None]) -> dict:

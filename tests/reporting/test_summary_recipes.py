@@ -6,16 +6,15 @@ from __future__ import annotations
 
 import copy
 import hashlib
-import json
 from pathlib import Path
 
 import pytest
 import yaml
 
 from openlt.errors import RunDirError
+from summary_files import cli, write  # tests/helpers, on the path through conftest
 from openlt.reporting.bench_report import write_bench_results
 from openlt.reporting.summary import RECIPE_IGNORED, aggregate, load_metrics, run_recipe
-from openlt.cli import main
 
 
 def metrics(run: str) -> dict:
@@ -27,18 +26,6 @@ def metrics(run: str) -> dict:
             "open": {"f_measure": 0.5, "auroc": 0.7, "fpr95": 0.4}}
 
 
-def write(folder: Path, name: str, data: dict) -> Path:
-    path = folder / name / "metrics.json"
-    path.parent.mkdir(parents=True)
-    path.write_text(json.dumps(data))
-    return path
-
-
-def cli(args: list, capsys) -> tuple[int, str, str]:
-    capsys.readouterr()
-    code = main(["summary", *map(str, args)])
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 class Spec:
