@@ -158,8 +158,10 @@ def test_auto_is_bf16_on_a_gpu_with_bfloat16_and_float32_elsewhere(monkeypatch):
     cpu, gpu = torch.device("cpu"), torch.device("cuda")
     assert resolve_amp("auto", cpu) == check_amp("auto", cpu) == inference_amp("auto", cpu) == "none"
     assert isinstance(autocast("auto", cpu), contextlib.nullcontext) and grad_scaler("auto", cpu) is None
-    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)
+    from openlt.engine import precision
+
+    monkeypatch.setattr(precision, "_cuda_has_bf16", lambda: True)  # (the real one asks CUDA once per process)
     assert resolve_amp("auto", gpu) == check_amp("auto", gpu) == "bf16" and grad_scaler("auto", gpu) is None
-    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: False)
+    monkeypatch.setattr(precision, "_cuda_has_bf16", lambda: False)
     assert resolve_amp("auto", gpu) == "none"
     assert resolve_amp("fp16", gpu) == "fp16" and resolve_amp("none", gpu) == "none"  # explicit values kept

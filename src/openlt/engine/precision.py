@@ -18,6 +18,7 @@ autocast for their own arithmetic, so logits and losses stay float32.
 from __future__ import annotations
 
 import contextlib
+import functools
 from typing import ContextManager
 
 import torch
@@ -33,7 +34,13 @@ def resolve_amp(amp: str, device: torch.device) -> str:
     none anywhere else (module docstring)."""
     if amp != "auto":
         return amp
-    return "bf16" if device.type == "cuda" and torch.cuda.is_bf16_supported() else "none"
+    return "bf16" if device.type == "cuda" and _cuda_has_bf16() else "none"
+
+
+@functools.cache
+def _cuda_has_bf16() -> bool:
+    """torch.cuda.is_bf16_supported(), asked once per process: autocast resolves `auto` on every training step."""
+    return torch.cuda.is_bf16_supported()
 
 
 def check_amp(amp: str, device: torch.device) -> str:
@@ -44,7 +51,7 @@ def check_amp(amp: str, device: torch.device) -> str:
     if amp == "fp16" and device.type != "cuda":
         raise ConfigError(f"train.amp=fp16 needs a CUDA device (float16 autocast with loss scaling), and this run "
                           f"is on {device.type}; use train.amp=bf16 on the CPU, or train.amp=none")
-    if amp == "bf16" and device.type == "cuda" and not torch.cuda.is_bf16_supported():
+    if amp == "bf16" and device.type == "cuda" and not _cuda_has_bf16():
         raise ConfigError("train.amp=bf16: this GPU does not support bfloat16; use train.amp=fp16")
     return amp
 
