@@ -300,3 +300,29 @@ def test_a_finished_run_of_an_edited_spec_is_refused_not_reused(tmp_path, monkey
     assert "\n" not in message and run.path.name in message and "delete that run folder" in message, message
     for text in texts:
         assert text in message, (text, message)
+
+
+@pytest.mark.parametrize("saved_amp, reused", [("none", True), ("bf16", False)])
+def test_train_amp_is_compared_as_resolved_for_the_device(tmp_path, monkeypatch, saved_amp, reused):
+    """A run saved with train.amp=none (the default before `auto`) matches a spec whose train.amp is `auto` on the
+    CPU, where auto means none; a bf16 run does not."""
+    from openlt.config import build_config
+    from openlt.engine.run import Run
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "tiny.yaml").write_text("name: tiny\n")
+    overrides = ["train.epochs=1", "data.split_dir=splits", "train.device=cpu"]
+    run = Run(tmp_path / "out" / "a-s3-20260101-000000")
+    run.path.mkdir(parents=True)
+    run.write_config(build_config(tmp_path / "tiny.yaml", [*overrides, f"train.amp={saved_amp}", "seed=3",
+                                                          "out_dir=out", "name=a-s3"]))
+    run.metrics_file.write_text("{}")
+    path = tmp_path / "bench.yaml"
+    path.write_text(json.dumps({"name": "x", "seeds": [3], "out_dir": "out", "overrides": overrides,
+                                "methods": [{"name": "a", "config": "tiny.yaml"}]}))
+    lines = []
+    if reused:
+        run_bench(load_bench(path), quiet=True, log=lines.append, report_only=True)
+        assert any(": done (" in line for line in lines), lines
+    else:
+        with pytest.raises(ConfigError, match=re.escape("train.amp: run 'bf16', spec 'none'")):
+            run_bench(load_bench(path), quiet=True, log=lines.append, report_only=True)

@@ -32,8 +32,10 @@ from openlt.config import Config, build_config, flatten, read_yaml_mapping, reso
 from openlt.engine.decouple import adopt_representation
 from openlt.engine.evaluate import eval_config, evaluate_run
 from openlt.engine.init_from import stage2_kind
+from openlt.engine.precision import resolve_amp
 from openlt.engine.precheck import check_open_score, config_setting, split_counts
 from openlt.engine.run import Run, absolute_paths, check_tag, open_run
+from openlt.engine.runtime import resolve_device
 from openlt.engine.train import train
 from openlt.errors import ConfigError, OpenLTError
 from openlt.openset import build_score
@@ -352,7 +354,7 @@ def _check_same_config(spec: BenchSpec, m: BenchMethod, seed: int, run: Run) -> 
             adopt_representation(expected, Run(Path(saved.train.init_from)), lambda _: None)
         except OpenLTError:  # (that run is gone or unreadable: its data and model are not compared)
             ignore |= {f"{section}." for section in ("data", "model")}
-    want, have = flatten(to_dict(absolute_paths(expected))), flatten(to_dict(absolute_paths(saved)))
+    want, have = _comparable(expected), _comparable(saved)
     diffs = [f"{key}: run {have.get(key)!r}, spec {want.get(key)!r}" for key in sorted(want.keys() | have.keys())
              if key not in ignore and not key.startswith(tuple(k for k in ignore if k.endswith(".")))
              and want.get(key) != have.get(key)]
@@ -361,3 +363,14 @@ def _check_same_config(spec: BenchSpec, m: BenchMethod, seed: int, run: Run) -> 
         raise ConfigError(f"bench spec {spec.path}: method {m.name!r} seed {seed}: the run {run.path} was made with "
                           f"another config than the spec builds now ({shown}); delete that run folder or give the "
                           f"bench another out_dir")
+
+
+def _comparable(config: Config) -> dict:
+    """`config` flattened with paths resolved and `train.amp` resolved for its device, so that a run saved with
+    `none` before `auto` became the default still matches a spec that now says `auto` on a CPU."""
+    flat = flatten(to_dict(absolute_paths(config)))
+    try:
+        flat["train.amp"] = resolve_amp(config.train.amp, resolve_device(config.train.device))
+    except ConfigError:  # (a device this machine lacks: compared as written)
+        pass
+    return flat
