@@ -1,17 +1,23 @@
-"""What the `openlt summary` tests share: a metrics.json written into its own run folder, and the command run
-in-process with its exit status and output."""
+"""What the `openlt summary` tests share: a metrics.json written into its own run folder (with a config.yaml, as
+`openlt train` leaves one), and the command run in-process with its exit status and output."""
 
+import hashlib
 import json
 from pathlib import Path
 
 from openlt.cli import main
 
 
-def write(folder: Path, name: str, data) -> Path:
-    """`data` (a dict, or text as it is) as folder/name/metrics.json; the path."""
+def write(folder: Path, name: str, data, config: bool = True) -> Path:
+    """`data` (a dict, or text as it is) as folder/name/metrics.json; the path. With `config`, a run's config.yaml
+    beside it (one recipe, a seed of the folder's own: summary refuses a metrics file without one in a row of
+    several runs, and a repeated seed); without, a lone metrics file."""
     path = folder / name / "metrics.json"
     path.parent.mkdir(parents=True)
     path.write_text(data if isinstance(data, str) else json.dumps(data))
+    if config:
+        seed = int(hashlib.sha256(str(path.parent).encode()).hexdigest()[:8], 16)
+        (path.parent / "config.yaml").write_text(f"name: plain\nseed: {seed}\ntrain:\n  epochs: 12\n")
     return path
 
 

@@ -129,14 +129,35 @@ def test_stage_two_runs_are_compared_on_their_stage_one_runs_too(tmp_path, capsy
     assert "train.init_from" not in recipe and "seed" not in recipe and "train.init_from:seed" not in recipe
 
 
-def test_a_run_without_config_or_an_older_key_is_compared_on_what_it_records(tmp_path, capsys):
+def test_a_config_of_an_older_openlt_without_a_key_is_compared_on_what_it_records(tmp_path, capsys):
     a, b = run(tmp_path, "s0", 0), run(tmp_path, "s1", 1)
-    lone = write(tmp_path, "lone", metrics("lone"))  # a metrics file alone: nothing to compare
     config = yaml.safe_load((b / "config.yaml").read_text())
     del config["train"]["sampler"]  # a key an older openlt did not write
     (b / "config.yaml").write_text(yaml.safe_dump(config))
-    code, out, err = cli([f"x={a}", f"x={b}", f"x={lone}"], capsys)
-    assert code == 0 and "| x | 3 |" in out, err
+    code, out, err = cli([f"x={a}", f"x={b}"], capsys)
+    assert code == 0 and "| x | 2 |" in out, err
+
+
+def test_a_metrics_file_without_its_config_is_refused_in_a_row_of_several(tmp_path, capsys):
+    """metrics.json records no recipe: without the run's config.yaml a plain run and a cRT run (or any two
+    recipes) would be averaged unchecked (issue 14). Alone in its row it is shown."""
+    plain = run(tmp_path, "plain-s0", 0)
+    crt = run(tmp_path, "crt-s1", 1, **{"train.epochs": 10, "train.sampler": "class_balanced"})
+    (crt / "config.yaml").unlink()  # e.g. a metrics.json copied out of its run directory
+    assert refused([f"x={plain}", f"x={crt}"], capsys) == (
+        f"openlt summary: error: cannot average {plain} and {crt} into one row 'x': {crt} has no config.yaml beside "
+        f"its metrics file ({crt / 'config.yaml'} not found), so its recipe cannot be checked against the row's other "
+        "runs; give the run directory as `openlt train` wrote it (config.yaml included) or give it its own label "
+        "(LABEL=RUN)")
+    lone = write(tmp_path, "lone", metrics("lone"), config=False)  # two lone files: nothing checked either
+    err = refused([f"x={crt / 'metrics.json'}", f"x={lone}"], capsys)
+    assert err.startswith(f"openlt summary: error: cannot average {crt / 'metrics.json'} and {lone} into one row "
+                          f"'x': {crt / 'metrics.json'} has no config.yaml beside its metrics file"), err
+    code, out, err = cli([f"plain={plain}", f"crt={crt}", f"lone={lone}"], capsys)  # rows of their own: fine
+    assert code == 0 and "| plain | 1 |" in out and "| crt | 1 |" in out and "| lone | 1 |" in out, err
+    with pytest.raises(RunDirError, match=r"cannot average plain-s0 and crt-s1 into one row 'x': crt-s1 has no "
+                                          r"config\.yaml"):  # the bench tables: the same rule
+        aggregate({"x": [load_metrics(plain / "metrics.json"), load_metrics(crt / "metrics.json")]})
 
 
 def test_a_malformed_config_is_one_line_naming_it(tmp_path, capsys):

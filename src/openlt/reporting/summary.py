@@ -12,7 +12,11 @@ a row's spread is over seeds, not over re-evaluations. So are evaluations of dif
 config.yaml (beside its metrics file) is compared with the row's first run's, every key but those of
 :data:`RECIPE_IGNORED` (the seed, names, paths, devices), and the stage-1 run a stage-2 run started from
 (``train.init_from``) likewise; the refusal names the two runs and the first keys that differ (``train.epochs: 12 vs
-48``). Two runs of one recipe with the same seed are refused too: a repeated seed is not an independent sample.
+48``). A metrics file without its run's config.yaml beside it is refused in a row of several runs: metrics.json
+records no recipe, so nothing could be checked. Two runs of one recipe with the same seed are refused too: a
+repeated seed is not an independent sample. Evaluations with one open-set score under different options (`openlt
+eval RUN eval.knn_k=3` and `eval.knn_k=40`: metrics.json "open_score", :func:`score_options`) are refused like
+different open-set decisions; what a score learnt from the data (a fitted threshold) may differ.
 Refusing, not splitting the row, because a row is what its label says (the user's LABEL=RUN, a bench method): a
 table whose rows silently became "plain (train.epochs=12)" and "plain (train.epochs=48)" would compare what nobody
 asked for; give such runs labels of their own. A cell that fewer runs have than its row (a metric missing or null in some
@@ -25,6 +29,7 @@ first run) are not refused, since a table may compare data sets on purpose, but 
 
 from __future__ import annotations
 
+import inspect
 import math
 from pathlib import Path
 from typing import Any
@@ -101,7 +106,7 @@ def run_recipe(metrics: dict) -> dict[str, Any] | None:
     """The recipe of the run a metrics dict (from :func:`load_metrics`) belongs to: the flattened config.yaml
     beside its metrics file without :data:`RECIPE_IGNORED`, plus its ``train.init_from`` run's recipe under
     ``"train.init_from:KEY"`` when that directory still holds a config.yaml; None when the metrics file has no
-    config.yaml beside it (a lone metrics file: not compared). RunDirError naming a config.yaml that is not a
+    config.yaml beside it (a lone metrics file: refused in a row of several runs, :func:`check_comparable`). RunDirError naming a config.yaml that is not a
     YAML mapping."""
     source = metrics.get(SOURCE_KEY)
     return None if not isinstance(source, str) else _recipe_of(Path(source).parent, "", 0)
@@ -237,8 +242,10 @@ def check_comparable(label: str, runs: list[dict], names: list[str] | None = Non
     (:func:`model_identity`: the same weights, whatever directory they were copied to; runs of other weights are
     different runs, wherever and from whichever folder they were evaluated) or when they were evaluated under
     different band rules, class lists, split files or open-set decisions (:func:`open_decision`); a run that does
-    not record one of them (an older metrics.json) is not compared on it; or when they are runs of different
-    recipes or share a seed (their config.yaml: :func:`run_recipe`, for dicts from :func:`load_metrics`). `names`
+    not record one of them (an older metrics.json) is not compared on it; or when they were evaluated with one
+    open-set score under different options (:func:`score_options`); or when they are runs of different
+    recipes or share a seed (their config.yaml: :func:`run_recipe`, for dicts from :func:`load_metrics`; one
+    without a config.yaml is refused). `names`
     (one per run, e.g. as the user gave them) name the two evaluations of one model and the two runs of a recipe
     or seed (default: the run directory's name). RunDirError naming two runs and what differs."""
     _check_checkpoints(label, runs)
@@ -266,6 +273,58 @@ def check_comparable(label: str, runs: list[dict], names: list[str] | None = Non
                                   f"one row {label!r}: they were evaluated under different {what} "
                                   f"({_differs(what, other, value)}); give them different labels (LABEL=RUN) or "
                                   f"evaluate them alike")
+    _check_score_options(label, runs, names)
+
+
+# the `eval` keys that set an open-set score's options, by (score, parameter): metrics.json "open_score" records
+# them under the score's own parameter names; a parameter no key sets (energy's temperature) is shown as
+# "open_score.PARAMETER"
+SCORE_OPTION_KEYS = {("knn", "k"): "eval.knn_k", ("vim", "dim"): "eval.vim_dim",
+                     ("react", "percentile"): "eval.react_percentile", ("odin", "temperature"): "eval.odin_temperature",
+                     ("odin", "eps"): "eval.odin_eps", ("openmax", "tail_size"): "eval.openmax_tail",
+                     ("openmax", "alpha"): "eval.openmax_alpha", ("openmax", "distance"): "eval.openmax_distance"}
+
+
+def score_options(metrics: dict) -> dict[str, Any] | None:
+    """The configured options of the open-set score an evaluation used, ``{key: value}`` (keys of
+    :data:`SCORE_OPTION_KEYS`, e.g. ``"eval.knn_k": 3``): the parameters of the registered score class (its
+    constructor's arguments: what `eval.*` set) that metrics.json "open_score" records. What the score learnt or
+    computed from the data beside them (ReAct's clipping threshold, ViM's alpha and dimension used, the training
+    features KNN searched, the Mahalanobis class count) is not an option: it differs between runs by design. None
+    when "open_score" names no score this openlt knows (an older or hand-made file: not compared); a key a file
+    does not record (an older openlt) is left out."""
+    recorded = metrics.get("open_score")
+    name = recorded.get("name") if isinstance(recorded, dict) else None
+    from openlt.openset import SCORES  # the registry (imported here: the tables need no torch until now)
+
+    if not isinstance(name, str) or name not in SCORES:
+        return None
+    params = [p for p in inspect.signature(SCORES.get(name).__init__).parameters if p != "self"]
+    return {SCORE_OPTION_KEYS.get((name, p), f"open_score.{p}"): recorded[p] for p in params if p in recorded}
+
+
+def _check_score_options(label: str, runs: list[dict], names: list[str] | None) -> None:
+    """RunDirError naming two runs of the row `label` evaluated with one open-set score under different options
+    (:func:`score_options`: ``eval.knn_k: 3 vs 40``); each run is compared with the row's first run of its score
+    (runs of different scores are refused as different open-set decisions before this)."""
+    first_of: dict[str, tuple[int, dict[str, Any]]] = {}
+    for i, m in enumerate(runs):
+        options = score_options(m)
+        if options is None:
+            continue
+        name = m["open_score"]["name"]
+        if name not in first_of:
+            first_of[name] = (i, options)
+            continue
+        first, reference = first_of[name]
+        differs = recipe_differences(reference, options)
+        if differs:
+            key = next(k for k, v in reference.items() if k in options and options[k] != v)
+            how = (f"evaluate them alike (`openlt eval RUN {key}={_show(reference[key])}`)" if key.startswith("eval.")
+                   else "evaluate them alike")
+            raise RunDirError(f"cannot average {_run_name(runs[first], first, names)} and {_run_name(m, i, names)} "
+                              f"into one row {label!r}: they were evaluated with different options of the open-set "
+                              f"score {name} ({', '.join(differs)}); give them different labels (LABEL=RUN) or {how}")
 
 
 def _check_checkpoints(label: str, runs: list[dict]) -> None:
@@ -287,8 +346,21 @@ SHOWN_DIFFERENCES = 3  # differing keys a refusal lists (then "and N more")
 
 def _check_recipes(label: str, runs: list[dict], names: list[str] | None) -> None:
     """RunDirError naming two runs of the row `label` trained with different recipes (:func:`run_recipe`, the
-    first differing keys with both values) or with the same seed; runs without a config.yaml are not compared."""
+    first differing keys with both values) or with the same seed. A run read from a metrics file (:func:`load_metrics`)
+    without a config.yaml beside it is refused in a row of several runs: its recipe cannot be checked (metrics.json
+    records none); dicts built otherwise (no :data:`SOURCE_KEY`) are not compared."""
     recipes = [(i, run_recipe(m)) for i, m in enumerate(runs)]
+    if len(runs) > 1:  # a metrics file read from disk without its run's config.yaml: its recipe cannot be checked
+        for i, m in enumerate(runs):
+            if isinstance(m.get(SOURCE_KEY), str) and recipes[i][1] is None:
+                pair = sorted((i, 1 if i == 0 else 0))  # in the row's order
+                a, b = (_run_name(runs[j], j, names) for j in pair)
+                lone = _run_name(m, i, names)
+                raise RunDirError(f"cannot average {a} and {b} into one row {label!r}: {lone} has no config.yaml beside "
+                                  f"its metrics file ({Path(m[SOURCE_KEY]).parent / 'config.yaml'} not found), so "
+                                  f"its recipe cannot be checked against the row's other runs; give the run directory "
+                                  f"as `openlt train` wrote it (config.yaml included) or give it its own label "
+                                  f"(LABEL=RUN)")
     recipes = [(i, r) for i, r in recipes if r is not None]
     if not recipes:
         return
