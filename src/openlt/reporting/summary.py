@@ -106,8 +106,8 @@ def run_recipe(metrics: dict) -> dict[str, Any] | None:
     """The recipe of the run a metrics dict (from :func:`load_metrics`) belongs to: the flattened config.yaml
     beside its metrics file without :data:`RECIPE_IGNORED`, plus its ``train.init_from`` run's recipe under
     ``"train.init_from:KEY"`` when that directory still holds a config.yaml; None when the metrics file has no
-    config.yaml beside it (a lone metrics file: refused in a row of several runs, :func:`check_comparable`). RunDirError naming a config.yaml that is not a
-    YAML mapping."""
+    config.yaml beside it (a lone metrics file: refused in a row of several runs, :func:`check_comparable`).
+    RunDirError naming a config.yaml that is not a YAML mapping."""
     source = metrics.get(SOURCE_KEY)
     return None if not isinstance(source, str) else _recipe_of(Path(source).parent, "", 0)
 
@@ -319,9 +319,9 @@ def _check_score_options(label: str, runs: list[dict], names: list[str] | None) 
         first, reference = first_of[name]
         differs = recipe_differences(reference, options)
         if differs:
-            key = next(k for k, v in reference.items() if k in options and options[k] != v)
-            how = (f"evaluate them alike (`openlt eval RUN {key}={_show(reference[key])}`)" if key.startswith("eval.")
-                   else "evaluate them alike")
+            keys = [k for k, v in reference.items() if k in options and options[k] != v and k.startswith("eval.")]
+            settings = " ".join(f"{k}={_show(reference[k])}" for k in keys)
+            how = f"evaluate them alike (`openlt eval RUN {settings}`)" if keys else "evaluate them alike"
             raise RunDirError(f"cannot average {_run_name(runs[first], first, names)} and {_run_name(m, i, names)} "
                               f"into one row {label!r}: they were evaluated with different options of the open-set "
                               f"score {name} ({', '.join(differs)}); give them different labels (LABEL=RUN) or {how}")
@@ -356,8 +356,8 @@ def _check_recipes(label: str, runs: list[dict], names: list[str] | None) -> Non
                 pair = sorted((i, 1 if i == 0 else 0))  # in the row's order
                 a, b = (_run_name(runs[j], j, names) for j in pair)
                 lone = _run_name(m, i, names)
-                raise RunDirError(f"cannot average {a} and {b} into one row {label!r}: {lone} has no config.yaml beside "
-                                  f"its metrics file ({Path(m[SOURCE_KEY]).parent / 'config.yaml'} not found), so "
+                raise RunDirError(f"cannot average {a} and {b} into one row {label!r}: {lone} has no config.yaml "
+                                  f"beside its metrics file ({Path(m[SOURCE_KEY]).parent / 'config.yaml'} not found), so "
                                   f"its recipe cannot be checked against the row's other runs; give the run directory "
                                   f"as `openlt train` wrote it (config.yaml included) or give it its own label "
                                   f"(LABEL=RUN)")
