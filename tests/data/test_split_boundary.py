@@ -10,6 +10,7 @@ Add a case by adding a row: SPLIT_CASES (options of `openlt split` on a small im
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -276,7 +277,7 @@ def test_a_class_folder_starting_with_hash_keeps_its_images(images, tmp_path, ca
     assert "./#cat/" in (tmp_path / "out" / "train.txt").read_text()  # written so, not read back as a comment
 
 
-@pytest.mark.parametrize("name, needle", [("ant/bad\nname.png", "line break"), (" ant", "surrounding spaces")])
+@pytest.mark.parametrize("name, needle", [("ant/bad\nname.png", "line break"), (" fly", "surrounding spaces")])
 def test_a_path_a_split_file_cannot_hold_is_refused(images, tmp_path, capsys, name, needle):
     root = tmp_path / "images"
     shutil.copytree(images, root)
@@ -864,13 +865,42 @@ def test_a_link_loop_is_refused_naming_it(make, needle, images, tmp_path, capsys
     assert not (tmp_path / "out").exists()
 
 
-def test_a_folder_link_back_into_its_class_is_not_followed(images, tmp_path, capsys):
-    """`ant/loop -> ..` (a cycle) is not walked into: each image of ant is listed once, no error, no hang."""
+@pytest.mark.parametrize("make, message", [
+    (lambda root: (root / "ant" / "loop").symlink_to("..", target_is_directory=True),
+     "'ant/loop' under {root} is a symlink loop: it leads to '..' ({root}), a folder it is itself in; remove it"),
+    (lambda root: ((root / "ant" / "sub").mkdir(), (root / "ant" / "sub" / "me").symlink_to(".")),
+     "'ant/sub/me' under {root} is a symlink loop: it leads to '.' ({root}/ant/sub), a folder it is itself in; "
+     "remove it"),
+    (lambda root: ((root / "ant" / "x").symlink_to("../bee"), (root / "bee" / "y").symlink_to("../ant")),
+     "'ant/x/y' under {root} is a symlink loop: it leads to '../ant' ({root}/ant), a folder it is itself in; "
+     "remove it"),
+], ids=["to-the-root", "to-itself", "two-classes-to-each-other"])
+def test_a_folder_link_back_into_its_class_is_refused(make, message, images, tmp_path, capsys):
+    """`ant/loop -> ..` (a cycle) was skipped without a word (issue 14): refused as a link to itself is, naming it;
+    nothing is written."""
     root = _copy(images, tmp_path)
-    (root / "ant" / "loop").symlink_to("..", target_is_directory=True)
-    assert main(split_args(root, tmp_path / "out")) == 0
-    listed = "".join((tmp_path / "out" / f"{name}.txt").read_text() for name in ("train", "val", "test"))
-    assert "loop" not in listed and listed.count("ant/") == 12
+    make(root)
+    line = run_cli(split_args(root, tmp_path / "out"), capsys)
+    assert line == "openlt split: error: " + message.format(root=root)
+    assert not (tmp_path / "out").exists()
+
+
+def test_an_unreadable_sub_folder_is_refused(images, tmp_path, capsys, monkeypatch):
+    """A sub-folder os.walk cannot list (no permission; the tests may run as root, so os.scandir is made to fail)
+    was skipped without a word: refused naming it."""
+    root = _copy(images, tmp_path)
+    (root / "ant" / "locked").mkdir()
+    real_scandir = os.scandir
+
+    def scandir(path="."):
+        if str(path).endswith("locked"):
+            raise PermissionError(13, "Permission denied", str(path))
+        return real_scandir(path)
+
+    monkeypatch.setattr(os, "scandir", scandir)
+    line = run_cli(split_args(root, tmp_path / "out"), capsys)
+    assert line == (f"openlt split: error: cannot list {root}/ant/locked (under {root}): Permission denied; fix its "
+                    f"permissions or remove it")
 
 
 def test_a_sub_folder_linked_into_a_class_is_listed_or_refused(images, outside, tmp_path, capsys):

@@ -73,20 +73,26 @@ def _broken_link(path: Path, what: str) -> str:
 def image_files(folder: Path, root: Path) -> list[str]:
     """The image files under `folder` (any depth), as sorted paths relative to `root`; hidden entries (see
     `_hidden`) are skipped, and a path that a split file cannot hold is a DataError naming it. Symlinked
-    sub-folders are followed (datasets are often assembled with links), except one that points back to a folder
-    above it (a loop: `ant/loop -> ..`), which is skipped; a link to another class's folder lists its images
-    twice, which the duplicate check (`check_unique_files`) then refuses by name."""
+    sub-folders are followed (datasets are often assembled with links), except one that leads back to a folder the
+    walk is in (a loop: `ant/loop -> ..`, or `ant/x -> ../bee` with `bee/y -> ../ant`): a DataError naming it, as a
+    link to itself is (listing it would never end, and skipping it would drop what the link was meant to add); a
+    link to another class's folder lists its images twice, which `_refuse_linked_twice` then refuses by name. A
+    sub-folder that cannot be listed (no permission) is a DataError naming it, not skipped."""
     files = []
-    for directory, subdirs, names in os.walk(folder, followlinks=True):
+
+    def unreadable(exc: OSError) -> None:
+        raise DataError(f"cannot list {exc.filename} (under {root}): {exc.strerror or exc}; fix its permissions "
+                        f"or remove it")
+
+    for directory, subdirs, names in os.walk(folder, onerror=unreadable, followlinks=True):
         here = Path(directory)
-        real_here = here.resolve()
         keep = []
         for name in sorted(subdirs):
             sub = here / name
             if _hidden(name):
                 continue
-            if sub.is_symlink() and (real_here == sub.resolve() or real_here.is_relative_to(sub.resolve())):
-                continue  # a link to this folder or one above it: following it would never end
+            if sub.is_symlink():
+                _refuse_folder_loop(sub, folder, root)
             keep.append(name)
         subdirs[:] = keep
         for name in names:
@@ -104,6 +110,21 @@ def image_files(folder: Path, root: Path) -> list[str]:
                     raise DataError(f"cannot list {path!r}: {problem}; rename it")
                 files.append(item)
     return sorted(files)
+
+
+def _refuse_folder_loop(link: Path, folder: Path, root: Path) -> None:
+    """DataError when the symlinked folder `link`, met while listing `folder`, leads to a folder that holds (or
+    is) a folder on the way from `folder` to `link` (compared as real paths): following it would list the same
+    images again and again."""
+    target = link.resolve()
+    above = link.parent
+    while True:
+        if above.resolve().is_relative_to(target):
+            raise DataError(f"{link.relative_to(root).as_posix()!r} under {root} is a symlink loop: it leads to "
+                            f"{os.readlink(link)!r} ({target}), a folder it is itself in; remove it")
+        if above == folder or above == above.parent:
+            return
+        above = above.parent
 
 
 def image_folder_pool(root: str | os.PathLike) -> LabelledPool:
@@ -140,22 +161,46 @@ def image_folder_pool(root: str | os.PathLike) -> LabelledPool:
     return LabelledPool("image-folder", classes, items, np.asarray(labels), root=str(root))
 
 
+def _lookalike_key(name: str, keep: str = "") -> str:
+    """`name` with what makes two class folders look alike taken away: surrounding spaces (strip), Unicode
+    compatibility forms (NFKC: full-width 'ｃａｔ', ligatures, superscripts) and case (casefold); each of 'spaces',
+    'compat', 'case' named in `keep` is left as it is (NFC is always applied: NFC / NFD forms are one name)."""
+    form = "NFC" if "compat" in keep else "NFKC"
+    key = unicodedata.normalize(form, name)
+    if "spaces" not in keep:
+        key = key.strip()
+    if "case" not in keep:
+        key = unicodedata.normalize(form, key.casefold())
+    return key
+
+
+_LOOKALIKE_WAYS = {"spaces": "spaces around the name",
+                   "compat": "Unicode compatibility forms",
+                   "case": "case"}
+
+
 def _refuse_lookalike_classes(root: Path, classes: list[str]) -> None:
-    """Two class folders whose names differ only by Unicode normalisation (NFC 'café' and NFD 'café') or by case
-    ('Cat' and 'cat') would be two classes that print alike in every report (and one folder on a case-insensitive
-    file system): DataError naming both."""
+    """Two class folders whose names differ only by Unicode normalisation (NFC 'café' and NFD 'café'), by case
+    ('Cat' and 'cat'), by spaces around the name ('cat ' and 'cat') or by Unicode compatibility forms (NFKC:
+    full-width 'ｃａｔ' and 'cat') would be two classes that print alike in every report (and, by case, one folder on
+    a case-insensitive file system): DataError naming both, and how they differ."""
     seen: dict[str, str] = {}
     for name in classes:
-        nfc = unicodedata.normalize("NFC", name)
-        key = unicodedata.normalize("NFC", nfc.casefold())
-        other = seen.setdefault(key, name)
+        other = seen.setdefault(_lookalike_key(name), name)
         if other == name:
             continue
-        if unicodedata.normalize("NFC", other) == nfc:
+        if unicodedata.normalize("NFC", other) == unicodedata.normalize("NFC", name):
             how = (f"only by Unicode normalisation (code points {ascii(other)} and {ascii(name)}: NFC / NFD forms "
                    f"of one name)")
-        else:
-            how = "only by case (one folder on a case-insensitive file system: Windows, macOS)"
+        else:  # the ways that matter: keeping one of them as it is tells the two names apart
+            ways = [way for way in _LOOKALIKE_WAYS if _lookalike_key(other, way) != _lookalike_key(name, way)]
+            ways = ways or ["compat"]  # 'ﬁsh' and 'fish': NFKC and casefold both undo the ligature
+            how = "only by " + " and ".join(_LOOKALIKE_WAYS[way] for way in ways)
+            if ways == ["case"]:
+                how += " (one folder on a case-insensitive file system: Windows, macOS)"
+            elif "compat" in ways:
+                how += (f" (code points {ascii(other)} and {ascii(name)}: full-width letters, ligatures and the like "
+                        f"are one name under NFKC)")
         raise DataError(f"image folder {root}: the class folders {other!r} and {name!r} differ {how}: they would be "
                         f"two classes that look alike; merge them or rename one")
 
