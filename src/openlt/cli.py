@@ -60,7 +60,10 @@ def _split_config(args: argparse.Namespace):
               "alpha": args.alpha, "val_per_class": args.val_per_class, "test_per_class": args.test_per_class,
               "order": args.order, "seed": args.seed}
     if args.open_classes is not None:
-        values["open_classes"] = parse_overrides([f"x={args.open_classes}"])["x"]
+        from openlt.data.splits import open_class_count
+
+        count = open_class_count(args.open_classes)  # count:N, a number whatever the class names
+        values["open_classes"] = count if count is not None else parse_overrides([f"x={args.open_classes}"])["x"]
     # every option checked against data.split's rules, each error naming the option as it was typed
     _apply(cfg, {k: v for k, v in values.items() if v is not None},
            names={key: "--" + key.replace("_", "-") for key in values})
@@ -69,7 +72,8 @@ def _split_config(args: argparse.Namespace):
 
 def _split(args: argparse.Namespace) -> int:
     from openlt.data.datasets import check_split_images, fashion_mnist_pool, image_folder_pool
-    from openlt.data.splits import SPLIT_FILES, check_outside, check_split_folder, make_split, write_split
+    from openlt.data.splits import (SPLIT_FILES, check_outside, check_split_folder, make_split,
+                                    refuse_count_that_names_a_class, write_split)
     from openlt.errors import ConfigError
 
     cfg = _split_config(args)
@@ -93,6 +97,7 @@ def _split(args: argparse.Namespace) -> int:
             if args.root is None:
                 raise ConfigError("--root is required with --dataset image-folder")
             pool = image_folder_pool(args.root)
+        refuse_count_that_names_a_class(args.open_classes, cfg.open_classes, pool.class_names)  # folders 0..9
         split = make_split(pool, cfg)
         check_split_images(split, pool)  # every listed image decodes, before anything is written
         manifest = write_split(split, out, pool, cfg)
@@ -400,7 +405,8 @@ def _add_split_command(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--imbalance-factor", type=float, help="exp / pareto: n_max / n_min, instead of --n-min")
     p.add_argument("--alpha", type=float, help="pareto shape (ImageNet-LT: 6)")
     p.add_argument("--open-classes", help="a number of held-out classes (chosen with the seed; cifar: the last N; "
-                   "0: none) or a list: 8,9 or 'bag,sandal'")
+                   "0: none; count:3 where class folders are numbers) or a list: 8,9 or 'bag,sandal' (names quoted "
+                   "in a list: '[\"3\"]')")
     p.add_argument("--val-per-class", type=int)
     p.add_argument("--test-per-class", type=int)
     p.add_argument("--order", choices=["random", "label"], help="which known class gets n_max")

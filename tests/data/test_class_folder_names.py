@@ -72,3 +72,80 @@ def test_a_class_name_that_is_another_class_id_is_ambiguous(tmp_path, capsys):
     assert json.loads((out_dir / "manifest.json").read_text())["open_class_names"] == ["2", "3"]
     assert split(capsys, root, out_dir, "--open-classes", "0,1", "--force")[0] == 0  # name and id agree: accepted
     assert json.loads((out_dir / "manifest.json").read_text())["open_class_names"] == ["0", "1"]
+
+
+# ---------------------------------------------------------------------------------------------------- issue 14
+@pytest.mark.parametrize("names,message", [
+    (["cat", "cat ", "dog"], "the class folders 'cat' and 'cat ' differ only by spaces around the name"),
+    ([" cat", "cat", "dog"], "the class folders ' cat' and 'cat' differ only by spaces around the name"),
+    (["cat", "ｃａｔ", "dog"], "the class folders 'cat' and 'ｃａｔ' differ only by Unicode compatibility forms (code "
+                              "points 'cat' and '\\uff43\\uff41\\uff54': full-width letters, ligatures and the like "
+                              "are one name under NFKC)"),
+    (["fish", "ﬁsh", "dog"], "the class folders 'fish' and 'ﬁsh' differ only by Unicode compatibility forms (code "
+                             "points 'fish' and '\\ufb01sh': full-width letters, ligatures and the like are one name "
+                             "under NFKC)"),
+    (["Cat ", "cat", "dog"], "the class folders 'Cat ' and 'cat' differ only by spaces around the name and case"),
+    (["ＣＡＴ", "cat", "dog"], "the class folders 'cat' and 'ＣＡＴ' differ only by Unicode compatibility forms and "
+                              "case (code points 'cat' and '\\uff23\\uff21\\uff34': full-width letters, ligatures and "
+                              "the like are one name under NFKC)"),
+], ids=["trailing-space", "leading-space", "full-width", "ligature", "space-and-case", "full-width-upper"])
+def test_class_folders_alike_by_spaces_or_nfkc_are_refused(tmp_path, capsys, names, message):
+    """Issue 14: 'cat' and 'cat ', 'cat' and full-width 'ｃａｔ' were two classes printing alike."""
+    root = folder(tmp_path / "imgs", names, n=4)
+    code, out, err = split(capsys, root, tmp_path / "splits", "--open-classes", "0")
+    assert code == 2 and out == "" and err == (f"openlt split: error: image folder {root}: {message}: they would be "
+                                               f"two classes that look alike; merge them or rename one\n")
+    assert not (tmp_path / "splits").exists()
+
+
+def test_names_that_differ_inside_are_still_two_classes(tmp_path):
+    root = folder(tmp_path / "imgs", ["cat", "c at", "cat2", "ca"], n=4)
+    assert image_folder_pool(root).class_names == ["c at", "ca", "cat", "cat2"]
+
+
+@pytest.mark.parametrize("typed,readings", [
+    ("3", "a number of held-out classes (3 classes chosen with the seed) or the class '3'"),
+    (" 3 ", "a number of held-out classes (3 classes chosen with the seed) or the class '3'"),
+    ("0", "a number of held-out classes (none held out) or the class '0'"),
+])
+def test_a_count_that_is_a_class_name_is_ambiguous(tmp_path, capsys, typed, readings):
+    """Issue 14: `--open-classes 3` among folders 0..9 held out 3 random classes, while the folder '3' exists."""
+    root = folder(tmp_path / "imgs", [str(c) for c in range(10)], n=4)
+    out_dir = tmp_path / "splits"
+    code, out, err = split(capsys, root, out_dir, "--open-classes", typed)
+    n = typed.strip()
+    assert code == 2 and out == "" and err == (
+        f"openlt split: error: --open-classes {n} is ambiguous: {readings} (a class folder has that name); write "
+        f"--open-classes count:{n} for the number, or --open-classes '[\"{n}\"]' for the class (names quoted in a "
+        f"list)\n")
+    assert not out_dir.exists()
+
+
+def test_the_two_unambiguous_forms_of_a_count_and_a_name(tmp_path, capsys):
+    root = folder(tmp_path / "imgs", [str(c) for c in range(10)], n=4)
+    out_dir = tmp_path / "splits"
+    assert split(capsys, root, out_dir, "--open-classes", "count:3")[0] == 0
+    held = json.loads((out_dir / "manifest.json").read_text())["open_class_names"]
+    assert len(held) == 3 and held != ["3"]
+    assert split(capsys, root, out_dir, "--open-classes", " COUNT : 0 ", "--force")[0] == 0
+    assert json.loads((out_dir / "manifest.json").read_text())["open_class_names"] == []
+    assert split(capsys, root, out_dir, "--open-classes", '["3"]', "--force")[0] == 0
+    assert json.loads((out_dir / "manifest.json").read_text())["open_class_names"] == ["3"]
+
+
+def test_a_count_with_no_such_class_name_is_a_count(tmp_path, capsys):
+    """Folders 0..9: 12 is no class name (a count, refused as too many); folders a..d: 2 is a count."""
+    root = folder(tmp_path / "digits", [str(c) for c in range(10)], n=4)
+    code, out, err = split(capsys, root, tmp_path / "s1", "--open-classes", "12")
+    assert code == 2 and "open_classes=12: need fewer open classes than the 10 classes" in err
+    root = folder(tmp_path / "letters", ["a", "b", "c", "d"], n=4)
+    assert split(capsys, root, tmp_path / "s2", "--open-classes", "2")[0] == 0
+    assert len(json.loads((tmp_path / "s2" / "manifest.json").read_text())["open_class_names"]) == 2
+
+
+@pytest.mark.parametrize("typed", ["count:", "count:x", "count:-1", "count:1.5"])
+def test_a_count_form_without_a_whole_number_is_refused(tmp_path, capsys, typed):
+    root = folder(tmp_path / "imgs", ["a", "b", "c", "d"], n=4)
+    code, out, err = split(capsys, root, tmp_path / "splits", "--open-classes", typed)
+    assert code == 2 and err == (f"openlt split: error: --open-classes {typed!r}: after count: give a whole number of "
+                                 f"held-out classes (count:3; count:0 for none)\n")

@@ -114,6 +114,39 @@ def _refuse_ambiguous(value: str, class_names: list[str]) -> None:
                       f"'[\"{value}\"]' (data.split.open_classes: [\"{value}\"])")
 
 
+COUNT_FORM = "count:"  # `--open-classes count:3`: a number of classes, whatever the class names ("count:3" is no name)
+
+
+def open_class_count(text: str) -> int | None:
+    """The number of `--open-classes count:N` (any case, spaces allowed around N), None for any other text.
+    ConfigError when N is not a whole number >= 0. ':' cannot be in a class name (`class_name_problem`), so this
+    form never names a class."""
+    head, sep, rest = text.strip().partition(":")
+    if not sep or head.strip().casefold() != COUNT_FORM[:-1]:
+        return None
+    rest = rest.strip()
+    if not (rest.isascii() and rest.isdigit()):
+        raise ConfigError(f"--open-classes {text!r}: after {COUNT_FORM} give a whole number of held-out classes "
+                          f"(count:3; count:0 for none)")
+    return int(rest)
+
+
+def refuse_count_that_names_a_class(text: str | None, value, class_names: list[str]) -> None:
+    """`--open-classes 3` (`text` as typed, `value` what it was read as) is a number of held-out classes; among
+    class folders named 0..9 it could as well mean the class '3'. ConfigError naming both readings and how to say
+    each (count:3, or the name quoted in a list) when the number, as typed or as read, is a class name."""
+    if text is None or open_class_count(text) is not None or isinstance(value, bool) or not isinstance(value, int):
+        return
+    typed = text.strip()
+    name = typed if typed in class_names else str(value) if str(value) in class_names else None
+    if name is None:
+        return
+    count = "none held out" if value == 0 else f"{value} classes chosen with the seed"
+    raise ConfigError(f"--open-classes {typed} is ambiguous: a number of held-out classes ({count}) or the class "
+                      f"{name!r} (a class folder has that name); write --open-classes {COUNT_FORM}{value} for the "
+                      f"number, or --open-classes '[\"{name}\"]' for the class (names quoted in a list)")
+
+
 def _resolve_open_classes(spec, class_names: list[str], rng: np.random.Generator) -> list[int]:
     """The held-out class ids of `spec` (data.split.open_classes): a number of classes drawn with `rng`, or items
     ('a,b' text or a list) that are class names or ids. A number in a list (YAML ``[2, 3]``) is an id, a quoted
