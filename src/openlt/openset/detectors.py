@@ -346,12 +346,21 @@ def knn_distance(queries: torch.Tensor, train: torch.Tensor, k: int, train_sq_no
     return torch.cat(out)
 
 
-def vim_dim(dim: int | None, width: int) -> int:
+def vim_dim(dim: int | None, width: int, n_train: int | None = None) -> int:
     """The principal-subspace dimension ViM uses for features of `width` D: `dim`, or with None the paper's
-    choice (1000 for D >= 1500, 512 for D >= 768, else D / 2). ConfigError when it is not below D."""
+    choice (1000 for D >= 1500, 512 for D >= 768, else D / 2). ConfigError when it is not below D, or (`n_train`
+    given, at fit time) not below the number of training features N: N features span at most N directions, so a
+    principal subspace of N or more holds every training feature, the residual of each is zero and the virtual
+    logit's scale alpha (max logit over residual norm) has no meaning."""
     d = dim if dim is not None else 1000 if width >= 1500 else 512 if width >= 768 else width // 2
     if not 1 <= d < width:
         raise ConfigError(f"eval.vim_dim={d} must be between 1 and the feature width {width} - 1")
+    if n_train is not None and d >= n_train:
+        given = (f"eval.vim_dim={d}" if dim is not None
+                 else f"eval.vim_dim=null (the paper's rule: {d} for width {width})")
+        raise ConfigError(f"{given} must be below the {n_train} training images ViM is fitted on (their features span "
+                          f"at most {n_train} directions, leaving no residual): set eval.vim_dim to at most "
+                          f"{n_train - 1}")
     return d
 
 
@@ -396,10 +405,10 @@ class ViM(OpenSetScore):
     def fit(self, outputs: Outputs | Any, labels: Any = None, head: Head | None = None) -> "ViM":
         """Fit the principal subspace and alpha on the training ``"feature"`` (N, D), with `head` = the linear
         classifier (weight (K, D), bias (K,)); returns self. ConfigError without a linear head or a ``dim``
-        not below D."""
+        not below D and below N (:func:`vim_dim`)."""
         feats, y = training_features(outputs, labels, self.name)
         weight, bias = linear_head(head, self.name, feats.shape[1])
-        detector = ood_detectors(self.name).ViM(None, vim_dim(self.dim, feats.shape[1]), weight, bias)
+        detector = ood_detectors(self.name).ViM(None, vim_dim(self.dim, feats.shape[1], len(feats)), weight, bias)
         detector.fit_features(feats, y)
         self.weight_, self.bias_, self.origin_ = weight, bias, detector.u.float()
         self.null_space_, self.alpha_ = detector.principal_subspace.float(), float(detector.alpha)
