@@ -1,7 +1,8 @@
 """`openlt train --resume` after an edit of the run's config.yaml (engine/train.py `check_resume_config`): a key
 that defines the data, the network or its input transform (data.image_size, model.*, ...) is refused in one line
-naming the key, both values and what may change, nothing written; training-schedule and evaluation keys
-(train.epochs, eval.*) may change. The last checkpoint records the defining keys the run started with; a run
+naming the key, both values and what may change, nothing written; so are where the weights started
+(train.init_from) and what the optimizer state was built with (train.freeze_backbone, train.lr, train.backbone_lr,
+train.momentum, ...: issue 14); training-schedule and evaluation keys (train.epochs, train.min_lr, eval.*) may change. The last checkpoint records the defining keys the run started with; a run
 without that record (no checkpoint yet, or an older openlt) is checked against its inference.json."""
 
 import json
@@ -53,6 +54,12 @@ def test_the_last_checkpoint_records_the_defining_keys(trained):
     ({"data__image_size": 12, "train__epochs": 2}, "data.image_size", "16", "12"),
     ({"model__classifier": "cosine", "train__epochs": 2}, "model.classifier", "linear", "cosine"),
     ({"model__head__scale": 32.0}, "model.head.scale", "16.0", "32.0"),
+    # what the optimizer state was built with (issue 14): its parameter groups (a frozen backbone has none), and
+    # hyper-parameters the checkpoint's would silently replace
+    ({"train__freeze_backbone": True, "train__epochs": 2}, "train.freeze_backbone", "false", "true"),
+    ({"train__backbone_lr": 0.001, "train__epochs": 2}, "train.backbone_lr", "null", "0.001"),
+    ({"train__lr": 0.01, "train__epochs": 2}, "train.lr", "0.05", "0.01"),
+    ({"train__momentum": 0.5, "train__epochs": 2}, "train.momentum", "0.9", "0.5"),
 ])
 def test_resume_refuses_an_edited_defining_key(trained, tmp_path, capsys, edits, key, then, now):
     run = _edited(trained, tmp_path, **edits)
@@ -61,8 +68,19 @@ def test_resume_refuses_an_edited_defining_key(trained, tmp_path, capsys, edits,
     assert code == 2 and len(err.strip().splitlines()) == 1, err
     assert f"{key} is {now} now, but the run started with {then}" in err
     assert "last.safetensors" in err and "train.epochs" in err and "may change on resume" in err
-    assert "resuming" not in out
+    assert "set it back, or start a new run" in err and err.startswith(f"openlt train: error: {run / 'config.yaml'}: ")
+    assert "resuming" not in out and "Traceback" not in err and "optimizer state" not in err
     assert _files(run) == before  # nothing trained, evaluated or rewritten
+
+
+def test_resume_refuses_another_init_from(trained, tmp_path, capsys):
+    """train.init_from is where the weights started (an OLTR stage 2's stage-1 run): fixed on resume."""
+    run = _edited(trained, tmp_path, train__init_from=str(trained), train__epochs=2)
+    before = _files(run)
+    code, out, err = cli(capsys, "train", "--resume", run, "--quiet")
+    assert code == 2 and len(err.strip().splitlines()) == 1, err
+    assert f"train.init_from is {trained} now, but the run started with null" in err and "resuming" not in out
+    assert _files(run) == before
 
 
 def test_resume_falls_back_to_inference_json_without_a_recorded_config(trained, tmp_path, capsys):
@@ -78,7 +96,7 @@ def test_resume_falls_back_to_inference_json_without_a_recorded_config(trained, 
 
 
 def test_resume_with_more_epochs_and_other_eval_settings_trains_on(trained, tmp_path, capsys):
-    run = _edited(trained, tmp_path, train__epochs=2, train__lr=0.01, eval__batch_size=32, data__workers=0)
+    run = _edited(trained, tmp_path, train__epochs=2, train__min_lr=0.001, eval__batch_size=32, data__workers=0)
     code, out, err = cli(capsys, "train", "--resume", run, "--quiet", "--no-eval")
     assert code == 0, err
     assert "resuming" in out and "after epoch 1/2" in out

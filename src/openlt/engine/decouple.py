@@ -34,7 +34,7 @@ from openlt.engine.init_from import (check_stage1_split_dir, load_stage1_weights
                                      stage1_config)
 from openlt.engine.manifest import check_open_decision, verify_manifest
 from openlt.engine.run import PATH_KEYS, Run, open_run
-from openlt.engine.runtime import make_loader, to_device
+from openlt.engine.runtime import defining_config, make_loader, to_device
 from openlt.engine.tracking import EpochLog
 from openlt.errors import ConfigError
 from openlt.io import write_json
@@ -248,7 +248,8 @@ def train_decoupled(cfg: Config, run: Run, quiet: bool, log: Callable[[str], Non
     details["seconds"] = round(time.time() - started, 2)
     write_json(run.decouple_file, details)
     state = {"epoch": details.get("kept_epoch", cfg.train.epochs) - 1 if method.epochwise else 0,
-             "val_overall": None if final_val is None else final_val["overall"]}
+             "val_overall": None if final_val is None else final_val["overall"],
+             "config": defining_config(cfg)}  # what eval / predict / export find unchanged in config.yaml
     save_checkpoint(run.checkpoint("best"), model, None, state)
     save_checkpoint(run.checkpoint("last"), model, None, state)
     log(f"stage 2 ({method.name}) done in {details['seconds']:.1f}s")

@@ -33,7 +33,7 @@ from openlt.engine.precheck import check_open_score_on_model
 from openlt.engine.run import Run, check_tag
 from openlt.engine.score_fit import fit_open_score
 from openlt.engine.runtime import (batch_score_for, collect_outputs, inference_loader, kept_for, resolve_device,
-                                   score_fit_args, to_device)
+                                   score_fit_args, to_device, trained_config)
 from openlt.errors import ConfigError
 from openlt.io import remove_file, write_group, write_json
 from openlt.metrics import (ShotBands, auroc_per_band, band_confusion, ece_by_band, open_set_f_measure,
@@ -198,11 +198,12 @@ def compute_metrics(cfg: Config, outputs: dict[str, dict], train_counts: list[in
     return _clean(metrics)
 
 
-def eval_setup(run: Run, overrides: list[str] | None = None) -> tuple[Config, OpenSetScore]:
+def eval_setup(run: Run, overrides: list[str] | None = None, checkpoint: str = "best") -> tuple[Config, OpenSetScore]:
     """The run's saved config with `overrides` ("key=value" strings, e.g. "eval.open_score=energy") applied, and
-    its (unfitted) `eval.open_score`. Checked before anything is loaded: a bad key or value, an unknown score or
-    score option, an `eval.open_threshold` neither 'auto' nor a finite number are ConfigErrors."""
-    return eval_config(run.config(), overrides)
+    its (unfitted) `eval.open_score`. Checked before anything is loaded: a config.yaml edited since training in a
+    key that defines the network (runtime :func:`trained_config`), a bad key or value, an unknown score or score
+    option, an `eval.open_threshold` neither 'auto' nor a finite number are ConfigErrors."""
+    return eval_config(trained_config(run, checkpoint, "eval"), overrides)
 
 
 # what an evaluation may change besides eval.*: where the run's data is now (the split manifest still checks that it
@@ -277,7 +278,7 @@ def _evaluating(run: Run, write: bool) -> Iterator[None]:
 
 def _evaluate(run: Run, checkpoint: str, overrides: list[str] | None, quiet: bool, device: str | None,
               tag: str | None, write: bool) -> dict:
-    cfg, scorer = eval_setup(run, overrides)
+    cfg, scorer = eval_setup(run, overrides, checkpoint)
     dev = distributed.setup(resolve_device(device or cfg.train.device, "--device" if device else "train.device"))
     data = prepare_data(cfg, default_split_dir=run.splits_dir)
     verify_manifest(run, data, "eval")  # the split files and classes the run was trained on, before any work

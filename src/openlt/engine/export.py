@@ -30,6 +30,7 @@ from openlt.engine.checkpoint import user_epoch
 from openlt.engine.inference import (InferenceSpec, build_run_model, checkpoint_identity, inference_spec,
                                     saved_decision, saved_score)
 from openlt.engine.run import Run
+from openlt.engine.runtime import trained_config
 from openlt.errors import ConfigError, OpenLTError, WriteError
 from openlt.io import atomic_path, write_json
 from openlt.openset import Rejector, save_score
@@ -217,7 +218,7 @@ def export_run(run: Run, out: str | Path, fmt: str = "safetensors", checkpoint: 
     problem = _bundle_problem(out, force)
     if problem:
         raise ConfigError(problem)
-    cfg = run.config()
+    cfg = trained_config(run, checkpoint, "export")  # config.yaml as the run was trained (before any work)
     using = checkpoint_identity(run, checkpoint)
     rejector = saved_decision(run, cfg, using, threshold)
     scorer = saved_score(run, cfg.eval.open_score if rejector is None else rejector.score, cfg, using)

@@ -26,7 +26,7 @@ from openlt.engine.inference import (InferenceSpec, build_run_model, checkpoint_
                                     saved_decision, saved_score)
 from openlt.engine.precision import autocast, inference_amp
 from openlt.engine.run import Run
-from openlt.engine.runtime import KEPT_OUTPUTS, batch_to, resolve_device
+from openlt.engine.runtime import KEPT_OUTPUTS, batch_to, resolve_device, trained_config
 from openlt.errors import ConfigError, DataError
 from openlt.io import write_text
 from openlt.models.model import OpenLTModel
@@ -68,7 +68,7 @@ class Predictor:
         calibration or fitted score belongs to another checkpoint, is a RunDirError naming the `openlt eval`
         command to run (or the threshold option). ConfigError / RunDirError / NotFittedError naming what is
         wrong, before any image is read."""
-        cfg = run.config()
+        cfg = trained_config(run, checkpoint, "predict")  # config.yaml as the run was trained (before any work)
         using = checkpoint_identity(run, checkpoint)
         rejector = saved_decision(run, cfg, using, threshold, options[0])  # before any work
         scorer = saved_score(run, cfg.eval.open_score if rejector is None else rejector.score, cfg, using)

@@ -7,20 +7,23 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import functools
+import json
+import os
 import sys
+from pathlib import Path
 from typing import Callable
 
 import torch
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from openlt.config import Config
+from openlt.config import Config, flatten, to_dict
 from openlt.data.build import DataBundle, prepare_data
 from openlt.data.transforms import normalisation
 from openlt.engine import distributed
-from openlt.engine.checkpoint import load_checkpoint
+from openlt.engine.checkpoint import checkpoint_state, load_checkpoint
 from openlt.engine.precision import autocast
-from openlt.engine.run import Run
+from openlt.engine.run import PATH_KEYS, Run, absolute_paths
 from openlt.errors import ConfigError
 from openlt.models.classifier import LinearClassifier
 from openlt.models.model import OpenLTModel, build_model
@@ -230,10 +233,111 @@ def collect_outputs(model: OpenLTModel, loader: DataLoader, device: torch.device
 
 def load_run_model(run: Run, checkpoint: str = "best", device: torch.device | None = None,
                    cfg: Config | None = None) -> tuple[Config, DataBundle, OpenLTModel, dict]:
-    """Rebuild a run's data description and model, and load one of its checkpoints."""
-    cfg = cfg or run.config()
+    """Rebuild a run's data description and model, and load one of its checkpoints. `cfg` None: the run's
+    config.yaml; either checked against the config its checkpoint records (:func:`trained_config`)."""
+    cfg = trained_config(run, checkpoint, None, cfg)
     data = prepare_data(cfg, default_split_dir=run.splits_dir)
     model = build_model(cfg, data.num_classes, data.in_chans, data.image_size)
     state = load_checkpoint(run.checkpoint(checkpoint), model)
     to_device(model, device or torch.device("cpu"), cfg.train.channels_last)
     return cfg, data, model, state
+
+
+# ------------------------------------------------------------------------------ what a run's config.yaml must keep
+
+# The keys that define the network a run trained and what it learnt from: the dataset kind, the input transform,
+# size and channels (the split files and classes are checked by the run's split_manifest.json), every model.* key
+# (the head's options too: model.head.ncm_metric, ...) and decouple.method (the stage-2 head that was fitted). The
+# weights are that network's: every command that rebuilds it from config.yaml (openlt eval, predict, export,
+# openlt.load_run, --resume) refuses a config.yaml that changed one since training (:func:`trained_config`).
+MODEL_KEYS = ("data.dataset", "data.transform", "data.image_size", "data.in_chans", "decouple.method")
+MODEL_PREFIXES = ("model.",)
+# fixed on `--resume` too (train.py `check_resume_config`): where the weights started (train.init_from: the
+# stage-1 run; it is also the feature cache a decoupled run's evaluation reads, so evaluation keeps it for those),
+# and what the optimizer state in the last checkpoint was built with: which parameters train (the parameter
+# groups: train.freeze_backbone) and their hyper-parameters (the checkpoint's, not config.yaml's, apply on resume)
+RESUME_KEYS = ("train.init_from", "train.freeze_backbone", "train.lr", "train.backbone_lr", "train.centroid_lr",
+               "train.momentum", "train.nesterov", "train.weight_decay")
+DEFINING_KEYS = MODEL_KEYS + RESUME_KEYS
+DEFINING_PREFIXES = MODEL_PREFIXES
+# a model.* key that does not define the trained network: where its starting weights were read (the checkpoint's
+# replace them); a moved file may be named anew in config.yaml for an evaluation
+NOT_FOR_EVALUATION = ("model.pretrained",)
+# keys that name a file or folder: compared as absolute, symlink-resolved paths
+_PATHS = tuple(f"{section}.{key}" for section, key in PATH_KEYS)
+# what an evaluation may change in config.yaml (and its overrides: evaluate.EVAL_KEYS)
+MAY_CHANGE_AFTER_TRAINING = ("eval.* (open_score, batch_size, bands, ...), train.device, train.amp, data.workers, "
+                             "data.pin_memory and where the data is (data.root, data.split_dir, ...)")
+
+
+def defining_config(cfg: Config) -> dict:
+    """{dotted key: value} of the keys of :data:`DEFINING_KEYS` / :data:`DEFINING_PREFIXES` in `cfg`, its paths
+    absolute (as config.yaml saves them), as JSON data: what a run's checkpoints record as their state's
+    "config"."""
+    flat = flatten(to_dict(absolute_paths(cfg)))
+    return json.loads(json.dumps({k: v for k, v in flat.items()
+                                  if k in DEFINING_KEYS or k.startswith(DEFINING_PREFIXES)}))
+
+
+def recorded_config(run: Run, checkpoint: str = "last") -> tuple[dict | None, Path | None]:
+    """(the defining config a checkpoint of `run` records, that checkpoint): `checkpoint`'s, else the last
+    checkpoint's; (None, None) when neither records one (no checkpoint, or one written by an older openlt)."""
+    for name in dict.fromkeys((checkpoint, "last")):
+        path = run.checkpoint(name)
+        if path.is_file():
+            recorded = checkpoint_state(path).get("config")
+            if isinstance(recorded, dict):
+                return recorded, path
+    return None, None
+
+
+def config_change(recorded: dict, cfg: Config, for_evaluation: bool) -> tuple[str, object, object] | None:
+    """The first defining key (key, recorded value, value in `cfg`) whose value in `cfg` differs from the
+    `recorded` one, or None; paths are compared resolved. `for_evaluation`: only the keys that define the trained
+    network (:data:`MODEL_KEYS`, model.* but :data:`NOT_FOR_EVALUATION`; train.init_from of a decoupled run)."""
+    now = defining_config(cfg)
+    decoupled = recorded.get("decouple.method", now.get("decouple.method")) not in (None, "none")
+    for key, then in recorded.items():
+        if key not in now or _same(key, then, now[key]):
+            continue
+        if for_evaluation and not (key in MODEL_KEYS or (key.startswith(MODEL_PREFIXES) and key not in
+                                                        NOT_FOR_EVALUATION) or (key == "train.init_from" and decoupled)):
+            continue
+        return key, then, now[key]
+    return None
+
+
+def _same(key: str, then, now) -> bool:
+    if then == now:
+        return True
+    if key in _PATHS and isinstance(then, str) and isinstance(now, str) and os.path.isabs(then):
+        return os.path.realpath(then) == os.path.realpath(now)
+    return False
+
+
+def config_value(value) -> str:
+    """A config value as a message shows it: null, JSON for lists / dicts / booleans, else str."""
+    return "null" if value is None else json.dumps(value) if isinstance(value, (list, dict, bool)) else str(value)
+
+
+def trained_config(run: Run, checkpoint: str = "best", command: str | None = "eval", cfg: Config | None = None
+                   ) -> Config:
+    """The run's config.yaml (``Run.config``; `cfg` instead when given: a config made from it), checked against the
+    defining config its checkpoints record (the `checkpoint` used, else the last: :func:`recorded_config`): what
+    `openlt eval`, `predict`, `export`, ``openlt.load_run`` and :func:`load_run_model` rebuild the run's network
+    from. ConfigError, one line naming config.yaml, the key, both values and the remedy (`command`: the openlt
+    command it names, None: loading the run), when a key that defines the trained network (:func:`config_change`)
+    was edited since training: the weights would be loaded into (or evaluated as) another network without a word.
+    A run whose checkpoints record no config (written by an older openlt) is taken as it is."""
+    cfg = cfg if cfg is not None else run.config()
+    recorded, where = recorded_config(run, checkpoint)
+    change = None if recorded is None else config_change(recorded, cfg, for_evaluation=True)
+    if change is not None:
+        key, then, now = change
+        doing = f"`openlt {command}`" if command else "loading the run"
+        raise ConfigError(f"{run.config_file}: {key} is {config_value(now)} now, but the run was trained with "
+                          f"{config_value(then)} (recorded in {where}); {doing} rebuilds the network the run "
+                          f"trained, so config.yaml must keep the keys that define it: set {key} back to "
+                          f"{config_value(then)}, or train a new run for another (only "
+                          f"{MAY_CHANGE_AFTER_TRAINING} may change after training)")
+    return cfg

@@ -27,7 +27,7 @@ import torch
 from torch.optim.lr_scheduler import LambdaLR
 from tqdm import tqdm
 
-from openlt.config import Config, flatten, to_dict
+from openlt.config import Config
 from openlt.data.build import DataBundle, prepare_data
 from openlt.data.samplers import build_sampler
 from openlt.data.splits import MANIFEST
@@ -41,8 +41,8 @@ from openlt.engine.manifest import check_training_data
 from openlt.engine.precheck import check_open_score_before_training
 from openlt.engine.precision import autocast, check_amp, grad_scaler, resolve_amp
 from openlt.engine.run import Run, RunMovedError, new_run, publish_run, remove_stale_stages, staged_run
-from openlt.engine.runtime import (batch_to, collect_outputs, inference_loader, make_loader, resolve_device,
-                                   to_device)
+from openlt.engine.runtime import (batch_to, collect_outputs, config_change, config_value, defining_config,
+                                   inference_loader, make_loader, resolve_device, to_device)
 from openlt.engine.tracking import EpochLog
 from openlt.errors import ConfigError, OpenLTError, RunDirError, TrainingError, WriteError
 from openlt.io import remove_stale_temp, write_json, write_text
@@ -172,14 +172,15 @@ def save_epoch(run: Run, model: OpenLTModel, optimizer: torch.optim.Optimizer,
     there is no validation split), the last one with the optimizer and grad-scaler state and the epoch's record
     (what `--resume` continues from), then the epoch's metrics line (a kill before it: `--resume` writes it from
     the checkpoint). `defining` (:func:`defining_config` of the config the run started with) goes into the last
-    checkpoint's state as "config". Rank 0 writes; returns (best accuracy so far, improved)."""
+    checkpoint's state as "config" (the best one's too). Rank 0 writes; returns (best accuracy so far, improved)."""
     score = record.get("val", {}).get("overall")
     improved = score is not None and (best is None or score > best)
     best = score if improved else best
     main = distributed.is_main()
     if main and (improved or not has_val):
+        best_state = {"epoch": epoch, "val_overall": score, **({"config": defining} if defining is not None else {})}
         _in_place(run, f"the best checkpoint of epoch {epoch + 1}", lambda: save_checkpoint(
-            run.checkpoint("best"), model, None, {"epoch": epoch, "val_overall": score}, parents=False))
+            run.checkpoint("best"), model, None, best_state, parents=False))
     state = {"epoch": epoch, "best_val": best, "record": record}  # the record too: the log line is repaired from it
     if defining is not None:  # what --resume must find unchanged in config.yaml (check_resume_config)
         state["config"] = defining
@@ -492,41 +493,27 @@ def _check_epochs(run: Run, cfg: Config, done: int) -> None:
                           f"to {done} or more there (or start a new run)")
 
 
-# The config keys that define the data a run trains on, its network and the network's input transform: `--resume`
-# refuses a change to any of them in the run's config.yaml (the weights, inference.json - what predict, export and
-# load_run read - and the evaluation would disagree). Every other key may change on resume: the training schedule
-# (train.epochs, train.lr, ...), the evaluation (eval.*), the loader (data.workers, data.pin_memory), and where the
-# data is read from (data.root, data.split_dir, ...: the split files and class list are checked by the run's
-# split_manifest.json instead).
-DEFINING_KEYS = ("data.dataset", "data.transform", "data.image_size", "data.in_chans")
-DEFINING_PREFIXES = ("model.",)
-
-
-def defining_config(cfg: Config) -> dict:
-    """{dotted key: value} of the keys of :data:`DEFINING_KEYS` / :data:`DEFINING_PREFIXES` in `cfg`, as JSON data
-    (what the last checkpoint records as its state's "config")."""
-    flat = flatten(to_dict(cfg))
-    return json.loads(json.dumps({k: v for k, v in flat.items()
-                                  if k in DEFINING_KEYS or k.startswith(DEFINING_PREFIXES)}))
-
-
-_MAY_CHANGE = ("only training-schedule, evaluation and loader keys (train.epochs, train.lr, eval.*, data.workers, "
-               "...) may change on resume")
+_MAY_CHANGE = ("only training-schedule, evaluation and loader keys (train.epochs, train.schedule, train.warmup_epochs, "
+               "train.min_lr, eval.*, data.workers, ...) may change on resume")
 
 
 def check_resume_config(run: Run, cfg: Config, data: DataBundle) -> None:
     """Refuse to resume `run` when its config.yaml (`cfg`, with its checked `data`) changed a key that defines the
-    data, the network or its input transform since the run started: compared with the config the last checkpoint
+    data, the network or its input transform, where its weights started (train.init_from, compared as resolved
+    paths) or what its optimizer state was built with (train.freeze_backbone, train.lr / backbone_lr /
+    centroid_lr, momentum, nesterov, weight_decay: the checkpoint's would apply, or its parameter groups would
+    not fit) since the run started (runtime :data:`DEFINING_KEYS`): compared with the config the last checkpoint
     records (state "config", :func:`defining_config`), then with the input the run's inference.json records (size,
     channels, evaluation transform: written when the run started, never rewritten; this also covers a run with
-    no checkpoint yet, or of an older openlt). ConfigError naming the key, both values and what may change."""
+    no checkpoint yet, or of an older openlt). ConfigError naming the key, both values and what may change,
+    before the model or optimizer is built."""
     last = run.checkpoint("last")
     recorded = checkpoint_state(last).get("config") if last.is_file() else None
     if isinstance(recorded, dict):
-        now = defining_config(cfg)
-        for key, then in recorded.items():
-            if key in now and now[key] != then:
-                raise ConfigError(_changed_message(run, key, then, now[key], f"the checkpoint {last}"))
+        change = config_change(recorded, cfg, for_evaluation=False)
+        if change is not None:
+            key, then, now = change
+            raise ConfigError(_changed_message(run, key, then, now, f"the checkpoint {last}"))
     spec = read_inference(run)
     if spec is None:
         return
@@ -543,15 +530,11 @@ def check_resume_config(run: Run, cfg: Config, data: DataBundle) -> None:
                                            run.inference_file, resolved=True))
 
 
-def _value(value) -> str:
-    return "null" if value is None else json.dumps(value) if isinstance(value, (list, dict, bool)) else str(value)
-
-
 def _changed_message(run: Run, key: str, then, now, where, resolved: bool = False) -> str:
     what = "resolves to" if resolved else "is"
-    return (f"{run.config_file}: {key} {what} {_value(now)} now, but the run started with {_value(then)} (recorded "
-            f"in {where}); `--resume` continues only with the data, network and input transform the run started "
-            f"with ({_MAY_CHANGE}): set it back, or start a new run")
+    return (f"{run.config_file}: {key} {what} {config_value(now)} now, but the run started with {config_value(then)} "
+            f"(recorded in {where}); `--resume` continues only with the data, network, initial weights and optimizer "
+            f"the run started with ({_MAY_CHANGE}): set it back, or start a new run")
 
 
 def _resume_state(run: Run, cfg: Config, log: Log) -> dict | None:

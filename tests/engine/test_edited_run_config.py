@@ -1,0 +1,161 @@
+"""A finished run's config.yaml edited after training (issue 14): `openlt eval`, `predict`, `export` and
+`openlt.load_run` rebuild the run's network from config.yaml, so a key that defines it (model.*, the head's options,
+decouple.method, the data's kind / transform / size / channels; train.init_from of a decoupled run, whose
+evaluation reads the stage-1 run's feature cache) must still have the value its checkpoint records
+(engine/runtime.py `trained_config`): else one line naming config.yaml, the key, both values and the remedy, exit 2,
+nothing written. Evaluation settings (eval.*, train.device, data.workers, ...) stay editable; a checkpoint written
+before the record existed is taken as it is."""
+
+import json
+import os
+import shutil
+
+import pytest
+import yaml
+from safetensors import safe_open
+from safetensors.torch import save_file
+
+from tiny_run import cli, tiny_overrides  # tests/helpers
+from openlt.cli import main
+from openlt.config import build_config
+from openlt.engine.checkpoint import checkpoint_state
+from openlt.engine.runtime import config_change, defining_config
+from openlt.errors import ConfigError
+
+CONFIGS = os.path.join(os.path.dirname(__file__), "..", "..", "configs", "fmnist_lt")
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory, single_thread):
+    """(a tiny evaluated stage-1 run, an evaluated NCM stage-2 run on it, a test image)."""
+    tmp = tmp_path_factory.mktemp("edited_config")
+    (tmp / "tiny.yaml").write_text("name: tiny\n")
+    assert main(["train", str(tmp / "tiny.yaml"), *tiny_overrides(tmp, "train.device=cpu"), "--quiet"]) == 0
+    stage1 = next((tmp / "runs").iterdir())
+    assert main(["train", os.path.join(CONFIGS, "decouple_ncm.yaml"), f"train.init_from={stage1}",
+                 f"out_dir={tmp / 's2'}", "train.device=cpu", "--quiet"]) == 0
+    stage2 = next((tmp / "s2").iterdir())
+    image = next((tmp / "images" / "ant").iterdir())
+    return stage1, stage2, image
+
+
+def _edited(run, tmp_path, **edits):
+    """A copy of `run` (in tmp_path, its name kept) with `edits` ({"section__key": value}) made to config.yaml."""
+    copy = tmp_path / run.name
+    shutil.copytree(run, copy)
+    saved = yaml.safe_load((copy / "config.yaml").read_text())
+    for dotted, value in edits.items():
+        node = saved
+        *parents, last = dotted.split("__")
+        for key in parents:
+            node = node[key]
+        node[last] = value
+    (copy / "config.yaml").write_text(yaml.safe_dump(saved, sort_keys=False))
+    return copy
+
+
+def _files(run):
+    return {p.relative_to(run): p.read_bytes() for p in run.rglob("*") if p.is_file()}
+
+
+def _command(command, run, image, tmp_path):
+    return {"eval": ["eval", run], "predict": ["predict", run, image],
+            "export": ["export", run, tmp_path / "bundle"]}[command]
+
+
+EDITS = [  # (which run, edits, key, value trained with, value now)
+    (0, {"model__classifier": "cosine"}, "model.classifier", "linear", "cosine"),
+    (0, {"model__head__scale": 32.0}, "model.head.scale", "16.0", "32.0"),
+    (0, {"data__image_size": 12}, "data.image_size", "16", "12"),
+    (0, {"data__transform": "imagenet"}, "data.transform", "auto", "imagenet"),
+    (1, {"model__head__ncm_metric": "euclidean"}, "model.head.ncm_metric", "cosine", "euclidean"),
+    (1, {"decouple__method": "crt"}, "decouple.method", "ncm", "crt"),
+]
+
+
+@pytest.mark.parametrize("command", ["eval", "predict", "export"])
+@pytest.mark.parametrize("which, edits, key, then, now", EDITS)
+def test_a_finished_run_whose_defining_key_was_edited_is_refused(runs, tmp_path, capsys, command, which, edits,
+                                                                  key, then, now):
+    run = _edited(runs[which], tmp_path, **edits)
+    before = _files(run)
+    code, out, err = cli(capsys, *_command(command, run, runs[2], tmp_path))
+    assert code == 2 and len(err.strip().splitlines()) == 1, err
+    assert err.startswith(f"openlt {command}: error: {run / 'config.yaml'}: {key} is {now} now, "
+                          f"but the run was trained with {then} (recorded in {run / 'checkpoints'}"), err
+    assert f"`openlt {command}` rebuilds the network" in err and f"set {key} back to {then}, or train a new run" in err
+    assert "eval.*" in err and out == ""
+    assert _files(run) == before and not (tmp_path / "bundle").exists()  # nothing evaluated, labelled or written
+
+
+def test_a_decoupled_runs_stage1_run_is_fixed_for_its_evaluation(runs, tmp_path, capsys):
+    """A decoupled run's evaluation reads train.init_from's feature cache: another stage-1 run is refused."""
+    other = tmp_path / "other-stage1"
+    shutil.copytree(runs[0], other)
+    run = _edited(runs[1], tmp_path, train__init_from=str(other))
+    code, _, err = cli(capsys, "eval", run)
+    assert code == 2 and len(err.strip().splitlines()) == 1, err
+    assert f"train.init_from is {other} now, but the run was trained with {runs[0]}" in err
+
+
+def test_evaluation_settings_stay_editable(runs, tmp_path, capsys):
+    run = _edited(runs[0], tmp_path, eval__batch_size=32, eval__open_score="energy", data__workers=0,
+                  train__device="cpu", train__amp="none", train__epochs=5, train__lr=0.5)
+    code, _, err = cli(capsys, "eval", run, "--quiet")
+    assert code == 0, err
+    assert json.loads((run / "metrics.json").read_text())["open_score"]["name"] == "energy"
+    code, out, err = cli(capsys, "predict", run, runs[2], "--json")
+    assert code == 0 and len(json.loads(out)) == 1, err
+
+
+def test_load_run_refuses_it_too(runs, tmp_path):
+    import openlt
+
+    run = _edited(runs[0], tmp_path, model__head__scale=8.0)
+    with pytest.raises(ConfigError, match=r"model.head.scale is 8.0 now, but the run was trained with 16.0"):
+        openlt.load_run(run, device="cpu")
+
+
+def _without_recorded_config(path):
+    """Rewrite checkpoint `path` as an older openlt wrote it: no "config" in its state."""
+    with safe_open(str(path), framework="pt") as fh:
+        meta = fh.metadata()
+        tensors = {k: fh.get_tensor(k) for k in fh.keys()}
+    openlt_meta = json.loads(meta["openlt"])
+    openlt_meta["state"].pop("config")
+    save_file(tensors, str(path), metadata={**meta, "openlt": json.dumps(openlt_meta)})
+
+
+def test_checkpoints_without_the_record_are_taken_as_they_are(runs, tmp_path, capsys):
+    run = _edited(runs[0], tmp_path, model__head__scale=32.0)  # no effect on a linear head's weights
+    for name in ("best", "last"):
+        _without_recorded_config(run / "checkpoints" / f"{name}.safetensors")
+        assert "config" not in checkpoint_state(run / "checkpoints" / f"{name}.safetensors")
+    code, out, err = cli(capsys, "eval", run, "--quiet")  # (the rewritten checkpoints need a new calibration)
+    assert code == 0 and err == "", err
+    code, out, err = cli(capsys, "predict", run, runs[2], "--json")
+    assert code == 0 and err == "" and len(json.loads(out)) == 1, err
+
+
+def test_both_checkpoints_record_the_config_stage2_too(runs):
+    for run in runs[:2]:
+        for name in ("best", "last"):
+            recorded = checkpoint_state(run / "checkpoints" / f"{name}.safetensors")["config"]
+            assert recorded["model.classifier"] == ("ncm" if run == runs[1] else "linear")
+            assert recorded["decouple.method"] == ("ncm" if run == runs[1] else "none")
+
+
+def test_paths_are_compared_resolved(tmp_path, monkeypatch):
+    """train.init_from recorded absolute; the same folder named relatively or through a symlink is no change."""
+    (tmp_path / "stage1").mkdir()
+    (tmp_path / "link").symlink_to(tmp_path / "stage1")
+    monkeypatch.chdir(tmp_path)
+    recorded = defining_config(build_config(None, ["train.init_from=stage1"]))
+    assert recorded["train.init_from"] == str(tmp_path / "stage1")
+    for same in ("stage1", str(tmp_path / "stage1"), "link", "./stage1/"):
+        assert config_change(recorded, build_config(None, [f"train.init_from={same}"]), False) is None, same
+    (tmp_path / "other").mkdir()
+    assert config_change(recorded, build_config(None, ["train.init_from=other"]), False) == (
+        "train.init_from", str(tmp_path / "stage1"), str(tmp_path / "other"))
+    # a jointly trained run's evaluation does not read train.init_from
+    assert config_change(recorded, build_config(None, ["train.init_from=other"]), True) is None
