@@ -44,7 +44,7 @@ def test_a_score_that_cannot_work_is_named_with_why(overrides, setting, message)
 @pytest.mark.parametrize("overrides, setting", [
     (["eval.open_score=reachability"], {**LINEAR, "head": "meta_embedding"}),
     (["eval.open_score=knn", "eval.knn_k=50"], LINEAR),
-    (["eval.open_score=vim", "eval.vim_dim=511"], LINEAR),
+    (["eval.open_score=vim", "eval.vim_dim=511"], {**LINEAR, "num_train": 512}),  # below D and N (issue 14)
     (["eval.open_score=openmax", "eval.openmax_alpha=4"], LINEAR),
     (["eval.open_score=msp"], {**LINEAR, "head": "ncm"}),
     # unknown facts (None) are not checked
@@ -148,5 +148,5 @@ def test_bench_spec_knn_message_and_a_valid_chain_pass(split, tmp_path):
                           "  - {name: ncm, config: fmnist_lt/decouple_ncm, init_from: plain}\n"
                           "  - {name: oltr, config: fmnist_lt/oltr_stage2, init_from: plain, "
                           "overrides: [eval.open_score=reachability]}\n"
-                          "  - {name: plain+vim, eval_of: plain, overrides: [eval.open_score=vim, eval.vim_dim=511]}\n"))
+                          "  - {name: plain+vim, eval_of: plain, overrides: [eval.open_score=vim, eval.vim_dim=16]}\n"))
     assert [m.name for m in ok.methods] == ["plain", "ncm", "oltr", "plain+vim"]

@@ -78,14 +78,26 @@ def test_a_feature_detector_is_fitted_on_the_train_features_and_scores_the_test_
 
 
 def test_vim_and_react_get_the_linear_head_of_the_run(run):
-    for name in ("vim", "react"):
-        assert cli("eval", run.path, f"eval.open_score={name}", "--tag", name, "--quiet") == 0
+    for name, options in (("vim", ["eval.vim_dim=32"]), ("react", [])):  # vim: below the 84 training images
+        assert cli("eval", run.path, f"eval.open_score={name}", *options, "--tag", name, "--quiet") == 0
         metrics = json.loads(run.metrics_path(name).read_text())
         assert metrics["open_score"]["name"] == name and 0 <= metrics["open"]["auroc"] <= 1
     fitted = load_score(run.open_score_path("react"))
     _, _, model, _ = load_run_model(run)
     assert torch.equal(fitted.weight_, model.classifier.fc.weight.detach())
     assert torch.equal(fitted.bias_, model.classifier.fc.bias.detach())
+
+
+def test_vim_with_a_subspace_of_all_the_training_images_is_refused_before_the_fit(run, capsys):
+    """Issue 14: the paper's rule gives d = 256 for 512-wide features; this run has 84 training images, which span
+    at most 84 directions: ViM fitted so had no residual (alpha ~1e6) and scored nothing, without a word."""
+    capsys.readouterr()
+    assert cli("eval", run.path, "eval.open_score=vim", "--tag", "vim-null", "--quiet") == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and ("eval.vim_dim=null (the paper's rule: 256 for width 512) must be below the 84 "
+                                      "training images ViM is fitted on (their features span at most 84 directions, "
+                                      "leaving no residual): set eval.vim_dim to at most 83") in err, err
+    assert not run.metrics_path("vim-null").exists()
 
 
 def test_odin_is_computed_through_the_network_batch_by_batch(run):

@@ -51,3 +51,16 @@ def test_the_width_is_checked_first_and_without_n_as_before():
     assert vim_dim(8, 32) == 8 and vim_dim(None, 32) == 16
     with pytest.raises(ConfigError, match=r"^eval.vim_dim=32 must be between 1 and the feature width 32 - 1$"):
         vim_dim(32, 32, n_train=5)
+
+
+def test_the_precheck_refuses_before_training_when_the_images_are_known():
+    from openlt.openset import check_score_setting
+
+    setting = {"head": "linear", "feature_dim": 512, "num_classes": 4, "num_train": 100}
+    with pytest.raises(ConfigError, match=r"^eval.vim_dim=null \(the paper's rule: 256 for width 512\) must be below "
+                                          r"the 100 training images .* set eval.vim_dim to at most 99$"):
+        check_score_setting(ViM(), setting)
+    with pytest.raises(ConfigError, match=r"^eval.vim_dim=100 must be below the 100 training images"):
+        check_score_setting(ViM(100), {**setting, "feature_dim": None})  # the width unknown: dim against N alone
+    check_score_setting(ViM(99), setting)
+    check_score_setting(ViM(), {**setting, "num_train": None})  # N unknown: not checked

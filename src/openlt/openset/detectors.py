@@ -346,16 +346,21 @@ def knn_distance(queries: torch.Tensor, train: torch.Tensor, k: int, train_sq_no
     return torch.cat(out)
 
 
-def vim_dim(dim: int | None, width: int, n_train: int | None = None) -> int:
+def vim_dim(dim: int | None, width: int | None, n_train: int | None = None) -> int | None:
     """The principal-subspace dimension ViM uses for features of `width` D: `dim`, or with None the paper's
     choice (1000 for D >= 1500, 512 for D >= 768, else D / 2). ConfigError when it is not below D, or (`n_train`
-    given, at fit time) not below the number of training features N: N features span at most N directions, so a
-    principal subspace of N or more holds every training feature, the residual of each is zero and the virtual
-    logit's scale alpha (max logit over residual norm) has no meaning."""
-    d = dim if dim is not None else 1000 if width >= 1500 else 512 if width >= 768 else width // 2
-    if not 1 <= d < width:
-        raise ConfigError(f"eval.vim_dim={d} must be between 1 and the feature width {width} - 1")
-    if n_train is not None and d >= n_train:
+    given: the training images, known before training and at fit time) not below the number of training features
+    N: N features span at most N directions, so a principal subspace of N or more holds every training feature,
+    the residual of each is zero and the virtual logit's scale alpha (max logit over residual norm) has no meaning
+    (2.5e6 on 10 features). `width` None (not known yet): only an explicit `dim` is checked, against `n_train`;
+    returns None when the dimension cannot be known."""
+    if width is None:
+        d = dim
+    else:
+        d = dim if dim is not None else 1000 if width >= 1500 else 512 if width >= 768 else width // 2
+        if not 1 <= d < width:
+            raise ConfigError(f"eval.vim_dim={d} must be between 1 and the feature width {width} - 1")
+    if d is not None and n_train is not None and d >= n_train:
         given = (f"eval.vim_dim={d}" if dim is not None
                  else f"eval.vim_dim=null (the paper's rule: {d} for width {width})")
         raise ConfigError(f"{given} must be below the {n_train} training images ViM is fitted on (their features span "
@@ -390,10 +395,10 @@ class ViM(OpenSetScore):
         return cls(eval_cfg.vim_dim)
 
     def check_setting(self, setting: Mapping[str, Any]) -> None:
-        """The linear head, and `eval.vim_dim` below the feature width when it is known (:func:`vim_dim`)."""
+        """The linear head, and `eval.vim_dim` below the feature width and the training images when they are
+        known (:func:`vim_dim`): refused before training, not at the evaluation's fit."""
         super().check_setting(setting)
-        if setting.get("feature_dim") is not None:
-            vim_dim(self.dim, setting["feature_dim"])
+        vim_dim(self.dim, setting.get("feature_dim"), setting.get("num_train"))
 
     def _detector(self) -> Any:
         _fitted(self, "weight_")
