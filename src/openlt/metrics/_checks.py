@@ -2,17 +2,20 @@
 
 Each helper converts (numpy arrays, torch tensors on any device, lists) and refuses with one ValueError naming the
 argument: class ids that are not whole numbers, scores that are nan / inf, probabilities outside [0, 1], a
-right / wrong flag that is not a boolean or 0 / 1, arrays of different lengths. An empty input passes these
+right / wrong flag that is not a boolean or 0 / 1, arrays of different lengths; a dict, set, text or iterator where
+a vector is expected is a TypeError naming it (:func:`refuse_unordered`). An empty input passes these
 checks; what it means is each metric's business (its docstring says).
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 import numpy as np
 
-__all__ = ["binary_vector", "finite_vector", "int_vector", "probability_vector", "same_length", "to_numpy"]
+__all__ = ["binary_vector", "finite_vector", "int_vector", "probability_vector", "refuse_unordered", "same_length",
+           "to_numpy"]
 
 
 def to_numpy(x: Any) -> np.ndarray:
@@ -23,10 +26,24 @@ def to_numpy(x: Any) -> np.ndarray:
 
 
 def _vector(x: Any, name: str) -> np.ndarray:
+    refuse_unordered(x, name)
     arr = to_numpy(x)
     if arr.ndim != 1:
         raise ValueError(f"{name} must be 1-D, got shape {arr.shape}")
     return arr
+
+
+def refuse_unordered(x: Any, name: str) -> None:
+    """TypeError naming the argument for what numpy would read as one object, not a vector: a dict (``{class id:
+    count}``: which key is which position is not the caller's to guess, and a key left out would shift every
+    class after it), a set (no order), a text, an iterator. Lists, tuples, numpy arrays and tensors pass."""
+    if isinstance(x, Mapping):
+        raise TypeError(f"{name} must be a list, a numpy array or a tensor, got a {type(x).__name__} of {len(x)} "
+                        f"keys (a mapping has no positions: a missing key would shift every class after it); for "
+                        f"a {{class id: value}} dict d pass [d[c] for c in range(num_classes)]")
+    if isinstance(x, (set, frozenset, str, bytes)) or isinstance(x, Iterator):
+        raise TypeError(f"{name} must be a list, a numpy array or a tensor, got a {type(x).__name__}"
+                        + (f"; pass list({name})" if isinstance(x, Iterator) else ""))
 
 
 def int_vector(x: Any, name: str) -> np.ndarray:
