@@ -250,7 +250,8 @@ def shot_accuracy(
     kinds of average coincide.
 
     ``train_counts[c]`` is the number of training images of class ``c`` (a whole number >= 0;
-    ValueError otherwise); its length is the number of classes.
+    ValueError otherwise); its length is the number of classes. A list, array or tensor: a ``{class id: count}``
+    dict is a TypeError naming it (pass ``[d[c] for c in range(num_classes)]``; :func:`._checks.refuse_unordered`).
 
     Returns::
 
