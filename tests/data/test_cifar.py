@@ -162,6 +162,15 @@ def test_held_out_classes_are_the_last_ones_and_the_known_are_relabelled(c100):
     assert max(split.entries["test"][1]) == 79 and len(split.entries["test"][0]) == 80 * 3
 
 
+def test_count_form_holds_out_the_last_classes_as_a_number_does(c10, capsys):
+    """`count:N` (issue 14: the unambiguous number among class folders named by numbers) is the number N here too:
+    the last N classes, not N drawn at random; through `openlt split` it is read before the config."""
+    pool = cifar_pool("cifar10", c10)
+    split = make_cifar_lt_split(pool, SplitConfig(**{**vars(default_split_config("cifar10")), "n_max": 10,
+                                                     "imbalance_factor": 2, "open_classes": "count:3"}))
+    assert split.open_class_names == pool.class_names[7:]
+
+
 @pytest.mark.parametrize("change, message", [
     ({"imbalance_factor": None}, "set data.split.imbalance_factor"),
     ({"n_max": 5000}, "n_max=5000 is more than the 120 training images"),

@@ -149,3 +149,44 @@ def test_a_count_form_without_a_whole_number_is_refused(tmp_path, capsys, typed)
     code, out, err = split(capsys, root, tmp_path / "splits", "--open-classes", typed)
     assert code == 2 and err == (f"openlt split: error: --open-classes {typed!r}: after count: give a whole number of "
                                  f"held-out classes (count:3; count:0 for none)\n")
+
+
+def _build(root, out, overrides, config=None):
+    from openlt.config import build_config
+    from openlt.data.build import _build_splits
+
+    cfg = build_config(config, ["data.dataset=image-folder", f"data.root={root}", "data.split.profile=none",
+                                "data.split.val_per_class=1", "data.split.test_per_class=2", *overrides])
+    _build_splits(cfg, out)
+    return json.loads((out / "manifest.json").read_text())["open_class_names"]
+
+
+def test_data_split_open_classes_that_is_a_folder_name_is_ambiguous_in_a_config(tmp_path, capsys):
+    """The same through `openlt train` (data.split.open_classes given as an override or in the config file), with
+    count:N and ["N"] accepted; the default (2, not given) stays a number."""
+    from openlt.errors import ConfigError
+
+    root = folder(tmp_path / "imgs", [str(c) for c in range(10)], n=4)
+    with pytest.raises(ConfigError) as info:
+        _build(root, tmp_path / "a", ["data.split.open_classes=3"])
+    assert str(info.value) == (
+        "data.split.open_classes=3 (override 'data.split.open_classes=3') is ambiguous: a number of held-out classes "
+        "(3 classes chosen with the seed) or the class '3' (a class folder has that name); write "
+        "data.split.open_classes: count:3 for the number, or data.split.open_classes: [\"3\"] for the class (names "
+        "quoted in a list)")
+    (tmp_path / "c.yaml").write_text("name: c\ndata:\n  split:\n    open_classes: 0\n")
+    with pytest.raises(ConfigError, match=rf"^data.split.open_classes=0 \({tmp_path / 'c.yaml'}, line 4\) is "
+                                          r"ambiguous: a number of held-out classes \(none held out\) or the class '0'"):
+        _build(root, tmp_path / "b", [], config=tmp_path / "c.yaml")
+    held = _build(root, tmp_path / "c", ["data.split.open_classes=count:3"])
+    assert len(held) == 3 and held != ["3"]
+    assert _build(root, tmp_path / "d", ['data.split.open_classes=["3"]']) == ["3"]
+    assert len(_build(root, tmp_path / "e", [])) == 2  # the default: a number, whatever the folder names
+    with pytest.raises(ConfigError, match=r"^data.split.open_classes 'count:x': after count: give a whole number"):
+        _build(root, tmp_path / "f", ["data.split.open_classes=count:x"])
+    code = main(["train", str(tmp_path / "c.yaml"), "data.dataset=image-folder", f"data.root={root}",
+                 f"out_dir={tmp_path / 'runs'}", "data.split.profile=none", "data.split.val_per_class=1",
+                 "data.split.test_per_class=2"])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1 and "data.split.open_classes=0 (" in err and "ambiguous" in err, err
+    assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())

@@ -1,7 +1,7 @@
 """KNN (Sun et al. 2022) is openlt's own chunked search: equal to pytorch-ood's KNN (scikit-learn's exact nearest
 neighbours) on the same inputs however the work is chunked, with memory bounded by the chunk (issue 17: pytorch-ood's
-fit held three N x D float32 copies, ~10 GB at iNaturalist size), one float32 buffer of the normalised training
-features, the caller's features untouched."""
+fit held three N x D float32 copies, ~10 GB at iNaturalist size): the caller's features kept by reference and
+untouched, normalised a block at a time when searched."""
 
 import numpy as np
 import pytest
@@ -64,27 +64,48 @@ def test_the_similarities_held_at_once_are_bounded_by_the_chunk_not_by_n_times_q
     torch.testing.assert_close(got, theirs(z, y, x, 9), rtol=0, atol=1e-6)
 
 
-def test_fit_keeps_one_normalised_float32_copy_and_leaves_the_callers_features_alone():
+def test_fit_keeps_the_callers_features_without_a_copy_and_leaves_them_alone():
     z, y, x = data()
     before = z.clone()
     fitted = KNN(k=5).fit(z, y)
     assert torch.equal(z, before)  # not normalised in place
-    kept = fitted.train_features_
-    assert kept.dtype == torch.float32 and kept.data_ptr() != z.data_ptr()
-    norms = kept.norm(dim=1)
-    assert norms[5] == 0 and torch.allclose(norms[torch.arange(len(z)) != 5], torch.ones(len(z) - 1), atol=1e-6)
-    half = KNN(k=5).fit(z.half(), y.numpy())  # the float16 cache: converted chunk by chunk, scored alike
+    assert fitted.train_features_.data_ptr() == z.data_ptr()  # kept by reference: no N x D copy
+    norms = fitted.train_norms_
+    assert norms.dtype == torch.float32 and norms[5] == 1e-12  # the zero row: clamped as pytorch-ood divides
+    torch.testing.assert_close(norms[torch.arange(len(z)) != 5], z.norm(dim=1)[torch.arange(len(z)) != 5])
+    half = KNN(k=5).fit(z.half(), y.numpy())  # the float16 cache: kept float16, converted a chunk at a time
+    assert half.train_features_.dtype == torch.float16
     torch.testing.assert_close(half.score(x), theirs(z.half(), y, x, 5), rtol=0, atol=1e-6)
     arr = z.numpy().copy()
-    KNN(k=5).fit(arr, y)
+    KNN(k=5).fit(arr, y).score(x)
     assert np.array_equal(arr, before.numpy())
 
 
-def test_an_older_saved_score_of_raw_features_is_normalised_and_a_new_one_kept_exactly(tmp_path):
+def test_scoring_copies_one_block_of_training_rows_at_a_time_not_the_whole_set(monkeypatch):
+    """The float32 conversion / normalisation happens per block of the search (at most 2^24 / queries rows)."""
+    z, y, x = data(n=400, m=90)
+    fitted = KNN(k=9).fit(z.half(), y)
+    rows = []
+    normalise = detectors.normalised_rows
+
+    def spy(feats, norms=None):
+        rows.append(len(feats))
+        return normalise(feats, norms)
+
+    monkeypatch.setattr(detectors, "_KNN_QUERY_ROWS", 32)
+    monkeypatch.setattr(detectors, "_KNN_SIMILARITIES", 32 * 50)
+    monkeypatch.setattr(detectors, "normalised_rows", spy)
+    got = fitted.score(x)
+    assert max(rows) <= 50, rows  # queries (32) and training blocks (50) and the k-th rows (<= 32): never 400
+    torch.testing.assert_close(got, theirs(z.half(), y, x, 9), rtol=0, atol=1e-6)
+
+
+def test_saved_scores_of_raw_or_normalised_features_score_alike_and_a_new_one_is_kept_exactly(tmp_path):
     z, y, x = data()
     fitted = KNN(k=4).fit(z, y)
-    older = KNN(k=4).load_state_dict({"train_features": z.clone()})  # what openlt saved before: not normalised
-    torch.testing.assert_close(older.score(x), fitted.score(x), rtol=0, atol=1e-6)
+    for saved in (z.clone(), z / z.norm(dim=1, keepdim=True).clamp(min=1e-12)):  # raw, and what older openlt saved
+        older = KNN(k=4).load_state_dict({"train_features": saved})
+        torch.testing.assert_close(older.score(x), fitted.score(x), rtol=0, atol=1e-6)
     path = tmp_path / "knn.safetensors"
     save_score(path, fitted)
     again = load_score(path)

@@ -7,7 +7,7 @@ import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from openlt.config import DATASET_KINDS, Config, read_utf8
+from openlt.config import DATASET_KINDS, Config, explicit_keys, read_utf8
 from openlt.data import cifar, fashion_mnist
 from openlt.data.cifar_lt import write_cifar_lt_split
 from openlt.data.datasets import (ArrayImageLoader, FileImageLoader, SplitDataset, check_split_images,
@@ -16,7 +16,7 @@ from openlt.data.splitfile import SplitEntries, read_split_file
 from openlt.data.splitcheck import (ARRAY_DATASETS, check_array_classes, check_folder_classes, check_label_range,
                                    check_manifest_counts, check_no_shared_images, check_open_labels, label_counts)
 from openlt.data.splits import (MANIFEST, check_outside, class_name_problem, describe_split, make_split,
-                                 write_split)
+                                refuse_count_that_names_a_class, write_split)
 from openlt.data.transforms import build_transform, normalisation
 from openlt.errors import ConfigError, DataError
 from openlt.metrics import ShotBands
@@ -109,6 +109,10 @@ def _build_splits(cfg: Config, out_dir: Path) -> None:
         if cfg.data.root is None:
             raise ConfigError("data.root is required for data.dataset='image-folder'")
         pool = image_folder_pool(cfg.data.root)
+        where = explicit_keys(cfg).get("data.split.open_classes")  # a number typed where folders are numbers
+        if where is not None:
+            value = cfg.data.split.open_classes
+            refuse_count_that_names_a_class(str(value), value, pool.class_names, where)
     else:
         raise ConfigError("data.split_dir is required for data.dataset='split-file' (the folder of the split files)")
     split = make_split(pool, cfg.data.split)

@@ -25,7 +25,7 @@ import numpy as np
 from openlt.config import SplitConfig
 from openlt.data import cifar
 from openlt.data.datasets import IMAGE_EXTENSIONS, check_decodable, image_files
-from openlt.data.splits import (SPLIT_NAMES, LabelledPool, Split, _resolve_open_classes, check_known_classes,
+from openlt.data.splits import (SPLIT_NAMES, LabelledPool, Split, _resolve_open_classes, as_count, check_known_classes,
                                 write_split)
 from openlt.errors import ConfigError, DataError
 
@@ -83,6 +83,7 @@ def cifar_pool(dataset: str, root: str | Path | None = None) -> LabelledPool:
 
 def _open_class_ids(spec, class_names: list[str], seed: int) -> list[int]:
     n = len(class_names)
+    spec = as_count(spec)  # count:N is the number N: the last N classes
     if isinstance(spec, int) and not isinstance(spec, bool):
         if not 0 <= spec < n:
             raise ConfigError(f"open_classes={spec}: hold out fewer than the {n} classes")

@@ -117,34 +117,46 @@ def _refuse_ambiguous(value: str, class_names: list[str]) -> None:
 COUNT_FORM = "count:"  # `--open-classes count:3`: a number of classes, whatever the class names ("count:3" is no name)
 
 
-def open_class_count(text: str) -> int | None:
-    """The number of `--open-classes count:N` (any case, spaces allowed around N), None for any other text.
-    ConfigError when N is not a whole number >= 0. ':' cannot be in a class name (`class_name_problem`), so this
-    form never names a class."""
+def open_class_count(text: str, key: str = "--open-classes") -> int | None:
+    """The number of `count:N` (any case, spaces allowed around N) as `--open-classes` or data.split.open_classes
+    (`key`, for the message), None for any other text. ConfigError when N is not a whole number >= 0. ':' cannot
+    be in a class name (`class_name_problem`), so this form never names a class."""
     head, sep, rest = text.strip().partition(":")
     if not sep or head.strip().casefold() != COUNT_FORM[:-1]:
         return None
     rest = rest.strip()
     if not (rest.isascii() and rest.isdigit()):
-        raise ConfigError(f"--open-classes {text!r}: after {COUNT_FORM} give a whole number of held-out classes "
+        raise ConfigError(f"{key} {text!r}: after {COUNT_FORM} give a whole number of held-out classes "
                           f"(count:3; count:0 for none)")
     return int(rest)
 
 
-def refuse_count_that_names_a_class(text: str | None, value, class_names: list[str]) -> None:
+def as_count(spec, key: str = "data.split.open_classes"):
+    """data.split.open_classes with its `count:N` text read as the number N; any other value as it is."""
+    count = open_class_count(spec, key) if isinstance(spec, str) else None
+    return spec if count is None else count
+
+
+def refuse_count_that_names_a_class(text: str | None, value, class_names: list[str], where: str | None = None) -> None:
     """`--open-classes 3` (`text` as typed, `value` what it was read as) is a number of held-out classes; among
     class folders named 0..9 it could as well mean the class '3'. ConfigError naming both readings and how to say
-    each (count:3, or the name quoted in a list) when the number, as typed or as read, is a class name."""
-    if text is None or open_class_count(text) is not None or isinstance(value, bool) or not isinstance(value, int):
+    each (count:3, or the name quoted in a list) when the number, as typed or as read, is a class name. `where`
+    (a config file's line or an override, `config.explicit_keys`): the value is data.split.open_classes given
+    there, and the message says it in that key's terms."""
+    if text is None or isinstance(value, bool) or not isinstance(value, int) or open_class_count(text) is not None:
         return
     typed = text.strip()
     name = typed if typed in class_names else str(value) if str(value) in class_names else None
     if name is None:
         return
     count = "none held out" if value == 0 else f"{value} classes chosen with the seed"
-    raise ConfigError(f"--open-classes {typed} is ambiguous: a number of held-out classes ({count}) or the class "
-                      f"{name!r} (a class folder has that name); write --open-classes {COUNT_FORM}{value} for the "
-                      f"number, or --open-classes '[\"{name}\"]' for the class (names quoted in a list)")
+    readings = f"a number of held-out classes ({count}) or the class {name!r} (a class folder has that name)"
+    if where is None:
+        raise ConfigError(f"--open-classes {typed} is ambiguous: {readings}; write --open-classes {COUNT_FORM}{value} "
+                          f"for the number, or --open-classes '[\"{name}\"]' for the class (names quoted in a list)")
+    raise ConfigError(f"data.split.open_classes={value} ({where}) is ambiguous: {readings}; write "
+                      f"data.split.open_classes: {COUNT_FORM}{value} for the number, or data.split.open_classes: "
+                      f"[\"{name}\"] for the class (names quoted in a list)")
 
 
 def _resolve_open_classes(spec, class_names: list[str], rng: np.random.Generator) -> list[int]:
@@ -153,6 +165,7 @@ def _resolve_open_classes(spec, class_names: list[str], rng: np.random.Generator
     text in a list (``["2", "3"]``) a name when a class has it; in 'a,b' text an item that is a class name and the id
     of another class is refused as ambiguous (folders named 0..10: '2' is the folder '2' and id 2, the folder '10')."""
     n = len(class_names)
+    spec = as_count(spec)  # count:N
     if spec is None or spec == 0 or spec == []:
         return []
     if isinstance(spec, int) and not isinstance(spec, bool):

@@ -213,18 +213,20 @@ def min_quadratic_distance(z: torch.Tensor, means: torch.Tensor, precision: torc
 @SCORES.register("knn")
 class KNN(OpenSetScore):
     """``knn``: minus the distance of the L2-normalised feature to its ``k``-th nearest normalised training feature
-    (Sun et al. ICML 2022; pytorch-ood's ``KNN``, equal to its scores to float32 rounding, tests/openset/test_detectors.py).
+    (Sun et al. ICML 2022; pytorch-ood's ``KNN``, equal to its scores to float32 rounding, tests/openset/test_detectors_knn.py).
 
     openlt's own exact brute-force search, not pytorch-ood's: at iNaturalist size (N = 437,513 x 2,048) pytorch-ood
     holds three N x D float32 copies while it fits (openlt's float32 conversion, its ``z[known]``, the normalised
     ``z / |z|`` that scikit-learn keeps: ~10 GB), and scikit-learn searches in float64 chunks. Here :meth:`fit`
-    copies the features once, a chunk of rows at a time, into one float32 buffer normalised in place, and
-    :meth:`score` multiplies chunks of queries by chunks of training rows keeping a running top-k
-    (:func:`knn_distance`): memory is the buffer plus 2^24 similarities, whatever N and the number of queries.
+    keeps the training features as they are, without a copy (scikit-learn's ``NearestNeighbors`` keeps its input
+    alike: do not change them in place after the fit), and their L2 norms; :meth:`score` multiplies chunks of
+    queries by chunks of training rows, each converted to float32 and normalised when it is used, keeping a running
+    top-k (:func:`knn_distance`): memory is the norms plus 2^24 similarities and one block of rows, whatever N and
+    the number of queries (a float16 feature cache is never converted whole).
 
     Parameter ``k`` >= 1 (the paper's 50 for CIFAR-10; at most the number of training images). Learnt by
-    :meth:`fit`: ``train_features_`` (N, D) float32, the L2-normalised training features the neighbours are
-    searched in, and ``train_sq_norms_`` (N,) their squared norms (1, or 0 for a zero feature)."""
+    :meth:`fit`: ``train_features_`` (N, D), the training features as given (float16, float32, ...), and
+    ``train_norms_`` (N,) float32 their L2 norms clamped at 1e-12 (a zero feature stays zero once divided)."""
 
     name = "knn"
     requires_fit = True
@@ -241,12 +243,12 @@ class KNN(OpenSetScore):
         return cls(eval_cfg.knn_k)
 
     def fit(self, outputs: Outputs | Any, labels: Any = None, head: Head | None = None) -> "KNN":
-        """Keep the training ``"feature"`` (N, D) L2-normalised (``"labels"`` (N,) checked); returns self.
-        ConfigError for ``k`` above N or without features. The caller's features are not changed (float16 ones
-        are converted chunk by chunk: no full-size float32 copy besides the kept one)."""
+        """Keep the training ``"feature"`` (N, D) and their norms (``"labels"`` (N,) checked); returns self.
+        ConfigError for ``k`` above N or without features. The features are kept by reference, not copied and not
+        changed (a non-contiguous tensor is made contiguous: one copy)."""
         feats, _ = training_features(outputs, labels, self.name, float32=False)
         self.check_k(len(feats))
-        self._keep(normalised_rows(feats, copy=True))
+        self._keep(feats.contiguous())
         return self
 
     def check_k(self, num_train: int) -> None:
@@ -260,15 +262,15 @@ class KNN(OpenSetScore):
         if setting.get("num_train") is not None:
             self.check_k(setting["num_train"])
 
-    def _keep(self, normalised: torch.Tensor) -> None:
-        self.train_features_ = normalised
-        self.train_sq_norms_ = torch.cat([(part * part).sum(dim=1) for part in normalised.split(_KNN_ROWS)])
+    def _keep(self, feats: torch.Tensor) -> None:
+        self.train_features_ = feats
+        self.train_norms_ = row_norms(feats)
 
     def score(self, outputs: Outputs | Any) -> torch.Tensor:
         """(N,) float32 minus the k-th nearest-neighbour distance of ``outputs["feature"]`` (N, D), in [-2, 0]."""
         feats = scored_features(self, outputs, "train_features_", lambda: self.train_features_.shape[1])
         self.check_k(len(self.train_features_))
-        return -knn_distance(feats, self.train_features_, self.k, self.train_sq_norms_)
+        return -knn_distance(feats, self.train_features_, self.k, self.train_norms_)
 
     def summary(self) -> dict:
         """Name, ``k`` and, once fitted, the number of training features searched."""
@@ -278,18 +280,14 @@ class KNN(OpenSetScore):
         return out
 
     def state_dict(self) -> dict[str, torch.Tensor]:
-        """``train_features`` (N, D) float32, L2-normalised; NotFittedError before :meth:`fit`."""
+        """``train_features`` (N, D) as fitted (normalised when searched); NotFittedError before :meth:`fit`."""
         _fitted(self, "train_features_")
         return {"train_features": self.train_features_}
 
     def load_state_dict(self, state: Mapping[str, torch.Tensor]) -> "KNN":
-        """Restore :meth:`state_dict`'s tensor (KeyError when missing); returns self. Features saved by an older
-        openlt (not normalised) are normalised into a copy; normalised ones are kept as they are."""
-        feats = state["train_features"]
-        unit = feats.dtype == torch.float32 and all(
-            bool(((norms - 1).abs() <= 1e-5).logical_or(norms == 0).all())
-            for norms in (part.norm(dim=1) for part in feats.split(_KNN_ROWS)))
-        self._keep(feats.contiguous() if unit else normalised_rows(feats, copy=True))
+        """Restore :meth:`state_dict`'s tensor (KeyError when missing); returns self. Features saved normalised by
+        an older openlt are kept and searched alike (their norms are 1 up to rounding)."""
+        self._keep(state["train_features"].contiguous())
         return self
 
 
@@ -298,41 +296,44 @@ _KNN_SIMILARITIES = 1 << 24  # (queries, training rows) similarities held at onc
 _KNN_QUERY_ROWS = 1 << 10  # queries searched together (their running top-k: 1,024 x k)
 
 
-def normalised_rows(feats: torch.Tensor, copy: bool = True) -> torch.Tensor:
-    """`feats` (N, D) divided by their L2 norms as pytorch-ood's KNN does (``z / |z|.clamp(min=1e-12)``: a zero row
-    stays zero), float32. ``copy=True``: into one new float32 buffer, filled a chunk of rows at a time (a float16
-    input is never converted whole); ``copy=False``: in place when `feats` is already float32."""
-    out = feats if not copy and feats.dtype == torch.float32 else torch.empty(feats.shape, dtype=torch.float32)
-    for start in range(0, len(feats), _KNN_ROWS):
-        part = out[start:start + _KNN_ROWS]
-        if out is not feats:
-            part.copy_(feats[start:start + _KNN_ROWS])
-        part.div_(part.norm(dim=1, keepdim=True).clamp_(min=1e-12))
-    return out
+def row_norms(feats: torch.Tensor) -> torch.Tensor:
+    """(N,) float32 L2 norms of the rows of `feats` (N, D) computed in float32 a chunk of rows at a time (a float16
+    input is never converted whole), clamped at 1e-12 as pytorch-ood's KNN divides (``z / |z|.clamp(min=1e-12)``)."""
+    if not len(feats):
+        return torch.zeros(0)
+    return torch.cat([part.float().norm(dim=1) for part in feats.split(_KNN_ROWS)]).clamp_(min=1e-12)
 
 
-def knn_distance(queries: torch.Tensor, train: torch.Tensor, k: int, train_sq_norms: torch.Tensor | None = None,
+def normalised_rows(feats: torch.Tensor, norms: torch.Tensor | None = None) -> torch.Tensor:
+    """`feats` (N, D) as a new float32 tensor divided by the rows' L2 norms (`norms`, :func:`row_norms` when None):
+    a zero row stays zero. Used on one chunk at a time."""
+    norms = row_norms(feats) if norms is None else norms
+    return feats.float().div_(norms.unsqueeze(1)) if feats.dtype != torch.float32 else feats / norms.unsqueeze(1)
+
+
+def knn_distance(queries: torch.Tensor, train: torch.Tensor, k: int, train_norms: torch.Tensor | None = None,
                  similarities: int | None = None) -> torch.Tensor:
-    """(M,) float32 Euclidean distance of each L2-normalised row of `queries` (M, D) to its `k`-th nearest row of
-    `train` (N, D; already normalised, :func:`normalised_rows`), exact brute force in bounded memory: queries in
-    chunks of at most 1,024 rows, each multiplied by chunks of training rows (at most `similarities` products at
-    once), the k nearest so far kept per query (``torch.topk`` of 2 q.t - |t|^2 over the running best and the chunk,
-    the ranking of the distance). The k-th neighbour's distance is then computed directly, ``|q - t|`` (no
-    cancellation near 0). `train_sq_norms`: |t|^2 per row (computed when None); `similarities`: default
-    ``_KNN_SIMILARITIES`` (2^24, 64 MB)."""
+    """(M,) float32 Euclidean distance of each L2-normalised row of `queries` (M, D) to its `k`-th nearest
+    L2-normalised row of `train` (N, D, any float dtype, not normalised), exact brute force in bounded memory:
+    queries in chunks of at most 1,024 rows, each multiplied by chunks of training rows (at most `similarities`
+    products at once), each chunk converted to float32 and normalised when it is used, the k nearest so far kept
+    per query (``torch.topk`` of 2 q.t - |t|^2 over the running best and the chunk, the ranking of the distance).
+    The k-th neighbour's distance is then computed directly, ``|q - t|`` (no cancellation near 0). `train_norms`:
+    the rows' norms (:func:`row_norms`, computed when None); `similarities`: default ``_KNN_SIMILARITIES`` (2^24,
+    64 MB)."""
     if not len(queries):
         return torch.zeros(0)
-    if train_sq_norms is None:
-        train_sq_norms = torch.cat([(part * part).sum(dim=1) for part in train.split(_KNN_ROWS)])
+    if train_norms is None:
+        train_norms = row_norms(train)
     q_rows = min(len(queries), _KNN_QUERY_ROWS)
     t_rows = max(k, (similarities or _KNN_SIMILARITIES) // q_rows)
     out = []
     for q_start in range(0, len(queries), q_rows):
-        q = normalised_rows(queries[q_start:q_start + q_rows], copy=True)
+        q = normalised_rows(queries[q_start:q_start + q_rows])
         best_v = best_i = None
         for t_start in range(0, len(train), t_rows):
-            block = train[t_start:t_start + t_rows]
-            closeness = torch.addmm(train_sq_norms[t_start:t_start + t_rows], q, block.T, beta=-1, alpha=2)
+            block = normalised_rows(train[t_start:t_start + t_rows], train_norms[t_start:t_start + t_rows])
+            closeness = torch.addmm((block * block).sum(dim=1), q, block.T, beta=-1, alpha=2)
             values, index = closeness.topk(min(k, block.shape[0]), dim=1)
             index += t_start
             if best_v is not None:
@@ -340,9 +341,9 @@ def knn_distance(queries: torch.Tensor, train: torch.Tensor, k: int, train_sq_no
                 values, pick = values.topk(k, dim=1)
                 index = index.gather(1, pick)
             best_v, best_i = values, index
-            del closeness
+            del closeness, block
         kth = best_i[:, k - 1]  # topk is sorted: the k-th largest closeness, the k-th nearest row
-        out.append((q - train[kth]).norm(dim=1))
+        out.append((q - normalised_rows(train[kth], train_norms[kth])).norm(dim=1))
     return torch.cat(out)
 
 
