@@ -249,9 +249,8 @@ def shot_accuracy(
     plain sample accuracy over known samples (:func:`top1`); on a class-balanced test set the two
     kinds of average coincide.
 
-    ``train_counts[c]`` is the number of training images of class ``c`` (a whole number >= 0;
-    ValueError otherwise); its length is the number of classes. A list, array or tensor: a ``{class id: count}``
-    dict is a TypeError naming it (pass ``[d[c] for c in range(num_classes)]``; :func:`._checks.refuse_unordered`).
+    ``train_counts[c]``: training images of class ``c`` (a whole number >= 0; ValueError otherwise), one per class,
+    a list / array / tensor (a ``{class id: count}`` dict is a TypeError: pass ``[d[c] for c in range(K)]``).
 
     Returns::
 
