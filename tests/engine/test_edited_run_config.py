@@ -159,3 +159,14 @@ def test_paths_are_compared_resolved(tmp_path, monkeypatch):
         "train.init_from", str(tmp_path / "stage1"), str(tmp_path / "other"))
     # a jointly trained run's evaluation does not read train.init_from
     assert config_change(recorded, build_config(None, ["train.init_from=other"]), True) is None
+
+
+@pytest.mark.parametrize("config", ["decouple_ncm.yaml", "oltr_stage2.yaml"])
+def test_a_stage2_from_an_edited_stage1_run_is_refused_before_any_work(runs, tmp_path, capsys, config):
+    stage1 = _edited(runs[0], tmp_path, model__head__scale=8.0)
+    code, out, err = cli(capsys, "train", os.path.join(CONFIGS, config), f"train.init_from={stage1}",
+                         f"out_dir={tmp_path / 'out'}", "train.device=cpu", "--quiet")
+    assert code == 2 and len(err.strip().splitlines()) == 1, err
+    assert f"{stage1 / 'config.yaml'}: model.head.scale is 8.0 now, but the run was trained with 16.0" in err
+    assert "loading the run rebuilds the network the run trained" in err
+    assert not (tmp_path / "out").exists()

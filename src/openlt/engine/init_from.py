@@ -23,7 +23,7 @@ from openlt.engine import distributed
 from openlt.engine.checkpoint import checkpoint_state, read_checkpoint
 from openlt.engine.manifest import verify_manifest
 from openlt.engine.run import Run, open_run
-from openlt.engine.runtime import batch_to, inference_loader
+from openlt.engine.runtime import batch_to, inference_loader, trained_config
 from openlt.errors import ConfigError, RunDirError
 from openlt.models.model import HEAD_PREFIX, OpenLTModel
 
@@ -100,7 +100,7 @@ def check_stage1_run(cfg: Config) -> None:
     if not cfg.train.init_from:
         return
     source = open_run(cfg.train.init_from)
-    src = source.config()
+    src = trained_config(source, "best", None)  # its config.yaml as it was trained (issue 14)
     if cfg.decouple.method != "none":
         if src.decouple.method == "none":  # (a decoupled source is refused by adopt_representation)
             check_stage1_finished(source, src, cfg.train.init_from)
