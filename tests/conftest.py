@@ -26,3 +26,14 @@ def single_thread():
 @pytest.fixture
 def image_folder(tmp_path: Path) -> Path:
     return make_image_folder(tmp_path / "images", {"ant": 60, "bee": 40, "cat": 30, "dog": 25, "eel": 25})
+
+
+@pytest.fixture(scope="module")
+def workspace(tmp_path_factory) -> Path:
+    """A module's folder holding the tiny image folder (images/, as `image_folder`) and a one-line config
+    (tiny.yaml: ``name: tiny``) that the module's `openlt train` runs start from (tests/engine/test_run_lifecycle.py,
+    test_crash_safety.py)."""
+    root = tmp_path_factory.mktemp("workspace")
+    make_image_folder(root / "images", {"ant": 60, "bee": 40, "cat": 30, "dog": 25, "eel": 25})
+    (root / "tiny.yaml").write_text("name: tiny\n")
+    return root

@@ -72,16 +72,6 @@ runpy.run_module("openlt", run_name="__main__", alter_sys=True)
 """
 
 
-@pytest.fixture(scope="module")
-def workspace(tmp_path_factory):
-    from images import make_image_folder  # tests/helpers, on the path through conftest
-
-    root = tmp_path_factory.mktemp("lifecycle")
-    make_image_folder(root / "images", {"ant": 60, "bee": 40, "cat": 30, "dog": 25, "eel": 25})
-    (root / "tiny.yaml").write_text("name: tiny\n")
-    return root
-
-
 def train_args(ws: Path, out: str, *extra: str) -> list[str]:
     return ["train", str(ws / "tiny.yaml"), f"data.root={ws / 'images'}", f"out_dir={ws / out}", *TINY, "--quiet",
             *extra]
