@@ -27,7 +27,7 @@ from openlt.engine.run import PATH_KEYS, Run, absolute_paths
 from openlt.errors import ConfigError
 from openlt.models.classifier import LinearClassifier
 from openlt.models.model import OpenLTModel, build_model
-from openlt.openset.base import MODEL_SCORE, OpenSetScore
+from openlt.openset.base import MODEL_SCORE, OpenSetScore, no_linear_head
 
 
 DEVICE_KINDS = {"cuda": "CUDA", "mps": "MPS (Apple GPU)", "xpu": "XPU (Intel GPU)"}
@@ -175,14 +175,13 @@ def batch_score_for(scorer: OpenSetScore, data: DataBundle) -> BatchScore | None
 def score_fit_args(scorer: OpenSetScore, model: OpenLTModel) -> dict:
     """The keyword arguments of `scorer.fit` beyond the training outputs: ``{"head": (W, b)}`` for a score that
     ``needs_head`` (ViM, ReAct), else {}. ConfigError, before any image is read, when the model's classifier is
-    not linear."""
+    not linear (the scores' own message, `openset.base.no_linear_head`; `openlt eval` has refused it already in
+    `precheck.check_open_score_on_model`)."""
     if not scorer.needs_head:
         return {}
     head = linear_head(model)
     if head is None:
-        raise ConfigError(f"eval.open_score={scorer.name} needs a linear classifier head (logits = W f + b: "
-                          f"model.classifier=linear, or a cRT / LWS / tau-norm / logit-adjust run); this model's "
-                          f"head is {type(model.classifier).__name__}")
+        raise ConfigError(no_linear_head(scorer.name, f"this model's head is {type(model.classifier).__name__}"))
     return {"head": head}
 
 
