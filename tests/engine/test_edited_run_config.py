@@ -112,7 +112,8 @@ def test_load_run_refuses_it_too(runs, tmp_path):
     import openlt
 
     run = _edited(runs[0], tmp_path, model__head__scale=8.0)
-    with pytest.raises(ConfigError, match=r"model.head.scale is 8.0 now, but the run was trained with 16.0"):
+    with pytest.raises(ConfigError, match=r"model.head.scale is 8.0 now, but the run was trained with 16.0 .*; "
+                                          r"loading the run rebuilds the network the run trained"):
         openlt.load_run(run, device="cpu")
 
 
@@ -157,6 +158,10 @@ def test_paths_are_compared_resolved(tmp_path, monkeypatch):
     (tmp_path / "other").mkdir()
     assert config_change(recorded, build_config(None, ["train.init_from=other"]), False) == (
         "train.init_from", str(tmp_path / "stage1"), str(tmp_path / "other"))
+    # an older openlt recorded paths as given: a relative one is not compared (its working directory is unknown)
+    older = {**recorded, "model.pretrained": "weights/r18.pth"}
+    assert config_change(older, build_config(None, ["train.init_from=stage1", f"model.pretrained={tmp_path / 'other'}"]),
+                         False) is None
     # a jointly trained run's evaluation does not read train.init_from
     assert config_change(recorded, build_config(None, ["train.init_from=other"]), True) is None
 

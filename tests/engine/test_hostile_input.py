@@ -403,7 +403,8 @@ CASES = [
          after=not_executed),
     Case("checkpoint-missing", damaged_checkpoint(lambda p: p.unlink()), ("checkpoint not found", "best.safetensors")),
     Case("config-edited-to-another-backbone", edit_run_config("backbone: resnet20", "backbone: resnet32"),
-         ("best.safetensors", "does not match the model")),
+         ("config.yaml: model.backbone is resnet32 now, but the run was trained with resnet20", "best.safetensors",
+          "set model.backbone back to resnet20")),  # (was the checkpoint's 'does not match the model': issue 14)
     Case("run-config-broken-yaml", edit_run_config("name: bad", "name: [bad"), ("config.yaml", "not valid YAML")),
     Case("eval-unknown-override", on_run("eval", "eval.bogus=1", "--quiet"), ("unknown config key 'eval.bogus'",)),
     Case("predict-non-image-file", on_run("predict", *FIXED, image=not_an_image), ("corrupt or unreadable image", "notes.txt")),

@@ -68,7 +68,8 @@ class Predictor:
         calibration or fitted score belongs to another checkpoint, is a RunDirError naming the `openlt eval`
         command to run (or the threshold option). ConfigError / RunDirError / NotFittedError naming what is
         wrong, before any image is read."""
-        cfg = trained_config(run, checkpoint, "predict")  # config.yaml as the run was trained (before any work)
+        command = "predict" if options[0].startswith("--") else None  # the CLI's, or openlt.load_run
+        cfg = trained_config(run, checkpoint, command)  # config.yaml as the run was trained (before any work)
         using = checkpoint_identity(run, checkpoint)
         rejector = saved_decision(run, cfg, using, threshold, options[0])  # before any work
         scorer = saved_score(run, cfg.eval.open_score if rejector is None else rejector.score, cfg, using)

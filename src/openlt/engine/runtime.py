@@ -309,8 +309,9 @@ def config_change(recorded: dict, cfg: Config, for_evaluation: bool) -> tuple[st
 def _same(key: str, then, now) -> bool:
     if then == now:
         return True
-    if key in _PATHS and isinstance(then, str) and isinstance(now, str) and os.path.isabs(then):
-        return os.path.realpath(then) == os.path.realpath(now)
+    if key in _PATHS and isinstance(then, str) and isinstance(now, str):
+        # a relative path was recorded by an older openlt, from a working directory unknown now: not compared
+        return not os.path.isabs(then) or os.path.realpath(then) == os.path.realpath(now)
     return False
 
 

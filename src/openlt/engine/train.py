@@ -602,7 +602,8 @@ def _epoch_line(record: dict, epochs: int, eta_s: float, improved: bool) -> str:
 
 def _non_finite_message(value: float, epoch: int, step: int, run: Run) -> str:
     """Why training stopped, and what is left: the checkpoint of the last finished epoch, or nothing."""
-    text = f"loss became {value} at epoch {epoch + 1}, step {step + 1} (try a lower train.lr); "
+    text = (f"loss became {value} at epoch {epoch + 1}, step {step + 1} (try a lower train.lr, in a new run: "
+            f"--resume keeps the run's); ")
     if run.checkpoint("last").exists():
         return text + (f"the last good checkpoint (epoch {epoch}) is kept: {run.checkpoint('last')}; "
                        f"`openlt train --resume {run.path}` continues from it with the run's config.yaml")
