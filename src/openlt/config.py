@@ -237,7 +237,7 @@ class SplitConfig:
     n_min: int = opt(5, ge=1, le=MAX_COUNT)  # training images of the smallest known class
     imbalance_factor: float | None = opt(None, ge=1, le=MAX_COUNT)  # exp: n_max / n_min; overrides n_min when set
     alpha: float = opt(6.0, gt=0, le=MAX_SHAPE)  # pareto shape (ImageNet-LT: 6)
-    open_classes: Any = opt(2, convert=_open_classes)  # a number (chosen with the seed) or a list of class names / ids
+    open_classes: Any = opt(2, convert=_open_classes)  # a number (chosen with the seed; count:N when a class is named N) or a list of class names / ids
     val_per_class: int = opt(20, ge=0, le=MAX_COUNT)  # validation images per known class (taken before the long tail is cut)
     test_per_class: int | None = opt(None, ge=1, le=MAX_COUNT)  # None: every test image (embedded data) / 20 (image folder)
     order: str = opt("random", choices="random label")  # which known class gets n_max: random (with the seed) | label
