@@ -557,8 +557,10 @@ def _add_summary_command(sub: argparse._SubParsersAction) -> None:
                        "must be seeds of one recipe evaluated alike (the same checkpoint: best or last). A row of runs "
                        "whose config.yaml differ (other than seed, name, paths, "
                        "device / workers: summary.RECIPE_IGNORED; a stage-2 run's train.init_from run included), of "
-                       "two runs with the same seed, or of runs evaluated differently is refused with one line "
-                       "naming two runs and what differs (e.g. train.epochs: 12 vs 48): give each recipe its own "
+                       "two runs with the same seed, of runs evaluated differently (best vs last, other open-set score "
+                       "options such as eval.knn_k), or with a metrics file that has no config.yaml beside it is "
+                       "refused with one line naming two runs and what differs (e.g. train.epochs: 12 vs 48): give "
+                       "each recipe its own "
                        "LABEL=. Rows on different data (datasets, class lists, split files) get a note.")
     p.add_argument("runs", nargs="+", help="run directories (or their metrics-TAG.json files), optionally as "
                    f"LABEL=RUN to group them in rows: {SUMMARY_ITEM}")
