@@ -4,6 +4,7 @@ meta-embedding head with its centroids and reachability). Runs are made directly
 export needs the run directory only."""
 
 import json
+import os
 
 import pytest
 import torch
@@ -173,3 +174,27 @@ def test_openlt_json_records_the_stem_the_network_has(tmp_path, overrides, stem,
     saved = json.loads((tmp_path / "out" / "openlt.json").read_text())
     assert saved["model"]["small_input"] is stem and bundle["model"]["small_input"] is stem
     assert run.config().model.small_input == (None if not overrides else stem)  # config.yaml itself untouched
+
+
+@pytest.mark.parametrize("force", [[], ["--force"]])
+def test_an_export_folder_that_is_a_symlink_is_refused(tmp_path, capsys, force, single_thread):
+    """OUT a symbolic link to a bundle: the bundle is renamed into place, which replaced the link with a new folder
+    and left the bundle it pointed to with the old export (issue 14): refused, naming the target; nothing changes."""
+    run, _ = make_run(tmp_path / "run")
+    target = tmp_path / "bundle"
+    assert main(["export", str(run.path), str(target), "--format", "torchscript"]) == 0
+    before = {p.name: p.read_bytes() for p in target.iterdir()}
+    link = tmp_path / "link"
+    link.symlink_to(target)
+    capsys.readouterr()
+    assert main(["export", str(run.path), str(link), *force]) == 2
+    err, real = capsys.readouterr().err, os.path.realpath(target)
+    assert err == (f"openlt export: error: export folder {link} is a symbolic link to {real}: export to {real} "
+                   "itself, or remove the link\n")
+    assert link.is_symlink() and {p.name: p.read_bytes() for p in target.iterdir()} == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bundle", "link", "run"]  # no staging folder left
+    dangling = tmp_path / "dangling"
+    dangling.symlink_to(tmp_path / "gone")
+    assert main(["export", str(run.path), str(dangling), *force]) == 2
+    assert f"export folder {dangling} is a symbolic link to {os.path.realpath(tmp_path / 'gone')}" in capsys.readouterr().err
+    assert dangling.is_symlink() and not (tmp_path / "gone").exists()

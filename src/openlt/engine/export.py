@@ -120,7 +120,12 @@ def _onnx(net: ExportNet, batch: torch.Tensor, path: Path) -> dict:
 
 def _bundle_problem(out: Path, force: bool) -> str | None:
     """Why OUT cannot take the bundle, or None: it must be new, an empty folder, or (with `force`) a folder that
-    holds nothing but a previous bundle's files (:data:`FILES`), so that --force never deletes anything else."""
+    holds nothing but a previous bundle's files (:data:`FILES`), so that --force never deletes anything else.
+    A symbolic link is refused (also without `force`): the bundle is renamed into place, which would replace the
+    link with a new folder and leave the folder it points to with its old bundle."""
+    if out.is_symlink():
+        return (f"export folder {out} is a symbolic link to {os.path.realpath(out)}: export to "
+                f"{os.path.realpath(out)} itself, or remove the link")
     if out.exists() and not out.is_dir():
         return f"export folder {out} is a file"
     if not out.is_dir() or not any(out.iterdir()):
