@@ -256,11 +256,7 @@ def _bench(args: argparse.Namespace) -> int:
     from openlt.engine.bench import load_bench, run_bench, run_reports
     from openlt.reporting.bench_report import write_bench_results
 
-    spec = load_bench(args.spec, args.overrides)
-    if args.out_dir:
-        spec.out_dir = Path(args.out_dir)
-    if args.seeds:
-        spec.seeds = args.seeds
+    spec = load_bench(args.spec, args.overrides, seeds=args.seeds, out_dir=args.out_dir)  # all checked before any run
     files = run_bench(spec, quiet=args.quiet, report_only=args.report_only)
     paths = write_bench_results(spec, files, run_reports(spec, files))
     print(paths["markdown"].read_text(encoding="utf-8"))

@@ -237,7 +237,7 @@ def test_a_dangerous_out_dir_is_refused_before_any_run(tmp_path, monkeypatch, ca
     # --out-dir on the command line is checked alike
     path.write_text(json.dumps({**EVAL_OF, "out_dir": str(tmp_path / "fine")}))
     assert main(["bench", str(path), "--out-dir", str(out), "--quiet"]) == 2
-    assert f"out_dir {out} {says}" in capsys.readouterr().err
+    assert f"--out-dir {out} {says}" in capsys.readouterr().err
     assert not (tmp_path / "fine").exists()
 
 

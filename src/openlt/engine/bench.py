@@ -28,7 +28,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from openlt.config import Config, build_config, flatten, read_yaml_mapping, resolve_config, to_dict
+from openlt.config import (SEED_END, Config, build_config, flatten, read_yaml_mapping, resolve_config, run_name_problem,
+                           to_dict)
 from openlt.engine.decouple import adopt_representation
 from openlt.engine.evaluate import eval_config, evaluate_run
 from openlt.engine.init_from import stage2_kind
@@ -46,6 +47,16 @@ _LOG = logging.getLogger(__name__)
 NAME = re.compile(r"^[A-Za-z0-9_.+-]+$")
 SPEC_KEYS = {"name", "out_dir", "seeds", "paper", "overrides", "methods"}
 METHOD_KEYS = {"name", "config", "init_from", "eval_of", "overrides", "paper_row"}
+# the config keys the bench sets on every run itself (after all overrides): key -> (what to write instead in the
+# spec, on the command line); an override of them would be silently replaced
+BENCH_SET = {
+    "seed": ("a bench's seeds come from its `seeds:` list (e.g. seeds: [7])",
+             "a bench's seeds come from its `seeds:` list or --seeds (e.g. --seeds 7)"),
+    "out_dir": ("a bench's runs go to its `out_dir:` (e.g. out_dir: runs/bench/NAME)",
+                "a bench's runs go to its `out_dir:` or --out-dir (e.g. --out-dir runs/bench/NAME)"),
+    "name": ("a bench names each run METHOD-sSEED after the method's `name:`",
+             "a bench names each run METHOD-sSEED after the method's `name:` in the spec"),
+}
 
 
 @dataclass
@@ -86,10 +97,11 @@ def _strings(value, where: str, field_name: str) -> list[str]:
         return []
     if not isinstance(value, list) or not all(isinstance(v, str) and "=" in v for v in value):
         raise ConfigError(f"{where}: {field_name} must be a list of key=value strings, got {value!r}")
-    for item in value:  # the bench sets each run's seed last: an override's seed would be silently replaced
-        if item.split("=", 1)[0].strip() == "seed":
-            raise ConfigError(f"{where}: {field_name} set {item!r}; a bench's seeds come from its `seeds:` list "
-                              f"(e.g. seeds: [7])")
+    command_line = field_name == "command-line overrides"
+    for item in value:  # the bench sets each run's seed, out_dir and name last: an override's would be replaced
+        key = item.split("=", 1)[0].strip()
+        if key in BENCH_SET:
+            raise ConfigError(f"{where}: {field_name} set {item!r}; {BENCH_SET[key][command_line]}")
     return list(value)
 
 
@@ -103,11 +115,13 @@ def _text(raw: dict, key: str, where: str, default: str | None, field_name: str 
     return value
 
 
-def _seeds(value, where: str) -> list[int]:
-    """`seeds`: a non-empty list of distinct integers >= 0 (each becomes the runs' `seed`)."""
-    if (not isinstance(value, list) or not value or not all(isinstance(s, int) and not isinstance(s, bool) and s >= 0
-                                                            for s in value) or len(set(value)) != len(value)):
-        raise ConfigError(f"{where}: seeds must be a non-empty list of distinct integers >= 0, got {value!r}")
+def _seeds(value, what: str) -> list[int]:
+    """`seeds` (or --seeds): a non-empty list of distinct integers >= 0 and < SEED_END (each becomes the runs'
+    `seed`); ConfigError starting with `what` (e.g. "bench spec FILE: seeds") otherwise."""
+    if (not isinstance(value, list) or not value or len(set(value)) != len(value)
+            or not all(isinstance(s, int) and not isinstance(s, bool) and 0 <= s < SEED_END for s in value)):
+        raise ConfigError(f"{what} must be a non-empty list of distinct integers >= 0 and <= {SEED_END - 1}, "
+                          f"got {value!r}")
     return list(value)
 
 
@@ -152,10 +166,14 @@ def _method(entry, i: int, before: list[BenchMethod], path: Path, paper: str | N
                        _strings(entry.get("overrides"), where, f"method {name!r}: overrides"), fields["paper_row"])
 
 
-def load_bench(path: str | Path, extra_overrides: list[str] | None = None) -> BenchSpec:
+def load_bench(path: str | Path, extra_overrides: list[str] | None = None, seeds: list[int] | None = None,
+               out_dir: str | Path | None = None) -> BenchSpec:
     """Read and check a bench spec before any run: unknown keys, fields of the wrong type (each ConfigError names
     the spec file and the field), names, references, and every method's config with its overrides -- an
-    `eval_of` method's evaluation overrides too (keys, open-set score, threshold), on its base method's config."""
+    `eval_of` method's evaluation overrides too (keys, open-set score, threshold), on its base method's config.
+    `seeds` and `out_dir` (``--seeds``, ``--out-dir``) replace the spec's, checked as they are."""
+    if seeds is not None:  # the command line's first: checked as the spec's seeds, naming the option
+        seeds = _seeds(seeds, "--seeds")
     path = resolve_config(path, what="bench spec")  # a file, or a packaged spec's name (bench/fmnist_lt)
     raw = read_yaml_mapping(path, "bench spec")
     where = f"bench spec {path}"
@@ -173,11 +191,23 @@ def load_bench(path: str | Path, extra_overrides: list[str] | None = None) -> Be
         methods.append(_method(entry, i, methods, path, paper))
     if not methods:
         raise ConfigError(f"{where} lists no methods")
-    out_dir = Path(_text(raw, "out_dir", where, f"runs/bench/{path.stem}"))
-    check_out_dir(out_dir, f"{where}: out_dir")
-    spec = BenchSpec(_text(raw, "name", where, path.stem), out_dir,
-                     _seeds(raw.get("seeds", [0]), where), methods,
+    spec_out_dir = Path(_text(raw, "out_dir", where, f"runs/bench/{path.stem}"))
+    if out_dir is None:
+        check_out_dir(spec_out_dir, f"{where}: out_dir")
+    else:  # the folder the runs will go to: --out-dir's
+        if not str(out_dir).strip():
+            raise ConfigError("--out-dir must not be empty")
+        out_dir = Path(out_dir)
+        check_out_dir(out_dir, "--out-dir")
+    spec_seeds = _seeds(raw.get("seeds", [0]), f"{where}: seeds")
+    spec = BenchSpec(_text(raw, "name", where, path.stem), spec_out_dir if out_dir is None else out_dir,
+                     spec_seeds if seeds is None else seeds, methods,
                      _strings(raw.get("overrides"), where, "overrides") + _strings(extra_overrides, where, "command-line overrides"), paper, path)
+    for m in methods:  # each run is named METHOD-sSEED: a name too long for a folder fails here, not at its turn
+        problem = None if m.eval_of else run_name_problem(f"{m.name}-s{max(spec.seeds)}")
+        if problem:
+            raise ConfigError(f"{where}: method {m.name!r} gives the run name {m.name}-s{max(spec.seeds)}, which "
+                              f"{problem}")
     _check_configs(spec)
     return spec
 
@@ -261,14 +291,18 @@ def run_bench(spec: BenchSpec, quiet: bool = False, log: Callable[[str], None] |
     `report_only`: train and evaluate nothing, collect what is finished (e.g. while another process runs the
     bench), and say what is missing."""
     log = log or _LOG.info
-    check_out_dir(spec.out_dir, f"bench {spec.name}: out_dir")  # again: `openlt bench --out-dir` may replace it
-    spec.out_dir.mkdir(parents=True, exist_ok=True)
+    check_out_dir(spec.out_dir, f"bench {spec.name}: out_dir")  # again: the folder may have changed since load_bench
+    if report_only:
+        _check_something_finished(spec)
+    else:
+        spec.out_dir.mkdir(parents=True, exist_ok=True)
     results: dict[str, list[Path]] = {m.name: [] for m in spec.methods}
     total = len(spec.methods) * len(spec.seeds)
     done = 0
     started = time.time()
     for seed in spec.seeds:
         runs: dict[str, Run] = {}  # this seed's run of every trained method
+        found = 0
         for m in spec.methods:
             done += 1
             prefix = f"[{done}/{total}] {m.name} seed {seed}"
@@ -281,8 +315,24 @@ def run_bench(spec: BenchSpec, quiet: bool = False, log: Callable[[str], None] |
                     runs[m.name] = run
             if metrics is not None:
                 results[m.name].append(metrics)
-        log(f"seed {seed} finished ({(time.time() - started) / 60:.1f} min so far)")
+                found += 1
+        if report_only:  # (nothing was trained: say what was found)
+            log(f"seed {seed}: {found} of {len(spec.methods)} method(s) finished")
+        else:
+            log(f"seed {seed} finished ({(time.time() - started) / 60:.1f} min so far)")
     return results
+
+
+def _check_something_finished(spec: BenchSpec) -> None:
+    """`--report-only` needs at least one finished (evaluated) run of the spec's trained methods and seeds in its
+    out_dir: ConfigError naming the missing runs and how to train them otherwise, before anything is written."""
+    trained = [f"{m.name}-s{seed}" for seed in spec.seeds for m in spec.methods if not m.eval_of]
+    out_dir = spec.out_dir
+    if out_dir.is_dir() and any(run.metrics_file.is_file() for name in trained for run in _runs_of(out_dir, name)):
+        return
+    shown = ", ".join(trained[:4]) + (f" and {len(trained) - 4} more" if len(trained) > 4 else "")
+    raise ConfigError(f"bench {spec.name}: --report-only found no finished run in {out_dir} (missing: {shown}); "
+                      f"train them first with `openlt bench {spec.path or 'SPEC'}` (without --report-only)")
 
 
 def run_reports(spec: BenchSpec, files: dict[str, list[Path]]) -> dict[Path, Path]:

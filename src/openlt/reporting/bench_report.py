@@ -148,7 +148,8 @@ def bars(groups: dict[str, list[dict]], columns: tuple[str, ...], ylabel: str, t
     ax.set_ylabel(ylabel)
     ax.set_title(title, fontsize=11)
     ax.grid(axis="y", alpha=0.3)
-    ax.legend(fontsize=8, ncol=max(1, min(4, len(rows))), loc="upper center", bbox_to_anchor=(0.5, -0.1), frameon=False)
+    if rows:  # (no method has a run yet: no legend, rather than matplotlib's "No artists with labels" warning)
+        ax.legend(fontsize=8, ncol=min(4, len(rows)), loc="upper center", bbox_to_anchor=(0.5, -0.1), frameon=False)
     return fig
 
 
