@@ -33,6 +33,8 @@ MAX_COUNT = 10**9  # images / classes / steps / band edges: far above any data s
 MAX_EPOCHS = 100_000
 MAX_BATCH = 2**20  # images in one batch
 MAX_IMAGE_SIZE = 4096  # pixels per side
+# a run folder is NAME-YYYYmmdd-HHMMSS (then -2, -3, ...) and a file name holds at most 255 bytes: 24 are kept for that
+MAX_RUN_NAME_BYTES = 255 - 24
 MIN_IMAGE_SIZE = 8  # the small-input networks downsample by 8: 1 px gave NaN losses blamed on the lr
 MAX_WORKERS = 64  # DataLoader worker processes per training process: a fixed cap, not this machine's CPUs,
 #                   so that a run's saved config reads the same on every machine
@@ -199,12 +201,17 @@ def _device_problem(value: Any) -> str | None:
     return None if _DEVICE.match(str(value)) else f"must be auto, cpu, cuda, cuda:N or mps, got {value!r}"
 
 
-@says("a plain name (no /)")
+@says(f"a plain name (no /) of at most {MAX_RUN_NAME_BYTES} bytes")
 def run_name_problem(value: Any) -> str | None:
-    """A run name prefix: one path component (no '/', '\\', NUL), not '.' or '..', not empty."""
+    """A run name prefix: one path component (no '/', '\\', NUL), not '.' or '..', not empty, short enough for
+    its run folder's name (MAX_RUN_NAME_BYTES in UTF-8: the folder adds -YYYYmmdd-HHMMSS)."""
     text = str(value)
     if not text.strip() or text in (".", "..") or any(c in text for c in "/\\\0") or text != text.strip():
         return f"must be a plain name (no '/', '\\', surrounding spaces, not '.' or '..'), got {value!r}"
+    size = len(text.encode("utf-8", "surrogatepass"))
+    if size > MAX_RUN_NAME_BYTES:
+        return (f"must be at most {MAX_RUN_NAME_BYTES} bytes long (a file name holds 255; the run folder adds "
+                f"-YYYYmmdd-HHMMSS), got {size} bytes ({text[:20]!r}...)")
     return None
 
 
