@@ -1,7 +1,8 @@
 """The embedded benchmark's raw data: Fashion-MNIST read from its IDX files straight into tensors.
 
-Looked for in `root` (when given), $OPENLT_FASHION_MNIST, Debian's `dataset-fashion-mnist` package and
-openlt's cache; where none has it, torchvision's downloader fills the cache (needs the internet).
+Looked for in `root` (when given), else $OPENLT_FASHION_MNIST (when set: that folder or an error, never another
+copy), else Debian's `dataset-fashion-mnist` package and openlt's cache; where none has it, torchvision's
+downloader fills the cache (needs the internet).
 """
 
 from __future__ import annotations
@@ -41,8 +42,32 @@ def _find_file(folder: Path, stem: str) -> Path | None:
     return None
 
 
+def _missing(folder: Path) -> list[str]:
+    """The IDX files (stems) that `folder` lacks: none found as STEM, STEM.gz or FashionMNIST/raw/STEM[.gz]."""
+    return [stem for pair in FILES.values() for stem in pair if not _find_file(folder, stem)]
+
+
 def _has_all(folder: Path) -> bool:
-    return all(_find_file(folder, stem) for pair in FILES.values() for stem in pair)
+    return not _missing(folder)
+
+
+def _env_folder() -> Path | None:
+    """$OPENLT_FASHION_MNIST when set (not empty): it must be a folder of the four IDX files, else DataError naming
+    the variable and what is missing -- never a silent fall back to another copy of the data set."""
+    value = os.environ.get("OPENLT_FASHION_MNIST")
+    if not value:
+        return None
+    folder = Path(value).expanduser()
+    if not folder.is_dir():
+        what = "is not a folder" if folder.exists() else "does not exist"
+        raise DataError(f"$OPENLT_FASHION_MNIST is {value!r}, which {what}; point it at a folder of the four "
+                        f"Fashion-MNIST IDX files, or unset it")
+    missing = _missing(folder)
+    if missing:
+        raise DataError(f"$OPENLT_FASHION_MNIST is {value!r}, which lacks {', '.join(missing)} (as the file, .gz, or "
+                        f"under FashionMNIST/raw/); point it at a folder of the four Fashion-MNIST IDX files, or "
+                        f"unset it")
+    return folder
 
 
 def locate(root: str | os.PathLike | None = None, download: bool = True) -> Path:
@@ -54,7 +79,10 @@ def locate(root: str | os.PathLike | None = None, download: bool = True) -> Path
         if not _has_all(folder):
             raise DataError(f"Fashion-MNIST root {folder} lacks the IDX files ({', '.join(FILES['train'] + FILES['test'])}[.gz])")
         return folder
-    candidates = [Path(p) for p in [os.environ.get("OPENLT_FASHION_MNIST")] if p] + [DEBIAN_DIR, cache_dir()]
+    env = _env_folder()  # set: that folder, or one line saying what is wrong with it
+    if env is not None:
+        return env
+    candidates = [DEBIAN_DIR, cache_dir()]
     for folder in candidates:
         if _has_all(folder):
             return folder
