@@ -350,7 +350,8 @@ def _identify(args: argparse.Namespace) -> int:
     run = open_run(args.run)
     result = identify_run(run, args.probe, args.gallery, args.distractors, args.pairs, root=args.root,
                           distractor_root=args.distractor_root, checkpoint=args.checkpoint, device=args.device,
-                          many_above=args.many_above, chunk_size=args.chunk_size, tag=args.tag, quiet=args.quiet)
+                          many_above=args.many_above, chunk_size=args.chunk_size, tag=args.tag, quiet=args.quiet,
+                          overrides=args.overrides)
     if args.json:
         print(json.dumps(result, indent=2))
     else:
@@ -588,12 +589,16 @@ def _add_identify_command(sub: argparse._SubParsersAction) -> None:
                        "images (probes against templates + distractors), open-set TPIR at FPIR, and TAR at FAR "
                        "from a pairs file; writes identification.json")
     p.add_argument("run")
+    p.add_argument("overrides", nargs="*", help="where the run's own data is now and how it is read, e.g. "
+                   "data.root=/new/place when its training images moved (data.root, data.open_root, data.split_dir, "
+                   "data.workers, eval.batch_size, train.device, ...)")
     p.add_argument("--probe", help="probe list: 'path identity' lines, identity -1 = unknown (should be rejected)")
     p.add_argument("--gallery", help="gallery list: these images enrol the identities they name (zero-shot "
                    "identities included); the others are enrolled from their training images")
     p.add_argument("--distractors", help="distractor list: 'path -1' lines, one gallery entry per image")
     p.add_argument("--pairs", help="verification pairs: 'path1 path2 same' lines (same: 1 or 0)")
-    p.add_argument("--root", help="folder the lists' paths are relative to (default: the run's data.root)")
+    p.add_argument("--root", help="folder the lists' paths are relative to (default: the run's data.root); the "
+                   "run's training images stay under its data.root (override it if they moved)")
     p.add_argument("--distractor-root", help="folder of the distractors' paths (default: --root)")
     p.add_argument("--checkpoint", default="best", choices=["best", "last"])
     p.add_argument("--many-above", type=int, default=20, help="many-shot identities have more training images "

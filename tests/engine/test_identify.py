@@ -2,6 +2,7 @@
 epoch on 16 px coloured blobs, then probe / gallery / distractor lists and a pairs file through the CLI."""
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -233,3 +234,96 @@ def test_probes_that_are_training_or_gallery_images_are_refused(faces, capsys):
     assert "leak_distractor.txt: 1 of 2 probe image(s) are images of the distractor list" in err
     assert f"e.g. line 2 '{distractor_rows[0]}' = " in err and "distractors.txt, line 1" in err
     assert not list(faces["run"].glob("identification*leak*"))
+
+
+def test_a_run_whose_images_moved_takes_a_data_root_override(faces, capsys):
+    """The run's own training images (templates, and the held-out check) are read from RUN/config.yaml's data.root,
+    not from --root: once they moved, one line naming config.yaml's key and the override to pass (was 'data root
+    does not exist or is not a folder' with the old path, and no override accepted); data.root=NEW then identifies,
+    with the same numbers; keys that describe the trained run are refused (issue 14)."""
+    moved = faces["tmp"] / "moved_run"
+    shutil.copytree(faces["run"], moved)
+    root, gone = faces["tmp"] / "root", faces["tmp"] / "gone"
+    config = moved / "config.yaml"
+    text = config.read_text(encoding="utf-8")
+    assert text.count(f"root: {root}\n") == 1
+    config.write_text(text.replace(f"root: {root}\n", f"root: {gone}\n"), encoding="utf-8")
+    args = ["identify", str(moved), "--probe", str(faces["probe"]), "--root", str(root), "--quiet", "--json",
+            "--tag", "moved"]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert err == (f"openlt identify: error: {config}: data.root {gone} is not a folder; identify reads the run's "
+                   "training images (their features are the templates, and no probe may be one of them) from there: "
+                   f"if the data moved, pass data.root=NEW_FOLDER (`openlt identify {moved} data.root=NEW_FOLDER "
+                   "...`; --root is only where the lists' paths are)\n")
+    assert main([*args, f"data.root={gone}"]) == 2
+    assert capsys.readouterr().err == f"openlt identify: error: data.root={gone}: no such folder\n"
+    assert main([*args, "model.backbone=resnet18"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("openlt identify: error: model.backbone is not an identify setting: `openlt identify RUN "
+                          "key=value` may override data.root, ") and err.count("\n") == 1
+    assert not Run(moved).identification_path("moved").exists()
+    assert main([*args, f"data.root={root}", "eval.batch_size=5"]) == 0
+    moved_result = json.loads(capsys.readouterr().out)
+    assert identify(capsys, faces, "--probe", faces["probe"], "--tag", "unmoved")[0] == 0
+    unmoved = json.loads(Run(faces["run"]).identification_path("unmoved").read_text())
+    assert moved_result["identification"]["rank1"] == unmoved["identification"]["rank1"]
+    assert moved_result["open_set"]["n_non_mated"] == unmoved["open_set"]["n_non_mated"] == 8
+
+
+@pytest.mark.parametrize("content,message", [
+    ("0/30.png 0/30.png 1\n0/30.png 1/12.png 0\n", "line 1: a pair of an image with itself: its score is 1"),
+    ("0/30.png ./0/30.png 0\n0/30.png 1/12.png 1\n", "line 1: a pair of an image with itself: its score is 1"),
+    ("0/30.png 1/12.png 1\n0/31.png 1/12.png 1\n0/30.png 1/12.png 0\n",
+     "line 3: the pair '0/30.png' '1/12.png' is 0 here but 1 at line 1 (same and different identity): keep the "
+     "right one"),
+    ("0/30.png 1/12.png 0\n0/30.png 0/31.png 1\n1/12.png 0/30.png 0\n",
+     "line 3: the pair '1/12.png' '0/30.png' repeats line 1 (a pair counts once, in either order): remove one"),
+    ("0/30.png 1/12.png 0\n0/30.png 0/31.png 1\n0/30.png 0/31.png 1\n",
+     "line 3: the pair '0/30.png' '0/31.png' repeats line 2"),
+    ("0/30.png 1/12.png 0\n2/10.png 1/12.png 0\n", "needs genuine (1) and impostor (0) pairs; it has only impostor"),
+])
+def test_degenerate_pairs_are_refused(faces, capsys, content, message):
+    """A self-pair (TAR 100 from a pair that measures nothing), a pair given twice (also reversed: counted twice)
+    or as both same and different, a file without genuine or impostor pairs (TAR at FAR undefined): one line
+    naming the file and line, exit 2, nothing written (issue 14)."""
+    bad = faces["tmp"] / "degenerate_pairs.txt"
+    bad.write_text(content, encoding="utf-8")
+    code, _, err = identify(capsys, faces, "--pairs", bad, "--tag", "degenerate")
+    assert code == 2 and err.count("\n") == 1, err
+    assert err.startswith("openlt identify: error: ") and str(bad) in err and message in err
+    assert not Run(faces["run"]).identification_path("degenerate").exists()
+
+
+def test_a_self_pair_through_a_symlink_is_refused(faces, capsys):
+    link = faces["tmp"] / "root" / "0" / "pair_alias.png"
+    link.symlink_to(faces["tmp"] / "root" / "0" / "30.png")
+    try:
+        pairs = faces["tmp"] / "alias_pairs.txt"
+        pairs.write_text("0/30.png 1/12.png 0\n0/pair_alias.png 0/30.png 1\n", encoding="utf-8")
+        code, _, err = identify(capsys, faces, "--pairs", pairs)
+        assert code == 2 and err == (f"openlt identify: error: {pairs}, line 2: a pair of an image with itself "
+                                     "('0/pair_alias.png' and '0/30.png' are one file): its score is 1, accepted at "
+                                     "any threshold; a verification pair needs two images\n")
+    finally:
+        link.unlink()
+
+
+def test_probes_of_no_enrolled_identity_are_refused(faces, capsys):
+    """Probes of no enrolled identity (-1, a new identity the gallery does not enrol): rank-1 and the open-set rates
+    have nothing to count (was: exit 0 with every rank-1 '-'); an empty probe list; probes all enrolled: the open
+    set is said to be not measured (issue 14)."""
+    probe = write_list(faces["tmp"] / "unenrolled.txt", [("5/5.png", -1), ("6/5.png", 6), ("6/6.png", 6)])
+    code, _, err = identify(capsys, faces, "--probe", probe, "--tag", "unenrolled")
+    assert code == 2 and err == (f"openlt identify: error: {probe}: none of its 3 probe(s) has an enrolled identity "
+                                 "(labels -1, 6; enrolled: the run's 0..3): rank-1 and the open-set rates need probes "
+                                 "of enrolled identities; enrol new ones with --gallery\n")
+    assert not Run(faces["run"]).identification_path("unenrolled").exists()
+    empty = faces["tmp"] / "empty_probe.txt"
+    empty.write_text("# nothing\n", encoding="utf-8")
+    code, _, err = identify(capsys, faces, "--probe", empty)
+    assert code == 2 and err == f"openlt identify: error: split file {empty} lists no images\n"
+    probe = write_list(faces["tmp"] / "mated.txt", [("0/30.png", 0), ("2/10.png", 2)])
+    code, out, err = identify(capsys, faces, "--probe", probe, "--tag", "mated")
+    assert code == 0, err
+    assert "open set: not measured (needs probes of enrolled and of unenrolled identities (label -1))" in out

@@ -28,14 +28,16 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
-from openlt.config import Config, read_utf8
+from openlt.config import Config, build_config, read_utf8, to_dict
 from openlt.data.build import DataBundle, prepare_data
 from openlt.data.datasets import FileImageLoader, SplitDataset
 from openlt.data.splitfile import SplitEntries, normalise_item, read_split_file
+from openlt.engine.evaluate import EVAL_KEYS
 from openlt.engine.features import extract_features, load_features
+from openlt.engine.manifest import verify_manifest
 from openlt.engine.precision import inference_amp
 from openlt.engine.run import Run
-from openlt.engine.runtime import load_run_model, make_loader, resolve_device
+from openlt.engine.runtime import load_run_model, make_loader, resolve_device, trained_config
 from openlt.errors import ConfigError, DataError
 from openlt.io import write_json
 from openlt.metrics.identification import (DEFAULT_CHUNK, IDENTITY_BANDS, IdentityBands, enrol, match,
@@ -94,7 +96,33 @@ def read_pairs_file(path: str | Path) -> PairList:
     if len(set(pairs.same)) < 2:
         raise DataError(f"pairs file {path} needs genuine (1) and impostor (0) pairs; it has only "
                         f"{'genuine' if pairs.same[0] else 'impostor'} ones")
+    check_pairs(pairs)
     return pairs
+
+
+def check_pairs(pairs: PairList, keys: dict[str, Any] | None = None) -> None:
+    """DataError, naming the file and line(s), for a pair of an image with itself (its score is 1: a genuine one is
+    accepted at any threshold, an impostor one is never rejected), a pair given twice (also as (b, a): it counts
+    twice in TAR / FAR) and a pair given as both same (1) and different (0) (one of the two is wrong). `keys`:
+    each image's identity (a file's (device, inode), so that a symlink is the same image); default its name."""
+    keys = keys or {}
+    seen: dict[frozenset, tuple[int, int]] = {}
+    for a, b, same, line in zip(pairs.first, pairs.second, pairs.same, pairs.lines):
+        ka, kb = keys.get(a, a), keys.get(b, b)
+        where = f"{pairs.path}, line {line}"
+        if ka == kb:
+            alias = "" if a == b else f" ({a!r} and {b!r} are one file)"
+            raise DataError(f"{where}: a pair of an image with itself{alias}: its score is 1, accepted at any "
+                            f"threshold; a verification pair needs two images")
+        pair = frozenset((ka, kb))
+        if pair in seen:
+            then, line_then = seen[pair]
+            if then != same:
+                raise DataError(f"{where}: the pair {a!r} {b!r} is {same} here but {then} at line {line_then} "
+                                f"(same and different identity): keep the right one")
+            raise DataError(f"{where}: the pair {a!r} {b!r} repeats line {line_then} (a pair counts once, in either "
+                            f"order): remove one")
+        seen[pair] = (same, line)
 
 
 def read_list(kind: str, path: str | Path) -> SplitEntries:
@@ -108,6 +136,44 @@ def read_list(kind: str, path: str | Path) -> SplitEntries:
         line = entries.lines[entries.labels.index(-1)]
         raise DataError(f"{path}, line {line}: a gallery image needs its identity (a label >= 0), got -1")
     return entries
+
+
+# what `openlt identify RUN key=value` may override: where the run's data is now, how it is loaded and where the
+# network runs (as `openlt eval` takes them: evaluate.EVAL_KEYS), and eval.batch_size; the rest describes the run
+IDENTIFY_KEYS = (*EVAL_KEYS, "eval.batch_size")
+# the run's data folders identify reads (its training images: their features are the templates, and no probe may be
+# one of them), from config.yaml unless overridden
+RUN_FOLDERS = ("data.split_dir", "data.root", "data.open_root")
+
+
+def identify_config(run: Run, checkpoint: str = "best", overrides: Sequence[str] | None = None) -> Config:
+    """The run's config.yaml with `overrides` ("key=value" strings of :data:`IDENTIFY_KEYS`, e.g. data.root=NEW when
+    the run's images moved) applied, checked against the config its checkpoint records (`trained_config`), its data
+    folders present. ConfigError / DataError, one line naming the key (and RUN/config.yaml), before any work."""
+    overrides = list(overrides or [])
+    given = set()
+    for item in overrides:
+        key = item.split("=", 1)[0].strip()
+        if "=" in item and key not in IDENTIFY_KEYS:
+            raise ConfigError(f"{key} is not an identify setting: `openlt identify RUN key=value` may override "
+                              f"{', '.join(IDENTIFY_KEYS)} (where the run's data is now and how it is read); the "
+                              f"rest describes the trained run")
+        given.add(key)
+    cfg = run.config()
+    if overrides:
+        cfg = build_config(base=to_dict(cfg), overrides=overrides)
+    cfg = trained_config(run, checkpoint, "identify", cfg)
+    for key in RUN_FOLDERS:
+        value = getattr(cfg.data, key.split(".", 1)[1])
+        if value is None or Path(value).expanduser().is_dir():
+            continue
+        if key in given:
+            raise DataError(f"{key}={value}: no such folder")
+        raise DataError(f"{run.config_file}: {key} {value} is not a folder; identify reads the run's training images "
+                        f"(their features are the templates, and no probe may be one of them) from there: if the "
+                        f"data moved, pass {key}=NEW_FOLDER (`openlt identify {run.path} {key}=NEW_FOLDER ...`; "
+                        f"--root is only where the lists' paths are)")
+    return cfg
 
 
 def _loaders(data: DataBundle, root: str | None, distractor_root: str | None) -> dict[str, Any]:
@@ -206,31 +272,49 @@ def check_probes_held_out(lists: dict[str, SplitEntries], keys: dict[str, list],
                 "images of the distractor list (each would match itself as a distractor)")
 
 
+def check_probes_enrolled(lists: dict[str, SplitEntries], data: DataBundle) -> None:
+    """DataError when no probe has an enrolled identity (the run's training identities, and the gallery list's):
+    rank-1 counts only such probes, and the open-set rates need them too, so nothing would be measured."""
+    probe = lists["probe"]
+    enrolled = set(range(data.num_classes)) | set(lists["gallery"].labels if "gallery" in lists else ())
+    if not any(label in enrolled for label in probe.labels):
+        others = sorted(set(probe.labels))
+        shown = ", ".join(map(str, others[:5])) + (", ..." if len(others) > 5 else "")
+        gallery = " and the gallery list's" if "gallery" in lists else ""
+        raise DataError(f"{probe.path}: none of its {len(probe.items)} probe(s) has an enrolled identity (labels "
+                        f"{shown}; enrolled: the run's 0..{data.num_classes - 1}{gallery}): rank-1 and the open-set "
+                        f"rates need probes of enrolled identities; enrol new ones with --gallery")
+
+
 def identify_run(run: Run, probe: str | None = None, gallery: str | None = None, distractors: str | None = None,
                  pairs: str | None = None, *, root: str | None = None, distractor_root: str | None = None,
                  checkpoint: str = "best", device: str | None = None, many_above: int = 20,
                  fpirs: Sequence[float] = (0.1, 0.01), fars: Sequence[float] = (1e-3, 1e-4),
-                 chunk_size: int = DEFAULT_CHUNK, tag: str | None = None, quiet: bool = False) -> dict[str, Any]:
+                 chunk_size: int = DEFAULT_CHUNK, tag: str | None = None, quiet: bool = False,
+                 overrides: Sequence[str] | None = None) -> dict[str, Any]:
     """Identification and / or verification numbers of a run's features; written to identification(-TAG).json.
 
     ``probe`` / ``gallery`` / ``distractors``: list files (see the module docstring); ``pairs``: a pairs file;
     paths in them are relative to ``root`` (default: the run's image root), distractors' to
-    ``distractor_root`` (default: ``root``). Returns ``{"protocol", "run", "checkpoint", "files", "gallery",
+    ``distractor_root`` (default: ``root``). ``overrides``: "key=value" strings of :data:`IDENTIFY_KEYS`
+    (:func:`identify_config`), e.g. ``data.root=NEW`` when the run's own images moved. Returns ``{"protocol", "run", "checkpoint", "files", "gallery",
     "identification", "open_set"}`` (with a probe list) and ``"verification"`` (with pairs). ConfigError /
     DataError for a bad request, file, line or image, before the model is loaded."""
     bands = _check_request(probe, gallery, distractors, pairs, many_above, chunk_size)
     paths = {"probe": probe, "gallery": gallery, "distractors": distractors}
     lists = {kind: read_list(kind, path) for kind, path in paths.items() if path is not None}
     pair_list = read_pairs_file(pairs) if pairs is not None else None
-    cfg = run.config()
+    cfg = identify_config(run, checkpoint, overrides)
     data = prepare_data(cfg, default_split_dir=run.splits_dir)
+    verify_manifest(run, data, "eval", splits=("train",))  # the training split (templates) the run was trained on
     loaders = _loaders(data, root, distractor_root)
     keys = {kind: loaders[kind].check(entries) for kind, entries in lists.items()}
     if "probe" in lists:
         check_probes_held_out(lists, keys, data)
+        check_probes_enrolled(lists, data)
     if pair_list is not None:
         lists["pairs"] = pair_list.images()
-        loaders["pairs"].check(lists["pairs"])
+        check_pairs(pair_list, dict(zip(lists["pairs"].items, loaders["pairs"].check(lists["pairs"]))))
     dev = resolve_device(device or cfg.train.device)
     train = load_features(run, ("train",), checkpoint, device=str(dev), quiet=quiet, cfg=cfg)["train"] if probe else None
     _, data, model, _ = load_run_model(run, checkpoint, dev, cfg)
@@ -259,6 +343,8 @@ def format_identification(result: dict[str, Any]) -> str:
         cells = [f"{name} {_pct(ident['rank1'][name])} ({ident['n_probes'][name]})"
                  for name in (*IDENTITY_BANDS, "overall")]
         out.append(f"rank-1 % (probes), bands {ident['bands']}: " + ", ".join(cells))
+        if not result["open_set"].get("at_fpir"):
+            out.append(f"open set: not measured ({result['open_set'].get('note')})")
         for fpir, at in (result["open_set"].get("at_fpir") or {}).items():
             out.append(f"open set at FPIR {fpir}: TPIR {_pct(at['tpir'])}, unenrolled rejected "
                        f"{_pct(at['rejection_rate'])}" + ("" if at["reliable"] else " (too few unenrolled probes)"))
