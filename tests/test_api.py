@@ -139,7 +139,8 @@ def test_bad_inputs_are_one_line_errors(trained, tmp_path):
     (tmp_path / "bad.png").write_text("no")
     with pytest.raises(DataError, match="corrupt or unreadable image"):
         loaded.predict([tmp_path / "bad.png"])
-    with pytest.raises(DataError, match="a path, a PIL image or a float tensor"):
+    with pytest.raises(DataError, match="^image 0 of those given has type int: an image must be a path, a PIL "
+                                        r"image, or \(not in a list\) a batch tensor \(N, C, H, W\)$"):
         loaded.predict([3])
     assert all(r["threshold"] == 0.5 for r in loaded.predict(images / "dog"))
     with pytest.raises(RunDirError, match="run directory not found"):

@@ -25,7 +25,9 @@ def make_run(path: Path, overrides=(), calibration: bool = True) -> tuple[Run, t
     """(the run, its model in eval mode): resnet10 on 3-channel 16 px images of CLASSES, seed 0; OLTR's
     centroids are drawn away from zero so that reachability varies; calibration.json keeps 90 % of 50 random
     msp values (fitted on checkpoints/best.safetensors) unless `calibration` is False."""
-    cfg = build_config(None, ["model.backbone=resnet10", "train.device=cpu", *overrides])
+    # the config gives the input inference.json describes (prediction checks the one against the other)
+    cfg = build_config(None, ["model.backbone=resnet10", "train.device=cpu", "data.dataset=image-folder",
+                              "data.image_size=16", *overrides])
     spec = InferenceSpec(CLASSES, 3, 16, eval_transform_spec("small", 16, IMAGENET_MEAN, IMAGENET_STD), ("eel",))
     run = Run(path)
     run.checkpoints_dir.mkdir(parents=True)

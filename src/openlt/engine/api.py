@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+import numbers
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -97,9 +98,17 @@ class LoadedRun:
     def features(self, images: Images, batch_size: int = 64) -> torch.Tensor:
         """(N, D) float32 CPU tensor: the pooled feature the classifier head sees (after attention and
         feature_fc where the model has them), one row per image, in order; (0, D) for no image. ConfigError for a
-        `batch_size` below 1, DataError as :meth:`predict`."""
+        `batch_size` below 1, DataError as :meth:`predict` (also for an image whose feature is not finite)."""
         _check_batch_size(batch_size)
-        rows = [self._predictor.outputs(batch)["feature"] for _, batch in self._batches(images, batch_size)]
+        rows = []
+        for paths, batch in self._batches(images, batch_size):
+            feature = self._predictor.outputs(batch)["feature"]
+            finite = torch.isfinite(feature).all(dim=1).tolist()
+            if not all(finite):
+                i = finite.index(False)
+                where = paths[i] or f"image {sum(map(len, rows)) + i} of those given"
+                raise DataError(f"{where}: {NON_FINITE}")
+            rows.append(feature)
         if rows:
             return torch.cat(rows)
         spec = self._predictor.spec  # D from one blank image: the model knows it, the config may not say it
@@ -141,16 +150,24 @@ class LoadedRun:
                 yield [None] * len(part), part
             return
         items = list(images) if isinstance(images, (list, tuple)) else [images]
-        pictures = [p for item in items for p in self._pictures(item)]
+        pictures = [p for i, item in enumerate(items) for p in self._pictures(item, i)]
         for start in range(0, len(pictures), batch_size):
             part = pictures[start : start + batch_size]
             yield [p for p, _ in part], self._predictor.preprocess([img for _, img in part])
 
-    def _pictures(self, item: Any) -> list[tuple[str | None, Image.Image]]:
+    def _pictures(self, item: Any, index: int) -> list[tuple[str | None, Image.Image]]:
+        """The (path or None, PIL image) pairs of the `index`-th item given: a PIL image, or a path (a file, a
+        folder's images, a glob's matches). DataError naming the item for anything else, and for an empty image."""
         if isinstance(item, Image.Image):
+            if item.width < 1 or item.height < 1:
+                raise DataError(f"image {index} of those given is empty ({item.width}x{item.height} px)")
             return [(None, item)]
+        if isinstance(item, (torch.Tensor, np.ndarray)):
+            raise DataError(f"image {index} of those given has type {type(item).__name__}: tensors and arrays "
+                            f"cannot be mixed into a list; pass one batch tensor (N, C, H, W) or a list of paths / PIL images")
         if not isinstance(item, (str, os.PathLike)):
-            raise DataError(f"an image must be a path, a PIL image or a float tensor, got {type(item).__name__}")
+            raise DataError(f"image {index} of those given has type {type(item).__name__}: an image must be a "
+                            f"path, a PIL image, or (not in a list) a batch tensor (N, C, H, W)")
         found = []
         for path, problem in expand_inputs([os.fspath(item)]):
             if problem is not None:
@@ -169,6 +186,13 @@ def _as_batch(images: torch.Tensor | np.ndarray, in_chans: int, size: int) -> to
     input as the run was trained (inference.json); DataError otherwise (another size would be classified without a
     word: the network pools whatever it gets)."""
     tensor = torch.as_tensor(images)
+    if tensor.device.type == "meta":
+        raise DataError("a tensor of images on the meta device holds no values to label: give one on the CPU or a "
+                        "GPU (or paths / PIL images)")
+    if tensor.layout != torch.strided:
+        raise DataError(f"a tensor of images must be dense, got layout {tensor.layout}: convert it with "
+                        f".to_dense() (or give paths / PIL images)")
+    tensor = tensor.detach()  # labelling needs no gradient (and warns about none)
     if tensor.dim() == 3:
         tensor = tensor.unsqueeze(0)
     if tensor.dim() != 4 or tuple(tensor.shape[1:]) != (in_chans, size, size) or not tensor.is_floating_point():
@@ -208,8 +232,51 @@ def load_run(path: str | os.PathLike, checkpoint: str = "best", device: str | No
     RunDirError for a missing or damaged run directory, for a run that another process is training (train.lock),
     for a run never evaluated without `threshold`, and for a
     calibration or fitted score of another checkpoint (the message names the `openlt eval` command that fits it);
-    ConfigError for a bad threshold or device."""
+    ConfigError for a bad threshold or device, and for a `path` or `checkpoint` that is not one (a checkpoint is
+    'best', 'last' or the plain name of another file in checkpoints/, never a path out of it)."""
+    if isinstance(path, bool) or not isinstance(path, (str, os.PathLike)):
+        raise ConfigError(f"load_run: path must be a run directory (a str or os.PathLike), got "
+                          f"{type(path).__name__} {path!r}")
+    threshold = _threshold_argument(threshold)
+    device = _device_argument(device)
+    _check_checkpoint(checkpoint)
     run = open_run(path)
     run.check_not_training("load")  # its best checkpoint and calibration are still changing
     predictor = Predictor.load(run, checkpoint, threshold, device, options=("threshold", "device"))
     return LoadedRun(predictor, checkpoint, threshold)
+
+
+def _threshold_argument(threshold: object) -> float | None:
+    """load_run's `threshold` as a float: None, or a real number (int, float, numpy scalar; not a bool, not a
+    string: the CLI's --threshold parses text, the API takes numbers). Finiteness and range are checked with the
+    run's score (Rejector.fixed, check_threshold_range). ConfigError otherwise."""
+    if threshold is None:
+        return None
+    if isinstance(threshold, bool) or not isinstance(threshold, numbers.Real):
+        raise ConfigError(f"threshold must be a number (e.g. 0.5) or None, got {type(threshold).__name__} "
+                          f"{threshold!r}")
+    return float(threshold)
+
+
+def _device_argument(device: object) -> str | None:
+    """load_run's `device` as a name: None (CUDA when available, else the CPU), a str ("cpu", "cuda", "cuda:1";
+    checked by runtime.resolve_device) or a torch.device. ConfigError for anything else, e.g. an int (0 is not
+    "cuda:0" here: give the name)."""
+    if device is None or isinstance(device, torch.device):
+        return None if device is None else str(device)
+    if not isinstance(device, str) or not device.strip():
+        raise ConfigError(f"device must be a device name such as 'cpu', 'cuda' or 'cuda:1' (or None: CUDA when "
+                          f"available), got {type(device).__name__} {device!r}")
+    return device
+
+
+def _check_checkpoint(checkpoint: object) -> None:
+    """ConfigError unless `checkpoint` is 'best', 'last' or one plain file name (without .safetensors) inside
+    the run's checkpoints/: no path, no '..', nothing that leaves the run directory."""
+    if checkpoint in ("best", "last"):
+        return
+    plain = (isinstance(checkpoint, str) and checkpoint not in ("", ".", "..") and "/" not in checkpoint
+             and "\\" not in checkpoint and "\0" not in checkpoint and not checkpoint.startswith("."))
+    if not plain:
+        raise ConfigError(f"checkpoint must be 'best', 'last' or the plain name of a file in the run's "
+                          f"checkpoints/ (without .safetensors), got {checkpoint!r}")

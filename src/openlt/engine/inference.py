@@ -15,8 +15,11 @@ checkpoint of another sha256 (``--checkpoint last`` after evaluating best, or be
 the `openlt eval` command that fits them for it. A run never evaluated is refused too, unless a threshold is given
 or its evaluation would reject nothing (no open and no validation split): prediction never calibrates by itself.
 
-No split file, image folder or data set is opened. A run trained before inference.json existed is described
-from its data once (:func:`inference_spec` falls back to ``prepare_data``).
+No split file, image folder or data set is opened. inference.json is checked against the run's own record
+before it is used (:func:`check_inference`: classes against split_manifest.json, input and transform against
+config.yaml): a hand edit would name or preprocess every image wrongly without a word. A run trained before
+inference.json existed is described from its data once (:func:`inference_spec` falls back to ``prepare_data``),
+after checking that its split files still hold the classes its split_manifest.json records.
 """
 
 from __future__ import annotations
@@ -31,13 +34,13 @@ from pathlib import Path
 import torch
 
 from openlt.config import Config
-from openlt.data.build import DataBundle, prepare_data
+from openlt.data.build import SMALL_IMAGES, DataBundle, prepare_data
 from openlt.data.transforms import FAMILIES, eval_transform, eval_transform_spec, normalisation
 from openlt.engine.checkpoint import load_checkpoint
-from openlt.engine.manifest import read_run_manifest
+from openlt.engine.manifest import _class_change, _class_source, read_run_manifest
 from openlt.engine.run import Run
 from openlt.engine.runtime import to_device
-from openlt.errors import NotFittedError, RunDirError
+from openlt.errors import NotFittedError, OpenLTError, RunDirError
 from openlt.io import sha256_file, write_json
 from openlt.models.model import OpenLTModel, build_model
 from openlt.openset import (OpenSetScore, Rejector, build_score, check_threshold_range, load_score, parse_threshold,
@@ -164,12 +167,95 @@ def read_inference(run: Run) -> InferenceSpec | None:
 
 
 def inference_spec(run: Run, cfg: Config) -> InferenceSpec:
-    """The run's inference description: its inference.json, or for a run without one (trained by an older
-    openlt) the description of its data, read once through ``prepare_data`` (its split files must be there)."""
+    """The run's inference description: its inference.json, checked against the run's own record
+    (:func:`check_inference`), or for a run without one (trained by an older openlt) the description of its data,
+    read once through ``prepare_data`` (its split files must be there), whose class list must be the one its
+    split_manifest.json records (:func:`spec_from_data`). RunDirError, one line naming the file, otherwise."""
     spec = read_inference(run)
     if spec is None:
-        spec = InferenceSpec.from_data(prepare_data(cfg, default_split_dir=run.splits_dir))
+        return spec_from_data(run, cfg)
+    check_inference(run, cfg, spec)
     return spec
+
+
+_OLD_RUN = "has no inference.json (a run of an older openlt), so its classes and input are read from its split files"
+_REWRITE = (f"`openlt eval RUN` where they are writes inference.json once, and the run then needs no split file "
+            f"to label images")
+
+
+def spec_from_data(run: Run, cfg: Config) -> InferenceSpec:
+    """The description of a run without inference.json, from its split files as they are now (``prepare_data``),
+    after checking that their class list is the one the run was trained with (its split_manifest.json): after
+    `openlt split --force` in its split folder, labels would otherwise be named after other classes. A run
+    without split_manifest.json cannot be checked (a warning says so). RunDirError naming the run, what changed
+    and the remedy; also when the split files cannot be read."""
+    recorded = read_run_manifest(run) if run.manifest_file.is_file() else None
+    try:
+        data = prepare_data(cfg, default_split_dir=run.splits_dir)
+    except OpenLTError as exc:
+        raise RunDirError(f"{run.path} {_OLD_RUN}, and these cannot be read: {exc}") from None
+    if recorded is None:
+        _LOG.warning("%s has neither inference.json nor %s: its class names are read from %s unchecked (the "
+                     "split files it was trained on are not known)", run.path, run.manifest_file.name,
+                     _class_source(data))
+        return InferenceSpec.from_data(data)
+    if recorded["class_names"] != data.class_names:
+        raise RunDirError(f"{run.path} {_OLD_RUN}, but the class list changed since the run was trained "
+                          f"({_class_change(recorded['class_names'], data.class_names)}, from {_class_source(data)}; "
+                          f"{run.manifest_file.name} records the run's): its labels would be named after other "
+                          f"classes; restore the split files it was trained on (or point data.split_dir in "
+                          f"{run.config_file} at a copy of them); {_REWRITE.replace('RUN', str(run.path))}")
+    return InferenceSpec.from_data(data)
+
+
+def expected_input(cfg: Config) -> tuple[int, int, dict]:
+    """(in_chans, image_size, evaluation transform spec) that `cfg` (a run's config.yaml) gives its data, without
+    reading it: as ``prepare_data`` chooses them (data.in_chans or the data set's; data.image_size, which
+    training records when it chose the images' own size, or the data set's default; data.transform or, for auto,
+    small up to SMALL_IMAGES px, else imagenet; the data set's normalisation)."""
+    data = cfg.data
+    in_chans = data.in_chans or (1 if data.dataset == "fashion-mnist" else 3)
+    size = data.image_size or {"fashion-mnist": 28, "cifar10": 32, "cifar100": 32}.get(data.dataset, 224)
+    family = data.transform if data.transform != "auto" else ("small" if size <= SMALL_IMAGES else "imagenet")
+    mean, std = normalisation(data.dataset, in_chans, family)
+    return in_chans, size, eval_transform_spec(family, size, mean, std)
+
+
+def _label_difference(recorded: list[str], given: list[str]) -> str:
+    """How inference.json's classes (`given`) differ from split_manifest.json's (`recorded`), briefly."""
+    if len(recorded) != len(given):
+        return f"{len(given)} classes in inference.json, {len(recorded)} there"
+    i = next(i for i, (a, b) in enumerate(zip(recorded, given)) if a != b)
+    return f"label {i} is {given[i]!r} in inference.json, {recorded[i]!r} there"
+
+
+def check_inference(run: Run, cfg: Config, spec: InferenceSpec) -> None:
+    """Refuse an inference.json that does not describe the run it is in: its classes (names and order) against
+    split_manifest.json's class_names (and open_classes against its open_class_names), its in_chans, image_size
+    and transform against what config.yaml gives (:func:`expected_input`). A hand edit (classes reordered,
+    another size or normalisation) would label every image without a word. RunDirError, one line naming
+    inference.json, the key and both values. A run without split_manifest.json has its classes unchecked."""
+    where = run.inference_file
+    restore = (f"one of the two was edited since training: restore the edited one ({where.name} is written by "
+               f"training; without it the run is described from its split files)")
+    if run.manifest_file.is_file():
+        manifest = read_run_manifest(run)
+        names, opened = manifest["class_names"], manifest.get("open_class_names")
+        if list(spec.classes) != names:
+            raise RunDirError(f"{where}: classes differ from class_names in {run.manifest_file} "
+                              f"({_label_difference(names, list(spec.classes))}); {restore}")
+        if isinstance(opened, list) and list(spec.open_classes) != opened:
+            raise RunDirError(f"{where}: open_classes is {list(spec.open_classes)}, but {run.manifest_file} "
+                              f"records {opened} (open_class_names); {restore}")
+    in_chans, size, transform = expected_input(cfg)
+    checks = [("in_chans", spec.in_chans, in_chans, "data.in_chans, data.dataset"),
+              ("image_size", spec.image_size, size, "data.image_size, data.dataset")]
+    checks += [(f"transform.{key}", spec.transform.get(key), value, "data.dataset, data.transform, data.image_size")
+               for key, value in transform.items()]
+    for key, then, now, keys in checks:
+        if then != now:
+            raise RunDirError(f"{where}: {key} is {json.dumps(then)}, but {run.config_file} gives {json.dumps(now)} "
+                              f"({keys}); {restore}")
 
 
 def build_run_model(run: Run, cfg: Config, spec: InferenceSpec, checkpoint: str = "best",

@@ -460,11 +460,20 @@ def _umask() -> int:
 
 
 def open_run(path: str | Path) -> Run:
-    """An existing run directory; RunDirError when it is missing or holds no config.yaml."""
+    """An existing run directory; RunDirError when it is missing, a file (a run's config.yaml: its folder is
+    named), an export bundle (`openlt export`: not a run), or holds no config.yaml."""
     path = Path(path)
+    if path.is_file():
+        folder = path.parent if (path.parent / "config.yaml").is_file() else None
+        raise RunDirError(f"{path} is a file, not a run directory"
+                          + (f" (give its folder {folder})" if folder is not None else ""))
     if not path.is_dir():
         raise RunDirError(f"run directory not found: {path}")
     run = Run(path)
     if not run.config_file.is_file():
+        if (path / "openlt.json").is_file() and (path / "model.safetensors").is_file():  # engine/export.FILES
+            raise RunDirError(f"{path} is an export bundle (`openlt export`: openlt.json, model.safetensors), not a "
+                              f"run directory: give the run directory it was exported from (openlt.json's "
+                              f"source.run); the bundle is for use without openlt (its openlt.json describes it)")
         raise RunDirError(f"{path} is not an openlt run directory (no {run.config_file.name})")
     return run
