@@ -184,12 +184,12 @@ def _eval(args: argparse.Namespace) -> int:
 
 
 def _predict(args: argparse.Namespace) -> int:
-    from openlt.engine.predict import Predictor, output_format, predict_files, write_records
+    from openlt.engine.predict import Predictor, check_output, predict_files, write_records
     from openlt.engine.run import open_run
     from openlt.errors import ConfigError, DataError
 
     if args.output is not None:
-        output_format(args.output)  # a bad file name fails before the model is loaded
+        check_output(args.output)  # a bad file name or folder fails before the model is loaded
     if args.topk < 1 or args.batch_size < 1:
         raise ConfigError(f"--topk and --batch-size must be at least 1 (got {args.topk}, {args.batch_size})")
     run = open_run(args.run)
@@ -210,17 +210,27 @@ def _predict(args: argparse.Namespace) -> int:
     failed = [r for r in records if r["error"] is not None]
     if failed:  # every other image was labelled (and saved); the exit status says that some were not
         raise DataError(f"{len(failed)} of {len(records)} images could not be labelled (see their lines); "
-                        f"first: {failed[0]['error']}")
+                        f"first: {_escaped(failed[0]['error'])}")
     return 0
 
 
 def _prediction_line(r: dict, topk: int) -> str:
-    """One tab-separated line of `openlt predict`: path, label (or the error), confidence, top-k when asked."""
+    """One tab-separated line of `openlt predict`: path, label (or the error), confidence, top-k when asked.
+    A path that is not printable text (a tab, a newline, another control character, bytes that are not UTF-8)
+    or that starts with a quote is written as a Python string literal (its repr: 'a\\tb.png'), so that each
+    image keeps one line of tab-separated fields; an error's control characters are escaped likewise."""
+    path = r["path"]
+    path = repr(path) if not path.isprintable() or path.startswith(("'", '"')) else path
     if r["error"] is not None:
-        return f"{r['path']}\terror: {r['error']}"
+        return f"{path}\terror: {_escaped(r['error'])}"
     label = f"unknown (best guess {r['top_class']})" if r["rejected"] else r["class_name"]
     top = "" if topk < 2 else "\t" + ", ".join(f"{t['class_name']} {t['probability']:.3f}" for t in r["topk"])
-    return f"{r['path']}\t{label}\t{r['confidence']:.3f}{top}"
+    return f"{path}\t{label}\t{r['confidence']:.3f}{top}"
+
+
+def _escaped(text: str) -> str:
+    """`text` with each character that is not printable (a tab, a newline, ...) escaped as in a Python string."""
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
 
 
 def _export(args: argparse.Namespace) -> int:
@@ -450,7 +460,11 @@ def _add_eval_command(sub: argparse._SubParsersAction) -> None:
 def _add_predict_command(sub: argparse._SubParsersAction) -> None:
     """The `openlt predict` subcommand and its options."""
     p = sub.add_parser("predict", help="label images with a trained run (its directory alone); 'unknown' when "
-                       "rejected")
+                       "rejected", description="Label images with a trained run: one tab-separated line per image "
+                       "(path, class or 'unknown', confidence, top-k), or 'path<TAB>error: ...' for an image that "
+                       "cannot be read (the others are labelled; exit status 2). A path that is not printable text "
+                       "(a tab, a newline, another control character) or that starts with a quote is printed as a "
+                       "Python string literal ('a\\tb.png'); --json and --output keep paths as they are.")
     p.add_argument("run")
     p.add_argument("images", nargs="+", help="image files, folders (their image files, recursively) or glob "
                    "patterns ('photos/**/*.jpg')")
@@ -469,14 +483,15 @@ def _add_predict_command(sub: argparse._SubParsersAction) -> None:
 
 
 def threshold_option(text: str) -> float:
-    """The value of eval / predict / export --threshold: a finite number (argparse names the option in its error)."""
+    """The value of eval / predict / export --threshold: a finite number written plainly, as a config value
+    (config.finite_number: no '1_0', no full-width digits, no spaces; argparse names the option in its error)."""
+    from openlt.config import finite_number
+    from openlt.errors import ConfigError
+
     try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a number, got {text!r}") from None
-    if not math.isfinite(value):
-        raise argparse.ArgumentTypeError(f"must be a finite number, got {text!r}")
-    return value
+        return finite_number(text)
+    except ConfigError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _join_negative_values(argv: list[str]) -> list[str]:

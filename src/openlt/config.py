@@ -11,7 +11,9 @@ from __future__ import annotations
 import dataclasses
 import json
 import difflib
+import errno
 import math
+import os
 import re
 import types
 import warnings
@@ -611,6 +613,27 @@ def _hostile_text(value: Any) -> str | None:
     return None
 
 
+# the keys that name a file or folder (engine.run.PATH_KEYS and data.class_names)
+_PATH_FIELDS = ("data.root", "data.open_root", "data.split_dir", "data.class_names", "model.pretrained",
+                "train.init_from")
+
+
+def _path_name_problem(value: Any) -> str | None:
+    """A path the filesystem refuses by its name alone (too long: ENAMETOOLONG; a folder on the way that cannot
+    be searched: EACCES), named here with its key rather than as a raw OSError later. A missing path is no
+    problem here: the command that reads it says what is missing."""
+    if not isinstance(value, str) or not value:
+        return None
+    try:
+        os.stat(os.path.expanduser(value))
+    except (OSError, ValueError) as exc:
+        reason = getattr(exc, "errno", None)
+        if reason in (errno.ENAMETOOLONG, errno.EACCES):
+            shown = repr(value) if len(value) <= 80 else f"{value[:40]!r}... ({len(value)} characters)"
+            return f"cannot be used as a path: {exc.strerror}, got {shown}"
+    return None
+
+
 class _Problems:
     """The problems of one config, each a line naming the key (and the file and line it came from)."""
 
@@ -687,7 +710,7 @@ def _check(obj: Any, prefix: str, problems: _Problems) -> None:
         if full in problems.keys:
             continue
         rule = f.metadata.get("rule")
-        problem = _hostile_text(value)
+        problem = _hostile_text(value) or (_path_name_problem(value) if full in _PATH_FIELDS else None)
         if problem is None and rule is not None:
             choice = rule.allowed() and value is not None and value not in rule.allowed()
             if choice and all(isinstance(c, str) for c in rule.allowed()):

@@ -14,6 +14,7 @@ import csv
 import glob
 import io
 import json
+import os
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,7 +22,7 @@ from pathlib import Path
 import torch
 
 from openlt.config import Config
-from openlt.data.datasets import IMAGE_EXTENSIONS, convert_image, open_image
+from openlt.data.datasets import IMAGE_EXTENSIONS, _broken_link, convert_image, open_image
 from openlt.engine.inference import (InferenceSpec, build_run_model, checkpoint_identity, inference_spec,
                                     saved_decision, saved_score)
 from openlt.engine.precision import autocast, inference_amp
@@ -125,8 +126,16 @@ class Predictor:
 
 
 def _folder_images(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file()
+    """A folder's image files (see :func:`expand_inputs`), with its dangling symlinks named as images (their
+    link name has an image extension): each is then reported on its own line, not skipped."""
+    return sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS
+                  and (p.is_file() or _dangling(p))
                   and not any(part.startswith(".") for part in p.relative_to(folder).parts))
+
+
+def _dangling(path: Path) -> bool:
+    """True for a symlink that leads nowhere (a missing target, or a loop)."""
+    return path.is_symlink() and not path.exists()
 
 
 def expand_inputs(inputs: Iterable[str]) -> list[tuple[str, str | None]]:
@@ -134,21 +143,29 @@ def expand_inputs(inputs: Iterable[str]) -> list[tuple[str, str | None]]:
     extensions of openlt.data.datasets.IMAGE_EXTENSIONS, hidden entries skipped, sorted), a glob pattern's
     matches (``*``, ``?``, ``[``; ``**`` recursive; sorted). Returns (path, problem) pairs: problem is None, or
     a one-line reason when the entry names no image (missing path, folder without images, pattern without
-    match), so that the caller reports it on that entry's line and goes on."""
+    match, a name the filesystem refuses: too long, ...), so that the caller reports it on that entry's line and
+    goes on. A dangling symlink (named, matched, or in a folder with an image extension) is kept: reading it
+    names the link and its missing target."""
     found: list[tuple[str, str | None]] = []
     for entry in inputs:
-        path = Path(entry)
-        if path.is_dir():
-            images = _folder_images(path)
-            found += [(str(p), None) for p in images] or [(entry, f"no image files ({', '.join(IMAGE_EXTENSIONS)}) "
-                                                                  f"in the folder {entry}")]
-        elif path.exists() or not glob.has_magic(entry):
-            found.append((entry, None))  # a missing file is reported when it is read
-        else:
-            matches = sorted(glob.glob(entry, recursive=True))
-            files = [m for m in matches if Path(m).is_file()]
-            found += [(m, None) for m in files] or [(entry, f"no file matches {entry!r}")]
+        try:
+            found += _expand(entry)
+        except OSError as exc:  # a name too long for the filesystem, a folder that cannot be listed, ...
+            found.append((entry, f"cannot read {entry}: {exc.strerror or exc}"))
     return found
+
+
+def _expand(entry: str) -> list[tuple[str, str | None]]:
+    """:func:`expand_inputs` for one entry; OSError when the filesystem refuses the name itself."""
+    path = Path(entry)
+    if path.is_dir():
+        images = _folder_images(path)
+        return [(str(p), None) for p in images] or [(entry, f"no image files ({', '.join(IMAGE_EXTENSIONS)}) in "
+                                                             f"the folder {entry}")]
+    if path.exists() or path.is_symlink() or not glob.has_magic(entry):
+        return [(entry, None)]  # a missing file or a dangling symlink is reported when it is read
+    files = [m for m in sorted(glob.glob(entry, recursive=True)) if Path(m).is_file() or _dangling(Path(m))]
+    return [(m, None) for m in files] or [(entry, f"no file matches {entry!r}")]
 
 
 def _failure(path: str, message: str) -> dict:
@@ -157,8 +174,13 @@ def _failure(path: str, message: str) -> dict:
 
 def _read(path: str, mode: str):
     """The image at `path` as a PIL image of `mode`; DataError (its message names the file) when it is not one."""
-    if Path(path).is_dir():
-        raise DataError(f"not an image file but a folder: {path}")
+    try:
+        if Path(path).is_dir():
+            raise DataError(f"not an image file but a folder: {path}")
+        if _dangling(Path(path)):
+            raise DataError(f"{path} is {_broken_link(Path(path), 'file')}")
+    except OSError as exc:
+        raise DataError(f"cannot read {path}: {exc.strerror or exc}") from None
     return open_image(path, mode)
 
 
@@ -197,6 +219,31 @@ def output_format(path: str | Path) -> str:
     suffix = Path(path).suffix.lower()
     if suffix not in OUTPUT_FORMATS:
         raise ConfigError(f"--output {path}: give a .csv or .jsonl file name (got {suffix or 'no suffix'!r})")
+    return suffix
+
+
+def check_output(path: str | Path, option: str = "--output") -> str:
+    """:func:`output_format`, and that :func:`write_records` can write `path`, checked before any image is read:
+    ConfigError naming `option` and the cause when `path` is a folder, when the folder it goes in (or one above:
+    missing folders are created) is a file or a dangling symlink, or cannot be written into, or when the
+    filesystem refuses the name (too long, ...). Returns the format."""
+    suffix = output_format(path)
+    target = Path(path)
+    try:
+        if target.is_dir():
+            raise ConfigError(f"{option} {path} is a folder; give a file name (e.g. {target / ('predictions' + suffix)})")
+        folder = target.parent
+        while not folder.exists() and not folder.is_symlink():  # the folders to create, up to one that exists
+            folder = folder.parent
+        if _dangling(folder):
+            raise ConfigError(f"{option} {path}: {folder} is {_broken_link(folder, 'folder')}")
+        if not folder.is_dir():
+            raise ConfigError(f"{option} {path}: {folder} is a file, not a folder")
+        if not os.access(folder, os.W_OK | os.X_OK):
+            raise ConfigError(f"{option} {path}: the folder {folder} cannot be written into (permission denied or "
+                              f"a read-only filesystem)")
+    except OSError as exc:
+        raise ConfigError(f"{option} {path}: {exc.strerror or exc}") from None
     return suffix
 
 

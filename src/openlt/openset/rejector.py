@@ -56,9 +56,16 @@ def check_threshold_range(score_name: str, threshold: float, option: str = "eval
     bounds = SCORES.get(score_name).value_range if score_name in SCORES else None
     if bounds is not None and not bounds[0] <= threshold <= bounds[1]:
         low, high = bounds
-        raise ConfigError(f"{option} {threshold:g} is outside the range of the open-set score {score_name} "
+        raise ConfigError(f"{option} {_exact(threshold)} is outside the range of the open-set score {score_name} "
                           f"([{low:g}, {high:g}]): a threshold above {high:g} rejects every image, one below "
                           f"{low:g} none")
+
+
+def _exact(value: float) -> str:
+    """`value` as given, to its last digit (its shortest repr: 1.0000001, not 1 as :g rounds it), without a
+    trailing '.0'."""
+    text = repr(float(value))
+    return text[:-2] if text.endswith(".0") else text
 
 
 def check_rejection_config(eval_cfg: Any, has_val: bool = True) -> None:
