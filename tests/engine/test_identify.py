@@ -327,3 +327,27 @@ def test_probes_of_no_enrolled_identity_are_refused(faces, capsys):
     code, out, err = identify(capsys, faces, "--probe", probe, "--tag", "mated")
     assert code == 0, err
     assert "open set: not measured (needs probes of enrolled and of unenrolled identities (label -1))" in out
+
+
+def test_distractors_of_an_identity_are_refused(faces, capsys):
+    """A distractor labelled with an identity (was ignored: counted as no one's), one that is an image of the gallery
+    list or a training image of the run (a copy of a template's image of no identity: it took rank-1 from that
+    identity's probes): one line naming the distractor list and line, exit 2, nothing written (issue 14)."""
+    probe = faces["probe"]
+    gallery_rows = Path(faces["gallery"]).read_text(encoding="utf-8").split()
+    cases = [
+        ([("7/0.png", -1), ("8/0.png", 3)], [], "line 2: a distractor has no identity (label -1), got 3: an image of "
+         "a known identity belongs in the gallery list (--gallery) or the probe list"),
+        ([("7/0.png", -1), (gallery_rows[0], -1)], ["--gallery", faces["gallery"]],
+         f"line 2: distractor '{gallery_rows[0]}' is an image of the gallery list ({faces['gallery']}, line 1): a "
+         "distractor must be of no enrolled identity; remove it"),
+        ([("0/1.png", -1)], [], "line 1: distractor '0/1.png' is a training image of the run ("),
+    ]
+    for rows, extra, message in cases:
+        distractors = write_list(faces["tmp"] / "bad_distractors.txt", rows)
+        code, _, err = identify(capsys, faces, "--probe", probe, "--distractors", distractors, *extra,
+                                "--tag", "baddistractors")
+        assert code == 2 and err.count("\n") == 1, err
+        assert err.startswith(f"openlt identify: error: {distractors}, {message}"), err
+    assert "MS1M_LT_train.txt, line 2)" in err
+    assert not Run(faces["run"]).identification_path("baddistractors").exists()

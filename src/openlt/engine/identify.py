@@ -11,11 +11,14 @@ lists; :mod:`openlt.metrics.identification` does the rest:
   (probes labelled -1, or with an identity nowhere enrolled, should be rejected);
 * 1:1 verification from a pairs file: TAR at FAR = 1e-3 and 1e-4.
 
-Lists are split files (``relative/path label``: probe -1 = unknown identity; gallery labels >= 0; the label
-of a distractor is ignored). A pairs file holds ``path1 path2 same`` lines (same: 1 same identity, 0 not).
+Lists are split files (``relative/path label``: probe -1 = unknown identity; gallery labels >= 0; distractors
+-1, no identity). A pairs file holds ``path1 path2 same`` lines (same: 1 same identity, 0 not; no image paired
+with itself, no pair twice in either order or as both 1 and 0, genuine and impostor pairs both present).
 Identities are the run's integer labels (the training split's classes 0..K-1), new ones >= K. Everything is
 checked (files, lines, images) before the model is loaded; a probe that is a training image of the run or an
-image of the gallery list (compared as files, by device and inode) is refused: it would match its own template.
+image of the gallery list (compared as files, by device and inode) is refused: it would match its own template;
+so is a distractor that is one (it would take rank-1 from its identity), and a probe list of no enrolled identity.
+The run's own images are found from its config.yaml (``data.root``, ...; ``overrides`` when they moved).
 The result goes to RUN/identification.json.
 """
 
@@ -256,13 +259,20 @@ def _shared(probe: SplitEntries, probe_keys: list, other: SplitEntries, other_ke
                         f"test split), or rank-1 matches an image with itself; remove them from the probe list")
 
 
+def train_keys(keys: dict[str, list], data: DataBundle) -> list:
+    """The file identity of each training image of the run (`keys["train"]`, found once)."""
+    if "train" not in keys:
+        keys["train"] = data.loader_of("train").check(data.entries["train"])
+    return keys["train"]
+
+
 def check_probes_held_out(lists: dict[str, SplitEntries], keys: dict[str, list], data: DataBundle) -> None:
     """No probe is a training image (the templates are their means), an image of the gallery list (the
     template of its identity) or a distractor: the first two would match themselves and inflate rank-1, a
     distractor would match itself and take rank-1 away. Images are compared as files."""
     train = data.entries.get("train")
     if train is not None:
-        _shared(lists["probe"], keys["probe"], train, data.loader_of("train").check(train),
+        _shared(lists["probe"], keys["probe"], train, train_keys(keys, data),
                 "training images of the run (its templates are built from them)")
     if "gallery" in lists:
         _shared(lists["probe"], keys["probe"], lists["gallery"], keys["gallery"],
@@ -270,6 +280,31 @@ def check_probes_held_out(lists: dict[str, SplitEntries], keys: dict[str, list],
     if "distractors" in lists:
         _shared(lists["probe"], keys["probe"], lists["distractors"], keys["distractors"],
                 "images of the distractor list (each would match itself as a distractor)")
+
+
+def check_distractors(lists: dict[str, SplitEntries], keys: dict[str, list], data: DataBundle) -> None:
+    """Distractors are images of no enrolled identity: DataError naming the file and line for one labelled with an
+    identity (it would be counted as no one's), and for one that is an image of the gallery list or a training
+    image of the run (a copy of a template's image, of no identity: it takes rank-1 from that identity's probes).
+    Images are compared as files."""
+    distractors = lists["distractors"]
+    labelled = [(line, label) for line, label in zip(distractors.lines, distractors.labels) if label != -1]
+    if labelled:
+        line, label = labelled[0]
+        raise DataError(f"{distractors.path}, line {line}: a distractor has no identity (label -1), got {label}: an "
+                        f"image of a known identity belongs in the gallery list (--gallery) or the probe list")
+    others = [("gallery", lists.get("gallery"), keys.get("gallery"), "an image of the gallery list")]
+    if "train" in data.entries:
+        train = data.entries["train"]
+        others.append(("train", train, train_keys(keys, data), "a training image of the run"))
+    for _, other, other_keys, what in others:
+        if other is None:
+            continue
+        where = dict(zip(other_keys, other.lines))
+        for item, key, line in zip(distractors.items, keys["distractors"], distractors.lines):
+            if key in where:
+                raise DataError(f"{distractors.path}, line {line}: distractor {item!r} is {what} ({other.path}, line "
+                                f"{where[key]}): a distractor must be of no enrolled identity; remove it")
 
 
 def check_probes_enrolled(lists: dict[str, SplitEntries], data: DataBundle) -> None:
@@ -312,6 +347,8 @@ def identify_run(run: Run, probe: str | None = None, gallery: str | None = None,
     if "probe" in lists:
         check_probes_held_out(lists, keys, data)
         check_probes_enrolled(lists, data)
+        if "distractors" in lists:
+            check_distractors(lists, keys, data)
     if pair_list is not None:
         lists["pairs"] = pair_list.images()
         check_pairs(pair_list, dict(zip(lists["pairs"].items, loaders["pairs"].check(lists["pairs"]))))
