@@ -232,3 +232,29 @@ def test_train_and_eval_refuse_a_data_root_too_long_in_one_line(run, tmp_path, c
                                     f"{value[:40]!r}... (301 characters)"), err
         assert "Errno" not in err
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_sub_folder_that_cannot_be_listed_gets_its_own_error_line(run, tmp_path, capsys, monkeypatch,
+                                                                   single_thread):
+    """(pathlib's rglob skipped it without a word.) Root lists any folder: the refusal is simulated, as the
+    filesystem gives it, at os.scandir."""
+    made, images = run
+    folder = tmp_path / "f"
+    (folder / "private").mkdir(parents=True)
+    for name in ("ant.png", "private/bee.png"):
+        (folder / name).write_bytes((images / "ant.png").read_bytes())
+    scandir = os.scandir
+
+    def refuse(path="."):
+        if os.fspath(path) == str(folder / "private"):
+            raise PermissionError(13, "Permission denied", os.fspath(path))
+        return scandir(path)
+
+    monkeypatch.setattr(os, "scandir", refuse)
+    code, out, err = cli(capsys, "predict", made.path, folder)
+    lines = out.splitlines()
+    assert code == 2 and len(lines) == 2, out
+    assert lines[0].startswith(f"{folder / 'ant.png'}\t") and "error" not in lines[0]
+    assert lines[1] == (f"{folder / 'private'}\terror: cannot list the folder {folder / 'private'}: Permission "
+                        f"denied (its images are not labelled; fix its permissions)")
+    assert err.strip().startswith("openlt predict: error: 1 of 2 images could not be labelled")

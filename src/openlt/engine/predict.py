@@ -125,12 +125,25 @@ class Predictor:
                                                          open_score.tolist(), best_c.tolist(), best_p.tolist())]
 
 
-def _folder_images(folder: Path) -> list[Path]:
-    """A folder's image files (see :func:`expand_inputs`), with its dangling symlinks named as images (their
-    link name has an image extension): each is then reported on its own line, not skipped."""
-    return sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS
-                  and (p.is_file() or _dangling(p))
-                  and not any(part.startswith(".") for part in p.relative_to(folder).parts))
+def _folder_images(folder: Path) -> list[tuple[Path, str | None]]:
+    """A folder's image files (see :func:`expand_inputs`) as (path, None), sorted; its dangling symlinks with an
+    image extension are kept as images (reading one names it, on its own line, not skipped), and a sub-folder
+    that cannot be listed (no permission) is (that folder, why): its images are not skipped without a word.
+    Hidden entries are skipped; symlinked sub-folders are not followed."""
+    found: list[tuple[Path, str | None]] = []
+
+    def unlisted(exc: OSError) -> None:
+        found.append((Path(exc.filename), f"cannot list the folder {exc.filename}: {exc.strerror or exc} (its "
+                                          f"images are not labelled; fix its permissions)"))
+
+    for directory, subdirs, names in os.walk(folder, onerror=unlisted):
+        subdirs[:] = [d for d in subdirs if not d.startswith(".")]
+        for name in names:
+            path = Path(directory) / name
+            if not name.startswith(".") and path.suffix.lower() in IMAGE_EXTENSIONS and (path.is_file()
+                                                                                       or _dangling(path)):
+                found.append((path, None))
+    return sorted(found, key=lambda item: item[0])
 
 
 def _dangling(path: Path) -> bool:
@@ -144,8 +157,8 @@ def expand_inputs(inputs: Iterable[str]) -> list[tuple[str, str | None]]:
     matches (``*``, ``?``, ``[``; ``**`` recursive; sorted). Returns (path, problem) pairs: problem is None, or
     a one-line reason when the entry names no image (missing path, folder without images, pattern without
     match, a name the filesystem refuses: too long, ...), so that the caller reports it on that entry's line and
-    goes on. A dangling symlink (named, matched, or in a folder with an image extension) is kept: reading it
-    names the link and its missing target."""
+    goes on; a sub-folder that cannot be listed is such an entry too. A dangling symlink (named, matched, or in a
+    folder with an image extension) is kept: reading it names the link and its missing target."""
     found: list[tuple[str, str | None]] = []
     for entry in inputs:
         try:
@@ -160,8 +173,8 @@ def _expand(entry: str) -> list[tuple[str, str | None]]:
     path = Path(entry)
     if path.is_dir():
         images = _folder_images(path)
-        return [(str(p), None) for p in images] or [(entry, f"no image files ({', '.join(IMAGE_EXTENSIONS)}) in "
-                                                             f"the folder {entry}")]
+        return [(str(p), problem) for p, problem in images] or [
+            (entry, f"no image files ({', '.join(IMAGE_EXTENSIONS)}) in the folder {entry}")]
     if path.exists() or path.is_symlink() or not glob.has_magic(entry):
         return [(entry, None)]  # a missing file or a dangling symlink is reported when it is read
     files = [m for m in sorted(glob.glob(entry, recursive=True)) if Path(m).is_file() or _dangling(Path(m))]
