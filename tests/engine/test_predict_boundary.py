@@ -258,3 +258,12 @@ def test_a_sub_folder_that_cannot_be_listed_gets_its_own_error_line(run, tmp_pat
     assert lines[1] == (f"{folder / 'private'}\terror: cannot list the folder {folder / 'private'}: Permission "
                         f"denied (its images are not labelled; fix its permissions)")
     assert err.strip().startswith("openlt predict: error: 1 of 2 images could not be labelled")
+
+
+def test_the_help_says_how_odd_paths_are_printed(capsys):
+    with pytest.raises(SystemExit):
+        main(["predict", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert ("A path that is not printable text (a tab, a newline, another control character) or that starts with a "
+            "quote is printed as a Python string literal ('a\\tb.png'); --json and --output keep paths as they "
+            "are.") in text
