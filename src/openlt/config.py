@@ -1074,7 +1074,8 @@ def build_config(path: str | Path | None = None, overrides: list[str] | None = N
         _assign(cfg, data, "", problems)
     if overrides:
         layer = parse_overrides(overrides)
-        for key in flatten(layer):  # these keys come from the command line now, not from the file
+        for key in flatten(layer):  # these keys come from the command line now, not from the file: the whole
+            key = _replaced_value(key)  # value the override replaces (name={a: 1} replaces the file's name)
             problems.origins = {k: v for k, v in problems.origins.items() if k != key and not k.startswith(f"{key}.")}
         problems.origins.update(_override_origins(overrides, list(flatten(layer))))
         _assign(cfg, layer, "", problems)
@@ -1086,6 +1087,33 @@ def build_config(path: str | Path | None = None, overrides: list[str] | None = N
         for text in config_warnings(cfg):
             warnings.warn(text, ConfigWarning, stacklevel=2)
     return cfg
+
+
+def _section_keys(obj: Any, prefix: str = "") -> Iterator[str]:
+    """The dotted keys of the config's sections (train, model.head, ...): the dataclasses, whose keys an override
+    sets one by one; any other key's value an override replaces as a whole."""
+    for f in dataclasses.fields(obj):
+        value = getattr(obj, f.name)
+        if dataclasses.is_dataclass(value):
+            yield f"{prefix}{f.name}"
+            yield from _section_keys(value, f"{prefix}{f.name}.")
+
+
+_SECTIONS: list[frozenset[str]] = []  # _section_keys of the Config, computed once
+
+
+def _sections() -> frozenset[str]:
+    if not _SECTIONS:
+        _SECTIONS.append(frozenset(_section_keys(Config())))
+    return _SECTIONS[0]
+
+
+def _replaced_value(leaf: str) -> str:
+    """The key whose whole value an override of dotted `leaf` replaces: its first ancestor (or itself) that is not
+    a section -- `name` for name.a (name={a: 1}), `train.lr` for train.lr.x, `train.epochs` for itself."""
+    sections = _sections()
+    parts = leaf.split(".")
+    return next((".".join(parts[:i]) for i in range(1, len(parts)) if ".".join(parts[:i]) not in sections), leaf)
 
 
 def explicit_keys(cfg: Config) -> dict[str, str]:
