@@ -262,6 +262,13 @@ def test_a_run_whose_images_moved_takes_a_data_root_override(faces, capsys):
     err = capsys.readouterr().err
     assert err.startswith("openlt identify: error: model.backbone is not an identify setting: `openlt identify RUN "
                           "key=value` may override data.root, ") and err.count("\n") == 1
+    edited = faces["tmp"] / "edited_splits"
+    shutil.copytree(faces["tmp"] / "splits", edited)
+    train = edited / "MS1M_LT_train.txt"
+    train.write_text("".join(train.read_text(encoding="utf-8").splitlines(keepends=True)[1:]), encoding="utf-8")
+    assert main([*args, f"data.root={root}", f"data.split_dir={edited}"]) == 2
+    err = capsys.readouterr().err  # templates from other training images than the run's: refused as eval does
+    assert f"{train} is not the train split the run was trained on" in err and err.count("\n") == 1
     assert not Run(moved).identification_path("moved").exists()
     assert main([*args, f"data.root={root}", "eval.batch_size=5"]) == 0
     moved_result = json.loads(capsys.readouterr().out)
