@@ -358,3 +358,16 @@ def test_distractors_of_an_identity_are_refused(faces, capsys):
         assert err.startswith(f"openlt identify: error: {distractors}, {message}"), err
     assert "MS1M_LT_train.txt, line 2)" in err
     assert not Run(faces["run"]).identification_path("baddistractors").exists()
+
+
+def test_identify_config_takes_a_list_of_overrides(faces):
+    from openlt.engine.identify import identify_config
+    from openlt.errors import ConfigError
+
+    run = Run(faces["run"])
+    with pytest.raises(ConfigError, match=r"^overrides must be a list of 'key=value' strings, got one string "
+                                          r"'data.workers=0': pass \['data.workers=0'\]$"):
+        identify_config(run, "best", "data.workers=0")
+    assert identify_config(run, "best", ["eval.batch_size=7"]).eval.batch_size == 7
+    with pytest.raises(ConfigError, match="^eval.open_score is not an identify setting"):
+        identify_config(run, "best", ["eval.open_score=energy"])

@@ -153,6 +153,9 @@ def identify_config(run: Run, checkpoint: str = "best", overrides: Sequence[str]
     """The run's config.yaml with `overrides` ("key=value" strings of :data:`IDENTIFY_KEYS`, e.g. data.root=NEW when
     the run's images moved) applied, checked against the config its checkpoint records (`trained_config`), its data
     folders present. ConfigError / DataError, one line naming the key (and RUN/config.yaml), before any work."""
+    if isinstance(overrides, (str, bytes)):
+        raise ConfigError(f"overrides must be a list of 'key=value' strings, got one string {overrides!r}: pass "
+                          f"[{overrides!r}]")
     overrides = list(overrides or [])
     given = set()
     for item in overrides:
