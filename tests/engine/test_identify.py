@@ -371,3 +371,23 @@ def test_identify_config_takes_a_list_of_overrides(faces):
     assert identify_config(run, "best", ["eval.batch_size=7"]).eval.batch_size == 7
     with pytest.raises(ConfigError, match="^eval.open_score is not an identify setting"):
         identify_config(run, "best", ["eval.open_score=energy"])
+
+
+def test_pairs_of_training_images_are_refused(faces, capsys):
+    """A verification pair naming a training image of the run (also through a symlink: compared as files) measures
+    what the network memorised (was accepted): refused like such probes, with the count of pairs and the first line
+    (issue 14)."""
+    link = faces["tmp"] / "root" / "1" / "train_alias.png"
+    link.symlink_to(faces["tmp"] / "root" / "1" / "3.png")  # identity 1's training images are 0..7
+    try:
+        pairs = faces["tmp"] / "train_pairs.txt"
+        pairs.write_text("0/30.png 0/31.png 1\n0/30.png 1/12.png 0\n1/train_alias.png 1/12.png 1\n"
+                         "0/0.png 2/10.png 0\n", encoding="utf-8")
+        code, _, err = identify(capsys, faces, "--pairs", pairs, "--tag", "trainpairs")
+        assert code == 2 and err == (f"openlt identify: error: {pairs}: 2 of 4 pair(s) name training images of the "
+                                     f"run, e.g. line 3 '1/train_alias.png' = {faces['tmp'] / 'splits'}/"
+                                     "MS1M_LT_train.txt, line 28: verification pairs must be held out (e.g. the test "
+                                     "split), or TAR measures what the network memorised; remove them\n")
+        assert not Run(faces["run"]).identification_path("trainpairs").exists()
+    finally:
+        link.unlink()

@@ -13,7 +13,8 @@ lists; :mod:`openlt.metrics.identification` does the rest:
 
 Lists are split files (``relative/path label``: probe -1 = unknown identity; gallery labels >= 0; distractors
 -1, no identity). A pairs file holds ``path1 path2 same`` lines (same: 1 same identity, 0 not; no image paired
-with itself, no pair twice in either order or as both 1 and 0, genuine and impostor pairs both present).
+with itself, no pair twice in either order or as both 1 and 0, no training image of the run, genuine and impostor
+pairs both present).
 Identities are the run's integer labels (the training split's classes 0..K-1), new ones >= K. Everything is
 checked (files, lines, images) before the model is loaded; a probe that is a training image of the run or an
 image of the gallery list (compared as files, by device and inode) is refused: it would match its own template;
@@ -310,6 +311,25 @@ def check_distractors(lists: dict[str, SplitEntries], keys: dict[str, list], dat
                                 f"{where[key]}): a distractor must be of no enrolled identity; remove it")
 
 
+def check_pairs_held_out(pairs: PairList, images: SplitEntries, image_keys: list, keys: dict[str, list],
+                         data: DataBundle) -> None:
+    """DataError when a pair names a training image of the run (compared as files): the network learnt those images,
+    so their scores measure what it memorised, not verification; the count and the first such line are named."""
+    if "train" not in data.entries:
+        return
+    train = data.entries["train"]
+    where = dict(zip(train_keys(keys, data), train.lines))
+    key_of = dict(zip(images.items, image_keys))
+    shared = [(line, item) for a, b, line in zip(pairs.first, pairs.second, pairs.lines) for item in (a, b)
+              if key_of[item] in where]
+    if shared:
+        line, item = shared[0]
+        lines = len({line for line, _ in shared})
+        raise DataError(f"{pairs.path}: {lines} of {len(pairs.lines)} pair(s) name training images of the run, e.g. "
+                        f"line {line} {item!r} = {train.path}, line {where[key_of[item]]}: verification pairs must "
+                        f"be held out (e.g. the test split), or TAR measures what the network memorised; remove them")
+
+
 def check_probes_enrolled(lists: dict[str, SplitEntries], data: DataBundle) -> None:
     """DataError when no probe has an enrolled identity (the run's training identities, and the gallery list's):
     rank-1 counts only such probes, and the open-set rates need them too, so nothing would be measured."""
@@ -354,7 +374,9 @@ def identify_run(run: Run, probe: str | None = None, gallery: str | None = None,
             check_distractors(lists, keys, data)
     if pair_list is not None:
         lists["pairs"] = pair_list.images()
-        check_pairs(pair_list, dict(zip(lists["pairs"].items, loaders["pairs"].check(lists["pairs"]))))
+        pair_keys = loaders["pairs"].check(lists["pairs"])
+        check_pairs(pair_list, dict(zip(lists["pairs"].items, pair_keys)))
+        check_pairs_held_out(pair_list, lists["pairs"], pair_keys, keys, data)
     dev = resolve_device(device or cfg.train.device)
     train = load_features(run, ("train",), checkpoint, device=str(dev), quiet=quiet, cfg=cfg)["train"] if probe else None
     _, data, model, _ = load_run_model(run, checkpoint, dev, cfg)
