@@ -391,3 +391,19 @@ def test_pairs_of_training_images_are_refused(faces, capsys):
         assert not Run(faces["run"]).identification_path("trainpairs").exists()
     finally:
         link.unlink()
+
+
+@pytest.mark.parametrize("extra,message", [
+    (["--root", "{tmp}/nope"], "--root {tmp}/nope: no such folder"),
+    (["--root", "{probe}"], "--root {probe}: no such folder"),
+    (["--distractors", "{distractors}", "--distractor-root", "{tmp}/nope"], "--distractor-root {tmp}/nope: no such "
+     "folder"),
+    (["--distractor-root", "{tmp}/root"], "--distractor-root is where the distractor list's paths are: it needs "
+     "--distractors"),
+])
+def test_image_folders_that_are_not_folders(faces, capsys, extra, message):
+    """--root / --distractor-root that are not folders (was 'data root does not exist or is not a folder: X',
+    naming no option), --distractor-root without distractors (was ignored): one line, exit 2 (issue 14)."""
+    fill = {"tmp": faces["tmp"], "probe": faces["probe"], "distractors": faces["distractors"]}
+    code, _, err = identify(capsys, faces, "--probe", faces["probe"], *[e.format(**fill) for e in extra])
+    assert code == 2 and err == f"openlt identify: error: {message.format(**fill)}\n"

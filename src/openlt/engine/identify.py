@@ -235,11 +235,17 @@ def _identification(train, feats: dict[str, np.ndarray], lists: dict[str, SplitE
     return result
 
 
-def _check_request(probe, gallery, distractors, pairs, many_above: int, chunk_size: int) -> IdentityBands:
+def _check_request(probe, gallery, distractors, pairs, many_above: int, chunk_size: int, root: str | None = None,
+                   distractor_root: str | None = None) -> IdentityBands:
     if probe is None and pairs is None:
         raise ConfigError("give a probe list (--probe) and/or a pairs file (--pairs)")
     if probe is None and (gallery is not None or distractors is not None):
         raise ConfigError("--gallery and --distractors need a probe list (--probe)")
+    if distractor_root is not None and distractors is None:
+        raise ConfigError("--distractor-root is where the distractor list's paths are: it needs --distractors")
+    for option, folder in (("--root", root), ("--distractor-root", distractor_root)):
+        if folder is not None and not Path(folder).is_dir():
+            raise DataError(f"{option} {folder}: no such folder")
     if chunk_size < 1:
         raise ConfigError(f"--chunk-size must be >= 1, got {chunk_size}")
     try:
@@ -358,7 +364,7 @@ def identify_run(run: Run, probe: str | None = None, gallery: str | None = None,
     (:func:`identify_config`), e.g. ``data.root=NEW`` when the run's own images moved. Returns ``{"protocol", "run", "checkpoint", "files", "gallery",
     "identification", "open_set"}`` (with a probe list) and ``"verification"`` (with pairs). ConfigError /
     DataError for a bad request, file, line or image, before the model is loaded."""
-    bands = _check_request(probe, gallery, distractors, pairs, many_above, chunk_size)
+    bands = _check_request(probe, gallery, distractors, pairs, many_above, chunk_size, root, distractor_root)
     paths = {"probe": probe, "gallery": gallery, "distractors": distractors}
     lists = {kind: read_list(kind, path) for kind, path in paths.items() if path is not None}
     pair_list = read_pairs_file(pairs) if pairs is not None else None
