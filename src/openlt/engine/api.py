@@ -82,8 +82,9 @@ class LoadedRun:
         higher = more known), ``rejected`` (bool), ``topk`` ([{"class_name", "probability"}] of the `topk`
         most probable classes), ``top_class``, ``score`` (the score's name), ``threshold``, and ``path`` (None
         for images not given as paths). ConfigError for a `topk` outside 1..K or a `batch_size` below 1;
-        DataError for an unreadable image, a tensor of the wrong shape, or an image whose network outputs are
-        not finite (a NaN or infinite value in a given tensor), naming it."""
+        DataError for an unreadable or empty image, a tensor of the wrong shape (or on the meta device, or not
+        dense), a tensor or array inside a list, or an image whose network outputs are not finite (a NaN or
+        infinite value in a given tensor), naming it. A tensor that requires grad is used detached."""
         self._predictor.check_topk(topk, "topk")
         _check_batch_size(batch_size)
         records = []
@@ -227,10 +228,12 @@ def _check_normalised(tensor: torch.Tensor, mean: list[float], std: list[float])
 def load_run(path: str | os.PathLike, checkpoint: str = "best", device: str | None = None,
              threshold: float | None = None) -> LoadedRun:
     """A trained run, loaded from its directory alone (config.yaml, inference.json, the checkpoint,
-    calibration.json): `checkpoint` best | last; `device` e.g. "cpu", "cuda" (None: CUDA when available);
-    `threshold` a fixed rejection threshold on the run's open-set score instead of its calibrated one.
-    RunDirError for a missing or damaged run directory, for a run that another process is training (train.lock),
-    for a run never evaluated without `threshold`, and for a
+    calibration.json): `checkpoint` best | last; `device` a name, e.g. "cpu", "cuda", "cuda:1", or a
+    torch.device (None: CUDA when available; not an int); `threshold` a fixed rejection threshold on the run's
+    open-set score instead of its calibrated one: a real number (int, float, numpy scalar; not a string).
+    RunDirError for a missing or damaged run directory (also a file, or an `openlt export` bundle), for a run that
+    another process is training (train.lock), for a run never evaluated without `threshold`, for an
+    inference.json that does not fit the run's split_manifest.json or config.yaml, and for a
     calibration or fitted score of another checkpoint (the message names the `openlt eval` command that fits it);
     ConfigError for a bad threshold or device, and for a `path` or `checkpoint` that is not one (a checkpoint is
     'best', 'last' or the plain name of another file in checkpoints/, never a path out of it)."""
