@@ -407,3 +407,17 @@ def test_image_folders_that_are_not_folders(faces, capsys, extra, message):
     fill = {"tmp": faces["tmp"], "probe": faces["probe"], "distractors": faces["distractors"]}
     code, _, err = identify(capsys, faces, "--probe", faces["probe"], *[e.format(**fill) for e in extra])
     assert code == 2 and err == f"openlt identify: error: {message.format(**fill)}\n"
+
+
+def test_a_gallery_image_that_is_a_training_image_of_another_identity_is_refused(faces, capsys):
+    """A gallery image enrolling identity 2 that the run trained as identity 0: one label is wrong (was accepted:
+    identity 2's template built from an image of identity 0); the same image under its own identity is accepted."""
+    gallery = write_list(faces["tmp"] / "relabelled_gallery.txt", [("2/10.png", 2), ("0/5.png", 2)])
+    code, _, err = identify(capsys, faces, "--probe", faces["probe"], "--gallery", gallery, "--tag", "relabelled")
+    assert code == 2 and err == (f"openlt identify: error: {gallery}, line 2: '0/5.png' enrols identity 2, but it is "
+                                 f"a training image of identity 0 ({faces['tmp'] / 'splits'}/MS1M_LT_train.txt, line "
+                                 "6): correct one of the two labels\n")
+    assert not Run(faces["run"]).identification_path("relabelled").exists()
+    gallery = write_list(faces["tmp"] / "own_gallery.txt", [("2/10.png", 2), ("0/5.png", 0)])
+    code, _, err = identify(capsys, faces, "--probe", faces["probe"], "--gallery", gallery, "--tag", "relabelled")
+    assert code == 0, err

@@ -336,6 +336,21 @@ def check_pairs_held_out(pairs: PairList, images: SplitEntries, image_keys: list
                         f"be held out (e.g. the test split), or TAR measures what the network memorised; remove them")
 
 
+def check_gallery_labels(lists: dict[str, SplitEntries], keys: dict[str, list], data: DataBundle) -> None:
+    """DataError when an image of the gallery list is a training image of the run under another identity (compared
+    as files): one of the two labels is wrong, and the template would mix two identities."""
+    if "train" not in data.entries:
+        return
+    train = data.entries["train"]
+    where = {key: (line, label) for key, line, label in zip(train_keys(keys, data), train.lines, train.labels)}
+    gallery = lists["gallery"]
+    for item, key, line, label in zip(gallery.items, keys["gallery"], gallery.lines, gallery.labels):
+        if key in where and where[key][1] != label:
+            raise DataError(f"{gallery.path}, line {line}: {item!r} enrols identity {label}, but it is a training "
+                            f"image of identity {where[key][1]} ({train.path}, line {where[key][0]}): correct one of "
+                            f"the two labels")
+
+
 def check_probes_enrolled(lists: dict[str, SplitEntries], data: DataBundle) -> None:
     """DataError when no probe has an enrolled identity (the run's training identities, and the gallery list's):
     rank-1 counts only such probes, and the open-set rates need them too, so nothing would be measured."""
@@ -376,6 +391,8 @@ def identify_run(run: Run, probe: str | None = None, gallery: str | None = None,
     if "probe" in lists:
         check_probes_held_out(lists, keys, data)
         check_probes_enrolled(lists, data)
+        if "gallery" in lists:
+            check_gallery_labels(lists, keys, data)
         if "distractors" in lists:
             check_distractors(lists, keys, data)
     if pair_list is not None:
