@@ -376,9 +376,10 @@ def identify_run(run: Run, probe: str | None = None, gallery: str | None = None,
     ``probe`` / ``gallery`` / ``distractors``: list files (see the module docstring); ``pairs``: a pairs file;
     paths in them are relative to ``root`` (default: the run's image root), distractors' to
     ``distractor_root`` (default: ``root``). ``overrides``: "key=value" strings of :data:`IDENTIFY_KEYS`
-    (:func:`identify_config`), e.g. ``data.root=NEW`` when the run's own images moved. Returns ``{"protocol", "run", "checkpoint", "files", "gallery",
-    "identification", "open_set"}`` (with a probe list) and ``"verification"`` (with pairs). ConfigError /
-    DataError for a bad request, file, line or image, before the model is loaded."""
+    (:func:`identify_config`), e.g. ``data.root=NEW`` when the run's own images moved. Returns ``{"protocol",
+    "run", "checkpoint", "files", "gallery", "identification", "open_set"}`` (with a probe list) and
+    ``"verification"`` (with pairs). ConfigError / DataError for a bad request, file, line or image (the checks
+    of the module docstring), before the model is loaded."""
     bands = _check_request(probe, gallery, distractors, pairs, many_above, chunk_size, root, distractor_root)
     paths = {"probe": probe, "gallery": gallery, "distractors": distractors}
     lists = {kind: read_list(kind, path) for kind, path in paths.items() if path is not None}
