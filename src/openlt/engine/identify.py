@@ -176,10 +176,10 @@ def identify_config(run: Run, checkpoint: str = "best", overrides: Sequence[str]
             continue
         if key in given:
             raise DataError(f"{key}={value}: no such folder")
-        raise DataError(f"{run.config_file}: {key} {value} is not a folder; identify reads the run's training images "
-                        f"(their features are the templates, and no probe may be one of them) from there: if the "
-                        f"data moved, pass {key}=NEW_FOLDER (`openlt identify {run.path} {key}=NEW_FOLDER ...`; "
-                        f"--root is only where the lists' paths are)")
+        raise DataError(f"{run.config_file}: {key} {value} is not a folder; identify reads the run's data (the "
+                        f"training images' features are the templates, and no probe may be one of them) from there: "
+                        f"if the data moved, pass {key}=NEW_FOLDER (`openlt identify {run.path} {key}=NEW_FOLDER "
+                        f"...`; --root is only where the lists' paths are)")
     return cfg
 
 
@@ -303,11 +303,11 @@ def check_distractors(lists: dict[str, SplitEntries], keys: dict[str, list], dat
         line, label = labelled[0]
         raise DataError(f"{distractors.path}, line {line}: a distractor has no identity (label -1), got {label}: an "
                         f"image of a known identity belongs in the gallery list (--gallery) or the probe list")
-    others = [("gallery", lists.get("gallery"), keys.get("gallery"), "an image of the gallery list")]
+    others = [(lists.get("gallery"), keys.get("gallery"), "an image of the gallery list")]
     if "train" in data.entries:
         train = data.entries["train"]
-        others.append(("train", train, train_keys(keys, data), "a training image of the run"))
-    for _, other, other_keys, what in others:
+        others.append((train, train_keys(keys, data), "a training image of the run"))
+    for other, other_keys, what in others:
         if other is None:
             continue
         where = dict(zip(other_keys, other.lines))
