@@ -33,7 +33,8 @@ def test_a_packaged_base_line_is_not_blamed_for_an_override(tmp_path, capsys):
     (tmp_path / "tiny.yaml").write_text("base: fmnist_lt/plain\ntrain: {epochs: 1}\n")
     assert main(["config", str(tmp_path / "tiny.yaml"), "name={a: 1}"]) == 2
     err = capsys.readouterr().err
-    assert err.strip() == "openlt config: error: override 'name={a: 1}': config key 'name' must be a string, got {'a': 1}"
+    assert err.strip() == ("openlt config: error: override 'name={a: 1}': config key 'name' must be a string, "
+                           "got {'a': 1}")
 
 
 def test_a_wrong_file_value_and_a_wrong_override_are_each_named_where_they_are(tmp_path):

@@ -55,7 +55,8 @@ def test_a_set_variable_that_is_not_the_data_set_is_refused_not_passed_over(tmp_
     value = {"missing": lambda: tmp_path / "nonexistent",
              "a-file": lambda: (tmp_path / "f.txt").write_text("x") and tmp_path / "f.txt",
              "empty": lambda: _partial(tmp_path / "fm"),
-             "partial": lambda: _partial(tmp_path / "fm", "train-images-idx3-ubyte", "t10k-images-idx3-ubyte.gz")}[case]()
+             "partial": lambda: _partial(tmp_path / "fm", "train-images-idx3-ubyte", "t10k-images-idx3-ubyte.gz"),
+             }[case]()
     monkeypatch.setenv("OPENLT_FASHION_MNIST", str(value))
     message = f"$OPENLT_FASHION_MNIST is {str(value)!r}, {says}; {FIX}"
     with pytest.raises(DataError) as info:

@@ -3,7 +3,6 @@ silently replace, --seeds checked as the spec's seeds, --report-only with nothin
 bench with runs missing drawn without matplotlib's legend warning."""
 
 import json
-import warnings
 from pathlib import Path
 
 import pytest

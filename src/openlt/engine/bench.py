@@ -28,8 +28,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from openlt.config import (SEED_END, Config, build_config, flatten, read_yaml_mapping, resolve_config, run_name_problem,
-                           to_dict)
+from openlt.config import (SEED_END, Config, build_config, flatten, read_yaml_mapping, resolve_config,
+                           run_name_problem, to_dict)
 from openlt.engine.decouple import adopt_representation
 from openlt.engine.evaluate import eval_config, evaluate_run
 from openlt.engine.init_from import stage2_kind
@@ -202,7 +202,8 @@ def load_bench(path: str | Path, extra_overrides: list[str] | None = None, seeds
     spec_seeds = _seeds(raw.get("seeds", [0]), f"{where}: seeds")
     spec = BenchSpec(_text(raw, "name", where, path.stem), spec_out_dir if out_dir is None else out_dir,
                      spec_seeds if seeds is None else seeds, methods,
-                     _strings(raw.get("overrides"), where, "overrides") + _strings(extra_overrides, where, "command-line overrides"), paper, path)
+                     _strings(raw.get("overrides"), where, "overrides")
+                     + _strings(extra_overrides, where, "command-line overrides"), paper, path)
     for m in methods:  # each run is named METHOD-sSEED: a name too long for a folder fails here, not at its turn
         problem = None if m.eval_of else run_name_problem(f"{m.name}-s{max(spec.seeds)}")
         if problem:
