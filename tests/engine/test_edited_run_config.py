@@ -175,3 +175,21 @@ def test_a_stage2_from_an_edited_stage1_run_is_refused_before_any_work(runs, tmp
     assert f"{stage1 / 'config.yaml'}: model.head.scale is 8.0 now, but the run was trained with 16.0" in err
     assert "loading the run rebuilds the network the run trained" in err
     assert not (tmp_path / "out").exists()
+
+
+def test_eval_of_a_run_whose_data_moved_names_the_key_and_takes_the_new_folder(runs, tmp_path, capsys):
+    """data.root of config.yaml gone (the images moved): one line naming RUN/config.yaml's key and the override to
+    pass (was 'data root does not exist or is not a folder: OLD'), a bad override named as such, and
+    `openlt eval RUN data.root=NEW` evaluates (runtime.check_data_folders, shared with identify)."""
+    moved = tmp_path / "moved_images"
+    shutil.copytree(runs[2].parent.parent, moved)
+    run = _edited(runs[0], tmp_path, data__root=str(tmp_path / "gone"))
+    code, _, err = cli(capsys, "eval", run, "--quiet")
+    assert code == 2 and err == (
+        f"openlt eval: error: {run / 'config.yaml'}: data.root {tmp_path / 'gone'} is not a folder; `openlt eval` "
+        f"reads the run's data there: if the data moved, pass data.root=NEW_FOLDER (`openlt eval {run} "
+        "data.root=NEW_FOLDER ...`)\n"), err
+    code, _, err = cli(capsys, "eval", run, f"data.root={tmp_path / 'nowhere'}", "--quiet")
+    assert code == 2 and err == f"openlt eval: error: data.root={tmp_path / 'nowhere'}: no such folder\n", err
+    code, _, err = cli(capsys, "eval", run, f"data.root={moved}", "--quiet")
+    assert code == 0, err

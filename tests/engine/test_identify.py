@@ -252,10 +252,10 @@ def test_a_run_whose_images_moved_takes_a_data_root_override(faces, capsys):
             "--tag", "moved"]
     assert main(args) == 2
     err = capsys.readouterr().err
-    assert err == (f"openlt identify: error: {config}: data.root {gone} is not a folder; identify reads the run's "
-                   "data (the training images' features are the templates, and no probe may be one of them) from "
-                   f"there: if the data moved, pass data.root=NEW_FOLDER (`openlt identify {moved} "
-                   "data.root=NEW_FOLDER ...`; --root is only where the lists' paths are)\n")
+    assert err == (f"openlt identify: error: {config}: data.root {gone} is not a folder; `openlt identify` reads the "
+                   "run's data there (the training images' features are the templates, and no probe may be one of "
+                   "them; --root is only where the lists' paths are): if the data moved, pass data.root=NEW_FOLDER "
+                   f"(`openlt identify {moved} data.root=NEW_FOLDER ...`)\n")
     assert main([*args, f"data.root={gone}"]) == 2
     assert capsys.readouterr().err == f"openlt identify: error: data.root={gone}: no such folder\n"
     assert main([*args, "model.backbone=resnet18"]) == 2

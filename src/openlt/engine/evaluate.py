@@ -32,8 +32,8 @@ from openlt.engine.manifest import check_open_decision, verify_manifest
 from openlt.engine.precheck import check_open_score_on_model
 from openlt.engine.run import Run, check_tag
 from openlt.engine.score_fit import fit_open_score
-from openlt.engine.runtime import (batch_score_for, collect_outputs, inference_loader, kept_for, resolve_device,
-                                   score_fit_args, to_device, trained_config)
+from openlt.engine.runtime import (batch_score_for, check_data_folders, collect_outputs, inference_loader, kept_for,
+                                   resolve_device, score_fit_args, to_device, trained_config)
 from openlt.errors import ConfigError
 from openlt.io import remove_file, write_group, write_json
 from openlt.metrics import (ShotBands, auroc_per_band, band_confusion, ece_by_band, open_set_f_measure,
@@ -202,8 +202,12 @@ def eval_setup(run: Run, overrides: list[str] | None = None, checkpoint: str = "
     """The run's saved config with `overrides` ("key=value" strings, e.g. "eval.open_score=energy") applied, and
     its (unfitted) `eval.open_score`. Checked before anything is loaded: a config.yaml edited since training in a
     key that defines the network (runtime :func:`trained_config`), a bad key or value, an unknown score or score
-    option, an `eval.open_threshold` neither 'auto' nor a finite number are ConfigErrors."""
-    return eval_config(trained_config(run, checkpoint, "eval"), overrides)
+    option, an `eval.open_threshold` neither 'auto' nor a finite number are ConfigErrors; a data folder that is not
+    there (the run's data moved) a DataError naming config.yaml's key and the override (runtime
+    :func:`check_data_folders`)."""
+    cfg, scorer = eval_config(trained_config(run, checkpoint, "eval"), overrides)
+    check_data_folders(run, cfg, {item.split("=", 1)[0].strip() for item in overrides or []}, "eval")
+    return cfg, scorer
 
 
 # what an evaluation may change besides eval.*: where the run's data is now (the split manifest still checks that it

@@ -41,7 +41,7 @@ from openlt.engine.features import extract_features, load_features
 from openlt.engine.manifest import verify_manifest
 from openlt.engine.precision import inference_amp
 from openlt.engine.run import Run
-from openlt.engine.runtime import load_run_model, make_loader, resolve_device, trained_config
+from openlt.engine.runtime import check_data_folders, load_run_model, make_loader, resolve_device, trained_config
 from openlt.errors import ConfigError, DataError
 from openlt.io import write_json
 from openlt.metrics.identification import (DEFAULT_CHUNK, IDENTITY_BANDS, IdentityBands, enrol, match,
@@ -145,11 +145,6 @@ def read_list(kind: str, path: str | Path) -> SplitEntries:
 # what `openlt identify RUN key=value` may override: where the run's data is now, how it is loaded and where the
 # network runs (as `openlt eval` takes them: evaluate.EVAL_KEYS), and eval.batch_size; the rest describes the run
 IDENTIFY_KEYS = (*EVAL_KEYS, "eval.batch_size")
-# the run's data folders identify reads (its training images: their features are the templates, and no probe may be
-# one of them), from config.yaml unless overridden
-RUN_FOLDERS = ("data.split_dir", "data.root", "data.open_root")
-
-
 def identify_config(run: Run, checkpoint: str = "best", overrides: Sequence[str] | None = None) -> Config:
     """The run's config.yaml with `overrides` ("key=value" strings of :data:`IDENTIFY_KEYS`, e.g. data.root=NEW when
     the run's images moved) applied, checked against the config its checkpoint records (`trained_config`), its data
@@ -170,16 +165,8 @@ def identify_config(run: Run, checkpoint: str = "best", overrides: Sequence[str]
     if overrides:
         cfg = build_config(base=to_dict(cfg), overrides=overrides)
     cfg = trained_config(run, checkpoint, "identify", cfg)
-    for key in RUN_FOLDERS:
-        value = getattr(cfg.data, key.split(".", 1)[1])
-        if value is None or Path(value).expanduser().is_dir():
-            continue
-        if key in given:
-            raise DataError(f"{key}={value}: no such folder")
-        raise DataError(f"{run.config_file}: {key} {value} is not a folder; identify reads the run's data (the "
-                        f"training images' features are the templates, and no probe may be one of them) from there: "
-                        f"if the data moved, pass {key}=NEW_FOLDER (`openlt identify {run.path} {key}=NEW_FOLDER "
-                        f"...`; --root is only where the lists' paths are)")
+    check_data_folders(run, cfg, given, "identify", "the training images' features are the templates, and no "
+                       "probe may be one of them; --root is only where the lists' paths are")
     return cfg
 
 
