@@ -341,7 +341,7 @@ def test_an_overrides_problem_names_the_override_not_the_files_line(tmp_path):
                                 for key in ("'train.epochs'", "'train.loss_args'", "'eval.few_below'"))
     # the relation: the file's value and the override that made it wrong, both named
     assert bands.startswith(f"{config}, line 3 and override 'eval.many_above=5': "), bands
-    # a key below a file's mapping, set by an override: the override alone (it replaces the file's whole mapping)
+    # the file's only entry of a mapping, set by an override: the override alone (its other entries would be merged)
     assert loss_args.startswith("override 'train.loss_args.weight=.nan': ") and "line 5" not in loss_args, loss_args
     # a key the file sets too: the override alone (the file's line 6 is not the culprit)
     assert epochs.startswith("override 'train.epochs=1e30': ") and "line 6" not in epochs, epochs

@@ -8,6 +8,7 @@ naming the key (and the file and line it came from), so a bad config never start
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import json
 import difflib
@@ -1074,9 +1075,11 @@ def build_config(path: str | Path | None = None, overrides: list[str] | None = N
         _assign(cfg, data, "", problems)
     if overrides:
         layer = parse_overrides(overrides)
+        typed = {item.split("=", 1)[0].strip() for item in overrides}
         for key in flatten(layer):  # these keys come from the command line now, not from the file: the whole
-            key = _replaced_value(key)  # value the override replaces (name={a: 1} replaces the file's name)
-            problems.origins = {k: v for k, v in problems.origins.items() if k != key and not k.startswith(f"{key}.")}
+            key = _merged_entry(cfg, layer, key, typed)  # value the override replaces (name={a: 1} replaces the file's
+            problems.origins = {k: v for k, v in problems.origins.items()  # name), or the one entry it sets
+                                if k not in (key, _replaced_value(key)) and not k.startswith(f"{key}.")}
         problems.origins.update(_override_origins(overrides, list(flatten(layer))))
         _assign(cfg, layer, "", problems)
     _check(cfg, "", problems)
@@ -1114,6 +1117,31 @@ def _replaced_value(leaf: str) -> str:
     sections = _sections()
     parts = leaf.split(".")
     return next((".".join(parts[:i]) for i in range(1, len(parts)) if ".".join(parts[:i]) not in sections), leaf)
+
+
+def _merged_entry(cfg: Config, layer: dict, leaf: str, typed: set[str]) -> str:
+    """The key an override of dotted `leaf` sets. Within a mapping-valued option (train.loss_args.alpha=0.5) it is
+    the one entry: the override `layer` then holds the option's current mapping with that entry changed, as a
+    config file's `base:` chain merges mappings (the file's other entries, e.g. gamma, are kept, not dropped
+    without a word); `typed`: the overrides' keys as written (train.loss_args={alpha: 0.5} replaces the mapping).
+    Otherwise the key whose whole value it replaces (:func:`_replaced_value`)."""
+    replaced = _replaced_value(leaf)
+    if not any(leaf == key or leaf.startswith(f"{key}.") for key in typed if key.startswith(f"{replaced}.")):
+        return replaced
+    node: Any = cfg
+    for part in replaced.split("."):
+        node = getattr(node, part, None) if dataclasses.is_dataclass(node) else None
+    if leaf == replaced or not isinstance(node, dict):
+        return replaced
+    *parents, last = replaced.split(".")
+    holder = layer
+    for part in parents:
+        holder = holder[part]
+    if isinstance(holder.get(last), dict):
+        merged = copy.deepcopy(node)
+        _deep_merge(merged, holder[last])
+        holder[last] = merged
+    return leaf
 
 
 def explicit_keys(cfg: Config) -> dict[str, str]:
