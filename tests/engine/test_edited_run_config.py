@@ -11,10 +11,10 @@ import os
 import shutil
 
 import pytest
-import yaml
 from safetensors import safe_open
 from safetensors.torch import save_file
 
+from edited_run import edited_copy, run_files  # tests/helpers
 from tiny_run import cli, tiny_overrides  # tests/helpers
 from openlt.cli import main
 from openlt.config import build_config
@@ -39,25 +39,6 @@ def runs(tmp_path_factory, single_thread):
     return stage1, stage2, image
 
 
-def _edited(run, tmp_path, **edits):
-    """A copy of `run` (in tmp_path, its name kept) with `edits` ({"section__key": value}) made to config.yaml."""
-    copy = tmp_path / run.name
-    shutil.copytree(run, copy)
-    saved = yaml.safe_load((copy / "config.yaml").read_text())
-    for dotted, value in edits.items():
-        node = saved
-        *parents, last = dotted.split("__")
-        for key in parents:
-            node = node[key]
-        node[last] = value
-    (copy / "config.yaml").write_text(yaml.safe_dump(saved, sort_keys=False))
-    return copy
-
-
-def _files(run):
-    return {p.relative_to(run): p.read_bytes() for p in run.rglob("*") if p.is_file()}
-
-
 def _command(command, run, image, tmp_path):
     return {"eval": ["eval", run], "predict": ["predict", run, image],
             "export": ["export", run, tmp_path / "bundle"]}[command]
@@ -77,29 +58,29 @@ EDITS = [  # (which run, edits, key, value trained with, value now)
 @pytest.mark.parametrize("which, edits, key, then, now", EDITS)
 def test_a_finished_run_whose_defining_key_was_edited_is_refused(runs, tmp_path, capsys, command, which, edits,
                                                                   key, then, now):
-    run = _edited(runs[which], tmp_path, **edits)
-    before = _files(run)
+    run = edited_copy(runs[which], tmp_path, **edits)
+    before = run_files(run)
     code, out, err = cli(capsys, *_command(command, run, runs[2], tmp_path))
     assert code == 2 and len(err.strip().splitlines()) == 1, err
     assert err.startswith(f"openlt {command}: error: {run / 'config.yaml'}: {key} is {now} now, "
                           f"but the run was trained with {then} (recorded in {run / 'checkpoints'}"), err
     assert f"`openlt {command}` rebuilds the network" in err and f"set {key} back to {then}, or train a new run" in err
     assert "eval.*" in err and out == ""
-    assert _files(run) == before and not (tmp_path / "bundle").exists()  # nothing evaluated, labelled or written
+    assert run_files(run) == before and not (tmp_path / "bundle").exists()  # nothing evaluated, labelled or written
 
 
 def test_a_decoupled_runs_stage1_run_is_fixed_for_its_evaluation(runs, tmp_path, capsys):
     """A decoupled run's evaluation reads train.init_from's feature cache: another stage-1 run is refused."""
     other = tmp_path / "other-stage1"
     shutil.copytree(runs[0], other)
-    run = _edited(runs[1], tmp_path, train__init_from=str(other))
+    run = edited_copy(runs[1], tmp_path, train__init_from=str(other))
     code, _, err = cli(capsys, "eval", run)
     assert code == 2 and len(err.strip().splitlines()) == 1, err
     assert f"train.init_from is {other} now, but the run was trained with {runs[0]}" in err
 
 
 def test_evaluation_settings_stay_editable(runs, tmp_path, capsys):
-    run = _edited(runs[0], tmp_path, eval__batch_size=32, eval__open_score="energy", data__workers=0,
+    run = edited_copy(runs[0], tmp_path, eval__batch_size=32, eval__open_score="energy", data__workers=0,
                   train__device="cpu", train__amp="none", train__epochs=5, train__lr=0.5)
     code, _, err = cli(capsys, "eval", run, "--quiet")
     assert code == 0, err
@@ -111,7 +92,7 @@ def test_evaluation_settings_stay_editable(runs, tmp_path, capsys):
 def test_load_run_refuses_it_too(runs, tmp_path):
     import openlt
 
-    run = _edited(runs[0], tmp_path, model__head__scale=8.0)
+    run = edited_copy(runs[0], tmp_path, model__head__scale=8.0)
     with pytest.raises(ConfigError, match=r"model.head.scale is 8.0 now, but the run was trained with 16.0 .*; "
                                           r"loading the run rebuilds the network the run trained"):
         openlt.load_run(run, device="cpu")
@@ -128,7 +109,7 @@ def _without_recorded_config(path):
 
 
 def test_checkpoints_without_the_record_are_taken_as_they_are(runs, tmp_path, capsys):
-    run = _edited(runs[0], tmp_path, model__head__scale=32.0)  # no effect on a linear head's weights
+    run = edited_copy(runs[0], tmp_path, model__head__scale=32.0)  # no effect on a linear head's weights
     for name in ("best", "last"):
         _without_recorded_config(run / "checkpoints" / f"{name}.safetensors")
         assert "config" not in checkpoint_state(run / "checkpoints" / f"{name}.safetensors")
@@ -168,7 +149,7 @@ def test_paths_are_compared_resolved(tmp_path, monkeypatch):
 
 @pytest.mark.parametrize("config", ["decouple_ncm.yaml", "oltr_stage2.yaml"])
 def test_a_stage2_from_an_edited_stage1_run_is_refused_before_any_work(runs, tmp_path, capsys, config):
-    stage1 = _edited(runs[0], tmp_path, model__head__scale=8.0)
+    stage1 = edited_copy(runs[0], tmp_path, model__head__scale=8.0)
     code, out, err = cli(capsys, "train", os.path.join(CONFIGS, config), f"train.init_from={stage1}",
                          f"out_dir={tmp_path / 'out'}", "train.device=cpu", "--quiet")
     assert code == 2 and len(err.strip().splitlines()) == 1, err
@@ -183,7 +164,7 @@ def test_eval_of_a_run_whose_data_moved_names_the_key_and_takes_the_new_folder(r
     `openlt eval RUN data.root=NEW` evaluates (runtime.check_data_folders, shared with identify)."""
     moved = tmp_path / "moved_images"
     shutil.copytree(runs[2].parent.parent, moved)
-    run = _edited(runs[0], tmp_path, data__root=str(tmp_path / "gone"))
+    run = edited_copy(runs[0], tmp_path, data__root=str(tmp_path / "gone"))
     code, _, err = cli(capsys, "eval", run, "--quiet")
     assert code == 2 and err == (
         f"openlt eval: error: {run / 'config.yaml'}: data.root {tmp_path / 'gone'} is not a folder; `openlt eval` "

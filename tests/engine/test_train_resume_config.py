@@ -9,8 +9,8 @@ import json
 import shutil
 
 import pytest
-import yaml
 
+from edited_run import edited_copy, run_files  # tests/helpers
 from tiny_run import cli, tiny_overrides  # tests/helpers
 from openlt.cli import main
 from openlt.engine.checkpoint import checkpoint_state
@@ -23,25 +23,6 @@ def trained(tmp_path_factory, single_thread):
     assert main(["train", str(tmp / "tiny.yaml"), *tiny_overrides(tmp, "train.epochs=1", "train.device=cpu"),
                  "--quiet", "--no-eval"]) == 0
     return next((tmp / "runs").iterdir())
-
-
-def _edited(trained, tmp_path, **edits):
-    """A copy of the trained run whose config.yaml has `edits` ({"section__key": value}) applied."""
-    copy = tmp_path / trained.name
-    shutil.copytree(trained, copy)
-    saved = yaml.safe_load((copy / "config.yaml").read_text())
-    for dotted, value in edits.items():
-        node = saved
-        *parents, last = dotted.split("__")
-        for key in parents:
-            node = node[key]
-        node[last] = value
-    (copy / "config.yaml").write_text(yaml.safe_dump(saved, sort_keys=False))
-    return copy
-
-
-def _files(run):
-    return {p.relative_to(run): p.read_bytes() for p in run.rglob("*") if p.is_file() and p.name != "train.lock"}
 
 
 def test_the_last_checkpoint_records_the_defining_keys(trained):
@@ -62,31 +43,31 @@ def test_the_last_checkpoint_records_the_defining_keys(trained):
     ({"train__momentum": 0.5, "train__epochs": 2}, "train.momentum", "0.9", "0.5"),
 ])
 def test_resume_refuses_an_edited_defining_key(trained, tmp_path, capsys, edits, key, then, now):
-    run = _edited(trained, tmp_path, **edits)
-    before = _files(run)
+    run = edited_copy(trained, tmp_path, **edits)
+    before = run_files(run, skip=("train.lock",))
     code, out, err = cli(capsys, "train", "--resume", run, "--quiet")
     assert code == 2 and len(err.strip().splitlines()) == 1, err
     assert f"{key} is {now} now, but the run started with {then}" in err
     assert "last.safetensors" in err and "train.epochs" in err and "may change on resume" in err
     assert "set it back, or start a new run" in err and err.startswith(f"openlt train: error: {run / 'config.yaml'}: ")
     assert "resuming" not in out and "Traceback" not in err and "optimizer state" not in err
-    assert _files(run) == before  # nothing trained, evaluated or rewritten
+    assert run_files(run, skip=("train.lock",)) == before  # nothing trained, evaluated or rewritten
 
 
 def test_resume_refuses_another_init_from(trained, tmp_path, capsys):
     """train.init_from is where the weights started (an OLTR stage 2's stage-1 run): fixed on resume."""
-    run = _edited(trained, tmp_path, train__init_from=str(trained), train__epochs=2)
-    before = _files(run)
+    run = edited_copy(trained, tmp_path, train__init_from=str(trained), train__epochs=2)
+    before = run_files(run, skip=("train.lock",))
     code, out, err = cli(capsys, "train", "--resume", run, "--quiet")
     assert code == 2 and len(err.strip().splitlines()) == 1, err
     assert f"train.init_from is {trained} now, but the run started with null" in err and "resuming" not in out
-    assert _files(run) == before
+    assert run_files(run, skip=("train.lock",)) == before
 
 
 def test_resume_falls_back_to_inference_json_without_a_recorded_config(trained, tmp_path, capsys):
     """A run killed in epoch 1 (no checkpoint) edited to another size: inference.json names the size it started
     with."""
-    run = _edited(trained, tmp_path, data__image_size=24)
+    run = edited_copy(trained, tmp_path, data__image_size=24)
     shutil.rmtree(run / "checkpoints")
     (run / "metrics.jsonl").unlink()
     code, out, err = cli(capsys, "train", "--resume", run, "--quiet")
@@ -96,7 +77,7 @@ def test_resume_falls_back_to_inference_json_without_a_recorded_config(trained, 
 
 
 def test_resume_with_more_epochs_and_other_eval_settings_trains_on(trained, tmp_path, capsys):
-    run = _edited(trained, tmp_path, train__epochs=2, train__min_lr=0.001, eval__batch_size=32, data__workers=0)
+    run = edited_copy(trained, tmp_path, train__epochs=2, train__min_lr=0.001, eval__batch_size=32, data__workers=0)
     code, out, err = cli(capsys, "train", "--resume", run, "--quiet", "--no-eval")
     assert code == 0, err
     assert "resuming" in out and "after epoch 1/2" in out
