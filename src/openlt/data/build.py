@@ -282,7 +282,7 @@ def prepare_data(cfg: Config, *, default_split_dir: Path | None = None, decode: 
         raise DataError(f"{len(empty)} class(es) have no training image in {files['train']}: {', '.join(empty[:10])}")
 
     root = cfg.data.root or (manifest.get("root") if cfg.data.dataset != "fashion-mnist" else None)
-    in_chans = cfg.data.in_chans or (1 if cfg.data.dataset == "fashion-mnist" else 3)
+    in_chans = input_channels(cfg.data)
     if cfg.data.dataset in CIFAR_KINDS and (cfg.data.open_root or manifest.get("open_root")):  # open set of files
         open_loader = FileImageLoader(cfg.data.open_root or manifest["open_root"], mode="RGB")
     else:
@@ -319,6 +319,25 @@ def native_image_size(loader: FileImageLoader, entries: SplitEntries, count: int
     return longest, shortest
 
 
+# the images' size of the data sets that have one; any other (image folder, split file) 224 px by default
+DATASET_IMAGE_SIZES = {"fashion-mnist": 28, "cifar10": 32, "cifar100": 32}
+
+
+def input_channels(data_cfg) -> int:
+    """data.in_chans, else the data set's: 1 for Fashion-MNIST, 3 for any other."""
+    return data_cfg.in_chans or (1 if data_cfg.dataset == "fashion-mnist" else 3)
+
+
+def default_image_size(dataset: str) -> int:
+    """The size (px) a data set is read at when data.image_size is not given and not found from the images."""
+    return DATASET_IMAGE_SIZES.get(dataset, 224)
+
+
+def transform_family(transform: str, size: int) -> str:
+    """data.transform, or for auto: small at SMALL_IMAGES px or less, else imagenet."""
+    return transform if transform != "auto" else ("small" if size <= SMALL_IMAGES else "imagenet")
+
+
 def _choose_input(data: DataBundle) -> None:
     """Set `data.image_size`, `data.family` and `data.input_note` (what was chosen and why).
 
@@ -329,7 +348,7 @@ def _choose_input(data: DataBundle) -> None:
     cfg = data.cfg.data
     size, why = cfg.image_size, "data.image_size"
     if size is None:
-        size = {"fashion-mnist": 28, "cifar10": 32, "cifar100": 32}.get(cfg.dataset, 224)
+        size = default_image_size(cfg.dataset)
         why = f"{cfg.dataset}'s size" if size != 224 else "the default"
     if cfg.image_size is None and cfg.dataset in ("image-folder", "split-file") and cfg.transform in ("auto", "small"):
         longest, shortest = native_image_size(data.loader, data.entries["train"])
@@ -339,7 +358,7 @@ def _choose_input(data: DataBundle) -> None:
         elif longest:
             why = f"the training images are larger than {SMALL_IMAGES} px"
     data.image_size = size
-    data.family = cfg.transform if cfg.transform != "auto" else ("small" if size <= SMALL_IMAGES else "imagenet")
+    data.family = transform_family(cfg.transform, size)
     stem = data.cfg.model.small_input if data.cfg.model.small_input is not None else size <= SMALL_IMAGES
     data.input_note = (f"input {size} px ({why}), {data.family} transform, "
                        f"{'small-input' if stem else 'ImageNet'} stem")

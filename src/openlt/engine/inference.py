@@ -34,7 +34,8 @@ from pathlib import Path
 import torch
 
 from openlt.config import Config
-from openlt.data.build import SMALL_IMAGES, DataBundle, prepare_data
+from openlt.data.build import (DataBundle, default_image_size, input_channels, prepare_data,
+                               transform_family)
 from openlt.data.transforms import FAMILIES, eval_transform, eval_transform_spec, normalisation
 from openlt.engine.checkpoint import load_checkpoint
 from openlt.engine.manifest import _class_change, _class_source, read_run_manifest
@@ -179,8 +180,8 @@ def inference_spec(run: Run, cfg: Config) -> InferenceSpec:
 
 
 _OLD_RUN = "has no inference.json (a run of an older openlt), so its classes and input are read from its split files"
-_REWRITE = (f"`openlt eval RUN` where they are writes inference.json once, and the run then needs no split file "
-            f"to label images")
+_REWRITE = ("`openlt eval RUN` where they are writes inference.json once, and the run then needs no split file "
+            "to label images")
 
 
 def spec_from_data(run: Run, cfg: Config) -> InferenceSpec:
@@ -212,11 +213,11 @@ def expected_input(cfg: Config) -> tuple[int, int, dict]:
     """(in_chans, image_size, evaluation transform spec) that `cfg` (a run's config.yaml) gives its data, without
     reading it: as ``prepare_data`` chooses them (data.in_chans or the data set's; data.image_size, which
     training records when it chose the images' own size, or the data set's default; data.transform or, for auto,
-    small up to SMALL_IMAGES px, else imagenet; the data set's normalisation)."""
+    small up to data.build.SMALL_IMAGES px, else imagenet; the data set's normalisation): data.build's rules."""
     data = cfg.data
-    in_chans = data.in_chans or (1 if data.dataset == "fashion-mnist" else 3)
-    size = data.image_size or {"fashion-mnist": 28, "cifar10": 32, "cifar100": 32}.get(data.dataset, 224)
-    family = data.transform if data.transform != "auto" else ("small" if size <= SMALL_IMAGES else "imagenet")
+    in_chans = input_channels(data)
+    size = data.image_size or default_image_size(data.dataset)
+    family = transform_family(data.transform, size)
     mean, std = normalisation(data.dataset, in_chans, family)
     return in_chans, size, eval_transform_spec(family, size, mean, std)
 
