@@ -34,7 +34,7 @@ from openlt.engine.decouple import adopt_representation
 from openlt.engine.evaluate import eval_config, evaluate_run
 from openlt.engine.init_from import stage2_kind
 from openlt.engine.precision import resolve_amp
-from openlt.engine.precheck import check_open_score, config_setting, split_counts
+from openlt.engine.precheck import check_loss_weights, check_open_score, config_setting, split_counts
 from openlt.engine.run import Run, absolute_paths, check_tag, open_run
 from openlt.engine.runtime import resolve_device
 from openlt.engine.train import train
@@ -261,6 +261,8 @@ def _check_configs(spec: BenchSpec) -> None:
             # eval.open_score against the head, feature width, classes and training images the run will have
             stage1 = built[trained.init_from] if cfg.decouple.method != "none" and trained.init_from else cfg
             check_open_score(scorer, config_setting(cfg, lambda: split_counts(stage1), lambda: stage1))
+            if m.config is not None:
+                check_loss_weights(cfg)  # per-class loss weights (focal alpha) against the split's class count
         except ConfigError as exc:
             what = f"eval_of {m.eval_of!r}, overrides" if m.eval_of else f"config {m.config}"
             raise ConfigError(f"bench spec {spec.path}: method {m.name!r} ({what}): {exc}") from None

@@ -21,6 +21,7 @@ from openlt.decoupling import STAGE2_METHODS
 from openlt.engine.run import open_run
 from openlt.engine.runtime import linear_head
 from openlt.errors import ConfigError, OpenLTError
+from openlt.losses import CLASS_WEIGHT_ARGS, check_class_weights
 from openlt.models.backbones import build_backbone
 from openlt.models.meta_embedding import MetaEmbeddingHead
 from openlt.models.model import OpenLTModel
@@ -135,3 +136,16 @@ def check_open_score_on_model(scorer: OpenSetScore, model: OpenLTModel, data: Da
     """An evaluation's check, once the model is built and before any image is read."""
     check_open_score(scorer, Setting(head=lambda: head_of_model(model), feature_dim=lambda: model.backbone.out_dim,
                                      num_classes=lambda: data.num_classes, num_train=lambda: sum(data.train_counts)))
+
+
+def check_loss_weights(cfg: Config, counts: Callable[[], tuple[int, int] | None] | None = None) -> None:
+    """The per-class weights of `train.loss_args` (focal's alpha) against the class count, for a config that trains
+    its loss (a decoupled stage 2 trains none): `counts` (default: :func:`split_counts`, from `data.split_dir`'s
+    files) gives (classes, training images) or None (unknown: not checked here; the loss says so at its build).
+    `train` calls it before the run directory exists, `bench` at load time for every method. ConfigError naming
+    the key, its length and the class count."""
+    if cfg.decouple.method != "none" or not set(CLASS_WEIGHT_ARGS.get(cfg.train.loss, ())) & set(cfg.train.loss_args):
+        return
+    known = (counts or (lambda: split_counts(cfg)))()
+    if known is not None:
+        check_class_weights(cfg.train.loss, cfg.train.loss_args, known[0])

@@ -38,7 +38,7 @@ from openlt.engine.evaluate import closed_metrics
 from openlt.engine.inference import InferenceSpec, read_inference, write_inference
 from openlt.engine.init_from import check_stage1_run, init_from_run
 from openlt.engine.manifest import check_training_data
-from openlt.engine.precheck import check_open_score_before_training
+from openlt.engine.precheck import check_loss_weights, check_open_score_before_training
 from openlt.engine.precision import autocast, check_amp, grad_scaler, resolve_amp
 from openlt.engine.run import Run, RunMovedError, new_run, publish_run, remove_stale_stages, staged_run
 from openlt.engine.runtime import (batch_to, collect_outputs, config_change, config_value, defining_config,
@@ -246,6 +246,7 @@ def _setup(cfg: Config, resume: bool = False) -> torch.device:
     if not resume:
         check_stage1_run(cfg)
     check_train_loss(cfg)
+    check_loss_weights(cfg)  # per-class loss weights (focal alpha) against the split's class count
     check_open_score_before_training(cfg)  # eval.open_score against the head, width, classes, images
     device = distributed.setup(resolve_device(cfg.train.device))
     check_amp(cfg.train.amp, device)

@@ -10,7 +10,9 @@ package imports them all (timm's shape).
 """
 
 from openlt.losses import centroid, cross_entropy, focal, metric, rebalance  # noqa: F401  (they register)
-from openlt.losses._registry import LOSSES, build_loss, check_loss_args, check_train_loss
+from openlt.losses._registry import (CLASS_WEIGHT_ARGS, LOSSES, build_loss, check_class_weights, check_loss_args,
+                                     check_train_loss)
 from openlt.losses.cross_entropy import CrossEntropy
 
-__all__ = ["LOSSES", "CrossEntropy", "build_loss", "check_loss_args", "check_train_loss"]
+__all__ = ["CLASS_WEIGHT_ARGS", "LOSSES", "CrossEntropy", "build_loss", "check_class_weights", "check_loss_args",
+           "check_train_loss"]

@@ -16,9 +16,14 @@ from torch import nn
 from openlt.errors import ConfigError
 from openlt.registry import Registry
 
-__all__ = ["LOSSES", "build_loss"]
+__all__ = ["CLASS_WEIGHT_ARGS", "LOSSES", "build_loss", "check_class_weights"]
 
 LOSSES: Registry[Callable[..., nn.Module]] = Registry("loss")
+
+# The train.loss_args entries of a loss that hold one weight per class (focal: alpha), filled in by the modules
+# that register such a loss: checked at the config (:func:`check_class_weights`) and against the split's class
+# count before any run exists (`engine.precheck.check_loss_weights`).
+CLASS_WEIGHT_ARGS: dict[str, tuple[str, ...]] = {}
 
 
 def build_loss(name: str, train_counts: list[int] | None = None, feature_dim: int | None = None,
@@ -34,7 +39,9 @@ def build_loss(name: str, train_counts: list[int] | None = None, feature_dim: in
 def check_loss_args(name: str, loss_args: dict[str, Any]) -> None:
     """ConfigError ("bad arguments for loss ...", as :func:`build_loss`) when the loss registered as `name` does not
     take `loss_args`: checked by building it once on two dummy classes, before any run directory exists. Other
-    failures of that dummy build are left to the real one (they may come from the dummy counts)."""
+    failures of that dummy build are left to the real one (they may come from the dummy counts). Then the per-class
+    weights (:func:`check_class_weights`: all zeros, a single number), whose length is checked where the class count
+    is known (`engine.precheck.check_loss_weights`)."""
     builder = LOSSES.get(name)
     try:
         builder(train_counts=[2, 1], feature_dim=4, **loss_args)
@@ -42,6 +49,7 @@ def check_loss_args(name: str, loss_args: dict[str, Any]) -> None:
         raise ConfigError(f"bad arguments for loss {name!r} (train.loss_args): {exc}") from None
     except Exception:  # noqa: BLE001 - only the arguments are checked here
         pass
+    check_class_weights(name, loss_args)
 
 
 def check_train_loss(cfg: Any) -> None:
@@ -50,3 +58,28 @@ def check_train_loss(cfg: Any) -> None:
     what `openlt train` refuses before any run exists."""
     if cfg.decouple.method == "none":
         check_loss_args(cfg.train.loss, cfg.train.loss_args)
+
+
+def check_class_weights(name: str, loss_args: dict[str, Any], num_classes: int | None = None) -> None:
+    """ConfigError (one line naming train.loss_args.KEY) when a per-class weight entry of loss `name`
+    (:data:`CLASS_WEIGHT_ARGS`) is not a list of numbers >= 0, is all zeros (the loss would be 0 on every image:
+    nothing learnt), or, with `num_classes` known, does not hold one weight per class."""
+    for key in CLASS_WEIGHT_ARGS.get(name, ()):
+        value = loss_args.get(key)
+        if value is None:
+            continue
+        where = f"train.loss_args.{key}"
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{where}={value!r}: loss {name!r} takes one weight per class, a list such as "
+                              f"[1, 2, 4] (not a single number: that is the binary alpha of torchvision's "
+                              f"sigmoid_focal_loss)")
+        if not value or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value):
+            raise ConfigError(f"{where}={value!r}: loss {name!r} takes one number >= 0 per class")
+        if any(not v >= 0 for v in value):
+            raise ConfigError(f"{where}={value!r}: the per-class weights of loss {name!r} must be >= 0")
+        if not any(v > 0 for v in value):
+            raise ConfigError(f"{where}={value!r}: every class weight is 0, so the loss would be 0 on every image "
+                              f"and nothing would be learnt; give at least one class a weight > 0")
+        if num_classes is not None and len(value) != num_classes:
+            raise ConfigError(f"{where} has {len(value)} weights but the split has {num_classes} classes: "
+                              f"give one weight per class")

@@ -3,7 +3,8 @@ OLTR table, in its softmax (multi-class) form:
 
     FL = mean_i  -alpha_{y_i} * (1 - p_{i,y_i})^gamma * log p_{i,y_i}
 
-`gamma = 0` and no `alpha` is exactly softmax cross-entropy. `alpha`, when given, is one weight per class; the
+`gamma = 0` and no `alpha` is exactly softmax cross-entropy. `alpha`, when given, is one weight per class (a list
+of K numbers >= 0, not all 0; a single number, the binary alpha of torchvision's sigmoid_focal_loss, is refused); the
 mean is the plain mean over the batch (not divided by the sum of the weights), as in the paper's form.
 Defaults: gamma = 2 (the paper's best value); no alpha.
 """
@@ -18,7 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from openlt.errors import ConfigError
-from openlt.losses._registry import LOSSES
+from openlt.losses._registry import CLASS_WEIGHT_ARGS, LOSSES
 
 # (1 - p_t) is clamped to this before the power, so that 0 < gamma < 1 keeps a finite gradient at p_t = 1.
 _TINY = 1e-12
@@ -43,9 +44,13 @@ class FocalLoss(nn.Module):
         if alpha is None:
             self.register_buffer("alpha", None, persistent=False)
         else:
-            a = torch.as_tensor(alpha, dtype=torch.float32).flatten()
-            if a.numel() == 0 or bool((a < 0).any()):
-                raise ConfigError("focal loss: alpha must be a non-empty list of non-negative per-class weights")
+            a = torch.as_tensor(alpha, dtype=torch.float32)
+            if a.dim() != 1 or a.numel() == 0 or bool((a < 0).any()) or not bool(torch.isfinite(a).all()):
+                raise ConfigError("focal loss: alpha must be a non-empty list of non-negative per-class weights "
+                                  "(one per class, not a single number)")
+            if not bool((a > 0).any()):
+                raise ConfigError("focal loss: every alpha weight is 0, so the loss would be 0 on every image; "
+                                  "give at least one class a weight > 0")
             self.register_buffer("alpha", a, persistent=False)
 
     def forward(self, outputs: dict[str, torch.Tensor], targets: torch.Tensor) -> torch.Tensor:
@@ -69,6 +74,9 @@ class FocalLoss(nn.Module):
     def extra_repr(self) -> str:
         """gamma and the shape of alpha, shown by ``repr(module)``."""
         return f"gamma={self.gamma}, alpha={'None' if self.alpha is None else list(self.alpha.shape)}"
+
+
+CLASS_WEIGHT_ARGS["focal"] = ("alpha",)
 
 
 @LOSSES.register("focal")
