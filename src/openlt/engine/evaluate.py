@@ -41,6 +41,7 @@ from openlt.metrics import (ShotBands, auroc_per_band, band_confusion, ece_by_ba
 from openlt.models.model import OpenLTModel, build_model
 from openlt.openset import (NotFittedError, OpenSetScore, Rejector, build_score, check_rejection_config,
                             parse_threshold, save_score)
+from openlt.openset.base import open_score_warning
 
 TOP_CONFUSIONS = 50  # (true, predicted) pairs listed in metrics.json; the whole matrix is confusion.npz
 from openlt.reporting import is_record, sample_table, save_confusion, save_samples, summarize_outputs
@@ -195,6 +196,9 @@ def compute_metrics(cfg: Config, outputs: dict[str, dict], train_counts: list[in
     if "open" in records:
         unknown = (records["open"]["preds"], records["open"]["score"])
         metrics["open"] = _open_metrics(rejector, (pred, open_score, y), unknown, train_counts, bands)
+        warning = open_score_warning(scorer, open_score, unknown[1])  # no spread: the AUROC is float rounding
+        if warning:
+            metrics["open"]["warning"] = warning
     return _clean(metrics)
 
 

@@ -131,6 +131,64 @@ class OpenSetScore(BaseEstimator):
 
 SCORES: Registry[type[OpenSetScore]] = Registry("open-set score")
 
+# Rows whose root-mean-square distance to their mean is at most this fraction of their root-mean-square norm are
+# the same up to float rounding (identical images give features that differ by ~1e-7 relative, from the batch
+# they were computed in); real features spread by ~0.1 - 1 of their norm.
+SPREAD_RTOL = 1e-5
+_SPREAD_ROWS = 4096  # rows summed in float64 at once
+
+
+def no_spread(n: int, total: torch.Tensor, squares: float) -> bool:
+    """Whether `n` rows with column sums `total` (D,) and sum of squared entries `squares` have no spread: their
+    total variance at most SPREAD_RTOL^2 of their mean squared norm (float64 moments; False for fewer than 2
+    rows)."""
+    if n < 2:
+        return False
+    mean_square = float(squares) / n
+    variance = mean_square - float((total.double() / n).pow(2).sum())
+    return variance <= SPREAD_RTOL ** 2 * mean_square
+
+
+def rows_have_no_spread(x: torch.Tensor) -> bool:
+    """:func:`no_spread` of the rows of `x` (N, D) (every row the same up to float rounding), summed in float64 a
+    few thousand rows at a time."""
+    x = x.detach().reshape(len(x), -1)
+    total, squares = torch.zeros(x.shape[1], dtype=torch.float64), 0.0
+    for part in x.split(_SPREAD_ROWS):
+        part = part.double().cpu()
+        total += part.sum(0)
+        squares += float(part.pow(2).sum())
+    return no_spread(len(x), total, squares)
+
+
+def no_spread_warning(name: str, what: str = "features") -> str:
+    """The one-line warning of a score fitted on training `what` (features, logits) without spread."""
+    one = "feature" if what == "features" else what
+    return (f"eval.open_score={name}: the training {what} have no spread (every image gives the same {one}): the "
+            f"AUROC reflects float rounding, not the data")
+
+
+def features_warning(name: str, feats: torch.Tensor) -> str | None:
+    """What a score `name` fitted on the training features `feats` (N, D) records as ``warning_``:
+    :func:`no_spread_warning` when they have no spread (:func:`rows_have_no_spread`), else None."""
+    return no_spread_warning(name) if rows_have_no_spread(feats) else None
+
+
+def open_score_warning(scorer: OpenSetScore, known: Any, unknown: Any) -> str | None:
+    """The warning metrics["open"] records about the separation of `known` and `unknown` scores (N,) by `scorer`:
+    its fit's (``warning_``: training features or logits without spread), else one when the scores themselves
+    have no spread (every image scored the same up to float rounding, e.g. energy on identical images); None when
+    the AUROC reflects the data."""
+    fitted = getattr(scorer, "warning_", None)
+    if fitted:
+        return fitted
+    scores = np.concatenate([np.asarray(known, dtype=np.float64).ravel(), np.asarray(unknown, dtype=np.float64).ravel()])
+    scores = scores[np.isfinite(scores)]
+    if len(scores) < 2 or float(scores.max() - scores.min()) > SPREAD_RTOL * float(np.abs(scores).max()):
+        return None
+    return (f"eval.open_score={scorer.name}: the scores of the test and open images have no spread (every image gets "
+            f"the same score): the AUROC reflects float rounding, not the data")
+
 
 def no_linear_head(name: str, why: str) -> str:
     """The message of a score that ``needs_head`` (ViM, ReAct) on a model without a linear head (`why`: what the

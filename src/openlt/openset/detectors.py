@@ -40,7 +40,7 @@ import torch
 
 from openlt.errors import ConfigError, DataError
 from openlt.openset.base import (SCORES, Head, NotFittedError, OpenSetScore, Outputs, as_outputs, features_of,
-                                 no_linear_head)
+                                 features_warning, no_linear_head)
 
 
 def ood_detectors(score: str) -> Any:
@@ -162,6 +162,7 @@ class Mahalanobis(OpenSetScore):
         feats, y = training_features(outputs, labels, self.name)
         detector = ood_detectors(self.name).Mahalanobis(None).fit_features(feats, y)
         self.means_, self.precision_ = detector.mu.float().cpu(), detector.precision.float().cpu()
+        self.warning_ = features_warning(self.name, feats)  # no spread: the AUROC is float rounding
         return self
 
     def score(self, outputs: Outputs | Any) -> torch.Tensor:
@@ -249,6 +250,7 @@ class KNN(OpenSetScore):
         feats, _ = training_features(outputs, labels, self.name, float32=False)
         self.check_k(len(feats))
         self._keep(feats.contiguous())
+        self.warning_ = features_warning(self.name, feats)  # no spread: the AUROC is float rounding
         return self
 
     def check_k(self, num_train: int) -> None:
@@ -418,6 +420,7 @@ class ViM(OpenSetScore):
         detector.fit_features(feats, y)
         self.weight_, self.bias_, self.origin_ = weight, bias, detector.u.float()
         self.null_space_, self.alpha_ = detector.principal_subspace.float(), float(detector.alpha)
+        self.warning_ = features_warning(self.name, feats)  # no spread: the AUROC is float rounding
         return self
 
     def score(self, outputs: Outputs | Any) -> torch.Tensor:
@@ -485,6 +488,7 @@ class ReAct(OpenSetScore):
         self.weight_, self.bias_ = linear_head(head, self.name, feats.shape[1])
         detector = ood_detectors(self.name).ReAct(torch.nn.Identity(), None, percentile=float(self.percentile))
         self.threshold_ = float(detector.fit_feature_maps(feats, y).threshold)
+        self.warning_ = features_warning(self.name, feats)  # no spread: the AUROC is float rounding
         return self
 
     def score(self, outputs: Outputs | Any) -> torch.Tensor:

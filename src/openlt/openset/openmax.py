@@ -33,7 +33,8 @@ import torch
 import torch.nn.functional as F
 
 from openlt.errors import ConfigError, DataError
-from openlt.openset.base import SCORES, NotFittedError, OpenSetScore, Outputs, as_outputs, logits_of
+from openlt.openset.base import (SCORES, NotFittedError, OpenSetScore, Outputs, as_outputs, logits_of, no_spread,
+                                 no_spread_warning)
 
 DISTANCES = ("eucos", "euclidean", "cosine")
 DEFAULT_ALPHA = 10  # the paper's α for ImageNet; capped at the number of classes
@@ -166,6 +167,7 @@ class OpenMax(OpenSetScore):
         Returns self; errors as :meth:`fit`, naming the chunk.
         """
         n_rows, k, sums, counts = self._class_sums(chunks)
+        spread = self.__dict__.pop("_moments")  # of all the training logits, from that pass
         if n_rows == 0:
             raise ValueError("OpenMax.fit: no training rows")
         if (counts[0] == 0).any():
@@ -184,6 +186,8 @@ class OpenMax(OpenSetScore):
             shapes[c], scales[c], shifts[c], degenerate[c] = fit_weibull(tail)
         self.means_, self.shape_, self.scale_, self.shift_ = means, shapes, scales, shifts
         self.fallback_, self.degenerate_ = fallback, degenerate
+        # logits without spread: every distance to a MAV is float rounding, and so is the AUROC
+        self.warning_ = no_spread_warning(self.name, "logits") if no_spread(n_rows, *spread) else None
         return self
 
     def _checked_chunks(self, chunks: Callable[[], Iterable]) -> Iterator[tuple[int, torch.Tensor, torch.Tensor]]:
@@ -209,6 +213,7 @@ class OpenMax(OpenSetScore):
         """One pass: (rows, K, sums, counts (2, K): all images, correctly classified). The sums are float64: of the
         correctly classified rows per class (K, K), or with `classes` (C,) of every row of those classes (C, K)."""
         n_rows, k, sums, counts, slot_of = 0, 0, None, None, None
+        total, squares = None, 0.0  # of every row's logits (float64): whether they have any spread (no_spread)
         for _, logits, labels in self._checked_chunks(chunks):
             if sums is None:
                 k = logits.shape[1]
@@ -223,9 +228,15 @@ class OpenMax(OpenSetScore):
             rows = (correct if classes is None else slot_of[labels] >= 0).nonzero().flatten()
             for part in rows.split(_SUM_ROWS):  # float64 copies of a few rows at a time, same order of additions
                 sums.index_add_(0, slot_of[labels[part]], logits[part].double())
+            for part in logits.split(_SUM_ROWS) if classes is None else ():
+                part = part.double()
+                total = part.sum(0) if total is None else total + part.sum(0)
+                squares += float(part.pow(2).sum())
             counts[0] += torch.bincount(labels, minlength=k)
             counts[1] += torch.bincount(labels[correct], minlength=k)
             n_rows += len(labels)
+        if classes is None:
+            self._moments = (torch.zeros(max(k, 1), dtype=torch.float64) if total is None else total, squares)
         return n_rows, k, sums, counts
 
     def _distances_to_means(self, chunks: Callable[[], Iterable], means: torch.Tensor, fallback: torch.Tensor,

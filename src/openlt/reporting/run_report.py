@@ -99,6 +99,8 @@ def format_table(metrics: dict) -> str:
         lines.append(f"open-set F-measure {op['f_measure']:.3f}   AUROC {op['auroc']:.3f}   FPR@95 {op['fpr95']:.3f}   "
                      f"({metrics['calibration']['score']} < {threshold_text(op['threshold'])} -> unknown; "
                      f"{metrics['calibration']['source']})")
+        if op.get("warning"):  # e.g. a score fitted on features without spread: the AUROC is float rounding
+            lines.append(f"warning: {op['warning']}")
     return "\n".join(lines)
 
 
