@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -220,6 +221,19 @@ def _load_manifest(cfg: Config, split_dir: Path, files: dict[str, Path],
         None if cfg.data.class_names else saved_path
 
 
+def _manifest_root(manifest: dict, split_dir: Path) -> str | None:
+    """The image root a split folder's manifest.json records (what a run without data.root reads), absolute.
+    `openlt split` records it absolute; one of an older openlt may record it relative to the working directory
+    `openlt split` ran in, which is not known now (not the split folder's, nor necessarily this one): refused,
+    DataError asking for data.root, rather than read from wherever this command runs (other images, same names)."""
+    root = manifest.get("root")
+    if root is None or os.path.isabs(root):
+        return root
+    raise DataError(f"{split_dir / MANIFEST} records the image root {root!r} relative to the working directory "
+                    f"`openlt split` ran in (an older openlt), which is not known now: give data.root=FOLDER, the "
+                    f"image folder that split lists, as an absolute path (a run's config.yaml: set data.root there)")
+
+
 def _check_splits(data: DataBundle, names_from: Path | None) -> None:
     """Check every parsed split file before any work: every image present (and an image file name), the open
     split's labels -1, no image in two of train / val / test / open (compared as files), and the class names
@@ -281,7 +295,13 @@ def prepare_data(cfg: Config, *, default_split_dir: Path | None = None, decode: 
     if empty:
         raise DataError(f"{len(empty)} class(es) have no training image in {files['train']}: {', '.join(empty[:10])}")
 
-    root = cfg.data.root or (manifest.get("root") if cfg.data.dataset != "fashion-mnist" else None)
+    root = cfg.data.root
+    if root is None and cfg.data.dataset != "fashion-mnist":
+        root = _manifest_root(manifest, split_dir)
+        if root is not None and cfg.data.dataset not in CIFAR_KINDS:  # (CIFAR's: the cache, not a setting)
+            cfg.data.root = root  # the run's config.yaml records the image folder read (as data.image_size below)
+    if root is not None and cfg.data.dataset not in ("fashion-mnist", *CIFAR_KINDS):
+        manifest["root"] = os.path.abspath(root)  # the run's split_manifest.json: where its images were read
     in_chans = input_channels(cfg.data)
     if cfg.data.dataset in CIFAR_KINDS and (cfg.data.open_root or manifest.get("open_root")):  # open set of files
         open_loader = FileImageLoader(cfg.data.open_root or manifest["open_root"], mode="RGB")

@@ -116,6 +116,24 @@ def _missing(folder: Path, fmt: CifarFormat) -> list[str]:
     return [f for f in (*fmt.train, *fmt.test, fmt.meta) if not (folder / f).is_file()]
 
 
+def _new_folders(folder: Path) -> list[Path]:
+    """`folder` and its parents that do not exist yet, deepest first."""
+    missing = []
+    while not folder.exists() and folder != folder.parent:
+        missing.append(folder)
+        folder = folder.parent
+    return missing
+
+
+def _remove_empty(folders: list[Path]) -> None:
+    """Remove `folders` (deepest first) while they are empty."""
+    for folder in folders:
+        try:
+            folder.rmdir()
+        except OSError:  # not empty (or gone): it and those above it stay
+            return
+
+
 def locate(name: str, root: str | os.PathLike | None = None, download: bool = True) -> Path:
     """The folder that holds the batches of `name` (cifar10 | cifar100); downloads only when no root is given."""
     fmt = _format(name)
@@ -133,12 +151,16 @@ def locate(name: str, root: str | os.PathLike | None = None, download: bool = Tr
     if not _missing(folder, fmt):
         return folder
     if download:
+        created = _new_folders(cache_dir())  # made by the download: removed again when it fails (nothing left)
         try:
             import torchvision.datasets as tvd
 
             for train in (True, False):
                 getattr(tvd, fmt.download_class)(str(cache_dir()), train=train, download=True)
         except Exception as exc:  # offline, or the server is down
+            if created:  # a partial archive in a cache this call made is this call's: removed with the folders
+                (cache_dir() / Path(fmt.archive).name).unlink(missing_ok=True)
+            _remove_empty(created)
             raise DataError(f"{name} not found in {folder} and the download failed ({exc.__class__.__name__}: {exc}); "
                             f"give data.root (or --root) = the folder holding {fmt.folder}/") from None
         if not _missing(folder, fmt):

@@ -353,8 +353,8 @@ def make_split(pool: LabelledPool, cfg: SplitConfig) -> Split:
 
 def write_split(split: Split, out_dir: str | Path, pool: LabelledPool, cfg: SplitConfig, bands=None,
                 extra: dict | None = None) -> dict:
-    """Write `train.txt`, `val.txt`, `test.txt`, `open.txt` and `manifest.json` (plus `extra` keys); return the
-    manifest. Atomic: everything is written into a temporary sibling folder that then replaces `out_dir`, so an
+    """Write `train.txt`, `val.txt`, `test.txt`, `open.txt` and `manifest.json` (plus `extra` keys; its root: the
+    pool's, absolute, so that it never depends on the working directory); return the manifest. Atomic: everything is written into a temporary sibling folder that then replaces `out_dir`, so an
     interrupted write leaves the previous split (or none), never a mix of old and new files."""
     out_dir = Path(out_dir)
     check_split_folder(out_dir)
@@ -373,7 +373,9 @@ def write_split(split: Split, out_dir: str | Path, pool: LabelledPool, cfg: Spli
                 write_split_file(files[name], items, labels)
         manifest = describe_split(files, split.class_names, split.train_counts(), bands=bands,
                                   shown={name: out_dir / path.name for name, path in files.items()})
-        manifest.update(dataset=pool.dataset, root=pool.root, open_class_names=split.open_class_names,
+        # the root absolute, resolved now: a run on this split folder without data.root reads it from any folder
+        root = None if pool.root is None else os.path.abspath(pool.root)
+        manifest.update(dataset=pool.dataset, root=root, open_class_names=split.open_class_names,
                         original_class_ids=split.original_ids,
                         split_config=used_split_config(cfg, cifar=pool.dataset in ("cifar10", "cifar100")),
                         imbalance=imbalance_record(cfg, split.train_counts()), seed=cfg.seed)

@@ -237,12 +237,17 @@ def output_format(path: str | Path) -> str:
 
 def check_output(path: str | Path, option: str = "--output") -> str:
     """:func:`output_format`, and that :func:`write_records` can write `path`, checked before any image is read:
-    ConfigError naming `option` and the cause when `path` is a folder, when the folder it goes in (or one above:
+    ConfigError naming `option` and the cause when `path` is a folder or a symbolic link (as `openlt export`'s
+    folder: the atomic write would replace the link, not write its target), when the folder it goes in (or one above:
     missing folders are created) is a file or a dangling symlink, or cannot be written into, or when the
     filesystem refuses the name (too long, ...). Returns the format."""
     suffix = output_format(path)
     target = Path(path)
     try:
+        if target.is_symlink():  # the atomic write renames a new file into place: the link, not its target, replaced
+            real = os.path.realpath(target)
+            raise ConfigError(f"{option} {path} is a symbolic link to {real}: the predictions would replace the link "
+                              f"with a file and leave {real} as it is; write to {real} itself, or remove the link")
         if target.is_dir():
             raise ConfigError(f"{option} {path} is a folder; give a file name (e.g. {target / ('predictions' + suffix)})")
         folder = target.parent

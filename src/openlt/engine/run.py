@@ -434,6 +434,26 @@ def publish_run(stage: Run, cfg: Config, name: str | None = None) -> Run:
     raise AssertionError("unreachable")  # pragma: no cover
 
 
+def new_folders(folder: str | Path) -> list[Path]:
+    """`folder` and the folders above it that do not exist yet, deepest first: what creating it would make (taken
+    before a run directory is made in out_dir, so that :func:`remove_empty` leaves nothing when it fails)."""
+    folder, missing = Path(os.path.abspath(folder)), []
+    while not folder.exists() and not folder.is_symlink() and folder != folder.parent:
+        missing.append(folder)
+        folder = folder.parent
+    return missing
+
+
+def remove_empty(folders: list[Path]) -> None:
+    """Remove `folders` (:func:`new_folders`, deepest first) while they are empty: an out_dir this command
+    created for a run that failed before it was kept."""
+    for folder in folders:
+        try:
+            folder.rmdir()
+        except OSError:  # not empty (another run, another process) or gone: it and those above it stay
+            return
+
+
 def remove_stale_stages(out_dir: str | Path, min_age_s: float = 60.0) -> list[Path]:
     """Delete the staged runs (:func:`staged_run`) of processes that died before publishing them: those older
     than `min_age_s` whose lock is free (a live process takes it at once and holds it). Returns what was removed."""

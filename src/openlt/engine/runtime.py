@@ -328,9 +328,14 @@ def check_data_folders(run: Run, cfg: Config, given: set[str], command: str, why
     """DataError, one line, when a folder of :data:`RUN_FOLDERS` in `cfg` (the run's config with the command's
     overrides) is not there: naming the override when the key is in `given` (the keys overridden), else
     RUN/config.yaml's key and how to say where the data is now (`openlt COMMAND RUN KEY=NEW_FOLDER`); `why`: what
-    the command reads there, added to the message."""
+    the command reads there, added to the message. ConfigError for an empty (null) data.root override: it would not
+    mean the run's folder but the split manifest's root."""
     for key in RUN_FOLDERS:
         value = getattr(cfg.data, key.split(".", 1)[1])
+        if value is None and key == "data.root" and key in given:  # not "the run's root": null, i.e. the manifest's
+            raise ConfigError(f"data.root= (empty, null) is refused: give the folder of the run's images, "
+                              f"data.root=FOLDER, or leave the override out to read them where {run.config_file} "
+                              f"says")
         if value is None or Path(value).expanduser().is_dir():
             continue
         if key in given:

@@ -40,7 +40,8 @@ from openlt.engine.init_from import check_stage1_run, init_from_run
 from openlt.engine.manifest import check_training_data
 from openlt.engine.precheck import check_loss_weights, check_open_score_before_training
 from openlt.engine.precision import autocast, check_amp, grad_scaler, resolve_amp
-from openlt.engine.run import Run, RunMovedError, new_run, publish_run, remove_stale_stages, staged_run
+from openlt.engine.run import (Run, RunMovedError, new_folders, new_run, publish_run, remove_empty, remove_stale_stages,
+                               staged_run)
 from openlt.engine.runtime import (batch_to, collect_outputs, config_change, config_value, defining_config,
                                    inference_loader, make_loader, resolve_device, to_device)
 from openlt.engine.tracking import EpochLog
@@ -292,6 +293,7 @@ def _new_run(cfg: Config, name: str | None, log: Log) -> Iterator[tuple[Run, Dat
     data = prepare_data(cfg) if cfg.data.split_dir is not None else None
     if data is not None:
         check_training_data(cfg, data, None, False)
+    made = new_folders(cfg.out_dir)  # out_dir made for this run: removed again with it (no empty folder left)
     stage, run = staged_run(cfg, name), None
     try:
         with _locked(stage):
@@ -309,6 +311,7 @@ def _new_run(cfg: Config, name: str | None, log: Log) -> Iterator[tuple[Run, Dat
                 yield run, data
     except BaseException as exc:
         _remove_unfinished(run or stage, exc, staged=run is None)
+        remove_empty(made)
         raise
 
 
@@ -429,7 +432,7 @@ def _train_decoupled(cfg: Config, run: Run | None, name: str | None, quiet: bool
         log(f"training already finished (decoupled stage 2: {run.decouple_file.name} is written)")
         return run
     feats = stage1_features(cfg, device, quiet)  # every process extracts a share when the cache is stale
-    fresh = run is None
+    fresh, made = run is None, new_folders(cfg.out_dir) if run is None and distributed.is_main() else []
     if fresh:
         run = Run(Path(distributed.broadcast_object(str(new_run(cfg, name).path) if distributed.is_main() else None)))
         log(f"run directory: {run.path}")
@@ -440,6 +443,7 @@ def _train_decoupled(cfg: Config, run: Run | None, name: str | None, quiet: bool
     except BaseException as exc:
         if fresh and distributed.is_main() and not run.checkpoint("last").exists():
             _remove_unfinished(run, exc, staged=True)  # also when interrupted: nothing to resume in a stage 2
+            remove_empty(made)
         raise
     distributed.barrier()
     return run
