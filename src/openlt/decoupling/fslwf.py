@@ -53,6 +53,7 @@ from openlt.decoupling.base import FittedHead, Stage2Data, Stage2Hooks, Stage2Me
 from openlt.decoupling.classifiers import train_on_features
 from openlt.decoupling.methods import TrainedOnFeatures
 from openlt.errors import ConfigError, DataError, TrainingError
+from openlt.metrics import ShotBands
 from openlt.optim import build_scheduler, optimizer_step
 
 __all__ = ["CosineHead", "EpisodeSampler", "FewShotWithoutForgetting", "WeightGenerator", "assemble_weight",
@@ -260,13 +261,14 @@ class FewShotWithoutForgetting(Stage2Method):
     def split_classes(self, data: Stage2Data) -> tuple[Tensor, Tensor]:
         """(base class ids, novel class ids), int64: the many-shot band of ``data.train_counts`` by ``data.bands``,
         and the others (medium and few). ConfigError when no class is many-shot."""
-        bands = data.bands.bands_of(data.train_counts)
-        base = torch.tensor([c for c, band in enumerate(bands) if band == "many"], dtype=torch.long)
-        if len(base) == 0:
-            raise ConfigError(f"decouple.method=fslwf needs many-shot (base) classes: none of the {len(bands)} "
-                              f"classes has more than eval.many_above={data.bands.many_above} training images")
-        novel = torch.tensor([c for c, band in enumerate(bands) if band != "many"], dtype=torch.long)
-        return base, novel
+        return _split_classes(data.train_counts, data.bands)
+
+    def check_counts(self, train_counts: list[int], bands: ShotBands) -> None:
+        """ConfigError, before any feature is extracted or the run created (``engine.decouple.stage1_features``),
+        when the classes' training counts ``train_counts`` cannot make FSLwF's episodes: no many-shot (base) class
+        by ``bands``, too few base classes or too few images in one (:func:`check_episodes`)."""
+        base, _ = _split_classes(train_counts, bands)
+        check_episodes(torch.as_tensor(list(train_counts), dtype=torch.long)[base], **self.episode)
 
     def fit_base(self, data: Stage2Data, base: Tensor, hooks: Stage2Hooks | None = None) -> Tensor:
         """The base classes' (len(base), D) float32 cosine-classifier weights (CPU), trained on their features;
@@ -377,3 +379,14 @@ def assemble_weight(generator: WeightGenerator, base_weight: Tensor, data: Stage
 
 def _pct(value: float | None) -> str:
     return "–" if value is None else f"{100 * value:.1f}"
+
+
+def _split_classes(train_counts, bands: ShotBands) -> tuple[Tensor, Tensor]:
+    """(base, novel) class ids of :meth:`FewShotWithoutForgetting.split_classes`, from the counts and bands."""
+    band_of = bands.bands_of(train_counts)
+    base = torch.tensor([c for c, band in enumerate(band_of) if band == "many"], dtype=torch.long)
+    if len(base) == 0:
+        raise ConfigError(f"decouple.method=fslwf needs many-shot (base) classes: none of the {len(band_of)} "
+                          f"classes has more than eval.many_above={bands.many_above} training images")
+    novel = torch.tensor([c for c, band in enumerate(band_of) if band != "many"], dtype=torch.long)
+    return base, novel

@@ -139,6 +139,10 @@ def metadata_problem(meta: dict, tensors: dict) -> str | None:
     for key in ("grad_scaler", "record"):
         if key in state and not isinstance(state[key], dict):
             return f"state.{key} must be an object"
+    stage1 = state.get("stage1")  # a decoupled stage 2's stage-1 checkpoint (init_from.stage1_record)
+    if stage1 is not None and not (isinstance(stage1, dict) and isinstance(stage1.get("sha256"), str)
+                                   and stage1.get("checkpoint") in ("best", "last")):
+        return "state.stage1 must be an object with checkpoint (best or last) and sha256"
     if "record" in state and state["record"].get("epoch") != epoch + 1:
         return f"state.record is of epoch {state['record'].get('epoch')!r}, not {epoch + 1}"
     optim_keys = [k for k in tensors if not k.startswith("model.")]

@@ -30,8 +30,8 @@ from openlt.engine.checkpoint import read_checkpoint, save_checkpoint
 from openlt.engine.evaluate import closed_metrics
 from openlt.engine.features import extract_features, load_features
 from openlt.engine.inference import write_inference
-from openlt.engine.init_from import (check_stage1_split_dir, load_stage1_weights, model_weights, relocated_data,
-                                     stage1_config)
+from openlt.engine.init_from import (check_stage1_free, check_stage1_split_dir, load_stage1_weights, model_weights,
+                                     relocated_data, stage1_config, stage1_record)
 from openlt.engine.manifest import check_open_decision, verify_manifest
 from openlt.engine.run import PATH_KEYS, Run, open_run
 from openlt.engine.runtime import defining_config, make_loader, to_device
@@ -191,12 +191,16 @@ def stage1_features(cfg: Config, device: torch.device, quiet: bool) -> dict[str,
     if cfg.decouple.keep not in KEEP:
         raise ConfigError(f"unknown decouple.keep {cfg.decouple.keep!r}; known: {', '.join(KEEP)}")
     source = open_run(cfg.train.init_from)
+    check_stage1_free(source, cfg.train.init_from)  # (a --resume too: its features come from that run)
     adopted = copy.deepcopy(cfg)
     adopt_representation(adopted, source, lambda line: None)
     check_stage1_split_dir(adopted, source, relocated_data(cfg))  # moved: where the path came from, what to pass
     data = prepare_data(adopted, default_split_dir=source.splits_dir)
     verify_manifest(source, data, "init_from", source=f"train.init_from={cfg.train.init_from}")
     method.check(has_val=data.has("val"))
+    check_counts = getattr(method, "check_counts", None)  # a method that needs classes of some band (FSLwF)
+    if check_counts is not None:
+        check_counts(data.train_counts, ShotBands.from_config(adopted.eval))
     check_open_decision(adopted.eval, data)
     return load_features(source, ("train", "val"), dtype=cfg.decouple.cache_dtype, device=str(device), quiet=quiet,
                          cfg=stage1_config(source, adopted))
@@ -221,6 +225,7 @@ def train_decoupled(cfg: Config, run: Run, quiet: bool, log: Callable[[str], Non
         run.write_manifest(data.manifest)
     run.write_config(cfg)
     write_inference(run, data)
+    stage1 = stage1_record(source, "best")  # what the run is fitted on (check_stage1_unchanged)
     tensors, _ = read_checkpoint(source.checkpoint("best"))
     model = build_stage2_model(cfg, data, tensors)
     inputs = stage2_data(cfg, data, feats, tensors, source, method)
@@ -249,7 +254,8 @@ def train_decoupled(cfg: Config, run: Run, quiet: bool, log: Callable[[str], Non
     write_json(run.decouple_file, details)
     state = {"epoch": details.get("kept_epoch", cfg.train.epochs) - 1 if method.epochwise else 0,
              "val_overall": None if final_val is None else final_val["overall"],
-             "config": defining_config(cfg)}  # what eval / predict / export find unchanged in config.yaml
+             "config": defining_config(cfg, data.class_names),  # what eval / predict / export find unchanged
+             "stage1": stage1}  # the stage-1 checkpoint the head fits (eval refuses another: issue 14)
     save_checkpoint(run.checkpoint("best"), model, None, state)
     save_checkpoint(run.checkpoint("last"), model, None, state)
     log(f"stage 2 ({method.name}) done in {details['seconds']:.1f}s")

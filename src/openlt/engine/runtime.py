@@ -24,7 +24,7 @@ from openlt.engine import distributed
 from openlt.engine.checkpoint import checkpoint_state, load_checkpoint
 from openlt.engine.precision import autocast
 from openlt.engine.run import PATH_KEYS, Run, absolute_paths
-from openlt.errors import ConfigError, DataError
+from openlt.errors import ConfigError, DataError, RunDirError
 from openlt.models.classifier import LinearClassifier
 from openlt.models.model import OpenLTModel, build_model
 from openlt.openset.base import MODEL_SCORE, OpenSetScore, no_linear_head
@@ -269,13 +269,51 @@ MAY_CHANGE_AFTER_TRAINING = ("eval.* (open_score, batch_size, bands, ...), train
                              "data.pin_memory and where the data is (data.root, data.split_dir, ...)")
 
 
-def defining_config(cfg: Config) -> dict:
+def defining_config(cfg: Config, classes: list[str] | None = None) -> dict:
     """{dotted key: value} of the keys of :data:`DEFINING_KEYS` / :data:`DEFINING_PREFIXES` in `cfg`, its paths
     absolute (as config.yaml saves them), as JSON data: what a run's checkpoints record as their state's
-    "config"."""
+    "config". `classes` (the run's class list, label order), when given, is recorded under "classes"
+    (:data:`CLASSES_KEY`, no config key: :func:`config_change` skips it; :func:`check_recorded_classes` reads it)."""
     flat = flatten(to_dict(absolute_paths(cfg)))
-    return json.loads(json.dumps({k: v for k, v in flat.items()
-                                  if k in DEFINING_KEYS or k.startswith(DEFINING_PREFIXES)}))
+    defining = {k: v for k, v in flat.items() if k in DEFINING_KEYS or k.startswith(DEFINING_PREFIXES)}
+    if classes is not None:
+        defining[CLASSES_KEY] = list(classes)
+    return json.loads(json.dumps(defining))
+
+
+CLASSES_KEY = "classes"  # the run's class names in label order, in a checkpoint's recorded config (issue 14)
+
+
+def check_recorded_classes(run: Run, recorded: dict | None, where: Path | None) -> None:
+    """RunDirError, one line, when the class list a checkpoint records (`recorded`: its defining config, from
+    `where`) differs from the run's split_manifest.json class_names or inference.json classes: a hand edit of
+    both (labels swapped in each) would otherwise name every prediction after another class, the edited files
+    taken as the truth. Names each file that differs, once split_manifest.json does (inference.json alone is left to
+    `inference.check_inference`, which names it against the manifest). A checkpoint without the record (an older
+    openlt), a file that is missing or malformed (its own check reports it) are passed."""
+    classes = (recorded or {}).get(CLASSES_KEY)
+    if not isinstance(classes, list):
+        return
+    differ = []
+    for file, key in ((run.inference_file, "classes"), (run.manifest_file, "class_names")):
+        try:
+            given = json.loads(Path(file).read_text(encoding="utf-8")).get(key)
+        except (OSError, ValueError, AttributeError):
+            continue
+        if not isinstance(given, list) or given == classes:
+            continue
+        if len(given) != len(classes):
+            what = f"{len(given)} classes there, {len(classes)} in the checkpoint"
+        else:
+            i = next(i for i, (a, b) in enumerate(zip(classes, given)) if a != b)
+            what = f"label {i} is {given[i]!r} there, {classes[i]!r} in the checkpoint"
+        differ.append((file, key, what))
+    if any(file == run.manifest_file for file, _, _ in differ):  # (inference.json alone: check_inference names it)
+        raise RunDirError(" and ".join(f"{file}: {key} ({what})" for file, key, what in differ)
+                          + f" differ{'s' if len(differ) == 1 else ''} from the class list the run was trained "
+                          f"with, recorded in {where}: its labels would be named after other classes; restore "
+                          f"{' and '.join(Path(f).name for f, _, _ in differ)} (the checkpoint's list, in label "
+                          f"order: {', '.join(classes)})")
 
 
 def recorded_config(run: Run, checkpoint: str = "last") -> tuple[dict | None, Path | None]:
@@ -353,7 +391,10 @@ def trained_config(run: Run, checkpoint: str = "best", command: str | None = "ev
     from. ConfigError, one line naming config.yaml, the key, both values and the remedy (`command`: the openlt
     command it names, None: loading the run), when a key that defines the trained network (:func:`config_change`)
     was edited since training: the weights would be loaded into (or evaluated as) another network without a word.
-    A run whose checkpoints record no config (written by an older openlt) is taken as it is."""
+    A run whose checkpoints record no config (written by an older openlt) is taken as it is. Then (issue 14) the
+    run's inference.json / split_manifest.json classes against the class list the checkpoint records
+    (:func:`check_recorded_classes`), and a decoupled run's stage-1 checkpoint against the sha256 it was fitted on
+    (`init_from.check_stage1_unchanged`): RunDirError, one line."""
     cfg = cfg if cfg is not None else run.config()
     recorded, where = recorded_config(run, checkpoint)
     change = None if recorded is None else config_change(recorded, cfg, for_evaluation=True)
@@ -365,4 +406,8 @@ def trained_config(run: Run, checkpoint: str = "best", command: str | None = "ev
                           f"trained, so config.yaml must keep the keys that define it: set {key} back to "
                           f"{config_value(then)}, or train a new run for another (only "
                           f"{MAY_CHANGE_AFTER_TRAINING} may change after training)")
+    check_recorded_classes(run, recorded, where)
+    from openlt.engine.init_from import check_stage1_unchanged  # (init_from builds on this module)
+
+    check_stage1_unchanged(run, cfg, checkpoint)
     return cfg

@@ -86,7 +86,7 @@ def train(cfg: Config, *, run: Run | None = None, name: str | None = None, resum
         schedule = lr_schedule(cfg.train, len(loader))  # the config checked here, once
         scaler = grad_scaler(cfg.train.amp, device)
         start_epoch, best = _load_last(run, state, model, optimizer, scaler)
-        defining = defining_config(cfg)  # unchanged since the run started (check_resume_config)
+        defining = defining_config(cfg, data.class_names)  # unchanged since the run started (check_resume_config)
         if start_epoch >= cfg.train.epochs:
             log("training already finished")
             return run
