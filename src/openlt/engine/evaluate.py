@@ -46,7 +46,7 @@ from openlt.openset.base import open_score_warning
 TOP_CONFUSIONS = 50  # (true, predicted) pairs listed in metrics.json; the whole matrix is confusion.npz
 from openlt.reporting import is_record, sample_table, save_confusion, save_samples, summarize_outputs
 from openlt.reporting.convergence import convergence
-from openlt.reporting.run_report import write_reports
+from openlt.reporting.run_report import samples_origin, write_reports
 
 
 def predictions(outputs: dict[str, torch.Tensor]) -> np.ndarray:
@@ -344,7 +344,7 @@ def _write_results(run: Run, tag: str | None, cfg: Config, data: DataBundle, met
     save_confusion(run.confusion_path(tag), sparse_confusion(records["test"]["preds"], labels=records["test"]["labels"],
                                                              num_classes=data.num_classes))
     samples = sample_table(records)
-    save_samples(run.predictions_path(tag), samples)
+    save_samples(run.predictions_path(tag), {**samples, **samples_origin(metrics)})  # its score and checkpoint
     write_reports(run, metrics, samples, tag, ShotBands.from_config(cfg.eval))
 
 

@@ -347,6 +347,12 @@ def saved_decision(run: Run, cfg: Config, using: dict, threshold: float | None =
     if not needs_decision(run):
         return None
     given = f"{option} T" if option.startswith("--") else f"{option}=T"
+    tagged = sorted(p.name for p in run.path.glob("metrics-*.json"))  # `eval --tag` chooses no threshold to predict with
+    if tagged and not run.metrics_file.is_file():
+        raise RunDirError(f"{run.path} has no {run.calibration_file.name}: it has no untagged evaluation, only tagged "
+                          f"ones ({', '.join(tagged)}), which choose no threshold for prediction; choose it on "
+                          f"validation with {eval_command(run, using['checkpoint'])} (no --tag), or give a fixed one "
+                          f"({given})")
     raise RunDirError(f"{run.path} has no {run.calibration_file.name}: it was never evaluated, so no rejection "
                       f"threshold was chosen; choose it on validation with {eval_command(run, using['checkpoint'])}, "
                       f"or give a fixed one ({given})")

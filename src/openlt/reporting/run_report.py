@@ -20,7 +20,7 @@ from openlt.metrics import BAND_COLUMNS, BAND_NAMES, BAND_ROWS, ShotBands
 from openlt.reporting.convergence import convergence_warning
 from openlt.reporting.describe import checkpoint_epoch, environment_lines, open_set_text
 from openlt.reporting.samples import load_samples
-from openlt.reporting.summary import load_metrics
+from openlt.reporting.summary import load_metrics, missing_metrics, tagged_metrics
 
 
 class RunFiles(Protocol):
@@ -187,14 +187,46 @@ def rebuild_reports(run: RunFiles, tag: str | None = None) -> Path:
     returns the HTML report's path. RunDirError when the metrics file is missing, not JSON, or lacks what the
     report draws."""
     path = run.metrics_path(tag)
+    if not path.is_file() and tag is None and tagged_metrics(path.parent):  # named, with how to give one
+        raise RunDirError(missing_metrics(path, "report"))
     if not path.is_file():
         raise RunDirError(f"{path} not found: evaluate the run first ({_eval_hint(run, tag)})")
     metrics = load_metrics(path)  # checked: one RunDirError line for a torn or hand-edited file
     problem = _report_problem(metrics)
     if problem:
         raise RunDirError(f"{path} is not a metrics file of `openlt eval` ({problem}); evaluate the run again")
-    write_reports(run, metrics, load_samples(run.predictions_path(tag)), tag)
+    samples = load_samples(run.predictions_path(tag))
+    check_samples_origin(run.predictions_path(tag), samples, path, metrics)
+    write_reports(run, metrics, samples, tag)
     return run.report_html_path(tag)
+
+
+ORIGIN_KEYS = ("score_name", "checkpoint_sha256")  # predictions.npz: the evaluation it comes from
+
+
+def samples_origin(metrics: dict) -> dict[str, np.ndarray]:
+    """The fields predictions.npz records beside its arrays about the evaluation that wrote it (the metrics dict
+    written with it): the open-set score's name and the evaluated checkpoint's sha256 (:func:`check_samples_origin`
+    compares them with metrics.json's when a report is redrawn)."""
+    score = metrics.get("open_score")
+    return {"score_name": np.array(score.get("name", "") if isinstance(score, dict) else ""),
+            "checkpoint_sha256": np.array(str(metrics.get("checkpoint_sha256") or ""))}
+
+
+def check_samples_origin(samples_path: Path, samples: dict, metrics_path: Path, metrics: dict) -> None:
+    """RunDirError, one line naming both files, when predictions(-TAG).npz was written by another evaluation than
+    metrics(-TAG).json (another open-set score, or another checkpoint: another run's, or the run's best vs last);
+    the origin fields are taken out of `samples`. A file of an older openlt, without the fields, is accepted."""
+    found = {key: str(samples.pop(key)) for key in ORIGIN_KEYS if key in samples}
+    expected = {key: str(value) for key, value in samples_origin(metrics).items()}
+    differ = [key for key, value in found.items() if value and expected[key] and value != expected[key]]
+    if differ:
+        name = {"score_name": "open-set score", "checkpoint_sha256": "checkpoint sha256"}
+        shown = {key: {"score_name": repr, "checkpoint_sha256": lambda h: h[:12] + "..."}[key] for key in differ}
+        what = "; ".join(f"its {name[key]} is {shown[key](found[key])}, {metrics_path.name}'s "
+                         f"{shown[key](expected[key])}" for key in differ)
+        raise RunDirError(f"{samples_path} is not from the evaluation that wrote {metrics_path}: {what}; evaluate "
+                          f"the run again to write both together")
 
 
 def _eval_hint(run: RunFiles, tag: str | None) -> str:

@@ -63,13 +63,45 @@ def _number(value: Any) -> bool:
 
 
 
+def tagged_metrics(folder: Path) -> list[str]:
+    """The names of a run folder's tagged metrics files (metrics-TAG.json), sorted."""
+    return sorted(p.name for p in folder.glob("metrics-*.json") if p.is_file())
+
+
+def is_folder_of_runs(folder: Path) -> bool:
+    """Whether `folder` is not a run (no config.yaml) but holds runs (sub-folders with a config.yaml)."""
+    try:
+        return (folder.is_dir() and not (folder / "config.yaml").is_file()
+                and any((child / "config.yaml").is_file() for child in folder.iterdir() if child.is_dir()))
+    except OSError:
+        return False
+
+
+def missing_metrics(path: Path, command: str = "summary") -> str:
+    """The one-line message of a run's metrics file `path` that does not exist, for `openlt COMMAND`: a folder of
+    runs given as a run (the command's runs are listed instead); a run with only tagged evaluations (they are named,
+    and how to give one); else how to evaluate the run."""
+    folder = path.parent
+    if path.name == "metrics.json" and is_folder_of_runs(folder):
+        return (f"{folder} is a folder of runs, not a run (it has no config.yaml): give the runs themselves, e.g. "
+                f"`openlt {command} {folder / '*'}`")
+    tagged = tagged_metrics(folder) if path.name == "metrics.json" else []
+    if tagged:
+        example = tagged[0][len("metrics-"):-len(".json")]
+        how = (f"`openlt report {folder} --tag {example}`" if command == "report"
+               else f"its file, e.g. `openlt summary {folder / tagged[0]}`")
+        return (f"{path} not found: the run has no untagged evaluation, only tagged ones ({', '.join(tagged)}); "
+                f"give one with {how}, or evaluate the run untagged (`openlt eval {folder}`)")
+    return f"{path} not found (evaluate the run with `openlt eval {folder}`)"
+
+
 def load_metrics(path: str | Path) -> dict:
     """A metrics JSON file of a run (metrics.json, metrics-TAG.json: the engine's ``Run.metrics_path``) as a
     dict. RunDirError naming the file when it is missing, not UTF-8 JSON (NaN / Infinity included), or not the
     shape `openlt eval` writes (:func:`metrics_problem`)."""
     path = Path(path)
     if not path.is_file():
-        raise RunDirError(f"{path} not found (evaluate the run with `openlt eval {path.parent}`)")
+        raise RunDirError(missing_metrics(path))
     metrics = read_json(path, "metrics file", RunDirError)
     problem = metrics_problem(metrics)
     if problem:
