@@ -197,3 +197,16 @@ def test_fslwf_without_enough_base_classes_is_refused_before_the_run_or_features
                          "decouple.fslwf_steps=2", *overrides, "--quiet")
     assert code == 2 and len(err.strip().splitlines()) == 1 and err.startswith(f"openlt train: error: {message}"), err
     assert not (tmp_path / "runs").exists() and not (stage1 / "features").exists()
+
+
+def test_load_run_of_class_lists_edited_alike_is_refused(runs, tmp_path):
+    import openlt
+    from openlt.errors import RunDirError
+
+    run = tmp_path / runs["stage1"].name
+    shutil.copytree(runs["stage1"], run)
+    _swap_labels(run, "inference.json", "split_manifest.json")
+    with pytest.raises(RunDirError) as caught:
+        openlt.load_run(run, device="cpu")
+    assert str(caught.value).startswith(f"{run / 'inference.json'}: classes (label 0 is 'bee' there, 'ant' in the "
+                                        f"checkpoint) and {run / 'split_manifest.json'}: class_names")
