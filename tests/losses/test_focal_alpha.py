@@ -13,7 +13,6 @@ import torch
 from images import make_image_folder
 from tiny_run import cli
 
-from openlt.config import build_config
 from openlt.errors import ConfigError
 from openlt.losses import check_class_weights, check_loss_args
 from openlt.losses.focal import FocalLoss

@@ -84,7 +84,8 @@ def test_the_result_table_prints_the_warning():
                "calibration": {"score": "knn", "source": "fixed"},
                "open": {"bands_with_rejection": band, "f_measure": 0.4, "auroc": 1.0, "fpr95": 0.0, "threshold": -1.0,
                         "warning": "eval.open_score=knn: the training features have no spread"}}
-    assert format_table(metrics).splitlines()[-1] == "warning: eval.open_score=knn: the training features have no spread"
+    last = format_table(metrics).splitlines()[-1]
+    assert last == "warning: eval.open_score=knn: the training features have no spread"
     del metrics["open"]["warning"]
     assert "warning" not in format_table(metrics)
 

@@ -49,9 +49,9 @@ def copy(run, tmp_path):
 def test_report_refuses_predictions_of_another_score(copy, capsys):
     shutil.copy(copy / "predictions-openmax.npz", copy / "predictions.npz")
     code, _, err = cli(capsys, "report", copy)
-    assert code == 2 and err == (f"openlt report: error: {copy}/predictions.npz is not from the evaluation that wrote "
-                                 f"{copy}/metrics.json: its open-set score is 'openmax', metrics.json's 'msp'; evaluate "
-                                 "the run again to write both together\n")
+    assert code == 2 and err == (f"openlt report: error: {copy}/predictions.npz is not from the evaluation that "
+                                 f"wrote {copy}/metrics.json: its open-set score is 'openmax', metrics.json's 'msp'; "
+                                 "evaluate the run again to write both together\n")
     assert cli(capsys, "report", copy, "--tag", "openmax")[0] == 0  # each with its own
 
 

@@ -347,7 +347,7 @@ def saved_decision(run: Run, cfg: Config, using: dict, threshold: float | None =
     if not needs_decision(run):
         return None
     given = f"{option} T" if option.startswith("--") else f"{option}=T"
-    tagged = sorted(p.name for p in run.path.glob("metrics-*.json"))  # `eval --tag` chooses no threshold to predict with
+    tagged = sorted(p.name for p in run.path.glob("metrics-*.json"))  # `eval --tag` chooses no threshold to predict
     if tagged and not run.metrics_file.is_file():
         raise RunDirError(f"{run.path} has no {run.calibration_file.name}: it has no untagged evaluation, only tagged "
                           f"ones ({', '.join(tagged)}), which choose no threshold for prediction; choose it on "

@@ -182,7 +182,8 @@ def open_score_warning(scorer: OpenSetScore, known: Any, unknown: Any) -> str | 
     fitted = getattr(scorer, "warning_", None)
     if fitted:
         return fitted
-    scores = np.concatenate([np.asarray(known, dtype=np.float64).ravel(), np.asarray(unknown, dtype=np.float64).ravel()])
+    scores = np.concatenate([np.asarray(known, dtype=np.float64).ravel(),
+                             np.asarray(unknown, dtype=np.float64).ravel()])
     scores = scores[np.isfinite(scores)]
     if len(scores) < 2 or float(scores.max() - scores.min()) > SPREAD_RTOL * float(np.abs(scores).max()):
         return None
