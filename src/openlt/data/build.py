@@ -255,17 +255,10 @@ def _check_splits(data: DataBundle, names_from: Path | None) -> None:
                             data.open_loader is None)
 
 
-def prepare_data(cfg: Config, *, default_split_dir: Path | None = None, decode: bool | None = None) -> DataBundle:
-    """Find or build the split files, describe them, and check the training split covers every class.
-
-    The split files are data.split_dir's; without one they are built in `default_split_dir` (a run's
-    ``Run.splits_dir``) unless it already holds them. ConfigError / DataError for a missing or bad split.
-    `decode`: decode every image file of every split first (`check_decodable`: 1 to 2.5 ms per JPEG, in threads);
-    None decodes when no `default_split_dir` is given, i.e. for the data of a new run on data.split_dir (`train`),
-    not again for a run's own data (eval, --resume: checked when the run started; splits a run builds are
-    decoded when they are drawn)."""
-    if cfg.data.dataset not in DATASET_KINDS:
-        raise ConfigError(f"unknown data.dataset {cfg.data.dataset!r}; known: {', '.join(DATASET_KINDS)}")
+def _split_files(cfg: Config, default_split_dir: Path | None) -> tuple[Path, dict[str, Path]]:
+    """(the split folder, {split: its file}) of `cfg`: data.split_dir's, else `default_split_dir`'s, built there
+    first when it holds none; val / open only when their file is there. DataError for a missing folder or a
+    missing train / test file."""
     if cfg.data.split_dir is not None:
         split_dir = Path(cfg.data.split_dir)
         if not split_dir.is_dir():
@@ -286,6 +279,21 @@ def prepare_data(cfg: Config, *, default_split_dir: Path | None = None, decode: 
             files[split] = path
         elif split in ("train", "test"):
             raise DataError(f"the {split} split file is missing: {path}")
+    return split_dir, files
+
+
+def prepare_data(cfg: Config, *, default_split_dir: Path | None = None, decode: bool | None = None) -> DataBundle:
+    """Find or build the split files, describe them, and check the training split covers every class.
+
+    The split files are data.split_dir's; without one they are built in `default_split_dir` (a run's
+    ``Run.splits_dir``) unless it already holds them. ConfigError / DataError for a missing or bad split.
+    `decode`: decode every image file of every split first (`check_decodable`: 1 to 2.5 ms per JPEG, in threads);
+    None decodes when no `default_split_dir` is given, i.e. for the data of a new run on data.split_dir (`train`),
+    not again for a run's own data (eval, --resume: checked when the run started; splits a run builds are
+    decoded when they are drawn)."""
+    if cfg.data.dataset not in DATASET_KINDS:
+        raise ConfigError(f"unknown data.dataset {cfg.data.dataset!r}; known: {', '.join(DATASET_KINDS)}")
+    split_dir, files = _split_files(cfg, default_split_dir)
     entries = {split: read_split_file(path, allow_open=(split == "open")) for split, path in files.items()}
     manifest, names_from = _load_manifest(cfg, split_dir, files, entries)
     if len(manifest["class_names"]) < 2:

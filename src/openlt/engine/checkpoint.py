@@ -139,7 +139,7 @@ def metadata_problem(meta: dict, tensors: dict) -> str | None:
     for key in ("grad_scaler", "record"):
         if key in state and not isinstance(state[key], dict):
             return f"state.{key} must be an object"
-    stage1 = state.get("stage1")  # a decoupled stage 2's stage-1 checkpoint (init_from.stage1_record)
+    stage1 = state.get("stage1")  # a decoupled stage 2's stage-1 checkpoint (stage1_record.stage1_record)
     if stage1 is not None and not (isinstance(stage1, dict) and isinstance(stage1.get("sha256"), str)
                                    and stage1.get("checkpoint") in ("best", "last")):
         return "state.stage1 must be an object with checkpoint (best or last) and sha256"

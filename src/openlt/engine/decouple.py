@@ -31,10 +31,11 @@ from openlt.engine.evaluate import closed_metrics
 from openlt.engine.features import extract_features, load_features
 from openlt.engine.inference import write_inference
 from openlt.engine.init_from import (check_stage1_free, check_stage1_split_dir, load_stage1_weights, model_weights,
-                                     relocated_data, stage1_config, stage1_record)
+                                     relocated_data, stage1_config)
 from openlt.engine.manifest import check_open_decision, verify_manifest
 from openlt.engine.run import PATH_KEYS, Run, open_run
 from openlt.engine.runtime import defining_config, make_loader, to_device
+from openlt.engine.stage1_record import stage1_record
 from openlt.engine.tracking import EpochLog
 from openlt.errors import ConfigError
 from openlt.io import write_json

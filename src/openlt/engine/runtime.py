@@ -24,6 +24,7 @@ from openlt.engine import distributed
 from openlt.engine.checkpoint import checkpoint_state, load_checkpoint
 from openlt.engine.precision import autocast
 from openlt.engine.run import PATH_KEYS, Run, absolute_paths
+from openlt.engine.stage1_record import check_stage1_unchanged
 from openlt.errors import ConfigError, DataError, RunDirError
 from openlt.models.classifier import LinearClassifier
 from openlt.models.model import OpenLTModel, build_model
@@ -394,7 +395,7 @@ def trained_config(run: Run, checkpoint: str = "best", command: str | None = "ev
     A run whose checkpoints record no config (written by an older openlt) is taken as it is. Then (issue 14) the
     run's inference.json / split_manifest.json classes against the class list the checkpoint records
     (:func:`check_recorded_classes`), and a decoupled run's stage-1 checkpoint against the sha256 it was fitted on
-    (`init_from.check_stage1_unchanged`): RunDirError, one line."""
+    (`stage1_record.check_stage1_unchanged`): RunDirError, one line."""
     cfg = cfg if cfg is not None else run.config()
     recorded, where = recorded_config(run, checkpoint)
     change = None if recorded is None else config_change(recorded, cfg, for_evaluation=True)
@@ -407,7 +408,5 @@ def trained_config(run: Run, checkpoint: str = "best", command: str | None = "ev
                           f"{config_value(then)}, or train a new run for another (only "
                           f"{MAY_CHANGE_AFTER_TRAINING} may change after training)")
     check_recorded_classes(run, recorded, where)
-    from openlt.engine.init_from import check_stage1_unchanged  # (init_from builds on this module)
-
     check_stage1_unchanged(run, cfg, checkpoint)
     return cfg

@@ -1,0 +1,53 @@
+"""What a decoupled stage 2 records of the stage-1 checkpoint it was fitted on, and the check that it is still
+there (issue 14): a decoupled run is evaluated on its stage-1 run's features, extracted with that run's checkpoint
+as it is now, so another checkpoint copied in its place would be applied the old head without a word. Its own
+module: runtime.trained_config runs the check, and engine/init_from.py builds on runtime."""
+
+from __future__ import annotations
+
+from openlt.config import Config
+from openlt.engine.checkpoint import checkpoint_state
+from openlt.engine.run import Run, open_run
+from openlt.errors import RunDirError
+from openlt.io import sha256_file
+
+
+def stage1_record(source: Run, checkpoint: str = "best") -> dict:
+    """What a decoupled stage 2 records of the stage-1 checkpoint it was fitted on (its checkpoint state's
+    "stage1"): {"run": absolute path, "checkpoint": name, "sha256": hex} (:func:`check_stage1_unchanged`)."""
+    return {"run": str(source.path.resolve()), "checkpoint": checkpoint,
+            "sha256": sha256_file(source.checkpoint(checkpoint))}
+
+
+def check_stage1_unchanged(run: Run, cfg: Config, checkpoint: str = "best") -> None:
+    """A decoupled stage-2 run is evaluated on its stage-1 run's features (that run's feature cache, extracted
+    with its checkpoint as it is now): RunDirError, one line naming both runs, the recorded and current sha256
+    and the remedy, when the stage-1 checkpoint the run's checkpoint records ("stage1": :func:`stage1_record`)
+    changed since (another run copied in its place, training went on): the old head would be applied to another
+    representation without a word. Passed: a run that is no decoupled stage 2, one without the record (an older
+    openlt), or whose stage-1 run or checkpoint is gone (then evaluated through its own network)."""
+    path = run.checkpoint(checkpoint)
+    if not path.is_file():
+        path = run.checkpoint("last")
+    if cfg.decouple.method == "none" or not path.is_file():
+        return
+    recorded = checkpoint_state(path).get("stage1")
+    if not isinstance(recorded, dict):
+        return
+    where = cfg.train.init_from or recorded.get("run")
+    try:
+        source = open_run(where)
+    except (RunDirError, TypeError):
+        return
+    stage1 = source.checkpoint(recorded.get("checkpoint", "best"))
+    if not stage1.is_file():
+        return
+    then, now = str(recorded.get("sha256")), sha256_file(stage1)
+    if now == then:
+        return
+    raise RunDirError(f"{run.path} is a decoupled stage 2 (decouple.method={cfg.decouple.method}) fitted on the "
+                      f"stage-1 run {source.path}'s checkpoints/{stage1.name} (sha256 {then[:12]}, recorded in "
+                      f"{path}), but that checkpoint is now sha256 {now[:12]}: the stage-1 weights changed since, so "
+                      f"this run's head would be applied to another representation; put the stage-1 run's "
+                      f"checkpoint back, or train the stage 2 again from it (`openlt train CONFIG "
+                      f"train.init_from={source.path}`)")
