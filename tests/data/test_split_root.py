@@ -16,17 +16,11 @@ from openlt.errors import ConfigError, DataError
 
 from images import make_image_folder
 from synthetic_run import make_run
+from tiny_run import cli  # tests/helpers
 
 SPLIT = ["--dataset", "image-folder", "--profile", "none", "--open-classes", "1", "--val-per-class", "2",
          "--test-per-class", "2"]
 INPUT = ["data.dataset=image-folder", "data.image_size=16"]
-
-
-def cli(capsys, *args) -> tuple[int, str, str]:
-    capsys.readouterr()
-    code = main([str(a) for a in args])
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 @pytest.fixture(scope="module")

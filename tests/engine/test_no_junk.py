@@ -11,23 +11,16 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from openlt.cli import main
 from openlt.data import cifar
 from openlt.engine.run import new_folders, remove_empty
 from openlt.errors import DataError
 
 from images import make_image_folder
 from synthetic_run import make_run
+from tiny_run import cli  # tests/helpers
 
 TINY = ["data.dataset=image-folder", "data.image_size=16", "model.backbone=resnet10", "train.epochs=1",
         "train.warmup_epochs=0", "train.batch_size=8", "eval.batch_size=8"]
-
-
-def cli(capsys, *args) -> tuple[int, str, str]:
-    capsys.readouterr()
-    code = main([str(a) for a in args])
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 @pytest.fixture(scope="module")
