@@ -420,8 +420,11 @@ def evaluation_stages(st: Stages, cfg, logits: dict, labels: dict, data, out: Pa
     return {p.name: p.stat().st_size for p in out.iterdir() if p.is_file()}
 
 
-def summary_stages(st: Stages, metrics_file: Path, root: Path) -> None:
-    """`openlt summary` over 3 runs and a bench report (results.md / .csv / report.html, two PNG) over them."""
+def summary_stages(st: Stages, metrics_file: Path, root: Path, config_file: Path) -> None:
+    """`openlt summary` over 3 runs (`metrics_file` with `config_file`, the cRT run's, as seeds 0-2) and a bench
+    report (results.md / .csv / report.html, two PNG) over them."""
+    import yaml
+
     from openlt.cli import main
     from openlt.reporting.bench_report import write_bench_results
 
@@ -432,6 +435,9 @@ def summary_stages(st: Stages, metrics_file: Path, root: Path) -> None:
         metrics = json.loads(metrics_file.read_text())
         metrics["run"] = str(run)
         (run / "metrics.json").write_text(json.dumps(metrics, indent=2))
+        config = yaml.safe_load(config_file.read_text())  # summary checks the recipe: one per seed, as train writes
+        config["seed"] = seed
+        (run / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
         files.append(run / "metrics.json")
     def summary() -> int:
         with contextlib.redirect_stdout(io.StringIO()):
@@ -516,7 +522,7 @@ def child(key: str, workdir: Path, out_json: Path) -> None:
     files = evaluation_stages(st, cfg, logits, labels, data, root / "eval")
     del logits
     (root / "summary").mkdir()
-    summary_stages(st, root / "eval" / "metrics.json", root / "summary")
+    summary_stages(st, root / "eval" / "metrics.json", root / "summary", crt.config_file)
     eval_files, model_mb = end_to_end_stage(st, crt)
     image_stage(st, size, root)
     cache_mb = (size.n_val + size.n_test + size.n_open) * D * 6 / 2**20  # float16 read + float32 copy
