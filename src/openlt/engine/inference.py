@@ -38,7 +38,7 @@ from openlt.data.build import (DataBundle, default_image_size, input_channels, p
                                transform_family)
 from openlt.data.transforms import FAMILIES, eval_transform, eval_transform_spec, normalisation
 from openlt.engine.checkpoint import load_checkpoint
-from openlt.engine.manifest import _class_change, _class_source, read_run_manifest
+from openlt.engine.manifest import _class_change, _class_source, label_difference, read_run_manifest
 from openlt.engine.run import Run
 from openlt.engine.runtime import to_device
 from openlt.errors import NotFittedError, OpenLTError, RunDirError
@@ -222,14 +222,6 @@ def expected_input(cfg: Config) -> tuple[int, int, dict]:
     return in_chans, size, eval_transform_spec(family, size, mean, std)
 
 
-def _label_difference(recorded: list[str], given: list[str]) -> str:
-    """How inference.json's classes (`given`) differ from split_manifest.json's (`recorded`), briefly."""
-    if len(recorded) != len(given):
-        return f"{len(given)} classes in inference.json, {len(recorded)} there"
-    i = next(i for i, (a, b) in enumerate(zip(recorded, given)) if a != b)
-    return f"label {i} is {given[i]!r} in inference.json, {recorded[i]!r} there"
-
-
 def check_inference(run: Run, cfg: Config, spec: InferenceSpec) -> None:
     """Refuse an inference.json that does not describe the run it is in: its classes (names and order) against
     split_manifest.json's class_names (and open_classes against its open_class_names), its in_chans, image_size
@@ -243,8 +235,8 @@ def check_inference(run: Run, cfg: Config, spec: InferenceSpec) -> None:
         manifest = read_run_manifest(run)
         names, opened = manifest["class_names"], manifest.get("open_class_names")
         if list(spec.classes) != names:
-            raise RunDirError(f"{where}: classes differ from class_names in {run.manifest_file} "
-                              f"({_label_difference(names, list(spec.classes))}); {restore}")
+            what = label_difference(names, list(spec.classes), "in inference.json", "there")
+            raise RunDirError(f"{where}: classes differ from class_names in {run.manifest_file} ({what}); {restore}")
         if isinstance(opened, list) and list(spec.open_classes) != opened:
             raise RunDirError(f"{where}: open_classes is {list(spec.open_classes)}, but {run.manifest_file} "
                               f"records {opened} (open_class_names); {restore}")

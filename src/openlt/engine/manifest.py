@@ -113,6 +113,15 @@ def _class_change(then: list[str], now: list[str]) -> str:
     return f"label {i} was {then[i]!r}, now {now[i]!r}"
 
 
+def label_difference(reference: list[str], given: list[str], given_where: str, reference_where: str) -> str:
+    """How the class list `given` differs from `reference` (two lists that differ), briefly: their lengths, else the
+    first label that differs, e.g. "label 0 is 'bee' in inference.json, 'ant' there"."""
+    if len(reference) != len(given):
+        return f"{len(given)} classes {given_where}, {len(reference)} {reference_where}"
+    i = next(i for i, (a, b) in enumerate(zip(reference, given)) if a != b)
+    return f"label {i} is {given[i]!r} {given_where}, {reference[i]!r} {reference_where}"
+
+
 def _class_source(data: DataBundle) -> str:
     """Where the class names come from: the class-name file, the split folder's manifest, or the train split."""
     if data.cfg.data.class_names:

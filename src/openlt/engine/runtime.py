@@ -22,6 +22,7 @@ from openlt.data.build import DataBundle, prepare_data
 from openlt.data.transforms import normalisation
 from openlt.engine import distributed
 from openlt.engine.checkpoint import checkpoint_state, load_checkpoint
+from openlt.engine.manifest import label_difference
 from openlt.engine.precision import autocast
 from openlt.engine.run import PATH_KEYS, Run, absolute_paths
 from openlt.engine.stage1_record import check_stage1_unchanged
@@ -303,12 +304,7 @@ def check_recorded_classes(run: Run, recorded: dict | None, where: Path | None) 
             continue
         if not isinstance(given, list) or given == classes:
             continue
-        if len(given) != len(classes):
-            what = f"{len(given)} classes there, {len(classes)} in the checkpoint"
-        else:
-            i = next(i for i, (a, b) in enumerate(zip(classes, given)) if a != b)
-            what = f"label {i} is {given[i]!r} there, {classes[i]!r} in the checkpoint"
-        differ.append((file, key, what))
+        differ.append((file, key, label_difference(classes, given, "there", "in the checkpoint")))
     if any(file == run.manifest_file for file, _, _ in differ):  # (inference.json alone: check_inference names it)
         raise RunDirError(" and ".join(f"{file}: {key} ({what})" for file, key, what in differ)
                           + f" differ{'s' if len(differ) == 1 else ''} from the class list the run was trained "
