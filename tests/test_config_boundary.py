@@ -165,6 +165,18 @@ OVERRIDES = [
     O("loss-args", "oltr-tau", ("train.loss=oltr", "train.loss_args.tau=1"), "bad arguments for loss 'oltr'", "'tau'"),
     O("loss-args", "logit-adjusted-taus", ("train.loss=logit_adjusted", "train.loss_args.taus=1"),
       "bad arguments for loss 'logit_adjusted'", "'taus'"),
+    # --- a data folder left empty (a shell variable that expanded to nothing): was null without a word (a new split
+    #     built into the run instead of data.split_dir's, the open images read under data.root)
+    O("empty-folder", "split-dir-empty", "data.split_dir=", "override 'data.split_dir=': config key "
+      "'data.split_dir' is empty: give the folder, data.split_dir=FOLDER, or leave the override out"),
+    O("empty-folder", "open-root-empty", "data.open_root=", "override 'data.open_root=': config key "
+      "'data.open_root' is empty"),
+    O("empty-folder", "root-empty", "data.root=", "override 'data.root=': config key 'data.root' is empty"),
+    O("empty-folder", "split-dir-spaces", "data.split_dir=  ", "override 'data.split_dir=  ': config key "
+      "'data.split_dir' is empty"),
+    O("empty-folder", "open-root-tab", "data.open_root=\t", "'data.open_root' is empty"),
+    O("empty-folder", "split-dir-quoted-blank", 'data.split_dir=" "', "'data.split_dir' must name a file or "
+      "folder, got blank ' '"),
 ]
 
 DUP = "name: a\ntrain:\n  lr: 0.1\nname: b\n"
@@ -209,6 +221,8 @@ FILES = [
       "key 'train.milestones', item 1", "hexadecimal"),
     F("number-form", "file-bool-on", "model:\n  attention: on\n", "c.yaml, line 2", "key 'model.attention'",
       "'on' is a boolean in YAML 1.1"),
+    F("empty-folder", "file-open-root-blank", "data:\n  open_root: '  '\n", "c.yaml, line 2", "'data.open_root' must "
+      "name a file or folder, got blank '  '"),
     F("too-large", "file-knn-k", "eval:\n  knn_k: 10000000000\n", "c.yaml, line 2", "'eval.knn_k'", "<= 1000000000"),
 ]
 CASES = OVERRIDES + FILES
@@ -233,7 +247,7 @@ def test_the_tables_cover_every_kind_with_several_instances():
     assert len(ids) == len(set(ids))
     kinds = {c.kind for c in CASES}
     assert kinds == {"non-finite", "out-of-range", "relation", "unknown-name", "wrong-type", "bad-name", "yaml", "base",
-                     "number-form", "too-large", "loss-args"}
+                     "number-form", "too-large", "loss-args", "empty-folder"}
     for kind in kinds:
         assert sum(c.kind == kind for c in CASES) >= 5, kind
 

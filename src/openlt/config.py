@@ -623,6 +623,8 @@ def _path_name_problem(value: Any) -> str | None:
     """A path the filesystem refuses by its name alone (too long: ENAMETOOLONG; a folder on the way that cannot
     be searched: EACCES), named here with its key rather than as a raw OSError later. A missing path is no
     problem here: the command that reads it says what is missing."""
+    if isinstance(value, str) and value and not value.strip():
+        return f"must name a file or folder, got blank {value!r}"
     if not isinstance(value, str) or not value:
         return None
     try:
@@ -1082,6 +1084,7 @@ def build_config(path: str | Path | None = None, overrides: list[str] | None = N
                                 if k not in (key, _replaced_value(key)) and not k.startswith(f"{key}.")}
         problems.origins.update(_override_origins(overrides, list(flatten(layer))))
         _assign(cfg, layer, "", problems)
+        _empty_folder_overrides(overrides, problems)
     _check(cfg, "", problems)
     problems.raise_if_any()
     cfg._explicit = {key: where for key, where in problems.origins.items()  # the named file's lines and overrides
@@ -1090,6 +1093,24 @@ def build_config(path: str | Path | None = None, overrides: list[str] | None = N
         for text in config_warnings(cfg):
             warnings.warn(text, ConfigWarning, stacklevel=2)
     return cfg
+
+
+# the data folders an override may not leave empty: `data.split_dir=` (a shell variable that expanded to nothing)
+# would silently mean null -- new splits built into the run, the open images read under data.root, the images
+# looked for elsewhere -- rather than the folder meant
+_FOLDER_KEYS = ("data.root", "data.open_root", "data.split_dir")
+
+
+def _empty_folder_overrides(overrides: list[str], problems: _Problems) -> None:
+    """Add a problem for each override of a :data:`_FOLDER_KEYS` key with an empty or blank value (``KEY=`` or
+    ``KEY=  ``): one line naming the override and the key (``KEY=null`` says null on purpose: the command
+    judges it)."""
+    for item in overrides:
+        key, sep, raw = item.partition("=")
+        key = key.strip()
+        if sep and key in _FOLDER_KEYS and not raw.strip():
+            problems.keys.discard(key)
+            problems.add(key, f"is empty: give the folder, {key}=FOLDER, or leave the override out")
 
 
 def _section_keys(obj: Any, prefix: str = "") -> Iterator[str]:

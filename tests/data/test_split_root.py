@@ -84,14 +84,24 @@ def run(tmp_path_factory):
     return made
 
 
-@pytest.mark.parametrize("empty", ["data.root=", "data.root=null"])
-def test_an_empty_data_root_override_of_eval_is_refused(run, capsys, tmp_path, monkeypatch, empty):
+def test_a_null_data_root_override_of_eval_is_refused(run, capsys, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    code, out, err = cli(capsys, "eval", run.path, empty)
+    code, out, err = cli(capsys, "eval", run.path, "data.root=null")
     assert (code, out) == (2, "")
     assert err.strip() == (f"openlt eval: error: data.root= (empty, null) is refused: give the folder of the run's "
                            f"images, data.root=FOLDER, or leave the override out to read them where "
                            f"{run.config_file} says")
+
+
+@pytest.mark.parametrize("key", ["data.root", "data.split_dir", "data.open_root"])
+@pytest.mark.parametrize("value", ["", "  "])
+def test_an_empty_data_folder_override_of_eval_is_refused_naming_it(run, capsys, tmp_path, monkeypatch, key, value):
+    monkeypatch.chdir(tmp_path)  # (data.split_dir= was null: eval built the splits anew instead of the run's)
+    code, out, err = cli(capsys, "eval", run.path, f"{key}={value}")
+    assert (code, out) == (2, "")
+    assert err.strip() == (f"openlt eval: error: override '{key}={value}': config key '{key}' is empty: give the "
+                           f"folder, {key}=FOLDER, or leave the override out")
+    assert not list(tmp_path.iterdir())
 
 
 def test_an_empty_data_root_override_of_identify_is_refused(run, tmp_path):
@@ -99,4 +109,6 @@ def test_an_empty_data_root_override_of_identify_is_refused(run, tmp_path):
 
     with pytest.raises(ConfigError, match=r"^data\.root= \(empty, null\) is refused: give the folder of the run's "
                                           r"images, data\.root=FOLDER, "):
-        identify_config(run, overrides=["data.root="])
+        identify_config(run, overrides=["data.root=null"])
+    with pytest.raises(ConfigError, match=r"^override 'data\.split_dir=': config key 'data\.split_dir' is empty"):
+        identify_config(run, overrides=["data.split_dir="])

@@ -147,6 +147,10 @@ SPEC_TYPES = [
      ("method 'b'", "eval.openmax_distance")),
     ({"methods": [{"name": "a", "config": "tiny.yaml", "overrides": ["train.lr=-1"]}]},
      ("method 'a' (config", "train.lr")),
+    # an empty data folder (a shell variable that expanded to nothing) was null: splits built into each run
+    ({"overrides": ["data.split_dir="]}, ("override 'data.split_dir='", "config key 'data.split_dir' is empty")),
+    ({"methods": [TRAINED, {"name": "b", "eval_of": "a", "overrides": ["data.open_root= "]}]},
+     ("method 'b' (eval_of 'a', overrides)", "config key 'data.open_root' is empty")),
     # a seed in overrides would be replaced by the bench's seed without a word
     ({"overrides": ["seed=7"]}, ("overrides set 'seed=7'", "seeds come from its `seeds:`")),
     ({"methods": [{"name": "a", "config": "tiny.yaml", "overrides": [" seed = 7"]}]},
