@@ -105,3 +105,25 @@ def test_the_report_names_the_open_classes_and_shows_config_versions_device_time
     assert '<p class="warning"><b>Warning:</b> may be &lt;under&gt;-trained.</p>' in page
     assert "<details><summary>config.yaml" in page and "epochs: 12  # &lt;b&gt;" in page
     assert "Right: the ROC curve" in page
+
+
+def test_the_report_shows_the_no_spread_warning_that_report_md_and_the_console_show():
+    from openlt.reporting.run_report import format_table
+
+    cfg = build_config(None, ["eval.open_score=energy", "eval.open_threshold=0.0"])
+    same = torch.tensor([[2.0, 1.0, 0.5, 0.2]]) * (1 + 1e-7 * torch.randn(40, 4, generator=torch.Generator().manual_seed(3)))
+    outputs = {"test": {"logits": same[:30], "labels": torch.arange(30) % 4},
+               "open": {"logits": same[30:], "labels": torch.full((10,), -1)}}
+    metrics = compute_metrics(cfg, outputs, COUNTS, NAMES)
+    said = ("eval.open_score=energy: the scores of the test and open images have no spread (every image gets the same "
+            "score): the AUROC reflects float rounding, not the data")
+    assert metrics["open"]["warning"] == said and format_table(metrics).splitlines()[-1] == f"warning: {said}"
+    samples = sample_table(outputs, {s: -outputs[s]["logits"].logsumexp(1) for s in ("test", "open")})
+    page = run_report({"run": "r", **metrics}, samples, ShotBands())
+    assert page.count('<p class="warning">') == 1  # (report.html showed no warning at all)
+    assert f'<p class="warning"><b>Warning:</b> {said}</p>' in page
+    spread = {split: {**out, "logits": torch.randn(len(out["labels"]), 4)} for split, out in outputs.items()}
+    metrics = compute_metrics(cfg, spread, COUNTS, NAMES)
+    assert "warning" not in metrics["open"]
+    assert 'class="warning"' not in run_report({"run": "r", **metrics}, sample_table(spread, {
+        s: -spread[s]["logits"].logsumexp(1) for s in ("test", "open")}), ShotBands())

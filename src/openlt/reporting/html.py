@@ -123,9 +123,18 @@ def _meta(metrics: Mapping, history: Sequence[Mapping] | None = None) -> str:
 
 
 def _warnings(metrics: Mapping) -> str:
-    """The convergence warning of metrics.json as a highlighted paragraph ("" when there is none)."""
+    """The warnings of metrics.json as highlighted paragraphs ("" when there is none): the convergence warning and
+    the open-set score's (``open.warning``, e.g. a score fitted on training features without spread, or scores
+    without spread: the AUROC is float rounding), the line report.md's table and the console print."""
+    paragraphs = []
     warning = convergence_warning(metrics)
-    return f'<p class="warning"><b>Warning:</b> {esc(warning)}.</p>' if warning else ""
+    if warning:
+        paragraphs.append(f'<p class="warning"><b>Warning:</b> {esc(warning)}.</p>')
+    open_set = metrics.get("open")
+    score_warning = open_set.get("warning") if isinstance(open_set, Mapping) else None
+    if score_warning:
+        paragraphs.append(f'<p class="warning"><b>Warning:</b> {esc(score_warning)}</p>')
+    return "\n".join(paragraphs)
 
 
 def _config_block(config_text: str | None) -> str:
