@@ -98,6 +98,68 @@ def test_class_folders_alike_by_spaces_or_nfkc_are_refused(tmp_path, capsys, nam
     assert not (tmp_path / "splits").exists()
 
 
+CYR_C, GREEK_O = "\u0441", "\u03bf"  # Cyrillic small es, Greek small omicron: 'c' and 'o' to the eye
+
+
+@pytest.mark.parametrize("names,message", [
+    (["cat", f"{CYR_C}at", "dog"], f"the class folders 'cat' and '{CYR_C}at' differ only by letters of other scripts "
+                                   f"that look like Latin ones (code points 'cat' and '\\u0441at': Cyrillic "
+                                   f"'{CYR_C}' U+0441 looks like 'c')"),
+    (["dog", f"d{GREEK_O}g"], f"the class folders 'dog' and 'd{GREEK_O}g' differ only by letters of other scripts "
+                              f"that look like Latin ones (code points 'dog' and 'd\\u03bfg': Greek '{GREEK_O}' "
+                              f"U+03BF looks like 'o')"),
+    (["ONE", "\u039f\u039d\u0395"], "the class folders 'ONE' and '\u039f\u039d\u0395' differ only by letters of "
+                                    "other scripts that look like Latin ones (code points 'ONE' and "
+                                    "'\\u039f\\u039d\\u0395': Greek '\u039f' U+039F looks like 'O', Greek '\u039d' "
+                                    "U+039D looks like 'N', Greek '\u0395' U+0395 looks like 'E')"),
+    (["Cat", f"{CYR_C}at"], f"the class folders 'Cat' and '{CYR_C}at' differ only by letters of other scripts that "
+                            f"look like Latin ones and case"),
+    (["top", "\u03c4op"], "the class folders 'top' and '\u03c4op' differ only by letters of other scripts that look "
+                          "like Latin ones (code points 'top' and '\\u03c4op': Greek '\u03c4' U+03C4 looks like 't')"),
+], ids=["cyrillic-c", "greek-o", "greek-capitals", "cyrillic-and-case", "greek-tau"])
+def test_class_folders_alike_by_letters_of_other_scripts_are_refused(tmp_path, capsys, names, message):
+    """Issue 14: 'cat' and 'сat' (first letter Cyrillic) were two classes printing alike."""
+    root = folder(tmp_path / "imgs", names, n=4)
+    code, out, err = split(capsys, root, tmp_path / "splits", "--open-classes", "0")
+    assert code == 2 and out == "" and err.startswith(f"openlt split: error: image folder {root}: {message}")
+    assert err.endswith(": they would be two classes that look alike; merge them or rename one\n")
+    assert err.count("\n") == 1
+    assert not (tmp_path / "splits").exists()
+
+
+@pytest.mark.parametrize("letters", ["\u0430\u0435\u043e\u0440\u0441\u0443\u0445\u0456\u0458\u0455\u0501\u051b\u051d",
+                                     "\u0410\u0412\u0415\u041a\u041c\u041d\u041e\u0420\u0421\u0422\u0425\u0423",
+                                     "\u03bf\u03b1\u03bd\u03c1\u03c4",
+                                     "\u0391\u0392\u0395\u0396\u0397\u0399\u039a\u039c\u039d\u039f\u03a1\u03a4"
+                                     "\u03a5\u03a7"], ids=["cyrillic-small", "cyrillic-capital", "greek-small",
+                                                            "greek-capital"])
+def test_every_listed_lookalike_letter_reads_as_its_latin_twin(letters):
+    from openlt.data.datasets import latin_lookalikes
+
+    latin = {"cyrillic-small": "aeopcyxijsdqw", "cyrillic-capital": "ABEKMHOPCTXY", "greek-small": "oavpt",
+             "greek-capital": "ABEZHIKMNOPTYX"}
+    twins = latin_lookalikes(letters)
+    assert twins.isascii() and twins in latin.values(), (letters, twins)
+
+
+def test_a_name_mixing_latin_and_cyrillic_in_one_word_is_warned_about_once(tmp_path, capsys):
+    root = folder(tmp_path / "imgs", [f"{CYR_C}at", "dog", "\u041c\u043e\u0441\u043a\u0432\u0430"], n=4)
+    code, out, err = split(capsys, root, tmp_path / "splits", "--open-classes", "0")
+    assert code == 0
+    assert err.count("warning") == 1 and (
+        f"openlt: warning: image folder {root}: the class folder '{CYR_C}at' mixes Latin letters with letters of "
+        f"another script that look like Latin ones inside one word (Cyrillic '{CYR_C}' U+0441 looks like 'c'; code "
+        f"points '\\u0441at'); rename it if that is a slip\n") in err  # a Cyrillic name alone ('Москва'): no warning
+    image_folder_pool(root)
+    assert "warning" not in capsys.readouterr().err  # once per process and folder
+
+
+def test_names_of_one_other_script_and_accented_latin_names_are_accepted(tmp_path):
+    names = ["\u041c\u043e\u0441\u043a\u0432\u0430", "Moskva", "caf\xe9", "cafe", "\u03b1\u03b2", "ab2"]
+    root = folder(tmp_path / "imgs", names, n=2)
+    assert image_folder_pool(root).class_names == sorted(names)
+
+
 def test_names_that_differ_inside_are_still_two_classes(tmp_path):
     root = folder(tmp_path / "imgs", ["cat", "c at", "cat2", "ca"], n=4)
     assert image_folder_pool(root).class_names == ["c at", "ca", "cat", "cat2"]

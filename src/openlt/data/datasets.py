@@ -146,6 +146,7 @@ def image_folder_pool(root: str | os.PathLike) -> LabelledPool:
         if problem:
             raise DataError(f"class folder {str(root / name)!r} cannot be a class name: {problem}; rename it")
     _refuse_lookalike_classes(root, classes)
+    _warn_mixed_scripts(root, classes)
     items, labels = [], []
     for label, name in enumerate(classes):
         files = image_files(root / name, root)
@@ -163,12 +164,15 @@ def image_folder_pool(root: str | os.PathLike) -> LabelledPool:
 
 def _lookalike_key(name: str, keep: str = "") -> str:
     """`name` with what makes two class folders look alike taken away: surrounding spaces (strip), Unicode
-    compatibility forms (NFKC: full-width 'ｃａｔ', ligatures, superscripts) and case (casefold); each of 'spaces',
-    'compat', 'case' named in `keep` is left as it is (NFC is always applied: NFC / NFD forms are one name)."""
+    compatibility forms (NFKC: full-width 'ｃａｔ', ligatures, superscripts), letters of other scripts that look like
+    Latin ones (Cyrillic 'с', Greek 'ο': :func:`latin_lookalikes`) and case (casefold); each of 'spaces', 'compat',
+    'scripts', 'case' named in `keep` is left as it is (NFC is always applied: NFC / NFD forms are one name)."""
     form = "NFC" if "compat" in keep else "NFKC"
     key = unicodedata.normalize(form, name)
     if "spaces" not in keep:
         key = key.strip()
+    if "scripts" not in keep:
+        key = latin_lookalikes(key)
     if "case" not in keep:
         key = unicodedata.normalize(form, key.casefold())
     return key
@@ -176,14 +180,77 @@ def _lookalike_key(name: str, keep: str = "") -> str:
 
 _LOOKALIKE_WAYS = {"spaces": "spaces around the name",
                    "compat": "Unicode compatibility forms",
+                   "scripts": "letters of other scripts that look like Latin ones",
                    "case": "case"}
+
+# What confusable_homoglyphs (Unicode's confusables.txt, TR39) lacks among the letters that matter here: Greek
+# small tau looks like 't'; Greek capital iota is listed as 'l' only, but reads as 'I'.
+_LATIN_EXTRA = {"τ": "t", "Ι": "I"}
+
+
+def _latin_twin(char: str) -> str | None:
+    """The Latin letter a letter of another script (Cyrillic, Greek, Armenian, Cherokee, ...) looks like, after
+    confusable_homoglyphs' table and :data:`_LATIN_EXTRA` (a letter of its own case when there is one); None for
+    an ASCII character, a Latin letter (accented ones are letters of their own) or a letter with no such twin."""
+    if char.isascii() or not char.isalpha():
+        return None
+    if char in _LATIN_EXTRA:
+        return _LATIN_EXTRA[char]
+    from confusable_homoglyphs import categories, confusables  # ~0.1 s: only for a name with such letters
+
+    if categories.alias(char) == "LATIN":
+        return None
+    twins = [h["c"] for h in confusables.confusables_data.get(char, ()) if h["c"].isascii() and h["c"].isalpha()]
+    same_case = [t for t in twins if t.isupper() == char.isupper()]
+    return (same_case or twins or [None])[0]
+
+
+def latin_lookalikes(name: str) -> str:
+    """`name` with each letter of another script that looks like a Latin letter replaced by that letter (Cyrillic
+    'сat' -> 'cat', Greek 'ΟΝΕ' -> 'ONE'); the rest as it is. Scope: single letters that Unicode's confusables table
+    (through confusable_homoglyphs) maps to one ASCII letter, plus :data:`_LATIN_EXTRA`; not digits or signs
+    ('l' / '1'), not sequences ('rn' / 'm'), not Latin letters with accents."""
+    if name.isascii():
+        return name
+    return "".join(_latin_twin(char) or char for char in name)
+
+
+def mixed_script_words(name: str) -> list[str]:
+    """The words of `name` (runs of letters) that mix Latin letters with letters of another script that look like
+    Latin ones (e.g. 'сat', first letter Cyrillic): in a class name they are almost always a slip of the keyboard."""
+    return [word for word in re.findall(r"[^\W\d_]+", name)
+            if any(c.isascii() for c in word) and any(_latin_twin(c) for c in word)]
+
+
+_WARNED_MIXED: set[tuple[str, str]] = set()  # (root, class folder) warned about in this process
+
+
+def _warn_mixed_scripts(root: Path, classes: list[str]) -> None:
+    """One `openlt: warning:` line per class folder whose name mixes Latin letters with look-alike letters of
+    another script inside one word (once per process and folder)."""
+    for name in classes:
+        words = mixed_script_words(name)
+        if words and (str(root), name) not in _WARNED_MIXED:
+            _WARNED_MIXED.add((str(root), name))
+            _LOG.warning(f"image folder {root}: the class folder {name!r} mixes Latin letters with letters of another "
+                         f"script that look like Latin ones inside one word ({_twins_text(''.join(words))}; code "
+                         f"points {ascii(name)}); rename it if that is a slip")
+
+
+def _twins_text(text: str) -> str:
+    """"Cyrillic 'с' U+0441 looks like 'c', ..." for each letter of `text` with a Latin twin (once each)."""
+    odd = [c for c in dict.fromkeys(text) if _latin_twin(c)]
+    return ", ".join(f"{unicodedata.name(c, 'U+%04X' % ord(c)).split()[0].title()} {c!r} U+{ord(c):04X} looks like "
+                     f"{_latin_twin(c)!r}" for c in odd)
 
 
 def _refuse_lookalike_classes(root: Path, classes: list[str]) -> None:
     """Two class folders whose names differ only by Unicode normalisation (NFC 'café' and NFD 'café'), by case
     ('Cat' and 'cat'), by spaces around the name ('cat ' and 'cat') or by Unicode compatibility forms (NFKC:
-    full-width 'ｃａｔ' and 'cat') would be two classes that print alike in every report (and, by case, one folder on
-    a case-insensitive file system): DataError naming both, and how they differ."""
+    full-width 'ｃａｔ' and 'cat') or by letters of other scripts that look like Latin ones ('cat' and 'сat', first
+    letter Cyrillic) would be two classes that print alike in every report (and, by case, one folder on a
+    case-insensitive file system): DataError naming both, and how they differ. A name that mixes Latin with such
+    letters inside one word is warned about (:func:`_warn_mixed_scripts`)."""
     seen: dict[str, str] = {}
     for name in classes:
         other = seen.setdefault(_lookalike_key(name), name)
@@ -201,6 +268,8 @@ def _refuse_lookalike_classes(root: Path, classes: list[str]) -> None:
             elif "compat" in ways:
                 how += (f" (code points {ascii(other)} and {ascii(name)}: full-width letters, ligatures and the like "
                         f"are one name under NFKC)")
+            elif "scripts" in ways:
+                how += f" (code points {ascii(other)} and {ascii(name)}: {_twins_text(other + name)})"
         raise DataError(f"image folder {root}: the class folders {other!r} and {name!r} differ {how}: they would be "
                         f"two classes that look alike; merge them or rename one")
 
