@@ -223,7 +223,9 @@ def export_run(run: Run, out: str | Path, fmt: str = "safetensors", checkpoint: 
     problem = _bundle_problem(out, force)
     if problem:
         raise ConfigError(problem)
-    cfg = trained_config(run, checkpoint, "export")  # config.yaml as the run was trained (before any work)
+    # config.yaml as the run was trained (before any work); a decoupled run's stage-1 checkpoint is not read: the
+    # run's own checkpoint holds its whole network (stage-1 body and head)
+    cfg = trained_config(run, checkpoint, "export", stage1=False)
     using = checkpoint_identity(run, checkpoint)
     rejector = saved_decision(run, cfg, using, threshold)
     scorer = saved_score(run, cfg.eval.open_score if rejector is None else rejector.score, cfg, using)

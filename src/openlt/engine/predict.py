@@ -70,7 +70,9 @@ class Predictor:
         command to run (or the threshold option). ConfigError / RunDirError / NotFittedError naming what is
         wrong, before any image is read."""
         command = "predict" if options[0].startswith("--") else None  # the CLI's, or openlt.load_run
-        cfg = trained_config(run, checkpoint, command)  # config.yaml as the run was trained (before any work)
+        # config.yaml as the run was trained (before any work); a decoupled run's stage-1 checkpoint is not read:
+        # the run's own checkpoint holds its whole network (stage-1 body and head)
+        cfg = trained_config(run, checkpoint, command, stage1=False)
         using = checkpoint_identity(run, checkpoint)
         rejector = saved_decision(run, cfg, using, threshold, options[0])  # before any work
         scorer = saved_score(run, cfg.eval.open_score if rejector is None else rejector.score, cfg, using)

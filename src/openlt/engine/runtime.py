@@ -380,8 +380,8 @@ def check_data_folders(run: Run, cfg: Config, given: set[str], command: str, why
                         f"{command} {run.path} {key}=NEW_FOLDER ...`)")
 
 
-def trained_config(run: Run, checkpoint: str = "best", command: str | None = "eval", cfg: Config | None = None
-                   ) -> Config:
+def trained_config(run: Run, checkpoint: str = "best", command: str | None = "eval", cfg: Config | None = None,
+                   stage1: bool = True) -> Config:
     """The run's config.yaml (``Run.config``; `cfg` instead when given: a config made from it), checked against the
     defining config its checkpoints record (the `checkpoint` used, else the last: :func:`recorded_config`): what
     `openlt eval`, `predict`, `export`, ``openlt.load_run`` and :func:`load_run_model` rebuild the run's network
@@ -391,7 +391,9 @@ def trained_config(run: Run, checkpoint: str = "best", command: str | None = "ev
     A run whose checkpoints record no config (written by an older openlt) is taken as it is. Then (issue 14) the
     run's inference.json / split_manifest.json classes against the class list the checkpoint records
     (:func:`check_recorded_classes`), and a decoupled run's stage-1 checkpoint against the sha256 it was fitted on
-    (`stage1_record.check_stage1_unchanged`): RunDirError, one line."""
+    (`stage1_record.check_stage1_unchanged`; `stage1` False: not checked, for a command that reads only the run's
+    own checkpoint, which holds every weight of the network -- predict, export, ``openlt.load_run``): RunDirError,
+    one line."""
     cfg = cfg if cfg is not None else run.config()
     recorded, where = recorded_config(run, checkpoint)
     change = None if recorded is None else config_change(recorded, cfg, for_evaluation=True)
@@ -404,5 +406,6 @@ def trained_config(run: Run, checkpoint: str = "best", command: str | None = "ev
                           f"{config_value(then)}, or train a new run for another (only "
                           f"{MAY_CHANGE_AFTER_TRAINING} may change after training)")
     check_recorded_classes(run, recorded, where)
-    check_stage1_unchanged(run, cfg, checkpoint)
+    if stage1:
+        check_stage1_unchanged(run, cfg, checkpoint)
     return cfg

@@ -1,7 +1,11 @@
 """What a decoupled stage 2 records of the stage-1 checkpoint it was fitted on, and the check that it is still
 there (issue 14): a decoupled run is evaluated on its stage-1 run's features, extracted with that run's checkpoint
 as it is now, so another checkpoint copied in its place would be applied the old head without a word. Its own
-module: runtime.trained_config runs the check, and engine/init_from.py builds on runtime."""
+module: runtime.trained_config runs the check, and engine/init_from.py builds on runtime.
+
+Only what reads the stage-1 run needs the check (`openlt eval`: its feature cache). The stage-2 checkpoint holds the
+whole network (the stage-1 body it was fitted on and the fitted head: decouple.train_decoupled saves the model's
+full state dict), so predict, export and ``openlt.load_run``, which read that checkpoint alone, do not run it."""
 
 from __future__ import annotations
 
