@@ -302,3 +302,31 @@ def test_a_closed_set_run_without_validation_needs_no_threshold(trained, no_val,
     code, out, err = cli(["predict", run, image, "--threshold", "0.5", "--json"], capsys)
     assert code == 0 and json.loads(out)[0]["threshold"] == 0.5, err
     assert not (run / "calibration.json").exists()  # a fixed threshold needs no calibration
+
+
+def _private_imports(path: Path) -> list[str]:
+    """The names starting with '_' that `path` imports from another openlt module (ast: nothing is imported)."""
+    import ast
+
+    found = []
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("openlt"):
+            found += [f"{node.module}.{alias.name}" for alias in node.names
+                      if alias.name.startswith("_") and not alias.name.startswith("__")]
+    return found
+
+
+def test_the_engine_modules_that_describe_a_run_import_no_private_name():
+    """engine/inference.py imported manifest's `_class_change` / `_class_source`, predict.py datasets'
+    `_broken_link`: helpers another module uses are public (a name without '_', a docstring)."""
+    import openlt.engine as engine
+    from openlt.engine import manifest
+
+    folder = Path(engine.__file__).parent
+    for name in ("inference.py", "manifest.py", "predict.py", "export.py", "stage1_record.py"):
+        assert _private_imports(folder / name) == [], name
+    for helper in (manifest.class_change, manifest.class_source, manifest.label_difference):
+        assert helper.__doc__ and not helper.__name__.startswith("_")
+    # the messages are unchanged
+    assert manifest.class_change(["ant", "bee"], ["bee", "ant"]) == "label 0 was 'ant', now 'bee'"
+    assert manifest.class_change(["ant", "bee"], ["ant"]) == "2 classes then, 1 now"

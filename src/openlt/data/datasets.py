@@ -58,7 +58,7 @@ def _hidden(name: str) -> bool:
     return name.startswith(".") or name == "__MACOSX"
 
 
-def _broken_link(path: Path, what: str) -> str:
+def broken_link(path: Path, what: str) -> str:
     """Why a symlink that does not resolve is broken, for a DataError: a loop or a missing target."""
     try:
         path.resolve(strict=True)
@@ -100,7 +100,7 @@ def image_files(folder: Path, root: Path) -> list[str]:
             if _hidden(name):
                 continue
             if path.is_symlink() and not path.exists():
-                raise DataError(f"{path.relative_to(root).as_posix()!r} under {root} is {_broken_link(path, 'file')}")
+                raise DataError(f"{path.relative_to(root).as_posix()!r} under {root} is {broken_link(path, 'file')}")
             if not path.is_file():
                 continue
             if path.suffix.lower() in IMAGE_EXTENSIONS:
@@ -137,7 +137,7 @@ def image_folder_pool(root: str | os.PathLike) -> LabelledPool:
         raise DataError(f"image folder root does not exist or is not a folder: {root}")
     for entry in sorted(root.iterdir()):
         if entry.is_symlink() and not entry.exists() and not _hidden(entry.name):
-            raise DataError(f"{entry} is {_broken_link(entry, 'folder')}")
+            raise DataError(f"{entry} is {broken_link(entry, 'folder')}")
     classes = sorted(d.name for d in root.iterdir() if d.is_dir() and not _hidden(d.name))
     if not classes:
         raise DataError(f"image folder {root} has no class sub-folders (expected root/<class>/<image>)")

@@ -38,7 +38,7 @@ from openlt.data.build import (DataBundle, default_image_size, input_channels, p
                                transform_family)
 from openlt.data.transforms import FAMILIES, eval_transform, eval_transform_spec, normalisation
 from openlt.engine.checkpoint import load_checkpoint
-from openlt.engine.manifest import _class_change, _class_source, label_difference, read_run_manifest
+from openlt.engine.manifest import class_change, class_source, label_difference, read_run_manifest
 from openlt.engine.run import Run
 from openlt.engine.runtime import to_device
 from openlt.errors import NotFittedError, OpenLTError, RunDirError
@@ -198,11 +198,11 @@ def spec_from_data(run: Run, cfg: Config) -> InferenceSpec:
     if recorded is None:
         _LOG.warning("%s has neither inference.json nor %s: its class names are read from %s unchecked (the "
                      "split files it was trained on are not known)", run.path, run.manifest_file.name,
-                     _class_source(data))
+                     class_source(data))
         return InferenceSpec.from_data(data)
     if recorded["class_names"] != data.class_names:
         raise RunDirError(f"{run.path} {_OLD_RUN}, but the class list changed since the run was trained "
-                          f"({_class_change(recorded['class_names'], data.class_names)}, from {_class_source(data)}; "
+                          f"({class_change(recorded['class_names'], data.class_names)}, from {class_source(data)}; "
                           f"{run.manifest_file.name} records the run's): its labels would be named after other "
                           f"classes; restore the split files it was trained on (or point data.split_dir in "
                           f"{run.config_file} at a copy of them); {_REWRITE.replace('RUN', str(run.path))}")

@@ -83,9 +83,9 @@ def verify_manifest(run: Run, data: DataBundle, use: str = "eval", *, splits: tu
         if problem:
             raise RunDirError(f"{who}: {problem}; {REMEDY[use]}")
     if recorded["class_names"] != data.class_names:
-        change = _class_change(recorded["class_names"], data.class_names)
+        change = class_change(recorded["class_names"], data.class_names)
         raise RunDirError(f"{who}: the class list changed since the run was trained ({change}, from "
-                          f"{_class_source(data)}); {REMEDY[use]}")
+                          f"{class_source(data)}); {REMEDY[use]}")
 
 
 def _file_change(split: str, then: dict | None, now: dict | None, data: DataBundle) -> str | None:
@@ -106,7 +106,9 @@ def _file_change(split: str, then: dict | None, now: dict | None, data: DataBund
     return f"{changed} (sha256 {then['sha256'][:12]} then, {now['sha256'][:12]} now)"
 
 
-def _class_change(then: list[str], now: list[str]) -> str:
+def class_change(then: list[str], now: list[str]) -> str:
+    """How a run's class list changed from `then` (recorded) to `now` (two lists that differ), briefly: their
+    lengths, else the first label that differs, e.g. "label 0 was 'ant', now 'bee'"."""
     if len(then) != len(now):
         return f"{len(then)} classes then, {len(now)} now"
     i = next(i for i, (a, b) in enumerate(zip(then, now)) if a != b)
@@ -122,7 +124,7 @@ def label_difference(reference: list[str], given: list[str], given_where: str, r
     return f"label {i} is {given[i]!r} {given_where}, {reference[i]!r} {reference_where}"
 
 
-def _class_source(data: DataBundle) -> str:
+def class_source(data: DataBundle) -> str:
     """Where the class names come from: the class-name file, the split folder's manifest, or the train split."""
     if data.cfg.data.class_names:
         return f"the class-name file {data.cfg.data.class_names}"

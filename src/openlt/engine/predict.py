@@ -22,7 +22,7 @@ from pathlib import Path
 import torch
 
 from openlt.config import Config
-from openlt.data.datasets import IMAGE_EXTENSIONS, _broken_link, convert_image, open_image
+from openlt.data.datasets import IMAGE_EXTENSIONS, broken_link, convert_image, open_image
 from openlt.engine.inference import (InferenceSpec, build_run_model, checkpoint_identity, inference_spec,
                                     saved_decision, saved_score)
 from openlt.engine.precision import autocast, inference_amp
@@ -193,7 +193,7 @@ def _read(path: str, mode: str):
         if Path(path).is_dir():
             raise DataError(f"not an image file but a folder: {path}")
         if _dangling(Path(path)):
-            raise DataError(f"{path} is {_broken_link(Path(path), 'file')}")
+            raise DataError(f"{path} is {broken_link(Path(path), 'file')}")
     except OSError as exc:
         raise DataError(f"cannot read {path}: {exc.strerror or exc}") from None
     return open_image(path, mode)
@@ -256,7 +256,7 @@ def check_output(path: str | Path, option: str = "--output") -> str:
         while not folder.exists() and not folder.is_symlink():  # the folders to create, up to one that exists
             folder = folder.parent
         if _dangling(folder):
-            raise ConfigError(f"{option} {path}: {folder} is {_broken_link(folder, 'folder')}")
+            raise ConfigError(f"{option} {path}: {folder} is {broken_link(folder, 'folder')}")
         if not folder.is_dir():
             raise ConfigError(f"{option} {path}: {folder} is a file, not a folder")
         if not os.access(folder, os.W_OK | os.X_OK):
