@@ -1109,7 +1109,6 @@ def _empty_folder_overrides(overrides: list[str], problems: _Problems) -> None:
         key, sep, raw = item.partition("=")
         key = key.strip()
         if sep and key in _FOLDER_KEYS and not raw.strip():
-            problems.keys.discard(key)
             problems.add(key, f"is empty: give the folder, {key}=FOLDER, or leave the override out")
 
 
