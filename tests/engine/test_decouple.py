@@ -228,6 +228,34 @@ def test_decoupled_evaluation_from_the_cache_equals_the_network(stage1, tmp_path
         assert torch.allclose(cached[split]["logits"], live["logits"], atol=1e-4)
 
 
+def test_a_float16_cache_stays_float16_and_its_run_evaluates_as_on_float32_features(stage1, tmp_path):
+    """Issue 17: load_features keeps a float16 cache's dtype (half the memory of its float32 copy); the decoupled
+    evaluation's head and a KNN / Mahalanobis fit on it give exactly what they give on the same features in float32."""
+    from openlt.engine.features import cached_head_outputs, head_outputs_on_cache
+    from openlt.engine.runtime import load_run_model
+    from openlt.openset import build_score
+    from openlt.config import Config
+
+    assert cli("features", stage1, "--dtype", "float16") == 0
+    feats = load_features(open_run(stage1), dtype="float16", quiet=True)
+    for split, cached in feats.items():
+        assert cached["features"].dtype == torch.float16, split
+        assert torch.equal(cached["features"], load_file(open_run(stage1).feature_cache(split))["features"])
+    run = open_run(stage2(stage1, "crt", tmp_path, "decouple.cache_dtype=float16"))
+    assert json.loads(run.decouple_file.read_text())["cache_dtype"] == "float16"
+    cfg, _, model, _ = load_run_model(run)
+    device = torch.device("cpu")
+    half = cached_head_outputs(cfg, model, ["test"], device, quiet=True, keep=("logits", "feature"))["test"]
+    as32 = {**feats["test"], "features": feats["test"]["features"].float()}
+    whole = head_outputs_on_cache(model, as32, device, ("logits", "feature"))
+    assert half["feature"].dtype == torch.float16 and torch.equal(half["logits"], whole["logits"])
+    train32 = {"feature": feats["train"]["features"].float(), "labels": feats["train"]["labels"]}
+    for name in ("knn", "mahalanobis"):
+        a = build_score(name, Config().eval).fit({"feature": feats["train"]["features"], "labels": train32["labels"]})
+        b = build_score(name, Config().eval).fit(train32)
+        assert torch.equal(a.score(half), b.score(whole)), name
+
+
 @pytest.mark.parametrize("method", ["crt", "tau_norm"])
 def test_stage2_epochs_reach_tensorboard_through_the_epoch_log(stage1, tmp_path, monkeypatch, method):
     """Stage 2 logs through EpochLog: every metrics.jsonl record is also given to TensorBoard (step = epoch)."""

@@ -67,3 +67,34 @@ def test_a_score_without_fit_chunks_gets_the_outputs_and_its_fit_arguments():
     score_fit.fit_open_score(scorer, lambda split, kept=None: {"logits": torch.zeros(2, 3), "labels": torch.zeros(2)},
                              model=None, device=torch.device("cpu"), fit_args={"head": "W"})
     assert scorer.fitted_ == (["labels", "logits"], "W")
+
+
+@pytest.mark.parametrize("half_ok", [False, True], ids=["converts", "fits_half_features"])
+def test_a_feature_score_asks_once_for_the_features_only_and_gets_float32_unless_it_takes_float16(half_ok):
+    """Issue 17: a feature score's fit reads no training logits (N x K: 14 GB at iNaturalist); a float16 cache's
+    features reach a score that `fits_half_features` (KNN) as they are, any other in float32 (the same values)."""
+    feats = torch.randn(6, 4, generator=torch.Generator().manual_seed(0)).half()
+    asked = []
+
+    class Recorder(OpenSetScore):
+        name = "recorder"
+        requires_fit = True
+        needs_features = True
+        fits_half_features = half_ok
+
+        def fit(self, outputs, head=None):
+            self.fitted_ = (sorted(outputs), outputs["feature"], head)
+            return self
+
+    def outputs_of(split, kept=None):
+        asked.append((split, kept))
+        return {"feature": feats, "labels": torch.arange(6) % 2}
+
+    scorer = Recorder()
+    score_fit.fit_open_score(scorer, outputs_of, model=None, device=torch.device("cpu"), fit_args={"head": "W"})
+    keys, given, head = scorer.fitted_
+    assert asked == [("train", ("feature",))] and keys == ["feature", "labels"] and head == "W"
+    if half_ok:
+        assert given is feats
+    else:
+        assert given.dtype == torch.float32 and torch.equal(given, feats.float())

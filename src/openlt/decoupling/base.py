@@ -35,7 +35,8 @@ __all__ = ["FittedHead", "Stage2Data", "Stage2Hooks", "Stage2Method", "linear_st
 class Stage2Data:
     """What a stage-2 method fits on.
 
-    ``train_x`` (N, D) float32 training features and ``train_y`` (N,) int64 class ids in [0, num_classes);
+    ``train_x`` (N, D) training features, float32 or the float16 of a float16 feature cache (decouple.cache_dtype:
+    kept so, never converted whole; a method computes in float32 on a batch or chunk of rows at a time), and ``train_y`` (N,) int64 class ids in [0, num_classes);
     ``val_x`` (M, D) / ``val_y`` (M,) the validation features (label -1: an open-set sample, ignored), None
     without a validation split; ``weight`` (C, D) float32 and ``bias`` (C,) (as saved, or None) of the stage-1
     linear classifier, given to methods that re-use it; ``train_counts`` the C training counts and ``bands`` the

@@ -31,7 +31,7 @@ from torch import Tensor, nn
 from torch.optim.lr_scheduler import LambdaLR
 
 from openlt.data.samplers import build_sampler
-from openlt.decoupling._validate import _check_dim, _features, _labels, _weight
+from openlt.decoupling._validate import HALF, _check_dim, _features, _labels, _weight, compute_dtype
 from openlt.errors import ConfigError, DataError, NotFittedError, TrainingError
 from openlt.metrics import ShotBands, shot_accuracy
 from openlt.optim import Cosine, build_scheduler, optimizer_step
@@ -321,12 +321,13 @@ def train_on_features(module: nn.Module, features: Any, labels: Any, *, epochs: 
     The only randomness is the sampler's, so the result is a function of (initial module, data, seed).
     The module is left in the train/eval mode it had.
 
-    ``epoch_features(epoch)``, when given, replaces ``features`` at the start of every epoch (same samples, same
+    Half-precision ``features`` (a float16 feature cache) are kept as they are and converted one batch at a time
+    (the same values as converting all of them first). ``epoch_features(epoch)``, when given, replaces ``features`` at the start of every epoch (same samples, same
     order: e.g. freshly augmented images through a frozen backbone, the paper's cRT). ``on_epoch(epoch,
     mean_loss, last_lr)`` is called after every epoch (logging, progress).
     """
     _check_training_options(epochs, batch_size, lr, momentum, weight_decay)
-    x = _features(features)
+    x = _features(features, keep_half=True)  # float16 stays float16: each batch is converted (_features_epoch)
     y = _labels(labels, len(x))
     if len(x) == 0:
         raise DataError("train_on_features needs at least one feature")
@@ -334,7 +335,8 @@ def train_on_features(module: nn.Module, features: Any, labels: Any, *, epochs: 
     if not params:
         raise ConfigError(f"{type(module).__name__} has no trainable parameter")
     ref = params[0]
-    x = x.to(device=ref.device, dtype=ref.dtype if ref.is_floating_point() else x.dtype)
+    dtype = ref.dtype if ref.is_floating_point() else compute_dtype(x)  # what the module computes in
+    x = x.to(device=ref.device, dtype=x.dtype if x.dtype in HALF else dtype)
     y_dev = y.to(ref.device)
     smp = build_sampler(sampler, y, epochs=int(epochs), seed=seed, **(sampler_args or {}))
     opt = torch.optim.SGD(params, lr=lr, momentum=momentum, weight_decay=weight_decay)
@@ -348,9 +350,9 @@ def train_on_features(module: nn.Module, features: Any, labels: Any, *, epochs: 
                 fresh = _features(epoch_features(epoch))
                 if fresh.shape != x.shape:
                     raise DataError(f"epoch_features({epoch}) gave shape {tuple(fresh.shape)}, expected {tuple(x.shape)}")
-                x = fresh.to(device=x.device, dtype=x.dtype)
+                x = fresh.to(device=x.device, dtype=dtype)
             order = torch.as_tensor(list(smp), dtype=torch.long, device=ref.device)
-            losses, last_lr = _features_epoch(module, x, y, y_dev, order, batch_size, opt, scheduler, epoch)
+            losses, last_lr = _features_epoch(module, x, y, y_dev, order, batch_size, opt, scheduler, epoch, dtype)
             if on_epoch is not None:
                 on_epoch(epoch, sum(losses) / len(losses), last_lr)
     finally:
@@ -369,14 +371,16 @@ def _check_training_options(epochs: Any, batch_size: Any, lr: Any, momentum: Any
 
 
 def _features_epoch(module: nn.Module, x: Tensor, y: Tensor, y_dev: Tensor, order: Tensor, batch_size: int,
-                    opt: torch.optim.Optimizer, scheduler: LambdaLR, epoch: int) -> tuple[list[float], float]:
-    """One epoch of :func:`train_on_features` over ``order`` (sample indices) in consecutive batches; returns
-    the batch losses and the lr of the last step."""
+                    opt: torch.optim.Optimizer, scheduler: LambdaLR, epoch: int,
+                    dtype: torch.dtype | None = None) -> tuple[list[float], float]:
+    """One epoch of :func:`train_on_features` over ``order`` (sample indices) in consecutive batches, each
+    batch's features converted to `dtype` (float16 cached features: only the batch, never all N); returns the
+    batch losses and the lr of the last step."""
     losses, lr = [], 0.0
     for start in range(0, len(order), batch_size):
         idx = order[start:start + batch_size]
         step, lr = scheduler.last_epoch, opt.param_groups[0]["lr"]
-        out = module(x[idx])
+        out = module(x[idx].to(dtype or x.dtype))
         logits = out["logits"] if isinstance(out, dict) else out
         if step == 0 and int(y.max()) >= logits.shape[-1]:
             raise DataError(f"label {int(y.max())} out of range for a classifier with {logits.shape[-1]} outputs")

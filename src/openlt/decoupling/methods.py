@@ -23,6 +23,7 @@ from torch import Tensor, nn
 
 from openlt.config import Config
 from openlt.decoupling._registry import register_method
+from openlt.decoupling._validate import HALF
 from openlt.decoupling.base import FittedHead, Stage2Data, Stage2Hooks, Stage2Method, linear_state
 from openlt.decoupling.classifiers import (LWSClassifier, TauNormClassifier, new_linear, search_grid,
                                            train_on_features)
@@ -238,7 +239,10 @@ class LogitAdjustment(_TauSearch):
 def search_logit_adjust_tau(weight: Tensor, bias: Tensor, val_x: Tensor, val_y: Tensor, train_counts: Sequence[int],
                             taus: Sequence[float], bands: ShotBands) -> tuple[float, list[dict]]:
     """tau of post-hoc logit adjustment by validation top-1 (ties to the smaller tau), with the per-band curve:
-    weight (C, D), bias (C,), val_x (M, D) float32, val_y (M,) (label -1 ignored)."""
+    weight (C, D), bias (C,), val_x (M, D) float32 (float16 cached features: converted), val_y (M,) (label -1
+    ignored)."""
+    if val_x.dtype in HALF:
+        val_x = val_x.float()
     base = val_x @ weight.t() + bias
     return search_grid(lambda tau: logit_adjust(base, train_counts, tau), val_y, train_counts, taus, bands,
                        "decouple.method=logit_adjust")

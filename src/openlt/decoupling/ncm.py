@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from sklearn.base import BaseEstimator
 from torch import Tensor
 
-from openlt.decoupling._validate import _check_dim, _features, _labels
+from openlt.decoupling._validate import _check_dim, _features, _labels, compute_dtype
 from openlt.errors import ConfigError, DataError, NotFittedError
 
 __all__ = ["METRICS", "NCMClassifier", "class_means", "ncm_logits", "ncm_transform"]
@@ -127,15 +127,16 @@ class NCMClassifier(BaseEstimator):
         a label >= ``num_classes`` or a class without a sample; ConfigError for a non-positive ``num_classes``.
         """
         _check_metric(self.metric)  # set_params may have changed it
-        x = _features(features)
+        x = _features(features, keep_half=True)  # float16 stays float16: class_means converts a chunk at a time
         y = _labels(labels, len(x))
         if len(x) == 0:
             raise DataError("NCM needs at least one training feature")
         num_classes = _num_classes(y, num_classes)
+        dtype = compute_dtype(x)  # float32 for half features, as if they had been upcast first
         # means of many unit vectors: accumulate in float64, a chunk of rows at a time (class_means)
-        self.feature_mean_ = x.double().mean(0).to(x.dtype) if self.center else None
+        self.feature_mean_ = x.double().mean(0).to(dtype) if self.center else None
         self.means_ = class_means(x, y, num_classes,
-                                  lambda rows: ncm_transform(rows, self.feature_mean_, bool(self.normalize))).to(x.dtype)
+                                  lambda rows: ncm_transform(rows, self.feature_mean_, bool(self.normalize))).to(dtype)
         self.num_classes_ = num_classes
         return self
 

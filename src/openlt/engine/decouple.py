@@ -281,8 +281,8 @@ def _val_metrics(val: dict[str, torch.Tensor] | None, train_counts: list[int], b
     """The closed-set validation metrics of a head on the cached validation features (None without them)."""
     if val is None:
         return None
-    with torch.no_grad():
-        logits = head(val["features"].to(_device_of(head))).float().cpu()
+    with torch.no_grad():  # float16 cached features computed on in float32 (the head's dtype)
+        logits = head(val["features"].to(_device_of(head), torch.float32)).float().cpu()
     return closed_metrics({"logits": logits, "labels": val["labels"]}, train_counts, bands)
 
 

@@ -27,19 +27,29 @@ OutputsOf = Callable[..., dict[str, torch.Tensor]]
 def fit_open_score(scorer: OpenSetScore, outputs_of: OutputsOf, model: OpenLTModel, device: torch.device,
                    amp: str = "none", fit_args: dict | None = None) -> None:
     """Fit `scorer` (``requires_fit``) on the train split. `outputs_of(split, keep)` gives a split's outputs
-    (``keep``: the model outputs kept, e.g. ("feature",)) and "labels". A score with ``fit_chunks`` gets chunks of
-    head logits computed from the features; any other gets ``fit(outputs_of("train"), **fit_args)``."""
+    (``keep``: the model outputs kept, e.g. ("feature",)) and "labels"; the training split is asked for once.
+    A score with ``fit_chunks`` gets chunks of head logits computed from the features; a score that
+    ``needs_features`` gets ``fit({"feature", "labels"}, **fit_args)`` (no N x K training logits, which no such fit
+    reads; float16 features of a feature cache as they are for a score that ``fits_half_features`` (KNN), else
+    converted to float32 once, the float16 let go: pytorch-ood's fits take whole float32 tensors); any other gets
+    ``fit(outputs_of("train"), **fit_args)``."""
     if not hasattr(scorer, "fit_chunks"):
-        scorer.fit(outputs_of("train"), **(fit_args or {}))
+        if not scorer.needs_features:
+            scorer.fit(outputs_of("train"), **(fit_args or {}))
+            return
+        train = outputs_of("train", ("feature",))
+        if train["feature"].dtype in (torch.float16, torch.bfloat16) and not scorer.fits_half_features:
+            train["feature"] = train["feature"].float()  # the dict held the cache's only reference: one copy at a time
+        scorer.fit(train, **(fit_args or {}))
         return
     train = outputs_of("train", ("feature",))
     features, labels = train["feature"], train["labels"]
     model.eval()
 
-    def chunks() -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    def chunks() -> Iterator[tuple[torch.Tensor, torch.Tensor]]:  # each pass over the features in memory
         for rows, row_labels in zip(features.split(FIT_ROWS), labels.split(FIT_ROWS)):
-            with torch.no_grad(), autocast(amp, device):
-                logits = head_outputs(model.classifier, rows.to(device))["logits"]
+            with torch.no_grad(), autocast(amp, device):  # float16 cached rows: this chunk converted to float32
+                logits = head_outputs(model.classifier, rows.to(device, torch.float32))["logits"]
             yield logits.float().cpu(), row_labels
 
     scorer.fit_chunks(chunks)

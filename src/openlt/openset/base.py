@@ -67,6 +67,7 @@ class OpenSetScore(BaseEstimator):
     name: ClassVar[str] = ""
     requires_fit: ClassVar[bool] = False  # True: call fit(train outputs) before score()
     needs_features: ClassVar[bool] = False  # True: outputs carry "feature" (N, D), the head's input
+    fits_half_features: ClassVar[bool] = False  # True: fit takes float16 features as they are (converts by chunks)
     needs_head: ClassVar[bool] = False  # True: fit(..., head=(weight (K, D), bias (K,))) of a linear head
     needs_model: ClassVar[bool] = False  # True: scored from the images (score_images), kept as "model_score"
     value_range: ClassVar[tuple[float, float] | None] = None  # (low, high) every score lies in, when bounded

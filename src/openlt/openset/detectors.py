@@ -232,6 +232,7 @@ class KNN(OpenSetScore):
     name = "knn"
     requires_fit = True
     needs_features = True
+    fits_half_features = True  # kept by reference, converted a block of rows at a time (knn_distance)
 
     def __init__(self, k: int = 50) -> None:
         if isinstance(k, bool) or not isinstance(k, int) or k < 1:
