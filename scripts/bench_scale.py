@@ -25,6 +25,7 @@ The table gives, between the last two sizes, the ratio of times against the rati
 formula in N, K, Nv / Nt / No = val / test / open images, E = Nv + Nt + No): a stage scales at most linearly when
 its time ratio is at most its work ratio (x 1.25 for timing noise on a shared machine).
 
+    .venv/bin/python scripts/bench_scale.py --sizes tiny                       # the test's size (K = 20, N = 600), seconds
     .venv/bin/python scripts/bench_scale.py --sizes small                      # smoke run, ~1 min
     .venv/bin/python scripts/bench_scale.py --sizes imagenet_lt,inat2018       # the real sizes, ~30 min
         [--threads 2] [--workdir DIR] [--json OUT.json] [--markdown OUT.md]
@@ -72,9 +73,14 @@ class Size:
     n_test: int
     n_open: int
     n_min: int
+    d: int = D  # feature width: the backbone's (ResNet-50: 2048)
+    backbone: str = "resnet50"
+    jpegs: int = 64  # JPEGs through the image path (extrapolated to N + E)
 
 
 SIZES = {
+    # a test's size (tests/scripts/test_bench_scale.py): every stage in seconds, not a measurement
+    "tiny": Size("tiny", 20, 600, 100, 200, 100, 2, d=512, backbone="resnet10", jpegs=4),
     "small": Size("small", 100, 10_000, 2_000, 5_000, 1_000, 2),
     "imagenet_lt": Size("ImageNet-LT", 1000, 115_846, 20_000, 50_000, 10_000, 5),
     "inat2018": Size("iNaturalist 2018", 8142, 437_513, 24_426, 24_426, 10_000, 2),  # val = test; open synthetic
@@ -181,26 +187,26 @@ def write_data(size: Size, root: Path) -> tuple[Path, Path, Path, dict[str, np.n
     return split_dir, images, names, labels
 
 
-def config(split_dir: Path, images: Path, names: Path, out: Path, extra: tuple[str, ...] = ()):
-    """The runs' config: split files, 224 px (no image is probed), ResNet-50, CPU."""
+def config(split_dir: Path, images: Path, names: Path, out: Path, extra: tuple[str, ...] = (), backbone: str = "resnet50"):
+    """The runs' config: split files, 224 px (no image is probed), ResNet-50 (the size's backbone), CPU."""
     from openlt.config import build_config
 
     return build_config(None, ["data.dataset=split-file", f"data.split_dir={split_dir}", f"data.root={images}",
-                               f"data.class_names={names}", "data.image_size=224", "model.backbone=resnet50",
+                               f"data.class_names={names}", "data.image_size=224", f"model.backbone={backbone}",
                                "train.device=cpu", f"out_dir={out}", "decouple.cache_dtype=float16", *extra])
 
 
-def _random_features(labels: np.ndarray, k: int, seed: int) -> "torch.Tensor":
-    """(N, D) float16 features, class-dependent (a random direction per class plus noise), built in chunks."""
+def _random_features(labels: np.ndarray, k: int, seed: int, d: int = D) -> "torch.Tensor":
+    """(N, d) float16 features, class-dependent (a random direction per class plus noise), built in chunks."""
     import torch
 
     g = torch.Generator().manual_seed(seed)
-    centers = torch.randn(k, D, generator=g)
-    out = torch.empty(len(labels), D, dtype=torch.float16)
+    centers = torch.randn(k, d, generator=g)
+    out = torch.empty(len(labels), d, dtype=torch.float16)
     y = torch.as_tensor(labels).clamp_min(0)
     for start in range(0, len(labels), 65536):
         part = y[start:start + 65536]
-        noise = torch.randn(len(part), D, generator=g)
+        noise = torch.randn(len(part), d, generator=g)
         out[start:start + len(part)] = (noise + 0.5 * centers[part]).relu().half()
     return out
 
@@ -230,7 +236,7 @@ def make_runs(cfg, data, labels: dict[str, np.ndarray], root: Path):
     runs[0].features_dir.mkdir()
     for i, (split, y) in enumerate(labels.items()):
         key = cache_key("best", sha, data, split, "float16")
-        save_file({"features": _random_features(y, data.num_classes, i), "labels": torch.as_tensor(y).long()},
+        save_file({"features": _random_features(y, data.num_classes, i, model.backbone.out_dim), "labels": torch.as_tensor(y).long()},
                   str(runs[0].feature_cache(split)), metadata={"openlt": json.dumps(key)})
     return runs
 
@@ -277,7 +283,7 @@ def cache_stage(st: Stages, run, cfg) -> dict:
     """The stage-1 feature cache of the four splits, read as a decoupled stage 2 reads it."""
     from openlt.engine.features import load_features
 
-    return st.run("feature cache read (load_features, 4 splits, fp16 -> fp32)", "N+E",
+    return st.run("feature cache read (load_features, 4 splits, fp16 kept)", "N+E",
                   lambda: load_features(run, dtype="float16", quiet=True, cfg=cfg))
 
 
@@ -292,7 +298,7 @@ def stage2_stages(st: Stages, feats: dict, counts: list[int], k: int) -> None:
 
     x, y = feats["train"]["features"], feats["train"]["labels"]
     g = torch.Generator().manual_seed(0)
-    weight, bias = torch.randn(k, D, generator=g) * 0.02, torch.zeros(k)
+    weight, bias = torch.randn(k, x.shape[1], generator=g) * 0.02, torch.zeros(k)
     data = Stage2Data(x, y, k, counts, val_x=feats["val"]["features"], val_y=feats["val"]["labels"], weight=weight,
                       bias=bias)
     part = torch.randperm(len(x), generator=g)[:CRT_STEPS * CRT_BATCH]
@@ -370,10 +376,10 @@ def _detector(st: Stages, name: str, feats: dict, k: int) -> None:
     from openlt.openset import build_score
 
     x, y = feats["train"]["features"], feats["train"]["labels"]
-    rows = len(x) if name == "knn" else min(len(x), FIT_ELEMENTS // max(k, D))  # KNN keeps every row it scores
+    rows = len(x) if name == "knn" else min(len(x), FIT_ELEMENTS // max(k, x.shape[1]))  # KNN keeps every row it scores
     part = torch.as_tensor(_fit_rows(y.numpy(), rows, k))
     g = torch.Generator().manual_seed(3)
-    head = {"head": (torch.randn(k, D, generator=g) * 0.02, torch.zeros(k))} if name in ("vim", "react") else {}
+    head = {"head": (torch.randn(k, x.shape[1], generator=g) * 0.02, torch.zeros(k))} if name in ("vim", "react") else {}
     scorer = build_score(name, Config().eval)
     note = "" if rows == len(x) else f"upper bound: {rows:,} of {len(x):,} rows, the whole fit x {len(x) / rows:.1f}"
     fit_x, fit_y = (x, y) if rows == len(x) else (x[part], y[part])  # every row (KNN): no N x d copy of the cache
@@ -461,8 +467,8 @@ def end_to_end_stage(st: Stages, run) -> tuple[dict, float]:
 
 
 def image_stage(st: Stages, size: Size, root: Path) -> None:
-    """Decode + evaluation transform + ResNet-10 forward of 64 JPEGs (224 px, batch 32), extrapolated to one pass
-    over the size's N + E images."""
+    """Decode + evaluation transform + ResNet-10 forward of 64 JPEGs (the size's `jpegs`; 224 px, batch 32),
+    extrapolated to one pass over the size's N + E images."""
     import torch
     from PIL import Image
 
@@ -474,7 +480,8 @@ def image_stage(st: Stages, size: Size, root: Path) -> None:
     folder = root / "jpeg"
     folder.mkdir()
     rng = np.random.default_rng(0)
-    for i in range(64):
+    n = size.jpegs
+    for i in range(n):
         Image.fromarray(rng.integers(0, 256, (300, 400, 3), dtype=np.uint8)).save(folder / f"{i}.jpg", quality=90)
     loader = FileImageLoader(folder)
     transform = build_transform("imagenet", False, 224, IMAGENET_MEAN, IMAGENET_STD)
@@ -483,13 +490,13 @@ def image_stage(st: Stages, size: Size, root: Path) -> None:
 
     def work():
         with torch.no_grad():
-            for start in range(0, 64, 32):
-                batch = torch.stack([transform(loader(f"{i}.jpg")) for i in range(start, start + 32)])
+            for start in range(0, n, 32):
+                batch = torch.stack([transform(loader(f"{i}.jpg")) for i in range(start, min(start + 32, n))])
                 model(batch.contiguous(memory_format=torch.channels_last))
 
     total = size.n_train + size.n_val + size.n_test + size.n_open
-    st.run("image path: decode + transform + ResNet-10 forward", "N+E", work, total / 64,
-           f"extrapolated: 64 JPEGs x {total / 64:,.0f}")
+    st.run("image path: decode + transform + ResNet-10 forward", "N+E", work, total / n,
+           f"extrapolated: {n} JPEGs x {total / n:,.0f}")
 
 
 # --------------------------------------------------------------------------- one size, in its own process
@@ -501,10 +508,10 @@ def child(key: str, workdir: Path, out_json: Path) -> None:
     root = workdir / key
     shutil.rmtree(root, ignore_errors=True)
     print(f"\n{size.name}: K = {size.k:,}, N = {size.n_train:,}, val {size.n_val:,}, test {size.n_test:,}, "
-          f"open {size.n_open:,}", flush=True)
+          f"open {size.n_open:,}, d = {size.d:,}", flush=True)
     start = time.perf_counter()
     split_dir, images, names, labels = write_data(size, root)
-    cfg = config(split_dir, images, names, root / "runs")
+    cfg = config(split_dir, images, names, root / "runs", backbone=size.backbone)
     print(f"  (setup: split files and {sum(map(len, labels.values())):,} empty image files, "
           f"{time.perf_counter() - start:.0f} s)", flush=True)
     st = Stages(size)
@@ -525,7 +532,7 @@ def child(key: str, workdir: Path, out_json: Path) -> None:
     summary_stages(st, root / "eval" / "metrics.json", root / "summary", crt.config_file)
     eval_files, model_mb = end_to_end_stage(st, crt)
     image_stage(st, size, root)
-    cache_mb = (size.n_val + size.n_test + size.n_open) * D * 6 / 2**20  # float16 read + float32 copy
+    cache_mb = (size.n_val + size.n_test + size.n_open) * size.d * 6 / 2**20  # float16 read + float32 copy (the head's)
     out_json.write_text(json.dumps({"key": key, "size": asdict(size), "rows": st.rows, "files": files,
                                     "eval_files": eval_files, "model_mb": model_mb, "eval_cache_mb": cache_mb,
                                     "bands": _bands(data.train_counts)}, indent=1))
