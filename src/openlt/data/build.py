@@ -166,8 +166,11 @@ def _read_manifest(path: Path) -> dict:
     for name in names:
         problem = class_name_problem(name)
         if problem:
-            raise DataError(f"split manifest {path}: class {name!r} cannot be a class name: {problem}; rename its "
-                            f"folder and rerun `openlt split`")
+            kind = manifest.get("dataset")
+            fix = ("rename its folder and rerun `openlt split`" if kind == "image-folder" else
+                   f"the name comes from {kind}'s meta file (label names): fix it there and rerun `openlt split`"
+                   if kind in CIFAR_KINDS else "rerun `openlt split`")
+            raise DataError(f"split manifest {path}: class {name!r} cannot be a class name: {problem}; {fix}")
     return manifest
 
 

@@ -20,6 +20,7 @@ import numpy as np
 import torch
 
 from openlt.data.fashion_mnist import ArrayPart
+from openlt.data.splits import class_name_problem
 from openlt.errors import ConfigError, DataError
 
 IMAGE_SHAPE = (3, 32, 32)
@@ -70,6 +71,13 @@ def _numpy_attr(modules: tuple[str, ...], name: str):
     return None
 
 
+def _empty_bytes(*args) -> bytes:
+    """`bytes()` as a protocol-2 pickle of Python 3 writes b''; with arguments (`bytes(10**12)`: memory) refused."""
+    if args:
+        raise pickle.UnpicklingError("refusing to load builtins.bytes with arguments (not part of a CIFAR batch)")
+    return b""
+
+
 _RECONSTRUCT = _numpy_attr(("numpy._core.multiarray", "numpy.core.multiarray"), "_reconstruct")
 _FROMBUFFER = _numpy_attr(("numpy._core.numeric", "numpy.core.numeric"), "_frombuffer")
 _ALLOWED = {
@@ -80,6 +88,8 @@ _ALLOWED = {
     ("numpy.core.numeric", "_frombuffer"): _FROMBUFFER,
     ("numpy._core.numeric", "_frombuffer"): _FROMBUFFER,
     ("_codecs", "encode"): codecs.encode,  # how protocol-2 pickles written by Python 3 store bytes
+    ("__builtin__", "bytes"): _empty_bytes,  # ... and the empty bytes b'' (protocol 2: `bytes()`)
+    ("builtins", "bytes"): _empty_bytes,
 }
 
 
@@ -202,7 +212,46 @@ def class_names(name: str, root: str | os.PathLike | None = None) -> list[str]:
     names = read_batch(path).get(fmt.names_key)
     if not isinstance(names, list) or len(names) != fmt.num_classes:
         raise DataError(f"CIFAR meta file {path} must list {fmt.num_classes} names under {fmt.names_key!r}")
-    return [n.decode("utf-8") if isinstance(n, bytes) else str(n) for n in names]
+    return checked_class_names(path, names)
+
+
+def checked_class_names(path: Path, names: list) -> list[str]:
+    """The class names a CIFAR meta file `path` lists, as text, checked as the class names of any other source
+    (class-name files, image folders) are, where they are read and so before any split is written: each is UTF-8
+    text, not empty, one the outputs can hold (`splits.class_name_problem`: not 'unknown', no ';', ':' or control
+    character), given once, and no two look alike (`datasets.lookalike_names`: 'cat' / 'Cat', NFC / NFD, ...).
+    DataError naming the meta file, the class index (its label) and the problem."""
+    from openlt.data.datasets import lookalike_names  # (datasets imports torchvision: only when names are read)
+
+    texts: list[str] = []
+    first: dict[str, int] = {}
+    for index, raw in enumerate(names):
+        where = f"CIFAR meta file {path}: class name {index}"
+        if isinstance(raw, bytes):
+            try:
+                name = raw.decode("utf-8")
+            except UnicodeDecodeError:
+                raise DataError(f"{where} ({raw!r}) is not UTF-8 text") from None
+        elif isinstance(raw, str):
+            name = raw
+        else:
+            raise DataError(f"{where} is not text (found {type(raw).__name__} {raw!r})")
+        if not name.strip():
+            raise DataError(f"{where} is empty ({name!r}): every class needs a name")
+        problem = class_name_problem(name)
+        if problem:
+            raise DataError(f"{where} {name!r} cannot be a class name: {problem}")
+        if name in first:
+            raise DataError(f"{where} {name!r} repeats class name {first[name]}: two classes would have one name "
+                            f"(in every report, and for --open-classes {name})")
+        first[name] = index
+        texts.append(name)
+    alike = lookalike_names(texts, folders=False)
+    if alike is not None:
+        other, name, how = alike
+        raise DataError(f"CIFAR meta file {path}: class name {first[name]} {name!r} and class name {first[other]} "
+                        f"{other!r} differ {how}: they would be two classes that look alike")
+    return texts
 
 
 _CACHE: dict[tuple[str, Path], dict[str, ArrayPart]] = {}

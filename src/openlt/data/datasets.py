@@ -245,12 +245,23 @@ def _twins_text(text: str) -> str:
 
 
 def _refuse_lookalike_classes(root: Path, classes: list[str]) -> None:
-    """Two class folders whose names differ only by Unicode normalisation (NFC 'café' and NFD 'café'), by case
-    ('Cat' and 'cat'), by spaces around the name ('cat ' and 'cat') or by Unicode compatibility forms (NFKC:
-    full-width 'ｃａｔ' and 'cat') or by letters of other scripts that look like Latin ones ('cat' and 'сat', first
-    letter Cyrillic) would be two classes that print alike in every report (and, by case, one folder on a
-    case-insensitive file system): DataError naming both, and how they differ. A name that mixes Latin with such
-    letters inside one word is warned about (:func:`_warn_mixed_scripts`)."""
+    """Two class folders whose names look alike (:func:`lookalike_names`) would be two classes that print alike in
+    every report (and, by case, one folder on a case-insensitive file system): DataError naming both, and how they
+    differ. A name that mixes Latin with such letters inside one word is warned about (:func:`_warn_mixed_scripts`)."""
+    alike = lookalike_names(classes)
+    if alike is not None:
+        other, name, how = alike
+        raise DataError(f"image folder {root}: the class folders {other!r} and {name!r} differ {how}: they would be "
+                        f"two classes that look alike; merge them or rename one")
+
+
+def lookalike_names(classes: list[str], folders: bool = True) -> tuple[str, str, str] | None:
+    """The first two of `classes` (distinct names) that differ only by Unicode normalisation (NFC 'café' and NFD
+    'café'), by case ('Cat' and 'cat'), by spaces around the name ('cat ' and 'cat'), by Unicode compatibility
+    forms (NFKC: full-width 'ｃａｔ' and 'cat') or by letters of other scripts that look like Latin ones ('cat' and
+    'сat', first letter Cyrillic), as (the earlier name, the later one, "only by ..." saying how they differ);
+    None when no two look alike. Every source of class names refuses such a pair (image folders, CIFAR meta files);
+    `folders`: the names are folders' (a pair alike by case is said to be one folder on some file systems)."""
     seen: dict[str, str] = {}
     for name in classes:
         other = seen.setdefault(_lookalike_key(name), name)
@@ -263,15 +274,15 @@ def _refuse_lookalike_classes(root: Path, classes: list[str]) -> None:
             ways = [way for way in _LOOKALIKE_WAYS if _lookalike_key(other, way) != _lookalike_key(name, way)]
             ways = ways or ["compat"]  # 'ﬁsh' and 'fish': NFKC and casefold both undo the ligature
             how = "only by " + " and ".join(_LOOKALIKE_WAYS[way] for way in ways)
-            if ways == ["case"]:
+            if ways == ["case"] and folders:
                 how += " (one folder on a case-insensitive file system: Windows, macOS)"
             elif "compat" in ways:
                 how += (f" (code points {ascii(other)} and {ascii(name)}: full-width letters, ligatures and the like "
                         f"are one name under NFKC)")
             elif "scripts" in ways:
                 how += f" (code points {ascii(other)} and {ascii(name)}: {_twins_text(other + name)})"
-        raise DataError(f"image folder {root}: the class folders {other!r} and {name!r} differ {how}: they would be "
-                        f"two classes that look alike; merge them or rename one")
+        return other, name, how
+    return None
 
 
 def _refuse_linked_twice(root: Path, items: list[str]) -> None:
