@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import re
 import shutil
 import sys
 import time
@@ -259,6 +261,26 @@ def _setup(cfg: Config, resume: bool = False) -> torch.device:
 
 
 @contextmanager
+def _own_split_named(cfg: Config, stage: Run) -> Iterator[None]:
+    """An error about the split files a new run draws into its staged directory names them as files of the split
+    drawn from the data (`train.txt of the split this run drew from data.root=...`), not by their path in the
+    staged directory, which is removed with the failed run (no such folder exists once the message is read)."""
+    try:
+        yield
+    except OpenLTError as exc:
+        text = str(exc)
+        folders = sorted({str(stage.splits_dir), os.path.abspath(stage.splits_dir), str(stage.path),
+                          os.path.abspath(stage.path)}, key=len, reverse=True)
+        source = f"data.root={cfg.data.root}" if cfg.data.root else f"the {cfg.data.dataset} data"
+        pattern = "(?:" + "|".join(map(re.escape, folders)) + r")(?:/([^\s'\":,;)]+))?"
+        named = re.sub(pattern, lambda m: f"{m.group(1) or 'the split folder'} of the split this run drew from "
+                                          f"{source} (not kept)", text)
+        if named == text:
+            raise
+        raise type(exc)(named) from None
+
+
+@contextmanager
 def _prepared_run(cfg: Config, run: Run | None, name: str | None, resume: bool,
                   log: Log) -> Iterator[tuple[Run, DataBundle]]:
     """(the run to train into, its checked data): `run` as given (locked, its split files checked again), or a
@@ -298,8 +320,9 @@ def _new_run(cfg: Config, name: str | None, log: Log) -> Iterator[tuple[Run, Dat
     try:
         with _locked(stage):
             if data is None:  # the run's own split files, built and checked in the staged directory
-                data = prepare_data(cfg, default_split_dir=stage.splits_dir)
-                check_training_data(cfg, data, stage, False)
+                with _own_split_named(cfg, stage):
+                    data = prepare_data(cfg, default_split_dir=stage.splits_dir)
+                    check_training_data(cfg, data, stage, False)
             stage.write_config(cfg)
             stage.write_manifest(data.manifest)
             write_inference(stage, data)  # classes, input, eval transform: predict needs no data
