@@ -14,6 +14,14 @@ openlt's protocol (pure numpy; features in, numbers out):
   read in chunks of ``chunk_size`` rows and probes in blocks of ``query_chunk`` rows, keeping a running
   top-k: the largest intermediate is a ``query_chunk x chunk_size`` block of scores, never the
   ``N x M`` matrix, so a million distractors fit (a ``numpy.memmap`` of them is read once, chunk by chunk).
+  Scores are summed in float64 and rounded to float32, and equal float32 scores go to the lower gallery index
+  (every path: one block's top-k, the running merge, templates before distractors), so the matches do not depend
+  on the chunk sizes (float32 sums would: BLAS sums a one-row block in another order than a wide one, and on
+  features without spread that rounding decided rank-1).
+* **No spread** (:func:`no_spread`, :func:`spread_warning`): when the probes', the gallery's or the pairs' features
+  are the same up to float rounding (e.g. a network trained for one epoch), every cosine score is ~1 and the
+  matches reflect float rounding, not the data; ``openlt identify`` then records one warning, as ``openlt eval``
+  does for open-set scores without spread.
 * **Rank-1 by band** (:func:`rank1_by_band`): a *mated* probe (its identity is enrolled) is right when its
   best match is its own template. The bands are by training images per identity (:class:`IdentityBands`:
   many > ``many_above``, few 2..many_above, one-shot 1, zero-shot 0 = enrolled only at test time);
@@ -52,9 +60,11 @@ __all__ = [
     "enrol",
     "l2_normalize",
     "match",
+    "no_spread",
     "open_set_identification",
     "pair_scores",
     "rank1_by_band",
+    "spread_warning",
     "tar_at_far",
     "threshold_at_far",
 ]
@@ -63,8 +73,13 @@ __all__ = [
 IDENTITY_BANDS: tuple[str, str, str, str] = ("many", "few", "one", "zero")
 #: Identity of a distractor gallery entry (and of a probe whose identity is unknown).
 DISTRACTOR: int = -1
-DEFAULT_CHUNK = 65536  # gallery rows per chunk: 64K x 1024 probes x 4 bytes = 256 MiB of scores at most
-DEFAULT_QUERY_CHUNK = 1024
+DEFAULT_CHUNK = 65536  # gallery rows per chunk: 64K x 512 probes x 8 bytes = 256 MiB of float64 scores at most
+DEFAULT_QUERY_CHUNK = 512
+#: L2-normalised rows whose mean squared distance to their mean is at most this have no spread: their cosine
+#: similarities all lie within ~this of 1, a few hundred float32 steps (as ``openlt eval`` calls scores that vary by
+#: at most 1e-5 of their size float rounding); real face features spread by ~0.1 - 1.
+SPREAD_RTOL = 1e-5
+_SPREAD_ROWS = 4096  # rows summed in float64 at once
 
 
 @dataclass(frozen=True)
@@ -142,12 +157,18 @@ def _merge(scores: np.ndarray, index: np.ndarray, new_scores: np.ndarray, new_in
 
 
 def _block_topk(block: np.ndarray, k: int, offset: int) -> tuple[np.ndarray, np.ndarray]:
-    """The k best columns of a (q, c) score block: scores (q, k') and gallery indices (q, k'), k' = min(k, c)."""
+    """The k best columns of a (q, c) score block: scores (q, k') and gallery indices (q, k'), k' = min(k, c);
+    of equal scores the lower columns (argmax's first; argpartition picks any of the scores tied at the k-th
+    place, so the rows with such a tie are sorted stably)."""
     if k == 1:
         best = block.argmax(axis=1)[:, None]
     else:
         kk = min(k, block.shape[1])
         best = np.argpartition(-block, kk - 1, axis=1)[:, :kk]
+        kth = np.take_along_axis(block, best, axis=1).min(axis=1, keepdims=True)
+        tied = np.flatnonzero((block >= kth).sum(axis=1) > kk)  # more than k' columns reach the k-th score
+        if tied.size:
+            best[tied] = np.argsort(-block[tied], axis=1, kind="stable")[:, :kk]
     return np.take_along_axis(block, best, axis=1), best.astype(np.int64) + offset
 
 
@@ -163,9 +184,11 @@ def cosine_topk(queries: Any, gallery: Any, k: int = 1, chunk_size: int = DEFAUL
 
     ``queries`` (N, D) and ``gallery`` (M, D) are float arrays or tensors (rows need not be normalised;
     the gallery may be a ``numpy.memmap``, read once, ``chunk_size`` rows at a time). Returns ``scores``
-    float32 (N, k) and ``indices`` int64 (N, k) into the gallery; equal scores go to the lower index.
-    Memory: the largest intermediate is one ``min(query_chunk, N) x min(chunk_size, M)`` block of scores
-    (and its argpartition when k > 1), plus the running (N, k) result -- never N x M.
+    float32 (N, k) and ``indices`` int64 (N, k) into the gallery; equal scores go to the lower index. Each score
+    is summed in float64 (the products of float32 entries are exact there) and rounded to float32, so neither
+    the result nor its ties depend on ``chunk_size`` / ``query_chunk``.
+    Memory: the largest intermediate is one ``min(query_chunk, N) x min(chunk_size, M)`` block of float64
+    scores (and its float32 copy, its argpartition when k > 1), plus the running (N, k) result -- never N x M.
     ValueError for k > M, a dimension mismatch, or a non-positive chunk."""
     _check_chunks(k, chunk_size, query_chunk)
     q = l2_normalize(queries)
@@ -179,10 +202,12 @@ def cosine_topk(queries: Any, gallery: Any, k: int = 1, chunk_size: int = DEFAUL
     scores = np.full((q.shape[0], k), -np.inf, dtype=np.float32)
     index = np.full((q.shape[0], k), m, dtype=np.int64)
     for start in range(0, m, chunk_size):
-        chunk = l2_normalize(gallery[start:start + chunk_size])
+        chunk = l2_normalize(gallery[start:start + chunk_size]).astype(np.float64)
         for row in range(0, q.shape[0], query_chunk):
             rows = slice(row, row + query_chunk)
-            block = q[rows] @ chunk.T  # (query_chunk, chunk_size): the largest intermediate
+            # (query_chunk, chunk_size): the largest intermediate; float64 then float32, so that the order in which
+            # BLAS sums (which depends on the block's shape) changes no score
+            block = (q[rows].astype(np.float64) @ chunk.T).astype(np.float32)
             new_s, new_i = _block_topk(block, k, start)
             del block
             scores[rows], index[rows] = _merge(scores[rows], index[rows], new_s, new_i, k)
@@ -214,6 +239,39 @@ def match(probes: Any, templates: Any, template_ids: Any, distractors: Any = Non
     if found.shape[1] < k:
         raise ValueError(f"k={k} is more than the {found.shape[1]} gallery entries")
     return s, found
+
+
+def no_spread(features: Any) -> bool:
+    """Whether the rows of ``features`` (N, D) -- or of a list of such arrays taken together (e.g. templates and
+    distractors, without copying them into one) --, L2-normalised, are the same up to float rounding: their mean
+    squared distance to their mean (float64 moments) at most :data:`SPREAD_RTOL`, so that the cosine scores of any
+    row against them all lie within ~1e-5 of each other. False for fewer than 2 rows. ValueError for a non-2-D
+    input or a nan / inf (:func:`l2_normalize`)."""
+    parts = [np.asarray(_to_numpy(f)) for f in (features if isinstance(features, (list, tuple)) else [features])]
+    if any(part.ndim != 2 for part in parts):
+        raise ValueError(f"features must be 2-D (N, D), got shape(s) {[part.shape for part in parts]}")
+    n = sum(part.shape[0] for part in parts)
+    if n < 2:
+        return False
+    total, squares = np.zeros(parts[0].shape[1], dtype=np.float64), 0.0
+    for arr in parts:
+        for start in range(0, arr.shape[0], _SPREAD_ROWS):
+            part = l2_normalize(arr[start:start + _SPREAD_ROWS]).astype(np.float64)
+            total += part.sum(axis=0)
+            squares += float(np.square(part).sum())
+    return squares / n - float(np.square(total / n).sum()) <= SPREAD_RTOL
+
+
+def spread_warning(features: dict[str, Any]) -> str | None:
+    """The one-line warning of matching `features` ({what: (N, D)}, e.g. ``{"probe": ..., "gallery (templates
+    and distractors)": ...}``) of which some have no spread (:func:`no_spread`), naming them; None when all
+    spread. Rank-1, the open-set rates and TAR at FAR then reflect float rounding, not the data."""
+    flat = [what for what, feats in features.items() if feats is not None and no_spread(feats)]
+    if not flat:
+        return None
+    return (f"the {' and the '.join(flat)} features have no spread (every image gives the same feature up to float "
+            f"rounding, e.g. a network barely trained): their cosine scores are the same up to float rounding, so "
+            f"rank-1, TPIR and TAR reflect float rounding and the tie rule (the lower gallery index), not the data")
 
 
 def _best_column(x: Any) -> np.ndarray:
