@@ -168,8 +168,9 @@ def _eval(args: argparse.Namespace) -> int:
     overrides = list(args.overrides)  # "key=value" strings; evaluate_run checks them before loading the model
     if args.threshold is not None:  # after the positional overrides: --threshold wins
         overrides.append(f"eval.open_threshold={args.threshold}")
-    metrics = evaluate_run(run, args.checkpoint, overrides=overrides, quiet=args.quiet, device=args.device,
-                           tag=args.tag)
+    with _json_stdout(args.json):
+        metrics = evaluate_run(run, args.checkpoint, overrides=overrides, quiet=args.quiet, device=args.device,
+                               tag=args.tag)
     from openlt.engine.distributed import is_main
 
     if not is_main():  # under torchrun every process evaluated a share; rank 0 speaks
@@ -194,13 +195,14 @@ def _predict(args: argparse.Namespace) -> int:
         raise ConfigError(f"--topk and --batch-size must be at least 1 (got {args.topk}, {args.batch_size})")
     run = open_run(args.run)
     run.check_not_training("label images with")  # its best checkpoint and calibration are still changing
-    predictor = Predictor.load(run, args.checkpoint, args.threshold, args.device)
-    predictor.check_topk(args.topk)  # at most the run's classes, before any image is read
     records = []
-    for record in predict_files(predictor, args.images, args.batch_size, args.topk):
-        records.append(record)
-        if not args.json:
-            print(_prediction_line(record, args.topk), flush=True)
+    with _json_stdout(args.json):
+        predictor = Predictor.load(run, args.checkpoint, args.threshold, args.device)
+        predictor.check_topk(args.topk)  # at most the run's classes, before any image is read
+        for record in predict_files(predictor, args.images, args.batch_size, args.topk):
+            records.append(record)
+            if not args.json:
+                print(_prediction_line(record, args.topk), flush=True)
     if args.json:
         print(json.dumps(records, indent=2))
     if args.output is not None:
@@ -212,6 +214,18 @@ def _predict(args: argparse.Namespace) -> int:
         raise DataError(f"{len(failed)} of {len(records)} images could not be labelled (see their lines); "
                         f"first: {_escaped(failed[0]['error'])}")
     return 0
+
+
+@contextmanager
+def _json_stdout(as_json: bool) -> Iterator[None]:
+    """With --json, stdout holds the JSON document alone (a user pipes it into jq): while the command works, what
+    it prints and logs there (progress, "features ... reused", notes) goes to stderr instead. Without, nothing
+    changes."""
+    if not as_json:
+        yield
+        return
+    with contextlib.redirect_stdout(sys.stderr):  # the ConsoleHandler writes to the current sys.stdout
+        yield
 
 
 def _prediction_line(r: dict, topk: int) -> str:
@@ -358,10 +372,11 @@ def _identify(args: argparse.Namespace) -> int:
 
     check_tag(args.tag, "--tag")
     run = open_run(args.run)
-    result = identify_run(run, args.probe, args.gallery, args.distractors, args.pairs, root=args.root,
-                          distractor_root=args.distractor_root, checkpoint=args.checkpoint, device=args.device,
-                          many_above=args.many_above, chunk_size=args.chunk_size, tag=args.tag, quiet=args.quiet,
-                          overrides=args.overrides)
+    with _json_stdout(args.json):
+        result = identify_run(run, args.probe, args.gallery, args.distractors, args.pairs, root=args.root,
+                              distractor_root=args.distractor_root, checkpoint=args.checkpoint, device=args.device,
+                              many_above=args.many_above, chunk_size=args.chunk_size, tag=args.tag,
+                              quiet=args.quiet, overrides=args.overrides)
     if args.json:
         print(json.dumps(result, indent=2))
     else:
@@ -450,7 +465,8 @@ def _add_eval_command(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--threshold", type=threshold_option, help="fixed rejection threshold on eval.open_score (same as "
                    "eval.open_threshold=T; default: the run's setting, usually chosen on val)")
     p.add_argument("--device")
-    p.add_argument("--json", action="store_true", help="print the metrics as JSON")
+    p.add_argument("--json", action="store_true", help="print the metrics as JSON (stdout holds the JSON alone; "
+                   "progress and notes go to stderr)")
     p.add_argument("--tag", help="write metrics-TAG.json / report-TAG.md and keep the run's own results "
                    "(e.g. --tag reach with eval.open_score=reachability)")
     p.add_argument("--quiet", action="store_true")
@@ -478,7 +494,8 @@ def _add_predict_command(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--topk", type=int, default=1, help="the K most probable classes per image (default 1)")
     p.add_argument("--batch-size", type=int, default=64, help="images per forward pass (default 64)")
     p.add_argument("--device")
-    p.add_argument("--json", action="store_true", help="print the predictions as one JSON list")
+    p.add_argument("--json", action="store_true", help="print the predictions as one JSON list (stdout holds the "
+                   "JSON alone; progress and notes go to stderr)")
     p.set_defaults(func=_predict)
 
 
@@ -621,7 +638,8 @@ def _add_identify_command(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--chunk-size", type=int, default=65536, help="gallery rows matched at a time (memory bound)")
     p.add_argument("--device")
     p.add_argument("--tag", help="write identification-TAG.json (e.g. one per probe set)")
-    p.add_argument("--json", action="store_true", help="print the result as JSON")
+    p.add_argument("--json", action="store_true", help="print the result as JSON (stdout holds the JSON alone; "
+                   "progress and notes go to stderr)")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=_identify)
 

@@ -421,3 +421,54 @@ def test_a_gallery_image_that_is_a_training_image_of_another_identity_is_refused
     gallery = write_list(faces["tmp"] / "own_gallery.txt", [("2/10.png", 2), ("0/5.png", 0)])
     code, _, err = identify(capsys, faces, "--probe", faces["probe"], "--gallery", gallery, "--tag", "relabelled")
     assert code == 0, err
+
+
+def test_json_stdout_is_the_json_alone_without_quiet(faces, capsys):
+    """--json: stdout is the JSON document (a user pipes it into jq); the feature cache's line goes to stderr
+    (trial 8 D4: `features train (...) float32: reused (...)` came first on stdout unless --quiet)."""
+    code = main(["identify", str(faces["run"]), "--probe", str(faces["probe"]), "--json", "--tag", "jsonout"])
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    result = json.loads(out)  # the whole of stdout
+    assert result == json.loads(Run(faces["run"]).identification_path("jsonout").read_text())
+    assert "features train" in err and "features train" not in out
+    code = main(["identify", str(faces["run"]), "--probe", str(faces["probe"]), "--tag", "jsonout"])  # the table
+    out, err = capsys.readouterr()
+    assert code == 0 and out.startswith("features train") and "rank-1 %" in out
+
+
+def test_the_chunk_size_does_not_change_the_result(faces, capsys):
+    results = []
+    for chunk in (1, 2, 65536):
+        code, out, err = identify(capsys, faces, "--probe", faces["probe"], "--gallery", faces["gallery"],
+                                  "--distractors", faces["distractors"], "--chunk-size", chunk, "--json",
+                                  "--tag", f"chunk{chunk}")
+        assert code == 0, err
+        results.append({k: v for k, v in json.loads(out).items() if k != "files"})
+    assert results[0] == results[1] == results[2]
+    assert "warning" not in results[0]  # real features spread: no warning
+
+
+def test_features_without_spread_are_warned_about(faces, capsys):
+    """Probes and pairs that are copies of one image (features the same up to float rounding): one warning in
+    identification.json, the JSON and under the table (trial 8 D5), as `openlt eval` warns for open-set scores."""
+    tmp, root = faces["tmp"], faces["tmp"] / "root"
+    (root / "same").mkdir(exist_ok=True)
+    source = next((root / "5").iterdir())
+    for i in range(8):
+        shutil.copyfile(source, root / "same" / f"{i}.png")  # other files (inodes), the same pixels
+    probe = write_list(tmp / "probe_same.txt", [(f"same/{i}.png", i % 4) for i in range(6)])
+    pairs = tmp / "pairs_same.txt"
+    pairs.write_text("same/0.png same/1.png 1\nsame/2.png same/3.png 0\nsame/4.png same/5.png 0\n", encoding="utf-8")
+    code, out, err = identify(capsys, faces, "--probe", probe, "--pairs", pairs, "--json", "--tag", "same")
+    assert code == 0, err
+    warning = json.loads(out)["warning"]
+    assert warning.startswith("the probe and the verification pairs' features have no spread (every image gives "
+                              "the same feature up to float rounding")
+    assert "reflect float rounding and the tie rule (the lower gallery index), not the data" in warning
+    assert json.loads(Run(faces["run"]).identification_path("same").read_text())["warning"] == warning
+    code, out, err = identify(capsys, faces, "--probe", probe, "--tag", "same")
+    assert code == 0, err
+    lines = out.splitlines()  # the table, its warning, the file
+    assert lines[-2].startswith("warning: the probe features have no spread (every image gives the same feature")
+    assert lines[-1].startswith("identification: ")

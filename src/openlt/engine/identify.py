@@ -20,7 +20,9 @@ checked (files, lines, images) before the model is loaded; a probe that is a tra
 image of the gallery list (compared as files, by device and inode) is refused: it would match its own template;
 so is a distractor that is one (it would take rank-1 from its identity), and a probe list of no enrolled identity.
 The run's own images are found from its config.yaml (``data.root``, ...; ``overrides`` when they moved).
-The result goes to RUN/identification.json.
+The result goes to RUN/identification.json; with probe, gallery or pair features that have no spread (the same
+up to float rounding, e.g. a network trained for an epoch) it carries one ``warning`` (printed under the table):
+the numbers then reflect float rounding and the tie rule, not the data. The numbers do not depend on --chunk-size.
 """
 
 from __future__ import annotations
@@ -45,7 +47,8 @@ from openlt.engine.runtime import check_data_folders, load_run_model, make_loade
 from openlt.errors import ConfigError, DataError
 from openlt.io import write_json
 from openlt.metrics.identification import (DEFAULT_CHUNK, IDENTITY_BANDS, IdentityBands, enrol, match,
-                                           open_set_identification, pair_scores, rank1_by_band, tar_at_far)
+                                           open_set_identification, pair_scores, rank1_by_band, spread_warning,
+                                           tar_at_far)
 
 LISTS = ("probe", "gallery", "distractors")
 PROTOCOL = ("templates = mean of L2-normalised features per identity (training images, or the gallery list's "
@@ -213,6 +216,9 @@ def _identification(train, feats: dict[str, np.ndarray], lists: dict[str, SplitE
     scores, found = match(feats["probe"], templates, ids, distractors, k=1, chunk_size=chunk_size)
     result: dict[str, Any] = {"gallery": described, "identification": rank1_by_band(
         found, probe_labels=labels, enrolled=ids, train_counts=counts, bands=bands)}
+    result["spread"] = {"probe": feats["probe"],
+                        "gallery (templates and distractors)": [templates] + ([] if distractors is None else
+                                                                               [distractors])}
     mated = np.isin(labels, ids) & (labels >= 0)
     if mated.any() and not mated.all():
         result["open_set"] = open_set_identification(scores, found, labels, ids, fpirs)
@@ -364,8 +370,8 @@ def identify_run(run: Run, probe: str | None = None, gallery: str | None = None,
     paths in them are relative to ``root`` (default: the run's image root), distractors' to
     ``distractor_root`` (default: ``root``). ``overrides``: "key=value" strings of :data:`IDENTIFY_KEYS`
     (:func:`identify_config`), e.g. ``data.root=NEW`` when the run's own images moved. Returns ``{"protocol",
-    "run", "checkpoint", "files", "gallery", "identification", "open_set"}`` (with a probe list) and
-    ``"verification"`` (with pairs). ConfigError / DataError for a bad request, file, line or image (the checks
+    "run", "checkpoint", "files", "gallery", "identification", "open_set"}`` (with a probe list),
+    ``"verification"`` (with pairs) and ``"warning"`` (features without spread: :func:`spread_warning`). ConfigError / DataError for a bad request, file, line or image (the checks
     of the module docstring), before the model is loaded."""
     bands = _check_request(probe, gallery, distractors, pairs, many_above, chunk_size, root, distractor_root)
     paths = {"probe": probe, "gallery": gallery, "distractors": distractors}
@@ -395,13 +401,19 @@ def identify_run(run: Run, probe: str | None = None, gallery: str | None = None,
              for kind, entries in lists.items()}
     result: dict[str, Any] = {"protocol": PROTOCOL, "run": str(run.path), "checkpoint": checkpoint,
                               "files": {k: str(v) for k, v in {**paths, "pairs": pairs}.items() if v is not None}}
+    spread = {}
     if probe is not None:
         result.update(_identification(train, feats, lists, data.train_counts, bands, fpirs, chunk_size))
+        spread.update(result.pop("spread"))
     if pair_list is not None:
+        spread["verification pairs'"] = feats["pairs"]
         index = {item: i for i, item in enumerate(lists["pairs"].items)}
         first = feats["pairs"][[index[p] for p in pair_list.first]]
         second = feats["pairs"][[index[p] for p in pair_list.second]]
         result["verification"] = tar_at_far(pair_scores(first, second), pair_list.same, fars)
+    warning = spread_warning(spread)  # no spread: every score is ~1, the matches are float rounding
+    if warning:
+        result["warning"] = warning
     write_json(run.identification_path(tag), result)
     return result
 
@@ -424,6 +436,8 @@ def format_identification(result: dict[str, Any]) -> str:
     for far, at in (result.get("verification", {}).get("at_far") or {}).items():
         out.append(f"verification TAR at FAR {far}: {_pct(at['tar'])}" +
                    ("" if at["reliable"] else " (too few impostor pairs)"))
+    if result.get("warning"):  # features without spread: the numbers are float rounding
+        out.append(f"warning: {result['warning']}")
     return "\n".join(out)
 
 
