@@ -635,7 +635,8 @@ def _add_identify_command(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--checkpoint", default="best", choices=["best", "last"])
     p.add_argument("--many-above", type=int, default=20, help="many-shot identities have more training images "
                    "than this; few-shot 2..N, one-shot 1, zero-shot 0 (default 20)")
-    p.add_argument("--chunk-size", type=int, default=65536, help="gallery rows matched at a time (memory bound)")
+    p.add_argument("--chunk-size", type=int, default=65536, help="gallery rows matched at a time (a memory bound: "
+                   "the result does not depend on it)")
     p.add_argument("--device")
     p.add_argument("--tag", help="write identification-TAG.json (e.g. one per probe set)")
     p.add_argument("--json", action="store_true", help="print the result as JSON (stdout holds the JSON alone; "
