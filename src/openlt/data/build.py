@@ -86,6 +86,22 @@ class DataBundle:
         return SplitDataset(self.entries[split], self.loader_of(split), self.transform(train), checked=True)
 
 
+def packed_data_files(cfg: Config, root: str | None) -> dict:
+    """{config key: identity} of the packed files the images are read from where the data set is not an image
+    folder (`cifar.data_files`: CIFAR's pickled batches, `fashion_mnist.data_files`: the IDX files; their sha256
+    taken when they are loaded): "data.root" for `root`, "data.open_root" for an open set read from another copy
+    of Fashion-MNIST. {} for image folders and split files (their split files' sha256 and each image's presence are
+    what is checked). A run records it in split_manifest.json ``data_files`` (`engine/manifest.verify_manifest`)."""
+    if cfg.data.dataset in CIFAR_KINDS:
+        return {"data.root": cifar.data_files(cfg.data.dataset, root)}
+    if cfg.data.dataset == "fashion-mnist":
+        found = {"data.root": fashion_mnist.data_files(root)}
+        if cfg.data.open_root:
+            found["data.open_root"] = fashion_mnist.data_files(cfg.data.open_root)
+        return found
+    return {}
+
+
 def _image_loader(cfg: Config, root: str | None, in_chans: int):
     if cfg.data.dataset == "fashion-mnist":
         return ArrayImageLoader(fashion_mnist.load(root))
@@ -320,6 +336,10 @@ def prepare_data(cfg: Config, *, default_split_dir: Path | None = None, decode: 
         open_loader = _image_loader(cfg, cfg.data.open_root, in_chans) if cfg.data.open_root else None
     data = DataBundle(cfg, split_dir, manifest, _image_loader(cfg, root, in_chans), "", 0, in_chans, open_loader,
                       entries=entries)
+    manifest.pop("data_files", None)  # never a split folder's record: the files this run reads, as they are now
+    packed = packed_data_files(cfg, root)
+    if packed:
+        manifest["data_files"] = packed
     _check_splits(data, names_from)
     if decode if decode is not None else default_split_dir is None:
         for split, ent in entries.items():

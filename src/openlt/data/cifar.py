@@ -10,7 +10,9 @@ whose md5 differs from the official one (and so every small test file).
 from __future__ import annotations
 
 import codecs
+import hashlib
 import importlib
+import io
 import os
 import pickle
 from dataclasses import dataclass
@@ -105,11 +107,14 @@ class _SafeUnpickler(pickle.Unpickler):
         return found
 
 
-def read_batch(path: Path) -> dict[bytes, object]:
-    """One pickled batch as a dict with bytes keys (as the CIFAR page's `pickle.load(fo, encoding='bytes')`)."""
+def read_batch(path: Path, digests: dict[str, str] | None = None) -> dict[bytes, object]:
+    """One pickled batch as a dict with bytes keys (as the CIFAR page's `pickle.load(fo, encoding='bytes')`).
+    `digests`, when given, gets the sha256 (hex) of the file's bytes under its name (the bytes read once)."""
     try:
-        with open(path, "rb") as fh:
-            batch = _SafeUnpickler(fh, encoding="bytes").load()
+        raw = Path(path).read_bytes()
+        if digests is not None:
+            digests[Path(path).name] = hashlib.sha256(raw).hexdigest()
+        batch = _SafeUnpickler(io.BytesIO(raw), encoding="bytes").load()
     except FileNotFoundError:
         raise DataError(f"CIFAR batch not found: {path}") from None
     except Exception as exc:  # truncated, not a pickle, or a forbidden global: all mean a corrupt file
@@ -178,11 +183,11 @@ def locate(name: str, root: str | os.PathLike | None = None, download: bool = Tr
     raise DataError(f"{name} not found in {folder}; give data.root (or --root) = the folder holding {fmt.folder}/")
 
 
-def _read_part(folder: Path, files: tuple[str, ...], fmt: CifarFormat) -> ArrayPart:
+def _read_part(folder: Path, files: tuple[str, ...], fmt: CifarFormat, digests: dict[str, str]) -> ArrayPart:
     images, labels = [], []
     for file in files:
         path = folder / file
-        batch = read_batch(path)
+        batch = read_batch(path, digests)
         data, targets = batch.get(b"data"), batch.get(fmt.labels_key)
         if not isinstance(data, np.ndarray) or targets is None:
             raise DataError(f"CIFAR batch {path} lacks b'data' (uint8 array) or {fmt.labels_key!r}")
@@ -255,13 +260,33 @@ def checked_class_names(path: Path, names: list) -> list[str]:
 
 
 _CACHE: dict[tuple[str, Path], dict[str, ArrayPart]] = {}
+_DIGESTS: dict[tuple[str, Path], dict[str, str]] = {}  # {file name: sha256} of the files each _CACHE entry read
 
 
 def load(name: str, root: str | os.PathLike | None = None) -> dict[str, ArrayPart]:
-    """Both parts as uint8 (N, 3, 32, 32) images and int64 labels, in file order; read once per process."""
+    """Both parts as uint8 (N, 3, 32, 32) images and int64 labels, in file order; read once per process (the
+    sha256 of every file read, batches and meta file, taken from the same bytes: :func:`data_files`)."""
     fmt = _format(name)
     folder = locate(name, root).resolve()
     if (name, folder) not in _CACHE:
-        _CACHE[(name, folder)] = {part: _read_part(folder, files, fmt)
-                                  for part, files in (("train", fmt.train), ("test", fmt.test))}
+        digests: dict[str, str] = {}
+        parts = {part: _read_part(folder, files, fmt, digests)
+                 for part, files in (("train", fmt.train), ("test", fmt.test))}
+        try:
+            digests[fmt.meta] = hashlib.sha256((folder / fmt.meta).read_bytes()).hexdigest()
+        except OSError as exc:
+            raise DataError(f"cannot read CIFAR meta file {folder / fmt.meta}: {exc}") from None
+        _CACHE[(name, folder)], _DIGESTS[(name, folder)] = parts, digests
     return _CACHE[(name, folder)]
+
+
+def data_files(name: str, root: str | os.PathLike | None = None) -> dict:
+    """The identity of the files :func:`load` reads for `name` from `root` (read once per process, with the images):
+    ``{"folder": the batch folder (absolute), "files": {file name: {"file": its absolute path, "sha256": hex of its
+    bytes}}}``, every batch file and the meta file. A run records it (split_manifest.json ``data_files``) so that
+    `openlt eval`, `--resume` and a stage 2 see a data.root whose batches hold other pixels."""
+    load(name, root)
+    folder = locate(name, root).resolve()
+    digests = _DIGESTS[(name, folder)]
+    return {"folder": str(folder),
+            "files": {file: {"file": str(folder / file), "sha256": digests[file]} for file in sorted(digests)}}

@@ -8,6 +8,7 @@ downloader fills the cache (needs the internet).
 from __future__ import annotations
 
 import gzip
+import hashlib
 import os
 import struct
 from dataclasses import dataclass
@@ -103,11 +104,15 @@ def locate(root: str | os.PathLike | None = None, download: bool = True) -> Path
     raise DataError(f"Fashion-MNIST not found in {', '.join(map(str, candidates))}")
 
 
-def _read_idx(path: Path) -> np.ndarray:
+def _read_idx(path: Path, digests: dict[str, str] | None = None) -> np.ndarray:
+    """The array of one IDX file (gzipped or not). `digests`, when given, gets the sha256 (hex) of its IDX data
+    (the bytes after gunzip for a .gz: a file and its gzipped copy are the same data) under the file's stem."""
     opener = gzip.open if path.suffix == ".gz" else open
     try:
         with opener(path, "rb") as fh:
             data = fh.read()
+        if digests is not None:
+            digests[path.name.removesuffix(".gz")] = hashlib.sha256(data).hexdigest()
         zero, dtype_code, ndim = struct.unpack(">HBB", data[:4])
         if zero != 0 or dtype_code != 0x08:
             raise ValueError("not an unsigned-byte IDX file")
@@ -129,18 +134,33 @@ class ArrayPart:
 
 
 _CACHE: dict[Path, dict[str, ArrayPart]] = {}
+_FILES: dict[Path, dict[str, dict[str, str]]] = {}  # {stem: {"file", "sha256"}} of the files each _CACHE entry read
 
 
 def load(root: str | os.PathLike | None = None) -> dict[str, ArrayPart]:
-    """Load both parts once per process (about 60 MB as uint8)."""
+    """Load both parts once per process (about 60 MB as uint8), with the sha256 of each IDX file's data
+    (:func:`data_files`)."""
     folder = locate(root).resolve()
     if folder not in _CACHE:
-        parts = {}
+        parts, files = {}, {}
         for part, (images_stem, labels_stem) in FILES.items():
-            images = _read_idx(_find_file(folder, images_stem))
-            labels = _read_idx(_find_file(folder, labels_stem))
+            digests: dict[str, str] = {}
+            paths = {stem: _find_file(folder, stem) for stem in (images_stem, labels_stem)}
+            images = _read_idx(paths[images_stem], digests)
+            labels = _read_idx(paths[labels_stem], digests)
             if len(images) != len(labels):
                 raise DataError(f"Fashion-MNIST {part}: {len(images)} images but {len(labels)} labels in {folder}")
             parts[part] = ArrayPart(torch.from_numpy(images.copy()), torch.from_numpy(labels.astype(np.int64)))
-        _CACHE[folder] = parts
+            files.update({stem: {"file": str(path), "sha256": digests[stem]} for stem, path in paths.items()})
+        _CACHE[folder], _FILES[folder] = parts, files
     return _CACHE[folder]
+
+
+def data_files(root: str | os.PathLike | None = None) -> dict:
+    """The identity of the IDX files :func:`load` reads from `root` (read once per process, with the images):
+    ``{"folder": the folder found (absolute), "files": {stem: {"file": its absolute path, "sha256": hex of its IDX
+    data, after gunzip}}}``. A run records it (split_manifest.json ``data_files``) so that `openlt eval`,
+    `--resume` and a stage 2 see a data.root whose files hold other pixels."""
+    load(root)
+    folder = locate(root).resolve()
+    return {"folder": str(folder), "files": {stem: dict(info) for stem, info in sorted(_FILES[folder].items())}}
