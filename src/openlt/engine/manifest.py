@@ -8,6 +8,13 @@ of a split file, or an edit of the run's config.yaml to other data, they refuse 
 that changed, instead of evaluating with remapped classes or resuming on other images. Prediction reads no
 split file and is not checked here.
 
+Where the images are not files of an image folder but packed data files (CIFAR-10/100's pickled batches,
+Fashion-MNIST's IDX files), the manifest also records their identity (``data_files``: the sha256 of each file,
+taken when the data is loaded, `build.packed_data_files`), and the same commands refuse a data.root whose files
+differ (other pixels, same labels and names), naming the file and data.root. A manifest written by an older openlt
+has no such record and is taken as it is. An image folder's images are not fingerprinted: its split files' sha256
+covers which images (paths and labels), and each listed image must be there.
+
 :func:`check_open_decision` is the other check a run's data needs before training: an open split with
 ``eval.open_threshold=auto`` needs a validation split to choose the threshold on.
 """
@@ -24,6 +31,7 @@ from openlt.errors import ConfigError, RunDirError
 from openlt.openset import check_rejection_config, parse_threshold
 
 SPLITS = ("train", "val", "test", "open")
+DATA_KEYS = ("data.root", "data.open_root")  # where packed data files are read (split_manifest.json data_files)
 
 # what to do, by the command that found the change
 REMEDY = {
@@ -62,6 +70,14 @@ def _manifest_problem(raw: Any) -> str | None:
     for split, info in files.items():
         if split not in SPLITS or not isinstance(info, dict) or not isinstance(info.get("sha256"), str):
             return f"files.{split} must be a split name with a sha256"
+    packed = raw.get("data_files", {})  # absent: an older openlt, or an image folder
+    if not isinstance(packed, dict):
+        return "data_files must map data.root (data.open_root) to the packed files read there"
+    for key, where in packed.items():
+        listed = where.get("files") if isinstance(where, dict) else None
+        if (key not in DATA_KEYS or not isinstance(listed, dict) or not isinstance(where.get("folder"), str)
+                or not all(isinstance(info, dict) and isinstance(info.get("sha256"), str) for info in listed.values())):
+            return f"data_files.{key} must be data.root or data.open_root with its folder and each file's sha256"
     return None
 
 
@@ -69,9 +85,11 @@ def verify_manifest(run: Run, data: DataBundle, use: str = "eval", *, splits: tu
                     source: str | None = None) -> None:
     """Check that `data` (the split files as they are now, parsed by `prepare_data`) is what `run` was trained
     on: each of `splits` read now with the sha256 the run's split_manifest.json records, none the run had gone,
-    and the same class list. `use` ("eval", "resume", "init_from") chooses what the message advises; `source`
-    names the run as the user gave it (e.g. ``train.init_from=RUN``). A stage 2 started from `run` checks
-    ``splits=("train",)``: its stage-1 weights depend on the training split and the classes, not on the others.
+    and the same class list, and the packed data files read through data.root (data.open_root when "open" is
+    checked) with the sha256 it records, if it records them (:func:`_data_change`). `use` ("eval", "resume",
+    "init_from") chooses what the message advises; `source` names the run as the user gave it (e.g.
+    ``train.init_from=RUN``). A stage 2 started from `run` checks ``splits=("train",)``: its stage-1 weights depend
+    on the training split, the classes and the training images, not on the other splits.
 
     Raises RunDirError (one line: the file that changed, what to do) on the first difference, and for a missing
     or malformed split_manifest.json. Reads nothing but that file (the hashes come with `data`)."""
@@ -86,6 +104,46 @@ def verify_manifest(run: Run, data: DataBundle, use: str = "eval", *, splits: tu
         change = class_change(recorded["class_names"], data.class_names)
         raise RunDirError(f"{who}: the class list changed since the run was trained ({change}, from "
                           f"{class_source(data)}); {REMEDY[use]}")
+    for key in DATA_KEYS if "open" in splits else DATA_KEYS[:1]:
+        problem = _data_change(run, key, recorded.get("data_files", {}).get(key),
+                               data.manifest.get("data_files", {}).get(key), data, use)
+        if problem:
+            raise RunDirError(f"{who}: {problem}")
+
+
+# what to do when the packed data files (CIFAR batches, Fashion-MNIST IDX files) differ, by command; {key}: the
+# config key that says where they are (data.root, data.open_root), {folder}: where the run read them, {run}: the run
+DATA_REMEDY = {
+    "eval": "point {key} to the data the run was trained on (it read {folder}: `openlt eval {run} {key}=FOLDER`), "
+            "or train a new run on this data",
+    "resume": "`--resume` continues only on the data the run started with: point {key} in {run}/config.yaml to it "
+              "(it read {folder}), or start a new run",
+    "init_from": "point {key} to the data the stage-1 run was trained on (it read {folder}), or start from a "
+                 "stage-1 run trained on this data",
+}
+
+
+def _data_change(run: Run, key: str, then: dict | None, now: dict | None, data: DataBundle, use: str) -> str | None:
+    """How the packed files read through `key` differ between the run's split_manifest.json ``data_files`` (`then`,
+    its shape checked by `_manifest_problem`) and the files read now (`now`: `build.packed_data_files`), or None.
+    A manifest without the record (an older openlt, or an image folder: no packed files) is not checked."""
+    if then is None:
+        return None
+    value = getattr(data.cfg.data, key.split(".", 1)[1])
+    via = f"{key}={value}" if value is not None else f"{key} (unset)"
+    remedy = DATA_REMEDY[use].format(key=key, folder=then["folder"], run=run.path)
+    if now is None:
+        return (f"the run read its images from the packed files in {then['folder']} ({key}), and {via} "
+                f"reads none now; {remedy}")
+    for stem, info in then["files"].items():
+        sha = info["sha256"]
+        current = now["files"].get(stem)
+        if current is None:
+            return f"{via}: {now['folder']} has no {stem}, which the run was trained with; {remedy}"
+        if sha != current["sha256"]:
+            return (f"{via}: {current['file']} is not the {stem} the run read when it was trained (sha256 {sha[:12]} "
+                    f"then, {current['sha256'][:12]} now: other images); {remedy}")
+    return None
 
 
 def _file_change(split: str, then: dict | None, now: dict | None, data: DataBundle) -> str | None:
