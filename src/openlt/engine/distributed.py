@@ -12,6 +12,16 @@ Conventions used by the engine:
 * evaluation shards the images over the processes (`ShardSampler`, rank r takes images r, r + N, ...) and
   `gather_shards` puts every rank's outputs back in dataset order on every rank, so the numbers are those of
   one process.
+
+The environment is checked once, where it enters (`check_env`, called by `setup`): RANK / WORLD_SIZE /
+LOCAL_RANK integers with 0 <= RANK < WORLD_SIZE, and with WORLD_SIZE > 1 MASTER_ADDR and MASTER_PORT set; a
+problem is one ConfigError line naming the variable. Joining the group waits at most
+``OPENLT_DIST_INIT_TIMEOUT`` seconds (default 600) for every rank, then names the ranks that did not come;
+collectives time out after ``OPENLT_DIST_TIMEOUT`` seconds (default 1800). While a process waits for its peers
+inside PyTorch's C++ code, Python's signal handlers cannot run: a watchdog thread (`_watch_signals`) ends it
+with the usual ``openlt CMD: interrupted (SIGTERM | Ctrl-C)`` line (and the run's `--resume` hint) when the main
+thread does not come back to Python soon after a SIGTERM or SIGINT. A peer that dies during a collective
+(gloo's "Connection reset by peer") becomes a `PeerLost` error naming the rank when it is known.
 """
 
 from __future__ import annotations
@@ -20,29 +30,121 @@ import atexit
 import datetime
 import math
 import os
+import signal
+import socket
+import sys
+import threading
+import time
 import warnings
-from typing import Any, Callable, Iterator, TypeVar
+from contextlib import contextmanager
+from typing import Any, Callable, Iterator, NamedTuple, TypeVar
 
 import torch
 import torch.distributed as dist
 from torch.utils.data import Sampler
 
-from openlt.errors import ConfigError
+from openlt.errors import ConfigError, OpenLTError
 
 T = TypeVar("T")
 
-__all__ = ["ShardSampler", "all_reduce_sum", "barrier", "broadcast_buffers", "broadcast_object", "env_world",
-           "gather_shards", "is_distributed", "is_main", "main_first", "rank", "setup", "shutdown", "world_size"]
+__all__ = ["INIT_TIMEOUT_ENV", "PeerLost", "ShardSampler", "TIMEOUT_ENV", "World", "all_reduce_sum", "barrier",
+           "broadcast_buffers", "broadcast_object", "check_env", "env_world", "gather_outputs", "gather_shards",
+           "interrupt_note", "is_distributed", "is_main", "main_first", "peer_lost", "rank", "setup", "shutdown",
+           "world_size"]
+
+INIT_TIMEOUT_ENV, INIT_TIMEOUT_S = "OPENLT_DIST_INIT_TIMEOUT", 600.0  # joining: every rank must come within it
+TIMEOUT_ENV, TIMEOUT_S = "OPENLT_DIST_TIMEOUT", 1800.0  # one collective (rank 0 may build splits while others wait)
+
+
+class PeerLost(OpenLTError):
+    """Another process of the job ended or stopped answering during a collective (a torchrun peer killed, a
+    lost machine): not a bug of this process; the message names the rank when it is known."""
+
+
+class World(NamedTuple):
+    """The distributed environment of this process, as checked by `check_env`."""
+    rank: int
+    world_size: int
+    local_rank: int
+    master_addr: str | None
+    master_port: int | None
+    init_timeout: float
+    timeout: float
+
+
+def _int_env(key: str, default: int | None) -> int | None:
+    raw = os.environ.get(key)
+    if raw is None:
+        return default
+    try:
+        return int(raw.strip())
+    except ValueError:
+        raise ConfigError(f"environment variable {key} must be an integer, got {raw!r} (torchrun sets RANK, "
+                          f"WORLD_SIZE and LOCAL_RANK; unset them for one process)") from None
+
+
+def _seconds_env(key: str, default: float) -> float:
+    raw = os.environ.get(key)
+    if raw is None or not raw.strip():
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        value = float("nan")
+    if not (math.isfinite(value) and value > 0):
+        raise ConfigError(f"environment variable {key} must be a number of seconds > 0, got {raw!r} "
+                          f"(default {default:g})")
+    return value
+
+
+def check_env() -> World:
+    """The torchrun variables of this process, checked once where they enter (`setup`): ConfigError, one line
+    naming the variable, for a non-integer, RANK outside 0 .. WORLD_SIZE - 1, WORLD_SIZE < 1, a WORLD_SIZE > 1
+    without RANK or without MASTER_ADDR / MASTER_PORT, a LOCAL_RANK outside 0 .. LOCAL_WORLD_SIZE - 1, or a
+    timeout that is not a positive number of seconds."""
+    world = _int_env("WORLD_SIZE", 1)
+    rank_ = _int_env("RANK", None)
+    local_rank = _int_env("LOCAL_RANK", 0)
+    local_world = _int_env("LOCAL_WORLD_SIZE", None)
+    assert world is not None and local_rank is not None
+    if world < 1:
+        raise ConfigError(f"environment variable WORLD_SIZE must be at least 1, got {world}")
+    if rank_ is None:
+        if world > 1:
+            raise ConfigError(f"environment variable WORLD_SIZE={world} is set but RANK is not: launch with "
+                              f"torchrun (it sets both), or set RANK (0 .. {world - 1}) in each process")
+        rank_ = 0
+    if not 0 <= rank_ < world:
+        raise ConfigError(f"environment variable RANK={rank_} is not a rank of WORLD_SIZE={world} (ranks are "
+                          f"0 .. {world - 1})")
+    if local_rank < 0 or (local_world is not None and local_rank >= local_world):
+        raise ConfigError(f"environment variable LOCAL_RANK={local_rank} is not below LOCAL_WORLD_SIZE="
+                          f"{local_world}" if local_world is not None and local_rank >= 0 else
+                          f"environment variable LOCAL_RANK must not be negative, got {local_rank}")
+    addr = port = None
+    if world > 1:
+        addr = (os.environ.get("MASTER_ADDR") or "").strip()
+        raw_port = (os.environ.get("MASTER_PORT") or "").strip()
+        for key, value in (("MASTER_ADDR", addr), ("MASTER_PORT", raw_port)):
+            if not value:
+                raise ConfigError(f"RANK / WORLD_SIZE are set (RANK={rank_}, WORLD_SIZE={world}) but environment "
+                                  f"variable {key} is not: launch with torchrun, or set MASTER_ADDR and "
+                                  f"MASTER_PORT (rank 0's address and a free port) in every process")
+        try:
+            port = int(raw_port)
+        except ValueError:
+            port = -1
+        if not 1 <= port <= 65535:
+            raise ConfigError(f"environment variable MASTER_PORT must be a port number 1 .. 65535, got {raw_port!r}")
+    return World(rank_, world, local_rank, addr, port, _seconds_env(INIT_TIMEOUT_ENV, INIT_TIMEOUT_S),
+                 _seconds_env(TIMEOUT_ENV, TIMEOUT_S))
 
 
 def env_world() -> tuple[int, int, int]:
-    """(rank, world size, local rank) from the variables torchrun sets; (0, 1, 0) when they are absent."""
-    try:
-        values = tuple(int(os.environ.get(key, default)) for key, default in
-                       (("RANK", "0"), ("WORLD_SIZE", "1"), ("LOCAL_RANK", "0")))
-    except ValueError as exc:
-        raise ConfigError(f"RANK / WORLD_SIZE / LOCAL_RANK must be integers ({exc})") from None
-    return values  # type: ignore[return-value]
+    """(rank, world size, local rank) from the variables torchrun sets (checked: `check_env`); (0, 1, 0) when
+    they are absent."""
+    world = check_env()
+    return world.rank, world.world_size, world.local_rank
 
 
 def is_distributed() -> bool:
@@ -68,21 +170,229 @@ def is_main() -> bool:
 def setup(device: torch.device) -> torch.device:
     """Join the process group when torchrun started several processes (idempotent); return this process's
     device: `cuda` becomes `cuda:LOCAL_RANK`. One process (no WORLD_SIZE, or 1): nothing happens."""
-    _, world, local_rank = env_world()
-    if world <= 1:
+    env = check_env()
+    if env.world_size <= 1:
         return device
     if device.type == "cuda":
-        device = torch.device("cuda", local_rank) if device.index is None else device
+        device = torch.device("cuda", env.local_rank) if device.index is None else device
         torch.cuda.set_device(device)
     if dist.is_available() and dist.is_initialized():
         return device
     if not dist.is_available():
         raise ConfigError("WORLD_SIZE > 1 but this PyTorch build has no torch.distributed")
     backend = "nccl" if device.type == "cuda" else "gloo"
-    dist.init_process_group(backend, init_method="env://", timeout=datetime.timedelta(minutes=30),
-                            **({"device_id": device} if backend == "nccl" else {}))
+    _watch_signals()
+    with _waiting():
+        store = _rendezvous(env)
+        dist.init_process_group(backend, store=store, rank=env.rank, world_size=env.world_size,
+                                timeout=datetime.timedelta(seconds=env.timeout),
+                                **({"device_id": device} if backend == "nccl" else {}))
     atexit.register(shutdown)
     return device
+
+
+def _rendezvous(env: World) -> "dist.Store":
+    """The job's key-value store (rank 0's TCPStore at MASTER_ADDR:MASTER_PORT, or torchrun's agent store),
+    once every rank has joined it; waits in Python (signals are handled) at most `env.init_timeout` seconds,
+    then a PeerLost naming the ranks that did not come."""
+    assert env.master_addr is not None and env.master_port is not None
+    deadline = time.monotonic() + env.init_timeout
+    where = f"MASTER_ADDR:MASTER_PORT={env.master_addr}:{env.master_port}"
+    waited = f"within {env.init_timeout:g} s ({INIT_TIMEOUT_ENV})"
+    agent = os.environ.get("TORCHELASTIC_USE_AGENT_STORE", "").lower() == "true"  # torchrun's agent hosts it
+    hosts = env.rank == 0 and not agent
+    if not hosts:  # poll for the server in Python: TCPStore's own retry loop ignores signals
+        while True:
+            try:
+                socket.create_connection((env.master_addr, env.master_port), timeout=1.0).close()
+                break
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise PeerLost(f"rank {env.rank} of {env.world_size}: nothing answered at {where} {waited}: "
+                                   f"rank 0 did not start, or MASTER_ADDR / MASTER_PORT do not point to it") from None
+                time.sleep(0.2)
+    try:
+        store = dist.TCPStore(env.master_addr, env.master_port, env.world_size, is_master=hosts,
+                              timeout=datetime.timedelta(seconds=max(1.0, deadline - time.monotonic())),
+                              wait_for_workers=False, multi_tenant=hosts)
+    except (RuntimeError, ValueError) as exc:
+        if hosts:
+            raise ConfigError(f"rank 0 cannot listen at {where} ({_first_line(exc)}): choose another "
+                              f"MASTER_PORT, or the address of this machine as MASTER_ADDR") from None
+        raise PeerLost(f"rank {env.rank} of {env.world_size}: cannot join the store at {where}: "
+                       f"{_first_line(exc)}") from None
+    prefix = f"openlt/{os.environ.get('TORCHELASTIC_RUN_ID', '')}/{os.environ.get('TORCHELASTIC_RESTART_COUNT', 0)}/"
+    store.set(f"{prefix}rank{env.rank}", socket.gethostname())
+    store.add(f"{prefix}joined", 1)
+    while store.add(f"{prefix}joined", 0) < env.world_size:
+        if time.monotonic() > deadline:
+            missing = [r for r in range(env.world_size) if not store.check([f"{prefix}rank{r}"])]
+            raise PeerLost(f"rank {env.rank} of {env.world_size}: {_ranks(missing)} did not join {waited} at "
+                           f"{where}: a process that failed to start, or RANK / WORLD_SIZE / MASTER_PORT that "
+                           f"do not match the other processes'")
+        time.sleep(0.05)
+    store.set_timeout(datetime.timedelta(seconds=check_env().timeout))
+    return dist.PrefixStore("default_pg", store)
+
+
+def _ranks(ranks: list[int]) -> str:
+    if len(ranks) > 8:
+        return f"{len(ranks)} ranks ({', '.join(map(str, ranks[:8]))}, ...)"
+    return ("rank " if len(ranks) == 1 else "ranks ") + ", ".join(map(str, ranks))
+
+
+def _first_line(exc: BaseException) -> str:
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    return lines[0] if lines else type(exc).__name__
+
+
+# --------------------------------------------------------------------- signals while PyTorch waits in C++ for peers
+
+_GRACE_WAITING_S = 1.0  # inside `_waiting` (a collective or the join): the main thread gets this long to react
+_GRACE_STUCK_S = 10.0  # elsewhere (DDP's gradient all-reduce inside backward): this long without any Python progress
+_state: dict[str, Any] = {"waiting": 0, "notes": [], "watching": False}
+
+
+@contextmanager
+def _waiting() -> Iterator[None]:
+    """Marks a blocking wait for the other processes (a collective, the join): a SIGTERM / SIGINT arriving
+    meanwhile ends the process from the watchdog when the main thread does not leave the wait at once."""
+    _state["waiting"] += 1
+    try:
+        yield
+    finally:
+        _state["waiting"] -= 1
+
+
+@contextmanager
+def interrupt_note(note: Callable[[], str]) -> Iterator[None]:
+    """Inside the block, the line the watchdog prints on a signal it has to act on ends with `note()` (a run's
+    `--resume` hint), as the main thread's own interrupt message would."""
+    _state["notes"].append(note)
+    try:
+        yield
+    finally:
+        _state["notes"].remove(note)
+
+
+def _command() -> str:
+    """`openlt CMD` as the CLI names itself in its messages (from sys.argv: the first non-option argument)."""
+    words = [a for a in sys.argv[1:] if not a.startswith("-")]
+    return f"openlt {words[0]}" if words else "openlt"
+
+
+def _watch_signals() -> None:
+    """Start (once, from the main thread) the watchdog that sees SIGTERM / SIGINT through Python's wakeup file
+    descriptor (written by the C-level handler even while the main thread is blocked in C++)."""
+    if _state["watching"] or threading.current_thread() is not threading.main_thread():
+        return
+    read_fd, write_fd = os.pipe()
+    os.set_blocking(write_fd, False)
+    try:
+        previous = signal.set_wakeup_fd(write_fd, warn_on_full_buffer=False)
+    except ValueError:
+        previous = None
+    if previous != -1:  # someone else uses it (or it cannot be set): leave it alone
+        if previous is not None:
+            signal.set_wakeup_fd(previous)
+        os.close(read_fd), os.close(write_fd)
+        return
+    os.register_at_fork(after_in_child=_unwatch_in_child)  # a DataLoader worker's signals are its own
+    _state["watching"] = True
+    threading.Thread(target=_watchdog, args=(read_fd, threading.main_thread().ident), daemon=True,
+                     name="openlt-signal-watchdog").start()
+
+
+def _unwatch_in_child() -> None:
+    _state["watching"] = False
+    try:
+        signal.set_wakeup_fd(-1)
+    except ValueError:
+        pass
+
+
+def _watchdog(read_fd: int, main_ident: int | None) -> None:
+    watched = {int(signal.SIGINT), int(signal.SIGTERM)}
+    while True:
+        try:
+            data = os.read(read_fd, 64)
+        except OSError:
+            return
+        if not data:
+            return
+        for signum in data:
+            if signum in watched:
+                _on_signal(signum, main_ident)
+
+
+def _main_position(main_ident: int | None) -> tuple[int, int] | None:
+    frame = sys._current_frames().get(main_ident) if main_ident is not None else None
+    return None if frame is None else (id(frame), frame.f_lasti)
+
+
+def _on_signal(signum: int, main_ident: int | None) -> None:
+    """A SIGTERM / SIGINT reached the process: leave it to the main thread's handler when the main thread runs
+    Python (it leaves the wait, or makes progress); else print the usual line and exit 130 / 143."""
+    waiting = _state["waiting"] > 0
+    position = _main_position(main_ident)
+    end = time.monotonic() + (_GRACE_WAITING_S if waiting else _GRACE_STUCK_S)
+    while time.monotonic() < end:
+        time.sleep(0.05)
+        if waiting and _state["waiting"] == 0:
+            return
+        if not waiting and _main_position(main_ident) != position:
+            return
+    how = "SIGTERM" if signum == signal.SIGTERM else "Ctrl-C"
+    note = ""
+    if _state["notes"]:
+        try:
+            note = f": {_state['notes'][-1]()}"
+        except Exception:  # noqa: BLE001  (the note is a courtesy; the exit is what matters)
+            note = ""
+    try:
+        sys.stdout.flush()
+    except Exception:  # noqa: BLE001
+        pass
+    os.write(2, f"{_command()}: interrupted ({how}) while waiting for the other processes{note}\n".encode())
+    os._exit(128 + int(signal.SIGTERM) if signum == signal.SIGTERM else 130)
+
+
+# ------------------------------------------------------------------------------------------- a peer that went away
+
+_PEER_SIGNS = ("connection reset by peer", "connection closed by peer", "broken pipe", "timed out",
+               "socket closed", "end of file", "read error", "write error", "connection refused")
+
+
+def peer_lost(exc: BaseException) -> PeerLost | None:
+    """`exc` (raised by a collective) as a PeerLost with one line naming the rank that went away when it is
+    known (with 2 processes: the other one), or None when `exc` is not a lost peer."""
+    if isinstance(exc, PeerLost):
+        return exc
+    if not isinstance(exc, RuntimeError) or not (dist.is_available() and dist.is_initialized()):
+        return None
+    text = str(exc)
+    low = text.lower()
+    is_dist = isinstance(exc, getattr(dist, "DistError", ())) or "gloo" in low or "nccl" in low
+    if not (is_dist and any(sign in low for sign in _PEER_SIGNS)):
+        return None
+    me, world = dist.get_rank(), dist.get_world_size()
+    who = f"rank {1 - me}" if world == 2 else "another process"
+    cause = next((s for s in _PEER_SIGNS if s in low), "")
+    how = "timed out" if cause == "timed out" else f"went away ({cause})"
+    return PeerLost(f"rank {me} of {world}: {who} of the job {how} during a collective (a process killed, "
+                    f"out of memory or a lost machine: see its own output or torchrun's)")
+
+
+@contextmanager
+def _peer_errors() -> Iterator[None]:
+    try:
+        with _waiting():
+            yield
+    except RuntimeError as exc:
+        lost = peer_lost(exc)
+        if lost is None:
+            raise
+        raise lost from None
 
 
 def shutdown() -> None:
@@ -94,7 +404,8 @@ def shutdown() -> None:
 def barrier() -> None:
     """Wait until every process gets here; a no-op with one process."""
     if is_distributed():
-        dist.barrier()
+        with _peer_errors():
+            dist.barrier()
 
 
 def main_first(fn: Callable[[], T]) -> T:
@@ -120,7 +431,8 @@ def all_reduce_sum(tensor: torch.Tensor) -> torch.Tensor:
     if not is_distributed():
         return tensor
     buf = tensor.detach().to(_comm_device(), copy=True)
-    dist.all_reduce(buf, op=dist.ReduceOp.SUM)
+    with _peer_errors():
+        dist.all_reduce(buf, op=dist.ReduceOp.SUM)
     return buf.to(tensor.device)
 
 
@@ -129,7 +441,8 @@ def broadcast_object(obj: Any, src: int = 0) -> Any:
     if not is_distributed():
         return obj
     box = [obj]
-    dist.broadcast_object_list(box, src=src, device=_comm_device())
+    with _peer_errors():
+        dist.broadcast_object_list(box, src=src, device=_comm_device())
     return box[0]
 
 
@@ -140,7 +453,8 @@ def broadcast_buffers(module: torch.nn.Module, src: int = 0) -> None:
         return
     for buffer in module.buffers():
         buf = buffer.detach().to(_comm_device(), copy=True)
-        dist.broadcast(buf, src=src)
+        with _peer_errors():
+            dist.broadcast(buf, src=src)
         buffer.data.copy_(buf.to(buffer.device))
 
 
@@ -177,9 +491,28 @@ def gather_shards(tensor: torch.Tensor, total: int) -> torch.Tensor:
     padded = torch.zeros((rows, *tensor.shape[1:]), dtype=tensor.dtype, device=device)
     padded[: len(tensor)] = tensor.to(device)
     parts = [torch.empty_like(padded) for _ in range(world)]
-    dist.all_gather(parts, padded)
+    with _peer_errors():
+        dist.all_gather(parts, padded)
     # row j of rank r is image r + j * world: interleave the ranks row by row, then drop the padding
     return torch.stack(parts, dim=1).reshape(rows * world, *tensor.shape[1:])[:total].to(tensor.device)
+
+
+def gather_outputs(outputs: dict[str, torch.Tensor], total: int) -> dict[str, torch.Tensor]:
+    """`gather_shards` of each output of a sharded pass, also for a rank whose share is empty (a split with
+    fewer images than processes: that rank has no batch, so no outputs): the names, trailing shapes and dtypes
+    come from the ranks that have them, the empty rank contributes 0 rows. `outputs` itself with one process."""
+    if not is_distributed():
+        return outputs
+    layout = {key: (tuple(value.shape[1:]), value.dtype) for key, value in outputs.items()}
+    layouts: list[Any] = [None] * world_size()
+    with _peer_errors():
+        dist.all_gather_object(layouts, layout)
+    merged: dict[str, tuple[tuple[int, ...], torch.dtype]] = {}
+    for each in layouts:  # the same order on every rank: rank 0's names first, then any others
+        for key, spec in each.items():
+            merged.setdefault(key, spec)
+    return {key: gather_shards(outputs[key] if key in outputs else torch.empty((0, *shape), dtype=dtype), total)
+            for key, (shape, dtype) in merged.items()}
 
 
 def data_parallel(model: torch.nn.Module, device: torch.device,

@@ -228,7 +228,7 @@ def collect_outputs(model: OpenLTModel, loader: DataLoader, device: torch.device
         kept.setdefault("labels", []).append(targets)
     outputs = {key: torch.cat(values) for key, values in kept.items()}
     if isinstance(loader.sampler, distributed.ShardSampler):
-        outputs = {key: distributed.gather_shards(value, len(loader.dataset)) for key, value in outputs.items()}
+        outputs = distributed.gather_outputs(outputs, len(loader.dataset))  # (also an empty share)
     return outputs
 
 

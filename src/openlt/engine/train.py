@@ -341,8 +341,9 @@ def _new_run(cfg: Config, name: str | None, log: Log) -> Iterator[tuple[Run, Dat
 def _remove_unfinished(run: Run, exc: BaseException, staged: bool) -> None:
     """After `exc`: remove a staged run, and a new run without a checkpoint unless it was interrupted (it is
     resumable from epoch 1 then, as after a SIGKILL); an error message then says it is removed."""
-    if not staged and (isinstance(exc, (KeyboardInterrupt, RunMovedError)) or run.checkpoint("last").exists()):
-        return  # (moved: what is at its old path now is not this run's)
+    if not staged and (isinstance(exc, (KeyboardInterrupt, RunMovedError, distributed.PeerLost))
+                       or run.checkpoint("last").exists()):
+        return  # (moved: what is at its old path now is not this run's; a lost peer: resumable as after SIGKILL)
     shutil.rmtree(run.path, ignore_errors=True)
     if not staged and isinstance(exc, OpenLTError):
         exc.args = (f"{str(exc).rstrip()}; the run directory {run.path} is removed",)
@@ -374,9 +375,18 @@ def _interrupt_note(run: Run) -> Iterator[None]:
     """A KeyboardInterrupt (Ctrl-C; SIGTERM through the CLI) leaving the block gets a one-line message: the run,
     the last checkpoint it keeps, and the command that continues it."""
     try:
-        yield
+        with distributed.interrupt_note(lambda: _resume_hint(run)):  # a signal the watchdog has to act on
+            yield
     except KeyboardInterrupt as exc:
         exc.args = (_resume_hint(run),)
+        raise
+    except RuntimeError as exc:  # DDP's gradient all-reduce: a peer killed mid-step (gloo's raw error)
+        lost = distributed.peer_lost(exc)
+        if lost is None:
+            raise
+        raise distributed.PeerLost(f"{lost}; {_resume_hint(run)}") from None
+    except distributed.PeerLost as exc:  # (the helpers' collectives)
+        exc.args = (f"{str(exc).rstrip()}; {_resume_hint(run)}",)
         raise
 
 
@@ -390,7 +400,8 @@ def final_evaluation(run: Run) -> Iterator[None]:
     finished training and is kept, and the command that finishes it once the cause is fixed. A run moved away
     meanwhile (RunMovedError) keeps its own message, which names where it went."""
     try:
-        yield
+        with distributed.interrupt_note(lambda: _evaluation_hint(run)):  # a signal the watchdog has to act on
+            yield
     except KeyboardInterrupt as exc:
         exc.args = (_evaluation_hint(run),)
         raise
