@@ -472,3 +472,12 @@ def test_features_without_spread_are_warned_about(faces, capsys):
     lines = out.splitlines()  # the table, its warning, the file
     assert lines[-2].startswith("warning: the probe features have no spread (every image gives the same feature")
     assert lines[-1].startswith("identification: ")
+
+
+@pytest.mark.parametrize("option", ["--probe", "--gallery", "--distractors", "--pairs"])
+def test_a_folder_for_a_list_option_names_the_option(faces, capsys, option):
+    """A folder of images given where a list file goes (trial 8, D14): said so, not 'list not found'."""
+    probe = [] if option in ("--probe", "--pairs") else ["--probe", faces["probe"]]
+    code, out, err = identify(capsys, faces, *probe, option, faces["tmp"])
+    assert code == 2 and err.count("\n") == 1
+    assert f"{option} {faces['tmp']}: is a folder; {option} takes a" in err and "not found" not in err

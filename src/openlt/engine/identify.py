@@ -76,13 +76,23 @@ class PairList:
         return SplitEntries(self.path, list(seen), [0] * len(seen), list(seen.values()))
 
 
+def _list_file(what: str, option: str, lines: str, path: str | Path) -> Path:
+    """`path` as a Path when it is a file; DataError naming the option when it is missing or a folder (a folder of
+    images is the usual slip: the option takes a text file listing them)."""
+    path = Path(path)
+    if path.is_dir():
+        raise DataError(f"{option} {path}: is a folder; {option} takes a {what} (a text file of {lines}); the "
+                        f"folder its paths are relative to is --root")
+    if not path.is_file():
+        raise DataError(f"{what} not found: {path}")
+    return path
+
+
 def read_pairs_file(path: str | Path) -> PairList:
     """Parse a pairs file: ``path1 path2 same`` per line (UTF-8; blank lines and '#' comments skipped), same 0
     or 1, paths relative to the image root. DataError naming the file and line for anything else, and for a
     file that is missing, lists no pair, or lacks genuine (1) or impostor (0) pairs."""
-    path = Path(path)
-    if not path.is_file():
-        raise DataError(f"pairs file not found: {path}")
+    path = _list_file("pairs file", "--pairs", "'path1 path2 same' lines", path)
     pairs = PairList(path, [], [], [], [])
     for lineno, line in enumerate(read_utf8(path, "pairs file", DataError).split("\n"), start=1):
         line = line.strip()
@@ -135,9 +145,8 @@ def check_pairs(pairs: PairList, keys: dict[str, Any] | None = None) -> None:
 def read_list(kind: str, path: str | Path) -> SplitEntries:
     """A probe / gallery / distractor list (split-file format; -1 allowed but in the gallery). DataError naming
     the file (and line) when it is missing or bad."""
-    path = Path(path)
-    if not path.is_file():
-        raise DataError(f"{kind} list not found: {path}")
+    lines = "'path -1' lines" if kind == "distractors" else "'path identity' lines"
+    path = _list_file(f"{kind} list", f"--{kind}", lines, path)
     entries = read_split_file(path, allow_open=True)
     if kind == "gallery" and -1 in entries.labels:
         line = entries.lines[entries.labels.index(-1)]
