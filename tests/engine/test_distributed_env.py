@@ -237,3 +237,39 @@ def test_a_lost_peer_in_training_keeps_the_run_and_names_resume(tmp_path):
     assert "GLHF" not in text
     train_mod._remove_unfinished(run, info.value, staged=False)
     assert run.path.is_dir()  # kept: resumable from epoch 1
+
+
+def test_torchrun_with_splits_smaller_than_the_processes_gives_the_metrics_of_one(tmp_path):
+    """D8 end to end: `torchrun --nproc-per-node 2 -m openlt train` with a 1-image val and test split (rank 1's
+    shares empty) trains and evaluates (was: KeyError 'logits', run removed); one process evaluating the same
+    checkpoint gives the same numbers."""
+    from PIL import Image
+
+    import numpy as np
+
+    for c, v in (("a", 40), ("b", 200)):
+        (tmp_path / "img" / c).mkdir(parents=True)
+        for n in range(2):
+            Image.fromarray(np.full((28, 28), v + n, np.uint8)).save(tmp_path / "img" / c / f"{n}.png")
+    splits = tmp_path / "splits"
+    splits.mkdir()
+    (splits / "train.txt").write_text("a/0.png 0\nb/0.png 1\n")
+    (splits / "val.txt").write_text("a/1.png 0\n")
+    (splits / "test.txt").write_text("b/1.png 1\n")
+    args = ["fmnist_lt/plain", "data.dataset=split-file", f"data.root={tmp_path / 'img'}", f"data.split_dir={splits}",
+            "data.open_split=null", "data.image_size=28", "data.in_chans=1", "train.epochs=1", "train.batch_size=2",
+            "train.device=cpu", f"out_dir={tmp_path / 'runs'}", "data.workers=0", "train.warmup_epochs=0", "--quiet"]
+    result = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+                             "-m", "openlt", "train", *args], capture_output=True, text=True, env=_env(), cwd=ROOT,
+                            timeout=120)
+    assert result.returncode == 0, result.stderr[-3000:]
+    run = next((tmp_path / "runs").iterdir())
+    metrics = json.loads((run / "metrics.json").read_text())
+    single = _cli(["eval", str(run), "--tag", "single", "--quiet"], _env())
+    assert single.returncode == 0, single.stderr
+    one = json.loads((run / "metrics-single.json").read_text())
+    assert {"val", "closed", "per_class_accuracy"} <= set(metrics)
+    for key in set(metrics) & set(one) - {"confusion", "tag", "created", "time_s", "files", "predictions"}:
+        assert one[key] == metrics[key], key
+    logged = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert logged[-1]["val"] == one["val"]
