@@ -44,11 +44,12 @@ def read_runs(folder: Path) -> dict[tuple[str, int], dict[int, dict]]:
 
 
 def mean_std(values: list[float]) -> str:
-    """'m +- s' in percent (s over the seeds; '' with one seed)."""
+    """'m +- s' in percent (s: the population standard deviation over the seeds, as in every openlt table; '' with
+    one seed)."""
     if not values:
         return "-"
     m = 100 * statistics.fmean(values)
-    return f"{m:.1f} ± {100 * statistics.stdev(values):.1f}" if len(values) > 1 else f"{m:.1f}"
+    return f"{m:.1f} ± {100 * statistics.pstdev(values):.1f}" if len(values) > 1 else f"{m:.1f}"
 
 
 def stage1_row(epochs: int, seeds: dict[int, dict]) -> str:

@@ -31,9 +31,9 @@ def test_tables_average_seeds_per_budget_and_flag_under_training(tmp_path, table
     text = table_module.tables(table_module.read_runs(tmp_path))
     lines = text.splitlines()
     stage1 = next(line for line in lines if line.startswith("| 4 | 2 |"))
-    assert "85.0 ± 7.1" in stage1  # training fit: mean of 0.8 and 0.9
+    assert "85.0 ± 5.0" in stage1  # training fit: mean of 0.8 and 0.9, population std
     assert "1 of 2" in stage1  # only seed 0's validation was still rising at its last epoch
-    assert "| 4 | crt | 2 | 80.0 ± 14.1 | 70.0 ± 14.1 | 60.0 ± 14.1 | 70.0 ± 14.1 |" in lines
+    assert "| 4 | crt | 2 | 80.0 ± 10.0 | 70.0 ± 10.0 | 60.0 ± 10.0 | 70.0 ± 10.0 |" in lines
     assert not any(line.startswith("| 8 ") for line in lines)
 
 
