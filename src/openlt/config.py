@@ -348,7 +348,7 @@ class TrainConfig:
     centroid_lr: float | None = opt(None, ge=0, le=MAX_LR)  # OLTR centroids' learning rate (None: train.lr)
     device: str = opt("auto", check=_device_problem)  # auto | cpu | cuda | cuda:N
     channels_last: bool = True  # NHWC memory format: about 15 % faster convolutions on CPU and GPU
-    amp: str = opt("auto", choices="auto none bf16 fp16")  # mixed precision: auto (bf16 on a GPU that has it, else none) | none | bf16 (CPU or GPU) | fp16 (GPU, with a grad scaler); see docs/scale.md
+    amp: str = opt("auto", choices="auto none bf16 fp16")  # mixed precision: auto (bf16 on a GPU or CPU with native bfloat16, else none; a run keeps the precision it started in) | none | bf16 (CPU or GPU) | fp16 (GPU, with a grad scaler); see docs/scale.md
     sync_bn: bool = False  # under torchrun on GPUs: batch-norm statistics over the global batch (default: per process)
     eval_every: int = opt(1, ge=1, le=MAX_EPOCHS)  # validate every N epochs (the best checkpoint is chosen among those)
 

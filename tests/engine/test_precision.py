@@ -149,19 +149,31 @@ def test_ncm_head_gives_float32_logits_under_autocast():
 
 
 def test_auto_is_bf16_on_a_gpu_with_bfloat16_and_float32_elsewhere(monkeypatch):
-    """train.amp's default, `auto`, resolved where it is used: the CPU keeps float32 (no autocast, no scaler,
-    the feature cache's key unchanged); a CUDA device that supports bfloat16 gets bf16, one without gets none."""
+    """train.amp's default, `auto`, resolved where it is used: a CPU without bfloat16 units keeps float32 (no
+    autocast, no scaler, the feature cache's key unchanged), a CPU with them (avx512_bf16 or AMX) gets bf16; a CUDA
+    device that supports bfloat16 gets bf16, one without gets none. A run that records no precision (before
+    openlt recorded it) keeps auto's old meaning: float32 on any CPU."""
     from openlt.config import TrainConfig
-    from openlt.engine.precision import autocast, grad_scaler, inference_amp, resolve_amp
+    from openlt.engine import precision
+    from openlt.engine.precision import autocast, grad_scaler, inference_amp, resolve_amp, run_amp
 
     assert TrainConfig().amp == "auto"
     cpu, gpu = torch.device("cpu"), torch.device("cuda")
-    assert resolve_amp("auto", cpu) == check_amp("auto", cpu) == inference_amp("auto", cpu) == "none"
+    monkeypatch.setattr(precision, "_cpu_has_bf16", lambda: False)  # (the real one asks torch once per process)
+    assert resolve_amp("auto", cpu) == check_amp("auto", cpu) == inference_amp("auto", cpu, "none") == "none"
+    assert inference_amp("auto", cpu, "bf16") == "none"  # a GPU's bf16 run: float32 where bfloat16 is emulated
     assert isinstance(autocast("auto", cpu), contextlib.nullcontext) and grad_scaler("auto", cpu) is None
-    from openlt.engine import precision
+    monkeypatch.setattr(precision, "_cpu_has_bf16", lambda: True)
+    assert resolve_amp("auto", cpu) == check_amp("auto", cpu) == inference_amp("auto", cpu, "bf16") == "bf16"
+    assert autocast("auto", cpu).fast_dtype == torch.bfloat16 and grad_scaler("auto", cpu) is None
+    assert inference_amp("auto", cpu, "none") == "none"  # a run trained in float32 evaluates in float32
+    assert inference_amp("auto", cpu) == inference_amp("auto", cpu, None) == "none"  # no record: the old auto
+    assert run_amp("auto", cpu, None) == "none" and run_amp("auto", cpu, "bf16") == "bf16"
+    assert run_amp("none", cpu, "bf16") == "none" and inference_amp("none", cpu, "bf16") == "none"  # explicit wins
 
     monkeypatch.setattr(precision, "_cuda_has_bf16", lambda: True)  # (the real one asks CUDA once per process)
     assert resolve_amp("auto", gpu) == check_amp("auto", gpu) == "bf16" and grad_scaler("auto", gpu) is None
+    assert inference_amp("auto", gpu) == run_amp("auto", gpu, None) == "bf16"  # no record: auto's old GPU meaning
     monkeypatch.setattr(precision, "_cuda_has_bf16", lambda: False)
     assert resolve_amp("auto", gpu) == "none"
     assert resolve_amp("fp16", gpu) == "fp16" and resolve_amp("none", gpu) == "none"  # explicit values kept

@@ -33,7 +33,8 @@ from openlt.config import (SEED_END, Config, build_config, flatten, read_yaml_ma
 from openlt.engine.decouple import adopt_representation
 from openlt.engine.evaluate import eval_config, evaluate_run
 from openlt.engine.init_from import stage2_kind
-from openlt.engine.precision import resolve_amp
+from openlt.engine.checkpoint import checkpoint_state, recorded_amp
+from openlt.engine.precision import run_amp
 from openlt.engine.precheck import check_loss_weights, check_open_score, config_setting, split_counts
 from openlt.engine.run import Run, absolute_paths, check_tag, open_run
 from openlt.engine.runtime import resolve_device
@@ -407,7 +408,8 @@ def _check_same_config(spec: BenchSpec, m: BenchMethod, seed: int, run: Run) -> 
             adopt_representation(expected, Run(Path(saved.train.init_from)), lambda _: None)
         except OpenLTError:  # (that run is gone or unreadable: its data and model are not compared)
             ignore |= {f"{section}." for section in ("data", "model")}
-    want, have = _comparable(expected), _comparable(saved)
+    trained = _trained_amp(run)  # the precision the run trained in (None: an older run, auto = float32 on a CPU)
+    want, have = _comparable(expected, trained), _comparable(saved, trained)
     diffs = [f"{key}: run {have.get(key)!r}, spec {want.get(key)!r}" for key in sorted(want.keys() | have.keys())
              if key not in ignore and not key.startswith(tuple(k for k in ignore if k.endswith(".")))
              and want.get(key) != have.get(key)]
@@ -418,12 +420,27 @@ def _check_same_config(spec: BenchSpec, m: BenchMethod, seed: int, run: Run) -> 
                           f"bench another out_dir")
 
 
-def _comparable(config: Config) -> dict:
-    """`config` flattened with paths resolved and `train.amp` resolved for its device, so that a run saved with
-    `none` before `auto` became the default still matches a spec that now says `auto` on a CPU."""
+def _comparable(config: Config, trained: str | None) -> dict:
+    """`config` flattened with paths resolved and `train.amp` resolved for its device as for the run it is
+    compared with (`trained`: the precision that run's checkpoint records; precision.run_amp): `auto` is the
+    precision the run trained in, or, for a run from before runs recorded it, what `auto` meant then (float32 on
+    any CPU). So a run saved with `none` before `auto` became the default, or trained with `auto` before `auto`
+    meant bf16 on a CPU with bfloat16 units, still matches (and is reused, or resumed in float32) for a spec that
+    says `auto`; a spec that says bf16 or none explicitly matches only a run trained in it."""
     flat = flatten(to_dict(absolute_paths(config)))
     try:
-        flat["train.amp"] = resolve_amp(config.train.amp, resolve_device(config.train.device))
+        flat["train.amp"] = run_amp(config.train.amp, resolve_device(config.train.device), trained)
     except ConfigError:  # (a device this machine lacks: compared as written)
         pass
     return flat
+
+
+def _trained_amp(run: Run) -> str | None:
+    """The precision `run` trained in as its last (else best) checkpoint records it (checkpoint.recorded_amp), or
+    None: a run from before openlt recorded it, or one whose checkpoint cannot be read (resuming it says why)."""
+    for name in ("last", "best"):
+        try:
+            return recorded_amp(checkpoint_state(run.checkpoint(name)))
+        except OpenLTError:
+            continue
+    return None

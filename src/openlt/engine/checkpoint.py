@@ -103,6 +103,17 @@ def checkpoint_state(path: str | Path) -> dict:
     return _parse_metadata(path, metadata, dict.fromkeys(keys))["state"]
 
 
+TRAINED_AMPS = ("none", "bf16", "fp16")  # what a checkpoint's state.amp may record: train.amp resolved
+
+
+def recorded_amp(state: dict) -> str | None:
+    """The precision (none | bf16 | fp16: train.amp with `auto` resolved) a checkpoint's `state` records that its
+    run trained in, or None for a checkpoint written before openlt recorded it (`auto` then meant float32 on every
+    CPU: precision.legacy_auto), or a decoupled stage 2's (it trains no network: its features are its stage-1
+    run's). Checked by :func:`metadata_problem`."""
+    return state.get("amp")
+
+
 def user_epoch(state: dict) -> int | None:
     """The epoch of a checkpoint's `state` as the user reads it everywhere (the training log, report.md,
     metrics.json, an export's openlt.json): 1-based; the checkpoint's own counter counts from 0. None without one."""
@@ -126,7 +137,7 @@ def metadata_problem(meta: dict, tensors: dict) -> str | None:
     """What is wrong with a checkpoint's parsed openlt metadata (`tensors`: its tensor names), or None.
 
     state: epoch an integer >= 0, best_val / val_overall null or a number, grad_scaler and record objects (a
-    record with the 1-based epoch after `epoch`); optimizer: param_groups a list of objects, scalars keyed
+    record with the 1-based epoch after `epoch`), amp one of :data:`TRAINED_AMPS` when present; optimizer: param_groups a list of objects, scalars keyed
     "INDEX.SLOT"; tensor names model.* or optim.INDEX.SLOT."""
     state = meta["state"]
     epoch = state.get("epoch", 0)
@@ -139,6 +150,9 @@ def metadata_problem(meta: dict, tensors: dict) -> str | None:
     for key in ("grad_scaler", "record"):
         if key in state and not isinstance(state[key], dict):
             return f"state.{key} must be an object"
+    amp = state.get("amp")  # the precision the run trained in (recorded_amp)
+    if "amp" in state and amp not in TRAINED_AMPS:
+        return f"state.amp must be one of {', '.join(TRAINED_AMPS)}, got {amp!r}"
     stage1 = state.get("stage1")  # a decoupled stage 2's stage-1 checkpoint (stage1_record.stage1_record)
     if stage1 is not None and not (isinstance(stage1, dict) and isinstance(stage1.get("sha256"), str)
                                    and stage1.get("checkpoint") in ("best", "last")):

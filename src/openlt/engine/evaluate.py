@@ -27,7 +27,7 @@ from openlt.engine import distributed
 from openlt.engine.precision import inference_amp
 from openlt.engine.features import head_outputs_on_cache, stage1_cache
 from openlt.engine.inference import checkpoint_identity, write_inference
-from openlt.engine.checkpoint import load_checkpoint, user_epoch
+from openlt.engine.checkpoint import load_checkpoint, recorded_amp, user_epoch
 from openlt.engine.manifest import check_open_decision, verify_manifest
 from openlt.engine.precheck import check_open_score_on_model
 from openlt.engine.run import Run, check_tag
@@ -295,10 +295,11 @@ def _evaluate(run: Run, checkpoint: str, overrides: list[str] | None, quiet: boo
     using = checkpoint_identity(run, checkpoint)  # the weights the fitted score and a chosen threshold belong to
     check_open_score_on_model(scorer, model, data)  # head, feature width, classes, training images: before any image
     fit_args = score_fit_args(scorer, model)  # ViM / ReAct: the linear head (refused for another, before any work)
-    outputs_of = _split_outputs(cfg, model, data, dev, quiet, scorer)
+    amp = inference_amp(cfg.train.amp, dev, recorded_amp(state))  # the precision the run trained in (precision.py)
+    outputs_of = _split_outputs(cfg, model, data, dev, quiet, scorer, amp)
     if scorer.requires_fit:
         # the training outputs are let go once the score is fitted; OpenMax never holds the N x K logits
-        fit_open_score(scorer, outputs_of, model, dev, inference_amp(cfg.train.amp, dev), fit_args)
+        fit_open_score(scorer, outputs_of, model, dev, amp, fit_args)
     records = {split: split_record(outputs_of(split), scorer, cfg.eval.save_logits)
                for split in ("val", "test", "open") if split == "test" or data.has(split)}
     rejector = run_decision(cfg, records, scorer)
@@ -389,12 +390,11 @@ def device_name(device: torch.device) -> str:
 
 
 def _split_outputs(cfg: Config, model: OpenLTModel, data: DataBundle, dev: torch.device, quiet: bool,
-                   scorer: OpenSetScore):
+                   scorer: OpenSetScore, amp: str):
     """A function (split, kept=None) -> that split's outputs (`kept`, default "logits", "labels", ...; "feature" when `scorer` needs_features,
     "model_score" of val / test / open when it needs_model): from the stage-1 run's feature cache for a decoupled
     run (while that run exists; not for ODIN, which needs the images), read once for every split and each split's
-    features let go once its outputs are computed; else through the network (sharded under torchrun)."""
-    amp = inference_amp(cfg.train.amp, dev)
+    features let go once its outputs are computed; else through the network (sharded under torchrun), in `amp`."""
     keep, batch_score = kept_for(scorer), batch_score_for(scorer, data)
     splits = [s for s in ("train",) * scorer.requires_fit + ("val", "test", "open") if s == "test" or data.has(s)]
     cache: dict = {"use": cfg.decouple.method != "none" and batch_score is None}  # a decoupled run's body is stage 1's

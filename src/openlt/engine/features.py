@@ -25,6 +25,7 @@ from tqdm import tqdm
 from openlt.config import Config
 from openlt.data.build import DataBundle, prepare_data
 from openlt.engine import distributed
+from openlt.engine.checkpoint import checkpoint_state, recorded_amp
 from openlt.engine.runtime import (batch_to, inference_loader, inference_passes, load_run_model, resolve_device,
                                    trim_heap)
 from openlt.engine.precision import autocast, inference_amp
@@ -107,6 +108,8 @@ def load_features(run: Run, splits: tuple[str, ...] = SPLITS, checkpoint: str = 
     main = distributed.is_main()
     # once, not per split and not per process: checkpoints are large
     checkpoint_sha256 = distributed.broadcast_object(sha256_file(run.checkpoint(checkpoint)) if main else None)
+    # the precision the run trained in, where this device has it (precision.inference_amp; an older run: float32 on CPUs)
+    amp = inference_amp(cfg.train.amp, dev, recorded_amp(checkpoint_state(run.checkpoint(checkpoint))))
     result: dict[str, dict[str, torch.Tensor]] = {}
     for split in splits:
         if not data.has(split):
@@ -114,7 +117,7 @@ def load_features(run: Run, splits: tuple[str, ...] = SPLITS, checkpoint: str = 
                 raise ConfigError(f"run {run.path} has no {split} split file ({data.split_path(split)})")
             continue
         path = run.feature_cache(split)
-        key = cache_key(checkpoint, checkpoint_sha256, data, split, dtype, inference_amp(cfg.train.amp, dev))
+        key = cache_key(checkpoint, checkpoint_sha256, data, split, dtype, amp)
         existed = path.is_file()
         cached = None if force else _read(path)
         fresh = distributed.broadcast_object(cached is not None and cached[0] == key)  # rank 0's view decides
@@ -130,7 +133,7 @@ def load_features(run: Run, splits: tuple[str, ...] = SPLITS, checkpoint: str = 
             loader = inference_loader(data.dataset(split, train=False), cfg.eval.batch_size, cfg.data.workers, dev,
                                       data.image_size, cfg.data.pin_memory)
             feats, labels = extract_features(model, loader, dev, f"features {split}", quiet, cfg.train.channels_last,
-                                             inference_amp(cfg.train.amp, dev))
+                                             amp)
             if main:
                 path.parent.mkdir(parents=True, exist_ok=True)
                 with atomic_path(path) as tmp:

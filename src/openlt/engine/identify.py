@@ -38,6 +38,7 @@ from openlt.config import Config, build_config, read_utf8, to_dict
 from openlt.data.build import DataBundle, prepare_data
 from openlt.data.datasets import FileImageLoader, SplitDataset
 from openlt.data.splitfile import SplitEntries, normalise_item, read_split_file
+from openlt.engine.checkpoint import recorded_amp
 from openlt.engine.evaluate import EVAL_KEYS
 from openlt.engine.features import extract_features, load_features
 from openlt.engine.manifest import verify_manifest
@@ -192,12 +193,11 @@ def _loaders(data: DataBundle, root: str | None, distractor_root: str | None) ->
 
 
 def _extract(model, cfg: Config, data: DataBundle, entries: SplitEntries, loader, device: torch.device,
-             desc: str, quiet: bool) -> np.ndarray:
-    """(N, D) float32 features of the listed images, in list order (eval transform, no augmentation)."""
+             desc: str, quiet: bool, amp: str) -> np.ndarray:
+    """(N, D) float32 features of the listed images, in list order (eval transform, no augmentation), under `amp`."""
     dataset = SplitDataset(entries, loader, data.transform(False), checked=True)
     batches = make_loader(dataset, cfg.eval.batch_size, cfg.data.workers, device, pin_memory=cfg.data.pin_memory)
-    feats, _ = extract_features(model, batches, device, desc, quiet, cfg.train.channels_last,
-                                inference_amp(cfg.train.amp, device))
+    feats, _ = extract_features(model, batches, device, desc, quiet, cfg.train.channels_last, amp)
     return feats.numpy()
 
 
@@ -405,8 +405,9 @@ def identify_run(run: Run, probe: str | None = None, gallery: str | None = None,
         check_pairs_held_out(pair_list, lists["pairs"], pair_keys, keys, data)
     dev = resolve_device(device or cfg.train.device)
     train = load_features(run, ("train",), checkpoint, device=str(dev), quiet=quiet, cfg=cfg)["train"] if probe else None
-    _, data, model, _ = load_run_model(run, checkpoint, dev, cfg)
-    feats = {kind: _extract(model, cfg, data, entries, loaders[kind], dev, kind, quiet)
+    _, data, model, state = load_run_model(run, checkpoint, dev, cfg)
+    amp = inference_amp(cfg.train.amp, dev, recorded_amp(state))  # the templates' (load_features): the trained one
+    feats = {kind: _extract(model, cfg, data, entries, loaders[kind], dev, kind, quiet, amp)
              for kind, entries in lists.items()}
     result: dict[str, Any] = {"protocol": PROTOCOL, "run": str(run.path), "checkpoint": checkpoint,
                               "files": {k: str(v) for k, v in {**paths, "pairs": pairs}.items() if v is not None}}

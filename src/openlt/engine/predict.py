@@ -23,6 +23,7 @@ import torch
 
 from openlt.config import Config
 from openlt.data.datasets import IMAGE_EXTENSIONS, broken_link, convert_image, open_image
+from openlt.engine.checkpoint import recorded_amp
 from openlt.engine.inference import (InferenceSpec, build_run_model, checkpoint_identity, inference_spec,
                                     saved_decision, saved_score)
 from openlt.engine.precision import autocast, inference_amp
@@ -78,8 +79,9 @@ class Predictor:
         scorer = saved_score(run, cfg.eval.open_score if rejector is None else rejector.score, cfg, using)
         dev = resolve_device(device or "auto", options[1])
         spec = inference_spec(run, cfg)
-        model, _ = build_run_model(run, cfg, spec, checkpoint, dev)
-        return cls(run, cfg, spec, model, dev, inference_amp(cfg.train.amp, dev), rejector, scorer, checkpoint,
+        model, state = build_run_model(run, cfg, spec, checkpoint, dev)
+        amp = inference_amp(cfg.train.amp, dev, recorded_amp(state))  # the precision the run trained in
+        return cls(run, cfg, spec, model, dev, amp, rejector, scorer, checkpoint,
                    transform=spec.image_transform())
 
     def check_topk(self, topk: int, option: str = "--topk") -> None:

@@ -12,6 +12,7 @@ rank 0 alone writes the run directory. Mixed precision (`train.amp`) comes from 
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
 import os
@@ -34,14 +35,14 @@ from openlt.data.build import DataBundle, prepare_data
 from openlt.data.samplers import build_sampler
 from openlt.data.splits import MANIFEST
 from openlt.engine import distributed
-from openlt.engine.checkpoint import checkpoint_state, load_checkpoint, save_checkpoint
+from openlt.engine.checkpoint import checkpoint_state, load_checkpoint, recorded_amp, save_checkpoint
 from openlt.engine.decouple import stage1_features, train_decoupled
 from openlt.engine.evaluate import closed_metrics
 from openlt.engine.inference import InferenceSpec, read_inference, write_inference
 from openlt.engine.init_from import check_stage1_run, init_from_run
 from openlt.engine.manifest import check_training_data
 from openlt.engine.precheck import check_loss_weights, check_open_score_before_training
-from openlt.engine.precision import autocast, check_amp, grad_scaler, resolve_amp
+from openlt.engine.precision import autocast, check_amp, grad_scaler, resolve_amp, run_amp
 from openlt.engine.run import (Run, RunMovedError, new_folders, new_run, publish_run, remove_empty, remove_stale_stages,
                                staged_run)
 from openlt.engine.runtime import (batch_to, collect_outputs, config_change, config_value, defining_config,
@@ -81,6 +82,7 @@ def train(cfg: Config, *, run: Run | None = None, name: str | None = None, resum
         return _train_decoupled(cfg, run, name, quiet, log, device, resume)
     with _prepared_run(cfg, run, name, resume, log) as (run, data):
         state = _resume_state(run, cfg, log) if resume else None  # None: start at epoch 1
+        cfg = _with_amp(cfg, device, state)  # the precision the run trains in, recorded in its checkpoints
         model = _build_model(cfg, data, device, state is not None, log)
         sampler, loader, val_loader = _loaders(cfg, data, device)
         criterion = build_loss(cfg.train.loss, data.train_counts, model.backbone.out_dim, **cfg.train.loss_args).to(device)
@@ -108,7 +110,8 @@ def train(cfg: Config, *, run: Run | None = None, name: str | None = None, resum
                 record["val"] = validate(model, val_loader, device, data.train_counts, bands, cfg, quiet)
             record["time_s"] = round(time.time() - epoch_start, 2)
             best, improved = save_epoch(run, model, optimizer, scaler, epoch, record, best,
-                                        has_val=val_loader is not None, epoch_log=epoch_log, defining=defining)
+                                        has_val=val_loader is not None, epoch_log=epoch_log, defining=defining,
+                                        amp=cfg.train.amp)
             eta = (time.time() - started) / (epoch + 1 - start_epoch) * (cfg.train.epochs - epoch - 1)
             log(_epoch_line(record, cfg.train.epochs, eta, improved))
         if epoch_log is not None:
@@ -170,23 +173,28 @@ def validate(model: OpenLTModel, loader, device: torch.device, train_counts: lis
 
 def save_epoch(run: Run, model: OpenLTModel, optimizer: torch.optim.Optimizer,
                scaler: torch.amp.GradScaler | None, epoch: int, record: dict, best: float | None, *,
-               has_val: bool, epoch_log: EpochLog | None, defining: dict | None = None) -> tuple[float | None, bool]:
+               has_val: bool, epoch_log: EpochLog | None, defining: dict | None = None,
+               amp: str | None = None) -> tuple[float | None, bool]:
     """After epoch `epoch` (0-based): the best checkpoint when validation accuracy improved (every epoch when
     there is no validation split), the last one with the optimizer and grad-scaler state and the epoch's record
     (what `--resume` continues from), then the epoch's metrics line (a kill before it: `--resume` writes it from
     the checkpoint). `defining` (:func:`defining_config` of the config the run started with) goes into the last
-    checkpoint's state as "config" (the best one's too). Rank 0 writes; returns (best accuracy so far, improved)."""
+    checkpoint's state as "config" (the best one's too), `amp` (the precision it trains in: train.amp resolved)
+    as "amp" (checkpoint.recorded_amp). Rank 0 writes; returns (best accuracy so far, improved)."""
     score = record.get("val", {}).get("overall")
     improved = score is not None and (best is None or score > best)
     best = score if improved else best
     main = distributed.is_main()
     if main and (improved or not has_val):
-        best_state = {"epoch": epoch, "val_overall": score, **({"config": defining} if defining is not None else {})}
+        best_state = {"epoch": epoch, "val_overall": score, **({"config": defining} if defining is not None else {}),
+                      **({"amp": amp} if amp is not None else {})}
         _in_place(run, f"the best checkpoint of epoch {epoch + 1}", lambda: save_checkpoint(
             run.checkpoint("best"), model, None, best_state, parents=False))
     state = {"epoch": epoch, "best_val": best, "record": record}  # the record too: the log line is repaired from it
     if defining is not None:  # what --resume must find unchanged in config.yaml (check_resume_config)
         state["config"] = defining
+    if amp is not None:  # what --resume, eval, predict and features run in (precision.run_amp, inference_amp)
+        state["amp"] = amp
     if scaler is not None:
         state["grad_scaler"] = scaler.state_dict()  # the loss scale continues where it was on resume
     if main:
@@ -604,6 +612,19 @@ def _resume_state(run: Run, cfg: Config, log: Log) -> dict | None:
     log(f"resuming {run.path} " + (f"after epoch {state['epoch'] + 1}/{cfg.train.epochs}" if state else
                                    "from epoch 1 (no epoch had finished)"))
     return state
+
+
+def _with_amp(cfg: Config, device: torch.device, state: dict | None) -> Config:
+    """`cfg` (a copy) with train.amp resolved to the precision this run trains in: a new run (or one that had
+    finished no epoch, `state` None) what `auto` means on `device` now (precision.resolve_amp: bf16 on a CPU with
+    bfloat16 units too); a resumed run the precision its last checkpoint records, so that it continues as it
+    started; one whose checkpoint records none (written before openlt recorded it) as `auto` meant then, float32
+    on any CPU (precision.run_amp). config.yaml keeps what the user wrote."""
+    amp = resolve_amp(cfg.train.amp, device) if state is None else run_amp(cfg.train.amp, device, recorded_amp(state))
+    check_amp(amp, device)  # (a run trained in bf16 on a GPU, resumed on one without bfloat16: one line)
+    cfg = copy.deepcopy(cfg)
+    cfg.train.amp = amp
+    return cfg
 
 
 def _load_last(run: Run, state: dict | None, model: OpenLTModel, optimizer: torch.optim.Optimizer,
