@@ -73,12 +73,17 @@ def faces(tmp_path_factory, single_thread):
 
 
 def features_of(faces, items: list[str]) -> np.ndarray:
-    """The run's features of these images, computed here image by image (not through `openlt identify`)."""
-    _, data, model, _ = load_run_model(Run(faces["run"]), "best", torch.device("cpu"))
+    """The run's features of these images, computed here image by image (not through `openlt identify`), in the
+    precision the run trained in (bf16 where auto means it: a CPU with bfloat16 units)."""
+    from openlt.engine.checkpoint import recorded_amp
+    from openlt.engine.precision import autocast, inference_amp
+
+    cpu = torch.device("cpu")
+    cfg, data, model, state = load_run_model(Run(faces["run"]), "best", cpu)
     transform = data.transform(False)
-    with torch.no_grad():
+    with torch.no_grad(), autocast(inference_amp(cfg.train.amp, cpu, recorded_amp(state)), cpu):
         images = torch.stack([transform(Image.open(faces["tmp"] / "root" / item).convert("RGB")) for item in items])
-        return model.eval().features(images)[1].numpy()
+        return model.eval().features(images)[1].float().numpy()
 
 
 def read_rows(path: Path) -> tuple[list[str], list[int]]:
