@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from openlt.cli import main
-from openlt.config import Config, build_config
+from openlt.config import INACTIVE_RULES, Config, build_config
 from openlt.errors import ConfigError
 
 
@@ -328,6 +328,15 @@ def test_a_huge_integer_is_refused_naming_its_key(key):
             build_config(None, [f"{key}={value}"])
 
 
+def _enabling(key: str) -> list[str]:
+    """The override that makes a key only one choice uses take effect (config.INACTIVE_RULES: a non-default value
+    under another choice is refused), e.g. train.schedule=step for train.step_epochs; [] for any other key."""
+    for k, choice, _, needs in INACTIVE_RULES:
+        if k == key:
+            return [f"{choice}={needs.split('=', 1)[1].split()[0] if '=' in needs else 'crt'}"]
+    return []
+
+
 @pytest.mark.parametrize("key", INT_KEYS)
 def test_an_integer_key_accepts_values_up_to_its_bound(key):
     import dataclasses
@@ -337,6 +346,7 @@ def test_an_integer_key_accepts_values_up_to_its_bound(key):
     overrides = [f"{key}={top}"]
     if key in ("eval.few_below", "data.split.n_min"):  # relations: few_below <= many_above, n_min <= n_max
         overrides.append(f"{'eval.many_above' if key == 'eval.few_below' else 'data.split.n_max'}={top}")
+    overrides += _enabling(key)
     cfg = build_config(None, overrides)
     section = cfg
     for part in key.split(".")[:-1]:
@@ -485,6 +495,7 @@ def test_a_float_key_accepts_values_up_to_its_bound(key):
         overrides.append(f"train.lr={top!r}")
     if key == "data.split.imbalance_factor":  # relation: a profile with n_max
         overrides.append("data.split.n_max=1000000000")
+    overrides += _enabling(key)
     cfg = build_config(None, overrides)
     section = cfg
     for part in key.split(".")[:-1]:

@@ -38,6 +38,10 @@ MAX_BATCH = 2**20  # images in one batch
 MAX_IMAGE_SIZE = 4096  # pixels per side
 # a run folder is NAME-YYYYmmdd-HHMMSS (then -2, -3, ...) and a file name holds at most 255 bytes: 24 are kept for that
 MAX_RUN_NAME_BYTES = 255 - 24
+# the longest path the system takes (Linux PATH_MAX) and how much of it out_dir may use: the rest is kept for the
+# run folder's name (at most 255 bytes) and the files inside a run (features/train.safetensors, its temporary files)
+PATH_MAX_BYTES = 4096
+MAX_OUT_DIR_BYTES = PATH_MAX_BYTES - 256 - 128
 MIN_IMAGE_SIZE = 8  # the small-input networks downsample by 8: 1 px gave NaN losses blamed on the lr
 MAX_WORKERS = 64  # DataLoader worker processes per training process: a fixed cap, not this machine's CPUs,
 #                   so that a run's saved config reads the same on every machine
@@ -215,6 +219,34 @@ def run_name_problem(value: Any) -> str | None:
     if size > MAX_RUN_NAME_BYTES:
         return (f"must be at most {MAX_RUN_NAME_BYTES} bytes long (a file name holds 255; the run folder adds "
                 f"-YYYYmmdd-HHMMSS), got {size} bytes ({text[:20]!r}...)")
+    return None
+
+
+def shown_path(value: Any) -> str:
+    """A path in a message: as it is when short, else its start and its length (a 4,000-character echo helps no one)."""
+    text = str(value)
+    return repr(text) if len(text) <= 80 else f"{text[:40]!r}... ({len(text)} characters)"
+
+
+@says(f"a folder path of at most {MAX_OUT_DIR_BYTES} bytes, each folder name at most 255")
+def out_dir_problem(value: Any) -> str | None:
+    """A folder runs are created in (out_dir, a bench's out_dir): short enough, as an absolute path, to hold a run
+    folder and its files within the system's path limit, and no folder name in it over 255 bytes (what a file
+    name holds). Checked by its text alone: the folder need not exist yet."""
+    text = str(value)
+    if not text:
+        return None
+    try:
+        full = os.path.abspath(os.path.expanduser(text)).encode("utf-8", "surrogatepass")
+    except (OSError, ValueError):  # (a NUL: the text checks name it)
+        return None
+    longest = max(full.split(b"/"), key=len)
+    if len(longest) > 255:
+        return (f"has a folder name of {len(longest)} bytes (a file name holds at most 255), got "
+                f"{shown_path(text)}")
+    if len(full) > MAX_OUT_DIR_BYTES:
+        return (f"is {len(full)} bytes long as an absolute path: at most {MAX_OUT_DIR_BYTES} leave room for a run "
+                f"folder and its files within the system's path limit ({PATH_MAX_BYTES}), got {shown_path(text)}")
     return None
 
 
@@ -481,7 +513,7 @@ class Config:
 
     name: str = opt("plain", check=run_name_problem)  # run name prefix: runs are OUT_DIR/NAME-sSEED-TIMESTAMP
     seed: int = opt(0, ge=0, lt=SEED_END)  # model init, sampling and augmentation draws (not the split: data.split.seed)
-    out_dir: str = opt("runs", nonempty=True)  # where run directories are created
+    out_dir: str = opt("runs", nonempty=True, check=out_dir_problem)  # where run directories are created
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
@@ -1062,6 +1094,65 @@ def flatten(tree: dict, prefix: str = "") -> dict[str, Any]:
     return flat
 
 
+# Keys that only one choice of another key uses: (key, the choice key, whether the config uses the key, the choice
+# that would, in words). An explicitly set non-default value of such a key under another choice would have no
+# effect: refused by build_config (:func:`_inactive_keys`), naming the key and the choice that would use it.
+INACTIVE_RULES: tuple[tuple[str, str, Callable[[Any], bool], str], ...] = (
+    ("train.milestones", "train.schedule", lambda c: c.train.schedule == "step", "train.schedule=step"),
+    ("train.step_gamma", "train.schedule", lambda c: c.train.schedule == "step", "train.schedule=step"),
+    ("train.step_epochs", "train.schedule", lambda c: c.train.schedule == "step" and not c.train.milestones,
+     "train.schedule=step with train.milestones: [] (milestones replace step_epochs)"),
+    ("train.min_lr", "train.schedule", lambda c: c.train.schedule == "cosine", "train.schedule=cosine"),
+    ("train.centroid_lr", "model.classifier", lambda c: c.model.classifier == "meta_embedding",
+     "model.classifier=meta_embedding (the head with centroids)"),
+    ("eval.keep_known", "eval.open_threshold", lambda c: c.eval.open_threshold == "auto", "eval.open_threshold=auto"),
+    ("eval.knn_k", "eval.open_score", lambda c: c.eval.open_score == "knn", "eval.open_score=knn"),
+    ("eval.vim_dim", "eval.open_score", lambda c: c.eval.open_score == "vim", "eval.open_score=vim"),
+    ("eval.react_percentile", "eval.open_score", lambda c: c.eval.open_score == "react", "eval.open_score=react"),
+    ("eval.odin_temperature", "eval.open_score", lambda c: c.eval.open_score == "odin", "eval.open_score=odin"),
+    ("eval.odin_eps", "eval.open_score", lambda c: c.eval.open_score == "odin", "eval.open_score=odin"),
+    ("eval.openmax_tail", "eval.open_score", lambda c: c.eval.open_score == "openmax", "eval.open_score=openmax"),
+    ("eval.openmax_alpha", "eval.open_score", lambda c: c.eval.open_score == "openmax", "eval.open_score=openmax"),
+    ("eval.openmax_distance", "eval.open_score", lambda c: c.eval.open_score == "openmax",
+     "eval.open_score=openmax"),
+    ("decouple.taus", "decouple.method", lambda c: c.decouple.method in ("tau_norm", "logit_adjust"),
+     "decouple.method=tau_norm or logit_adjust"),
+    ("decouple.lws_bias", "decouple.method", lambda c: c.decouple.method == "lws", "decouple.method=lws"),
+    ("decouple.keep", "decouple.method", lambda c: c.decouple.method in ("crt", "lws"), "decouple.method=crt or lws"),
+    ("decouple.features", "decouple.method", lambda c: c.decouple.method in ("crt", "lws", "fslwf"),
+     "decouple.method=crt, lws or fslwf"),
+    ("decouple.cache_dtype", "decouple.method", lambda c: c.decouple.method != "none",
+     "a decouple.method (a stage 2 on cached features)"),
+    *((f"decouple.{k}", "decouple.method", lambda c: c.decouple.method == "fslwf", "decouple.method=fslwf")
+      for k in ("fslwf_novel_classes", "fslwf_shots", "fslwf_queries", "fslwf_episodes", "fslwf_epochs",
+                "fslwf_steps", "fslwf_lr", "fslwf_gamma")),
+    ("model.head.ncm_metric", "decouple.method", lambda c: c.decouple.method == "ncm", "decouple.method=ncm"),
+    ("model.head.ncm_center", "decouple.method", lambda c: c.decouple.method == "ncm", "decouple.method=ncm"),
+)
+
+
+def _value_at(cfg: Any, key: str) -> Any:
+    for part in key.split("."):
+        cfg = getattr(cfg, part)
+    return cfg
+
+
+def _inactive_keys(cfg: Config, explicit: dict[str, str], problems: _Problems) -> None:
+    """A problem for each key of :data:`INACTIVE_RULES` set explicitly (`explicit`: the named file's own lines and
+    the overrides) to a value other than its default while the config's choice does not use it: it would be
+    ignored without a word (train.milestones under the cosine schedule). Not when an override changed the choice
+    and the key came from the file: switching the choice on the command line leaves the file's setting inert on
+    purpose."""
+    default = Config()
+    for key, choice, used, needs in INACTIVE_RULES:
+        if key not in explicit or used(cfg) or _value_at(cfg, key) == _value_at(default, key):
+            continue
+        if explicit.get(choice, "").startswith("override ") and not explicit[key].startswith("override "):
+            continue
+        problems.add(key, f"has no effect here: this config has {choice}={_value_at(cfg, choice)} and only "
+                          f"{needs} uses it; change {choice}, or leave {key} out")
+
+
 def build_config(path: str | Path | None = None, overrides: list[str] | None = None, base: dict | None = None) -> Config:
     """Defaults <- `base` (e.g. a saved run config) <- YAML file <- `key=value` overrides, then every rule and
     relation is checked: one ConfigError lists every problem, each naming the key (and its file and line)."""
@@ -1089,7 +1180,11 @@ def build_config(path: str | Path | None = None, overrides: list[str] | None = N
     problems.raise_if_any()
     cfg._explicit = {key: where for key, where in problems.origins.items()  # the named file's lines and overrides
                      if where.startswith("override ") or (own_file and where.startswith(own_file))}
-    if base is None:  # a new config (a saved run's config was seen when the run began)
+    _inactive_keys(cfg, cfg._explicit, problems)  # an explicit key the config's choices do not use
+    problems.raise_if_any()
+    # a new config (a saved run's config was seen when the run began); under torchrun rank 0 alone says it (the
+    # same on every rank; the group is not joined yet: torchrun's RANK)
+    if base is None and os.environ.get("RANK", "0").strip() in ("0", ""):
         for text in config_warnings(cfg):
             warnings.warn(text, ConfigWarning, stacklevel=2)
     return cfg
@@ -1179,8 +1274,13 @@ def _override_origins(overrides: list[str], leaves: list[str]) -> dict[str, str]
         key = item.split("=", 1)[0].strip()
         for leaf in leaves:
             if leaf == key or leaf.startswith(f"{key}."):
-                origins[leaf] = f"override {item!r}"
+                origins[leaf] = f"override {_shown_override(item)}"
     return origins
+
+
+def _shown_override(item: str) -> str:
+    """An override as a message names it: in full when short, else its start and its length."""
+    return repr(item) if len(item) <= 120 else f"{item[:60]!r}... ({len(item)} characters)"
 
 
 def dump_yaml(cfg: Config) -> str:
