@@ -28,8 +28,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from openlt.config import (SEED_END, Config, build_config, flatten, read_yaml_mapping, resolve_config,
-                           run_name_problem, to_dict)
+from openlt.config import (SEED_END, Config, build_config, flatten, out_dir_problem, read_json, read_yaml_mapping,
+                           resolve_config, run_name_problem, to_dict)
 from openlt.engine.decouple import adopt_representation
 from openlt.engine.evaluate import eval_config, evaluate_run
 from openlt.engine.init_from import stage2_kind
@@ -41,7 +41,9 @@ from openlt.engine.runtime import resolve_device
 from openlt.engine.train import train
 from openlt.errors import ConfigError, OpenLTError
 from openlt.openset import build_score
+from openlt.openset.rejector import parse_threshold
 from openlt.paper_numbers import PAPERS
+from openlt.reporting.summary import score_options
 
 _LOG = logging.getLogger(__name__)
 
@@ -225,6 +227,9 @@ def check_out_dir(out_dir: Path, what: str) -> None:
     directories, results.md / .csv, report.html, the two charts, *.log, hidden staged entries): never the
     filesystem root, the home folder or a folder of other files, where results.md and run directories would be
     written among them. ConfigError naming `what` and a few of the foreign entries."""
+    problem = out_dir_problem(str(out_dir))  # too long for a run folder inside: named here, not as errno 36
+    if problem:
+        raise ConfigError(f"{what} {problem}")
     path = out_dir.expanduser().resolve()
     if path == path.parent or path == Path.home().resolve():
         raise ConfigError(f"{what} {out_dir} is {'the filesystem root' if path == path.parent else 'your home folder'}"
@@ -300,6 +305,26 @@ def run_bench(spec: BenchSpec, quiet: bool = False, log: Callable[[str], None] |
         _check_something_finished(spec)
     else:
         spec.out_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        return _run_all(spec, quiet, log, report_only)
+    except KeyboardInterrupt as exc:  # (Ctrl-C; SIGTERM through the CLI) the run's hint names `train --resume`
+        if not report_only:
+            exc.args = (bench_resume_hint(spec, str(exc.args[0]) if exc.args else None),)
+        raise
+
+
+def bench_resume_hint(spec: BenchSpec, run_hint: str | None) -> str:
+    """The one line an interrupted bench ends with: the interrupted run's own hint (its checkpoint and `openlt
+    train --resume RUN`, which finishes that run alone), then that running the bench again with the same
+    arguments resumes it (finished runs reused, the interrupted one continued) and writes its table."""
+    again = (f"to finish the bench, run `openlt bench {spec.path or 'SPEC'}` again with the same arguments: it "
+             f"reuses the finished runs, continues the interrupted one and writes the table")
+    if not run_hint:
+        return f"bench {spec.name} stopped; {again}"
+    return f"{run_hint.rstrip()} (that finishes this run alone); {again}"
+
+
+def _run_all(spec: BenchSpec, quiet: bool, log: Callable[[str], None], report_only: bool) -> dict[str, list[Path]]:
     results: dict[str, list[Path]] = {m.name: [] for m in spec.methods}
     total = len(spec.methods) * len(spec.seeds)
     done = 0
@@ -311,7 +336,7 @@ def run_bench(spec: BenchSpec, quiet: bool = False, log: Callable[[str], None] |
             done += 1
             prefix = f"[{done}/{total}] {m.name} seed {seed}"
             if m.eval_of:
-                metrics = _evaluated_again(m, runs.get(m.eval_of), quiet, log, prefix, report_only)
+                metrics = _evaluated_again(spec, m, runs.get(m.eval_of), quiet, log, prefix, report_only)
             else:
                 run = _trained(spec, m, seed, runs, quiet, log, prefix, report_only)
                 metrics = None if run is None else run.metrics_file
@@ -346,11 +371,12 @@ def run_reports(spec: BenchSpec, files: dict[str, list[Path]]) -> dict[Path, Pat
     return {path: Run(path.parent).report_html_path(tags[name]) for name, paths in files.items() for path in paths}
 
 
-def _evaluated_again(m: BenchMethod, base: Run | None, quiet: bool, log: Callable[[str], None], prefix: str,
-                     report_only: bool) -> Path | None:
+def _evaluated_again(spec: BenchSpec, m: BenchMethod, base: Run | None, quiet: bool, log: Callable[[str], None],
+                     prefix: str, report_only: bool) -> Path | None:
     """The metrics-TAG.json of an `eval_of` method in its base run, evaluated now unless it exists."""
     metrics = base.metrics_path(m.tag) if base else None
-    if metrics is not None and metrics.is_file():
+    if metrics is not None and metrics.is_file() and _as_the_spec_says(spec, m, base, m.tag, m.overrides, report_only,
+                                                                       log, prefix):
         log(f"{prefix}: done ({metrics})")
     elif report_only:  # (the base run is then missing too, or not yet evaluated this way)
         log(f"{prefix}: missing")
@@ -369,6 +395,8 @@ def _trained(spec: BenchSpec, m: BenchMethod, seed: int, runs: dict[str, Run], q
     finished = [run for run in _runs_of(spec.out_dir, name) if run.metrics_file.is_file()]
     if finished:
         _check_same_config(spec, m, seed, finished[0])
+        if not _as_the_spec_says(spec, m, finished[0], None, [], report_only, log, prefix):
+            evaluate_run(finished[0], quiet=quiet)  # its config.yaml's eval settings: the spec's (checked above)
         log(f"{prefix}: done ({finished[0].path})")
         return finished[0]
     if report_only:
@@ -377,6 +405,73 @@ def _trained(spec: BenchSpec, m: BenchMethod, seed: int, runs: dict[str, Run], q
     run = _train_or_resume(spec, m, seed, name, runs, quiet, log, prefix)
     evaluate_run(run, quiet=quiet)
     return run
+
+
+def _as_the_spec_says(spec: BenchSpec, m: BenchMethod, run: Run, tag: str | None, overrides: list[str],
+                      report_only: bool, log: Callable[[str], None], prefix: str) -> bool:
+    """Whether the run's metrics file of `tag` (metrics.json of a trained method, metrics-TAG.json of an eval_of
+    one) was written under the evaluation settings the spec gives the method: the run's config with `overrides`
+    (:func:`evaluation_differences`). An `openlt eval RUN eval.open_score=max_logit` without --tag replaces
+    metrics.json: its numbers must not be shown under the method's name. False (after one line saying so: the
+    caller evaluates it again under the spec's settings) when they differ; under `report_only`, which evaluates
+    nothing, ConfigError naming the run, both settings and the remedy. An unreadable file is left to the
+    report's reading, which names it."""
+    path = run.metrics_path(tag)
+    try:
+        metrics = read_json(path, "metrics file")
+        cfg, scorer = eval_config(run.config(), overrides)
+    except OpenLTError:
+        return True
+    diffs = evaluation_differences(metrics, cfg, scorer) if isinstance(metrics, dict) else []
+    if not diffs:
+        return True
+    what = f"{path.name} of {run.path} was written by an evaluation under other settings than the spec gives " \
+           f"method {m.name!r} ({'; '.join(diffs)})"
+    if report_only:
+        raise ConfigError(f"bench {spec.name}: {what}; --report-only evaluates nothing: run `openlt bench "
+                          f"{spec.path or 'SPEC'}` without it to evaluate the run again under the spec's settings "
+                          f"(to keep another evaluation, give it a tag: `openlt eval RUN --tag NAME ...`)")
+    log(f"{prefix}: {what}: evaluating it again under the spec's settings")
+    return False
+
+
+def evaluation_differences(metrics: dict, cfg: Config, scorer) -> list[str]:
+    """How the evaluation recorded in `metrics` (a metrics.json) differs from the one `cfg`'s eval section asks
+    for, one "KEY: run X, spec Y" each: the open-set score and its options (as `openlt summary` compares them:
+    :func:`openlt.reporting.summary.score_options`), the threshold (fixed number or chosen on validation, with
+    its keep_known) and the band edges. What a file does not record (an older openlt) is not compared."""
+    diffs = []
+    recorded = metrics.get("open_score")
+    name = recorded.get("name") if isinstance(recorded, dict) else None
+    if name is not None and name != cfg.eval.open_score:
+        diffs.append(f"eval.open_score: run {name}, spec {cfg.eval.open_score}")
+    elif name is not None:
+        have, want = score_options(metrics) or {}, score_options({"open_score": scorer.summary()}) or {}
+        diffs += [f"{key}: run {have[key]!r}, spec {want[key]!r}" for key in sorted(want)
+                  if key in have and have[key] != want[key]]
+    calibration = metrics.get("calibration")
+    threshold = parse_threshold(cfg.eval.open_threshold)
+    if isinstance(calibration, dict):
+        source = str(calibration.get("source", ""))
+        fixed = source.startswith("fixed")
+        if threshold is not None and (not fixed or calibration.get("threshold") != threshold):
+            run_value = calibration.get("threshold") if fixed else "auto"
+            diffs.append(f"eval.open_threshold: run {run_value}, spec {threshold}")
+        elif threshold is None and fixed:
+            diffs.append(f"eval.open_threshold: run {calibration.get('threshold')}, spec auto")
+        elif (threshold is None and re.search(r"keeps \d+% ", source)  # (a source in other words: not compared)
+              and f"keeps {cfg.eval.keep_known:.0%} " not in source):
+            diffs.append(f"eval.keep_known: run {source!r}, spec {cfg.eval.keep_known}")
+    elif threshold is not None and "calibration" not in metrics and "open" in metrics:
+        diffs.append(f"eval.open_threshold: run none, spec {threshold}")
+    bands = metrics.get("bands")
+    if isinstance(bands, dict):
+        for key, value in (("many_above", cfg.eval.many_above), ("few_below", cfg.eval.few_below),
+                           ("inclusive", cfg.eval.inclusive_bands)):
+            if key in bands and bands[key] != value:
+                option = "inclusive_bands" if key == "inclusive" else key
+                diffs.append(f"eval.{option}: run {bands[key]!r}, spec {value!r}")
+    return diffs
 
 
 def _train_or_resume(spec: BenchSpec, m: BenchMethod, seed: int, name: str, runs: dict[str, Run], quiet: bool,
