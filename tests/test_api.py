@@ -21,7 +21,8 @@ from openlt.errors import ConfigError, DataError, RunDirError
 TINY = ["data.dataset=image-folder", "data.image_size=16", "model.backbone=resnet10", "train.epochs=1",
         "train.batch_size=16", "train.lr=0.05", "eval.batch_size=64", "eval.many_above=30", "eval.few_below=15",
         "data.split.n_max=40", "data.split.n_min=8", "data.split.open_classes=[eel]", "data.split.val_per_class=4",
-        "data.split.test_per_class=6", "data.split.order=label", "train.device=cpu"]
+        "data.split.test_per_class=6", "data.split.order=label", "train.device=cpu",
+        "train.amp=none"]  # float32: features compared with the network computed here in float32
 
 
 @pytest.fixture(scope="module")
