@@ -36,7 +36,7 @@ import sys
 import threading
 import time
 import warnings
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, ExitStack, contextmanager
 from typing import Any, Callable, Iterator, NamedTuple, TypeVar
 
 import torch
@@ -49,7 +49,7 @@ T = TypeVar("T")
 
 __all__ = ["INIT_TIMEOUT_ENV", "PeerLost", "ShardSampler", "TIMEOUT_ENV", "World", "all_reduce_sum", "barrier",
            "broadcast_buffers", "broadcast_object", "check_env", "env_world", "gather_outputs", "gather_shards",
-           "interrupt_note", "is_distributed", "is_main", "main_first", "peer_lost", "rank", "setup", "shutdown",
+           "held_by_main", "interrupt_note", "is_distributed", "is_main", "joins_group", "main_first", "peer_lost", "rank", "setup", "shutdown",
            "world_size"]
 
 INIT_TIMEOUT_ENV, INIT_TIMEOUT_S = "OPENLT_DIST_INIT_TIMEOUT", 600.0  # joining: every rank must come within it
@@ -406,6 +406,49 @@ def barrier() -> None:
     if is_distributed():
         with _peer_errors():
             dist.barrier()
+
+
+def joins_group() -> bool:
+    """True when torchrun's variables ask for more than one process (checked: `check_env`), whether or not
+    `setup` has joined the group yet: a command then joins it before rank 0 takes a run's lock (`held_by_main`)."""
+    return check_env().world_size > 1
+
+
+@contextmanager
+def held_by_main(hold: Callable[[], AbstractContextManager[Any]]) -> Iterator[None]:
+    """Rank 0 alone enters `hold()` (a run's lock: ``Run.eval_lock``, ``Run.lock``) for the block; the other
+    processes wait for its decision. When rank 0 is refused (an OpenLTError, e.g. "RUN is being trained by process
+    N"), every rank raises the same error with the same one line, instead of the others going on into a
+    collective that rank 0 never reaches; another failure of rank 0 ends the others with a PeerLost line naming
+    it. Call it after `setup` joined the group (before, every process is rank 0 and would take the lock itself:
+    the job's ranks then refuse each other). One process: `hold()` itself."""
+    if not is_distributed():
+        with hold():
+            yield
+        return
+    with ExitStack() as stack:
+        decision: tuple[type, str] | None = None
+        if is_main():
+            try:
+                stack.enter_context(hold())
+            except OpenLTError as exc:
+                broadcast_object((type(exc), str(exc)))
+                raise
+            except Exception as exc:
+                broadcast_object((PeerLost, f"rank 0 of {world_size()} stopped: {type(exc).__name__}: "
+                                            f"{_first_line(exc)}"))
+                raise
+            broadcast_object(None)
+        else:
+            decision = broadcast_object(None)
+        if decision is not None:
+            kind, text = decision
+            try:
+                error = kind(text)
+            except TypeError:  # an error class with other arguments: its line still
+                error = OpenLTError(text)
+            raise error from None
+        yield
 
 
 def main_first(fn: Callable[[], T]) -> T:

@@ -262,32 +262,52 @@ def evaluate_run(run: Run, checkpoint: str = "best", overrides: list[str] | None
     confusion-TAG.npz, report-TAG.md / .html (open-score-TAG.safetensors) and the run's own metrics and
     calibration stay as they were. With `write` False nothing is written: the metrics are only returned."""
     check_tag(tag)  # the one rule of the CLI, the API and the bench, before any work
-    with _evaluating(run, write):
-        return _evaluate(run, checkpoint, overrides, quiet, device, tag, write)
+    if distributed.joins_group():  # torchrun: every process joins the group first, then rank 0 alone takes the lock
+        cfg, scorer = eval_setup(run, overrides, checkpoint)
+        dev = _device(cfg, device)
+        with _evaluating(run, write):
+            return _evaluate(run, checkpoint, quiet, tag, write, cfg, scorer, dev)
+    with _evaluating(run, write):  # one process: the lock before anything of the run is read
+        cfg, scorer = eval_setup(run, overrides, checkpoint)
+        return _evaluate(run, checkpoint, quiet, tag, write, cfg, scorer, _device(cfg, device))
+
+
+def _device(cfg: Config, device: str | None) -> torch.device:
+    """The evaluation's device (`device`, else train.device), the process group joined under torchrun."""
+    return distributed.setup(resolve_device(device or cfg.train.device, "--device" if device else "train.device"))
 
 
 @contextlib.contextmanager
 def _evaluating(run: Run, write: bool) -> Iterator[None]:
     """Rank 0 holds the run's lock (``Run.eval_lock``: refused while another process trains or evaluates it;
     a `train --resume` started meanwhile is refused) and a handle on its directory (``Run.watched``) for the
-    whole evaluation. Under torchrun only rank 0 takes them (train's rank 0 may still hold train.lock while the
-    other ranks start to evaluate). An evaluation that writes nothing (`write` False) only checks that no other
-    process trains the run: it creates no train.lock (the run may be read-only)."""
-    if not distributed.is_main():
-        yield
-        return
+    whole evaluation. Under torchrun only rank 0 takes them, once the group is joined (train's rank 0 may still
+    hold train.lock while the other ranks start to evaluate), and the others follow its decision: a refusal is
+    the same one line on every rank (`distributed.held_by_main`). An evaluation that writes nothing (`write`
+    False) only checks that no other process trains the run: it creates no train.lock (the run may be
+    read-only)."""
     if not write:
-        run.check_not_training("evaluate")
-        yield
+        with distributed.held_by_main(lambda: _not_training(run)):
+            yield
         return
+    with distributed.held_by_main(lambda: _locked_and_watched(run)):
+        yield
+
+
+@contextlib.contextmanager
+def _not_training(run: Run) -> Iterator[None]:
+    run.check_not_training("evaluate")
+    yield
+
+
+@contextlib.contextmanager
+def _locked_and_watched(run: Run) -> Iterator[None]:
     with run.eval_lock(), run.watched():
         yield
 
 
-def _evaluate(run: Run, checkpoint: str, overrides: list[str] | None, quiet: bool, device: str | None,
-              tag: str | None, write: bool) -> dict:
-    cfg, scorer = eval_setup(run, overrides, checkpoint)
-    dev = distributed.setup(resolve_device(device or cfg.train.device, "--device" if device else "train.device"))
+def _evaluate(run: Run, checkpoint: str, quiet: bool, tag: str | None, write: bool, cfg: Config,
+              scorer: OpenSetScore, dev: torch.device) -> dict:
     data = prepare_data(cfg, default_split_dir=run.splits_dir)
     verify_manifest(run, data, "eval")  # the split files and classes the run was trained on, before any work
     check_open_decision(cfg.eval, data)

@@ -359,11 +359,9 @@ def _remove_unfinished(run: Run, exc: BaseException, staged: bool) -> None:
 
 @contextmanager
 def _locked(run: Run) -> Iterator[None]:
-    """Rank 0 holds the run's lock (``Run.lock``) inside the block; the other processes follow rank 0."""
-    if not distributed.is_main():
-        yield
-        return
-    with run.lock():
+    """Rank 0 holds the run's lock (``Run.lock``) inside the block; the other processes follow rank 0 (its
+    refusal is the same one line on every rank: `distributed.held_by_main`)."""
+    with distributed.held_by_main(run.lock):
         yield
 
 
