@@ -7,7 +7,8 @@ checkpoint's and the split file's sha256 and the dtype. A file whose key no long
 trained further, the split changed) is stale and is recomputed; a matching one is reused.
 
 Under torchrun every process extracts a share of the images (`ShardSampler`) and all get the whole split back
-(`gather_shards`), as evaluation does; rank 0 alone decides whether a file is fresh and alone writes it.
+(`gather_outputs`, also when a share is empty: a split smaller than the processes), as evaluation does; rank 0
+alone decides whether a file is fresh and alone writes it.
 """
 
 from __future__ import annotations
@@ -81,10 +82,11 @@ def extract_features(model: OpenLTModel, loader, device: torch.device, desc: str
                 feature = model.features(batch_to(images, device, channels_last))[1]
             feats.append(feature.float().cpu())
         labels.append(targets)
-    features, targets = torch.cat(feats), torch.cat(labels).long()
-    if isinstance(loader.sampler, distributed.ShardSampler):
-        features, targets = (distributed.gather_shards(t, len(loader.dataset)) for t in (features, targets))
-    return features, targets
+    if isinstance(loader.sampler, distributed.ShardSampler):  # also a share with no image (fewer than processes)
+        outputs = {"features": torch.cat(feats), "labels": torch.cat(labels).long()} if feats else {}
+        outputs = distributed.gather_outputs(outputs, len(loader.dataset))
+        return outputs["features"], outputs["labels"]
+    return torch.cat(feats), torch.cat(labels).long()
 
 
 def load_features(run: Run, splits: tuple[str, ...] = SPLITS, checkpoint: str = "best", dtype: str = "float32",
