@@ -708,10 +708,14 @@ def _check_options(args: argparse.Namespace) -> None:
 
 class ConsoleHandler(logging.Handler):
     """The command's voice for the library's log records: each message as one line on the *current*
-    sys.stdout (as print wrote it; stderr with an ``openlt: warning:`` prefix from WARNING up), flushed."""
+    sys.stdout (as print wrote it; stderr with an ``openlt: warning:`` prefix from WARNING up), flushed. Under
+    torchrun a warning is rank 0's alone (RANK; not one logged with ``extra={"every_rank": True}``)."""
 
     def emit(self, record: logging.LogRecord) -> None:
         """Write one record's message (and a traceback, when the record carries one)."""
+        if record.levelno == logging.WARNING and os.environ.get("RANK", "0").strip() not in ("0", "") \
+                and not getattr(record, "every_rank", False):
+            return  # under torchrun rank 0 alone warns (every rank loads the same data and weights)
         try:
             text = self.format(record)
             stream = sys.stderr if record.levelno >= logging.WARNING else sys.stdout
