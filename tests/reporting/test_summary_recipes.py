@@ -178,3 +178,36 @@ def test_the_bench_report_refuses_mixed_recipes_before_writing(tmp_path):
     files["plain"][1] = run(tmp_path, "s1b", 1) / "metrics.json"
     assert write_bench_results(spec, files)["markdown"].is_file()
     assert aggregate({"x": [metrics("a"), metrics("b")]})[0]["runs"] == 2  # dicts built in memory: as before
+
+
+def _checkpoint_recording(run_dir: Path, amp: str | None) -> None:
+    """checkpoints/last.safetensors of a tiny model whose state records the precision `amp` (None: no record, as
+    checkpoints before session 9 wrote)."""
+    import torch
+
+    from openlt.engine.checkpoint import save_checkpoint
+
+    save_checkpoint(run_dir / "checkpoints" / "last.safetensors", torch.nn.Linear(2, 2),
+                    state={"epoch": 0} | ({"amp": amp} if amp else {}))
+
+
+def test_train_amp_auto_is_compared_as_the_precision_the_run_trained_in(tmp_path, capsys):
+    """`auto` meant float32 on every CPU before runs recorded their precision: a run saved with `none` and one
+    with `auto` and no record are one recipe (the convergence bench mixes them); a run whose checkpoint records
+    bf16 is not averaged with them, nor with one that records none."""
+    old = run(tmp_path, "s0", 0, **{"train.amp": "none"})
+    legacy = run(tmp_path, "s1", 1, **{"train.amp": "auto"})
+    _checkpoint_recording(legacy, None)
+    code, out, err = cli([f"x={old}", f"x={legacy}"], capsys)
+    assert code == 0 and "| x | 2 |" in out, err
+    recorded = run(tmp_path, "s2", 2, **{"train.amp": "auto"})
+    _checkpoint_recording(recorded, "none")
+    code, out, err = cli([f"x={old}", f"x={recorded}"], capsys)
+    assert code == 0 and "| x | 2 |" in out, err
+    bf16 = run(tmp_path, "s3", 3, **{"train.amp": "auto"})
+    _checkpoint_recording(bf16, "bf16")
+    code, out, err = cli([f"x={old}", f"x={bf16}"], capsys)
+    assert code == 2 and "train.amp: none vs bf16" in err, err
+    gpu = run(tmp_path, "s4", 4, **{"train.amp": "auto", "train.device": "cuda"})  # no record: auto was bf16 there
+    code, out, err = cli([f"x={old}", f"x={gpu}"], capsys)
+    assert code == 2 and "train.amp: none vs bf16" in err, err

@@ -166,11 +166,31 @@ def _recipe_of(run_dir: Path, prefix: str, depth: int) -> dict[str, Any] | None:
     flat = _run_config(run_dir)
     if flat is None:
         return None
+    if flat.get("train.amp") == "auto":
+        flat["train.amp"] = _trained_amp(run_dir, flat.get("train.device"))
     recipe = {f"{prefix}{key}": value for key, value in flat.items() if key not in RECIPE_IGNORED}
     parent = flat.get("train.init_from")
     if isinstance(parent, str) and parent and depth < RECIPE_DEPTH:
         recipe.update(_recipe_of(Path(parent), f"{prefix}train.init_from:", depth + 1) or {})
     return recipe
+
+
+def _trained_amp(run_dir: Path, device: Any) -> str:
+    """The precision a run whose config.yaml says `train.amp: auto` trained in, as the recipe compares it: what its
+    checkpoint records (checkpoint.recorded_amp), else what `auto` meant before runs recorded it (float32, bf16 only
+    on a device named cuda: precision.legacy_auto; a run on `device: auto` is taken for a CPU run). So a run written
+    with `none` and one with `auto`, both float32, are one recipe, and a bf16 run is not averaged with them."""
+    from openlt.engine.checkpoint import checkpoint_state, recorded_amp  # (torch: only for a run that says auto)
+
+    for name in ("last", "best"):
+        path = run_dir / "checkpoints" / f"{name}.safetensors"
+        try:
+            trained = recorded_amp(checkpoint_state(path)) if path.is_file() else None
+        except RunDirError:
+            continue
+        if trained is not None:
+            return trained
+    return "bf16" if isinstance(device, str) and device.startswith("cuda") else "none"
 
 
 def recipe_differences(a: dict[str, Any], b: dict[str, Any]) -> list[str]:
