@@ -74,7 +74,7 @@ def test_the_knn_refusal_is_the_whole_line_with_the_command_that_evaluates_alike
     assert refused([a, b], capsys) == (
         f"openlt summary: error: cannot average {a} and {b} into one row 'runs': they were evaluated with different "
         "options of the open-set score knn (eval.knn_k: 3 vs 40); give them different labels (LABEL=RUN) or evaluate "
-        "them alike (`openlt eval RUN eval.knn_k=3`)")
+        "them alike (`openlt eval RUN eval.open_score=knn eval.knn_k=3`)")
     with pytest.raises(RunDirError, match=r"cannot average s0 and s1 into one row 'knn'.*\(eval\.knn_k: 3 vs 40\)"):
         aggregate({"knn": [metrics("s0", {"name": "knn", "k": 3}), metrics("s1", {"name": "knn", "k": 40})]})
 
@@ -85,7 +85,8 @@ def test_several_options_are_all_named(tmp_path, capsys):
     b = write(tmp_path, "s1", metrics("s1", {**om, "tail_size": 5, "distance": "cosine"}))
     assert refused([f"x={a}", f"x={b}"], capsys).endswith(
         "(eval.openmax_tail: 20 vs 5, eval.openmax_distance: eucos vs cosine); give them different labels (LABEL=RUN) "
-        "or evaluate them alike (`openlt eval RUN eval.openmax_tail=20 eval.openmax_distance=eucos`)")
+        "or evaluate them alike (`openlt eval RUN eval.open_score=openmax eval.openmax_tail=20 "
+        "eval.openmax_distance=eucos`)")
 
 
 def test_what_the_score_learnt_from_the_data_may_differ(tmp_path, capsys):

@@ -15,7 +15,7 @@ config.yaml (beside its metrics file) is compared with the row's first run's, ev
 48``). A metrics file without its run's config.yaml beside it is refused in a row of several runs: metrics.json
 records no recipe, so nothing could be checked. Two runs of one recipe with the same seed are refused too: a
 repeated seed is not an independent sample. Evaluations with one open-set score under different options (`openlt
-eval RUN eval.knn_k=3` and `eval.knn_k=40`: metrics.json "open_score", :func:`score_options`) are refused like
+eval RUN eval.open_score=knn eval.knn_k=3` and `eval.knn_k=40`: metrics.json "open_score", :func:`score_options`) are refused like
 different open-set decisions; what a score learnt from the data (a fitted threshold) may differ.
 Refusing, not splitting the row, because a row is what its label says (the user's LABEL=RUN, a bench method): a
 table whose rows silently became "plain (train.epochs=12)" and "plain (train.epochs=48)" would compare what nobody
@@ -372,7 +372,7 @@ def _check_score_options(label: str, runs: list[dict], names: list[str] | None) 
         differs = recipe_differences(reference, options)
         if differs:
             keys = [k for k, v in reference.items() if k in options and options[k] != v and k.startswith("eval.")]
-            settings = " ".join(f"{k}={_show(reference[k])}" for k in keys)
+            settings = " ".join([f"eval.open_score={name}"] + [f"{k}={_show(reference[k])}" for k in keys])
             how = f"evaluate them alike (`openlt eval RUN {settings}`)" if keys else "evaluate them alike"
             raise RunDirError(f"cannot average {_run_name(runs[first], first, names)} and {_run_name(m, i, names)} "
                               f"into one row {label!r}: they were evaluated with different options of the open-set "
