@@ -193,7 +193,7 @@ def config(split_dir: Path, images: Path, names: Path, out: Path, extra: tuple[s
 
     return build_config(None, ["data.dataset=split-file", f"data.split_dir={split_dir}", f"data.root={images}",
                                f"data.class_names={names}", "data.image_size=224", f"model.backbone={backbone}",
-                               "train.device=cpu", f"out_dir={out}", "decouple.cache_dtype=float16", *extra])
+                               "train.device=cpu", f"out_dir={out}", *extra])
 
 
 def _random_features(labels: np.ndarray, k: int, seed: int, d: int = D) -> "torch.Tensor":
@@ -244,7 +244,8 @@ def make_runs(cfg, data, labels: dict[str, np.ndarray], root: Path):
 def _decoupled(cfg, stage1: Path):
     from openlt.config import build_config, to_dict
 
-    return build_config(base=to_dict(cfg), overrides=["decouple.method=crt", f"train.init_from={stage1}"])
+    return build_config(base=to_dict(cfg), overrides=["decouple.method=crt", f"train.init_from={stage1}",
+                                                      "decouple.cache_dtype=float16"])  # (a stage 2's option)
 
 
 def random_logits(labels: np.ndarray, k: int, seed: int) -> "torch.Tensor":

@@ -110,7 +110,8 @@ def test_odin_is_computed_through_the_network_batch_by_batch(run):
     images, _, std = network_view(run, "test")
     _, _, model, _ = load_run_model(run)
     model.eval()
-    direct = build_score("odin", build_config(None, ["eval.odin_temperature=10", "eval.odin_eps=0.002"]).eval)
+    odin = ["eval.open_score=odin", "eval.odin_temperature=10", "eval.odin_eps=0.002"]  # (options of another score: refused)
+    direct = build_score("odin", build_config(None, odin).eval)
     expected = direct.score_images(lambda x: model(x)["logits"], images, std)
     np.testing.assert_allclose(samples["test_score"], expected.numpy(), rtol=1e-5, atol=1e-6)
     assert not np.allclose(samples["test_score"], samples["test_max_prob"])  # not the plain softmax
