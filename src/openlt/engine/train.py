@@ -60,6 +60,14 @@ Log = Callable[[str], None]
 _LOG = logging.getLogger(__name__)  # the default voice: `openlt train` prints these records (cli.console_logging)
 
 
+def _optimization(cfg: Config, data, model: OpenLTModel, steps_per_epoch: int, device: torch.device) -> tuple:
+    """(criterion, optimizer, learning-rate schedule, grad scaler or None) of a stage-1 run (train.* keys)."""
+    criterion = build_loss(cfg.train.loss, data.train_counts, model.backbone.out_dim, **cfg.train.loss_args).to(device)
+    optimizer = build_optimizer(model.param_groups(), cfg.train)
+    schedule = lr_schedule(cfg.train, steps_per_epoch)  # the config checked here, once
+    return criterion, optimizer, schedule, grad_scaler(cfg.train.amp, device)
+
+
 def train(cfg: Config, *, run: Run | None = None, name: str | None = None, resume: bool = False,
           quiet: bool = False, log: Log | None = None) -> Run:
     """Train per `cfg` into a new run directory (or continue `run` when `resume`); return the run.
@@ -85,10 +93,7 @@ def train(cfg: Config, *, run: Run | None = None, name: str | None = None, resum
         cfg = _with_amp(cfg, device, state)  # the precision the run trains in, recorded in its checkpoints
         model = _build_model(cfg, data, device, state is not None, log)
         sampler, loader, val_loader = _loaders(cfg, data, device)
-        criterion = build_loss(cfg.train.loss, data.train_counts, model.backbone.out_dim, **cfg.train.loss_args).to(device)
-        optimizer = build_optimizer(model.param_groups(), cfg.train)
-        schedule = lr_schedule(cfg.train, len(loader))  # the config checked here, once
-        scaler = grad_scaler(cfg.train.amp, device)
+        criterion, optimizer, schedule, scaler = _optimization(cfg, data, model, len(loader), device)
         start_epoch, best = _load_last(run, state, model, optimizer, scaler)
         defining = defining_config(cfg, data.class_names)  # unchanged since the run started (check_resume_config)
         if start_epoch >= cfg.train.epochs:

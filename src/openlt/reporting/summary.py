@@ -30,6 +30,7 @@ first run) are not refused, since a table may compare data sets on purpose, but 
 from __future__ import annotations
 
 import inspect
+import json
 import math
 from pathlib import Path
 from typing import Any
@@ -180,17 +181,28 @@ def _trained_amp(run_dir: Path, device: Any) -> str:
     checkpoint records (checkpoint.recorded_amp), else what `auto` meant before runs recorded it (float32, bf16 only
     on a device named cuda: precision.legacy_auto; a run on `device: auto` is taken for a CPU run). So a run written
     with `none` and one with `auto`, both float32, are one recipe, and a bf16 run is not averaged with them."""
-    from openlt.engine.checkpoint import checkpoint_state, recorded_amp  # (torch: only for a run that says auto)
-
     for name in ("last", "best"):
-        path = run_dir / "checkpoints" / f"{name}.safetensors"
-        try:
-            trained = recorded_amp(checkpoint_state(path)) if path.is_file() else None
-        except RunDirError:
-            continue
+        trained = _recorded_amp(run_dir / "checkpoints" / f"{name}.safetensors")
         if trained is not None:
             return trained
     return "bf16" if isinstance(device, str) and device.startswith("cuda") else "none"
+
+
+def _recorded_amp(path: Path) -> str | None:
+    """state.amp of an openlt checkpoint's header (engine/checkpoint.py writes it: metadata "openlt" = JSON with
+    "state"), read with safetensors alone (no torch, no engine import), or None when the file is missing,
+    unreadable or records none; the checkpoint's own checks run wherever it is loaded."""
+    from safetensors import SafetensorError, safe_open
+
+    if not path.is_file():
+        return None
+    try:
+        with safe_open(str(path), framework="numpy") as fh:
+            state = json.loads((fh.metadata() or {}).get("openlt", "{}")).get("state", {})
+    except (SafetensorError, OSError, ValueError, AttributeError):
+        return None
+    amp = state.get("amp") if isinstance(state, dict) else None
+    return amp if amp in ("none", "bf16", "fp16") else None
 
 
 def recipe_differences(a: dict[str, Any], b: dict[str, Any]) -> list[str]:
