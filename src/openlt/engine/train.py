@@ -331,7 +331,7 @@ def _new_run(cfg: Config, name: str | None, log: Log) -> Iterator[tuple[Run, Dat
     made = new_folders(cfg.out_dir)  # out_dir made for this run: removed again with it (no empty folder left)
     stage, run = staged_run(cfg, name), None
     try:
-        with _locked(stage):
+        with stage.lock():  # rank 0 alone is here (the others wait for the path below): not a collective
             if data is None:  # the run's own split files, built and checked in the staged directory
                 with _own_split_named(cfg, stage):
                     data = prepare_data(cfg, default_split_dir=stage.splits_dir)
