@@ -6,7 +6,6 @@ processes; a peer that dies. Real processes: 2 of them at most, a few seconds ea
 from __future__ import annotations
 
 import json
-import os
 import signal
 import socket
 import subprocess
@@ -23,21 +22,7 @@ from openlt.errors import ConfigError
 
 ROOT = Path(__file__).parents[2]
 PROBE = ROOT / "tests" / "helpers" / "dist_probe.py"
-VARS = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT",
-        distributed.INIT_TIMEOUT_ENV, distributed.TIMEOUT_ENV, "TORCHELASTIC_USE_AGENT_STORE")
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def _env(**values) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if k not in VARS}
-    env.update({"OMP_NUM_THREADS": "1", "OPENLT_TENSORBOARD": "0"})
-    env.update({k: str(v) for k, v in values.items()})
-    return env
+from dist_env import VARS, clean_env as _env, free_port as _free_port  # tests/helpers
 
 
 @pytest.mark.parametrize("values,message", [

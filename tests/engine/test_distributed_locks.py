@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import socket
 import subprocess
 import sys
@@ -26,21 +25,7 @@ from safetensors.torch import load_file
 
 ROOT = Path(__file__).parents[2]
 PROBE = ROOT / "tests" / "helpers" / "dist_lock_probe.py"
-VARS = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT",
-        "OPENLT_DIST_INIT_TIMEOUT", "OPENLT_DIST_TIMEOUT", "TORCHELASTIC_USE_AGENT_STORE")
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def _env(**values) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if k not in VARS}
-    env.update({"OMP_NUM_THREADS": "1", "OPENLT_TENSORBOARD": "0"})
-    env.update({k: str(v) for k, v in values.items()})
-    return env
+from dist_env import clean_env as _env, free_port as _free_port  # tests/helpers
 
 
 def _pair(command: list[str], timeout: float = 90) -> list[tuple[int, str, str]]:
