@@ -33,7 +33,6 @@ from openlt.config import (SEED_END, Config, build_config, flatten, out_dir_prob
 from openlt.engine.decouple import adopt_representation
 from openlt.engine.evaluate import eval_config, evaluate_run
 from openlt.engine.init_from import stage2_kind
-from openlt.engine.checkpoint import checkpoint_state, recorded_amp
 from openlt.engine.precision import run_amp
 from openlt.engine.precheck import check_loss_weights, check_open_score, config_setting, split_counts
 from openlt.engine.run import Run, absolute_paths, check_tag, open_run
@@ -43,7 +42,7 @@ from openlt.errors import ConfigError, OpenLTError
 from openlt.openset import build_score
 from openlt.openset.rejector import parse_threshold
 from openlt.paper_numbers import PAPERS
-from openlt.reporting.summary import score_options
+from openlt.reporting.summary import recorded_run_amp, score_options
 
 _LOG = logging.getLogger(__name__)
 
@@ -503,7 +502,7 @@ def _check_same_config(spec: BenchSpec, m: BenchMethod, seed: int, run: Run) -> 
             adopt_representation(expected, Run(Path(saved.train.init_from)), lambda _: None)
         except OpenLTError:  # (that run is gone or unreadable: its data and model are not compared)
             ignore |= {f"{section}." for section in ("data", "model")}
-    trained = _trained_amp(run)  # the precision the run trained in (None: an older run, auto = float32 on a CPU)
+    trained = recorded_run_amp(run.path)  # the trained precision (None: an older run, auto = float32 on a CPU)
     want, have = _comparable(expected, trained), _comparable(saved, trained)
     diffs = [f"{key}: run {have.get(key)!r}, spec {want.get(key)!r}" for key in sorted(want.keys() | have.keys())
              if key not in ignore and not key.startswith(tuple(k for k in ignore if k.endswith(".")))
@@ -528,14 +527,3 @@ def _comparable(config: Config, trained: str | None) -> dict:
     except ConfigError:  # (a device this machine lacks: compared as written)
         pass
     return flat
-
-
-def _trained_amp(run: Run) -> str | None:
-    """The precision `run` trained in as its last (else best) checkpoint records it (checkpoint.recorded_amp), or
-    None: a run from before openlt recorded it, or one whose checkpoint cannot be read (resuming it says why)."""
-    for name in ("last", "best"):
-        try:
-            return recorded_amp(checkpoint_state(run.checkpoint(name)))
-        except OpenLTError:
-            continue
-    return None

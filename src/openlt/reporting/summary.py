@@ -181,11 +181,21 @@ def _trained_amp(run_dir: Path, device: Any) -> str:
     checkpoint records (checkpoint.recorded_amp), else what `auto` meant before runs recorded it (float32, bf16 only
     on a device named cuda: precision.legacy_auto; a run on `device: auto` is taken for a CPU run). So a run written
     with `none` and one with `auto`, both float32, are one recipe, and a bf16 run is not averaged with them."""
+    trained = recorded_run_amp(run_dir)
+    if trained is not None:
+        return trained
+    return "bf16" if isinstance(device, str) and device.startswith("cuda") else "none"
+
+
+def recorded_run_amp(run_dir: Path) -> str | None:
+    """The precision (none | bf16 | fp16) the run in `run_dir` trained in as its last (else best) checkpoint
+    records it, or None: a run from before openlt recorded it, or one whose checkpoints cannot be read (loading
+    them says why). `openlt bench` compares a spec's `train.amp: auto` with it too."""
     for name in ("last", "best"):
         trained = _recorded_amp(run_dir / "checkpoints" / f"{name}.safetensors")
         if trained is not None:
             return trained
-    return "bf16" if isinstance(device, str) and device.startswith("cuda") else "none"
+    return None
 
 
 def _recorded_amp(path: Path) -> str | None:
