@@ -13,15 +13,12 @@ Conventions used by the engine:
   `gather_shards` puts every rank's outputs back in dataset order on every rank, so the numbers are those of
   one process.
 
-The environment is checked once, where it enters (`check_env`, called by `setup`): RANK / WORLD_SIZE /
-LOCAL_RANK integers with 0 <= RANK < WORLD_SIZE, and with WORLD_SIZE > 1 MASTER_ADDR and MASTER_PORT set; a
-problem is one ConfigError line naming the variable. Joining the group waits at most
-``OPENLT_DIST_INIT_TIMEOUT`` seconds (default 600) for every rank, then names the ranks that did not come;
-collectives time out after ``OPENLT_DIST_TIMEOUT`` seconds (default 1800). While a process waits for its peers
-inside PyTorch's C++ code, Python's signal handlers cannot run: a watchdog thread (`_watch_signals`) ends it
-with the usual ``openlt CMD: interrupted (SIGTERM | Ctrl-C)`` line (and the run's `--resume` hint) when the main
-thread does not come back to Python soon after a SIGTERM or SIGINT. A peer that dies during a collective
-(gloo's "Connection reset by peer") becomes a `PeerLost` error naming the rank when it is known.
+The environment is checked once, where it enters (`dist_env.check_env`, called by `setup`). Joining the group
+waits at most ``OPENLT_DIST_INIT_TIMEOUT`` seconds (default 600) for every rank, then names the ranks that did
+not come; collectives time out after ``OPENLT_DIST_TIMEOUT`` seconds (default 1800). A SIGTERM or SIGINT while
+a process waits for its peers inside PyTorch's C++ code is handled by the watchdog of `dist_signals`. A peer
+that dies during a collective (gloo's "Connection reset by peer") becomes a `PeerLost` error naming the rank
+when it is known.
 """
 
 from __future__ import annotations
@@ -30,121 +27,33 @@ import atexit
 import datetime
 import math
 import os
-import signal
 import socket
-import sys
-import threading
 import time
 import warnings
 from contextlib import AbstractContextManager, ExitStack, contextmanager
-from typing import Any, Callable, Iterator, NamedTuple, TypeVar
+from typing import Any, Callable, Iterator, TypeVar
 
 import torch
 import torch.distributed as dist
 from torch.utils.data import Sampler
 
+from openlt.engine.dist_env import INIT_TIMEOUT_ENV, TIMEOUT_ENV, World, check_env, env_world
+from openlt.engine.dist_signals import interrupt_note, waiting_for_peers, watch_signals
 from openlt.errors import ConfigError, OpenLTError
 
 T = TypeVar("T")
 
+# INIT_TIMEOUT_ENV, TIMEOUT_ENV, World, check_env, env_world (dist_env) and interrupt_note (dist_signals) are
+# re-exported: `distributed.check_env` and the others keep working
 __all__ = ["INIT_TIMEOUT_ENV", "PeerLost", "ShardSampler", "TIMEOUT_ENV", "World", "all_reduce_sum", "barrier",
            "broadcast_buffers", "broadcast_object", "check_env", "env_world", "gather_outputs", "gather_shards",
-           "held_by_main", "interrupt_note", "is_distributed", "is_main", "joins_group", "main_first", "peer_lost", "rank", "setup", "shutdown",
-           "world_size"]
-
-INIT_TIMEOUT_ENV, INIT_TIMEOUT_S = "OPENLT_DIST_INIT_TIMEOUT", 600.0  # joining: every rank must come within it
-TIMEOUT_ENV, TIMEOUT_S = "OPENLT_DIST_TIMEOUT", 1800.0  # one collective (rank 0 may build splits while others wait)
+           "held_by_main", "interrupt_note", "is_distributed", "is_main", "joins_group", "main_first", "peer_lost",
+           "rank", "setup", "shutdown", "world_size"]
 
 
 class PeerLost(OpenLTError):
     """Another process of the job ended or stopped answering during a collective (a torchrun peer killed, a
     lost machine): not a bug of this process; the message names the rank when it is known."""
-
-
-class World(NamedTuple):
-    """The distributed environment of this process, as checked by `check_env`."""
-    rank: int
-    world_size: int
-    local_rank: int
-    master_addr: str | None
-    master_port: int | None
-    init_timeout: float
-    timeout: float
-
-
-def _int_env(key: str, default: int | None) -> int | None:
-    raw = os.environ.get(key)
-    if raw is None:
-        return default
-    try:
-        return int(raw.strip())
-    except ValueError:
-        raise ConfigError(f"environment variable {key} must be an integer, got {raw!r} (torchrun sets RANK, "
-                          f"WORLD_SIZE and LOCAL_RANK; unset them for one process)") from None
-
-
-def _seconds_env(key: str, default: float) -> float:
-    raw = os.environ.get(key)
-    if raw is None or not raw.strip():
-        return default
-    try:
-        value = float(raw)
-    except ValueError:
-        value = float("nan")
-    if not (math.isfinite(value) and value > 0):
-        raise ConfigError(f"environment variable {key} must be a number of seconds > 0, got {raw!r} "
-                          f"(default {default:g})")
-    return value
-
-
-def check_env() -> World:
-    """The torchrun variables of this process, checked once where they enter (`setup`): ConfigError, one line
-    naming the variable, for a non-integer, RANK outside 0 .. WORLD_SIZE - 1, WORLD_SIZE < 1, a WORLD_SIZE > 1
-    without RANK or without MASTER_ADDR / MASTER_PORT, a LOCAL_RANK outside 0 .. LOCAL_WORLD_SIZE - 1, or a
-    timeout that is not a positive number of seconds."""
-    world = _int_env("WORLD_SIZE", 1)
-    rank_ = _int_env("RANK", None)
-    local_rank = _int_env("LOCAL_RANK", 0)
-    local_world = _int_env("LOCAL_WORLD_SIZE", None)
-    assert world is not None and local_rank is not None
-    if world < 1:
-        raise ConfigError(f"environment variable WORLD_SIZE must be at least 1, got {world}")
-    if rank_ is None:
-        if world > 1:
-            raise ConfigError(f"environment variable WORLD_SIZE={world} is set but RANK is not: launch with "
-                              f"torchrun (it sets both), or set RANK (0 .. {world - 1}) in each process")
-        rank_ = 0
-    if not 0 <= rank_ < world:
-        raise ConfigError(f"environment variable RANK={rank_} is not a rank of WORLD_SIZE={world} (ranks are "
-                          f"0 .. {world - 1})")
-    if local_rank < 0 or (local_world is not None and local_rank >= local_world):
-        raise ConfigError(f"environment variable LOCAL_RANK={local_rank} is not below LOCAL_WORLD_SIZE="
-                          f"{local_world}" if local_world is not None and local_rank >= 0 else
-                          f"environment variable LOCAL_RANK must not be negative, got {local_rank}")
-    addr = port = None
-    if world > 1:
-        addr = (os.environ.get("MASTER_ADDR") or "").strip()
-        raw_port = (os.environ.get("MASTER_PORT") or "").strip()
-        for key, value in (("MASTER_ADDR", addr), ("MASTER_PORT", raw_port)):
-            if not value:
-                raise ConfigError(f"RANK / WORLD_SIZE are set (RANK={rank_}, WORLD_SIZE={world}) but environment "
-                                  f"variable {key} is not: launch with torchrun, or set MASTER_ADDR and "
-                                  f"MASTER_PORT (rank 0's address and a free port) in every process")
-        try:
-            port = int(raw_port)
-        except ValueError:
-            port = -1
-        if not 1 <= port <= 65535:
-            raise ConfigError(f"environment variable MASTER_PORT must be a port number 1 .. 65535, got {raw_port!r}")
-    return World(rank_, world, local_rank, addr, port, _seconds_env(INIT_TIMEOUT_ENV, INIT_TIMEOUT_S),
-                 _seconds_env(TIMEOUT_ENV, TIMEOUT_S))
-
-
-def env_world() -> tuple[int, int, int]:
-    """(rank, world size, local rank) from the variables torchrun sets (checked: `check_env`); (0, 1, 0) when
-    they are absent."""
-    world = check_env()
-    return world.rank, world.world_size, world.local_rank
 
 
 def is_distributed() -> bool:
@@ -181,8 +90,8 @@ def setup(device: torch.device) -> torch.device:
     if not dist.is_available():
         raise ConfigError("WORLD_SIZE > 1 but this PyTorch build has no torch.distributed")
     backend = "nccl" if device.type == "cuda" else "gloo"
-    _watch_signals()
-    with _waiting():
+    watch_signals()
+    with waiting_for_peers():
         store = _rendezvous(env)
         dist.init_process_group(backend, store=store, rank=env.rank, world_size=env.world_size,
                                 timeout=datetime.timedelta(seconds=env.timeout),
@@ -246,117 +155,6 @@ def _first_line(exc: BaseException) -> str:
     return lines[0] if lines else type(exc).__name__
 
 
-# --------------------------------------------------------------------- signals while PyTorch waits in C++ for peers
-
-_GRACE_WAITING_S = 1.0  # inside `_waiting` (a collective or the join): the main thread gets this long to react
-_GRACE_STUCK_S = 10.0  # elsewhere (DDP's gradient all-reduce inside backward): this long without any Python progress
-_state: dict[str, Any] = {"waiting": 0, "notes": [], "watching": False}
-
-
-@contextmanager
-def _waiting() -> Iterator[None]:
-    """Marks a blocking wait for the other processes (a collective, the join): a SIGTERM / SIGINT arriving
-    meanwhile ends the process from the watchdog when the main thread does not leave the wait at once."""
-    _state["waiting"] += 1
-    try:
-        yield
-    finally:
-        _state["waiting"] -= 1
-
-
-@contextmanager
-def interrupt_note(note: Callable[[], str]) -> Iterator[None]:
-    """Inside the block, the line the watchdog prints on a signal it has to act on ends with `note()` (a run's
-    `--resume` hint), as the main thread's own interrupt message would."""
-    _state["notes"].append(note)
-    try:
-        yield
-    finally:
-        _state["notes"].remove(note)
-
-
-def _command() -> str:
-    """`openlt CMD` as the CLI names itself in its messages (from sys.argv: the first non-option argument)."""
-    words = [a for a in sys.argv[1:] if not a.startswith("-")]
-    return f"openlt {words[0]}" if words else "openlt"
-
-
-def _watch_signals() -> None:
-    """Start (once, from the main thread) the watchdog that sees SIGTERM / SIGINT through Python's wakeup file
-    descriptor (written by the C-level handler even while the main thread is blocked in C++)."""
-    if _state["watching"] or threading.current_thread() is not threading.main_thread():
-        return
-    read_fd, write_fd = os.pipe()
-    os.set_blocking(write_fd, False)
-    try:
-        previous = signal.set_wakeup_fd(write_fd, warn_on_full_buffer=False)
-    except ValueError:
-        previous = None
-    if previous != -1:  # someone else uses it (or it cannot be set): leave it alone
-        if previous is not None:
-            signal.set_wakeup_fd(previous)
-        os.close(read_fd), os.close(write_fd)
-        return
-    os.register_at_fork(after_in_child=_unwatch_in_child)  # a DataLoader worker's signals are its own
-    _state["watching"] = True
-    threading.Thread(target=_watchdog, args=(read_fd, threading.main_thread().ident), daemon=True,
-                     name="openlt-signal-watchdog").start()
-
-
-def _unwatch_in_child() -> None:
-    _state["watching"] = False
-    try:
-        signal.set_wakeup_fd(-1)
-    except ValueError:
-        pass
-
-
-def _watchdog(read_fd: int, main_ident: int | None) -> None:
-    watched = {int(signal.SIGINT), int(signal.SIGTERM)}
-    while True:
-        try:
-            data = os.read(read_fd, 64)
-        except OSError:
-            return
-        if not data:
-            return
-        for signum in data:
-            if signum in watched:
-                _on_signal(signum, main_ident)
-
-
-def _main_position(main_ident: int | None) -> tuple[int, int] | None:
-    frame = sys._current_frames().get(main_ident) if main_ident is not None else None
-    return None if frame is None else (id(frame), frame.f_lasti)
-
-
-def _on_signal(signum: int, main_ident: int | None) -> None:
-    """A SIGTERM / SIGINT reached the process: leave it to the main thread's handler when the main thread runs
-    Python (it leaves the wait, or makes progress); else print the usual line and exit 130 / 143."""
-    waiting = _state["waiting"] > 0
-    position = _main_position(main_ident)
-    end = time.monotonic() + (_GRACE_WAITING_S if waiting else _GRACE_STUCK_S)
-    while time.monotonic() < end:
-        time.sleep(0.05)
-        if waiting and _state["waiting"] == 0:
-            return
-        if not waiting and _main_position(main_ident) != position:
-            return
-    how = "SIGTERM" if signum == signal.SIGTERM else "Ctrl-C"
-    note = ""
-    if _state["notes"]:
-        try:
-            note = f": {_state['notes'][-1]()}"
-        except Exception:  # noqa: BLE001  (the note is a courtesy; the exit is what matters)
-            note = ""
-    try:
-        sys.stdout.flush()
-    except Exception:  # noqa: BLE001
-        pass
-    os.write(2, f"{_command()}: interrupted ({how}) while waiting for the other processes{note}\n".encode())
-    os._exit(128 + int(signal.SIGTERM) if signum == signal.SIGTERM else 130)
-
-
 # ------------------------------------------------------------------------------------------- a peer that went away
 
 _PEER_SIGNS = ("connection reset by peer", "connection closed by peer", "broken pipe", "timed out",
@@ -386,7 +184,7 @@ def peer_lost(exc: BaseException) -> PeerLost | None:
 @contextmanager
 def _peer_errors() -> Iterator[None]:
     try:
-        with _waiting():
+        with waiting_for_peers():
             yield
     except RuntimeError as exc:
         lost = peer_lost(exc)
