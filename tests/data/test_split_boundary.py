@@ -317,7 +317,7 @@ def test_a_class_name_the_outputs_cannot_hold_is_refused(folder, needles, images
         line = run_cli(["train", tmp_path / "c.yaml", "data.dataset=split-file", f"data.root={images}",
                         f"data.split_dir={split}", "data.class_names=names.txt", f"out_dir={tmp_path / 'runs'}",
                         *FAST], capsys)
-        assert "names.txt, line 2" in line and needles[0] in line, line
+        assert f"names.txt, line 2: class name {folder!r} cannot be a class name: " in line and needles[0] in line, line
 
 
 def test_images_in_sub_folders_of_a_class_are_its_own_with_a_note(images, tmp_path, capsys):
@@ -504,7 +504,8 @@ FILE_CASES = [
     F("encoding", "open-utf-16", raw("open", "cat/000.png -1\n".encode("utf-16")), "open.txt", "not UTF-8"),
     F("encoding", "nul-in-path", add("test", "ant/00\0.png 0"), "test.txt, line 3", "NUL byte"),
     F("encoding", "class-names-latin-1", class_names("ant\nbée\n".encode("latin-1")), "names.txt", "not UTF-8"),
-    F("encoding", "class-names-twice", class_names(b"ant\nant\n"), "names.txt, line 2", "'ant' is given twice"),
+    F("encoding", "class-names-twice", class_names(b"ant\nant\n"), "names.txt, line 2: class name 'ant' repeats the "
+      "class name of line 1: two classes would have one name (in every report, and for --open-classes ant)"),
     F("line-break", "lone-cr-endings", raw("train", "".join(f"{line}\r" for line in TRAIN).encode()), "train.txt, line 1",
       "line break '\\r'"),
     F("line-break", "cr-inside-a-path", add("test", "ant/0\r08.png 0"), "test.txt, line 3", "line break '\\r'"),

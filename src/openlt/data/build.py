@@ -11,6 +11,7 @@ from pathlib import Path
 from openlt.config import DATASET_KINDS, Config, explicit_keys, read_utf8
 from openlt.data import cifar, fashion_mnist
 from openlt.data.cifar_lt import write_cifar_lt_split
+from openlt.data.class_names import add_class_name
 from openlt.data.datasets import (ArrayImageLoader, FileImageLoader, SplitDataset, check_split_images,
                                   fashion_mnist_pool, image_folder_pool, image_header_size)
 from openlt.data.splitfile import SplitEntries, read_split_file
@@ -144,21 +145,15 @@ def _class_names(cfg: Config, split_dir: Path, num_classes: int) -> list[str]:
             path = split_dir / path
         if not path.is_file():
             raise DataError(f"class-name file not found: {cfg.data.class_names}")
-        names, first = [], {}
+        first: dict[str, int] = {}
         for lineno, line in enumerate(read_utf8(path, "class-name file", DataError).split("\n"), start=1):
             name = line.strip()
             if not name:
                 continue
             if "\0" in name:
                 raise DataError(f"{path}, line {lineno}: class name {name!r} contains a NUL byte")
-            problem = class_name_problem(name)
-            if problem:
-                raise DataError(f"{path}, line {lineno}: class name {name!r} cannot be used: {problem}")
-            if name in first:
-                raise DataError(f"{path}, line {lineno}: class name {name!r} is given twice (first on line "
-                                f"{first[name]})")
-            first[name] = lineno
-            names.append(name)
+            add_class_name(first, name, lineno, f"{path}, line {lineno}: class name", "the class name of line {}")
+        names = list(first)
         if len(names) != num_classes:
             raise DataError(f"class-name file {path} has {len(names)} names but the training split has {num_classes} classes")
         return names

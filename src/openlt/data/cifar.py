@@ -21,8 +21,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from openlt.data.class_names import add_class_name
 from openlt.data.fashion_mnist import ArrayPart
-from openlt.data.splits import class_name_problem
 from openlt.errors import ConfigError, DataError
 
 IMAGE_SHAPE = (3, 32, 32)
@@ -243,13 +243,7 @@ def checked_class_names(path: Path, names: list) -> list[str]:
             raise DataError(f"{where} is not text (found {type(raw).__name__} {raw!r})")
         if not name.strip():
             raise DataError(f"{where} is empty ({name!r}): every class needs a name")
-        problem = class_name_problem(name)
-        if problem:
-            raise DataError(f"{where} {name!r} cannot be a class name: {problem}")
-        if name in first:
-            raise DataError(f"{where} {name!r} repeats class name {first[name]}: two classes would have one name "
-                            f"(in every report, and for --open-classes {name})")
-        first[name] = index
+        add_class_name(first, name, index, where, "class name {}")
         texts.append(name)
     alike = lookalike_names(texts, folders=False)
     if alike is not None:
