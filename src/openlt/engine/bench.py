@@ -31,14 +31,16 @@ from typing import Callable
 from openlt.config import (SEED_END, Config, build_config, flatten, out_dir_problem, read_json, read_yaml_mapping,
                            resolve_config, run_name_problem, to_dict)
 from openlt.engine.decouple import adopt_representation
-from openlt.engine.evaluate import eval_config, evaluate_run
+from openlt.engine.evaluate import eval_config, evaluate_run, evaluated_data
 from openlt.engine.init_from import stage2_kind
+from openlt.engine.manifest import read_run_manifest
 from openlt.engine.precision import run_amp
 from openlt.engine.precheck import check_loss_weights, check_open_score, config_setting, split_counts
 from openlt.engine.run import Run, absolute_paths, check_tag, open_run
 from openlt.engine.runtime import resolve_device
 from openlt.engine.train import train
 from openlt.errors import ConfigError, OpenLTError
+from openlt.io import sha256_file
 from openlt.openset import build_score
 from openlt.openset.rejector import parse_threshold
 from openlt.paper_numbers import PAPERS
@@ -421,7 +423,8 @@ def _as_the_spec_says(spec: BenchSpec, m: BenchMethod, run: Run, tag: str | None
         cfg, scorer = eval_config(run.config(), overrides)
     except OpenLTError:
         return True
-    diffs = evaluation_differences(metrics, cfg, scorer) if isinstance(metrics, dict) else []
+    diffs = ([*evaluation_differences(metrics, cfg, scorer), *source_differences(metrics, run, cfg)]
+             if isinstance(metrics, dict) else [])
     if not diffs:
         return True
     what = f"{path.name} of {run.path} was written by an evaluation under other settings than the spec gives " \
@@ -470,6 +473,56 @@ def evaluation_differences(metrics: dict, cfg: Config, scorer) -> list[str]:
             if key in bands and bands[key] != value:
                 option = "inclusive_bands" if key == "inclusive" else key
                 diffs.append(f"eval.{option}: run {bands[key]!r}, spec {value!r}")
+    return diffs
+
+
+BENCH_CHECKPOINT = "best"  # what a bench evaluates (evaluate_run's default)
+
+
+def source_differences(metrics: dict, run: Run, cfg: Config) -> list[str]:
+    """How the weights and the data an evaluation recorded in `metrics` (a metrics file of `run`) differ from what
+    the bench evaluates, one "KEY: run X, spec Y" each: the checkpoint (``openlt eval RUN --checkpoint last``; the
+    bench evaluates ``best``), the weights of checkpoints/best.safetensors (its sha256 then and now: the run trained
+    on after it was evaluated), data.root and data.open_root (``openlt eval RUN data.root=ELSEWHERE``; `cfg` is the
+    run's config with the method's overrides: what the bench evaluates with; a root whose packed files (CIFAR,
+    Fashion-MNIST) the run's split_manifest.json fingerprints is not compared: the evaluation checked their sha256,
+    so they are the same images wherever they are) and the split files (which splits and their sha256, against
+    split_manifest.json). What a file does not record (metrics.json of an older openlt: no "checkpoint",
+    "checkpoint_sha256" or "data") is taken as the bench's own (not compared), as is a setting the run's config
+    leaves unset (data.root of an older image-folder run: the split folder's manifest names it)."""
+    diffs = []
+    checkpoint = metrics.get("checkpoint")
+    sha = metrics.get("checkpoint_sha256")
+    best = run.checkpoint(BENCH_CHECKPOINT)
+    if isinstance(checkpoint, str) and checkpoint != BENCH_CHECKPOINT:
+        diffs.append(f"checkpoint: run {checkpoint} (`openlt eval RUN --checkpoint {checkpoint}`), spec "
+                     f"{BENCH_CHECKPOINT}")
+    elif isinstance(sha, str) and sha and best.is_file():
+        now = sha256_file(best)
+        if now != sha:
+            diffs.append(f"checkpoints/{best.name}: run sha256 {sha[:12]}, now {now[:12]} (trained on after this "
+                         f"evaluation)")
+    try:
+        manifest = read_run_manifest(run)
+    except OpenLTError:  # (missing or broken: the evaluation the bench runs names it)
+        return diffs
+    recorded = metrics.get("data")
+    if isinstance(recorded, dict):
+        want = evaluated_data(cfg, cfg.data.split_dir or run.splits_dir)
+        packed = manifest.get("data_files", {})
+        for key in ("root", "open_root"):
+            if f"data.{key}" in packed or key not in recorded or (key == "root" and want[key] is None):
+                continue
+            if recorded[key] != want[key]:
+                diffs.append(f"data.{key}: run {recorded[key]}, spec {want[key]}")
+    split_files = metrics.get("split_files")
+    if isinstance(split_files, dict):
+        then = {split: info["sha256"] for split, info in manifest["files"].items()}
+        for split in sorted(then.keys() | split_files.keys()):
+            if split_files.get(split) != then.get(split):
+                show = lambda h: "none" if not isinstance(h, str) else h[:12]  # noqa: E731
+                diffs.append(f"{split} split: run sha256 {show(split_files.get(split))}, spec (split_manifest.json) "
+                             f"{show(then.get(split))}")
     return diffs
 
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import math
+import os
 from collections.abc import Iterator
 
 import numpy as np
@@ -329,7 +330,7 @@ def _evaluate(run: Run, checkpoint: str, quiet: bool, tag: str | None, write: bo
     metrics["confusion"]["file"] = run.confusion_path(tag).name
     metrics = {"run": str(run.path.resolve()), "checkpoint": checkpoint, "checkpoint_sha256": using["sha256"],
                **checkpoint_epoch_fields(state), **metrics, "split_files": {split: data.manifest["files"][split]["sha256"] for split in data.entries},
-               **run_context(run, data, dev)}
+               "data": evaluated_data(cfg, data.split_dir), **run_context(run, data, dev)}
     if distributed.is_main() and write:
         run.check_in_place("the evaluation's results")  # moved or deleted meanwhile: nothing written, none recreated
         with write_group():  # all of them or none: an interrupted write phase leaves the previous evaluation's
@@ -341,6 +342,18 @@ def _evaluate(run: Run, checkpoint: str, quiet: bool, tag: str | None, write: bo
 
 
 EPOCH_BASE = 1  # metrics.json "epoch" counts from 1 (as the log and the reports); an older file's from 0
+
+
+def evaluated_data(cfg: Config, split_dir) -> dict:
+    """metrics.json's ``"data"``: where an evaluation read its images and split files, as absolute paths (None for a
+    setting left unset): ``"root"`` (data.root: the image folder, or where CIFAR / Fashion-MNIST files were read),
+    ``"open_root"`` (data.open_root) and ``"split_dir"`` (the folder of the split files whose sha256 ``"split_files"``
+    records). `openlt bench` compares it with the data it would evaluate a reused run on
+    (``bench.source_differences``): an `openlt eval RUN data.root=ELSEWHERE` is not shown under the spec's method."""
+    def absolute(path) -> str | None:
+        return None if path is None else os.path.abspath(os.path.expanduser(str(path)))
+
+    return {"root": absolute(cfg.data.root), "open_root": absolute(cfg.data.open_root), "split_dir": absolute(split_dir)}
 
 
 def checkpoint_epoch_fields(state: dict) -> dict:
