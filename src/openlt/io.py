@@ -257,3 +257,17 @@ def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
         while block := fh.read(chunk):
             h.update(block)
     return h.hexdigest()
+
+
+def safetensors_header(path: str | os.PathLike) -> tuple[dict[str, str], list[str]]:
+    """The metadata ({} without any) and tensor names of the safetensors file at `path`, read from its header alone
+    with safetensors (no tensor is loaded, no torch needed: reporting reads a checkpoint's header so too). OSError
+    (not wrapped) when the file cannot be read; ValueError with safetensors' own words when it is not a safetensors
+    file (a header too small, too large, cut short, ...)."""
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        with safe_open(str(path), framework="numpy") as fh:
+            return fh.metadata() or {}, list(fh.keys())
+    except SafetensorError as exc:
+        raise ValueError(str(exc)) from None

@@ -16,7 +16,7 @@ from safetensors.torch import save_file
 from torch import nn
 
 from openlt.errors import RunDirError
-from openlt.io import atomic_path
+from openlt.io import atomic_path, safetensors_header
 
 FORMAT = "openlt-checkpoint/1"
 
@@ -95,10 +95,8 @@ def checkpoint_state(path: str | Path) -> dict:
     path = Path(path)
     _open_checked(path)
     try:
-        with safe_open(str(path), framework="pt", device="cpu") as fh:
-            metadata = fh.metadata() or {}
-            keys = list(fh.keys())
-    except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
+        metadata, keys = safetensors_header(path)
+    except (OSError, ValueError, RuntimeError) as exc:
         raise RunDirError(f"checkpoint {path} is corrupt or not a safetensors file ({exc})") from None
     return _parse_metadata(path, metadata, dict.fromkeys(keys))["state"]
 

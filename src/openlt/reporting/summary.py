@@ -39,6 +39,7 @@ import numpy as np
 
 from openlt.config import flatten, read_json, read_yaml_mapping
 from openlt.errors import ConfigError, RunDirError
+from openlt.io import safetensors_header
 from openlt.reporting.convergence import convergence_warning
 
 # (column, path of keys in metrics.json, scale to display units: 100 for a percentage, 1 for a [0, 1] number)
@@ -200,16 +201,13 @@ def recorded_run_amp(run_dir: Path) -> str | None:
 
 def _recorded_amp(path: Path) -> str | None:
     """state.amp of an openlt checkpoint's header (engine/checkpoint.py writes it: metadata "openlt" = JSON with
-    "state"), read with safetensors alone (no torch, no engine import), or None when the file is missing,
-    unreadable or records none; the checkpoint's own checks run wherever it is loaded."""
-    from safetensors import SafetensorError, safe_open
-
+    "state"), read with safetensors alone (io.safetensors_header: no torch, no engine import), or None when the file
+    is missing, unreadable or records none; the checkpoint's own checks run wherever it is loaded."""
     if not path.is_file():
         return None
     try:
-        with safe_open(str(path), framework="numpy") as fh:
-            state = json.loads((fh.metadata() or {}).get("openlt", "{}")).get("state", {})
-    except (SafetensorError, OSError, ValueError, AttributeError):
+        state = json.loads(safetensors_header(path)[0].get("openlt", "{}")).get("state", {})
+    except (OSError, ValueError, AttributeError):
         return None
     amp = state.get("amp") if isinstance(state, dict) else None
     return amp if amp in ("none", "bf16", "fp16") else None
