@@ -1,15 +1,19 @@
 """Environments for tests that launch processes of one torchrun-style job by hand (RANK / WORLD_SIZE /
-MASTER_ADDR ...): a free local port, and os.environ without any distributed variable of the test process."""
+MASTER_ADDR ...): a free local port, and os.environ without any distributed variable of the test process; and
+the launchers the distributed tests share (`run_cli`, `probe_pair`, `finish`)."""
 
 from __future__ import annotations
 
 import os
 import socket
+import subprocess
+import sys
+from pathlib import Path
 
-from openlt.engine import distributed
+from openlt.engine.dist_env import INIT_TIMEOUT_ENV, TIMEOUT_ENV
 
 VARS = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT",
-        distributed.INIT_TIMEOUT_ENV, distributed.TIMEOUT_ENV, "TORCHELASTIC_USE_AGENT_STORE")
+        INIT_TIMEOUT_ENV, TIMEOUT_ENV, "TORCHELASTIC_USE_AGENT_STORE")
 
 
 def free_port() -> int:
@@ -25,3 +29,33 @@ def clean_env(**values) -> dict[str, str]:
     env.update({"OMP_NUM_THREADS": "1", "OPENLT_TENSORBOARD": "0"})
     env.update({k: str(v) for k, v in values.items()})
     return env
+
+
+ROOT = Path(__file__).parents[2]
+PROBE = Path(__file__).parent / "dist_probe.py"
+TRAIN = ["train", "fmnist_lt/plain", "train.epochs=1", "train.warmup_epochs=0", "train.device=cpu", "data.workers=0"]
+
+
+def run_cli(args, env, timeout=60) -> subprocess.CompletedProcess:
+    """`python -m openlt ARGS` in the repository root with `env`, its output captured as text."""
+    return subprocess.run([sys.executable, "-m", "openlt", *args], capture_output=True, text=True, env=env,
+                          timeout=timeout, cwd=ROOT)
+
+
+def probe_pair(scenario: str, **extra) -> list[subprocess.Popen]:
+    """Ranks 0 and 1 of a 2-process gloo job running `dist_probe.py SCENARIO` (pipes for stdout / stderr)."""
+    port = free_port()
+    return [subprocess.Popen([sys.executable, str(PROBE), scenario], cwd=ROOT, text=True, stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE,
+                             env=clean_env(RANK=r, WORLD_SIZE=2, LOCAL_RANK=r, MASTER_ADDR="127.0.0.1",
+                                           MASTER_PORT=port, OPENLT_DIST_INIT_TIMEOUT=20, **extra)) for r in (0, 1)]
+
+
+def finish(procs, timeout: float = 25) -> list[tuple[int, str, str]]:
+    """(exit code, stdout, stderr) of each process once it ends (killed after `timeout` seconds)."""
+    try:
+        outs = [p.communicate(timeout=timeout) for p in procs]
+    finally:
+        for p in procs:
+            p.kill()
+    return [(p.returncode, out, err) for p, (out, err) in zip(procs, outs)]

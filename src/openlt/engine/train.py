@@ -37,6 +37,7 @@ from openlt.data.splits import MANIFEST
 from openlt.engine import distributed
 from openlt.engine.checkpoint import checkpoint_state, load_checkpoint, recorded_amp, save_checkpoint
 from openlt.engine.decouple import stage1_features, train_decoupled
+from openlt.engine.dist_signals import interrupt_note
 from openlt.engine.evaluate import closed_metrics
 from openlt.engine.inference import InferenceSpec, read_inference, write_inference
 from openlt.engine.init_from import check_stage1_run, init_from_run
@@ -386,7 +387,7 @@ def _interrupt_note(run: Run) -> Iterator[None]:
     """A KeyboardInterrupt (Ctrl-C; SIGTERM through the CLI) leaving the block gets a one-line message: the run,
     the last checkpoint it keeps, and the command that continues it."""
     try:
-        with distributed.interrupt_note(lambda: _resume_hint(run)):  # a signal the watchdog has to act on
+        with interrupt_note(lambda: _resume_hint(run)):  # a signal the watchdog has to act on
             yield
     except KeyboardInterrupt as exc:
         exc.args = (_resume_hint(run),)
@@ -411,7 +412,7 @@ def final_evaluation(run: Run) -> Iterator[None]:
     finished training and is kept, and the command that finishes it once the cause is fixed. A run moved away
     meanwhile (RunMovedError) keeps its own message, which names where it went."""
     try:
-        with distributed.interrupt_note(lambda: _evaluation_hint(run)):  # a signal the watchdog has to act on
+        with interrupt_note(lambda: _evaluation_hint(run)):  # a signal the watchdog has to act on
             yield
     except KeyboardInterrupt as exc:
         exc.args = (_evaluation_hint(run),)
