@@ -120,11 +120,9 @@ def inference_amp(amp: str, device: torch.device, trained: str | None = None) ->
     only where the device has native bfloat16 arithmetic, else float32 as `auto` means there -- or, when the
     checkpoint records none (written before openlt recorded it), :func:`legacy_auto`, so that such a run's
     numbers do not change: float32 on any CPU."""
-    if amp == "auto":
-        if trained is None:
-            return legacy_auto(device)
-        amp = "none" if trained == "bf16" and not native_bf16(device) else trained
+    if amp == "auto" and trained == "bf16" and not native_bf16(device):
+        return "none"  # `auto` where this device emulates bfloat16
     try:
-        return check_amp(amp, device)
+        return check_amp(run_amp(amp, device, trained), device)
     except ConfigError:
         return "none"
