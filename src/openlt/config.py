@@ -1097,6 +1097,15 @@ def flatten(tree: dict, prefix: str = "") -> dict[str, Any]:
 # Keys that only one choice of another key uses: (key, the choice key, whether the config uses the key, the choice
 # that would, in words). An explicitly set non-default value of such a key under another choice would have no
 # effect: refused by build_config (:func:`_inactive_keys`), naming the key and the choice that would use it.
+# One rule is named per key, a stage 2 that trains nothing first (train.milestones under ncm: not the schedule).
+# The decoupled stage-2 methods that train nothing (a head fitted in closed form on the cached features: class
+# means, a tau search on validation): they read no optimiser, schedule or sampler setting (engine/decouple.py,
+# decoupling/methods.py: only TrainedOnFeatures and FSLwF read train.epochs / lr / ...); what they do read of
+# `train` (init_from, device, amp and channels_last for the feature extraction, seed) is not refused.
+TRAINS_NOTHING = ("ncm", "tau_norm", "logit_adjust")
+UNTRAINED_TRAIN_KEYS = ("epochs", "batch_size", "lr", "momentum", "nesterov", "weight_decay", "warmup_epochs",
+                        "schedule", "step_epochs", "step_gamma", "milestones", "min_lr", "backbone_lr", "sampler",
+                        "eval_every")
 INACTIVE_RULES: tuple[tuple[str, str, Callable[[Any], bool], str], ...] = (
     ("train.milestones", "train.schedule", lambda c: c.train.schedule == "step", "train.schedule=step"),
     ("train.step_gamma", "train.schedule", lambda c: c.train.schedule == "step", "train.schedule=step"),
@@ -1128,6 +1137,9 @@ INACTIVE_RULES: tuple[tuple[str, str, Callable[[Any], bool], str], ...] = (
                 "fslwf_steps", "fslwf_lr", "fslwf_gamma")),
     ("model.head.ncm_metric", "decouple.method", lambda c: c.decouple.method == "ncm", "decouple.method=ncm"),
     ("model.head.ncm_center", "decouple.method", lambda c: c.decouple.method == "ncm", "decouple.method=ncm"),
+    *((f"train.{k}", "decouple.method", lambda c: c.decouple.method not in TRAINS_NOTHING,
+       "decouple.method=none (stage 1), crt, lws or fslwf (a stage that trains; ncm, tau_norm and logit_adjust train "
+       "nothing)") for k in UNTRAINED_TRAIN_KEYS),
 )
 
 
@@ -1137,34 +1149,57 @@ def _value_at(cfg: Any, key: str) -> Any:
     return cfg
 
 
-def _inactive_keys(cfg: Config, explicit: dict[str, str], problems: _Problems) -> None:
+def _inactive_keys(cfg: Config, explicit: dict[str, str], problems: _Problems, complete_file: bool = False) -> None:
     """A problem for each key of :data:`INACTIVE_RULES` set explicitly (`explicit`: the named file's own lines and
     the overrides) to a value other than its default while the config's choice does not use it: it would be
     ignored without a word (train.milestones under the cosine schedule). Not when an override changed the choice
     and the key came from the file: switching the choice on the command line leaves the file's setting inert on
-    purpose."""
+    purpose. Nor, for the `train` keys of a stage 2 that trains nothing (:data:`UNTRAINED_TRAIN_KEYS`), when the key
+    is a line of a `complete_file` (a config file without `base:`, as `openlt config` prints a resolved config:
+    every key is its own line, the training settings a shipped NCM / tau-norm config inherits from its stage-2
+    base included, and it must build the same); a line of a file with a `base:` or an override is refused."""
     default = Config()
-    for key, choice, used, needs in INACTIVE_RULES:
-        if key not in explicit or used(cfg) or _value_at(cfg, key) == _value_at(default, key):
+    named = set()
+    untrained = {f"train.{k}" for k in UNTRAINED_TRAIN_KEYS}
+    first = sorted(INACTIVE_RULES, key=lambda rule: not (rule[0] in untrained and rule[1] == "decouple.method"))
+    for key, choice, used, needs in first:
+        if key in named or key not in explicit or used(cfg) or _value_at(cfg, key) == _value_at(default, key):
             continue
         if explicit.get(choice, "").startswith("override ") and not explicit[key].startswith("override "):
             continue
+        if complete_file and key in untrained and choice == "decouple.method" and not explicit[key].startswith(
+                "override "):
+            continue
+        named.add(key)
         problems.add(key, f"has no effect here: this config has {choice}={_value_at(cfg, choice)} and only "
                           f"{needs} uses it; change {choice}, or leave {key} out")
 
 
-def build_config(path: str | Path | None = None, overrides: list[str] | None = None, base: dict | None = None) -> Config:
-    """Defaults <- `base` (e.g. a saved run config) <- YAML file <- `key=value` overrides, then every rule and
-    relation is checked: one ConfigError lists every problem, each naming the key (and its file and line)."""
+def build_config(path: str | Path | None = None, overrides: list[str] | None = None, base: dict | None = None,
+                 shared: list[str] | None = None) -> Config:
+    """Defaults <- `base` (e.g. a saved run config) <- YAML file <- `shared` then `overrides` (`key=value`), then
+    every rule and relation is checked: one ConfigError lists every problem, each naming the key (and its file and
+    line). `shared` are overrides given to many configs at once (a bench spec's `overrides:` and `openlt bench`'s
+    command-line ones, for every method): set like the others, but a key only they set is not refused where this
+    config's choices do not use it (:data:`INACTIVE_RULES`): `train.epochs=2` for every method of a bench leaves
+    its NCM stage 2, which trains nothing, as it is, and a bench that gives it to all runs is not refused."""
+    spread = set()  # the keys `shared` sets and `overrides` does not
+    if shared:
+        own = list(overrides or [])
+        overrides = [*shared, *own]
+        leaves = list(flatten(parse_overrides(overrides)))
+        spread = set(_override_origins(list(shared), leaves)) - set(_override_origins(own, leaves))
     cfg = Config()
     problems = _Problems()
     if base:
         _assign(cfg, base, "", problems)
     own_file = None  # "FILE, line ": the origins of the named file's own lines (not of its base: chain)
+    complete_file = False  # a file without base: (every key its own line, e.g. a resolved config: _inactive_keys)
     if path is not None:
         top = resolve_config(path)
         own_file = f"{top}, line "
         data, problems.origins = _load_yaml(top)
+        complete_file = all(where.startswith(own_file) for where in problems.origins.values())  # no base: chain
         _assign(cfg, data, "", problems)
     if overrides:
         layer = parse_overrides(overrides)
@@ -1180,7 +1215,8 @@ def build_config(path: str | Path | None = None, overrides: list[str] | None = N
     problems.raise_if_any()
     cfg._explicit = {key: where for key, where in problems.origins.items()  # the named file's lines and overrides
                      if where.startswith("override ") or (own_file and where.startswith(own_file))}
-    _inactive_keys(cfg, cfg._explicit, problems)  # an explicit key the config's choices do not use
+    _inactive_keys(cfg, {k: v for k, v in cfg._explicit.items() if k not in spread},  # an explicit key the
+                   problems, complete_file)  # config's choices do not use (one every method of a bench is given: inert)
     problems.raise_if_any()
     # a new config (a saved run's config was seen when the run began); under torchrun rank 0 alone says it (the
     # same on every rank; the group is not joined yet: torchrun's RANK)

@@ -260,7 +260,8 @@ def _check_configs(spec: BenchSpec) -> None:
     for m in spec.methods:
         try:
             if m.config is not None:
-                cfg = built[m.name] = build_config(m.config, [*spec.overrides, *m.overrides, f"seed={spec.seeds[0]}"])
+                cfg = built[m.name] = build_config(m.config, [*m.overrides, f"seed={spec.seeds[0]}"],
+                                                   shared=spec.overrides)
                 scorer, trained = build_score(cfg.eval.open_score, cfg.eval), m
                 _check_stage1_method(m, cfg, methods, built)
             else:
@@ -535,11 +536,11 @@ def _train_or_resume(spec: BenchSpec, m: BenchMethod, seed: int, name: str, runs
             run = open_run(partial.path)
             return train(run.config(), run=run, resume=True, quiet=quiet, log=log)
         shutil.rmtree(partial.path)  # killed before its first checkpoint: nothing to keep
-    overrides = [*spec.overrides, *m.overrides, f"seed={seed}", f"out_dir={spec.out_dir}"]
+    overrides = [*m.overrides, f"seed={seed}", f"out_dir={spec.out_dir}"]
     if m.init_from:
         overrides.append(f"train.init_from={runs[m.init_from].path}")
     log(f"{prefix}: training {m.config.name}")
-    return train(build_config(m.config, overrides), name=name, quiet=quiet, log=log)
+    return train(build_config(m.config, overrides, shared=spec.overrides), name=name, quiet=quiet, log=log)
 
 
 def _check_same_config(spec: BenchSpec, m: BenchMethod, seed: int, run: Run) -> None:
@@ -547,7 +548,7 @@ def _check_same_config(spec: BenchSpec, m: BenchMethod, seed: int, run: Run) -> 
     `seed` (an edited spec or method config): ConfigError naming the run, the first differing keys and the remedy.
     Compared with paths resolved; name and out_dir, and train.init_from when the bench sets it (this seed's run of
     the base method), may differ."""
-    expected = build_config(m.config, [*spec.overrides, *m.overrides, f"seed={seed}"])
+    expected = build_config(m.config, [*m.overrides, f"seed={seed}"], shared=spec.overrides)
     saved: Config = run.config()
     ignore = {"name", "out_dir"} | ({"train.init_from"} if m.init_from else set())
     if expected.decouple.method != "none" and saved.train.init_from:  # stage 2 took its stage-1 run's data, model
