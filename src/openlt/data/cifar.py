@@ -225,8 +225,10 @@ def checked_class_names(path: Path, names: list) -> list[str]:
     (class-name files, image folders) are, where they are read and so before any split is written: each is UTF-8
     text, not empty, one the outputs can hold (`splits.class_name_problem`: not 'unknown', no ';', ':' or control
     character), given once, and no two look alike (`datasets.lookalike_names`: 'cat' / 'Cat', NFC / NFD, ...).
-    DataError naming the meta file, the class index (its label) and the problem."""
-    from openlt.data.datasets import lookalike_names  # (datasets imports torchvision: only when names are read)
+    DataError naming the meta file, the class index (its label) and the problem. A name that mixes Latin letters
+    with look-alike letters of another script inside one word ('сat', Cyrillic с) is warned about as an image
+    folder's class folder is (`datasets.warn_mixed_scripts`: one line, once per process and file)."""
+    from openlt.data.datasets import lookalike_names, warn_mixed_scripts  # (imports torchvision: only when read)
 
     texts: list[str] = []
     first: dict[str, int] = {}
@@ -250,6 +252,7 @@ def checked_class_names(path: Path, names: list) -> list[str]:
         other, name, how = alike
         raise DataError(f"CIFAR meta file {path}: class name {first[name]} {name!r} and class name {first[other]} "
                         f"{other!r} differ {how}: they would be two classes that look alike")
+    warn_mixed_scripts(f"CIFAR meta file {path}", texts)
     return texts
 
 

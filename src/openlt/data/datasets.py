@@ -222,19 +222,27 @@ def mixed_script_words(name: str) -> list[str]:
             if any(c.isascii() for c in word) and any(_latin_twin(c) for c in word)]
 
 
-_WARNED_MIXED: set[tuple[str, str]] = set()  # (root, class folder) warned about in this process
+_WARNED_MIXED: set[tuple[str, str]] = set()  # (source, class name) warned about in this process
+
+
+def warn_mixed_scripts(source: str, names: list[str], noun: str = "class name") -> None:
+    """One `openlt: warning:` line per class name of `names` that mixes Latin letters with look-alike letters of
+    another script inside one word (:func:`mixed_script_words`), once per process, `source` and name. `source`
+    says where the names were read ("image folder ROOT", "CIFAR meta file FILE"), `noun` what each name is there
+    ("class folder", "class name"). Image folders (:func:`image_folder_pool`) and CIFAR meta files
+    (`cifar.checked_class_names`) warn through it."""
+    for name in names:
+        words = mixed_script_words(name)
+        if words and (source, name) not in _WARNED_MIXED:
+            _WARNED_MIXED.add((source, name))
+            _LOG.warning(f"{source}: the {noun} {name!r} mixes Latin letters with letters of another script that "
+                         f"look like Latin ones inside one word ({_twins_text(''.join(words))}; code points "
+                         f"{ascii(name)}); rename it if that is a slip")
 
 
 def _warn_mixed_scripts(root: Path, classes: list[str]) -> None:
-    """One `openlt: warning:` line per class folder whose name mixes Latin letters with look-alike letters of
-    another script inside one word (once per process and folder)."""
-    for name in classes:
-        words = mixed_script_words(name)
-        if words and (str(root), name) not in _WARNED_MIXED:
-            _WARNED_MIXED.add((str(root), name))
-            _LOG.warning(f"image folder {root}: the class folder {name!r} mixes Latin letters with letters of another "
-                         f"script that look like Latin ones inside one word ({_twins_text(''.join(words))}; code "
-                         f"points {ascii(name)}); rename it if that is a slip")
+    """:func:`warn_mixed_scripts` for the class folders of the image folder `root`."""
+    warn_mixed_scripts(f"image folder {root}", classes, "class folder")
 
 
 def _twins_text(text: str) -> str:
