@@ -26,8 +26,7 @@ def write_spec(tmp: Path, images: Path) -> Path:
         "methods": [
             {"name": "plain", "config": "tiny.yaml"},
             {"name": "plain+energy", "eval_of": "plain", "overrides": ["eval.open_score=energy"]},
-            {"name": "tau_norm", "config": str(CONFIGS / "decouple_tau_norm.yaml"), "init_from": "plain",
-             "overrides": ["train.epochs=1"]},
+            {"name": "tau_norm", "config": str(CONFIGS / "decouple_tau_norm.yaml"), "init_from": "plain"},
         ],
     }
     path = tmp / "bench.yaml"

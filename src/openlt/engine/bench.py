@@ -28,8 +28,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from openlt.config import (SEED_END, Config, build_config, flatten, out_dir_problem, read_json, read_yaml_mapping,
-                           resolve_config, run_name_problem, to_dict)
+from openlt.config import (SEED_END, TRAINS_NOTHING, UNTRAINED_TRAIN_KEYS, Config, build_config, flatten,
+                           out_dir_problem, read_json, read_yaml_mapping, resolve_config, run_name_problem, to_dict)
 from openlt.engine.decouple import adopt_representation
 from openlt.engine.evaluate import eval_config, evaluate_run, evaluated_data
 from openlt.engine.init_from import stage2_kind
@@ -551,6 +551,8 @@ def _check_same_config(spec: BenchSpec, m: BenchMethod, seed: int, run: Run) -> 
     expected = build_config(m.config, [*m.overrides, f"seed={seed}"], shared=spec.overrides)
     saved: Config = run.config()
     ignore = {"name", "out_dir"} | ({"train.init_from"} if m.init_from else set())
+    if expected.decouple.method in TRAINS_NOTHING:  # settings it does not read (a run made when a spec still set
+        ignore |= {f"train.{key}" for key in UNTRAINED_TRAIN_KEYS}  # train.epochs=1 for it is the same run)
     if expected.decouple.method != "none" and saved.train.init_from:  # stage 2 took its stage-1 run's data, model
         try:
             adopt_representation(expected, Run(Path(saved.train.init_from)), lambda _: None)
