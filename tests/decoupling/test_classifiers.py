@@ -215,6 +215,20 @@ def test_ncm_center_subtracts_training_mean():
     assert torch.allclose(ncm.logits(x), t([[1.0, -1.0], [-1.0, 1.0]]))
 
 
+def test_ncm_center_mean_is_the_float64_mean_over_chunks():
+    """The centring mean sums float64 chunks of rows (no float64 copy of all the features): over more rows than
+    one chunk (8,192) it is the float64 mean of every row, for float32 and float16 features."""
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(20_000, 3, generator=g) * 5 + 100
+    y = torch.randint(0, 4, (20_000,), generator=g)
+    for feats in (x, x.half()):
+        ncm = NCMClassifier(center=True).fit(feats, y, 4)
+        want = feats.double().mean(0)
+        assert ncm.feature_mean_.dtype == torch.float32
+        assert torch.allclose(ncm.feature_mean_.double(), want, rtol=0, atol=1e-5)
+        assert ncm.feature_mean_.tolist() == want.float().tolist()
+
+
 def test_ncm_errors():
     ncm = NCMClassifier()
     with pytest.raises(NotFittedError):

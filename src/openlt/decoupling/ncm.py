@@ -133,8 +133,12 @@ class NCMClassifier(BaseEstimator):
             raise DataError("NCM needs at least one training feature")
         num_classes = _num_classes(y, num_classes)
         dtype = compute_dtype(x)  # float32 for half features, as if they had been upcast first
-        # means of many unit vectors: accumulate in float64, a chunk of rows at a time (class_means)
-        self.feature_mean_ = x.double().mean(0).to(dtype) if self.center else None
+        # means of many unit vectors: accumulate in float64, a chunk of rows at a time (class_means); the
+        # feature mean is the mean of one class holding every row (no float64 copy of all the features)
+        self.feature_mean_ = None
+        if self.center:
+            everyone = torch.zeros(len(x), dtype=torch.int64)
+            self.feature_mean_ = class_means(x, everyone, 1)[0].to(dtype)
         self.means_ = class_means(x, y, num_classes,
                                   lambda rows: ncm_transform(rows, self.feature_mean_, bool(self.normalize))).to(dtype)
         self.num_classes_ = num_classes
