@@ -37,8 +37,12 @@ demo: setup data
 	@echo "The run directory and report are listed above (runs/demo-plain-*/metrics.json, report.md, report.html)."
 	@echo "Note: the demo keeps a short $(DEMO_EPOCHS)-epoch budget, so its model is under-trained; compare methods with the configs' own budgets (docs/results.md)."
 
+# Two pytest workers, a test file each at a time (module-scoped fixtures built once), one torch thread each: the
+# suite is mostly single-threaded small runs and subprocesses, so two files side by side use both cores.
+TEST_WORKERS ?= 2
+
 test: setup data
-	$(PY) -m pytest -q tests
+	OMP_NUM_THREADS=1 $(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile tests
 
 clean:
 	rm -rf $(VENV) runs splits .pytest_cache
