@@ -20,6 +20,7 @@ eval settings (written as metrics-<name>.json in that run); `paper_row` names th
 
 from __future__ import annotations
 
+import copy
 import logging
 import re
 import shutil
@@ -30,6 +31,8 @@ from typing import Callable
 
 from openlt.config import (SEED_END, TRAINS_NOTHING, UNTRAINED_TRAIN_KEYS, Config, build_config, flatten,
                            out_dir_problem, read_json, read_yaml_mapping, resolve_config, run_name_problem, to_dict)
+from openlt.data.build import prepare_data
+from openlt.data.splits import MANIFEST
 from openlt.engine.decouple import adopt_representation
 from openlt.engine.evaluate import eval_config, evaluate_run, evaluated_data
 from openlt.engine.init_from import stage2_kind
@@ -560,7 +563,10 @@ def _check_same_config(spec: BenchSpec, m: BenchMethod, seed: int, run: Run) -> 
             ignore |= {f"{section}." for section in ("data", "model")}
     trained = recorded_run_amp(run.path)  # the trained precision (None: an older run, auto = float32 on a CPU)
     want, have = _comparable(expected, trained), _comparable(saved, trained)
-    diffs = [f"{key}: run {have.get(key)!r}, spec {want.get(key)!r}" for key in sorted(want.keys() | have.keys())
+    resolved = _resolve_unset(expected, run, want, have)
+    shown = lambda key: (f"{want.get(key)!r}" if key not in resolved  # noqa: E731
+                         else f"None (resolves to {want.get(key)!r} now: {resolved[key]})")
+    diffs = [f"{key}: run {have.get(key)!r}, spec {shown(key)}" for key in sorted(want.keys() | have.keys())
              if key not in ignore and not key.startswith(tuple(k for k in ignore if k.endswith(".")))
              and want.get(key) != have.get(key)]
     if diffs:
@@ -568,6 +574,35 @@ def _check_same_config(spec: BenchSpec, m: BenchMethod, seed: int, run: Run) -> 
         raise ConfigError(f"bench spec {spec.path}: method {m.name!r} seed {seed}: the run {run.path} was made with "
                           f"another config than the spec builds now ({shown}); delete that run folder or give the "
                           f"bench another out_dir")
+
+
+# The config keys a run resolves when it starts, where its config leaves them unset, and records resolved in its
+# config.yaml (data.build.prepare_data): the image root (the split folder's manifest.json's) and the input size (the
+# training images' own when they are at most 64 px), each with what it is resolved from.
+RESOLVED_AT_RUN = {"data.root": "the split folder's manifest.json", "data.image_size": "the training images' size"}
+
+
+def _resolve_unset(expected: Config, run: Run, want: dict, have: dict) -> dict[str, str]:
+    """A spec leaving a :data:`RESOLVED_AT_RUN` key unset means "resolved at run time": where the run recorded a
+    value for it, the spec's is resolved now the same way (prepare_data on a copy of `expected`, the split files
+    read as the run reads them, no image decoded) and put into `want` (the spec's flattened config). When the data
+    cannot be read now (the evaluation or training that follows names why), the run's resolution is taken. Returns
+    {key: what it was resolved from} for the keys resolved."""
+    unset = [key for key in RESOLVED_AT_RUN if want.get(key) is None and have.get(key) is not None]
+    if not unset:
+        return {}
+    cfg = copy.deepcopy(expected)
+    split_dir = Path(cfg.data.split_dir) if cfg.data.split_dir is not None else run.splits_dir
+    try:
+        if not (split_dir / MANIFEST).is_file():  # (never built here: a run's own splits are in its folder)
+            raise ConfigError(f"no {MANIFEST} in {split_dir}")
+        prepare_data(cfg, default_split_dir=run.splits_dir, decode=False)
+    except OpenLTError:
+        want.update({key: have[key] for key in unset})
+        return {}
+    now = flatten(to_dict(absolute_paths(cfg)))
+    want.update({key: now.get(key) for key in unset})
+    return {key: RESOLVED_AT_RUN[key] for key in unset}
 
 
 def _comparable(config: Config, trained: str | None) -> dict:
