@@ -28,11 +28,12 @@ from openlt.data.build import DataBundle, prepare_data
 from openlt.decoupling import STAGE2_METHODS, Stage2Data, Stage2Hooks, Stage2Method, build_method
 from openlt.engine.checkpoint import read_checkpoint, save_checkpoint
 from openlt.engine.evaluate import closed_metrics
-from openlt.engine.features import extract_features, load_features
+from openlt.engine.features import extract_features, extraction_amp, load_features
 from openlt.engine.inference import write_inference
 from openlt.engine.init_from import (check_stage1_free, check_stage1_split_dir, load_stage1_weights, model_weights,
                                      relocated_data, stage1_config)
 from openlt.engine.manifest import check_open_decision, verify_manifest
+from openlt.engine.precision import check_amp
 from openlt.engine.run import PATH_KEYS, Run, open_run
 from openlt.engine.runtime import defining_config, make_loader, to_device
 from openlt.engine.stage1_record import stage1_record
@@ -203,8 +204,25 @@ def stage1_features(cfg: Config, device: torch.device, quiet: bool) -> dict[str,
     if check_counts is not None:
         check_counts(data.train_counts, ShotBands.from_config(adopted.eval))
     check_open_decision(adopted.eval, data)
+    stage2_amp(cfg, source, stage1_config(source, adopted), device)  # an explicit train.amp against the features'
     return load_features(source, ("train", "val"), dtype=cfg.decouple.cache_dtype, device=str(device), quiet=quiet,
                          cfg=stage1_config(source, adopted))
+
+
+def stage2_amp(cfg: Config, source: Run, source_cfg: Config, device: torch.device) -> str:
+    """The precision of a decoupled stage 2 of `source` (`source_cfg`: its config where the stage 2 says its data is
+    now): the precision its features are extracted in on `device` (features.extraction_amp: the one the stage-1 run
+    trained in), recorded in the stage-2 checkpoints ("amp") so that eval, predict, export, summary and bench see
+    it (issue 14 D1). A train.amp of the stage 2 other than auto that means another precision is refused (one line
+    naming where it was set), never ignored: the features are the stage-1 run's, extracted once in its precision."""
+    amp = extraction_amp(source, source_cfg, device)
+    if cfg.train.amp != "auto" and check_amp(cfg.train.amp, device) != amp:
+        where = explicit_keys(cfg).get("train.amp", "train.amp")
+        raise ConfigError(f"{where}: train.amp={cfg.train.amp}, but a decoupled stage 2 fits on the features of its "
+                          f"stage-1 run {source.path}, extracted in {amp} (the precision that run trained in), so "
+                          f"it runs in {amp}; drop train.amp (or set auto), or start from a stage-1 run trained in "
+                          f"{cfg.train.amp}")
+    return amp
 
 
 def train_decoupled(cfg: Config, run: Run, quiet: bool, log: Callable[[str], None], device: torch.device,
@@ -219,6 +237,7 @@ def train_decoupled(cfg: Config, run: Run, quiet: bool, log: Callable[[str], Non
     method = build_method(cfg)
     source = open_run(cfg.train.init_from)
     adopt_representation(cfg, source, log)
+    amp = stage2_amp(cfg, source, stage1_config(source, cfg), device)  # the features' precision, recorded below
     data = prepare_data(cfg, default_split_dir=run.splits_dir)
     if run.manifest_file.exists():  # --resume: the run's split files must still be the ones it was fitted on
         verify_manifest(run, data, "resume")
@@ -234,7 +253,8 @@ def train_decoupled(cfg: Config, run: Run, quiet: bool, log: Callable[[str], Non
     epoch_log = EpochLog(run)
     try:
         hooks = Stage2Hooks(device=device, validate=validate, on_epoch=partial(_log_epoch, epoch_log, cfg.train.epochs, log),
-                            epoch_features=_augmented_features(cfg, data, tensors, device, quiet, method), log=log)
+                            epoch_features=_augmented_features(cfg, data, tensors, device, quiet, method, amp),
+                            log=log)
         log(f"decoupled stage 2: {method.name} on the {tuple(inputs.train_x.shape)} training features of {source.path}")
         fitted = method.fit(inputs, hooks)
         model.classifier.load_state_dict(fitted.state)  # the fitted head into the stage-2 network
@@ -256,7 +276,8 @@ def train_decoupled(cfg: Config, run: Run, quiet: bool, log: Callable[[str], Non
     state = {"epoch": details.get("kept_epoch", cfg.train.epochs) - 1 if method.epochwise else 0,
              "val_overall": None if final_val is None else final_val["overall"],
              "config": defining_config(cfg, data.class_names),  # what eval / predict / export find unchanged
-             "stage1": stage1}  # the stage-1 checkpoint the head fits (eval refuses another: issue 14)
+             "stage1": stage1,  # the stage-1 checkpoint the head fits (eval refuses another: issue 14)
+             "amp": amp}  # the precision of its features (stage2_amp): what eval, predict and export run in
     save_checkpoint(run.checkpoint("best"), model, None, state)
     save_checkpoint(run.checkpoint("last"), model, None, state)
     log(f"stage 2 ({method.name}) done in {details['seconds']:.1f}s")
@@ -298,22 +319,23 @@ def _log_epoch(epoch_log: EpochLog, epochs: int, log: Callable[[str], None], epo
 
 
 def _augmented_features(cfg: Config, data: DataBundle, tensors: dict[str, torch.Tensor], device: torch.device,
-                        quiet: bool, method: Stage2Method) -> Callable[[int], torch.Tensor] | None:
+                        quiet: bool, method: Stage2Method, amp: str = "none") -> Callable[[int], torch.Tensor] | None:
     """decouple.features=augmented, for a method trained epoch by epoch: every epoch's (N, D) float32 training
     features re-extracted through the frozen stage-1 network with the training augmentation, as the paper
-    does; None otherwise (the cached features serve every epoch)."""
+    does, in `amp` (the cached features' precision: :func:`stage2_amp`); None otherwise (the cached features
+    serve every epoch)."""
     if cfg.decouple.features != "augmented" or not method.epochwise:
         return None
     aug_model = to_device(build_stage2_model(cfg, data, tensors), device, cfg.train.channels_last)
     loader = make_loader(data.dataset("train", train=True), cfg.eval.batch_size, cfg.data.workers, device)
-    return partial(_augmented_epoch, aug_model, loader, cfg, device, quiet)
+    return partial(_augmented_epoch, aug_model, loader, cfg, device, quiet, amp)
 
 
-def _augmented_epoch(model: OpenLTModel, loader, cfg: Config, device: torch.device, quiet: bool,
+def _augmented_epoch(model: OpenLTModel, loader, cfg: Config, device: torch.device, quiet: bool, amp: str,
                      epoch: int) -> torch.Tensor:
     torch.manual_seed(cfg.seed * 1_000_003 + epoch)  # augmentation draws depend on (seed, epoch)
     return extract_features(model, loader, device, f"augmented features {epoch + 1}", quiet,
-                            cfg.train.channels_last)[0]
+                            cfg.train.channels_last, amp)[0]
 
 
 def _device_of(module: nn.Module) -> torch.device:

@@ -13,6 +13,7 @@ output), outputs ``logits`` (B, K), ``feature`` (B, D) and, for OLTR's meta-embe
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 import tempfile
@@ -26,7 +27,7 @@ from torch import nn
 
 from openlt.config import to_dict
 from openlt.data.build import SMALL_IMAGES
-from openlt.engine.checkpoint import user_epoch
+from openlt.engine.checkpoint import recorded_amp, user_epoch
 from openlt.engine.inference import (InferenceSpec, build_run_model, checkpoint_identity, inference_spec,
                                     saved_decision, saved_score)
 from openlt.engine.run import Run
@@ -34,6 +35,8 @@ from openlt.engine.runtime import trained_config
 from openlt.errors import ConfigError, OpenLTError, WriteError
 from openlt.io import atomic_path, write_json
 from openlt.openset import Rejector, save_score
+
+_LOG = logging.getLogger(__name__)
 
 FORMAT = "openlt-export/1"
 FORMATS = ("safetensors", "torchscript", "onnx")
@@ -236,12 +239,27 @@ def export_run(run: Run, out: str | Path, fmt: str = "safetensors", checkpoint: 
     stage = _staging(out)
     try:
         description = _description(run, cfg, spec, {**state, **using}, checkpoint, names, scorer, rejector)
+        description["amp"] = bundle_amp(run, state, rejector)
         description["files"], description["checks"] = _write_files(stage, model, names, spec, scorer, fmt)
         write_json(stage / FILES["description"], description)
         _publish(stage, out)
     finally:
         shutil.rmtree(stage, ignore_errors=True)  # gone already once published
     return description
+
+
+def bundle_amp(run: Run, state: dict, rejector: Rejector | None) -> dict:
+    """openlt.json "amp" (issue 14 D6): the precision the bundle's network computes in ("network": "none", float32:
+    the exported graph has no autocast), the one the run trained in ("trained": its checkpoint's record, None for
+    an older run) and the one its threshold was chosen in ("threshold": calibration.json's fitted_on "amp"; None
+    for a fixed threshold or an older file). A threshold chosen in another precision than float32 is noted: the
+    bundle's scores differ from those it was chosen on at rounding level (up to ~1e-3 in bf16)."""
+    fitted = (rejector.fitted_on or {}).get("amp") if rejector is not None and rejector.calibrated else None
+    if fitted not in (None, "none"):
+        _LOG.warning("note: the bundle's network computes in float32, and %s's threshold was chosen on scores "
+                     "computed in %s (openlt.json \"amp\" records both): near the threshold a decision may differ "
+                     "from `openlt predict %s`'s", run.calibration_file.name, fitted, run.path)
+    return {"network": "none", "trained": recorded_amp(state), "threshold": fitted}
 
 
 def _version() -> str | None:

@@ -89,6 +89,13 @@ def extract_features(model: OpenLTModel, loader, device: torch.device, desc: str
     return torch.cat(feats), torch.cat(labels).long()
 
 
+def extraction_amp(run: Run, cfg: Config, device: torch.device, checkpoint: str = "best") -> str:
+    """The precision `run`'s features are extracted in on `device` (and its cache key records): the one it trained
+    in, where this device has it (precision.inference_amp; an older run: float32 on CPUs). A decoupled stage 2 of
+    `run` is fitted on them, so it is that stage 2's precision too (engine/decouple.py)."""
+    return inference_amp(cfg.train.amp, device, recorded_amp(checkpoint_state(run.checkpoint(checkpoint))))
+
+
 def load_features(run: Run, splits: tuple[str, ...] = SPLITS, checkpoint: str = "best", dtype: str = "float32",
                   device: str | None = None, force: bool = False, quiet: bool = False,
                   cfg: Config | None = None) -> dict[str, dict[str, torch.Tensor]]:
@@ -110,8 +117,7 @@ def load_features(run: Run, splits: tuple[str, ...] = SPLITS, checkpoint: str = 
     main = distributed.is_main()
     # once, not per split and not per process: checkpoints are large
     checkpoint_sha256 = distributed.broadcast_object(sha256_file(run.checkpoint(checkpoint)) if main else None)
-    # the precision the run trained in, where this device has it (precision.inference_amp; an older run: float32 on CPUs)
-    amp = inference_amp(cfg.train.amp, dev, recorded_amp(checkpoint_state(run.checkpoint(checkpoint))))
+    amp = extraction_amp(run, cfg, dev, checkpoint)
     result: dict[str, dict[str, torch.Tensor]] = {}
     for split in splits:
         if not data.has(split):
@@ -165,6 +171,20 @@ def stage1_cache(cfg: Config, splits: list[str], device: torch.device, quiet: bo
 
     return load_features(source, tuple(splits), dtype=cfg.decouple.cache_dtype, device=str(device), quiet=quiet,
                          cfg=stage1_config(source, cfg))
+
+
+def stage1_amp(cfg: Config, device: torch.device) -> str | None:
+    """The precision of a decoupled run's stage-1 feature cache on `device` (:func:`extraction_amp`: what
+    :func:`stage1_cache` reads), or None when the stage-1 run is gone."""
+    from openlt.engine.init_from import stage1_config
+    from openlt.engine.run import open_run
+    from openlt.errors import RunDirError
+
+    try:
+        source = open_run(cfg.train.init_from)
+        return extraction_amp(source, stage1_config(source, cfg), device)
+    except (RunDirError, TypeError):
+        return None
 
 
 @torch.no_grad()

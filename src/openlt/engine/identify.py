@@ -42,7 +42,7 @@ from openlt.engine.checkpoint import recorded_amp
 from openlt.engine.evaluate import EVAL_KEYS
 from openlt.engine.features import extract_features, load_features
 from openlt.engine.manifest import verify_manifest
-from openlt.engine.precision import inference_amp
+from openlt.engine.precision import check_amp_override, inference_amp
 from openlt.engine.run import Run
 from openlt.engine.runtime import check_data_folders, load_run_model, make_loader, resolve_device, trained_config
 from openlt.errors import ConfigError, DataError
@@ -404,12 +404,13 @@ def identify_run(run: Run, probe: str | None = None, gallery: str | None = None,
         check_pairs(pair_list, dict(zip(lists["pairs"].items, pair_keys)))
         check_pairs_held_out(pair_list, lists["pairs"], pair_keys, keys, data)
     dev = resolve_device(device or cfg.train.device)
+    check_amp_override(overrides, cfg.train.amp, dev)  # train.amp=fp16 on a CPU: refused as `openlt train` does
     train = load_features(run, ("train",), checkpoint, device=str(dev), quiet=quiet, cfg=cfg)["train"] if probe else None
     _, data, model, state = load_run_model(run, checkpoint, dev, cfg)
     amp = inference_amp(cfg.train.amp, dev, recorded_amp(state))  # the templates' (load_features): the trained one
     feats = {kind: _extract(model, cfg, data, entries, loaders[kind], dev, kind, quiet, amp)
              for kind, entries in lists.items()}
-    result: dict[str, Any] = {"protocol": PROTOCOL, "run": str(run.path), "checkpoint": checkpoint,
+    result: dict[str, Any] = {"protocol": PROTOCOL, "run": str(run.path), "checkpoint": checkpoint, "amp": amp,
                               "files": {k: str(v) for k, v in {**paths, "pairs": pairs}.items() if v is not None}}
     spread = {}
     if probe is not None:

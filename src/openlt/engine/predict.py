@@ -14,6 +14,7 @@ import csv
 import glob
 import io
 import json
+import logging
 import os
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -26,14 +27,16 @@ from openlt.data.datasets import IMAGE_EXTENSIONS, broken_link, convert_image, o
 from openlt.engine.checkpoint import recorded_amp
 from openlt.engine.inference import (InferenceSpec, build_run_model, checkpoint_identity, inference_spec,
                                     saved_decision, saved_score)
-from openlt.engine.precision import autocast, inference_amp
+from openlt.engine.precision import autocast, check_amp, inference_amp
 from openlt.engine.run import Run
 from openlt.engine.runtime import KEPT_OUTPUTS, batch_to, resolve_device, trained_config
-from openlt.errors import ConfigError, DataError
+from openlt.errors import ConfigError, DataError, RunDirError
 from openlt.io import write_text
 from openlt.models.model import OpenLTModel
 from openlt.openset import OpenSetScore, Rejector
 from openlt.openset.base import MODEL_SCORE
+
+_LOG = logging.getLogger(__name__)
 
 COLUMNS = ("path", "label", "class_name", "confidence", "open_score", "rejected", "topk", "top_class", "score",
            "threshold", "error")
@@ -81,6 +84,7 @@ class Predictor:
         spec = inference_spec(run, cfg)
         model, state = build_run_model(run, cfg, spec, checkpoint, dev)
         amp = inference_amp(cfg.train.amp, dev, recorded_amp(state))  # the precision the run trained in
+        amp = decision_amp(run, rejector, amp, dev, options[0])  # the one its threshold was chosen in (D6)
         return cls(run, cfg, spec, model, dev, amp, rejector, scorer, checkpoint,
                    transform=spec.image_transform())
 
@@ -127,6 +131,29 @@ class Predictor:
                 {**{key: None for key in COLUMNS[1:-1]}, "error": NON_FINITE}
                 for ok, c, t, prob, value, cs, ps in zip(finite, decided.tolist(), top.tolist(), confidence.tolist(),
                                                          open_score.tolist(), best_c.tolist(), best_p.tolist())]
+
+
+def decision_amp(run: Run, rejector: Rejector | None, amp: str, device: torch.device, option: str = "--threshold") -> str:
+    """The precision prediction runs in: `amp` (the run's: precision.inference_amp), or the one the evaluation that
+    chose calibration.json's threshold ran in (its fitted_on "amp") when that differs (an `openlt eval RUN
+    train.amp=none` of a bf16 run), with a note: a threshold is applied to scores computed as those it was chosen
+    on, never to another precision's (issue 14 D6). A calibration.json that records no precision (an older openlt)
+    is applied in `amp` as before. RunDirError when this device cannot run the threshold's precision (fp16 on a CPU):
+    choose one here with `openlt eval`, or give a fixed threshold."""
+    fitted = (rejector.fitted_on or {}).get("amp") if rejector is not None and rejector.calibrated else None
+    if fitted is None or fitted == amp:
+        return amp
+    try:
+        check_amp(fitted, device)
+    except ConfigError:
+        given = f"{option} T" if option.startswith("--") else f"{option}=T"
+        raise RunDirError(f"{run.calibration_file}: its threshold was chosen on scores computed in {fitted}, which "
+                          f"{device.type} cannot run; choose one in {amp} with `openlt eval {run.path} "
+                          f"train.device={device.type}`, or give a fixed one ({given})") from None
+    _LOG.warning("note: predicting in %s, the precision of the evaluation that chose %s's threshold (the run "
+                 "itself evaluates in %s; `openlt eval %s` chooses one in it)", fitted, run.calibration_file.name,
+                 amp, run.path)
+    return fitted
 
 
 def _folder_images(folder: Path) -> list[tuple[Path, str | None]]:

@@ -91,7 +91,7 @@ def train(cfg: Config, *, run: Run | None = None, name: str | None = None, resum
         return _train_decoupled(cfg, run, name, quiet, log, device, resume)
     with _prepared_run(cfg, run, name, resume, log) as (run, data):
         state = _resume_state(run, cfg, log) if resume else None  # None: start at epoch 1
-        cfg = _with_amp(cfg, device, state)  # the precision the run trains in, recorded in its checkpoints
+        cfg = _with_amp(cfg, device, state, run)  # the precision the run trains in, recorded in its checkpoints
         model = _build_model(cfg, data, device, state is not None, log)
         sampler, loader, val_loader = _loaders(cfg, data, device)
         criterion, optimizer, schedule, scaler = _optimization(cfg, data, model, len(loader), device)
@@ -618,13 +618,23 @@ def _resume_state(run: Run, cfg: Config, log: Log) -> dict | None:
     return state
 
 
-def _with_amp(cfg: Config, device: torch.device, state: dict | None) -> Config:
+def _with_amp(cfg: Config, device: torch.device, state: dict | None, run: Run | None = None) -> Config:
     """`cfg` (a copy) with train.amp resolved to the precision this run trains in: a new run (or one that had
     finished no epoch, `state` None) what `auto` means on `device` now (precision.resolve_amp: bf16 on a CPU with
     bfloat16 units too); a resumed run the precision its last checkpoint records, so that it continues as it
     started; one whose checkpoint records none (written before openlt recorded it) as `auto` meant then, float32
-    on any CPU (precision.run_amp). config.yaml keeps what the user wrote."""
-    amp = resolve_amp(cfg.train.amp, device) if state is None else run_amp(cfg.train.amp, device, recorded_amp(state))
+    on any CPU (precision.run_amp). config.yaml keeps what the user wrote. A resumed run whose train.amp (config.yaml
+    edited, or an override) asks for another precision than its checkpoints record is refused (issue 14 D5): one
+    run trains in one precision, its best checkpoint and its last would otherwise disagree."""
+    recorded = None if state is None else recorded_amp(state)
+    amp = resolve_amp(cfg.train.amp, device) if state is None else run_amp(cfg.train.amp, device, recorded)
+    if recorded is not None and amp != recorded:
+        where = f"{run.config_file} or an override" if run is not None else "config.yaml or an override"
+        source = run.path if run is not None else "RUN"
+        raise ConfigError(f"train.amp={cfg.train.amp} ({where}) asks --resume to continue in {amp}, but the run "
+                          f"trained in {recorded} (its checkpoints record it): a run keeps its precision; set "
+                          f"train.amp back to auto or {recorded}, or train a new run in {amp} from its weights "
+                          f"(train.init_from={source})")
     check_amp(amp, device)  # (a run trained in bf16 on a GPU, resumed on one without bfloat16: one line)
     cfg = copy.deepcopy(cfg)
     cfg.train.amp = amp

@@ -282,8 +282,10 @@ def load_score(path: str | Path) -> OpenSetScore:
 
 def fitted_on_ok(value: Any) -> bool:
     """Whether `value` is a checkpoint record ``{"checkpoint": non-empty str, "sha256": 64 lowercase hex digits}``
-    (what calibration.json and a fitted score's file say they were fitted on)."""
-    return (isinstance(value, dict) and set(value) == {"checkpoint", "sha256"} and isinstance(value["checkpoint"], str)
+    (what calibration.json and a fitted score's file say they were fitted on), with ``"amp"`` (none | bf16 | fp16:
+    the precision the evaluation that fitted it ran in) in a file of an openlt that records it."""
+    return (isinstance(value, dict) and set(value) - {"amp"} == {"checkpoint", "sha256"}
+            and value.get("amp", "none") in ("none", "bf16", "fp16") and isinstance(value["checkpoint"], str)
             and bool(value["checkpoint"]) and isinstance(value["sha256"], str)
             and re.fullmatch(r"[0-9a-f]{64}", value["sha256"]) is not None)
 

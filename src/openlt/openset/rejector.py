@@ -166,7 +166,8 @@ class Rejector:
                 raise TypeError(f"threshold must be a finite number, got {threshold!r}")
             fitted_on = raw.get("fitted_on")
             if fitted_on is not None and not fitted_on_ok(fitted_on):
-                raise TypeError(f'fitted_on must be {{"checkpoint": NAME, "sha256": 64 hex digits}}, got {fitted_on!r}')
+                raise TypeError(f'fitted_on must be {{"checkpoint": NAME, "sha256": 64 hex digits[, "amp": '
+                                f'none|bf16|fp16]}}, got {fitted_on!r}')
         except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError, AttributeError) as exc:
             raise RunDirError(f"{path} is not a calibration file ({type(exc).__name__}: {exc})") from None
         return cls(score, float(threshold), source, fitted_on)

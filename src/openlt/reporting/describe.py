@@ -40,7 +40,7 @@ def open_set_text(metrics: Mapping) -> str:
 
 
 def environment_lines(metrics: Mapping, history: Sequence[Mapping] | None = None) -> list[str]:
-    """The library versions and device that metrics.json records (none for an older file) and the training time
+    """The library versions, device and precision that metrics.json records (none for an older file) and the training time
     of the epoch log `history` (metrics.jsonl: the sum of its epochs' ``time_s``)."""
     env = metrics.get("environment") or {}
     lines = []
@@ -48,6 +48,10 @@ def environment_lines(metrics: Mapping, history: Sequence[Mapping] | None = None
     if isinstance(versions, Mapping) and versions:
         lines.append("versions: " + ", ".join(f"{k} {v}" for k, v in versions.items())
                      + (f"; evaluated on {env['device']}" if env.get("device") else ""))
+    amp = metrics.get("amp")  # the precision the evaluation ran in (none for an older file)
+    if isinstance(amp, str):
+        lines.append("precision: evaluated in " + ("float32" if amp == "none" else f"{amp} autocast")
+                     + f" (train.amp {amp})")
     times = [r["time_s"] for r in history or [] if isinstance(r.get("time_s"), (int, float))]
     if times:
         epochs = len(history)

@@ -292,7 +292,9 @@ def _differs(what: str, a: Any, b: Any) -> str:
 
 # what must be the same for runs to be averaged: (in words, how to read it from a metrics dict; None: not recorded)
 COMPARED = (("band rules", lambda m: _get(m, ("bands", "rule"))), ("class lists", lambda m: m.get("class_names")),
-            ("split files", lambda m: m.get("split_files")), ("open-set decisions", open_decision))
+            ("split files", lambda m: m.get("split_files")), ("open-set decisions", open_decision),
+            # the precision the evaluation ran in (metrics.json "amp"; an older file records none: not compared)
+            ("precisions (train.amp of the evaluation)", lambda m: m.get("amp")))
 
 
 def model_identity(metrics: dict) -> tuple[str, str] | None:
