@@ -16,9 +16,11 @@ Lists are split files (``relative/path label``: probe -1 = unknown identity; gal
 with itself, no pair twice in either order or as both 1 and 0, no training image of the run, genuine and impostor
 pairs both present).
 Identities are the run's integer labels (the training split's classes 0..K-1), new ones >= K. Everything is
-checked (files, lines, images) before the model is loaded; a probe that is a training image of the run or an
-image of the gallery list (compared as files, by device and inode) is refused: it would match its own template;
-so is a distractor that is one (it would take rank-1 from its identity), and a probe list of no enrolled identity.
+checked (files, lines, images: present, and a header PIL reads; an image truncated after its header is named with
+its list file and line when it is extracted) before the model is loaded; a probe that is a training image of the
+run or an image of the gallery list (compared as files, by device and inode) is refused: it would match its own
+template; so is a distractor that is one (it would take rank-1 from its identity), and a probe list of no enrolled
+identity.
 The run's own images are found from its config.yaml (``data.root``, ...; ``overrides`` when they moved).
 The result goes to RUN/identification.json; with probe, gallery or pair features that have no spread (the same
 up to float rounding, e.g. a network trained for an epoch) it carries one ``warning`` (printed under the table):
@@ -33,14 +35,16 @@ from typing import Any, Sequence
 
 import numpy as np
 import torch
+from PIL import Image
 
 from openlt.config import Config, build_config, read_utf8, to_dict
 from openlt.data.build import DataBundle, prepare_data
-from openlt.data.datasets import FileImageLoader, SplitDataset
+from openlt.data.datasets import FileImageLoader, SplitDataset, too_large
 from openlt.data.splitfile import SplitEntries, normalise_item, read_split_file
 from openlt.engine.checkpoint import recorded_amp
-from openlt.engine.evaluate import EVAL_KEYS
+from openlt.engine.evaluate import EVAL_KEYS, checkpoint_epoch_fields
 from openlt.engine.features import extract_features, load_features
+from openlt.engine.inference import checkpoint_identity
 from openlt.engine.manifest import verify_manifest
 from openlt.engine.precision import check_amp_override, inference_amp
 from openlt.engine.run import Run
@@ -192,10 +196,56 @@ def _loaders(data: DataBundle, root: str | None, distractor_root: str | None) ->
     return {"probe": main, "gallery": main, "pairs": main, "distractors": other}
 
 
+class ListedImages(SplitDataset):
+    """The images of a probe / gallery / distractor list or a pairs file for extraction: an image that does not
+    decode (it passed :func:`check_headers`: a truncated file) is a DataError naming the list file and line."""
+
+    def __getitem__(self, index: int):
+        try:
+            return super().__getitem__(index)
+        except DataError as exc:
+            raise DataError(f"{self.entries.path}, line {self.entries.lines[index]}: {exc}") from None
+
+
+HEADER_THREADS = 8  # threads reading image headers (file opens: I/O-bound on a network file system)
+HEADER_BATCH = 4096  # images handed to the threads at a time
+
+
+def check_headers(entries: SplitEntries, loader) -> None:
+    """The cheap check of every listed image, before any work: not empty, and a header PIL reads (format and size,
+    `Image.open` without decoding the pixels; not above PIL's decompression-bomb limit). DataError naming the list
+    file and line of the first bad one in list order. Decoding every image here would double the reading of a
+    million distractors: one truncated after its header is found when it is extracted, named the same way
+    (:class:`ListedImages`). Images of the embedded data sets (arrays) need nothing."""
+    if not isinstance(loader, FileImageLoader):
+        return
+    from concurrent.futures import ThreadPoolExecutor
+
+    def problem(item: str) -> str | None:
+        path = loader.root / item
+        try:
+            with Image.open(path):
+                return None
+        except Image.DecompressionBombError as exc:
+            return too_large(path, exc)
+        except (OSError, ValueError, SyntaxError, EOFError) as exc:
+            if path.is_file() and path.stat().st_size == 0:
+                return f"image {item!r} is an empty file (0 bytes) under {loader.root}"
+            return f"image {item!r} under {loader.root} is not an image PIL can read: {exc}"
+
+    with ThreadPoolExecutor(max_workers=HEADER_THREADS) as pool:
+        for start in range(0, len(entries.items), HEADER_BATCH):  # (not a future per image of a million)
+            batch = entries.items[start:start + HEADER_BATCH]
+            for found, line in zip(pool.map(problem, batch), entries.lines[start:start + HEADER_BATCH]):
+                if found is not None:
+                    raise DataError(f"{entries.path}, line {line}: {found}")
+
+
 def _extract(model, cfg: Config, data: DataBundle, entries: SplitEntries, loader, device: torch.device,
              desc: str, quiet: bool, amp: str) -> np.ndarray:
-    """(N, D) float32 features of the listed images, in list order (eval transform, no augmentation), under `amp`."""
-    dataset = SplitDataset(entries, loader, data.transform(False), checked=True)
+    """(N, D) float32 features of the listed images, in list order (eval transform, no augmentation), under `amp`;
+    an image that does not decode is a DataError naming the list file and line (:class:`ListedImages`)."""
+    dataset = ListedImages(entries, loader, data.transform(False), checked=True)
     batches = make_loader(dataset, cfg.eval.batch_size, cfg.data.workers, device, pin_memory=cfg.data.pin_memory)
     feats, _ = extract_features(model, batches, device, desc, quiet, cfg.train.channels_last, amp)
     return feats.numpy()
@@ -380,9 +430,12 @@ def identify_run(run: Run, probe: str | None = None, gallery: str | None = None,
     ``distractor_root`` (default: ``root``). ``overrides``: "key=value" strings of :data:`IDENTIFY_KEYS`
     (:func:`identify_config`), e.g. ``data.root=NEW`` when the run's own images moved. Returns ``{"protocol",
     "run", "checkpoint", "files", "gallery", "identification", "open_set"}`` (with a probe list),
-    ``"verification"`` (with pairs) and ``"warning"`` (features without spread: :func:`spread_warning`). ConfigError / DataError for a bad request, file, line or image (the checks
+    ``"verification"`` (with pairs) and ``"warning"`` (features without spread: :func:`spread_warning`), with the
+    checkpoint's ``"checkpoint_sha256"`` and ``"epoch"`` (as metrics.json). Refused while another process trains
+    the run (``Run.check_not_training``). ConfigError / DataError for a bad request, file, line or image (the checks
     of the module docstring), before the model is loaded."""
     bands = _check_request(probe, gallery, distractors, pairs, many_above, chunk_size, root, distractor_root)
+    run.check_not_training("identify")  # its checkpoints are still changing (as eval, predict and export refuse)
     paths = {"probe": probe, "gallery": gallery, "distractors": distractors}
     lists = {kind: read_list(kind, path) for kind, path in paths.items() if path is not None}
     pair_list = read_pairs_file(pairs) if pairs is not None else None
@@ -403,15 +456,19 @@ def identify_run(run: Run, probe: str | None = None, gallery: str | None = None,
         pair_keys = loaders["pairs"].check(lists["pairs"])
         check_pairs(pair_list, dict(zip(lists["pairs"].items, pair_keys)))
         check_pairs_held_out(pair_list, lists["pairs"], pair_keys, keys, data)
+    for kind, entries in lists.items():  # each image's header (not its pixels): before the model is loaded
+        check_headers(entries, loaders[kind])
     dev = resolve_device(device or cfg.train.device)
     check_amp_override(overrides, cfg.train.amp, dev)  # train.amp=fp16 on a CPU: refused as `openlt train` does
     train = load_features(run, ("train",), checkpoint, device=str(dev), quiet=quiet, cfg=cfg)["train"] if probe else None
+    using = checkpoint_identity(run, checkpoint)  # the weights scored, recorded as metrics.json records them
     _, data, model, state = load_run_model(run, checkpoint, dev, cfg)
     amp = inference_amp(cfg.train.amp, dev, recorded_amp(state))  # the templates' (load_features): the trained one
     feats = {kind: _extract(model, cfg, data, entries, loaders[kind], dev, kind, quiet, amp)
              for kind, entries in lists.items()}
     result: dict[str, Any] = {"protocol": PROTOCOL, "run": str(run.path), "checkpoint": checkpoint, "amp": amp,
                               "files": {k: str(v) for k, v in {**paths, "pairs": pairs}.items() if v is not None}}
+    result.update({"checkpoint_sha256": using["sha256"], **checkpoint_epoch_fields(state)})  # which weights
     spread = {}
     if probe is not None:
         result.update(_identification(train, feats, lists, data.train_counts, bands, fpirs, chunk_size))
@@ -425,6 +482,7 @@ def identify_run(run: Run, probe: str | None = None, gallery: str | None = None,
     warning = spread_warning(spread)  # no spread: every score is ~1, the matches are float rounding
     if warning:
         result["warning"] = warning
+    run.check_not_training("identify")  # (a `train --resume` started meanwhile: its weights are not these)
     write_json(run.identification_path(tag), result)
     return result
 
