@@ -417,6 +417,14 @@ def check_probes_enrolled(lists: dict[str, SplitEntries], data: DataBundle) -> N
                         f"rates need probes of enrolled identities; enrol new ones with --gallery")
 
 
+def _device(cfg: Config, device: str | None, overrides: Sequence[str] | None) -> torch.device:
+    """The device identify runs on, with a `train.amp=` override checked on it as `openlt train` checks it
+    (precision.check_amp_override: fp16 on a CPU is refused, not run in float32)."""
+    dev = resolve_device(device or cfg.train.device)
+    check_amp_override(list(overrides or []), cfg.train.amp, dev)
+    return dev
+
+
 def identify_run(run: Run, probe: str | None = None, gallery: str | None = None, distractors: str | None = None,
                  pairs: str | None = None, *, root: str | None = None, distractor_root: str | None = None,
                  checkpoint: str = "best", device: str | None = None, many_above: int = 20,
@@ -458,8 +466,7 @@ def identify_run(run: Run, probe: str | None = None, gallery: str | None = None,
         check_pairs_held_out(pair_list, lists["pairs"], pair_keys, keys, data)
     for kind, entries in lists.items():  # each image's header (not its pixels): before the model is loaded
         check_headers(entries, loaders[kind])
-    dev = resolve_device(device or cfg.train.device)
-    check_amp_override(overrides, cfg.train.amp, dev)  # train.amp=fp16 on a CPU: refused as `openlt train` does
+    dev = _device(cfg, device, overrides)
     train = load_features(run, ("train",), checkpoint, device=str(dev), quiet=quiet, cfg=cfg)["train"] if probe else None
     using = checkpoint_identity(run, checkpoint)  # the weights scored, recorded as metrics.json records them
     _, data, model, state = load_run_model(run, checkpoint, dev, cfg)
