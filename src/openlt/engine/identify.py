@@ -417,6 +417,35 @@ def check_probes_enrolled(lists: dict[str, SplitEntries], data: DataBundle) -> N
                         f"rates need probes of enrolled identities; enrol new ones with --gallery")
 
 
+def check_lists(lists: dict[str, SplitEntries], pair_list: PairList | None, loaders: dict[str, Any], data: DataBundle) -> None:
+    """Every check of the probe / gallery / distractor lists and the pairs file against each other and the run's
+    data (the module docstring's), then each listed image's header (not its pixels): DataError before the model is
+    loaded. Adds ``lists["pairs"]``, the images of `pair_list` (a pairs file, or None)."""
+    keys = {kind: loaders[kind].check(entries) for kind, entries in lists.items()}
+    if "probe" in lists:
+        check_probes_held_out(lists, keys, data)
+        check_probes_enrolled(lists, data)
+        if "gallery" in lists:
+            check_gallery_labels(lists, keys, data)
+        if "distractors" in lists:
+            check_distractors(lists, keys, data)
+    if pair_list is not None:
+        lists["pairs"] = pair_list.images()
+        pair_keys = loaders["pairs"].check(lists["pairs"])
+        check_pairs(pair_list, dict(zip(lists["pairs"].items, pair_keys)))
+        check_pairs_held_out(pair_list, lists["pairs"], pair_keys, keys, data)
+    for kind, entries in lists.items():
+        check_headers(entries, loaders[kind])
+
+
+def _verification(feats: torch.Tensor, images: SplitEntries, pair_list: PairList, fars: Sequence[float]) -> dict:
+    """TAR at each FAR of the pairs file's cosine scores; `feats` are the features of `images` (its images)."""
+    index = {item: i for i, item in enumerate(images.items)}
+    first = feats[[index[p] for p in pair_list.first]]
+    second = feats[[index[p] for p in pair_list.second]]
+    return tar_at_far(pair_scores(first, second), pair_list.same, fars)
+
+
 def _device(cfg: Config, device: str | None, overrides: Sequence[str] | None) -> torch.device:
     """The device identify runs on, with a `train.amp=` override checked on it as `openlt train` checks it
     (precision.check_amp_override: fp16 on a CPU is refused, not run in float32)."""
@@ -451,21 +480,7 @@ def identify_run(run: Run, probe: str | None = None, gallery: str | None = None,
     data = prepare_data(cfg, default_split_dir=run.splits_dir)
     verify_manifest(run, data, "eval", splits=("train",))  # the training split (templates) the run was trained on
     loaders = _loaders(data, root, distractor_root)
-    keys = {kind: loaders[kind].check(entries) for kind, entries in lists.items()}
-    if "probe" in lists:
-        check_probes_held_out(lists, keys, data)
-        check_probes_enrolled(lists, data)
-        if "gallery" in lists:
-            check_gallery_labels(lists, keys, data)
-        if "distractors" in lists:
-            check_distractors(lists, keys, data)
-    if pair_list is not None:
-        lists["pairs"] = pair_list.images()
-        pair_keys = loaders["pairs"].check(lists["pairs"])
-        check_pairs(pair_list, dict(zip(lists["pairs"].items, pair_keys)))
-        check_pairs_held_out(pair_list, lists["pairs"], pair_keys, keys, data)
-    for kind, entries in lists.items():  # each image's header (not its pixels): before the model is loaded
-        check_headers(entries, loaders[kind])
+    check_lists(lists, pair_list, loaders, data)  # (adds lists["pairs"]: the images of the pairs file)
     dev = _device(cfg, device, overrides)
     train = load_features(run, ("train",), checkpoint, device=str(dev), quiet=quiet, cfg=cfg)["train"] if probe else None
     using = checkpoint_identity(run, checkpoint)  # the weights scored, recorded as metrics.json records them
@@ -482,10 +497,7 @@ def identify_run(run: Run, probe: str | None = None, gallery: str | None = None,
         spread.update(result.pop("spread"))
     if pair_list is not None:
         spread["verification pairs'"] = feats["pairs"]
-        index = {item: i for i, item in enumerate(lists["pairs"].items)}
-        first = feats["pairs"][[index[p] for p in pair_list.first]]
-        second = feats["pairs"][[index[p] for p in pair_list.second]]
-        result["verification"] = tar_at_far(pair_scores(first, second), pair_list.same, fars)
+        result["verification"] = _verification(feats["pairs"], lists["pairs"], pair_list, fars)
     warning = spread_warning(spread)  # no spread: every score is ~1, the matches are float rounding
     if warning:
         result["warning"] = warning
