@@ -322,7 +322,8 @@ def _new_run(cfg: Config, name: str | None, log: Log) -> Iterator[tuple[Run, Dat
     OUT_DIR/NAME-STAMP, locked. It is removed again when training fails before the first checkpoint."""
     if not distributed.is_main():  # the others learn its path and read the split files rank 0 checked
         run = Run(Path(distributed.broadcast_object(None)))
-        yield run, prepare_data(cfg, default_split_dir=run.splits_dir)
+        with _interrupt_note(run):  # rank 0 killed: this rank's DDP collective names it and the run (trial 9 D2)
+            yield run, prepare_data(cfg, default_split_dir=run.splits_dir)
         return
     if Path(cfg.out_dir).is_dir():
         remove_stale_stages(cfg.out_dir)  # left by processes killed while they prepared a run
