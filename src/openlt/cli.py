@@ -769,6 +769,9 @@ def _run(args: argparse.Namespace) -> int:
     except (OpenLTError, OSError) as exc:  # OSError: the machine's, not a bug (no permission, disk full)
         if args.debug:
             raise
+        if _said_by_rank0(exc):  # under torchrun an error every rank meets alike is printed once, by rank 0
+            _await_stop()
+            return 2
         print(f"openlt {args.command}: error: {_message(exc)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt as exc:
@@ -779,9 +782,68 @@ def _run(args: argparse.Namespace) -> int:
     except Exception as exc:  # a bug: still one line, the traceback on request
         if args.debug:
             raise
+        lost = _peer_lost(exc)  # a collective outside the engine's own handling: a lost peer is no bug either
+        if lost is not None:
+            print(f"openlt {args.command}: error: {lost}", file=sys.stderr)
+            return 2
         print(f"openlt {args.command}: internal error: {type(exc).__name__}: {_message(exc)} (run with --debug "
               f"for the traceback)", file=sys.stderr)
         return 1
+
+
+DATA_PARALLEL = ("train", "eval", "features")  # the commands that share their work over torchrun's processes
+STOP_WAIT_S = 30.0  # how long a silent rank of a torchrun job waits for torchrun to stop it (rank 0 has failed)
+
+
+def _one_process_refusal(args: argparse.Namespace) -> int | None:
+    """Under torchrun (WORLD_SIZE > 1), a command other than train, eval and features is refused before any
+    work (exit 2): it runs in one process, so each of the job's processes would do all of it (the same files
+    twice, one rank refusing the other's output). Rank 0 prints the line; the others end silently with the same
+    status (`_await_stop`). None: not refused. Called before the SIGTERM handler is set, so a rank that torchrun
+    stops meanwhile ends silently too."""
+    world = os.environ.get("WORLD_SIZE", "").strip()
+    if args.command in DATA_PARALLEL or not world.isdigit() or int(world) <= 1:
+        return None
+    rank = os.environ.get("RANK", "").strip()
+    if rank.isdigit() and int(rank) != 0:
+        _await_stop()
+        return 2
+    print(f"openlt {args.command}: error: {args.command} runs in one process (torchrun shares the work of train, "
+          f"eval and features only); run it without torchrun (WORLD_SIZE={world} is set)", file=sys.stderr)
+    return 2
+
+
+def _await_stop() -> None:
+    """A rank other than 0 ending silently (rank 0 prints the same error) waits, under torchrun, for torchrun to
+    stop it (SIGTERM once rank 0 has failed; at most STOP_WAIT_S): ending first, it would have torchrun stop rank
+    0 before its line is printed. Launched otherwise (no torchrun agent): at once."""
+    if not os.environ.get("TORCHELASTIC_RUN_ID"):
+        return
+    import time
+
+    with contextlib.suppress(KeyboardInterrupt):  # (Terminated: the SIGTERM awaited)
+        time.sleep(STOP_WAIT_S)
+
+
+def _peer_lost(exc: BaseException) -> Exception | None:
+    """`exc` as `distributed.peer_lost` words it (gloo's / NCCL's error for a peer gone), or None; None at once
+    when torch.distributed was never imported."""
+    if "torch.distributed" not in sys.modules:
+        return None
+    from openlt.engine.distributed import peer_lost
+
+    return peer_lost(exc)
+
+
+def _said_by_rank0(exc: BaseException) -> bool:
+    """True on a rank other than 0 of a torchrun job for an error rank 0 prints alike
+    (`distributed.said_by_rank0`); False at once in a plain process (RANK unset or 0: nothing imported)."""
+    rank = os.environ.get("RANK", "").strip()
+    if not rank.isdigit() or int(rank) == 0:
+        return False
+    from openlt.engine.distributed import said_by_rank0
+
+    return said_by_rank0(exc)
 
 
 def _stdout_closed() -> int:
@@ -820,11 +882,18 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"unrecognized arguments: {' '.join(unknown or overrides)}")
     if overrides:
         args.overrides = [*args.overrides, *overrides]
+    refused = _one_process_refusal(args)
+    if refused is not None:
+        return refused
     in_main_thread = threading.current_thread() is threading.main_thread()
     previous = signal.signal(signal.SIGTERM, _raise_terminated(os.getpid())) if in_main_thread else None
+    code = None
     try:
         with console_logging():  # the library's log records become the command's printed lines
-            return _run(args)
+            code = _run(args)
+        return code
+    except Terminated:  # after the command's end (torchrun stopping the job's others once one failed): no traceback
+        return 128 + signal.SIGTERM if code is None else code
     finally:
         if in_main_thread:  # (None: a handler not set from Python; the default is the closest)
             signal.signal(signal.SIGTERM, signal.SIG_DFL if previous is None else previous)

@@ -48,7 +48,7 @@ T = TypeVar("T")
 __all__ = ["INIT_TIMEOUT_ENV", "PeerLost", "ShardSampler", "TIMEOUT_ENV", "World", "all_reduce_sum", "barrier",
            "broadcast_buffers", "broadcast_object", "check_env", "env_world", "gather_outputs", "gather_shards",
            "held_by_main", "interrupt_note", "is_distributed", "is_main", "joins_group", "main_first", "peer_lost",
-           "rank", "setup", "shutdown", "world_size"]
+           "rank", "said_by_rank0", "setup", "shutdown", "world_size"]
 
 
 class PeerLost(OpenLTError):
@@ -216,7 +216,8 @@ def joins_group() -> bool:
 def held_by_main(hold: Callable[[], AbstractContextManager[Any]]) -> Iterator[None]:
     """Rank 0 alone enters `hold()` (a run's lock: ``Run.eval_lock``, ``Run.lock``) for the block; the other
     processes wait for its decision. When rank 0 is refused (an OpenLTError, e.g. "RUN is being trained by process
-    N"), every rank raises the same error with the same one line, instead of the others going on into a
+    N"), every rank raises the same error with the same one line (the CLI prints it on rank 0 alone:
+    `said_by_rank0`), instead of the others going on into a
     collective that rank 0 never reaches; another failure of rank 0 ends the others with a PeerLost line naming
     it. Call it after `setup` joined the group (before, every process is rank 0 and would take the lock itself:
     the job's ranks then refuse each other). One process: `hold()` itself."""
@@ -245,8 +246,30 @@ def held_by_main(hold: Callable[[], AbstractContextManager[Any]]) -> Iterator[No
                 error = kind(text)
             except TypeError:  # an error class with other arguments: its line still
                 error = OpenLTError(text)
+            if not issubclass(kind, PeerLost):
+                error.said_by_rank0 = True  # rank 0 prints this line; the CLI ends this rank silently
             raise error from None
         yield
+
+
+def said_by_rank0(exc: BaseException) -> bool:
+    """True when this process is a rank other than 0 of a torchrun job and `exc` is an error that rank 0 meets
+    alike and prints, so that this rank ends with the same exit status without a line of its own (the job's
+    output then says it once): rank 0's refusal passed on by `held_by_main`, and a ConfigError raised before
+    this process joined the group (the command line and the config: every rank checks the same; a command that
+    does not run under torchrun). The environment's own errors (`check_env`: RANK=5 of WORLD_SIZE=2 is that
+    process's alone) and a lost peer (`PeerLost`, also rank 0's failure passed on) are always printed."""
+    if isinstance(exc, PeerLost):
+        return False
+    try:
+        env = check_env()
+    except ConfigError:
+        return False
+    if env.world_size <= 1 or env.rank == 0:
+        return False
+    if getattr(exc, "said_by_rank0", False):
+        return True
+    return isinstance(exc, ConfigError) and not (dist.is_available() and dist.is_initialized())
 
 
 def main_first(fn: Callable[[], T]) -> T:

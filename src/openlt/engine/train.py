@@ -265,12 +265,14 @@ def _setup(cfg: Config, resume: bool = False) -> torch.device:
     check_train_loss(cfg)
     check_loss_weights(cfg)  # per-class loss weights (focal alpha) against the split's class count
     check_open_score_before_training(cfg)  # eval.open_score against the head, width, classes, images
-    device = distributed.setup(resolve_device(cfg.train.device))
-    check_amp(cfg.train.amp, device)
-    per_process_batch(cfg.train.batch_size, distributed.world_size())
-    if cfg.train.sync_bn and distributed.is_distributed() and device.type != "cuda":
+    device = resolve_device(cfg.train.device)
+    world = distributed.check_env().world_size  # before joining: every rank refuses alike, rank 0 says it
+    per_process_batch(cfg.train.batch_size, world)
+    if cfg.train.sync_bn and world > 1 and device.type != "cuda":
         raise ConfigError("train.sync_bn needs CUDA devices (PyTorch's SyncBatchNorm has no CPU kernel); "
                           "leave it off for per-process batch-norm statistics")
+    device = distributed.setup(device)
+    check_amp(cfg.train.amp, device)
     return device
 
 
