@@ -243,7 +243,8 @@ def load_run(path: str | os.PathLike, checkpoint: str = "best", device: str | No
     threshold = _threshold_argument(threshold)
     device = _device_argument(device)
     _check_checkpoint(checkpoint)
-    run = open_run(path)
+    # absolute once, here: a notebook's later os.chdir must not move the run (LoadedRun.path, evaluate())
+    run = open_run(Path(path).absolute())
     run.check_not_training("load")  # its best checkpoint and calibration are still changing
     predictor = Predictor.load(run, checkpoint, threshold, device, options=("threshold", "device"))
     return LoadedRun(predictor, checkpoint, threshold)
