@@ -28,9 +28,9 @@ def test_scores_stand_for_their_argmax(preds):
 def test_bad_scores_are_refused():
     with pytest.raises(ValueError, match="need 'logits'"):
         top1({"probs": LOGITS}, labels=LABELS)
-    with pytest.raises(ValueError, match="K >= 1"):
+    with pytest.raises(ValueError, match="C >= 2"):
         top1(np.zeros((5, 0)), labels=LABELS)
-    with pytest.raises(ValueError, match="1-D"):
+    with pytest.raises(ValueError, match=r"shape \(5, 3, 1\); accepted: \(N,\) int class ids"):
         top1(np.zeros((5, 3, 1)), labels=LABELS)
 
 

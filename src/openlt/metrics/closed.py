@@ -10,7 +10,9 @@ Conventions shared with :mod:`openlt.metrics.openset`:
 Inputs may be numpy arrays, torch tensors (CPU or GPU) or plain lists; they are converted with
 :func:`numpy.asarray` after moving tensors to the CPU. Wherever ``preds`` are taken, (N, K) class scores
 (logits or probabilities) or a model's outputs dict (``{"logits": (N, K), ...}``) stand for their argmax
-(ties to the lowest class id); only (N,) class ids can say -1 (rejected).
+(ties to the lowest class id); only (N,) class ids can say -1 (rejected). Scores must be finite and have one
+column per class (C = ``num_classes``, or ``len(train_counts)``; with neither, every label must be < C); an (N, 1)
+column is refused as ambiguous (class ids or one-class scores?): pass ``preds.ravel()``.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ import numpy as np
 from sklearn.metrics import confusion_matrix
 
 from ._checks import int_vector as _as_int_vector
+from ._checks import refuse_unordered
 from ._checks import same_length
 from ._checks import to_numpy as _to_numpy
 
@@ -59,40 +62,81 @@ def _as_counts(train_counts: Any) -> np.ndarray:
     return counts
 
 
-def _as_predictions(preds: Any) -> np.ndarray:
-    """(N,) int64 class ids from (N,) ids, (N, K) class scores (their argmax) or an outputs dict's "logits"."""
+PREDS_SHAPES = "(N,) int class ids (-1 = rejected) or (N, C) class scores with C = the number of classes"
+
+
+def _as_predictions(preds: Any, num_classes: int | None = None, counted_by: str = "num_classes") -> np.ndarray:
+    """(N,) int64 class ids from (N,) ids, (N, C) class scores (their argmax) or an outputs dict's "logits".
+
+    ValueError for a shape that is neither (what is accepted: :data:`PREDS_SHAPES`): (N, 1) is refused as
+    ambiguous (a column of class ids would be argmax-ed to class 0: pass ``preds.ravel()``), (N, C) scores need
+    C = ``num_classes`` when it is known (``counted_by`` names where it comes from) and C >= 2, and scores must be
+    finite (an all-nan row would be argmax-ed to class 0)."""
     if isinstance(preds, Mapping):
         if "logits" not in preds:
             raise ValueError(f"preds as an outputs dict need 'logits'; got keys {sorted(preds)}")
         preds = preds["logits"]
+    refuse_unordered(preds, "preds")
     arr = _to_numpy(preds)
-    if arr.ndim == 2 and arr.dtype.kind in "iuf":
+    if arr.ndim == 2:
+        if arr.size and (arr.dtype.kind == "b" or arr.dtype.kind not in "iuf"):
+            raise ValueError(f"preds as (N, C) class scores must hold numbers, got dtype {arr.dtype}")
+        if arr.shape[1] == 1:
+            raise ValueError(f"preds has shape {arr.shape}, which is ambiguous (a column of class ids, or scores "
+                             f"of one class?); accepted: {PREDS_SHAPES}; for a column of class ids pass "
+                             f"preds.ravel()")
+        if num_classes is not None and arr.shape[1] != num_classes:
+            raise ValueError(f"preds has shape {arr.shape}: {arr.shape[1]} score columns for {num_classes} classes "
+                             f"({counted_by}); accepted: {PREDS_SHAPES}")
         if arr.shape[1] == 0:
-            raise ValueError(f"preds as class scores (N, K) need K >= 1, got shape {arr.shape}")
+            raise ValueError(f"preds as class scores (N, C) need C >= 2, got shape {arr.shape}")
+        if arr.dtype.kind == "f":
+            bad = ~np.isfinite(arr).all(axis=1)
+            if bad.any():
+                raise ValueError(f"preds (class scores) hold nan or inf in {int(bad.sum())} of {arr.shape[0]} rows "
+                                 f"(first: row {int(np.argmax(bad))})")
         return arr.argmax(axis=1).astype(np.int64)
+    if arr.ndim != 1:
+        raise ValueError(f"preds has shape {arr.shape}; accepted: {PREDS_SHAPES}")
     return _as_int_vector(arr, "preds")
 
 
 def _check_preds_labels(
-    preds: Any, labels: Any, num_classes: int | None = None
+    preds: Any, labels: Any, num_classes: int | None = None, counted_by: str = "num_classes"
 ) -> tuple[np.ndarray, np.ndarray]:
     """Validate and convert a (preds, labels) pair; ids must be -1 or in ``[0, num_classes)``. ``preds`` may
-    also be (N, K) class scores or an outputs dict (:func:`_as_predictions`)."""
-    p = _as_predictions(preds)
+    also be (N, C) class scores or an outputs dict (:func:`_as_predictions`; with no ``num_classes``, their C
+    bounds the labels). ``counted_by``: where ``num_classes`` comes from, for the messages."""
+    p = _as_predictions(preds, num_classes, counted_by)
     y = _as_int_vector(labels, "labels")
     same_length(preds=p, labels=y)
     if p.size and p.min() < REJECTED:
         raise ValueError(f"preds must be class ids or {REJECTED} (rejected), got {int(p.min())}")
     if y.size and y.min() < OPEN_LABEL:
         raise ValueError(f"labels must be class ids or {OPEN_LABEL} (open), got {int(y.min())}")
+    if num_classes is None and _score_columns(preds) is not None:
+        num_classes = _score_columns(preds)
+        counted_by = f"preds has {num_classes} score columns"
     if num_classes is not None:
         if num_classes < 1:
             raise ValueError(f"num_classes must be >= 1, got {num_classes}")
+        bound = f"num_classes={num_classes}" if counted_by == "num_classes" else \
+            f"{num_classes}, the number of classes ({counted_by})"
         if p.size and p.max() >= num_classes:
-            raise ValueError(f"a prediction {int(p.max())} is >= num_classes={num_classes}")
+            raise ValueError(f"a prediction {int(p.max())} is >= {bound}")
         if y.size and y.max() >= num_classes:
-            raise ValueError(f"a label {int(y.max())} is >= num_classes={num_classes}")
+            raise ValueError(f"a label {int(y.max())} is >= {bound}")
     return p, y
+
+
+def _score_columns(preds: Any) -> int | None:
+    """C of (N, C) class scores (also an outputs dict's logits), None for class ids."""
+    if isinstance(preds, Mapping):
+        preds = preds.get("logits")
+    shape = getattr(preds, "shape", None)
+    if shape is None:
+        shape = np.shape(preds) if isinstance(preds, (list, tuple)) else ()
+    return int(shape[1]) if len(shape) == 2 else None
 
 
 # --------------------------------------------------------------------------- shot bands
@@ -184,9 +228,10 @@ def per_class_accuracy(preds: Any, *, labels: Any, num_classes: int) -> np.ndarr
 
     ``per_class_accuracy(preds, labels=y, num_classes=K)``: predictions first, every other argument by keyword
     (the reverse of scikit-learn's ``(y_true, y_pred)``:
-    keywords make a swap impossible). ``preds`` (N,) int class ids (-1 = rejected), or (N, K) class scores / an
-    outputs dict with ``"logits"`` (their argmax); ``labels`` (N,) int true class ids (-1 = open); numpy arrays,
-    torch tensors or lists.
+    keywords make a swap impossible). ``preds`` (N,) int class ids (-1 = rejected), or (N, C) class scores / an
+    outputs dict with ``"logits"`` (their argmax), C = the number of classes; ``labels`` (N,) int true class ids
+    (-1 = open); numpy arrays, torch tensors or lists. ValueError for any other shape (an (N, 1) column is
+    ambiguous: pass ``preds.ravel()``), for scores with another number of columns, and for nan / inf scores.
 
     Open samples (label ``-1``) are ignored; a rejected prediction (``-1``) counts as wrong.
     A class with no test sample gets ``nan`` (its accuracy is undefined, not zero), so that
@@ -210,9 +255,10 @@ def top1(preds: Any, *, labels: Any) -> float:
 
     ``top1(preds, labels=y)``: predictions first, every other argument by keyword
     (the reverse of scikit-learn's ``(y_true, y_pred)``:
-    keywords make a swap impossible). ``preds`` (N,) int class ids (-1 = rejected), or (N, K) class scores / an
-    outputs dict with ``"logits"`` (their argmax); ``labels`` (N,) int true class ids (-1 = open); numpy arrays,
-    torch tensors or lists.
+    keywords make a swap impossible). ``preds`` (N,) int class ids (-1 = rejected), or (N, C) class scores / an
+    outputs dict with ``"logits"`` (their argmax), C = the number of classes; ``labels`` (N,) int true class ids
+    (-1 = open); numpy arrays, torch tensors or lists. ValueError for any other shape (an (N, 1) column is
+    ambiguous: pass ``preds.ravel()``), for scores with another number of columns, and for nan / inf scores.
 
     Rejected known samples count as wrong, open samples are ignored. Returns ``nan`` when there
     is no known sample.
@@ -236,9 +282,10 @@ def shot_accuracy(
 
     ``shot_accuracy(preds, labels=y, train_counts=counts, bands=ShotBands())``: predictions first, every other
     argument by keyword (the reverse of scikit-learn's ``(y_true, y_pred)``:
-    keywords make a swap impossible). ``preds`` (N,) int class ids (-1 = rejected), or (N, K) class scores / an
-    outputs dict with ``"logits"`` (their argmax); ``labels`` (N,) int true class ids (-1 = open); numpy arrays,
-    torch tensors or lists.
+    keywords make a swap impossible). ``preds`` (N,) int class ids (-1 = rejected), or (N, C) class scores / an
+    outputs dict with ``"logits"`` (their argmax), C = the number of classes; ``labels`` (N,) int true class ids
+    (-1 = open); numpy arrays, torch tensors or lists. ValueError for any other shape (an (N, 1) column is
+    ambiguous: pass ``preds.ravel()``), for scores with another number of columns, and for nan / inf scores.
 
     A band's accuracy is the *mean of per-class accuracies* of the band's classes that have
     test samples (the OLTR public code's ``shot_acc`` convention)::
@@ -266,6 +313,9 @@ def shot_accuracy(
     if counts.size == 0:
         raise ValueError("train_counts is empty")
     num_classes = int(counts.size)
+    # checked here, once, so that a too-short train_counts is named as such (not as "num_classes")
+    preds, labels = _check_preds_labels(preds, labels, num_classes,
+                                        f"train_counts has {num_classes} entries")
     acc = per_class_accuracy(preds, labels=labels, num_classes=num_classes)
     band_of = bands.bands_of(counts)
 
@@ -291,9 +341,10 @@ def confusion(preds: Any, *, labels: Any, num_classes: int) -> np.ndarray:
 
     ``confusion(preds, labels=y, num_classes=K)``: predictions first, every other argument by keyword
     (the reverse of scikit-learn's ``(y_true, y_pred)``:
-    keywords make a swap impossible). ``preds`` (N,) int class ids (-1 = rejected), or (N, K) class scores / an
-    outputs dict with ``"logits"`` (their argmax); ``labels`` (N,) int true class ids (-1 = open); numpy arrays,
-    torch tensors or lists.
+    keywords make a swap impossible). ``preds`` (N,) int class ids (-1 = rejected), or (N, C) class scores / an
+    outputs dict with ``"logits"`` (their argmax), C = the number of classes; ``labels`` (N,) int true class ids
+    (-1 = open); numpy arrays, torch tensors or lists. ValueError for any other shape (an (N, 1) column is
+    ambiguous: pass ``preds.ravel()``), for scores with another number of columns, and for nan / inf scores.
 
     Open samples (label ``-1``) and rejected predictions (``-1``) are dropped, so a row sums to
     the number of *non-rejected* test samples of that class. Computed with

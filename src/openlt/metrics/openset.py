@@ -81,9 +81,10 @@ def open_set_f_measure(preds: Any, *, labels: Any) -> dict[str, float | int]:
 
     ``open_set_f_measure(preds, labels=y)``: predictions first, every other argument by keyword
     (the reverse of scikit-learn's ``(y_true, y_pred)``:
-    keywords make a swap impossible). ``preds`` (N,) int class ids (-1 = rejected), or (N, K) class scores / an
-    outputs dict with ``"logits"`` (their argmax); ``labels`` (N,) int true class ids (-1 = open); numpy arrays,
-    torch tensors or lists.
+    keywords make a swap impossible). ``preds`` (N,) int class ids (-1 = rejected), or (N, C) class scores / an
+    outputs dict with ``"logits"`` (their argmax), C = the number of classes; ``labels`` (N,) int true class ids
+    (-1 = open); numpy arrays, torch tensors or lists. ValueError for any other shape (an (N, 1) column is
+    ambiguous: pass ``preds.ravel()``), for scores with another number of columns, and for nan / inf scores.
 
     Counting over all test samples:
 
