@@ -307,25 +307,65 @@ def _refuse_linked_twice(root: Path, items: list[str]) -> None:
 
 
 HIGH_BIT_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I", "F")
+SIXTEEN_BIT = 65535  # the top of a 16-bit image: 'I;16*' always, and 'I' by openlt's rule (see convert_image)
 
 
-def convert_image(img: Image.Image, mode: str) -> Image.Image:
+def high_bit_problem(img: Image.Image, name: object = "the image") -> str | None:
+    """Why openlt's decoding rule (:func:`convert_image`) cannot read `img`, or None: a float ('F') image must hold
+    values in [0, 1] (finite), a 32-bit integer ('I') image values in 0..65535 (16-bit); `name` (the file) starts
+    the message. The rule depends on the mode alone, never on the values: these are refused, not guessed."""
+    if img.mode not in ("I", "F") or img.width * img.height == 0:
+        return None
+    arr = np.asarray(img)
+    finite = bool(np.isfinite(arr).all()) if img.mode == "F" else True
+    low, high = (float(arr.min()), float(arr.max())) if finite else (float("nan"), float("nan"))
+    if img.mode == "F" and not (finite and 0.0 <= low and high <= 1.0):
+        found = "non-finite values (NaN or inf)" if not finite else f"values from {low:g} to {high:g}"
+        return (f"{name} is a float ('F') image with {found}; openlt reads float images as [0, 1] (x 255): clip "
+                f"or rescale it to [0, 1], or save it as an 8- or 16-bit image")
+    if img.mode == "I" and not (0 <= low and high <= SIXTEEN_BIT):
+        return (f"{name} is a 32-bit integer ('I') image with values from {low:g} to {high:g}; openlt reads 'I' "
+                f"images as 16-bit (0..65535, / 257): rescale it to 0..65535, or save it as an 8- or 16-bit image")
+    return None
+
+
+def convert_image(img: Image.Image, mode: str, name: object = "the image") -> Image.Image:
     """Convert any PIL image to `mode` ("RGB" or "L"). Palette, CMYK, RGBA (alpha dropped), LA, 1-bit convert as
-    PIL does; 16-bit and 32-bit integer images are scaled to 8 bits (PIL alone would clip them to white), and
-    float images in [0, 1] are scaled by 255 (others clipped to 0..255)."""
+    PIL does. The scaling of high-bit images depends on the mode alone (never on the pixel values, issue 14 D2):
+    16-bit ('I;16', 'I;16L', 'I;16B', 'I;16N') and 32-bit integer ('I': a 16-bit PNG or PGM as some Pillow
+    versions open it, a 32-bit TIFF) images are read as 16-bit, 0..65535 / 257 -> 0..255 (PIL alone would clip
+    them to white); float ('F') images as [0, 1], x 255. An 'I' image outside 0..65535 or an 'F' image outside
+    [0, 1] is a DataError naming `name` (:func:`high_bit_problem`). :func:`decoding` describes the whole rule."""
     if img.mode in HIGH_BIT_MODES:
+        problem = high_bit_problem(img, name)
+        if problem:
+            raise DataError(problem)
         arr = np.asarray(img).astype(np.float64)
-        top = float(arr.max()) if arr.size else 0.0
-        if img.mode == "F":
-            arr = arr * 255.0 if arr.size and arr.min() >= 0.0 and top <= 1.0 else arr
-        elif img.mode.startswith("I;16") or 255 < top <= 65535:
-            arr = arr / 257.0  # 0..65535 -> 0..255
-        elif top > 65535:
-            arr = (arr - arr.min()) / max(1.0, top - arr.min()) * 255.0
+        arr = arr * 255.0 if img.mode == "F" else arr / 257.0  # [0, 1] / 0..65535 -> 0..255
         img = Image.fromarray(np.clip(np.rint(arr), 0, 255).astype(np.uint8), mode="L")
     elif img.mode == "P" and "transparency" in img.info:
         img = img.convert("RGBA")  # what PIL asks for, without its warning
     return img if img.mode == mode else img.convert(mode)
+
+
+def decoding(mode: str) -> dict:
+    """How openlt turns an image file into the `mode` ("RGB" or "L") image its transform takes (:func:`open_image`,
+    :func:`convert_image`), as data: an export bundle's openlt.json "decoding", for a user who reads images
+    without openlt (docs/robustness.md "Images" says the same)."""
+    return {
+        "reader": "PIL (Pillow): Image.open(path), the first frame (animated GIF, multi-page TIFF), then "
+                  f".convert({mode!r}) except for the modes below",
+        "mode": mode,
+        "channels": ("1: color images become PIL's luma L = R*299/1000 + G*587/1000 + B*114/1000" if mode == "L"
+                     else "3: grayscale images are repeated into R, G and B"),
+        "sixteen_bit": "modes I;16, I;16L, I;16B, I;16N and I (a 16-bit grayscale PNG / PGM / TIFF, a 32-bit "
+                       "integer TIFF): value / 257 rounded to 0..255 (mode L), then converted; an I image outside "
+                       "0..65535 is refused (16-bit color PNGs: PIL reads them as 8-bit RGB)",
+        "float": "mode F: value x 255 rounded to 0..255 (mode L), then converted; values outside [0, 1] are refused",
+        "alpha": "RGBA, LA and palette images with transparency: the alpha channel is dropped (not composited)",
+        "exif_orientation": "not applied: pixels as stored in the file, as in training (torchvision ImageFolder "
+                            "does the same); a photo with an EXIF orientation tag is read unrotated",
+    }
 
 
 def open_image(path: str | os.PathLike, mode: str | None = "RGB") -> Image.Image | tuple[int, int]:
@@ -371,7 +411,10 @@ def _decode(path: str | os.PathLike, mode: str | None) -> tuple[Image.Image | tu
         with Image.open(path) as img:
             img.load()
             pixels = img.size[0] * img.size[1]
-            return (img.size if mode is None else convert_image(img, mode)), pixels
+            problem = high_bit_problem(img, path)  # also for the split check (mode None): refused before any work
+            if problem:
+                raise DataError(problem)
+            return (img.size if mode is None else convert_image(img, mode, path)), pixels
     except FileNotFoundError:
         raise DataError(f"image not found: {path}") from None
     except IsADirectoryError:
