@@ -58,9 +58,9 @@ def test_config_checks_name_the_key():
 
 def test_decide_puts_minus_one_below_the_threshold_as_metrics_reject():
     preds = np.array([3, 1, 4, 1, 5])
-    scores = np.array([0.2, 0.5, 0.49999, np.nan, 0.9], dtype=np.float32)
+    scores = np.array([0.2, 0.5, 0.49999, -np.inf, 0.9], dtype=np.float32)
     decided = Rejector.fixed("msp", 0.5).decide(preds, scores)
-    assert decided.tolist() == [-1, 1, -1, -1, 5]  # at the threshold is kept, NaN is rejected
+    assert decided.tolist() == [-1, 1, -1, -1, 5]  # at the threshold is kept, -inf is rejected (NaN: refused)
     assert decided.dtype == np.int64 and np.array_equal(decided, reject(preds, scores, 0.5))
     assert preds.tolist() == [3, 1, 4, 1, 5]  # the input is not modified
 

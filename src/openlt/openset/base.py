@@ -31,7 +31,7 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 from sklearn.base import BaseEstimator
 
-from openlt.errors import ConfigError, NotFittedError, RunDirError
+from openlt.errors import ConfigError, DataError, NotFittedError, RunDirError
 from openlt.io import atomic_path
 from openlt.registry import Registry
 
@@ -41,21 +41,49 @@ FORMAT = "openlt-open-score/1"
 MODEL_SCORE = "model_score"  # outputs key of a needs_model score, computed batch by batch from the images
 
 
+def as_tensor(value: Any, name: str) -> torch.Tensor:
+    """`value` (a numpy array, tensor, list or number) as a torch tensor; DataError naming `name` for text or
+    objects, which torch would refuse with a raw TypeError (a numpy array of class names or paths)."""
+    if isinstance(value, torch.Tensor):
+        return value
+    arr = np.asarray(value) if isinstance(value, (np.ndarray, list, tuple)) else None
+    if arr is not None and arr.dtype.kind in "USOV":
+        what = ("integer class ids (map class names to ids first)" if name.endswith("labels")
+                else "numbers (int or float)")
+        raise DataError(f"{name} must hold {what}, got a numpy array of dtype {arr.dtype}")
+    try:
+        return torch.as_tensor(value if arr is None else arr)
+    except (TypeError, ValueError, RuntimeError) as exc:
+        raise DataError(f"{name} must be a numeric numpy array or tensor, got {type(value).__name__} ({exc})") from None
+
+
 def as_outputs(outputs: Any, labels: Any = None) -> dict[str, torch.Tensor]:
     """An outputs dict of torch tensors from what a caller has: a mapping ({"logits": (N, K), "labels"?: (N,),
     "reachability"?: (N,)}; numpy values become tensors) or the (N, K) logits themselves as a numpy array or
     torch tensor. `labels` (N,) class ids, when given, are added as "labels" (for ``fit``). TypeError for
-    anything else."""
+    anything else; DataError naming the entry for an array of text (class names, paths) or objects."""
     if isinstance(outputs, Mapping):
-        out = {key: torch.as_tensor(value) for key, value in outputs.items()}
+        out = {key: as_tensor(value, "labels" if key == "labels" else f"outputs[{key!r}]")
+               for key, value in outputs.items()}
     elif isinstance(outputs, (torch.Tensor, np.ndarray)):
-        out = {"logits": torch.as_tensor(outputs)}
+        out = {"logits": as_tensor(outputs, "logits")}
     else:
         raise TypeError(f"open-set scores take an outputs dict or an (N, K) array / tensor of logits, got "
                         f"{type(outputs).__name__}")
     if labels is not None:
-        out["labels"] = torch.as_tensor(labels)
+        out["labels"] = as_tensor(labels, "labels")
     return out
+
+
+def check_finite_rows(x: torch.Tensor, what: str) -> None:
+    """DataError when `x` (N, ...) holds NaN or infinite values: `what` (the caller and argument) and how many
+    rows, the first of them. Integer tensors are finite."""
+    if not x.is_floating_point() or not x.numel():
+        return
+    bad = ~torch.isfinite(x.reshape(len(x), -1)).all(dim=1)
+    if bool(bad.any()):
+        raise DataError(f"{what} hold NaN or infinite values in {int(bad.sum())} of {len(x)} rows (first: row "
+                        f"{int(bad.nonzero()[0])})")
 
 
 class OpenSetScore(BaseEstimator):
@@ -224,16 +252,21 @@ def open_score(name: str, outputs: Outputs | Any) -> torch.Tensor:
     return scorer.score(outputs)
 
 
-def logits_of(outputs: Outputs | Any) -> torch.Tensor:
+def logits_of(outputs: Outputs | Any, where: str = "open-set score") -> torch.Tensor:
     """The (N, K) float32 logits of an outputs dict, or of (N, K) logits given as a numpy array / torch tensor;
-    ValueError when they are missing or not 2-D, TypeError for another input."""
+    ValueError when they are missing or not 2-D, TypeError for another input, DataError (naming `where`, the
+    caller) for NaN / inf logits, which would give NaN scores (and a NaN fit) without a word."""
     outputs = as_outputs(outputs)
     if "logits" not in outputs:
         raise ValueError(f"open-set scores need outputs['logits']; got keys {sorted(outputs)}")
     logits = outputs["logits"]
     if logits.dim() != 2:
         raise ValueError(f"outputs['logits'] must be (N, K), got shape {tuple(logits.shape)}")
-    return logits.float()
+    if logits.dtype == torch.bool or logits.is_complex():
+        raise DataError(f"{where}: the logits must be real numbers, got dtype {logits.dtype}")
+    logits = logits.float()
+    check_finite_rows(logits, f"{where}: the logits")
+    return logits
 
 
 def features_of(outputs: Outputs | Any, name: str) -> torch.Tensor:

@@ -39,8 +39,8 @@ import numpy as np
 import torch
 
 from openlt.errors import ConfigError, DataError
-from openlt.openset.base import (SCORES, Head, NotFittedError, OpenSetScore, Outputs, as_outputs, features_of,
-                                 features_warning, no_linear_head)
+from openlt.openset.base import (SCORES, Head, NotFittedError, OpenSetScore, Outputs, as_outputs, as_tensor,
+                                 features_of, features_warning, no_linear_head)
 
 
 def ood_detectors(score: str) -> Any:
@@ -58,7 +58,7 @@ def feature_input(outputs: Outputs | Any, name: str, labels: Any = None) -> dict
     features themselves as a numpy array, a tensor or a list of rows (what ``fit(X, y)`` / ``score(X)`` pass);
     `labels` (N,) are added as ``"labels"``. TypeError for anything else."""
     if isinstance(outputs, (np.ndarray, torch.Tensor, list, tuple)):
-        outputs = {"feature": torch.as_tensor(np.asarray(outputs) if isinstance(outputs, (list, tuple)) else outputs)}
+        outputs = {"feature": as_tensor(outputs, "features")}
     elif not isinstance(outputs, Mapping):
         raise TypeError(f"open-set score {name!r} takes (N, D) features (an array or tensor) or an outputs dict "
                         f"with 'feature', got {type(outputs).__name__}")

@@ -33,8 +33,8 @@ import torch
 import torch.nn.functional as F
 
 from openlt.errors import ConfigError, DataError
-from openlt.openset.base import (SCORES, NotFittedError, OpenSetScore, Outputs, as_outputs, logits_of, no_spread,
-                                 no_spread_warning)
+from openlt.openset.base import (SCORES, NotFittedError, OpenSetScore, Outputs, as_outputs, as_tensor,
+                                 logits_of, no_spread, no_spread_warning)
 
 DISTANCES = ("eucos", "euclidean", "cosine")
 DEFAULT_ALPHA = 10  # the paper's α for ImageNet; capped at the number of classes
@@ -86,6 +86,17 @@ def weibull_cdf(d: torch.Tensor, shape: torch.Tensor, scale: torch.Tensor, shift
     the tail's spread lives in the fifth decimal of (d + shift) / scale."""
     x = (d.double() + shift.double()).clamp_min(0) / scale.double()
     return -torch.expm1(-torch.exp(shape.double() * torch.log(x)))
+
+
+def training_labels(labels: Any, where: str) -> torch.Tensor:
+    """(n,) int64 training labels; DataError naming `where` for text, booleans or fractional values (0.9 would
+    become class 0)."""
+    t = as_tensor(labels, f"{where}: labels")
+    if t.dtype == torch.bool or t.is_complex():
+        raise DataError(f"{where}: labels must be integer class ids, got dtype {t.dtype}")
+    if t.is_floating_point() and not torch.equal(t, t.round()):
+        raise DataError(f"{where}: labels must be integer class ids, got non-integral values")
+    return t.long()
 
 
 @SCORES.register("openmax")
@@ -150,11 +161,12 @@ class OpenMax(OpenSetScore):
         in [0, K) -- or the logits as a numpy array / tensor and `labels` beside them. Returns self.
 
         Raises ValueError for missing or mis-shaped logits / labels, DataError for a label out of range or a class
-        without a training image, ConfigError for an ``alpha`` above K. For training sets whose N x K logits do not
+        without a training image, for NaN / inf logits (naming how many rows), for labels that are not integer
+        class ids (text: map class names to ids first; fractional values), ConfigError for an ``alpha`` above K. For training sets whose N x K logits do not
         fit in memory, :meth:`fit_chunks` gives the same fit from chunks of rows.
         """
         outputs = as_outputs(outputs, labels)
-        logits = logits_of(outputs)
+        logits = logits_of(outputs, "OpenMax.fit")
         if "labels" not in outputs:
             raise ValueError("OpenMax.fit needs outputs['labels'] (the training labels)")
         return self.fit_chunks(lambda: iter([(logits, outputs["labels"])]))
@@ -195,9 +207,9 @@ class OpenMax(OpenSetScore):
         labels (n,) in [0, K)."""
         k = None
         for i, (logits, labels) in enumerate(chunks()):
-            logits, labels = logits_of(logits), torch.as_tensor(labels).long()
-            k = logits.shape[1] if k is None else k
             where = f"OpenMax.fit, chunk {i}"
+            logits, labels = logits_of(logits, where), training_labels(labels, where)
+            k = logits.shape[1] if k is None else k
             if logits.shape[1] != k:
                 raise ValueError(f"{where}: logits have {logits.shape[1]} columns, the chunks before {k}")
             if labels.shape != (logits.shape[0],):
@@ -266,7 +278,7 @@ class OpenMax(OpenSetScore):
         """Yield the (n, K + 1) OpenMax probabilities of consecutive row chunks of ``outputs["logits"]`` (each
         reduced by `column`, e.g. a max over the known classes, when given), so that a caller keeping one number
         per image never holds all N x (K + 1) of them."""
-        logits = logits_of(outputs)
+        logits = logits_of(outputs, "OpenMax.score")
         k = self.num_classes
         if logits.shape[1] != k:
             raise ValueError(f"OpenMax was fitted on {k} classes, the logits have {logits.shape[1]}")

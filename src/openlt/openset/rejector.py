@@ -24,10 +24,11 @@ from typing import Any
 
 import numpy as np
 
-from openlt.errors import ConfigError, RunDirError
+from openlt.errors import ConfigError, DataError, RunDirError
 from openlt.config import finite_number
 from openlt.io import write_json
 from openlt.metrics import reject, threshold_at_tpr
+from openlt.metrics._checks import to_numpy
 from openlt.openset.base import SCORES, OpenSetScore, Outputs, fitted_on_ok
 
 __all__ = ["AUTO", "Rejector", "check_rejection_config", "check_threshold_range", "parse_threshold"]
@@ -137,8 +138,16 @@ class Rejector:
     def decide(self, predictions: Any, scores: Any) -> np.ndarray:
         """`predictions` (N,) integer class ids with -1 where the image's score is below the threshold.
 
-        `scores`: (N,) this rejector's open-set score of the same images (a NaN score is rejected). Returns a
-        new int64 array (:func:`openlt.metrics.reject`); raises ValueError for mismatched shapes."""
+        `scores`: (N,) this rejector's open-set score of the same images (numbers; +inf is kept, -inf rejected).
+        Returns a new int64 array (:func:`openlt.metrics.reject`); raises ValueError for mismatched shapes or
+        scores that are not numbers, DataError for NaN scores (naming how many): a score that is not a number
+        says nothing about the image, and calling it "unknown" would hide a broken score."""
+        s = to_numpy(scores)
+        if s.dtype.kind == "f" and s.size:
+            bad = np.isnan(s.reshape(len(s), -1)).any(axis=1) if s.ndim else np.isnan(s).reshape(1)
+            if bad.any():
+                raise DataError(f"Rejector.decide: scores hold NaN in {int(bad.sum())} of {bad.size} rows "
+                                f"(first: row {int(np.argmax(bad))}); a NaN score is no decision")
         return reject(predictions, scores, self.threshold)
 
     def to_dict(self) -> dict:

@@ -19,8 +19,9 @@ def max_softmax(outputs: Outputs) -> torch.Tensor:
     """Maximum softmax probability (Hendrycks & Gimpel, ICLR 2017); the OLTR code's rejection rule.
 
     ``outputs["logits"]`` (N, K) float -> (N,) float32 in [1/K, 1]. ValueError when the logits are missing or
-    not 2-D."""
-    return torch.softmax(logits_of(outputs), dim=1).max(dim=1).values
+    not 2-D, DataError for NaN / inf logits
+    (naming how many rows), TypeError / DataError for inputs that are not numbers."""
+    return torch.softmax(logits_of(outputs, "msp"), dim=1).max(dim=1).values
 
 
 def max_logit(outputs: Outputs) -> torch.Tensor:
@@ -28,7 +29,7 @@ def max_logit(outputs: Outputs) -> torch.Tensor:
     Settings"): unlike MSP it keeps the logits' magnitude.
 
     ``outputs["logits"]`` (N, K) float -> (N,) float32, in logit units. ValueError as :func:`max_softmax`."""
-    return logits_of(outputs).max(dim=1).values
+    return logits_of(outputs, "max_logit").max(dim=1).values
 
 
 def negative_energy(outputs: Outputs, temperature: float = 1.0) -> torch.Tensor:
@@ -37,7 +38,7 @@ def negative_energy(outputs: Outputs, temperature: float = 1.0) -> torch.Tensor:
 
     ``outputs["logits"]`` (N, K) float and a temperature T > 0 (not checked here: :class:`Energy` checks it)
     -> (N,) float32. ValueError as :func:`max_softmax`."""
-    return temperature * torch.logsumexp(logits_of(outputs) / temperature, dim=1)
+    return temperature * torch.logsumexp(logits_of(outputs, "energy") / temperature, dim=1)
 
 
 def reachability(outputs: Outputs) -> torch.Tensor:
