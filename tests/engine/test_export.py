@@ -67,7 +67,7 @@ def test_the_bundle_describes_everything_prediction_needs(tmp_path, single_threa
     assert saved["threshold"]["value"] == 0.25 and saved["threshold"]["source"] == "fixed (eval.open_threshold)"
     assert saved["open_score"]["name"] == "openmax" and saved["open_score"]["options"]["tail_size"] == 5
     assert saved["open_score"]["state_file"] == "open-score.safetensors" and saved["source"]["epoch"] == 4  # 1-based: the checkpoint's 0-based counter is 3
-    assert set(saved["files"]) == {"weights", "open_score"} and saved["checks"] == {}
+    assert set(saved["files"]) == {"weights", "open_score", "readme"} and saved["checks"] == {}
     logits = torch.randn(7, 3)
     torch.testing.assert_close(load_score(tmp_path / "out" / "open-score.safetensors").score({"logits": logits}),
                                openmax.score({"logits": logits}))
@@ -98,8 +98,9 @@ def test_force_replaces_the_whole_bundle_and_nothing_else(tmp_path, capsys, sing
     out = tmp_path / "out"
     assert main(["export", str(run.path), str(out), "--format", "torchscript"]) == 0
     assert main(["export", str(run.path), str(out), "--force"]) == 0
-    assert sorted(p.name for p in out.iterdir()) == ["model.safetensors", "openlt.json"]
-    assert json.loads((out / "openlt.json").read_text())["files"] == {"weights": "model.safetensors"}
+    assert sorted(p.name for p in out.iterdir()) == ["README.md", "model.safetensors", "openlt.json"]
+    assert json.loads((out / "openlt.json").read_text())["files"] == {"weights": "model.safetensors",
+                                                                      "readme": "README.md"}
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out", "run"]  # no .out.*.tmp / .old left
     (out / "notes.txt").write_text("mine")
     capsys.readouterr()

@@ -9,6 +9,12 @@ exported as ``model.torchscript.pt`` / ``model.onnx``: input ``images`` (B, C, H
 output), outputs ``logits`` (B, K), ``feature`` (B, D) and, for OLTR's meta-embedding head, ``reachability``
 (B,). The exported network is checked against the PyTorch model on a test batch before the bundle is kept
 (ONNX: with onnxruntime when it is installed, the ``export`` extra).
+
+openlt.json ``decoding`` states how openlt turns an image file into the transform's input (PIL's conversion to
+``input.mode``, 16-bit and float scaling, alpha dropped, EXIF orientation not applied: openlt.data.datasets
+:func:`~openlt.data.datasets.decoding`), so that a reader without openlt gives `openlt predict`'s answers for
+16-bit and float images too (trial 10 D11); ``README.md`` in OUT says the same in words, with the steps.
+``source.run`` is the run directory's absolute path.
 """
 
 from __future__ import annotations
@@ -27,13 +33,14 @@ from torch import nn
 
 from openlt.config import to_dict
 from openlt.data.build import SMALL_IMAGES
+from openlt.data.datasets import decoding
 from openlt.engine.checkpoint import recorded_amp, user_epoch
 from openlt.engine.inference import (InferenceSpec, build_run_model, checkpoint_identity, inference_spec,
                                     saved_decision, saved_score)
 from openlt.engine.run import Run
 from openlt.engine.runtime import trained_config
 from openlt.errors import ConfigError, OpenLTError, WriteError
-from openlt.io import atomic_path, write_json
+from openlt.io import atomic_path, write_json, write_text
 from openlt.openset import Rejector, save_score
 
 _LOG = logging.getLogger(__name__)
@@ -41,7 +48,7 @@ _LOG = logging.getLogger(__name__)
 FORMAT = "openlt-export/1"
 FORMATS = ("safetensors", "torchscript", "onnx")
 FILES = {"weights": "model.safetensors", "description": "openlt.json", "open_score": "open-score.safetensors",
-         "torchscript": "model.torchscript.pt", "onnx": "model.onnx"}
+         "torchscript": "model.torchscript.pt", "onnx": "model.onnx", "readme": "README.md"}
 TOLERANCE = {"rtol": 1e-4, "atol": 1e-4}  # the exported network against PyTorch on the test batch
 ONNX_OPSET = 17
 
@@ -189,11 +196,12 @@ def _description(run: Run, cfg, spec: InferenceSpec, state: dict, checkpoint: st
     """The content of openlt.json, without the files and checks (added by :func:`export_run`)."""
     return {
         "format": FORMAT, "openlt_version": _version(),
-        "source": {"run": str(run.path), "checkpoint": checkpoint, "sha256": state.get("sha256"),
+        "source": {"run": os.path.abspath(run.path), "checkpoint": checkpoint, "sha256": state.get("sha256"),
                    "epoch": user_epoch(state)},
         "classes": list(spec.classes), "open_classes": list(spec.open_classes),
         "input": {"name": "images", "shape": [None, spec.in_chans, spec.image_size, spec.image_size],
                   "dtype": "float32", "layout": "NCHW", "mode": spec.mode},
+        "decoding": decoding(spec.mode),  # file -> PIL image of input.mode, before the transform
         "transform": spec.transform,
         "outputs": {name: {"logits": "(B, K) float32", "feature": "(B, D) float32",
                            "reachability": "(B,) float32"}[name] for name in names},
@@ -241,7 +249,9 @@ def export_run(run: Run, out: str | Path, fmt: str = "safetensors", checkpoint: 
         description = _description(run, cfg, spec, {**state, **using}, checkpoint, names, scorer, rejector)
         description["amp"] = bundle_amp(run, state, rejector)
         description["files"], description["checks"] = _write_files(stage, model, names, spec, scorer, fmt)
+        description["files"]["readme"] = FILES["readme"]
         write_json(stage / FILES["description"], description)
+        write_text(stage / FILES["readme"], readme(description))
         _publish(stage, out)
     finally:
         shutil.rmtree(stage, ignore_errors=True)  # gone already once published
@@ -260,6 +270,34 @@ def bundle_amp(run: Run, state: dict, rejector: Rejector | None) -> dict:
                      "computed in %s (openlt.json \"amp\" records both): near the threshold a decision may differ "
                      "from `openlt predict %s`'s", run.calibration_file.name, fitted, run.path)
     return {"network": "none", "trained": recorded_amp(state), "threshold": fitted}
+
+
+def readme(bundle: dict) -> str:
+    """The bundle's README.md: how to label an image with it without openlt, from its openlt.json `bundle`
+    (decoding, transform, network, threshold), in words."""
+    t, d = bundle["transform"], bundle["decoding"]
+    network = ", ".join(f"{FILES[k]}" for k in ("onnx", "torchscript") if k in bundle["files"]) or FILES["weights"]
+    rule = ("nothing is rejected (no threshold)" if bundle["threshold"] is None else
+            f"{bundle['threshold']['rule']} ({bundle['threshold']['value']:g}, {bundle['threshold']['source']})")
+    steps = [
+        f"Decode the file as openlt does (openlt.json `decoding`): {d['reader']}.",
+        *(f"{key.replace('_', ' ').capitalize()}: {d[key]}." for key in ("sixteen_bit", "float", "alpha")),
+        f"Channels {d['channels']}.",
+        f"EXIF orientation: {d['exif_orientation']}; to give `openlt predict`'s answers, do not apply it (rotate "
+        f"the files themselves, e.g. with PIL.ImageOps.exif_transpose, for training and prediction alike).",
+        f"Transform (openlt.json `transform`, family {t['family']}): resize to {t['resize']} ("
+        f"{'the shorter side, aspect kept' if isinstance(t['resize'], int) else '[H, W] exactly'}; bilinear, "
+        f"antialiased), center crop {t['crop'] or 'none'}, uint8 / 255 to float32 in [0, 1], then (x - mean) / std "
+        f"per channel with mean {t['mean']} and std {t['std']}.",
+        f"Run the network ({network}) on the (B, {bundle['input']['shape'][1]}, {bundle['input']['shape'][2]}, "
+        f"{bundle['input']['shape'][3]}) float32 batch `images`: outputs {', '.join(bundle['outputs'])}.",
+        f"Open-set score {bundle['open_score']['name']} (higher = more known); {rule}. The label is the class "
+        f"(openlt.json `classes`, in logit order) of the largest logit.",
+    ]
+    return (f"# openlt export bundle ({bundle['format']})\n\nFrom the run {bundle['source']['run']} (checkpoint "
+            f"{bundle['source']['checkpoint']}, epoch {bundle['source']['epoch']}), {len(bundle['classes'])} known "
+            f"classes. openlt.json describes everything as data; to label an image as `openlt predict` does:\n\n"
+            + "".join(f"{i}. {step}\n" for i, step in enumerate(steps, 1)))
 
 
 def _version() -> str | None:
