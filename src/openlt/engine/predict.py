@@ -35,6 +35,7 @@ from openlt.io import write_text
 from openlt.models.model import OpenLTModel
 from openlt.openset import OpenSetScore, Rejector
 from openlt.openset.base import MODEL_SCORE
+from openlt.reporting.samples import rank_classes
 
 _LOG = logging.getLogger(__name__)
 
@@ -117,11 +118,10 @@ class Predictor:
             images = batch_to(batch.float(), self.device, self.cfg.train.channels_last)
             out[MODEL_SCORE] = scorer.score_images(lambda x: self.model(x)["logits"], images, self.spec.transform["std"])
         finite = torch.isfinite(out["logits"]).all(dim=1).tolist()
-        probs = torch.softmax(out["logits"], dim=1)
-        confidence, top = probs.max(dim=1)
+        best_p, best_c = rank_classes(out["logits"], topk)  # the label is the top-k's first: one ranking (trial 10 D10)
+        confidence, top = best_p[:, 0], best_c[:, 0]
         open_score = scorer.score(out)
         decided = top.numpy() if rejector is None else rejector.decide(top.numpy(), open_score.numpy())
-        best_p, best_c = probs.topk(topk, dim=1)
         names = self.spec.classes
         return [{"label": int(c), "class_name": names[c] if c >= 0 else "unknown", "confidence": prob,
                  "open_score": value, "rejected": bool(c < 0),
@@ -156,12 +156,14 @@ def decision_amp(run: Run, rejector: Rejector | None, amp: str, device: torch.de
     return fitted
 
 
-def _folder_images(folder: Path) -> list[tuple[Path, str | None]]:
+def _folder_images(folder: Path) -> tuple[list[tuple[Path, str | None]], list[Path]]:
     """A folder's image files (see :func:`expand_inputs`) as (path, None), sorted; its dangling symlinks with an
     image extension are kept as images (reading one names it, on its own line, not skipped), and a sub-folder
     that cannot be listed (no permission) is (that folder, why): its images are not skipped without a word.
-    Hidden entries are skipped; symlinked sub-folders are not followed."""
+    Hidden entries are skipped; symlinked sub-folders are not followed. Also returns the files skipped for their
+    name (no image extension: ``.heic``, ``.txt``, none), sorted, for :func:`_skipped_note`."""
     found: list[tuple[Path, str | None]] = []
+    skipped: list[Path] = []
 
     def unlisted(exc: OSError) -> None:
         found.append((Path(exc.filename), f"cannot list the folder {exc.filename}: {exc.strerror or exc} (its "
@@ -171,10 +173,38 @@ def _folder_images(folder: Path) -> list[tuple[Path, str | None]]:
         subdirs[:] = [d for d in subdirs if not d.startswith(".")]
         for name in names:
             path = Path(directory) / name
-            if not name.startswith(".") and path.suffix.lower() in IMAGE_EXTENSIONS and (path.is_file()
-                                                                                       or _dangling(path)):
-                found.append((path, None))
-    return sorted(found, key=lambda item: item[0])
+            if name.startswith("."):
+                continue
+            if path.suffix.lower() in IMAGE_EXTENSIONS:
+                if path.is_file() or _dangling(path):
+                    found.append((path, None))
+            elif path.is_file():
+                skipped.append(path)
+    return sorted(found, key=lambda item: item[0]), sorted(skipped)
+
+
+SHOWN_SKIPPED = 3  # file names a skipped-files warning shows
+
+
+def _shown(name: str) -> str:
+    return name if name.isprintable() else repr(name)
+
+
+def _skipped_note(where: str, skipped: list[Path], base: Path | None = None) -> str:
+    """The one warning line for the files a folder or pattern `where` holds that are not labelled for their name
+    (trial 10 D12: they were skipped without a word, while the same files named directly were labelled)."""
+    names = [_shown(os.path.relpath(p, base) if base is not None else str(p)) for p in skipped[:SHOWN_SKIPPED]]
+    more = f", ... ({len(skipped) - SHOWN_SKIPPED} more)" if len(skipped) > SHOWN_SKIPPED else ""
+    return (f"{_shown(where)}: skipped {len(skipped)} file{'s' if len(skipped) > 1 else ''} without an image "
+            f"extension ({', '.join(names)}{more}); openlt labels {' '.join(IMAGE_EXTENSIONS)} (any case): "
+            f"convert or rename the others (e.g. .heic to .jpg)")
+
+
+def not_image_name(path: str) -> str:
+    """The error of a file named directly whose name has no image extension: the rule folders and patterns
+    follow (they skip it, with :func:`_skipped_note`), and split files (they refuse it)."""
+    return (f"{path} is not an image file name: openlt labels {' '.join(IMAGE_EXTENSIONS)} (any case), named "
+            f"directly or in a folder alike; convert or rename it (e.g. .heic to .jpg)")
 
 
 def _dangling(path: Path) -> bool:
@@ -185,7 +215,9 @@ def _dangling(path: Path) -> bool:
 def expand_inputs(inputs: Iterable[str]) -> list[tuple[str, str | None]]:
     """Image paths from what the user named, in order: a file as it is, a folder's image files (recursively,
     extensions of openlt.data.datasets.IMAGE_EXTENSIONS, hidden entries skipped, sorted), a glob pattern's
-    matches (``*``, ``?``, ``[``; ``**`` recursive; sorted). Returns (path, problem) pairs: problem is None, or
+    image matches (``*``, ``?``, ``[``; ``**`` recursive; sorted). One rule for all three: a file whose name has
+    no image extension is not read (named: an entry with its problem; in a folder or among matches: skipped,
+    with one warning line giving how many and the first names). Returns (path, problem) pairs: problem is None, or
     a one-line reason when the entry names no image (missing path, folder without images, pattern without
     match, a name the filesystem refuses: too long, ...), so that the caller reports it on that entry's line and
     goes on; a sub-folder that cannot be listed is such an entry too. A dangling symlink (named, matched, or in a
@@ -200,16 +232,27 @@ def expand_inputs(inputs: Iterable[str]) -> list[tuple[str, str | None]]:
 
 
 def _expand(entry: str) -> list[tuple[str, str | None]]:
-    """:func:`expand_inputs` for one entry; OSError when the filesystem refuses the name itself."""
+    """:func:`expand_inputs` for one entry; OSError when the filesystem refuses the name itself. Files without
+    an image extension are never read: named, they are an entry with its problem (:func:`not_image_name`); in a
+    folder or among a pattern's matches, they are skipped with one warning (:func:`_skipped_note`)."""
     path = Path(entry)
     if path.is_dir():
-        images = _folder_images(path)
+        images, skipped = _folder_images(path)
+        if skipped:
+            _LOG.warning(_skipped_note(entry, skipped, path))
         return [(str(p), problem) for p, problem in images] or [
             (entry, f"no image files ({', '.join(IMAGE_EXTENSIONS)}) in the folder {entry}")]
     if path.exists() or path.is_symlink() or not glob.has_magic(entry):
+        if path.suffix.lower() not in IMAGE_EXTENSIONS and path.is_file():
+            return [(entry, not_image_name(entry))]
         return [(entry, None)]  # a missing file or a dangling symlink is reported when it is read
     files = [m for m in sorted(glob.glob(entry, recursive=True)) if Path(m).is_file() or _dangling(Path(m))]
-    return [(m, None) for m in files] or [(entry, f"no file matches {entry!r}")]
+    skipped = [Path(m) for m in files if Path(m).suffix.lower() not in IMAGE_EXTENSIONS]
+    if skipped:
+        _LOG.warning(_skipped_note(entry, skipped))
+    images = [m for m in files if Path(m).suffix.lower() in IMAGE_EXTENSIONS]
+    return [(m, None) for m in images] or [
+        (entry, f"no {'image ' if skipped else ''}file matches {entry!r}")]
 
 
 def _failure(path: str, message: str) -> dict:

@@ -37,6 +37,17 @@ _CHUNK = 4096  # rows of logits turned into probabilities at once: bounds the so
 RECORD_KEYS = ("preds", "score", "max_prob", "top_classes", "top_probs")
 
 
+def rank_classes(logits: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The `k` most probable classes of each row of `logits` (N, K) float: ``(probs, classes)``, both (N, k), best
+    first, ``probs`` the softmax probabilities of ``classes``. The one ranking of every per-image record (evaluation's
+    predictions.npz, `openlt predict`, ``LoadedRun.predict``): its first column is the label, so a record never
+    names one class as its label and another first in its top-k. Equal logits (common in bf16) rank by class index,
+    lower first (a stable sort), so the first column is ``logits.argmax(dim=1)``, the prediction the metrics take."""
+    order = torch.sort(logits, dim=1, descending=True, stable=True).indices[:, :k]
+    probs = torch.softmax(logits, dim=1).gather(1, order)
+    return probs, order
+
+
 def summarize_outputs(outputs: Mapping[str, torch.Tensor], score: torch.Tensor | np.ndarray, top_k: int = TOP_K,
                       keep_logits: bool = False) -> dict[str, np.ndarray]:
     """One split's outputs reduced to per-image arrays: ``preds`` (N,) int64 argmax of ``outputs["logits"]``
@@ -56,12 +67,11 @@ def summarize_outputs(outputs: Mapping[str, torch.Tensor], score: torch.Tensor |
     preds, max_prob, classes, probs = [], [], [], []
     for chunk in logits.split(_CHUNK):
         chunk = chunk.float()
-        prob = torch.softmax(chunk, dim=1)
-        max_prob.append(prob.max(dim=1).values)
-        top = prob.topk(k, dim=1)
-        classes.append(top.indices)
-        probs.append(top.values)
-        preds.append(chunk.argmax(dim=1))  # the argmax of the logits (first of equal ones), as the metrics take it
+        top_probs, top_classes = rank_classes(chunk, k)
+        max_prob.append(top_probs[:, 0])
+        classes.append(top_classes)
+        probs.append(top_probs)
+        preds.append(top_classes[:, 0])  # the argmax of the logits (first of equal ones), as the metrics take it
     record = {"preds": torch.cat(preds).numpy().astype(np.int64), "score": score,  # split() gives >= 1 chunk
               "max_prob": torch.cat(max_prob).numpy().astype(np.float32),
               "top_classes": torch.cat(classes).numpy().astype(np.int64),
