@@ -156,14 +156,12 @@ def decision_amp(run: Run, rejector: Rejector | None, amp: str, device: torch.de
     return fitted
 
 
-def _folder_images(folder: Path) -> tuple[list[tuple[Path, str | None]], list[Path]]:
+def _folder_images(folder: Path) -> list[tuple[Path, str | None]]:
     """A folder's image files (see :func:`expand_inputs`) as (path, None), sorted; its dangling symlinks with an
     image extension are kept as images (reading one names it, on its own line, not skipped), and a sub-folder
     that cannot be listed (no permission) is (that folder, why): its images are not skipped without a word.
-    Hidden entries are skipped; symlinked sub-folders are not followed. Also returns the files skipped for their
-    name (no image extension: ``.heic``, ``.txt``, none), sorted, for :func:`_skipped_note`."""
+    Hidden entries are skipped; symlinked sub-folders are not followed."""
     found: list[tuple[Path, str | None]] = []
-    skipped: list[Path] = []
 
     def unlisted(exc: OSError) -> None:
         found.append((Path(exc.filename), f"cannot list the folder {exc.filename}: {exc.strerror or exc} (its "
@@ -173,38 +171,10 @@ def _folder_images(folder: Path) -> tuple[list[tuple[Path, str | None]], list[Pa
         subdirs[:] = [d for d in subdirs if not d.startswith(".")]
         for name in names:
             path = Path(directory) / name
-            if name.startswith("."):
-                continue
-            if path.suffix.lower() in IMAGE_EXTENSIONS:
-                if path.is_file() or _dangling(path):
-                    found.append((path, None))
-            elif path.is_file():
-                skipped.append(path)
-    return sorted(found, key=lambda item: item[0]), sorted(skipped)
-
-
-SHOWN_SKIPPED = 3  # file names a skipped-files warning shows
-
-
-def _shown(name: str) -> str:
-    return name if name.isprintable() else repr(name)
-
-
-def _skipped_note(where: str, skipped: list[Path], base: Path | None = None) -> str:
-    """The one warning line for the files a folder or pattern `where` holds that are not labelled for their name
-    (trial 10 D12: they were skipped without a word, while the same files named directly were labelled)."""
-    names = [_shown(os.path.relpath(p, base) if base is not None else str(p)) for p in skipped[:SHOWN_SKIPPED]]
-    more = f", ... ({len(skipped) - SHOWN_SKIPPED} more)" if len(skipped) > SHOWN_SKIPPED else ""
-    return (f"{_shown(where)}: skipped {len(skipped)} file{'s' if len(skipped) > 1 else ''} without an image "
-            f"extension ({', '.join(names)}{more}); openlt labels {' '.join(IMAGE_EXTENSIONS)} (any case): "
-            f"convert or rename the others (e.g. .heic to .jpg)")
-
-
-def not_image_name(path: str) -> str:
-    """The error of a file named directly whose name has no image extension: the rule folders and patterns
-    follow (they skip it, with :func:`_skipped_note`), and split files (they refuse it)."""
-    return (f"{path} is not an image file name: openlt labels {' '.join(IMAGE_EXTENSIONS)} (any case), named "
-            f"directly or in a folder alike; convert or rename it (e.g. .heic to .jpg)")
+            if not name.startswith(".") and path.suffix.lower() in IMAGE_EXTENSIONS and (path.is_file()
+                                                                                       or _dangling(path)):
+                found.append((path, None))
+    return sorted(found, key=lambda item: item[0])
 
 
 def _dangling(path: Path) -> bool:
@@ -215,9 +185,7 @@ def _dangling(path: Path) -> bool:
 def expand_inputs(inputs: Iterable[str]) -> list[tuple[str, str | None]]:
     """Image paths from what the user named, in order: a file as it is, a folder's image files (recursively,
     extensions of openlt.data.datasets.IMAGE_EXTENSIONS, hidden entries skipped, sorted), a glob pattern's
-    image matches (``*``, ``?``, ``[``; ``**`` recursive; sorted). One rule for all three: a file whose name has
-    no image extension is not read (named: an entry with its problem; in a folder or among matches: skipped,
-    with one warning line giving how many and the first names). Returns (path, problem) pairs: problem is None, or
+    matches (``*``, ``?``, ``[``; ``**`` recursive; sorted). Returns (path, problem) pairs: problem is None, or
     a one-line reason when the entry names no image (missing path, folder without images, pattern without
     match, a name the filesystem refuses: too long, ...), so that the caller reports it on that entry's line and
     goes on; a sub-folder that cannot be listed is such an entry too. A dangling symlink (named, matched, or in a
@@ -232,27 +200,16 @@ def expand_inputs(inputs: Iterable[str]) -> list[tuple[str, str | None]]:
 
 
 def _expand(entry: str) -> list[tuple[str, str | None]]:
-    """:func:`expand_inputs` for one entry; OSError when the filesystem refuses the name itself. Files without
-    an image extension are never read: named, they are an entry with its problem (:func:`not_image_name`); in a
-    folder or among a pattern's matches, they are skipped with one warning (:func:`_skipped_note`)."""
+    """:func:`expand_inputs` for one entry; OSError when the filesystem refuses the name itself."""
     path = Path(entry)
     if path.is_dir():
-        images, skipped = _folder_images(path)
-        if skipped:
-            _LOG.warning(_skipped_note(entry, skipped, path))
+        images = _folder_images(path)
         return [(str(p), problem) for p, problem in images] or [
             (entry, f"no image files ({', '.join(IMAGE_EXTENSIONS)}) in the folder {entry}")]
     if path.exists() or path.is_symlink() or not glob.has_magic(entry):
-        if path.suffix.lower() not in IMAGE_EXTENSIONS and path.is_file():
-            return [(entry, not_image_name(entry))]
         return [(entry, None)]  # a missing file or a dangling symlink is reported when it is read
     files = [m for m in sorted(glob.glob(entry, recursive=True)) if Path(m).is_file() or _dangling(Path(m))]
-    skipped = [Path(m) for m in files if Path(m).suffix.lower() not in IMAGE_EXTENSIONS]
-    if skipped:
-        _LOG.warning(_skipped_note(entry, skipped))
-    images = [m for m in files if Path(m).suffix.lower() in IMAGE_EXTENSIONS]
-    return [(m, None) for m in images] or [
-        (entry, f"no {'image ' if skipped else ''}file matches {entry!r}")]
+    return [(m, None) for m in files] or [(entry, f"no file matches {entry!r}")]
 
 
 def _failure(path: str, message: str) -> dict:
