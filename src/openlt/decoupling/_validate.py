@@ -3,15 +3,66 @@ tensors they must be, with a DataError / ConfigError naming what is wrong."""
 
 from __future__ import annotations
 
+import math
+import numbers
 from typing import Any
 
+import numpy as np
 import torch
 from torch import Tensor
 
+from openlt.config import MAX_TAU  # the config's bound on decouple.taus: one rule for code and config
 from openlt.errors import ConfigError, DataError
 
 
 HALF = (torch.float16, torch.bfloat16)
+
+
+def _tensor(x: Any, name: str, error: type[Exception] = DataError) -> Tensor:
+    """`x` as a tensor; `error` naming `name` for a numpy array of text or objects (class names, paths), which
+    torch refuses with a raw TypeError."""
+    if isinstance(x, Tensor):
+        return x
+    arr = np.asarray(x) if isinstance(x, (np.ndarray, list, tuple)) else None
+    if arr is not None and arr.dtype.kind in "USOV":
+        what = ("integer class ids (map class names to ids first)" if name.endswith("labels")
+                else "numbers (a float tensor or array)")
+        raise error(f"{name} must be {what}, got dtype {arr.dtype}")
+    try:
+        return torch.as_tensor(x if arr is None else arr)
+    except (TypeError, ValueError, RuntimeError) as exc:
+        raise error(f"{name} must be a numeric tensor or numpy array, got {type(x).__name__} ({exc})") from None
+
+
+def _non_finite_rows(t: Tensor, name: str, error: type[Exception]) -> None:
+    """`error` naming `name` and how many rows hold NaN / inf (checked a chunk of rows at a time)."""
+    if not t.is_floating_point() or not t.numel():
+        return
+    rows = t.reshape(len(t), -1) if t.dim() else t.reshape(1, 1)
+    if all(bool(torch.isfinite(part).all()) for part in rows.split(8192)):
+        return
+    bad = ~torch.isfinite(rows).all(dim=1)
+    raise error(f"{name} holds NaN or infinite values in {int(bad.sum())} of {len(rows)} rows (first: row "
+                f"{int(bad.nonzero()[0])})")
+
+
+def _integer(value: Any, name: str, minimum: int = 1) -> int:
+    """`value` as an int: a whole number (Python or numpy integer, or a float with no fraction), not a bool, at
+    least `minimum`; ConfigError naming `name` otherwise."""
+    ok = isinstance(value, numbers.Integral) or (isinstance(value, numbers.Real) and math.isfinite(value)
+                                                 and float(value).is_integer())
+    if isinstance(value, (bool, np.bool_)) or not ok or value < minimum:
+        raise ConfigError(f"{name} must be an integer >= {minimum}, got {value!r}")
+    return int(value)
+
+
+def _tau(tau: Any, name: str = "tau") -> float:
+    """A tau of tau-normalisation: a real number (Python or numpy; not a bool or a string) in [0, MAX_TAU], as
+    the config's ``decouple.taus`` items; ConfigError naming `name` otherwise."""
+    if isinstance(tau, (bool, np.bool_)) or not isinstance(tau, numbers.Real) or not math.isfinite(tau) \
+            or not 0 <= tau <= MAX_TAU:
+        raise ConfigError(f"{name} must be a number >= 0 and <= {MAX_TAU:g} (w / ||w||^tau), got {tau!r}")
+    return float(tau)
 
 
 def _features(x: Any, name: str = "features", keep_half: bool = False) -> Tensor:
@@ -19,9 +70,11 @@ def _features(x: Any, name: str = "features", keep_half: bool = False) -> Tensor
     ``keep_half``: half/bfloat16 features are returned as they are (a float16 feature cache is 1.7 GB at
     iNaturalist's 437k x 2048, its float32 copy 3.4 GB), for a caller that converts them a batch / chunk of rows
     at a time (:func:`compute_dtype`: to float32, the values the whole conversion gives)."""
-    t = torch.as_tensor(x)
+    t = _tensor(x, name)
     if t.dim() != 2:
         raise DataError(f"{name} must be a 2-D tensor (N, D), got shape {tuple(t.shape)}")
+    if t.dtype == torch.bool or t.is_complex():
+        raise DataError(f"{name} must be real numbers, got dtype {t.dtype}")
     if not t.is_floating_point():
         t = t.float()
     elif t.dtype not in (torch.float32, torch.float64) and not (keep_half and t.dtype in HALF):
@@ -39,8 +92,9 @@ def compute_dtype(x: Tensor) -> torch.dtype:
 
 
 def _labels(y: Any, n: int, name: str = "labels") -> Tensor:
-    """(N,) LongTensor of class ids >= 0 matching N features; DataError otherwise."""
-    t = torch.as_tensor(y)
+    """(N,) LongTensor of class ids >= 0 matching N features; DataError otherwise (text: "map class names to ids
+    first")."""
+    t = _tensor(y, name)
     if t.dim() != 1:
         raise DataError(f"{name} must be one-dimensional, got shape {tuple(t.shape)}")
     if len(t) != n:
@@ -56,12 +110,30 @@ def _labels(y: Any, n: int, name: str = "labels") -> Tensor:
     return t
 
 
-def _weight(w: Any) -> Tensor:
-    t = torch.as_tensor(w)
+def _weight(w: Any, name: str = "weight") -> Tensor:
+    """The (C, D) floating classifier weight, finite; ConfigError naming `name` otherwise (NaN / inf rows would
+    give NaN logits: argmax class 0 for every image, or a training loss that "became nan")."""
+    t = _tensor(w, name, ConfigError)
     if t.dim() != 2 or not t.is_floating_point():
-        raise ConfigError(f"classifier weight must be a floating (num_classes, D) tensor, got "
+        raise ConfigError(f"classifier {name} must be a floating (num_classes, D) tensor, got "
                           f"shape {tuple(t.shape)}, dtype {t.dtype}")
+    _non_finite_rows(t.detach(), f"classifier {name}", ConfigError)
     return t.detach()
+
+
+def _bias(b: Any, num_classes: int, dtype: torch.dtype, name: str = "bias") -> Tensor:
+    """The (C,) classifier bias as `dtype`, finite; ConfigError naming `name` otherwise."""
+    t = _tensor(b, name, ConfigError)
+    if t.dtype == torch.bool or t.is_complex():
+        raise ConfigError(f"classifier {name} must be real numbers, got dtype {t.dtype}")
+    t = t.detach().clone().to(dtype)
+    if t.shape != (num_classes,):
+        raise ConfigError(f"{name} must have shape ({num_classes},), got {tuple(t.shape)}")
+    if t.numel() and not bool(torch.isfinite(t).all()):
+        bad = ~torch.isfinite(t)
+        raise ConfigError(f"classifier {name} holds NaN or infinite values in {int(bad.sum())} of {num_classes} "
+                          f"classes (first: class {int(bad.nonzero()[0])})")
+    return t
 
 
 def _check_dim(x: Tensor, d: int, what: str) -> None:

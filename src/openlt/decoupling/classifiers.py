@@ -21,9 +21,11 @@ scikit-learn estimator contract: constructor arguments are parameters (``get_par
 from __future__ import annotations
 
 import math
+import numbers
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from sklearn.base import BaseEstimator
@@ -31,7 +33,8 @@ from torch import Tensor, nn
 from torch.optim.lr_scheduler import LambdaLR
 
 from openlt.data.samplers import build_sampler
-from openlt.decoupling._validate import HALF, _check_dim, _features, _labels, _weight, compute_dtype
+from openlt.decoupling._validate import (HALF, _bias, _check_dim, _features, _integer, _labels, _tau, _weight,
+                                        compute_dtype)
 from openlt.errors import ConfigError, DataError, NotFittedError, TrainingError
 from openlt.metrics import ShotBands, shot_accuracy
 from openlt.optim import Cosine, build_scheduler, optimizer_step
@@ -62,9 +65,7 @@ def tau_normalize(weight: Tensor, bias: Tensor | None = None, tau: float = 1.0) 
     as in the paper, and is always dropped (Kang et al. 2020, Sec. 4.2; the public code's ``pnorm``).
     """
     w = _weight(weight)
-    tau = float(tau)
-    if not math.isfinite(tau):
-        raise ConfigError(f"tau must be finite, got {tau}")
+    tau = _tau(tau)
     norm = w.norm(dim=1, keepdim=True)
     norm = torch.where(norm > 0, norm, torch.ones_like(norm))
     return w / norm.pow(tau), None
@@ -127,7 +128,9 @@ def search_grid(logits_for: Callable[[float], Tensor], val_labels: Tensor, train
 class TauNormClassifier(BaseEstimator):
     """logits = x @ tau_normalize(W, tau)^T, no bias (Kang et al. 2020, Sec. 4.2).
 
-    ``weight``: the (C, D) floating stage-1 classifier weight (ConfigError otherwise). With ``tau=None`` call
+    ``weight``: the (C, D) floating stage-1 classifier weight, finite (ConfigError otherwise, naming the rows with
+    NaN / inf); ``tau``: a number in [0, 10] (Python or numpy; ConfigError for a negative one, a string or a bool,
+    the config's rule for ``decouple.taus``) or None. With ``tau=None`` call
     ``fit(val_features, val_labels, train_counts, taus=..., bands=...)`` to choose tau on a validation set
     (:func:`search_tau`); the chosen value is ``tau_`` and the sweep ``curve_``. With a given tau the
     classifier is ready at once (``fit`` may still choose one: ``tau_`` then wins over ``tau``).
@@ -138,6 +141,8 @@ class TauNormClassifier(BaseEstimator):
 
     def __init__(self, weight: Tensor, tau: float | None = 1.0) -> None:
         _weight(weight)  # refused here, once; kept as given
+        if tau is not None:
+            _tau(tau)
         self.weight = weight
         self.tau = tau
 
@@ -191,7 +196,8 @@ class TauNormClassifier(BaseEstimator):
 class LWSClassifier(nn.Module):
     """Learnable weight scaling: logits = f * (x W^T + b) with W, b frozen (buffers) and f (``scales``, one per
     class, initialised to 1) the only parameter. The bias is scaled too, as in the classifier-balancing code.
-    Unit scales reproduce the original classifier exactly.
+    Unit scales reproduce the original classifier exactly. ConfigError for a weight that is not a finite (C, D)
+    float tensor or a bias that is not a finite (C,) vector.
     """
 
     bias: Tensor | None
@@ -203,10 +209,7 @@ class LWSClassifier(nn.Module):
         if bias is None:
             self.register_buffer("bias", None)
         else:
-            b = torch.as_tensor(bias).detach().clone().to(w.dtype)
-            if b.shape != (w.shape[0],):
-                raise ConfigError(f"bias must have shape ({w.shape[0]},), got {tuple(b.shape)}")
-            self.register_buffer("bias", b)
+            self.register_buffer("bias", _bias(bias, w.shape[0], w.dtype))
         self.scales = nn.Parameter(torch.ones(w.shape[0], dtype=w.dtype, device=w.device))
 
     @classmethod
@@ -251,7 +254,10 @@ class LWS(BaseEstimator):
     labels)`` trains the per-class scales f of an :class:`LWSClassifier` on the frozen ``weight`` (C, D) and
     ``bias`` (C,) (None: no bias) with :func:`train_on_features` (softmax cross-entropy, SGD with cosine lr,
     ``sampler`` order: class-balanced by default, as the paper; the defaults are the embedded benchmark's
-    configs/fmnist_lt/decouple_lws.yaml), then ``logits = f * (x W^T + b)``.
+    configs/fmnist_lt/decouple_lws.yaml), then ``logits = f * (x W^T + b)``. ``weight`` and ``bias`` must be
+    finite (ConfigError at construction naming the rows / classes with NaN / inf); ``epochs`` and ``batch_size``
+    whole numbers >= 1 (Python or numpy integers, not bools); labels integer class ids (DataError for text:
+    map class names to ids first).
 
     Parameters (``get_params`` / ``set_params`` / ``sklearn.base.clone``): ``weight``, ``bias``, ``epochs``,
     ``batch_size``, ``lr``, ``momentum``, ``weight_decay``, ``sampler``, ``seed``. Learnt: ``module_`` (the
@@ -262,7 +268,9 @@ class LWS(BaseEstimator):
     def __init__(self, weight: Tensor, bias: Tensor | None = None, *, epochs: int = 10, batch_size: int = 128,
                  lr: float = 0.2, momentum: float = 0.9, weight_decay: float = 5e-4,
                  sampler: str = "class_balanced", seed: int = 0) -> None:
-        _weight(weight)  # refused here, once; every parameter kept as given
+        w = _weight(weight)  # refused here, once; every parameter kept as given
+        if bias is not None:
+            _bias(bias, w.shape[0], w.dtype)
         self.weight, self.bias = weight, bias
         self.epochs, self.batch_size, self.lr, self.momentum = epochs, batch_size, lr, momentum
         self.weight_decay, self.sampler, self.seed = weight_decay, sampler, seed
@@ -326,7 +334,7 @@ def train_on_features(module: nn.Module, features: Any, labels: Any, *, epochs: 
     order: e.g. freshly augmented images through a frozen backbone, the paper's cRT). ``on_epoch(epoch,
     mean_loss, last_lr)`` is called after every epoch (logging, progress).
     """
-    _check_training_options(epochs, batch_size, lr, momentum, weight_decay)
+    epochs, batch_size = _check_training_options(epochs, batch_size, lr, momentum, weight_decay)
     x = _features(features, keep_half=True)  # float16 stays float16: each batch is converted (_features_epoch)
     y = _labels(labels, len(x))
     if len(x) == 0:
@@ -360,14 +368,15 @@ def train_on_features(module: nn.Module, features: Any, labels: Any, *, epochs: 
     return module
 
 
-def _check_training_options(epochs: Any, batch_size: Any, lr: Any, momentum: Any, weight_decay: Any) -> None:
-    if int(epochs) != epochs or epochs < 1:
-        raise ConfigError(f"epochs must be a positive integer, got {epochs!r}")
-    if int(batch_size) != batch_size or batch_size < 1:
-        raise ConfigError(f"batch_size must be a positive integer, got {batch_size!r}")
+def _check_training_options(epochs: Any, batch_size: Any, lr: Any, momentum: Any,
+                            weight_decay: Any) -> tuple[int, int]:
+    """(epochs, batch_size) as ints: whole numbers >= 1, Python or numpy (np.int64 from a notebook), not a bool;
+    lr, momentum, weight_decay finite numbers >= 0. ConfigError naming the option otherwise."""
+    epochs, batch_size = _integer(epochs, "epochs"), _integer(batch_size, "batch_size")
     for name, v in (("lr", lr), ("momentum", momentum), ("weight_decay", weight_decay)):
-        if not math.isfinite(float(v)) or float(v) < 0:
+        if isinstance(v, (bool, np.bool_)) or not isinstance(v, numbers.Real) or not math.isfinite(v) or v < 0:
             raise ConfigError(f"{name} must be a finite number >= 0, got {v!r}")
+    return epochs, batch_size
 
 
 def _features_epoch(module: nn.Module, x: Tensor, y: Tensor, y_dev: Tensor, order: Tensor, batch_size: int,

@@ -123,7 +123,8 @@ class NCMClassifier(BaseEstimator):
     def fit(self, features: Any, labels: Any, num_classes: int | None = None) -> "NCMClassifier":
         """Fit the class means on features (N, D) float and labels (N,) class ids; returns self.
 
-        ``num_classes`` defaults to max(label) + 1. Raises DataError for malformed or non-finite features, bad labels,
+        ``num_classes`` defaults to max(label) + 1. Raises DataError for malformed or non-finite features (text
+        arrays: naming the dtype), bad labels (text: "map class names to ids first"),
         a label >= ``num_classes`` or a class without a sample; ConfigError for a non-positive ``num_classes``.
         """
         _check_metric(self.metric)  # set_params may have changed it
