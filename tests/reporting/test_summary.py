@@ -296,3 +296,18 @@ def test_rows_on_different_data_get_one_note_naming_them(tmp_path, capsys):
     code, out, err = cli([same[0], f"c={tmp_path / 's2'}"], capsys)
     assert code == 0 and ("note: the rows are on different data (a: fashion-mnist (3 classes), c: cifar10 (4 "
                           "classes)): their numbers are not comparable") in out, out
+
+
+# ---------------------------------------------------------------------------- labels a table cell cannot hold
+def test_labels_with_a_bar_or_a_line_break_stay_one_cell_of_one_row(tmp_path, capsys):
+    """trial 10 D7: `a|b=RUN` gave an extra column, a label with a newline split its row over two lines."""
+    args = [f"a|b={write(tmp_path, 's0', metrics('s0'))}", f"x\ny={write(tmp_path, 's1', metrics('s1'))}",
+            f"c\\d={write(tmp_path, 's2', metrics('s2'))}"]
+    code, out, err = cli(args, capsys)
+    assert code == 0, err
+    rows = [line for line in out.splitlines() if line.startswith("| ") and not line.startswith("| method")]
+    assert [row.split(" | ")[0] for row in rows] == ["| a\\|b", "| x\\ny", "| c\\\\d"]
+    header = out.splitlines()[0]
+    assert all(len(row.replace("\\|", "").split("|")) == len(header.split("|")) for row in rows)
+    spec = Spec(tmp_path / "bench")
+    assert "\n| a\\|b | 1 | 90.0 |" in markdown(spec, {"a|b": [metrics("s0")]})

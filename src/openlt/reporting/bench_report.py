@@ -15,7 +15,7 @@ from matplotlib.figure import Figure
 
 from openlt.io import atomic_path, write_text
 from openlt.paper_numbers import PAPERS
-from openlt.reporting.summary import (COLUMNS, STD_NOTE, aggregate, format_cell, load_metrics, marked_label,
+from openlt.reporting.summary import (COLUMNS, STD_NOTE, aggregate, format_cell, load_metrics, marked_label, md_cell,
                                      under_trained_note)
 from openlt.reporting.figures import to_png
 from openlt.reporting.html import esc, figure, page, table
@@ -79,7 +79,7 @@ def markdown(spec, groups: dict[str, list[dict]]) -> str:
              "| method | runs | " + " | ".join(names) + " |", "|---|---:|" + "---:|" * len(names)]
     aggregated = aggregate(groups)
     for row in aggregated:
-        lines.append(f"| {marked_label(row)} | {row['runs']} | "
+        lines.append(f"| {md_cell(marked_label(row))} | {row['runs']} | "
                      + " | ".join(format_cell(row["cells"][c], c, row["runs"]) for c in names) + " |")
     if under_trained_note(aggregated):
         lines += ["", under_trained_note(aggregated)]

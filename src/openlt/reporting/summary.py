@@ -530,6 +530,14 @@ def marked_label(row: dict) -> str:
     return f"{row['label']} {UNDER_TRAINED_MARK}" if row.get("under_trained") else row["label"]
 
 
+def md_cell(text: str) -> str:
+    """`text` made safe as one markdown table cell (trial 10 D7): ``\\`` and ``|`` escaped (a label cannot end or
+    split its cell), and a character that is not printable (a line break, a tab, ESC) written as its Python escape
+    (``\\n``): a row stays one line."""
+    text = text.replace("\\", "\\\\").replace("|", "\\|")
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+
+
 def under_trained_note(rows: list[dict]) -> str:
     """The footnote of the rows marked by :func:`marked_label` ("" when none is)."""
     marked = [f"{row['label']} ({row['under_trained']}/{row['runs']} runs)" for row in rows if row.get("under_trained")]
@@ -560,5 +568,5 @@ def summarize(groups: dict[str, list[dict]], names: dict[str, list[str]] | None 
     aggregated = aggregate(groups, names)
     for row in aggregated:
         cells = [format_cell(row["cells"][name], name, row["runs"]) for name, _, _ in COLUMNS]
-        rows.append(f"| {marked_label(row)} | {row['runs']} | " + " | ".join(cells) + " |")
+        rows.append(f"| {md_cell(marked_label(row))} | {row['runs']} | " + " | ".join(cells) + " |")
     return "\n".join(rows) + "\n\n" + "\n".join(table_notes(aggregated))
