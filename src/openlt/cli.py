@@ -199,7 +199,7 @@ def _predict(args: argparse.Namespace) -> int:
     with _json_stdout(args.json):
         predictor = Predictor.load(run, args.checkpoint, args.threshold, args.device)
         predictor.check_topk(args.topk)  # at most the run's classes, before any image is read
-        for record in predict_files(predictor, args.images, args.batch_size, args.topk):
+        for record in predict_files(predictor, args.images, args.batch_size, args.topk, output=args.output):
             records.append(record)
             if not args.json:
                 print(_prediction_line(record, args.topk), flush=True)
@@ -481,10 +481,14 @@ def _add_predict_command(sub: argparse._SubParsersAction) -> None:
                        "(path, class or 'unknown', confidence, top-k), or 'path<TAB>error: ...' for an image that "
                        "cannot be read (the others are labelled; exit status 2). A path that is not printable text "
                        "(a tab, a newline, another control character) or that starts with a quote is printed as a "
-                       "Python string literal ('a\\tb.png'); --json and --output keep paths as they are.")
+                       "Python string literal ('a\\tb.png'); --json and --output keep paths as they are (a CSV cell "
+                       "that starts with = + - @, a tab or a carriage return gets a leading ', so that no spreadsheet "
+                       "reads it as a formula; a CSV cannot hold a name that is not UTF-8: use .jsonl).")
     p.add_argument("run")
     p.add_argument("images", nargs="+", help="image files, folders (their image files, recursively) or glob "
-                   "patterns ('photos/**/*.jpg')")
+                   "patterns ('photos/**/*.jpg'); image files are named .jpg .jpeg .png .bmp .webp .gif .tif .tiff "
+                   ".ppm .pgm (any case): others are skipped in folders and patterns (one warning line) and "
+                   "refused when named")
     p.add_argument("--checkpoint", default="best", choices=["best", "last"])
     p.add_argument("--threshold", type=threshold_option, help="fixed rejection threshold on the run's open-set "
                    "score, a finite number inside the score's range (msp: [0, 1]) (default: the run's "

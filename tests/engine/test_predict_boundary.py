@@ -266,4 +266,6 @@ def test_the_help_says_how_odd_paths_are_printed(capsys):
     text = " ".join(capsys.readouterr().out.split())
     assert ("A path that is not printable text (a tab, a newline, another control character) or that starts with a "
             "quote is printed as a Python string literal ('a\\tb.png'); --json and --output keep paths as they "
-            "are.") in text
+            "are (a CSV cell that starts with = + - @, a tab or a carriage return gets a leading ', so that no "
+            "spreadsheet reads it as a formula; a CSV cannot hold a name that is not UTF-8: use .jsonl).") in text
+    assert "others are skipped in folders and patterns (one warning line) and refused when named" in text

@@ -156,12 +156,14 @@ def decision_amp(run: Run, rejector: Rejector | None, amp: str, device: torch.de
     return fitted
 
 
-def _folder_images(folder: Path) -> list[tuple[Path, str | None]]:
+def _folder_images(folder: Path) -> tuple[list[tuple[Path, str | None]], list[Path]]:
     """A folder's image files (see :func:`expand_inputs`) as (path, None), sorted; its dangling symlinks with an
     image extension are kept as images (reading one names it, on its own line, not skipped), and a sub-folder
     that cannot be listed (no permission) is (that folder, why): its images are not skipped without a word.
-    Hidden entries are skipped; symlinked sub-folders are not followed."""
+    Hidden entries are skipped; symlinked sub-folders are not followed. Also returns the files skipped for their
+    name (no image extension: ``.heic``, ``.txt``, none), sorted, for :func:`_skipped_note`."""
     found: list[tuple[Path, str | None]] = []
+    skipped: list[Path] = []
 
     def unlisted(exc: OSError) -> None:
         found.append((Path(exc.filename), f"cannot list the folder {exc.filename}: {exc.strerror or exc} (its "
@@ -171,10 +173,38 @@ def _folder_images(folder: Path) -> list[tuple[Path, str | None]]:
         subdirs[:] = [d for d in subdirs if not d.startswith(".")]
         for name in names:
             path = Path(directory) / name
-            if not name.startswith(".") and path.suffix.lower() in IMAGE_EXTENSIONS and (path.is_file()
-                                                                                       or _dangling(path)):
-                found.append((path, None))
-    return sorted(found, key=lambda item: item[0])
+            if name.startswith("."):
+                continue
+            if path.suffix.lower() in IMAGE_EXTENSIONS:
+                if path.is_file() or _dangling(path):
+                    found.append((path, None))
+            elif path.is_file():
+                skipped.append(path)
+    return sorted(found, key=lambda item: item[0]), sorted(skipped)
+
+
+SHOWN_SKIPPED = 3  # file names a skipped-files warning shows
+
+
+def _shown(name: str) -> str:
+    return name if name.isprintable() else repr(name)
+
+
+def _skipped_note(where: str, skipped: list[Path], base: Path | None = None) -> str:
+    """The one warning line for the files a folder or pattern `where` holds that are not labelled for their name
+    (trial 10 D12: they were skipped without a word, while the same files named directly were labelled)."""
+    names = [_shown(os.path.relpath(p, base) if base is not None else str(p)) for p in skipped[:SHOWN_SKIPPED]]
+    more = f", ... ({len(skipped) - SHOWN_SKIPPED} more)" if len(skipped) > SHOWN_SKIPPED else ""
+    return (f"{_shown(where)}: skipped {len(skipped)} file{'s' if len(skipped) > 1 else ''} without an image "
+            f"extension ({', '.join(names)}{more}); openlt labels {' '.join(IMAGE_EXTENSIONS)} (any case): "
+            f"convert or rename the others (e.g. .heic to .jpg)")
+
+
+def not_image_name(path: str) -> str:
+    """The error of a file named directly whose name has no image extension: the rule folders and patterns
+    follow (they skip it, with :func:`_skipped_note`), and split files (they refuse it)."""
+    return (f"{path} is not an image file name: openlt labels {' '.join(IMAGE_EXTENSIONS)} (any case), named "
+            f"directly or in a folder alike; convert or rename it (e.g. .heic to .jpg)")
 
 
 def _dangling(path: Path) -> bool:
@@ -185,7 +215,9 @@ def _dangling(path: Path) -> bool:
 def expand_inputs(inputs: Iterable[str]) -> list[tuple[str, str | None]]:
     """Image paths from what the user named, in order: a file as it is, a folder's image files (recursively,
     extensions of openlt.data.datasets.IMAGE_EXTENSIONS, hidden entries skipped, sorted), a glob pattern's
-    matches (``*``, ``?``, ``[``; ``**`` recursive; sorted). Returns (path, problem) pairs: problem is None, or
+    image matches (``*``, ``?``, ``[``; ``**`` recursive; sorted). One rule for all three: a file whose name has
+    no image extension is not read (named: an entry with its problem; in a folder or among matches: skipped,
+    with one warning line giving how many and the first names). Returns (path, problem) pairs: problem is None, or
     a one-line reason when the entry names no image (missing path, folder without images, pattern without
     match, a name the filesystem refuses: too long, ...), so that the caller reports it on that entry's line and
     goes on; a sub-folder that cannot be listed is such an entry too. A dangling symlink (named, matched, or in a
@@ -200,16 +232,27 @@ def expand_inputs(inputs: Iterable[str]) -> list[tuple[str, str | None]]:
 
 
 def _expand(entry: str) -> list[tuple[str, str | None]]:
-    """:func:`expand_inputs` for one entry; OSError when the filesystem refuses the name itself."""
+    """:func:`expand_inputs` for one entry; OSError when the filesystem refuses the name itself. Files without
+    an image extension are never read: named, they are an entry with its problem (:func:`not_image_name`); in a
+    folder or among a pattern's matches, they are skipped with one warning (:func:`_skipped_note`)."""
     path = Path(entry)
     if path.is_dir():
-        images = _folder_images(path)
+        images, skipped = _folder_images(path)
+        if skipped:
+            _LOG.warning(_skipped_note(entry, skipped, path))
         return [(str(p), problem) for p, problem in images] or [
             (entry, f"no image files ({', '.join(IMAGE_EXTENSIONS)}) in the folder {entry}")]
     if path.exists() or path.is_symlink() or not glob.has_magic(entry):
+        if path.suffix.lower() not in IMAGE_EXTENSIONS and path.is_file():
+            return [(entry, not_image_name(entry))]
         return [(entry, None)]  # a missing file or a dangling symlink is reported when it is read
     files = [m for m in sorted(glob.glob(entry, recursive=True)) if Path(m).is_file() or _dangling(Path(m))]
-    return [(m, None) for m in files] or [(entry, f"no file matches {entry!r}")]
+    skipped = [Path(m) for m in files if Path(m).suffix.lower() not in IMAGE_EXTENSIONS]
+    if skipped:
+        _LOG.warning(_skipped_note(entry, skipped))
+    images = [m for m in files if Path(m).suffix.lower() in IMAGE_EXTENSIONS]
+    return [(m, None) for m in images] or [
+        (entry, f"no {'image ' if skipped else ''}file matches {entry!r}")]
 
 
 def _failure(path: str, message: str) -> dict:
@@ -229,7 +272,7 @@ def _read(path: str, mode: str):
 
 
 def predict_files(predictor: Predictor, inputs: Iterable[str], batch_size: int = 64,
-                  topk: int = 1) -> Iterator[dict]:
+                  topk: int = 1, output: str | Path | None = None) -> Iterator[dict]:
     """Label the images `inputs` name (:func:`expand_inputs`), `batch_size` at a time, yielding one record per
     image in order: ``path``; ``label`` the class id (int, -1 when rejected as unknown); ``class_name`` (its
     name, or "unknown"); ``confidence`` the softmax maximum in [0, 1]; ``open_score`` the value of the run's
@@ -237,9 +280,12 @@ def predict_files(predictor: Predictor, inputs: Iterable[str], batch_size: int =
     [{"class_name", "probability"}]; ``top_class`` the best guess even when rejected; ``score`` the score's
     name; ``threshold`` (None when nothing is rejected); ``error`` None. An entry that names no readable image
     gives a record with its ``error`` (one line) and every other field None, and prediction goes on. ConfigError,
-    before any image is read, for a `topk` outside 1..K."""
+    before any image is read, for a `topk` outside 1..K, and with `output` (the --output file the records go to)
+    a .csv file, for a path that a CSV file cannot hold (:func:`check_csv_paths`)."""
     predictor.check_topk(topk)
     entries = expand_inputs(inputs)
+    if output is not None and output_format(output) == ".csv":
+        check_csv_paths((path for path, _ in entries), output)  # before any image is labelled (trial 10 D16)
     for start in range(0, len(entries), batch_size):
         chunk = entries[start : start + batch_size]
         records: list[dict | None] = [None] * len(chunk)
@@ -296,22 +342,55 @@ def check_output(path: str | Path, option: str = "--output") -> str:
     return suffix
 
 
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")  # what a spreadsheet reads as a formula at a cell's start
+
+
+def csv_cell(value: object) -> object:
+    """A CSV cell of `value`: None empty; text that starts like a formula (= + - @, a tab or a carriage return:
+    `=cmd.png`, a class named `-x`) prefixed with a single quote, as OWASP advises against CSV injection (trial 10
+    D13): a spreadsheet shows it as text, never evaluates it. Numbers as they are (-1 is a label, not a formula);
+    the .jsonl output and --json keep every text exactly."""
+    if value is None:
+        return ""
+    return "'" + value if isinstance(value, str) and value.startswith(FORMULA_STARTS) else value
+
+
+def check_csv_paths(paths: Iterable[str], output: str | Path, option: str = "--output") -> None:
+    """ConfigError naming `option` and the first of `paths` a CSV file (UTF-8 text) cannot hold: a file name
+    whose bytes are not UTF-8 (Python gives them as lone surrogates, '\\udcff'); was an internal
+    UnicodeEncodeError after every image was labelled, with no file written (trial 10 D16)."""
+    for path in paths:
+        try:
+            path.encode("utf-8")
+        except UnicodeEncodeError:
+            raw = os.fsencode(path)
+            raise ConfigError(f"{option} {output}: the file name {path!r} is not UTF-8 (bytes {raw!r}), which a CSV "
+                              f"file (UTF-8 text) cannot hold; rename the file, or write .jsonl (it keeps such names, "
+                              f"as \\udcXX escapes: os.fsencode gives the bytes back)") from None
+
+
 def _csv_row(record: dict) -> list:
     topk = record["topk"]
     cells = {**record, "topk": None if topk is None else ";".join(f"{t['class_name']}:{t['probability']:.6g}"
                                                                   for t in topk)}
-    return ["" if cells[key] is None else cells[key] for key in COLUMNS]
+    return [csv_cell(cells[key]) for key in COLUMNS]
 
 
 def write_records(records: list[dict], path: str | Path) -> None:
     """Save prediction records (:func:`predict_files`) to `path` atomically: CSV (a header of COLUMNS; topk as
     ``name:probability`` pairs joined by ``;``; empty cells for None) or JSON lines (one record a line, as
-    yielded), by its suffix (:func:`output_format`)."""
+    yielded), by its suffix (:func:`output_format`). CSV text cells that start like a formula get a leading
+    single quote (:func:`csv_cell`); a path a CSV file cannot hold is a ConfigError (:func:`check_csv_paths`)."""
     if output_format(path) == ".jsonl":
         write_text(path, "".join(json.dumps(r) + "\n" for r in records))
         return
+    check_csv_paths((r["path"] for r in records), path, "output")
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
+    # Python 3.11's writer leaves a carriage return unquoted when the line ends in "\n" alone (a path read from a
+    # Windows list, 'a.png\r'): a reader then splits the row there; such a row is written with every cell quoted
+    quoted = csv.writer(buffer, lineterminator="\n", quoting=csv.QUOTE_ALL)
     writer.writerow(COLUMNS)
-    writer.writerows(_csv_row(r) for r in records)
+    for row in map(_csv_row, records):
+        (quoted if any(isinstance(cell, str) and "\r" in cell for cell in row) else writer).writerow(row)
     write_text(path, buffer.getvalue())
