@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from openlt import openset as O
-from openlt.errors import DataError
+from openlt.errors import ConfigError, DataError
 
 RNG = np.random.default_rng(0)
 Y = np.repeat(np.arange(3), 20)
@@ -73,3 +73,19 @@ def test_text_logits_and_features_are_a_data_error():
 def test_fractional_openmax_labels_are_refused_not_truncated():
     with pytest.raises(DataError, match="labels must be integer class ids, got non-integral values"):
         O.OpenMax(tail_size=5).fit(L, Y + 0.5)
+
+
+def test_numpy_integer_options_are_accepted_as_python_ones(tmp_path):
+    from openlt.openset.base import load_score, save_score
+    feats = RNG.random((60, 4)).astype(np.float32)
+    for a, b in ((O.OpenMax(tail_size=np.int64(5), alpha=np.int64(2)), O.OpenMax(tail_size=5, alpha=2)),):
+        torch.testing.assert_close(a.fit(L, Y).score(L), b.fit(L, Y).score(L))
+        save_score(tmp_path / "s.safetensors", a)
+        assert load_score(tmp_path / "s.safetensors").options() == {"tail_size": 5, "alpha": 2, "distance": "eucos"}
+    torch.testing.assert_close(O.KNN(k=np.int64(3)).fit(feats, Y).score(feats), O.KNN(k=3).fit(feats, Y).score(feats))
+    assert O.Energy(temperature=np.float32(2.0)).score(L).shape == (60,)
+    for build, says in ((lambda: O.OpenMax(tail_size=True), "eval.openmax_tail must be an integer >= 2"),
+                        (lambda: O.KNN(k=np.float64(3.0)), "eval.knn_k must be an integer >= 1"),
+                        (lambda: O.Energy(temperature="1"), "energy temperature must be > 0")):
+        with pytest.raises(ConfigError, match=says):
+            build()

@@ -142,8 +142,10 @@ class OpenSetScore(BaseEstimator):
         return self.score(outputs)
 
     def options(self) -> dict:
-        """The constructor's keyword arguments (saved beside a fitted state): ``get_params()``."""
-        return self.get_params(deep=False)
+        """The constructor's keyword arguments (saved beside a fitted state): ``get_params()``, numpy numbers
+        (``np.int64(5)`` from a notebook) as Python ones, so that they can be written as JSON."""
+        return {key: value.item() if isinstance(value, np.generic) else value
+                for key, value in self.get_params(deep=False).items()}
 
     def summary(self) -> dict:
         """What the metrics record about this score: its name, options and (once fitted) what it learnt."""

@@ -33,6 +33,8 @@ meta-embedding, NCM, normed linear) with a ConfigError. Each score keeps what it
 
 from __future__ import annotations
 
+import numbers
+
 from typing import Any, Callable, Mapping
 
 import numpy as np
@@ -235,7 +237,7 @@ class KNN(OpenSetScore):
     fits_half_features = True  # kept by reference, converted a block of rows at a time (knn_distance)
 
     def __init__(self, k: int = 50) -> None:
-        if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+        if isinstance(k, bool) or not isinstance(k, numbers.Integral) or k < 1:  # np.int64 too
             raise ConfigError(f"eval.knn_k must be an integer >= 1 (the neighbour whose distance is the score), got {k!r}")
         self.k = k
 
@@ -277,7 +279,7 @@ class KNN(OpenSetScore):
 
     def summary(self) -> dict:
         """Name, ``k`` and, once fitted, the number of training features searched."""
-        out = {"name": self.name, "k": self.k, "normalised": True}
+        out = {"name": self.name, "k": int(self.k), "normalised": True}
         if hasattr(self, "train_features_"):
             out["n_train"] = int(self.train_features_.shape[0])
         return out
@@ -387,7 +389,7 @@ class ViM(OpenSetScore):
     needs_head = True
 
     def __init__(self, dim: int | None = None) -> None:
-        if dim is not None and (isinstance(dim, bool) or not isinstance(dim, int) or dim < 1):
+        if dim is not None and (isinstance(dim, bool) or not isinstance(dim, numbers.Integral) or dim < 1):
             raise ConfigError(f"eval.vim_dim must be an integer >= 1 (principal subspace) or null for the paper's "
                               f"rule, got {dim!r}")
         self.dim = dim
@@ -431,7 +433,7 @@ class ViM(OpenSetScore):
 
     def summary(self) -> dict:
         """Name, ``dim`` and, once fitted, the dimension used and alpha."""
-        out = {"name": self.name, "dim": self.dim}
+        out = {"name": self.name, "dim": None if self.dim is None else int(self.dim)}
         if hasattr(self, "weight_"):
             out.update({"dim_used": int(self.null_space_.shape[0] - self.null_space_.shape[1]), "alpha": self.alpha_})
         return out
@@ -465,7 +467,7 @@ class ReAct(OpenSetScore):
     needs_head = True
 
     def __init__(self, percentile: float = 0.9) -> None:
-        if isinstance(percentile, bool) or not isinstance(percentile, (int, float)) or not 0 < percentile <= 1:
+        if isinstance(percentile, bool) or not isinstance(percentile, numbers.Real) or not 0 < percentile <= 1:
             raise ConfigError(f"eval.react_percentile must be a fraction in (0, 1] (0.9: clip at the 90th percentile "
                               f"of the training activations), got {percentile!r}")
         self.percentile = percentile

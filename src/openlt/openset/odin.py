@@ -14,6 +14,8 @@ images (through the network, also for a decoupled run), keeping the result as ``
 
 from __future__ import annotations
 
+import numbers
+
 from typing import Any, Callable, Sequence
 
 import torch
@@ -35,7 +37,7 @@ class ODIN(OpenSetScore):
 
     def __init__(self, temperature: float = 1000.0, eps: float = 0.0014) -> None:
         for key, value, low in (("odin_temperature", temperature, None), ("odin_eps", eps, 0.0)):
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not (
+            if isinstance(value, bool) or not isinstance(value, numbers.Real) or not (
                     value > 0 if low is None else value >= low):
                 raise ConfigError(f"eval.{key} must be a number {'> 0' if low is None else '>= 0'}, got {value!r}")
         self.temperature, self.eps = temperature, eps

@@ -25,6 +25,7 @@ logits), euclidean, or cosine (1 - cos).
 from __future__ import annotations
 
 import math
+import numbers
 import warnings
 from typing import Any, Callable, Iterable, Iterator, Mapping
 
@@ -115,10 +116,10 @@ class OpenMax(OpenSetScore):
     requires_fit = True
 
     def __init__(self, tail_size: int = 20, alpha: int | None = None, distance: str = "eucos") -> None:
-        if isinstance(tail_size, bool) or not isinstance(tail_size, int) or tail_size < 2:
+        if isinstance(tail_size, bool) or not isinstance(tail_size, numbers.Integral) or tail_size < 2:
             raise ConfigError(f"eval.openmax_tail must be an integer >= 2 (distances in each class's "
                               f"Weibull tail), got {tail_size!r}")
-        if alpha is not None and (isinstance(alpha, bool) or not isinstance(alpha, int) or alpha < 1):
+        if alpha is not None and (isinstance(alpha, bool) or not isinstance(alpha, numbers.Integral) or alpha < 1):
             raise ConfigError(f"eval.openmax_alpha must be an integer >= 1 (top classes revised) or null "
                               f"for min({DEFAULT_ALPHA}, number of classes), got {alpha!r}")
         if distance not in DISTANCES:
@@ -132,7 +133,8 @@ class OpenMax(OpenSetScore):
 
     def options(self) -> dict:
         """The constructor's keyword arguments (``tail_size``, ``alpha``, ``distance``), saved beside the fit."""
-        return {"tail_size": self.tail_size, "alpha": self.alpha, "distance": self.distance}
+        return {"tail_size": int(self.tail_size), "alpha": None if self.alpha is None else int(self.alpha),
+                "distance": self.distance}
 
     @property
     def num_classes(self) -> int:

@@ -5,6 +5,8 @@ numpy array or torch tensor (:func:`openlt.openset.base.as_outputs`) and returns
 
 from __future__ import annotations
 
+import numbers
+
 from typing import Any, Mapping
 
 import torch
@@ -83,7 +85,7 @@ class Energy(OpenSetScore):
     name = "energy"
 
     def __init__(self, temperature: float = 1.0) -> None:
-        if not temperature > 0:
+        if isinstance(temperature, bool) or not isinstance(temperature, numbers.Real) or not temperature > 0:
             raise ConfigError(f"energy temperature must be > 0, got {temperature}")
         self.temperature = temperature  # as given: a scikit-learn parameter (clone checks it is kept)
 
