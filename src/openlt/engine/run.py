@@ -496,4 +496,19 @@ def open_run(path: str | Path) -> Run:
                               f"run directory: give the run directory it was exported from (openlt.json's "
                               f"source.run); the bundle is for use without openlt (its openlt.json describes it)")
         raise RunDirError(f"{path} is not an openlt run directory (no {run.config_file.name})")
+    check_utf8_path(path)
     return run
+
+
+def check_utf8_path(path: Path) -> None:
+    """RunDirError, one line, for a run directory whose path is not valid UTF-8 (a byte such as 0xff that the
+    filesystem keeps as it is, Python as a surrogate): safetensors cannot open its checkpoints (which read as
+    "corrupt") and its reports, metrics and JSON files cannot hold the path (trial 10 D16); refused once, here."""
+    text = str(path)
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        shown = text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+        raise RunDirError(f"the run directory path {shown} is not valid UTF-8: openlt cannot open its checkpoints "
+                          f"(safetensors takes UTF-8 paths only) nor write the path into its reports; rename the "
+                          f"folder (or the folders above it) to a UTF-8 name") from None
