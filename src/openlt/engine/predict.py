@@ -114,11 +114,17 @@ class Predictor:
         self.check_topk(topk, "topk")
         out = self.outputs(batch)
         rejector, scorer = self.rejector, self.scorer
+        ok = torch.isfinite(out["logits"]).all(dim=1)
+        finite = ok.tolist()
+        logits = out["logits"]
+        if not all(finite):  # their records are errors; scored as zeros: the scores refuse non-finite input
+            out = {k: torch.where(ok.view(-1, *[1] * (v.dim() - 1)), v, torch.zeros((), dtype=v.dtype))
+                   for k, v in out.items()}
+            batch = torch.where(ok.view(-1, 1, 1, 1), batch.float(), torch.zeros(()))
         if scorer.needs_model:  # ODIN: the score of the perturbed images, through the network
             images = batch_to(batch.float(), self.device, self.cfg.train.channels_last)
             out[MODEL_SCORE] = scorer.score_images(lambda x: self.model(x)["logits"], images, self.spec.transform["std"])
-        finite = torch.isfinite(out["logits"]).all(dim=1).tolist()
-        best_p, best_c = rank_classes(out["logits"], topk)  # the label is the top-k's first: one ranking (trial 10 D10)
+        best_p, best_c = rank_classes(logits, topk)  # the label is the top-k's first: one ranking (trial 10 D10)
         confidence, top = best_p[:, 0], best_c[:, 0]
         open_score = scorer.score(out)
         decided = top.numpy() if rejector is None else rejector.decide(top.numpy(), open_score.numpy())
