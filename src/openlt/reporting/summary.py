@@ -40,6 +40,7 @@ import numpy as np
 from openlt.config import flatten, read_json, read_yaml_mapping
 from openlt.errors import ConfigError, RunDirError
 from openlt.io import safetensors_header
+from openlt.metrics import ShotBands
 from openlt.reporting.convergence import convergence_warning
 
 # (column, path of keys in metrics.json, scale to display units: 100 for a percentage, 1 for a [0, 1] number)
@@ -108,8 +109,91 @@ def load_metrics(path: str | Path) -> dict:
     problem = metrics_problem(metrics)
     if problem:
         raise RunDirError(f"{path} is not a metrics file of `openlt eval` ({problem}); evaluate the run again")
+    problem = metrics_inconsistency(metrics) or manifest_mismatch(metrics, path.parent / "split_manifest.json")
+    if problem:
+        raise RunDirError(f"{path} contradicts {problem} (edited by hand?): its numbers cannot be shown; evaluate "
+                          f"the run again (`openlt eval {path.parent}`)")
     metrics[SOURCE_KEY] = str(path)
     return metrics
+
+
+CONSISTENCY_TOLERANCE = 2e-3  # accuracies rounded to 3 decimals still agree; a hand edit of 0.1 points or more does not
+BANDS = ("many", "medium", "few")
+
+
+def metrics_inconsistency(metrics: dict) -> str | None:
+    """The first number of a (shape-checked) metrics dict that the others contradict, in words ("itself: ..."), or
+    None (trial 10 D5). Checked where they can be recomputed, cheaply, within :data:`CONSISTENCY_TOLERANCE`:
+    bands.per_class against train_counts under the band rule (many_above / few_below / inclusive, when recorded),
+    closed.n_classes against bands.per_class, each band's accuracy against the mean of its classes'
+    per_class_accuracy, and closed.overall (a per-image mean of the per-class accuracies) within their range.
+    Parts a file lacks (an older openlt, a lone table) are not checked."""
+    bands, names = metrics["bands"], metrics["class_names"]
+    per_class, counts = bands.get("per_class"), metrics.get("train_counts")
+    per_class = per_class if isinstance(per_class, list) and len(per_class) == len(names) else None
+    problem = _bands_problem(bands, per_class, counts)
+    if problem or per_class is None:
+        return problem
+    closed = metrics["closed"]
+    n_classes = closed.get("n_classes")
+    if isinstance(n_classes, dict):
+        for band in BANDS:
+            if type(n_classes.get(band)) is int and n_classes[band] != per_class.count(band):
+                return (f"itself: closed.n_classes.{band} is {n_classes[band]}, bands.per_class names "
+                        f"{per_class.count(band)} {band}-shot classes")
+    accuracy = metrics.get("per_class_accuracy")
+    if not (isinstance(accuracy, list) and len(accuracy) == len(names)
+            and all(a is None or (_number(a) and 0 <= a <= 1) for a in accuracy)):
+        return None
+    return _accuracy_problem(closed, per_class, accuracy)
+
+
+def _bands_problem(bands: dict, per_class: list | None, counts: Any) -> str | None:
+    """:func:`metrics_inconsistency`'s band check: the band of each class recomputed from its training count."""
+    edges = bands.get("many_above"), bands.get("few_below")
+    if per_class is None or not isinstance(counts, list) or not all(type(e) is int for e in edges):
+        return None
+    try:
+        rule = ShotBands(edges[0], edges[1], bool(bands.get("inclusive", False)))
+    except ValueError as exc:
+        return f"itself: bands many_above / few_below: {exc}"
+    for i, (count, band) in enumerate(zip(counts, per_class)):
+        if rule.band(count) != band:
+            return (f"itself: bands.per_class[{i}] is {band!r}, but train_counts[{i}] = {count} is "
+                    f"{rule.band(count)!r} under its rule ({rule.describe()})")
+    return None
+
+
+def _accuracy_problem(closed: dict, per_class: list, accuracy: list) -> str | None:
+    """:func:`metrics_inconsistency`'s accuracy checks: band means and the overall range."""
+    for band in BANDS:
+        tested = [a for a, b in zip(accuracy, per_class) if b == band and a is not None]
+        given = closed.get(band)
+        expected = sum(tested) / len(tested) if tested else None
+        if _number(given) and (expected is None or abs(given - expected) > CONSISTENCY_TOLERANCE):
+            what = "has no tested class" if expected is None else f"averages {expected:.4g} in per_class_accuracy"
+            return f"itself: closed.{band} is {given:.4g}, but that band {what}"
+    tested = [a for a in accuracy if a is not None]
+    overall = closed.get("overall")
+    if _number(overall) and tested and not (min(tested) - CONSISTENCY_TOLERANCE <= overall
+                                            <= max(tested) + CONSISTENCY_TOLERANCE):
+        return (f"itself: closed.overall is {overall:.4g}, outside the per-class accuracies it averages "
+                f"({min(tested):.4g} to {max(tested):.4g}, per_class_accuracy)")
+    return None
+
+
+def manifest_mismatch(metrics: dict, manifest: Path) -> str | None:
+    """"the run's split_manifest.json: ..." when the metrics' class_names are not the class list of the run's
+    split_manifest.json (beside the metrics file), else None; no manifest, or one that cannot be read (the
+    commands that train or evaluate check it): not compared."""
+    try:
+        recorded = json.loads(manifest.read_text(encoding="utf-8")).get("class_names") if manifest.is_file() else None
+    except (OSError, ValueError, AttributeError):
+        return None
+    names = metrics["class_names"]
+    if not isinstance(recorded, list) or recorded == names:
+        return None
+    return f"the run's {manifest.name}: its class_names ({_differs('class lists', names, recorded)})"
 
 
 # set by load_metrics (never a key of metrics.json): the file a metrics dict was read from, whose folder holds the
