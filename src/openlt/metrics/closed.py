@@ -317,8 +317,17 @@ def shot_accuracy(
     preds, labels = _check_preds_labels(preds, labels, num_classes,
                                         f"train_counts has {num_classes} entries")
     acc = per_class_accuracy(preds, labels=labels, num_classes=num_classes)
-    band_of = bands.bands_of(counts)
+    out, n_classes, n_tested = _band_means(acc, bands.bands_of(counts))
+    overall = top1(preds, labels=labels)
+    out["overall"] = None if math.isnan(overall) else overall
+    out["n_classes"] = n_classes
+    out["n_classes_tested"] = n_tested
+    return out
 
+
+def _band_means(acc: np.ndarray, band_of: Sequence[str]) -> tuple[dict[str, Any], dict[str, int], dict[str, int]]:
+    """Per band of BAND_NAMES: the mean of its classes' accuracies `acc` (NaN: no test sample, left out; None
+    when none is left), its number of classes and of classes with a test sample. `band_of[c]`: class c's band."""
     out: dict[str, Any] = {}
     n_classes: dict[str, int] = {}
     n_tested: dict[str, int] = {}
@@ -329,11 +338,7 @@ def shot_accuracy(
         n_classes[name] = int(members.sum())
         n_tested[name] = int(vals.size)
         out[name] = float(vals.mean()) if vals.size else None
-    overall = top1(preds, labels=labels)
-    out["overall"] = None if math.isnan(overall) else overall
-    out["n_classes"] = n_classes
-    out["n_classes_tested"] = n_tested
-    return out
+    return out, n_classes, n_tested
 
 
 def confusion(preds: Any, *, labels: Any, num_classes: int) -> np.ndarray:
