@@ -46,8 +46,8 @@ def write():
     with io.write_group():
         for name in %r:
             io.write_text(folder / name, "new")
-threading.Thread(target=write, daemon=True).start()
-try:
+try:  # (the signal may come while start() still waits for the thread: the thread renames before start returns)
+    threading.Thread(target=write, daemon=True).start()
     time.sleep(60)
 except KeyboardInterrupt:
     sys.exit(143)
