@@ -311,3 +311,35 @@ def test_labels_with_a_bar_or_a_line_break_stay_one_cell_of_one_row(tmp_path, ca
     assert all(len(row.replace("\\|", "").split("|")) == len(header.split("|")) for row in rows)
     spec = Spec(tmp_path / "bench")
     assert "\n| a\\|b | 1 | 90.0 |" in markdown(spec, {"a|b": [metrics("s0")]})
+
+
+# ---------------------------------------------------------------------------- seeds of one row on other image folders
+def _on(folder: str, seed_run: str, tmp_path, packed: dict | None = None) -> Path:
+    m = metrics(seed_run)
+    m["data"] = {"root": folder, "open_root": None, "split_dir": f"{folder}-splits"}
+    path = write(tmp_path, seed_run, m)
+    if packed is not None:
+        (path.parent / "split_manifest.json").write_text(json.dumps({"class_names": m["class_names"], "data_files": {
+            "data.root": {"folder": folder, "files": {n: {"sha256": h} for n, h in packed.items()}}}}))
+    return path
+
+
+def test_seeds_on_different_image_folders_get_a_note_and_other_data_files_are_refused(tmp_path, capsys):
+    """trial 10 D6: an RGB and a grayscale folder with the same file names (so identical split files) were averaged
+    as seeds of one row without a word."""
+    rgb, gray, rgb2 = _on("/data/rgb", "s0", tmp_path), _on("/data/gray", "s1", tmp_path), _on("/data/rgb", "s2", tmp_path)
+    code, out, err = cli([f"A={rgb}", f"A={gray}"], capsys)
+    assert code == 0, err
+    assert (f"note: rows averaging runs on different image folders, with the same split files: A ({rgb}: /data/rgb, "
+            f"{gray}: /data/gray); nothing shows that the folders hold the same images") in out
+    code, out, err = cli([f"A={rgb}", f"A={rgb2}", f"B={gray}"], capsys)
+    assert code == 0 and "different image folders" not in out, out
+    same = [_on(f"/copy{i}", f"p{i}", tmp_path, {"train-images.gz": "1" * 64}) for i in range(2)]
+    code, out, err = cli([f"F={same[0]}", f"F={same[1]}"], capsys)
+    assert code == 0 and "different image folders" not in out, out  # the same data files, copied elsewhere
+    other = _on("/copy2", "p2", tmp_path, {"train-images.gz": "2" * 64})
+    code, out, err = cli([f"F={same[0]}", f"F={other}"], capsys)
+    assert code == 2 and out == "" and err.strip() == (
+        f"openlt summary: error: cannot average {same[0]} and {other} into one row 'F': they were trained and evaluated on "
+        "different data files (data.root: split_manifest.json data_files differ); give them different labels "
+        "(LABEL=RUN)"), err

@@ -432,6 +432,61 @@ def check_comparable(label: str, runs: list[dict], names: list[str] | None = Non
                                   f"({_differs(what, other, value)}); give them different labels (LABEL=RUN) or "
                                   f"evaluate them alike")
     _check_score_options(label, runs, names)
+    _check_packed_data(label, runs, names)
+
+
+def packed_data_files(metrics: dict) -> dict[str, dict[str, str]] | None:
+    """The packed data files (CIFAR batches, Fashion-MNIST IDX files) a run read, from its split_manifest.json
+    beside the metrics file (:func:`load_metrics`): {"data.root" / "data.open_root": {file name: sha256}}, or None
+    when not recorded (an image folder, an older openlt, a metrics dict not read from a run)."""
+    source = metrics.get(SOURCE_KEY)
+    manifest = Path(source).parent / "split_manifest.json" if isinstance(source, str) else None
+    try:
+        packed = json.loads(manifest.read_text(encoding="utf-8")).get("data_files") if manifest else None
+        return {key: {name: info["sha256"] for name, info in where["files"].items()}
+                for key, where in packed.items()} if isinstance(packed, dict) and packed else None
+    except (OSError, ValueError, AttributeError, KeyError, TypeError):
+        return None
+
+
+def _check_packed_data(label: str, runs: list[dict], names: list[str] | None) -> None:
+    """RunDirError naming two runs of the row `label` whose packed data files differ (other pixels under the same
+    split files and class names: trial 10 D6); runs that do not record them are not compared."""
+    seen = [(i, packed_data_files(m)) for i, m in enumerate(runs)]
+    seen = [(i, files) for i, files in seen if files is not None]
+    for i, files in seen[1:]:
+        first, other = seen[0]
+        if files != other:
+            key = next(k for k in sorted(set(files) | set(other)) if files.get(k) != other.get(k))
+            raise RunDirError(f"cannot average {_run_name(runs[first], first, names)} and {_run_name(runs[i], i, names)} "
+                              f"into one row {label!r}: they were trained and evaluated on different data files "
+                              f"({key}: split_manifest.json data_files differ); give them different labels (LABEL=RUN)")
+
+
+def folders_of(runs: list[dict], names: list[str] | None = None) -> list[str] | None:
+    """When the runs of one row read their images from different folders (metrics.json "data": data.root /
+    data.open_root) and nothing shows the folders hold the same images (no equal packed-file record): each run's
+    "NAME: FOLDER", for :func:`folders_note`; else None. The split files (and so the image names) are the same
+    (:func:`check_comparable`), but an image folder's pixels are not fingerprinted (trial 10 D6)."""
+    roots = [(i, (m["data"].get("root"), m["data"].get("open_root"))) for i, m in enumerate(runs)
+             if isinstance(m.get("data"), dict)]
+    if len({root for _, root in roots}) < 2:
+        return None
+    packed = [packed_data_files(runs[i]) for i, _ in roots]
+    if packed[0] is not None and all(files == packed[0] for files in packed):
+        return None  # the same data files, read from other folders (a copy): the same images
+    return [f"{_run_name(runs[i], i, names)}: {root}" + (f" (open {open_root})" if open_root else "")
+            for i, (root, open_root) in roots]
+
+
+def folders_note(rows: list[dict]) -> str:
+    """The note under a table with rows whose runs read different image folders (:func:`folders_of`), or ""."""
+    marked = [f"{md_cell(row['label'])} ({', '.join(row['folders'])})" for row in rows if row.get("folders")]
+    if not marked:
+        return ""
+    return (f"note: rows averaging runs on different image folders, with the same split files: {'; '.join(marked)}; "
+            f"nothing shows that the folders hold the same images (an RGB and a grayscale copy have the same file "
+            f"names): if they differ, give each folder its own label")
 
 
 # the `eval` keys that set an open-set score's options, by (score, parameter): metrics.json "open_score" records
@@ -560,7 +615,8 @@ def aggregate(groups: dict[str, list[dict]], names: dict[str, list[str]] | None 
             cells[name] = (float(np.mean(values)) * scale, float(np.std(values)) * scale, len(values)) if values else None
         rows.append({"label": label, "runs": len(runs), "cells": cells,
                      "under_trained": sum(convergence_warning(m) is not None for m in runs),
-                     "data": data_of(runs[0]) if runs else None})
+                     "data": data_of(runs[0]) if runs else None,
+                     "folders": folders_of(runs, None if names is None else names.get(label))})
     return rows
 
 
@@ -603,7 +659,7 @@ def data_note(rows: list[dict]) -> str:
 def table_notes(rows: list[dict]) -> list[str]:
     """The lines under a table of :func:`aggregate`'s rows: what ± is, the different-data note, the
     under-trained footnote (the last two only when they apply)."""
-    return [note for note in (STD_NOTE, data_note(rows), under_trained_note(rows)) if note]
+    return [note for note in (STD_NOTE, data_note(rows), folders_note(rows), under_trained_note(rows)) if note]
 
 
 UNDER_TRAINED_MARK = "†"
