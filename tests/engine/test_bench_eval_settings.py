@@ -90,6 +90,18 @@ def test_a_run_evaluated_as_the_spec_says_is_reused_without_evaluation(tmp_path,
     assert len(steps) == 2 and all(": done (" in line for line in steps), lines
 
 
+def test_an_openmax_alpha_left_to_its_default_is_compared_as_the_fit_resolved_it():
+    """OpenMax records alpha resolved (min(10, K) for a spec's null), so a null spec matches a fit's 8 of 8 classes
+    but not an explicit alpha (a session-9 bench refused its own OpenMax runs: run 8, spec None)."""
+    cfg, scorer = eval_config(build_config(), ["eval.open_score=openmax"])
+    fitted = {"name": "openmax", "tail_size": 20, "alpha": 8, "distance": "eucos", "num_classes": 8}
+    assert evaluation_differences({**MSP, "open_score": fitted}, cfg, scorer) == []
+    assert evaluation_differences({**MSP, "open_score": {**fitted, "alpha": 5}}, cfg, scorer) == [
+        "eval.openmax_alpha: run 5, spec 8"]
+    cfg, scorer = eval_config(build_config(), ["eval.open_score=openmax", "eval.openmax_alpha=5"])
+    assert evaluation_differences({**MSP, "open_score": fitted}, cfg, scorer) == ["eval.openmax_alpha: run 8, spec 5"]
+
+
 @pytest.mark.parametrize("recorded, overrides, says", [
     ({"open_score": {"name": "knn", "k": 3}}, ["eval.open_score=knn"], "eval.knn_k: run 3, spec 50"),
     ({"calibration": {"score": "msp", "threshold": 0.2, "source": "fixed by eval.open_threshold"}}, [],

@@ -453,6 +453,9 @@ def evaluation_differences(metrics: dict, cfg: Config, scorer) -> list[str]:
         diffs.append(f"eval.open_score: run {name}, spec {cfg.eval.open_score}")
     elif name is not None:
         have, want = score_options(metrics) or {}, score_options({"open_score": scorer.summary()}) or {}
+        k = recorded.get("num_classes")
+        if want.get("eval.openmax_alpha", 0) is None and isinstance(k, int) and k > 0:
+            want["eval.openmax_alpha"] = scorer.alpha_for(k)  # null = min(10, K): the fit records it resolved
         diffs += [f"{key}: run {have[key]!r}, spec {want[key]!r}" for key in sorted(want)
                   if key in have and have[key] != want[key]]
     calibration = metrics.get("calibration")
