@@ -11,7 +11,10 @@ import torch
 
 from openlt.config import build_config
 from openlt.engine.evaluate import compute_metrics
+from openlt.cli import main
 from openlt.errors import RunDirError
+from openlt.openset import build_score
+from openlt.reporting import sample_table, save_samples
 from openlt.reporting.summary import load_metrics
 from summary_files import cli
 
@@ -34,6 +37,8 @@ def _written(tmp_path: Path, seed: int = 0) -> tuple[Path, dict]:
     (run / "split_manifest.json").write_text(json.dumps({"class_names": NAMES, "train_counts": COUNTS}))
     path = run / "metrics.json"
     path.write_text(json.dumps({"run": str(run), "checkpoint": "best", "epoch": 1, **metrics}))
+    scorer = build_score("msp")
+    save_samples(run / "predictions.npz", sample_table(outputs, {s: scorer.score(outputs[s]) for s in ("test", "open")}))
     return path, json.loads(path.read_text())
 
 
@@ -94,6 +99,23 @@ def test_an_edited_metrics_file_is_one_line_in_summary_and_report(edit, message,
     code, out, err_text = cli([f"E={path}"], capsys)
     assert code == 2 and out == "" and err_text.strip().splitlines() == [f"openlt summary: error: {err.value}"]
     capsys.readouterr()
-    from openlt.cli import main
     assert main(["report", str(path.parent)]) == 2
     assert message in capsys.readouterr().err and not (path.parent / "report.html").exists()
+
+
+def test_report_compares_overall_with_the_predictions_written_with_it(tmp_path, capsys):
+    """An overall edited inside the range of the per-class accuracies: metrics.json alone cannot tell, the
+    per-image predictions of predictions.npz can (`openlt report`)."""
+    path, metrics = _written(tmp_path)
+    assert main(["report", str(path.parent)]) == 0 and (path.parent / "report.html").is_file()
+    (path.parent / "report.html").unlink()
+    metrics["closed"]["overall"] = 0.8
+    path.write_text(json.dumps(metrics))
+    load_metrics(path)  # within 0.5 .. 1: consistent with itself
+    capsys.readouterr()
+    assert main(["report", str(path.parent)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == (f"openlt report: error: {path} contradicts predictions.npz written with it: closed.overall is 0.8, "
+                   f"its per-image predictions give 0.7368 (edited by hand?); evaluate the run again to write both "
+                   f"together"), err
+    assert not (path.parent / "report.html").exists()

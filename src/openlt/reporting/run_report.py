@@ -20,7 +20,7 @@ from openlt.metrics import BAND_COLUMNS, BAND_NAMES, BAND_ROWS, ShotBands
 from openlt.reporting.convergence import convergence_warning
 from openlt.reporting.describe import checkpoint_epoch, environment_lines, open_set_text
 from openlt.reporting.samples import load_samples
-from openlt.reporting.summary import load_metrics, missing_metrics, tagged_metrics
+from openlt.reporting.summary import CONSISTENCY_TOLERANCE, load_metrics, missing_metrics, tagged_metrics
 
 
 class RunFiles(Protocol):
@@ -197,6 +197,7 @@ def rebuild_reports(run: RunFiles, tag: str | None = None) -> Path:
         raise RunDirError(f"{path} is not a metrics file of `openlt eval` ({problem}); evaluate the run again")
     samples = load_samples(run.predictions_path(tag))
     check_samples_origin(run.predictions_path(tag), samples, path, metrics)
+    check_samples_accuracy(run.predictions_path(tag), samples, path, metrics)
     write_reports(run, metrics, samples, tag)
     return run.report_html_path(tag)
 
@@ -227,6 +228,25 @@ def check_samples_origin(samples_path: Path, samples: dict, metrics_path: Path, 
                          f"{shown[key](expected[key])}" for key in differ)
         raise RunDirError(f"{samples_path} is not from the evaluation that wrote {metrics_path}: {what}; evaluate "
                           f"the run again to write both together")
+
+
+def check_samples_accuracy(samples_path: Path, samples: dict, metrics_path: Path, metrics: dict) -> None:
+    """RunDirError, one line naming both files, when metrics(-TAG).json's closed.overall is not the top-1 accuracy of
+    the per-image predictions of predictions(-TAG).npz written with it (``test_preds`` vs ``test_labels``, known
+    images), within summary.CONSISTENCY_TOLERANCE: a hand-edited overall inside the range of the per-class
+    accuracies (trial 10 D5; the rest of metrics.json is checked against itself by summary.load_metrics)."""
+    overall = metrics["closed"].get("overall")
+    preds, labels = samples.get("test_preds"), samples.get("test_labels")
+    if not isinstance(overall, (int, float)) or preds is None or labels is None or len(preds) != len(labels):
+        return
+    known = np.asarray(labels) >= 0
+    if not known.any():
+        return
+    found = float(np.mean(np.asarray(preds)[known] == np.asarray(labels)[known]))
+    if abs(found - overall) > CONSISTENCY_TOLERANCE:
+        raise RunDirError(f"{metrics_path} contradicts {samples_path.name} written with it: closed.overall is "
+                          f"{overall:.4g}, its per-image predictions give {found:.4g} (edited by hand?); evaluate the "
+                          f"run again to write both together")
 
 
 def _eval_hint(run: RunFiles, tag: str | None) -> str:
