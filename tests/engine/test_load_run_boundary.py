@@ -248,3 +248,17 @@ def test_a_config_file_or_an_export_bundle_is_not_a_run_directory(trained, tmp_p
         openlt.load_run(tmp_path / "bundle")
     with pytest.raises(RunDirError, match="is a file, not a run directory"):
         open_run(run.config_file)
+
+
+def test_numpy_integers_are_taken_for_topk_and_batch_size_and_a_wrong_shape_is_named_as_given(loaded, trained):
+    """trial 10 D14: `topk=np.int64(2)` and `batch_size=np.int64(2)` (were refused "must be an integer"); the
+    shape error names the shape passed in, not the one after the one-image unsqueeze."""
+    image = _image(trained)
+    records = loaded.predict([image, image], topk=np.int64(2), batch_size=np.int64(1))
+    assert [len(r["topk"]) for r in records] == [2, 2] and records[0] == records[1]
+    assert loaded.features([image], batch_size=np.int64(2)).shape[0] == 1
+    for bad in (True, 1.5, "2"):
+        with pytest.raises(ConfigError, match="batch_size must be an integer >= 1"):
+            loaded.predict([image], batch_size=bad)
+    with pytest.raises(DataError, match=r"got torch.float32 \(1, 5, 5\)$"):
+        loaded.predict(torch.zeros(1, 5, 5))

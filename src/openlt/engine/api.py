@@ -178,7 +178,7 @@ class LoadedRun:
 
 
 def _check_batch_size(batch_size: int) -> None:
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+    if isinstance(batch_size, bool) or not isinstance(batch_size, numbers.Integral) or batch_size < 1:
         raise ConfigError(f"batch_size must be an integer >= 1, got {batch_size!r}")
 
 
@@ -194,12 +194,13 @@ def _as_batch(images: torch.Tensor | np.ndarray, in_chans: int, size: int) -> to
         raise DataError(f"a tensor of images must be dense, got layout {tensor.layout}: convert it with "
                         f".to_dense() (or give paths / PIL images)")
     tensor = tensor.detach()  # labelling needs no gradient (and warns about none)
+    given = tuple(tensor.shape)  # (named in the error: the shape passed in, not after the unsqueeze below)
     if tensor.dim() == 3:
         tensor = tensor.unsqueeze(0)
     if tensor.dim() != 4 or tuple(tensor.shape[1:]) != (in_chans, size, size) or not tensor.is_floating_point():
         raise DataError(f"a tensor of images must be float (N, {in_chans}, {size}, {size}), already transformed "
                         f"as the run was trained (see LoadedRun.transform; or give paths / PIL images); got "
-                        f"{tensor.dtype} {tuple(tensor.shape)}")
+                        f"{tensor.dtype} {given}")
     return tensor
 
 

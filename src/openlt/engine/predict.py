@@ -10,6 +10,8 @@ JSON lines."""
 
 from __future__ import annotations
 
+import numbers
+
 import csv
 import glob
 import io
@@ -92,7 +94,7 @@ class Predictor:
     def check_topk(self, topk: int, option: str = "--topk") -> None:
         """ConfigError naming `option` unless 1 <= `topk` <= K (the run's known classes)."""
         k = self.spec.num_classes
-        if isinstance(topk, bool) or not isinstance(topk, int) or not 1 <= topk <= k:
+        if isinstance(topk, bool) or not isinstance(topk, numbers.Integral) or not 1 <= topk <= k:
             raise ConfigError(f"{option} must be an integer from 1 to {k} (the run's known classes), got {topk!r}")
 
     def preprocess(self, pictures: list) -> torch.Tensor:
@@ -112,6 +114,7 @@ class Predictor:
         1..K (:meth:`check_topk`). An image whose logits are not finite (a NaN or infinite value in a tensor given
         as input) gets a record with every field None and its ``error``: no label is made up for it."""
         self.check_topk(topk, "topk")
+        topk = int(topk)  # (a numpy integer is accepted: plain int from here)
         out = self.outputs(batch)
         rejector, scorer = self.rejector, self.scorer
         ok = torch.isfinite(out["logits"]).all(dim=1)
