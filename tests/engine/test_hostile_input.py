@@ -407,9 +407,9 @@ CASES = [
           "set model.backbone back to resnet20")),  # (was the checkpoint's 'does not match the model': issue 14)
     Case("run-config-broken-yaml", edit_run_config("name: bad", "name: [bad"), ("config.yaml", "not valid YAML")),
     Case("eval-unknown-override", on_run("eval", "eval.bogus=1", "--quiet"), ("unknown config key 'eval.bogus'",)),
-    Case("predict-non-image-file", on_run("predict", *FIXED, image=not_an_image), ("corrupt or unreadable image", "notes.txt")),
+    Case("predict-non-image-file", on_run("predict", *FIXED, image=not_an_image), ("is not an image file name", "notes.txt")),
     Case("predict-missing-image", on_run("predict", *FIXED, image=lambda env: env.tmp / "gone.png"), ("image not found", "gone.png")),
-    Case("predict-folder-without-images", on_run("predict", *FIXED, image=folder_without_images), ("no image files", "no-images")),
+    Case("predict-folder-without-images", on_run("predict", *FIXED, image=folder_without_images), ("no image files", "no-images", "skipped 1 file without an image extension (sub/notes.txt)")),
     # --- what a run's evaluation leaves, and how predict / export / eval use it
     Case("predict-never-evaluated", on_run("predict", image=lambda env: env.images / "ant" / "000.png"),
          ("has no calibration.json: it was never evaluated", "`openlt eval ", "(--threshold T)")),

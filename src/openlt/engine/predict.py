@@ -247,10 +247,12 @@ def _expand(entry: str) -> list[tuple[str, str | None]]:
     path = Path(entry)
     if path.is_dir():
         images, skipped = _folder_images(path)
+        if not images:  # one line: the skipped files are part of the entry's problem, not a warning beside it
+            held = f"; {_skipped_note(entry, skipped, path)}" if skipped else ""
+            return [(entry, f"no image files ({', '.join(IMAGE_EXTENSIONS)}) in the folder {entry}{held}")]
         if skipped:
             _LOG.warning(_skipped_note(entry, skipped, path))
-        return [(str(p), problem) for p, problem in images] or [
-            (entry, f"no image files ({', '.join(IMAGE_EXTENSIONS)}) in the folder {entry}")]
+        return [(str(p), problem) for p, problem in images]
     if path.exists() or path.is_symlink() or not glob.has_magic(entry):
         if path.suffix.lower() not in IMAGE_EXTENSIONS and path.is_file():
             return [(entry, not_image_name(entry))]
