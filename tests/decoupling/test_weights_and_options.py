@@ -78,13 +78,13 @@ def test_numpy_integer_options_are_accepted_bools_refused():
                                  lambda y: D.TauNormClassifier(W, tau=None).fit(X, y, [10, 5, 1])],
                          ids=["ncm", "lws", "taunorm"])
 def test_text_labels_are_a_data_error(fit):
-    with pytest.raises(DataError, match=r"labels must be integer class ids \(map class names to ids first\), "
-                                        r"got dtype <U1$"):
+    with pytest.raises(DataError, match=r"labels must hold integer class ids \(map class names to ids first\), "
+                                        r"got a numpy array of dtype <U1$"):
         fit(np.array(["a", "b", "c", "a", "b", "c"]))
 
 
 def test_text_features_and_weights_are_named():
-    with pytest.raises(DataError, match=r"^features must be numbers \(a float tensor or array\), got dtype <U3$"):
+    with pytest.raises(DataError, match=r"^features must hold numbers \(int or float\), got a numpy array of dtype <U3$"):
         D.NCMClassifier().fit(np.array([["0.1"] * 8] * 6), Y)
-    with pytest.raises(ConfigError, match=r"^weight must be numbers \(a float tensor or array\), got dtype <U1$"):
+    with pytest.raises(ConfigError, match=r"^weight must hold numbers \(int or float\), got a numpy array of dtype <U1$"):
         D.TauNormClassifier(np.array([["a"] * 8] * 3))

@@ -13,6 +13,7 @@ from torch import Tensor
 
 from openlt.config import MAX_TAU  # the config's bound on decouple.taus: one rule for code and config
 from openlt.errors import ConfigError, DataError
+from openlt.openset.base import as_tensor
 
 
 HALF = (torch.float16, torch.bfloat16)
@@ -20,18 +21,8 @@ HALF = (torch.float16, torch.bfloat16)
 
 def _tensor(x: Any, name: str, error: type[Exception] = DataError) -> Tensor:
     """`x` as a tensor; `error` naming `name` for a numpy array of text or objects (class names, paths), which
-    torch refuses with a raw TypeError."""
-    if isinstance(x, Tensor):
-        return x
-    arr = np.asarray(x) if isinstance(x, (np.ndarray, list, tuple)) else None
-    if arr is not None and arr.dtype.kind in "USOV":
-        what = ("integer class ids (map class names to ids first)" if name.endswith("labels")
-                else "numbers (a float tensor or array)")
-        raise error(f"{name} must be {what}, got dtype {arr.dtype}")
-    try:
-        return torch.as_tensor(x if arr is None else arr)
-    except (TypeError, ValueError, RuntimeError) as exc:
-        raise error(f"{name} must be a numeric tensor or numpy array, got {type(x).__name__} ({exc})") from None
+    torch refuses with a raw TypeError (openset.base.as_tensor: one conversion for both packages)."""
+    return as_tensor(x, name, error)
 
 
 def _non_finite_rows(t: Tensor, name: str, error: type[Exception]) -> None:

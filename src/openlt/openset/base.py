@@ -41,20 +41,21 @@ FORMAT = "openlt-open-score/1"
 MODEL_SCORE = "model_score"  # outputs key of a needs_model score, computed batch by batch from the images
 
 
-def as_tensor(value: Any, name: str) -> torch.Tensor:
-    """`value` (a numpy array, tensor, list or number) as a torch tensor; DataError naming `name` for text or
-    objects, which torch would refuse with a raw TypeError (a numpy array of class names or paths)."""
+def as_tensor(value: Any, name: str, error: type[Exception] = DataError) -> torch.Tensor:
+    """`value` (a numpy array, tensor, list or number) as a torch tensor; `error` (DataError) naming `name` for text
+    or objects, which torch would refuse with a raw TypeError (a numpy array of class names or paths). Also the
+    decoupled classifiers' conversion (decoupling/_validate.py)."""
     if isinstance(value, torch.Tensor):
         return value
     arr = np.asarray(value) if isinstance(value, (np.ndarray, list, tuple)) else None
     if arr is not None and arr.dtype.kind in "USOV":
         what = ("integer class ids (map class names to ids first)" if name.endswith("labels")
                 else "numbers (int or float)")
-        raise DataError(f"{name} must hold {what}, got a numpy array of dtype {arr.dtype}")
+        raise error(f"{name} must hold {what}, got a numpy array of dtype {arr.dtype}")
     try:
         return torch.as_tensor(value if arr is None else arr)
     except (TypeError, ValueError, RuntimeError) as exc:
-        raise DataError(f"{name} must be a numeric numpy array or tensor, got {type(value).__name__} ({exc})") from None
+        raise error(f"{name} must be a numeric numpy array or tensor, got {type(value).__name__} ({exc})") from None
 
 
 def as_outputs(outputs: Any, labels: Any = None) -> dict[str, torch.Tensor]:
