@@ -88,22 +88,7 @@ def test_torchrun_with_splits_smaller_than_the_processes_gives_the_metrics_of_on
     """D8 end to end: `torchrun --nproc-per-node 2 -m openlt train` with a 1-image val and test split (rank 1's
     shares empty) trains and evaluates (was: KeyError 'logits', run removed); one process evaluating the same
     checkpoint gives the same numbers."""
-    from PIL import Image
-
-    import numpy as np
-
-    for c, v in (("a", 40), ("b", 200)):
-        (tmp_path / "img" / c).mkdir(parents=True)
-        for n in range(2):
-            Image.fromarray(np.full((28, 28), v + n, np.uint8)).save(tmp_path / "img" / c / f"{n}.png")
-    splits = tmp_path / "splits"
-    splits.mkdir()
-    (splits / "train.txt").write_text("a/0.png 0\nb/0.png 1\n")
-    (splits / "val.txt").write_text("a/1.png 0\n")
-    (splits / "test.txt").write_text("b/1.png 1\n")
-    args = ["fmnist_lt/plain", "data.dataset=split-file", f"data.root={tmp_path / 'img'}", f"data.split_dir={splits}",
-            "data.open_split=null", "data.image_size=28", "data.in_chans=1", "train.epochs=1", "train.batch_size=2",
-            "train.device=cpu", f"out_dir={tmp_path / 'runs'}", "data.workers=0", "train.warmup_epochs=0", "--quiet"]
+    args = [*_tiny_split(tmp_path), "train.epochs=1", "--quiet"]
     result = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
                              "-m", "openlt", "train", *args], capture_output=True, text=True, env=_env(), cwd=ROOT,
                             timeout=120)
