@@ -80,9 +80,9 @@ def test_resume_in_another_precision_is_refused_and_an_old_checkpoint_resumes_as
     with pytest.raises(ConfigError) as err:
         training.train(run.config(), run=run, resume=True, quiet=True, log=lambda line: None)
     assert str(err.value) == (
-        f"train.amp=none ({run.config_file} or an override) asks --resume to continue in none, but the run trained "
-        f"in bf16 (its checkpoints record it): a run keeps its precision; set train.amp back to auto or bf16, or "
-        f"train a new run in none from its weights (train.init_from={run.path})")
+        f"train.amp=none ({run.config_file} or an override) asks --resume to continue in float32, but the run "
+        f"trained in bf16 autocast (its checkpoints record it): a run keeps its precision; set train.amp back to auto "
+        f"or bf16, or train a new run in float32 from its weights (train.init_from={run.path})")
     assert checkpoint_state(run.checkpoint("last"))["epoch"] == 0  # nothing trained
     assert main(["train", "--resume", str(run.path), "--quiet"]) == 2  # the CLI: one line, exit 2
     # a checkpoint from before the record: resumed as it was (the edited float32), not refused
@@ -115,8 +115,8 @@ def test_a_stage2_records_and_runs_in_its_features_precision(bf16_runs, tmp_path
         evaluate_run(s2, quiet=True, overrides=["train.amp=none"], tag="fp32")
     assert str(err.value) == (
         f"override 'train.amp=none': {s2.path} is a decoupled stage 2 whose classifier was fitted on the features "
-        f"of its stage-1 run {stage1.path}, extracted in bf16, and its evaluation reads them, so it evaluates in "
-        f"bf16; drop train.amp")
+        f"of its stage-1 run {stage1.path}, extracted in bf16 autocast, and its evaluation reads them, so it "
+        f"evaluates in bf16 autocast; drop train.amp")
     assert not s2.metrics_path("fp32").exists()
     assert evaluate_run(s2, quiet=True, overrides=["train.amp=bf16"], write=False)["amp"] == "bf16"  # agrees: fine
     assert main(["eval", str(s2.path), "--tag", "x", "train.amp=none", "--quiet"]) == 2
@@ -126,8 +126,8 @@ def test_a_stage2_records_and_runs_in_its_features_precision(bf16_runs, tmp_path
         stage2(stage1, tmp_path / "s2none", "train.amp=none")
     assert str(err.value) == (
         f"override 'train.amp=none': train.amp=none, but a decoupled stage 2 fits on the features of its stage-1 "
-        f"run {stage1.path}, extracted in bf16 (the precision that run trained in), so it runs in bf16; drop "
-        f"train.amp (or set auto), or start from a stage-1 run trained in none")
+        f"run {stage1.path}, extracted in bf16 autocast (the precision that run trained in), so it runs in bf16 "
+        f"autocast; drop train.amp (or set auto), or start from a stage-1 run trained in float32")
     assert not (tmp_path / "s2none").exists() or not any((tmp_path / "s2none").iterdir())
     explicit = stage2(stage1, tmp_path / "s2bf", "train.amp=bf16")  # agrees with the features: trained
     assert checkpoint_state(explicit.checkpoint("best"))["amp"] == "bf16"
@@ -155,8 +155,8 @@ def test_the_evaluation_precision_is_recorded_and_predict_applies_the_threshold_
     assert "precision: evaluated in float32 (train.amp none)" in run.path.joinpath("report.md").read_text()
     with caplog.at_level(logging.WARNING, logger="openlt.engine.predict"):
         assert Predictor.load(run, device="cpu").amp == "none"
-    assert ("note: predicting in none, the precision of the evaluation that chose calibration.json's threshold "
-            "(the run itself evaluates in bf16") in caplog.text
+    assert ("note: predicting in float32, the precision of the evaluation that chose calibration.json's "
+            "threshold (the run itself evaluates in bf16 autocast") in caplog.text
     assert Predictor.load(run, threshold=0.5, device="cpu").amp == "bf16"  # a fixed threshold: the run's
     # a threshold chosen in a precision this device cannot run (fp16 on a GPU): refused, one line
     calibration = json.loads(run.calibration_file.read_text())
@@ -165,8 +165,9 @@ def test_the_evaluation_precision_is_recorded_and_predict_applies_the_threshold_
     with pytest.raises(RunDirError) as err:
         Predictor.load(run, device="cpu")
     assert str(err.value) == (
-        f"{run.calibration_file}: its threshold was chosen on scores computed in fp16, which cpu cannot run; choose "
-        f"one in bf16 with `openlt eval {run.path} train.device=cpu`, or give a fixed one (--threshold T)")
+        f"{run.calibration_file}: its threshold was chosen on scores computed in fp16 autocast, which cpu cannot "
+        f"run; choose one in bf16 autocast with `openlt eval {run.path} train.device=cpu`, or give a fixed one "
+        f"(--threshold T)")
     # an older calibration.json (no amp): applied in the run's precision, no note
     del calibration["fitted_on"]["amp"]
     run.calibration_file.write_text(json.dumps(calibration))

@@ -33,7 +33,7 @@ from openlt.engine.inference import write_inference
 from openlt.engine.init_from import (check_stage1_free, check_stage1_split_dir, load_stage1_weights, model_weights,
                                      relocated_data, stage1_config)
 from openlt.engine.manifest import check_open_decision, verify_manifest
-from openlt.engine.precision import check_amp
+from openlt.engine.precision import check_amp, precision_name
 from openlt.engine.run import PATH_KEYS, Run, open_run
 from openlt.engine.runtime import defining_config, make_loader, to_device
 from openlt.engine.stage1_record import stage1_record
@@ -219,9 +219,9 @@ def stage2_amp(cfg: Config, source: Run, source_cfg: Config, device: torch.devic
     if cfg.train.amp != "auto" and check_amp(cfg.train.amp, device) != amp:
         where = explicit_keys(cfg).get("train.amp", "train.amp")
         raise ConfigError(f"{where}: train.amp={cfg.train.amp}, but a decoupled stage 2 fits on the features of its "
-                          f"stage-1 run {source.path}, extracted in {amp} (the precision that run trained in), so "
-                          f"it runs in {amp}; drop train.amp (or set auto), or start from a stage-1 run trained in "
-                          f"{cfg.train.amp}")
+                          f"stage-1 run {source.path}, extracted in {precision_name(amp)} (the precision that run "
+                          f"trained in), so it runs in {precision_name(amp)}; drop train.amp (or set auto), or start "
+                          f"from a stage-1 run trained in {precision_name(check_amp(cfg.train.amp, device))}")
     return amp
 
 

@@ -25,7 +25,7 @@ import torch
 from openlt.config import Config, build_config, to_dict
 from openlt.data.build import DataBundle, prepare_data
 from openlt.engine import distributed
-from openlt.engine.precision import check_amp, check_amp_override, inference_amp
+from openlt.engine.precision import check_amp, check_amp_override, inference_amp, precision_name
 from openlt.engine.features import head_outputs_on_cache, stage1_amp, stage1_cache
 from openlt.engine.inference import checkpoint_identity, write_inference
 from openlt.engine.checkpoint import load_checkpoint, recorded_amp, user_epoch
@@ -356,10 +356,11 @@ def evaluation_amp(run: Run, cfg: Config, dev: torch.device, state: dict, overri
     own = cached if cached is not None else inference_amp("auto", dev, recorded)
     given = [item for item in overrides or [] if item.split("=", 1)[0].strip() == "train.amp"]
     if given and cfg.train.amp != "auto" and check_amp(cfg.train.amp, dev) != own:
-        source = (f"the features of its stage-1 run {cfg.train.init_from}, extracted in {own}" if cached is not None
-                  else f"features extracted in {own} (its checkpoint records it)")
+        name = precision_name(own)
+        source = (f"the features of its stage-1 run {cfg.train.init_from}, extracted in {name}" if cached is not None
+                  else f"features extracted in {name} (its checkpoint records it)")
         raise ConfigError(f"override {given[-1]!r}: {run.path} is a decoupled stage 2 whose classifier was fitted on "
-                          f"{source}, and its evaluation reads them, so it evaluates in {own}; drop train.amp")
+                          f"{source}, and its evaluation reads them, so it evaluates in {name}; drop train.amp")
     return own
 
 

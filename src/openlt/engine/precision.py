@@ -35,6 +35,11 @@ AMP_MODES = ("auto", "none", "bf16", "fp16")
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
 
+def precision_name(amp: str) -> str:
+    """A resolved precision in words for messages: "float32" for "none", "bf16 autocast" / "fp16 autocast"."""
+    return "float32" if amp == "none" else f"{amp} autocast"
+
+
 def resolve_amp(amp: str, device: torch.device) -> str:
     """`amp` with `auto` replaced by what it means for a new run on `device`: bf16 where the device has native
     bfloat16 arithmetic (:func:`native_bf16`), none anywhere else (module docstring)."""

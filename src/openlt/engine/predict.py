@@ -29,7 +29,7 @@ from openlt.data.datasets import IMAGE_EXTENSIONS, broken_link, convert_image, o
 from openlt.engine.checkpoint import recorded_amp
 from openlt.engine.inference import (InferenceSpec, build_run_model, checkpoint_identity, inference_spec,
                                     saved_decision, saved_score)
-from openlt.engine.precision import autocast, check_amp, inference_amp
+from openlt.engine.precision import autocast, check_amp, inference_amp, precision_name
 from openlt.engine.run import Run
 from openlt.engine.runtime import KEPT_OUTPUTS, batch_to, resolve_device, trained_config
 from openlt.errors import ConfigError, DataError, RunDirError
@@ -156,12 +156,13 @@ def decision_amp(run: Run, rejector: Rejector | None, amp: str, device: torch.de
         check_amp(fitted, device)
     except ConfigError:
         given = f"{option} T" if option.startswith("--") else f"{option}=T"
-        raise RunDirError(f"{run.calibration_file}: its threshold was chosen on scores computed in {fitted}, which "
-                          f"{device.type} cannot run; choose one in {amp} with `openlt eval {run.path} "
+        raise RunDirError(f"{run.calibration_file}: its threshold was chosen on scores computed in "
+                          f"{precision_name(fitted)}, which {device.type} cannot run; choose one in "
+                          f"{precision_name(amp)} with `openlt eval {run.path} "
                           f"train.device={device.type}`, or give a fixed one ({given})") from None
     _LOG.warning("note: predicting in %s, the precision of the evaluation that chose %s's threshold (the run "
-                 "itself evaluates in %s; `openlt eval %s` chooses one in it)", fitted, run.calibration_file.name,
-                 amp, run.path)
+                 "itself evaluates in %s; `openlt eval %s` chooses one in it)", precision_name(fitted),
+                 run.calibration_file.name, precision_name(amp), run.path)
     return fitted
 
 

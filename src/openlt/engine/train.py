@@ -43,7 +43,7 @@ from openlt.engine.inference import InferenceSpec, read_inference, write_inferen
 from openlt.engine.init_from import check_stage1_run, init_from_run
 from openlt.engine.manifest import check_training_data
 from openlt.engine.precheck import check_loss_weights, check_open_score_before_training
-from openlt.engine.precision import autocast, check_amp, grad_scaler, resolve_amp, run_amp
+from openlt.engine.precision import autocast, check_amp, grad_scaler, precision_name, resolve_amp, run_amp
 from openlt.engine.run import (Run, RunMovedError, new_folders, new_run, publish_run, remove_empty, remove_stale_stages,
                                staged_run)
 from openlt.engine.runtime import (batch_to, collect_outputs, config_change, config_value, defining_config,
@@ -634,10 +634,10 @@ def _with_amp(cfg: Config, device: torch.device, state: dict | None, run: Run | 
     if recorded is not None and amp != recorded:
         where = f"{run.config_file} or an override" if run is not None else "config.yaml or an override"
         source = run.path if run is not None else "RUN"
-        raise ConfigError(f"train.amp={cfg.train.amp} ({where}) asks --resume to continue in {amp}, but the run "
-                          f"trained in {recorded} (its checkpoints record it): a run keeps its precision; set "
-                          f"train.amp back to auto or {recorded}, or train a new run in {amp} from its weights "
-                          f"(train.init_from={source})")
+        raise ConfigError(f"train.amp={cfg.train.amp} ({where}) asks --resume to continue in {precision_name(amp)}, "
+                          f"but the run trained in {precision_name(recorded)} (its checkpoints record it): a run keeps "
+                          f"its precision; set train.amp back to auto or {recorded}, or train a new run in "
+                          f"{precision_name(amp)} from its weights (train.init_from={source})")
     check_amp(amp, device)  # (a run trained in bf16 on a GPU, resumed on one without bfloat16: one line)
     cfg = copy.deepcopy(cfg)
     cfg.train.amp = amp
