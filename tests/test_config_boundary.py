@@ -70,6 +70,9 @@ OVERRIDES = [
     # --- values that contradict each other
     O("relation", "few-below-above-many", "eval.few_below=200", "'eval.few_below'", "eval.many_above (100)"),
     O("relation", "bands-crossed", ("eval.many_above=10", "eval.few_below=30"), "'eval.few_below'", "overlap"),
+    O("relation", "inclusive-bands-sharing-an-edge", ("eval.many_above=44", "eval.few_below=44",
+                                                      "eval.inclusive_bands=true"), "'eval.few_below'",
+      "must be < eval.many_above (44) with eval.inclusive_bands=true"),
     O("relation", "nesterov-without-momentum", ("train.nesterov=true", "train.momentum=0"), "'train.nesterov'",
       "momentum > 0"),
     O("relation", "in-chans-2", "data.in_chans=2", "'data.in_chans'", "1, 3", "got 2"),

@@ -472,10 +472,13 @@ class EvalConfig:
     save_logits: bool = False  # predictions.npz keeps every test / open image's logits (N x K float32: 0.8 GB at 24k images x 8,142 classes); default: scores and the top-5 classes only
 
 
-@relation(EvalConfig, "few_below", "many_above")
+@relation(EvalConfig, "few_below", "many_above", "inclusive_bands")
 def _bands_in_order(e: EvalConfig) -> str | None:
     if e.few_below > e.many_above:
         return f"must be <= eval.many_above ({e.many_above}): the few- and many-shot bands overlap; got {e.few_below}"
+    if e.inclusive_bands and e.few_below >= e.many_above:  # few <= few_below and many >= many_above share an edge
+        return (f"must be < eval.many_above ({e.many_above}) with eval.inclusive_bands=true (few: n <= few_below, "
+                f"many: n >= many_above: a class of {e.many_above} images would be in both); got {e.few_below}")
     return None
 
 

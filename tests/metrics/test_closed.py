@@ -98,6 +98,10 @@ def test_band_edges_change_shot_accuracy():
 def test_describe():
     assert ShotBands().describe() == "many > 100, medium 20-100, few < 20"
     assert ShotBands(inclusive=True).describe() == "many >= 100, medium 21-99, few <= 20"
+    # an empty or one-count medium band (trial 11: "medium 44-43")
+    assert ShotBands(44, 43, inclusive=True).describe() == "many >= 44, medium none, few <= 43"
+    assert ShotBands(44, 42, inclusive=True).describe() == "many >= 44, medium 43, few <= 42"
+    assert ShotBands(20, 20).describe() == "many > 20, medium 20, few < 20"
 
 
 def test_shot_bands_is_frozen_and_validated():

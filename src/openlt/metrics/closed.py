@@ -142,6 +142,11 @@ def _score_columns(preds: Any) -> int | None:
 # --------------------------------------------------------------------------- shot bands
 
 
+def _range(lo: int, hi: int) -> str:
+    """Training-image counts lo..hi in words: "20-100", "44" for one count, "none" for an empty band."""
+    return "none" if lo > hi else str(lo) if lo == hi else f"{lo}-{hi}"
+
+
 @dataclass(frozen=True)
 class ShotBands:
     """Many/medium/few-shot bands, by the number of *training* images of a class.
@@ -210,14 +215,9 @@ class ShotBands:
     def describe(self) -> str:
         """Human-readable band edges, e.g. ``"many > 100, medium 20-100, few < 20"``."""
         if self.inclusive:
-            return (
-                f"many >= {self.many_above}, medium {self.few_below + 1}-{self.many_above - 1}, "
-                f"few <= {self.few_below}"
-            )
-        return (
-            f"many > {self.many_above}, medium {self.few_below}-{self.many_above}, "
-            f"few < {self.few_below}"
-        )
+            medium = _range(self.few_below + 1, self.many_above - 1)
+            return f"many >= {self.many_above}, medium {medium}, few <= {self.few_below}"
+        return f"many > {self.many_above}, medium {_range(self.few_below, self.many_above)}, few < {self.few_below}"
 
 
 # --------------------------------------------------------------------------- accuracies
