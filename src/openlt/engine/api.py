@@ -82,9 +82,11 @@ class LoadedRun:
         higher = more known), ``rejected`` (bool), ``topk`` ([{"class_name", "probability"}] of the `topk`
         most probable classes), ``top_class``, ``score`` (the score's name), ``threshold``, and ``path`` (None
         for images not given as paths). ConfigError for a `topk` outside 1..K or a `batch_size` below 1;
-        DataError for an unreadable or empty image, a tensor of the wrong shape (or on the meta device, or not
-        dense), a tensor or array inside a list, or an image whose network outputs are not finite (a NaN or
-        infinite value in a given tensor), naming it. A tensor that requires grad is used detached."""
+        DataError for an unreadable or empty image, a path without an image extension (openlt labels the names
+        of openlt.data.datasets.IMAGE_EXTENSIONS only, as `openlt predict`), a tensor of the wrong shape (or on the
+        meta device, or not dense), a tensor or array inside a list, or an image whose network outputs are not
+        finite (a NaN or infinite value in a given tensor), naming it. A tensor that requires grad is used
+        detached."""
         self._predictor.check_topk(topk, "topk")
         _check_batch_size(batch_size)
         records = []
