@@ -146,7 +146,7 @@ def image_folder_pool(root: str | os.PathLike) -> LabelledPool:
         if problem:
             raise DataError(f"class folder {str(root / name)!r} cannot be a class name: {problem}; rename it")
     _refuse_lookalike_classes(root, classes)
-    _warn_mixed_scripts(root, classes)
+    warn_mixed_scripts(f"image folder {root}", classes, "class folder")
     items, labels = [], []
     for label, name in enumerate(classes):
         files = image_files(root / name, root)
@@ -240,11 +240,6 @@ def warn_mixed_scripts(source: str, names: list[str], noun: str = "class name") 
                          f"{ascii(name)}); rename it if that is a slip")
 
 
-def _warn_mixed_scripts(root: Path, classes: list[str]) -> None:
-    """:func:`warn_mixed_scripts` for the class folders of the image folder `root`."""
-    warn_mixed_scripts(f"image folder {root}", classes, "class folder")
-
-
 def _twins_text(text: str) -> str:
     """"Cyrillic 'с' U+0441 looks like 'c', ..." for each letter of `text` with a Latin twin (once each)."""
     odd = [c for c in dict.fromkeys(text) if _latin_twin(c)]
@@ -255,7 +250,7 @@ def _twins_text(text: str) -> str:
 def _refuse_lookalike_classes(root: Path, classes: list[str]) -> None:
     """Two class folders whose names look alike (:func:`lookalike_names`) would be two classes that print alike in
     every report (and, by case, one folder on a case-insensitive file system): DataError naming both, and how they
-    differ. A name that mixes Latin with such letters inside one word is warned about (:func:`_warn_mixed_scripts`)."""
+    differ. A name that mixes Latin with such letters inside one word is warned about (:func:`warn_mixed_scripts`)."""
     alike = lookalike_names(classes)
     if alike is not None:
         other, name, how = alike
@@ -411,10 +406,12 @@ def _decode(path: str | os.PathLike, mode: str | None) -> tuple[Image.Image | tu
         with Image.open(path) as img:
             img.load()
             pixels = img.size[0] * img.size[1]
-            problem = high_bit_problem(img, path)  # also for the split check (mode None): refused before any work
+            if mode is not None:
+                return convert_image(img, mode, path), pixels  # (checks a high-bit image's range, once)
+            problem = high_bit_problem(img, path)  # the split check (mode None) too: refused before any work
             if problem:
                 raise DataError(problem)
-            return (img.size if mode is None else convert_image(img, mode, path)), pixels
+            return img.size, pixels
     except FileNotFoundError:
         raise DataError(f"image not found: {path}") from None
     except IsADirectoryError:

@@ -19,12 +19,6 @@ from openlt.openset.base import as_tensor
 HALF = (torch.float16, torch.bfloat16)
 
 
-def _tensor(x: Any, name: str, error: type[Exception] = DataError) -> Tensor:
-    """`x` as a tensor; `error` naming `name` for a numpy array of text or objects (class names, paths), which
-    torch refuses with a raw TypeError (openset.base.as_tensor: one conversion for both packages)."""
-    return as_tensor(x, name, error)
-
-
 def _non_finite_rows(t: Tensor, name: str, error: type[Exception]) -> None:
     """`error` naming `name` and how many rows hold NaN / inf (checked a chunk of rows at a time)."""
     if not t.is_floating_point() or not t.numel():
@@ -61,7 +55,7 @@ def _features(x: Any, name: str = "features", keep_half: bool = False) -> Tensor
     ``keep_half``: half/bfloat16 features are returned as they are (a float16 feature cache is 1.7 GB at
     iNaturalist's 437k x 2048, its float32 copy 3.4 GB), for a caller that converts them a batch / chunk of rows
     at a time (:func:`compute_dtype`: to float32, the values the whole conversion gives)."""
-    t = _tensor(x, name)
+    t = as_tensor(x, name)
     if t.dim() != 2:
         raise DataError(f"{name} must be a 2-D tensor (N, D), got shape {tuple(t.shape)}")
     if t.dtype == torch.bool or t.is_complex():
@@ -85,7 +79,7 @@ def compute_dtype(x: Tensor) -> torch.dtype:
 def _labels(y: Any, n: int, name: str = "labels") -> Tensor:
     """(N,) LongTensor of class ids >= 0 matching N features; DataError otherwise (text: "map class names to ids
     first")."""
-    t = _tensor(y, name)
+    t = as_tensor(y, name)
     if t.dim() != 1:
         raise DataError(f"{name} must be one-dimensional, got shape {tuple(t.shape)}")
     if len(t) != n:
@@ -104,7 +98,7 @@ def _labels(y: Any, n: int, name: str = "labels") -> Tensor:
 def _weight(w: Any, name: str = "weight") -> Tensor:
     """The (C, D) floating classifier weight, finite; ConfigError naming `name` otherwise (NaN / inf rows would
     give NaN logits: argmax class 0 for every image, or a training loss that "became nan")."""
-    t = _tensor(w, name, ConfigError)
+    t = as_tensor(w, name, ConfigError)
     if t.dim() != 2 or not t.is_floating_point():
         raise ConfigError(f"classifier {name} must be a floating (num_classes, D) tensor, got "
                           f"shape {tuple(t.shape)}, dtype {t.dtype}")
@@ -114,7 +108,7 @@ def _weight(w: Any, name: str = "weight") -> Tensor:
 
 def _bias(b: Any, num_classes: int, dtype: torch.dtype, name: str = "bias") -> Tensor:
     """The (C,) classifier bias as `dtype`, finite; ConfigError naming `name` otherwise."""
-    t = _tensor(b, name, ConfigError)
+    t = as_tensor(b, name, ConfigError)
     if t.dtype == torch.bool or t.is_complex():
         raise ConfigError(f"classifier {name} must be real numbers, got dtype {t.dtype}")
     t = t.detach().clone().to(dtype)

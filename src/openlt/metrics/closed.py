@@ -114,9 +114,9 @@ def _check_preds_labels(
         raise ValueError(f"preds must be class ids or {REJECTED} (rejected), got {int(p.min())}")
     if y.size and y.min() < OPEN_LABEL:
         raise ValueError(f"labels must be class ids or {OPEN_LABEL} (open), got {int(y.min())}")
-    if num_classes is None and _score_columns(preds) is not None:
-        num_classes = _score_columns(preds)
-        counted_by = f"preds has {num_classes} score columns"
+    columns = _score_columns(preds) if num_classes is None else None
+    if columns is not None:
+        num_classes, counted_by = columns, f"preds has {columns} score columns"
     if num_classes is not None:
         if num_classes < 1:
             raise ValueError(f"num_classes must be >= 1, got {num_classes}")
