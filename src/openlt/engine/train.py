@@ -621,7 +621,7 @@ def _resume_state(run: Run, cfg: Config, log: Log) -> dict | None:
     return state
 
 
-def _with_amp(cfg: Config, device: torch.device, state: dict | None, run: Run | None = None) -> Config:
+def _with_amp(cfg: Config, device: torch.device, state: dict | None, run: Run) -> Config:
     """`cfg` (a copy) with train.amp resolved to the precision this run trains in: a new run (or one that had
     finished no epoch, `state` None) what `auto` means on `device` now (precision.resolve_amp: bf16 on a CPU with
     bfloat16 units too); a resumed run the precision its last checkpoint records, so that it continues as it
@@ -632,12 +632,11 @@ def _with_amp(cfg: Config, device: torch.device, state: dict | None, run: Run | 
     recorded = None if state is None else recorded_amp(state)
     amp = resolve_amp(cfg.train.amp, device) if state is None else run_amp(cfg.train.amp, device, recorded)
     if recorded is not None and amp != recorded:
-        where = f"{run.config_file} or an override" if run is not None else "config.yaml or an override"
-        source = run.path if run is not None else "RUN"
-        raise ConfigError(f"train.amp={cfg.train.amp} ({where}) asks --resume to continue in {precision_name(amp)}, "
-                          f"but the run trained in {precision_name(recorded)} (its checkpoints record it): a run keeps "
-                          f"its precision; set train.amp back to auto or {recorded}, or train a new run in "
-                          f"{precision_name(amp)} from its weights (train.init_from={source})")
+        raise ConfigError(f"train.amp={cfg.train.amp} ({run.config_file} or an override) asks --resume to continue "
+                          f"in {precision_name(amp)}, but the run trained in {precision_name(recorded)} (its "
+                          f"checkpoints record it): a run keeps its precision; set train.amp back to auto or "
+                          f"{recorded}, or train a new run in {precision_name(amp)} from its weights "
+                          f"(train.init_from={run.path})")
     check_amp(amp, device)  # (a run trained in bf16 on a GPU, resumed on one without bfloat16: one line)
     cfg = copy.deepcopy(cfg)
     cfg.train.amp = amp
