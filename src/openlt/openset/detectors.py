@@ -7,8 +7,10 @@ scores negated):
 * ``mahalanobis`` (Lee et al., NeurIPS 2018): class-conditional Gaussians with one tied covariance; score
   -1/2 min_k (z - mu_k)^T S^-1 (z - mu_k), with pytorch-ood's S the *sum* of the centred outer products
   (not divided by N) plus 1e-6 I: the paper's Mahalanobis distance under the covariance S / N, divided by N
-  (the same ranking; the threshold lives in these units). pytorch-ood fits it; the scoring is openlt's own
-  (:func:`min_quadratic_distance`), because pytorch-ood's loop over the classes costs O(K N D^2).
+  (the same ranking; the threshold lives in these units). pytorch-ood's fit and scoring, both computed by openlt:
+  the fit in one pass of class sums and one of the centred scatter over chunks of rows (:func:`class_means`,
+  :func:`centred_scatter`, O(N D^2 + D^3); pytorch-ood's loop over the classes adds O(N K + K D^2)), the scoring
+  by :func:`min_quadratic_distance` (pytorch-ood's loop over the classes costs O(K N D^2)).
 * ``knn`` (Sun et al., ICML 2022, "Out-of-Distribution Detection with Deep Nearest Neighbors"): minus the
   Euclidean distance of the L2-normalised feature to its k-th nearest normalised training feature. The search
   is openlt's own (:func:`knn_distance`, equal to pytorch-ood's KNN to float32 rounding), in memory bounded by a
@@ -16,6 +18,8 @@ scores negated):
 * ``vim`` (Wang et al., CVPR 2022, "ViM: Out-Of-Distribution with Virtual-logit Matching"): energy of the
   logits minus the virtual logit alpha ||x^{P perp}||, the norm of the feature (centred at u = -W^+ b) outside
   its principal subspace of dimension d, alpha = mean max-logit / mean residual norm on the training split.
+  pytorch-ood's origin and scoring; its fit computed by openlt in chunks of rows (:func:`centred_scatter`,
+  :func:`vim_alpha`), without pytorch-ood's N x K training logits and N x D centred copy.
 * ``react`` (Sun et al., NeurIPS 2021, "ReAct: Out-of-distribution Detection With Rectified Activations"):
   the features clipped at the p-th percentile of the training activations, the logits recomputed through
   the linear head, then their energy logsumexp (the paper's ReAct + energy).
@@ -154,16 +158,25 @@ class Mahalanobis(OpenSetScore):
     name = "mahalanobis"
     requires_fit = True
     needs_features = True
+    fits_half_features = True  # converted a chunk of rows at a time (centred_scatter)
 
     def __init__(self) -> None:
         ood_detectors(self.name)
 
     def fit(self, outputs: Outputs | Any, labels: Any = None, head: Head | None = None) -> "Mahalanobis":
         """Fit the class means and tied precision on the training ``"feature"`` (N, D) and ``"labels"`` (N,);
-        returns self. DataError for a class without an image, ConfigError without features."""
-        feats, y = training_features(outputs, labels, self.name)
-        detector = ood_detectors(self.name).Mahalanobis(None).fit_features(feats, y)
-        self.means_, self.precision_ = detector.mu.float().cpu(), detector.precision.float().cpu()
+        returns self. DataError for a class without an image, ConfigError without features.
+
+        pytorch-ood's fit, computed in O(N D^2 + D^3) time (:func:`class_means`, :func:`centred_scatter`): its loop
+        over the classes compares all N labels with each class and adds a (D, D) product per class, O(N K + K D^2)
+        on top (an upper bound of 273 s at iNaturalist size). The features stay as given (a float16 cache is
+        converted a chunk of rows at a time); equal to pytorch-ood's fit to float32 rounding
+        (tests/openset/test_detector_fits.py)."""
+        feats, y = training_features(outputs, labels, self.name, float32=False)
+        means = class_means(feats, y, int(y.max()) + 1)
+        scatter = centred_scatter(feats, lambda start, stop: means[y[start:stop]])
+        scatter.diagonal().add_(1e-6)  # pytorch-ood's ridge: the summed scatter + 1e-6 I
+        self.means_, self.precision_ = means.float(), torch.linalg.inv(scatter).float()
         self.warning_ = features_warning(self.name, feats)  # no spread: the AUROC is float rounding
         return self
 
@@ -195,6 +208,39 @@ class Mahalanobis(OpenSetScore):
 
 
 _ROW_ELEMENTS = 1 << 24  # (rows, K) float64 distances held at once: 128 MB
+
+
+_FIT_ELEMENTS = 1 << 22  # feature values a fit holds converted at once: 2,048 x 2,048 float64 = 32 MB
+
+
+def _fit_rows(width: int) -> int:
+    """Rows of `width` features a fit converts and multiplies at a time (at least one)."""
+    return max(1, _FIT_ELEMENTS // max(1, width))
+
+
+def class_means(feats: torch.Tensor, y: torch.Tensor, num_classes: int) -> torch.Tensor:
+    """(K, D) float64 means of the rows of `feats` (N, D, any dtype) per class `y` (N,) in 0 .. K - 1, each class
+    present: one pass of ``index_add_`` over chunks of rows converted to float64, the counts one ``bincount``.
+    O(N D), where a mask per class costs O(N K)."""
+    sums = torch.zeros(num_classes, feats.shape[1], dtype=torch.float64)
+    rows = _fit_rows(feats.shape[1])
+    for part, labels in zip(feats.split(rows), y.split(rows)):
+        sums.index_add_(0, labels, part.double())
+    return sums / torch.bincount(y, minlength=num_classes).unsqueeze(1).double()
+
+
+def centred_scatter(feats: torch.Tensor, centre: Callable[[int, int], torch.Tensor]) -> torch.Tensor:
+    """(D, D) float64 ``sum_i (x_i - c_i)(x_i - c_i)^T`` over the rows x_i of `feats` (N, D, any dtype), with
+    `centre(start, stop)` the float64 centres of rows start:stop ((rows, D), or (D,) for one centre). A chunk of
+    rows at a time: centred in float64, multiplied in float32 (pytorch-ood's precision and the BLAS rate; float64
+    for float64 features), the chunks' products summed in float64. O(N D^2) time, memory a chunk and the sum."""
+    dtype = torch.float64 if feats.dtype == torch.float64 else torch.float32
+    out = torch.zeros(feats.shape[1], feats.shape[1], dtype=torch.float64)
+    rows = _fit_rows(feats.shape[1])
+    for start in range(0, len(feats), rows):
+        part = (feats[start:start + rows].double() - centre(start, start + rows)).to(dtype)
+        out += part.T @ part
+    return out
 
 
 def min_quadratic_distance(z: torch.Tensor, means: torch.Tensor, precision: torch.Tensor) -> torch.Tensor:
@@ -375,6 +421,19 @@ def vim_dim(dim: int | None, width: int | None, n_train: int | None = None) -> i
     return d
 
 
+def vim_alpha(feats: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, origin: torch.Tensor,
+              null_space: torch.Tensor) -> float:
+    """ViM's alpha: the mean max logit ``max_k (W x + b)_k`` of the rows x of `feats` (N, D, any dtype) over their
+    mean residual norm ``||(x - origin) null_space||``, as pytorch-ood computes them in float32, a chunk of rows
+    at a time (at most 2^24 logits), the sums in float64. O(N K D + N D (D - d)), memory a chunk."""
+    max_logits = residuals = 0.0
+    for part in feats.split(max(1, _ROW_ELEMENTS // max(len(weight), feats.shape[1]))):
+        part = part.float()
+        max_logits += float(torch.addmm(bias, part, weight.T).max(dim=1).values.double().sum())
+        residuals += float(((part - origin) @ null_space).norm(dim=1).double().sum())
+    return max_logits / residuals
+
+
 @SCORES.register("vim")
 class ViM(OpenSetScore):
     """``vim``: energy minus the virtual logit (Wang et al. CVPR 2022; pytorch-ood's ``ViM``): see the module doc.
@@ -386,6 +445,7 @@ class ViM(OpenSetScore):
     name = "vim"
     requires_fit = True
     needs_features = True
+    fits_half_features = True  # converted a chunk of rows at a time (centred_scatter)
     needs_head = True
 
     def __init__(self, dim: int | None = None) -> None:
@@ -416,13 +476,22 @@ class ViM(OpenSetScore):
     def fit(self, outputs: Outputs | Any, labels: Any = None, head: Head | None = None) -> "ViM":
         """Fit the principal subspace and alpha on the training ``"feature"`` (N, D), with `head` = the linear
         classifier (weight (K, D), bias (K,)); returns self. ConfigError without a linear head or a ``dim``
-        not below D and below N (:func:`vim_dim`)."""
-        feats, y = training_features(outputs, labels, self.name)
+        not below D and below N (:func:`vim_dim`).
+
+        pytorch-ood's fit (its origin u = -W^+ b, its scoring), computed in chunks of rows: the covariance of the
+        centred features (:func:`centred_scatter`, eigenvectors in float64), alpha from the chunks' max logits and
+        residual norms (:func:`vim_alpha`). pytorch-ood holds the N x K training logits (14 GB at iNaturalist
+        size), a centred float32 copy of the features and their (N, D - d) projection; here the memory is a
+        chunk, O(N K D + N D^2 + D^3) time as before. Equal to pytorch-ood's fit to float32 rounding
+        (tests/openset/test_detector_fits.py)."""
+        feats, _ = training_features(outputs, labels, self.name, float32=False)
         weight, bias = linear_head(head, self.name, feats.shape[1])
-        detector = ood_detectors(self.name).ViM(None, vim_dim(self.dim, feats.shape[1], len(feats)), weight, bias)
-        detector.fit_features(feats, y)
-        self.weight_, self.bias_, self.origin_ = weight, bias, detector.u.float()
-        self.null_space_, self.alpha_ = detector.principal_subspace.float(), float(detector.alpha)
+        dim = vim_dim(self.dim, feats.shape[1], len(feats))
+        origin = ood_detectors(self.name).ViM(None, dim, weight, bias).u.float()  # pytorch-ood's u = -W^+ b
+        cov = centred_scatter(feats, lambda start, stop: origin.double()) / len(feats)
+        null_space = torch.linalg.eigh(cov).eigenvectors[:, :feats.shape[1] - dim].float()  # ascending: residual
+        self.weight_, self.bias_, self.origin_, self.null_space_ = weight, bias, origin, null_space.contiguous()
+        self.alpha_ = vim_alpha(feats, weight, bias, origin, self.null_space_)
         self.warning_ = features_warning(self.name, feats)  # no spread: the AUROC is float rounding
         return self
 
