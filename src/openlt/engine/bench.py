@@ -34,10 +34,11 @@ from openlt.config import (SEED_END, TRAINS_NOTHING, UNTRAINED_TRAIN_KEYS, Confi
 from openlt.data.build import prepare_data
 from openlt.data.splits import MANIFEST
 from openlt.engine.decouple import adopt_representation
-from openlt.engine.evaluate import eval_config, evaluate_run, evaluated_data
+from openlt.engine.checkpoint import TRAINED_AMPS, checkpoint_state
+from openlt.engine.evaluate import eval_config, evaluate_run, evaluated_data, evaluation_amp
 from openlt.engine.init_from import stage2_kind
 from openlt.engine.manifest import read_run_manifest
-from openlt.engine.precision import run_amp
+from openlt.engine.precision import native_bf16, precision_name, run_amp
 from openlt.engine.precheck import check_loss_weights, check_open_score, config_setting, split_counts
 from openlt.engine.run import Run, absolute_paths, check_tag, open_run
 from openlt.engine.runtime import resolve_device
@@ -427,8 +428,8 @@ def _as_the_spec_says(spec: BenchSpec, m: BenchMethod, run: Run, tag: str | None
         cfg, scorer = eval_config(run.config(), overrides)
     except OpenLTError:
         return True
-    diffs = ([*evaluation_differences(metrics, cfg, scorer), *source_differences(metrics, run, cfg)]
-             if isinstance(metrics, dict) else [])
+    diffs = ([*evaluation_differences(metrics, cfg, scorer), *source_differences(metrics, run, cfg),
+              *precision_differences(metrics, run, cfg, overrides)] if isinstance(metrics, dict) else [])
     if not diffs:
         return True
     what = f"{path.name} of {run.path} was written by an evaluation under other settings than the spec gives " \
@@ -531,6 +532,29 @@ def source_differences(metrics: dict, run: Run, cfg: Config) -> list[str]:
                 diffs.append(f"{split} split: run sha256 {show(split_files.get(split))}, spec (split_manifest.json) "
                              f"{show(then.get(split))}")
     return diffs
+
+
+def precision_differences(metrics: dict, run: Run, cfg: Config, overrides: list[str]) -> list[str]:
+    """["precision: run X, spec Y"] when the precision the evaluation recorded in `metrics` (metrics.json "amp",
+    e.g. of ``openlt eval RUN train.amp=none``) is not the one the bench's evaluation of `run` runs in now
+    (evaluate.evaluation_amp on `cfg`'s device, `overrides` being the method's: the run's trained precision,
+    precision.py); else []. The trained precision is one truth per run: a spec asking another is refused before
+    (:func:`_check_same_config`). Not compared: a file that records none (an older openlt), a run whose precision
+    cannot be worked out now (the evaluation names why), and a recorded precision this device cannot run natively
+    (bf16 on a CPU that emulates it, fp16 off CUDA): evaluating again here would only fall back, machine-made."""
+    recorded = metrics.get("amp")
+    if recorded not in TRAINED_AMPS:
+        return []
+    try:
+        dev = resolve_device(cfg.train.device)
+        want = evaluation_amp(run, cfg, dev, checkpoint_state(run.checkpoint(BENCH_CHECKPOINT)), overrides)
+    except OpenLTError:
+        return []
+    native = recorded == "none" or (recorded == "bf16" and native_bf16(dev)) or (recorded == "fp16"
+                                                                                and dev.type == "cuda")
+    if want == recorded or not native:
+        return []
+    return [f"precision: run {precision_name(recorded)}, spec {precision_name(want)}"]
 
 
 def _train_or_resume(spec: BenchSpec, m: BenchMethod, seed: int, name: str, runs: dict[str, Run], quiet: bool,
