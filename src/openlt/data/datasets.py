@@ -14,7 +14,7 @@ import unicodedata
 import warnings
 from pathlib import Path, PurePosixPath
 from stat import S_ISREG
-from typing import Callable, Iterator
+from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -456,9 +456,6 @@ def check_decodable(paths: list[Path], where: list[str] | None = None, desc: str
     `where` (e.g. "test.txt, line 9") when given. 1.1 to 2.4 ms per 500 x 375 JPEG on one core (docs/robustness.md).
     An image between PIL's warning and error limits decodes: instead of PIL's raw DecompressionBombWarning, one
     note names it (`note_large_image`, as every decoding of :func:`open_image`)."""
-    from concurrent.futures import ThreadPoolExecutor
-
-    from tqdm import tqdm
 
     def problem(path: Path) -> str | int:
         try:
@@ -466,21 +463,37 @@ def check_decodable(paths: list[Path], where: list[str] | None = None, desc: str
         except DataError as exc:
             return str(exc)
 
-    large = []
-    # the filter is set here, around the threads, not in them: warnings.catch_warnings is not thread-safe
-    with warnings.catch_warnings(), ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool, \
-            tqdm(total=len(paths), desc=desc, leave=False, file=sys.stderr,
-                 disable=True if len(paths) < 1000 else None) as bar:
-        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-        for start in range(0, len(paths), DECODE_BATCH):
-            for offset, found in enumerate(pool.map(problem, paths[start:start + DECODE_BATCH])):
-                if isinstance(found, str):
-                    raise DataError(f"{where[start + offset]}: {found}" if where else found)
-                if Image.MAX_IMAGE_PIXELS and found > Image.MAX_IMAGE_PIXELS:
-                    large.append((paths[start + offset], found))
-            bar.update(len(paths[start:start + DECODE_BATCH]))
-    for path, pixels in large:
+    for path, pixels in check_each(paths, problem, where.__getitem__ if where else None, desc):
         note_large_image(path, pixels)
+
+
+def check_each(items: Sequence[Any], problem: Callable[[Any], str | int | None],
+               where: Callable[[int], str] | None = None, desc: str = "checking images",
+               threads: int | None = None) -> list[tuple[Any, int]]:
+    """The threaded check of every item of a list (:func:`check_decodable`'s decoding, `openlt identify`'s header
+    reading): `problem(item)` in `threads` threads (default: up to 8, one per core), handed DECODE_BATCH items at a
+    time, PIL's DecompressionBombWarning silenced around the threads (warnings.catch_warnings is not thread-safe:
+    the filter is set here, not in them). `problem` returns a message (the item is bad), the image's pixels or
+    None. DataError for the first message in list order, prefixed with `where(index)` when given; a progress bar
+    on stderr from 1000 items on (a terminal only). Returns (item, pixels) of the images above PIL's warning limit,
+    in list order, for the caller's note."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from tqdm import tqdm
+
+    large = []
+    with warnings.catch_warnings(), ThreadPoolExecutor(max_workers=threads or min(8, os.cpu_count() or 1)) as pool, \
+            tqdm(total=len(items), desc=desc, leave=False, file=sys.stderr,
+                 disable=True if len(items) < 1000 else None) as bar:
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        for start in range(0, len(items), DECODE_BATCH):
+            for offset, found in enumerate(pool.map(problem, items[start:start + DECODE_BATCH])):
+                if isinstance(found, str):
+                    raise DataError(f"{where(start + offset)}: {found}" if where else found)
+                if found is not None and Image.MAX_IMAGE_PIXELS and found > Image.MAX_IMAGE_PIXELS:
+                    large.append((items[start + offset], found))
+            bar.update(len(items[start:start + DECODE_BATCH]))
+    return large
 
 
 def large_image_note(path: Path, pixels: int) -> str:

@@ -39,7 +39,7 @@ from PIL import Image
 
 from openlt.config import Config, build_config, read_utf8, to_dict
 from openlt.data.build import DataBundle, prepare_data
-from openlt.data.datasets import FileImageLoader, SplitDataset, too_large
+from openlt.data.datasets import FileImageLoader, SplitDataset, check_each, too_large
 from openlt.data.splitfile import SplitEntries, normalise_item, read_split_file
 from openlt.engine.checkpoint import recorded_amp
 from openlt.engine.evaluate import EVAL_KEYS, checkpoint_epoch_fields
@@ -208,18 +208,17 @@ class ListedImages(SplitDataset):
 
 
 HEADER_THREADS = 8  # threads reading image headers (file opens: I/O-bound on a network file system)
-HEADER_BATCH = 4096  # images handed to the threads at a time
 
 
 def check_headers(entries: SplitEntries, loader) -> None:
     """The cheap check of every listed image, before any work: not empty, and a header PIL reads (format and size,
     `Image.open` without decoding the pixels; not above PIL's decompression-bomb limit). DataError naming the list
-    file and line of the first bad one in list order. Decoding every image here would double the reading of a
-    million distractors: one truncated after its header is found when it is extracted, named the same way
+    file and line of the first bad one in list order (:func:`check_each`: in threads, PIL's
+    DecompressionBombWarning silenced). Decoding every image here would double the reading of a million
+    distractors: one truncated after its header is found when it is extracted, named the same way
     (:class:`ListedImages`). Images of the embedded data sets (arrays) need nothing."""
     if not isinstance(loader, FileImageLoader):
         return
-    from concurrent.futures import ThreadPoolExecutor
 
     def problem(item: str) -> str | None:
         path = loader.root / item
@@ -233,12 +232,8 @@ def check_headers(entries: SplitEntries, loader) -> None:
                 return f"image {item!r} is an empty file (0 bytes) under {loader.root}"
             return f"image {item!r} under {loader.root} is not an image PIL can read: {exc}"
 
-    with ThreadPoolExecutor(max_workers=HEADER_THREADS) as pool:
-        for start in range(0, len(entries.items), HEADER_BATCH):  # (not a future per image of a million)
-            batch = entries.items[start:start + HEADER_BATCH]
-            for found, line in zip(pool.map(problem, batch), entries.lines[start:start + HEADER_BATCH]):
-                if found is not None:
-                    raise DataError(f"{entries.path}, line {line}: {found}")
+    check_each(entries.items, problem, lambda index: f"{entries.path}, line {entries.lines[index]}",
+               f"checking {entries.path.name}", HEADER_THREADS)
 
 
 def _extract(model, cfg: Config, data: DataBundle, entries: SplitEntries, loader, device: torch.device,
