@@ -98,3 +98,27 @@ def test_a_feature_score_asks_once_for_the_features_only_and_gets_float32_unless
         assert given is feats
     else:
         assert given.dtype == torch.float32 and torch.equal(given, feats.float())
+
+
+@pytest.mark.parametrize("name", ["mahalanobis", "vim"])
+def test_mahalanobis_and_vim_fit_on_the_float16_cache_as_it_is(name, monkeypatch):
+    """Their fits convert a chunk of rows at a time (openset/detectors.py): no float32 copy of the cache is made for
+    them, and the fit equals the one on the float32 values (float64 sums: the same to float32 rounding)."""
+    pytest.importorskip("pytorch_ood", reason="the detectors wrap pytorch-ood")
+    from openlt.openset import Mahalanobis, ViM
+
+    feats = (torch.randn(61, 8, generator=torch.Generator().manual_seed(0)) * torch.linspace(0.5, 2, 8)).half()
+    labels = torch.arange(61) % 3
+    head = (torch.randn(3, 8, generator=torch.Generator().manual_seed(1)), torch.zeros(3))
+    given = []
+    make = Mahalanobis if name == "mahalanobis" else lambda: ViM(dim=4)
+    scorer = make()
+    real_fit = scorer.fit
+    monkeypatch.setattr(scorer, "fit", lambda outputs, **kw: given.append(outputs["feature"]) or real_fit(outputs, **kw))
+    fit_args = {"head": head} if name == "vim" else {}
+    score_fit.fit_open_score(scorer, lambda split, kept=None: {"feature": feats, "labels": labels}, model=None,
+                             device=torch.device("cpu"), fit_args=fit_args)
+    assert len(given) == 1 and given[0] is feats  # the cache itself, float16
+    again = make().fit({"feature": feats.float(), "labels": labels}, **fit_args)
+    for key, value in again.state_dict().items():
+        torch.testing.assert_close(scorer.state_dict()[key], value, rtol=1e-6, atol=1e-6)

@@ -30,8 +30,9 @@ def fit_open_score(scorer: OpenSetScore, outputs_of: OutputsOf, model: OpenLTMod
     (``keep``: the model outputs kept, e.g. ("feature",)) and "labels"; the training split is asked for once.
     A score with ``fit_chunks`` gets chunks of head logits computed from the features; a score that
     ``needs_features`` gets ``fit({"feature", "labels"}, **fit_args)`` (no N x K training logits, which no such fit
-    reads; float16 features of a feature cache as they are for a score that ``fits_half_features`` (KNN), else
-    converted to float32 once, the float16 let go: pytorch-ood's fits take whole float32 tensors); any other gets
+    reads; float16 features of a feature cache as they are for a score that ``fits_half_features`` (KNN,
+    Mahalanobis, ViM: converted a chunk of rows at a time), else converted to float32 once, the float16 let go
+    (ReAct: pytorch-ood's quantile takes one whole float32 tensor); any other gets
     ``fit(outputs_of("train"), **fit_args)``."""
     if not hasattr(scorer, "fit_chunks"):
         if not scorer.needs_features:
