@@ -132,6 +132,7 @@ def _rendezvous(env: World) -> "dist.Store":
                        f"{_first_line(exc)}") from None
     prefix = f"openlt/{os.environ.get('TORCHELASTIC_RUN_ID', '')}/{os.environ.get('TORCHELASTIC_RESTART_COUNT', 0)}/"
     store.set(f"{prefix}rank{env.rank}", socket.gethostname())
+    store.set(f"{prefix}pid{env.rank}", str(os.getpid()))
     store.add(f"{prefix}joined", 1)
     while store.add(f"{prefix}joined", 0) < env.world_size:
         if time.monotonic() > deadline:
@@ -140,8 +141,22 @@ def _rendezvous(env: World) -> "dist.Store":
                            f"{where}: a process that failed to start, or RANK / WORLD_SIZE / MASTER_PORT that "
                            f"do not match the other processes'")
         time.sleep(0.05)
+    _remember_peers(store, prefix, env.world_size)
     store.set_timeout(datetime.timedelta(seconds=check_env().timeout))
     return dist.PrefixStore("default_pg", store)
+
+
+_PEERS: dict[int, tuple[str, int]] = {}  # rank -> (host, process id) of every process of the job, read at the join
+
+
+def _remember_peers(store: "dist.Store", prefix: str, world_size: int) -> None:
+    """Keep each rank's host and process id (each set them before it joined) to name a lost peer (:func:`peer_lost`)."""
+    _PEERS.clear()
+    for r in range(world_size):
+        try:
+            _PEERS[r] = (store.get(f"{prefix}rank{r}").decode(), int(store.get(f"{prefix}pid{r}")))
+        except (RuntimeError, ValueError):  # (not recorded: that rank is not named)
+            continue
 
 
 def _ranks(ranks: list[int]) -> str:
@@ -163,7 +178,8 @@ _PEER_SIGNS = ("connection reset by peer", "connection closed by peer", "broken 
 
 def peer_lost(exc: BaseException) -> PeerLost | None:
     """`exc` (raised by a collective) as a PeerLost with one line naming the rank that went away when it is
-    known (with 2 processes: the other one), or None when `exc` is not a lost peer."""
+    known (a process of the job on this host that has ended, for any number of processes; with 2 processes: the
+    other one), or None when `exc` is not a lost peer."""
     if isinstance(exc, PeerLost):
         return exc
     if not isinstance(exc, RuntimeError) or not (dist.is_available() and dist.is_initialized()):
@@ -174,11 +190,50 @@ def peer_lost(exc: BaseException) -> PeerLost | None:
     if not (is_dist and any(sign in low for sign in _PEER_SIGNS)):
         return None
     me, world = dist.get_rank(), dist.get_world_size()
-    who = f"rank {1 - me}" if world == 2 else "another process"
+    who = _lost_ranks(me, world)
     cause = next((s for s in _PEER_SIGNS if s in low), "")
     how = "timed out" if cause == "timed out" else f"went away ({cause})"
     return PeerLost(f"rank {me} of {world}: {who} of the job {how} during a collective (a process killed, "
                     f"out of memory or a lost machine: see its own output or torchrun's)")
+
+
+LOST_WAIT_S = 3.0  # how long a lost peer on this host is waited for to end (its sockets close just before it ends)
+
+
+def _lost_ranks(me: int, world: int) -> str:
+    """The rank(s) that went away, in words: the processes of the job on this host that have ended (their ids,
+    :data:`_PEERS`, looked at for up to :data:`LOST_WAIT_S`), else, with 2 processes, the other one; else
+    "another process" (a peer on another host, or one that is alive but stopped answering)."""
+    host = socket.gethostname()
+    local = {r: pid for r, (h, pid) in _PEERS.items() if r != me and h == host}
+    deadline = time.monotonic() + LOST_WAIT_S
+    gone: list[int] = []
+    while local and not gone:
+        gone = [r for r, pid in sorted(local.items()) if not _alive(pid)]
+        if gone or time.monotonic() > deadline:
+            break
+        time.sleep(0.05)
+    if gone:
+        return _ranks(gone)
+    return f"rank {1 - me}" if world == 2 else "another process"
+
+
+def _alive(pid: int) -> bool:
+    """Whether process `pid` is running (not ended, not a zombie its parent has not reaped yet)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # (someone else's process: taken as running)
+        return True
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as f:
+            state = f.read().rsplit(")", 1)[-1].split()[0]
+    except FileNotFoundError:
+        return False
+    except (OSError, IndexError):  # (no /proc: the signal answered, taken as running)
+        return True
+    return state not in ("Z", "X")
 
 
 @contextmanager
