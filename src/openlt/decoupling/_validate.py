@@ -13,22 +13,10 @@ from torch import Tensor
 
 from openlt.config import MAX_TAU  # the config's bound on decouple.taus: one rule for code and config
 from openlt.errors import ConfigError, DataError
-from openlt.openset.base import as_tensor
+from openlt.openset.base import as_tensor, class_ids, non_finite_rows
 
 
 HALF = (torch.float16, torch.bfloat16)
-
-
-def _non_finite_rows(t: Tensor, name: str, error: type[Exception]) -> None:
-    """`error` naming `name` and how many rows hold NaN / inf (checked a chunk of rows at a time)."""
-    if not t.is_floating_point() or not t.numel():
-        return
-    rows = t.reshape(len(t), -1) if t.dim() else t.reshape(1, 1)
-    if all(bool(torch.isfinite(part).all()) for part in rows.split(8192)):
-        return
-    bad = ~torch.isfinite(rows).all(dim=1)
-    raise error(f"{name} holds NaN or infinite values in {int(bad.sum())} of {len(rows)} rows (first: row "
-                f"{int(bad.nonzero()[0])})")
 
 
 def _integer(value: Any, name: str, minimum: int = 1) -> int:
@@ -64,8 +52,7 @@ def _features(x: Any, name: str = "features", keep_half: bool = False) -> Tensor
         t = t.float()
     elif t.dtype not in (torch.float32, torch.float64) and not (keep_half and t.dtype in HALF):
         t = t.float()
-    # a chunk of rows at a time: isfinite over all (N, D) at once peaks at 1.7x the features (6 GB at iNaturalist)
-    if t.numel() and not all(bool(torch.isfinite(rows).all()) for rows in t.split(8192)):
+    if non_finite_rows(t):  # (a chunk of rows at a time: all at once would peak at 1.7x the features)
         raise DataError(f"{name} contain non-finite values")
     return t
 
@@ -84,12 +71,7 @@ def _labels(y: Any, n: int, name: str = "labels") -> Tensor:
         raise DataError(f"{name} must be one-dimensional, got shape {tuple(t.shape)}")
     if len(t) != n:
         raise DataError(f"{n} features but {len(t)} {name}")
-    if t.is_floating_point():
-        if not torch.equal(t, t.round()):
-            raise DataError(f"{name} must be integer class ids, got non-integral values")
-    elif t.dtype == torch.bool or t.is_complex():
-        raise DataError(f"{name} must be integer class ids, got dtype {t.dtype}")
-    t = t.long()
+    t = class_ids(t, name)
     if t.numel() and int(t.min()) < 0:
         raise DataError(f"{name} must be >= 0 (known classes only), got {int(t.min())}")
     return t
@@ -102,7 +84,10 @@ def _weight(w: Any, name: str = "weight") -> Tensor:
     if t.dim() != 2 or not t.is_floating_point():
         raise ConfigError(f"classifier {name} must be a floating (num_classes, D) tensor, got "
                           f"shape {tuple(t.shape)}, dtype {t.dtype}")
-    _non_finite_rows(t.detach(), f"classifier {name}", ConfigError)
+    found = non_finite_rows(t.detach())
+    if found:
+        raise ConfigError(f"classifier {name} holds NaN or infinite values in {found[0]} of {len(t)} rows (first: row "
+                          f"{found[1]})")
     return t.detach()
 
 
@@ -114,10 +99,10 @@ def _bias(b: Any, num_classes: int, dtype: torch.dtype, name: str = "bias") -> T
     t = t.detach().clone().to(dtype)
     if t.shape != (num_classes,):
         raise ConfigError(f"{name} must have shape ({num_classes},), got {tuple(t.shape)}")
-    if t.numel() and not bool(torch.isfinite(t).all()):
-        bad = ~torch.isfinite(t)
-        raise ConfigError(f"classifier {name} holds NaN or infinite values in {int(bad.sum())} of {num_classes} "
-                          f"classes (first: class {int(bad.nonzero()[0])})")
+    found = non_finite_rows(t)
+    if found:
+        raise ConfigError(f"classifier {name} holds NaN or infinite values in {found[0]} of {num_classes} "
+                          f"classes (first: class {found[1]})")
     return t
 
 

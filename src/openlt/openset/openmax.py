@@ -35,7 +35,7 @@ import torch.nn.functional as F
 
 from openlt.errors import ConfigError, DataError
 from openlt.openset.base import (SCORES, NotFittedError, OpenSetScore, Outputs, as_outputs, as_tensor,
-                                 logits_of, no_spread, no_spread_warning)
+                                 class_ids, logits_of, no_spread, no_spread_warning)
 
 DISTANCES = ("eucos", "euclidean", "cosine")
 DEFAULT_ALPHA = 10  # the paper's α for ImageNet; capped at the number of classes
@@ -91,13 +91,8 @@ def weibull_cdf(d: torch.Tensor, shape: torch.Tensor, scale: torch.Tensor, shift
 
 def training_labels(labels: Any, where: str) -> torch.Tensor:
     """(n,) int64 training labels; DataError naming `where` for text, booleans or fractional values (0.9 would
-    become class 0)."""
-    t = as_tensor(labels, f"{where}: labels")
-    if t.dtype == torch.bool or t.is_complex():
-        raise DataError(f"{where}: labels must be integer class ids, got dtype {t.dtype}")
-    if t.is_floating_point() and not torch.equal(t, t.round()):
-        raise DataError(f"{where}: labels must be integer class ids, got non-integral values")
-    return t.long()
+    become class 0): :func:`class_ids`."""
+    return class_ids(as_tensor(labels, f"{where}: labels"), f"{where}: labels")
 
 
 @SCORES.register("openmax")
