@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import io
 import json
 import logging
 import math
@@ -864,6 +865,38 @@ def _stdout_closed() -> int:
     return 128 + signal.SIGPIPE
 
 
+def _parse(parser: argparse.ArgumentParser, argv: list[str]) -> argparse.Namespace:
+    """`argv` parsed. Overrides may come after options (`train c.yaml --quiet train.epochs=2`): argparse leaves those
+    as unknown arguments, so the key=value ones are collected and anything else is refused (parser.error)."""
+    args, extra = parser.parse_known_args(_join_negative_values(argv))
+    overrides = [e for e in extra if "=" in e and not e.startswith("-")]
+    unknown = [e for e in extra if e not in overrides]
+    if unknown or (overrides and not hasattr(args, "overrides")):
+        parser.error(f"unrecognized arguments: {' '.join(unknown or overrides)}")
+    if overrides:
+        args.overrides = [*args.overrides, *overrides]
+    return args
+
+
+def _parse_once(parser: argparse.ArgumentParser, argv: list[str]) -> argparse.Namespace:
+    """:func:`_parse`, whose argparse error (a bad option: usage and one error line, SystemExit 2) is printed once
+    under torchrun: by rank 0; the other ranks (RANK > 0 with WORLD_SIZE > 1) exit with the same status silently,
+    after `_await_stop` (every rank parses the same command line). Help (exit 0, on stdout) is left as it is."""
+    world, rank = os.environ.get("WORLD_SIZE", "").strip(), os.environ.get("RANK", "").strip()
+    if not (world.isdigit() and int(world) > 1 and rank.isdigit() and int(rank) != 0):
+        return _parse(parser, argv)
+    said = io.StringIO()
+    try:
+        with contextlib.redirect_stderr(said):
+            return _parse(parser, argv)
+    except SystemExit as exc:
+        if exc.code in (0, None):
+            sys.stderr.write(said.getvalue())
+            raise
+        _await_stop()
+        raise SystemExit(exc.code) from None
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run one `openlt` subcommand: the console script's entry point (also `python -m openlt`).
 
@@ -876,16 +909,7 @@ def main(argv: list[str] | None = None) -> int:
     went away (``openlt configs | head -1``). Arguments argparse does not know exit through ``parser.error``
     (SystemExit with status 2).
     """
-    parser = build_parser()
-    # Overrides may come after options (`train c.yaml --quiet train.epochs=2`): argparse leaves those as
-    # unknown arguments, so collect the key=value ones and refuse anything else.
-    args, extra = parser.parse_known_args(_join_negative_values(sys.argv[1:] if argv is None else argv))
-    overrides = [e for e in extra if "=" in e and not e.startswith("-")]
-    unknown = [e for e in extra if e not in overrides]
-    if unknown or (overrides and not hasattr(args, "overrides")):
-        parser.error(f"unrecognized arguments: {' '.join(unknown or overrides)}")
-    if overrides:
-        args.overrides = [*args.overrides, *overrides]
+    args = _parse_once(build_parser(), sys.argv[1:] if argv is None else argv)
     refused = _one_process_refusal(args)
     if refused is not None:
         return refused
