@@ -109,11 +109,13 @@ def load_metrics(path: str | Path) -> dict:
     problem = metrics_problem(metrics)
     if problem:
         raise RunDirError(f"{path} is not a metrics file of `openlt eval` ({problem}); evaluate the run again")
-    problem = metrics_inconsistency(metrics) or manifest_mismatch(metrics, path.parent / "split_manifest.json")
+    manifest = read_manifest(path.parent / "split_manifest.json")  # read once: its class list, its data files
+    problem = metrics_inconsistency(metrics) or manifest_mismatch(metrics, manifest)
     if problem:
         raise RunDirError(f"{path} contradicts {problem} (edited by hand?): its numbers cannot be shown; evaluate "
                           f"the run again (`openlt eval {path.parent}`)")
     metrics[SOURCE_KEY] = str(path)
+    metrics[PACKED_KEY] = _packed_files(manifest)
     return metrics
 
 
@@ -131,7 +133,7 @@ def metrics_inconsistency(metrics: dict) -> str | None:
     bands, names = metrics["bands"], metrics["class_names"]
     per_class, counts = bands.get("per_class"), metrics.get("train_counts")
     per_class = per_class if isinstance(per_class, list) and len(per_class) == len(names) else None
-    problem = _bands_problem(bands, per_class, counts)
+    problem = _bands_problem(bands, per_class, counts) or open_inconsistency(metrics, per_class)
     if problem or per_class is None:
         return problem
     closed = metrics["closed"]
@@ -146,6 +148,92 @@ def metrics_inconsistency(metrics: dict) -> str | None:
             and all(a is None or (_number(a) and 0 <= a <= 1) for a in accuracy)):
         return None
     return _accuracy_problem(closed, per_class, accuracy)
+
+
+OPEN_RATES = ("f_measure", "precision", "recall", "auroc", "aupr_in", "aupr_out", "fpr95", "open_rejected",
+              "known_rejected")  # metrics.json "open": fractions in [0, 1]
+OPEN_COUNTS = ("tp", "fp", "fn", "n_open")  # and counts of images
+OPEN_BANDS = (*BANDS, "overall")  # the keys of open.auroc_per_band and open.bands_with_rejection's numbers
+
+
+def open_shape_problem(op: Any) -> str | None:
+    """:func:`metrics_problem`'s check of metrics.json's "open" block (an object; None: a closed-set evaluation):
+    each of :data:`OPEN_RATES` a finite number in [0, 1], each of :data:`OPEN_COUNTS` an integer >= 0, "threshold"
+    a finite number (or null), "auroc_per_band" an object whose keys are the bands and "overall" and whose values
+    are in [0, 1] or null (a band without known image), and so are the numbers of "bands_with_rejection". Keys a
+    file lacks (an older openlt) are not checked."""
+    if not isinstance(op, dict):
+        return None
+    for key in OPEN_RATES:
+        if key in op and not (_number(op[key]) and 0 <= op[key] <= 1):
+            return f"open.{key} must be a finite number in [0, 1], got {op[key]!r}"
+    for key in OPEN_COUNTS:
+        if key in op and not (type(op[key]) is int and op[key] >= 0):
+            return f"open.{key} must be a count (an integer >= 0), got {op[key]!r}"
+    if op.get("threshold") is not None and not _number(op["threshold"]):
+        return f"open.threshold must be a finite number or null, got {op['threshold']!r}"
+    for key in ("auroc_per_band", "bands_with_rejection"):
+        block = op.get(key)
+        if key not in op:
+            continue
+        if not isinstance(block, dict):
+            return f"open.{key} must be an object"
+        if key == "auroc_per_band" and set(block) != set(OPEN_BANDS):
+            return (f"open.auroc_per_band must have the keys {', '.join(OPEN_BANDS)}, got "
+                    f"{', '.join(map(str, block)) or 'none'}")
+        for band in OPEN_BANDS:
+            value = block.get(band)
+            if value is not None and not (_number(value) and 0 <= value <= 1):
+                return f"open.{key}.{band} must be a finite number in [0, 1] or null, got {value!r}"
+    return None
+
+
+def open_inconsistency(metrics: dict, per_class: list | None) -> str | None:
+    """:func:`metrics_inconsistency`'s check of the (shape-checked) "open" block against itself and the rest: the
+    F-measure, precision and recall recomputed from tp / fp / fn, open_rejected from fn / n_open, the overall
+    AUROC of auroc_per_band against auroc, a band's AUROC given for a band without class (bands.per_class),
+    bands_with_rejection.n_classes against bands.per_class, the threshold against calibration's."""
+    op = metrics.get("open")
+    if not isinstance(op, dict):
+        return None
+    tp, fp, fn = (op.get(k) for k in ("tp", "fp", "fn"))
+    if all(type(v) is int for v in (tp, fp, fn)):
+        p = tp / (tp + fp) if tp + fp else 0.0
+        r = tp / (tp + fn) if tp + fn else 0.0
+        f = 2 * p * r / (p + r) if p + r else 0.0
+        for key, value, how in (("precision", p, "tp / (tp + fp)"), ("recall", r, "tp / (tp + fn)"),
+                                ("f_measure", f, "2PR / (P + R) of them")):
+            if key in op and abs(op[key] - value) > CONSISTENCY_TOLERANCE:
+                return f"itself: open.{key} is {op[key]:.4g}, but {how} is {value:.4g} (open.tp / fp / fn)"
+        n_open = op.get("n_open")
+        if type(n_open) is int and n_open and "open_rejected" in op \
+                and abs(op["open_rejected"] - (1 - fn / n_open)) > CONSISTENCY_TOLERANCE:
+            return (f"itself: open.open_rejected is {op['open_rejected']:.4g}, but {n_open - fn} of open.n_open = "
+                    f"{n_open} open images were rejected (open.fn = {fn} accepted)")
+    return _open_band_problem(metrics, op, per_class)
+
+
+def _open_band_problem(metrics: dict, op: dict, per_class: list | None) -> str | None:
+    """:func:`open_inconsistency`'s checks of the per-band numbers and the threshold."""
+    per_band = op.get("auroc_per_band")
+    if isinstance(per_band, dict):
+        overall = per_band.get("overall")
+        if _number(overall) and _number(op.get("auroc")) and abs(overall - op["auroc"]) > CONSISTENCY_TOLERANCE:
+            return f"itself: open.auroc_per_band.overall is {overall:.4g}, but open.auroc is {op['auroc']:.4g}"
+        for band in BANDS if per_class is not None else ():
+            if per_band.get(band) is not None and band not in per_class:
+                return (f"itself: open.auroc_per_band.{band} is {per_band[band]:.4g}, but bands.per_class names no "
+                        f"{band}-shot class")
+    n_classes = _get(metrics, ("open", "bands_with_rejection", "n_classes"))
+    if isinstance(n_classes, dict) and per_class is not None:
+        for band in BANDS:
+            if type(n_classes.get(band)) is int and n_classes[band] != per_class.count(band):
+                return (f"itself: open.bands_with_rejection.n_classes.{band} is {n_classes[band]}, bands.per_class "
+                        f"names {per_class.count(band)} {band}-shot classes")
+    given = _get(metrics, ("calibration", "threshold"))
+    if _number(op.get("threshold")) and _number(given) and abs(op["threshold"] - given) > 1e-9 * max(1, abs(given)):
+        return f"itself: open.threshold is {op['threshold']!r}, but calibration.threshold is {given!r}"
+    return None
 
 
 def _bands_problem(bands: dict, per_class: list | None, counts: Any) -> str | None:
@@ -182,23 +270,32 @@ def _accuracy_problem(closed: dict, per_class: list, accuracy: list) -> str | No
     return None
 
 
-def manifest_mismatch(metrics: dict, manifest: Path) -> str | None:
-    """"the run's split_manifest.json: ..." when the metrics' class_names are not the class list of the run's
-    split_manifest.json (beside the metrics file), else None; no manifest, or one that cannot be read (the
-    commands that train or evaluate check it): not compared."""
+def read_manifest(path: Path) -> dict | None:
+    """A run's split_manifest.json as a dict; None when there is none, or one that cannot be read or is no JSON
+    object (the commands that train or evaluate check it; a summary does not compare it)."""
     try:
-        recorded = json.loads(manifest.read_text(encoding="utf-8")).get("class_names") if manifest.is_file() else None
-    except (OSError, ValueError, AttributeError):
+        manifest = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
+    except (OSError, ValueError):
         return None
+    return manifest if isinstance(manifest, dict) else None
+
+
+def manifest_mismatch(metrics: dict, manifest: dict | None) -> str | None:
+    """"the run's split_manifest.json: ..." when the metrics' class_names are not the class list of the run's
+    split_manifest.json (beside the metrics file: :func:`read_manifest`), else None; no manifest: not compared."""
+    recorded = manifest.get("class_names") if manifest is not None else None
     names = metrics["class_names"]
     if not isinstance(recorded, list) or recorded == names:
         return None
-    return f"the run's {manifest.name}: its class_names ({_differs('class lists', names, recorded)})"
+    return f"the run's split_manifest.json: its class_names ({_differs('class lists', names, recorded)})"
 
 
 # set by load_metrics (never a key of metrics.json): the file a metrics dict was read from, whose folder holds the
 # run's config.yaml (:func:`run_recipe`); a dict built otherwise (tests, older callers) is not compared on recipes
 SOURCE_KEY = "_metrics_file"
+# set by load_metrics too: the packed data files its split_manifest.json records (:func:`packed_data_files`), read
+# with the file, so that tables that aggregate the runs again read no manifest
+PACKED_KEY = "_packed_data_files"
 
 # config keys that legitimately differ between seeds of one recipe, left out of the recipe comparison:
 RECIPE_IGNORED = frozenset({
@@ -323,6 +420,9 @@ def metrics_problem(metrics: Any) -> str | None:
         return '"class_names" must be a list of strings'
     if "open" in metrics and not isinstance(metrics["open"], dict):
         return '"open" must be an object'
+    problem = open_shape_problem(metrics.get("open"))
+    if problem:
+        return problem
     for _, keys, _ in COLUMNS:
         value = _get(metrics, keys)
         if value is not None and not _number(value):
@@ -437,15 +537,18 @@ def check_comparable(label: str, runs: list[dict], names: list[str] | None = Non
 
 def packed_data_files(metrics: dict) -> dict[str, dict[str, str]] | None:
     """The packed data files (CIFAR batches, Fashion-MNIST IDX files) a run read, from its split_manifest.json
-    beside the metrics file (:func:`load_metrics`): {"data.root" / "data.open_root": {file name: sha256}}, or None
-    when not recorded (an image folder, an older openlt, a metrics dict not read from a run)."""
-    source = metrics.get(SOURCE_KEY)
-    manifest = Path(source).parent / "split_manifest.json" if isinstance(source, str) else None
+    beside the metrics file, as :func:`load_metrics` read it: {"data.root" / "data.open_root": {file name: sha256}},
+    or None when not recorded (an image folder, an older openlt, a metrics dict not read from a run)."""
+    return metrics.get(PACKED_KEY)
+
+
+def _packed_files(manifest: dict | None) -> dict[str, dict[str, str]] | None:
+    """:func:`packed_data_files` of a run's split_manifest.json (:func:`read_manifest`)."""
+    packed = manifest.get("data_files") if manifest is not None else None
     try:
-        packed = json.loads(manifest.read_text(encoding="utf-8")).get("data_files") if manifest else None
         return {key: {name: info["sha256"] for name, info in where["files"].items()}
                 for key, where in packed.items()} if isinstance(packed, dict) and packed else None
-    except (OSError, ValueError, AttributeError, KeyError, TypeError):
+    except (AttributeError, KeyError, TypeError):
         return None
 
 
