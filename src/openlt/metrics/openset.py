@@ -58,9 +58,12 @@ def reject(preds: Any, scores: Any, threshold: float) -> np.ndarray:
     ``out_i = -1 if score_i < threshold else preds_i``: a score exactly at the threshold is
     kept, matching :func:`threshold_at_tpr`, whose threshold keeps the known scores ``>= t``.
     Returns an int64 array (a new one; the input is not modified). ``preds`` may also be (N, K) class
-    scores or an outputs dict (their argmax, as in :mod:`openlt.metrics.closed`). A nan score is rejected (it is
-    not ``>= threshold``); a nan threshold, scores that are not numbers, or preds and scores of different
-    lengths are a ValueError. An empty input gives an empty array.
+    scores or an outputs dict (their argmax, as in :mod:`openlt.metrics.closed`). Here a nan score is rejected
+    (it is not ``>= threshold``), but openlt's decision never gets one: :meth:`openlt.openset.Rejector.decide`
+    (what eval and predict decide with) refuses nan scores before calling this function, a DataError
+    naming how many (a nan score says nothing about the image; "unknown" would hide a broken score).
+    A nan threshold, scores that are not numbers, or preds and scores of different lengths are a ValueError. An
+    empty input gives an empty array.
     """
     p = _as_predictions(preds)
     s = to_numpy(scores)
