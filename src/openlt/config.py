@@ -1187,10 +1187,12 @@ def build_config(path: str | Path | None = None, overrides: list[str] | None = N
     config's choices do not use it (:data:`INACTIVE_RULES`): `train.epochs=2` for every method of a bench leaves
     its NCM stage 2, which trains nothing, as it is, and a bench that gives it to all runs is not refused."""
     spread = set()  # the keys `shared` sets and `overrides` does not
+    layer = None  # the overrides parsed (once: here with `shared`, else after the file, whose errors come first)
     if shared:
         own = list(overrides or [])
         overrides = [*shared, *own]
-        leaves = list(flatten(parse_overrides(overrides)))
+        layer = parse_overrides(overrides)
+        leaves = list(flatten(layer))
         spread = set(_override_origins(list(shared), leaves)) - set(_override_origins(own, leaves))
     cfg = Config()
     problems = _Problems()
@@ -1205,7 +1207,7 @@ def build_config(path: str | Path | None = None, overrides: list[str] | None = N
         complete_file = all(where.startswith(own_file) for where in problems.origins.values())  # no base: chain
         _assign(cfg, data, "", problems)
     if overrides:
-        layer = parse_overrides(overrides)
+        layer = layer if layer is not None else parse_overrides(overrides)
         typed = {item.split("=", 1)[0].strip() for item in overrides}
         for key in flatten(layer):  # these keys come from the command line now, not from the file: the whole
             key = _merged_entry(cfg, layer, key, typed)  # value the override replaces (name={a: 1} replaces the file's
