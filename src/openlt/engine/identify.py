@@ -477,8 +477,9 @@ def identify_run(run: Run, probe: str | None = None, gallery: str | None = None,
     loaders = _loaders(data, root, distractor_root)
     check_lists(lists, pair_list, loaders, data)  # (adds lists["pairs"]: the images of the pairs file)
     dev = _device(cfg, device, overrides)
-    train = load_features(run, ("train",), checkpoint, device=str(dev), quiet=quiet, cfg=cfg)["train"] if probe else None
     using = checkpoint_identity(run, checkpoint)  # the weights scored, recorded as metrics.json records them
+    train = load_features(run, ("train",), checkpoint, device=str(dev), quiet=quiet, cfg=cfg,
+                          checkpoint_sha256=using["sha256"])["train"] if probe else None  # (hashed once)
     _, data, model, state = load_run_model(run, checkpoint, dev, cfg)
     amp = inference_amp(cfg.train.amp, dev, recorded_amp(state))  # the templates' (load_features): the trained one
     feats = {kind: _extract(model, cfg, data, entries, loaders[kind], dev, kind, quiet, amp)
