@@ -158,15 +158,15 @@ OPEN_BANDS = (*BANDS, "overall")  # the keys of open.auroc_per_band and open.ban
 
 def open_shape_problem(op: Any) -> str | None:
     """:func:`metrics_problem`'s check of metrics.json's "open" block (an object; None: a closed-set evaluation):
-    each of :data:`OPEN_RATES` a finite number in [0, 1], each of :data:`OPEN_COUNTS` an integer >= 0, "threshold"
-    a finite number (or null), "auroc_per_band" an object whose keys are the bands and "overall" and whose values
+    each of :data:`OPEN_RATES` a finite number in [0, 1] or null (not measured: a short cell, as in :data:`COLUMNS`),
+    each of :data:`OPEN_COUNTS` an integer >= 0, "threshold" a finite number (or null), "auroc_per_band" an object whose keys are the bands and "overall" and whose values
     are in [0, 1] or null (a band without known image), and so are the numbers of "bands_with_rejection". Keys a
     file lacks (an older openlt) are not checked."""
     if not isinstance(op, dict):
         return None
     for key in OPEN_RATES:
-        if key in op and not (_number(op[key]) and 0 <= op[key] <= 1):
-            return f"open.{key} must be a finite number in [0, 1], got {op[key]!r}"
+        if op.get(key) is not None and not (_number(op[key]) and 0 <= op[key] <= 1):
+            return f"open.{key} must be a finite number in [0, 1] or null, got {op[key]!r}"
     for key in OPEN_COUNTS:
         if key in op and not (type(op[key]) is int and op[key] >= 0):
             return f"open.{key} must be a count (an integer >= 0), got {op[key]!r}"
