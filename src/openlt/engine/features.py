@@ -98,16 +98,14 @@ def extraction_amp(run: Run, cfg: Config, device: torch.device, checkpoint: str 
 
 def load_features(run: Run, splits: tuple[str, ...] = SPLITS, checkpoint: str = "best", dtype: str = "float32",
                   device: str | None = None, force: bool = False, quiet: bool = False,
-                  cfg: Config | None = None, checkpoint_sha256: str | None = None
-                  ) -> dict[str, dict[str, torch.Tensor]]:
+                  cfg: Config | None = None, checkpoint_sha256: str | None = None) -> dict[str, dict[str, torch.Tensor]]:
     """{split: {"features": (N, D), "labels": (N,)}} for each split the run has, from the cache when it is fresh,
     else extracted (and cached). Splits the run's data lacks (no val / open) are left out. Features read from the
     cache keep its dtype (`dtype`: a float16 cache stays float16, half the memory: 1.7 GB instead of 3.4 GB for
     iNaturalist's training split); their consumers convert to float32 a batch or chunk of rows at a time where they
     compute (cRT / LWS batches, NCM's class sums, the head on a split's features, the open-set score fits), which
     gives the values of a whole conversion. Freshly extracted features are returned as extracted (float32).
-    `checkpoint_sha256`: the checkpoint's sha256 when the caller has hashed it already (`openlt identify` records
-    it): not hashed again; every process must then be given it."""
+    `checkpoint_sha256`: the checkpoint's, from a caller that hashed it (identify; every process): not hashed again."""
     if dtype not in DTYPES:
         raise ConfigError(f"feature cache dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
     cfg = cfg or run.config()
@@ -118,8 +116,7 @@ def load_features(run: Run, splits: tuple[str, ...] = SPLITS, checkpoint: str = 
     data = prepare_data(cfg, default_split_dir=run.splits_dir)
     model = None  # loaded only when a split must be (re-)extracted
     main = distributed.is_main()
-    # once, not per split and not per process: checkpoints are large
-    if checkpoint_sha256 is None:
+    if checkpoint_sha256 is None:  # once, not per split and not per process: checkpoints are large
         checkpoint_sha256 = distributed.broadcast_object(sha256_file(run.checkpoint(checkpoint)) if main else None)
     amp = extraction_amp(run, cfg, dev, checkpoint)
     result: dict[str, dict[str, torch.Tensor]] = {}
