@@ -5,27 +5,26 @@ list file and line, the first one in list order."""
 
 from __future__ import annotations
 
+import importlib.util
 import warnings
+from pathlib import Path
 
 import pytest
 from PIL import Image
 
-from openlt.data import datasets
 from openlt.data.datasets import FileImageLoader
 from openlt.data.splitfile import SplitEntries
 from openlt.engine.identify import check_headers
 from openlt.errors import DataError
 
 
-@pytest.fixture
-def folder(tmp_path, monkeypatch):
-    """Images a-c 16 x 16, big 20 x 20 (above PIL's warning limit, lowered to 300 pixels; error limit 600)."""
-    for name in ("a.png", "b.png", "c.png"):
-        Image.new("RGB", (16, 16), "red").save(tmp_path / name)
-    Image.new("RGB", (20, 20), "blue").save(tmp_path / "big.png")
-    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 300)
-    monkeypatch.setattr(datasets, "_NOTED_LARGE", set())
-    return tmp_path
+# test_datasets_decode.py's `folder` fixture (images a-c 16 x 16, big 20 x 20: above PIL's warning limit, lowered to
+# 300 pixels; error limit 600), loaded from its file (the tests are no package: --import-mode=importlib)
+_spec = importlib.util.spec_from_file_location("datasets_decode_tests", Path(__file__).parents[1] / "data" /
+                                               "test_datasets_decode.py")
+_decode_tests = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(_decode_tests)
+folder = _decode_tests.folder
 
 
 def entries(folder, items):
