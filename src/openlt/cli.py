@@ -804,17 +804,27 @@ def _one_process_refusal(args: argparse.Namespace) -> int | None:
     """Under torchrun (WORLD_SIZE > 1), a command other than train, eval and features is refused before any
     work (exit 2): it runs in one process, so each of the job's processes would do all of it (the same files
     twice, one rank refusing the other's output). Rank 0 prints the line; the others end silently with the same
-    status (`_await_stop`). None: not refused. Called before the SIGTERM handler is set, so a rank that torchrun
-    stops meanwhile ends silently too."""
-    world = os.environ.get("WORLD_SIZE", "").strip()
-    if args.command in DATA_PARALLEL or not world.isdigit() or int(world) <= 1:
+    status (`_await_stop`). The variables are read by `dist_env.check_env` (torch-free), as train, eval and
+    features read them: a malformed one (RANK outside 0 .. WORLD_SIZE - 1, no MASTER_ADDR, ...) is its one line,
+    printed by the process whose environment it is. None: not refused. Called before the SIGTERM handler is set,
+    so a rank that torchrun stops meanwhile ends silently too."""
+    if args.command in DATA_PARALLEL:
         return None
-    rank = os.environ.get("RANK", "").strip()
-    if rank.isdigit() and int(rank) != 0:
+    from openlt.engine.dist_env import check_env
+    from openlt.errors import ConfigError
+
+    try:
+        world = check_env()
+    except ConfigError as exc:
+        print(f"openlt {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    if world.world_size <= 1:
+        return None
+    if world.rank != 0:
         _await_stop()
         return 2
     print(f"openlt {args.command}: error: {args.command} runs in one process (torchrun shares the work of train, "
-          f"eval and features only); run it without torchrun (WORLD_SIZE={world} is set)", file=sys.stderr)
+          f"eval and features only); run it without torchrun (WORLD_SIZE={world.world_size} is set)", file=sys.stderr)
     return 2
 
 
