@@ -22,7 +22,7 @@ from collections.abc import Iterator
 import numpy as np
 import torch
 
-from openlt.config import Config, build_config, to_dict
+from openlt.config import Config, build_config, explicit_keys, to_dict
 from openlt.data.build import DataBundle, prepare_data
 from openlt.engine import distributed
 from openlt.engine.precision import check_amp, check_amp_override, inference_amp, precision_name
@@ -267,10 +267,10 @@ def evaluate_run(run: Run, checkpoint: str = "best", overrides: list[str] | None
         cfg, scorer = eval_setup(run, overrides, checkpoint)
         dev = _device(cfg, device)
         with _evaluating(run, write):
-            return _evaluate(run, checkpoint, quiet, tag, write, cfg, scorer, dev, overrides)
+            return _evaluate(run, checkpoint, quiet, tag, write, cfg, scorer, dev)
     with _evaluating(run, write):  # one process: the lock before anything of the run is read
         cfg, scorer = eval_setup(run, overrides, checkpoint)
-        return _evaluate(run, checkpoint, quiet, tag, write, cfg, scorer, _device(cfg, device), overrides)
+        return _evaluate(run, checkpoint, quiet, tag, write, cfg, scorer, _device(cfg, device))
 
 
 def _device(cfg: Config, device: str | None) -> torch.device:
@@ -308,8 +308,8 @@ def _locked_and_watched(run: Run) -> Iterator[None]:
 
 
 def _evaluate(run: Run, checkpoint: str, quiet: bool, tag: str | None, write: bool, cfg: Config,
-              scorer: OpenSetScore, dev: torch.device, overrides: list[str] | None = None) -> dict:
-    check_amp_override(overrides, cfg.train.amp, dev)  # train.amp=fp16 on a CPU: refused as `openlt train` does
+              scorer: OpenSetScore, dev: torch.device) -> dict:
+    check_amp_override(cfg, dev)  # train.amp=fp16 on a CPU: refused as `openlt train` does
     data = prepare_data(cfg, default_split_dir=run.splits_dir)
     verify_manifest(run, data, "eval")  # the split files and classes the run was trained on, before any work
     check_open_decision(cfg.eval, data)
@@ -317,7 +317,7 @@ def _evaluate(run: Run, checkpoint: str, quiet: bool, tag: str | None, write: bo
     using = checkpoint_identity(run, checkpoint)  # the weights the fitted score and a chosen threshold belong to
     check_open_score_on_model(scorer, model, data)  # head, feature width, classes, training images: before any image
     fit_args = score_fit_args(scorer, model)  # ViM / ReAct: the linear head (refused for another, before any work)
-    amp = evaluation_amp(run, cfg, dev, state, overrides)  # the precision the run trained in (precision.py)
+    amp = evaluation_amp(run, cfg, dev, state)  # the precision the run trained in (precision.py)
     using = {**using, "amp": amp}  # what a chosen threshold and a fitted score were computed with (predict: D6)
     outputs_of = _split_outputs(cfg, model, data, dev, quiet, scorer, amp)
     if scorer.requires_fit:
@@ -347,19 +347,21 @@ def evaluation_amp(run: Run, cfg: Config, dev: torch.device, state: dict, overri
     """The precision an evaluation runs in (metrics.json "amp", calibration.json's fitted_on "amp"): the run's
     (precision.inference_amp: the one it trained in, where `dev` has it), or a `train.amp=` override. A decoupled
     stage 2 runs in the precision of the stage-1 features it reads (features.stage1_amp; its checkpoint's "amp"
-    when that run is gone): an override that means another is refused, one line, not ignored (issue 14 D1)."""
+    when that run is gone): an override that means another is refused, one line, not ignored (issue 14 D1).
+    The override is read from `cfg` (`config.explicit_keys`: the run's config with the overrides applied);
+    `overrides` is not read (kept for callers that pass it)."""
     recorded = recorded_amp(state)
     amp = inference_amp(cfg.train.amp, dev, recorded)
     if cfg.decouple.method == "none":
         return amp
     cached = stage1_amp(cfg, dev)
     own = cached if cached is not None else inference_amp("auto", dev, recorded)
-    given = [item for item in overrides or [] if item.split("=", 1)[0].strip() == "train.amp"]
+    given = explicit_keys(cfg).get("train.amp")  # "override 'train.amp=...'"
     if given and cfg.train.amp != "auto" and check_amp(cfg.train.amp, dev) != own:
         name = precision_name(own)
         source = (f"the features of its stage-1 run {cfg.train.init_from}, extracted in {name}" if cached is not None
                   else f"features extracted in {name} (its checkpoint records it)")
-        raise ConfigError(f"override {given[-1]!r}: {run.path} is a decoupled stage 2 whose classifier was fitted on "
+        raise ConfigError(f"{given}: {run.path} is a decoupled stage 2 whose classifier was fitted on "
                           f"{source}, and its evaluation reads them, so it evaluates in {name}; drop train.amp")
     return own
 

@@ -157,10 +157,11 @@ def load_features(run: Run, splits: tuple[str, ...] = SPLITS, checkpoint: str = 
     return result
 
 
-def stage1_cache(cfg: Config, splits: list[str], device: torch.device, quiet: bool = False
-                 ) -> dict[str, dict[str, torch.Tensor]] | None:
-    """The feature cache of a decoupled run's stage-1 run (`train.init_from`) for `splits`, read once
-    (:func:`load_features`: {split: {"features", "labels"}}), or None when the stage-1 run is gone."""
+def stage1_source(cfg: Config) -> tuple[Run, Config] | None:
+    """A decoupled run's stage-1 run (`train.init_from`), opened, and its config where this run says its data is now
+    (init_from.stage1_config); None when the stage-1 run is gone. What :func:`stage1_cache` reads and
+    :func:`stage1_amp` asks the precision of."""
+    from openlt.engine.init_from import stage1_config
     from openlt.engine.run import open_run
     from openlt.errors import RunDirError
 
@@ -168,22 +169,29 @@ def stage1_cache(cfg: Config, splits: list[str], device: torch.device, quiet: bo
         source = open_run(cfg.train.init_from)
     except (RunDirError, TypeError):
         return None
-    from openlt.engine.init_from import stage1_config  # the stage-1 run's, where this run says its data is now
+    return source, stage1_config(source, cfg)
 
+
+def stage1_cache(cfg: Config, splits: list[str], device: torch.device, quiet: bool = False
+                 ) -> dict[str, dict[str, torch.Tensor]] | None:
+    """The feature cache of a decoupled run's stage-1 run (`train.init_from`) for `splits`, read once
+    (:func:`load_features`: {split: {"features", "labels"}}), or None when the stage-1 run is gone."""
+    found = stage1_source(cfg)
+    if found is None:
+        return None
+    source, source_cfg = found
     return load_features(source, tuple(splits), dtype=cfg.decouple.cache_dtype, device=str(device), quiet=quiet,
-                         cfg=stage1_config(source, cfg))
+                         cfg=source_cfg)
 
 
 def stage1_amp(cfg: Config, device: torch.device) -> str | None:
     """The precision of a decoupled run's stage-1 feature cache on `device` (:func:`extraction_amp`: what
-    :func:`stage1_cache` reads), or None when the stage-1 run is gone."""
-    from openlt.engine.init_from import stage1_config
-    from openlt.engine.run import open_run
+    :func:`stage1_cache` reads), or None when the stage-1 run is gone (or its config / checkpoint cannot be read)."""
     from openlt.errors import RunDirError
 
     try:
-        source = open_run(cfg.train.init_from)
-        return extraction_amp(source, stage1_config(source, cfg), device)
+        found = stage1_source(cfg)
+        return None if found is None else extraction_amp(*found, device)
     except (RunDirError, TypeError):
         return None
 

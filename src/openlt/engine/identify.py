@@ -441,11 +441,11 @@ def _verification(feats: torch.Tensor, images: SplitEntries, pair_list: PairList
     return tar_at_far(pair_scores(first, second), pair_list.same, fars)
 
 
-def _device(cfg: Config, device: str | None, overrides: Sequence[str] | None) -> torch.device:
+def _device(cfg: Config, device: str | None) -> torch.device:
     """The device identify runs on, with a `train.amp=` override checked on it as `openlt train` checks it
     (precision.check_amp_override: fp16 on a CPU is refused, not run in float32)."""
     dev = resolve_device(device or cfg.train.device)
-    check_amp_override(list(overrides or []), cfg.train.amp, dev)
+    check_amp_override(cfg, dev)
     return dev
 
 
@@ -476,7 +476,7 @@ def identify_run(run: Run, probe: str | None = None, gallery: str | None = None,
     verify_manifest(run, data, "eval", splits=("train",))  # the training split (templates) the run was trained on
     loaders = _loaders(data, root, distractor_root)
     check_lists(lists, pair_list, loaders, data)  # (adds lists["pairs"]: the images of the pairs file)
-    dev = _device(cfg, device, overrides)
+    dev = _device(cfg, device)
     using = checkpoint_identity(run, checkpoint)  # the weights scored, recorded as metrics.json records them
     train = load_features(run, ("train",), checkpoint, device=str(dev), quiet=quiet, cfg=cfg,
                           checkpoint_sha256=using["sha256"])["train"] if probe else None  # (hashed once)

@@ -29,6 +29,7 @@ from typing import ContextManager
 
 import torch
 
+from openlt.config import Config, explicit_keys
 from openlt.errors import ConfigError
 
 AMP_MODES = ("auto", "none", "bf16", "fp16")
@@ -133,12 +134,12 @@ def inference_amp(amp: str, device: torch.device, trained: str | None = None) ->
         return "none"
 
 
-def check_amp_override(overrides: list[str] | None, amp: str, device: torch.device) -> None:
+def check_amp_override(cfg: Config, device: torch.device) -> None:
     """The boundary check of a `train.amp=` override of a command that evaluates a trained run (`openlt eval`,
     `identify`): the override is refused as `openlt train` refuses it (:func:`check_amp`: fp16 on a CPU, bf16 on a
-    GPU without it), never silently replaced by float32. `amp`: train.amp with the overrides applied; nothing is
-    checked without a `train.amp=` override (the run's own config.yaml value falls back as
-    :func:`inference_amp` says: a run trained with fp16 on a GPU is evaluated in float32 on a CPU)."""
-    if any("=" in item and item.split("=", 1)[0].strip() == "train.amp" for item in overrides or []):
-        check_amp(amp, device)
-
+    GPU without it), never silently replaced by float32. `cfg`: the run's config with the command's overrides
+    applied (`config.explicit_keys` names them); nothing is checked without a `train.amp=` override (the run's own
+    config.yaml value falls back as :func:`inference_amp` says: a run trained with fp16 on a GPU is evaluated in
+    float32 on a CPU)."""
+    if "train.amp" in explicit_keys(cfg):
+        check_amp(cfg.train.amp, device)
