@@ -152,3 +152,15 @@ def test_the_fit_holds_a_chunk_of_rows_not_a_copy_of_the_features(name, monkeypa
         fitted = ViM(dim=10).fit(spied, y, head=head())
         assert fitted.alpha_ == pytest.approx(ViM(dim=10).fit(z, y, head=head()).alpha_, rel=1e-6)
     assert 0 < Allocations.largest <= D * D < len(z) * D // 100
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_the_fits_leave_the_callers_features_as_they_were(dtype, monkeypatch):
+    """Each chunk is centred in a copy: float32 / float64 features are not centred in place (a view of them is what
+    ``.to`` gives in their own dtype)."""
+    z, y = features(dtype)
+    kept = z.clone()
+    chunks(monkeypatch, 5)
+    Mahalanobis().fit(z, y)
+    ViM(dim=10).fit(z, y, head=head())
+    assert torch.equal(z, kept)

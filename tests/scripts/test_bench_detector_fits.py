@@ -21,14 +21,14 @@ def test_one_measurement_fits_both_versions_and_they_agree(detector):
         assert after.alpha_ == pytest.approx(before.alpha, rel=1e-4)
     row = bench.child(4, 60, 16, detector, "after")
     assert row["k"] == 4 and row["n"] == 60 and row["d"] == 16 and row["version"] == "after"
-    assert row["seconds"] > 0 and row["peak_mb"] >= 0
+    assert row["seconds"] > 0 and row["cpu_s"] > 0 and row["peak_mb"] >= 0
 
 
 def test_the_table_gives_each_versions_time_ratio_against_the_ratios_of_n_and_nk():
-    rows = [{"detector": "vim", "k": k, "n": n, "version": v, "seconds": s, "peak_mb": mb}
+    rows = [{"detector": "vim", "k": k, "n": n, "version": v, "cpu_s": s, "seconds": 2 * s, "peak_mb": mb}
             for k, n, v, s, mb in ((10, 100, "before", 2.0, 1500.0), (10, 100, "after", 1.0, 30.0),
                                    (20, 200, "before", 9.0, 6000.0), (20, 200, "after", 2.1, 31.0))]
     text = bench.table(rows)
-    assert "| vim | 10 | 100 | 2.00 | 1,500 | 1.00 | 30 |" in text
-    assert "| vim | 20 | 200 | 9.00 | 6,000 | 2.10 | 31 |" in text
+    assert "| vim | 10 | 100 | 2.00 | 4.00 | 1,500 | 1.00 | 2.00 | 30 |" in text
+    assert "| vim | 20 | 200 | 9.00 | 18.00 | 6,000 | 2.10 | 4.20 | 31 |" in text
     assert "| vim | K=20 N=200 over K=10 N=100 | 4.50 | 2.10 | 2.00 | 4.00 |" in text

@@ -174,7 +174,8 @@ class Mahalanobis(OpenSetScore):
         (tests/openset/test_detector_fits.py)."""
         feats, y = training_features(outputs, labels, self.name, float32=False)
         means = class_means(feats, y, int(y.max()) + 1)
-        scatter = centred_scatter(feats, lambda start, stop: means[y[start:stop]])
+        centres = means.to(fit_dtype(feats))  # float32 as pytorch-ood's means (float64 features: float64)
+        scatter = centred_scatter(feats, lambda start, stop: centres[y[start:stop]])
         scatter.diagonal().add_(1e-6)  # pytorch-ood's ridge: the summed scatter + 1e-6 I
         self.means_, self.precision_ = means.float(), torch.linalg.inv(scatter).float()
         self.warning_ = features_warning(self.name, feats)  # no spread: the AUROC is float rounding
@@ -210,7 +211,7 @@ class Mahalanobis(OpenSetScore):
 _ROW_ELEMENTS = 1 << 24  # (rows, K) float64 distances held at once: 128 MB
 
 
-_FIT_ELEMENTS = 1 << 22  # feature values a fit holds converted at once: 2,048 x 2,048 float64 = 32 MB
+_FIT_ELEMENTS = 1 << 22  # feature values a fit converts at once: 2,048 x 2,048, 16 MB float32 (32 MB float64)
 
 
 def _fit_rows(width: int) -> int:
@@ -229,16 +230,22 @@ def class_means(feats: torch.Tensor, y: torch.Tensor, num_classes: int) -> torch
     return sums / torch.bincount(y, minlength=num_classes).unsqueeze(1).double()
 
 
+def fit_dtype(feats: torch.Tensor) -> torch.dtype:
+    """The dtype a fit centres and multiplies `feats` in: float32 (pytorch-ood's, and the BLAS rate), float64 for
+    float64 features."""
+    return torch.float64 if feats.dtype == torch.float64 else torch.float32
+
+
 def centred_scatter(feats: torch.Tensor, centre: Callable[[int, int], torch.Tensor]) -> torch.Tensor:
     """(D, D) float64 ``sum_i (x_i - c_i)(x_i - c_i)^T`` over the rows x_i of `feats` (N, D, any dtype), with
-    `centre(start, stop)` the float64 centres of rows start:stop ((rows, D), or (D,) for one centre). A chunk of
-    rows at a time: centred in float64, multiplied in float32 (pytorch-ood's precision and the BLAS rate; float64
-    for float64 features), the chunks' products summed in float64. O(N D^2) time, memory a chunk and the sum."""
-    dtype = torch.float64 if feats.dtype == torch.float64 else torch.float32
+    `centre(start, stop)` the centres of rows start:stop ((rows, D), or (D,) for one centre) in :func:`fit_dtype`.
+    A chunk of rows at a time, centred and multiplied in that dtype (as pytorch-ood does in float32), the chunks'
+    products summed in float64. O(N D^2) time, memory a chunk and the sum."""
+    dtype = fit_dtype(feats)
     out = torch.zeros(feats.shape[1], feats.shape[1], dtype=torch.float64)
     rows = _fit_rows(feats.shape[1])
     for start in range(0, len(feats), rows):
-        part = (feats[start:start + rows].double() - centre(start, start + rows)).to(dtype)
+        part = feats[start:start + rows].to(dtype, copy=True).sub_(centre(start, start + rows))
         out += part.T @ part
     return out
 
@@ -488,7 +495,8 @@ class ViM(OpenSetScore):
         weight, bias = linear_head(head, self.name, feats.shape[1])
         dim = vim_dim(self.dim, feats.shape[1], len(feats))
         origin = ood_detectors(self.name).ViM(None, dim, weight, bias).u.float()  # pytorch-ood's u = -W^+ b
-        cov = centred_scatter(feats, lambda start, stop: origin.double()) / len(feats)
+        centre = origin.to(fit_dtype(feats))
+        cov = centred_scatter(feats, lambda start, stop: centre) / len(feats)
         null_space = torch.linalg.eigh(cov).eigenvectors[:, :feats.shape[1] - dim].float()  # ascending: residual
         self.weight_, self.bias_, self.origin_, self.null_space_ = weight, bias, origin, null_space.contiguous()
         self.alpha_ = vim_alpha(feats, weight, bias, origin, self.null_space_)
