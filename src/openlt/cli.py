@@ -196,25 +196,36 @@ def _predict(args: argparse.Namespace) -> int:
         raise ConfigError(f"--topk and --batch-size must be at least 1 (got {args.topk}, {args.batch_size})")
     run = open_run(args.run)
     run.check_not_training("label images with")  # its best checkpoint and calibration are still changing
-    records = []
+    records, heard = [], True  # heard: stdout still has a reader (`| head -1` goes away after its line)
     with _json_stdout(args.json):
         predictor = Predictor.load(run, args.checkpoint, args.threshold, args.device)
         predictor.check_topk(args.topk)  # at most the run's classes, before any image is read
         for record in predict_files(predictor, args.images, args.batch_size, args.topk, output=args.output):
             records.append(record)
-            if not args.json:
-                print(_prediction_line(record, args.topk), flush=True)
+            if not args.json and heard:  # each line as its image is labelled; once unheard, labelling goes on
+                heard = _echo(_prediction_line(record, args.topk))
+    if args.output is not None:  # before the JSON document and the last line: a reader gone keeps the file
+        write_records(records, args.output)
     if args.json:
         print(json.dumps(records, indent=2))
-    if args.output is not None:
-        write_records(records, args.output)
-        if not args.json:
-            print(f"{len(records)} predictions: {args.output}")
+    elif args.output is not None and heard:
+        heard = _echo(f"{len(records)} predictions: {args.output}")
     failed = [r for r in records if r["error"] is not None]
     if failed:  # every other image was labelled (and saved); the exit status says that some were not
         raise DataError(f"{len(failed)} of {len(records)} images could not be labelled (see their lines); "
                         f"first: {_escaped(failed[0]['error'])}")
-    return 0
+    return 0 if heard else _stdout_closed()
+
+
+def _echo(line: str) -> bool:
+    """Print `line` on stdout, flushed; False (stdout pointed at /dev/null, nothing raised) when its reader went
+    away (BrokenPipeError), so that the command finishes its work, e.g. predict's --output file, unheard."""
+    try:
+        print(line, flush=True)
+        return True
+    except BrokenPipeError:
+        _silence(sys.stdout)
+        return False
 
 
 @contextmanager
