@@ -3,7 +3,8 @@ open-set metrics, per group of runs (`openlt summary`, and the tables of `openlt
 standard deviation (ddof=0).
 
 Runs are averaged into one row only when they are different runs evaluated alike: the same shot-band rule, the
-same class list, the same split files (the sha256 each metrics.json records) and the same open-set decision (the
+same class list, the same split files (the sha256 each metrics.json records, or for an older one its run's
+split_manifest.json; a run recording neither is named in a note under the table: :func:`split_files`) and the same open-set decision (the
 score, and a threshold chosen the same way); otherwise :func:`aggregate` refuses, naming two runs and what
 differs. The same model twice in a row (given twice, a copy of its run, or two evaluations of one checkpoint: the
 evaluated checkpoint's sha256 that metrics.json records) is refused too:
@@ -116,6 +117,8 @@ def load_metrics(path: str | Path) -> dict:
                           f"the run again (`openlt eval {path.parent}`)")
     metrics[SOURCE_KEY] = str(path)
     metrics[PACKED_KEY] = _packed_files(manifest)
+    if metrics.get("split_files") is None:  # an older metrics.json: its run's split_manifest.json still records them
+        metrics[MANIFEST_SPLITS_KEY] = _manifest_split_files(manifest)
     return metrics
 
 
@@ -297,6 +300,10 @@ SOURCE_KEY = "_metrics_file"
 # with the file, so that tables that aggregate the runs again read no manifest
 PACKED_KEY = "_packed_data_files"
 
+# set by load_metrics too, for a metrics.json that records no "split_files" (an older openlt): the sha256 of each split
+# file its run's split_manifest.json records (:func:`split_files`), or None when it records none either
+MANIFEST_SPLITS_KEY = "_manifest_split_files"
+
 # config keys that legitimately differ between seeds of one recipe, left out of the recipe comparison:
 RECIPE_IGNORED = frozenset({
     "seed",  # what a row averages over (checked on its own: two runs of a row must not share it)
@@ -474,9 +481,28 @@ def _differs(what: str, a: Any, b: Any) -> str:
     return f"{a!r} vs {b!r}"
 
 
+def split_files(metrics: dict) -> dict[str, str] | None:
+    """The sha256 of each split file a run was evaluated on, {split: sha256}: metrics.json "split_files", else (an
+    older metrics.json, trial 12 D1) what the run's split_manifest.json records (read by :func:`load_metrics`: the
+    evaluation checked the split files against it); None when neither records them: unknown, so neither the same as
+    another run's nor different (:func:`unknown_splits_note` says so)."""
+    recorded = metrics.get("split_files")
+    return recorded if recorded is not None else metrics.get(MANIFEST_SPLITS_KEY)
+
+
+def _manifest_split_files(manifest: dict | None) -> dict[str, str] | None:
+    """:func:`split_files` of a run's split_manifest.json (:func:`read_manifest`): its "files" {split: {"sha256"}},
+    or None when it has none or they are not that shape."""
+    files = manifest.get("files") if manifest is not None else None
+    if not isinstance(files, dict) or not files:
+        return None
+    hashes = {split: info.get("sha256") if isinstance(info, dict) else None for split, info in files.items()}
+    return hashes if all(isinstance(h, str) and h for h in hashes.values()) else None
+
+
 # what must be the same for runs to be averaged: (in words, how to read it from a metrics dict; None: not recorded)
 COMPARED = (("band rules", lambda m: _get(m, ("bands", "rule"))), ("class lists", lambda m: m.get("class_names")),
-            ("split files", lambda m: m.get("split_files")), ("open-set decisions", open_decision),
+            ("split files", split_files), ("open-set decisions", open_decision),
             # the precision the evaluation ran in (metrics.json "amp"; an older file records none: not compared)
             ("precisions (train.amp of the evaluation)", lambda m: m.get("amp")))
 
@@ -719,7 +745,9 @@ def aggregate(groups: dict[str, list[dict]], names: dict[str, list[str]] | None 
         rows.append({"label": label, "runs": len(runs), "cells": cells,
                      "under_trained": sum(convergence_warning(m) is not None for m in runs),
                      "data": data_of(runs[0]) if runs else None,
-                     "folders": folders_of(runs, None if names is None else names.get(label))})
+                     "folders": folders_of(runs, None if names is None else names.get(label)),
+                     "unknown_splits": [_run_name(m, i, None if names is None else names.get(label))
+                                        for i, m in enumerate(runs) if split_files(m) is None]})
     return rows
 
 
@@ -729,22 +757,23 @@ STD_NOTE = "± is the population standard deviation over a row's runs (ddof=0: d
 
 def data_of(metrics: dict) -> dict:
     """What data a run was evaluated on: {"dataset": data.dataset of its config.yaml (None when there is none),
-    "classes": its class list, "split_files": split name -> sha256 (None when not recorded)}."""
+    "classes": its class list, "split_files": split name -> sha256 (:func:`split_files`; None when unknown)}."""
     source = metrics.get(SOURCE_KEY)
     flat = _run_config(Path(source).parent) if isinstance(source, str) else None
     return {"dataset": None if flat is None else flat.get("data.dataset"),
-            "classes": list(metrics.get("class_names") or []), "split_files": metrics.get("split_files")}
+            "classes": list(metrics.get("class_names") or []), "split_files": split_files(metrics)}
 
 
 def data_note(rows: list[dict]) -> str:
     """One line when the rows of :func:`aggregate` are on different data (each row's first run: another dataset,
-    class list or split files), naming what differs per row; "" when they are on the same data (or one row)."""
+    class list or split files), naming what differs per row; "" when they are on the same data (or one row). Split
+    files that a row's run does not record (:func:`split_files`: None) are unknown, neither the same nor different
+    (trial 12 D2): only known ones can differ, and an unknown one is shown as unknown (:func:`unknown_splits_note`
+    names the run)."""
     data = [(row["label"], row.get("data")) for row in rows if row.get("data")]
     if len(data) < 2:
         return ""
     first = data[0][1]
-    if all(d == first for _, d in data[1:]):
-        return ""
     datasets = {d["dataset"] for _, d in data}
     if len(datasets) > 1:
         what = ", ".join(f"{label}: {d['dataset'] or 'unknown dataset'} ({len(d['classes'])} classes)"
@@ -754,15 +783,41 @@ def data_note(rows: list[dict]) -> str:
             f"{label}: {len(d['classes'])} classes ({', '.join(d['classes'][:3])}{', ...' if len(d['classes']) > 3 else ''})"
             for label, d in data)
     else:
+        known = [d["split_files"] for _, d in data if d["split_files"] is not None]
+        split = next((s for s in sorted(set().union(*known), key=_split_order) if len({k.get(s) for k in known}) > 1),
+                     None)
+        if split is None:
+            return ""
         what = "different split files: " + ", ".join(
-            f"{label}: train sha256 {str((d['split_files'] or {}).get('train'))[:12]}" for label, d in data)
+            f"{label}: " + (f"{split} sha256 {str(d['split_files'].get(split))[:12]}" if d["split_files"] is not None
+                            else "split files unknown") for label, d in data)
     return f"note: the rows are on different data ({what}): their numbers are not comparable"
 
 
+SPLIT_ORDER = ("train", "val", "test", "open")
+
+
+def _split_order(split: str) -> tuple[int, str]:
+    return (SPLIT_ORDER.index(split) if split in SPLIT_ORDER else len(SPLIT_ORDER), split)
+
+
+def unknown_splits_note(rows: list[dict]) -> str:
+    """The note under a table of more than one run naming the runs whose split files are unknown (:func:`split_files`:
+    neither their metrics.json nor their split_manifest.json records them; trial 12 D1), or "": they were not checked
+    against the other runs' split files (an older run stays usable, but nothing shows it is on the same split)."""
+    unknown = [f"{md_cell(run)} (row {md_cell(row['label'])})" for row in rows for run in row.get("unknown_splits") or ()]
+    if not unknown or sum(row["runs"] for row in rows) < 2:
+        return ""
+    return (f"note: split files unknown for {', '.join(unknown)}: neither its metrics.json nor its run's "
+            f"split_manifest.json records their sha256, so nothing shows it is on the same split files as the other "
+            f"runs (evaluate it again with this openlt to record them)")
+
+
 def table_notes(rows: list[dict]) -> list[str]:
-    """The lines under a table of :func:`aggregate`'s rows: what ± is, the different-data note, the
-    under-trained footnote (the last two only when they apply)."""
-    return [note for note in (STD_NOTE, data_note(rows), folders_note(rows), under_trained_note(rows)) if note]
+    """The lines under a table of :func:`aggregate`'s rows: what ± is, then the notes that apply: the different-data
+    note, the runs whose split files are unknown, the different image folders, the under-trained footnote."""
+    return [note for note in (STD_NOTE, data_note(rows), unknown_splits_note(rows), folders_note(rows),
+                              under_trained_note(rows)) if note]
 
 
 UNDER_TRAINED_MARK = "†"
