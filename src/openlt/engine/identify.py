@@ -29,6 +29,7 @@ the numbers then reflect float rounding and the tie rule, not the data. The numb
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
@@ -42,7 +43,7 @@ from openlt.data.build import DataBundle, prepare_data
 from openlt.data.datasets import FileImageLoader, SplitDataset, check_each, too_large
 from openlt.data.splitfile import SplitEntries, normalise_item, read_split_file
 from openlt.engine.checkpoint import recorded_amp
-from openlt.engine.evaluate import EVAL_KEYS, checkpoint_epoch_fields
+from openlt.engine.evaluate import EVAL_KEYS, checkpoint_epoch_fields, evaluated_data
 from openlt.engine.features import extract_features, load_features
 from openlt.engine.inference import checkpoint_identity
 from openlt.engine.manifest import verify_manifest
@@ -50,7 +51,7 @@ from openlt.engine.precision import check_amp_override, inference_amp
 from openlt.engine.run import Run
 from openlt.engine.runtime import check_data_folders, load_run_model, make_loader, resolve_device, trained_config
 from openlt.errors import ConfigError, DataError
-from openlt.io import write_json
+from openlt.io import sha256_file, write_json
 from openlt.metrics.identification import (DEFAULT_CHUNK, IDENTITY_BANDS, IdentityBands, enrol, match,
                                            open_set_identification, pair_scores, rank1_by_band, spread_warning,
                                            tar_at_far)
@@ -463,7 +464,9 @@ def identify_run(run: Run, probe: str | None = None, gallery: str | None = None,
     (:func:`identify_config`), e.g. ``data.root=NEW`` when the run's own images moved. Returns ``{"protocol",
     "run", "checkpoint", "files", "gallery", "identification", "open_set"}`` (with a probe list),
     ``"verification"`` (with pairs) and ``"warning"`` (features without spread: :func:`spread_warning`), with the
-    checkpoint's ``"checkpoint_sha256"`` and ``"epoch"`` (as metrics.json). Refused while another process trains
+    checkpoint's ``"checkpoint_sha256"`` and ``"epoch"`` (as metrics.json); ``"run"`` is the run's absolute path, and
+    the inputs are recorded as absolute paths: ``"files"`` and their ``"files_sha256"`` (:func:`list_files`), the
+    folders in ``"data"`` (:func:`identified_data`). Refused while another process trains
     the run (``Run.check_not_training``). ConfigError / DataError for a bad request, file, line or image (the checks
     of the module docstring), before the model is loaded."""
     bands = _check_request(probe, gallery, distractors, pairs, many_above, chunk_size, root, distractor_root)
@@ -471,6 +474,7 @@ def identify_run(run: Run, probe: str | None = None, gallery: str | None = None,
     paths = {"probe": probe, "gallery": gallery, "distractors": distractors}
     lists = {kind: read_list(kind, path) for kind, path in paths.items() if path is not None}
     pair_list = read_pairs_file(pairs) if pairs is not None else None
+    files = list_files({**paths, "pairs": pairs})  # hashed as read: what these numbers were measured on
     cfg = identify_config(run, checkpoint, overrides)
     data = prepare_data(cfg, default_split_dir=run.splits_dir)
     verify_manifest(run, data, "eval", splits=("train",))  # the training split (templates) the run was trained on
@@ -484,8 +488,8 @@ def identify_run(run: Run, probe: str | None = None, gallery: str | None = None,
     amp = inference_amp(cfg.train.amp, dev, recorded_amp(state))  # the templates' (load_features): the trained one
     feats = {kind: _extract(model, cfg, data, entries, loaders[kind], dev, kind, quiet, amp)
              for kind, entries in lists.items()}
-    result: dict[str, Any] = {"protocol": PROTOCOL, "run": str(run.path), "checkpoint": checkpoint, "amp": amp,
-                              "files": {k: str(v) for k, v in {**paths, "pairs": pairs}.items() if v is not None}}
+    result: dict[str, Any] = {"protocol": PROTOCOL, "run": str(run.path.resolve()), "checkpoint": checkpoint,
+                              "amp": amp, **files, "data": identified_data(cfg, data, root, distractor_root)}
     result.update({"checkpoint_sha256": using["sha256"], **checkpoint_epoch_fields(state)})  # which weights
     spread = {}
     if probe is not None:
@@ -500,6 +504,34 @@ def identify_run(run: Run, probe: str | None = None, gallery: str | None = None,
     run.check_not_training("identify")  # (a `train --resume` started meanwhile: its weights are not these)
     write_json(run.identification_path(tag), result)
     return result
+
+
+def _absolute(path: str | Path) -> str:
+    return os.path.abspath(os.path.expanduser(str(path)))
+
+
+def list_files(paths: dict[str, str | Path | None]) -> dict[str, dict[str, str]]:
+    """identification.json's record of the list files given (`paths`: kind -> file, None when not given):
+    ``"files"``, kind -> the file's absolute path (trial 12 D4: it was the path as typed, relative to where
+    `openlt identify` ran), and ``"files_sha256"``, kind -> the SHA-256 of its bytes (two lists of one name are
+    told apart). DataError naming the file when it cannot be read."""
+    given = {kind: path for kind, path in paths.items() if path is not None}
+    try:
+        hashes = {kind: sha256_file(path) for kind, path in given.items()}
+    except OSError as exc:
+        raise DataError(f"cannot read {exc.filename}: {exc.strerror}") from None
+    return {"files": {kind: _absolute(path) for kind, path in given.items()}, "files_sha256": hashes}
+
+
+def identified_data(cfg: Config, data: DataBundle, root: str | None, distractor_root: str | None) -> dict:
+    """identification.json's ``"data"``, as absolute paths: the run's own data as metrics.json records it
+    (:func:`evaluated_data`: ``"root"``, ``"open_root"``, ``"split_dir"``: the training images the templates come
+    from), ``"list_root"`` (the folder the lists' paths are relative to: --root, else the run's data.root) and
+    ``"distractor_root"`` (the distractors' folder: --distractor-root, else the list root)."""
+    record = evaluated_data(cfg, data.split_dir)
+    list_root = _absolute(root) if root is not None else record["root"]
+    return {**record, "list_root": list_root,
+            "distractor_root": _absolute(distractor_root) if distractor_root is not None else list_root}
 
 
 def format_identification(result: dict[str, Any]) -> str:
