@@ -711,9 +711,12 @@ def _raise_terminated(pid: int):
 
 
 def _check_options(args: argparse.Namespace) -> None:
-    """The options every command shares, checked before any work: --device, and train's --name."""
-    from openlt.config import _device_problem, run_name_problem
+    """The options every command shares, checked before any work: --device, train's --name, and that no key is
+    given twice among the command line's overrides."""
+    from openlt.config import _device_problem, check_override_keys, run_name_problem
     from openlt.errors import ConfigError
+
+    check_override_keys(getattr(args, "overrides", None) or [])
 
     device = getattr(args, "device", None)
     if device is not None and _device_problem(device):

@@ -514,7 +514,7 @@ class Config:
     Build it with `build_config` (defaults, YAML, overrides, every rule checked); one built in code is
     checked by `check_config`."""
 
-    name: str = opt("plain", check=run_name_problem)  # run name prefix: runs are OUT_DIR/NAME-sSEED-TIMESTAMP
+    name: str = opt("plain", check=run_name_problem)  # run name prefix: runs are OUT_DIR/NAME-YYYYmmdd-HHMMSS (-2, -3, ... when taken; `openlt bench` names its runs METHOD-sSEED-YYYYmmdd-HHMMSS)
     seed: int = opt(0, ge=0, lt=SEED_END)  # model init, sampling and augmentation draws (not the split: data.split.seed)
     out_dir: str = opt("runs", nonempty=True, check=out_dir_problem)  # where run directories are created
     data: DataConfig = field(default_factory=DataConfig)
@@ -572,6 +572,8 @@ def _coerce(value: Any, hint: Any) -> Any:
             return value
         raise ConfigError(f"must be true or false, got {value!r}")
     if hint is int:
+        if isinstance(value, str):  # "2", "2.0", "1e3" (YAML 1.1 reads 1e3 as a string): as for float keys
+            value = _whole_number(value)
         if isinstance(value, int) and not isinstance(value, bool):
             return value
         if isinstance(value, float) and value.is_integer():
@@ -594,6 +596,19 @@ def _coerce(value: Any, hint: Any) -> Any:
             return str(value)
         raise ConfigError(f"must be a string, got {value!r}")
     return value
+
+
+def _whole_number(text: str) -> int | str:
+    """The integer a string writes plainly (`2`, `+2`, `2.0`, `1e3`: the forms a float key accepts, whole), or the
+    string itself (then refused as not an integer, naming it): an integer key reads a number written as a string
+    as a float key does, so that `epochs: "2"` is 2 as `lr: "1e-3"` is 0.001."""
+    if re.fullmatch(r"[-+]?[0-9]{1,30}", text):
+        return int(text)
+    try:
+        number = finite_number(text)
+    except ConfigError:
+        return text
+    return int(number) if number.is_integer() and abs(number) < 2 ** 53 else text
 
 
 def finite_number(value: Any) -> float:
@@ -1317,6 +1332,30 @@ def _override_origins(overrides: list[str], leaves: list[str]) -> dict[str, str]
             if leaf == key or leaf.startswith(f"{key}."):
                 origins[leaf] = f"override {_shown_override(item)}"
     return origins
+
+
+def check_override_keys(overrides: list[str], where: str = "on the command line") -> None:
+    """Refuse a key that one list of `key=value` overrides (one command line's) sets twice: the same key, or a key
+    and one inside it (`train.lr=0.2 train={lr: 0.3}`). Parsed one after the other, the last would win without a
+    word, where a key twice in a YAML file is refused. ConfigError naming the key and both overrides. Lists merged
+    on purpose (a bench spec's shared and method overrides, eval's --threshold after its overrides) are not one
+    list: each is checked alone."""
+    seen: dict[str, str] = {}
+    for item in overrides:
+        if "=" not in item:
+            continue  # not key=value: parse_overrides names it
+        key = item.split("=", 1)[0].strip()
+        for other, first in seen.items():
+            if key == other:
+                raise ConfigError(f"{key} is given twice {where} ({_shown_override(first)}, then "
+                                  f"{_shown_override(item)}): give it once (the last would win without a word; "
+                                  f"a key twice in a config file is refused alike)")
+            if key.startswith(f"{other}.") or other.startswith(f"{key}."):
+                outer, inner = sorted((key, other), key=len)
+                raise ConfigError(f"{outer} and {inner}, a key inside it, are both given {where} "
+                                  f"({_shown_override(first)}, then {_shown_override(item)}): give one of them "
+                                  f"(which value wins would depend on their order)")
+        seen[key] = item
 
 
 def _shown_override(item: str) -> str:

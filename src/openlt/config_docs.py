@@ -85,7 +85,12 @@ def reference_markdown() -> str:
              "this file equal to that output. A YAML config names only what differs from these defaults;",
              "`key=value` on the command line overrides last; `openlt config CONFIG [key=value ...]` prints the",
              "config a run would use. The column *allowed* is checked when a config is built (`openlt config`",
-             "shows every problem); non-finite numbers (`.nan`, `.inf`) and NUL bytes are refused everywhere.", ""]
+             "shows every problem); non-finite numbers (`.nan`, `.inf`) and NUL bytes are refused everywhere.", "",
+             "Numbers written as strings: a float key takes a string that writes a number plainly (`lr: \"1e-3\"`;",
+             "YAML 1.1 reads an unquoted `1e-3` as a string), and an integer key takes one whose value is whole",
+             "(`epochs: \"2\"`, `2.0`, `1e3`); any other string (`\"2.5\"`, `\"two\"`, `\"0x10\"`, `\"1_0\"`) is refused naming",
+             "the key. Each key is given once: twice in a file, or twice on one command line (`train.lr=0.2",
+             "train.lr=0.3`, or `train.lr=0.2 train={lr: 0.3}`), is refused instead of keeping the last.", ""]
     section, choices, allowed = None, _choices(), allowed_values()
     for key, default, text in option_rows():
         if key in choices:

@@ -15,9 +15,12 @@ CLASSES = {"ant": 60, "bee": 40, "cat": 30, "dog": 25, "eel": 25}
 
 
 def tiny_overrides(root: Path, *extra: str) -> list[str]:
-    """TINY with a fresh image folder of CLASSES under `root` and out_dir=root/runs, then `extra` (later wins)."""
+    """TINY with a fresh image folder of CLASSES under `root` and out_dir=root/runs, then `extra`, which replaces
+    TINY's override of the same key (a command line refuses a key given twice)."""
     images = make_image_folder(root / "images", CLASSES)
-    return [f"data.root={images}", f"out_dir={root / 'runs'}", *TINY, *extra]
+    keys = {item.split("=", 1)[0] for item in extra}
+    return [f"data.root={images}", f"out_dir={root / 'runs'}", *(t for t in TINY if t.split("=", 1)[0] not in keys),
+            *extra]
 
 
 def cli(capsys, *args) -> tuple[int, str, str]:
