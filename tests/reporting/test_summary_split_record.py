@@ -29,9 +29,8 @@ def older(tmp_path: Path, run: str, manifest: dict | None) -> Path:
     del m["split_files"]
     path = write(tmp_path, run, m)
     if manifest is not None:
-        (path.parent / "split_manifest.json").write_text(json.dumps({
-            "class_names": m["class_names"],
-            "files": {split: {"file": f"splits/{split}.txt", "sha256": h, "lines": 3} for split, h in manifest.items()}}))
+        files = {split: {"file": f"splits/{split}.txt", "sha256": h, "lines": 3} for split, h in manifest.items()}
+        (path.parent / "split_manifest.json").write_text(json.dumps({"class_names": m["class_names"], "files": files}))
     return path
 
 
