@@ -174,7 +174,7 @@ class Mahalanobis(OpenSetScore):
         (tests/openset/test_detector_fits.py)."""
         feats, y = training_features(outputs, labels, self.name, float32=False)
         means = class_means(feats, y, int(y.max()) + 1)
-        centres = means.to(fit_dtype(feats))  # float32 as pytorch-ood's means (float64 features: float64)
+        centres, y = means.to(fit_dtype(feats)), y.cpu()  # float32 as pytorch-ood's means (float64 features: float64)
         scatter = centred_scatter(feats, lambda start, stop: centres[y[start:stop]])
         scatter.diagonal().add_(1e-6)  # pytorch-ood's ridge: the summed scatter + 1e-6 I
         self.means_, self.precision_ = means.float(), torch.linalg.inv(scatter).float()
@@ -226,8 +226,8 @@ def class_means(feats: torch.Tensor, y: torch.Tensor, num_classes: int) -> torch
     sums = torch.zeros(num_classes, feats.shape[1], dtype=torch.float64)
     rows = _fit_rows(feats.shape[1])
     for part, labels in zip(feats.split(rows), y.split(rows)):
-        sums.index_add_(0, labels, part.double())
-    return sums / torch.bincount(y, minlength=num_classes).unsqueeze(1).double()
+        sums.index_add_(0, labels.cpu(), part.to("cpu", torch.float64))
+    return sums / torch.bincount(y.cpu(), minlength=num_classes).unsqueeze(1).double()
 
 
 def fit_dtype(feats: torch.Tensor) -> torch.dtype:
@@ -240,12 +240,13 @@ def centred_scatter(feats: torch.Tensor, centre: Callable[[int, int], torch.Tens
     """(D, D) float64 ``sum_i (x_i - c_i)(x_i - c_i)^T`` over the rows x_i of `feats` (N, D, any dtype), with
     `centre(start, stop)` the centres of rows start:stop ((rows, D), or (D,) for one centre) in :func:`fit_dtype`.
     A chunk of rows at a time, centred and multiplied in that dtype (as pytorch-ood does in float32), the chunks'
-    products summed in float64. O(N D^2) time, memory a chunk and the sum."""
+    products summed in float64, on the CPU (the chunks of features elsewhere copied there). O(N D^2) time, memory a
+    chunk and the sum."""
     dtype = fit_dtype(feats)
     out = torch.zeros(feats.shape[1], feats.shape[1], dtype=torch.float64)
     rows = _fit_rows(feats.shape[1])
     for start in range(0, len(feats), rows):
-        part = feats[start:start + rows].to(dtype, copy=True).sub_(centre(start, start + rows))
+        part = feats[start:start + rows].to("cpu", dtype, copy=True).sub_(centre(start, start + rows))
         out += part.T @ part
     return out
 
@@ -435,7 +436,7 @@ def vim_alpha(feats: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, ori
     at a time (at most 2^24 logits), the sums in float64. O(N K D + N D (D - d)), memory a chunk."""
     max_logits = residuals = 0.0
     for part in feats.split(max(1, _ROW_ELEMENTS // max(len(weight), feats.shape[1]))):
-        part = part.float()
+        part = part.to("cpu", torch.float32)
         max_logits += float(torch.addmm(bias, part, weight.T).max(dim=1).values.double().sum())
         residuals += float(((part - origin) @ null_space).norm(dim=1).double().sum())
     return max_logits / residuals
