@@ -464,7 +464,7 @@ def _add_train_command(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--device", help="auto, cpu, cuda, cuda:N or mps (same as train.device=...; with --resume: "
                    "where this process continues the run)")
     p.add_argument("--no-eval", action="store_true", help="skip the final evaluation")
-    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument("--quiet", action="store_true", help=QUIET_HELP)
     p.set_defaults(func=_train)
 
 
@@ -482,7 +482,7 @@ def _add_eval_command(sub: argparse._SubParsersAction) -> None:
                    "progress and notes go to stderr)")
     p.add_argument("--tag", help="write metrics-TAG.json / report-TAG.md and keep the run's own results "
                    "(e.g. --tag reach with eval.open_score=reachability)")
-    p.add_argument("--quiet", action="store_true")
+    p.add_argument("--quiet", action="store_true", help=QUIET_HELP)
     p.set_defaults(func=_eval)
 
 
@@ -578,7 +578,7 @@ def _add_features_command(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--dtype", default="float32", choices=["float32", "float16"], help="storage type of the cache")
     p.add_argument("--device")
     p.add_argument("--force", action="store_true", help="re-extract even when the cache is fresh")
-    p.add_argument("--quiet", action="store_true")
+    p.add_argument("--quiet", action="store_true", help=QUIET_HELP)
     p.set_defaults(func=_features)
 
 
@@ -592,7 +592,7 @@ def _add_bench_command(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out-dir", help="replace the spec's out_dir")
     p.add_argument("--report-only", action="store_true",
                    help="train nothing: write the table and report from the runs already finished, list the missing")
-    p.add_argument("--quiet", action="store_true")
+    p.add_argument("--quiet", action="store_true", help=QUIET_HELP)
     p.set_defaults(func=_bench)
 
 
@@ -658,7 +658,7 @@ def _add_identify_command(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--tag", help="write identification-TAG.json (e.g. one per probe set)")
     p.add_argument("--json", action="store_true", help="print the result as JSON (stdout holds the JSON alone; "
                    "progress and notes go to stderr)")
-    p.add_argument("--quiet", action="store_true")
+    p.add_argument("--quiet", action="store_true", help=QUIET_HELP)
     p.set_defaults(func=_identify)
 
 
@@ -810,6 +810,8 @@ def _run(args: argparse.Namespace) -> int:
         return 1
 
 
+QUIET_HELP = ("no progress bars, nor the feature cache's lines (features ... reused); the results, notes and "
+              "warnings are still printed (--json, where a command has it, prints the results alone)")
 DATA_PARALLEL = ("train", "eval", "features")  # the commands that share their work over torchrun's processes
 STOP_WAIT_S = 30.0  # how long a silent rank of a torchrun job waits for torchrun to stop it (rank 0 has failed)
 

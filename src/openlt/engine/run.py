@@ -18,6 +18,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import IO
 
 from openlt.config import Config, build_config, dump_yaml, read_yaml_mapping, run_name_problem
 from openlt.errors import ConfigError, OpenLTError, RunDirError, WriteError
@@ -211,7 +212,8 @@ class Run:
 
         RunDirError naming the process (PID and host) that holds it (training or evaluating the run). The lock
         goes with the process: it is released on exit, also a killed one's, and stays with the directory when it
-        is renamed."""
+        is renamed. train.lock is removed as the lock is released (a finished train or eval leaves none); a killed
+        process's file stays behind, free, and is taken over by the next."""
         with self._held_lock(TRAINING, "train it"):
             yield
 
@@ -231,39 +233,63 @@ class Run:
             return
         if not self.path.is_dir():  # (open() below would create nothing but fail with a less clear reason)
             raise RunDirError(f"run directory not found: {self.path} (moved or deleted?)")
-        try:
-            fh = open(self.lock_file, "a+", encoding="utf-8")
-        except OSError as exc:
-            raise WriteError(f"cannot create {self.lock_file}: {exc.strerror or exc}") from None
+        fh = self._locked_file(activity, command)
+        if fh is None:  # this process holds it already (its own training)
+            yield
+            return
         with fh:
             info = os.fstat(fh.fileno())
             key = (info.st_dev, info.st_ino)
-            if activity == EVALUATING and key in _HELD:  # this process holds it already (its own training)
-                yield
-                return
-            try:
-                fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except OSError:
-                fh.seek(0)
-                holder, what = _holder(fh.read())
-                if what == EVALUATING:
-                    raise RunDirError(f"{self.path} is being evaluated by process {holder} (`openlt eval` or the "
-                                      f"final evaluation of `openlt train`); {command} once it has ended") from None
-                if activity == EVALUATING:
-                    raise RunDirError(f"{self.path} is being trained by process {holder}; {command} once training "
-                                      f"has ended (wait for it, or stop it and `openlt train --resume {self.path}` "
-                                      f"later)") from None
-                raise RunDirError(f"{self.path} is being trained by process {holder} (another `openlt train` or "
-                                  f"`--resume` of this run); wait for it to end, or stop it first") from None
             fh.seek(0)
             fh.truncate()
             fh.write(f"{os.getpid()} on {socket.gethostname()}\n{activity}\n")
             fh.flush()
+            try:  # a handle on the directory: it follows a staged run published, a run moved
+                folder: int | None = os.open(self.path, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+            except OSError:  # (the file then stays behind, free)
+                folder = None
             _HELD.add(key)
             try:
-                yield  # closing the file releases the lock
-            finally:
+                yield
+            finally:  # removed while still held (a finished run keeps no train.lock); closing releases the lock
                 _HELD.discard(key)
+                _remove_lock_file(folder, self.lock_file.name, info)
+
+    def _locked_file(self, activity: str, command: str) -> IO[str] | None:
+        """train.lock opened and locked (flock, exclusive) by this process; None when this process holds it already
+        and `activity` is EVALUATING. A holder removes the file as it releases it (:meth:`_held_lock`): a lock
+        taken on a file no longer at the path is let go and the new file's taken instead."""
+        while True:
+            try:
+                fh = open(self.lock_file, "a+", encoding="utf-8")
+            except OSError as exc:
+                raise WriteError(f"cannot create {self.lock_file}: {exc.strerror or exc}") from None
+            info = os.fstat(fh.fileno())
+            if activity == EVALUATING and (info.st_dev, info.st_ino) in _HELD:
+                fh.close()
+                return None
+            try:
+                fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                fh.seek(0)
+                text = fh.read()
+                fh.close()
+                raise self._held_by_another(text, activity, command) from None
+            if _same_file(self.lock_file, info):
+                return fh
+            fh.close()  # its holder removed it as it ended: lock the file at the path now
+
+    def _held_by_another(self, text: str, activity: str, command: str) -> RunDirError:
+        """The refusal for the process (`text`: train.lock's lines) that holds the run's lock."""
+        holder, what = _holder(text)
+        if what == EVALUATING:
+            return RunDirError(f"{self.path} is being evaluated by process {holder} (`openlt eval` or the final "
+                               f"evaluation of `openlt train`); {command} once it has ended")
+        if activity == EVALUATING:
+            return RunDirError(f"{self.path} is being trained by process {holder}; {command} once training has "
+                               f"ended (wait for it, or stop it and `openlt train --resume {self.path}` later)")
+        return RunDirError(f"{self.path} is being trained by process {holder} (another `openlt train` or "
+                           f"`--resume` of this run); wait for it to end, or stop it first")
 
     def check_not_training(self, command: str) -> None:
         """Refuse to `command` (e.g. "label images with") the run while another live process trains it (holds
@@ -342,6 +368,29 @@ def _holder(text: str) -> tuple[str, str]:
     lines = text.strip().splitlines()
     holder = lines[0].strip() if lines and lines[0].strip() else "(unknown)"
     return holder, EVALUATING if len(lines) > 1 and lines[1].strip() == EVALUATING else TRAINING
+
+
+def _same_file(path: Path | str, info: os.stat_result, folder: int | None = None) -> bool:
+    """Whether `path` (relative to the directory open as `folder`, when given) is still the file of `info`."""
+    try:
+        now = os.stat(path, dir_fd=folder)
+    except OSError:
+        return False
+    return (now.st_dev, now.st_ino) == (info.st_dev, info.st_ino)
+
+
+def _remove_lock_file(folder: int | None, name: str, info: os.stat_result) -> None:
+    """Remove the lock file `name` (fstat `info`) from the directory open as `folder` (where the run is now: a
+    staged run published, a run moved, keeps its handle), unless another file is there; close `folder`."""
+    if folder is None:
+        return
+    try:
+        if _same_file(name, info, folder):
+            os.unlink(name, dir_fd=folder)
+    except OSError:  # (gone with its directory, or not removable: it stays behind, free)
+        pass
+    finally:
+        os.close(folder)
 
 
 def _current_path(fd: int) -> Path | None:
