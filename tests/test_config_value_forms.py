@@ -10,10 +10,12 @@
 
 from __future__ import annotations
 
+import warnings
+
 import pytest
 
 from openlt.cli import main
-from openlt.config import build_config, check_override_keys
+from openlt.config import ConfigWarning, build_config, check_override_keys
 from openlt.errors import ConfigError
 
 
@@ -40,29 +42,32 @@ def test_an_integer_override_written_as_a_string_is_the_integer():
     assert build_config(None, ['train.epochs="4"', "train.batch_size=8.0"]).train.epochs == 4
 
 
-def test_a_key_twice_on_the_command_line_is_refused(tmp_path, capsys):
+def test_a_key_twice_on_the_command_line_warns_and_the_last_wins(tmp_path, capsys):
     path = tmp_path / "lr.yaml"
     path.write_text("train: {lr: 0.1}\n")
-    code = main(["config", str(path), "train.lr=0.2", "train.lr=0.3"])
-    out, err = capsys.readouterr()
-    assert code == 2 and out == ""
-    assert err == ("openlt config: error: train.lr is given twice on the command line ('train.lr=0.2', then "
-                   "'train.lr=0.3'): give it once (the last would win without a word; a key twice in a config file "
-                   "is refused alike)\n")
-    code = main(["config", str(path), "train.lr=0.2", "train={lr: 0.3}"])
-    out, err = capsys.readouterr()
-    assert code == 2 and out == ""
-    assert err == ("openlt config: error: train and train.lr, a key inside it, are both given on the command line "
-                   "('train.lr=0.2', then 'train={lr: 0.3}'): give one of them (which value wins would depend on "
-                   "their order)\n")
-    assert main(["config", str(path), "train.lr=0.2", "train.epochs=3"]) == 0
+    with pytest.warns(ConfigWarning) as caught:
+        assert main(["config", str(path), "train.lr=0.2", "train.lr=0.3"]) == 0
+    assert "lr: 0.3" in capsys.readouterr().out
+    assert [str(w.message) for w in caught] == [
+        "train.lr is given twice on the command line ('train.lr=0.2', then 'train.lr=0.3'): the last wins"]
+    with pytest.warns(ConfigWarning) as caught:
+        assert main(["config", str(path), "train.lr=0.2", "train={lr: 0.3}"]) == 0
+    assert "lr: 0.3" in capsys.readouterr().out
+    assert [str(w.message) for w in caught] == [
+        "train and train.lr, a key inside it, are both given on the command line ('train.lr=0.2', then "
+        "'train={lr: 0.3}'): the last wins"]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", ConfigWarning)
+        assert main(["config", str(path), "train.lr=0.2", "train.epochs=3"]) == 0
     assert "lr: 0.2" in capsys.readouterr().out
 
 
 def test_a_key_set_twice_with_spaces_is_the_same_key():
-    with pytest.raises(ConfigError, match=r"^train\.epochs is given twice on the command line"):
+    with pytest.warns(ConfigWarning, match=r"^train\.epochs is given twice on the command line"):
         check_override_keys(["train.epochs=2", " train.epochs =3"])
-    check_override_keys(["train.lr=0.2", "train.lr_schedule=cosine", "eval.batch_size=8", "not-an-override"])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        check_override_keys(["train.lr=0.2", "train.lr_schedule=cosine", "eval.batch_size=8", "not-an-override"])
 
 
 def test_shared_and_own_overrides_are_separate_lists():

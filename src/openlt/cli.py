@@ -711,8 +711,8 @@ def _raise_terminated(pid: int):
 
 
 def _check_options(args: argparse.Namespace) -> None:
-    """The options every command shares, checked before any work: --device, train's --name, and that no key is
-    given twice among the command line's overrides."""
+    """The options every command shares, checked before any work: --device, train's --name, and a key given twice
+    among the command line's overrides (a warning: the last wins)."""
     from openlt.config import _device_problem, check_override_keys, run_name_problem
     from openlt.errors import ConfigError
 

@@ -1335,26 +1335,24 @@ def _override_origins(overrides: list[str], leaves: list[str]) -> dict[str, str]
 
 
 def check_override_keys(overrides: list[str], where: str = "on the command line") -> None:
-    """Refuse a key that one list of `key=value` overrides (one command line's) sets twice: the same key, or a key
-    and one inside it (`train.lr=0.2 train={lr: 0.3}`). Parsed one after the other, the last would win without a
-    word, where a key twice in a YAML file is refused. ConfigError naming the key and both overrides. Lists merged
-    on purpose (a bench spec's shared and method overrides, eval's --threshold after its overrides) are not one
-    list: each is checked alone."""
+    """Warn (ConfigWarning, one line) when one list of `key=value` overrides (one command line's) sets a key twice,
+    or a key and one inside it (`train.lr=0.2 train={lr: 0.3}`): they apply one after the other, so the last wins,
+    as in most command lines (a script's defaults then the user's own: `openlt train CFG $COMMON out_dir=X`); the
+    warning says which, where a key twice in a YAML file is refused (no order there). Lists merged on purpose (a
+    bench spec's shared and method overrides, eval's --threshold after its overrides) are not one list: each is
+    checked alone."""
     seen: dict[str, str] = {}
     for item in overrides:
         if "=" not in item:
             continue  # not key=value: parse_overrides names it
         key = item.split("=", 1)[0].strip()
         for other, first in seen.items():
-            if key == other:
-                raise ConfigError(f"{key} is given twice {where} ({_shown_override(first)}, then "
-                                  f"{_shown_override(item)}): give it once (the last would win without a word; "
-                                  f"a key twice in a config file is refused alike)")
-            if key.startswith(f"{other}.") or other.startswith(f"{key}."):
-                outer, inner = sorted((key, other), key=len)
-                raise ConfigError(f"{outer} and {inner}, a key inside it, are both given {where} "
-                                  f"({_shown_override(first)}, then {_shown_override(item)}): give one of them "
-                                  f"(which value wins would depend on their order)")
+            if (key == other or key.startswith(f"{other}.") or other.startswith(f"{key}.")) and \
+                    os.environ.get("RANK", "0").strip() in ("0", ""):  # under torchrun rank 0 alone says it
+                what = (f"{key} is given twice" if key == other else
+                        "{} and {}, a key inside it, are both given".format(*sorted((key, other), key=len)))
+                warnings.warn(f"{what} {where} ({_shown_override(first)}, then {_shown_override(item)}): the last "
+                              f"wins", ConfigWarning, stacklevel=2)
         seen[key] = item
 
 

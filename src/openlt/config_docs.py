@@ -89,8 +89,8 @@ def reference_markdown() -> str:
              "Numbers written as strings: a float key takes a string that writes a number plainly (`lr: \"1e-3\"`;",
              "YAML 1.1 reads an unquoted `1e-3` as a string), and an integer key takes one whose value is whole",
              "(`epochs: \"2\"`, `2.0`, `1e3`); any other string (`\"2.5\"`, `\"two\"`, `\"0x10\"`, `\"1_0\"`) is refused naming",
-             "the key. Each key is given once: twice in a file, or twice on one command line (`train.lr=0.2",
-             "train.lr=0.3`, or `train.lr=0.2 train={lr: 0.3}`), is refused instead of keeping the last.", ""]
+             "the key. A key twice in a file is refused; twice on one command line (`train.lr=0.2 train.lr=0.3`,",
+             "or `train.lr=0.2 train={lr: 0.3}`) the last wins, with a one-line warning naming both.", ""]
     section, choices, allowed = None, _choices(), allowed_values()
     for key, default, text in option_rows():
         if key in choices:
