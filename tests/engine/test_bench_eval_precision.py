@@ -3,6 +3,7 @@ one written by `openlt eval RUN train.amp=none` of a bf16 run is evaluated again
 under --report-only, refused naming the run and both precisions; an `eval_of` method that asks float32 keeps its
 float32 file; a spec whose precision contradicts the run's trained one is still refused (one truth per run)."""
 
+import inspect
 import json
 from pathlib import Path
 
@@ -12,7 +13,7 @@ from tiny_run import tiny_overrides  # tests/helpers
 from openlt.cli import main
 from openlt.engine import bench as bench_module
 from openlt.engine.bench import load_bench, precision_differences, run_bench
-from openlt.engine.evaluate import evaluate_run
+from openlt.engine.evaluate import eval_config, evaluate_run, evaluation_amp
 from openlt.engine.run import Run
 from openlt.errors import ConfigError
 
@@ -40,7 +41,7 @@ def _amp(path: Path) -> str:
 def test_the_bench_records_each_methods_precision_and_reuses_them(bench, monkeypatch):
     spec, run = bench
     assert _amp(run.metrics_file) == "bf16" and _amp(run.metrics_path("a-f32")) == "none"
-    assert precision_differences(json.loads(run.metrics_file.read_text()), run, run.config(), []) == []
+    assert precision_differences(json.loads(run.metrics_file.read_text()), run, run.config()) == []
     monkeypatch.setattr(bench_module, "evaluate_run", lambda *a, **k: pytest.fail("evaluated again"))
     lines = []
     run_bench(load_bench(spec), quiet=True, log=lines.append)  # the float32 eval_of file is what its method asks
@@ -79,6 +80,15 @@ def test_a_spec_asking_another_precision_than_the_run_trained_in_is_still_refuse
 def test_a_precision_not_recorded_or_not_native_here_is_not_compared(bench, recorded):
     _, run = bench  # fp16 needs CUDA: evaluating again on this CPU would only fall back (machine-made)
     metrics = {} if recorded is None else {"amp": recorded}
-    assert precision_differences(metrics, run, run.config(), []) == []
-    assert precision_differences({"amp": "none"}, run, run.config(), []) == [
+    assert precision_differences(metrics, run, run.config()) == []
+    assert precision_differences({"amp": "none"}, run, run.config()) == [
         "precision: run float32, spec bf16 autocast"]
+
+
+def test_the_precision_compared_is_read_from_the_config_alone(bench):
+    _, run = bench  # evaluation_amp reads an explicit train.amp from cfg (config.explicit_keys): no `overrides`
+    assert list(inspect.signature(evaluation_amp).parameters) == ["run", "cfg", "dev", "state"]
+    assert list(inspect.signature(precision_differences).parameters) == ["metrics", "run", "cfg"]
+    cfg, _ = eval_config(run.config(), ["train.amp=none"])  # an eval_of method asking float32
+    assert precision_differences({"amp": "none"}, run, cfg) == []
+    assert precision_differences({"amp": "none"}, run, run.config()) == ["precision: run float32, spec bf16 autocast"]

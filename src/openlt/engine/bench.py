@@ -429,7 +429,7 @@ def _as_the_spec_says(spec: BenchSpec, m: BenchMethod, run: Run, tag: str | None
     except OpenLTError:
         return True
     diffs = ([*evaluation_differences(metrics, cfg, scorer), *source_differences(metrics, run, cfg),
-              *precision_differences(metrics, run, cfg, overrides)] if isinstance(metrics, dict) else [])
+              *precision_differences(metrics, run, cfg)] if isinstance(metrics, dict) else [])
     if not diffs:
         return True
     what = f"{path.name} of {run.path} was written by an evaluation under other settings than the spec gives " \
@@ -534,12 +534,12 @@ def source_differences(metrics: dict, run: Run, cfg: Config) -> list[str]:
     return diffs
 
 
-def precision_differences(metrics: dict, run: Run, cfg: Config, overrides: list[str]) -> list[str]:
+def precision_differences(metrics: dict, run: Run, cfg: Config) -> list[str]:
     """["precision: run X, spec Y"] when the precision the evaluation recorded in `metrics` (metrics.json "amp",
     e.g. of ``openlt eval RUN train.amp=none``) is not the one the bench's evaluation of `run` runs in now
-    (evaluate.evaluation_amp on `cfg`'s device, `overrides` being the method's: the run's trained precision,
-    precision.py); else []. The trained precision is one truth per run: a spec asking another is refused before
-    (:func:`_check_same_config`). Not compared: a file that records none (an older openlt), a run whose precision
+    (evaluate.evaluation_amp on `cfg`'s device, `cfg` being the run's config with the method's overrides: the
+    run's trained precision, precision.py); else []. The trained precision is one truth per run: a spec asking
+    another is refused before (:func:`_check_same_config`). Not compared: a file that records none (an older openlt), a run whose precision
     cannot be worked out now (the evaluation names why), and a recorded precision this device cannot run natively
     (bf16 on a CPU that emulates it, fp16 off CUDA): evaluating again here would only fall back, machine-made."""
     recorded = metrics.get("amp")
@@ -547,7 +547,7 @@ def precision_differences(metrics: dict, run: Run, cfg: Config, overrides: list[
         return []
     try:
         dev = resolve_device(cfg.train.device)
-        want = evaluation_amp(run, cfg, dev, checkpoint_state(run.checkpoint(BENCH_CHECKPOINT)), overrides)
+        want = evaluation_amp(run, cfg, dev, checkpoint_state(run.checkpoint(BENCH_CHECKPOINT)))
     except OpenLTError:
         return []
     native = recorded == "none" or (recorded == "bf16" and native_bf16(dev)) or (recorded == "fp16"

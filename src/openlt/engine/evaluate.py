@@ -343,13 +343,12 @@ def _evaluate(run: Run, checkpoint: str, quiet: bool, tag: str | None, write: bo
     return metrics
 
 
-def evaluation_amp(run: Run, cfg: Config, dev: torch.device, state: dict, overrides: list[str] | None = None) -> str:
+def evaluation_amp(run: Run, cfg: Config, dev: torch.device, state: dict) -> str:
     """The precision an evaluation runs in (metrics.json "amp", calibration.json's fitted_on "amp"): the run's
     (precision.inference_amp: the one it trained in, where `dev` has it), or a `train.amp=` override. A decoupled
     stage 2 runs in the precision of the stage-1 features it reads (features.stage1_amp; its checkpoint's "amp"
     when that run is gone): an override that means another is refused, one line, not ignored (issue 14 D1).
-    The override is read from `cfg` (`config.explicit_keys`: the run's config with the overrides applied);
-    `overrides` is not read (kept for callers that pass it)."""
+    The override is read from `cfg` (`config.explicit_keys`: the run's config with the overrides applied)."""
     recorded = recorded_amp(state)
     amp = inference_amp(cfg.train.amp, dev, recorded)
     if cfg.decouple.method == "none":
