@@ -17,6 +17,7 @@ from openlt.engine.evaluate import evaluate_run
 from openlt.engine.run import Run
 from openlt.errors import ConfigError
 from openlt.io import sha256_file
+from openlt.reporting.summary import load_metrics, split_files
 
 
 @pytest.fixture(scope="module")
@@ -131,3 +132,27 @@ def test_the_metrics_of_a_config_without_data_root_are_not_compared_on_it(bench)
     cfg = run.config()
     cfg.data.root = None  # an older image-folder run's config: the split folder's manifest names the folder
     assert source_differences({**metrics, "data": {**metrics["data"], "root": "/x"}}, run, cfg) == []
+
+
+def test_a_metrics_file_without_split_files_is_checked_on_the_run_manifests_hashes(bench, monkeypatch):
+    """`openlt summary`'s rule (summary.split_files): an older metrics.json without "split_files" was evaluated on
+    the split files its run's split_manifest.json records; the bench takes the same record, so reuses the run."""
+    spec, run = bench
+    saved = run.metrics_file.read_text()
+    metrics = json.loads(saved)
+    hashes = {split: info["sha256"] for split, info in json.loads(run.manifest_file.read_text())["files"].items()}
+    assert metrics["split_files"] == hashes
+    lost = {k: v for k, v in metrics.items() if k != "split_files"}
+    try:
+        run.metrics_file.write_text(json.dumps(lost))
+        assert split_files(load_metrics(run.metrics_file)) == hashes  # what `openlt summary` compares it on
+        assert source_differences(lost, run, run.config()) == []
+        monkeypatch.setattr(bench_module, "evaluate_run", lambda *a, **k: pytest.fail("evaluated again"))
+        lines = []
+        run_bench(load_bench(spec), quiet=True, log=lines.append, report_only=True)
+        assert any(line.startswith("[1/1] a seed 0: done (") for line in lines), lines
+    finally:
+        run.metrics_file.write_text(saved)
+    other = {**metrics, "split_files": {**hashes, "test": "cd" * 32}}  # a record is still compared with it
+    assert source_differences(other, run, run.config()) == [
+        f"test split: run sha256 {'cd' * 6}, spec (split_manifest.json) {hashes['test'][:12]}"]

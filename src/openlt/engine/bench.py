@@ -48,7 +48,8 @@ from openlt.io import sha256_file
 from openlt.openset import build_score
 from openlt.openset.rejector import parse_threshold
 from openlt.paper_numbers import PAPERS
-from openlt.reporting.summary import recorded_run_amp, score_options
+from openlt.reporting.summary import MANIFEST_SPLITS_KEY, recorded_run_amp, score_options
+from openlt.reporting.summary import split_files as summary_split_files
 
 _LOG = logging.getLogger(__name__)
 
@@ -495,9 +496,10 @@ def source_differences(metrics: dict, run: Run, cfg: Config) -> list[str]:
     run's config with the method's overrides: what the bench evaluates with; a root whose packed files (CIFAR,
     Fashion-MNIST) the run's split_manifest.json fingerprints is not compared: the evaluation checked their sha256,
     so they are the same images wherever they are) and the split files (which splits and their sha256, against
-    split_manifest.json). What a file does not record (metrics.json of an older openlt: no "checkpoint",
-    "checkpoint_sha256" or "data") is taken as the bench's own (not compared), as is a setting the run's config
-    leaves unset (data.root of an older image-folder run: the split folder's manifest names it)."""
+    split_manifest.json; a metrics.json without "split_files" is taken, as `openlt summary` takes it, to be on the
+    split files split_manifest.json records). What a file does not record (metrics.json of an older openlt: no
+    "checkpoint", "checkpoint_sha256" or "data") is taken as the bench's own (not compared), as is a setting the
+    run's config leaves unset (data.root of an older image-folder run: the split folder's manifest names it)."""
     diffs = []
     checkpoint = metrics.get("checkpoint")
     sha = metrics.get("checkpoint_sha256")
@@ -523,9 +525,11 @@ def source_differences(metrics: dict, run: Run, cfg: Config) -> list[str]:
                 continue
             if recorded[key] != want[key]:
                 diffs.append(f"data.{key}: run {recorded[key]}, spec {want[key]}")
-    split_files = metrics.get("split_files")
+    then = {split: info["sha256"] for split, info in manifest["files"].items()}
+    # `openlt summary`'s rule (summary.split_files): an older metrics.json without "split_files" was evaluated on
+    # the split files its run's split_manifest.json records (the evaluation checked them against it)
+    split_files = summary_split_files({**metrics, MANIFEST_SPLITS_KEY: then})
     if isinstance(split_files, dict):
-        then = {split: info["sha256"] for split, info in manifest["files"].items()}
         for split in sorted(then.keys() | split_files.keys()):
             if split_files.get(split) != then.get(split):
                 show = lambda h: "none" if not isinstance(h, str) else h[:12]  # noqa: E731
