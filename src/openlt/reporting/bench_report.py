@@ -7,6 +7,7 @@ import csv
 import io
 import os
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 
 import matplotlib
@@ -28,10 +29,11 @@ CRITERIA = (("few-shot classes", "few"), ("all known classes", "overall"),
 LOWER_IS_BETTER = {"FPR@95"}
 
 
-def leaders(groups: dict[str, list[dict]]) -> list[dict]:
+def leaders(groups: dict[str, list[dict]], rows: list[dict] | None = None) -> list[dict]:
     """Per criterion: the method with the best mean, and the others within one standard deviation of it (over
-    seeds; not separable from the best with these seeds). Methods without the column are left out."""
-    rows = aggregate(groups)
+    seeds; not separable from the best with these seeds). Methods without the column are left out. `rows`:
+    ``summary.aggregate(groups)`` when the caller has it (computed here otherwise)."""
+    rows = aggregate(groups) if rows is None else rows
     out = []
     for question, column in CRITERIA:
         scored = [(r["label"], r["cells"][column]) for r in rows if r["cells"][column] is not None]
@@ -46,12 +48,14 @@ def leaders(groups: dict[str, list[dict]]) -> list[dict]:
     return out
 
 
-def _leader_lines(groups: dict[str, list[dict]], bold=lambda text: f"**{text}**", text=lambda t: t) -> list[str]:
-    """One line per criterion of `leaders` (markdown by default; `bold` and `text` make it HTML)."""
+def _leader_lines(groups: dict[str, list[dict]], bold=lambda text: f"**{text}**", text=lambda t: t,
+                  rows: list[dict] | None = None) -> list[str]:
+    """One line per criterion of `leaders` (markdown by default; `bold` and `text` make it HTML; `rows`: the
+    groups aggregated, as :func:`leaders` takes them)."""
     return [text(f"{item['question']} ({item['column']}): ") + bold(text(item["best"]))
             + text(f" {format_cell(item['cell'], item['column'], item['runs'])}"
                    + (f"; within one std: {', '.join(item['tied'])}" if item["tied"] else ""))
-            for item in leaders(groups)]
+            for item in leaders(groups, rows)]
 
 
 def _paper_rows(spec, names: list[str]) -> list[tuple[str, dict]]:
@@ -66,24 +70,25 @@ def _paper_rows(spec, names: list[str]) -> list[tuple[str, dict]]:
     return out
 
 
-def markdown(spec, groups: dict[str, list[dict]]) -> str:
+def markdown(spec, groups: dict[str, list[dict]], rows: list[dict] | None = None) -> str:
     """The bench's report.md: the comparison table (top-1 in %, F / AUROC / FPR@95 in [0, 1], mean ± std over
     seeds), which method leads on what, and the published rows of ``spec.paper`` when set.
 
     ``spec``: the bench spec (``name``, ``seeds``, ``paper``, ``methods``: read duck-typed); ``groups``: method label
-    -> the metrics dicts (metrics.json) of its runs, one per seed.
+    -> the metrics dicts (metrics.json) of its runs, one per seed; ``rows``: ``summary.aggregate(groups)`` when the
+    caller has it (computed here otherwise: :func:`write_bench_results` aggregates each table input once).
     """
     names = [c for c, _, _ in COLUMNS]
     lines = [f"# bench {spec.name}: {len(spec.seeds)} seed(s) {spec.seeds}", "",
              "Top-1 in %, F / AUROC / FPR@95 in [0, 1]; mean ± std over seeds (" + STD_NOTE + ").", "",
              "| method | runs | " + " | ".join(names) + " |", "|---|---:|" + "---:|" * len(names)]
-    aggregated = aggregate(groups)
+    aggregated = aggregate(groups) if rows is None else rows
     for row in aggregated:
         lines.append(f"| {md_cell(marked_label(row))} | {row['runs']} | "
                      + " | ".join(format_cell(row["cells"][c], c, row["runs"]) for c in names) + " |")
     if under_trained_note(aggregated):
         lines += ["", under_trained_note(aggregated)]
-    best = _leader_lines(groups)
+    best = _leader_lines(groups, rows=aggregated)
     if best:
         lines += ["", "Which method for what (best mean; others within one std of it cannot be told apart with these seeds):",
                   ""] + [f"- {line}" for line in best]
@@ -102,17 +107,18 @@ def _paper_cell(value, column: str) -> str:
     return f"{value:.3f}" if column in ("F", "AUROC", "FPR@95") else f"{value:.1f}"
 
 
-def csv_text(groups: dict[str, list[dict]]) -> str:
+def csv_text(groups: dict[str, list[dict]], rows: list[dict] | None = None) -> str:
     """The comparison table as CSV: ``method, runs``, then ``<column> mean``, ``<column> std`` and ``<column> n`` (how
     many of the row's runs have the number) for every column (top-1 in %, F / AUROC / FPR@95 in [0, 1], 4 decimals;
     empty mean and std, n 0, where no run has the number).
-    ``groups``: method label -> the metrics dicts of its runs.
+    ``groups``: method label -> the metrics dicts of its runs; ``rows``: ``summary.aggregate(groups)`` when the
+    caller has it.
     """
     buf = io.StringIO()
     writer = csv.writer(buf)
     names = [c for c, _, _ in COLUMNS]
     writer.writerow(["method", "runs"] + [f"{c} {s}" for c in names for s in ("mean", "std", "n")])
-    for row in aggregate(groups):
+    for row in aggregate(groups) if rows is None else rows:
         cells = []
         for c in names:
             cell = row["cells"][c]
@@ -130,10 +136,11 @@ def method_colors(labels: list[str]) -> dict[str, tuple]:
 
 
 def bars(groups: dict[str, list[dict]], columns: tuple[str, ...], ylabel: str, title: str,
-         colors: Mapping[str, tuple] | None = None) -> Figure:
+         colors: Mapping[str, tuple] | None = None, rows: list[dict] | None = None) -> Figure:
     """Grouped bars: one group per column (band), one bar per method, error bars = std over seeds; `colors`:
-    method label -> colour (default :func:`method_colors` of these groups)."""
-    rows = aggregate(groups)
+    method label -> colour (default :func:`method_colors` of these groups); `rows`: ``summary.aggregate(groups)``
+    when the caller has it."""
+    rows = aggregate(groups) if rows is None else rows
     colors = colors or method_colors(list(groups))
     fig = Figure(figsize=(7.5, 3.6), layout="constrained")
     ax = fig.subplots()
@@ -153,13 +160,32 @@ def bars(groups: dict[str, list[dict]], columns: tuple[str, ...], ylabel: str, t
     return fig
 
 
-def charts(spec, groups: dict[str, list[dict]]) -> list[tuple[str, Figure]]:
+def charts(spec, groups: dict[str, list[dict]], tables: _Tables | None = None) -> list[tuple[str, Figure]]:
     """The bench's two charts, ("bands figure", closed-set top-1 per band) and ("open-set figure", F and AUROC),
-    each method in the same colour in both (:func:`method_colors` of all the bench's methods)."""
+    each method in the same colour in both (:func:`method_colors` of all the bench's methods). `tables`: the
+    groups aggregated (:func:`_aggregate_tables`) when the caller has them."""
+    tables = tables or _aggregate_tables(spec, groups)
     colors = method_colors(list(groups))
-    return [("bands figure", bars(_closed_set_groups(spec, groups), BAND_COLUMNS, "top-1 (%)",
-                                  "closed-set top-1 per shot band", colors)),
-            ("open-set figure", bars(groups, OPEN_COLUMNS, "score", "open-set F-measure and AUROC", colors))]
+    return [("bands figure", bars(tables.closed_groups, BAND_COLUMNS, "top-1 (%)", "closed-set top-1 per shot band",
+                                  colors, tables.closed_rows)),
+            ("open-set figure", bars(groups, OPEN_COLUMNS, "score", "open-set F-measure and AUROC", colors,
+                                     tables.rows))]
+
+
+@dataclass(frozen=True)
+class _Tables:
+    """``summary.aggregate`` of a bench's two table inputs, each computed once for every table and chart: ``rows``
+    of all the groups, ``closed_rows`` of ``closed_groups`` (the groups without the `eval_of` variants: the
+    closed-set chart), the same list when no method is a variant."""
+    rows: list[dict]
+    closed_groups: dict[str, list[dict]]
+    closed_rows: list[dict]
+
+
+def _aggregate_tables(spec, groups: dict[str, list[dict]]) -> _Tables:
+    rows = aggregate(groups)
+    closed = _closed_set_groups(spec, groups)
+    return _Tables(rows, closed, rows if list(closed) == list(groups) else aggregate(closed))
 
 
 def _closed_set_groups(spec, groups: dict[str, list[dict]]) -> dict[str, list[dict]]:
@@ -169,12 +195,14 @@ def _closed_set_groups(spec, groups: dict[str, list[dict]]) -> dict[str, list[di
 
 
 def html_page(spec, groups: dict[str, list[dict]], files: dict[str, list[Path]], out_dir: Path,
-              reports: Mapping[Path, Path] | None = None) -> str:
+              reports: Mapping[Path, Path] | None = None, tables: _Tables | None = None) -> str:
     """The bench page: the table, the leaders, the papers' rows, the two charts and a link to every run's HTML
-    report (`reports`: metrics file -> its report, linked where the report exists)."""
+    report (`reports`: metrics file -> its report, linked where the report exists; `tables`: the groups
+    aggregated, :func:`_aggregate_tables`, when the caller has them)."""
     reports = reports or {}
     names = [c for c, _, _ in COLUMNS]
-    aggregated = aggregate(groups)
+    tables = tables or _aggregate_tables(spec, groups)
+    aggregated = tables.rows
     rows = [[marked_label(r), r["runs"]] + [format_cell(r["cells"][c], c, r["runs"]) for c in names] for r in aggregated]
     body = [f"<h1>bench {esc(spec.name)}</h1>",
             f'<p class="meta">{len(spec.seeds)} seed(s) {esc(spec.seeds)}; top-1 in %, F / AUROC / FPR@95 in [0, 1]; '
@@ -182,7 +210,7 @@ def html_page(spec, groups: dict[str, list[dict]], files: dict[str, list[Path]],
             table(["method", "runs"] + names, rows, [False] + [True] * (len(names) + 1))]
     if under_trained_note(aggregated):
         body.append(f'<p class="warning">{esc(under_trained_note(aggregated))}</p>')
-    best = _leader_lines(groups, bold=lambda t: f"<b>{t}</b>", text=esc)
+    best = _leader_lines(groups, bold=lambda t: f"<b>{t}</b>", text=esc, rows=aggregated)
     if best:
         items = "".join(f"<li>{line}</li>" for line in best)
         body.append("<h2>Which method for what</h2><p class='meta'>Best mean over seeds; the methods within one "
@@ -193,7 +221,7 @@ def html_page(spec, groups: dict[str, list[dict]], files: dict[str, list[Path]],
                  table(["method (paper row)"] + names, [[label] + [_paper_cell(v.get(c), c) for c in names]
                                                          for label, v in paper], [False] + [True] * len(names))]
     body.append('<h2>Per band and open set</h2><div class="grid">')
-    (_, closed), (_, opened) = charts(spec, groups)
+    (_, closed), (_, opened) = charts(spec, groups, tables)
     body.append(figure(closed, "Closed-set top-1 per shot band (bars: mean over seeds, whiskers: std; other open-set "
                                "scores of the same run are left out here). Each method keeps its colour in both charts."))
     body.append(figure(opened, "Open-set F-measure (threshold chosen on validation) and AUROC of the rejection score."))
@@ -216,15 +244,17 @@ def write_bench_results(spec, files: dict[str, list[Path]], reports: Mapping[Pat
     """results.md, results.csv and report.html in the bench's out_dir; returns their paths. `files`: each
     method's metrics files; `reports`: the HTML run report of a metrics file, linked from the bench page.
     RunDirError, before anything is written, for a malformed metrics file or a method whose runs were evaluated
-    under different band rules, class lists or split files (`summary.aggregate`)."""
+    under different band rules, class lists or split files (`summary.aggregate`, computed once for each table input
+    and used by every table and chart)."""
     groups = {method: [load_metrics(p) for p in paths] for method, paths in files.items() if paths}
+    tables = _aggregate_tables(spec, groups)
     out = spec.out_dir
     paths = {"markdown": out / "results.md", "csv": out / "results.csv", "html": out / "report.html",
              "bands figure": out / "bands.png", "open-set figure": out / "openset.png"}
-    write_text(paths["markdown"], markdown(spec, groups))
-    write_text(paths["csv"], csv_text(groups))
-    write_text(paths["html"], html_page(spec, groups, files, out, reports or {}))
-    for key, fig in charts(spec, groups):  # the two charts also as files, for slides and papers
+    write_text(paths["markdown"], markdown(spec, groups, tables.rows))
+    write_text(paths["csv"], csv_text(groups, tables.rows))
+    write_text(paths["html"], html_page(spec, groups, files, out, reports or {}, tables))
+    for key, fig in charts(spec, groups, tables):  # the two charts also as files, for slides and papers
         with atomic_path(paths[key]) as tmp:
             tmp.write_bytes(to_png(fig, 130))
     return paths
