@@ -77,7 +77,7 @@ INCOMPARABLE = {
     "keep-known-differs": (_set(("calibration", "source"), "validation: keeps 95% of the known validation images"),
                            ("open-set decisions", "keeps 95%")),
     "nothing-rejected": (lambda m: m.pop("calibration"), ("open-set decisions", "'msp, nothing rejected'")),
-    "checkpoint-last": (_set(("checkpoint",), "last"), ("s0 is an evaluation of its checkpoint 'best', s1 of its "
+    "checkpoint-last": (_set(("checkpoint",), "last"), ("{a} is an evaluation of its checkpoint 'best', {b} of its "
                                                         "checkpoint 'last'", "`openlt eval RUN --checkpoint best`")),
 }
 
@@ -88,7 +88,8 @@ def test_runs_evaluated_differently_are_not_averaged_into_one_row(name, tmp_path
     a, b = write(tmp_path, "s0", metrics("s0")), write(tmp_path, "s1", changed(edit))
     code, out, err = cli([f"plain={a}", f"plain={b.parent}"], capsys)
     assert code == 2 and out == "" and len(err.strip().splitlines()) == 1 and "Traceback" not in err, err
-    for text in ("cannot average s0 and s1 into one row 'plain'", "different labels", *expected):
+    for text in ("cannot average {a} and {b} into one row 'plain'", "different labels", *expected):
+        text = text.format(a=a, b=b.parent)  # the runs as given (a: its metrics.json, b: its folder)
         assert text in err, (text, err)
     code, out, err = cli([f"a={a}", f"b={b}"], capsys)  # in rows of their own they are fine
     assert code == 0 and "| a | 1 |" in out and "| b | 1 |" in out, err

@@ -530,9 +530,10 @@ def check_comparable(label: str, runs: list[dict], names: list[str] | None = Non
     open-set score under different options (:func:`score_options`); or when they are runs of different
     recipes or share a seed (their config.yaml: :func:`run_recipe`, for dicts from :func:`load_metrics`; one
     without a config.yaml is refused). `names`
-    (one per run, e.g. as the user gave them) name the two evaluations of one model and the two runs of a recipe
-    or seed (default: the run directory's name). RunDirError naming two runs and what differs."""
-    _check_checkpoints(label, runs)
+    (one per run, e.g. the paths the user gave) name the two runs of every refusal (default: the run directory's
+    name, metrics.json's "run": a copied run is named by its original's). RunDirError naming two runs and what
+    differs."""
+    _check_checkpoints(label, runs, names)
     seen_models: dict[tuple[str, str], int] = {}
     for i, m in enumerate(runs):
         identity = model_identity(m)
@@ -553,8 +554,9 @@ def check_comparable(label: str, runs: list[dict], names: list[str] | None = Non
         for i, value in seen[1:]:
             first, other = seen[0]  # every run is compared with the first that records it
             if value != other:
-                raise RunDirError(f"cannot average {_run_name(runs[first], first)} and {_run_name(runs[i], i)} into "
-                                  f"one row {label!r}: they were evaluated under different {what} "
+                raise RunDirError(f"cannot average {_run_name(runs[first], first, names)} and "
+                                  f"{_run_name(runs[i], i, names)} into one row {label!r}: they were evaluated under "
+                                  f"different {what} "
                                   f"({_differs(what, other, value)}); give them different labels (LABEL=RUN) or "
                                   f"evaluate them alike")
     _check_score_options(label, runs, names)
@@ -669,14 +671,15 @@ def _check_score_options(label: str, runs: list[dict], names: list[str] | None) 
                               f"score {name} ({', '.join(differs)}); give them different labels (LABEL=RUN) or {how}")
 
 
-def _check_checkpoints(label: str, runs: list[dict]) -> None:
-    """RunDirError naming two runs of the row `label` and their checkpoints when they are evaluations of different
-    checkpoints (metrics.json "checkpoint": best, last); a metrics.json without one is not compared."""
+def _check_checkpoints(label: str, runs: list[dict], names: list[str] | None = None) -> None:
+    """RunDirError naming two runs of the row `label` (by `names`, as :func:`check_comparable`) and their
+    checkpoints when they are evaluations of different checkpoints (metrics.json "checkpoint": best, last); a
+    metrics.json without one is not compared."""
     seen = [(i, m.get("checkpoint")) for i, m in enumerate(runs) if isinstance(m.get("checkpoint"), str)]
     for i, checkpoint in seen[1:]:
         first, other = seen[0]
         if checkpoint != other:
-            a, b = _run_name(runs[first], first), _run_name(runs[i], i)  # as the other evaluated-alike checks
+            a, b = _run_name(runs[first], first, names), _run_name(runs[i], i, names)
             raise RunDirError(f"cannot average {a} and {b} into one row {label!r}: {a} is an evaluation of its "
                               f"checkpoint {other!r}, {b} of its checkpoint {checkpoint!r} (a row compares one choice "
                               f"of weights); evaluate them alike (`openlt eval RUN --checkpoint {other}`) or give them "
