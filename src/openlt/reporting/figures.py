@@ -6,10 +6,6 @@ no display backend) with constrained layout; `to_png` renders one to PNG bytes w
 from __future__ import annotations
 
 import io
-import os
-import pickle
-import signal
-import sys
 import warnings
 from functools import lru_cache
 from typing import Mapping, Sequence
@@ -50,86 +46,6 @@ def to_png(fig: Figure, dpi: int = 110) -> bytes:
             warnings.filterwarnings("ignore", message=message, category=UserWarning)
         fig.savefig(buf, format="png", dpi=dpi)  # the figures use constrained layout: no second, "tight" pass
     return buf.getvalue()
-
-
-def to_pngs(figs: Sequence[Figure], dpi: int = 110) -> list[bytes]:
-    """Each figure as PNG bytes (:func:`to_png`, the same bytes). On Linux with two CPUs free to this process, a
-    forked child renders every other figure while this process renders the rest (report.html's 8 figures took
-    ~1.5 s of an evaluation's ~11 s on two cores); when the child fails, this process renders its share too."""
-    child = _render_in_child(figs[1::2], dpi) if len(figs) > 1 else None
-    theirs, read = None, False
-    try:
-        own = [to_png(fig, dpi) for fig in figs[0::2]]
-        if child is not None:
-            theirs, read = _child_pngs(child, len(figs[1::2])), True
-    finally:
-        if child is not None:
-            _reap(child, kill=not read)
-    if theirs is None:
-        theirs = [to_png(fig, dpi) for fig in figs[1::2]]
-    pngs = [b""] * len(figs)
-    pngs[0::2], pngs[1::2] = own, theirs
-    return pngs
-
-
-def _render_in_child(figs: Sequence[Figure], dpi: int) -> tuple[int, int] | None:
-    """(pid, read end of a pipe) of a forked child that writes the pickled list of `figs`' PNG bytes to the pipe
-    and exits (status 0; 1 on any error, Ctrl-C included: it never returns into the caller's code); None where it
-    would not help (not Linux, one CPU) or cannot be forked."""
-    if not sys.platform.startswith("linux") or len(os.sched_getaffinity(0)) < 2:
-        return None
-    import matplotlib.backends.backend_agg  # noqa: F401  (savefig imports it: once, before the fork)
-
-    read, write = os.pipe()
-    try:
-        with warnings.catch_warnings():  # Python >= 3.12 warns of fork() beside threads: the child only draws
-            warnings.simplefilter("ignore", DeprecationWarning)
-            pid = os.fork()
-    except OSError:
-        os.close(read)
-        os.close(write)
-        return None
-    if pid == 0:  # the child
-        status = 1
-        try:
-            os.close(read)
-            data = pickle.dumps([to_png(fig, dpi) for fig in figs])
-            with os.fdopen(write, "wb") as out:
-                out.write(data)
-            status = 0
-        except BaseException:  # noqa: BLE001  (the parent renders these figures itself)
-            pass
-        finally:
-            os._exit(status)
-    os.close(write)
-    return pid, read
-
-
-def _child_pngs(child: tuple[int, int], count: int) -> list[bytes] | None:
-    """The PNG bytes the child of :func:`_render_in_child` wrote (None: it failed, or wrote something else)."""
-    pid, read = child
-    with os.fdopen(read, "rb", closefd=False) as pipe:
-        data = pipe.read()
-    try:
-        pngs = pickle.loads(data) if data else None
-    except Exception:  # noqa: BLE001  (a truncated write)
-        return None
-    ok = isinstance(pngs, list) and len(pngs) == count and all(isinstance(p, bytes) for p in pngs)
-    return pngs if ok else None
-
-
-def _reap(child: tuple[int, int], kill: bool) -> None:
-    """Wait for the child of :func:`_render_in_child` (killed first with `kill`: this process was interrupted
-    before it read the child's figures) and close its pipe."""
-    pid, read = child
-    try:
-        if kill:
-            os.kill(pid, signal.SIGKILL)
-        os.waitpid(pid, 0)
-    except (ChildProcessError, ProcessLookupError):
-        pass
-    finally:
-        os.close(read)
 
 
 def save_png(fig: Figure, path, dpi: int = 110) -> None:

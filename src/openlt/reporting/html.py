@@ -46,24 +46,7 @@ def esc(value: object) -> str:
 
 def figure(fig: Figure, caption: str, alt: str | None = None, dpi: int = 110, wide: bool = False) -> str:
     """A <figure> with the matplotlib figure inlined as a base64 PNG; `wide` takes a grid row of its own."""
-    return figure_html(figures.to_png(fig, dpi), caption, alt, wide)
-
-
-def _pending(fig: Figure, caption: str, alt: str | None = None, wide: bool = False) -> tuple:
-    """A figure of `run_report`, rendered with the others by :func:`_rendered`."""
-    return fig, caption, alt, wide
-
-
-def _rendered(pending: Sequence[tuple]) -> list[str]:
-    """The <figure> elements of `pending` figures (:func:`_pending`), rendered together (`figures.to_pngs`: in
-    two processes where two CPUs are free; the same PNG bytes as :func:`figure`)."""
-    pngs = figures.to_pngs([fig for fig, *_ in pending])
-    return [figure_html(png, caption, alt, wide) for png, (_, caption, alt, wide) in zip(pngs, pending)]
-
-
-def figure_html(png: bytes, caption: str, alt: str | None = None, wide: bool = False) -> str:
-    """A <figure> of PNG bytes inlined as base64 (:func:`figure`)."""
-    data = base64.b64encode(png).decode("ascii")
+    data = base64.b64encode(figures.to_png(fig, dpi)).decode("ascii")
     cls = ' class="wide"' if wide else ""
     return (f'<figure{cls}><img alt="{esc(alt or caption)}" src="data:image/png;base64,{data}">'
             f"<figcaption>{caption}</figcaption></figure>")
@@ -202,39 +185,39 @@ def _figures(metrics: Mapping, samples: Mapping[str, np.ndarray], bands: ShotBan
     rejected = None if with_rejection is None else with_rejection.tolist()
     small = len(names) <= figures.MAX_CLASSES_DRAWN
     if small:
-        plots = [_pending(figures.accuracy_vs_train_count(counts, metrics["per_class_accuracy"], bands, names, rejected),
+        plots = [figure(figures.accuracy_vs_train_count(counts, metrics["per_class_accuracy"], bands, names, rejected),
                         "Per-class test accuracy against training images; dashed lines: each band's mean (the table's "
                         "number); hollow: with open-set rejection.", "per-class accuracy against training images")]
     else:
-        plots = [_pending(figures.ranked_class_accuracy(counts, metrics["per_class_accuracy"], bands, rejected),
+        plots = [figure(figures.ranked_class_accuracy(counts, metrics["per_class_accuracy"], bands, rejected),
                         f"Per-class test accuracy of the {len(names)} classes ranked by training images (dots: classes, "
                         "line: moving mean) and per band (boxes; diamond: the band's mean, the table's number).",
                         "per-class accuracy ranked by training images")]
     grid = threshold_grid(score) if open_score is None else threshold_grid(score, open_score)
     curves = rejection_curves(score, known_preds=pred, known_labels=y, open_scores=open_score, thresholds=grid)
-    plots.append(_pending(figures.score_histograms(score, open_score, threshold, score_name),
+    plots.append(figure(figures.score_histograms(score, open_score, threshold, score_name),
                         "Open-set score of the known test images and of the unknown (open) images; images left of "
                         "the dashed threshold are rejected as unknown. Right: the ROC curve of the score (known "
                         "images kept against unknown images kept as the threshold moves; circle: the threshold)."
                         if open_score is not None else "Open-set score of the known test images; images left of the "
                         "dashed threshold are rejected as unknown.", "open-set score histograms"))
-    plots.append(_pending(figures.threshold_curves(curves, threshold, score_name),
+    plots.append(figure(figures.threshold_curves(curves, threshold, score_name),
                         "Known accuracy with rejection (= the F-measure's precision) and the open-set F-measure as "
                         "the rejection threshold moves.", "accuracy and F-measure against the threshold"))
-    plots.append(_pending(figures.reliability_diagram(conf, pred == y, np.asarray(band_of)[y], ece),
+    plots.append(figure(figures.reliability_diagram(conf, pred == y, np.asarray(band_of)[y], ece),
                         "Reliability of the max-softmax confidence on the known test images, per shot band "
                         "(closed-set predictions).", "reliability diagram"))
     if history:
-        plots.append(_pending(figures.training_loss(history), "Training loss and learning rate per epoch.", "training loss"))
-        plots.append(_pending(figures.validation_accuracy(history), "Validation accuracy per band (mean of per-class "
+        plots.append(figure(figures.training_loss(history), "Training loss and learning rate per epoch.", "training loss"))
+        plots.append(figure(figures.validation_accuracy(history), "Validation accuracy per band (mean of per-class "
                             "accuracies) per epoch.", "validation accuracy"))
-    plots.append(_pending(figures.band_confusion(_band_summary(metrics, samples)),
+    plots.append(figure(figures.band_confusion(_band_summary(metrics, samples)),
                         "Decisions per shot band: rows the true class's band (and the unknown images), columns the "
                         "predicted class's band or rejected; " + ("after rejection." if threshold is not None else
                                                                    "closed-set predictions."), "shot band confusion"))
     if small:
         plots.append(_decision_figure(metrics, samples))
-    return _rendered(plots)
+    return plots
 
 
 def decision_matrix(metrics: Mapping, samples: Mapping[str, np.ndarray]) -> tuple[np.ndarray, list[str], list[str]]:
@@ -264,15 +247,15 @@ def decision_matrix(metrics: Mapping, samples: Mapping[str, np.ndarray]) -> tupl
     return matrix, labels + [open_label] * has_open, labels + ["rejected"] * (threshold is not None)
 
 
-def _decision_figure(metrics: Mapping, samples: Mapping[str, np.ndarray]) -> tuple:
-    """The figure of :func:`decision_matrix` (:func:`_pending`)."""
+def _decision_figure(metrics: Mapping, samples: Mapping[str, np.ndarray]) -> str:
+    """The <figure> of :func:`decision_matrix`."""
     matrix, rows, cols = decision_matrix(metrics, samples)
     k = len(metrics["class_names"])
     rejection = len(cols) > k
     what = ("after rejection: the last column holds the images rejected as unknown" if rejection else
             "closed-set predictions (no rejection threshold)")
     open_row = "; the last row: the open images (unknown classes)" if len(rows) > k else ""
-    return _pending(figures.confusion_matrix(matrix, rows, column_names=cols, known=k),
+    return figure(figures.confusion_matrix(matrix, rows, column_names=cols, known=k),
                   f"Confusion matrix of the test images, classes ordered by training images (in brackets), most "
                   f"first; rows normalised to the row's images; {what}{open_row}.", "confusion matrix", wide=True)
 
