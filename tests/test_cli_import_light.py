@@ -10,7 +10,7 @@ PROBE = ("import sys, runpy\n"
          "sys.argv = ['openlt'] + sys.argv[1:]\n"
          "try:\n    runpy.run_module('openlt', run_name='__main__')\n"
          "except SystemExit as exit:\n    code = exit.code\n"
-         "print('LOADED', ' '.join(sorted({m.split('.')[0] for m in sys.modules} & set({heavy!r}))))\n")
+         "print('LOADED', ' '.join(sorted({{m.split('.')[0] for m in sys.modules}} & set({heavy!r}))))\n")
 
 
 def _loaded(*args: str) -> list[str]:
