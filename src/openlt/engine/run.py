@@ -258,7 +258,10 @@ class Run:
     def _locked_file(self, activity: str, command: str) -> IO[str] | None:
         """train.lock opened and locked (flock, exclusive) by this process; None when this process holds it already
         and `activity` is EVALUATING. A holder removes the file as it releases it (:meth:`_held_lock`): a lock
-        taken on a file no longer at the path is let go and the new file's taken instead."""
+        taken on a file no longer at the path is let go and the new file's taken instead. A lock held by a
+        process whose record is not whole yet (:func:`_record`: it has just taken the lock) is tried again for up
+        to TAKING_S before the refusal names whom the record names."""
+        deadline: float | None = None
         while True:
             try:
                 fh = open(self.lock_file, "a+", encoding="utf-8")
@@ -274,6 +277,11 @@ class Run:
                 fh.seek(0)
                 text = fh.read()
                 fh.close()
+                if _record(text) is None:  # its holder is writing its record: try again (the lock too) a moment
+                    deadline = time.monotonic() + TAKING_S if deadline is None else deadline
+                    if time.monotonic() < deadline:
+                        time.sleep(TAKING_POLL_S)
+                        continue
                 raise self._held_by_another(text, activity, command) from None
             if _same_file(self.lock_file, info):
                 return fh
@@ -296,22 +304,31 @@ class Run:
         train.lock, :meth:`lock`): RunDirError naming that process (PID and host). Its checkpoints, log and
         calibration are still changing. The lock is only tested, not held; this process's own lock does not
         count, nor an evaluation's (:meth:`eval_lock`: it changes neither the weights nor, but in one atomic
-        group, the calibration)."""
+        group, the calibration). A record not whole yet (:func:`_record`) is read again for up to TAKING_S: an
+        evaluation just starting is not taken for a training, nor a training taking over a killed evaluation's
+        file for that evaluation."""
         if fcntl is None or not self.lock_file.is_file():  # pragma: no cover - not POSIX
             return
-        try:
-            fh = open(self.lock_file, encoding="utf-8", errors="replace")
-        except OSError:  # unreadable: taken as free, the checks of the files that follow still apply
-            return
-        with fh:
-            info = os.fstat(fh.fileno())
-            if (info.st_dev, info.st_ino) in _HELD:
-                return  # held by this process (a caller that trains and then evaluates)
+        deadline = time.monotonic() + TAKING_S
+        while True:
             try:
-                fcntl.flock(fh, fcntl.LOCK_SH | fcntl.LOCK_NB)
-                return  # free (closing the file releases this test lock)
-            except OSError:
-                holder, what = _holder(fh.read())
+                fh = open(self.lock_file, encoding="utf-8", errors="replace")
+            except OSError:  # gone (its holder ended) or unreadable: taken as free, the checks of the files that
+                return       # follow still apply
+            with fh:
+                info = os.fstat(fh.fileno())
+                if (info.st_dev, info.st_ino) in _HELD:
+                    return  # held by this process (a caller that trains and then evaluates)
+                try:
+                    fcntl.flock(fh, fcntl.LOCK_SH | fcntl.LOCK_NB)
+                    return  # free (closing the file releases this test lock)
+                except OSError:
+                    text = fh.read()
+            record = _record(text)  # None: its holder has just taken the lock and is writing its record
+            if record is not None or time.monotonic() >= deadline:
+                break
+            time.sleep(TAKING_POLL_S)
+        holder, what = record or _holder(text)
         if holder.split(" ", 1)[0] == str(os.getpid()) or what == EVALUATING:
             return  # held by this process, or by an evaluation
         raise RunDirError(f"{self.path} is being trained by process {holder}; {command} it once training has "
@@ -368,6 +385,46 @@ def _holder(text: str) -> tuple[str, str]:
     lines = text.strip().splitlines()
     holder = lines[0].strip() if lines and lines[0].strip() else "(unknown)"
     return holder, EVALUATING if len(lines) > 1 and lines[1].strip() == EVALUATING else TRAINING
+
+
+TAKING_S = 1.0  # how long a reader of a held train.lock waits for its holder's record to be whole (:func:`_record`)
+TAKING_POLL_S = 0.002
+
+
+def _record(text: str) -> tuple[str, str] | None:
+    """train.lock's record, ("PID on HOST", TRAINING or EVALUATING), when it is whole and its holder's; None while
+    a process that has just taken the lock has not written it yet. The taker flocks the file, then truncates it
+    and writes its two lines (:meth:`Run._held_lock`), so a reader of a held lock can meet: an empty file (a new
+    one, or just truncated), a partly written record (no final newline, or not the two lines), or a killed
+    holder's record, not yet truncated by the process that took the lock over (its PID, on this host, is no
+    longer a live process). A caller reads again a moment later; an older file's one line is whole after a
+    while only (:func:`_holder` then reads it as training)."""
+    if not text.endswith("\n"):
+        return None
+    lines = text.splitlines()
+    if len(lines) != 2 or lines[1] not in (TRAINING, EVALUATING):
+        return None
+    pid, on, host = lines[0].partition(" on ")
+    if not on or not pid.isdigit() or not host:
+        return None
+    if host == socket.gethostname() and not _alive(int(pid)):
+        return None
+    return lines[0], lines[1]
+
+
+def _alive(pid: int) -> bool:
+    """Whether a process `pid` (> 0) runs on this machine (one of another user's counts)."""
+    if pid == os.getpid():
+        return True
+    if pid <= 0:  # (os.kill would signal a process group)
+        return False
+    try:
+        os.kill(pid, 0)
+    except PermissionError:  # (another user's)
+        return True
+    except (ProcessLookupError, OverflowError):
+        return False
+    return True
 
 
 def _same_file(path: Path | str, info: os.stat_result, folder: int | None = None) -> bool:
