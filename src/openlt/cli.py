@@ -775,6 +775,16 @@ def console_logging(level: int = logging.INFO) -> Iterator[None]:
         logger.propagate = saved[1]
 
 
+def _say(line: str) -> None:
+    """Print `line` (an error line) on stderr, flushed. Its reader gone (``openlt ... 2>&1 | head -1``:
+    BrokenPipeError), stderr is pointed at /dev/null (:func:`_silence`) and nothing is raised: the command's exit
+    status (2, 130, ...) stands, not 1 for an exception escaping the error path."""
+    try:
+        print(line, file=sys.stderr, flush=True)
+    except BrokenPipeError:
+        _silence(sys.stderr)
+
+
 def _run(args: argparse.Namespace) -> int:
     """`args.func(args)` with every way it can fail turned into one line on stderr and an exit status."""
     try:
@@ -791,22 +801,21 @@ def _run(args: argparse.Namespace) -> int:
         if _said_by_rank0(exc):  # under torchrun an error every rank meets alike is printed once, by rank 0
             _await_stop()
             return 2
-        print(f"openlt {args.command}: error: {_message(exc)}", file=sys.stderr)
+        _say(f"openlt {args.command}: error: {_message(exc)}")
         return 2
     except KeyboardInterrupt as exc:
         how = "SIGTERM" if isinstance(exc, Terminated) else "Ctrl-C"
-        print(f"openlt {args.command}: interrupted ({how})" + (f": {_message(exc)}" if exc.args else ""),
-              file=sys.stderr)
+        _say(f"openlt {args.command}: interrupted ({how})" + (f": {_message(exc)}" if exc.args else ""))
         return 128 + signal.SIGTERM if isinstance(exc, Terminated) else 130
     except Exception as exc:  # a bug: still one line, the traceback on request
         if args.debug:
             raise
         lost = _peer_lost(exc)  # a collective outside the engine's own handling: a lost peer is no bug either
         if lost is not None:
-            print(f"openlt {args.command}: error: {lost}", file=sys.stderr)
+            _say(f"openlt {args.command}: error: {lost}")
             return 2
-        print(f"openlt {args.command}: internal error: {type(exc).__name__}: {_message(exc)} (run with --debug "
-              f"for the traceback)", file=sys.stderr)
+        _say(f"openlt {args.command}: internal error: {type(exc).__name__}: {_message(exc)} (run with --debug "
+             f"for the traceback)")
         return 1
 
 
@@ -832,15 +841,15 @@ def _one_process_refusal(args: argparse.Namespace) -> int | None:
     try:
         world = check_env()
     except ConfigError as exc:
-        print(f"openlt {args.command}: error: {exc}", file=sys.stderr)
+        _say(f"openlt {args.command}: error: {exc}")
         return 2
     if world.world_size <= 1:
         return None
     if world.rank != 0:
         _await_stop()
         return 2
-    print(f"openlt {args.command}: error: {args.command} runs in one process (torchrun shares the work of train, "
-          f"eval and features only); run it without torchrun (WORLD_SIZE={world.world_size} is set)", file=sys.stderr)
+    _say(f"openlt {args.command}: error: {args.command} runs in one process (torchrun shares the work of train, "
+         f"eval and features only); run it without torchrun (WORLD_SIZE={world.world_size} is set)")
     return 2
 
 
