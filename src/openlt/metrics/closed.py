@@ -213,11 +213,25 @@ class ShotBands:
         return [self.band(int(c)) for c in counts]
 
     def describe(self) -> str:
-        """Human-readable band edges, e.g. ``"many > 100, medium 20-100, few < 20"``."""
+        """Human-readable band edges, e.g. ``"many > 100, medium 20-100, few < 20"``; an empty medium band is
+        ``medium none``: also ``many > 0, medium none, few < 0``, whose medium band holds only classes without
+        training images, which a run has none of (it read ``medium 0`` before: :func:`band_rule`)."""
         if self.inclusive:
             medium = _range(self.few_below + 1, self.many_above - 1)
             return f"many >= {self.many_above}, medium {medium}, few <= {self.few_below}"
-        return f"many > {self.many_above}, medium {_range(self.few_below, self.many_above)}, few < {self.few_below}"
+        medium = "none" if self.many_above == 0 else _range(self.few_below, self.many_above)
+        return f"many > {self.many_above}, medium {medium}, few < {self.few_below}"
+
+
+# a band rule in an older metrics file's wording -> the wording of ShotBands.describe now (trial 13 D3)
+OLDER_RULES = {"many > 0, medium 0, few < 0": "many > 0, medium none, few < 0"}
+
+
+def band_rule(rule: Any) -> Any:
+    """A metrics file's band rule text (``bands.rule``) in today's wording (:data:`OLDER_RULES`), so that a run
+    evaluated before a wording changed compares equal with one evaluated after under the same bands; anything
+    else as it is."""
+    return OLDER_RULES.get(rule, rule) if isinstance(rule, str) else rule
 
 
 # --------------------------------------------------------------------------- accuracies

@@ -42,6 +42,7 @@ from openlt.config import flatten, read_json, read_yaml_mapping
 from openlt.errors import ConfigError, RunDirError
 from openlt.io import safetensors_header
 from openlt.metrics import ShotBands
+from openlt.metrics.closed import band_rule
 from openlt.reporting.convergence import convergence_warning
 
 # (column, path of keys in metrics.json, scale to display units: 100 for a percentage, 1 for a [0, 1] number)
@@ -501,7 +502,8 @@ def _manifest_split_files(manifest: dict | None) -> dict[str, str] | None:
 
 
 # what must be the same for runs to be averaged: (in words, how to read it from a metrics dict; None: not recorded)
-COMPARED = (("band rules", lambda m: _get(m, ("bands", "rule"))), ("class lists", lambda m: m.get("class_names")),
+COMPARED = (("band rules", lambda m: band_rule(_get(m, ("bands", "rule")))),  # (an older file's wording: today's)
+            ("class lists", lambda m: m.get("class_names")),
             ("split files", split_files), ("open-set decisions", open_decision),
             # the precision the evaluation ran in (metrics.json "amp"; an older file records none: not compared)
             ("precisions (train.amp of the evaluation)", lambda m: m.get("amp")))
