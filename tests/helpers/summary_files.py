@@ -27,3 +27,13 @@ def cli(args: list, capsys) -> tuple[int, str, str]:
     code = main(["summary", *map(str, args)])
     out, err = capsys.readouterr()
     return code, out, err
+
+
+def rounded(value):
+    """A metrics dict (or any JSON value) with every float rounded to 3 digits, as a user's tool might re-save it:
+    the consistency checks must still accept it."""
+    if isinstance(value, float):
+        return round(value, 3)
+    if isinstance(value, dict):
+        return {k: rounded(v) for k, v in value.items()}
+    return [rounded(v) for v in value] if isinstance(value, list) else value

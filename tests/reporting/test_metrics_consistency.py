@@ -16,7 +16,7 @@ from openlt.errors import RunDirError
 from openlt.openset import build_score
 from openlt.reporting import sample_table, save_samples
 from openlt.reporting.summary import load_metrics
-from summary_files import cli
+from summary_files import cli, rounded  # tests/helpers
 
 NAMES = ["ant", "bee", "cat", "dog"]
 COUNTS = [150, 60, 30, 5]
@@ -42,19 +42,11 @@ def _written(tmp_path: Path, seed: int = 0) -> tuple[Path, dict]:
     return path, json.loads(path.read_text())
 
 
-def _rounded(value):
-    if isinstance(value, float):
-        return round(value, 3)
-    if isinstance(value, dict):
-        return {k: _rounded(v) for k, v in value.items()}
-    return [_rounded(v) for v in value] if isinstance(value, list) else value
-
-
 def test_files_openlt_writes_pass_also_rounded_and_without_the_checked_parts(tmp_path):
     path, metrics = _written(tmp_path)
     assert metrics["closed"]["overall"] != pytest.approx(sum(metrics["per_class_accuracy"]) / 4)  # per image
     assert load_metrics(path)["class_names"] == NAMES
-    path.write_text(json.dumps(_rounded(metrics)))
+    path.write_text(json.dumps(rounded(metrics)))
     load_metrics(path)
     older = dict(metrics, bands={"rule": metrics["bands"]["rule"], "per_class": metrics["bands"]["per_class"]})
     del older["per_class_accuracy"]

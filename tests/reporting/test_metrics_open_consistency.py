@@ -15,7 +15,7 @@ from openlt.config import build_config
 from openlt.engine.evaluate import compute_metrics
 from openlt.errors import RunDirError
 from openlt.reporting.summary import load_metrics, metrics_inconsistency, metrics_problem
-from summary_files import cli  # tests/helpers
+from summary_files import cli, rounded  # tests/helpers
 
 NAMES = ["ant", "bee", "cat", "dog"]
 COUNTS = [150, 60, 30, 5]  # many, medium, medium, few: no class of a band is possible with other counts
@@ -38,20 +38,12 @@ def _written(tmp_path: Path, counts=COUNTS) -> tuple[Path, dict]:
     return path, json.loads(path.read_text())
 
 
-def _rounded(value):
-    if isinstance(value, float):
-        return round(value, 3)
-    if isinstance(value, dict):
-        return {k: _rounded(v) for k, v in value.items()}
-    return [_rounded(v) for v in value] if isinstance(value, list) else value
-
-
 def test_files_openlt_writes_pass_also_rounded_closed_set_and_older(tmp_path):
     path, metrics = _written(tmp_path)
     op = metrics["open"]
     assert {"auroc", "f_measure", "threshold", "auroc_per_band", "tp"} <= set(op) and op["n_open"] == 8
     assert load_metrics(path)["open"]["auroc"] == op["auroc"]
-    path.write_text(json.dumps(_rounded(metrics)))
+    path.write_text(json.dumps(rounded(metrics)))
     load_metrics(path)
     older = dict(metrics, open={k: op[k] for k in ("f_measure", "auroc", "fpr95")})
     path.write_text(json.dumps(older))
