@@ -191,3 +191,20 @@ def test_two_evaluators_and_a_checker_never_see_a_training(run):
     assert outs[2].split()[0] == "0", outs[2]  # no refusal: only evaluations held the lock
     assert int(outs[2].split()[1]) > 100, outs[2]  # (the checker did check)
     assert not run.lock_file.exists()
+
+
+def test_a_held_lock_file_of_bytes_not_utf8_is_a_refusal_not_an_internal_error(run, monkeypatch):
+    """A held train.lock whose bytes are not UTF-8 (a foreign or damaged file): a competing eval is refused like
+    any held run (was: UnicodeDecodeError, an internal error)."""
+    import fcntl
+
+    monkeypatch.setattr(run_module, "TAKING_S", 0.1)
+    run.lock_file.write_bytes(b"\xff\xfe\x00garbage\n")
+    fh = open(run.lock_file, "rb")
+    fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    try:
+        with pytest.raises(RunDirError, match=r"is being trained by process"):
+            with run.eval_lock():
+                pass
+    finally:
+        fh.close()

@@ -264,7 +264,7 @@ class Run:
         deadline: float | None = None
         while True:
             try:
-                fh = open(self.lock_file, "a+", encoding="utf-8")
+                fh = open(self.lock_file, "a+", encoding="utf-8", errors="replace")
             except OSError as exc:
                 raise WriteError(f"cannot create {self.lock_file}: {exc.strerror or exc}") from None
             info = os.fstat(fh.fileno())
