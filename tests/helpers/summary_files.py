@@ -37,3 +37,30 @@ def rounded(value):
     if isinstance(value, dict):
         return {k: rounded(v) for k, v in value.items()}
     return [rounded(v) for v in value] if isinstance(value, list) else value
+
+
+def edit_at(keys, value):
+    """An edit of a metrics dict: the value at the path of `keys` set to `value` (for parametrized refusal tests)."""
+    def edit(m):
+        for key in keys[:-1]:
+            m = m[key]
+        m[keys[-1]] = value
+    return edit
+
+
+def edited_file_refusal(path: Path, metrics: dict, edit, message: str, capsys):
+    """metrics.json at `path` rewritten with `edit` applied to `metrics`: `load_metrics` refuses it in one line
+    starting with the path and `message`, and `openlt summary` of it prints that line alone (exit 2). The error."""
+    import pytest
+
+    from openlt.errors import RunDirError
+    from openlt.reporting.summary import load_metrics
+
+    edit(metrics)
+    path.write_text(json.dumps(metrics))
+    with pytest.raises(RunDirError) as err:
+        load_metrics(path)
+    assert str(err.value).startswith(f"{path} {message}") and "\n" not in str(err.value), str(err.value)
+    code, out, err_text = cli([f"E={path}"], capsys)
+    assert code == 2 and out == "" and err_text.strip().splitlines() == [f"openlt summary: error: {err.value}"]
+    return err.value

@@ -12,11 +12,10 @@ import torch
 from openlt.config import build_config
 from openlt.engine.evaluate import compute_metrics
 from openlt.cli import main
-from openlt.errors import RunDirError
 from openlt.openset import build_score
 from openlt.reporting import sample_table, save_samples
 from openlt.reporting.summary import load_metrics
-from summary_files import cli, rounded  # tests/helpers
+from summary_files import edit_at, edited_file_refusal, rounded  # tests/helpers
 
 NAMES = ["ant", "bee", "cat", "dog"]
 COUNTS = [150, 60, 30, 5]
@@ -57,24 +56,16 @@ def test_files_openlt_writes_pass_also_rounded_and_without_the_checked_parts(tmp
     load_metrics(path)  # no manifest: the class list is not compared
 
 
-def _set(keys, value):
-    def edit(m):
-        for key in keys[:-1]:
-            m = m[key]
-        m[keys[-1]] = value
-    return edit
-
-
 EDITS = [
-    (_set(("closed", "overall"), 0.3), "contradicts itself: closed.overall is 0.3, outside the per-class accuracies it "
+    (edit_at(("closed", "overall"), 0.3), "contradicts itself: closed.overall is 0.3, outside the per-class accuracies it "
                                      "averages (0.5 to 1, per_class_accuracy)"),
-    (_set(("closed", "medium"), 0.98), "contradicts itself: closed.medium is 0.98, but that band averages"),
-    (_set(("closed", "many"), 0.0), "contradicts itself: closed.many is 0, but that band averages"),
-    (_set(("train_counts",), [500] * 4), "contradicts itself: bands.per_class[1] is 'medium', but train_counts[1] = "
+    (edit_at(("closed", "medium"), 0.98), "contradicts itself: closed.medium is 0.98, but that band averages"),
+    (edit_at(("closed", "many"), 0.0), "contradicts itself: closed.many is 0, but that band averages"),
+    (edit_at(("train_counts",), [500] * 4), "contradicts itself: bands.per_class[1] is 'medium', but train_counts[1] = "
                                          "500 is 'many' under its rule (many > 100, medium 20-100, few < 20)"),
-    (_set(("bands", "per_class"), ["many", "medium", "few", "few"]), "contradicts itself: bands.per_class[2] is 'few', but train_counts[2]"),
-    (_set(("closed", "n_classes", "few"), 3), "contradicts itself: closed.n_classes.few is 3, bands.per_class names 1 few-shot classes"),
-    (_set(("class_names",), NAMES[::-1]), "contradicts the run's split_manifest.json: its class_names (label 0: "
+    (edit_at(("bands", "per_class"), ["many", "medium", "few", "few"]), "contradicts itself: bands.per_class[2] is 'few', but train_counts[2]"),
+    (edit_at(("closed", "n_classes", "few"), 3), "contradicts itself: closed.n_classes.few is 3, bands.per_class names 1 few-shot classes"),
+    (edit_at(("class_names",), NAMES[::-1]), "contradicts the run's split_manifest.json: its class_names (label 0: "
                                           "'dog' vs 'ant')"),
 ]
 
@@ -82,14 +73,8 @@ EDITS = [
 @pytest.mark.parametrize("edit, message", EDITS)
 def test_an_edited_metrics_file_is_one_line_in_summary_and_report(edit, message, tmp_path, capsys):
     path, metrics = _written(tmp_path)
-    edit(metrics)
-    path.write_text(json.dumps(metrics))
-    with pytest.raises(RunDirError) as err:
-        load_metrics(path)
-    assert str(err.value).startswith(f"{path} {message}") and "\n" not in str(err.value), str(err.value)
-    assert "evaluate the run again" in str(err.value)
-    code, out, err_text = cli([f"E={path}"], capsys)
-    assert code == 2 and out == "" and err_text.strip().splitlines() == [f"openlt summary: error: {err.value}"]
+    err = edited_file_refusal(path, metrics, edit, message, capsys)
+    assert "evaluate the run again" in str(err)
     capsys.readouterr()
     assert main(["report", str(path.parent)]) == 2
     assert message in capsys.readouterr().err and not (path.parent / "report.html").exists()

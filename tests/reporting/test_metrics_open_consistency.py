@@ -13,9 +13,8 @@ import torch
 from openlt.cli import main
 from openlt.config import build_config
 from openlt.engine.evaluate import compute_metrics
-from openlt.errors import RunDirError
 from openlt.reporting.summary import load_metrics, metrics_inconsistency, metrics_problem
-from summary_files import cli, rounded  # tests/helpers
+from summary_files import edit_at, edited_file_refusal, rounded  # tests/helpers
 
 NAMES = ["ant", "bee", "cat", "dog"]
 COUNTS = [150, 60, 30, 5]  # many, medium, medium, few: no class of a band is possible with other counts
@@ -54,14 +53,6 @@ def test_files_openlt_writes_pass_also_rounded_closed_set_and_older(tmp_path):
     assert metrics_problem(closed) is None and metrics_inconsistency(closed) is None
 
 
-def _set(keys, value):
-    def edit(m):
-        for key in keys[:-1]:
-            m = m[key]
-        m[keys[-1]] = value
-    return edit
-
-
 def _drop_band(m):
     del m["open"]["auroc_per_band"]["few"]
 
@@ -72,48 +63,42 @@ def _extra_band(m):
 
 SHAPE = "is not a metrics file of `openlt eval` ("
 EDITS = [
-    (_set(("open", "auroc"), 1.7), SHAPE + "open.auroc must be a finite number in [0, 1] or null, got 1.7)"),
-    (_set(("open", "auroc"), -0.1), SHAPE + "open.auroc must be a finite number in [0, 1] or null, got -0.1)"),
-    (_set(("open", "fpr95"), "0.5"), SHAPE + "open.fpr95 must be a finite number in [0, 1] or null, got '0.5')"),
-    (_set(("open", "precision"), True), SHAPE + "open.precision must be a finite number in [0, 1] or null, got True)"),
-    (_set(("open", "known_rejected"), 2), SHAPE + "open.known_rejected must be a finite number in [0, 1] or null, got 2)"),
-    (_set(("open", "tp"), -3), SHAPE + "open.tp must be a count (an integer >= 0), got -3)"),
-    (_set(("open", "n_open"), 8.0), SHAPE + "open.n_open must be a count (an integer >= 0), got 8.0)"),
-    (_set(("open", "threshold"), "auto"), SHAPE + "open.threshold must be a finite number or null, got 'auto')"),
-    (_set(("open", "auroc_per_band"), [0.5]), SHAPE + "open.auroc_per_band must be an object)"),
+    (edit_at(("open", "auroc"), 1.7), SHAPE + "open.auroc must be a finite number in [0, 1] or null, got 1.7)"),
+    (edit_at(("open", "auroc"), -0.1), SHAPE + "open.auroc must be a finite number in [0, 1] or null, got -0.1)"),
+    (edit_at(("open", "fpr95"), "0.5"), SHAPE + "open.fpr95 must be a finite number in [0, 1] or null, got '0.5')"),
+    (edit_at(("open", "precision"), True), SHAPE + "open.precision must be a finite number in [0, 1] or null, got True)"),
+    (edit_at(("open", "known_rejected"), 2), SHAPE + "open.known_rejected must be a finite number in [0, 1] or null, got 2)"),
+    (edit_at(("open", "tp"), -3), SHAPE + "open.tp must be a count (an integer >= 0), got -3)"),
+    (edit_at(("open", "n_open"), 8.0), SHAPE + "open.n_open must be a count (an integer >= 0), got 8.0)"),
+    (edit_at(("open", "threshold"), "auto"), SHAPE + "open.threshold must be a finite number or null, got 'auto')"),
+    (edit_at(("open", "auroc_per_band"), [0.5]), SHAPE + "open.auroc_per_band must be an object)"),
     (_drop_band, SHAPE + "open.auroc_per_band must have the keys many, medium, few, overall, got many, medium, "
                          "overall)"),
     (_extra_band, SHAPE + "open.auroc_per_band must have the keys many, medium, few, overall, got many, medium, "
                           "few, overall, rare)"),
-    (_set(("open", "auroc_per_band", "many"), 1.5), SHAPE + "open.auroc_per_band.many must be a finite number in "
+    (edit_at(("open", "auroc_per_band", "many"), 1.5), SHAPE + "open.auroc_per_band.many must be a finite number in "
                                                           "[0, 1] or null, got 1.5)"),
-    (_set(("open", "bands_with_rejection", "few"), -1), SHAPE + "open.bands_with_rejection.few must be a finite "
+    (edit_at(("open", "bands_with_rejection", "few"), -1), SHAPE + "open.bands_with_rejection.few must be a finite "
                                                                "number in [0, 1] or null, got -1)"),
-    (_set(("open", "f_measure"), 0.999), "contradicts itself: open.f_measure is 0.999, but 2PR / (P + R) of them is"),
-    (_set(("open", "precision"), 0.999), "contradicts itself: open.precision is 0.999, but tp / (tp + fp) is"),
-    (_set(("open", "fn"), 0), "contradicts itself: open.recall is"),
-    (_set(("open", "open_rejected"), 0.0), "contradicts itself: open.open_rejected is 0, but"),
-    (_set(("open", "auroc_per_band", "overall"), 0.0), "contradicts itself: open.auroc_per_band.overall is 0, but "
+    (edit_at(("open", "f_measure"), 0.999), "contradicts itself: open.f_measure is 0.999, but 2PR / (P + R) of them is"),
+    (edit_at(("open", "precision"), 0.999), "contradicts itself: open.precision is 0.999, but tp / (tp + fp) is"),
+    (edit_at(("open", "fn"), 0), "contradicts itself: open.recall is"),
+    (edit_at(("open", "open_rejected"), 0.0), "contradicts itself: open.open_rejected is 0, but"),
+    (edit_at(("open", "auroc_per_band", "overall"), 0.0), "contradicts itself: open.auroc_per_band.overall is 0, but "
                                                        "open.auroc is"),
-    (_set(("open", "bands_with_rejection", "n_classes", "many"), 3), "contradicts itself: "
+    (edit_at(("open", "bands_with_rejection", "n_classes", "many"), 3), "contradicts itself: "
      "open.bands_with_rejection.n_classes.many is 3, bands.per_class names 1 many-shot classes"),
-    (_set(("open", "threshold"), 123.0), "contradicts itself: open.threshold is 123.0, but calibration.threshold is"),
+    (edit_at(("open", "threshold"), 123.0), "contradicts itself: open.threshold is 123.0, but calibration.threshold is"),
 ]
 
 
 @pytest.mark.parametrize("edit, message", EDITS)
 def test_an_edited_open_set_block_is_one_line_naming_the_file_and_key(edit, message, tmp_path, capsys):
     path, metrics = _written(tmp_path)
-    edit(metrics)
-    path.write_text(json.dumps(metrics))
-    with pytest.raises(RunDirError) as err:
-        load_metrics(path)
-    assert str(err.value).startswith(f"{path} {message}") and "\n" not in str(err.value), str(err.value)
-    code, out, err_text = cli([f"E={path}"], capsys)
-    assert code == 2 and out == "" and err_text.strip().splitlines() == [f"openlt summary: error: {err.value}"]
+    err = edited_file_refusal(path, metrics, edit, message, capsys)
     capsys.readouterr()
     assert main(["report", str(path.parent)]) == 2
-    assert capsys.readouterr().err.strip().splitlines() == [f"openlt report: error: {err.value}"]
+    assert capsys.readouterr().err.strip().splitlines() == [f"openlt report: error: {err}"]
     assert not (path.parent / "report.html").exists()
 
 
