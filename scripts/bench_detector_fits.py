@@ -18,24 +18,16 @@ N K d for ViM's max logits; pytorch-ood's Mahalanobis adds K d^2 and N K).
 from __future__ import annotations
 
 import argparse
-import ctypes
-import gc
 import json
 import os
 import subprocess
 import sys
-import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # the sibling script's measurement, as bench_scale's stages
+from bench_scale import peak_above_start  # noqa: E402
 
 DEFAULT_SIZES = "1000x50000,2000x100000,4000x50000"  # K x N: the base, N and K doubled, K x 4 at the same N
-
-
-def _status(key: str) -> int:
-    """A /proc/self/status field in bytes (VmRSS, VmHWM)."""
-    with open("/proc/self/status") as fh:
-        for line in fh:
-            if line.startswith(key + ":"):
-                return int(line.split()[1]) * 1024
-    raise RuntimeError(f"no {key} in /proc/self/status")
 
 
 def _data(k: int, n: int, d: int):
@@ -79,15 +71,9 @@ def child(k: int, n: int, d: int, detector: str, version: str) -> dict:
     dim = min(1000, d // 2)  # the paper's rule for d = 2,048: 1,000
     few = min(n, k + dim + 1)  # every class (the first k rows) and more rows than ViM's subspace
     _fit(detector, version, x[:few], y[:few], head, dim)  # warm-up: the first BLAS / LAPACK calls
-    gc.collect()
-    ctypes.CDLL("libc.so.6").malloc_trim(0)
-    with open("/proc/self/clear_refs", "w") as fh:
-        fh.write("5")  # VmHWM := VmRSS
-    base, start, cpu = _status("VmRSS"), time.perf_counter(), time.process_time()
-    _fit(detector, version, x, y, head, dim)
-    seconds, cpu = time.perf_counter() - start, time.process_time() - cpu
+    _, seconds, cpu, peak = peak_above_start(lambda: _fit(detector, version, x, y, head, dim))
     return {"k": k, "n": n, "d": d, "detector": detector, "version": version, "seconds": seconds, "cpu_s": cpu,
-            "peak_mb": max(0, _status("VmHWM") - base) / 2**20, "threads": torch.get_num_threads()}
+            "peak_mb": peak / 2**20, "threads": torch.get_num_threads()}
 
 
 def table(rows: list[dict]) -> str:

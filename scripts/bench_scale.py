@@ -113,24 +113,29 @@ def _status(key: str) -> int:
     raise RuntimeError(f"no {key} in /proc/self/status")
 
 
+def peak_above_start(fn):
+    """(fn(), wall seconds, this process's CPU seconds, peak resident bytes above the start): garbage collected and
+    freed memory handed back (malloc_trim) first, VmHWM reset to VmRSS through /proc/self/clear_refs (Linux)."""
+    gc.collect()
+    ctypes.CDLL("libc.so.6").malloc_trim(0)
+    with open("/proc/self/clear_refs", "w") as fh:
+        fh.write("5")  # VmHWM := VmRSS
+    base, start, cpu = _status("VmRSS"), time.perf_counter(), time.process_time()
+    out = fn()
+    seconds, cpu = time.perf_counter() - start, time.process_time() - cpu
+    return out, seconds, cpu, max(0, _status("VmHWM") - base)
+
+
 class Stages:
     """Runs stages one after the other and records time and peak memory above each stage's start."""
 
     def __init__(self, size: Size) -> None:
         self.size, self.rows = size, []
-        self.libc = ctypes.CDLL("libc.so.6")
 
     def run(self, name: str, work: str, fn, scale: float = 1.0, note: str = "", extrapolate=None):
         """Time `fn()`; `scale` > 1: the stage ran on a part of its work, its time is multiplied (extrapolated), or
         `extrapolate(measured seconds)` gives the stage's whole time."""
-        gc.collect()
-        self.libc.malloc_trim(0)
-        with open("/proc/self/clear_refs", "w") as fh:
-            fh.write("5")  # VmHWM := VmRSS
-        base, start = _status("VmRSS"), time.perf_counter()
-        out = fn()
-        seconds = time.perf_counter() - start
-        peak = max(0, _status("VmHWM") - base)
+        out, seconds, _, peak = peak_above_start(fn)
         if extrapolate is not None:
             scale = extrapolate(seconds) / seconds
         self.rows.append({"stage": name, "work": work, "work_value": WORK[work](self.size), "seconds": seconds * scale,
