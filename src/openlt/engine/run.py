@@ -15,10 +15,10 @@ import shutil
 import socket
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO
+from typing import IO, TypeVar
 
 from openlt.config import Config, build_config, dump_yaml, read_yaml_mapping, run_name_problem
 from openlt.errors import ConfigError, OpenLTError, RunDirError, WriteError
@@ -31,6 +31,7 @@ except ImportError:  # pragma: no cover - not POSIX: runs are not locked
 
 STAGE_SUFFIX = ".new-run"  # OUT_DIR/.NAME-STAMP.XXXXXXXX.new-run: a run being prepared, renamed when complete
 TAG = re.compile(r"[A-Za-z0-9_-]{1,100}")  # an evaluation's tag: metrics-TAG.json, report-TAG.md, ...
+T = TypeVar("T")
 
 
 def check_tag(tag: str | None, what: str = "tag") -> None:
@@ -261,7 +262,15 @@ class Run:
         taken on a file no longer at the path is let go and the new file's taken instead. A lock held by a
         process whose record is not whole yet (:func:`_record`: it has just taken the lock) is tried again for up
         to TAKING_S before the refusal names whom the record names."""
-        deadline: float | None = None
+        fh, text = _read_settled(lambda: self._try_lock(activity),
+                                 lambda tried: tried[1] is None or _record(tried[1]) is not None)
+        if text is not None:
+            raise self._held_by_another(text, activity, command)
+        return fh
+
+    def _try_lock(self, activity: str) -> tuple[IO[str] | None, str | None]:
+        """One try at :meth:`_locked_file`: (train.lock opened and locked, None); (None, None) when this process
+        holds it already and `activity` is EVALUATING; (None, the file's text) when another process holds it."""
         while True:
             try:
                 fh = open(self.lock_file, "a+", encoding="utf-8", errors="replace")
@@ -270,21 +279,16 @@ class Run:
             info = os.fstat(fh.fileno())
             if activity == EVALUATING and (info.st_dev, info.st_ino) in _HELD:
                 fh.close()
-                return None
+                return None, None
             try:
                 fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except OSError:
                 fh.seek(0)
                 text = fh.read()
                 fh.close()
-                if _record(text) is None:  # its holder is writing its record: try again (the lock too) a moment
-                    deadline = time.monotonic() + TAKING_S if deadline is None else deadline
-                    if time.monotonic() < deadline:
-                        time.sleep(TAKING_POLL_S)
-                        continue
-                raise self._held_by_another(text, activity, command) from None
+                return None, text
             if _same_file(self.lock_file, info):
-                return fh
+                return fh, None
             fh.close()  # its holder removed it as it ended: lock the file at the path now
 
     def _held_by_another(self, text: str, activity: str, command: str) -> RunDirError:
@@ -309,30 +313,35 @@ class Run:
         file for that evaluation."""
         if fcntl is None or not self.lock_file.is_file():  # pragma: no cover - not POSIX
             return
-        deadline = time.monotonic() + TAKING_S
-        while True:
-            try:
-                fh = open(self.lock_file, encoding="utf-8", errors="replace")
-            except OSError:  # gone (its holder ended) or unreadable: taken as free, the checks of the files that
-                return       # follow still apply
-            with fh:
-                info = os.fstat(fh.fileno())
-                if (info.st_dev, info.st_ino) in _HELD:
-                    return  # held by this process (a caller that trains and then evaluates)
-                try:
-                    fcntl.flock(fh, fcntl.LOCK_SH | fcntl.LOCK_NB)
-                    return  # free (closing the file releases this test lock)
-                except OSError:
-                    text = fh.read()
-            record = _record(text)  # None: its holder has just taken the lock and is writing its record
-            if record is not None or time.monotonic() >= deadline:
-                break
-            time.sleep(TAKING_POLL_S)
+        held = _read_settled(self._other_holder, lambda held: held is None or held[1] is not None)
+        if held is None:
+            return
+        text, record = held
         holder, what = record or _holder(text)
         if holder.split(" ", 1)[0] == str(os.getpid()) or what == EVALUATING:
             return  # held by this process, or by an evaluation
         raise RunDirError(f"{self.path} is being trained by process {holder}; {command} it once training has "
                           f"ended (wait for it, or stop it and `openlt train --resume {self.path}` later)")
+
+    def _other_holder(self) -> tuple[str, tuple[str, str] | None] | None:
+        """One look at train.lock for :meth:`check_not_training`, its lock only tested: None when it is free, gone
+        or unreadable (taken as free: the checks of the files that follow still apply) or held by this process (a
+        caller that trains and then evaluates); else (its text, its :func:`_record`: None while its holder, which
+        has just taken the lock, is writing it)."""
+        try:
+            fh = open(self.lock_file, encoding="utf-8", errors="replace")
+        except OSError:
+            return None
+        with fh:
+            info = os.fstat(fh.fileno())
+            if (info.st_dev, info.st_ino) in _HELD:
+                return None
+            try:
+                fcntl.flock(fh, fcntl.LOCK_SH | fcntl.LOCK_NB)
+                return None  # free (closing the file releases this test lock)
+            except OSError:
+                text = fh.read()
+        return text, _record(text)
 
     @contextlib.contextmanager
     def watched(self) -> Iterator[None]:
@@ -389,6 +398,21 @@ def _holder(text: str) -> tuple[str, str]:
 
 TAKING_S = 1.0  # how long a reader of a held train.lock waits for its holder's record to be whole (:func:`_record`)
 TAKING_POLL_S = 0.002
+
+
+def _read_settled(read: Callable[[], T], settled: Callable[[T], bool]) -> T:
+    """`read()` again, TAKING_POLL_S apart, while what it returns is not `settled` (a train.lock record not whole
+    yet: its holder has just taken the lock, :func:`_record`), for up to TAKING_S from the first such read; what
+    the last read returned, settled or not."""
+    deadline: float | None = None
+    while True:
+        value = read()
+        if settled(value):
+            return value
+        deadline = time.monotonic() + TAKING_S if deadline is None else deadline
+        if time.monotonic() >= deadline:
+            return value
+        time.sleep(TAKING_POLL_S)
 
 
 def _record(text: str) -> tuple[str, str] | None:
