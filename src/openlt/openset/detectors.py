@@ -141,6 +141,12 @@ def linear_head(head: Head | None, name: str, dim: int) -> tuple[torch.Tensor, t
     return weight, bias
 
 
+def _number(value: Any, kind: type, ok: Callable[[Any], bool]) -> bool:
+    """Whether a detector's parameter `value` is a number of `kind` (numbers.Integral, numbers.Real: numpy's
+    np.int64 and np.float32 too, a bool not) for which `ok` holds."""
+    return not isinstance(value, bool) and isinstance(value, kind) and ok(value)
+
+
 def _fitted(score: OpenSetScore, attribute: str) -> None:
     if not hasattr(score, attribute):
         raise NotFittedError(f"open-set score {score.name!r} is not fitted: call fit(features, labels) (or "
@@ -291,7 +297,7 @@ class KNN(OpenSetScore):
     fits_half_features = True  # kept by reference, converted a block of rows at a time (knn_distance)
 
     def __init__(self, k: int = 50) -> None:
-        if isinstance(k, bool) or not isinstance(k, numbers.Integral) or k < 1:  # np.int64 too
+        if not _number(k, numbers.Integral, lambda k: k >= 1):
             raise ConfigError(f"eval.knn_k must be an integer >= 1 (the neighbour whose distance is the score), got {k!r}")
         self.k = k
 
@@ -457,7 +463,7 @@ class ViM(OpenSetScore):
     needs_head = True
 
     def __init__(self, dim: int | None = None) -> None:
-        if dim is not None and (isinstance(dim, bool) or not isinstance(dim, numbers.Integral) or dim < 1):
+        if dim is not None and not _number(dim, numbers.Integral, lambda dim: dim >= 1):
             raise ConfigError(f"eval.vim_dim must be an integer >= 1 (principal subspace) or null for the paper's "
                               f"rule, got {dim!r}")
         self.dim = dim
@@ -545,7 +551,7 @@ class ReAct(OpenSetScore):
     needs_head = True
 
     def __init__(self, percentile: float = 0.9) -> None:
-        if isinstance(percentile, bool) or not isinstance(percentile, numbers.Real) or not 0 < percentile <= 1:
+        if not _number(percentile, numbers.Real, lambda p: 0 < p <= 1):
             raise ConfigError(f"eval.react_percentile must be a fraction in (0, 1] (0.9: clip at the 90th percentile "
                               f"of the training activations), got {percentile!r}")
         self.percentile = percentile
