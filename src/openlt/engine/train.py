@@ -386,15 +386,24 @@ def _watched(run: Run) -> Iterator[None]:
 
 
 @contextmanager
+def _hinted_interrupt(hint: Callable[[], str]) -> Iterator[None]:
+    """A KeyboardInterrupt (Ctrl-C; SIGTERM through the CLI) leaving the block has `hint()` as its message, and so
+    has the line the watchdog prints on a signal it has to act on (:func:`interrupt_note`)."""
+    try:
+        with interrupt_note(hint):
+            yield
+    except KeyboardInterrupt as exc:
+        exc.args = (hint(),)
+        raise
+
+
+@contextmanager
 def _interrupt_note(run: Run) -> Iterator[None]:
     """A KeyboardInterrupt (Ctrl-C; SIGTERM through the CLI) leaving the block gets a one-line message: the run,
     the last checkpoint it keeps, and the command that continues it."""
     try:
-        with interrupt_note(lambda: _resume_hint(run)):  # a signal the watchdog has to act on
+        with _hinted_interrupt(lambda: _resume_hint(run)):
             yield
-    except KeyboardInterrupt as exc:
-        exc.args = (_resume_hint(run),)
-        raise
     except RuntimeError as exc:  # DDP's gradient all-reduce: a peer killed mid-step (gloo's raw error)
         lost = distributed.peer_lost(exc)
         if lost is None:
@@ -415,11 +424,8 @@ def final_evaluation(run: Run) -> Iterator[None]:
     finished training and is kept, and the command that finishes it once the cause is fixed. A run moved away
     meanwhile (RunMovedError) keeps its own message, which names where it went."""
     try:
-        with interrupt_note(lambda: _evaluation_hint(run)):  # a signal the watchdog has to act on
+        with _hinted_interrupt(lambda: _evaluation_hint(run)):
             yield
-    except KeyboardInterrupt as exc:
-        exc.args = (_evaluation_hint(run),)
-        raise
     except RunMovedError:
         raise
     except OpenLTError as exc:
