@@ -8,7 +8,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from openlt.config import Config
+from stage2_config import stage2_config  # tests/helpers
 from openlt.decoupling import Stage2Data, build_method
 from openlt.decoupling._validate import _features, compute_dtype
 from openlt.decoupling.classifiers import new_linear, train_on_features
@@ -33,19 +33,10 @@ def _data(dtype: torch.dtype) -> Stage2Data:
                       val_x=val_x.to(dtype), val_y=val_y, weight=weight, bias=bias)
 
 
-def _config(method: str, **decouple) -> Config:
-    cfg = Config(seed=3)
-    cfg.decouple.method = method
-    cfg.train.epochs, cfg.train.batch_size, cfg.train.lr = 2, 8, 0.1
-    for key, value in decouple.items():
-        setattr(cfg.decouple, key, value)
-    return cfg
-
-
 @pytest.mark.parametrize("method", METHODS)
 def test_every_method_on_float16_features_equals_its_fit_on_them_in_float32(method):
-    half = build_method(_config(method)).fit(_data(torch.float16))
-    whole = build_method(_config(method)).fit(_data(torch.float32))
+    half = build_method(stage2_config(method, epochs=2)).fit(_data(torch.float16))
+    whole = build_method(stage2_config(method, epochs=2)).fit(_data(torch.float32))
     assert half.state.keys() == whole.state.keys()
     for key, tensor in whole.state.items():
         assert half.state[key].dtype == tensor.dtype == torch.float32, key

@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from openlt.config import Config
+from stage2_config import stage2_config  # tests/helpers
 from openlt.decoupling import STAGE2_METHODS, FittedHead, Stage2Data, Stage2Hooks, build_method
 from openlt.decoupling.methods import TrainedOnFeatures
 from openlt.errors import ConfigError
@@ -18,15 +18,6 @@ pytestmark = pytest.mark.usefixtures("single_thread")
 
 C, D = 4, 8
 METHODS = ["crt", "lws", "tau_norm", "logit_adjust", "ncm"]
-
-
-def config(method: str, **decouple) -> Config:
-    cfg = Config(seed=3)
-    cfg.decouple.method = method
-    cfg.train.epochs, cfg.train.batch_size, cfg.train.lr = 3, 8, 0.1
-    for key, value in decouple.items():
-        setattr(cfg.decouple, key, value)
-    return cfg
 
 
 def random_data(with_val: bool = True, seed: int = 0) -> Stage2Data:
@@ -44,12 +35,12 @@ def test_the_registry_holds_the_five_methods_and_fslwf():  # fslwf: tests/decoup
     assert STAGE2_METHODS.names() == sorted(METHODS + ["fslwf"])
     with pytest.raises(ConfigError, match="unknown decouple.method 'bogus'; known: none, crt, fslwf, logit_adjust, lws, "
                                           "ncm, tau_norm"):
-        build_method(config("bogus"))
+        build_method(stage2_config("bogus"))
 
 
 @pytest.mark.parametrize("name", METHODS)
 def test_each_method_fits_random_features_into_its_head(name):
-    method = build_method(config(name))
+    method = build_method(stage2_config(name))
     assert method.name == name and type(method) is STAGE2_METHODS.get(name)
     epochs = []
     hooks = Stage2Hooks(validate=lambda head: {"overall": 0.5},
@@ -77,7 +68,7 @@ def test_method_declarations():
 
 @pytest.mark.parametrize("name", ["tau_norm", "logit_adjust"])
 def test_a_tau_search_without_validation_is_refused_before_work(name):
-    method = build_method(config(name))
+    method = build_method(stage2_config(name))
     message = (f"decouple.method={name} chooses tau on the validation split, and this run has none "
                "(data.val_split); tau is never chosen on test")
     with pytest.raises(ConfigError) as err:
@@ -88,11 +79,11 @@ def test_a_tau_search_without_validation_is_refused_before_work(name):
 
 
 def test_keep_best_without_validation_is_refused_before_work():
-    method = build_method(config("crt", keep="best"))
+    method = build_method(stage2_config("crt", keep="best"))
     method.check(has_val=True)
     with pytest.raises(ConfigError, match="decouple.keep=best chooses the stage-2 epoch on the validation split"):
         method.check(has_val=False)
-    build_method(config("crt")).check(has_val=False)  # keep=last needs none
+    build_method(stage2_config("crt")).check(has_val=False)  # keep=last needs none
 
 
 def test_keep_best_keeps_the_first_epoch_with_the_best_validation_score():
@@ -102,30 +93,30 @@ def test_keep_best_keeps_the_first_epoch_with_the_best_validation_score():
         states.append({k: v.detach().clone() for k, v in head.state_dict().items()})
         return {"overall": next(scores)}
 
-    fitted = build_method(config("crt", keep="best")).fit(random_data(), Stage2Hooks(validate=validate))
+    fitted = build_method(stage2_config("crt", keep="best")).fit(random_data(), Stage2Hooks(validate=validate))
     assert fitted.details == {"kept_epoch": 2}  # ties go to the earlier epoch
     assert torch.equal(fitted.state["fc.weight"], states[1]["weight"])
     assert not torch.equal(fitted.state["fc.weight"], states[2]["weight"])
-    last = build_method(config("crt")).fit(random_data(), Stage2Hooks(validate=lambda head: {"overall": 0.1}))
+    last = build_method(stage2_config("crt")).fit(random_data(), Stage2Hooks(validate=lambda head: {"overall": 0.1}))
     assert last.details == {} and torch.equal(last.state["fc.weight"], states[2]["weight"])
 
 
 def test_crt_is_a_function_of_the_seed_and_leaves_the_global_rng_alone():
     torch.manual_seed(0)
     before = torch.get_rng_state()
-    a = build_method(config("crt")).fit(random_data())
+    a = build_method(stage2_config("crt")).fit(random_data())
     assert torch.equal(torch.get_rng_state(), before)
-    b = build_method(config("crt")).fit(random_data())
+    b = build_method(stage2_config("crt")).fit(random_data())
     assert all(torch.equal(a.state[k], b.state[k]) for k in a.state)
 
 
 def test_lws_scales_and_tau_norm_weights():
     data = random_data()
-    lws = build_method(config("lws", lws_bias=False)).fit(data)
+    lws = build_method(stage2_config("lws", lws_bias=False)).fit(data)
     scales = torch.tensor(lws.details["scales"])
     assert torch.allclose(lws.state["fc.weight"], scales.unsqueeze(1) * data.weight)
     assert torch.equal(lws.state["fc.bias"], torch.zeros(C))
-    tau = build_method(config("tau_norm")).fit(data)
+    tau = build_method(stage2_config("tau_norm")).fit(data)
     w = data.weight / data.weight.norm(dim=1, keepdim=True) ** tau.details["tau"]
     assert torch.allclose(tau.state["fc.weight"], w) and torch.equal(tau.state["fc.bias"], torch.zeros(C))
 
@@ -135,11 +126,11 @@ def test_methods_that_reuse_the_stage1_head_need_it():
     data.weight = None
     for name in ("lws", "tau_norm", "logit_adjust"):
         with pytest.raises(ConfigError, match="re-uses the stage-1 linear classifier"):
-            build_method(config(name)).fit(data)
+            build_method(stage2_config(name)).fit(data)
 
 
 def test_trained_methods_share_the_training_options():
-    cfg = config("lws", lws_bias=False)
+    cfg = stage2_config("lws", lws_bias=False)
     cfg.train.sampler = "sqrt"
     method = build_method(cfg)
     assert isinstance(method, TrainedOnFeatures) and method.use_bias is False
