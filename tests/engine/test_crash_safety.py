@@ -16,28 +16,20 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 import torch
 from safetensors.torch import load_file
 
+from openlt_processes import ENV, TIMEOUT, finished, tiny_on_cpu, wait_for  # tests/helpers
 from openlt.engine.checkpoint import read_checkpoint
 from openlt.io import atomic_path, remove_stale_temp
 
 pytestmark = pytest.mark.skipif(not hasattr(signal, "SIGKILL"), reason="needs POSIX signals")
 
 EPOCHS = 3
-TINY = ["data.dataset=image-folder", "data.image_size=16", "model.backbone=resnet20", f"train.epochs={EPOCHS}",
-        "train.batch_size=8", "train.lr=0.05", "train.device=cpu", "data.workers=0", "eval.batch_size=64",
-        "eval.many_above=30", "eval.few_below=15", "data.split.n_max=40", "data.split.n_min=8",
-        "data.split.open_classes=[eel]", "data.split.val_per_class=4", "data.split.test_per_class=6",
-        "data.split.order=label"]
-# One thread in every process: the same arithmetic in each of them (bit-exact comparison), and less contention.
-ENV = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "OPENLT_TENSORBOARD": "0",
-       "PYTHONUNBUFFERED": "1"}
-TIMEOUT = 240  # seconds for one process on a slow shared CPU; a healthy one takes 5-20
+TINY = tiny_on_cpu("resnet20", EPOCHS)
 
 # `python -m openlt` with one change: the write of epoch 2's last.safetensors stops half-way (the temporary
 # file truncated to half its size) and the process then waits to be killed, as if SIGKILL came mid-write.
@@ -147,30 +139,12 @@ def start(args: list[str], code: str | None = None, **env) -> subprocess.Popen:
 
 def finish(proc: subprocess.Popen, code: int = 0) -> str:
     """stdout of `proc` once it exits with `code` (stderr instead when the code is not 0)."""
-    try:
-        out, err = proc.communicate(timeout=TIMEOUT)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        out, err = proc.communicate()
-        pytest.fail(f"openlt did not finish within {TIMEOUT}s:\n{out}\n{err}")
-    assert proc.returncode == code, f"exit {proc.returncode}\n{out}\n{err}"
+    out, err = finished(proc, code)
     return out if code == 0 else err
 
 
 def hooked(args: list[str], mode: str, marker: Path) -> subprocess.Popen:
     return start(args, HOOKED, OPENLT_TEST_MODE=mode, OPENLT_TEST_MARKER=str(marker))
-
-
-def wait_for(condition, proc: subprocess.Popen, what: str) -> None:
-    deadline = time.monotonic() + TIMEOUT
-    while not condition():
-        if proc.poll() is not None:
-            out, err = proc.communicate()
-            pytest.fail(f"openlt exited ({proc.returncode}) before {what}:\n{out}\n{err}")
-        if time.monotonic() > deadline:
-            proc.kill()
-            pytest.fail(f"timed out waiting for {what}")
-        time.sleep(0.01)
 
 
 def kill(proc: subprocess.Popen) -> None:

@@ -12,25 +12,18 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 import warnings
 from pathlib import Path
 
 import pytest
 
+from openlt_processes import ENV, TIMEOUT, finished, lock_holder, tiny_on_cpu, wait_for  # tests/helpers
 from openlt.engine.checkpoint import checkpoint_state
 
 pytestmark = pytest.mark.skipif(not hasattr(signal, "SIGKILL"), reason="needs POSIX signals")
 
 EPOCHS = 2
-TINY = ["data.dataset=image-folder", "data.image_size=16", "model.backbone=resnet10", f"train.epochs={EPOCHS}",
-        "train.batch_size=8", "train.lr=0.05", "train.device=cpu", "data.workers=0", "eval.batch_size=64",
-        "eval.many_above=30", "eval.few_below=15", "data.split.n_max=40", "data.split.n_min=8",
-        "data.split.open_classes=[eel]", "data.split.val_per_class=4", "data.split.test_per_class=6",
-        "data.split.order=label"]
-ENV = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "OPENLT_TENSORBOARD": "0",
-       "PYTHONUNBUFFERED": "1"}
-TIMEOUT = 240
+TINY = tiny_on_cpu("resnet10", EPOCHS)
 FINISHED: dict[str, Path] = {}  # a finished run a test leaves for the next one
 
 # `python -m openlt` that waits at a chosen point (OPENLT_TEST_MODE) until MARKER.go exists, MARKER created there:
@@ -89,26 +82,8 @@ def openlt(*args: str) -> subprocess.CompletedProcess:
 
 def finish(proc: subprocess.Popen, code: int) -> tuple[str, list[str]]:
     """(stdout, the non-empty stderr lines) of `proc` once it exits, which must be with `code`."""
-    try:
-        out, err = proc.communicate(timeout=TIMEOUT)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        out, err = proc.communicate()
-        pytest.fail(f"openlt did not finish within {TIMEOUT}s:\n{out}\n{err}")
-    assert proc.returncode == code, f"exit {proc.returncode}\n{out}\n{err}"
+    out, err = finished(proc, code)
     return out, [line for line in err.splitlines() if line.strip()]
-
-
-def wait_for(path: Path, proc: subprocess.Popen) -> None:
-    deadline = time.monotonic() + TIMEOUT
-    while not path.exists():
-        if proc.poll() is not None:
-            out, err = proc.communicate()
-            pytest.fail(f"openlt exited ({proc.returncode}) before {path.name}:\n{out}\n{err}")
-        if time.monotonic() > deadline:
-            proc.kill()
-            pytest.fail(f"timed out waiting for {path.name}")
-        time.sleep(0.01)
 
 
 def only_run(folder: Path) -> Path:
@@ -126,7 +101,7 @@ def logged_epochs(run: Path) -> list[int]:
 def test_a_run_moved_or_deleted_while_it_trains_stops_with_one_line_and_is_not_recreated(workspace, how):
     marker = workspace / f"in-epoch-2-{how}"
     proc = hooked(train_args(workspace, f"runs-{how}", "--no-eval"), "wait-in-epoch-2", marker)
-    wait_for(marker, proc)
+    wait_for(marker.exists, proc, marker.name)
     run = only_run(workspace / f"runs-{how}")
     moved = run.with_name(run.name + "-moved")
     if how == "moved":
@@ -157,7 +132,7 @@ def test_a_run_moved_or_deleted_while_it_trains_stops_with_one_line_and_is_not_r
 def test_sigterm_in_the_final_evaluation_names_the_run_and_the_command_that_finishes_it(workspace):
     marker = workspace / "in-final-evaluation"
     proc = hooked(train_args(workspace, "runs-final"), "wait-in-evaluation", marker)
-    wait_for(marker, proc)
+    wait_for(marker.exists, proc, marker.name)
     os.kill(proc.pid, signal.SIGTERM)
     _, err = finish(proc, 128 + signal.SIGTERM)
     run = only_run(workspace / "runs-final")
@@ -180,7 +155,7 @@ def test_a_resume_started_while_an_evaluation_runs_is_refused_naming_it(workspac
         run = only_run(workspace / "runs-locked")
     marker = workspace / "in-eval"
     evaluation = hooked(["eval", str(run), "--quiet"], "wait-in-evaluation", marker)
-    wait_for(marker, evaluation)
+    wait_for(marker.exists, evaluation, marker.name)
     before = {p: p.read_bytes() for p in (run / "checkpoints").iterdir()}
     resumed = openlt("train", "--resume", str(run), "--quiet")
     lines = resumed.stderr.strip().splitlines()
@@ -204,19 +179,11 @@ def test_an_evaluation_is_refused_while_the_run_trains_and_its_own_lock_is_enoug
     from openlt.errors import RunDirError
 
     run = Run(tmp_path)
-    holder = subprocess.Popen([sys.executable, "-c", "import sys, time\nfrom pathlib import Path\n"
-                               "from openlt.engine.run import Run\nwith Run(Path(sys.argv[1])).lock():\n"
-                               "    print('locked', flush=True)\n    time.sleep(120)\n", str(tmp_path)],
-                              stdout=subprocess.PIPE, text=True, env=ENV)
-    try:
-        assert holder.stdout.readline().strip() == "locked"
+    with lock_holder(tmp_path) as holder:
         with pytest.raises(RunDirError, match=f"is being trained by process {holder.pid} on .*; evaluate it once "
                                               f"training has ended"):
             with run.eval_lock():
                 pass
-    finally:
-        holder.kill()
-        holder.wait()
     with run.lock(), run.eval_lock():  # this process trains and then evaluates
         assert run.lock_file.read_text().splitlines()[1] == "training"
     with run.eval_lock():

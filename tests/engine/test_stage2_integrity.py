@@ -15,8 +15,6 @@ before any work.
 import json
 import os
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -24,11 +22,11 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 
 from edited_run import run_files  # tests/helpers
+from openlt_processes import lock_holder  # tests/helpers
 from tiny_run import cli, tiny_overrides  # tests/helpers
 from openlt.cli import main
 
 CONFIGS = os.path.join(os.path.dirname(__file__), "..", "..", "configs", "fmnist_lt")
-ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
 
 
 @pytest.fixture(scope="module")
@@ -194,17 +192,9 @@ def test_a_manifest_edited_alone_is_named(runs, tmp_path, capsys):
 @pytest.mark.parametrize("config", ["decouple_ncm", "decouple_crt", "oltr_stage2"])
 def test_a_stage2_from_a_run_being_trained_is_refused_before_any_work(runs, tmp_path, capsys, config):
     stage1 = runs["stage1"]
-    holder = subprocess.Popen([sys.executable, "-c", "import sys, time\nfrom pathlib import Path\n"
-                               "from openlt.engine.run import Run\nwith Run(Path(sys.argv[1])).lock():\n"
-                               "    print('locked', flush=True)\n    time.sleep(120)\n", str(stage1)],
-                              stdout=subprocess.PIPE, text=True, env=ENV)
-    try:
-        assert holder.stdout.readline().strip() == "locked"
+    with lock_holder(stage1) as holder:
         code, out, err = cli(capsys, "train", os.path.join(CONFIGS, f"{config}.yaml"), f"train.init_from={stage1}",
                              f"out_dir={tmp_path / 'runs'}", "train.device=cpu", "--quiet")
-    finally:
-        holder.kill()
-        holder.wait()
     assert code == 2 and len(err.strip().splitlines()) == 1, err
     assert err.startswith(f"openlt train: error: train.init_from={stage1}: {stage1} is being trained by process "
                           f"{holder.pid} on "), err

@@ -1,0 +1,71 @@
+"""Real `python -m openlt` processes for the tests that stop, kill or race them (tests/engine/test_crash_safety.py,
+test_run_lifecycle.py, test_stage2_integrity.py): one thread each, the tiny image-folder run's overrides for the
+CPU, a process's end and a condition waited for within TIMEOUT, and a process holding a run's lock."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+
+# One thread in every process: the same arithmetic in each of them (bit-exact comparison), and less contention.
+ENV = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "OPENLT_TENSORBOARD": "0",
+       "PYTHONUNBUFFERED": "1"}
+TIMEOUT = 240  # seconds for one process on a slow shared CPU; a healthy one takes 5-20
+
+
+def tiny_on_cpu(backbone: str, epochs: int) -> list[str]:
+    """The overrides of a tiny image-folder run (16 px, batches of 8, eel the open class) of `backbone` for
+    `epochs` epochs, on the CPU with no loader workers."""
+    return ["data.dataset=image-folder", "data.image_size=16", f"model.backbone={backbone}", f"train.epochs={epochs}",
+            "train.batch_size=8", "train.lr=0.05", "train.device=cpu", "data.workers=0", "eval.batch_size=64",
+            "eval.many_above=30", "eval.few_below=15", "data.split.n_max=40", "data.split.n_min=8",
+            "data.split.open_classes=[eel]", "data.split.val_per_class=4", "data.split.test_per_class=6",
+            "data.split.order=label"]
+
+
+def finished(proc: subprocess.Popen, code: int) -> tuple[str, str]:
+    """(stdout, stderr) of `proc` once it exits, which must be with `code`; a test failure after TIMEOUT."""
+    try:
+        out, err = proc.communicate(timeout=TIMEOUT)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        out, err = proc.communicate()
+        pytest.fail(f"openlt did not finish within {TIMEOUT}s:\n{out}\n{err}")
+    assert proc.returncode == code, f"exit {proc.returncode}\n{out}\n{err}"
+    return out, err
+
+
+def wait_for(condition: Callable[[], bool], proc: subprocess.Popen, what: str) -> None:
+    """Wait until `condition()` holds; a test failure naming `what` when `proc` exits first or after TIMEOUT."""
+    deadline = time.monotonic() + TIMEOUT
+    while not condition():
+        if proc.poll() is not None:
+            out, err = proc.communicate()
+            pytest.fail(f"openlt exited ({proc.returncode}) before {what}:\n{out}\n{err}")
+        if time.monotonic() > deadline:
+            proc.kill()
+            pytest.fail(f"timed out waiting for {what}")
+        time.sleep(0.01)
+
+
+@contextmanager
+def lock_holder(run_dir: Path) -> Iterator[subprocess.Popen]:
+    """Another process holding the lock of the run in `run_dir` (``Run.lock``: as one training it) inside the
+    block, killed at its end: the process (its pid is the one the refusals name)."""
+    holder = subprocess.Popen([sys.executable, "-c", "import sys, time\nfrom pathlib import Path\n"
+                               "from openlt.engine.run import Run\nwith Run(Path(sys.argv[1])).lock():\n"
+                               "    print('locked', flush=True)\n    time.sleep(120)\n", str(run_dir)],
+                              stdout=subprocess.PIPE, text=True, env=ENV)
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        yield holder
+    finally:
+        holder.kill()
+        holder.wait()
