@@ -11,7 +11,7 @@ import torch
 from safetensors.torch import load_file
 
 from fake_writer import FakeWriter
-from images import make_image_folder
+from tiny_run import train_with_cli  # tests/helpers
 from openlt.config import TRAINS_NOTHING
 from openlt.cli import main
 from openlt.engine.features import load_features
@@ -31,12 +31,7 @@ def cli(*args):
 
 @pytest.fixture(scope="module")
 def stage1(tmp_path_factory, single_thread):
-    tmp = tmp_path_factory.mktemp("decouple")
-    images = make_image_folder(tmp / "images", {"ant": 60, "bee": 40, "cat": 30, "dog": 25, "eel": 25})
-    config = tmp / "tiny.yaml"
-    config.write_text("name: tiny\n")
-    assert cli("train", config, f"data.root={images}", f"out_dir={tmp / 'runs'}", *TINY, "--quiet") == 0
-    return next((tmp / "runs").iterdir())
+    return train_with_cli(tmp_path_factory.mktemp("decouple"), TINY)
 
 
 def stage2(stage1, method, tmp, *extra):

@@ -9,8 +9,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from images import make_image_folder
-from tiny_run import cli
+from tiny_run import cli, small_split
 
 from openlt.config import build_config
 from openlt.engine.precheck import check_open_score_on_model, config_setting
@@ -77,12 +76,7 @@ def test_eval_checks_the_loaded_model_before_any_image():
 
 @pytest.fixture(scope="module")
 def split(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("precheck")
-    images = make_image_folder(root / "images", {"ant": 12, "bee": 9, "cat": 8, "eel": 4})
-    from openlt.cli import main
-    assert main(["split", "--dataset", "image-folder", "--root", str(images), "--out", str(root / "split"),
-                 "--profile", "none", "--open-classes", "eel", "--val-per-class", "2", "--test-per-class", "2"]) == 0
-    return root / "split"
+    return small_split(tmp_path_factory.mktemp("precheck"))
 
 
 @pytest.mark.parametrize("extra, message", [

@@ -1,5 +1,5 @@
 """The tiny image-folder run several engine tests train once per module: 5 classes of 16 px images (eel held out
-as the open class), ResNet-10, one epoch; and the CLI called as a test calls it."""
+as the open class), ResNet-10, one epoch; the CLI called as a test calls it; a smaller folder's split."""
 
 from __future__ import annotations
 
@@ -42,3 +42,27 @@ def train_tiny_run(root: Path, *extra: str):
     run = train(build_config(None, tiny_overrides(root, *extra)), quiet=True, log=lambda line: None)
     evaluate_run(run, quiet=True)
     return run
+
+
+def train_with_cli(root: Path, overrides: list[str]) -> Path:
+    """The directory of a run trained (and evaluated) by `openlt train` under `root`: a config of its name only
+    (tiny.yaml), a fresh image folder of CLASSES, out_dir=root/runs, then `overrides` (e.g. a module's TINY)."""
+    from openlt.cli import main
+
+    images = make_image_folder(root / "images", CLASSES)
+    config = root / "tiny.yaml"
+    config.write_text("name: tiny\n")
+    assert main([str(a) for a in ("train", config, f"data.root={images}", f"out_dir={root / 'runs'}", *overrides,
+                                  "--quiet")]) == 0
+    return next((root / "runs").iterdir())
+
+
+def small_split(root: Path) -> Path:
+    """root/split: `openlt split` (no profile) of a fresh image folder of 33 images (ant 12, bee 9, cat 8; eel 4,
+    the open class), 2 images of each class for validation and 2 for test."""
+    from openlt.cli import main
+
+    images = make_image_folder(root / "images", {"ant": 12, "bee": 9, "cat": 8, "eel": 4})
+    assert main(["split", "--dataset", "image-folder", "--root", str(images), "--out", str(root / "split"),
+                 "--profile", "none", "--open-classes", "eel", "--val-per-class", "2", "--test-per-class", "2"]) == 0
+    return root / "split"

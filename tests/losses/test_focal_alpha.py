@@ -10,8 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from images import make_image_folder
-from tiny_run import cli
+from tiny_run import cli, small_split
 
 from openlt.errors import ConfigError
 from openlt.losses import check_class_weights, check_loss_args
@@ -58,12 +57,7 @@ def test_openlt_config_refuses_all_zero_alpha(capsys):
 
 @pytest.fixture(scope="module")
 def split(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("alpha")
-    images = make_image_folder(root / "images", {"ant": 12, "bee": 9, "cat": 8, "eel": 4})
-    from openlt.cli import main
-    assert main(["split", "--dataset", "image-folder", "--root", str(images), "--out", str(root / "split"),
-                 "--profile", "none", "--open-classes", "eel", "--val-per-class", "2", "--test-per-class", "2"]) == 0
-    return root / "split"
+    return small_split(tmp_path_factory.mktemp("alpha"))
 
 
 @pytest.mark.parametrize("alpha, message", [

@@ -14,7 +14,7 @@ pytest.importorskip("pytorch_ood", reason="the detectors wrap pytorch-ood (pip i
 
 from safetensors.torch import load_file  # noqa: E402
 
-from images import make_image_folder  # noqa: E402
+from tiny_run import train_with_cli  # noqa: E402  (tests/helpers)
 from openlt.cli import main  # noqa: E402
 from openlt.config import build_config  # noqa: E402
 from openlt.data.transforms import normalisation  # noqa: E402
@@ -41,12 +41,7 @@ def cli(*args) -> int:
 
 @pytest.fixture(scope="module")
 def run(tmp_path_factory, single_thread):
-    root = tmp_path_factory.mktemp("detectors")
-    images = make_image_folder(root / "images", {"ant": 60, "bee": 40, "cat": 30, "dog": 25, "eel": 25})
-    config = root / "tiny.yaml"
-    config.write_text("name: tiny\n")
-    assert cli("train", config, f"data.root={images}", f"out_dir={root / 'runs'}", *TINY, "--quiet") == 0
-    return open_run(next((root / "runs").iterdir()))
+    return open_run(train_with_cli(tmp_path_factory.mktemp("detectors"), TINY))
 
 
 def network_view(run, split: str) -> tuple[torch.Tensor, torch.Tensor, list[float]]:
