@@ -205,3 +205,25 @@ def test_a_metrics_file_of_an_older_openlt_with_a_dense_matrix_still_rebuilds(tm
     run.metrics_path().write_text(json.dumps(metrics))
     rebuild_reports(run)
     assert "## Decisions per shot band" in run.report_path().read_text()
+
+
+def test_a_copied_runs_report_names_its_own_folder_and_where_it_was_evaluated(tmp_path):
+    """Trial 14a S2: a copied run's report showed the original's path (metrics.json "run") in its header; it names
+    the folder it is made for, and the folder metrics.json says it was evaluated at when that is another one."""
+    import shutil
+
+    (tmp_path / "orig").mkdir()
+    original, _ = _evaluated(tmp_path / "orig", ["a", "b", "c"])
+    rebuild_reports(original)
+    page = original.report_html_path().read_text()
+    assert f"run <code>{html.escape(str(original.path.resolve()))}</code>, checkpoint" in page
+    assert "evaluated at" not in page and "evaluated at" not in original.report_path().read_text()
+    copy = FakeRun(tmp_path / "copy")
+    shutil.copytree(original.path, copy.path)
+    rebuild_reports(copy)
+    page = copy.report_html_path().read_text()
+    assert (f"run <code>{html.escape(str(copy.path.resolve()))}</code> (evaluated at "
+            f"<code>{html.escape(str(original.path))}</code>), checkpoint") in page
+    assert f"<code>{html.escape(str(original.path))}</code>," not in page  # the original is not shown as the run
+    assert (f"run: {copy.path.resolve()} (evaluated at {original.path}: metrics.json \"run\")\n"
+            in copy.report_path().read_text())

@@ -105,13 +105,19 @@ def _results_table(metrics: Mapping, ece: Mapping[str, float | None]) -> str:
     return out
 
 
-def _meta(metrics: Mapping, history: Sequence[Mapping] | None = None) -> str:
+def _meta(metrics: Mapping, history: Sequence[Mapping] | None = None, run_dir: str | None = None,
+          evaluated_at: str | None = None) -> str:
+    """The page's header lines: the run (`run_dir`, the folder the report is made for, else metrics.json's "run"),
+    where it was evaluated when that was another folder (`evaluated_at`: a copied or moved run), the checkpoint, the
+    band rule, the open-set decision and the environment."""
+    shown = metrics.get("run", "") if run_dir is None else run_dir
     cal = metrics.get("calibration", {})
     score = metrics.get("open_score", {"name": cal.get("score", "?")})
     options = ", ".join(f"{k} {v}" for k, v in score.items() if k != "name" and not isinstance(v, (list, dict)))
     decision = (f"an image is unknown when its score &lt; {num(cal.get('threshold'), 4)} ({esc(cal.get('source', ''))})"
                 if cal else "closed-set evaluation without a validation split: no rejection threshold")
-    lines = [f"run <code>{esc(metrics.get('run', ''))}</code>, checkpoint {esc(metrics.get('checkpoint', '?'))} "
+    lines = [f"run <code>{esc(shown)}</code>" + (f" (evaluated at <code>{esc(evaluated_at)}</code>)" if evaluated_at else "")
+             + f", checkpoint {esc(metrics.get('checkpoint', '?'))} "
              f"({esc(checkpoint_epoch(metrics))})",
              f"shot bands by training images: {esc(metrics['bands']['rule'])}",
              f"open-set score <b>{esc(score.get('name'))}</b>{f' ({esc(options)})' if options else ''}; {decision}"]
@@ -147,9 +153,12 @@ def _config_block(config_text: str | None) -> str:
 
 def run_report(metrics: Mapping, samples: Mapping[str, np.ndarray], bands: ShotBands,
                history: Sequence[Mapping] | None = None, title: str | None = None,
-               config_text: str | None = None) -> str:
+               config_text: str | None = None, run_dir: str | None = None,
+               evaluated_at: str | None = None) -> str:
     """The HTML report of one evaluated run, from its metrics, its per-sample results (predictions.npz) and,
-    when given, its training log (metrics.jsonl) and its config.yaml (`config_text`, shown collapsed). Every
+    when given, its training log (metrics.jsonl) and its config.yaml (`config_text`, shown collapsed); the header
+    names `run_dir` (the folder the report is made for; default metrics.json's "run") and `evaluated_at` (where
+    metrics.json says it was evaluated, when another folder: a copied run). Every
     class is drawn up to
     :data:`~openlt.reporting.figures.MAX_CLASSES_DRAWN` classes (per-class scatter, confusion matrix ordered by
     training images with a rejected column and an open row: :func:`decision_matrix`);
@@ -164,7 +173,7 @@ def run_report(metrics: Mapping, samples: Mapping[str, np.ndarray], bands: ShotB
     if threshold is not None and "open" in metrics:
         with_rejection = per_class_accuracy(reject(pred, score, threshold), labels=y, num_classes=len(names))
     title = title or f"openlt report: {metrics.get('run', '').rstrip('/').split('/')[-1]}"
-    body = [f"<h1>{esc(title)}</h1>", _meta(metrics, history), _warnings(metrics), _config_block(config_text),
+    body = [f"<h1>{esc(title)}</h1>", _meta(metrics, history, run_dir, evaluated_at), _warnings(metrics), _config_block(config_text),
             "<h2>Results</h2>", _results_table(metrics, ece),
             "<h2>Figures</h2>", f'<div class="grid">{"".join(_figures(metrics, samples, bands, ece, with_rejection, history))}</div>',
             "<h2>Most frequent confusions</h2>", _confusions_table(metrics, samples),

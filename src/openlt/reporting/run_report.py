@@ -149,7 +149,9 @@ def report_markdown(run: RunFiles, metrics: dict, tag: str | None = None) -> str
                                   metrics["per_class_accuracy"]):
         rows.append(f"| {_md_name(name)} | {n} | {band} | {'–' if acc is None else f'{100 * acc:.1f}'} |")
     warning = convergence_warning(metrics)
-    about = [f"checkpoint: {metrics['checkpoint']} ({checkpoint_epoch(metrics)}); figures, calibration and score "
+    elsewhere = evaluated_elsewhere(run, metrics)
+    about = [f"run: {run.path.resolve()} (evaluated at {elsewhere}: metrics.json \"run\")" if elsewhere else "",
+             f"checkpoint: {metrics['checkpoint']} ({checkpoint_epoch(metrics)}); figures, calibration and score "
              f"histograms: {run.report_html_path(tag).name}", open_set_text(metrics),
              *environment_lines(metrics, run.epochs_logged()),
              f"**Warning:** {warning}." if warning else ""]
@@ -170,7 +172,18 @@ def write_reports(run: RunFiles, metrics: dict, samples: dict, tag: str | None =
     write_text(run.report_path(tag), report_markdown(run, metrics, tag))
     title = f"openlt report: {run.path.name}" + ("" if tag is None else f" ({tag})")
     write_text(run.report_html_path(tag), run_report(metrics, samples, bands, run.epochs_logged(), title,
-                                                     _config_text(run)))
+                                                     _config_text(run), str(run.path.resolve()),
+                                                     evaluated_elsewhere(run, metrics)))
+
+
+def evaluated_elsewhere(run: RunFiles, metrics: dict) -> str | None:
+    """The run directory metrics.json names ("run": where `openlt eval` ran on it) when it is not `run`'s, or None
+    (trial 14a S2): a copied or moved run's report is of the folder it is made for, and says where it was
+    evaluated. A relative path (an older openlt: relative to where eval ran) is not compared."""
+    recorded = metrics.get("run")
+    if not isinstance(recorded, str) or not recorded or not Path(recorded).is_absolute():
+        return None
+    return None if Path(recorded).resolve() == run.path.resolve() else recorded
 
 
 def _config_text(run: RunFiles) -> str | None:
