@@ -1,5 +1,5 @@
-"""What a decoupled stage 2 records of the stage-1 checkpoint it was fitted on, and the check that it is still
-there (issue 14): a decoupled run is evaluated on its stage-1 run's features, extracted with that run's checkpoint
+"""What a stage 2 records of the stage-1 checkpoint it started from (:func:`stage1_record`: a decoupled stage 2 and
+one that trains, OLTR and the stage-2 baselines, alike), and the check that it is still there (issue 14): a decoupled run is evaluated on its stage-1 run's features, extracted with that run's checkpoint
 as it is now, so another checkpoint copied in its place would be applied the old head without a word. Its own
 module: runtime.trained_config runs the check, and engine/init_from.py builds on runtime.
 
@@ -9,7 +9,9 @@ full state dict), so predict, export and ``openlt.load_run``, which read that ch
 
 from __future__ import annotations
 
-from openlt.config import Config
+import json
+
+from openlt.config import Config, read_yaml_mapping
 from openlt.engine.checkpoint import checkpoint_state
 from openlt.engine.run import Run, open_run
 from openlt.errors import RunDirError
@@ -17,10 +19,33 @@ from openlt.io import sha256_file
 
 
 def stage1_record(source: Run, checkpoint: str = "best") -> dict:
-    """What a decoupled stage 2 records of the stage-1 checkpoint it was fitted on (its checkpoint state's
-    "stage1"): {"run": absolute path, "checkpoint": name, "sha256": hex} (:func:`check_stage1_unchanged`)."""
-    return {"run": str(source.path.resolve()), "checkpoint": checkpoint,
-            "sha256": sha256_file(source.checkpoint(checkpoint))}
+    """What a stage 2 records of the stage-1 checkpoint it started from (its checkpoint state's "stage1"): {"run":
+    absolute path, "checkpoint": name, "sha256": hex, "config": the stage-1 run's config.yaml as a mapping, "amp":
+    the precision its checkpoint records it trained in (None: an older run), and "stage1": that run's own record
+    when it is itself a stage 2}. The sha256 is what :func:`check_stage1_unchanged` compares; the config and amp
+    are what `openlt summary` compares stage-2 runs' stage-1 recipes and seeds with (trial 14a D2): the stage-1
+    folder may have moved or been deleted since, the stage-2 run keeps them."""
+    path = source.checkpoint(checkpoint)
+    state = checkpoint_state(path)
+    record = {"run": str(source.path.resolve()), "checkpoint": checkpoint, "sha256": sha256_file(path),
+              "config": json.loads(json.dumps(read_yaml_mapping(source.config_file, "run config"), default=str)),
+              "amp": state.get("amp")}
+    if isinstance(state.get("stage1"), dict):
+        record["stage1"] = state["stage1"]
+    return record
+
+
+def training_stage1_record(cfg: Config, state: dict | None) -> dict | None:
+    """The "stage1" record (:func:`stage1_record` of its best checkpoint) a stage 2 that trains (`train.init_from`
+    without decouple.method) keeps in its checkpoints: taken from the stage-1 run when the run starts, from its
+    last checkpoint's `state` when it is resumed (None there: a run of an older openlt records none); None without
+    train.init_from."""
+    if not cfg.train.init_from:
+        return None
+    if state is not None:
+        recorded = state.get("stage1")
+        return recorded if isinstance(recorded, dict) else None
+    return stage1_record(open_run(cfg.train.init_from), "best")
 
 
 def check_stage1_unchanged(run: Run, cfg: Config, checkpoint: str = "best") -> None:

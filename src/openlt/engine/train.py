@@ -41,6 +41,7 @@ from openlt.engine.dist_signals import interrupt_note
 from openlt.engine.evaluate import closed_metrics
 from openlt.engine.inference import InferenceSpec, read_inference, write_inference
 from openlt.engine.init_from import check_stage1_run, init_from_run
+from openlt.engine.stage1_record import training_stage1_record
 from openlt.engine.manifest import check_training_data
 from openlt.engine.precheck import check_loss_weights, check_open_score_before_training
 from openlt.engine.precision import autocast, check_amp, grad_scaler, precision_name, resolve_amp, run_amp
@@ -97,6 +98,7 @@ def train(cfg: Config, *, run: Run | None = None, name: str | None = None, resum
         criterion, optimizer, schedule, scaler = _optimization(cfg, data, model, len(loader), device)
         start_epoch, best = _load_last(run, state, model, optimizer, scaler)
         defining = defining_config(cfg, data.class_names)  # unchanged since the run started (check_resume_config)
+        stage1 = training_stage1_record(cfg, state)  # the stage-1 run's recipe and sha256 (summary, trial 14a D2)
         if start_epoch >= cfg.train.epochs:
             log("training already finished")
             return run
@@ -117,7 +119,7 @@ def train(cfg: Config, *, run: Run | None = None, name: str | None = None, resum
             record["time_s"] = round(time.time() - epoch_start, 2)
             best, improved = save_epoch(run, model, optimizer, scaler, epoch, record, best,
                                         has_val=val_loader is not None, epoch_log=epoch_log, defining=defining,
-                                        amp=cfg.train.amp)
+                                        amp=cfg.train.amp, stage1=stage1)
             eta = (time.time() - started) / (epoch + 1 - start_epoch) * (cfg.train.epochs - epoch - 1)
             log(_epoch_line(record, cfg.train.epochs, eta, improved))
         if epoch_log is not None:
@@ -180,20 +182,21 @@ def validate(model: OpenLTModel, loader, device: torch.device, train_counts: lis
 def save_epoch(run: Run, model: OpenLTModel, optimizer: torch.optim.Optimizer,
                scaler: torch.amp.GradScaler | None, epoch: int, record: dict, best: float | None, *,
                has_val: bool, epoch_log: EpochLog | None, defining: dict | None = None,
-               amp: str | None = None) -> tuple[float | None, bool]:
+               amp: str | None = None, stage1: dict | None = None) -> tuple[float | None, bool]:
     """After epoch `epoch` (0-based): the best checkpoint when validation accuracy improved (every epoch when
     there is no validation split), the last one with the optimizer and grad-scaler state and the epoch's record
     (what `--resume` continues from), then the epoch's metrics line (a kill before it: `--resume` writes it from
     the checkpoint). `defining` (:func:`defining_config` of the config the run started with) goes into the last
     checkpoint's state as "config" (the best one's too), `amp` (the precision it trains in: train.amp resolved)
-    as "amp" (checkpoint.recorded_amp). Rank 0 writes; returns (best accuracy so far, improved)."""
+    as "amp" (checkpoint.recorded_amp), `stage1` (a stage 2's stage-1 run: stage1_record.training_stage1_record) as
+    "stage1" in both. Rank 0 writes; returns (best accuracy so far, improved)."""
     score = record.get("val", {}).get("overall")
     improved = score is not None and (best is None or score > best)
     best = score if improved else best
     main = distributed.is_main()
     if main and (improved or not has_val):
         best_state = {"epoch": epoch, "val_overall": score, **({"config": defining} if defining is not None else {}),
-                      **({"amp": amp} if amp is not None else {})}
+                      **({"amp": amp} if amp is not None else {}), **({"stage1": stage1} if stage1 is not None else {})}
         _in_place(run, f"the best checkpoint of epoch {epoch + 1}", lambda: save_checkpoint(
             run.checkpoint("best"), model, None, best_state, parents=False))
     state = {"epoch": epoch, "best_val": best, "record": record}  # the record too: the log line is repaired from it
@@ -201,6 +204,8 @@ def save_epoch(run: Run, model: OpenLTModel, optimizer: torch.optim.Optimizer,
         state["config"] = defining
     if amp is not None:  # what --resume, eval, predict and features run in (precision.run_amp, inference_amp)
         state["amp"] = amp
+    if stage1 is not None:  # the stage-1 run it started from (its recipe, for summary: trial 14a D2)
+        state["stage1"] = stage1
     if scaler is not None:
         state["grad_scaler"] = scaler.state_dict()  # the loss scale continues where it was on resume
     if main:
@@ -308,12 +313,34 @@ def _prepared_run(cfg: Config, run: Run | None, name: str | None, resume: bool,
     with _locked(run):
         if resume and distributed.is_main():  # temporary files of writes a killed process never finished
             remove_stale_temp(run.path)
+        if resume:
+            check_resume_folders(run, cfg)  # moved data: config.yaml's key and how to point it at the new folder
         data = distributed.main_first(lambda: prepare_data(cfg, default_split_dir=run.splits_dir))
         check_training_data(cfg, data, run, resume)  # resume: the split files it started on; open set: a threshold
         if resume:
             check_resume_config(run, cfg, data)  # and the network and input transform it started with
         with _interrupt_note(run), _watched(run):
             yield run, data
+
+
+RESUME_FOLDERS = ("data.split_dir", "data.root", "data.open_root")  # (runtime.RUN_FOLDERS)
+
+
+def check_resume_folders(run: Run, cfg: Config) -> None:
+    """DataError, one line, when a data folder of the run's config.yaml (`cfg`) that `--resume` reads is not there:
+    naming RUN/config.yaml and the key, and what to do: `--resume` takes no overrides (it continues with config.yaml
+    alone), but where the data is may change in config.yaml (not a key that defines the run; the split files are
+    still checked against the run's split_manifest.json), so the user sets the key there to the new folder."""
+    from openlt.errors import DataError
+
+    for key in RESUME_FOLDERS:
+        value = getattr(cfg.data, key.split(".", 1)[1])
+        if value is None or Path(value).expanduser().is_dir():
+            continue
+        raise DataError(f"{run.config_file}: {key} {value} is not a folder; `openlt train --resume` reads the run's "
+                        f"data there: if it moved, set {key} in {run.config_file} to the new folder (--resume takes "
+                        f"no overrides; the split files there are checked against the run's split_manifest.json), "
+                        f"then `openlt train --resume {run.path}` again")
 
 
 @contextmanager
@@ -422,11 +449,16 @@ def final_evaluation(run: Run) -> Iterator[None]:
     `openlt eval RUN` when one is there, e.g. of an earlier evaluation). An error that stops it (an OpenLTError,
     or an OSError such as a full disk, then a WriteError) gets the same hint after its own message: the run has
     finished training and is kept, and the command that finishes it once the cause is fixed. A run moved away
-    meanwhile (RunMovedError) keeps its own message, which names where it went."""
+    meanwhile (RunMovedError) keeps its own message, which names where it went, with the command that finishes
+    it there (`openlt train --resume NEW`, or `openlt eval NEW` when it holds a metrics.json)."""
     try:
         with _hinted_interrupt(lambda: _evaluation_hint(run)):
             yield
-    except RunMovedError:
+    except RunMovedError as exc:  # the command that finishes the run where it is now (not `openlt eval` there)
+        if exc.where is not None and exc.command is not None:
+            finish = _finish_command(Run(exc.where))
+            exc.args = (str(exc).replace(f"`{exc.command}`", f"`{finish}`"),)
+            exc.command = finish
         raise
     except OpenLTError as exc:
         exc.args = (f"{str(exc).rstrip()}; {_evaluation_failed_hint(run)}",)
@@ -568,8 +600,11 @@ def check_resume_config(run: Run, cfg: Config, data: DataBundle) -> None:
     no checkpoint yet, or of an older openlt). ConfigError naming the key, both values and what may change,
     before the model or optimizer is built."""
     last = run.checkpoint("last")
-    recorded = checkpoint_state(last).get("config") if last.is_file() else None
+    state = checkpoint_state(last) if last.is_file() else {}
+    recorded = state.get("config")
     if isinstance(recorded, dict):
+        if _stage1_moved_to(recorded.get("train.init_from"), cfg.train.init_from, state):
+            recorded = {**recorded, "train.init_from": os.path.abspath(cfg.train.init_from)}  # the same run, moved
         change = config_change(recorded, cfg, for_evaluation=False)
         if change is not None:
             key, then, now = change
@@ -588,6 +623,25 @@ def check_resume_config(run: Run, cfg: Config, data: DataBundle) -> None:
         raise ConfigError(_changed_message(run, f"the input transform's {field} (data.transform, data.dataset)",
                                            spec.transform.get(field), now_spec.transform.get(field),
                                            run.inference_file, resolved=True))
+
+
+def _stage1_moved_to(then, now, state: dict) -> bool:
+    """Whether train.init_from, `then` when the run started and `now` in its config.yaml, names the same stage-1
+    run moved: `then` is no longer a folder, and the checkpoint `now` holds has the sha256 the run's checkpoint
+    `state` records of it ("stage1": {"checkpoint", "sha256"}, stage1_record.stage1_record)."""
+    record = state.get("stage1")
+    if not (isinstance(then, str) and isinstance(now, str) and isinstance(record, dict)) or Path(then).is_dir():
+        return False
+    name, sha = record.get("checkpoint", "best"), record.get("sha256")
+    stage1 = Path(now).expanduser() / "checkpoints" / f"{name}.safetensors"
+    if not isinstance(name, str) or not isinstance(sha, str) or not stage1.is_file():
+        return False
+    from openlt.io import sha256_file
+
+    try:
+        return sha256_file(stage1) == sha
+    except OSError:
+        return False
 
 
 def _changed_message(run: Run, key: str, then, now, where, resolved: bool = False) -> str:

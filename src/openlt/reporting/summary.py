@@ -12,10 +12,13 @@ a row's spread is over seeds, not over re-evaluations. So are evaluations of dif
 "checkpoint": ``best`` of one run with ``last`` of another): a row compares one choice of weights. Runs of different recipes are refused as well: each run's
 config.yaml (beside its metrics file) is compared with the row's first run's, every key but those of
 :data:`RECIPE_IGNORED` (the seed, names, paths, devices), and the stage-1 run a stage-2 run started from
-(``train.init_from``) likewise; the refusal names the two runs and the first keys that differ (``train.epochs: 12 vs
+(``train.init_from``) likewise, as the stage-2 run's checkpoint recorded it when it trained (the stage-1 folder may
+have moved since; an older run without the record is compared through that folder, and named in a note when it is
+gone: :func:`stage1_unknown_note`); the refusal names the two runs and the first keys that differ (``train.epochs: 12 vs
 48``). A metrics file without its run's config.yaml beside it is refused in a row of several runs: metrics.json
 records no recipe, so nothing could be checked. Two runs of one recipe with the same seed are refused too: a
-repeated seed is not an independent sample. Evaluations with one open-set score under different options (`openlt
+repeated seed is not an independent sample; for stage-2 runs only when their stage-1 runs' seeds agree as well
+(:func:`_check_seeds`: a stage 2 with the default seed on each seed's stage-1 run is an independent sample). Evaluations with one open-set score under different options (`openlt
 eval RUN eval.open_score=knn eval.knn_k=3` and `eval.knn_k=40`: metrics.json "open_score", :func:`score_options`) are refused like
 different open-set decisions; what a score learnt from the data (a fitted threshold) may differ.
 Refusing, not splitting the row, because a row is what its label says (the user's LABEL=RUN, a bench method): a
@@ -33,6 +36,7 @@ from __future__ import annotations
 import inspect
 import json
 import math
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -328,11 +332,12 @@ RECIPE_DEPTH = 4  # init_from levels followed (stage 1 <- stage 2 <- ...); a loo
 def run_recipe(metrics: dict) -> dict[str, Any] | None:
     """The recipe of the run a metrics dict (from :func:`load_metrics`) belongs to: the flattened config.yaml
     beside its metrics file without :data:`RECIPE_IGNORED`, plus its ``train.init_from`` run's recipe under
-    ``"train.init_from:KEY"`` when that directory still holds a config.yaml; None when the metrics file has no
+    ``"train.init_from:KEY"`` (:func:`run_lineage`: what the stage-2 run's checkpoint records of it, else that
+    directory's config.yaml; nothing when neither is there: :func:`stage1_unknown`); None when the metrics file has no
     config.yaml beside it (a lone metrics file: refused in a row of several runs, :func:`check_comparable`).
     RunDirError naming a config.yaml that is not a YAML mapping."""
-    source = metrics.get(SOURCE_KEY)
-    return None if not isinstance(source, str) else _recipe_of(Path(source).parent, "", 0)
+    lineage = run_lineage(metrics)
+    return None if lineage is None else lineage.recipe()
 
 
 def run_seed(metrics: dict) -> Any:
@@ -340,6 +345,99 @@ def run_seed(metrics: dict) -> Any:
     source = metrics.get(SOURCE_KEY)
     flat = None if not isinstance(source, str) else _run_config(Path(source).parent)
     return None if flat is None else flat.get("seed")
+
+
+STAGE1_PREFIX = "train.init_from:"  # a recipe's keys of the stage-1 run (one prefix per level)
+
+
+@dataclass
+class Lineage:
+    """A run and the stage-1 runs it started from, as :func:`run_lineage` reads them: ``levels[0]`` the run's
+    flattened config.yaml, ``levels[k]`` its k-th ``train.init_from`` run's (train.amp ``auto`` resolved to the
+    precision it trained in: :func:`_trained_amp`), ``sha256[k]`` the sha256 of that run's checkpoint the stage 2
+    recorded (None: not recorded; level 0 has none), ``unknown`` the ``train.init_from`` path whose recipe is
+    unknown (neither recorded nor found: an older run whose stage-1 run moved), else None."""
+
+    levels: list[dict[str, Any]]
+    sha256: list[str | None]
+    unknown: str | None = None
+
+    def recipe(self) -> dict[str, Any]:
+        """:func:`run_recipe`: every level's keys but :data:`RECIPE_IGNORED`, level k under k prefixes."""
+        return {f"{STAGE1_PREFIX * k}{key}": value for k, level in enumerate(self.levels)
+                for key, value in level.items() if key not in RECIPE_IGNORED}
+
+    def seeds(self) -> list[Any]:
+        """The seed of each level (None where its config has none): with the stage-1 runs' checkpoints, what
+        identifies the randomness of a run (trial 14a S3)."""
+        return [level.get("seed") for level in self.levels]
+
+
+def run_lineage(metrics: dict) -> Lineage | None:
+    """:class:`Lineage` of the run a metrics dict (from :func:`load_metrics`) belongs to; None when its metrics file
+    has no config.yaml beside it (or the dict was not read from a file). A stage-1 run's config is taken from what
+    the stage-2 run's checkpoint records of it (its state's "stage1", written when it trained: the stage-1 folder
+    may have moved or been deleted since, trial 14a D2), else from the ``train.init_from`` directory's config.yaml
+    (a run of an older openlt); ``train.init_from`` levels are followed up to :data:`RECIPE_DEPTH`."""
+    source = metrics.get(SOURCE_KEY)
+    if not isinstance(source, str):
+        return None
+    run_dir = Path(source).parent
+    flat = _run_config(run_dir)
+    if flat is None:
+        return None
+    lineage = Lineage([_with_trained_amp(flat, run_dir, None)], [None])
+    record = _recorded_stage1(run_dir)
+    while len(lineage.levels) <= RECIPE_DEPTH:
+        parent = lineage.levels[-1].get("train.init_from")
+        if not (isinstance(parent, str) and parent):
+            break
+        config = record.get("config") if isinstance(record, dict) else None
+        sha = record.get("sha256") if isinstance(record, dict) and isinstance(record.get("sha256"), str) else None
+        if isinstance(config, dict):
+            flat = _with_trained_amp(flatten(config), None, record.get("amp"))
+            record = record.get("stage1")
+        else:
+            flat = _run_config(Path(parent))
+            if flat is None:
+                lineage.unknown = parent
+                break
+            flat, record = _with_trained_amp(flat, Path(parent), None), _recorded_stage1(Path(parent))
+        lineage.levels.append(flat)
+        lineage.sha256.append(sha)
+    return lineage
+
+
+def stage1_unknown(metrics: dict) -> str | None:
+    """The ``train.init_from`` path of a stage-2 run whose stage-1 recipe is unknown (:class:`Lineage`
+    ``unknown``: the run records none, from before openlt recorded it, and the stage-1 folder is gone or moved),
+    else None: it was not compared with the row's other stage-1 recipes (:func:`stage1_unknown_note` says so)."""
+    lineage = run_lineage(metrics)
+    return None if lineage is None else lineage.unknown
+
+
+def _with_trained_amp(flat: dict[str, Any], run_dir: Path | None, recorded: Any) -> dict[str, Any]:
+    """`flat` (a flattened config) with train.amp ``auto`` replaced by the precision the run trained in: what its
+    checkpoints record (`run_dir`'s, or `recorded`: what a stage 2 recorded of its stage-1 run), else what auto
+    meant before runs recorded it (:func:`_trained_amp`)."""
+    if flat.get("train.amp") != "auto":
+        return flat
+    if run_dir is None:
+        amp = recorded if recorded in ("none", "bf16", "fp16") else _trained_amp(None, flat.get("train.device"))
+    else:
+        amp = _trained_amp(run_dir, flat.get("train.device"))
+    return {**flat, "train.amp": amp}
+
+
+def _recorded_stage1(run_dir: Path) -> dict | None:
+    """What a stage-2 run's last (else best) checkpoint records of its stage-1 run (state "stage1":
+    engine/stage1_record.stage1_record), or None: no such record (a stage-1 run, an older openlt) or no readable
+    checkpoint."""
+    for name in ("last", "best"):
+        recorded = _checkpoint_state(run_dir / "checkpoints" / f"{name}.safetensors").get("stage1")
+        if isinstance(recorded, dict):
+            return recorded
+    return None
 
 
 def _run_config(run_dir: Path) -> dict[str, Any] | None:
@@ -353,25 +451,13 @@ def _run_config(run_dir: Path) -> dict[str, Any] | None:
         raise RunDirError(str(exc)) from None
 
 
-def _recipe_of(run_dir: Path, prefix: str, depth: int) -> dict[str, Any] | None:
-    flat = _run_config(run_dir)
-    if flat is None:
-        return None
-    if flat.get("train.amp") == "auto":
-        flat["train.amp"] = _trained_amp(run_dir, flat.get("train.device"))
-    recipe = {f"{prefix}{key}": value for key, value in flat.items() if key not in RECIPE_IGNORED}
-    parent = flat.get("train.init_from")
-    if isinstance(parent, str) and parent and depth < RECIPE_DEPTH:
-        recipe.update(_recipe_of(Path(parent), f"{prefix}train.init_from:", depth + 1) or {})
-    return recipe
-
-
-def _trained_amp(run_dir: Path, device: Any) -> str:
+def _trained_amp(run_dir: Path | None, device: Any) -> str:
     """The precision a run whose config.yaml says `train.amp: auto` trained in, as the recipe compares it: what its
     checkpoint records (checkpoint.recorded_amp), else what `auto` meant before runs recorded it (float32, bf16 only
     on a device named cuda: precision.legacy_auto; a run on `device: auto` is taken for a CPU run). So a run written
-    with `none` and one with `auto`, both float32, are one recipe, and a bf16 run is not averaged with them."""
-    trained = recorded_run_amp(run_dir)
+    with `none` and one with `auto`, both float32, are one recipe, and a bf16 run is not averaged with them.
+    `run_dir` None: no checkpoint to read (what a stage 2 recorded of its stage-1 run records no precision)."""
+    trained = None if run_dir is None else recorded_run_amp(run_dir)
     if trained is not None:
         return trained
     return "bf16" if isinstance(device, str) and device.startswith("cuda") else "none"
@@ -389,17 +475,23 @@ def recorded_run_amp(run_dir: Path) -> str | None:
 
 
 def _recorded_amp(path: Path) -> str | None:
-    """state.amp of an openlt checkpoint's header (engine/checkpoint.py writes it: metadata "openlt" = JSON with
-    "state"), read with safetensors alone (io.safetensors_header: no torch, no engine import), or None when the file
-    is missing, unreadable or records none; the checkpoint's own checks run wherever it is loaded."""
+    """state.amp of an openlt checkpoint's header (:func:`_checkpoint_state`), or None when the file is missing,
+    unreadable or records none; the checkpoint's own checks run wherever it is loaded."""
+    amp = _checkpoint_state(path).get("amp")
+    return amp if amp in ("none", "bf16", "fp16") else None
+
+
+def _checkpoint_state(path: Path) -> dict:
+    """The state of an openlt checkpoint's header (engine/checkpoint.py writes it: metadata "openlt" = JSON with
+    "state"), read with safetensors alone (io.safetensors_header: no torch, no engine import); {} when the file is
+    missing or unreadable (the checkpoint's own checks run wherever it is loaded)."""
     if not path.is_file():
-        return None
+        return {}
     try:
         state = json.loads(safetensors_header(path)[0].get("openlt", "{}")).get("state", {})
     except (OSError, ValueError, AttributeError):
-        return None
-    amp = state.get("amp") if isinstance(state, dict) else None
-    return amp if amp in ("none", "bf16", "fp16") else None
+        return {}
+    return state if isinstance(state, dict) else {}
 
 
 def recipe_differences(a: dict[str, Any], b: dict[str, Any]) -> list[str]:
@@ -696,7 +788,8 @@ def _check_recipes(label: str, runs: list[dict], names: list[str] | None) -> Non
     first differing keys with both values) or with the same seed. A run read from a metrics file (:func:`load_metrics`)
     without a config.yaml beside it is refused in a row of several runs: its recipe cannot be checked (metrics.json
     records none); dicts built otherwise (no :data:`SOURCE_KEY`) are not compared."""
-    recipes = [(i, run_recipe(m)) for i, m in enumerate(runs)]
+    lineages = [run_lineage(m) for m in runs]
+    recipes = [(i, None if lineage is None else lineage.recipe()) for i, lineage in enumerate(lineages)]
     if len(runs) > 1:  # a metrics file read from disk without its run's config.yaml: its recipe cannot be checked
         for i, m in enumerate(runs):
             if isinstance(m.get(SOURCE_KEY), str) and recipes[i][1] is None:
@@ -720,18 +813,46 @@ def _check_recipes(label: str, runs: list[dict], names: list[str] | None) -> Non
                               f" into one row {label!r}: they were trained with different recipes (config.yaml "
                               f"{', '.join(differs[:SHOWN_DIFFERENCES])}{more}); give them different labels "
                               f"(LABEL=RUN) or average runs of one recipe")
-    seeds: dict[Any, int] = {}
-    for i, _ in recipes:
-        seed = run_seed(runs[i])
+    _check_seeds(label, runs, names, [(i, lineages[i]) for i, _ in recipes])
+
+
+def _check_seeds(label: str, runs: list[dict], names: list[str] | None, lineages: list[tuple[int, Lineage]]) -> None:
+    """RunDirError naming two runs of the row `label` (one recipe: :func:`_check_recipes`) whose randomness is the
+    same: the same seed and, for stage-2 runs, stage-1 runs of the same seed (a repeated sample, not an independent
+    one: the same config trained twice). A run's randomness is its seed with its stage-1 runs' (:meth:`Lineage.seeds`;
+    a stage-1 run whose seed is unknown is compared by the checkpoint sha256 the stage 2 recorded), so two decoupled
+    runs with the default stage-2 seed on stage-1 runs of seeds 1 and 2 are independent samples (trial 14a S3); a
+    stage-1 run neither recorded nor found cannot be told apart: refused, saying so."""
+    for n, (i, lineage) in enumerate(lineages):
+        seed = lineage.levels[0].get("seed")
         if seed is None:
             continue
-        if seed in seeds:
-            other = seeds[seed]
-            raise RunDirError(f"cannot average {_run_name(runs[other], other, names)} and "
-                              f"{_run_name(runs[i], i, names)} into one row {label!r}: both were trained with seed "
-                              f"{seed} (a repeated seed is not an independent sample: a row's spread is over seeds); "
-                              f"leave one out or give it its own label (LABEL=RUN)")
-        seeds[seed] = i
+        for j, other in lineages[:n]:
+            if other.levels[0].get("seed") != seed or not _same_stage1_randomness(other, lineage):
+                continue
+            a, b = _run_name(runs[j], j, names), _run_name(runs[i], i, names)
+            stage1 = [other.levels[k].get("seed") for k in range(1, min(len(other.levels), len(lineage.levels)))]
+            what = f"seed {seed}" + "".join(f", from stage-1 runs of seed {s}" for s in stage1 if s is not None)
+            unknown = [(x, lin.unknown) for x, lin in ((a, other), (b, lineage)) if lin.unknown]
+            why = "".join(f"; the stage-1 run of {x} is unknown (train.init_from {path} is not found and {x} "
+                          f"records none of it), so nothing shows they are different samples" for x, path in unknown)
+            raise RunDirError(f"cannot average {a} and {b} into one row {label!r}: both were trained with {what} (a "
+                              f"repeated seed is not an independent sample: a row's spread is over seeds){why}; leave "
+                              f"one out or give it its own label (LABEL=RUN)")
+
+
+def _same_stage1_randomness(a: Lineage, b: Lineage) -> bool:
+    """Whether the stage-1 runs of two runs (their :class:`Lineage` levels after the first) may be the same sample:
+    False when some level's seeds differ (or, where a seed is unknown, the recorded checkpoint sha256s do); levels
+    one of them does not know (a stage-1 run neither recorded nor found) cannot tell them apart."""
+    for k in range(1, min(len(a.levels), len(b.levels))):
+        seeds = a.levels[k].get("seed"), b.levels[k].get("seed")
+        if None not in seeds:
+            if seeds[0] != seeds[1]:
+                return False
+        elif None not in (a.sha256[k], b.sha256[k]) and a.sha256[k] != b.sha256[k]:
+            return False
+    return True
 
 
 def aggregate(groups: dict[str, list[dict]], names: dict[str, list[str]] | None = None) -> list[dict]:
@@ -752,7 +873,8 @@ def aggregate(groups: dict[str, list[dict]], names: dict[str, list[str]] | None 
                      "data": data_of(runs[0]) if runs else None,
                      "folders": folders_of(runs, None if names is None else names.get(label)),
                      "unknown_splits": [_run_name(m, i, None if names is None else names.get(label))
-                                        for i, m in enumerate(runs) if split_files(m) is None]})
+                                        for i, m in enumerate(runs) if split_files(m) is None],
+                     "unknown_stage1": _unknown_stage1(runs, None if names is None else names.get(label))})
     return rows
 
 
@@ -818,11 +940,35 @@ def unknown_splits_note(rows: list[dict]) -> str:
             f"runs (evaluate it again with this openlt to record them)")
 
 
+def _unknown_stage1(runs: list[dict], names: list[str] | None) -> list[tuple[str, str]]:
+    """(name, train.init_from path) of each run of a row of several whose stage-1 recipe is unknown
+    (:func:`stage1_unknown`), for :func:`stage1_unknown_note`; [] for a row of one run (nothing to compare)."""
+    if len(runs) < 2:
+        return []
+    unknown = [(i, stage1_unknown(m)) for i, m in enumerate(runs)]
+    return [(_run_name(runs[i], i, names), path) for i, path in unknown if path]
+
+
+def stage1_unknown_note(rows: list[dict]) -> str:
+    """The note under a table naming the stage-2 runs of a row of several whose stage-1 recipe is unknown (trial 14a
+    D2: the run records none, trained before openlt recorded it, and its train.init_from folder is gone or moved),
+    or "": their stage-1 runs were not compared with the row's others (a recipe that differs would be refused)."""
+    unknown = [f"{md_cell(run)} (row {md_cell(row['label'])}, train.init_from {md_cell(path)})"
+               for row in rows for run, path in row.get("unknown_stage1") or ()]
+    if not unknown:
+        return ""
+    return (f"note: stage-1 recipe unknown for {', '.join(unknown)}: its stage-1 run is not found and the run records "
+            f"none of it (trained before openlt recorded it), so nothing shows it started from a stage-1 run of the "
+            f"same recipe as the row's other runs (put the stage-1 run back at that path, or train the stage 2 again "
+            f"with this openlt)")
+
+
 def table_notes(rows: list[dict]) -> list[str]:
     """The lines under a table of :func:`aggregate`'s rows: what ± is, then the notes that apply: the different-data
-    note, the runs whose split files are unknown, the different image folders, the under-trained footnote."""
-    return [note for note in (STD_NOTE, data_note(rows), unknown_splits_note(rows), folders_note(rows),
-                              under_trained_note(rows)) if note]
+    note, the runs whose split files are unknown, the stage-2 runs whose stage-1 recipe is unknown, the different
+    image folders, the under-trained footnote."""
+    return [note for note in (STD_NOTE, data_note(rows), unknown_splits_note(rows), stage1_unknown_note(rows),
+                              folders_note(rows), under_trained_note(rows)) if note]
 
 
 UNDER_TRAINED_MARK = "†"
