@@ -7,7 +7,9 @@ import contextlib
 import hashlib
 import json
 import os
+import re
 import signal
+import socket
 import tempfile
 import threading
 from pathlib import Path
@@ -43,6 +45,82 @@ def _umask() -> int:
 _FILE_MODE = 0o666 & ~_umask()
 
 
+_KEPT: dict[str, int] = {}  # folder (absolute) -> how many blocks of :func:`never_recreated` hold it now
+_KEPT_LOCK = threading.Lock()
+
+
+@contextlib.contextmanager
+def never_recreated(folder: str | os.PathLike) -> Iterator[None]:
+    """Inside the block (any thread of this process), no :func:`atomic_path` write creates `folder` again when it
+    is missing (a run directory moved or deleted while a command uses it: ``Run.watched``): a write into it or
+    below it then fails (WriteError, "No such file or directory"), missing folders below it are still created."""
+    key = os.path.abspath(folder)
+    with _KEPT_LOCK:
+        _KEPT[key] = _KEPT.get(key, 0) + 1
+    try:
+        yield
+    finally:
+        with _KEPT_LOCK:
+            _KEPT[key] -= 1
+            if not _KEPT[key]:
+                del _KEPT[key]
+
+
+def _make_parent(folder: Path, parents: bool) -> None:
+    """Create `folder` (with its missing parents when `parents`), never a folder held by :func:`never_recreated`."""
+    if folder.is_dir():
+        return
+    here = os.path.abspath(folder)
+    with _KEPT_LOCK:
+        kept = list(_KEPT)
+    for root in kept:
+        if (here == root or here.startswith(root.rstrip(os.sep) + os.sep)) and not os.path.isdir(root):
+            raise FileNotFoundError(2, "No such file or directory (the folder was moved or deleted meanwhile and "
+                                       "is not recreated)", root)
+    folder.mkdir(parents=parents, exist_ok=True)
+
+
+class _Temp:
+    """A temporary file `.NAME.XXXX.tmp` made in the folder open as `fd` (a handle on the folder, not its name):
+    removed there even when the folder was moved meanwhile (no temporary left in a moved run directory)."""
+
+    def __init__(self, folder: Path, name: str) -> None:
+        self.fd = os.open(folder, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+        try:
+            made, tmp = tempfile.mkstemp(prefix=temp_prefix(name), suffix=TEMP_SUFFIX, dir=folder)
+            os.close(made)
+            self.name, self.path = os.path.basename(tmp), Path(tmp)
+            if not _same_folder(folder, self.fd):  # moved between open and mkstemp: made elsewhere
+                os.unlink(tmp)
+                raise FileNotFoundError(2, "No such file or directory (the folder was moved meanwhile)", str(folder))
+        except BaseException:
+            os.close(self.fd)
+            raise
+
+    def replace(self, path: Path) -> None:
+        """Rename it to `path` (its name: where it is meant to be; a folder moved away fails, ENOENT)."""
+        os.replace(self.name, path, src_dir_fd=self.fd)
+
+    def discard(self) -> None:
+        """Remove it from the folder it was made in, wherever that folder is now; close the handle."""
+        with contextlib.suppress(OSError):
+            os.unlink(self.name, dir_fd=self.fd)
+        self.close()
+
+    def close(self) -> None:
+        if self.fd is not None:
+            os.close(self.fd)
+            self.fd = None
+
+
+def _same_folder(folder: Path, fd: int) -> bool:
+    try:
+        now, held = os.stat(folder), os.fstat(fd)
+    except OSError:
+        return False
+    return (now.st_dev, now.st_ino) == (held.st_dev, held.st_ino)
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike, *, parents: bool = True) -> Iterator[Path]:
     """Yield a temporary path beside `path`; on success it replaces `path`, on failure it is removed.
@@ -50,32 +128,33 @@ def atomic_path(path: str | os.PathLike, *, parents: bool = True) -> Iterator[Pa
     Readers never see a half-written file, and a crash leaves the previous version in place.
     A failure to write (disk full, no permission) is a WriteError naming `path`. The folder of `path` is created
     when missing, with its missing parents unless `parents` is False (then only when its parent exists: a
-    run directory moved away meanwhile is not recreated by a write into it).
+    run directory moved away meanwhile is not recreated by a write into it), and never a folder that
+    :func:`never_recreated` holds. The temporary file is removed from the folder it was made in even when that
+    folder was moved meanwhile (a handle on the folder, not its name).
     """
     path = Path(path)
     try:
-        path.parent.mkdir(parents=parents, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=TEMP_SUFFIX, dir=path.parent)
-        os.close(fd)
+        _make_parent(path.parent, parents)
+        temp = _Temp(path.parent, path.name)
     except OSError as exc:
         raise _write_error(path, exc) from exc
     try:
-        yield Path(tmp)
-        os.chmod(tmp, _FILE_MODE)  # mkstemp makes 0600; runs are meant to be read by others (as open() would)
+        yield temp.path
+        os.chmod(temp.name, _FILE_MODE, dir_fd=temp.fd)  # mkstemp makes 0600; runs are meant to be read by others
         group = getattr(_GROUP, "pending", None)
         if group is None:
-            os.replace(tmp, path)
+            temp.replace(path)
+            temp.close()
         else:  # renamed with the rest of its group (write_group)
-            group.append((Path(tmp), path))
+            group.append((temp, path))
     except BaseException as exc:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
+        temp.discard()
         if isinstance(exc, _write_errors()):
             raise _write_error(path, exc) from exc
         raise
 
 
-_GROUP = threading.local()  # .pending: [(temporary file or None, final path)] of the open write_group of this thread
+_GROUP = threading.local()  # .pending: [(temporary file (_Temp) or None, final path)] of the open write_group of this thread
 _DEFERRED = {getattr(signal, name) for name in ("SIGINT", "SIGTERM") if hasattr(signal, name)}
 _COMMITTING = threading.Condition()  # .active: the groups being renamed into place now, in any thread
 _COMMITTING.active = 0
@@ -107,8 +186,7 @@ def write_group() -> Iterator[None]:
         _GROUP.pending = None
         for tmp, _ in pending:
             if tmp is not None:
-                with contextlib.suppress(OSError):
-                    os.unlink(tmp)
+                tmp.discard()
         raise
     _GROUP.pending = None
     _commit(pending)
@@ -133,7 +211,7 @@ def _remove(path: Path) -> None:
         raise WriteError(f"cannot remove {path}: {exc.strerror or exc}") from exc
 
 
-def _commit(pending: list[tuple[Path | None, Path]]) -> None:
+def _commit(pending: list[tuple[_Temp | None, Path]]) -> None:
     """Rename every (temporary file, final path) of a group (remove the final path where there is no temporary
     file); in the main thread SIGINT / SIGTERM that arrive meanwhile are recorded and raised again once every
     file is in place (their handlers run then); in any thread the interpreter's exit waits for it
@@ -151,12 +229,12 @@ def _commit(pending: list[tuple[Path | None, Path]]) -> None:
                 _remove(path)
                 continue
             try:
-                os.replace(tmp, path)
+                tmp.replace(path)
+                tmp.close()
             except OSError as exc:
                 for rest, _ in pending[i:]:
                     if rest is not None:
-                        with contextlib.suppress(OSError):
-                            os.unlink(rest)
+                        rest.discard()
                 raise _write_error(path, exc) from exc
     finally:
         with _COMMITTING:
@@ -179,15 +257,68 @@ def _wait_for_commits() -> None:
         _COMMITTING.wait_for(lambda: _COMMITTING.active == 0, timeout=COMMIT_WAIT_S)
 
 
-def remove_stale_temp(folder: str | os.PathLike) -> list[Path]:
+def _host_tag() -> str:
+    return hashlib.sha256(socket.gethostname().encode("utf-8", "replace")).hexdigest()[:6]
+
+
+def temp_prefix(name: str) -> str:
+    """The start of the name of a temporary file or folder this process writes for `name`: ``.NAME.PID-HOST.``
+    (HOST: 6 hex digits of a hash of the host name), so that a later process can tell one whose writer died (a
+    SIGKILL mid-write: :func:`stale_temporaries`) from one a live process is writing."""
+    return f".{name}.{os.getpid()}-{_host_tag()}."
+
+
+_TEMP_NAME = re.compile(r"\.(?P<name>.+)\.(?P<pid>\d+)-(?P<host>[0-9a-f]{6})\.[^.]+\.(?:tmp|old)")
+
+
+def _alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except PermissionError:  # (another user's process)
+        return True
+    except (ProcessLookupError, OverflowError):
+        return False
+    return True
+
+
+def stale_temporaries(folder: str | os.PathLike, name: str | None = None) -> list[Path]:
+    """The temporary files and folders (:func:`temp_prefix`: ``.NAME.PID-HOST.XXXX.tmp``, an export's ``.old``)
+    directly in `folder` (of `name` only, when given) whose writer is dead: written on this host by a process
+    that no longer runs. Those of a live process, of another host, and any other name are never listed."""
+    found = []
+    try:
+        entries = list(os.scandir(folder))
+    except OSError:
+        return []
+    host = _host_tag()
+    for entry in entries:
+        match = _TEMP_NAME.fullmatch(entry.name)
+        if (match and match["host"] == host and (name is None or match["name"] == name)
+                and not _alive(int(match["pid"]))):
+            found.append(Path(entry.path))
+    return found
+
+
+def remove_stale_temp(folder: str | os.PathLike, dead_only: bool = False) -> list[Path]:
     """Delete the temporary files of writes that never finished (a process killed mid-write) under `folder`.
 
-    Only names of the form `atomic_path` uses (`.NAME.XXXX.tmp`) are touched. Call it only when no other
-    process writes into `folder` (e.g. when resuming a run); returns the files removed.
+    Only names of the form `atomic_path` uses (`.NAME.XXXX.tmp`) are touched. Without `dead_only`, call it only
+    when no other process writes into `folder` (e.g. when resuming a run); with `dead_only`, only those whose
+    writer is known dead are removed (:func:`stale_temporaries`, in `folder` and its sub-folders), safe while
+    other processes write there. Returns the files removed.
     """
     removed = []
-    for tmp in Path(folder).rglob(f".*{TEMP_SUFFIX}"):
-        if tmp.is_file():
+    if dead_only:
+        folders = [Path(folder), *(p for p in Path(folder).rglob("*") if p.is_dir() and not p.is_symlink())]
+        candidates = [tmp for sub in folders for tmp in stale_temporaries(sub)]
+    else:
+        candidates = list(Path(folder).rglob(f".*{TEMP_SUFFIX}"))
+    for tmp in candidates:
+        if tmp.is_file() and not tmp.is_symlink():
             with contextlib.suppress(OSError):
                 tmp.unlink()
                 removed.append(tmp)
