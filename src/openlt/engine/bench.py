@@ -20,14 +20,23 @@ eval settings (written as metrics-<name>.json in that run); `paper_row` names th
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import logging
+import os
 import re
 import shutil
+import socket
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
+
+try:
+    import fcntl
+except ImportError:  # pragma: no cover - not POSIX: runs are not locked
+    fcntl = None
 
 from openlt.config import (SEED_END, TRAINS_NOTHING, UNTRAINED_TRAIN_KEYS, Config, build_config, flatten,
                            out_dir_problem, read_json, read_yaml_mapping, resolve_config, run_name_problem, to_dict)
@@ -40,10 +49,10 @@ from openlt.engine.init_from import stage2_kind
 from openlt.engine.manifest import read_run_manifest
 from openlt.engine.precision import native_bf16, precision_name, run_amp
 from openlt.engine.precheck import check_loss_weights, check_open_score, config_setting, split_counts
-from openlt.engine.run import Run, absolute_paths, check_tag, open_run
+from openlt.engine.run import Run, _holder, _read_settled, _same_file, absolute_paths, check_tag, open_run
 from openlt.engine.runtime import resolve_device
 from openlt.engine.train import train
-from openlt.errors import ConfigError, OpenLTError
+from openlt.errors import ConfigError, OpenLTError, WriteError
 from openlt.io import sha256_file
 from openlt.openset import build_score
 from openlt.openset.rejector import parse_threshold
@@ -343,7 +352,10 @@ def _run_all(spec: BenchSpec, quiet: bool, log: Callable[[str], None], report_on
             done += 1
             prefix = f"[{done}/{total}] {m.name} seed {seed}"
             if m.eval_of:
-                metrics = _evaluated_again(spec, m, runs.get(m.eval_of), quiet, log, prefix, report_only)
+                base = runs.get(m.eval_of)
+                with _choosing(spec.out_dir, f"{m.name}-s{seed}", log, prefix, report_only,
+                               lambda: [base] if base is not None else []):
+                    metrics = _evaluated_again(spec, m, base, quiet, log, prefix, report_only)
             else:
                 run = _trained(spec, m, seed, runs, quiet, log, prefix, report_only)
                 metrics = None if run is None else run.metrics_file
@@ -397,21 +409,188 @@ def _evaluated_again(spec: BenchSpec, m: BenchMethod, base: Run | None, quiet: b
 def _trained(spec: BenchSpec, m: BenchMethod, seed: int, runs: dict[str, Run], quiet: bool,
              log: Callable[[str], None], prefix: str, report_only: bool) -> Run | None:
     """The finished (evaluated) run of a method and seed: an existing one, else trained (or resumed) and
-    evaluated now; None when missing under `report_only`."""
+    evaluated now; None when missing under `report_only`. A bench chooses (and trains) it holding the (out_dir,
+    method, seed)'s lock, after every run of it that another live process holds is free (:func:`_choosing`).
+    A stage-2 run (`init_from`) not started from this seed's run of its base method (`runs`) is trained again
+    when its stage-1 run is gone or changed, refused when it is another intact run (:func:`_stage1_mismatch`)."""
     name = f"{m.name}-s{seed}"
-    finished = [run for run in _runs_of(spec.out_dir, name) if run.metrics_file.is_file()]
-    if finished:
-        _check_same_config(spec, m, seed, finished[0])
-        if not _as_the_spec_says(spec, m, finished[0], None, [], report_only, log, prefix):
-            evaluate_run(finished[0], quiet=quiet)  # its config.yaml's eval settings: the spec's (checked above)
-        log(f"{prefix}: done ({finished[0].path})")
-        return finished[0]
-    if report_only:
-        log(f"{prefix}: missing")
+    with _choosing(spec.out_dir, name, log, prefix, report_only, lambda: _runs_of(spec.out_dir, name)):
+        stage1 = runs.get(m.init_from) if m.init_from else None
+        for run in [run for run in _runs_of(spec.out_dir, name) if run.metrics_file.is_file()]:
+            why = _stage1_mismatch(spec, m, seed, run, stage1) if m.init_from else None
+            if why is not None:
+                _replace_stale(spec, run, why, report_only, log, prefix)
+                continue
+            _check_same_config(spec, m, seed, run)
+            if not _as_the_spec_says(spec, m, run, None, [], report_only, log, prefix):
+                evaluate_run(run, quiet=quiet)  # its config.yaml's eval settings: the spec's (checked above)
+            log(f"{prefix}: done ({run.path})")
+            return run
+        if report_only:
+            log(f"{prefix}: missing")
+            return None
+        run = _train_or_resume(spec, m, seed, name, runs, quiet, log, prefix)
+        evaluate_run(run, quiet=quiet)
+        return run
+
+
+WAIT_POLL_S = 0.5  # how often a bench waiting for another process's run (or choice) looks again
+
+
+def _choice_lock_file(out_dir: Path, name: str) -> Path:
+    """OUT_DIR/.NAME.bench.lock: held (flock) by the bench that chooses, trains or evaluates NAME (METHOD-sSEED)."""
+    return out_dir / f".{name}.bench.lock"
+
+
+@contextlib.contextmanager
+def _choosing(out_dir: Path, name: str, log: Callable[[str], None], prefix: str, report_only: bool,
+              held: Callable[[], list[Run]]) -> Iterator[None]:
+    """Inside the block this bench alone chooses, trains and evaluates `name` (METHOD-sSEED) in `out_dir`: it holds
+    OUT_DIR/.NAME.bench.lock (flock, exclusive; the file holds its PID and host, and is removed as it is released,
+    as train.lock is), taken when another bench lets it go, and every run of `held()` that another live process
+    holds (its train.lock: an `openlt train`, `eval`, or a bench of an older openlt) is free. Two benches on one
+    out_dir so never both create METHOD-sSEED, never delete or resume a run the other trains: the second waits,
+    saying so once (one line naming the run and the process), then reuses or resumes what the first left (as
+    for an interrupted run when the first was killed). `report_only` (which writes nothing): no lock, no wait."""
+    if report_only or fcntl is None:
+        yield
+        return
+    said = False
+
+    def waiting(holder: str, what: str) -> None:
+        nonlocal said
+        if not said:
+            log(f"{prefix}: {what} is in use by process {holder}; waiting for it to end")
+            said = True
+
+    path = _choice_lock_file(out_dir, name)
+    while True:
+        try:
+            fh = open(path, "a+", encoding="utf-8", errors="replace")
+        except OSError as exc:
+            raise WriteError(f"cannot create {path}: {exc.strerror or exc}") from None
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            fh.seek(0)
+            holder = fh.read().strip() or "(unknown)"
+            fh.close()
+            runs = _runs_of(out_dir, name)
+            what = runs[-1].path if runs else f"{out_dir / name} (not created yet)"
+            waiting(f"{holder} (another `openlt bench` on {out_dir})", str(what))
+            time.sleep(WAIT_POLL_S)
+            continue
+        info = os.fstat(fh.fileno())
+        if _same_file(path, info):
+            break
+        fh.close()  # its holder removed it as it ended: lock the file at the path now
+    with fh:
+        fh.seek(0)
+        fh.truncate()
+        fh.write(f"{os.getpid()} on {socket.gethostname()}\n")
+        fh.flush()
+        try:
+            while True:  # runs that another process (not a bench of this openlt) trains or evaluates
+                busy = next(((run, who) for run in held() if (who := _holder_of(run)) is not None), None)
+                if busy is None:
+                    break
+                waiting(busy[1], str(busy[0].path))
+                time.sleep(WAIT_POLL_S)
+            yield
+        finally:
+            if _same_file(path, info):
+                with contextlib.suppress(OSError):
+                    os.unlink(path)
+
+
+def _holder_of(run: Run) -> str | None:
+    """"PID on HOST" of another live process that holds `run`'s train.lock (training it, `Run.lock`, or
+    evaluating it, `Run.eval_lock`); None when the lock is free (also a killed process's file), gone, or this
+    process's. A record not whole yet (its holder has just taken the lock) is read again, as `Run` reads it."""
+    if fcntl is None or not run.lock_file.is_file():  # pragma: no cover - not POSIX
         return None
-    run = _train_or_resume(spec, m, seed, name, runs, quiet, log, prefix)
-    evaluate_run(run, quiet=quiet)
-    return run
+    held = _read_settled(run._other_holder, lambda held: held is None or held[1] is not None)
+    if held is None:
+        return None
+    text, record = held
+    holder = (record or _holder(text))[0]
+    return None if holder.split(" ", 1)[0] == str(os.getpid()) else holder
+
+
+def _remove_run(run: Run) -> None:
+    """Delete a run directory the bench replaces (killed before its first checkpoint, or a stale stage 2), holding
+    its lock (`Run.lock`): a run another live process holds is never deleted (RunDirError naming the process)."""
+    with run.lock():
+        shutil.rmtree(run.path)
+
+
+def _recorded_stage1(run: Run) -> dict:
+    """What `run`'s checkpoint (best, else last) records of the stage-1 checkpoint it was fitted on ("stage1" of
+    a decoupled stage 2: stage1_record.stage1_record); {} when none (a stage 2 that trains, an older openlt) or
+    the checkpoint cannot be read (the evaluation names it)."""
+    for which in ("best", "last"):
+        path = run.checkpoint(which)
+        if path.is_file():
+            try:
+                recorded = checkpoint_state(path).get("stage1")
+            except OpenLTError:
+                return {}
+            return recorded if isinstance(recorded, dict) and isinstance(recorded.get("sha256"), str) else {}
+    return {}
+
+
+def _sha_of(path: Path) -> str | None:
+    return sha256_file(path) if path.is_file() else None
+
+
+def _stage1_mismatch(spec: BenchSpec, m: BenchMethod, seed: int, run: Run, stage1: Run | None) -> str | None:
+    """None when `run`, a run of the stage-2 method `m`, was started from `stage1`, this seed's run of
+    `m.init_from` that the bench uses (None: missing under --report-only), or from the same weights: for a
+    decoupled stage 2 the sha256 of the stage-1 checkpoint its own checkpoint records (a moved or copied run
+    matches); for one that trains (no such record) its train.init_from, the same path or a run folder of the
+    same name (an out_dir moved). Else why its results do not hold (the caller trains it again): the stage-1
+    run it was started from is gone or its checkpoint changed since. ConfigError, one line, when that run is
+    there, intact, and another than the bench's (two runs of the base method and seed): which one is meant is
+    the user's to say."""
+    saved = run.config().train.init_from
+    recorded = _recorded_stage1(run)
+    which = recorded.get("checkpoint", "best") if recorded else "best"
+    if stage1 is not None and recorded and _sha_of(stage1.checkpoint(which)) == recorded["sha256"]:
+        return None
+    if stage1 is not None and not recorded and saved and (Path(saved).resolve() == stage1.path.resolve()
+                                                          or Path(saved).name == stage1.path.name):
+        return None
+    where = f"bench spec {spec.path}: method {m.name!r} seed {seed}: the run {run.path}"
+    if not saved:
+        raise ConfigError(f"{where} was made without train.init_from, not from this seed's {m.init_from} run; "
+                          f"delete that run folder or give the bench another out_dir")
+    source = Run(Path(saved))
+    if not source.config_file.is_file():
+        return f"was started from the {m.init_from} run {saved}, which is gone"
+    if recorded:
+        now = _sha_of(source.checkpoint(which))
+        if now != recorded["sha256"]:
+            return (f"was started from the {m.init_from} run {saved}, whose checkpoints/{which}.safetensors "
+                    f"changed since (sha256 {recorded['sha256'][:12]} then, {now[:12] if now else 'none'} now)")
+    if stage1 is None:  # (--report-only, this seed's base run missing: nothing to compare with)
+        return None
+    raise ConfigError(f"{where} was started from the {m.init_from} run {saved}, not from this seed's {m.init_from} "
+                      f"run {stage1.path} that the bench uses (both are there); delete the run folder that is not "
+                      f"wanted or give the bench another out_dir")
+
+
+def _replace_stale(spec: BenchSpec, run: Run, why: str, report_only: bool, log: Callable[[str], None],
+                   prefix: str) -> None:
+    """A stage-2 run whose stage-1 run is gone or changed (`why`, :func:`_stage1_mismatch`): its results do not
+    hold for this seed's stage-1 run, so it is deleted (with its eval_of files) and trained again, one line
+    saying so; under `report_only` (nothing is trained) ConfigError naming the run, why and the remedy."""
+    if report_only:
+        raise ConfigError(f"bench {spec.name}: the run {run.path} {why}: its results do not hold for this seed's "
+                          f"stage-1 run; --report-only trains nothing: run `openlt bench {spec.path or 'SPEC'}` "
+                          f"without it to train it again")
+    log(f"{prefix}: the run {run.path} {why}: its results do not hold for this seed's stage-1 run; deleting it "
+        f"and training it again")
+    _remove_run(run)
 
 
 def _as_the_spec_says(spec: BenchSpec, m: BenchMethod, run: Run, tag: str | None, overrides: list[str],
@@ -563,13 +742,22 @@ def precision_differences(metrics: dict, run: Run, cfg: Config) -> list[str]:
 
 def _train_or_resume(spec: BenchSpec, m: BenchMethod, seed: int, name: str, runs: dict[str, Run], quiet: bool,
                      log: Callable[[str], None], prefix: str) -> Run:
+    """Resume the interrupted run of `name` (one with a `last` checkpoint, its config the spec's, a stage 2's
+    started from this seed's stage-1 run), deleting those killed before their first checkpoint and stale stage-2
+    runs (:func:`_stage1_mismatch`); else train a new one. Called holding the choice lock (:func:`_choosing`),
+    no run of `name` held by another process."""
+    stage1 = runs.get(m.init_from) if m.init_from else None
     for partial in _runs_of(spec.out_dir, name):
         if partial.checkpoint("last").is_file():
+            why = _stage1_mismatch(spec, m, seed, partial, stage1) if m.init_from else None
+            if why is not None:
+                _replace_stale(spec, partial, why, False, log, prefix)
+                continue
             _check_same_config(spec, m, seed, partial)
             log(f"{prefix}: resuming the interrupted run {partial.path}")
             run = open_run(partial.path)
             return train(run.config(), run=run, resume=True, quiet=quiet, log=log)
-        shutil.rmtree(partial.path)  # killed before its first checkpoint: nothing to keep
+        _remove_run(partial)  # killed before its first checkpoint: nothing to keep
     overrides = [*m.overrides, f"seed={seed}", f"out_dir={spec.out_dir}"]
     if m.init_from:
         overrides.append(f"train.init_from={runs[m.init_from].path}")

@@ -1,0 +1,171 @@
+"""A bench reusing a finished stage-2 run (`init_from`) checks that it was started from this seed's stage-1 run
+the bench uses now (trial 14a D1): a stage-2 run whose stage-1 run was deleted and trained again is deleted and
+trained again (one line saying so; its eval_of files go with it), one whose stage-1 checkpoint changed too, one
+from another intact stage-1 run is refused, and a copied out_dir is reused as it is."""
+
+import json
+import re
+import shutil
+from pathlib import Path
+
+import pytest
+
+from images import make_image_folder
+from openlt.engine import bench as bench_module
+from openlt.engine.bench import _stage1_mismatch, load_bench, run_bench
+from openlt.engine.run import Run
+from openlt.errors import ConfigError
+
+CONFIGS = Path(__file__).parents[2] / "configs" / "fmnist_lt"
+TINY = ["data.dataset=image-folder", "data.image_size=16", "model.backbone=resnet10", "train.epochs=1",
+        "train.batch_size=16", "train.lr=0.05", "eval.batch_size=64", "eval.many_above=30", "eval.few_below=15",
+        "data.split.n_max=40", "data.split.n_min=8", "data.split.open_classes=[eel]", "data.split.val_per_class=4",
+        "data.split.test_per_class=6", "data.split.order=label", "train.device=cpu", "data.workers=0"]
+
+
+def write_spec(root: Path, name: str, out_dir: Path, plain_overrides: list[str] | None = None) -> Path:
+    spec = {"name": "reuse", "out_dir": str(out_dir), "seeds": [0],
+            "overrides": [f"data.root={root / 'images'}", *TINY],
+            "methods": [{"name": "plain", "config": "tiny.yaml", "overrides": plain_overrides or []},
+                        {"name": "ncm", "config": str(CONFIGS / "decouple_ncm.yaml"), "init_from": "plain"},
+                        {"name": "ncm+ml", "eval_of": "ncm", "overrides": ["eval.open_score=max_logit"]}]}
+    path = root / name
+    path.write_text(json.dumps(spec))  # JSON is YAML
+    return path
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """(root, the spec, its out_dir) of the bench trained once: plain-s0, ncm-s0 from it, ncm+ml of ncm-s0."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    root = tmp_path_factory.mktemp("reuse")
+    make_image_folder(root / "images", {"ant": 50, "bee": 33, "cat": 23, "dog": 18, "eel": 10})
+    (root / "tiny.yaml").write_text("name: tiny\n")
+    spec = write_spec(root, "bench.yaml", root / "bench")
+    run_bench(load_bench(spec), quiet=True, log=lambda line: None)
+    yield root, spec, root / "bench"
+    torch.set_num_threads(threads)
+
+
+def one(folder: Path, name: str) -> Path:
+    runs = sorted(folder.glob(f"{name}-s0-*"))
+    assert len(runs) == 1, runs
+    return runs[0]
+
+
+def copied(trained, tmp_path: Path, *, own_stage1: bool) -> Path:
+    """A copy of the trained out_dir; `own_stage1`: its ncm run's train.init_from names the copy's plain run (as
+    if it had been trained there), else the original's."""
+    _, _, original = trained
+    out = tmp_path / "out"
+    shutil.copytree(original, out)
+    if own_stage1:
+        config = one(out, "ncm") / "config.yaml"
+        config.write_text(config.read_text().replace(str(original), str(out)))
+    return out
+
+
+def flip_last_byte(path: Path) -> None:
+    data = bytearray(path.read_bytes())
+    data[-1] ^= 1  # a tensor byte: the header (checkpoint_state) is unchanged, the sha256 not
+    path.write_bytes(bytes(data))
+
+
+def test_stage2_of_a_retrained_stage1_run_is_trained_again(trained, tmp_path):
+    """Trial 14a D1: plain edited (refused), its runs deleted, the bench run again: plain trained anew, and the
+    ncm run of the deleted plain run is no longer reused as `done` (it was, with the old row in results.md)."""
+    root, _, _ = trained
+    out = copied(trained, tmp_path, own_stage1=True)
+    old_plain, old_ncm = one(out, "plain"), one(out, "ncm")
+    assert (old_ncm / "metrics-ncm-ml.json").is_file()
+    shutil.rmtree(old_plain)
+    spec = write_spec(root, "edited.yaml", out, ["train.lr=0.02"])  # another plain recipe: other weights
+    lines = []
+    results = run_bench(load_bench(spec), quiet=True, log=lines.append)
+    new_plain, new_ncm = one(out, "plain"), one(out, "ncm")
+    assert new_plain != old_plain and new_ncm != old_ncm and not old_ncm.exists()
+    said = [line for line in lines if "deleting it" in line]
+    assert said == [f"[2/3] ncm seed 0: the run {old_ncm} was started from the plain run {old_plain}, which is gone: "
+                    f"its results do not hold for this seed's stage-1 run; deleting it and training it again"]
+    assert any(line == "[2/3] ncm seed 0: training decouple_ncm.yaml" for line in lines)
+    assert Run(new_ncm).config().train.init_from == str(new_plain)
+    assert results["ncm"] == [new_ncm / "metrics.json"]
+    # the eval_of row of the stale run went with it: evaluated on the new run
+    assert results["ncm+ml"] == [new_ncm / "metrics-ncm-ml.json"] and results["ncm+ml"][0].is_file()
+    assert any(line.startswith("[3/3] ncm+ml seed 0: evaluating") for line in lines)
+
+    # run again: everything reused, nothing said about stage 1
+    lines = []
+    run_bench(load_bench(spec), quiet=True, log=lines.append)
+    assert [line.split(": ")[1].split(" ")[0] for line in lines if line.startswith("[")] == ["done"] * 3
+    assert one(out, "ncm") == new_ncm
+
+
+def test_a_copied_out_dir_is_reused(trained, tmp_path):
+    """The same stage-1 weights (the ncm run's checkpoint records their sha256): reused, nothing trained."""
+    root, _, _ = trained
+    out = copied(trained, tmp_path, own_stage1=False)
+    lines = []
+    run_bench(load_bench(write_spec(root, "copy.yaml", out)), quiet=True, log=lines.append)
+    assert [line.split(": ")[1].split(" ")[0] for line in lines if line.startswith("[")] == ["done"] * 3
+
+
+def test_changed_stage1_checkpoint_and_another_stage1_run(trained, tmp_path):
+    root, _, original = trained
+    out = copied(trained, tmp_path, own_stage1=False)
+    spec = load_bench(write_spec(root, "copy.yaml", out))
+    ncm = [m for m in spec.methods if m.name == "ncm"][0]
+    plain, stage2 = Run(one(out, "plain")), Run(one(out, "ncm"))
+    sha = bench_module._recorded_stage1(stage2)["sha256"]
+    assert _stage1_mismatch(spec, ncm, 0, stage2, plain) is None
+    flip_last_byte(plain.checkpoint("best"))
+    # the ncm run names the original plain run, intact: which stage-1 run is meant is the user's to say
+    with pytest.raises(ConfigError) as exc:
+        _stage1_mismatch(spec, ncm, 0, stage2, plain)
+    assert str(exc.value) == (f"bench spec {spec.path}: method 'ncm' seed 0: the run {stage2.path} was started from "
+                              f"the plain run {one(original, 'plain')}, not from this seed's plain run {plain.path} "
+                              f"that the bench uses (both are there); delete the run folder that is not wanted or "
+                              f"give the bench another out_dir")
+    # started from this very run, whose checkpoint changed since: stale
+    config = stage2.config_file
+    config.write_text(config.read_text().replace(str(original), str(out)))
+    why = _stage1_mismatch(spec, ncm, 0, stage2, plain)
+    assert re.fullmatch(rf"was started from the plain run {re.escape(str(plain.path))}, whose checkpoints/best"
+                        rf"\.safetensors changed since \(sha256 {sha[:12]} then, [0-9a-f]{{12}} now\)", why), why
+    assert sha[:12] not in why.split("then, ")[1]
+
+
+def test_stage2_without_record_compared_by_path(trained, tmp_path, monkeypatch):
+    """A stage 2 that trains (OLTR, the stage-2 losses) records no stage-1 sha256: its train.init_from must be this
+    seed's run, or a run folder of that name (an out_dir moved); gone: trained again."""
+    root, _, original = trained
+    out = copied(trained, tmp_path, own_stage1=False)
+    spec = load_bench(write_spec(root, "copy.yaml", out))
+    ncm = [m for m in spec.methods if m.name == "ncm"][0]
+    plain, stage2 = Run(one(out, "plain")), Run(one(out, "ncm"))
+    monkeypatch.setattr(bench_module, "_recorded_stage1", lambda run: {})
+    assert _stage1_mismatch(spec, ncm, 0, stage2, plain) is None  # the same folder name: moved
+    config = stage2.config_file
+    gone = original / "plain-s0-20000101-000000"
+    config.write_text(config.read_text().replace(str(one(original, "plain")), str(gone)))
+    assert _stage1_mismatch(spec, ncm, 0, stage2, plain) == f"was started from the plain run {gone}, which is gone"
+
+
+def test_report_only_refuses_a_stale_stage2_run(trained, tmp_path, capsys):
+    from openlt.cli import main
+
+    root, _, _ = trained
+    out = copied(trained, tmp_path, own_stage1=True)
+    old_plain, old_ncm = one(out, "plain"), one(out, "ncm")
+    shutil.rmtree(old_plain)
+    spec = write_spec(root, "copy.yaml", out)
+    capsys.readouterr()
+    assert main(["bench", str(spec), "--report-only", "--quiet"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == (f"openlt bench: error: bench reuse: the run {old_ncm} was started from the plain run {old_plain}, "
+                   f"which is gone: its results do not hold for this seed's stage-1 run; --report-only trains "
+                   f"nothing: run `openlt bench {spec}` without it to train it again")
+    assert old_ncm.is_dir()  # nothing deleted
