@@ -1,0 +1,80 @@
+"""engine/stage1_record.py: a stage 2 (decoupled, or one that trains from train.init_from) records the stage-1 run
+it started from in its checkpoints' state ("stage1": config.yaml, precision, sha256), and `openlt summary` compares
+stage-2 runs' stage-1 recipes from that record, so the check holds after the stage-1 run moved (trial 14a D2) and a
+repeated stage-2 seed on stage-1 runs of other seeds is averaged (trial 14a S3). Real tiny runs."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tiny_run import TINY, train_with_cli  # tests/helpers
+from openlt.engine.checkpoint import checkpoint_state
+from openlt.io import sha256_file
+
+CONFIGS = Path(__file__).parents[2] / "configs" / "fmnist_lt"
+STAGE1 = [*(t for t in TINY if not t.startswith("train.epochs=")), "train.device=cpu", "train.amp=none"]
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory, single_thread):
+    """Stage-1 runs of seeds 1 and 2 (1 epoch) and of seed 3 (2 epochs), an NCM run (default seed) on each, and an
+    evaluated stage 2 that trains (stage2_plain) on the seed-1 run."""
+    root = tmp_path_factory.mktemp("stage1_record")
+    stage1 = {seed: train_with_cli(root / f"s1-{seed}", [*STAGE1, f"seed={seed}", f"train.epochs={epochs}"])
+              for seed, epochs in ((1, 1), (2, 1), (3, 2))}
+    ncm = {}
+    for seed, source in stage1.items():
+        assert cli(None, "train", CONFIGS / "decouple_ncm.yaml", f"train.init_from={source}",
+                   f"out_dir={root / f'ncm-{seed}'}", "train.device=cpu", "--quiet")[0] == 0
+        ncm[seed] = next((root / f"ncm-{seed}").iterdir())
+    source = yaml.safe_load((stage1[1] / "config.yaml").read_text())
+    assert cli(None, "train", CONFIGS / "stage2_plain.yaml", f"train.init_from={stage1[1]}",
+               f"data.root={source['data']['root']}", f"data.split_dir={stage1[1] / 'splits'}",
+               f"out_dir={root / 'trained'}", *(t for t in STAGE1 if not t.startswith("data.split")), "train.epochs=1",
+               "train.warmup_epochs=0", "--quiet")[0] == 0
+    return root, stage1, ncm, next((root / "trained").iterdir())
+
+
+def cli(capsys, *args):
+    """openlt's main on `args`: (exit status, stdout, stderr); capsys None: the output is not read."""
+    from openlt.cli import main
+
+    if capsys is not None:
+        capsys.readouterr()
+    code = main([str(a) for a in args])
+    out, err = capsys.readouterr() if capsys is not None else ("", "")
+    return code, out, err
+
+
+def test_a_stage_two_records_its_stage_one_runs_recipe_and_checkpoint(runs):
+    _, stage1, ncm, trained = runs
+    for run, source in ((ncm[2], stage1[2]), (trained, stage1[1])):
+        for name in ("best", "last"):
+            record = checkpoint_state(run / "checkpoints" / f"{name}.safetensors")["stage1"]
+            assert record["run"] == str(source.resolve()) and record["checkpoint"] == "best"
+            assert record["sha256"] == sha256_file(source / "checkpoints" / "best.safetensors")
+            assert record["config"] == yaml.safe_load((source / "config.yaml").read_text())
+            assert record["amp"] == "none" and "stage1" not in record
+
+
+def test_summary_compares_the_recorded_stage_one_recipes_after_the_stage_one_runs_moved(runs, capsys):
+    root, stage1, ncm, _ = runs
+    code, out, err = cli(capsys, "summary", f"ncm={ncm[1]}", f"ncm={ncm[2]}")  # S3: both stage-2 seed 0
+    assert code == 0 and "| ncm | 2 |" in out and "note: stage-1 recipe unknown" not in out, err
+    code, out, err = cli(capsys, "summary", f"ncm={ncm[1]}", f"ncm={ncm[3]}")
+    assert code == 2 and "(config.yaml train.init_from:train.epochs: 1 vs 2)" in err, err
+    moved = {seed: root / f"moved-{seed}" for seed in stage1}
+    for seed, source in stage1.items():
+        shutil.move(source, moved[seed])
+    try:
+        code, out, err = cli(capsys, "summary", f"ncm={ncm[1]}", f"ncm={ncm[3]}")
+        assert code == 2 and "(config.yaml train.init_from:train.epochs: 1 vs 2)" in err, err
+        code, out, err = cli(capsys, "summary", f"ncm={ncm[1]}", f"ncm={ncm[2]}")
+        assert code == 0 and "| ncm | 2 |" in out and "note: stage-1 recipe unknown" not in out, err
+    finally:
+        for seed, source in stage1.items():
+            shutil.move(moved[seed], source)
