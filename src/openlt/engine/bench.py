@@ -16,6 +16,11 @@ A bench spec is YAML:
 
 `init_from: M` starts from method M's run of the same seed; `eval_of: M` re-evaluates M's run with other
 eval settings (written as metrics-<name>.json in that run); `paper_row` names the published row to show.
+
+A stage-2 run is reused only when started from this seed's run of its `init_from` method (`_stage1_mismatch`): one
+whose stage-1 run is gone or changed is deleted and trained again, saying so. Two benches may share an out_dir:
+each METHOD-sSEED is chosen, trained and evaluated holding OUT_DIR/.METHOD-sSEED.bench.lock, and a run another
+live process holds (train.lock) is waited for, never deleted or resumed under it (`_choosing`).
 """
 
 from __future__ import annotations

@@ -1,0 +1,115 @@
+"""Two `openlt bench` processes on one out_dir (trial 14a D3): a run another live process holds (train.lock) is
+never deleted nor resumed under it: the bench waits, one line naming the run and the process, then goes on as
+for an interrupted run once it is free; two benches started together train METHOD-sSEED once (no -2 copy)."""
+
+import json
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from images import make_image_folder
+from openlt.engine.bench import load_bench, run_bench
+from openlt_processes import ENV, finished, lock_holder, wait_for
+
+TINY = ["data.dataset=image-folder", "data.image_size=16", "model.backbone=resnet10", "train.epochs=1",
+        "train.batch_size=16", "train.lr=0.05", "eval.batch_size=64", "eval.many_above=30", "eval.few_below=15",
+        "data.split.n_max=40", "data.split.n_min=8", "data.split.open_classes=[eel]", "data.split.val_per_class=4",
+        "data.split.test_per_class=6", "data.split.order=label", "train.device=cpu", "data.workers=0",
+        "train.warmup_epochs=0"]
+
+
+def write_spec(root: Path, out_dir: Path) -> Path:
+    spec = {"name": "two", "out_dir": str(out_dir), "seeds": [0],
+            "overrides": [f"data.root={root / 'images'}", *TINY],
+            "methods": [{"name": "plain", "config": "tiny.yaml"}]}
+    path = root / f"{out_dir.name}.yaml"
+    path.write_text(json.dumps(spec))  # JSON is YAML
+    return path
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """(root, out_dir) of a one-method bench (plain, seed 0) trained once."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    root = tmp_path_factory.mktemp("two")
+    make_image_folder(root / "images", {"ant": 50, "bee": 33, "cat": 23, "dog": 18, "eel": 10})
+    (root / "tiny.yaml").write_text("name: tiny\n")
+    run_bench(load_bench(write_spec(root, root / "bench")), quiet=True, log=lambda line: None)
+    yield root, root / "bench"
+    torch.set_num_threads(threads)
+
+
+def bench(spec: Path, log: Path) -> subprocess.Popen:
+    with open(log, "w") as fh:
+        return subprocess.Popen([sys.executable, "-m", "openlt", "bench", str(spec), "--quiet"], stdout=fh,
+                                stderr=subprocess.STDOUT, text=True, env=ENV)
+
+
+def runs(out: Path) -> list[Path]:
+    return sorted(p for p in out.glob("plain-s0-*") if p.is_dir())
+
+
+@pytest.mark.parametrize("keep_last", [False, True], ids=["no-checkpoint", "interrupted"])
+def test_a_held_run_is_waited_for_not_deleted(trained, tmp_path, keep_last):
+    """A plain-s0 run without metrics.json held by another process (as a bench of an older openlt, or `openlt
+    train --resume`, training it): was deleted (no `last` checkpoint) or `resuming the interrupted run` printed
+    before the lock refusal. Now: one waiting line naming the run and the pid, the run untouched; once the
+    holder is killed, deleted and trained again (no checkpoint) or resumed (a `last` checkpoint)."""
+    root, original = trained
+    out = tmp_path / "out"
+    shutil.copytree(original, out)
+    run = runs(out)[0]
+    (run / "metrics.json").unlink()
+    if not keep_last:
+        shutil.rmtree(run / "checkpoints")
+        (run / "checkpoints").mkdir()
+    log = tmp_path / "bench.log"
+    with lock_holder(run) as holder:
+        proc = bench(write_spec(root, out), log)
+        waiting = f"[1/1] plain seed 0: {run} is in use by process {holder.pid} on "
+        wait_for(lambda: waiting in log.read_text(), proc, "the waiting line")
+        import time
+        time.sleep(1.5)  # a few more looks: still waiting, nothing deleted or resumed
+        text = log.read_text()
+        assert proc.poll() is None and run.is_dir() and (run / "config.yaml").is_file()
+        assert text.count("is in use by process") == 1 and "resuming" not in text and "training" not in text
+    finished(proc, 0)
+    lines = [line for line in log.read_text().splitlines() if line.startswith("[1/1]")]
+    assert lines[0].startswith(waiting) and lines[0].endswith("; waiting for it to end")
+    if keep_last:
+        assert lines[1:] == [f"[1/1] plain seed 0: resuming the interrupted run {run}"]
+        assert runs(out) == [run]
+    else:
+        assert lines[1:] == ["[1/1] plain seed 0: training tiny.yaml"]
+        assert len(runs(out)) == 1 and runs(out)[0] != run
+    assert (runs(out)[0] / "metrics.json").is_file()
+    assert not list(out.glob(".*.bench.lock")) and not list(out.glob("*/train.lock"))
+
+
+def test_two_benches_started_together_train_once(trained, tmp_path):
+    """Both started at once on a new out_dir: were two plain-s0 runs (plain-s0-STAMP and -2). Now one trains,
+    the other waits (one line naming the first's pid) and reuses its run."""
+    root, _ = trained
+    spec = write_spec(root, tmp_path / "out")
+    logs = [tmp_path / "a.log", tmp_path / "b.log"]
+    procs = [bench(spec, logs[0]), bench(spec, logs[1])]
+    for proc in procs:
+        finished(proc, 0)
+    texts = [log.read_text() for log in logs]
+    assert len(runs(tmp_path / "out")) == 1
+    trainer = [i for i, text in enumerate(texts) if "[1/1] plain seed 0: training tiny.yaml" in text]
+    assert len(trainer) == 1
+    waiter = 1 - trainer[0]
+    waited = [line for line in texts[waiter].splitlines() if "in use by process" in line]
+    assert len(waited) == 1 and re.search(rf"in use by process {procs[trainer[0]].pid} on \S+ \(another `openlt "
+                                          rf"bench` on {re.escape(str(tmp_path / 'out'))}\)", waited[0]), waited
+    assert f"[1/1] plain seed 0: done ({runs(tmp_path / 'out')[0]})" in texts[waiter]
+    assert "training" not in texts[waiter] and "in use" not in texts[trainer[0]]
+    assert not list((tmp_path / "out").glob(".*.bench.lock"))
