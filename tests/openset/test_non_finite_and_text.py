@@ -84,8 +84,9 @@ def test_numpy_integer_options_are_accepted_as_python_ones(tmp_path):
         assert load_score(tmp_path / "s.safetensors").options() == {"tail_size": 5, "alpha": 2, "distance": "eucos"}
     torch.testing.assert_close(O.KNN(k=np.int64(3)).fit(feats, Y).score(feats), O.KNN(k=3).fit(feats, Y).score(feats))
     assert O.Energy(temperature=np.float32(2.0)).score(L).shape == (60,)
-    for build, says in ((lambda: O.OpenMax(tail_size=True), "eval.openmax_tail must be an integer >= 2"),
-                        (lambda: O.KNN(k=np.float64(3.0)), "eval.knn_k must be an integer >= 1"),
+    for build, says in ((lambda: O.OpenMax(tail_size=True), r"eval.openmax_tail \(OpenMax's tail_size\) must be an "
+                                                             r"integer >= 2"),
+                        (lambda: O.KNN(k=np.float64(3.0)), r"eval.knn_k \(KNN's k\) must be an integer >= 1"),
                         (lambda: O.Energy(temperature="1"), "energy temperature must be > 0")):
         with pytest.raises(ConfigError, match=says):
             build()

@@ -32,11 +32,13 @@ from sklearn.base import BaseEstimator
 from torch import Tensor, nn
 from torch.optim.lr_scheduler import LambdaLR
 
-from openlt.data.samplers import build_sampler
+from openlt.config import SEED_END
+from openlt.data.samplers import SAMPLERS, build_sampler
 from openlt.decoupling._validate import (HALF, _bias, _check_dim, _features, _integer, _labels, _tau, _weight,
                                         compute_dtype)
 from openlt.errors import ConfigError, DataError, NotFittedError, TrainingError
 from openlt.metrics import ShotBands, shot_accuracy
+from openlt.openset.base import CheckedParams
 from openlt.optim import Cosine, build_scheduler, optimizer_step
 
 __all__ = [
@@ -125,7 +127,7 @@ def search_grid(logits_for: Callable[[float], Tensor], val_labels: Tensor, train
     return best[1], curve
 
 
-class TauNormClassifier(BaseEstimator):
+class TauNormClassifier(CheckedParams, BaseEstimator):
     """logits = x @ tau_normalize(W, tau)^T, no bias (Kang et al. 2020, Sec. 4.2).
 
     ``weight``: the (C, D) floating stage-1 classifier weight, finite (ConfigError otherwise, naming the rows with
@@ -139,17 +141,19 @@ class TauNormClassifier(BaseEstimator):
     ``set_params``, ``sklearn.base.clone``); ``fit`` returns self.
     """
 
+    param_checks = {"weight": lambda weight, _: _weight(weight),
+                    "tau": lambda tau, _: None if tau is None else _tau(tau)}
+
     def __init__(self, weight: Tensor, tau: float | None = 1.0) -> None:
-        _weight(weight)  # refused here, once; kept as given
-        if tau is not None:
-            _tau(tau)
-        self.weight = weight
+        self.weight = weight  # kept as given
         self.tau = tau
+        self.check_params()  # refused here, and again by fit / logits after set_params
 
     @property
     def chosen_tau(self) -> float:
         """The tau in use: ``tau_`` once :meth:`fit` chose one, else the ``tau`` given; NotFittedError when
         neither (``tau=None`` before :meth:`fit`)."""
+        self.check_params()  # set_params / an assigned attribute get past the constructor
         tau = getattr(self, "tau_", None)
         tau = self.tau if tau is None else tau
         if tau is None:
@@ -165,6 +169,7 @@ class TauNormClassifier(BaseEstimator):
         Raises DataError for malformed features / labels or no known validation sample, ConfigError for
         ``train_counts`` of the wrong length or an empty grid.
         """
+        self.check_params()
         self.tau_, self.curve_ = search_tau(self.weight, val_features, val_labels, train_counts, taus, bands)
         return self
 
@@ -249,7 +254,29 @@ class LWSClassifier(nn.Module):
         return f"in_features={self.weight.shape[1]}, num_classes={self.weight.shape[0]}, bias={self.bias is not None}"
 
 
-class LWS(BaseEstimator):
+def _check_seed(seed: Any, name: str = "seed") -> None:
+    """ConfigError unless `seed` is an integer (Python or numpy, not a bool) in [0, 2**32), as the config's seeds
+    (numpy's RandomState takes no other)."""
+    if isinstance(seed, (bool, np.bool_)) or not isinstance(seed, numbers.Integral) or not 0 <= seed < SEED_END:
+        raise ConfigError(f"{name} must be an integer >= 0 and < 2**32, got {seed!r}")
+
+
+def _check_sampler(sampler: Any, name: str = "sampler") -> None:
+    """ConfigError unless `sampler` names a registered sampler (the known ones listed)."""
+    if not isinstance(sampler, str) or sampler not in SAMPLERS:
+        raise ConfigError(f"{name} must be one of {', '.join(SAMPLERS.names())}, got {sampler!r}")
+
+
+def _nonnegative(name: str) -> Callable[[Any, Any], None]:
+    """The check of a training option that is a finite number >= 0 (lr, momentum, weight_decay)."""
+    def check(value: Any, estimator: Any = None) -> None:
+        if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real) or not math.isfinite(value) \
+                or value < 0:
+            raise ConfigError(f"{name} must be a finite number >= 0, got {value!r}")
+    return check
+
+
+class LWS(CheckedParams, BaseEstimator):
     """Learnable weight scaling (Kang et al. 2020, Sec. 4.2) as a scikit-learn estimator: ``fit(features,
     labels)`` trains the per-class scales f of an :class:`LWSClassifier` on the frozen ``weight`` (C, D) and
     ``bias`` (C,) (None: no bias) with :func:`train_on_features` (softmax cross-entropy, SGD with cosine lr,
@@ -265,15 +292,23 @@ class LWS(BaseEstimator):
     function of the parameters and the data (the sampler's seed is the only randomness).
     """
 
+    param_checks = {
+        "weight": lambda weight, _: _weight(weight),
+        "bias": lambda bias, lws: None if bias is None else _bias(bias, *_classes_and_dtype(lws.weight)),
+        "epochs": lambda epochs, _: _integer(epochs, "epochs"),
+        "batch_size": lambda batch_size, _: _integer(batch_size, "batch_size"),
+        "lr": _nonnegative("lr"), "momentum": _nonnegative("momentum"), "weight_decay": _nonnegative("weight_decay"),
+        "sampler": lambda sampler, _: _check_sampler(sampler),
+        "seed": lambda seed, _: _check_seed(seed),
+    }
+
     def __init__(self, weight: Tensor, bias: Tensor | None = None, *, epochs: int = 10, batch_size: int = 128,
                  lr: float = 0.2, momentum: float = 0.9, weight_decay: float = 5e-4,
                  sampler: str = "class_balanced", seed: int = 0) -> None:
-        w = _weight(weight)  # refused here, once; every parameter kept as given
-        if bias is not None:
-            _bias(bias, w.shape[0], w.dtype)
-        self.weight, self.bias = weight, bias
+        self.weight, self.bias = weight, bias  # every parameter kept as given
         self.epochs, self.batch_size, self.lr, self.momentum = epochs, batch_size, lr, momentum
         self.weight_decay, self.sampler, self.seed = weight_decay, sampler, seed
+        self.check_params()  # refused here, and again by fit / logits after set_params
 
     def fit(self, features: Any, labels: Any) -> "LWS":
         """Train the scales on features (N, D) and labels (N,) class ids in [0, C); returns self.
@@ -281,6 +316,7 @@ class LWS(BaseEstimator):
         Raises DataError for malformed features or labels, ConfigError for bad training options or a bias of
         the wrong shape, TrainingError when the loss stops being finite.
         """
+        self.check_params()
         module = LWSClassifier(self.weight, self.bias)
         train_on_features(module, features, labels, epochs=self.epochs, batch_size=self.batch_size, lr=self.lr,
                           momentum=self.momentum, weight_decay=self.weight_decay, sampler=self.sampler,
@@ -293,6 +329,7 @@ class LWS(BaseEstimator):
     def logits(self, features: Any) -> Tensor:
         """(N, C) logits ``scales_ * (x W^T + b)`` of (N, D) features (cast to the weight's dtype); NotFittedError
         before :meth:`fit`, DataError for features that are not (N, D) finite."""
+        self.check_params()
         if not hasattr(self, "module_"):
             raise NotFittedError("LWS: call fit(features, labels) before logits()")
         return self.module_.logits(features)
@@ -300,6 +337,12 @@ class LWS(BaseEstimator):
     def predict(self, features: Any) -> Tensor:
         """(N,) int64 class ids: the argmax of :meth:`logits`."""
         return self.logits(features).argmax(1)
+
+
+def _classes_and_dtype(weight: Any) -> tuple[int, torch.dtype]:
+    """(C, dtype) of a classifier weight (checked by :func:`_weight`): what its bias must match."""
+    w = _weight(weight)
+    return w.shape[0], w.dtype
 
 
 # ----------------------------------------------------------------------------------------------- training
@@ -374,8 +417,7 @@ def _check_training_options(epochs: Any, batch_size: Any, lr: Any, momentum: Any
     lr, momentum, weight_decay finite numbers >= 0. ConfigError naming the option otherwise."""
     epochs, batch_size = _integer(epochs, "epochs"), _integer(batch_size, "batch_size")
     for name, v in (("lr", lr), ("momentum", momentum), ("weight_decay", weight_decay)):
-        if isinstance(v, (bool, np.bool_)) or not isinstance(v, numbers.Real) or not math.isfinite(v) or v < 0:
-            raise ConfigError(f"{name} must be a finite number >= 0, got {v!r}")
+        _nonnegative(name)(v)
     return epochs, batch_size
 
 

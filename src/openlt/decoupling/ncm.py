@@ -18,11 +18,13 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from sklearn.base import BaseEstimator
 from torch import Tensor
 
+from openlt.openset.base import CheckedParams
 from openlt.decoupling._validate import _check_dim, _features, _labels, compute_dtype
 from openlt.errors import ConfigError, DataError, NotFittedError
 
@@ -69,8 +71,14 @@ def class_means(z: Tensor, labels: Tensor, num_classes: int,
 
 def _check_metric(metric: Any) -> None:
     """ConfigError unless `metric` is one of METRICS."""
-    if metric not in METRICS:
+    if not isinstance(metric, str) or metric not in METRICS:
         raise ConfigError(f"NCM metric must be 'cosine' or 'euclidean', got {metric!r}")
+
+
+def _check_flag(value: Any, name: str) -> None:
+    """ConfigError unless `value` is a bool (Python's or numpy's): NCM's ``normalize`` / ``center``."""
+    if not isinstance(value, (bool, np.bool_)):
+        raise ConfigError(f"NCM {name} must be True or False, got {value!r}")
 
 
 def _num_classes(labels: Tensor, num_classes: int | None) -> int:
@@ -85,7 +93,7 @@ def _num_classes(labels: Tensor, num_classes: int | None) -> int:
     return int(num_classes)
 
 
-class NCMClassifier(BaseEstimator):
+class NCMClassifier(CheckedParams, BaseEstimator):
     """Nearest class mean (Kang et al. 2020, Sec. 4.2): the mean feature of every class on the training set,
     then nearest neighbour by cosine similarity or Euclidean distance.
 
@@ -108,11 +116,15 @@ class NCMClassifier(BaseEstimator):
     ``set_params``, ``sklearn.base.clone``); ``fit`` returns self.
     """
 
+    param_checks = {"metric": lambda metric, _: _check_metric(metric),
+                    "normalize": lambda normalize, _: _check_flag(normalize, "normalize"),
+                    "center": lambda center, _: _check_flag(center, "center")}
+
     def __init__(self, metric: str = "cosine", normalize: bool = True, center: bool = False) -> None:
-        _check_metric(metric)
         self.metric = metric  # stored as given (scikit-learn parameters); read with bool() where used
         self.normalize = normalize
         self.center = center
+        self.check_params()  # refused here, and again by fit / logits after set_params
 
     def _fitted(self, what: str) -> Tensor:
         """The fitted means; NotFittedError naming `what` was called before ``fit``."""
@@ -127,7 +139,7 @@ class NCMClassifier(BaseEstimator):
         arrays: naming the dtype), bad labels (text: "map class names to ids first"),
         a label >= ``num_classes`` or a class without a sample; ConfigError for a non-positive ``num_classes``.
         """
-        _check_metric(self.metric)  # set_params may have changed it
+        self.check_params()  # set_params / an assigned attribute get past the constructor
         x = _features(features, keep_half=True)  # float16 stays float16: class_means converts a chunk at a time
         y = _labels(labels, len(x))
         if len(x) == 0:
@@ -147,6 +159,7 @@ class NCMClassifier(BaseEstimator):
 
     def logits(self, features: Any) -> Tensor:
         """(N, C) logits of (N, D) features: cosine similarities in [-1, 1] or negative Euclidean distances."""
+        self.check_params()
         means = self._fitted("logits")
         x = _features(features)
         _check_dim(x, means.shape[1], "NCM classifier")

@@ -15,7 +15,9 @@ tensor of logits (N, K) stands for ``{"logits": ...}`` (:func:`as_outputs`): ``m
 
 Scores follow the scikit-learn estimator contract (:class:`sklearn.base.BaseEstimator`): the constructor
 only stores its options, ``get_params`` / ``set_params`` / ``sklearn.base.clone`` work, ``fit`` returns
-self, and what a fit learns ends in ``_`` (OpenMax's ``means_``, ``shape_``, ...).
+self, and what a fit learns ends in ``_`` (OpenMax's ``means_``, ``shape_``, ...). Each score declares its
+parameters' checks once (:class:`CheckedParams`), run by the constructor and again by ``fit`` and ``score``, so
+that ``set_params`` cannot get a value past them.
 """
 
 from __future__ import annotations
@@ -115,7 +117,40 @@ def class_ids(t: torch.Tensor, name: str) -> torch.Tensor:
     return t.long()
 
 
-class OpenSetScore(BaseEstimator):
+ParamCheck = Callable[[Any, Any], None]
+"""One parameter's check, ``check(value, estimator)``: ConfigError naming the parameter when `value` is refused
+(`estimator` for a rule that depends on another parameter: LWS's bias on its weight's classes)."""
+
+
+class CheckedParams:
+    """The parameter checks of a scikit-learn estimator, declared once: ``param_checks`` maps each constructor
+    parameter to its :data:`ParamCheck`. :meth:`check_params` runs them on the current values: the constructor
+    calls it (a bad value is refused where it is given) and so do ``fit`` and ``score`` / ``predict`` /
+    ``logits``, as scikit-learn validates in ``fit``: ``set_params`` and an assigned attribute get past the
+    constructor (GridSearchCV does ``clone(est).set_params(...)``), and each refuses them with the constructor's
+    ConfigError."""
+
+    param_checks: ClassVar[Mapping[str, ParamCheck]] = {}
+
+    def check_params(self) -> None:
+        """ConfigError naming the first parameter whose current value its check refuses."""
+        for name, check in self.param_checks.items():
+            check(getattr(self, name), self)
+
+
+def number_check(message: str, kind: type, ok: Callable[[Any], bool], none_ok: bool = False) -> ParamCheck:
+    """The :data:`ParamCheck` of a numeric parameter: a number of `kind` (numbers.Integral, numbers.Real: numpy's
+    np.int64 and np.float32 too; a bool or np.bool_ not; None when `none_ok`) for which `ok` holds, else
+    ConfigError(`message` + ``, got {value!r}``)."""
+    def check(value: Any, estimator: Any = None) -> None:
+        if value is None and none_ok:
+            return
+        if isinstance(value, (bool, np.bool_)) or not isinstance(value, kind) or not ok(value):
+            raise ConfigError(f"{message}, got {value!r}")
+    return check
+
+
+class OpenSetScore(CheckedParams, BaseEstimator):
     """Base class: a score is "higher = more known". Stateless scores only implement `score`.
 
     A scikit-learn estimator: the constructor's keyword arguments are its parameters (``get_params``,
@@ -138,7 +173,8 @@ class OpenSetScore(BaseEstimator):
         """Learn what the score needs from training outputs ("logits", "labels", "feature" where
         ``needs_features``; or (N, K) logits and (N,) `labels`, see :func:`as_outputs`) and, where
         ``needs_head``, the classifier's linear map `head` = (weight (K, D), bias (K,)); returns self.
-        Stateless scores learn nothing."""
+        Stateless scores learn nothing (their parameters are checked: :meth:`check_params`)."""
+        self.check_params()
         return self
 
     def check_setting(self, setting: Mapping[str, Any]) -> None:
@@ -146,7 +182,9 @@ class OpenSetScore(BaseEstimator):
         :func:`check_score_setting`) gives what is known: ``"head"`` ("linear", "meta_embedding" or another
         head's name), ``"feature_dim"`` (D of the penultimate features), ``"num_classes"`` (K) and ``"num_train"``
         (training images); a missing or None value is not checked. ConfigError naming the key and why. The base
-        class checks the linear head of a score that ``needs_head``; scores with more conditions extend it."""
+        class checks the parameters (:meth:`check_params`) and the linear head of a score that ``needs_head``;
+        scores with more conditions extend it."""
+        self.check_params()
         head = setting.get("head")
         if self.needs_head and head is not None and head != "linear":
             raise ConfigError(no_linear_head(self.name, f"this model's head is {head}"))

@@ -46,7 +46,7 @@ import torch
 
 from openlt.errors import ConfigError, DataError
 from openlt.openset.base import (SCORES, Head, NotFittedError, OpenSetScore, Outputs, as_outputs, as_tensor,
-                                 features_of, features_warning, no_linear_head)
+                                 features_of, features_warning, no_linear_head, number_check)
 
 
 def ood_detectors(score: str) -> Any:
@@ -139,12 +139,6 @@ def linear_head(head: Head | None, name: str, dim: int) -> tuple[torch.Tensor, t
         raise ValueError(f"{name}: head weight must be (K, {dim}) and bias (K,), got {tuple(weight.shape)} and "
                          f"{tuple(bias.shape)}")
     return weight, bias
-
-
-def _number(value: Any, kind: type, ok: Callable[[Any], bool]) -> bool:
-    """Whether a detector's parameter `value` is a number of `kind` (numbers.Integral, numbers.Real: numpy's
-    np.int64 and np.float32 too, a bool not) for which `ok` holds."""
-    return not isinstance(value, bool) and isinstance(value, kind) and ok(value)
 
 
 def _fitted(score: OpenSetScore, attribute: str) -> None:
@@ -296,10 +290,12 @@ class KNN(OpenSetScore):
     needs_features = True
     fits_half_features = True  # kept by reference, converted a block of rows at a time (knn_distance)
 
+    param_checks = {"k": number_check("eval.knn_k (KNN's k) must be an integer >= 1 (the neighbour whose distance is "
+                                      "the score)", numbers.Integral, lambda k: k >= 1)}
+
     def __init__(self, k: int = 50) -> None:
-        if not _number(k, numbers.Integral, lambda k: k >= 1):
-            raise ConfigError(f"eval.knn_k must be an integer >= 1 (the neighbour whose distance is the score), got {k!r}")
         self.k = k
+        self.check_params()
 
     @classmethod
     def from_config(cls, eval_cfg: Any) -> "KNN":
@@ -310,6 +306,7 @@ class KNN(OpenSetScore):
         """Keep the training ``"feature"`` (N, D) and their norms (``"labels"`` (N,) checked); returns self.
         ConfigError for ``k`` above N or without features. The features are kept by reference, not copied and not
         changed (a non-contiguous tensor is made contiguous: one copy)."""
+        self.check_params()  # set_params / an assigned attribute get past the constructor
         feats, _ = training_features(outputs, labels, self.name, float32=False)
         self.check_k(len(feats))
         self._keep(feats.contiguous())
@@ -333,6 +330,7 @@ class KNN(OpenSetScore):
 
     def score(self, outputs: Outputs | Any) -> torch.Tensor:
         """(N,) float32 minus the k-th nearest-neighbour distance of ``outputs["feature"]`` (N, D), in [-2, 0]."""
+        self.check_params()
         feats = scored_features(self, outputs, "train_features_", lambda: self.train_features_.shape[1])
         self.check_k(len(self.train_features_))
         return -knn_distance(feats, self.train_features_, self.k, self.train_norms_)
@@ -462,11 +460,13 @@ class ViM(OpenSetScore):
     fits_half_features = True  # converted a chunk of rows at a time (centred_scatter)
     needs_head = True
 
+    param_checks = {"dim": number_check("eval.vim_dim (ViM's dim) must be an integer >= 1 (principal subspace) or "
+                                        "null for the paper's rule", numbers.Integral, lambda dim: dim >= 1,
+                                        none_ok=True)}
+
     def __init__(self, dim: int | None = None) -> None:
-        if dim is not None and not _number(dim, numbers.Integral, lambda dim: dim >= 1):
-            raise ConfigError(f"eval.vim_dim must be an integer >= 1 (principal subspace) or null for the paper's "
-                              f"rule, got {dim!r}")
         self.dim = dim
+        self.check_params()
         ood_detectors(self.name)
 
     @classmethod
@@ -498,6 +498,7 @@ class ViM(OpenSetScore):
         size), a centred float32 copy of the features and their (N, D - d) projection; here the memory is a
         chunk, O(N K D + N D^2 + D^3) time as before. Equal to pytorch-ood's fit to float32 rounding
         (tests/openset/test_detector_fits.py)."""
+        self.check_params()  # set_params / an assigned attribute get past the constructor
         feats, _ = training_features(outputs, labels, self.name, float32=False)
         weight, bias = linear_head(head, self.name, feats.shape[1])
         dim = vim_dim(self.dim, feats.shape[1], len(feats))
@@ -512,6 +513,7 @@ class ViM(OpenSetScore):
 
     def score(self, outputs: Outputs | Any) -> torch.Tensor:
         """(N,) float32 ``logsumexp(W z + b) - alpha ||(z - u) P_perp||`` of ``outputs["feature"]`` (N, D)."""
+        self.check_params()
         feats = scored_features(self, outputs, "weight_", lambda: self.weight_.shape[1])
         return -self._detector().predict_features(feats).float().cpu() if len(feats) else torch.zeros(0)
 
@@ -550,11 +552,13 @@ class ReAct(OpenSetScore):
     needs_features = True
     needs_head = True
 
+    param_checks = {"percentile": number_check("eval.react_percentile (ReAct's percentile) must be a fraction in "
+                                               "(0, 1] (0.9: clip at the 90th percentile of the training activations)",
+                                               numbers.Real, lambda p: 0 < p <= 1)}
+
     def __init__(self, percentile: float = 0.9) -> None:
-        if not _number(percentile, numbers.Real, lambda p: 0 < p <= 1):
-            raise ConfigError(f"eval.react_percentile must be a fraction in (0, 1] (0.9: clip at the 90th percentile "
-                              f"of the training activations), got {percentile!r}")
         self.percentile = percentile
+        self.check_params()
         ood_detectors(self.name)
 
     @classmethod
@@ -571,6 +575,7 @@ class ReAct(OpenSetScore):
     def fit(self, outputs: Outputs | Any, labels: Any = None, head: Head | None = None) -> "ReAct":
         """The clipping threshold from the training ``"feature"`` (N, D) and the linear `head` (weight (K, D),
         bias (K,)); returns self. ConfigError without a linear head."""
+        self.check_params()  # set_params / an assigned attribute get past the constructor
         feats, y = training_features(outputs, labels, self.name)
         self.weight_, self.bias_ = linear_head(head, self.name, feats.shape[1])
         detector = ood_detectors(self.name).ReAct(torch.nn.Identity(), None, percentile=float(self.percentile))
@@ -580,6 +585,7 @@ class ReAct(OpenSetScore):
 
     def score(self, outputs: Outputs | Any) -> torch.Tensor:
         """(N,) float32 ``logsumexp(W min(z, c) + b)`` of ``outputs["feature"]`` (N, D)."""
+        self.check_params()
         feats = scored_features(self, outputs, "threshold_", lambda: self.weight_.shape[1])
         return -self._detector().predict_feature_maps(feats).float().cpu() if len(feats) else torch.zeros(0)
 

@@ -14,6 +14,7 @@ images (through the network, also for a decoupled run), keeping the result as ``
 
 from __future__ import annotations
 
+import math
 import numbers
 
 from typing import Any, Callable, Sequence
@@ -21,7 +22,7 @@ from typing import Any, Callable, Sequence
 import torch
 
 from openlt.errors import ConfigError
-from openlt.openset.base import MODEL_SCORE, SCORES, OpenSetScore, Outputs, as_outputs
+from openlt.openset.base import MODEL_SCORE, SCORES, OpenSetScore, Outputs, as_outputs, number_check
 from openlt.openset.detectors import ood_detectors
 
 
@@ -35,12 +36,16 @@ class ODIN(OpenSetScore):
     value_range = (0.0, 1.0)  # a probability: a threshold outside it is refused (rejector.check_threshold_range)
     needs_model = True
 
+    param_checks = {
+        "temperature": number_check("eval.odin_temperature (ODIN's temperature) must be a finite number > 0",
+                                    numbers.Real, lambda t: math.isfinite(t) and t > 0),
+        "eps": number_check("eval.odin_eps (ODIN's eps) must be a finite number >= 0", numbers.Real,
+                            lambda e: math.isfinite(e) and e >= 0),
+    }
+
     def __init__(self, temperature: float = 1000.0, eps: float = 0.0014) -> None:
-        for key, value, low in (("odin_temperature", temperature, None), ("odin_eps", eps, 0.0)):
-            if isinstance(value, bool) or not isinstance(value, numbers.Real) or not (
-                    value > 0 if low is None else value >= low):
-                raise ConfigError(f"eval.{key} must be a number {'> 0' if low is None else '>= 0'}, got {value!r}")
         self.temperature, self.eps = temperature, eps
+        self.check_params()
         ood_detectors(self.name)
 
     @classmethod
@@ -53,6 +58,7 @@ class ODIN(OpenSetScore):
         """(B,) float32 CPU ODIN score of a batch of normalised images (B, C, H, W) on the network's device:
         `logits_of_images` maps images to (B, K) logits (the model in eval mode; gradients flow to the input
         only), `norm_std` the per-channel normalisation std (None: eps in the normalised units)."""
+        self.check_params()  # set_params / an assigned attribute get past the constructor
         detector = ood_detectors(self.name).ODIN(logits_of_images, eps=float(self.eps),
                                                  temperature=float(self.temperature),
                                                  norm_std=None if norm_std is None else [float(s) for s in norm_std])
@@ -62,6 +68,7 @@ class ODIN(OpenSetScore):
         """(N,) float32 ``outputs["model_score"]``, the :meth:`score_images` values the evaluator computed.
 
         ConfigError when the outputs have none (cached outputs, bare logits): ODIN needs the images."""
+        self.check_params()
         outputs = as_outputs(outputs)
         if MODEL_SCORE not in outputs:
             raise ConfigError("eval.open_score=odin perturbs the input images through the network: it is computed "

@@ -35,7 +35,7 @@ import torch.nn.functional as F
 
 from openlt.errors import ConfigError, DataError
 from openlt.openset.base import (SCORES, NotFittedError, OpenSetScore, Outputs, as_outputs, as_tensor,
-                                 class_ids, logits_of, no_spread, no_spread_warning)
+                                 class_ids, logits_of, no_spread, no_spread_warning, number_check)
 
 DISTANCES = ("eucos", "euclidean", "cosine")
 DEFAULT_ALPHA = 10  # the paper's α for ImageNet; capped at the number of classes
@@ -89,6 +89,13 @@ def weibull_cdf(d: torch.Tensor, shape: torch.Tensor, scale: torch.Tensor, shift
     return -torch.expm1(-torch.exp(shape.double() * torch.log(x)))
 
 
+def _check_distance(value: Any) -> None:
+    """ConfigError unless `value` is one of :data:`DISTANCES` (OpenMax's ``distance``)."""
+    if not isinstance(value, str) or value not in DISTANCES:
+        raise ConfigError(f"eval.openmax_distance (OpenMax's distance) must be one of {', '.join(DISTANCES)}, got "
+                          f"{value!r}")
+
+
 def training_labels(labels: Any, where: str) -> torch.Tensor:
     """(n,) int64 training labels; DataError naming `where` for text, booleans or fractional values (0.9 would
     become class 0): :func:`class_ids`."""
@@ -110,16 +117,18 @@ class OpenMax(OpenSetScore):
     value_range = (0.0, 1.0)  # a probability: a threshold outside it is refused (rejector.check_threshold_range)
     requires_fit = True
 
+    param_checks = {
+        "tail_size": number_check("eval.openmax_tail (OpenMax's tail_size) must be an integer >= 2 (distances in each "
+                                  "class's Weibull tail)", numbers.Integral, lambda n: n >= 2),
+        "alpha": number_check(f"eval.openmax_alpha (OpenMax's alpha) must be an integer >= 1 (top classes revised) or "
+                              f"null for min({DEFAULT_ALPHA}, number of classes)", numbers.Integral, lambda n: n >= 1,
+                              none_ok=True),
+        "distance": lambda value, _: _check_distance(value),
+    }
+
     def __init__(self, tail_size: int = 20, alpha: int | None = None, distance: str = "eucos") -> None:
-        if isinstance(tail_size, bool) or not isinstance(tail_size, numbers.Integral) or tail_size < 2:
-            raise ConfigError(f"eval.openmax_tail must be an integer >= 2 (distances in each class's "
-                              f"Weibull tail), got {tail_size!r}")
-        if alpha is not None and (isinstance(alpha, bool) or not isinstance(alpha, numbers.Integral) or alpha < 1):
-            raise ConfigError(f"eval.openmax_alpha must be an integer >= 1 (top classes revised) or null "
-                              f"for min({DEFAULT_ALPHA}, number of classes), got {alpha!r}")
-        if distance not in DISTANCES:
-            raise ConfigError(f"eval.openmax_distance must be one of {', '.join(DISTANCES)}, got {distance!r}")
         self.tail_size, self.alpha, self.distance = tail_size, alpha, distance
+        self.check_params()
 
     @classmethod
     def from_config(cls, eval_cfg: Any) -> "OpenMax":
@@ -150,6 +159,7 @@ class OpenMax(OpenSetScore):
 
     def check_setting(self, setting: Mapping[str, Any]) -> None:
         """`eval.openmax_alpha` against the known classes, when their number is known (:meth:`alpha_for`)."""
+        self.check_params()
         if setting.get("num_classes") is not None:
             self.alpha_for(setting["num_classes"])
 
@@ -162,6 +172,7 @@ class OpenMax(OpenSetScore):
         class ids (text: map class names to ids first; fractional values), ConfigError for an ``alpha`` above K. For training sets whose N x K logits do not
         fit in memory, :meth:`fit_chunks` gives the same fit from chunks of rows.
         """
+        self.check_params()  # set_params / an assigned attribute get past the constructor
         outputs = as_outputs(outputs, labels)
         logits = logits_of(outputs, "OpenMax.fit")
         if "labels" not in outputs:
@@ -175,6 +186,7 @@ class OpenMax(OpenSetScore):
         any, then the distances). Memory: the K x K float64 sums and one float per training row, never N x K.
         Returns self; errors as :meth:`fit`, naming the chunk.
         """
+        self.check_params()
         n_rows, k, sums, counts = self._class_sums(chunks)
         spread = self.__dict__.pop("_moments")  # of all the training logits, from that pass
         if n_rows == 0:
@@ -275,6 +287,7 @@ class OpenMax(OpenSetScore):
         """Yield the (n, K + 1) OpenMax probabilities of consecutive row chunks of ``outputs["logits"]`` (each
         reduced by `column`, e.g. a max over the known classes, when given), so that a caller keeping one number
         per image never holds all N x (K + 1) of them."""
+        self.check_params()  # fitted with other parameters: refused as the constructor refuses them
         logits = logits_of(outputs, "OpenMax.score")
         k = self.num_classes
         if logits.shape[1] != k:

@@ -5,6 +5,7 @@ numpy array or torch tensor (:func:`openlt.openset.base.as_outputs`) and returns
 
 from __future__ import annotations
 
+import math
 import numbers
 
 from typing import Any, Mapping
@@ -12,7 +13,7 @@ from typing import Any, Mapping
 import torch
 
 from openlt.errors import ConfigError
-from openlt.openset.base import SCORES, OpenSetScore, Outputs, as_outputs, logits_of
+from openlt.openset.base import SCORES, OpenSetScore, Outputs, as_outputs, logits_of, number_check
 
 NO_REACHABILITY = "eval.open_score=reachability needs a model with the meta-embedding head (model.classifier=meta_embedding)"
 
@@ -80,14 +81,17 @@ class MaxLogit(OpenSetScore):
 class Energy(OpenSetScore):
     """``energy``: the negated free energy ``T * logsumexp(logits / T)`` (Liu et al. NeurIPS 2020), (N,) float32.
 
-    ``temperature`` T > 0, ConfigError otherwise; a config-built score has T = 1 (no ``eval`` key sets it).
+    ``temperature`` T > 0 and finite, ConfigError otherwise (also from ``score`` after ``set_params``); a
+    config-built score has T = 1 (no ``eval`` key sets it).
     """
     name = "energy"
 
+    param_checks = {"temperature": number_check("energy temperature must be > 0 (a finite number)", numbers.Real,
+                                                lambda t: math.isfinite(t) and t > 0)}
+
     def __init__(self, temperature: float = 1.0) -> None:
-        if isinstance(temperature, bool) or not isinstance(temperature, numbers.Real) or not temperature > 0:
-            raise ConfigError(f"energy temperature must be > 0, got {temperature}")
         self.temperature = temperature  # as given: a scikit-learn parameter (clone checks it is kept)
+        self.check_params()
 
     def options(self) -> dict:
         """``{"temperature": T}``, saved beside the score's name."""
@@ -95,6 +99,7 @@ class Energy(OpenSetScore):
 
     def score(self, outputs: Outputs) -> torch.Tensor:
         """(N,) float32 ``T * logsumexp(logits / T)`` of ``outputs["logits"]`` (N, K)."""
+        self.check_params()  # set_params / an assigned attribute get past the constructor
         return negative_energy(outputs, float(self.temperature))
 
 
