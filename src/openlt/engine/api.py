@@ -188,7 +188,12 @@ def _as_batch(images: torch.Tensor | np.ndarray, in_chans: int, size: int) -> to
     """A float (N, C, size, size) tensor from a tensor or array of that shape or (C, size, size), the network's
     input as the run was trained (inference.json); DataError otherwise (another size would be classified without a
     word: the network pools whatever it gets)."""
-    tensor = torch.as_tensor(images)
+    given_as = _described(images)  # named in the errors as given: a numpy array is not called a tensor
+    if isinstance(images, np.ndarray) and images.dtype.kind not in "biuf":
+        raise DataError(f"a numpy array of images must be float (N, {in_chans}, {size}, {size}), already transformed "
+                        f"as the run was trained (see LoadedRun.transform; or give paths / PIL images); got {given_as}")
+    # a numpy view with negative strides (img[:, ::-1]) is copied: torch.as_tensor refuses it with a raw ValueError
+    tensor = torch.as_tensor(np.ascontiguousarray(images) if isinstance(images, np.ndarray) else images)
     if tensor.device.type == "meta":
         raise DataError("a tensor of images on the meta device holds no values to label: give one on the CPU or a "
                         "GPU (or paths / PIL images)")
@@ -196,14 +201,24 @@ def _as_batch(images: torch.Tensor | np.ndarray, in_chans: int, size: int) -> to
         raise DataError(f"a tensor of images must be dense, got layout {tensor.layout}: convert it with "
                         f".to_dense() (or give paths / PIL images)")
     tensor = tensor.detach()  # labelling needs no gradient (and warns about none)
-    given = tuple(tensor.shape)  # (named in the error: the shape passed in, not after the unsqueeze below)
     if tensor.dim() == 3:
         tensor = tensor.unsqueeze(0)
     if tensor.dim() != 4 or tuple(tensor.shape[1:]) != (in_chans, size, size) or not tensor.is_floating_point():
-        raise DataError(f"a tensor of images must be float (N, {in_chans}, {size}, {size}), already transformed "
-                        f"as the run was trained (see LoadedRun.transform; or give paths / PIL images); got "
-                        f"{tensor.dtype} {given}")
+        picture = (isinstance(images, np.ndarray) and images.ndim in (2, 3) and images.dtype == np.uint8
+                   and (images.ndim == 2 or images.shape[-1] in (1, 3, 4)))
+        hint = "; an (H, W, C) picture? give PIL.Image.fromarray(it), or its path" if picture else ""
+        what = "a numpy array of images" if isinstance(images, np.ndarray) else "a tensor of images"
+        raise DataError(f"{what} must be float (N, {in_chans}, {size}, {size}), already transformed as the run was "
+                        f"trained (see LoadedRun.transform; or give paths / PIL images); got {given_as}{hint}")
     return tensor
+
+
+def _described(images: torch.Tensor | np.ndarray) -> str:
+    """An array or tensor of images as the caller gave it, for a message: ``a numpy array of dtype uint8, shape
+    (12, 12, 3)`` or ``a tensor of dtype torch.uint8, shape (1, 3, 12, 12)`` (the shape passed in, before any
+    unsqueeze)."""
+    kind = "a numpy array" if isinstance(images, np.ndarray) else "a tensor"
+    return f"{kind} of dtype {images.dtype}, shape {tuple(images.shape)}"
 
 
 RANGE_MARGIN = 0.25  # in units of a channel's [0, 1] range: a resize of float pixels may overshoot a little
