@@ -18,6 +18,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+import yaml
 from safetensors import safe_open
 from safetensors.torch import save_file
 
@@ -72,8 +73,10 @@ def swapped_stage1(runs):
 def test_a_decoupled_run_records_its_stage1_checkpoint_and_class_list(runs):
     with safe_open(str(runs["ncm"] / "checkpoints" / "best.safetensors"), "pt") as fh:
         state = json.loads(fh.metadata()["openlt"])["state"]
-    assert state["stage1"] == {"run": str(runs["copy"].resolve()), "checkpoint": "best",
-                               "sha256": _sha(runs["stage1"] / "checkpoints" / "best.safetensors")}
+    recorded = {key: state["stage1"][key] for key in ("run", "checkpoint", "sha256")}
+    assert recorded == {"run": str(runs["copy"].resolve()), "checkpoint": "best",
+                        "sha256": _sha(runs["stage1"] / "checkpoints" / "best.safetensors")}
+    assert state["stage1"]["config"]["name"] == yaml.safe_load((runs["copy"] / "config.yaml").read_text())["name"]
     manifest = json.loads((runs["ncm"] / "split_manifest.json").read_text())
     assert state["config"]["classes"] == manifest["class_names"] == ["ant", "bee", "cat", "dog"]
     with safe_open(str(runs["stage1"] / "checkpoints" / "last.safetensors"), "pt") as fh:
