@@ -480,9 +480,10 @@ def _choosing(out_dir: Path, name: str, log: Callable[[str], None], prefix: str,
             fh.seek(0)
             holder = fh.read().strip() or "(unknown)"
             fh.close()
-            runs = _runs_of(out_dir, name)
-            what = runs[-1].path if runs else f"{out_dir / name} (not created yet)"
-            waiting(f"{holder} (another `openlt bench` on {out_dir})", str(what))
+            if not said:
+                runs = _runs_of(out_dir, name)
+                what = runs[-1].path if runs else f"{out_dir / name} (not created yet)"
+                waiting(f"{holder} (another `openlt bench` on {out_dir})", str(what))
             time.sleep(WAIT_POLL_S)
             continue
         info = os.fstat(fh.fileno())
@@ -544,8 +545,19 @@ def _recorded_stage1(run: Run) -> dict:
     return {}
 
 
+_SHA: dict[tuple, str] = {}  # (path, inode, size, mtime_ns) -> sha256: a stage-1 checkpoint read once a bench
+
+
 def _sha_of(path: Path) -> str | None:
-    return sha256_file(path) if path.is_file() else None
+    """sha256 of the file at `path`, None when there is none."""
+    try:
+        info = path.stat()
+    except OSError:
+        return None
+    key = (str(path.resolve()), info.st_ino, info.st_size, info.st_mtime_ns)
+    if key not in _SHA:
+        _SHA[key] = sha256_file(path)
+    return _SHA[key]
 
 
 def _stage1_mismatch(spec: BenchSpec, m: BenchMethod, seed: int, run: Run, stage1: Run | None) -> str | None:
