@@ -281,7 +281,7 @@ def _features(args: argparse.Namespace) -> int:
     run = open_run(args.run)
     run.check_not_training("extract features from")  # its checkpoints are still changing (as eval refuses)
     load_features(run, tuple(args.splits), checkpoint=args.checkpoint, dtype=args.dtype, device=args.device,
-                  force=args.force, quiet=args.quiet)  # under torchrun: every process extracts a share
+                  force=args.force, quiet=args.quiet, command="features")  # under torchrun: every process extracts a share
     from openlt.engine.distributed import is_main
 
     if is_main():

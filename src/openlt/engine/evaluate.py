@@ -26,7 +26,7 @@ from openlt.config import Config, build_config, explicit_keys, to_dict
 from openlt.data.build import DataBundle, prepare_data
 from openlt.engine import distributed
 from openlt.engine.precision import check_amp, check_amp_override, inference_amp, precision_name
-from openlt.engine.features import head_outputs_on_cache, stage1_amp, stage1_cache
+from openlt.engine.features import DTYPES, extract_features, head_outputs_on_cache, stage1_amp, stage1_cache
 from openlt.engine.inference import checkpoint_identity, write_inference
 from openlt.engine.checkpoint import load_checkpoint, recorded_amp, user_epoch
 from openlt.engine.manifest import check_open_decision, verify_manifest
@@ -35,8 +35,8 @@ from openlt.engine.run import Run, check_tag
 from openlt.engine.score_fit import fit_open_score
 from openlt.engine.runtime import (batch_score_for, check_data_folders, collect_outputs, inference_loader, kept_for,
                                    resolve_device, score_fit_args, to_device, trained_config)
-from openlt.errors import ConfigError
-from openlt.io import remove_file, write_group, write_json
+from openlt.errors import ConfigError, OpenLTError
+from openlt.io import remove_file, remove_stale_temp, write_group, write_json
 from openlt.metrics import (ShotBands, auroc_per_band, band_confusion, ece_by_band, open_set_f_measure,
                             open_set_metrics, per_class_accuracy, shot_accuracy, sparse_confusion, top_confusions)
 from openlt.models.model import OpenLTModel, build_model
@@ -266,9 +266,9 @@ def evaluate_run(run: Run, checkpoint: str = "best", overrides: list[str] | None
     if distributed.joins_group():  # torchrun: every process joins the group first, then rank 0 alone takes the lock
         cfg, scorer = eval_setup(run, overrides, checkpoint)
         dev = _device(cfg, device)
-        with _evaluating(run, write):
+        with _evaluating(run, write, checkpoint, tag):
             return _evaluate(run, checkpoint, quiet, tag, write, cfg, scorer, dev)
-    with _evaluating(run, write):  # one process: the lock before anything of the run is read
+    with _evaluating(run, write, checkpoint, tag):  # one process: the lock before anything of the run is read
         cfg, scorer = eval_setup(run, overrides, checkpoint)
         return _evaluate(run, checkpoint, quiet, tag, write, cfg, scorer, _device(cfg, device))
 
@@ -279,19 +279,22 @@ def _device(cfg: Config, device: str | None) -> torch.device:
 
 
 @contextlib.contextmanager
-def _evaluating(run: Run, write: bool) -> Iterator[None]:
+def _evaluating(run: Run, write: bool, checkpoint: str = "best", tag: str | None = None) -> Iterator[None]:
     """Rank 0 holds the run's lock (``Run.eval_lock``: refused while another process trains or evaluates it;
     a `train --resume` started meanwhile is refused) and a handle on its directory (``Run.watched``) for the
     whole evaluation. Under torchrun only rank 0 takes them, once the group is joined (train's rank 0 may still
     hold train.lock while the other ranks start to evaluate), and the others follow its decision: a refusal is
     the same one line on every rank (`distributed.held_by_main`). An evaluation that writes nothing (`write`
     False) only checks that no other process trains the run: it creates no train.lock (the run may be
-    read-only)."""
+    read-only). With the lock held, the temporary files that killed writers left in the run directory are
+    removed (only those whose process is dead: :func:`openlt.io.stale_temporaries`). A run moved or deleted
+    meanwhile stops the evaluation with one line (RunMovedError, :func:`_moved_check`), also when the move shows as
+    another error first (a checkpoint or split file not found at the old path)."""
     if not write:
         with distributed.held_by_main(lambda: _not_training(run)):
             yield
         return
-    with distributed.held_by_main(lambda: _locked_and_watched(run)):
+    with distributed.held_by_main(lambda: _locked_and_watched(run, checkpoint, tag)):
         yield
 
 
@@ -302,9 +305,27 @@ def _not_training(run: Run) -> Iterator[None]:
 
 
 @contextlib.contextmanager
-def _locked_and_watched(run: Run) -> Iterator[None]:
+def _locked_and_watched(run: Run, checkpoint: str = "best", tag: str | None = None) -> Iterator[None]:
     with run.eval_lock(), run.watched():
-        yield
+        remove_stale_temp(run.path, dead_only=True)  # a SIGKILLed evaluation's .metrics.json.PID-HOST.XXXX.tmp, ...
+        try:
+            yield
+        except (OpenLTError, OSError):  # "checkpoint not found", a failed write: the run moved while it was used?
+            _moved_check(run, checkpoint, tag)
+            raise
+
+
+def again_command(where, checkpoint: str = "best", tag: str | None = None) -> str:
+    """The `openlt eval` command line that evaluates the run at `where` as this evaluation was asked to."""
+    return (f"openlt eval {where}" + (f" --checkpoint {checkpoint}" if checkpoint != "best" else "")
+            + (f" --tag {tag}" if tag is not None else ""))
+
+
+def _moved_check(run: Run, checkpoint: str, tag: str | None) -> None:
+    """RunMovedError when the run directory was moved or deleted during this evaluation (``Run.check_in_place``),
+    naming the `openlt eval` command that evaluates it where it is now."""
+    run.check_in_place("the evaluation's results", plural=True,
+                       again=lambda where: again_command(where, checkpoint, tag))
 
 
 def _evaluate(run: Run, checkpoint: str, quiet: bool, tag: str | None, write: bool, cfg: Config,
@@ -334,7 +355,7 @@ def _evaluate(run: Run, checkpoint: str, quiet: bool, tag: str | None, write: bo
                "amp": amp, **checkpoint_epoch_fields(state), **metrics, "split_files": {split: data.manifest["files"][split]["sha256"] for split in data.entries},
                "data": evaluated_data(cfg, data.split_dir), **run_context(run, data, dev)}
     if distributed.is_main() and write:
-        run.check_in_place("the evaluation's results")  # moved or deleted meanwhile: nothing written, none recreated
+        _moved_check(run, checkpoint, tag)  # moved or deleted meanwhile: nothing written, none recreated
         with write_group():  # all of them or none: an interrupted write phase leaves the previous evaluation's
             if scorer.requires_fit:
                 save_score(run.open_score_path(tag), scorer, fitted_on=using)
@@ -464,9 +485,15 @@ def _split_outputs(cfg: Config, model: OpenLTModel, data: DataBundle, dev: torch
             if kept == ("feature",):  # the cached features themselves, not a copy (score_fit)
                 return {"feature": cached["features"], "labels": cached["labels"]}
             return head_outputs_on_cache(model, cached, dev, kept or keep)
-        cache["use"] = False  # the stage-1 run is gone: through the network
         loader = inference_loader(data.dataset(split), cfg.eval.batch_size, cfg.data.workers, dev, data.image_size,
                                   cfg.data.pin_memory)
+        if cache["use"]:  # the stage-1 run is gone: its features through this run's body, as its cache holds them
+            feats, labels = extract_features(model, loader, dev, f"features {split}", quiet, cfg.train.channels_last,
+                                             amp)
+            features = {"features": feats.to(DTYPES[cfg.decouple.cache_dtype]), "labels": labels}
+            if kept == ("feature",):
+                return {"feature": features["features"], "labels": labels}
+            return head_outputs_on_cache(model, features, dev, kept or keep)
         return collect_outputs(model, loader, dev, split, quiet, cfg.train.channels_last, amp, kept or keep,
                                None if split == "train" else batch_score)
 

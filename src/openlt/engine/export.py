@@ -40,7 +40,7 @@ from openlt.engine.inference import (InferenceSpec, build_run_model, checkpoint_
 from openlt.engine.run import Run
 from openlt.engine.runtime import trained_config
 from openlt.errors import ConfigError, OpenLTError, WriteError
-from openlt.io import atomic_path, write_json, write_text
+from openlt.io import atomic_path, stale_temporaries, temp_prefix, write_json, write_text
 from openlt.openset import Rejector, save_score
 
 _LOG = logging.getLogger(__name__)
@@ -150,10 +150,14 @@ def _bundle_problem(out: Path, force: bool) -> str | None:
 
 
 def _staging(out: Path) -> Path:
-    """A new empty hidden folder beside OUT (``.NAME.XXXX.tmp``) that the bundle is written into."""
+    """A new empty hidden folder beside OUT (``.NAME.PID-HOST.XXXX.tmp``, :func:`openlt.io.temp_prefix`) that the
+    bundle is written into. First, the staging folders of earlier exports to OUT whose process is dead (a SIGKILL
+    mid-export) are removed; never one a live process is writing."""
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
-        return Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
+        for stale in stale_temporaries(out.parent, out.name):
+            shutil.rmtree(stale, ignore_errors=True)
+        return Path(tempfile.mkdtemp(prefix=temp_prefix(out.name), suffix=".tmp", dir=out.parent))
     except OSError as exc:
         raise WriteError(f"cannot create the export folder {out}: {exc.strerror or exc}") from None
 
@@ -164,7 +168,7 @@ def _publish(stage: Path, out: Path) -> None:
     old = None
     try:
         if out.is_dir():
-            old = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".old", dir=out.parent))
+            old = Path(tempfile.mkdtemp(prefix=temp_prefix(out.name), suffix=".old", dir=out.parent))
             out.rename(old / "bundle")
         stage.rename(out)
     except OSError as exc:
@@ -266,7 +270,7 @@ def bundle_amp(run: Run, state: dict, rejector: Rejector | None) -> dict:
     bundle's scores differ from those it was chosen on at rounding level (up to ~1e-3 in bf16)."""
     fitted = (rejector.fitted_on or {}).get("amp") if rejector is not None and rejector.calibrated else None
     if fitted not in (None, "none"):
-        _LOG.warning("note: the bundle's network computes in float32, and %s's threshold was chosen on scores "
+        _LOG.warning("the bundle's network computes in float32, and %s's threshold was chosen on scores "
                      "computed in %s (openlt.json \"amp\" records both): near the threshold a decision may differ "
                      "from `openlt predict %s`'s", run.calibration_file.name, fitted, run.path)
     return {"network": "none", "trained": recorded_amp(state), "threshold": fitted}

@@ -31,8 +31,8 @@ from openlt.engine.runtime import (batch_to, inference_loader, inference_passes,
                                    trim_heap)
 from openlt.engine.precision import autocast, inference_amp
 from openlt.engine.run import Run
-from openlt.errors import ConfigError
-from openlt.io import atomic_path, sha256_file
+from openlt.errors import ConfigError, WriteError
+from openlt.io import atomic_path, remove_stale_temp, sha256_file
 from openlt.models.model import OpenLTModel
 
 _LOG = logging.getLogger(__name__)
@@ -98,14 +98,20 @@ def extraction_amp(run: Run, cfg: Config, device: torch.device, checkpoint: str 
 
 def load_features(run: Run, splits: tuple[str, ...] = SPLITS, checkpoint: str = "best", dtype: str = "float32",
                   device: str | None = None, force: bool = False, quiet: bool = False,
-                  cfg: Config | None = None, checkpoint_sha256: str | None = None) -> dict[str, dict[str, torch.Tensor]]:
+                  cfg: Config | None = None, checkpoint_sha256: str | None = None,
+                  command: str | None = None) -> dict[str, dict[str, torch.Tensor]]:
     """{split: {"features": (N, D), "labels": (N,)}} for each split the run has, from the cache when it is fresh,
     else extracted (and cached). Splits the run's data lacks (no val / open) are left out. Features read from the
     cache keep its dtype (`dtype`: a float16 cache stays float16, half the memory: 1.7 GB instead of 3.4 GB for
     iNaturalist's training split); their consumers convert to float32 a batch or chunk of rows at a time where they
     compute (cRT / LWS batches, NCM's class sums, the head on a split's features, the open-set score fits), which
-    gives the values of a whole conversion. Freshly extracted features are returned as extracted (float32).
-    `checkpoint_sha256`: the checkpoint's, from a caller that hashed it (identify; every process): not hashed again."""
+    gives the values of a whole conversion. Freshly extracted features are returned as the cache holds them (in
+    `dtype`), so that a result never depends on whether the cache was there.
+    `checkpoint_sha256`: the checkpoint's, from a caller that hashed it (identify; every process): not hashed again.
+    `command` ("features": `openlt features RUN`, whose work is the cache): the split files are first checked
+    against the run's split_manifest.json (as `openlt eval` does), and a cache that cannot be written (a read-only
+    run) is an error, one line. Without it (a decoupled stage 2 reading its stage-1 run), a cache that cannot be
+    written is noted once and the features are used without being cached."""
     if dtype not in DTYPES:
         raise ConfigError(f"feature cache dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
     cfg = cfg or run.config()
@@ -114,8 +120,13 @@ def load_features(run: Run, splits: tuple[str, ...] = SPLITS, checkpoint: str = 
         if split not in SPLITS:
             raise ConfigError(f"unknown split {split!r}; choose from {', '.join(SPLITS)}")
     data = prepare_data(cfg, default_split_dir=run.splits_dir)
+    if command is not None:  # the split files the run was trained on (a stage 2 checks its stage-1 run itself)
+        from openlt.engine.manifest import verify_manifest
+
+        verify_manifest(run, data, command)
     model = None  # loaded only when a split must be (re-)extracted
     main = distributed.is_main()
+    unwritable: list[str] = []  # why the cache cannot be written, once known
     if checkpoint_sha256 is None:  # once, not per split and not per process: checkpoints are large
         checkpoint_sha256 = distributed.broadcast_object(sha256_file(run.checkpoint(checkpoint)) if main else None)
     amp = extraction_amp(run, cfg, dev, checkpoint)
@@ -143,18 +154,49 @@ def load_features(run: Run, splits: tuple[str, ...] = SPLITS, checkpoint: str = 
                                       data.image_size, cfg.data.pin_memory)
             feats, labels = extract_features(model, loader, dev, f"features {split}", quiet, cfg.train.channels_last,
                                              amp)
-            if main:
-                path.parent.mkdir(parents=True, exist_ok=True)
-                with atomic_path(path) as tmp:
-                    save_file({"features": feats.to(DTYPES[dtype]).contiguous(), "labels": labels.contiguous()},
-                              str(tmp), metadata={"openlt": json.dumps(key)})
+            feats = feats.to(DTYPES[dtype])  # as the cache holds them (and as a reuse reads them)
+            if main and not unwritable:
+                _write_cache(run, path, feats, labels, key, command, unwritable)
             distributed.barrier()  # the file is complete before any process goes on
             status = ("stale, rebuilt" if cached is not None else
                       "unreadable, rebuilt" if existed and not force else "extracted")
+            if unwritable:
+                status += ", not cached"
         if not quiet and main:
             _LOG.info(f"features {split:5s} {tuple(feats.shape)} {dtype}: {status} ({path})")
         result[split] = {"features": feats, "labels": labels}  # the cache's dtype: no float32 copy of the split
     return result
+
+
+_NOTED: set[Path] = set()  # the feature caches noted as not writable (:func:`_write_cache`)
+
+
+def _write_cache(run: Run, path: Path, feats: torch.Tensor, labels: torch.Tensor, key: dict, command: str | None,
+                 unwritable: list[str]) -> None:
+    """Write one split's cache file (the features folder made inside the run directory, never the run directory
+    itself: a run moved away is not recreated); first, the temporary files of killed extractions (their process
+    dead) are removed. A folder that cannot be written (a read-only run): WriteError, one line, for `openlt
+    features` (`command`); otherwise a note, once, and `unwritable` records why (nothing more is tried)."""
+    try:
+        path.parent.mkdir(exist_ok=True)
+        remove_stale_temp(path.parent, dead_only=True)
+        with atomic_path(path, parents=False) as tmp:
+            save_file({"features": feats.contiguous(), "labels": labels.contiguous()}, str(tmp),
+                      metadata={"openlt": json.dumps(key)})
+    except (OSError, WriteError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc).split(": ")[-1]
+        reason = reason.split(" (the previous version")[0]
+        if command is not None:
+            raise WriteError(f"cannot write the feature cache {run.features_dir} of the run {run.path}: {reason}; "
+                             f"make that folder writable, or copy the run to a writable folder and run `openlt "
+                             f"features` on the copy") from None
+        unwritable.append(reason)
+        if run.features_dir in _NOTED:  # once a process (a stage 2 and its final evaluation read it twice)
+            return
+        _NOTED.add(run.features_dir)
+        _LOG.warning(f"the feature cache {run.features_dir} of the stage-1 run {run.path} cannot be written "
+                     f"({reason}): its features are extracted for this command alone, not cached (extracted again "
+                     f"next time; the results are the same). Make that folder writable to cache them")
 
 
 def stage1_source(cfg: Config) -> tuple[Run, Config] | None:

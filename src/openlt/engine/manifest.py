@@ -40,6 +40,8 @@ REMEDY = {
     "resume": "`--resume` continues only on the data the run started with: restore the split files (or undo the "
               "edit of the run's config.yaml), or start a new run",
     "init_from": "start from a stage-1 run trained on these split files, or restore the ones it was trained on",
+    "features": "extract features with the split files the run was trained on (restore them, or point data.split_dir "
+                "in the run's config.yaml at a copy of them)",
 }
 
 
@@ -120,6 +122,7 @@ DATA_REMEDY = {
               "(it read {folder}), or start a new run",
     "init_from": "point {key} to the data the stage-1 run was trained on (it read {folder}), or start from a "
                  "stage-1 run trained on this data",
+    "features": "point {key} in {run}/config.yaml to the data the run was trained on (it read {folder})",
 }
 
 

@@ -22,7 +22,7 @@ from typing import IO, TypeVar
 
 from openlt.config import Config, build_config, dump_yaml, read_yaml_mapping, run_name_problem
 from openlt.errors import ConfigError, OpenLTError, RunDirError, WriteError
-from openlt.io import read_jsonl, write_json, write_text
+from openlt.io import never_recreated, read_jsonl, write_json, write_text
 
 try:
     import fcntl
@@ -353,15 +353,19 @@ class Run:
             raise RunDirError(f"cannot open the run directory {self.path}: {exc.strerror or exc}") from None
         self._dir_fd = fd
         try:
-            yield
+            with never_recreated(self.path):  # a write into it while it is gone fails: never a new empty folder
+                yield
         finally:
             self._dir_fd = None
             os.close(fd)
 
-    def check_in_place(self, what: str) -> None:
-        """Inside :meth:`watched`: RunDirError, one line, when the run directory is no longer at its path (moved,
-        deleted, or another directory put there), saying `what` was not written and where it went when the
-        system can tell (Linux: /proc/self/fd); never recreates it. Outside :meth:`watched`: nothing."""
+    def check_in_place(self, what: str, *, plural: bool = False,
+                       again: Callable[[Path], str] | None = None) -> None:
+        """Inside :meth:`watched`: RunMovedError, one line, when the run directory is no longer at its path (moved,
+        deleted, or another directory put there), saying `what` (a plural noun when `plural`) was not written and,
+        when the system can tell where it went (Linux: /proc/self/fd), the command that continues there:
+        `again(NEW_PATH)` (default `openlt train --resume NEW_PATH`); never recreates it. Outside
+        :meth:`watched`: nothing."""
         fd = getattr(self, "_dir_fd", None)
         if fd is None:
             return
@@ -373,16 +377,24 @@ class Run:
         except OSError:
             pass
         where = _current_path(fd) if held.st_nlink else None
+        was = "were" if plural else "was"
         if where is not None and where != Path(os.path.abspath(self.path)):
+            command = again(where) if again is not None else f"openlt train --resume {where}"
             raise RunMovedError(f"the run directory {self.path} was moved to {where} while it was in use; stopped: "
-                              f"{what} was not written, nothing more was written (continue with `openlt train "
-                              f"--resume {where}`)")
+                                f"{what} {was} not written, nothing more was written (continue with `{command}`)",
+                                where=where, command=command)
         raise RunMovedError(f"the run directory {self.path} was moved or deleted while it was in use; stopped: {what} "
-                          f"was not written, nothing more was written and the directory is not recreated")
+                            f"{was} not written, nothing more was written and the directory is not recreated")
 
 
 class RunMovedError(RunDirError):
-    """The run directory is no longer where the process that uses it found it (:meth:`Run.check_in_place`)."""
+    """The run directory is no longer where the process that uses it found it (:meth:`Run.check_in_place`);
+    `where`: where it is now, None when deleted or unknown; `command`: the command its message names, which
+    continues there (None without `where`)."""
+
+    def __init__(self, message: str, where: Path | None = None, command: str | None = None) -> None:
+        super().__init__(message)
+        self.where, self.command = where, command
 
 
 TRAINING, EVALUATING = "training", "evaluating"  # the second line of train.lock: what its holder does

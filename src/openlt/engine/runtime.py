@@ -326,6 +326,26 @@ def check_recorded_classes(run: Run, recorded: dict | None, where: Path | None) 
                           f"order: {', '.join(classes)})")
 
 
+def stage1_moved_to(then, now, state: dict) -> bool:
+    """Whether train.init_from, `then` when the run started and `now` in its config.yaml, names the same stage-1
+    run moved: `then` is no longer a folder, and the checkpoint `now` holds has the sha256 the run's checkpoint
+    `state` records of it ("stage1": {"checkpoint", "sha256"}, stage1_record.stage1_record). Then `--resume`
+    (train.check_resume_config) and an evaluation (:func:`trained_config`) take the new path (trial 14a S5)."""
+    record = state.get("stage1")
+    if not (isinstance(then, str) and isinstance(now, str) and isinstance(record, dict)) or Path(then).is_dir():
+        return False
+    name, sha = record.get("checkpoint", "best"), record.get("sha256")
+    stage1 = Path(now).expanduser() / "checkpoints" / f"{name}.safetensors"
+    if not isinstance(name, str) or not isinstance(sha, str) or not stage1.is_file():
+        return False
+    from openlt.io import sha256_file
+
+    try:
+        return sha256_file(stage1) == sha
+    except OSError:
+        return False
+
+
 def recorded_config(run: Run, checkpoint: str = "last") -> tuple[dict | None, Path | None]:
     """(the defining config a checkpoint of `run` records, that checkpoint): `checkpoint`'s, else the last
     checkpoint's; (None, None) when neither records one (no checkpoint, or one written by an older openlt)."""
@@ -409,6 +429,9 @@ def trained_config(run: Run, checkpoint: str = "best", command: str | None = "ev
     one line."""
     cfg = cfg if cfg is not None else run.config()
     recorded, where = recorded_config(run, checkpoint)
+    if recorded is not None and stage1_moved_to(recorded.get("train.init_from"), cfg.train.init_from,
+                                                checkpoint_state(where)):  # the same stage-1 run, moved
+        recorded = {**recorded, "train.init_from": os.path.abspath(os.path.expanduser(cfg.train.init_from))}
     change = None if recorded is None else config_change(recorded, cfg, for_evaluation=True)
     if change is not None:
         key, then, now = change

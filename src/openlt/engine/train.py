@@ -48,7 +48,7 @@ from openlt.engine.precision import autocast, check_amp, grad_scaler, precision_
 from openlt.engine.run import (Run, RunMovedError, new_folders, new_run, publish_run, remove_empty, remove_stale_stages,
                                staged_run)
 from openlt.engine.runtime import (batch_to, collect_outputs, config_change, config_value, defining_config,
-                                   inference_loader, make_loader, resolve_device, to_device)
+                                   inference_loader, make_loader, resolve_device, stage1_moved_to, to_device)
 from openlt.engine.tracking import EpochLog
 from openlt.errors import ConfigError, OpenLTError, RunDirError, TrainingError, WriteError
 from openlt.io import remove_stale_temp, write_json, write_text
@@ -603,7 +603,7 @@ def check_resume_config(run: Run, cfg: Config, data: DataBundle) -> None:
     state = checkpoint_state(last) if last.is_file() else {}
     recorded = state.get("config")
     if isinstance(recorded, dict):
-        if _stage1_moved_to(recorded.get("train.init_from"), cfg.train.init_from, state):
+        if stage1_moved_to(recorded.get("train.init_from"), cfg.train.init_from, state):
             recorded = {**recorded, "train.init_from": os.path.abspath(cfg.train.init_from)}  # the same run, moved
         change = config_change(recorded, cfg, for_evaluation=False)
         if change is not None:
@@ -623,25 +623,6 @@ def check_resume_config(run: Run, cfg: Config, data: DataBundle) -> None:
         raise ConfigError(_changed_message(run, f"the input transform's {field} (data.transform, data.dataset)",
                                            spec.transform.get(field), now_spec.transform.get(field),
                                            run.inference_file, resolved=True))
-
-
-def _stage1_moved_to(then, now, state: dict) -> bool:
-    """Whether train.init_from, `then` when the run started and `now` in its config.yaml, names the same stage-1
-    run moved: `then` is no longer a folder, and the checkpoint `now` holds has the sha256 the run's checkpoint
-    `state` records of it ("stage1": {"checkpoint", "sha256"}, stage1_record.stage1_record)."""
-    record = state.get("stage1")
-    if not (isinstance(then, str) and isinstance(now, str) and isinstance(record, dict)) or Path(then).is_dir():
-        return False
-    name, sha = record.get("checkpoint", "best"), record.get("sha256")
-    stage1 = Path(now).expanduser() / "checkpoints" / f"{name}.safetensors"
-    if not isinstance(name, str) or not isinstance(sha, str) or not stage1.is_file():
-        return False
-    from openlt.io import sha256_file
-
-    try:
-        return sha256_file(stage1) == sha
-    except OSError:
-        return False
 
 
 def _changed_message(run: Run, key: str, then, now, where, resolved: bool = False) -> str:
