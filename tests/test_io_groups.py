@@ -32,8 +32,8 @@ folder, marker = Path(sys.argv[1]), Path(sys.argv[2])
 if os.environ.get("UNREGISTER") == "1":
     atexit.unregister(io._wait_for_commits)
 real_replace = os.replace
-def slow_replace(src, dst):
-    real_replace(src, dst)
+def slow_replace(src, dst, **kwargs):
+    real_replace(src, dst, **kwargs)
     marker.touch()
     time.sleep(0.3)
 io.os.replace = slow_replace
