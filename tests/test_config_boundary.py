@@ -84,6 +84,12 @@ OVERRIDES = [
     O("relation", "n-min-above-n-max", ("data.split.n_min=50", "data.split.n_max=10"), "'data.split.n_min'",
       "n_max (10)"),
     O("relation", "min-lr-above-lr", "train.min_lr=1", "'train.min_lr'", "train.lr (0.1)"),
+    # trial 14b D2: an NCM head in a stage-1 run trained nothing (chance accuracy, exit 0)
+    O("relation", "ncm-head-in-stage-1", "model.classifier=ncm", "override 'model.classifier=ncm': config key "
+      "'model.classifier' is 'ncm', a head only decouple.method=ncm fills", "stage-1 run (decouple.method=none)",
+      "decouple.method=ncm train.init_from=RUN"),
+    O("relation", "ncm-head-in-crt", ("model.classifier=ncm", "decouple.method=crt", "train.init_from=x"),
+      "'model.classifier' is 'ncm'", "decouple.method=crt, which builds its own head: drop it"),
     # --- names that are not one of the choices or registered
     O("unknown-name", "dataset", "data.dataset=imagenet", "unknown data.dataset 'imagenet'", "image-folder"),
     O("unknown-name", "transform", "data.transform=big", "unknown data.transform 'big'", "imagenet"),
@@ -119,6 +125,14 @@ OVERRIDES = [
     O("bad-name", "run-name-absolute", "name=/abs/x", "'name'", "plain name"),
     O("bad-name", "run-name-slash", "name=a/b", "'name'", "plain name"),
     O("bad-name", "run-name-dot", "name=.", "'name'", "plain name"),
+    # trial 14b D6: a run name with a control character broke the "run directory:" line (class names were refused)
+    O("bad-name", "run-name-newline", 'name="x\\ny"', "'name' must not contain the control character '\\n'"),
+    O("bad-name", "run-name-tab", 'name="x\\ty"', "control character '\\t'"),
+    O("bad-name", "run-name-carriage-return", 'name="x\\ry"', "control character '\\r'"),
+    O("bad-name", "run-name-escape", 'name="x\\ey"', "control character '\\x1b'"),
+    O("bad-name", "run-name-del", 'name="x\\x7fy"', "control character '\\x7f'"),
+    O("bad-name", "run-name-raw-tab", "name=x\ty", "control character '\\t'"),
+    O("bad-name", "run-name-c1", 'name="x\\x85y"', "control character '\\x85'"),
     O("bad-name", "split-file-parent", "data.train_split=../x.txt", "'data.train_split'", "inside data.split_dir"),
     O("bad-name", "split-file-absolute", "data.test_split=/etc/passwd", "'data.test_split'", "inside data.split_dir"),
     O("bad-name", "nul-in-root", 'data.root="/data/a\\0b"', "'data.root'", "NUL byte"),
@@ -160,7 +174,18 @@ OVERRIDES = [
     O("too-large", "loss-other-number", "train.loss_args={alpha: [1, 1e300]}", "alpha[1] must be between -1000000 and "
       "1000000"),
     # --- loss options the loss does not take: `openlt config` refuses them as `openlt train` does (one check)
-    O("loss-args", "ce-bogus", "train.loss_args.bogus=3", "bad arguments for loss 'ce' (train.loss_args)", "'bogus'"),
+    O("loss-args", "ce-bogus", "train.loss_args.bogus=3", "override 'train.loss_args.bogus=3': bad arguments for "
+      "loss 'ce' (train.loss_args.bogus): it takes no argument 'bogus'; its arguments: label_smoothing (default 0.0)"),
+    # trial 14b D7a: the loss's own arguments named, no Python internals ("CrossEntropy.__init__() got ...",
+    # "float() argument must be ... 'NoneType'")
+    O("loss-args", "focal-gamma-empty", ("train.loss=focal", "train.loss_args.gamma="), "override "
+      "'train.loss_args.gamma=': bad arguments for loss 'focal' (train.loss_args.gamma): gamma is empty (null); give "
+      "it a value or leave it out (default 2.0); its arguments: gamma (default 2.0), alpha (default None)"),
+    O("loss-args", "ce-label-smoothing-empty", "train.loss_args.label_smoothing=", "label_smoothing is empty (null)"),
+    O("loss-args", "balanced-softmax-any", ("train.loss=balanced_softmax", "train.loss_args.tau=1"),
+      "(train.loss_args.tau): it takes no argument 'tau'; it takes no arguments (leave train.loss_args empty)"),
+    O("loss-args", "oltr-flag-number", ("train.loss=oltr", "train.loss_args.public_code_centroid_grad=3"),
+      "public_code_centroid_grad must be true or false, got 3"),
     O("loss-args", "focal-typo", ("train.loss=focal", "train.loss_args.gama=2"), "bad arguments for loss 'focal'",
       "'gama'"),
     O("loss-args", "ldam-margin", ("train.loss=ldam", "train.loss_args.margin=0.5"), "bad arguments for loss 'ldam'",
@@ -208,6 +233,9 @@ FILES = [
     F("yaml", "syntax-error", "name: x\ntrain:\n  epochs: 2\n lr: [0.1\n", "c.yaml", "not valid YAML", "line 4"),
     F("yaml", "not-a-mapping", "- a\n- b\n", "c.yaml", "must hold a mapping"),
     F("yaml", "nul-in-value", 'name: "a\\0b"\n', "c.yaml, line 1", "'name'"),
+    F("bad-name", "file-run-name-tab", 'name: "x\\ty"\n', "c.yaml, line 1", "'name' must not contain the control "
+      "character '\\t'"),
+    F("relation", "file-ncm-head", "model:\n  classifier: ncm\n", "c.yaml, line 2", "'model.classifier' is 'ncm'"),
     F("yaml", "value-names-its-line", "name: x\ntrain:\n  epochs: 3\n  lr: -0.5\n", "c.yaml, line 4", "'train.lr'", "> 0"),
     F("base", "cycle-self", "base: c.yaml\n", "c.yaml, line 1", "cycle"),
     F("base", "cycle-two-files", "base: other.yaml\n", "other.yaml, line 1", "cycle", "c.yaml -> "),

@@ -12,6 +12,7 @@ import json
 import logging
 import math
 import os
+import re
 import signal
 import sys
 import threading
@@ -144,6 +145,10 @@ def _train(args: argparse.Namespace) -> int:
         if args.config is None:
             raise OpenLTError("give a config file or a packaged config's name (e.g. fmnist_lt/plain; `openlt "
                               "configs` lists them) or --resume RUN")
+        if _override_shaped(args.config):
+            raise OpenLTError(f"{args.config!r} is an override (KEY=VALUE), not a config: give the config first, "
+                              f"then the overrides (openlt train fmnist_lt/plain {args.config}; `openlt configs` "
+                              f"lists the packaged configs)")
         device = [] if args.device is None else [f"train.device={args.device}"]
         cfg = build_config(args.config, [*args.overrides, *device])
         run = train(cfg, name=args.name, quiet=args.quiet)
@@ -359,10 +364,21 @@ def _config(args: argparse.Namespace) -> int:
     from openlt.config import build_config, dump_yaml
     from openlt.losses import check_train_loss
 
+    if _override_shaped(args.config):  # `openlt config train.epochs=2`: no config, the defaults with overrides
+        args.config, args.overrides = None, [args.config, *args.overrides]
     cfg = build_config(args.config, args.overrides)
     check_train_loss(cfg)  # train.loss_args as `openlt train` checks them before any run exists
     print(dump_yaml(cfg), end="")
     return 0
+
+
+_OVERRIDE = re.compile(r"\s*[A-Za-z_][\w.]*\s*=.*", re.DOTALL)
+
+
+def _override_shaped(value: str | None) -> bool:
+    """Whether a config argument is a dotted KEY=VALUE override rather than a config (`train.epochs=2`): it has
+    that shape and no file or folder has that name (a file named `a=b.yaml` is a config)."""
+    return value is not None and _OVERRIDE.fullmatch(value) is not None and not os.path.lexists(value)
 
 
 def _configs(args: argparse.Namespace) -> int:
@@ -454,8 +470,9 @@ def _add_train_command(sub: argparse._SubParsersAction) -> None:
     """The `openlt train` subcommand and its options."""
     p = sub.add_parser("train", help="train a model from a YAML config; evaluates the best checkpoint at the end")
     p.add_argument("config", nargs="?", help="YAML config file, or a packaged config's name (fmnist_lt/plain; "
-                   "`openlt configs` lists them)")
-    p.add_argument("overrides", nargs="*", help="dotted overrides, e.g. train.epochs=2 data.root=/data")
+                   "`openlt configs` lists them); required (but with --resume), before the overrides")
+    p.add_argument("overrides", nargs="*", help="dotted overrides after the config, e.g. train.epochs=2 "
+                   "data.root=/data")
     p.add_argument("--resume", metavar="RUN", help="continue an interrupted run from its last checkpoint with its "
                    "config.yaml, where train.* (e.g. train.epochs), eval.* and data.workers may be edited, not the data, "
                    "model or input keys (a finished run that was evaluated is left as it is: `openlt eval RUN` "
@@ -618,7 +635,8 @@ def _add_config_command(sub: argparse._SubParsersAction) -> None:
     """The `openlt config` subcommand and its options."""
     p = sub.add_parser("config", help="print the config a run would use (defaults <- YAML <- overrides), or with "
                        "--reference every option, its default and meaning")
-    p.add_argument("config", nargs="?", help="YAML config file (none: the defaults)")
+    p.add_argument("config", nargs="?", help="YAML config file or a packaged config's name (none: the defaults; "
+                   "a first argument KEY=VALUE is an override of the defaults)")
     p.add_argument("overrides", nargs="*", help="dotted overrides, e.g. train.epochs=2")
     p.add_argument("--reference", action="store_true", help="the option reference as markdown (docs/config.md)")
     p.set_defaults(func=_config)

@@ -17,6 +17,7 @@ import math
 import os
 import re
 import types
+import unicodedata
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -208,13 +209,25 @@ def _device_problem(value: Any) -> str | None:
     return None if _DEVICE.match(str(value)) else f"must be auto, cpu, cuda, cuda:N or mps, got {value!r}"
 
 
-@says(f"a plain name (no /) of at most {MAX_RUN_NAME_BYTES} bytes")
+def control_character(text: str) -> str | None:
+    """The first control character of `text` (C0, DEL, C1, a format character, U+2028 / U+2029), None when it has
+    none: such a character in a name breaks the lines that print it (class names, run names)."""
+    return next((c for c in text if unicodedata.category(c) in ("Cc", "Cf", "Zl", "Zp")), None)
+
+
+@says(f"a plain name (no /, no control character) of at most {MAX_RUN_NAME_BYTES} bytes")
 def run_name_problem(value: Any) -> str | None:
-    """A run name prefix: one path component (no '/', '\\', NUL), not '.' or '..', not empty, short enough for
-    its run folder's name (MAX_RUN_NAME_BYTES in UTF-8: the folder adds -YYYYmmdd-HHMMSS)."""
+    """A run name prefix: one path component (no '/', '\\', NUL), not '.' or '..', not empty, no control character
+    (a tab, a line break, ...: the "run directory:" line and the run folder's name would break, as class names'
+    would: `control_character`), short enough for its run folder's name (MAX_RUN_NAME_BYTES in UTF-8: the folder
+    adds -YYYYmmdd-HHMMSS)."""
     text = str(value)
     if not text.strip() or text in (".", "..") or any(c in text for c in "/\\\0") or text != text.strip():
         return f"must be a plain name (no '/', '\\', surrounding spaces, not '.' or '..'), got {value!r}"
+    odd = control_character(text)
+    if odd is not None:
+        return (f"must not contain the control character {odd!r} (a tab, a line break, ...: the run folder's name "
+                f"and the lines that print it would break), got {value!r}")
     size = len(text.encode("utf-8", "surrogatepass"))
     if size > MAX_RUN_NAME_BYTES:
         return (f"must be at most {MAX_RUN_NAME_BYTES} bytes long (a file name holds 255; the run folder adds "
@@ -522,6 +535,26 @@ class Config:
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     decouple: DecoupleConfig = field(default_factory=DecoupleConfig)
+
+
+# The heads that belong to one stage: ncm is filled from a stage-1 run's class means by decouple.method=ncm
+# (`decoupling.NearestClassMean`); it has nothing to train, so a stage-1 run with it would train the backbone
+# through constant logits and report chance accuracy as a result.
+STAGE2_ONLY_HEADS = {"ncm": "ncm"}  # model.classifier -> the decouple.method that fills it
+
+
+@relation(Config, "model.classifier", "decouple.method")
+def _stage2_only_head(c: Config) -> str | None:
+    method = STAGE2_ONLY_HEADS.get(c.model.classifier)
+    if method is None or c.decouple.method == method:
+        return None
+    what = (f"is {c.model.classifier!r}, a head only decouple.method={method} fills (class means of a stage-1 "
+            f"run's features; nothing in it is trained)")
+    if c.decouple.method != "none":
+        return f"{what}, but this config has decouple.method={c.decouple.method}, which builds its own head: drop it"
+    return (f"{what}, but this config trains a stage-1 run (decouple.method=none), which would learn nothing: "
+            f"train stage 1 with linear, cosine, normed_linear or meta_embedding, then fit NCM on it with "
+            f"decouple.method={method} train.init_from=RUN")
 
 
 def to_dict(cfg: Any) -> dict:

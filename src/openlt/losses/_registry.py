@@ -9,6 +9,8 @@ A builder is called as ``builder(train_counts=..., feature_dim=..., **train.loss
 
 from __future__ import annotations
 
+import difflib
+import inspect
 from typing import Any, Callable
 
 from torch import nn
@@ -30,19 +32,102 @@ def build_loss(name: str, train_counts: list[int] | None = None, feature_dim: in
                **kwargs: Any) -> nn.Module:
     """The loss registered as `name`; every builder receives the training images per class (`train_counts`,
     length K) and the feature dimension D of the head's input. ConfigError for an unknown name or bad options."""
+    builder = LOSSES.get(name)
+    problem = loss_args_problem(name, kwargs)
+    if problem:
+        raise ConfigError(problem)
     try:
-        return LOSSES.get(name)(train_counts=train_counts, feature_dim=feature_dim, **kwargs)
+        return builder(train_counts=train_counts, feature_dim=feature_dim, **kwargs)
     except TypeError as exc:
         raise ConfigError(f"bad arguments for loss {name!r}: {exc}") from None
 
 
-def check_loss_args(name: str, loss_args: dict[str, Any]) -> None:
-    """ConfigError ("bad arguments for loss ...", as :func:`build_loss`) when the loss registered as `name` does not
-    take `loss_args`: checked by building it once on two dummy classes, before any run directory exists. Other
+_GIVEN = ("train_counts", "feature_dim")  # what every builder receives from openlt, not from train.loss_args
+
+
+def loss_arguments(name: str) -> dict[str, inspect.Parameter] | None:
+    """The train.loss_args the loss registered as `name` takes, by name (with their defaults): the builder's
+    keyword arguments, and where it passes ``**kwargs`` on, those of the loss class it builds (the nn.Module class
+    the builder's code names: ``CrossEntropy(**kwargs)``). None when they cannot be told (a builder whose
+    ``**kwargs`` go elsewhere): then nothing is refused by name."""
+    builder = LOSSES.get(name)
+    found: dict[str, inspect.Parameter] = {}
+    open_ended = False
+    for param in inspect.signature(builder).parameters.values():
+        if param.kind is param.VAR_KEYWORD:
+            open_ended = True
+        elif param.kind in (param.POSITIONAL_OR_KEYWORD, param.KEYWORD_ONLY) and param.name not in _GIVEN:
+            found[param.name] = param
+    if not open_ended:
+        return found
+    code = getattr(builder, "__code__", None)
+    scope = getattr(builder, "__globals__", {})
+    classes = [scope[n] for n in (code.co_names if code else ()) if isinstance(scope.get(n), type)
+               and issubclass(scope[n], nn.Module)]
+    if len(classes) != 1:
+        return None
+    for param in list(inspect.signature(classes[0].__init__).parameters.values())[1:]:  # after self
+        if param.kind is param.VAR_KEYWORD:
+            return None
+        if param.kind in (param.POSITIONAL_OR_KEYWORD, param.KEYWORD_ONLY) and param.name not in _GIVEN:
+            found[param.name] = param
+    return found
+
+
+def _arguments_text(name: str, known: dict[str, inspect.Parameter]) -> str:
+    if not known:
+        return "it takes no arguments (leave train.loss_args empty)"
+    return "its arguments: " + ", ".join(
+        f"{p.name} (default {p.default!r})" if p.default is not p.empty else p.name for p in known.values())
+
+
+def _may_be_none(param: inspect.Parameter) -> bool:
+    return param.default is None or "None" in str(param.annotation) or "Optional" in str(param.annotation)
+
+
+def loss_args_problem(name: str, loss_args: dict[str, Any], where: dict[str, str] | None = None) -> str | None:
+    """Why the loss registered as `name` cannot take `loss_args` (None when it can, as far as names and value
+    kinds tell): an argument it does not take, an empty value (`train.loss_args.gamma=`: null) where the argument
+    has no null meaning, a number argument given text, a true / false one given something else. One line naming
+    train.loss_args.KEY (and, from `where`: dotted key -> "override 'K=V'" / "FILE, line N", where it was set)
+    and the arguments the loss takes."""
+    known = loss_arguments(name)
+    if known is None:
+        return None
+    for key, value in loss_args.items():
+        full = f"train.loss_args.{key}"
+        origin = (where or {}).get(full) or (where or {}).get("train.loss_args")
+        head = f"{origin + ': ' if origin else ''}bad arguments for loss {name!r} ({full})"
+        param = known.get(key)
+        if param is None:
+            close = difflib.get_close_matches(str(key), list(known), n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            return f"{head}: it takes no argument {key!r}{hint}; {_arguments_text(name, known)}"
+        default = param.default
+        if value is None and not _may_be_none(param):
+            return (f"{head}: {key} is empty (null); give it a value or leave it out (default {default!r}); "
+                    f"{_arguments_text(name, known)}")
+        if value is None:
+            continue
+        if isinstance(default, bool):
+            if not isinstance(value, bool):
+                return f"{head}: {key} must be true or false, got {value!r}; {_arguments_text(name, known)}"
+        elif isinstance(default, (int, float)) and (isinstance(value, bool) or not isinstance(value, (int, float))):
+            return f"{head}: {key} must be a number, got {value!r}; {_arguments_text(name, known)}"
+    return None
+
+
+def check_loss_args(name: str, loss_args: dict[str, Any], where: dict[str, str] | None = None) -> None:
+    """ConfigError when the loss registered as `name` does not take `loss_args`: first by the names and kinds of
+    its arguments (:func:`loss_args_problem`, `where`: where each key was set), then by building it once on two
+    dummy classes, before any run directory exists. Other
     failures of that dummy build are left to the real one (they may come from the dummy counts). Then the per-class
     weights (:func:`check_class_weights`: all zeros, a single number), whose length is checked where the class count
     is known (`engine.precheck.check_loss_weights`)."""
     builder = LOSSES.get(name)
+    problem = loss_args_problem(name, loss_args, where)
+    if problem:
+        raise ConfigError(problem)
     try:
         builder(train_counts=[2, 1], feature_dim=4, **loss_args)
     except TypeError as exc:
@@ -57,7 +142,7 @@ def check_train_loss(cfg: Any) -> None:
     decoupled stage 2 trains none). `openlt config` and `openlt train` both call it, so that `openlt config` refuses
     what `openlt train` refuses before any run exists."""
     if cfg.decouple.method == "none":
-        check_loss_args(cfg.train.loss, cfg.train.loss_args)
+        check_loss_args(cfg.train.loss, cfg.train.loss_args, getattr(cfg, "_explicit", None))
 
 
 def check_class_weights(name: str, loss_args: dict[str, Any], num_classes: int | None = None) -> None:
