@@ -116,12 +116,20 @@ SPLIT_CASES = [
       "largest reachable factor is 4", "raise n_max to 5"),
     S("profile", "imbalance-factor-unreachable-pareto", ("--profile", "pareto", "--n-max", "3", "--imbalance-factor",
                                                          "10"), "--imbalance-factor) 10 is unreachable"),
-    S("no-training-image", "test-per-class-takes-all", ("--test-per-class", "20"), "class 'ant' has no image left",
-      "(12 in all)", "(--test-per-class) 20", "(--val-per-class) 1"),
+    S("no-training-image", "test-per-class-takes-all", ("--test-per-class", "20"), "class 'dog' has no image left",
+      "(4 in all), nor do 3 more classes", "(--test-per-class) 20", "(--val-per-class) 1",
+      "--test-per-class 1 --val-per-class 1"),  # the smallest class named, with counts it can give
     S("no-training-image", "smallest-class-taken", ("--test-per-class", "4", "--val-per-class", "20"),
       "class 'dog' has no image left", "(--test-per-class) 4", "(--val-per-class) 20"),
     S("no-training-image", "with-a-profile", ("--profile", "exp", "--n-max", "2", "--n-min", "1", "--test-per-class",
-                                              "5"), "class 'cat' has no image left", "(--test-per-class) 5"),
+                                              "5"), "class 'dog' has no image left", "nor does 1 more class", "(--test-per-class) 5"),
+    # trial 14b D1: a class that cannot give its validation images in full was given fewer, without a word (val
+    # 9-12 of 20 asked, one training image, the manifest saying 20); now refused like the 0-left case
+    S("no-training-image", "val-would-shrink", ("--test-per-class", "2", "--val-per-class", "3"),
+      "class 'dog' has no image left for training (4 in all), nor does 1 more class", "(--test-per-class) 2",
+      "(--val-per-class) 3", "take 5 of them first, never fewer than asked", "--test-per-class 1 --val-per-class 1"),
+    S("no-training-image", "val-alone-would-shrink", ("--test-per-class", "1", "--val-per-class", "4"),
+      "class 'dog' has no image left for training (4 in all)", "(--val-per-class) 4"),
     S("known-classes", "one-left-by-number", ("--open-classes", "3"), "--open-classes) holds out 3 of the 4 classes",
       "at least 2 known classes", "hold out at most 2"),
     S("known-classes", "one-left-by-name", ("--open-classes", "ant,bee,dog"), "leaving 1 known class ('cat')"),
@@ -407,8 +415,60 @@ def test_a_run_whose_own_split_folder_would_be_inside_data_root_is_refused(image
     line = run_cli(["train", config, "data.dataset=image-folder", f"data.root={root}", f"out_dir={root / 'runs'}",
                     "data.split.profile=none", "data.split.open_classes=0", "data.split.val_per_class=1",
                     "data.split.test_per_class=1", *FAST], capsys)
-    assert "the run's split folder (under out_dir)" in line and "is inside data.root" in line, line
+    # one sentence naming out_dir and data.root as given (trial 14b D5: was two descriptions run together,
+    # "the run's split folder (under out_dir) the split folder of the split this run drew from ...")
+    assert line == (f"openlt train: error: out_dir {root / 'runs'} is inside data.root {root}: a run draws its split "
+                    f"into a folder under out_dir, which the next split of data.root would list as a class of its "
+                    f"own; give an out_dir outside data.root"), line
     assert not (root / "runs").exists() or not [p for p in (root / "runs").iterdir() if not p.name.startswith(".")]
+
+
+def test_the_default_counts_are_refused_where_a_class_cannot_give_them(images, tmp_path, capsys):
+    """No --test-per-class / --val-per-class on classes of 4..12 images: the defaults (20 and 20) are refused
+    naming both options, the smallest class and its count, and counts that fit it (trial 14b D1: the default drew
+    test 20 of a class and fewer validation images than asked)."""
+    line = run_cli(["split", "--dataset", "image-folder", "--root", images, "--out", tmp_path / "out",
+                    "--open-classes", "0", "--profile", "none"], capsys)
+    assert line == ("openlt split: error: class 'dog' has no image left for training (4 in all), nor do 3 more "
+                    "classes: data.split.test_per_class (--test-per-class) 20 and data.split.val_per_class "
+                    "(--val-per-class) 20 take 40 of them first, never fewer than asked, and training needs at "
+                    "least 1; lower them to what it can give (e.g. --test-per-class 1 --val-per-class 1, or the same "
+                    "data.split keys), or add images"), line
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_split_takes_every_count_in_full_and_its_manifest_records_them(images, tmp_path, capsys):
+    """The suggested counts work, every class gets exactly that many test and validation images, and the
+    manifest's split_config records the test count drawn (20 when unset was recorded as null)."""
+    assert main(split_args(images, tmp_path / "a", "--val-per-class", "1", "--test-per-class", "2")) == 0
+    for name, want in (("test", 2), ("val", 1)):
+        labels = read_split_file(tmp_path / "a" / f"{name}.txt").labels
+        assert np.bincount(labels).tolist() == [want] * 4, name
+    used = json.loads((tmp_path / "a" / "manifest.json").read_text())["split_config"]
+    assert (used["test_per_class"], used["val_per_class"]) == (2, 1)
+    big = tmp_path / "big"
+    from images import make_image_folder
+
+    make_image_folder(big, {"ant": 45, "bee": 42}, size=8)
+    assert main(["split", "--dataset", "image-folder", "--root", str(big), "--out", str(tmp_path / "b"),
+                 "--open-classes", "0", "--profile", "none"]) == 0
+    manifest = json.loads((tmp_path / "b" / "manifest.json").read_text())
+    assert manifest["split_config"]["test_per_class"] == 20 and manifest["split_config"]["val_per_class"] == 20
+    assert manifest["train_counts"] == [5, 2]
+
+
+def test_split_notes_the_files_it_skips_for_their_name_as_predict_does(images, tmp_path, capsys):
+    """trial 14b D7c: `openlt split` skipped notes.txt and an image without an extension without a word, while
+    `openlt predict` on the folder warns; the same one line (datasets.skipped_note) now."""
+    root = _copy(images, tmp_path)
+    (root / "ant" / "notes.txt").write_text("x")
+    shutil.copy(sorted((root / "ant").glob("*.png"))[0], root / "bee" / "noext")
+    capsys.readouterr()
+    assert main(split_args(root, tmp_path / "out")) == 0
+    err = capsys.readouterr().err
+    assert err.splitlines() == [f"openlt: warning: {root}: skipped 2 files without an image extension (ant/notes.txt, "
+                                f"bee/noext); openlt labels .jpg .jpeg .png .bmp .webp .gif .tif .tiff .ppm .pgm "
+                                f"(any case): convert or rename the others (e.g. .heic to .jpg)"], err
 
 
 def test_same_arguments_give_the_same_split_files_byte_for_byte(images, tmp_path):

@@ -115,8 +115,11 @@ def _image_loader(cfg: Config, root: str | None, in_chans: int):
 
 def _build_splits(cfg: Config, out_dir: Path) -> None:
     listed = cfg.data.root if cfg.data.dataset == "image-folder" else cfg.data.open_root
-    check_outside(out_dir, listed, "the run's split folder (under out_dir)",
-                  "data.root" if cfg.data.dataset == "image-folder" else "data.open_root")
+    listed_key = "data.root" if cfg.data.dataset == "image-folder" else "data.open_root"
+    runs = Path(cfg.out_dir).resolve() if cfg.out_dir else None
+    if runs is not None and runs in Path(out_dir).resolve().parents:  # a run's own split folder: name out_dir
+        check_outside(cfg.out_dir, listed, "out_dir", listed_key, runs=True)
+    check_outside(out_dir, listed, "the run's split folder", listed_key)
     if cfg.data.dataset in CIFAR_KINDS:  # the literature's own LT rule, not make_split's
         write_cifar_lt_split(cfg.data.dataset, cfg.data.root, cfg.data.split, out_dir, cfg.data.open_root,
                              bands=ShotBands.from_config(cfg.eval))

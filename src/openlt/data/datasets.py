@@ -70,14 +70,35 @@ def broken_link(path: Path, what: str) -> str:
     return f"a symlink to a missing {what} ({os.readlink(path)}); remove it or restore its target"
 
 
-def image_files(folder: Path, root: Path) -> list[str]:
+SHOWN_SKIPPED = 3  # file names a skipped-files warning shows
+
+
+def _shown(name: str) -> str:
+    return name if name.isprintable() else repr(name)
+
+
+def skipped_note(where: str, skipped: list[Path], base: Path | None = None) -> str:
+    """The one warning line for the files a folder or pattern `where` holds that are not read for their name (no
+    image extension): `openlt predict`'s for a folder or pattern it labels (trial 10 D12) and `openlt split`'s for
+    an image folder it lists (trial 14b D7c); they were skipped without a word, while the same files named
+    directly are labelled. `base`: the folder the names are shown relative to."""
+    names = [_shown(os.path.relpath(p, base) if base is not None else str(p)) for p in skipped[:SHOWN_SKIPPED]]
+    more = f", ... ({len(skipped) - SHOWN_SKIPPED} more)" if len(skipped) > SHOWN_SKIPPED else ""
+    return (f"{_shown(where)}: skipped {len(skipped)} file{'s' if len(skipped) > 1 else ''} without an image "
+            f"extension ({', '.join(names)}{more}); openlt labels {' '.join(IMAGE_EXTENSIONS)} (any case): "
+            f"convert or rename the others (e.g. .heic to .jpg)")
+
+
+def image_files(folder: Path, root: Path, skipped: list[Path] | None = None) -> list[str]:
     """The image files under `folder` (any depth), as sorted paths relative to `root`; hidden entries (see
     `_hidden`) are skipped, and a path that a split file cannot hold is a DataError naming it. Symlinked
     sub-folders are followed (datasets are often assembled with links), except one that leads back to a folder the
     walk is in (a loop: `ant/loop -> ..`, or `ant/x -> ../bee` with `bee/y -> ../ant`): a DataError naming it, as a
     link to itself is (listing it would never end, and skipping it would drop what the link was meant to add); a
     link to another class's folder lists its images twice, which `_refuse_linked_twice` then refuses by name. A
-    sub-folder that cannot be listed (no permission) is a DataError naming it, not skipped."""
+    sub-folder that cannot be listed (no permission) is a DataError naming it, not skipped. Files without an image
+    extension (`IMAGE_EXTENSIONS`: notes.txt, a BMP named without one) are not listed; `skipped` (a list) receives
+    them, for :func:`skipped_note`."""
     files = []
 
     def unreadable(exc: OSError) -> None:
@@ -109,6 +130,8 @@ def image_files(folder: Path, root: Path) -> list[str]:
                 if problem:
                     raise DataError(f"cannot list {path!r}: {problem}; rename it")
                 files.append(item)
+            elif skipped is not None:
+                skipped.append(path)
     return sorted(files)
 
 
@@ -147,14 +170,16 @@ def image_folder_pool(root: str | os.PathLike) -> LabelledPool:
             raise DataError(f"class folder {str(root / name)!r} cannot be a class name: {problem}; rename it")
     _refuse_lookalike_classes(root, classes)
     warn_mixed_scripts(f"image folder {root}", classes, "class folder")
-    items, labels = [], []
+    items, labels, skipped = [], [], []
     for label, name in enumerate(classes):
-        files = image_files(root / name, root)
+        files = image_files(root / name, root, skipped)
         if not files:
             raise DataError(f"class folder {root / name} has no images ({', '.join(IMAGE_EXTENSIONS)})")
         items += files
         labels += [label] * len(files)
     _refuse_linked_twice(root, items)
+    if skipped:  # as `openlt predict` says of a folder it labels
+        _LOG.warning(skipped_note(str(root), sorted(skipped), root))
     nested = [item for item in items if len(PurePosixPath(item).parts) > 2]
     if nested:
         _LOG.info(f"note: image folder {root}: {len(nested)} image(s) in sub-folders of class folders belong to "

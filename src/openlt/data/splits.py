@@ -12,13 +12,12 @@ import math
 import os
 import shutil
 import tempfile
-import unicodedata
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from openlt.config import SplitConfig, open_class_items, read_utf8
+from openlt.config import SplitConfig, control_character, open_class_items, read_utf8
 from openlt.data.splitfile import write_split_file
 from openlt.errors import ConfigError, DataError, WriteError
 from openlt.io import sha256_file, write_json
@@ -34,7 +33,7 @@ def class_name_problem(name: str) -> str | None:
     topk field (`name:p;name:p`); a tab, line break or other control character breaks its tab-separated lines."""
     if name.strip().casefold() == REJECTED_NAME:
         return f"{REJECTED_NAME!r} (any case) is the name `openlt predict` gives an image rejected as unknown"
-    odd = next((c for c in name if unicodedata.category(c) in ("Cc", "Cf", "Zl", "Zp")), None)
+    odd = control_character(name)
     if odd is not None:
         return f"the control character {odd!r} (a tab, a line break, ...) would break `openlt predict`'s output lines"
     sep = next((c for c in name if c in ";:"), None)
@@ -217,21 +216,53 @@ def check_known_classes(class_names: list[str], open_ids: list[int]) -> None:
     raise ConfigError(f"the data has 1 class ({names}); a split needs at least 2 known classes")
 
 
+DEFAULT_TEST_PER_CLASS = 20  # data.split.test_per_class when not given and the test images come from the pool
+
+
+def _fitting_counts(n: int) -> tuple[int, int]:
+    """(test, validation) images per class that a class of `n` images can give, a third each at most, leaving
+    the rest (at least one) for training: the values a refusal suggests."""
+    third = max(0, (n - 1) // 3)
+    test = max(1, third)
+    return test, max(0, min(third, n - 1 - test))
+
+
 def _check_available(pool: LabelledPool, cfg: SplitConfig, wanted: dict[int, int | None],
-                     by_class: dict[int, np.ndarray], test_per_class: int) -> None:
-    """Refuse a split the pool cannot give: a known class with no image left for training after its test and
-    validation images, or fewer than its profile count (the profile would be silently cut, e.g. [9, 4, 1, 1]
-    for n_min 2). Names the classes and what they have."""
+                     by_class: dict[int, np.ndarray], test_per_class: int,
+                     test_by_class: dict[int, np.ndarray] | None = None) -> None:
+    """Refuse a split the pool cannot give in full (never a smaller one without a word): a known class that cannot
+    give its test images (`test_per_class`; 0: they come from `test_by_class`, a separate test set, which must hold
+    `cfg.test_per_class` of the class when that is set), its validation images (data.split.val_per_class) and at
+    least one training image; or fewer training images than its profile count (the profile would be silently cut,
+    e.g. [9, 4, 1, 1] for n_min 2). Names both options, the class and its image count, and what to pass."""
+    t_opt, v_opt = "data.split.test_per_class (--test-per-class)", "data.split.val_per_class (--val-per-class)"
+    v = cfg.val_per_class
+    tight = [(len(by_class[c]), c) for c in wanted if len(by_class[c]) < test_per_class + v + 1]
+    if tight:
+        n, c = min(tight)  # the smallest such class; ties in class order
+        others = ("" if len(tight) == 1 else ", nor does 1 more class" if len(tight) == 2 else
+                  f", nor do {len(tight) - 1} more classes")
+        if test_per_class:
+            takes = f"{t_opt} {test_per_class} and {v_opt} {v} take {test_per_class + v} of them"
+            t_fit, v_fit = _fitting_counts(n)
+            fit = f"--test-per-class {t_fit} --val-per-class {v_fit}"
+        else:  # a separate test set: validation alone comes from these images
+            takes = f"{v_opt} {v} takes {v} of them"
+            fit = f"--val-per-class {max(0, (n - 1) // 3)}"
+        fix = ("add images to it, or hold it out (--open-classes)" if n <= 1 else
+               f"lower them to what it can give (e.g. {fit}, or the same data.split keys), or add images")
+        raise DataError(f"class {pool.class_names[c]!r} has no image left for training ({n} in all){others}: "
+                        f"{takes} first, never fewer than asked, and training needs at least 1; {fix}")
+    if test_by_class is not None and cfg.test_per_class is not None:
+        short_test = [(len(test_by_class[c]), c) for c in wanted if len(test_by_class[c]) < cfg.test_per_class]
+        if short_test:
+            n, c = min(short_test)
+            raise DataError(f"class {pool.class_names[c]!r} has {n} test image(s) in the {pool.dataset} test set, "
+                            f"fewer than {t_opt} {cfg.test_per_class} asks (never fewer than asked); lower it to "
+                            f"{n} or less, or leave it unset for every test image")
     short = []
     for c, want in sorted(wanted.items()):  # class order: the same message whatever the ranks
-        n = len(by_class[c])
-        n_test = min(test_per_class, n)
-        left = n - n_test - min(cfg.val_per_class, max(0, n - n_test - 1))
-        if left == 0:
-            raise DataError(f"class {pool.class_names[c]!r} has no image left for training ({n} in all): test and "
-                            f"validation images are taken first, data.split.test_per_class (--test-per-class) "
-                            f"{test_per_class} and data.split.val_per_class (--val-per-class) {cfg.val_per_class} "
-                            f"per class; lower them, or add images")
+        left = len(by_class[c]) - test_per_class - v
         if want is not None and want > left:
             short.append(f"{pool.class_names[c]!r} has {left} of {want}")
     if short:
@@ -264,11 +295,15 @@ def profile_n_min(cfg: SplitConfig) -> int:
     return int(cfg.n_max / cfg.imbalance_factor)
 
 
-def used_split_config(cfg: SplitConfig, cifar: bool = False) -> dict:
+def used_split_config(cfg: SplitConfig, cifar: bool = False, test_from_pool: bool = False) -> dict:
     """`cfg` as the manifest records it: only the values the split used, the others None (profile none: no
     counts; exp: no alpha; an imbalance factor: the n_min it gave, and n_max / that n_min as the factor, so that
-    the recorded values give the same split; CIFAR-LT: no n_min, its rule has none)."""
+    the recorded values give the same split; CIFAR-LT: no n_min, its rule has none). `test_from_pool`: the test
+    images came from the pool (an image folder), so test_per_class unset is the DEFAULT_TEST_PER_CLASS it took.
+    The counts are the ones drawn: `make_split` takes each in full or refuses."""
     used = asdict(cfg)
+    if test_from_pool and used["test_per_class"] is None:
+        used["test_per_class"] = DEFAULT_TEST_PER_CLASS
     if cfg.profile == "none":
         used.update(n_max=None, n_min=None, imbalance_factor=None, alpha=None)
         return used
@@ -308,12 +343,14 @@ def make_split(pool: LabelledPool, cfg: SplitConfig) -> Split:
     test_by_class = (
         {c: np.flatnonzero(np.asarray(pool.test_labels) == c) for c in range(n_classes)} if separate_test else by_class
     )
-    test_per_class = cfg.test_per_class if cfg.test_per_class is not None else (None if separate_test else 20)
+    test_per_class = cfg.test_per_class if cfg.test_per_class is not None else (
+        None if separate_test else DEFAULT_TEST_PER_CLASS)
 
     # Which known class gets which profile rank.
     ranked = list(known_ids) if cfg.order == "label" else rng.permutation(known_ids).tolist()
     wanted = _profile_wanted(cfg, ranked)
-    _check_available(pool, cfg, wanted, by_class, 0 if separate_test else test_per_class)
+    _check_available(pool, cfg, wanted, by_class, 0 if separate_test else test_per_class,
+                     test_by_class if separate_test else None)
     label_of = {c: i for i, c in enumerate(known_ids)}
     out: dict[str, tuple[list[str], list[int]]] = {name: ([], []) for name in SPLIT_NAMES}
 
@@ -326,13 +363,11 @@ def make_split(pool: LabelledPool, cfg: SplitConfig) -> Split:
         pool_idx = rng.permutation(by_class[c])
         if c in label_of:
             used = 0
-            if not separate_test:
-                n_test = min(test_per_class, len(pool_idx))
-                take("test", pool.items, np.sort(pool_idx[:n_test]), label_of[c])
-                used = n_test
-            n_val = min(cfg.val_per_class, max(0, len(pool_idx) - used - 1))
-            take("val", pool.items, np.sort(pool_idx[used : used + n_val]), label_of[c])
-            used += n_val
+            if not separate_test:  # _check_available: every count in full, and a training image left
+                take("test", pool.items, np.sort(pool_idx[:test_per_class]), label_of[c])
+                used = test_per_class
+            take("val", pool.items, np.sort(pool_idx[used : used + cfg.val_per_class]), label_of[c])
+            used += cfg.val_per_class
             rest = pool_idx[used:]
             n_train = len(rest) if wanted[c] is None else wanted[c]  # _check_available: enough are left
             take("train", pool.items, np.sort(rest[:n_train]), label_of[c])
@@ -377,7 +412,8 @@ def write_split(split: Split, out_dir: str | Path, pool: LabelledPool, cfg: Spli
         root = None if pool.root is None else os.path.abspath(pool.root)
         manifest.update(dataset=pool.dataset, root=root, open_class_names=split.open_class_names,
                         original_class_ids=split.original_ids,
-                        split_config=used_split_config(cfg, cifar=pool.dataset in ("cifar10", "cifar100")),
+                        split_config=used_split_config(cfg, cifar=pool.dataset in ("cifar10", "cifar100"),
+                                                       test_from_pool=pool.test_items is None),
                         imbalance=imbalance_record(cfg, split.train_counts()), seed=cfg.seed)
         manifest.update(extra or {})
         write_json(tmp / MANIFEST, manifest)
@@ -405,15 +441,21 @@ def check_split_folder(out_dir: Path) -> None:
                             f"{', ...' if len(other) > 5 else ''}); give a new or empty folder for the split")
 
 
-def check_outside(out_dir: str | Path, folder: str | Path | None, out_name: str, folder_name: str) -> None:
+def check_outside(out_dir: str | Path, folder: str | Path | None, out_name: str, folder_name: str,
+                  runs: bool = False) -> None:
     """Refuse a split folder `out_dir` inside `folder`, an image folder that a split lists (real paths compared, so
     a symlink or `..` does not hide it): the next split of that folder would list the split folder as a class
-    (or its files as images). `out_name` / `folder_name` name the two as the user gave them (an option, a key).
-    DataError."""
+    (or its files as images). `out_name` / `folder_name` name the two as the user gave them (an option, a key);
+    `runs`: `out_dir` is the folder runs are made in (a run draws its split into a folder inside it). DataError,
+    one sentence naming both."""
     if folder is None:
         return
     out, root = Path(out_dir).resolve(), Path(folder).resolve()
     if out == root or root in out.parents:
+        if runs:
+            raise DataError(f"{out_name} {out_dir} is inside {folder_name} {folder}: a run draws its split into a "
+                            f"folder under {out_name}, which the next split of {folder_name} would list as a class "
+                            f"of its own; give an {out_name} outside {folder_name}")
         raise DataError(f"{out_name} {out_dir} is inside {folder_name} {folder}: the split folder would become part "
                         f"of the image folder it lists (a class of its own in the next split); write it elsewhere")
 

@@ -26,6 +26,7 @@ import torch
 
 from openlt.config import Config
 from openlt.data.datasets import IMAGE_EXTENSIONS, broken_link, convert_image, open_image
+from openlt.data.datasets import skipped_note as _skipped_note  # the note `openlt split` prints too
 from openlt.engine.checkpoint import recorded_amp
 from openlt.engine.inference import (InferenceSpec, build_run_model, checkpoint_identity, inference_spec,
                                     saved_decision, saved_score)
@@ -191,23 +192,6 @@ def _folder_images(folder: Path) -> tuple[list[tuple[Path, str | None]], list[Pa
             elif path.is_file():
                 skipped.append(path)
     return sorted(found, key=lambda item: item[0]), sorted(skipped)
-
-
-SHOWN_SKIPPED = 3  # file names a skipped-files warning shows
-
-
-def _shown(name: str) -> str:
-    return name if name.isprintable() else repr(name)
-
-
-def _skipped_note(where: str, skipped: list[Path], base: Path | None = None) -> str:
-    """The one warning line for the files a folder or pattern `where` holds that are not labelled for their name
-    (trial 10 D12: they were skipped without a word, while the same files named directly were labelled)."""
-    names = [_shown(os.path.relpath(p, base) if base is not None else str(p)) for p in skipped[:SHOWN_SKIPPED]]
-    more = f", ... ({len(skipped) - SHOWN_SKIPPED} more)" if len(skipped) > SHOWN_SKIPPED else ""
-    return (f"{_shown(where)}: skipped {len(skipped)} file{'s' if len(skipped) > 1 else ''} without an image "
-            f"extension ({', '.join(names)}{more}); openlt labels {' '.join(IMAGE_EXTENSIONS)} (any case): "
-            f"convert or rename the others (e.g. .heic to .jpg)")
 
 
 def not_image_name(path: str) -> str:
