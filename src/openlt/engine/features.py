@@ -112,13 +112,9 @@ def load_features(run: Run, splits: tuple[str, ...] = SPLITS, checkpoint: str = 
     against the run's split_manifest.json (as `openlt eval` does), and a cache that cannot be written (a read-only
     run) is an error, one line. Without it (a decoupled stage 2 reading its stage-1 run), a cache that cannot be
     written is noted once and the features are used without being cached."""
-    if dtype not in DTYPES:
-        raise ConfigError(f"feature cache dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
+    _check_request(dtype, splits)
     cfg = cfg or run.config()
     dev = distributed.setup(resolve_device(device or cfg.train.device))
-    for split in splits:
-        if split not in SPLITS:
-            raise ConfigError(f"unknown split {split!r}; choose from {', '.join(SPLITS)}")
     data = prepare_data(cfg, default_split_dir=run.splits_dir)
     if command is not None:  # the split files the run was trained on (a stage 2 checks its stage-1 run itself)
         from openlt.engine.manifest import verify_manifest
@@ -140,21 +136,14 @@ def load_features(run: Run, splits: tuple[str, ...] = SPLITS, checkpoint: str = 
         key = cache_key(checkpoint, checkpoint_sha256, data, split, dtype, amp)
         existed = path.is_file()
         cached = None if force else _read(path)
-        fresh = distributed.broadcast_object(cached is not None and cached[0] == key)  # rank 0's view decides
-        if fresh:
-            if cached is None or cached[0] != key:  # rank 0 read a fresh file that this process cannot
-                raise ConfigError(f"feature cache {path} differs between processes; the run directory must be on "
-                                  "a file system every process sees")
-            feats, labels = cached[1]["features"], cached[1]["labels"]
+        reused = _reused(path, cached, key)
+        if reused is not None:
+            feats, labels = reused
             status = "reused"
         else:  # every process extracts its share of the split; rank 0 writes the whole
             if model is None:
                 cfg, data, model, _ = load_run_model(run, checkpoint, dev, cfg)
-            loader = inference_loader(data.dataset(split, train=False), cfg.eval.batch_size, cfg.data.workers, dev,
-                                      data.image_size, cfg.data.pin_memory)
-            feats, labels = extract_features(model, loader, dev, f"features {split}", quiet, cfg.train.channels_last,
-                                             amp)
-            feats = feats.to(DTYPES[dtype])  # as the cache holds them (and as a reuse reads them)
+            feats, labels = _extract_split(model, cfg, data, split, dev, quiet, amp, dtype)
             if main and not unwritable:
                 _write_cache(run, path, feats, labels, key, command, unwritable)
             distributed.barrier()  # the file is complete before any process goes on
@@ -166,6 +155,33 @@ def load_features(run: Run, splits: tuple[str, ...] = SPLITS, checkpoint: str = 
             _LOG.info(f"features {split:5s} {tuple(feats.shape)} {dtype}: {status} ({path})")
         result[split] = {"features": feats, "labels": labels}  # the cache's dtype: no float32 copy of the split
     return result
+
+
+def _extract_split(model, cfg: Config, data, split: str, dev, quiet: bool, amp, dtype: str):
+    """(features in `dtype`, as the cache holds them and as a reuse reads them; labels) of one split."""
+    loader = inference_loader(data.dataset(split, train=False), cfg.eval.batch_size, cfg.data.workers, dev,
+                              data.image_size, cfg.data.pin_memory)
+    feats, labels = extract_features(model, loader, dev, f"features {split}", quiet, cfg.train.channels_last, amp)
+    return feats.to(DTYPES[dtype]), labels
+
+
+def _check_request(dtype: str, splits: tuple[str, ...]) -> None:
+    if dtype not in DTYPES:
+        raise ConfigError(f"feature cache dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
+    for split in splits:
+        if split not in SPLITS:
+            raise ConfigError(f"unknown split {split!r}; choose from {', '.join(SPLITS)}")
+
+
+def _reused(path: Path, cached, key: dict) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """(features, labels) of the cache read from PATH when it holds KEY, else None; rank 0's view decides for
+    every process."""
+    if not distributed.broadcast_object(cached is not None and cached[0] == key):
+        return None
+    if cached is None or cached[0] != key:  # rank 0 read a fresh file that this process cannot
+        raise ConfigError(f"feature cache {path} differs between processes; the run directory must be on "
+                          "a file system every process sees")
+    return cached[1]["features"], cached[1]["labels"]
 
 
 _NOTED: set[Path] = set()  # the feature caches noted as not writable (:func:`_write_cache`)
