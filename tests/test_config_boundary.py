@@ -64,7 +64,9 @@ OVERRIDES = [
     O("out-of-range", "val-per-class-negative", "data.split.val_per_class=-1", "'data.split.val_per_class'", ">= 0"),
     O("out-of-range", "test-per-class-zero", "data.split.test_per_class=0", "'data.split.test_per_class'", ">= 1"),
     O("out-of-range", "n-max-zero", "data.split.n_max=0", "'data.split.n_max'", ">= 1"),
-    O("out-of-range", "openmax-tail-zero", "eval.openmax_tail=0", "'eval.openmax_tail'", ">= 1"),
+    O("out-of-range", "openmax-tail-zero", "eval.openmax_tail=0", "'eval.openmax_tail'", ">= 2"),
+    O("out-of-range", "openmax-tail-one", "eval.openmax_tail=1", "'eval.openmax_tail'", ">= 2"),
+    O("bad-name", "override-line-break", "name=x\ny", "name=x", "line break"),
     O("out-of-range", "milestone-negative", "train.milestones=[-3]", "'train.milestones'", ">= 0"),
     O("out-of-range", "taus-empty", "decouple.taus=[]", "'decouple.taus'", "not be empty"),
     # --- values that contradict each other

@@ -474,7 +474,7 @@ class EvalConfig:
     open_threshold: Any = opt("auto", convert=_threshold)  # "auto": keep `keep_known` of the known val images; or a number
     keep_known: float = opt(0.95, gt=0, le=1)  # the automatic threshold keeps this fraction of the known validation images
     batch_size: int = opt(256, ge=1, le=MAX_BATCH)  # evaluation and feature-extraction batch
-    openmax_tail: int = opt(20, ge=1, le=MAX_COUNT)  # OpenMax: largest training distances per class in its Weibull fit
+    openmax_tail: int = opt(20, ge=2, le=MAX_COUNT)  # OpenMax: largest training distances per class in its Weibull fit
     openmax_alpha: int | None = opt(None, ge=1, le=MAX_COUNT)  # OpenMax: top classes revised; None: min(10, number of classes)
     openmax_distance: str = opt("eucos", choices="eucos euclidean cosine")  # OpenMax: eucos (euclidean / 200 + cosine) | euclidean | cosine
     knn_k: int = opt(50, ge=1, le=MAX_COUNT)  # KNN (Sun et al. 2022): the neighbour among the normalised training features whose distance is the score (the paper's 50 for CIFAR-10)
@@ -862,6 +862,8 @@ def parse_overrides(overrides: list[str]) -> dict:
         if "=" not in item:
             raise ConfigError(f"override {item!r} is not of the form key=value (e.g. train.epochs=2)")
         key, raw = item.split("=", 1)
+        if "\n" in raw or "\r" in raw:  # YAML would fold it into a space: a value the user did not type
+            raise ConfigError(f"override {item!r} has a line break in its value; give the value on one line")
         try:
             value = _parse_yaml(raw, f"override {item!r}", lined=False)[0] if raw != "" else None
         except yaml.YAMLError:
