@@ -50,8 +50,20 @@ EDITS = [  # (which run, edits, key, value trained with, value now)
     (0, {"data__image_size": 12}, "data.image_size", "16", "12"),
     (0, {"data__transform": "imagenet"}, "data.transform", "auto", "imagenet"),
     (1, {"model__head__ncm_metric": "euclidean"}, "model.head.ncm_metric", "cosine", "euclidean"),
-    (1, {"decouple__method": "crt"}, "decouple.method", "ncm", "crt"),
 ]
+
+
+@pytest.mark.parametrize("command", ["eval", "predict", "export"])
+def test_an_edit_that_makes_the_config_invalid_names_config_yaml_and_the_clash(runs, tmp_path, capsys, command):
+    # an NCM run's decouple.method edited to crt: its model.classifier=ncm no longer builds (the config check
+    # refuses ncm outside decouple.method=ncm), so the config's own error comes first, naming the file
+    run = edited_copy(runs[1], tmp_path, decouple__method="crt")
+    before = run_files(run)
+    code, out, err = cli(capsys, *_command(command, run, runs[2], tmp_path))
+    assert code == 2 and len(err.strip().splitlines()) == 1, err
+    assert err.startswith(f"openlt {command}: error: {run / 'config.yaml'}: "), err
+    assert "'model.classifier' is 'ncm'" in err and "decouple.method=crt" in err and "edited by hand" in err, err
+    assert run_files(run) == before
 
 
 @pytest.mark.parametrize("command", ["eval", "predict", "export"])

@@ -155,8 +155,8 @@ def test_a_signal_while_a_group_is_renamed_is_raised_once_every_file_is_in_place
     replace = os.replace
     calls = []
 
-    def replace_then_signal(src, dst):
-        replace(src, dst)
+    def replace_then_signal(src, dst, **kwargs):  # io may rename relative to a folder (src_dir_fd, dst_dir_fd)
+        replace(src, dst, **kwargs)
         calls.append(dst)
         if len(calls) == 1:
             signal.raise_signal(signal.SIGINT)  # Ctrl-C between the first and the second rename

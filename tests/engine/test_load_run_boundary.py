@@ -260,5 +260,5 @@ def test_numpy_integers_are_taken_for_topk_and_batch_size_and_a_wrong_shape_is_n
     for bad in (True, 1.5, "2"):
         with pytest.raises(ConfigError, match="batch_size must be an integer >= 1"):
             loaded.predict([image], batch_size=bad)
-    with pytest.raises(DataError, match=r"got torch.float32 \(1, 5, 5\)$"):
+    with pytest.raises(DataError, match=r"got a tensor of dtype torch.float32, shape \(1, 5, 5\)$"):
         loaded.predict(torch.zeros(1, 5, 5))

@@ -224,6 +224,7 @@ def test_split_files_of_its_own_are_built_and_checked_before_the_run_appears(tmp
     monkeypatch.setattr(train_module, "publish_run", _not_called("publish_run"))
     cfg = build_config(None, ["data.dataset=image-folder", f"data.root={images}", f"out_dir={tmp_path / 'runs'}",
                               "data.split.n_max=20", "data.split.n_min=2", "data.split.open_classes=0",
+                              "data.split.test_per_class=1", "data.split.val_per_class=1",  # the profile refuses
                               "train.device=cpu", "model.backbone=resnet20"])
     with pytest.raises(OpenLTError, match="'ant' has"):
         train_module.train(cfg, quiet=True, log=lambda line: None)

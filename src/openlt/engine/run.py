@@ -171,7 +171,9 @@ class Run:
         try:
             return build_config(base=saved)
         except OpenLTError as exc:
-            raise RunDirError(f"run {self.path} has a config this version cannot read: {exc}") from None
+            # an edit by hand (a key of one stage set in another) or a config of another version
+            raise RunDirError(f"{self.config_file}: {exc} (edited by hand, or written by another version of "
+                              "openlt?)") from None
 
     def write_config(self, cfg: Config) -> None:
         """Save the resolved config as config.yaml (atomic), its paths absolute (:func:`absolute_paths`)."""
