@@ -67,6 +67,9 @@ OVERRIDES = [
     O("out-of-range", "openmax-tail-zero", "eval.openmax_tail=0", "'eval.openmax_tail'", ">= 2"),
     O("out-of-range", "openmax-tail-one", "eval.openmax_tail=1", "'eval.openmax_tail'", ">= 2"),
     O("bad-name", "override-line-break", "name=x\ny", "name=x", "line break"),
+    # every other line break YAML folds or str.splitlines() splits at, one row each (U+0085 became "x y")
+    *(O("bad-name", f"override-line-break-{ord(ch):04x}", f"name=x{ch}y", "name=x", f"line break ({ch!r})")
+      for ch in "\r\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029"),
     O("out-of-range", "milestone-negative", "train.milestones=[-3]", "'train.milestones'", ">= 0"),
     O("out-of-range", "taus-empty", "decouple.taus=[]", "'decouple.taus'", "not be empty"),
     # --- values that contradict each other

@@ -855,6 +855,11 @@ def check_config(cfg: Any) -> None:
     problems.raise_if_any()
 
 
+# Every character YAML folds as a line break or Python's str.splitlines() splits at: an override value with one
+# would be read as a value the user did not type (`name=a<U+0085>b` became "a b").
+LINE_BREAKS = frozenset("\n\r\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029")
+
+
 def parse_overrides(overrides: list[str]) -> dict:
     """Turn ["train.epochs=2", "data.root=/x"] into a nested dict; values are parsed as YAML scalars."""
     nested: dict = {}
@@ -862,8 +867,9 @@ def parse_overrides(overrides: list[str]) -> dict:
         if "=" not in item:
             raise ConfigError(f"override {item!r} is not of the form key=value (e.g. train.epochs=2)")
         key, raw = item.split("=", 1)
-        if "\n" in raw or "\r" in raw:  # YAML would fold it into a space: a value the user did not type
-            raise ConfigError(f"override {item!r} has a line break in its value; give the value on one line")
+        brk = next((ch for ch in raw if ch in LINE_BREAKS), None)
+        if brk is not None:  # YAML would fold it into a space: a value the user did not type
+            raise ConfigError(f"override {item!r} has a line break ({brk!r}) in its value; give the value on one line")
         try:
             value = _parse_yaml(raw, f"override {item!r}", lined=False)[0] if raw != "" else None
         except yaml.YAMLError:
