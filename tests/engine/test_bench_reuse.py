@@ -169,3 +169,73 @@ def test_report_only_refuses_a_stale_stage2_run(trained, tmp_path, capsys):
                    f"which is gone: its results do not hold for this seed's stage-1 run; --report-only trains "
                    f"nothing: run `openlt bench {spec}` without it to train it again")
     assert old_ncm.is_dir()  # nothing deleted
+
+
+def test_stage2_of_a_longer_stage1_run_with_the_same_best_checkpoint_is_trained_again(trained, tmp_path, capsys):
+    """Trial 15 #1: plain retrained with train.epochs=2 whose best checkpoint is the 1-epoch run's, bit for bit
+    (warmup: its first epoch is the old run; here a copy of the old run's folder, its config.yaml and log
+    edited): the ncm
+    run records the same stage-1 sha256 and was reused, then the table refused ("different recipes
+    (train.init_from:train.epochs: 1 vs 2); give them different labels (LABEL=RUN)") with every command. Now the
+    bench compares the stage-1 config the ncm checkpoint records with this seed's plain run's, as summary does:
+    stale, trained again, and the table is written."""
+    import yaml
+
+    from openlt.cli import main
+
+    root, _, _ = trained
+    out = copied(trained, tmp_path, own_stage1=True)
+    old_plain, old_ncm = one(out, "plain"), one(out, "ncm")
+    new_plain = out / "plain-s0-20990101-000000"
+    shutil.copytree(old_plain, new_plain)
+    shutil.rmtree(old_plain)
+    config = yaml.safe_load((new_plain / "config.yaml").read_text())
+    config["train"]["epochs"] = 2
+    (new_plain / "config.yaml").write_text(yaml.safe_dump(config))
+    log = new_plain / "metrics.jsonl"  # its second epoch, not better than the first (best stays epoch 1's)
+    last = json.loads(log.read_text().splitlines()[-1])
+    log.write_text(log.read_text() + json.dumps({**last, "epoch": 2}) + "\n")
+    spec = write_spec(root, "longer.yaml", out, ["train.epochs=2"])
+    lines = []
+    results = run_bench(load_bench(spec), quiet=True, log=lines.append)
+    said = [line for line in lines if "deleting it" in line]
+    assert said == [f"[2/3] ncm seed 0: the run {old_ncm} was started from a plain run of another recipe than this "
+                    f"seed's plain run {new_plain} (the stage-1 config its checkpoint records vs that run's "
+                    f"config.yaml: train.epochs: 1 vs 2), though of the same checkpoints/best.safetensors: its "
+                    f"results do not hold for this seed's stage-1 run; deleting it and training it again"]
+    assert not old_ncm.exists() and one(out, "plain") == new_plain
+    assert Run(one(out, "ncm")).config().train.init_from == str(new_plain)
+    assert results["ncm"] == [one(out, "ncm") / "metrics.json"]
+    capsys.readouterr()
+    for extra in ([], ["--report-only"]):  # the table is written, reusing everything
+        assert main(["bench", str(spec), "--quiet", *extra]) == 0
+        assert "| ncm | 1 |" in capsys.readouterr().out
+    assert (out / "results.md").is_file()
+
+
+def test_a_row_refusal_gives_bench_advice(trained, tmp_path, capsys):
+    """A bench row takes no labels: summary's refusal of a row (here the plain row of seeds 0 and 1, seed 1's
+    folder a copy of seed 0's run with its seed edited: the same weights) names the two run folders and which to
+    delete, never summary's `LABEL=RUN`."""
+    import yaml
+
+    from openlt.cli import main
+
+    root, _, _ = trained
+    out = copied(trained, tmp_path, own_stage1=True)
+    plain = one(out, "plain")
+    twin = out / plain.name.replace("plain-s0", "plain-s1")
+    shutil.copytree(plain, twin)
+    config = yaml.safe_load((twin / "config.yaml").read_text())
+    config["seed"] = 1
+    (twin / "config.yaml").write_text(yaml.safe_dump(config))
+    spec = write_spec(root, "two.yaml", out)
+    capsys.readouterr()
+    assert main(["bench", str(spec), "--seeds", "0", "1", "--report-only", "--quiet"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "LABEL=RUN" not in err and "label" not in err
+    assert err.startswith(f"openlt bench: error: bench reuse: cannot average {plain} and {twin} into one row "
+                          f"'plain': both are evaluations of the same weights"), err
+    assert err.endswith(f"; a bench row averages one method's runs over the spec's seeds: delete the run folder that "
+                        f"does not belong ({plain} or {twin}) and run `openlt bench {spec}` again, which trains that "
+                        f"method and seed again from the spec"), err

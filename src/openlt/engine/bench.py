@@ -57,12 +57,13 @@ from openlt.engine.precheck import check_loss_weights, check_open_score, config_
 from openlt.engine.run import Run, _holder, _read_settled, _same_file, absolute_paths, check_tag, open_run
 from openlt.engine.runtime import resolve_device
 from openlt.engine.train import train
-from openlt.errors import ConfigError, OpenLTError, WriteError
+from openlt.errors import ConfigError, OpenLTError, RunDirError, WriteError
 from openlt.io import sha256_file
 from openlt.openset import build_score
 from openlt.openset.rejector import parse_threshold
 from openlt.paper_numbers import PAPERS
-from openlt.reporting.summary import MANIFEST_SPLITS_KEY, recorded_run_amp, score_options
+from openlt.reporting.summary import (MANIFEST_SPLITS_KEY, SOURCE_KEY, Lineage, check_comparable, load_metrics,
+                                     recipe_differences, recorded_run_amp, run_lineage, score_options)
 from openlt.reporting.summary import split_files as summary_split_files
 
 _LOG = logging.getLogger(__name__)
@@ -327,11 +328,36 @@ def run_bench(spec: BenchSpec, quiet: bool = False, log: Callable[[str], None] |
     else:
         spec.out_dir.mkdir(parents=True, exist_ok=True)
     try:
-        return _run_all(spec, quiet, log, report_only)
+        results = _run_all(spec, quiet, log, report_only)
     except KeyboardInterrupt as exc:  # (Ctrl-C; SIGTERM through the CLI) the run's hint names `train --resume`
         if not report_only:
             exc.args = (bench_resume_hint(spec, str(exc.args[0]) if exc.args else None),)
         raise
+    check_rows(spec, results)
+    return results
+
+
+SUMMARY_ADVICE = re.compile(r";[^;]*LABEL=RUN[^;]*$")  # summary's closing advice (its CLI's labels)
+
+
+def check_rows(spec: BenchSpec, results: dict[str, list[Path]]) -> None:
+    """Each method's runs (its metrics files, one per seed) as `openlt summary` compares the runs of one row
+    (summary.check_comparable: recipes, seeds, weights, evaluations), before the table is written; its refusal
+    with a bench's advice instead of summary's (`LABEL=RUN`: a bench row takes no labels): which run folder to
+    delete, so that the next `openlt bench` trains that method and seed again from the spec (trial 15 #1)."""
+    for method, paths in results.items():
+        if len(paths) < 2:
+            continue
+        folders = [str(p.parent) for p in paths]
+        try:
+            check_comparable(method, [load_metrics(p) for p in paths], folders)
+        except RunDirError as exc:
+            named = [f for f in folders if f in str(exc)]
+            which = f" ({' or '.join(named)})" if named else ""
+            raise RunDirError(f"bench {spec.name}: {SUMMARY_ADVICE.sub('', str(exc))}; a bench row averages one "
+                              f"method's runs over the spec's seeds: delete the run folder that does not belong"
+                              f"{which} and run `openlt bench {spec.path or 'SPEC'}` again, which trains that method "
+                              f"and seed again from the spec") from None
 
 
 def bench_resume_hint(spec: BenchSpec, run_hint: str | None) -> str:
@@ -573,7 +599,13 @@ def _stage1_mismatch(spec: BenchSpec, m: BenchMethod, seed: int, run: Run, stage
     recorded = _recorded_stage1(run)
     which = recorded.get("checkpoint", "best") if recorded else "best"
     if stage1 is not None and recorded and _sha_of(stage1.checkpoint(which)) == recorded["sha256"]:
-        return None
+        diffs = stage1_recipe_differences(run, stage1)
+        if not diffs:
+            return None
+        more = f" and {len(diffs) - 3} more" if len(diffs) > 3 else ""
+        return (f"was started from a {m.init_from} run of another recipe than this seed's {m.init_from} run "
+                f"{stage1.path} (the stage-1 config its checkpoint records vs that run's config.yaml: "
+                f"{', '.join(diffs[:3])}{more}), though of the same checkpoints/{which}.safetensors")
     if stage1 is not None and not recorded and saved and (Path(saved).resolve() == stage1.path.resolve()
                                                           or Path(saved).name == stage1.path.name):
         return None
@@ -594,6 +626,24 @@ def _stage1_mismatch(spec: BenchSpec, m: BenchMethod, seed: int, run: Run, stage
     raise ConfigError(f"{where} was started from the {m.init_from} run {saved}, not from this seed's {m.init_from} "
                       f"run {stage1.path} that the bench uses (both are there); delete the run folder that is not "
                       f"wanted or give the bench another out_dir")
+
+
+def stage1_recipe_differences(run: Run, stage1: Run) -> list[str]:
+    """How the stage-1 recipe `run` (a stage 2) records (its checkpoint's "stage1" config, else its
+    train.init_from folder's config.yaml: summary.run_lineage) differs from `stage1`'s (this seed's stage-1 run the
+    bench uses), "KEY: RECORDED vs NOW" each, compared as `openlt summary` compares the recipes of a row's runs
+    (summary.recipe_differences on Lineage.recipe: seeds, paths and speed settings left out): a stage 2 the
+    bench reuses is one summary averages with the other seeds' (trial 15 #1: a stage-1 run retrained with 2
+    epochs whose best checkpoint is the 1-epoch run's, bit for bit, was reused, and the table refused). [] when
+    either recipe cannot be read (the evaluation or the table names why)."""
+    try:
+        mine = run_lineage({SOURCE_KEY: str(run.metrics_file)})
+        now = run_lineage({SOURCE_KEY: str(stage1.metrics_file)})
+    except OpenLTError:
+        return []
+    if mine is None or now is None or len(mine.levels) < 2:
+        return []
+    return recipe_differences(Lineage(mine.levels[1:], mine.sha256[1:]).recipe(), now.recipe())
 
 
 def _replace_stale(spec: BenchSpec, run: Run, why: str, report_only: bool, log: Callable[[str], None],
