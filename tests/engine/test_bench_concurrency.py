@@ -7,6 +7,8 @@ import re
 import shutil
 import subprocess
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -113,3 +115,78 @@ def test_two_benches_started_together_train_once(trained, tmp_path):
     assert f"[1/1] plain seed 0: done ({runs(tmp_path / 'out')[0]})" in texts[waiter]
     assert "training" not in texts[waiter] and "in use" not in texts[trainer[0]]
     assert not list((tmp_path / "out").glob(".*.bench.lock"))
+
+
+@contextmanager
+def bench_lock_holder(lock: Path) -> Iterator[subprocess.Popen]:
+    """Another process holding a bench's choice lock OUT_DIR/.NAME.bench.lock (as a bench choosing, training or
+    evaluating NAME) inside the block, killed at its end."""
+    holder = subprocess.Popen([sys.executable, "-c", "import fcntl, os, sys, time\nfh = open(sys.argv[1], 'a+')\n"
+                               "fcntl.flock(fh, fcntl.LOCK_EX)\nfh.write(f'{os.getpid()} on testhost\\n')\n"
+                               "fh.flush()\nprint('locked', flush=True)\ntime.sleep(120)\n", str(lock)],
+                              stdout=subprocess.PIPE, text=True, env=ENV)
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        yield holder
+    finally:
+        holder.kill()
+        holder.wait()
+
+
+def test_waiting_for_an_eval_of_method_names_the_run_it_evaluates(trained, tmp_path):
+    """Trial 15 #10: a bench waiting for another bench's evaluation of `plain+energy` (eval_of plain) named
+    OUT/plain+energy-s0 (not created yet), a folder that never exists (its files go in plain-s0-STAMP/): now
+    the plain run being evaluated."""
+    root, original = trained
+    out = tmp_path / "out"
+    shutil.copytree(original, out)
+    spec = json.loads(write_spec(root, out).read_text())
+    spec["methods"].append({"name": "plain+energy", "eval_of": "plain", "overrides": ["eval.open_score=energy"]})
+    path = root / "energy.yaml"
+    path.write_text(json.dumps(spec))
+    log = tmp_path / "bench.log"
+    with bench_lock_holder(out / ".plain+energy-s0.bench.lock") as holder:
+        proc = bench(path, log)
+        waiting = (f"[2/2] plain+energy seed 0: {runs(out)[0]} is in use by process {holder.pid} on testhost "
+                   f"(another `openlt bench` on {out}); waiting for it to end")
+        wait_for(lambda: waiting in log.read_text(), proc, "the waiting line")
+    finished(proc, 0)
+    assert "not created yet" not in log.read_text() and (runs(out)[0] / "metrics-plain-energy.json").is_file()
+
+
+def test_report_only_names_a_run_being_trained(trained, tmp_path, capsys):
+    """Trial 15 #10: `--report-only` while another process trains plain-s0 said `missing: plain-s0`: now the run
+    and the process training it, in the refusal when nothing is finished and in the seed's line otherwise."""
+    import yaml
+
+    from openlt.cli import main
+
+    root, original = trained
+    out = tmp_path / "out"
+    shutil.copytree(original, out)
+    run = runs(out)[0]
+    twin = out / run.name.replace("plain-s0", "plain-s1")  # a finished seed 1 (a copy, its seed edited)
+    shutil.copytree(run, twin)
+    config = yaml.safe_load((twin / "config.yaml").read_text())
+    config["seed"] = 1
+    (twin / "config.yaml").write_text(yaml.safe_dump(config))
+    (run / "metrics.json").unlink()
+    spec = write_spec(root, out)
+    with lock_holder(run) as holder:
+        busy = f"{run} is being trained by process {holder.pid} on "
+        capsys.readouterr()
+        assert main(["bench", str(spec), "--report-only", "--quiet"]) == 2
+        err = capsys.readouterr().err.strip()
+        assert err.startswith(f"openlt bench: error: bench two: --report-only found no finished run in {out} (none "
+                              f"missing; plain-s0: {busy}"), err
+        assert err.endswith("); run --report-only again once they have ended") and "missing: " not in err
+        lines = []
+        files = run_bench(load_bench(spec, seeds=[0, 1]), quiet=True, log=lines.append, report_only=True)
+    assert files == {"plain": [twin / "metrics.json"]}
+    assert lines[0].startswith(f"[1/2] plain seed 0: {busy}") and lines[0].endswith(": not in the table"), lines
+    assert lines[1] == "seed 0: 0 of 1 method(s) finished" and lines[2] == f"[2/2] plain seed 1: done ({twin})"
+    with bench_lock_holder(out / ".plain-s0.bench.lock") as holder:  # another bench about to choose plain-s0
+        lines = []
+        run_bench(load_bench(spec, seeds=[0, 1]), quiet=True, log=lines.append, report_only=True)
+    assert lines[0] == (f"[1/2] plain seed 0: it is being chosen, trained or evaluated by process {holder.pid} on "
+                        f"testhost (another `openlt bench` on {out}): not in the table")

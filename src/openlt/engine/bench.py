@@ -54,7 +54,8 @@ from openlt.engine.init_from import stage2_kind
 from openlt.engine.manifest import read_run_manifest
 from openlt.engine.precision import native_bf16, precision_name, run_amp
 from openlt.engine.precheck import check_loss_weights, check_open_score, config_setting, split_counts
-from openlt.engine.run import Run, _holder, _read_settled, _same_file, absolute_paths, check_tag, open_run
+from openlt.engine.run import (EVALUATING, Run, _holder, _read_settled, _same_file, absolute_paths, check_tag,
+                               open_run)
 from openlt.engine.runtime import resolve_device
 from openlt.engine.train import train
 from openlt.errors import ConfigError, OpenLTError, RunDirError, WriteError
@@ -386,7 +387,7 @@ def _run_all(spec: BenchSpec, quiet: bool, log: Callable[[str], None], report_on
                 base = runs.get(m.eval_of)
                 with _choosing(spec.out_dir, f"{m.name}-s{seed}", log, prefix, report_only,
                                lambda: [base] if base is not None else []):
-                    metrics = _evaluated_again(spec, m, base, quiet, log, prefix, report_only)
+                    metrics = _evaluated_again(spec, m, base, quiet, log, prefix, report_only, f"{m.name}-s{seed}")
             else:
                 run = _trained(spec, m, seed, runs, quiet, log, prefix, report_only)
                 metrics = None if run is None else run.metrics_file
@@ -409,9 +410,14 @@ def _check_something_finished(spec: BenchSpec) -> None:
     out_dir = spec.out_dir
     if out_dir.is_dir() and any(run.metrics_file.is_file() for name in trained for run in _runs_of(out_dir, name)):
         return
-    shown = ", ".join(trained[:4]) + (f" and {len(trained) - 4} more" if len(trained) > 4 else "")
-    raise ConfigError(f"bench {spec.name}: --report-only found no finished run in {out_dir} (missing: {shown}); "
-                      f"train them first with `openlt bench {spec.path or 'SPEC'}` (without --report-only)")
+    busy = {name: _busy(out_dir, name, _runs_of(out_dir, name)) if out_dir.is_dir() else None for name in trained}
+    missing = [name for name in trained if busy[name] is None]
+    shown = ", ".join(missing[:4]) + (f" and {len(missing) - 4} more" if len(missing) > 4 else "")
+    held = "".join(f"; {name}: {what}" for name, what in busy.items() if what is not None)
+    raise ConfigError(f"bench {spec.name}: --report-only found no finished run in {out_dir} "
+                      f"({f'missing: {shown}' if missing else 'none missing'}{held}); "
+                      + (f"train them first with `openlt bench {spec.path or 'SPEC'}` (without --report-only)"
+                         if missing else "run --report-only again once they have ended"))
 
 
 def run_reports(spec: BenchSpec, files: dict[str, list[Path]]) -> dict[Path, Path]:
@@ -422,14 +428,15 @@ def run_reports(spec: BenchSpec, files: dict[str, list[Path]]) -> dict[Path, Pat
 
 
 def _evaluated_again(spec: BenchSpec, m: BenchMethod, base: Run | None, quiet: bool, log: Callable[[str], None],
-                     prefix: str, report_only: bool) -> Path | None:
+                     prefix: str, report_only: bool, name: str) -> Path | None:
     """The metrics-TAG.json of an `eval_of` method in its base run, evaluated now unless it exists."""
     metrics = base.metrics_path(m.tag) if base else None
     if metrics is not None and metrics.is_file() and _as_the_spec_says(spec, m, base, m.tag, m.overrides, report_only,
                                                                        log, prefix):
         log(f"{prefix}: done ({metrics})")
     elif report_only:  # (the base run is then missing too, or not yet evaluated this way)
-        log(f"{prefix}: missing")
+        busy = _busy(spec.out_dir, name, [base] if base else [])
+        log(f"{prefix}: {busy}: not in the table" if busy else f"{prefix}: missing")
         return None
     else:
         log(f"{prefix}: evaluating {base.path.name} with {' '.join(m.overrides) or 'its own settings'}")
@@ -458,7 +465,8 @@ def _trained(spec: BenchSpec, m: BenchMethod, seed: int, runs: dict[str, Run], q
             log(f"{prefix}: done ({run.path})")
             return run
         if report_only:
-            log(f"{prefix}: missing")
+            busy = _busy(spec.out_dir, name, _runs_of(spec.out_dir, name))
+            log(f"{prefix}: {busy}: not in the table" if busy else f"{prefix}: missing")
             return None
         run = _train_or_resume(spec, m, seed, name, runs, quiet, log, prefix)
         evaluate_run(run, quiet=quiet)
@@ -506,8 +514,8 @@ def _choosing(out_dir: Path, name: str, log: Callable[[str], None], prefix: str,
             fh.seek(0)
             holder = fh.read().strip() or "(unknown)"
             fh.close()
-            if not said:
-                runs = _runs_of(out_dir, name)
+            if not said:  # the run it trains, or (an eval_of method: no folder of its own) the run it evaluates
+                runs = held()
                 what = runs[-1].path if runs else f"{out_dir / name} (not created yet)"
                 waiting(f"{holder} (another `openlt bench` on {out_dir})", str(what))
             time.sleep(WAIT_POLL_S)
@@ -539,14 +547,45 @@ def _holder_of(run: Run) -> str | None:
     """"PID on HOST" of another live process that holds `run`'s train.lock (training it, `Run.lock`, or
     evaluating it, `Run.eval_lock`); None when the lock is free (also a killed process's file), gone, or this
     process's. A record not whole yet (its holder has just taken the lock) is read again, as `Run` reads it."""
+    held = _activity_of(run)
+    return None if held is None else held[0]
+
+
+def _activity_of(run: Run) -> tuple[str, str] | None:
+    """(:func:`_holder_of`'s "PID on HOST", what it does: run.TRAINING or run.EVALUATING), or None."""
     if fcntl is None or not run.lock_file.is_file():  # pragma: no cover - not POSIX
         return None
     held = _read_settled(run._other_holder, lambda held: held is None or held[1] is not None)
     if held is None:
         return None
     text, record = held
-    holder = (record or _holder(text))[0]
-    return None if holder.split(" ", 1)[0] == str(os.getpid()) else holder
+    holder, what = record or _holder(text)
+    return None if holder.split(" ", 1)[0] == str(os.getpid()) else (holder, what)
+
+
+def _busy(out_dir: Path, name: str, runs: list[Run]) -> str | None:
+    """What another live process is doing with `name` (METHOD-sSEED) now, for `--report-only` (which takes no lock
+    and writes nothing): "RUN is being trained (or evaluated) by process PID on HOST" for a run of `runs` whose
+    train.lock it holds, else "it is being chosen, trained or evaluated by process PID on HOST (another `openlt
+    bench` on OUT_DIR)" while a bench holds OUT_DIR/.NAME.bench.lock; None when neither (trial 15 #10: such a run
+    was listed as missing)."""
+    for run in runs:
+        held = _activity_of(run)
+        if held is not None:
+            return f"{run.path} is being {'evaluated' if held[1] == EVALUATING else 'trained'} by process {held[0]}"
+    path = _choice_lock_file(out_dir, name)
+    if fcntl is None or not path.is_file():  # pragma: no cover - not POSIX
+        return None
+    try:
+        with open(path, encoding="utf-8", errors="replace") as fh:
+            try:
+                fcntl.flock(fh, fcntl.LOCK_SH | fcntl.LOCK_NB)
+                return None  # free: a killed bench's file
+            except OSError:
+                holder = fh.read().strip() or "(unknown)"
+    except OSError:
+        return None
+    return f"it is being chosen, trained or evaluated by process {holder} (another `openlt bench` on {out_dir})"
 
 
 def _remove_run(run: Run) -> None:
