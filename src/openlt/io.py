@@ -30,6 +30,30 @@ def _write_errors() -> tuple[type[BaseException], ...]:
     return (OSError, SafetensorError)
 
 
+class TempRemovedError(WriteError):
+    """The temporary file of a write vanished before it was renamed into place, its folder still there: another
+    process removed it (not a permissions problem: writing again works)."""
+
+
+def _vanished(temp: "_Temp", folder: Path) -> bool:
+    """Whether `temp` is gone from the folder it was made in while that folder is still at `folder`."""
+    if temp.fd is None:
+        return False
+    try:
+        os.stat(temp.name, dir_fd=temp.fd, follow_symlinks=False)
+    except FileNotFoundError:
+        return _same_folder(folder, temp.fd)
+    except OSError:
+        return False
+    return False
+
+
+def _removed_error(path: Path, temp: "_Temp") -> TempRemovedError:
+    return TempRemovedError(f"cannot write {path}: its temporary file {temp.name} was removed by another process "
+                            f"while it was written (the folder is writable; the previous version, if any, is kept); "
+                            f"write it again")
+
+
 def _write_error(path: Path, exc: BaseException) -> WriteError:
     text = str(exc).strip()
     reason = getattr(exc, "strerror", None) or (text.splitlines()[0] if text else type(exc).__name__)
@@ -148,7 +172,10 @@ def atomic_path(path: str | os.PathLike, *, parents: bool = True) -> Iterator[Pa
         else:  # renamed with the rest of its group (write_group)
             group.append((temp, path))
     except BaseException as exc:
+        removed = isinstance(exc, FileNotFoundError) and _vanished(temp, path.parent)
         temp.discard()
+        if removed:
+            raise _removed_error(path, temp) from exc
         if isinstance(exc, _write_errors()):
             raise _write_error(path, exc) from exc
         raise
@@ -232,10 +259,11 @@ def _commit(pending: list[tuple[_Temp | None, Path]]) -> None:
                 tmp.replace(path)
                 tmp.close()
             except OSError as exc:
+                removed = isinstance(exc, FileNotFoundError) and _vanished(tmp, path.parent)
                 for rest, _ in pending[i:]:
                     if rest is not None:
                         rest.discard()
-                raise _write_error(path, exc) from exc
+                raise (_removed_error(path, tmp) if removed else _write_error(path, exc)) from exc
     finally:
         with _COMMITTING:
             _COMMITTING.active -= 1
@@ -307,7 +335,8 @@ def remove_stale_temp(folder: str | os.PathLike, dead_only: bool = False) -> lis
     """Delete the temporary files of writes that never finished (a process killed mid-write) under `folder`.
 
     Only names of the form `atomic_path` uses (`.NAME.XXXX.tmp`) are touched. Without `dead_only`, call it only
-    when no other process writes into `folder` (e.g. when resuming a run); with `dead_only`, only those whose
+    when no other process can write into `folder` (never a run directory: an eval or a features extraction may
+    write into a run while it is resumed); with `dead_only`, only those whose
     writer is known dead are removed (:func:`stale_temporaries`, in `folder` and its sub-folders), safe while
     other processes write there. Returns the files removed.
     """

@@ -16,7 +16,9 @@ from __future__ import annotations
 
 import copy
 import os
+import shutil
 import time
+from pathlib import Path
 from functools import partial
 from typing import Any, Callable
 
@@ -32,14 +34,14 @@ from openlt.engine.features import extract_features, extraction_amp, load_featur
 from openlt.engine.inference import write_inference
 from openlt.engine.init_from import (check_stage1_free, check_stage1_split_dir, load_stage1_weights, model_weights,
                                      relocated_data, stage1_config)
-from openlt.engine.manifest import check_open_decision, verify_manifest
+from openlt.engine.manifest import check_open_decision, read_run_manifest, verify_manifest
 from openlt.engine.precision import check_amp, precision_name
 from openlt.engine.run import PATH_KEYS, Run, open_run
 from openlt.engine.runtime import defining_config, make_loader, to_device
 from openlt.engine.stage1_record import stage1_record
 from openlt.engine.tracking import EpochLog
-from openlt.errors import ConfigError
-from openlt.io import write_json
+from openlt.errors import ConfigError, RunDirError
+from openlt.io import remove_file, sha256_file, write_json
 from openlt.metrics import ShotBands
 from openlt.models.model import OpenLTModel, build_model
 
@@ -241,8 +243,10 @@ def train_decoupled(cfg: Config, run: Run, quiet: bool, log: Callable[[str], Non
     data = prepare_data(cfg, default_split_dir=run.splits_dir)
     if run.manifest_file.exists():  # --resume: the run's split files must still be the ones it was fitted on
         verify_manifest(run, data, "resume")
-    else:
-        run.write_manifest(data.manifest)
+    else:  # with the stage-1 run it starts from (check_stage2_source: a resume fits the same one again)
+        best = source.checkpoint("best")
+        run.write_manifest({**data.manifest, STAGE1_KEY: {"run": str(source.path.resolve()),
+                                                          "sha256": sha256_file(best)}})
     run.write_config(cfg)
     write_inference(run, data)
     stage1 = stage1_record(source, "best")  # what the run is fitted on (check_stage1_unchanged)
@@ -250,6 +254,8 @@ def train_decoupled(cfg: Config, run: Run, quiet: bool, log: Callable[[str], Non
     model = build_stage2_model(cfg, data, tensors)
     inputs = stage2_data(cfg, data, feats, tensors, source, method)
     validate = partial(_val_metrics, feats.get("val"), data.train_counts, inputs.bands)
+    remove_file(run.log_file)  # the fit starts at epoch 1 (again, on --resume): no earlier try's records kept
+    shutil.rmtree(run.tensorboard_dir, ignore_errors=True)
     epoch_log = EpochLog(run)
     try:
         hooks = Stage2Hooks(device=device, validate=validate, on_epoch=partial(_log_epoch, epoch_log, cfg.train.epochs, log),
@@ -282,6 +288,38 @@ def train_decoupled(cfg: Config, run: Run, quiet: bool, log: Callable[[str], Non
     save_checkpoint(run.checkpoint("last"), model, None, state)
     log(f"stage 2 ({method.name}) done in {details['seconds']:.1f}s")
     return run
+
+
+STAGE1_KEY = "stage1_run"  # split_manifest.json of a decoupled stage 2: {"run": path, "sha256": its best checkpoint's}
+
+
+def check_stage2_source(run: Run, cfg: Config) -> None:
+    """Before `--resume` fits a decoupled stage 2 again (no decouple.json yet): its config.yaml's train.init_from
+    (`cfg`) must be a folder (RunDirError, one line: the key, RUN/config.yaml and what to do when the stage-1 run
+    moved), and the same stage-1 run it was started from, judged by the sha256 of the best checkpoint its
+    split_manifest.json records at creation (ConfigError naming both runs: train.init_from edited since). A run
+    of an older openlt records none: only the folder is checked."""
+    value = cfg.train.init_from
+    folder = Path(value).expanduser() if value else None
+    recorded = read_run_manifest(run).get(STAGE1_KEY) if run.manifest_file.is_file() else None
+    was = f" (it was started from {recorded['run']})" if isinstance(recorded, dict) else ""
+    if folder is None or not folder.is_dir():
+        raise RunDirError(f"{run.config_file}: train.init_from {value} is not a folder{was}; `openlt train --resume` "
+                          f"fits this stage 2 on that stage-1 run: if it moved, set train.init_from in "
+                          f"{run.config_file} to its new folder (--resume takes no overrides; its best checkpoint is "
+                          f"checked by sha256 against the one this run started from), then `openlt train --resume "
+                          f"{run.path}` again")
+    if not isinstance(recorded, dict) or not isinstance(recorded.get("sha256"), str):
+        return
+    best = Run(folder).checkpoint("best")
+    now = sha256_file(best) if best.is_file() else None
+    if now != recorded["sha256"]:
+        found = f"sha256 {now[:12]}" if now else "no best checkpoint"
+        raise ConfigError(f"{run.config_file}: train.init_from {value} is not the stage-1 run this stage 2 was "
+                          f"started from ({recorded['run']}, best checkpoint sha256 {recorded['sha256'][:12]}; "
+                          f"{value} has {found}): --resume fits the same stage-1 run again; set train.init_from in "
+                          f"{run.config_file} back to that run (or its new folder), or start a new stage 2 with "
+                          f"`openlt train` and train.init_from={value}")
 
 
 def stage2_data(cfg: Config, data: DataBundle, feats: dict[str, dict[str, torch.Tensor]],

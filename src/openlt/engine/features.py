@@ -32,7 +32,7 @@ from openlt.engine.runtime import (batch_to, inference_loader, inference_passes,
 from openlt.engine.precision import autocast, inference_amp
 from openlt.engine.run import Run
 from openlt.errors import ConfigError, WriteError
-from openlt.io import atomic_path, remove_stale_temp, sha256_file
+from openlt.io import TempRemovedError, atomic_path, remove_stale_temp, sha256_file
 from openlt.models.model import OpenLTModel
 
 _LOG = logging.getLogger(__name__)
@@ -202,6 +202,14 @@ def _write_cache(run: Run, path: Path, feats: torch.Tensor, labels: torch.Tensor
     except (OSError, WriteError) as exc:
         reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc).split(": ")[-1]
         reason = reason.split(" (the previous version")[0]
+        if isinstance(exc, TempRemovedError):  # not a permissions problem: another process removed the temporary
+            reason = "its temporary file was removed by another process while it was written (the folder is writable)"
+            if command is not None:
+                raise WriteError(f"cannot write the feature cache {run.features_dir} of the run {run.path}: {reason}; "
+                                 f"run `openlt features` again") from None
+            _LOG.warning(f"the feature cache {path} of the stage-1 run {run.path} was not written ({reason}): its "
+                         f"features are used uncached by this command (the results are the same)")
+            return
         if command is not None:
             raise WriteError(f"cannot write the feature cache {run.features_dir} of the run {run.path}: {reason}; "
                              f"make that folder writable, or copy the run to a writable folder and run `openlt "

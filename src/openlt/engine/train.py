@@ -36,7 +36,7 @@ from openlt.data.samplers import build_sampler
 from openlt.data.splits import MANIFEST
 from openlt.engine import distributed
 from openlt.engine.checkpoint import checkpoint_state, load_checkpoint, recorded_amp, save_checkpoint
-from openlt.engine.decouple import stage1_features, train_decoupled
+from openlt.engine.decouple import check_stage2_source, stage1_features, train_decoupled
 from openlt.engine.dist_signals import interrupt_note
 from openlt.engine.evaluate import closed_metrics
 from openlt.engine.inference import InferenceSpec, read_inference, write_inference
@@ -311,8 +311,8 @@ def _prepared_run(cfg: Config, run: Run | None, name: str | None, resume: bool,
             yield run, data
         return
     with _locked(run):
-        if resume and distributed.is_main():  # temporary files of writes a killed process never finished
-            remove_stale_temp(run.path)
+        if resume and distributed.is_main():  # temporary files of writes a killed process never finished: only
+            remove_stale_temp(run.path, dead_only=True)  # a dead writer's (an eval or features may write there now)
         if resume:
             check_resume_folders(run, cfg)  # moved data: config.yaml's key and how to point it at the new folder
         data = distributed.main_first(lambda: prepare_data(cfg, default_split_dir=run.splits_dir))
@@ -518,6 +518,8 @@ def _train_decoupled(cfg: Config, run: Run | None, name: str | None, quiet: bool
     if resume and run is not None and finished_training(run, cfg):
         log(f"training already finished (decoupled stage 2: {run.decouple_file.name} is written)")
         return run
+    if resume and run is not None:  # fitted again: on the stage-1 run it started from, before its features are read
+        check_stage2_source(run, cfg)
     feats = stage1_features(cfg, device, quiet)  # every process extracts a share when the cache is stale
     fresh, made = run is None, new_folders(cfg.out_dir) if run is None and distributed.is_main() else []
     if fresh:
