@@ -31,6 +31,10 @@ def O(kind: str, id: str, overrides: str | tuple[str, ...], *needles: str) -> Ca
     return Case(kind, id, (overrides,) if isinstance(overrides, str) else overrides, needles)
 
 
+# the head each decoupling method fills (model.classifier), with its article
+STAGE2_HEADS = {"crt": "a linear", "lws": "a linear", "tau_norm": "a linear", "logit_adjust": "a linear",
+                "ncm": "an ncm", "fslwf": "a cosine"}
+
 OVERRIDES = [
     # --- numbers that are not finite (YAML .inf / .nan, or text that parses as one)
     O("non-finite", "lr-inf", "train.lr=.inf", "'train.lr'", "finite", "inf"),
@@ -73,6 +77,16 @@ OVERRIDES = [
     O("out-of-range", "milestone-negative", "train.milestones=[-3]", "'train.milestones'", ">= 0"),
     O("out-of-range", "taus-empty", "decouple.taus=[]", "'decouple.taus'", "not be empty"),
     # --- values that contradict each other
+    # a decoupled stage 2 builds the head its method fills: any other model.classifier, set explicitly, is refused
+    # by the config check (was: `openlt config` exit 0, and only `openlt train` refused it), "an ncm head"
+    *(O("relation", f"stage2-{method}-head-{head}", (f"decouple.method={method}", f"model.classifier={head}"),
+        f"override 'model.classifier={head}'", f"'model.classifier' is '{head}', but decouple.method={method} fills "
+        f"{fills} head; drop model.classifier")
+      for method, fills in STAGE2_HEADS.items()
+      for head in ("linear", "cosine", "normed_linear", "meta_embedding") if not fills.endswith(f" {head}")),
+    *(O("relation", f"stage2-{method}-head-ncm", (f"decouple.method={method}", "model.classifier=ncm"),
+        "'model.classifier' is 'ncm', a head only decouple.method=ncm fills", f"decouple.method={method}, which "
+        "builds its own head") for method in STAGE2_HEADS if method != "ncm"),
     O("relation", "few-below-above-many", "eval.few_below=200", "'eval.few_below'", "eval.many_above (100)"),
     O("relation", "bands-crossed", ("eval.many_above=10", "eval.few_below=30"), "'eval.few_below'", "overlap"),
     O("relation", "inclusive-bands-sharing-an-edge", ("eval.many_above=44", "eval.few_below=44",
@@ -259,6 +273,8 @@ FILES = [
       "'on' is a boolean in YAML 1.1"),
     F("empty-folder", "file-open-root-blank", "data:\n  open_root: '  '\n", "c.yaml, line 2", "'data.open_root' must "
       "name a file or folder, got blank '  '"),
+    F("relation", "file-stage2-head", "decouple:\n  method: crt\nmodel:\n  classifier: cosine\n", "c.yaml, line 4",
+      "'model.classifier' is 'cosine', but decouple.method=crt fills a linear head; drop model.classifier"),
     F("too-large", "file-knn-k", "eval:\n  knn_k: 10000000000\n", "c.yaml, line 2", "'eval.knn_k'", "<= 1000000000"),
 ]
 CASES = OVERRIDES + FILES

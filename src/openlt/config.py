@@ -1278,6 +1278,7 @@ def build_config(path: str | Path | None = None, overrides: list[str] | None = N
                      if where.startswith("override ") or (own_file and where.startswith(own_file))}
     _inactive_keys(cfg, {k: v for k, v in cfg._explicit.items() if k not in spread},  # an explicit key the
                    problems, complete_file)  # config's choices do not use (one every method of a bench is given: inert)
+    _stage2_explicit_head(cfg, problems)
     problems.raise_if_any()
     # a new config (a saved run's config was seen when the run began); under torchrun rank 0 alone says it (the
     # same on every rank; the group is not joined yet: torchrun's RANK)
@@ -1285,6 +1286,40 @@ def build_config(path: str | Path | None = None, overrides: list[str] | None = N
         for text in config_warnings(cfg):
             warnings.warn(text, ConfigWarning, stacklevel=2)
     return cfg
+
+
+def article(word: str) -> str:
+    """"a" or "an" before `word`, by sound: "an ncm head", "an attention", "a linear head"."""
+    return "an" if word[:1].lower() in "aeio" or word.lower() in _LETTER_NAMES else "a"
+
+
+_LETTER_NAMES = {"ncm", "lws", "fslwf", "msp", "mlp"}  # said letter by letter: "en-see-em"
+
+
+def stage2_head_problem(method: str, classifier: str) -> str | None:
+    """The problem of a decoupled stage 2 (`decouple.method=METHOD`) given another `model.classifier` than the
+    head its method fills ("but decouple.method=crt fills a linear head; drop model.classifier"), or None."""
+    if method == "none":
+        return None
+    from openlt.decoupling import STAGE2_METHODS  # (the methods' registry imports this module)
+
+    if method not in STAGE2_METHODS:
+        return None  # (refused as an unknown name)
+    head = STAGE2_METHODS.get(method).head
+    if classifier == head:
+        return None
+    return f"but decouple.method={method} fills {article(head)} {head} head; drop model.classifier"
+
+
+def _stage2_explicit_head(cfg: Config, problems: _Problems) -> None:
+    """A decoupled stage 2 builds the head its method fills: a model.classifier set explicitly (the config file
+    named or an override, `explicit_keys`) to another head is refused here, in the config check (`openlt config`
+    as `openlt train`), naming where it was set."""
+    if "model.classifier" not in cfg._explicit:
+        return
+    problem = stage2_head_problem(cfg.decouple.method, cfg.model.classifier)
+    if problem:
+        problems.add("model.classifier", f"is {cfg.model.classifier!r}, {problem}")
 
 
 # the data folders an override may not leave empty: `data.split_dir=` (a shell variable that expanded to nothing)

@@ -25,7 +25,7 @@ from typing import Any, Callable
 import torch
 from torch import nn
 
-from openlt.config import Config, EvalConfig, explicit_keys, flatten, to_dict
+from openlt.config import Config, EvalConfig, explicit_keys, flatten, stage2_head_problem, to_dict
 from openlt.data.build import DataBundle, prepare_data
 from openlt.decoupling import STAGE2_METHODS, Stage2Data, Stage2Hooks, Stage2Method, build_method
 from openlt.engine.checkpoint import read_checkpoint, save_checkpoint
@@ -112,8 +112,7 @@ def _refuse_explicit(cfg: Config, differ: dict[str, tuple], source: Run) -> None
              f"a decoupled stage 2 fits its classifier on the stage-1 run's features, so its data and model are "
              f"that run's; drop {key}, or train a stage-1 run with it"
              if key != "model.classifier" else
-             f"{explicit[key]}: model.classifier={mine}, but decouple.method={cfg.decouple.method} fills a "
-             f"{theirs} head; drop model.classifier"
+             f"{explicit[key]}: model.classifier={mine}, {stage2_head_problem(cfg.decouple.method, mine)}"
              for key, (mine, theirs) in differ.items() if key in explicit]
     if lines:
         raise ConfigError("\n".join(lines))
