@@ -313,6 +313,12 @@ def _alive(pid: int) -> bool:
     return True
 
 
+def writer_dead(pid: int, host: str) -> bool | None:
+    """Whether the writer a name's PID-HOST tag (:func:`temp_prefix`) names is dead: True when it is of this host
+    and its process is gone, False when that process runs, None when it is of another host (not known here)."""
+    return None if host != _host_tag() else not _alive(pid)
+
+
 def stale_temporaries(folder: str | os.PathLike, name: str | None = None) -> list[Path]:
     """The temporary files and folders (:func:`temp_prefix`: ``.NAME.PID-HOST.XXXX.tmp``, an export's ``.old``)
     directly in `folder` (of `name` only, when given) whose writer is dead: written on this host by a process

@@ -128,7 +128,7 @@ def test_a_lock_held_by_another_process_is_refused_and_freed_when_it_dies(tmp_pa
 def test_a_staged_run_gets_its_name_only_when_published(tmp_path):
     cfg = build_config(None, [f"out_dir={tmp_path}", "name=tiny"])
     stage = staged_run(cfg)
-    assert stage.path.parent == tmp_path and stage.path.name.startswith(".tiny-") and stage.checkpoints_dir.is_dir()
+    assert stage.path.parent == tmp_path and stage.path.name.startswith(f".tiny.{os.getpid()}-") and stage.checkpoints_dir.is_dir()
     (stage.path / "config.yaml").write_text("x")
     run = publish_run(stage, cfg)
     assert not stage.path.exists() and re.fullmatch(r"tiny-\d{8}-\d{6}", run.path.name)
@@ -156,15 +156,39 @@ def test_a_name_taken_while_publishing_moves_on_to_the_next(tmp_path, monkeypatc
     assert (tmp_path / tried[0] / "config.yaml").read_text() == "theirs" and run.checkpoints_dir.is_dir()
 
 
+STAGER = """
+import sys
+from openlt.config import build_config
+from openlt.engine.run import staged_run
+print(staged_run(build_config(None, [f"out_dir={sys.argv[1]}", "name=kk"])).path, flush=True)
+sys.stdin.readline()
+"""
+
+
 def test_stale_staged_runs_are_removed_and_live_ones_kept(tmp_path):
-    cfg = build_config(None, [f"out_dir={tmp_path}"])
-    dead, live, young = staged_run(cfg), staged_run(cfg), staged_run(cfg)
-    old = time.time() - 3600
-    for stage in (dead, live):
-        os.utime(stage.path, (old, old))
-    with live.lock():
-        assert remove_stale_stages(tmp_path) == [dead.path]
-    assert not dead.path.exists() and live.path.is_dir() and young.path.is_dir()
+    """A staged run names its process (.NAME.PID-HOST.XXXX.new-run, trial 15 item 5): a SIGKILLed process's is removed
+    at once, a live process's never (even old, its lock free); an untagged one (an older openlt's) when old and free."""
+    import signal
+
+    procs = [subprocess.Popen([sys.executable, "-c", STAGER, str(tmp_path)], stdin=subprocess.PIPE,
+                              stdout=subprocess.PIPE, text=True) for _ in range(2)]
+    try:
+        killed, live = procs
+        dead_stage, live_stage = (Path(p.stdout.readline().strip()) for p in procs)
+        assert dead_stage.name.startswith(f".kk.{killed.pid}-") and dead_stage.name.endswith(".new-run")
+        os.kill(killed.pid, signal.SIGKILL)
+        killed.wait()
+        untagged_old, untagged_young = tmp_path / ".kk-abcdefgh.new-run", tmp_path / ".kk-ijklmnop.new-run"
+        for folder in (untagged_old, untagged_young):
+            folder.mkdir()
+        old = time.time() - 3600
+        for folder in (untagged_old, live_stage):
+            os.utime(folder, (old, old))
+        assert sorted(remove_stale_stages(tmp_path)) == sorted([dead_stage, untagged_old])  # the dead one: young
+        assert live_stage.is_dir() and untagged_young.is_dir() and not dead_stage.exists()
+    finally:
+        for p in procs:
+            p.kill()
 
 
 @pytest.mark.parametrize("name", ["../../x", "/abs/x", "a/b", "x\0y", "", " ", ".", "..", "a\\b", " x"])

@@ -7,6 +7,7 @@ bit for bit. The result is written as ImageNet-LT-style split files plus a JSON 
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import math
 import os
@@ -20,7 +21,7 @@ import numpy as np
 from openlt.config import SplitConfig, control_character, open_class_items, read_utf8
 from openlt.data.splitfile import write_split_file
 from openlt.errors import ConfigError, DataError, WriteError
-from openlt.io import sha256_file, write_json
+from openlt.io import sha256_file, stale_temporaries, temp_prefix, write_json
 
 SPLIT_NAMES = ("train", "val", "test", "open")
 MANIFEST = "manifest.json"
@@ -395,7 +396,8 @@ def write_split(split: Split, out_dir: str | Path, pool: LabelledPool, cfg: Spli
     check_split_folder(out_dir)
     try:
         out_dir.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".tmp", dir=out_dir.parent))
+        _remove_dead_staging(out_dir)
+        tmp = Path(tempfile.mkdtemp(prefix=temp_prefix(out_dir.name), suffix=".tmp", dir=out_dir.parent))
     except OSError as exc:
         raise WriteError(f"cannot write the split folder {out_dir}: {exc.strerror or exc}") from None
     try:
@@ -460,12 +462,23 @@ def check_outside(out_dir: str | Path, folder: str | Path | None, out_name: str,
                         f"of the image folder it lists (a class of its own in the next split); write it elsewhere")
 
 
+def _remove_dead_staging(out_dir: Path) -> None:
+    """Remove the staging folders (``.OUT.PID-HOST.XXXX.tmp`` / ``.old`` beside OUT) of splits to `out_dir` whose
+    process died on this host (a SIGKILL mid-write: :func:`openlt.io.stale_temporaries`), never a live one's."""
+    for stale in stale_temporaries(out_dir.parent, out_dir.name):
+        if stale.is_dir() and not stale.is_symlink():
+            shutil.rmtree(stale, ignore_errors=True)
+        else:
+            with contextlib.suppress(OSError):
+                stale.unlink()
+
+
 def _replace_folder(new: Path, target: Path) -> None:
     """Put the folder `new` in the place of `target` by renames: readers see the old folder or the new one."""
     if not target.exists():
         os.rename(new, target)
         return
-    old = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".old", dir=target.parent))
+    old = Path(tempfile.mkdtemp(prefix=temp_prefix(target.name), suffix=".old", dir=target.parent))
     os.rename(target, old / target.name)
     try:
         os.rename(new, target)

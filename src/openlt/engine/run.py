@@ -22,14 +22,16 @@ from typing import IO, TypeVar
 
 from openlt.config import Config, build_config, dump_yaml, read_yaml_mapping, run_name_problem
 from openlt.errors import ConfigError, OpenLTError, RunDirError, WriteError
-from openlt.io import never_recreated, read_jsonl, write_json, write_text
+from openlt.io import never_recreated, read_jsonl, temp_prefix, write_json, write_text, writer_dead
 
 try:
     import fcntl
 except ImportError:  # pragma: no cover - not POSIX: runs are not locked
     fcntl = None
 
-STAGE_SUFFIX = ".new-run"  # OUT_DIR/.NAME-STAMP.XXXXXXXX.new-run: a run being prepared, renamed when complete
+STAGE_SUFFIX = ".new-run"  # OUT_DIR/.NAME.PID-HOST.XXXXXXXX.new-run: a run being prepared, renamed when complete
+_STAGE_NAME = re.compile(r"\..*\.(?P<pid>\d+)-(?P<host>[0-9a-f]{6})\.[^.]+" + re.escape(STAGE_SUFFIX))
+_STAGE_NAME_BYTES = 200  # of NAME in a staged run's name: with the rest, within a file name's 255 bytes
 TAG = re.compile(r"[A-Za-z0-9_-]{1,100}")  # an evaluation's tag: metrics-TAG.json, report-TAG.md, ...
 T = TypeVar("T")
 
@@ -551,13 +553,14 @@ def new_run(cfg: Config, name: str | None = None) -> Run:
 
 
 def staged_run(cfg: Config, name: str | None = None) -> Run:
-    """A hidden directory OUT_DIR/.NAME-STAMP.XXXXXXXX.new-run (with checkpoints/) to prepare a new run in;
-    :func:`publish_run` gives it its name once it holds what `--resume` needs. ConfigError for a bad name,
-    WriteError when it cannot be created."""
+    """A hidden directory OUT_DIR/.NAME.PID-HOST.XXXXXXXX.new-run (with checkpoints/; PID-HOST: this process, as
+    :func:`openlt.io.temp_prefix`; NAME cut to 200 bytes) to prepare a new run in; :func:`publish_run` gives it its
+    name once it holds what `--resume` needs. ConfigError for a bad name, WriteError when it cannot be created."""
     out_dir, prefix = Path(cfg.out_dir), run_prefix(cfg, name)
+    short = prefix.encode()[:_STAGE_NAME_BYTES].decode(errors="ignore")
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
-        path = Path(tempfile.mkdtemp(prefix=f".{prefix}-", suffix=STAGE_SUFFIX, dir=out_dir))
+        path = Path(tempfile.mkdtemp(prefix=temp_prefix(short), suffix=STAGE_SUFFIX, dir=out_dir))
         os.chmod(path, 0o777 & ~_umask())  # mkdtemp makes 0700; a run is meant to be read by others
         Run(path).checkpoints_dir.mkdir()
     except OSError as exc:
@@ -599,12 +602,18 @@ def remove_empty(folders: list[Path]) -> None:
 
 
 def remove_stale_stages(out_dir: str | Path, min_age_s: float = 60.0) -> list[Path]:
-    """Delete the staged runs (:func:`staged_run`) of processes that died before publishing them: those older
-    than `min_age_s` whose lock is free (a live process takes it at once and holds it). Returns what was removed."""
+    """Delete the staged runs (:func:`staged_run`) of processes that died before publishing them: at once those
+    whose name's PID-HOST is a dead process of this host (:func:`openlt.io.writer_dead`), otherwise (another host,
+    an older openlt's name) those older than `min_age_s`; never one whose lock is taken (a live process takes it at
+    once and holds it), never a live process's. Returns what was removed."""
     removed = []
     for path in Path(out_dir).glob(f".*{STAGE_SUFFIX}"):
+        tag = _STAGE_NAME.fullmatch(path.name)
+        dead = None if tag is None else writer_dead(int(tag["pid"]), tag["host"])
+        if dead is False:  # its process runs: it is preparing that run now
+            continue
         try:
-            if not path.is_dir() or time.time() - path.stat().st_mtime < min_age_s:
+            if not path.is_dir() or (not dead and time.time() - path.stat().st_mtime < min_age_s):
                 continue
         except OSError:  # removed meanwhile
             continue
