@@ -130,8 +130,9 @@ def test_an_export_removes_the_staging_folders_of_killed_exports_to_the_same_pla
     tag = temp_prefix("b").split(".")[2].split("-")[1]
     stale = tmp_path / f".b.{dead.stdout.strip()}-{tag}.abcd1234.tmp"
     live = tmp_path / f".b.{os.getpid()}-{tag}.efgh5678.tmp"
-    other = tmp_path / f".c.{dead.stdout.strip()}-{tag}.abcd1234.tmp"
-    for folder in (stale, live, other):
+    other = tmp_path / f".c.{dead.stdout.strip()}-{tag}.abcd1234.tmp"  # another bundle name's: left to an export there
+    stale_old = tmp_path / f".b.{dead.stdout.strip()}-{tag}.ijkl9012.old"  # a previous bundle moved aside, then killed
+    for folder in (stale, live, other, stale_old):
         folder.mkdir()
         (folder / "model.safetensors").write_bytes(b"x" * 10)
     code, _, err = cli(capsys, "export", runs[1], tmp_path / "b")
