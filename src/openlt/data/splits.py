@@ -275,6 +275,29 @@ def _check_available(pool: LabelledPool, cfg: SplitConfig, wanted: dict[int, int
                         f"with profile none")
 
 
+def _check_open(pool: LabelledPool, cfg: SplitConfig, open_ids: list[int], source: dict[int, np.ndarray],
+                test_per_class: int | None, separate_test: bool) -> None:
+    """Refuse an open class with fewer images than its open test images take (`test_per_class`, data.split.
+    test_per_class or its default; None: every image of a separate test set), as a known class is refused: never
+    a smaller open set than asked without a word (the manifest would record the count asked). Names the class,
+    its image count, the option and a count that fits every open class."""
+    if test_per_class is None:
+        return
+    short = [(len(source[c]), c) for c in open_ids if len(source[c]) < test_per_class]
+    if not short:
+        return
+    n, c = min(short)  # the smallest such class; ties in class order
+    others = ("" if len(short) == 1 else ", nor does 1 more open class" if len(short) == 2 else
+              f", nor do {len(short) - 1} more open classes")
+    where = f"in the {pool.dataset} test set" if separate_test else "in all"
+    asked = ("data.split.test_per_class (--test-per-class) "
+             f"{test_per_class}{'' if cfg.test_per_class is not None else ' (the default)'}")
+    fix = ("add images to it, or keep it known (leave it out of --open-classes)" if n == 0 else
+           f"lower it to what it can give (--test-per-class {n}, or the same data.split key), or add images")
+    raise DataError(f"open class {pool.class_names[c]!r} has {n} image(s) {where}, fewer than {asked} asks for "
+                    f"its open test images{others} (never fewer than asked); {fix}")
+
+
 def _profile_wanted(cfg: SplitConfig, ranked: list[int]) -> dict[int, int | None]:
     """Class id -> its training count under the profile, in rank order (None: profile none, keep them all)."""
     if cfg.profile == "none":
@@ -352,6 +375,7 @@ def make_split(pool: LabelledPool, cfg: SplitConfig) -> Split:
     wanted = _profile_wanted(cfg, ranked)
     _check_available(pool, cfg, wanted, by_class, 0 if separate_test else test_per_class,
                      test_by_class if separate_test else None)
+    _check_open(pool, cfg, open_ids, test_by_class, test_per_class, separate_test)
     label_of = {c: i for i, c in enumerate(known_ids)}
     out: dict[str, tuple[list[str], list[int]]] = {name: ([], []) for name in SPLIT_NAMES}
 
