@@ -68,9 +68,11 @@ def test_numpy_integer_options_are_accepted_bools_refused():
     b = D.LWS(W, epochs=2, batch_size=4, seed=0).fit(X, Y)
     torch.testing.assert_close(a.logits(X), b.logits(X))
     for key, value in (("epochs", True), ("batch_size", False), ("epochs", 1.5), ("batch_size", 0), ("epochs", "2")):
-        with pytest.raises(ConfigError, match=rf"^{key} must be an integer >= 1, got {value!r}$"):
+        high = 100000 if key == "epochs" else 1048576  # the config's bounds (train.epochs / train.batch_size)
+        with pytest.raises(ConfigError, match=rf"^{key} \(train\.{key}\) must be an integer >= 1 and <= {high}, "
+                                              rf"got {value!r}$"):
             D.LWS(W, **{key: value}).fit(X, Y)
-    with pytest.raises(ConfigError, match=r"^lr must be a finite number >= 0, got '0.1'$"):
+    with pytest.raises(ConfigError, match=r"^lr \(train\.lr\) must be a finite number > 0 and <= 100, got '0.1'$"):
         D.LWS(W, lr="0.1").fit(X, Y)
 
 

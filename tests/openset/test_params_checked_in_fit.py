@@ -69,11 +69,12 @@ TABLE = [
     ("openmax", "alpha", COUNT, r"eval\.openmax_alpha \(OpenMax's alpha\) must be "),
     ("openmax", "distance", ["bogus", "", None, 3, True, ["eucos"], np.array(["eucos", "cosine"])],
      r"eval\.openmax_distance \(OpenMax's distance\) must be one of eucos, euclidean, cosine, got "),
-    ("energy", "temperature", POSITIVE, r"energy temperature must be > 0"),
+    ("energy", "temperature", [*POSITIVE, 1e300, 2e6], r"energy temperature must be > 0 and <= 1e\+06 \(a finite number\)"),
     ("knn", "k", [*COUNT, None], r"eval\.knn_k \(KNN's k\) must be an integer >= 1"),
     ("vim", "dim", COUNT, r"eval\.vim_dim \(ViM's dim\) must be an integer >= 1"),
     ("react", "percentile", [*POSITIVE, 1.5, np.float32(1.01)], r"eval\.react_percentile \(ReAct's percentile\) must be "),
-    ("odin", "temperature", POSITIVE, r"eval\.odin_temperature \(ODIN's temperature\) must be a finite number > 0, got "),
+    ("odin", "temperature", [*POSITIVE, 1e7], r"eval\.odin_temperature \(ODIN's temperature\) must be a finite number > 0 and "
+     r"<= 1e\+06, got "),
     ("odin", "eps", NON_NEGATIVE, r"eval\.odin_eps \(ODIN's eps\) must be a finite number >= 0, got "),
     ("taunorm", "weight", BAD_WEIGHTS, r"(classifier )?weight "),
     ("taunorm", "tau", [-1, -1e-9, 10.5, NAN, INF, True, np.bool_(False), "1", [1.0]],
@@ -81,11 +82,16 @@ TABLE = [
     ("lws", "weight", BAD_WEIGHTS, r"(classifier )?weight "),
     ("lws", "bias", [np.full(K, NAN, np.float32), np.zeros(K + 1, np.float32), "x", True, np.array(["a"] * K)],
      r"(classifier )?bias "),
-    ("lws", "epochs", [*COUNT, None], r"epochs must be an integer >= 1, got "),
-    ("lws", "batch_size", [*COUNT, None], r"batch_size must be an integer >= 1, got "),
-    ("lws", "lr", NON_NEGATIVE, r"lr must be a finite number >= 0, got "),
-    ("lws", "momentum", NON_NEGATIVE, r"momentum must be a finite number >= 0, got "),
-    ("lws", "weight_decay", NON_NEGATIVE, r"weight_decay must be a finite number >= 0, got "),
+    # the config's bounds of train.epochs / batch_size / lr / momentum / weight_decay (trial 15 item 9: momentum 5
+    # diverged to -2e10, lr 1e39 a raw overflow error)
+    ("lws", "epochs", [*COUNT, None, 100001], r"epochs \(train\.epochs\) must be an integer >= 1 and <= 100000, got "),
+    ("lws", "batch_size", [*COUNT, None, 2 ** 20 + 1],
+     r"batch_size \(train\.batch_size\) must be an integer >= 1 and <= 1048576, got "),
+    ("lws", "lr", [*NON_NEGATIVE, 0, 100.5, 1e39], r"lr \(train\.lr\) must be a finite number > 0 and <= 100, got "),
+    ("lws", "momentum", [*NON_NEGATIVE, 1.0, 5.0], r"momentum \(train\.momentum\) must be a finite number >= 0 and < 1, "
+     r"got "),
+    ("lws", "weight_decay", [*NON_NEGATIVE, 1.5],
+     r"weight_decay \(train\.weight_decay\) must be a finite number >= 0 and <= 1, got "),
     ("lws", "sampler", ["bogus", "", None, 3, True, ["instance"]], r"sampler must be one of class_aware, "),
     ("lws", "seed", [-1, 2 ** 32, 1.5, NAN, True, "0", None], r"seed must be an integer >= 0 and < 2\*\*32, got "),
     ("ncm", "metric", ["manhattan", "", None, 3, True, ["cosine"], np.array(["cosine", "euclidean"])],
@@ -145,3 +151,69 @@ def test_numpy_numbers_and_numpy_bools_where_they_are_valid():
     assert SCORES.get("openmax")(tail_size=np.int64(5), alpha=np.int64(2)).fit(LOGITS, LABELS).score(LOGITS).shape == (N,)
     assert LWS(W, epochs=np.int64(1), seed=np.int64(3), lr=np.float32(0.1)).fit(FEATS, LABELS).predict(FEATS).shape == (N,)
     assert math.isfinite(float(SCORES.get("energy")(temperature=np.float32(2.0)).score(LOGITS)[0]))
+
+
+# trial 15 item 9: a parameter the fit uses, changed after it, was reported but not used (OpenMax tail_size 20 ->
+# 5: scores of the tail-20 fit, summary() and save_score saying 5; NCM center=True after fit ignored by logits).
+# Each use of the fit now refuses it naming the parameter (and its config key), until fit again or set back.
+CHANGED = [  # (estimator, parameter, a valid value other than the fitted one, the message's start)
+    ("openmax", "tail_size", 7, r"eval\.openmax_tail \(OpenMax's tail_size\) is 7, but the fit used 5: fit again"),
+    ("openmax", "distance", "cosine", r"eval\.openmax_distance \(OpenMax's distance\) is 'cosine', but the fit used "),
+    ("vim", "dim", 3, r"eval\.vim_dim \(ViM's dim\) is 3, but the fit used 2: fit again, or set dim back"),
+    ("react", "percentile", 0.5, r"eval\.react_percentile \(ReAct's percentile\) is 0\.5, but the fit used 0\.9"),
+    ("ncm", "center", True, r"model\.head\.ncm_center \(NCM center\) is True, but the fit used False: fit again"),
+    ("ncm", "normalize", False, r"NCM normalize is False, but the fit used True: fit again, or set normalize back"),
+    ("ncm", "metric", "euclidean", r"model\.head\.ncm_metric \(NCM metric\) is 'euclidean', but the fit used 'cosine'"),
+    ("taunorm", "tau", 0.5, r"TauNormClassifier's tau is 0\.5, but the fit used 1\.0: fit again"),
+    ("taunorm", "weight", W * 2, r"TauNormClassifier's weight differs from the one the fit used: fit again"),
+    ("lws", "lr", 0.1, r"lr \(train\.lr\) is 0\.1, but the fit used 0\.2: fit again, or set lr back"),
+    ("lws", "seed", 1, r"seed is 1, but the fit used 0: fit again"),
+    ("lws", "weight", W * 2, r"LWS's weight differs from the one the fit used: fit again, or set weight back"),
+]
+
+
+@pytest.mark.parametrize("name, param, value, says", CHANGED, ids=[f"{n}-{p}" for n, p, _, _ in CHANGED])
+def test_a_parameter_changed_after_the_fit_is_refused_by_every_use_until_fit_again(name, param, value, says):
+    import re
+
+    from openlt.openset.base import save_score
+
+    make, fit, uses = ESTIMATORS[name]
+    fitted = fit(make())
+    was = fitted.get_params()[param]
+    reference = uses[0](fitted)
+    fitted.set_params(**{param: value})
+    summaries = [fitted.summary] if hasattr(fitted, "summary") else []
+    for use in [*uses, *summaries]:
+        message = refusal(lambda: use(fitted) if use in uses else use())
+        assert "\n" not in message and re.match(says, message), message
+    if hasattr(fitted, "summary"):  # save_score would write the new value beside the old fit
+        assert re.match(says, refusal(lambda: save_score("/nonexistent/never-written.safetensors", fitted)))
+    fitted.set_params(**{param: was})  # set back: the fit's own values again, the same result
+    assert torch.equal(torch.as_tensor(uses[0](fitted)), torch.as_tensor(reference))
+    fitted.set_params(**{param: value})
+    uses[0](fit(fitted))  # fit again: used as it is
+
+
+def test_parameters_read_when_scoring_may_change_after_the_fit():
+    """OpenMax's alpha and KNN's k are read by score itself (not by the fit): changed after it, they are used."""
+    om = ESTIMATORS["openmax"][1](ESTIMATORS["openmax"][0]())
+    before = om.score(LOGITS)
+    om.set_params(alpha=1)
+    assert om.summary()["alpha"] == 1 and not torch.equal(om.score(LOGITS), before)
+    knn = ESTIMATORS["knn"][1](ESTIMATORS["knn"][0]())
+    before = knn.score(FEATS)
+    knn.set_params(k=1)
+    assert knn.summary()["k"] == 1 and not torch.equal(knn.score(FEATS), before)
+
+
+def test_a_loaded_score_records_the_values_it_was_fitted_with(tmp_path):
+    from openlt.openset.base import load_score, save_score
+
+    om = ESTIMATORS["openmax"][1](ESTIMATORS["openmax"][0]())
+    save_score(tmp_path / "om.safetensors", om)
+    loaded = load_score(tmp_path / "om.safetensors")
+    assert torch.equal(loaded.score(LOGITS), om.score(LOGITS))
+    loaded.set_params(tail_size=20)
+    assert refusal(lambda: loaded.score(LOGITS)).startswith("eval.openmax_tail (OpenMax's tail_size) is 20, but the "
+                                                            "fit used 5")

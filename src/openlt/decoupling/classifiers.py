@@ -32,7 +32,7 @@ from sklearn.base import BaseEstimator
 from torch import Tensor, nn
 from torch.optim.lr_scheduler import LambdaLR
 
-from openlt.config import SEED_END
+from openlt.config import MAX_BATCH, MAX_EPOCHS, MAX_LR, MAX_WEIGHT_DECAY, SEED_END
 from openlt.data.samplers import SAMPLERS, build_sampler
 from openlt.decoupling._validate import (HALF, _bias, _check_dim, _features, _integer, _labels, _tau, _weight,
                                         compute_dtype)
@@ -141,6 +141,7 @@ class TauNormClassifier(CheckedParams, BaseEstimator):
     ``set_params``, ``sklearn.base.clone``); ``fit`` returns self.
     """
 
+    fit_params = {"weight": "TauNormClassifier's weight", "tau": "TauNormClassifier's tau"}
     param_checks = {"weight": lambda weight, _: _weight(weight),
                     "tau": lambda tau, _: None if tau is None else _tau(tau)}
 
@@ -267,6 +268,25 @@ def _check_sampler(sampler: Any, name: str = "sampler") -> None:
         raise ConfigError(f"{name} must be one of {', '.join(SAMPLERS.names())}, got {sampler!r}")
 
 
+def _bounded_integer(name: str, key: str, high: int) -> Callable[[Any, Any], None]:
+    """The check of an integer training option >= 1 and <= `high`, the bound of config key `key`."""
+    def check(value: Any, estimator: Any = None) -> None:
+        ok = isinstance(value, numbers.Integral) or (isinstance(value, numbers.Real) and math.isfinite(value)
+                                                     and float(value).is_integer())
+        if isinstance(value, (bool, np.bool_)) or not ok or not 1 <= value <= high:
+            raise ConfigError(f"{name} ({key}) must be an integer >= 1 and <= {high}, got {value!r}")
+    return check
+
+
+def _bounded_real(name: str, key: str, bounds: str, ok: Callable[[float], bool]) -> Callable[[Any, Any], None]:
+    """The check of a real training option within the bounds of config key `key` (`bounds` says them)."""
+    def check(value: Any, estimator: Any = None) -> None:
+        if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real) or not math.isfinite(value) \
+                or not ok(value):
+            raise ConfigError(f"{name} ({key}) must be a finite number {bounds}, got {value!r}")
+    return check
+
+
 def _nonnegative(name: str) -> Callable[[Any, Any], None]:
     """The check of a training option that is a finite number >= 0 (lr, momentum, weight_decay)."""
     def check(value: Any, estimator: Any = None) -> None:
@@ -292,12 +312,21 @@ class LWS(CheckedParams, BaseEstimator):
     function of the parameters and the data (the sampler's seed is the only randomness).
     """
 
+    fit_params = {"weight": "LWS's weight", "bias": "LWS's bias", "epochs": "epochs (train.epochs)",
+                  "batch_size": "batch_size (train.batch_size)", "lr": "lr (train.lr)",
+                  "momentum": "momentum (train.momentum)", "weight_decay": "weight_decay (train.weight_decay)",
+                  "sampler": "sampler (train.sampler)", "seed": "seed"}
     param_checks = {
         "weight": lambda weight, _: _weight(weight),
         "bias": lambda bias, lws: None if bias is None else _bias(bias, *_classes_and_dtype(lws.weight)),
-        "epochs": lambda epochs, _: _integer(epochs, "epochs"),
-        "batch_size": lambda batch_size, _: _integer(batch_size, "batch_size"),
-        "lr": _nonnegative("lr"), "momentum": _nonnegative("momentum"), "weight_decay": _nonnegative("weight_decay"),
+        # the config's bounds of the keys a decoupled LWS stage takes them from (train.*): lr 1e39 overflowed,
+        # momentum 5 diverged to -2e10 (trial 15 item 9)
+        "epochs": _bounded_integer("epochs", "train.epochs", MAX_EPOCHS),
+        "batch_size": _bounded_integer("batch_size", "train.batch_size", MAX_BATCH),
+        "lr": _bounded_real("lr", "train.lr", "> 0 and <= 100", lambda v: 0 < v <= MAX_LR),
+        "momentum": _bounded_real("momentum", "train.momentum", ">= 0 and < 1", lambda v: 0 <= v < 1),
+        "weight_decay": _bounded_real("weight_decay", "train.weight_decay", f">= 0 and <= {MAX_WEIGHT_DECAY:g}",
+                                      lambda v: 0 <= v <= MAX_WEIGHT_DECAY),
         "sampler": lambda sampler, _: _check_sampler(sampler),
         "seed": lambda seed, _: _check_seed(seed),
     }

@@ -116,6 +116,8 @@ class NCMClassifier(CheckedParams, BaseEstimator):
     ``set_params``, ``sklearn.base.clone``); ``fit`` returns self.
     """
 
+    fit_params = {"metric": "model.head.ncm_metric (NCM metric)", "normalize": "NCM normalize",
+                  "center": "model.head.ncm_center (NCM center)"}  # the class means are computed with them
     param_checks = {"metric": lambda metric, _: _check_metric(metric),
                     "normalize": lambda normalize, _: _check_flag(normalize, "normalize"),
                     "center": lambda center, _: _check_flag(center, "center")}

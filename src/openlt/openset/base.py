@@ -131,11 +131,88 @@ class CheckedParams:
     ConfigError."""
 
     param_checks: ClassVar[Mapping[str, ParamCheck]] = {}
+    # The parameters the fit uses -> how a refusal names them (with the config key): their values are recorded at
+    # the end of ``fit`` / ``fit_chunks`` / ``load_state_dict`` (``fitted_params_``), and a value changed since then
+    # is refused by every use of the fit (score, logits, summary, options, state_dict: save_score), since the fit
+    # holds the old one (trial 15 item 9: OpenMax's tail_size 20 -> 5 after fit scored with 20, summarised as 5).
+    fit_params: ClassVar[Mapping[str, str]] = {}
 
     def check_params(self) -> None:
-        """ConfigError naming the first parameter whose current value its check refuses."""
+        """ConfigError naming the first parameter whose current value its check refuses, or that changed since the
+        fit (:attr:`fit_params`)."""
         for name, check in self.param_checks.items():
             check(getattr(self, name), self)
+        for name, was in self.__dict__.get("fitted_params_", {}).items():
+            now = getattr(self, name)
+            if not _same_value(was, now):
+                label = self.fit_params.get(name, name)
+                shown = (f"differs from the one the fit used" if _is_array(was) or _is_array(now) else
+                         f"is {now!r}, but the fit used {was!r}")
+                raise ConfigError(f"{label} {shown}: fit again, or set {name} back")
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        for attr in ("fit", "fit_chunks", "load_state_dict"):  # (re)fitting: the values it used are recorded
+            method = cls.__dict__.get(attr)
+            if callable(method) and not getattr(method, "_records_fit", False):
+                setattr(cls, attr, _recording(method))
+        for attr in ("summary", "options", "state_dict", "logits", "predict", "score"):  # uses of the fit
+            method = cls.__dict__.get(attr)
+            if callable(method) and not getattr(method, "_checks_fit", False):
+                setattr(cls, attr, _checking(method))
+
+
+def _is_array(value: Any) -> bool:
+    return isinstance(value, (torch.Tensor, np.ndarray, list, tuple))
+
+
+def _recorded(value: Any) -> Any:
+    """`value` as the fit's record: an array / tensor / list copied as a tensor, a numpy number as Python's."""
+    if _is_array(value):
+        return torch.as_tensor(np.asarray(value) if isinstance(value, (list, tuple)) else value).detach().clone()
+    return value.item() if isinstance(value, np.generic) else value
+
+
+def _same_value(was: Any, now: Any) -> bool:
+    if isinstance(was, torch.Tensor) or _is_array(now):
+        try:
+            now = _recorded(now)
+        except (TypeError, ValueError, RuntimeError):
+            return False
+        return (isinstance(was, torch.Tensor) and isinstance(now, torch.Tensor) and was.shape == now.shape
+                and was.dtype == now.dtype and bool(torch.equal(was, now)))
+    now = now.item() if isinstance(now, np.generic) else now
+    return type(was) is type(now) and was == now or (isinstance(was, (int, float)) and not isinstance(was, bool)
+                                                    and isinstance(now, (int, float)) and not isinstance(now, bool)
+                                                    and was == now)
+
+
+def _recording(method: Callable) -> Callable:
+    """`method` (a fit) forgetting the previous fit's record first and recording the values it used after."""
+    import functools
+
+    @functools.wraps(method)
+    def wrapper(self, *args: Any, **kwargs: Any) -> Any:
+        self.__dict__.pop("fitted_params_", None)
+        out = method(self, *args, **kwargs)
+        if self.fit_params:
+            self.fitted_params_ = {name: _recorded(getattr(self, name)) for name in self.fit_params}
+        return out
+    wrapper._records_fit = True
+    return wrapper
+
+
+def _checking(method: Callable) -> Callable:
+    """`method` (a use of the fit) refusing first a parameter changed since the fit (:meth:`check_params`)."""
+    import functools
+
+    @functools.wraps(method)
+    def wrapper(self, *args: Any, **kwargs: Any) -> Any:
+        if "fitted_params_" in self.__dict__:
+            self.check_params()
+        return method(self, *args, **kwargs)
+    wrapper._checks_fit = True
+    return wrapper
 
 
 def number_check(message: str, kind: type, ok: Callable[[Any], bool], none_ok: bool = False) -> ParamCheck:

@@ -460,6 +460,7 @@ class ViM(OpenSetScore):
     fits_half_features = True  # converted a chunk of rows at a time (centred_scatter)
     needs_head = True
 
+    fit_params = {"dim": "eval.vim_dim (ViM's dim)"}  # the principal subspace and alpha
     param_checks = {"dim": number_check("eval.vim_dim (ViM's dim) must be an integer >= 1 (principal subspace) or "
                                         "null for the paper's rule", numbers.Integral, lambda dim: dim >= 1,
                                         none_ok=True)}
@@ -552,6 +553,7 @@ class ReAct(OpenSetScore):
     needs_features = True
     needs_head = True
 
+    fit_params = {"percentile": "eval.react_percentile (ReAct's percentile)"}  # the clipping threshold
     param_checks = {"percentile": number_check("eval.react_percentile (ReAct's percentile) must be a fraction in "
                                                "(0, 1] (0.9: clip at the 90th percentile of the training activations)",
                                                numbers.Real, lambda p: 0 < p <= 1)}

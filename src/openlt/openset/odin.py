@@ -21,6 +21,7 @@ from typing import Any, Callable, Sequence
 
 import torch
 
+from openlt.config import MAX_TEMPERATURE
 from openlt.errors import ConfigError
 from openlt.openset.base import MODEL_SCORE, SCORES, OpenSetScore, Outputs, as_outputs, number_check
 from openlt.openset.detectors import ood_detectors
@@ -37,8 +38,9 @@ class ODIN(OpenSetScore):
     needs_model = True
 
     param_checks = {
-        "temperature": number_check("eval.odin_temperature (ODIN's temperature) must be a finite number > 0",
-                                    numbers.Real, lambda t: math.isfinite(t) and t > 0),
+        "temperature": number_check(f"eval.odin_temperature (ODIN's temperature) must be a finite number > 0 and "
+                                    f"<= {MAX_TEMPERATURE:g}", numbers.Real,
+                                    lambda t: math.isfinite(t) and 0 < t <= MAX_TEMPERATURE),
         "eps": number_check("eval.odin_eps (ODIN's eps) must be a finite number >= 0", numbers.Real,
                             lambda e: math.isfinite(e) and e >= 0),
     }

@@ -117,6 +117,8 @@ class OpenMax(OpenSetScore):
     value_range = (0.0, 1.0)  # a probability: a threshold outside it is refused (rejector.check_threshold_range)
     requires_fit = True
 
+    fit_params = {"tail_size": "eval.openmax_tail (OpenMax's tail_size)",  # the Weibull tails
+                  "distance": "eval.openmax_distance (OpenMax's distance)"}  # (alpha: read when scoring)
     param_checks = {
         "tail_size": number_check("eval.openmax_tail (OpenMax's tail_size) must be an integer >= 2 (distances in each "
                                   "class's Weibull tail)", numbers.Integral, lambda n: n >= 2),

@@ -12,6 +12,7 @@ from typing import Any, Mapping
 
 import torch
 
+from openlt.config import MAX_TEMPERATURE
 from openlt.errors import ConfigError
 from openlt.openset.base import SCORES, OpenSetScore, Outputs, as_outputs, logits_of, number_check
 
@@ -86,8 +87,9 @@ class Energy(OpenSetScore):
     """
     name = "energy"
 
-    param_checks = {"temperature": number_check("energy temperature must be > 0 (a finite number)", numbers.Real,
-                                                lambda t: math.isfinite(t) and t > 0)}
+    param_checks = {"temperature": number_check(  # the config's bound of a temperature (eval.odin_temperature's)
+        f"energy temperature must be > 0 and <= {MAX_TEMPERATURE:g} (a finite number)", numbers.Real,
+        lambda t: math.isfinite(t) and 0 < t <= MAX_TEMPERATURE)}
 
     def __init__(self, temperature: float = 1.0) -> None:
         self.temperature = temperature  # as given: a scikit-learn parameter (clone checks it is kept)
