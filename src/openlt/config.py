@@ -1280,6 +1280,9 @@ def build_config(path: str | Path | None = None, overrides: list[str] | None = N
                    problems, complete_file)  # config's choices do not use (one every method of a bench is given: inert)
     _stage2_explicit_head(cfg, problems)
     problems.raise_if_any()
+    if cfg.decouple.method in STAGE2_HEADS and "model.classifier" not in cfg._explicit:
+        # the head the method fills, as its run's config.yaml records it: a printed resolved config builds again
+        cfg.model.classifier = STAGE2_HEADS[cfg.decouple.method]
     # a new config (a saved run's config was seen when the run began); under torchrun rank 0 alone says it (the
     # same on every rank; the group is not joined yet: torchrun's RANK)
     if base is None and os.environ.get("RANK", "0").strip() in ("0", ""):
@@ -1296,17 +1299,17 @@ def article(word: str) -> str:
 _LETTER_NAMES = {"ncm", "lws", "fslwf", "msp", "mlp"}  # said letter by letter: "en-see-em"
 
 
+# The head each decoupled stage-2 method fills (its `head`, `decoupling.base.Stage2Method`), kept here so that the
+# config check needs no import of the methods (a layer above); tests/decoupling/test_stage2_heads.py checks the two agree
+STAGE2_HEADS = {"crt": "linear", "lws": "linear", "tau_norm": "linear", "logit_adjust": "linear", "ncm": "ncm",
+                "fslwf": "cosine"}
+
+
 def stage2_head_problem(method: str, classifier: str) -> str | None:
     """The problem of a decoupled stage 2 (`decouple.method=METHOD`) given another `model.classifier` than the
     head its method fills ("but decouple.method=crt fills a linear head; drop model.classifier"), or None."""
-    if method == "none":
-        return None
-    from openlt.decoupling import STAGE2_METHODS  # (the methods' registry imports this module)
-
-    if method not in STAGE2_METHODS:
-        return None  # (refused as an unknown name)
-    head = STAGE2_METHODS.get(method).head
-    if classifier == head:
+    head = STAGE2_HEADS.get(method)
+    if head is None or classifier == head:  # (none, or an unknown name: refused as such)
         return None
     return f"but decouple.method={method} fills {article(head)} {head} head; drop model.classifier"
 

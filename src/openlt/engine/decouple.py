@@ -270,12 +270,8 @@ def train_decoupled(cfg: Config, run: Run, quiet: bool, log: Callable[[str], Non
         epoch_log.close()
     details = {"method": method.name, "source_run": str(source.path), "features": cfg.decouple.features,
                "cache_dtype": cfg.decouple.cache_dtype, "train_features": list(inputs.train_x.shape), **fitted.details}
-    if method.plots_tau_curve and not details["tau_curve"]:
-        log(f"tau = {details['tau']:g} (fixed: decouple.taus has one value and there is no validation split)")
-    elif method.plots_tau_curve:
-        log(f"tau = {details['tau']:g} (best validation top-1 over {len(details['tau_curve'])} values; "
-            f"curve in {run.tau_curve_file})")
-        _plot_tau_curve(details["tau_curve"], details["tau"], run, log)
+    if method.plots_tau_curve:
+        _report_tau(details, run, log)
     details["seconds"] = round(time.time() - started, 2)
     write_json(run.decouple_file, details)
     state = {"epoch": details.get("kept_epoch", cfg.train.epochs) - 1 if method.epochwise else 0,
@@ -287,6 +283,16 @@ def train_decoupled(cfg: Config, run: Run, quiet: bool, log: Callable[[str], Non
     save_checkpoint(run.checkpoint("last"), model, None, state)
     log(f"stage 2 ({method.name}) done in {details['seconds']:.1f}s")
     return run
+
+
+def _report_tau(details: dict, run: Run, log: Callable[[str], None]) -> None:
+    """τ-norm's chosen τ in the log, and its validation curve drawn when there was one."""
+    if not details["tau_curve"]:
+        log(f"tau = {details['tau']:g} (fixed: decouple.taus has one value and there is no validation split)")
+        return
+    log(f"tau = {details['tau']:g} (best validation top-1 over {len(details['tau_curve'])} values; "
+        f"curve in {run.tau_curve_file})")
+    _plot_tau_curve(details["tau_curve"], details["tau"], run, log)
 
 
 STAGE1_KEY = "stage1_run"  # split_manifest.json of a decoupled stage 2: {"run": path, "sha256": its best checkpoint's}
