@@ -7,15 +7,13 @@ import re
 import shutil
 import subprocess
 import sys
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 
 from images import make_image_folder
 from openlt.engine.bench import load_bench, run_bench
-from openlt_processes import ENV, finished, lock_holder, wait_for
+from openlt_processes import ENV, bench_lock_holder, finished, lock_holder, wait_for
 
 TINY = ["data.dataset=image-folder", "data.image_size=16", "model.backbone=resnet10", "train.epochs=1",
         "train.batch_size=16", "train.lr=0.05", "eval.batch_size=64", "eval.many_above=30", "eval.few_below=15",
@@ -115,22 +113,6 @@ def test_two_benches_started_together_train_once(trained, tmp_path):
     assert f"[1/1] plain seed 0: done ({runs(tmp_path / 'out')[0]})" in texts[waiter]
     assert "training" not in texts[waiter] and "in use" not in texts[trainer[0]]
     assert not list((tmp_path / "out").glob(".*.bench.lock"))
-
-
-@contextmanager
-def bench_lock_holder(lock: Path) -> Iterator[subprocess.Popen]:
-    """Another process holding a bench's choice lock OUT_DIR/.NAME.bench.lock (as a bench choosing, training or
-    evaluating NAME) inside the block, killed at its end."""
-    holder = subprocess.Popen([sys.executable, "-c", "import fcntl, os, sys, time\nfh = open(sys.argv[1], 'a+')\n"
-                               "fcntl.flock(fh, fcntl.LOCK_EX)\nfh.write(f'{os.getpid()} on testhost\\n')\n"
-                               "fh.flush()\nprint('locked', flush=True)\ntime.sleep(120)\n", str(lock)],
-                              stdout=subprocess.PIPE, text=True, env=ENV)
-    try:
-        assert holder.stdout.readline().strip() == "locked"
-        yield holder
-    finally:
-        holder.kill()
-        holder.wait()
 
 
 def test_waiting_for_an_eval_of_method_names_the_run_it_evaluates(trained, tmp_path):

@@ -59,10 +59,27 @@ def wait_for(condition: Callable[[], bool], proc: subprocess.Popen, what: str) -
 def lock_holder(run_dir: Path) -> Iterator[subprocess.Popen]:
     """Another process holding the lock of the run in `run_dir` (``Run.lock``: as one training it) inside the
     block, killed at its end: the process (its pid is the one the refusals name)."""
-    holder = subprocess.Popen([sys.executable, "-c", "import sys, time\nfrom pathlib import Path\n"
-                               "from openlt.engine.run import Run\nwith Run(Path(sys.argv[1])).lock():\n"
-                               "    print('locked', flush=True)\n    time.sleep(120)\n", str(run_dir)],
-                              stdout=subprocess.PIPE, text=True, env=ENV)
+    with _holding("import sys, time\nfrom pathlib import Path\nfrom openlt.engine.run import Run\n"
+                  "with Run(Path(sys.argv[1])).lock():\n    print('locked', flush=True)\n    time.sleep(120)\n",
+                  run_dir) as holder:
+        yield holder
+
+
+@contextmanager
+def bench_lock_holder(lock: Path) -> Iterator[subprocess.Popen]:
+    """Another process holding a bench's choice lock OUT_DIR/.NAME.bench.lock (as a bench choosing, training or
+    evaluating NAME) inside the block, killed at its end."""
+    with _holding("import fcntl, os, sys, time\nfh = open(sys.argv[1], 'a+')\nfcntl.flock(fh, fcntl.LOCK_EX)\n"
+                  "fh.write(f'{os.getpid()} on testhost\\n')\nfh.flush()\nprint('locked', flush=True)\n"
+                  "time.sleep(120)\n", lock) as holder:
+        yield holder
+
+
+@contextmanager
+def _holding(code: str, path: Path) -> Iterator[subprocess.Popen]:
+    """A Python process running `code` (given `path` as its argument) that prints "locked" once it holds its lock;
+    killed at the block's end."""
+    holder = subprocess.Popen([sys.executable, "-c", code, str(path)], stdout=subprocess.PIPE, text=True, env=ENV)
     try:
         assert holder.stdout.readline().strip() == "locked"
         yield holder
