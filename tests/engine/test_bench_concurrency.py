@@ -11,20 +11,15 @@ from pathlib import Path
 
 import pytest
 
-from images import make_image_folder
 from openlt.engine.bench import load_bench, run_bench
 from openlt_processes import ENV, bench_lock_holder, finished, lock_holder, wait_for
-
-TINY = ["data.dataset=image-folder", "data.image_size=16", "model.backbone=resnet10", "train.epochs=1",
-        "train.batch_size=16", "train.lr=0.05", "eval.batch_size=64", "eval.many_above=30", "eval.few_below=15",
-        "data.split.n_max=40", "data.split.n_min=8", "data.split.open_classes=[eel]", "data.split.val_per_class=4",
-        "data.split.test_per_class=6", "data.split.order=label", "train.device=cpu", "data.workers=0",
-        "train.warmup_epochs=0"]
+from tiny_bench import bench_overrides, bench_root, run_bench_quietly
 
 
 def write_spec(root: Path, out_dir: Path) -> Path:
+    # train.warmup_epochs=0: no warm-up as long as the run (1 epoch), whose ConfigWarning the benches' logs would show
     spec = {"name": "two", "out_dir": str(out_dir), "seeds": [0],
-            "overrides": [f"data.root={root / 'images'}", *TINY],
+            "overrides": bench_overrides(root, "train.warmup_epochs=0"),
             "methods": [{"name": "plain", "config": "tiny.yaml"}]}
     path = root / f"{out_dir.name}.yaml"
     path.write_text(json.dumps(spec))  # JSON is YAML
@@ -32,18 +27,11 @@ def write_spec(root: Path, out_dir: Path) -> Path:
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory):
+def trained(tmp_path_factory, single_thread):
     """(root, out_dir) of a one-method bench (plain, seed 0) trained once."""
-    import torch
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    root = tmp_path_factory.mktemp("two")
-    make_image_folder(root / "images", {"ant": 50, "bee": 33, "cat": 23, "dog": 18, "eel": 10})
-    (root / "tiny.yaml").write_text("name: tiny\n")
-    run_bench(load_bench(write_spec(root, root / "bench")), quiet=True, log=lambda line: None)
-    yield root, root / "bench"
-    torch.set_num_threads(threads)
+    root = bench_root(tmp_path_factory.mktemp("two"))
+    run_bench_quietly(write_spec(root, root / "bench"))
+    return root, root / "bench"
 
 
 def bench(spec: Path, log: Path) -> subprocess.Popen:

@@ -10,22 +10,18 @@ from pathlib import Path
 
 import pytest
 
-from images import make_image_folder
 from openlt.engine import bench as bench_module
 from openlt.engine.bench import _stage1_mismatch, load_bench, run_bench
 from openlt.engine.run import Run
 from openlt.errors import ConfigError
+from tiny_bench import bench_overrides, bench_root, run_bench_quietly  # tests/helpers
 
 CONFIGS = Path(__file__).parents[2] / "configs" / "fmnist_lt"
-TINY = ["data.dataset=image-folder", "data.image_size=16", "model.backbone=resnet10", "train.epochs=1",
-        "train.batch_size=16", "train.lr=0.05", "eval.batch_size=64", "eval.many_above=30", "eval.few_below=15",
-        "data.split.n_max=40", "data.split.n_min=8", "data.split.open_classes=[eel]", "data.split.val_per_class=4",
-        "data.split.test_per_class=6", "data.split.order=label", "train.device=cpu", "data.workers=0"]
 
 
 def write_spec(root: Path, name: str, out_dir: Path, plain_overrides: list[str] | None = None) -> Path:
     spec = {"name": "reuse", "out_dir": str(out_dir), "seeds": [0],
-            "overrides": [f"data.root={root / 'images'}", *TINY],
+            "overrides": bench_overrides(root),
             "methods": [{"name": "plain", "config": "tiny.yaml", "overrides": plain_overrides or []},
                         {"name": "ncm", "config": str(CONFIGS / "decouple_ncm.yaml"), "init_from": "plain"},
                         {"name": "ncm+ml", "eval_of": "ncm", "overrides": ["eval.open_score=max_logit"]}]}
@@ -35,19 +31,12 @@ def write_spec(root: Path, name: str, out_dir: Path, plain_overrides: list[str] 
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory):
+def trained(tmp_path_factory, single_thread):
     """(root, the spec, its out_dir) of the bench trained once: plain-s0, ncm-s0 from it, ncm+ml of ncm-s0."""
-    import torch
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    root = tmp_path_factory.mktemp("reuse")
-    make_image_folder(root / "images", {"ant": 50, "bee": 33, "cat": 23, "dog": 18, "eel": 10})
-    (root / "tiny.yaml").write_text("name: tiny\n")
+    root = bench_root(tmp_path_factory.mktemp("reuse"))
     spec = write_spec(root, "bench.yaml", root / "bench")
-    run_bench(load_bench(spec), quiet=True, log=lambda line: None)
-    yield root, spec, root / "bench"
-    torch.set_num_threads(threads)
+    run_bench_quietly(spec)
+    return root, spec, root / "bench"
 
 
 def one(folder: Path, name: str) -> Path:
