@@ -9,19 +9,14 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tiny_run import cli, tiny_overrides  # tests/helpers
-from openlt.cli import main
+from tiny_run import cli, train_tiny_with_cli  # tests/helpers
 
 CONFIGS = Path(__file__).parents[2] / "configs" / "fmnist_lt"
 
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory, single_thread):
-    tmp = tmp_path_factory.mktemp("resume")
-    (tmp / "tiny.yaml").write_text("name: tiny\n")
-    assert main(["train", str(tmp / "tiny.yaml"), *tiny_overrides(tmp, "train.epochs=2", "train.device=cpu"),
-                 "--quiet"]) == 0
-    return next((tmp / "runs").iterdir())
+    return train_tiny_with_cli(tmp_path_factory.mktemp("resume"), "train.epochs=2", "train.device=cpu")
 
 
 def test_resume_of_a_finished_evaluated_run_keeps_its_evaluation(trained, capsys):

@@ -20,7 +20,7 @@ import pytest
 import yaml
 
 from openlt_processes import ENV  # tests/helpers
-from tiny_run import cli, tiny_overrides  # tests/helpers
+from tiny_run import cli, train_tiny_with_cli  # tests/helpers
 
 CONFIGS = Path(__file__).parents[2] / "configs" / "fmnist_lt"
 
@@ -31,10 +31,7 @@ def runs(tmp_path_factory, single_thread):
     from openlt.cli import main
 
     tmp = tmp_path_factory.mktemp("stage2src")
-    (tmp / "tiny.yaml").write_text("name: tiny\n")
-    assert main(["train", str(tmp / "tiny.yaml"), *tiny_overrides(tmp, "train.epochs=1", "train.device=cpu"),
-                 "--quiet"]) == 0
-    stage1 = next((tmp / "runs").iterdir())
+    stage1 = train_tiny_with_cli(tmp, "train.epochs=1", "train.device=cpu")
     assert main(["train", str(CONFIGS / "decouple_crt.yaml"), f"train.init_from={stage1}", f"out_dir={tmp / 's2'}",
                  "train.epochs=2", "train.batch_size=16", "train.device=cpu", "--quiet"]) == 0
     return stage1, next((tmp / "s2").iterdir())

@@ -18,9 +18,13 @@ def tiny_overrides(root: Path, *extra: str) -> list[str]:
     """TINY with a fresh image folder of CLASSES under `root` and out_dir=root/runs, then `extra`, which replaces
     TINY's override of the same key (a command line refuses a key given twice)."""
     images = make_image_folder(root / "images", CLASSES)
+    return [f"data.root={images}", f"out_dir={root / 'runs'}", *_tiny_with(extra)]
+
+
+def _tiny_with(extra) -> list[str]:
+    """TINY, its overrides of the keys `extra` sets left out, then `extra`."""
     keys = {item.split("=", 1)[0] for item in extra}
-    return [f"data.root={images}", f"out_dir={root / 'runs'}", *(t for t in TINY if t.split("=", 1)[0] not in keys),
-            *extra]
+    return [*(t for t in TINY if t.split("=", 1)[0] not in keys), *extra]
 
 
 def cli(capsys, *args) -> tuple[int, str, str]:
@@ -55,6 +59,12 @@ def train_with_cli(root: Path, overrides: list[str]) -> Path:
     assert main([str(a) for a in ("train", config, f"data.root={images}", f"out_dir={root / 'runs'}", *overrides,
                                   "--quiet")]) == 0
     return next((root / "runs").iterdir())
+
+
+def train_tiny_with_cli(root: Path, *extra: str) -> Path:
+    """train_with_cli of TINY with `extra` (as tiny_overrides: replacing TINY's override of the same key): the
+    directory of the tiny run `openlt train` trained and evaluated under `root`."""
+    return train_with_cli(root, _tiny_with(extra))
 
 
 def small_split(root: Path) -> Path:
