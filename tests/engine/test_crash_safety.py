@@ -22,7 +22,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from openlt_processes import ENV, TIMEOUT, finished, tiny_on_cpu, wait_for  # tests/helpers
+from openlt_processes import ENV, TIMEOUT, finished, hooked_openlt, tiny_on_cpu, wait_for  # tests/helpers
 from openlt.engine.checkpoint import read_checkpoint
 from openlt.io import atomic_path, remove_stale_temp
 
@@ -53,12 +53,8 @@ runpy.run_module("openlt", run_name="__main__", alter_sys=True)
 #   freeze-in-epoch-N       after step 3 of epoch N, wait (for the signal the test sends)
 #   kill-before-log-line-N  SIGKILL itself after epoch N's checkpoints, before its metrics.jsonl line
 #   wait-holding-the-lock   wait inside the run's lock (before reading the split files) until MARKER.go exists
-HOOKED = """
-import os, runpy, signal, sys, time
+HOOKED = hooked_openlt("""
 import openlt.engine.tracking as tracking
-import openlt.engine.train as train
-mode, marker = os.environ["OPENLT_TEST_MODE"], os.environ["OPENLT_TEST_MARKER"]
-where = {"epoch": 0, "step": 0}
 
 def stop(kill=False):
     open(marker, "w").close()
@@ -66,18 +62,11 @@ def stop(kill=False):
         os.kill(os.getpid(), signal.SIGKILL)
     time.sleep(600)
 
-real_epoch, real_step = train.train_one_epoch, train.optimizer_step
-real_append, real_prepare = tracking.append_jsonl, train.prepare_data
-
-def train_one_epoch(*args, **kwargs):
-    where.update(epoch=args[6] + 1, step=0)
-    return real_epoch(*args, **kwargs)
-
-def optimizer_step(*args, **kwargs):
-    real_step(*args, **kwargs)
-    where["step"] += 1
-    if mode == f"freeze-in-epoch-{where['epoch']}" and where["step"] == 3:
+def after_step(epoch, step):
+    if mode == f"freeze-in-epoch-{epoch}" and step == 3:
         stop()
+
+real_append, real_prepare = tracking.append_jsonl, train.prepare_data
 
 def append_jsonl(path, record):
     if mode == f"kill-before-log-line-{record['epoch']}":
@@ -91,11 +80,8 @@ def prepare_data(*args, **kwargs):
             time.sleep(0.02)
     return real_prepare(*args, **kwargs)
 
-train.train_one_epoch, train.optimizer_step, train.prepare_data = train_one_epoch, optimizer_step, prepare_data
-tracking.append_jsonl = append_jsonl
-sys.argv[0] = "openlt"
-runpy.run_module("openlt", run_name="__main__", alter_sys=True)
-"""
+train.prepare_data, tracking.append_jsonl = prepare_data, append_jsonl
+""")
 
 
 def train_args(ws: Path, out: str) -> list[str]:

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from openlt_processes import ENV, TIMEOUT, finished, lock_holder, tiny_on_cpu, wait_for  # tests/helpers
+from openlt_processes import ENV, TIMEOUT, finished, hooked_openlt, lock_holder, tiny_on_cpu, wait_for  # tests/helpers
 from openlt.engine.checkpoint import checkpoint_state
 
 pytestmark = pytest.mark.skipif(not hasattr(signal, "SIGKILL"), reason="needs POSIX signals")
@@ -29,12 +29,8 @@ FINISHED: dict[str, Path] = {}  # a finished run a test leaves for the next one
 # `python -m openlt` that waits at a chosen point (OPENLT_TEST_MODE) until MARKER.go exists, MARKER created there:
 #   wait-in-epoch-N      after step 3 of epoch N
 #   wait-in-evaluation   when an evaluation starts computing outputs (the run's lock is held then)
-HOOKED = """
-import os, runpy, sys, time
+HOOKED = hooked_openlt("""
 import openlt.engine.evaluate as evaluate
-import openlt.engine.train as train
-mode, marker = os.environ["OPENLT_TEST_MODE"], os.environ["OPENLT_TEST_MARKER"]
-where = {"epoch": 0, "step": 0}
 
 def wait_here():
     open(marker, "w").close()
@@ -42,27 +38,19 @@ def wait_here():
     while not os.path.exists(marker + ".go") and time.monotonic() < deadline:
         time.sleep(0.02)
 
-real_epoch, real_step, real_outputs = train.train_one_epoch, train.optimizer_step, evaluate._split_outputs
-
-def train_one_epoch(*args, **kwargs):
-    where.update(epoch=args[6] + 1, step=0)
-    return real_epoch(*args, **kwargs)
-
-def optimizer_step(*args, **kwargs):
-    real_step(*args, **kwargs)
-    where["step"] += 1
-    if mode == f"wait-in-epoch-{where['epoch']}" and where["step"] == 3:
+def after_step(epoch, step):
+    if mode == f"wait-in-epoch-{epoch}" and step == 3:
         wait_here()
+
+real_outputs = evaluate._split_outputs
 
 def split_outputs(*args, **kwargs):
     if mode == "wait-in-evaluation":
         wait_here()
     return real_outputs(*args, **kwargs)
 
-train.train_one_epoch, train.optimizer_step, evaluate._split_outputs = train_one_epoch, optimizer_step, split_outputs
-sys.argv[0] = "openlt"
-runpy.run_module("openlt", run_name="__main__", alter_sys=True)
-"""
+evaluate._split_outputs = split_outputs
+""")
 
 
 def train_args(ws: Path, out: str, *extra: str) -> list[str]:

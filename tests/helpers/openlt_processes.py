@@ -1,6 +1,7 @@
 """Real `python -m openlt` processes for the tests that stop, kill or race them (tests/engine/test_crash_safety.py,
 test_run_lifecycle.py, test_stage2_integrity.py): one thread each, the tiny image-folder run's overrides for the
-CPU, a process's end and a condition waited for within TIMEOUT, and a process holding a run's lock."""
+CPU, a process's end and a condition waited for within TIMEOUT, a process holding a run's lock, and the code of a
+`python -m openlt` with test hooks (e.g. stopped after an optimizer step)."""
 
 from __future__ import annotations
 
@@ -18,6 +19,36 @@ import pytest
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "OPENLT_TENSORBOARD": "0",
        "PYTHONUNBUFFERED": "1"}
 TIMEOUT = 240  # seconds for one process on a slow shared CPU; a healthy one takes 5-20
+
+# The head of hooked_openlt's code: its imports, mode and marker, and train's epoch and optimizer step wrapped to
+# keep `where` and call the hooks' after_step.
+_HOOKED_HEAD = """
+import os, runpy, signal, sys, time
+import openlt.engine.train as train
+mode, marker = os.environ["OPENLT_TEST_MODE"], os.environ["OPENLT_TEST_MARKER"]
+where = {"epoch": 0, "step": 0}
+real_epoch, real_step = train.train_one_epoch, train.optimizer_step
+
+def train_one_epoch(*args, **kwargs):
+    where.update(epoch=args[6] + 1, step=0)  # train_one_epoch's 7th argument: the 0-based epoch
+    return real_epoch(*args, **kwargs)
+
+def optimizer_step(*args, **kwargs):
+    real_step(*args, **kwargs)
+    where["step"] += 1
+    after_step(where["epoch"], where["step"])
+
+train.train_one_epoch, train.optimizer_step = train_one_epoch, optimizer_step
+"""
+_RUN_OPENLT = '\nsys.argv[0] = "openlt"\nrunpy.run_module("openlt", run_name="__main__", alter_sys=True)\n'
+
+
+def hooked_openlt(hooks: str) -> str:
+    """Code for `python -c CODE ARGS...` that runs `python -m openlt ARGS...` once `hooks` ran: code that sees the
+    modules os, runpy, signal, sys, time and openlt.engine.train (as `train`), `mode` and `marker` (the
+    environment's OPENLT_TEST_MODE and OPENLT_TEST_MARKER), and defines ``after_step(epoch, step)``, called after
+    every optimizer step (`epoch` 1-based, `step` the steps taken in that epoch so far)."""
+    return _HOOKED_HEAD + hooks + _RUN_OPENLT
 
 
 def tiny_on_cpu(backbone: str, epochs: int) -> list[str]:
