@@ -4,8 +4,9 @@ with `openlt train --resume RUN` to exactly the result of an uninterrupted run (
 metrics.jsonl but for time_s and its metrics.json line for line), a killed write never leaves a half-written
 checkpoint behind the real name, and a second `--resume` of a run that is training is refused.
 
-Every run is a real `python -m openlt train` process; the reference run starts in the background while the
-first interrupted run trains, so the module stays well under a minute of wall time on two busy cores."""
+Every run is a real `python -m openlt train` process; the reference run and the runs stopped at a hook start
+together at the module's start (each waits there for its test), so that their start-ups overlap on two busy cores;
+the refusals, which train nothing, are openlt's main in this process."""
 
 from __future__ import annotations
 
@@ -23,6 +24,7 @@ import torch
 from safetensors.torch import load_file
 
 from openlt_processes import ENV, TIMEOUT, finished, hooked_openlt, tiny_on_cpu, wait_for  # tests/helpers
+from tiny_run import cli  # tests/helpers
 from openlt.engine.checkpoint import read_checkpoint
 from openlt.io import atomic_path, remove_stale_temp
 
@@ -163,10 +165,33 @@ def assert_same_tensors(a: Path, b: Path) -> None:
         assert torch.equal(ta[key], tb[key]), f"{key} differs between {a} and {b}"
 
 
+# The interrupted runs (their out folders under the workspace) and where each stops (HOOKED's mode; None:
+# FREEZE_MID_WRITE).
+STOPPED = {"killed-in-epoch-1": "freeze-in-epoch-1", "terminated": "freeze-in-epoch-2",
+           "between-writes": "kill-before-log-line-2", "mid-write": None}
+
+
 @pytest.fixture(scope="module")
-def reference(workspace):
+def started(workspace):
+    """{out folder: (process, its marker)} of the module's trainings that need no test to start them, all started
+    at once (their start-ups overlap): the uninterrupted reference run and the runs of STOPPED, each of which
+    waits where it stops (or kills itself there) until its test comes; those left are killed at the end."""
+    procs = {"reference": (start(train_args(workspace, "reference")), None)}
+    for name, mode in STOPPED.items():
+        marker = workspace / f"{name}.marker"
+        procs[name] = (hooked(train_args(workspace, name), mode, marker) if mode else
+                       start(train_args(workspace, name), FREEZE_MID_WRITE, OPENLT_TEST_MARKER=str(marker)), marker)
+    yield procs
+    for proc, _ in procs.values():
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+
+
+@pytest.fixture(scope="module")
+def reference(workspace, started):
     """The uninterrupted run, trained in the background while the first test kills its own run."""
-    proc = start(train_args(workspace, "reference"))
+    proc, _ = started["reference"]
     done: dict[str, Path] = {}
 
     def result() -> Path:
@@ -175,10 +200,7 @@ def reference(workspace):
             done["run"] = only_run(workspace / "reference")
         return done["run"]
 
-    yield result
-    if proc.poll() is None:
-        proc.kill()
-        proc.communicate()
+    return result
 
 
 def test_sigkill_mid_epoch_then_resume_matches_an_uninterrupted_run(workspace, reference, monkeypatch):
@@ -205,11 +227,11 @@ def test_sigkill_mid_epoch_then_resume_matches_an_uninterrupted_run(workspace, r
     assert_same_as_uninterrupted(run, ref, monkeypatch)
 
 
-def test_sigkill_in_epoch_1_before_any_checkpoint_resumes_from_the_start(workspace, reference, monkeypatch):
+def test_sigkill_in_epoch_1_before_any_checkpoint_resumes_from_the_start(workspace, started, reference,
+                                                                         monkeypatch):
     """The run directory appears complete (config.yaml, split_manifest.json, split files) before training starts,
     so a run killed before its first checkpoint is resumable, from epoch 1, not "checkpoint not found"."""
-    marker = workspace / "in-epoch-1"
-    proc = hooked(train_args(workspace, "killed-in-epoch-1"), "freeze-in-epoch-1", marker)
+    proc, marker = started["killed-in-epoch-1"]
     wait_for(marker.exists, proc, "step 3 of epoch 1")
     kill(proc)
     run = only_run(workspace / "killed-in-epoch-1")  # one directory, its final name: nothing staged is left
@@ -226,13 +248,12 @@ def test_sigkill_in_epoch_1_before_any_checkpoint_resumes_from_the_start(workspa
 
 
 def test_sigterm_mid_epoch_keeps_the_checkpoint_names_the_resume_and_a_second_resume_is_refused(
-        workspace, reference, monkeypatch):
+        workspace, started, reference, monkeypatch, capsys):
     """SIGTERM (a scheduler, `docker stop`) ends training as Ctrl-C does: one line naming the run, the checkpoint
     it keeps and the command to continue, exit 143. A torn last metrics.jsonl line (a crash while it was
     written) is dropped with a note. While one `--resume` trains the run, a second is refused, naming the first
     one's PID; the first then ends exactly as an uninterrupted run."""
-    marker = workspace / "in-epoch-2"
-    proc = hooked(train_args(workspace, "terminated"), "freeze-in-epoch-2", marker)
+    proc, marker = started["terminated"]
     wait_for(marker.exists, proc, "step 3 of epoch 2")
     os.kill(proc.pid, signal.SIGTERM)
     err = finish(proc, code=128 + signal.SIGTERM).strip().splitlines()
@@ -247,10 +268,9 @@ def test_sigterm_mid_epoch_keeps_the_checkpoint_names_the_resume_and_a_second_re
     first = hooked(["train", "--resume", str(run), "--quiet", "--no-eval"], "wait-holding-the-lock", marker)
     marker.unlink()
     wait_for(marker.exists, first, "the first --resume to hold the lock")
-    second = subprocess.run([sys.executable, "-m", "openlt", "train", "--resume", str(run), "--quiet", "--no-eval"],
-                            capture_output=True, text=True, env=ENV, timeout=TIMEOUT)
-    lines = second.stderr.strip().splitlines()
-    assert second.returncode == 2 and len(lines) == 1, second.stderr
+    code, _, err = cli(capsys, "train", "--resume", run, "--quiet", "--no-eval")  # in this process: no startup
+    lines = err.strip().splitlines()
+    assert code == 2 and len(lines) == 1, err
     assert lines[0].startswith(f"openlt train: error: {run} is being trained by process {first.pid} on ")
     Path(f"{marker}.go").touch()
     out = finish(first)
@@ -263,11 +283,10 @@ def test_sigterm_mid_epoch_keeps_the_checkpoint_names_the_resume_and_a_second_re
         pass
 
 
-def test_a_kill_between_the_checkpoint_and_its_log_line_loses_no_line(workspace, reference, monkeypatch):
+def test_a_kill_between_the_checkpoint_and_its_log_line_loses_no_line(workspace, started, reference, monkeypatch):
     """Epoch 2's checkpoint is written, the process dies before metrics.jsonl gets epoch 2's line: `--resume`
     writes the line from the checkpoint (which keeps the epoch's record) and goes on with epoch 3."""
-    marker = workspace / "before-line-2"
-    proc = hooked(train_args(workspace, "between-writes"), "kill-before-log-line-2", marker)
+    proc, marker = started["between-writes"]
     proc.communicate(timeout=TIMEOUT)
     assert proc.returncode == -signal.SIGKILL and marker.exists()
     run = only_run(workspace / "between-writes")
@@ -280,10 +299,8 @@ def test_a_kill_between_the_checkpoint_and_its_log_line_loses_no_line(workspace,
     assert_same_as_uninterrupted(run, reference(), monkeypatch)
 
 
-def test_sigkill_during_a_checkpoint_write_keeps_the_previous_checkpoint(workspace, reference):
-    marker = workspace / "frozen-mid-write"
-    proc = start(train_args(workspace, "mid-write"), FREEZE_MID_WRITE,
-                 OPENLT_TEST_MARKER=str(marker))
+def test_sigkill_during_a_checkpoint_write_keeps_the_previous_checkpoint(workspace, started, reference):
+    proc, marker = started["mid-write"]
     wait_for(marker.exists, proc, "the checkpoint write of epoch 2")
     kill(proc)
     run = only_run(workspace / "mid-write")
@@ -411,9 +428,9 @@ def test_a_stray_tensor_or_optimizer_state_of_another_shape_is_refused_naming_th
 
 
 def test_resume_with_a_malformed_checkpoint_or_log_line_is_one_line_and_rewrites_nothing(workspace, reference,
-                                                                                        tmp_path):
-    """Through the CLI on copies of the finished reference run: exit 2, one line naming the file (and the line of
-    metrics.jsonl), every file as it was."""
+                                                                                        tmp_path, capsys):
+    """Through the CLI (openlt's main, in this process) on copies of the finished reference run: exit 2, one line
+    naming the file (and the line of metrics.jsonl), every file as it was."""
     cases = {
         "checkpoint": (lambda run: _write(run / "checkpoints" / "last.safetensors", WEIGHTS,
                                           _changed(state__epoch="2")),
@@ -426,10 +443,9 @@ def test_resume_with_a_malformed_checkpoint_or_log_line_is_one_line_and_rewrites
         shutil.copytree(reference(), run)
         damage(run)
         before = files_of(run)
-        proc = subprocess.run([sys.executable, "-m", "openlt", "train", "--resume", str(run), "--quiet", "--no-eval"],
-                              capture_output=True, text=True, env=ENV, timeout=TIMEOUT)
-        lines = proc.stderr.strip().splitlines()
-        assert proc.returncode == 2 and len(lines) == 1, proc.stderr
+        code, _, err = cli(capsys, "train", "--resume", run, "--quiet", "--no-eval")
+        lines = err.strip().splitlines()
+        assert code == 2 and len(lines) == 1, err
         assert lines[0].startswith("openlt train: error: ") and found in lines[0], lines[0]
         assert str(run) in lines[0]
         assert files_of(run) == before
