@@ -1,8 +1,10 @@
 """A run's life beyond its epochs, through real `python -m openlt` processes: a run directory moved or deleted while
 it trains stops the process with one line (never a recreated folder), a SIGTERM in train's final evaluation names
 the run and the command that finishes it, and an evaluation holds the run's lock for its whole length (a
-`train --resume` started meanwhile is refused, naming it). In this process: a closed-set re-evaluation removes a
-stale calibration.json inside its write group, and the tau curve goes through the report figures' writer."""
+`train --resume` started meanwhile is refused, naming it); the commands after them (the resume, the refusals) are
+openlt's main in this process, which saves a process start-up each. In this process: a closed-set re-evaluation
+removes a stale calibration.json inside its write group, and the tau curve goes through the report figures'
+writer."""
 
 from __future__ import annotations
 
@@ -19,6 +21,7 @@ import pytest
 
 from openlt_processes import ENV, TIMEOUT, finished, hooked_openlt, lock_holder, tiny_on_cpu, wait_for  # tests/helpers
 from openlt.engine.checkpoint import checkpoint_state
+from tiny_run import cli  # tests/helpers
 
 pytestmark = pytest.mark.skipif(not hasattr(signal, "SIGKILL"), reason="needs POSIX signals")
 
@@ -86,7 +89,7 @@ def logged_epochs(run: Path) -> list[int]:
 
 # ---------------------------------------------------------------------------- a run moved or deleted while it trains
 @pytest.mark.parametrize("how", ["moved", "deleted"])
-def test_a_run_moved_or_deleted_while_it_trains_stops_with_one_line_and_is_not_recreated(workspace, how):
+def test_a_run_moved_or_deleted_while_it_trains_stops_with_one_line_and_is_not_recreated(workspace, how, capsys):
     marker = workspace / f"in-epoch-2-{how}"
     proc = hooked(train_args(workspace, f"runs-{how}", "--no-eval"), "wait-in-epoch-2", marker)
     wait_for(marker.exists, proc, marker.name)
@@ -110,14 +113,14 @@ def test_a_run_moved_or_deleted_while_it_trains_stops_with_one_line_and_is_not_r
                        f"directory is not recreated"]
     assert not run.exists()  # no orphan folder with a lone checkpoint
     if how == "moved":  # the command the line names continues the run where it is now
-        done = openlt("train", "--resume", str(moved), "--quiet", "--no-eval")
-        assert done.returncode == 0, done.stderr
-        assert f"resuming {moved} after epoch 1/{EPOCHS}" in done.stdout and logged_epochs(moved) == [1, 2]
+        code, out, err = cli(capsys, "train", "--resume", moved, "--quiet", "--no-eval")  # openlt's main, here
+        assert code == 0, err
+        assert f"resuming {moved} after epoch 1/{EPOCHS}" in out and logged_epochs(moved) == [1, 2]
         assert not run.exists()
 
 
 # ---------------------------------------------------------------------------- SIGTERM in train's final evaluation
-def test_sigterm_in_the_final_evaluation_names_the_run_and_the_command_that_finishes_it(workspace):
+def test_sigterm_in_the_final_evaluation_names_the_run_and_the_command_that_finishes_it(workspace, capsys):
     marker = workspace / "in-final-evaluation"
     proc = hooked(train_args(workspace, "runs-final"), "wait-in-evaluation", marker)
     wait_for(marker.exists, proc, marker.name)
@@ -128,14 +131,14 @@ def test_sigterm_in_the_final_evaluation_names_the_run_and_the_command_that_fini
                    f"was stopped (nothing of it was written, or all of it); finish it with "
                    f"`openlt train --resume {run}`"]
     assert logged_epochs(run) == [1, 2] and not (run / "metrics.json").exists()
-    done = openlt("train", "--resume", str(run), "--quiet")  # the command, as the line gives it
-    assert done.returncode == 0, done.stderr
+    code, _, err = cli(capsys, "train", "--resume", run, "--quiet")  # the command, as the line gives it
+    assert code == 0, err
     assert json.loads((run / "metrics.json").read_text())["epoch"] in (1, 2)
     FINISHED["run"] = run  # (the next test evaluates this finished run again)
 
 
 # ---------------------------------------------------------------------------- an evaluation holds the run's lock
-def test_a_resume_started_while_an_evaluation_runs_is_refused_naming_it(workspace):
+def test_a_resume_started_while_an_evaluation_runs_is_refused_naming_it(workspace, capsys):
     run = FINISHED.get("run")
     if run is None:  # run alone: a finished, unevaluated run of its own
         done = openlt(*train_args(workspace, "runs-locked", "--no-eval"))
@@ -145,14 +148,14 @@ def test_a_resume_started_while_an_evaluation_runs_is_refused_naming_it(workspac
     evaluation = hooked(["eval", str(run), "--quiet"], "wait-in-evaluation", marker)
     wait_for(marker.exists, evaluation, marker.name)
     before = {p: p.read_bytes() for p in (run / "checkpoints").iterdir()}
-    resumed = openlt("train", "--resume", str(run), "--quiet")
-    lines = resumed.stderr.strip().splitlines()
-    assert resumed.returncode == 2 and len(lines) == 1, resumed.stderr
+    code, _, err = cli(capsys, "train", "--resume", run, "--quiet")  # openlt's main in this process
+    lines = err.strip().splitlines()
+    assert code == 2 and len(lines) == 1, err
     assert lines[0].startswith(f"openlt train: error: {run} is being evaluated by process {evaluation.pid} on "), lines
     assert lines[0].endswith("(`openlt eval` or the final evaluation of `openlt train`); train it once it has ended")
-    second = openlt("eval", str(run), "--quiet")  # one evaluation at a time: its files are one group
-    lines = second.stderr.strip().splitlines()
-    assert second.returncode == 2 and len(lines) == 1 and f"is being evaluated by process {evaluation.pid}" in lines[0]
+    code, _, err = cli(capsys, "eval", run, "--quiet")  # one evaluation at a time: its files are one group
+    lines = err.strip().splitlines()
+    assert code == 2 and len(lines) == 1 and f"is being evaluated by process {evaluation.pid}" in lines[0]
     Path(f"{marker}.go").touch()
     finish(evaluation, 0)
     assert {p: p.read_bytes() for p in (run / "checkpoints").iterdir()} == before
