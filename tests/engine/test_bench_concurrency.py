@@ -7,11 +7,12 @@ import re
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
 
-from openlt.engine.bench import load_bench, run_bench
+from openlt.engine.bench import WAIT_POLL_S, load_bench, run_bench
 from openlt_processes import ENV, bench_lock_holder, finished, lock_holder, wait_for
 from tiny_bench import bench_overrides, bench_root, run_bench_quietly
 
@@ -63,8 +64,7 @@ def test_a_held_run_is_waited_for_not_deleted(trained, tmp_path, keep_last):
         proc = bench(write_spec(root, out), log)
         waiting = f"[1/1] plain seed 0: {run} is in use by process {holder.pid} on "
         wait_for(lambda: waiting in log.read_text(), proc, "the waiting line")
-        import time
-        time.sleep(1.5)  # a few more looks: still waiting, nothing deleted or resumed
+        time.sleep(2 * WAIT_POLL_S + 0.1)  # two more looks: still waiting, nothing deleted or resumed
         text = log.read_text()
         assert proc.poll() is None and run.is_dir() and (run / "config.yaml").is_file()
         assert text.count("is in use by process") == 1 and "resuming" not in text and "training" not in text
