@@ -45,7 +45,7 @@ def save_file(tensors, filename, metadata=None):
         with open(filename, "r+b") as fh:
             fh.truncate(os.path.getsize(filename) // 2)
         open(os.environ["OPENLT_TEST_MARKER"], "w").close()
-        time.sleep(600)
+        time.sleep(3600)  # until killed: started with the module, its test may come minutes later
 checkpoint.save_file = save_file
 sys.argv[0] = "openlt"
 runpy.run_module("openlt", run_name="__main__", alter_sys=True)
@@ -62,7 +62,7 @@ def stop(kill=False):
     open(marker, "w").close()
     if kill:
         os.kill(os.getpid(), signal.SIGKILL)
-    time.sleep(600)
+    time.sleep(3600)  # until the test's signal: started with the module, its test may come minutes later
 
 def after_step(epoch, step):
     if mode == f"freeze-in-epoch-{epoch}" and step == 3:
