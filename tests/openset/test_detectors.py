@@ -166,8 +166,9 @@ def test_each_wrapper_equals_pytorch_ood_on_the_same_inputs():
             torch.testing.assert_close(ours.score(test), -theirs.float(), rtol=0, atol=1e-6)
         elif ours.name == "vim":  # openlt's chunked fit (float64 sums and eigenvectors), pytorch-ood's float32 one
             # alpha = 325 scales residual norms of ~1e-2 whose subspace float32's eigh finds to 1e-5: pytorch-ood's
-            # scores are 5.6e-4 from the float64 formula here, openlt's 1.6e-5 (tests/openset/test_detector_fits.py)
-            torch.testing.assert_close(ours.score(test), -theirs.float(), rtol=0, atol=1e-3)
+            # scores are 5.6e-4 from the float64 formula on one CPU, 1.0e-3 on another (BLAS paths differ), openlt's
+            # 1.6e-5 (tests/openset/test_detector_fits.py); a wrong formula is off by the scores' own size (~1)
+            torch.testing.assert_close(ours.score(test), -theirs.float(), rtol=0, atol=5e-3)
         else:
             assert torch.equal(ours.score(test), -theirs.float()), ours.name
     model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(12, 3))
