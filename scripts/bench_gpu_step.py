@@ -1,8 +1,10 @@
 """Training-step throughput at ImageNet-LT's shape (ResNet-10, 224 px, 1,000 classes): plain and OLTR stage 2, fp32 /
 bf16 / fp16 autocast, channels-last on and off; openlt's own step (model with loss, optimizer_step). A benchmark for a
-GPU machine: `python scripts/bench_gpu_step.py` (DEV=cpu BATCH=2 N=1 W=0 to try it on a CPU), run alone."""
+GPU machine: `python scripts/bench_gpu_step.py` (DEV=cpu BATCH=2 N=1 W=0 to try it on a CPU; SIZE=64 for a smaller
+input than 224 px, as the test does), run alone."""
 import os, statistics, sys, time, torch
 DEV = os.environ.get("DEV", "cuda")
+SIZE = int(os.environ.get("SIZE", 224))
 sys.path.insert(0, "scripts")
 from openlt.config import build_config
 from openlt.engine.precision import autocast, grad_scaler
@@ -16,13 +18,13 @@ def make(kind, amp, cl, batch):
     cfg = build_config(CFG[kind], [f"train.device={DEV}", f"train.amp={amp}", f"train.channels_last={str(cl).lower()}", "train.init_from=null"] if kind == "oltr" else [f"train.device={DEV}", f"train.amp={amp}", f"train.channels_last={str(cl).lower()}"])
     dev = torch.device(DEV); torch.manual_seed(0); K = 1000
     counts = [max(5, int(1280 * 0.994 ** i)) for i in range(K)]
-    model = to_device(build_model(cfg, K, 3, 224), dev, cl)
+    model = to_device(build_model(cfg, K, 3, SIZE), dev, cl)
     model.init_head_from_stage1({}, lambda: torch.randn(K, model.backbone.out_dim, device=dev))
     crit = build_loss(cfg.train.loss, counts, model.backbone.out_dim, **cfg.train.loss_args).to(dev)
     opt = build_optimizer(model.param_groups(), cfg.train)
     sch = build_scheduler(opt, lr_schedule(cfg.train, steps_per_epoch=1000))
     net = wrap_for_training(model, crit, dev); net.train(); scaler = grad_scaler(amp, dev)
-    x = batch_to(torch.randn(batch, 3, 224, 224), dev, cl); y = torch.randint(0, K, (batch,)).to(dev)
+    x = batch_to(torch.randn(batch, 3, SIZE, SIZE), dev, cl); y = torch.randint(0, K, (batch,)).to(dev)
     def step():
         with autocast(amp, dev):
             loss, _ = net(x, y)

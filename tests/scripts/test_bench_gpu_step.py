@@ -1,4 +1,4 @@
-"""scripts/bench_gpu_step.py (a GPU benchmark) runs end to end on the CPU at a tiny batch: every step it times is
+"""scripts/bench_gpu_step.py (a GPU benchmark) runs end to end on the CPU at a tiny batch and input size: every step it times is
 openlt's real training step, and its summary lines come out."""
 
 import os
@@ -10,7 +10,7 @@ ROOT = Path(__file__).parents[2]
 
 
 def test_the_gpu_step_benchmark_runs_on_the_cpu():
-    env = {**os.environ, "DEV": "cpu", "BATCH": "1", "N": "1", "W": "0", "OMP_NUM_THREADS": "1"}
+    env = {**os.environ, "DEV": "cpu", "BATCH": "1", "N": "1", "W": "0", "SIZE": "64", "OMP_NUM_THREADS": "1"}
     out = subprocess.run([sys.executable, "scripts/bench_gpu_step.py"], cwd=ROOT, env=env, capture_output=True,
                          text=True, timeout=600)
     assert out.returncode == 0, out.stderr[-2000:]
