@@ -404,3 +404,26 @@ def test_decoupled_stage2_with_another_split_is_refused_before_any_work(stage1, 
     err = capsys.readouterr().err
     assert code == 2 and str(other) in err and "train.txt" in err
     assert not out.exists() or not os.listdir(out)
+
+
+def test_decoupled_stage2_takes_a_relative_class_names_file_the_stage1_run_saved_absolute(tmp_path, monkeypatch):
+    """data.class_names=names.txt from the working directory is the file the stage-1 run saved as /abs/names.txt
+    (trial 16 item 2: was refused as differing); another file is refused, its resolved path named, with the
+    stage-1 run's file as the way out."""
+    from openlt.config import build_config
+    from openlt.engine.decouple import adopt_representation
+    from openlt.errors import ConfigError
+
+    for name in ("names.txt", "other.txt"):
+        (tmp_path / name).write_text("a\nb\n")
+    source = _stage1_source(tmp_path, f"data.class_names={tmp_path / 'names.txt'}")
+    monkeypatch.chdir(tmp_path)
+    cfg = build_config(CONFIGS / "decouple_crt.yaml", [f"train.init_from={source.path}", "data.class_names=names.txt"])
+    adopt_representation(cfg, source, lambda line: None)
+    assert cfg.data.class_names == str(tmp_path / "names.txt")
+    cfg = build_config(CONFIGS / "decouple_crt.yaml", [f"train.init_from={source.path}", "data.class_names=other.txt"])
+    with pytest.raises(ConfigError) as err:
+        adopt_representation(cfg, source, lambda line: None)
+    text = str(err.value)
+    assert len(text.splitlines()) == 1 and f"data.class_names=other.txt ({tmp_path / 'other.txt'})" in text, text
+    assert f"data.class_names={tmp_path / 'names.txt'}" in text and "drop data.class_names to use" in text, text

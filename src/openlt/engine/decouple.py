@@ -15,7 +15,6 @@ The result is a run like any other (checkpoint = stage-1 weights + the new head)
 from __future__ import annotations
 
 import copy
-import os
 import shutil
 import time
 from pathlib import Path
@@ -36,7 +35,7 @@ from openlt.engine.init_from import (check_stage1_free, check_stage1_split_dir, 
                                      relocated_data, stage1_config)
 from openlt.engine.manifest import check_open_decision, read_run_manifest, verify_manifest
 from openlt.engine.precision import check_amp, precision_name
-from openlt.engine.run import PATH_KEYS, Run, open_run
+from openlt.engine.run import Run, open_run, saved_path
 from openlt.engine.runtime import defining_config, make_loader, to_device
 from openlt.engine.stage1_record import stage1_record
 from openlt.engine.tracking import EpochLog
@@ -108,14 +107,21 @@ def _representation_differences(cfg: Config, src: Config) -> dict[str, tuple]:
 def _refuse_explicit(cfg: Config, differ: dict[str, tuple], source: Run) -> None:
     """ConfigError, one line per key, for the keys of `differ` the user set explicitly."""
     explicit = explicit_keys(cfg)
-    lines = [f"{explicit[key]}: {key}={mine} differs from the stage-1 run's {key}={theirs} ({source.path}): "
-             f"a decoupled stage 2 fits its classifier on the stage-1 run's features, so its data and model are "
-             f"that run's; drop {key}, or train a stage-1 run with it"
+    lines = [f"{explicit[key]}: {key}={_shown(key, mine)} differs from the stage-1 run's {key}={theirs} "
+             f"({source.path}): a decoupled stage 2 fits its classifier on the stage-1 run's features, so its data "
+             f"and model are that run's; drop {key} to use the stage-1 run's, or train a stage-1 run with "
+             f"{key}={mine} and start this stage 2 from it"
              if key != "model.classifier" else
              f"{explicit[key]}: model.classifier={mine}, {stage2_head_problem(cfg.decouple.method, mine)}"
              for key, (mine, theirs) in differ.items() if key in explicit]
     if lines:
         raise ConfigError("\n".join(lines))
+
+
+def _shown(key: str, value: Any) -> str:
+    """`value`, with the path it names when that is not how it was written (`names.txt (/abs/names.txt)`)."""
+    saved = saved_path(key, value)
+    return f"{value} ({saved})" if saved != value else f"{value}"
 
 
 def _get(cfg: Any, key: str) -> Any:
@@ -130,10 +136,8 @@ def _set(cfg: Any, key: str, value: Any) -> None:
 
 
 def _comparable(key: str, value: Any) -> Any:
-    """A path setting as the run saves it (absolute, `~` expanded); any other value as it is."""
-    if isinstance(value, str) and tuple(key.split(".")) in PATH_KEYS:
-        return os.path.abspath(os.path.expanduser(value))
-    return value
+    """A path setting as the run saves it (`run.saved_path`: data.class_names too); any other value as it is."""
+    return saved_path(key, value)
 
 
 BAND_KEYS = ("many_above", "few_below", "inclusive_bands")

@@ -18,7 +18,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, TypeVar
+from typing import IO, Any, TypeVar
 
 from openlt.config import Config, build_config, dump_yaml, read_yaml_mapping, run_name_problem
 from openlt.errors import ConfigError, OpenLTError, RunDirError, WriteError
@@ -531,14 +531,22 @@ def absolute_paths(cfg: Config) -> Config:
     train.init_from; data.class_names when it names a file from the working directory, not one inside the
     split folder) made absolute, so that a saved config works from any working directory."""
     cfg = copy.deepcopy(cfg)
-    for section, key in PATH_KEYS:
-        value = getattr(getattr(cfg, section), key)
-        if value is not None:
-            setattr(getattr(cfg, section), key, os.path.abspath(os.path.expanduser(value)))
-    names = cfg.data.class_names
-    if names is not None and not Path(names).is_absolute() and Path(names).is_file():
-        cfg.data.class_names = os.path.abspath(names)
+    for section, key in (*PATH_KEYS, ("data", "class_names")):
+        setattr(getattr(cfg, section), key, saved_path(f"{section}.{key}", getattr(getattr(cfg, section), key)))
     return cfg
+
+
+def saved_path(key: str, value: Any) -> Any:
+    """The value of the setting `key` as :func:`absolute_paths` saves it: a path of PATH_KEYS absolute (`~`
+    expanded); data.class_names absolute when it names a file from the working directory (else it is a name
+    inside the split folder, kept); any other value as it is."""
+    if not isinstance(value, str):
+        return value
+    if tuple(key.split(".")) in PATH_KEYS:
+        return os.path.abspath(os.path.expanduser(value))
+    if key == "data.class_names" and not Path(value).is_absolute() and Path(value).is_file():
+        return os.path.abspath(value)
+    return value
 
 
 def new_run(cfg: Config, name: str | None = None) -> Run:
