@@ -11,6 +11,39 @@ sys.path.insert(0, str(Path(__file__).parent / "helpers"))
 
 from images import make_image_folder  # noqa: E402  (tests/helpers: importable from every test module)
 
+# `make test` runs two xdist workers, a test file each at a time (--dist loadfile), handing out files in collection
+# order. Alphabetically the longest files (real processes, a wheel build) come last and one worker ends up running
+# them while the other idles: started first (longest-processing-time first), they overlap the many short files.
+# The order only schedules; a file missing from this list runs in its usual place. Totals from `--durations`.
+LONGEST_FILES_FIRST = (
+    "tests/engine/test_crash_safety.py",
+    "tests/engine/test_run_lifecycle.py",
+    "tests/engine/test_bench_concurrency.py",
+    "tests/engine/test_distributed_locks.py",
+    "tests/test_packaging.py",
+    "tests/engine/test_distributed_peers.py",
+    "tests/scripts/test_bench_scale.py",
+    "tests/engine/test_end_to_end.py",
+    "tests/engine/test_stage1_record.py",
+    "tests/engine/test_ddp.py",
+    "tests/test_cli_error_pipe.py",
+    "tests/engine/test_dist_signals.py",
+)
+_ROOT = Path(__file__).resolve().parents[1]
+
+
+def pytest_collection_modifyitems(items):
+    rank = {name: i for i, name in enumerate(LONGEST_FILES_FIRST)}
+
+    def order(item) -> int:
+        try:
+            name = Path(item.fspath).resolve().relative_to(_ROOT).as_posix()
+        except ValueError:
+            return len(rank)
+        return rank.get(name, len(rank))
+
+    items.sort(key=order)  # stable: the tests of a file keep their order, the other files theirs
+
 
 @pytest.fixture(scope="module")
 def single_thread():
