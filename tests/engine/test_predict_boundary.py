@@ -269,3 +269,34 @@ def test_the_help_says_how_odd_paths_are_printed(capsys):
             "are (a CSV cell that starts with = + - @, a tab or a carriage return gets a leading ', so that no "
             "spreadsheet reads it as a formula; a CSV cannot hold a name that is not UTF-8: use .jsonl).") in text
     assert "others are skipped in folders and patterns (one warning line) and refused when named" in text
+
+
+def test_a_symlinked_sub_folder_is_followed_once_and_loops_add_nothing(run, tmp_path, capsys, caplog,
+                                                                       single_thread):
+    """(Trial 16 D1: a symlinked sub-folder was skipped without a word, while `openlt split` and a `**` pattern
+    follow it.) Its images are labelled under the link's name; a link to a folder listed already (inside the
+    folder, or back up: `sub/up -> ..`) adds nothing, and a link to a folder that holds the one named is not
+    followed, with a warning naming it."""
+    made, images = run
+    png = (images / "ant.png").read_bytes()
+    outside, folder = tmp_path / "outside", tmp_path / "f"
+    (outside / "deep").mkdir(parents=True)
+    (folder / "sub").mkdir(parents=True)
+    for name in (outside / "o1.png", outside / "deep" / "o2.png", folder / "own.png", folder / "sub" / "s.png"):
+        name.write_bytes(png)
+    (folder / "linked").symlink_to("../outside")
+    (folder / "again").symlink_to("sub")  # a folder listed already: its image once, by its real path
+    (folder / "sub" / "up").symlink_to("..")  # a loop: adds nothing
+    (outside / "back").symlink_to(folder)  # from the linked folder back into the walk
+    (folder / "top").symlink_to(tmp_path)  # holds the folder: not followed
+    got = predict.expand_inputs([str(folder)])
+    assert got == [(str(folder / name), None) for name in ("linked/deep/o2.png", "linked/o1.png", "own.png",
+                                                           "sub/s.png")]
+    assert [r.getMessage() for r in caplog.records] == [
+        f"{folder / 'top'}: not followed: a symlink to {tmp_path}, a folder that holds {folder} (a loop); the "
+        f"images there are not labelled (name them directly)"]
+    code, out, err = cli(capsys, "predict", made.path, folder)
+    assert code == 0 and [line.split("\t")[0] for line in out.splitlines()] == [path for path, _ in got], err
+    from openlt import load_run
+
+    assert [r["path"] for r in load_run(made.path).predict([str(folder)])] == [path for path, _ in got]

@@ -171,8 +171,13 @@ def _folder_images(folder: Path) -> tuple[list[tuple[Path, str | None]], list[Pa
     """A folder's image files (see :func:`expand_inputs`) as (path, None), sorted; its dangling symlinks with an
     image extension are kept as images (reading one names it, on its own line, not skipped), and a sub-folder
     that cannot be listed (no permission) is (that folder, why): its images are not skipped without a word.
-    Hidden entries are skipped; symlinked sub-folders are not followed. Also returns the files skipped for their
-    name (no image extension: ``.heic``, ``.txt``, none), sorted, for :func:`_skipped_note`."""
+    Hidden entries are skipped. Symlinked sub-folders are followed, as `openlt split` and a ``**`` pattern follow
+    them (trial 16 D1: they were skipped without a word), each folder once (compared by device and inode): a
+    link to a folder already listed, or that leads back into the walk (``a/up -> ..``), adds nothing, and one to a
+    folder that holds `folder` is not followed, with a warning naming it (its other images are not labelled).
+    Real sub-folders are listed first, so an image reachable without a link is named by its real path. Also
+    returns the files skipped for their name (no image extension: ``.heic``, ``.txt``, none), sorted, for
+    :func:`_skipped_note`."""
     found: list[tuple[Path, str | None]] = []
     skipped: list[Path] = []
 
@@ -180,18 +185,46 @@ def _folder_images(folder: Path) -> tuple[list[tuple[Path, str | None]], list[Pa
         found.append((Path(exc.filename), f"cannot list the folder {exc.filename}: {exc.strerror or exc} (its "
                                           f"images are not labelled; fix its permissions)"))
 
-    for directory, subdirs, names in os.walk(folder, onerror=unlisted):
-        subdirs[:] = [d for d in subdirs if not d.startswith(".")]
-        for name in names:
-            path = Path(directory) / name
-            if name.startswith("."):
+    seen: set[tuple[int, int]] = set()
+    links = [folder]  # the folder, then each symlinked sub-folder met, walked in turn
+    while links:
+        for directory, subdirs, names in os.walk(links.pop(0), onerror=unlisted):
+            here = Path(directory)
+            identity = _identity(here)
+            if identity in seen:  # (a link's target listed already)
+                subdirs[:] = []
                 continue
-            if path.suffix.lower() in IMAGE_EXTENSIONS:
-                if path.is_file() or _dangling(path):
-                    found.append((path, None))
-            elif path.is_file():
-                skipped.append(path)
+            seen.add(identity)
+            subdirs[:] = [d for d in subdirs if not d.startswith(".")]
+            links += [here / d for d in subdirs if (here / d).is_symlink() and _followed(here / d, folder)]
+            subdirs[:] = [d for d in subdirs if not (here / d).is_symlink()]  # walked after the real ones
+            for name in names:
+                path = here / name
+                if name.startswith("."):
+                    continue
+                if path.suffix.lower() in IMAGE_EXTENSIONS:
+                    if path.is_file() or _dangling(path):
+                        found.append((path, None))
+                elif path.is_file():
+                    skipped.append(path)
     return sorted(found, key=lambda item: item[0]), sorted(skipped)
+
+
+def _identity(folder: Path) -> tuple[int, int]:
+    stat = folder.stat()
+    return stat.st_dev, stat.st_ino
+
+
+def _followed(link: Path, folder: Path) -> bool:
+    """Whether :func:`_folder_images` of `folder` follows the symlinked sub-folder `link`: not when it leads to a
+    folder that holds `folder` (walking it would list what lies around `folder`: a warning names it); a link to
+    `folder` itself or to a folder inside it is followed and adds nothing (each folder is listed once)."""
+    target, real = link.resolve(), folder.resolve()
+    if real != target and real.is_relative_to(target):
+        _LOG.warning("%s: not followed: a symlink to %s, a folder that holds %s (a loop); the images there are "
+                     "not labelled (name them directly)", link, target, folder)
+        return False
+    return True
 
 
 def not_image_name(path: str) -> str:
