@@ -69,8 +69,9 @@ def test_method_declarations():
 @pytest.mark.parametrize("name", ["tau_norm", "logit_adjust"])
 def test_a_tau_search_without_validation_is_refused_before_work(name):
     method = build_method(stage2_config(name))
-    message = (f"decouple.method={name} chooses tau on the validation split, and this run has none "
-               "(data.val_split); tau is never chosen on test")
+    message = (f"decouple.method={name} chooses tau on the validation split among decouple.taus (21 values), and "
+               "this run has none (data.val_split); tau is never chosen on test: give a validation split "
+               "(data.val_split=FILE), or fix tau with one value, decouple.taus=[T] (e.g. [1.0]), which needs none")
     with pytest.raises(ConfigError) as err:
         method.check(has_val=False)
     assert str(err.value) == message

@@ -170,9 +170,13 @@ class _TauSearch(Stage2Method):
 
     def check(self, has_val: bool) -> None:
         """ConfigError, before any work, for a grid of several taus on a run without a validation split; a grid of
-        one value (``decouple.taus=[1.0]``, e.g. iNaturalist) needs none: that tau is used as it is."""
-        if len(self.taus) != 1:
-            super().check(has_val)
+        one value (``decouple.taus=[1.0]``, e.g. iNaturalist) needs none: that tau is used as it is (the error
+        says so)."""
+        if len(self.taus) != 1 and not has_val:
+            raise ConfigError(f"decouple.method={self.name} chooses tau on the validation split among decouple.taus "
+                              f"({len(self.taus)} values), and this run has none (data.val_split); tau is never "
+                              f"chosen on test: give a validation split (data.val_split=FILE), or fix tau with one "
+                              f"value, decouple.taus=[T] (e.g. [1.0]), which needs none")
 
     def fixed_tau(self, data: Stage2Data) -> float | None:
         """The one tau of a one-value grid on a run without validation features, else None (tau is searched)."""
