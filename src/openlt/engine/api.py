@@ -21,10 +21,9 @@ from PIL import Image
 
 from openlt.engine.evaluate import evaluate_run
 from openlt.engine.inference import checkpoint_identity, saved_decision, saved_score
-from openlt.engine.predict import NON_FINITE, Predictor, expand_inputs
+from openlt.engine.predict import NON_FINITE, Predictor, expand_inputs, read_image
 from openlt.engine.run import check_tag, open_run
 from openlt.errors import ConfigError, DataError
-from openlt.data.datasets import open_image
 
 Images = Any  # a path, a PIL image, a list of those, or a (N, C, H, W) / (C, H, W) float tensor or array
 
@@ -175,7 +174,7 @@ class LoadedRun:
         for path, problem in expand_inputs([os.fspath(item)]):
             if problem is not None:
                 raise DataError(problem)
-            found.append((path, open_image(path, self._predictor.spec.mode)))
+            found.append((path, read_image(path, self._predictor.spec.mode)))
         return found
 
 

@@ -288,8 +288,11 @@ def _failure(path: str, message: str) -> dict:
     return {"path": path, **{key: None for key in COLUMNS[1:-1]}, "error": message}
 
 
-def _read(path: str, mode: str):
-    """The image at `path` as a PIL image of `mode`; DataError (its message names the file) when it is not one."""
+def read_image(path: str, mode: str):
+    """The image at `path` as a PIL image of `mode`; DataError (its message names the file) when it is not one: a
+    folder, a dangling symlink (the link and its missing target named), a file PIL cannot read. `openlt predict`
+    and `LoadedRun.predict` / `features` read each path through it (trial 16 D14: the API said only "image not
+    found" for a dangling link)."""
     try:
         if Path(path).is_dir():
             raise DataError(f"not an image file but a folder: {path}")
@@ -323,7 +326,7 @@ def predict_files(predictor: Predictor, inputs: Iterable[str], batch_size: int =
             try:
                 if problem is not None:
                     raise DataError(problem)
-                pictures.append(_read(path, predictor.spec.mode))
+                pictures.append(read_image(path, predictor.spec.mode))
                 slots.append(i)
             except DataError as exc:
                 records[i] = _failure(path, str(exc))
