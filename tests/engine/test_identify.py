@@ -333,8 +333,14 @@ def test_probes_of_no_enrolled_identity_are_refused(faces, capsys):
     assert not Run(faces["run"]).identification_path("unenrolled").exists()
     empty = faces["tmp"] / "empty_probe.txt"
     empty.write_text("# nothing\n", encoding="utf-8")
-    code, _, err = identify(capsys, faces, "--probe", empty)
-    assert code == 2 and err == f"openlt identify: error: split file {empty} lists no images\n"
+    code, _, err = identify(capsys, faces, "--probe", empty)  # (trial 16 D12: was "split file ... lists no images")
+    assert code == 2 and err == (f"openlt identify: error: --probe list {empty} lists no images (only blank or '#' "
+                                 f"lines): give one 'path identity' line per image\n")
+    code, _, err = identify(capsys, faces, "--probe", faces["probe"], "--gallery", empty)
+    assert code == 2 and err.startswith(f"openlt identify: error: --gallery list {empty} lists no images")
+    code, _, err = identify(capsys, faces, "--probe", faces["probe"], "--distractors", empty)
+    assert code == 2 and err == (f"openlt identify: error: --distractors list {empty} lists no images (only blank or "
+                                 f"'#' lines): give one 'path -1' line per image\n")
     probe = write_list(faces["tmp"] / "mated.txt", [("0/30.png", 0), ("2/10.png", 2)])
     code, out, err = identify(capsys, faces, "--probe", probe, "--tag", "mated")
     assert code == 0, err

@@ -58,12 +58,15 @@ def parse_label(raw: str, where: str, num_classes: int | None, allow_open: bool)
     return label
 
 
-def read_split_file(path: str | Path, *, allow_open: bool = False, num_classes: int | None = None) -> SplitEntries:
-    """Parse and validate a split file; every error names the file and the line."""
+def read_split_file(path: str | Path, *, allow_open: bool = False, num_classes: int | None = None,
+                    what: str = "split file", empty_hint: str = "") -> SplitEntries:
+    """Parse and validate a split file; every error names the file and the line. `what` names the file in the
+    messages (identify's ``--gallery list``: not a split file, trial 16 D12); `empty_hint` is added to the error of a
+    file that lists no images (its way out: ``data.open_split=null`` for an empty open split, trial 16 D13)."""
     path = Path(path)
     if not path.is_file():
-        raise DataError(f"split file not found: {path}")
-    text = read_utf8(path, "split file", DataError)
+        raise DataError(f"{what} not found: {path}")
+    text = read_utf8(path, what, DataError)
     items: list[str] = []
     labels: list[int] = []
     lines: list[int] = []
@@ -90,7 +93,7 @@ def read_split_file(path: str | Path, *, allow_open: bool = False, num_classes: 
         labels.append(label)
         lines.append(lineno)
     if not items:
-        raise DataError(f"split file {path} lists no images")
+        raise DataError(f"{what} {path} lists no images{empty_hint}")
     return SplitEntries(path, items, labels, lines)
 
 

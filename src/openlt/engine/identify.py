@@ -153,7 +153,8 @@ def read_list(kind: str, path: str | Path) -> SplitEntries:
     the file (and line) when it is missing or bad."""
     lines = "'path -1' lines" if kind == "distractors" else "'path identity' lines"
     path = _list_file(f"{kind} list", f"--{kind}", lines, path)
-    entries = read_split_file(path, allow_open=True)
+    entries = read_split_file(path, allow_open=True, what=f"--{kind} list",
+                              empty_hint=f" (only blank or '#' lines): give one {lines[:-1]} per image")
     if kind == "gallery" and -1 in entries.labels:
         line = entries.lines[entries.labels.index(-1)]
         raise DataError(f"{path}, line {line}: a gallery image needs its identity (a label >= 0), got -1")
