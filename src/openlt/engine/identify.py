@@ -318,6 +318,20 @@ def _shared(probe: SplitEntries, probe_keys: list, other: SplitEntries, other_ke
                         f"test split), or rank-1 matches an image with itself; remove them from the probe list")
 
 
+def check_listed_once(entries: SplitEntries, keys: list, kind: str) -> None:
+    """DataError naming both lines when a list names one file twice under two names (a symlink or a hard link:
+    compared by device and inode, as the probe-vs-gallery check and the pairs are; the same name twice, also as
+    ``./a``, is refused when the list is read): a probe would be counted twice (trial 16 D6), a gallery image
+    would weigh twice in its template."""
+    first: dict = {}
+    for item, key, line in zip(entries.items, keys, entries.lines):
+        if key in first:
+            other, other_line = first[key]
+            raise DataError(f"{entries.path}, line {line}: {item!r} is the same file as {other!r} (line "
+                            f"{other_line}; a symlink or a hard link): each {kind} image is listed once; remove one")
+        first[key] = (item, line)
+
+
 def train_keys(keys: dict[str, list], data: DataBundle) -> list:
     """The file identity of each training image of the run (`keys["train"]`, found once)."""
     if "train" not in keys:
@@ -419,6 +433,8 @@ def check_lists(lists: dict[str, SplitEntries], pair_list: PairList | None, load
     data (the module docstring's), then each listed image's header (not its pixels): DataError before the model is
     loaded. Adds ``lists["pairs"]``, the images of `pair_list` (a pairs file, or None)."""
     keys = {kind: loaders[kind].check(entries) for kind, entries in lists.items()}
+    for kind, entries in lists.items():
+        check_listed_once(entries, keys[kind], kind)
     if "probe" in lists:
         check_probes_held_out(lists, keys, data)
         check_probes_enrolled(lists, data)
