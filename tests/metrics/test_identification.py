@@ -78,6 +78,14 @@ def test_identity_bands():
         bands.band(-1)
 
 
+def test_a_few_band_of_one_count_or_none_is_described_as_such():
+    """(Trial 16 D9: `--many-above 1` printed `few 2-1`.) As ShotBands says an empty medium band: `none`."""
+    assert IdentityBands(1).describe() == "many > 1, few none, one 1, zero 0"
+    assert [IdentityBands(1).band(n) for n in (1, 2)] == ["one", "many"]
+    assert IdentityBands(2).describe() == "many > 2, few 2, one 1, zero 0"
+    assert IdentityBands(3).describe() == "many > 3, few 2-3, one 1, zero 0"
+
+
 @pytest.mark.parametrize("k", [1, 4])
 @pytest.mark.parametrize("chunk_size,query_chunk", [(1, 5), (7, 3), (64, 1000), (500, 2)])
 def test_chunked_topk_equals_the_dense_computation(k, chunk_size, query_chunk):

@@ -111,8 +111,12 @@ class IdentityBands:
         return "many" if count > self.many_above else "few"
 
     def describe(self) -> str:
-        """The band edges as text, e.g. ``"many > 20, few 2-20, one 1, zero 0"``."""
-        return f"many > {self.many_above}, few 2-{self.many_above}, one 1, zero 0"
+        """The band edges as text, e.g. ``"many > 20, few 2-20, one 1, zero 0"``; a few band of one count is
+        ``few 2``, and an empty one (many_above 1: 2 images are many) ``few none``, as ShotBands says an empty medium
+        band (trial 16 D9: was ``few 2-1``)."""
+        n = self.many_above
+        few = "none" if n < 2 else "2" if n == 2 else f"2-{n}"
+        return f"many > {n}, few {few}, one 1, zero 0"
 
 
 def l2_normalize(x: Any, eps: float = 1e-12) -> np.ndarray:
