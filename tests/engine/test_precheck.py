@@ -94,10 +94,10 @@ def test_train_refuses_before_the_run_directory_exists(split, tmp_path, capsys, 
     assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())
 
 
-def _spec(tmp_path: Path, split: Path, methods: str) -> Path:
+def _spec(tmp_path: Path, split: Path, methods: str, overrides: str = "") -> Path:
     spec = tmp_path / "spec.yaml"
     spec.write_text(f"name: t\nout_dir: {tmp_path / 'bench'}\nseeds: [0]\n"
-                    f"overrides: [data.dataset=image-folder, data.split_dir={split}, model.backbone=resnet10]\n"
+                    f"overrides: [data.dataset=image-folder, data.split_dir={split}, model.backbone=resnet10{overrides}]\n"
                     f"methods:\n{methods}")
     return spec
 
@@ -144,3 +144,58 @@ def test_bench_spec_knn_message_and_a_valid_chain_pass(split, tmp_path):
                           "overrides: [eval.open_score=reachability]}\n"
                           "  - {name: plain+vim, eval_of: plain, overrides: [eval.open_score=vim, eval.vim_dim=16]}\n"))
     assert [m.name for m in ok.methods] == ["plain", "ncm", "oltr", "plain+vim"]
+
+
+NO_VAL = ", data.val_split=null, eval.open_threshold=0.5"  # (an open split: a fixed threshold)
+PLAIN = "  - {name: plain, config: fmnist_lt/plain}\n"
+
+
+@pytest.mark.parametrize("methods, overrides, which, message", [
+    (PLAIN + "  - {name: crt, config: fmnist_lt/decouple_crt, init_from: plain}\n"
+     "  - {name: tau, config: fmnist_lt/decouple_tau_norm, init_from: plain}\n", NO_VAL,
+     "method 'tau' (config ", "decouple_tau_norm.yaml): decouple.method=tau_norm chooses tau on the validation split "
+     "among decouple.taus (21 values), and this run has none"),
+    (PLAIN + "  - {name: la, config: fmnist_lt/decouple_logit_adjust, init_from: plain}\n", NO_VAL,
+     "method 'la' (config ", "decouple.method=logit_adjust chooses tau"),
+    (PLAIN + "  - {name: plain+auto, eval_of: plain, overrides: [eval.open_threshold=auto]}\n", NO_VAL,
+     "method 'plain+auto' (eval_of 'plain', overrides): ", "eval.open_threshold=auto chooses the rejection"),
+    (PLAIN + "  - {name: ncm, config: fmnist_lt/decouple_ncm, init_from: plain, overrides: [eval.open_threshold=auto]}\n",
+     NO_VAL, "method 'ncm' (config ", "eval.open_threshold=auto chooses the rejection threshold on a validation split"),
+    ("  - {name: plain, config: fmnist_lt/plain, overrides: [eval.open_threshold=0.5]}\n"
+     "  - {name: crt, config: fmnist_lt/decouple_crt, init_from: plain, overrides: [decouple.keep=best]}\n",
+     ", data.val_split=nowhere.txt, eval.open_threshold=0.5", "method 'crt' (config ",
+     "decouple.keep=best chooses the stage-2 epoch on the validation split"),
+    (PLAIN + "  - {name: crt, config: fmnist_lt/decouple_crt, init_from: plain}\n", ", data.val_split=null",
+     "method 'plain' (config ", "open.txt is an open split, and eval.open_threshold=auto chooses the rejection"),
+])
+def test_bench_spec_refuses_a_method_needing_a_validation_split_the_data_lacks(split, tmp_path, methods, overrides,
+                                                                               which, message):
+    """Trial 16 item 3: a τ search, decouple.keep=best or eval.open_threshold=auto on an open split, with no
+    validation split in the data the method's run will have (was: refused at the method's turn, after the earlier
+    methods trained): refused at load time by the single run's own checks, naming the method."""
+    from openlt.engine.bench import load_bench
+
+    spec = _spec(tmp_path, split, methods, overrides)
+    with pytest.raises(ConfigError) as err:
+        load_bench(spec)
+    text = str(err.value)
+    assert text.startswith(f"bench spec {spec}: {which}") and message in text and len(text.splitlines()) == 1, text
+    assert not (tmp_path / "bench").exists()
+
+
+def test_bench_spec_without_validation_passes_what_needs_none(split, tmp_path):
+    """One fixed τ, cRT keeping its last epoch and a fixed threshold need no validation split; a run that builds
+    its own split (no data.split_dir) with data.val_split=null is refused a τ search as well."""
+    from openlt.engine.bench import load_bench
+
+    ok = load_bench(_spec(tmp_path, split, PLAIN + "  - {name: crt, config: fmnist_lt/decouple_crt, init_from: plain}\n"
+                          "  - {name: tau, config: fmnist_lt/decouple_tau_norm, init_from: plain, "
+                          "overrides: ['decouple.taus=[1.0]']}\n"
+                          "  - {name: plain+t, eval_of: plain, overrides: [eval.open_threshold=0.3]}\n", NO_VAL))
+    assert [m.name for m in ok.methods] == ["plain", "crt", "tau", "plain+t"]
+    spec = tmp_path / "own.yaml"
+    spec.write_text(f"name: t\nout_dir: {tmp_path / 'bench'}\noverrides: [data.dataset=image-folder, "
+                    f"data.root={tmp_path}, data.val_split=null, data.open_split=null]\nmethods:\n"
+                    + PLAIN + "  - {name: tau, config: fmnist_lt/decouple_tau_norm, init_from: plain}\n")
+    with pytest.raises(ConfigError, match="method 'tau' .*decouple.method=tau_norm chooses tau on the validation"):
+        load_bench(spec)

@@ -36,7 +36,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 try:
     import fcntl
@@ -53,7 +53,8 @@ from openlt.engine.evaluate import eval_config, evaluate_run, evaluated_data, ev
 from openlt.engine.init_from import stage2_kind
 from openlt.engine.manifest import read_run_manifest
 from openlt.engine.precision import native_bf16, precision_name, run_amp
-from openlt.engine.precheck import check_loss_weights, check_open_score, config_setting, split_counts
+from openlt.engine.precheck import (check_loss_weights, check_open_score, check_validation_needs, config_setting,
+                                    split_counts, split_data)
 from openlt.engine.run import (EVALUATING, Run, _holder, _read_settled, _same_file, absolute_paths, check_tag,
                                open_run)
 from openlt.engine.runtime import resolve_device
@@ -275,9 +276,10 @@ def _bench_entry(p: Path) -> bool:
 
 def _check_configs(spec: BenchSpec) -> None:
     """Every trained method's config with the spec's and its own overrides, and every `eval_of` method's
-    evaluation overrides on its base method's config, built and checked as `openlt train` / `eval` would: a typo
-    fails here, before hours of training. ConfigError naming the spec and the method."""
-    built, methods = {}, {m.name: m for m in spec.methods}
+    evaluation overrides on its base method's config, built and checked as `openlt train` / `eval` would: a typo,
+    or a validation split the method needs and the data lacks (`precheck.check_validation_needs`), fails here,
+    before hours of training. ConfigError naming the spec and the method."""
+    built, methods, datas = {}, {m.name: m for m in spec.methods}, {}
     for m in spec.methods:
         try:
             if m.config is not None:
@@ -290,11 +292,23 @@ def _check_configs(spec: BenchSpec) -> None:
             # eval.open_score against the head, feature width, classes and training images the run will have
             stage1 = built[trained.init_from] if cfg.decouple.method != "none" and trained.init_from else cfg
             check_open_score(scorer, config_setting(cfg, lambda: split_counts(stage1), lambda: stage1))
+            # the validation split the method needs (a τ search; auto threshold on an open split), as its run checks
+            if cfg.decouple.method == "none" or trained.init_from:  # (else: a stage-1 run outside the bench)
+                check_validation_needs(cfg, stage1, _read_once(datas, stage1), fits=m.config is not None)
             if m.config is not None:
                 check_loss_weights(cfg)  # per-class loss weights (focal alpha) against the split's class count
         except ConfigError as exc:
             what = f"eval_of {m.eval_of!r}, overrides" if m.eval_of else f"config {m.config}"
             raise ConfigError(f"bench spec {spec.path}: method {m.name!r} ({what}): {exc}") from None
+
+
+def _read_once(cache: dict, cfg: Config) -> Callable[[], Any]:
+    """`split_data(cfg)`, its split files parsed once for every method of the spec whose data they are."""
+    def read() -> Any:
+        if id(cfg) not in cache:
+            cache[id(cfg)] = split_data(cfg)
+        return cache[id(cfg)]
+    return read
 
 
 def _check_stage1_method(m: BenchMethod, cfg: Config, methods: dict[str, BenchMethod], built: dict[str, Config]) -> None:

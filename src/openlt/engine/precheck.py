@@ -17,7 +17,8 @@ from typing import Any
 
 from openlt.config import Config
 from openlt.data.build import DataBundle, prepare_data
-from openlt.decoupling import STAGE2_METHODS
+from openlt.decoupling import STAGE2_METHODS, build_method
+from openlt.engine.manifest import check_open_decision
 from openlt.engine.run import open_run
 from openlt.engine.runtime import linear_head
 from openlt.errors import ConfigError, OpenLTError
@@ -25,7 +26,7 @@ from openlt.losses import CLASS_WEIGHT_ARGS, check_class_weights
 from openlt.models.backbones import build_backbone
 from openlt.models.meta_embedding import MetaEmbeddingHead
 from openlt.models.model import OpenLTModel
-from openlt.openset import OpenSetScore, build_score, check_score_setting
+from openlt.openset import OpenSetScore, build_score, check_score_setting, parse_threshold
 
 KEYS = ("head", "feature_dim", "num_classes", "num_train")
 
@@ -88,16 +89,42 @@ def config_setting(cfg: Config, counts: Callable[[], tuple[int, int] | None] | N
                    num_classes=lambda: count(0), num_train=lambda: count(1))
 
 
-def split_counts(cfg: Config) -> tuple[int, int] | None:
-    """(classes, training images) of `data.split_dir`'s split files (parsed, images not decoded), or None
-    without a split folder (a run builds its own) or when it cannot be read here (its own check says why)."""
+def split_data(cfg: Config) -> DataBundle | None:
+    """`data.split_dir`'s split files, parsed (images not decoded), or None without a split folder (a run builds
+    its own) or when they cannot be read here (refused with its own message where the data is prepared)."""
     if cfg.data.split_dir is None:
         return None
     try:
-        data = prepare_data(cfg, decode=False)
+        return prepare_data(cfg, decode=False)
     except OpenLTError:
-        return None  # refused with its own message where the data is prepared
-    return data.num_classes, sum(data.train_counts)
+        return None
+
+
+def split_counts(cfg: Config) -> tuple[int, int] | None:
+    """(classes, training images) of `data.split_dir`'s split files (:func:`split_data`), or None when unknown."""
+    data = split_data(cfg)
+    return None if data is None else (data.num_classes, sum(data.train_counts))
+
+
+def check_validation_needs(cfg: Config, data_cfg: Config, data: Callable[[], DataBundle | None],
+                           fits: bool = True) -> None:
+    """What a run checks of its validation split before any work, for a config whose run does not exist yet
+    (`openlt bench` at load time): a decoupled stage 2's method (`Stage2Method.check`: a τ search,
+    decouple.keep=best; `fits` False for an evaluation, which fits nothing) and, with an open split,
+    eval.open_threshold=auto (`manifest.check_open_decision`), on the split files `data()` reads (those of
+    `data_cfg`: a decoupled stage 2's are its stage-1 run's). A run that builds its own splits (`data()` None):
+    only data.val_split=null is known, and means no validation split. ConfigError, the single run's."""
+    method = build_method(cfg) if fits and cfg.decouple.method != "none" else None
+    if method is not None and data_cfg.data.val_split is None:
+        method.check(has_val=False)
+    if method is None and parse_threshold(cfg.eval.open_threshold) is not None:
+        return  # (nothing to check: reads no split file)
+    bundle = data()
+    if bundle is None:
+        return
+    if method is not None:
+        method.check(has_val=bundle.has("val"))
+    check_open_decision(cfg.eval, bundle)
 
 
 def stage1_counts(path: str) -> tuple[int, int] | None:
