@@ -285,17 +285,17 @@ def test_rows_on_different_data_get_one_note_naming_them(tmp_path, capsys):
     other.update(class_names=["ant", "bee", "cat", "dog"], train_counts=[120, 50, 10, 5])
     code, out, err = cli([same[0], f"c={write(tmp_path, 's2', other)}"], capsys)
     assert code == 0, err
-    assert ("note: the rows are on different data (different class lists: a: 3 classes (ant, bee, cat), c: 4 "
+    assert ("note: the rows are on different data (different class lists: a: 3 classes (ant, bee, cat); c: 4 "
             "classes (ant, bee, cat, ...)): their numbers are not comparable") in out
     moved = metrics("s3")
     moved["split_files"]["train"] = "f" * 64
     code, out, err = cli([same[0], f"d={write(tmp_path, 's3', moved)}"], capsys)
-    assert code == 0 and ("different split files: a: train sha256 aaaaaaaaaaaa, d: train sha256 ffffffffffff"
+    assert code == 0 and ("different split files: a: train sha256 aaaaaaaaaaaa; d: train sha256 ffffffffffff"
                           in out), out
     for run, dataset in (("s0", "fashion-mnist"), ("s2", "cifar10")):  # run directories: config.yaml names the dataset
         (tmp_path / run / "config.yaml").write_text(f"data:\n  dataset: {dataset}\n")
     code, out, err = cli([same[0], f"c={tmp_path / 's2'}"], capsys)
-    assert code == 0 and ("note: the rows are on different data (a: fashion-mnist (3 classes), c: cifar10 (4 "
+    assert code == 0 and ("note: the rows are on different data (a: fashion-mnist (3 classes); c: cifar10 (4 "
                           "classes)): their numbers are not comparable") in out, out
 
 

@@ -87,7 +87,7 @@ def test_rows_with_an_unknown_record_are_not_called_different(tmp_path, capsys):
     d = write(tmp_path, "s3", moved)
     code, out, err = cli([f"a={a}", f"c={lost}", f"d={d}"], capsys)
     assert code == 0 and ("note: the rows are on different data (different split files: a: train sha256 "
-                          "aaaaaaaaaaaa, c: split files unknown, d: train sha256 ffffffffffff): their numbers are not "
+                          "aaaaaaaaaaaa; c: split files unknown; d: train sha256 ffffffffffff): their numbers are not "
                           "comparable") in out, out
 
 
@@ -95,4 +95,4 @@ def test_the_different_data_note_names_the_split_that_differs(tmp_path, capsys):
     a = write(tmp_path, "s0", metrics("s0"))
     other = older(tmp_path, "s1", {**SHA, "test": "e" * 64})  # only the test split differs, read from the manifest
     code, out, err = cli([f"a={a}", f"b={other}"], capsys)
-    assert code == 0 and ("different split files: a: test sha256 cccccccccccc, b: test sha256 eeeeeeeeeeee" in out), out
+    assert code == 0 and ("different split files: a: test sha256 cccccccccccc; b: test sha256 eeeeeeeeeeee" in out), out

@@ -36,6 +36,7 @@ from __future__ import annotations
 import inspect
 import json
 import math
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -893,32 +894,44 @@ def data_of(metrics: dict) -> dict:
 
 def data_note(rows: list[dict]) -> str:
     """One line when the rows of :func:`aggregate` are on different data (each row's first run: another dataset,
-    class list or split files), naming what differs per row; "" when they are on the same data (or one row). Split
-    files that a row's run does not record (:func:`split_files`: None) are unknown, neither the same nor different
-    (trial 12 D2): only known ones can differ, and an unknown one is shown as unknown (:func:`unknown_splits_note`
-    names the run)."""
+    class list or split files), grouping the rows that share their data and naming, per group, what differs
+    (trial 16 item 5: ``A, B, C: fashion-mnist (3 classes); D: cifar10 (4 classes)``; a split one group lacks as
+    ``no open split``); "" when they are on the same data (or one row). Split files that a row's run does not record
+    (:func:`split_files`: None) are unknown, neither the same nor different (trial 12 D2): only known ones can
+    differ, and an unknown one is shown as unknown (:func:`unknown_splits_note` names the run)."""
     data = [(row["label"], row.get("data")) for row in rows if row.get("data")]
     if len(data) < 2:
         return ""
-    first = data[0][1]
-    datasets = {d["dataset"] for _, d in data}
-    if len(datasets) > 1:
-        what = ", ".join(f"{label}: {d['dataset'] or 'unknown dataset'} ({len(d['classes'])} classes)"
-                         for label, d in data)
-    elif any(d["classes"] != first["classes"] for _, d in data):
-        what = "different class lists: " + ", ".join(
-            f"{label}: {len(d['classes'])} classes ({', '.join(d['classes'][:3])}{', ...' if len(d['classes']) > 3 else ''})"
-            for label, d in data)
+    known = [d["split_files"] for _, d in data if d["split_files"] is not None]
+    splits = [s for s in sorted(set().union(*known), key=_split_order) if len({k.get(s) for k in known}) > 1]
+    if len({d["dataset"] for _, d in data}) > 1:
+        what = _grouped((label, f"{d['dataset'] or 'unknown dataset'} ({len(d['classes'])} classes)")
+                        for label, d in data)
+    elif len({tuple(d["classes"]) for _, d in data}) > 1:
+        what = "different class lists: " + _grouped(
+            (label, f"{len(d['classes'])} classes ({', '.join(d['classes'][:3])}"
+                    f"{', ...' if len(d['classes']) > 3 else ''})") for label, d in data)
+    elif splits:
+        what = "different split files: " + _grouped((label, _splits_shown(d["split_files"], splits)) for label, d in data)
     else:
-        known = [d["split_files"] for _, d in data if d["split_files"] is not None]
-        split = next((s for s in sorted(set().union(*known), key=_split_order) if len({k.get(s) for k in known}) > 1),
-                     None)
-        if split is None:
-            return ""
-        what = "different split files: " + ", ".join(
-            f"{label}: " + (f"{split} sha256 {str(d['split_files'].get(split))[:12]}" if d["split_files"] is not None
-                            else "split files unknown") for label, d in data)
+        return ""
     return f"note: the rows are on different data ({what}): their numbers are not comparable"
+
+
+def _splits_shown(files: dict[str, str] | None, splits: list[str]) -> str:
+    """The sha256 (first 12 digits) of each of `splits` in `files`, ``no SPLIT split`` for one it lacks;
+    ``split files unknown`` when `files` is None."""
+    if files is None:
+        return "split files unknown"
+    return ", ".join(f"{s} sha256 {files[s][:12]}" if files.get(s) else f"no {s} split" for s in splits)
+
+
+def _grouped(described: Iterable[tuple[str, str]]) -> str:
+    """``A, C: what; B: other``: the labels of rows described alike joined, in the order of their first row."""
+    groups: dict[str, list[str]] = {}
+    for label, what in described:
+        groups.setdefault(what, []).append(md_cell(label))
+    return "; ".join(f"{', '.join(labels)}: {what}" for what, labels in groups.items())
 
 
 SPLIT_ORDER = ("train", "val", "test", "open")
