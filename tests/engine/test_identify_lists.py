@@ -40,3 +40,15 @@ def test_one_file_under_two_names_in_a_list_is_refused(faces, capsys, tmp_path, 
     finally:
         link.unlink()
     assert not list(run.path.glob("identification*"))
+
+
+@pytest.mark.parametrize("command", ["identify", "features"])
+def test_a_device_that_is_not_there_names_the_option(faces, capsys, monkeypatch, command):
+    """(Trial 16 D11: `--device cuda` without a GPU said `train.device='cuda' ...; use train.device=cpu or auto`, as
+    `predict` did not.)"""
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    run = faces["run"]
+    extra = ["--probe", faces["tmp"] / "probe.txt"] if command == "identify" else []
+    code, out, err = cli(capsys, command, run.path, *extra, "--device", "cuda", "--quiet")
+    assert code == 2 and out == "" and err == (f"openlt {command}: error: --device cuda but no CUDA device is "
+                                               f"available; use --device cpu or auto\n")
