@@ -114,7 +114,7 @@ def load_features(run: Run, splits: tuple[str, ...] = SPLITS, checkpoint: str = 
     written is noted once and the features are used without being cached."""
     _check_request(dtype, splits)
     cfg = cfg or run.config()
-    dev = distributed.setup(resolve_device(device or cfg.train.device))
+    dev = distributed.setup(_device(device, cfg))
     data = prepare_data(cfg, default_split_dir=run.splits_dir)
     if command is not None:  # the split files the run was trained on (a stage 2 checks its stage-1 run itself)
         from openlt.engine.manifest import verify_manifest
@@ -155,6 +155,13 @@ def load_features(run: Run, splits: tuple[str, ...] = SPLITS, checkpoint: str = 
             _LOG.info(f"features {split:5s} {tuple(feats.shape)} {dtype}: {status} ({path})")
         result[split] = {"features": feats, "labels": labels}  # the cache's dtype: no float32 copy of the split
     return result
+
+
+def _device(device: str | None, cfg: Config) -> torch.device:
+    """The device features are extracted on: `device` (`openlt features --device`; the other callers pass the device
+    they already use), else the run's train.device; one that is not there is named as given (trial 16 D11: --device
+    was named train.device)."""
+    return resolve_device(device, "--device") if device else resolve_device(cfg.train.device)
 
 
 def _extract_split(model, cfg: Config, data, split: str, dev, quiet: bool, amp, dtype: str):

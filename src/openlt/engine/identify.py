@@ -461,8 +461,9 @@ def _verification(feats: torch.Tensor, images: SplitEntries, pair_list: PairList
 
 def _device(cfg: Config, device: str | None) -> torch.device:
     """The device identify runs on, with a `train.amp=` override checked on it as `openlt train` checks it
-    (precision.check_amp_override: fp16 on a CPU is refused, not run in float32)."""
-    dev = resolve_device(device or cfg.train.device)
+    (precision.check_amp_override: fp16 on a CPU is refused, not run in float32). A device that is not there is
+    named as given: `device` as --device (trial 16 D11: it was named train.device), else the run's train.device."""
+    dev = resolve_device(device, "--device") if device else resolve_device(cfg.train.device)
     check_amp_override(cfg, dev)
     return dev
 
