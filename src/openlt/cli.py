@@ -280,13 +280,14 @@ def _export(args: argparse.Namespace) -> int:
 
 
 def _features(args: argparse.Namespace) -> int:
-    from openlt.engine.features import load_features
+    from openlt.engine.features import SPLITS, load_features
     from openlt.engine.run import open_run
 
     run = open_run(args.run)
     run.check_not_training("extract features from")  # its checkpoints are still changing (as eval refuses)
-    load_features(run, tuple(args.splits), checkpoint=args.checkpoint, dtype=args.dtype, device=args.device,
-                  force=args.force, quiet=args.quiet, command="features")  # under torchrun: every process extracts a share
+    load_features(run, tuple(args.splits or SPLITS), checkpoint=args.checkpoint, dtype=args.dtype, device=args.device,
+                  force=args.force, quiet=args.quiet, command="features",  # under torchrun: every process extracts a share
+                  named=args.splits is not None)  # splits named and not in the run: one line (trial 16 D7)
     from openlt.engine.distributed import is_main
 
     if is_main():
@@ -589,8 +590,8 @@ def _add_features_command(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("features", help="cache a run's pooled features of train/val/test/open (frozen network, "
                        "no augmentation) for decoupled stage-2 classifiers; reused while fresh")
     p.add_argument("run")
-    p.add_argument("--splits", nargs="+", default=["train", "val", "test", "open"],
-                   choices=["train", "val", "test", "open"])
+    p.add_argument("--splits", nargs="+", choices=["train", "val", "test", "open"],
+                   help="the splits to extract (default: every split the run has; one it does not have is an error)")
     p.add_argument("--checkpoint", default="best", choices=["best", "last"])
     p.add_argument("--dtype", default="float32", choices=["float32", "float16"], help="storage type of the cache")
     p.add_argument("--device")

@@ -99,10 +99,11 @@ def extraction_amp(run: Run, cfg: Config, device: torch.device, checkpoint: str 
 def load_features(run: Run, splits: tuple[str, ...] = SPLITS, checkpoint: str = "best", dtype: str = "float32",
                   device: str | None = None, force: bool = False, quiet: bool = False,
                   cfg: Config | None = None, checkpoint_sha256: str | None = None,
-                  command: str | None = None) -> dict[str, dict[str, torch.Tensor]]:
+                  command: str | None = None, named: bool = False) -> dict[str, dict[str, torch.Tensor]]:
     """{split: {"features": (N, D), "labels": (N,)}} for each split the run has, from the cache when it is fresh,
-    else extracted (and cached). Splits the run's data lacks (no val / open) are left out. Features read from the
-    cache keep its dtype (`dtype`: a float16 cache stays float16, half the memory: 1.7 GB instead of 3.4 GB for
+    else extracted (and cached). Splits the run's data lacks (no val / open) are left out, unless `named` (the user
+    named them: `openlt features --splits`; :func:`_present`); a split named twice is extracted once. Features read
+    from the cache keep its dtype (`dtype`: a float16 cache stays float16, half the memory: 1.7 GB instead of 3.4 GB for
     iNaturalist's training split); their consumers convert to float32 a batch or chunk of rows at a time where they
     compute (cRT / LWS batches, NCM's class sums, the head on a split's features, the open-set score fits), which
     gives the values of a whole conversion. Freshly extracted features are returned as the cache holds them (in
@@ -116,6 +117,7 @@ def load_features(run: Run, splits: tuple[str, ...] = SPLITS, checkpoint: str = 
     cfg = cfg or run.config()
     dev = distributed.setup(_device(device, cfg))
     data = prepare_data(cfg, default_split_dir=run.splits_dir)
+    splits = _present(run, data, splits, named)
     if command is not None:  # the split files the run was trained on (a stage 2 checks its stage-1 run itself)
         from openlt.engine.manifest import verify_manifest
 
@@ -128,10 +130,6 @@ def load_features(run: Run, splits: tuple[str, ...] = SPLITS, checkpoint: str = 
     amp = extraction_amp(run, cfg, dev, checkpoint)
     result: dict[str, dict[str, torch.Tensor]] = {}
     for split in splits:
-        if not data.has(split):
-            if split in ("train", "test"):
-                raise ConfigError(f"run {run.path} has no {split} split file ({data.split_path(split)})")
-            continue
         path = run.feature_cache(split)
         key = cache_key(checkpoint, checkpoint_sha256, data, split, dtype, amp)
         existed = path.is_file()
@@ -162,6 +160,25 @@ def _device(device: str | None, cfg: Config) -> torch.device:
     they already use), else the run's train.device; one that is not there is named as given (trial 16 D11: --device
     was named train.device)."""
     return resolve_device(device, "--device") if device else resolve_device(cfg.train.device)
+
+
+def _present(run: Run, data: DataBundle, splits: tuple[str, ...], named: bool) -> tuple[str, ...]:
+    """`splits` once each, in order, without those the run's data lacks. ConfigError, one line, for a missing train
+    or test split, and, when the splits were `named` (`openlt features --splits val open` on a run with
+    data.val_split: null: was exit 0 and nothing said, trial 16 D7), for any split the run lacks, naming why and
+    the splits it has."""
+    splits = tuple(dict.fromkeys(splits))  # (`--splits test test`: one extraction, one line)
+    for split in ("train", "test"):
+        if split in splits and not data.has(split):
+            raise ConfigError(f"run {run.path} has no {split} split file ({data.split_path(split)})")
+    missing = [split for split in splits if not data.has(split)]
+    if named and missing:
+        why = [f"data.{split}_split is null" if data.split_path(split) is None else
+               f"{data.split_path(split)} does not exist" for split in missing]
+        has = [split for split in SPLITS if data.has(split)]
+        raise ConfigError(f"run {run.path} has no {' and no '.join(missing)} split ({'; '.join(why)}): --splits "
+                          f"can name {', '.join(has)}")
+    return tuple(split for split in splits if split not in missing)
 
 
 def _extract_split(model, cfg: Config, data, split: str, dev, quiet: bool, amp, dtype: str):
