@@ -1,5 +1,7 @@
-"""Trial 16 item 5: what `openlt summary` says under a table of rows that differ: the "different data" note groups
-the rows that share their data and names the difference (an absent split as absent, never `sha256 None`)."""
+"""Trial 16 items 4 and 5: what `openlt summary` says under a table of rows that differ. Rows evaluated under
+different shot-band rules (whose many / medium / few columns mean other things) get a note naming each row's rule,
+and rows sharing one rule get that rule under the table; the "different data" note groups the rows that share their
+data and names the difference (an absent split as absent, never `sha256 None`)."""
 
 from __future__ import annotations
 
@@ -13,6 +15,30 @@ _spec = importlib.util.spec_from_file_location("summary_tests_module", Path(__fi
 _summary_tests = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(_summary_tests)
 metrics = _summary_tests.metrics
+RULE = "many > 100, medium 20-100, few < 20"  # test_summary.metrics's
+OTHER_RULE = "many > 60, medium 11-60, few < 11"  # the same classes (120, 50, 10 images) in the same bands
+
+
+def _other_bands(run: str) -> dict:
+    m = metrics(run, few=0.3)
+    m["bands"].update(rule=OTHER_RULE, many_above=60, few_below=11)
+    return m
+
+
+def test_rows_under_different_band_rules_get_a_note_naming_each_rule(tmp_path, capsys):
+    a, b, c = (write(tmp_path, run, m) for run, m in (("s0", metrics("s0")), ("s1", _other_bands("s1")),
+                                                       ("s2", metrics("s2"))))
+    code, out, err = cli([f"a={a}", f"b={b}", f"c={c}"], capsys)
+    assert code == 0, err
+    assert (f"note: the rows use different shot-band rules (a, c: {RULE}; b: {OTHER_RULE}): their many / medium / few "
+            f"columns are not comparable") in out, out
+    assert "shot bands (every row)" not in out, out
+
+
+def test_rows_sharing_a_band_rule_have_it_under_the_table(tmp_path, capsys):
+    a, b = write(tmp_path, "s0", metrics("s0")), write(tmp_path, "s1", metrics("s1"))
+    code, out, err = cli([f"a={a}", f"b={b}"], capsys)
+    assert code == 0 and f"shot bands (every row): {RULE}" in out and "different shot-band" not in out, (out, err)
 
 
 def test_the_different_data_note_groups_rows_sharing_their_data(tmp_path, capsys):

@@ -872,6 +872,7 @@ def aggregate(groups: dict[str, list[dict]], names: dict[str, list[str]] | None 
         rows.append({"label": label, "runs": len(runs), "cells": cells,
                      "under_trained": sum(convergence_warning(m) is not None for m in runs),
                      "data": data_of(runs[0]) if runs else None,
+                     "bands": band_rule(_get(runs[0], ("bands", "rule"))) if runs else None,
                      "folders": folders_of(runs, None if names is None else names.get(label)),
                      "unknown_splits": [_run_name(m, i, None if names is None else names.get(label))
                                         for i, m in enumerate(runs) if split_files(m) is None],
@@ -934,6 +935,20 @@ def _grouped(described: Iterable[tuple[str, str]]) -> str:
     return "; ".join(f"{', '.join(labels)}: {what}" for what, labels in groups.items())
 
 
+def bands_note(rows: list[dict]) -> str:
+    """The shot-band rule of the rows of :func:`aggregate` (every metrics.json records one, `metrics_problem`; a
+    row's runs share it, :func:`check_comparable`): ``shot bands (every row): RULE`` under a table whose rows share
+    it, else a note naming each row's rule (trial 16 item 4: the many / medium / few columns then count other
+    classes). "" for no row."""
+    rules = [(row["label"], row.get("bands")) for row in rows]
+    if len({rule for _, rule in rules}) == 1:
+        return f"shot bands (every row): {rules[0][1]}"
+    if not rules:
+        return ""
+    return (f"note: the rows use different shot-band rules ({_grouped(rules)}): their many / medium / few columns "
+            f"are not comparable")
+
+
 SPLIT_ORDER = ("train", "val", "test", "open")
 
 
@@ -980,8 +995,8 @@ def table_notes(rows: list[dict]) -> list[str]:
     """The lines under a table of :func:`aggregate`'s rows: what ± is, then the notes that apply: the different-data
     note, the runs whose split files are unknown, the stage-2 runs whose stage-1 recipe is unknown, the different
     image folders, the under-trained footnote."""
-    return [note for note in (STD_NOTE, data_note(rows), unknown_splits_note(rows), stage1_unknown_note(rows),
-                              folders_note(rows), under_trained_note(rows)) if note]
+    return [note for note in (STD_NOTE, bands_note(rows), data_note(rows), unknown_splits_note(rows),
+                              stage1_unknown_note(rows), folders_note(rows), under_trained_note(rows)) if note]
 
 
 UNDER_TRAINED_MARK = "†"
