@@ -154,6 +154,47 @@ def test_a_class_name_with_special_characters_is_drawn_as_written(name, tmp_path
     assert row.count(" | ") == 3  # the name stays in its cell: | name | 150 | band | top-1 |
 
 
+MARKDOWN_SPECIAL = set("\\`*_[]<>&|~$")  # what Markdown (CommonMark, GitHub's tables and math) or HTML would read
+
+
+def _unescaped_cell(cell: str) -> str:
+    """A report.md cell read back as a Markdown renderer reads it: every backslash escape taken as its character;
+    AssertionError for a character of MARKDOWN_SPECIAL left unescaped (it would be markup, not text)."""
+    out, i = [], 0
+    while i < len(cell):
+        if cell[i] == "\\":
+            assert i + 1 < len(cell), cell
+            out.append(cell[i + 1])
+            i += 2
+            continue
+        assert cell[i] not in MARKDOWN_SPECIAL, f"{cell[i]!r} unescaped in {cell!r}"
+        out.append(cell[i])
+        i += 1
+    return "".join(out)
+
+
+@pytest.mark.parametrize("name", ["*star* _u_", "[x](e.com) &lt <i>", "<script>alert(1)<", "a|b", "`c` ~~s~~ $x$",
+                                  "a\\b", "plain"])
+def test_report_md_escapes_class_names_for_markdown_and_html(name, tmp_path):
+    """Trial 16 item 10: report.md wrote class names raw (only | escaped): rendered, `*star*` became italics,
+    `[x](e.com)` a link, `<script>` vanished. Every place report.md writes a class name (the per-class table, the
+    most frequent confusions, the open-set line) escapes Markdown and HTML; the name reads back as written."""
+    run, metrics = _evaluated(tmp_path, [name, "b", "c"])
+    metrics["open_class_names"] = [name]
+    run.metrics_path().write_text(json.dumps(metrics))
+    rebuild_reports(run)
+    text = run.report_path().read_text()
+    row = next(line for line in text.splitlines() if line.startswith("| ") and "| 150 |" in line)
+    assert _unescaped_cell(row[2:row.index(" | 150 |")]) == name
+    confusions = text.split("## Most frequent confusions")[1].split("## Per class")[0]
+    confused = [line.split(" | ")[:2] for line in confusions.splitlines()
+                if line.startswith("| ") and not line.startswith("| true class")]
+    assert confused and all(_unescaped_cell(cell.lstrip("| ")) in (name, "b", "c") for pair in confused for cell in pair)
+    line = next(line for line in text.splitlines() if line.startswith("open set:"))
+    shown = line[line.index("class ") + len("class "):line.index(" (unknown to the model)")]
+    assert _unescaped_cell(shown) == name, line
+
+
 def test_figures_keep_class_names_as_written():
     import numpy as np
 

@@ -4,7 +4,7 @@ library versions, device and training time. No matplotlib here: the CLI imports 
 
 from __future__ import annotations
 
-from typing import Mapping, Sequence
+from typing import Callable, Mapping, Sequence
 
 
 def user_epoch(metrics: Mapping) -> int | None:
@@ -27,15 +27,16 @@ def checkpoint_epoch(metrics: Mapping) -> str:
     return f"epoch {epoch}" + (f" of {epochs}" if isinstance(epochs, int) and epochs >= epoch else "")
 
 
-def open_set_text(metrics: Mapping) -> str:
-    """What the open (unknown) images are, in one line, or "" without an open split."""
+def open_set_text(metrics: Mapping, shown: Callable[[str], str] = str) -> str:
+    """What the open (unknown) images are, in one line, or "" without an open split; each class name as
+    `shown(name)` (report.md's Markdown escape; report.html escapes the whole line)."""
     if "open" not in metrics:
         return ""
     n, names = metrics["open"].get("n_open"), metrics.get("open_class_names")
     images = f"{n} images" if isinstance(n, int) else "images"
     if isinstance(names, list) and names:
         return (f"open set: {images} of the {len(names)} held-out class{'es' if len(names) > 1 else ''} "
-                + ", ".join(map(str, names)) + " (unknown to the model)")
+                + ", ".join(shown(str(name)) for name in names) + " (unknown to the model)")
     return f"open set: {images} of classes unknown to the model (the split does not name them)"
 
 

@@ -116,9 +116,16 @@ def threshold_text(value: float) -> str:
     return repr(value)
 
 
+# what Markdown (CommonMark; GitHub's tables, strikethrough and math) or HTML would read in a class name as markup
+MARKDOWN_SPECIAL = frozenset("\\`*_[]<>&|~$")
+
+
 def _md_name(name: str) -> str:
-    """A class name made safe inside a markdown table cell."""
-    return name.replace("\\", "\\\\").replace("|", "\\|")  # a class name cannot end or split its table cell
+    """A class name as text in report.md, wherever it is written (a table cell, the open-set line): each character
+    of MARKDOWN_SPECIAL backslash-escaped (CommonMark escapes any ASCII punctuation), so that `*star*` is no
+    emphasis, `[x](e.com)` no link, `<script>` no tag, `&lt` no entity and `a|b` no second cell (trial 16 item 10;
+    report.html escapes for HTML)."""
+    return "".join("\\" + c if c in MARKDOWN_SPECIAL else c for c in name)
 
 
 def _confusion_markdown(metrics: dict, shown: int = 20) -> str:
@@ -152,7 +159,7 @@ def report_markdown(run: RunFiles, metrics: dict, tag: str | None = None) -> str
     elsewhere = evaluated_elsewhere(run, metrics)
     about = [f"run: {run.path.resolve()} (evaluated at {elsewhere}: metrics.json \"run\")" if elsewhere else "",
              f"checkpoint: {metrics['checkpoint']} ({checkpoint_epoch(metrics)}); figures, calibration and score "
-             f"histograms: {run.report_html_path(tag).name}", open_set_text(metrics),
+             f"histograms: {run.report_html_path(tag).name}", open_set_text(metrics, _md_name),
              *environment_lines(metrics, run.epochs_logged()),
              f"**Warning:** {warning}." if warning else ""]
     return (f"# openlt report: {run.path.name}\n\n" + "".join(f"{line}\n\n" for line in about if line)
