@@ -90,3 +90,19 @@ def test_numpy_integer_options_are_accepted_as_python_ones(tmp_path):
                         (lambda: O.Energy(temperature="1"), "energy temperature must be > 0")):
         with pytest.raises(ConfigError, match=says):
             build()
+
+
+@pytest.mark.parametrize("temperature", [1e-39, 1e-30, 1e-8])
+def test_energy_of_a_tiny_temperature_is_finite_and_tends_to_the_max_logit(temperature):
+    # T * logsumexp(logits / T) overflowed to inf (then NaN) for T = 1e-39, a value the temperature check accepts;
+    # the same value computed from the largest logit stays finite and tends to max-logit as T -> 0
+    scores = O.Energy(temperature=temperature).score(L)
+    assert torch.isfinite(scores).all()
+    torch.testing.assert_close(scores, torch.from_numpy(L).max(dim=1).values, rtol=0, atol=1e-6)
+
+
+def test_energy_at_the_usual_temperatures_is_t_logsumexp_of_logits_over_t():
+    logits = torch.from_numpy(L)
+    for temperature in (1.0, 2.0, 1000.0):
+        torch.testing.assert_close(O.Energy(temperature=temperature).score(L),
+                                   temperature * torch.logsumexp(logits / temperature, dim=1))

@@ -41,8 +41,12 @@ def negative_energy(outputs: Outputs, temperature: float = 1.0) -> torch.Tensor:
     Detection"): the negated energy, so higher = more known.
 
     ``outputs["logits"]`` (N, K) float and a temperature T > 0 (not checked here: :class:`Energy` checks it)
-    -> (N,) float32. ValueError as :func:`max_softmax`."""
-    return temperature * torch.logsumexp(logits_of(outputs, "energy") / temperature, dim=1)
+    -> (N,) float32. ValueError as :func:`max_softmax`. Computed as ``m + T · logsumexp((logits - m) / T)`` with m
+    the row's largest logit, the same value: ``logits / T`` overflows to inf for a tiny T (1e-39 gave inf and NaN),
+    ``(logits - m) / T`` only goes to -inf, whose exp is 0 (the score tends to the max-logit, as it should)."""
+    logits = logits_of(outputs, "energy")
+    top = logits.max(dim=1, keepdim=True).values
+    return (top + temperature * torch.logsumexp((logits - top) / temperature, dim=1, keepdim=True)).squeeze(1)
 
 
 def reachability(outputs: Outputs) -> torch.Tensor:
