@@ -34,7 +34,7 @@ from openlt.engine.precheck import check_open_score_on_model
 from openlt.engine.run import Run, check_tag
 from openlt.engine.score_fit import fit_open_score
 from openlt.engine.runtime import (batch_score_for, check_data_folders, collect_outputs, inference_loader, kept_for,
-                                   resolve_device, score_fit_args, to_device, trained_config)
+                                   command_device, score_fit_args, to_device, trained_config)
 from openlt.errors import ConfigError, OpenLTError
 from openlt.io import remove_file, remove_stale_temp, write_group, write_json
 from openlt.metrics import (ShotBands, auroc_per_band, band_confusion, ece_by_band, open_set_f_measure,
@@ -275,7 +275,7 @@ def evaluate_run(run: Run, checkpoint: str = "best", overrides: list[str] | None
 
 def _device(cfg: Config, device: str | None) -> torch.device:
     """The evaluation's device (`device`, else train.device), the process group joined under torchrun."""
-    return distributed.setup(resolve_device(device or cfg.train.device, "--device" if device else "train.device"))
+    return distributed.setup(command_device(device, cfg.train.device))
 
 
 @contextlib.contextmanager

@@ -27,7 +27,7 @@ from openlt.config import Config
 from openlt.data.build import DataBundle, prepare_data
 from openlt.engine import distributed
 from openlt.engine.checkpoint import checkpoint_state, recorded_amp
-from openlt.engine.runtime import (batch_to, inference_loader, inference_passes, load_run_model, resolve_device,
+from openlt.engine.runtime import (batch_to, inference_loader, inference_passes, load_run_model, command_device,
                                    trim_heap)
 from openlt.engine.precision import autocast, inference_amp
 from openlt.engine.run import Run
@@ -159,7 +159,7 @@ def _device(device: str | None, cfg: Config) -> torch.device:
     """The device features are extracted on: `device` (`openlt features --device`; the other callers pass the device
     they already use), else the run's train.device; one that is not there is named as given (trial 16 D11: --device
     was named train.device)."""
-    return resolve_device(device, "--device") if device else resolve_device(cfg.train.device)
+    return command_device(device, cfg.train.device)
 
 
 def _present(run: Run, data: DataBundle, splits: tuple[str, ...], named: bool) -> tuple[str, ...]:

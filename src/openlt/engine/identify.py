@@ -49,7 +49,7 @@ from openlt.engine.inference import checkpoint_identity
 from openlt.engine.manifest import verify_manifest
 from openlt.engine.precision import check_amp_override, inference_amp
 from openlt.engine.run import Run
-from openlt.engine.runtime import check_data_folders, load_run_model, make_loader, resolve_device, trained_config
+from openlt.engine.runtime import check_data_folders, load_run_model, command_device, make_loader, trained_config
 from openlt.errors import ConfigError, DataError
 from openlt.io import sha256_file, write_json
 from openlt.metrics.identification import (DEFAULT_CHUNK, IDENTITY_BANDS, IdentityBands, enrol, match,
@@ -463,7 +463,7 @@ def _device(cfg: Config, device: str | None) -> torch.device:
     """The device identify runs on, with a `train.amp=` override checked on it as `openlt train` checks it
     (precision.check_amp_override: fp16 on a CPU is refused, not run in float32). A device that is not there is
     named as given: `device` as --device (trial 16 D11: it was named train.device), else the run's train.device."""
-    dev = resolve_device(device, "--device") if device else resolve_device(cfg.train.device)
+    dev = command_device(device, cfg.train.device)
     check_amp_override(cfg, dev)
     return dev
 

@@ -78,6 +78,12 @@ def resolve_device(name: str, option: str = "train.device") -> torch.device:
     return device
 
 
+def command_device(device: str | None, run_device: str) -> torch.device:
+    """The device of a command on a run: its ``--device`` option when given (a missing device named as --device),
+    else the run's ``train.device`` (named as such). :func:`resolve_device`'s errors."""
+    return resolve_device(device, "--device") if device else resolve_device(run_device)
+
+
 def to_device(model: torch.nn.Module, device: torch.device, channels_last: bool) -> torch.nn.Module:
     """Move ``model`` to ``device`` in place, in channels-last memory format when asked; returns it."""
     model.to(device)
