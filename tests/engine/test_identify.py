@@ -10,6 +10,7 @@ import pytest
 import torch
 from PIL import Image
 
+from cli_ok import main_ok
 from openlt.cli import main
 from openlt.config import build_config
 from openlt.data.build import prepare_data
@@ -19,8 +20,10 @@ from openlt.engine.runtime import load_run_model
 from openlt.metrics.identification import enrol, match, pair_scores, rank1_by_band, tar_at_far
 
 CONFIG = Path(__file__).parents[2] / "configs" / "ms1m_lt" / "plain_resnet18.yaml"
-TINY = ["data.image_size=16", "model.backbone=resnet10", "train.epochs=1", "train.batch_size=16", "train.lr=0.05",
-        "train.milestones=[]", "data.workers=0", "eval.batch_size=64", "train.device=cpu", "train.channels_last=false"]
+TINY = ["data.image_size=16", "model.backbone=resnet10", "train.epochs=1", "train.batch_size=16",
+        # float32 at a gentle lr: at lr 0.05 in bf16 this run once gave a NaN loss here and exit 2 on CI
+        "train.lr=0.02", "train.amp=none", "train.milestones=[]", "data.workers=0", "eval.batch_size=64",
+        "train.device=cpu", "train.channels_last=false"]
 TRAIN_COUNTS = {0: 24, 1: 8, 2: 3, 3: 1}  # with --many-above 6: many, many, few, one-shot
 
 
@@ -66,8 +69,8 @@ def faces(tmp_path_factory, single_thread):
     genuine = [(rest[c][0], rest[c][1], 1) for c in range(10)] + [(rest[c][1], rest[c][2], 1) for c in range(10)]
     impostor = [(rest[a][0], rest[b][2], 0) for a in range(10) for b in range(10) if a != b]
     (tmp / "pairs.txt").write_text("".join(f"{a} {b} {s}\n" for a, b, s in genuine + impostor), encoding="utf-8")
-    assert main(["train", str(CONFIG), f"data.root={tmp / 'root'}", f"data.split_dir={splits}",
-                 f"out_dir={tmp / 'runs'}", *TINY, "--quiet", "--no-eval"]) == 0
+    main_ok(["train", str(CONFIG), f"data.root={tmp / 'root'}", f"data.split_dir={splits}",
+                 f"out_dir={tmp / 'runs'}", *TINY, "--quiet", "--no-eval"])
     return {"tmp": tmp, "run": next((tmp / "runs").iterdir()), "pairs": tmp / "pairs.txt", **lists,
             "n_pairs": (len(genuine), len(impostor))}
 
