@@ -11,6 +11,7 @@ import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file
 
+from cli_ok import main_ok
 from openlt.cli import main
 from openlt.config import Config
 from openlt.decoupling import Stage2Data, Stage2Hooks, build_method
@@ -194,16 +195,16 @@ def stage1(tmp_path_factory, single_thread):
     images = make_image_folder(tmp / "images", {"ant": 50, "bee": 40, "cat": 30, "dog": 25, "eel": 20, "fox": 12})
     config = tmp / "tiny.yaml"
     config.write_text("name: tiny\n")
-    assert main(["train", str(config), f"data.root={images}", f"out_dir={tmp / 'runs'}", *TINY, "--quiet"]) == 0
+    main_ok(["train", str(config), f"data.root={images}", f"out_dir={tmp / 'runs'}", *TINY, "--quiet"])
     return next((tmp / "runs").iterdir())
 
 
 def test_stage2_from_a_stage1_run_writes_a_run_that_evaluates(stage1, tmp_path):
     out = tmp_path / "s2"
-    assert main(["train", str(CONFIG), f"train.init_from={stage1}", f"out_dir={out}", "train.epochs=2",
-                 "train.batch_size=16", "train.device=cpu", "decouple.fslwf_novel_classes=1",
-                 "decouple.fslwf_shots=2", "decouple.fslwf_queries=2", "decouple.fslwf_epochs=2",
-                 "decouple.fslwf_steps=5", "--quiet"]) == 0
+    main_ok(["train", str(CONFIG), f"train.init_from={stage1}", f"out_dir={out}", "train.epochs=2",
+             "train.batch_size=16", "train.device=cpu", "decouple.fslwf_novel_classes=1",
+             "decouple.fslwf_shots=2", "decouple.fslwf_queries=2", "decouple.fslwf_epochs=2",
+             "decouple.fslwf_steps=5", "--quiet"])
     run = next(out.iterdir())
     details = json.loads((run / "decouple.json").read_text())
     manifest = json.loads((stage1 / "split_manifest.json").read_text())

@@ -26,6 +26,7 @@ from safetensors.torch import load_file
 ROOT = Path(__file__).parents[2]
 PROBE = ROOT / "tests" / "helpers" / "dist_lock_probe.py"
 from dist_env import clean_env as _env, free_port as _free_port  # tests/helpers
+from cli_ok import main_ok
 
 
 def _pair(command: list[str], timeout: float = 90) -> list[tuple[int, str, str]]:
@@ -74,7 +75,6 @@ def run(tmp_path_factory):
     """A trained run (one process) whose val and test splits hold 1 image each: rank 1's share is empty."""
     from PIL import Image
 
-    from openlt.cli import main
 
     tmp = tmp_path_factory.mktemp("locks")
     for c, v in (("a", 40), ("b", 200)):
@@ -86,10 +86,10 @@ def run(tmp_path_factory):
     (splits / "train.txt").write_text("a/0.png 0\nb/0.png 1\n")
     (splits / "val.txt").write_text("a/1.png 0\n")
     (splits / "test.txt").write_text("b/1.png 1\n")
-    assert main(["train", "fmnist_lt/plain", "data.dataset=split-file", f"data.root={tmp / 'img'}",
-                 f"data.split_dir={splits}", "data.open_split=null", "data.image_size=28", "data.in_chans=1",
-                 "train.epochs=1", "train.batch_size=2", "train.device=cpu", f"out_dir={tmp / 'runs'}",
-                 "data.workers=0", "train.warmup_epochs=0", "--name", "r", "--quiet"]) == 0
+    main_ok(["train", "fmnist_lt/plain", "data.dataset=split-file", f"data.root={tmp / 'img'}",
+             f"data.split_dir={splits}", "data.open_split=null", "data.image_size=28", "data.in_chans=1",
+             "train.epochs=1", "train.batch_size=2", "train.device=cpu", f"out_dir={tmp / 'runs'}",
+             "data.workers=0", "train.warmup_epochs=0", "--name", "r", "--quiet"])
     return next((tmp / "runs").iterdir())
 
 

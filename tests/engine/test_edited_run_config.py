@@ -16,7 +16,7 @@ from safetensors.torch import save_file
 
 from edited_run import edited_copy, run_files  # tests/helpers
 from tiny_run import cli, tiny_overrides  # tests/helpers
-from openlt.cli import main
+from cli_ok import main_ok
 from openlt.config import build_config
 from openlt.engine.checkpoint import checkpoint_state
 from openlt.engine.runtime import config_change, defining_config
@@ -30,10 +30,10 @@ def runs(tmp_path_factory, single_thread):
     """(a tiny evaluated stage-1 run, an evaluated NCM stage-2 run on it, a test image)."""
     tmp = tmp_path_factory.mktemp("edited_config")
     (tmp / "tiny.yaml").write_text("name: tiny\n")
-    assert main(["train", str(tmp / "tiny.yaml"), *tiny_overrides(tmp, "train.device=cpu"), "--quiet"]) == 0
+    main_ok(["train", str(tmp / "tiny.yaml"), *tiny_overrides(tmp, "train.device=cpu"), "--quiet"])
     stage1 = next((tmp / "runs").iterdir())
-    assert main(["train", os.path.join(CONFIGS, "decouple_ncm.yaml"), f"train.init_from={stage1}",
-                 f"out_dir={tmp / 's2'}", "train.device=cpu", "--quiet"]) == 0
+    main_ok(["train", os.path.join(CONFIGS, "decouple_ncm.yaml"), f"train.init_from={stage1}",
+             f"out_dir={tmp / 's2'}", "train.device=cpu", "--quiet"])
     stage2 = next((tmp / "s2").iterdir())
     image = next((tmp / "images" / "ant").iterdir())
     return stage1, stage2, image

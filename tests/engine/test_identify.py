@@ -70,7 +70,7 @@ def faces(tmp_path_factory, single_thread):
     impostor = [(rest[a][0], rest[b][2], 0) for a in range(10) for b in range(10) if a != b]
     (tmp / "pairs.txt").write_text("".join(f"{a} {b} {s}\n" for a, b, s in genuine + impostor), encoding="utf-8")
     main_ok(["train", str(CONFIG), f"data.root={tmp / 'root'}", f"data.split_dir={splits}",
-                 f"out_dir={tmp / 'runs'}", *TINY, "--quiet", "--no-eval"])
+             f"out_dir={tmp / 'runs'}", *TINY, "--quiet", "--no-eval"])
     return {"tmp": tmp, "run": next((tmp / "runs").iterdir()), "pairs": tmp / "pairs.txt", **lists,
             "n_pairs": (len(genuine), len(impostor))}
 

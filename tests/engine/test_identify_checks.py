@@ -73,7 +73,7 @@ def faces(tmp_path_factory, single_thread):
     (tmp / "pairs.txt").write_text("0/11.png 0/12.png 1\n1/11.png 1/12.png 1\n0/11.png 1/11.png 0\n"
                                    "2/11.png 3/11.png 0\n")
     main_ok(["train", str(CONFIG), f"data.root={root}", f"data.split_dir={splits}", f"out_dir={tmp / 'runs'}",
-                 *TINY, "--quiet", "--no-eval"])
+             *TINY, "--quiet", "--no-eval"])
     return {"tmp": tmp, "root": root, "run": Run(next((tmp / "runs").iterdir()))}
 
 

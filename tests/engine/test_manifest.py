@@ -13,13 +13,13 @@ from __future__ import annotations
 
 import json
 import shutil
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
 import pytest
 
 from images import make_image_folder
+from cli_ok import main_ok
 from openlt.cli import main
 
 TINY = ["data.image_size=16", "model.backbone=resnet20", "train.epochs=1", "train.batch_size=8", "train.device=cpu",
@@ -46,8 +46,8 @@ def trained(tmp_path_factory, single_thread):
     images = make_image_folder(root / "images", {"ant": 12, "bee": 10, "cat": 9, "eel": 6})
     assert main([str(a) for a in split_cmd(images, root / "split")]) == 0
     (root / "c.yaml").write_text("name: s1\n")
-    assert main(["train", str(root / "c.yaml"), "data.dataset=image-folder", f"data.root={images}",
-                 f"data.split_dir={root / 'split'}", f"out_dir={root / 'runs'}", *TINY]) == 0
+    main_ok(["train", str(root / "c.yaml"), "data.dataset=image-folder", f"data.root={images}",
+             f"data.split_dir={root / 'split'}", f"out_dir={root / 'runs'}", *TINY])
     run = next((root / "runs").iterdir())
     return {"root": root, "images": images, "split": root / "split", "run": run}
 

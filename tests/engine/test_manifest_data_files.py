@@ -25,6 +25,7 @@ import numpy as np
 import pytest
 
 from fake_cifar import write_cifar10
+from cli_ok import main_ok
 from openlt.cli import main
 
 CONFIGS = Path(__file__).resolve().parents[2] / "src" / "openlt" / "configs"
@@ -65,8 +66,8 @@ def cifar(tmp_path_factory, single_thread):
         shutil.copytree(data, folder)
     invert_batch(folders["test-pixels"] / "cifar-10-batches-py" / "test_batch")
     invert_batch(folders["train-pixels"] / "cifar-10-batches-py" / "data_batch_2")
-    assert main(["train", str(CONFIGS / "cifar10_lt" / "ce.yaml"), f"data.root={data}", f"out_dir={root / 'runs'}",
-                 "name=c10", *CIFAR_SPLIT, *TINY]) == 0
+    main_ok(["train", str(CONFIGS / "cifar10_lt" / "ce.yaml"), f"data.root={data}", f"out_dir={root / 'runs'}",
+             "name=c10", *CIFAR_SPLIT, *TINY])
     run = next((root / "runs").iterdir())
     return {"root": root, "data": data, "run": run, **folders}
 
@@ -223,9 +224,9 @@ def fake_fmnist(folder: Path, gz: bool = True, change_pixel: bool = False) -> Pa
 def fmnist(tmp_path_factory, single_thread):
     root = tmp_path_factory.mktemp("fm")
     data = fake_fmnist(root / "fm")
-    assert main(["train", str(CONFIGS / "fmnist_lt" / "plain.yaml"), f"data.root={data}", f"out_dir={root / 'runs'}",
-                 "data.split.n_max=10", "data.split.n_min=2", "data.split.val_per_class=2",
-                 "data.split.test_per_class=3", *TINY]) == 0
+    main_ok(["train", str(CONFIGS / "fmnist_lt" / "plain.yaml"), f"data.root={data}", f"out_dir={root / 'runs'}",
+             "data.split.n_max=10", "data.split.n_min=2", "data.split.val_per_class=2",
+             "data.split.test_per_class=3", *TINY])
     return {"root": root, "data": data, "run": next((root / "runs").iterdir())}
 
 

@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from cli_ok import main_ok
 from openlt_processes import ENV  # tests/helpers
 from tiny_run import cli, train_tiny_with_cli  # tests/helpers
 
@@ -29,12 +30,11 @@ CONFIGS = Path(__file__).parents[2] / "configs" / "fmnist_lt"
 def runs(tmp_path_factory, single_thread):
     """(a finished tiny stage-1 run, a finished cRT stage 2 of it with train.epochs=2, not evaluated: no test reads
     its evaluation, and its interrupted copies are as a run killed before its first checkpoint, with none)."""
-    from openlt.cli import main
 
     tmp = tmp_path_factory.mktemp("stage2src")
     stage1 = train_tiny_with_cli(tmp, "train.epochs=1", "train.device=cpu")
-    assert main(["train", str(CONFIGS / "decouple_crt.yaml"), f"train.init_from={stage1}", f"out_dir={tmp / 's2'}",
-                 "train.epochs=2", "train.batch_size=16", "train.device=cpu", "--quiet", "--no-eval"]) == 0
+    main_ok(["train", str(CONFIGS / "decouple_crt.yaml"), f"train.init_from={stage1}", f"out_dir={tmp / 's2'}",
+             "train.epochs=2", "train.batch_size=16", "train.device=cpu", "--quiet", "--no-eval"])
     return stage1, next((tmp / "s2").iterdir())
 
 

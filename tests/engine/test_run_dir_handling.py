@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pytest
 
+from cli_ok import main_ok
 from openlt_processes import ENV  # tests/helpers
 from tiny_run import cli, train_with_cli
 from openlt.engine.run import Run, RunMovedError
@@ -36,10 +37,9 @@ def runs(tmp_path_factory, single_thread):
     """(the module's folder, a finished stage-1 run, an NCM stage 2 of it): each test copies what it changes."""
     root = tmp_path_factory.mktemp("rundirs")
     stage1 = train_with_cli(root, TINY)
-    from openlt.cli import main
 
-    assert main(["train", str(CONFIGS / "decouple_ncm.yaml"), f"train.init_from={stage1}", f"out_dir={root / 's2'}",
-                 "train.device=cpu", "--quiet"]) == 0
+    main_ok(["train", str(CONFIGS / "decouple_ncm.yaml"), f"train.init_from={stage1}", f"out_dir={root / 's2'}",
+             "train.device=cpu", "--quiet"])
     return root, stage1, next((root / "s2").iterdir())
 
 
@@ -158,7 +158,7 @@ def test_resume_with_the_split_folder_gone_names_config_yaml_and_how_to_point_it
     split = tmp_path / "split"
     shutil.copytree(runs[1] / "splits", split)
     config = (run / "config.yaml").read_text()
-    (run / "config.yaml").write_text(config.replace(f"split_dir: null", f"split_dir: {split}")
+    (run / "config.yaml").write_text(config.replace("split_dir: null", f"split_dir: {split}")
                                      if "split_dir: null" in config else config)
     assert f"split_dir: {split}" in (run / "config.yaml").read_text()
     moved = split.rename(tmp_path / "split-moved")

@@ -6,6 +6,7 @@ import os
 
 import pytest
 
+from cli_ok import main_ok
 from openlt.engine.run import Run
 from openlt.errors import RunDirError
 from tiny_run import tiny_overrides
@@ -79,11 +80,11 @@ def test_a_finished_train_an_eval_and_a_resume_leave_no_lock_file(tmp_path, sing
     from openlt.cli import main
 
     (tmp_path / "tiny.yaml").write_text("name: tiny\n")
-    assert main(["train", str(tmp_path / "tiny.yaml"), *tiny_overrides(tmp_path, "train.device=cpu"),
-                 "--quiet", "--no-eval"]) == 0  # locked while staged, then published under its final name
+    main_ok(["train", str(tmp_path / "tiny.yaml"), *tiny_overrides(tmp_path, "train.device=cpu"),
+             "--quiet", "--no-eval"])  # locked while staged, then published under its final name
     run = next((tmp_path / "runs").iterdir())
     assert (run / "checkpoints" / "best.safetensors").is_file() and not (run / "train.lock").exists()
     assert main(["eval", str(run), "--quiet"]) == 0
     assert (run / "metrics.json").is_file() and not (run / "train.lock").exists()
-    assert main(["train", "--resume", str(run), "--quiet"]) == 0  # finished and evaluated: nothing to do
+    main_ok(["train", "--resume", str(run), "--quiet"])  # finished and evaluated: nothing to do
     assert sorted(p.name for p in run.iterdir() if p.name.startswith("train")) == []

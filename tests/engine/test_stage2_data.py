@@ -6,11 +6,11 @@ from __future__ import annotations
 
 import json
 import shutil
-from pathlib import Path
 
 import pytest
 
 from images import make_image_folder
+from cli_ok import main_ok
 from tiny_run import cli
 
 COMMON = ["data.dataset=image-folder", "data.image_size=16", "model.backbone=resnet10", "train.epochs=1",
@@ -26,8 +26,8 @@ def stage1(tmp_path_factory):
     images = make_image_folder(root / "images", {"ant": 12, "bee": 9, "cat": 8, "eel": 4})
     assert main(["split", "--dataset", "image-folder", "--root", str(images), "--out", str(root / "split"),
                  "--profile", "none", "--open-classes", "eel", "--val-per-class", "2", "--test-per-class", "2"]) == 0
-    assert main(["train", "fmnist_lt/plain", *COMMON, f"data.root={images}", f"data.split_dir={root / 'split'}",
-                 f"out_dir={root / 'runs'}", "name=base", "--quiet"]) == 0
+    main_ok(["train", "fmnist_lt/plain", *COMMON, f"data.root={images}", f"data.split_dir={root / 'split'}",
+             f"out_dir={root / 'runs'}", "name=base", "--quiet"])
     run = next((root / "runs").glob("base-*"))
     shutil.move(root / "split", root / "moved")
     return root, run, root / "moved"

@@ -23,9 +23,9 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 
 from edited_run import run_files  # tests/helpers
+from cli_ok import main_ok
 from openlt_processes import lock_holder  # tests/helpers
 from tiny_run import cli, tiny_overrides  # tests/helpers
-from openlt.cli import main
 
 CONFIGS = os.path.join(os.path.dirname(__file__), "..", "..", "configs", "fmnist_lt")
 
@@ -37,13 +37,13 @@ def runs(tmp_path_factory, single_thread):
     tmp = tmp_path_factory.mktemp("stage2_integrity")
     (tmp / "tiny.yaml").write_text("name: tiny\n")
     for name, seed in (("stage1", 0), ("other", 1)):
-        assert main(["train", str(tmp / "tiny.yaml"), *tiny_overrides(tmp, "train.device=cpu", f"seed={seed}"),
-                     f"out_dir={tmp / name}", "--quiet"]) == 0
+        main_ok(["train", str(tmp / "tiny.yaml"), *tiny_overrides(tmp, "train.device=cpu", f"seed={seed}"),
+                 f"out_dir={tmp / name}", "--quiet"])
     stage1, other = (next((tmp / name).iterdir()) for name in ("stage1", "other"))
     copy = tmp / "s1copy"
     shutil.copytree(stage1, copy)
-    assert main(["train", os.path.join(CONFIGS, "decouple_ncm.yaml"), f"train.init_from={copy}",
-                 f"out_dir={tmp / 's2'}", "train.device=cpu", "--quiet"]) == 0
+    main_ok(["train", os.path.join(CONFIGS, "decouple_ncm.yaml"), f"train.init_from={copy}",
+             f"out_dir={tmp / 's2'}", "train.device=cpu", "--quiet"])
     ncm = next((tmp / "s2").iterdir())
     image = next((tmp / "images" / "ant").iterdir())
     return {"stage1": stage1, "other": other, "copy": copy, "ncm": ncm, "image": image, "tmp": tmp}

@@ -12,7 +12,7 @@ import pytest
 
 from edited_run import edited_copy, run_files  # tests/helpers
 from tiny_run import cli, tiny_overrides  # tests/helpers
-from openlt.cli import main
+from cli_ok import main_ok
 from openlt.engine.checkpoint import checkpoint_state
 
 
@@ -20,8 +20,8 @@ from openlt.engine.checkpoint import checkpoint_state
 def trained(tmp_path_factory, single_thread):
     tmp = tmp_path_factory.mktemp("resume_config")
     (tmp / "tiny.yaml").write_text("name: tiny\n")
-    assert main(["train", str(tmp / "tiny.yaml"), *tiny_overrides(tmp, "train.epochs=1", "train.device=cpu"),
-                 "--quiet", "--no-eval"]) == 0
+    main_ok(["train", str(tmp / "tiny.yaml"), *tiny_overrides(tmp, "train.epochs=1", "train.device=cpu"),
+             "--quiet", "--no-eval"])
     return next((tmp / "runs").iterdir())
 
 
