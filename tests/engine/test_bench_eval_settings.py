@@ -160,3 +160,14 @@ def test_a_bench_out_dir_too_long_for_a_run_folder_is_refused_naming_it(tmp_path
     assert err.startswith(f"openlt bench: error: {named} is ") and "bytes long as an absolute path" in err
     assert f"({len(deep)} characters)" in err and len(err) < 400 and "Errno" not in err
     assert not (tmp_path / ("d" * 60)).exists()
+
+
+def test_a_keep_known_within_the_same_whole_percent_is_a_difference():
+    """A run calibrated at eval.keep_known 0.95 is not the evaluation a spec at 0.954 asks for (both read "95%"
+    before: the bench reused it as it was)."""
+    cfg, scorer = eval_config(build_config(), ["eval.keep_known=0.954"])
+    source = "validation: keeps 95% of the known validation images"
+    recorded = {**MSP, "open_score": {"name": "msp"}, "calibration": {"score": "msp", "threshold": 0.2, "source": source}}
+    assert evaluation_differences(recorded, cfg, scorer) == [f"eval.keep_known: run {source!r}, spec 0.954"]
+    cfg, scorer = eval_config(build_config(), ["eval.keep_known=0.95"])
+    assert evaluation_differences(recorded, cfg, scorer) == []

@@ -152,3 +152,12 @@ def test_a_fixed_threshold_names_the_option_it_came_from_and_ranges_are_declared
     check_threshold_range("msp", 0.0, "--threshold")
     check_threshold_range("energy", -50.0, "--threshold")  # no declared range: any number
     check_threshold_range("max_logit", 1e6, "--threshold")
+
+
+def test_the_source_names_keep_known_as_it_is_not_rounded_to_a_whole_percent():
+    """keep_known 0.999 was written "keeps 100%" (`:.0%`), and 0.954 "keeps 95%" like 0.95: the source of the
+    threshold misstated the fraction kept, and summary / bench compared two different decisions as one."""
+    scores = np.arange(1, 1001) / 1000
+    assert Rejector.calibrate("msp", scores, 0.999).source == "validation: keeps 99.9% of the known validation images"
+    assert Rejector.calibrate("msp", scores, 0.95).source == "validation: keeps 95% of the known validation images"
+    assert Rejector.calibrate("msp", scores, 0.954).source != Rejector.calibrate("msp", scores, 0.95).source

@@ -62,7 +62,7 @@ from openlt.engine.train import train
 from openlt.errors import ConfigError, OpenLTError, RunDirError, WriteError
 from openlt.io import sha256_file
 from openlt.openset import build_score
-from openlt.openset.rejector import parse_threshold
+from openlt.openset.rejector import keep_known_text, parse_threshold
 from openlt.paper_numbers import PAPERS
 from openlt.reporting.summary import (MANIFEST_SPLITS_KEY, SOURCE_KEY, Lineage, check_comparable, load_metrics,
                                      recipe_differences, recorded_run_amp, run_lineage, score_options)
@@ -769,8 +769,8 @@ def evaluation_differences(metrics: dict, cfg: Config, scorer) -> list[str]:
             diffs.append(f"eval.open_threshold: run {run_value}, spec {threshold}")
         elif threshold is None and fixed:
             diffs.append(f"eval.open_threshold: run {calibration.get('threshold')}, spec auto")
-        elif (threshold is None and re.search(r"keeps \d+% ", source)  # (a source in other words: not compared)
-              and f"keeps {cfg.eval.keep_known:.0%} " not in source):
+        elif (threshold is None and re.search(r"keeps [\d.]+% ", source)  # (a source in other words: not compared)
+              and f"keeps {keep_known_text(cfg.eval.keep_known)} " not in source):
             diffs.append(f"eval.keep_known: run {source!r}, spec {cfg.eval.keep_known}")
     elif threshold is not None and "calibration" not in metrics and "open" in metrics:
         diffs.append(f"eval.open_threshold: run none, spec {threshold}")

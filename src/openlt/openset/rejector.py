@@ -31,7 +31,7 @@ from openlt.metrics import reject, threshold_at_tpr
 from openlt.metrics._checks import to_numpy
 from openlt.openset.base import SCORES, OpenSetScore, Outputs, fitted_on_ok
 
-__all__ = ["AUTO", "Rejector", "check_rejection_config", "check_threshold_range", "parse_threshold"]
+__all__ = ["AUTO", "Rejector", "check_rejection_config", "check_threshold_range", "keep_known_text", "parse_threshold"]
 
 AUTO = "auto"  # eval.open_threshold: calibrate on the known validation images
 FIXED_SOURCE = "fixed (eval.open_threshold)"
@@ -48,6 +48,12 @@ def parse_threshold(spec: Any, option: str = "eval.open_threshold") -> float | N
         return finite_number(spec)
     except ConfigError:
         raise ConfigError(f"{option} must be 'auto' or a finite number, got {spec!r}") from None
+
+
+def keep_known_text(keep_known: float) -> str:
+    """`eval.keep_known` as the percentage a calibrated threshold's source names: ``95%``, ``99.9%``, ``95.4%``
+    (10 significant digits, so that 0.954 is not shown, nor compared, as 0.95; ``:.0%`` wrote ``100%`` for 0.999)."""
+    return f"{float(keep_known) * 100:.10g}%"
 
 
 def check_threshold_range(score_name: str, threshold: float, option: str = "eval.open_threshold") -> None:
@@ -110,7 +116,8 @@ class Rejector:
         `known_val_scores`: (N,) scores of the known validation images (array or tensor, any float dtype; read
         as float64). Raises ValueError when they are empty, non-finite or `keep_known` is outside (0, 1]."""
         threshold = threshold_at_tpr(known_val_scores, keep_known)
-        return cls(score_name, threshold, f"validation: keeps {keep_known:.0%} of the known validation images")
+        return cls(score_name, threshold,
+                   f"validation: keeps {keep_known_text(keep_known)} of the known validation images")
 
     @classmethod
     def fixed(cls, score_name: str, threshold: float, source: str = FIXED_SOURCE,
