@@ -120,3 +120,18 @@ def test_open_set_metrics_keys_and_values():
     assert set(res) == {"auroc", "aupr_in", "aupr_out", "fpr95"}
     assert res["auroc"] == 1.0 and res["aupr_in"] == 1.0 and res["aupr_out"] == 1.0
     assert res["fpr95"] == 0.0
+
+
+def test_aupr_of_a_perfect_separation_is_one_not_above():
+    """21 known scores above 10 open ones: scikit-learn's average precision summed to 1.0000000000000004, which
+    openlt eval wrote to metrics.json and its own metrics-file check (summary, bench) then refused."""
+    from openlt.reporting.summary import open_shape_problem
+
+    known, unknown = np.arange(21) + 100.0, np.arange(10.0)
+    assert aupr_in(known, unknown) == 1.0 and aupr_out(known, unknown) == pytest.approx(1.0, abs=1e-12)
+    assert aupr_in(unknown, known) <= 1.0 and aupr_out(unknown, known) <= 1.0
+    assert open_shape_problem(open_set_metrics(known, unknown)) is None
+    rng = np.random.default_rng(0)
+    for _ in range(300):
+        k, o = rng.random(rng.integers(1, 40)) + 1, rng.random(rng.integers(1, 40))
+        assert 0.0 <= aupr_in(k, o) <= 1.0 and 0.0 <= aupr_out(k, o) <= 1.0

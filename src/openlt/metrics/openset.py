@@ -49,6 +49,13 @@ def _known_open(known_scores: Any, open_scores: Any) -> tuple[np.ndarray, np.nda
     return k, o
 
 
+def _fraction(value: float) -> float:
+    """An area in [0, 1] as a float, clipped to it: scikit-learn's average precision sums the recall steps times
+    the precisions, and 21 steps of 1/21 at precision 1 (known scores all above the open ones) add up to
+    1.0000000000000004, a metrics.json that openlt's own checks then refused (summary, bench)."""
+    return float(min(max(value, 0.0), 1.0))
+
+
 # --------------------------------------------------------------------------- thresholded
 
 
@@ -177,7 +184,7 @@ def aupr_in(known_scores: Any, open_scores: Any) -> float:
     """
     k, o = _known_open(known_scores, open_scores)
     y = np.concatenate([np.ones(k.size), np.zeros(o.size)])
-    return float(average_precision_score(y, np.concatenate([k, o])))
+    return _fraction(average_precision_score(y, np.concatenate([k, o])))
 
 
 def aupr_out(known_scores: Any, open_scores: Any) -> float:
@@ -188,7 +195,7 @@ def aupr_out(known_scores: Any, open_scores: Any) -> float:
     """
     k, o = _known_open(known_scores, open_scores)
     y = np.concatenate([np.zeros(k.size), np.ones(o.size)])
-    return float(average_precision_score(y, -np.concatenate([k, o])))
+    return _fraction(average_precision_score(y, -np.concatenate([k, o])))
 
 
 def threshold_at_tpr(known_scores: Any, tpr: float = 0.95) -> float:
