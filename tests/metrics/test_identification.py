@@ -212,3 +212,14 @@ def test_open_set_rejects_an_unenrolled_face_through_matching():
     assert at["tpir"] == 0.75  # the three right mated probes all score above ~0.707
     with pytest.raises(ValueError, match="mated and non-mated"):
         open_set_identification(scores[:4], found[:4], PROBE_IDS, ids)
+
+
+def test_threshold_at_far_reaches_the_rate_float_products_fall_just_short_of():
+    """0.29 * 100 is 28.999999999999996 in floats: floor gave the 29th largest impostor score, 28 accepted (FAR 0.28,
+    its TAR lower) where 29 of 100 may be; 0.57 of 100 and 0.35 of 700 alike."""
+    for far, n in ((0.29, 100), (0.57, 100), (0.35, 700), (0.1, 30), (1e-3, 3000)):
+        impostor = np.arange(n, dtype=np.float64)
+        t = threshold_at_far(impostor, far)
+        assert np.sum(impostor > t) == round(far * n)
+    result = tar_at_far(np.r_[np.arange(100.0), np.arange(100.0) + 0.5], np.r_[np.zeros(100), np.ones(100)], (0.29,))
+    assert result["at_far"]["0.29"]["far"] == pytest.approx(0.29)
