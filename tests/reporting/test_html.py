@@ -127,3 +127,24 @@ def test_the_report_shows_the_no_spread_warning_that_report_md_and_the_console_s
     assert "warning" not in metrics["open"]
     assert 'class="warning"' not in run_report({"run": "r", **metrics}, sample_table(spread, {
         s: -spread[s]["logits"].logsumexp(1) for s in ("test", "open")}), ShotBands())
+
+
+def test_the_page_prints_the_threshold_that_gives_the_decisions_not_a_rounded_one(tmp_path):
+    """report.html's header printed the threshold with 4 decimals (`score < 1.0000` for the float32 0.99999475, which
+    would reject every image; 2.7436 for an energy threshold of 2.7435875) and its figures with 3 digits
+    (`threshold 1`): now as report.md's table, the fewest digits that read back as the same threshold."""
+    cfg = build_config(None, ["eval.many_above=100", "eval.few_below=20"])
+    outputs = fake_outputs()
+    metrics = compute_metrics(cfg, outputs, COUNTS, NAMES)
+    metrics["calibration"]["threshold"] = float(np.float32(0.99999475))
+    samples = sample_table(outputs, {s: outputs[s]["logits"].softmax(1).max(1).values for s in ("test", "open")})
+    html = run_report(metrics, samples, ShotBands(100, 20))
+    assert "an image is unknown when its score &lt; 0.99999475 (" in html
+    assert "score &lt; 1.0000" not in html
+    from openlt.reporting import figures
+
+    for fig in (figures.score_histograms(np.array([0.5, 0.9]), np.array([0.2]), 0.99999475, "msp"),
+                figures.threshold_curves({"thresholds": np.array([0.1, 0.9]), "known_accuracy": np.array([1.0, 0.5]),
+                                          "known_kept": np.array([1.0, 0.5])}, 2.7435874938964844, "energy")):
+        labels = [t.get_text() for ax in fig.axes if ax.get_legend() for t in ax.get_legend().get_texts()]
+        assert any(label in ("threshold 0.99999475", "threshold 2.7435875") for label in labels), labels

@@ -4,6 +4,7 @@ library versions, device and training time. No matplotlib here: the CLI imports 
 
 from __future__ import annotations
 
+import math
 from typing import Callable, Mapping, Sequence
 
 
@@ -69,3 +70,18 @@ def _duration(seconds: float) -> str:
     if seconds < 3600:
         return f"{seconds // 60} min {seconds % 60:02d} s"
     return f"{seconds // 3600} h {seconds % 3600 // 60:02d} min"
+
+
+def threshold_text(value: float) -> str:
+    """A rejection threshold as printed: the fewest digits that give the same decisions, never a rounded value
+    that crosses a score (``msp < 1.000`` for 0.99999475 would reject every image). A value that is a float32
+    (chosen on validation among the float32 scores): the shortest text that reads back as that float32; any other
+    value (e.g. fixed by the user): the shortest text that reads back as that float (Python's repr). Used by
+    report.md's result table, report.html's header and its figures' threshold labels."""
+    import numpy as np  # (imported when a threshold is printed: the CLI imports this module with the result table)
+
+    value = float(value)
+    as_float32 = np.float32(value)
+    if math.isfinite(value) and float(as_float32) == value:
+        return repr(float(str(as_float32)))  # numpy's shortest float32 digits, as a Python float's text
+    return repr(value)

@@ -17,6 +17,7 @@ from sklearn.metrics import auc, roc_curve
 
 from openlt.metrics import BAND_NAMES, ShotBands, reliability_bins
 from openlt.reporting.convergence import convergence
+from openlt.reporting.describe import threshold_text
 
 BAND_COLORS = {"many": "#1f77b4", "medium": "#ff7f0e", "few": "#d62728"}
 KNOWN_COLOR, OPEN_COLOR = "#2ca02c", "#9467bd"
@@ -286,7 +287,7 @@ def score_histograms(known_scores: Sequence[float], open_scores: Sequence[float]
         ax.hist(unknown, bins=edges, density=True, histtype="step", lw=1.8, color=OPEN_COLOR,
                 label=f"unknown / open ({unknown.size})")
     if threshold is not None:
-        ax.axvline(threshold, color="black", ls="--", lw=1.2, label=f"threshold {threshold:.3g}")
+        ax.axvline(threshold, color="black", ls="--", lw=1.2, label=f"threshold {threshold_text(threshold)}")
     ax.set_xlabel(f"open-set score: {score_name} (higher = more known)", **AS_WRITTEN)
     ax.set_ylabel("density")
     ax.legend(fontsize=8, loc="upper left")
@@ -327,7 +328,7 @@ def threshold_curves(curves: Mapping[str, np.ndarray], threshold: float | None, 
         ax.plot(t, curves["f_measure"], color="black", lw=2, label="open-set F-measure")
         ax.plot(t, curves["open_rejected"], color=OPEN_COLOR, lw=1, ls=":", label="open images rejected")
     if threshold is not None:
-        ax.axvline(threshold, color="black", ls="--", lw=1, alpha=0.7, label=f"threshold {threshold:.3g}")
+        ax.axvline(threshold, color="black", ls="--", lw=1, alpha=0.7, label=f"threshold {threshold_text(threshold)}")
     ax.set_ylim(-0.02, 1.02)
     ax.yaxis.set_major_formatter(PercentFormatter(1.0))
     ax.set_xlabel(f"rejection threshold on {score_name} (reject when the score is below it)", **AS_WRITTEN)

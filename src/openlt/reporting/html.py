@@ -16,7 +16,7 @@ from openlt.metrics import (BAND_NAMES, ShotBands, band_confusion, ece_by_band, 
                             rejection_curves, threshold_grid, top_confusions)
 from openlt.reporting import figures
 from openlt.reporting.convergence import convergence_warning
-from openlt.reporting.describe import checkpoint_epoch, environment_lines, open_set_text
+from openlt.reporting.describe import checkpoint_epoch, environment_lines, open_set_text, threshold_text
 
 CSS = """
 body { font: 14px/1.45 system-ui, -apple-system, "Segoe UI", Roboto, sans-serif; color: #222; margin: 0; background: #fafafa; }
@@ -114,7 +114,8 @@ def _meta(metrics: Mapping, history: Sequence[Mapping] | None = None, run_dir: s
     cal = metrics.get("calibration", {})
     score = metrics.get("open_score", {"name": cal.get("score", "?")})
     options = ", ".join(f"{k} {v}" for k, v in score.items() if k != "name" and not isinstance(v, (list, dict)))
-    decision = (f"an image is unknown when its score &lt; {num(cal.get('threshold'), 4)} ({esc(cal.get('source', ''))})"
+    threshold = "–" if cal.get("threshold") is None else threshold_text(cal["threshold"])  # never a rounded one
+    decision = (f"an image is unknown when its score &lt; {threshold} ({esc(cal.get('source', ''))})"
                 if cal else "closed-set evaluation without a validation split: no rejection threshold")
     lines = [f"run <code>{esc(shown)}</code>" + (f" (evaluated at <code>{esc(evaluated_at)}</code>)" if evaluated_at else "")
              + f", checkpoint {esc(metrics.get('checkpoint', '?'))} "

@@ -7,7 +7,6 @@ never imports the engine; a report is rebuilt from those files alone (no model, 
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -18,7 +17,7 @@ from openlt.errors import RunDirError
 from openlt.io import write_text
 from openlt.metrics import BAND_COLUMNS, BAND_NAMES, BAND_ROWS, ShotBands
 from openlt.reporting.convergence import convergence_warning
-from openlt.reporting.describe import checkpoint_epoch, environment_lines, open_set_text
+from openlt.reporting.describe import checkpoint_epoch, environment_lines, open_set_text, threshold_text
 from openlt.reporting.samples import load_samples
 from openlt.reporting.summary import CONSISTENCY_TOLERANCE, load_metrics, missing_metrics, tagged_metrics
 
@@ -102,18 +101,6 @@ def format_table(metrics: dict) -> str:
         if op.get("warning"):  # e.g. a score fitted on features without spread: the AUROC is float rounding
             lines.append(f"warning: {op['warning']}")
     return "\n".join(lines)
-
-
-def threshold_text(value: float) -> str:
-    """A rejection threshold as printed: the fewest digits that give the same decisions, never a rounded value
-    that crosses a score (``msp < 1.000`` for 0.99999475 would reject every image). A value that is a float32
-    (chosen on validation among the float32 scores): the shortest text that reads back as that float32; any other
-    value (e.g. fixed by the user): the shortest text that reads back as that float (Python's repr)."""
-    value = float(value)
-    as_float32 = np.float32(value)
-    if math.isfinite(value) and float(as_float32) == value:
-        return repr(float(str(as_float32)))  # numpy's shortest float32 digits, as a Python float's text
-    return repr(value)
 
 
 # what Markdown (CommonMark; GitHub's tables, strikethrough and math) or HTML would read in a class name as markup
