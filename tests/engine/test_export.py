@@ -200,3 +200,12 @@ def test_an_export_folder_that_is_a_symlink_is_refused(tmp_path, capsys, force, 
     err = capsys.readouterr().err
     assert f"export folder {dangling} is a symbolic link to {os.path.realpath(tmp_path / 'gone')}: export to " in err
     assert dangling.is_symlink() and not (tmp_path / "gone").exists()
+
+
+def test_the_readme_states_the_threshold_that_gives_the_decisions(tmp_path, single_thread):
+    """README.md wrote the threshold with :g, six digits: 0.999995 for the float32 0.99999475 (a score between
+    them is kept by the bundle's own threshold and rejected by the README's)."""
+    run, _ = make_run(tmp_path / "run", calibration=False)
+    assert main(["export", str(run.path), str(tmp_path / "out"), "--threshold", "0.9999947547912598"]) == 0
+    readme = (tmp_path / "out" / "README.md").read_text()
+    assert "(0.99999475, fixed (--threshold))" in readme and "0.999995," not in readme

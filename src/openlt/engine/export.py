@@ -42,6 +42,7 @@ from openlt.engine.runtime import trained_config
 from openlt.errors import ConfigError, OpenLTError, WriteError
 from openlt.io import atomic_path, stale_temporaries, temp_prefix, write_json, write_text
 from openlt.openset import Rejector, save_score
+from openlt.reporting.describe import threshold_text
 
 _LOG = logging.getLogger(__name__)
 
@@ -282,7 +283,8 @@ def readme(bundle: dict) -> str:
     t, d = bundle["transform"], bundle["decoding"]
     network = ", ".join(f"{FILES[k]}" for k in ("onnx", "torchscript") if k in bundle["files"]) or FILES["weights"]
     rule = ("nothing is rejected (no threshold)" if bundle["threshold"] is None else
-            f"{bundle['threshold']['rule']} ({bundle['threshold']['value']:g}, {bundle['threshold']['source']})")
+            f"{bundle['threshold']['rule']} ({threshold_text(bundle['threshold']['value'])}, "
+            f"{bundle['threshold']['source']})")  # never rounded: 0.99999475 read 0.999995 with :g
     steps = [
         f"Decode the file as openlt does (openlt.json `decoding`): {d['reader']}.",
         *(f"{key.replace('_', ' ').capitalize()}: {d[key]}." for key in ("sixteen_bit", "float", "alpha")),
