@@ -385,7 +385,7 @@ class TrainConfig:
     milestones: list = opt([], items=float, ge=0, le=MAX_EPOCHS)  # step: x step_gamma at these 0-based epochs; []: every step_epochs
     min_lr: float = opt(0.0, ge=0, le=MAX_LR)  # cosine schedule: the final learning rate
     backbone_lr: float | None = opt(None, ge=0, le=MAX_LR)  # None: train.lr; e.g. 0.001 for a pretrained backbone (Places-LT)
-    sampler: str = opt("instance", registry="sampler")  # how training batches are drawn
+    sampler: str = opt("instance", registry="sampler")  # how training batches are drawn (progressive: instance- to class-balanced linearly over train.epochs, the last epoch class-balanced, as in Kang et al.'s code)
     loss: str = opt("ce", registry="loss")  # the training loss (its options: loss_args)
     loss_args: dict = field(default_factory=dict)  # keyword arguments of the loss, e.g. {weight: 0.01}; weights and margins in [0, 1000], s in (0, 1000], tau in [0, 10], gamma in [0, 1000], label_smoothing and drw_beta in [0, 1), any other number within +-10**6
     init_from: str | None = None  # stage 2: a stage-1 run directory whose best weights start this run

@@ -219,7 +219,10 @@ class SquareRootSampler(PowerSampler):
 class ProgressivelyBalancedSampler(LongTailSampler):
     """p(t) = (1 - t/T) p_IB + (t/T) p_CB with T = max(total_epochs - 1, 1): instance- to class-balanced.
 
-    The epoch t comes from `set_epoch`; epochs past T stay fully class-balanced.
+    Kang et al. (ICLR 2020) write t/T over epochs t of T; with 0-based t that never reaches class-balanced. T =
+    total_epochs - 1 follows their code (classifier-balancing's MixedPrioritizedSampler: np.linspace(0, 1,
+    epochs)), so the first epoch is instance-balanced and the last fully class-balanced. The epoch t comes from
+    `set_epoch`; epochs past T stay fully class-balanced.
     """
 
     def __init__(self, labels: Labels, total_epochs: int, **kwargs: Any) -> None:
