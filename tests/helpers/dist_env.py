@@ -36,6 +36,15 @@ PROBE = Path(__file__).parent / "dist_probe.py"
 TRAIN = ["train", "fmnist_lt/plain", "train.epochs=1", "train.warmup_epochs=0", "train.device=cpu", "data.workers=0"]
 
 
+# A suite started as a background job of a non-interactive shell (`make test &`, `nohup sh -c 'make test' &`) runs
+# with SIGINT ignored, and every child inherits that: Python then installs no KeyboardInterrupt handler and openlt
+# (rightly, as shells expect of `cmd &`) never sees a Ctrl-C. Tests that send SIGINT start their processes through
+# this prefix, which restores the default disposition and execs the real command (exec keeps SIG_DFL; preexec_fn
+# is not safe with the threads of an xdist worker).
+WITH_CTRL_C = [sys.executable, "-c", "import os, signal, sys; signal.signal(signal.SIGINT, signal.SIG_DFL); "
+               "os.execv(sys.executable, [sys.executable, *sys.argv[1:]])"]
+
+
 def run_cli(args, env, timeout=60) -> subprocess.CompletedProcess:
     """`python -m openlt ARGS` in the repository root with `env`, its output captured as text."""
     return subprocess.run([sys.executable, "-m", "openlt", *args], capture_output=True, text=True, env=env,
@@ -45,7 +54,7 @@ def run_cli(args, env, timeout=60) -> subprocess.CompletedProcess:
 def probe_pair(scenario: str, **extra) -> list[subprocess.Popen]:
     """Ranks 0 and 1 of a 2-process gloo job running `dist_probe.py SCENARIO` (pipes for stdout / stderr)."""
     port = free_port()
-    return [subprocess.Popen([sys.executable, str(PROBE), scenario], cwd=ROOT, text=True, stdout=subprocess.PIPE,
+    return [subprocess.Popen([*WITH_CTRL_C, str(PROBE), scenario], cwd=ROOT, text=True, stdout=subprocess.PIPE,
                              stderr=subprocess.PIPE,
                              env=clean_env(RANK=r, WORLD_SIZE=2, LOCAL_RANK=r, MASTER_ADDR="127.0.0.1",
                                            MASTER_PORT=port, OPENLT_DIST_INIT_TIMEOUT=20, **extra)) for r in (0, 1)]
