@@ -52,6 +52,7 @@ import numpy as np
 
 from ._checks import binary_vector, finite_vector, same_length
 from .closed import _as_counts, _as_int_vector, _to_numpy
+from .openset import RANK_TOLERANCE
 
 __all__ = [
     "IDENTITY_BANDS",
@@ -334,9 +335,8 @@ def threshold_at_far(impostor_scores: Any, far: float) -> float:
     imp = np.sort(_as_scores(impostor_scores, "impostor_scores"))[::-1]
     if imp.size == 0:
         raise ValueError("no impostor score: a false-accept rate needs at least one")
-    # the tolerance keeps e.g. 0.29 * 100 = 28.999999999999996 from rounding down to 28 (a rate of 0.28 where
-    # 29 of the 100 impostors may be accepted), as threshold_at_tpr does for its rank
-    return float(imp[min(int(math.floor(far * imp.size + 1e-9)), imp.size - 1)])
+    # 0.29 of 100 impostors accepts 29, not 28 (0.29 * 100 = 28.999999999999996), as threshold_at_tpr rounds its rank
+    return float(imp[min(int(math.floor(far * imp.size + RANK_TOLERANCE)), imp.size - 1)])
 
 
 def tar_at_far(scores: Any, same: Any, fars: Sequence[float] = (1e-3, 1e-4)) -> dict[str, Any]:

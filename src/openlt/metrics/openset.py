@@ -49,6 +49,11 @@ def _known_open(known_scores: Any, open_scores: Any) -> tuple[np.ndarray, np.nda
     return k, o
 
 
+# A rate times a count that should be a whole number of samples comes out a hair off it in floating point (0.28 *
+# 25 = 7.000000000000001, 0.29 * 100 = 28.999999999999996): ranks are rounded past this much first.
+RANK_TOLERANCE = 1e-9
+
+
 def _fraction(value: float) -> float:
     """An area in [0, 1] as a float, clipped to it: scikit-learn's average precision sums the recall steps times
     the precisions, and 21 steps of 1/21 at precision 1 (known scores all above the open ones) add up to
@@ -214,8 +219,7 @@ def threshold_at_tpr(known_scores: Any, tpr: float = 0.95) -> float:
     if k.size == 0:
         raise ValueError("known_scores is empty: cannot choose a threshold")
     n = k.size
-    # the tolerance keeps e.g. 0.28 * 25 = 7.000000000000001 from rounding up to 8
-    rank = min(max(math.ceil(tpr * n - 1e-9), 1), n)
+    rank = min(max(math.ceil(tpr * n - RANK_TOLERANCE), 1), n)  # 0.28 * 25 is rank 7, not 8
     return float(np.sort(k)[::-1][rank - 1])
 
 
