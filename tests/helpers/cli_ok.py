@@ -15,5 +15,5 @@ def main_ok(args) -> str:
     out, err = io.StringIO(), io.StringIO()
     with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
         code = main([str(a) for a in args])
-    assert code == 0, f"openlt {' '.join(map(str, args[:1]))} exited {code}: {err.getvalue()[-2000:]}"
+    assert code == 0, f"openlt {args[0]} exited {code}: {err.getvalue()[-2000:]}"
     return out.getvalue()

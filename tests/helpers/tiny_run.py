@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from cli_ok import main_ok
 from images import make_image_folder
 
 TINY = ["data.dataset=image-folder", "data.image_size=16", "model.backbone=resnet10", "train.epochs=1",
@@ -51,13 +52,10 @@ def train_tiny_run(root: Path, *extra: str):
 def train_with_cli(root: Path, overrides: list[str]) -> Path:
     """The directory of a run trained (and evaluated) by `openlt train` under `root`: a config of its name only
     (tiny.yaml), a fresh image folder of CLASSES, out_dir=root/runs, then `overrides` (e.g. a module's TINY)."""
-    from openlt.cli import main
-
     images = make_image_folder(root / "images", CLASSES)
     config = root / "tiny.yaml"
     config.write_text("name: tiny\n")
-    assert main([str(a) for a in ("train", config, f"data.root={images}", f"out_dir={root / 'runs'}", *overrides,
-                                  "--quiet")]) == 0
+    main_ok(["train", config, f"data.root={images}", f"out_dir={root / 'runs'}", *overrides, "--quiet"])
     return next((root / "runs").iterdir())
 
 
@@ -70,9 +68,7 @@ def train_tiny_with_cli(root: Path, *extra: str) -> Path:
 def small_split(root: Path) -> Path:
     """root/split: `openlt split` (no profile) of a fresh image folder of 33 images (ant 12, bee 9, cat 8; eel 4,
     the open class), 2 images of each class for validation and 2 for test."""
-    from openlt.cli import main
-
     images = make_image_folder(root / "images", {"ant": 12, "bee": 9, "cat": 8, "eel": 4})
-    assert main(["split", "--dataset", "image-folder", "--root", str(images), "--out", str(root / "split"),
-                 "--profile", "none", "--open-classes", "eel", "--val-per-class", "2", "--test-per-class", "2"]) == 0
+    main_ok(["split", "--dataset", "image-folder", "--root", images, "--out", root / "split", "--profile", "none",
+             "--open-classes", "eel", "--val-per-class", "2", "--test-per-class", "2"])
     return root / "split"
