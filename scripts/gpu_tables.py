@@ -12,7 +12,7 @@ resumed as usual):
            (no checkpoints, no feature caches) packed into $OUT/tables.tgz and $OUT/runs_small.tgz.
 A process that fails is started once more (the bench resumes it); at the deadline the rest get Ctrl-C.
 
-Measured (session 15, one H200, 16 cores): the whole table (6 stage-1 methods, 27 stage-2 / detector methods, 3
+Measured (session 15, one H200, 16 cores): the whole table (6 stage-1 methods, 32 stage-2 / detector methods, 3
 seeds): stage 1 in 130 s, stage 2 in about 90 s more, the eight reports in 2 minutes; the sampler study
 (GPU_MODE=samplers) in 3.5 minutes in all. The device command (the machine has
 torch; carry the Fashion-MNIST .gz files and two wheels in an excluded .gpu/ folder, and splits/fmnist_lt):
