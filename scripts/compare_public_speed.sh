@@ -7,7 +7,7 @@
 # SPLIT holds images/ and splits/ImageNet_LT_{train,val,test,open}.txt (scripts/bench_perf.py write_224_split).
 # PUBLIC: a copy of the upstream main.py run_networks.py utils.py data/dataloader.py config/ImageNet_LT/stage_1.py
 # models/{ResNet10Feature,ResNetFeature,DotProductClassifier}.py layers/ModulatedAttLayer.py loss/SoftmaxLoss.py
-# (commits: the patch's head), then `patch -p1 < scripts/public_oltr_cpu.patch` in that copy: CPU, split from $PERF_SPLIT
+# (commits: the patch's head), then `patch -p1 < scripts/public_oltr_cpu.patch` in it: CPU, split from $PERF_SPLIT
 # (run with PERF_SPLIT=$SPLIT). 4x split: write_224_split after scripts/bench_perf.py's MEMORY_SPLIT["train"] *= 4.
 set -u
 ROUNDS=${1:-3}
