@@ -69,10 +69,12 @@ def test_a_run_evaluated_under_another_score_is_evaluated_again_saying_so(tmp_pa
                               tagged={"open_score": {"name": "msp"}})
     calls, lines = [], []
     monkeypatch.setattr(bench_module, "evaluate_run",
-                        lambda r, overrides=None, quiet=False, tag=None: calls.append((r.path, overrides, tag)))
+                        lambda r, overrides=None, quiet=False, tag=None, device=None:
+                        calls.append((r.path, overrides, tag, device)))
     files = run_bench(load_bench(path), quiet=True, log=lines.append)
-    # metrics.json again under the spec's msp; metrics-a-energy.json (overwritten with msp) again with energy
-    assert calls == [(run.path, None, None), (run.path, ["eval.open_score=energy"], "a-energy")]
+    # metrics.json again under the spec's msp; metrics-a-energy.json (overwritten with msp) again with energy; both
+    # on the spec's device (auto), not the run's (test_bench_portable_runs: a run from a GPU machine)
+    assert calls == [(run.path, None, None, "auto"), (run.path, ["eval.open_score=energy"], "a-energy", "auto")]
     assert any("metrics.json of" in line and "eval.open_score: run max_logit, spec msp" in line
                and "evaluating it again under the spec's settings" in line for line in lines), lines
     assert any("metrics-a-energy.json of" in line and "eval.open_score: run msp, spec energy" in line

@@ -63,7 +63,7 @@ def test_running_the_bench_again_and_report_only_reuse_the_run(bench, capsys, mo
 def test_an_interrupted_run_is_resumable(bench):
     spec, run, _ = bench  # what _train_or_resume checks before continuing a run with a last checkpoint
     loaded = load_bench(spec)
-    _check_same_config(loaded, loaded.methods[0], 0, run)
+    _check_same_config(loaded, loaded.methods[0], 0, run, finished=False)
 
 
 def test_images_that_resolve_to_another_size_now_are_refused_naming_both(bench, capsys):
@@ -87,6 +87,6 @@ def test_a_split_folder_that_is_gone_compares_with_what_the_run_resolved(bench, 
     moved = tmp_path / "moved"
     shutil.move(split, moved)
     try:  # (the evaluation the bench runs then names the missing folder; the comparison does not fail)
-        _check_same_config(loaded, loaded.methods[0], 0, run)
+        _check_same_config(loaded, loaded.methods[0], 0, run, finished=False)
     finally:
         shutil.move(moved, split)

@@ -454,7 +454,7 @@ def _evaluated_again(spec: BenchSpec, m: BenchMethod, base: Run | None, quiet: b
         return None
     else:
         log(f"{prefix}: evaluating {base.path.name} with {' '.join(m.overrides) or 'its own settings'}")
-        evaluate_run(base, overrides=m.overrides, quiet=quiet, tag=m.tag)
+        evaluate_run(base, overrides=m.overrides, quiet=quiet, tag=m.tag, device=_spec_device(spec, m))
     return metrics
 
 
@@ -473,9 +473,10 @@ def _trained(spec: BenchSpec, m: BenchMethod, seed: int, runs: dict[str, Run], q
             if why is not None:
                 _replace_stale(spec, run, why, report_only, log, prefix)
                 continue
-            _check_same_config(spec, m, seed, run)
+            expected = _check_same_config(spec, m, seed, run, finished=True)
             if not _as_the_spec_says(spec, m, run, None, [], report_only, log, prefix):
-                evaluate_run(run, quiet=quiet)  # its config.yaml's eval settings: the spec's (checked above)
+                # its config.yaml's eval settings (the spec's, checked above), on the device the spec asks for
+                evaluate_run(run, quiet=quiet, device=expected.train.device)
             log(f"{prefix}: done ({run.path})")
             return run
         if report_only:
@@ -873,7 +874,7 @@ def _train_or_resume(spec: BenchSpec, m: BenchMethod, seed: int, name: str, runs
             if why is not None:
                 _replace_stale(spec, partial, why, False, log, prefix)
                 continue
-            _check_same_config(spec, m, seed, partial)
+            _check_same_config(spec, m, seed, partial, finished=False)
             log(f"{prefix}: resuming the interrupted run {partial.path}")
             run = open_run(partial.path)
             return train(run.config(), run=run, resume=True, quiet=quiet, log=log)
@@ -885,14 +886,22 @@ def _train_or_resume(spec: BenchSpec, m: BenchMethod, seed: int, name: str, runs
     return train(build_config(m.config, overrides, shared=spec.overrides), name=name, quiet=quiet, log=log)
 
 
-def _check_same_config(spec: BenchSpec, m: BenchMethod, seed: int, run: Run) -> None:
+# Where and how a run's network ran, not what it learnt: a finished run made with other values (trained on a GPU
+# machine with train.device=cuda, say, and brought here) is the same run; an interrupted one resumes with its own.
+EXECUTION_KEYS = frozenset({"train.device", "data.workers", "data.pin_memory", "train.channels_last"})
+
+
+def _check_same_config(spec: BenchSpec, m: BenchMethod, seed: int, run: Run, finished: bool) -> Config:
     """Refuse to reuse (or resume) `run` when its saved config is not the one the spec builds now for `m` and
     `seed` (an edited spec or method config): ConfigError naming the run, the first differing keys and the remedy.
-    Compared with paths resolved; name and out_dir, and train.init_from when the bench sets it (this seed's run of
-    the base method), may differ."""
+    Compared with paths resolved; name and out_dir, train.init_from when the bench sets it (this seed's run of
+    the base method), and for a `finished` (evaluated) run the :data:`EXECUTION_KEYS`, may differ. Returns the
+    config the spec builds (its device is the one a reused run is evaluated on again)."""
     expected = build_config(m.config, [*m.overrides, f"seed={seed}"], shared=spec.overrides)
     saved: Config = run.config()
     ignore = {"name", "out_dir"} | ({"train.init_from"} if m.init_from else set())
+    if finished:
+        ignore |= EXECUTION_KEYS
     if expected.decouple.method in TRAINS_NOTHING:  # settings it does not read (a run made when a spec still set
         ignore |= {f"train.{key}" for key in UNTRAINED_TRAIN_KEYS}  # train.epochs=1 for it is the same run)
     if expected.decouple.method != "none" and saved.train.init_from:  # stage 2 took its stage-1 run's data, model
@@ -913,6 +922,14 @@ def _check_same_config(spec: BenchSpec, m: BenchMethod, seed: int, run: Run) -> 
         raise ConfigError(f"bench spec {spec.path}: method {m.name!r} seed {seed}: the run {run.path} was made with "
                           f"another config than the spec builds now ({shown}); delete that run folder or give the "
                           f"bench another out_dir")
+    return expected
+
+
+def _spec_device(spec: BenchSpec, m: BenchMethod) -> str:
+    """The train.device the spec builds for `m`'s base method (an `eval_of` evaluation runs there, not on the device
+    a reused base run was trained on)."""
+    base = next(b for b in spec.methods if b.name == m.eval_of)
+    return build_config(base.config, list(base.overrides), shared=spec.overrides).train.device
 
 
 # The config keys a run resolves when it starts, where its config leaves them unset, and records resolved in its
@@ -952,6 +969,9 @@ def _comparable(config: Config, trained: str | None) -> dict:
     meant bf16 on a CPU with bfloat16 units, still matches (and is reused, or resumed in float32) for a spec that
     says `auto`; a spec that says bf16 or none explicitly matches only a run trained in it."""
     flat = flatten(to_dict(absolute_paths(config)))
+    if config.train.amp != "auto" or trained is not None:  # run_amp's answer whatever the device: only a legacy
+        flat["train.amp"] = trained if config.train.amp == "auto" else config.train.amp  # run's auto needs it
+        return flat
     try:
         flat["train.amp"] = run_amp(config.train.amp, resolve_device(config.train.device), trained)
     except ConfigError:  # (a device this machine lacks: compared as written)
