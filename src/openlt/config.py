@@ -1161,6 +1161,10 @@ def flatten(tree: dict, prefix: str = "") -> dict[str, Any]:
 # means, a tau search on validation): they read no optimiser, schedule or sampler setting (engine/decouple.py,
 # decoupling/methods.py: only TrainedOnFeatures and FSLwF read train.epochs / lr / ...); what they do read of
 # `train` (init_from, device, amp and channels_last for the feature extraction, seed) is not refused.
+# How fast a run ran, not what it learnt: the device, loader processes, page-locked memory and the memory format
+# change the numbers only at rounding level (as a rerun on another machine does). `openlt summary` leaves them out
+# of a recipe; `openlt bench` reuses a finished run that differs from the spec only in them.
+EXECUTION_KEYS = frozenset({"train.device", "data.workers", "data.pin_memory", "train.channels_last"})
 TRAINS_NOTHING = ("ncm", "tau_norm", "logit_adjust")
 UNTRAINED_TRAIN_KEYS = ("epochs", "batch_size", "lr", "momentum", "nesterov", "weight_decay", "warmup_epochs",
                         "schedule", "step_epochs", "step_gamma", "milestones", "min_lr", "backbone_lr", "sampler",

@@ -1,5 +1,5 @@
 """A bench reuses a finished run brought from another machine whose config differs only in where and how it ran
-(bench.EXECUTION_KEYS: made on a GPU machine with train.device=cuda, say, or more loader workers): --report-only
+(config.EXECUTION_KEYS: made on a GPU machine with train.device=cuda, say, or more loader workers): --report-only
 and a rerun reuse it, and an evaluation the spec asks for again runs on the spec's device, not on the run's. An
 interrupted run with another device is still refused (it would resume with its own)."""
 
@@ -12,7 +12,8 @@ from tiny_run import CLASSES, cli
 
 from openlt.cli import main
 from openlt.engine import bench as bench_module
-from openlt.engine.bench import EXECUTION_KEYS, _check_same_config, load_bench
+from openlt.config import EXECUTION_KEYS
+from openlt.engine.bench import _check_same_config, load_bench
 from openlt.engine.run import Run
 from openlt.errors import ConfigError
 
@@ -75,3 +76,15 @@ def test_an_interrupted_run_with_another_device_is_still_refused(bench):
     loaded = load_bench(spec)
     with pytest.raises(ConfigError, match=r"data\.workers: run 3, spec 0; train\.channels_last: .*; and 1 more"):
         _check_same_config(loaded, loaded.methods[0], 0, run, finished=False)
+
+
+def test_an_eval_of_methods_own_device_is_the_one_it_evaluates_on(bench, capsys):
+    spec, run = bench  # (its override names the missing cuda:9 here, so evaluating there is what stops)
+    raw = json.loads(spec.read_text())
+    raw["methods"].append({"name": "a+max_logit", "eval_of": "a",
+                           "overrides": ["eval.open_score=max_logit", "train.device=cuda:9"]})
+    other = spec.with_name("bench_own_device.yaml")
+    other.write_text(json.dumps(raw))
+    code, out, err = cli(capsys, "bench", other)
+    assert code == 2 and "cuda:9" in err, err
+    assert not run.metrics_path("a-max_logit").exists()

@@ -43,8 +43,9 @@ try:
 except ImportError:  # pragma: no cover - not POSIX: runs are not locked
     fcntl = None
 
-from openlt.config import (SEED_END, TRAINS_NOTHING, UNTRAINED_TRAIN_KEYS, Config, build_config, flatten,
-                           out_dir_problem, read_json, read_yaml_mapping, resolve_config, run_name_problem, to_dict)
+from openlt.config import (EXECUTION_KEYS, SEED_END, TRAINS_NOTHING, UNTRAINED_TRAIN_KEYS, Config, build_config,
+                           flatten, out_dir_problem, read_json, read_yaml_mapping, resolve_config, run_name_problem,
+                           to_dict)
 from openlt.data.build import prepare_data
 from openlt.data.splits import MANIFEST
 from openlt.engine.decouple import adopt_representation
@@ -886,17 +887,13 @@ def _train_or_resume(spec: BenchSpec, m: BenchMethod, seed: int, name: str, runs
     return train(build_config(m.config, overrides, shared=spec.overrides), name=name, quiet=quiet, log=log)
 
 
-# Where and how a run's network ran, not what it learnt: a finished run made with other values (trained on a GPU
-# machine with train.device=cuda, say, and brought here) is the same run; an interrupted one resumes with its own.
-EXECUTION_KEYS = frozenset({"train.device", "data.workers", "data.pin_memory", "train.channels_last"})
-
-
 def _check_same_config(spec: BenchSpec, m: BenchMethod, seed: int, run: Run, finished: bool) -> Config:
     """Refuse to reuse (or resume) `run` when its saved config is not the one the spec builds now for `m` and
     `seed` (an edited spec or method config): ConfigError naming the run, the first differing keys and the remedy.
     Compared with paths resolved; name and out_dir, train.init_from when the bench sets it (this seed's run of
-    the base method), and for a `finished` (evaluated) run the :data:`EXECUTION_KEYS`, may differ. Returns the
-    config the spec builds (its device is the one a reused run is evaluated on again)."""
+    the base method), and for a `finished` (evaluated) run config.EXECUTION_KEYS (a run trained on a GPU machine with
+    train.device=cuda, say, and brought here, is the same run; an interrupted one resumes with its own), may differ.
+    Returns the config the spec builds (its device is the one a reused run is evaluated on again)."""
     expected = build_config(m.config, [*m.overrides, f"seed={seed}"], shared=spec.overrides)
     saved: Config = run.config()
     ignore = {"name", "out_dir"} | ({"train.init_from"} if m.init_from else set())
@@ -926,10 +923,10 @@ def _check_same_config(spec: BenchSpec, m: BenchMethod, seed: int, run: Run, fin
 
 
 def _spec_device(spec: BenchSpec, m: BenchMethod) -> str:
-    """The train.device the spec builds for `m`'s base method (an `eval_of` evaluation runs there, not on the device
-    a reused base run was trained on)."""
+    """The train.device the spec builds for an `eval_of` method `m`: its base method's, or its own overrides' (an
+    evaluation key), not the device a reused base run was trained on."""
     base = next(b for b in spec.methods if b.name == m.eval_of)
-    return build_config(base.config, list(base.overrides), shared=spec.overrides).train.device
+    return build_config(base.config, [*base.overrides, *m.overrides], shared=spec.overrides).train.device
 
 
 # The config keys a run resolves when it starts, where its config leaves them unset, and records resolved in its

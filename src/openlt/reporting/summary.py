@@ -43,7 +43,7 @@ from typing import Any
 
 import numpy as np
 
-from openlt.config import flatten, read_json, read_yaml_mapping
+from openlt.config import EXECUTION_KEYS, flatten, read_json, read_yaml_mapping
 from openlt.errors import ConfigError, RunDirError
 from openlt.io import safetensors_header
 from openlt.metrics import ShotBands
@@ -321,9 +321,8 @@ RECIPE_IGNORED = frozenset({
     # the stage-1 run a stage-2 run starts from: the same seed's run, so a different directory for every seed; its
     # own config.yaml is compared instead (keys "train.init_from:KEY")
     "train.init_from",
-    # how fast, not what: the device, loader processes, page-locked memory and the memory format change the
-    # numbers only at rounding level (as a rerun on another machine does), not the recipe
-    "train.device", "data.workers", "data.pin_memory", "train.channels_last",
+    # how fast, not what (config.EXECUTION_KEYS: the device, loader processes, page-locked memory, memory format)
+    *EXECUTION_KEYS,
     # evaluation speed and what predictions.npz keeps, not the numbers
     "eval.batch_size", "eval.save_logits",
 })  # (resuming, thread counts and other command-line flags / environment are not in config.yaml at all)
