@@ -57,7 +57,8 @@ MODES = {
 
 
 def subset_spec(spec: dict, tag: str, names: list[str]) -> dict:
-    """The bench spec of `names` and every method they are initialised from or evaluate (a finished one is reused)."""
+    """The bench spec of `names` and every method they are initialised from or evaluate (a finished one is reused),
+    its method configs as absolute paths (the spec is written outside the package's configs folder)."""
     methods = {m["name"]: m for m in spec["methods"]}
     need: list[str] = []
 
@@ -69,11 +70,13 @@ def subset_spec(spec: dict, tag: str, names: list[str]) -> dict:
             need.append(name)
     for name in names:
         add(name)
-    return dict(spec, name=f"gpu_{tag}", methods=[methods[n] for n in need])
+    absolute = [dict(methods[n], config=str(SPEC.parent / methods[n]["config"])) if "config" in methods[n]
+                else methods[n] for n in need]
+    return dict(spec, name=f"gpu_{tag}", methods=absolute)
 
 
 def write_specs(mode: str, folder: Path) -> tuple[dict, dict]:
-    """{stage-1 method: spec path} and {group tag: spec path}, written beside the full spec (its relative paths)."""
+    """{stage-1 method: spec path} and {group tag: spec path}, written into `folder`."""
     spec = yaml.safe_load(SPEC.read_text())
     stage1, groups, _ = MODES[mode]
 
@@ -94,15 +97,15 @@ def main(argv: list[str]) -> int:
     mode = os.environ.get("GPU_MODE", "tables")
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1",
                OPENLT_FASHION_MNIST=os.environ.get("OPENLT_FASHION_MNIST") or os.path.abspath(".gpu"))
-    stage1_specs, group_specs = write_specs(mode, SPEC.parent)
-    Path("logs").mkdir(exist_ok=True)
+    Path("logs/specs").mkdir(parents=True, exist_ok=True)
+    stage1_specs, group_specs = write_specs(mode, Path("logs/specs"))
     procs: dict[str, list] = {}  # key -> [Popen, spec path, seed, tries]
 
     def launch(key, path, seed, tries=0):
-        log = open(f"logs/{key}.log", "a")
-        p = subprocess.Popen([sys.executable, "-m", "openlt", "bench", str(path), "--seeds", str(seed), "--quiet",
-                              "--out-dir", out_dir, *overrides], stdout=log, stderr=subprocess.STDOUT, env=env,
-                             start_new_session=True)
+        with open(f"logs/{key}.log", "a") as log:  # (the child keeps its own copy of the file)
+            p = subprocess.Popen([sys.executable, "-m", "openlt", "bench", str(path), "--seeds", str(seed), "--quiet",
+                                  "--out-dir", out_dir, *overrides], stdout=log, stderr=subprocess.STDOUT, env=env,
+                                 start_new_session=True)
         procs[key] = [p, path, seed, tries]
 
     for m, path in stage1_specs.items():
