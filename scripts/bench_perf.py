@@ -319,12 +319,25 @@ MEMORY_CONFIG = CONFIGS.parent / "imagenet_lt" / "plain_resnet10.yaml"
 MEMORY_SPLIT = {"train": [160, 100, 64, 40, 25, 16, 10, 6], "val": 10, "test": 20, "open": (2, 40)}
 
 
-def write_224_split(root: Path, seed: int = 0) -> tuple[Path, Path]:
-    """An 8-class long-tailed split of 224 px JPEG textures (421 train, 10 val and 20 test images per class, 2 open
-    classes of 40) written as ImageNet-LT-style split files; returns (image root, split folder)."""
+def scaled_split(train_factor: int = 1, eval_factor: int = 1) -> dict:
+    """MEMORY_SPLIT with every training class count times train_factor and the test and open images (not the
+    validation images, which the training process evaluates) times eval_factor: the larger splits that the whole-
+    process comparison with the public OLTR code runs on (scripts/compare_public_speed.sh)."""
+    if train_factor < 1 or eval_factor < 1:
+        raise ValueError(f"factors must be >= 1, got train {train_factor}, eval {eval_factor}")
+    classes, per_class = MEMORY_SPLIT["open"]
+    return {"train": [n * train_factor for n in MEMORY_SPLIT["train"]], "val": MEMORY_SPLIT["val"],
+            "test": MEMORY_SPLIT["test"] * eval_factor, "open": (classes, per_class * eval_factor)}
+
+
+def write_224_split(root: Path, seed: int = 0, split: dict | None = None) -> tuple[Path, Path]:
+    """An 8-class long-tailed split of 224 px JPEG textures (default MEMORY_SPLIT: 421 train, 10 val and 20 test
+    images per class, 2 open classes of 40) written as ImageNet-LT-style split files; returns (image root, split
+    folder)."""
     import numpy as np
     from PIL import Image
 
+    split = MEMORY_SPLIT if split is None else split
     rng = np.random.default_rng(seed)
     images, splits = root / "images", root / "splits"
     lines: dict[str, list[str]] = {"train": [], "val": [], "test": [], "open": []}
@@ -337,12 +350,12 @@ def write_224_split(root: Path, seed: int = 0) -> tuple[Path, Path]:
         Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8)).save(images / rel, quality=90)
         lines[part].append(f"{rel} {label}")
 
-    for cls, n in enumerate(MEMORY_SPLIT["train"]):
-        for part, count in (("train", n), ("val", MEMORY_SPLIT["val"]), ("test", MEMORY_SPLIT["test"])):
+    for cls, n in enumerate(split["train"]):
+        for part, count in (("train", n), ("val", split["val"]), ("test", split["test"])):
             for i in range(count):
                 write(part, cls, i, cls)
-    classes, per_class = MEMORY_SPLIT["open"]
-    for cls in range(len(MEMORY_SPLIT["train"]), len(MEMORY_SPLIT["train"]) + classes):
+    classes, per_class = split["open"]
+    for cls in range(len(split["train"]), len(split["train"]) + classes):
         for i in range(per_class):
             write("open", cls, i, -1)
     splits.mkdir(parents=True)
@@ -433,7 +446,21 @@ def main() -> int:
     parser.add_argument("--only", default=",".join(SECTIONS),
                         help=f"comma-separated ratios to measure, of {', '.join(SECTIONS)} (default: all)")
     parser.add_argument("--memory", action="store_true", help="the same as --only memory")
+    parser.add_argument("--write-split", metavar="DIR", type=Path,
+                        help="only write the 224 px JPEG split (images/, splits/) into DIR, a new folder, and exit")
+    parser.add_argument("--train-factor", type=int, default=1, help="--write-split: training images x N")
+    parser.add_argument("--eval-factor", type=int, default=1, help="--write-split: test and open images x N")
     args = parser.parse_args()
+    if args.write_split is not None:
+        if args.write_split.exists():
+            parser.error(f"--write-split: {args.write_split} exists; give a new folder")
+        try:
+            split = scaled_split(args.train_factor, args.eval_factor)
+        except ValueError as exc:
+            parser.error(f"--write-split: {exc}")
+        _, splits = write_224_split(args.write_split, split=split)
+        print(args.write_split, {p.name: sum(1 for _ in p.open()) for p in sorted(splits.iterdir())})
+        return 0
     only = ["memory"] if args.memory else [name.strip() for name in args.only.split(",") if name.strip()]
     if unknown := sorted(set(only) - set(SECTIONS)):
         parser.error(f"--only: unknown {', '.join(unknown)}; choose from {', '.join(SECTIONS)}")
