@@ -8,7 +8,8 @@
 # PUBLIC: a copy of the upstream main.py run_networks.py utils.py data/dataloader.py config/ImageNet_LT/stage_1.py
 # models/{ResNet10Feature,ResNetFeature,DotProductClassifier}.py layers/ModulatedAttLayer.py loss/SoftmaxLoss.py
 # (commits: the patch's head), then `patch -p1 < scripts/public_oltr_cpu.patch` in it: CPU, split from $PERF_SPLIT
-# (run with PERF_SPLIT=$SPLIT). 4x split: write_224_split after scripts/bench_perf.py's MEMORY_SPLIT["train"] *= 4.
+# (run with PERF_SPLIT=$SPLIT). Larger splits: `scripts/bench_perf.py --write-split DIR --train-factor 4` (1,684
+# training images) or `--eval-factor 8` (1,280 test and 640 open images; the 80 validation images stay).
 set -u
 ROUNDS=${1:-3}
 REPO=$(cd "$(dirname "$0")/.." && pwd)
