@@ -1,0 +1,33 @@
+"""scripts/feature_gap.py: the test/train distance ratio to a class's training mean, per class and shot band."""
+
+import pytest
+import torch
+from script_loader import load_script  # tests/helpers
+
+from openlt.metrics.closed import ShotBands
+
+
+@pytest.fixture(scope="module")
+def gap():
+    return load_script("feature_gap")
+
+
+def test_a_test_cloud_twice_as_wide_as_the_training_cloud_gives_two(gap):
+    gen = torch.Generator().manual_seed(0)
+    directions = torch.nn.functional.normalize(torch.randn(400, 16, generator=gen), dim=1)
+    train = torch.cat([directions[:200], 10 + directions[:200]])  # radius 1 around 0 and around 10
+    test = torch.cat([2 * directions[200:], 10 + 2 * directions[200:]])  # radius 2
+    labels = torch.tensor([0] * 200 + [1] * 200)
+    gaps = gap.class_gaps(train, labels, test, labels)
+    assert gaps == pytest.approx({0: 2.0, 1: 2.0}, rel=0.05)
+    same = gap.class_gaps(train, labels, train, labels)
+    assert same == pytest.approx({0: 1.0, 1: 1.0})
+
+
+def test_bands_average_their_classes_and_skip_classes_without_test_images(gap):
+    train_labels = torch.tensor([0] * 150 + [1] * 50 + [2] * 5 + [3] * 5)
+    gaps = {0: 1.0, 1: 1.2, 2: 1.4, 3: 1.6}
+    assert gap.band_gaps(gaps, train_labels, ShotBands()) == pytest.approx({"many": 1.0, "medium": 1.2, "few": 1.5})
+    assert "medium" not in gap.band_gaps({0: 1.0, 2: 1.4}, train_labels, ShotBands())
+    features = torch.zeros(4, 2)
+    assert gap.class_gaps(features, torch.tensor([0, 0, 1, 1]), features[:1], torch.tensor([0])) == {}  # no spread
