@@ -187,6 +187,19 @@ def two_nodes(tmp_path_factory):
     return tmp, out
 
 
+def _same_up_to_rounding(a, b) -> bool:
+    """Equal structures, floats within 1e-6: the CPU's convolutions round differently for different batch sizes
+    (a shard of 10 test images against one batch of 20: 1 ulp in a probability), which can move an image across
+    an ECE bin edge; every count, label and prediction stays equal."""
+    if isinstance(a, dict):
+        return isinstance(b, dict) and a.keys() == b.keys() and all(_same_up_to_rounding(a[k], b[k]) for k in a)
+    if isinstance(a, (list, tuple)):
+        return isinstance(b, (list, tuple)) and len(a) == len(b) and all(map(_same_up_to_rounding, a, b))
+    if isinstance(a, float) or isinstance(b, float):
+        return isinstance(a, (int, float)) and isinstance(b, (int, float)) and abs(a - b) <= 1e-6
+    return a == b
+
+
 def test_two_nodes_write_one_run_with_the_metrics_of_one_process(two_nodes):
     """Across nodes as within one: rank 0 alone writes the run directory, and the evaluation that ends training
     (sharded over the two nodes, gathered) equals one process evaluating the same checkpoint."""
@@ -198,7 +211,7 @@ def test_two_nodes_write_one_run_with_the_metrics_of_one_process(two_nodes):
     nodes = json.loads(run.metrics_file.read_text())
     single = evaluate_run(run, "best", quiet=True, tag="single")
     for key in ("val", "closed", "open", "calibration", "per_class_accuracy", "ece"):
-        assert single[key] == nodes[key], key
+        assert _same_up_to_rounding(single[key], nodes[key]), key
     assert single["confusion"] == {**nodes["confusion"], "file": "confusion-single.npz"}
     assert nodes["open"]["n_open"] == 5  # shards of 3 and 2 images, one per node
     assert sum(text.count("closed-set top-1") for text in out) == 1  # one voice: global rank 0's

@@ -28,6 +28,7 @@ from openlt.engine.run import PATH_KEYS, Run, absolute_paths
 from openlt.engine.stage1_record import check_stage1_unchanged
 from openlt.errors import ConfigError, DataError, RunDirError
 from openlt.models.classifier import LinearClassifier
+from openlt.models.fusion import fold_batch_norm
 from openlt.models.model import OpenLTModel, build_model
 from openlt.openset.base import MODEL_SCORE, OpenSetScore, no_linear_head
 
@@ -223,13 +224,15 @@ def collect_outputs(model: OpenLTModel, loader: DataLoader, device: torch.device
                     quiet: bool = False, channels_last: bool = False, amp: str = "none",
                     keep: tuple[str, ...] = KEPT_OUTPUTS, batch_score: BatchScore | None = None
                     ) -> dict[str, torch.Tensor]:
-    """Logits (and reachability, where the head gives it) and labels of every image (eval mode, no augmentation);
+    """Logits (and reachability, where the head gives it) and labels of every image (eval mode, no augmentation;
+    through :func:`openlt.models.fusion.fold_batch_norm`'s copy of `model`: the same up to float rounding);
     `keep` names the model outputs kept ("feature" too for a score that needs it: :func:`kept_for`).
     Each loader batch goes through the model in `inference_passes` (chunks of 16 images at 224 px on the CPU).
     `batch_score` (a score that needs_model, ODIN): called as ``batch_score(logits_of_images, images)`` on each
     chunk, outside autocast and with gradients allowed, its (B,) result kept as "model_score".
     A loader sharded over processes (`make_loader(..., shard=True)` under torchrun) gives every process all of them."""
-    model.eval()
+    model.eval()  # as before: callers find the model in eval mode
+    model = fold_batch_norm(model)  # an eval-mode copy, its batch norms folded into the convolutions (faster)
     kept: dict[str, list[torch.Tensor]] = {}
     quiet = quiet or not distributed.is_main()
     trim_heap()  # before the loader forks its workers (once for persistent ones)

@@ -1,0 +1,79 @@
+"""fold_batch_norm: an eval-mode copy whose convolutions absorb their batch norms; same outputs, model untouched."""
+
+import pytest
+import torch
+from torch import nn
+
+from openlt.config import Config
+from openlt.models.fusion import fold_batch_norm
+from openlt.models.model import build_model
+
+
+def _trained_statistics(model: nn.Module) -> nn.Module:
+    """Batch norms with non-trivial running statistics and affine parameters (fresh ones are the identity)."""
+    gen = torch.Generator().manual_seed(0)
+    for module in model.modules():
+        if isinstance(module, nn.BatchNorm2d):
+            n = module.num_features
+            module.running_mean.copy_(torch.randn(n, generator=gen) * 0.5)
+            module.running_var.copy_(torch.rand(n, generator=gen) * 2 + 0.1)
+            module.weight.data.copy_(torch.randn(n, generator=gen))
+            module.bias.data.copy_(torch.randn(n, generator=gen))
+    return model
+
+
+def _model(backbone: str, size: int) -> nn.Module:
+    cfg = Config()
+    cfg.model.backbone = backbone
+    return _trained_statistics(build_model(cfg, num_classes=5, in_chans=3, image_size=size))
+
+
+@pytest.mark.parametrize("backbone,size", [("resnet10", 28), ("resnet10", 64), ("resnet50", 32)])
+def test_folded_copy_gives_the_same_outputs_without_batch_norms(backbone, size):
+    model = _model(backbone, size).train()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    folded = fold_batch_norm(model)
+    assert model.training  # the model itself is not changed: mode, modules, weights
+    assert any(isinstance(m, nn.BatchNorm2d) for m in model.modules())
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+    assert not any(isinstance(m, nn.BatchNorm2d) for m in folded.modules())
+    assert not folded.training
+    x = torch.randn(4, 3, size, size, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        expected, got = model.eval()(x), folded(x)
+    for key in ("logits", "feature"):  # float rounding, relative to the outputs' scale (deep nets amplify it)
+        scale = expected[key].abs().max()
+        assert (got[key] - expected[key]).abs().max() <= 1e-5 * scale, key
+
+
+def test_pairs_it_does_not_know_are_left_alone():
+    # a module whose conv and batch norm are not consecutive in its forward: folding them would change it
+    class Other(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv1, self.bn1 = nn.Conv2d(3, 3, 1), nn.BatchNorm2d(3)
+
+        def forward(self, x):
+            return self.conv1(self.bn1(x))
+
+    folded = fold_batch_norm(_trained_statistics(Other()))
+    assert isinstance(folded.bn1, nn.BatchNorm2d)
+
+
+def test_batch_norm_without_running_statistics_is_not_folded():
+    cfg = Config()
+    cfg.model.backbone = "resnet10"
+    model = build_model(cfg, num_classes=3, in_chans=3, image_size=28)
+    model.backbone.bn1 = nn.BatchNorm2d(64, track_running_stats=False)
+    folded = fold_batch_norm(model)
+    assert isinstance(folded.backbone.bn1, nn.BatchNorm2d)
+    assert not isinstance(folded.backbone.layer1[0].bn1, nn.BatchNorm2d)  # the others are
+
+
+def test_gradients_of_a_model_mid_training_are_not_copied():
+    model = _model("resnet10", 28)
+    model(torch.randn(2, 3, 28, 28))["logits"].sum().backward()
+    assert all(p.grad is not None for p in model.backbone.parameters())
+    folded = fold_batch_norm(model)
+    assert all(p.grad is None for p in folded.parameters())
+    assert all(p.grad is not None for p in model.backbone.parameters())  # the model keeps its own
