@@ -77,3 +77,39 @@ def test_gradients_of_a_model_mid_training_are_not_copied():
     folded = fold_batch_norm(model)
     assert all(p.grad is None for p in folded.parameters())
     assert all(p.grad is not None for p in model.backbone.parameters())  # the model keeps its own
+
+
+class _Recorder:
+    """A forward hook that is an object (a feature collector): the copy must call this one, not a copy of it."""
+
+    def __init__(self):
+        self.outputs = []
+
+    def __call__(self, module, inputs, output):
+        self.outputs.append(output.detach().clone())
+
+
+def test_the_copy_calls_the_callers_own_hook_objects():
+    model = _model("resnet10", 28)
+    recorder = _Recorder()
+    model.backbone.layer4.register_forward_hook(recorder)
+    with torch.no_grad():
+        fold_batch_norm(model)(torch.randn(2, 3, 28, 28))
+    assert len(recorder.outputs) == 1  # deep-copied, the hook would have recorded into a copy the caller never sees
+
+
+@pytest.mark.parametrize("hooked", ["backbone.bn1", "backbone.conv1", "backbone.layer1.0.bn2"])
+def test_a_pair_with_a_hook_is_not_folded(hooked):
+    # folding would drop the batch norm's hook, or hand the convolution's hook the batch norm's output
+    model = _model("resnet10", 28).eval()
+    recorder = _Recorder()
+    model.get_submodule(hooked).register_forward_hook(recorder)
+    x = torch.randn(2, 3, 28, 28)
+    with torch.no_grad():
+        model(x)
+        folded = fold_batch_norm(model)
+        folded(x)
+    assert isinstance(folded.get_submodule(hooked.replace("conv", "bn")), nn.BatchNorm2d)
+    assert not isinstance(folded.backbone.layer2[0].bn1, nn.BatchNorm2d)  # the pairs without a hook are folded
+    expected, got = recorder.outputs
+    assert torch.allclose(got, expected, atol=1e-5)

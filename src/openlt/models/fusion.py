@@ -10,6 +10,9 @@ the development machine; docs/scale.md "Evaluation against the public code"). Ou
 Only the pairs openlt knows are consecutive in the forward pass are folded: the stem of :class:`ResNetBackbone`,
 the convolutions of torchvision's ``BasicBlock`` / ``Bottleneck`` and their ``downsample`` (Conv2d, BatchNorm2d).
 Any other module (timm backbones, heads) is copied unchanged, so the copy is always the same function as the model.
+Hooks stay the caller's: the copy calls the very hook objects registered on the model (a feature collector records
+into the caller's own), and a pair whose convolution or batch norm has a hook is not folded (the hook would lose its
+module, or see the batch norm's output).
 """
 
 from __future__ import annotations
@@ -28,8 +31,28 @@ _PAIRS = {ResNetBackbone: (("conv1", "bn1"),), BasicBlock: (("conv1", "bn1"), ("
           Bottleneck: (("conv1", "bn1"), ("conv2", "bn2"), ("conv3", "bn3"))}
 
 
+# a module's hooks on its forward and backward pass: folding a hooked module would change what its hooks see
+_PASS_HOOKS = ("_forward_hooks", "_forward_pre_hooks", "_backward_hooks", "_backward_pre_hooks")
+
+
+def _hooked(module: nn.Module) -> bool:
+    return any(getattr(module, name, None) for name in _PASS_HOOKS)
+
+
+def _hook_objects(model: nn.Module) -> dict[int, object]:
+    """A deepcopy memo that keeps every hook of `model`'s modules (forward, backward, state-dict, ...) itself in
+    the copy: a hook that is an object or a bound method would otherwise be copied with its state."""
+    memo = {}
+    for module in model.modules():
+        for name, hooks in vars(module).items():
+            if name.endswith("hooks") and isinstance(hooks, dict):
+                memo.update((id(hook), hook) for hook in hooks.values()
+                            if callable(hook) and not isinstance(hook, nn.Module))
+    return memo
+
+
 def _foldable(conv: nn.Module, bn: nn.Module) -> bool:
-    return (type(conv) is nn.Conv2d and isinstance(bn, _BatchNorm) and bn.track_running_stats
+    return (type(conv) is nn.Conv2d and not _hooked(conv) and not _hooked(bn) and isinstance(bn, _BatchNorm) and bn.track_running_stats
             and bn.running_mean is not None and bn.num_features == conv.out_channels)
 
 
@@ -47,8 +70,9 @@ def fold_batch_norm(model: nn.Module) -> nn.Module:
     Returns the copy; its outputs equal `model.eval()`'s up to float rounding. A model with nothing to fold (no
     torchvision ResNet) comes back as an unchanged copy."""
     # the parameters' gradients (a model mid-training, validated) are not copied: the memo maps each to None
-    no_grads = {id(p.grad): None for p in model.parameters() if p.grad is not None}
-    folded = copy.deepcopy(model, memo=no_grads).eval()
+    memo = {id(p.grad): None for p in model.parameters() if p.grad is not None}
+    memo.update(_hook_objects(model))  # the caller's hooks themselves, not copies
+    folded = copy.deepcopy(model, memo=memo).eval()
     for module in list(folded.modules()):
         for conv_name, bn_name in _PAIRS.get(type(module), ()):
             _fold(module, conv_name, bn_name)
