@@ -52,8 +52,9 @@ def _hook_objects(model: nn.Module) -> dict[int, object]:
 
 
 def _foldable(conv: nn.Module, bn: nn.Module) -> bool:
-    return (type(conv) is nn.Conv2d and not _hooked(conv) and not _hooked(bn) and isinstance(bn, _BatchNorm) and bn.track_running_stats
-            and bn.running_mean is not None and bn.num_features == conv.out_channels)
+    return (type(conv) is nn.Conv2d and isinstance(bn, _BatchNorm) and bn.track_running_stats
+            and bn.running_mean is not None and bn.num_features == conv.out_channels
+            and not _hooked(conv) and not _hooked(bn))
 
 
 def _fold(parent: nn.Module, conv_name: str, bn_name: str) -> None:
