@@ -9,7 +9,9 @@ extracted here if missing: eval transform, the run's best checkpoint):
 memorised its training images. A classifier fitted to the training features (cRT, LWS) then fits a cloud that the
 test images do not come from; one that only measures them (NCM, tau-norm) is less exposed. Issue 18's convergence
 study uses it on the joint models at 48, 96 and 192 epochs (docs/results.md "At 192 epochs"). Prints one markdown
-row per run: the mean gap_c over the classes of each band (the run's own eval.many_above / few_below rule).
+row per run: the mean gap_c over the classes of each band (the run's own eval.many_above / few_below rule); a class
+whose training features have no spread (one training image) has no gap_c and is left out, with a note. A path that
+is not a run, or a run without train / test split files, is one line on stderr, exit 2.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import torch
 
 from openlt.engine.features import load_features
 from openlt.engine.run import open_run
+from openlt.errors import OpenLTError
 from openlt.metrics.closed import ShotBands
 
 
@@ -46,19 +49,34 @@ def band_gaps(gaps: dict[int, float], train_labels: torch.Tensor, bands: ShotBan
     return {band: sum(v) / len(v) for band in ("many", "medium", "few") if (v := by_band.get(band))}
 
 
+def run_row(path: str) -> str:
+    """The markdown row of one run (its features extracted first where not cached); OpenLTError, one line."""
+    run = open_run(path)
+    feats = load_features(run, ("train", "test"), quiet=True)
+    train, test = feats["train"], feats["test"]
+    gaps = class_gaps(train["features"], train["labels"], test["features"], test["labels"])
+    measured = set(train["labels"].tolist()) & set(test["labels"].tolist())
+    if len(gaps) < len(measured):
+        print(f"feature_gap: note: {run.path.name}: {len(measured) - len(gaps)} class(es) with test images have "
+              f"no spread in their training features (one training image) and no gap: left out", file=sys.stderr)
+    bands = band_gaps(gaps, train["labels"], ShotBands.from_config(run.config().eval))
+    cells = " | ".join(f"{bands[b]:.2f}" if b in bands else "-" for b in ("many", "medium", "few"))
+    return f"| {run.path.name} | {cells} |"
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("runs", nargs="+", help="run directories (their train and test features are cached)")
     args = parser.parse_args(argv)
+    try:
+        for path in args.runs:  # every path a run before any extraction
+            open_run(path)
+        rows = [run_row(path) for path in args.runs]
+    except OpenLTError as exc:
+        print(f"feature_gap: error: {exc}", file=sys.stderr)
+        return 2
     print("| run | many | medium | few |\n|---|---:|---:|---:|")
-    for path in args.runs:
-        run = open_run(path)
-        feats = load_features(run, ("train", "test"), quiet=True)
-        train, test = feats["train"], feats["test"]
-        gaps = class_gaps(train["features"], train["labels"], test["features"], test["labels"])
-        bands = band_gaps(gaps, train["labels"], ShotBands.from_config(run.config().eval))
-        cells = " | ".join(f"{bands[b]:.2f}" if b in bands else "-" for b in ("many", "medium", "few"))
-        print(f"| {run.path.name} | {cells} |")
+    print("\n".join(rows))
     return 0
 
 
