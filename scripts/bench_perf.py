@@ -41,6 +41,7 @@ import argparse
 import multiprocessing as mp
 import os
 import resource
+import shutil
 import socket
 import statistics
 import sys
@@ -430,6 +431,39 @@ def memory_section(args) -> None:
 
 
 SECTIONS = ("oltr", "loader", "ddp", "amp", "memory")
+JPEG_BYTES = 30_000  # one 224 px JPEG of write_224_split, about (741 images: 21.4 MB on the development machine)
+
+
+def split_images(split: dict) -> int:
+    """The images write_224_split writes for `split` (MEMORY_SPLIT's form)."""
+    classes, per_class = split["open"]
+    return sum(split["train"]) + len(split["train"]) * (split["val"] + split["test"]) + classes * per_class
+
+
+def write_split_option(parser: argparse.ArgumentParser, root: Path, train_factor: int | None,
+                       eval_factor: int | None) -> None:
+    """--write-split DIR: the scaled split written into the new folder DIR, or one line (parser.error, exit 2) for
+    an existing DIR, factors below 1, a split the disk has no room for, or a DIR that cannot be written (nothing
+    of it is left: the next try would be refused as existing)."""
+    if root.exists():
+        parser.error(f"--write-split: {root} exists; give a new folder")
+    factors = (1 if train_factor is None else train_factor, 1 if eval_factor is None else eval_factor)
+    try:
+        split = scaled_split(*factors)
+    except ValueError as exc:
+        parser.error(f"--write-split: {exc}")
+    images, existing = split_images(split), next(p for p in (root.absolute(), *root.absolute().parents) if p.exists())
+    disk = shutil.disk_usage(existing)  # (a pseudo file system, /proc: size 0, and the write below fails)
+    if disk.total > 0 and images * JPEG_BYTES > (free := disk.free):
+        parser.error(f"--write-split: {images:,} images (--train-factor {factors[0]}, --eval-factor {factors[1]}) "
+                     f"need about {images * JPEG_BYTES / 1e9:,.1f} GB; {existing} has {free / 1e9:,.1f} GB free: "
+                     f"lower the factors")
+    try:
+        _, splits = write_224_split(root, split=split)
+    except OSError as exc:
+        shutil.rmtree(root, ignore_errors=True)  # a new folder (checked above): this command's alone
+        parser.error(f"--write-split: cannot write {root}: {exc.strerror or exc} ({exc.filename or root})")
+    print(root, {p.name: sum(1 for _ in p.open()) for p in sorted(splits.iterdir())})
 
 
 def main() -> int:
@@ -448,19 +482,15 @@ def main() -> int:
     parser.add_argument("--memory", action="store_true", help="the same as --only memory")
     parser.add_argument("--write-split", metavar="DIR", type=Path,
                         help="only write the 224 px JPEG split (images/, splits/) into DIR, a new folder, and exit")
-    parser.add_argument("--train-factor", type=int, default=1, help="--write-split: training images x N")
-    parser.add_argument("--eval-factor", type=int, default=1, help="--write-split: test and open images x N")
+    parser.add_argument("--train-factor", type=int, help="--write-split: training images x N (default 1)")
+    parser.add_argument("--eval-factor", type=int, help="--write-split: test and open images x N (default 1)")
     args = parser.parse_args()
     if args.write_split is not None:
-        if args.write_split.exists():
-            parser.error(f"--write-split: {args.write_split} exists; give a new folder")
-        try:
-            split = scaled_split(args.train_factor, args.eval_factor)
-        except ValueError as exc:
-            parser.error(f"--write-split: {exc}")
-        _, splits = write_224_split(args.write_split, split=split)
-        print(args.write_split, {p.name: sum(1 for _ in p.open()) for p in sorted(splits.iterdir())})
+        write_split_option(parser, args.write_split, args.train_factor, args.eval_factor)
         return 0
+    if given := [f"--{name}" for name in ("train-factor", "eval-factor")
+                 if getattr(args, name.replace("-", "_")) is not None]:
+        parser.error(f"{' and '.join(given)} only applies with --write-split DIR (it sizes the split written there)")
     only = ["memory"] if args.memory else [name.strip() for name in args.only.split(",") if name.strip()]
     if unknown := sorted(set(only) - set(SECTIONS)):
         parser.error(f"--only: unknown {', '.join(unknown)}; choose from {', '.join(SECTIONS)}")

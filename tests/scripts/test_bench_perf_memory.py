@@ -58,3 +58,44 @@ def test_write_split_option_writes_the_scaled_split_and_refuses_an_existing_fold
     again = subprocess.run([sys.executable, str(script), "--write-split", str(tmp_path / "s")],
                            capture_output=True, text=True)
     assert again.returncode == 2 and "exists; give a new folder" in again.stderr
+
+
+def _refused(bench, monkeypatch, capsys, *args) -> str:
+    """bench_perf.py's one-line refusal (exit 2, argparse's usage and one error line) of `args`."""
+    monkeypatch.setattr(sys, "argv", ["bench_perf.py", *map(str, args)])
+    with pytest.raises(SystemExit) as stop:
+        bench.main()
+    err = capsys.readouterr().err
+    assert stop.value.code == 2 and "Traceback" not in err
+    return err.strip().splitlines()[-1]
+
+
+def test_a_factor_without_write_split_is_refused_not_ignored(bench, monkeypatch, capsys):
+    # was: ignored, and the whole benchmark (minutes of training steps) ran
+    for option in ("--train-factor", "--eval-factor"):
+        assert "only applies with --write-split" in _refused(bench, monkeypatch, capsys, option, 4)
+
+
+def test_a_split_larger_than_the_free_space_is_refused_before_writing(tmp_path, bench, monkeypatch, capsys):
+    # --train-factor 1000000: 421 million JPEGs (~12 TB), written until the disk filled
+    err = _refused(bench, monkeypatch, capsys, "--write-split", tmp_path / "s", "--train-factor", 1_000_000)
+    assert "free" in err and "--train-factor" in err
+    assert not (tmp_path / "s").exists()
+
+
+@pytest.mark.parametrize("where", ["under_a_file", "unwritable"])
+def test_a_folder_that_cannot_be_written_is_one_line_and_nothing_is_left(tmp_path, bench, monkeypatch, capsys, where):
+    monkeypatch.setattr(bench, "MEMORY_SPLIT", {"train": [2, 1], "val": 1, "test": 1, "open": (1, 1)})
+    (tmp_path / "file").write_text("x")
+    target = tmp_path / "file" / "s"
+    if where == "unwritable":  # (root writes anywhere: a failure half-way stands for it)
+        target = tmp_path / "s"
+
+        def fails_half_way(root, seed=0, split=None):
+            (root / "images" / "train").mkdir(parents=True)
+            raise PermissionError(13, "Permission denied", str(root / "images" / "train"))
+
+        monkeypatch.setattr(bench, "write_224_split", fails_half_way)
+    err = _refused(bench, monkeypatch, capsys, "--write-split", target)
+    assert err.startswith("bench_perf.py: error: --write-split: cannot write") and str(target) in err
+    assert not target.exists()  # no half-written split left to refuse the next try as "exists"
