@@ -1,0 +1,54 @@
+"""Loading a bench spec parses its split files once per distinct data section, not once per method and check (a
+45-method spec on one split read it ~60 times: 12 s of `load_bench`, 40 s of the spec tests)."""
+
+import json
+from pathlib import Path
+
+import openlt.engine.precheck as precheck
+from openlt.engine import bench
+from openlt.engine.bench import load_bench
+from tiny_run import small_split
+
+
+def _spec(tmp_path: Path, split: Path, methods: list[dict]) -> Path:
+    (tmp_path / "tiny.yaml").write_text("name: tiny\n")
+    path = tmp_path / "bench.yaml"
+    path.write_text(json.dumps({"name": "x", "seeds": [0], "out_dir": str(tmp_path / "out"), "methods": methods,
+                                "overrides": ["data.dataset=image-folder", f"data.split_dir={split}",
+                                              "data.image_size=16", "model.backbone=resnet10"]}))
+    return path
+
+
+def _counting_reads(monkeypatch) -> list[str]:
+    reads = []
+
+    def split_data(cfg):
+        reads.append(cfg.data.split_dir)
+        return precheck.split_data(cfg)
+
+    monkeypatch.setattr(bench, "split_data", split_data)
+    return reads
+
+
+def test_one_read_for_every_method_and_check_on_the_same_split(tmp_path, monkeypatch):
+    split = small_split(tmp_path)
+    methods = [{"name": "plain", "config": "tiny.yaml"},
+               {"name": "openmax", "config": "tiny.yaml", "overrides": ["eval.open_score=openmax"]},
+               {"name": "crt", "config": "tiny.yaml", "init_from": "plain",
+                "overrides": ["decouple.method=crt"]},
+               {"name": "plain+energy", "eval_of": "plain", "overrides": ["eval.open_score=energy"]},
+               {"name": "plain+auto", "eval_of": "plain", "overrides": ["eval.open_threshold=auto"]}]
+    reads = _counting_reads(monkeypatch)
+    spec = load_bench(_spec(tmp_path, split, methods))
+    assert len(spec.methods) == 5
+    assert reads == [str(split)]
+
+
+def test_methods_on_different_splits_each_read_their_own(tmp_path, monkeypatch):
+    split, other = small_split(tmp_path / "a"), small_split(tmp_path / "b")
+    methods = [{"name": "plain", "config": "tiny.yaml", "overrides": ["eval.open_score=openmax"]},
+               {"name": "other", "config": "tiny.yaml",
+                "overrides": [f"data.split_dir={other}", "eval.open_score=openmax"]}]
+    reads = _counting_reads(monkeypatch)
+    load_bench(_spec(tmp_path, split, methods))
+    assert sorted(reads) == sorted([str(split), str(other)])
