@@ -5,7 +5,7 @@ import torch
 from torch import nn
 
 from openlt.config import Config
-from openlt.models.fusion import fold_batch_norm
+from openlt.models.fusion import fold_batch_norm, inference_copy
 from openlt.models.model import build_model
 
 
@@ -70,13 +70,49 @@ def test_batch_norm_without_running_statistics_is_not_folded():
     assert not isinstance(folded.backbone.layer1[0].bn1, nn.BatchNorm2d)  # the others are
 
 
-def test_gradients_of_a_model_mid_training_are_not_copied():
+def test_no_tensor_is_copied_only_the_folded_convolutions_are_new():
+    # a structural copy: the model mid-training keeps its gradients, and copying costs no weight memory
     model = _model("resnet10", 28)
     model(torch.randn(2, 3, 28, 28))["logits"].sum().backward()
-    assert all(p.grad is not None for p in model.backbone.parameters())
     folded = fold_batch_norm(model)
-    assert all(p.grad is None for p in folded.parameters())
+    own = {id(t) for t in [*model.parameters(), *model.buffers()]}
+    folded_convs = {name for name, m in folded.named_modules() if isinstance(m, nn.Conv2d) and m.bias is not None}
+    assert folded_convs  # (the folded ones gained a bias)
+    for name, tensor in [*folded.named_parameters(), *folded.named_buffers()]:
+        if name.rsplit(".", 1)[0] in folded_convs:
+            assert id(tensor) not in own, name
+        else:
+            assert id(tensor) in own, name
     assert all(p.grad is not None for p in model.backbone.parameters())  # the model keeps its own
+
+
+def test_changing_the_copy_leaves_the_model_alone():
+    model = _model("resnet10", 28).eval()
+    folded = fold_batch_norm(model)
+    folded.train()
+    assert not model.training and not model.backbone.layer1[0].training
+    folded.classifier.register_forward_hook(lambda *args: None)
+    folded.backbone.extra = nn.Identity()
+    folded.register_buffer("added", torch.zeros(1))
+    assert not model.classifier._forward_hooks
+    assert not hasattr(model.backbone, "extra") and "added" not in dict(model.named_buffers())
+    assert isinstance(model.backbone.layer1[0].bn1, nn.BatchNorm2d) and model.backbone.layer1[0].conv1.bias is None
+
+
+def test_a_module_met_twice_is_one_module_in_the_copy():
+    shared = nn.Linear(3, 3)
+    model = nn.Sequential(shared, nn.ReLU(), shared)
+    folded = fold_batch_norm(model)
+    assert folded[0] is folded[2] and folded[0] is not shared
+    x = torch.randn(2, 3)
+    assert torch.equal(folded(x), model(x))
+
+
+def test_inference_copy_leaves_the_model_in_eval_mode():
+    model = _model("resnet10", 28).train()
+    folded = inference_copy(model)
+    assert not model.training and not folded.training
+    assert not any(isinstance(m, nn.BatchNorm2d) for m in folded.modules())
 
 
 class _Recorder:

@@ -28,7 +28,7 @@ from openlt.engine.run import PATH_KEYS, Run, absolute_paths
 from openlt.engine.stage1_record import check_stage1_unchanged
 from openlt.errors import ConfigError, DataError, RunDirError
 from openlt.models.classifier import LinearClassifier
-from openlt.models.fusion import fold_batch_norm
+from openlt.models.fusion import inference_copy
 from openlt.models.model import OpenLTModel, build_model
 from openlt.openset.base import MODEL_SCORE, OpenSetScore, no_linear_head
 
@@ -231,8 +231,7 @@ def collect_outputs(model: OpenLTModel, loader: DataLoader, device: torch.device
     `batch_score` (a score that needs_model, ODIN): called as ``batch_score(logits_of_images, images)`` on each
     chunk, outside autocast and with gradients allowed, its (B,) result kept as "model_score".
     A loader sharded over processes (`make_loader(..., shard=True)` under torchrun) gives every process all of them."""
-    model.eval()  # as before: callers find the model in eval mode
-    model = fold_batch_norm(model)  # an eval-mode copy, its batch norms folded into the convolutions (faster)
+    model = inference_copy(model)  # eval mode; the forward on a copy with its batch norms folded (faster)
     kept: dict[str, list[torch.Tensor]] = {}
     quiet = quiet or not distributed.is_main()
     trim_heap()  # before the loader forks its workers (once for persistent ones)

@@ -2,26 +2,31 @@
 
 In eval mode a batch norm is an affine map per channel with fixed statistics, y = (x - mean) / sqrt(var + eps) *
 gamma + beta, so a convolution followed by it equals one convolution with rescaled weights and a bias
-(``torch.nn.utils.fusion.fuse_conv_bn_eval``). On the CPU the batch norm is a pass over every activation: folding
+(``torch.nn.utils.fusion.fuse_conv_bn_weights``). On the CPU the batch norm is a pass over every activation: folding
 it makes a ResNet-10 forward at 224 px 1.37x as fast in bf16 autocast and 1.18x in float32 (16 images, 2 threads,
 the development machine; docs/scale.md "Evaluation against the public code"). Outputs are equal up to float rounding
 (float32: ~3e-7 of the logits' scale; bf16: its own rounding of the folded weights, ~1e-2 relative).
 
 Only the pairs openlt knows are consecutive in the forward pass are folded: the stem of :class:`ResNetBackbone`,
 the convolutions of torchvision's ``BasicBlock`` / ``Bottleneck`` and their ``downsample`` (Conv2d, BatchNorm2d).
-Any other module (timm backbones, heads) is copied unchanged, so the copy is always the same function as the model.
-Hooks stay the caller's: the copy calls the very hook objects registered on the model (a feature collector records
-into the caller's own), and a pair whose convolution or batch norm has a hook is not folded (the hook would lose its
-module, or see the batch norm's output).
+Any other module (timm backbones, heads) is kept as it is, so the copy is always the same function as the model.
+
+The copy is structural: each module is a new object with its own child, parameter, buffer and hook tables, but
+every parameter and buffer that is not folded is the model's own tensor (no copy of the weights; only the folded
+convolutions get new ones). So it costs milliseconds whatever the model's size, and it is valid until the model's
+weights change: make a new one after a training step. Hooks stay the caller's: the copy calls the very hook
+objects registered on the model (a feature collector records into the caller's own), and a pair whose convolution
+or batch norm has a hook is not folded (the hook would lose its module, or see the batch norm's output).
 """
 
 from __future__ import annotations
 
 import copy
 
+import torch
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
-from torch.nn.utils.fusion import fuse_conv_bn_eval
+from torch.nn.utils.fusion import fuse_conv_bn_weights
 from torchvision.models.resnet import BasicBlock, Bottleneck
 
 from openlt.models.backbones import ResNetBackbone
@@ -39,16 +44,20 @@ def _hooked(module: nn.Module) -> bool:
     return any(getattr(module, name, None) for name in _PASS_HOOKS)
 
 
-def _hook_objects(model: nn.Module) -> dict[int, object]:
-    """A deepcopy memo that keeps every hook of `model`'s modules (forward, backward, state-dict, ...) itself in
-    the copy: a hook that is an object or a bound method would otherwise be copied with its state."""
-    memo = {}
-    for module in model.modules():
-        for name, hooks in vars(module).items():
-            if name.endswith("hooks") and isinstance(hooks, dict):
-                memo.update((id(hook), hook) for hook in hooks.values()
-                            if callable(hook) and not isinstance(hook, nn.Module))
-    return memo
+def _structural_copy(module: nn.Module, memo: dict[int, nn.Module]) -> nn.Module:
+    """A new module object of each module of `module`'s tree (a module met twice is copied once), with its own
+    tables (children, parameters, buffers, hooks: setting one on the copy leaves the original alone) holding the
+    same tensors and hook objects."""
+    if id(module) in memo:
+        return memo[id(module)]
+    new = copy.copy(module)  # a new __dict__, its values the original's
+    memo[id(module)] = new
+    for name, value in vars(module).items():
+        if isinstance(value, (dict, set)):  # _parameters, _buffers, every hook table, _non_persistent_buffers_set
+            vars(new)[name] = copy.copy(value)
+    for name, child in module._modules.items():
+        new._modules[name] = None if child is None else _structural_copy(child, memo)
+    return new
 
 
 def _foldable(conv: nn.Module, bn: nn.Module) -> bool:
@@ -57,23 +66,23 @@ def _foldable(conv: nn.Module, bn: nn.Module) -> bool:
             and not _hooked(conv) and not _hooked(bn))
 
 
+@torch.no_grad()
 def _fold(parent: nn.Module, conv_name: str, bn_name: str) -> None:
     conv, bn = getattr(parent, conv_name), getattr(parent, bn_name)
-    if _foldable(conv, bn):
-        setattr(parent, conv_name, fuse_conv_bn_eval(conv, bn))
+    if _foldable(conv, bn):  # conv is the copy's own module object: its new weight and bias leave the model's alone
+        conv.weight, conv.bias = fuse_conv_bn_weights(conv.weight, conv.bias, bn.running_mean, bn.running_var,
+                                                      bn.eps, bn.weight, bn.bias)
         setattr(parent, bn_name, nn.Identity())
 
 
 def fold_batch_norm(model: nn.Module) -> nn.Module:
     """A copy of `model` in eval mode with every known (Conv2d, BatchNorm) pair folded into one Conv2d (with bias);
-    `model` itself is not changed. The copy is for inference only (no training: its batch norms are gone).
+    `model` itself is not changed (its mode, modules, tables and tensors). The copy is for inference only (no
+    training: its batch norms are gone) and shares every tensor it does not fold with `model` (module docstring).
 
     Returns the copy; its outputs equal `model.eval()`'s up to float rounding. A model with nothing to fold (no
-    torchvision ResNet) comes back as an unchanged copy."""
-    # the parameters' gradients (a model mid-training, validated) are not copied: the memo maps each to None
-    memo = {id(p.grad): None for p in model.parameters() if p.grad is not None}
-    memo.update(_hook_objects(model))  # the caller's hooks themselves, not copies
-    folded = copy.deepcopy(model, memo=memo).eval()
+    torchvision ResNet) comes back as a copy that computes with the model's own tensors."""
+    folded = _structural_copy(model, {}).eval()
     for module in list(folded.modules()):
         for conv_name, bn_name in _PAIRS.get(type(module), ()):
             _fold(module, conv_name, bn_name)
@@ -81,3 +90,10 @@ def fold_batch_norm(model: nn.Module) -> nn.Module:
         if type(module) in (BasicBlock, Bottleneck) and isinstance(downsample, nn.Sequential) and len(downsample) == 2:
             _fold(downsample, "0", "1")
     return folded
+
+
+def inference_copy(model: nn.Module) -> nn.Module:
+    """Put `model` in eval mode (its callers find it so afterwards, as before folding existed) and return
+    :func:`fold_batch_norm`'s copy of it, which evaluation and feature extraction run."""
+    model.eval()
+    return fold_batch_norm(model)
