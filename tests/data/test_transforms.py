@@ -81,3 +81,53 @@ def test_small_transform_keeps_the_native_size_and_normalises():
     train = build_transform("small", True, 20, (0.5,), (0.5,))(image)
     assert train.shape == (1, 20, 20)  # pad-and-crop keeps the size
 
+
+
+# ScaleNormalize: the last step of every transform, v2.ToDtype(scale) + v2.Normalize bit for bit, faster per image
+@pytest.mark.parametrize("shape, crop", [((3, 40, 50), None), ((3, 256, 300), (16, 240, 20, 244)),
+                                         ((1, 28, 28), None), ((1, 32, 32), (2, 30, 1, 29))])
+def test_scale_normalize_equals_todtype_then_normalize_bit_for_bit(shape, crop):
+    from torchvision import tv_tensors
+    from torchvision.transforms import v2
+
+    from openlt.data.transforms import IMAGENET_MEAN, IMAGENET_STD, STATS, ScaleNormalize
+
+    mean, std = (IMAGENET_MEAN, IMAGENET_STD) if shape[0] == 3 else STATS["fashion-mnist"]
+    gen = torch.Generator().manual_seed(shape[1])
+    image = tv_tensors.Image(torch.randint(0, 256, shape, dtype=torch.uint8, generator=gen))
+    if crop is not None:  # a centre crop's view: not contiguous
+        image = image[:, crop[0]:crop[1], crop[2]:crop[3]]
+    before = image.clone()
+    expected = v2.Compose([v2.ToDtype(torch.float32, scale=True), v2.Normalize(mean, std)])(image)
+    got = ScaleNormalize(mean, std)(image)
+    assert got.dtype == torch.float32 and got.shape == expected.shape
+    assert torch.equal(got, expected.as_subclass(torch.Tensor))
+    assert torch.equal(image, before)  # the input is not changed
+
+
+def test_scale_normalize_takes_other_dtypes_the_v2_way_and_refuses_a_zero_std():
+    from torchvision.transforms import v2
+
+    from openlt.data.transforms import ScaleNormalize
+
+    floats = torch.rand(3, 8, 8)
+    expected = v2.Normalize((0.5,) * 3, (0.25,) * 3)(floats)
+    assert torch.equal(ScaleNormalize((0.5,) * 3, (0.25,) * 3)(floats), expected)
+    with pytest.raises(ValueError, match="std evaluated to zero"):
+        ScaleNormalize((0.5,), (0.0,))
+
+
+@pytest.mark.parametrize("family, size", [("imagenet", 224), ("small", 28), ("face", 112)])
+def test_the_evaluation_transform_gives_the_pixels_of_the_v2_pipeline(family, size):
+    from torchvision.transforms import v2
+
+    from openlt.data.transforms import IMAGENET_MEAN, IMAGENET_STD
+
+    rng = np.random.default_rng(size)
+    image = Image.fromarray(rng.integers(0, 256, (size + 13, size + 29, 3), dtype=np.uint8))
+    resize = {"imagenet": 256, "small": size, "face": (size, size)}[family]
+    reference = [v2.ToImage(), v2.Resize(resize, antialias=True)]
+    reference += [] if family == "face" else [v2.CenterCrop(size)]
+    reference += [v2.ToDtype(torch.float32, scale=True), v2.Normalize(IMAGENET_MEAN, IMAGENET_STD)]
+    got = build_transform(family, False, size, IMAGENET_MEAN, IMAGENET_STD)(image)
+    assert torch.equal(got, v2.Compose(reference)(image).as_subclass(torch.Tensor))

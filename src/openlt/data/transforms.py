@@ -30,6 +30,31 @@ def normalisation(dataset: str, in_chans: int, family: str | None = None) -> tup
     return (0.5,) * in_chans, (0.5,) * in_chans
 
 
+class ScaleNormalize:
+    """A uint8 (C, H, W) image -> float32 ``(x / 255 - mean) / std`` per channel: ``v2.ToDtype(torch.float32,
+    scale=True)`` then ``v2.Normalize(mean, std)`` bit for bit (the same float operations in the same order), done
+    in place on one contiguous float32 copy: 0.32 against 0.75 ms for a 224 px image on one thread, paid per image
+    by the loader workers (session 17). Returns a plain float32 tensor; the input is not changed. Another dtype
+    (or a non-tensor) goes through the two v2 transforms. `mean` / `std`: sequences of C floats; ValueError for a
+    zero std (as v2.Normalize)."""
+
+    def __init__(self, mean, std) -> None:
+        if not all(float(s) for s in std):
+            raise ValueError(f"std evaluated to zero, leading to division by zero: {list(std)}")
+        self.mean = torch.tensor([float(m) for m in mean], dtype=torch.float32).view(-1, 1, 1)
+        self.std = torch.tensor([float(s) for s in std], dtype=torch.float32).view(-1, 1, 1)
+        self._general = v2.Compose([v2.ToDtype(torch.float32, scale=True), v2.Normalize(list(mean), list(std))])
+
+    def __call__(self, image):
+        if not isinstance(image, torch.Tensor) or image.dtype != torch.uint8:
+            return self._general(image)
+        x = image.as_subclass(torch.Tensor).contiguous().to(torch.float32).mul_(1.0 / 255)
+        return x.sub_(self.mean).div_(self.std)
+
+    def __repr__(self) -> str:
+        return f"ScaleNormalize(mean={self.mean.flatten().tolist()}, std={self.std.flatten().tolist()})"
+
+
 def build_transform(family: str, train: bool, image_size: int, mean, std) -> v2.Compose:
     """The transform of `family`: a PIL image or uint8 (C, H, W) tensor -> float32 (C, image_size, image_size),
     scaled to [0, 1] and normalised with `mean` / `std` (sequences of C floats).
@@ -42,7 +67,7 @@ def build_transform(family: str, train: bool, image_size: int, mean, std) -> v2.
     only. ConfigError for another family."""
     if not train:  # one description of the evaluation transform: what a run saves, and what rebuilds it
         return eval_transform(eval_transform_spec(family, image_size, mean, std))
-    to_float = [v2.ToDtype(torch.float32, scale=True), v2.Normalize(mean, std)]
+    to_float = [ScaleNormalize(mean, std)]
     if family == "small":
         ops = [v2.ToImage(), v2.Resize(image_size, antialias=True), v2.CenterCrop(image_size),
                v2.RandomCrop(image_size, padding=max(2, image_size // 8)), v2.RandomHorizontalFlip()]
@@ -87,4 +112,4 @@ def eval_transform(spec: dict) -> v2.Compose:
     ops = [v2.ToImage(), v2.Resize(resize, antialias=True)]
     if spec["crop"] is not None:
         ops.append(v2.CenterCrop(tuple(spec["crop"])))
-    return v2.Compose(ops + [v2.ToDtype(torch.float32, scale=True), v2.Normalize(spec["mean"], spec["std"])])
+    return v2.Compose(ops + [ScaleNormalize(spec["mean"], spec["std"])])
