@@ -16,6 +16,15 @@ except ImportError:  # the bench module may move under engine/ (issue 13)
 
 ROOT = Path(__file__).parents[1]
 SPECS = sorted((ROOT / "configs" / "bench").glob("*.yaml"))
+_LOADED: dict[Path, object] = {}
+
+
+def loaded(path: Path):
+    """`load_bench(path)`, once per test module: the specs do not change while it runs, and checking every spec's
+    configs takes seconds."""
+    if path not in _LOADED:
+        _LOADED[path] = load_bench(path)
+    return _LOADED[path]
 
 
 def test_there_are_specs():
@@ -24,7 +33,7 @@ def test_there_are_specs():
 
 @pytest.mark.parametrize("path", SPECS, ids=lambda p: p.name)
 def test_spec_loads(path):
-    spec = load_bench(path)
+    spec = loaded(path)
     assert spec.methods and spec.seeds
 
 
@@ -38,7 +47,7 @@ def test_shared_out_dirs_agree_on_method_names():
     # name to different runs, or one table would silently show the other's
     seen: dict[tuple, tuple[str, tuple]] = {}
     for path in SPECS:
-        spec = load_bench(path)
+        spec = loaded(path)
         for m in spec.methods:
             key = (spec.out_dir, m.name)
             identity = _identity(spec, m)
@@ -65,10 +74,10 @@ def test_readme_reproduce_lines_name_existing_specs():
 def test_the_main_spec_runs_every_method_of_the_per_table_specs():
     # issue 16, item 6: one spec runs every method and detector the README's tables show; the per-table specs
     # are its subsets (a budget study, with its own short-budget runs, is not a table of methods)
-    main = load_bench(ROOT / "configs" / "bench" / "fmnist_lt.yaml")
+    main = loaded(ROOT / "configs" / "bench" / "fmnist_lt.yaml")
     everything = {m.name for m in main.methods}
     for path in SPECS:
-        spec = load_bench(path)
+        spec = loaded(path)
         if path.name in ("fmnist_lt.yaml", "fmnist_lt_budget.yaml") or spec.out_dir != main.out_dir:
             continue
         missing = {m.name for m in spec.methods} - everything
