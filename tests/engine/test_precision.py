@@ -177,3 +177,17 @@ def test_auto_is_bf16_on_a_gpu_with_bfloat16_and_float32_elsewhere(monkeypatch):
     monkeypatch.setattr(precision, "_cuda_has_bf16", lambda: False)
     assert resolve_amp("auto", gpu) == "none"
     assert resolve_amp("fp16", gpu) == "fp16" and resolve_amp("none", gpu) == "none"  # explicit values kept
+
+
+def test_run_amp_resolves_a_device_function_only_for_a_legacy_runs_auto():
+    # openlt bench compares configs whose device this machine may lack: the device is asked for only when needed
+    from openlt.engine.precision import run_amp
+    from openlt.errors import ConfigError
+
+    def missing():
+        raise ConfigError("train.device=cuda: no CUDA device here")
+
+    assert run_amp("bf16", missing, None) == "bf16" and run_amp("auto", missing, "none") == "none"
+    with pytest.raises(ConfigError, match="no CUDA device"):
+        run_amp("auto", missing, None)
+    assert run_amp("auto", lambda: torch.device("cpu"), None) == "none"

@@ -978,11 +978,8 @@ def _comparable(config: Config, trained: str | None) -> dict:
     meant bf16 on a CPU with bfloat16 units, still matches (and is reused, or resumed in float32) for a spec that
     says `auto`; a spec that says bf16 or none explicitly matches only a run trained in it."""
     flat = flatten(to_dict(absolute_paths(config)))
-    if config.train.amp != "auto" or trained is not None:  # run_amp's answer whatever the device: only a legacy
-        flat["train.amp"] = trained if config.train.amp == "auto" else config.train.amp  # run's auto needs it
-        return flat
-    try:
-        flat["train.amp"] = run_amp(config.train.amp, resolve_device(config.train.device), trained)
+    try:  # the device is resolved only for a legacy run's `auto`
+        flat["train.amp"] = run_amp(config.train.amp, lambda: resolve_device(config.train.device), trained)
     except ConfigError:  # (a device this machine lacks: compared as written)
         pass
     return flat

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+from collections.abc import Callable
 from typing import ContextManager
 
 import torch
@@ -56,14 +57,17 @@ def legacy_auto(device: torch.device) -> str:
     return "bf16" if device.type == "cuda" and _cuda_has_bf16() else "none"
 
 
-def run_amp(amp: str, device: torch.device, trained: str | None) -> str:
+def run_amp(amp: str, device: torch.device | Callable[[], torch.device], trained: str | None) -> str:
     """The precision an existing run trains in on `device` (`--resume`; `openlt bench` compares it): `amp`
     (train.amp) when explicit; for `auto`, `trained` (the precision its checkpoint records,
     checkpoint.recorded_amp), or :func:`legacy_auto` when it records none (a checkpoint written before openlt
-    recorded it: auto was float32 on every CPU then)."""
+    recorded it: auto was float32 on every CPU then). `device` may be a function giving it, called only for that
+    last case (a bench compares configs whose device this machine may lack: resolving it would raise)."""
     if amp != "auto":
         return amp
-    return legacy_auto(device) if trained is None else trained
+    if trained is not None:
+        return trained
+    return legacy_auto(device() if callable(device) else device)
 
 
 def native_bf16(device: torch.device) -> bool:
