@@ -71,18 +71,19 @@ def test_batch_norm_without_running_statistics_is_not_folded():
 
 
 def test_no_tensor_is_copied_only_the_folded_convolutions_are_new():
-    # a structural copy: the model mid-training keeps its gradients, and copying costs no weight memory
+    # a structural copy: the model mid-training keeps its gradients, and copying costs no weight memory (the copy's
+    # parameters are its own Parameter objects on the model's memory)
     model = _model("resnet10", 28)
     model(torch.randn(2, 3, 28, 28))["logits"].sum().backward()
     folded = fold_batch_norm(model)
-    own = {id(t) for t in [*model.parameters(), *model.buffers()]}
+    own = {t.data_ptr() for t in [*model.parameters(), *model.buffers()]}
     folded_convs = {name for name, m in folded.named_modules() if isinstance(m, nn.Conv2d) and m.bias is not None}
     assert folded_convs  # (the folded ones gained a bias)
     for name, tensor in [*folded.named_parameters(), *folded.named_buffers()]:
         if name.rsplit(".", 1)[0] in folded_convs:
-            assert id(tensor) not in own, name
+            assert tensor.data_ptr() not in own, name
         else:
-            assert id(tensor) in own, name
+            assert tensor.data_ptr() in own, name
     assert all(p.grad is not None for p in model.backbone.parameters())  # the model keeps its own
 
 
@@ -178,3 +179,50 @@ def test_a_small_input_stem_or_a_hooked_relu_keeps_its_order():
     model.backbone.relu.register_forward_hook(_Recorder())
     hooked = pool_before_relu(fold_batch_norm(model))
     assert isinstance(hooked.backbone.relu, nn.ReLU) and isinstance(hooked.backbone.maxpool, nn.MaxPool2d)
+
+
+def test_a_model_with_a_parametrization_is_copied():
+    # torch.nn.utils.parametrize (parametrizations.weight_norm, orthogonal, ...) refuses copy.copy of the module
+    from torch.nn.utils.parametrizations import weight_norm
+
+    model = _model("resnet10", 28).eval()
+    weight_norm(model.backbone.layer1[0].conv1)  # a parametrized convolution: not folded, but copied
+    weight_norm(model.classifier.fc if hasattr(model.classifier, "fc") else model.classifier)
+    x = torch.randn(2, 3, 28, 28)
+    with torch.no_grad():
+        expected, got = model(x)["logits"], inference_copy(model)(x)["logits"]
+    assert torch.allclose(got, expected, atol=1e-5 * expected.abs().max())
+
+
+def test_a_module_held_in_a_plain_attribute_is_the_copys_own():
+    # a wrapper that calls its network through a list: the copy must call its own (eval, folded) network, not run
+    # the model's in training mode (other outputs, and the model's batch-norm statistics moved)
+    class Wrapper(nn.Module):
+        def __init__(self, net):
+            super().__init__()
+            self.net, self.calls = net, [net]
+
+        def forward(self, x):
+            return self.calls[0](x)["logits"]
+
+    model = Wrapper(_model("resnet10", 28)).train()
+    statistics = model.net.backbone.bn1.running_mean.clone()
+    x = torch.randn(4, 3, 28, 28)
+    with torch.no_grad():
+        got = fold_batch_norm(model)(x)
+        assert torch.equal(model.net.backbone.bn1.running_mean, statistics) and model.training
+        expected = model.eval()(x)
+    assert torch.allclose(got, expected, atol=1e-5 * expected.abs().max())
+
+
+@pytest.mark.parametrize("convert", ["half", "double", "requires_grad"])
+def test_converting_the_copy_leaves_the_models_parameters_alone(convert):
+    # the copy shares the model's weights, not its Parameter objects: .half() / .to(dtype) / .to(device) set
+    # param.data, which on a shared parameter changed the model being trained (its dtype, device, requires_grad)
+    model = _model("resnet10", 28)
+    model(torch.randn(2, 3, 28, 28))["logits"].sum().backward()
+    before = {name: (p.dtype, p.requires_grad, p.grad is not None) for name, p in model.named_parameters()}
+    folded = inference_copy(model)
+    {"half": folded.half, "double": folded.double, "requires_grad": lambda: folded.requires_grad_(False)}[convert]()
+    assert {name: (p.dtype, p.requires_grad, p.grad is not None) for name, p in model.named_parameters()} == before
+    model.train()(torch.randn(2, 3, 28, 28))["logits"].sum().backward()  # the model still trains

@@ -12,8 +12,9 @@ the convolutions of torchvision's ``BasicBlock`` / ``Bottleneck`` and their ``do
 Any other module (timm backbones, heads) is kept as it is, so the copy is always the same function as the model.
 
 The copy is structural: each module is a new object with its own child, parameter, buffer and hook tables, but
-every parameter and buffer that is not folded is the model's own tensor (no copy of the weights; only the folded
-convolutions get new ones). So it costs milliseconds whatever the model's size, and it is valid until the model's
+every parameter and buffer that is not folded is the model's own memory (no copy of the weights; only the folded
+convolutions get new ones; its parameters are new Parameter objects on that memory, so converting the copy with
+`.half()` / `.to()` leaves the model's alone, while an in-place write such as `load_state_dict` reaches both). So it costs milliseconds whatever the model's size, and it is valid until the model's
 weights change: make a new one after a training step. Hooks stay the caller's: the copy calls the very hook
 objects registered on the model (a feature collector records into the caller's own), and a pair whose convolution
 or batch norm has a hook is not folded (the hook would lose its module, or see the batch norm's output).
@@ -44,17 +45,29 @@ def _hooked(module: nn.Module) -> bool:
     return any(getattr(module, name, None) for name in _PASS_HOOKS)
 
 
-def _structural_copy(module: nn.Module, memo: dict[int, nn.Module]) -> nn.Module:
+def _structural_copy(module: nn.Module, memo: dict[int, object]) -> nn.Module:
     """A new module object of each module of `module`'s tree (a module met twice is copied once), with its own
     tables (children, parameters, buffers, hooks: setting one on the copy leaves the original alone) holding the
-    same tensors and hook objects."""
+    same buffers and hook objects, and parameters that are new Parameter objects on the same memory: `.half()`,
+    `.to(device)` or `requires_grad_` on the copy replace its own parameters' data, never the model's. A module in
+    a plain attribute (alone, or in a list or tuple) is the copy's own too, as deepcopy would make it."""
     if id(module) in memo:
         return memo[id(module)]
-    new = copy.copy(module)  # a new __dict__, its values the original's
+    new = object.__new__(type(module))  # copy.copy's shallow copy without __getstate__ (a parametrized module's
+    vars(new).update(vars(module))      # refuses it): a new __dict__, its values the original's
     memo[id(module)] = new
     for name, value in vars(module).items():
         if isinstance(value, (dict, set)):  # _parameters, _buffers, every hook table, _non_persistent_buffers_set
             vars(new)[name] = copy.copy(value)
+        elif isinstance(value, nn.Module):
+            vars(new)[name] = _structural_copy(value, memo)
+        elif isinstance(value, (list, tuple)) and any(isinstance(v, nn.Module) for v in value):
+            vars(new)[name] = type(value)(_structural_copy(v, memo) if isinstance(v, nn.Module) else v for v in value)
+    for name, param in module._parameters.items():
+        if param is not None:
+            if id(param) not in memo:  # (a parameter tied between modules stays one in the copy)
+                memo[id(param)] = nn.Parameter(param.detach(), requires_grad=param.requires_grad)
+            new._parameters[name] = memo[id(param)]
     for name, child in module._modules.items():
         new._modules[name] = None if child is None else _structural_copy(child, memo)
     return new
