@@ -14,10 +14,11 @@ Any other module (timm backbones, heads) is kept as it is, so the copy is always
 The copy is structural: each module is a new object with its own child, parameter, buffer and hook tables, but
 every parameter and buffer that is not folded is the model's own memory (no copy of the weights; only the folded
 convolutions get new ones; its parameters are new Parameter objects on that memory, so converting the copy with
-`.half()` / `.to()` leaves the model's alone, while an in-place write such as `load_state_dict` reaches both). So it costs milliseconds whatever the model's size, and it is valid until the model's
-weights change: make a new one after a training step. Hooks stay the caller's: the copy calls the very hook
-objects registered on the model (a feature collector records into the caller's own), and a pair whose convolution
-or batch norm has a hook is not folded (the hook would lose its module, or see the batch norm's output).
+`.half()` / `.to()` leaves the model's alone, while an in-place write such as `load_state_dict` reaches both). So
+it costs milliseconds whatever the model's size, and it is valid until the model's weights change: make a new one
+after a training step. Hooks stay the caller's: the copy calls the very hook objects registered on the model (a
+feature collector records into the caller's own), and a pair whose convolution or batch norm has a hook is not
+folded (the hook would lose its module, or see the batch norm's output).
 """
 
 from __future__ import annotations
@@ -61,7 +62,7 @@ def _structural_copy(module: nn.Module, memo: dict[int, object]) -> nn.Module:
             vars(new)[name] = copy.copy(value)
         elif isinstance(value, nn.Module):
             vars(new)[name] = _structural_copy(value, memo)
-        elif isinstance(value, (list, tuple)) and any(isinstance(v, nn.Module) for v in value):
+        elif type(value) in (list, tuple) and any(isinstance(v, nn.Module) for v in value):
             vars(new)[name] = type(value)(_structural_copy(v, memo) if isinstance(v, nn.Module) else v for v in value)
     for name, param in module._parameters.items():
         if param is not None:
