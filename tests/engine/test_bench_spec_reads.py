@@ -4,9 +4,12 @@
 import json
 from pathlib import Path
 
+import pytest
+
 import openlt.engine.precheck as precheck
 from openlt.engine import bench
 from openlt.engine.bench import load_bench
+from openlt.errors import ConfigError
 from tiny_run import small_split
 
 
@@ -52,3 +55,20 @@ def test_methods_on_different_splits_each_read_their_own(tmp_path, monkeypatch):
     reads = _counting_reads(monkeypatch)
     load_bench(_spec(tmp_path, split, methods))
     assert sorted(reads) == sorted([str(split), str(other)])
+
+
+def test_a_method_differing_only_in_its_data_is_checked_on_its_own_data(tmp_path):
+    # the cache is keyed by the data section: data.val_split=null is its own read, and its method is refused as
+    # a run would be (a stage 2 choosing its epoch on a validation split; auto threshold on an open split)
+    split = small_split(tmp_path)
+    plain = [{"name": "plain", "config": "tiny.yaml"},
+             {"name": "crt", "config": "tiny.yaml", "init_from": "plain",
+              "overrides": ["decouple.method=crt", "decouple.keep=best"]}]
+    noval = {"name": "noval", "config": "tiny.yaml", "overrides": ["data.val_split=null", "eval.open_threshold=0.5"]}
+    stage2 = {"name": "crt_noval", "config": "tiny.yaml", "init_from": "noval",
+              "overrides": ["decouple.method=crt", "decouple.keep=best"]}
+    with pytest.raises(ConfigError, match="method 'crt_noval'.*decouple.keep=best"):
+        load_bench(_spec(tmp_path, split, [*plain, noval, stage2]))
+    auto = {"name": "noval", "config": "tiny.yaml", "overrides": ["data.val_split=null"]}
+    with pytest.raises(ConfigError, match="method 'noval'.*eval.open_threshold=auto"):
+        load_bench(_spec(tmp_path, split, [*plain, auto]))
