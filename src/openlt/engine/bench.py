@@ -55,7 +55,7 @@ from openlt.engine.init_from import stage2_kind
 from openlt.engine.manifest import read_run_manifest
 from openlt.engine.precision import native_bf16, precision_name, run_amp
 from openlt.engine.precheck import (check_loss_weights, check_open_score, check_validation_needs, config_setting,
-                                    split_data)
+                                    counts_of, split_data)
 from openlt.engine.run import (EVALUATING, Run, _holder, _read_settled, _same_file, absolute_paths, check_tag,
                                open_run)
 from openlt.engine.runtime import resolve_device
@@ -318,10 +318,7 @@ def _read_once(cache: dict, cfg: Config) -> Callable[[], Any]:
 
 def _counts_once(cache: dict, cfg: Config) -> Callable[[], tuple[int, int] | None]:
     """`split_counts(cfg)` from the split files `_read_once` parsed."""
-    def counts() -> tuple[int, int] | None:
-        data = _read_once(cache, cfg)()
-        return None if data is None else (data.num_classes, sum(data.train_counts))
-    return counts
+    return lambda: counts_of(_read_once(cache, cfg)())
 
 
 def _check_stage1_method(m: BenchMethod, cfg: Config, methods: dict[str, BenchMethod], built: dict[str, Config]) -> None:

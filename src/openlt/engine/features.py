@@ -73,7 +73,7 @@ def extract_features(model: OpenLTModel, loader, device: torch.device, desc: str
     """(N, D) float32 features (the head's input) and (N,) labels, in the loader's order, in eval mode
     (under `amp` autocast: the run's train.amp where the device runs it), each batch in `inference_passes`. A
     loader sharded over processes (`make_loader(..., shard=True)` under torchrun) gives every process all of them.
-    The forward runs on :func:`openlt.models.fusion.fold_batch_norm`'s copy of `model` (same up to float rounding)."""
+    The forward runs on :func:`openlt.models.fusion.inference_copy`'s copy of `model` (same up to float rounding)."""
     model = inference_copy(model)  # eval mode; the forward on a copy with its batch norms folded (faster)
     feats, labels = [], []
     quiet = quiet or not distributed.is_main()

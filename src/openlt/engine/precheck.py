@@ -102,7 +102,11 @@ def split_data(cfg: Config) -> DataBundle | None:
 
 def split_counts(cfg: Config) -> tuple[int, int] | None:
     """(classes, training images) of `data.split_dir`'s split files (:func:`split_data`), or None when unknown."""
-    data = split_data(cfg)
+    return counts_of(split_data(cfg))
+
+
+def counts_of(data: DataBundle | None) -> tuple[int, int] | None:
+    """(classes, training images) of parsed split files, None for none."""
     return None if data is None else (data.num_classes, sum(data.train_counts))
 
 

@@ -225,7 +225,7 @@ def collect_outputs(model: OpenLTModel, loader: DataLoader, device: torch.device
                     keep: tuple[str, ...] = KEPT_OUTPUTS, batch_score: BatchScore | None = None
                     ) -> dict[str, torch.Tensor]:
     """Logits (and reachability, where the head gives it) and labels of every image (eval mode, no augmentation;
-    through :func:`openlt.models.fusion.fold_batch_norm`'s copy of `model`: the same up to float rounding);
+    through :func:`openlt.models.fusion.inference_copy`'s copy of `model`: the same up to float rounding);
     `keep` names the model outputs kept ("feature" too for a score that needs it: :func:`kept_for`).
     Each loader batch goes through the model in `inference_passes` (chunks of 16 images at 224 px on the CPU).
     `batch_score` (a score that needs_model, ODIN): called as ``batch_score(logits_of_images, images)`` on each
