@@ -4,6 +4,7 @@ specs that exist. Nothing is trained: `load_bench` only reads and builds configs
 
 from __future__ import annotations
 
+import functools
 import re
 from pathlib import Path
 
@@ -16,15 +17,9 @@ except ImportError:  # the bench module may move under engine/ (issue 13)
 
 ROOT = Path(__file__).parents[1]
 SPECS = sorted((ROOT / "configs" / "bench").glob("*.yaml"))
-_LOADED: dict[Path, object] = {}
-
-
-def loaded(path: Path):
-    """`load_bench(path)`, once per test module: the specs do not change while it runs, and checking every spec's
-    configs takes seconds."""
-    if path not in _LOADED:
-        _LOADED[path] = load_bench(path)
-    return _LOADED[path]
+# `load_bench(path)` once per test module: the specs do not change while it runs, and checking every spec's configs
+# takes seconds
+loaded = functools.cache(load_bench)
 
 
 def test_there_are_specs():

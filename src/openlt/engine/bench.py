@@ -292,10 +292,11 @@ def _check_configs(spec: BenchSpec) -> None:
                 (cfg, scorer), trained = eval_config(built[m.eval_of], m.overrides), methods[m.eval_of]
             # eval.open_score against the head, feature width, classes and training images the run will have
             stage1 = built[trained.init_from] if cfg.decouple.method != "none" and trained.init_from else cfg
-            check_open_score(scorer, config_setting(cfg, _counts_once(datas, stage1), lambda: stage1))
+            read_stage1 = _read_once(datas, stage1)
+            check_open_score(scorer, config_setting(cfg, lambda: counts_of(read_stage1()), lambda: stage1))
             # the validation split the method needs (a τ search; auto threshold on an open split), as its run checks
             if cfg.decouple.method == "none" or trained.init_from:  # (else: a stage-1 run outside the bench)
-                check_validation_needs(cfg, stage1, _read_once(datas, stage1), fits=m.config is not None)
+                check_validation_needs(cfg, stage1, read_stage1, fits=m.config is not None)
             if m.config is not None:
                 check_loss_weights(cfg)  # per-class loss weights (focal alpha) against the split's class count
         except ConfigError as exc:
@@ -314,11 +315,6 @@ def _read_once(cache: dict, cfg: Config) -> Callable[[], Any]:
             cache[repr(to_dict(cfg.data))] = cache[key]  # also as read: reading records data.root from the manifest
         return cache[key]
     return read
-
-
-def _counts_once(cache: dict, cfg: Config) -> Callable[[], tuple[int, int] | None]:
-    """`split_counts(cfg)` from the split files `_read_once` parsed."""
-    return lambda: counts_of(_read_once(cache, cfg)())
 
 
 def _check_stage1_method(m: BenchMethod, cfg: Config, methods: dict[str, BenchMethod], built: dict[str, Config]) -> None:
