@@ -279,3 +279,29 @@ def test_linear_classifier():
         build_classifier("linear", 8, 4, scale=16.0)
     with pytest.raises(ConfigError, match="Known"):
         build_classifier("cosinee", 8, 4)
+
+
+@pytest.mark.parametrize("amp", [False, True])
+def test_the_stems_relu_after_its_max_pool_gives_torchvisions_outputs_and_gradients_bit_for_bit(amp):
+    # forward_map pools before the ReLU (faster); torchvision's ResNet does conv1 -> bn1 -> relu -> maxpool
+    backbone = build_backbone("resnet10")
+    x = torch.randn(4, 3, 96, 96, generator=torch.Generator().manual_seed(3))
+
+    def torchvision_order(m, images):
+        y = m.maxpool(m.relu(m.bn1(m.conv1(images))))
+        return m.layer4(m.layer3(m.layer2(m.layer1(y))))
+
+    results = []
+    for forward in (torchvision_order, lambda m, images: m.forward_map(images)):
+        backbone.zero_grad(set_to_none=True)
+        with torch.autocast("cpu", torch.bfloat16, enabled=amp):
+            out = forward(backbone, x)
+        out.float().square().mean().backward()
+        results.append((out.detach(), {n: p.grad.clone() for n, p in backbone.named_parameters()}))
+    (expected, expected_grads), (got, grads) = results
+    assert torch.equal(got, expected)
+    assert all(torch.equal(grads[n], expected_grads[n]) for n in grads)
+    seen = []
+    backbone.relu.register_forward_hook(lambda module, inputs, output: seen.append(output.shape[-1]))
+    backbone.forward_map(x)
+    assert seen == [24]  # the ReLU ran on the pooled map (96 px -> 48 after conv1 -> 24 after the pool)

@@ -152,35 +152,6 @@ def test_a_pair_with_a_hook_is_not_folded(hooked):
     assert torch.allclose(got, expected, atol=1e-5)
 
 
-@pytest.mark.parametrize("size", [96, 224])
-def test_the_stems_relu_after_its_max_pool_gives_the_same_outputs_bit_for_bit(size):
-    from openlt.models.fusion import pool_before_relu
-
-    model = _model("resnet10", size).eval()
-    folded = fold_batch_norm(model)
-    x = torch.randn(2, 3, size, size, generator=torch.Generator().manual_seed(3))
-    with torch.no_grad():
-        expected = folded(x)
-        reordered = pool_before_relu(folded)
-        got = reordered(x)
-    stem = reordered.backbone
-    assert isinstance(stem.relu, nn.Identity) and isinstance(stem.maxpool[1], nn.ReLU)
-    assert isinstance(model.backbone.relu, nn.ReLU) and isinstance(model.backbone.maxpool, nn.MaxPool2d)
-    for key in ("logits", "feature"):
-        assert torch.equal(got[key], expected[key]), key
-
-
-def test_a_small_input_stem_or_a_hooked_relu_keeps_its_order():
-    from openlt.models.fusion import pool_before_relu
-
-    small = pool_before_relu(fold_batch_norm(_model("resnet10", 28)))  # (28 px: the CIFAR stem, no max-pool)
-    assert isinstance(small.backbone.relu, nn.ReLU) and isinstance(small.backbone.maxpool, nn.Identity)
-    model = _model("resnet10", 96)
-    model.backbone.relu.register_forward_hook(_Recorder())
-    hooked = pool_before_relu(fold_batch_norm(model))
-    assert isinstance(hooked.backbone.relu, nn.ReLU) and isinstance(hooked.backbone.maxpool, nn.MaxPool2d)
-
-
 def test_a_model_with_a_parametrization_is_copied():
     # torch.nn.utils.parametrize (parametrizations.weight_norm, orthogonal, ...) refuses copy.copy of the module
     from torch.nn.utils.parametrizations import weight_norm

@@ -106,24 +106,9 @@ def fold_batch_norm(model: nn.Module) -> nn.Module:
     return folded
 
 
-def pool_before_relu(model: nn.Module) -> nn.Module:
-    """`model` (a copy: changed in place and returned) with each :class:`ResNetBackbone` stem's ReLU moved after its
-    3x3 max-pool: max-pooling commutes with ReLU exactly (both monotone; the pool pads with -inf), so the outputs are
-    bit for bit the same, and the ReLU runs on a quarter of the elements (at 224 px the stem's ReLU was a third of
-    all ReLU work). A stem whose ReLU or max-pool has a hook, or whose pool returns indices, is left as it is."""
-    for module in list(model.modules()):
-        if type(module) is not ResNetBackbone:
-            continue
-        relu, pool = module.relu, module.maxpool
-        if (type(relu) is nn.ReLU and type(pool) is nn.MaxPool2d and not pool.return_indices
-                and not _hooked(relu) and not _hooked(pool)):
-            module.maxpool, module.relu = nn.Sequential(pool, relu), nn.Identity()
-    return model
-
-
 def inference_copy(model: nn.Module) -> nn.Module:
     """Put `model` in eval mode (its callers find it so afterwards, as before folding existed) and return the copy
-    evaluation and feature extraction run: :func:`fold_batch_norm`'s, with :func:`pool_before_relu`. Its outputs
+    evaluation and feature extraction run: :func:`fold_batch_norm`'s. Its outputs
     equal the model's up to float rounding (the folding); it shares the model's unfolded tensors."""
     model.eval()
-    return pool_before_relu(fold_batch_norm(model))
+    return fold_batch_norm(model)
