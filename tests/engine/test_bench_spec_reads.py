@@ -9,7 +9,7 @@ import pytest
 import openlt.engine.precheck as precheck
 from openlt.engine import bench
 from openlt.engine.bench import load_bench
-from openlt.errors import ConfigError
+from openlt.errors import ConfigError, DataError
 from tiny_run import small_split
 
 
@@ -72,3 +72,33 @@ def test_a_method_differing_only_in_its_data_is_checked_on_its_own_data(tmp_path
     auto = {"name": "noval", "config": "tiny.yaml", "overrides": ["data.val_split=null"]}
     with pytest.raises(ConfigError, match="method 'noval'.*eval.open_threshold=auto"):
         load_bench(_spec(tmp_path, split, [*plain, auto]))
+
+
+def test_a_method_on_a_missing_split_folder_is_refused_before_any_run_is_trained(tmp_path, capsys):
+    # trial: `p5` with data.split_dir=nope, after `plain`: the bench trained plain (hours on a real spec), then
+    # stopped at p5's turn with `split folder not found: nope`
+    from openlt.cli import main
+    split = small_split(tmp_path)
+    methods = [{"name": "plain", "config": "tiny.yaml"},
+               {"name": "p5", "config": "tiny.yaml", "overrides": [f"data.split_dir={tmp_path / 'nope'}"]}]
+    spec = _spec(tmp_path, split, methods)
+    assert main(["bench", str(spec)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("openlt bench: error: bench spec ") and "\n" not in err
+    assert f"method 'p5' (config {tmp_path / 'tiny.yaml'}): split folder not found: {tmp_path / 'nope'}" in err
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_finished_method_is_reused_without_its_split_folder(tmp_path):
+    # a method whose runs are all finished needs no split folder (it may have moved since): reused, not refused
+    split = small_split(tmp_path)
+    spec = load_bench(_spec(tmp_path, split, [{"name": "plain", "config": "tiny.yaml",
+                                               "overrides": [f"data.split_dir={tmp_path / 'gone'}"]}]))
+    assert "plain" in spec.split_problems
+    run = tmp_path / "out" / "plain-s0-20250101-000000"
+    run.mkdir(parents=True)
+    (run / "metrics.json").write_text("{}")
+    bench._check_split_folders(spec)  # (nothing to train: no refusal)
+    (run / "metrics.json").unlink()
+    with pytest.raises(DataError, match="method 'plain'.*split folder not found"):
+        bench._check_split_folders(spec)

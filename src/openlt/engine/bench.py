@@ -60,7 +60,7 @@ from openlt.engine.run import (EVALUATING, Run, _holder, _read_settled, _same_fi
                                open_run)
 from openlt.engine.runtime import resolve_device
 from openlt.engine.train import train
-from openlt.errors import ConfigError, OpenLTError, RunDirError, WriteError
+from openlt.errors import ConfigError, DataError, OpenLTError, RunDirError, WriteError
 from openlt.io import sha256_file
 from openlt.openset import build_score
 from openlt.openset.rejector import keep_known_text, parse_threshold
@@ -116,6 +116,8 @@ class BenchSpec:
     overrides: list[str] = field(default_factory=list)
     paper: str | None = None
     path: Path | None = None
+    # trained methods whose data.split_dir could not be parsed at load time: {method: why} (`_check_split_folders`)
+    split_problems: dict[str, str] = field(default_factory=dict)
 
 
 def _strings(value, where: str, field_name: str) -> list[str]:
@@ -299,9 +301,34 @@ def _check_configs(spec: BenchSpec) -> None:
                 check_validation_needs(cfg, stage1, read_stage1, fits=m.config is not None)
             if m.config is not None:
                 check_loss_weights(cfg)  # per-class loss weights (focal alpha) against the split's class count
+                if cfg.data.split_dir is not None and _read_once(datas, cfg)() is None:
+                    spec.split_problems[m.name] = _split_problem(cfg)
         except ConfigError as exc:
             what = f"eval_of {m.eval_of!r}, overrides" if m.eval_of else f"config {m.config}"
             raise ConfigError(f"bench spec {spec.path}: method {m.name!r} ({what}): {exc}") from None
+
+
+def _split_problem(cfg: Config) -> str:
+    """Why `data.split_dir` cannot be read (`openlt train`'s refusal of it, e.g. `split folder not found: X`)."""
+    try:
+        prepare_data(cfg, decode=False)
+    except (ConfigError, DataError) as exc:
+        return str(exc)
+    return f"split folder {cfg.data.split_dir} could not be read"
+
+
+def _check_split_folders(spec: BenchSpec) -> None:
+    """A trained method with a seed still to train whose split folder `load_bench` could not read (missing, a
+    broken split file: `spec.split_problems`) is refused here, before any run: not at its turn, after the methods
+    before it trained for hours. A method whose runs are all finished is reused without reading it (it may have
+    moved since). DataError naming the spec, the method and the folder's problem."""
+    for m in spec.methods:
+        problem = spec.split_problems.get(m.name)
+        if problem is None or all(any(run.metrics_file.is_file() for run in _runs_of(spec.out_dir, f"{m.name}-s{seed}"))
+                                  for seed in spec.seeds):
+            continue
+        raise DataError(f"bench spec {spec.path}: method {m.name!r} (config {m.config}): {problem}; nothing was "
+                        f"trained (fix data.split_dir of this method, or its split files)")
 
 
 def _read_once(cache: dict, cfg: Config) -> Callable[[], Any]:
@@ -347,6 +374,7 @@ def run_bench(spec: BenchSpec, quiet: bool = False, log: Callable[[str], None] |
     if report_only:
         _check_something_finished(spec)
     else:
+        _check_split_folders(spec)
         spec.out_dir.mkdir(parents=True, exist_ok=True)
     try:
         results = _run_all(spec, quiet, log, report_only)
