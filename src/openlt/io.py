@@ -360,6 +360,20 @@ def remove_stale_temp(folder: str | os.PathLike, dead_only: bool = False) -> lis
     return removed
 
 
+def unmakeable_folder(path: str | os.PathLike) -> str | None:
+    """Why the folder `path` (not there yet) cannot be created, naming the nearest folder above it that exists: a
+    file (`afile/out`), or a folder this process cannot write into; None when it can be made. Checked before the
+    work whose output it is (`openlt split` reads every image first), where mkdir would only say `File exists`."""
+    above = Path(path).parent
+    while not above.exists() and not above.is_symlink() and above != above.parent:
+        above = above.parent
+    if above.exists() and not above.is_dir():
+        return f"{above} is a file, not a folder"
+    if above.is_dir() and not os.access(above, os.W_OK | os.X_OK):
+        return f"the folder {above} cannot be written into (permission denied or a read-only filesystem)"
+    return None
+
+
 def write_text(path: str | os.PathLike, text: str) -> None:
     """Write ``text`` as UTF-8 to ``path`` atomically (:func:`atomic_path`); WriteError when it cannot be written."""
     with atomic_path(path) as tmp:

@@ -396,6 +396,18 @@ def test_split_output_is_atomic_and_never_replaces_other_files(images, tmp_path,
     assert "is not a folder" in run_cli(split_args(images, out / "train.txt"), capsys)
 
 
+def test_a_split_folder_under_a_file_is_refused_before_any_image_is_read(images, tmp_path, capsys, monkeypatch):
+    # trial: `--out afile/sp` read and decoded every image, then `cannot write the split folder afile/sp: File exists`
+    import openlt.data.datasets as datasets
+
+    (tmp_path / "afile").write_text("x")
+    monkeypatch.setattr(datasets, "check_split_images", lambda *a: pytest.fail("images read before --out was checked"))
+    line = run_cli(split_args(images, tmp_path / "afile" / "sp" / "x"), capsys)
+    assert line.endswith(f"{tmp_path / 'afile' / 'sp' / 'x'}: {tmp_path / 'afile'} is a file, not a folder; give a "
+                         f"new or empty folder for the split"), line
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["afile"]
+
+
 @pytest.mark.parametrize("where", ["root/splits", "root/ant/splits", "link/splits", "open-root/splits"])
 def test_a_split_folder_inside_the_image_folder_it_lists_is_refused(where, images, tmp_path, capsys):
     root = tmp_path / "root"

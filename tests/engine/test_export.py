@@ -202,6 +202,18 @@ def test_an_export_folder_that_is_a_symlink_is_refused(tmp_path, capsys, force, 
     assert dangling.is_symlink() and not (tmp_path / "gone").exists()
 
 
+def test_an_export_folder_under_a_file_is_refused_naming_the_file(tmp_path, capsys, single_thread):
+    """OUT below a file (`afile/b/c`): was `cannot create the export folder afile/b/c: File exists`, which names
+    neither the file nor what is wrong."""
+    run, _ = make_run(tmp_path / "run")
+    (tmp_path / "afile").write_text("x")
+    capsys.readouterr()
+    assert main(["export", str(run.path), str(tmp_path / "afile" / "b" / "c")]) == 2
+    assert capsys.readouterr().err == (f"openlt export: error: export folder {tmp_path / 'afile' / 'b' / 'c'}: "
+                                       f"{tmp_path / 'afile'} is a file, not a folder\n")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["afile", "run"]
+
+
 def test_the_readme_states_the_threshold_that_gives_the_decisions(tmp_path, single_thread):
     """README.md wrote the threshold with :g, six digits: 0.999995 for the float32 0.99999475 (a score between
     them is kept by the bundle's own threshold and rejected by the README's)."""

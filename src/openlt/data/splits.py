@@ -21,7 +21,7 @@ import numpy as np
 from openlt.config import SplitConfig, control_character, open_class_items, read_utf8
 from openlt.data.splitfile import write_split_file
 from openlt.errors import ConfigError, DataError, WriteError
-from openlt.io import sha256_file, stale_temporaries, temp_prefix, write_json
+from openlt.io import sha256_file, stale_temporaries, temp_prefix, unmakeable_folder, write_json
 
 SPLIT_NAMES = ("train", "val", "test", "open")
 MANIFEST = "manifest.json"
@@ -460,6 +460,9 @@ def check_split_folder(out_dir: Path) -> None:
     """`out_dir` may receive a split: absent, empty, or holding only split files (which a new split replaces)."""
     if out_dir.exists() and not out_dir.is_dir():
         raise DataError(f"{out_dir} is not a folder; give a new or empty folder for the split")
+    problem = None if out_dir.exists() else unmakeable_folder(out_dir)
+    if problem:
+        raise DataError(f"{out_dir}: {problem}; give a new or empty folder for the split")
     if out_dir.is_dir():
         other = sorted(p.name for p in out_dir.iterdir() if p.name not in SPLIT_FILES)
         if other:

@@ -40,7 +40,7 @@ from openlt.engine.inference import (InferenceSpec, build_run_model, checkpoint_
 from openlt.engine.run import Run
 from openlt.engine.runtime import trained_config
 from openlt.errors import ConfigError, OpenLTError, WriteError
-from openlt.io import atomic_path, stale_temporaries, temp_prefix, write_json, write_text
+from openlt.io import atomic_path, stale_temporaries, temp_prefix, unmakeable_folder, write_json, write_text
 from openlt.openset import Rejector, save_score
 from openlt.reporting.describe import threshold_text
 
@@ -139,6 +139,9 @@ def _bundle_problem(out: Path, force: bool) -> str | None:
                 f"{os.path.realpath(out)} itself, or remove the link")
     if out.exists() and not out.is_dir():
         return f"export folder {out} is a file"
+    problem = None if out.exists() else unmakeable_folder(out)
+    if problem:
+        return f"export folder {out}: {problem}"
     if not out.is_dir() or not any(out.iterdir()):
         return None
     if not force:
