@@ -214,6 +214,31 @@ def test_an_export_folder_under_a_file_is_refused_naming_the_file(tmp_path, caps
     assert sorted(p.name for p in tmp_path.iterdir()) == ["afile", "run"]
 
 
+def test_a_bundle_another_export_wrote_meanwhile_is_not_replaced_without_force(tmp_path, capsys, monkeypatch,
+                                                                               single_thread):
+    """Two `openlt export RUN OUT` at once: both found OUT new, and the second moved the first's bundle aside and
+    replaced it, both exiting 0 (as --force would, unasked). OUT is checked again before the bundle is published."""
+    import openlt.engine.export as export
+
+    run, _ = make_run(tmp_path / "run")
+    out = tmp_path / "out"
+    real = export.readme
+
+    def other_export_meanwhile(description):
+        out.mkdir()
+        (out / "openlt.json").write_text("{}")  # the other process's bundle
+        return real(description)
+
+    monkeypatch.setattr(export, "readme", other_export_meanwhile)
+    capsys.readouterr()
+    assert main(["export", str(run.path), str(out)]) == 2
+    assert capsys.readouterr().err == (f"openlt export: error: export folder {out} is not empty; pass --force to "
+                                       f"replace the bundle there (written by another process while this export "
+                                       f"ran)\n")
+    assert [p.name for p in out.iterdir()] == ["openlt.json"] and (out / "openlt.json").read_text() == "{}"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out", "run"]  # no staging folder left
+
+
 def test_the_readme_states_the_threshold_that_gives_the_decisions(tmp_path, single_thread):
     """README.md wrote the threshold with :g, six digits: 0.999995 for the float32 0.99999475 (a score between
     them is kept by the bundle's own threshold and rejected by the README's)."""

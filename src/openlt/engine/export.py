@@ -260,6 +260,9 @@ def export_run(run: Run, out: str | Path, fmt: str = "safetensors", checkpoint: 
         description["files"]["readme"] = FILES["readme"]
         write_json(stage / FILES["description"], description)
         write_text(stage / FILES["readme"], readme(description))
+        problem = _bundle_problem(out, force)  # again: another export may have written OUT meanwhile
+        if problem:
+            raise ConfigError(f"{problem} (written by another process while this export ran)")
         _publish(stage, out)
     finally:
         shutil.rmtree(stage, ignore_errors=True)  # gone already once published
