@@ -74,7 +74,7 @@ def _split_config(args: argparse.Namespace):
 
 def _split(args: argparse.Namespace) -> int:
     from openlt.data.datasets import check_split_images, fashion_mnist_pool, image_folder_pool
-    from openlt.data.splits import (SPLIT_FILES, check_outside, check_split_folder, make_split,
+    from openlt.data.splits import (check_outside, check_split_folder, holds_split, make_split,
                                     refuse_count_that_names_a_class, write_split)
     from openlt.errors import ConfigError
 
@@ -86,12 +86,12 @@ def _split(args: argparse.Namespace) -> int:
     check_outside(out, args.root if args.dataset == "image-folder" else args.open_root, "--out",
                   "--root" if args.dataset == "image-folder" else "--open-root")
     check_split_folder(out)  # a folder of other files is never replaced
-    if out.is_dir() and any((out / name).exists() for name in SPLIT_FILES) and not args.force:
+    if holds_split(out) and not args.force:
         raise ConfigError(f"{out} already holds a split (or part of one); pass --force to replace it")
     if cifar:
         from openlt.data.cifar_lt import write_cifar_lt_split
 
-        manifest = write_cifar_lt_split(args.dataset, args.root, cfg, out, args.open_root)
+        manifest = write_cifar_lt_split(args.dataset, args.root, cfg, out, args.open_root, replace=args.force)
     else:
         if args.dataset == "fashion-mnist":
             pool = fashion_mnist_pool(args.root)
@@ -102,7 +102,7 @@ def _split(args: argparse.Namespace) -> int:
         refuse_count_that_names_a_class(args.open_classes, cfg.open_classes, pool.class_names)  # folders 0..9
         split = make_split(pool, cfg)
         check_split_images(split, pool)  # every listed image decodes, before anything is written
-        manifest = write_split(split, out, pool, cfg)
+        manifest = write_split(split, out, pool, cfg, replace=args.force)
     counts = manifest["train_counts"]
     print(f"wrote {out}: {len(counts)} known classes, {sum(counts)} training images "
           f"({max(counts)} .. {min(counts)} per class), open classes: {', '.join(manifest['open_class_names']) or 'none'}")

@@ -408,6 +408,29 @@ def test_a_split_folder_under_a_file_is_refused_before_any_image_is_read(images,
     assert sorted(p.name for p in tmp_path.iterdir()) == ["afile"]
 
 
+def test_a_split_another_process_wrote_meanwhile_is_not_replaced_without_force(images, tmp_path, capsys,
+                                                                              monkeypatch):
+    # two `openlt split --out spd --seed 1 / 2` at once: both found spd new and both exited 0, the second's split
+    # silently replacing the first's (the first process's user believed spd held seed 1)
+    import openlt.data.datasets as datasets
+
+    out = tmp_path / "spd"
+
+    def other_split_meanwhile(*args):
+        out.mkdir()
+        (out / "train.txt").write_text("theirs 0\n")
+
+    monkeypatch.setattr(datasets, "check_split_images", other_split_meanwhile)
+    line = run_cli(split_args(images, out), capsys)
+    assert line == (f"openlt split: error: {out} already holds a split (or part of one), written by another process "
+                    f"while this split ran; pass --force to replace it")
+    assert [p.name for p in out.iterdir()] == ["train.txt"] and (out / "train.txt").read_text() == "theirs 0\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["spd"], "staging folder left behind"
+    out.joinpath("train.txt").unlink()
+    out.rmdir()
+    assert main(split_args(images, out, "--force")) == 0 and (out / "manifest.json").is_file()  # --force: replaced
+
+
 @pytest.mark.parametrize("where", ["root/splits", "root/ant/splits", "link/splits", "open-root/splits"])
 def test_a_split_folder_inside_the_image_folder_it_lists_is_refused(where, images, tmp_path, capsys):
     root = tmp_path / "root"

@@ -157,7 +157,7 @@ def make_cifar_lt_split(pool: LabelledPool, cfg: SplitConfig, open_items: list[s
 
 
 def write_cifar_lt_split(dataset: str, root: str | Path | None, cfg: SplitConfig, out_dir: str | Path,
-                         open_root: str | Path | None = None, bands=None) -> dict:
+                         open_root: str | Path | None = None, bands=None, replace: bool = True) -> dict:
     """Build the split of `dataset` into `out_dir` (split files + manifest); return the manifest."""
     pool = cifar_pool(dataset, root)
     open_items = open_folder_items(open_root) if open_root else None
@@ -170,4 +170,4 @@ def write_cifar_lt_split(dataset: str, root: str | Path | None, cfg: SplitConfig
     # which classes could not give a full validation share (the head class, which trains on all its images).
     extra = dict(open_root=str(Path(open_root).resolve()) if open_root else None, val_short_classes=short,
                  profile_rule="int(n_max * (1/IF)^(i/(C-1))), LDAM-DRW selection (seeded shuffle per class)")
-    return write_split(split, out_dir, pool, cfg, bands=bands, extra=extra)
+    return write_split(split, out_dir, pool, cfg, bands=bands, extra=extra, replace=replace)

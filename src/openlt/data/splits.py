@@ -412,10 +412,12 @@ def make_split(pool: LabelledPool, cfg: SplitConfig) -> Split:
 
 
 def write_split(split: Split, out_dir: str | Path, pool: LabelledPool, cfg: SplitConfig, bands=None,
-                extra: dict | None = None) -> dict:
+                extra: dict | None = None, replace: bool = True) -> dict:
     """Write `train.txt`, `val.txt`, `test.txt`, `open.txt` and `manifest.json` (plus `extra` keys; its root: the
     pool's, absolute, so that it never depends on the working directory); return the manifest. Atomic: everything is written into a temporary sibling folder that then replaces `out_dir`, so an
-    interrupted write leaves the previous split (or none), never a mix of old and new files."""
+    interrupted write leaves the previous split (or none), never a mix of old and new files. `replace` False
+    (`openlt split` without --force): a split that another process wrote into `out_dir` while this one was drawn is
+    refused (ConfigError), never replaced."""
     out_dir = Path(out_dir)
     check_split_folder(out_dir)
     try:
@@ -443,6 +445,9 @@ def write_split(split: Split, out_dir: str | Path, pool: LabelledPool, cfg: Spli
                         imbalance=imbalance_record(cfg, split.train_counts()), seed=cfg.seed)
         manifest.update(extra or {})
         write_json(tmp / MANIFEST, manifest)
+        if not replace and holds_split(out_dir):  # checked by the caller at its start: again, just before the swap
+            raise ConfigError(f"{out_dir} already holds a split (or part of one), written by another process while "
+                              f"this split ran; pass --force to replace it")
         _replace_folder(tmp, out_dir)
     except BaseException as exc:
         shutil.rmtree(tmp, ignore_errors=True)  # nothing half-written is left behind
@@ -454,6 +459,11 @@ def write_split(split: Split, out_dir: str | Path, pool: LabelledPool, cfg: Spli
 
 
 SPLIT_FILES = (*(f"{name}.txt" for name in SPLIT_NAMES), MANIFEST)
+
+
+def holds_split(out_dir: Path) -> bool:
+    """`out_dir` is a folder with a split file (or part of a split) in it."""
+    return out_dir.is_dir() and any((out_dir / name).exists() for name in SPLIT_FILES)
 
 
 def check_split_folder(out_dir: Path) -> None:
