@@ -32,7 +32,12 @@ the Python + torch runtime itself; GPU: torch.cuda.max_memory_allocated). Synthe
                                 together (docs/scale.md, "Memory", compares them with the public OLTR code's).
 
     .venv/bin/python scripts/bench_perf.py [--steps 10] [--threads N] [--workers 2] [--rounds 2] [--device auto] [--cpu-amp]
-        [--only oltr,loader,ddp,amp,memory] [--memory]
+        [--only oltr,loader,ddp,amp,memory,centroids] [--memory]
+
+* centroids (--only centroids)          OLTR's stage-2 start: the class means of configs/imagenet_lt/
+                                oltr_stage2_resnet10.yaml's features (its centroids) from a 1-epoch stage-1 run's
+                                feature cache against a pass through the network, on the same 224 px split.
+                                Target >= 50x.
 """
 
 from __future__ import annotations
@@ -430,7 +435,67 @@ def memory_section(args) -> None:
               f"{r['tree_pss_mb']:6.0f} MB PSS ({r['processes']} processes with the loader workers)", flush=True)
 
 
-SECTIONS = ("oltr", "loader", "ddp", "amp", "memory")
+OLTR_224_CONFIG = CONFIGS.parent / "imagenet_lt" / "oltr_stage2_resnet10.yaml"
+
+
+def centroid_times(run: Path, overrides: list[str], rounds: int = 3) -> dict:
+    """OLTR stage 2's start from `run` (a stage-1 run; OLTR_224_CONFIG with `overrides`, which name its data): seconds
+    of its class means (the centroids) through the network (`init_from.class_means`, the medians of `rounds`)
+    and from the run's feature cache (`init_from.cached_class_means`: its first call extracts the training
+    features into the cache, the next ones read it), with the relative difference of the two (Frobenius norms:
+    the cache holds features in the precision the run trained in, the network pass computes in float32)."""
+    import torch
+
+    from openlt.config import build_config
+    from openlt.data.build import prepare_data
+    from openlt.engine import init_from
+    from openlt.engine.run import open_run
+    from openlt.models.model import build_model
+
+    cfg = build_config(OLTR_224_CONFIG, [*overrides, "train.device=cpu", f"train.init_from={run}"])
+    data, device, source = prepare_data(cfg), torch.device("cpu"), open_run(run)
+    model = build_model(cfg, data.num_classes, data.in_chans, data.image_size)
+    weights = init_from.model_weights(init_from.read_checkpoint(source.checkpoint("best"))[0])
+    copied = init_from.load_stage1_weights(model, weights, str(run))
+    from_cache, transform = init_from.head_input_from_stage1(model, weights, copied, source, data)
+    assert from_cache, "the stage-2 model's features should follow from the stage-1 run's"
+
+    def timed(fn):
+        start = time.perf_counter()
+        out = fn()
+        return time.perf_counter() - start, out
+
+    network = [timed(lambda: init_from.class_means(model, data, device, cfg.eval.batch_size, cfg.data.workers,
+                                                   cfg.train.channels_last)) for _ in range(rounds)]
+    first = timed(lambda: init_from.cached_class_means(source, data, device, transform, quiet=True))
+    cached = [timed(lambda: init_from.cached_class_means(source, data, device, transform, quiet=True))
+              for _ in range(rounds)]
+    return {"network_s": statistics.median(t for t, _ in network), "first_s": first[0],
+            "cache_s": statistics.median(t for t, _ in cached), "images": len(data.dataset("train")),
+            "relative_diff": float((cached[0][1] - network[0][1]).norm() / network[0][1].norm())}
+
+
+def centroids_section(args) -> None:
+    """OLTR's stage-2 start (its centroids) from a stage-1 run's feature cache against a pass through the network,
+    on the generated 224 px split (target: >= 50x faster)."""
+    import subprocess
+
+    with tempfile.TemporaryDirectory() as tmp:
+        images, splits = write_224_split(Path(tmp) / "data")
+        subprocess.run([sys.executable, "-m", "openlt", "train", str(MEMORY_CONFIG), f"data.root={images}",
+                        f"data.split_dir={splits}", "train.epochs=1", "train.batch_size=32", "train.device=cpu",
+                        f"out_dir={tmp}/runs", "--no-eval", "--quiet"], check=True, stdout=subprocess.DEVNULL)
+        r = centroid_times(next(Path(tmp, "runs").iterdir()), [f"data.root={images}", f"data.split_dir={splits}"])
+    ratio = r["network_s"] / r["cache_s"]
+    print(f"  OLTR stage-2 centroids, {OLTR_224_CONFIG.parent.name}/{OLTR_224_CONFIG.name} from a 1-epoch stage 1, "
+          f"{r['images']} training images at 224 px, CPU:")
+    print(f"  through the network {r['network_s']:7.2f} s ({r['images'] / r['network_s']:.0f} img/s)   from the "
+          f"feature cache {r['cache_s']:7.3f} s (its first extraction {r['first_s']:.2f} s, once per stage-1 run)   "
+          f"ratio {_verdict(ratio, 50, True)}   relative difference {r['relative_diff']:.1e}",
+          flush=True)
+
+
+SECTIONS = ("oltr", "loader", "ddp", "amp", "memory", "centroids")
 JPEG_BYTES = 30_000  # one 224 px JPEG of write_224_split, about (741 images: 21.4 MB on the development machine)
 
 
@@ -500,7 +565,7 @@ def main() -> int:
     device = ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
     batch, steps, threads = args.batch_size, args.steps, args.threads
     gpus = torch.cuda.device_count() if device == "cuda" else 0
-    steps_needed = bool(set(only) - {"memory"})
+    steps_needed = bool(set(only) - {"memory", "centroids"})
     print(f"openlt {'training performance' if steps_needed else 'memory'}: ResNet-10, "
           f"{f'28 px, global batch {batch}, median of {steps} steps, ' if steps_needed else ''}"
           f"device {device}" + (f" ({torch.cuda.get_device_name(0)}, {gpus} GPU(s))" if device == "cuda" else
@@ -524,6 +589,8 @@ def main() -> int:
         amp_over_fp32(args, device, batch, steps, threads, rows)
     if "memory" in only:
         memory_section(args)
+    if "centroids" in only:
+        centroids_section(args)
     return 0
 
 

@@ -32,12 +32,12 @@ from openlt.engine.evaluate import closed_metrics
 from openlt.engine.features import extract_features, extraction_amp, load_features
 from openlt.engine.inference import write_inference
 from openlt.engine.init_from import (check_stage1_free, check_stage1_split_dir, load_stage1_weights, model_weights,
-                                     relocated_data, stage1_config)
+                                     relocated_data)
 from openlt.engine.manifest import check_open_decision, read_run_manifest, verify_manifest
 from openlt.engine.precision import check_amp, precision_name
 from openlt.engine.run import Run, open_run, saved_path
 from openlt.engine.runtime import defining_config, make_loader, to_device
-from openlt.engine.stage1_record import stage1_record
+from openlt.engine.stage1_record import stage1_config, stage1_record
 from openlt.engine.tracking import EpochLog
 from openlt.errors import ConfigError, RunDirError
 from openlt.io import remove_file, sha256_file, write_json
@@ -53,7 +53,7 @@ def adopt_representation(cfg: Config, source: Run, log: Callable[[str], None]) -
     on, are that run's); only the classifier changes, to the head the method fills. A data or model key the
     user set explicitly (`explicit_keys`: the config file named or an override) to another value than the
     stage-1 run's is refused (ConfigError, a line per key), never silently replaced, except where that data is
-    now (`init_from.RELOCATION_KEYS`: data.root, data.open_root, data.split_dir, kept as set: the split files are
+    now (`stage1_record.RELOCATION_KEYS`: data.root, data.open_root, data.split_dir, kept as set: the split files are
     checked against the stage-1 run's split_manifest.json by sha256, as `openlt eval` does); a value a `base:` chain
     gives is replaced with a note naming it. The loader settings (`HONOURED`) and the stage-2 head's options
     (`HEAD_OPTIONS`) stay the stage-2 config's. The shot bands are the stage-2 config's own when it sets them,

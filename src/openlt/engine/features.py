@@ -251,9 +251,9 @@ def _write_cache(run: Run, path: Path, feats: torch.Tensor, labels: torch.Tensor
 
 def stage1_source(cfg: Config) -> tuple[Run, Config] | None:
     """A decoupled run's stage-1 run (`train.init_from`), opened, and its config where this run says its data is now
-    (init_from.stage1_config); None when the stage-1 run is gone. What :func:`stage1_cache` reads and
+    (stage1_record.stage1_config); None when the stage-1 run is gone. What :func:`stage1_cache` reads and
     :func:`stage1_amp` asks the precision of."""
-    from openlt.engine.init_from import stage1_config
+    from openlt.engine.stage1_record import stage1_config
     from openlt.engine.run import open_run
     from openlt.errors import RunDirError
 

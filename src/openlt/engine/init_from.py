@@ -5,12 +5,14 @@ The backbone must match exactly; other modules take every tensor whose name and 
 initialises itself through its `init_from_stage1` hook (see `OpenLTModel.init_head_from_stage1`): the
 meta-embedding head takes its hallucinator from the stage-1 linear classifier (as the public code) and its
 centroids as the per-class means of the features over the training split (one pass, eval mode, no
-augmentation, no re-sampling).
+augmentation, no re-sampling). Where the model's features at that point follow from the stage-1 run's (its
+attention still the identity, a new feature fc applied to them, the same evaluation transform), the means come
+from the stage-1 run's feature cache (`openlt features`, which a decoupled stage 2 of the same run fills too):
+the pass through the network is then made once per stage-1 run, not once per stage 2.
 """
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Callable
@@ -23,6 +25,7 @@ from openlt.engine import distributed
 from openlt.engine.checkpoint import checkpoint_state, read_checkpoint
 from openlt.engine.manifest import verify_manifest
 from openlt.engine.run import Run, open_run
+from openlt.engine.stage1_record import RELOCATION_KEYS, stage1_config
 from openlt.engine.runtime import batch_to, inference_loader, trained_config
 from openlt.errors import ConfigError, RunDirError
 from openlt.models.model import HEAD_PREFIX, OpenLTModel
@@ -48,6 +51,82 @@ def class_means(model: OpenLTModel, data: DataBundle, device: torch.device, batc
         counts += torch.bincount(targets, minlength=data.num_classes).double()
     sums, counts = distributed.all_reduce_sum(sums), distributed.all_reduce_sum(counts)
     return (sums / counts.clamp(min=1).unsqueeze(1)).float()
+
+
+def mean_per_class(features: torch.Tensor, labels: torch.Tensor, num_classes: int,
+                   transform: Callable[[torch.Tensor], torch.Tensor] | None = None, chunk: int = 8192) -> torch.Tensor:
+    """Per-class means of `features` (N, D), any float dtype, with `labels` (N,) int, each row first mapped by
+    `transform` (float32 (n, D) -> (n, D'), e.g. a new feature fc) when given: (num_classes, D') float32 on the
+    CPU; a class without rows gets zeros. Summed in float64, `chunk` rows at a time (no float64 copy of the whole)."""
+    sums = None
+    for start in range(0, features.shape[0], chunk):
+        rows = features[start:start + chunk].float()
+        rows = rows if transform is None else transform(rows)
+        if sums is None:
+            sums = torch.zeros(num_classes, rows.shape[1], dtype=torch.float64)
+        sums.index_add_(0, labels[start:start + chunk].long(), rows.double())
+    counts = torch.bincount(labels.long(), minlength=num_classes).double()
+    return (sums / counts.clamp(min=1).unsqueeze(1)).float()
+
+
+Transform = Callable[[torch.Tensor], torch.Tensor]
+
+
+def cached_class_means(source: Run, data: DataBundle, device: torch.device, transform: Transform | None = None,
+                       quiet: bool = False) -> torch.Tensor:
+    """:func:`class_means` from the stage-1 run `source`'s cached training features (`features.load_features`:
+    read when fresh, else extracted once and cached in the run), each mapped by `transform` (what
+    :func:`head_input_from_stage1` returns): (num_classes, D) float32 on the CPU. Equal to the pass through the
+    model up to float rounding: the cache's features come from the run's inference copy (batch norms folded), in
+    the precision it was trained in."""
+    from openlt.engine.features import load_features
+
+    cached = load_features(source, ("train",), device=str(device), cfg=stage1_config(source, data.cfg),
+                           quiet=quiet)["train"]
+    return mean_per_class(cached["features"], cached["labels"], data.num_classes, transform)
+
+
+def head_input_from_stage1(model: OpenLTModel, weights: Mapping[str, torch.Tensor], copied: list[str], source: Run,
+                           data: DataBundle) -> tuple[bool, Transform | None]:
+    """Whether the features `model`'s head sees on `data`'s training images follow from the stage-1 run `source`'s
+    cached ones (what its head saw), and how: `model` just loaded from the run (`weights`, of which `copied`
+    outside the backbone). They do when the evaluation transform is the run's (its inference.json) and each
+    feature module beyond the backbone is loaded whole from the run, or is a new modulated attention that is still
+    the identity (zero-initialised), or is a new feature fc, which then maps the cached features (the second
+    item; None: none). A module the run had and `model` lacks, or a trained new attention, means no."""
+    from openlt.engine.inference import InferenceSpec, read_inference
+    from openlt.models.attention import ModulatedAttention
+
+    spec = read_inference(source)
+    if spec is None or spec.transform != InferenceSpec.from_data(data).transform:
+        return False, None
+    transform = None
+    for name in ("attention", "feature_fc"):  # the feature modules after the backbone, which loads exactly
+        module, had = getattr(model, name, None), any(key.startswith(f"{name}.") for key in weights)
+        if module is None:
+            if had:
+                return False, None
+        elif had:
+            if not all(f"{name}.{key}" in copied for key in module.state_dict()):
+                return False, None
+        elif name == "attention":
+            if not (isinstance(module, ModulatedAttention) and module.is_identity()):
+                return False, None
+        else:  # a new fc after pooling: applied to the cached (pooled) features, as the pass would
+            transform = _on_device(module)
+    return True, transform
+
+
+def _on_device(module: torch.nn.Module) -> Transform:
+    """`module` in eval mode, without gradients, on float32 CPU rows: run on its own device, result on the CPU."""
+    device = next(module.parameters()).device
+
+    @torch.no_grad()
+    def apply(rows: torch.Tensor) -> torch.Tensor:
+        module.eval()
+        return module(rows.to(device)).float().cpu()
+
+    return apply
 
 
 def model_weights(tensors: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -169,26 +248,10 @@ def stage2_kind(src: Config, init_from: str | None) -> str | None:
     return None
 
 
-# The data keys that say where a stage-1 run's data is now, not what it is (as `openlt eval RUN data.split_dir=NEW`
-# takes them): a decoupled stage 2 keeps the value set explicitly (its split files are then checked against the
-# stage-1 run's split_manifest.json: the same files, by sha256), every other data key is the stage-1 run's.
-RELOCATION_KEYS = ("data.root", "data.open_root", "data.split_dir")
-
-
 def relocated_data(cfg: Config) -> dict[str, Any]:
     """{dotted key: value} of the :data:`RELOCATION_KEYS` the user set explicitly (config file or override)."""
     explicit = explicit_keys(cfg)
     return {key: getattr(cfg.data, key.split(".", 1)[1]) for key in RELOCATION_KEYS if key in explicit}
-
-
-def stage1_config(source: Run, cfg: Config) -> Config:
-    """The stage-1 run's config with the data of `cfg` (a decoupled stage 2's, adopted from it) where it says the
-    data is now (:data:`RELOCATION_KEYS`): what its features are extracted with."""
-    src = copy.deepcopy(source.config())
-    for key in RELOCATION_KEYS:
-        name = key.split(".", 1)[1]
-        setattr(src.data, name, getattr(cfg.data, name))
-    return src
 
 
 def check_stage1_split_dir(cfg: Config, source: Run, relocated: Mapping[str, Any]) -> None:
@@ -225,17 +288,26 @@ def check_stage1_finished(source, src: Config, name: str) -> None:
 
 
 def init_from_run(model: OpenLTModel, run_path: str, data: DataBundle, device: torch.device, batch_size: int,
-                  workers: int, channels_last: bool, log: Callable[[str], None]) -> None:
+                  workers: int, channels_last: bool, log: Callable[[str], None], quiet: bool = False) -> None:
     """`train.init_from=run_path`: the run's best weights into `model` (:func:`load_stage1_weights`), then the
-    head's own stage-1 initialisation, with the class means of `data`'s training split computed with
-    `batch_size` / `workers` where the head asks for them. RunDirError: the run was trained on another training
-    split or class list than `data`'s (its split_manifest.json, :func:`verify_manifest`), or its backbone does
-    not match."""
+    head's own stage-1 initialisation, with the class means of `data`'s training split where the head asks for
+    them: from the run's feature cache when `model`'s follow from the run's (:func:`head_input_from_stage1`), else
+    through `model` with `batch_size` / `workers` (`quiet`: no progress bar). RunDirError: the run was trained on
+    another training split or class list than `data`'s (its split_manifest.json, :func:`verify_manifest`), or
+    its backbone does not match."""
     source = open_run(run_path)
     verify_manifest(source, data, "init_from", splits=("train",), source=f"train.init_from={run_path}")
     weights = model_weights(read_checkpoint(source.checkpoint("best"))[0])
     copied = load_stage1_weights(model, weights, run_path)
-    copied += model.init_head_from_stage1(
-        weights, lambda: class_means(model, data, device, batch_size, workers, channels_last))
-    log(f"initialised from {source.path}: backbone" + (f", {', '.join(copied)}" if copied else ""))
+    from_cache, transform = head_input_from_stage1(model, weights, copied, source, data)
+
+    def means() -> torch.Tensor:
+        if from_cache:
+            return cached_class_means(source, data, device, transform, quiet)
+        return class_means(model, data, device, batch_size, workers, channels_last)
+
+    done = model.init_head_from_stage1(weights, means)
+    done = [f"{line} (the stage-1 run's feature cache)" if from_cache and line.startswith("centroids") else line
+            for line in done]
+    log(f"initialised from {source.path}: backbone" + (f", {', '.join(copied + done)}" if copied + done else ""))
 

@@ -5,10 +5,14 @@ module: runtime.trained_config runs the check, and engine/init_from.py builds on
 
 Only what reads the stage-1 run needs the check (`openlt eval`: its feature cache). The stage-2 checkpoint holds the
 whole network (the stage-1 body it was fitted on and the fitted head: decouple.train_decoupled saves the model's
-full state dict), so predict, export and ``openlt.load_run``, which read that checkpoint alone, do not run it."""
+full state dict), so predict, export and ``openlt.load_run``, which read that checkpoint alone, do not run it.
+
+Also the stage-1 run's config as a stage 2 reads its features (:func:`stage1_config`): engine/features.py (the
+cache a decoupled stage 2 fits on) and engine/init_from.py (OLTR's centroids from that cache) both need it."""
 
 from __future__ import annotations
 
+import copy
 import json
 
 from openlt.config import Config, read_yaml_mapping
@@ -80,3 +84,20 @@ def check_stage1_unchanged(run: Run, cfg: Config, checkpoint: str = "best") -> N
                       f"this run's head would be applied to another representation; put the stage-1 run's "
                       f"checkpoint back, or train the stage 2 again from it (`openlt train CONFIG "
                       f"train.init_from={source.path}`)")
+
+
+# The data keys that say where a stage-1 run's data is now, not what it is (as `openlt eval RUN data.split_dir=NEW`
+# takes them): a decoupled stage 2 keeps the value set explicitly (its split files are then checked against the
+# stage-1 run's split_manifest.json: the same files, by sha256), every other data key is the stage-1 run's.
+RELOCATION_KEYS = ("data.root", "data.open_root", "data.split_dir")
+
+
+def stage1_config(source: Run, cfg: Config) -> Config:
+    """The stage-1 run's config with the data of `cfg` (a stage 2's: a decoupled one's adopted from it, or one
+    that trains on the same split) where it says the data is now (:data:`RELOCATION_KEYS`): what its features are
+    extracted with."""
+    src = copy.deepcopy(source.config())
+    for key in RELOCATION_KEYS:
+        name = key.split(".", 1)[1]
+        setattr(src.data, name, getattr(cfg.data, name))
+    return src

@@ -93,7 +93,7 @@ def train(cfg: Config, *, run: Run | None = None, name: str | None = None, resum
     with _prepared_run(cfg, run, name, resume, log) as (run, data):
         state = _resume_state(run, cfg, log) if resume else None  # None: start at epoch 1
         cfg = _with_amp(cfg, device, state, run)  # the precision the run trains in, recorded in its checkpoints
-        model = _build_model(cfg, data, device, state is not None, log)
+        model = _build_model(cfg, data, device, state is not None, log, quiet)
         sampler, loader, val_loader = _loaders(cfg, data, device)
         criterion, optimizer, schedule, scaler = _optimization(cfg, data, model, len(loader), device)
         start_epoch, best = _load_last(run, state, model, optimizer, scaler)
@@ -538,13 +538,15 @@ def _train_decoupled(cfg: Config, run: Run | None, name: str | None, quiet: bool
     return run
 
 
-def _build_model(cfg: Config, data: DataBundle, device: torch.device, from_checkpoint: bool, log: Log) -> OpenLTModel:
+def _build_model(cfg: Config, data: DataBundle, device: torch.device, from_checkpoint: bool, log: Log,
+                 quiet: bool = False) -> OpenLTModel:
     """The network on `device`, initialised from `train.init_from` (not when a checkpoint is loaded into it next),
     backbone frozen (`train.freeze_backbone`) and batch norm synchronised (`train.sync_bn`) as configured."""
     channels_last = cfg.train.channels_last
     model = to_device(build_model(cfg, data.num_classes, data.in_chans, data.image_size), device, channels_last)
     if cfg.train.init_from and not from_checkpoint:
-        init_from_run(model, cfg.train.init_from, data, device, cfg.eval.batch_size, cfg.data.workers, channels_last, log)
+        init_from_run(model, cfg.train.init_from, data, device, cfg.eval.batch_size, cfg.data.workers, channels_last,
+                      log, quiet)
     if cfg.train.freeze_backbone:
         model.backbone.requires_grad_(False)
     if cfg.train.sync_bn and distributed.world_size() > 1:

@@ -171,6 +171,11 @@ class ModulatedAttention(nn.Module):
         if self.position_bias is not None:
             nn.init.zeros_(self.position_bias)
 
+    def is_identity(self) -> bool:
+        """Whether the block is the identity map, as :meth:`reset_parameters` leaves it: a zero output conv makes
+        ``SA(f) == 0``, so ``f + MA(f) * SA(f) == f`` exactly."""
+        return not bool(self.out.weight.any())
+
     # -- the two branches -------------------------------------------------------------------------------------
     def self_attention(self, x: Tensor) -> tuple[Tensor, Tensor]:
         """``SA(x)`` ``(B, C, H, W)`` and the attention matrix ``(B, HW, HW)`` (rows: queries, sum to 1)."""
