@@ -566,7 +566,7 @@ def main() -> int:
     batch, steps, threads = args.batch_size, args.steps, args.threads
     gpus = torch.cuda.device_count() if device == "cuda" else 0
     steps_needed = bool(set(only) - {"memory", "centroids"})
-    print(f"openlt {'training performance' if steps_needed else 'memory'}: ResNet-10, "
+    print(f"openlt {'training performance' if steps_needed else ' and '.join(only)}: ResNet-10, "
           f"{f'28 px, global batch {batch}, median of {steps} steps, ' if steps_needed else ''}"
           f"device {device}" + (f" ({torch.cuda.get_device_name(0)}, {gpus} GPU(s))" if device == "cuda" else
                                 f" ({os.cpu_count()} cores" +
