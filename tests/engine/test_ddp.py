@@ -134,8 +134,9 @@ def test_resume_under_ddp_is_bit_exact(ddp):
 
 
 def test_feature_cache_under_ddp_equals_one_process(ddp):
-    """Decoupled stage 2 under torchrun: both processes extract a share of every split into the stage-1 run's
-    cache (rank 0 writes it), the features equal one process's extraction, and rank 0 alone fits cRT."""
+    """OLTR's and a decoupled stage 2 under torchrun: both processes extract a share of every split into the
+    stage-1 run's cache (rank 0 writes it; the training split at OLTR's start, for its centroids, the others for
+    cRT), the features equal one process's extraction, and rank 0 alone fits cRT."""
     from openlt.engine.runtime import load_run_model, make_loader
     from openlt.engine.features import extract_features
 

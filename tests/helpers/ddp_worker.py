@@ -44,6 +44,15 @@ def run(spec: dict) -> None:
         raise SystemExit(code)
     stage1 = next(Path(spec["cli_out"]).iterdir())  # exactly one run directory: rank 0's
 
+    # how many images this process extracts into the stage-1 run's feature cache, per split: the training split
+    # at the OLTR stage 2's start (its centroids), the others for the decoupled stage 2 below
+    extract, shares = features.extract_features, []
+
+    def recording_extract(model, loader, *args, **kwargs):
+        shares.append([kwargs.get("desc", args[1] if len(args) > 1 else ""), len(loader.sampler)])
+        return extract(model, loader, *args, **kwargs)
+
+    features.extract_features = recording_extract
     DataBundle.transform = no_augmentation
     try:
         strict = build_config(spec["stage2_config"], [*spec["stage2_overrides"], f"train.init_from={stage1}",
@@ -72,13 +81,6 @@ def run(spec: dict) -> None:
     cut = open_run(next(Path(spec["cut_out"]).glob("cut-*")))
     training.train(cut.config(), run=cut, resume=True, quiet=True, log=quiet_log)
 
-    extract, shares = features.extract_features, []
-
-    def recording_extract(model, loader, *args, **kwargs):  # how many images this process extracts, per split
-        shares.append([kwargs.get("desc", args[1] if len(args) > 1 else ""), len(loader.sampler)])
-        return extract(model, loader, *args, **kwargs)
-
-    features.extract_features = recording_extract
     code = main(["train", spec["decouple_config"], *spec["decouple_overrides"], f"train.init_from={stage1}",
                  f"out_dir={spec['decouple_out']}", "--quiet"])
     if code != 0:
