@@ -122,10 +122,11 @@ def test_each_evaluation_setting_is_compared(recorded, overrides, says):
 
 
 def test_an_interrupted_bench_says_running_it_again_resumes_it_and_writes_the_table(tmp_path, monkeypatch, capsys):
-    monkeypatch.chdir(tmp_path)
-    (tmp_path / "tiny.yaml").write_text("name: tiny\n")
+    from tiny_bench import bench_overrides, bench_root  # tests/helpers
+
+    monkeypatch.chdir(bench_root(tmp_path))  # a real image folder: the spec's data is checked before any run
     spec = tmp_path / "b2.yaml"
-    spec.write_text(json.dumps({"name": "b2", "seeds": [0], "out_dir": "out", "overrides": ["data.split_dir=splits"],
+    spec.write_text(json.dumps({"name": "b2", "seeds": [0], "out_dir": "out", "overrides": bench_overrides(tmp_path),
                                 "methods": [{"name": "a", "config": "tiny.yaml"}]}))
 
     def interrupted(*args, **kwargs):
