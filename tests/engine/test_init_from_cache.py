@@ -1,6 +1,7 @@
 """OLTR's stage-2 centroids from the stage-1 run's feature cache (engine/init_from.py): the same class means as a
 pass through the network, one pass per stage-1 run, and the pass itself where the cache cannot give them."""
 
+import shutil
 from pathlib import Path
 
 import pytest
@@ -22,9 +23,11 @@ def stage1(tmp_path_factory):
     return train_tiny_run(tmp_path_factory.mktemp("stage1"), "train.amp=none")
 
 
-def _stage2(run, *extra):
-    """A meta-embedding stage 2 of `run` (modulated attention) on its split: (model, data), nothing loaded yet."""
-    cfg = build_config(None, [f"data.root={run.config().data.root}", *TINY, f"data.split_dir={run.path / 'splits'}",
+def _stage2(run, *extra, root=None):
+    """A meta-embedding stage 2 of `run` (modulated attention) on its split: (model, data), nothing loaded yet;
+    its images under `root` (None: the run's data.root)."""
+    cfg = build_config(None, [f"data.root={root or run.config().data.root}", *TINY,
+                              f"data.split_dir={run.path / 'splits'}",
                               "model.classifier=meta_embedding", "model.attention=true",
                               f"train.init_from={run.path}", *extra])
     data = prepare_data(cfg)
@@ -38,9 +41,9 @@ def _init(run, model, data):
     return lines[0]
 
 
-def _network_means(run, *extra):
+def _network_means(run, *extra, root=None):
     """The centroids the pass through the network gives (the cache not asked)."""
-    model, data = _stage2(run, *extra)
+    model, data = _stage2(run, *extra, root=root)
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(init_from, "cached_class_means", lambda *a, **k: pytest.fail("cache used"))
         mp.setattr(init_from, "head_input_from_stage1", lambda *a: (False, None))
@@ -98,6 +101,25 @@ def test_features_that_do_not_follow_from_the_stage1_runs_are_passed_through_the
         assert init_from.head_input_from_stage1(_stage2(stage1)[0], weights, [], source, data) == (False, None)
     finally:
         (Path(stage1.path) / "inference.json.away").rename(Path(stage1.path) / "inference.json")
+
+
+def test_a_stage2_reading_another_copy_of_the_images_passes_them_through_the_network(stage1, tmp_path, monkeypatch):
+    # the cache is keyed by the split files, not the images: a data.root with other pixels under the same names (a
+    # resized copy, say) took the stage-1 folder's cached features (centroids 100% off); now its own images
+    from PIL import Image, ImageOps
+
+    copy = tmp_path / "images"
+    shutil.copytree(stage1.config().data.root, copy)
+    for path in copy.rglob("*.png"):
+        ImageOps.invert(Image.open(path).convert("RGB")).save(path)
+    _init(stage1, *_stage2(stage1))  # the stage-1 folder's cache is there
+    expected = _network_means(stage1, root=copy)
+    model, data = _stage2(stage1, root=copy)
+    assert "feature cache" not in _init(stage1, model, data)
+    torch.testing.assert_close(model.classifier.centroids.detach(), expected)
+    again, data = _stage2(stage1, root=f"{stage1.config().data.root}/../images/")  # the same folder, spelt otherwise
+    _forbid_network(monkeypatch)
+    assert "feature cache" in _init(stage1, again, data)
 
 
 def test_mean_per_class_sums_in_chunks_and_leaves_an_empty_class_at_zero():

@@ -13,6 +13,7 @@ the pass through the network is then made once per stage-1 run, not once per sta
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Callable
@@ -90,15 +91,18 @@ def head_input_from_stage1(model: OpenLTModel, weights: Mapping[str, torch.Tenso
                            data: DataBundle) -> tuple[bool, Transform | None]:
     """Whether the features `model`'s head sees on `data`'s training images follow from the stage-1 run `source`'s
     cached ones (what its head saw), and how: `model` just loaded from the run (`weights`, of which `copied`
-    outside the backbone). They do when the evaluation transform is the run's (its inference.json) and each
-    feature module beyond the backbone is loaded whole from the run, or is a new modulated attention that is still
-    the identity (zero-initialised), or is a new feature fc, which then maps the cached features (the second
-    item; None: none). A module the run had and `model` lacks, or a trained new attention, means no."""
+    outside the backbone). They do when the evaluation transform is the run's (its inference.json), the images
+    are read from the run's data.root (:func:`_same_images`) and each feature module beyond the backbone is loaded
+    whole from the run, or is a new modulated attention that is still the identity (zero-initialised), or is a new
+    feature fc, which then maps the cached features (the second item; None: none). A module the run had and
+    `model` lacks, or a trained new attention, means no."""
     from openlt.engine.inference import InferenceSpec, read_inference
     from openlt.models.attention import ModulatedAttention
 
     spec = read_inference(source)
     if spec is None or spec.transform != InferenceSpec.from_data(data).transform:
+        return False, None
+    if not _same_images(data.cfg.data.root, source.config().data.root):
         return False, None
     transform = None
     for name in ("attention", "feature_fc"):  # the feature modules after the backbone, which loads exactly
@@ -115,6 +119,17 @@ def head_input_from_stage1(model: OpenLTModel, weights: Mapping[str, torch.Tenso
         else:  # a new fc after pooling: applied to the cached (pooled) features, as the pass would
             transform = _on_device(module)
     return True, transform
+
+
+def _same_images(root: str | None, stage1_root: str | None) -> bool:
+    """Whether a stage 2's `data.root` is the image folder its stage-1 run was trained on (that run's config.yaml):
+    its feature cache is keyed by the split files, not the images, so a stage 2 reading a relocated or other copy
+    (the same names: a resized copy, other pixels) passes its own images through the network (the cache would give
+    the stage-1 folder's features). None (fashion-mnist / CIFAR found, a split folder's manifest root) matches None."""
+    def where(path: str | None) -> str | None:
+        return None if path is None else os.path.realpath(os.path.expanduser(path))
+
+    return where(root) == where(stage1_root)
 
 
 def _on_device(module: torch.nn.Module) -> Transform:
