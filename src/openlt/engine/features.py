@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -45,10 +46,16 @@ FORMAT = "openlt-features/1"
 
 def cache_key(checkpoint: str, checkpoint_sha256: str, data: DataBundle, split: str, dtype: str,
               amp: str = "none") -> dict:
-    """What a cached file must have been made from to be reused (the autocast precision only when not float32)."""
+    """What a cached file must have been made from to be reused (the autocast precision only when not float32;
+    the folder of the split's image files when they are files: a split file lists names, so another copy of the
+    images under the same names -- data.root or data.open_root pointing elsewhere -- is other data. Packed data,
+    Fashion-MNIST and CIFAR, is checked by its files' sha256 against the run's manifest instead)."""
     key = {"format": FORMAT, "checkpoint": checkpoint, "checkpoint_sha256": checkpoint_sha256,
            "split_file": str(data.split_path(split)), "split_sha256": sha256_file(data.split_path(split)),
            "dtype": dtype}
+    root = getattr(data.loader_of(split), "root", None)
+    if root is not None:
+        key["image_root"] = os.path.realpath(root)
     return key if amp == "none" else {**key, "amp": amp}
 
 
