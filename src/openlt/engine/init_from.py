@@ -122,10 +122,11 @@ def head_input_from_stage1(model: OpenLTModel, weights: Mapping[str, torch.Tenso
 
 
 def _same_images(root: str | None, stage1_root: str | None) -> bool:
-    """Whether a stage 2's `data.root` is the image folder its stage-1 run was trained on (that run's config.yaml):
-    its feature cache is keyed by the split files, not the images, so a stage 2 reading a relocated or other copy
-    (the same names: a resized copy, other pixels) passes its own images through the network (the cache would give
-    the stage-1 folder's features). None (fashion-mnist / CIFAR found, a split folder's manifest root) matches None."""
+    """Whether a stage 2's `data.root` is the image folder its stage-1 run was trained on (that run's config.yaml;
+    both resolved). Only then is the run's feature cache read: it holds that folder's features, and its key names
+    the folder (`features.cache_key`), so a relocated or other copy (the same names: a resized copy, other pixels)
+    would be extracted into it, replacing the run's own; such a stage 2 passes its own images through the network.
+    None (Fashion-MNIST / CIFAR read from their default location) matches None."""
     def where(path: str | None) -> str | None:
         return None if path is None else os.path.realpath(os.path.expanduser(path))
 
