@@ -361,12 +361,15 @@ def remove_stale_temp(folder: str | os.PathLike, dead_only: bool = False) -> lis
 
 
 def unmakeable_folder(path: str | os.PathLike) -> str | None:
-    """Why the folder `path` (not there yet) cannot be created, naming the nearest folder above it that exists: a
-    file (`afile/out`), or a folder this process cannot write into; None when it can be made. Checked before the
-    work whose output it is (`openlt split` reads every image first), where mkdir would only say `File exists`."""
-    above = Path(path).parent
+    """Why the folder `path` (not there yet) cannot be created, naming what stands in the way: the nearest path
+    at or above it that exists, a file (`afile/out`) or a folder this process cannot write into, or a symbolic link
+    to nothing (`gone/out`); None when it can be made. Checked before the work whose output it is (`openlt split`
+    reads every image first), where mkdir would only say `File exists`."""
+    above = Path(path)
     while not above.exists() and not above.is_symlink() and above != above.parent:
         above = above.parent
+    if above.is_symlink() and not above.exists():
+        return f"{above} is a symbolic link to {os.readlink(above)}, which does not exist"
     if above.exists() and not above.is_dir():
         return f"{above} is a file, not a folder"
     if above.is_dir() and not os.access(above, os.W_OK | os.X_OK):

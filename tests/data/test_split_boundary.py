@@ -408,6 +408,21 @@ def test_a_split_folder_under_a_file_is_refused_before_any_image_is_read(images,
     assert sorted(p.name for p in tmp_path.iterdir()) == ["afile"]
 
 
+@pytest.mark.parametrize("where", ["gone/sp", "gone"])
+def test_a_split_folder_at_or_below_a_broken_symlink_is_refused_before_any_image_is_read(where, images, tmp_path,
+                                                                                        capsys, monkeypatch):
+    # review of 79ddb48: `--out gone/sp`, gone a symlink to nothing, still read and decoded every image, then
+    # `cannot write the split folder gone/sp: File exists` (a file above was refused first, a broken link not)
+    import openlt.data.datasets as datasets
+
+    (tmp_path / "gone").symlink_to(tmp_path / "nowhere")
+    monkeypatch.setattr(datasets, "check_split_images", lambda *a: pytest.fail("images read before --out was checked"))
+    line = run_cli(split_args(images, tmp_path / where), capsys)
+    assert line.endswith(f"{tmp_path / where}: {tmp_path / 'gone'} is a symbolic link to {tmp_path / 'nowhere'}, "
+                         f"which does not exist; give a new or empty folder for the split"), line
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["gone"]
+
+
 def test_a_split_another_process_wrote_meanwhile_is_not_replaced_without_force(images, tmp_path, capsys,
                                                                               monkeypatch):
     # two `openlt split --out spd --seed 1 / 2` at once: both found spd new and both exited 0, the second's split
