@@ -102,3 +102,15 @@ def test_a_finished_method_is_reused_without_its_split_folder(tmp_path):
     (run / "metrics.json").unlink()
     with pytest.raises(DataError, match="method 'plain'.*split folder not found"):
         bench._check_split_folders(spec)
+
+
+def test_a_method_whose_image_folder_is_missing_is_refused_naming_data_root(tmp_path):
+    # review of 29247bb: the split folder was fine and data.root missing, and the refusal said to fix data.split_dir
+    split = small_split(tmp_path)
+    spec = load_bench(_spec(tmp_path, split, [{"name": "moved", "config": "tiny.yaml",
+                                               "overrides": [f"data.root={tmp_path / 'moved'}"]}]))
+    with pytest.raises(DataError) as caught:
+        bench._check_split_folders(spec)
+    assert f"data root does not exist or is not a folder: {tmp_path / 'moved'}" in str(caught.value)
+    assert str(caught.value).endswith("nothing was trained (fix data.root or data.split_dir of this method, or "
+                                      "its split files)")

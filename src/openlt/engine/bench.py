@@ -116,7 +116,8 @@ class BenchSpec:
     overrides: list[str] = field(default_factory=list)
     paper: str | None = None
     path: Path | None = None
-    # trained methods whose data.split_dir could not be parsed at load time: {method: why} (`_check_split_folders`)
+    # trained methods whose data.split_dir (its split files, or the image folder they list) could not be read at
+    # load time: {method: why} (`_check_split_folders`)
     split_problems: dict[str, str] = field(default_factory=dict)
 
 
@@ -309,7 +310,8 @@ def _check_configs(spec: BenchSpec) -> None:
 
 
 def _split_problem(cfg: Config) -> str:
-    """Why `data.split_dir` cannot be read (`openlt train`'s refusal of it, e.g. `split folder not found: X`)."""
+    """Why `data.split_dir` cannot be read (`openlt train`'s refusal of it, e.g. `split folder not found: X`, or of
+    the image folder it lists: `data root does not exist or is not a folder: X`)."""
     try:
         prepare_data(cfg, decode=False)
     except (ConfigError, DataError) as exc:
@@ -319,16 +321,16 @@ def _split_problem(cfg: Config) -> str:
 
 def _check_split_folders(spec: BenchSpec) -> None:
     """A trained method with a seed still to train whose split folder `load_bench` could not read (missing, a
-    broken split file: `spec.split_problems`) is refused here, before any run: not at its turn, after the methods
-    before it trained for hours. A method whose runs are all finished is reused without reading it (it may have
-    moved since). DataError naming the spec, the method and the folder's problem."""
+    broken split file, a missing data.root: `spec.split_problems`) is refused here, before any run: not at its
+    turn, after the methods before it trained for hours. A method whose runs are all finished is reused without
+    reading it (it may have moved since). DataError naming the spec, the method and the folder's problem."""
     for m in spec.methods:
         problem = spec.split_problems.get(m.name)
         if problem is None or all(any(run.metrics_file.is_file() for run in _runs_of(spec.out_dir, f"{m.name}-s{seed}"))
                                   for seed in spec.seeds):
             continue
         raise DataError(f"bench spec {spec.path}: method {m.name!r} (config {m.config}): {problem}; nothing was "
-                        f"trained (fix data.split_dir of this method, or its split files)")
+                        f"trained (fix data.root or data.split_dir of this method, or its split files)")
 
 
 def _read_once(cache: dict, cfg: Config) -> Callable[[], Any]:
