@@ -1,8 +1,10 @@
-"""The scripts under scripts/ (not a package) loaded as modules, for their tests."""
+"""The scripts under scripts/ (not a package) loaded as modules, or run as processes, for their tests."""
 
 from __future__ import annotations
 
 import importlib.util
+import os
+import subprocess
 import sys
 from pathlib import Path
 from types import ModuleType
@@ -17,3 +19,12 @@ def load_script(name: str) -> ModuleType:
     sys.modules[name] = module
     spec.loader.exec_module(module)
     return module
+
+
+def run_script(name: str, **env: str) -> subprocess.CompletedProcess:
+    """`python scripts/NAME.py` from the repository root with `env` added to the environment (one thread unless
+    given): the finished process, its output as text; AssertionError with its stderr's end when it failed."""
+    out = subprocess.run([sys.executable, str(SCRIPTS / f"{name}.py")], cwd=SCRIPTS.parent,
+                         env={**os.environ, "OMP_NUM_THREADS": "1", **env}, capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-2000:]
+    return out

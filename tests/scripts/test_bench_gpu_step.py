@@ -1,19 +1,11 @@
 """scripts/bench_gpu_step.py (a GPU benchmark) runs end to end on the CPU at a tiny batch and input size: every step it times is
 openlt's real training step, and its summary lines come out."""
 
-import os
-import subprocess
-import sys
-from pathlib import Path
-
-ROOT = Path(__file__).parents[2]
+from script_loader import run_script  # tests/helpers
 
 
 def test_the_gpu_step_benchmark_runs_on_the_cpu():
-    env = {**os.environ, "DEV": "cpu", "BATCH": "1", "N": "1", "W": "0", "SIZE": "64", "OMP_NUM_THREADS": "1"}
-    out = subprocess.run([sys.executable, "scripts/bench_gpu_step.py"], cwd=ROOT, env=env, capture_output=True,
-                         text=True, timeout=600)
-    assert out.returncode == 0, out.stderr[-2000:]
+    out = run_script("bench_gpu_step", DEV="cpu", BATCH="1", N="1", W="0", SIZE="64")
     lines = out.stdout.splitlines()
     assert sum("ms/step" in line for line in lines) == 12 and "FAILED" not in out.stdout
     assert any(line.startswith("plain bf16 channels-last speed-up over fp32 NCHW:") for line in lines)

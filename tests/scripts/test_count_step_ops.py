@@ -1,18 +1,10 @@
 """scripts/count_step_ops.py counts one training step's operations by phase and module, plain against OLTR."""
 
-import os
-import subprocess
-import sys
-from pathlib import Path
-
-ROOT = Path(__file__).parents[2]
+from script_loader import run_script  # tests/helpers
 
 
 def test_the_step_is_counted_by_phase_and_the_shared_backbone_counts_alike():
-    env = {**os.environ, "DEV": "cpu", "AMP": "none", "SIZE": "32", "BATCH": "2", "K": "20", "OMP_NUM_THREADS": "1"}
-    out = subprocess.run([sys.executable, "scripts/count_step_ops.py"], cwd=ROOT, env=env, capture_output=True,
-                         text=True, timeout=600)
-    assert out.returncode == 0, out.stderr[-2000:]
+    out = run_script("count_step_ops", DEV="cpu", AMP="none", SIZE="32", BATCH="2", K="20")
     rows = {}
     for line in out.stdout.splitlines()[2:]:
         name, plain, oltr = line[:34].strip(), *line[34:].split()[:2]
