@@ -28,7 +28,7 @@ from openlt.openset.base import CheckedParams
 from openlt.decoupling._validate import _check_dim, _features, _labels, compute_dtype
 from openlt.errors import ConfigError, DataError, NotFittedError
 
-__all__ = ["METRICS", "NCMClassifier", "class_means", "ncm_logits", "ncm_transform"]
+__all__ = ["METRICS", "NCMClassifier", "class_means", "class_sums", "ncm_logits", "ncm_transform"]
 
 METRICS = ("cosine", "euclidean")
 
@@ -61,12 +61,26 @@ def class_means(z: Tensor, labels: Tensor, num_classes: int,
     if empty:
         shown = ", ".join(map(str, empty[:10])) + (" ..." if len(empty) > 10 else "")
         raise DataError(f"NCM: {len(empty)} class(es) have no training sample, so no mean: {shown}")
-    sums = torch.zeros(num_classes, z.shape[1], dtype=torch.float64, device=z.device)
+    sums = class_sums(z, labels, num_classes, transform, chunk)
+    return sums / counts.to(sums).unsqueeze(1)
+
+
+def class_sums(z: Tensor, labels: Tensor, num_classes: int,
+               transform: Callable[[Tensor], Tensor] | None = None, chunk: int = 8192) -> Tensor:
+    """(C, D') float64 sums of the rows of ``z`` (N, D), any float dtype, per class of (N,) int64 ``labels`` in
+    [0, C), each row first converted to float64 and passed through ``transform`` when given (row-wise, (n, D) ->
+    (n, D'): :func:`ncm_transform`, OLTR's new feature fc); a class without rows sums to zeros. ``chunk`` rows at a
+    time (the same sums, in the same order, as all at once), on the device of ``transform``'s output (``z``'s
+    without one)."""
+    sums = None
     labels = labels.to(z.device)
     for start in range(0, len(z), chunk):
         rows = z[start:start + chunk].double()
-        sums.index_add_(0, labels[start:start + chunk], rows if transform is None else transform(rows))
-    return sums / counts.to(sums).unsqueeze(1)
+        rows = rows if transform is None else transform(rows).double()
+        if sums is None:
+            sums = torch.zeros(num_classes, rows.shape[1], dtype=torch.float64, device=rows.device)
+        sums.index_add_(0, labels[start:start + chunk].to(rows.device), rows)
+    return torch.zeros(num_classes, z.shape[1], dtype=torch.float64, device=z.device) if sums is None else sums
 
 
 def _check_metric(metric: Any) -> None:

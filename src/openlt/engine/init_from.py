@@ -57,15 +57,12 @@ def class_means(model: OpenLTModel, data: DataBundle, device: torch.device, batc
 def mean_per_class(features: torch.Tensor, labels: torch.Tensor, num_classes: int,
                    transform: Callable[[torch.Tensor], torch.Tensor] | None = None, chunk: int = 8192) -> torch.Tensor:
     """Per-class means of `features` (N, D), any float dtype, with `labels` (N,) int, each row first mapped by
-    `transform` (float32 (n, D) -> (n, D'), e.g. a new feature fc) when given: (num_classes, D') float32 on the
-    CPU; a class without rows gets zeros. Summed in float64, `chunk` rows at a time (no float64 copy of the whole)."""
-    sums = None
-    for start in range(0, features.shape[0], chunk):
-        rows = features[start:start + chunk].float()
-        rows = rows if transform is None else transform(rows)
-        if sums is None:
-            sums = torch.zeros(num_classes, rows.shape[1], dtype=torch.float64)
-        sums.index_add_(0, labels[start:start + chunk].long(), rows.double())
+    `transform` (float64 (n, D) -> (n, D'), e.g. a new feature fc) when given: (num_classes, D') float32 on the
+    CPU; a class without rows gets zeros. Summed in float64, `chunk` rows at a time (`ncm.class_sums`, as NCM's
+    class means; no float64 copy of the whole)."""
+    from openlt.decoupling.ncm import class_sums
+
+    sums = class_sums(features, labels.long(), num_classes, transform, chunk).cpu()
     counts = torch.bincount(labels.long(), minlength=num_classes).double()
     return (sums / counts.clamp(min=1).unsqueeze(1)).float()
 
@@ -134,13 +131,14 @@ def _same_images(root: str | None, stage1_root: str | None) -> bool:
 
 
 def _on_device(module: torch.nn.Module) -> Transform:
-    """`module` in eval mode, without gradients, on float32 CPU rows: run on its own device, result on the CPU."""
-    device = next(module.parameters()).device
+    """`module` in eval mode, without gradients, on CPU rows of any float dtype: run on its own device in its
+    parameters' dtype, result on the CPU."""
+    weight = next(module.parameters())
 
     @torch.no_grad()
     def apply(rows: torch.Tensor) -> torch.Tensor:
         module.eval()
-        return module(rows.to(device)).float().cpu()
+        return module(rows.to(device=weight.device, dtype=weight.dtype)).cpu()
 
     return apply
 
