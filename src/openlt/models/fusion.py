@@ -108,7 +108,7 @@ def fold_batch_norm(model: nn.Module) -> nn.Module:
 
 def inference_copy(model: nn.Module) -> nn.Module:
     """Put `model` in eval mode (its callers find it so afterwards, as before folding existed) and return the copy
-    evaluation and feature extraction run: :func:`fold_batch_norm`'s. Its outputs
-    equal the model's up to float rounding (the folding); it shares the model's unfolded tensors."""
+    evaluation and feature extraction run: :func:`fold_batch_norm`'s. Its outputs equal the model's up to float
+    rounding (the folding); it shares the model's unfolded tensors."""
     model.eval()
     return fold_batch_norm(model)
