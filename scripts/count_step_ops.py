@@ -18,14 +18,10 @@ import sys
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from openlt.config import build_config
 from openlt.engine.precision import autocast
-from openlt.engine.runtime import batch_to, to_device
-from openlt.losses import build_loss
-from openlt.models.model import build_model
-from openlt.optim import build_optimizer
 
-CONFIGS = {"plain": "configs/imagenet_lt/plain_resnet10.yaml", "oltr": "configs/imagenet_lt/oltr_stage2_resnet10.yaml"}
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from bench_gpu_step import CFG as CONFIGS, step_setup  # noqa: E402  (the same step the GPU benchmark times)
 NO_KERNEL = {"detach", "empty", "empty_strided", "empty_like", "resize_", "promote_types", "_local_scalar_dense",
              "_record_function_enter_new", "_record_function_exit"}
 
@@ -47,17 +43,8 @@ class OpCounter(TorchDispatchMode):
 
 def count_step(kind: str, device: str, amp: str, size: int, batch: int, num_classes: int) -> dict[str, int]:
     """Operations of one training step (after one warm-up step) of `kind` ("plain" or "oltr"), by phase."""
-    overrides = [f"train.device={device}", f"train.amp={amp}"] + (["train.init_from=null"] if kind == "oltr" else [])
-    cfg = build_config(CONFIGS[kind], overrides)
+    cfg, model, criterion, optimizer, images, targets = step_setup(kind, device, amp, True, batch, size, num_classes)
     dev = torch.device(device)
-    torch.manual_seed(0)
-    counts = [max(5, int(1280 * 0.994 ** i)) for i in range(num_classes)]
-    model = to_device(build_model(cfg, num_classes, 3, size), dev, cfg.train.channels_last)
-    model.init_head_from_stage1({}, lambda: torch.randn(num_classes, model.backbone.out_dim, device=dev))
-    criterion = build_loss(cfg.train.loss, counts, model.backbone.out_dim, **cfg.train.loss_args).to(dev)
-    optimizer = build_optimizer(model.param_groups(), cfg.train)
-    images = batch_to(torch.randn(batch, 3, size, size), dev, cfg.train.channels_last)
-    targets = torch.randint(0, num_classes, (batch,)).to(dev)
     counter = OpCounter()
 
     def label(module: torch.nn.Module, before: str, after: str) -> None:
