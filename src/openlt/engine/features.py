@@ -3,8 +3,9 @@ with a run's frozen network (eval mode, no augmentation), so that stage-2 classi
 LWS) train in seconds without touching the backbone.
 
 One safetensors file per split under RUN/features/, with the key it was made from in its metadata: the
-checkpoint's and the split file's sha256 and the dtype. A file whose key no longer matches (the run was
-trained further, the split changed) is stale and is recomputed; a matching one is reused.
+checkpoint's and the split file's sha256, the images' folder, sizes and modification times, and the dtype. A file
+whose key no longer matches (the run was trained further, the split or an image changed) is stale and is
+recomputed; a matching one is reused.
 
 Under torchrun every process extracts a share of the images (`ShardSampler`) and all get the whole split back
 (`gather_outputs`, also when a share is empty: a split smaller than the processes), as evaluation does; rank 0
@@ -13,6 +14,7 @@ alone decides whether a file is fresh and alone writes it.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -47,16 +49,29 @@ FORMAT = "openlt-features/1"
 def cache_key(checkpoint: str, checkpoint_sha256: str, data: DataBundle, split: str, dtype: str,
               amp: str = "none") -> dict:
     """What a cached file must have been made from to be reused (the autocast precision only when not float32;
-    the folder of the split's image files when they are files: a split file lists names, so another copy of the
-    images under the same names -- data.root or data.open_root pointing elsewhere -- is other data. Packed data,
-    Fashion-MNIST and CIFAR, is checked by its files' sha256 against the run's manifest instead)."""
+    the folder of the split's image files when they are files, and each file's size and modification time: a split
+    file lists names, so another copy of the images under the same names -- data.root or data.open_root pointing
+    elsewhere -- is other data, and so is an image written again in place. Packed data, Fashion-MNIST and CIFAR,
+    is checked by its files' sha256 against the run's manifest instead)."""
     key = {"format": FORMAT, "checkpoint": checkpoint, "checkpoint_sha256": checkpoint_sha256,
            "split_file": str(data.split_path(split)), "split_sha256": sha256_file(data.split_path(split)),
            "dtype": dtype}
     root = getattr(data.loader_of(split), "root", None)
     if root is not None:
         key["image_root"] = os.path.realpath(root)
+        if split in data.entries:  # an image rewritten under its own name (edited, regenerated) is other data too
+            key["images_stat_sha256"] = _files_stamp(Path(root), data.entries[split].items)
     return key if amp == "none" else {**key, "amp": amp}
+
+
+def _files_stamp(root: Path, items) -> str:
+    """sha256 of each listed image's name, size and modification time (ns): what changes when a file is written
+    again under its name, without reading the pixels (the split check stats every file already)."""
+    digest = hashlib.sha256()
+    for item in items:
+        stat = os.stat(root / item)
+        digest.update(f"{item}\t{stat.st_size}\t{stat.st_mtime_ns}\n".encode("utf-8", "surrogateescape"))
+    return digest.hexdigest()
 
 
 def _read(path: Path) -> tuple[dict, dict[str, torch.Tensor]] | None:
