@@ -56,6 +56,15 @@ def test_the_table_as_the_field_prints_it():
     assert len(format_table(closed_only).splitlines()) == 3
 
 
+def test_the_table_says_a_band_is_measured_on_fewer_classes_than_it_has():
+    """A test split without images of some class (own split files): the band's top-1 is the mean over its tested
+    classes only; the header said `few 3` beside a few-shot top-1 of 2 classes, without a word."""
+    closed = {**METRICS["closed"], "n_classes": {"many": 2, "medium": 0, "few": 3},
+              "n_classes_tested": {"many": 2, "medium": 0, "few": 2}}
+    assert format_table({**METRICS, "closed": closed}).splitlines()[0] == (
+        "shot bands: many > 30, few < 15  (classes: many 2, medium 0, few 3 (2 with test images))")
+
+
 @pytest.mark.parametrize("threshold, text", [
     (0.9999947547912598, "0.99999475"),  # the float32 0.99999475 of a validation score (was "1.000": rejects all)
     (0.8174992799758911, "0.8174993"),  # a float32: its shortest digits

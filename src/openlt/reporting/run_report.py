@@ -84,12 +84,20 @@ def _band_row(label: str, accuracies: dict) -> str:
     return label + "  ".join(_fmt(accuracies[b]) for b in BAND_NAMES) + f"   {_fmt(accuracies['overall'])}"
 
 
+def _band_classes(closed: dict, band: str) -> str:
+    """`few 3`, or `few 3 (2 with test images)` when the test split has no image of some of the band's classes
+    (own split files): the band's top-1 is then the mean over its tested classes only."""
+    n = closed["n_classes"][band]
+    tested = closed.get("n_classes_tested", {}).get(band, n)  # (absent from an older openlt's metrics.json)
+    return f"{band} {n}" if tested == n else f"{band} {n} ({tested} with test images)"
+
+
 def format_table(metrics: dict) -> str:
     """The result table as the field reports it, from a metrics dict (metrics.json): top-1 in % per shot band
     and overall, closed-set and (with an open split) with rejection, then F-measure, AUROC and FPR@95 in [0, 1]."""
     closed = metrics["closed"]
     lines = [f"shot bands: {metrics['bands']['rule']}  (classes: "
-             + ", ".join(f"{b} {closed['n_classes'][b]}" for b in BAND_NAMES) + ")",
+             + ", ".join(_band_classes(closed, b) for b in BAND_NAMES) + ")",
              "                      many  medium    few  overall",
              _band_row("closed-set top-1    ", closed)]
     if "open" in metrics:
