@@ -41,6 +41,11 @@ def test_the_last_checkpoint_records_the_defining_keys(trained):
     ({"train__backbone_lr": 0.001, "train__epochs": 2}, "train.backbone_lr", "null", "0.001"),
     ({"train__lr": 0.01, "train__epochs": 2}, "train.lr", "0.05", "0.01"),
     ({"train__momentum": 0.5, "train__epochs": 2}, "train.momentum", "0.9", "0.5"),
+    # the recipe the finished run's config.yaml would name (was: resumed without a word, a CE / instance-balanced
+    # run of seed 0 finished as focal / class-balanced of seed 5, and `openlt summary` took its seed as independent)
+    ({"seed": 5, "train__epochs": 2}, "seed", "0", "5"),
+    ({"train__loss": "focal", "train__epochs": 2}, "train.loss", "ce", "focal"),
+    ({"train__sampler": "class_balanced", "train__epochs": 2}, "train.sampler", "instance", "class_balanced"),
 ])
 def test_resume_refuses_an_edited_defining_key(trained, tmp_path, capsys, edits, key, then, now):
     run = edited_copy(trained, tmp_path, **edits)

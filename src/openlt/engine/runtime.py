@@ -277,9 +277,11 @@ MODEL_PREFIXES = ("model.",)
 # fixed on `--resume` too (train.py `check_resume_config`): where the weights started (train.init_from: the
 # stage-1 run; it is also the feature cache a decoupled run's evaluation reads, so evaluation keeps it for those),
 # and what the optimizer state in the last checkpoint was built with: which parameters train (the parameter
-# groups: train.freeze_backbone) and their hyper-parameters (the checkpoint's, not config.yaml's, apply on resume)
+# groups: train.freeze_backbone) and their hyper-parameters (the checkpoint's, not config.yaml's, apply on resume);
+# and the recipe the finished run's config.yaml names to `openlt summary` (its seed, loss and sampler: a run resumed
+# with another would be named after a recipe, or counted as a seed, that trained only its last epochs)
 RESUME_KEYS = ("train.init_from", "train.freeze_backbone", "train.lr", "train.backbone_lr", "train.centroid_lr",
-               "train.momentum", "train.nesterov", "train.weight_decay")
+               "train.momentum", "train.nesterov", "train.weight_decay", "seed", "train.loss", "train.sampler")
 DEFINING_KEYS = MODEL_KEYS + RESUME_KEYS
 DEFINING_PREFIXES = MODEL_PREFIXES
 # a model.* key that does not define the trained network: where its starting weights were read (the checkpoint's

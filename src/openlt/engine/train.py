@@ -598,7 +598,7 @@ def check_resume_config(run: Run, cfg: Config, data: DataBundle) -> None:
     data, the network or its input transform, where its weights started (train.init_from, compared as resolved
     paths) or what its optimizer state was built with (train.freeze_backbone, train.lr / backbone_lr /
     centroid_lr, momentum, nesterov, weight_decay: the checkpoint's would apply, or its parameter groups would
-    not fit) since the run started (runtime :data:`DEFINING_KEYS`): compared with the config the last checkpoint
+    not fit) or the recipe its config.yaml names (seed, train.loss, train.sampler) since the run started (runtime :data:`DEFINING_KEYS`): compared with the config the last checkpoint
     records (state "config", :func:`defining_config`), then with the input the run's inference.json records (size,
     channels, evaluation transform: written when the run started, never rewritten; this also covers a run with
     no checkpoint yet, or of an older openlt). ConfigError naming the key, both values and what may change,
