@@ -35,6 +35,7 @@ from openlt.engine.run import Run
 from openlt.engine.runtime import KEPT_OUTPUTS, batch_to, resolve_device, trained_config
 from openlt.errors import ConfigError, DataError, RunDirError
 from openlt.io import write_text
+from openlt.models.fusion import inference_copy
 from openlt.models.model import OpenLTModel
 from openlt.openset import OpenSetScore, Rejector
 from openlt.openset.base import MODEL_SCORE
@@ -107,8 +108,15 @@ class Predictor:
         """A preprocessed batch (B, C, H, W) float -> float32 CPU tensors "logits" (B, K), "feature" (B, D) and,
         from the meta-embedding head, "reachability" (B,); eval mode, in the run's inference precision."""
         with autocast(self.amp, self.device):
-            raw = self.model(batch_to(batch.float(), self.device, self.cfg.train.channels_last))
+            raw = self.forward_model()(batch_to(batch.float(), self.device, self.cfg.train.channels_last))
         return {k: v.float().cpu() for k, v in raw.items() if k in KEPT_OUTPUTS + ("feature",)}
+
+    def forward_model(self) -> torch.nn.Module:
+        """The network as `openlt eval` runs it (`runtime.collect_outputs`): a copy with its batch norms folded
+        (:func:`~openlt.models.fusion.inference_copy`, milliseconds), made per call so that it follows the weights
+        of :attr:`model` (public as `LoadedRun.model`). In bf16 the folded weights round otherwise than the
+        unfolded ones: on the unfolded network calibration.json's threshold met other scores than it was chosen on."""
+        return inference_copy(self.model)
 
     def label(self, batch: torch.Tensor, topk: int = 1) -> list[dict]:
         """A preprocessed batch (B, C, H, W) -> B records (see :func:`predict_files`, without path), `topk` in
@@ -127,7 +135,8 @@ class Predictor:
             batch = torch.where(ok.view(-1, 1, 1, 1), batch.float(), torch.zeros(()))
         if scorer.needs_model:  # ODIN: the score of the perturbed images, through the network
             images = batch_to(batch.float(), self.device, self.cfg.train.channels_last)
-            out[MODEL_SCORE] = scorer.score_images(lambda x: self.model(x)["logits"], images, self.spec.transform["std"])
+            model = self.forward_model()
+            out[MODEL_SCORE] = scorer.score_images(lambda x: model(x)["logits"], images, self.spec.transform["std"])
         best_p, best_c = rank_classes(logits, topk)  # the label is the top-k's first: one ranking (trial 10 D10)
         confidence, top = best_p[:, 0], best_c[:, 0]
         open_score = scorer.score(out)
