@@ -28,6 +28,7 @@ from openlt.config import Config
 from openlt.data.datasets import IMAGE_EXTENSIONS, broken_link, convert_image, open_image
 from openlt.data.datasets import skipped_note as _skipped_note  # the note `openlt split` prints too
 from openlt.engine.checkpoint import recorded_amp
+from openlt.engine.features import DTYPES, head_outputs_on_cache
 from openlt.engine.inference import (InferenceSpec, build_run_model, checkpoint_identity, inference_spec,
                                     saved_decision, saved_score)
 from openlt.engine.precision import autocast, check_amp, inference_amp, precision_name
@@ -107,9 +108,19 @@ class Predictor:
     def outputs(self, batch: torch.Tensor) -> dict[str, torch.Tensor]:
         """A preprocessed batch (B, C, H, W) float -> float32 CPU tensors "logits" (B, K), "feature" (B, D) and,
         from the meta-embedding head, "reachability" (B,); eval mode, in the run's inference precision."""
-        with autocast(self.amp, self.device):
-            raw = self.forward_model()(batch_to(batch.float(), self.device, self.cfg.train.channels_last))
-        return {k: v.float().cpu() for k, v in raw.items() if k in KEPT_OUTPUTS + ("feature",)}
+        model, kept = self.forward_model(), KEPT_OUTPUTS + ("feature",)
+        images = batch_to(batch.float(), self.device, self.cfg.train.channels_last)
+        if self.cfg.decouple.method != "none" and not self.scorer.needs_model:
+            # as `openlt eval` computes a decoupled run (evaluate._split_outputs, ODIN aside): the body's features
+            # as the stage-1 feature cache holds them (decouple.cache_dtype), then the head in float32
+            with autocast(self.amp, self.device):
+                feature = model.features(images)[1]
+            cached = {"features": feature.float().cpu().to(DTYPES[self.cfg.decouple.cache_dtype]), "labels": None}
+            raw = head_outputs_on_cache(self.model, cached, self.device, kept)
+        else:
+            with autocast(self.amp, self.device):
+                raw = model(images)
+        return {k: v.float().cpu() for k, v in raw.items() if k in kept}
 
     def forward_model(self) -> torch.nn.Module:
         """The network as `openlt eval` runs it (`runtime.collect_outputs`): a copy with its batch norms folded
