@@ -309,8 +309,8 @@ def _bench(args: argparse.Namespace) -> int:
 
 def _summary(args: argparse.Namespace) -> int:
     from openlt.engine.run import Run
-    from openlt.errors import ConfigError
-    from openlt.reporting.summary import load_metrics, summarize
+    from openlt.errors import ConfigError, RunDirError
+    from openlt.reporting.summary import checkpoint_changed, load_metrics, summarize
 
     if not args.label.strip():
         raise ConfigError("--label must not be empty")
@@ -321,6 +321,9 @@ def _summary(args: argparse.Namespace) -> int:
         label, path = _summary_item(run, args.label)
         file = Path(path) if path.endswith(".json") else Run(Path(path)).metrics_file  # a run or one of its metrics files
         metrics = load_metrics(file)
+        changed = checkpoint_changed(metrics, file)
+        if changed:
+            raise RunDirError(changed)
         seen = files.setdefault(label, {})
         where = file.resolve()  # a run directory's metrics files (metrics.json, metrics-TAG.json) are one run
         where = where.parent if Run(where.parent).config_file.is_file() else where

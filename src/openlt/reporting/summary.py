@@ -45,7 +45,7 @@ import numpy as np
 
 from openlt.config import EXECUTION_KEYS, flatten, read_json, read_yaml_mapping
 from openlt.errors import ConfigError, RunDirError
-from openlt.io import safetensors_header
+from openlt.io import safetensors_header, sha256_file
 from openlt.metrics import ShotBands
 from openlt.metrics.closed import band_rule
 from openlt.reporting.convergence import convergence_warning
@@ -126,6 +126,30 @@ def load_metrics(path: str | Path) -> dict:
     if metrics.get("split_files") is None:  # an older metrics.json: its run's split_manifest.json still records them
         metrics[MANIFEST_SPLITS_KEY] = _manifest_split_files(manifest)
     return metrics
+
+
+def checkpoint_changed(metrics: dict, path: str | Path) -> str | None:
+    """The one-line message for a metrics file `path` (read by :func:`load_metrics`) whose evaluated checkpoint has
+    been replaced since (its sha256 then, metrics "checkpoint_sha256", and now: `openlt train --resume RUN
+    --no-eval` trained on to a new best), or None: its numbers are another model's than the run's. Hashed only when
+    the checkpoint file is newer than the metrics file; a file that records no checkpoint (an older openlt), a
+    checkpoint that is gone, or a metrics file outside a run is not checked."""
+    path = Path(path)
+    name, then = metrics.get("checkpoint"), metrics.get("checkpoint_sha256")
+    if not (isinstance(name, str) and name and "/" not in name and "\\" not in name and isinstance(then, str)):
+        return None
+    checkpoint = path.parent / "checkpoints" / f"{name}.safetensors"
+    try:
+        if checkpoint.stat().st_mtime_ns <= path.stat().st_mtime_ns:
+            return None  # not written since the evaluation
+        now = sha256_file(checkpoint)
+    except OSError:
+        return None
+    if now == then:
+        return None
+    return (f"{path} was written by an evaluation of checkpoints/{checkpoint.name} (sha256 {then[:12]}), which has "
+            f"changed since (sha256 {now[:12]} now: the run trained on after it): its numbers are not the run's; "
+            f"evaluate it again (`openlt eval {path.parent}`, with the tag and overrides of a tagged file)")
 
 
 CONSISTENCY_TOLERANCE = 2e-3  # accuracies rounded to 3 decimals still agree; a hand edit of 0.1 points or more does not
