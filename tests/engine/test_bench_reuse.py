@@ -160,6 +160,18 @@ def test_report_only_refuses_a_stale_stage2_run(trained, tmp_path, capsys):
     assert old_ncm.is_dir()  # nothing deleted
 
 
+def _record_epochs(path: Path, epochs: int) -> None:
+    """Rewrite a checkpoint's recorded recipe (state "recipe", what summary names the run by) with train.epochs."""
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    with safe_open(str(path), "pt") as fh:
+        meta = json.loads(fh.metadata()["openlt"])
+        tensors = {key: fh.get_tensor(key) for key in fh.keys()}
+    meta["state"]["recipe"]["train.epochs"] = epochs
+    save_file(tensors, str(path), metadata={"openlt": json.dumps(meta)})
+
+
 def test_stage2_of_a_longer_stage1_run_with_the_same_best_checkpoint_is_trained_again(trained, tmp_path, capsys):
     """Trial 15 #1: plain retrained with train.epochs=2 whose best checkpoint is the 1-epoch run's, bit for bit
     (warmup: its first epoch is the old run; here a copy of the old run's folder, its config.yaml and log
@@ -184,6 +196,7 @@ def test_stage2_of_a_longer_stage1_run_with_the_same_best_checkpoint_is_trained_
     log = new_plain / "metrics.jsonl"  # its second epoch, not better than the first (best stays epoch 1's)
     last = json.loads(log.read_text().splitlines()[-1])
     log.write_text(log.read_text() + json.dumps({**last, "epoch": 2}) + "\n")
+    _record_epochs(new_plain / "checkpoints" / "last.safetensors", 2)  # as its last checkpoint would record it
     spec = write_spec(root, "longer.yaml", out, ["train.epochs=2"])
     lines = []
     results = run_bench(load_bench(spec), quiet=True, log=lines.append)

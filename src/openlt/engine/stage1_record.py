@@ -25,8 +25,10 @@ from openlt.io import sha256_file
 def stage1_record(source: Run, checkpoint: str = "best") -> dict:
     """What a stage 2 records of the stage-1 checkpoint it started from (its checkpoint state's "stage1"): {"run":
     absolute path, "checkpoint": name, "sha256": hex, "config": the stage-1 run's config.yaml as a mapping, "amp":
-    the precision its checkpoint records it trained in (None: an older run), and "stage1": that run's own record
-    when it is itself a stage 2}. The sha256 is what :func:`check_stage1_unchanged` compares; the config and amp
+    the precision its checkpoint records it trained in (None: an older run), "recipe" / "resumed": the training keys
+    its last checkpoint records the run trained with and what a `--resume` changed part-way (absent for an older
+    run; summary names the run by them), and "stage1":
+    that run's own record when it is itself a stage 2}. The sha256 is what :func:`check_stage1_unchanged` compares; the config and amp
     are what `openlt summary` compares stage-2 runs' stage-1 recipes and seeds with (trial 14a D2): the stage-1
     folder may have moved or been deleted since, the stage-2 run keeps them."""
     path = source.checkpoint(checkpoint)
@@ -34,6 +36,12 @@ def stage1_record(source: Run, checkpoint: str = "best") -> dict:
     record = {"run": str(source.path.resolve()), "checkpoint": checkpoint, "sha256": sha256_file(path),
               "config": json.loads(json.dumps(read_yaml_mapping(source.config_file, "run config"), default=str)),
               "amp": state.get("amp")}
+    # the run's recipe as summary reads it (its last checkpoint's, as the run trained to the end: trial 19 D7)
+    last = source.checkpoint("last")
+    trained = checkpoint_state(last) if checkpoint != "last" and last.is_file() else state
+    for key in ("recipe", "resumed"):
+        if key in trained:
+            record[key] = trained[key]
     if isinstance(state.get("stage1"), dict):
         record["stage1"] = state["stage1"]
     return record

@@ -30,7 +30,7 @@ import torch
 from torch.optim.lr_scheduler import LambdaLR
 from tqdm import tqdm
 
-from openlt.config import Config
+from openlt.config import Config, flatten, to_dict
 from openlt.data.build import DataBundle, prepare_data
 from openlt.data.samplers import build_sampler
 from openlt.data.splits import MANIFEST
@@ -45,8 +45,8 @@ from openlt.engine.stage1_record import training_stage1_record
 from openlt.engine.manifest import check_training_data
 from openlt.engine.precheck import check_loss_weights, check_open_score_before_training
 from openlt.engine.precision import autocast, check_amp, grad_scaler, precision_name, resolve_amp, run_amp
-from openlt.engine.run import (Run, RunMovedError, new_folders, new_run, publish_run, remove_empty, remove_stale_stages,
-                               staged_run)
+from openlt.engine.run import (Run, RunMovedError, absolute_paths, new_folders, new_run, publish_run, remove_empty,
+                               remove_stale_stages, staged_run)
 from openlt.engine.runtime import (batch_to, collect_outputs, config_change, config_value, defining_config,
                                    inference_loader, make_loader, resolve_device, stage1_moved_to, to_device)
 from openlt.engine.tracking import EpochLog
@@ -57,6 +57,7 @@ from openlt.metrics import ShotBands
 from openlt.models.model import OpenLTModel, build_model
 from openlt.optim import build_optimizer, build_scheduler, lr_schedule, optimizer_step, scheduled_factor
 from openlt.reporting.convergence import convergence
+from openlt.reporting.summary import changes_text, trained_keys
 
 Log = Callable[[str], None]
 _LOG = logging.getLogger(__name__)  # the default voice: `openlt train` prints these records (cli.console_logging)
@@ -102,6 +103,7 @@ def train(cfg: Config, *, run: Run | None = None, name: str | None = None, resum
         if start_epoch >= cfg.train.epochs:
             log("training already finished")
             return run
+        recipe, resumed = trained_recipe(cfg), resumed_changes(cfg, state, start_epoch, log)
         scheduler = build_scheduler(optimizer, schedule, start_step=start_epoch * len(loader))
         net = wrap_for_training(model, criterion, device)
         bands = ShotBands.from_config(cfg.eval)
@@ -119,7 +121,7 @@ def train(cfg: Config, *, run: Run | None = None, name: str | None = None, resum
             record["time_s"] = round(time.time() - epoch_start, 2)
             best, improved = save_epoch(run, model, optimizer, scaler, epoch, record, best,
                                         has_val=val_loader is not None, epoch_log=epoch_log, defining=defining,
-                                        amp=cfg.train.amp, stage1=stage1)
+                                        amp=cfg.train.amp, stage1=stage1, recipe=recipe, resumed=resumed)
             eta = (time.time() - started) / (epoch + 1 - start_epoch) * (cfg.train.epochs - epoch - 1)
             log(_epoch_line(record, cfg.train.epochs, eta, improved))
         if epoch_log is not None:
@@ -182,21 +184,26 @@ def validate(model: OpenLTModel, loader, device: torch.device, train_counts: lis
 def save_epoch(run: Run, model: OpenLTModel, optimizer: torch.optim.Optimizer,
                scaler: torch.amp.GradScaler | None, epoch: int, record: dict, best: float | None, *,
                has_val: bool, epoch_log: EpochLog | None, defining: dict | None = None,
-               amp: str | None = None, stage1: dict | None = None) -> tuple[float | None, bool]:
+               amp: str | None = None, stage1: dict | None = None, recipe: dict | None = None,
+               resumed: list | None = None) -> tuple[float | None, bool]:
     """After epoch `epoch` (0-based): the best checkpoint when validation accuracy improved (every epoch when
     there is no validation split), the last one with the optimizer and grad-scaler state and the epoch's record
     (what `--resume` continues from), then the epoch's metrics line (a kill before it: `--resume` writes it from
     the checkpoint). `defining` (:func:`defining_config` of the config the run started with) goes into the last
     checkpoint's state as "config" (the best one's too), `amp` (the precision it trains in: train.amp resolved)
     as "amp" (checkpoint.recorded_amp), `stage1` (a stage 2's stage-1 run: stage1_record.training_stage1_record) as
-    "stage1" in both. Rank 0 writes; returns (best accuracy so far, improved)."""
+    "stage1" in both, `recipe` (:func:`trained_recipe`) as "recipe" and `resumed` (:func:`resumed_changes`) as
+    "resumed" in both. Rank 0 writes; returns (best accuracy so far, improved)."""
     score = record.get("val", {}).get("overall")
     improved = score is not None and (best is None or score > best)
     best = score if improved else best
     main = distributed.is_main()
+    # what `openlt summary` names the run's recipe by (not config.yaml, which may be edited after training)
+    trained = {**({"recipe": recipe} if recipe is not None else {}), **({"resumed": resumed} if resumed else {})}
     if main and (improved or not has_val):
         best_state = {"epoch": epoch, "val_overall": score, **({"config": defining} if defining is not None else {}),
-                      **({"amp": amp} if amp is not None else {}), **({"stage1": stage1} if stage1 is not None else {})}
+                      **({"amp": amp} if amp is not None else {}), **({"stage1": stage1} if stage1 is not None else {}),
+                      **trained}
         _in_place(run, f"the best checkpoint of epoch {epoch + 1}", lambda: save_checkpoint(
             run.checkpoint("best"), model, None, best_state, parents=False))
     state = {"epoch": epoch, "best_val": best, "record": record}  # the record too: the log line is repaired from it
@@ -206,6 +213,7 @@ def save_epoch(run: Run, model: OpenLTModel, optimizer: torch.optim.Optimizer,
         state["amp"] = amp
     if stage1 is not None:  # the stage-1 run it started from (its recipe, for summary: trial 14a D2)
         state["stage1"] = stage1
+    state.update(trained)
     if scaler is not None:
         state["grad_scaler"] = scaler.state_dict()  # the loss scale continues where it was on resume
     if main:
@@ -213,6 +221,32 @@ def save_epoch(run: Run, model: OpenLTModel, optimizer: torch.optim.Optimizer,
                   lambda: save_checkpoint(run.checkpoint("last"), model, optimizer, state, parents=False))
         _in_place(run, f"epoch {epoch + 1}'s line of {run.log_file.name}", lambda: epoch_log.write(record))
     return best, improved
+
+
+def trained_recipe(cfg: Config) -> dict:
+    """The training keys of `cfg` as config.yaml saves them (summary.trained_keys of its flattened, path-absolute
+    form, JSON values): what the run's checkpoints record it trained with (state "recipe")."""
+    return trained_keys(flatten(json.loads(json.dumps(to_dict(absolute_paths(cfg)), default=str))))
+
+
+def resumed_changes(cfg: Config, state: dict | None, start_epoch: int, log: Log) -> list:
+    """The run's record of training keys a `--resume` changed part-way (state "resumed": a list of {"after_epoch":
+    epochs done, "changes": {key: [before, after]}}), with this resume's changes added (one note line naming
+    them): a run extended from 3 to 6 epochs trained another learning-rate curve than a 6-epoch run, and `openlt
+    summary` must not average the two as one recipe (trial 19 D7). A new run, or a resume of a run whose
+    checkpoint records no recipe (an older openlt), starts an empty record."""
+    if state is None or not isinstance(state.get("recipe"), dict):
+        return []
+    resumed = list(state.get("resumed") or [])
+    before, now = state["recipe"], trained_recipe(cfg)
+    changes = {key: [before.get(key), now.get(key)] for key in sorted(set(before) | set(now))
+               if before.get(key) != now.get(key)}
+    if changes:
+        resumed.append({"after_epoch": start_epoch, "changes": changes})
+        log(f"note: resumed after epoch {start_epoch} with {changes_text(changes)}: this run's recipe is its own "
+            f"now (recorded in its checkpoints); `openlt summary` will not average it with runs trained with the new "
+            f"settings from the start")
+    return resumed
 
 
 def _in_place(run: Run, what: str, write: Callable[[], None]) -> None:

@@ -11,7 +11,9 @@ evaluated checkpoint's sha256 that metrics.json records) is refused too:
 a row's spread is over seeds, not over re-evaluations. So are evaluations of different checkpoints (metrics.json's
 "checkpoint": ``best`` of one run with ``last`` of another): a row compares one choice of weights. Runs of different recipes are refused as well: each run's
 config.yaml (beside its metrics file) is compared with the row's first run's, every key but those of
-:data:`RECIPE_IGNORED` (the seed, names, paths, devices), and the stage-1 run a stage-2 run started from
+:data:`RECIPE_IGNORED` (the seed, names, paths, devices; the training keys as the run's checkpoints record it
+trained with them, with what a `--resume` changed part-way: :data:`RESUMED_KEY`, so a config.yaml edited after
+training, or a run extended from 12 to 48 epochs, is not taken for a 48-epoch run), and the stage-1 run a stage-2 run started from
 (``train.init_from``) likewise, as the stage-2 run's checkpoint recorded it when it trained (the stage-1 folder may
 have moved since; an older run without the record is compared through that folder, and named in a note when it is
 gone: :func:`stage1_unknown_note`); the refusal names the two runs and the first keys that differ (``train.epochs: 12 vs
@@ -351,6 +353,40 @@ RECIPE_IGNORED = frozenset({
     "eval.batch_size", "eval.save_logits",
 })  # (resuming, thread counts and other command-line flags / environment are not in config.yaml at all)
 RECIPE_DEPTH = 4  # init_from levels followed (stage 1 <- stage 2 <- ...); a loop of edited configs stops here
+# the recipe's entry, beside the config keys, that says which training keys a `--resume` changed part-way
+RESUMED_KEY = "resumed with changes"
+
+
+def trained_keys(flat: dict[str, Any]) -> dict[str, Any]:
+    """The keys of a flattened config that say how a run trained, as its checkpoints record them (state "recipe",
+    engine/train.py): the recipe's keys (:data:`RECIPE_IGNORED` left out) but evaluation's (``eval.*``: they may
+    change after training) and ``train.amp`` (the run's precision, recorded on its own as state "amp")."""
+    return {key: value for key, value in flat.items()
+            if key not in RECIPE_IGNORED and not key.startswith("eval.") and key != "train.amp"}
+
+
+def resumes_text(resumed: Any) -> str:
+    """The recipe's :data:`RESUMED_KEY` entry from a checkpoint's state "resumed" (a list of {"after_epoch": n,
+    "changes": {key: [before, after]}}): ``after epoch 3: train.epochs 3 -> 6``, ``; ``-joined; ``none``."""
+    parts = [f"after epoch {entry.get('after_epoch')}: {changes_text(entry['changes'])}"
+             for entry in (resumed if isinstance(resumed, list) else [])
+             if isinstance(entry, dict) and isinstance(entry.get("changes"), dict)]
+    return "; ".join(parts) or "none"
+
+
+def changes_text(changes: dict[str, Any]) -> str:
+    """``train.epochs 3 -> 6, train.min_lr 0.0 -> 0.001`` of {key: [before, after]}."""
+    return ", ".join(f"{key} {_show(pair[0])} -> {_show(pair[1])}" for key, pair in changes.items()
+                     if isinstance(pair, list) and len(pair) == 2)
+
+
+def _as_trained(flat: dict[str, Any], recipe: Any, resumed: Any) -> dict[str, Any]:
+    """`flat` (a flattened config.yaml) with the training keys the run's checkpoint records it trained with (a
+    config.yaml edited after training does not change them) and :data:`RESUMED_KEY`; `flat` as it is for a run
+    of an older openlt, whose checkpoints record no "recipe"."""
+    if not isinstance(recipe, dict):
+        return flat
+    return {**flat, **recipe, RESUMED_KEY: resumes_text(resumed)}
 
 
 def run_recipe(metrics: dict) -> dict[str, Any] | None:
@@ -410,7 +446,9 @@ def run_lineage(metrics: dict) -> Lineage | None:
     flat = _run_config(run_dir)
     if flat is None:
         return None
-    lineage = Lineage([_with_trained_amp(flat, run_dir, None)], [None])
+    state = _run_state(run_dir)
+    lineage = Lineage([_with_trained_amp(_as_trained(flat, state.get("recipe"), state.get("resumed")), run_dir,
+                                         None)], [None])
     record = _recorded_stage1(run_dir)
     while len(lineage.levels) <= RECIPE_DEPTH:
         parent = lineage.levels[-1].get("train.init_from")
@@ -419,13 +457,16 @@ def run_lineage(metrics: dict) -> Lineage | None:
         config = record.get("config") if isinstance(record, dict) else None
         sha = record.get("sha256") if isinstance(record, dict) and isinstance(record.get("sha256"), str) else None
         if isinstance(config, dict):
-            flat = _with_trained_amp(flatten(config), None, record.get("amp"))
+            flat = _with_trained_amp(_as_trained(flatten(config), record.get("recipe"), record.get("resumed")),
+                                     None, record.get("amp"))
             record = record.get("stage1")
         else:
             flat = _run_config(Path(parent))
             if flat is None:
                 lineage.unknown = parent
                 break
+            state = _run_state(Path(parent))
+            flat = _as_trained(flat, state.get("recipe"), state.get("resumed"))
             flat, record = _with_trained_amp(flat, Path(parent), None), _recorded_stage1(Path(parent))
         lineage.levels.append(flat)
         lineage.sha256.append(sha)
@@ -451,6 +492,12 @@ def _with_trained_amp(flat: dict[str, Any], run_dir: Path | None, recorded: Any)
     else:
         amp = _trained_amp(run_dir, flat.get("train.device"))
     return {**flat, "train.amp": amp}
+
+
+def _run_state(run_dir: Path) -> dict:
+    """The state of a run's last checkpoint, else of its best one ({} when neither can be read)."""
+    return (_checkpoint_state(run_dir / "checkpoints" / "last.safetensors")
+            or _checkpoint_state(run_dir / "checkpoints" / "best.safetensors"))
 
 
 def _recorded_stage1(run_dir: Path) -> dict | None:
