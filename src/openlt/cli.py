@@ -421,9 +421,15 @@ def _identify(args: argparse.Namespace) -> int:
 def _report(args: argparse.Namespace) -> int:
     from openlt.engine.run import check_tag, open_run
     from openlt.reporting.run_report import rebuild_reports
+    from openlt.reporting.summary import checkpoint_changed, load_metrics
 
     check_tag(args.tag, "--tag")
-    print(f"report: {rebuild_reports(open_run(args.run), args.tag)}")
+    run = open_run(args.run)
+    print(f"report: {rebuild_reports(run, args.tag)}")
+    path = run.metrics_path(args.tag)  # redrawn as evaluated; said when that is no longer the run's checkpoint
+    changed = checkpoint_changed(load_metrics(path), path)
+    if changed:
+        print(f"note: {changed}")
     return 0
 
 
