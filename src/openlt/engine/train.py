@@ -108,6 +108,10 @@ def train(cfg: Config, *, run: Run | None = None, name: str | None = None, resum
         net = wrap_for_training(model, criterion, device)
         bands = ShotBands.from_config(cfg.eval)
         log(_start_line(cfg, data, bands, device, len(loader.dataset), len(loader)))
+        untested = _classes_without_val_images(data) if val_loader is not None else ""
+        if untested:
+            log(f"note: the validation split has no image of {untested}: each epoch's validation top-1 (and the best "
+                f"checkpoint chosen on it) averages over the classes it has")
         started = time.time()
         epoch_log = EpochLog(run, start_epoch) if main else None  # metrics.jsonl, and TensorBoard when it is installed
         for epoch in range(start_epoch, cfg.train.epochs):
@@ -745,6 +749,19 @@ def _start_line(cfg: Config, data: DataBundle, bands: ShotBands, device: torch.d
     return (f"{images} training images, {data.num_classes} classes ({bands.describe()}), {cfg.model.backbone} on "
             f"{device}" + (f" x {world} processes" if world > 1 else "") + f", {cfg.train.epochs} epochs of {steps} "
             f"steps" + (f", amp {amp}" if amp != "none" else "") + (f"; {data.input_note}" if data.input_note else ""))
+
+
+def _classes_without_val_images(data: DataBundle) -> str:
+    """``2 classes (dog, eel)``: the known classes the validation split file lists no image of (own split files
+    may leave a rare class out), or "" when it has every class (or is not a parsed split file)."""
+    entries = data.entries.get("val")
+    if entries is None:
+        return ""
+    missing = sorted(set(range(data.num_classes)) - set(entries.labels))
+    if not missing:
+        return ""
+    names = ", ".join(data.class_names[k] for k in missing[:5]) + (", ..." if len(missing) > 5 else "")
+    return f"{len(missing)} class{'es' if len(missing) > 1 else ''} ({names})"
 
 
 def _epoch_line(record: dict, epochs: int, eta_s: float, improved: bool) -> str:
