@@ -103,3 +103,15 @@ def test_summary_compares_the_stage1_runs_resumes(runs, tmp_path, capsys):
     code, out, err = cli(capsys, "summary", *stage2)
     assert code == 2 and "Traceback" not in err, err
     assert f"train.init_from:{RESUMED_KEY}: after epoch 1: train.epochs 1 -> 2 vs none" in err
+
+
+def test_a_key_the_checkpoint_does_not_record_is_no_change(runs):
+    """A run checkpointed by an openlt before a config key was added (or after one was removed): the key is no
+    change a resume made (was: "train.eval_every null -> 1" recorded, and summary refused the run beside fresh ones)."""
+    cfg = build_config(runs["straight"] / "config.yaml", [])
+    state = checkpoint_state(runs["straight"] / "checkpoints" / "last.safetensors")
+    older = {**state, "recipe": {k: v for k, v in state["recipe"].items() if k != "train.eval_every"}}
+    notes = []
+    assert resumed_changes(cfg, older, 2, notes.append) == [] and notes == []
+    older["recipe"]["train.gone_key"] = 3  # a key this openlt no longer has
+    assert resumed_changes(cfg, older, 2, notes.append) == [] and notes == []

@@ -238,13 +238,13 @@ def resumed_changes(cfg: Config, state: dict | None, start_epoch: int, log: Log)
     epochs done, "changes": {key: [before, after]}}), with this resume's changes added (one note line naming
     them): a run extended from 3 to 6 epochs trained another learning-rate curve than a 6-epoch run, and `openlt
     summary` must not average the two as one recipe (trial 19 D7). A new run, or a resume of a run whose
-    checkpoint records no recipe (an older openlt), starts an empty record."""
+    checkpoint records no recipe (an older openlt), starts an empty record; a key only one of the two has (the
+    checkpoint's openlt had no such key yet, or this one no longer has it) is no change."""
     if state is None or not isinstance(state.get("recipe"), dict):
         return []
     resumed = list(state.get("resumed") or [])
     before, now = state["recipe"], trained_recipe(cfg)
-    changes = {key: [before.get(key), now.get(key)] for key in sorted(set(before) | set(now))
-               if before.get(key) != now.get(key)}
+    changes = {key: [before[key], now[key]] for key in sorted(set(before) & set(now)) if before[key] != now[key]}
     if changes:
         resumed.append({"after_epoch": start_epoch, "changes": changes})
         log(f"note: resumed after epoch {start_epoch} with {changes_text(changes)}: this run's recipe is its own "
