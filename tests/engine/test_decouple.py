@@ -427,3 +427,22 @@ def test_decoupled_stage2_takes_a_relative_class_names_file_the_stage1_run_saved
     text = str(err.value)
     assert len(text.splitlines()) == 1 and f"data.class_names=other.txt ({tmp_path / 'other.txt'})" in text, text
     assert f"data.class_names={tmp_path / 'names.txt'}" in text and "drop data.class_names to use" in text, text
+
+
+def test_a_stage2_records_the_recipe_it_was_fitted_with(stage1, tmp_path):
+    """A decoupled stage 2's checkpoints record the training keys it was fitted with (state "recipe"), as a stage
+    1's do: `openlt summary` names it by them, and a config.yaml edited after the fit does not change its recipe
+    (was: no record, so train.epochs edited to 48 named a 2-epoch cRT run a 48-epoch one)."""
+    import yaml
+
+    from openlt.engine.checkpoint import checkpoint_state
+    from openlt.reporting.summary import RESUMED_KEY, load_metrics, run_recipe
+
+    run = stage2(stage1, "crt", tmp_path)
+    state = checkpoint_state(run / "checkpoints" / "last.safetensors")
+    assert state["recipe"]["train.epochs"] == 2 and state["recipe"]["decouple.method"] == "crt"
+    config = yaml.safe_load((run / "config.yaml").read_text())
+    config["train"]["epochs"] = 48
+    (run / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+    recipe = run_recipe(load_metrics(run / "metrics.json"))
+    assert recipe["train.epochs"] == 2 and recipe[RESUMED_KEY] == "none"

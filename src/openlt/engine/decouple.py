@@ -36,7 +36,7 @@ from openlt.engine.init_from import (check_stage1_free, check_stage1_split_dir, 
 from openlt.engine.manifest import check_open_decision, read_run_manifest, verify_manifest
 from openlt.engine.precision import check_amp, precision_name
 from openlt.engine.run import Run, open_run, saved_path
-from openlt.engine.runtime import defining_config, make_loader, to_device
+from openlt.engine.runtime import defining_config, make_loader, to_device, trained_recipe
 from openlt.engine.stage1_record import stage1_config, stage1_record
 from openlt.engine.tracking import EpochLog
 from openlt.errors import ConfigError, RunDirError
@@ -282,7 +282,8 @@ def train_decoupled(cfg: Config, run: Run, quiet: bool, log: Callable[[str], Non
              "val_overall": None if final_val is None else final_val["overall"],
              "config": defining_config(cfg, data.class_names),  # what eval / predict / export find unchanged
              "stage1": stage1,  # the stage-1 checkpoint the head fits (eval refuses another: issue 14)
-             "amp": amp}  # the precision of its features (stage2_amp): what eval, predict and export run in
+             "amp": amp,  # the precision of its features (stage2_amp): what eval, predict and export run in
+             "recipe": trained_recipe(cfg)}  # what it was fitted with: summary names it by this, not config.yaml
     save_checkpoint(run.checkpoint("best"), model, None, state)
     save_checkpoint(run.checkpoint("last"), model, None, state)
     log(f"stage 2 ({method.name}) done in {details['seconds']:.1f}s")

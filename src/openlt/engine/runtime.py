@@ -294,6 +294,15 @@ MAY_CHANGE_AFTER_TRAINING = ("eval.* (open_score, batch_size, bands, ...), train
                              "data.pin_memory and where the data is (data.root, data.split_dir, ...)")
 
 
+def trained_recipe(cfg: Config) -> dict:
+    """The training keys of `cfg` as config.yaml saves them (summary.trained_keys of its flattened, path-absolute
+    form, JSON values): what a run's checkpoints record it trained with (state "recipe": train.save_epoch, and a
+    decoupled stage 2's, decouple.train_decoupled), which `openlt summary` names the run by."""
+    from openlt.reporting.summary import trained_keys
+
+    return trained_keys(flatten(json.loads(json.dumps(to_dict(absolute_paths(cfg)), default=str))))
+
+
 def defining_config(cfg: Config, classes: list[str] | None = None) -> dict:
     """{dotted key: value} of the keys of :data:`DEFINING_KEYS` / :data:`DEFINING_PREFIXES` in `cfg`, its paths
     absolute (as config.yaml saves them), as JSON data: what a run's checkpoints record as their state's

@@ -30,7 +30,7 @@ import torch
 from torch.optim.lr_scheduler import LambdaLR
 from tqdm import tqdm
 
-from openlt.config import Config, flatten, to_dict
+from openlt.config import Config
 from openlt.data.build import DataBundle, prepare_data
 from openlt.data.samplers import build_sampler
 from openlt.data.splits import MANIFEST
@@ -45,10 +45,11 @@ from openlt.engine.stage1_record import training_stage1_record
 from openlt.engine.manifest import check_training_data
 from openlt.engine.precheck import check_loss_weights, check_open_score_before_training
 from openlt.engine.precision import autocast, check_amp, grad_scaler, precision_name, resolve_amp, run_amp
-from openlt.engine.run import (Run, RunMovedError, absolute_paths, new_folders, new_run, publish_run, remove_empty,
-                               remove_stale_stages, staged_run)
+from openlt.engine.run import (Run, RunMovedError, new_folders, new_run, publish_run, remove_empty, remove_stale_stages,
+                               staged_run)
 from openlt.engine.runtime import (batch_to, collect_outputs, config_change, config_value, defining_config,
-                                   inference_loader, make_loader, resolve_device, stage1_moved_to, to_device)
+                                   inference_loader, make_loader, resolve_device, stage1_moved_to, to_device,
+                                   trained_recipe)
 from openlt.engine.tracking import EpochLog
 from openlt.errors import ConfigError, OpenLTError, RunDirError, TrainingError, WriteError
 from openlt.io import remove_stale_temp, write_json, write_text
@@ -57,7 +58,7 @@ from openlt.metrics import ShotBands
 from openlt.models.model import OpenLTModel, build_model
 from openlt.optim import build_optimizer, build_scheduler, lr_schedule, optimizer_step, scheduled_factor
 from openlt.reporting.convergence import convergence
-from openlt.reporting.summary import changes_text, trained_keys
+from openlt.reporting.summary import changes_text
 
 Log = Callable[[str], None]
 _LOG = logging.getLogger(__name__)  # the default voice: `openlt train` prints these records (cli.console_logging)
@@ -225,12 +226,6 @@ def save_epoch(run: Run, model: OpenLTModel, optimizer: torch.optim.Optimizer,
                   lambda: save_checkpoint(run.checkpoint("last"), model, optimizer, state, parents=False))
         _in_place(run, f"epoch {epoch + 1}'s line of {run.log_file.name}", lambda: epoch_log.write(record))
     return best, improved
-
-
-def trained_recipe(cfg: Config) -> dict:
-    """The training keys of `cfg` as config.yaml saves them (summary.trained_keys of its flattened, path-absolute
-    form, JSON values): what the run's checkpoints record it trained with (state "recipe")."""
-    return trained_keys(flatten(json.loads(json.dumps(to_dict(absolute_paths(cfg)), default=str))))
 
 
 def resumed_changes(cfg: Config, state: dict | None, start_epoch: int, log: Log) -> list:
