@@ -115,3 +115,15 @@ def test_a_key_the_checkpoint_does_not_record_is_no_change(runs):
     assert resumed_changes(cfg, older, 2, notes.append) == [] and notes == []
     older["recipe"]["train.gone_key"] = 3  # a key this openlt no longer has
     assert resumed_changes(cfg, older, 2, notes.append) == [] and notes == []
+
+
+def test_a_loss_args_entry_added_on_resume_is_a_change(runs):
+    """train.loss_args is compared whole (summary.fold_free_mappings): an entry added on resume is a change, though
+    flattened it is a key the checkpoint's recipe lacks."""
+    cfg = build_config(runs["straight"] / "config.yaml", ["train.loss=focal", "train.loss_args.gamma=0.5"])
+    state = checkpoint_state(runs["straight"] / "checkpoints" / "last.safetensors")
+    state = {**state, "recipe": {**state["recipe"], "train.loss": "focal"}}  # (the loss itself is refused earlier)
+    notes = []
+    assert resumed_changes(cfg, state, 2, notes.append) == [
+        {"after_epoch": 2, "changes": {"train.loss_args": [{}, {"gamma": 0.5}]}}]
+    assert "train.loss_args {} -> {'gamma': 0.5}" in notes[0]

@@ -211,3 +211,16 @@ def test_train_amp_auto_is_compared_as_the_precision_the_run_trained_in(tmp_path
     gpu = run(tmp_path, "s4", 4, **{"train.amp": "auto", "train.device": "cuda"})  # no record: auto was bf16 there
     code, out, err = cli([f"x={old}", f"x={gpu}"], capsys)
     assert code == 2 and "train.amp: none vs bf16" in err, err
+
+
+def test_loss_args_set_in_one_run_and_not_in_another_are_different_recipes(tmp_path, capsys):
+    """train.loss_args is a mapping of the user's keys: flattened, {} and {gamma: 0.5} were two different keys, neither
+    compared, and a focal run of the default gamma was averaged with one of gamma 0.5 (trial 19)."""
+    a = run(tmp_path, "g2", 0, **{"train.loss": "focal"})
+    b = run(tmp_path, "g05", 1, **{"train.loss": "focal", "train.loss_args": {"gamma": 0.5}})
+    assert "(config.yaml train.loss_args: {} vs {'gamma': 0.5})" in refused([f"x={a}", f"x={b}"], capsys)
+    c = run(tmp_path, "g1", 2, **{"train.loss": "focal", "train.loss_args": {"gamma": 1.0}})
+    assert "train.loss_args: {'gamma': 0.5} vs {'gamma': 1.0}" in refused([f"x={b}", f"x={c}"], capsys)
+    d = run(tmp_path, "g05b", 3, **{"train.loss": "focal", "train.loss_args": {"gamma": 0.5}})
+    code, out, err = cli([f"x={b}", f"x={d}"], capsys)  # the same loss_args: one recipe
+    assert code == 0 and "| x | 2 |" in out, err

@@ -58,7 +58,7 @@ from openlt.metrics import ShotBands
 from openlt.models.model import OpenLTModel, build_model
 from openlt.optim import build_optimizer, build_scheduler, lr_schedule, optimizer_step, scheduled_factor
 from openlt.reporting.convergence import convergence
-from openlt.reporting.summary import changes_text
+from openlt.reporting.summary import changes_text, fold_free_mappings
 
 Log = Callable[[str], None]
 _LOG = logging.getLogger(__name__)  # the default voice: `openlt train` prints these records (cli.console_logging)
@@ -238,7 +238,7 @@ def resumed_changes(cfg: Config, state: dict | None, start_epoch: int, log: Log)
     if state is None or not isinstance(state.get("recipe"), dict):
         return []
     resumed = list(state.get("resumed") or [])
-    before, now = state["recipe"], trained_recipe(cfg)
+    before, now = fold_free_mappings(state["recipe"]), fold_free_mappings(trained_recipe(cfg))  # loss_args whole
     changes = {key: [before[key], now[key]] for key in sorted(set(before) & set(now)) if before[key] != now[key]}
     if changes:
         resumed.append({"after_epoch": start_epoch, "changes": changes})

@@ -565,9 +565,36 @@ def _checkpoint_state(path: Path) -> dict:
     return state if isinstance(state, dict) else {}
 
 
+# config options whose value is a mapping of keys of the user's choosing: flattened, each key set is an entry of its
+# own (train.loss_args.gamma) and an empty one the single entry {} (train.loss_args), so "a key one side lacks"
+# would hide them; they are compared as one value
+FREE_MAPPINGS = ("train.loss_args",)
+
+
+def fold_free_mappings(recipe: dict[str, Any]) -> dict[str, Any]:
+    """`recipe` (a flattened config or :func:`run_recipe`, stage-1 keys under ``train.init_from:`` prefixes) with
+    the entries of each :data:`FREE_MAPPINGS` option folded into one mapping under its key, at its first entry's
+    place: ``{"train.loss_args.gamma": 0.5}`` -> ``{"train.loss_args": {"gamma": 0.5}}``."""
+    folded: dict[str, Any] = {}
+    for key, value in recipe.items():
+        tail = key.rpartition(":")[2]
+        lead = key[:len(key) - len(tail)]
+        mapping = next((m for m in FREE_MAPPINGS if tail == m or tail.startswith(m + ".")), None)
+        if mapping is None:
+            folded[key] = value
+            continue
+        entry = folded.setdefault(lead + mapping, {})
+        if tail != mapping:
+            entry[tail[len(mapping) + 1:]] = value
+    return folded
+
+
 def recipe_differences(a: dict[str, Any], b: dict[str, Any]) -> list[str]:
     """``"KEY: A vs B"`` for each key whose values differ, in `a`'s order; a key one of them lacks (a config of an
-    older openlt) is not compared."""
+    older openlt) is not compared. A :data:`FREE_MAPPINGS` option is compared whole (was: `train.loss_args` {} and
+    {gamma: 0.5} were two different keys, neither compared, and summary averaged a focal run of gamma 2 with one of
+    gamma 0.5: trial 19)."""
+    a, b = fold_free_mappings(a), fold_free_mappings(b)
     return [f"{key}: {_show(value)} vs {_show(b[key])}" for key, value in a.items() if key in b and b[key] != value]
 
 
