@@ -108,11 +108,7 @@ def train(cfg: Config, *, run: Run | None = None, name: str | None = None, resum
         scheduler = build_scheduler(optimizer, schedule, start_step=start_epoch * len(loader))
         net = wrap_for_training(model, criterion, device)
         bands = ShotBands.from_config(cfg.eval)
-        log(_start_line(cfg, data, bands, device, len(loader.dataset), len(loader)))
-        untested = _classes_without_val_images(data) if val_loader is not None else ""
-        if untested:
-            log(f"note: the validation split has no image of {untested}: each epoch's validation top-1 (and the best "
-                f"checkpoint chosen on it) averages over the classes it has")
+        _log_start(log, cfg, data, bands, device, loader, has_val=val_loader is not None)
         started = time.time()
         epoch_log = EpochLog(run, start_epoch) if main else None  # metrics.jsonl, and TensorBoard when it is installed
         for epoch in range(start_epoch, cfg.train.epochs):
@@ -129,11 +125,7 @@ def train(cfg: Config, *, run: Run | None = None, name: str | None = None, resum
                                         amp=cfg.train.amp, stage1=stage1, recipe=recipe, resumed=resumed)
             eta = (time.time() - started) / (epoch + 1 - start_epoch) * (cfg.train.epochs - epoch - 1)
             log(_epoch_line(record, cfg.train.epochs, eta, improved))
-        if epoch_log is not None:
-            epoch_log.close()
-            warning = convergence(run.epochs_logged())["warning"]  # best epoch late and validation still rising
-            if warning:
-                log(f"note: {warning}")
+        _close_log(epoch_log, run, log)
         distributed.barrier()  # the other ranks go on (e.g. to evaluation) once rank 0 has written the checkpoints
     return run
 
@@ -744,6 +736,27 @@ def _start_line(cfg: Config, data: DataBundle, bands: ShotBands, device: torch.d
     return (f"{images} training images, {data.num_classes} classes ({bands.describe()}), {cfg.model.backbone} on "
             f"{device}" + (f" x {world} processes" if world > 1 else "") + f", {cfg.train.epochs} epochs of {steps} "
             f"steps" + (f", amp {amp}" if amp != "none" else "") + (f"; {data.input_note}" if data.input_note else ""))
+
+
+def _log_start(log: Log, cfg: Config, data: DataBundle, bands: ShotBands, device: torch.device, loader, *,
+               has_val: bool) -> None:
+    """The run's start line, and a note when the validation split lacks some known class."""
+    log(_start_line(cfg, data, bands, device, len(loader.dataset), len(loader)))
+    untested = _classes_without_val_images(data) if has_val else ""
+    if untested:
+        log(f"note: the validation split has no image of {untested}: each epoch's validation top-1 (and the best "
+            f"checkpoint chosen on it) averages over the classes it has")
+
+
+def _close_log(epoch_log: EpochLog | None, run: Run, log: Log) -> None:
+    """Close metrics.jsonl (rank 0) and say when the run may be under-trained (best epoch late, validation still
+    rising: reporting.convergence)."""
+    if epoch_log is None:
+        return
+    epoch_log.close()
+    warning = convergence(run.epochs_logged())["warning"]
+    if warning:
+        log(f"note: {warning}")
 
 
 def _classes_without_val_images(data: DataBundle) -> str:
