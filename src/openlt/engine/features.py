@@ -155,7 +155,10 @@ def load_features(run: Run, splits: tuple[str, ...] = SPLITS, checkpoint: str = 
     result: dict[str, dict[str, torch.Tensor]] = {}
     for split in splits:
         path = run.feature_cache(split)
-        key = cache_key(checkpoint, checkpoint_sha256, data, split, dtype, amp)
+        # rank 0's key for every process: one stat pass over the split's images, and one view of them (a node
+        # that saw a rewritten image late would otherwise decide otherwise than the rest)
+        key = distributed.broadcast_object(cache_key(checkpoint, checkpoint_sha256, data, split, dtype, amp)
+                                           if main else None)
         existed = path.is_file()
         cached = None if force else _read(path)
         reused = _reused(path, cached, key)
