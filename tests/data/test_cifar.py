@@ -3,6 +3,7 @@
 import json
 import os
 import pickle
+import re
 from pathlib import Path
 
 import numpy as np
@@ -182,6 +183,32 @@ def test_bad_split_settings_are_config_errors(c10, change, message):
     cfg = SplitConfig(**{**vars(default_split_config("cifar10")), "n_max": 100, **change})
     with pytest.raises(ConfigError, match=message):
         make_cifar_lt_split(cifar_pool("cifar10", c10), cfg)
+
+
+def test_a_test_count_the_test_batch_cannot_give_is_refused(c10, tmp_path, capsys):
+    """--test-per-class 7 of a test batch with 6 images a class (was: 6 taken without a word, the manifest saying 7,
+    and an open class cut alike): refused naming the class and the option, as for an image folder or
+    Fashion-MNIST; the count the batch holds is taken in full."""
+    message = ("class 'airplane' has 6 test image(s) in the cifar10 test set, fewer than data.split.test_per_class "
+               "(--test-per-class) 7 asks")
+    cfg = SplitConfig(**{**vars(default_split_config("cifar10")), "n_max": 20, "imbalance_factor": 10,
+                         "val_per_class": 2, "test_per_class": 7, "open_classes": 2})
+    with pytest.raises(DataError, match=re.escape(message)):
+        make_cifar_lt_split(cifar_pool("cifar10", c10), cfg)
+    code = main(["split", "--dataset", "cifar10", "--root", str(c10), "--n-max", "20", "--imbalance-factor", "10",
+                 "--test-per-class", "7", "--out", str(tmp_path / "s")])
+    err = capsys.readouterr().err
+    assert code == 2 and message in err and len(err.strip().splitlines()) == 1 and not (tmp_path / "s").exists()
+    pool = cifar_pool("cifar10", c10)
+    keep = np.flatnonzero(pool.test_labels != 9).tolist() + np.flatnonzero(pool.test_labels == 9)[1:].tolist()
+    pool.test_items = [pool.test_items[i] for i in sorted(keep)]
+    pool.test_labels = pool.test_labels[sorted(keep)]  # the open class 'truck' has 5 test images, the others 6
+    cfg.test_per_class = 6
+    with pytest.raises(DataError, match=re.escape("open class 'truck' has 5 image(s) in the cifar10 test set, fewer "
+                                                  "than data.split.test_per_class (--test-per-class) 6 asks")):
+        make_cifar_lt_split(pool, cfg)
+    split = make_cifar_lt_split(cifar_pool("cifar10", c10), cfg)
+    assert len(split.entries["test"][0]) == 6 * 8 and len(split.entries["open"][0]) == 6 * 2
 
 
 # --- through the CLI and prepare_data ------------------------------------------------------------------

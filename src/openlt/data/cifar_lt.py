@@ -25,8 +25,8 @@ import numpy as np
 from openlt.config import SplitConfig
 from openlt.data import cifar
 from openlt.data.datasets import IMAGE_EXTENSIONS, check_decodable, image_files
-from openlt.data.splits import (SPLIT_NAMES, LabelledPool, Split, _resolve_open_classes, as_count, check_known_classes,
-                                write_split)
+from openlt.data.splits import (SPLIT_NAMES, LabelledPool, Split, _check_open, _resolve_open_classes, as_count,
+                                check_known_classes, check_test_set, write_split)
 from openlt.errors import ConfigError, DataError
 
 # `openlt split --dataset cifar10|cifar100` starts from these; the configs under configs/cifar*_lt/ say the same.
@@ -124,6 +124,9 @@ def make_cifar_lt_split(pool: LabelledPool, cfg: SplitConfig, open_items: list[s
     if min(counts) < 1:
         raise ConfigError(f"n_max={cfg.n_max} at imbalance factor {cfg.imbalance_factor:g} leaves the last class(es) "
                           f"without a training image; n_max must be at least the imbalance factor")
+    test_by_class = {c: np.flatnonzero(test_labels == c) for c in range(n_classes)}
+    check_test_set(pool, cfg, known, test_by_class)  # test_per_class in full, or refused (never a silent cut)
+    _check_open(pool, cfg, open_ids, test_by_class, cfg.test_per_class, separate_test=True)
     ranked = known if cfg.order == "label" else np.random.default_rng(cfg.seed).permutation(known).tolist()
     wanted = dict(zip(ranked, counts))
 

@@ -254,13 +254,8 @@ def _check_available(pool: LabelledPool, cfg: SplitConfig, wanted: dict[int, int
                f"lower them to what it can give (e.g. {fit}, or the same data.split keys), or add images")
         raise DataError(f"class {pool.class_names[c]!r} has no image left for training ({n} in all){others}: "
                         f"{takes} first, never fewer than asked, and training needs at least 1; {fix}")
-    if test_by_class is not None and cfg.test_per_class is not None:
-        short_test = [(len(test_by_class[c]), c) for c in wanted if len(test_by_class[c]) < cfg.test_per_class]
-        if short_test:
-            n, c = min(short_test)
-            raise DataError(f"class {pool.class_names[c]!r} has {n} test image(s) in the {pool.dataset} test set, "
-                            f"fewer than {t_opt} {cfg.test_per_class} asks (never fewer than asked); lower it to "
-                            f"{n} or less, or leave it unset for every test image")
+    if test_by_class is not None:
+        check_test_set(pool, cfg, list(wanted), test_by_class)
     short = []
     for c, want in sorted(wanted.items()):  # class order: the same message whatever the ranks
         left = len(by_class[c]) - test_per_class - v
@@ -273,6 +268,21 @@ def _check_available(pool: LabelledPool, cfg: SplitConfig, wanted: dict[int, int
                         f"{', '.join(short[:5])}{', ...' if len(short) > 5 else ''}; lower data.split.n_max "
                         f"(--n-max; the largest class has {largest} images in all), or keep the natural counts "
                         f"with profile none")
+
+
+def check_test_set(pool: LabelledPool, cfg: SplitConfig, known: list[int], test_by_class: dict[int, np.ndarray]) -> None:
+    """Refuse a data.split.test_per_class that a known class cannot give from the data set's own test set
+    (`test_by_class`: class id -> its test images; Fashion-MNIST, CIFAR): never fewer test images than asked without
+    a word (the manifest records the count asked). DataError naming the smallest such class, its count and the
+    option; nothing to check when test_per_class is unset (every test image)."""
+    if cfg.test_per_class is None:
+        return
+    short = [(len(test_by_class[c]), c) for c in known if len(test_by_class[c]) < cfg.test_per_class]
+    if short:
+        n, c = min(short)
+        raise DataError(f"class {pool.class_names[c]!r} has {n} test image(s) in the {pool.dataset} test set, "
+                        f"fewer than data.split.test_per_class (--test-per-class) {cfg.test_per_class} asks (never "
+                        f"fewer than asked); lower it to {n} or less, or leave it unset for every test image")
 
 
 def _check_open(pool: LabelledPool, cfg: SplitConfig, open_ids: list[int], source: dict[int, np.ndarray],
