@@ -252,3 +252,15 @@ def test_data_split_open_classes_that_is_a_folder_name_is_ambiguous_in_a_config(
     err = capsys.readouterr().err
     assert code == 2 and err.count("\n") == 1 and "data.split.open_classes=0 (" in err and "ambiguous" in err, err
     assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())
+
+
+@pytest.mark.parametrize("folder_form, typed", [(NFD, NFC), (NFC, NFD)])
+def test_an_open_class_typed_in_the_other_normal_form_is_that_class(tmp_path, capsys, folder_form, typed):
+    """A class folder in NFD (macOS writes names so) held out as typed on a keyboard, NFC (was: `open class 'café'
+    is not a class of this dataset (did you mean 'café'?)`, two names that print alike): the same class, whose
+    folder name the manifest keeps as written. Folders that differ by normal form alone are refused already."""
+    root = folder(tmp_path / "imgs", [folder_form, "dog", "emu"])
+    code, _, err = split(capsys, root, tmp_path / "s", "--open-classes", typed)
+    assert code == 0, err
+    manifest = json.loads((tmp_path / "s" / "manifest.json").read_text(encoding="utf-8"))
+    assert manifest["open_class_names"] == [folder_form] and manifest["class_names"] == ["dog", "emu"]

@@ -13,6 +13,7 @@ import math
 import os
 import shutil
 import tempfile
+import unicodedata
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -159,6 +160,10 @@ def refuse_count_that_names_a_class(text: str | None, value, class_names: list[s
                       f"[\"{name}\"] for the class (names quoted in a list)")
 
 
+def _nfc(name: str) -> str:
+    return unicodedata.normalize("NFC", name)
+
+
 def _resolve_open_classes(spec, class_names: list[str], rng: np.random.Generator) -> list[int]:
     """The held-out class ids of `spec` (data.split.open_classes): a number of classes drawn with `rng`, or items
     ('a,b' text or a list) that are class names or ids. A number in a list (YAML ``[2, 3]``) is an id, a quoted
@@ -178,6 +183,7 @@ def _resolve_open_classes(spec, class_names: list[str], rng: np.random.Generator
         raise ConfigError(f"open_classes {exc}") from None
     chosen: list[int] = []
     named: dict[int, object] = {}
+    nfc_names = {_nfc(name): c for c, name in enumerate(class_names)}  # one each: look-alike folders are refused
     for value in items:
         if isinstance(spec, str) and value in class_names and value.isascii() and value.isdigit() and int(value) < n \
                 and class_names[int(value)] != value:
@@ -188,6 +194,8 @@ def _resolve_open_classes(spec, class_names: list[str], rng: np.random.Generator
                 raise ConfigError(f"open class id {idx} out of range 0..{n - 1}")
         elif value in class_names:
             idx = class_names.index(value)
+        elif isinstance(value, str) and _nfc(value) in nfc_names:  # 'café' typed (NFC) for a folder written in NFD
+            idx = nfc_names[_nfc(value)]
         else:
             close = difflib.get_close_matches(str(value), class_names, n=1)
             hint = f" (did you mean {close[0]!r}?)" if close else ""
