@@ -144,8 +144,9 @@ def _build_splits(cfg: Config, out_dir: Path) -> None:
 def _class_names(cfg: Config, split_dir: Path, num_classes: int) -> list[str]:
     if cfg.data.class_names:
         path = Path(cfg.data.class_names)
-        if not path.is_absolute() and not path.is_file():
-            path = split_dir / path
+        if not path.is_absolute():
+            _refuse_two_name_files(path, split_dir / path)
+            path = path if path.is_file() else split_dir / path
         if not path.is_file():
             raise DataError(f"class-name file not found: {cfg.data.class_names}")
         first: dict[str, int] = {}
@@ -161,6 +162,16 @@ def _class_names(cfg: Config, split_dir: Path, num_classes: int) -> list[str]:
             raise DataError(f"class-name file {path} has {len(names)} names but the training split has {num_classes} classes")
         return names
     return [f"class_{i}" for i in range(num_classes)]
+
+
+def _refuse_two_name_files(here: Path, in_split: Path) -> None:
+    """A relative data.class_names names a file of the working directory, else one of the split folder: DataError
+    when both exist with other contents (an unrelated names.txt in the working directory with the same number of
+    names would have won without a word: trial 19)."""
+    if here.is_file() and in_split.is_file() and not here.resolve() == in_split.resolve() \
+            and here.read_bytes() != in_split.read_bytes():
+        raise DataError(f"data.class_names={here} names two different files: {here.resolve()} (the working "
+                        f"directory's) and {in_split} (the split folder's); give the one you mean by its path")
 
 
 def _read_manifest(path: Path) -> dict:
