@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+import logging
 import numbers
 import os
 from collections.abc import Iterator
@@ -24,6 +25,8 @@ from openlt.engine.inference import checkpoint_identity, saved_decision, saved_s
 from openlt.engine.predict import NON_FINITE, Predictor, expand_inputs, read_image
 from openlt.engine.run import check_tag, open_run
 from openlt.errors import ConfigError, DataError
+
+_LOG = logging.getLogger(__name__)
 
 Images = Any  # a path, a PIL image, a list of those, or a (N, C, H, W) / (C, H, W) float tensor or array
 
@@ -240,6 +243,22 @@ def _check_normalised(tensor: torch.Tensor, mean: list[float], std: list[float])
                             f"{high:.3g}]); channel {c} holds {seen_low:.4g} .. {seen_high:.4g}"
                             + (" (0..255 pixels? divide by 255 and normalise, or give paths / PIL images)"
                                if seen_high > 2 * high + 1 else "; or give paths / PIL images"))
+    _warn_if_unnormalised(tensor, mean)
+
+
+def _warn_if_unnormalised(tensor: torch.Tensor, mean: list[float]) -> None:
+    """A warning (logger openlt.engine.api) when every value of a batch lies in [0, 1] though the run's transform
+    subtracts a positive mean: a ToTensor() output without Normalize sits inside the normalised range, so the range
+    check passes it, and it would be labelled wrongly without a word (trial 19). Not an error: a bright normalised
+    batch can lie in [0, 1] too."""
+    finite = tensor[torch.isfinite(tensor)]
+    if finite.numel() == 0 or not any(m > 0 for m in mean):
+        return
+    if float(finite.min()) >= 0.0 and float(finite.max()) <= 1.0:
+        _LOG.warning("every value of the tensor of images given lies in [0, 1]: is it normalised as "
+                     "LoadedRun.transform gives ((x - mean) / std, mean %s)? A ToTensor() output without Normalize "
+                     "is labelled wrongly; give paths / PIL images, or LoadedRun.transform's output",
+                     ", ".join(f"{m:g}" for m in mean))
 
 
 def load_run(path: str | os.PathLike, checkpoint: str = "best", device: str | None = None,
