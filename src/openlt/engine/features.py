@@ -64,6 +64,12 @@ def cache_key(checkpoint: str, checkpoint_sha256: str, data: DataBundle, split: 
     return key if amp == "none" else {**key, "amp": amp}
 
 
+def _rank0_key(main: bool, *args) -> dict:
+    """:func:`cache_key` (`args`) as rank 0 builds it, on every process: one stat pass over the split's images, and
+    one view of them (a node that saw a rewritten image late would otherwise decide otherwise than the rest)."""
+    return distributed.broadcast_object(cache_key(*args) if main else None)
+
+
 def _files_stamp(root: Path, items) -> str:
     """sha256 of each listed image's name, size and modification time (ns): what changes when a file is written
     again under its name, without reading the pixels (the split check stats every file already)."""
@@ -155,10 +161,7 @@ def load_features(run: Run, splits: tuple[str, ...] = SPLITS, checkpoint: str = 
     result: dict[str, dict[str, torch.Tensor]] = {}
     for split in splits:
         path = run.feature_cache(split)
-        # rank 0's key for every process: one stat pass over the split's images, and one view of them (a node
-        # that saw a rewritten image late would otherwise decide otherwise than the rest)
-        key = distributed.broadcast_object(cache_key(checkpoint, checkpoint_sha256, data, split, dtype, amp)
-                                           if main else None)
+        key = _rank0_key(main, checkpoint, checkpoint_sha256, data, split, dtype, amp)
         existed = path.is_file()
         cached = None if force else _read(path)
         reused = _reused(path, cached, key)
