@@ -484,8 +484,9 @@ def _add_train_command(sub: argparse._SubParsersAction) -> None:
     p.add_argument("overrides", nargs="*", help="dotted overrides after the config, e.g. train.epochs=2 "
                    "data.root=/data")
     p.add_argument("--resume", metavar="RUN", help="continue an interrupted run from its last checkpoint with its "
-                   "config.yaml, where train.* (e.g. train.epochs), eval.* and data.workers may be edited, not the data, "
-                   "model or input keys (a finished run that was evaluated is left as it is: `openlt eval RUN` "
+                   "config.yaml, where the schedule (train.epochs, train.schedule, ...), eval.* and data.workers may be "
+                   "edited, not the data, model or input keys, train.init_from, the optimizer's settings (train.lr, "
+                   "...), seed, loss or sampler (a finished run that was evaluated is left as it is: `openlt eval RUN` "
                    "evaluates it again)")
     p.add_argument("--name", help="run name prefix (default: the config's name)")
     p.add_argument("--device", help="auto, cpu, cuda, cuda:N or mps (same as train.device=...; with --resume: "
