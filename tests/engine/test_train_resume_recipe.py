@@ -127,3 +127,14 @@ def test_a_loss_args_entry_added_on_resume_is_a_change(runs):
     assert resumed_changes(cfg, state, 2, notes.append) == [
         {"after_epoch": 2, "changes": {"train.loss_args": [{}, {"gamma": 0.5}]}}]
     assert "train.loss_args {} -> {'gamma': 0.5}" in notes[0]
+
+
+def test_a_changed_open_split_is_no_training_change(runs):
+    """The open split is read by evaluation only: a `--resume` with data.open_split=null (or another file) records no
+    change, so summary still averages the run with its seeds (was: "data.open_split open.txt -> None", the run a
+    recipe of its own)."""
+    cfg = build_config(runs["straight"] / "config.yaml", ["data.open_split=null"])
+    state = checkpoint_state(runs["straight"] / "checkpoints" / "last.safetensors")
+    notes = []
+    assert resumed_changes(cfg, state, 2, notes.append) == [] and notes == []
+    assert "data.open_split" not in state["recipe"] and "data.val_split" in state["recipe"]

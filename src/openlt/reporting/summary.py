@@ -360,9 +360,15 @@ RESUMED_KEY = "resumed with changes"
 def trained_keys(flat: dict[str, Any]) -> dict[str, Any]:
     """The keys of a flattened config that say how a run trained, as its checkpoints record them (state "recipe",
     engine/train.py): the recipe's keys (:data:`RECIPE_IGNORED` left out) but evaluation's (``eval.*``: they may
-    change after training) and ``train.amp`` (the run's precision, recorded on its own as state "amp")."""
+    change after training), ``train.amp`` (the run's precision, recorded on its own as state "amp") and
+    :data:`NOT_TRAINED_ON` (read by evaluation only: a resume that drops the open split changed no training)."""
     return {key: value for key, value in flat.items()
-            if key not in RECIPE_IGNORED and not key.startswith("eval.") and key != "train.amp"}
+            if key not in RECIPE_IGNORED and not key.startswith("eval.") and key not in NOT_TRAINED_ON}
+
+
+# recipe keys training never reads: the run's precision is state "amp" of its own; the open split is evaluation's
+# (its images are compared by sha256 through metrics.json), so a `--resume` that changes it is no training change
+NOT_TRAINED_ON = frozenset({"train.amp", "data.open_split"})
 
 
 def resumes_text(resumed: Any) -> str:
