@@ -66,13 +66,13 @@ def test_summary_compares_the_recorded_stage_one_recipes_after_the_stage_one_run
     code, out, err = cli(capsys, "summary", f"ncm={ncm[1]}", f"ncm={ncm[2]}")  # S3: both stage-2 seed 0
     assert code == 0 and "| ncm | 2 |" in out and "note: stage-1 recipe unknown" not in out, err
     code, out, err = cli(capsys, "summary", f"ncm={ncm[1]}", f"ncm={ncm[3]}")
-    assert code == 2 and "(config.yaml train.init_from:train.epochs: 1 vs 2)" in err, err
+    assert code == 2 and "(train.init_from:train.epochs: 1 vs 2; " in err, err
     moved = {seed: root / f"moved-{seed}" for seed in stage1}
     for seed, source in stage1.items():
         shutil.move(source, moved[seed])
     try:
         code, out, err = cli(capsys, "summary", f"ncm={ncm[1]}", f"ncm={ncm[3]}")
-        assert code == 2 and "(config.yaml train.init_from:train.epochs: 1 vs 2)" in err, err
+        assert code == 2 and "(train.init_from:train.epochs: 1 vs 2; " in err, err
         code, out, err = cli(capsys, "summary", f"ncm={ncm[1]}", f"ncm={ncm[2]}")
         assert code == 0 and "| ncm | 2 |" in out and "note: stage-1 recipe unknown" not in out, err
     finally:

@@ -69,7 +69,8 @@ def test_different_epochs_are_refused_naming_both_runs_and_the_key(tmp_path, cap
     a, b = run(tmp_path, "e12", 0), run(tmp_path, "e48", 1, **{"train.epochs": 48})
     assert refused([f"plain={a}", f"plain={b}"], capsys) == (
         f"openlt summary: error: cannot average {a} and {b} into one row 'plain': they were trained with different "
-        "recipes (config.yaml train.epochs: 12 vs 48); give them different labels (LABEL=RUN) or average runs of one "
+        "recipes (train.epochs: 12 vs 48; training keys from the runs' checkpoints where they record them, else "
+        "config.yaml); give them different labels (LABEL=RUN) or average runs of one "
         "recipe")
     code, out, err = cli([f"e12={a}", f"e48={b}"], capsys)  # rows of their own: fine
     assert code == 0 and "| e12 | 1 |" in out and "| e48 | 1 |" in out, err
@@ -77,12 +78,12 @@ def test_different_epochs_are_refused_naming_both_runs_and_the_key(tmp_path, cap
 
 def test_a_different_lr_and_several_keys_are_named_first_ones_first(tmp_path, capsys):
     a, b = run(tmp_path, "s0", 0), run(tmp_path, "s1", 1, **{"train.lr": 0.2})
-    assert "(config.yaml train.lr: 0.1 vs 0.2)" in refused([a, b], capsys)
+    assert "(train.lr: 0.1 vs 0.2; " in refused([a, b], capsys)
     c = run(tmp_path, "s2", 2, **{"model.backbone": "resnet18", "train.epochs": 24, "train.lr": 0.05,
                                   "train.sampler": "class_balanced", "data.split.n_max": 640})
     err = refused([a, c], capsys)
-    assert ("(config.yaml data.split.n_max: 1280 vs 640, model.backbone: resnet10 vs resnet18, train.epochs: 12 vs "
-            "24 and 2 more)") in err, err
+    assert ("(data.split.n_max: 1280 vs 640, model.backbone: resnet10 vs resnet18, train.epochs: 12 vs "
+            "24 and 2 more; ") in err, err
 
 
 def test_a_repeated_seed_is_refused_naming_both_runs(tmp_path, capsys):
@@ -123,7 +124,7 @@ def test_stage_two_runs_are_compared_on_their_stage_one_runs_too(tmp_path, capsy
     c = run(tmp_path, "crt48-s1", 1, **crt, **{"train.init_from": str(long1)})
     code, out, err = cli([f"crt={a}", f"crt={b}"], capsys)
     assert code == 0 and "| crt | 2 |" in out, err
-    assert "(config.yaml train.init_from:train.epochs: 12 vs 48)" in refused([f"crt={a}", f"crt={c}"], capsys)
+    assert "(train.init_from:train.epochs: 12 vs 48; " in refused([f"crt={a}", f"crt={c}"], capsys)
     recipe = run_recipe(load_metrics(c / "metrics.json"))
     assert recipe["train.epochs"] == 10 and recipe["train.init_from:train.epochs"] == 48
     assert "train.init_from" not in recipe and "seed" not in recipe and "train.init_from:seed" not in recipe
@@ -218,7 +219,7 @@ def test_loss_args_set_in_one_run_and_not_in_another_are_different_recipes(tmp_p
     compared, and a focal run of the default gamma was averaged with one of gamma 0.5 (trial 19)."""
     a = run(tmp_path, "g2", 0, **{"train.loss": "focal"})
     b = run(tmp_path, "g05", 1, **{"train.loss": "focal", "train.loss_args": {"gamma": 0.5}})
-    assert "(config.yaml train.loss_args: {} vs {'gamma': 0.5})" in refused([f"x={a}", f"x={b}"], capsys)
+    assert "(train.loss_args: {} vs {'gamma': 0.5}; " in refused([f"x={a}", f"x={b}"], capsys)
     c = run(tmp_path, "g1", 2, **{"train.loss": "focal", "train.loss_args": {"gamma": 1.0}})
     assert "train.loss_args: {'gamma': 0.5} vs {'gamma': 1.0}" in refused([f"x={b}", f"x={c}"], capsys)
     d = run(tmp_path, "g05b", 3, **{"train.loss": "focal", "train.loss_args": {"gamma": 0.5}})

@@ -73,10 +73,10 @@ def test_stage_one_recipes_are_compared_after_the_stage_one_runs_moved(tmp_path,
     averaged with no note; the stage-2 runs' records keep the check without the stage-1 folders."""
     a, b = stage1(tmp_path, "plain-s1", 1, 2), stage1(tmp_path, "plain3-s2", 2, 3)
     x, y = stage2(tmp_path, "ncm-a", a), stage2(tmp_path, "ncm-b", b)
-    assert "(config.yaml train.init_from:train.epochs: 2 vs 3)" in refused([f"ncm={x}", f"ncm={y}"], capsys)
+    assert "(train.init_from:train.epochs: 2 vs 3; " in refused([f"ncm={x}", f"ncm={y}"], capsys)
     shutil.move(b, tmp_path / "elsewhere")
     shutil.rmtree(a)
-    assert "(config.yaml train.init_from:train.epochs: 2 vs 3)" in refused([f"ncm={x}", f"ncm={y}"], capsys)
+    assert "(train.init_from:train.epochs: 2 vs 3; " in refused([f"ncm={x}", f"ncm={y}"], capsys)
 
 
 def test_the_record_is_the_stage_one_recipe_even_when_another_run_took_its_place(tmp_path, capsys):

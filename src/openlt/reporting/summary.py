@@ -885,6 +885,8 @@ def _check_checkpoints(label: str, runs: list[dict], names: list[str] | None = N
 
 
 SHOWN_DIFFERENCES = 3  # differing keys a refusal lists (then "and N more")
+# where a recipe refusal's values come from (was "config.yaml KEY", though the training keys are the checkpoints')
+RECIPE_SOURCE = "training keys from the runs' checkpoints where they record them, else config.yaml"
 
 
 def _check_recipes(label: str, runs: list[dict], names: list[str] | None) -> None:
@@ -914,8 +916,8 @@ def _check_recipes(label: str, runs: list[dict], names: list[str] | None) -> Non
         if differs:
             more = f" and {len(differs) - SHOWN_DIFFERENCES} more" if len(differs) > SHOWN_DIFFERENCES else ""
             raise RunDirError(f"cannot average {_run_name(runs[first], first, names)} and {_run_name(runs[i], i, names)}"
-                              f" into one row {label!r}: they were trained with different recipes (config.yaml "
-                              f"{', '.join(differs[:SHOWN_DIFFERENCES])}{more}); give them different labels "
+                              f" into one row {label!r}: they were trained with different recipes ("
+                              f"{', '.join(differs[:SHOWN_DIFFERENCES])}{more}; {RECIPE_SOURCE}); give them different labels "
                               f"(LABEL=RUN) or average runs of one recipe")
     _check_seeds(label, runs, names, [(i, lineages[i]) for i, _ in recipes])
 
