@@ -33,8 +33,9 @@ from openlt.engine.manifest import check_open_decision, verify_manifest
 from openlt.engine.precheck import check_open_score_on_model
 from openlt.engine.run import Run, check_tag
 from openlt.engine.score_fit import fit_open_score
-from openlt.engine.runtime import (batch_score_for, check_data_folders, collect_outputs, inference_loader, kept_for,
-                                   command_device, score_fit_args, to_device, trained_config)
+from openlt.engine.runtime import (batch_score_for, check_data_folders, collect_outputs, command_device,
+                                   heads_on_stage1_features, inference_loader, kept_for, score_fit_args, to_device,
+                                   trained_config)
 from openlt.errors import ConfigError, OpenLTError
 from openlt.io import remove_file, remove_stale_temp, write_group, write_json
 from openlt.metrics import (ShotBands, auroc_per_band, band_confusion, ece_by_band, open_set_f_measure,
@@ -475,7 +476,7 @@ def _split_outputs(cfg: Config, model: OpenLTModel, data: DataBundle, dev: torch
     features let go once its outputs are computed; else through the network (sharded under torchrun), in `amp`."""
     keep, batch_score = kept_for(scorer), batch_score_for(scorer, data)
     splits = [s for s in ("train",) * scorer.requires_fit + ("val", "test", "open") if s == "test" or data.has(s)]
-    cache: dict = {"use": cfg.decouple.method != "none" and batch_score is None}  # a decoupled run's body is stage 1's
+    cache: dict = {"use": heads_on_stage1_features(cfg, scorer)}
 
     def outputs_of(split: str, kept: tuple[str, ...] | None = None) -> dict[str, torch.Tensor]:
         if cache["use"] and "features" not in cache:

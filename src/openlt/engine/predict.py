@@ -33,7 +33,7 @@ from openlt.engine.inference import (InferenceSpec, build_run_model, checkpoint_
                                     saved_decision, saved_score)
 from openlt.engine.precision import autocast, check_amp, inference_amp, precision_name
 from openlt.engine.run import Run
-from openlt.engine.runtime import KEPT_OUTPUTS, batch_to, resolve_device, trained_config
+from openlt.engine.runtime import KEPT_OUTPUTS, batch_to, heads_on_stage1_features, resolve_device, trained_config
 from openlt.errors import ConfigError, DataError, RunDirError
 from openlt.io import write_text
 from openlt.models.fusion import inference_copy
@@ -110,9 +110,7 @@ class Predictor:
         from the meta-embedding head, "reachability" (B,); eval mode, in the run's inference precision."""
         model, kept = self.forward_model(), KEPT_OUTPUTS + ("feature",)
         images = batch_to(batch.float(), self.device, self.cfg.train.channels_last)
-        if self.cfg.decouple.method != "none" and not self.scorer.needs_model:
-            # as `openlt eval` computes a decoupled run (evaluate._split_outputs, ODIN aside): the body's features
-            # as the stage-1 feature cache holds them (decouple.cache_dtype), then the head in float32
+        if heads_on_stage1_features(self.cfg, self.scorer):  # as `openlt eval` computes it (_split_outputs)
             with autocast(self.amp, self.device):
                 feature = model.features(images)[1]
             cached = {"features": feature.float().cpu().to(DTYPES[self.cfg.decouple.cache_dtype]), "labels": None}

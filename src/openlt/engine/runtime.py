@@ -185,6 +185,13 @@ def kept_for(scorer: OpenSetScore) -> tuple[str, ...]:
     return WITH_FEATURES if scorer.needs_features else KEPT_OUTPUTS
 
 
+def heads_on_stage1_features(cfg: Config, scorer: OpenSetScore) -> bool:
+    """Whether a run's outputs are its head on the stage-1 body's features as the feature cache holds them
+    (decouple.cache_dtype), as `openlt eval` and `openlt predict` both compute them: a decoupled run (its body is the
+    stage-1 run's), unless the score needs the images (ODIN: gradients through the whole network)."""
+    return cfg.decouple.method != "none" and not scorer.needs_model
+
+
 def batch_score_for(scorer: OpenSetScore, data: DataBundle) -> BatchScore | None:
     """`collect_outputs`'s `batch_score` for a score that ``needs_model`` (ODIN): its ``score_images`` with the
     per-channel normalisation std of `data`'s images (on the [0, 1] pixel scale); None for any other score."""
