@@ -102,7 +102,7 @@ def test_the_warning_appears_in_report_md():
 def test_summary_and_bench_mark_rows_that_may_be_under_trained():
     table = summarize({"plain": [warned(), METRICS], "crt": [METRICS]})
     assert "| plain † | 2 |" in table and "| crt | 1 |" in table
-    assert table.splitlines()[-1].startswith("† may be under-trained: plain (1/2 runs)")
+    assert table.splitlines()[-1].startswith("† may be under-trained: plain (1/2 runs: r)")
     assert "†" not in summarize({"crt": [METRICS]})
     spec = SimpleNamespace(name="b", seeds=[0], paper=None, methods=[], path="b.yaml")
     assert "| plain † |" in markdown(spec, {"plain": [warned()]})
@@ -119,3 +119,16 @@ def test_each_method_keeps_its_colour_in_every_bench_chart():
         ax = fig.axes[0]
         for handle, text in zip(*ax.get_legend_handles_labels()):
             assert tuple(handle.patches[0].get_facecolor()[:3]) == pytest.approx(colors[text][:3])
+
+
+def test_the_summary_footnote_names_the_warned_runs_and_does_not_say_rule_1_for_rule_2():
+    """`openlt summary` of three seeds where one is warned by the late-gain rule alone (best epoch 8 of 10, not
+    in the last 10 %): the footnote named no run and said 'the best validation epoch is in the last 10% of the
+    epochs', false for this run."""
+    late = convergence(log(0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.8, 0.8))
+    assert late["best_epoch"] == 8 and late["warning"] and "second half" in late["warning"]
+    runs = [{**METRICS, "run": "runs/s0"}, {**METRICS, "run": "runs/s1", "convergence": late},
+            {**METRICS, "run": "runs/s2"}]
+    note = summarize({"plain": runs}).splitlines()[-1]
+    assert note.startswith("† may be under-trained: plain (1/3 runs: s1)")
+    assert "second half" in note  # both rules in words, not the first alone

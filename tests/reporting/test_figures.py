@@ -123,3 +123,12 @@ def test_class_names_are_escaped_and_cut_and_draw_without_warnings(name, shown):
     assert [str(w.message) for w in caught] == []
     assert matrix.axes[0].get_xticklabels()[0].get_text() == shown
     assert shown in {t.get_text() for t in scatter.axes[0].texts}
+
+
+def test_the_best_epoch_line_of_a_late_gain_warning_does_not_say_still_rising():
+    """Validation flat over the last 3 of 10 epochs after a large second-half gain: warned by the late-gain rule,
+    not still rising; the legend said 'best epoch 8 (still rising)'."""
+    history = [{"epoch": e, "train_acc": 0.5, "val": {"overall": v}}
+               for e, v in enumerate((0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.8, 0.8), start=1)]
+    labels = [t.get_text() for t in drawn(figures.validation_accuracy(history)).axes[0].get_legend().get_texts()]
+    assert labels[-1] == "best epoch 8 (may be under-trained)"

@@ -418,7 +418,7 @@ def validation_accuracy(history: Sequence[Mapping]) -> Figure:
     check = convergence(history)
     if check["best_epoch"] is not None:
         ax.axvline(check["best_epoch"], color="black", ls=":", lw=1,
-                   label=f"best epoch {check['best_epoch']}" + (" (still rising)" if check["warning"] else ""))
+                   label=f"best epoch {check['best_epoch']}" + (" (may be under-trained)" if check["warning"] else ""))
     _epoch_axis(ax)
     ax.set_ylabel("accuracy")
     ax.set_ylim(-0.02, 1.02)

@@ -963,9 +963,10 @@ def _same_stage1_randomness(a: Lineage, b: Lineage) -> bool:
 
 def aggregate(groups: dict[str, list[dict]], names: dict[str, list[str]] | None = None) -> list[dict]:
     """Per group: {"label", "runs", "cells": {column: (mean, std, n) in display units, or None}, "under_trained",
-    "data"}; std is the population standard deviation (ddof=0), ``n`` the number of the group's runs that have the
-    number, ``under_trained`` the number whose metrics.json carries the convergence warning
-    (:mod:`openlt.reporting.convergence`), ``data`` :func:`data_of` the group's first run. RunDirError when a group's runs are not
+    "under_trained_runs", "data"}; std is the population standard deviation (ddof=0), ``n`` the number of the
+    group's runs that have the number, ``under_trained`` the number whose metrics.json carries the convergence
+    warning (:mod:`openlt.reporting.convergence`), ``under_trained_runs`` their names (`names`, else metrics.json
+    "run"), ``data`` :func:`data_of` the group's first run. RunDirError when a group's runs are not
     comparable (:func:`check_comparable`; `names`: label -> a name per run for its message)."""
     rows = []
     for label, runs in groups.items():
@@ -976,6 +977,8 @@ def aggregate(groups: dict[str, list[dict]], names: dict[str, list[str]] | None 
             cells[name] = (float(np.mean(values)) * scale, float(np.std(values)) * scale, len(values)) if values else None
         rows.append({"label": label, "runs": len(runs), "cells": cells,
                      "under_trained": sum(convergence_warning(m) is not None for m in runs),
+                     "under_trained_runs": [_run_name(m, i, None if names is None else names.get(label))
+                                            for i, m in enumerate(runs) if convergence_warning(m) is not None],
                      "data": data_of(runs[0]) if runs else None,
                      "bands": band_rule(_get(runs[0], ("bands", "rule"))) if runs else None,
                      "folders": folders_of(runs, None if names is None else names.get(label)),
@@ -1122,12 +1125,15 @@ def md_cell(text: str) -> str:
 
 def under_trained_note(rows: list[dict]) -> str:
     """The footnote of the rows marked by :func:`marked_label` ("" when none is)."""
-    marked = [f"{row['label']} ({row['under_trained']}/{row['runs']} runs)" for row in rows if row.get("under_trained")]
+    marked = [f"{row['label']} ({row['under_trained']}/{row['runs']} runs"
+              + (f": {', '.join(row['under_trained_runs'])})" if row.get("under_trained_runs") else ")")
+              for row in rows if row.get("under_trained")]
     if not marked:
         return ""
-    return (f"{UNDER_TRAINED_MARK} may be under-trained: {', '.join(marked)}: the best validation epoch is in the last "
-            "10% of the epochs and validation top-1 was still rising (metrics.json \"convergence\"); train longer "
-            "before comparing")
+    return (f"{UNDER_TRAINED_MARK} may be under-trained: {'; '.join(marked)}: the best validation epoch is in the last "
+            "10% of the epochs and validation top-1 was still rising, or the second half's best validation top-1 is "
+            "more than 5 points above the first half's (metrics.json \"convergence\"; each run's report says which); "
+            "train longer before comparing")
 
 
 def format_cell(cell: tuple[float, float, int] | None, column: str, runs: int | None = None) -> str:
