@@ -20,6 +20,7 @@ import sys
 from collections import defaultdict
 from pathlib import Path
 
+from openlt.io import read_jsonl
 from openlt.reporting.convergence import convergence, validation_curve
 
 RUN_NAME = re.compile(r"(?P<method>.+)_e(?P<epochs>\d+)-s(?P<seed>\d+)-\d{8}-\d{6}(-\d+)?")
@@ -27,17 +28,27 @@ BANDS = ("many", "medium", "few", "overall")
 METHOD_ORDER = ("plain", "crt", "tau_norm", "lws", "ncm", "fslwf")
 
 
+class TableError(ValueError):
+    """A run's file the tables cannot read (one line naming it)."""
+
+
 def read_runs(folder: Path) -> dict[tuple[str, int], dict[int, dict]]:
-    """{(method, epochs): {seed: {"test": closed-set metrics, "history": epoch records}}} of the evaluated runs."""
+    """{(method, epochs): {seed: {"test": closed-set metrics, "history": epoch records}}} of the evaluated runs.
+    A torn last line of metrics.jsonl (a crash, or a resume training the run now) is dropped, as openlt reads it;
+    TableError for a metrics.json that is not JSON or has no "closed", and any other bad log line."""
     runs: dict[tuple[str, int], dict[int, dict]] = defaultdict(dict)
     for path in sorted(folder.iterdir()):
         match = RUN_NAME.fullmatch(path.name)
         if not match or not (path / "metrics.json").is_file():
             continue
-        metrics = json.loads((path / "metrics.json").read_text(encoding="utf-8"))
+        try:
+            metrics = json.loads((path / "metrics.json").read_text(encoding="utf-8"))
+        except ValueError as exc:  # also not UTF-8
+            raise TableError(f"{path / 'metrics.json'}: not JSON ({exc})") from None
+        if not isinstance(metrics, dict) or not isinstance(metrics.get("closed"), dict):
+            raise TableError(f"{path / 'metrics.json'}: no 'closed' results (not a metrics file of `openlt eval`)")
         log = path / "metrics.jsonl"
-        history = [json.loads(line) for line in log.read_text(encoding="utf-8").splitlines() if line.strip()] \
-            if log.is_file() else []
+        history = read_jsonl(log, "per-epoch log", TableError)[0] if log.is_file() else []
         key = (match["method"], int(match["epochs"]))
         runs[key].setdefault(int(match["seed"]), {"test": metrics["closed"], "history": history})
     return runs
@@ -98,7 +109,11 @@ def main(argv: list[str] | None = None) -> int:
     if not args.folder.is_dir():
         print(f"convergence_table: error: {args.folder} is not a folder", file=sys.stderr)
         return 2
-    runs = read_runs(args.folder)
+    try:
+        runs = read_runs(args.folder)
+    except (TableError, OSError) as exc:
+        print(f"convergence_table: error: {exc}", file=sys.stderr)
+        return 2
     if not runs:
         print(f"convergence_table: error: no evaluated METHOD_eEPOCHS-sSEED run in {args.folder}", file=sys.stderr)
         return 2

@@ -40,3 +40,21 @@ def test_tables_average_seeds_per_budget_and_flag_under_training(tmp_path, table
 def test_main_refuses_a_folder_without_runs(tmp_path, table_module, capsys):
     assert table_module.main([str(tmp_path)]) == 2
     assert "no evaluated" in capsys.readouterr().err
+
+
+def test_a_torn_last_log_line_is_dropped_and_a_bad_file_is_one_line(tmp_path, table_module, capsys):
+    """A run's metrics.jsonl cut short while a line was written (a crash, or a resume training it now): its last
+    line is dropped, as openlt reads it (was: a JSONDecodeError traceback); a metrics.json that is not JSON, or has
+    no "closed": one line naming the file, exit 2."""
+    _run(tmp_path, "plain_e4-s0-20261129-100000", 0.5, val=[0.2, 0.3, 0.4, 0.6])
+    with open(tmp_path / "plain_e4-s0-20261129-100000" / "metrics.jsonl", "a", encoding="utf-8") as fh:
+        fh.write('{"epoch": 5, "train_lo')
+    assert table_module.main([str(tmp_path)]) == 0
+    assert "| 4 | 1 |" in capsys.readouterr().out
+    bad = tmp_path / "plain_e4-s1-20261129-100001"
+    bad.mkdir()
+    for text, words in (("{", "not JSON"), ('{"open": {}}', "no 'closed'")):
+        (bad / "metrics.json").write_text(text, encoding="utf-8")
+        assert table_module.main([str(tmp_path)]) == 2
+        err = capsys.readouterr().err
+        assert len(err.strip().splitlines()) == 1 and str(bad / "metrics.json") in err and words in err
