@@ -119,3 +119,18 @@ def test_damaged_predictions_file_is_one_line_naming_it(run, tmp_path, capsys):
     assert err == [f"openlt report: error: {copy / 'predictions.npz'} is damaged or not a predictions file written "
                    "by openlt (not an archive of plain arrays: numpy takes it for pickled Python objects, which openlt "
                    "never writes nor loads); evaluate the run again (`openlt eval RUN`) to rewrite it"]
+
+
+def test_a_run_evaluated_before_its_last_epoch_is_warned(run, tmp_path):
+    """The tiny run's copy with train.epochs 3 in config.yaml: a run killed after epoch 1 of 3 and evaluated (was:
+    metrics.json, report.md and summary without a word of the 2 epochs never trained)."""
+    from openlt.engine.evaluate import evaluate_run
+    from openlt.engine.run import Run
+
+    copy = Run(shutil.copytree(run.path, tmp_path / "killed"))
+    config = copy.config_file.read_text()
+    assert "  epochs: 1\n" in config
+    copy.config_file.write_text(config.replace("  epochs: 1\n", "  epochs: 3\n", 1))
+    evaluate_run(copy, quiet=True)
+    warning = json.loads(copy.metrics_file.read_text())["convergence"]["warning"]
+    assert "stopped after epoch 1 of its 3" in warning and warning in copy.report_file.read_text()

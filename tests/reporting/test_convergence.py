@@ -132,3 +132,13 @@ def test_the_summary_footnote_names_the_warned_runs_and_does_not_say_rule_1_for_
     note = summarize({"plain": runs}).splitlines()[-1]
     assert note.startswith("† may be under-trained: plain (1/3 runs: s1)")
     assert "second half" in note  # both rules in words, not the first alone
+
+
+@pytest.mark.parametrize("records", [log(0.3, 0.5, 0.5, 0.5, 0.5), log(epochs=5)], ids=["validated", "no validation"])
+def test_a_run_stopped_before_its_epochs_warns(records):
+    """A run killed after epoch 5 of its 20 (train.epochs) and evaluated: was no warning (a plateau, or no
+    validation), or 'best validation epoch 5 of 5' for a rising one: the epochs it never trained were not counted."""
+    check = convergence(records, planned_epochs=20)
+    assert check["epochs"] == 5 and "stopped after epoch 5 of its 20" in check["warning"]
+    assert convergence(records, planned_epochs=5)["warning"] is None  # finished
+    assert convergence([], planned_epochs=20)["warning"] is None  # no log (a stage 2 that does not train)

@@ -22,6 +22,10 @@ The rule (:func:`convergence`), on the overall validation top-1 of the validated
    gains more after its drop by design: rule 2 is a prompt to try a longer budget, not a proof.
 
 No warning without validation, with a single evaluation, on a plateau or when the best epoch came early.
+
+Before both rules, when the run's planned epochs (config.yaml train.epochs) are given: a run whose log stops before
+them (killed, or stopped, and evaluated) is warned that it stopped after epoch N of its M, with or without
+validation; the rules would judge its curve as if N were its budget.
 """
 
 from __future__ import annotations
@@ -49,15 +53,21 @@ def validation_curve(records: Sequence[Mapping]) -> list[tuple[int, float]]:
     return curve
 
 
-def convergence(records: Sequence[Mapping]) -> dict:
+def convergence(records: Sequence[Mapping], planned_epochs: int | None = None) -> dict:
     """The convergence check of one run's epoch log (the records of metrics.jsonl): ``{"best_epoch"`` (1-based, as
     the console numbers epochs; None without validation), ``"epochs"`` (the last epoch logged), ``"still_rising"``
     (bool), ``"late_gain"`` (second half's best minus first half's, in [−1, 1]; None with too few evaluations),
-    ``"warning"`` (one sentence, or None), ``"rule"`` (the rule in words)``}`` (module docstring)."""
+    ``"warning"`` (one sentence, or None), ``"rule"`` (the rule in words)``}`` (module docstring).
+    `planned_epochs`: the run's train.epochs, when its log is that of its training loop (not a decoupled stage 2's
+    fit): a log that stops before them is warned as stopped."""
     epochs = max((int(r["epoch"]) for r in records if "epoch" in r), default=0)
     curve = validation_curve(records)
     out = {"best_epoch": None, "epochs": epochs, "still_rising": False, "late_gain": None, "warning": None,
            "rule": RULE}
+    if planned_epochs is not None and 0 < epochs < planned_epochs:
+        out["warning"] = (f"the model may be under-trained: its training stopped after epoch {epochs} of its "
+                          f"{planned_epochs} (train.epochs; killed or stopped before the end); finish it with "
+                          f"`openlt train --resume` on the run before comparing it")
     if not curve:
         return out
     best_epoch, best = curve[0]
@@ -76,6 +86,8 @@ def convergence(records: Sequence[Mapping]) -> dict:
     second = [acc for epoch, acc in curve if epoch > epochs / 2]
     if len(first) >= MIN_HALF_EVALUATIONS and len(second) >= MIN_HALF_EVALUATIONS:
         out["late_gain"] = max(second) - max(first)
+    if out["warning"] is not None:  # stopped before its epochs (above): the rules would judge a shorter budget
+        return out
     if late and out["still_rising"]:
         out["warning"] = (f"the model may be under-trained: its best validation epoch is {best_epoch} of {epochs} "
                           f"and validation top-1 was still rising ({100 * last:.1f}% at epoch {last_epoch}, up from "

@@ -1132,8 +1132,8 @@ def under_trained_note(rows: list[dict]) -> str:
         return ""
     return (f"{UNDER_TRAINED_MARK} may be under-trained: {'; '.join(marked)}: the best validation epoch is in the last "
             "10% of the epochs and validation top-1 was still rising, or the second half's best validation top-1 is "
-            "more than 5 points above the first half's (metrics.json \"convergence\"; each run's report says which); "
-            "train longer before comparing")
+            "more than 5 points above the first half's, or its training stopped before train.epochs (metrics.json "
+            "\"convergence\"; each run's report says which); train longer before comparing")
 
 
 def format_cell(cell: tuple[float, float, int] | None, column: str, runs: int | None = None) -> str:
