@@ -142,3 +142,13 @@ def test_a_run_stopped_before_its_epochs_warns(records):
     assert check["epochs"] == 5 and "stopped after epoch 5 of its 20" in check["warning"]
     assert convergence(records, planned_epochs=5)["warning"] is None  # finished
     assert convergence([], planned_epochs=20)["warning"] is None  # no log (a stage 2 that does not train)
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), True, "0.9"], ids=["NaN", "Infinity", "true", "text"])
+def test_a_validation_value_that_is_not_a_finite_number_is_left_out(bad):
+    """A hand-edited metrics.jsonl with `"overall": NaN` on epoch 1 (json reads it): was best epoch 1, the first
+    value never beaten by a NaN comparison, and late_gain NaN; `true` counted as 100 %."""
+    records = log(0.3, 0.4, 0.5, 0.55, 0.58, 0.6, 0.6, 0.6, 0.6, 0.6)
+    records[0]["val"]["overall"] = bad
+    check = convergence(records)
+    assert check["best_epoch"] == 6 and check["late_gain"] == pytest.approx(0.02) and check["warning"] is None

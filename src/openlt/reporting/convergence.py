@@ -44,12 +44,14 @@ RULE = (f"best validation epoch in the last {LAST_FRACTION:.0%} of the epochs an
 
 
 def validation_curve(records: Sequence[Mapping]) -> list[tuple[int, float]]:
-    """(epoch, overall validation top-1 in [0, 1]) of every record that has one, in log order."""
+    """(epoch, overall validation top-1 in [0, 1]) of every record that has one, in log order; a value that is not
+    a finite number (NaN or Infinity in a hand-edited log, ``true``, text) is left out."""
     curve = []
     for record in records:
         val = record.get("val")
-        if isinstance(val, Mapping) and isinstance(val.get("overall"), (int, float)) and "epoch" in record:
-            curve.append((int(record["epoch"]), float(val["overall"])))
+        acc = val.get("overall") if isinstance(val, Mapping) else None
+        if isinstance(acc, (int, float)) and not isinstance(acc, bool) and math.isfinite(acc) and "epoch" in record:
+            curve.append((int(record["epoch"]), float(acc)))
     return curve
 
 
