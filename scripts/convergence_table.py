@@ -75,7 +75,7 @@ def stage1_row(epochs: int, seeds: dict[int, dict]) -> str:
         if curve:
             best.append(max(acc for _, acc in curve))
             last.append(curve[-1][1])
-        check = convergence(history)
+        check = convergence(history, epochs)  # a run stopped before its budget is warned, as in its metrics.json
         if check["best_epoch"] is not None:
             best_epoch.append(check["best_epoch"])
         warned += check["warning"] is not None

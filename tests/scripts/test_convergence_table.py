@@ -58,3 +58,12 @@ def test_a_torn_last_log_line_is_dropped_and_a_bad_file_is_one_line(tmp_path, ta
         assert table_module.main([str(tmp_path)]) == 2
         err = capsys.readouterr().err
         assert len(err.strip().splitlines()) == 1 and str(bad / "metrics.json") in err and words in err
+
+
+def test_a_run_evaluated_before_its_budget_counts_as_warned(tmp_path, table_module):
+    """plain_e4 killed after 2 of its 4 epochs and evaluated (a plateau): warned as metrics.json warns it (was:
+    '0 of 1', the stop not checked)."""
+    _run(tmp_path, "plain_e4-s0-20261129-100000", 0.5, val=[0.5, 0.5])
+    stage1 = next(line for line in table_module.tables(table_module.read_runs(tmp_path)).splitlines()
+                  if line.startswith("| 4 | 1 |"))
+    assert "| 1 of 1 |" in stage1
