@@ -33,6 +33,7 @@ from openlt.engine.manifest import check_open_decision, verify_manifest
 from openlt.engine.precheck import check_open_score_on_model
 from openlt.engine.run import Run, check_tag
 from openlt.engine.score_fit import fit_open_score
+from openlt.engine.stage1_record import stage1_convergence
 from openlt.engine.runtime import (batch_score_for, check_data_folders, collect_outputs, command_device,
                                    heads_on_stage1_features, inference_loader, kept_for, score_fit_args, to_device,
                                    trained_config)
@@ -431,7 +432,8 @@ def _write_results(run: Run, tag: str | None, cfg: Config, data: DataBundle, met
 def run_context(run: Run, cfg: Config, data: DataBundle, device: torch.device) -> dict:
     """What a reader of metrics.json and the report asks beside the numbers: ``"open_class_names"`` (the held-out
     classes of the open split, when the split folder's manifest names them), ``"convergence"`` (the under-training
-    check of the epoch log, against cfg's train.epochs: :func:`openlt.reporting.convergence.convergence`) and
+    check of the epoch log, against cfg's train.epochs: :func:`openlt.reporting.convergence.convergence`; with
+    "stage1" when the stage-1 run it starts from carries the warning: :func:`stage1_convergence`) and
     ``"environment"`` (library versions and the evaluation's device). The training time is the epoch log's
     (metrics.jsonl ``time_s``): not copied here, so that metrics.json stays the same for the same results."""
     context: dict = {}
@@ -440,6 +442,9 @@ def run_context(run: Run, cfg: Config, data: DataBundle, device: torch.device) -
         context["open_class_names"] = list(names)
     planned = cfg.train.epochs if cfg.decouple.method == "none" else None  # a decoupled fit logs its own epochs
     context["convergence"] = convergence(run.epochs_logged(), planned)
+    stage1 = stage1_convergence(cfg)  # a head on an unfinished stage-1 body is as unfinished a comparison
+    if stage1 is not None:
+        context["convergence"]["stage1"] = stage1
     context["environment"] = {"versions": library_versions(), "device": device_name(device)}
     return context
 

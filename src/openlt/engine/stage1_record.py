@@ -20,6 +20,7 @@ from openlt.engine.checkpoint import checkpoint_state
 from openlt.engine.run import Run, open_run
 from openlt.errors import RunDirError
 from openlt.io import sha256_file
+from openlt.reporting.convergence import convergence
 
 
 def stage1_record(source: Run, checkpoint: str = "best") -> dict:
@@ -109,3 +110,21 @@ def stage1_config(source: Run, cfg: Config) -> Config:
         name = key.split(".", 1)[1]
         setattr(src.data, name, getattr(cfg.data, name))
     return src
+
+
+def stage1_convergence(cfg: Config) -> dict | None:
+    """``{"run": path, "warning": text}`` when the stage-1 run a stage 2 starts from (cfg's train.init_from) carries
+    the under-training warning (:func:`openlt.reporting.convergence.convergence` of its epoch log against its
+    train.epochs), else None: no train.init_from, a stage 1 without the warning, or one that cannot be read (moved,
+    deleted, a torn log: the stage 2's own checks speak of those). A head fitted on an unfinished body compares
+    the classifiers on a body that is not done (issue 18)."""
+    if not cfg.train.init_from:
+        return None
+    try:
+        source = open_run(cfg.train.init_from)
+        source_cfg = source.config()
+        planned = source_cfg.train.epochs if source_cfg.decouple.method == "none" else None
+        warning = convergence(source.epochs_logged(), planned)["warning"]
+    except (RunDirError, OSError):
+        return None
+    return {"run": str(cfg.train.init_from), "warning": warning} if warning else None

@@ -109,7 +109,17 @@ def _evaluations(n: int) -> str:
 
 
 def convergence_warning(metrics: Mapping) -> str | None:
-    """The under-training warning a metrics dict (metrics.json) records, or None (none, or an older file)."""
+    """The under-training warning a metrics dict (metrics.json) records, or None (none, or an older file): the
+    run's own, else its stage-1 run's ("stage1": a stage 2's head on a body that may be unfinished)."""
     conv = metrics.get("convergence")
-    warning = conv.get("warning") if isinstance(conv, Mapping) else None
-    return warning if isinstance(warning, str) and warning else None
+    if not isinstance(conv, Mapping):
+        return None
+    warning = conv.get("warning")
+    if isinstance(warning, str) and warning:
+        return warning
+    stage1 = conv.get("stage1")
+    if isinstance(stage1, Mapping) and isinstance(stage1.get("warning"), str) and stage1["warning"]:
+        reason = stage1["warning"].removeprefix("the model may be under-trained: ")
+        return (f"the stage-1 run it starts from ({stage1.get('run')}) may be under-trained, and with it the "
+                f"features this run is built on: {reason}")
+    return None

@@ -1132,7 +1132,7 @@ def under_trained_note(rows: list[dict]) -> str:
         return ""
     return (f"{UNDER_TRAINED_MARK} may be under-trained: {'; '.join(marked)}: the best validation epoch is in the last "
             "10% of the epochs and validation top-1 was still rising, or the second half's best validation top-1 is "
-            "more than 5 points above the first half's, or its training stopped before train.epochs (metrics.json "
+            "more than 5 points above the first half's, or its training stopped before train.epochs, or that of the stage-1 run it starts from (metrics.json "
             "\"convergence\"; each run's report says which); train longer before comparing")
 
 
