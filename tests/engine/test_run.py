@@ -50,6 +50,20 @@ def test_new_and_open_run(tmp_path):
         open_run(Path(tmp_path) / "missing")
 
 
+def test_a_folder_of_runs_is_named_as_one(tmp_path):
+    """A bench's out_dir given as a run (`openlt report runs/table`): one of its runs is named, and the commands for
+    a table of them (was: "not an openlt run directory (no config.yaml)" alone)."""
+    cfg = build_config(None, [f"out_dir={tmp_path}"])
+    new_run(cfg, "b").write_config(cfg)
+    first = new_run(cfg, "a")
+    first.write_config(cfg)
+    with pytest.raises(RunDirError, match=re.escape(f"{tmp_path} is a folder of runs, not a run directory (no "
+                                                    f"config.yaml of its own): give one of its runs (e.g. "
+                                                    f"{first.path})")) as caught:
+        open_run(tmp_path)
+    assert "openlt bench SPEC --report-only" in str(caught.value) and "openlt summary" in str(caught.value)
+
+
 # ------------------------------------------------------------------ metrics.jsonl: torn last line, malformed lines
 LINES = ['{"epoch": 1, "train_loss": 1.5}', '{"epoch": 2, "train_loss": 1.2}']
 
