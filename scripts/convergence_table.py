@@ -34,8 +34,8 @@ class TableError(ValueError):
 
 def read_runs(folder: Path) -> dict[tuple[str, int], dict[int, dict]]:
     """{(method, epochs): {seed: {"test": closed-set metrics, "history": epoch records}}} of the evaluated runs.
-    A torn last line of metrics.jsonl (a crash, or a resume training the run now) is dropped, as openlt reads it;
-    TableError for a metrics.json that is not JSON or has no "closed", and any other bad log line."""
+    Of two runs of one method, budget and seed the later one counts (a note says so). A torn last line of
+    metrics.jsonl (a crash, or a resume training the run now) is dropped, as openlt reads it; TableError for a metrics.json that is not JSON or has no "closed", and any other bad log line."""
     runs: dict[tuple[str, int], dict[int, dict]] = defaultdict(dict)
     for path in sorted(folder.iterdir()):
         match = RUN_NAME.fullmatch(path.name)
@@ -49,8 +49,11 @@ def read_runs(folder: Path) -> dict[tuple[str, int], dict[int, dict]]:
             raise TableError(f"{path / 'metrics.json'}: no 'closed' results (not a metrics file of `openlt eval`)")
         log = path / "metrics.jsonl"
         history = read_jsonl(log, "per-epoch log", TableError)[0] if log.is_file() else []
-        key = (match["method"], int(match["epochs"]))
-        runs[key].setdefault(int(match["seed"]), {"test": metrics["closed"], "history": history})
+        key, seed = (match["method"], int(match["epochs"])), int(match["seed"])
+        if seed in runs[key]:  # names sort by their time stamp: this run is the later one of the seed
+            print(f"convergence_table: note: {path.name} replaces the earlier {runs[key][seed]['name']} (the same "
+                  f"method, budget and seed: the latest run counts)", file=sys.stderr)
+        runs[key][seed] = {"test": metrics["closed"], "history": history, "name": path.name}
     return runs
 
 
@@ -117,7 +120,10 @@ def main(argv: list[str] | None = None) -> int:
     if not runs:
         print(f"convergence_table: error: no evaluated METHOD_eEPOCHS-sSEED run in {args.folder}", file=sys.stderr)
         return 2
-    print(tables(runs))
+    try:
+        print(tables(runs))
+    except BrokenPipeError:  # `... | head`: the reader has what it wanted
+        sys.stderr.close()
     return 0
 
 

@@ -67,3 +67,13 @@ def test_a_run_evaluated_before_its_budget_counts_as_warned(tmp_path, table_modu
     stage1 = next(line for line in table_module.tables(table_module.read_runs(tmp_path)).splitlines()
                   if line.startswith("| 4 | 1 |"))
     assert "| 1 of 1 |" in stage1
+
+
+def test_the_latest_run_of_a_seed_counts(tmp_path, table_module, capsys):
+    """Two runs of one method, budget and seed (one trained again): the later one counts, with a note (was: the
+    earlier one, without a word)."""
+    _run(tmp_path, "crt_e4-s0-20261129-100000", 0.2)
+    _run(tmp_path, "crt_e4-s0-20261130-090000", 0.6)
+    runs = table_module.read_runs(tmp_path)
+    assert runs[("crt", 4)][0]["test"]["overall"] == 0.6
+    assert "crt_e4-s0-20261130-090000 replaces the earlier crt_e4-s0-20261129-100000" in capsys.readouterr().err
