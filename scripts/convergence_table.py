@@ -35,7 +35,8 @@ class TableError(ValueError):
 def read_runs(folder: Path) -> dict[tuple[str, int], dict[int, dict]]:
     """{(method, epochs): {seed: {"test": closed-set metrics, "history": epoch records}}} of the evaluated runs.
     Of two runs of one method, budget and seed the later one counts (a note says so). A torn last line of
-    metrics.jsonl (a crash, or a resume training the run now) is dropped, as openlt reads it; TableError for a metrics.json that is not JSON or has no "closed", and any other bad log line."""
+    metrics.jsonl (a crash, or a resume training the run now) is dropped, as openlt reads it; TableError for a
+    metrics.json that is not JSON or has no "closed", and any other bad log line."""
     runs: dict[tuple[str, int], dict[int, dict]] = defaultdict(dict)
     for path in sorted(folder.iterdir()):
         match = RUN_NAME.fullmatch(path.name)
