@@ -48,7 +48,7 @@ from openlt.openset.base import open_score_warning
 
 TOP_CONFUSIONS = 50  # (true, predicted) pairs listed in metrics.json; the whole matrix is confusion.npz
 from openlt.reporting import is_record, sample_table, save_confusion, save_samples, summarize_outputs
-from openlt.reporting.convergence import convergence
+from openlt.reporting.convergence import convergence, planned_epochs
 from openlt.reporting.run_report import samples_origin, write_reports
 
 
@@ -440,8 +440,7 @@ def run_context(run: Run, cfg: Config, data: DataBundle, device: torch.device) -
     names = data.manifest.get("open_class_names")
     if data.has("open") and isinstance(names, list) and names and all(isinstance(n, str) for n in names):
         context["open_class_names"] = list(names)
-    planned = cfg.train.epochs if cfg.decouple.method == "none" else None  # a decoupled fit logs its own epochs
-    context["convergence"] = convergence(run.epochs_logged(), planned)
+    context["convergence"] = convergence(run.epochs_logged(), planned_epochs(cfg))
     stage1 = stage1_convergence(cfg)  # a head on an unfinished stage-1 body is as unfinished a comparison
     if stage1 is not None:
         context["convergence"]["stage1"] = stage1

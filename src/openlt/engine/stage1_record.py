@@ -20,7 +20,7 @@ from openlt.engine.checkpoint import checkpoint_state
 from openlt.engine.run import Run, open_run
 from openlt.errors import RunDirError
 from openlt.io import sha256_file
-from openlt.reporting.convergence import convergence
+from openlt.reporting.convergence import convergence, planned_epochs
 
 
 def stage1_record(source: Run, checkpoint: str = "best") -> dict:
@@ -122,9 +122,7 @@ def stage1_convergence(cfg: Config) -> dict | None:
         return None
     try:
         source = open_run(cfg.train.init_from)
-        source_cfg = source.config()
-        planned = source_cfg.train.epochs if source_cfg.decouple.method == "none" else None
-        warning = convergence(source.epochs_logged(), planned)["warning"]
+        warning = convergence(source.epochs_logged(), planned_epochs(source.config()))["warning"]
     except (RunDirError, OSError):
         return None
     return {"run": str(cfg.train.init_from), "warning": warning} if warning else None

@@ -33,6 +33,8 @@ from __future__ import annotations
 import math
 from typing import Mapping, Sequence
 
+from openlt.config import Config
+
 LAST_FRACTION = 0.1  # the best epoch in the last 10 % of the epochs ...
 WINDOW = 3  # ... and the last evaluation above the mean of the 3 before it ...
 MIN_GAIN = 0.005  # ... by more than half a point of overall top-1
@@ -106,6 +108,12 @@ def convergence(records: Sequence[Mapping], planned_epochs: int | None = None) -
 
 def _evaluations(n: int) -> str:
     return "evaluation" if n == 1 else f"{n} evaluations"
+
+
+def planned_epochs(cfg: Config) -> int | None:
+    """The epochs a run's epoch log should reach (its config's train.epochs), or None for a decoupled stage 2, whose
+    fit logs its own epochs and is saved only when it ends: :func:`convergence`'s `planned_epochs`."""
+    return cfg.train.epochs if cfg.decouple.method == "none" else None
 
 
 def convergence_warning(metrics: Mapping) -> str | None:

@@ -917,7 +917,8 @@ def _check_recipes(label: str, runs: list[dict], names: list[str] | None) -> Non
             more = f" and {len(differs) - SHOWN_DIFFERENCES} more" if len(differs) > SHOWN_DIFFERENCES else ""
             raise RunDirError(f"cannot average {_run_name(runs[first], first, names)} and {_run_name(runs[i], i, names)}"
                               f" into one row {label!r}: they were trained with different recipes ("
-                              f"{', '.join(differs[:SHOWN_DIFFERENCES])}{more}; {RECIPE_SOURCE}); give them different labels "
+                              f"{', '.join(differs[:SHOWN_DIFFERENCES])}{more}; {RECIPE_SOURCE}); give them "
+                              f"different labels "
                               f"(LABEL=RUN) or average runs of one recipe")
     _check_seeds(label, runs, names, [(i, lineages[i]) for i, _ in recipes])
 
@@ -975,10 +976,10 @@ def aggregate(groups: dict[str, list[dict]], names: dict[str, list[str]] | None 
         for name, path, scale in COLUMNS:
             values = [v for v in (_get(m, path) for m in runs) if v is not None]
             cells[name] = (float(np.mean(values)) * scale, float(np.std(values)) * scale, len(values)) if values else None
+        warned = [_run_name(m, i, None if names is None else names.get(label))
+                  for i, m in enumerate(runs) if convergence_warning(m) is not None]
         rows.append({"label": label, "runs": len(runs), "cells": cells,
-                     "under_trained": sum(convergence_warning(m) is not None for m in runs),
-                     "under_trained_runs": [_run_name(m, i, None if names is None else names.get(label))
-                                            for i, m in enumerate(runs) if convergence_warning(m) is not None],
+                     "under_trained": len(warned), "under_trained_runs": warned,
                      "data": data_of(runs[0]) if runs else None,
                      "bands": band_rule(_get(runs[0], ("bands", "rule"))) if runs else None,
                      "folders": folders_of(runs, None if names is None else names.get(label)),
@@ -1132,8 +1133,9 @@ def under_trained_note(rows: list[dict]) -> str:
         return ""
     return (f"{UNDER_TRAINED_MARK} may be under-trained: {'; '.join(marked)}: the best validation epoch is in the last "
             "10% of the epochs and validation top-1 was still rising, or the second half's best validation top-1 is "
-            "more than 5 points above the first half's, or its training stopped before train.epochs, or that of the stage-1 run it starts from (metrics.json "
-            "\"convergence\"; each run's report says which); train longer before comparing")
+            "more than 5 points above the first half's, or its training stopped before train.epochs, or that of the "
+            "stage-1 run it starts from (metrics.json \"convergence\"; each run's report says which); train longer "
+            "before comparing")
 
 
 def format_cell(cell: tuple[float, float, int] | None, column: str, runs: int | None = None) -> str:
