@@ -23,7 +23,7 @@ from pathlib import Path
 from openlt.io import read_jsonl
 from openlt.reporting.convergence import convergence, validation_curve
 
-RUN_NAME = re.compile(r"(?P<method>.+)_e(?P<epochs>\d+)-s(?P<seed>\d+)-\d{8}-\d{6}(-\d+)?")
+RUN_NAME = re.compile(r"(?P<method>.+)_e(?P<epochs>\d+)-s(?P<seed>\d+)-(?P<stamp>\d{8}-\d{6})(-(?P<n>\d+))?")
 BANDS = ("many", "medium", "few", "overall")
 METHOD_ORDER = ("plain", "crt", "tau_norm", "lws", "ncm", "fslwf")
 
@@ -34,13 +34,15 @@ class TableError(ValueError):
 
 def read_runs(folder: Path) -> dict[tuple[str, int], dict[int, dict]]:
     """{(method, epochs): {seed: {"test": closed-set metrics, "history": epoch records}}} of the evaluated runs.
-    Of two runs of one method, budget and seed the later one counts (a note says so). A torn last line of
-    metrics.jsonl (a crash, or a resume training the run now) is dropped, as openlt reads it; TableError for a
-    metrics.json that is not JSON or has no "closed", and any other bad log line."""
+    Of two runs of one method, budget and seed the later one (by the name's time stamp) counts (a note says so). A
+    torn last line of metrics.jsonl (a crash, or a resume training the run now) is dropped, as openlt reads it;
+    TableError for a metrics.json that is not JSON, has no "closed" or a band of it that is no number, and any other
+    bad log line (also one without a positive integer "epoch", as openlt reads the log)."""
     runs: dict[tuple[str, int], dict[int, dict]] = defaultdict(dict)
-    for path in sorted(folder.iterdir()):
-        match = RUN_NAME.fullmatch(path.name)
-        if not match or not (path / "metrics.json").is_file():
+    named = [(path, match) for path in folder.iterdir() if (match := RUN_NAME.fullmatch(path.name))]
+    # oldest first by the name's time stamp and number (not the whole name: s01 and s1 are one seed)
+    for path, match in sorted(named, key=lambda item: (item[1]["stamp"], int(item[1]["n"] or 0), item[0].name)):
+        if not (path / "metrics.json").is_file():
             continue
         try:
             metrics = json.loads((path / "metrics.json").read_text(encoding="utf-8"))
@@ -48,8 +50,16 @@ def read_runs(folder: Path) -> dict[tuple[str, int], dict[int, dict]]:
             raise TableError(f"{path / 'metrics.json'}: not JSON ({exc})") from None
         if not isinstance(metrics, dict) or not isinstance(metrics.get("closed"), dict):
             raise TableError(f"{path / 'metrics.json'}: no 'closed' results (not a metrics file of `openlt eval`)")
+        for band in BANDS:  # NaN is a band without a test class (openlt writes it so)
+            value = metrics["closed"].get(band)
+            if not isinstance(value, (int, float)) or isinstance(value, bool):
+                raise TableError(f"{path / 'metrics.json'}: closed.{band} is {json.dumps(value)}, not a number (a "
+                                 f"metrics file of `openlt eval` has {', '.join(BANDS)})")
         log = path / "metrics.jsonl"
         history = read_jsonl(log, "per-epoch log", TableError)[0] if log.is_file() else []
+        for n, record in enumerate(history, start=1):
+            if type(record.get("epoch")) is not int or record["epoch"] < 1:
+                raise TableError(f"{log}: record {n} has no positive integer 'epoch' (got {record.get('epoch')!r})")
         key, seed = (match["method"], int(match["epochs"])), int(match["seed"])
         if seed in runs[key]:  # names sort by their time stamp: this run is the later one of the seed
             print(f"convergence_table: note: {path.name} replaces the earlier {runs[key][seed]['name']} (the same "

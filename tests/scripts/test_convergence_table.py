@@ -77,3 +77,40 @@ def test_the_latest_run_of_a_seed_counts(tmp_path, table_module, capsys):
     runs = table_module.read_runs(tmp_path)
     assert runs[("crt", 4)][0]["test"]["overall"] == 0.6
     assert "crt_e4-s0-20261130-090000 replaces the earlier crt_e4-s0-20261129-100000" in capsys.readouterr().err
+
+
+def test_a_band_missing_or_no_number_is_one_line(tmp_path, table_module, capsys):
+    """A metrics.json whose "closed" lacks a band, or holds no number in one: one line naming the file and the band,
+    exit 2 (was: a KeyError / TypeError traceback from the table); NaN (a band without a test class) is a number."""
+    run = tmp_path / "plain_e4-s0-20261129-100000"
+    run.mkdir()
+    closed = {"many": 0.5, "medium": 0.4, "overall": 0.45}
+    for few, words in ((None, "closed.few is null"), ("x", 'closed.few is "x"'), (True, "closed.few is true")):
+        (run / "metrics.json").write_text(json.dumps({"closed": closed if few is None else {**closed, "few": few}}),
+                                          encoding="utf-8")
+        assert table_module.main([str(tmp_path)]) == 2
+        err = capsys.readouterr().err
+        assert len(err.strip().splitlines()) == 1 and str(run / "metrics.json") in err and words in err
+    (run / "metrics.json").write_text(json.dumps({"closed": {**closed, "few": float("nan")}}), encoding="utf-8")
+    assert table_module.main([str(tmp_path)]) == 0
+
+
+def test_a_log_record_without_an_integer_epoch_is_one_line(tmp_path, table_module, capsys):
+    """A metrics.jsonl record whose "epoch" is no positive integer: one line naming the file and record, exit 2
+    (was: a ValueError traceback from int())."""
+    _run(tmp_path, "plain_e4-s0-20261129-100000", 0.5, val=[0.2, 0.3])
+    with open(tmp_path / "plain_e4-s0-20261129-100000" / "metrics.jsonl", "a", encoding="utf-8") as fh:
+        fh.write('{"epoch": "x", "val": {"overall": 0.4}}\n')
+    assert table_module.main([str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and "metrics.jsonl: record 3" in err
+
+
+def test_the_later_run_is_the_later_time_stamp(tmp_path, table_module, capsys):
+    """The later of two runs of one seed is the one with the later time stamp, whatever the rest of the name says
+    (was: the later name in sort order: s01 of the 30th lost to s1 of the 29th)."""
+    _run(tmp_path, "crt_e4-s01-20261130-090000", 0.6)
+    _run(tmp_path, "crt_e4-s1-20261129-100000", 0.2)
+    runs = table_module.read_runs(tmp_path)
+    assert runs[("crt", 4)][1]["test"]["overall"] == 0.6
+    assert "crt_e4-s01-20261130-090000 replaces the earlier crt_e4-s1-20261129-100000" in capsys.readouterr().err
