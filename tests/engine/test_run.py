@@ -64,6 +64,27 @@ def test_a_folder_of_runs_is_named_as_one(tmp_path):
     assert "openlt bench SPEC --report-only" in str(caught.value) and "openlt summary" in str(caught.value)
 
 
+def test_a_folder_of_bench_folders_is_named_as_one(tmp_path):
+    """A folder of bench out_dirs given as a run (`openlt report runs`, runs/ holding runs/table/...): a run one
+    level further down is named, and the table of its folder (was: "not an openlt run directory" alone); a run
+    directly in the folder is named before one further down, and a folder without any run is not one."""
+    (tmp_path / "empty" / "inner").mkdir(parents=True)
+    with pytest.raises(RunDirError, match="is not an openlt run directory"):
+        open_run(tmp_path / "empty")
+    cfg = build_config(None, [f"out_dir={tmp_path / 'runs' / 'table'}"])
+    run = new_run(cfg, "a")
+    run.write_config(cfg)
+    (tmp_path / "runs" / "aaa-notes").mkdir()
+    with pytest.raises(RunDirError, match=re.escape(f"give one of its runs (e.g. {run.path}); a table of them: "
+                                                    f"`openlt summary {tmp_path / 'runs' / 'table' / '*'}`")):
+        open_run(tmp_path / "runs")
+    cfg = build_config(None, [f"out_dir={tmp_path / 'runs'}"])
+    near = new_run(cfg, "z")
+    near.write_config(cfg)
+    with pytest.raises(RunDirError, match=re.escape(f"(e.g. {near.path})")):
+        open_run(tmp_path / "runs")
+
+
 # ------------------------------------------------------------------ metrics.jsonl: torn last line, malformed lines
 LINES = ['{"epoch": 1, "train_loss": 1.5}', '{"epoch": 2, "train_loss": 1.2}']
 

@@ -97,3 +97,14 @@ def test_summary_of_a_folder_of_runs_says_so(copy, capsys):
     code, _, err = cli(capsys, "summary", copy.parent)
     assert code == 2 and err == (f"openlt summary: error: {copy.parent} is a folder of runs, not a run (it has no "
                                  f"config.yaml): give the runs themselves, e.g. `openlt summary {copy.parent}/*`\n")
+
+
+def test_summary_of_a_folder_of_bench_folders_names_the_runs_below(copy, capsys, tmp_path):
+    """A folder whose runs are a level further down (runs/ holding bench out_dirs): the table of the folder that
+    holds them is suggested (was: "metrics.json not found", how to evaluate the folder as a run)."""
+    (tmp_path / "top").mkdir()
+    (tmp_path / "top" / "bench").symlink_to(copy.parent)
+    code, _, err = cli(capsys, "summary", tmp_path / "top")
+    assert code == 2 and err == (f"openlt summary: error: {tmp_path / 'top'} is a folder of runs, not a run (it has "
+                                 f"no config.yaml): give the runs themselves, e.g. `openlt summary "
+                                 f"{tmp_path / 'top' / 'bench'}/*`\n")

@@ -656,13 +656,13 @@ def open_run(path: str | Path) -> Run:
             raise RunDirError(f"{path} is an export bundle (`openlt export`: openlt.json, model.safetensors), not a "
                               f"run directory: give the run directory it was exported from (openlt.json's "
                               f"source.run); the bundle is for use without openlt (its openlt.json describes it)")
-        from openlt.reporting.summary import is_folder_of_runs  # (only for this message: summary is not light)
+        from openlt.reporting.summary import example_run  # (only for this message: summary is not light)
 
-        if is_folder_of_runs(path):  # e.g. a bench's out_dir: what the user may have wanted is named
-            example = next(c for c in sorted(path.iterdir()) if (c / run.config_file.name).is_file())
+        example = example_run(path)  # e.g. a bench's out_dir, or a folder of them: what the user may have wanted
+        if example is not None:
             raise RunDirError(f"{path} is a folder of runs, not a run directory (no {run.config_file.name} of its "
                               f"own): give one of its runs (e.g. {example}); a table of them: `openlt summary "
-                              f"{path / '*'}`, or a bench's `openlt bench SPEC --report-only`")
+                              f"{example.parent / '*'}`, or a bench's `openlt bench SPEC --report-only`")
         raise RunDirError(f"{path} is not an openlt run directory (no {run.config_file.name})")
     check_utf8_path(path)
     return run

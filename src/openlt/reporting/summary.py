@@ -81,12 +81,30 @@ def tagged_metrics(folder: Path) -> list[str]:
 
 
 def is_folder_of_runs(folder: Path) -> bool:
-    """Whether `folder` is not a run (no config.yaml) but holds runs (sub-folders with a config.yaml)."""
+    """Whether `folder` is not a run (no config.yaml) but holds runs (sub-folders with a config.yaml, or their
+    sub-folders: a folder of bench out_dirs): :func:`example_run`."""
     try:
-        return (folder.is_dir() and not (folder / "config.yaml").is_file()
-                and any((child / "config.yaml").is_file() for child in folder.iterdir() if child.is_dir()))
+        return folder.is_dir() and not (folder / "config.yaml").is_file() and example_run(folder) is not None
     except OSError:
         return False
+
+
+def example_run(folder: Path) -> Path | None:
+    """The first run (a folder with a config.yaml), in name order, among `folder`'s sub-folders, else among theirs
+    (a folder of bench out_dirs, such as runs/), or None; a sub-folder that cannot be listed is passed over."""
+    children = _subfolders(folder)
+    for level in (children, [grandchild for child in children for grandchild in _subfolders(child)]):
+        runs = [child for child in level if (child / "config.yaml").is_file()]
+        if runs:
+            return runs[0]
+    return None
+
+
+def _subfolders(folder: Path) -> list[Path]:
+    try:
+        return sorted(child for child in folder.iterdir() if child.is_dir())
+    except OSError:
+        return []
 
 
 def missing_metrics(path: Path, command: str = "summary") -> str:
@@ -96,7 +114,7 @@ def missing_metrics(path: Path, command: str = "summary") -> str:
     folder = path.parent
     if path.name == "metrics.json" and is_folder_of_runs(folder):
         return (f"{folder} is a folder of runs, not a run (it has no config.yaml): give the runs themselves, e.g. "
-                f"`openlt {command} {folder / '*'}`")
+                f"`openlt {command} {example_run(folder).parent / '*'}`")
     tagged = tagged_metrics(folder) if path.name == "metrics.json" else []
     if tagged:
         example = tagged[0][len("metrics-"):-len(".json")]
