@@ -7,7 +7,8 @@ from types import SimpleNamespace
 import pytest
 
 from openlt.reporting.bench_report import charts, markdown, method_colors
-from openlt.reporting.convergence import convergence, convergence_warning
+from openlt.reporting.convergence import convergence, convergence_unchecked, convergence_warning
+from openlt.reporting.html import _warnings
 from openlt.reporting.run_report import report_markdown
 from openlt.reporting.summary import summarize
 
@@ -70,6 +71,34 @@ def test_no_validation_curve_no_warning(records):
     check = convergence(records)
     assert check["warning"] is None and not check["still_rising"]
     assert check["best_epoch"] == (1 if records and "val" in records[0] else None)
+
+
+@pytest.mark.parametrize("records, reason", [
+    (log(epochs=5), "no validation top-1 in the log of its 5 epochs"),
+    (log(0.5), "1 evaluation of validation top-1 in 1 epoch: the late-gain rule needs 2 in each half"),
+    (log(0.6, 0.5, 0.5), "3 evaluations of validation top-1 in 3 epochs"),
+    (log(0.9, 0.3, epochs=10, every=5), "2 evaluations of validation top-1 in 10 epochs"),
+], ids=["no validation", "one epoch", "three epochs", "validated twice"])
+def test_a_curve_the_rules_cannot_judge_is_recorded_as_unchecked(records, reason):
+    """No warning on a 1-epoch run is not a finished model: the check says it did not judge the curve, and the
+    report says so (was silent: session 21)."""
+    check = convergence(records)
+    assert check["warning"] is None and reason in check["unchecked"]
+    note = convergence_unchecked({**METRICS, "convergence": check})
+    assert note.startswith("the under-training check was not made: ") and reason in note
+    run = SimpleNamespace(path=Path("runs/r"), report_html_path=lambda tag=None: Path("runs/r/report.html"),
+                          epochs_logged=lambda: [])
+    assert f"Note: {note}." in report_markdown(run, {**METRICS, "convergence": check})
+    assert f"Note: {note}." in _warnings({**METRICS, "convergence": check})  # report.html
+
+
+def test_a_judged_curve_a_warning_or_nothing_trained_is_not_unchecked():
+    judged = convergence(log(0.3, 0.5, 0.6, 0.62, 0.62, 0.62))
+    assert judged["late_gain"] is not None and judged["unchecked"] is None
+    assert convergence([])["unchecked"] is None  # NCM / tau-norm: no epoch logged, nothing trained to check
+    stopped = convergence(log(0.5), planned_epochs=10)  # the stop warning says more than "too few evaluations"
+    assert stopped["warning"] and stopped["unchecked"] is None
+    assert convergence_unchecked(METRICS) is None  # an older metrics.json without the check
 
 
 def test_validation_every_few_epochs():

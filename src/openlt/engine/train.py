@@ -750,13 +750,13 @@ def _log_start(log: Log, cfg: Config, data: DataBundle, bands: ShotBands, device
 
 def _close_log(epoch_log: EpochLog | None, run: Run, log: Log) -> None:
     """Close metrics.jsonl (rank 0) and say when the run may be under-trained (best epoch late, validation still
-    rising: reporting.convergence)."""
+    rising: reporting.convergence), or that its curve could not be judged (no validation, too few evaluations)."""
     if epoch_log is None:
         return
     epoch_log.close()
-    warning = convergence(run.epochs_logged())["warning"]
-    if warning:
-        log(f"note: {warning}")
+    check = convergence(run.epochs_logged())
+    if check["warning"] or check["unchecked"]:
+        log(f"note: {check['warning'] or 'the under-training check was not made: ' + check['unchecked']}")
 
 
 def _classes_without_val_images(data: DataBundle) -> str:

@@ -21,7 +21,10 @@ The rule (:func:`convergence`), on the overall validation top-1 of the validated
    catches a model stopped far too early, not one a doubling short. A schedule with a late step (train.milestones)
    gains more after its drop by design: rule 2 is a prompt to try a longer budget, not a proof.
 
-No warning without validation, with a single evaluation, on a plateau or when the best epoch came early.
+No warning on a plateau or when the best epoch came early. Without validation, or with too few evaluations for
+rule 2 (fewer than :data:`MIN_HALF_EVALUATIONS` in either half: a run of 1 - 3 epochs), the rules cannot judge the
+curve: the check records why in ``"unchecked"`` and the report says the check was not made (no warning is not a
+finished model there). A fit that logs no epoch (NCM, τ-norm: nothing trained) has nothing to check.
 
 Before both rules, when the run's planned epochs (config.yaml train.epochs) are given: a run whose log stops before
 them (killed, or stopped, and evaluated) is warned that it stopped after epoch N of its M, with or without
@@ -61,18 +64,22 @@ def convergence(records: Sequence[Mapping], planned_epochs: int | None = None) -
     """The convergence check of one run's epoch log (the records of metrics.jsonl): ``{"best_epoch"`` (1-based, as
     the console numbers epochs; None without validation), ``"epochs"`` (the last epoch logged), ``"still_rising"``
     (bool), ``"late_gain"`` (second half's best minus first half's, in [−1, 1]; None with too few evaluations),
-    ``"warning"`` (one sentence, or None), ``"rule"`` (the rule in words)``}`` (module docstring).
+    ``"warning"`` (one sentence, or None), ``"unchecked"`` (why the rules could not judge the curve, or None),
+    ``"rule"`` (the rule in words)``}`` (module docstring).
     `planned_epochs`: the run's train.epochs, when its log is that of its training loop (not a decoupled stage 2's
     fit): a log that stops before them is warned as stopped."""
     epochs = max((int(r["epoch"]) for r in records if "epoch" in r), default=0)
     curve = validation_curve(records)
     out = {"best_epoch": None, "epochs": epochs, "still_rising": False, "late_gain": None, "warning": None,
-           "rule": RULE}
+           "unchecked": None, "rule": RULE}
     if planned_epochs is not None and 0 < epochs < planned_epochs:
         out["warning"] = (f"the model may be under-trained: its training stopped after epoch {epochs} of its "
                           f"{planned_epochs} (train.epochs; killed or stopped before the end); finish it with "
                           f"`openlt train --resume` on the run before comparing it")
     if not curve:
+        if epochs and out["warning"] is None:
+            out["unchecked"] = f"no validation top-1 in the log of its {epochs} epoch{'s' * (epochs > 1)} (no " \
+                               "validation split, or eval.every longer than the run)"
         return out
     best_epoch, best = curve[0]
     for epoch, acc in curve[1:]:
@@ -80,6 +87,7 @@ def convergence(records: Sequence[Mapping], planned_epochs: int | None = None) -
             best_epoch, best = epoch, acc
     out["best_epoch"] = best_epoch
     if len(curve) < 2:
+        out["unchecked"] = _too_few(len(curve), epochs) if out["warning"] is None else None
         return out
     last_epoch, last = curve[-1]
     before = [acc for _, acc in curve[-1 - WINDOW:-1]]
@@ -103,7 +111,14 @@ def convergence(records: Sequence[Mapping], planned_epochs: int | None = None) -
                           f"the first half's ({100 * max(first):.1f}%), more than the {100 * LATE_GAIN:.0f} a "
                           f"converged model gains from its falling learning rate; try a longer budget "
                           f"(train.epochs) before comparing it")
+    if out["warning"] is None and out["late_gain"] is None:
+        out["unchecked"] = _too_few(len(curve), epochs)
     return out
+
+
+def _too_few(evaluations: int, epochs: int) -> str:
+    return (f"{evaluations} evaluation{'s' * (evaluations > 1)} of validation top-1 in {epochs} epoch{'s' * (epochs > 1)}: the late-gain "
+            f"rule needs {MIN_HALF_EVALUATIONS} in each half of the epochs, so the curve is not judged")
 
 
 def _evaluations(n: int) -> str:
@@ -131,3 +146,14 @@ def convergence_warning(metrics: Mapping) -> str | None:
         return (f"the stage-1 run it starts from ({stage1.get('run')}) may be under-trained, and with it the "
                 f"features this run is built on: {reason}")
     return None
+
+
+def convergence_unchecked(metrics: Mapping) -> str | None:
+    """The sentence a report shows when the under-training check could not judge a run's validation curve (no
+    validation, too few evaluations: :func:`convergence`'s ``"unchecked"``), or None: no warning there does not
+    mean a finished model."""
+    conv = metrics.get("convergence")
+    reason = conv.get("unchecked") if isinstance(conv, Mapping) else None
+    if not isinstance(reason, str) or not reason or convergence_warning(metrics) is not None:
+        return None
+    return f"the under-training check was not made: {reason}"

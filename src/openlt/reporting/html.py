@@ -15,7 +15,7 @@ from matplotlib.figure import Figure
 from openlt.metrics import (BAND_NAMES, ShotBands, band_confusion, ece_by_band, per_class_accuracy, reject,
                             rejection_curves, threshold_grid, top_confusions)
 from openlt.reporting import figures
-from openlt.reporting.convergence import convergence_warning
+from openlt.reporting.convergence import convergence_unchecked, convergence_warning
 from openlt.reporting.describe import checkpoint_epoch, environment_lines, open_set_text, threshold_text
 
 CSS = """
@@ -137,6 +137,9 @@ def _warnings(metrics: Mapping) -> str:
     warning = convergence_warning(metrics)
     if warning:
         paragraphs.append(f'<p class="warning"><b>Warning:</b> {esc(warning)}.</p>')
+    unchecked = convergence_unchecked(metrics)
+    if unchecked:
+        paragraphs.append(f'<p class="meta">Note: {esc(unchecked)}.</p>')
     open_set = metrics.get("open")
     score_warning = open_set.get("warning") if isinstance(open_set, Mapping) else None
     if score_warning:
