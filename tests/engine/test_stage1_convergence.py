@@ -10,6 +10,7 @@ import json
 from pathlib import Path
 
 import pytest
+import yaml
 
 from tiny_run import TINY, cli, train_with_cli  # tests/helpers
 from openlt.cli import main
@@ -62,3 +63,38 @@ def test_summary_marks_the_row(stage2s, capsys):
     assert code == 0, err
     assert f"| stopped {UNDER_TRAINED_MARK} |" in out and "| finished |" in out
     assert "stage-1 run" in out
+
+
+def test_the_warning_is_recorded_when_the_stage2_starts(stage2s, capsys):
+    """The stage-1 warning is the one the stage 2's checkpoint records when it started from the run (stage1_record
+    "convergence_warning"), not read again at each evaluation: evaluated again after its stage-1 run moved, or had
+    its log deleted, the stage 2 still carries it, naming the run (was: silently dropped, "nothing when that run has
+    moved or its log cannot be read"); the finished stage 1's stage 2 stays unwarned after its log is cut."""
+    stopped, finished = stage2s["stopped"], stage2s["finished"]
+    source = Path(_metrics(stopped)["convergence"]["stage1"]["run"])
+    moved = source.with_name(source.name + "-moved")
+    source.rename(moved)
+    try:
+        code, _, err = cli(capsys, "eval", stopped, f"data.split_dir={moved / 'splits'}", "--quiet")
+        assert code == 0, err
+        stage1 = _metrics(stopped)["convergence"]["stage1"]
+        assert stage1["run"] == str(source) and "stopped after epoch 1 of its 2" in stage1["warning"]
+    finally:
+        moved.rename(source)
+    log = source / "metrics.jsonl"
+    kept = log.read_bytes()
+    log.unlink()
+    try:
+        assert cli(capsys, "eval", stopped, "--quiet")[0] == 0
+        assert "stopped after epoch 1 of its 2" in _metrics(stopped)["convergence"]["stage1"]["warning"]
+    finally:
+        log.write_bytes(kept)
+    source = Path(yaml.safe_load((finished / "config.yaml").read_text(encoding="utf-8"))["train"]["init_from"])
+    config = source / "config.yaml"
+    kept = config.read_bytes()
+    config.write_text(kept.decode().replace("epochs: 1\n", "epochs: 3\n"), encoding="utf-8")  # now "stopped"
+    try:
+        assert cli(capsys, "eval", finished, "--quiet")[0] == 0
+        assert "stage1" not in _metrics(finished)["convergence"]
+    finally:
+        config.write_bytes(kept)

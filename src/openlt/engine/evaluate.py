@@ -355,7 +355,8 @@ def _evaluate(run: Run, checkpoint: str, quiet: bool, tag: str | None, write: bo
     metrics["confusion"]["file"] = run.confusion_path(tag).name
     metrics = {"run": str(run.path.resolve()), "checkpoint": checkpoint, "checkpoint_sha256": using["sha256"],
                "amp": amp, **checkpoint_epoch_fields(state), **metrics, "split_files": {split: data.manifest["files"][split]["sha256"] for split in data.entries},
-               "data": evaluated_data(cfg, data.split_dir), **run_context(run, cfg, data, dev)}
+               "data": evaluated_data(cfg, data.split_dir),
+               **run_context(run, cfg, data, dev, state.get("stage1"))}
     if distributed.is_main() and write:
         _moved_check(run, checkpoint, tag)  # moved or deleted meanwhile: nothing written, none recreated
         with write_group():  # all of them or none: an interrupted write phase leaves the previous evaluation's
@@ -429,11 +430,12 @@ def _write_results(run: Run, tag: str | None, cfg: Config, data: DataBundle, met
     write_reports(run, metrics, samples, tag, ShotBands.from_config(cfg.eval))
 
 
-def run_context(run: Run, cfg: Config, data: DataBundle, device: torch.device) -> dict:
+def run_context(run: Run, cfg: Config, data: DataBundle, device: torch.device, stage1: dict | None = None) -> dict:
     """What a reader of metrics.json and the report asks beside the numbers: ``"open_class_names"`` (the held-out
     classes of the open split, when the split folder's manifest names them), ``"convergence"`` (the under-training
     check of the epoch log, against cfg's train.epochs: :func:`openlt.reporting.convergence.convergence`; with
-    "stage1" when the stage-1 run it starts from carries the warning: :func:`stage1_convergence`) and
+    "stage1" when the stage-1 run it starts from carries the warning: :func:`stage1_convergence` of `stage1`, what
+    the evaluated checkpoint records of that run) and
     ``"environment"`` (library versions and the evaluation's device). The training time is the epoch log's
     (metrics.jsonl ``time_s``): not copied here, so that metrics.json stays the same for the same results."""
     context: dict = {}
@@ -441,7 +443,7 @@ def run_context(run: Run, cfg: Config, data: DataBundle, device: torch.device) -
     if data.has("open") and isinstance(names, list) and names and all(isinstance(n, str) for n in names):
         context["open_class_names"] = list(names)
     context["convergence"] = convergence(run.epochs_logged(), planned_epochs(cfg))
-    stage1 = stage1_convergence(cfg)  # a head on an unfinished stage-1 body is as unfinished a comparison
+    stage1 = stage1_convergence(cfg, stage1)  # a head on an unfinished stage-1 body is as unfinished a comparison
     if stage1 is not None:
         context["convergence"]["stage1"] = stage1
     context["environment"] = {"versions": library_versions(), "device": device_name(device)}

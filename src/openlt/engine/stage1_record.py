@@ -18,7 +18,7 @@ import json
 from openlt.config import Config, read_yaml_mapping
 from openlt.engine.checkpoint import checkpoint_state
 from openlt.engine.run import Run, open_run
-from openlt.errors import RunDirError
+from openlt.errors import ConfigError, RunDirError
 from openlt.io import sha256_file
 from openlt.reporting.convergence import convergence, planned_epochs
 
@@ -28,10 +28,12 @@ def stage1_record(source: Run, checkpoint: str = "best") -> dict:
     absolute path, "checkpoint": name, "sha256": hex, "config": the stage-1 run's config.yaml as a mapping, "amp":
     the precision its checkpoint records it trained in (None: an older run), "recipe" / "resumed": the training keys
     its last checkpoint records the run trained with and what a `--resume` changed part-way (absent for an older
-    run; summary names the run by them), and "stage1":
+    run; summary names the run by them), "convergence_warning": the run's under-training warning as its log says
+    now, or None (absent when its log cannot be read: :func:`stage1_warning`), and "stage1":
     that run's own record when it is itself a stage 2}. The sha256 is what :func:`check_stage1_unchanged` compares; the config and amp
-    are what `openlt summary` compares stage-2 runs' stage-1 recipes and seeds with (trial 14a D2): the stage-1
-    folder may have moved or been deleted since, the stage-2 run keeps them."""
+    are what `openlt summary` compares stage-2 runs' stage-1 recipes and seeds with (trial 14a D2), the warning what
+    the stage 2's evaluation reports (:func:`stage1_convergence`): the stage-1 folder may have moved, been resumed
+    or deleted since, the stage-2 run keeps them."""
     path = source.checkpoint(checkpoint)
     state = checkpoint_state(path)
     record = {"run": str(source.path.resolve()), "checkpoint": checkpoint, "sha256": sha256_file(path),
@@ -45,7 +47,25 @@ def stage1_record(source: Run, checkpoint: str = "best") -> dict:
             record[key] = trained[key]
     if isinstance(state.get("stage1"), dict):
         record["stage1"] = state["stage1"]
+    record.update(stage1_warning(source, state))
     return record
+
+
+def stage1_warning(source: Run, state: dict) -> dict:
+    """``{"convergence_warning": text or None}``: the under-training warning of the stage-1 run `source` as its
+    epoch log and config.yaml say now (:func:`openlt.reporting.convergence.convergence` against its train.epochs),
+    else, when `source` is itself a stage 2 (its checkpoint `state` records its own stage-1 run), that run's
+    recorded one; ``{}`` when its log or config cannot be read (the stage 2's evaluation then reads it)."""
+    try:
+        warning = convergence(source.epochs_logged(), planned_epochs(source.config()))["warning"]
+    except (RunDirError, ConfigError, OSError):
+        return {}
+    upstream = state.get("stage1")
+    if warning is None and isinstance(upstream, dict) and isinstance(upstream.get("convergence_warning"), str):
+        reason = upstream["convergence_warning"].removeprefix("the model may be under-trained: ")
+        warning = (f"the model may be under-trained: it starts from the stage-1 run {upstream.get('run')}, which "
+                   f"may be: {reason}")
+    return {"convergence_warning": warning}
 
 
 def training_stage1_record(cfg: Config, state: dict | None) -> dict | None:
@@ -112,17 +132,24 @@ def stage1_config(source: Run, cfg: Config) -> Config:
     return src
 
 
-def stage1_convergence(cfg: Config) -> dict | None:
+def stage1_convergence(cfg: Config, recorded: dict | None = None) -> dict | None:
     """``{"run": path, "warning": text}`` when the stage-1 run a stage 2 starts from (cfg's train.init_from) carries
-    the under-training warning (:func:`openlt.reporting.convergence.convergence` of its epoch log against its
-    train.epochs), else None: no train.init_from, a stage 1 without the warning, or one that cannot be read (moved,
-    deleted, a torn log: the stage 2's own checks speak of those). A head fitted on an unfinished body compares
-    the classifiers on a body that is not done (issue 18)."""
+    the under-training warning, else None: no train.init_from, a stage 1 without the warning. The warning is the one
+    the stage 2's checkpoint records (`recorded`: its state's "stage1", "convergence_warning": :func:`stage1_record`,
+    taken when the stage 2 started from it), so it holds after the stage-1 run moved, was deleted, resumed for more
+    epochs or had its log cut; a stage 2 of an older openlt (no such record) reads the stage-1 run's epoch log now
+    (:func:`openlt.reporting.convergence.convergence` against its train.epochs; None when that run cannot be read:
+    the stage 2's own checks speak of it). A head fitted on an unfinished body compares the classifiers on a body
+    that is not done (issue 18)."""
     if not cfg.train.init_from:
         return None
-    try:
-        source = open_run(cfg.train.init_from)
-        warning = convergence(source.epochs_logged(), planned_epochs(source.config()))["warning"]
-    except (RunDirError, OSError):
-        return None
+    if isinstance(recorded, dict) and "convergence_warning" in recorded:
+        warning = recorded["convergence_warning"]
+        warning = warning if isinstance(warning, str) else None
+    else:
+        try:
+            source = open_run(cfg.train.init_from)
+        except RunDirError:
+            return None
+        warning = stage1_warning(source, {}).get("convergence_warning")
     return {"run": str(cfg.train.init_from), "warning": warning} if warning else None
