@@ -78,3 +78,24 @@ def test_summary_compares_the_recorded_stage_one_recipes_after_the_stage_one_run
     finally:
         for seed, source in stage1.items():
             shutil.move(moved[seed], source)
+
+
+def test_a_stage2_of_a_stage2_records_its_stage1s_warning(tmp_path):
+    """A stage 2 started from a stage 2 (NCM on an OLTR run) whose own log is fine records the warning that run's
+    checkpoint records of its own stage-1 run, naming it (stage1_warning); with no readable log, nothing (the
+    evaluation reads it then)."""
+    from openlt.config import build_config
+    from openlt.engine.run import new_run
+    from openlt.engine.stage1_record import stage1_warning
+
+    cfg = build_config(None, [f"out_dir={tmp_path}", "train.epochs=4"])
+    run = new_run(cfg, "oltr")
+    run.write_config(cfg)
+    run.log_file.write_text("".join(f'{{"epoch": {e}, "val": {{"overall": 0.5}}}}\n' for e in range(1, 5)),
+                            encoding="utf-8")
+    upstream = {"run": "/runs/plain", "convergence_warning": "the model may be under-trained: its best is late"}
+    assert stage1_warning(run, {}) == {"convergence_warning": None}
+    assert stage1_warning(run, {"stage1": upstream}) == {"convergence_warning": (
+        "the model may be under-trained: it starts from the stage-1 run /runs/plain, which may be: its best is late")}
+    run.log_file.write_text('{"epoch": "x"}\n{"epoch": 1}\n', encoding="utf-8")
+    assert stage1_warning(run, {"stage1": upstream}) == {}
