@@ -470,10 +470,11 @@ def run_lineage(metrics: dict) -> Lineage | None:
     flat = _run_config(run_dir)
     if flat is None:
         return None
-    state = _run_state(run_dir)
-    lineage = Lineage([_with_trained_amp(_as_trained(flat, state.get("recipe"), state.get("resumed")), run_dir,
+    states = _run_states(run_dir)  # each checkpoint header read once a level
+    state = _first_state(states)
+    lineage = Lineage([_with_trained_amp(_as_trained(flat, state.get("recipe"), state.get("resumed")), states,
                                          None)], [None])
-    record = _recorded_stage1(run_dir)
+    record = _stage1_of(states)
     while len(lineage.levels) <= RECIPE_DEPTH:
         parent = lineage.levels[-1].get("train.init_from")
         if not (isinstance(parent, str) and parent):
@@ -489,9 +490,10 @@ def run_lineage(metrics: dict) -> Lineage | None:
             if flat is None:
                 lineage.unknown = parent
                 break
-            state = _run_state(Path(parent))
+            states = _run_states(Path(parent))
+            state = _first_state(states)
             flat = _as_trained(flat, state.get("recipe"), state.get("resumed"))
-            flat, record = _with_trained_amp(flat, Path(parent), None), _recorded_stage1(Path(parent))
+            flat, record = _with_trained_amp(flat, states, None), _stage1_of(states)
         lineage.levels.append(flat)
         lineage.sha256.append(sha)
     return lineage
@@ -505,34 +507,40 @@ def stage1_unknown(metrics: dict) -> str | None:
     return None if lineage is None else lineage.unknown
 
 
-def _with_trained_amp(flat: dict[str, Any], run_dir: Path | None, recorded: Any) -> dict[str, Any]:
+def _with_trained_amp(flat: dict[str, Any], states: tuple[dict, dict] | None, recorded: Any) -> dict[str, Any]:
     """`flat` (a flattened config) with train.amp ``auto`` replaced by the precision the run trained in: what its
-    checkpoints record (`run_dir`'s, or `recorded`: what a stage 2 recorded of its stage-1 run), else what auto
-    meant before runs recorded it (:func:`_trained_amp`)."""
+    checkpoints record (`states`: :func:`_run_states` of its folder; or `recorded`, what a stage 2 recorded of its
+    stage-1 run, when `states` is None), else what auto meant before runs recorded it (:func:`_trained_amp`)."""
     if flat.get("train.amp") != "auto":
         return flat
-    if run_dir is None:
+    if states is None:
         amp = recorded if recorded in ("none", "bf16", "fp16") else _trained_amp(None, flat.get("train.device"))
     else:
-        amp = _trained_amp(run_dir, flat.get("train.device"))
+        amp = _trained_amp(_amp_of(states), flat.get("train.device"))
     return {**flat, "train.amp": amp}
 
 
-def _run_state(run_dir: Path) -> dict:
-    """The state of a run's last checkpoint, else of its best one ({} when neither can be read)."""
-    return (_checkpoint_state(run_dir / "checkpoints" / "last.safetensors")
-            or _checkpoint_state(run_dir / "checkpoints" / "best.safetensors"))
+def _run_states(run_dir: Path) -> tuple[dict, dict]:
+    """The states of a run's last and best checkpoints ({} for one that cannot be read): :func:`_first_state`,
+    :func:`_stage1_of` and :func:`_amp_of` take what they need from them, last first."""
+    return tuple(_checkpoint_state(run_dir / "checkpoints" / f"{name}.safetensors") for name in ("last", "best"))
 
 
-def _recorded_stage1(run_dir: Path) -> dict | None:
+def _first_state(states: tuple[dict, dict]) -> dict:
+    """The last checkpoint's state, else the best one's ({} when neither can be read)."""
+    return states[0] or states[1]
+
+
+def _stage1_of(states: tuple[dict, dict]) -> dict | None:
     """What a stage-2 run's last (else best) checkpoint records of its stage-1 run (state "stage1":
     engine/stage1_record.stage1_record), or None: no such record (a stage-1 run, an older openlt) or no readable
     checkpoint."""
-    for name in ("last", "best"):
-        recorded = _checkpoint_state(run_dir / "checkpoints" / f"{name}.safetensors").get("stage1")
-        if isinstance(recorded, dict):
-            return recorded
-    return None
+    return next((state["stage1"] for state in states if isinstance(state.get("stage1"), dict)), None)
+
+
+def _amp_of(states: tuple[dict, dict]) -> str | None:
+    """The precision (none | bf16 | fp16) the last (else best) checkpoint's state records, or None."""
+    return next((state["amp"] for state in states if state.get("amp") in ("none", "bf16", "fp16")), None)
 
 
 def _run_config(run_dir: Path) -> dict[str, Any] | None:
@@ -546,15 +554,14 @@ def _run_config(run_dir: Path) -> dict[str, Any] | None:
         raise RunDirError(str(exc)) from None
 
 
-def _trained_amp(run_dir: Path | None, device: Any) -> str:
+def _trained_amp(recorded: str | None, device: Any) -> str:
     """The precision a run whose config.yaml says `train.amp: auto` trained in, as the recipe compares it: what its
-    checkpoint records (checkpoint.recorded_amp), else what `auto` meant before runs recorded it (float32, bf16 only
-    on a device named cuda: precision.legacy_auto; a run on `device: auto` is taken for a CPU run). So a run written
-    with `none` and one with `auto`, both float32, are one recipe, and a bf16 run is not averaged with them.
-    `run_dir` None: no checkpoint to read (what a stage 2 recorded of its stage-1 run records no precision)."""
-    trained = None if run_dir is None else recorded_run_amp(run_dir)
-    if trained is not None:
-        return trained
+    checkpoint records (`recorded`: :func:`_amp_of`), else what `auto` meant before runs recorded it (float32, bf16
+    only on a device named cuda: precision.legacy_auto; a run on `device: auto` is taken for a CPU run). So a run
+    written with `none` and one with `auto`, both float32, are one recipe, and a bf16 run is not averaged with them.
+    `recorded` None: no checkpoint records it (what a stage 2 recorded of its stage-1 run records no precision)."""
+    if recorded is not None:
+        return recorded
     return "bf16" if isinstance(device, str) and device.startswith("cuda") else "none"
 
 
@@ -562,18 +569,7 @@ def recorded_run_amp(run_dir: Path) -> str | None:
     """The precision (none | bf16 | fp16) the run in `run_dir` trained in as its last (else best) checkpoint
     records it, or None: a run from before openlt recorded it, or one whose checkpoints cannot be read (loading
     them says why). `openlt bench` compares a spec's `train.amp: auto` with it too."""
-    for name in ("last", "best"):
-        trained = _recorded_amp(run_dir / "checkpoints" / f"{name}.safetensors")
-        if trained is not None:
-            return trained
-    return None
-
-
-def _recorded_amp(path: Path) -> str | None:
-    """state.amp of an openlt checkpoint's header (:func:`_checkpoint_state`), or None when the file is missing,
-    unreadable or records none; the checkpoint's own checks run wherever it is loaded."""
-    amp = _checkpoint_state(path).get("amp")
-    return amp if amp in ("none", "bf16", "fp16") else None
+    return _amp_of(_run_states(run_dir))
 
 
 def _checkpoint_state(path: Path) -> dict:
