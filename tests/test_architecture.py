@@ -4,7 +4,7 @@
   ``from openlt.models import x`` is an edge to ``openlt.models``, and to ``openlt.models.x`` when x is a module);
 - no import climbs a layer: cli / __main__ / config_docs / the ``openlt`` package itself (the public face:
   ``openlt.load_run`` comes from the engine) -> engine -> {models, losses, data, openset, decoupling,
-  reporting} -> metrics, with the foundation (errors, io, registry, config, paper_numbers, optim) importable
+  reporting} -> metrics, with the foundation (errors, io, registry, config, paper_numbers, optim, run_folders) importable
   from anywhere; the middle layer's packages may import each other
   where that makes no cycle between them;
 - every function in src/ is under 60 lines.
@@ -28,7 +28,7 @@ LAYERS = {
     "engine": (3, {"engine"}),
     "middle": (2, {"models", "losses", "data", "openset", "decoupling", "reporting"}),
     "metrics": (1, {"metrics"}),
-    "foundation": (0, {"errors", "io", "registry", "config", "paper_numbers", "optim"}),
+    "foundation": (0, {"errors", "io", "registry", "config", "paper_numbers", "optim", "run_folders"}),
 }
 
 

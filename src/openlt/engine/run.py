@@ -23,6 +23,7 @@ from typing import IO, Any, TypeVar
 from openlt.config import Config, build_config, dump_yaml, read_yaml_mapping, run_name_problem
 from openlt.errors import ConfigError, OpenLTError, RunDirError, WriteError
 from openlt.io import never_recreated, read_jsonl, temp_prefix, write_json, write_text, writer_dead
+from openlt.run_folders import example_run
 
 try:
     import fcntl
@@ -656,8 +657,6 @@ def open_run(path: str | Path) -> Run:
             raise RunDirError(f"{path} is an export bundle (`openlt export`: openlt.json, model.safetensors), not a "
                               f"run directory: give the run directory it was exported from (openlt.json's "
                               f"source.run); the bundle is for use without openlt (its openlt.json describes it)")
-        from openlt.reporting.summary import example_run  # (only for this message: summary is not light)
-
         example = example_run(path)  # e.g. a bench's out_dir, or a folder of them: what the user may have wanted
         if example is not None:
             raise RunDirError(f"{path} is a folder of runs, not a run directory (no {run.config_file.name} of its "

@@ -51,6 +51,7 @@ from openlt.io import safetensors_header, sha256_file
 from openlt.metrics import ShotBands
 from openlt.metrics.closed import band_rule
 from openlt.reporting.convergence import convergence_warning
+from openlt.run_folders import example_run, is_folder_of_runs
 
 # (column, path of keys in metrics.json, scale to display units: 100 for a percentage, 1 for a [0, 1] number)
 COLUMNS = (
@@ -78,33 +79,6 @@ def _number(value: Any) -> bool:
 def tagged_metrics(folder: Path) -> list[str]:
     """The names of a run folder's tagged metrics files (metrics-TAG.json), sorted."""
     return sorted(p.name for p in folder.glob("metrics-*.json") if p.is_file())
-
-
-def is_folder_of_runs(folder: Path) -> bool:
-    """Whether `folder` is not a run (no config.yaml) but holds runs (sub-folders with a config.yaml, or their
-    sub-folders: a folder of bench out_dirs): :func:`example_run`."""
-    try:
-        return folder.is_dir() and not (folder / "config.yaml").is_file() and example_run(folder) is not None
-    except OSError:
-        return False
-
-
-def example_run(folder: Path) -> Path | None:
-    """The first run (a folder with a config.yaml), in name order, among `folder`'s sub-folders, else among theirs
-    (a folder of bench out_dirs, such as runs/), or None; a sub-folder that cannot be listed is passed over."""
-    children = _subfolders(folder)
-    for level in (children, [grandchild for child in children for grandchild in _subfolders(child)]):
-        runs = [child for child in level if (child / "config.yaml").is_file()]
-        if runs:
-            return runs[0]
-    return None
-
-
-def _subfolders(folder: Path) -> list[Path]:
-    try:
-        return sorted(child for child in folder.iterdir() if child.is_dir())
-    except OSError:
-        return []
 
 
 def missing_metrics(path: Path, command: str = "summary") -> str:
