@@ -220,6 +220,10 @@ def _out_dir_case(tmp_path, monkeypatch, case):
         (out / "photos").mkdir()
     elif case == "bench-of-benches":
         (out / "convergence" / "plain-s0-20260101-000000").mkdir(parents=True)
+    elif case == "a-run":  # one run's folder (was: "holds files that are not a bench's (checkpoints, config.yaml...")
+        (out / "checkpoints").mkdir(parents=True)
+        (out / "config.yaml").write_text("name: plain\n")
+        (out / "metrics.json").write_text("{}")
     return out
 
 
@@ -228,6 +232,7 @@ def _out_dir_case(tmp_path, monkeypatch, case):
     ("cwd-of-a-project", "holds files that are not a bench's (README.md, bench.yaml, src"),
     ("folder-of-other-files", "holds files that are not a bench's (notes.txt, photos)"),
     ("bench-of-benches", "holds files that are not a bench's (convergence)"),
+    ("a-run", "is a run directory (it has a config.yaml), not a folder of a bench's runs"),
 ])
 def test_a_dangerous_out_dir_is_refused_before_any_run(tmp_path, monkeypatch, capsys, case, says):
     (tmp_path / "tiny.yaml").write_text("name: tiny\n")

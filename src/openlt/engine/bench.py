@@ -263,6 +263,10 @@ def check_out_dir(out_dir: Path, what: str) -> None:
                           f"; give the bench a folder of its own (e.g. runs/bench/NAME)")
     if path.exists() and not path.is_dir():
         raise ConfigError(f"{what} {out_dir} is not a folder")
+    if (path / "config.yaml").is_file():  # one run's folder, given where a folder of runs goes
+        raise ConfigError(f"{what} {out_dir} is a run directory (it has a config.yaml), not a folder of a bench's "
+                          f"runs: give the bench a new or empty folder of its own (e.g. runs/bench/NAME); a table of "
+                          f"runs already trained: `openlt summary LABEL=RUN ...`")
     foreign = sorted(p.name for p in path.iterdir() if not _bench_entry(p)) if path.is_dir() else []
     if foreign:
         shown = ", ".join(foreign[:3]) + (f" and {len(foreign) - 3} more" if len(foreign) > 3 else "")
