@@ -1,8 +1,9 @@
 """A stage 2 on a stage-1 run that carries the under-training warning carries it too (engine/stage1_record.py
 `stage1_convergence`, metrics.json "convergence" -> "stage1"): cRT, NCM or OLTR on an unfinished body compares heads
-on a body that is not done (issue 18), and its summary row and report say so. Real tiny runs: a stage 1 whose
-epoch log stops after epoch 1 of its 2 (its last line cut, as a run killed during epoch 2 leaves it) and a
-finished (1-epoch) one."""
+on a body that is not done (issue 18), and its summary row and report say so. Real tiny runs: a 2-epoch stage 1
+whose validation curve says it was still rising (its log's overall top-1 set to 20 % then 60 %) and a finished
+(1-epoch) one. (A stage 1 stopped before its train.epochs is refused as a stage 2's start: init_from's
+check_stage1_finished.)"""
 
 from __future__ import annotations
 
@@ -20,19 +21,23 @@ from openlt.reporting.summary import UNDER_TRAINED_MARK
 CONFIGS = Path(__file__).parents[2] / "configs" / "fmnist_lt"
 STAGE1 = [*(t for t in TINY if not t.startswith("train.epochs=")), "train.device=cpu", "train.amp=none",
           "train.warmup_epochs=0"]
-EPOCHS = {"stopped": 2, "finished": 1}  # one evaluation: no warning; two, the log cut after the first: stopped
+EPOCHS = {"rising": 2, "finished": 1}  # one evaluation: no warning; two, the second 40 points up: still rising
+RISING = (0.2, 0.6)
 
 
 @pytest.fixture(scope="module")
 def stage2s(tmp_path_factory, single_thread):
-    """{"stopped": the NCM run on the cut stage 1, "finished": the NCM run on the finished one}."""
+    """{"rising": the NCM run on the still rising stage 1, "finished": the NCM run on the finished one}."""
     root = tmp_path_factory.mktemp("stage1_convergence")
     made = {}
-    for name in ("stopped", "finished"):
+    for name in ("rising", "finished"):
         source = train_with_cli(root / f"s1-{name}", [*STAGE1, f"train.epochs={EPOCHS[name]}"])
-        if name == "stopped":
+        if name == "rising":
             log = source / "metrics.jsonl"
-            log.write_text(log.read_text(encoding="utf-8").splitlines(keepends=True)[0], encoding="utf-8")
+            records = [json.loads(line) for line in log.read_text(encoding="utf-8").splitlines()]
+            for record, overall in zip(records, RISING):
+                record["val"]["overall"] = overall
+            log.write_text("".join(json.dumps(r) + "\n" for r in records), encoding="utf-8")
         assert main([str(a) for a in ("train", CONFIGS / "decouple_ncm.yaml", f"train.init_from={source}",
                                       f"out_dir={root / name}", "train.device=cpu", "--quiet")]) == 0
         made[name] = next((root / name).iterdir())
@@ -43,14 +48,14 @@ def _metrics(run: Path) -> dict:
     return json.loads((run / "metrics.json").read_text(encoding="utf-8"))
 
 
-def test_a_stage2_on_a_stopped_stage1_is_warned(stage2s):
-    metrics = _metrics(stage2s["stopped"])
+def test_a_stage2_on_a_rising_stage1_is_warned(stage2s):
+    metrics = _metrics(stage2s["rising"])
     assert metrics["convergence"]["warning"] is None  # its own fit is finished
-    assert "stopped after epoch 1 of its 2" in metrics["convergence"]["stage1"]["warning"]
+    assert "best validation epoch is 2 of 2" in metrics["convergence"]["stage1"]["warning"]
     warning = convergence_warning(metrics)
     assert warning.startswith("the stage-1 run it starts from (") and "may be under-trained" in warning
-    assert "stopped after epoch 1 of its 2" in warning
-    assert "under-trained" in (stage2s["stopped"] / "report.md").read_text(encoding="utf-8")
+    assert "best validation epoch is 2 of 2" in warning
+    assert "under-trained" in (stage2s["rising"] / "report.md").read_text(encoding="utf-8")
 
 
 def test_a_stage2_on_a_finished_stage1_is_not(stage2s):
@@ -59,9 +64,9 @@ def test_a_stage2_on_a_finished_stage1_is_not(stage2s):
 
 
 def test_summary_marks_the_row(stage2s, capsys):
-    code, out, err = cli(capsys, "summary", f"stopped={stage2s['stopped']}", f"finished={stage2s['finished']}")
+    code, out, err = cli(capsys, "summary", f"rising={stage2s['rising']}", f"finished={stage2s['finished']}")
     assert code == 0, err
-    assert f"| stopped {UNDER_TRAINED_MARK} |" in out and "| finished |" in out
+    assert f"| rising {UNDER_TRAINED_MARK} |" in out and "| finished |" in out
     assert "stage-1 run" in out
 
 
@@ -70,23 +75,23 @@ def test_the_warning_is_recorded_when_the_stage2_starts(stage2s, capsys):
     "convergence_warning"), not read again at each evaluation: evaluated again after its stage-1 run moved, or had
     its log deleted, the stage 2 still carries it, naming the run (was: silently dropped, "nothing when that run has
     moved or its log cannot be read"); the finished stage 1's stage 2 stays unwarned after its log is cut."""
-    stopped, finished = stage2s["stopped"], stage2s["finished"]
-    source = Path(_metrics(stopped)["convergence"]["stage1"]["run"])
+    rising, finished = stage2s["rising"], stage2s["finished"]
+    source = Path(_metrics(rising)["convergence"]["stage1"]["run"])
     moved = source.with_name(source.name + "-moved")
     source.rename(moved)
     try:
-        code, _, err = cli(capsys, "eval", stopped, f"data.split_dir={moved / 'splits'}", "--quiet")
+        code, _, err = cli(capsys, "eval", rising, f"data.split_dir={moved / 'splits'}", "--quiet")
         assert code == 0, err
-        stage1 = _metrics(stopped)["convergence"]["stage1"]
-        assert stage1["run"] == str(source) and "stopped after epoch 1 of its 2" in stage1["warning"]
+        stage1 = _metrics(rising)["convergence"]["stage1"]
+        assert stage1["run"] == str(source) and "best validation epoch is 2 of 2" in stage1["warning"]
     finally:
         moved.rename(source)
     log = source / "metrics.jsonl"
     kept = log.read_bytes()
     log.unlink()
     try:
-        assert cli(capsys, "eval", stopped, "--quiet")[0] == 0
-        assert "stopped after epoch 1 of its 2" in _metrics(stopped)["convergence"]["stage1"]["warning"]
+        assert cli(capsys, "eval", rising, "--quiet")[0] == 0
+        assert "best validation epoch is 2 of 2" in _metrics(rising)["convergence"]["stage1"]["warning"]
     finally:
         log.write_bytes(kept)
     source = Path(yaml.safe_load((finished / "config.yaml").read_text(encoding="utf-8"))["train"]["init_from"])
@@ -98,3 +103,22 @@ def test_the_warning_is_recorded_when_the_stage2_starts(stage2s, capsys):
         assert "stage1" not in _metrics(finished)["convergence"]
     finally:
         config.write_bytes(kept)
+
+
+def test_a_finished_stage1_with_a_cut_log_is_not_called_stopped(stage2s, capsys, tmp_path):
+    """A stage 1 that trained its 2 epochs (its last checkpoint says so) whose metrics.jsonl was cut to its first
+    line afterwards: no "stopped after epoch 1 of its 2 ... finish it with `openlt train --resume`" (was: warned so,
+    and --resume then found nothing to train), in its own metrics.json nor in what a stage 2 records of it."""
+    import shutil
+
+    source = Path(_metrics(stage2s["rising"])["convergence"]["stage1"]["run"])
+    copy = tmp_path / source.name
+    shutil.copytree(source, copy)
+    log = copy / "metrics.jsonl"
+    log.write_text(log.read_text(encoding="utf-8").splitlines(keepends=True)[0], encoding="utf-8")
+    assert cli(capsys, "eval", copy, "--quiet")[0] == 0
+    assert _metrics(copy)["convergence"]["warning"] is None
+    from openlt.engine.run import open_run
+    from openlt.engine.stage1_record import stage1_warning
+
+    assert stage1_warning(open_run(copy), {}) == {"convergence_warning": None}

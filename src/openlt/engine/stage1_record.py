@@ -51,13 +51,29 @@ def stage1_record(source: Run, checkpoint: str = "best") -> dict:
     return record
 
 
+def unfinished_epochs(run: Run, cfg: Config) -> int | None:
+    """The planned epochs (:func:`openlt.reporting.convergence.planned_epochs` of `cfg`, the run's config) its
+    epoch log is checked against for a stop, or None when its last checkpoint shows it trained them all: a log cut
+    or edited after the run finished is no stopped run (`openlt train --resume`, the warning's remedy, would find
+    nothing to train). A last checkpoint that is missing or cannot be read leaves the log to judge."""
+    planned = planned_epochs(cfg)
+    last = run.checkpoint("last")
+    if planned is None or not last.is_file():
+        return planned
+    try:
+        done = checkpoint_state(last).get("epoch")
+    except (RunDirError, OSError):
+        return planned
+    return None if isinstance(done, int) and done + 1 >= planned else planned
+
+
 def stage1_warning(source: Run, state: dict) -> dict:
     """``{"convergence_warning": text or None}``: the under-training warning of the stage-1 run `source` as its
     epoch log and config.yaml say now (:func:`openlt.reporting.convergence.convergence` against its train.epochs),
     else, when `source` is itself a stage 2 (its checkpoint `state` records its own stage-1 run), that run's
     recorded one; ``{}`` when its log or config cannot be read (the stage 2's evaluation then reads it)."""
     try:
-        warning = convergence(source.epochs_logged(), planned_epochs(source.config()))["warning"]
+        warning = convergence(source.epochs_logged(), unfinished_epochs(source, source.config()))["warning"]
     except (RunDirError, ConfigError, OSError):
         return {}
     upstream = state.get("stage1")
