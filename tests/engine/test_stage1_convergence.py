@@ -118,6 +118,7 @@ def test_a_finished_stage1_with_a_cut_log_is_not_called_stopped(stage2s, capsys,
     log.write_text(log.read_text(encoding="utf-8").splitlines(keepends=True)[0], encoding="utf-8")
     assert cli(capsys, "eval", copy, "--quiet")[0] == 0
     assert _metrics(copy)["convergence"]["warning"] is None
+    assert "stops at epoch 1, its last checkpoint records 2 trained" in _metrics(copy)["convergence"]["unchecked"]
     from openlt.engine.run import open_run
     from openlt.engine.stage1_record import stage1_warning
 

@@ -101,6 +101,18 @@ def test_a_judged_curve_a_warning_or_nothing_trained_is_not_unchecked():
     assert convergence_unchecked(METRICS) is None  # an older metrics.json without the check
 
 
+def test_a_log_cut_after_training_is_not_judged_as_a_shorter_run():
+    """A log cut to 8 of the 12 epochs the last checkpoint records (was: "best validation epoch is 8 of 8 and still
+    rising", the wrong epochs; the helper trial's leftover, session 21): not judged, and said why; a run stopped
+    after 10 of its 20 whose log was cut to 8 is warned stopped after epoch 10."""
+    rising = log(0.30, 0.40, 0.45, 0.50, 0.53, 0.55, 0.58, 0.60)
+    check = convergence(rising, None, trained_epochs=12)
+    assert check["warning"] is None and "stops at epoch 8, its last checkpoint records 12 trained" in check["unchecked"]
+    assert "stopped after epoch 10 of its 20" in convergence(rising, 20, trained_epochs=10)["warning"]
+    assert convergence(rising, None, trained_epochs=8)["warning"]  # the whole log: judged (still rising)
+    assert convergence(rising, None, trained_epochs=7)["warning"]  # a log one epoch ahead of its checkpoint
+
+
 def test_validation_every_few_epochs():
     check = convergence(log(0.3, 0.58, 0.59, 0.6, epochs=20, every=5))  # validated at 5, 10, 15, 20
     assert check["best_epoch"] == 20 and check["epochs"] == 20 and check["warning"] and "still rising" in check["warning"]

@@ -33,7 +33,7 @@ from openlt.engine.manifest import check_open_decision, verify_manifest
 from openlt.engine.precheck import check_open_score_on_model
 from openlt.engine.run import Run, check_tag
 from openlt.engine.score_fit import fit_open_score
-from openlt.engine.stage1_record import stage1_convergence, unfinished_epochs
+from openlt.engine.stage1_record import run_convergence, stage1_convergence
 from openlt.engine.runtime import (batch_score_for, check_data_folders, collect_outputs, command_device,
                                    heads_on_stage1_features, inference_loader, kept_for, score_fit_args, to_device,
                                    trained_config)
@@ -48,7 +48,6 @@ from openlt.openset.base import open_score_warning
 
 TOP_CONFUSIONS = 50  # (true, predicted) pairs listed in metrics.json; the whole matrix is confusion.npz
 from openlt.reporting import is_record, sample_table, save_confusion, save_samples, summarize_outputs
-from openlt.reporting.convergence import convergence
 from openlt.reporting.run_report import samples_origin, write_reports
 
 
@@ -433,7 +432,7 @@ def _write_results(run: Run, tag: str | None, cfg: Config, data: DataBundle, met
 def run_context(run: Run, cfg: Config, data: DataBundle, device: torch.device, stage1: dict | None = None) -> dict:
     """What a reader of metrics.json and the report asks beside the numbers: ``"open_class_names"`` (the held-out
     classes of the open split, when the split folder's manifest names them), ``"convergence"`` (the under-training
-    check of the epoch log, against cfg's train.epochs unless finished: :func:`unfinished_epochs`; with
+    check of the epoch log, against cfg's train.epochs and the epochs trained: :func:`run_convergence`; with
     "stage1" when the stage-1 run it starts from carries the warning: :func:`stage1_convergence` of `stage1`, what
     the evaluated checkpoint records of that run) and
     ``"environment"`` (library versions and the evaluation's device). The training time is the epoch log's
@@ -442,7 +441,7 @@ def run_context(run: Run, cfg: Config, data: DataBundle, device: torch.device, s
     names = data.manifest.get("open_class_names")
     if data.has("open") and isinstance(names, list) and names and all(isinstance(n, str) for n in names):
         context["open_class_names"] = list(names)
-    context["convergence"] = convergence(run.epochs_logged(), unfinished_epochs(run, cfg))  # not a cut log's
+    context["convergence"] = run_convergence(run, cfg)
     stage1 = stage1_convergence(cfg, stage1)  # a head on an unfinished stage-1 body is as unfinished a comparison
     if stage1 is not None:
         context["convergence"]["stage1"] = stage1

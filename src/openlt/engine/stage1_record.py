@@ -51,20 +51,23 @@ def stage1_record(source: Run, checkpoint: str = "best") -> dict:
     return record
 
 
-def unfinished_epochs(run: Run, cfg: Config) -> int | None:
-    """The planned epochs (:func:`openlt.reporting.convergence.planned_epochs` of `cfg`, the run's config) its
-    epoch log is checked against for a stop, or None when its last checkpoint shows it trained them all: a log cut
-    or edited after the run finished is no stopped run (`openlt train --resume`, the warning's remedy, would find
-    nothing to train). A last checkpoint that is missing or cannot be read leaves the log to judge."""
-    planned = planned_epochs(cfg)
+def run_convergence(run: Run, cfg: Config) -> dict:
+    """The under-training check (:func:`openlt.reporting.convergence.convergence`) of `run`'s epoch log against its
+    planned epochs (:func:`~openlt.reporting.convergence.planned_epochs` of `cfg`, the run's config) and the epochs
+    its last checkpoint records it trained: a run that trained them all is no stopped run when its log was cut or
+    edited after (`openlt train --resume`, the stop warning's remedy, would find nothing to train), and such a log's
+    curve is not judged. A last checkpoint that is missing or cannot be read leaves the log to judge; a decoupled
+    stage 2 (no planned epochs) is judged on its fit's log alone."""
+    planned, trained = planned_epochs(cfg), None
     last = run.checkpoint("last")
-    if planned is None or not last.is_file():
-        return planned
-    try:
-        done = checkpoint_state(last).get("epoch")
-    except (RunDirError, OSError):
-        return planned
-    return None if isinstance(done, int) and done + 1 >= planned else planned
+    if planned is not None and last.is_file():
+        try:
+            done = checkpoint_state(last).get("epoch")
+        except (RunDirError, OSError):
+            done = None
+        trained = done + 1 if isinstance(done, int) and not isinstance(done, bool) and done >= 0 else None
+    return convergence(run.epochs_logged(), None if trained is not None and trained >= planned else planned,
+                       trained)
 
 
 def stage1_warning(source: Run, state: dict) -> dict:
@@ -73,7 +76,7 @@ def stage1_warning(source: Run, state: dict) -> dict:
     else, when `source` is itself a stage 2 (its checkpoint `state` records its own stage-1 run), that run's
     recorded one; ``{}`` when its log or config cannot be read (the stage 2's evaluation then reads it)."""
     try:
-        warning = convergence(source.epochs_logged(), unfinished_epochs(source, source.config()))["warning"]
+        warning = run_convergence(source, source.config())["warning"]
     except (RunDirError, ConfigError, OSError):
         return {}
     upstream = state.get("stage1")

@@ -60,22 +60,31 @@ def validation_curve(records: Sequence[Mapping]) -> list[tuple[int, float]]:
     return curve
 
 
-def convergence(records: Sequence[Mapping], planned_epochs: int | None = None) -> dict:
+def convergence(records: Sequence[Mapping], planned_epochs: int | None = None,
+                trained_epochs: int | None = None) -> dict:
     """The convergence check of one run's epoch log (the records of metrics.jsonl): ``{"best_epoch"`` (1-based, as
     the console numbers epochs; None without validation), ``"epochs"`` (the last epoch logged), ``"still_rising"``
     (bool), ``"late_gain"`` (second half's best minus first half's, in [−1, 1]; None with too few evaluations),
     ``"warning"`` (one sentence, or None), ``"unchecked"`` (why the rules could not judge the curve, or None),
     ``"rule"`` (the rule in words)``}`` (module docstring).
     `planned_epochs`: the run's train.epochs, when its log is that of its training loop (not a decoupled stage 2's
-    fit): a log that stops before them is warned as stopped."""
+    fit): a log that stops before them is warned as stopped. `trained_epochs`: the epochs the run's last
+    checkpoint records it trained; a log that stops before them was cut or edited after training, and its curve is
+    not judged (``"unchecked"`` says so: the rules would read it as a shorter run's)."""
     epochs = max((int(r["epoch"]) for r in records if "epoch" in r), default=0)
     curve = validation_curve(records)
     out = {"best_epoch": None, "epochs": epochs, "still_rising": False, "late_gain": None, "warning": None,
            "unchecked": None, "rule": RULE}
-    if planned_epochs is not None and 0 < epochs < planned_epochs:
-        out["warning"] = (f"the model may be under-trained: its training stopped after epoch {epochs} of its "
+    done = max(epochs, trained_epochs or 0)
+    if planned_epochs is not None and 0 < done < planned_epochs:
+        out["warning"] = (f"the model may be under-trained: its training stopped after epoch {done} of its "
                           f"{planned_epochs} (train.epochs; killed or stopped before the end); finish it with "
                           f"`openlt train --resume` on the run before comparing it")
+    if epochs < done:
+        if out["warning"] is None:
+            out["unchecked"] = (f"its epoch log (metrics.jsonl) stops at epoch {epochs}, its last checkpoint "
+                                f"records {done} trained (the log was cut or edited after training)")
+        return out
     if not curve:
         if epochs and out["warning"] is None:
             out["unchecked"] = f"no validation top-1 in the log of its {epochs} epoch{'s' * (epochs > 1)} (no " \
