@@ -33,7 +33,8 @@ class TableError(ValueError):
 
 
 def read_runs(folder: Path) -> dict[tuple[str, int], dict[int, dict]]:
-    """{(method, epochs): {seed: {"test": closed-set metrics, "history": epoch records}}} of the evaluated runs.
+    """{(method, epochs): {seed: {"test": closed-set metrics, "history": epoch records, "warned": metrics.json's
+    under-training verdict (None: a file of an openlt before session 21; the log is judged instead)}}} of the evaluated runs.
     Of two runs of one method, budget and seed the later one (by the name's time stamp) counts (a note says so). A
     torn last line of metrics.jsonl (a crash, or a resume training the run now) is dropped, as openlt reads it;
     TableError for a metrics.json that is not JSON, has no "closed" or a band of it that is no number, and any other
@@ -64,7 +65,12 @@ def read_runs(folder: Path) -> dict[tuple[str, int], dict[int, dict]]:
         if seed in runs[key]:  # names sort by their time stamp: this run is the later one of the seed
             print(f"convergence_table: note: {path.name} replaces the earlier {runs[key][seed]['name']} (the same "
                   f"method, budget and seed: the latest run counts)", file=sys.stderr)
-        runs[key][seed] = {"test": metrics["closed"], "history": history, "name": path.name}
+        # openlt's own verdict (it also reads the run's checkpoints: a log cut after training is no stopped run),
+        # when the file is of an openlt that records it so ("unchecked", session 21); an older file's verdict may be
+        # of older rules: its log is judged again
+        conv = metrics.get("convergence")
+        warned = bool(conv.get("warning")) if isinstance(conv, dict) and "unchecked" in conv else None
+        runs[key][seed] = {"test": metrics["closed"], "history": history, "name": path.name, "warned": warned}
     return runs
 
 
@@ -92,7 +98,7 @@ def stage1_row(epochs: int, seeds: dict[int, dict]) -> str:
         check = convergence(history, epochs)  # a run stopped before its budget is warned, as in its metrics.json
         if check["best_epoch"] is not None:
             best_epoch.append(check["best_epoch"])
-        warned += check["warning"] is not None
+        warned += check["warning"] is not None if run.get("warned") is None else run["warned"]
     test = [mean_std([run["test"][band] for run in seeds.values()]) for band in BANDS]
     return (f"| {epochs} | {len(seeds)} | {mean_std(fit)} | {mean_std(best)} | {mean_std(last)} | "
             f"{', '.join(map(str, best_epoch)) or '-'} | {warned} of {len(seeds)} | " + " | ".join(test) + " |")

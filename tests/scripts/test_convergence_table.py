@@ -114,3 +114,22 @@ def test_the_later_run_is_the_later_time_stamp(tmp_path, table_module, capsys):
     runs = table_module.read_runs(tmp_path)
     assert runs[("crt", 4)][1]["test"]["overall"] == 0.6
     assert "crt_e4-s01-20261130-090000 replaces the earlier crt_e4-s1-20261129-100000" in capsys.readouterr().err
+
+
+def test_the_verdict_metrics_json_records_counts_over_the_log(tmp_path, table_module):
+    """A finished run whose metrics.jsonl was cut to 2 of its 4 epochs after training: openlt (which reads the
+    checkpoints) recorded no warning in metrics.json, and the table counts that (was: '1 of 1', "stopped" from the
+    cut log alone; the helper trial's leftover, session 21); a metrics.json without a verdict: the log is judged."""
+    _run(tmp_path, "plain_e4-s0-20261129-100000", 0.5, val=[0.5, 0.5])
+    path = tmp_path / "plain_e4-s0-20261129-100000" / "metrics.json"
+    recorded = json.loads(path.read_text(encoding="utf-8"))
+    path.write_text(json.dumps({**recorded, "convergence": {"warning": None, "unchecked": "cut"}}), encoding="utf-8")
+    stage1 = next(line for line in table_module.tables(table_module.read_runs(tmp_path)).splitlines()
+                  if line.startswith("| 4 | 1 |"))
+    assert "| 0 of 1 |" in stage1
+    for convergence in ({"warning": "the model may be under-trained: x", "unchecked": None},
+                        {"warning": None}):  # an older openlt's verdict (no "unchecked"): the log is judged again
+        path.write_text(json.dumps({**recorded, "convergence": convergence}), encoding="utf-8")
+        stage1 = next(line for line in table_module.tables(table_module.read_runs(tmp_path)).splitlines()
+                      if line.startswith("| 4 | 1 |"))
+        assert "| 1 of 1 |" in stage1
