@@ -76,19 +76,14 @@ def convergence(records: Sequence[Mapping], planned_epochs: int | None = None,
     out = {"best_epoch": None, "epochs": epochs, "still_rising": False, "late_gain": None, "warning": None,
            "unchecked": None, "rule": RULE}
     done = max(epochs, trained_epochs or 0)
-    if planned_epochs is not None and 0 < done < planned_epochs:
-        out["warning"] = (f"the model may be under-trained: its training stopped after epoch {done} of its "
-                          f"{planned_epochs} (train.epochs; killed or stopped before the end); finish it with "
-                          f"`openlt train --resume` on the run before comparing it")
+    out["warning"] = _stop_warning(done, planned_epochs)
     if epochs < done:
         if out["warning"] is None:
             out["unchecked"] = (f"its epoch log (metrics.jsonl) stops at epoch {epochs}, its last checkpoint "
                                 f"records {done} trained (the log was cut or edited after training)")
         return out
     if not curve:
-        if epochs and out["warning"] is None:
-            out["unchecked"] = f"no validation top-1 in the log of its {epochs} epoch{'s' * (epochs > 1)} (no " \
-                               "validation split, or eval.every longer than the run)"
+        out["unchecked"] = _no_curve(epochs) if epochs and out["warning"] is None else None
         return out
     best_epoch, best = curve[0]
     for epoch, acc in curve[1:]:
@@ -123,6 +118,20 @@ def convergence(records: Sequence[Mapping], planned_epochs: int | None = None,
     if out["warning"] is None and out["late_gain"] is None:
         out["unchecked"] = _too_few(len(curve), epochs)
     return out
+
+
+def _stop_warning(done: int, planned_epochs: int | None) -> str | None:
+    """The warning of a run whose training stopped after epoch `done` of its `planned_epochs`, or None."""
+    if planned_epochs is None or not 0 < done < planned_epochs:
+        return None
+    return (f"the model may be under-trained: its training stopped after epoch {done} of its {planned_epochs} "
+            f"(train.epochs; killed or stopped before the end); finish it with `openlt train --resume` on the run "
+            f"before comparing it")
+
+
+def _no_curve(epochs: int) -> str:
+    return (f"no validation top-1 in the log of its {epochs} epoch{'s' * (epochs > 1)} (no validation split, or "
+            f"eval.every longer than the run)")
 
 
 def _too_few(evaluations: int, epochs: int) -> str:
