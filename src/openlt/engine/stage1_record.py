@@ -20,7 +20,7 @@ from openlt.engine.checkpoint import checkpoint_state
 from openlt.engine.run import Run, open_run
 from openlt.errors import ConfigError, RunDirError
 from openlt.io import sha256_file
-from openlt.reporting.convergence import convergence, planned_epochs
+from openlt.reporting.convergence import UNDER_TRAINED, convergence, planned_epochs
 
 
 def stage1_record(source: Run, checkpoint: str = "best") -> dict:
@@ -81,8 +81,8 @@ def stage1_warning(source: Run, state: dict) -> dict:
         return {}
     upstream = state.get("stage1")
     if warning is None and isinstance(upstream, dict) and isinstance(upstream.get("convergence_warning"), str):
-        reason = upstream["convergence_warning"].removeprefix("the model may be under-trained: ")
-        warning = (f"the model may be under-trained: it starts from the stage-1 run {upstream.get('run')}, which "
+        reason = upstream["convergence_warning"].removeprefix(UNDER_TRAINED)
+        warning = (f"{UNDER_TRAINED}it starts from the stage-1 run {upstream.get('run')}, which "
                    f"may be: {reason}")
     return {"convergence_warning": warning}
 

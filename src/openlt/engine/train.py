@@ -57,7 +57,7 @@ from openlt.losses import build_loss, check_train_loss
 from openlt.metrics import ShotBands
 from openlt.models.model import OpenLTModel, build_model
 from openlt.optim import build_optimizer, build_scheduler, lr_schedule, optimizer_step, scheduled_factor
-from openlt.reporting.convergence import convergence
+from openlt.reporting.convergence import NOT_CHECKED, convergence
 from openlt.reporting.summary import changes_text, fold_free_mappings
 
 Log = Callable[[str], None]
@@ -756,7 +756,7 @@ def _close_log(epoch_log: EpochLog | None, run: Run, log: Log) -> None:
     epoch_log.close()
     check = convergence(run.epochs_logged())
     if check["warning"] or check["unchecked"]:
-        log(f"note: {check['warning'] or 'the under-training check was not made: ' + check['unchecked']}")
+        log(f"note: {check['warning'] or NOT_CHECKED + check['unchecked']}")
 
 
 def _classes_without_val_images(data: DataBundle) -> str:

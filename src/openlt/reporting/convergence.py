@@ -43,6 +43,8 @@ WINDOW = 3  # ... and the last evaluation above the mean of the 3 before it ...
 MIN_GAIN = 0.005  # ... by more than half a point of overall top-1
 LATE_GAIN = 0.05  # or the second half's best more than 5 points above the first half's (module docstring)
 MIN_HALF_EVALUATIONS = 2  # evaluations each half needs for that comparison
+UNDER_TRAINED = "the model may be under-trained: "  # every warning's opening; a stage 2 quotes its stage 1's rest
+NOT_CHECKED = "the under-training check was not made: "  # the note's opening when the rules cannot judge a curve
 RULE = (f"best validation epoch in the last {LAST_FRACTION:.0%} of the epochs and the last evaluation's overall "
         f"top-1 more than {100 * MIN_GAIN:.1f} points above the mean of the {WINDOW} evaluations before it; or the "
         f"second half's best validation top-1 more than {100 * LATE_GAIN:.0f} points above the first half's")
@@ -105,12 +107,12 @@ def convergence(records: Sequence[Mapping], planned_epochs: int | None = None,
     if out["warning"] is not None:  # stopped before its epochs (above): the rules would judge a shorter budget
         return out
     if late and out["still_rising"]:
-        out["warning"] = (f"the model may be under-trained: its best validation epoch is {best_epoch} of {epochs} "
+        out["warning"] = (f"{UNDER_TRAINED}its best validation epoch is {best_epoch} of {epochs} "
                           f"and validation top-1 was still rising ({100 * last:.1f}% at epoch {last_epoch}, up from "
                           f"{100 * mean_before:.1f}% over the {_evaluations(len(before))} before); train longer "
                           f"(train.epochs) before comparing it")
     elif out["late_gain"] is not None and out["late_gain"] > LATE_GAIN + 1e-9:  # 5.0 points (8 of 160) is not more
-        out["warning"] = (f"the model may be under-trained: its best validation top-1 of the second half of its "
+        out["warning"] = (f"{UNDER_TRAINED}its best validation top-1 of the second half of its "
                           f"{epochs} epochs ({100 * max(second):.1f}%) is {100 * out['late_gain']:.1f} points above "
                           f"the first half's ({100 * max(first):.1f}%), more than the {100 * LATE_GAIN:.0f} a "
                           f"converged model gains from its falling learning rate; try a longer budget "
@@ -124,7 +126,7 @@ def _stop_warning(done: int, planned_epochs: int | None) -> str | None:
     """The warning of a run whose training stopped after epoch `done` of its `planned_epochs`, or None."""
     if planned_epochs is None or not 0 < done < planned_epochs:
         return None
-    return (f"the model may be under-trained: its training stopped after epoch {done} of its {planned_epochs} "
+    return (f"{UNDER_TRAINED}its training stopped after epoch {done} of its {planned_epochs} "
             f"(train.epochs; killed or stopped before the end); finish it with `openlt train --resume` on the run "
             f"before comparing it")
 
@@ -135,8 +137,9 @@ def _no_curve(epochs: int) -> str:
 
 
 def _too_few(evaluations: int, epochs: int) -> str:
-    return (f"{evaluations} evaluation{'s' * (evaluations > 1)} of validation top-1 in {epochs} epoch{'s' * (epochs > 1)}: the late-gain "
-            f"rule needs {MIN_HALF_EVALUATIONS} in each half of the epochs, so the curve is not judged")
+    return (f"{evaluations} evaluation{'s' * (evaluations > 1)} of validation top-1 in {epochs} "
+            f"epoch{'s' * (epochs > 1)}: the late-gain rule needs {MIN_HALF_EVALUATIONS} in each half of the epochs, "
+            f"so the curve is not judged")
 
 
 def _evaluations(n: int) -> str:
@@ -160,7 +163,7 @@ def convergence_warning(metrics: Mapping) -> str | None:
         return warning
     stage1 = conv.get("stage1")
     if isinstance(stage1, Mapping) and isinstance(stage1.get("warning"), str) and stage1["warning"]:
-        reason = stage1["warning"].removeprefix("the model may be under-trained: ")
+        reason = stage1["warning"].removeprefix(UNDER_TRAINED)
         return (f"the stage-1 run it starts from ({stage1.get('run')}) may be under-trained, and with it the "
                 f"features this run is built on: {reason}")
     return None
@@ -174,4 +177,4 @@ def convergence_unchecked(metrics: Mapping) -> str | None:
     reason = conv.get("unchecked") if isinstance(conv, Mapping) else None
     if not isinstance(reason, str) or not reason or convergence_warning(metrics) is not None:
         return None
-    return f"the under-training check was not made: {reason}"
+    return NOT_CHECKED + reason
