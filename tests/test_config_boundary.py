@@ -463,14 +463,14 @@ def test_valid_unusual_input_is_accepted(tmp_path):
 
 
 def test_ldam_without_its_reweighting_is_a_one_line_warning():
-    config = Path(__file__).parent.parent / "configs" / "fmnist_lt" / "loss_ldam_drw.yaml"  # drw_epoch 160
-    with pytest.warns(UserWarning, match=r"drw_epoch=160, but train.epochs=5: this run trains LDAM without"):
+    config = Path(__file__).parent.parent / "configs" / "fmnist_lt" / "loss_ldam_drw.yaml"  # drw_epoch 320
+    with pytest.warns(UserWarning, match=r"drw_epoch=320, but train.epochs=5: this run trains LDAM without"):
         build_config(config, ["train.epochs=5"])
     import warnings
 
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        build_config(config, ["train.epochs=161"])  # re-weights from epoch 161 of 161: no warning
+        build_config(config, ["train.epochs=321"])  # re-weights from epoch 321 of 321: no warning
         build_config(config, ["train.epochs=5", "train.loss_args.drw_epoch=null"])  # said on purpose
         build_config(base={"train": {"loss": "ldam", "epochs": 2}})  # a saved run's config: said when it began
     # what a user sees (pytest records warnings itself, so the command runs in its own process)
