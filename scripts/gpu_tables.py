@@ -3,7 +3,8 @@
 
 `openlt bench` runs its methods one after another; on one H200 a 96-epoch stage 1 of the embedded benchmark takes
 about two minutes, and 18 of them side by side (one process each, one CPU thread each) take the same two minutes
-(the configs' budget is 192 epochs since session 16: about twice that; give the deadline room, e.g. 480 s).
+(the configs' budget is 384 epochs since session 22: about four times that, ~8 - 9 minutes of stage 1, so the
+whole table no longer fits one 15-minute device lease with its start-up; give one seed per call, deadline ~600 s).
 This driver does that with the bench itself (so every run is an ordinary bench run in runs/table, reused and
 resumed as usual):
   phase A: each stage-1 method x seed in its own `openlt bench` process (a one-method spec);
