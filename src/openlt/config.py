@@ -368,6 +368,9 @@ class ModelConfig:
     head: HeadConfig = field(default_factory=HeadConfig)
 
 
+TRAINED_AMPS = ("none", "bf16", "fp16")  # the precisions a run trains in: train.amp with `auto` resolved
+
+
 @dataclass
 class TrainConfig:
     """The `train` section: SGD and its learning-rate schedule, the sampler, the loss, devices and precision."""
@@ -393,7 +396,7 @@ class TrainConfig:
     centroid_lr: float | None = opt(None, ge=0, le=MAX_LR)  # OLTR centroids' learning rate (None: train.lr)
     device: str = opt("auto", check=_device_problem)  # auto | cpu | cuda | cuda:N
     channels_last: bool = True  # NHWC memory format: about 15 % faster convolutions on CPU and GPU
-    amp: str = opt("auto", choices="auto none bf16 fp16")  # mixed precision: auto (bf16 on a GPU or CPU with native bfloat16, else none; a run keeps the precision it started in) | none | bf16 (CPU or GPU) | fp16 (GPU, with a grad scaler); see docs/scale.md
+    amp: str = opt("auto", choices="auto " + " ".join(TRAINED_AMPS))  # mixed precision: auto (bf16 on a GPU or CPU with native bfloat16, else none; a run keeps the precision it started in) | none | bf16 (CPU or GPU) | fp16 (GPU, with a grad scaler); see docs/scale.md
     sync_bn: bool = False  # under torchrun on GPUs: batch-norm statistics over the global batch (default: per process)
     eval_every: int = opt(1, ge=1, le=MAX_EPOCHS)  # validate every N epochs (the best checkpoint is chosen among those)
 

@@ -15,6 +15,7 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 from torch import nn
 
+from openlt.config import TRAINED_AMPS
 from openlt.errors import RunDirError
 from openlt.io import atomic_path, safetensors_header
 
@@ -101,7 +102,6 @@ def checkpoint_state(path: str | Path) -> dict:
     return _parse_metadata(path, metadata, dict.fromkeys(keys))["state"]
 
 
-TRAINED_AMPS = ("none", "bf16", "fp16")  # what a checkpoint's state.amp may record: train.amp resolved
 
 
 def recorded_amp(state: dict) -> str | None:

@@ -30,10 +30,10 @@ from typing import ContextManager
 
 import torch
 
-from openlt.config import Config, explicit_keys
+from openlt.config import TRAINED_AMPS, Config, explicit_keys
 from openlt.errors import ConfigError
 
-AMP_MODES = ("auto", "none", "bf16", "fp16")
+AMP_MODES = ("auto", *TRAINED_AMPS)
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
 

@@ -33,6 +33,7 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 from sklearn.base import BaseEstimator
 
+from openlt.config import TRAINED_AMPS
 from openlt.errors import ConfigError, DataError, NotFittedError, RunDirError
 from openlt.io import atomic_path
 from openlt.registry import Registry
@@ -146,7 +147,7 @@ class CheckedParams:
             now = getattr(self, name)
             if not _same_value(was, now):
                 label = self.fit_params.get(name, name)
-                shown = (f"differs from the one the fit used" if _is_array(was) or _is_array(now) else
+                shown = ("differs from the one the fit used" if _is_array(was) or _is_array(now) else
                          f"is {now!r}, but the fit used {was!r}")
                 raise ConfigError(f"{label} {shown}: fit again, or set {name} back")
 
@@ -464,7 +465,7 @@ def fitted_on_ok(value: Any) -> bool:
     (what calibration.json and a fitted score's file say they were fitted on), with ``"amp"`` (none | bf16 | fp16:
     the precision the evaluation that fitted it ran in) in a file of an openlt that records it."""
     return (isinstance(value, dict) and set(value) - {"amp"} == {"checkpoint", "sha256"}
-            and value.get("amp", "none") in ("none", "bf16", "fp16") and isinstance(value["checkpoint"], str)
+            and value.get("amp", "none") in TRAINED_AMPS and isinstance(value["checkpoint"], str)
             and bool(value["checkpoint"]) and isinstance(value["sha256"], str)
             and re.fullmatch(r"[0-9a-f]{64}", value["sha256"]) is not None)
 

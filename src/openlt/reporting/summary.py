@@ -45,7 +45,7 @@ from typing import Any
 
 import numpy as np
 
-from openlt.config import EXECUTION_KEYS, flatten, read_json, read_yaml_mapping
+from openlt.config import EXECUTION_KEYS, TRAINED_AMPS, flatten, read_json, read_yaml_mapping
 from openlt.errors import ConfigError, RunDirError
 from openlt.io import safetensors_header, sha256_file
 from openlt.metrics import ShotBands
@@ -488,7 +488,7 @@ def _with_trained_amp(flat: dict[str, Any], states: tuple[dict, dict] | None, re
     if flat.get("train.amp") != "auto":
         return flat
     if states is None:
-        amp = recorded if recorded in ("none", "bf16", "fp16") else _trained_amp(None, flat.get("train.device"))
+        amp = recorded if recorded in TRAINED_AMPS else _trained_amp(None, flat.get("train.device"))
     else:
         amp = _trained_amp(_amp_of(states), flat.get("train.device"))
     return {**flat, "train.amp": amp}
@@ -514,7 +514,7 @@ def _stage1_of(states: tuple[dict, dict]) -> dict | None:
 
 def _amp_of(states: tuple[dict, dict]) -> str | None:
     """The precision (none | bf16 | fp16) the last (else best) checkpoint's state records, or None."""
-    return next((state["amp"] for state in states if state.get("amp") in ("none", "bf16", "fp16")), None)
+    return next((state["amp"] for state in states if state.get("amp") in TRAINED_AMPS), None)
 
 
 def _run_config(run_dir: Path) -> dict[str, Any] | None:
