@@ -33,8 +33,9 @@ class TableError(ValueError):
 
 
 def read_runs(folder: Path) -> dict[tuple[str, int], dict[int, dict]]:
-    """{(method, epochs): {seed: {"test": closed-set metrics, "history": epoch records, "warned": metrics.json's
-    under-training verdict (None: a file of an openlt before session 21; the log is judged instead)}}} of the evaluated runs.
+    """{(method, epochs): {seed: {"test": closed-set metrics, "history": epoch records, "verdict": metrics.json's
+    under-training verdict: warned | unchecked | checked (None: a file of an openlt before session 21; the log is
+    judged instead)}}} of the evaluated runs.
     Of two runs of one method, budget and seed the later one (by the name's time stamp) counts (a note says so). A
     torn last line of metrics.jsonl (a crash, or a resume training the run now) is dropped, as openlt reads it;
     TableError for a metrics.json that is not JSON, has no "closed" or a band of it that is no number, and any other
@@ -69,8 +70,10 @@ def read_runs(folder: Path) -> dict[tuple[str, int], dict[int, dict]]:
         # when the file is of an openlt that records it so ("unchecked", session 21); an older file's verdict may be
         # of older rules: its log is judged again
         conv = metrics.get("convergence")
-        warned = bool(conv.get("warning")) if isinstance(conv, dict) and "unchecked" in conv else None
-        runs[key][seed] = {"test": metrics["closed"], "history": history, "name": path.name, "warned": warned}
+        verdict = None
+        if isinstance(conv, dict) and "unchecked" in conv:
+            verdict = "warned" if conv.get("warning") else "unchecked" if conv.get("unchecked") else "checked"
+        runs[key][seed] = {"test": metrics["closed"], "history": history, "name": path.name, "verdict": verdict}
     return runs
 
 
@@ -85,7 +88,7 @@ def mean_std(values: list[float]) -> str:
 
 def stage1_row(epochs: int, seeds: dict[int, dict]) -> str:
     """One budget's stage-1 row (table 1)."""
-    fit, best, last, best_epoch, warned = [], [], [], [], 0
+    fit, best, last, best_epoch, warned, unchecked = [], [], [], [], 0, 0
     for run in seeds.values():
         history = run["history"]
         fits = [r["train_acc"] for r in history if isinstance(r.get("train_acc"), (int, float))]
@@ -98,10 +101,12 @@ def stage1_row(epochs: int, seeds: dict[int, dict]) -> str:
         check = convergence(history, epochs)  # a run stopped before its budget is warned, as in its metrics.json
         if check["best_epoch"] is not None:
             best_epoch.append(check["best_epoch"])
-        warned += check["warning"] is not None if run.get("warned") is None else run["warned"]
+        verdict = run.get("verdict") or ("warned" if check["warning"] else "unchecked" if check["unchecked"] else "")
+        warned, unchecked = warned + (verdict == "warned"), unchecked + (verdict == "unchecked")
     test = [mean_std([run["test"][band] for run in seeds.values()]) for band in BANDS]
     return (f"| {epochs} | {len(seeds)} | {mean_std(fit)} | {mean_std(best)} | {mean_std(last)} | "
-            f"{', '.join(map(str, best_epoch)) or '-'} | {warned} of {len(seeds)} | " + " | ".join(test) + " |")
+            f"{', '.join(map(str, best_epoch)) or '-'} | {warned} of {len(seeds)}"
+            f"{f' ({unchecked} not checked)' if unchecked else ''} | " + " | ".join(test) + " |")
 
 
 def tables(runs: dict[tuple[str, int], dict[int, dict]]) -> str:

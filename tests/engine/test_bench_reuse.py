@@ -211,7 +211,7 @@ def test_stage2_of_a_longer_stage1_run_with_the_same_best_checkpoint_is_trained_
     capsys.readouterr()
     for extra in ([], ["--report-only"]):  # the table is written, reusing everything
         assert main(["bench", str(spec), "--quiet", *extra]) == 0
-        assert "| ncm | 1 |" in capsys.readouterr().out
+        assert "| ncm ‡ | 1 |" in capsys.readouterr().out
     assert (out / "results.md").is_file()
 
 

@@ -1,6 +1,7 @@
 """Through the CLI on a tiny generated image folder: split -> train 2 epochs -> eval -> predict -> resume."""
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -137,7 +138,8 @@ def test_oltr_stage1_to_stage2_through_the_cli(trained_run, image_folder, tmp_pa
     assert json.loads((run / "metrics-reach.json").read_text())["calibration"]["score"] == "reachability"
     assert (run / "metrics.json").read_text() == before  # the run's own results are kept
     code, out, _ = cli(capsys, "summary", f"msp={run}", f"reach={run / 'metrics-reach.json'}")
-    assert code == 0 and "| reach | 1 |" in out
+    # the 2-epoch stage 1's curve may be still rising (†) or not, by the CPU's rounding: the row either way
+    assert code == 0 and re.search(r"^\| reach( [†‡]+)? \| 1 \|", out, re.MULTILINE), out
     assert "model.classifier.centroids" in s2 and any(k.startswith("model.attention.") for k in s2)
     backbone = [k for k in s1 if k.startswith("model.backbone.")]
     assert backbone and all(torch.equal(s1[k], s2[k]) for k in backbone)  # frozen: loaded exactly, unchanged

@@ -69,7 +69,7 @@ def test_a_copy_evaluated_again_is_the_same_model_and_other_weights_under_one_re
     assert code == 2 and out == "" and len(err.strip().splitlines()) == 1, (out, err)
     assert "both are evaluations of the same weights" in err and recorded["checkpoint_sha256"][:12] in err
     code, out, err = cli(["summary", "a/r", "b/r"], capsys)  # other weights: two runs, wherever evaluated from
-    assert code == 0 and "| runs | 2 |" in out, err
+    assert code == 0 and "| runs ‡ | 2 |" in out, err
 
 
 # ---------------------------------------------------------------------------- a run that is being trained

@@ -122,8 +122,12 @@ def test_damaged_predictions_file_is_one_line_naming_it(run, tmp_path, capsys):
 
 
 def test_a_run_evaluated_before_its_last_epoch_is_warned(run, tmp_path):
-    """The tiny run's copy with train.epochs 3 in config.yaml: a run killed after epoch 1 of 3 and evaluated (was:
-    metrics.json, report.md and summary without a word of the 2 epochs never trained)."""
+    """The tiny run's copy whose last checkpoint records train.epochs 3: a run killed after epoch 1 of 3 and evaluated
+    (was: metrics.json, report.md and summary without a word of the 2 epochs never trained). The planned epochs are
+    the checkpoint's recipe, not config.yaml's (session 22): config.yaml alone edited to 3 is a finished 1-epoch run."""
+    from safetensors import safe_open
+    from safetensors.torch import load_file, save_file
+
     from openlt.engine.evaluate import evaluate_run
     from openlt.engine.run import Run
 
@@ -131,6 +135,14 @@ def test_a_run_evaluated_before_its_last_epoch_is_warned(run, tmp_path):
     config = copy.config_file.read_text()
     assert "  epochs: 1\n" in config
     copy.config_file.write_text(config.replace("  epochs: 1\n", "  epochs: 3\n", 1))
+    evaluate_run(copy, quiet=True)
+    assert json.loads(copy.metrics_file.read_text())["convergence"]["warning"] is None  # trained its recipe's 1
+    last = copy.checkpoint("last")
+    with safe_open(str(last), "pt") as fh:
+        meta = json.loads(fh.metadata()["openlt"])
+    assert meta["state"]["recipe"]["train.epochs"] == 1
+    meta["state"]["recipe"]["train.epochs"] = 3  # as a run started with 3 epochs and killed after the first
+    save_file(load_file(str(last)), str(last), metadata={"openlt": json.dumps(meta)})
     evaluate_run(copy, quiet=True)
     warning = json.loads(copy.metrics_file.read_text())["convergence"]["warning"]
     assert "stopped after epoch 1 of its 3" in warning and warning in copy.report_file.read_text()

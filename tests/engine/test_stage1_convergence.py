@@ -15,13 +15,13 @@ import yaml
 
 from tiny_run import TINY, cli, train_with_cli  # tests/helpers
 from openlt.cli import main
-from openlt.reporting.convergence import convergence_warning
-from openlt.reporting.summary import UNDER_TRAINED_MARK
+from openlt.reporting.convergence import NOT_CHECKED, convergence_unchecked, convergence_warning
+from openlt.reporting.summary import UNCHECKED_MARK, UNDER_TRAINED_MARK
 
 CONFIGS = Path(__file__).parents[2] / "configs" / "fmnist_lt"
 STAGE1 = [*(t for t in TINY if not t.startswith("train.epochs=")), "train.device=cpu", "train.amp=none",
           "train.warmup_epochs=0"]
-EPOCHS = {"rising": 2, "finished": 1}  # one evaluation: no warning; two, the second 40 points up: still rising
+EPOCHS = {"rising": 2, "finished": 1}  # one evaluation: no warning (not judged); two, the second 40 points up: still rising
 RISING = (0.2, 0.6)
 
 
@@ -59,14 +59,22 @@ def test_a_stage2_on_a_rising_stage1_is_warned(stage2s):
 
 
 def test_a_stage2_on_a_finished_stage1_is_not(stage2s):
+    """No warning; its stage 1's one evaluation could not be judged, and the stage 2's report says so (was: nothing,
+    as if checked; helper trial, session 22); NCM's own one-record fit is not judged at all (was: "the check was not
+    made: 1 evaluation ... in 1 epoch", on every NCM run)."""
     metrics = _metrics(stage2s["finished"])
-    assert "stage1" not in metrics["convergence"] and convergence_warning(metrics) is None
+    assert convergence_warning(metrics) is None and "warning" not in metrics["convergence"]["stage1"]
+    assert metrics["convergence"]["unchecked"] is None
+    assert "1 evaluation of validation top-1 in 1 epoch" in metrics["convergence"]["stage1"]["unchecked"]
+    note = convergence_unchecked(metrics)
+    assert note.startswith(f"{NOT_CHECKED}on the stage-1 run it starts from (") and "1 evaluation" in note
+    assert note in (stage2s["finished"] / "report.md").read_text(encoding="utf-8")
 
 
 def test_summary_marks_the_row(stage2s, capsys):
     code, out, err = cli(capsys, "summary", f"rising={stage2s['rising']}", f"finished={stage2s['finished']}")
     assert code == 0, err
-    assert f"| rising {UNDER_TRAINED_MARK} |" in out and "| finished |" in out
+    assert f"| rising {UNDER_TRAINED_MARK} |" in out and f"| finished {UNCHECKED_MARK} |" in out  # its 1-epoch stage 1
     assert "stage-1 run" in out
 
 
@@ -100,7 +108,7 @@ def test_the_warning_is_recorded_when_the_stage2_starts(stage2s, capsys):
     config.write_text(kept.decode().replace("epochs: 1\n", "epochs: 3\n"), encoding="utf-8")  # now "stopped"
     try:
         assert cli(capsys, "eval", finished, "--quiet")[0] == 0
-        assert "stage1" not in _metrics(finished)["convergence"]
+        assert "warning" not in _metrics(finished)["convergence"]["stage1"]
     finally:
         config.write_bytes(kept)
 
@@ -122,4 +130,33 @@ def test_a_finished_stage1_with_a_cut_log_is_not_called_stopped(stage2s, capsys,
     from openlt.engine.run import open_run
     from openlt.engine.stage1_record import stage1_warning
 
-    assert stage1_warning(open_run(copy), {}) == {"convergence_warning": None}
+    recorded = stage1_warning(open_run(copy), {})
+    assert recorded["convergence_warning"] is None
+    assert "stops at epoch 1, its last checkpoint records 2 trained" in recorded["convergence_unchecked"]
+
+
+def test_a_stage2_says_it_when_it_starts_and_a_fit_when_it_ends(stage2s, capsys, tmp_path):
+    """`openlt train` of a stage 2 prints its stage-1 run's warning when it starts (was: only its report said it,
+    after training), a decoupled fit trained epoch by epoch (cRT) its own curve's note when it ends (was: only a
+    stage 1's training printed it), and a run whose metrics.jsonl has a bad line is still evaluated and reported,
+    its curve not judged (was: `openlt eval` and `openlt report` refused it; helper trial, session 22)."""
+    import shutil
+
+    source = Path(_metrics(stage2s["rising"])["convergence"]["stage1"]["run"])
+    code, out, err = cli(capsys, "train", CONFIGS / "decouple_crt.yaml", f"train.init_from={source}",
+                         f"out_dir={tmp_path / 'crt'}", "train.epochs=2", "train.device=cpu", "--quiet")
+    assert code == 0, err
+    said = out + err
+    assert "note: the stage-1 run it starts from (" in said and "best validation epoch is 2 of 2" in said
+    crt = next((tmp_path / "crt").iterdir())
+    own = _metrics(crt)["convergence"]
+    if own["warning"] or own["unchecked"]:
+        assert f"note: {own['warning'] or NOT_CHECKED + own['unchecked']}" in said
+    copy = tmp_path / source.name
+    shutil.copytree(source, copy)
+    (copy / "metrics.jsonl").write_text('{"epoch": 1}\n{garbage\n{"epoch": 2}\n', encoding="utf-8")  # a torn last line is dropped
+    code, _, err = cli(capsys, "eval", copy, "--quiet")
+    assert code == 0, err
+    assert _metrics(copy)["convergence"]["unchecked"].startswith("its epoch log cannot be read (")
+    assert "the under-training check was not made: its epoch log cannot be read" in (copy / "report.md").read_text(
+        encoding="utf-8")

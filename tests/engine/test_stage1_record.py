@@ -64,7 +64,7 @@ def test_a_stage_two_records_its_stage_one_runs_recipe_and_checkpoint(runs):
 def test_summary_compares_the_recorded_stage_one_recipes_after_the_stage_one_runs_moved(runs, capsys):
     root, stage1, ncm, _ = runs
     code, out, err = cli(capsys, "summary", f"ncm={ncm[1]}", f"ncm={ncm[2]}")  # S3: both stage-2 seed 0
-    assert code == 0 and "| ncm | 2 |" in out and "note: stage-1 recipe unknown" not in out, err
+    assert code == 0 and "| ncm ‡ | 2 |" in out and "note: stage-1 recipe unknown" not in out, err
     code, out, err = cli(capsys, "summary", f"ncm={ncm[1]}", f"ncm={ncm[3]}")
     assert code == 2 and "(train.init_from:train.epochs: 1 vs 2; " in err, err
     moved = {seed: root / f"moved-{seed}" for seed in stage1}
@@ -74,7 +74,7 @@ def test_summary_compares_the_recorded_stage_one_recipes_after_the_stage_one_run
         code, out, err = cli(capsys, "summary", f"ncm={ncm[1]}", f"ncm={ncm[3]}")
         assert code == 2 and "(train.init_from:train.epochs: 1 vs 2; " in err, err
         code, out, err = cli(capsys, "summary", f"ncm={ncm[1]}", f"ncm={ncm[2]}")
-        assert code == 0 and "| ncm | 2 |" in out and "note: stage-1 recipe unknown" not in out, err
+        assert code == 0 and "| ncm ‡ | 2 |" in out and "note: stage-1 recipe unknown" not in out, err
     finally:
         for seed, source in stage1.items():
             shutil.move(moved[seed], source)
@@ -82,8 +82,8 @@ def test_summary_compares_the_recorded_stage_one_recipes_after_the_stage_one_run
 
 def test_a_stage2_of_a_stage2_records_its_stage1s_warning(tmp_path):
     """A stage 2 started from a stage 2 (NCM on an OLTR run) whose own log is fine records the warning that run's
-    checkpoint records of its own stage-1 run, naming it (stage1_warning); with no readable log, nothing (the
-    evaluation reads it then)."""
+    checkpoint records of its own stage-1 run, naming it (stage1_warning); its own unchecked note otherwise. A log
+    with an unreadable line is no curve: unchecked, saying why, and the upstream warning still carried."""
     from openlt.config import build_config
     from openlt.engine.run import new_run
     from openlt.engine.stage1_record import stage1_warning
@@ -94,8 +94,46 @@ def test_a_stage2_of_a_stage2_records_its_stage1s_warning(tmp_path):
     run.log_file.write_text("".join(f'{{"epoch": {e}, "val": {{"overall": 0.5}}}}\n' for e in range(1, 5)),
                             encoding="utf-8")
     upstream = {"run": "/runs/plain", "convergence_warning": "the model may be under-trained: its best is late"}
-    assert stage1_warning(run, {}) == {"convergence_warning": None}
-    assert stage1_warning(run, {"stage1": upstream}) == {"convergence_warning": (
-        "the model may be under-trained: it starts from the stage-1 run /runs/plain, which may be: its best is late")}
+    assert stage1_warning(run, {}) == {"convergence_warning": None, "convergence_unchecked": None}
+    carried = ("the model may be under-trained: it starts from the stage-1 run /runs/plain, which may be: its best "
+               "is late")
+    assert stage1_warning(run, {"stage1": upstream}) == {"convergence_warning": carried, "convergence_unchecked": None}
+    unjudged = {"run": "/runs/plain", "convergence_warning": None, "convergence_unchecked": "no validation top-1"}
+    assert stage1_warning(run, {"stage1": unjudged}) == {  # its stage 1's curve could not be judged: carried too
+        "convergence_warning": None, "convergence_unchecked": "it starts from the stage-1 run /runs/plain: no validation top-1"}
     run.log_file.write_text('{"epoch": "x"}\n{"epoch": 1}\n', encoding="utf-8")
-    assert stage1_warning(run, {"stage1": upstream}) == {}
+    assert stage1_warning(run, {"stage1": upstream}) == {"convergence_warning": carried, "convergence_unchecked": None}
+    unreadable = stage1_warning(run, {})
+    assert unreadable["convergence_warning"] is None
+    assert unreadable["convergence_unchecked"].startswith("its epoch log cannot be read (") and "record 1" in \
+        unreadable["convergence_unchecked"]
+    run.log_file.write_text('{"epoch": 1, "val": {"overall": 0.5}}\n', encoding="utf-8")  # 1 of 4 epochs, no ckpt
+    assert stage1_warning(run, {"stage1": unjudged})["convergence_warning"].startswith("the model may be under")
+
+
+def test_run_convergence_plans_the_epochs_the_checkpoint_trained_with(tmp_path):
+    """A run killed after epoch 2 of 5 whose config.yaml was then edited to 2 epochs is still "stopped after epoch 2
+    of its 5" (its last checkpoint's recipe; was: judged as a finished 2-epoch run, helper trial, session 22); a
+    log with an unreadable line is not judged, saying why (was: eval and report refused the run); a closed-form
+    stage 2 (NCM) has no curve to judge, whatever its one record."""
+    from torch import nn
+
+    from openlt.config import build_config
+    from openlt.engine.checkpoint import save_checkpoint
+    from openlt.engine.run import new_run
+    from openlt.engine.stage1_record import run_convergence
+
+    cfg = build_config(None, [f"out_dir={tmp_path}", "train.epochs=2"])  # the edited config
+    run = new_run(cfg, "killed")
+    run.write_config(cfg)
+    run.log_file.write_text("".join(f'{{"epoch": {e}, "val": {{"overall": 0.5}}}}\n' for e in (1, 2)), encoding="utf-8")
+    save_checkpoint(run.checkpoint("last"), nn.Linear(2, 2), None, {"epoch": 1, "recipe": {"train.epochs": 5}})
+    assert "stopped after epoch 2 of its 5" in run_convergence(run, cfg)["warning"]
+    save_checkpoint(run.checkpoint("last"), nn.Linear(2, 2), None, {"epoch": 1})  # an older openlt: config.yaml's 2
+    assert run_convergence(run, cfg)["warning"] is None
+    run.log_file.write_text('{"epoch": 1}\n{garbage\n{"epoch": 2}\n', encoding="utf-8")
+    check = run_convergence(run, cfg)
+    assert check["warning"] is None and check["unchecked"].startswith("its epoch log cannot be read (")
+    ncm = build_config(None, [f"out_dir={tmp_path}", "decouple.method=ncm", f"train.init_from={run.path}"])
+    run.log_file.write_text('{"epoch": 1, "val": {"overall": 0.5}}\n', encoding="utf-8")
+    assert (run_convergence(run, ncm)["warning"], run_convergence(run, ncm)["unchecked"]) == (None, None)

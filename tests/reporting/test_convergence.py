@@ -110,7 +110,21 @@ def test_a_log_cut_after_training_is_not_judged_as_a_shorter_run():
     assert check["warning"] is None and "stops at epoch 8, its last checkpoint records 12 trained" in check["unchecked"]
     assert "stopped after epoch 10 of its 20" in convergence(rising, 20, trained_epochs=10)["warning"]
     assert convergence(rising, None, trained_epochs=8)["warning"]  # the whole log: judged (still rising)
-    assert convergence(rising, None, trained_epochs=7)["warning"]  # a log one epoch ahead of its checkpoint
+    ahead = convergence(rising, None, trained_epochs=7)  # a log past its checkpoint: edited, or another run's
+    assert ahead["warning"] is None and "goes on to epoch 8, its last checkpoint records 7 trained" in ahead["unchecked"]
+    gone = convergence([], 12, trained_epochs=12)  # metrics.jsonl deleted after training: not "stops at epoch 0"
+    assert gone["warning"] is None and gone["unchecked"] == ("its epoch log (metrics.jsonl) is missing or empty, its "
+                                                             "last checkpoint records 12 epochs trained")
+
+
+def test_a_log_with_an_epoch_twice_or_out_of_order_is_not_judged():
+    """Epoch 1's line appended after epoch 8 (was: read as the last evaluation, "still rising" flipped by it; helper
+    trial, session 22): not judged, saying which epoch; the same for an epoch logged twice in a row."""
+    rising = log(0.30, 0.40, 0.45, 0.50, 0.53, 0.55, 0.58, 0.60)
+    for edited in (rising + rising[:1], rising[:4] + rising[3:]):
+        check = convergence(edited, None, trained_epochs=8)
+        assert check["warning"] is None and "lists epoch" in check["unchecked"] and "twice or out of order" in \
+            check["unchecked"]
 
 
 def test_validation_every_few_epochs():

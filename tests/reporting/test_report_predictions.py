@@ -108,3 +108,19 @@ def test_summary_of_a_folder_of_bench_folders_names_the_runs_below(copy, capsys,
     assert code == 2 and err == (f"openlt summary: error: {tmp_path / 'top'} is a folder of runs, not a run (it has "
                                  f"no config.yaml): give the runs themselves, e.g. `openlt summary "
                                  f"{tmp_path / 'top' / 'bench'}/*`\n")
+
+
+def test_summary_of_what_is_no_run_says_what_it_is(copy, capsys, tmp_path):
+    """A file (was: "FILE/metrics.json not found (evaluate the run with `openlt eval FILE`)"), a run's
+    metrics.jsonl, an empty folder (was: the same advice to evaluate it) and a missing path: each one line saying
+    what it is (helper trial, session 22)."""
+    (tmp_path / "notes.txt").write_text("x", encoding="utf-8")
+    (tmp_path / "empty").mkdir()
+    for given, said in ((tmp_path / "notes.txt", f"{tmp_path / 'notes.txt'} is a file, not a run directory: give a "
+                         "run's folder, or its metrics.json / metrics-TAG.json"),
+                        (copy / "metrics.jsonl", f"{copy / 'metrics.jsonl'} is a file, not a run directory"),
+                        (tmp_path / "empty", f"{tmp_path / 'empty'} is not a run directory (it has no config.yaml, "
+                         "nor runs in it): give a run's folder"),
+                        (tmp_path / "gone", f"{tmp_path / 'gone'} not found (no such run directory)")):
+        code, _, err = cli(capsys, "summary", given)
+        assert code == 2 and err.startswith(f"openlt summary: error: {said}") and err.count("\n") == 1, err

@@ -126,6 +126,10 @@ def test_the_verdict_metrics_json_records_counts_over_the_log(tmp_path, table_mo
     path.write_text(json.dumps({**recorded, "convergence": {"warning": None, "unchecked": "cut"}}), encoding="utf-8")
     stage1 = next(line for line in table_module.tables(table_module.read_runs(tmp_path)).splitlines()
                   if line.startswith("| 4 | 1 |"))
+    assert "| 0 of 1 (1 not checked) |" in stage1  # was '0 of 1', as if checked (helper trial, session 22)
+    path.write_text(json.dumps({**recorded, "convergence": {"warning": None, "unchecked": None}}), encoding="utf-8")
+    stage1 = next(line for line in table_module.tables(table_module.read_runs(tmp_path)).splitlines()
+                  if line.startswith("| 4 | 1 |"))
     assert "| 0 of 1 |" in stage1
     for convergence in ({"warning": "the model may be under-trained: x", "unchecked": None},
                         {"warning": None}):  # an older openlt's verdict (no "unchecked"): the log is judged again

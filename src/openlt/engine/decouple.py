@@ -37,8 +37,9 @@ from openlt.engine.manifest import check_open_decision, read_run_manifest, verif
 from openlt.engine.precision import check_amp, precision_name
 from openlt.engine.run import Run, open_run, saved_path
 from openlt.engine.runtime import defining_config, make_loader, to_device, trained_recipe
-from openlt.engine.stage1_record import stage1_config, stage1_record
+from openlt.engine.stage1_record import stage1_config, stage1_note, stage1_record
 from openlt.engine.tracking import EpochLog
+from openlt.reporting.convergence import convergence_note
 from openlt.errors import ConfigError, RunDirError
 from openlt.io import remove_file, sha256_file, write_json
 from openlt.metrics import ShotBands
@@ -244,15 +245,10 @@ def train_decoupled(cfg: Config, run: Run, quiet: bool, log: Callable[[str], Non
     adopt_representation(cfg, source, log)
     amp = stage2_amp(cfg, source, stage1_config(source, cfg), device)  # the features' precision, recorded below
     data = prepare_data(cfg, default_split_dir=run.splits_dir)
-    if run.manifest_file.exists():  # --resume: the run's split files must still be the ones it was fitted on
-        verify_manifest(run, data, "resume")
-    else:  # with the stage-1 run it starts from (check_stage2_source: a resume fits the same one again)
-        best = source.checkpoint("best")
-        run.write_manifest({**data.manifest, STAGE1_KEY: {"run": str(source.path.resolve()),
-                                                          "sha256": sha256_file(best)}})
-    run.write_config(cfg)
-    write_inference(run, data)
+    _write_run_inputs(run, cfg, data, source)
     stage1 = stage1_record(source, "best")  # what the run is fitted on (check_stage1_unchanged)
+    if note := stage1_note(cfg, stage1):  # the report says it too, but only after the fit
+        log(f"note: {note}")
     tensors, _ = read_checkpoint(source.checkpoint("best"))
     model = build_stage2_model(cfg, data, tensors)
     inputs = stage2_data(cfg, data, feats, tensors, source, method)
@@ -272,6 +268,8 @@ def train_decoupled(cfg: Config, run: Run, quiet: bool, log: Callable[[str], Non
             epoch_log.write({"epoch": 1, **({"val": final_val} if final_val else {})})
     finally:
         epoch_log.close()
+    if method.epochwise and (note := convergence_note(run.epochs_logged())):  # as train's end of training says
+        log(f"note: {note}")
     details = {"method": method.name, "source_run": str(source.path), "features": cfg.decouple.features,
                "cache_dtype": cfg.decouple.cache_dtype, "train_features": list(inputs.train_x.shape), **fitted.details}
     if method.plots_tau_curve:
@@ -288,6 +286,20 @@ def train_decoupled(cfg: Config, run: Run, quiet: bool, log: Callable[[str], Non
     save_checkpoint(run.checkpoint("last"), model, None, state)
     log(f"stage 2 ({method.name}) done in {details['seconds']:.1f}s")
     return run
+
+
+def _write_run_inputs(run: Run, cfg: Config, data: DataBundle, source: Run) -> None:
+    """The stage 2's split manifest (with the stage-1 run it starts from: check_stage2_source, so that a resume fits
+    the same one again; on --resume the run's split files are checked to be the ones it was fitted on instead),
+    config.yaml and inference.json."""
+    if run.manifest_file.exists():
+        verify_manifest(run, data, "resume")
+    else:
+        best = source.checkpoint("best")
+        run.write_manifest({**data.manifest, STAGE1_KEY: {"run": str(source.path.resolve()),
+                                                          "sha256": sha256_file(best)}})
+    run.write_config(cfg)
+    write_inference(run, data)
 
 
 def _report_tau(details: dict, run: Run, log: Callable[[str], None]) -> None:

@@ -16,11 +16,13 @@ import copy
 import json
 
 from openlt.config import Config, read_yaml_mapping
+from openlt.decoupling import STAGE2_METHODS
 from openlt.engine.checkpoint import checkpoint_state
 from openlt.engine.run import Run, open_run
 from openlt.errors import ConfigError, RunDirError
 from openlt.io import sha256_file
-from openlt.reporting.convergence import UNDER_TRAINED, convergence, planned_epochs
+from openlt.reporting.convergence import (UNDER_TRAINED, convergence, convergence_unchecked, convergence_warning,
+                                         planned_epochs)
 
 
 def stage1_record(source: Run, checkpoint: str = "best") -> dict:
@@ -56,35 +58,54 @@ def run_convergence(run: Run, cfg: Config) -> dict:
     planned epochs (:func:`~openlt.reporting.convergence.planned_epochs` of `cfg`, the run's config) and the epochs
     its last checkpoint records it trained: a run that trained them all is no stopped run when its log was cut or
     edited after (`openlt train --resume`, the stop warning's remedy, would find nothing to train), and such a log's
-    curve is not judged. A last checkpoint that is missing or cannot be read leaves the log to judge; a decoupled
-    stage 2 (no planned epochs) is judged on its fit's log alone."""
+    curve is not judged. The planned epochs are those the last checkpoint records the run trained with (its
+    "recipe": config.yaml may be edited after training) where it records them. A last checkpoint that is missing or
+    cannot be read leaves the log to judge; a decoupled stage 2 (no planned epochs) is judged on its fit's log
+    alone, and one fitted in closed form (NCM, τ-norm: its one log record is no curve) is not judged."""
+    if cfg.decouple.method != "none" and not STAGE2_METHODS.get(cfg.decouple.method).epochwise:
+        return convergence([])
+    try:
+        records = run.epochs_logged()
+    except RunDirError as exc:  # a hand-edited line: the run is still evaluated, its curve not judged
+        return {**convergence([]), "unchecked": f"its epoch log cannot be read ({exc})"}
     planned, trained = planned_epochs(cfg), None
     last = run.checkpoint("last")
     if planned is not None and last.is_file():
         try:
-            done = checkpoint_state(last).get("epoch")
+            state = checkpoint_state(last)
         except (RunDirError, OSError):
-            done = None
-        trained = done + 1 if isinstance(done, int) and not isinstance(done, bool) and done >= 0 else None
-    return convergence(run.epochs_logged(), None if trained is not None and trained >= planned else planned,
-                       trained)
+            state = {}
+        done, recipe = state.get("epoch"), state.get("recipe")
+        trained = done + 1 if _count(done) else None
+        recorded = recipe.get("train.epochs") if isinstance(recipe, dict) else None
+        planned = recorded if _count(recorded) and recorded > 0 else planned
+    return convergence(records, None if trained is not None and trained >= planned else planned, trained)
+
+
+def _count(value) -> bool:
+    """Whether `value` is a whole number >= 0 (not a bool), as a checkpoint's epoch or recipe records one."""
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
 
 
 def stage1_warning(source: Run, state: dict) -> dict:
-    """``{"convergence_warning": text or None}``: the under-training warning of the stage-1 run `source` as its
-    epoch log and config.yaml say now (:func:`openlt.reporting.convergence.convergence` against its train.epochs),
-    else, when `source` is itself a stage 2 (its checkpoint `state` records its own stage-1 run), that run's
-    recorded one; ``{}`` when its log or config cannot be read (the stage 2's evaluation then reads it)."""
+    """``{"convergence_warning": text or None, "convergence_unchecked": text or None}``: the under-training warning
+    of the stage-1 run `source` as its epoch log and config.yaml say now (:func:`run_convergence`), or why its curve
+    could not be judged (a 1 - 3 epoch run, no validation: its ``"unchecked"``); else, when `source` is itself a
+    stage 2 (its checkpoint `state` records its own stage-1 run), that run's recorded ones; ``{}`` when its log or
+    config cannot be read (the stage 2's evaluation then reads it)."""
     try:
-        warning = run_convergence(source, source.config())["warning"]
+        check = run_convergence(source, source.config())
     except (RunDirError, ConfigError, OSError):
         return {}
-    upstream = state.get("stage1")
-    if warning is None and isinstance(upstream, dict) and isinstance(upstream.get("convergence_warning"), str):
+    warning, unchecked = check["warning"], check["unchecked"]
+    upstream = state.get("stage1") if isinstance(state.get("stage1"), dict) else {}
+    if warning is None and isinstance(upstream.get("convergence_warning"), str):
         reason = upstream["convergence_warning"].removeprefix(UNDER_TRAINED)
         warning = (f"{UNDER_TRAINED}it starts from the stage-1 run {upstream.get('run')}, which "
                    f"may be: {reason}")
-    return {"convergence_warning": warning}
+    if warning is None and unchecked is None and isinstance(upstream.get("convergence_unchecked"), str):
+        unchecked = f"it starts from the stage-1 run {upstream.get('run')}: {upstream['convergence_unchecked']}"
+    return {"convergence_warning": warning, "convergence_unchecked": None if warning else unchecked}
 
 
 def training_stage1_record(cfg: Config, state: dict | None) -> dict | None:
@@ -153,7 +174,8 @@ def stage1_config(source: Run, cfg: Config) -> Config:
 
 def stage1_convergence(cfg: Config, recorded: dict | None = None) -> dict | None:
     """``{"run": path, "warning": text}`` when the stage-1 run a stage 2 starts from (cfg's train.init_from) carries
-    the under-training warning, else None: no train.init_from, a stage 1 without the warning. The warning is the one
+    the under-training warning, ``{"run": path, "unchecked": text}`` when its curve could not be judged (why), else
+    None: no train.init_from, a stage 1 checked without a warning. The warning is the one
     the stage 2's checkpoint records (`recorded`: its state's "stage1", "convergence_warning": :func:`stage1_record`,
     taken when the stage 2 started from it), so it holds after the stage-1 run moved, was deleted, resumed for more
     epochs or had its log cut; a stage 2 of an older openlt (no such record) reads the stage-1 run's epoch log now
@@ -162,13 +184,23 @@ def stage1_convergence(cfg: Config, recorded: dict | None = None) -> dict | None
     that is not done (issue 18)."""
     if not cfg.train.init_from:
         return None
-    if isinstance(recorded, dict) and "convergence_warning" in recorded:
-        warning = recorded["convergence_warning"]
-        warning = warning if isinstance(warning, str) else None
-    else:
+    if not (isinstance(recorded, dict) and "convergence_warning" in recorded):
         try:
-            source = open_run(cfg.train.init_from)
+            recorded = stage1_warning(open_run(cfg.train.init_from), {})
         except RunDirError:
             return None
-        warning = stage1_warning(source, {}).get("convergence_warning")
-    return {"run": str(cfg.train.init_from), "warning": warning} if warning else None
+    for key, field in (("convergence_warning", "warning"), ("convergence_unchecked", "unchecked")):
+        if isinstance(recorded.get(key), str) and recorded[key]:
+            return {"run": str(cfg.train.init_from), field: recorded[key]}
+    return None
+
+
+def stage1_note(cfg: Config, recorded: dict | None) -> str | None:
+    """The line a stage 2 (cfg's train.init_from) prints when it starts on a stage-1 run that may be under-trained,
+    or whose curve could not be judged (:func:`stage1_convergence` of `recorded`, its "stage1" record), else None:
+    the report says it too, but only after the stage 2 trained."""
+    stage1 = stage1_convergence(cfg, recorded)
+    if stage1 is None:
+        return None
+    metrics = {"convergence": {"stage1": stage1}}
+    return convergence_warning(metrics) or convergence_unchecked(metrics)

@@ -41,7 +41,7 @@ from openlt.engine.dist_signals import interrupt_note
 from openlt.engine.evaluate import closed_metrics
 from openlt.engine.inference import InferenceSpec, read_inference, write_inference
 from openlt.engine.init_from import check_stage1_run, init_from_run
-from openlt.engine.stage1_record import training_stage1_record
+from openlt.engine.stage1_record import stage1_note, training_stage1_record
 from openlt.engine.manifest import check_training_data
 from openlt.engine.precheck import check_loss_weights, check_open_score_before_training
 from openlt.engine.precision import autocast, check_amp, grad_scaler, precision_name, resolve_amp, run_amp
@@ -57,7 +57,7 @@ from openlt.losses import build_loss, check_train_loss
 from openlt.metrics import ShotBands
 from openlt.models.model import OpenLTModel, build_model
 from openlt.optim import build_optimizer, build_scheduler, lr_schedule, optimizer_step, scheduled_factor
-from openlt.reporting.convergence import NOT_CHECKED, convergence
+from openlt.reporting.convergence import convergence_note
 from openlt.reporting.summary import changes_text, fold_free_mappings
 
 Log = Callable[[str], None]
@@ -108,7 +108,7 @@ def train(cfg: Config, *, run: Run | None = None, name: str | None = None, resum
         scheduler = build_scheduler(optimizer, schedule, start_step=start_epoch * len(loader))
         net = wrap_for_training(model, criterion, device)
         bands = ShotBands.from_config(cfg.eval)
-        _log_start(log, cfg, data, bands, device, loader, has_val=val_loader is not None)
+        _log_start(log, cfg, data, bands, device, loader, has_val=val_loader is not None, stage1=stage1)
         started = time.time()
         epoch_log = EpochLog(run, start_epoch) if main else None  # metrics.jsonl, and TensorBoard when it is installed
         for epoch in range(start_epoch, cfg.train.epochs):
@@ -739,9 +739,13 @@ def _start_line(cfg: Config, data: DataBundle, bands: ShotBands, device: torch.d
 
 
 def _log_start(log: Log, cfg: Config, data: DataBundle, bands: ShotBands, device: torch.device, loader, *,
-               has_val: bool) -> None:
-    """The run's start line, and a note when the validation split lacks some known class."""
+               has_val: bool, stage1: dict | None) -> None:
+    """The run's start line, a note when the stage-1 run of a stage 2 (`stage1`: its record) may be under-trained
+    or could not be checked (stage1_record.stage1_note), and one when the validation split lacks some known class."""
     log(_start_line(cfg, data, bands, device, len(loader.dataset), len(loader)))
+    note = stage1_note(cfg, stage1)
+    if note:
+        log(f"note: {note}")
     untested = _classes_without_val_images(data) if has_val else ""
     if untested:
         log(f"note: the validation split has no image of {untested}: each epoch's validation top-1 (and the best "
@@ -754,9 +758,9 @@ def _close_log(epoch_log: EpochLog | None, run: Run, log: Log) -> None:
     if epoch_log is None:
         return
     epoch_log.close()
-    check = convergence(run.epochs_logged())
-    if check["warning"] or check["unchecked"]:
-        log(f"note: {check['warning'] or NOT_CHECKED + check['unchecked']}")
+    note = convergence_note(run.epochs_logged())
+    if note:
+        log(f"note: {note}")
 
 
 def _classes_without_val_images(data: DataBundle) -> str:

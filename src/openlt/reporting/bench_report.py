@@ -17,7 +17,7 @@ from matplotlib.figure import Figure
 from openlt.io import atomic_path, write_text
 from openlt.paper_numbers import PAPERS
 from openlt.reporting.summary import (COLUMNS, STD_NOTE, aggregate, format_cell, load_metrics, marked_label, md_cell,
-                                     under_trained_note)
+                                     unchecked_note, under_trained_note)
 from openlt.reporting.figures import to_png
 from openlt.reporting.html import esc, figure, page, table
 
@@ -86,8 +86,8 @@ def markdown(spec, groups: dict[str, list[dict]], rows: list[dict] | None = None
     for row in aggregated:
         lines.append(f"| {md_cell(marked_label(row))} | {row['runs']} | "
                      + " | ".join(format_cell(row["cells"][c], c, row["runs"]) for c in names) + " |")
-    if under_trained_note(aggregated):
-        lines += ["", under_trained_note(aggregated)]
+    lines += [line for note in (under_trained_note(aggregated), unchecked_note(aggregated)) if note
+              for line in ("", note)]
     best = _leader_lines(groups, rows=aggregated)
     if best:
         lines += ["", "Which method for what (best mean; others within one std of it cannot be told apart with these seeds):",
@@ -208,8 +208,8 @@ def html_page(spec, groups: dict[str, list[dict]], files: dict[str, list[Path]],
             f'<p class="meta">{len(spec.seeds)} seed(s) {esc(spec.seeds)}; top-1 in %, F / AUROC / FPR@95 in [0, 1]; '
             f"mean ± std over seeds ({esc(STD_NOTE)}). Spec: <code>{esc(spec.path)}</code></p>",
             table(["method", "runs"] + names, rows, [False] + [True] * (len(names) + 1))]
-    if under_trained_note(aggregated):
-        body.append(f'<p class="warning">{esc(under_trained_note(aggregated))}</p>')
+    body += [f'<p class="warning">{esc(note)}</p>' for note in (under_trained_note(aggregated),
+                                                                 unchecked_note(aggregated)) if note]
     best = _leader_lines(groups, bold=lambda t: f"<b>{t}</b>", text=esc, rows=aggregated)
     if best:
         items = "".join(f"<li>{line}</li>" for line in best)

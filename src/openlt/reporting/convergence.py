@@ -46,7 +46,7 @@ MIN_HALF_EVALUATIONS = 2  # evaluations each half needs for that comparison
 UNDER_TRAINED = "the model may be under-trained: "  # every warning's opening; a stage 2 quotes its stage 1's rest
 NOT_CHECKED = "the under-training check was not made: "  # the note's opening when the rules cannot judge a curve
 RULE = (f"best validation epoch in the last {LAST_FRACTION:.0%} of the epochs and the last evaluation's overall "
-        f"top-1 more than {100 * MIN_GAIN:.1f} points above the mean of the {WINDOW} evaluations before it; or the "
+        f"top-1 more than {100 * MIN_GAIN:.1f} points above the mean of the (up to) {WINDOW} evaluations before it; or the "
         f"second half's best validation top-1 more than {100 * LATE_GAIN:.0f} points above the first half's")
 
 
@@ -72,17 +72,17 @@ def convergence(records: Sequence[Mapping], planned_epochs: int | None = None,
     `planned_epochs`: the run's train.epochs, when its log is that of its training loop (not a decoupled stage 2's
     fit): a log that stops before them is warned as stopped. `trained_epochs`: the epochs the run's last
     checkpoint records it trained; a log that stops before them was cut or edited after training, and its curve is
-    not judged (``"unchecked"`` says so: the rules would read it as a shorter run's)."""
+    not judged (``"unchecked"`` says so: the rules would read it as a shorter run's), nor is one that goes past them
+    or lists an epoch twice or out of order (edited, or another run's)."""
     epochs = max((int(r["epoch"]) for r in records if "epoch" in r), default=0)
     curve = validation_curve(records)
     out = {"best_epoch": None, "epochs": epochs, "still_rising": False, "late_gain": None, "warning": None,
            "unchecked": None, "rule": RULE}
     done = max(epochs, trained_epochs or 0)
     out["warning"] = _stop_warning(done, planned_epochs)
-    if epochs < done:
-        if out["warning"] is None:
-            out["unchecked"] = (f"its epoch log (metrics.jsonl) stops at epoch {epochs}, its last checkpoint "
-                                f"records {done} trained (the log was cut or edited after training)")
+    disorder = _log_disorder(records, trained_epochs)
+    if disorder:
+        out["unchecked"] = None if out["warning"] else disorder
         return out
     if not curve:
         out["unchecked"] = _no_curve(epochs) if epochs and out["warning"] is None else None
@@ -122,6 +122,33 @@ def convergence(records: Sequence[Mapping], planned_epochs: int | None = None,
     return out
 
 
+def _log_disorder(records: Sequence[Mapping], trained_epochs: int | None) -> str | None:
+    """Why an epoch log is not the run's training curve (its curve is then not judged), or None: it stops before
+    the epochs the last checkpoint records trained (`trained_epochs`; cut or deleted after training), goes past
+    them, or lists an epoch twice or out of order (edited, or appended to from elsewhere)."""
+    logged = [int(r["epoch"]) for r in records if "epoch" in r]
+    epochs = max(logged, default=0)
+    where = "its epoch log (metrics.jsonl)"
+    if trained_epochs is not None and epochs < trained_epochs:
+        return (f"{where} is missing or empty, its last checkpoint records {trained_epochs} epochs trained"
+                if not logged else f"{where} stops at epoch {epochs}, its last checkpoint records {trained_epochs} "
+                f"trained (the log was cut or edited after training)")
+    if trained_epochs is not None and epochs > trained_epochs:
+        return (f"{where} goes on to epoch {epochs}, its last checkpoint records {trained_epochs} trained (the log "
+                f"was edited, or belongs to another run)")
+    disordered = next((b for a, b in zip(logged, logged[1:]) if b <= a), None)
+    if disordered is not None:
+        return f"{where} lists epoch {disordered} twice or out of order (the log was edited after training)"
+    return None
+
+
+def convergence_note(records: Sequence[Mapping]) -> str | None:
+    """The one line a training command prints when its epoch log (`records`) ends: the warning, or why the check
+    was not made (:data:`NOT_CHECKED`), or None."""
+    check = convergence(records)
+    return check["warning"] or (NOT_CHECKED + check["unchecked"] if check["unchecked"] else None)
+
+
 def _stop_warning(done: int, planned_epochs: int | None) -> str | None:
     """The warning of a run whose training stopped after epoch `done` of its `planned_epochs`, or None."""
     if planned_epochs is None or not 0 < done < planned_epochs:
@@ -133,7 +160,7 @@ def _stop_warning(done: int, planned_epochs: int | None) -> str | None:
 
 def _no_curve(epochs: int) -> str:
     return (f"no validation top-1 in the log of its {epochs} epoch{'s' * (epochs > 1)} (no validation split, or "
-            f"eval.every longer than the run)")
+            f"train.eval_every longer than the run)")
 
 
 def _too_few(evaluations: int, epochs: int) -> str:
@@ -171,10 +198,16 @@ def convergence_warning(metrics: Mapping) -> str | None:
 
 def convergence_unchecked(metrics: Mapping) -> str | None:
     """The sentence a report shows when the under-training check could not judge a run's validation curve (no
-    validation, too few evaluations: :func:`convergence`'s ``"unchecked"``), or None: no warning there does not
-    mean a finished model."""
+    validation, too few evaluations: :func:`convergence`'s ``"unchecked"``), else its stage-1 run's ("stage1":
+    ``"unchecked"``, a stage 2 on a body nobody could judge), or None: no warning there does not mean a finished
+    model. None when there is a warning (:func:`convergence_warning` says more)."""
     conv = metrics.get("convergence")
-    reason = conv.get("unchecked") if isinstance(conv, Mapping) else None
-    if not isinstance(reason, str) or not reason or convergence_warning(metrics) is not None:
+    if not isinstance(conv, Mapping) or convergence_warning(metrics) is not None:
         return None
-    return NOT_CHECKED + reason
+    if isinstance(conv.get("unchecked"), str) and conv["unchecked"]:
+        return NOT_CHECKED + conv["unchecked"]
+    stage1 = conv.get("stage1")
+    if isinstance(stage1, Mapping) and isinstance(stage1.get("unchecked"), str) and stage1["unchecked"]:
+        return (f"{NOT_CHECKED}on the stage-1 run it starts from ({stage1.get('run')}), whose features this run is "
+                f"built on: {stage1['unchecked']}")
+    return None

@@ -143,6 +143,16 @@ def _confusion_markdown(metrics: dict, shown: int = 20) -> str:
     return "\n".join(lines) + "\n\n"
 
 
+def readable_log(run: RunFiles) -> list[dict]:
+    """The run's epoch log (metrics.jsonl) for a report's training time and curves, or [] when a line of it cannot
+    be read (hand-edited): the report is still written, without them; metrics.json's ``convergence.unchecked`` says
+    why (stage1_record.run_convergence)."""
+    try:
+        return run.epochs_logged()
+    except RunDirError:
+        return []
+
+
 def report_markdown(run: RunFiles, metrics: dict, tag: str | None = None) -> str:
     """report(-TAG).md: the result table, the decisions per shot band and the most frequent confusions, and the
     per-class table (training images, band, test top-1 in %)."""
@@ -155,7 +165,7 @@ def report_markdown(run: RunFiles, metrics: dict, tag: str | None = None) -> str
     about = [f"run: {run.path.resolve()} (evaluated at {elsewhere}: metrics.json \"run\")" if elsewhere else "",
              f"checkpoint: {metrics['checkpoint']} ({checkpoint_epoch(metrics)}); figures, calibration and score "
              f"histograms: {run.report_html_path(tag).name}", open_set_text(metrics, _md_name),
-             *environment_lines(metrics, run.epochs_logged()),
+             *environment_lines(metrics, readable_log(run)),
              f"**Warning:** {warning}." if warning else "", f"Note: {unchecked}." if unchecked else ""]
     return (f"# openlt report: {run.path.name}\n\n" + "".join(f"{line}\n\n" for line in about if line)
             + f"```\n{format_table(metrics)}\n```\n\n{_confusion_markdown(metrics)}## Per class\n\n" + "\n".join(rows) + "\n")
@@ -173,7 +183,7 @@ def write_reports(run: RunFiles, metrics: dict, samples: dict, tag: str | None =
                  else ShotBands.from_config(run.config().eval))
     write_text(run.report_path(tag), report_markdown(run, metrics, tag))
     title = f"openlt report: {run.path.name}" + ("" if tag is None else f" ({tag})")
-    write_text(run.report_html_path(tag), run_report(metrics, samples, bands, run.epochs_logged(), title,
+    write_text(run.report_html_path(tag), run_report(metrics, samples, bands, readable_log(run), title,
                                                      _config_text(run), str(run.path.resolve()),
                                                      evaluated_elsewhere(run, metrics)))
 

@@ -50,7 +50,7 @@ from openlt.errors import ConfigError, RunDirError
 from openlt.io import safetensors_header, sha256_file
 from openlt.metrics import ShotBands
 from openlt.metrics.closed import band_rule
-from openlt.reporting.convergence import convergence_warning
+from openlt.reporting.convergence import convergence_unchecked, convergence_warning
 from openlt.run_folders import example_run, is_folder_of_runs
 
 # (column, path of keys in metrics.json, scale to display units: 100 for a percentage, 1 for a [0, 1] number)
@@ -82,10 +82,16 @@ def tagged_metrics(folder: Path) -> list[str]:
 
 
 def missing_metrics(path: Path, command: str = "summary") -> str:
-    """The one-line message of a run's metrics file `path` that does not exist, for `openlt COMMAND`: a folder of
-    runs given as a run (the command's runs are listed instead); a run with only tagged evaluations (they are named,
-    and how to give one); else how to evaluate the run."""
+    """The one-line message of a run's metrics file `path` that does not exist, for `openlt COMMAND`: a file or a
+    missing path given as a run; a folder of runs given as a run (the command's runs are listed instead); a run with
+    only tagged evaluations (they are named, and how to give one); a folder that is no run; else how to evaluate the
+    run."""
     folder = path.parent
+    if folder.is_file():  # `openlt summary notes.txt`, or a run's metrics.jsonl
+        return (f"{folder} is a file, not a run directory: give a run's folder, or its metrics.json / "
+                f"metrics-TAG.json")
+    if not folder.is_dir():
+        return f"{folder} not found (no such run directory)"
     if path.name == "metrics.json" and is_folder_of_runs(folder):
         return (f"{folder} is a folder of runs, not a run (it has no config.yaml): give the runs themselves, e.g. "
                 f"`openlt {command} {example_run(folder).parent / '*'}`")
@@ -96,6 +102,8 @@ def missing_metrics(path: Path, command: str = "summary") -> str:
                else f"its file, e.g. `openlt summary {folder / tagged[0]}`")
         return (f"{path} not found: the run has no untagged evaluation, only tagged ones ({', '.join(tagged)}); "
                 f"give one with {how}, or evaluate the run untagged (`openlt eval {folder}`)")
+    if not (folder / "config.yaml").is_file():
+        return f"{folder} is not a run directory (it has no config.yaml, nor runs in it): give a run's folder"
     return f"{path} not found (evaluate the run with `openlt eval {folder}`)"
 
 
@@ -955,7 +963,7 @@ def aggregate(groups: dict[str, list[dict]], names: dict[str, list[str]] | None 
     "under_trained_runs", "data"}; std is the population standard deviation (ddof=0), ``n`` the number of the
     group's runs that have the number, ``under_trained`` the number whose metrics.json carries the convergence
     warning (:mod:`openlt.reporting.convergence`), ``under_trained_runs`` their names (`names`, else metrics.json
-    "run"), ``data`` :func:`data_of` the group's first run. RunDirError when a group's runs are not
+    "run"), ``unchecked_runs`` the names of those whose curve (or stage-1 run's) the check could not judge, ``data`` :func:`data_of` the group's first run. RunDirError when a group's runs are not
     comparable (:func:`check_comparable`; `names`: label -> a name per run for its message)."""
     rows = []
     for label, runs in groups.items():
@@ -966,8 +974,10 @@ def aggregate(groups: dict[str, list[dict]], names: dict[str, list[str]] | None 
             cells[name] = (float(np.mean(values)) * scale, float(np.std(values)) * scale, len(values)) if values else None
         warned = [_run_name(m, i, None if names is None else names.get(label))
                   for i, m in enumerate(runs) if convergence_warning(m) is not None]
+        unchecked = [_run_name(m, i, None if names is None else names.get(label))
+                     for i, m in enumerate(runs) if convergence_unchecked(m) is not None]
         rows.append({"label": label, "runs": len(runs), "cells": cells,
-                     "under_trained": len(warned), "under_trained_runs": warned,
+                     "under_trained": len(warned), "under_trained_runs": warned, "unchecked_runs": unchecked,
                      "data": data_of(runs[0]) if runs else None,
                      "bands": band_rule(_get(runs[0], ("bands", "rule"))) if runs else None,
                      "folders": folders_of(runs, None if names is None else names.get(label)),
@@ -1093,15 +1103,20 @@ def table_notes(rows: list[dict]) -> list[str]:
     note, the runs whose split files are unknown, the stage-2 runs whose stage-1 recipe is unknown, the different
     image folders, the under-trained footnote."""
     return [note for note in (STD_NOTE, bands_note(rows), data_note(rows), unknown_splits_note(rows),
-                              stage1_unknown_note(rows), folders_note(rows), under_trained_note(rows)) if note]
+                              stage1_unknown_note(rows), folders_note(rows), under_trained_note(rows),
+                              unchecked_note(rows)) if note]
 
 
 UNDER_TRAINED_MARK = "†"
+UNCHECKED_MARK = "‡"  # a run the under-training check could not judge: no warning there is no finished model
 
 
 def marked_label(row: dict) -> str:
-    """A row's label, followed by :data:`UNDER_TRAINED_MARK` when any of its runs may be under-trained."""
-    return f"{row['label']} {UNDER_TRAINED_MARK}" if row.get("under_trained") else row["label"]
+    """A row's label, followed by :data:`UNDER_TRAINED_MARK` when any of its runs may be under-trained and by
+    :data:`UNCHECKED_MARK` when the check could not judge one of them."""
+    marks = (UNDER_TRAINED_MARK if row.get("under_trained") else "") + (UNCHECKED_MARK if row.get("unchecked_runs")
+                                                                         else "")
+    return f"{row['label']} {marks}" if marks else row["label"]
 
 
 def md_cell(text: str) -> str:
@@ -1124,6 +1139,18 @@ def under_trained_note(rows: list[dict]) -> str:
             "more than 5 points above the first half's, or its training stopped before train.epochs, or that of the "
             "stage-1 run it starts from (metrics.json \"convergence\"; each run's report says which); train longer "
             "before comparing")
+
+
+def unchecked_note(rows: list[dict]) -> str:
+    """The footnote of the rows :func:`marked_label` marks as not checked ("" when none is)."""
+    marked = [f"{row['label']} ({len(row['unchecked_runs'])}/{row['runs']} runs: {', '.join(row['unchecked_runs'])})"
+              for row in rows if row.get("unchecked_runs")]
+    if not marked:
+        return ""
+    return (f"{UNCHECKED_MARK} the under-training check was not made: {'; '.join(marked)}: its validation curve, or "
+            "that of the stage-1 run it starts from, could not be judged (a run of 1 - 3 epochs, no validation, an "
+            "edited epoch log: metrics.json \"convergence\" \"unchecked\"; each run's report says why); no warning "
+            "there does not mean a finished model")
 
 
 def format_cell(cell: tuple[float, float, int] | None, column: str, runs: int | None = None) -> str:
