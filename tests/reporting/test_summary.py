@@ -164,7 +164,7 @@ def test_a_run_path_with_an_equals_sign_is_a_path(tmp_path, capsys, monkeypatch)
     code, out, err = cli(["a=b=sweep/lr=0.1/run", "lr=0.2=sweep/lr=0.2/run"], capsys)
     assert code == 0 and "| a=b | 1 |" in out and "| lr=0.2 | 1 |" in out, err
     code, out, err = cli(["x=sweep/lr=0.3/run"], capsys)  # nothing there: LABEL=RUN at the first '=', not found
-    assert code == 2 and "sweep/lr=0.3/run/metrics.json not found" in err, err
+    assert code == 2 and "sweep/lr=0.3/run not found (no such run directory)" in err, err
     capsys.readouterr()
     with pytest.raises(SystemExit):
         main(["summary", "--help"])

@@ -963,7 +963,8 @@ def aggregate(groups: dict[str, list[dict]], names: dict[str, list[str]] | None 
     "under_trained_runs", "data"}; std is the population standard deviation (ddof=0), ``n`` the number of the
     group's runs that have the number, ``under_trained`` the number whose metrics.json carries the convergence
     warning (:mod:`openlt.reporting.convergence`), ``under_trained_runs`` their names (`names`, else metrics.json
-    "run"), ``unchecked_runs`` the names of those whose curve (or stage-1 run's) the check could not judge, ``data`` :func:`data_of` the group's first run. RunDirError when a group's runs are not
+    "run"), ``unchecked`` / ``unchecked_runs`` the number and names of those whose curve (or stage-1 run's) the
+    check could not judge, ``data`` :func:`data_of` the group's first run. RunDirError when a group's runs are not
     comparable (:func:`check_comparable`; `names`: label -> a name per run for its message)."""
     rows = []
     for label, runs in groups.items():
@@ -977,7 +978,8 @@ def aggregate(groups: dict[str, list[dict]], names: dict[str, list[str]] | None 
         unchecked = [_run_name(m, i, None if names is None else names.get(label))
                      for i, m in enumerate(runs) if convergence_unchecked(m) is not None]
         rows.append({"label": label, "runs": len(runs), "cells": cells,
-                     "under_trained": len(warned), "under_trained_runs": warned, "unchecked_runs": unchecked,
+                     "under_trained": len(warned), "under_trained_runs": warned,
+                     "unchecked": len(unchecked), "unchecked_runs": unchecked,
                      "data": data_of(runs[0]) if runs else None,
                      "bands": band_rule(_get(runs[0], ("bands", "rule"))) if runs else None,
                      "folders": folders_of(runs, None if names is None else names.get(label)),
@@ -1114,8 +1116,7 @@ UNCHECKED_MARK = "‡"  # a run the under-training check could not judge: no war
 def marked_label(row: dict) -> str:
     """A row's label, followed by :data:`UNDER_TRAINED_MARK` when any of its runs may be under-trained and by
     :data:`UNCHECKED_MARK` when the check could not judge one of them."""
-    marks = (UNDER_TRAINED_MARK if row.get("under_trained") else "") + (UNCHECKED_MARK if row.get("unchecked_runs")
-                                                                         else "")
+    marks = (UNDER_TRAINED_MARK if row.get("under_trained") else "") + (UNCHECKED_MARK if row.get("unchecked") else "")
     return f"{row['label']} {marks}" if marks else row["label"]
 
 
@@ -1129,28 +1130,28 @@ def md_cell(text: str) -> str:
 
 def under_trained_note(rows: list[dict]) -> str:
     """The footnote of the rows marked by :func:`marked_label` ("" when none is)."""
-    marked = [f"{row['label']} ({row['under_trained']}/{row['runs']} runs"
-              + (f": {', '.join(row['under_trained_runs'])})" if row.get("under_trained_runs") else ")")
-              for row in rows if row.get("under_trained")]
-    if not marked:
-        return ""
-    return (f"{UNDER_TRAINED_MARK} may be under-trained: {'; '.join(marked)}: the best validation epoch is in the last "
-            "10% of the epochs and validation top-1 was still rising, or the second half's best validation top-1 is "
-            "more than 5 points above the first half's, or its training stopped before train.epochs, or that of the "
-            "stage-1 run it starts from (metrics.json \"convergence\"; each run's report says which); train longer "
-            "before comparing")
+    return _footnote(rows, "under_trained", f"{UNDER_TRAINED_MARK} may be under-trained",
+                     "the best validation epoch is in the last 10% of the epochs and validation top-1 was still "
+                     "rising, or the second half's best validation top-1 is more than 5 points above the first half's, "
+                     "or its training stopped before train.epochs, or that of the stage-1 run it starts from "
+                     "(metrics.json \"convergence\"; each run's report says which); train longer before comparing")
 
 
 def unchecked_note(rows: list[dict]) -> str:
     """The footnote of the rows :func:`marked_label` marks as not checked ("" when none is)."""
-    marked = [f"{row['label']} ({len(row['unchecked_runs'])}/{row['runs']} runs: {', '.join(row['unchecked_runs'])})"
-              for row in rows if row.get("unchecked_runs")]
-    if not marked:
-        return ""
-    return (f"{UNCHECKED_MARK} the under-training check was not made: {'; '.join(marked)}: its validation curve, or "
-            "that of the stage-1 run it starts from, could not be judged (a run of 1 - 3 epochs, no validation, an "
-            "edited epoch log: metrics.json \"convergence\" \"unchecked\"; each run's report says why); no warning "
-            "there does not mean a finished model")
+    return _footnote(rows, "unchecked", f"{UNCHECKED_MARK} the under-training check was not made",
+                     "its validation curve, or that of the stage-1 run it starts from, could not be judged (a run of "
+                     "1 - 3 epochs, no validation, an edited epoch log: metrics.json \"convergence\" \"unchecked\"; "
+                     "each run's report says why); no warning there does not mean a finished model")
+
+
+def _footnote(rows: list[dict], key: str, opening: str, reason: str) -> str:
+    """"OPENING: LABEL (k/n runs: names); ...: REASON" over the rows with a count under `key` (under_trained,
+    unchecked; the runs named by `key`_runs where the row has them), or "" when no row has one."""
+    marked = [f"{row['label']} ({row[key]}/{row['runs']} runs"
+              + (f": {', '.join(row[f'{key}_runs'])})" if row.get(f"{key}_runs") else ")")
+              for row in rows if row.get(key)]
+    return f"{opening}: {'; '.join(marked)}: {reason}" if marked else ""
 
 
 def format_cell(cell: tuple[float, float, int] | None, column: str, runs: int | None = None) -> str:
