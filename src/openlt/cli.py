@@ -167,6 +167,7 @@ def _train(args: argparse.Namespace) -> int:
 def _eval(args: argparse.Namespace) -> int:
     from openlt.engine.evaluate import evaluate_run
     from openlt.engine.run import check_tag, open_run
+    from openlt.reporting.convergence import convergence_findings
     from openlt.reporting.run_report import format_table
 
     check_tag(args.tag, "--tag")
@@ -187,6 +188,8 @@ def _eval(args: argparse.Namespace) -> int:
         print(format_table(metrics))
         print(f"metrics: {run.metrics_path(args.tag)}\nreport: {run.report_path(args.tag)} "
               f"(figures: {run.report_html_path(args.tag)})")
+    for _, text in convergence_findings(metrics):  # as `openlt train` says them (--json: stdout is the JSON alone)
+        print(f"note: {text}", file=sys.stderr if args.json else sys.stdout)
     return 0
 
 

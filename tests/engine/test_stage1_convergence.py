@@ -155,8 +155,9 @@ def test_a_stage2_says_it_when_it_starts_and_a_fit_when_it_ends(stage2s, capsys,
     copy = tmp_path / source.name
     shutil.copytree(source, copy)
     (copy / "metrics.jsonl").write_text('{"epoch": 1}\n{garbage\n{"epoch": 2}\n', encoding="utf-8")  # a torn last line is dropped
-    code, _, err = cli(capsys, "eval", copy, "--quiet")
+    code, out, err = cli(capsys, "eval", copy, "--quiet")
     assert code == 0, err
     assert _metrics(copy)["convergence"]["unchecked"].startswith("its epoch log cannot be read (")
+    assert "note: the under-training check was not made: its epoch log cannot be read" in out  # was: silent
     assert "the under-training check was not made: its epoch log cannot be read" in (copy / "report.md").read_text(
         encoding="utf-8")

@@ -128,7 +128,9 @@ def test_run_convergence_plans_the_epochs_the_checkpoint_trained_with(tmp_path):
     run.write_config(cfg)
     run.log_file.write_text("".join(f'{{"epoch": {e}, "val": {{"overall": 0.5}}}}\n' for e in (1, 2)), encoding="utf-8")
     save_checkpoint(run.checkpoint("last"), nn.Linear(2, 2), None, {"epoch": 1, "recipe": {"train.epochs": 5}})
-    assert "stopped after epoch 2 of its 5" in run_convergence(run, cfg)["warning"]
+    warning = run_convergence(run, cfg)["warning"]  # the remedy names the edit: --resume alone finds the run done
+    assert "stopped after epoch 2 of its 5" in warning and "set train.epochs back to 5 in its config.yaml (it says 2 " \
+        "now), then finish it with `openlt train --resume`" in warning
     save_checkpoint(run.checkpoint("last"), nn.Linear(2, 2), None, {"epoch": 1})  # an older openlt: config.yaml's 2
     assert run_convergence(run, cfg)["warning"] is None
     run.log_file.write_text('{"epoch": 1}\n{garbage\n{"epoch": 2}\n', encoding="utf-8")

@@ -7,7 +7,7 @@ from types import SimpleNamespace
 import pytest
 
 from openlt.reporting.bench_report import charts, markdown, method_colors
-from openlt.reporting.convergence import convergence, convergence_unchecked, convergence_warning
+from openlt.reporting.convergence import NOT_CHECKED, UNDER_TRAINED, convergence, convergence_unchecked, convergence_warning
 from openlt.reporting.html import _warnings
 from openlt.reporting.run_report import report_markdown
 from openlt.reporting.summary import summarize
@@ -207,3 +207,31 @@ def test_a_validation_value_that_is_not_a_finite_number_is_left_out(bad):
     records[0]["val"]["overall"] = bad
     check = convergence(records)
     assert check["best_epoch"] == 6 and check["late_gain"] == pytest.approx(0.02) and check["warning"] is None
+
+
+def test_a_level_last_evaluation_is_not_still_rising():
+    """Validation 61.25, 61.25, 61.25, 62.5, 62.5 over the last epochs of 40 (one image of 160 is 0.625 points):
+    the last evaluation is level with the one before, so not "still rising" (was: warned, 62.5 against the mean
+    61.7 of the three before; helper trial, session 22); one image up at the very end still is."""
+    flat = [0.58 + 0.0008 * i for i in range(35)] + [0.6125, 0.6125, 0.6125, 0.625, 0.625]
+    check = convergence(log(*flat))
+    assert check["best_epoch"] == 39 and not check["still_rising"] and check["warning"] is None
+    assert convergence(log(*flat[:-1], 0.6375))["still_rising"]
+
+
+def test_a_report_says_both_the_runs_and_its_stage1s_finding():
+    """A 1-epoch stage 2 (not judged) on a warned stage 1, and a warned stage 2 on a warned stage 1: the report's
+    findings name both, own first (was: one of the two; helper trial, session 22); a table marks the warning."""
+    from openlt.reporting.convergence import convergence_findings, convergence_unchecked, convergence_warning
+
+    stage1 = {"run": "/runs/s1", "warning": UNDER_TRAINED + "its best is late"}
+    for own in ({"warning": None, "unchecked": "1 evaluation"}, {"warning": UNDER_TRAINED + "rising", "unchecked": None}):
+        metrics = {"convergence": {**own, "stage1": stage1}}
+        found = convergence_findings(metrics)
+        assert [kind for kind, _ in found] == (["note", "warning"] if own["unchecked"] else ["warning", "warning"])
+        assert found[-1][1].startswith("the stage-1 run it starts from (/runs/s1) may be under-trained")
+        assert convergence_warning(metrics) is not None and convergence_unchecked(metrics) is None
+    unjudged = {"convergence": {"warning": None, "unchecked": None, "stage1": {"run": "/r", "unchecked": "no val"}}}
+    assert convergence_findings(unjudged) == [("note", f"{NOT_CHECKED}on the stage-1 run it starts from (/r), whose "
+                                                       "features this run is built on: no val")]
+    assert convergence_findings({}) == [] and convergence_findings({"convergence": "garbage"}) == []

@@ -79,7 +79,8 @@ def run_convergence(run: Run, cfg: Config) -> dict:
         trained = done + 1 if _count(done) else None
         recorded = recipe.get("train.epochs") if isinstance(recipe, dict) else None
         planned = recorded if _count(recorded) and recorded > 0 else planned
-    return convergence(records, None if trained is not None and trained >= planned else planned, trained)
+    return convergence(records, None if trained is not None and trained >= planned else planned, trained,
+                       cfg.train.epochs)
 
 
 def _count(value) -> bool:

@@ -6,8 +6,8 @@ The rule (:func:`convergence`), on the overall validation top-1 of the validated
 1. **Still rising at the end** (issue 18's rule): the **best validation epoch** (the first epoch with the highest
    overall top-1: the ``best`` checkpoint's, as training keeps a new best only when strictly higher) is one of the
    last 10 % of the epochs (at least the last: the last ``ceil(0.1 * epochs)``; 11 and 12 of 12) and the last
-   evaluation is more than :data:`MIN_GAIN` (half a point) above the mean of the (up to) :data:`WINDOW`
-   evaluations before it.
+   evaluation is above the one before it and more than :data:`MIN_GAIN` (half a point) above the mean of the (up
+   to) :data:`WINDOW` evaluations before it.
 2. **A large late gain**: the best of the second half's evaluations is more than :data:`LATE_GAIN` (5 points)
    above the best of the first half's (epochs ``<= epochs / 2``; at least :data:`MIN_HALF_EVALUATIONS` in each).
    Rule 1 alone misses the usual case of a decaying schedule: the cosine schedule's small last learning rates
@@ -46,8 +46,9 @@ MIN_HALF_EVALUATIONS = 2  # evaluations each half needs for that comparison
 UNDER_TRAINED = "the model may be under-trained: "  # every warning's opening; a stage 2 quotes its stage 1's rest
 NOT_CHECKED = "the under-training check was not made: "  # the note's opening when the rules cannot judge a curve
 RULE = (f"best validation epoch in the last {LAST_FRACTION:.0%} of the epochs and the last evaluation's overall "
-        f"top-1 more than {100 * MIN_GAIN:.1f} points above the mean of the (up to) {WINDOW} evaluations before it; or the "
-        f"second half's best validation top-1 more than {100 * LATE_GAIN:.0f} points above the first half's")
+        f"top-1 above the evaluation before it and more than {100 * MIN_GAIN:.1f} points above the mean of the (up "
+        f"to) {WINDOW} evaluations before it; or the second half's best validation top-1 more than "
+        f"{100 * LATE_GAIN:.0f} points above the first half's")
 
 
 def validation_curve(records: Sequence[Mapping]) -> list[tuple[int, float]]:
@@ -63,7 +64,7 @@ def validation_curve(records: Sequence[Mapping]) -> list[tuple[int, float]]:
 
 
 def convergence(records: Sequence[Mapping], planned_epochs: int | None = None,
-                trained_epochs: int | None = None) -> dict:
+                trained_epochs: int | None = None, config_epochs: int | None = None) -> dict:
     """The convergence check of one run's epoch log (the records of metrics.jsonl): ``{"best_epoch"`` (1-based, as
     the console numbers epochs; None without validation), ``"epochs"`` (the last epoch logged), ``"still_rising"``
     (bool), ``"late_gain"`` (second half's best minus first half's, in [−1, 1]; None with too few evaluations),
@@ -73,13 +74,14 @@ def convergence(records: Sequence[Mapping], planned_epochs: int | None = None,
     fit): a log that stops before them is warned as stopped. `trained_epochs`: the epochs the run's last
     checkpoint records it trained; a log that stops before them was cut or edited after training, and its curve is
     not judged (``"unchecked"`` says so: the rules would read it as a shorter run's), nor is one that goes past them
-    or lists an epoch twice or out of order (edited, or another run's)."""
+    or lists an epoch twice or out of order (edited, or another run's). `config_epochs`: config.yaml's train.epochs
+    when `planned_epochs` is the checkpoint's record of them: a stopped run's remedy then names the edit."""
     epochs = max((int(r["epoch"]) for r in records if "epoch" in r), default=0)
     curve = validation_curve(records)
     out = {"best_epoch": None, "epochs": epochs, "still_rising": False, "late_gain": None, "warning": None,
            "unchecked": None, "rule": RULE}
     done = max(epochs, trained_epochs or 0)
-    out["warning"] = _stop_warning(done, planned_epochs)
+    out["warning"] = _stop_warning(done, planned_epochs, config_epochs)
     disorder = _log_disorder(records, trained_epochs)
     if disorder:
         out["unchecked"] = None if out["warning"] else disorder
@@ -98,7 +100,7 @@ def convergence(records: Sequence[Mapping], planned_epochs: int | None = None,
     last_epoch, last = curve[-1]
     before = [acc for _, acc in curve[-1 - WINDOW:-1]]
     mean_before = sum(before) / len(before)
-    out["still_rising"] = last - mean_before > MIN_GAIN
+    out["still_rising"] = last - mean_before > MIN_GAIN and last > before[-1]  # not level with the one before
     late = best_epoch > epochs - max(1, math.ceil(LAST_FRACTION * epochs))
     first = [acc for epoch, acc in curve if epoch <= epochs / 2]
     second = [acc for epoch, acc in curve if epoch > epochs / 2]
@@ -135,7 +137,7 @@ def _log_disorder(records: Sequence[Mapping], trained_epochs: int | None) -> str
                 f"trained (the log was cut or edited after training)")
     if trained_epochs is not None and epochs > trained_epochs:
         return (f"{where} goes on to epoch {epochs}, its last checkpoint records {trained_epochs} trained (the log "
-                f"was edited, or belongs to another run)")
+                f"was edited or belongs to another run, or the last checkpoint was replaced, e.g. by the best one)")
     disordered = next((b for a, b in zip(logged, logged[1:]) if b <= a), None)
     if disordered is not None:
         return f"{where} lists epoch {disordered} twice or out of order (the log was edited after training)"
@@ -149,13 +151,16 @@ def convergence_note(records: Sequence[Mapping]) -> str | None:
     return check["warning"] or (NOT_CHECKED + check["unchecked"] if check["unchecked"] else None)
 
 
-def _stop_warning(done: int, planned_epochs: int | None) -> str | None:
-    """The warning of a run whose training stopped after epoch `done` of its `planned_epochs`, or None."""
+def _stop_warning(done: int, planned_epochs: int | None, config_epochs: int | None = None) -> str | None:
+    """The warning of a run whose training stopped after epoch `done` of its `planned_epochs`, or None; with the
+    remedy that works when its config.yaml now says `config_epochs` (edited down: --resume would find it done)."""
     if planned_epochs is None or not 0 < done < planned_epochs:
         return None
+    edited = (f"set train.epochs back to {planned_epochs} in its config.yaml (it says {config_epochs} now), then "
+              if config_epochs is not None and config_epochs != planned_epochs else "")
     return (f"{UNDER_TRAINED}its training stopped after epoch {done} of its {planned_epochs} "
-            f"(train.epochs; killed or stopped before the end); finish it with `openlt train --resume` on the run "
-            f"before comparing it")
+            f"(train.epochs; killed or stopped before the end); {edited}finish it with `openlt train --resume` on "
+            f"the run before comparing it")
 
 
 def _no_curve(epochs: int) -> str:
@@ -188,12 +193,7 @@ def convergence_warning(metrics: Mapping) -> str | None:
     warning = conv.get("warning")
     if isinstance(warning, str) and warning:
         return warning
-    stage1 = conv.get("stage1")
-    if isinstance(stage1, Mapping) and isinstance(stage1.get("warning"), str) and stage1["warning"]:
-        reason = stage1["warning"].removeprefix(UNDER_TRAINED)
-        return (f"the stage-1 run it starts from ({stage1.get('run')}) may be under-trained, and with it the "
-                f"features this run is built on: {reason}")
-    return None
+    return _stage1_findings(conv.get("stage1"))[0]
 
 
 def convergence_unchecked(metrics: Mapping) -> str | None:
@@ -206,8 +206,35 @@ def convergence_unchecked(metrics: Mapping) -> str | None:
         return None
     if isinstance(conv.get("unchecked"), str) and conv["unchecked"]:
         return NOT_CHECKED + conv["unchecked"]
-    stage1 = conv.get("stage1")
-    if isinstance(stage1, Mapping) and isinstance(stage1.get("unchecked"), str) and stage1["unchecked"]:
-        return (f"{NOT_CHECKED}on the stage-1 run it starts from ({stage1.get('run')}), whose features this run is "
-                f"built on: {stage1['unchecked']}")
-    return None
+    return _stage1_findings(conv.get("stage1"))[1]
+
+
+def convergence_findings(metrics: Mapping) -> list[tuple[str, str]]:
+    """Everything a report says of how finished a run's training is, as ("warning" | "note", sentence): the run's
+    own warning, else why its check was not made; then its stage-1 run's (a stage 2), the same way. Both when both
+    hold (:func:`convergence_warning` and :func:`convergence_unchecked` give the one a table marks); [] for none,
+    or a metrics file of an older openlt."""
+    conv = metrics.get("convergence")
+    if not isinstance(conv, Mapping):
+        return []
+    own = [("warning", conv["warning"]) if isinstance(conv.get("warning"), str) and conv["warning"] else
+           ("note", NOT_CHECKED + conv["unchecked"]) if isinstance(conv.get("unchecked"), str) and conv["unchecked"]
+           else None]
+    warning, unchecked = _stage1_findings(conv.get("stage1"))
+    return [found for found in (*own, ("warning", warning) if warning else ("note", unchecked) if unchecked else None)
+            if found is not None]
+
+
+def _stage1_findings(stage1) -> tuple[str | None, str | None]:
+    """(the sentence of a stage 2's stage-1 warning, or None; of its stage-1 run's unchecked note when it has no
+    warning, or None) from metrics.json's ``convergence.stage1``."""
+    if not isinstance(stage1, Mapping):
+        return None, None
+    if isinstance(stage1.get("warning"), str) and stage1["warning"]:
+        reason = stage1["warning"].removeprefix(UNDER_TRAINED)
+        return (f"the stage-1 run it starts from ({stage1.get('run')}) may be under-trained, and with it the "
+                f"features this run is built on: {reason}"), None
+    if isinstance(stage1.get("unchecked"), str) and stage1["unchecked"]:
+        return None, (f"{NOT_CHECKED}on the stage-1 run it starts from ({stage1.get('run')}), whose features this "
+                      f"run is built on: {stage1['unchecked']}")
+    return None, None

@@ -15,7 +15,7 @@ from matplotlib.figure import Figure
 from openlt.metrics import (BAND_NAMES, ShotBands, band_confusion, ece_by_band, per_class_accuracy, reject,
                             rejection_curves, threshold_grid, top_confusions)
 from openlt.reporting import figures
-from openlt.reporting.convergence import convergence_unchecked, convergence_warning
+from openlt.reporting.convergence import convergence_findings
 from openlt.reporting.describe import checkpoint_epoch, environment_lines, open_set_text, threshold_text
 
 CSS = """
@@ -133,13 +133,8 @@ def _warnings(metrics: Mapping) -> str:
     """The warnings of metrics.json as highlighted paragraphs ("" when there is none): the convergence warning and
     the open-set score's (``open.warning``, e.g. a score fitted on training features without spread, or scores
     without spread: the AUROC is float rounding), the line report.md's table and the console print."""
-    paragraphs = []
-    warning = convergence_warning(metrics)
-    if warning:
-        paragraphs.append(f'<p class="warning"><b>Warning:</b> {esc(warning)}.</p>')
-    unchecked = convergence_unchecked(metrics)
-    if unchecked:
-        paragraphs.append(f'<p class="meta">Note: {esc(unchecked)}.</p>')
+    paragraphs = [f'<p class="warning"><b>Warning:</b> {esc(text)}.</p>' if kind == "warning" else
+                  f'<p class="meta">Note: {esc(text)}.</p>' for kind, text in convergence_findings(metrics)]
     open_set = metrics.get("open")
     score_warning = open_set.get("warning") if isinstance(open_set, Mapping) else None
     if score_warning:

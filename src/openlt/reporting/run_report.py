@@ -16,7 +16,7 @@ import numpy as np
 from openlt.errors import RunDirError
 from openlt.io import write_text
 from openlt.metrics import BAND_COLUMNS, BAND_NAMES, BAND_ROWS, ShotBands
-from openlt.reporting.convergence import convergence_unchecked, convergence_warning
+from openlt.reporting.convergence import convergence_findings
 from openlt.reporting.describe import checkpoint_epoch, environment_lines, open_set_text, threshold_text
 from openlt.reporting.samples import load_samples
 from openlt.reporting.summary import CONSISTENCY_TOLERANCE, load_metrics, missing_metrics, tagged_metrics
@@ -160,13 +160,13 @@ def report_markdown(run: RunFiles, metrics: dict, tag: str | None = None) -> str
     for name, n, band, acc in zip(metrics["class_names"], metrics["train_counts"], metrics["bands"]["per_class"],
                                   metrics["per_class_accuracy"]):
         rows.append(f"| {_md_name(name)} | {n} | {band} | {'–' if acc is None else f'{100 * acc:.1f}'} |")
-    warning, unchecked = convergence_warning(metrics), convergence_unchecked(metrics)
     elsewhere = evaluated_elsewhere(run, metrics)
     about = [f"run: {run.path.resolve()} (evaluated at {elsewhere}: metrics.json \"run\")" if elsewhere else "",
              f"checkpoint: {metrics['checkpoint']} ({checkpoint_epoch(metrics)}); figures, calibration and score "
              f"histograms: {run.report_html_path(tag).name}", open_set_text(metrics, _md_name),
              *environment_lines(metrics, readable_log(run)),
-             f"**Warning:** {warning}." if warning else "", f"Note: {unchecked}." if unchecked else ""]
+             *(f"**Warning:** {text}." if kind == "warning" else f"Note: {text}."
+               for kind, text in convergence_findings(metrics))]
     return (f"# openlt report: {run.path.name}\n\n" + "".join(f"{line}\n\n" for line in about if line)
             + f"```\n{format_table(metrics)}\n```\n\n{_confusion_markdown(metrics)}## Per class\n\n" + "\n".join(rows) + "\n")
 
