@@ -347,16 +347,23 @@ SUMMARY_ITEM = ("an argument that is an existing file or folder is a run, whatev
 
 def _summary_item(item: str, default_label: str) -> tuple[str, str]:
     """(label, run) of one argument of `openlt summary` (:data:`SUMMARY_ITEM`); ConfigError for an empty label
-    or run."""
+    or run, or a label with a mark the table puts after labels (a row labelled "A‡" would read as not checked)."""
     from openlt.errors import ConfigError
+    from openlt.reporting.summary import UNCHECKED_MARK, UNDER_TRAINED_MARK
 
     if "=" not in item or os.path.exists(item):
-        return default_label, item
-    splits = [i for i, c in enumerate(item) if c == "="]
-    at = next((i for i in splits if os.path.exists(item[i + 1:])), splits[0])
-    label, path = item[:at], item[at + 1:]
-    if not label.strip() or not path.strip():
-        raise ConfigError(f"{item!r}: give LABEL=RUN with a label and a run directory (or a metrics file)")
+        label, path = default_label, item
+    else:
+        splits = [i for i, c in enumerate(item) if c == "="]
+        at = next((i for i in splits if os.path.exists(item[i + 1:])), splits[0])
+        label, path = item[:at], item[at + 1:]
+        if not label.strip() or not path.strip():
+            raise ConfigError(f"{item!r}: give LABEL=RUN with a label and a run directory (or a metrics file)")
+    mark = next((m for m in (UNDER_TRAINED_MARK, UNCHECKED_MARK) if m in label), None)
+    if mark:
+        raise ConfigError(f"label {label!r} contains {mark}, the mark the table puts after a row's label "
+                          f"({UNDER_TRAINED_MARK}: may be under-trained, {UNCHECKED_MARK}: not checked): choose "
+                          f"another label")
     return label, path
 
 

@@ -178,6 +178,15 @@ def test_an_empty_label_or_run_is_refused(args, tmp_path, capsys):
     assert "--label must not be empty" in err or "give LABEL=RUN with a label and a run directory" in err
 
 
+@pytest.mark.parametrize("args", [["A‡=runs/x"], ["B†=runs/x"], ["--label", "ok ‡", "runs/x"]])
+def test_a_label_with_a_tables_mark_is_refused(args, capsys):
+    """A label with † or ‡, the marks a table puts after a row's label (was: `| A‡ † |` read as not checked and
+    warned; helper trial, session 22): one line naming the mark, before any run is read."""
+    code, out, err = cli(args, capsys)
+    assert code == 2 and out == "" and len(err.strip().splitlines()) == 1
+    assert "the mark the table puts after a row's label" in err and "choose another label" in err
+
+
 # ---------------------------------------------------------------------------- cells fewer runs have than the row
 def test_a_cell_fewer_runs_have_than_the_row_is_marked(tmp_path, capsys):
     without_open = metrics("s2")
