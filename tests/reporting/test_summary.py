@@ -264,6 +264,12 @@ def test_the_bench_report_marks_short_cells_and_refuses_mixed_rows_before_writin
     assert "| plain | 2 | 90.0 ± 0.0 |" in markdown(spec, groups) and "0.700 (1/2)" in markdown(spec, groups)
     row = next(csv.DictReader(io.StringIO(csv_text(groups))))
     assert row["AUROC n"] == "1" and row["few n"] == "2" and row["AUROC std"] == "0.0000"
+    warned = copy.deepcopy(groups)  # the † / ‡ of results.md as counts (was: lost in the CSV; session 22)
+    warned["plain"][0]["convergence"] = {"warning": "the model may be under-trained: x", "unchecked": None}
+    warned["plain"][1]["convergence"] = {"warning": None, "unchecked": "1 evaluation"}
+    row = next(csv.DictReader(io.StringIO(csv_text(warned))))
+    assert (row["under-trained runs"], row["unchecked runs"]) == ("1", "1")
+    assert next(csv.DictReader(io.StringIO(csv_text(groups))))["unchecked runs"] == "0"
     mixed = copy.deepcopy(groups)
     mixed["plain"][1]["class_names"] = ["ant", "cat", "bee"]
     files = {"plain": [write(tmp_path, f"s{i}", m) for i, m in enumerate(mixed["plain"])]}

@@ -110,20 +110,22 @@ def _paper_cell(value, column: str) -> str:
 def csv_text(groups: dict[str, list[dict]], rows: list[dict] | None = None) -> str:
     """The comparison table as CSV: ``method, runs``, then ``<column> mean``, ``<column> std`` and ``<column> n`` (how
     many of the row's runs have the number) for every column (top-1 in %, F / AUROC / FPR@95 in [0, 1], 4 decimals;
-    empty mean and std, n 0, where no run has the number).
+    empty mean and std, n 0, where no run has the number), then ``under-trained runs`` and ``unchecked runs`` (how
+    many of the row's runs the under-training check warned, or could not judge: the † and ‡ of results.md).
     ``groups``: method label -> the metrics dicts of its runs; ``rows``: ``summary.aggregate(groups)`` when the
     caller has it.
     """
     buf = io.StringIO()
     writer = csv.writer(buf)
     names = [c for c, _, _ in COLUMNS]
-    writer.writerow(["method", "runs"] + [f"{c} {s}" for c in names for s in ("mean", "std", "n")])
+    writer.writerow(["method", "runs"] + [f"{c} {s}" for c in names for s in ("mean", "std", "n")]
+                    + ["under-trained runs", "unchecked runs"])
     for row in aggregate(groups) if rows is None else rows:
         cells = []
         for c in names:
             cell = row["cells"][c]
             cells += ["", "", 0] if cell is None else [f"{cell[0]:.4f}", f"{cell[1]:.4f}", cell[2]]
-        writer.writerow([row["label"], row["runs"]] + cells)
+        writer.writerow([row["label"], row["runs"]] + cells + [row.get("under_trained", 0), row.get("unchecked", 0)])
     return buf.getvalue()
 
 
