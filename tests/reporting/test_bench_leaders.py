@@ -41,3 +41,15 @@ def test_markdown_table_carries_the_leaders():
 
     text = markdown(Spec, GROUPS)
     assert "Which method for what" in text and "- all known classes (overall): **cRT<b>**" in text
+
+
+def test_a_leader_carries_its_table_mark():
+    """A leading or tied method whose runs were warned (†) or could not be judged (‡) keeps that mark in "which
+    method for what" (was: recommended there without it; helper trial, session 22)."""
+    groups = {name: [dict(m) for m in runs] for name, runs in GROUPS.items()}
+    for m in groups["cRT<b>"]:
+        m["convergence"] = {"warning": "the model may be under-trained: x", "unchecked": None}
+    groups["NCM"][0]["convergence"] = {"warning": None, "unchecked": "1 evaluation"}
+    md = "\n".join(_leader_lines(groups))
+    assert "few-shot classes (few): **cRT<b> †** 60.0 ± 10.0; within one std: NCM ‡" in md
+    assert "(AUROC): **joint** " in md

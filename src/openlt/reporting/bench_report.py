@@ -51,10 +51,12 @@ def leaders(groups: dict[str, list[dict]], rows: list[dict] | None = None) -> li
 def _leader_lines(groups: dict[str, list[dict]], bold=lambda text: f"**{text}**", text=lambda t: t,
                   rows: list[dict] | None = None) -> list[str]:
     """One line per criterion of `leaders` (markdown by default; `bold` and `text` make it HTML; `rows`: the
-    groups aggregated, as :func:`leaders` takes them)."""
-    return [text(f"{item['question']} ({item['column']}): ") + bold(text(item["best"]))
+    groups aggregated, as :func:`leaders` takes them), each method with its table mark († / ‡: marked_label)."""
+    rows = aggregate(groups) if rows is None else rows
+    marked = {row["label"]: marked_label(row) for row in rows}
+    return [text(f"{item['question']} ({item['column']}): ") + bold(text(marked.get(item["best"], item["best"])))
             + text(f" {format_cell(item['cell'], item['column'], item['runs'])}"
-                   + (f"; within one std: {', '.join(item['tied'])}" if item["tied"] else ""))
+                   + (f"; within one std: {', '.join(marked.get(t, t) for t in item['tied'])}" if item["tied"] else ""))
             for item in leaders(groups, rows)]
 
 
