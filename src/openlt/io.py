@@ -408,9 +408,11 @@ def read_jsonl(path: str | os.PathLike, what: str, error: type[Exception]) -> tu
 
     A last line that is not complete JSON (a crash while it was appended: cut short, or not UTF-8) is dropped,
     and the note says so; any other line that is not a UTF-8 JSON object raises `error` naming `what`, the
-    file and the line. Nothing is rewritten. OSError (not wrapped) when the file cannot be read."""
+    file and the line. A UTF-8 byte-order mark at the start (an editor's) is skipped, as in config files; CRLF line
+    ends are read as LF. Nothing is rewritten. OSError (not wrapped) when the file cannot be read."""
     path = Path(path)
-    lines = [(n, raw) for n, raw in enumerate(path.read_bytes().split(b"\n"), start=1) if raw.strip()]
+    data = path.read_bytes().removeprefix(b"\xef\xbb\xbf")
+    lines = [(n, raw) for n, raw in enumerate(data.split(b"\n"), start=1) if raw.strip()]
     records: list[dict] = []
     for i, (lineno, raw) in enumerate(lines):
         try:
