@@ -70,11 +70,14 @@ def read_runs(folder: Path) -> dict[tuple[str, int], dict[int, dict]]:
         # when the file is of an openlt that records it so ("unchecked", session 21); an older file's verdict may be
         # of older rules: its log is judged again
         conv = metrics.get("convergence")
-        verdict = None
-        if isinstance(conv, dict) and "unchecked" in conv:
-            verdict = "warned" if conv.get("warning") else "unchecked" if conv.get("unchecked") else "checked"
+        verdict = _verdict(conv) if isinstance(conv, dict) and "unchecked" in conv else None
         runs[key][seed] = {"test": metrics["closed"], "history": history, "name": path.name, "verdict": verdict}
     return runs
+
+
+def _verdict(check: dict) -> str:
+    """warned | unchecked | checked, of a convergence check (metrics.json's "convergence", or one made here)."""
+    return "warned" if check.get("warning") else "unchecked" if check.get("unchecked") else "checked"
 
 
 def mean_std(values: list[float]) -> str:
@@ -101,7 +104,7 @@ def stage1_row(epochs: int, seeds: dict[int, dict]) -> str:
         check = convergence(history, epochs)  # a run stopped before its budget is warned, as in its metrics.json
         if check["best_epoch"] is not None:
             best_epoch.append(check["best_epoch"])
-        verdict = run.get("verdict") or ("warned" if check["warning"] else "unchecked" if check["unchecked"] else "")
+        verdict = run.get("verdict") or _verdict(check)
         warned, unchecked = warned + (verdict == "warned"), unchecked + (verdict == "unchecked")
     test = [mean_std([run["test"][band] for run in seeds.values()]) for band in BANDS]
     return (f"| {epochs} | {len(seeds)} | {mean_std(fit)} | {mean_std(best)} | {mean_std(last)} | "

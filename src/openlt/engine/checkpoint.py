@@ -102,8 +102,6 @@ def checkpoint_state(path: str | Path) -> dict:
     return _parse_metadata(path, metadata, dict.fromkeys(keys))["state"]
 
 
-
-
 def recorded_amp(state: dict) -> str | None:
     """The precision (none | bf16 | fp16: train.amp with `auto` resolved) a checkpoint's `state` records that its
     run trained in, or None for a checkpoint written before openlt recorded it (`auto` then meant float32 on every

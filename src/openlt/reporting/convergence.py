@@ -187,13 +187,7 @@ def planned_epochs(cfg: Config) -> int | None:
 def convergence_warning(metrics: Mapping) -> str | None:
     """The under-training warning a metrics dict (metrics.json) records, or None (none, or an older file): the
     run's own, else its stage-1 run's ("stage1": a stage 2's head on a body that may be unfinished)."""
-    conv = metrics.get("convergence")
-    if not isinstance(conv, Mapping):
-        return None
-    warning = conv.get("warning")
-    if isinstance(warning, str) and warning:
-        return warning
-    return _stage1_findings(conv.get("stage1"))[0]
+    return next((text for kind, text in convergence_findings(metrics) if kind == "warning"), None)
 
 
 def convergence_unchecked(metrics: Mapping) -> str | None:
@@ -201,12 +195,10 @@ def convergence_unchecked(metrics: Mapping) -> str | None:
     validation, too few evaluations: :func:`convergence`'s ``"unchecked"``), else its stage-1 run's ("stage1":
     ``"unchecked"``, a stage 2 on a body nobody could judge), or None: no warning there does not mean a finished
     model. None when there is a warning (:func:`convergence_warning` says more)."""
-    conv = metrics.get("convergence")
-    if not isinstance(conv, Mapping) or convergence_warning(metrics) is not None:
+    findings = convergence_findings(metrics)
+    if any(kind == "warning" for kind, _ in findings):
         return None
-    if isinstance(conv.get("unchecked"), str) and conv["unchecked"]:
-        return NOT_CHECKED + conv["unchecked"]
-    return _stage1_findings(conv.get("stage1"))[1]
+    return next((text for kind, text in findings if kind == "note"), None)
 
 
 def convergence_findings(metrics: Mapping) -> list[tuple[str, str]]:
@@ -217,24 +209,24 @@ def convergence_findings(metrics: Mapping) -> list[tuple[str, str]]:
     conv = metrics.get("convergence")
     if not isinstance(conv, Mapping):
         return []
-    own = [("warning", conv["warning"]) if isinstance(conv.get("warning"), str) and conv["warning"] else
-           ("note", NOT_CHECKED + conv["unchecked"]) if isinstance(conv.get("unchecked"), str) and conv["unchecked"]
-           else None]
-    warning, unchecked = _stage1_findings(conv.get("stage1"))
-    return [found for found in (*own, ("warning", warning) if warning else ("note", unchecked) if unchecked else None)
-            if found is not None]
-
-
-def _stage1_findings(stage1) -> tuple[str | None, str | None]:
-    """(the sentence of a stage 2's stage-1 warning, or None; of its stage-1 run's unchecked note when it has no
-    warning, or None) from metrics.json's ``convergence.stage1``."""
+    found = []
+    if _text(conv.get("warning")):
+        found.append(("warning", conv["warning"]))
+    elif _text(conv.get("unchecked")):
+        found.append(("note", NOT_CHECKED + conv["unchecked"]))
+    stage1 = conv.get("stage1")
     if not isinstance(stage1, Mapping):
-        return None, None
-    if isinstance(stage1.get("warning"), str) and stage1["warning"]:
-        reason = stage1["warning"].removeprefix(UNDER_TRAINED)
-        return (f"the stage-1 run it starts from ({stage1.get('run')}) may be under-trained, and with it the "
-                f"features this run is built on: {reason}"), None
-    if isinstance(stage1.get("unchecked"), str) and stage1["unchecked"]:
-        return None, (f"{NOT_CHECKED}on the stage-1 run it starts from ({stage1.get('run')}), whose features this "
-                      f"run is built on: {stage1['unchecked']}")
-    return None, None
+        return found
+    if _text(stage1.get("warning")):
+        found.append(("warning", f"the stage-1 run it starts from ({stage1.get('run')}) may be under-trained, and "
+                                 f"with it the features this run is built on: "
+                                 f"{stage1['warning'].removeprefix(UNDER_TRAINED)}"))
+    elif _text(stage1.get("unchecked")):
+        found.append(("note", f"{NOT_CHECKED}on the stage-1 run it starts from ({stage1.get('run')}), whose "
+                              f"features this run is built on: {stage1['unchecked']}"))
+    return found
+
+
+def _text(value) -> bool:
+    """Whether `value` is a non-empty string (a recorded warning or note; null, "" and other types are none)."""
+    return isinstance(value, str) and bool(value)
