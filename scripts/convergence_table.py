@@ -20,6 +20,8 @@ import sys
 from collections import defaultdict
 from pathlib import Path
 
+import yaml
+
 from openlt.io import read_jsonl
 from openlt.reporting.convergence import convergence, validation_curve
 
@@ -38,8 +40,9 @@ def read_runs(folder: Path) -> dict[tuple[str, int], dict[int, dict]]:
     judged instead)}}} of the evaluated runs.
     Of two runs of one method, budget and seed the later one (by the name's time stamp) counts (a note says so). A
     torn last line of metrics.jsonl (a crash, or a resume training the run now) is dropped, as openlt reads it;
-    TableError for a metrics.json that is not JSON, has no "closed" or a band of it that is no number, and any other
-    bad log line (also one without a positive integer "epoch", as openlt reads the log)."""
+    TableError for a metrics.json that is not JSON, has no "closed" or a band of it that is no number, any other
+    bad log line (also one without a positive integer "epoch", as openlt reads the log), and a stage-1 run whose
+    config.yaml trains other epochs than its name says."""
     runs: dict[tuple[str, int], dict[int, dict]] = defaultdict(dict)
     named = [(path, match) for path in folder.iterdir() if (match := RUN_NAME.fullmatch(path.name))]
     # oldest first by the name's time stamp and number (not the whole name: s01 and s1 are one seed)
@@ -62,6 +65,7 @@ def read_runs(folder: Path) -> dict[tuple[str, int], dict[int, dict]]:
         for n, record in enumerate(history, start=1):
             if type(record.get("epoch")) is not int or record["epoch"] < 1:
                 raise TableError(f"{log}: record {n} has no positive integer 'epoch' (got {record.get('epoch')!r})")
+        _check_budget(path, int(match["epochs"]))
         key, seed = (match["method"], int(match["epochs"])), int(match["seed"])
         if seed in runs[key]:  # names sort by their time stamp: this run is the later one of the seed
             print(f"convergence_table: note: {path.name} replaces the earlier {runs[key][seed]['name']} (the same "
@@ -73,6 +77,28 @@ def read_runs(folder: Path) -> dict[tuple[str, int], dict[int, dict]]:
         verdict = _verdict(conv) if isinstance(conv, dict) and "unchecked" in conv else None
         runs[key][seed] = {"test": metrics["closed"], "history": history, "name": path.name, "verdict": verdict}
     return runs
+
+
+def _check_budget(path: Path, epochs: int) -> None:
+    """TableError when `path` is a stage-1 run (its config.yaml trains from scratch: no train.init_from, no
+    decouple.method) whose config.yaml trains other epochs than its name's _eEPOCHS (a run trained with a CLI
+    override, or renamed: its row would stand under the wrong budget). A stage 2's name gives its stage 1's budget,
+    so it is not checked; nor is a run without config.yaml."""
+    config = path / "config.yaml"
+    if not config.is_file():
+        return
+    try:
+        cfg = yaml.safe_load(config.read_text(encoding="utf-8"))
+    except (yaml.YAMLError, ValueError) as exc:
+        raise TableError(f"{config}: not YAML ({exc})".splitlines()[0]) from None
+    train = cfg.get("train") if isinstance(cfg, dict) else None
+    decouple = cfg.get("decouple") if isinstance(cfg, dict) else None
+    if not isinstance(train, dict) or train.get("init_from") or (isinstance(decouple, dict)
+                                                                 and decouple.get("method") not in (None, "none")):
+        return
+    if train.get("epochs") != epochs:
+        raise TableError(f"{config}: train.epochs is {train.get('epochs')!r} but the run's name says {epochs} (a "
+                         f"stage-1 run's row stands under its name's budget: rename the run or train it again)")
 
 
 def _verdict(check: dict) -> str:

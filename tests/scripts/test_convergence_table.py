@@ -137,3 +137,22 @@ def test_the_verdict_metrics_json_records_counts_over_the_log(tmp_path, table_mo
         stage1 = next(line for line in table_module.tables(table_module.read_runs(tmp_path)).splitlines()
                       if line.startswith("| 4 | 1 |"))
         assert "| 1 of 1 |" in stage1
+
+
+def test_a_stage1_run_whose_config_trains_another_budget_is_one_line(tmp_path, table_module, capsys):
+    """plain_e4 whose config.yaml trains 12 epochs (a CLI override, or a renamed run): one line naming the file,
+    exit 2 (was: its row stood under 4 epochs, the budget taken from the folder name alone; session 22's leftover).
+    A stage 2's name gives its stage 1's budget: its own train.epochs is not compared."""
+    _run(tmp_path, "plain_e4-s0-20261129-100000", 0.5, val=[0.2, 0.3, 0.4, 0.5])
+    _run(tmp_path, "crt_e4-s0-20261129-100001", 0.6)
+    config = tmp_path / "plain_e4-s0-20261129-100000" / "config.yaml"
+    config.write_text("train: {epochs: 4, init_from: null}\ndecouple: {method: none}\n", encoding="utf-8")
+    (tmp_path / "crt_e4-s0-20261129-100001" / "config.yaml").write_text(
+        "train: {epochs: 10, init_from: runs/plain_e4-s0-20261129-100000}\ndecouple: {method: crt}\n",
+        encoding="utf-8")
+    assert table_module.main([str(tmp_path)]) == 0
+    capsys.readouterr()
+    config.write_text("train: {epochs: 12, init_from: null}\ndecouple: {method: none}\n", encoding="utf-8")
+    assert table_module.main([str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and str(config) in err and "train.epochs is 12" in err
