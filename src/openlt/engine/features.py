@@ -52,9 +52,11 @@ def cache_key(checkpoint: str, checkpoint_sha256: str, data: DataBundle, split: 
     the folder of the split's image files when they are files, and each file's size and modification time: a split
     file lists names, so another copy of the images under the same names -- data.root or data.open_root pointing
     elsewhere -- is other data, and so is an image written again in place. Packed data, Fashion-MNIST and CIFAR,
-    is checked by its files' sha256 against the run's manifest instead)."""
+    is checked by its files' sha256 against the run's manifest instead). The split file by its real path: one file
+    named relative to the working folder by one config and absolutely by another (a bench's relative
+    data.split_dir, a stage 2's OLTR centroids and its decoupled rows) is one cache, not two that rebuild each other."""
     key = {"format": FORMAT, "checkpoint": checkpoint, "checkpoint_sha256": checkpoint_sha256,
-           "split_file": str(data.split_path(split)), "split_sha256": sha256_file(data.split_path(split)),
+           "split_file": os.path.realpath(data.split_path(split)), "split_sha256": sha256_file(data.split_path(split)),
            "dtype": dtype}
     root = getattr(data.loader_of(split), "root", None)
     if root is not None:
