@@ -139,3 +139,10 @@ def test_run_convergence_plans_the_epochs_the_checkpoint_trained_with(tmp_path):
     ncm = build_config(None, [f"out_dir={tmp_path}", "decouple.method=ncm", f"train.init_from={run.path}"])
     run.log_file.write_text('{"epoch": 1, "val": {"overall": 0.5}}\n', encoding="utf-8")
     assert (run_convergence(run, ncm)["warning"], run_convergence(run, ncm)["unchecked"]) == (None, None)
+    # FSLwF logs its base classifier's epochs without validation by design: not judged (was: "not made: no
+    # validation top-1 ... (no validation split, ...)" on a run that has one; session 23)
+    fslwf = build_config(None, [f"out_dir={tmp_path}", "decouple.method=fslwf", f"train.init_from={run.path}"])
+    run.log_file.write_text("".join(f'{{"epoch": {e}, "train_loss": 0.1}}\n' for e in range(1, 11)), encoding="utf-8")
+    assert (run_convergence(run, fslwf)["warning"], run_convergence(run, fslwf)["unchecked"]) == (None, None)
+    crt = build_config(None, [f"out_dir={tmp_path}", "decouple.method=crt", f"train.init_from={run.path}"])
+    assert run_convergence(run, crt)["unchecked"].startswith("no validation top-1")  # cRT's log has it: judged

@@ -9,7 +9,8 @@ features, and the stage-1 linear head where the method starts from it, and retur
 
 A method is a small object built from the run's config (``from_config``) and registered under its
 ``decouple.method`` name (:data:`openlt.decoupling.STAGE2_METHODS`). Its class declares what it needs:
-``needs_val`` (it chooses a value on the validation features), ``epochwise`` (it trains epoch by epoch, so
+``needs_val`` (it chooses a value on the validation features), ``validates_epochs`` (its epoch log holds validation
+top-1, which the under-training check reads), ``epochwise`` (it trains epoch by epoch, so
 train.epochs / lr / sampler and decouple.keep / features apply) and ``reuses_stage1_head`` (it starts from the
 stage-1 linear classifier W, b). Methods touch no file: the engine owns the run directory and the epoch log,
 and lends a method what it needs while fitting through :class:`Stage2Hooks`.
@@ -100,6 +101,7 @@ class Stage2Method:
     head: ClassVar[str] = "linear"  # the model.classifier the stage-2 model is built with
     needs_val: ClassVar[bool] = False  # chooses a value (tau) on the validation features
     epochwise: ClassVar[bool] = False  # trains epoch by epoch (train.*, decouple.keep, decouple.features apply)
+    validates_epochs: ClassVar[bool] = False  # its epoch log holds validation top-1: the under-training check reads it
     reuses_stage1_head: ClassVar[bool] = False  # starts from the stage-1 linear classifier (W, b)
     plots_tau_curve: ClassVar[bool] = False  # details["tau_curve"] is worth a figure (tau_curve.png)
 

@@ -231,6 +231,7 @@ class FewShotWithoutForgetting(Stage2Method):
     name = "fslwf"
     head = "cosine"
     epochwise = True  # the base classifier trains epoch by epoch (train.*, decouple.features apply to it)
+    validates_epochs = False  # ... logged without validation (the head is whole only once the generator is trained)
 
     def __init__(self, *, scale: float = 16.0, squash: bool = False, novel_classes: int = 5, shots: int = 5,
                  queries: int = 3, episodes: int = 8, generator_epochs: int = 60, steps: int = 1000,

@@ -42,6 +42,7 @@ class TrainedOnFeatures(Stage2Method):
     from it (``fitted``)."""
 
     epochwise = True
+    validates_epochs = True
 
     def __init__(self, *, epochs: int, batch_size: int, lr: float, momentum: float = 0.9,
                  weight_decay: float = 5e-4, sampler: str = "class_balanced", seed: int = 0, keep: str = "last") -> None:

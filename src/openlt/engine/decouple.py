@@ -268,7 +268,7 @@ def train_decoupled(cfg: Config, run: Run, quiet: bool, log: Callable[[str], Non
             epoch_log.write({"epoch": 1, **({"val": final_val} if final_val else {})})
     finally:
         epoch_log.close()
-    if method.epochwise and (note := convergence_note(run.epochs_logged())):  # as train's end of training says
+    if method.validates_epochs and (note := convergence_note(run.epochs_logged())):  # as train's end of training says
         log(f"note: {note}")
     details = {"method": method.name, "source_run": str(source.path), "features": cfg.decouple.features,
                "cache_dtype": cfg.decouple.cache_dtype, "train_features": list(inputs.train_x.shape), **fitted.details}

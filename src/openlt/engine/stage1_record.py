@@ -61,8 +61,9 @@ def run_convergence(run: Run, cfg: Config) -> dict:
     curve is not judged. The planned epochs are those the last checkpoint records the run trained with (its
     "recipe": config.yaml may be edited after training) where it records them. A last checkpoint that is missing or
     cannot be read leaves the log to judge; a decoupled stage 2 (no planned epochs) is judged on its fit's log
-    alone, and one fitted in closed form (NCM, τ-norm: its one log record is no curve) is not judged."""
-    if cfg.decouple.method != "none" and not STAGE2_METHODS.get(cfg.decouple.method).epochwise:
+    alone, and one whose log holds no validation curve by design is not judged: fitted in closed form (NCM, τ-norm:
+    its one log record is no curve), or FSLwF (its base classifier's epochs are logged before the head is whole)."""
+    if cfg.decouple.method != "none" and not STAGE2_METHODS.get(cfg.decouple.method).validates_epochs:
         return convergence([])
     try:
         records = run.epochs_logged()
