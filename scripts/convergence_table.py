@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import re
 import statistics
 import sys
@@ -40,8 +41,9 @@ def read_runs(folder: Path) -> dict[tuple[str, int], dict[int, dict]]:
     judged instead)}}} of the evaluated runs.
     Of two runs of one method, budget and seed the later one (by the name's time stamp) counts (a note says so). A
     torn last line of metrics.jsonl (a crash, or a resume training the run now) is dropped, as openlt reads it;
-    TableError for a metrics.json that is not JSON, has no "closed" or a band of it that is no number, any other
-    bad log line (also one without a positive integer "epoch", as openlt reads the log), and a stage-1 run whose
+    TableError for a metrics.json that is not JSON, has no "closed" or a band of it that is no number (null, a
+    band without a test class, is shown '-'), any other bad log line (also one without a positive integer "epoch",
+    as openlt reads the log, or an epoch listed twice or out of order), and a stage-1 run whose
     config.yaml trains other epochs than its name says."""
     runs: dict[tuple[str, int], dict[int, dict]] = defaultdict(dict)
     named = [(path, match) for path in folder.iterdir() if (match := RUN_NAME.fullmatch(path.name))]
@@ -55,16 +57,21 @@ def read_runs(folder: Path) -> dict[tuple[str, int], dict[int, dict]]:
             raise TableError(f"{path / 'metrics.json'}: not JSON ({exc})") from None
         if not isinstance(metrics, dict) or not isinstance(metrics.get("closed"), dict):
             raise TableError(f"{path / 'metrics.json'}: no 'closed' results (not a metrics file of `openlt eval`)")
-        for band in BANDS:  # NaN is a band without a test class (openlt writes it so)
-            value = metrics["closed"].get(band)
-            if not isinstance(value, (int, float)) or isinstance(value, bool):
-                raise TableError(f"{path / 'metrics.json'}: closed.{band} is {json.dumps(value)}, not a number (a "
+        for band in BANDS:  # null is a band without a test class (openlt writes it so): no number, "-" below
+            value = metrics["closed"].get(band, False)
+            if value is not None and (not isinstance(value, (int, float)) or isinstance(value, bool)):
+                raise TableError(f"{path / 'metrics.json'}: closed.{band} is "
+                                 f"{json.dumps(value) if band in metrics['closed'] else 'missing'}, not a number (a "
                                  f"metrics file of `openlt eval` has {', '.join(BANDS)})")
         log = path / "metrics.jsonl"
         history = read_jsonl(log, "per-epoch log", TableError)[0] if log.is_file() else []
         for n, record in enumerate(history, start=1):
             if type(record.get("epoch")) is not int or record["epoch"] < 1:
                 raise TableError(f"{log}: record {n} has no positive integer 'epoch' (got {record.get('epoch')!r})")
+            if n > 1 and record["epoch"] <= history[n - 2]["epoch"]:  # the fit and last values are read by position
+                raise TableError(f"{log}: record {n} is epoch {record['epoch']}, after epoch "
+                                 f"{history[n - 2]['epoch']}: a log lists its epochs once each, in order (edited, "
+                                 f"or two runs' logs joined?)")
         _check_budget(path, int(match["epochs"]))
         key, seed = (match["method"], int(match["epochs"])), int(match["seed"])
         if seed in runs[key]:  # names sort by their time stamp: this run is the later one of the seed
@@ -106,9 +113,11 @@ def _verdict(check: dict) -> str:
     return "warned" if check.get("warning") else "unchecked" if check.get("unchecked") else "checked"
 
 
-def mean_std(values: list[float]) -> str:
+def mean_std(values: list[float | None]) -> str:
     """'m +- s' in percent (s: the population standard deviation over the seeds, as in every openlt table; '' with
-    one seed)."""
+    one seed) of the finite numbers of `values` (None is a band without a test class; NaN a value not measured);
+    '-' when there is none."""
+    values = [v for v in values if v is not None and math.isfinite(v)]
     if not values:
         return "-"
     m = 100 * statistics.fmean(values)

@@ -13,7 +13,7 @@ import pytest
 from openlt.engine import bench as bench_module
 from openlt.engine.bench import _stage1_mismatch, load_bench, run_bench
 from openlt.engine.run import Run
-from openlt.errors import ConfigError
+from openlt.errors import ConfigError, RunDirError
 from tiny_bench import bench_overrides, bench_root, run_bench_quietly  # tests/helpers
 
 CONFIGS = Path(__file__).parents[2] / "configs" / "fmnist_lt"
@@ -241,3 +241,26 @@ def test_a_row_refusal_gives_bench_advice(trained, tmp_path, capsys):
     assert err.endswith(f"; a bench row averages one method's runs over the spec's seeds: delete the run folder that "
                         f"does not belong ({plain} or {twin}) and run `openlt bench {spec}` again, which trains that "
                         f"method and seed again from the spec"), err
+
+
+def test_a_record_without_weights_is_named_before_anything_starts_from_it(trained, tmp_path, monkeypatch):
+    """Trial 24 D5: a stage-1 record copied without its checkpoints (scripts/archive_runs.py keeps none) counts as
+    finished for the table; a stage 2 to train on it, or an eval_of row to evaluate on it, is refused with the run
+    named and the remedy, not 'checkpoint not found' from deep inside training."""
+    root, _, _ = trained
+    out = copied(trained, tmp_path, own_stage1=True)
+    monkeypatch.setattr(bench_module, "train", lambda *a, **k: pytest.fail("trained"))
+    monkeypatch.setattr(bench_module, "evaluate_run", lambda *a, **k: pytest.fail("evaluated"))
+    spec = write_spec(root, "records.yaml", out)
+    # the ncm row's record without weights, its max_logit evaluation not made yet: the eval_of row is refused
+    shutil.rmtree(one(out, "ncm") / "checkpoints")
+    (one(out, "ncm") / "metrics-ncm-ml.json").unlink()
+    with pytest.raises(RunDirError, match=re.escape(f"{one(out, 'ncm')} has no checkpoints/best.safetensors, and "
+                                                    "ncm+ml evaluates it: it is a record without weights")):
+        run_bench(load_bench(spec), quiet=True, log=lambda line: None)
+    # the plain row's record without weights and no ncm run yet: the stage 2 is refused
+    shutil.rmtree(one(out, "ncm"))
+    shutil.rmtree(one(out, "plain") / "checkpoints")
+    with pytest.raises(RunDirError, match=rf"has no checkpoints/best\.safetensors, and ncm seed 0 starts from it: "
+                                          rf".*move the run out of {re.escape(str(out))} and run the bench again"):
+        run_bench(load_bench(spec), quiet=True, log=lambda line: None)

@@ -61,3 +61,51 @@ def test_says_so_when_nothing_is_evaluated(tmp_path, archive_module, capsys):
     _run(tmp_path / "runs", "plain_e4-s0-20261201-100000", evaluated=False)
     assert archive_module.main([str(tmp_path / "runs"), str(tmp_path / "out")]) == 0
     assert "no evaluated run" in capsys.readouterr().err
+
+
+def test_a_second_archive_mirrors_the_runs_record_files(tmp_path, archive_module):
+    """Trial 24 D2: a record file the run no longer has (a removed calibration, a renamed metrics-TAG.json) does
+    not linger in DEST/RUN; a file that is no record (a note of one's own) is left."""
+    source, dest = tmp_path / "runs", tmp_path / "kept"
+    run = _run(source, "crt_e4-s0-20261201-100000")
+    (run / "metrics-crt-old.json").write_text("{}", encoding="utf-8")
+    archive_module.archive(source, dest)
+    (dest / run.name / "NOTES.txt").write_text("mine", encoding="utf-8")
+    (run / "metrics-crt-old.json").rename(run / "metrics-crt-new.json")
+    archive_module.archive(source, dest)
+    assert sorted(p.name for p in (dest / run.name).iterdir()) == [
+        "NOTES.txt", "config.yaml", "metrics-crt-new.json", "metrics.json", "metrics.jsonl"]
+
+
+def test_a_file_in_the_way_is_named_before_anything_is_copied(tmp_path, archive_module, capsys):
+    """Trial 24 D3: DEST/RUN a file stopped the archive half-way, with the runs copied before it not listed."""
+    source, dest = tmp_path / "runs", tmp_path / "kept"
+    _run(source, "crt_e4-s0-20261201-100000")
+    _run(source, "plain_e4-s0-20261201-100000")
+    dest.mkdir()
+    (dest / "plain_e4-s0-20261201-100000").write_text("", encoding="utf-8")
+    assert archive_module.main([str(source), str(dest)]) == 2
+    assert "plain_e4-s0-20261201-100000 is a file, not a run folder" in capsys.readouterr().err
+    assert sorted(p.name for p in dest.iterdir()) == ["plain_e4-s0-20261201-100000"]  # nothing copied
+
+
+def test_a_link_to_the_archived_copy_is_skipped_and_the_rest_copied(tmp_path, archive_module, capsys):
+    """Trial 24 D4: SRC/RUN a symlink to DEST/RUN ("are the same file") stopped the archive."""
+    source, dest = tmp_path / "runs", tmp_path / "kept"
+    archived = _run(dest, "crt_e4-s0-20261201-100000")
+    source.mkdir()
+    (source / archived.name).symlink_to(archived)
+    _run(source, "ncm_e4-s0-20261201-100000")
+    assert archive_module.main([str(source), str(dest)]) == 0
+    out, err = capsys.readouterr()
+    assert out.strip() == str(dest.resolve() / "ncm_e4-s0-20261201-100000")
+    assert f"{archived.name} is {dest.resolve() / archived.name} itself" in err
+    assert (archived / "checkpoints" / "best.safetensors").is_file()  # the copy's own files untouched
+
+
+def test_a_run_given_as_the_source_is_refused_with_its_parent_named(tmp_path, archive_module, capsys):
+    run = _run(tmp_path / "runs", "crt_e4-s0-20261201-100000")
+    assert archive_module.main([str(run), str(tmp_path / "kept")]) == 2
+    assert f"is a run itself (it holds metrics.json): give the folder of runs it is in, e.g. {run.parent.resolve()}" \
+        in capsys.readouterr().err
+    assert not (tmp_path / "kept").exists()

@@ -81,18 +81,35 @@ def test_the_latest_run_of_a_seed_counts(tmp_path, table_module, capsys):
 
 def test_a_band_missing_or_no_number_is_one_line(tmp_path, table_module, capsys):
     """A metrics.json whose "closed" lacks a band, or holds no number in one: one line naming the file and the band,
-    exit 2 (was: a KeyError / TypeError traceback from the table); NaN (a band without a test class) is a number."""
+    exit 2 (was: a KeyError / TypeError traceback from the table); null (a band without a test class, as `openlt eval`
+    writes it: trial 24 D1) and NaN are shown '-'."""
     run = tmp_path / "plain_e4-s0-20261129-100000"
     run.mkdir()
     closed = {"many": 0.5, "medium": 0.4, "overall": 0.45}
-    for few, words in ((None, "closed.few is null"), ("x", 'closed.few is "x"'), (True, "closed.few is true")):
+    for few, words in ((None, "closed.few is missing"), ("x", 'closed.few is "x"'), (True, "closed.few is true")):
         (run / "metrics.json").write_text(json.dumps({"closed": closed if few is None else {**closed, "few": few}}),
                                           encoding="utf-8")
         assert table_module.main([str(tmp_path)]) == 2
         err = capsys.readouterr().err
         assert len(err.strip().splitlines()) == 1 and str(run / "metrics.json") in err and words in err
-    (run / "metrics.json").write_text(json.dumps({"closed": {**closed, "few": float("nan")}}), encoding="utf-8")
-    assert table_module.main([str(tmp_path)]) == 0
+    for few in (float("nan"), None):
+        (run / "metrics.json").write_text(json.dumps({"closed": {**closed, "few": few}}), encoding="utf-8")
+        assert table_module.main([str(tmp_path)]) == 0
+        assert "| 4 | joint | 1 | 50.0 | 40.0 | - | 45.0 |" in capsys.readouterr().out
+
+
+def test_a_log_listing_an_epoch_twice_or_out_of_order_is_one_line(tmp_path, table_module, capsys):
+    """Trial 24 D6: the fit and the last validation are read by position: a reversed log gave epoch 1's values as
+    the last ones, a duplicated line a best epoch of '-'. Now one line naming the file and record, exit 2."""
+    _run(tmp_path, "plain_e4-s0-20261129-100000", 0.5, val=[0.2, 0.3, 0.4])
+    log = tmp_path / "plain_e4-s0-20261129-100000" / "metrics.jsonl"
+    lines = log.read_text(encoding="utf-8").splitlines()
+    for edited, words in ((lines[::-1], "record 2 is epoch 2, after epoch 3"),
+                          (lines[:2] + lines[1:], "record 3 is epoch 2, after epoch 2")):
+        log.write_text("\n".join(edited) + "\n", encoding="utf-8")
+        assert table_module.main([str(tmp_path)]) == 2
+        err = capsys.readouterr().err
+        assert len(err.strip().splitlines()) == 1 and f"{log}: {words}" in err
 
 
 def test_a_log_record_without_an_integer_epoch_is_one_line(tmp_path, table_module, capsys):

@@ -493,6 +493,7 @@ def _evaluated_again(spec: BenchSpec, m: BenchMethod, base: Run | None, quiet: b
         log(f"{prefix}: {busy}: not in the table" if busy else f"{prefix}: missing")
         return None
     else:
+        _check_weights(spec, base, f"{m.name} evaluates it")
         log(f"{prefix}: evaluating {base.path.name} with {' '.join(m.overrides) or 'its own settings'}")
         evaluate_run(base, overrides=m.overrides, quiet=quiet, tag=m.tag, device=_spec_device(spec, m))
     return metrics
@@ -641,6 +642,17 @@ def _busy(out_dir: Path, name: str, runs: list[Run]) -> str | None:
     except OSError:
         return None
     return f"it is being chosen, trained or evaluated by process {holder} (another `openlt bench` on {out_dir})"
+
+
+def _check_weights(spec: BenchSpec, run: Run, needed_by: str) -> None:
+    """RunDirError, before anything is trained or evaluated, when the finished run `run` that a stage 2 starts from
+    or an `eval_of` method evaluates (`needed_by` says which) has no checkpoints/best.safetensors: a record without
+    weights (scripts/archive_runs.py keeps none) counts as finished for the table, but nothing can start from it."""
+    if not run.checkpoint("best").is_file():
+        raise RunDirError(f"bench {spec.name}: {run.path} has no {run.checkpoint('best').relative_to(run.path)}, "
+                          f"and {needed_by}: it is a record without weights (scripts/archive_runs.py keeps none) or "
+                          f"its checkpoints were deleted; move the run out of {spec.out_dir} and run the bench again "
+                          f"to train it anew")
 
 
 def _remove_run(run: Run) -> None:
@@ -921,6 +933,7 @@ def _train_or_resume(spec: BenchSpec, m: BenchMethod, seed: int, name: str, runs
         _remove_run(partial)  # killed before its first checkpoint: nothing to keep
     overrides = [*m.overrides, f"seed={seed}", f"out_dir={spec.out_dir}"]
     if m.init_from:
+        _check_weights(spec, runs[m.init_from], f"{m.name} seed {seed} starts from it")
         overrides.append(f"train.init_from={runs[m.init_from].path}")
     log(f"{prefix}: training {m.config.name}")
     return train(build_config(m.config, overrides, shared=spec.overrides), name=name, quiet=quiet, log=log)
