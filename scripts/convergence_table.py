@@ -109,8 +109,10 @@ def _check_budget(path: Path, epochs: int) -> None:
 
 
 def _verdict(check: dict) -> str:
-    """warned | unchecked | checked, of a convergence check (metrics.json's "convergence", or one made here)."""
-    return "warned" if check.get("warning") else "unchecked" if check.get("unchecked") else "checked"
+    """warned | unchecked | checked, of a convergence check (metrics.json's "convergence", or one made here); a
+    stage 2 whose log holds no curve by design (NCM, τ-norm, FSLwF: "not_judged") is unchecked."""
+    return ("warned" if check.get("warning") else "unchecked" if check.get("unchecked") or check.get("not_judged")
+            else "checked")
 
 
 def mean_std(values: list[float | None]) -> str:

@@ -144,5 +144,9 @@ def test_run_convergence_plans_the_epochs_the_checkpoint_trained_with(tmp_path):
     fslwf = build_config(None, [f"out_dir={tmp_path}", "decouple.method=fslwf", f"train.init_from={run.path}"])
     run.log_file.write_text("".join(f'{{"epoch": {e}, "train_loss": 0.1}}\n' for e in range(1, 11)), encoding="utf-8")
     assert (run_convergence(run, fslwf)["warning"], run_convergence(run, fslwf)["unchecked"]) == (None, None)
+    # ... and metrics.json says so (trial 24: the empty check read as a check made)
+    assert run_convergence(run, fslwf)["not_judged"] == ("decouple.method=fslwf logs no validation curve to judge "
+                                                         "(by design)")
+    assert "not_judged" not in run_convergence(run, cfg)
     crt = build_config(None, [f"out_dir={tmp_path}", "decouple.method=crt", f"train.init_from={run.path}"])
     assert run_convergence(run, crt)["unchecked"].startswith("no validation top-1")  # cRT's log has it: judged

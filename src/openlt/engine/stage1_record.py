@@ -62,9 +62,12 @@ def run_convergence(run: Run, cfg: Config) -> dict:
     "recipe": config.yaml may be edited after training) where it records them. A last checkpoint that is missing or
     cannot be read leaves the log to judge; a decoupled stage 2 (no planned epochs) is judged on its fit's log
     alone, and one whose log holds no validation curve by design is not judged: fitted in closed form (NCM, τ-norm:
-    its one log record is no curve), or FSLwF (its base classifier's epochs are logged before the head is whole)."""
+    its one log record is no curve), or FSLwF (its base classifier's epochs are logged before the head is whole):
+    its check then says so in ``"not_judged"``."""
     if cfg.decouple.method != "none" and not STAGE2_METHODS.get(cfg.decouple.method).validates_epochs:
-        return convergence([])
+        # said in metrics.json, so that a reader of it does not take the empty check for a check made (trial 24)
+        return {**convergence([]), "not_judged": f"decouple.method={cfg.decouple.method} logs no validation curve "
+                                                 f"to judge (by design)"}
     try:
         records = run.epochs_logged()
     except RunDirError as exc:  # a hand-edited line: the run is still evaluated, its curve not judged
