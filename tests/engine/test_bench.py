@@ -227,6 +227,11 @@ def _out_dir_case(tmp_path, monkeypatch, case):
         (out / "checkpoints").mkdir(parents=True)
         (out / "config.yaml").write_text("name: plain\n")
         (out / "metrics.json").write_text("{}")
+    elif case == "inside-a-run":  # a folder in one run's folder (was: accepted, its runs then files of that run)
+        run = tmp_path / "runs" / "plain-s0-20260101-000000"
+        (run / "checkpoints").mkdir(parents=True)
+        (run / "config.yaml").write_text("name: plain\n")
+        return run / "bench"
     return out
 
 
@@ -236,6 +241,7 @@ def _out_dir_case(tmp_path, monkeypatch, case):
     ("folder-of-other-files", "holds files that are not a bench's (notes.txt, photos)"),
     ("bench-of-benches", "holds files that are not a bench's (convergence)"),
     ("a-run", "is a run directory (it has a config.yaml), not a folder of a bench's runs"),
+    ("inside-a-run", "is inside the run directory "),
 ])
 def test_a_dangerous_out_dir_is_refused_before_any_run(tmp_path, monkeypatch, capsys, case, says):
     (tmp_path / "tiny.yaml").write_text("name: tiny\n")
@@ -261,6 +267,8 @@ def test_a_bench_folder_of_runs_and_results_is_accepted(tmp_path):
         (out / name).write_text("x")
     check_out_dir(out, "out_dir")
     check_out_dir(tmp_path / "new" / "folder", "out_dir")
+    (tmp_path / "config.yaml").write_text("name: a project's own config\n")  # a project folder, no run
+    check_out_dir(tmp_path / "runs" / "bench", "out_dir")
 
 
 def test_an_eval_of_name_too_long_for_a_tag_is_refused_by_the_tag_rule_before_any_work(tmp_path):

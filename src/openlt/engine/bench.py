@@ -267,11 +267,22 @@ def check_out_dir(out_dir: Path, what: str) -> None:
         raise ConfigError(f"{what} {out_dir} is a run directory (it has a config.yaml), not a folder of a bench's "
                           f"runs: give the bench a new or empty folder of its own (e.g. runs/bench/NAME); a table of "
                           f"runs already trained: `openlt summary LABEL=RUN ...`")
+    inside = next((folder for folder in path.parents if _is_run(folder)), None)
+    if inside is not None:  # its runs would be files of that run (and vanish with it, or be copied with it)
+        raise ConfigError(f"{what} {out_dir} is inside the run directory {inside}: give the bench a folder outside "
+                          f"any run (e.g. runs/bench/NAME)")
     foreign = sorted(p.name for p in path.iterdir() if not _bench_entry(p)) if path.is_dir() else []
     if foreign:
         shown = ", ".join(foreign[:3]) + (f" and {len(foreign) - 3} more" if len(foreign) > 3 else "")
         raise ConfigError(f"{what} {out_dir} holds files that are not a bench's ({shown}); give the bench a new or "
                           f"empty folder of its own (e.g. runs/bench/NAME)")
+
+
+def _is_run(folder: Path) -> bool:
+    """Whether `folder` is an openlt run directory: its config.yaml beside its checkpoints/ or metrics.json (a
+    project folder with a config.yaml of its own is none)."""
+    return (folder / "config.yaml").is_file() and ((folder / "checkpoints").is_dir()
+                                                   or (folder / "metrics.json").is_file())
 
 
 def _bench_entry(p: Path) -> bool:
