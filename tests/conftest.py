@@ -70,3 +70,33 @@ def workspace(tmp_path_factory) -> Path:
     make_image_folder(root / "images", {"ant": 60, "bee": 40, "cat": 30, "dog": 25, "eel": 25})
     (root / "tiny.yaml").write_text("name: tiny\n")
     return root
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _report_figures(request):
+    """A module that sets ``REPORT_FIGURES = "unrasterized"`` gets report.html figures that are built (every figure
+    function runs on the run's data, the page and its captions are written as always) but inlined as a 1 x 1 PNG
+    instead of rendered: the Agg rendering and constrained layout of a tiny run's ~8 figures cost more than its
+    training and evaluation together, and such a module never looks at the pictures. Rendering is covered by
+    tests/reporting and the end-to-end tests; figures written as files (save_png: tau_curve.png) are rendered."""
+    if getattr(request.module, "REPORT_FIGURES", "rendered") != "unrasterized":
+        yield
+        return
+    import io
+
+    from PIL import Image
+
+    from openlt.reporting import figures, html
+
+    buf = io.BytesIO()
+    Image.new("RGB", (1, 1), "white").save(buf, format="PNG")
+    png, real = buf.getvalue(), html.figure
+
+    def figure(fig, *args, **kwargs):
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr(figures, "to_png", lambda fig, dpi=110: png)
+            return real(fig, *args, **kwargs)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(html, "figure", figure)
+        yield

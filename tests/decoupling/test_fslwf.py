@@ -21,6 +21,8 @@ from openlt.errors import ConfigError
 from openlt.metrics import ShotBands
 from openlt.models.classifier import build_classifier
 
+REPORT_FIGURES = "unrasterized"  # tests/conftest.py: report.html figures built, not rendered (none is looked at)
+
 pytestmark = pytest.mark.usefixtures("single_thread")
 
 D = 32

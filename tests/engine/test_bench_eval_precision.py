@@ -17,6 +17,8 @@ from openlt.engine.evaluate import eval_config, evaluate_run, evaluation_amp
 from openlt.engine.run import Run
 from openlt.errors import ConfigError
 
+REPORT_FIGURES = "unrasterized"  # tests/conftest.py: report.html figures built, not rendered (none is looked at)
+
 
 @pytest.fixture(scope="module")
 def bench(tmp_path_factory):

@@ -19,6 +19,8 @@ from openlt.errors import ConfigError
 from openlt.io import sha256_file
 from openlt.reporting.summary import load_metrics, split_files
 
+REPORT_FIGURES = "unrasterized"  # tests/conftest.py: report.html figures built, not rendered (none is looked at)
+
 
 @pytest.fixture(scope="module")
 def bench(tmp_path_factory):

@@ -16,6 +16,8 @@ from openlt.engine.run import Run
 from openlt.errors import ConfigError, RunDirError
 from tiny_bench import bench_overrides, bench_root, run_bench_quietly  # tests/helpers
 
+REPORT_FIGURES = "unrasterized"  # tests/conftest.py: report.html figures built, not rendered (none is looked at)
+
 CONFIGS = Path(__file__).parents[2] / "configs" / "fmnist_lt"
 
 

@@ -17,6 +17,8 @@ from openlt.cli import main
 from openlt.engine.features import load_features
 from openlt.engine.run import open_run
 
+REPORT_FIGURES = "unrasterized"  # tests/conftest.py: report.html figures built, not rendered (none is looked at)
+
 CONFIGS = Path(__file__).parents[2] / "configs" / "fmnist_lt"
 TINY = ["data.dataset=image-folder", "data.image_size=16", "model.backbone=resnet10", "train.epochs=2",
         "train.batch_size=16", "train.lr=0.05", "eval.batch_size=64", "eval.many_above=30", "eval.few_below=15",

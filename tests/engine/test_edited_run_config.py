@@ -22,6 +22,8 @@ from openlt.engine.checkpoint import checkpoint_state
 from openlt.engine.runtime import config_change, defining_config
 from openlt.errors import ConfigError
 
+REPORT_FIGURES = "unrasterized"  # tests/conftest.py: report.html figures built, not rendered (none is looked at)
+
 CONFIGS = os.path.join(os.path.dirname(__file__), "..", "..", "configs", "fmnist_lt")
 
 

@@ -12,6 +12,8 @@ from PIL import Image
 from openlt.engine.features import load_features
 from tiny_run import train_tiny_run
 
+REPORT_FIGURES = "unrasterized"  # tests/conftest.py: report.html figures built, not rendered (none is looked at)
+
 
 def test_another_copy_of_the_images_under_the_same_names_rebuilds_the_cache(tmp_path, caplog):
     caplog.set_level(logging.INFO, logger="openlt")

@@ -14,6 +14,8 @@ from openlt.engine.run import open_run
 from openlt.models.model import build_model
 from tiny_run import TINY, train_tiny_run
 
+REPORT_FIGURES = "unrasterized"  # tests/conftest.py: report.html figures built, not rendered (none is looked at)
+
 CPU = torch.device("cpu")
 
 

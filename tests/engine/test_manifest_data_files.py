@@ -28,6 +28,8 @@ from fake_cifar import write_cifar10
 from cli_ok import main_ok
 from openlt.cli import main
 
+REPORT_FIGURES = "unrasterized"  # tests/conftest.py: report.html figures built, not rendered (none is looked at)
+
 CONFIGS = Path(__file__).resolve().parents[2] / "src" / "openlt" / "configs"
 TINY = ["data.workers=0", "train.epochs=1", "train.warmup_epochs=0", "train.batch_size=16", "eval.batch_size=64",
         "train.device=cpu", "--quiet"]

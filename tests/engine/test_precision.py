@@ -17,6 +17,8 @@ from openlt.engine.precision import autocast, check_amp, grad_scaler, inference_
 from openlt.engine.run import open_run
 from openlt.errors import ConfigError
 
+REPORT_FIGURES = "unrasterized"  # tests/conftest.py: report.html figures built, not rendered (none is looked at)
+
 TINY = ["data.dataset=image-folder", "data.image_size=16", "model.backbone=resnet20", "train.epochs=2",
         "train.batch_size=32", "train.lr=0.05", "eval.batch_size=64", "eval.many_above=30", "eval.few_below=15",
         "data.split.n_max=40", "data.split.n_min=8", "data.split.open_classes=[eel]", "data.split.val_per_class=4",

@@ -31,6 +31,8 @@ from openlt.engine.run import Run, open_run
 from openlt.errors import ConfigError, RunDirError
 from openlt.reporting.summary import check_comparable
 
+REPORT_FIGURES = "unrasterized"  # tests/conftest.py: report.html figures built, not rendered (none is looked at)
+
 CONFIGS = Path(__file__).parents[2] / "configs" / "fmnist_lt"
 TINY = ["data.dataset=image-folder", "data.image_size=16", "model.backbone=resnet20", "train.epochs=2",
         "train.batch_size=32", "train.lr=0.05", "eval.batch_size=64", "eval.many_above=30", "eval.few_below=15",

@@ -23,6 +23,8 @@ from cli_ok import main_ok
 from openlt_processes import ENV  # tests/helpers
 from tiny_run import cli, train_tiny_with_cli  # tests/helpers
 
+REPORT_FIGURES = "unrasterized"  # tests/conftest.py: report.html figures built, not rendered (none is looked at)
+
 CONFIGS = Path(__file__).parents[2] / "configs" / "fmnist_lt"
 
 

@@ -18,6 +18,8 @@ from openlt.cli import main
 from openlt.reporting.convergence import NOT_CHECKED, convergence_unchecked, convergence_warning
 from openlt.reporting.summary import UNCHECKED_MARK, UNDER_TRAINED_MARK
 
+REPORT_FIGURES = "unrasterized"  # tests/conftest.py: report.html figures built, not rendered (none is looked at)
+
 CONFIGS = Path(__file__).parents[2] / "configs" / "fmnist_lt"
 STAGE1 = [*(t for t in TINY if not t.startswith("train.epochs=")), "train.device=cpu", "train.amp=none",
           "train.warmup_epochs=0"]

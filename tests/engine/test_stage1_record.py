@@ -15,6 +15,8 @@ from tiny_run import TINY, train_with_cli  # tests/helpers
 from openlt.engine.checkpoint import checkpoint_state
 from openlt.io import sha256_file
 
+REPORT_FIGURES = "unrasterized"  # tests/conftest.py: report.html figures built, not rendered (none is looked at)
+
 CONFIGS = Path(__file__).parents[2] / "configs" / "fmnist_lt"
 STAGE1 = [*(t for t in TINY if not t.startswith("train.epochs=")), "train.device=cpu", "train.amp=none"]
 

@@ -13,6 +13,8 @@ from images import make_image_folder
 from cli_ok import main_ok
 from tiny_run import cli
 
+REPORT_FIGURES = "unrasterized"  # tests/conftest.py: report.html figures built, not rendered (none is looked at)
+
 COMMON = ["data.dataset=image-folder", "data.image_size=16", "model.backbone=resnet10", "train.epochs=1",
           "train.warmup_epochs=0"]
 

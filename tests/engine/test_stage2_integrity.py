@@ -27,6 +27,8 @@ from cli_ok import main_ok
 from openlt_processes import lock_holder  # tests/helpers
 from tiny_run import cli, tiny_overrides  # tests/helpers
 
+REPORT_FIGURES = "unrasterized"  # tests/conftest.py: report.html figures built, not rendered (none is looked at)
+
 CONFIGS = os.path.join(os.path.dirname(__file__), "..", "..", "configs", "fmnist_lt")
 
 

@@ -11,6 +11,8 @@ import openlt.engine.evaluate as evaluate
 from openlt.errors import WriteError
 from tiny_run import cli, tiny_overrides  # tests/helpers
 
+REPORT_FIGURES = "unrasterized"  # tests/conftest.py: report.html figures built, not rendered (none is looked at)
+
 
 def _disk_full(path, *args, **kwargs):
     raise OSError(errno.ENOSPC, "No space left on device", str(path))

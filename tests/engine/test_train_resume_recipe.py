@@ -22,6 +22,8 @@ from openlt.engine.run import open_run
 from openlt.engine.train import resumed_changes, trained_recipe
 from openlt.reporting.summary import RESUMED_KEY, load_metrics, run_recipe
 
+REPORT_FIGURES = "unrasterized"  # tests/conftest.py: report.html figures built, not rendered (none is looked at)
+
 
 def _train(tmp, *extra):
     main_ok(["train", tmp / "tiny.yaml", *tiny_overrides(tmp, "train.device=cpu", *extra), "--quiet"])

@@ -26,6 +26,8 @@ from openlt.metrics import auroc  # noqa: E402
 from openlt.models.model import build_model  # noqa: E402
 from openlt.openset import build_score, load_score  # noqa: E402
 
+REPORT_FIGURES = "unrasterized"  # tests/conftest.py: report.html figures built, not rendered (none is looked at)
+
 CONFIGS = Path(__file__).parents[2] / "configs" / "fmnist_lt"
 TINY = ["data.dataset=image-folder", "data.image_size=16", "model.backbone=resnet10", "train.epochs=1",
         "train.batch_size=16", "train.lr=0.05", "eval.batch_size=64", "eval.many_above=30", "eval.few_below=15",
