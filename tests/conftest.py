@@ -97,6 +97,53 @@ def _report_figures(request):
             patch.setattr(figures, "to_png", lambda fig, dpi=110: png)
             return real(fig, *args, **kwargs)
 
+    figure.rendering = real  # what shared_run trains with, whichever module asks first
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(html, "figure", figure)
         yield
+
+
+@pytest.fixture(scope="session")
+def shared_run(tmp_path_factory):
+    """shared_run(name, dest): `dest` as if tests/helpers/tiny_run.py's SHARED[name] had trained there
+    (copy_as_trained_at), trained once per test session (under xdist, by the first worker that asks, the others
+    waiting on a lock) instead of once per module, on one torch thread with report.html's figures rendered:
+    modules that trained the very same runs each get their own copy, to change or delete."""
+    import fcntl
+    import os
+
+    from tiny_run import SHARED, copy_as_trained_at
+
+    base = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        base = base.parent  # the folder of every worker's basetemp: one per session
+
+    def copy(name: str, dest: Path) -> Path:
+        root = base / f"shared-{name}"
+        with open(base / f"shared-{name}.lock", "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)  # released when closed, also by a worker that dies
+            if not (base / f"shared-{name}.done").exists():
+                _train_shared(SHARED[name], root)
+                (base / f"shared-{name}.done").touch()
+        return copy_as_trained_at(root, dest)
+
+    return copy
+
+
+def _train_shared(make, root: Path) -> None:
+    import shutil
+
+    import torch
+
+    from openlt.reporting import html
+
+    shutil.rmtree(root, ignore_errors=True)  # a try that failed
+    root.mkdir()
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        with pytest.MonkeyPatch.context() as patch:  # a module's REPORT_FIGURES = "unrasterized" not applied
+            patch.setattr(html, "figure", getattr(html.figure, "rendering", html.figure))
+            make(root)
+    finally:
+        torch.set_num_threads(threads)

@@ -10,12 +10,12 @@ from PIL import Image
 
 from images import make_image_folder
 from openlt.data import datasets
-from tiny_run import cli, train_tiny_run
+from tiny_run import cli, the_run
 
 
 @pytest.fixture(scope="module")
-def run(tmp_path_factory, single_thread):
-    return train_tiny_run(tmp_path_factory.mktemp("json"))
+def run(tmp_path_factory, shared_run, single_thread):
+    return the_run(shared_run("api", tmp_path_factory.mktemp("json")) / "runs")  # train_tiny_run there
 
 
 @pytest.fixture

@@ -15,7 +15,7 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 
 from edited_run import edited_copy, run_files  # tests/helpers
-from tiny_run import cli, tiny_overrides  # tests/helpers
+from tiny_run import cli  # tests/helpers
 from cli_ok import main_ok
 from openlt.config import build_config
 from openlt.engine.checkpoint import checkpoint_state
@@ -28,11 +28,9 @@ CONFIGS = os.path.join(os.path.dirname(__file__), "..", "..", "configs", "fmnist
 
 
 @pytest.fixture(scope="module")
-def runs(tmp_path_factory, single_thread):
+def runs(tmp_path_factory, shared_run, single_thread):
     """(a tiny evaluated stage-1 run, an evaluated NCM stage-2 run on it, a test image)."""
-    tmp = tmp_path_factory.mktemp("edited_config")
-    (tmp / "tiny.yaml").write_text("name: tiny\n")
-    main_ok(["train", str(tmp / "tiny.yaml"), *tiny_overrides(tmp, "train.device=cpu"), "--quiet"])
+    tmp = shared_run("cli-cpu", tmp_path_factory.mktemp("edited_config"))  # `openlt train` of tiny.yaml there
     stage1 = next((tmp / "runs").iterdir())
     main_ok(["train", os.path.join(CONFIGS, "decouple_ncm.yaml"), f"train.init_from={stage1}",
              f"out_dir={tmp / 's2'}", "train.device=cpu", "--quiet"])

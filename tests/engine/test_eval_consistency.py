@@ -18,7 +18,7 @@ import pytest
 from safetensors import safe_open
 from safetensors.torch import save_file
 
-from tiny_run import train_tiny_run  # tests/helpers
+from tiny_run import the_run  # tests/helpers
 from openlt import io
 from openlt.cli import main
 from openlt.engine import evaluate as evaluate_module
@@ -28,8 +28,8 @@ from openlt.reporting.describe import checkpoint_epoch
 
 
 @pytest.fixture(scope="module")
-def run(tmp_path_factory, single_thread):
-    return train_tiny_run(tmp_path_factory.mktemp("consistency"))
+def run(tmp_path_factory, shared_run, single_thread):
+    return the_run(shared_run("api", tmp_path_factory.mktemp("consistency")) / "runs")  # train_tiny_run there
 
 
 def cli(args: list, capsys) -> tuple[int, str, str]:

@@ -8,14 +8,14 @@ import shutil
 import numpy as np
 import pytest
 
-from tiny_run import train_tiny_run  # tests/helpers
+from tiny_run import the_run  # tests/helpers
 from openlt.cli import main
 from openlt.engine import inference
 
 
 @pytest.fixture(scope="module")
-def run(tmp_path_factory, single_thread):
-    return train_tiny_run(tmp_path_factory.mktemp("reports"))
+def run(tmp_path_factory, shared_run, single_thread):
+    return the_run(shared_run("api", tmp_path_factory.mktemp("reports")) / "runs")  # train_tiny_run there
 
 
 def test_evaluation_writes_the_per_sample_file_and_a_self_contained_html_report(run):

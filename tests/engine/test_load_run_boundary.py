@@ -17,13 +17,13 @@ from PIL import Image
 import openlt
 from openlt.engine.run import open_run
 from openlt.errors import ConfigError, DataError, RunDirError
-from tiny_run import cli, train_tiny_run
+from tiny_run import cli, the_run
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory, single_thread):
-    root = tmp_path_factory.mktemp("load-run")
-    return root, train_tiny_run(root, "train.device=cpu")
+def trained(tmp_path_factory, shared_run, single_thread):
+    root = shared_run("api-cpu", tmp_path_factory.mktemp("load-run"))  # train_tiny_run(root, "train.device=cpu")
+    return root, the_run(root / "runs")
 
 
 @pytest.fixture(scope="module")

@@ -10,13 +10,13 @@ import pytest
 
 import openlt
 from openlt.errors import RunDirError
-from tiny_run import cli, train_tiny_run
+from tiny_run import cli, the_run
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory, single_thread):
-    root = tmp_path_factory.mktemp("load-run-paths")
-    return root, train_tiny_run(root, "train.device=cpu")
+def trained(tmp_path_factory, shared_run, single_thread):
+    root = shared_run("api-cpu", tmp_path_factory.mktemp("load-run-paths"))  # train_tiny_run(root, "train.device=cpu")
+    return root, the_run(root / "runs")
 
 
 def _copy(trained, tmp_path, name="run"):

@@ -5,13 +5,13 @@ import pytest
 import torch
 
 import openlt
-from tiny_run import train_tiny_run
+from tiny_run import the_run
 
 
 @pytest.fixture(scope="module")
-def loaded(tmp_path_factory, single_thread):
-    root = tmp_path_factory.mktemp("predict-ties")
-    return openlt.load_run(train_tiny_run(root, "train.device=cpu").path, device="cpu", threshold=0.0)
+def loaded(tmp_path_factory, shared_run, single_thread):
+    root = shared_run("api-cpu", tmp_path_factory.mktemp("predict-ties"))  # train_tiny_run(root, "train.device=cpu")
+    return openlt.load_run(the_run(root / "runs").path, device="cpu", threshold=0.0)
 
 
 def test_a_tie_gives_one_class_as_label_and_first_of_topk(loaded, monkeypatch):

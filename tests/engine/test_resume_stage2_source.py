@@ -21,7 +21,7 @@ import yaml
 
 from cli_ok import main_ok
 from openlt_processes import ENV  # tests/helpers
-from tiny_run import cli, train_tiny_with_cli  # tests/helpers
+from tiny_run import cli  # tests/helpers
 
 REPORT_FIGURES = "unrasterized"  # tests/conftest.py: report.html figures built, not rendered (none is looked at)
 
@@ -29,12 +29,12 @@ CONFIGS = Path(__file__).parents[2] / "configs" / "fmnist_lt"
 
 
 @pytest.fixture(scope="module")
-def runs(tmp_path_factory, single_thread):
+def runs(tmp_path_factory, shared_run, single_thread):
     """(a finished tiny stage-1 run, a finished cRT stage 2 of it with train.epochs=2, not evaluated: no test reads
     its evaluation, and its interrupted copies are as a run killed before its first checkpoint, with none)."""
 
-    tmp = tmp_path_factory.mktemp("stage2src")
-    stage1 = train_tiny_with_cli(tmp, "train.epochs=1", "train.device=cpu")
+    tmp = shared_run("cli-cpu", tmp_path_factory.mktemp("stage2src"))  # train_tiny_with_cli(tmp, "train.device=cpu")
+    stage1 = next((tmp / "runs").iterdir())
     main_ok(["train", str(CONFIGS / "decouple_crt.yaml"), f"train.init_from={stage1}", f"out_dir={tmp / 's2'}",
              "train.epochs=2", "train.batch_size=16", "train.device=cpu", "--quiet", "--no-eval"])
     return stage1, next((tmp / "s2").iterdir())

@@ -3,6 +3,8 @@ as the open class), ResNet-10, one epoch; the CLI called as a test calls it; a s
 
 from __future__ import annotations
 
+import os
+import shutil
 from pathlib import Path
 
 from cli_ok import main_ok
@@ -72,3 +74,45 @@ def small_split(root: Path) -> Path:
     main_ok(["split", "--dataset", "image-folder", "--root", images, "--out", root / "split", "--profile", "none",
              "--open-classes", "eel", "--val-per-class", "2", "--test-per-class", "2"])
     return root / "split"
+
+
+# ---------------------------------------------------------------------------- one training shared by modules
+def _cli_cpu(root: Path) -> None:
+    """`openlt train` of tiny.yaml (``name: tiny``) with tiny_overrides(root, "train.device=cpu"): root/runs/tiny-*,
+    as train_tiny_with_cli(root, "train.device=cpu") trains it. (A stage 2 on it is not shared: its checkpoints
+    and the stage-1 run's feature cache record the stage-1 run's absolute path.)"""
+    (root / "tiny.yaml").write_text("name: tiny\n")
+    main_ok(["train", root / "tiny.yaml", *tiny_overrides(root, "train.device=cpu"), "--quiet"])
+
+
+SHARED = {  # name -> what trains it under a folder: the trainings several modules made alike, each its own
+    "api": lambda root: train_tiny_run(root),  # root/runs/plain-*: the tiny run trained and evaluated in-process
+    "api-cpu": lambda root: train_tiny_run(root, "train.device=cpu"),  # the same with train.device=cpu
+    "cli-cpu": _cli_cpu,
+}
+TEXT_SUFFIXES = {".yaml", ".json", ".jsonl", ".md", ".html", ".txt", ".csv"}
+
+
+def copy_as_trained_at(source: Path, dest: Path) -> Path:
+    """`dest`: a copy of the folder `source` (images, configs and the runs trained there) as if every run had been
+    trained at `dest`: each absolute path under `source` that a run records in a text file (config.yaml's data.root,
+    out_dir and train.init_from, metrics.json, the split manifests, report.html) names the same file under `dest`.
+    File times are kept (the image cache keys, a metrics file newer than its checkpoint)."""
+    shutil.copytree(source, dest, dirs_exist_ok=True)
+    old, new = f"{source}{os.sep}".encode(), f"{dest}{os.sep}".encode()
+    for path in sorted(dest.rglob("*")):
+        if path.suffix in TEXT_SUFFIXES and path.is_file() and not path.is_relative_to(dest / "images"):
+            data = path.read_bytes()
+            if old in data:
+                stat = path.stat()
+                path.write_bytes(data.replace(old, new))
+                os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    return dest
+
+
+def the_run(folder: Path):
+    """The Run of the one run directory in `folder` (e.g. a shared_run copy's runs/)."""
+    from openlt.engine.run import Run
+
+    (path,) = folder.iterdir()
+    return Run(path)

@@ -12,14 +12,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tiny_run import cli, train_tiny_run
+from tiny_run import cli, the_run
 
 
 @pytest.fixture(scope="module")
-def run(tmp_path_factory):
+def run(tmp_path_factory, shared_run):
     from openlt.engine.evaluate import evaluate_run
 
-    run = train_tiny_run(tmp_path_factory.mktemp("report_predictions"))
+    run = the_run(shared_run("api", tmp_path_factory.mktemp("report_predictions")) / "runs")  # train_tiny_run there
     evaluate_run(run, overrides=["eval.open_score=openmax"], quiet=True, tag="openmax")
     return run
 
