@@ -12,6 +12,8 @@ from images import make_image_folder
 from openlt.data import datasets
 from tiny_run import cli, the_run
 
+REPORT_FIGURES = "unrasterized"  # tests/conftest.py: report.html figures built, not rendered (none is looked at)
+
 
 @pytest.fixture(scope="module")
 def run(tmp_path_factory, shared_run, single_thread):

@@ -18,6 +18,8 @@ from openlt.cli import main
 from openlt.config import INACTIVE_RULES, Config, build_config
 from openlt.errors import ConfigError
 
+REPORT_FIGURES = "unrasterized"  # tests/conftest.py: report.html figures built, not rendered (none is looked at)
+
 
 @dataclass
 class Case:

@@ -18,6 +18,8 @@ from openlt.engine import bench as bench_module
 from openlt.engine.bench import _check_same_config, load_bench
 from openlt.engine.run import Run
 
+REPORT_FIGURES = "unrasterized"  # tests/conftest.py: report.html figures built, not rendered (none is looked at)
+
 TRAINING = ["data.dataset=image-folder", "model.backbone=resnet10", "train.epochs=1", "train.warmup_epochs=0",
             "train.batch_size=16", "eval.batch_size=64", "eval.many_above=30", "eval.few_below=15"]
 

@@ -26,6 +26,8 @@ from openlt.engine.evaluate import evaluate_run
 from openlt.errors import ConfigError
 from openlt.reporting.describe import checkpoint_epoch
 
+REPORT_FIGURES = "unrasterized"  # tests/conftest.py: report.html figures built, not rendered (none is looked at)
+
 
 @pytest.fixture(scope="module")
 def run(tmp_path_factory, shared_run, single_thread):

@@ -12,7 +12,7 @@ from openlt.data.build import prepare_data
 from openlt.engine import init_from
 from openlt.engine.run import open_run
 from openlt.models.model import build_model
-from tiny_run import TINY, train_tiny_run
+from tiny_run import TINY, the_run, train_tiny_run
 
 REPORT_FIGURES = "unrasterized"  # tests/conftest.py: report.html figures built, not rendered (none is looked at)
 
@@ -20,9 +20,10 @@ CPU = torch.device("cpu")
 
 
 @pytest.fixture(scope="module")
-def stage1(tmp_path_factory):
-    # float32: its cache is extracted in float32, as the pass through the network computes (a bf16 run: below)
-    return train_tiny_run(tmp_path_factory.mktemp("stage1"), "train.amp=none")
+def stage1(tmp_path_factory, shared_run):
+    # float32: its cache is extracted in float32, as the pass through the network computes (a bf16 run: below);
+    # train_tiny_run(root, "train.amp=none") there
+    return the_run(shared_run("api-fp32", tmp_path_factory.mktemp("stage1")) / "runs")
 
 
 def _stage2(run, *extra, root=None):

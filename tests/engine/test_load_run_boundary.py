@@ -19,6 +19,8 @@ from openlt.engine.run import open_run
 from openlt.errors import ConfigError, DataError, RunDirError
 from tiny_run import cli, the_run
 
+REPORT_FIGURES = "unrasterized"  # tests/conftest.py: report.html figures built, not rendered (none is looked at)
+
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory, shared_run, single_thread):

@@ -12,6 +12,8 @@ import openlt
 from openlt.errors import RunDirError
 from tiny_run import cli, the_run
 
+REPORT_FIGURES = "unrasterized"  # tests/conftest.py: report.html figures built, not rendered (none is looked at)
+
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory, shared_run, single_thread):

@@ -22,6 +22,8 @@ from images import make_image_folder
 from cli_ok import main_ok
 from openlt.cli import main
 
+REPORT_FIGURES = "unrasterized"  # tests/conftest.py: report.html figures built, not rendered (none is looked at)
+
 TINY = ["data.image_size=16", "model.backbone=resnet20", "train.epochs=1", "train.batch_size=8", "train.device=cpu",
         "eval.batch_size=64", "--quiet"]
 SPLIT = ["--profile", "exp", "--n-max", "8", "--n-min", "4", "--val-per-class", "2", "--test-per-class", "2",

@@ -11,6 +11,8 @@ from openlt.engine.run import Run
 from openlt.errors import RunDirError
 from tiny_run import tiny_overrides
 
+REPORT_FIGURES = "unrasterized"  # tests/conftest.py: report.html figures built, not rendered (none is looked at)
+
 
 def test_a_released_lock_leaves_no_file(tmp_path):
     run = Run(tmp_path / "run")

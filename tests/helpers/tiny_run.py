@@ -88,6 +88,7 @@ def _cli_cpu(root: Path) -> None:
 SHARED = {  # name -> what trains it under a folder: the trainings several modules made alike, each its own
     "api": lambda root: train_tiny_run(root),  # root/runs/plain-*: the tiny run trained and evaluated in-process
     "api-cpu": lambda root: train_tiny_run(root, "train.device=cpu"),  # the same with train.device=cpu
+    "api-fp32": lambda root: train_tiny_run(root, "train.amp=none"),  # the same in float32
     "cli-cpu": _cli_cpu,
 }
 TEXT_SUFFIXES = {".yaml", ".json", ".jsonl", ".md", ".html", ".txt", ".csv"}

@@ -14,6 +14,8 @@ import pytest
 
 from tiny_run import cli, the_run
 
+REPORT_FIGURES = "unrasterized"  # tests/conftest.py: report.html figures built, not rendered (none is looked at)
+
 
 @pytest.fixture(scope="module")
 def run(tmp_path_factory, shared_run):

@@ -6,11 +6,14 @@ such a file as it was evaluated, with a note saying so (was: without a word)."""
 
 import shutil
 
-from tiny_run import cli, train_tiny_run
+from tiny_run import cli, the_run
+
+REPORT_FIGURES = "unrasterized"  # tests/conftest.py: report.html figures built, not rendered (none is looked at)
 
 
-def test_summary_refuses_a_metrics_file_of_a_checkpoint_since_replaced(tmp_path, capsys):
-    run = train_tiny_run(tmp_path / "a", "train.amp=none")
+def test_summary_refuses_a_metrics_file_of_a_checkpoint_since_replaced(tmp_path, capsys, shared_run):
+    # train_tiny_run(tmp_path / "a", "train.amp=none")
+    run = the_run(shared_run("api-fp32", tmp_path / "a") / "runs")
     assert cli(capsys, "summary", run.path)[0] == 0  # as evaluated: shown
     best = run.path / "checkpoints" / "best.safetensors"
     best.touch()  # written again with the same weights (a resume whose best epoch stayed): still shown
@@ -22,8 +25,9 @@ def test_summary_refuses_a_metrics_file_of_a_checkpoint_since_replaced(tmp_path,
     assert f"openlt eval {run.path}" in err and out == ""
 
 
-def test_report_redraws_a_metrics_file_of_a_replaced_checkpoint_with_a_note(tmp_path, capsys):
-    run = train_tiny_run(tmp_path / "b", "train.amp=none")
+def test_report_redraws_a_metrics_file_of_a_replaced_checkpoint_with_a_note(tmp_path, capsys, shared_run):
+    # train_tiny_run(tmp_path / "b", "train.amp=none")
+    run = the_run(shared_run("api-fp32", tmp_path / "b") / "runs")
     code, out, err = cli(capsys, "report", run.path)
     assert code == 0 and "note:" not in out, err
     shutil.copyfile(run.path / "checkpoints" / "last.safetensors", run.path / "checkpoints" / "best.safetensors")
