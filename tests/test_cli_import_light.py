@@ -28,3 +28,18 @@ def test_import_openlt_cli_loads_no_heavy_module():
 def test_help_loads_no_heavy_module():
     assert _loaded("--help") == []
     assert _loaded("eval", "--help") == []
+
+
+def test_a_wrong_run_path_is_said_before_any_heavy_module_loads(tmp_path):
+    """`openlt eval /wrong/path` took 6 CPU-seconds (load_registries imports torch, torchvision, scikit-learn...)
+    to say the run directory is not there: the RUN of eval, predict, export, features, identify and report is
+    checked with the shared options, before them (session 24)."""
+    (tmp_path / "images").mkdir()
+    for args in (["eval", str(tmp_path / "nowhere")], ["features", str(tmp_path / "nowhere")],
+                 ["predict", str(tmp_path / "nowhere"), str(tmp_path / "images")],
+                 ["report", str(tmp_path / "images")],  # a folder, no run: the same line, as light
+                 ["export", str(tmp_path / "nowhere"), str(tmp_path / "bundle")]):
+        done = subprocess.run([sys.executable, "-c", PROBE.format(heavy=HEAVY), *args], capture_output=True,
+                              text=True, check=True)
+        assert done.stdout.strip().splitlines()[-1] == "LOADED", (args, done.stdout)
+        assert f"openlt {args[0]}: error: " in done.stderr and str(tmp_path) in done.stderr, done.stderr

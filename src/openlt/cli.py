@@ -750,8 +750,8 @@ def _raise_terminated(pid: int):
 
 
 def _check_options(args: argparse.Namespace) -> None:
-    """The options every command shares, checked before any work: --device, train's --name, and a key given twice
-    among the command line's overrides (a warning: the last wins)."""
+    """The options every command shares, checked before any work: --device, train's --name, the RUN directory of
+    a command that takes one, and a key given twice among the command line's overrides (a warning: the last wins)."""
     from openlt.config import _device_problem, check_override_keys, run_name_problem
     from openlt.errors import ConfigError
 
@@ -763,6 +763,11 @@ def _check_options(args: argparse.Namespace) -> None:
     name = getattr(args, "name", None)
     if name is not None and run_name_problem(name):
         raise ConfigError(f"--name {run_name_problem(name)}")
+    run = getattr(args, "run", None)
+    if isinstance(run, str):  # eval, predict, export, features, identify, report: a wrong run path is said at once,
+        from openlt.engine.run import open_run  # not after load_registries' imports (torch and more: seconds)
+
+        open_run(run)
 
 
 class ConsoleHandler(logging.Handler):
