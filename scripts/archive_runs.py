@@ -9,7 +9,8 @@ tables are made from (config.yaml, metrics.json, metrics.jsonl, split_manifest.j
 `python scripts/convergence_table.py DEST` and `openlt summary DEST/RUN ...` work on seeds measured on different
 machines. Checkpoints, feature caches, predictions and reports stay behind (a stage 2 on an archived run needs its
 stage 1 trained again: `openlt bench` says so). A run without metrics.json (still training, or killed) is left out;
-a run already in DEST is replaced by its current record (re-evaluated: DEST/RUN then mirrors its record files).
+a run already in DEST is replaced by its current record (re-evaluated: DEST/RUN then mirrors its record files;
+DEST/RUN/.archived lists them).
 Prints one line per run as it is copied.
 """
 
@@ -29,15 +30,18 @@ def record_files(run: Path) -> list[Path]:
     return sorted(p for p in run.iterdir() if p.is_file() and p.suffix in KEEP)
 
 
+ARCHIVED = ".archived"  # in DEST/RUN: the names of the record files the last archive wrote there, one a line
+
+
 def archive(source: Path, dest: Path, report: Callable[[str], None] = lambda line: None) -> list[str]:
     """Copy the record files of every evaluated run folder in `source` (one with metrics.json) to `dest`/RUN/, so
-    that DEST/RUN mirrors them: a record file of an earlier archive that the run no longer has (a renamed
-    metrics-TAG.json) is removed; any other file there is left. `report` gets one line per run as it is copied
-    (or skipped). Returns the names of the runs copied, sorted.
+    that DEST/RUN mirrors them: a record file an earlier archive wrote there that the run no longer has (a renamed
+    metrics-TAG.json) is removed (DEST/RUN/.archived lists what was written); any other file there is left.
+    `report` gets one line per run as it is copied (or skipped). Returns the names of the runs copied, sorted.
     Raises ValueError, before anything is copied, when `source` is itself a run (it holds metrics.json), `dest` is
-    `source` or inside one of its runs (the copy would land among the files it copies), or a DEST/RUN is not a
-    folder. A run whose DEST/RUN is that very folder (a symlink to the archived copy) is skipped, one line saying
-    so."""
+    `source` or inside one of its runs (the copy would land among the files it copies), or something is in the
+    way (:func:`in_the_way`). A run whose DEST/RUN is that very folder (a symlink to the archived copy) is skipped,
+    one line saying so."""
     source, dest = source.resolve(), dest.resolve()
     if (source / "metrics.json").is_file():
         raise ValueError(f"{source} is a run itself (it holds metrics.json): give the folder of runs it is in, "
@@ -45,26 +49,50 @@ def archive(source: Path, dest: Path, report: Callable[[str], None] = lambda lin
     if dest == source or any(dest.is_relative_to(run) for run in source.iterdir() if run.is_dir()):
         raise ValueError(f"{dest} is {source} or inside one of its runs: give a folder of its own, e.g. results/NAME")
     runs = sorted(p for p in source.iterdir() if p.is_dir() and (p / "metrics.json").is_file())
-    taken = [dest / run.name for run in runs if (dest / run.name).exists() and not (dest / run.name).is_dir()]
-    if taken:
-        raise ValueError(f"{taken[0]} is a file, not a run folder{f' (and {len(taken) - 1} more)' if taken[1:] else ''}"
-                         f": move it away or give another DEST; nothing was copied")
+    blocked = [problem for run in runs if (problem := in_the_way(run, dest / run.name))]
+    if blocked:
+        raise ValueError(f"{blocked[0]}{f' (and {len(blocked) - 1} more)' if blocked[1:] else ''}: move it away or "
+                         f"give another DEST; nothing was copied")
     copied = []
     for run in runs:
         target = dest / run.name
-        if target.resolve() == run.resolve():
+        if target.resolve() == run.resolve():  # a link either way between the run and its archived copy
             report(f"archive_runs: note: {run} is {target} itself (a link to the archived copy): skipped")
             continue
-        target.mkdir(parents=True, exist_ok=True)
-        kept = {path.name for path in record_files(run)}
-        for stale in record_files(target):
-            if stale.name not in kept:
-                stale.unlink()
-        for name in sorted(kept):
-            shutil.copy2(run / name, target / name)
+        _mirror(run, target)
         copied.append(run.name)
         report(str(target))
     return copied
+
+
+def in_the_way(run: Path, target: Path) -> str | None:
+    """What keeps `run`'s records from being copied to `target` (DEST/RUN), or None: `target` a file, or a link
+    (the copy would be written where it points; a link to `run` itself is let through, to be skipped), or a record
+    file's place in it taken by a folder or a link."""
+    if target.resolve() == run.resolve():  # the run is its archived copy (a link either way): skipped
+        return None
+    if target.is_symlink():
+        return f"{target} is a link (to {target.resolve()})"
+    if target.exists() and not target.is_dir():
+        return f"{target} is a file, not a run folder"
+    for path in record_files(run):
+        place = target / path.name
+        if place.is_symlink() or (place.exists() and not place.is_file()):
+            return f"{place} is {'a link' if place.is_symlink() else 'a folder'}, where the record file goes"
+    return None
+
+
+def _mirror(run: Path, target: Path) -> None:
+    """Copy `run`'s record files into `target`; remove those an earlier archive wrote that `run` no longer has."""
+    target.mkdir(parents=True, exist_ok=True)
+    kept = [path.name for path in record_files(run)]
+    listed = target / ARCHIVED
+    before = listed.read_text(encoding="utf-8").split() if listed.is_file() else []
+    for name in sorted(set(before) - set(kept)):
+        (target / name).unlink(missing_ok=True)
+    for name in kept:
+        shutil.copy2(run / name, target / name)
+    listed.write_text("".join(f"{name}\n" for name in kept), encoding="utf-8")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -33,7 +33,7 @@ def test_copies_the_records_of_evaluated_runs_only(tmp_path, archive_module, cap
     assert archive_module.main([str(source), str(dest)]) == 0
     assert sorted(p.name for p in dest.iterdir()) == ["plain_e4-s0-20261201-100000"]
     kept = sorted(p.name for p in (dest / "plain_e4-s0-20261201-100000").iterdir())
-    assert kept == ["config.yaml", "metrics.json", "metrics.jsonl"]  # no weights, predictions or report
+    assert kept == [".archived", "config.yaml", "metrics.json", "metrics.jsonl"]  # no weights, predictions or report
     assert capsys.readouterr().out.strip() == str(dest / "plain_e4-s0-20261201-100000")
 
 
@@ -71,10 +71,11 @@ def test_a_second_archive_mirrors_the_runs_record_files(tmp_path, archive_module
     (run / "metrics-crt-old.json").write_text("{}", encoding="utf-8")
     archive_module.archive(source, dest)
     (dest / run.name / "NOTES.txt").write_text("mine", encoding="utf-8")
+    (dest / run.name / "notes.yaml").write_text("mine too", encoding="utf-8")  # a record's suffix, not archived
     (run / "metrics-crt-old.json").rename(run / "metrics-crt-new.json")
     archive_module.archive(source, dest)
     assert sorted(p.name for p in (dest / run.name).iterdir()) == [
-        "NOTES.txt", "config.yaml", "metrics-crt-new.json", "metrics.json", "metrics.jsonl"]
+        ".archived", "NOTES.txt", "config.yaml", "metrics-crt-new.json", "metrics.json", "metrics.jsonl", "notes.yaml"]
 
 
 def test_a_file_in_the_way_is_named_before_anything_is_copied(tmp_path, archive_module, capsys):
@@ -109,3 +110,36 @@ def test_a_run_given_as_the_source_is_refused_with_its_parent_named(tmp_path, ar
     assert f"is a run itself (it holds metrics.json): give the folder of runs it is in, e.g. {run.parent.resolve()}" \
         in capsys.readouterr().err
     assert not (tmp_path / "kept").exists()
+
+
+@pytest.mark.parametrize("case, says", [
+    ("link-elsewhere", "is a link (to "), ("dangling-link", "is a link (to "),
+    ("folder-for-a-record", "metrics.json is a folder, where the record file goes"),
+    ("link-for-a-record", "config.yaml is a link, where the record file goes"),
+])
+def test_whatever_is_in_the_way_is_refused_before_anything_is_copied(tmp_path, archive_module, capsys, case, says):
+    """Trial 24b: a DEST/RUN link to another folder was written through (its files overwritten, its .json deleted
+    as stale); a dangling link or a folder where metrics.json goes stopped the archive half-way or hid the record."""
+    source, dest = tmp_path / "runs", tmp_path / "kept"
+    _run(source, "crt_e4-s0-20261201-100000")
+    run = _run(source, "plain_e4-s0-20261201-100000")
+    victim = tmp_path / "victim"
+    victim.mkdir()
+    (victim / "metrics-keep.json").write_text("{}", encoding="utf-8")
+    target = dest / run.name
+    dest.mkdir()
+    if case == "link-elsewhere":
+        target.symlink_to(victim)
+    elif case == "dangling-link":
+        target.symlink_to(tmp_path / "nowhere")
+    elif case == "folder-for-a-record":
+        (target / "metrics.json").mkdir(parents=True)
+    else:
+        target.mkdir()
+        (target / "config.yaml").symlink_to(victim / "metrics-keep.json")
+    assert archive_module.main([str(source), str(dest)]) == 2
+    err = capsys.readouterr().err
+    assert says in err and "nothing was copied" in err, err
+    assert not (dest / "crt_e4-s0-20261201-100000").exists()
+    assert sorted(p.name for p in victim.iterdir()) == ["metrics-keep.json"]
+    assert (victim / "metrics-keep.json").read_text(encoding="utf-8") == "{}"
