@@ -258,11 +258,15 @@ def test_a_record_without_weights_is_named_before_anything_starts_from_it(traine
     shutil.rmtree(one(out, "ncm") / "checkpoints")
     (one(out, "ncm") / "metrics-ncm-ml.json").unlink()
     with pytest.raises(RunDirError, match=re.escape(f"{one(out, 'ncm')} has no checkpoints/best.safetensors, and "
-                                                    "ncm+ml evaluates it: it is a record without weights")):
+                                                    "ncm+ml seed 0 evaluates it: it is a record without weights")):
         run_bench(load_bench(spec), quiet=True, log=lambda line: None)
-    # the plain row's record without weights and no ncm run yet: the stage 2 is refused
+    # the plain row's record without weights and no ncm run yet: the stage 2 is refused, before a method listed
+    # ahead of it is trained (trial 24b: it was trained first)
     shutil.rmtree(one(out, "ncm"))
     shutil.rmtree(one(out, "plain") / "checkpoints")
+    raw = json.loads(spec.read_text())
+    raw["methods"].insert(1, {"name": "other", "config": "tiny.yaml", "overrides": ["train.lr=0.02"]})
+    spec.write_text(json.dumps(raw))
     with pytest.raises(RunDirError, match=rf"has no checkpoints/best\.safetensors, and ncm seed 0 starts from it: "
                                           rf".*move the run out of {re.escape(str(out))} and run the bench again"):
         run_bench(load_bench(spec), quiet=True, log=lambda line: None)

@@ -392,6 +392,7 @@ def run_bench(spec: BenchSpec, quiet: bool = False, log: Callable[[str], None] |
         _check_something_finished(spec)
     else:
         _check_split_folders(spec)
+        _check_records_have_weights(spec)
         spec.out_dir.mkdir(parents=True, exist_ok=True)
     try:
         results = _run_all(spec, quiet, log, report_only)
@@ -655,15 +656,35 @@ def _busy(out_dir: Path, name: str, runs: list[Run]) -> str | None:
     return f"it is being chosen, trained or evaluated by process {holder} (another `openlt bench` on {out_dir})"
 
 
+def _check_records_have_weights(spec: BenchSpec) -> None:
+    """:func:`_check_weights` of every finished base run in out_dir that a stage 2 or `eval_of` row not made yet
+    will start from, before anything is trained (trial 24b: the rows before it were trained first). The base is the
+    run :func:`_trained` reuses (its first finished one); a stage 2 counts as made when a finished run of it is
+    there (whether it still holds for its stage 1 is judged when its row is reached)."""
+    if not spec.out_dir.is_dir():
+        return
+    for seed in spec.seeds:
+        for m in spec.methods:
+            base_name = m.init_from or m.eval_of
+            if base_name is None:
+                continue
+            base = next((r for r in _runs_of(spec.out_dir, f"{base_name}-s{seed}") if r.metrics_file.is_file()), None)
+            made = (base is not None and base.metrics_path(m.tag).is_file() if m.eval_of else
+                    any(r.metrics_file.is_file() for r in _runs_of(spec.out_dir, f"{m.name}-s{seed}")))
+            if base is not None and not made:
+                _check_weights(spec, base, f"{m.name} seed {seed} {'evaluates' if m.eval_of else 'starts from'} it")
+
+
 def _check_weights(spec: BenchSpec, run: Run, needed_by: str) -> None:
     """RunDirError, before anything is trained or evaluated, when the finished run `run` that a stage 2 starts from
     or an `eval_of` method evaluates (`needed_by` says which) has no checkpoints/best.safetensors: a record without
     weights (scripts/archive_runs.py keeps none) counts as finished for the table, but nothing can start from it."""
     if not run.checkpoint("best").is_file():
+        why = ("its best checkpoint was deleted" if run.checkpoint("last").is_file() else
+               "it is a record without weights (scripts/archive_runs.py keeps none) or its checkpoints were deleted")
         raise RunDirError(f"bench {spec.name}: {run.path} has no {run.checkpoint('best').relative_to(run.path)}, "
-                          f"and {needed_by}: it is a record without weights (scripts/archive_runs.py keeps none) or "
-                          f"its checkpoints were deleted; move the run out of {spec.out_dir} and run the bench again "
-                          f"to train it anew")
+                          f"and {needed_by}: {why}; move the run out of {spec.out_dir} and run the bench again to "
+                          f"train it anew")
 
 
 def _remove_run(run: Run) -> None:
