@@ -59,7 +59,8 @@ def read_runs(folder: Path) -> dict[tuple[str, int], dict[int, dict]]:
             raise TableError(f"{path / 'metrics.json'}: no 'closed' results (not a metrics file of `openlt eval`)")
         for band in BANDS:  # null is a band without a test class (openlt writes it so): no number, "-" below
             value = metrics["closed"].get(band, False)
-            if value is not None and (not isinstance(value, (int, float)) or isinstance(value, bool)):
+            if value is not None and (not isinstance(value, (int, float)) or isinstance(value, bool)
+                                      or math.isinf(value)):
                 raise TableError(f"{path / 'metrics.json'}: closed.{band} is "
                                  f"{json.dumps(value) if band in metrics['closed'] else 'missing'}, not a number (a "
                                  f"metrics file of `openlt eval` has {', '.join(BANDS)})")
@@ -118,12 +119,14 @@ def _verdict(check: dict) -> str:
 def mean_std(values: list[float | None]) -> str:
     """'m +- s' in percent (s: the population standard deviation over the seeds, as in every openlt table; '' with
     one seed) of the finite numbers of `values` (None is a band without a test class; NaN a value not measured);
-    '-' when there is none."""
+    '-' when there is none; "(n of N seeds)" after it when some seeds have none."""
+    seeds = len(values)
     values = [v for v in values if v is not None and math.isfinite(v)]
     if not values:
         return "-"
     m = 100 * statistics.fmean(values)
-    return f"{m:.1f} ± {100 * statistics.pstdev(values):.1f}" if len(values) > 1 else f"{m:.1f}"
+    text = f"{m:.1f} ± {100 * statistics.pstdev(values):.1f}" if len(values) > 1 else f"{m:.1f}"
+    return text + (f" ({len(values)} of {seeds} seeds)" if len(values) < seeds else "")
 
 
 def stage1_row(epochs: int, seeds: dict[int, dict]) -> str:

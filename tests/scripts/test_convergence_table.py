@@ -92,6 +92,9 @@ def test_a_band_missing_or_no_number_is_one_line(tmp_path, table_module, capsys)
         assert table_module.main([str(tmp_path)]) == 2
         err = capsys.readouterr().err
         assert len(err.strip().splitlines()) == 1 and str(run / "metrics.json") in err and words in err
+    (run / "metrics.json").write_text(json.dumps({"closed": {**closed, "few": float("inf")}}), encoding="utf-8")
+    assert table_module.main([str(tmp_path)]) == 2
+    assert "closed.few is Infinity, not a number" in capsys.readouterr().err
     for few in (float("nan"), None):
         (run / "metrics.json").write_text(json.dumps({"closed": {**closed, "few": few}}), encoding="utf-8")
         assert table_module.main([str(tmp_path)]) == 0
@@ -173,3 +176,14 @@ def test_a_stage1_run_whose_config_trains_another_budget_is_one_line(tmp_path, t
     assert table_module.main([str(tmp_path)]) == 2
     err = capsys.readouterr().err
     assert len(err.strip().splitlines()) == 1 and str(config) in err and "train.epochs is 12" in err
+
+
+def test_a_band_some_seeds_lack_says_how_many_seeds_it_is_of(tmp_path, table_module):
+    """Trial 24b: one seed's band null, another's 1.0, showed "100.0" as if it were the row's mean."""
+    _run(tmp_path, "crt_e4-s0-20261129-100000", 0.5)
+    _run(tmp_path, "crt_e4-s1-20261129-100001", 0.7)
+    metrics = tmp_path / "crt_e4-s0-20261129-100000" / "metrics.json"
+    metrics.write_text(json.dumps({"closed": {"many": 0.6, "medium": 0.5, "few": None, "overall": 0.5}}),
+                       encoding="utf-8")
+    lines = table_module.tables(table_module.read_runs(tmp_path)).splitlines()
+    assert "| 4 | crt | 2 | 70.0 ± 10.0 | 60.0 ± 10.0 | 60.0 (1 of 2 seeds) | 60.0 ± 10.0 |" in lines
