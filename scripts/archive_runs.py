@@ -49,6 +49,8 @@ def archive(source: Path, dest: Path, report: Callable[[str], None] = lambda lin
     if dest == source or any(dest.is_relative_to(run) for run in source.iterdir() if run.is_dir()):
         raise ValueError(f"{dest} is {source} or inside one of its runs: give a folder of its own, e.g. results/NAME")
     runs = sorted(p for p in source.iterdir() if p.is_dir() and (p / "metrics.json").is_file())
+    for odd in sorted(p for p in source.iterdir() if p.is_dir() and (p / "metrics.json").exists() and p not in runs):
+        report(f"archive_runs: note: {odd / 'metrics.json'} is not a file: {odd.name} left out")
     blocked = [problem for run in runs if (problem := in_the_way(run, dest / run.name))]
     if blocked:
         raise ValueError(f"{blocked[0]}{f' (and {len(blocked) - 1} more)' if blocked[1:] else ''}: move it away or "

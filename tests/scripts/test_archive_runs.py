@@ -143,3 +143,13 @@ def test_whatever_is_in_the_way_is_refused_before_anything_is_copied(tmp_path, a
     assert not (dest / "crt_e4-s0-20261201-100000").exists()
     assert sorted(p.name for p in victim.iterdir()) == ["metrics-keep.json"]
     assert (victim / "metrics-keep.json").read_text(encoding="utf-8") == "{}"
+
+
+def test_a_run_whose_metrics_json_is_a_folder_is_left_out_with_a_note(tmp_path, archive_module, capsys):
+    source, dest = tmp_path / "runs", tmp_path / "kept"
+    odd = _run(source, "crt_e4-s0-20261201-100000", evaluated=False)
+    (odd / "metrics.json").mkdir()
+    _run(source, "ncm_e4-s0-20261201-100000")
+    assert archive_module.main([str(source), str(dest)]) == 0
+    assert f"{odd.resolve() / 'metrics.json'} is not a file: {odd.name} left out" in capsys.readouterr().err
+    assert sorted(p.name for p in dest.iterdir()) == ["ncm_e4-s0-20261201-100000"]
