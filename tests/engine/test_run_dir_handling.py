@@ -279,3 +279,23 @@ def test_resume_takes_a_moved_stage1_run_named_anew_when_its_checkpoint_is_the_s
     moved.rename(tmp_path / "s1-gone")
     code, out, err = cli(capsys, "eval", s2, "--quiet")
     assert code == 2 and f"set train.init_from back to {s1}" in one_line(err), (out, err)
+
+
+def test_a_new_run_inside_a_run_directory_is_refused_before_any_work(tmp_path):
+    """`openlt train out_dir=RUN/sub` made a run inside another run's folder (deleted or copied with it; session
+    24): refused, naming the run, as a bench's out_dir there is. A project folder with a config.yaml of its own is
+    no run."""
+    from openlt.config import build_config
+    from openlt.engine.train import train
+    from openlt.errors import ConfigError
+
+    run = tmp_path / "runs" / "plain-s0-20260101-000000"
+    (run / "checkpoints").mkdir(parents=True)
+    (run / "config.yaml").write_text("name: plain\n", encoding="utf-8")
+    with pytest.raises(ConfigError, match=f"out_dir {run / 'sub'} is inside the run directory {run}: "):
+        train(build_config(None, [f"out_dir={run / 'sub'}"]), quiet=True)
+    assert not (run / "sub").exists()
+    from openlt.engine.run import run_around
+
+    (tmp_path / "config.yaml").write_text("name: project\n", encoding="utf-8")
+    assert run_around(tmp_path / "runs" / "new") is None and run_around(run / "a" / "b") == run

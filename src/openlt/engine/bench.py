@@ -57,7 +57,7 @@ from openlt.engine.precision import native_bf16, precision_name, run_amp
 from openlt.engine.precheck import (check_loss_weights, check_open_score, check_validation_needs, config_setting,
                                     counts_of, split_data)
 from openlt.engine.run import (EVALUATING, Run, _holder, _read_settled, _same_file, absolute_paths, check_tag,
-                               open_run)
+                               open_run, run_around)
 from openlt.engine.runtime import resolve_device
 from openlt.engine.train import train
 from openlt.errors import ConfigError, DataError, OpenLTError, RunDirError, WriteError
@@ -267,7 +267,7 @@ def check_out_dir(out_dir: Path, what: str) -> None:
         raise ConfigError(f"{what} {out_dir} is a run directory (it has a config.yaml), not a folder of a bench's "
                           f"runs: give the bench a new or empty folder of its own (e.g. runs/bench/NAME); a table of "
                           f"runs already trained: `openlt summary LABEL=RUN ...`")
-    inside = next((folder for folder in path.parents if _is_run(folder)), None)
+    inside = run_around(path)
     if inside is not None:  # its runs would be files of that run (and vanish with it, or be copied with it)
         raise ConfigError(f"{what} {out_dir} is inside the run directory {inside}: give the bench a folder outside "
                           f"any run (e.g. runs/bench/NAME)")
@@ -276,13 +276,6 @@ def check_out_dir(out_dir: Path, what: str) -> None:
         shown = ", ".join(foreign[:3]) + (f" and {len(foreign) - 3} more" if len(foreign) > 3 else "")
         raise ConfigError(f"{what} {out_dir} holds files that are not a bench's ({shown}); give the bench a new or "
                           f"empty folder of its own (e.g. runs/bench/NAME)")
-
-
-def _is_run(folder: Path) -> bool:
-    """Whether `folder` is an openlt run directory: its config.yaml beside its checkpoints/ or metrics.json (a
-    project folder with a config.yaml of its own is none)."""
-    return (folder / "config.yaml").is_file() and ((folder / "checkpoints").is_dir()
-                                                   or (folder / "metrics.json").is_file())
 
 
 def _bench_entry(p: Path) -> bool:

@@ -550,6 +550,20 @@ def saved_path(key: str, value: Any) -> Any:
     return value
 
 
+def is_run_dir(folder: Path) -> bool:
+    """Whether `folder` is an openlt run directory: its config.yaml beside its checkpoints/ or metrics.json (a
+    project folder with a config.yaml of its own is none)."""
+    return (folder / "config.yaml").is_file() and ((folder / "checkpoints").is_dir()
+                                                   or (folder / "metrics.json").is_file())
+
+
+def run_around(folder: str | Path) -> Path | None:
+    """The run directory `folder` (a new run's out_dir, a bench's) lies inside, or None: runs made there would be
+    files of that run, deleted or copied with it."""
+    path = Path(folder).expanduser().resolve()
+    return next((above for above in path.parents if is_run_dir(above)), None)
+
+
 def new_run(cfg: Config, name: str | None = None) -> Run:
     """A new run directory OUT_DIR/NAME-YYYYmmdd-HHMMSS (-2, -3, ... when taken) with its checkpoints folder;
     ConfigError for a name that is not a plain name, WriteError when it cannot be created."""

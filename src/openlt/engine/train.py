@@ -46,7 +46,7 @@ from openlt.engine.manifest import check_training_data
 from openlt.engine.precheck import check_loss_weights, check_open_score_before_training
 from openlt.engine.precision import autocast, check_amp, grad_scaler, precision_name, resolve_amp, run_amp
 from openlt.engine.run import (Run, RunMovedError, new_folders, new_run, publish_run, remove_empty, remove_stale_stages,
-                               staged_run)
+                               run_around, staged_run)
 from openlt.engine.runtime import (batch_to, collect_outputs, config_change, config_value, defining_config,
                                    inference_loader, make_loader, resolve_device, stage1_moved_to, to_device,
                                    trained_recipe)
@@ -292,6 +292,10 @@ def _setup(cfg: Config, resume: bool = False) -> torch.device:
     train.loss_args, before any work (no run directory exists yet)."""
     if not resume:
         check_stage1_run(cfg)
+        inside = run_around(cfg.out_dir)
+        if inside is not None:  # (every rank refuses alike, before any work)
+            raise ConfigError(f"out_dir {cfg.out_dir} is inside the run directory {inside}: the new run would be a "
+                              f"file of that run; give a folder outside any run (e.g. runs/NAME)")
     check_train_loss(cfg)
     check_loss_weights(cfg)  # per-class loss weights (focal alpha) against the split's class count
     check_open_score_before_training(cfg)  # eval.open_score against the head, width, classes, images
