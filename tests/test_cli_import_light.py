@@ -43,3 +43,7 @@ def test_a_wrong_run_path_is_said_before_any_heavy_module_loads(tmp_path):
                               text=True, check=True)
         assert done.stdout.strip().splitlines()[-1] == "LOADED", (args, done.stdout)
         assert f"openlt {args[0]}: error: " in done.stderr and str(tmp_path) in done.stderr, done.stderr
+    # an empty RUN (an unset shell variable) is not the current folder (trial 24c: `openlt report ''` reported it)
+    done = subprocess.run([sys.executable, "-c", PROBE.format(heavy=HEAVY), "report", ""], capture_output=True,
+                          text=True, check=True, cwd=tmp_path)
+    assert "openlt report: error: the run directory is an empty string" in done.stderr, done.stderr

@@ -767,6 +767,8 @@ def _check_options(args: argparse.Namespace) -> None:
     if isinstance(run, str):  # eval, predict, export, features, identify, report: a wrong run path is said at once,
         from openlt.engine.run import open_run  # not after load_registries' imports (torch and more: seconds)
 
+        if not run:  # Path("") is the current folder
+            raise ConfigError("the run directory is an empty string (an unset shell variable?): give a run's folder")
         open_run(run)
 
 

@@ -295,6 +295,12 @@ def test_a_new_run_inside_a_run_directory_is_refused_before_any_work(tmp_path):
     with pytest.raises(ConfigError, match=f"out_dir {run / 'sub'} is inside the run directory {run}: "):
         train(build_config(None, [f"out_dir={run / 'sub'}"]), quiet=True)
     assert not (run / "sub").exists()
+    link = tmp_path / "link"
+    link.symlink_to(run)
+    for out_dir in (run, link):  # the run itself, also through a link (trial 24c: a run made inside it)
+        with pytest.raises(ConfigError, match=f"out_dir {out_dir} is the run directory {run}: "):
+            train(build_config(None, [f"out_dir={out_dir}"]), quiet=True)
+    assert sorted(p.name for p in run.iterdir()) == ["checkpoints", "config.yaml"]
     from openlt.engine.run import run_around
 
     (tmp_path / "config.yaml").write_text("name: project\n", encoding="utf-8")

@@ -558,10 +558,10 @@ def is_run_dir(folder: Path) -> bool:
 
 
 def run_around(folder: str | Path) -> Path | None:
-    """The run directory `folder` (a new run's out_dir, a bench's) lies inside, or None: runs made there would be
-    files of that run, deleted or copied with it."""
+    """The run directory `folder` (a new run's out_dir, a bench's) is, or lies inside (resolved: also through a
+    link), or None: runs made there would be files of that run, deleted or copied with it."""
     path = Path(folder).expanduser().resolve()
-    return next((above for above in path.parents if is_run_dir(above)), None)
+    return next((above for above in (path, *path.parents) if is_run_dir(above)), None)
 
 
 def new_run(cfg: Config, name: str | None = None) -> Run:

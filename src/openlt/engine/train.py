@@ -294,7 +294,8 @@ def _setup(cfg: Config, resume: bool = False) -> torch.device:
         check_stage1_run(cfg)
         inside = run_around(cfg.out_dir)
         if inside is not None:  # (every rank refuses alike, before any work)
-            raise ConfigError(f"out_dir {cfg.out_dir} is inside the run directory {inside}: the new run would be a "
+            where = "" if inside == Path(cfg.out_dir).expanduser().resolve() else "inside "
+            raise ConfigError(f"out_dir {cfg.out_dir} is {where}the run directory {inside}: the new run would be a "
                               f"file of that run; give a folder outside any run (e.g. runs/NAME)")
     check_train_loss(cfg)
     check_loss_weights(cfg)  # per-class loss weights (focal alpha) against the split's class count
