@@ -7,6 +7,7 @@ import subprocess
 import sys
 
 from synthetic_run import make_run
+import forked_python  # tests/helpers
 
 
 def _openlt_unheard(*argv, env=None) -> subprocess.CompletedProcess:
@@ -14,8 +15,8 @@ def _openlt_unheard(*argv, env=None) -> subprocess.CompletedProcess:
     read_end, write_end = os.pipe()
     os.close(read_end)
     try:
-        return subprocess.run([sys.executable, "-m", "openlt", *map(str, argv)], stdout=write_end, stderr=write_end,
-                              timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1", **(env or {})})
+        return forked_python.run([sys.executable, "-m", "openlt", *map(str, argv)], stdout=write_end, stderr=write_end,
+                                 timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1", **(env or {})})
     finally:
         os.close(write_end)
 
@@ -25,8 +26,8 @@ def test_an_error_into_a_closed_pipe_keeps_exit_2(tmp_path):
     (tmp_path / "empty").mkdir()
     assert _openlt_unheard("predict", run.path, tmp_path / "empty", "--output", tmp_path / "g.csv").returncode == 2
     assert _openlt_unheard("predict", tmp_path / "nowhere", tmp_path / "empty").returncode == 2
-    heard = subprocess.run([sys.executable, "-m", "openlt", "predict", str(run.path), str(tmp_path / "empty")],
-                           capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    heard = forked_python.run([sys.executable, "-m", "openlt", "predict", str(run.path), str(tmp_path / "empty")],
+                              capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert heard.returncode == 2 and heard.stderr.startswith("openlt predict: error: "), heard.stderr
 
 

@@ -18,6 +18,7 @@ from openlt_processes import ENV  # tests/helpers
 from openlt.errors import WriteError
 from openlt.io import (atomic_path, never_recreated, remove_stale_temp, stale_temporaries, temp_prefix, write_group,
                        write_json, write_text)
+import forked_python  # tests/helpers
 
 WRITER = """
 import sys, time
@@ -31,7 +32,7 @@ with atomic_path(sys.argv[1]) as tmp:
 
 def writer(path: Path) -> tuple[subprocess.Popen, Path]:
     """A real process in the middle of an atomic write of `path`: (it, its temporary file)."""
-    proc = subprocess.Popen([sys.executable, "-c", WRITER, str(path)], stdout=subprocess.PIPE, text=True, env=ENV)
+    proc = forked_python.Popen([sys.executable, "-c", WRITER, str(path)], stdout=subprocess.PIPE, text=True, env=ENV)
     return proc, Path(proc.stdout.readline().strip())
 
 

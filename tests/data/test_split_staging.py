@@ -12,6 +12,7 @@ from pathlib import Path
 
 from images import make_image_folder  # tests/helpers
 from openlt_processes import ENV  # tests/helpers
+import forked_python  # tests/helpers
 
 ARGS = ["--dataset", "image-folder", "--profile", "none", "--open-classes", "eel", "--val-per-class", "2",
         "--test-per-class", "2"]
@@ -32,8 +33,8 @@ main(["split", *sys.argv[1:]])
 
 
 def stopped_split(images: Path, out: Path) -> tuple[subprocess.Popen, Path]:
-    proc = subprocess.Popen([sys.executable, "-c", STOPPED, "--root", str(images), "--out", str(out), *ARGS],
-                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=ENV)
+    proc = forked_python.Popen([sys.executable, "-c", STOPPED, "--root", str(images), "--out", str(out), *ARGS],
+                               stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=ENV)
     return proc, Path(proc.stdout.readline().strip())
 
 

@@ -15,6 +15,7 @@ import pytest
 from openlt.engine.bench import WAIT_POLL_S, load_bench, run_bench
 from openlt_processes import ENV, bench_lock_holder, finished, lock_holder, wait_for
 from tiny_bench import bench_overrides, bench_root, run_bench_quietly
+import forked_python  # tests/helpers
 
 
 def write_spec(root: Path, out_dir: Path) -> Path:
@@ -37,8 +38,8 @@ def trained(tmp_path_factory, single_thread):
 
 def bench(spec: Path, log: Path) -> subprocess.Popen:
     with open(log, "w") as fh:
-        return subprocess.Popen([sys.executable, "-m", "openlt", "bench", str(spec), "--quiet"], stdout=fh,
-                                stderr=subprocess.STDOUT, text=True, env=ENV)
+        return forked_python.Popen([sys.executable, "-m", "openlt", "bench", str(spec), "--quiet"], stdout=fh,
+                                   stderr=subprocess.STDOUT, text=True, env=ENV)
 
 
 def runs(out: Path) -> list[Path]:

@@ -27,6 +27,7 @@ from openlt_processes import ENV, TIMEOUT, finished, hooked_openlt, tiny_on_cpu,
 from tiny_run import cli  # tests/helpers
 from openlt.engine.checkpoint import read_checkpoint
 from openlt.io import atomic_path, remove_stale_temp
+import forked_python  # tests/helpers
 
 pytestmark = pytest.mark.skipif(not hasattr(signal, "SIGKILL"), reason="needs POSIX signals")
 
@@ -121,8 +122,8 @@ def assert_same_as_uninterrupted(run: Path, ref: Path, monkeypatch) -> None:
 
 def start(args: list[str], code: str | None = None, **env) -> subprocess.Popen:
     head = [sys.executable, "-c", code] if code else [sys.executable, "-m", "openlt"]
-    return subprocess.Popen(head + args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env={**ENV, **env})
+    return forked_python.Popen(head + args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               env={**ENV, **env})
 
 
 def finish(proc: subprocess.Popen, code: int = 0) -> str:
@@ -346,8 +347,8 @@ def test_corrupt_checkpoint_through_a_real_openlt_process(workspace, reference, 
     best = run / "checkpoints" / "best.safetensors"
     best.write_bytes(best.read_bytes()[:1000])
     before = sorted(p.name for p in run.iterdir())
-    proc = subprocess.run([sys.executable, "-m", "openlt", "eval", str(run), "--quiet"], capture_output=True,
-                          text=True, env=ENV, timeout=TIMEOUT)
+    proc = forked_python.run([sys.executable, "-m", "openlt", "eval", str(run), "--quiet"], capture_output=True,
+                             text=True, env=ENV, timeout=TIMEOUT)
     assert proc.returncode == 2, proc.stderr
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("openlt eval: error: checkpoint "), proc.stderr

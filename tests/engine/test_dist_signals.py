@@ -13,6 +13,7 @@ import time
 import pytest
 
 from dist_env import ROOT, TRAIN, WITH_CTRL_C, clean_env as _env, free_port as _free_port, probe_pair  # tests/helpers
+import forked_python  # tests/helpers
 
 
 def _wait_for(predicate, timeout: float) -> None:
@@ -34,9 +35,9 @@ def _listening(port: int) -> bool:
 def test_a_signal_while_waiting_for_peers_ends_train(tmp_path, signum, code, how):
     """D7: SIGTERM and Ctrl-C while rank 0 waits for a rank that never comes (were ignored: only SIGKILL ended it)."""
     port = _free_port()
-    proc = subprocess.Popen([*WITH_CTRL_C, "-m", "openlt", *TRAIN, f"out_dir={tmp_path / 'runs'}"], cwd=ROOT,
-                            env=_env(RANK=0, WORLD_SIZE=2, LOCAL_RANK=0, MASTER_ADDR="127.0.0.1", MASTER_PORT=port),
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = forked_python.Popen([*WITH_CTRL_C, "-m", "openlt", *TRAIN, f"out_dir={tmp_path / 'runs'}"], cwd=ROOT,
+                               env=_env(RANK=0, WORLD_SIZE=2, LOCAL_RANK=0, MASTER_ADDR="127.0.0.1", MASTER_PORT=port),
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         _wait_for(lambda: _listening(port) or proc.poll() is not None, 25)
         proc.send_signal(signum)

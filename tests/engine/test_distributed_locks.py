@@ -22,6 +22,7 @@ import numpy as np
 import pytest
 import torch
 from safetensors.torch import load_file
+import forked_python  # tests/helpers
 
 ROOT = Path(__file__).parents[2]
 PROBE = ROOT / "tests" / "helpers" / "dist_lock_probe.py"
@@ -32,9 +33,9 @@ from cli_ok import main_ok
 def _pair(command: list[str], timeout: float = 90) -> list[tuple[int, str, str]]:
     """`command` as rank 0 and rank 1 of a 2-process job: [(exit status, stdout, stderr)] of each."""
     port = _free_port()
-    procs = [subprocess.Popen(command, cwd=ROOT, text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                              env=_env(RANK=r, WORLD_SIZE=2, LOCAL_RANK=r, MASTER_ADDR="127.0.0.1", MASTER_PORT=port,
-                                       OPENLT_DIST_INIT_TIMEOUT=30, OPENLT_DIST_TIMEOUT=60)) for r in (0, 1)]
+    procs = [forked_python.Popen(command, cwd=ROOT, text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                 env=_env(RANK=r, WORLD_SIZE=2, LOCAL_RANK=r, MASTER_ADDR="127.0.0.1", MASTER_PORT=port,
+                                          OPENLT_DIST_INIT_TIMEOUT=30, OPENLT_DIST_TIMEOUT=60)) for r in (0, 1)]
     end = time.monotonic() + timeout
     try:
         outs = [p.communicate(timeout=max(1.0, end - time.monotonic())) for p in procs]
@@ -119,8 +120,8 @@ def test_eval_of_two_processes_refused_by_rank_0_is_one_line_from_rank_0(run, ho
     (trial 9 D7: rank 0 alone prints an error every rank meets alike), exit 2 both,
     at once (not after a timeout, and not a rank refusing the other)."""
     before = {p.name: p.stat().st_mtime_ns for p in run.iterdir()}
-    holder = subprocess.Popen([sys.executable, "-c", HOLD, str(run), how], stdout=subprocess.PIPE, text=True,
-                              env=_env())
+    holder = forked_python.Popen([sys.executable, "-c", HOLD, str(run), how], stdout=subprocess.PIPE, text=True,
+                                 env=_env())
     try:
         assert holder.stdout.readline().strip() == "locked"
         started = time.monotonic()

@@ -13,15 +13,16 @@ import time
 from dist_env import PROBE, ROOT, clean_env, finish, free_port  # tests/helpers
 
 from openlt.engine import distributed
+import forked_python  # tests/helpers
 
 
 def _job(scenario: str, world: int) -> list[subprocess.Popen]:
     port = free_port()
-    return [subprocess.Popen([sys.executable, str(PROBE), scenario], cwd=ROOT, text=True, stdout=subprocess.PIPE,
-                             stderr=subprocess.PIPE,
-                             env=clean_env(RANK=r, WORLD_SIZE=world, LOCAL_RANK=r, MASTER_ADDR="127.0.0.1",
-                                           MASTER_PORT=port, OPENLT_DIST_INIT_TIMEOUT=60, OPENLT_DIST_TIMEOUT=60))
-            for r in range(world)]
+    return [forked_python.Popen([sys.executable, str(PROBE), scenario], cwd=ROOT, text=True, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE,
+                                env=clean_env(RANK=r, WORLD_SIZE=world, LOCAL_RANK=r, MASTER_ADDR="127.0.0.1",
+                                              MASTER_PORT=port, OPENLT_DIST_INIT_TIMEOUT=60, OPENLT_DIST_TIMEOUT=60))
+               for r in range(world)]
 
 
 def test_the_lost_rank_is_named_with_3_processes():

@@ -17,6 +17,7 @@ from openlt.engine import distributed
 
 from dist_env import (ROOT, TRAIN, clean_env as _env, finish, free_port as _free_port, probe_pair,  # tests/helpers
                       run_cli)
+import forked_python  # tests/helpers
 
 
 @pytest.mark.parametrize("rank,expected", [
@@ -134,9 +135,9 @@ def test_rank_0_killed_mid_training_is_named_in_one_line_by_rank_1(tmp_path):
 
     port = _free_port()
     command = [sys.executable, "-m", "openlt", "train", *_tiny_split(tmp_path), "train.epochs=400", "--name", "k0"]
-    procs = [subprocess.Popen(command, cwd=ROOT, text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                              env=_env(RANK=r, WORLD_SIZE=2, LOCAL_RANK=r, MASTER_ADDR="127.0.0.1", MASTER_PORT=port,
-                                       OPENLT_DIST_INIT_TIMEOUT=30, OPENLT_DIST_TIMEOUT=60)) for r in (0, 1)]
+    procs = [forked_python.Popen(command, cwd=ROOT, text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                 env=_env(RANK=r, WORLD_SIZE=2, LOCAL_RANK=r, MASTER_ADDR="127.0.0.1", MASTER_PORT=port,
+                                          OPENLT_DIST_INIT_TIMEOUT=30, OPENLT_DIST_TIMEOUT=60)) for r in (0, 1)]
     guard = threading.Timer(90, lambda: [p.kill() for p in procs])  # never a hang
     guard.start()
     try:

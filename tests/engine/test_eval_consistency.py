@@ -25,6 +25,7 @@ from openlt.engine import evaluate as evaluate_module
 from openlt.engine.evaluate import evaluate_run
 from openlt.errors import ConfigError
 from openlt.reporting.describe import checkpoint_epoch
+import forked_python  # tests/helpers
 
 REPORT_FIGURES = "unrasterized"  # tests/conftest.py: report.html figures built, not rendered (none is looked at)
 
@@ -89,7 +90,7 @@ def test_eval_predict_export_and_load_run_refuse_a_run_that_another_process_trai
     import openlt
 
     before = run.metrics_file.read_bytes()
-    holder = subprocess.Popen([sys.executable, "-c", HOLD_LOCK, str(run.path)], stdout=subprocess.PIPE, text=True)
+    holder = forked_python.Popen([sys.executable, "-c", HOLD_LOCK, str(run.path)], stdout=subprocess.PIPE, text=True)
     try:
         assert holder.stdout.readline().strip() == "locked"
         for args in (["eval", run.path], ["predict", run.path, tmp_path],

@@ -30,6 +30,7 @@ import openlt.engine.train as train_module
 from openlt.cli import main
 from openlt.engine.checkpoint import read_checkpoint
 from openlt.errors import DataError
+import forked_python  # tests/helpers
 
 BASE = ["data.image_size=16", "model.backbone=resnet20", "train.epochs=1", "train.batch_size=4", "train.device=cpu",
         "eval.batch_size=64", "--quiet"]
@@ -577,8 +578,8 @@ def test_a_reader_that_goes_away_ends_the_command_quietly(argv):
     read_end, write_end = os.pipe()
     os.close(read_end)  # the reader is gone before the first write: the write fails, deterministically
     try:
-        done = subprocess.run([sys.executable, "-m", "openlt", *argv], stdout=write_end, stderr=subprocess.PIPE,
-                              text=True, timeout=300)
+        done = forked_python.run([sys.executable, "-m", "openlt", *argv], stdout=write_end, stderr=subprocess.PIPE,
+                                 text=True, timeout=300)
     finally:
         os.close(write_end)
     assert done.returncode == 141 and done.stderr == "", (done.returncode, done.stderr)

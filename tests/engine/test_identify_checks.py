@@ -23,6 +23,7 @@ from openlt.cli import main
 from openlt.engine import identify as identify_module
 from openlt.engine.run import Run
 from openlt.io import sha256_file
+import forked_python  # tests/helpers
 
 CONFIG = Path(__file__).parents[2] / "configs" / "ms1m_lt" / "plain_resnet18.yaml"
 TINY = ["data.image_size=16", "model.backbone=resnet10", "train.epochs=1", "train.batch_size=16",
@@ -90,7 +91,7 @@ HOLD_LOCK = textwrap.dedent("""
 
 def test_identify_and_features_refuse_a_run_that_another_process_trains(faces, capsys):
     run, tmp = faces["run"], faces["tmp"]
-    holder = subprocess.Popen([sys.executable, "-c", HOLD_LOCK, str(run.path)], stdout=subprocess.PIPE, text=True)
+    holder = forked_python.Popen([sys.executable, "-c", HOLD_LOCK, str(run.path)], stdout=subprocess.PIPE, text=True)
     try:
         assert holder.stdout.readline().strip() == "locked"
         for args, what in ((["identify", run.path, "--probe", tmp / "probe.txt"], "identify it"),

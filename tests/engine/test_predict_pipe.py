@@ -13,6 +13,7 @@ import pytest
 from PIL import Image
 
 from synthetic_run import make_run
+import forked_python  # tests/helpers
 
 
 @pytest.fixture(scope="module")
@@ -33,8 +34,8 @@ def _predict_unheard(*argv) -> subprocess.CompletedProcess:
     os.close(read_end)
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     try:
-        return subprocess.run([sys.executable, "-m", "openlt", "predict", *map(str, argv)], stdout=write_end,
-                              stderr=subprocess.PIPE, text=True, timeout=300, env=env)
+        return forked_python.run([sys.executable, "-m", "openlt", "predict", *map(str, argv)], stdout=write_end,
+                                 stderr=subprocess.PIPE, text=True, timeout=300, env=env)
     finally:
         os.close(write_end)
 

@@ -22,6 +22,7 @@ import yaml
 from cli_ok import main_ok
 from openlt_processes import ENV  # tests/helpers
 from tiny_run import cli  # tests/helpers
+import forked_python  # tests/helpers
 
 REPORT_FIGURES = "unrasterized"  # tests/conftest.py: report.html figures built, not rendered (none is looked at)
 
@@ -127,8 +128,8 @@ except Exception as exc:
 
 def writer(path: Path) -> tuple[subprocess.Popen, Path]:
     """A real process in the middle of an atomic write of `path`, finishing it on a line on its stdin."""
-    proc = subprocess.Popen([sys.executable, "-c", WRITER, str(path)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                            text=True, env=ENV)
+    proc = forked_python.Popen([sys.executable, "-c", WRITER, str(path)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                               text=True, env=ENV)
     return proc, Path(proc.stdout.readline().strip())
 
 

@@ -12,6 +12,7 @@ import pytest
 from openlt.config import build_config
 from openlt.engine.run import Run, new_run, open_run, publish_run, remove_stale_stages, staged_run
 from openlt.errors import ConfigError, RunDirError
+import forked_python  # tests/helpers
 
 
 def test_every_path_of_a_run_directory(tmp_path):
@@ -147,7 +148,7 @@ with Run(Path(sys.argv[1])).lock():
 
 
 def test_a_lock_held_by_another_process_is_refused_and_freed_when_it_dies(tmp_path):
-    holder = subprocess.Popen([sys.executable, "-c", HOLD_LOCK, str(tmp_path)], stdout=subprocess.PIPE, text=True)
+    holder = forked_python.Popen([sys.executable, "-c", HOLD_LOCK, str(tmp_path)], stdout=subprocess.PIPE, text=True)
     try:
         assert holder.stdout.readline().strip() == "locked"
         with pytest.raises(RunDirError, match=f"process {holder.pid} on "):
@@ -205,8 +206,8 @@ def test_stale_staged_runs_are_removed_and_live_ones_kept(tmp_path):
     at once, a live process's never (even old, its lock free); an untagged one (an older openlt's) when old and free."""
     import signal
 
-    procs = [subprocess.Popen([sys.executable, "-c", STAGER, str(tmp_path)], stdin=subprocess.PIPE,
-                              stdout=subprocess.PIPE, text=True) for _ in range(2)]
+    procs = [forked_python.Popen([sys.executable, "-c", STAGER, str(tmp_path)], stdin=subprocess.PIPE,
+                                 stdout=subprocess.PIPE, text=True) for _ in range(2)]
     try:
         killed, live = procs
         dead_stage, live_stage = (Path(p.stdout.readline().strip()) for p in procs)

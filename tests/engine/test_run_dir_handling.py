@@ -23,6 +23,7 @@ from cli_ok import main_ok
 from openlt_processes import ENV  # tests/helpers
 from tiny_run import cli, train_with_cli
 from openlt.engine.run import Run, RunMovedError
+import forked_python  # tests/helpers
 
 REPORT_FIGURES = "unrasterized"  # tests/conftest.py: report.html figures built, not rendered (none is looked at)
 
@@ -111,10 +112,10 @@ def test_the_final_evaluation_of_a_moved_run_names_train_resume_at_the_new_path(
 # ------------------------------------------------------------------------------------ D6: temporaries of killed ones
 def test_a_sigkilled_evaluations_temporaries_are_removed_by_the_next_evaluation(runs, tmp_path, capsys):
     run = copied(runs[1], tmp_path / "x")
-    proc = subprocess.Popen([sys.executable, "-c", "import sys, time\nfrom openlt.io import atomic_path\n"
-                             "with atomic_path(sys.argv[1]) as tmp:\n    tmp.write_text('half')\n"
-                             "    print(tmp, flush=True)\n    time.sleep(120)\n", str(run / "metrics.json")],
-                            stdout=subprocess.PIPE, text=True, env=ENV)
+    proc = forked_python.Popen([sys.executable, "-c", "import sys, time\nfrom openlt.io import atomic_path\n"
+                                "with atomic_path(sys.argv[1]) as tmp:\n    tmp.write_text('half')\n"
+                                "    print(tmp, flush=True)\n    time.sleep(120)\n", str(run / "metrics.json")],
+                               stdout=subprocess.PIPE, text=True, env=ENV)
     left = Path(proc.stdout.readline().strip())
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()

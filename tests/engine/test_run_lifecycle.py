@@ -22,6 +22,7 @@ import pytest
 from openlt_processes import ENV, TIMEOUT, finished, hooked_openlt, lock_holder, tiny_on_cpu, wait_for  # tests/helpers
 from openlt.engine.checkpoint import checkpoint_state
 from tiny_run import cli  # tests/helpers
+import forked_python  # tests/helpers
 
 pytestmark = pytest.mark.skipif(not hasattr(signal, "SIGKILL"), reason="needs POSIX signals")
 
@@ -62,13 +63,13 @@ def train_args(ws: Path, out: str, *extra: str) -> list[str]:
 
 
 def hooked(args: list[str], mode: str, marker: Path) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-c", HOOKED, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, env={**ENV, "OPENLT_TEST_MODE": mode, "OPENLT_TEST_MARKER": str(marker)})
+    return forked_python.Popen([sys.executable, "-c", HOOKED, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               text=True, env={**ENV, "OPENLT_TEST_MODE": mode, "OPENLT_TEST_MARKER": str(marker)})
 
 
 def openlt(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "openlt", *args], capture_output=True, text=True, env=ENV,
-                          timeout=TIMEOUT)
+    return forked_python.run([sys.executable, "-m", "openlt", *args], capture_output=True, text=True, env=ENV,
+                             timeout=TIMEOUT)
 
 
 def finish(proc: subprocess.Popen, code: int) -> tuple[str, list[str]]:

@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 from openlt.engine.dist_env import INIT_TIMEOUT_ENV, TIMEOUT_ENV
+import forked_python  # tests/helpers
 
 VARS = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT",
         INIT_TIMEOUT_ENV, TIMEOUT_ENV, "TORCHELASTIC_USE_AGENT_STORE")
@@ -47,17 +48,17 @@ WITH_CTRL_C = [sys.executable, "-c", "import os, signal, sys; signal.signal(sign
 
 def run_cli(args, env, timeout=60) -> subprocess.CompletedProcess:
     """`python -m openlt ARGS` in the repository root with `env`, its output captured as text."""
-    return subprocess.run([sys.executable, "-m", "openlt", *args], capture_output=True, text=True, env=env,
-                          timeout=timeout, cwd=ROOT)
+    return forked_python.run([sys.executable, "-m", "openlt", *args], capture_output=True, text=True, env=env,
+                             timeout=timeout, cwd=ROOT)
 
 
 def probe_pair(scenario: str, **extra) -> list[subprocess.Popen]:
     """Ranks 0 and 1 of a 2-process gloo job running `dist_probe.py SCENARIO` (pipes for stdout / stderr)."""
     port = free_port()
-    return [subprocess.Popen([*WITH_CTRL_C, str(PROBE), scenario], cwd=ROOT, text=True, stdout=subprocess.PIPE,
-                             stderr=subprocess.PIPE,
-                             env=clean_env(RANK=r, WORLD_SIZE=2, LOCAL_RANK=r, MASTER_ADDR="127.0.0.1",
-                                           MASTER_PORT=port, OPENLT_DIST_INIT_TIMEOUT=20, **extra)) for r in (0, 1)]
+    return [forked_python.Popen([*WITH_CTRL_C, str(PROBE), scenario], cwd=ROOT, text=True, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE,
+                                env=clean_env(RANK=r, WORLD_SIZE=2, LOCAL_RANK=r, MASTER_ADDR="127.0.0.1",
+                                              MASTER_PORT=port, OPENLT_DIST_INIT_TIMEOUT=20, **extra)) for r in (0, 1)]
 
 
 def finish(procs, timeout: float = 25) -> list[tuple[int, str, str]]:

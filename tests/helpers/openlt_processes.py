@@ -14,6 +14,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
+import forked_python  # tests/helpers
 
 # One thread in every process: the same arithmetic in each of them (bit-exact comparison), and less contention.
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "OPENLT_TENSORBOARD": "0",
@@ -110,7 +111,7 @@ def bench_lock_holder(lock: Path) -> Iterator[subprocess.Popen]:
 def _holding(code: str, path: Path) -> Iterator[subprocess.Popen]:
     """A Python process running `code` (given `path` as its argument) that prints "locked" once it holds its lock;
     killed at the block's end."""
-    holder = subprocess.Popen([sys.executable, "-c", code, str(path)], stdout=subprocess.PIPE, text=True, env=ENV)
+    holder = forked_python.Popen([sys.executable, "-c", code, str(path)], stdout=subprocess.PIPE, text=True, env=ENV)
     try:
         assert holder.stdout.readline().strip() == "locked"
         yield holder
