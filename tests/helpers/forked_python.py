@@ -48,7 +48,7 @@ from openlt.cli import load_registries
 load_registries()
 import openlt.engine.train, openlt.engine.evaluate, openlt.engine.bench, openlt.engine.decouple  # noqa: F401
 import openlt.engine.features, openlt.engine.predict, openlt.engine.export, openlt.reporting  # noqa: F401
-import torch.distributed, matplotlib.pyplot  # noqa: F401
+import torch.distributed  # noqa: F401
 
 
 def start_command(request, fds, listener, conn):
