@@ -15,19 +15,19 @@ from images import make_image_folder  # noqa: E402  (tests/helpers: importable f
 # order. Alphabetically the longest files (real processes, a wheel build) come last and one worker ends up running
 # them while the other idles: started first (longest-processing-time first), they overlap the many short files.
 # The order only schedules; a file missing from this list runs in its usual place. Totals from `--durations`.
-LONGEST_FILES_FIRST = (
-    "tests/engine/test_crash_safety.py",
-    "tests/engine/test_run_lifecycle.py",
-    "tests/engine/test_bench_concurrency.py",
-    "tests/engine/test_distributed_locks.py",
-    "tests/test_packaging.py",
-    "tests/engine/test_distributed_peers.py",
-    "tests/scripts/test_bench_scale.py",
-    "tests/engine/test_end_to_end.py",
-    "tests/engine/test_stage1_record.py",
+LONGEST_FILES_FIRST = (  # session 25, after forked_python.py: worker-seconds 62, 38, 31, 31, 28, 26, 26, 25, ...
     "tests/engine/test_ddp.py",
-    "tests/test_cli_error_pipe.py",
-    "tests/engine/test_dist_signals.py",
+    "tests/test_packaging.py",
+    "tests/engine/test_bench_concurrency.py",
+    "tests/reporting/test_run_report.py",
+    "tests/scripts/test_bench_scale.py",
+    "tests/engine/test_distributed_peers.py",
+    "tests/engine/test_end_to_end.py",
+    "tests/engine/test_decouple.py",
+    "tests/engine/test_predict.py",
+    "tests/engine/test_run_lifecycle.py",
+    "tests/engine/test_distributed_commands.py",
+    "tests/engine/test_bench.py",
 )
 _ROOT = Path(__file__).resolve().parents[1]
 
