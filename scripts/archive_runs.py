@@ -17,6 +17,7 @@ Prints one line per run as it is copied.
 from __future__ import annotations
 
 import argparse
+import os
 import shutil
 import sys
 from pathlib import Path
@@ -69,8 +70,8 @@ def archive(source: Path, dest: Path, report: Callable[[str], None] = lambda lin
 
 def in_the_way(run: Path, target: Path) -> str | None:
     """What keeps `run`'s records from being copied to `target` (DEST/RUN), or None: `target` a file, or a link
-    (the copy would be written where it points; a link to `run` itself is let through, to be skipped), or a record
-    file's place in it taken by a folder or a link."""
+    (the copy would be written where it points; a link to `run` itself is let through, to be skipped), a record
+    file's place in it taken by a folder or a link, or a file or folder there that cannot be written."""
     if target.resolve() == run.resolve():  # the run is its archived copy (a link either way): skipped
         return None
     if target.is_symlink():
@@ -81,6 +82,10 @@ def in_the_way(run: Path, target: Path) -> str | None:
         place = target / path.name
         if place.is_symlink() or (place.exists() and not place.is_file()):
             return f"{place} is {'a link' if place.is_symlink() else 'a folder'}, where the record file goes"
+        if place.exists() and not os.access(place, os.W_OK):  # immutable (chattr +i), read-only, another owner's
+            return f"{place} cannot be overwritten (permission)"
+    if target.is_dir() and not os.access(target, os.W_OK | os.X_OK):
+        return f"{target} cannot be written to (permission)"
     return None
 
 

@@ -145,6 +145,31 @@ def test_whatever_is_in_the_way_is_refused_before_anything_is_copied(tmp_path, a
     assert (victim / "metrics-keep.json").read_text(encoding="utf-8") == "{}"
 
 
+@pytest.mark.parametrize("what", ["metrics.json", "folder"])
+def test_a_record_that_cannot_be_overwritten_is_named_before_anything_is_copied(tmp_path, archive_module, capsys,
+                                                                                 monkeypatch, what):
+    """Session 24's leftover: an immutable (chattr +i) DEST/RUN/metrics.json stopped the archive half-way, the runs
+    before it copied. os.access is what tells (root passes mode bits; an immutable file or a read-only mount does
+    not), patched here to say no for one path."""
+    import os
+
+    source, dest = tmp_path / "runs", tmp_path / "kept"
+    _run(source, "crt_e4-s0-20261201-100000")
+    run = _run(source, "plain_e4-s0-20261201-100000")
+    archive_module.main([str(source), str(dest)])
+    (dest / "crt_e4-s0-20261201-100000" / "metrics.json").write_text("{}", encoding="utf-8")
+    locked = dest / run.name / ("metrics.json" if what == "metrics.json" else "")
+    real_access = os.access
+    monkeypatch.setattr(archive_module.os, "access",
+                        lambda path, mode: False if Path(path) == locked else real_access(path, mode))
+    capsys.readouterr()
+    assert archive_module.main([str(source), str(dest)]) == 2
+    err = capsys.readouterr().err
+    assert f"{locked.resolve() if what == 'folder' else locked}" in err and "(permission)" in err, err
+    assert "nothing was copied" in err
+    assert (dest / "crt_e4-s0-20261201-100000" / "metrics.json").read_text(encoding="utf-8") == "{}"  # not yet copied
+
+
 def test_a_run_whose_metrics_json_is_a_folder_is_left_out_with_a_note(tmp_path, archive_module, capsys):
     source, dest = tmp_path / "runs", tmp_path / "kept"
     odd = _run(source, "crt_e4-s0-20261201-100000", evaluated=False)
