@@ -107,3 +107,126 @@ def test_run_times_out_and_ends_the_command():
 def test_what_it_cannot_stand_in_for_runs_for_real(command, env):
     proc = forked_python.Popen(command, env=env, stdout=subprocess.DEVNULL)
     assert isinstance(proc, subprocess.Popen) and proc.wait(timeout=120) == 0
+
+
+# ------------------------------------------------------------------ a fresh helper's review (session 25): the same
+def test_stdout_that_cannot_be_flushed_at_the_end_is_exit_120_and_said():
+    """Review 1: the final flush's failure was swallowed (exit 141 / 0 where Python exits 120 and says so)."""
+    code = "import sys\nprint('x')\nsys.exit(141)"
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    env = {k: v for k, v in ENV.items() if k != "PYTHONUNBUFFERED"}
+    try:
+        fresh, forked = (launch([sys.executable, "-c", code], stdout=write_end, stderr=subprocess.PIPE, text=True,
+                                env=env, timeout=60) for launch in (subprocess.run, forked_python.run))
+    finally:
+        os.close(write_end)
+    assert forked.returncode == fresh.returncode == 120
+    assert "BrokenPipeError" in forked.stderr and "Exception ignored" in forked.stderr
+
+
+def test_a_timeout_does_not_wait_for_a_grandchild_holding_the_pipe_and_keeps_the_partial_output():
+    """Review 3: run(timeout) waited for the grandchild's end of the pipes (12 s) and lost what was read."""
+    code = "import subprocess, time\nsubprocess.Popen(['sleep', '20'])\nprint('started', flush=True)\ntime.sleep(60)"
+    started = time.monotonic()
+    with pytest.raises(subprocess.TimeoutExpired) as caught:
+        forked_python.run([sys.executable, "-c", code], capture_output=True, env=ENV, timeout=3)
+    assert time.monotonic() - started < 15
+    assert caught.value.stdout == b"started\n"
+
+
+def test_every_command_draws_its_own_random_seeds():
+    """Review 4: numpy's and torch's generators were the server's, the same in every command."""
+    code = "import numpy, torch\nprint(numpy.random.rand(), torch.initial_seed(), torch.rand(1).item())"
+    outs = {forked_python.run([sys.executable, "-c", code], capture_output=True, text=True, env=ENV,
+                              timeout=60).stdout for _ in range(2)}
+    assert len(outs) == 2
+
+
+@pytest.mark.parametrize("name,value", [("PYTHONWARNINGS", "error"), ("PYTHONHASHSEED", "1"),
+                                        ("PYTHONIOENCODING", "ascii"), ("PYTHONPATH", "/nowhere")])
+def test_a_python_variable_read_at_start_up_runs_for_real(name, value):
+    """Review 5: variables the interpreter reads when it starts were ignored by a forked command."""
+    proc = forked_python.Popen([sys.executable, "-c", "pass"], env={**ENV, name: value}, stdout=subprocess.DEVNULL)
+    assert isinstance(proc, subprocess.Popen) and proc.wait(timeout=120) == 0
+
+
+@pytest.mark.parametrize("unbuffered", [True, False])
+def test_buffering_is_the_commands_own(unbuffered):
+    """Review 5: stdout's byte layer and stderr followed the server's PYTHONUNBUFFERED, not the command's."""
+    code = ("import sys, time\nsys.stdout.buffer.write(b'bin\\n')\nsys.stderr.write('partial')\n"
+            "print('end', end='')\ntime.sleep(3)")
+    env = {**ENV, "PYTHONUNBUFFERED": "1"} if unbuffered else {k: v for k, v in ENV.items() if k != "PYTHONUNBUFFERED"}
+    proc = forked_python.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               env=env)
+    with pytest.raises(subprocess.TimeoutExpired) as caught:
+        proc.communicate(timeout=1.5)
+    seen = (caught.value.stdout or b"", caught.value.stderr or b"")
+    assert seen == ((b"bin\nend", b"partial") if unbuffered else (b"", b""))  # buffered: held (stderr by line)
+    out, err = proc.communicate(timeout=60)  # flushed at the end either way
+    assert (out, err) == (b"bin\nend", b"partial")
+
+
+def test_umask_and_ignored_signals_are_the_test_process_now_not_when_the_server_started():
+    """Review 6: the umask and ignored signals were fixed when the server started."""
+    forked_python.run([sys.executable, "-c", "pass"], env=ENV, timeout=60)  # the server is up
+    code = "import os, signal, time\nprint(oct(os.umask(0)), signal.getsignal(signal.SIGTERM) == signal.SIG_IGN, flush=True)\n" \
+           "time.sleep(60)"
+    old_mask, old_term = os.umask(0o077), signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    try:
+        proc = forked_python.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True, env=ENV)
+    finally:
+        os.umask(old_mask)
+        signal.signal(signal.SIGTERM, old_term)
+    try:
+        assert proc.stdout.readline().split() == ["0o77", "True"]
+        proc.terminate()
+        with pytest.raises(subprocess.TimeoutExpired):
+            proc.wait(timeout=0.5)
+    finally:
+        proc.kill()
+        proc.wait(timeout=30)
+    again = forked_python.run([sys.executable, "-c", code.replace("time.sleep(60)", "")], capture_output=True,
+                              text=True, env=ENV, timeout=60)
+    assert again.stdout.split() == [oct(old_mask), "False"]
+
+
+def test_a_relative_or_missing_working_folder_is_subprocess_s(tmp_path, monkeypatch):
+    """Review 7: a relative cwd was taken from the server's folder, a missing one gave exit 1, not an error."""
+    (tmp_path / "sub").mkdir()
+    monkeypatch.chdir(tmp_path)
+    done = forked_python.run([sys.executable, "-c", "import os; print(os.getcwd())"], capture_output=True, text=True,
+                             env=ENV, cwd="sub", timeout=60)
+    assert done.stdout.strip() == str(tmp_path / "sub")
+    with pytest.raises(FileNotFoundError):
+        forked_python.Popen([sys.executable, "-c", "pass"], env=ENV, cwd=tmp_path / "nowhere")
+
+
+def test_a_script_s_file_path_main_and_a_missing_script(tmp_path, monkeypatch):
+    """Review 8, 9: __file__ relative, sys.path[0] of a linked script not resolved, __main__ gone at exit, a
+    missing script exit 1 with a traceback (Python: 2, "can't open file")."""
+    (tmp_path / "real").mkdir()
+    script = tmp_path / "real" / "s.py"
+    script.write_text("import atexit, sys\nX = 42\natexit.register(lambda: print(sys.modules['__main__'].X))\n"
+                      "print(__file__, sys.path[0])\n")
+    (tmp_path / "linked.py").symlink_to(script)
+    monkeypatch.chdir(tmp_path)
+    for name in ("linked.py", "real/s.py", "missing.py"):
+        fresh, forked = (launch([sys.executable, name], capture_output=True, text=True, env=ENV, timeout=60)
+                         for launch in (subprocess.run, forked_python.run))
+        assert (forked.returncode, forked.stdout, forked.stderr) == (fresh.returncode, fresh.stdout, fresh.stderr)
+
+
+def test_an_ended_command_is_a_zombie_until_waited_for():
+    """Review 10: the command was reaped at once, so its pid could be reused before the test waited."""
+    proc = forked_python.Popen([sys.executable, "-c", "pass"], env=ENV)
+    deadline = time.monotonic() + 60
+    while Path(f"/proc/{proc.pid}/stat").read_text().split()[2] != "Z":
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    os.kill(proc.pid, 0)  # still there
+    assert proc.wait(timeout=30) == 0
+    deadline = time.monotonic() + 30
+    while Path(f"/proc/{proc.pid}").exists():  # reaped once waited for
+        assert time.monotonic() < deadline
+        time.sleep(0.05)

@@ -1,21 +1,24 @@
 """`python -m openlt ...`, `python -c CODE ...` and `python SCRIPT ...` processes forked from one Python that has
-already imported openlt, torch, torchvision and scikit-learn, for the tests that start real processes (kill them,
-race them, join them into a torchrun-style job): a fresh interpreter spends ~5 CPU-seconds importing those before
-it does anything, which was most of the time of those tests on two cores.
+already imported openlt, torch, torchvision and scikit-learn (tests/helpers/fork_server.py), for the tests that
+start real processes (kill them, race them, join them into a torchrun-style job): a fresh interpreter spends ~5
+CPU-seconds importing those before it does anything, which was most of the time of those tests on two cores.
 
 `Popen` and `run` take the arguments of subprocess's (the subset the tests use) and give a process with the same
-interface: `pid` (the process itself, so `os.kill(proc.pid, ...)` reaches it), `stdout` / `stderr` / `stdin`,
-`poll`, `wait`, `communicate`, `send_signal`, `kill`, `returncode` (negative: the signal that ended it). What the
-process runs is what a fresh one would: the same command line (sys.argv, sys.path[0], `__main__`), environment,
-working directory, standard streams (buffering as PYTHONUNBUFFERED says), signal dispositions and exit status (an
-uncaught exception prints its traceback and exits 1, an uncaught KeyboardInterrupt ends it by SIGINT). What
-differs: the modules above are imported before the command starts, and its parent process is a waiter of the
-server's, not the test.
+interface: `pid` (the process itself, so `os.kill(proc.pid, ...)` reaches it; a zombie until waited for), `stdout`
+/ `stderr` / `stdin`, `poll`, `wait`, `communicate`, `send_signal`, `kill`, `returncode` (negative: the signal that
+ended it). The command runs as a fresh one would: the same command line (sys.argv, sys.path[0], a new `__main__`),
+environment, working folder, umask, standard streams (buffered as PYTHONUNBUFFERED says), ignored signals, random
+seeds (numpy's and torch's drawn anew) and exit status (an uncaught exception through sys.excepthook, exit 1; an
+uncaught KeyboardInterrupt ends it by SIGINT; 120 when stdout cannot be flushed at the end). What differs, on
+purpose: the modules above are imported before the command starts; Python's teardown at the end is skipped (a
+file the command left open and unflushed loses what it buffered; objects' __del__ do not run at exit); the string
+hash seed is the server's, the same in every command; the parent process is a waiter of the server's.
 
 A command the server cannot stand in for runs as a real process (subprocess.Popen): another interpreter option
-or module than `-m openlt`, or thread settings (OMP_NUM_THREADS, MKL_NUM_THREADS) other than the server's, which
-the thread libraries read once, when they load. Tests of start-up itself (what a command imports, the console
-script) keep using subprocess.
+or module than `-m openlt`, thread settings (OMP_NUM_THREADS, MKL_NUM_THREADS) other than the server's, or any
+PYTHON* variable other than the server's (but PYTHONUNBUFFERED): the interpreter and the thread libraries read
+those once, when they start. Tests of start-up itself (what a command imports, the console script, a memory
+peak) keep using subprocess.
 
 The server is started once per test process (pytest-xdist worker) on first use and ends with it (it reads its
 stdin, a pipe from the test process, until end of file)."""
@@ -27,6 +30,7 @@ import io
 import json
 import os
 import select
+import signal
 import socket
 import subprocess
 import sys
@@ -37,127 +41,10 @@ from pathlib import Path
 
 PIPE, STDOUT, DEVNULL = subprocess.PIPE, subprocess.STDOUT, subprocess.DEVNULL
 THREADS = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}  # the server's, so its children's (MKL's: OMP's if unset)
+SERVER = Path(__file__).with_name("fork_server.py")
+# Signals a fresh process inherits when ignored (handled ones are reset to their default by exec).
+SIGNALS = (signal.SIGHUP, signal.SIGINT, signal.SIGQUIT, signal.SIGTERM, signal.SIGUSR1, signal.SIGUSR2, signal.SIGALRM)
 _CTRL_C = "import os, signal, sys; signal.signal(signal.SIGINT, signal.SIG_DFL); "  # dist_env.WITH_CTRL_C's code
-
-# The server: imports what every command needs, then forks a waiter per request (a connection that carries the
-# request and the three standard streams' descriptors). The waiter forks the command's process, says its pid, and
-# reports how it ended. The command's process never returns into the server's code: it ends with os._exit.
-_SERVER = r'''
-import atexit, json, os, select, signal, socket, sys, threading, traceback
-from openlt.cli import load_registries
-load_registries()
-import openlt.engine.train, openlt.engine.evaluate, openlt.engine.bench, openlt.engine.decouple  # noqa: F401
-import openlt.engine.features, openlt.engine.predict, openlt.engine.export, openlt.reporting  # noqa: F401
-import torch.distributed  # noqa: F401
-
-
-def start_command(request, fds, listener, conn):
-    listener.close()
-    conn.close()
-    if request["new_session"]:
-        os.setsid()
-    if request["ctrl_c"]:
-        signal.signal(signal.SIGINT, signal.default_int_handler)
-    for target, fd in enumerate(fds):
-        os.dup2(fd, target)
-    for fd in set(fds):
-        if fd > 2:
-            os.close(fd)
-    os.chdir(request["cwd"])
-    os.environ.clear()
-    os.environ.update(request["env"])
-    # The server's own streams now write to (read from) the descriptors above; buffered as a fresh Python's
-    unbuffered = bool(os.environ.get("PYTHONUNBUFFERED"))
-    sys.stdout.reconfigure(line_buffering=unbuffered or os.isatty(1), write_through=unbuffered)
-    try:
-        run_command(request["kind"], request["target"], request["args"])
-        code = 0
-    except SystemExit as stop:
-        code = exit_status(stop.code)
-    except KeyboardInterrupt:  # as Python: the traceback, then the process ends by SIGINT (exit status -2)
-        traceback.print_exc()
-        code = -signal.SIGINT
-    except BaseException:
-        traceback.print_exc()
-        code = 1
-    # What a fresh interpreter does at its end, but its teardown: that only frees memory (most of it shared with
-    # the server, so each page would be copied first: ~1.5 s), as multiprocessing's forked processes do.
-    threading._shutdown()
-    atexit._run_exitfuncs()
-    for stream in (sys.stdout, sys.stderr):
-        try:
-            stream.flush()
-        except (OSError, ValueError):
-            pass
-    if code == -signal.SIGINT:
-        signal.signal(signal.SIGINT, signal.SIG_DFL)
-        os.kill(os.getpid(), signal.SIGINT)
-    os._exit(code)
-
-
-def run_command(kind, target, args):
-    import builtins, runpy, types
-    if kind == "module":
-        sys.argv, sys.path[0] = ["-m", *args], os.getcwd()
-        runpy.run_module(target, run_name="__main__", alter_sys=True)
-    elif kind == "code":
-        sys.argv, sys.path[0] = ["-c", *args], ""
-        main = types.ModuleType("__main__")
-        main.__builtins__ = builtins
-        sys.modules["__main__"] = main
-        exec(compile(target, "<string>", "exec"), main.__dict__)
-    else:
-        sys.argv, sys.path[0] = [target, *args], os.path.dirname(os.path.abspath(target))
-        runpy.run_path(target, run_name="__main__")
-
-
-def exit_status(code):
-    """The exit status of SystemExit(code), as Python's: None is 0, a number itself, anything else printed, 1."""
-    if code is None:
-        return 0
-    if isinstance(code, int):
-        return code & 0xFF
-    print(code, file=sys.stderr)
-    return 1
-
-
-def wait_for_command(conn, request, fds, listener):
-    signal.signal(signal.SIGCHLD, signal.SIG_DFL)
-    pid = os.fork()
-    if pid == 0:
-        start_command(request, fds, listener, conn)
-    for fd in set(fds):
-        os.close(fd)
-    listener.close()
-    conn.sendall(f"pid {pid}\n".encode())
-    _, status = os.waitpid(pid, 0)
-    conn.sendall(f"exit {os.waitstatus_to_exitcode(status)}\n".encode())
-    os._exit(0)
-
-
-def serve(path):
-    signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # the waiters are reaped by the kernel
-    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    listener.bind(path)
-    listener.listen(64)
-    print("ready", flush=True)
-    while True:
-        ready, _, _ = select.select([listener, sys.stdin], [], [])
-        if sys.stdin in ready:  # the test process has ended (or closed our stdin)
-            os._exit(0)
-        conn, _ = listener.accept()
-        message, fds, _, _ = socket.recv_fds(conn, 1 << 20, 3)
-        while not message.endswith(b"\n"):
-            message += conn.recv(1 << 20)
-        if os.fork() == 0:
-            wait_for_command(conn, json.loads(message), fds, listener)
-        conn.close()
-        for fd in set(fds):
-            os.close(fd)
-
-
-serve(sys.argv[1])
-'''
 
 _server: subprocess.Popen | None = None
 _server_path: Path | None = None
@@ -169,15 +56,28 @@ def _server_socket() -> Path:
     with _server_lock:
         if _server is None or _server.poll() is not None:
             path = Path(tempfile.mkdtemp(prefix="openlt-fork-")) / "server"
-            env = {**os.environ, **THREADS}
-            _server = subprocess.Popen([sys.executable, "-c", _SERVER, str(path)], stdin=PIPE, stdout=PIPE, env=env,
-                                       cwd=Path(__file__).parents[2])
+            _server = subprocess.Popen([sys.executable, str(SERVER), str(path)], stdin=PIPE, stdout=PIPE,
+                                       env=_server_env(), cwd=Path(__file__).parents[2])
             line = _server.stdout.readline()
             if line.strip() != b"ready":
                 raise RuntimeError(f"the fork server did not start (exit {_server.wait()})")
             _server_path = path
             atexit.register(_stop_server, _server)
         return _server_path
+
+
+def _server_env() -> dict[str, str]:
+    return {**os.environ, **THREADS}
+
+
+def _started_the_same(env: dict[str, str]) -> bool:
+    """Whether `env` starts an interpreter as the server's did: the thread settings (MKL's: OMP's if unset) and
+    every PYTHON* variable (hash seed, warnings, path, stream encoding...; PYTHONUNBUFFERED is set per command)."""
+    threads = {"OMP_NUM_THREADS": env.get("OMP_NUM_THREADS"),
+               "MKL_NUM_THREADS": env.get("MKL_NUM_THREADS") or env.get("OMP_NUM_THREADS")}
+    server = _server_env()
+    python = {k for k in (*env, *server) if k.startswith("PYTHON") and k != "PYTHONUNBUFFERED"}
+    return threads == THREADS and all(env.get(k) == server.get(k) for k in python)
 
 
 def _stop_server(server: subprocess.Popen) -> None:
@@ -207,9 +107,7 @@ def Popen(args, *, stdin=None, stdout=None, stderr=None, text=False, env=None, c
     """subprocess.Popen(args, ...) of a Python command, forked from the server where it can stand in for it."""
     request = _request(args)
     env = dict(os.environ if env is None else env)
-    threads = {"OMP_NUM_THREADS": env.get("OMP_NUM_THREADS"),
-               "MKL_NUM_THREADS": env.get("MKL_NUM_THREADS") or env.get("OMP_NUM_THREADS")}
-    if request is None or threads != THREADS:
+    if request is None or not _started_the_same(env):
         return subprocess.Popen(args, stdin=stdin, stdout=stdout, stderr=stderr, text=text, env=env, cwd=cwd,
                                 start_new_session=start_new_session)
     return ForkedProcess(args, request, stdin, stdout, stderr, text, env, cwd, start_new_session)
@@ -226,7 +124,7 @@ def run(args, *, input=None, capture_output=False, stdout=None, stderr=None, tex
         out, err = proc.communicate(input, timeout=timeout)
     except subprocess.TimeoutExpired:
         proc.kill()
-        proc.communicate()
+        proc.wait()  # not the pipes' end: a grandchild may hold them (as subprocess.run)
         raise
     if check and proc.returncode:
         raise subprocess.CalledProcessError(proc.returncode, args, out, err)
@@ -237,7 +135,10 @@ class ForkedProcess:
     """A command run by the server: subprocess.Popen's interface (the part the tests use)."""
 
     def __init__(self, args, request, stdin, stdout, stderr, text, env, cwd, new_session):
-        self.args, self.returncode, self._readers = args, None, None
+        self.args, self.returncode, self._readers, self._text = args, None, None, text
+        cwd = os.path.abspath(cwd or os.getcwd())
+        if not os.path.isdir(cwd):  # subprocess says so in the test's process
+            raise (NotADirectoryError if os.path.exists(cwd) else FileNotFoundError)(2, "No such directory", cwd)
         ends, close = [], []  # the child's three descriptors; the ones to close here once sent
         self.stdin, self.stdout, self.stderr = None, None, None
         for number, (spec, mode) in enumerate(((stdin, "r"), (stdout, "w"), (stderr, "w"))):
@@ -259,7 +160,10 @@ class ForkedProcess:
                 ends.append(number)
             else:
                 ends.append(spec if isinstance(spec, int) else spec.fileno())
-        message = {**request, "env": env, "cwd": str(cwd or os.getcwd()), "new_session": bool(new_session)}
+        umask = os.umask(0o022)
+        os.umask(umask)
+        message = {**request, "env": env, "cwd": cwd, "new_session": bool(new_session), "umask": umask,
+                   "signals": {int(s): signal.getsignal(s) == signal.SIG_IGN for s in SIGNALS}}
         self._conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         self._conn.connect(str(_server_socket()))
         socket.send_fds(self._conn, [json.dumps(message).encode() + b"\n"], ends)
@@ -298,6 +202,11 @@ class ForkedProcess:
         if said is None:
             return None
         self.returncode = int(said[1]) if said[:1] == ["exit"] else -9  # [] : the waiter itself was killed
+        try:  # reaped when wait returns, as subprocess's child (a pid check right after sees it gone)
+            self._conn.sendall(b"reap\n")
+            self._line(None)
+        except OSError:
+            pass
         self._conn.close()
         return self.returncode
 
@@ -306,14 +215,15 @@ class ForkedProcess:
         if self._readers is None:
             self._readers = {}
             if self.stdin is not None:
-                self._start(None, self._feed, input)
+                self._start("stdin", self._feed, input)
             for name in ("stdout", "stderr"):
                 if getattr(self, name) is not None:
                     self._start(name, self._drain, getattr(self, name))
         for thread, _ in self._readers.values():
             thread.join(None if deadline is None else max(0.0, deadline - time.monotonic()))
             if thread.is_alive():
-                raise subprocess.TimeoutExpired(self.args, timeout)
+                out, err = (self._joined(name) for name in ("stdout", "stderr"))
+                raise subprocess.TimeoutExpired(self.args, timeout, output=out, stderr=err)
         self.wait(None if deadline is None else max(0.0, deadline - time.monotonic()))
         return tuple(self._joined(name) for name in ("stdout", "stderr"))
 
@@ -333,13 +243,20 @@ class ForkedProcess:
 
     @staticmethod
     def _drain(stream, chunks) -> None:
-        chunks.append(stream.read())
+        """Read `stream`'s descriptor to its end, chunk by chunk (a partial output for a timeout), as subprocess."""
+        fd = stream.fileno()
+        while chunk := os.read(fd, 32768):
+            chunks.append(chunk)
         stream.close()
 
     def _joined(self, name):
+        """What was read from stream `name` so far (text: decoded, newlines translated, as subprocess), or None."""
         if name not in self._readers:
             return None
-        return self._readers[name][1][0] if self._readers[name][1] else None
+        data = b"".join(self._readers[name][1])
+        if not self._text:
+            return data
+        return data.decode(getattr(self, name).encoding, "strict").replace("\r\n", "\n").replace("\r", "\n")
 
     def send_signal(self, signum: int) -> None:
         if self.poll() is None:
