@@ -230,3 +230,12 @@ def test_an_ended_command_is_a_zombie_until_waited_for():
     while Path(f"/proc/{proc.pid}").exists():  # reaped once waited for
         assert time.monotonic() < deadline
         time.sleep(0.05)
+
+
+def test_a_python_variable_set_after_the_server_started_runs_for_real(monkeypatch):
+    """The comparison is with the environment the running server started with, not the test's present one."""
+    forked_python.run([sys.executable, "-c", "pass"], env=ENV, timeout=60)  # the server is up
+    monkeypatch.setenv("PYTHONWARNINGS", "error")
+    proc = forked_python.Popen([sys.executable, "-c", "pass"], env={**os.environ, **forked_python.THREADS},
+                               stdout=subprocess.DEVNULL)
+    assert isinstance(proc, subprocess.Popen) and proc.wait(timeout=120) == 0

@@ -48,16 +48,18 @@ _CTRL_C = "import os, signal, sys; signal.signal(signal.SIGINT, signal.SIG_DFL);
 
 _server: subprocess.Popen | None = None
 _server_path: Path | None = None
+_server_started_env: dict[str, str] | None = None  # the environment the running server started with
 _server_lock = threading.Lock()
 
 
 def _server_socket() -> Path:
-    global _server, _server_path
+    global _server, _server_path, _server_started_env
     with _server_lock:
         if _server is None or _server.poll() is not None:
             path = Path(tempfile.mkdtemp(prefix="openlt-fork-")) / "server"
+            _server_started_env = _server_env()
             _server = subprocess.Popen([sys.executable, str(SERVER), str(path)], stdin=PIPE, stdout=PIPE,
-                                       env=_server_env(), cwd=Path(__file__).parents[2])
+                                       env=_server_started_env, cwd=Path(__file__).parents[2])
             line = _server.stdout.readline()
             if line.strip() != b"ready":
                 raise RuntimeError(f"the fork server did not start (exit {_server.wait()})")
@@ -75,7 +77,7 @@ def _started_the_same(env: dict[str, str]) -> bool:
     every PYTHON* variable (hash seed, warnings, path, stream encoding...; PYTHONUNBUFFERED is set per command)."""
     threads = {"OMP_NUM_THREADS": env.get("OMP_NUM_THREADS"),
                "MKL_NUM_THREADS": env.get("MKL_NUM_THREADS") or env.get("OMP_NUM_THREADS")}
-    server = _server_env()
+    server = _server_started_env if _server is not None and _server.poll() is None else _server_env()
     python = {k for k in (*env, *server) if k.startswith("PYTHON") and k != "PYTHONUNBUFFERED"}
     return threads == THREADS and all(env.get(k) == server.get(k) for k in python)
 
