@@ -40,10 +40,9 @@ TRAIN = ["train", "fmnist_lt/plain", "train.epochs=1", "train.warmup_epochs=0", 
 # A suite started as a background job of a non-interactive shell (`make test &`, `nohup sh -c 'make test' &`) runs
 # with SIGINT ignored, and every child inherits that: Python then installs no KeyboardInterrupt handler and openlt
 # (rightly, as shells expect of `cmd &`) never sees a Ctrl-C. Tests that send SIGINT start their processes through
-# this prefix, which restores the default disposition and execs the real command (exec keeps SIG_DFL; preexec_fn
-# is not safe with the threads of an xdist worker).
-WITH_CTRL_C = [sys.executable, "-c", "import os, signal, sys; signal.signal(signal.SIGINT, signal.SIG_DFL); "
-               "os.execv(sys.executable, [sys.executable, *sys.argv[1:]])"]
+# this prefix (forked_python.WITH_CTRL_C, which knows it), which restores the default disposition and execs the real
+# command (exec keeps SIG_DFL; preexec_fn is not safe with the threads of an xdist worker).
+WITH_CTRL_C = forked_python.WITH_CTRL_C
 
 
 def run_cli(args, env, timeout=60) -> subprocess.CompletedProcess:

@@ -44,7 +44,10 @@ THREADS = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}  # the server's, so i
 SERVER = Path(__file__).with_name("fork_server.py")
 # Signals a fresh process inherits when ignored (handled ones are reset to their default by exec).
 SIGNALS = (signal.SIGHUP, signal.SIGINT, signal.SIGQUIT, signal.SIGTERM, signal.SIGUSR1, signal.SIGUSR2, signal.SIGALRM)
-_CTRL_C = "import os, signal, sys; signal.signal(signal.SIGINT, signal.SIG_DFL); "  # dist_env.WITH_CTRL_C's code
+# A prefix that starts the command after it with SIGINT's default disposition (dist_env.py says why the tests need
+# it); a forked command gets Python's KeyboardInterrupt handler instead, as the exec'd Python would install.
+WITH_CTRL_C = [sys.executable, "-c", "import os, signal, sys; signal.signal(signal.SIGINT, signal.SIG_DFL); "
+               "os.execv(sys.executable, [sys.executable, *sys.argv[1:]])"]
 
 _server: subprocess.Popen | None = None
 _server_path: Path | None = None
@@ -94,7 +97,7 @@ def _request(args) -> dict | None:
     args = [str(a) for a in args]
     if len(args) < 2 or args[0] != sys.executable:
         return None
-    ctrl_c = len(args) > 3 and args[1] == "-c" and args[2].startswith(_CTRL_C)
+    ctrl_c = args[:3] == WITH_CTRL_C
     rest = args[3:] if ctrl_c else args[1:]
     if len(rest) >= 2 and rest[0] == "-m" and rest[1] == "openlt":
         return {"kind": "module", "target": "openlt", "args": rest[2:], "ctrl_c": ctrl_c}
