@@ -15,6 +15,7 @@ import atexit
 import io
 import json
 import os
+import runpy
 import select
 import signal
 import socket
@@ -36,6 +37,7 @@ import openlt.engine.train  # noqa: E402,F401
 import openlt.reporting  # noqa: E402,F401
 
 HERE = os.path.abspath(__file__)
+_RUNPY = runpy.__file__  # its frames, like the server's, are not the command's (left out of its traceback)
 _KEPT: list = []  # the server's own stream objects: never collected, so never closing descriptors 0 - 2
 
 
@@ -100,8 +102,6 @@ def _streams(unbuffered: bool) -> None:
 
 def _run(kind: str, target: str, args: list[str]) -> int:
     """Run the command in a new __main__ and end as Python does: its exit status."""
-    import runpy
-
     main = types.ModuleType("__main__")
     main.__builtins__ = __builtins__
     sys.modules["__main__"] = main  # kept to the end (atexit handlers, pickling)
@@ -217,10 +217,6 @@ def serve(path: str) -> None:
         for fd in set(fds):
             os.close(fd)
 
-
-import runpy as _runpy_module  # noqa: E402
-
-_RUNPY = _runpy_module.__file__
 
 if __name__ == "__main__":
     serve(sys.argv[1])
