@@ -47,3 +47,21 @@ def test_a_wrong_run_path_is_said_before_any_heavy_module_loads(tmp_path):
     done = subprocess.run([sys.executable, "-c", PROBE.format(heavy=HEAVY), "report", ""], capture_output=True,
                           text=True, check=True, cwd=tmp_path)
     assert "openlt report: error: the run directory is an empty string" in done.stderr, done.stderr
+
+
+def test_an_identify_request_without_probe_or_pairs_is_said_before_any_heavy_module_loads(tmp_path):
+    """`openlt identify RUN` with neither --probe nor --pairs said so after 6 s of imports: its option checks
+    (engine/identify_request.py) run with the shared options, before load_registries (session 26)."""
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.yaml").write_text("model: {}\n")  # open_run's test: a folder with a config.yaml
+    cases = {(): "give a probe list (--probe) and/or a pairs file (--pairs)",
+             ("--pairs", "p.txt", "--gallery", "g.txt"): "--gallery and --distractors need a probe list (--probe)",
+             ("--probe", "p.txt", "--distractor-root", str(tmp_path)): "--distractor-root is where the distractor",
+             ("--probe", "p.txt", "--root", str(tmp_path / "nowhere")): f"--root {tmp_path / 'nowhere'}: no such",
+             ("--probe", "p.txt", "--chunk-size", "0"): "--chunk-size must be >= 1, got 0"}
+    for options, message in cases.items():
+        done = subprocess.run([sys.executable, "-c", PROBE.format(heavy=HEAVY), "identify", str(run), *options],
+                              capture_output=True, text=True, check=True)
+        assert done.stdout.strip().splitlines()[-1] == "LOADED", (options, done.stdout)
+        assert f"openlt identify: error: {message}" in done.stderr, (options, done.stderr)

@@ -751,7 +751,8 @@ def _raise_terminated(pid: int):
 
 def _check_options(args: argparse.Namespace) -> None:
     """The options every command shares, checked before any work: --device, train's --name, the RUN directory of
-    a command that takes one, and a key given twice among the command line's overrides (a warning: the last wins)."""
+    a command that takes one, a key given twice among the command line's overrides (a warning: the last wins), and
+    what `openlt identify` is asked to measure."""
     from openlt.config import _device_problem, check_override_keys, run_name_problem
     from openlt.errors import ConfigError
 
@@ -770,6 +771,11 @@ def _check_options(args: argparse.Namespace) -> None:
         if not run:  # Path("") is the current folder
             raise ConfigError("the run directory is an empty string (an unset shell variable?): give a run's folder")
         open_run(run)
+    if args.command == "identify":  # what to measure, from the options alone: said before torch loads too
+        from openlt.engine.identify_request import check_identify_options
+
+        check_identify_options(args.probe, args.gallery, args.distractors, args.pairs, args.chunk_size, args.root,
+                               args.distractor_root)
 
 
 class ConsoleHandler(logging.Handler):

@@ -45,6 +45,7 @@ from openlt.data.splitfile import SplitEntries, normalise_item, read_split_file
 from openlt.engine.checkpoint import recorded_amp
 from openlt.engine.evaluate import EVAL_KEYS, checkpoint_epoch_fields, evaluated_data
 from openlt.engine.features import extract_features, load_features
+from openlt.engine.identify_request import check_identify_options
 from openlt.engine.inference import checkpoint_identity
 from openlt.engine.manifest import verify_manifest
 from openlt.engine.precision import check_amp_override, inference_amp
@@ -286,17 +287,7 @@ def _identification(train, feats: dict[str, np.ndarray], lists: dict[str, SplitE
 
 def _check_request(probe, gallery, distractors, pairs, many_above: int, chunk_size: int, root: str | None = None,
                    distractor_root: str | None = None) -> IdentityBands:
-    if probe is None and pairs is None:
-        raise ConfigError("give a probe list (--probe) and/or a pairs file (--pairs)")
-    if probe is None and (gallery is not None or distractors is not None):
-        raise ConfigError("--gallery and --distractors need a probe list (--probe)")
-    if distractor_root is not None and distractors is None:
-        raise ConfigError("--distractor-root is where the distractor list's paths are: it needs --distractors")
-    for option, folder in (("--root", root), ("--distractor-root", distractor_root)):
-        if folder is not None and not Path(folder).is_dir():
-            raise DataError(f"{option} {folder}: no such folder")
-    if chunk_size < 1:
-        raise ConfigError(f"--chunk-size must be >= 1, got {chunk_size}")
+    check_identify_options(probe, gallery, distractors, pairs, chunk_size, root, distractor_root)
     try:
         return IdentityBands(many_above)
     except ValueError as exc:
