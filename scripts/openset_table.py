@@ -67,10 +67,11 @@ def evaluations(run: Path) -> dict[str, tuple[dict, Path]]:
 def read_runs(folder: Path, origin: np.ndarray, names: list[str]) -> dict:
     """{"auroc": {(epochs, score): {band: [values]}}, "per_class": {(epochs, score): {open class: [AUROC]}},
     "taken_for": {(epochs, open class): {known class: [% of its images]}}, "known": known class names} of the
-    evaluated plain_eEPOCHS-sSEED runs in `folder`; `origin` the original class of each open image, in open.txt's
+    evaluated plain_eEPOCHS-sSEED runs in `folder`, and "no_predictions": the predictions files that are missing
+    (such an evaluation is in the first table alone); `origin` the original class of each open image, in open.txt's
     order, and `names` the names of those classes."""
     found = {"auroc": defaultdict(lambda: defaultdict(list)), "per_class": defaultdict(lambda: defaultdict(list)),
-             "taken_for": defaultdict(lambda: defaultdict(list)), "known": []}
+             "taken_for": defaultdict(lambda: defaultdict(list)), "known": [], "no_predictions": []}
     for run in sorted(folder.iterdir()):
         match = RUN_NAME.fullmatch(run.name)
         if not match or not (run / "metrics.json").is_file():
@@ -82,6 +83,9 @@ def read_runs(folder: Path, origin: np.ndarray, names: list[str]) -> dict:
                 value = metrics["open"]["auroc"] if band == "overall" else metrics["open"]["auroc_per_band"].get(band)
                 if value is not None:
                     found["auroc"][epochs, score][band].append(value)
+            if not predictions.is_file():  # an archived record (scripts/archive_runs.py keeps metrics, no arrays)
+                found["no_predictions"].append(predictions)
+                continue
             with np.load(predictions, allow_pickle=False) as p:
                 test_score, open_score, open_preds = p["test_score"], p["open_score"], p["open_preds"]
             for cls in np.unique(origin):
@@ -125,6 +129,11 @@ def main(argv: list[str] | None = None) -> int:
     if not found["auroc"]:
         print(f"no evaluated plain_eEPOCHS-sSEED runs in {args.folder}", file=sys.stderr)
         return 2
+    if found["no_predictions"]:
+        missing = found["no_predictions"]
+        print(f"openset_table: note: {len(missing)} evaluation{'s have' if len(missing) > 1 else ' has'} no predictions file (e.g. {missing[0]}; an "
+              f"archive of records keeps none): they are in the first table only, the per-class tables leave them "
+              f"out", file=sys.stderr)
     print(tables(found))
     return 0
 

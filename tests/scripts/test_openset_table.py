@@ -49,3 +49,23 @@ def test_main_refuses_a_folder_without_runs(tmp_path, table_module, capsys, monk
     monkeypatch.setattr(table_module, "open_classes", lambda split_dir: (np.array([0]), ["c0"]))
     assert table_module.main([str(tmp_path)]) == 2
     assert "no evaluated" in capsys.readouterr().err
+
+
+def test_an_archived_record_without_predictions_is_in_the_auroc_table_alone(tmp_path, table_module, capsys,
+                                                                            monkeypatch):
+    """scripts/archive_runs.py keeps metrics, not predictions*.npz: the script crashed on such a folder (session
+    26); it now gives the AUROC table from the metrics and says which per-class values it could not compute."""
+    origin, names = np.array([5, 7]), [f"c{i}" for i in range(10)]
+    kept, archived = tmp_path / "plain_e384-s0-20261202-000000", tmp_path / "plain_e384-s1-20261202-000001"
+    for run in (kept, archived):
+        run.mkdir()
+        _evaluation(run, "", "msp", 0.6, [0.5, 0.9], [0.1, 0.95], [0, 1])
+    (archived / "predictions.npz").unlink()
+    found = table_module.read_runs(tmp_path, origin, names)
+    assert found["no_predictions"] == [archived / "predictions.npz"]
+    lines = table_module.tables(found).splitlines()
+    assert "| 384 | msp | 2 | 0.600 ± 0.000 | 0.700 ± 0.000 |  | 0.500 ± 0.000 |" in lines  # both seeds
+    assert "| 384 | msp | 1.000 | 0.000 |" in lines  # the per-class AUROC of the kept seed alone
+    monkeypatch.setattr(table_module, "open_classes", lambda split_dir: (origin, names))
+    assert table_module.main([str(tmp_path)]) == 0
+    assert "1 evaluation has no predictions file" in capsys.readouterr().err
