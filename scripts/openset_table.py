@@ -131,9 +131,10 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if found["no_predictions"]:
         missing = found["no_predictions"]
-        print(f"openset_table: note: {len(missing)} evaluation{'s have' if len(missing) > 1 else ' has'} no predictions file (e.g. {missing[0]}; an "
-              f"archive of records keeps none): they are in the first table only, the per-class tables leave them "
-              f"out", file=sys.stderr)
+        have = "evaluations have" if len(missing) > 1 else "evaluation has"
+        print(f"openset_table: note: {len(missing)} {have} no predictions file (e.g. {missing[0]}; an archive of "
+              f"records keeps none): they are in the first table only, the per-class tables leave them out",
+              file=sys.stderr)
     print(tables(found))
     return 0
 
