@@ -56,12 +56,32 @@ def test_an_identify_request_without_probe_or_pairs_is_said_before_any_heavy_mod
     run.mkdir()
     (run / "config.yaml").write_text("model: {}\n")  # open_run's test: a folder with a config.yaml
     cases = {(): "give a probe list (--probe) and/or a pairs file (--pairs)",
-             ("--pairs", "p.txt", "--gallery", "g.txt"): "--gallery and --distractors need a probe list (--probe)",
+             ("--pairs", "p.txt", "--gallery", "g.txt"): "--gallery needs a probe list (--probe)",
              ("--probe", "p.txt", "--distractor-root", str(tmp_path)): "--distractor-root is where the distractor",
              ("--probe", "p.txt", "--root", str(tmp_path / "nowhere")): f"--root {tmp_path / 'nowhere'}: no such",
-             ("--probe", "p.txt", "--chunk-size", "0"): "--chunk-size must be >= 1, got 0"}
+             ("--probe", "p.txt", "--chunk-size", "0"): "--chunk-size must be >= 1, got 0",
+             # session 27 (a fresh helper's hostile try): these were said only after torch had loaded
+             ("--probe", "p.txt", "--many-above", "0"): "--many-above must be >= 1",
+             ("--probe", "p.txt", "--root", ""): "--root is an empty string",
+             ("--probe", str(tmp_path / "none.txt")): f"--probe {tmp_path / 'none.txt'}: no such file",
+             ("--probe", "p.txt", "--tag", "a/b"): "--tag 'a/b': use 1 to 100 ASCII letters",
+             ("data.root", "--probe", "p.txt"): "override 'data.root' is not of the form key=value",
+             ("=", "--probe", "p.txt"): "override '=' has no key before '='",
+             ("train.lr=0.1", "--probe", "p.txt"): "train.lr is not an identify setting"}
     for options, message in cases.items():
         done = subprocess.run([sys.executable, "-c", PROBE.format(heavy=HEAVY), "identify", str(run), *options],
-                              capture_output=True, text=True, check=True)
+                              capture_output=True, text=True, check=True, cwd=tmp_path)
         assert done.stdout.strip().splitlines()[-1] == "LOADED", (options, done.stdout)
         assert f"openlt identify: error: {message}" in done.stderr, (options, done.stderr)
+
+
+def test_an_override_evaluation_does_not_use_is_said_before_any_heavy_module_loads(tmp_path):
+    """`openlt eval RUN train.lr=0.1` was refused after the imports; the keys evaluation may override are in the
+    light engine/override_scope.py (session 27)."""
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.yaml").write_text("model: {}\n")
+    done = subprocess.run([sys.executable, "-c", PROBE.format(heavy=HEAVY), "eval", str(run), "train.lr=0.1"],
+                          capture_output=True, text=True, check=True)
+    assert done.stdout.strip().splitlines()[-1] == "LOADED", done.stdout
+    assert "openlt eval: error: train.lr is not an evaluation setting" in done.stderr, done.stderr

@@ -752,11 +752,17 @@ def _raise_terminated(pid: int):
 def _check_options(args: argparse.Namespace) -> None:
     """The options every command shares, checked before any work: --device, train's --name, the RUN directory of
     a command that takes one, a key given twice among the command line's overrides (a warning: the last wins), and
-    what `openlt identify` is asked to measure."""
-    from openlt.config import _device_problem, check_override_keys, run_name_problem
+    the keys `openlt eval` / `openlt identify` may override, a --tag, and what `openlt identify` is asked to measure
+    (its list files there and readable)."""
+    from openlt.config import _device_problem, check_override_keys, parse_overrides, run_name_problem
+    from openlt.engine.run import check_tag
     from openlt.errors import ConfigError
 
-    check_override_keys(getattr(args, "overrides", None) or [])
+    overrides = getattr(args, "overrides", None) or []
+    parse_overrides(overrides)  # each is key=value (its value's own check comes with the config's)
+    check_override_keys(overrides)
+    if getattr(args, "tag", None) is not None:
+        check_tag(args.tag, "--tag")
 
     device = getattr(args, "device", None)
     if device is not None and _device_problem(device):
@@ -771,11 +777,19 @@ def _check_options(args: argparse.Namespace) -> None:
         if not run:  # Path("") is the current folder
             raise ConfigError("the run directory is an empty string (an unset shell variable?): give a run's folder")
         open_run(run)
-    if args.command == "identify":  # what to measure, from the options alone: said before torch loads too
-        from openlt.engine.identify_request import check_identify_options
+    if args.command == "eval":
+        from openlt.engine.override_scope import check_eval_overrides
 
+        check_eval_overrides(overrides)
+    if args.command == "identify":  # what to measure, from the options alone: said before torch loads too
+        from openlt.engine.identify_request import check_identify_options, check_list_files
+        from openlt.engine.override_scope import check_identify_overrides
+
+        check_identify_overrides(overrides)
         check_identify_options(args.probe, args.gallery, args.distractors, args.pairs, args.chunk_size, args.root,
-                               args.distractor_root)
+                               args.distractor_root, args.many_above)
+        check_list_files({"probe": args.probe, "gallery": args.gallery, "distractors": args.distractors,
+                          "pairs": args.pairs})
 
 
 class ConsoleHandler(logging.Handler):

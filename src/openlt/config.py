@@ -870,6 +870,8 @@ def parse_overrides(overrides: list[str]) -> dict:
         if "=" not in item:
             raise ConfigError(f"override {item!r} is not of the form key=value (e.g. train.epochs=2)")
         key, raw = item.split("=", 1)
+        if not key.strip():
+            raise ConfigError(f"override {item!r} has no key before '=' (key=value, e.g. train.epochs=2)")
         brk = next((ch for ch in raw if ch in LINE_BREAKS), None)
         if brk is not None:  # YAML would fold it into a space: a value the user did not type
             raise ConfigError(f"override {item!r} has a line break ({brk!r}) in its value; give the value on one line")

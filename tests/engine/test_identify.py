@@ -162,7 +162,7 @@ def test_verification_alone_matches_the_pair_scores(faces, capsys):
 def test_missing_list_file_is_one_line_exit_2(faces, capsys):
     code, out, err = identify(capsys, faces, "--probe", faces["tmp"] / "nope.txt")
     assert code == 2 and err.count("\n") == 1
-    assert "probe list not found" in err and "nope.txt" in err
+    assert err == f"openlt identify: error: --probe {faces['tmp'] / 'nope.txt'}: no such file (the probe list)\n"
 
 
 @pytest.mark.parametrize("content,message", [

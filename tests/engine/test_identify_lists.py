@@ -1,7 +1,12 @@
 """What `openlt identify` checks of its list files and options (trial 16): one file listed twice under two names
-(D6: a probe through a symlink was counted twice), and --device naming the option (D11)."""
+(D6: a probe through a symlink was counted twice), and --device naming the option (D11); session 27's hostile try:
+a run folder it cannot write into (said before any work, not after the matching), a device that is not there
+(before every image's header is read), pairs of paths with spaces (tab-separated columns), probes naming an
+identity enrolled nowhere (a warning)."""
 
 import importlib.util
+import json
+import os
 from pathlib import Path
 
 import pytest
@@ -52,3 +57,62 @@ def test_a_device_that_is_not_there_names_the_option(faces, capsys, monkeypatch,
     code, out, err = cli(capsys, command, run.path, *extra, "--device", "cuda", "--quiet")
     assert code == 2 and out == "" and err == (f"openlt {command}: error: --device cuda but no CUDA device is "
                                                f"available; use --device cpu or auto\n")
+
+
+def test_a_run_folder_it_cannot_write_into_is_said_before_any_work(faces, capsys, monkeypatch):
+    """(Session 27: as another user, identify extracted and matched every feature, then failed to write
+    identification.json, printing nothing.)"""
+    run = faces["run"]
+    real_access = os.access
+    monkeypatch.setattr(os, "access", lambda path, mode: not (Path(path) == run.path and mode & os.W_OK)
+                        and real_access(path, mode))
+    called = []
+    monkeypatch.setattr(_checks.identify_module, "prepare_data", lambda *a, **k: called.append(1))
+    code, out, err = cli(capsys, "identify", run.path, "--probe", faces["tmp"] / "probe.txt", "--quiet")
+    assert code == 2 and out == "" and not called and err == (
+        f"openlt identify: error: {run.path}: cannot write identification.json into the run's folder (permission "
+        f"denied or a read-only filesystem): copy the run somewhere writable and identify the copy\n")
+
+
+def test_a_device_that_is_not_there_is_said_before_the_images_headers_are_read(faces, capsys, monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    probe = faces["tmp"] / "missing_image_probe.txt"
+    probe.write_text("0/11.png 0\n0/999.png 0\n9/0.png -1\n")  # 0/999.png is not there: read after the device
+    code, _, err = cli(capsys, "identify", faces["run"].path, "--probe", probe, "--device", "cuda", "--quiet")
+    assert code == 2 and "--device cuda but no CUDA device is available" in err, err
+
+
+def test_pairs_of_paths_with_spaces_take_tab_separated_columns(faces, capsys, tmp_path):
+    root = faces["root"]
+    spaced = root / "0" / "with space.png"
+    spaced.write_bytes((root / "0" / "13.png").read_bytes())
+    try:
+        pairs = tmp_path / "pairs.txt"
+        pairs.write_text("0/with space.png\t0/12.png\t1\n1/11.png 1/12.png 1\n0/11.png\t1/11.png\t0\n"
+                         "2/11.png 3/11.png 0\n")
+        code, out, err = cli(capsys, "identify", faces["run"].path, "--pairs", pairs, "--tag", "spaces", "--json")
+        assert code == 0, err
+        assert json.loads(out)["verification"]["n_genuine"] == 2
+        pairs.write_text("0/with space.png 0/12.png 1\n")
+        code, out, err = cli(capsys, "identify", faces["run"].path, "--pairs", pairs, "--quiet")
+        assert code == 2 and err == (
+            f"openlt identify: error: {pairs}, line 1: expected 'path1 path2 same' (same: 0 or 1), got "
+            f"'0/with space.png 0/12.png 1'; a path with spaces needs the three columns separated by tabs\n")
+    finally:
+        spaced.unlink()
+
+
+def test_probes_naming_an_identity_enrolled_nowhere_are_named_under_the_table(faces, capsys, tmp_path):
+    """(Session 27: a typo `0/7.png 200`, or zero-shot probes without their --gallery, counted as unenrolled probes
+    without a word.) Unenrolled as label -1 is, by design (MegaFace-style lists keep a probe's own identity), and
+    named in the result and under the table."""
+    probe = tmp_path / "probe.txt"
+    probe.write_text("0/11.png 0\n1/11.png 1\n1/12.png 200\n9/0.png -1\n2/11.png 7\n")
+    code, out, err = cli(capsys, "identify", faces["run"].path, "--probe", probe, "--tag", "nowhere", "--quiet")
+    assert code == 0 and err == "", err
+    assert ("note: probes of 2 identities enrolled nowhere (7, 200) count as unenrolled, to be rejected, as label -1 "
+            "does; enrol new identities with --gallery") in out
+    result = json.loads(faces["run"].identification_path("nowhere").read_text())
+    assert result["open_set"]["unenrolled_identities"] == [7, 200] and result["open_set"]["n_non_mated"] == 3
+    code, out, err = cli(capsys, "identify", faces["run"].path, "--probe", faces["tmp"] / "probe.txt", "--quiet")
+    assert code == 0 and "enrolled nowhere" not in out, out

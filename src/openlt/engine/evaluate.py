@@ -28,6 +28,7 @@ from openlt.engine import distributed
 from openlt.engine.precision import check_amp, check_amp_override, inference_amp, precision_name
 from openlt.engine.features import DTYPES, extract_features, head_outputs_on_cache, stage1_amp, stage1_cache
 from openlt.engine.inference import checkpoint_identity, write_inference
+from openlt.engine.override_scope import check_eval_overrides
 from openlt.engine.checkpoint import load_checkpoint, recorded_amp, user_epoch
 from openlt.engine.manifest import check_open_decision, verify_manifest
 from openlt.engine.precheck import check_open_score_on_model
@@ -214,24 +215,6 @@ def eval_setup(run: Run, overrides: list[str] | None = None, checkpoint: str = "
     cfg, scorer = eval_config(trained_config(run, checkpoint, "eval"), overrides)
     check_data_folders(run, cfg, {item.split("=", 1)[0].strip() for item in overrides or []}, "eval")
     return cfg, scorer
-
-
-# what an evaluation may change besides eval.*: where the run's data is now (the split manifest still checks that it
-# is the same data), how it is loaded, and where / in which precision the network runs. Everything else (the model,
-# its training, the split names) describes the trained run: an override of it would be silently meaningless.
-EVAL_KEYS = ("data.root", "data.open_root", "data.split_dir", "data.class_names", "data.workers", "data.pin_memory",
-             "train.device", "train.amp", "train.channels_last")
-
-
-def check_eval_overrides(overrides: list[str]) -> None:
-    """Refuse an override outside what evaluation uses: ``eval`` / ``eval.*`` and :data:`EVAL_KEYS`. ConfigError,
-    one line naming the key. (A malformed item is left to the config's own check.)"""
-    for item in overrides:
-        key = item.split("=", 1)[0].strip()
-        if "=" in item and key != "eval" and not key.startswith("eval.") and key not in EVAL_KEYS:
-            raise ConfigError(f"{key} is not an evaluation setting: an evaluation may override eval.* and "
-                              f"{', '.join(EVAL_KEYS)}; the rest describes the trained run (train a new run to change "
-                              f"it)")
 
 
 def eval_config(cfg: Config, overrides: list[str] | None = None) -> tuple[Config, OpenSetScore]:

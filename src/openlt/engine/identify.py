@@ -43,15 +43,16 @@ from openlt.data.build import DataBundle, prepare_data
 from openlt.data.datasets import FileImageLoader, SplitDataset, check_each, too_large
 from openlt.data.splitfile import SplitEntries, normalise_item, read_split_file
 from openlt.engine.checkpoint import recorded_amp
-from openlt.engine.evaluate import EVAL_KEYS, checkpoint_epoch_fields, evaluated_data
+from openlt.engine.evaluate import checkpoint_epoch_fields, evaluated_data
 from openlt.engine.features import extract_features, load_features
-from openlt.engine.identify_request import check_identify_options
+from openlt.engine.identify_request import LIST_FILES, check_identify_options, check_list_file, check_list_files
 from openlt.engine.inference import checkpoint_identity
 from openlt.engine.manifest import verify_manifest
+from openlt.engine.override_scope import check_identify_overrides
 from openlt.engine.precision import check_amp_override, inference_amp
 from openlt.engine.run import Run
 from openlt.engine.runtime import check_data_folders, load_run_model, command_device, make_loader, trained_config
-from openlt.errors import ConfigError, DataError
+from openlt.errors import ConfigError, DataError, WriteError
 from openlt.io import sha256_file, write_json
 from openlt.metrics.identification import (DEFAULT_CHUNK, IDENTITY_BANDS, IdentityBands, enrol, match,
                                            open_set_identification, pair_scores, rank1_by_band, spread_warning,
@@ -83,32 +84,23 @@ class PairList:
         return SplitEntries(self.path, list(seen), [0] * len(seen), list(seen.values()))
 
 
-def _list_file(what: str, option: str, lines: str, path: str | Path) -> Path:
-    """`path` as a Path when it is a file; DataError naming the option when it is missing or a folder (a folder of
-    images is the usual slip: the option takes a text file listing them)."""
-    path = Path(path)
-    if path.is_dir():
-        raise DataError(f"{option} {path}: is a folder; {option} takes a {what} (a text file of {lines}); the "
-                        f"folder its paths are relative to is --root")
-    if not path.is_file():
-        raise DataError(f"{what} not found: {path}")
-    return path
-
-
 def read_pairs_file(path: str | Path) -> PairList:
-    """Parse a pairs file: ``path1 path2 same`` per line (UTF-8; blank lines and '#' comments skipped), same 0
+    """Parse a pairs file: ``path1 path2 same`` per line (UTF-8; blank lines and '#' comments skipped; columns
+    separated by tabs on a line that has one, so that paths may hold spaces, else by whitespace), same 0
     or 1, paths relative to the image root. DataError naming the file and line for anything else, and for a
     file that is missing, lists no pair, or lacks genuine (1) or impostor (0) pairs."""
-    path = _list_file("pairs file", "--pairs", "'path1 path2 same' lines", path)
+    path = check_list_file("pairs", path)
     pairs = PairList(path, [], [], [], [])
     for lineno, line in enumerate(read_utf8(path, "pairs file", DataError).split("\n"), start=1):
         line = line.strip()
         if not line or line.startswith("#"):
             continue
         where = f"{path}, line {lineno}"
-        parts = line.split()
+        # tab-separated columns when the line has a tab (paths with spaces), else any whitespace
+        parts = [part.strip() for part in line.split("\t") if part.strip()] if "\t" in line else line.split()
         if len(parts) != 3:
-            raise DataError(f"{where}: expected 'path1 path2 same' (same: 0 or 1), got {line!r}")
+            raise DataError(f"{where}: expected 'path1 path2 same' (same: 0 or 1), got {line!r}; a path with spaces "
+                            f"needs the three columns separated by tabs")
         if parts[2] not in ("0", "1"):
             raise DataError(f"{where}: same must be 0 (different identities) or 1 (same identity), got {parts[2]!r}")
         pairs.first.append(normalise_item(parts[0], where))
@@ -152,8 +144,8 @@ def check_pairs(pairs: PairList, keys: dict[str, Any] | None = None) -> None:
 def read_list(kind: str, path: str | Path) -> SplitEntries:
     """A probe / gallery / distractor list (split-file format; -1 allowed but in the gallery). DataError naming
     the file (and line) when it is missing or bad."""
-    lines = "'path -1' lines" if kind == "distractors" else "'path identity' lines"
-    path = _list_file(f"{kind} list", f"--{kind}", lines, path)
+    lines = LIST_FILES[kind][1]
+    path = check_list_file(kind, path)
     entries = read_split_file(path, allow_open=True, what=f"--{kind} list",
                               empty_hint=f" (only blank or '#' lines): give one {lines[:-1]} per image")
     if kind == "gallery" and -1 in entries.labels:
@@ -162,25 +154,16 @@ def read_list(kind: str, path: str | Path) -> SplitEntries:
     return entries
 
 
-# what `openlt identify RUN key=value` may override: where the run's data is now, how it is loaded and where the
-# network runs (as `openlt eval` takes them: evaluate.EVAL_KEYS), and eval.batch_size; the rest describes the run
-IDENTIFY_KEYS = (*EVAL_KEYS, "eval.batch_size")
 def identify_config(run: Run, checkpoint: str = "best", overrides: Sequence[str] | None = None) -> Config:
-    """The run's config.yaml with `overrides` ("key=value" strings of :data:`IDENTIFY_KEYS`, e.g. data.root=NEW when
-    the run's images moved) applied, checked against the config its checkpoint records (`trained_config`), its data
-    folders present. ConfigError / DataError, one line naming the key (and RUN/config.yaml), before any work."""
+    """The run's config.yaml with `overrides` ("key=value" strings of :data:`override_scope.IDENTIFY_KEYS`, e.g.
+    data.root=NEW when the run's images moved) applied, checked against the config its checkpoint records
+    (`trained_config`), its data folders present. ConfigError / DataError, one line naming the key (and RUN/config.yaml), before any work."""
     if isinstance(overrides, (str, bytes)):
         raise ConfigError(f"overrides must be a list of 'key=value' strings, got one string {overrides!r}: pass "
                           f"[{overrides!r}]")
     overrides = list(overrides or [])
-    given = set()
-    for item in overrides:
-        key = item.split("=", 1)[0].strip()
-        if "=" in item and key not in IDENTIFY_KEYS:
-            raise ConfigError(f"{key} is not an identify setting: `openlt identify RUN key=value` may override "
-                              f"{', '.join(IDENTIFY_KEYS)} (where the run's data is now and how it is read); the "
-                              f"rest describes the trained run")
-        given.add(key)
+    check_identify_overrides(overrides)
+    given = {item.split("=", 1)[0].strip() for item in overrides}
     cfg = run.config()
     if overrides:
         cfg = build_config(base=to_dict(cfg), overrides=overrides)
@@ -282,16 +265,17 @@ def _identification(train, feats: dict[str, np.ndarray], lists: dict[str, SplitE
     else:
         result["open_set"] = {"n_mated": int(mated.sum()), "n_non_mated": int((~mated).sum()), "at_fpir": None,
                               "note": "needs probes of enrolled and of unenrolled identities (label -1)"}
+    # identities >= 0 enrolled nowhere: non-mated as -1 is (by design), named so that a typo or a forgotten
+    # --gallery shows under the table
+    result["open_set"]["unenrolled_identities"] = sorted(set(labels[(labels >= 0) & ~np.isin(labels, ids)].tolist()))
     return result
 
 
 def _check_request(probe, gallery, distractors, pairs, many_above: int, chunk_size: int, root: str | None = None,
                    distractor_root: str | None = None) -> IdentityBands:
-    check_identify_options(probe, gallery, distractors, pairs, chunk_size, root, distractor_root)
-    try:
-        return IdentityBands(many_above)
-    except ValueError as exc:
-        raise ConfigError(f"--many-above: {exc}") from None
+    check_identify_options(probe, gallery, distractors, pairs, chunk_size, root, distractor_root, many_above)
+    check_list_files({"probe": probe, "gallery": gallery, "distractors": distractors, "pairs": pairs})
+    return IdentityBands(many_above)
 
 
 def _shared(probe: SplitEntries, probe_keys: list, other: SplitEntries, other_keys: list, what: str) -> None:
@@ -459,6 +443,15 @@ def _device(cfg: Config, device: str | None) -> torch.device:
     return dev
 
 
+def check_writable(run: Run, tag: str | None = None) -> None:
+    """WriteError when this process cannot write into the run's folder, where the result goes
+    (identification(-TAG).json, written atomically: a temporary file there, then renamed)."""
+    if not os.access(run.path, os.W_OK | os.X_OK):
+        raise WriteError(f"{run.path}: cannot write {run.identification_path(tag).name} into the run's folder "
+                         f"(permission denied or a read-only filesystem): copy the run somewhere writable and "
+                         f"identify the copy")
+
+
 def identify_run(run: Run, probe: str | None = None, gallery: str | None = None, distractors: str | None = None,
                  pairs: str | None = None, *, root: str | None = None, distractor_root: str | None = None,
                  checkpoint: str = "best", device: str | None = None, many_above: int = 20,
@@ -469,17 +462,20 @@ def identify_run(run: Run, probe: str | None = None, gallery: str | None = None,
 
     ``probe`` / ``gallery`` / ``distractors``: list files (see the module docstring); ``pairs``: a pairs file;
     paths in them are relative to ``root`` (default: the run's image root), distractors' to
-    ``distractor_root`` (default: ``root``). ``overrides``: "key=value" strings of :data:`IDENTIFY_KEYS`
-    (:func:`identify_config`), e.g. ``data.root=NEW`` when the run's own images moved. Returns ``{"protocol",
+    ``distractor_root`` (default: ``root``). ``overrides``: "key=value" strings of
+    :data:`override_scope.IDENTIFY_KEYS` (:func:`identify_config`), e.g. ``data.root=NEW`` when the run's own
+    images moved. Returns ``{"protocol",
     "run", "checkpoint", "files", "gallery", "identification", "open_set"}`` (with a probe list),
     ``"verification"`` (with pairs) and ``"warning"`` (features without spread: :func:`spread_warning`), with the
     checkpoint's ``"checkpoint_sha256"`` and ``"epoch"`` (as metrics.json); ``"run"`` is the run's absolute path, and
     the inputs are recorded as absolute paths: ``"files"`` and their ``"files_sha256"`` (:func:`list_files`), the
     folders in ``"data"`` (:func:`identified_data`). Refused while another process trains
     the run (``Run.check_not_training``). ConfigError / DataError for a bad request, file, line or image (the checks
-    of the module docstring), before the model is loaded."""
+    of the module docstring), before the model is loaded; WriteError, before any work, when the run's folder
+    cannot be written (:func:`check_writable`)."""
     bands = _check_request(probe, gallery, distractors, pairs, many_above, chunk_size, root, distractor_root)
     run.check_not_training("identify")  # its checkpoints are still changing (as eval, predict and export refuse)
+    check_writable(run, tag)  # said now, not after hours of matching
     paths = {"probe": probe, "gallery": gallery, "distractors": distractors}
     lists = {kind: read_list(kind, path) for kind, path in paths.items() if path is not None}
     pair_list = read_pairs_file(pairs) if pairs is not None else None
@@ -487,9 +483,9 @@ def identify_run(run: Run, probe: str | None = None, gallery: str | None = None,
     cfg = identify_config(run, checkpoint, overrides)
     data = prepare_data(cfg, default_split_dir=run.splits_dir)
     verify_manifest(run, data, "eval", splits=("train",))  # the training split (templates) the run was trained on
+    dev = _device(cfg, device)  # a device that is not there is said before every listed image's header is read
     loaders = _loaders(data, root, distractor_root)
     check_lists(lists, pair_list, loaders, data)  # (adds lists["pairs"]: the images of the pairs file)
-    dev = _device(cfg, device)
     using = checkpoint_identity(run, checkpoint)  # the weights scored, recorded as metrics.json records them
     train = load_features(run, ("train",), checkpoint, device=str(dev), quiet=quiet, cfg=cfg,
                           checkpoint_sha256=using["sha256"])["train"] if probe else None  # (hashed once)
@@ -558,6 +554,11 @@ def format_identification(result: dict[str, Any]) -> str:
         for fpir, at in (result["open_set"].get("at_fpir") or {}).items():
             out.append(f"open set at FPIR {fpir}: TPIR {_pct(at['tpir'])}, unenrolled rejected "
                        f"{_pct(at['rejection_rate'])}" + ("" if at["reliable"] else " (too few unenrolled probes)"))
+        nowhere = result["open_set"].get("unenrolled_identities")
+        if nowhere:
+            shown = ", ".join(map(str, nowhere[:10])) + (", ..." if len(nowhere) > 10 else "")
+            out.append(f"note: probes of {len(nowhere)} identities enrolled nowhere ({shown}) count as unenrolled, "
+                       f"to be rejected, as label -1 does; enrol new identities with --gallery")
     for far, at in (result.get("verification", {}).get("at_far") or {}).items():
         out.append(f"verification TAR at FAR {far}: {_pct(at['tar'])}" +
                    ("" if at["reliable"] else " (too few impostor pairs)"))

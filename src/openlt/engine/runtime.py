@@ -296,7 +296,7 @@ DEFINING_PREFIXES = MODEL_PREFIXES
 NOT_FOR_EVALUATION = ("model.pretrained",)
 # keys that name a file or folder: compared as absolute, symlink-resolved paths
 _PATHS = tuple(f"{section}.{key}" for section, key in PATH_KEYS)
-# what an evaluation may change in config.yaml (and its overrides: evaluate.EVAL_KEYS)
+# what an evaluation may change in config.yaml (and its overrides: override_scope.EVAL_KEYS)
 MAY_CHANGE_AFTER_TRAINING = ("eval.* (open_score, batch_size, bands, ...), train.device, train.amp, data.workers, "
                              "data.pin_memory and where the data is (data.root, data.split_dir, ...)")
 
