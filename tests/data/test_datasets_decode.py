@@ -70,3 +70,20 @@ def test_above_the_error_limit_every_reader_gives_a_data_error_naming_the_file(f
                  lambda: check_decodable([folder / "bomb.png"], ["test.txt, line 2"])):
         with pytest.raises(DataError, match="image too large: .*bomb.png has 625 pixels, above PIL's limit of 600"):
             read()
+
+
+def test_a_listed_image_behind_a_folder_that_cannot_be_entered_is_named_with_its_line(tmp_path, monkeypatch):
+    """(Session 27: `--root` of mode 000 gave a bare `[Errno 13] Permission denied: ...`.)"""
+    import os
+
+    entries = SplitEntries(tmp_path / "probe.txt", ["locked/a.png"], [0], [7])
+    loader, real_stat = FileImageLoader(tmp_path), os.stat
+
+    def refuse(path, *args, **kwargs):
+        if "locked" in str(path):
+            raise PermissionError(13, "Permission denied", str(path))
+        return real_stat(path, *args, **kwargs)
+
+    monkeypatch.setattr(os, "stat", refuse)  # as a folder of mode 000 for a user other than root
+    with pytest.raises(DataError, match=r"probe.txt, line 7: image 'locked/a.png' under .*: permission denied"):
+        loader.check(entries)

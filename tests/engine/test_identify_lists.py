@@ -116,3 +116,20 @@ def test_probes_naming_an_identity_enrolled_nowhere_are_named_under_the_table(fa
     assert result["open_set"]["unenrolled_identities"] == [7, 200] and result["open_set"]["n_non_mated"] == 3
     code, out, err = cli(capsys, "identify", faces["run"].path, "--probe", faces["tmp"] / "probe.txt", "--quiet")
     assert code == 0 and "enrolled nowhere" not in out, out
+
+
+def test_an_image_it_may_not_read_is_named_with_its_list_and_line(tmp_path, monkeypatch):
+    """(Session 27: an image of mode 000 was 'not an image PIL can read: [Errno 13] Permission denied'.)"""
+    from openlt.data.datasets import FileImageLoader
+    from openlt.data.splitfile import SplitEntries
+
+    (tmp_path / "a.png").write_bytes(b"")
+    entries = SplitEntries(tmp_path / "probe.txt", ["a.png"], [0], [4])
+
+    def refuse(path, *args, **kwargs):
+        raise PermissionError(13, "Permission denied", str(path))
+
+    monkeypatch.setattr(_checks.identify_module.Image, "open", refuse)  # as mode 000 for a user other than root
+    with pytest.raises(Exception, match=r"probe.txt, line 4: image 'a.png' under .* cannot be read \(permission "
+                                        r"denied\)"):
+        _checks.identify_module.check_headers(entries, FileImageLoader(tmp_path))

@@ -556,6 +556,9 @@ class FileImageLoader:
                 stat = os.stat(self.root / item)
             except (FileNotFoundError, NotADirectoryError):
                 stat = None
+            except PermissionError:  # a folder on its path this process may not enter (chmod 000, another user's)
+                raise DataError(f"{entries.path}, line {line}: image {item!r} under {self.root}: permission denied (a "
+                                f"folder on its path cannot be entered)") from None
             if stat is None or not S_ISREG(stat.st_mode):
                 raise DataError(f"{entries.path}, line {line}: image {item!r} not found under {self.root}")
             keys.append((stat.st_dev, stat.st_ino))

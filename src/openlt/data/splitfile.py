@@ -43,6 +43,9 @@ def normalise_item(item: str, where: str) -> str:
     return PurePosixPath(item).as_posix()
 
 
+_HEADER_HINT = " (a header line? a split file has none: remove it or make it a '#' comment)"
+
+
 def parse_label(raw: str, where: str, num_classes: int | None, allow_open: bool) -> int:
     """A label: ASCII digits (-1 only in the open split), below `num_classes` when it is known."""
     if not _LABEL.fullmatch(raw):
@@ -52,7 +55,8 @@ def parse_label(raw: str, where: str, num_classes: int | None, allow_open: bool)
                         (f" for {num_classes} classes (0..{num_classes - 1})" if num_classes else ""))
     label = int(raw)
     if label < 0 and not (allow_open and label == -1):
-        raise DataError(f"{where}: label {label} is negative" + ("" if allow_open else " (only the open split may use -1)"))
+        raise DataError(f"{where}: label {label} is negative" + (" (-1 alone marks an image of no known class)"
+                                                                 if allow_open else " (only the open split may use -1)"))
     if num_classes is not None and label >= num_classes:
         raise DataError(f"{where}: label {label} is out of range for {num_classes} classes (0..{num_classes - 1})")
     return label
@@ -82,9 +86,13 @@ def read_split_file(path: str | Path, *, allow_open: bool = False, num_classes: 
                             f"'\\r\\n'; a path cannot hold a line break)")
         parts = line.rsplit(maxsplit=1)
         if len(parts) != 2:
-            raise DataError(f"{where}: expected 'relative/path label', got {line!r}")
+            comma = "; the columns are separated by whitespace, not commas" if "," in line else ""
+            raise DataError(f"{where}: expected 'relative/path label', got {line!r}{comma}")
         item = normalise_item(parts[0], where)
-        label = parse_label(parts[1], where, num_classes, allow_open)
+        try:
+            label = parse_label(parts[1], where, num_classes, allow_open)
+        except DataError as exc:  # a first line that is no entry: a CSV-style header, most likely
+            raise DataError(f"{exc}{_HEADER_HINT if not items and not _LABEL.fullmatch(parts[1]) else ''}") from None
         if item in seen:
             same = "" if item == parts[0] else f" (as {parts[0]!r})"
             raise DataError(f"{where}: {item!r}{same} is listed twice (first on line {seen[item]})")

@@ -213,6 +213,8 @@ def check_headers(entries: SplitEntries, loader) -> None:
                 return None
         except Image.DecompressionBombError as exc:
             return too_large(path, exc)
+        except PermissionError:
+            return f"image {item!r} under {loader.root} cannot be read (permission denied)"
         except (OSError, ValueError, SyntaxError, EOFError) as exc:
             if path.is_file() and path.stat().st_size == 0:
                 return f"image {item!r} is an empty file (0 bytes) under {loader.root}"
