@@ -521,7 +521,7 @@ def _add_eval_command(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--tag", help="write metrics-TAG.json / report-TAG.md and keep the run's own results "
                    "(e.g. --tag reach with eval.open_score=reachability)")
     p.add_argument("--quiet", action="store_true", help=QUIET_HELP)
-    p.set_defaults(func=_eval)
+    p.set_defaults(func=_eval, early_check=_eval_options)
 
 
 def _add_predict_command(sub: argparse._SubParsersAction) -> None:
@@ -698,7 +698,7 @@ def _add_identify_command(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--json", action="store_true", help="print the result as JSON (stdout holds the JSON alone; "
                    "progress and notes go to stderr)")
     p.add_argument("--quiet", action="store_true", help=QUIET_HELP)
-    p.set_defaults(func=_identify)
+    p.set_defaults(func=_identify, early_check=_identify_options)
 
 
 def _add_report_command(sub: argparse._SubParsersAction) -> None:
@@ -750,10 +750,10 @@ def _raise_terminated(pid: int):
 
 
 def _check_options(args: argparse.Namespace) -> None:
-    """The options every command shares, checked before any work: --device, train's --name, the RUN directory of
-    a command that takes one, a key given twice among the command line's overrides (a warning: the last wins), and
-    the keys `openlt eval` / `openlt identify` may override, a --tag, and what `openlt identify` is asked to measure
-    (its list files there and readable)."""
+    """The options every command shares, checked before any work and before torch loads: each override is
+    key=value, a key given twice among them (a warning: the last wins), --tag, --device, train's --name, the RUN
+    directory of a command that takes one; then the command's own ``early_check`` (set with ``set_defaults``:
+    eval's and identify's override keys, what identify is asked to measure and its list files)."""
     from openlt.config import _device_problem, check_override_keys, parse_overrides, run_name_problem
     from openlt.engine.run import check_tag
     from openlt.errors import ConfigError
@@ -777,19 +777,27 @@ def _check_options(args: argparse.Namespace) -> None:
         if not run:  # Path("") is the current folder
             raise ConfigError("the run directory is an empty string (an unset shell variable?): give a run's folder")
         open_run(run)
-    if args.command == "eval":
-        from openlt.engine.override_scope import check_eval_overrides
+    if getattr(args, "early_check", None) is not None:  # a command's own checks of its options, as light
+        args.early_check(args)
 
-        check_eval_overrides(overrides)
-    if args.command == "identify":  # what to measure, from the options alone: said before torch loads too
-        from openlt.engine.identify_request import check_identify_options, check_list_files
-        from openlt.engine.override_scope import check_identify_overrides
 
-        check_identify_overrides(overrides)
-        check_identify_options(args.probe, args.gallery, args.distractors, args.pairs, args.chunk_size, args.root,
-                               args.distractor_root, args.many_above)
-        check_list_files({"probe": args.probe, "gallery": args.gallery, "distractors": args.distractors,
-                          "pairs": args.pairs})
+def _eval_options(args: argparse.Namespace) -> None:
+    """`openlt eval`'s early check: its overrides are keys an evaluation uses."""
+    from openlt.engine.override_scope import check_eval_overrides
+
+    check_eval_overrides(args.overrides)
+
+
+def _identify_options(args: argparse.Namespace) -> None:
+    """`openlt identify`'s early check: its overrides, what it is asked to measure and its list files."""
+    from openlt.engine.identify_request import check_identify_options, check_list_files
+    from openlt.engine.override_scope import check_identify_overrides
+
+    check_identify_overrides(args.overrides)
+    check_identify_options(args.probe, args.gallery, args.distractors, args.pairs, args.chunk_size, args.root,
+                           args.distractor_root, args.many_above)
+    check_list_files({"probe": args.probe, "gallery": args.gallery, "distractors": args.distractors,
+                      "pairs": args.pairs})
 
 
 class ConsoleHandler(logging.Handler):
