@@ -8,7 +8,7 @@ import pytest
 from openlt.data.splitfile import read_split_file
 from openlt.errors import DataError
 
-HEADER = re.escape("(a header line? a split file has none: remove it or make it a '#' comment)")
+HEADER = re.escape("(a header line? these files have none: remove it or make it a '#' comment)")
 
 
 @pytest.mark.parametrize("text, kwargs, message", [
@@ -16,6 +16,7 @@ HEADER = re.escape("(a header line? a split file has none: remove it or make it 
     ("# made by hand\n\nimage class\na.png 0\n", {}, f"line 3: label 'class' is not an integer {HEADER}"),
     ("a.png,0\n", {}, "line 1: expected 'relative/path label', got 'a.png,0'; the columns are separated by "
                       "whitespace, not commas"),
+    ("a.png, 0\n", {}, "line 1: 'a.png, 0': the columns are separated by whitespace, not commas"),
     ("a.png 0\nb.png x\n", {}, "line 2: label 'x' is not an integer$"),  # not the first entry: no header hint
     ("a.png 0\nb.png 1.0\n", {}, "line 2: label '1.0' is not an integer$"),
     ("a.png -2\n", {"allow_open": True}, r"line 1: label -2 is negative \(-1 alone marks an image of no known class\)"),

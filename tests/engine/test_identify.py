@@ -168,6 +168,9 @@ def test_missing_list_file_is_one_line_exit_2(faces, capsys):
 @pytest.mark.parametrize("content,message", [
     ("a.png b.png 2\n", "line 1: same must be 0"),
     ("a.png b.png\n", "line 1: expected 'path1 path2 same'"),
+    ("a.png,b.png,1\n", "not commas"),
+    ("a.png\tb.png\t1\textra\n", "it has 4 tab-separated column(s)"),
+    ("path1 path2 same\na.png b.png 1\n", "got 'same' (a header line? a pairs file has none"),
     ("../a.png b.png 1\n", "must stay inside the data root"),
     ("0/0.png 0/1.png 1\n", "needs genuine (1) and impostor (0) pairs"),
 ])
@@ -409,7 +412,7 @@ def test_pairs_of_training_images_are_refused(faces, capsys):
 
 @pytest.mark.parametrize("extra,message", [
     (["--root", "{tmp}/nope"], "--root {tmp}/nope: no such folder"),
-    (["--root", "{probe}"], "--root {probe}: no such folder"),
+    (["--root", "{probe}"], "--root {probe}: not a folder"),
     (["--distractors", "{distractors}", "--distractor-root", "{tmp}/nope"], "--distractor-root {tmp}/nope: no such "
      "folder"),
     (["--distractor-root", "{tmp}/root"], "--distractor-root is where the distractor list's paths are: it needs "

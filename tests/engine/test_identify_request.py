@@ -38,8 +38,31 @@ def test_an_incomplete_or_impossible_request_is_refused_naming_the_option(args, 
 
 def test_a_file_given_as_root_is_no_folder(tmp_path):
     (tmp_path / "f").write_text("")
-    with pytest.raises(DataError, match="--root .*: no such folder"):
+    with pytest.raises(DataError, match="--root .*: not a folder"):
         check_identify_options("p.txt", None, None, None, 8, str(tmp_path / "f"))
+
+
+def test_a_path_behind_a_folder_it_may_not_enter_names_the_option(tmp_path, monkeypatch):
+    """(Session 27, a fresh helper as user nobody: `[Errno 13] Permission denied: 'secret/p.txt'`.)"""
+    def refuse(path, *args, **kwargs):
+        raise PermissionError(13, "Permission denied", str(path))
+
+    monkeypatch.setattr(os, "stat", refuse)
+    with pytest.raises(DataError, match=r"^--probe secret/p.txt: cannot be reached \(permission denied"):
+        check_list_file("probe", "secret/p.txt")
+    with pytest.raises(DataError, match=r"^--root secret/sub: cannot be reached \(permission denied"):
+        check_identify_options("p.txt", None, None, None, 8, "secret/sub")
+
+
+def test_a_list_file_given_with_a_trailing_slash_is_no_file(tmp_path):
+    (tmp_path / "p.txt").write_text("a.png 0\n")
+    with pytest.raises(DataError, match=r"--pairs .*p\.txt/: no such file \(the pairs file\)"):
+        check_list_file("pairs", f"{tmp_path / 'p.txt'}/")
+
+
+def test_a_folder_given_as_the_distractors_list_points_to_the_distractor_root(tmp_path):
+    with pytest.raises(DataError, match="the folder its paths are relative to is --distractor-root$"):
+        check_list_file("distractors", tmp_path)
 
 
 def test_a_list_file_is_returned_when_it_is_a_readable_file(tmp_path):

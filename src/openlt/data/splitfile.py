@@ -43,7 +43,7 @@ def normalise_item(item: str, where: str) -> str:
     return PurePosixPath(item).as_posix()
 
 
-_HEADER_HINT = " (a header line? a split file has none: remove it or make it a '#' comment)"
+_HEADER_HINT = " (a header line? these files have none: remove it or make it a '#' comment)"
 
 
 def parse_label(raw: str, where: str, num_classes: int | None, allow_open: bool) -> int:
@@ -88,6 +88,8 @@ def read_split_file(path: str | Path, *, allow_open: bool = False, num_classes: 
         if len(parts) != 2:
             comma = "; the columns are separated by whitespace, not commas" if "," in line else ""
             raise DataError(f"{where}: expected 'relative/path label', got {line!r}{comma}")
+        if parts[0].endswith(","):  # 'a.png, 0': no image file name ends with a comma
+            raise DataError(f"{where}: {line!r}: the columns are separated by whitespace, not commas")
         item = normalise_item(parts[0], where)
         try:
             label = parse_label(parts[1], where, num_classes, allow_open)

@@ -99,10 +99,13 @@ def read_pairs_file(path: str | Path) -> PairList:
         # tab-separated columns when the line has a tab (paths with spaces), else any whitespace
         parts = [part.strip() for part in line.split("\t") if part.strip()] if "\t" in line else line.split()
         if len(parts) != 3:
-            raise DataError(f"{where}: expected 'path1 path2 same' (same: 0 or 1), got {line!r}; a path with spaces "
-                            f"needs the three columns separated by tabs")
+            raise DataError(f"{where}: expected 'path1 path2 same' (same: 0 or 1), got {line!r}; "
+                            + _pairs_hint(line, len(parts)))
         if parts[2] not in ("0", "1"):
-            raise DataError(f"{where}: same must be 0 (different identities) or 1 (same identity), got {parts[2]!r}")
+            header = " (a header line? a pairs file has none: remove it or make it a '#' comment)" \
+                if not pairs.same and not parts[2].lstrip("-").isdigit() else ""
+            raise DataError(f"{where}: same must be 0 (different identities) or 1 (same identity), got "
+                            f"{parts[2]!r}{header}")
         pairs.first.append(normalise_item(parts[0], where))
         pairs.second.append(normalise_item(parts[1], where))
         pairs.same.append(int(parts[2]))
@@ -114,6 +117,15 @@ def read_pairs_file(path: str | Path) -> PairList:
                         f"{'genuine' if pairs.same[0] else 'impostor'} ones")
     check_pairs(pairs)
     return pairs
+
+
+def _pairs_hint(line: str, columns: int) -> str:
+    """What to do about a pairs line that does not split into three columns."""
+    if "," in line:
+        return "the columns are separated by whitespace (or tabs), not commas"
+    if "\t" in line:
+        return f"it has {columns} tab-separated column(s)"
+    return "a path with spaces needs the three columns separated by tabs"
 
 
 def check_pairs(pairs: PairList, keys: dict[str, Any] | None = None) -> None:
@@ -559,8 +571,9 @@ def format_identification(result: dict[str, Any]) -> str:
         nowhere = result["open_set"].get("unenrolled_identities")
         if nowhere:
             shown = ", ".join(map(str, nowhere[:10])) + (", ..." if len(nowhere) > 10 else "")
-            out.append(f"note: probes of {len(nowhere)} identities enrolled nowhere ({shown}) count as unenrolled, "
-                       f"to be rejected, as label -1 does; enrol new identities with --gallery")
+            out.append(f"note: probes of {len(nowhere)} {'identity' if len(nowhere) == 1 else 'identities'} "
+                       f"enrolled nowhere ({shown}) count as unenrolled, to be rejected, as label -1 does; enrol new "
+                       f"identities with --gallery")
     for far, at in (result.get("verification", {}).get("at_far") or {}).items():
         out.append(f"verification TAR at FAR {far}: {_pct(at['tar'])}" +
                    ("" if at["reliable"] else " (too few impostor pairs)"))

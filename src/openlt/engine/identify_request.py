@@ -43,8 +43,10 @@ def check_identify_options(probe: str | None, gallery: str | None, distractors: 
     if distractor_root is not None and distractors is None:
         raise ConfigError("--distractor-root is where the distractor list's paths are: it needs --distractors")
     for option, folder in (("--root", root), ("--distractor-root", distractor_root)):
-        if folder is not None and not Path(folder).is_dir():
-            raise DataError(f"{option} {folder}: no such folder")
+        if folder is not None:
+            mode = _mode(option, folder)
+            if mode is None or not stat.S_ISDIR(mode):
+                raise DataError(f"{option} {folder}: {'no such folder' if mode is None else 'not a folder'}")
     if chunk_size < 1:
         raise ConfigError(f"--chunk-size must be >= 1, got {chunk_size}")
     if many_above < 1:
@@ -58,18 +60,34 @@ def check_list_file(kind: str, path: str | Path) -> Path:
     file listing them), not a regular file (a pipe such as ``<(cmd)``, a device: the file is read twice, once for
     its lines and once for its SHA-256 recorded with the result) or not readable."""
     what, lines = LIST_FILES[kind]
-    option, path = f"--{kind}", Path(path)
-    if path.is_dir():
+    option, mode = f"--{kind}", _mode(f"--{kind}", path)
+    if mode is not None and stat.S_ISDIR(mode):
+        root = "--distractor-root" if kind == "distractors" else "--root"
         raise DataError(f"{option} {path}: is a folder; {option} takes a {what} (a text file of {lines}); the "
-                        f"folder its paths are relative to is --root")
-    if not path.exists():
+                        f"folder its paths are relative to is {root}")
+    if mode is None:
         raise DataError(f"{option} {path}: no such file (the {what})")
-    if not stat.S_ISREG(path.stat().st_mode):
+    if not stat.S_ISREG(mode):
         raise DataError(f"{option} {path}: not a regular file (a pipe or a device?): the {what} is read twice (its "
                         f"lines, then its SHA-256 for the result), so write it to a file first")
     if not os.access(path, os.R_OK):
         raise DataError(f"{option} {path}: cannot be read (permission denied)")
-    return path
+    return Path(path)
+
+
+def _mode(option: str, path: str | Path) -> int | None:
+    """``os.stat(path).st_mode`` (symbolic links followed) as the user typed ``path`` (``f.txt/`` is no file, as
+    ``Path`` would make it); None when there is nothing there; DataError naming the option when a folder on the
+    way cannot be entered."""
+    try:
+        return os.stat(os.fspath(path)).st_mode
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+    except PermissionError:
+        raise DataError(f"{option} {path}: cannot be reached (permission denied: a folder on its path cannot be "
+                        f"entered)") from None
+    except OSError as exc:  # a symbolic link loop, a name too long
+        raise DataError(f"{option} {path}: {exc.strerror or exc}") from None
 
 
 def check_list_files(files: dict[str, str | None]) -> None:
