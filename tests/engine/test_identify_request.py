@@ -23,7 +23,7 @@ def test_a_complete_request_passes(tmp_path):
     ((None, "g.txt", "d.txt", "pairs.txt", 8), ConfigError, "^--gallery and --distractors need a probe list"),
     (("p.txt", None, None, None, 8, None, None, 0), ConfigError, r"--many-above must be >= 1 .*got 0"),
     (("p.txt", None, None, None, 8, ""), ConfigError, r"--root is an empty string \(an unset shell variable\?\)"),
-    (("p.txt", None, "d.txt", None, 8, None, " "), ConfigError, "--distractor-root is an empty string"),
+    (("p.txt", None, "d.txt", None, 8, None, " "), ConfigError, r"--distractor-root is blank \(' '\) \(an unset"),
     (("", None, None, None, 8), ConfigError, "--probe is an empty string"),
     ((None, None, None, "", 8), ConfigError, "--pairs is an empty string"),
     (("p.txt", None, None, None, 8, None, "."), ConfigError, "--distractor-root .* needs --distractors"),

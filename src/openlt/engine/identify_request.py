@@ -31,8 +31,9 @@ def check_identify_options(probe: str | None, gallery: str | None, distractors: 
              "--root": root, "--distractor-root": distractor_root}
     for option, value in given.items():
         if value is not None and not str(value).strip():
-            raise ConfigError(f"{option} is an empty string (an unset shell variable?): give a file or folder, or "
-                              f"leave {option} out")
+            empty = "an empty string" if not str(value) else f"blank ({str(value)!r})"
+            raise ConfigError(f"{option} is {empty} (an unset shell variable?): give a file or folder, or leave "
+                              f"{option} out")
     if probe is None and pairs is None:
         raise ConfigError("give a probe list (--probe) and/or a pairs file (--pairs)")
     if probe is None and (gallery is not None or distractors is not None):
