@@ -55,8 +55,8 @@ def parse_label(raw: str, where: str, num_classes: int | None, allow_open: bool)
                         (f" for {num_classes} classes (0..{num_classes - 1})" if num_classes else ""))
     label = int(raw)
     if label < 0 and not (allow_open and label == -1):
-        raise DataError(f"{where}: label {label} is negative" + (" (-1 alone marks an image of no known class)"
-                                                                 if allow_open else " (only the open split may use -1)"))
+        why = " (-1 alone marks an image of no known class)" if allow_open else " (only the open split may use -1)"
+        raise DataError(f"{where}: label {label} is negative{why}")
     if num_classes is not None and label >= num_classes:
         raise DataError(f"{where}: label {label} is out of range for {num_classes} classes (0..{num_classes - 1})")
     return label

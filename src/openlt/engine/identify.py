@@ -169,7 +169,8 @@ def read_list(kind: str, path: str | Path) -> SplitEntries:
 def identify_config(run: Run, checkpoint: str = "best", overrides: Sequence[str] | None = None) -> Config:
     """The run's config.yaml with `overrides` ("key=value" strings of :data:`override_scope.IDENTIFY_KEYS`, e.g.
     data.root=NEW when the run's images moved) applied, checked against the config its checkpoint records
-    (`trained_config`), its data folders present. ConfigError / DataError, one line naming the key (and RUN/config.yaml), before any work."""
+    (`trained_config`), its data folders present. ConfigError / DataError, one line naming the key (and
+    RUN/config.yaml), before any work."""
     if isinstance(overrides, (str, bytes)):
         raise ConfigError(f"overrides must be a list of 'key=value' strings, got one string {overrides!r}: pass "
                           f"[{overrides!r}]")
@@ -478,8 +479,9 @@ def identify_run(run: Run, probe: str | None = None, gallery: str | None = None,
     paths in them are relative to ``root`` (default: the run's image root), distractors' to
     ``distractor_root`` (default: ``root``). ``overrides``: "key=value" strings of
     :data:`override_scope.IDENTIFY_KEYS` (:func:`identify_config`), e.g. ``data.root=NEW`` when the run's own
-    images moved. Returns ``{"protocol",
-    "run", "checkpoint", "files", "gallery", "identification", "open_set"}`` (with a probe list),
+    images moved. Returns ``{"protocol", "run", "checkpoint", "files", "gallery", "identification",
+    "open_set"}`` (with a probe list; ``open_set["unenrolled_identities"]``: the probes' identities >= 0 enrolled
+    nowhere),
     ``"verification"`` (with pairs) and ``"warning"`` (features without spread: :func:`spread_warning`), with the
     checkpoint's ``"checkpoint_sha256"`` and ``"epoch"`` (as metrics.json); ``"run"`` is the run's absolute path, and
     the inputs are recorded as absolute paths: ``"files"`` and their ``"files_sha256"`` (:func:`list_files`), the
