@@ -70,3 +70,23 @@ def test_train_name_with_a_control_character_is_refused(name, shown, tmp_path, c
                                                    f"character {shown[0]}"), err
     assert f"got {shown}" in lines[0]
     assert not (tmp_path / "runs").exists()
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["config", "fmnist_lt/plain", "--quiet", "train.epochs"], "override 'train.epochs' is not of the form key=value "
+                                                                "(train.epochs=VALUE)"),
+    (["identify", "RUN", "--probe", "p.txt", "data.workers"], "override 'data.workers' is not of the form key=value"),
+])
+def test_an_override_without_its_value_after_the_options_is_named(argv, message, capsys):
+    """(Session 27: after an option it was argparse's `unrecognized arguments: data.workers`; before, the key=value
+    line.)"""
+    with pytest.raises(SystemExit) as info:
+        main(argv)
+    assert info.value.code == 2 and message in capsys.readouterr().err
+
+
+def test_a_double_dash_before_the_overrides_after_an_option_is_accepted(tmp_path, capsys):
+    """`openlt identify RUN --probe P -- data.workers=0` (was: `unrecognized arguments: --`): the override reaches
+    the command, whose first check here is RUN's."""
+    code, _, err = _run(["identify", str(tmp_path / "norun"), "--probe", "p.txt", "--", "data.workers=0"], capsys)
+    assert code == 2 and "unrecognized" not in err and "norun" in err, err

@@ -979,6 +979,11 @@ def _parse(parser: argparse.ArgumentParser, argv: list[str]) -> argparse.Namespa
     as unknown arguments, so the key=value ones are collected and anything else is refused (parser.error)."""
     args, extra = parser.parse_known_args(_join_negative_values(argv))
     overrides = [e for e in extra if "=" in e and not e.startswith("-")]
+    if hasattr(args, "overrides"):
+        extra = [e for e in extra if e != "--"]  # `identify RUN --probe P -- data.root=X`: what follows is positional
+        dotted = [e for e in extra if e not in overrides and "." in e and not e.startswith("-")]
+        if dotted:  # `--probe P data.workers`: an override without its value, as parse_overrides says before options
+            parser.error(f"override {dotted[0]!r} is not of the form key=value ({dotted[0]}=VALUE)")
     unknown = [e for e in extra if e not in overrides]
     if unknown or (overrides and not hasattr(args, "overrides")):
         parser.error(f"unrecognized arguments: {' '.join(unknown or overrides)}")
