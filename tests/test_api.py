@@ -95,6 +95,15 @@ def test_evaluate_gives_the_runs_metrics(trained):
     assert run.metrics_path("api").is_file()
 
 
+@pytest.mark.parametrize("overrides, message", [("eval.knn_k=3", "got one string 'eval.knn_k=3'"),
+                                                ([3], r"got 3 \(int\)")])
+def test_evaluate_refuses_overrides_that_are_no_list_of_strings(trained, overrides, message):
+    """(Session 27: a string was read as its characters: ` is not an evaluation setting`; [3]: a TypeError.)"""
+    _, run = trained
+    with pytest.raises(ConfigError, match=message):
+        openlt.load_run(run.path).evaluate(overrides=overrides)
+
+
 def test_evaluate_uses_load_runs_threshold_and_keeps_the_runs_own_files(trained, tmp_path):
     """load_run(path, threshold=T).evaluate() evaluates at T; untagged, it is not the run's own evaluation, so it
     returns the metrics and writes nothing (metrics.json, calibration.json stay byte for byte)."""

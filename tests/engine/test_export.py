@@ -87,8 +87,8 @@ def test_openlt_export_on_the_command_line(tmp_path, capsys, single_thread):
     assert "torchscript: checked with torch.jit.load" in out and "model.torchscript.pt" in out
     assert main(["export", str(run.path), str(tmp_path / "out")]) == 2
     err = capsys.readouterr().err.strip()
-    assert err == f"openlt export: error: export folder {tmp_path / 'out'} is not empty; pass --force to replace " \
-                  "the bundle there"
+    assert err == f"openlt export: error: export folder {tmp_path / 'out'} holds an openlt bundle; pass --force to " \
+                  "replace it"
     assert main(["export", str(tmp_path / "nope"), str(tmp_path / "out2")]) == 2
     assert "run directory not found" in capsys.readouterr().err and not (tmp_path / "out2").exists()
 
@@ -104,8 +104,13 @@ def test_force_replaces_the_whole_bundle_and_nothing_else(tmp_path, capsys, sing
     assert json.loads((out / "openlt.json").read_text())["files"] == {"weights": "model.safetensors",
                                                                       "readme": "README.md"}
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out", "run"]  # no .out.*.tmp / .old left
+    assert "model.safetensors holds the weights alone (openlt.json `model` names the architecture): to run the " \
+           "network without openlt, export with --format onnx or torchscript." in (out / "README.md").read_text()
     (out / "notes.txt").write_text("mine")
     capsys.readouterr()
+    assert main(["export", str(run.path), str(out)]) == 2  # said first: --force would not help (session 27)
+    assert "holds other files than an openlt bundle (notes.txt); --force replaces a bundle only" in \
+        capsys.readouterr().err
     assert main(["export", str(run.path), str(out), "--force"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert err == [f"openlt export: error: export folder {out} holds other files than an openlt bundle (notes.txt); "
@@ -234,9 +239,8 @@ def test_a_bundle_another_export_wrote_meanwhile_is_not_replaced_without_force(t
     monkeypatch.setattr(export, "readme", other_export_meanwhile)
     capsys.readouterr()
     assert main(["export", str(run.path), str(out)]) == 2
-    assert capsys.readouterr().err == (f"openlt export: error: export folder {out} is not empty; pass --force to "
-                                       f"replace the bundle there (written by another process while this export "
-                                       f"ran)\n")
+    assert capsys.readouterr().err == (f"openlt export: error: export folder {out} holds an openlt bundle; pass "
+                                       f"--force to replace it (written by another process while this export ran)\n")
     assert [p.name for p in out.iterdir()] == ["openlt.json"] and (out / "openlt.json").read_text() == "{}"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out", "run"]  # no staging folder left
 

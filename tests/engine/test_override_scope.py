@@ -29,6 +29,18 @@ def test_identify_takes_the_evaluation_keys_and_the_batch_size_alone():
         check_identify_overrides(["eval.open_score=energy"])
 
 
+@pytest.mark.parametrize("overrides, message", [
+    ("eval.knn_k=3", r"overrides must be a list of 'key=value' strings, got one string 'eval.knn_k=3': pass "),
+    ([3], r"overrides must be 'key=value' strings, got 3 \(int\)"),
+    ([("eval.knn_k", 3)], r"got \('eval.knn_k', 3\) \(tuple\)"),
+])
+def test_a_library_callers_overrides_that_are_no_list_of_strings_are_refused(overrides, message):
+    """(Session 27: `run.evaluate(overrides="eval.knn_k=3")` said ` is not an evaluation setting`, [3] a TypeError.)"""
+    for check in (check_eval_overrides, check_identify_overrides):
+        with pytest.raises(ConfigError, match=message):
+            check(overrides)
+
+
 def test_an_override_without_a_key_is_refused():
     with pytest.raises(ConfigError, match="override '=1' has no key before '='"):
         parse_overrides(["=1"])

@@ -65,6 +65,15 @@ def test_an_output_that_is_a_folder_is_refused_before_the_run_is_loaded(run, tmp
                    f"{tmp_path / 'd.csv' / 'predictions.csv'})")
 
 
+def test_an_output_folder_without_a_suffix_is_called_a_folder(run, tmp_path, capsys, monkeypatch, single_thread):
+    """(Session 27: `--output out/` said `give a .csv or .jsonl file name (got 'no suffix')`.)"""
+    made, images = run
+    (tmp_path / "out").mkdir()
+    err = _refused_output(capsys, monkeypatch, made, images, tmp_path / "out")
+    assert err == (f"openlt predict: error: --output {tmp_path / 'out'} is a folder; give a file name (e.g. "
+                   f"{tmp_path / 'out' / 'predictions.csv'})")
+
+
 @pytest.mark.parametrize("below", ["p.csv", "x/y/p.jsonl"])
 def test_an_output_under_a_file_names_that_file(run, tmp_path, capsys, monkeypatch, below, single_thread):
     made, images = run

@@ -22,6 +22,7 @@ from PIL import Image
 
 from openlt.engine.evaluate import evaluate_run
 from openlt.engine.inference import checkpoint_identity, saved_decision, saved_score
+from openlt.engine.override_scope import check_eval_overrides
 from openlt.engine.predict import NON_FINITE, Predictor, expand_inputs, read_image
 from openlt.engine.run import check_tag, open_run
 from openlt.errors import ConfigError, DataError
@@ -132,7 +133,9 @@ class LoadedRun:
         metrics.json, calibration.json and reports, and later predictions use the new calibration; one with a
         `threshold` or overrides is not the run's own and is returned without writing any file."""
         check_tag(tag)  # as `openlt eval --tag` (evaluate_run checks it again)
-        settings = ([] if self._threshold is None else [f"eval.open_threshold={self._threshold!r}"]) + list(overrides or [])
+        check_eval_overrides(overrides or [])  # one string is no list of characters
+        settings = ([] if self._threshold is None else [f"eval.open_threshold={self._threshold!r}"]) + \
+            list(overrides or [])
         write = tag is not None or not settings
         metrics = evaluate_run(self._predictor.run, self._checkpoint, overrides=settings, quiet=quiet,
                                device=str(self._predictor.device), tag=tag, write=write)

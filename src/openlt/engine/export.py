@@ -144,12 +144,12 @@ def _bundle_problem(out: Path, force: bool) -> str | None:
         return f"export folder {out}: {problem}"
     if not out.is_dir() or not any(out.iterdir()):
         return None
-    if not force:
-        return f"export folder {out} is not empty; pass --force to replace the bundle there"
     others = sorted(p.name for p in out.iterdir() if p.name not in FILES.values() or not p.is_file())
-    if others:
+    if others:  # said first: --force would not help
         return (f"export folder {out} holds other files than an openlt bundle ({', '.join(others[:3])}"
                 f"{', ...' if len(others) > 3 else ''}); --force replaces a bundle only: choose another folder")
+    if not force:
+        return f"export folder {out} holds an openlt bundle; pass --force to replace it"
     return None
 
 
@@ -302,7 +302,10 @@ def readme(bundle: dict) -> str:
         f"antialiased), center crop {t['crop'] or 'none'}, uint8 / 255 to float32 in [0, 1], then (x - mean) / std "
         f"per channel with mean {t['mean']} and std {t['std']}.",
         f"Run the network ({network}) on the (B, {bundle['input']['shape'][1]}, {bundle['input']['shape'][2]}, "
-        f"{bundle['input']['shape'][3]}) float32 batch `images`: outputs {', '.join(bundle['outputs'])}.",
+        f"{bundle['input']['shape'][3]}) float32 batch `images`: outputs {', '.join(bundle['outputs'])}."
+        + ("" if network != FILES["weights"] else f" {FILES['weights']} holds the weights alone (openlt.json "
+           f"`model` names the architecture): to run the network without openlt, export with --format onnx or "
+           f"torchscript."),
         f"Open-set score {bundle['open_score']['name']} (higher = more known); {rule}. The label is the class "
         f"(openlt.json `classes`, in logit order) of the largest logit.",
     ]

@@ -52,7 +52,7 @@ from openlt.engine.override_scope import check_identify_overrides
 from openlt.engine.precision import check_amp_override, inference_amp
 from openlt.engine.run import Run
 from openlt.engine.runtime import check_data_folders, load_run_model, command_device, make_loader, trained_config
-from openlt.errors import ConfigError, DataError, WriteError
+from openlt.errors import DataError, WriteError
 from openlt.io import sha256_file, write_json
 from openlt.metrics.identification import (DEFAULT_CHUNK, IDENTITY_BANDS, IdentityBands, enrol, match,
                                            open_set_identification, pair_scores, rank1_by_band, spread_warning,
@@ -171,11 +171,8 @@ def identify_config(run: Run, checkpoint: str = "best", overrides: Sequence[str]
     data.root=NEW when the run's images moved) applied, checked against the config its checkpoint records
     (`trained_config`), its data folders present. ConfigError / DataError, one line naming the key (and
     RUN/config.yaml), before any work."""
-    if isinstance(overrides, (str, bytes)):
-        raise ConfigError(f"overrides must be a list of 'key=value' strings, got one string {overrides!r}: pass "
-                          f"[{overrides!r}]")
+    check_identify_overrides(overrides or [])  # (also: one string, or items that are no strings)
     overrides = list(overrides or [])
-    check_identify_overrides(overrides)
     given = {item.split("=", 1)[0].strip() for item in overrides}
     cfg = run.config()
     if overrides:

@@ -17,7 +17,14 @@ IDENTIFY_KEYS = (*EVAL_KEYS, "eval.batch_size")
 
 
 def _keys(overrides: list[str]) -> list[str]:
-    """The keys of the well-formed ``key=value`` items (a malformed one is left to the config's own check)."""
+    """The keys of the well-formed ``key=value`` items (a malformed one is left to the config's own check);
+    ConfigError when ``overrides`` is one string or holds something else than strings (a library caller's slip)."""
+    if isinstance(overrides, (str, bytes)):
+        raise ConfigError(f"overrides must be a list of 'key=value' strings, got one string {overrides!r}: pass "
+                          f"[{overrides!r}]")
+    for item in overrides:
+        if not isinstance(item, str):
+            raise ConfigError(f"overrides must be 'key=value' strings, got {item!r} ({type(item).__name__})")
     return [item.split("=", 1)[0].strip() for item in overrides if "=" in item]
 
 

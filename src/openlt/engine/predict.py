@@ -357,6 +357,8 @@ def predict_files(predictor: Predictor, inputs: Iterable[str], batch_size: int =
 def output_format(path: str | Path) -> str:
     """".csv" or ".jsonl", from the suffix of an --output file; ConfigError for any other (before any work)."""
     suffix = Path(path).suffix.lower()
+    if suffix not in OUTPUT_FORMATS and Path(path).is_dir():
+        raise ConfigError(f"--output {path} is a folder; give a file name (e.g. {Path(path) / 'predictions.csv'})")
     if suffix not in OUTPUT_FORMATS:
         raise ConfigError(f"--output {path}: give a .csv or .jsonl file name (got {suffix or 'no suffix'!r})")
     return suffix
