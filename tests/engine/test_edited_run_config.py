@@ -82,9 +82,18 @@ def test_a_finished_run_whose_defining_key_was_edited_is_refused(runs, tmp_path,
 
 
 def test_a_decoupled_runs_stage1_run_is_fixed_for_its_evaluation(runs, tmp_path, capsys):
-    """A decoupled run's evaluation reads train.init_from's feature cache: another stage-1 run is refused."""
+    """A decoupled run's evaluation reads train.init_from's feature cache: another stage-1 run (other weights) is
+    refused; a copy with the same checkpoint is the same stage-1 run (tests/engine/test_run_dir_handling.py)."""
+    from safetensors.torch import load_file, save_file
+
     other = tmp_path / "other-stage1"
     shutil.copytree(runs[0], other)
+    for name in ("best", "last"):
+        tensors = load_file(other / "checkpoints" / f"{name}.safetensors")
+        first = next(iter(tensors))
+        tensors[first] = tensors[first] + 1
+        save_file(tensors, str(other / "checkpoints" / f"{name}.safetensors"),
+                  metadata={"format": "openlt-checkpoint/1"})
     run = edited_copy(runs[1], tmp_path, train__init_from=str(other))
     code, _, err = cli(capsys, "eval", run)
     assert code == 2 and len(err.strip().splitlines()) == 1, err

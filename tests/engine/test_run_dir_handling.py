@@ -267,6 +267,13 @@ def test_resume_takes_a_moved_stage1_run_named_anew_when_its_checkpoint_is_the_s
     assert f"init_from: {moved}\n" in config.read_text()
     code, out, err = cli(capsys, "train", "--resume", s2, "--quiet")
     assert code == 0, err
+    twin = copied(moved, tmp_path / "s1-copy")  # a copy named while the original stays (session 27): the same weights
+    config.write_text(config.read_text().replace(f"init_from: {moved}\n", f"init_from: {twin}\n")
+                      .replace(f"{moved}/splits", f"{twin}/splits"))
+    code, out, err = cli(capsys, "eval", s2, "--quiet", "--tag", "twin")
+    assert code == 0 and moved.is_dir(), err
+    config.write_text(config.read_text().replace(f"init_from: {twin}\n", f"init_from: {moved}\n")
+                      .replace(f"{twin}/splits", f"{moved}/splits"))
     other = copied(stage1, tmp_path / "other")  # another stage-1 checkpoint: still refused
     from safetensors.torch import load_file, save_file
 

@@ -354,11 +354,12 @@ def check_recorded_classes(run: Run, recorded: dict | None, where: Path | None) 
 
 def stage1_moved_to(then, now, state: dict) -> bool:
     """Whether train.init_from, `then` when the run started and `now` in its config.yaml, names the same stage-1
-    run moved: `then` is no longer a folder, and the checkpoint `now` holds has the sha256 the run's checkpoint
-    `state` records of it ("stage1": {"checkpoint", "sha256"}, stage1_record.stage1_record). Then `--resume`
+    run moved or copied: the checkpoint `now` holds has the sha256 the run's checkpoint `state` records of it
+    ("stage1": {"checkpoint", "sha256"}, stage1_record.stage1_record), whether or not `then` is still there (session
+    27: both runs copied elsewhere, the copy named, was refused while the originals stayed). Then `--resume`
     (train.check_resume_config) and an evaluation (:func:`trained_config`) take the new path (trial 14a S5)."""
     record = state.get("stage1")
-    if not (isinstance(then, str) and isinstance(now, str) and isinstance(record, dict)) or Path(then).is_dir():
+    if not (isinstance(then, str) and isinstance(now, str) and isinstance(record, dict)):
         return False
     name, sha = record.get("checkpoint", "best"), record.get("sha256")
     stage1 = Path(now).expanduser() / "checkpoints" / f"{name}.safetensors"
