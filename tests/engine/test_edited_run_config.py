@@ -110,6 +110,17 @@ def test_evaluation_settings_stay_editable(runs, tmp_path, capsys):
     assert code == 0 and len(json.loads(out)) == 1, err
 
 
+def test_predict_says_when_config_yaml_names_another_score_than_the_runs_decision(runs, tmp_path, capsys):
+    """(Session 27: `eval.open_score: energy` written into config.yaml after the run's evaluation: predict used
+    calibration.json's msp without a word, and `--threshold 4.1` was refused as outside msp's range.)"""
+    run = edited_copy(runs[0], tmp_path, eval__open_score="energy")
+    code, out, err = cli(capsys, "predict", run, runs[2], "--json")
+    assert code == 0 and len(json.loads(out)) == 1, err
+    assert err == (f"openlt: warning: {run / 'config.yaml'}: eval.open_score is energy, but the run's own decision "
+                   f"({run / 'calibration.json'}) scores msp: msp is used; `openlt eval {run}` makes energy the "
+                   f"run's own\n")
+
+
 def test_load_run_refuses_it_too(runs, tmp_path):
     import openlt
 

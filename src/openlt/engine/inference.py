@@ -320,10 +320,15 @@ def saved_decision(run: Run, cfg: Config, using: dict, threshold: float | None =
     * else None when the run's evaluation would reject nothing (:func:`needs_decision`);
     * else RunDirError: the run was never evaluated; the message names `openlt eval` and `option`.
 
-    ConfigError for a threshold that is not a finite number, RunDirError for a malformed calibration.json."""
+    ConfigError for a threshold that is not a finite number, RunDirError for a malformed calibration.json. A warning
+    when config.yaml's `eval.open_score` is not calibration.json's score (edited after the run's evaluation)."""
     saved = Rejector.load(run.calibration_file) if run.calibration_file.is_file() else None
     if saved is not None and saved.calibrated and not needs_decision(run):
         saved = None  # a closed-set run: nothing is rejected unless a threshold is asked for
+    if saved is not None and saved.score != cfg.eval.open_score:  # config.yaml edited after the run's evaluation
+        _LOG.warning(f"{run.config_file}: eval.open_score is {cfg.eval.open_score}, but the run's own decision "
+                     f"({run.calibration_file}) scores {saved.score}: {saved.score} is used; `openlt eval "
+                     f"{run.path}` makes {cfg.eval.open_score} the run's own")
     if threshold is not None:  # inside the score's range: past it every image, or none, would be "unknown"
         rejector = Rejector.fixed(cfg.eval.open_score if saved is None else saved.score, threshold,
                                   f"fixed ({option})", option)
