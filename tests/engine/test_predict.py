@@ -164,6 +164,16 @@ def test_expand_inputs_takes_files_folders_and_globs(tmp_path):
     assert path == str(tmp_path / "empty") and problem.startswith("no image files")
 
 
+def test_a_dash_is_no_standard_input(tmp_path, monkeypatch):
+    """(Session 27: `openlt predict RUN -` said `image not found: -`.) A file named '-' in the folder is read."""
+    monkeypatch.chdir(tmp_path)
+    [(path, problem)] = expand_inputs(["-"])
+    assert path == "-" and problem.startswith("'-' is no image file: openlt predict reads image files, not standard")
+    (tmp_path / "-").write_bytes(b"")  # a file of that name: judged as any file (no image extension: named so)
+    [(path, problem)] = expand_inputs(["-"])
+    assert path == "-" and "standard input" not in problem and "image" in problem
+
+
 def test_options_and_inference_json_are_checked_before_any_work(trained, tmp_path, capsys):
     root, run = trained
     image = next((root / "data" / "images" / "ant").iterdir())

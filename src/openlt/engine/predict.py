@@ -281,6 +281,9 @@ def _expand(entry: str) -> list[tuple[str, str | None]]:
     an image extension are never read: named, they are an entry with its problem (:func:`not_image_name`); in a
     folder or among a pattern's matches, they are skipped with one warning (:func:`_skipped_note`)."""
     path = Path(entry)
+    if entry == "-" and not path.exists():  # the shell's "standard input": no file of that name here
+        return [(entry, "'-' is no image file: openlt predict reads image files, not standard input (save the "
+                        "image to a file, or name a file called '-' as ./-)")]
     if path.is_dir():
         images, skipped = _folder_images(path)
         if not images:  # one line: the skipped files are part of the entry's problem, not a warning beside it
