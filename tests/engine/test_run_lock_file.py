@@ -90,3 +90,22 @@ def test_a_finished_train_an_eval_and_a_resume_leave_no_lock_file(tmp_path, sing
     assert (run / "metrics.json").is_file() and not (run / "train.lock").exists()
     main_ok(["train", "--resume", str(run), "--quiet"])  # finished and evaluated: nothing to do
     assert sorted(p.name for p in run.iterdir() if p.name.startswith("train")) == []
+
+
+def test_a_run_folder_that_cannot_be_written_says_to_copy_the_run(tmp_path, monkeypatch):
+    """(Session 27: `openlt eval RUN --tag x` as another user said `cannot create RUN/train.lock: Permission denied`
+    and no more.)"""
+    from openlt.engine import run as run_module
+    from openlt.errors import WriteError
+
+    run = Run(tmp_path / "run")
+    run.path.mkdir()
+
+    def refuse(path, *args, **kwargs):
+        raise PermissionError(13, "Permission denied", str(path))
+
+    monkeypatch.setattr(run_module, "open", refuse, raising=False)  # as a folder of another user's
+    with pytest.raises(WriteError, match=r"cannot create .*train.lock: Permission denied; the run's folder cannot be "
+                                         r"written: copy the run somewhere writable \(cp -r\) and use the copy"):
+        with run.eval_lock():
+            pass

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from openlt.errors import RunDirError
+from openlt.errors import RunDirError, WriteError
 from openlt.reporting.run_report import format_table, rebuild_reports, report_markdown, threshold_text
 
 METRICS = {
@@ -277,3 +277,17 @@ def test_a_copied_runs_report_names_its_own_folder_and_where_it_was_evaluated(tm
     assert f"<code>{html.escape(str(original.path))}</code>," not in page  # the original is not shown as the run
     assert (f"run: {copy.path.resolve()} (evaluated at {original.path}: metrics.json \"run\")\n"
             in copy.report_path().read_text())
+
+
+def test_a_run_folder_that_cannot_be_written_says_to_copy_the_run(tmp_path, monkeypatch):
+    """(Session 27: `openlt report RUN` as another user said `cannot write RUN/report.md: Permission denied`, no
+    way out.)"""
+    import os
+
+    run, _ = _evaluated(tmp_path, ["a", "b", "c"])
+    real_access = os.access
+    monkeypatch.setattr(os, "access", lambda path, mode: not (Path(path) == run.path and mode & os.W_OK)
+                        and real_access(path, mode))
+    with pytest.raises(WriteError, match=r"cannot write the reports into .*: copy the run somewhere writable"):
+        rebuild_reports(run)
+    assert not run.report_path().exists()

@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import datetime as dt
+import errno
 import json
 import os
 import re
@@ -280,7 +281,9 @@ class Run:
             try:
                 fh = open(self.lock_file, "a+", encoding="utf-8", errors="replace")
             except OSError as exc:
-                raise WriteError(f"cannot create {self.lock_file}: {exc.strerror or exc}") from None
+                remedy = ("; the run's folder cannot be written: copy the run somewhere writable (cp -r) and use the "
+                          "copy" if isinstance(exc, PermissionError) or exc.errno == errno.EROFS else "")
+                raise WriteError(f"cannot create {self.lock_file}: {exc.strerror or exc}{remedy}") from None
             info = os.fstat(fh.fileno())
             if activity == EVALUATING and (info.st_dev, info.st_ino) in _HELD:
                 fh.close()

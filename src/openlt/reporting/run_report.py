@@ -7,13 +7,14 @@ never imports the engine; a report is rebuilt from those files alone (no model, 
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
 
-from openlt.errors import RunDirError
+from openlt.errors import RunDirError, WriteError
 from openlt.io import write_text
 from openlt.metrics import BAND_COLUMNS, BAND_NAMES, BAND_ROWS, ShotBands
 from openlt.reporting.convergence import convergence_findings
@@ -223,6 +224,9 @@ def rebuild_reports(run: RunFiles, tag: str | None = None) -> Path:
     samples = load_samples(run.predictions_path(tag))
     check_samples_origin(run.predictions_path(tag), samples, path, metrics)
     check_samples_accuracy(run.predictions_path(tag), samples, path, metrics)
+    if not os.access(run.path, os.W_OK | os.X_OK):  # the reports are written into the run's folder
+        raise WriteError(f"cannot write the reports into {run.path} (permission denied or a read-only "
+                         f"filesystem): copy the run somewhere writable (cp -r) and redraw the copy's")
     write_reports(run, metrics, samples, tag)
     return run.report_html_path(tag)
 
