@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from images import make_image_folder
+from openlt.config import ConfigWarning
 from openlt.engine.bench import BenchMethod, check_out_dir, load_bench, run_bench
 from openlt.cli import main
 from openlt.errors import ConfigError
@@ -157,6 +158,10 @@ SPEC_TYPES = [
     ({"overrides": ["seed=7"]}, ("overrides set 'seed=7'", "seeds come from its `seeds:`")),
     ({"methods": [{"name": "a", "config": "tiny.yaml", "overrides": [" seed = 7"]}]},
      ("method 'a': overrides set ' seed = 7'", "seeds come from its `seeds:`")),
+    # a decoupled stage 2 without init_from was refused at its turn, after the methods before it had trained
+    ({"methods": [TRAINED, {"name": "b", "config": "tiny.yaml", "overrides": ["decouple.method=ncm"]}]},
+     ("method 'b' (config", "decouple.method=ncm fits a classifier on a stage-1 run's features: give the method "
+                            "`init_from: METHOD`")),
 ]
 
 
@@ -345,3 +350,20 @@ def test_train_amp_is_compared_as_resolved_for_the_device(tmp_path, monkeypatch,
     else:
         with pytest.raises(ConfigError, match=re.escape("train.amp: run 'bf16', spec 'none'")):
             run_bench(load_bench(path), quiet=True, log=lines.append, report_only=True)
+
+
+def test_a_command_line_override_a_method_sets_again_is_warned_about(tmp_path):
+    """(Session 27: `openlt bench SPEC train.epochs=1` trained a method with `overrides: [train.epochs=384]` for 384
+    epochs without a word: a method's own overrides come last.)"""
+    (tmp_path / "tiny.yaml").write_text("name: tiny\n")
+    spec = {"name": "x", "seeds": [0], "out_dir": str(tmp_path / "out"),
+            "methods": [{"name": "a", "config": "tiny.yaml", "overrides": ["train.epochs=2"]},
+                        {"name": "b", "config": "tiny.yaml"}]}
+    path = tmp_path / "bench.yaml"
+    path.write_text(json.dumps(spec))
+    with pytest.warns(ConfigWarning) as said:
+        loaded = load_bench(path, ["train.epochs=3"])
+    assert [str(w.message) for w in said if issubclass(w.category, ConfigWarning)] == [
+        f"bench spec {path}: method 'a' sets 'train.epochs=2' itself, after the command line's 'train.epochs=3' (a "
+        f"method's own overrides come last): it runs with 'train.epochs=2'"]
+    assert [m.name for m in loaded.methods] == ["a", "b"]

@@ -33,6 +33,7 @@ import re
 import shutil
 import socket
 import time
+import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -43,9 +44,9 @@ try:
 except ImportError:  # pragma: no cover - not POSIX: runs are not locked
     fcntl = None
 
-from openlt.config import (EXECUTION_KEYS, SEED_END, TRAINS_NOTHING, UNTRAINED_TRAIN_KEYS, Config, build_config,
-                           flatten, out_dir_problem, read_json, read_yaml_mapping, resolve_config, run_name_problem,
-                           to_dict)
+from openlt.config import (EXECUTION_KEYS, SEED_END, TRAINS_NOTHING, UNTRAINED_TRAIN_KEYS, Config, ConfigWarning,
+                           build_config, flatten, out_dir_problem, read_json, read_yaml_mapping, resolve_config,
+                           run_name_problem, to_dict)
 from openlt.data.build import prepare_data
 from openlt.data.splits import MANIFEST
 from openlt.engine.decouple import adopt_representation
@@ -221,6 +222,7 @@ def load_bench(path: str | Path, extra_overrides: list[str] | None = None, seeds
         methods.append(_method(entry, i, methods, path, paper))
     if not methods:
         raise ConfigError(f"{where} lists no methods")
+    _warn_replaced_command_line(methods, extra_overrides or [], where)
     spec_out_dir = Path(_text(raw, "out_dir", where, f"runs/bench/{path.stem}"))
     if out_dir is None:
         check_out_dir(spec_out_dir, f"{where}: out_dir")
@@ -284,6 +286,20 @@ def _bench_entry(p: Path) -> bool:
     if p.is_dir():  # a run: its config.yaml, or at least a run's name (NAME-YYYYmmdd-HHMMSS[-N])
         return (p / "config.yaml").is_file() or RUN_DIR.fullmatch(p.name) is not None
     return p.name in BENCH_FILES or p.suffix == ".log"
+
+
+def _warn_replaced_command_line(methods: list[BenchMethod], command_line: list[str], where: str) -> None:
+    """A warning per command-line override a trained method's own `overrides:` set again: those come last (the
+    spec's, then the command line's, for every method; then each method's own), so the method's value is used --
+    e.g. `openlt bench convergence_e384.yaml train.epochs=1` still trains plain_e384 for 384 epochs (session 27)."""
+    given = {item.split("=", 1)[0].strip(): item for item in command_line if "=" in item}
+    for m in methods:
+        for item in m.overrides if m.config is not None else ():
+            key = item.split("=", 1)[0].strip()
+            if key in given:
+                warnings.warn(f"{where}: method {m.name!r} sets {item!r} itself, after the command line's "
+                              f"{given[key]!r} (a method's own overrides come last): it runs with {item!r}",
+                              ConfigWarning, stacklevel=2)
 
 
 def _check_configs(spec: BenchSpec) -> None:
@@ -356,8 +372,13 @@ def _read_once(cache: dict, cfg: Config) -> Callable[[], Any]:
 
 def _check_stage1_method(m: BenchMethod, cfg: Config, methods: dict[str, BenchMethod], built: dict[str, Config]) -> None:
     """`init_from` must name a method whose runs can start this stage 2 (init_from.stage2_kind, as `openlt train`
-    checks on the run): a decoupled stage 2 starts from no decoupled run, a stage 2 that trains from no stage 2."""
+    checks on the run): a decoupled stage 2 starts from no decoupled run, a stage 2 that trains from no stage 2;
+    a decoupled stage 2 without `init_from` (nor a train.init_from of its own) is refused here, not at its turn
+    after the methods before it have trained (session 27)."""
     if not m.init_from:
+        if cfg.decouple.method != "none" and not cfg.train.init_from:
+            raise ConfigError(f"decouple.method={cfg.decouple.method} fits a classifier on a stage-1 run's features: "
+                              f"give the method `init_from: METHOD` (a stage-1 method listed before it)")
         return
     source = built[m.init_from]
     what = stage2_kind(source, methods[m.init_from].init_from or source.train.init_from)
