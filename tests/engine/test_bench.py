@@ -367,3 +367,16 @@ def test_a_command_line_override_a_method_sets_again_is_warned_about(tmp_path):
         f"bench spec {path}: method 'a' sets 'train.epochs=2' itself, after the command line's 'train.epochs=3' (a "
         f"method's own overrides come last): it runs with 'train.epochs=2'"]
     assert [m.name for m in loaded.methods] == ["a", "b"]
+
+
+def test_a_key_twice_in_a_methods_overrides_is_warned_about(tmp_path):
+    """(Session 27: `overrides: [train.lr=0.2, train.lr=0.3]` trained with 0.3 without a word; `openlt train`
+    warns.)"""
+    (tmp_path / "tiny.yaml").write_text("name: tiny\n")
+    spec = {"name": "x", "seeds": [0], "out_dir": str(tmp_path / "out"),
+            "methods": [{"name": "a", "config": "tiny.yaml", "overrides": ["train.lr=0.2", "train.lr=0.3"]}]}
+    path = tmp_path / "bench.yaml"
+    path.write_text(json.dumps(spec))
+    with pytest.warns(ConfigWarning, match=f"train.lr is given twice in bench spec {path}, method 'a''s overrides "
+                                           r"\('train.lr=0.2', then 'train.lr=0.3'\): the last wins"):
+        load_bench(path)

@@ -45,8 +45,8 @@ except ImportError:  # pragma: no cover - not POSIX: runs are not locked
     fcntl = None
 
 from openlt.config import (EXECUTION_KEYS, SEED_END, TRAINS_NOTHING, UNTRAINED_TRAIN_KEYS, Config, ConfigWarning,
-                           build_config, flatten, out_dir_problem, read_json, read_yaml_mapping, resolve_config,
-                           run_name_problem, to_dict)
+                           build_config, check_override_keys, flatten, out_dir_problem, read_json, read_yaml_mapping,
+                           resolve_config, run_name_problem, to_dict)
 from openlt.data.build import prepare_data
 from openlt.data.splits import MANIFEST
 from openlt.engine.decouple import adopt_representation
@@ -223,6 +223,8 @@ def load_bench(path: str | Path, extra_overrides: list[str] | None = None, seeds
     if not methods:
         raise ConfigError(f"{where} lists no methods")
     _warn_replaced_command_line(methods, extra_overrides or [], where)
+    for m in methods:  # one list sets a key twice: the last wins, as on a command line (said, as there)
+        check_override_keys(m.overrides, f"in {where}, method {m.name!r}'s overrides")
     spec_out_dir = Path(_text(raw, "out_dir", where, f"runs/bench/{path.stem}"))
     if out_dir is None:
         check_out_dir(spec_out_dir, f"{where}: out_dir")
