@@ -313,3 +313,23 @@ def test_a_new_run_inside_a_run_directory_is_refused_before_any_work(tmp_path):
 
     (tmp_path / "config.yaml").write_text("name: project\n", encoding="utf-8")
     assert run_around(tmp_path / "runs" / "new") is None and run_around(run / "a" / "b") == run
+
+
+def test_an_unmoved_stage1_run_is_not_hashed(tmp_path, monkeypatch):
+    """stage1_moved_to with the init_from the run recorded (the usual case: every evaluation, predict and export of
+    a decoupled run asks) reads no checkpoint; a copy at another path is hashed and taken when its sha256 is the
+    recorded one (session 27's review: accepting copies had made it hash the stage-1 checkpoint every time)."""
+    from openlt.engine import runtime
+
+    (tmp_path / "s1" / "checkpoints").mkdir(parents=True)
+    (tmp_path / "s1" / "checkpoints" / "best.safetensors").write_bytes(b"weights")
+    (tmp_path / "copy").symlink_to(tmp_path / "s1")
+    hashed = []
+    monkeypatch.setattr("openlt.io.sha256_file", lambda path: hashed.append(path) or "abc")
+    state = {"stage1": {"checkpoint": "best", "sha256": "abc"}}
+    assert not runtime.stage1_moved_to(str(tmp_path / "s1"), str(tmp_path / "s1"), state) and hashed == []
+    assert not runtime.stage1_moved_to(str(tmp_path / "s1"), f"{tmp_path}/./s1/", state) and hashed == []
+    assert not runtime.stage1_moved_to(str(tmp_path / "s1"), str(tmp_path / "copy"), state) and hashed == []
+    (tmp_path / "twin" / "checkpoints").mkdir(parents=True)
+    (tmp_path / "twin" / "checkpoints" / "best.safetensors").write_bytes(b"weights")
+    assert runtime.stage1_moved_to(str(tmp_path / "s1"), str(tmp_path / "twin"), state) and len(hashed) == 1

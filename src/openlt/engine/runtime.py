@@ -361,6 +361,8 @@ def stage1_moved_to(then, now, state: dict) -> bool:
     record = state.get("stage1")
     if not (isinstance(then, str) and isinstance(now, str) and isinstance(record, dict)):
         return False
+    if os.path.realpath(os.path.expanduser(now)) == os.path.realpath(os.path.expanduser(then)):
+        return False  # not moved: nothing to hash (every evaluation of a decoupled run comes here)
     name, sha = record.get("checkpoint", "best"), record.get("sha256")
     stage1 = Path(now).expanduser() / "checkpoints" / f"{name}.safetensors"
     if not isinstance(name, str) or not isinstance(sha, str) or not stage1.is_file():
