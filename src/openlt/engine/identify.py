@@ -53,7 +53,7 @@ from openlt.engine.precision import check_amp_override, inference_amp
 from openlt.engine.run import Run
 from openlt.engine.runtime import check_data_folders, load_run_model, command_device, make_loader, trained_config
 from openlt.errors import DataError, WriteError
-from openlt.io import sha256_file, write_json
+from openlt.io import sha256_file, unmakeable_folder, write_json
 from openlt.metrics.identification import (DEFAULT_CHUNK, IDENTITY_BANDS, IdentityBands, enrol, match,
                                            open_set_identification, pair_scores, rank1_by_band, spread_warning,
                                            tar_at_far)
@@ -458,7 +458,7 @@ def _device(cfg: Config, device: str | None) -> torch.device:
 def check_writable(run: Run, tag: str | None = None) -> None:
     """WriteError when this process cannot write into the run's folder, where the result goes
     (identification(-TAG).json, written atomically: a temporary file there, then renamed)."""
-    if not os.access(run.path, os.W_OK | os.X_OK):
+    if unmakeable_folder(run.path) is not None:  # (io's one rule of a folder that cannot be written into)
         raise WriteError(f"{run.path}: cannot write {run.identification_path(tag).name} into the run's folder "
                          f"(permission denied or a read-only filesystem): copy the run somewhere writable and "
                          f"identify the copy")

@@ -7,7 +7,6 @@ never imports the engine; a report is rebuilt from those files alone (no model, 
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -15,7 +14,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from openlt.errors import RunDirError, WriteError
-from openlt.io import write_text
+from openlt.io import unmakeable_folder, write_text
 from openlt.metrics import BAND_COLUMNS, BAND_NAMES, BAND_ROWS, ShotBands
 from openlt.reporting.convergence import convergence_findings
 from openlt.reporting.describe import checkpoint_epoch, environment_lines, open_set_text, threshold_text
@@ -224,7 +223,7 @@ def rebuild_reports(run: RunFiles, tag: str | None = None) -> Path:
     samples = load_samples(run.predictions_path(tag))
     check_samples_origin(run.predictions_path(tag), samples, path, metrics)
     check_samples_accuracy(run.predictions_path(tag), samples, path, metrics)
-    if not os.access(run.path, os.W_OK | os.X_OK):  # the reports are written into the run's folder
+    if unmakeable_folder(run.path) is not None:  # the reports are written into the run's folder
         raise WriteError(f"cannot write the reports into {run.path} (permission denied or a read-only "
                          f"filesystem): copy the run somewhere writable (cp -r) and redraw the copy's")
     write_reports(run, metrics, samples, tag)
