@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import io
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -72,13 +73,41 @@ def _paper_rows(spec, names: list[str]) -> list[tuple[str, dict]]:
     return out
 
 
-def markdown(spec, groups: dict[str, list[dict]], rows: list[dict] | None = None) -> str:
+def missing_runs(spec, files: Mapping[str, list[Path]]) -> list[str]:
+    """METHOD-sSEED of each method and seed of the spec that `files` has no metrics file for (a bench read with
+    --report-only while runs are missing or still training), in the spec's order. A metrics file's seed is read from
+    its run folder's name (METHOD-sSEED-YYYYmmdd-HHMMSS, the base run's for an `eval_of` method); a method with
+    files in folders not named so is "METHOD (k of n seeds)" when it has fewer files than the spec has seeds."""
+    missing = []
+    for m in getattr(spec, "methods", []):
+        hits = [re.search(r"-s(\d+)-\d{8}-\d{6}(?:-\d+)?$", Path(p).parent.name) for p in files.get(m.name, [])]
+        found = {int(hit.group(1)) for hit in hits if hit}
+        lacking = [seed for seed in spec.seeds if seed not in found]
+        unread = hits.count(None)
+        if not unread:
+            missing += [f"{m.name}-s{seed}" for seed in lacking]
+        elif len(lacking) > unread:
+            missing.append(f"{m.name} ({len(hits)} of {len(spec.seeds)} seeds)")
+    return missing
+
+
+def missing_note(missing: list[str], spec) -> str:
+    """The line under a table whose rows do not average every seed of the spec ("" when none is missing)."""
+    if not missing:
+        return ""
+    return (f"Not finished, so not in these means: {', '.join(missing)} (the runs column counts the seeds a row "
+            f"averages; `openlt bench {getattr(spec, 'path', None) or 'SPEC'}` trains and evaluates them).")
+
+
+def markdown(spec, groups: dict[str, list[dict]], rows: list[dict] | None = None,
+             missing: list[str] | None = None) -> str:
     """The bench's report.md: the comparison table (top-1 in %, F / AUROC / FPR@95 in [0, 1], mean ± std over
     seeds), which method leads on what, and the published rows of ``spec.paper`` when set.
 
     ``spec``: the bench spec (``name``, ``seeds``, ``paper``, ``methods``: read duck-typed); ``groups``: method label
     -> the metrics dicts (metrics.json) of its runs, one per seed; ``rows``: ``summary.aggregate(groups)`` when the
-    caller has it (computed here otherwise: :func:`write_bench_results` aggregates each table input once).
+    caller has it (computed here otherwise: :func:`write_bench_results` aggregates each table input once);
+    ``missing``: the spec's METHOD-sSEED without a finished run (:func:`missing_runs`), named under the table.
     """
     names = [c for c, _, _ in COLUMNS]
     lines = [f"# bench {spec.name}: {len(spec.seeds)} seed(s) {spec.seeds}", "",
@@ -88,8 +117,8 @@ def markdown(spec, groups: dict[str, list[dict]], rows: list[dict] | None = None
     for row in aggregated:
         lines.append(f"| {md_cell(marked_label(row))} | {row['runs']} | "
                      + " | ".join(format_cell(row["cells"][c], c, row["runs"]) for c in names) + " |")
-    lines += [line for note in (under_trained_note(aggregated), unchecked_note(aggregated)) if note
-              for line in ("", note)]
+    lines += [line for note in (missing_note(missing or [], spec), under_trained_note(aggregated),
+                                unchecked_note(aggregated)) if note for line in ("", note)]
     best = _leader_lines(groups, rows=aggregated)
     if best:
         lines += ["", "Which method for what (best mean; others within one std of it cannot be told apart with these seeds):",
@@ -199,10 +228,11 @@ def _closed_set_groups(spec, groups: dict[str, list[dict]]) -> dict[str, list[di
 
 
 def html_page(spec, groups: dict[str, list[dict]], files: dict[str, list[Path]], out_dir: Path,
-              reports: Mapping[Path, Path] | None = None, tables: _Tables | None = None) -> str:
+              reports: Mapping[Path, Path] | None = None, tables: _Tables | None = None,
+              missing: list[str] | None = None) -> str:
     """The bench page: the table, the leaders, the papers' rows, the two charts and a link to every run's HTML
     report (`reports`: metrics file -> its report, linked where the report exists; `tables`: the groups
-    aggregated, :func:`_aggregate_tables`, when the caller has them)."""
+    aggregated, :func:`_aggregate_tables`, when the caller has them; `missing`: as :func:`markdown`'s)."""
     reports = reports or {}
     names = [c for c, _, _ in COLUMNS]
     tables = tables or _aggregate_tables(spec, groups)
@@ -212,7 +242,8 @@ def html_page(spec, groups: dict[str, list[dict]], files: dict[str, list[Path]],
             f'<p class="meta">{len(spec.seeds)} seed(s) {esc(spec.seeds)}; top-1 in %, F / AUROC / FPR@95 in [0, 1]; '
             f"mean ± std over seeds ({esc(STD_NOTE)}). Spec: <code>{esc(spec.path)}</code></p>",
             table(["method", "runs"] + names, rows, [False] + [True] * (len(names) + 1))]
-    body += [f'<p class="warning">{esc(note)}</p>' for note in (under_trained_note(aggregated),
+    body += [f'<p class="warning">{esc(note)}</p>' for note in (missing_note(missing or [], spec),
+                                                                 under_trained_note(aggregated),
                                                                  unchecked_note(aggregated)) if note]
     best = _leader_lines(groups, bold=lambda t: f"<b>{t}</b>", text=esc, rows=aggregated)
     if best:
@@ -255,9 +286,10 @@ def write_bench_results(spec, files: dict[str, list[Path]], reports: Mapping[Pat
     out = spec.out_dir
     paths = {"markdown": out / "results.md", "csv": out / "results.csv", "html": out / "report.html",
              "bands figure": out / "bands.png", "open-set figure": out / "openset.png"}
-    write_text(paths["markdown"], markdown(spec, groups, tables.rows))
+    missing = missing_runs(spec, files)
+    write_text(paths["markdown"], markdown(spec, groups, tables.rows, missing))
     write_text(paths["csv"], csv_text(groups, tables.rows))
-    write_text(paths["html"], html_page(spec, groups, files, out, reports or {}, tables))
+    write_text(paths["html"], html_page(spec, groups, files, out, reports or {}, tables, missing))
     for key, fig in charts(spec, groups, tables):  # the two charts also as files, for slides and papers
         with atomic_path(paths[key]) as tmp:
             tmp.write_bytes(to_png(fig, 130))
