@@ -94,6 +94,21 @@ def test_an_empty_out_dir_option_is_refused(tmp_path, capsys):
     assert code == 2 and err.strip().splitlines() == ["openlt bench: error: --out-dir must not be empty"]
 
 
+def test_an_out_dir_that_cannot_be_made_is_one_line_naming_it(tmp_path, capsys):
+    (tmp_path / "afile").write_text("")
+    code, _, err = bench(capsys, write_spec(tmp_path), "--out-dir", tmp_path / "afile" / "x", "--quiet")
+    assert code == 2 and err.strip().splitlines() == [
+        f"openlt bench: error: --out-dir {tmp_path / 'afile' / 'x'} cannot be created: {tmp_path / 'afile'} is a "
+        f"file, not a folder"], err
+
+
+@pytest.mark.skipif(not Path("/proc/self").is_dir(), reason="needs Linux's /proc")
+def test_an_out_dir_on_a_virtual_filesystem_is_named_not_a_bare_errno(tmp_path, capsys):
+    # as root, /proc passes the access check and only mkdir says no (was: "[Errno 2] No such file ...")
+    code, _, err = bench(capsys, write_spec(tmp_path, out_dir="/proc/openlt-nope"), "--quiet")
+    assert code == 2 and "out_dir /proc/openlt-nope cannot be created: " in err and "Errno" not in err, err
+
+
 @pytest.mark.filterwarnings("error")
 @pytest.mark.parametrize("out_exists", [False, True])
 def test_report_only_with_nothing_finished_is_one_line_and_writes_nothing(tmp_path, capsys, out_exists):
@@ -149,7 +164,9 @@ def test_report_only_with_some_runs_finished_writes_the_report_without_warnings(
     assert "Warning" not in err and "legend" not in err, err
     assert "seed 3: 1 of 3 method(s) finished" in out and "seed 4: 0 of 3 method(s) finished" in out, out
     assert "[2/6] b seed 3: missing" in out and "finished (" not in out, out
-    assert "| a | 1 |" in (tmp_path / "out" / "results.md").read_text()
+    results = (tmp_path / "out" / "results.md").read_text()
+    assert "| a | 1 |" in results
+    assert "Not finished, so not in these means: a-s4, b-s3, b-s4, a+e-s3, a+e-s4 (the runs column" in results
     assert (tmp_path / "out" / "bands.png").stat().st_size > 0
 
 

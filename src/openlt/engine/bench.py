@@ -62,7 +62,7 @@ from openlt.engine.run import (EVALUATING, Run, _holder, _read_settled, _same_fi
 from openlt.engine.runtime import resolve_device
 from openlt.engine.train import train
 from openlt.errors import ConfigError, DataError, OpenLTError, RunDirError, WriteError
-from openlt.io import sha256_file
+from openlt.io import sha256_file, unmakeable_folder
 from openlt.openset import build_score
 from openlt.openset.rejector import keep_known_text, parse_threshold
 from openlt.paper_numbers import PAPERS
@@ -267,6 +267,9 @@ def check_out_dir(out_dir: Path, what: str) -> None:
                           f"; give the bench a folder of its own (e.g. runs/bench/NAME)")
     if path.exists() and not path.is_dir():
         raise ConfigError(f"{what} {out_dir} is not a folder")
+    unmakeable = None if path.exists() else unmakeable_folder(path)
+    if unmakeable:  # (said before any run; mkdir would say a bare errno after the checks)
+        raise ConfigError(f"{what} {out_dir} cannot be created: {unmakeable}")
     if (path / "config.yaml").is_file():  # one run's folder, given where a folder of runs goes
         raise ConfigError(f"{what} {out_dir} is a run directory (it has a config.yaml), not a folder of a bench's "
                           f"runs: give the bench a new or empty folder of its own (e.g. runs/bench/NAME); a table of "
@@ -409,7 +412,11 @@ def run_bench(spec: BenchSpec, quiet: bool = False, log: Callable[[str], None] |
     else:
         _check_split_folders(spec)
         _check_records_have_weights(spec)
-        spec.out_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            spec.out_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:  # (a folder of a virtual filesystem, /proc/x, says no only when asked)
+            raise ConfigError(f"bench {spec.name}: out_dir {spec.out_dir} cannot be created: "
+                              f"{exc.strerror or exc}") from None
     try:
         results = _run_all(spec, quiet, log, report_only)
     except KeyboardInterrupt as exc:  # (Ctrl-C; SIGTERM through the CLI) the run's hint names `train --resume`
