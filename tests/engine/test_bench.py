@@ -99,7 +99,11 @@ def test_bench_runs_skips_and_resumes(spec_path, tmp_path, capsys):
     ({"paper": "mnist"}, "unknown paper"),
     ({"bogus": 1}, "unknown key"),
     ({"methods": [{"name": "a", "config": "nope.yaml"}]}, "config not found"),
-    ({"methods": [{"name": "a", "eval_of": "b"}]}, "must name a trained method"),
+    ({"methods": [{"name": "a", "eval_of": "b"}]}, "must name a trained method listed before it; no trained method"),
+    ({"methods": [{"name": "plain", "config": "tiny.yaml"}, {"name": "crt", "config": "tiny.yaml", "init_from": "plian"}]},
+     r"init_from='plian' must name a trained method listed before it; did you mean 'plain'\? \(trained methods "
+     r"before it: plain\)"),
+    ({"methods": [{"name": "p", "config": "tiny.yaml"}, {"name": "e", "eval_of": "zzz"}]}, r"it \(trained methods before it: p\)$"),
     ({"methods": [{"name": "a b", "config": "tiny.yaml"}]}, "must be unique"),
     ({"methods": [{"name": "a", "config": "tiny.yaml", "overrides": ["train.epochz=1"]}]}, "train.epochz"),
 ])

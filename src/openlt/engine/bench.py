@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import difflib
 import logging
 import os
 import re
@@ -180,7 +181,8 @@ def _method(entry, i: int, before: list[BenchMethod], path: Path, paper: str | N
     for ref in ("init_from", "eval_of"):
         target = fields[ref]
         if target is not None and (target not in known or known[target].eval_of):
-            raise ConfigError(f"{where}: method {name!r}: {ref}={target!r} must name a trained method listed before it")
+            raise ConfigError(f"{where}: method {name!r}: {ref}={target!r} must name a trained method listed before it"
+                              f"{_reference_hint(target, before)}")
     if bool(fields["config"]) == bool(fields["eval_of"]):
         raise ConfigError(f"{where}: method {name!r} needs exactly one of config or eval_of")
     if fields["paper_row"] is not None and (paper is None or fields["paper_row"] not in PAPERS[paper]["rows"]):
@@ -195,6 +197,17 @@ def _method(entry, i: int, before: list[BenchMethod], path: Path, paper: str | N
             raise ConfigError(f"{where}: method {name!r}: config not found: {config}")
     return BenchMethod(name, config, fields["init_from"], fields["eval_of"],
                        _strings(entry.get("overrides"), where, f"method {name!r}: overrides"), fields["paper_row"])
+
+
+def _reference_hint(target: str, before: list[BenchMethod]) -> str:
+    """What a bad init_from / eval_of reference is closest to: "; did you mean 'plain'?" and the trained methods
+    listed before it (at most 6), or that none is."""
+    trained = [m.name for m in before if not m.eval_of]
+    if not trained:
+        return "; no trained method (one with a config) is listed before it"
+    close = difflib.get_close_matches(target, trained, n=1, cutoff=0.6)
+    shown = ", ".join(trained[:6]) + (f" and {len(trained) - 6} more" if len(trained) > 6 else "")
+    return (f"; did you mean {close[0]!r}?" if close else "") + f" (trained methods before it: {shown})"
 
 
 def load_bench(path: str | Path, extra_overrides: list[str] | None = None, seeds: list[int] | None = None,
