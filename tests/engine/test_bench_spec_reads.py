@@ -114,3 +114,14 @@ def test_a_method_whose_image_folder_is_missing_is_refused_naming_data_root(tmp_
     assert f"data root does not exist or is not a folder: {tmp_path / 'moved'}" in str(caught.value)
     assert str(caught.value).endswith("nothing was trained (fix data.root or data.split_dir of this method, or "
                                       "its split files)")
+
+
+def test_a_config_found_only_among_the_packaged_ones_is_named(tmp_path, caplog):
+    split = small_split(tmp_path / "split")
+    path = _spec(tmp_path, split, [{"name": "p", "config": "fmnist_lt/plain.yaml"}, {"name": "t", "config": "tiny.yaml"}])
+    with caplog.at_level("INFO", logger="openlt.engine.bench"):
+        spec = load_bench(path)
+    assert spec.methods[0].config.name == "plain.yaml" and spec.methods[0].config.parent.name == "fmnist_lt"
+    said = [r.getMessage() for r in caplog.records if "packaged config" in r.getMessage()]
+    assert said == [f"bench spec {path}: method 'p': config fmnist_lt/plain.yaml is openlt's packaged config "
+                    f"{spec.methods[0].config} (no such file beside the spec)"]  # tiny.yaml, beside it: nothing said

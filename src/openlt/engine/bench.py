@@ -195,6 +195,9 @@ def _method(entry, i: int, before: list[BenchMethod], path: Path, paper: str | N
                                 f"{where}: method {name!r}: config").resolve()
         if not config.is_file():
             raise ConfigError(f"{where}: method {name!r}: config not found: {config}")
+        if not (path.parent / fields["config"]).exists():  # (said: a file of that name was maybe meant)
+            _LOG.info(f"{where}: method {name!r}: config {fields['config']} is openlt's packaged config {config} "
+                      f"(no such file beside the spec)")
     return BenchMethod(name, config, fields["init_from"], fields["eval_of"],
                        _strings(entry.get("overrides"), where, f"method {name!r}: overrides"), fields["paper_row"])
 
