@@ -85,3 +85,33 @@ def test_an_override_evaluation_does_not_use_is_said_before_any_heavy_module_loa
                           capture_output=True, text=True, check=True)
     assert done.stdout.strip().splitlines()[-1] == "LOADED", done.stdout
     assert "openlt eval: error: train.lr is not an evaluation setting" in done.stderr, done.stderr
+
+
+def test_an_override_value_or_a_missing_data_folder_is_said_before_any_heavy_module_loads(tmp_path):
+    """`openlt eval RUN eval.batch_size=0` or `data.root=/nonexistent` was refused after 6 s of imports; the values
+    and the run's data folders are checked with the keys (override_scope.check_run_overrides, session 28)."""
+    run = tmp_path / "run"
+    run.mkdir()
+    (tmp_path / "split").mkdir()
+    (run / "config.yaml").write_text(f"data: {{split_dir: {tmp_path / 'split'}, root: {tmp_path}}}\n")
+    moved = tmp_path / "moved"
+    (moved / "config.yaml").parent.mkdir()
+    (moved / "config.yaml").write_text(f"data: {{split_dir: {tmp_path / 'gone'}}}\n")
+    cases = [(["eval", str(run), "eval.batch_size=0"],
+              "openlt eval: error: override 'eval.batch_size=0': config key 'eval.batch_size' must be >= 1"),
+             (["eval", str(run), "data.root=/nonexistent-openlt"], "openlt eval: error: data.root=/nonexistent-openlt: "
+                                                                   "no such folder"),
+             (["eval", str(run), "--threshold", "0.5", "eval.open_score=msp", "train.device=cuda:x"],
+              "config key 'train.device' must be auto, cpu, cuda, cuda:N or mps, got 'cuda:x'"),
+             (["eval", str(moved)], f"{moved / 'config.yaml'}: data.split_dir {tmp_path / 'gone'} is not a folder; "
+                                    f"`openlt eval` reads the run's data there: if the data moved, pass "
+                                    f"data.split_dir=NEW_FOLDER"),
+             (["identify", str(run), "--probe", str(run / "config.yaml"), "eval.batch_size=-3"],
+              "openlt identify: error: override 'eval.batch_size=-3'"),
+             (["identify", str(moved), "--probe", str(run / "config.yaml")],
+              "`openlt identify` reads the run's data there (the training images' features are the templates")]
+    for args, said in cases:
+        done = subprocess.run([sys.executable, "-c", PROBE.format(heavy=HEAVY), *args], capture_output=True,
+                              text=True, check=True)
+        assert done.stdout.strip().splitlines()[-1] == "LOADED", (args, done.stdout, done.stderr)
+        assert said in done.stderr, (args, done.stderr)

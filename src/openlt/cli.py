@@ -782,22 +782,28 @@ def _check_options(args: argparse.Namespace) -> None:
 
 
 def _eval_options(args: argparse.Namespace) -> None:
-    """`openlt eval`'s early check: its overrides are keys an evaluation uses."""
-    from openlt.engine.override_scope import check_eval_overrides
+    """`openlt eval`'s early check: its overrides are keys an evaluation uses, their values and the run's data
+    folders hold (--threshold as the override it becomes)."""
+    from openlt.engine.override_scope import check_eval_overrides, check_run_overrides
+    from openlt.engine.run import open_run
 
     check_eval_overrides(args.overrides)
+    threshold = [] if args.threshold is None else [f"eval.open_threshold={args.threshold}"]
+    check_run_overrides(open_run(args.run), [*args.overrides, *threshold], "eval")
 
 
 def _identify_options(args: argparse.Namespace) -> None:
     """`openlt identify`'s early check: its overrides, what it is asked to measure and its list files."""
     from openlt.engine.identify_request import check_identify_options, check_list_files
-    from openlt.engine.override_scope import check_identify_overrides
+    from openlt.engine.override_scope import IDENTIFY_READS, check_identify_overrides, check_run_overrides
+    from openlt.engine.run import open_run
 
     check_identify_overrides(args.overrides)
     check_identify_options(args.probe, args.gallery, args.distractors, args.pairs, args.chunk_size, args.root,
                            args.distractor_root, args.many_above)
     check_list_files({"probe": args.probe, "gallery": args.gallery, "distractors": args.distractors,
                       "pairs": args.pairs})
+    check_run_overrides(open_run(args.run), args.overrides, "identify", IDENTIFY_READS)  # values, data folders
 
 
 class ConsoleHandler(logging.Handler):

@@ -193,7 +193,7 @@ def test_a_stage2_from_an_edited_stage1_run_is_refused_before_any_work(runs, tmp
 def test_eval_of_a_run_whose_data_moved_names_the_key_and_takes_the_new_folder(runs, tmp_path, capsys):
     """data.root of config.yaml gone (the images moved): one line naming RUN/config.yaml's key and the override to
     pass (was 'data root does not exist or is not a folder: OLD'), a bad override named as such, and
-    `openlt eval RUN data.root=NEW` evaluates (runtime.check_data_folders, shared with identify)."""
+    `openlt eval RUN data.root=NEW` evaluates (override_scope.check_data_folders, shared with identify)."""
     moved = tmp_path / "moved_images"
     shutil.copytree(runs[2].parent.parent, moved)
     run = edited_copy(runs[0], tmp_path, data__root=str(tmp_path / "gone"))

@@ -35,7 +35,8 @@ from openlt.engine.precheck import check_open_score_on_model
 from openlt.engine.run import Run, check_tag
 from openlt.engine.score_fit import fit_open_score
 from openlt.engine.stage1_record import run_convergence, stage1_convergence
-from openlt.engine.runtime import (batch_score_for, check_data_folders, collect_outputs, command_device,
+from openlt.engine.override_scope import check_data_folders
+from openlt.engine.runtime import (batch_score_for, collect_outputs, command_device,
                                    heads_on_stage1_features, inference_loader, kept_for, score_fit_args, to_device,
                                    trained_config)
 from openlt.errors import ConfigError, OpenLTError

@@ -38,7 +38,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from openlt.config import Config, build_config, read_utf8, to_dict
+from openlt.config import Config, read_utf8
 from openlt.data.build import DataBundle, prepare_data
 from openlt.data.datasets import FileImageLoader, SplitDataset, check_each, too_large
 from openlt.data.splitfile import SplitEntries, normalise_item, read_split_file
@@ -48,10 +48,11 @@ from openlt.engine.features import extract_features, load_features
 from openlt.engine.identify_request import LIST_FILES, check_identify_options, check_list_file, check_list_files
 from openlt.engine.inference import checkpoint_identity
 from openlt.engine.manifest import verify_manifest
-from openlt.engine.override_scope import check_identify_overrides
+from openlt.engine.override_scope import (IDENTIFY_READS, check_data_folders, check_identify_overrides,
+                                          overridden_config)
 from openlt.engine.precision import check_amp_override, inference_amp
 from openlt.engine.run import Run
-from openlt.engine.runtime import check_data_folders, load_run_model, command_device, make_loader, trained_config
+from openlt.engine.runtime import load_run_model, command_device, make_loader, trained_config
 from openlt.errors import DataError, WriteError
 from openlt.io import sha256_file, unmakeable_folder, write_json
 from openlt.metrics.identification import (DEFAULT_CHUNK, IDENTITY_BANDS, IdentityBands, enrol, match,
@@ -174,12 +175,8 @@ def identify_config(run: Run, checkpoint: str = "best", overrides: Sequence[str]
     check_identify_overrides(overrides or [])  # (also: one string, or items that are no strings)
     overrides = list(overrides or [])
     given = {item.split("=", 1)[0].strip() for item in overrides}
-    cfg = run.config()
-    if overrides:
-        cfg = build_config(base=to_dict(cfg), overrides=overrides)
-    cfg = trained_config(run, checkpoint, "identify", cfg)
-    check_data_folders(run, cfg, given, "identify", "the training images' features are the templates, and no "
-                       "probe may be one of them; --root is only where the lists' paths are")
+    cfg = trained_config(run, checkpoint, "identify", overridden_config(run, overrides))
+    check_data_folders(run, cfg, given, "identify", IDENTIFY_READS)
     return cfg
 
 

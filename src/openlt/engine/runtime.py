@@ -26,7 +26,7 @@ from openlt.engine.manifest import label_difference
 from openlt.engine.precision import autocast
 from openlt.engine.run import PATH_KEYS, Run, absolute_paths
 from openlt.engine.stage1_record import check_stage1_unchanged
-from openlt.errors import ConfigError, DataError, RunDirError
+from openlt.errors import ConfigError, RunDirError
 from openlt.models.classifier import LinearClassifier
 from openlt.models.fusion import inference_copy
 from openlt.models.model import OpenLTModel, build_model
@@ -415,31 +415,6 @@ def _same(key: str, then, now) -> bool:
 def config_value(value) -> str:
     """A config value as a message shows it: null, JSON for lists / dicts / booleans, else str."""
     return "null" if value is None else json.dumps(value) if isinstance(value, (list, dict, bool)) else str(value)
-
-
-# the run's data folders evaluation and identification read, from config.yaml unless overridden
-RUN_FOLDERS = ("data.split_dir", "data.root", "data.open_root")
-
-
-def check_data_folders(run: Run, cfg: Config, given: set[str], command: str, why: str = "") -> None:
-    """DataError, one line, when a folder of :data:`RUN_FOLDERS` in `cfg` (the run's config with the command's
-    overrides) is not there: naming the override when the key is in `given` (the keys overridden), else
-    RUN/config.yaml's key and how to say where the data is now (`openlt COMMAND RUN KEY=NEW_FOLDER`); `why`: what
-    the command reads there, added to the message. ConfigError for an empty (null) data.root override: it would not
-    mean the run's folder but the split manifest's root."""
-    for key in RUN_FOLDERS:
-        value = getattr(cfg.data, key.split(".", 1)[1])
-        if value is None and key == "data.root" and key in given:  # not "the run's root": null, i.e. the manifest's
-            raise ConfigError(f"data.root= (empty, null) is refused: give the folder of the run's images, "
-                              f"data.root=FOLDER, or leave the override out to read them where {run.config_file} "
-                              f"says")
-        if value is None or Path(value).expanduser().is_dir():
-            continue
-        if key in given:
-            raise DataError(f"{key}={value}: no such folder")
-        raise DataError(f"{run.config_file}: {key} {value} is not a folder; `openlt {command}` reads the run's data "
-                        f"there{f' ({why})' if why else ''}: if the data moved, pass {key}=NEW_FOLDER (`openlt "
-                        f"{command} {run.path} {key}=NEW_FOLDER ...`)")
 
 
 def trained_config(run: Run, checkpoint: str = "best", command: str | None = "eval", cfg: Config | None = None,

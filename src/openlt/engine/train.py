@@ -353,7 +353,7 @@ def _prepared_run(cfg: Config, run: Run | None, name: str | None, resume: bool,
             yield run, data
 
 
-RESUME_FOLDERS = ("data.split_dir", "data.root", "data.open_root")  # (runtime.RUN_FOLDERS)
+RESUME_FOLDERS = ("data.split_dir", "data.root", "data.open_root")  # (override_scope.RUN_FOLDERS)
 
 
 def check_resume_folders(run: Run, cfg: Config) -> None:
