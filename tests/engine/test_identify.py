@@ -215,6 +215,15 @@ def test_read_pairs_file_lists_each_image_once(tmp_path):
     assert pairs.lines == [2, 4] and pairs.images().items == ["a.png", "b.png", "c.png"]
 
 
+def test_a_pairs_file_keeps_a_no_break_space_inside_a_name(tmp_path):
+    # str.split() cut "10.00.00\u202fAM.png" (a macOS screenshot's name) in two: four columns, refused
+    path = tmp_path / "p.txt"
+    path.write_text("shot 10.00.00\u202fAM.png\tb.png\t1\na\u00a0b.png   c.png 0\n", encoding="utf-8")
+    pairs = read_pairs_file(path)
+    assert pairs.first == ["shot 10.00.00\u202fAM.png", "a\u00a0b.png"] and pairs.second == ["b.png", "c.png"]
+    assert pairs.same == [1, 0]
+
+
 def test_probes_that_are_training_or_gallery_images_are_refused(faces, capsys):
     """A probe that is a template's own image would match itself (rank-1 inflated): refused, also under another
     name (a symlink), with the count and an example; a held-out probe list beside it is accepted."""

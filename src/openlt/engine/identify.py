@@ -87,7 +87,7 @@ class PairList:
 
 def read_pairs_file(path: str | Path) -> PairList:
     """Parse a pairs file: ``path1 path2 same`` per line (UTF-8; blank lines and '#' comments skipped; columns
-    separated by tabs on a line that has one, so that paths may hold spaces, else by whitespace), same 0
+    separated by tabs on a line that has one, so that paths may hold spaces, else by spaces), same 0
     or 1, paths relative to the image root. DataError naming the file and line for anything else, and for a
     file that is missing, lists no pair, or lacks genuine (1) or impostor (0) pairs."""
     path = check_list_file("pairs", path)
@@ -97,8 +97,10 @@ def read_pairs_file(path: str | Path) -> PairList:
         if not line or line.startswith("#"):
             continue
         where = f"{path}, line {lineno}"
-        # tab-separated columns when the line has a tab (paths with spaces), else any whitespace
-        parts = [part.strip() for part in line.split("\t") if part.strip()] if "\t" in line else line.split()
+        # tab-separated columns when the line has a tab (paths with spaces), else spaces: not str.split()'s Unicode
+        # whitespace, which would cut a name at its no-break space (macOS screenshots: "10.00.00\u202fAM.png")
+        parts = [part.strip() for part in line.split("\t") if part.strip()] if "\t" in line else \
+            [part for part in line.split(" ") if part]
         if len(parts) != 3:
             raise DataError(f"{where}: expected 'path1 path2 same' (same: 0 or 1), got {line!r}; "
                             + _pairs_hint(line, len(parts)))
