@@ -74,6 +74,22 @@ def test_a_run_folder_it_cannot_write_into_is_said_before_any_work(faces, capsys
         f"denied or a read-only filesystem): copy the run somewhere writable and identify the copy\n")
 
 
+def test_a_folder_named_as_the_result_file_is_said_before_any_work(faces, capsys, monkeypatch):
+    """(Session 27: a folder identification-TAG.json in the run was found only when the result was renamed onto it.)"""
+    run = faces["run"]
+    (run.path / "identification-blocked.json").mkdir()
+    called = []
+    monkeypatch.setattr(_checks.identify_module, "prepare_data", lambda *a, **k: called.append(1))
+    try:
+        code, out, err = cli(capsys, "identify", run.path, "--probe", faces["tmp"] / "probe.txt", "--tag", "blocked",
+                             "--quiet")
+    finally:
+        (run.path / "identification-blocked.json").rmdir()
+    assert code == 2 and out == "" and not called and err == (
+        f"openlt identify: error: {run.path / 'identification-blocked.json'} is a folder, where identify writes its "
+        f"result: move it away, or give another --tag\n")
+
+
 def test_a_device_that_is_not_there_is_said_before_the_images_headers_are_read(faces, capsys, monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     probe = faces["tmp"] / "missing_image_probe.txt"

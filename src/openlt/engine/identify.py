@@ -456,11 +456,16 @@ def _device(cfg: Config, device: str | None) -> torch.device:
 
 def check_writable(run: Run, tag: str | None = None) -> None:
     """WriteError when this process cannot write into the run's folder, where the result goes
-    (identification(-TAG).json, written atomically: a temporary file there, then renamed)."""
+    (identification(-TAG).json, written atomically: a temporary file there, then renamed), or when a folder has
+    that file's name (the rename would fail after all the work)."""
     if unmakeable_folder(run.path) is not None:  # (io's one rule of a folder that cannot be written into)
         raise WriteError(f"{run.path}: cannot write {run.identification_path(tag).name} into the run's folder "
                          f"(permission denied or a read-only filesystem): copy the run somewhere writable and "
                          f"identify the copy")
+    out = run.identification_path(tag)
+    if out.is_dir() and not out.is_symlink():
+        raise WriteError(f"{out} is a folder, where identify writes its result: move it away, or give another "
+                         f"--tag")
 
 
 def identify_run(run: Run, probe: str | None = None, gallery: str | None = None, distractors: str | None = None,
