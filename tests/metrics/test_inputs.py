@@ -65,3 +65,24 @@ def test_swapped_labels_and_predictions_are_a_type_error_not_a_wrong_number():
         top1(labels, preds)
     out = shot_accuracy(preds, labels=labels, train_counts=counts)
     assert (out["many"], out["medium"], out["few"]) == (1.0, 0.0, 0.0) and out["overall"] == 4 / 7
+
+
+@pytest.mark.parametrize("name", ["auroc", "aupr_in", "aupr_out", "fpr_at_tpr", "open_set_metrics"])
+def test_open_set_metrics_in_scikit_learns_order_are_a_type_error_not_a_wrong_number(name):
+    """auroc(y, scores) in roc_auc_score's order gave 0.6 for a perfect ranking (helper trial, session 28): 0 / 1
+    whole numbers beside as many scores are refused; the same samples in openlt's order give 1.0."""
+    import openlt.metrics as M
+    y, scores = np.array([1, 1, 1, 0, 0]), np.array([0.9, 0.8, 0.7, 0.2, 0.1])
+    with pytest.raises(TypeError, match=r"scikit-learn's order \(y_true, y_score\)\? .*auroc\(scores\[y == 1\]"):
+        getattr(M, name)(y, scores)
+    with pytest.raises(TypeError, match="scikit-learn's order"):
+        getattr(M, name)(y.tolist(), scores.tolist())
+    getattr(M, name)(scores[y == 1], scores[y == 0])
+    assert M.auroc(scores[y == 1], scores[y == 0]) == 1.0
+    assert M.auroc(np.array([1, 0, 1]), np.array([0, 1, 0])) == pytest.approx(2 / 3)  # 0 / 1 on both sides: scores
+
+
+def test_whole_number_scores_of_other_values_or_lengths_are_taken_as_scores():
+    from openlt.metrics import auroc
+    assert auroc(np.array([3, 2, 2]), np.array([0.5, 1.5, 0.1])) == 1.0
+    assert auroc(np.array([1, 1, 0]), np.array([0.5, 0.2])) == pytest.approx(4 / 6)  # lengths differ

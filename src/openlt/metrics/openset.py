@@ -39,9 +39,15 @@ def _as_score_vector(x: Any, name: str) -> np.ndarray:
 
 def _known_open(known_scores: Any, open_scores: Any) -> tuple[np.ndarray, np.ndarray]:
     """Both score sets, finite and 1-D; ValueError when either is empty (AUROC, AUPR and FPR compare the two
-    kinds of sample: with one kind only they are undefined, and sklearn would only warn and return nan)."""
+    kinds of sample: with one kind only they are undefined, and sklearn would only warn and return nan); TypeError
+    for 0 / 1 whole numbers beside as many scores, a call in scikit-learn's (y_true, y_score) order."""
     k = _as_score_vector(known_scores, "known_scores")
     o = _as_score_vector(open_scores, "open_scores")
+    if to_numpy(known_scores).dtype.kind in "iu" and k.size == o.size and np.isin(k, (0, 1)).all() \
+            and not np.isin(o, (0, 1)).all():  # scikit-learn's (y_true, y_score): a number, silently wrong
+        raise TypeError("known_scores holds whole numbers 0 / 1 only and open_scores as many scores: scikit-learn's "
+                        "order (y_true, y_score)? openlt's open-set metrics take the scores of the known samples and "
+                        "those of the open samples, e.g. auroc(scores[y == 1], scores[y == 0])")
     if k.size == 0:
         raise ValueError("known_scores is empty: open-set metrics need at least one known sample")
     if o.size == 0:
@@ -149,7 +155,8 @@ def auroc(known_scores: Any, open_scores: Any) -> float:
     negated), so there is no IN/OUT variant. Uses :func:`sklearn.metrics.roc_auc_score`.
 
     Both score sets must be 1-D, finite and non-empty: ValueError for no known or no open sample (AUROC of one
-    class is undefined; sklearn would warn and give nan).
+    class is undefined; sklearn would warn and give nan). TypeError for ``auroc(y, scores)``, roc_auc_score's order
+    (0 / 1 whole numbers beside as many scores): pass ``auroc(scores[y == 1], scores[y == 0])``.
     """
     k, o = _known_open(known_scores, open_scores)
     y = np.concatenate([np.ones(k.size), np.zeros(o.size)])
