@@ -4,6 +4,7 @@ checks its overrides before loading any model."""
 import json
 from dataclasses import replace
 import math
+import warnings
 from types import SimpleNamespace
 
 import numpy as np
@@ -152,6 +153,22 @@ def test_a_fixed_threshold_names_the_option_it_came_from_and_ranges_are_declared
     check_threshold_range("msp", 0.0, "--threshold")
     check_threshold_range("energy", -50.0, "--threshold")  # no declared range: any number
     check_threshold_range("max_logit", 1e6, "--threshold")
+
+
+def test_an_evaluation_threshold_outside_the_scores_range_is_warned_about():
+    """`openlt eval RUN eval.open_threshold=2` on msp wrote F 0.000 without a word, while predict's --threshold 2
+    is refused (helper trial, session 28): a warning (an evaluation may reject everything on purpose)."""
+    from openlt.config import ConfigWarning
+
+    with pytest.warns(ConfigWarning, match=r"^eval.open_threshold 2 is outside the range of the open-set score msp "
+                                           r"\(\[0, 1\]\): .*; evaluated as set"):
+        check_rejection_config(SimpleNamespace(open_threshold=2.0, open_score="msp", keep_known=0.95))
+    with pytest.warns(ConfigWarning, match="eval.open_threshold -1 is outside"):
+        check_rejection_config(SimpleNamespace(open_threshold=-1, open_score="msp", keep_known=0.95))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        check_rejection_config(SimpleNamespace(open_threshold=0.5, open_score="msp", keep_known=0.95))
+        check_rejection_config(SimpleNamespace(open_threshold=-7.5, open_score="energy", keep_known=0.95))
 
 
 def test_the_source_names_keep_known_as_it_is_not_rounded_to_a_whole_percent():

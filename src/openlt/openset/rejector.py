@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import math
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,7 +26,7 @@ from typing import Any
 import numpy as np
 
 from openlt.errors import ConfigError, DataError, RunDirError
-from openlt.config import finite_number
+from openlt.config import ConfigWarning, finite_number
 from openlt.io import write_json
 from openlt.metrics import reject, threshold_at_tpr
 from openlt.metrics._checks import to_numpy
@@ -78,8 +79,17 @@ def _exact(value: float) -> str:
 def check_rejection_config(eval_cfg: Any, has_val: bool = True) -> None:
     """Refuse a bad `eval.open_threshold` before any work: neither 'auto' nor a finite number, or 'auto' with a
     `keep_known` outside (0, 1] or (`has_val` False) no validation split to calibrate on. `eval_cfg` is the
-    config's `eval` section. Raises ConfigError naming the key."""
-    if parse_threshold(eval_cfg.open_threshold) is not None:
+    config's `eval` section. Raises ConfigError naming the key. A fixed number outside the range of
+    `eval.open_score` (:func:`check_threshold_range`, which predict's --threshold refuses) is a ConfigWarning:
+    an evaluation may reject every image on purpose, but a slip (2 for 0.2, an energy threshold on msp) would
+    otherwise give F = 0 without a word."""
+    threshold = parse_threshold(eval_cfg.open_threshold)
+    if threshold is not None:
+        try:
+            check_threshold_range(getattr(eval_cfg, "open_score", None), threshold)
+        except ConfigError as exc:
+            warnings.warn(f"{exc}; evaluated as set (give a number inside the range, or 'auto' to choose one on "
+                          f"validation)", ConfigWarning, stacklevel=2)
         return
     keep = eval_cfg.keep_known
     if isinstance(keep, bool) or not isinstance(keep, (int, float)) or not 0.0 < keep <= 1.0:
