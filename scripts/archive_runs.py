@@ -40,16 +40,21 @@ def archive(source: Path, dest: Path, report: Callable[[str], None] = lambda lin
     metrics-TAG.json) is removed (DEST/RUN/.archived lists what was written); any other file there is left.
     `report` gets one line per run as it is copied (or skipped). Returns the names of the runs copied, sorted.
     Raises ValueError, before anything is copied, when `source` is itself a run (it holds metrics.json), `dest` is
-    `source` or inside one of its runs (the copy would land among the files it copies), or something is in the
-    way (:func:`in_the_way`). A run whose DEST/RUN is that very folder (a symlink to the archived copy) is skipped,
+    `source` or inside it (the copy would land among the files it copies), `dest` holds anything else than archived
+    runs (:func:`foreign_entries`: an image folder, a repository), or something is in the way (:func:`in_the_way`). A run whose DEST/RUN is that very folder (a symlink to the archived copy) is skipped,
     one line saying so."""
     source, dest = source.resolve(), dest.resolve()
     if (source / "metrics.json").is_file():
         raise ValueError(f"{source} is a run itself (it holds metrics.json): give the folder of runs it is in, "
                          f"e.g. {source.parent}")
-    if dest == source or any(dest.is_relative_to(run) for run in source.iterdir() if run.is_dir()):
-        raise ValueError(f"{dest} is {source} or inside one of its runs: give a folder of its own, e.g. results/NAME")
+    if dest.is_relative_to(source):  # (inside it, the archive would be read as one more folder of the bench's)
+        raise ValueError(f"{dest} is {source} or inside it: give a folder of its own, e.g. results/NAME")
     runs = sorted(p for p in source.iterdir() if p.is_dir() and (p / "metrics.json").is_file())
+    foreign = [name for name in foreign_entries(dest) if name not in {run.name for run in runs}]  # (in_the_way's)
+    if foreign:
+        shown = ", ".join(foreign[:3]) + (f" and {len(foreign) - 3} more" if len(foreign) > 3 else "")
+        raise ValueError(f"{dest} holds what is no archived run ({shown}): give a new folder or an earlier archive "
+                         f"of runs, e.g. results/NAME; nothing was copied")
     for odd in sorted(p for p in source.iterdir() if p.is_dir() and (p / "metrics.json").exists() and p not in runs):
         report(f"archive_runs: note: {odd / 'metrics.json'} is not a file: {odd.name} left out")
     blocked = [problem for run in runs if (problem := in_the_way(run, dest / run.name))]
@@ -66,6 +71,16 @@ def archive(source: Path, dest: Path, report: Callable[[str], None] = lambda lin
         copied.append(run.name)
         report(str(target))
     return copied
+
+
+def foreign_entries(dest: Path) -> list[str]:
+    """The names in `dest` (sorted) that are not an archived run (a folder with .archived or metrics.json) nor
+    hidden: what archiving into `dest` would mix runs' records with (an image folder's classes). [] when `dest` is
+    not there yet."""
+    if not dest.is_dir():
+        return []
+    return sorted(p.name for p in dest.iterdir() if not p.name.startswith(".") and not (
+        p.is_dir() and ((p / ARCHIVED).is_file() or (p / "metrics.json").is_file())))
 
 
 def in_the_way(run: Path, target: Path) -> str | None:

@@ -50,11 +50,34 @@ def test_refuses_a_destination_inside_the_source_or_a_missing_source(tmp_path, a
     source = tmp_path / "runs"
     run = _run(source, "plain_e4-s0-20261201-100000")
     assert archive_module.main([str(source), str(run / "sub")]) == 2
-    assert "inside one of its runs" in capsys.readouterr().err
+    assert "or inside it: give a folder of its own" in capsys.readouterr().err
+    assert archive_module.main([str(source), str(source / "sub")]) == 2  # beside the runs (helper trial, session 28)
     assert archive_module.main([str(source), str(source)]) == 2
     assert archive_module.main([str(tmp_path / "nope"), str(tmp_path / "out")]) == 2
     assert "is not a folder" in capsys.readouterr().err
-    assert not (run / "sub").exists()
+    assert not (run / "sub").exists() and not (source / "sub").exists()
+
+
+def test_a_destination_that_holds_other_things_is_refused_before_anything_is_copied(tmp_path, archive_module,
+                                                                                       capsys):
+    """(Helper trial, session 28: archiving into an image folder put run folders among its classes, and the next
+    `openlt split --root` failed on them.)"""
+    source, images = tmp_path / "runs", tmp_path / "images"
+    _run(source, "plain_e4-s0-20261201-100000")
+    for name in ("ant", "bee", "cat", "dog"):
+        (images / name).mkdir(parents=True)
+        (images / name / "0.png").write_bytes(b"png")
+    assert archive_module.main([str(source), str(images)]) == 2
+    assert (f"{images} holds what is no archived run (ant, bee, cat and 1 more): give a new folder or an earlier "
+            f"archive") in capsys.readouterr().err
+    assert sorted(p.name for p in images.iterdir()) == ["ant", "bee", "cat", "dog"]
+    kept = tmp_path / "kept"  # an earlier archive (and a hidden file) is fine
+    assert archive_module.main([str(source), str(kept)]) == 0
+    (kept / ".DS_Store").write_bytes(b"")
+    _run(source, "crt_e4-s0-20261201-100000")
+    assert archive_module.main([str(source), str(kept)]) == 0
+    assert sorted(p.name for p in kept.iterdir()) == [".DS_Store", "crt_e4-s0-20261201-100000",
+                                                      "plain_e4-s0-20261201-100000"]
 
 
 def test_says_so_when_nothing_is_evaluated(tmp_path, archive_module, capsys):
