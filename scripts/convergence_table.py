@@ -75,6 +75,7 @@ def read_runs(folder: Path) -> dict[tuple[str, int], dict[int, dict]]:
                                  f"or two runs' logs joined?)")
         _check_budget(path, int(match["epochs"]))
         key, seed = (match["method"], int(match["epochs"])), int(match["seed"])
+        _check_seed_and_weights(path, seed, metrics, runs[key])
         if seed in runs[key]:  # names sort by their time stamp: this run is the later one of the seed
             print(f"convergence_table: note: {path.name} replaces the earlier {runs[key][seed]['name']} (the same "
                   f"method, budget and seed: the latest run counts)", file=sys.stderr)
@@ -83,8 +84,36 @@ def read_runs(folder: Path) -> dict[tuple[str, int], dict[int, dict]]:
         # of older rules: its log is judged again
         conv = metrics.get("convergence")
         verdict = _verdict(conv) if isinstance(conv, dict) and "unchecked" in conv else None
-        runs[key][seed] = {"test": metrics["closed"], "history": history, "name": path.name, "verdict": verdict}
+        runs[key][seed] = {"test": metrics["closed"], "history": history, "name": path.name, "verdict": verdict,
+                           "sha256": metrics.get("checkpoint_sha256")}
     return runs
+
+
+def _config(path: Path) -> dict:
+    """`path`/config.yaml read ({} when there is none); TableError when it is not YAML."""
+    config = path / "config.yaml"
+    if not config.is_file():
+        return {}
+    try:
+        cfg = yaml.safe_load(config.read_text(encoding="utf-8"))
+    except (yaml.YAMLError, ValueError) as exc:
+        raise TableError(f"{config}: not YAML ({exc})".splitlines()[0]) from None
+    return cfg if isinstance(cfg, dict) else {}
+
+
+def _check_seed_and_weights(path: Path, seed: int, metrics: dict, row: dict[int, dict]) -> None:
+    """TableError when config.yaml's seed is not the name's -sSEED (a copied or renamed run: two "seeds" of one
+    training), or when another seed of the row evaluated the same weights (metrics.json's checkpoint_sha256), as
+    `openlt summary` refuses (helper trial, session 28: a run copied under two seed names gave "± 0.0")."""
+    said = _config(path).get("seed")
+    if said is not None and said != seed:
+        raise TableError(f"{path / 'config.yaml'}: seed is {said!r} but the run's name says s{seed} (a copied or "
+                         f"renamed run: name it by the seed it trained with)")
+    sha = metrics.get("checkpoint_sha256")
+    twin = next((run["name"] for other, run in row.items() if other != seed and sha and run.get("sha256") == sha), None)
+    if twin is not None:
+        raise TableError(f"{path.name} and {twin} are evaluations of the same weights (checkpoint_sha256 "
+                         f"{sha[:12]}...): one training counted as two seeds; keep one of them")
 
 
 def _check_budget(path: Path, epochs: int) -> None:
@@ -93,14 +122,8 @@ def _check_budget(path: Path, epochs: int) -> None:
     override, or renamed: its row would stand under the wrong budget). A stage 2's name gives its stage 1's budget,
     so it is not checked; nor is a run without config.yaml."""
     config = path / "config.yaml"
-    if not config.is_file():
-        return
-    try:
-        cfg = yaml.safe_load(config.read_text(encoding="utf-8"))
-    except (yaml.YAMLError, ValueError) as exc:
-        raise TableError(f"{config}: not YAML ({exc})".splitlines()[0]) from None
-    train = cfg.get("train") if isinstance(cfg, dict) else None
-    decouple = cfg.get("decouple") if isinstance(cfg, dict) else None
+    cfg = _config(path)
+    train, decouple = cfg.get("train"), cfg.get("decouple")
     if not isinstance(train, dict) or train.get("init_from") or (isinstance(decouple, dict)
                                                                  and decouple.get("method") not in (None, "none")):
         return

@@ -187,3 +187,26 @@ def test_a_band_some_seeds_lack_says_how_many_seeds_it_is_of(tmp_path, table_mod
                        encoding="utf-8")
     lines = table_module.tables(table_module.read_runs(tmp_path)).splitlines()
     assert "| 4 | crt | 2 | 70.0 ± 10.0 | 60.0 ± 10.0 | 60.0 (1 of 2 seeds) | 60.0 ± 10.0 |" in lines
+
+
+def test_a_run_copied_under_another_seed_name_is_one_line(tmp_path, table_module, capsys):
+    """(Helper trial, session 28: one run copied as -s0 and -s1 was a row of "2 seeds ± 0.0"; a config.yaml seed
+    other than the name's was not looked at.) The same weights under two seeds, or a name's seed that is not
+    config.yaml's, are refused as `openlt summary` refuses them."""
+    for seed in (0, 1):
+        _run(tmp_path, f"plain_e4-s{seed}-20261129-10000{seed}", 0.5, val=[0.2, 0.3, 0.4, 0.5])
+        path = tmp_path / f"plain_e4-s{seed}-20261129-10000{seed}"
+        metrics = json.loads((path / "metrics.json").read_text())
+        (path / "metrics.json").write_text(json.dumps({**metrics, "checkpoint_sha256": "ab" * 32}))
+        (path / "config.yaml").write_text(f"seed: {seed}\ntrain: {{epochs: 4}}\n")
+    assert table_module.main([str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert ("plain_e4-s1-20261129-100001 and plain_e4-s0-20261129-100000 are evaluations of the same weights "
+            "(checkpoint_sha256 abababababab...)") in err, err
+    other = {**metrics, "checkpoint_sha256": "cd" * 32}
+    (tmp_path / "plain_e4-s1-20261129-100001" / "metrics.json").write_text(json.dumps(other))
+    assert table_module.main([str(tmp_path)]) == 0
+    assert "| 4 | 2 |" in capsys.readouterr().out
+    (tmp_path / "plain_e4-s1-20261129-100001" / "config.yaml").write_text("seed: 0\ntrain: {epochs: 4}\n")
+    assert table_module.main([str(tmp_path)]) == 2
+    assert "seed is 0 but the run's name says s1 (a copied or renamed run" in capsys.readouterr().err
