@@ -159,6 +159,10 @@ def test_expand_inputs_takes_files_folders_and_globs(tmp_path):
     got = expand_inputs([str(tmp_path / "a"), str(tmp_path / "**" / "4.png"), str(tmp_path / "x.png")])
     assert got == [(str(tmp_path / "a" / "1.png"), None), (str(tmp_path / "a" / "b" / "2.JPG"), None),
                    (str(tmp_path / "c" / "4.png"), None), (str(tmp_path / "x.png"), None)]  # missing: read later
+    # a pattern matching folders takes their images, as if named (helper trial, session 28: "no file matches"),
+    # each once though ** matches a folder and its files
+    assert expand_inputs([str(tmp_path / "[ac]")]) == got[:3]
+    assert expand_inputs([str(tmp_path / "**")]) == got[:3]
     (tmp_path / "empty").mkdir()
     [(path, problem)] = expand_inputs([str(tmp_path / "empty")])
     assert path == str(tmp_path / "empty") and problem.startswith("no image files")

@@ -72,8 +72,8 @@ def test_files_named_directly_follow_the_folder_rule(run, mixed, capsys, single_
 
 
 def test_a_pattern_skips_the_same_files_with_the_same_warning(mixed, caplog):
-    found = expand_inputs([str(mixed / "*")])
-    assert found == [(str(mixed / "A.JPG"), None)]
+    found = expand_inputs([str(mixed / "*")])  # the matching folder's images too, as the shell's unquoted * gives
+    assert found == [(str(mixed / "A.JPG"), None), (str(mixed / "sub" / "b.PNG"), None)]
     assert [r.getMessage() for r in caplog.records] == [
         f"{mixed / '*'}: skipped 3 files without an image extension ({mixed / 'noext'}, {mixed / 'photo.heic'}, "
         f"{mixed / 'readme.txt'}); openlt labels .jpg .jpeg .png .bmp .webp .gif .tif .tiff .ppm .pgm (any case): "

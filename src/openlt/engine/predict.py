@@ -260,9 +260,9 @@ def _dangling(path: Path) -> bool:
 def expand_inputs(inputs: Iterable[str]) -> list[tuple[str, str | None]]:
     """Image paths from what the user named, in order: a file as it is, a folder's image files (recursively,
     extensions of openlt.data.datasets.IMAGE_EXTENSIONS, hidden entries skipped, sorted), a glob pattern's
-    image matches (``*``, ``?``, ``[``; ``**`` recursive; sorted). One rule for all three: a file whose name has
-    no image extension is not read (named: an entry with its problem; in a folder or among matches: skipped,
-    with one warning line giving how many and the first names). Returns (path, problem) pairs: problem is None, or
+    image matches and the images of its matching folders (``*``, ``?``, ``[``; ``**`` recursive; sorted). One rule
+    for all three: a file whose name has no image extension is not read (named: an entry with its problem; in a
+    folder or among matches: skipped, with one warning line giving how many and the first names). Returns (path, problem) pairs: problem is None, or
     a one-line reason when the entry names no image (missing path, folder without images, pattern without
     match, a name the filesystem refuses: too long, ...), so that the caller reports it on that entry's line and
     goes on; a sub-folder that cannot be listed is such an entry too. A dangling symlink (named, matched, or in a
@@ -296,13 +296,29 @@ def _expand(entry: str) -> list[tuple[str, str | None]]:
         if path.suffix.lower() not in IMAGE_EXTENSIONS and path.is_file():
             return [(entry, not_image_name(entry))]
         return [(entry, None)]  # a missing file or a dangling symlink is reported when it is read
-    files = [m for m in sorted(glob.glob(entry, recursive=True)) if Path(m).is_file() or _dangling(Path(m))]
-    skipped = [Path(m) for m in files if Path(m).suffix.lower() not in IMAGE_EXTENSIONS]
+    return _matches(entry)
+
+
+def _matches(entry: str) -> list[tuple[str, str | None]]:
+    """:func:`_expand` for a glob pattern: its matching image files and the images of its matching folders, as if
+    each were named (``imgs/*`` over class folders; was "no file matches"), each path once (``**`` matches a
+    folder and its files), in the matches' order."""
+    found: dict[str, str | None] = {}
+    skipped: list[Path] = []
+    for match in sorted(glob.glob(entry, recursive=True)):
+        path = Path(match)
+        if path.is_dir():
+            images, passed = _folder_images(path)
+            found.update((str(p), problem) for p, problem in images if str(p) not in found)
+            skipped += passed
+        elif path.is_file() or _dangling(path):
+            if path.suffix.lower() in IMAGE_EXTENSIONS:
+                found.setdefault(match, None)
+            else:
+                skipped.append(path)
     if skipped:
-        _LOG.warning(_skipped_note(entry, skipped))
-    images = [m for m in files if Path(m).suffix.lower() in IMAGE_EXTENSIONS]
-    return [(m, None) for m in images] or [
-        (entry, f"no {'image ' if skipped else ''}file matches {entry!r}")]
+        _LOG.warning(_skipped_note(entry, list(dict.fromkeys(skipped))))
+    return list(found.items()) or [(entry, f"no {'image ' if skipped else ''}file matches {entry!r}")]
 
 
 def _failure(path: str, message: str) -> dict:
