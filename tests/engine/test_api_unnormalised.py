@@ -25,3 +25,18 @@ def test_a_normalised_batch_is_silent(caplog):
         _check_normalised(normalised, MEAN, STD)
         _check_normalised(torch.rand(2, 1, 8, 8), [0.0], [1.0])  # a transform without a mean: [0, 1] is right
     assert caplog.records == []
+
+
+def test_a_bright_image_normalised_from_8_bit_pixels_is_silent_and_its_to_tensor_output_warns(caplog):
+    """(Helper trial, session 28: LoadedRun.transform of a light-grey image, values 0.45 - 0.81, was warned about.)
+    8-bit pixels normalised with the run's mean and std are told from a ToTensor() output of the same pixels."""
+    pixels = torch.full((1, 3, 16, 16), 150 / 255)
+    pixels[0, :, :4] = torch.tensor([170, 160, 140]).view(3, 1, 1) / 255
+    normalised = (pixels - torch.tensor(MEAN).view(1, 3, 1, 1)) / torch.tensor(STD).view(1, 3, 1, 1)
+    assert 0 <= float(normalised.min()) and float(normalised.max()) <= 1  # inside [0, 1], yet normalised
+    with caplog.at_level(logging.WARNING, logger="openlt.engine.api"):
+        _check_normalised(normalised, MEAN, STD)
+    assert caplog.records == []
+    with caplog.at_level(logging.WARNING, logger="openlt.engine.api"):
+        _check_normalised(pixels, MEAN, STD)  # the same pixels, not normalised
+    assert len(caplog.records) == 1 and "lies in [0, 1]" in caplog.text

@@ -246,22 +246,32 @@ def _check_normalised(tensor: torch.Tensor, mean: list[float], std: list[float])
                             f"{high:.3g}]); channel {c} holds {seen_low:.4g} .. {seen_high:.4g}"
                             + (" (0..255 pixels? divide by 255 and normalise, or give paths / PIL images)"
                                if seen_high > 2 * high + 1 else "; or give paths / PIL images"))
-    _warn_if_unnormalised(tensor, mean)
+    _warn_if_unnormalised(tensor, mean, std)
 
 
-def _warn_if_unnormalised(tensor: torch.Tensor, mean: list[float]) -> None:
+def _warn_if_unnormalised(tensor: torch.Tensor, mean: list[float], std: list[float]) -> None:
     """A warning (logger openlt.engine.api) when every value of a batch lies in [0, 1] though the run's transform
     subtracts a positive mean: a ToTensor() output without Normalize sits inside the normalised range, so the range
     check passes it, and it would be labelled wrongly without a word (trial 19). Not an error: a bright normalised
-    batch can lie in [0, 1] too."""
+    batch can lie in [0, 1] too; none when the batch is exactly 8-bit pixels normalised with the run's mean and std
+    (LoadedRun.transform's output of an image: helper trial, session 28, a light-grey image was warned about)."""
     finite = tensor[torch.isfinite(tensor)]
     if finite.numel() == 0 or not any(m > 0 for m in mean):
         return
-    if float(finite.min()) >= 0.0 and float(finite.max()) <= 1.0:
+    if float(finite.min()) >= 0.0 and float(finite.max()) <= 1.0 and not _normalised_pixels(tensor, mean, std):
         _LOG.warning("every value of the tensor of images given lies in [0, 1]: is it normalised as "
                      "LoadedRun.transform gives ((x - mean) / std, mean %s)? A ToTensor() output without Normalize "
                      "is labelled wrongly; give paths / PIL images, or LoadedRun.transform's output",
                      ", ".join(f"{m:g}" for m in mean))
+
+
+def _normalised_pixels(tensor: torch.Tensor, mean: list[float], std: list[float], tol: float = 1e-3) -> bool:
+    """Whether every channel c of `tensor` (N, C, H, W) is (k / 255 - mean[c]) / std[c] for whole k: 8-bit pixels
+    normalised as the run's transform does (a ToTensor() output, k / 255 itself, is not, unless mean is 0)."""
+    pixels = (tensor.double() * torch.tensor(std, dtype=torch.float64).view(1, -1, 1, 1)
+              + torch.tensor(mean, dtype=torch.float64).view(1, -1, 1, 1)) * 255
+    pixels = pixels[torch.isfinite(pixels)]
+    return bool(((pixels - pixels.round()).abs() <= tol).all())
 
 
 def load_run(path: str | os.PathLike, checkpoint: str = "best", device: str | None = None,
