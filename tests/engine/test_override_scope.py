@@ -53,3 +53,16 @@ def test_importing_it_loads_nothing_heavy():
             "print(sorted({m.split('.')[0] for m in sys.modules} & {'torch', 'numpy', 'PIL', 'sklearn'}))")
     assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           check=True).stdout.strip() == "[]"
+
+
+def test_the_moved_data_hint_quotes_a_run_path_with_spaces(tmp_path):
+    """(Helper trial, session 28: `openlt eval /tmp/x/moved run ü data.root=...` broke when pasted.)"""
+    from openlt.config import build_config
+    from openlt.engine.override_scope import check_data_folders
+    from openlt.engine.run import Run
+    from openlt.errors import DataError
+
+    run = Run(tmp_path / "moved run ü")
+    cfg = build_config(None, [f"data.split_dir={tmp_path / 'gone'}"])
+    with pytest.raises(DataError, match=r"\(`openlt eval '.*/moved run ü' data.split_dir=NEW_FOLDER \.\.\.`\)$"):
+        check_data_folders(run, cfg, set(), "eval")

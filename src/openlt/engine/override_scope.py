@@ -8,6 +8,7 @@ command line checks these before torch loads (seconds); the library functions ch
 
 from __future__ import annotations
 
+import shlex
 from pathlib import Path
 
 from openlt.config import Config, build_config, to_dict
@@ -74,7 +75,7 @@ def check_data_folders(run: Run, cfg: Config, given: set[str], command: str, why
             raise DataError(f"{key}={value}: no such folder")
         raise DataError(f"{run.config_file}: {key} {value} is not a folder; `openlt {command}` reads the run's data "
                         f"there{f' ({why})' if why else ''}: if the data moved, pass {key}=NEW_FOLDER (`openlt "
-                        f"{command} {run.path} {key}=NEW_FOLDER ...`)")
+                        f"{command} {shlex.quote(str(run.path))} {key}=NEW_FOLDER ...`)")
 
 
 # what identify reads in the run's data folders (its DataError says why they are needed)
