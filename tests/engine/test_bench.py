@@ -89,7 +89,8 @@ def test_bench_runs_skips_and_resumes(spec_path, tmp_path, capsys):
     out = capsys.readouterr().out
     assert "tau_norm seed 0: missing" in out and "plain+energy seed 0: missing" in out and "training" not in out.replace("under-training", "")
     md = (bench / "results.md").read_text()
-    assert "| plain ‡ | 1 |" in md and "tau_norm" not in md.split("Which method")[0]
+    assert "| plain ‡ | 1 |" in md and "| tau_norm" not in md  # no row, and named under the table:
+    assert "Not finished, so not in these means: " in md and "plain+energy-s0, tau_norm-s0 (the runs column" in md
     assert not (tau / "metrics.json").exists() and not (plain / "metrics-plain-energy.json").exists()
 
 
