@@ -5,35 +5,16 @@ are what each function makes on its own (no output change)."""
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
 import pytest
 
 from openlt.reporting import bench_report
 from openlt.reporting.bench_report import charts, csv_text, html_page, markdown, write_bench_results
 from openlt.reporting.figures import to_png
 from openlt.reporting.summary import load_metrics
-from summary_files import write  # tests/helpers, on the path through conftest
+from bench_doubles import Method, Spec, summary_metrics  # tests/helpers, on the path through conftest
+from summary_files import write
 
-# test_summary.py's metrics dict (the tests are no package)
-_spec = importlib.util.spec_from_file_location("summary_tests_module", Path(__file__).with_name("test_summary.py"))
-_summary_tests = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(_summary_tests)
-metrics = _summary_tests.metrics
-
-
-class Method:
-    def __init__(self, name: str, eval_of: str | None = None) -> None:
-        self.name, self.eval_of, self.paper_row = name, eval_of, None
-
-
-class Spec:
-    name, seeds, paper, path = "toy", [0, 1], None, "toy.yaml"
-
-    def __init__(self, out_dir: Path, methods: list[Method]) -> None:
-        self.out_dir, self.methods = out_dir, methods
-        out_dir.mkdir()
+metrics = summary_metrics()
 
 
 @pytest.fixture

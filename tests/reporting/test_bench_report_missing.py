@@ -4,33 +4,16 @@ the table's `runs` column the sole sign; session 27's hostile try of the bench).
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
 from openlt.reporting.bench_report import missing_runs, write_bench_results
-from summary_files import write  # tests/helpers, on the path through conftest
+from bench_doubles import Method, Spec, summary_metrics  # tests/helpers, on the path through conftest
+from summary_files import write
 
-_spec = importlib.util.spec_from_file_location("summary_tests_module", Path(__file__).with_name("test_summary.py"))
-_summary_tests = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(_summary_tests)
-metrics = _summary_tests.metrics
-
-
-class Method:
-    def __init__(self, name: str, eval_of: str | None = None) -> None:
-        self.name, self.eval_of, self.paper_row = name, eval_of, None
-
-
-class Spec:
-    name, seeds, paper, path = "toy", [0, 1, 2], None, "toy.yaml"
-
-    def __init__(self, out_dir: Path, methods: list[Method]) -> None:
-        self.out_dir, self.methods = out_dir, methods
-        out_dir.mkdir()
+metrics = summary_metrics()
 
 
 def test_the_tables_name_the_runs_their_means_leave_out(tmp_path):
-    spec = Spec(tmp_path / "bench", [Method("plain"), Method("crt"), Method("plain+maxlogit", eval_of="plain")])
+    spec = Spec(tmp_path / "bench", [Method("plain"), Method("crt"), Method("plain+maxlogit", eval_of="plain")],
+                [0, 1, 2])
     plain = [write(spec.out_dir, f"plain-s{s}-20261202-10461{s}", metrics(f"plain{s}")) for s in (0, 2)]
     files = {"plain": plain, "crt": [], "plain+maxlogit": [p.with_name("metrics-maxlogit.json") for p in plain]}
     assert missing_runs(spec, files) == ["plain-s1", "crt-s0", "crt-s1", "crt-s2", "plain+maxlogit-s1"]
@@ -44,7 +27,7 @@ def test_the_tables_name_the_runs_their_means_leave_out(tmp_path):
 
 
 def test_every_seed_there_says_nothing_and_folders_named_otherwise_are_counted(tmp_path):
-    spec = Spec(tmp_path / "bench", [Method("plain")])
+    spec = Spec(tmp_path / "bench", [Method("plain")], [0, 1, 2])
     every = [write(tmp_path / "runs", f"plain-s{s}-20261202-104613-2", metrics(f"p{s}")) for s in (0, 1, 2)]
     assert missing_runs(spec, {"plain": every}) == []
     assert "Not finished" not in write_bench_results(spec, {"plain": every})["markdown"].read_text()
