@@ -66,3 +66,14 @@ def test_the_moved_data_hint_quotes_a_run_path_with_spaces(tmp_path):
     cfg = build_config(None, [f"data.split_dir={tmp_path / 'gone'}"])
     with pytest.raises(DataError, match=r"\(`openlt eval '.*/moved run ü' data.split_dir=NEW_FOLDER \.\.\.`\)$"):
         check_data_folders(run, cfg, set(), "eval")
+
+
+def test_an_empty_quoted_folder_is_refused_not_read_as_the_current_folder(tmp_path):
+    """(Helper trial, session 28: `openlt eval RUN "data.root=''"` passed as Path('') = '.'.)"""
+    from openlt.config import build_config
+    from openlt.engine.override_scope import check_data_folders
+    from openlt.engine.run import Run
+
+    cfg = build_config(None, ["data.root=''"])
+    with pytest.raises(ConfigError, match=r"^the override data.root='' is an empty path \(it would read the current"):
+        check_data_folders(Run(tmp_path), cfg, {"data.root"}, "eval")

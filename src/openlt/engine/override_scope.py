@@ -69,6 +69,9 @@ def check_data_folders(run: Run, cfg: Config, given: set[str], command: str, why
             raise ConfigError(f"data.root= (empty, null) is refused: give the folder of the run's images, "
                               f"data.root=FOLDER, or leave the override out to read them where {run.config_file} "
                               f"says")
+        if value is not None and not str(value).strip():  # Path("") is the current folder: said, not read there
+            said = f"the override {key}={value!r}" if key in given else f"{run.config_file}: {key}"
+            raise ConfigError(f"{said} is an empty path (it would read the current folder): give the folder")
         if value is None or Path(value).expanduser().is_dir():
             continue
         if key in given:
